@@ -1,0 +1,35 @@
+"""A method's parameter declaration turned into Gradio widgets (help right beside each field)."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from pipelines.methods import describe
+
+
+def _widget(info):
+    label = info.label
+    if info.choices is not None:
+        return gr.Dropdown(choices=info.choices, value=info.default, label=label, info=info.help,
+                           elem_id=f"param-{info.name}")
+    if info.type is bool:
+        return gr.Checkbox(value=info.default, label=label, info=info.help, elem_id=f"param-{info.name}")
+    if info.type in (int, float):
+        return gr.Number(
+            value=info.default, label=label, info=info.help, minimum=info.min, maximum=info.max,
+            step=info.step or (1 if info.type is int else None), precision=0 if info.type is int else None,
+            elem_id=f"param-{info.name}",
+        )
+    return gr.Textbox(value=str(info.default), label=label, info=info.help, elem_id=f"param-{info.name}")
+
+
+def build_form(params_cls) -> dict[str, gr.components.Component]:
+    """Widgets for every declared parameter, advanced ones folded away; name -> component."""
+    infos = describe(params_cls)
+    widgets = {}
+    for info in (i for i in infos if not i.advanced):
+        widgets[info.name] = _widget(info)
+    with gr.Accordion("Advanced settings", open=False):
+        for info in (i for i in infos if i.advanced):
+            widgets[info.name] = _widget(info)
+    return widgets

@@ -1,0 +1,1 @@
+"""The engine: data, models, methods, training runs, generation. Importable without Gradio."""

@@ -1,0 +1,44 @@
+"""Trainer callback that turns the trainer's logs into metrics.jsonl rows and progress."""
+
+from __future__ import annotations
+
+import time
+
+from transformers import TrainerCallback
+
+from pipelines.events import RunEvents
+
+
+class MetricsCallback(TrainerCallback):
+    def __init__(self, events: RunEvents):
+        self.events = events
+        self._last = None  # (time, tokens seen) at the previous training log
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.events.progress.update(step=state.global_step, max_steps=state.max_steps)
+        self._last = (time.time(), state.num_input_tokens_seen)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.events.progress.update(step=state.global_step, max_steps=state.max_steps)
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        # Evaluation time is not training time: restart the tokens/s window after it.
+        self._last = (time.time(), state.num_input_tokens_seen)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = dict(logs or {})
+        now = time.time()
+        record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), "time": now}
+        if "loss" in logs:
+            tokens = state.num_input_tokens_seen
+            t0, tok0 = self._last or (now, tokens)
+            record["tokens_per_s"] = round((tokens - tok0) / max(now - t0, 1e-9), 1)
+            self._last = (now, tokens)
+        for key in ("loss", "eval_loss", "learning_rate", "grad_norm", "mean_token_accuracy",
+                    "eval_mean_token_accuracy"):
+            if key in logs:
+                record[key] = float(logs[key])
+        if len(record) > 3:
+            self.events.metric(record)
+            shown = " ".join(f"{k}={v:.4g}" for k, v in record.items() if k not in ("time",))
+            print(f"[metrics] {shown}", flush=True)

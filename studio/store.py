@@ -1,0 +1,114 @@
+"""The catalogue: the only module that speaks SQL (SQLite, WAL mode)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS datasets (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    rows INTEGER NOT NULL,
+    source_name TEXT NOT NULL,
+    source_sha256 TEXT NOT NULL,
+    path TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    method TEXT NOT NULL,
+    model TEXT NOT NULL,
+    dataset_id TEXT REFERENCES datasets(id),
+    status TEXT NOT NULL,
+    error TEXT,
+    params TEXT NOT NULL,
+    parent_id TEXT REFERENCES runs(id),
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+"""
+
+DATASET_COLUMNS = ("id", "name", "kind", "rows", "source_name", "source_sha256", "path", "created")
+RUN_COLUMNS = ("id", "method", "model", "dataset_id", "status", "error", "params", "parent_id",
+               "created", "updated")
+
+
+class Store:
+    def __init__(self, db_path: Path):
+        self.db_path = Path(db_path)
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(SCHEMA)
+
+    @contextmanager
+    def _connect(self):
+        # A connection per operation: safe across Gradio's worker threads.
+        db = sqlite3.connect(self.db_path, timeout=30)
+        db.row_factory = sqlite3.Row
+        try:
+            with db:
+                yield db
+        finally:
+            db.close()
+
+    # datasets
+    def add_dataset(self, **row) -> None:
+        row.setdefault("created", time.time())
+        cols = ", ".join(DATASET_COLUMNS)
+        marks = ", ".join("?" for _ in DATASET_COLUMNS)
+        with self._connect() as db:
+            db.execute(f"INSERT INTO datasets ({cols}) VALUES ({marks})", [row[c] for c in DATASET_COLUMNS])
+
+    def get_dataset(self, dataset_id: str) -> dict | None:
+        with self._connect() as db:
+            found = db.execute("SELECT * FROM datasets WHERE id = ?", (dataset_id,)).fetchone()
+        return dict(found) if found else None
+
+    def find_dataset_by_hash(self, sha256: str) -> dict | None:
+        with self._connect() as db:
+            found = db.execute(
+                "SELECT * FROM datasets WHERE source_sha256 = ? ORDER BY created LIMIT 1", (sha256,)
+            ).fetchone()
+        return dict(found) if found else None
+
+    def list_datasets(self) -> list[dict]:
+        with self._connect() as db:
+            return [dict(r) for r in db.execute("SELECT * FROM datasets ORDER BY created DESC")]
+
+    # runs
+    def add_run(self, **row) -> None:
+        now = time.time()
+        row = {"error": None, "parent_id": None, "created": now, "updated": now, **row}
+        row["params"] = json.dumps(row["params"])
+        cols = ", ".join(RUN_COLUMNS)
+        marks = ", ".join("?" for _ in RUN_COLUMNS)
+        with self._connect() as db:
+            db.execute(f"INSERT INTO runs ({cols}) VALUES ({marks})", [row[c] for c in RUN_COLUMNS])
+
+    def update_run_status(self, run_id: str, status: str, error: str | None) -> None:
+        with self._connect() as db:
+            db.execute(
+                "UPDATE runs SET status = ?, error = ?, updated = ? WHERE id = ?",
+                (status, error, time.time(), run_id),
+            )
+
+    def get_run(self, run_id: str) -> dict | None:
+        with self._connect() as db:
+            found = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return _run(found) if found else None
+
+    def list_runs(self) -> list[dict]:
+        with self._connect() as db:
+            return [_run(r) for r in db.execute("SELECT * FROM runs ORDER BY created DESC")]
+
+
+def _run(row: sqlite3.Row) -> dict:
+    out = dict(row)
+    out["params"] = json.loads(out["params"])
+    return out

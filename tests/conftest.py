@@ -1,0 +1,62 @@
+"""Shared fixtures: a Studio on a temporary workspace, and a tiny random-weight llama that
+uses the real SmolLM2 tokenizer (read from the embedded GGUF, so no download)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FAQ = ROOT / "assets" / "samples" / "quillpad_faq.jsonl"
+
+# Tests must never reach a model hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def real_tokenizer_dir(tmp_path_factory) -> Path:
+    from transformers import AutoTokenizer
+
+    from pipelines.models import _gguf_path
+
+    gguf = _gguf_path()
+    out = tmp_path_factory.mktemp("tokenizer")
+    AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, real_tokenizer_dir) -> Path:
+    """A 2-layer llama with random weights, saved as a local Hugging Face folder."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(real_tokenizer_dir)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+        tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    out = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture
+def studio(tmp_path):
+    from studio.core import Studio
+
+    return Studio(tmp_path / "home")
+
+
+@pytest.fixture
+def tiny_params() -> dict:
+    """Settings that make the tiny model learn visibly in a few seconds."""
+    return {"learning_rate": 1e-2, "num_train_epochs": 2, "per_device_train_batch_size": 8,
+            "max_length": 64, "r": 8, "lora_alpha": 16}

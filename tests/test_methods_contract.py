@@ -1,0 +1,75 @@
+"""Every declared method honours the declaration contract (rule 1 of DESIGN.md)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from trl import SFTConfig
+
+from pipelines.methods import METHODS, ConfigError, describe, parse
+
+SFT_FIELDS = {f.name for f in dataclasses.fields(SFTConfig)}
+
+
+@pytest.mark.parametrize("key", sorted(METHODS))
+def test_every_parameter_is_explained_and_its_default_is_valid(key):
+    for info in describe(METHODS[key].params):
+        assert info.label, info.name
+        assert len(info.help) > 30, f"{key}.{info.name}: help should speak to a non-expert"
+        assert isinstance(info.default, info.type), f"{key}.{info.name}: default has the wrong type"
+        if info.choices is not None:
+            assert info.default in info.choices
+        if info.min is not None:
+            assert info.min <= info.default <= info.max, f"{key}.{info.name}: default outside range"
+        elif info.type in (int, float) and info.choices is None:
+            pytest.fail(f"{key}.{info.name}: a number needs a range")
+
+
+@pytest.mark.parametrize("key", sorted(METHODS))
+def test_names_match_trl_and_peft(key):
+    method = METHODS[key]
+    defaults = parse(method.params, {})
+    peft_fields = set()
+    if method.peft_config is not None:
+        peft_fields = {f.name for f in dataclasses.fields(type(method.peft_config(defaults)))}
+    for info in describe(method.params):
+        if info.target == "trainer":
+            assert info.name in SFT_FIELDS, f"{key}.{info.name} is not an SFTConfig field"
+        elif info.target == "peft":
+            assert info.name in peft_fields, f"{key}.{info.name} is not a field of the PEFT config"
+        else:  # the studio's own concept: must not shadow a TRL/PEFT name
+            assert info.name not in SFT_FIELDS | peft_fields, f"{key}.{info.name} exists in TRL/PEFT"
+
+
+@pytest.mark.parametrize("key", sorted(METHODS))
+def test_method_card_is_complete(key):
+    method = METHODS[key]
+    assert method.key == key
+    assert method.data_kind in ("sft", "preference", "kto", "text")
+    assert method.summary and method.when_to_use
+    assert isinstance(method.mergeable, bool)
+
+
+def test_parse_rejects_bad_values_with_one_sentence():
+    params = METHODS["lora"].params
+    with pytest.raises(ConfigError, match=r"^parameter 'r': expected a value from 1 to 512, got 0$"):
+        parse(params, {"r": 0})
+    with pytest.raises(ConfigError, match=r"^parameter 'target_modules': expected one of attention, all-linear, got 'mlp'$"):
+        parse(params, {"target_modules": "mlp"})
+    with pytest.raises(ConfigError, match=r"^parameter 'r': expected a whole number, got 2.5$"):
+        parse(params, {"r": 2.5})
+    with pytest.raises(ConfigError, match=r"^unknown parameter 'rank'; this method accepts: "):
+        parse(params, {"rank": 8})
+
+
+def test_parse_coerces_form_and_yaml_values():
+    p = parse(METHODS["lora"].params, {"r": "8", "use_rslora": "true", "learning_rate": "1e-4"})
+    assert (p.r, p.use_rslora, p.learning_rate) == (8, True, 1e-4)
+
+
+def test_lora_config_follows_the_declaration():
+    method = METHODS["lora"]
+    cfg = method.peft_config(parse(method.params, {"r": 4, "target_modules": "attention", "use_rslora": True}))
+    assert cfg.r == 4 and cfg.use_rslora
+    assert set(cfg.target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj"}

@@ -1,0 +1,92 @@
+"""LoRA SFT on the tiny model: the loss goes down, the adapter reloads with the same logits,
+and a run in its own process leaves the run directory the issue describes."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+import torch
+
+from pipelines import data
+from pipelines.events import RunEvents, read_metrics
+from pipelines.train_sft import build_trainer, save
+from tests.conftest import FAQ
+
+METRIC_KEYS = {"step", "epoch", "loss", "learning_rate", "grad_norm", "tokens_per_s"}
+
+
+def tiny_job(tmp_path, tiny_model_dir, params):
+    parquet = data.write_dataset(data.read_sft_jsonl(FAQ), tmp_path / "ds")
+    return {"method": "lora", "model": str(tiny_model_dir), "model_cache": str(tmp_path / "models"),
+            "dataset": {"path": str(parquet)}, "params": params}
+
+
+def test_loss_goes_down_and_adapter_reloads_with_same_logits(tmp_path, tiny_model_dir, tiny_params):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    trainer, tokenizer = build_trainer(tiny_job(tmp_path, tiny_model_dir, tiny_params), run_dir, RunEvents(run_dir))
+    trainer.train()
+
+    losses = [m["loss"] for m in read_metrics(run_dir) if "loss" in m]
+    assert len(losses) >= 20
+    # A random tiny model starts near log(vocab); the drop is small in nats but steady.
+    assert statistics.mean(losses[-3:]) < statistics.mean(losses[:3]) - 0.2
+    accuracy = [m["mean_token_accuracy"] for m in read_metrics(run_dir) if "mean_token_accuracy" in m]
+    assert accuracy[-1] > accuracy[0] + 0.1
+
+    probe = tokenizer(["How long does the Quillpad battery last?"], return_tensors="pt")
+    trainer.model.eval()
+    with torch.no_grad():
+        trained = trainer.model(**probe).logits
+    save(trainer, tokenizer, run_dir / "adapter")
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with torch.no_grad():
+        untouched = base(**probe).logits
+        reloaded = PeftModel.from_pretrained(base, run_dir / "adapter").eval()(**probe).logits
+    torch.testing.assert_close(reloaded, trained)
+    assert not torch.allclose(untouched, trained, atol=1e-3)  # the adapter changed something
+
+
+def test_run_in_its_own_process_writes_the_run_directory(studio, tiny_model_dir, tiny_params):
+    run_id = studio.start_run(model=str(tiny_model_dir), dataset="quillpad_faq", method="lora",
+                              params=tiny_params)
+    row = studio.wait(run_id, poll_s=0.5)
+    run_dir = studio.run_dir(run_id)
+    assert row["status"] == "completed", (run_dir / "train.log").read_text()[-2000:]
+    assert studio.store.get_run(run_id)["status"] == "completed"
+
+    job = json.loads((run_dir / "job.json").read_text())
+    assert job["method"] == "lora" and job["params"]["r"] == tiny_params["r"]
+    metrics = read_metrics(run_dir)
+    assert METRIC_KEYS <= set().union(*(m.keys() for m in metrics if "loss" in m))
+    assert any("eval_loss" in m for m in metrics)
+    assert "run completed" in (run_dir / "train.log").read_text()
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in (run_dir / "adapter").iterdir()}
+    assert row["step"] == row["max_steps"] > 0
+
+
+def test_a_worker_that_crashes_is_reported_failed(studio, tiny_model_dir, tiny_params, tmp_path):
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text((tiny_model_dir / "config.json").read_text())
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    run_id = studio.start_run(model=str(broken), dataset="quillpad_faq", method="lora", params=tiny_params)
+    row = studio.wait(run_id, poll_s=0.5)
+    assert row["status"] == "failed"
+    assert row["error"] and "\n" not in row["error"]
+    assert not (studio.run_dir(run_id) / "adapter").exists()
+
+
+def test_bad_parameters_are_refused_before_anything_is_written(studio, tiny_model_dir):
+    from pipelines.methods import ConfigError
+
+    with pytest.raises(ConfigError, match="^parameter 'lora_dropout': expected a value from 0.0 to 0.5, got 0.9$"):
+        studio.start_run(model=str(tiny_model_dir), dataset="quillpad_faq", method="lora",
+                         params={"lora_dropout": 0.9})
+    assert studio.store.list_runs() == [] and list(studio.runs_dir.iterdir()) == []
