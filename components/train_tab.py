@@ -46,6 +46,10 @@ def run_summary(studio, run_id: str | None) -> tuple[str, str]:
         lines.append(f"Step {row['step']} of {row['max_steps']} ({pct:.0f}%)")
     if row["error"]:
         lines.append(f"Error: {row['error']}")
+    summary = row.get("summary") or {}
+    if "eval_loss_before" in summary and "eval_loss_after" in summary:
+        lines.append(f"Held-out loss: {summary['eval_loss_before']:.3f} before, "
+                     f"{summary['eval_loss_after']:.3f} after (lower is better)")
     if row["status"] == "completed":
         lines.append(f"Adapter saved in `{studio.adapter_dir(run_id)}`")
     return "\n\n".join(lines), log_tail(studio.run_dir(run_id), 15)

@@ -118,6 +118,7 @@ def write_dataset(rows: list[dict], dest: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=".import-", dir=dest.parent))
     try:
         pq.write_table(pa.Table.from_pylist(rows), tmp / "data.parquet")
+        tmp.chmod(0o755)  # mkdtemp makes it private
         tmp.rename(dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -115,10 +115,11 @@ def run_state(run_dir: Path, now: float | None = None) -> dict:
         "step": beat.get("step", 0),
         "max_steps": beat.get("max_steps", 0),
         "error": None,
+        "summary": {},
     }
     if status is None:
         return state
-    state.update(status=status["status"], error=status.get("error"))
+    state.update(status=status["status"], error=status.get("error"), summary=status.get("summary", {}))
     if status["status"] == "running" and now - beat.get("time", status["time"]) > HEARTBEAT_STALE_S:
         state["status"] = "failed"
         tail = log_tail(run_dir, 3).replace("\n", " | ")

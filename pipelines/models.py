@@ -76,6 +76,7 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     try:
         plain.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        tmp.chmod(0o755)  # mkdtemp makes it private
         tmp.rename(target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

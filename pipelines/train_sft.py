@@ -35,6 +35,7 @@ def save(trainer, tokenizer, out: Path) -> None:
 def build_trainer(job: dict, run_dir: Path, events: RunEvents):
     """Everything up to the first training step: (trainer, tokenizer)."""
     from datasets import Dataset
+    from transformers import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
     from pipelines.callbacks import MetricsCallback
@@ -88,5 +89,7 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
         peft_config=method.peft_config(params) if method.peft_config else None,
         callbacks=[MetricsCallback(events)],
     )
+    # MetricsCallback already writes one compact line per log to train.log.
+    trainer.remove_callback(PrinterCallback)
 
     return trainer, tokenizer

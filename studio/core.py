@@ -149,7 +149,7 @@ class Studio:
         if row["status"] not in FINAL_STATUSES and (state["status"], state["error"]) != (row["status"], row["error"]):
             self.store.update_run_status(run_id, state["status"], state["error"])
             row.update(status=state["status"], error=state["error"])
-        row.update(step=state["step"], max_steps=state["max_steps"])
+        row.update(step=state["step"], max_steps=state["max_steps"], summary=state["summary"])
         return row
 
     def list_runs(self) -> list[dict]:

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipelines.methods.params import param
+from pipelines.methods.params import param, with_defaults
 from pipelines.methods.training import SFTTraining
 
 # What "attention" means for the llama-style models the studio targets.
 ATTENTION_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
+# Adapters train far fewer weights than the model has, so they take a higher learning rate
+# than full fine-tuning. Measured on the built-in model and the sample FAQ (bench/faq_quality.py):
+# 3 epochs at 1e-3 answered 3/40 held-out questions, 8 epochs 28/40.
+LoraTraining = with_defaults(SFTTraining, "LoraTraining", learning_rate=1e-3, num_train_epochs=8.0)
+
+
 @dataclass
-class LoraParams(SFTTraining):
+class LoraParams(LoraTraining):
     r: int = param(
         16,
         label="Rank",
@@ -34,10 +40,11 @@ class LoraParams(SFTTraining):
         step=1,
     )
     lora_dropout: float = param(
-        0.05,
+        0.0,
         label="Dropout",
         help="Randomly ignores part of the change while training, so the model does not just "
-        "memorise. Raise it (0.1) if held-out loss rises while training loss falls.",
+        "memorise. Off by default (it costs ~20% speed on CPU); try 0.05-0.1 if held-out loss "
+        "rises while training loss falls.",
         target="peft",
         min=0.0,
         max=0.5,

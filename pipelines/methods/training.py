@@ -25,8 +25,9 @@ class SFTTraining:
     num_train_epochs: float = param(
         3.0,
         label="Epochs",
-        help="How many times the model reads your whole dataset. More epochs memorise better; "
-        "too many and it repeats your examples word for word on everything.",
+        help="How many times the model reads your whole dataset. Small datasets (a few hundred "
+        "examples) need 5-10 to learn facts; thousands of examples need 1-3. Too many and it "
+        "repeats your examples word for word on everything.",
         target="trainer",
         min=0.1,
         max=100,

@@ -1,0 +1,75 @@
+"""A real browser (Debian's Chromium through Playwright) loads the studio and starts a run."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+pytestmark = pytest.mark.browser
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(studio):
+    from studio.launch import serve
+
+    port = free_port()
+    app = serve(studio, port=port, block=False)
+    yield f"http://127.0.0.1:{port}"
+    app.close()
+
+
+@pytest.fixture
+def page():
+    if not shutil.which(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (.ci/run does)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"],
+        )
+        page = browser.new_page()
+        yield page
+        browser.close()
+
+
+def fill(page, elem_id, value):
+    box = page.locator(f"#{elem_id} input, #{elem_id} textarea").first
+    box.fill(str(value))
+    box.press("Tab")
+
+
+def test_start_a_run_from_the_page(server, page, studio, tiny_model_dir):
+    from playwright.sync_api import expect
+
+    page.goto(server)
+    expect(page.get_by_text("Fine-tune a language model")).to_be_visible(timeout=30_000)
+
+    # A model that does not exist: one clear sentence, nothing started.
+    fill(page, "train-model", "no such model")
+    page.click("#start-training")
+    expect(page.locator("#train-message")).to_contain_text(
+        "Could not start: model 'no such model' is neither 'default'", timeout=30_000)
+    assert studio.store.list_runs() == []
+
+    fill(page, "train-model", tiny_model_dir)
+    fill(page, "param-num_train_epochs", 1)
+    fill(page, "param-max_length", 64)
+    page.click("#start-training")
+    expect(page.locator("#train-message")).to_contain_text("Started run", timeout=30_000)
+    run_id = studio.store.list_runs()[0]["id"]
+    expect(page.locator("#runs-table")).to_contain_text(run_id, timeout=10_000)
+    expect(page.locator("#run-status")).to_contain_text("completed", timeout=180_000)
+    assert studio.get_run(run_id)["params"]["num_train_epochs"] == 1
+    assert studio.adapter_dir(run_id).exists()

@@ -1,0 +1,75 @@
+"""The headless path: `studio train --wait`, `studio runs`, `studio generate`, bad configs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import yaml
+
+from tests.conftest import FAQ, ROOT
+
+
+def studio_cmd(home, *args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "studio.cli", *args, "--home", str(home)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def write_config(path, **config):
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_train_wait_runs_and_generate(tmp_path, tiny_model_dir, tiny_params):
+    home = tmp_path / "home"
+    config = write_config(tmp_path / "run.yaml", model=str(tiny_model_dir), dataset=str(FAQ),
+                          method="lora", params=tiny_params)
+    done = studio_cmd(home, "train", str(config), "--wait")
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_id = done.stdout.strip().splitlines()[0]
+    assert run_id.startswith("r")
+    assert "completed" in done.stderr and "step" in done.stderr  # progress was shown
+
+    listed = studio_cmd(home, "runs")
+    line = next(li for li in listed.stdout.splitlines() if li.startswith(run_id))
+    assert "completed" in line and "lora" in line
+
+    tuned = studio_cmd(home, "generate", "--run", run_id, "--max-new-tokens", "4", "Hello?")
+    assert tuned.returncode == 0, tuned.stderr[-2000:]
+    base = studio_cmd(home, "generate", "--model", str(tiny_model_dir), "--max-new-tokens", "4", "Hello?")
+    assert base.returncode == 0, base.stderr[-2000:]
+
+
+def test_bad_parameter_exits_2_and_writes_nothing(tmp_path, tiny_model_dir):
+    home = tmp_path / "home"
+    config = write_config(tmp_path / "run.yaml", model=str(tiny_model_dir), dataset=str(FAQ),
+                          params={"r": "eight"})
+    done = studio_cmd(home, "train", str(config))
+    assert done.returncode == 2
+    assert done.stderr.strip() == "error: parameter 'r': expected a whole number, got 'eight'"
+    assert list((home / "runs").iterdir()) == []
+
+
+def test_bad_config_file_exits_2(tmp_path):
+    home = tmp_path / "home"
+    config = tmp_path / "run.yaml"
+    config.write_text("dataset: x\nepochs: 3\n")
+    done = studio_cmd(home, "train", str(config))
+    assert (done.returncode, done.stderr.strip()) == (
+        2, "error: run.yaml: unknown key 'epochs'; expected dataset, method, model, params")
+
+
+def test_generate_with_unknown_run_exits_2(tmp_path):
+    done = studio_cmd(tmp_path / "home", "generate", "--run", "r-nope", "hi")
+    assert (done.returncode, done.stderr.strip()) == (2, "error: no run with id 'r-nope' (see 'studio runs')")
+
+
+def test_failed_run_makes_wait_exit_nonzero(tmp_path, tiny_model_dir, tiny_params):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text((tiny_model_dir / "config.json").read_text())
+    (broken / "model.safetensors").write_bytes(b"garbage")
+    config = write_config(tmp_path / "run.yaml", model=str(broken), dataset=str(FAQ), params=tiny_params)
+    done = studio_cmd(tmp_path / "home", "train", str(config), "--wait")
+    assert done.returncode == 1
+    assert " failed: " in done.stderr.strip().splitlines()[-1]
