@@ -17,7 +17,8 @@ class SFTTraining:
         2e-4,
         label="Learning rate",
         help="How big each update step is. Higher learns faster but can overshoot and forget; "
-        "lower is safer but slower. Adapters like LoRA usually want 1e-4 to 5e-4.",
+        "lower is safer but slower. Adapters like LoRA take 1e-4 to 1e-3; training the whole "
+        "model wants about 1e-5.",
         target="trainer",
         min=1e-7,
         max=1e-2,
