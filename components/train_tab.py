@@ -1,19 +1,16 @@
-"""Train tab: pick model, data and method, set its parameters, start a run, watch it."""
+"""Train tab: pick model, data and method, set its parameters, start a run; the runs panel
+beside it shows every run live."""
 
 from __future__ import annotations
 
-import time
-
 import gradio as gr
 
+from components import runs_panel
 from components.forms import build_form
 from pipelines.data import DataError
-from pipelines.events import log_tail
 from pipelines.methods import METHODS, ConfigError
 from pipelines.models import ModelError
 from studio.core import SAMPLES
-
-RUN_COLUMNS = ["Run", "Status", "Method", "Progress", "Dataset", "Started"]
 
 
 def dataset_choices(studio) -> list[tuple[str, str]]:
@@ -23,41 +20,16 @@ def dataset_choices(studio) -> list[tuple[str, str]]:
     return samples + imported
 
 
-def runs_table(studio) -> list[list]:
-    rows = []
-    datasets = {d["id"]: d["name"] for d in studio.store.list_datasets()}
-    for r in studio.list_runs():
-        progress = f"{r['step']}/{r['max_steps']}" if r.get("max_steps") else "-"
-        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created"]))
-        rows.append([r["id"], r["status"], r["method"], progress, datasets.get(r["dataset_id"], "?"), started])
-    return rows
+def _method_help(key: str) -> str:
+    spec = METHODS[key]
+    merge = "can be merged into the base model" if spec.mergeable else "stays a separate file"
+    return f"{spec.summary}\n\n*When to use:* {spec.when_to_use} *(Result {merge}.)*"
 
 
-def run_summary(studio, run_id: str | None) -> tuple[str, str]:
-    """Markdown status of one run and its log tail."""
-    if not run_id:
-        return "No run selected yet: start one, or click a row in the table.", ""
-    row = studio.get_run(run_id)
-    if row is None:
-        return f"Run `{run_id}` not found.", ""
-    lines = [f"**Run `{run_id}`: {row['status']}**"]
-    if row.get("max_steps"):
-        pct = 100 * row["step"] / row["max_steps"]
-        lines.append(f"Step {row['step']} of {row['max_steps']} ({pct:.0f}%)")
-    if row["error"]:
-        lines.append(f"Error: {row['error']}")
-    summary = row.get("summary") or {}
-    if "eval_loss_before" in summary and "eval_loss_after" in summary:
-        lines.append(f"Held-out loss: {summary['eval_loss_before']:.3f} before, "
-                     f"{summary['eval_loss_after']:.3f} after (lower is better)")
-    if row["status"] == "completed":
-        lines.append(f"Adapter saved in `{studio.adapter_dir(run_id)}`")
-    return "\n\n".join(lines), log_tail(studio.run_dir(run_id), 15)
-
-
-def build(studio) -> None:
+def build(studio):
+    selected = gr.State(None)  # the run this browser is looking at (an id only)
     with gr.Row():
-        with gr.Column(scale=1):
+        with gr.Column(scale=2):
             gr.Markdown("### 1. What to tune")
             model = gr.Textbox(value="default", label="Base model",
                                info="'default' is the built-in SmolLM2-135M-Instruct; or a local "
@@ -77,15 +49,9 @@ def build(studio) -> None:
                 groups[key] = group
             start = gr.Button("Start training", variant="primary", elem_id="start-training")
             message = gr.Markdown(elem_id="train-message")
-        with gr.Column(scale=1):
+        with gr.Column(scale=3):
             gr.Markdown("### 3. Runs")
-            table = gr.Dataframe(headers=RUN_COLUMNS, value=runs_table(studio), interactive=False,
-                                 elem_id="runs-table")
-            status = gr.Markdown(elem_id="run-status")
-            log = gr.Textbox(label="Log (last lines)", lines=10, max_lines=15, interactive=False,
-                             elem_id="run-log")
-    selected = gr.State(None)  # the run this browser is looking at (an id only)
-    timer = gr.Timer(2.0)
+            on_load_runs, run_outputs = runs_panel.build(studio, selected)
 
     order = [(key, name) for key in METHODS for name in forms[key]]
     inputs = [forms[key][name] for key, name in order]
@@ -100,35 +66,12 @@ def build(studio) -> None:
         try:
             run_id = studio.start_run(model=model_spec, dataset=dataset_ref, method=method_key, params=params)
         except (ConfigError, DataError, ModelError) as err:
-            return f"**Could not start:** {err}", gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        text, tail = run_summary(studio, run_id)
-        return f"Started run `{run_id}`.", run_id, runs_table(studio), text, tail
+            return f"**Could not start:** {err}", gr.skip()
+        return f"Started run `{run_id}`.", run_id
 
-    start.click(on_start, [model, dataset, method, *inputs], [message, selected, table, status, log])
-
-    def on_select(evt: gr.SelectData, rows):
-        run_id = rows.iloc[evt.index[0], 0] if hasattr(rows, "iloc") else rows[evt.index[0]][0]
-        return (run_id, *run_summary(studio, run_id))
-
-    table.select(on_select, table, [selected, status, log])
-
-    def on_tick(run_id):
-        return (runs_table(studio), *run_summary(studio, run_id))
-
-    timer.tick(on_tick, selected, [table, status, log], show_progress="hidden")
+    start.click(on_start, [model, dataset, method, *inputs], [message, selected])
 
     def on_load():
-        # Reattach: a reopened page shows the newest active run without a click.
-        runs = studio.list_runs()
-        active = next((r["id"] for r in runs if r["status"] in ("running", "queued")), None)
-        run_id = active or (runs[0]["id"] if runs else None)
-        return (gr.update(choices=dataset_choices(studio)), run_id, runs_table(studio),
-                *run_summary(studio, run_id))
+        return (gr.update(choices=dataset_choices(studio)), *on_load_runs())
 
-    return on_load, [dataset, selected, table, status, log]
-
-
-def _method_help(key: str) -> str:
-    spec = METHODS[key]
-    merge = "can be merged into the base model" if spec.mergeable else "stays a separate file"
-    return f"{spec.summary}\n\n*When to use:* {spec.when_to_use} *(Result {merge}.)*"
+    return on_load, [dataset, *run_outputs]

@@ -42,3 +42,15 @@ class MetricsCallback(TrainerCallback):
             self.events.metric(record)
             shown = " ".join(f"{k}={v:.4g}" for k, v in record.items() if k not in ("time",))
             print(f"[metrics] {shown}", flush=True)
+
+
+class CancelCallback(TrainerCallback):
+    """Turns a cancel request into: save a checkpoint at the end of this step, then stop."""
+
+    def __init__(self, events: RunEvents):
+        self.events = events
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.events.cancel_requested():
+            control.should_save = True
+            control.should_training_stop = True

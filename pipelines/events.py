@@ -18,10 +18,15 @@ METRICS = "metrics.jsonl"
 LOG = "train.log"
 JOB = "job.json"
 ADAPTER = "adapter"
+CHECKPOINTS = "checkpoints"
+CANCEL = "cancel.request"
 
-FINAL_STATUSES = ("completed", "failed", "cancelled")
+ACTIVE_STATUSES = ("queued", "running")
+FINAL_STATUSES = ("completed", "failed", "cancelled", "interrupted")
+RESUMABLE_STATUSES = ("failed", "cancelled", "interrupted")
 HEARTBEAT_EVERY_S = 2.0
-# A worker whose heartbeat is older than this is gone (killed, out of memory).
+# A live worker whose heartbeat is older than this is reported as stalled (not failed:
+# only a dead process is a failure, so a long checkpoint save never shows as one).
 HEARTBEAT_STALE_S = 10.0
 
 
@@ -51,6 +56,9 @@ class RunEvents:
         data = read_json(self.run_dir / STATUS) or {}
         data.update(extra, status=status, time=time.time(), pid=os.getpid())
         write_json(self.run_dir / STATUS, data)
+
+    def cancel_requested(self) -> bool:
+        return (self.run_dir / CANCEL).exists()
 
     def metric(self, record: dict) -> None:
         with open(self.run_dir / METRICS, "a") as fh:
@@ -101,27 +109,70 @@ def log_tail(run_dir: Path, lines: int = 20) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def pid_alive(pid: int | None, run_dir: Path | None = None) -> bool:
+    """Is this pid a live (not zombie) worker process, for this run when run_dir is given?"""
+    if not pid:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    if stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X"):
+        return False
+    return "pipelines.run" in cmdline and (run_dir is None or Path(run_dir).name in cmdline)
+
+
 def run_state(run_dir: Path, now: float | None = None) -> dict:
     """The run's status as the outside world should see it.
 
-    Comes from what the worker wrote, checked against its heartbeat: a "running" worker
-    whose heartbeat went stale was killed without a word, and is reported as failed.
+    Comes from what the worker wrote, checked against its process: a "running" worker whose
+    process is gone (killed, out of memory) is reported as failed with its last log lines.
     """
     now = time.time() if now is None else now
-    status = read_json(Path(run_dir) / STATUS)
-    beat = read_json(Path(run_dir) / HEARTBEAT) or {}
+    run_dir = Path(run_dir)
+    status = read_json(run_dir / STATUS)
+    job = read_json(run_dir / JOB) or {}
+    if status and job.get("queued_at", 0) > status.get("time", 0):
+        status = None  # from an earlier attempt: the resumed worker has not reported yet
+    beat = read_json(run_dir / HEARTBEAT) or {}
     state = {
         "status": "queued",
         "step": beat.get("step", 0),
         "max_steps": beat.get("max_steps", 0),
         "error": None,
         "summary": {},
+        "started": None,
+        "stalled_s": 0.0,
     }
     if status is None:
         return state
-    state.update(status=status["status"], error=status.get("error"), summary=status.get("summary", {}))
-    if status["status"] == "running" and now - beat.get("time", status["time"]) > HEARTBEAT_STALE_S:
-        state["status"] = "failed"
-        tail = log_tail(run_dir, 3).replace("\n", " | ")
-        state["error"] = f"the training process stopped without reporting (last log: {tail or 'empty'})"
+    state.update(status=status["status"], error=status.get("error"), summary=status.get("summary", {}),
+                 started=status.get("started"))
+    if status["status"] in ACTIVE_STATUSES:
+        if not pid_alive(status.get("pid"), run_dir):
+            tail = log_tail(run_dir, 3).replace("\n", " | ")
+            state["status"] = "failed"
+            state["error"] = f"the training process stopped without reporting (last log: {tail or 'empty'})"
+        elif now - beat.get("time", status["time"]) > HEARTBEAT_STALE_S:
+            state["stalled_s"] = now - beat.get("time", status["time"])
     return state
+
+
+def newest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint (the trainer writes trainer_state.json last)."""
+    found = []
+    for path in (Path(run_dir) / CHECKPOINTS).glob("checkpoint-*"):
+        step = path.name.rsplit("-", 1)[-1]
+        if step.isdigit() and (path / "trainer_state.json").exists():
+            found.append((int(step), path))
+    return max(found)[1] if found else None
+
+
+def truncate_metrics(run_dir: Path, max_step: int) -> None:
+    """Drop records after `max_step` (steps redone after a resume must not appear twice)."""
+    kept = [r for r in read_metrics(run_dir) if r.get("step", 0) <= max_step]
+    path = Path(run_dir) / METRICS
+    tmp = path.with_name(f".{METRICS}.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    os.replace(tmp, path)

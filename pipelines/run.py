@@ -1,18 +1,22 @@
 """The job process: `python -m pipelines.run RUN_DIR`.
 
 Runs one job in its own process (and its own session, so a closed tab or a restarted
-server does not stop it). Writes status, heartbeat, metrics and, at the end, the adapter.
+server does not stop it). Waits its turn in the queue, then writes status, heartbeat,
+metrics, checkpoints and, at the end, the adapter. SIGTERM (or a cancel.request file)
+means: save a checkpoint, then stop.
 """
 
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 import time
 import traceback
 from pathlib import Path
 
-from pipelines.events import JOB, RunEvents, read_json
+from pipelines.events import CANCEL, JOB, RunEvents, read_json
+from pipelines.queue import wait_for_slot
 
 
 def main(run_dir: str) -> int:
@@ -22,8 +26,23 @@ def main(run_dir: str) -> int:
         print(f"{run_dir}: no readable {JOB}", file=sys.stderr)
         return 2
     events = RunEvents(run_dir)
-    events.status("running", started=time.time())
+
+    def on_sigterm(_signum, _frame):
+        # A polite kill is a cancel: the training loop checkpoints at the end of its step.
+        (run_dir / CANCEL).touch()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+    events.status("queued", error=None)
     events.start_heartbeat()
+    slot = wait_for_slot(run_dir, events, int(job.get("max_concurrent", 1)))
+    if slot is None:
+        events.stop_heartbeat()
+        events.status("cancelled", finished=time.time())
+        print("cancelled while queued", flush=True)
+        return 0
+
+    events.status("running", started=time.time())
     try:
         from pipelines.methods import get_method
 
@@ -35,6 +54,10 @@ def main(run_dir: str) -> int:
         events.status("failed", error=f"{type(err).__name__}: {err}".splitlines()[0], finished=time.time())
         return 1
     events.stop_heartbeat()
+    if summary.get("cancelled"):
+        events.status("cancelled", summary=summary, finished=time.time())
+        print("run cancelled after saving a checkpoint", flush=True)
+        return 0
     events.status("completed", summary=summary, finished=time.time())
     print("run completed", flush=True)
     return 0

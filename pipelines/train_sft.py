@@ -6,19 +6,37 @@ import math
 from pathlib import Path
 
 from pipelines import data, hardware, models
-from pipelines.events import ADAPTER, RunEvents
+from pipelines.events import ADAPTER, CHECKPOINTS, RunEvents, newest_checkpoint, read_metrics, truncate_metrics
 from pipelines.methods import get_method, parse, split_by_target
+
+EVALS_PER_RUN = 10  # when eval_steps is 0 ("automatic")
 
 
 def train(job: dict, run_dir: Path, events: RunEvents) -> dict:
     trainer, tokenizer = build_trainer(job, run_dir, events)
 
-    # train (held-out loss before the first step is the baseline the curve is read against)
-    summary = {"train_rows": len(trainer.train_dataset)}
-    if trainer.eval_dataset is not None:
-        summary["eval_loss_before"] = trainer.evaluate()["eval_loss"]
-    result = trainer.train()
-    summary["train_loss"] = result.training_loss
+    # resume: continue from the newest complete checkpoint; the curve continues from its step
+    checkpoint = newest_checkpoint(run_dir) if job.get("resume") else None
+    if checkpoint is not None:
+        step = int(checkpoint.name.rsplit("-", 1)[-1])
+        truncate_metrics(run_dir, step)
+        print(f"resuming from {checkpoint.name}", flush=True)
+    else:
+        if job.get("resume"):
+            truncate_metrics(run_dir, -1)  # no checkpoint was saved yet: start over cleanly
+        if trainer.eval_dataset is not None:
+            # held-out loss before the first step: the baseline the curve is read against
+            trainer.evaluate()
+
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    summary = {"train_rows": len(trainer.train_dataset), "train_loss": result.training_loss,
+               "steps": trainer.state.global_step}
+    evals = [m["eval_loss"] for m in read_metrics(run_dir) if "eval_loss" in m]
+    if evals:
+        summary["eval_loss_before"] = evals[0]
+    if events.cancel_requested():
+        summary["cancelled"] = True  # the cancel callback saved a checkpoint to resume from
+        return summary
     if trainer.eval_dataset is not None:
         summary["eval_loss_after"] = trainer.evaluate()["eval_loss"]
 
@@ -35,10 +53,10 @@ def save(trainer, tokenizer, out: Path) -> None:
 def build_trainer(job: dict, run_dir: Path, events: RunEvents):
     """Everything up to the first training step: (trainer, tokenizer)."""
     from datasets import Dataset
-    from transformers import PrinterCallback
+    from transformers import EarlyStoppingCallback, PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
-    from pipelines.callbacks import MetricsCallback
+    from pipelines.callbacks import CancelCallback, MetricsCallback
 
     # config
     method = get_method(job["method"])
@@ -46,10 +64,16 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
     groups = split_by_target(params)
     bf16 = hardware.use_bf16()
 
-    # model
+    # model (a continued run starts from its parent's adapter, still trainable)
     model_path = models.resolve(job["model"], Path(job["model_cache"]))
     tokenizer = models.load_tokenizer(model_path)
     model = models.load_model(model_path)
+    peft_config = method.peft_config(params) if method.peft_config else None
+    if job.get("init_adapter"):
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, job["init_adapter"], is_trainable=True)
+        peft_config = None
     print(f"model {job['model']} loaded from {model_path} (bf16 autocast: {bf16})", flush=True)
 
     # data: `messages` rows become prompt/completion so TRL can learn the replies only
@@ -64,32 +88,39 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
         len(train_rows) / (params.per_device_train_batch_size * params.gradient_accumulation_steps)
     )
     total_steps = max(1, math.ceil(steps_per_epoch * params.num_train_epochs))
+    trainer_args = dict(groups["trainer"])
+    trainer_args["eval_steps"] = params.eval_steps or max(1, total_steps // EVALS_PER_RUN)
+    patience = groups["studio"]["early_stopping_patience"]
     config = SFTConfig(
-        output_dir=str(run_dir / "checkpoints"),
-        **groups["trainer"],
+        output_dir=str(run_dir / CHECKPOINTS),
+        **trainer_args,
         bf16=bf16,
         use_cpu=not hardware.has_cuda(),
         logging_steps=1,
         logging_first_step=True,
         include_num_input_tokens_seen="all",
         eval_strategy="steps" if eval_ds is not None else "no",
-        eval_steps=max(1, total_steps // 5),
         per_device_eval_batch_size=params.per_device_train_batch_size,
-        save_strategy="no",
+        save_strategy="steps",
+        save_total_limit=2,
+        metric_for_best_model="eval_loss" if patience and eval_ds is not None else None,
+        greater_is_better=False,
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=0,
     )
+    callbacks = [MetricsCallback(events), CancelCallback(events)]
+    if patience and eval_ds is not None:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
     trainer = SFTTrainer(
         model=model,
         args=config,
         train_dataset=train_ds,
         eval_dataset=eval_ds,
         processing_class=tokenizer,
-        peft_config=method.peft_config(params) if method.peft_config else None,
-        callbacks=[MetricsCallback(events)],
+        peft_config=peft_config,
+        callbacks=callbacks,
     )
     # MetricsCallback already writes one compact line per log to train.log.
     trainer.remove_callback(PrinterCallback)
-
     return trainer, tokenizer

@@ -7,11 +7,13 @@ import sys
 from pathlib import Path
 
 from pipelines.data import DataError
+from pipelines.events import FINAL_STATUSES
 from pipelines.methods import ConfigError
 from pipelines.models import ModelError
+from studio.core import RunError
 
 CONFIG_KEYS = {"model", "dataset", "method", "params"}
-USER_ERRORS = (ConfigError, DataError, ModelError)
+USER_ERRORS = (ConfigError, DataError, ModelError, RunError)
 
 
 class CliError(Exception):
@@ -89,7 +91,9 @@ def cmd_train(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    rows = _studio(args).list_runs()
+    studio = _studio(args)
+    studio.recover()
+    rows = studio.list_runs()
     if not rows:
         print("no runs yet")
         return 0
@@ -118,6 +122,43 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_cancel(args) -> int:
+    _studio(args).cancel(args.run_id)
+    print(f"cancel requested for {args.run_id}: it saves a checkpoint, then stops")
+    return 0
+
+
+def cmd_resume(args) -> int:
+    _studio(args).resume(args.run_id)
+    print(f"{args.run_id} queued to resume from its newest checkpoint")
+    return 0
+
+
+def cmd_continue(args) -> int:
+    run_id = _studio(args).continue_run(args.run_id, args.epochs)
+    print(run_id)
+    return 0
+
+
+def cmd_logs(args) -> int:
+    import time
+
+    studio = _studio(args)
+    row = studio.get_run(args.run_id)
+    if row is None:
+        raise CliError(f"no run with id '{args.run_id}' (see 'studio runs')")
+    log = studio.run_dir(args.run_id) / "train.log"
+    with open(log, "r", errors="replace") as fh:
+        while True:
+            chunk = fh.read()
+            if chunk:
+                sys.stdout.write(chunk)
+                sys.stdout.flush()
+            if not args.follow or studio.get_run(args.run_id)["status"] in FINAL_STATUSES and not chunk:
+                return 0
+            time.sleep(0.5)
+
+
 def cmd_prepare(args) -> int:
     path = _studio(args).resolve_model(args.model)
     print(f"model ready: {path}")
@@ -131,7 +172,10 @@ def cmd_serve(args) -> int:
         check_exposure(args.host, args.auth, args.share)
     except LaunchError as err:
         raise CliError(str(err)) from None
-    serve(_studio(args), host=args.host, port=args.port, auth=args.auth, share=args.share)
+    studio = _studio(args)
+    for run_id in studio.recover():
+        print(f"run {run_id} was interrupted (its process is gone); resume it from the Train tab")
+    serve(studio, host=args.host, port=args.port, auth=args.auth, share=args.share)
     return 0
 
 
@@ -155,6 +199,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="default", help="base model (ignored with --run)")
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("cancel", parents=[common], help="stop a run (it saves a checkpoint first)")
+    p.add_argument("run_id")
+    p.set_defaults(func=cmd_cancel)
+
+    p = sub.add_parser("resume", parents=[common], help="resume a cancelled, failed or interrupted run")
+    p.add_argument("run_id")
+    p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("continue", parents=[common], help="train a completed run for more epochs (new run)")
+    p.add_argument("run_id")
+    p.add_argument("--epochs", type=float, default=1.0)
+    p.set_defaults(func=cmd_continue)
+
+    p = sub.add_parser("logs", parents=[common], help="print a run's log")
+    p.add_argument("run_id")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing until the run ends")
+    p.set_defaults(func=cmd_logs)
 
     p = sub.add_parser("prepare", parents=[common], help="convert and cache a model ahead of time")
     p.add_argument("--model", default="default")

@@ -14,7 +14,21 @@ import time
 from pathlib import Path
 
 from pipelines import data, models
-from pipelines.events import ADAPTER, FINAL_STATUSES, JOB, LOG, run_state, write_json
+from pipelines.events import (
+    ACTIVE_STATUSES,
+    ADAPTER,
+    CANCEL,
+    FINAL_STATUSES,
+    JOB,
+    LOG,
+    RESUMABLE_STATUSES,
+    STATUS,
+    log_tail,
+    pid_alive,
+    read_json,
+    run_state,
+    write_json,
+)
 from pipelines.methods import get_method, parse
 from studio.store import Store
 
@@ -24,6 +38,10 @@ SAMPLES_DIR = PROJECT_ROOT / "assets" / "samples"
 SAMPLES = {
     "quillpad_faq": ("quillpad_faq.jsonl", "sft", "Quillpad support FAQ (120 Q&A, fictional product)"),
 }
+
+
+class RunError(ValueError):
+    """A run action that does not fit the run's state; the message is one sentence."""
 
 
 def default_home() -> Path:
@@ -46,7 +64,7 @@ def _new_id(prefix: str) -> str:
 
 
 class Studio:
-    def __init__(self, home: Path | str | None = None):
+    def __init__(self, home: Path | str | None = None, max_concurrent: int | None = None):
         self.home = Path(home).expanduser() if home else default_home()
         self.home.mkdir(parents=True, exist_ok=True)
         self.model_cache = self.home / "models"
@@ -55,6 +73,8 @@ class Studio:
         for d in (self.model_cache, self.datasets_dir, self.runs_dir):
             d.mkdir(exist_ok=True)
         self.store = Store(self.home / "studio.db")
+        # How many runs train at once; the rest wait in the queue (STUDIO_MAX_RUNS, default 1).
+        self.max_concurrent = max_concurrent or int(os.environ.get("STUDIO_MAX_RUNS", "1"))
         self._procs: dict[str, subprocess.Popen] = {}  # workers this process started
 
     # models
@@ -95,7 +115,7 @@ class Studio:
 
     # runs
     def start_run(self, *, model: str, dataset: str, method: str, params: dict | None = None,
-                  parent_id: str | None = None) -> str:
+                  parent_id: str | None = None, init_adapter: str | None = None) -> str:
         """Validate, write the run directory and catalogue row, and start the worker process."""
         spec = get_method(method)
         checked = parse(spec.params, params)  # ConfigError on a bad value, before anything is written
@@ -105,6 +125,7 @@ class Studio:
         run_id = _new_id("r")
         run_dir = self.runs_dir / run_id
         run_dir.mkdir()
+        now = time.time()
         job = {
             "id": run_id,
             "method": method,
@@ -113,7 +134,10 @@ class Studio:
             "dataset": {"id": dataset_row["id"], "name": dataset_row["name"], "path": dataset_row["path"]},
             "params": {k: getattr(checked, k) for k in checked.__dataclass_fields__},
             "parent_id": parent_id,
-            "created": time.time(),
+            "init_adapter": init_adapter,
+            "max_concurrent": self.max_concurrent,
+            "created": now,
+            "queued_at": now,
         }
         write_json(run_dir / JOB, job)
         self.store.add_run(id=run_id, method=method, model=model, dataset_id=dataset_row["id"],
@@ -131,25 +155,84 @@ class Studio:
                 env=env, start_new_session=True,  # its own session: survives the server
             )
 
+    def cancel(self, run_id: str) -> None:
+        """Ask a queued or running run to stop; a running one saves a checkpoint first."""
+        row = self._require_run(run_id)
+        if row["status"] not in ACTIVE_STATUSES:
+            raise RunError(f"run {run_id} is {row['status']}; only a queued or running run can be cancelled")
+        (self.run_dir(run_id) / CANCEL).touch()
+
+    def resume(self, run_id: str) -> None:
+        """Start a cancelled, failed or interrupted run again from its newest checkpoint."""
+        row = self._require_run(run_id)
+        if row["status"] not in RESUMABLE_STATUSES:
+            raise RunError(f"run {run_id} is {row['status']}; only a cancelled, failed or interrupted run "
+                           "can be resumed")
+        run_dir = self.run_dir(run_id)
+        (run_dir / CANCEL).unlink(missing_ok=True)
+        job = read_json(run_dir / JOB)
+        job.update(resume=True, queued_at=time.time(), max_concurrent=self.max_concurrent)
+        write_json(run_dir / JOB, job)
+        self.store.update_run_status(run_id, "queued", None)
+        self._spawn(run_id, run_dir)
+
+    def continue_run(self, run_id: str, epochs: float) -> str:
+        """A new run that trains a completed run's adapter for more epochs; it records its parent."""
+        row = self._require_run(run_id)
+        if row["status"] != "completed":
+            raise RunError(f"run {run_id} is {row['status']}; only a completed run can be continued")
+        job = read_json(self.run_dir(run_id) / JOB)
+        return self.start_run(model=job["model"], dataset=job["dataset"]["id"], method=job["method"],
+                              params={**job["params"], "num_train_epochs": epochs}, parent_id=run_id,
+                              init_adapter=str(self.adapter_dir(run_id)))
+
+    def recover(self) -> list[str]:
+        """On start: runs whose worker is gone (machine restart, killed server session) become
+        'interrupted', ready to resume. Returns their ids."""
+        marked = []
+        for row in self.store.list_runs():
+            if row["status"] not in ACTIVE_STATUSES:
+                continue
+            run_dir = self.run_dir(row["id"])
+            status = read_json(run_dir / STATUS)
+            if status and status["status"] in ACTIVE_STATUSES and not pid_alive(status.get("pid"), run_dir):
+                write_json(run_dir / STATUS, {**status, "status": "interrupted", "time": time.time(),
+                                              "error": "the studio restarted and this run's process was gone"})
+                self.store.update_run_status(row["id"], "interrupted", None)
+                marked.append(row["id"])
+        return marked
+
     def run_dir(self, run_id: str) -> Path:
         return self.runs_dir / run_id
 
     def adapter_dir(self, run_id: str) -> Path:
         return self.run_dir(run_id) / ADAPTER
 
+    def _require_run(self, run_id: str) -> dict:
+        row = self.get_run(run_id)
+        if row is None:
+            raise RunError(f"no run with id '{run_id}' (see 'studio runs')")
+        return row
+
     def get_run(self, run_id: str) -> dict | None:
         """Catalogue row with the live state from the run directory (and the catalogue synced)."""
         row = self.store.get_run(run_id)
         if row is None:
             return None
+        run_dir = self.run_dir(run_id)
         proc = self._procs.get(run_id)
-        if proc is not None and proc.poll() is not None:
-            self._procs.pop(run_id)  # reaped; status.json says how it ended
-        state = run_state(self.run_dir(run_id))
-        if row["status"] not in FINAL_STATUSES and (state["status"], state["error"]) != (row["status"], row["error"]):
+        exit_code = proc.poll() if proc is not None else None
+        if exit_code is not None:
+            self._procs.pop(run_id)  # reaped: no zombie left to look alive
+        state = run_state(run_dir)
+        if exit_code is not None and read_json(run_dir / STATUS) is None:
+            state.update(status="failed", error=f"the training process exited with code {exit_code} "
+                                                f"before starting: {log_tail(run_dir, 1)}")
+        if (state["status"], state["error"]) != (row["status"], row["error"]):
             self.store.update_run_status(run_id, state["status"], state["error"])
-            row.update(status=state["status"], error=state["error"])
-        row.update(step=state["step"], max_steps=state["max_steps"], summary=state["summary"])
+        row.update(status=state["status"], error=state["error"], step=state["step"],
+                   max_steps=state["max_steps"], summary=state["summary"], started=state["started"],
+                   stalled_s=state["stalled_s"])
         return row
 
     def list_runs(self) -> list[dict]:

@@ -91,6 +91,39 @@ class SFTTraining:
         max=0.5,
         step=0.05,
     )
+    eval_steps: int = param(
+        0,
+        label="Check held-out loss every N steps",
+        help="How often to measure the held-out loss during training. 0 = automatically, about "
+        "ten times per run.",
+        target="trainer",
+        min=0,
+        max=100000,
+        step=1,
+        advanced=True,
+    )
+    early_stopping_patience: int = param(
+        0,
+        label="Early stopping patience",
+        help="Stop when the held-out loss has not improved for this many checks in a row - the "
+        "sign the model has started memorising instead of learning. 0 = never stop early.",
+        target="studio",
+        min=0,
+        max=100,
+        step=1,
+        advanced=True,
+    )
+    save_steps: int = param(
+        20,
+        label="Checkpoint every N steps",
+        help="How often progress is saved to disk. A crashed or cancelled run resumes from the "
+        "last checkpoint, so at most this many steps are lost; saving often costs a little time.",
+        target="trainer",
+        min=1,
+        max=100000,
+        step=1,
+        advanced=True,
+    )
     seed: int = param(
         42,
         label="Seed",

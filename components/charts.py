@@ -1,0 +1,39 @@
+"""Plotly figures of training curves: one run, or several overlaid."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from pipelines.curves import series
+
+PANELS = [("Loss (training and held-out)", ("loss", "eval_loss")), ("Learning rate", ("learning_rate",)),
+          ("Gradient norm", ("grad_norm",)), ("Tokens per second", ("tokens_per_s",))]
+LABELS = {"loss": "training loss", "eval_loss": "held-out loss", "learning_rate": "learning rate",
+          "grad_norm": "gradient norm", "tokens_per_s": "tokens/s"}
+
+
+def curves_figure(runs: dict[str, list[dict]]) -> go.Figure:
+    """runs: run id -> metrics records. Every run gets its own colour; markers make the first
+    steps visible before there is a line to draw."""
+    fig = make_subplots(rows=2, cols=2, subplot_titles=[title for title, _ in PANELS],
+                        horizontal_spacing=0.08, vertical_spacing=0.14)
+    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf"]
+    for i, (run_id, metrics) in enumerate(runs.items()):
+        colour = palette[i % len(palette)]
+        data = series(metrics)
+        for panel, (_title, names) in enumerate(PANELS):
+            for name in names:
+                if name not in data:
+                    continue
+                steps, values = data[name]
+                label = f"{run_id} {LABELS[name]}" if len(runs) > 1 else LABELS[name]
+                fig.add_trace(go.Scatter(
+                    x=steps, y=values, name=label, mode="lines+markers",
+                    line={"color": colour, "dash": "dot" if name == "eval_loss" else "solid"},
+                    marker={"size": 7 if name == "eval_loss" else 4},
+                ), row=panel // 2 + 1, col=panel % 2 + 1)
+    fig.update_xaxes(title_text="step")
+    fig.update_layout(height=520, margin={"l": 40, "r": 20, "t": 40, "b": 40},
+                      legend={"orientation": "h", "y": -0.15}, template="plotly_white")
+    return fig

@@ -1,0 +1,167 @@
+"""Runs panel: the runs table, live curves, progress, log; cancel, resume, continue; compare."""
+
+from __future__ import annotations
+
+import time
+
+import gradio as gr
+
+from components.charts import curves_figure
+from pipelines.curves import format_duration, overfitting_warning, progress
+from pipelines.events import log_tail, read_metrics
+from studio.core import RunError
+
+RUN_COLUMNS = ["Run", "Status", "Method", "Progress", "Dataset", "Started"]
+
+
+def runs_table(studio) -> list[list]:
+    rows = []
+    datasets = {d["id"]: d["name"] for d in studio.store.list_datasets()}
+    for r in studio.list_runs():
+        done = f"{r['step']}/{r['max_steps']}" if r.get("max_steps") else "-"
+        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created"]))
+        rows.append([r["id"], r["status"], r["method"], done, datasets.get(r["dataset_id"], "?"), started])
+    return rows
+
+
+def progress_html(row: dict, metrics: list[dict]) -> str:
+    p = progress(row["step"], row["max_steps"], row.get("started"), metrics)
+    if row["status"] != "running" or not p["max_steps"]:
+        p["eta_s"] = None
+    width = min(100.0, p["percent"])
+    return (
+        f'<div class="run-progress"><div class="bar"><div class="fill" style="width:{width:.1f}%"></div></div>'
+        f'<span>step {p["step"]} of {p["max_steps"] or "?"} · {p["percent"]:.0f}% · '
+        f'elapsed {format_duration(p["elapsed_s"])} · ETA {format_duration(p["eta_s"])}</span></div>'
+    )
+
+
+def status_markdown(studio, row: dict, metrics: list[dict]) -> str:
+    lines = [f"**Run `{row['id']}`: {row['status']}**"]
+    if row.get("parent_id"):
+        lines.append(f"Continues run `{row['parent_id']}`.")
+    if row["error"]:
+        lines.append(f"Error: {row['error']}")
+    if row.get("stalled_s"):
+        lines.append(f"No heartbeat for {row['stalled_s']:.0f} s (busy saving or evaluating?).")
+    warning = overfitting_warning(metrics)
+    if warning:
+        lines.append(f"⚠️ {warning}")
+    summary = row.get("summary") or {}
+    if "eval_loss_before" in summary and "eval_loss_after" in summary:
+        lines.append(f"Held-out loss: {summary['eval_loss_before']:.3f} before, "
+                     f"{summary['eval_loss_after']:.3f} after (lower is better)")
+    if row["status"] == "completed":
+        lines.append(f"Adapter saved in `{studio.adapter_dir(row['id'])}`")
+    return "\n\n".join(lines)
+
+
+def config_diff(studio, run_ids: list[str]) -> list[list]:
+    """Settings that differ between the chosen runs: [setting, value per run]."""
+    rows = [r for r in (studio.get_run(i) for i in run_ids) if r]
+    if len(rows) < 2:
+        return []
+    settings = {"model": [r["model"] for r in rows], "method": [r["method"] for r in rows],
+                "dataset": [r["dataset_id"] for r in rows]}
+    for key in sorted(set().union(*(r["params"] for r in rows))):
+        settings[key] = [r["params"].get(key, "-") for r in rows]
+    return [[key, *map(str, values)] for key, values in settings.items() if len(set(map(str, values))) > 1]
+
+
+def view(studio, run_id: str | None):
+    """(status, progress, figure, log) for one run."""
+    if not run_id:
+        return "No run selected yet: start one, or click a row in the table.", "", None, ""
+    row = studio.get_run(run_id)
+    if row is None:
+        return f"Run `{run_id}` not found.", "", None, ""
+    metrics = read_metrics(studio.run_dir(run_id))
+    return (status_markdown(studio, row, metrics), progress_html(row, metrics),
+            curves_figure({run_id: metrics}), log_tail(studio.run_dir(run_id), 15))
+
+
+def build(studio, selected: gr.State):
+    table = gr.Dataframe(headers=RUN_COLUMNS, value=runs_table(studio), interactive=False,
+                         elem_id="runs-table")
+    status = gr.Markdown(elem_id="run-status")
+    bar = gr.HTML(elem_id="run-progress")
+    with gr.Row():
+        cancel = gr.Button("Cancel", size="sm", elem_id="run-cancel")
+        resume = gr.Button("Resume", size="sm", elem_id="run-resume")
+        more = gr.Number(value=1, minimum=0.1, maximum=100, label="More epochs", scale=0, min_width=110)
+        cont = gr.Button("Continue training", size="sm", elem_id="run-continue")
+    action = gr.Markdown(elem_id="run-action")
+    plot = gr.Plot(label="Training curves", elem_id="run-curves")
+    log = gr.Textbox(label="Log (last lines)", lines=8, max_lines=15, interactive=False, elem_id="run-log")
+    with gr.Accordion("Compare runs", open=False):
+        compare = gr.Dropdown(choices=[r[0] for r in runs_table(studio)], multiselect=True,
+                              label="Runs to overlay", elem_id="compare-runs")
+        overlay = gr.Plot(label="Overlaid curves")
+        diff = gr.Dataframe(headers=["Setting", "Values"], interactive=False, label="Settings that differ")
+    shown = gr.State(-1)  # metrics count last drawn, so an unchanged plot is not redrawn
+    timer = gr.Timer(2.0)
+
+    def refresh(run_id, drawn):
+        text, bar_html, fig, tail = view(studio, run_id)
+        count = len(read_metrics(studio.run_dir(run_id))) if run_id else 0
+        figure = fig if count != drawn or fig is None else gr.skip()
+        return runs_table(studio), text, bar_html, figure, tail, count
+
+    outputs = [table, status, bar, plot, log, shown]
+    timer.tick(refresh, [selected, shown], outputs, show_progress="hidden")
+
+    def on_select(evt: gr.SelectData, rows):
+        run_id = rows.iloc[evt.index[0], 0] if hasattr(rows, "iloc") else rows[evt.index[0]][0]
+        return (run_id, *refresh(run_id, -1))
+
+    table.select(on_select, table, [selected, *outputs])
+
+    def on_cancel(run_id):
+        if not run_id:
+            return "Select a run first."
+        try:
+            studio.cancel(run_id)
+        except RunError as err:
+            return f"**Could not do that:** {err}"
+        return f"Cancelling `{run_id}`: it saves a checkpoint, then stops."
+
+    def on_resume(run_id):
+        if not run_id:
+            return "Select a run first."
+        try:
+            studio.resume(run_id)
+        except RunError as err:
+            return f"**Could not do that:** {err}"
+        return f"Resuming `{run_id}` from its newest checkpoint."
+
+    cancel.click(on_cancel, selected, action)
+    resume.click(on_resume, selected, action)
+
+    def on_continue(run_id, epochs):
+        if not run_id:
+            return "Select a run first.", gr.skip(), gr.skip()
+        try:
+            new_id = studio.continue_run(run_id, float(epochs or 1))
+        except RunError as err:
+            return f"**Could not do that:** {err}", gr.skip(), gr.skip()
+        return (f"Started run `{new_id}`, continuing `{run_id}`.", new_id,
+                gr.update(choices=[r[0] for r in runs_table(studio)]))
+
+    cont.click(on_continue, [selected, more], [action, selected, compare])
+
+    def on_compare(run_ids):
+        runs = {i: read_metrics(studio.run_dir(i)) for i in run_ids or []}
+        rows = config_diff(studio, run_ids or [])
+        headers = ["Setting", *(run_ids or [])] if rows else ["Setting", "Values"]
+        return (curves_figure(runs) if runs else None), gr.update(value=rows, headers=headers)
+
+    compare.change(on_compare, compare, [overlay, diff])
+
+    def on_load():
+        # Reattach: a reopened page shows the newest active run, full curve so far, no click.
+        runs = studio.list_runs()
+        active = next((r["id"] for r in runs if r["status"] in ("running", "queued")), None)
+        run_id = active or (runs[0]["id"] if runs else None)
+        return (run_id, *refresh(run_id, -1), gr.update(choices=[r["id"] for r in runs]))
+
+    return on_load, [selected, *outputs, compare]

@@ -1,0 +1,147 @@
+"""Runs in the background: queue, cancel, kill -9, resume, server restart, continue."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from pipelines.events import newest_checkpoint, read_metrics
+from studio.core import RunError, Studio
+
+
+def wait_until(predicate, timeout=120.0, poll=0.2):
+    end = time.time() + timeout
+    while time.time() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture
+def long_params(tiny_params):
+    """About 40 steps of ~1 s on the tiny model, checkpointing every 4."""
+    return {**tiny_params, "num_train_epochs": 3, "save_steps": 4}
+
+
+def worker_pid(studio, run_id):
+    return json.loads((studio.run_dir(run_id) / "status.json").read_text())["pid"]
+
+
+def loss_steps(studio, run_id):
+    return [m["step"] for m in read_metrics(studio.run_dir(run_id)) if "loss" in m]
+
+
+def assert_resumed_to_the_end(studio, run_id):
+    row = studio.wait(run_id, poll_s=0.5)
+    assert row["status"] == "completed", row["error"]
+    steps = loss_steps(studio, run_id)
+    assert steps == sorted(set(steps)), "the step count went backwards or repeated"
+    assert steps[-1] == row["max_steps"]
+    assert (studio.adapter_dir(run_id) / "adapter_model.safetensors").exists()
+    return row
+
+
+def test_cancel_saves_a_checkpoint_then_resume_finishes(studio, tiny_model_dir, long_params):
+    run_id = studio.start_run(model=str(tiny_model_dir), dataset="quillpad_faq", method="lora",
+                              params=long_params)
+    wait_until(lambda: studio.get_run(run_id)["step"] >= 6)
+    studio.cancel(run_id)
+    row = studio.wait(run_id, poll_s=0.3)
+    assert row["status"] == "cancelled"
+    checkpoint = newest_checkpoint(studio.run_dir(run_id))
+    assert checkpoint is not None and int(checkpoint.name.split("-")[1]) == row["step"]
+    assert not studio.adapter_dir(run_id).exists()
+    with pytest.raises(RunError, match="only a queued or running run can be cancelled"):
+        studio.cancel(run_id)
+
+    studio.resume(run_id)
+    assert studio.get_run(run_id)["status"] == "queued"
+    assert_resumed_to_the_end(studio, run_id)
+
+
+def test_kill_9_shows_failed_fast_and_resume_loses_at_most_one_interval(studio, tiny_model_dir, long_params):
+    run_id = studio.start_run(model=str(tiny_model_dir), dataset="quillpad_faq", method="lora",
+                              params=long_params)
+    wait_until(lambda: studio.get_run(run_id)["step"] >= 10)
+    killed_at = studio.get_run(run_id)["step"]
+    os.kill(worker_pid(studio, run_id), signal.SIGKILL)
+    t0 = time.time()
+    row = wait_until(lambda: (r := studio.get_run(run_id))["status"] == "failed" and r, timeout=10)
+    assert time.time() - t0 < 10
+    assert row["error"].startswith("the training process stopped without reporting (last log: ")
+
+    checkpoint = newest_checkpoint(studio.run_dir(run_id))
+    assert killed_at - int(checkpoint.name.split("-")[1]) <= long_params["save_steps"]
+    studio.resume(run_id)
+    assert_resumed_to_the_end(studio, run_id)
+
+
+def test_a_server_restart_neither_stops_nor_loses_a_run(studio, tiny_model_dir, long_params):
+    run_id = studio.start_run(model=str(tiny_model_dir), dataset="quillpad_faq", method="lora",
+                              params=long_params)
+    wait_until(lambda: studio.get_run(run_id)["status"] == "running")
+    home = studio.home
+    del studio  # the server goes away; its worker lives in its own session
+    restarted = Studio(home)
+    assert restarted.recover() == []
+    assert restarted.get_run(run_id)["status"] == "running"
+    assert restarted.wait(run_id, poll_s=0.5)["status"] == "completed"
+
+
+def test_runs_whose_process_vanished_are_interrupted_on_start(tmp_path, tiny_model_dir, long_params):
+    first = Studio(tmp_path / "home")
+    run_id = first.start_run(model=str(tiny_model_dir), dataset="quillpad_faq", method="lora",
+                             params=long_params)
+    wait_until(lambda: (first.run_dir(run_id) / "status.json").exists()
+               and json.loads((first.run_dir(run_id) / "status.json").read_text())["status"] == "running")
+    os.kill(worker_pid(first, run_id), signal.SIGKILL)
+    first._procs[run_id].wait()  # the old server's child is reaped as the OS would on exit
+
+    restarted = Studio(tmp_path / "home")
+    assert restarted.recover() == [run_id]
+    assert restarted.get_run(run_id)["status"] == "interrupted"
+    restarted.resume(run_id)
+    assert_resumed_to_the_end(restarted, run_id)
+
+
+def test_queue_runs_one_at_a_time_in_order(studio, tiny_model_dir, tiny_params):
+    params = {**tiny_params, "num_train_epochs": 1}
+    first = studio.start_run(model=str(tiny_model_dir), dataset="quillpad_faq", method="lora", params=params)
+    second = studio.start_run(model=str(tiny_model_dir), dataset="quillpad_faq", method="lora", params=params)
+    wait_until(lambda: studio.get_run(first)["status"] == "running")
+    assert studio.get_run(second)["status"] == "queued"
+    assert studio.wait(first, poll_s=0.5)["status"] == "completed"
+    assert studio.wait(second, poll_s=0.5)["status"] == "completed"
+    first_end = json.loads((studio.run_dir(first) / "status.json").read_text())["finished"]
+    second_start = json.loads((studio.run_dir(second) / "status.json").read_text())["started"]
+    assert second_start >= first_end
+
+
+def test_a_queued_run_can_be_cancelled(studio, tiny_model_dir, long_params):
+    first = studio.start_run(model=str(tiny_model_dir), dataset="quillpad_faq", method="lora", params=long_params)
+    second = studio.start_run(model=str(tiny_model_dir), dataset="quillpad_faq", method="lora", params=long_params)
+    wait_until(lambda: studio.get_run(first)["status"] == "running")
+    wait_until(lambda: (studio.run_dir(second) / "heartbeat.json").exists())
+    studio.cancel(second)
+    assert studio.wait(second, poll_s=0.3)["status"] == "cancelled"
+    studio.cancel(first)
+    assert studio.wait(first, poll_s=0.3)["status"] == "cancelled"
+
+
+def test_continue_training_starts_from_the_parent_adapter(studio, tiny_model_dir, tiny_params):
+    parent = studio.start_run(model=str(tiny_model_dir), dataset="quillpad_faq", method="lora",
+                              params=tiny_params)
+    assert studio.wait(parent, poll_s=0.5)["status"] == "completed"
+    child = studio.continue_run(parent, epochs=1)
+    row = studio.wait(child, poll_s=0.5)
+    assert row["status"] == "completed" and row["parent_id"] == parent
+    assert row["params"]["num_train_epochs"] == 1
+    parent_losses = [m["loss"] for m in read_metrics(studio.run_dir(parent)) if "loss" in m]
+    child_losses = [m["loss"] for m in read_metrics(studio.run_dir(child)) if "loss" in m]
+    assert child_losses[0] < parent_losses[0] - 0.1  # it did not start from scratch
