@@ -27,3 +27,23 @@ def test_app_holds_no_state_between_workspaces(tmp_path):
 
     assert ("mine (120 rows)", a.store.list_datasets()[0]["id"]) in dataset_choices(a)
     assert all(value != a.store.list_datasets()[0]["id"] for _label, value in dataset_choices(b))
+
+
+def test_compare_lists_only_settings_that_differ_and_overlays_curves(studio):
+    import json
+
+    from components.charts import curves_figure
+    from components.runs_panel import config_diff
+
+    dataset = studio.import_dataset(__import__("tests.conftest", fromlist=["FAQ"]).FAQ)
+    for run_id, r in (("ra", 8), ("rb", 16)):
+        params = {"r": r, "learning_rate": 0.001}
+        studio.store.add_run(id=run_id, method="lora", model="default", dataset_id=dataset["id"],
+                             status="completed", params=params)
+        run_dir = studio.run_dir(run_id)
+        run_dir.mkdir()
+        (run_dir / "metrics.jsonl").write_text("".join(
+            json.dumps({"step": s, "loss": 2.0 / s, "learning_rate": 1e-3}) + "\n" for s in (1, 2, 3)))
+    assert config_diff(studio, ["ra", "rb"]) == [["r", "8", "16"]]
+    fig = curves_figure({"ra": [{"step": 1, "loss": 1.0}], "rb": [{"step": 1, "loss": 2.0}]})
+    assert [t.name for t in fig.data] == ["ra training loss", "rb training loss"]

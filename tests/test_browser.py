@@ -73,3 +73,31 @@ def test_start_a_run_from_the_page(server, page, studio, tiny_model_dir):
     expect(page.locator("#run-status")).to_contain_text("completed", timeout=180_000)
     assert studio.get_run(run_id)["params"]["num_train_epochs"] == 1
     assert studio.adapter_dir(run_id).exists()
+
+
+def plotted_points(page) -> int:
+    return page.locator("#run-curves .point").count()
+
+
+def test_reload_reattaches_and_the_curve_grows(server, page, studio, tiny_model_dir, tiny_params):
+    from playwright.sync_api import expect
+
+    run_id = studio.start_run(model=str(tiny_model_dir), dataset="quillpad_faq", method="lora",
+                              params={**tiny_params, "num_train_epochs": 4})
+    page.goto(server)
+    expect(page.locator("#run-status")).to_contain_text(run_id, timeout=30_000)
+    expect(page.locator("#run-status")).to_contain_text("running", timeout=60_000)
+    page.wait_for_function("document.querySelectorAll('#run-curves .point').length > 3", timeout=60_000)
+
+    page.reload()  # a closed and reopened tab: no click needed to see the live run again
+    expect(page.locator("#run-status")).to_contain_text(run_id, timeout=30_000)
+    page.wait_for_function("document.querySelectorAll('#run-curves .point').length > 3", timeout=30_000)
+    before = plotted_points(page)
+    page.wait_for_function(f"document.querySelectorAll('#run-curves .point').length > {before}",
+                           timeout=30_000)
+    expect(page.locator("#run-progress")).to_contain_text("ETA")
+
+    page.click("#run-cancel")
+    expect(page.locator("#run-action")).to_contain_text(f"Cancelling {run_id}")
+    expect(page.locator("#run-status")).to_contain_text("cancelled", timeout=60_000)
+    assert studio.get_run(run_id)["status"] == "cancelled"

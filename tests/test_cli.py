@@ -73,3 +73,36 @@ def test_failed_run_makes_wait_exit_nonzero(tmp_path, tiny_model_dir, tiny_param
     done = studio_cmd(tmp_path / "home", "train", str(config), "--wait")
     assert done.returncode == 1
     assert " failed: " in done.stderr.strip().splitlines()[-1]
+
+
+def test_cancel_resume_logs_follow_and_continue(tmp_path, tiny_model_dir, tiny_params):
+    import time
+
+    from studio.core import Studio
+
+    home = tmp_path / "home"
+    config = write_config(tmp_path / "run.yaml", model=str(tiny_model_dir), dataset=str(FAQ),
+                          params={**tiny_params, "num_train_epochs": 2, "save_steps": 3})
+    run_id = studio_cmd(home, "train", str(config)).stdout.strip()
+    studio = Studio(home)
+    deadline = time.time() + 120
+    while studio.get_run(run_id)["step"] < 4 and time.time() < deadline:
+        time.sleep(0.2)
+
+    cancelled = studio_cmd(home, "cancel", run_id)
+    assert cancelled.returncode == 0
+    assert cancelled.stdout.strip() == f"cancel requested for {run_id}: it saves a checkpoint, then stops"
+    assert studio.wait(run_id, poll_s=0.3)["status"] == "cancelled"
+
+    assert studio_cmd(home, "resume", run_id).returncode == 0
+    followed = studio_cmd(home, "logs", run_id, "--follow")
+    assert followed.returncode == 0
+    assert "resuming from checkpoint-" in followed.stdout and "run completed" in followed.stdout
+    assert studio.get_run(run_id)["status"] == "completed"
+
+    again = studio_cmd(home, "resume", run_id)
+    assert (again.returncode, again.stderr.strip()) == (
+        2, f"error: run {run_id} is completed; only a cancelled, failed or interrupted run can be resumed")
+
+    child = studio_cmd(home, "continue", run_id, "--epochs", "0.5").stdout.strip()
+    assert studio.wait(child, poll_s=0.5)["parent_id"] == run_id

@@ -25,8 +25,8 @@ def wait_until(predicate, timeout=120.0, poll=0.2):
 
 @pytest.fixture
 def long_params(tiny_params):
-    """About 40 steps of ~1 s on the tiny model, checkpointing every 4."""
-    return {**tiny_params, "num_train_epochs": 3, "save_steps": 4}
+    """About 28 steps of ~1 s on the tiny model, checkpointing every 3."""
+    return {**tiny_params, "num_train_epochs": 2, "save_steps": 3}
 
 
 def worker_pid(studio, run_id):
@@ -68,7 +68,7 @@ def test_cancel_saves_a_checkpoint_then_resume_finishes(studio, tiny_model_dir, 
 def test_kill_9_shows_failed_fast_and_resume_loses_at_most_one_interval(studio, tiny_model_dir, long_params):
     run_id = studio.start_run(model=str(tiny_model_dir), dataset="quillpad_faq", method="lora",
                               params=long_params)
-    wait_until(lambda: studio.get_run(run_id)["step"] >= 10)
+    wait_until(lambda: studio.get_run(run_id)["step"] >= 8)
     killed_at = studio.get_run(run_id)["step"]
     os.kill(worker_pid(studio, run_id), signal.SIGKILL)
     t0 = time.time()
@@ -138,10 +138,10 @@ def test_continue_training_starts_from_the_parent_adapter(studio, tiny_model_dir
     parent = studio.start_run(model=str(tiny_model_dir), dataset="quillpad_faq", method="lora",
                               params=tiny_params)
     assert studio.wait(parent, poll_s=0.5)["status"] == "completed"
-    child = studio.continue_run(parent, epochs=1)
+    child = studio.continue_run(parent, epochs=0.5)
     row = studio.wait(child, poll_s=0.5)
     assert row["status"] == "completed" and row["parent_id"] == parent
-    assert row["params"]["num_train_epochs"] == 1
+    assert row["params"]["num_train_epochs"] == 0.5
     parent_losses = [m["loss"] for m in read_metrics(studio.run_dir(parent)) if "loss" in m]
     child_losses = [m["loss"] for m in read_metrics(studio.run_dir(child)) if "loss" in m]
     assert child_losses[0] < parent_losses[0] - 0.1  # it did not start from scratch

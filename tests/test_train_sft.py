@@ -90,3 +90,19 @@ def test_bad_parameters_are_refused_before_anything_is_written(studio, tiny_mode
         studio.start_run(model=str(tiny_model_dir), dataset="quillpad_faq", method="lora",
                          params={"lora_dropout": 0.9})
     assert studio.store.list_runs() == [] and list(studio.runs_dir.iterdir()) == []
+
+
+def test_early_stopping_is_wired_to_held_out_loss(tmp_path, tiny_model_dir, tiny_params):
+    from transformers import EarlyStoppingCallback
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    params = {**tiny_params, "early_stopping_patience": 2, "eval_steps": 3}
+    trainer, _ = build_trainer(tiny_job(tmp_path, tiny_model_dir, params), run_dir, RunEvents(run_dir))
+    stoppers = [c for c in trainer.callback_handler.callbacks if isinstance(c, EarlyStoppingCallback)]
+    assert len(stoppers) == 1 and stoppers[0].early_stopping_patience == 2
+    assert (trainer.args.metric_for_best_model, trainer.args.greater_is_better) == ("eval_loss", False)
+    assert trainer.args.eval_steps == 3
+
+    plain, _ = build_trainer(tiny_job(tmp_path / "b", tiny_model_dir, tiny_params), run_dir, RunEvents(run_dir))
+    assert not any(isinstance(c, EarlyStoppingCallback) for c in plain.callback_handler.callbacks)

@@ -1,0 +1,34 @@
+"""Reading metrics for people: progress/ETA and the overfitting warning."""
+
+from __future__ import annotations
+
+from pipelines.curves import format_duration, overfitting_warning, progress, series
+
+
+def test_series_keeps_only_present_metrics():
+    metrics = [{"step": 1, "loss": 2.0, "time": 0}, {"step": 1, "eval_loss": 2.5}, {"step": 2, "loss": 1.5}]
+    assert series(metrics) == {"loss": ([1, 2], [2.0, 1.5]), "eval_loss": ([1], [2.5])}
+
+
+def test_progress_eta_from_recent_step_times():
+    metrics = [{"step": i, "loss": 1.0, "time": 100.0 + 2 * i} for i in range(1, 11)]
+    p = progress(step=10, max_steps=40, started=90.0, metrics=metrics, now=120.0)
+    assert (p["percent"], p["elapsed_s"], p["eta_s"]) == (25.0, 30.0, 60.0)
+    assert format_duration(p["eta_s"]) == "1:00" and format_duration(3725) == "1:02:05"
+
+
+def test_warns_when_held_out_loss_rises_while_training_loss_falls():
+    metrics = []
+    for step in range(1, 31):
+        metrics.append({"step": step, "loss": 2.0 - step * 0.05})
+        if step % 10 == 0:
+            metrics.append({"step": step, "eval_loss": {10: 1.0, 20: 1.1, 30: 1.3}[step]})
+    assert overfitting_warning([{"step": 0, "eval_loss": 1.2}] + metrics[:0]) is None
+    warning = overfitting_warning(metrics)
+    assert warning.startswith("Held-out loss has risen for two checks in a row (1.000 -> 1.300)")
+
+
+def test_no_warning_while_both_fall():
+    metrics = [{"step": s, "loss": 2.0 - s * 0.05} for s in range(1, 31)]
+    metrics += [{"step": s, "eval_loss": 2.0 - s * 0.01} for s in (10, 20, 30)]
+    assert overfitting_warning(metrics) is None
