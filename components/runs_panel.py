@@ -69,15 +69,15 @@ def config_diff(studio, run_ids: list[str]) -> list[list]:
 
 
 def view(studio, run_id: str | None):
-    """(status, progress, figure, log) for one run."""
+    """(status, progress, figure, log, metrics count) for one run."""
     if not run_id:
-        return "No run selected yet: start one, or click a row in the table.", "", None, ""
+        return "No run selected yet: start one, or click a row in the table.", "", None, "", 0
     row = studio.get_run(run_id)
     if row is None:
-        return f"Run `{run_id}` not found.", "", None, ""
+        return f"Run `{run_id}` not found.", "", None, "", 0
     metrics = read_metrics(studio.run_dir(run_id))
     return (status_markdown(studio, row, metrics), progress_html(row, metrics),
-            curves_figure({run_id: metrics}), log_tail(studio.run_dir(run_id), 15))
+            curves_figure({run_id: metrics}), log_tail(studio.run_dir(run_id), 15), len(metrics))
 
 
 def build(studio, selected: gr.State):
@@ -102,8 +102,7 @@ def build(studio, selected: gr.State):
     timer = gr.Timer(2.0)
 
     def refresh(run_id, drawn):
-        text, bar_html, fig, tail = view(studio, run_id)
-        count = len(read_metrics(studio.run_dir(run_id))) if run_id else 0
+        text, bar_html, fig, tail, count = view(studio, run_id)
         figure = fig if count != drawn or fig is None else gr.skip()
         return runs_table(studio), text, bar_html, figure, tail, count
 
@@ -116,26 +115,21 @@ def build(studio, selected: gr.State):
 
     table.select(on_select, table, [selected, *outputs])
 
-    def on_cancel(run_id):
-        if not run_id:
-            return "Select a run first."
-        try:
-            studio.cancel(run_id)
-        except RunError as err:
-            return f"**Could not do that:** {err}"
-        return f"Cancelling `{run_id}`: it saves a checkpoint, then stops."
+    def run_action(action_fn, done: str):
+        """A button handler: apply action_fn to the selected run, answer in one sentence."""
+        def handler(run_id):
+            if not run_id:
+                return "Select a run first."
+            try:
+                action_fn(run_id)
+            except RunError as err:
+                return f"**Could not do that:** {err}"
+            return done.format(run_id=run_id)
+        return handler
 
-    def on_resume(run_id):
-        if not run_id:
-            return "Select a run first."
-        try:
-            studio.resume(run_id)
-        except RunError as err:
-            return f"**Could not do that:** {err}"
-        return f"Resuming `{run_id}` from its newest checkpoint."
-
-    cancel.click(on_cancel, selected, action)
-    resume.click(on_resume, selected, action)
+    cancel.click(run_action(studio.cancel, "Cancelling `{run_id}`: it saves a checkpoint, then stops."),
+                 selected, action)
+    resume.click(run_action(studio.resume, "Resuming `{run_id}` from its newest checkpoint."), selected, action)
 
     def on_continue(run_id, epochs):
         if not run_id:
