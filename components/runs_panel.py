@@ -25,7 +25,7 @@ def runs_table(studio) -> list[list]:
 
 
 def progress_html(row: dict, metrics: list[dict]) -> str:
-    p = progress(row["step"], row["max_steps"], row.get("started"), metrics)
+    p = progress(row["step"], row["max_steps"], row.get("started"), metrics, now=row.get("finished"))
     if row["status"] != "running" or not p["max_steps"]:
         p["eta_s"] = None
     width = min(100.0, p["percent"])

@@ -143,12 +143,14 @@ def run_state(run_dir: Path, now: float | None = None) -> dict:
         "error": None,
         "summary": {},
         "started": None,
+        "finished": None,
         "stalled_s": 0.0,
     }
     if status is None:
         return state
     state.update(status=status["status"], error=status.get("error"), summary=status.get("summary", {}),
-                 started=status.get("started"))
+                 started=status.get("started"),
+                 finished=status.get("finished") if status["status"] in FINAL_STATUSES else None)
     if status["status"] in ACTIVE_STATUSES:
         if not pid_alive(status.get("pid"), run_dir):
             tail = log_tail(run_dir, 3).replace("\n", " | ")

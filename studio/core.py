@@ -230,9 +230,8 @@ class Studio:
                                                 f"before starting: {log_tail(run_dir, 1)}")
         if (state["status"], state["error"]) != (row["status"], row["error"]):
             self.store.update_run_status(run_id, state["status"], state["error"])
-        row.update(status=state["status"], error=state["error"], step=state["step"],
-                   max_steps=state["max_steps"], summary=state["summary"], started=state["started"],
-                   stalled_s=state["stalled_s"])
+        row.update({key: state[key] for key in ("status", "error", "step", "max_steps", "summary",
+                                                "started", "finished", "stalled_s")})
         return row
 
     def list_runs(self) -> list[dict]:
