@@ -78,7 +78,11 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
 
     # data: `messages` rows become prompt/completion so TRL can learn the replies only
     rows = [data.to_prompt_completion(r) for r in data.load_rows(Path(job["dataset"]["path"]))]
-    train_rows, eval_rows = data.split(rows, groups["studio"]["eval_fraction"], params.seed)
+    heldout = job["dataset"].get("heldout_path")
+    if heldout:  # the dataset brings its own held-out rows: every run is measured on the same ones
+        train_rows, eval_rows = rows, [data.to_prompt_completion(r) for r in data.load_rows(Path(heldout))]
+    else:
+        train_rows, eval_rows = data.split(rows, groups["studio"]["eval_fraction"], params.seed)
     train_ds = Dataset.from_list(train_rows)
     eval_ds = Dataset.from_list(eval_rows) if eval_rows else None
     print(f"data: {len(train_rows)} training rows, {len(eval_rows)} held out", flush=True)

@@ -10,6 +10,7 @@ from pipelines.data import DataError
 from pipelines.events import FINAL_STATUSES
 from pipelines.methods import ConfigError
 from pipelines.models import ModelError
+from studio import cli_data
 from studio.core import RunError
 
 CONFIG_KEYS = {"model", "dataset", "method", "params"}
@@ -189,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", type=Path)
     p.add_argument("--wait", action="store_true", help="block, show progress, exit non-zero if the run fails")
     p.set_defaults(func=cmd_train)
+
+    cli_data.add_parsers(sub, common)
 
     p = sub.add_parser("runs", parents=[common], help="list runs and their status")
     p.set_defaults(func=cmd_runs)

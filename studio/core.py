@@ -5,15 +5,16 @@ There are no module-level mutable globals: tests build a Studio on a temporary f
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
-from pipelines import data, models
+from pipelines import data, importer, models, readers
 from pipelines.events import (
     ACTIVE_STATUSES,
     ADAPTER,
@@ -37,6 +38,8 @@ SAMPLES_DIR = PROJECT_ROOT / "assets" / "samples"
 # Bundled datasets a user can pick without uploading anything: name -> (file, kind, label)
 SAMPLES = {
     "quillpad_faq": ("quillpad_faq.jsonl", "sft", "Quillpad support FAQ (120 Q&A, fictional product)"),
+    "quillpad_preferences": ("quillpad_preferences.jsonl", "preference",
+                             "Quillpad answer preferences (12 chosen/rejected pairs)"),
 }
 
 
@@ -51,20 +54,13 @@ def default_home() -> Path:
     return Path(base) / "tune-studio"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _new_id(prefix: str) -> str:
     return f"{prefix}{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
 
 class Studio:
-    def __init__(self, home: Path | str | None = None, max_concurrent: int | None = None):
+    def __init__(self, home: Path | str | None = None, max_concurrent: int | None = None,
+                 max_upload_bytes: int | None = None):
         self.home = Path(home).expanduser() if home else default_home()
         self.home.mkdir(parents=True, exist_ok=True)
         self.model_cache = self.home / "models"
@@ -75,6 +71,9 @@ class Studio:
         self.store = Store(self.home / "studio.db")
         # How many runs train at once; the rest wait in the queue (STUDIO_MAX_RUNS, default 1).
         self.max_concurrent = max_concurrent or int(os.environ.get("STUDIO_MAX_RUNS", "1"))
+        # Uploads larger than this are refused before they are read (STUDIO_MAX_UPLOAD_MB, default 1 GB).
+        mb = os.environ.get("STUDIO_MAX_UPLOAD_MB")
+        self.max_upload_bytes = max_upload_bytes or (int(float(mb) * 1e6) if mb else readers.DEFAULT_MAX_BYTES)
         self._procs: dict[str, subprocess.Popen] = {}  # workers this process started
 
     # models
@@ -83,20 +82,33 @@ class Studio:
         return models.resolve(spec, self.model_cache)
 
     # datasets
-    def import_dataset(self, path: Path | str, name: str | None = None) -> dict:
-        """Copy a JSONL file of SFT examples into the workspace; the same file twice is one dataset."""
+    def import_dataset(self, path: Path | str, name: str | None = None,
+                       options: importer.ImportOptions | None = None, source_name: str | None = None) -> dict:
+        """Convert a file into the workspace and the catalogue; the same file with the same options
+        twice is one dataset. Raises DataError (one sentence) with nothing written."""
         path = Path(path)
-        sha = _sha256(path) if path.exists() else ""
-        existing = self.store.find_dataset_by_hash(sha) if sha else None
-        if existing:
-            return existing
-        rows = data.read_sft_jsonl(path)  # raises DataError before anything is written
+        options = options or importer.ImportOptions()
+        shown = source_name or path.name  # an upload's temp file still answers to the user's name
+        readers.check_file(path, self.max_upload_bytes)  # size limit before anything is read
+        sha = importer.sha256(path)
+        for existing in self.store.find_datasets_by_hash(sha):
+            if existing["meta"].get("options") == asdict(options):
+                return existing
         dataset_id = _new_id("d")
-        parquet = data.write_dataset(rows, self.datasets_dir / dataset_id)
-        self.store.add_dataset(
-            id=dataset_id, name=name or path.stem, kind="sft", rows=len(rows),
-            source_name=path.name, source_sha256=sha, path=str(parquet),
-        )
+        dest = self.datasets_dir / dataset_id
+        try:
+            meta = importer.import_file(path, dest, options, self.max_upload_bytes)
+        except data.DataError as err:
+            raise data.DataError(str(err).replace(path.name, shown, 1)) from None
+        meta["source_name"] = shown
+        try:
+            self.store.add_dataset(
+                id=dataset_id, name=name or Path(shown).stem, kind=meta["kind"], rows=meta["rows"],
+                source_name=shown, source_sha256=sha, path=str(dest / importer.DATA), meta=meta,
+            )
+        except BaseException:
+            shutil.rmtree(dest, ignore_errors=True)  # never a folder without its catalogue row
+            raise
         return self.store.get_dataset(dataset_id)
 
     def resolve_dataset(self, ref: str) -> dict:
@@ -113,6 +125,9 @@ class Studio:
             f"dataset '{ref}' is not a catalogue id, a sample ({', '.join(SAMPLES)}) or an existing file"
         )
 
+    def list_datasets(self) -> list[dict]:
+        return self.store.list_datasets()
+
     # runs
     def start_run(self, *, model: str, dataset: str, method: str, params: dict | None = None,
                   parent_id: str | None = None, init_adapter: str | None = None) -> str:
@@ -122,6 +137,11 @@ class Studio:
         if not models.is_default(model):
             models.resolve(model, self.model_cache)  # ModelError for a bad folder
         dataset_row = self.resolve_dataset(dataset)
+        accepted = ("sft", "text") if spec.data_kind == "sft" else (spec.data_kind,)
+        if dataset_row["kind"] not in accepted:
+            raise data.DataError(f"dataset '{dataset_row['name']}' holds {dataset_row['kind']} data; "
+                                 f"{spec.label} trains on {' or '.join(accepted)} data")
+        heldout = Path(dataset_row["path"]).with_name(importer.HELDOUT)
         run_id = _new_id("r")
         run_dir = self.runs_dir / run_id
         run_dir.mkdir()
@@ -131,7 +151,8 @@ class Studio:
             "method": method,
             "model": model,
             "model_cache": str(self.model_cache),
-            "dataset": {"id": dataset_row["id"], "name": dataset_row["name"], "path": dataset_row["path"]},
+            "dataset": {"id": dataset_row["id"], "name": dataset_row["name"], "path": dataset_row["path"],
+                        "heldout_path": str(heldout) if heldout.exists() else None},
             "params": {k: getattr(checked, k) for k in checked.__dataclass_fields__},
             "parent_id": parent_id,
             "init_adapter": init_adapter,

@@ -17,7 +17,8 @@ CREATE TABLE IF NOT EXISTS datasets (
     source_name TEXT NOT NULL,
     source_sha256 TEXT NOT NULL,
     path TEXT NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    meta TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
@@ -33,7 +34,7 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 """
 
-DATASET_COLUMNS = ("id", "name", "kind", "rows", "source_name", "source_sha256", "path", "created")
+DATASET_COLUMNS = ("id", "name", "kind", "rows", "source_name", "source_sha256", "path", "created", "meta")
 RUN_COLUMNS = ("id", "method", "model", "dataset_id", "status", "error", "params", "parent_id",
                "created", "updated")
 
@@ -45,6 +46,9 @@ class Store:
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
+            # workspaces made before datasets had metadata
+            if "meta" not in {r["name"] for r in db.execute("PRAGMA table_info(datasets)")}:
+                db.execute("ALTER TABLE datasets ADD COLUMN meta TEXT NOT NULL DEFAULT '{}'")
 
     @contextmanager
     def _connect(self):
@@ -60,6 +64,7 @@ class Store:
     # datasets
     def add_dataset(self, **row) -> None:
         row.setdefault("created", time.time())
+        row["meta"] = json.dumps(row.get("meta") or {})
         cols = ", ".join(DATASET_COLUMNS)
         marks = ", ".join("?" for _ in DATASET_COLUMNS)
         with self._connect() as db:
@@ -68,18 +73,16 @@ class Store:
     def get_dataset(self, dataset_id: str) -> dict | None:
         with self._connect() as db:
             found = db.execute("SELECT * FROM datasets WHERE id = ?", (dataset_id,)).fetchone()
-        return dict(found) if found else None
+        return _dataset(found) if found else None
 
-    def find_dataset_by_hash(self, sha256: str) -> dict | None:
+    def find_datasets_by_hash(self, sha256: str) -> list[dict]:
         with self._connect() as db:
-            found = db.execute(
-                "SELECT * FROM datasets WHERE source_sha256 = ? ORDER BY created LIMIT 1", (sha256,)
-            ).fetchone()
-        return dict(found) if found else None
+            found = db.execute("SELECT * FROM datasets WHERE source_sha256 = ? ORDER BY created", (sha256,))
+            return [_dataset(r) for r in found]
 
     def list_datasets(self) -> list[dict]:
         with self._connect() as db:
-            return [dict(r) for r in db.execute("SELECT * FROM datasets ORDER BY created DESC")]
+            return [_dataset(r) for r in db.execute("SELECT * FROM datasets ORDER BY created DESC")]
 
     # runs
     def add_run(self, **row) -> None:
@@ -106,6 +109,12 @@ class Store:
     def list_runs(self) -> list[dict]:
         with self._connect() as db:
             return [_run(r) for r in db.execute("SELECT * FROM runs ORDER BY created DESC")]
+
+
+def _dataset(row: sqlite3.Row) -> dict:
+    out = dict(row)
+    out["meta"] = json.loads(out["meta"] or "{}")
+    return out
 
 
 def _run(row: sqlite3.Row) -> dict:

@@ -85,7 +85,8 @@ class SFTTraining:
         0.1,
         label="Held-out fraction",
         help="Share of examples kept aside (never trained on) to measure whether the model "
-        "generalises. 0 = no held-out check.",
+        "generalises. 0 = no held-out check. Not used when the dataset was imported with its "
+        "own held-out split (then every run is measured on the same rows).",
         target="studio",
         min=0.0,
         max=0.5,

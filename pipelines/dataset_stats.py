@@ -1,0 +1,132 @@
+"""What a stored dataset looks like to the model: preview rows, token lengths with the chosen
+model's tokenizer, and one example rendered exactly as training renders it (TRL's way)."""
+
+from __future__ import annotations
+
+import random
+import statistics
+from pathlib import Path
+
+SAMPLE_ROWS = 2000  # token lengths are measured on at most this many rows, spread over the file
+
+
+def as_text(value) -> str:
+    """A cell for display: conversations as 'role: content' lines."""
+    if isinstance(value, list):
+        return "\n".join(f"{m['role']}: {m['content']}" for m in value)
+    return "" if value is None else str(value)
+
+
+def preview_rows(parquet: Path, n: int = 20) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    batch = next(pq.ParquetFile(parquet).iter_batches(batch_size=n), None)
+    rows = batch.to_pylist() if batch is not None else []
+    return [{k: as_text(v) for k, v in row.items()} for row in rows]
+
+
+def count_rows(parquet: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(parquet).metadata.num_rows
+
+
+def sample_rows(parquet: Path, n: int = SAMPLE_ROWS, seed: int = 0) -> list[dict]:
+    """Up to n rows picked evenly at random over the whole file, read batch by batch."""
+    import pyarrow.parquet as pq
+
+    total = count_rows(parquet)
+    keep = set(range(total)) if total <= n else set(random.Random(seed).sample(range(total), n))
+    out, index = [], 0
+    for batch in pq.ParquetFile(parquet).iter_batches(batch_size=4096):
+        for row in batch.to_pylist():
+            if index in keep:
+                out.append(row)
+            index += 1
+    return out
+
+
+def sequences(row: dict) -> list:
+    """What training puts in front of the model for this row (one or two sequences)."""
+    if "messages" in row:
+        return [row["messages"]]
+    if "text" in row:
+        return [row["text"]]
+    if "chosen" in row:
+        prompt = row.get("prompt")
+        return [prompt + row["chosen"], prompt + row["rejected"]] if prompt else [row["chosen"], row["rejected"]]
+    return [row["prompt"] + row["completion"]]
+
+
+def _render(seq, tokenizer) -> str:
+    if isinstance(seq, list):
+        return tokenizer.apply_chat_template(seq, tokenize=False)
+    return seq + (tokenizer.eos_token or "")  # TRL appends EOS to plain text
+
+
+def token_lengths(rows: list[dict], tokenizer) -> list[int]:
+    """Tokens per row (the longer sequence of a preference pair)."""
+    texts, owner = [], []
+    for i, row in enumerate(rows):
+        for seq in sequences(row):
+            texts.append(_render(seq, tokenizer))
+            owner.append(i)
+    lengths = [0] * len(rows)
+    if not texts:
+        return lengths
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    for i, tokens in zip(owner, ids):
+        lengths[i] = max(lengths[i], len(tokens))
+    return lengths
+
+
+def length_stats(parquet: Path, tokenizer, max_length: int) -> dict:
+    total = count_rows(parquet)
+    rows = sample_rows(parquet)
+    lengths = token_lengths(rows, tokenizer)
+    over = sum(n > max_length for n in lengths)
+    return {
+        "lengths": lengths, "measured": len(rows), "total": total, "max_length": max_length,
+        "over": over if len(rows) == total else round(over * total / max(1, len(rows))),
+        "estimated": len(rows) < total,
+        "mean": statistics.fmean(lengths) if lengths else 0, "median": statistics.median(lengths) if lengths else 0,
+        "longest": max(lengths, default=0),
+    }
+
+
+def render_example(row: dict, tokenizer, max_length: int) -> dict:
+    """The row as training sees it: the context (not learned), the learned part, the token count.
+
+    Mirrors TRL's SFT tokenization: a conversation's last reply is the completion, the prompt is
+    rendered with the generation prompt, and the completion starts where the two token streams
+    diverge; plain text is learned whole with EOS appended."""
+    if "text" in row:
+        full = tokenizer(_render(row["text"], tokenizer), add_special_tokens=False)["input_ids"]
+        prompt_len = 0
+    else:
+        if "messages" in row:
+            prompt, completion = row["messages"][:-1], row["messages"][-1:]
+        elif "chosen" in row and row.get("prompt"):
+            prompt, completion = row["prompt"], row["chosen"]
+        elif "chosen" in row:
+            prompt, completion = row["chosen"][:-1], row["chosen"][-1:]
+        else:
+            prompt, completion = row["prompt"], row["completion"]
+        if isinstance(completion, str):  # implicit-prompt preference in plain text
+            prompt_ids = []
+            full = tokenizer(completion + (tokenizer.eos_token or ""), add_special_tokens=False)["input_ids"]
+        else:
+            prompt_ids = tokenizer(tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True),
+                                   add_special_tokens=False)["input_ids"]
+            full = tokenizer(tokenizer.apply_chat_template(prompt + completion, tokenize=False),
+                             add_special_tokens=False)["input_ids"]
+        prompt_len = 0
+        while prompt_len < min(len(prompt_ids), len(full)) and prompt_ids[prompt_len] == full[prompt_len]:
+            prompt_len += 1
+    kept = full[:max_length]  # TRL keeps the start and cuts the end
+    return {
+        "context": tokenizer.decode(kept[:prompt_len]),
+        "learned": tokenizer.decode(kept[prompt_len:]),
+        "tokens": len(full),
+        "truncated": len(full) > max_length,
+    }

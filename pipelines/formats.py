@@ -1,0 +1,250 @@
+"""Which layout a file's records have, and converting each record to TRL's canonical columns.
+
+Stored kinds and columns (TRL's names):
+  sft         `messages` (Alpaca, ShareGPT and prompt/completion all become chat messages, so
+              training goes through the model's chat template — the same one the Chat tab uses)
+  preference  `prompt`/`chosen`/`rejected` as chat messages (or `chosen`/`rejected` with the
+              prompt implicit in both)
+  kto         `prompt`/`completion` as chat messages plus a boolean `label`
+  text        `text`
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass
+
+from pipelines.errors import DataError, where
+
+KINDS = ("sft", "preference", "kto", "text")
+ROLES = ("system", "user", "assistant")
+SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant",
+                  "assistant": "assistant", "model": "assistant", "chatgpt": "assistant"}
+TRUE = ("true", "yes", "1", "desirable", "good")
+FALSE = ("false", "no", "0", "undesirable", "bad")
+
+
+@dataclass(frozen=True)
+class Layout:
+    key: str
+    kind: str
+    required: tuple[str, ...]
+    optional: tuple[str, ...]
+    label: str
+
+
+# Checked in this order: the first whose required columns are all present wins.
+LAYOUTS = (
+    Layout("messages", "sft", ("messages",), (), "conversations (messages)"),
+    Layout("sharegpt", "sft", ("conversations",), ("system",), "ShareGPT (conversations with from/value)"),
+    Layout("kto", "kto", ("prompt", "completion", "label"), (), "KTO (prompt, completion, label)"),
+    Layout("preference", "preference", ("prompt", "chosen", "rejected"), (), "preference (prompt, chosen, rejected)"),
+    Layout("implicit_preference", "preference", ("chosen", "rejected"), (),
+           "preference with the prompt inside chosen/rejected"),
+    Layout("alpaca", "sft", ("instruction", "output"), ("input", "system"), "Alpaca (instruction, input, output)"),
+    Layout("prompt_completion", "sft", ("prompt", "completion"), (), "prompt/completion"),
+    Layout("text", "text", ("text",), (), "raw text"),
+)
+LAYOUT_BY_KEY = {layout.key: layout for layout in LAYOUTS}
+
+
+def accepted_layouts(kind: str = "auto") -> str:
+    return " | ".join("+".join(l.required) for l in LAYOUTS if kind in ("auto", l.kind))
+
+
+def parse_mapping(spec: str | dict | None) -> dict[str, str]:
+    """'prompt=question,completion=answer' -> {'prompt': 'question', 'completion': 'answer'}."""
+    if not spec:
+        return {}
+    if isinstance(spec, dict):
+        return {str(k): str(v) for k, v in spec.items() if v}
+    mapping = {}
+    for part in spec.split(","):
+        target, sep, source = part.partition("=")
+        if not sep or not target.strip() or not source.strip():
+            raise DataError(f"--map '{part.strip()}': expected NAME=COLUMN, e.g. prompt=question")
+        mapping[target.strip()] = source.strip()
+    return mapping
+
+
+def apply_mapping(record: dict, mapping: dict[str, str]) -> dict:
+    if not mapping:
+        return record
+    out = {k: v for k, v in record.items() if k not in mapping.values()}
+    for target, source in mapping.items():
+        if source in record:
+            out[target] = record[source]
+    return out
+
+
+def detect(columns: list[str], path, kind: str = "auto", mapping: dict | None = None) -> Layout:
+    """The layout for these columns (after mapping), or a sentence saying what is accepted."""
+    if kind not in ("auto", *KINDS):
+        raise DataError(f"kind '{kind}' is not one of auto, {', '.join(KINDS)}")
+    mapping = mapping or {}
+    missing = [src for src in mapping.values() if src not in columns]
+    if missing:
+        raise DataError(f"{where(path)}: no column '{missing[0]}' to map (columns: {', '.join(columns)})")
+    names = set(columns) - set(mapping.values()) | set(mapping)
+    for layout in LAYOUTS:
+        if kind in ("auto", layout.kind) and set(layout.required) <= names:
+            return layout
+    hints = []
+    known = {c for l in LAYOUTS for c in (*l.required, *l.optional)}
+    for col in columns:
+        close = difflib.get_close_matches(col, known, n=1, cutoff=0.75)
+        if close and col not in known:
+            hints.append(f"'{col}' looks like '{close[0]}'")
+    hint = f" ({'; '.join(hints)})" if hints else ""
+    wanted = "" if kind == "auto" else f" for {kind} data"
+    raise DataError(f"{where(path)}: found columns {', '.join(columns) or 'none'}{hint}; expected{wanted} "
+                    f"columns {accepted_layouts(kind)}, or map yours (e.g. --map prompt=question,completion=answer)")
+
+
+def _value_name(value) -> str:
+    if value is None:
+        return "null"
+    return {dict: "an object", list: "a list", bool: "true/false"}.get(type(value), type(value).__name__)
+
+
+def text(value, path, place, column) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str):
+        if value.strip():
+            return value
+        raise DataError(f"{where(path, place, column)}: is empty; expected text")
+    if value is None:
+        raise DataError(f"{where(path, place, column)}: is empty (null); expected text")
+    shown = json.dumps(value, ensure_ascii=False)
+    shown = shown if len(shown) <= 40 else shown[:37] + "..."
+    raise DataError(f"{where(path, place, column)}: expected text, got {_value_name(value)} {shown}")
+
+
+def _maybe_json_list(value):
+    # CSV/TSV cells are strings: a conversation there is written as JSON.
+    if isinstance(value, str) and value.lstrip().startswith("["):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def messages(value, path, place, column, *, role_key="role", content_key="content", roles=None,
+             ends_with=None, only=None) -> list[dict]:
+    """A checked conversation: optional system first, then user/assistant taking turns."""
+    value = _maybe_json_list(value)
+    at = where(path, place, column)
+    if not isinstance(value, list) or not value:
+        raise DataError(f"{at}: expected a non-empty list of {{{role_key}, {content_key}}} messages, "
+                        f"got {_value_name(value)}")
+    out = []
+    for i, msg in enumerate(value, start=1):
+        if not isinstance(msg, dict) or role_key not in msg or content_key not in msg:
+            raise DataError(f"{at}: message {i} must be an object with '{role_key}' and '{content_key}'")
+        raw_role = msg[role_key]
+        role = (roles or {r: r for r in ROLES}).get(raw_role)
+        if role is None:
+            accepted = ", ".join(roles or ROLES)
+            raise DataError(f"{at}: message {i} has role {raw_role!r}; expected one of {accepted}")
+        content = msg[content_key]
+        if content is None or (isinstance(content, str) and not content.strip()):
+            raise DataError(f"{at}: message {i} ({role}) is empty; expected text")
+        if not isinstance(content, str):
+            raise DataError(f"{at}: message {i} ({role}) has {_value_name(content)} as its content; expected text")
+        out.append({"role": role, "content": content})
+    _check_order(out, at, ends_with, only)
+    return out
+
+
+def _check_order(msgs: list[dict], at: str, ends_with: str | None, only: str | None) -> None:
+    if only:
+        bad = next((i for i, m in enumerate(msgs, 1) if m["role"] != only), None)
+        if bad:
+            raise DataError(f"{at}: message {bad} is '{msgs[bad - 1]['role']}'; expected only {only} messages")
+        return
+    expected = "user"
+    for i, m in enumerate(msgs, start=1):
+        if m["role"] == "system":
+            if i != 1:
+                raise DataError(f"{at}: message {i} is 'system' but a system message may only come first")
+            continue
+        if m["role"] != expected:
+            prev = msgs[i - 2]["role"] if i > 1 else "the start"
+            raise DataError(f"{at}: message {i} is '{m['role']}' after {prev if i == 1 else repr(prev)}; "
+                            "expected user and assistant to take turns, starting with user")
+        expected = "assistant" if expected == "user" else "user"
+    if ends_with and msgs[-1]["role"] != ends_with:
+        raise DataError(f"{at}: the last message is '{msgs[-1]['role']}'; expected it to be the {ends_with}'s")
+
+
+def label(value, path, place, column="label") -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in TRUE + FALSE:
+        return value.strip().lower() in TRUE
+    raise DataError(f"{where(path, place, column)}: expected true or false, got {json.dumps(value)}")
+
+
+def _turn(role: str, value, path, place, column) -> list[dict]:
+    """A text field as a one-message conversation; a list field as a checked conversation."""
+    value = _maybe_json_list(value)
+    if isinstance(value, list):
+        return messages(value, path, place, column, ends_with="user" if role == "user" else None,
+                        only=None if role == "user" else "assistant")
+    return [{"role": role, "content": text(value, path, place, column)}]
+
+
+def convert(record, layout: Layout, path, place) -> dict:
+    """One record -> one canonical row of the layout's kind, or a DataError naming the cell."""
+    if not isinstance(record, dict):
+        raise DataError(f"{where(path, place)}: expected an object with named fields, got {_value_name(record)}")
+    for col in layout.required:
+        if col not in record:
+            raise DataError(f"{where(path, place)}: missing column '{col}' (found: {', '.join(record) or 'none'})")
+    key = layout.key
+    if key == "messages":
+        return {"messages": messages(record["messages"], path, place, "messages", ends_with="assistant")}
+    if key == "sharegpt":
+        msgs = messages(record["conversations"], path, place, "conversations", role_key="from",
+                        content_key="value", roles=SHAREGPT_ROLES, ends_with="assistant")
+        system = record.get("system")
+        if system and msgs[0]["role"] != "system":
+            msgs.insert(0, {"role": "system", "content": text(system, path, place, "system")})
+        return {"messages": msgs}
+    if key == "alpaca":
+        instruction = text(record["instruction"], path, place, "instruction")
+        extra = record.get("input")
+        if extra is not None and not isinstance(extra, str):
+            extra = text(extra, path, place, "input")
+        user = f"{instruction}\n\n{extra}" if extra and extra.strip() else instruction
+        msgs = [{"role": "user", "content": user},
+                {"role": "assistant", "content": text(record["output"], path, place, "output")}]
+        if record.get("system"):
+            msgs.insert(0, {"role": "system", "content": text(record["system"], path, place, "system")})
+        return {"messages": msgs}
+    if key == "prompt_completion":
+        return {"messages": _turn("user", record["prompt"], path, place, "prompt")
+                + _turn("assistant", record["completion"], path, place, "completion")}
+    if key == "preference":
+        return {"prompt": _turn("user", record["prompt"], path, place, "prompt"),
+                "chosen": _turn("assistant", record["chosen"], path, place, "chosen"),
+                "rejected": _turn("assistant", record["rejected"], path, place, "rejected")}
+    if key == "implicit_preference":
+        out = {}
+        for col in ("chosen", "rejected"):
+            value = _maybe_json_list(record[col])
+            out[col] = (messages(value, path, place, col, ends_with="assistant") if isinstance(value, list)
+                        else text(value, path, place, col))
+        return out
+    if key == "kto":
+        return {"prompt": _turn("user", record["prompt"], path, place, "prompt"),
+                "completion": _turn("assistant", record["completion"], path, place, "completion"),
+                "label": label(record["label"], path, place)}
+    if key == "text":
+        return {"text": text(record["text"], path, place, "text")}
+    raise DataError(f"unknown layout '{key}'")

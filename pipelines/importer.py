@@ -1,0 +1,197 @@
+"""Importing a file into the workspace: read (streaming) -> detect -> convert -> write Parquet.
+
+Rows are converted and written in batches of BATCH rows, so a 500,000-row JSONL never exists as
+Python objects all at once. Everything goes to a temporary folder that is renamed into place at
+the end: on any error nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from itertools import chain
+from pathlib import Path
+
+from pipelines.errors import DataError, where
+from pipelines.formats import LAYOUT_BY_KEY, apply_mapping, convert, detect
+from pipelines.readers import DEFAULT_MAX_BYTES, check_file, records
+
+BATCH = 2000
+DATA, HELDOUT, META = "data.parquet", "heldout.parquet", "meta.json"
+
+
+@dataclass
+class ImportOptions:
+    kind: str = "auto"  # auto | sft | preference | kto | text
+    mapping: dict[str, str] = field(default_factory=dict)  # canonical name -> the file's column
+    text_unit: str = "line"  # plain text: one document per line | paragraph | file
+    dedupe: bool = False  # drop rows that repeat an earlier row exactly
+    heldout: float = 0.0  # fraction kept aside for held-out loss (0 = decide at training time)
+    seed: int = 42
+
+    def key(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def inspect(path: Path, options: ImportOptions | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
+            n: int = 5) -> dict:
+    """A quick look before importing: format, columns, first records, and the detected layout
+    (or the sentence saying why none fits). Raises DataError for a file unusable as a whole."""
+    options = options or ImportOptions()
+    path = Path(path)
+    fmt = check_file(path, max_bytes)
+    first = []
+    for place, record in records(path, fmt, options.text_unit):
+        first.append(record)
+        if len(first) >= n:
+            break
+    if not first:
+        raise DataError(f"{path.name}: no examples found")
+    columns = list(first[0]) if isinstance(first[0], dict) else []
+    out = {"format": fmt, "columns": columns, "records": first, "layout": None, "problem": None}
+    try:
+        layout = detect(columns, path, options.kind, options.mapping)
+        out["layout"] = layout.key
+    except DataError as err:
+        out["problem"] = str(err)
+    return out
+
+
+def _shape(row: dict) -> tuple:
+    return tuple((k, isinstance(v, list)) for k, v in row.items())
+
+
+class _Writer:
+    """Parquet in batches, with the schema fixed by the first batch."""
+
+    def __init__(self, path: Path):
+        self.path, self.writer, self.batch, self.rows = path, None, [], 0
+
+    def add(self, row: dict) -> None:
+        self.batch.append(row)
+        if len(self.batch) >= BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if not self.batch:
+            return
+        schema = self.writer.schema if self.writer else None
+        table = pa.Table.from_pylist(self.batch, schema=schema)
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.path, table.schema)
+        self.writer.write_table(table)
+        self.rows += len(self.batch)
+        self.batch = []
+
+    def close(self) -> None:
+        self.flush()
+        if self.writer:
+            self.writer.close()
+
+
+def _split(folder: Path, rows: int, heldout: float, seed: int) -> int:
+    """Move an exact, seeded `heldout` fraction of data.parquet into heldout.parquet."""
+    import pyarrow.parquet as pq
+
+    if heldout <= 0 or rows < 2:
+        return 0
+    k = min(rows - 1, max(1, round(rows * heldout)))
+    held = set(random.Random(seed).sample(range(rows), k))
+    train, test = _Writer(folder / "train.tmp.parquet"), _Writer(folder / HELDOUT)
+    index = 0
+    for batch in pq.ParquetFile(folder / DATA).iter_batches(batch_size=BATCH):
+        for row in batch.to_pylist():
+            (test if index in held else train).add(row)
+            index += 1
+    train.close()
+    test.close()
+    (folder / "train.tmp.parquet").replace(folder / DATA)
+    return k
+
+
+def import_file(path: Path, dest: Path, options: ImportOptions | None = None,
+                max_bytes: int = DEFAULT_MAX_BYTES) -> dict:
+    """Convert `path` into `dest/` (data.parquet [+ heldout.parquet] + meta.json); returns the meta."""
+    options = options or ImportOptions()
+    path, dest = Path(path), Path(dest)
+    if not 0 <= options.heldout < 1:
+        raise DataError(f"held-out fraction {options.heldout} must be at least 0 and below 1")
+    started = time.time()
+    fmt = check_file(path, max_bytes)
+    stream = records(path, fmt, options.text_unit)
+    head = next(stream, None)
+    if head is None:
+        raise DataError(f"{path.name}: no examples found")
+    place, record = head
+    if not isinstance(record, dict):
+        raise DataError(f"{where(path, place)}: expected an object with named fields, got "
+                        f"{type(record).__name__}")
+    layout = detect(list(record), path, options.kind, options.mapping)
+    used = set(layout.required) | set(layout.optional)
+    mapped = apply_mapping(record, options.mapping)
+    ignored = [c for c in mapped if c not in used]
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".import-", dir=dest.parent))
+    try:
+        writer = _Writer(tmp / DATA)
+        seen, duplicates, multi_turn, empty_optional, shape = set(), 0, 0, 0, None
+        for place, record in chain([head], stream):
+            record = apply_mapping(record, options.mapping)
+            row = convert(record, layout, path, place)
+            empty_optional += sum(1 for c in layout.optional if c in record and not str(record[c] or "").strip())
+            if shape is None:
+                shape = _shape(row)
+            elif _shape(row) != shape:
+                col = next(k for (k, is_list), (_k, was) in zip(_shape(row), shape) if is_list != was)
+                raise DataError(f"{where(path, place, col)}: is {'a conversation' if isinstance(row[col], list) else 'text'}"
+                                f" but earlier rows have {'text' if isinstance(row[col], list) else 'conversations'};"
+                                " use one form for the whole file")
+            digest = int.from_bytes(hashlib.blake2b(json.dumps(row, sort_keys=True).encode(),
+                                                    digest_size=8).digest(), "big")
+            if digest in seen:
+                duplicates += 1
+                if options.dedupe:
+                    continue
+            seen.add(digest)
+            if "messages" in row and sum(m["role"] == "assistant" for m in row["messages"]) > 1:
+                multi_turn += 1
+            writer.add(row)
+        writer.close()
+        heldout_rows = _split(tmp, writer.rows, options.heldout, options.seed)
+        meta = {
+            "kind": layout.kind, "layout": layout.key, "layout_label": LAYOUT_BY_KEY[layout.key].label,
+            "format": fmt, "source_name": path.name, "source_sha256": sha256(path),
+            "source_bytes": path.stat().st_size, "rows": writer.rows, "train_rows": writer.rows - heldout_rows,
+            "heldout_rows": heldout_rows, "duplicates": duplicates,
+            "dropped_duplicates": duplicates if options.dedupe else 0, "multi_turn_rows": multi_turn,
+            "empty_optional_fields": empty_optional, "optional_columns": list(layout.optional),
+            "ignored_columns": ignored, "options": asdict(options), "created": time.time(),
+            "import_seconds": round(time.time() - started, 2),
+        }
+        (tmp / META).write_text(json.dumps(meta, indent=1))
+        tmp.chmod(0o755)  # mkdtemp makes it private
+        tmp.rename(dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return meta
+
+
+def read_meta(folder: Path) -> dict:
+    return json.loads((Path(folder) / META).read_text())

@@ -1,0 +1,104 @@
+"""`studio data import | list | show`: the Data tab, headless."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def summary_line(row: dict) -> str:
+    meta = row["meta"]
+    parts = [f"{row['rows']} rows", row["kind"], f"from {row['source_name']} ({meta.get('layout_label', '?')})"]
+    if meta.get("heldout_rows"):
+        parts.append(f"{meta['heldout_rows']} held out")
+    if meta.get("duplicates"):
+        verb = "dropped" if meta.get("dropped_duplicates") else "kept"
+        parts.append(f"{meta['duplicates']} duplicates {verb}")
+    if meta.get("ignored_columns"):
+        parts.append(f"ignored columns: {', '.join(meta['ignored_columns'])}")
+    return ", ".join(parts)
+
+
+def cmd_import(args) -> int:
+    from pipelines.formats import parse_mapping
+    from pipelines.importer import ImportOptions
+    from studio.cli import _studio
+
+    options = ImportOptions(kind=args.kind, mapping=parse_mapping(args.map), text_unit=args.text_unit,
+                            dedupe=args.dedupe, heldout=args.heldout, seed=args.seed)
+    row = _studio(args).import_dataset(args.file, name=args.name, options=options)
+    print(row["id"])
+    print(f"{row['name']}: {summary_line(row)}", file=sys.stderr)
+    return 0
+
+
+def cmd_list(args) -> int:
+    from studio.cli import _studio
+
+    rows = _studio(args).list_datasets()
+    if not rows:
+        print("no datasets yet (studio data import FILE)")
+        return 0
+    print(f"{'ID':<24} {'KIND':<11} {'ROWS':>7}  NAME")
+    for r in rows:
+        print(f"{r['id']:<24} {r['kind']:<11} {r['rows']:>7}  {r['name']}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    from pipelines import dataset_stats, models
+    from studio.cli import CliError, _studio
+
+    studio = _studio(args)
+    row = studio.store.get_dataset(args.dataset_id)
+    if row is None:
+        raise CliError(f"no dataset with id '{args.dataset_id}' (see 'studio data list')")
+    print(f"{row['name']} ({row['id']}): {summary_line(row)}")
+    for i, item in enumerate(dataset_stats.preview_rows(Path(row["path"]), args.rows), start=1):
+        print(f"--- row {i}")
+        for key, value in item.items():
+            print(f"{key}: {value}")
+    tokenizer = models.load_tokenizer(studio.resolve_model(args.model))
+    stats = dataset_stats.length_stats(Path(row["path"]), tokenizer, args.max_length)
+    sample = f" (measured on {stats['measured']} of {stats['total']} rows)" if stats["estimated"] else ""
+    print(f"--- tokens with {args.model}'s tokenizer{sample}: mean {stats['mean']:.0f}, median "
+          f"{stats['median']:.0f}, longest {stats['longest']}; {stats['over']} rows over max length "
+          f"{args.max_length}")
+    example = dataset_stats.render_example(_first_row(Path(row["path"])), tokenizer, args.max_length)
+    print("--- as training sees row 1 (context | learned):")
+    print(example["context"] + " | " + example["learned"])
+    return 0
+
+
+def _first_row(parquet: Path) -> dict:
+    import pyarrow.parquet as pq
+
+    return next(pq.ParquetFile(parquet).iter_batches(batch_size=1)).to_pylist()[0]
+
+
+def add_parsers(sub, common) -> None:
+    data = sub.add_parser("data", help="import, list and inspect datasets")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+
+    p = dsub.add_parser("import", parents=[common], help="convert a file into a catalogue dataset")
+    p.add_argument("file", type=Path)
+    p.add_argument("--name", help="name shown in the studio (default: the file name)")
+    p.add_argument("--kind", default="auto", choices=["auto", "sft", "preference", "kto", "text"])
+    p.add_argument("--map", help="use your column names: e.g. prompt=question,completion=answer")
+    p.add_argument("--text-unit", default="line", choices=["line", "paragraph", "file"],
+                   help="plain text: one document per line, per blank-line paragraph, or the whole file")
+    p.add_argument("--dedupe", action="store_true", help="drop rows that repeat an earlier row exactly")
+    p.add_argument("--heldout", type=float, default=0.0,
+                   help="fraction kept aside to measure held-out loss (every run then uses the same rows)")
+    p.add_argument("--seed", type=int, default=42, help="seed of the held-out split")
+    p.set_defaults(func=cmd_import)
+
+    p = dsub.add_parser("list", parents=[common], help="list datasets")
+    p.set_defaults(func=cmd_list)
+
+    p = dsub.add_parser("show", parents=[common], help="summary, first rows, token lengths")
+    p.add_argument("dataset_id")
+    p.add_argument("--rows", type=int, default=3)
+    p.add_argument("--model", default="default", help="whose tokenizer counts tokens")
+    p.add_argument("--max-length", type=int, default=512, help="the training max length to check against")
+    p.set_defaults(func=cmd_show)
