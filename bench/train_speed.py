@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipelines import data  # noqa: E402
+from pipelines import importer  # noqa: E402
 from pipelines.events import RunEvents, read_metrics  # noqa: E402
 from pipelines.train_sft import build_trainer  # noqa: E402
 from studio.core import Studio  # noqa: E402
@@ -30,7 +30,8 @@ FAQ = ROOT / "assets" / "samples" / "quillpad_faq.jsonl"
 def measure(studio: Studio, bf16: bool, epochs: float, extra: dict) -> float:
     os.environ["STUDIO_BF16"] = "1" if bf16 else "0"
     run_dir = Path(tempfile.mkdtemp(prefix="speed-", dir=studio.home))
-    parquet = data.write_dataset(data.read_sft_jsonl(FAQ), run_dir / "ds")
+    parquet = run_dir / "ds" / importer.DATA
+    importer.import_file(FAQ, parquet.parent)
     job = {"method": "lora", "model": "default", "model_cache": str(studio.model_cache),
            "dataset": {"path": str(parquet)},
            "params": {"num_train_epochs": epochs, "eval_fraction": 0.0, **extra}}

@@ -128,5 +128,7 @@ def render_example(row: dict, tokenizer, max_length: int) -> dict:
         "context": tokenizer.decode(kept[:prompt_len]),
         "learned": tokenizer.decode(kept[prompt_len:]),
         "tokens": len(full),
+        "context_tokens": min(prompt_len, len(kept)),
+        "learned_tokens": len(kept) - min(prompt_len, len(kept)),
         "truncated": len(full) > max_length,
     }

@@ -172,9 +172,9 @@ def _check_order(msgs: list[dict], at: str, ends_with: str | None, only: str | N
                 raise DataError(f"{at}: message {i} is 'system' but a system message may only come first")
             continue
         if m["role"] != expected:
-            prev = msgs[i - 2]["role"] if i > 1 else "the start"
-            raise DataError(f"{at}: message {i} is '{m['role']}' after {prev if i == 1 else repr(prev)}; "
-                            "expected user and assistant to take turns, starting with user")
+            after = f"after '{msgs[i - 2]['role']}'" if i > 1 and msgs[i - 2]["role"] != "system" else "first"
+            raise DataError(f"{at}: message {i} is '{m['role']}' {after}; expected user and assistant "
+                            "to take turns, starting with user")
         expected = "assistant" if expected == "user" else "user"
     if ends_with and msgs[-1]["role"] != ends_with:
         raise DataError(f"{at}: the last message is '{msgs[-1]['role']}'; expected it to be the {ends_with}'s")

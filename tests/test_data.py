@@ -1,79 +1,152 @@
-"""Reading SFT JSONL: canonical rows, and one clear sentence for bad input, nothing written."""
+"""Importing: every accepted format and layout lands in TRL's canonical columns; mapping, kinds,
+de-duplication, the held-out split and the catalogue behave as the Data tab promises."""
 
 from __future__ import annotations
 
 import json
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from pipelines.data import DataError, read_sft_jsonl, split, to_prompt_completion
+from pipelines import dataset_stats
+from pipelines.data import DataError, load_rows, split, to_prompt_completion
+from pipelines.importer import HELDOUT, ImportOptions, inspect
 from tests.conftest import FAQ
 
+QA = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]
 
-def write_lines(path, *lines):
-    path.write_text("\n".join(lines) + "\n")
+
+def jsonl(path, *rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
 
-def test_sample_faq_reads_as_conversations():
-    rows = read_sft_jsonl(FAQ)
-    assert len(rows) == 120
+def rows_of(studio, path, **options):
+    row = studio.import_dataset(path, options=ImportOptions(**options))
+    return row, load_rows(row["path"])
+
+
+def test_sample_faq_imports_as_conversations(studio):
+    row, rows = rows_of(studio, FAQ)
+    assert (row["rows"], row["kind"], row["meta"]["layout"]) == (120, "sft", "messages")
     assert rows[0]["messages"][-1]["role"] == "assistant"
 
 
-def test_prompt_completion_and_bom_are_accepted(tmp_path):
-    path = tmp_path / "pc.jsonl"
-    path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"prompt": "Hi", "completion": "Hello"}).encode() + b"\n")
-    assert read_sft_jsonl(path) == [{"prompt": "Hi", "completion": "Hello"}]
+def test_alpaca_becomes_messages_and_counts_empty_inputs(studio, tmp_path):
+    path = jsonl(tmp_path / "alpaca.jsonl",
+                 {"instruction": "Translate", "input": "bonjour", "output": "hello"},
+                 {"instruction": "Say hi", "input": "", "output": "Hi", "system": "Be brief."})
+    row, rows = rows_of(studio, path)
+    assert row["meta"]["layout"] == "alpaca" and row["meta"]["empty_optional_fields"] == 1
+    assert rows[0]["messages"] == [{"role": "user", "content": "Translate\n\nbonjour"},
+                                   {"role": "assistant", "content": "hello"}]
+    assert rows[1]["messages"][0] == {"role": "system", "content": "Be brief."}
+
+
+def test_sharegpt_roles_are_mapped(studio, tmp_path):
+    path = tmp_path / "share.json"
+    path.write_text(json.dumps([{"conversations": [
+        {"from": "system", "value": "S"}, {"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"},
+        {"from": "human", "value": "Q2"}, {"from": "gpt", "value": "A2"}]}]))
+    row, rows = rows_of(studio, path)
+    assert [m["role"] for m in rows[0]["messages"]] == ["system", "user", "assistant", "user", "assistant"]
+    assert row["meta"]["multi_turn_rows"] == 1
+
+
+@pytest.mark.parametrize("record", [
+    {"prompt": "Q", "chosen": "good", "rejected": "bad"},
+    {"prompt": QA[:1], "chosen": [{"role": "assistant", "content": "good"}],
+     "rejected": [{"role": "assistant", "content": "bad"}]},
+])
+def test_preference_standard_and_conversational(studio, tmp_path, record):
+    row, rows = rows_of(studio, jsonl(tmp_path / "pref.jsonl", record))
+    assert row["kind"] == "preference"
+    assert rows[0] == {"prompt": QA[:1], "chosen": [{"role": "assistant", "content": "good"}],
+                       "rejected": [{"role": "assistant", "content": "bad"}]}
+
+
+def test_kto_labels_from_csv_text(studio, tmp_path):
+    path = tmp_path / "kto.csv"
+    path.write_text("prompt,completion,label\nQ,A,true\nQ,B,False\nQ,C,1\n")
+    row, rows = rows_of(studio, path)
+    assert row["kind"] == "kto" and [r["label"] for r in rows] == [True, False, True]
+
+
+@pytest.mark.parametrize("unit, expected", [
+    ("line", ["One.", "Two.", "Three."]),
+    ("paragraph", ["One.\nTwo.", "Three."]),
+    ("file", ["One.\nTwo.\n\nThree.\n"]),
+])
+def test_plain_text_units(studio, tmp_path, unit, expected):
+    path = tmp_path / "notes.txt"
+    path.write_text("One.\nTwo.\n\nThree.\n")
+    row, rows = rows_of(studio, path, text_unit=unit)
+    assert row["kind"] == "text" and [r["text"] for r in rows] == expected
+
+
+def test_parquet_tsv_and_json_wrappers(studio, tmp_path):
+    pq.write_table(pa.Table.from_pylist([{"prompt": "Q", "completion": "A", "id": 1}]), tmp_path / "t.parquet")
+    row, rows = rows_of(studio, tmp_path / "t.parquet")
+    assert rows == [{"messages": QA}] and row["meta"]["ignored_columns"] == ["id"]
+    (tmp_path / "t.tsv").write_text("prompt\tcompletion\nQ\tA\n")
+    assert rows_of(studio, tmp_path / "t.tsv")[1] == [{"messages": QA}]
+    (tmp_path / "wrapped.json").write_text(json.dumps({"data": [{"prompt": "Q", "completion": "A"}]}))
+    assert rows_of(studio, tmp_path / "wrapped.json")[1] == [{"messages": QA}]
+    jsonl(tmp_path / "lines.json", {"prompt": "Q", "completion": "A"}, {"prompt": "Q", "completion": "A"})
+    assert rows_of(studio, tmp_path / "lines.json")[1] == [{"messages": QA}] * 2
+
+
+def test_column_mapping_and_forced_kind(studio, tmp_path):
+    path = tmp_path / "faq.csv"
+    path.write_text("question,answer\nQ,A\n")
+    info = inspect(path)
+    assert info["layout"] is None and info["problem"].startswith("faq.csv: found columns question, answer;")
+    row, rows = rows_of(studio, path, mapping={"prompt": "question", "completion": "answer"})
+    assert rows == [{"messages": QA}]
+    with pytest.raises(DataError, match=r"^faq.csv: no column 'answr' to map \(columns: question, answer\)$"):
+        studio.import_dataset(path, options=ImportOptions(mapping={"completion": "answr"}))
+    with pytest.raises(DataError, match=r"expected for preference data columns prompt\+chosen\+rejected \| "
+                                        r"chosen\+rejected, or map yours"):
+        studio.import_dataset(path, options=ImportOptions(kind="preference", mapping={"prompt": "question"}))
+
+
+def test_duplicates_counted_or_dropped(studio, tmp_path):
+    path = jsonl(tmp_path / "dups.jsonl", *[{"prompt": "Q", "completion": "A"}] * 3, {"prompt": "Q", "completion": "B"})
+    kept, _ = rows_of(studio, path)
+    dropped, rows = rows_of(studio, path, dedupe=True)
+    assert kept["rows"] == 4 and kept["meta"]["duplicates"] == 2
+    assert dropped["rows"] == 2 and dropped["meta"]["dropped_duplicates"] == 2 and len(rows) == 2
+    assert kept["id"] != dropped["id"]  # same file, other options: another dataset
+
+
+def test_heldout_split_is_exact_and_seeded(studio, tmp_path):
+    path = jsonl(tmp_path / "many.jsonl", *[{"prompt": f"Q{i}", "completion": "A"} for i in range(50)])
+    row = studio.import_dataset(path, options=ImportOptions(heldout=0.2, seed=7))
+    held = load_rows(row["path"].replace("data.parquet", HELDOUT))
+    train = load_rows(row["path"])
+    assert (len(train), len(held), row["meta"]["heldout_rows"]) == (40, 10, 10)
+    again = studio.import_dataset(path, name="again", options=ImportOptions(heldout=0.2, seed=7, dedupe=True))
+    assert load_rows(again["path"].replace("data.parquet", HELDOUT)) == held
+    assert not {r["messages"][0]["content"] for r in held} & {r["messages"][0]["content"] for r in train}
+
+
+def test_same_file_twice_is_one_dataset(studio):
+    first = studio.import_dataset(FAQ)
+    assert studio.import_dataset(FAQ)["id"] == first["id"]
+    assert len(studio.list_datasets()) == 1
+    assert (studio.datasets_dir / first["id"] / "meta.json").is_file()
+
+
+def test_training_refuses_the_wrong_kind(studio):
+    with pytest.raises(DataError, match=r"^dataset 'quillpad_preferences' holds preference data; LoRA trains "
+                                        r"on sft or text data$"):
+        studio.start_run(model="default", dataset="quillpad_preferences", method="lora")
+    assert studio.list_runs() == []
 
 
 def test_messages_become_prompt_completion_for_answer_only_loss():
-    row = {"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]}
-    assert to_prompt_completion(row) == {
-        "prompt": [{"role": "user", "content": "Q"}], "completion": [{"role": "assistant", "content": "A"}]
-    }
-
-
-@pytest.mark.parametrize("lines, message", [
-    (['{"prompt": "a", "completion": "b"}', '{"prompt": "a", "completion": "b"'],
-     "bad.jsonl, line 2: malformed JSON (Expecting ',' delimiter at character 34)"),
-    (['{"question": "a", "answer": "b"}'],
-     "bad.jsonl, line 1: found columns answer, question; expected 'messages' or 'prompt' and 'completion'"),
-    (['{"prompt": "a", "completion": ""}'],
-     "bad.jsonl, line 1, column 'completion': expected non-empty text"),
-    (['{"messages": [{"role": "user", "content": "a"}]}'],
-     "bad.jsonl, line 1, column 'messages': the last message must be the assistant's reply"),
-    (['{"messages": [{"role": "robot", "content": "a"}]}'],
-     "bad.jsonl, line 1, column 'messages': message 1 has role 'robot'; expected one of system, user, assistant"),
-    ([""], "bad.jsonl: no examples found; expected one JSON object per line"),
-])
-def test_bad_lines_get_one_sentence(tmp_path, lines, message):
-    path = write_lines(tmp_path / "bad.jsonl", *lines)
-    with pytest.raises(DataError) as err:
-        read_sft_jsonl(path)
-    assert str(err.value) == message
-
-
-def test_non_utf8_names_the_line(tmp_path):
-    path = tmp_path / "latin.jsonl"
-    path.write_bytes(b'{"prompt": "a", "completion": "b"}\n{"prompt": "caf\xe9", "completion": "b"}\n')
-    with pytest.raises(DataError, match=r"^latin.jsonl, line 2: not valid UTF-8 text; save the file as UTF-8$"):
-        read_sft_jsonl(path)
-
-
-def test_bad_file_leaves_workspace_untouched(studio, tmp_path):
-    path = write_lines(tmp_path / "bad.jsonl", '{"prompt": "a", "completion": "b"}', "not json")
-    with pytest.raises(DataError):
-        studio.import_dataset(path)
-    assert studio.store.list_datasets() == []
-    assert list(studio.datasets_dir.iterdir()) == []
-
-
-def test_import_copies_into_workspace_once(studio):
-    first = studio.import_dataset(FAQ)
-    assert first["rows"] == 120 and first["kind"] == "sft"
-    assert studio.import_dataset(FAQ)["id"] == first["id"]
-    assert len(studio.store.list_datasets()) == 1
+    assert to_prompt_completion({"messages": QA}) == {"prompt": QA[:1], "completion": QA[1:]}
 
 
 def test_split_is_deterministic_and_disjoint():
@@ -82,3 +155,9 @@ def test_split_is_deterministic_and_disjoint():
     assert len(held) == 5 and len(train) == 45
     assert split(rows, 0.1, seed=1) == (train, held)
     assert not {r["prompt"] for r in held} & {r["prompt"] for r in train}
+
+
+def test_preview_shows_conversations_as_text(studio):
+    row = studio.import_dataset(FAQ)
+    first = dataset_stats.preview_rows(row["path"], 2)[0]
+    assert first["messages"].startswith("user: How long does the Quillpad battery last?\nassistant: ")

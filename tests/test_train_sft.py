@@ -9,7 +9,7 @@ import statistics
 import pytest
 import torch
 
-from pipelines import data
+from pipelines import data, importer
 from pipelines.events import RunEvents, read_metrics
 from pipelines.train_sft import build_trainer, save
 from tests.conftest import FAQ
@@ -18,7 +18,8 @@ METRIC_KEYS = {"step", "epoch", "loss", "learning_rate", "grad_norm", "tokens_pe
 
 
 def tiny_job(tmp_path, tiny_model_dir, params):
-    parquet = data.write_dataset(data.read_sft_jsonl(FAQ), tmp_path / "ds")
+    parquet = tmp_path / "ds" / importer.DATA
+    importer.import_file(FAQ, parquet.parent)
     return {"method": "lora", "model": str(tiny_model_dir), "model_cache": str(tmp_path / "models"),
             "dataset": {"path": str(parquet)}, "params": params}
 
@@ -106,3 +107,30 @@ def test_early_stopping_is_wired_to_held_out_loss(tmp_path, tiny_model_dir, tiny
 
     plain, _ = build_trainer(tiny_job(tmp_path / "b", tiny_model_dir, tiny_params), run_dir, RunEvents(run_dir))
     assert not any(isinstance(c, EarlyStoppingCallback) for c in plain.callback_handler.callbacks)
+
+
+@pytest.mark.parametrize("source", ["faq", "text"])
+def test_data_tab_rendering_matches_what_the_trainer_tokenizes(tmp_path, tiny_model_dir, tiny_params, source):
+    """The Data tab's 'as training sees it' and token counts are TRL's own tokenization."""
+    from pipelines import dataset_stats
+
+    job = tiny_job(tmp_path, tiny_model_dir, {**tiny_params, "eval_fraction": 0.0, "max_length": 512})
+    if source == "text":
+        (tmp_path / "notes.txt").write_text("The Quillpad is an e-ink notebook.\nIt charges over USB-C.\n")
+        importer.import_file(tmp_path / "notes.txt", tmp_path / "text")
+        job["dataset"]["path"] = str(tmp_path / "text" / importer.DATA)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    trainer, tokenizer = build_trainer(job, run_dir, RunEvents(run_dir))
+    rows = data.load_rows(job["dataset"]["path"])[:2]
+    lengths = dataset_stats.token_lengths(rows, tokenizer)
+    for i, row in enumerate(rows):
+        seen = trainer.train_dataset[i]
+        shown = dataset_stats.render_example(row, tokenizer, max_length=512)
+        assert shown["tokens"] == len(seen["input_ids"]) == lengths[i]
+        # TRL marks the context with label -100 (older versions: completion_mask 0)
+        learned = [t for t, label in zip(seen["input_ids"], seen.get("labels") or seen["input_ids"]) if label != -100]
+        assert shown["learned_tokens"] == len(learned)
+        assert shown["learned"] == tokenizer.decode(learned)
+        assert shown["context_tokens"] == len(seen["input_ids"]) - len(learned)
+        assert (shown["context_tokens"] == 0) == (source == "text")  # plain text is learned whole

@@ -1,0 +1,183 @@
+"""Every bad file gets one sentence naming the file, line/row and column — and nothing is written.
+
+One test per case of the Data issue; the accepted oddities (BOM, quoted newlines, formulas) are
+here too, because "accept it" is also an answer the user must be able to count on.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipelines import importer
+from pipelines.data import DataError, load_rows
+from pipelines.importer import ImportOptions
+
+
+def jsonl(path, *rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def refused(studio, path, **options) -> str:
+    """Import must fail with a one-line DataError and leave the workspace untouched."""
+    with pytest.raises(DataError) as err:
+        studio.import_dataset(path, options=ImportOptions(**options))
+    message = str(err.value)
+    assert "\n" not in message
+    assert studio.list_datasets() == []
+    assert list(studio.datasets_dir.iterdir()) == []
+    return message
+
+
+def imported_rows(studio, path, **options) -> list[dict]:
+    row = studio.import_dataset(path, options=ImportOptions(**options))
+    return load_rows(row["path"])
+
+
+GOOD = {"prompt": "How long is the warranty?", "completion": "27 months."}
+
+
+def test_zero_byte_file(studio, tmp_path):
+    path = tmp_path / "empty.jsonl"
+    path.write_bytes(b"")
+    assert refused(studio, path) == "empty.jsonl: the file is empty (0 bytes)"
+
+
+def test_header_only_csv(studio, tmp_path):
+    path = tmp_path / "only_header.csv"
+    path.write_text("prompt,completion\n")
+    assert refused(studio, path) == "only_header.csv: has a header row (prompt, completion) but no data rows"
+
+
+def test_non_utf8_bytes(studio, tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(json.dumps(GOOD).encode() + b"\n" + '{"prompt": "café", "completion": "x"}\n'.encode("latin-1"))
+    assert refused(studio, path) == ("latin1.jsonl, line 2: not valid UTF-8 (byte 0xE9 at position 16); "
+                                     "save the file as UTF-8")
+
+
+def test_utf8_bom_is_accepted(studio, tmp_path):
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbfprompt,completion\nHi,Hello\n")
+    assert imported_rows(studio, path) == [{"messages": [{"role": "user", "content": "Hi"},
+                                                         {"role": "assistant", "content": "Hello"}]}]
+
+
+def test_malformed_json_on_line_n(studio, tmp_path):
+    path = tmp_path / "broken.jsonl"
+    path.write_text(json.dumps(GOOD) + "\n" + json.dumps(GOOD) + "\n" + '{"prompt": "a" "completion": "b"}\n')
+    assert refused(studio, path) == "broken.jsonl, line 3: malformed JSON (Expecting ',' delimiter at character 16)"
+
+
+def test_misspelled_columns_list_the_accepted_ones(studio, tmp_path):
+    path = jsonl(tmp_path / "alpaca.jsonl", {"instruction": "Say hi", "outptu": "Hi"})
+    assert refused(studio, path) == (
+        "alpaca.jsonl: found columns instruction, outptu ('outptu' looks like 'output'); expected columns "
+        "messages | conversations | prompt+completion+label | prompt+chosen+rejected | chosen+rejected | "
+        "instruction+output | prompt+completion | text, or map yours (e.g. --map prompt=question,completion=answer)")
+
+
+def test_missing_column_on_a_later_line(studio, tmp_path):
+    path = jsonl(tmp_path / "later.jsonl", GOOD, {"prompt": "Only a question"})
+    assert refused(studio, path) == "later.jsonl, line 2: missing column 'completion' (found: prompt)"
+
+
+def test_null_field(studio, tmp_path):
+    path = jsonl(tmp_path / "nulls.jsonl", GOOD, {"prompt": "Q", "completion": None})
+    assert refused(studio, path) == "nulls.jsonl, line 2, column 'completion': is empty (null); expected text"
+
+
+def test_empty_csv_cell(studio, tmp_path):
+    path = tmp_path / "blank.csv"
+    path.write_text("prompt,completion\nQ1,A1\nQ2,  \n")
+    assert refused(studio, path) == "blank.csv, row 3, column 'completion': is empty; expected text"
+
+
+def test_kto_label_not_boolean(studio, tmp_path):
+    path = jsonl(tmp_path / "kto.jsonl", {**GOOD, "label": True}, {**GOOD, "label": "maybe"})
+    assert refused(studio, path) == 'kto.jsonl, line 2, column \'label\': expected true or false, got "maybe"'
+
+
+def test_nested_value_where_text_is_expected(studio, tmp_path):
+    path = jsonl(tmp_path / "nested.jsonl", {"prompt": {"text": "hi"}, "completion": "Hello"})
+    assert refused(studio, path) == ("nested.jsonl, line 1, column 'prompt': expected text, "
+                                     'got an object {"text": "hi"}')
+
+
+def test_binary_file_renamed_jsonl(studio, tmp_path):
+    path = tmp_path / "photo.jsonl"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
+    assert refused(studio, path) == ("photo.jsonl: this is a binary file, not text (a NUL byte at byte 9); "
+                                     "expected JSONL text in UTF-8")
+
+
+def test_single_enormous_line(studio, tmp_path):
+    path = tmp_path / "huge.jsonl"
+    path.write_text(json.dumps({"prompt": "Q", "completion": "x" * (9 << 20)}) + "\n")
+    assert refused(studio, path) == "huge.jsonl, line 1: the line is longer than 8.4 MB; expected one example per line"
+
+
+def test_csv_quoted_newlines_are_accepted(studio, tmp_path):
+    path = tmp_path / "multiline.csv"
+    path.write_text('prompt,completion\n"List two colours","Red\nBlue"\nQ,A\n')
+    rows = imported_rows(studio, path)
+    assert rows[0]["messages"][1]["content"] == "Red\nBlue"
+    assert len(rows) == 2
+
+
+def test_spreadsheet_formulas_stay_text(studio, tmp_path):
+    path = tmp_path / "formulas.csv"
+    path.write_text('prompt,completion\n=1+1,"=HYPERLINK(""http://x.example"",""click"")"\n')
+    rows = imported_rows(studio, path)
+    assert rows[0]["messages"][0]["content"] == "=1+1"
+    assert rows[0]["messages"][1]["content"] == '=HYPERLINK("http://x.example","click")'
+
+
+def test_conversation_roles_out_of_order(studio, tmp_path):
+    path = jsonl(tmp_path / "roles.jsonl", {"messages": [
+        {"role": "user", "content": "Hi"}, {"role": "user", "content": "Hello?"},
+        {"role": "assistant", "content": "Hello"}]})
+    assert refused(studio, path) == ("roles.jsonl, line 1, column 'messages': message 2 is 'user' after 'user'; "
+                                     "expected user and assistant to take turns, starting with user")
+
+
+def test_file_over_the_size_limit(tmp_path):
+    from studio.core import Studio
+
+    studio = Studio(tmp_path / "home", max_upload_bytes=1000)
+    path = jsonl(tmp_path / "big.jsonl", *[GOOD] * 40)
+    assert refused(studio, path) == "big.jsonl: the file is 2.7 KB, over the 1.0 KB limit (STUDIO_MAX_UPLOAD_MB sets it)"
+
+
+def test_error_after_rows_were_written_leaves_nothing(studio, tmp_path):
+    """A bad row after several written batches: the partial Parquet is removed too."""
+    rows = [GOOD] * (importer.BATCH * 2 + 10) + [{"prompt": "Q", "completion": ""}]
+    path = jsonl(tmp_path / "late.jsonl", *rows)
+    assert refused(studio, path) == f"late.jsonl, line {len(rows)}, column 'completion': is empty; expected text"
+
+
+def test_implicit_preference_mixing_text_and_conversations(studio, tmp_path):
+    conversation = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]
+    path = jsonl(tmp_path / "mixed.jsonl", {"chosen": "Q A", "rejected": "Q B"},
+                 {"chosen": conversation, "rejected": conversation})
+    assert refused(studio, path) == ("mixed.jsonl, line 2, column 'chosen': is a conversation but earlier rows "
+                                     "have text; use one form for the whole file")
+
+
+def test_unsupported_extension(studio, tmp_path):
+    path = tmp_path / "sheet.xlsx"
+    path.write_bytes(b"PK\x03\x04")
+    assert refused(studio, path) == ("sheet.xlsx: unsupported file type '.xlsx'; expected one of .csv, .json, "
+                                     ".jsonl, .md, .ndjson, .parquet, .text, .tsv, .txt")
+
+
+def test_cli_prints_the_same_sentence_and_exits_2(tmp_path, capsys):
+    from studio.cli import main
+
+    path = jsonl(tmp_path / "kto.jsonl", {**GOOD, "label": "maybe"})
+    assert main(["data", "import", str(path), "--home", str(tmp_path / "home")]) == 2
+    assert capsys.readouterr().err == ('error: kto.jsonl, line 1, column \'label\': expected true or false, '
+                                       'got "maybe"\n')
+    assert not any((tmp_path / "home" / "datasets").iterdir())
