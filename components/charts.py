@@ -37,3 +37,15 @@ def curves_figure(runs: dict[str, list[dict]]) -> go.Figure:
     fig.update_layout(height=520, margin={"l": 40, "r": 20, "t": 40, "b": 40},
                       legend={"orientation": "h", "y": -0.15}, template="plotly_white")
     return fig
+
+
+def length_histogram(lengths: list[int], max_length: int, estimated: bool = False) -> go.Figure:
+    """Token lengths per example, with the training max length drawn where cutting starts."""
+    fig = go.Figure(go.Histogram(x=lengths, nbinsx=40, marker_color="#4c78a8", name="examples"))
+    fig.add_vline(x=max_length, line_dash="dash", line_color="#e45756",
+                  annotation_text=f"max length {max_length}", annotation_position="top")
+    over = sum(n > max_length for n in lengths)
+    title = f"Tokens per example ({over} of {len(lengths)} {'sampled ' if estimated else ''}over max length)"
+    fig.update_layout(title=title, xaxis_title="tokens", yaxis_title="examples", height=300,
+                      margin=dict(l=40, r=20, t=50, b=40), bargap=0.05, showlegend=False)
+    return fig

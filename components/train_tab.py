@@ -16,7 +16,7 @@ from studio.core import SAMPLES
 def dataset_choices(studio) -> list[tuple[str, str]]:
     samples = [(f"Sample: {label}", key) for key, (_f, kind, label) in SAMPLES.items() if kind == "sft"]
     imported = [(f"{d['name']} ({d['rows']} rows)", d["id"]) for d in studio.store.list_datasets()
-                if d["kind"] == "sft" and d["name"] not in SAMPLES]
+                if d["kind"] in ("sft", "text") and d["name"] not in SAMPLES]
     return samples + imported
 
 
@@ -36,7 +36,8 @@ def build(studio):
                                     "Hugging Face folder (safetensors), or a hub id like org/name.",
                                elem_id="train-model")
             dataset = gr.Dropdown(choices=dataset_choices(studio), value="quillpad_faq", label="Dataset",
-                                  info="Examples to learn from: a bundled sample or one you imported.",
+                                  info="Examples to learn from: a bundled sample or one you imported "
+                                       "in the Data tab.",
                                   elem_id="train-dataset")
             method = gr.Dropdown(choices=[(m.label, k) for k, m in METHODS.items()], value="lora",
                                  label="Method", elem_id="train-method")

@@ -25,6 +25,13 @@ def preview_rows(parquet: Path, n: int = 20) -> list[dict]:
     return [{k: as_text(v) for k, v in row.items()} for row in rows]
 
 
+def first_row(parquet: Path) -> dict | None:
+    import pyarrow.parquet as pq
+
+    batch = next(pq.ParquetFile(parquet).iter_batches(batch_size=1), None)
+    return batch.to_pylist()[0] if batch is not None and batch.num_rows else None
+
+
 def count_rows(parquet: Path) -> int:
     import pyarrow.parquet as pq
 

@@ -64,16 +64,10 @@ def cmd_show(args) -> int:
     print(f"--- tokens with {args.model}'s tokenizer{sample}: mean {stats['mean']:.0f}, median "
           f"{stats['median']:.0f}, longest {stats['longest']}; {stats['over']} rows over max length "
           f"{args.max_length}")
-    example = dataset_stats.render_example(_first_row(Path(row["path"])), tokenizer, args.max_length)
+    example = dataset_stats.render_example(dataset_stats.first_row(Path(row["path"])), tokenizer, args.max_length)
     print("--- as training sees row 1 (context | learned):")
     print(example["context"] + " | " + example["learned"])
     return 0
-
-
-def _first_row(parquet: Path) -> dict:
-    import pyarrow.parquet as pq
-
-    return next(pq.ParquetFile(parquet).iter_batches(batch_size=1)).to_pylist()[0]
 
 
 def add_parsers(sub, common) -> None:

@@ -74,12 +74,20 @@ class Studio:
         # Uploads larger than this are refused before they are read (STUDIO_MAX_UPLOAD_MB, default 1 GB).
         mb = os.environ.get("STUDIO_MAX_UPLOAD_MB")
         self.max_upload_bytes = max_upload_bytes or (int(float(mb) * 1e6) if mb else readers.DEFAULT_MAX_BYTES)
-        self._procs: dict[str, subprocess.Popen] = {}  # workers this process started
+        self._procs: dict[str, subprocess.Popen] = {}
+        self._tokenizers: dict[str, object] = {}  # workers this process started
 
     # models
     def resolve_model(self, spec: str) -> str:
         """A usable model path (converts the embedded default on first use)."""
         return models.resolve(spec, self.model_cache)
+
+    def tokenizer(self, spec: str):
+        """The model's tokenizer, kept for the next question (the Data tab asks often)."""
+        key = str(self.resolve_model(spec))
+        if key not in self._tokenizers:
+            self._tokenizers[key] = models.load_tokenizer(key)
+        return self._tokenizers[key]
 
     # datasets
     def import_dataset(self, path: Path | str, name: str | None = None,

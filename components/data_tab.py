@@ -1,0 +1,216 @@
+"""Data tab: upload a file (or pick a sample), see what was detected, map columns, import; then
+preview, statistics and one example rendered exactly as training will see it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gradio as gr
+
+from components.charts import length_histogram
+from pipelines import dataset_stats
+from pipelines.data import DataError
+from pipelines.formats import KINDS, LAYOUT_BY_KEY
+from pipelines.importer import HELDOUT, ImportOptions, inspect
+from pipelines.models import ModelError
+from pipelines.readers import FORMATS, human_size
+from studio.core import SAMPLES, SAMPLES_DIR
+
+MAP_TARGETS = ("prompt", "completion", "chosen", "rejected", "label", "text", "messages")
+NOT_MAPPED = "(not mapped)"
+
+
+def _cell(value, limit: int = 160) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def dataset_choices(studio) -> list[tuple[str, str]]:
+    return [(f"{d['name']} — {d['kind']}, {d['rows']} rows", d["id"]) for d in studio.list_datasets()]
+
+
+def _options(kind, text_unit, dedupe, heldout, seed, mapping_values) -> ImportOptions:
+    mapping = {t: col for t, col in zip(MAP_TARGETS, mapping_values) if col and col != NOT_MAPPED}
+    return ImportOptions(kind=kind, mapping=mapping, text_unit=text_unit, dedupe=bool(dedupe),
+                         heldout=float(heldout or 0), seed=int(seed or 0))
+
+
+def check_source(studio, source, kind, text_unit, *mapping_values):
+    """What the file looks like and how it will be read: (message, raw rows, mapping choices, open)."""
+    if not source:
+        return "", None, [gr.update()] * len(MAP_TARGETS), gr.update()
+    path, _name = source
+    options = _options(kind, text_unit, False, 0, 0, mapping_values)
+    try:
+        info = inspect(Path(path), options, studio.max_upload_bytes)
+    except DataError as err:
+        return f"**Cannot use this file:** {err}", None, [gr.update(choices=[NOT_MAPPED])] * len(MAP_TARGETS), \
+            gr.update()
+    columns = info["columns"]
+    table = {"headers": columns, "data": [[_cell(r.get(c)) for c in columns] for r in info["records"]]}
+    choices = [NOT_MAPPED, *columns]
+    updates = [gr.update(choices=choices, value=v if v in choices else NOT_MAPPED) for v in mapping_values]
+    if info["problem"]:
+        return (f"**Cannot tell what these columns are:** {info['problem']}. Map them below.", table,
+                updates, gr.update(open=True))
+    layout = LAYOUT_BY_KEY[info["layout"]]
+    message = (f"Detected **{layout.label}** in a {info['format'].upper()} file → stored as **{layout.kind}** "
+               f"data. Press Import to check every row.")
+    return message, table, updates, gr.update()
+
+
+def import_source(studio, source, name, kind, text_unit, dedupe, heldout, seed, *mapping_values):
+    """Import the chosen file: (message, dataset dropdown update)."""
+    if not source:
+        return "**Nothing to import:** upload a file or pick a sample first.", gr.update()
+    path, shown = source
+    try:
+        options = _options(kind, text_unit, dedupe, heldout, seed, mapping_values)
+        row = studio.import_dataset(Path(path), name=name or None, options=options, source_name=shown)
+    except DataError as err:
+        return f"**Not imported:** {err}", gr.update()
+    return (f"Imported **{row['name']}** (`{row['id']}`): {summary_text(row)}.",
+            gr.update(choices=dataset_choices(studio), value=row["id"]))
+
+
+def summary_text(row: dict) -> str:
+    meta = row["meta"]
+    parts = [f"{row['rows']} rows of {row['kind']} data from {row['source_name']} ({meta.get('layout_label', '?')})"]
+    if meta.get("heldout_rows"):
+        parts.append(f"{meta['heldout_rows']} held out for measuring (seed {meta['options']['seed']})")
+    dups = meta.get("duplicates", 0)
+    parts.append(f"{dups} exact duplicates" + (" dropped" if meta.get("dropped_duplicates") else "") if dups
+                 else "no duplicates")
+    if meta.get("empty_optional_fields"):
+        parts.append(f"{meta['empty_optional_fields']} empty optional fields "
+                     f"({', '.join(meta.get('optional_columns', []))})")
+    if meta.get("multi_turn_rows"):
+        parts.append(f"{meta['multi_turn_rows']} multi-turn conversations (the last reply is learned)")
+    if meta.get("ignored_columns"):
+        parts.append(f"ignored columns: {', '.join(meta['ignored_columns'])}")
+    return "; ".join(parts)
+
+
+def view_dataset(studio, dataset_id, model, max_length):
+    """(summary, first rows, token-length histogram, rendered example) for one dataset."""
+    row = studio.store.get_dataset(dataset_id) if dataset_id else None
+    if row is None:
+        return "Pick a dataset to see its rows and statistics.", None, None, None
+    parquet = Path(row["path"])
+    rows = dataset_stats.preview_rows(parquet, 20)
+    table = {"headers": list(rows[0]) if rows else [],
+             "data": [[_cell(v, 400) for v in r.values()] for r in rows]}
+    summary = f"**{row['name']}** — {summary_text(row)}."
+    try:
+        tokenizer = studio.tokenizer(model or "default")
+    except ModelError as err:
+        return f"{summary}\n\n**No token statistics:** {err}", table, None, None
+    max_length = int(max_length or 512)
+    stats = dataset_stats.length_stats(parquet, tokenizer, max_length)
+    sampled = f" (measured on {stats['measured']} of {stats['total']} training rows)" if stats["estimated"] else ""
+    summary += (f"\n\nTokens per example with **{model}**'s tokenizer{sampled}: mean {stats['mean']:.0f}, "
+                f"median {stats['median']:.0f}, longest {stats['longest']}. **{stats['over']}** rows are over the "
+                f"max length of {max_length} and will be cut at the end.")
+    if (parquet.parent / HELDOUT).exists():
+        summary += f" Held-out rows: {dataset_stats.count_rows(parquet.parent / HELDOUT)}."
+    first = dataset_stats.first_row(parquet)
+    example = None
+    if first is not None:
+        shown = dataset_stats.render_example(first, tokenizer, max_length)
+        example = [(shown["context"], "context (not learned)"), (shown["learned"], "learned")]
+    figure = length_histogram(stats["lengths"], max_length, stats["estimated"])
+    return summary, table, figure, example
+
+
+def build(studio):
+    source = gr.State(None)  # (path, name shown to the user) of the file being imported
+    samples = [(label, key) for key, (_f, _kind, label) in SAMPLES.items()]
+    with gr.Row():
+        with gr.Column(scale=2):
+            gr.Markdown("### Add data\nCSV, TSV, JSON, JSONL, Parquet or plain text, up to "
+                        f"{human_size(studio.max_upload_bytes)}. Conversations (`messages`), ShareGPT, Alpaca, "
+                        "prompt/completion, preference pairs (prompt/chosen/rejected), KTO (with a true/false "
+                        "`label`) and raw `text` are recognised by their column names.")
+            upload = gr.File(label="Upload a file", file_types=sorted(FORMATS), type="filepath",
+                             elem_id="data-upload")
+            sample = gr.Dropdown(choices=samples, value=None, label="…or start from a bundled sample",
+                                 elem_id="data-sample")
+            detected = gr.Markdown(elem_id="data-detected")
+            raw = gr.Dataframe(label="First records of the file, as written", interactive=False,
+                               wrap=True, max_height=260, elem_id="data-raw")
+            with gr.Accordion("Column mapping and kind", open=False) as mapping_box:
+                kind = gr.Dropdown(choices=["auto", *KINDS], value="auto", label="Kind of data",
+                                   info="auto = decide from the column names. sft: examples of good replies; "
+                                        "preference: a better and a worse reply; kto: replies marked good or "
+                                        "bad; text: raw documents.", elem_id="data-kind")
+                gr.Markdown("Which of your columns holds each part (leave the rest not mapped):")
+                with gr.Row():
+                    mapping = [gr.Dropdown(choices=[NOT_MAPPED], value=NOT_MAPPED, label=t, min_width=120,
+                                           elem_id=f"data-map-{t}") for t in MAP_TARGETS]
+                text_unit = gr.Radio(["line", "paragraph", "file"], value="line", label="Plain text: one document per",
+                                     info="Only for .txt files.")
+            with gr.Accordion("Name, duplicates, held-out split", open=False):
+                name = gr.Textbox(label="Name", placeholder="default: the file name", elem_id="data-name")
+                dedupe = gr.Checkbox(label="Drop exact duplicate rows", value=False,
+                                     info="Repeated examples are learned more strongly than the rest.")
+                heldout = gr.Slider(0, 0.5, value=0, step=0.05, label="Held-out fraction",
+                                    info="Rows kept aside to measure the model on examples it never trained on; "
+                                         "every run on this dataset then uses the same ones. 0 = let each run "
+                                         "decide (Train tab).", elem_id="data-heldout")
+                seed = gr.Number(value=42, precision=0, label="Seed of the split",
+                                 info="Same seed, same split.")
+            do_import = gr.Button("Import", variant="primary", elem_id="data-import")
+            message = gr.Markdown(elem_id="data-message")
+        with gr.Column(scale=3):
+            gr.Markdown("### Datasets")
+            chosen = gr.Dropdown(choices=dataset_choices(studio), value=None, label="Dataset",
+                                 elem_id="data-datasets")
+            with gr.Row():
+                model = gr.Textbox(value="default", label="Count tokens with this model's tokenizer",
+                                   elem_id="data-model")
+                max_length = gr.Number(value=512, precision=0, label="Max length (tokens)",
+                                       info="As in the Train tab.", elem_id="data-max-length")
+            summary = gr.Markdown(elem_id="data-summary")
+            preview = gr.Dataframe(label="First rows, as stored", interactive=False, wrap=True, max_height=320,
+                                   elem_id="data-preview")
+            histogram = gr.Plot(label="Token lengths", elem_id="data-lengths")
+            example = gr.HighlightedText(label="One example exactly as training sees it",
+                                         color_map={"context (not learned)": "gray", "learned": "green"},
+                                         show_legend=True, combine_adjacent=False, elem_id="data-example")
+
+    check_inputs = [source, kind, text_unit, *mapping]
+    check_outputs = [detected, raw, *mapping, mapping_box]
+
+    def check(*args):
+        msg, table, updates, box = check_source(studio, *args)
+        return msg, table, *updates, box
+
+    def on_upload(path):
+        return (path, Path(path).name) if path else None
+
+    def on_sample(key):
+        return (str(SAMPLES_DIR / SAMPLES[key][0]), SAMPLES[key][0]) if key else None
+
+    def check_new(source, kind, text_unit):  # another file: the old mapping means nothing to it
+        return check(source, kind, text_unit, *[NOT_MAPPED] * len(MAP_TARGETS))
+
+    upload.change(on_upload, upload, source).then(check_new, [source, kind, text_unit], check_outputs)
+    sample.change(on_sample, sample, source).then(check_new, [source, kind, text_unit], check_outputs)
+    for control in (kind, text_unit, *mapping):
+        control.input(check, check_inputs, check_outputs)
+
+    view = dict(fn=lambda *a: view_dataset(studio, *a), inputs=[chosen, model, max_length],
+                outputs=[summary, preview, histogram, example])
+    imported = do_import.click(
+        lambda *a: import_source(studio, *a),
+        [source, name, kind, text_unit, dedupe, heldout, seed, *mapping], [message, chosen],
+    )
+    chosen.change(**view)
+    model.submit(**view)
+    max_length.submit(**view)
+
+    def on_load():
+        return (gr.update(choices=dataset_choices(studio)),)
+
+    return on_load, [chosen], imported

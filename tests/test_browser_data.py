@@ -1,0 +1,67 @@
+"""The Data tab in a real browser: a good file imports and previews, a file with unknown columns
+is mapped by hand, and a bad file gets the same one sentence as the CLI, with nothing stored."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.test_browser import fill, page, server  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.browser
+
+
+def choose(page, elem_id, option):
+    page.locator(f"#{elem_id} input").click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def test_upload_good_mapped_and_bad_files(server, page, studio, tiny_model_dir, tmp_path):  # noqa: F811
+    from playwright.sync_api import expect
+
+    alpaca = tmp_path / "recipes.jsonl"
+    alpaca.write_text("".join(json.dumps({"instruction": f"Give step {i}", "input": "", "output": f"Step {i}."}) + "\n"
+                              for i in range(30)))
+    faq = tmp_path / "faq.csv"
+    faq.write_text("question,answer\nWhat is the battery life?,About 19 days.\n=1+1,Formulas stay text.\n")
+    bad = tmp_path / "ratings.jsonl"
+    bad.write_text(json.dumps({"prompt": "Q", "completion": "A", "label": True}) + "\n"
+                   + json.dumps({"prompt": "Q", "completion": "B", "label": "maybe"}) + "\n")
+
+    page.goto(server)
+    page.get_by_role("tab", name="Data").click()
+    fill(page, "data-model", tiny_model_dir)  # count tokens without converting the default model
+
+    # a good file: detected, imported, previewed with statistics and the rendered example
+    page.locator("#data-upload input[type=file]").set_input_files(str(alpaca))
+    expect(page.locator("#data-detected")).to_contain_text("Detected Alpaca", timeout=30_000)
+    expect(page.locator("#data-raw")).to_contain_text("Give step 0")
+    page.click("#data-import")
+    expect(page.locator("#data-message")).to_contain_text("Imported recipes", timeout=30_000)
+    expect(page.locator("#data-summary")).to_contain_text("30 rows of sft data", timeout=30_000)
+    expect(page.locator("#data-summary")).to_contain_text("0 rows are over the max length")
+    expect(page.locator("#data-example")).to_contain_text("Step 0.")
+    expect(page.locator("#data-lengths .main-svg").first).to_be_visible()
+    assert [d["name"] for d in studio.list_datasets()] == ["recipes"]
+
+    # unknown columns: the user maps them, then it imports
+    page.locator("#data-upload button[aria-label='Clear']").click()
+    page.locator("#data-upload input[type=file]").set_input_files(str(faq))
+    expect(page.locator("#data-detected")).to_contain_text("Cannot tell what these columns are", timeout=30_000)
+    choose(page, "data-map-prompt", "question")
+    choose(page, "data-map-completion", "answer")
+    expect(page.locator("#data-detected")).to_contain_text("Detected prompt/completion", timeout=30_000)
+    page.click("#data-import")
+    expect(page.locator("#data-message")).to_contain_text("Imported faq", timeout=30_000)
+    expect(page.locator("#data-preview")).to_contain_text("=1+1")
+
+    # a bad file: one sentence naming file, line and column; nothing stored
+    page.locator("#data-upload button[aria-label='Clear']").click()
+    page.locator("#data-upload input[type=file]").set_input_files(str(bad))
+    expect(page.locator("#data-detected")).to_contain_text("Detected KTO", timeout=30_000)
+    page.click("#data-import")
+    expect(page.locator("#data-message")).to_contain_text(
+        'Not imported: ratings.jsonl, line 2, column \'label\': expected true or false, got "maybe"', timeout=30_000)
+    assert sorted(d["name"] for d in studio.list_datasets()) == ["faq", "recipes"]
+    assert len(list(studio.datasets_dir.iterdir())) == 2
