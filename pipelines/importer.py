@@ -70,6 +70,13 @@ def inspect(path: Path, options: ImportOptions | None = None, max_bytes: int = D
     return out
 
 
+def _row_key(row: dict) -> int:
+    """A 64-bit fingerprint of a canonical row, for counting exact duplicates in one pass (a few
+    bytes per row instead of the row itself)."""
+    return hash(tuple((k, tuple((m["role"], m["content"]) for m in v) if isinstance(v, list) else v)
+                      for k, v in row.items()))
+
+
 def _shape(row: dict) -> tuple:
     return tuple((k, isinstance(v, list)) for k, v in row.items())
 
@@ -163,8 +170,7 @@ def import_file(path: Path, dest: Path, options: ImportOptions | None = None,
                 raise DataError(f"{where(path, place, col)}: is {'a conversation' if isinstance(row[col], list) else 'text'}"
                                 f" but earlier rows have {'text' if isinstance(row[col], list) else 'conversations'};"
                                 " use one form for the whole file")
-            digest = int.from_bytes(hashlib.blake2b(json.dumps(row, sort_keys=True).encode(),
-                                                    digest_size=8).digest(), "big")
+            digest = _row_key(row)
             if digest in seen:
                 duplicates += 1
                 if options.dedupe:

@@ -20,15 +20,30 @@ def write_config(path, **config):
     return path
 
 
-def test_train_wait_runs_and_generate(tmp_path, tiny_model_dir, tiny_params):
+def test_data_import_then_train_by_id_wait_runs_and_generate(tmp_path, tiny_model_dir, tiny_params):
     home = tmp_path / "home"
-    config = write_config(tmp_path / "run.yaml", model=str(tiny_model_dir), dataset=str(FAQ),
+    imported = studio_cmd(home, "data", "import", str(FAQ), "--name", "faq", "--heldout", "0.1", "--seed", "3")
+    assert imported.returncode == 0, imported.stderr
+    dataset_id = imported.stdout.strip()
+    assert imported.stderr.strip() == ("faq: 120 rows, sft, from quillpad_faq.jsonl (conversations (messages)), "
+                                       "12 held out")
+    listed = studio_cmd(home, "data", "list").stdout.splitlines()
+    assert listed[1].split() == [dataset_id, "sft", "120", "faq"]
+    shown = studio_cmd(home, "data", "show", dataset_id, "--model", str(tiny_model_dir), "--rows", "1")
+    assert shown.returncode == 0, shown.stderr
+    assert "messages: user: How long does the Quillpad battery last?" in shown.stdout
+    assert "0 rows over max length 512" in shown.stdout
+    assert "<|im_start|>assistant\n | The Quillpad battery lasts about 19 days" in shown.stdout
+
+    config = write_config(tmp_path / "run.yaml", model=str(tiny_model_dir), dataset=dataset_id,
                           method="lora", params=tiny_params)
     done = studio_cmd(home, "train", str(config), "--wait")
     assert done.returncode == 0, done.stderr[-3000:]
     run_id = done.stdout.strip().splitlines()[0]
     assert run_id.startswith("r")
     assert "completed" in done.stderr and "step" in done.stderr  # progress was shown
+    log = (home / "runs" / run_id / "train.log").read_text()
+    assert "data: 108 training rows, 12 held out" in log  # the dataset's own split was used
 
     listed = studio_cmd(home, "runs")
     line = next(li for li in listed.stdout.splitlines() if li.startswith(run_id))
