@@ -1,6 +1,7 @@
-"""Takes assets/screenshot-train.png: the Train tab over a workspace, in headless Chromium.
+"""Takes the README's screenshots in headless Chromium: assets/screenshot-train.png (the Train
+tab over a workspace) and assets/screenshot-data.png (the Data tab after importing a sample).
 
-    python assets/make_screenshot.py [--home WORKSPACE]
+    python assets/make_screenshot.py [--home WORKSPACE] [--tab train|data]
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from studio.launch import serve  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--home", default=None)
-    ap.add_argument("--out", default=str(ROOT / "assets" / "screenshot-train.png"))
+    ap.add_argument("--tab", choices=["train", "data"], default="train")
     args = ap.parse_args()
+    out = str(ROOT / "assets" / f"screenshot-{args.tab}.png")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -35,11 +37,18 @@ def main() -> None:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(f"http://127.0.0.1:{port}")
         page.wait_for_selector("#run-status")
+        if args.tab == "data":
+            page.get_by_role("tab", name="Data").click()
+            page.locator("#data-sample input").click()
+            page.get_by_role("option", name="Quillpad support FAQ (120 Q&A, fictional product)").click()
+            page.wait_for_selector("#data-detected >> text=Detected")
+            page.click("#data-import")
+            page.wait_for_selector("#data-lengths .main-svg", timeout=120_000)
         page.wait_for_timeout(4000)  # a timer tick fills the status panel
-        page.screenshot(path=args.out, full_page=True)
+        page.screenshot(path=out, full_page=True)
         browser.close()
     app.close()
-    print(args.out)
+    print(out)
 
 
 if __name__ == "__main__":

@@ -36,8 +36,18 @@ def _options(kind, text_unit, dedupe, heldout, seed, mapping_values) -> ImportOp
                          heldout=float(heldout or 0), seed=int(seed or 0))
 
 
-def check_source(studio, source, kind, text_unit, *mapping_values):
+def source_of(upload: str | None, sample: str | None) -> tuple[str, str] | None:
+    """(path, name shown to the user) of the file to import: the upload, else the chosen sample."""
+    if upload:
+        return upload, Path(upload).name  # Gradio keeps the original name on its temporary copy
+    if sample in SAMPLES:
+        return str(SAMPLES_DIR / SAMPLES[sample][0]), SAMPLES[sample][0]
+    return None
+
+
+def check_source(studio, upload, sample, kind, text_unit, *mapping_values):
     """What the file looks like and how it will be read: (message, raw rows, mapping choices, open)."""
+    source = source_of(upload, sample)
     if not source:
         return "", None, [gr.update()] * len(MAP_TARGETS), gr.update()
     path, _name = source
@@ -60,8 +70,9 @@ def check_source(studio, source, kind, text_unit, *mapping_values):
     return message, table, updates, gr.update()
 
 
-def import_source(studio, source, name, kind, text_unit, dedupe, heldout, seed, *mapping_values):
+def import_source(studio, upload, sample, name, kind, text_unit, dedupe, heldout, seed, *mapping_values):
     """Import the chosen file: (message, dataset dropdown update)."""
+    source = source_of(upload, sample)
     if not source:
         return "**Nothing to import:** upload a file or pick a sample first.", gr.update()
     path, shown = source
@@ -124,7 +135,6 @@ def view_dataset(studio, dataset_id, model, max_length):
 
 
 def build(studio):
-    source = gr.State(None)  # (path, name shown to the user) of the file being imported
     samples = [(label, key) for key, (_f, _kind, label) in SAMPLES.items()]
     with gr.Row():
         with gr.Column(scale=2):
@@ -179,24 +189,23 @@ def build(studio):
                                          color_map={"context (not learned)": "gray", "learned": "green"},
                                          show_legend=True, combine_adjacent=False, elem_id="data-example")
 
-    check_inputs = [source, kind, text_unit, *mapping]
+    check_inputs = [upload, sample, kind, text_unit, *mapping]
     check_outputs = [detected, raw, *mapping, mapping_box]
 
     def check(*args):
         msg, table, updates, box = check_source(studio, *args)
         return msg, table, *updates, box
 
-    def on_upload(path):
-        return (path, Path(path).name) if path else None
+    # another file: the old mapping means nothing to it; an upload replaces the sample and back
+    def on_upload(path, kind, text_unit):
+        return (*check(path, None, kind, text_unit, *[NOT_MAPPED] * len(MAP_TARGETS)), None)
 
-    def on_sample(key):
-        return (str(SAMPLES_DIR / SAMPLES[key][0]), SAMPLES[key][0]) if key else None
+    def on_sample(key, kind, text_unit):
+        return (*check(None, key, kind, text_unit, *[NOT_MAPPED] * len(MAP_TARGETS)), None)
 
-    def check_new(source, kind, text_unit):  # another file: the old mapping means nothing to it
-        return check(source, kind, text_unit, *[NOT_MAPPED] * len(MAP_TARGETS))
-
-    upload.change(on_upload, upload, source).then(check_new, [source, kind, text_unit], check_outputs)
-    sample.change(on_sample, sample, source).then(check_new, [source, kind, text_unit], check_outputs)
+    upload.upload(on_upload, [upload, kind, text_unit], [*check_outputs, sample])
+    sample.input(on_sample, [sample, kind, text_unit], [*check_outputs, upload])
+    upload.clear(lambda: ("", None), None, [detected, raw])
     for control in (kind, text_unit, *mapping):
         control.input(check, check_inputs, check_outputs)
 
@@ -204,7 +213,7 @@ def build(studio):
                 outputs=[summary, preview, histogram, example])
     imported = do_import.click(
         lambda *a: import_source(studio, *a),
-        [source, name, kind, text_unit, dedupe, heldout, seed, *mapping], [message, chosen],
+        [upload, sample, name, kind, text_unit, dedupe, heldout, seed, *mapping], [message, chosen],
     )
     chosen.change(**view)
     model.submit(**view)

@@ -19,7 +19,7 @@ FORMATS = {
     ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
     ".parquet": "parquet", ".txt": "text", ".text": "text", ".md": "text",
 }
-DEFAULT_MAX_BYTES = 1 << 30  # 1 GB upload limit (STUDIO_MAX_UPLOAD_MB changes it)
+DEFAULT_MAX_BYTES = 10**9  # 1 GB upload limit (STUDIO_MAX_UPLOAD_MB changes it)
 MAX_LINE_BYTES = 8 << 20  # one example longer than 8 MB is a mistake, not an example
 TEXT_UNITS = ("line", "paragraph", "file")
 SNIFF_BYTES = 64 << 10
