@@ -6,7 +6,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from components import data_tab, train_tab
+from components import chat_tab, data_tab, train_tab
 
 CSS_PATH = Path(__file__).resolve().parent.parent / "assets" / "studio.css"
 
@@ -19,12 +19,17 @@ def build_app(studio) -> gr.Blocks:
             on_load_train, train_outputs = train_tab.build(studio)
         with gr.Tab("Data"):
             on_load_data, data_outputs, imported = data_tab.build(studio)
-        # a new dataset is offered for training at once
-        train_dataset = train_outputs[0]
+        with gr.Tab("Chat") as chat:
+            refresh_chat, chat_outputs, exported = chat_tab.build(studio)
+        # new datasets are offered at once: imports to Train, exported votes to Data
+        train_dataset, data_dataset = train_outputs[0], data_outputs[0]
         imported.then(lambda: gr.update(choices=train_tab.dataset_choices(studio)), None, train_dataset)
+        exported.then(lambda: gr.update(choices=data_tab.dataset_choices(studio)), None, data_dataset)
+        # runs finished since the page opened become choosable when the Chat tab is opened
+        chat.select(refresh_chat, None, chat_outputs)
 
         def on_load():
-            return (*on_load_train(), *on_load_data())
+            return (*on_load_train(), *on_load_data(), *refresh_chat())
 
-        app.load(on_load, None, [*train_outputs, *data_outputs])
+        app.load(on_load, None, [*train_outputs, *data_outputs, *chat_outputs])
     return app

@@ -106,20 +106,25 @@ def cmd_runs(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from pipelines import generation
+    from pipelines.chat import GenerationSettings, stream
+    from studio import chat_service
 
     studio = _studio(args)
-    model, adapter = args.model, None
-    if args.run:
-        row = studio.get_run(args.run)
-        if row is None:
-            raise CliError(f"no run with id '{args.run}' (see 'studio runs')")
-        if row["status"] != "completed":
-            raise CliError(f"run {args.run} is {row['status']}; only a completed run has an adapter")
-        model, adapter = row["model"], studio.adapter_dir(args.run)
-    lm, tokenizer = generation.load_for_chat(model, studio.model_cache, adapter)
-    messages = [{"role": "user", "content": args.prompt}]
-    print(generation.reply(lm, tokenizer, messages, max_new_tokens=args.max_new_tokens))
+    spec = f"run:{args.run}" if args.run else f"base:{args.model}"
+    settings = GenerationSettings(system_prompt=args.system or "", temperature=args.temperature, top_p=args.top_p,
+                                  max_new_tokens=args.max_new_tokens,
+                                  repetition_penalty=args.repetition_penalty, seed=args.seed)
+    try:
+        (decoder,) = chat_service.decoders(studio, [spec], [[{"role": "user", "content": args.prompt}]], settings)
+    except chat_service.ChatError as err:
+        raise CliError(str(err)) from None
+    shown = ""
+    for (text,) in stream([decoder]):
+        if args.stream and text.startswith(shown) and len(text) > len(shown):
+            sys.stdout.write(text[len(shown):])
+            sys.stdout.flush()
+            shown = text
+    print(text[len(shown):] if args.stream else text)
     return 0
 
 
@@ -201,6 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", help="use this run's tuned model")
     p.add_argument("--model", default="default", help="base model (ignored with --run)")
     p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--stream", action="store_true", help="print the reply as it is generated")
+    p.add_argument("--system", help="system prompt")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = most likely tokens (default)")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--repetition-penalty", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=-1, help="fixed seed = reproducible sampling")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("cancel", parents=[common], help="stop a run (it saves a checkpoint first)")

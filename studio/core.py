@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from pipelines import data, importer, models, readers
+from pipelines import chat, data, importer, models, readers
 from pipelines.events import (
     ACTIVE_STATUSES,
     ADAPTER,
@@ -75,7 +75,11 @@ class Studio:
         mb = os.environ.get("STUDIO_MAX_UPLOAD_MB")
         self.max_upload_bytes = max_upload_bytes or (int(float(mb) * 1e6) if mb else readers.DEFAULT_MAX_BYTES)
         self._procs: dict[str, subprocess.Popen] = {}
-        self._tokenizers: dict[str, object] = {}  # workers this process started
+        self._tokenizers: dict[str, object] = {}
+        # Models loaded for chat; least recently used leave first (STUDIO_CHAT_CACHE_MB, default 8 GB).
+        cache_mb = os.environ.get("STUDIO_CHAT_CACHE_MB")
+        self.chat_models = chat.ModelCache(self.model_cache, int(float(cache_mb) * 1e6) if cache_mb
+                                           else chat.DEFAULT_CACHE_BYTES)  # workers this process started
 
     # models
     def resolve_model(self, spec: str) -> str:

@@ -20,6 +20,20 @@ CREATE TABLE IF NOT EXISTS datasets (
     created REAL NOT NULL,
     meta TEXT NOT NULL DEFAULT '{}'
 );
+CREATE TABLE IF NOT EXISTS votes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created REAL NOT NULL,
+    voter TEXT NOT NULL,
+    model_a TEXT NOT NULL,
+    model_b TEXT NOT NULL,
+    winner TEXT NOT NULL CHECK (winner IN ('a', 'b', 'tie', 'both_bad')),
+    blind INTEGER NOT NULL,
+    prompt_a TEXT NOT NULL,
+    prompt_b TEXT NOT NULL,
+    reply_a TEXT NOT NULL,
+    reply_b TEXT NOT NULL,
+    settings TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
     method TEXT NOT NULL,
@@ -84,6 +98,23 @@ class Store:
         with self._connect() as db:
             return [_dataset(r) for r in db.execute("SELECT * FROM datasets ORDER BY created DESC")]
 
+    # votes: model_a was shown on side A (left), model_b on side B; prompt_* is each side's
+    # conversation up to the last user message (earlier replies differ between the sides)
+    def add_vote(self, **vote) -> int:
+        vote = {"created": time.time(), **vote}
+        for key in VOTE_JSON:
+            vote[key] = json.dumps(vote[key])
+        vote["blind"] = int(bool(vote["blind"]))
+        cols = VOTE_COLUMNS
+        with self._connect() as db:
+            cur = db.execute(f"INSERT INTO votes ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
+                             [vote[c] for c in cols])
+            return cur.lastrowid
+
+    def list_votes(self) -> list[dict]:
+        with self._connect() as db:
+            return [_vote(r) for r in db.execute("SELECT * FROM votes ORDER BY id")]
+
     # runs
     def add_run(self, **row) -> None:
         now = time.time()
@@ -109,6 +140,19 @@ class Store:
     def list_runs(self) -> list[dict]:
         with self._connect() as db:
             return [_run(r) for r in db.execute("SELECT * FROM runs ORDER BY created DESC")]
+
+
+VOTE_COLUMNS = ("created", "voter", "model_a", "model_b", "winner", "blind", "prompt_a", "prompt_b",
+                "reply_a", "reply_b", "settings")
+VOTE_JSON = ("prompt_a", "prompt_b", "settings")
+
+
+def _vote(row: sqlite3.Row) -> dict:
+    out = dict(row)
+    for key in VOTE_JSON:
+        out[key] = json.loads(out[key])
+    out["blind"] = bool(out["blind"])
+    return out
 
 
 def _dataset(row: sqlite3.Row) -> dict:

@@ -1,0 +1,220 @@
+"""Chat tab: two models answer the same prompt side by side, streaming at the same time; blind
+battles hide (and shuffle) the names until the vote; votes become win rates and preference data."""
+
+from __future__ import annotations
+
+import random
+
+import gradio as gr
+
+from pipelines import arena
+from pipelines.chat import GenerationSettings
+from pipelines.data import DataError
+from pipelines.models import ModelError
+from studio import chat_service
+from studio.chat_service import ChatError
+
+HIDDEN = ("Model A (hidden until you vote)", "Model B (hidden until you vote)")
+VOTES = (("a", "A is better"), ("b", "B is better"), ("tie", "Tie"), ("both_bad", "Both are bad"))
+
+
+def new_battle() -> dict:
+    # per browser, ids only: which model is on which side, whether names show, whether voted
+    return {"specs": None, "blind": False, "voted": False}
+
+
+def plain(messages) -> list[dict]:
+    """Chatbot messages (content may be a list of parts) -> {role, content} strings."""
+    out = []
+    for m in messages or []:
+        content = m["content"]
+        if isinstance(content, list):
+            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        out.append({"role": m["role"], "content": str(content)})
+    return out
+
+
+def side_labels(studio, battle: dict) -> tuple[str, str]:
+    if not battle["specs"] or (battle["blind"] and not battle["voted"]):
+        return HIDDEN if battle["blind"] else ("Model A", "Model B")
+    return tuple(f"{side}: {chat_service.label(studio, spec)}" for side, spec in zip("AB", battle["specs"]))
+
+
+def results_table(studio) -> tuple[dict, str]:
+    votes = studio.store.list_votes()
+    rows = []
+    for r in arena.win_rates(votes):
+        rows.append([chat_service.label(studio, r["first"]), chat_service.label(studio, r["second"]), r["votes"],
+                     r["wins_first"], r["wins_second"], r["ties"],
+                     f"{100 * r['win_rate']:.0f}% ({100 * r['low']:.0f}–{100 * r['high']:.0f}%)"])
+    table = {"headers": ["Model 1", "Model 2", "Votes", "1 won", "2 won", "Ties / both bad",
+                         "Model 1 win rate (95% interval)"], "data": rows}
+    warning = arena.position_bias(votes)
+    note = f"{len(votes)} votes so far. Ties and 'both bad' count half to each side."
+    return table, (f"⚠️ {warning}\n\n{note}" if warning else note)
+
+
+def build(studio):
+    battle = gr.State(new_battle())
+    choices = chat_service.choices(studio)
+    with gr.Row():
+        model_a = gr.Dropdown(choices=choices, value=choices[0][1], label="Model A", allow_custom_value=True,
+                              info="The base, or a run's tuned model. A local model folder can be typed in.",
+                              elem_id="chat-model-a")
+        newest = choices[1] if len(choices) > 1 else choices[0]  # the newest tuned model, if any
+        model_b = gr.Dropdown(choices=choices, value=newest[1], label="Model B", allow_custom_value=True,
+                              elem_id="chat-model-b")
+        blind = gr.Checkbox(label="Blind battle", value=False, elem_id="chat-blind",
+                            info="Shuffle the two models between sides and hide their names until you vote: "
+                                 "judge the answers, not the names.")
+    with gr.Accordion("Generation settings", open=False):
+        system_prompt = gr.Textbox(label="System prompt", lines=2, elem_id="chat-system",
+                                   info="Instructions both models get before the conversation, e.g. 'Answer in "
+                                        "one sentence.' Empty = the model's own default.")
+        with gr.Row():
+            temperature = gr.Slider(0, 2, value=0.7, step=0.05, label="Temperature", elem_id="chat-temperature",
+                                    info="Randomness. 0 = always the most likely word (same answer every time); "
+                                         "0.7 = natural; above 1 = adventurous, often incoherent.")
+            top_p = gr.Slider(0.05, 1, value=0.9, step=0.05, label="Top-p",
+                              info="Only pick from the most likely words that together make up this share of "
+                                   "the probability. Lower = safer, more predictable.")
+        with gr.Row():
+            max_new_tokens = gr.Slider(8, 1024, value=256, step=8, label="Max new tokens",
+                                       info="Longest reply, in tokens (about ¾ of a word each).")
+            repetition_penalty = gr.Slider(1, 2, value=1.1, step=0.05, label="Repetition penalty",
+                                           info="Above 1 discourages repeating the same words; 1 = off.")
+            seed = gr.Number(value=-1, precision=0, label="Seed", elem_id="chat-seed",
+                             info="A fixed number gives the same answers for the same settings; -1 = new each time.")
+    with gr.Row():
+        chat_a = gr.Chatbot(label="Model A", height=380, elem_id="chat-a")
+        chat_b = gr.Chatbot(label="Model B", height=380, elem_id="chat-b")
+    with gr.Row():
+        prompt = gr.Textbox(placeholder="Ask both models something…", show_label=False, scale=5,
+                            elem_id="chat-prompt")
+        send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
+    with gr.Row():
+        stop = gr.Button("Stop", elem_id="chat-stop")
+        regenerate = gr.Button("Regenerate", elem_id="chat-regenerate")
+        clear = gr.Button("Clear", elem_id="chat-clear")
+    with gr.Row():
+        vote_buttons = [gr.Button(text, elem_id=f"chat-vote-{key}") for key, text in VOTES]
+        voter = gr.Textbox(label="Your name", placeholder="anonymous", elem_id="chat-voter")
+    vote_message = gr.Markdown(elem_id="chat-vote-message")
+    with gr.Accordion("Results and export", open=False):
+        results = gr.Dataframe(interactive=False, elem_id="chat-results")
+        results_note = gr.Markdown(elem_id="chat-results-note")
+        export_name = gr.Textbox(label="Dataset name", placeholder="chat votes DATE", elem_id="chat-export-name")
+        export = gr.Button("Export votes as a preference dataset", elem_id="chat-export")
+        export_message = gr.Markdown(elem_id="chat-export-message")
+
+    settings_inputs = [system_prompt, temperature, top_p, max_new_tokens, repetition_penalty, seed]
+
+    def settings_of(system, temp, top, max_new, rep, seed_value) -> GenerationSettings:
+        return GenerationSettings(system_prompt=system or "", temperature=float(temp), top_p=float(top),
+                                  max_new_tokens=int(max_new), repetition_penalty=float(rep),
+                                  seed=int(seed_value if seed_value is not None else -1))
+
+    def respond(text, history_a, history_b, state, spec_a, spec_b, is_blind, *settings):
+        """Stream both replies; a blind battle starts a new, shuffled round after each vote."""
+        text = (text or "").strip()
+        if not text:
+            yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), "Type a prompt first."
+            return
+        state = dict(state)
+        history_a, history_b = plain(history_a), plain(history_b)
+        new_round = state["specs"] is None or (is_blind and (state["voted"] or not state["blind"])) or \
+            (not is_blind and set(state["specs"]) != {spec_a, spec_b})
+        if new_round:
+            specs = [spec_a, spec_b]
+            if is_blind:
+                random.shuffle(specs)
+            history_a, history_b = [], []
+            state = {"specs": specs, "blind": bool(is_blind), "voted": False}
+        state["voted"] = False
+        history_a = history_a + [{"role": "user", "content": text}]
+        history_b = history_b + [{"role": "user", "content": text}]
+        label_a, label_b = side_labels(studio, state)
+        shown_a = history_a + [{"role": "assistant", "content": "…"}]
+        shown_b = history_b + [{"role": "assistant", "content": "…"}]
+        yield (gr.update(value=shown_a, label=label_a), gr.update(value=shown_b, label=label_b), state, "", "")
+        try:
+            decs = chat_service.decoders(studio, state["specs"], [history_a, history_b], settings_of(*settings))
+        except (ChatError, ModelError) as err:
+            yield gr.skip(), gr.skip(), state, text, f"**Cannot chat:** {err}"
+            return
+        from pipelines.chat import stream
+
+        for texts in stream(decs):
+            shown_a[-1] = {"role": "assistant", "content": texts[0] or "…"}
+            shown_b[-1] = {"role": "assistant", "content": texts[1] or "…"}
+            yield shown_a, shown_b, state, gr.skip(), gr.skip()
+
+    chat_io = [prompt, chat_a, chat_b, battle, model_a, model_b, blind, *settings_inputs]
+    chat_out = [chat_a, chat_b, battle, prompt, vote_message]
+    sent = send.click(respond, chat_io, chat_out)
+    submitted = prompt.submit(respond, chat_io, chat_out)
+
+    def redo(history_a, history_b, state, spec_a, spec_b, is_blind, *settings):
+        history_a, history_b = plain(history_a), plain(history_b)
+        users = [m for m in history_a if m["role"] == "user"]
+        if not users:
+            yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), "Nothing to regenerate yet."
+            return
+        last = users[-1]["content"]
+        cut_a = max(i for i, m in enumerate(history_a) if m["role"] == "user")
+        cut_b = max(i for i, m in enumerate(history_b) if m["role"] == "user")
+        state = {**state, "voted": False}
+        yield from respond(last, history_a[:cut_a], history_b[:cut_b], state, spec_a, spec_b, is_blind, *settings)
+
+    regenerated = regenerate.click(redo, chat_io[1:], chat_out)
+    stop.click(None, None, None, cancels=[sent, submitted, regenerated])
+
+    def on_clear():
+        return gr.update(value=[], label="Model A"), gr.update(value=[], label="Model B"), new_battle(), "", ""
+
+    clear.click(on_clear, None, chat_out, cancels=[sent, submitted, regenerated])
+
+    def vote(winner, history_a, history_b, state, name, *settings):
+        history_a, history_b = plain(history_a), plain(history_b)
+        if not state["specs"] or len(history_a) < 2 or history_a[-1]["role"] != "assistant":
+            return gr.skip(), gr.skip(), state, "Ask something first: a vote compares two replies.", gr.skip(), gr.skip()
+        if state["voted"]:
+            return gr.skip(), gr.skip(), state, "You already voted on this reply; send another prompt.", \
+                gr.skip(), gr.skip()
+        try:
+            chat_service.record_vote(
+                studio, voter=name or "anonymous", model_a=state["specs"][0], model_b=state["specs"][1],
+                winner=winner, blind=state["blind"], prompt_a=history_a[:-1], prompt_b=history_b[:-1],
+                reply_a=history_a[-1]["content"], reply_b=history_b[-1]["content"],
+                settings=vars(settings_of(*settings)))
+        except ChatError as err:
+            return gr.skip(), gr.skip(), state, f"**Vote not stored:** {err}", gr.skip(), gr.skip()
+        state = {**state, "voted": True}
+        label_a, label_b = side_labels(studio, state)
+        verdict = dict(VOTES)[winner]
+        message = f"Vote stored: **{verdict}**. {label_a} · {label_b}."
+        if state["blind"]:
+            message += " Send a new prompt for the next blind round."
+        table, note = results_table(studio)
+        return gr.update(label=label_a), gr.update(label=label_b), state, message, table, note
+
+    for (key, _text), button in zip(VOTES, vote_buttons):
+        button.click(lambda *a, k=key: vote(k, *a), [chat_a, chat_b, battle, voter, *settings_inputs],
+                     [chat_a, chat_b, battle, vote_message, results, results_note])
+
+    def on_export(name):
+        try:
+            row = chat_service.export_votes(studio, name or None)
+        except DataError as err:
+            return f"**Nothing exported:** {err}"
+        return (f"Exported **{row['name']}** (`{row['id']}`): {row['rows']} preference pairs, now in the "
+                "Data tab, ready for preference training.")
+
+    exported = export.click(on_export, export_name, export_message)
+
+    def refresh():
+        options = chat_service.choices(studio)
+        table, note = results_table(studio)
+        return gr.update(choices=options), gr.update(choices=options), table, note
+
+    return refresh, [model_a, model_b, results, results_note], exported

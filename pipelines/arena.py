@@ -1,0 +1,82 @@
+"""Side-by-side votes: win rates with intervals, a check for position bias, and the export of
+votes as a TRL preference dataset."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+WINNERS = ("a", "b", "tie", "both_bad")
+Z95 = 1.959964
+
+
+def wilson(successes: float, n: int) -> tuple[float, float]:
+    """95% Wilson score interval for a proportion (successes may be fractional: ties count half)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + Z95**2 / (2 * n)) / (1 + Z95**2 / n)
+    half = Z95 * math.sqrt(p * (1 - p) / n + Z95**2 / (4 * n * n)) / (1 + Z95**2 / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def win_rates(votes: list[dict]) -> list[dict]:
+    """Per pair of models (in name order): votes, wins of each, ties (incl. both bad), and the
+    first model's win rate with its 95% interval. Ties and 'both bad' count half to each."""
+    pairs = defaultdict(lambda: {"votes": 0, "wins_first": 0, "wins_second": 0, "ties": 0})
+    for v in votes:
+        first, second = sorted((v["model_a"], v["model_b"]))
+        if first == second:
+            continue
+        stats = pairs[(first, second)]
+        stats["votes"] += 1
+        if v["winner"] in ("tie", "both_bad"):
+            stats["ties"] += 1
+        else:
+            winner = v["model_a"] if v["winner"] == "a" else v["model_b"]
+            stats["wins_first" if winner == first else "wins_second"] += 1
+    out = []
+    for (first, second), s in sorted(pairs.items()):
+        score = s["wins_first"] + 0.5 * s["ties"]
+        low, high = wilson(score, s["votes"])
+        out.append({"first": first, "second": second, **s, "win_rate": score / s["votes"],
+                    "low": low, "high": high})
+    return out
+
+
+def _binomial_two_sided(k: int, n: int) -> float:
+    """P(a result at least this lopsided | fair coin)."""
+    extreme = max(k, n - k)
+    tail = sum(math.comb(n, i) for i in range(extreme, n + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def position_bias(votes: list[dict], min_votes: int = 10, alpha: float = 0.05) -> str | None:
+    """A warning when side A (or B) wins decisive votes more often than chance explains."""
+    decisive = [v for v in votes if v["winner"] in ("a", "b") and v["model_a"] != v["model_b"]]
+    n = len(decisive)
+    if n < min_votes:
+        return None
+    a_wins = sum(v["winner"] == "a" for v in decisive)
+    p = _binomial_two_sided(a_wins, n)
+    if p >= alpha:
+        return None
+    side, wins = ("A (left)", a_wins) if a_wins > n - a_wins else ("B (right)", n - a_wins)
+    return (f"Side {side} won {wins} of {n} decisive votes (p = {p:.3f} if position did not matter): "
+            "the position may be swaying the votes. Use blind mode, which shuffles the sides.")
+
+
+def preference_rows(votes: list[dict]) -> list[dict]:
+    """Decisive votes as TRL conversational preference rows; ties and 'both bad' are left out.
+    The prompt is the winning side's conversation (its own earlier replies included)."""
+    rows = []
+    for v in votes:
+        if v["winner"] not in ("a", "b"):
+            continue
+        win, lose = ("a", "b") if v["winner"] == "a" else ("b", "a")
+        rows.append({
+            "prompt": v[f"prompt_{win}"],
+            "chosen": [{"role": "assistant", "content": v[f"reply_{win}"]}],
+            "rejected": [{"role": "assistant", "content": v[f"reply_{lose}"]}],
+        })
+    return rows

@@ -1,0 +1,199 @@
+"""Chat serving: a model cache in which one copy of a base model serves the base itself and every
+adapter trained on it, and a decoding loop that streams several sides at the same time.
+
+Each side decodes one token per step with its own KV cache; a step takes the base's lock, turns
+the side's adapter on (or all adapters off for the base side), runs one forward pass and lets
+go. Steps of different sides — or different browsers — interleave safely on the one copy, and
+each side computes exactly what a separate model would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipelines import models
+
+DEFAULT_CACHE_BYTES = 8 * 10**9
+
+
+@dataclass
+class GenerationSettings:
+    system_prompt: str = ""
+    temperature: float = 0.7  # 0 = always the most likely next token (greedy)
+    top_p: float = 0.9
+    max_new_tokens: int = 256
+    repetition_penalty: float = 1.1
+    seed: int = -1  # -1 = a new random seed each time
+
+    def resolved_seed(self) -> int:
+        return self.seed if self.seed >= 0 else int.from_bytes(hashlib.sha256(str(time.time_ns()).encode())
+                                                                .digest()[:4], "big")
+
+
+@dataclass
+class LoadedBase:
+    """One base model in memory, with the adapters loaded onto it so far."""
+    path: str
+    model: object
+    tokenizer: object
+    bytes: int
+    adapters: dict[str, str] = field(default_factory=dict)  # adapter name -> folder
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+
+def _nbytes(module) -> int:
+    return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
+
+
+def adapter_name(adapter_dir: Path | str) -> str:
+    return "a" + hashlib.sha1(str(Path(adapter_dir).resolve()).encode()).hexdigest()[:12]
+
+
+class ModelCache:
+    """Base models by path, least recently used evicted first once `limit_bytes` is passed."""
+
+    def __init__(self, cache_dir: Path, limit_bytes: int = DEFAULT_CACHE_BYTES):
+        self.cache_dir = Path(cache_dir)
+        self.limit_bytes = limit_bytes
+        self._entries: OrderedDict[str, LoadedBase] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def loaded(self) -> list[str]:
+        return list(self._entries)
+
+    def used_bytes(self) -> int:
+        return sum(e.bytes for e in self._entries.values())
+
+    def get(self, model_spec: str, adapter_dir: Path | str | None = None) -> tuple[LoadedBase, str | None]:
+        """The loaded base for this model and the adapter's name on it (None: the base itself)."""
+        path = str(models.resolve(model_spec, self.cache_dir))
+        with self._lock:
+            entry = self._entries.get(path)
+            if entry is None:
+                model = models.load_model(path)
+                model.eval()
+                entry = LoadedBase(path, model, models.load_tokenizer(path), _nbytes(model))
+                self._entries[path] = entry
+            self._entries.move_to_end(path)
+            self._evict(keep=path)
+        if adapter_dir is None:
+            return entry, None
+        name = adapter_name(adapter_dir)
+        with entry.lock:
+            if name not in entry.adapters:
+                self._load_adapter(entry, name, Path(adapter_dir))
+        return entry, name
+
+    def _load_adapter(self, entry: LoadedBase, name: str, adapter_dir: Path) -> None:
+        from peft import PeftModel
+
+        before = _nbytes(entry.model)
+        if isinstance(entry.model, PeftModel):
+            entry.model.load_adapter(str(adapter_dir), adapter_name=name)
+        else:
+            entry.model = PeftModel.from_pretrained(entry.model, str(adapter_dir), adapter_name=name)
+        entry.model.eval()
+        entry.adapters[name] = str(adapter_dir)
+        entry.bytes += _nbytes(entry.model) - before
+
+    def _evict(self, keep: str) -> None:
+        while self.used_bytes() > self.limit_bytes and len(self._entries) > 1:
+            oldest = next(k for k in self._entries if k != keep)
+            del self._entries[oldest]
+
+
+@contextmanager
+def _active(model, adapter: str | None):
+    """Only this side's adapter is on for the duration of one step."""
+    from peft import PeftModel
+
+    if not isinstance(model, PeftModel):
+        yield
+    elif adapter is None:
+        with model.disable_adapter():
+            yield
+    else:
+        model.set_adapter(adapter)
+        yield
+
+
+class Decoder:
+    """One side's reply, produced one token per `step()` with its own KV cache."""
+
+    def __init__(self, entry: LoadedBase, adapter: str | None, messages: list[dict],
+                 settings: GenerationSettings):
+        import torch
+        from transformers import (LogitsProcessorList, RepetitionPenaltyLogitsProcessor,
+                                  TemperatureLogitsWarper, TopPLogitsWarper)
+
+        self.entry, self.adapter, self.settings = entry, adapter, settings
+        tok = entry.tokenizer
+        if settings.system_prompt.strip() and (not messages or messages[0]["role"] != "system"):
+            messages = [{"role": "system", "content": settings.system_prompt.strip()}, *messages]
+        self.prompt_ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                                  return_dict=True)["input_ids"]
+        self.generated: list[int] = []
+        self.cache = None
+        self.done = False
+        self.sampling = settings.temperature > 0
+        processors = []
+        if settings.repetition_penalty and settings.repetition_penalty != 1.0:
+            processors.append(RepetitionPenaltyLogitsProcessor(settings.repetition_penalty))
+        if self.sampling:
+            processors.append(TemperatureLogitsWarper(settings.temperature))
+            if settings.top_p < 1.0:
+                processors.append(TopPLogitsWarper(settings.top_p))
+        self.processors = LogitsProcessorList(processors)
+        self.generator = torch.Generator().manual_seed(settings.resolved_seed()) if self.sampling else None
+        eos = entry.model.generation_config.eos_token_id if hasattr(entry.model, "generation_config") else None
+        eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
+        self.stop_ids = set(eos) | ({tok.eos_token_id} if tok.eos_token_id is not None else set())
+
+    def step(self) -> None:
+        import torch
+
+        if self.done:
+            return
+        model = self.entry.model
+        if self.cache is None:
+            ids = self.prompt_ids
+        else:
+            ids = torch.tensor([[self.generated[-1]]])
+        with self.entry.lock, torch.inference_mode(), _active(model, self.adapter):
+            out = model(input_ids=ids, past_key_values=self.cache, use_cache=True)
+            self.cache = out.past_key_values
+            logits = out.logits[:, -1, :].float()
+            if len(self.processors):
+                seen = torch.cat([self.prompt_ids, torch.tensor([self.generated], dtype=torch.long)], dim=1) \
+                    if self.generated else self.prompt_ids
+                logits = self.processors(seen, logits)
+            if self.sampling:
+                token = int(torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=self.generator))
+            else:
+                token = int(logits.argmax(dim=-1))
+        if token in self.stop_ids:
+            self.done = True
+            return
+        self.generated.append(token)
+        if len(self.generated) >= self.settings.max_new_tokens:
+            self.done = True
+
+    def text(self) -> str:
+        text = self.entry.tokenizer.decode(self.generated, skip_special_tokens=True)
+        return text.rstrip("\ufffd")  # half of a multi-byte character: wait for the rest
+
+
+def stream(decoders: list[Decoder]):
+    """Advance every side in turn, yielding all sides' text after each token of any side."""
+    while not all(d.done for d in decoders):
+        for d in decoders:
+            if not d.done:
+                d.step()
+                yield [x.text() for x in decoders]
+    yield [x.text().strip() for x in decoders]

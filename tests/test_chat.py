@@ -1,0 +1,170 @@
+"""Chat serving on the tiny model: streaming, one base copy for base and tuned sides, seeds,
+the model cache's memory limit, votes, win rates and the export as preference data."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from pipelines import arena
+from pipelines.chat import Decoder, GenerationSettings, ModelCache, stream
+from pipelines.data import DataError, load_rows
+from studio import chat_service
+from tests.conftest import ROOT
+
+QUESTION = [{"role": "user", "content": "How long is the Quillpad warranty?"}]
+GREEDY = GenerationSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=12)
+
+
+@pytest.fixture(scope="module")
+def random_adapter(tiny_model_dir, tmp_path_factory):
+    """A LoRA adapter with random (non-zero) weights: it changes what the model says."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(1)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    peft = get_peft_model(model, LoraConfig(r=8, target_modules="all-linear", init_lora_weights=False))
+    out = tmp_path_factory.mktemp("adapter")
+    peft.save_pretrained(out)
+    return out
+
+
+def plain_generate(model, tokenizer, messages=QUESTION, n=12) -> str:
+    inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                           return_dict=True)
+    with torch.inference_mode():
+        out = model.generate(**inputs, max_new_tokens=n, do_sample=False, repetition_penalty=1.0,
+                             pad_token_id=tokenizer.pad_token_id)
+    return tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+
+
+def test_streaming_grows_token_by_token_and_matches_generate(tiny_model_dir, tmp_path):
+    from pipelines.models import load_model, load_tokenizer
+
+    entry, adapter = ModelCache(tmp_path).get(str(tiny_model_dir))
+    assert adapter is None
+    texts = [t[0] for t in stream([Decoder(entry, None, QUESTION, GREEDY)])]
+    assert len(texts) >= 5  # one update per token, not one at the end
+    assert all(texts[i + 1].startswith(texts[i].strip()) for i in range(len(texts) - 2))
+    model = load_model(str(tiny_model_dir)).eval()
+    assert texts[-1] == plain_generate(model, load_tokenizer(str(tiny_model_dir)))
+
+
+def test_one_base_copy_serves_both_sides_like_two_separate_loads(studio, tiny_model_dir, random_adapter):
+    from peft import PeftModel
+
+    from pipelines.models import load_model, load_tokenizer
+
+    entry_base, none = studio.chat_models.get(str(tiny_model_dir))
+    entry_tuned, name = studio.chat_models.get(str(tiny_model_dir), random_adapter)
+    assert entry_base is entry_tuned and none is None and name  # one copy of the weights
+    assert len(studio.chat_models.loaded()) == 1
+    *_, final = stream([Decoder(entry_base, None, QUESTION, GREEDY), Decoder(entry_tuned, name, QUESTION, GREEDY)])
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    separate_base = plain_generate(load_model(str(tiny_model_dir)).eval(), tokenizer)
+    separate_tuned = plain_generate(
+        PeftModel.from_pretrained(load_model(str(tiny_model_dir)), str(random_adapter)).eval(), tokenizer)
+    assert final == [separate_base, separate_tuned]
+    assert separate_base != separate_tuned  # the adapter really is switched per side
+
+
+def test_a_fixed_seed_reproduces_sampled_answers(tiny_model_dir, tmp_path):
+    entry, _ = ModelCache(tmp_path).get(str(tiny_model_dir))
+    sampled = GenerationSettings(temperature=1.0, top_p=0.95, max_new_tokens=12, seed=5)
+    first = list(stream([Decoder(entry, None, QUESTION, sampled)]))[-1]
+    again = list(stream([Decoder(entry, None, QUESTION, sampled)]))[-1]
+    reseeded = GenerationSettings(**{**vars(sampled), "seed": 6})
+    other = list(stream([Decoder(entry, None, QUESTION, reseeded)]))[-1]
+    assert first == again and first != other
+
+
+def test_model_cache_evicts_least_recently_used(tiny_model_dir, tmp_path):
+    import shutil
+
+    second = tmp_path / "second-tiny"
+    shutil.copytree(tiny_model_dir, second)
+    cache = ModelCache(tmp_path / "models", limit_bytes=1)  # room for one model only
+    cache.get(str(tiny_model_dir))
+    cache.get(str(second))
+    assert cache.loaded() == [str(second)]
+    cache = ModelCache(tmp_path / "models", limit_bytes=10**12)
+    cache.get(str(tiny_model_dir))
+    cache.get(str(second))
+    cache.get(str(tiny_model_dir))  # used again: now the most recent
+    assert cache.loaded() == [str(second), str(tiny_model_dir)]
+
+
+def vote(studio, winner, a="base:default", b="run:r1", turns=1):
+    prompt = []
+    for i in range(turns - 1):
+        prompt += [{"role": "user", "content": f"Earlier {i}"}, {"role": "assistant", "content": f"Reply {i}"}]
+    prompt.append({"role": "user", "content": "Question?"})
+    return chat_service.record_vote(studio, voter="ana", model_a=a, model_b=b, winner=winner, blind=True,
+                                    prompt_a=prompt, prompt_b=prompt, reply_a="from A", reply_b="from B",
+                                    settings={"temperature": 0.7})
+
+
+def test_votes_are_stored_and_export_as_trl_preference_data(studio):
+    from datasets import Dataset
+    from trl.data_utils import is_conversational
+
+    with pytest.raises(DataError, match="no decisive votes yet"):
+        chat_service.export_votes(studio)
+    vote(studio, "a")
+    vote(studio, "b", turns=2)
+    vote(studio, "tie")
+    vote(studio, "both_bad")
+    stored = studio.store.list_votes()
+    assert [v["winner"] for v in stored] == ["a", "b", "tie", "both_bad"]
+    assert stored[1]["prompt_a"][0] == {"role": "user", "content": "Earlier 0"}
+    assert stored[0]["voter"] == "ana" and stored[0]["blind"] is True and stored[0]["created"] > 0
+
+    row = chat_service.export_votes(studio, "my votes")
+    assert (row["kind"], row["rows"], row["name"]) == ("preference", 2, "my votes")
+    data = Dataset.from_parquet(row["path"])
+    assert set(data.column_names) == {"prompt", "chosen", "rejected"}
+    assert all(is_conversational(example) for example in data)
+    assert data[0]["chosen"] == [{"role": "assistant", "content": "from A"}]
+    assert data[1]["chosen"] == [{"role": "assistant", "content": "from B"}]
+    assert len(data[1]["prompt"]) == 3  # multi-turn: the earlier turns are kept
+    assert load_rows(row["path"])[0]["rejected"][0]["content"] == "from B"
+    assert chat_service.export_votes(studio)["id"] == row["id"]  # same votes, same dataset
+
+
+def test_win_rates_count_ties_half_and_give_an_interval():
+    votes = [{"model_a": "x", "model_b": "y", "winner": "a"}] * 6 + \
+            [{"model_a": "y", "model_b": "x", "winner": "a"}] * 2 + \
+            [{"model_a": "x", "model_b": "y", "winner": "tie"}] * 2
+    (pair,) = arena.win_rates(votes)
+    assert (pair["first"], pair["second"], pair["votes"]) == ("x", "y", 10)
+    assert (pair["wins_first"], pair["wins_second"], pair["ties"]) == (6, 2, 2)
+    assert pair["win_rate"] == pytest.approx(0.7)
+    assert pair["low"] == pytest.approx(0.3968, abs=1e-3) and pair["high"] == pytest.approx(0.8922, abs=1e-3)
+
+
+def test_position_bias_warning():
+    lopsided = [{"model_a": "x", "model_b": "y", "winner": "a"}] * 6 + \
+               [{"model_a": "y", "model_b": "x", "winner": "a"}] * 6
+    assert arena.position_bias(lopsided).startswith("Side A (left) won 12 of 12 decisive votes (p = 0.000")
+    fair = lopsided[:6] + [{"model_a": "y", "model_b": "x", "winner": "b"}] * 6
+    assert arena.position_bias(fair) is None
+    assert arena.position_bias(lopsided[:5]) is None  # too few votes to say
+
+
+def test_cli_generate_stream(tmp_path, tiny_model_dir):
+    def generate(*extra):
+        return subprocess.run([sys.executable, "-m", "studio.cli", "generate", "--model", str(tiny_model_dir),
+                               "--temperature", "1", "--seed", "3", "--max-new-tokens", "8", *extra, "Hello?",
+                               "--home", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+    streamed, whole = generate("--stream"), generate()
+    assert streamed.returncode == whole.returncode == 0, streamed.stderr[-2000:]
+    assert streamed.stdout.strip() and streamed.stdout.strip() == whole.stdout.strip()
+    bad = subprocess.run([sys.executable, "-m", "studio.cli", "generate", "--run", "nope", "Hi", "--home",
+                          str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert (bad.returncode, bad.stderr) == (2, "error: no run with id 'nope'\n")
