@@ -27,10 +27,10 @@ PROMPT = [{"role": "user", "content": "Write a short story about a lighthouse ke
 FIRST_TOKEN_TARGET_S = 0.5
 
 
-def ours(entry, tokens: int) -> tuple[float, float, int]:
+def ours(entry, tokens: int, adapter: str | None = None) -> tuple[float, float, int]:
     settings = GenerationSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=tokens)
     start = time.perf_counter()
-    decoder = Decoder(entry, None, PROMPT, settings)
+    decoder = Decoder(entry, adapter, PROMPT, settings)
     first = None
     for texts in stream([decoder]):
         if first is None and texts[0]:
@@ -38,10 +38,10 @@ def ours(entry, tokens: int) -> tuple[float, float, int]:
     return first, time.perf_counter() - start, len(decoder.generated)
 
 
-def plain(entry, tokens: int, min_tokens: int) -> tuple[float, float, int]:
+def plain(entry, tokens: int, min_tokens: int, model=None) -> tuple[float, float, int]:
     from transformers import TextIteratorStreamer
 
-    tok, model = entry.tokenizer, entry.model
+    tok, model = entry.tokenizer, model or entry.model
     start = time.perf_counter()
     inputs = tok.apply_chat_template(PROMPT, add_generation_prompt=True, return_tensors="pt", return_dict=True)
     streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
@@ -67,22 +67,70 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    cache = ModelCache(Path(args.home or tempfile.mkdtemp(prefix="chat-bench-")) / "models")
+    home = Path(args.home or tempfile.mkdtemp(prefix="chat-bench-"))
+    cache = ModelCache(home / "models")
     entry, _ = cache.get("default")
-    ours(entry, 8)  # warm-up: first forward passes allocate and pick kernels
-    plain(entry, 8, 8)
-    o, p = [], []
+    base_model = entry.model  # before any adapter is loaded onto it
+
+    def compare(title, run_ours, run_plain):
+        run_ours(8)  # warm-up: first forward passes allocate and pick kernels
+        run_plain(8, 8)
+        o, p = [], []
+        for _ in range(args.repeats):
+            o.append(run_ours(args.tokens))
+            p.append(run_plain(args.tokens, o[-1][2]))  # the same number of new tokens
+        first_o = statistics.median(x[0] for x in o)
+        first_p = statistics.median(x[0] for x in p)
+        tps_o = statistics.median(x[2] / x[1] for x in o)
+        tps_p = statistics.median(x[2] / x[1] for x in p)
+        print(f"{title}:")
+        print(f"  first token: studio {first_o:.3f} s, model.generate+streamer {first_p:.3f} s "
+              f"(target {FIRST_TOKEN_TARGET_S} s: {first_o / FIRST_TOKEN_TARGET_S:.2f} of the budget)")
+        print(f"  throughput over {o[0][2]} new tokens: studio {tps_o:.1f} tokens/s, model.generate "
+              f"{tps_p:.1f} tokens/s -> ratio {tps_o / tps_p:.2f}")
+
+    compare("base model alone", lambda n: ours(entry, n), lambda n, m: plain(entry, n, m, base_model))
+
+    # a LoRA adapter on the same copy (random weights: speed does not depend on them)
+    from peft import LoraConfig, get_peft_model
+
+    adapter_dir = home / "bench-adapter"
+    # random but small (alpha 1): the reply stays long like the base's, so both decode 128 tokens
+    import torch
+
+    torch.manual_seed(0)
+    get_peft_model(fresh_base(cache), LoraConfig(r=16, lora_alpha=1, target_modules="all-linear",
+                                                 init_lora_weights=False)).save_pretrained(adapter_dir)
+    plain_base = fresh_base(cache)
+    entry, name = cache.get("default", adapter_dir)
+    compare("tuned side (LoRA r16 all-linear on the shared copy) vs generate on the same PeftModel",
+            lambda n: ours(entry, n, name), lambda n, m: plain(entry, n, m))
+    compare("base side of the shared copy (adapter switched off each step) vs generate on the plain base",
+            lambda n: ours(entry, n, None), lambda n, m: plain(entry, n, m, plain_base))
+
+    # both sides at once, as the Chat tab runs them: when does each side show its first token?
+    settings = GenerationSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=args.tokens)
+    firsts, totals = [], []
     for _ in range(args.repeats):
-        o.append(ours(entry, args.tokens))
-        p.append(plain(entry, args.tokens, o[-1][2]))  # the same number of new tokens
-    first_o = statistics.median(x[0] for x in o)
-    first_p = statistics.median(x[0] for x in p)
-    tps_o = statistics.median(x[2] / x[1] for x in o)
-    tps_p = statistics.median(x[2] / x[1] for x in p)
-    print(f"first token: studio {first_o:.3f} s, model.generate+streamer {first_p:.3f} s "
-          f"(target {FIRST_TOKEN_TARGET_S} s: {first_o / FIRST_TOKEN_TARGET_S:.2f} of the budget)")
-    print(f"throughput over {o[0][2]} new tokens: studio {tps_o:.1f} tokens/s, model.generate {tps_p:.1f} tokens/s "
-          f"-> ratio {tps_o / tps_p:.2f}")
+        start = time.perf_counter()
+        pair = [Decoder(entry, None, PROMPT, settings), Decoder(entry, name, PROMPT, settings)]
+        first = [None, None]
+        for texts in stream(pair):
+            for i, text in enumerate(texts):
+                if first[i] is None and text:
+                    first[i] = time.perf_counter() - start
+        firsts.append(max(first))
+        totals.append(sum(len(d.generated) for d in pair) / (time.perf_counter() - start))
+    print(f"both sides streaming together (base + tuned on one copy): both show a token after "
+          f"{statistics.median(firsts):.3f} s ({statistics.median(firsts) / FIRST_TOKEN_TARGET_S:.2f} of the "
+          f"budget); {statistics.median(totals):.1f} tokens/s over both sides")
+
+
+def fresh_base(cache: ModelCache):
+    """Another copy of the base, untouched by adapters (PEFT injects its layers in place)."""
+    from pipelines import models
+
+    return models.load_model(models.resolve("default", cache.cache_dir)).eval()
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ VOTES = (("a", "A is better"), ("b", "B is better"), ("tie", "Tie"), ("both_bad"
 
 def new_battle() -> dict:
     # per browser, ids only: which model is on which side, whether names show, whether voted
-    return {"specs": None, "blind": False, "voted": False}
+    return {"specs": None, "blind": False, "voted": False, "complete": False}
 
 
 def plain(messages) -> list[dict]:
@@ -130,7 +130,7 @@ def build(studio):
                 random.shuffle(specs)
             history_a, history_b = [], []
             state = {"specs": specs, "blind": bool(is_blind), "voted": False}
-        state["voted"] = False
+        state.update(voted=False, complete=False)
         history_a = history_a + [{"role": "user", "content": text}]
         history_b = history_b + [{"role": "user", "content": text}]
         label_a, label_b = side_labels(studio, state)
@@ -148,6 +148,7 @@ def build(studio):
             shown_a[-1] = {"role": "assistant", "content": texts[0] or "…"}
             shown_b[-1] = {"role": "assistant", "content": texts[1] or "…"}
             yield shown_a, shown_b, state, gr.skip(), gr.skip()
+        yield gr.skip(), gr.skip(), {**state, "complete": True}, gr.skip(), gr.skip()
 
     chat_io = [prompt, chat_a, chat_b, battle, model_a, model_b, blind, *settings_inputs]
     chat_out = [chat_a, chat_b, battle, prompt, vote_message]
@@ -167,7 +168,8 @@ def build(studio):
         yield from respond(last, history_a[:cut_a], history_b[:cut_b], state, spec_a, spec_b, is_blind, *settings)
 
     regenerated = regenerate.click(redo, chat_io[1:], chat_out)
-    stop.click(None, None, None, cancels=[sent, submitted, regenerated])
+    # a stopped reply is a finished reply: it can be voted on as it stands
+    stop.click(lambda state: {**state, "complete": True}, battle, battle, cancels=[sent, submitted, regenerated])
 
     def on_clear():
         return gr.update(value=[], label="Model A"), gr.update(value=[], label="Model B"), new_battle(), "", ""
@@ -178,6 +180,9 @@ def build(studio):
         history_a, history_b = plain(history_a), plain(history_b)
         if not state["specs"] or len(history_a) < 2 or history_a[-1]["role"] != "assistant":
             return gr.skip(), gr.skip(), state, "Ask something first: a vote compares two replies.", gr.skip(), gr.skip()
+        if not state.get("complete"):
+            return gr.skip(), gr.skip(), state, "Wait until both replies are finished (or press Stop).", \
+                gr.skip(), gr.skip()
         if state["voted"]:
             return gr.skip(), gr.skip(), state, "You already voted on this reply; send another prompt.", \
                 gr.skip(), gr.skip()

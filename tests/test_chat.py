@@ -73,6 +73,26 @@ def test_one_base_copy_serves_both_sides_like_two_separate_loads(studio, tiny_mo
     assert separate_base != separate_tuned  # the adapter really is switched per side
 
 
+def test_two_adapters_on_one_base_each_answer_as_their_own_model(studio, tiny_model_dir, random_adapter, tmp_path):
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    from pipelines.models import load_model, load_tokenizer
+
+    torch.manual_seed(2)
+    second = tmp_path / "second-adapter"
+    get_peft_model(load_model(str(tiny_model_dir)), LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                                              init_lora_weights=False)).save_pretrained(second)
+    entry, one = studio.chat_models.get(str(tiny_model_dir), random_adapter)
+    _, two = studio.chat_models.get(str(tiny_model_dir), second)
+    *_, final = stream([Decoder(entry, one, QUESTION, GREEDY), Decoder(entry, two, QUESTION, GREEDY),
+                        Decoder(entry, None, QUESTION, GREEDY)])
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    expected = [plain_generate(PeftModel.from_pretrained(load_model(str(tiny_model_dir)), str(a)).eval(), tokenizer)
+                for a in (random_adapter, second)] + [plain_generate(load_model(str(tiny_model_dir)).eval(), tokenizer)]
+    assert final == expected
+    assert len(set(expected)) == 3  # three different models, really
+
+
 def test_a_fixed_seed_reproduces_sampled_answers(tiny_model_dir, tmp_path):
     entry, _ = ModelCache(tmp_path).get(str(tiny_model_dir))
     sampled = GenerationSettings(temperature=1.0, top_p=0.95, max_new_tokens=12, seed=5)

@@ -1,0 +1,58 @@
+"""The Chat tab in a real browser: a blind battle streams two replies with hidden names, a vote
+reveals them, is stored, shows in the results, and exports as a preference dataset."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from tests.test_browser import fill, page, server  # noqa: F401  (fixtures)
+from tests.test_browser_data import choose
+
+pytestmark = pytest.mark.browser
+
+
+def test_blind_battle_vote_reveal_and_export(server, page, studio, tiny_model_dir, tmp_path):  # noqa: F811
+    from playwright.sync_api import expect
+
+    other = tmp_path / "other-tiny"
+    shutil.copytree(tiny_model_dir, other)
+    page.goto(server)
+    page.get_by_role("tab", name="Chat").click()
+    fill(page, "chat-model-a", f"base:{tiny_model_dir}")
+    fill(page, "chat-model-b", f"base:{other}")
+    page.locator("#chat-blind input").check()
+    page.get_by_text("Generation settings").click()
+    fill(page, "chat-seed", 7)
+    fill(page, "chat-prompt", "How long is the warranty?")
+    page.click("#chat-send")
+
+    expect(page.locator("#chat-a")).to_contain_text("How long is the warranty?", timeout=30_000)
+    expect(page.locator("#chat-b")).to_contain_text("How long is the warranty?")
+    expect(page.locator("#chat-a")).to_contain_text("hidden until you vote")
+    for _ in range(60):  # a vote waits for both replies to finish
+        page.click("#chat-vote-a")
+        page.wait_for_timeout(1000)
+        if "Vote stored" in page.locator("#chat-vote-message").inner_text():
+            break
+        expect(page.locator("#chat-vote-message")).to_contain_text("Wait until both replies are finished")
+    expect(page.locator("#chat-vote-message")).to_contain_text("Vote stored: A is better")
+    expect(page.locator("#chat-vote-message")).to_contain_text(str(tiny_model_dir))
+    expect(page.locator("#chat-vote-message")).to_contain_text(str(other))
+    (stored,) = studio.store.list_votes()
+    assert stored["blind"] and stored["winner"] == "a"
+    assert {stored["model_a"], stored["model_b"]} == {f"base:{tiny_model_dir}", f"base:{other}"}
+    assert stored["prompt_a"] == [{"role": "user", "content": "How long is the warranty?"}]
+    assert stored["reply_a"].strip() and stored["reply_b"].strip()
+
+    page.click("#chat-vote-b")  # the same reply cannot be voted twice
+    expect(page.locator("#chat-vote-message")).to_contain_text("already voted")
+    assert len(studio.store.list_votes()) == 1
+
+    page.get_by_text("Results and export").click()
+    expect(page.locator("#chat-results")).to_contain_text("100%", timeout=10_000)
+    fill(page, "chat-export-name", "battle votes")
+    page.click("#chat-export")
+    expect(page.locator("#chat-export-message")).to_contain_text("Exported battle votes", timeout=30_000)
+    assert [(d["name"], d["kind"], d["rows"]) for d in studio.list_datasets()] == [("battle votes", "preference", 1)]
