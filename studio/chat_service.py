@@ -35,7 +35,7 @@ def resolve(studio, spec: str) -> tuple[str, Path | None]:
     if kind == "run":
         run = studio.get_run(value)
         if run is None:
-            raise ChatError(f"no run with id '{value}'")
+            raise ChatError(f"no run with id '{value}' (see 'studio runs')")
         if run["status"] != "completed" or not studio.adapter_dir(value).exists():
             raise ChatError(f"run {value} is {run['status']}; only a completed run has a tuned model to chat with")
         return run["model"], studio.adapter_dir(value)
