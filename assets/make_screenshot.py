@@ -1,7 +1,8 @@
 """Takes the README's screenshots in headless Chromium: assets/screenshot-train.png (the Train
-tab over a workspace) and assets/screenshot-data.png (the Data tab after importing a sample).
+tab over a workspace), assets/screenshot-data.png (the Data tab after importing a sample) and
+assets/screenshot-chat.png (base and the newest tuned run answering an FAQ question).
 
-    python assets/make_screenshot.py [--home WORKSPACE] [--tab train|data]
+    python assets/make_screenshot.py [--home WORKSPACE] [--tab train|data|chat]
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from studio.launch import serve  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--home", default=None)
-    ap.add_argument("--tab", choices=["train", "data"], default="train")
+    ap.add_argument("--tab", choices=["train", "data", "chat"], default="train")
     args = ap.parse_args()
     out = str(ROOT / "assets" / f"screenshot-{args.tab}.png")
     with socket.socket() as s:
@@ -44,6 +45,17 @@ def main() -> None:
             page.wait_for_selector("#data-detected >> text=Detected")
             page.click("#data-import")
             page.wait_for_selector("#data-lengths .main-svg", timeout=120_000)
+        if args.tab == "chat":
+            page.get_by_role("tab", name="Chat").click()
+            page.get_by_text("Generation settings").click()
+            temperature = page.locator("#chat-temperature input[type=number]")
+            temperature.fill("0")  # the most likely answer of each model
+            temperature.press("Enter")
+            page.get_by_text("Generation settings").click()
+            box = page.locator("#chat-prompt textarea")
+            box.fill("How long is the Quillpad warranty?")  # one of the FAQ questions
+            page.click("#chat-send")
+            page.wait_for_timeout(20000)  # both replies stream to the end
         page.wait_for_timeout(4000)  # a timer tick fills the status panel
         page.screenshot(path=out, full_page=True)
         browser.close()

@@ -122,8 +122,8 @@ def build(studio):
             return
         state = dict(state)
         history_a, history_b = plain(history_a), plain(history_b)
-        new_round = state["specs"] is None or (is_blind and (state["voted"] or not state["blind"])) or \
-            (not is_blind and set(state["specs"]) != {spec_a, spec_b})
+        new_round = (state["specs"] is None or state["blind"] != bool(is_blind)
+                     or set(state["specs"]) != {spec_a, spec_b} or (is_blind and state["voted"]))
         if new_round:
             specs = [spec_a, spec_b]
             if is_blind:
