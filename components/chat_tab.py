@@ -176,16 +176,17 @@ def build(studio):
 
     clear.click(on_clear, None, chat_out, cancels=[sent, submitted, regenerated])
 
+    def refuse(state, message):
+        return gr.skip(), gr.skip(), state, message, gr.skip(), gr.skip()
+
     def vote(winner, history_a, history_b, state, name, *settings):
         history_a, history_b = plain(history_a), plain(history_b)
         if not state["specs"] or len(history_a) < 2 or history_a[-1]["role"] != "assistant":
-            return gr.skip(), gr.skip(), state, "Ask something first: a vote compares two replies.", gr.skip(), gr.skip()
+            return refuse(state, "Ask something first: a vote compares two replies.")
         if not state.get("complete"):
-            return gr.skip(), gr.skip(), state, "Wait until both replies are finished (or press Stop).", \
-                gr.skip(), gr.skip()
+            return refuse(state, "Wait until both replies are finished (or press Stop).")
         if state["voted"]:
-            return gr.skip(), gr.skip(), state, "You already voted on this reply; send another prompt.", \
-                gr.skip(), gr.skip()
+            return refuse(state, "You already voted on this reply; send another prompt.")
         try:
             chat_service.record_vote(
                 studio, voter=name or "anonymous", model_a=state["specs"][0], model_b=state["specs"][1],
@@ -193,7 +194,7 @@ def build(studio):
                 reply_a=history_a[-1]["content"], reply_b=history_b[-1]["content"],
                 settings=vars(settings_of(*settings)))
         except ChatError as err:
-            return gr.skip(), gr.skip(), state, f"**Vote not stored:** {err}", gr.skip(), gr.skip()
+            return refuse(state, f"**Vote not stored:** {err}")
         state = {**state, "voted": True}
         label_a, label_b = side_labels(studio, state)
         verdict = dict(VOTES)[winner]

@@ -133,7 +133,7 @@ def _split(folder: Path, rows: int, heldout: float, seed: int) -> int:
 
 
 def import_file(path: Path, dest: Path, options: ImportOptions | None = None,
-                max_bytes: int = DEFAULT_MAX_BYTES) -> dict:
+                max_bytes: int = DEFAULT_MAX_BYTES, source_sha256: str | None = None) -> dict:
     """Convert `path` into `dest/` (data.parquet [+ heldout.parquet] + meta.json); returns the meta."""
     options = options or ImportOptions()
     path, dest = Path(path), Path(dest)
@@ -167,9 +167,9 @@ def import_file(path: Path, dest: Path, options: ImportOptions | None = None,
                 shape = _shape(row)
             elif _shape(row) != shape:
                 col = next(k for (k, is_list), (_k, was) in zip(_shape(row), shape) if is_list != was)
-                raise DataError(f"{where(path, place, col)}: is {'a conversation' if isinstance(row[col], list) else 'text'}"
-                                f" but earlier rows have {'text' if isinstance(row[col], list) else 'conversations'};"
-                                " use one form for the whole file")
+                now, before = ("a conversation", "text") if isinstance(row[col], list) else ("text", "conversations")
+                raise DataError(f"{where(path, place, col)}: is {now} but earlier rows have {before}; "
+                                "use one form for the whole file")
             digest = _row_key(row)
             if digest in seen:
                 duplicates += 1
@@ -183,7 +183,7 @@ def import_file(path: Path, dest: Path, options: ImportOptions | None = None,
         heldout_rows = _split(tmp, writer.rows, options.heldout, options.seed)
         meta = {
             "kind": layout.kind, "layout": layout.key, "layout_label": LAYOUT_BY_KEY[layout.key].label,
-            "format": fmt, "source_name": path.name, "source_sha256": sha256(path),
+            "format": fmt, "source_name": path.name, "source_sha256": source_sha256 or sha256(path),
             "source_bytes": path.stat().st_size, "rows": writer.rows, "train_rows": writer.rows - heldout_rows,
             "heldout_rows": heldout_rows, "duplicates": duplicates,
             "dropped_duplicates": duplicates if options.dedupe else 0, "multi_turn_rows": multi_turn,

@@ -109,7 +109,7 @@ class Studio:
         dataset_id = _new_id("d")
         dest = self.datasets_dir / dataset_id
         try:
-            meta = importer.import_file(path, dest, options, self.max_upload_bytes)
+            meta = importer.import_file(path, dest, options, self.max_upload_bytes, source_sha256=sha)
         except data.DataError as err:
             raise data.DataError(str(err).replace(path.name, shown, 1)) from None
         meta["source_name"] = shown

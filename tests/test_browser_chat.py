@@ -8,7 +8,6 @@ import shutil
 import pytest
 
 from tests.test_browser import fill, page, server  # noqa: F401  (fixtures)
-from tests.test_browser_data import choose
 
 pytestmark = pytest.mark.browser
 

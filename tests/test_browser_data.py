@@ -12,9 +12,9 @@ from tests.test_browser import fill, page, server  # noqa: F401  (fixtures)
 pytestmark = pytest.mark.browser
 
 
-def choose(page, elem_id, option):
-    page.locator(f"#{elem_id} input").click()
-    page.get_by_role("option", name=option, exact=True).click()
+def choose(browser_page, elem_id, option):
+    browser_page.locator(f"#{elem_id} input").click()
+    browser_page.get_by_role("option", name=option, exact=True).click()
 
 
 def test_upload_good_mapped_and_bad_files(server, page, studio, tiny_model_dir, tmp_path):  # noqa: F811

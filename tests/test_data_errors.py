@@ -148,7 +148,8 @@ def test_file_over_the_size_limit(tmp_path):
 
     studio = Studio(tmp_path / "home", max_upload_bytes=1000)
     path = jsonl(tmp_path / "big.jsonl", *[GOOD] * 40)
-    assert refused(studio, path) == "big.jsonl: the file is 2.7 KB, over the 1.0 KB limit (STUDIO_MAX_UPLOAD_MB sets it)"
+    assert refused(studio, path) == ("big.jsonl: the file is 2.7 KB, over the 1.0 KB limit "
+                                     "(STUDIO_MAX_UPLOAD_MB sets it)")
 
 
 def test_error_after_rows_were_written_leaves_nothing(studio, tmp_path):
