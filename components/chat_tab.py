@@ -54,6 +54,16 @@ def results_table(studio) -> tuple[dict, str]:
     return table, (f"⚠️ {warning}\n\n{note}" if warning else note)
 
 
+def _vote_handler(vote, key):
+    # explicit parameters: Gradio finds the gr.Request argument by its annotation
+    def on_vote(history_a, history_b, state, name, system, temp, top, max_new, rep, seed_value,
+                request: gr.Request):
+        return vote(key, history_a, history_b, state, name, system, temp, top, max_new, rep, seed_value,
+                    request=request)
+
+    return on_vote
+
+
 def build(studio):
     battle = gr.State(new_battle())
     choices = chat_service.choices(studio)
@@ -98,7 +108,8 @@ def build(studio):
         clear = gr.Button("Clear", elem_id="chat-clear")
     with gr.Row():
         vote_buttons = [gr.Button(text, elem_id=f"chat-vote-{key}") for key, text in VOTES]
-        voter = gr.Textbox(label="Your name", placeholder="anonymous", elem_id="chat-voter")
+        voter = gr.Textbox(label="Your name", placeholder="anonymous (or your --auth user name)",
+                           elem_id="chat-voter")
     vote_message = gr.Markdown(elem_id="chat-vote-message")
     with gr.Accordion("Results and export", open=False):
         results = gr.Dataframe(interactive=False, elem_id="chat-results")
@@ -179,7 +190,7 @@ def build(studio):
     def refuse(state, message):
         return gr.skip(), gr.skip(), state, message, gr.skip(), gr.skip()
 
-    def vote(winner, history_a, history_b, state, name, *settings):
+    def vote(winner, history_a, history_b, state, name, *settings, request: gr.Request = None):
         history_a, history_b = plain(history_a), plain(history_b)
         if not state["specs"] or len(history_a) < 2 or history_a[-1]["role"] != "assistant":
             return refuse(state, "Ask something first: a vote compares two replies.")
@@ -189,7 +200,8 @@ def build(studio):
             return refuse(state, "You already voted on this reply; send another prompt.")
         try:
             chat_service.record_vote(
-                studio, voter=name or "anonymous", model_a=state["specs"][0], model_b=state["specs"][1],
+                studio, voter=(name or "").strip() or getattr(request, "username", None) or "anonymous",
+                model_a=state["specs"][0], model_b=state["specs"][1],
                 winner=winner, blind=state["blind"], prompt_a=history_a[:-1], prompt_b=history_b[:-1],
                 reply_a=history_a[-1]["content"], reply_b=history_b[-1]["content"],
                 settings=vars(settings_of(*settings)))
@@ -205,7 +217,7 @@ def build(studio):
         return gr.update(label=label_a), gr.update(label=label_b), state, message, table, note
 
     for (key, _text), button in zip(VOTES, vote_buttons):
-        button.click(lambda *a, k=key: vote(k, *a), [chat_a, chat_b, battle, voter, *settings_inputs],
+        button.click(_vote_handler(vote, key), [chat_a, chat_b, battle, voter, *settings_inputs],
                      [chat_a, chat_b, battle, vote_message, results, results_note])
 
     def on_export(name):
