@@ -3,6 +3,7 @@ model's tokenizer, and one example rendered exactly as training renders it (TRL'
 
 from __future__ import annotations
 
+import os
 import random
 import statistics
 from pathlib import Path
@@ -115,13 +116,18 @@ def render_example(row: dict, tokenizer, max_length: int) -> dict:
             prompt, completion = row["messages"][:-1], row["messages"][-1:]
         elif "chosen" in row and row.get("prompt"):
             prompt, completion = row["prompt"], row["chosen"]
+        elif "chosen" in row and isinstance(row["chosen"], str):
+            # implicit prompt in plain text: the prompt is what chosen and rejected start with
+            prompt = os.path.commonprefix([row["chosen"], row["rejected"]])
+            completion = row["chosen"][len(prompt):]
         elif "chosen" in row:
             prompt, completion = row["chosen"][:-1], row["chosen"][-1:]
         else:
             prompt, completion = row["prompt"], row["completion"]
-        if isinstance(completion, str):  # implicit-prompt preference in plain text
-            prompt_ids = []
-            full = tokenizer(completion + (tokenizer.eos_token or ""), add_special_tokens=False)["input_ids"]
+        if isinstance(completion, str):
+            prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
+            full = prompt_ids + tokenizer(completion + (tokenizer.eos_token or ""),
+                                          add_special_tokens=False)["input_ids"]
         else:
             prompt_ids = tokenizer(tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True),
                                    add_special_tokens=False)["input_ids"]

@@ -161,3 +161,15 @@ def test_preview_shows_conversations_as_text(studio):
     row = studio.import_dataset(FAQ)
     first = dataset_stats.preview_rows(row["path"], 2)[0]
     assert first["messages"].startswith("user: How long does the Quillpad battery last?\nassistant: ")
+
+
+def test_preference_rows_render_prompt_as_context(real_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(real_tokenizer_dir)
+    implicit = dataset_stats.render_example({"chosen": "Q: warranty? A: 27 months.", "rejected": "Q: warranty? A: no."},
+                                            tokenizer, 512)
+    assert (implicit["context"], implicit["learned"]) == ("Q: warranty? A: ", "27 months.<|im_end|>")
+    explicit = dataset_stats.render_example({"prompt": QA[:1], "chosen": QA[1:], "rejected": QA[1:]}, tokenizer, 512)
+    assert explicit["context"].endswith("<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n")
+    assert explicit["learned"] == "A<|im_end|>\n"
