@@ -51,8 +51,10 @@ def status_markdown(studio, row: dict, metrics: list[dict]) -> str:
     if "eval_loss_before" in summary and "eval_loss_after" in summary:
         lines.append(f"Held-out loss: {summary['eval_loss_before']:.3f} before, "
                      f"{summary['eval_loss_after']:.3f} after (lower is better)")
-    if row["status"] == "completed":
-        lines.append(f"Adapter saved in `{studio.adapter_dir(row['id'])}`")
+    result = studio.result_dir(row["id"]) if row["status"] == "completed" else None
+    if result is not None:
+        what = "Adapter" if result.name == "adapter" else "Model"
+        lines.append(f"{what} saved in `{result}`")
     return "\n\n".join(lines)
 
 

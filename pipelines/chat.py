@@ -56,6 +56,16 @@ def adapter_name(adapter_dir: Path | str) -> str:
     return "a" + hashlib.sha1(str(Path(adapter_dir).resolve()).encode()).hexdigest()[:12]
 
 
+PROMPT_LEARNING = {"PREFIX_TUNING", "PROMPT_TUNING", "P_TUNING"}
+
+
+def is_prompt_learning(adapter_dir: Path | str) -> bool:
+    import json
+
+    config = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())
+    return config.get("peft_type") in PROMPT_LEARNING
+
+
 class ModelCache:
     """Base models by path, least recently used evicted first once `limit_bytes` is passed."""
 
@@ -74,15 +84,19 @@ class ModelCache:
     def get(self, model_spec: str, adapter_dir: Path | str | None = None) -> tuple[LoadedBase, str | None]:
         """The loaded base for this model and the adapter's name on it (None: the base itself)."""
         path = str(models.resolve(model_spec, self.cache_dir))
+        # A prompt-learning adapter (prefix, prompt, P-tuning) cannot share a PEFT model with
+        # layer adapters like LoRA, so it gets a base copy of its own.
+        key = path if adapter_dir is None or not is_prompt_learning(adapter_dir) \
+            else f"{path}#{adapter_name(adapter_dir)}"
         with self._lock:
-            entry = self._entries.get(path)
+            entry = self._entries.get(key)
             if entry is None:
                 model = models.load_model(path)
                 model.eval()
                 entry = LoadedBase(path, model, models.load_tokenizer(path), _nbytes(model))
-                self._entries[path] = entry
-            self._entries.move_to_end(path)
-            self._evict(keep=path)
+                self._entries[key] = entry
+            self._entries.move_to_end(key)
+            self._evict(keep=key)
         if adapter_dir is None:
             return entry, None
         name = adapter_name(adapter_dir)
@@ -149,8 +163,12 @@ class Decoder:
     def __init__(self, entry: LoadedBase, adapter: str | None, messages: list[dict],
                  settings: GenerationSettings):
         import torch
-        from transformers import (LogitsProcessorList, RepetitionPenaltyLogitsProcessor,
-                                  TemperatureLogitsWarper, TopPLogitsWarper)
+        from transformers import (
+            LogitsProcessorList,
+            RepetitionPenaltyLogitsProcessor,
+            TemperatureLogitsWarper,
+            TopPLogitsWarper,
+        )
 
         self.entry, self.adapter, self.settings = entry, adapter, settings
         tok = entry.tokenizer
@@ -186,6 +204,10 @@ class Decoder:
         else:
             ids = torch.tensor([[self.generated[-1]]])
         with self.entry.lock, torch.inference_mode(), _active(self.entry, self.adapter):
+            if self.cache is not None and self.adapter is not None and model.active_peft_config.is_prompt_learning:
+                # the virtual tokens (or prefix) went into the cache on the first step; PEFT's
+                # forward would put them in front again, so later steps skip its wrapper
+                model = model.get_base_model()
             out = model(input_ids=ids, past_key_values=self.cache, use_cache=True)
             self.cache = out.past_key_values
             logits = out.logits[:, -1, :].float()

@@ -18,6 +18,8 @@ METRICS = "metrics.jsonl"
 LOG = "train.log"
 JOB = "job.json"
 ADAPTER = "adapter"
+MODEL = "model"  # full and freeze tuning leave a whole model instead of an adapter
+INITIAL_ADAPTER = "initial-adapter"  # PiSSA/OLoRA: the adapter at step 0, to convert the result
 CHECKPOINTS = "checkpoints"
 CANCEL = "cancel.request"
 

@@ -128,9 +128,9 @@ def load_tokenizer(name_or_path: str):
     return tokenizer
 
 
-def load_model(name_or_path: str, dtype=None):
+def load_model(name_or_path: str, dtype=None, **kwargs):
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(
-        name_or_path, dtype=dtype or "float32", use_safetensors=True, trust_remote_code=False
+        name_or_path, dtype=dtype or "float32", use_safetensors=True, trust_remote_code=False, **kwargs
     )

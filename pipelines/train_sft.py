@@ -1,4 +1,4 @@
-"""Supervised fine-tuning: config -> model -> data -> trainer -> train -> save."""
+"""Supervised fine-tuning: config -> model -> method -> data -> trainer -> train -> save."""
 
 from __future__ import annotations
 
@@ -6,8 +6,17 @@ import math
 from pathlib import Path
 
 from pipelines import data, hardware, models
-from pipelines.events import ADAPTER, CHECKPOINTS, RunEvents, newest_checkpoint, read_metrics, truncate_metrics
-from pipelines.methods import get_method, parse, split_by_target
+from pipelines.events import (
+    ADAPTER,
+    CHECKPOINTS,
+    INITIAL_ADAPTER,
+    MODEL,
+    RunEvents,
+    newest_checkpoint,
+    read_metrics,
+    truncate_metrics,
+)
+from pipelines.methods import Setup, get_method, parse, split_by_target
 
 EVALS_PER_RUN = 10  # when eval_steps is 0 ("automatic")
 
@@ -40,14 +49,61 @@ def train(job: dict, run_dir: Path, events: RunEvents) -> dict:
     if trainer.eval_dataset is not None:
         summary["eval_loss_after"] = trainer.evaluate()["eval_loss"]
 
-    # save: a PEFT adapter folder that PeftModel.from_pretrained loads outside the studio
-    save(trainer, tokenizer, run_dir / ADAPTER)
+    save(trainer, tokenizer, run_dir, job["method"])
     return summary
 
 
-def save(trainer, tokenizer, out: Path) -> None:
-    trainer.model.save_pretrained(str(out))
+def save(trainer, tokenizer, run_dir: Path, method_key: str) -> Path:
+    """The run's result: a PEFT adapter folder that `PeftModel.from_pretrained` loads on the
+    untouched base outside the studio, or (full/freeze tuning) a whole model folder."""
+    method = get_method(method_key)
+    out = run_dir / (ADAPTER if method.artifact == "adapter" else MODEL)
+    initial = run_dir / INITIAL_ADAPTER
+    if method.converts_base and initial.exists():
+        # PiSSA/OLoRA changed the base weights at the start; PEFT rewrites the adapter as a
+        # (double-rank) change of the original weights, so it loads on the plain base.
+        trainer.model.save_pretrained(str(out), path_initial_model_for_weight_conversion=str(initial))
+    else:
+        trainer.model.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
+    return out
+
+
+def load_base(method, params, model_path: str):
+    """The base model as the method needs it: 4-bit for QLoRA, full precision otherwise."""
+    if not method.quantized:
+        return models.load_model(model_path)
+    import torch
+    from peft import prepare_model_for_kbit_training
+
+    from pipelines.methods.qlora import quantization_config
+
+    compute = torch.bfloat16 if hardware.use_bf16() else torch.float32
+    model = models.load_model(model_path, dtype=compute, quantization_config=quantization_config(params, compute))
+    # k-bit preparation: norms and the head in fp32 for stable training, input gradients on
+    # so gradient checkpointing can work through the frozen 4-bit layers.
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=params.gradient_checkpointing)
+
+
+def apply_method(model, method, params, setup: Setup, run_dir: Path, init_adapter: str | None):
+    """Wrap or unfreeze the model the way the method trains it."""
+    from peft import PeftModel, get_peft_model
+    from transformers import set_seed
+
+    if init_adapter:  # a continued run starts from its parent's adapter, still trainable
+        return PeftModel.from_pretrained(model, init_adapter, is_trainable=True)
+    if method.peft_config is None:
+        method.trainable(model, params)
+        return model
+    set_seed(params.seed)  # same adapter start (and same PiSSA sketch) on resume
+    config = method.peft_config(params, setup)
+    model = get_peft_model(model, config)
+    if method.converts_base:
+        # keep the step-0 adapter (marked as a plain LoRA start) to convert the result later
+        model.peft_config["default"].init_lora_weights = True
+        model.save_pretrained(str(run_dir / INITIAL_ADAPTER))
+        model.peft_config["default"].init_lora_weights = config.init_lora_weights
+    return model
 
 
 def build_trainer(job: dict, run_dir: Path, events: RunEvents):
@@ -57,24 +113,13 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
     from trl import SFTConfig, SFTTrainer
 
     from pipelines.callbacks import CancelCallback, MetricsCallback
+    from pipelines.methods.qlora import resolve_optim
 
     # config
     method = get_method(job["method"])
     params = parse(method.params, job["params"])
     groups = split_by_target(params)
     bf16 = hardware.use_bf16()
-
-    # model (a continued run starts from its parent's adapter, still trainable)
-    model_path = models.resolve(job["model"], Path(job["model_cache"]))
-    tokenizer = models.load_tokenizer(model_path)
-    model = models.load_model(model_path)
-    peft_config = method.peft_config(params) if method.peft_config else None
-    if job.get("init_adapter"):
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, job["init_adapter"], is_trainable=True)
-        peft_config = None
-    print(f"model {job['model']} loaded from {model_path} (bf16 autocast: {bf16})", flush=True)
 
     # data: `messages` rows become prompt/completion so TRL can learn the replies only
     rows = [data.to_prompt_completion(r) for r in data.load_rows(Path(job["dataset"]["path"]))]
@@ -86,14 +131,26 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
     train_ds = Dataset.from_list(train_rows)
     eval_ds = Dataset.from_list(eval_rows) if eval_rows else None
     print(f"data: {len(train_rows)} training rows, {len(eval_rows)} held out", flush=True)
-
-    # trainer
     steps_per_epoch = math.ceil(
         len(train_rows) / (params.per_device_train_batch_size * params.gradient_accumulation_steps)
     )
     total_steps = max(1, math.ceil(steps_per_epoch * params.num_train_epochs))
+
+    # model, then the method's adapter or choice of trainable weights
+    model_path = models.resolve(job["model"], Path(job["model_cache"]))
+    tokenizer = models.load_tokenizer(model_path)
+    model = load_base(method, params, model_path)
+    model = apply_method(model, method, params, Setup(model_path=model_path, total_steps=total_steps),
+                         run_dir, job.get("init_adapter"))
+    print(f"model {job['model']} loaded from {model_path} (bf16 autocast: {bf16}); method {method.label}",
+          flush=True)
+    optimizer = method.optimizer(model, params) if method.optimizer else None
+
+    # trainer
     trainer_args = dict(groups["trainer"])
     trainer_args["eval_steps"] = params.eval_steps or max(1, total_steps // EVALS_PER_RUN)
+    if "optim" in trainer_args:
+        trainer_args["optim"] = resolve_optim(trainer_args["optim"], hardware.has_cuda())
     patience = groups["studio"]["early_stopping_patience"]
     config = SFTConfig(
         output_dir=str(run_dir / CHECKPOINTS),
@@ -114,6 +171,8 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
         dataloader_num_workers=0,
     )
     callbacks = [MetricsCallback(events), CancelCallback(events)]
+    if method.callbacks:
+        callbacks += method.callbacks(model, params)
     if patience and eval_ds is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
     trainer = SFTTrainer(
@@ -122,8 +181,8 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
         train_dataset=train_ds,
         eval_dataset=eval_ds,
         processing_class=tokenizer,
-        peft_config=peft_config,
         callbacks=callbacks,
+        optimizers=(optimizer, None),
     )
     # MetricsCallback already writes one compact line per log to train.log.
     trainer.remove_callback(PrinterCallback)

@@ -21,7 +21,7 @@ def choices(studio) -> list[tuple[str, str]]:
     """(label, spec) for every model one can chat with: the base, then completed runs."""
     out = [("Base model: built-in SmolLM2-135M-Instruct", "base:default")]
     for run in studio.list_runs():
-        if run["status"] == "completed" and studio.adapter_dir(run["id"]).exists():
+        if run["status"] == "completed" and studio.result_dir(run["id"]) is not None:
             dataset = studio.store.get_dataset(run["dataset_id"]) if run["dataset_id"] else None
             name = dataset["name"] if dataset else "?"
             base = "" if run["model"] == "default" else f" on {run['model']}"
@@ -36,9 +36,9 @@ def resolve(studio, spec: str) -> tuple[str, Path | None]:
         run = studio.get_run(value)
         if run is None:
             raise ChatError(f"no run with id '{value}' (see 'studio runs')")
-        if run["status"] != "completed" or not studio.adapter_dir(value).exists():
+        if run["status"] != "completed" or studio.result_dir(value) is None:
             raise ChatError(f"run {value} is {run['status']}; only a completed run has a tuned model to chat with")
-        return run["model"], studio.adapter_dir(value)
+        return studio.tuned_model(value)
     if kind == "base" and value:
         return value, None
     return spec, None

@@ -87,7 +87,8 @@ def cmd_train(args) -> int:
     if row["status"] != "completed":
         print(f"run {run_id} {row['status']}: {row['error']}", file=sys.stderr)
         return 1
-    print(f"adapter: {studio.adapter_dir(run_id)}", file=sys.stderr)
+    result = studio.result_dir(run_id)
+    print(f"{result.name}: {result}", file=sys.stderr)
     return 0
 
 

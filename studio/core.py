@@ -18,6 +18,7 @@ from pipelines import chat, data, importer, models, readers
 from pipelines.events import (
     ACTIVE_STATUSES,
     ADAPTER,
+    MODEL,
     CANCEL,
     FINAL_STATUSES,
     JOB,
@@ -215,9 +216,10 @@ class Studio:
         if row["status"] != "completed":
             raise RunError(f"run {run_id} is {row['status']}; only a completed run can be continued")
         job = read_json(self.run_dir(run_id) / JOB)
-        return self.start_run(model=job["model"], dataset=job["dataset"]["id"], method=job["method"],
+        model, adapter = self.tuned_model(run_id)  # a whole model (full/freeze) continues as the base
+        return self.start_run(model=model, dataset=job["dataset"]["id"], method=job["method"],
                               params={**job["params"], "num_train_epochs": epochs}, parent_id=run_id,
-                              init_adapter=str(self.adapter_dir(run_id)))
+                              init_adapter=str(adapter) if adapter else None)
 
     def recover(self) -> list[str]:
         """On start: runs whose worker is gone (machine restart, killed server session) become
@@ -240,6 +242,20 @@ class Studio:
 
     def adapter_dir(self, run_id: str) -> Path:
         return self.run_dir(run_id) / ADAPTER
+
+    def result_dir(self, run_id: str) -> Path | None:
+        """What a completed run left: its adapter folder, or (full/freeze tuning) its model folder."""
+        for name in (ADAPTER, MODEL):
+            if (self.run_dir(run_id) / name).exists():
+                return self.run_dir(run_id) / name
+        return None
+
+    def tuned_model(self, run_id: str) -> tuple[str, Path | None]:
+        """(model to load, adapter to put on it or None) for a completed run's result."""
+        result = self.result_dir(run_id)
+        if result is not None and result.name == MODEL:
+            return str(result), None
+        return self._require_run(run_id)["model"], result
 
     def _require_run(self, run_id: str) -> dict:
         row = self.get_run(run_id)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 
 import pytest
+from transformers import BitsAndBytesConfig
 from trl import SFTConfig
 
-from pipelines.methods import METHODS, ConfigError, describe, parse
+from pipelines.methods import METHODS, ConfigError, Setup, describe, parse
 
 SFT_FIELDS = {f.name for f in dataclasses.fields(SFTConfig)}
+BNB_FIELDS = set(inspect.signature(BitsAndBytesConfig).parameters)
 
 
 @pytest.mark.parametrize("key", sorted(METHODS))
@@ -27,19 +30,22 @@ def test_every_parameter_is_explained_and_its_default_is_valid(key):
 
 
 @pytest.mark.parametrize("key", sorted(METHODS))
-def test_names_match_trl_and_peft(key):
+def test_names_match_trl_and_peft(key, tiny_model_dir):
     method = METHODS[key]
     defaults = parse(method.params, {})
     peft_fields = set()
     if method.peft_config is not None:
-        peft_fields = {f.name for f in dataclasses.fields(type(method.peft_config(defaults)))}
+        config = method.peft_config(defaults, Setup(model_path=str(tiny_model_dir), total_steps=100))
+        peft_fields = {f.name for f in dataclasses.fields(type(config))}
     for info in describe(method.params):
         if info.target == "trainer":
             assert info.name in SFT_FIELDS, f"{key}.{info.name} is not an SFTConfig field"
         elif info.target == "peft":
             assert info.name in peft_fields, f"{key}.{info.name} is not a field of the PEFT config"
+        elif info.target == "quantization":
+            assert info.name in BNB_FIELDS, f"{key}.{info.name} is not a BitsAndBytesConfig argument"
         else:  # the studio's own concept: must not shadow a TRL/PEFT name
-            assert info.name not in SFT_FIELDS | peft_fields, f"{key}.{info.name} exists in TRL/PEFT"
+            assert info.name not in SFT_FIELDS | peft_fields | BNB_FIELDS, f"{key}.{info.name} exists in TRL/PEFT"
 
 
 @pytest.mark.parametrize("key", sorted(METHODS))

@@ -1,17 +1,15 @@
-"""LoRA SFT on the tiny model: the loss goes down, the adapter reloads with the same logits,
-and a run in its own process leaves the run directory the issue describes."""
+"""SFT runs on the tiny model: a run in its own process leaves the run directory the issue
+describes (every method's learning and reloading is in test_methods_train.py)."""
 
 from __future__ import annotations
 
 import json
-import statistics
 
 import pytest
-import torch
 
 from pipelines import data, importer
 from pipelines.events import RunEvents, read_metrics
-from pipelines.train_sft import build_trainer, save
+from pipelines.train_sft import build_trainer
 from tests.conftest import FAQ
 
 METRIC_KEYS = {"step", "epoch", "loss", "learning_rate", "grad_norm", "tokens_per_s"}
@@ -22,36 +20,6 @@ def tiny_job(tmp_path, tiny_model_dir, params):
     importer.import_file(FAQ, parquet.parent)
     return {"method": "lora", "model": str(tiny_model_dir), "model_cache": str(tmp_path / "models"),
             "dataset": {"path": str(parquet)}, "params": params}
-
-
-def test_loss_goes_down_and_adapter_reloads_with_same_logits(tmp_path, tiny_model_dir, tiny_params):
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    trainer, tokenizer = build_trainer(tiny_job(tmp_path, tiny_model_dir, tiny_params), run_dir, RunEvents(run_dir))
-    trainer.train()
-
-    losses = [m["loss"] for m in read_metrics(run_dir) if "loss" in m]
-    assert len(losses) >= 20
-    # A random tiny model starts near log(vocab); the drop is small in nats but steady.
-    assert statistics.mean(losses[-3:]) < statistics.mean(losses[:3]) - 0.2
-    accuracy = [m["mean_token_accuracy"] for m in read_metrics(run_dir) if "mean_token_accuracy" in m]
-    assert accuracy[-1] > accuracy[0] + 0.1
-
-    probe = tokenizer(["How long does the Quillpad battery last?"], return_tensors="pt")
-    trainer.model.eval()
-    with torch.no_grad():
-        trained = trainer.model(**probe).logits
-    save(trainer, tokenizer, run_dir / "adapter")
-
-    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    with torch.no_grad():
-        untouched = base(**probe).logits
-        reloaded = PeftModel.from_pretrained(base, run_dir / "adapter").eval()(**probe).logits
-    torch.testing.assert_close(reloaded, trained)
-    assert not torch.allclose(untouched, trained, atol=1e-3)  # the adapter changed something
 
 
 def test_run_in_its_own_process_writes_the_run_directory(studio, tiny_model_dir, tiny_params):

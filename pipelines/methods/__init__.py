@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-from pipelines.methods.lora import LoraParams, lora_config
+from pipelines.methods import full, lora, prompts, qlora, scaling
+from pipelines.methods import lora_relatives as rel
 from pipelines.methods.params import ConfigError, describe, parse, split_by_target
+from pipelines.methods.setup import Setup
 
 
 @dataclass(frozen=True)
@@ -17,28 +20,131 @@ class Method:
     data_kind: str  # "sft", "preference", "kto", "text"
     summary: str
     when_to_use: str
-    mergeable: bool
+    mergeable: bool  # can the learned change be folded into the base weights
     params: type
-    # params -> PEFT config (None = the whole model trains)
-    peft_config: Callable[[Any], Any] | None
-    runner: str  # module in pipelines/ whose train(job, run_dir) runs this method
+    # (params, Setup) -> PEFT config; None = no adapter, `trainable` picks the weights that learn
+    peft_config: Callable[[Any, Setup], Any] | None = None
+    trainable: Callable[[Any, Any], None] | None = None  # (model, params): set requires_grad
+    optimizer: Callable[[Any, Any], Any] | None = None  # (peft model, params) -> torch optimizer
+    callbacks: Callable[[Any, Any], list] | None = None  # (peft model, params) -> trainer callbacks
+    quantized: bool = False  # base loaded in 4-bit (QLoRA)
+    converts_base: bool = False  # PiSSA/OLoRA change the base weights at the start
+    runner: str = "pipelines.train_sft"  # module whose train(job, run_dir, events) runs it
+
+    @property
+    def artifact(self) -> str:
+        """What a finished run leaves: an 'adapter' on the base, or a whole 'model'."""
+        return "adapter" if self.peft_config else "model"
+
+    @property
+    def prompt_learning(self) -> bool:
+        return self.family == "Prompt learning"
 
 
-METHODS: dict[str, Method] = {
-    "lora": Method(
-        key="lora",
-        label="LoRA",
-        family="LoRA",
-        data_kind="sft",
-        summary="Freezes the model and learns a small low-rank 'patch' for its layers. "
-        "Fast, light on memory, and the result is a small file you can switch on and off.",
-        when_to_use="The default choice for teaching a model new facts, a style or a format.",
-        mergeable=True,
-        params=LoraParams,
-        peft_config=lora_config,
-        runner="pipelines.train_sft",
-    ),
-}
+def _m(key, label, family, summary, when, mergeable, params, **hooks) -> Method:
+    return Method(key=key, label=label, family=family, data_kind="sft", summary=summary,
+                  when_to_use=when, mergeable=mergeable, params=params, **hooks)
+
+
+METHODS: dict[str, Method] = {m.key: m for m in [
+    _m("full", "Full fine-tuning", "Full",
+       "Every weight of the model learns. The most capable and the most expensive: memory for "
+       "the weights, their gradients and optimizer state (about 16 bytes per weight), and the "
+       "result is a whole new copy of the model.",
+       "Small models, or when you have lots of data and adapters have plateaued.",
+       False, full.FullParams, trainable=full.train_everything),
+    _m("freeze", "Freeze tuning", "Full",
+       "Only the last few transformer blocks learn; everything below stays frozen. A middle "
+       "ground: more capacity than an adapter, far less memory than full tuning.",
+       "When an adapter is not enough but full tuning does not fit.",
+       False, full.FreezeParams, trainable=full.train_last_blocks),
+    _m("lora", "LoRA", "LoRA",
+       "Freezes the model and learns a small low-rank 'patch' for its layers. Fast, light on "
+       "memory, and the result is a small file you can switch on and off.",
+       "The default choice for teaching a model new facts, a style or a format.",
+       True, lora.LoraParams, peft_config=lora.lora_config),
+    _m("rslora", "rsLoRA", "LoRA",
+       "LoRA with rank-stabilised scaling (alpha / √rank), so high ranks keep learning as "
+       "fast as low ones and extra rank actually buys quality.",
+       "When you want a high rank (64+) for a hard task.",
+       True, lora.RsLoraParams, peft_config=lora.lora_config),
+    _m("dora", "DoRA", "LoRA",
+       "Splits each weight into a length and a direction: LoRA learns the direction, a small "
+       "vector learns the length. Often closer to full tuning than LoRA at the same rank, "
+       "a little slower per step.",
+       "When LoRA's quality falls short and a bit more time per step is fine.",
+       True, lora.LoraParams, peft_config=lora.dora_config),
+    _m("pissa", "PiSSA", "LoRA",
+       "LoRA that starts from the most important directions of each weight (its principal "
+       "singular vectors) instead of from zero, so it learns faster in the first steps.",
+       "Short runs where you want LoRA's result sooner.",
+       True, lora.PissaParams, peft_config=lora.lora_config, converts_base=True),
+    _m("olora", "OLoRA", "LoRA",
+       "LoRA started from an orthonormal basis of each weight (QR decomposition): stable, "
+       "fast early learning like PiSSA with a cheaper start.",
+       "Like PiSSA: faster convergence in short runs.",
+       True, lora.LoraParams, peft_config=lora.olora_config, converts_base=True),
+    _m("loraplus", "LoRA+", "LoRA",
+       "LoRA whose B matrices learn faster than its A matrices (16x by default), which the "
+       "paper shows learns faster and better at the same cost.",
+       "A free upgrade over LoRA when training feels slow to improve.",
+       True, lora.LoraPlusParams, peft_config=lora.lora_config, optimizer=lora.loraplus_optimizer),
+    _m("lorafa", "LoRA-FA", "LoRA",
+       "LoRA with the A matrices frozen at their random start; only B learns, so the inputs "
+       "A would need for its gradient are never stored: less memory for long inputs.",
+       "Long examples or big batches where LoRA's activation memory is the limit.",
+       True, lora.LoraParams, peft_config=lora.lora_config, optimizer=lora.lorafa_optimizer),
+    _m("vera", "VeRA", "LoRA",
+       "One pair of random matrices shared by every layer, frozen; each layer learns only two "
+       "small scaling vectors. Ten times fewer trainable weights than LoRA.",
+       "When the adapter file must be tiny (many adapters for many users).",
+       True, rel.VeraParams, peft_config=rel.vera_config),
+    _m("adalora", "AdaLoRA", "LoRA",
+       "LoRA whose rank budget moves during training: layers that matter keep their rank, "
+       "the rest give it up. Same final size as LoRA, spent where it helps.",
+       "When you do not know which layers need capacity and want a fixed-size adapter.",
+       True, rel.AdaLoraParams, peft_config=rel.adalora_config, callbacks=rel.adalora_callbacks),
+    _m("loha", "LoHa", "LoRA",
+       "Builds the change as the element-wise product of two low-rank patches (from the "
+       "LyCORIS family): more expressive than LoRA for the same number of weights.",
+       "When LoRA at a small rank underfits and you want more from the same budget.",
+       True, rel.LycorisParams, peft_config=rel.loha_config),
+    _m("lokr", "LoKr", "LoRA",
+       "Builds the change as a Kronecker product of a small and a low-rank matrix (LyCORIS): "
+       "very few weights for a full-size change.",
+       "Very small adapters with more reach than a low-rank LoRA.",
+       True, rel.LokrParams, peft_config=rel.lokr_config),
+    _m("qlora", "QLoRA", "LoRA",
+       "LoRA on a base stored in 4 bits (NF4, double quantization): the frozen model takes a "
+       "quarter of the memory, so a model four times bigger fits. Slower per step.",
+       "When the model does not fit in memory for LoRA.",
+       True, qlora.QLoraParams, peft_config=lora.lora_config, quantized=True),
+    _m("ia3", "IA3", "Scaling",
+       "Learns one scale per channel for the attention keys, values and the feed-forward "
+       "layer: the fewest trainable weights of any adapter here.",
+       "Quick, tiny adapters for light changes of style or format.",
+       True, scaling.IA3Params, peft_config=scaling.ia3_config),
+    _m("ln_tuning", "LayerNorm tuning", "Scaling",
+       "Trains only the normalisation weights of each layer. BitFit trains the biases, but "
+       "models like Llama have none, so the normalisation weights play that role here.",
+       "A minimal, safe nudge of the model; a baseline for other methods.",
+       True, scaling.LNTuningParams, peft_config=scaling.ln_tuning_config),
+    _m("prefix", "Prefix tuning", "Prompt learning",
+       "Learns keys and values put in front of every layer's attention, as if a learned "
+       "context were always there. The model itself is untouched.",
+       "Steering style or task format with a very small file; less suited to new facts.",
+       False, prompts.PrefixParams, peft_config=prompts.prefix_config),
+    _m("prompt", "Prompt tuning", "Prompt learning",
+       "Learns a few 'soft prompt' token embeddings put in front of every input, started "
+       "from an instruction you write. The model itself is untouched.",
+       "Large models and simple tasks; the smallest possible adapter.",
+       False, prompts.PromptTuningParams, peft_config=prompts.prompt_config),
+    _m("ptuning", "P-tuning", "Prompt learning",
+       "Like prompt tuning, but the soft prompt is produced by a small network while "
+       "training, which trains more stably.",
+       "When prompt tuning is unstable or slow to learn.",
+       False, prompts.PTuningParams, peft_config=prompts.ptuning_config),
+]}
 
 
 def get_method(key: str) -> Method:
@@ -47,4 +153,4 @@ def get_method(key: str) -> Method:
     return METHODS[key]
 
 
-__all__ = ["METHODS", "Method", "ConfigError", "describe", "get_method", "parse", "split_by_target"]
+__all__ = ["METHODS", "ConfigError", "Method", "Setup", "describe", "get_method", "parse", "split_by_target"]

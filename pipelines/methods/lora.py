@@ -1,20 +1,30 @@
-"""LoRA SFT: small low-rank matrices learned beside frozen weights."""
+"""LoRA and the variants that keep its shape (rank-r matrices A and B beside frozen weights)
+but change how they are scaled, initialised or optimised: rsLoRA, DoRA, PiSSA, OLoRA, LoRA+,
+LoRA-FA. QLoRA (qlora.py) is LoRA on a 4-bit base."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from pipelines.methods.params import param, with_defaults
+from pipelines.methods.setup import Setup
 from pipelines.methods.training import SFTTraining
 
 # What "attention" means for the llama-style models the studio targets.
 ATTENTION_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
+def targets(choice: str):
+    return ATTENTION_MODULES if choice == "attention" else "all-linear"
+
+
 # Adapters train far fewer weights than the model has, so they take a higher learning rate
 # than full fine-tuning. Measured on the built-in model and the sample FAQ (bench/faq_quality.py):
 # 3 epochs at 1e-3 answered 3/40 held-out questions, 8 epochs 28/40.
 LoraTraining = with_defaults(SFTTraining, "LoraTraining", learning_rate=1e-3, num_train_epochs=8.0)
+
+TARGET_HELP = ("'attention' adapts only the attention layers (fewer weights, gentler); 'all-linear' "
+               "adapts every layer (learns more, usually better quality).")
 
 
 @dataclass
@@ -51,11 +61,7 @@ class LoraParams(LoraTraining):
         step=0.01,
     )
     target_modules: str = param(
-        "all-linear",
-        label="Where to adapt",
-        help="'attention' adapts only the attention layers (fewer weights, gentler); "
-        "'all-linear' adapts every layer (learns more, usually better quality).",
-        target="peft",
+        "all-linear", label="Where to adapt", help=TARGET_HELP, target="peft",
         choices=["attention", "all-linear"],
     )
     use_rslora: bool = param(
@@ -68,16 +74,70 @@ class LoraParams(LoraTraining):
     )
 
 
-def lora_config(params: LoraParams):
-    """PEFT's LoraConfig for these parameters."""
+# rsLoRA: its scaling alpha/sqrt(r) lets a high rank learn at the pace of a low one, so it
+# starts at rank 64 (alpha 16 gives the same scale, 2.0, as LoRA's 32/16).
+RsLoraParams = with_defaults(LoraParams, "RsLoraParams", r=64, lora_alpha=16, use_rslora=True)
+
+
+@dataclass
+class PissaParams(LoraParams):
+    init_lora_weights: str = param(
+        "pissa_niter_4",
+        label="How to find the main directions",
+        help="PiSSA starts the adapter from the largest directions of each weight (its SVD). "
+        "'pissa_niter_4' finds them with a fast approximation (seconds, even on big models); "
+        "'pissa' computes them exactly (slower on big models, same result in practice).",
+        target="peft",
+        choices=["pissa_niter_4", "pissa"],
+        advanced=True,
+    )
+
+
+@dataclass
+class LoraPlusParams(LoraParams):
+    loraplus_lr_ratio: float = param(
+        16.0,
+        label="B/A learning-rate ratio",
+        help="LoRA+ trains the B matrices this many times faster than the A matrices, which "
+        "learns faster at the same cost. 16 is the paper's recommendation; 1 = plain LoRA.",
+        target="studio",
+        min=1.0,
+        max=100.0,
+        step=1.0,
+    )
+
+
+def lora_config(params, setup: Setup | None = None, **extra):
+    """PEFT's LoraConfig for these parameters; `extra` carries a variant's fixed choices."""
     from peft import LoraConfig
 
-    targets = ATTENTION_MODULES if params.target_modules == "attention" else "all-linear"
-    return LoraConfig(
-        task_type="CAUSAL_LM",
-        r=params.r,
-        lora_alpha=params.lora_alpha,
-        lora_dropout=params.lora_dropout,
-        target_modules=targets,
-        use_rslora=params.use_rslora,
-    )
+    fields = {"r": params.r, "lora_alpha": params.lora_alpha, "lora_dropout": params.lora_dropout,
+                  "target_modules": targets(params.target_modules), "use_rslora": params.use_rslora}
+    if hasattr(params, "init_lora_weights"):
+        fields["init_lora_weights"] = params.init_lora_weights
+    return LoraConfig(task_type="CAUSAL_LM", **{**fields, **extra})
+
+
+def dora_config(params, setup: Setup | None = None):
+    return lora_config(params, setup, use_dora=True)
+
+
+def olora_config(params, setup: Setup | None = None):
+    return lora_config(params, setup, init_lora_weights="olora")
+
+
+def loraplus_optimizer(model, params):
+    """LoRA+: B matrices learn `loraplus_lr_ratio` times faster than A (PEFT's recipe)."""
+    import torch
+    from peft.optimizers import create_loraplus_optimizer
+
+    return create_loraplus_optimizer(model, torch.optim.AdamW, lr=params.learning_rate,
+                                     loraplus_lr_ratio=params.loraplus_lr_ratio)
+
+
+def lorafa_optimizer(model, params):
+    """LoRA-FA: A stays frozen at its random start, B learns with a projected gradient, so
+    the activations A needs for its own gradient are never kept (less memory)."""
+    from peft.optimizers import create_lorafa_optimizer
+
+    return create_lorafa_optimizer(model, r=params.r, lora_alpha=params.lora_alpha, lr=params.learning_rate)

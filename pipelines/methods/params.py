@@ -9,9 +9,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
-# Where a parameter goes: TRL's trainer config, PEFT's adapter config, or the studio itself
-# (for concepts neither library has, such as the held-out fraction).
-Target = Literal["trainer", "peft", "studio"]
+# Where a parameter goes: TRL's trainer config, PEFT's adapter config, transformers'
+# BitsAndBytesConfig (QLoRA), or the studio itself (for concepts none of them has, such as the
+# held-out fraction).
+Target = Literal["trainer", "peft", "quantization", "studio"]
 
 
 class ConfigError(ValueError):
@@ -125,8 +126,8 @@ def parse(params_cls: type, values: dict[str, Any] | None) -> Any:
 
 
 def split_by_target(params: Any) -> dict[str, dict[str, Any]]:
-    """Group a params instance's values by where they go: trainer, peft or studio."""
-    out: dict[str, dict[str, Any]] = {"trainer": {}, "peft": {}, "studio": {}}
+    """Group a params instance's values by where they go: trainer, peft, quantization or studio."""
+    out: dict[str, dict[str, Any]] = {"trainer": {}, "peft": {}, "quantization": {}, "studio": {}}
     for info in describe(type(params)):
         out[info.target][info.name] = getattr(params, info.name)
     return out

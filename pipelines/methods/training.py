@@ -18,10 +18,11 @@ class SFTTraining:
         label="Learning rate",
         help="How big each update step is. Higher learns faster but can overshoot and forget; "
         "lower is safer but slower. Adapters like LoRA take 1e-4 to 1e-3; training the whole "
-        "model wants about 1e-5.",
+        "model wants about 1e-5; methods that learn only a few numbers (prompt tuning, VeRA, "
+        "IA3) need 1e-2 or more.",
         target="trainer",
         min=1e-7,
-        max=1e-2,
+        max=1.0,
     )
     num_train_epochs: float = param(
         3.0,

@@ -1,0 +1,259 @@
+"""Before a run starts: how many weights a method trains on a model, the peak memory it will
+need and the time an epoch will take.
+
+Memory = runtime + weights + gradients and optimizer state + activations. Weights and
+optimizer state follow from parameter counts (taken from the model's config on PyTorch's
+'meta' device, no weights loaded). Activations are *measured*, not guessed: the method is
+applied to copies of the architecture cut to one and two blocks, one forward and backward pass
+is run at two lengths, and the tensors autograd keeps for the backward pass are summed. Four
+probes fit `a + b*layers + c*tokens + d*layers*tokens` exactly, which is then evaluated for the
+real depth and the longest batch. Time = training FLOPs / this machine's measured matmul speed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+
+from pipelines import hardware
+from pipelines.methods import Setup, get_method, parse
+
+GB = 1024**3
+# A CPU training process holds Python, PyTorch, transformers, TRL, the tokenizer and the
+# dataset before any model weight: measured on this studio's worker (bench/estimate_memory.py).
+RUNTIME_BYTES = {"cpu": int(0.85 * GB), "cuda": int(0.55 * GB)}  # cuda: context + kernels
+# Share of the measured bf16 matmul speed a training step reaches (attention, norms, the
+# optimizer and Python overhead take the rest); set from bench/estimate_memory.py runs.
+STEP_EFFICIENCY = {"cpu": 0.25, "cuda": 0.35}
+PROBE_TOKENS = (32, 64)
+
+
+@dataclass
+class Estimate:
+    method: str
+    total_params: int
+    trainable_params: int
+    weights_bytes: int
+    state_bytes: int  # gradients + optimizer moments of the trainable weights
+    activation_bytes: int  # kept for the backward pass, longest batch
+    runtime_bytes: int
+    peak_bytes: int
+    available_bytes: int
+    device: str
+    tokens_per_epoch: int | None = None
+    seconds_per_epoch: float | None = None
+
+    @property
+    def trainable_percent(self) -> float:
+        return 100.0 * self.trainable_params / max(1, self.total_params)
+
+    @property
+    def fits(self) -> bool:
+        return self.peak_bytes <= self.available_bytes
+
+    def verdict(self) -> str:
+        where = "GPU" if self.device == "cuda" else "RAM"
+        if self.fits:
+            return f"fits in your {self.available_bytes / GB:.0f} GB of {where}"
+        return (f"needs about {self.peak_bytes / GB:.1f} GB, more than your {self.available_bytes / GB:.0f} GB "
+                f"of {where}: lower the batch size or max length, turn on gradient checkpointing, or "
+                "pick a lighter method (QLoRA, LoRA-FA)")
+
+
+def available_bytes(device: str) -> int:
+    if device == "cuda":
+        import torch
+
+        return torch.cuda.get_device_properties(0).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _config(model_path: str):
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(model_path, trust_remote_code=False)
+
+
+def _counting_config(method, params, setup: Setup):
+    """The method's PEFT config with data-dependent starts (SVD, text) replaced by plain ones:
+    same shapes and counts, and it works on the meta device."""
+    config = method.peft_config(params, setup)
+    if getattr(config, "init_lora_weights", True) not in (True, False):
+        config = dataclasses.replace(config, init_lora_weights=True)
+    if getattr(config, "prompt_tuning_init", None) not in (None, "RANDOM"):
+        config = dataclasses.replace(config, prompt_tuning_init="RANDOM", prompt_tuning_init_text=None,
+                                     tokenizer_name_or_path=None)
+    return config
+
+
+def _apply(model, method, params, setup: Setup):
+    if method.peft_config is None:
+        method.trainable(model, params)
+        return model
+    from peft import get_peft_model
+
+    model = get_peft_model(model, _counting_config(method, params, setup))
+    if method.optimizer is not None and method.key == "lorafa":  # A is frozen by its optimizer
+        for name, p in model.named_parameters():
+            if "lora_A" in name:
+                p.requires_grad_(False)
+    return model
+
+
+def count_params(model_path: str, method_key: str, values: dict | None = None) -> tuple[int, int]:
+    """(all weights, trainable weights) of the model once the method is applied; no weights load.
+
+    Prompt-learning weights count as trainable on top of the model's own."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    method = get_method(method_key)
+    params = parse(method.params, values)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(_config(model_path))
+        model = _apply(model, method, params, Setup(model_path=model_path))
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if method.key == "adalora":  # PEFT marks the singular values as a separate list; all count
+        trainable = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
+    return total, trainable
+
+
+def _saved_bytes(model, tokens: int, bf16: bool) -> int:
+    """Bytes of the tensors autograd keeps between one forward and its backward pass."""
+    import torch
+    from trl.trainer.utils import add_fused_lm_head
+
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params and storage.device.type != "meta":
+            seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    add_fused_lm_head(base, outputs=("log_probs", "entropy", "is_top1"))
+    vocab = base.config.get_text_config().vocab_size
+    ids = torch.randint(0, vocab, (1, tokens))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), \
+            torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        out = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids, fused_lm_head=True)
+        loss = -out.log_probs.sum()
+    loss.backward()
+    return sum(seen.values())
+
+
+def _probe_model(model_path: str, layers: int, method, params):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    config = _config(model_path)
+    text = config.get_text_config()
+    text.num_hidden_layers = layers
+    if hasattr(text, "layer_types") and text.layer_types:
+        text.layer_types = text.layer_types[:layers]
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    freeze_n = getattr(params, "freeze_trainable_layers", None)
+    if freeze_n is not None:  # probe depth is 1-2: train as many of them as the real run would
+        params = dataclasses.replace(params, freeze_trainable_layers=min(freeze_n, layers))
+    return _apply(model, method, params, Setup(model_path=model_path, total_steps=100))
+
+
+@lru_cache(maxsize=256)
+def activation_model(model_path: str, method_key: str, frozen_values: tuple, bf16: bool) -> tuple:
+    """(a, b, c, d) in bytes: activations = a + b*layers + c*tokens + d*layers*tokens."""
+    method = get_method(method_key)
+    params = parse(method.params, dict(frozen_values))
+    t1, t2 = PROBE_TOKENS
+    m = {(n, t): _saved_bytes(_probe_model(model_path, n, method, params), t, bf16)
+         for n in (1, 2) for t in (t1, t2)}
+    d = ((m[2, t2] - m[1, t2]) - (m[2, t1] - m[1, t1])) / (t2 - t1)
+    b = (m[2, t1] - m[1, t1]) - d * t1
+    c = (m[1, t2] - m[1, t1]) / (t2 - t1) - d
+    a = m[1, t1] - b - c * t1 - d * t1
+    return a, b, c, d
+
+
+@lru_cache(maxsize=4)
+def matmul_flops(device: str, bf16: bool) -> float:
+    """This machine's measured matmul speed (FLOP/s), best of a few 1024^3 products."""
+    import torch
+
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    x = torch.randn(1024, 1024, dtype=dtype, device=device)
+    best = math.inf
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(4):
+            x @ x
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, (time.perf_counter() - start) / 4)
+    return 2 * 1024**3 / best
+
+
+def padded_tokens(lengths: list[int], batch: int, max_length: int, seed: int = 42) -> int:
+    """Tokens the model processes per epoch: batches are padded to their longest example."""
+    import random
+
+    order = [min(n, max_length) for n in lengths]
+    random.Random(seed).shuffle(order)
+    return sum(batch * max(order[i:i + batch]) for i in range(0, len(order), batch))
+
+
+def estimate(model_path: str, method_key: str, values: dict | None = None, *,
+             lengths: list[int] | None = None, device: str | None = None) -> Estimate:
+    """Peak memory and time per epoch for one run. `lengths`: tokens per training example
+    (without it the longest batch is taken as full `max_length` and time is not estimated)."""
+    method = get_method(method_key)
+    params = parse(method.params, values)
+    device = device or ("cuda" if hardware.has_cuda() else "cpu")
+    bf16 = hardware.use_bf16()
+    total, trainable = count_params(model_path, method_key, values)
+    text = _config(model_path).get_text_config()
+    layers = text.num_hidden_layers
+
+    # weights: fp32, except QLoRA's 4-bit blocks (0.5 byte + quantization constants: 1/64 byte
+    # per weight with double quantization, 4/64 without) and its fp32 embeddings and norms
+    weights = 4 * total
+    if method.quantized:
+        embed = text.vocab_size * text.hidden_size * (1 if text.tie_word_embeddings else 2)
+        quant = total - embed - trainable
+        per = 0.5 + (1 / 64 if params.bnb_4bit_use_double_quant else 4 / 64)
+        weights = int(quant * per + 4 * (embed + trainable))
+    # gradients + AdamW's two moments, all in the weights' fp32 (QLoRA's adapter: bf16)
+    state = trainable * (6 if method.quantized else 12)
+
+    longest = min(max(lengths), params.max_length) if lengths else params.max_length
+    tokens = params.per_device_train_batch_size * longest
+    a, b, c, d = activation_model(model_path, method_key if not method.quantized else "lora",
+                                  tuple(sorted((values or {}).items())), bf16)
+    if params.gradient_checkpointing:  # only each block's input is kept (+ one block recomputed)
+        per_block = (b + d * tokens)
+        activations = a + c * tokens + layers * 2 * text.hidden_size * tokens + per_block
+    else:
+        activations = a + b * layers + c * tokens + d * layers * tokens
+    runtime = RUNTIME_BYTES[device]
+    peak = int(runtime + weights + state + activations)
+
+    seconds = tokens_epoch = None
+    if lengths:
+        tokens_epoch = padded_tokens(lengths, params.per_device_train_batch_size, params.max_length, params.seed)
+        frozen_base = method.peft_config is not None
+        # forward 2 FLOPs per weight per token; backward 2 for the input gradients (+2 for the
+        # weight gradients of what trains); checkpointing re-runs the forward
+        per_token = 2 * total + 2 * total + 2 * (trainable if frozen_base else total)
+        if params.gradient_checkpointing:
+            per_token += 2 * total
+        seconds = per_token * tokens_epoch / (matmul_flops(device, bf16) * STEP_EFFICIENCY[device])
+    return Estimate(method=method_key, total_params=total, trainable_params=trainable, weights_bytes=weights,
+                    state_bytes=state, activation_bytes=int(activations), runtime_bytes=runtime,
+                    peak_bytes=peak, available_bytes=available_bytes(device), device=device,
+                    tokens_per_epoch=tokens_epoch, seconds_per_epoch=seconds)

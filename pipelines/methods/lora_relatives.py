@@ -1,0 +1,164 @@
+"""Relatives of LoRA that change the shape of the learned patch: VeRA (shared random
+matrices, only scaling vectors learn), AdaLoRA (the rank budget moves to where it helps),
+LoHa and LoKr (Hadamard and Kronecker products, from the LyCORIS family)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipelines.methods.lora import TARGET_HELP, LoraTraining, targets
+from pipelines.methods.params import param, with_defaults
+from pipelines.methods.setup import Setup
+
+# VeRA learns only two small vectors per layer, so it needs a much higher learning rate.
+VeraTraining = with_defaults(LoraTraining, "VeraTraining", learning_rate=1e-2)
+
+
+@dataclass
+class VeraParams(VeraTraining):
+    r: int = param(
+        256,
+        label="Rank of the shared random matrices",
+        help="VeRA shares one pair of frozen random matrices across all layers and learns only "
+        "two small scaling vectors per layer, so a high rank (256+) costs almost nothing.",
+        target="peft", min=1, max=4096, step=1,
+    )
+    d_initial: float = param(
+        0.1,
+        label="Starting scale",
+        help="Initial value of the learned scaling vector d. Small values (0.1) start close to "
+        "the original model; the paper found 0.1 works across tasks.",
+        target="peft", min=0.0, max=1.0, step=0.01, advanced=True,
+    )
+    vera_dropout: float = param(
+        0.0,
+        label="Dropout",
+        help="Randomly ignores part of the change while training so the model does not just "
+        "memorise. Try 0.05-0.1 if held-out loss rises while training loss falls.",
+        target="peft", min=0.0, max=0.5, step=0.01, advanced=True,
+    )
+    target_modules: str = param("all-linear", label="Where to adapt", help=TARGET_HELP,
+                                target="peft", choices=["attention", "all-linear"])
+
+
+def vera_config(params: VeraParams, setup: Setup | None = None):
+    from peft import VeraConfig
+
+    # save_projection: the random matrices go into the saved file, so the adapter reloads
+    # exactly on any machine (not regenerated from a seed by a possibly different PRNG).
+    return VeraConfig(task_type="CAUSAL_LM", r=params.r, d_initial=params.d_initial,
+                      vera_dropout=params.vera_dropout, target_modules=targets(params.target_modules),
+                      save_projection=True)
+
+
+@dataclass
+class AdaLoraParams(LoraTraining):
+    init_r: int = param(
+        12,
+        label="Starting rank per layer",
+        help="Every layer starts with this rank; during training AdaLoRA takes rank away from "
+        "layers where it matters least and keeps it where it helps.",
+        target="peft", min=1, max=256, step=1,
+    )
+    target_r: int = param(
+        8,
+        label="Final average rank",
+        help="The average rank per layer left at the end: the total budget. Lower = smaller "
+        "adapter; the budget is spent where the model needs it.",
+        target="peft", min=1, max=256, step=1,
+    )
+    lora_alpha: int = param(
+        32,
+        label="Alpha",
+        help="Strength of the learned change; as in LoRA, higher = bigger changes per step.",
+        target="peft", min=1, max=1024, step=1,
+    )
+    tinit_fraction: float = param(
+        0.1,
+        label="Warm-up before pruning (share of training)",
+        help="Share of the run trained at the full starting rank before any rank is taken "
+        "away, so the importance scores are measured on a model that has started to learn.",
+        target="studio", min=0.0, max=0.8, step=0.05, advanced=True,
+    )
+    tfinal_fraction: float = param(
+        0.2,
+        label="Settle after pruning (share of training)",
+        help="Share of the run at the end trained with the final ranks fixed, to polish them.",
+        target="studio", min=0.0, max=0.8, step=0.05, advanced=True,
+    )
+    deltaT: int = param(
+        1,
+        label="Re-allocate every N steps",
+        help="How often the rank budget is re-allocated between layers while pruning.",
+        target="peft", min=1, max=1000, step=1, advanced=True,
+    )
+    target_modules: str = param("all-linear", label="Where to adapt", help=TARGET_HELP,
+                                target="peft", choices=["attention", "all-linear"])
+
+
+def adalora_config(params: AdaLoraParams, setup: Setup | None = None):
+    from peft import AdaLoraConfig
+
+    setup = setup or Setup()
+    total = max(setup.total_steps, 3)
+    tinit = int(total * params.tinit_fraction)
+    tfinal = int(total * params.tfinal_fraction)
+    if tinit + tfinal >= total:  # PEFT needs at least one step where the budget moves
+        tinit, tfinal = 0, 0
+    return AdaLoraConfig(task_type="CAUSAL_LM", init_r=params.init_r, target_r=params.target_r,
+                         lora_alpha=params.lora_alpha, tinit=tinit, tfinal=tfinal, deltaT=params.deltaT,
+                         total_step=total, target_modules=targets(params.target_modules))
+
+
+def adalora_callbacks(model, params):
+    """AdaLoRA only moves its rank budget if someone calls `update_and_allocate` after each
+    optimizer step, with the gradients still present; the HF Trainer never does on its own."""
+    from transformers import TrainerCallback
+
+    class RankAllocation(TrainerCallback):
+        def on_optimizer_step(self, args, state, control, **kwargs):
+            # after optimizer.step(), before zero_grad(): PEFT's documented place
+            model.base_model.update_and_allocate(state.global_step)
+
+    return [RankAllocation()]
+
+
+@dataclass
+class LycorisParams(LoraTraining):
+    r: int = param(8, label="Rank", help="Size of the learned change; LoHa and LoKr express more "
+                   "with a given rank than LoRA, so 4-16 is usually enough.",
+                   target="peft", min=1, max=256, step=1)
+    alpha: int = param(8, label="Alpha", help="Strength of the learned change relative to the "
+                       "rank (alpha / rank); equal to the rank is the usual start.",
+                       target="peft", min=1, max=1024, step=1)
+    module_dropout: float = param(
+        0.0, label="Module dropout",
+        help="Chance of switching a whole layer's change off for a step, so the model does not "
+        "lean on one layer. Try 0.05-0.1 if held-out loss rises while training loss falls.",
+        target="peft", min=0.0, max=0.5, step=0.01, advanced=True)
+    target_modules: str = param("all-linear", label="Where to adapt", help=TARGET_HELP,
+                                target="peft", choices=["attention", "all-linear"])
+
+
+def loha_config(params: LycorisParams, setup: Setup | None = None):
+    from peft import LoHaConfig
+
+    return LoHaConfig(task_type="CAUSAL_LM", r=params.r, alpha=params.alpha,
+                      module_dropout=params.module_dropout, target_modules=targets(params.target_modules))
+
+
+@dataclass
+class LokrParams(LycorisParams):
+    decompose_both: bool = param(
+        False, label="Factor both sides",
+        help="Also split the smaller Kronecker factor into two low-rank matrices: even fewer "
+        "weights, a little less expressive.",
+        target="peft", advanced=True)
+
+
+def lokr_config(params: LokrParams, setup: Setup | None = None):
+    from peft import LoKrConfig
+
+    return LoKrConfig(task_type="CAUSAL_LM", r=params.r, alpha=params.alpha, module_dropout=params.module_dropout,
+                      decompose_both=params.decompose_both, target_modules=targets(params.target_modules))
+

@@ -1,0 +1,87 @@
+"""Prompt-learning methods: the model stays untouched and a few learned 'virtual tokens' are
+put in front of every input — as embeddings (prompt tuning), produced by a small network
+(P-tuning), or as keys and values in every layer (prefix tuning)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipelines.methods.lora import LoraTraining
+from pipelines.methods.params import param, with_defaults
+from pipelines.methods.setup import Setup
+
+# Only a few thousand numbers learn, so these methods need a far higher learning rate.
+PromptTraining = with_defaults(LoraTraining, "PromptTraining", learning_rate=3e-2)
+
+VIRTUAL_HELP = ("How many learned tokens go in front of every input. More can hold more "
+                "behaviour but make every input longer; 10-30 is typical.")
+
+
+@dataclass
+class PrefixParams(PromptTraining):
+    num_virtual_tokens: int = param(20, label="Virtual tokens", help=VIRTUAL_HELP,
+                                    target="peft", min=1, max=512, step=1)
+    prefix_projection: bool = param(
+        False, label="Reparameterise through a small network",
+        help="Learn the prefix through a two-layer network (as in the original paper) for more "
+        "stable training; costs many more trainable weights while training.",
+        target="peft", advanced=True)
+
+
+def prefix_config(params: PrefixParams, setup: Setup | None = None):
+    from peft import PrefixTuningConfig
+
+    return PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=params.num_virtual_tokens,
+                              prefix_projection=params.prefix_projection)
+
+
+@dataclass
+class PromptTuningParams(PromptTraining):
+    num_virtual_tokens: int = param(20, label="Virtual tokens", help=VIRTUAL_HELP,
+                                    target="peft", min=1, max=512, step=1)
+    prompt_tuning_init: str = param(
+        "TEXT", label="Start from",
+        help="'TEXT' starts the virtual tokens as the words of the instruction below, which "
+        "trains faster and more reliably than 'RANDOM' on small models.",
+        target="peft", choices=["TEXT", "RANDOM"])
+    prompt_tuning_init_text: str = param(
+        "Answer the question accurately and briefly:", label="Starting instruction",
+        help="Used with 'TEXT': a plain instruction describing the task; its tokens are "
+        "repeated or cut to the number of virtual tokens.",
+        target="peft")
+
+
+def prompt_config(params: PromptTuningParams, setup: Setup | None = None):
+    from peft import PromptTuningConfig
+
+    text = params.prompt_tuning_init == "TEXT"
+    return PromptTuningConfig(
+        task_type="CAUSAL_LM", num_virtual_tokens=params.num_virtual_tokens,
+        prompt_tuning_init=params.prompt_tuning_init,
+        prompt_tuning_init_text=params.prompt_tuning_init_text if text else None,
+        tokenizer_name_or_path=(setup.model_path if setup and text else None),
+    )
+
+
+@dataclass
+class PTuningParams(PromptTraining):
+    num_virtual_tokens: int = param(20, label="Virtual tokens", help=VIRTUAL_HELP,
+                                    target="peft", min=1, max=512, step=1)
+    encoder_reparameterization_type: str = param(
+        "MLP", label="Prompt encoder",
+        help="The small network that produces the virtual tokens: 'MLP' is simple and fast; "
+        "'LSTM' (the original P-tuning) links neighbouring tokens.",
+        target="peft", choices=["MLP", "LSTM"], advanced=True)
+    encoder_hidden_size: int = param(
+        128, label="Encoder width",
+        help="Width of the prompt encoder network. Wider can learn more; only used while "
+        "training (the saved adapter keeps just the virtual tokens).",
+        target="peft", min=8, max=4096, step=8, advanced=True)
+
+
+def ptuning_config(params: PTuningParams, setup: Setup | None = None):
+    from peft import PromptEncoderConfig
+
+    return PromptEncoderConfig(task_type="CAUSAL_LM", num_virtual_tokens=params.num_virtual_tokens,
+                               encoder_reparameterization_type=params.encoder_reparameterization_type,
+                               encoder_hidden_size=params.encoder_hidden_size)
