@@ -1,8 +1,9 @@
 """Takes the README's screenshots in headless Chromium: assets/screenshot-train.png (the Train
 tab over a workspace), assets/screenshot-data.png (the Data tab after importing a sample) and
-assets/screenshot-chat.png (base and the newest tuned run answering an FAQ question).
+assets/screenshot-chat.png (base and the newest tuned run answering an FAQ question) and
+assets/screenshot-method.png (every method compared on the built-in model, DoRA's card open).
 
-    python assets/make_screenshot.py [--home WORKSPACE] [--tab train|data|chat]
+    python assets/make_screenshot.py [--home WORKSPACE] [--tab train|data|chat|method]
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from studio.launch import serve  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--home", default=None)
-    ap.add_argument("--tab", choices=["train", "data", "chat"], default="train")
+    ap.add_argument("--tab", choices=["train", "data", "chat", "method"], default="train")
     args = ap.parse_args()
     out = str(ROOT / "assets" / f"screenshot-{args.tab}.png")
     with socket.socket() as s:
@@ -56,6 +57,12 @@ def main() -> None:
             box.fill("How long is the Quillpad warranty?")  # one of the FAQ questions
             page.click("#chat-send")
             page.wait_for_timeout(20000)  # both replies stream to the end
+        if args.tab == "method":
+            page.get_by_role("tab", name="Method").click()
+            page.wait_for_selector("#method-table >> text=P-tuning", timeout=300_000)
+            page.locator("#method-choice input").click()
+            page.get_by_role("option", name="DoRA", exact=True).click()
+            page.wait_for_selector("#method-card >> text=DoRA (LoRA)", timeout=60_000)
         page.wait_for_timeout(4000)  # a timer tick fills the status panel
         page.screenshot(path=out, full_page=True)
         browser.close()

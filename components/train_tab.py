@@ -10,7 +10,13 @@ from components.forms import build_form
 from pipelines.data import DataError
 from pipelines.methods import METHODS, ConfigError
 from pipelines.models import ModelError
+from studio import method_service
 from studio.core import SAMPLES
+
+# Settings that change the memory or time a run needs: the estimate is refreshed when they do.
+COST_FIELDS = {"per_device_train_batch_size", "max_length", "gradient_checkpointing", "eval_fraction", "r",
+               "init_r", "num_virtual_tokens", "freeze_trainable_layers", "target_modules",
+               "encoder_hidden_size", "prefix_projection", "bnb_4bit_use_double_quant"}
 
 
 def dataset_choices(studio) -> list[tuple[str, str]]:
@@ -24,6 +30,15 @@ def _method_help(key: str) -> str:
     spec = METHODS[key]
     merge = "can be merged into the base model" if spec.mergeable else "stays a separate file"
     return f"{spec.summary}\n\n*When to use:* {spec.when_to_use} *(Result {merge}.)*"
+
+
+def estimate_text(studio, model_spec, dataset_ref, method_key, params) -> str:
+    """The line shown above the Start button: expected peak memory, fit, time per epoch."""
+    try:
+        est = method_service.estimate(studio, model_spec or "default", method_key, params, dataset_ref)
+    except (ConfigError, DataError, ModelError, OSError, ValueError) as err:
+        return f"Estimate unavailable: {err}"
+    return method_service.summary_line(est)
 
 
 def build(studio):
@@ -40,7 +55,8 @@ def build(studio):
                                        "in the Data tab.",
                                   elem_id="train-dataset")
             method = gr.Dropdown(choices=[(m.label, k) for k, m in METHODS.items()], value="lora",
-                                 label="Method", elem_id="train-method")
+                                 label="Method", elem_id="train-method",
+                                 info="How the model learns; the Method tab compares them all.")
             method_help = gr.Markdown(_method_help("lora"))
             gr.Markdown("### 2. Settings")
             forms, groups = {}, {}
@@ -48,6 +64,7 @@ def build(studio):
                 with gr.Group(visible=(key == "lora")) as group:
                     forms[key] = build_form(spec.params)
                 groups[key] = group
+            estimate = gr.Markdown(elem_id="train-estimate")
             start = gr.Button("Start training", variant="primary", elem_id="start-training")
             message = gr.Markdown(elem_id="train-message")
         with gr.Column(scale=3):
@@ -62,6 +79,18 @@ def build(studio):
 
     method.change(on_method, method, [method_help, *groups.values()])
 
+    def on_estimate(model_spec, dataset_ref, method_key, *values):
+        params = {name: v for (key, name), v in zip(order, values) if key == method_key}
+        return estimate_text(studio, model_spec, dataset_ref, method_key, params)
+
+    estimate_inputs = [model, dataset, method, *inputs]
+    method.change(on_estimate, estimate_inputs, estimate)
+    dataset.change(on_estimate, estimate_inputs, estimate)
+    model.blur(on_estimate, estimate_inputs, estimate)
+    for (key, name), widget in zip(order, inputs):
+        if name in COST_FIELDS:
+            widget.change(on_estimate, estimate_inputs, estimate)
+
     def on_start(model_spec, dataset_ref, method_key, *values):
         params = {name: v for (key, name), v in zip(order, values) if key == method_key}
         try:
@@ -75,4 +104,5 @@ def build(studio):
     def on_load():
         return (gr.update(choices=dataset_choices(studio)), *on_load_runs())
 
-    return on_load, [dataset, *run_outputs]
+    # picks: what the Method tab reads and sets; the estimate is refreshed after the page loads
+    return on_load, [dataset, *run_outputs], (model, dataset, method), (on_estimate, estimate_inputs, estimate)

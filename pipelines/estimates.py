@@ -1,13 +1,14 @@
 """Before a run starts: how many weights a method trains on a model, the peak memory it will
 need and the time an epoch will take.
 
-Memory = runtime + weights + gradients and optimizer state + activations. Weights and
-optimizer state follow from parameter counts (taken from the model's config on PyTorch's
-'meta' device, no weights loaded). Activations are *measured*, not guessed: the method is
-applied to copies of the architecture cut to one and two blocks, one forward and backward pass
-is run at two lengths, and the tensors autograd keeps for the backward pass are summed. Four
-probes fit `a + b*layers + c*tokens + d*layers*tokens` exactly, which is then evaluated for the
-real depth and the longest batch. Time = training FLOPs / this machine's measured matmul speed.
+Peak memory = runtime + weights + what training allocates on top (activations kept for the
+backward pass, temporaries, gradients, optimizer state). Weight counts come from the model's
+config on PyTorch's 'meta' device (nothing loads). What training allocates is *measured*, not
+guessed: the method is applied to copies of the architecture cut to one and two blocks, a
+forward and backward pass runs at two lengths under PyTorch's profiler, whose memory timeline
+records every allocation and free, and the four peaks fit `a + b*layers + c*tokens + d*layers*tokens` exactly, which is then read
+at the real depth and the longest batch. Time = training FLOPs / this machine's measured
+matmul speed x an efficiency measured by bench/methods.py.
 """
 
 from __future__ import annotations
@@ -20,12 +21,17 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from pipelines import hardware
-from pipelines.methods import Setup, get_method, parse
+from pipelines.methods import METHODS, Setup, get_method, parse
 
 GB = 1024**3
 # A CPU training process holds Python, PyTorch, transformers, TRL, the tokenizer and the
 # dataset before any model weight: measured on this studio's worker (bench/estimate_memory.py).
-RUNTIME_BYTES = {"cpu": int(0.85 * GB), "cuda": int(0.55 * GB)}  # cuda: context + kernels
+RUNTIME_BYTES = {"cpu": int(0.55 * GB), "cuda": int(0.55 * GB)}  # cuda: context + kernels
+# The probes count tensor bytes at the allocator; a process holds more (glibc arenas keep freed
+# activation memory). Peak RSS of the training part / probed bytes on this CPU measured 1.08
+# (freeze) to 1.65 (full), about 1.5 for most methods (bench/methods.py). CUDA's caching
+# allocator is tighter (not measured here yet: a conservative guess).
+ALLOCATOR_OVERHEAD = {"cpu": 1.5, "cuda": 1.15}
 # Share of the measured bf16 matmul speed a training step reaches (attention, norms, the
 # optimizer and Python overhead take the rest); set from bench/estimate_memory.py runs.
 STEP_EFFICIENCY = {"cpu": 0.25, "cuda": 0.35}
@@ -38,8 +44,7 @@ class Estimate:
     total_params: int
     trainable_params: int
     weights_bytes: int
-    state_bytes: int  # gradients + optimizer moments of the trainable weights
-    activation_bytes: int  # kept for the backward pass, longest batch
+    training_bytes: int  # activations, temporaries, gradients, optimizer moments (longest batch)
     runtime_bytes: int
     peak_bytes: int
     available_bytes: int
@@ -105,9 +110,9 @@ def _apply(model, method, params, setup: Setup):
 
 
 def count_params(model_path: str, method_key: str, values: dict | None = None) -> tuple[int, int]:
-    """(all weights, trainable weights) of the model once the method is applied; no weights load.
+    """(the model's own weights, weights that train once the method is applied); nothing loads.
 
-    Prompt-learning weights count as trainable on top of the model's own."""
+    An adapter's weights come on top of the model's own: LoRA at 3.6% adds 3.6% to the total."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -115,38 +120,53 @@ def count_params(model_path: str, method_key: str, values: dict | None = None) -
     params = parse(method.params, values)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(_config(model_path))
+        total = sum(p.numel() for p in model.parameters())
         model = _apply(model, method, params, Setup(model_path=model_path))
-    total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if method.key == "adalora":  # PEFT marks the singular values as a separate list; all count
         trainable = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
     return total, trainable
 
 
-def _saved_bytes(model, tokens: int, bf16: bool) -> int:
-    """Bytes of the tensors autograd keeps between one forward and its backward pass."""
+def peak_allocated(fn) -> int:
+    """Peak bytes of the tensors `fn()` allocates (and has not freed yet) at any moment.
+
+    Read from PyTorch profiler's memory timeline, which records every allocation and free at
+    the allocator, forward and backward alike; tensors that existed before do not count."""
+    import torch
+    from torch.profiler._memory_profiler import Action
+
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True,
+                                record_shapes=True, with_stack=True) as prof:
+        fn()
+    live = peak = 0
+    for _time, action, _key, size in prof._memory_profile().timeline:
+        if action == Action.CREATE:
+            live += size
+        elif action == Action.DESTROY:
+            live -= size
+        peak = max(peak, live)
+    return peak
+
+
+def _training_peak(model, tokens: int, bf16: bool) -> int:
+    """Peak bytes one forward and backward pass allocate beyond the weights: activations,
+    temporaries and gradients. (AdamW's moments are exact arithmetic: see `estimate`.)"""
     import torch
     from trl.trainer.utils import add_fused_lm_head
 
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    seen: dict[int, int] = {}
-
-    def pack(t):
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in params and storage.device.type != "meta":
-            seen[storage.data_ptr()] = storage.nbytes()
-        return t
-
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    add_fused_lm_head(base, outputs=("log_probs", "entropy", "is_top1"))
+    add_fused_lm_head(base, outputs=("log_probs", "entropy", "is_top1"))  # as TRL's SFT does
     vocab = base.config.get_text_config().vocab_size
     ids = torch.randint(0, vocab, (1, tokens))
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), \
-            torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        out = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids, fused_lm_head=True)
-        loss = -out.log_probs.sum()
-    loss.backward()
-    return sum(seen.values())
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids, fused_lm_head=True)
+            loss = -out.log_probs.mean()
+        loss.backward()
+
+    return peak_allocated(step)
 
 
 def _probe_model(model_path: str, layers: int, method, params):
@@ -158,21 +178,33 @@ def _probe_model(model_path: str, layers: int, method, params):
     text.num_hidden_layers = layers
     if hasattr(text, "layer_types") and text.layer_types:
         text.layer_types = text.layer_types[:layers]
+    # allocated, not initialised: memory does not depend on the values, and random init of a
+    # 50k-word embedding costs more than the whole probe
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    model = model.to_empty(device="cpu")
+    for t in [*model.parameters(), *model.buffers()]:
+        t.data.zero_()
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config)
     freeze_n = getattr(params, "freeze_trainable_layers", None)
     if freeze_n is not None:  # probe depth is 1-2: train as many of them as the real run would
         params = dataclasses.replace(params, freeze_trainable_layers=min(freeze_n, layers))
-    return _apply(model, method, params, Setup(model_path=model_path, total_steps=100))
+    model = _apply(model, method, params, Setup(model_path=model_path, total_steps=100))
+    model.train()
+    if params.gradient_checkpointing:  # as the trainer does: recompute each block in backward
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if method.peft_config is not None:
+            model.enable_input_require_grads()
+    return model
 
 
 @lru_cache(maxsize=256)
-def activation_model(model_path: str, method_key: str, frozen_values: tuple, bf16: bool) -> tuple:
-    """(a, b, c, d) in bytes: activations = a + b*layers + c*tokens + d*layers*tokens."""
+def training_model(model_path: str, method_key: str, frozen_values: tuple, bf16: bool) -> tuple:
+    """(a, b, c, d) in bytes: training allocations = a + b*layers + c*tokens + d*layers*tokens."""
     method = get_method(method_key)
     params = parse(method.params, dict(frozen_values))
     t1, t2 = PROBE_TOKENS
-    m = {(n, t): _saved_bytes(_probe_model(model_path, n, method, params), t, bf16)
+    m = {(n, t): _training_peak(_probe_model(model_path, n, method, params), t, bf16)
          for n in (1, 2) for t in (t1, t2)}
     d = ((m[2, t2] - m[1, t2]) - (m[2, t1] - m[1, t1])) / (t2 - t1)
     b = (m[2, t1] - m[1, t1]) - d * t1
@@ -222,26 +254,31 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
 
     # weights: fp32, except QLoRA's 4-bit blocks (0.5 byte + quantization constants: 1/64 byte
     # per weight with double quantization, 4/64 without) and its fp32 embeddings and norms
-    weights = 4 * total
+    added = trainable if method.peft_config is not None else 0  # adapters come on top
+    weights = 4 * (total + added)
     if method.quantized:
         embed = text.vocab_size * text.hidden_size * (1 if text.tie_word_embeddings else 2)
-        quant = total - embed - trainable
+        quant = total - embed
         per = 0.5 + (1 / 64 if params.bnb_4bit_use_double_quant else 4 / 64)
-        weights = int(quant * per + 4 * (embed + trainable))
-    # gradients + AdamW's two moments, all in the weights' fp32 (QLoRA's adapter: bf16)
-    state = trainable * (6 if method.quantized else 12)
-
+        weights = int(quant * per + 4 * embed + 2 * trainable)
     longest = min(max(lengths), params.max_length) if lengths else params.max_length
     tokens = params.per_device_train_batch_size * longest
-    a, b, c, d = activation_model(model_path, method_key if not method.quantized else "lora",
-                                  tuple(sorted((values or {}).items())), bf16)
-    if params.gradient_checkpointing:  # only each block's input is kept (+ one block recomputed)
-        per_block = (b + d * tokens)
-        activations = a + c * tokens + layers * 2 * text.hidden_size * tokens + per_block
-    else:
-        activations = a + b * layers + c * tokens + d * layers * tokens
+    probe_key, probe_values = method_key, dict(values or {})
+    if method.quantized:  # the probe cannot quantize random weights: LoRA trains the same adapter
+        probe_key = "lora"
+        probe_values = {k: v for k, v in probe_values.items() if k in METHODS["lora"].params.__dataclass_fields__}
+    a, b, c, d = training_model(model_path, probe_key, tuple(sorted(probe_values.items())), bf16)
+    # AdamW keeps two moments per trainable weight, in the weight's dtype (fp32; QLoRA's
+    # adapter is bf16), alive through every later forward and backward pass
+    moments = trainable * (4 if method.quantized else 8)
+    # blocks below the first trainable one keep nothing for backward: freeze tuning pays per
+    # block only for the blocks that train (the probe trains all of its one or two)
+    depth = min(params.freeze_trainable_layers, layers) if hasattr(params, "freeze_trainable_layers") else layers
+    training = (a + b * depth + c * tokens + d * depth * tokens + moments) * ALLOCATOR_OVERHEAD[device]
     runtime = RUNTIME_BYTES[device]
-    peak = int(runtime + weights + state + activations)
+    peak = int(runtime + weights + training)
+    if method.quantized:  # loading reads the full-precision weights before quantizing them
+        peak = max(peak, int(runtime + 4 * total + weights))
 
     seconds = tokens_epoch = None
     if lengths:
@@ -254,6 +291,6 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
             per_token += 2 * total
         seconds = per_token * tokens_epoch / (matmul_flops(device, bf16) * STEP_EFFICIENCY[device])
     return Estimate(method=method_key, total_params=total, trainable_params=trainable, weights_bytes=weights,
-                    state_bytes=state, activation_bytes=int(activations), runtime_bytes=runtime,
+                    training_bytes=int(training), runtime_bytes=runtime,
                     peak_bytes=peak, available_bytes=available_bytes(device), device=device,
                     tokens_per_epoch=tokens_epoch, seconds_per_epoch=seconds)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from components import chat_tab, data_tab, train_tab
+from components import chat_tab, data_tab, method_tab, train_tab
 
 CSS_PATH = Path(__file__).resolve().parent.parent / "assets" / "studio.css"
 
@@ -15,21 +15,27 @@ def build_app(studio) -> gr.Blocks:
     with gr.Blocks(title="Tune Studio") as app:
         gr.Markdown("# Tune Studio\nFine-tune a language model on your own examples, then compare it "
                     "with the base.")
-        with gr.Tab("Train"):
-            on_load_train, train_outputs = train_tab.build(studio)
-        with gr.Tab("Data"):
-            on_load_data, data_outputs, imported = data_tab.build(studio)
-        with gr.Tab("Chat") as chat:
-            refresh_chat, chat_outputs, exported = chat_tab.build(studio)
+        with gr.Tabs() as tabs:
+            with gr.Tab("Train", id="train"):
+                on_load_train, train_outputs, picks, refresh_estimate = train_tab.build(studio)
+            with gr.Tab("Method", id="method") as method:
+                open_method, method_inputs, method_outputs = method_tab.build(studio, *picks, tabs, "train")
+            with gr.Tab("Data", id="data"):
+                on_load_data, data_outputs, imported = data_tab.build(studio)
+            with gr.Tab("Chat", id="chat") as chat:
+                refresh_chat, chat_outputs, exported = chat_tab.build(studio)
         # new datasets are offered at once: imports to Train, exported votes to Data
         train_dataset, data_dataset = train_outputs[0], data_outputs[0]
         imported.then(lambda: gr.update(choices=train_tab.dataset_choices(studio)), None, train_dataset)
         exported.then(lambda: gr.update(choices=data_tab.dataset_choices(studio)), None, data_dataset)
         # runs finished since the page opened become choosable when the Chat tab is opened
         chat.select(refresh_chat, None, chat_outputs)
+        # the comparison is measured for the model and dataset chosen in Train, when looked at
+        method.select(open_method, method_inputs, method_outputs)
 
         def on_load():
             return (*on_load_train(), *on_load_data(), *refresh_chat())
 
-        app.load(on_load, None, [*train_outputs, *data_outputs, *chat_outputs])
+        # the estimate follows the page (its first probe of a model takes a few seconds)
+        app.load(on_load, None, [*train_outputs, *data_outputs, *chat_outputs]).then(*refresh_estimate)
     return app

@@ -186,6 +186,27 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_methods(args) -> int:
+    from pipelines.estimates import count_params
+    from pipelines.methods import METHODS
+    from studio import method_service as ms
+
+    studio = _studio(args)
+    model_path = str(studio.resolve_model(args.model))
+    print(f"methods for {args.model}" + (f" (peak memory and time for dataset {args.dataset})" if args.memory else ""))
+    head = f"{'key':<10} {'method':<17} {'family':<16} {'data':<5} {'trainable':>10} {'%':>7}  merge"
+    print(head + ("  peak memory  time/epoch" if args.memory else ""))
+    for key, method in METHODS.items():
+        total, trainable = count_params(model_path, key)
+        line = (f"{key:<10} {method.label:<17} {method.family:<16} {method.data_kind:<5} "
+                f"{ms.fmt_count(trainable):>10} {100 * trainable / total:>6.2f}%  {'yes' if method.mergeable else 'no':<5}")
+        if args.memory:
+            est = ms.estimate(studio, args.model, key, None, args.dataset)
+            line += f"  {ms.fmt_bytes(est.peak_bytes):>11}  {ms.fmt_seconds(est.seconds_per_epoch):>10}"
+        print(line, flush=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--home", help="workspace folder (default: $STUDIO_HOME or ~/.local/share/tune-studio)")
@@ -214,6 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repetition-penalty", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=-1, help="fixed seed = reproducible sampling")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("methods", parents=[common], help="list the training methods and what they train on a model")
+    p.add_argument("--model", default="default", help="count trainable weights on this model")
+    p.add_argument("--memory", action="store_true", help="also estimate peak memory and time per epoch (slower)")
+    p.add_argument("--dataset", default="quillpad_faq", help="dataset for the time estimate (with --memory)")
+    p.set_defaults(func=cmd_methods)
 
     p = sub.add_parser("cancel", parents=[common], help="stop a run (it saves a checkpoint first)")
     p.add_argument("run_id")

@@ -77,6 +77,7 @@ class Studio:
         self.max_upload_bytes = max_upload_bytes or (int(float(mb) * 1e6) if mb else readers.DEFAULT_MAX_BYTES)
         self._procs: dict[str, subprocess.Popen] = {}
         self._tokenizers: dict[str, object] = {}
+        self.length_cache: dict[tuple, list[int]] = {}  # (model, dataset file) -> tokens per row
         # Models loaded for chat; least recently used leave first (STUDIO_CHAT_CACHE_MB, default 8 GB).
         cache_mb = os.environ.get("STUDIO_CHAT_CACHE_MB")
         self.chat_models = chat.ModelCache(self.model_cache, int(float(cache_mb) * 1e6) if cache_mb

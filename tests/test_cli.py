@@ -121,3 +121,22 @@ def test_cancel_resume_logs_follow_and_continue(tmp_path, tiny_model_dir, tiny_p
 
     child = studio_cmd(home, "continue", run_id, "--epochs", "0.5").stdout.strip()
     assert studio.wait(child, poll_s=0.5)["parent_id"] == run_id
+
+
+def test_methods_lists_every_method_with_its_trainable_count(tmp_path, tiny_model_dir):
+    from pipelines.estimates import count_params
+    from pipelines.methods import METHODS
+
+    out = studio_cmd(tmp_path / "home", "methods", "--model", str(tiny_model_dir), "--memory", "--dataset",
+                     str(FAQ), timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[1].split()[:6] == ["key", "method", "family", "data", "trainable", "%"]
+    rows = {line.split()[0]: line for line in lines[2:]}
+    assert list(rows) == list(METHODS)
+    for key, line in rows.items():
+        total, trainable = count_params(str(tiny_model_dir), key)
+        assert f"{METHODS[key].family} " in line and " sft " in line
+        assert f"{100 * trainable / total:.2f}%" in line
+        assert "GB" in line or "MB" in line  # the peak memory column
+    assert " yes " in rows["lora"] and " no " in rows["prefix"]

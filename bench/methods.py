@@ -1,0 +1,118 @@
+"""Every method on the default model and the sample FAQ: predicted against measured peak
+memory and time per epoch, plus what each run achieved.
+
+Baseline for the memory and time columns: the estimate the Method tab shows before launch
+(pipelines/estimates.py), printed beside the measurement and its error. Each method trains in
+its own process (peak memory = that process's peak resident set, VmHWM), with its default
+settings for --epochs epochs, measured on the sample's held-out rows before and after.
+
+    python bench/methods.py [--epochs 1] [--only lora,qlora] [--home DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pipelines import data, dataset_stats, estimates, importer, models  # noqa: E402
+from pipelines.methods import METHODS  # noqa: E402
+
+FAQ = ROOT / "assets" / "samples" / "quillpad_faq.jsonl"
+GB = 1024**3
+
+
+def dataset(home: Path) -> Path:
+    parquet = home / "faq" / importer.DATA
+    if not parquet.exists():
+        importer.import_file(FAQ, parquet.parent, importer.ImportOptions(heldout=0.1, seed=0))
+    return parquet
+
+
+def worker(key: str, home: Path, epochs: float) -> None:
+    """One run in this process; prints one JSON line."""
+    from pipelines.events import RunEvents, read_metrics
+    from pipelines.train_sft import build_trainer
+
+    parquet = dataset(home)
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{key}-", dir=home))
+    job = {"method": key, "model": "default", "model_cache": str(home / "models"),
+           "dataset": {"path": str(parquet), "heldout_path": str(parquet.with_name(importer.HELDOUT))},
+           "params": {"num_train_epochs": epochs, "save_steps": 100000}}
+    trainer, _ = build_trainer(job, run_dir, RunEvents(run_dir))
+    before = trainer.evaluate()["eval_loss"]
+    start = time.time()
+    trainer.train()
+    train_s = time.time() - start
+    after = trainer.evaluate()["eval_loss"]
+    rates = [m["tokens_per_s"] for m in read_metrics(run_dir) if "tokens_per_s" in m][1:]
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    print(json.dumps({"key": key, "before": before, "after": after, "train_s": train_s,
+                      "s_per_epoch": train_s / epochs, "tokens_per_s": statistics.median(rates),
+                      "trainable": trainable, "steps": trainer.state.global_step,
+                      "peak": peak_rss()}))
+
+
+def peak_rss() -> int:
+    """This process's peak resident set (VmHWM). Not ru_maxrss: Linux carries that over from
+    the parent across fork and exec, so a child would report its parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--epochs", type=float, default=1.0)
+    ap.add_argument("--only", default="", help="comma-separated method keys")
+    ap.add_argument("--home")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    home = Path(args.home or tempfile.mkdtemp(prefix="methods-bench-"))
+    home.mkdir(parents=True, exist_ok=True)
+    if args.worker:
+        return worker(args.worker, home, args.epochs)
+
+    model_path = str(models.resolve("default", home / "models"))
+    parquet = dataset(home)
+    tokenizer = models.load_tokenizer(model_path)
+    lengths = dataset_stats.token_lengths(data.load_rows(parquet), tokenizer)
+    keys = [k for k in args.only.split(",") if k] or list(METHODS)
+    print(f"default model (SmolLM2-135M-Instruct), quillpad_faq ({len(lengths)} training rows, 12 held out), "
+          f"{args.epochs:g} epoch(s) at each method's defaults; memory = peak RSS of the run's process")
+    head = (f"{'method':<11}{'trainable':>12}{'tok/s':>7}{'peak GB':>9}{'predicted':>10}{'error':>8}"
+            f"{'held-out before→after':>24}{'wall s':>8}{'s/epoch pred/meas':>19}")
+    print(head, flush=True)
+    errors = []
+    for key in keys:
+        est = estimates.estimate(model_path, key, {"num_train_epochs": args.epochs}, lengths=lengths)
+        proc = subprocess.run([sys.executable, __file__, "--worker", key, "--home", str(home),
+                               "--epochs", str(args.epochs)], capture_output=True, text=True, cwd=ROOT)
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+        if proc.returncode or not lines:
+            print(f"{key:<11} FAILED: {proc.stderr.strip().splitlines()[-1:]}", flush=True)
+            continue
+        r = json.loads(lines[-1])
+        error = (est.peak_bytes - r["peak"]) / r["peak"]
+        errors.append(abs(error))
+        pct = f"{100 * r['trainable'] / est.total_params:.2f}%"
+        print(f"{key:<11}{r['trainable'] / 1e6:>8.2f}M {pct:>6}"[:23].ljust(23) if False else
+              f"{key:<11}{r['trainable'] / 1e6:>10.3f}M{r['tokens_per_s']:>7.0f}{r['peak'] / GB:>9.2f}"
+              f"{est.peak_bytes / GB:>10.2f}{100 * error:>+7.0f}%{r['before']:>13.3f} → {r['after']:<8.3f}"
+              f"{r['train_s']:>8.0f}{est.seconds_per_epoch:>10.0f}/{r['s_per_epoch']:<8.0f}", flush=True)
+    if errors:
+        print(f"peak memory, predicted vs measured: mean |error| {100 * statistics.mean(errors):.1f}%, "
+              f"max {100 * max(errors):.1f}% over {len(errors)} methods (target: within 15%)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""Method tab: every method side by side for the chosen model and dataset (trainable share,
+expected peak memory, time per epoch), one method's card in plain words, and a button that
+takes it to the Train tab."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from pipelines.data import DataError
+from pipelines.methods import METHODS, ConfigError
+from pipelines.models import ModelError
+from studio import method_service as ms
+
+ERRORS = (ConfigError, DataError, ModelError, OSError, ValueError)
+
+
+def card(studio, model: str, dataset: str | None, key: str) -> str:
+    method = METHODS[key]
+    merge = ("Its result can be merged into the base model (one ordinary model file, no speed cost)."
+             if method.mergeable else
+             "Its result stays a separate file applied at run time." if method.artifact == "adapter" else
+             "Its result is a whole new copy of the model.")
+    lines = [f"### {method.label} ({method.family})", method.summary, f"**When to use:** {method.when_to_use}",
+             merge]
+    try:
+        est = ms.estimate(studio, model or "default", key, None, dataset)
+    except ERRORS as err:
+        lines.append(f"**Could not estimate:** {err}")
+    else:
+        lines.append(f"At its default settings on this model: {ms.summary_line(est)}")
+        lines.append(f"<small>Peak memory = {ms.breakdown(est)}. Measured on a one- and two-block copy of "
+                     "the model, then scaled to its depth and your longest batch.</small>")
+    return "\n\n".join(lines)
+
+
+def build(studio, train_model, train_dataset, train_method, tabs, train_tab_id):
+    gr.Markdown("Pick how the model learns. Every method below trains on the same examples; they differ "
+                "in how much of the model changes, how much memory that takes and how the result is saved. "
+                "Not sure? **LoRA** is the default for good reason; **QLoRA** when memory is short.")
+    table = gr.Dataframe(headers=ms.TABLE_HEADERS, interactive=False, wrap=True, elem_id="method-table",
+                         label="All methods at their default settings (for the model and dataset chosen in Train)")
+    with gr.Row():
+        choice = gr.Dropdown(choices=[(m.label, k) for k, m in METHODS.items()], value="lora",
+                             label="Method", elem_id="method-choice")
+        use = gr.Button("Train with this method", variant="primary", elem_id="method-use")
+    details = gr.Markdown(elem_id="method-card")
+
+    def on_open(model, dataset, key):
+        try:
+            yield gr.skip(), card(studio, model, dataset, key)
+            for rows in ms.catalogue(studio, model or "default", dataset):
+                yield rows, gr.skip()
+        except ERRORS as err:
+            yield gr.skip(), f"**Could not estimate:** {err}"
+
+    def on_choice(model, dataset, key):
+        return card(studio, model, dataset, key)
+
+    choice.change(on_choice, [train_model, train_dataset, choice], details)
+    use.click(lambda key: (key, gr.Tabs(selected=train_tab_id)), choice, [train_method, tabs])
+    return on_open, [train_model, train_dataset, choice], [table, details]

@@ -1,0 +1,91 @@
+"""What the Method tab and `studio methods` ask: the catalogue for a model, with trainable
+weights and the memory and time a run would take on this machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipelines import dataset_stats, estimates, importer
+from pipelines.methods import METHODS, parse
+
+GB = 1024**3
+
+
+def _training_lengths(studio, model_path: str, dataset_ref: str | None, eval_fraction: float) -> list[int] | None:
+    """Tokens per training example (sampled on big datasets, repeated to the full count)."""
+    if not dataset_ref:
+        return None
+    row = studio.resolve_dataset(dataset_ref)
+    parquet = Path(row["path"])
+    key = (model_path, str(parquet))
+    if key not in studio.length_cache:
+        rows = dataset_stats.sample_rows(parquet)
+        studio.length_cache[key] = dataset_stats.token_lengths(rows, studio.tokenizer(model_path))
+    sample = studio.length_cache[key]
+    if not sample:
+        return None
+    total = dataset_stats.count_rows(parquet)
+    heldout = parquet.with_name(importer.HELDOUT).exists()
+    n_train = total if heldout else max(1, round(total * (1 - eval_fraction)))
+    return [sample[i % len(sample)] for i in range(n_train)]
+
+
+def estimate(studio, model: str, method: str, params: dict | None = None, dataset: str | None = None):
+    """The estimate for one run as the Train tab would start it."""
+    model_path = str(studio.resolve_model(model))
+    checked = parse(METHODS[method].params, params)
+    lengths = _training_lengths(studio, model_path, dataset, checked.eval_fraction)
+    return estimates.estimate(model_path, method, params, lengths=lengths)
+
+
+def fmt_bytes(n: float) -> str:
+    return f"{n / GB:.1f} GB" if n >= GB / 10 else f"{n / 2**20:.0f} MB"
+
+
+def fmt_count(n: int) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}" if n < 10 * size else f"{n / size:.0f}{unit}"
+    return str(n)
+
+
+def fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return "-"
+    if s < 90:
+        return f"{s:.0f} s"
+    return f"{s / 60:.0f} min" if s < 5400 else f"{s / 3600:.1f} h"
+
+
+def summary_line(est) -> str:
+    """One line for the Train tab, under the Start button's settings."""
+    time = f"; about {fmt_seconds(est.seconds_per_epoch)} per epoch" if est.seconds_per_epoch else ""
+    mark = "✅" if est.fits else "⚠️"
+    return (f"{mark} Expected peak memory {fmt_bytes(est.peak_bytes)} — {est.verdict()}{time}. "
+            f"Trains {fmt_count(est.trainable_params)} weights ({est.trainable_percent:.2f}% of the model).")
+
+
+def breakdown(est) -> str:
+    return (f"weights {fmt_bytes(est.weights_bytes)} + training (activations, gradients, optimizer) "
+            f"{fmt_bytes(est.training_bytes)} + runtime {fmt_bytes(est.runtime_bytes)}")
+
+
+TABLE_HEADERS = ["Method", "Family", "Data", "Trainable", "Trainable %", "Peak memory", "Time / epoch",
+                 "Relative speed", "Mergeable"]
+
+
+def catalogue(studio, model: str = "default", dataset: str | None = None):
+    """The comparison table, one row per method at its default settings, yielded as it grows
+    (the first look at a model probes each method for a few seconds; later looks are instant)."""
+    rows, times = [], {}
+    for key, method in METHODS.items():
+        est = estimate(studio, model, key, None, dataset)
+        times[key] = est.seconds_per_epoch
+        rows.append([method.label, method.family, method.data_kind.upper(), fmt_count(est.trainable_params),
+                     f"{est.trainable_percent:.2f}%", fmt_bytes(est.peak_bytes), fmt_seconds(est.seconds_per_epoch),
+                     "-", "yes" if method.mergeable else "no"])
+        # speed against LoRA's time per epoch at the same batch size and data
+        base = times.get("lora")
+        for row, t in zip(rows, times.values()):
+            row[7] = f"{base / t:.2f}x" if base and t else "-"
+        yield [list(r) for r in rows]

@@ -1,0 +1,41 @@
+"""The Method tab in a real browser: the comparison table fills in for the chosen model, a
+method's card explains it with its expected memory, and 'Train with this method' hands it to
+the Train tab, whose estimate line follows."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipelines.methods import METHODS
+from tests.test_browser import fill, page, server  # noqa: F401 (fixtures)
+from tests.test_browser_data import choose
+
+pytestmark = pytest.mark.browser
+
+
+def test_compare_choose_and_train_with_a_method(server, page, studio, tiny_model_dir):  # noqa: F811
+    from playwright.sync_api import expect
+
+    page.goto(server)
+    expect(page.get_by_text("Fine-tune a language model")).to_be_visible(timeout=30_000)
+    fill(page, "train-model", str(tiny_model_dir))
+    estimate = page.locator("#train-estimate")
+    expect(estimate).to_contain_text("Expected peak memory", timeout=60_000)
+    expect(estimate).to_contain_text("fits in your")
+
+    page.get_by_role("tab", name="Method").click()
+    table = page.locator("#method-table")
+    for method in METHODS.values():  # every method gets its row, filled in as it is measured
+        expect(table).to_contain_text(method.label, timeout=180_000)
+    expect(table).to_contain_text("100.00%")  # full fine-tuning trains every weight
+    card = page.locator("#method-card")
+    expect(card).to_contain_text("When to use:", timeout=30_000)
+
+    choose(page, "method-choice", "DoRA")
+    expect(card).to_contain_text(METHODS["dora"].summary[:40], timeout=30_000)
+    expect(card).to_contain_text("fits in your")
+    page.locator("#method-use").click()
+
+    expect(page.locator("#train-method input")).to_have_value("DoRA", timeout=30_000)
+    expect(page.locator("#start-training")).to_be_visible()
+    expect(estimate).to_contain_text("Expected peak memory", timeout=60_000)

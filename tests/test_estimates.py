@@ -1,0 +1,69 @@
+"""Estimates before launch: trainable counts equal what training really unfreezes, the
+allocation tracker counts what it should, and the memory model extrapolates to real sizes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pipelines import estimates
+from pipelines.methods import METHODS, Setup, parse
+from pipelines.train_sft import apply_method, load_base
+
+
+@pytest.mark.parametrize("key", list(METHODS))
+def test_trainable_count_matches_the_real_model(key, tiny_model_dir, tmp_path):
+    method = METHODS[key]
+    params = parse(method.params, {})
+    model = apply_method(load_base(method, params, str(tiny_model_dir)), method, params,
+                         Setup(model_path=str(tiny_model_dir), total_steps=10), tmp_path, None)
+    if method.optimizer is not None:
+        method.optimizer(model, params)  # LoRA-FA freezes A in its optimizer
+    real = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad or "lora_E" in n)
+    total, counted = estimates.count_params(str(tiny_model_dir), key)
+    assert counted == real
+    assert total == sum(p.numel() for p in load_base(METHODS["full"], params, str(tiny_model_dir)).parameters())
+
+
+def test_peak_allocated_counts_what_is_alive_at_once():
+    existing = torch.zeros(1000)
+
+    def work():
+        a = torch.ones(1024)  # 4 KiB
+        b = torch.ones(2048)  # 8 KiB, alive together with a: peak 12 KiB
+        del a, b
+        torch.ones(512)  # 2 KiB after both are freed: not a new peak
+        existing.add_(1)  # in place on a tensor from before: nothing allocated
+
+    assert estimates.peak_allocated(work) == 12 * 1024
+
+
+def test_memory_model_extrapolates_to_a_longer_batch(tiny_model_dir):
+    """Fitted on 1-2 blocks at 32-64 tokens, read at the tiny model's depth and 2 x 96 tokens,
+    it matches a direct measurement of the whole model at that size."""
+    key = "lora"
+    a, b, c, d = estimates.training_model(str(tiny_model_dir), key, (), False)
+    layers, tokens = 2, 192
+    predicted = a + b * layers + c * tokens + d * layers * tokens
+    method = METHODS[key]
+    params = parse(method.params, {})
+    model = estimates._probe_model(str(tiny_model_dir), layers, method, params)
+    measured = estimates._training_peak(model, tokens, False)
+    assert predicted == pytest.approx(measured, rel=0.1)
+
+
+def test_estimate_says_whether_it_fits(tiny_model_dir):
+    est = estimates.estimate(str(tiny_model_dir), "lora", {"per_device_train_batch_size": 4, "max_length": 64},
+                             lengths=[40] * 30 + [80] * 10)
+    assert est.trainable_params > 0 and est.peak_bytes > est.weights_bytes > 0
+    assert est.tokens_per_epoch == estimates.padded_tokens([40] * 30 + [80] * 10, 4, 64)
+    assert est.seconds_per_epoch > 0
+    assert est.verdict().startswith("fits in your ")
+    small = estimates.Estimate(**{**est.__dict__, "available_bytes": est.peak_bytes // 2})
+    assert small.verdict().startswith(f"needs about {est.peak_bytes / 2**30:.1f} GB, more than your ")
+
+
+def test_padded_tokens_pads_each_batch_to_its_longest():
+    assert estimates.padded_tokens([30] * 6, batch=4, max_length=100) == 8 * 30  # 4 + a last batch of 2 padded to 4
+    assert estimates.padded_tokens([500, 500], batch=2, max_length=64) == 128  # cut at max_length
+    assert estimates.padded_tokens([10, 90], batch=2, max_length=100) == 180  # the short one padded to 90
