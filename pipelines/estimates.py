@@ -268,9 +268,13 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
         probe_key = "lora"
         probe_values = {k: v for k, v in probe_values.items() if k in METHODS["lora"].params.__dataclass_fields__}
     a, b, c, d = training_model(model_path, probe_key, tuple(sorted(probe_values.items())), bf16)
-    # AdamW keeps two moments per trainable weight, in the weight's dtype (fp32; QLoRA's
-    # adapter is bf16), alive through every later forward and backward pass
-    moments = trainable * (4 if method.quantized else 8)
+    # AdamW keeps two moments per trainable weight, in the weight's dtype (fp32), alive through
+    # every later forward and backward pass
+    moments = trainable * 8
+    if method.quantized:  # bf16 adapter: 2 x 2 bytes, or 2 x 1 byte with an 8-bit optimizer
+        from pipelines.methods.qlora import resolve_optim
+
+        moments = trainable * (2 if "8bit" in resolve_optim(params.optim, device == "cuda") else 4)
     # blocks below the first trainable one keep nothing for backward: freeze tuning pays per
     # block only for the blocks that train (the probe trains all of its one or two)
     depth = min(params.freeze_trainable_layers, layers) if hasattr(params, "freeze_trainable_layers") else layers

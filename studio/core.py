@@ -148,6 +148,11 @@ class Studio:
         """Validate, write the run directory and catalogue row, and start the worker process."""
         spec = get_method(method)
         checked = parse(spec.params, params)  # ConfigError on a bad value, before anything is written
+        if hasattr(checked, "optim"):  # an optimizer this machine cannot run is refused now, not mid-run
+            from pipelines.hardware import has_cuda
+            from pipelines.methods.qlora import resolve_optim
+
+            resolve_optim(checked.optim, has_cuda())
         if not models.is_default(model):
             models.resolve(model, self.model_cache)  # ModelError for a bad folder
         dataset_row = self.resolve_dataset(dataset)

@@ -79,3 +79,16 @@ def test_lora_config_follows_the_declaration():
     cfg = method.peft_config(parse(method.params, {"r": 4, "target_modules": "attention", "use_rslora": True}))
     assert cfg.r == 4 and cfg.use_rslora
     assert set(cfg.target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj"}
+
+
+def test_an_optimizer_this_machine_cannot_run_is_refused_before_the_run(studio, tiny_model_dir):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("paged optimizers run on this machine")
+    with pytest.raises(ConfigError, match=r"^optimizer 'paged_adamw_8bit' pages memory between GPU and CPU and "
+                                          r"needs a CUDA GPU; on this machine use 'auto', 'adamw_bnb_8bit' or "
+                                          r"'adamw_torch'$"):
+        studio.start_run(model=str(tiny_model_dir), dataset="quillpad_faq", method="qlora",
+                         params={"optim": "paged_adamw_8bit"})
+    assert studio.store.list_runs() == [] and not any(studio.runs_dir.iterdir())

@@ -23,10 +23,10 @@ class QLoraParams(LoraParams):
         target="quantization", advanced=True)
     optim: str = param(
         "auto", label="Optimizer",
-        help="'auto' picks the paged 8-bit AdamW on a GPU (optimizer memory paged out when "
-        "memory is short, 4x smaller states) and plain AdamW on a CPU, where paged and 8-bit "
-        "optimizers do not run. Choose one explicitly to override.",
-        target="trainer", choices=["auto", "adamw_torch", "paged_adamw_8bit", "adamw_bnb_8bit",
+        help="'auto' picks the paged 8-bit AdamW on a GPU (optimizer state 4x smaller, paged out "
+        "when GPU memory runs short) and the 8-bit AdamW on a CPU, where paging does not exist. "
+        "'adamw_torch' keeps full-precision optimizer state.",
+        target="trainer", choices=["auto", "adamw_torch", "adamw_bnb_8bit", "paged_adamw_8bit",
                                    "paged_adamw_32bit"], advanced=True)
 
 
@@ -39,11 +39,12 @@ def quantization_config(params: QLoraParams, compute_dtype):
 
 
 def resolve_optim(choice: str, cuda: bool) -> str:
-    """The optimizer name TRL gets: 'auto' is paged 8-bit AdamW on CUDA, AdamW elsewhere."""
+    """The optimizer name TRL gets. bitsandbytes' 8-bit AdamW runs on CPU too; paging needs a GPU."""
     if choice == "auto":
-        return "paged_adamw_8bit" if cuda else "adamw_torch"
-    if not cuda and choice != "adamw_torch":
+        return "paged_adamw_8bit" if cuda else "adamw_bnb_8bit"
+    if not cuda and choice.startswith("paged_"):
         from pipelines.methods.params import ConfigError
 
-        raise ConfigError(f"optimizer '{choice}' needs a CUDA GPU; on this machine use 'auto' or 'adamw_torch'")
+        raise ConfigError(f"optimizer '{choice}' pages memory between GPU and CPU and needs a CUDA GPU; "
+                          "on this machine use 'auto', 'adamw_bnb_8bit' or 'adamw_torch'")
     return choice
