@@ -129,3 +129,18 @@ def test_lorafa_keeps_a_frozen_and_loraplus_speeds_up_b(tmp_path, tiny_model_dir
     plus = _trained("loraplus", tmp_path / "plus", tiny_model_dir, small_dataset)
     rates = sorted({group["lr"] for group in plus.optimizer.param_groups if group["params"]})
     assert rates[-1] == pytest.approx(16 * rates[0])
+
+
+def test_qlora_trains_a_4bit_base_with_an_8bit_optimizer(tmp_path, tiny_model_dir, small_dataset):
+    import bitsandbytes as bnb
+
+    trainer = _trained("qlora", tmp_path, tiny_model_dir, small_dataset)
+    trainer.train()
+    base_layers = [m for m in trainer.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert base_layers and all(m.weight.quant_type == "nf4" for m in base_layers)
+    assert all(m.weight.quant_state.nested for m in base_layers)  # double quantization
+    # bitsandbytes' 8-bit AdamW (it keeps tensors under 4096 weights, like this tiny model's, in
+    # 32 bits; the default model's LoRA matrices get 8-bit moments)
+    optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)
+    assert trainer.args.optim == "adamw_bnb_8bit"
+    assert type(optimizer).__module__.startswith("bitsandbytes") and optimizer.args.optim_bits == 8
