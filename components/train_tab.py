@@ -34,6 +34,8 @@ def _method_help(key: str) -> str:
 
 def estimate_text(studio, model_spec, dataset_ref, method_key, params) -> str:
     """The line shown above the Start button: expected peak memory, fit, time per epoch."""
+    if not method_service.model_ready(studio, model_spec or "default"):
+        return "The memory estimate appears once the built-in model is prepared (on the first run or chat)."
     try:
         est = method_service.estimate(studio, model_spec or "default", method_key, params, dataset_ref)
     except (ConfigError, DataError, ModelError, OSError, ValueError) as err:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import threading
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -25,7 +26,7 @@ from pipelines.methods import METHODS, Setup, get_method, parse
 
 GB = 1024**3
 # A CPU training process holds Python, PyTorch, transformers, TRL, the tokenizer and the
-# dataset before any model weight: measured on this studio's worker (bench/estimate_memory.py).
+# dataset before any model weight: 0.5-0.56 GB measured on this studio's worker.
 RUNTIME_BYTES = {"cpu": int(0.55 * GB), "cuda": int(0.55 * GB)}  # cuda: context + kernels
 # The probes count tensor bytes at the allocator; a process holds more (glibc arenas keep freed
 # activation memory). Peak RSS of the training part / probed bytes on this CPU measured 1.08
@@ -33,9 +34,11 @@ RUNTIME_BYTES = {"cpu": int(0.55 * GB), "cuda": int(0.55 * GB)}  # cuda: context
 # allocator is tighter (not measured here yet: a conservative guess).
 ALLOCATOR_OVERHEAD = {"cpu": 1.5, "cuda": 1.15}
 # Share of the measured bf16 matmul speed a training step reaches (attention, norms, the
-# optimizer and Python overhead take the rest); set from bench/estimate_memory.py runs.
-STEP_EFFICIENCY = {"cpu": 0.25, "cuda": 0.35}
+# optimizer and Python overhead take the rest): 0.27-0.33 in bench/methods.py runs here.
+STEP_EFFICIENCY = {"cpu": 0.3, "cuda": 0.35}
 PROBE_TOKENS = (32, 64)
+# PyTorch's profiler is one per process: two at once (two browser tabs estimating) crash it.
+_PROFILER = threading.Lock()
 
 
 @dataclass
@@ -131,20 +134,19 @@ def count_params(model_path: str, method_key: str, values: dict | None = None) -
 def peak_allocated(fn) -> int:
     """Peak bytes of the tensors `fn()` allocates (and has not freed yet) at any moment.
 
-    Read from PyTorch profiler's memory timeline, which records every allocation and free at
-    the allocator, forward and backward alike; tensors that existed before do not count."""
+    Read from the PyTorch profiler's memory events, one per allocation (+bytes) and free
+    (-bytes) at the allocator, forward and backward alike; tensors that existed before do not
+    count. Only memory is profiled (no Python stacks: those would trace every thread of a
+    running server)."""
     import torch
-    from torch.profiler._memory_profiler import Action
 
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True,
-                                record_shapes=True, with_stack=True) as prof:
+    with _PROFILER, torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
+                                           profile_memory=True) as prof:
         fn()
     live = peak = 0
-    for _time, action, _key, size in prof._memory_profile().timeline:
-        if action == Action.CREATE:
-            live += size
-        elif action == Action.DESTROY:
-            live -= size
+    for _start, nbytes in sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                                 if e.name() == "[memory]"):
+        live += nbytes
         peak = max(peak, live)
     return peak
 

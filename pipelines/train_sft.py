@@ -98,6 +98,8 @@ def apply_method(model, method, params, setup: Setup, run_dir: Path, init_adapte
     set_seed(params.seed)  # same adapter start (and same PiSSA sketch) on resume
     config = method.peft_config(params, setup)
     model = get_peft_model(model, config)
+    if method.initialize:
+        method.initialize(model, params, setup)
     if method.converts_base:
         # keep the step-0 adapter (marked as a plain LoRA start) to convert the result later
         model.peft_config["default"].init_lora_weights = True

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipelines import dataset_stats, estimates, importer
+from pipelines import dataset_stats, estimates, importer, models
 from pipelines.methods import METHODS, parse
 
 GB = 1024**3
@@ -28,6 +28,11 @@ def _training_lengths(studio, model_path: str, dataset_ref: str | None, eval_fra
     heldout = parquet.with_name(importer.HELDOUT).exists()
     n_train = total if heldout else max(1, round(total * (1 - eval_fraction)))
     return [sample[i % len(sample)] for i in range(n_train)]
+
+
+def model_ready(studio, model: str) -> bool:
+    """False while the built-in model has not been converted yet (a first start, ~25 s)."""
+    return not models.is_default(model) or (studio.model_cache / models.DEFAULT_MODEL / "model.safetensors").exists()
 
 
 def estimate(studio, model: str, method: str, params: dict | None = None, dataset: str | None = None):

@@ -27,6 +27,7 @@ class Method:
     trainable: Callable[[Any, Any], None] | None = None  # (model, params): set requires_grad
     optimizer: Callable[[Any, Any], Any] | None = None  # (peft model, params) -> torch optimizer
     callbacks: Callable[[Any, Any], list] | None = None  # (peft model, params) -> trainer callbacks
+    initialize: Callable[[Any, Any, Setup], None] | None = None  # (peft model, params, setup): a better start
     quantized: bool = False  # base loaded in 4-bit (QLoRA)
     converts_base: bool = False  # PiSSA/OLoRA change the base weights at the start
     runner: str = "pipelines.train_sft"  # module whose train(job, run_dir, events) runs it
@@ -133,7 +134,7 @@ METHODS: dict[str, Method] = {m.key: m for m in [
        "Learns keys and values put in front of every layer's attention, as if a learned "
        "context were always there. The model itself is untouched.",
        "Steering style or task format with a very small file; less suited to new facts.",
-       False, prompts.PrefixParams, peft_config=prompts.prefix_config),
+       False, prompts.PrefixParams, peft_config=prompts.prefix_config, initialize=prompts.prefix_from_text),
     _m("prompt", "Prompt tuning", "Prompt learning",
        "Learns a few 'soft prompt' token embeddings put in front of every input, started "
        "from an instruction you write. The model itself is untouched.",

@@ -21,11 +21,42 @@ VIRTUAL_HELP = ("How many learned tokens go in front of every input. More can ho
 class PrefixParams(PromptTraining):
     num_virtual_tokens: int = param(20, label="Virtual tokens", help=VIRTUAL_HELP,
                                     target="peft", min=1, max=512, step=1)
+    prefix_init_text: str = param(
+        "Answer the question accurately and briefly:", label="Starting instruction",
+        help="The prefix starts as what the model itself computes for these words (repeated or "
+        "cut to the number of virtual tokens), so training starts from a sensible context "
+        "instead of noise.",
+        target="studio")
     prefix_projection: bool = param(
         False, label="Reparameterise through a small network",
         help="Learn the prefix through a two-layer network (as in the original paper) for more "
-        "stable training; costs many more trainable weights while training.",
+        "stable training; costs many more trainable weights while training, and starts from "
+        "random values instead of the instruction above.",
         target="peft", advanced=True)
+
+
+def prefix_from_text(model, params: PrefixParams, setup: Setup) -> None:
+    """Start the prefix as the keys and values the model itself computes for an instruction.
+
+    PEFT starts prefixes at random, and random keys and values in every layer wreck a small
+    model's answers (held-out loss 2.75 -> 10.7 on the built-in model before the first step);
+    starting from real activations (as Li & Liang did) begins at the base model's quality."""
+    import torch
+
+    from pipelines.models import load_tokenizer
+
+    config = model.active_peft_config
+    if config.prefix_projection:  # the prefix comes out of an MLP: there is no table to fill
+        return
+    ids = load_tokenizer(setup.model_path)(params.prefix_init_text, add_special_tokens=False)["input_ids"]
+    n = config.num_virtual_tokens
+    ids = (ids * (n // max(1, len(ids)) + 1))[:n]
+    with torch.no_grad():
+        cache = model.get_base_model()(input_ids=torch.tensor([ids]), use_cache=True).past_key_values
+        # PEFT reads row t as (layer, key/value, head, dim) flattened
+        kv = torch.stack([torch.stack([layer.keys[0], layer.values[0]]) for layer in cache.layers])
+        table = model.prompt_encoder[model.active_adapter].embedding.weight
+        table.copy_(kv.permute(3, 0, 1, 2, 4).reshape(n, -1).to(table.dtype))
 
 
 def prefix_config(params: PrefixParams, setup: Setup | None = None):
