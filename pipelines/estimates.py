@@ -140,12 +140,18 @@ def peak_allocated(fn) -> int:
     running server)."""
     import torch
 
+    marker = 12_347  # an odd-sized allocation names this thread among the profiler's events
     with _PROFILER, torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
                                            profile_memory=True) as prof:
+        torch.empty(marker, dtype=torch.uint8)  # allocated and freed at once
         fn()
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    # the profiler sees the whole process: keep this thread's events (a server's other threads
+    # allocate meanwhile); on CPU the backward pass runs on the calling thread too
+    thread = next(e.start_thread_id() for e in events if e.nbytes() == marker)
     live = peak = 0
-    for _start, nbytes in sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
-                                 if e.name() == "[memory]"):
+    mine = [(e.start_ns(), e.nbytes()) for e in events if e.start_thread_id() == thread and abs(e.nbytes()) != marker]
+    for _start, nbytes in sorted(mine):
         live += nbytes
         peak = max(peak, live)
     return peak

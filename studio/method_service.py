@@ -65,8 +65,7 @@ def fmt_seconds(s: float | None) -> str:
 def summary_line(est) -> str:
     """One line for the Train tab, under the Start button's settings."""
     time = f"; about {fmt_seconds(est.seconds_per_epoch)} per epoch" if est.seconds_per_epoch else ""
-    mark = "✅" if est.fits else "⚠️"
-    return (f"{mark} Expected peak memory {fmt_bytes(est.peak_bytes)} — {est.verdict()}{time}. "
+    return (f"Expected peak memory {fmt_bytes(est.peak_bytes)} — {est.verdict()}{time}. "
             f"Trains {fmt_count(est.trainable_params)} weights ({est.trainable_percent:.2f}% of the model).")
 
 
