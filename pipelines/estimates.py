@@ -174,6 +174,10 @@ def _training_peak(model, tokens: int, bf16: bool) -> int:
             loss = -out.log_probs.mean()
         loss.backward()
 
+    # once unmeasured: a first pass allocates one-time things (kernel workspaces for new
+    # shapes, lazily built tables) that would otherwise look like a per-token cost
+    step()
+    model.zero_grad(set_to_none=True)
     return peak_allocated(step)
 
 
