@@ -5,24 +5,36 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from pipelines.curves import series
+from pipelines.curves import is_preference, series
 
 PANELS = [("Loss (training and held-out)", ("loss", "eval_loss")), ("Learning rate", ("learning_rate",)),
           ("Gradient norm", ("grad_norm",)), ("Tokens per second", ("tokens_per_s",))]
+# preference runs: is the preferred answer winning, by how much, and how far has the model moved
+PREFERENCE_PANELS = [
+    ("Loss (training and held-out)", ("loss", "eval_loss")),
+    ("Preference accuracy (preferred scored higher)", ("rewards/accuracies", "eval_rewards/accuracies")),
+    ("Reward margin (preferred minus rejected)", ("rewards/margins", "eval_rewards/margins")),
+    ("Rewards of preferred and rejected answers; KL", ("rewards/chosen", "rewards/rejected", "kl")),
+]
 LABELS = {"loss": "training loss", "eval_loss": "held-out loss", "learning_rate": "learning rate",
-          "grad_norm": "gradient norm", "tokens_per_s": "tokens/s"}
+          "grad_norm": "gradient norm", "tokens_per_s": "tokens/s",
+          "rewards/accuracies": "training pairs", "eval_rewards/accuracies": "held-out pairs",
+          "rewards/margins": "training pairs", "eval_rewards/margins": "held-out pairs",
+          "rewards/chosen": "preferred", "rewards/rejected": "rejected", "kl": "KL from the start"}
+DOTTED = {"eval_loss", "eval_rewards/accuracies", "eval_rewards/margins", "rewards/rejected", "kl"}
 
 
 def curves_figure(runs: dict[str, list[dict]]) -> go.Figure:
     """runs: run id -> metrics records. Every run gets its own colour; markers make the first
     steps visible before there is a line to draw."""
-    fig = make_subplots(rows=2, cols=2, subplot_titles=[title for title, _ in PANELS],
+    panels = PREFERENCE_PANELS if any(is_preference(m) for m in runs.values()) else PANELS
+    fig = make_subplots(rows=2, cols=2, subplot_titles=[title for title, _ in panels],
                         horizontal_spacing=0.08, vertical_spacing=0.14)
     palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf"]
     for i, (run_id, metrics) in enumerate(runs.items()):
         colour = palette[i % len(palette)]
         data = series(metrics)
-        for panel, (_title, names) in enumerate(PANELS):
+        for panel, (_title, names) in enumerate(panels):
             for name in names:
                 if name not in data:
                     continue
@@ -30,8 +42,8 @@ def curves_figure(runs: dict[str, list[dict]]) -> go.Figure:
                 label = f"{run_id} {LABELS[name]}" if len(runs) > 1 else LABELS[name]
                 fig.add_trace(go.Scatter(
                     x=steps, y=values, name=label, mode="lines+markers",
-                    line={"color": colour, "dash": "dot" if name == "eval_loss" else "solid"},
-                    marker={"size": 7 if name == "eval_loss" else 4},
+                    line={"color": colour, "dash": "dot" if name in DOTTED else "solid"},
+                    marker={"size": 7 if name.startswith("eval_") else 4},
                 ), row=panel // 2 + 1, col=panel % 2 + 1)
     fig.update_xaxes(title_text="step")
     fig.update_layout(height=520, margin={"l": 40, "r": 20, "t": 40, "b": 40},

@@ -98,6 +98,16 @@ def build(studio):
     with gr.Row():
         chat_a = gr.Chatbot(label="Model A", height=380, elem_id="chat-a")
         chat_b = gr.Chatbot(label="Model B", height=380, elem_id="chat-b")
+    compare_run = gr.State(None)  # the run whose held-out prompts are offered (an id only)
+    with gr.Accordion("Prompts to compare on", open=False) as prompts_box:
+        with gr.Row():
+            source = gr.Radio(choices=[("My own (type below)", "own"), ("The chat votes' prompts", "votes"),
+                                       ("Held-out prompts of the tuned model's dataset", "heldout")],
+                              value="own", label="Prompts from", elem_id="chat-prompt-source",
+                              info="Held-out prompts were never trained on: the fairest test of a tuned model.")
+            suggested = gr.Dropdown(choices=[], label="Prompt", elem_id="chat-suggested", scale=2,
+                                    info="Picking one puts it in the box below; Send asks both models.")
+            next_prompt = gr.Button("Next prompt", elem_id="chat-next-prompt", scale=0)
     with gr.Row():
         prompt = gr.Textbox(placeholder="Ask both models something…", show_label=False, scale=5,
                             elem_id="chat-prompt")
@@ -115,7 +125,9 @@ def build(studio):
         results = gr.Dataframe(interactive=False, elem_id="chat-results")
         results_note = gr.Markdown(elem_id="chat-results-note")
         export_name = gr.Textbox(label="Dataset name", placeholder="chat votes DATE", elem_id="chat-export-name")
-        export = gr.Button("Export votes as a preference dataset", elem_id="chat-export")
+        with gr.Row():
+            export = gr.Button("Export votes as a preference dataset", elem_id="chat-export")
+            train_prefs = gr.Button("Train on these preferences", variant="primary", elem_id="chat-train-prefs")
         export_message = gr.Markdown(elem_id="chat-export-message")
 
     settings_inputs = [system_prompt, temperature, top_p, max_new_tokens, repetition_penalty, seed]
@@ -230,9 +242,35 @@ def build(studio):
 
     exported = export.click(on_export, export_name, export_message)
 
+    def suggestions(src, spec_a, spec_b, run_id):
+        run_id = run_id or next((spec[4:] for spec in (spec_a, spec_b) if spec and spec.startswith("run:")), None)
+        if src == "heldout" and not run_id:
+            return gr.update(choices=[], value=None), gr.skip(), "Pick a tuned model (a run) first: its dataset's " \
+                "held-out prompts are offered."
+        found = chat_service.prompt_suggestions(studio, src, run_id) if src != "own" else []
+        if src != "own" and not found:
+            return gr.update(choices=[], value=None), gr.skip(), "No prompts there yet."
+        return gr.update(choices=found, value=found[0] if found else None), (found[0] if found else gr.skip()), ""
+
+    source.change(suggestions, [source, model_a, model_b, compare_run], [suggested, prompt, vote_message])
+    suggested.input(lambda text: text or gr.skip(), suggested, prompt)
+
+    def on_next(current, src, spec_a, spec_b, run_id):
+        run_id = run_id or next((spec[4:] for spec in (spec_a, spec_b) if spec and spec.startswith("run:")), None)
+        found = chat_service.prompt_suggestions(studio, src, run_id) if src != "own" else []
+        if not found:
+            return gr.skip(), gr.skip()
+        following = found[(found.index(current) + 1) % len(found)] if current in found else found[0]
+        return gr.update(value=following), following
+
+    next_prompt.click(on_next, [suggested, source, model_a, model_b, compare_run], [suggested, prompt])
+
     def refresh():
         options = chat_service.choices(studio)
         table, note = results_table(studio)
         return gr.update(choices=options), gr.update(choices=options), table, note
 
-    return refresh, [model_a, model_b, results, results_note], exported
+    loop = {"train_prefs": train_prefs, "message": export_message, "model_a": model_a, "model_b": model_b,
+            "blind": blind, "source": source, "suggested": suggested, "prompt": prompt, "compare_run": compare_run,
+            "prompts_box": prompts_box, "battle": battle, "chat_a": chat_a, "chat_b": chat_b}
+    return refresh, [model_a, model_b, results, results_note], exported, loop

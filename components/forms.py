@@ -10,7 +10,9 @@ from pipelines.methods import describe
 def _widget(info):
     label = info.label
     if info.choices is not None:
-        return gr.Dropdown(choices=info.choices, value=info.default, label=label, info=info.help,
+        explained = info.choice_help or {}
+        choices = [(f"{c} — {explained[c]}" if c in explained else str(c), c) for c in info.choices]
+        return gr.Dropdown(choices=choices, value=info.default, label=label, info=info.help,
                            elem_id=f"param-{info.name}")
     if info.type is bool:
         return gr.Checkbox(value=info.default, label=label, info=info.help, elem_id=f"param-{info.name}")

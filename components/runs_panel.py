@@ -36,10 +36,38 @@ def progress_html(row: dict, metrics: list[dict]) -> str:
     )
 
 
-def status_markdown(studio, row: dict, metrics: list[dict]) -> str:
-    lines = [f"**Run `{row['id']}`: {row['status']}**"]
+def lineage(studio, row: dict) -> list[str]:
+    """Where a run started and what it learned from (and the votes behind that data)."""
+    lines = []
     if row.get("parent_id"):
-        lines.append(f"Continues run `{row['parent_id']}`.")
+        parent = studio.get_run(row["parent_id"])
+        what = f" ({parent['method']})" if parent else ""
+        lines.append(f"Started from run `{row['parent_id']}`{what}.")
+    else:
+        lines.append(f"Started from the base model `{row['model']}`.")
+    dataset = studio.store.get_dataset(row["dataset_id"]) if row.get("dataset_id") else None
+    if dataset:
+        text = f"Learned from **{dataset['name']}** ({dataset['rows']} rows of {dataset['kind']} data)"
+        origin = dataset["meta"].get("origin") or {}
+        if origin.get("kind") == "chat votes":
+            text += f", made from {origin['votes']} chat votes on " + ", ".join(f"`{m}`" for m in origin["models"])
+        lines.append(text + ".")
+    return lines
+
+
+def preference_summary(summary: dict) -> str | None:
+    before, after = summary.get("eval_rewards/accuracies_before"), summary.get("eval_rewards/accuracies_after")
+    if before is None or after is None:
+        return None
+    text = (f"Held-out preference accuracy (preferred answer scored higher): {100 * before:.0f}% before, "
+            f"{100 * after:.0f}% after")
+    if "eval_rewards/margins_after" in summary:
+        text += f"; reward margin {summary['eval_rewards/margins_after']:.2f} (higher = clearer preference)"
+    return text
+
+
+def status_markdown(studio, row: dict, metrics: list[dict]) -> str:
+    lines = [f"**Run `{row['id']}`: {row['status']}**", *lineage(studio, row)]
     if row["error"]:
         lines.append(f"Error: {row['error']}")
     if row.get("stalled_s"):
@@ -51,6 +79,8 @@ def status_markdown(studio, row: dict, metrics: list[dict]) -> str:
     if "eval_loss_before" in summary and "eval_loss_after" in summary:
         lines.append(f"Held-out loss: {summary['eval_loss_before']:.3f} before, "
                      f"{summary['eval_loss_after']:.3f} after (lower is better)")
+    if preference_summary(summary):
+        lines.append(preference_summary(summary))
     result = studio.result_dir(row["id"]) if row["status"] == "completed" else None
     if result is not None:
         what = "Adapter" if result.name == "adapter" else "Model"
@@ -92,6 +122,7 @@ def build(studio, selected: gr.State):
         resume = gr.Button("Resume", size="sm", elem_id="run-resume")
         more = gr.Number(value=1, minimum=0.1, maximum=100, label="More epochs", scale=0, min_width=110)
         cont = gr.Button("Continue training", size="sm", elem_id="run-continue")
+        compare_previous = gr.Button("Compare with the previous model", size="sm", elem_id="run-compare-previous")
     action = gr.Markdown(elem_id="run-action")
     plot = gr.Plot(label="Training curves", elem_id="run-curves")
     log = gr.Textbox(label="Log (last lines)", lines=8, max_lines=15, interactive=False, elem_id="run-log")
@@ -160,4 +191,4 @@ def build(studio, selected: gr.State):
         run_id = active or (runs[0]["id"] if runs else None)
         return (run_id, *refresh(run_id, -1), gr.update(choices=[r["id"] for r in runs]))
 
-    return on_load, [selected, *outputs, compare]
+    return on_load, [selected, *outputs, compare], {"compare_previous": compare_previous, "action": action}

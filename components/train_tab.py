@@ -19,11 +19,30 @@ COST_FIELDS = {"per_device_train_batch_size", "max_length", "gradient_checkpoint
                "encoder_hidden_size", "prefix_projection", "bnb_4bit_use_double_quant"}
 
 
-def dataset_choices(studio) -> list[tuple[str, str]]:
-    samples = [(f"Sample: {label}", key) for key, (_f, kind, label) in SAMPLES.items() if kind == "sft"]
+def fitting_kinds(method_key: str) -> tuple[str, ...]:
+    kind = METHODS[method_key].data_kind
+    return ("sft", "text") if kind == "sft" else (kind,)
+
+
+def dataset_choices(studio, method_key: str = "lora") -> list[tuple[str, str]]:
+    """The datasets this method can train on: bundled samples, then imported ones, newest first."""
+    kinds = fitting_kinds(method_key)
+    samples = [(f"Sample: {label}", key) for key, (_f, kind, label) in SAMPLES.items() if kind in kinds]
     imported = [(f"{d['name']} ({d['rows']} rows)", d["id"]) for d in studio.store.list_datasets()
-                if d["kind"] in ("sft", "text") and d["name"] not in SAMPLES]
+                if d["kind"] in kinds and d["name"] not in SAMPLES]
     return samples + imported
+
+
+def model_choices(studio) -> list[tuple[str, str]]:
+    """Where a run can start: the built-in model, or any finished run's result."""
+    out = [("Built-in SmolLM2-135M-Instruct (default)", "default")]
+    datasets = {d["id"]: d["name"] for d in studio.store.list_datasets()}
+    for run in studio.list_runs():
+        if run["status"] == "completed" and studio.result_dir(run["id"]) is not None:
+            label = METHODS[run["method"]].label if run["method"] in METHODS else run["method"]
+            out.append((f"Result of run {run['id']}: {label} on {datasets.get(run['dataset_id'], '?')}",
+                        f"run:{run['id']}"))
+    return out
 
 
 def _method_help(key: str) -> str:
@@ -48,13 +67,16 @@ def build(studio):
     with gr.Row():
         with gr.Column(scale=2):
             gr.Markdown("### 1. What to tune")
-            model = gr.Textbox(value="default", label="Base model",
-                               info="'default' is the built-in SmolLM2-135M-Instruct; or a local "
-                                    "Hugging Face folder (safetensors), or a hub id like org/name.",
-                               elem_id="train-model")
+            model = gr.Dropdown(choices=model_choices(studio), value="default", label="Start from",
+                                allow_custom_value=True,
+                                info="The built-in SmolLM2-135M-Instruct, or a finished run's result (a "
+                                     "preference method then keeps improving it); a local Hugging Face "
+                                     "folder (safetensors) or a hub id like org/name can be typed in.",
+                                elem_id="train-model")
             dataset = gr.Dropdown(choices=dataset_choices(studio), value="quillpad_faq", label="Dataset",
-                                  info="Examples to learn from: a bundled sample or one you imported "
-                                       "in the Data tab.",
+                                  info="What to learn from: a bundled sample or one you imported in the Data "
+                                       "tab. Only datasets the method can use are offered (examples for SFT "
+                                       "methods, preference pairs for DPO and its family, thumbs up/down for KTO).",
                                   elem_id="train-dataset")
             method = gr.Dropdown(choices=[(m.label, k) for k, m in METHODS.items()], value="lora",
                                  label="Method", elem_id="train-method",
@@ -71,15 +93,18 @@ def build(studio):
             message = gr.Markdown(elem_id="train-message")
         with gr.Column(scale=3):
             gr.Markdown("### 3. Runs")
-            on_load_runs, run_outputs = runs_panel.build(studio, selected)
+            on_load_runs, run_outputs, run_handles = runs_panel.build(studio, selected)
 
     order = [(key, name) for key in METHODS for name in forms[key]]
     inputs = [forms[key][name] for key, name in order]
 
-    def on_method(key):
-        return [_method_help(key)] + [gr.update(visible=(k == key)) for k in groups]
+    def on_method(key, current):
+        options = dataset_choices(studio, key)
+        keep = current in [value for _label, value in options]
+        chosen = gr.update(choices=options, value=current if keep else (options[0][1] if options else None))
+        return [_method_help(key), chosen] + [gr.update(visible=(k == key)) for k in groups]
 
-    method.change(on_method, method, [method_help, *groups.values()])
+    method.change(on_method, [method, dataset], [method_help, dataset, *groups.values()])
 
     def on_estimate(model_spec, dataset_ref, method_key, *values):
         params = {name: v for (key, name), v in zip(order, values) if key == method_key}
@@ -88,7 +113,7 @@ def build(studio):
     estimate_inputs = [model, dataset, method, *inputs]
     method.change(on_estimate, estimate_inputs, estimate)
     dataset.change(on_estimate, estimate_inputs, estimate)
-    model.blur(on_estimate, estimate_inputs, estimate)
+    model.change(on_estimate, estimate_inputs, estimate)
     for (key, name), widget in zip(order, inputs):
         if name in COST_FIELDS:
             widget.change(on_estimate, estimate_inputs, estimate)
@@ -104,7 +129,10 @@ def build(studio):
     start.click(on_start, [model, dataset, method, *inputs], [message, selected])
 
     def on_load():
-        return (gr.update(choices=dataset_choices(studio)), *on_load_runs())
+        return (gr.update(choices=dataset_choices(studio)), gr.update(choices=model_choices(studio)),
+                *on_load_runs())
 
     # picks: what the Method tab reads and sets; the estimate is refreshed after the page loads
-    return on_load, [dataset, *run_outputs], (model, dataset, method), (on_estimate, estimate_inputs, estimate)
+    picks = (model, dataset, method)
+    run_handles = {**run_handles, "selected": selected}
+    return on_load, [dataset, model, *run_outputs], picks, (on_estimate, estimate_inputs, estimate), run_handles

@@ -8,6 +8,12 @@ from transformers import TrainerCallback
 
 from pipelines.events import RunEvents
 
+# what reaches metrics.jsonl: the training curves, and for preference methods how well the model
+# tells the preferred answer from the other (TRL's names; each also as eval_<name> on held-out pairs)
+LOGGED = ("loss", "learning_rate", "grad_norm", "mean_token_accuracy", "rewards/margins",
+          "rewards/accuracies", "rewards/chosen", "rewards/rejected", "kl", "nll_loss", "log_odds_ratio")
+KEYS = (*LOGGED, *(f"eval_{k}" for k in LOGGED))
+
 
 class MetricsCallback(TrainerCallback):
     def __init__(self, events: RunEvents):
@@ -23,19 +29,19 @@ class MetricsCallback(TrainerCallback):
 
     def on_evaluate(self, args, state, control, **kwargs):
         # Evaluation time is not training time: restart the tokens/s window after it.
-        self._last = (time.time(), state.num_input_tokens_seen)
+        self._last = (time.time(), self._last[1] if self._last else state.num_input_tokens_seen)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = dict(logs or {})
         now = time.time()
         record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), "time": now}
         if "loss" in logs:
-            tokens = state.num_input_tokens_seen
+            # SFT counts input tokens; the preference trainers log their own running count instead
+            tokens = state.num_input_tokens_seen or int(logs.get("num_tokens", 0))
             t0, tok0 = self._last or (now, tokens)
             record["tokens_per_s"] = round((tokens - tok0) / max(now - t0, 1e-9), 1)
             self._last = (now, tokens)
-        for key in ("loss", "eval_loss", "learning_rate", "grad_norm", "mean_token_accuracy",
-                    "eval_mean_token_accuracy"):
+        for key in KEYS:
             if key in logs:
                 record[key] = float(logs[key])
         if len(record) > 3:

@@ -5,7 +5,14 @@ from __future__ import annotations
 import statistics
 import time
 
-SERIES = ("loss", "eval_loss", "learning_rate", "grad_norm", "tokens_per_s")
+SERIES = ("loss", "eval_loss", "learning_rate", "grad_norm", "tokens_per_s",
+          # preference methods: how well the model tells the preferred answer from the other
+          "rewards/accuracies", "eval_rewards/accuracies", "rewards/margins", "eval_rewards/margins",
+          "rewards/chosen", "rewards/rejected", "kl")
+
+
+def is_preference(metrics: list[dict]) -> bool:
+    return any("rewards/chosen" in m or "kl" in m for m in metrics)
 
 
 def series(metrics: list[dict]) -> dict[str, tuple[list[int], list[float]]]:

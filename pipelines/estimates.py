@@ -268,13 +268,17 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
     # per weight with double quantization, 4/64 without) and its fp32 embeddings and norms
     added = trainable if method.peft_config is not None else 0  # adapters come on top
     weights = 4 * (total + added)
+    if method.reference and method.peft_config is None:  # full-weight DPO keeps a frozen copy to compare with
+        weights += 4 * total
     if method.quantized:
         embed = text.vocab_size * text.hidden_size * (1 if text.tie_word_embeddings else 2)
         quant = total - embed
         per = 0.5 + (1 / 64 if params.bnb_4bit_use_double_quant else 4 / 64)
         weights = int(quant * per + 4 * embed + 2 * trainable)
     longest = min(max(lengths), params.max_length) if lengths else params.max_length
-    tokens = params.per_device_train_batch_size * longest
+    # a preference batch holds both answers of each pair: twice the sequences in one pass
+    sequences = 2 if method.data_kind == "preference" else 1
+    tokens = sequences * params.per_device_train_batch_size * longest
     probe_key, probe_values = method_key, dict(values or {})
     if method.quantized:  # the probe cannot quantize random weights: LoRA trains the same adapter
         probe_key = "lora"
@@ -298,13 +302,17 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
 
     seconds = tokens_epoch = None
     if lengths:
-        tokens_epoch = padded_tokens(lengths, params.per_device_train_batch_size, params.max_length, params.seed)
+        tokens_epoch = sequences * padded_tokens(lengths, params.per_device_train_batch_size, params.max_length,
+                                                 params.seed)
         frozen_base = method.peft_config is not None
         # forward 2 FLOPs per weight per token; backward 2 for the input gradients (+2 for the
-        # weight gradients of what trains); checkpointing re-runs the forward
+        # weight gradients of what trains); checkpointing re-runs the forward; DPO and KTO run the
+        # reference (and KTO its mismatched-pair KL batch) forward only, without gradients
         per_token = 2 * total + 2 * total + 2 * (trainable if frozen_base else total)
         if params.gradient_checkpointing:
             per_token += 2 * total
+        if method.reference:
+            per_token += 2 * total * (2 if method.data_kind == "kto" else 1)
         seconds = per_token * tokens_epoch / (matmul_flops(device, bf16) * STEP_EFFICIENCY[device])
     return Estimate(method=method_key, total_params=total, trainable_params=trainable, weights_bytes=weights,
                     training_bytes=int(training), runtime_bytes=runtime,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from components import chat_tab, data_tab, method_tab, train_tab
+from components import chat_tab, data_tab, loop, method_tab, train_tab
 
 CSS_PATH = Path(__file__).resolve().parent.parent / "assets" / "studio.css"
 
@@ -17,17 +17,20 @@ def build_app(studio) -> gr.Blocks:
                     "with the base.")
         with gr.Tabs() as tabs:
             with gr.Tab("Train", id="train"):
-                on_load_train, train_outputs, picks, refresh_estimate = train_tab.build(studio)
+                on_load_train, train_outputs, picks, refresh_estimate, runs = train_tab.build(studio)
             with gr.Tab("Method", id="method") as method:
                 open_method, method_inputs, method_outputs = method_tab.build(studio, *picks, tabs, "train")
             with gr.Tab("Data", id="data"):
                 on_load_data, data_outputs, imported = data_tab.build(studio)
             with gr.Tab("Chat", id="chat") as chat:
-                refresh_chat, chat_outputs, exported = chat_tab.build(studio)
+                refresh_chat, chat_outputs, exported, chat_loop = chat_tab.build(studio)
         # new datasets are offered at once: imports to Train, exported votes to Data
         train_dataset, data_dataset = train_outputs[0], data_outputs[0]
-        imported.then(lambda: gr.update(choices=train_tab.dataset_choices(studio)), None, train_dataset)
+        imported.then(lambda key: gr.update(choices=train_tab.dataset_choices(studio, key)), picks[2], train_dataset)
         exported.then(lambda: gr.update(choices=data_tab.dataset_choices(studio)), None, data_dataset)
+        # votes -> preference run -> blind battle of the new run against where it started
+        train = dict(zip(("model", "dataset", "method"), picks), selected=runs["selected"])
+        loop.wire(studio, tabs, train, chat_loop, runs)
         # runs finished since the page opened become choosable when the Chat tab is opened
         chat.select(refresh_chat, None, chat_outputs)
         # the comparison is measured for the model and dataset chosen in Train, when looked at

@@ -73,11 +73,95 @@ def record_vote(studio, *, voter: str, model_a: str, model_b: str, winner: str, 
 def export_votes(studio, name: str | None = None) -> dict:
     """Decisive votes -> a conversational preference dataset in the catalogue (same votes, same
     dataset). Raises DataError when there is nothing to export."""
-    rows = arena.preference_rows(studio.store.list_votes())
+    votes = studio.store.list_votes()
+    rows = arena.preference_rows(votes)
     if not rows:
         raise DataError("no decisive votes yet: ties and 'both bad' are not preference pairs")
     with tempfile.TemporaryDirectory(dir=studio.home) as tmp:
         path = Path(tmp) / "chat-votes.jsonl"
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-        return studio.import_dataset(path, name=name or f"chat votes {time.strftime('%Y-%m-%d %H:%M')}",
-                                     options=ImportOptions(kind="preference"))
+        row = studio.import_dataset(path, name=name or f"chat votes {time.strftime('%Y-%m-%d %H:%M')}",
+                                    options=ImportOptions(kind="preference"))
+    decisive = [v for v in votes if v["winner"] in ("a", "b")]
+    models = sorted({spec for v in decisive for spec in (v["model_a"], v["model_b"])})
+    studio.store.set_dataset_origin(row["id"], {"kind": "chat votes", "votes": len(decisive),
+                                                "vote_ids": [v["id"] for v in decisive], "models": models})
+    return studio.store.get_dataset(row["id"])
+
+
+def voted_run(votes: list[dict]) -> str | None:
+    """The tuned run that took part in most decisive votes: where preference training starts."""
+    counts: dict[str, int] = {}
+    for v in votes:
+        if v["winner"] in ("a", "b"):
+            for spec in {v["model_a"], v["model_b"]}:
+                if spec.startswith("run:"):
+                    counts[spec] = counts.get(spec, 0) + 1
+    return max(counts, key=counts.get) if counts else None
+
+
+def preference_start(studio, name: str | None = None) -> dict:
+    """'Train on these preferences': the decisive votes as a dataset, and where the run starts.
+    Returns {"dataset": row, "model": "run:ID" or "default", "votes": count}."""
+    votes = studio.store.list_votes()
+    row = export_votes(studio, name)
+    start = voted_run(votes)
+    if start is not None and resolve_or_none(studio, start) is None:
+        start = None  # the run is gone or not completed: start from the base
+    return {"dataset": row, "model": start or "default",
+            "votes": sum(v["winner"] in ("a", "b") for v in votes)}
+
+
+def resolve_or_none(studio, spec: str):
+    try:
+        return resolve(studio, spec)
+    except ChatError:
+        return None
+
+
+def last_user_message(prompt) -> str | None:
+    if isinstance(prompt, str):
+        return prompt
+    users = [m["content"] for m in prompt or [] if m.get("role") == "user"]
+    return users[-1] if users else None
+
+
+PROMPT_SOURCES = ("votes", "heldout")
+
+
+def prompt_suggestions(studio, source: str, run_id: str | None = None, limit: int = 200) -> list[str]:
+    """Prompts to put to two models: the chat votes' prompts, or the held-out prompts of the
+    dataset a run learned from (its held-out split: never trained on)."""
+    from pipelines import data as data_rows
+    from pipelines.events import JOB, read_json
+
+    found: list[str] = []
+    if source == "votes":
+        found = [last_user_message(v["prompt_a"]) for v in studio.store.list_votes()]
+    elif source == "heldout" and run_id:
+        job = read_json(studio.run_dir(run_id) / JOB) or {}
+        dataset = job.get("dataset") or {}
+        if dataset.get("heldout_path") and Path(dataset["heldout_path"]).exists():
+            rows = data_rows.load_rows(Path(dataset["heldout_path"]))
+        elif dataset.get("path") and Path(dataset["path"]).exists():
+            params = job.get("params", {})
+            _train, rows = data_rows.split(data_rows.load_rows(Path(dataset["path"])),
+                                           params.get("eval_fraction", 0.1), params.get("seed", 42))
+        else:
+            rows = []
+        for row in rows:
+            prompt = row.get("prompt") or (row.get("messages") or [])[:-1] or row.get("chosen", [])[:-1]
+            found.append(last_user_message(prompt))
+    unique = list(dict.fromkeys(p.strip() for p in found if p and p.strip()))
+    return unique[:limit]
+
+
+def previous_model(studio, run_id: str) -> tuple[str, str]:
+    """(the run's tuned model, the model it started from) as chat specs, for a blind re-comparison."""
+    run = studio.get_run(run_id) if run_id else None
+    if run is None:
+        raise ChatError("select a run first")
+    if run["status"] != "completed" or studio.result_dir(run_id) is None:
+        raise ChatError(f"run {run_id} is {run['status']}; only a completed run can be compared")
+    previous = f"run:{run['parent_id']}" if run.get("parent_id") else f"base:{run['model']}"
+    return f"run:{run_id}", previous

@@ -194,11 +194,11 @@ def cmd_methods(args) -> int:
     studio = _studio(args)
     model_path = str(studio.resolve_model(args.model))
     print(f"methods for {args.model}" + (f" (peak memory and time for dataset {args.dataset})" if args.memory else ""))
-    head = f"{'key':<10} {'method':<17} {'family':<16} {'data':<5} {'trainable':>10} {'%':>7}  merge"
+    head = f"{'key':<10} {'method':<19} {'family':<16} {'data':<10} {'trainable':>10} {'%':>7}  merge"
     print(head + ("  peak memory  time/epoch" if args.memory else ""))
     for key, method in METHODS.items():
         total, trainable = count_params(model_path, key)
-        line = (f"{key:<10} {method.label:<17} {method.family:<16} {method.data_kind:<5} "
+        line = (f"{key:<10} {method.label:<19} {method.family:<16} {method.data_kind:<10} "
                 f"{ms.fmt_count(trainable):>10} {100 * trainable / total:>6.2f}%  {'yes' if method.mergeable else 'no':<5}")
         if args.memory:
             est = ms.estimate(studio, args.model, key, None, args.dataset)

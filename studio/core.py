@@ -41,6 +41,8 @@ SAMPLES = {
     "quillpad_faq": ("quillpad_faq.jsonl", "sft", "Quillpad support FAQ (120 Q&A, fictional product)"),
     "quillpad_preferences": ("quillpad_preferences.jsonl", "preference",
                              "Quillpad answer preferences (12 chosen/rejected pairs)"),
+    "signoff_preferences": ("signoff_preferences.jsonl", "preference",
+                            "Sign-off preferences (40 pairs: the same answer with and without a sign-off line)"),
 }
 
 
@@ -153,13 +155,19 @@ class Studio:
             from pipelines.methods.qlora import resolve_optim
 
             resolve_optim(checked.optim, has_cuda())
+        start = model
+        if model.startswith("run:"):  # a finished run's result is the starting point
+            model, init_adapter, parent_id = self._start_point(model.removeprefix("run:"), spec)
         if not models.is_default(model):
             models.resolve(model, self.model_cache)  # ModelError for a bad folder
         dataset_row = self.resolve_dataset(dataset)
         accepted = ("sft", "text") if spec.data_kind == "sft" else (spec.data_kind,)
         if dataset_row["kind"] not in accepted:
+            hint = {"sft": "an example (SFT) method such as LoRA", "text": "an example (SFT) method such as LoRA",
+                    "preference": "a preference method such as DPO", "kto": "KTO"}[dataset_row["kind"]]
             raise data.DataError(f"dataset '{dataset_row['name']}' holds {dataset_row['kind']} data; "
-                                 f"{spec.label} trains on {' or '.join(accepted)} data")
+                                 f"{spec.label} trains on {' or '.join(accepted)} data, so pick {hint} "
+                                 "or another dataset")
         heldout = Path(dataset_row["path"]).with_name(importer.HELDOUT)
         run_id = _new_id("r")
         run_dir = self.runs_dir / run_id
@@ -175,6 +183,7 @@ class Studio:
             "params": {k: getattr(checked, k) for k in checked.__dataclass_fields__},
             "parent_id": parent_id,
             "init_adapter": init_adapter,
+            "start": start,  # what the user picked: a model, or run:ID
             "max_concurrent": self.max_concurrent,
             "created": now,
             "queued_at": now,
@@ -184,6 +193,25 @@ class Studio:
                            status="queued", params=job["params"], parent_id=parent_id)
         self._spawn(run_id, run_dir)
         return run_id
+
+    def _start_point(self, parent_id: str, spec) -> tuple[str, str | None, str]:
+        """(base model, adapter to keep training or None, parent id) for a run started from a
+        finished run. A whole model (full/freeze) becomes the base; an adapter keeps training."""
+        parent = self._require_run(parent_id)
+        if parent["status"] != "completed" or self.result_dir(parent_id) is None:
+            raise RunError(f"run {parent_id} is {parent['status']}; only a completed run's result can be a "
+                           "starting point")
+        model, adapter = self.tuned_model(parent_id)
+        if adapter is None:
+            return model, None, parent_id
+        if chat.is_prompt_learning(adapter):
+            raise RunError(f"run {parent_id} learned a {get_method(parent['method']).label} adapter (virtual "
+                           f"tokens), which {spec.label} cannot keep training; start from the base model or "
+                           "from a run with a LoRA-family adapter")
+        if spec.data_kind == "sft" and parent["method"] != spec.key:
+            raise RunError(f"run {parent_id} learned a {get_method(parent['method']).label} adapter; "
+                           f"{spec.label} cannot continue it (use the same method, or a preference method)")
+        return model, str(adapter), parent_id
 
     def _spawn(self, run_id: str, run_dir: Path) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}

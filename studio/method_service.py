@@ -30,14 +30,23 @@ def _training_lengths(studio, model_path: str, dataset_ref: str | None, eval_fra
     return [sample[i % len(sample)] for i in range(n_train)]
 
 
+def base_of(studio, model: str) -> str:
+    """The base model a run would load: a 'run:ID' start point trains on its run's base (an
+    adapter's weights are a rounding error next to the model's)."""
+    if model.startswith("run:") and studio.get_run(model.removeprefix("run:")) is not None:
+        return studio.tuned_model(model.removeprefix("run:"))[0]
+    return model
+
+
 def model_ready(studio, model: str) -> bool:
     """False while the built-in model has not been converted yet (a first start, ~25 s)."""
+    model = base_of(studio, model)
     return not models.is_default(model) or (studio.model_cache / models.DEFAULT_MODEL / "model.safetensors").exists()
 
 
 def estimate(studio, model: str, method: str, params: dict | None = None, dataset: str | None = None):
     """The estimate for one run as the Train tab would start it."""
-    model_path = str(studio.resolve_model(model))
+    model_path = str(studio.resolve_model(base_of(studio, model)))
     checked = parse(METHODS[method].params, params)
     lengths = _training_lengths(studio, model_path, dataset, checked.eval_fraction)
     return estimates.estimate(model_path, method, params, lengths=lengths)

@@ -94,6 +94,14 @@ class Store:
             found = db.execute("SELECT * FROM datasets WHERE source_sha256 = ? ORDER BY created", (sha256,))
             return [_dataset(r) for r in found]
 
+    def set_dataset_origin(self, dataset_id: str, origin: dict) -> None:
+        """Where a dataset came from (e.g. which chat votes), kept in its metadata for lineage."""
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")  # read-modify-write of one row: no other writer between
+            found = db.execute("SELECT meta FROM datasets WHERE id = ?", (dataset_id,)).fetchone()
+            meta = {**json.loads(found["meta"] or "{}"), "origin": origin}
+            db.execute("UPDATE datasets SET meta = ? WHERE id = ?", (json.dumps(meta), dataset_id))
+
     def list_datasets(self) -> list[dict]:
         with self._connect() as db:
             return [_dataset(r) for r in db.execute("SELECT * FROM datasets ORDER BY created DESC")]

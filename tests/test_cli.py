@@ -135,6 +135,6 @@ def test_methods_lists_every_method_with_its_trainable_count(tmp_path, tiny_mode
     assert list(rows) == list(METHODS)
     for key, line in rows.items():
         total, trainable = count_params(str(tiny_model_dir), key)
-        assert f"{METHODS[key].family} " in line and " sft " in line
+        assert f"{METHODS[key].family} " in line and f" {METHODS[key].data_kind} " in line
         assert f"{100 * trainable / total:.2f}%" in line
     assert " yes " in rows["lora"] and " no " in rows["prefix"]

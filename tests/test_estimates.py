@@ -67,3 +67,15 @@ def test_padded_tokens_pads_each_batch_to_its_longest():
     assert estimates.padded_tokens([30] * 6, batch=4, max_length=100) == 8 * 30  # 4 + a last batch of 2 padded to 4
     assert estimates.padded_tokens([500, 500], batch=2, max_length=64) == 128  # cut at max_length
     assert estimates.padded_tokens([10, 90], batch=2, max_length=100) == 180  # the short one padded to 90
+
+
+def test_preference_estimates_count_both_answers_and_the_reference(tiny_model_dir):
+    path, same, lengths = str(tiny_model_dir), {"per_device_train_batch_size": 4, "max_length": 64}, [40] * 8
+    lora, dpo = (estimates.estimate(path, key, same, lengths=lengths) for key in ("lora", "dpo"))
+    full, dpo_full = (estimates.estimate(path, key, same, lengths=lengths) for key in ("full", "dpo_full"))
+    assert dpo.tokens_per_epoch == 2 * lora.tokens_per_epoch  # chosen and rejected of every pair
+    assert dpo.weights_bytes == lora.weights_bytes  # with LoRA the reference is the adapter switched off
+    assert dpo_full.weights_bytes == 2 * full.weights_bytes  # full weights: a frozen copy to compare with
+    assert dpo.training_bytes > lora.training_bytes
+    # twice the tokens, each with one more (reference) forward pass
+    assert dpo.seconds_per_epoch > 2 * lora.seconds_per_epoch

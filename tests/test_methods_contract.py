@@ -7,11 +7,10 @@ import inspect
 
 import pytest
 from transformers import BitsAndBytesConfig
-from trl import SFTConfig
 
 from pipelines.methods import METHODS, ConfigError, Setup, describe, parse
+from pipelines.methods.trainers import trl_classes
 
-SFT_FIELDS = {f.name for f in dataclasses.fields(SFTConfig)}
 BNB_FIELDS = set(inspect.signature(BitsAndBytesConfig).parameters)
 
 
@@ -32,6 +31,8 @@ def test_every_parameter_is_explained_and_its_default_is_valid(key):
 @pytest.mark.parametrize("key", sorted(METHODS))
 def test_names_match_trl_and_peft(key, tiny_model_dir):
     method = METHODS[key]
+    config_cls = trl_classes(method.trl)[0]
+    trainer_fields = {f.name for f in dataclasses.fields(config_cls)}
     defaults = parse(method.params, {})
     peft_fields = set()
     if method.peft_config is not None:
@@ -39,13 +40,18 @@ def test_names_match_trl_and_peft(key, tiny_model_dir):
         peft_fields = {f.name for f in dataclasses.fields(type(config))}
     for info in describe(method.params):
         if info.target == "trainer":
-            assert info.name in SFT_FIELDS, f"{key}.{info.name} is not an SFTConfig field"
+            assert info.name in trainer_fields, f"{key}.{info.name} is not a {config_cls.__name__} field"
         elif info.target == "peft":
             assert info.name in peft_fields, f"{key}.{info.name} is not a field of the PEFT config"
         elif info.target == "quantization":
             assert info.name in BNB_FIELDS, f"{key}.{info.name} is not a BitsAndBytesConfig argument"
         else:  # the studio's own concept: must not shadow a TRL/PEFT name
-            assert info.name not in SFT_FIELDS | peft_fields | BNB_FIELDS, f"{key}.{info.name} exists in TRL/PEFT"
+            assert info.name not in trainer_fields | peft_fields | BNB_FIELDS, f"{key}.{info.name} exists in TRL/PEFT"
+        if info.name == "loss_type":  # every offered loss is one this TRL knows, and each is explained
+            meta = config_cls.__dataclass_fields__["loss_type"].metadata
+            for choice in info.choices:
+                assert choice in (meta.get("choices") or []) or f"'{choice}'" in meta["help"], f"{key}: {choice}"
+            assert set(info.choice_help or {}) == set(info.choices), f"{key}: every loss explained"
 
 
 @pytest.mark.parametrize("key", sorted(METHODS))

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines.methods import full, lora, prompts, qlora, scaling
+from pipelines.methods import full, lora, preference, prompts, qlora, scaling
 from pipelines.methods import lora_relatives as rel
 from pipelines.methods.params import ConfigError, describe, parse, split_by_target
 from pipelines.methods.setup import Setup
@@ -31,6 +31,9 @@ class Method:
     quantized: bool = False  # base loaded in 4-bit (QLoRA)
     converts_base: bool = False  # PiSSA/OLoRA change the base weights at the start
     runner: str = "pipelines.train_sft"  # module whose train(job, run_dir, events) runs it
+    trl: str = "sft"  # which TRL trainer and config: sft, dpo, kto, orpo, cpo (see trainers.py)
+    reference: bool = False  # compares against the starting model (DPO, KTO): one more forward pass
+    fixed: dict = field(default_factory=dict)  # trainer settings the method always uses (SimPO's loss)
 
     @property
     def artifact(self) -> str:
@@ -45,6 +48,15 @@ class Method:
 def _m(key, label, family, summary, when, mergeable, params, **hooks) -> Method:
     return Method(key=key, label=label, family=family, data_kind="sft", summary=summary,
                   when_to_use=when, mergeable=mergeable, params=params, **hooks)
+
+
+def _pref(key, label, data_kind, trl, summary, when, params, **hooks) -> Method:
+    """A preference method: trains a LoRA adapter unless it declares `trainable` (full weights)."""
+    if "trainable" not in hooks:
+        hooks["peft_config"] = preference.preference_lora_config
+    return Method(key=key, label=label, family="Preference", data_kind=data_kind, summary=summary,
+                  when_to_use=when, mergeable="trainable" not in hooks, params=params,
+                  runner="pipelines.train_pref", trl=trl, **hooks)
 
 
 METHODS: dict[str, Method] = {m.key: m for m in [
@@ -145,6 +157,38 @@ METHODS: dict[str, Method] = {m.key: m for m in [
        "training, which trains more stably.",
        "When prompt tuning is unstable or slow to learn.",
        False, prompts.PTuningParams, peft_config=prompts.ptuning_config),
+    _pref("dpo", "DPO", "preference", "dpo",
+          "Learns from pairs of answers to the same prompt, one preferred: the preferred answer becomes "
+          "more likely and the other less, measured against the model it started from so it does not "
+          "drift far. Trains a LoRA adapter; the starting model is the same weights with it switched off.",
+          "The standard way to teach preferences (chat votes, labeled pairs) after examples (SFT).",
+          preference.DPOParams, reference=True),
+    _pref("dpo_full", "DPO (full weights)", "preference", "dpo",
+          "DPO where every weight of the model learns. A frozen copy of the starting model is kept "
+          "to compare against, so it needs about twice the memory of the model plus training.",
+          "Small models, when a LoRA adapter cannot capture the preference.",
+          preference.DPOFullParams, reference=True, trainable=full.train_everything),
+    _pref("kto", "KTO", "kto", "kto",
+          "Learns from single answers marked good (thumbs up) or bad (thumbs down), no pairs needed: "
+          "good answers become more likely than the model's average, bad ones less.",
+          "When your feedback is thumbs up/down rather than 'this one is better than that one'.",
+          preference.KTOParams, reference=True),
+    _pref("orpo", "ORPO", "preference", "orpo",
+          "One stage instead of two: learns to write the preferred answers (like example-based training) "
+          "and to prefer them over the rejected ones at the same time. No starting model to compare "
+          "against, so it is lighter and faster than DPO.",
+          "When you start from the base model and have preference pairs but no separate examples.",
+          preference.ORPOParams),
+    _pref("simpo", "SimPO", "preference", "cpo",
+          "DPO without a starting model to compare against: it scores each answer by its average "
+          "likelihood per word, so longer answers are not favoured, and asks for a margin between the two.",
+          "Like DPO, lighter and faster; good when preferred answers tend to be longer.",
+          preference.SimPOParams, fixed={"loss_type": "simpo", "cpo_alpha": 0.0}),
+    _pref("cpo", "CPO", "preference", "cpo",
+          "Contrastive preference optimisation: prefers the chosen answer without a starting model to "
+          "compare against, and also learns to write it (like example-based training).",
+          "When the preferred answers are high quality and should also be imitated.",
+          preference.CPOParams, fixed={"loss_type": "sigmoid"}),
 ]}
 
 

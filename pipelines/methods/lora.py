@@ -28,7 +28,8 @@ TARGET_HELP = ("'attention' adapts only the attention layers (fewer weights, gen
 
 
 @dataclass
-class LoraParams(LoraTraining):
+class LoraFields:
+    """The adapter's own settings, shared by LoRA for SFT and the preference methods' LoRA."""
     r: int = param(
         16,
         label="Rank",
@@ -72,6 +73,11 @@ class LoraParams(LoraTraining):
         target="peft",
         advanced=True,
     )
+
+
+@dataclass
+class LoraParams(LoraFields, LoraTraining):  # training fields first, then the adapter's
+    pass
 
 
 # rsLoRA: its scaling alpha/sqrt(r) lets a high rank learn at the pace of a low one, so it

@@ -30,8 +30,11 @@ def param(
     choices: list[Any] | None = None,
     step: float | None = None,
     advanced: bool = False,
+    choice_help: dict[Any, str] | None = None,
 ) -> Any:
-    """Declare one method parameter as a dataclass field carrying its UI/validation metadata."""
+    """Declare one method parameter as a dataclass field carrying its UI/validation metadata.
+
+    `choice_help` explains each choice in a line of its own (shown in the dropdown)."""
     meta = {
         "label": label,
         "help": help,
@@ -41,6 +44,7 @@ def param(
         "choices": choices,
         "step": step,
         "advanced": advanced,
+        "choice_help": choice_help,
     }
     return dataclasses.field(default=default, metadata=meta)
 
@@ -58,6 +62,7 @@ class ParamInfo:
     choices: list[Any] | None
     step: float | None
     advanced: bool
+    choice_help: dict[Any, str] | None = None
 
 
 _TYPES = {"int": int, "float": float, "bool": bool, "str": str}

@@ -1,7 +1,7 @@
-"""Training parameters shared by the supervised (SFT) methods.
+"""Training parameters shared by every method (`Training`) and by the supervised ones (`SFTTraining`).
 
-Names equal TRL's `SFTConfig` fields wherever TRL has the concept; `eval_fraction` is the
-studio's own (TRL takes a ready-made eval dataset instead).
+Names equal TRL's config fields (`SFTConfig`, `DPOConfig`, ...) wherever TRL has the concept;
+`eval_fraction` is the studio's own (TRL takes a ready-made eval dataset instead).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pipelines.methods.params import param
 
 
 @dataclass
-class SFTTraining:
+class Training:
     learning_rate: float = param(
         2e-4,
         label="Learning rate",
@@ -65,14 +65,6 @@ class SFTTraining:
         min=16,
         max=32768,
         step=16,
-    )
-    completion_only_loss: bool = param(
-        True,
-        label="Learn from answers only",
-        help="On: the model is only taught to write the answers, not to repeat the questions. "
-        "Leave on for question/answer data.",
-        target="trainer",
-        advanced=True,
     )
     gradient_checkpointing: bool = param(
         False,
@@ -135,5 +127,17 @@ class SFTTraining:
         min=0,
         max=2**31 - 1,
         step=1,
+        advanced=True,
+    )
+
+
+@dataclass
+class SFTTraining(Training):
+    completion_only_loss: bool = param(
+        True,
+        label="Learn from answers only",
+        help="On: the model is only taught to write the answers, not to repeat the questions. "
+        "Leave on for question/answer data.",
+        target="trainer",
         advanced=True,
     )

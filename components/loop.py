@@ -1,0 +1,58 @@
+"""The loop between tabs: chat votes -> a preference run in the Train tab -> a blind battle of the
+new run against the model it started from, back in the Chat tab."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from components import train_tab
+from pipelines.data import DataError
+from studio import chat_service
+from studio.chat_service import ChatError
+
+PREFERENCE_METHOD = "dpo"  # the standard choice; the Train tab explains the others
+
+
+def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
+    """train: model, dataset, method components; chat: the Chat tab's loop handles; runs: the runs
+    panel's compare button and action line."""
+
+    def on_train_prefs():
+        try:
+            start = chat_service.preference_start(studio)
+        except DataError as err:
+            return (f"**Nothing to train on:** {err}", *(gr.skip(),) * 4)
+        row, model = start["dataset"], start["model"]
+        where = f"run `{model[4:]}`" if model.startswith("run:") else "the base model"
+        message = (f"Made **{row['name']}** ({row['rows']} preference pairs from {start['votes']} decisive votes). "
+                   f"The Train tab is set to DPO on it, starting from {where}: press *Start training*.")
+        return (message,
+                gr.update(choices=train_tab.model_choices(studio), value=model),
+                gr.update(choices=train_tab.dataset_choices(studio, PREFERENCE_METHOD), value=row["id"]),
+                PREFERENCE_METHOD, gr.Tabs(selected="train"))
+
+    chat["train_prefs"].click(on_train_prefs, None,
+                              [chat["message"], train["model"], train["dataset"], train["method"], tabs])
+
+    def on_compare(run_id):
+        try:
+            new, previous = chat_service.previous_model(studio, run_id)
+        except ChatError as err:
+            return (f"**Could not compare:** {err}", *(gr.skip(),) * 11)
+        options = chat_service.choices(studio)
+        known = {spec for _label, spec in options}
+        extra = [(spec, spec) for spec in (new, previous) if spec not in known]
+        prompts = chat_service.prompt_suggestions(studio, "heldout", run_id)
+        source = "heldout" if prompts else "votes"
+        if not prompts:
+            prompts = chat_service.prompt_suggestions(studio, "votes")
+        return (f"Blind battle of `{run_id}` against the model it started from is open in the Chat tab.",
+                gr.update(choices=options + extra, value=new), gr.update(choices=options + extra, value=previous),
+                True, source, gr.update(choices=prompts, value=prompts[0] if prompts else None),
+                prompts[0] if prompts else "", run_id, gr.Accordion(open=True),
+                [], [], gr.Tabs(selected="chat"))
+
+    runs["compare_previous"].click(
+        on_compare, train["selected"],
+        [runs["action"], chat["model_a"], chat["model_b"], chat["blind"], chat["source"], chat["suggested"],
+         chat["prompt"], chat["compare_run"], chat["prompts_box"], chat["chat_a"], chat["chat_b"], tabs])

@@ -1,0 +1,175 @@
+"""Preference tuning: config -> model -> method -> data -> trainer -> train -> save.
+
+DPO and KTO (TRL's `DPOTrainer`, `KTOTrainer`) compare against the starting model; ORPO, SimPO
+and CPO (`trl.experimental`) need no reference. Where the run starts:
+- from the base: a fresh LoRA adapter, handed to TRL as a `peft_config`; the reference is the same
+  weights with the adapter switched off (no second copy of the model);
+- from a finished run's adapter: that adapter keeps training, and TRL keeps a frozen copy of it
+  (a second small adapter named "ref" on the same base weights) as the reference;
+- from a finished full/freeze run: its model folder is the base, as from the base;
+- full-weight DPO (`dpo_full`): every weight trains and a frozen copy of the starting model is
+  the reference.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+from pipelines import data, hardware, models
+from pipelines.events import ADAPTER, CHECKPOINTS, MODEL, RunEvents, newest_checkpoint, read_metrics, \
+    truncate_metrics
+from pipelines.methods import Setup, get_method, parse, split_by_target
+from pipelines.methods.trainers import trl_classes
+
+EVALS_PER_RUN = 10  # when eval_steps is 0 ("automatic")
+# what the summary reports from the last held-out evaluation, when the method logs it
+SUMMARY_EVALS = ("eval_loss", "eval_rewards/accuracies", "eval_rewards/margins")
+
+
+def train(job: dict, run_dir: Path, events: RunEvents) -> dict:
+    trainer, tokenizer = build_trainer(job, run_dir, events)
+
+    checkpoint = newest_checkpoint(run_dir) if job.get("resume") else None
+    if checkpoint is not None:
+        truncate_metrics(run_dir, int(checkpoint.name.rsplit("-", 1)[-1]))
+        print(f"resuming from {checkpoint.name}", flush=True)
+    else:
+        if job.get("resume"):
+            truncate_metrics(run_dir, -1)
+        if trainer.eval_dataset is not None:
+            trainer.evaluate()  # the held-out preference accuracy before the first step
+
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    summary = {"train_rows": len(trainer.train_dataset), "train_loss": result.training_loss,
+               "steps": trainer.state.global_step}
+    evals = [m for m in read_metrics(run_dir) if "eval_loss" in m]
+    if evals:
+        summary.update({f"{k}_before": evals[0][k] for k in SUMMARY_EVALS if k in evals[0]})
+    if events.cancel_requested():
+        summary["cancelled"] = True
+        return summary
+    if trainer.eval_dataset is not None:
+        final = trainer.evaluate()
+        summary.update({f"{k}_after": final[k] for k in SUMMARY_EVALS if k in final})
+    save(trainer, tokenizer, run_dir)
+    return summary
+
+
+def save(trainer, tokenizer, run_dir: Path) -> Path:
+    """The adapter (only the trained one, not TRL's frozen 'ref' copy) or the whole model."""
+    from peft import PeftModel
+
+    model = trainer.model
+    if isinstance(model, PeftModel):
+        out = run_dir / ADAPTER
+        model.save_pretrained(str(out), selected_adapters=["default"])
+    else:
+        out = run_dir / MODEL
+        model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    return out
+
+
+def rows_for(method, rows: list[dict]) -> list[dict]:
+    """Stored rows as TRL reads them: an implicit prompt (inside chosen/rejected) left for TRL to
+    extract, KTO labels as booleans."""
+    out = []
+    for row in rows:
+        row = {k: v for k, v in row.items() if v is not None}
+        if method.data_kind == "kto":
+            row["label"] = bool(row["label"])
+        out.append(row)
+    return out
+
+
+def load_policy(method, params, model_path: str, init_adapter: str | None):
+    """(model, peft_config for TRL or None): what trains, ready for the trainer."""
+    from peft import PeftModel
+
+    model = models.load_model(model_path)
+    if method.trainable is not None:  # full weights: a parent's adapter is folded in first
+        if init_adapter:
+            model = PeftModel.from_pretrained(model, init_adapter).merge_and_unload()
+        method.trainable(model, params)
+        return model, None
+    if init_adapter:  # keep training the parent's adapter; TRL copies it as the frozen reference
+        return PeftModel.from_pretrained(model, init_adapter, is_trainable=True), None
+    return model, method.peft_config(params, Setup(model_path=model_path))
+
+
+def build_trainer(job: dict, run_dir: Path, events: RunEvents):
+    from datasets import Dataset
+    from transformers import EarlyStoppingCallback, PrinterCallback
+
+    from pipelines.callbacks import CancelCallback, MetricsCallback
+
+    # config
+    method = get_method(job["method"])
+    params = parse(method.params, job["params"])
+    groups = split_by_target(params)
+    config_cls, trainer_cls = trl_classes(method.trl)
+
+    # data
+    rows = rows_for(method, data.load_rows(Path(job["dataset"]["path"])))
+    heldout = job["dataset"].get("heldout_path")
+    if heldout:
+        train_rows, eval_rows = rows, rows_for(method, data.load_rows(Path(heldout)))
+    else:
+        train_rows, eval_rows = data.split(rows, groups["studio"]["eval_fraction"], params.seed)
+    train_ds = Dataset.from_list(train_rows)
+    eval_ds = Dataset.from_list(eval_rows) if eval_rows else None
+    print(f"data: {len(train_rows)} training rows, {len(eval_rows)} held out", flush=True)
+    steps_per_epoch = math.ceil(
+        len(train_rows) / (params.per_device_train_batch_size * params.gradient_accumulation_steps))
+    total_steps = max(1, math.ceil(steps_per_epoch * params.num_train_epochs))
+
+    # model: what trains, and where the reference comes from
+    model_path = models.resolve(job["model"], Path(job["model_cache"]))
+    tokenizer = models.load_tokenizer(model_path)
+    model, peft_config = load_policy(method, params, model_path, job.get("init_adapter"))
+    ref_model = None
+    if method.reference and peft_config is None and method.trainable is not None:
+        ref_model = copy.deepcopy(model).eval().requires_grad_(False)  # full weights: a frozen copy
+    start = f"adapter of {job['parent_id']}" if job.get("init_adapter") else "a new adapter"
+    print(f"model {job['model']} loaded from {model_path}; method {method.label} "
+          f"({'full weights' if method.trainable else start}; bf16 autocast: {hardware.use_bf16()})", flush=True)
+
+    # trainer
+    trainer_args = {**groups["trainer"], **method.fixed}
+    trainer_args["eval_steps"] = params.eval_steps or max(1, total_steps // EVALS_PER_RUN)
+    patience = groups["studio"]["early_stopping_patience"]
+    config = config_cls(
+        output_dir=str(run_dir / CHECKPOINTS),
+        **trainer_args,
+        bf16=hardware.use_bf16(),
+        use_cpu=not hardware.has_cuda(),
+        logging_steps=1,
+        logging_first_step=True,
+        eval_strategy="steps" if eval_ds is not None else "no",
+        per_device_eval_batch_size=params.per_device_train_batch_size,
+        save_strategy="steps",
+        save_total_limit=2,
+        metric_for_best_model="eval_loss" if patience and eval_ds is not None else None,
+        greater_is_better=False,
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    callbacks = [MetricsCallback(events), CancelCallback(events)]
+    if patience and eval_ds is not None:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
+    kwargs = {"ref_model": ref_model} if method.reference else {}
+    trainer = trainer_cls(
+        model=model,
+        args=config,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+        peft_config=peft_config,
+        **kwargs,
+    )
+    trainer.remove_callback(PrinterCallback)
+    return trainer, tokenizer

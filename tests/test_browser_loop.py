@@ -1,0 +1,55 @@
+"""The loop in a real browser: Chat results -> 'Train on these preferences' -> the Train tab set to
+DPO on the votes, starting from the voted run -> Start -> the finished run shows its lineage ->
+'Compare with the previous model' opens a blind battle of the new run against its parent."""
+
+from __future__ import annotations
+
+import pytest
+
+from studio import chat_service
+from tests.conftest import FAQ
+from tests.test_browser import page, server  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.browser
+
+
+def test_votes_to_training_to_a_blind_rematch(server, page, studio, tiny_model_dir, tiny_params):  # noqa: F811
+    from playwright.sync_api import expect
+
+    parent = studio.start_run(model=str(tiny_model_dir), dataset=str(FAQ), method="lora",
+                              params={**tiny_params, "num_train_epochs": 0.2})
+    assert studio.wait(parent, poll_s=0.5)["status"] == "completed"
+    prompt = [{"role": "user", "content": "How long is the warranty?"}]
+    for winner, (a, b) in (("a", ("27 months.", "No idea.")), ("b", ("Ask later.", "Hold power 12 s."))):
+        chat_service.record_vote(studio, voter="me", model_a=f"run:{parent}", model_b=f"base:{tiny_model_dir}",
+                                 winner=winner, blind=True, prompt_a=prompt, prompt_b=prompt, reply_a=a,
+                                 reply_b=b, settings={})
+
+    page.goto(server)
+    page.get_by_role("tab", name="Chat").click()
+    page.get_by_text("Results and export").click()
+    page.click("#chat-train-prefs")
+    expect(page.locator("#train-method input")).to_have_value("DPO", timeout=30_000)
+    expect(page.locator("#train-model input")).to_have_value(f"Result of run {parent}: LoRA on quillpad_faq")
+    dataset = studio.list_datasets()[0]
+    assert dataset["kind"] == "preference" and dataset["rows"] == 2
+    expect(page.locator("#train-dataset input")).to_have_value(f"{dataset['name']} (2 rows)")
+
+    page.click("#start-training")
+    expect(page.locator("#train-message")).to_contain_text("Started run", timeout=30_000)
+    child = next(r["id"] for r in studio.list_runs() if r["id"] != parent)
+    assert studio.wait(child, poll_s=0.5)["status"] == "completed"
+    assert studio.get_run(child)["parent_id"] == parent and studio.get_run(child)["method"] == "dpo"
+    expect(page.locator("#run-status")).to_contain_text(f"Started from run {parent}", timeout=30_000)
+    expect(page.locator("#run-status")).to_contain_text("made from 2 chat votes")
+    expect(page.locator("#run-curves")).to_contain_text("Preference accuracy", timeout=30_000)
+
+    page.click("#run-compare-previous")
+    expect(page.locator("#chat-blind input")).to_be_checked(timeout=30_000)
+    expect(page.locator("#chat-model-a input")).to_have_value(f"Tuned: dpo on {dataset['name']}"
+                                                              f" on {tiny_model_dir} ({child})")
+    expect(page.locator("#chat-model-b input")).to_have_value(f"Tuned: lora on quillpad_faq on {tiny_model_dir}"
+                                                              f" ({parent})")
+    expect(page.locator("#chat-prompt textarea")).not_to_have_value("")
+    page.click("#chat-send")
+    expect(page.locator("#chat-a")).to_contain_text("hidden until you vote", timeout=30_000)

@@ -1,0 +1,107 @@
+"""The loop on the tiny model through the studio's public functions: an SFT run, chat votes on it,
+'Train on these preferences' (votes -> dataset -> DPO on the voted run), a blind battle of the
+new run against its parent, a vote and the win rate; plus the refusals around it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipelines import arena, chat
+from pipelines.data import DataError
+from pipelines.events import JOB
+from studio import chat_service
+from studio.core import RunError
+from tests.conftest import FAQ
+from tests.test_cli import studio_cmd, write_config
+
+QUESTIONS = ["How long is the warranty?", "How do I reset it?", "What is the support email?"]
+
+
+def replies(studio, specs, question, seed):
+    settings = chat.GenerationSettings(temperature=0.8, max_new_tokens=8, seed=seed)
+    decs = chat_service.decoders(studio, specs, [[{"role": "user", "content": question}]] * 2, settings)
+    for texts in chat.stream(decs):
+        pass
+    return texts, settings
+
+
+def vote(studio, specs, question, winner, seed=1, blind=False):
+    (a, b), settings = replies(studio, specs, question, seed)
+    prompt = [{"role": "user", "content": question}]
+    return chat_service.record_vote(studio, voter="tester", model_a=specs[0], model_b=specs[1], winner=winner,
+                                    blind=blind, prompt_a=prompt, prompt_b=prompt, reply_a=a or "…",
+                                    reply_b=b or "…", settings=vars(settings))
+
+
+def test_votes_to_dpo_on_the_voted_run_to_a_blind_battle_with_its_parent(studio, tiny_model_dir, tiny_params):
+    base = f"base:{tiny_model_dir}"
+    parent = studio.start_run(model=str(tiny_model_dir), dataset=str(FAQ), method="lora",
+                              params={**tiny_params, "num_train_epochs": 0.2})
+    assert studio.wait(parent, poll_s=0.5)["status"] == "completed"
+
+    for i, question in enumerate(QUESTIONS):  # the tuned run wins twice, the base once, one tie
+        vote(studio, [f"run:{parent}", base], question, "a" if i < 2 else "b", seed=i)
+    vote(studio, [f"run:{parent}", base], "Hello?", "tie")
+
+    start = chat_service.preference_start(studio, "my votes")
+    dataset = start["dataset"]
+    assert start["model"] == f"run:{parent}" and start["votes"] == 3
+    assert (dataset["kind"], dataset["rows"]) == ("preference", 3)
+    assert dataset["meta"]["origin"]["votes"] == 3 and f"run:{parent}" in dataset["meta"]["origin"]["models"]
+
+    child = studio.start_run(model=start["model"], dataset=dataset["id"], method="dpo",
+                             params={"learning_rate": 5e-3, "num_train_epochs": 1, "per_device_train_batch_size": 2,
+                                     "max_length": 64, "eval_fraction": 0.0})
+    row = studio.wait(child, poll_s=0.5)
+    assert row["status"] == "completed", row["error"]
+    job = json.loads((studio.run_dir(child) / JOB).read_text())
+    assert job["parent_id"] == parent and job["start"] == f"run:{parent}"
+    assert job["init_adapter"] == str(studio.adapter_dir(parent))  # the voted run's adapter keeps training
+    assert row["model"] == str(tiny_model_dir) and row["parent_id"] == parent
+    log = (studio.run_dir(child) / "train.log").read_text()
+    assert f"adapter of {parent}" in log
+    metrics = [json.loads(line) for line in (studio.run_dir(child) / "metrics.jsonl").read_text().splitlines()]
+    assert any("rewards/margins" in m and "rewards/accuracies" in m for m in metrics)
+
+    new, previous = chat_service.previous_model(studio, child)
+    assert (new, previous) == (f"run:{child}", f"run:{parent}")
+    assert chat_service.prompt_suggestions(studio, "votes")[:3] == QUESTIONS
+    vote(studio, [previous, new], "Is it waterproof?", "b", blind=True)
+    (rate,) = [r for r in arena.win_rates(studio.store.list_votes()) if {r["first"], r["second"]} == {new, previous}]
+    new_rate = rate["win_rate"] if rate["first"] == new else 1 - rate["win_rate"]
+    assert rate["votes"] == 1 and new_rate == 1.0 and rate["low"] <= rate["win_rate"] <= rate["high"]
+
+
+def test_start_points_that_cannot_work_are_refused_before_anything_is_written(studio, tiny_model_dir, tiny_params):
+    with pytest.raises(RunError, match=r"^no run with id 'r-nope' \(see 'studio runs'\)$"):
+        studio.start_run(model="run:r-nope", dataset="quillpad_preferences", method="dpo")
+    with pytest.raises(DataError, match=r"^dataset 'quillpad_faq' holds sft data; DPO trains on preference data, "
+                                        r"so pick an example \(SFT\) method such as LoRA or another dataset$"):
+        studio.start_run(model=str(tiny_model_dir), dataset="quillpad_faq", method="dpo")
+    with pytest.raises(DataError, match=r"^dataset 'quillpad_preferences' holds preference data; LoRA trains on "
+                                        r"sft or text data, so pick a preference method such as DPO or another "
+                                        r"dataset$"):
+        studio.start_run(model=str(tiny_model_dir), dataset="quillpad_preferences", method="lora")
+    assert studio.store.list_runs() == [] and not any(studio.runs_dir.iterdir())
+
+
+def test_cli_trains_dpo_and_refuses_the_wrong_kind_of_data(tmp_path, tiny_model_dir):
+    home = tmp_path / "home"
+    params = {"learning_rate": 5e-3, "num_train_epochs": 1, "max_length": 64, "eval_fraction": 0.25}
+    config = write_config(tmp_path / "dpo.yaml", model=str(tiny_model_dir), dataset="quillpad_preferences",
+                          method="dpo", params=params)
+    done = studio_cmd(home, "train", str(config), "--wait")
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_id = done.stdout.split()[0]
+    assert (home / "runs" / run_id / "adapter" / "adapter_model.safetensors").exists()
+    status = json.loads((home / "runs" / run_id / "status.json").read_text())
+    assert "eval_rewards/accuracies_after" in status["summary"]
+
+    wrong = write_config(tmp_path / "wrong.yaml", model=str(tiny_model_dir), dataset=str(FAQ), method="kto")
+    refused = studio_cmd(home, "train", str(wrong))
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == ("error: dataset 'quillpad_faq' holds sft data; KTO trains on kto data, so "
+                                      "pick an example (SFT) method such as LoRA or another dataset")
+    assert [p.name for p in (home / "runs").glob("r*")] == [run_id]
