@@ -1,9 +1,11 @@
 """Takes the README's screenshots in headless Chromium: assets/screenshot-train.png (the Train
 tab over a workspace), assets/screenshot-data.png (the Data tab after importing a sample) and
 assets/screenshot-chat.png (base and the newest tuned run answering an FAQ question) and
-assets/screenshot-method.png (every method compared on the built-in model, DoRA's card open).
+assets/screenshot-method.png (every method compared on the built-in model, DoRA's card open) and
+assets/screenshot-preference.png (a workspace whose newest run is a DPO run, e.g. the one
+bench/pref_quality.py --home DIR leaves: its lineage and preference curves).
 
-    python assets/make_screenshot.py [--home WORKSPACE] [--tab train|data|chat|method]
+    python assets/make_screenshot.py [--home WORKSPACE] [--tab train|data|chat|method|preference]
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from studio.launch import serve  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--home", default=None)
-    ap.add_argument("--tab", choices=["train", "data", "chat", "method"], default="train")
+    ap.add_argument("--tab", choices=["train", "data", "chat", "method", "preference"], default="train")
     args = ap.parse_args()
     out = str(ROOT / "assets" / f"screenshot-{args.tab}.png")
     with socket.socket() as s:
@@ -63,6 +65,8 @@ def main() -> None:
             page.locator("#method-choice input").click()
             page.get_by_role("option", name="DoRA", exact=True).click()
             page.wait_for_selector("#method-card >> text=DoRA (LoRA)", timeout=60_000)
+        if args.tab == "preference":
+            page.wait_for_selector("#run-curves >> text=Preference accuracy", timeout=60_000)
         page.wait_for_timeout(4000)  # a timer tick fills the status panel
         page.screenshot(path=out, full_page=True)
         browser.close()

@@ -272,5 +272,6 @@ def build(studio):
 
     loop = {"train_prefs": train_prefs, "message": export_message, "model_a": model_a, "model_b": model_b,
             "blind": blind, "source": source, "suggested": suggested, "prompt": prompt, "compare_run": compare_run,
-            "prompts_box": prompts_box, "battle": battle, "chat_a": chat_a, "chat_b": chat_b}
+            "prompts_box": prompts_box, "battle": battle, "chat_a": chat_a, "chat_b": chat_b,
+            "vote_message": vote_message}
     return refresh, [model_a, model_b, results, results_note], exported, loop

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from components import train_tab
+from components import chat_tab, train_tab
 from pipelines.data import DataError
 from studio import chat_service
 from studio.chat_service import ChatError
@@ -19,26 +19,27 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
 
     def on_train_prefs():
         try:
-            start = chat_service.preference_start(studio)
-        except DataError as err:
-            return (f"**Nothing to train on:** {err}", *(gr.skip(),) * 4)
+            start = chat_service.preference_start(studio, method=PREFERENCE_METHOD)
+        except DataError as err:  # shown where the button is
+            return (f"**Nothing to train on:** {err}", *(gr.skip(),) * 5)
         row, model = start["dataset"], start["model"]
         where = f"run `{model[4:]}`" if model.startswith("run:") else "the base model"
-        message = (f"Made **{row['name']}** ({row['rows']} preference pairs from {start['votes']} decisive votes). "
-                   f"The Train tab is set to DPO on it, starting from {where}: press *Start training*.")
-        return (message,
+        made = f"Made **{row['name']}**: {row['rows']} preference pairs from {start['votes']} decisive votes."
+        message = (f"{made} Set to DPO on it, starting from {where} (DPO's *beta* says how far it may move "
+                   "from there): press *Start training*.")
+        return (made, message,
                 gr.update(choices=train_tab.model_choices(studio), value=model),
                 gr.update(choices=train_tab.dataset_choices(studio, PREFERENCE_METHOD), value=row["id"]),
                 PREFERENCE_METHOD, gr.Tabs(selected="train"))
 
-    chat["train_prefs"].click(on_train_prefs, None,
-                              [chat["message"], train["model"], train["dataset"], train["method"], tabs])
+    chat["train_prefs"].click(on_train_prefs, None, [chat["message"], train["message"], train["model"],
+                                                    train["dataset"], train["method"], tabs])
 
     def on_compare(run_id):
         try:
             new, previous = chat_service.previous_model(studio, run_id)
-        except ChatError as err:
-            return (f"**Could not compare:** {err}", *(gr.skip(),) * 11)
+        except ChatError as err:  # shown where the button is
+            return (f"**Could not compare:** {err}", *(gr.skip(),) * 13)
         options = chat_service.choices(studio)
         known = {spec for _label, spec in options}
         extra = [(spec, spec) for spec in (new, previous) if spec not in known]
@@ -46,13 +47,18 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
         source = "heldout" if prompts else "votes"
         if not prompts:
             prompts = chat_service.prompt_suggestions(studio, "votes")
-        return (f"Blind battle of `{run_id}` against the model it started from is open in the Chat tab.",
-                gr.update(choices=options + extra, value=new), gr.update(choices=options + extra, value=previous),
+        told = ("Blind battle: the new run against the model it started from, shuffled between the sides and "
+                "named after your vote. " + ("Prompts from its dataset's held-out pairs, never trained on: "
+                                             if source == "heldout" else "Prompts from the chat votes: ")
+                + "press *Send*, vote, then *Next prompt*.")
+        return ("", gr.update(choices=options + extra, value=new), gr.update(choices=options + extra, value=previous),
                 True, source, gr.update(choices=prompts, value=prompts[0] if prompts else None),
                 prompts[0] if prompts else "", run_id, gr.Accordion(open=True),
-                [], [], gr.Tabs(selected="chat"))
+                gr.update(value=[], label=chat_tab.HIDDEN[0]), gr.update(value=[], label=chat_tab.HIDDEN[1]),
+                chat_tab.new_battle(), told, gr.Tabs(selected="chat"))
 
     runs["compare_previous"].click(
         on_compare, train["selected"],
         [runs["action"], chat["model_a"], chat["model_b"], chat["blind"], chat["source"], chat["suggested"],
-         chat["prompt"], chat["compare_run"], chat["prompts_box"], chat["chat_a"], chat["chat_b"], tabs])
+         chat["prompt"], chat["compare_run"], chat["prompts_box"], chat["chat_a"], chat["chat_b"], chat["battle"],
+         chat["vote_message"], tabs])

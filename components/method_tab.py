@@ -34,9 +34,10 @@ def card(studio, model: str, dataset: str | None, key: str) -> str:
 
 
 def build(studio, train_model, train_dataset, train_method, tabs, train_tab_id):
-    gr.Markdown("Pick how the model learns. Every method below trains on the same examples; they differ "
-                "in how much of the model changes, how much memory that takes and how the result is saved. "
-                "Not sure? **LoRA** is the default for good reason; **QLoRA** when memory is short.")
+    gr.Markdown("Pick how the model learns. Most methods learn from examples (SFT); they differ in how much "
+                "of the model changes, how much memory that takes and how the result is saved. Not sure? **LoRA** "
+                "is the default for good reason; **QLoRA** when memory is short. The *Preference* family learns "
+                "from pairs of answers where one is preferred (chat votes, labels): **DPO** first.")
     table = gr.Dataframe(headers=ms.TABLE_HEADERS, interactive=False, wrap=True, elem_id="method-table",
                          label="All methods at their default settings (for the model and dataset chosen in Train)")
     with gr.Row():

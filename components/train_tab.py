@@ -11,7 +11,7 @@ from pipelines.data import DataError
 from pipelines.methods import METHODS, ConfigError
 from pipelines.models import ModelError
 from studio import method_service
-from studio.core import SAMPLES
+from studio.core import SAMPLES, RunError
 
 # Settings that change the memory or time a run needs: the estimate is refreshed when they do.
 COST_FIELDS = {"per_device_train_batch_size", "max_length", "gradient_checkpointing", "eval_fraction", "r",
@@ -122,7 +122,7 @@ def build(studio):
         params = {name: v for (key, name), v in zip(order, values) if key == method_key}
         try:
             run_id = studio.start_run(model=model_spec, dataset=dataset_ref, method=method_key, params=params)
-        except (ConfigError, DataError, ModelError) as err:
+        except (ConfigError, DataError, ModelError, RunError) as err:
             return f"**Could not start:** {err}", gr.skip()
         return f"Started run `{run_id}`.", run_id
 
@@ -134,5 +134,5 @@ def build(studio):
 
     # picks: what the Method tab reads and sets; the estimate is refreshed after the page loads
     picks = (model, dataset, method)
-    run_handles = {**run_handles, "selected": selected}
+    run_handles = {**run_handles, "selected": selected, "train_message": message}
     return on_load, [dataset, model, *run_outputs], picks, (on_estimate, estimate_inputs, estimate), run_handles

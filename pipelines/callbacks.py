@@ -39,7 +39,8 @@ class MetricsCallback(TrainerCallback):
             # SFT counts input tokens; the preference trainers log their own running count instead
             tokens = state.num_input_tokens_seen or int(logs.get("num_tokens", 0))
             t0, tok0 = self._last or (now, tokens)
-            record["tokens_per_s"] = round((tokens - tok0) / max(now - t0, 1e-9), 1)
+            if tokens:  # ORPO and CPO count none: no curve rather than a flat zero
+                record["tokens_per_s"] = round((tokens - tok0) / max(now - t0, 1e-9), 1)
             self._last = (now, tokens)
         for key in KEYS:
             if key in logs:

@@ -23,7 +23,9 @@ from pipelines.events import ADAPTER, CHECKPOINTS, MODEL, RunEvents, newest_chec
 from pipelines.methods import Setup, get_method, parse, split_by_target
 from pipelines.methods.trainers import trl_classes
 
-EVALS_PER_RUN = 10  # when eval_steps is 0 ("automatic")
+# When eval_steps is 0 ("automatic"): a held-out check costs about half a training step here
+# (policy and reference on both answers), so a preference run checks about six times.
+EVALS_PER_RUN = 6
 # what the summary reports from the last held-out evaluation, when the method logs it
 SUMMARY_EVALS = ("eval_loss", "eval_rewards/accuracies", "eval_rewards/margins")
 
@@ -51,7 +53,11 @@ def train(job: dict, run_dir: Path, events: RunEvents) -> dict:
         summary["cancelled"] = True
         return summary
     if trainer.eval_dataset is not None:
-        final = trainer.evaluate()
+        evals = [m for m in read_metrics(run_dir) if "eval_loss" in m]
+        if evals and evals[-1]["step"] == trainer.state.global_step:  # the last step was just checked
+            final = evals[-1]
+        else:
+            final = trainer.evaluate()
         summary.update({f"{k}_after": final[k] for k in SUMMARY_EVALS if k in final})
     save(trainer, tokenizer, run_dir)
     return summary
@@ -118,6 +124,13 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
         train_rows, eval_rows = rows, rows_for(method, data.load_rows(Path(heldout)))
     else:
         train_rows, eval_rows = data.split(rows, groups["studio"]["eval_fraction"], params.seed)
+    if method.data_kind == "kto":
+        # TRL's KTO reads rows in order and builds its KL batches from neighbours: a file with all
+        # thumbs up first would give one-sided batches
+        import random
+
+        train_rows = list(train_rows)
+        random.Random(params.seed).shuffle(train_rows)
     train_ds = Dataset.from_list(train_rows)
     eval_ds = Dataset.from_list(eval_rows) if eval_rows else None
     print(f"data: {len(train_rows)} training rows, {len(eval_rows)} held out", flush=True)
@@ -132,13 +145,17 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
     ref_model = None
     if method.reference and peft_config is None and method.trainable is not None:
         ref_model = copy.deepcopy(model).eval().requires_grad_(False)  # full weights: a frozen copy
-    start = f"adapter of {job['parent_id']}" if job.get("init_adapter") else "a new adapter"
+    start = (f"the adapter of {job['parent_id']} keeps training with its own rank and layers"
+             if job.get("init_adapter") else "a new adapter")
     print(f"model {job['model']} loaded from {model_path}; method {method.label} "
           f"({'full weights' if method.trainable else start}; bf16 autocast: {hardware.use_bf16()})", flush=True)
 
     # trainer
     trainer_args = {**groups["trainer"], **method.fixed}
-    trainer_args["eval_steps"] = params.eval_steps or max(1, total_steps // EVALS_PER_RUN)
+    if groups["studio"].get("sft_weight"):  # DPO + learning the chosen answers (RPO): TRL's loss list
+        trainer_args.update(loss_type=[trainer_args["loss_type"], "sft"],
+                            loss_weights=[1.0, groups["studio"]["sft_weight"]])
+    trainer_args["eval_steps"] = params.eval_steps or math.ceil(total_steps / EVALS_PER_RUN)
     patience = groups["studio"]["early_stopping_patience"]
     config = config_cls(
         output_dir=str(run_dir / CHECKPOINTS),

@@ -29,7 +29,8 @@ def build_app(studio) -> gr.Blocks:
         imported.then(lambda key: gr.update(choices=train_tab.dataset_choices(studio, key)), picks[2], train_dataset)
         exported.then(lambda: gr.update(choices=data_tab.dataset_choices(studio)), None, data_dataset)
         # votes -> preference run -> blind battle of the new run against where it started
-        train = dict(zip(("model", "dataset", "method"), picks), selected=runs["selected"])
+        train = dict(zip(("model", "dataset", "method"), picks), selected=runs["selected"],
+                     message=runs["train_message"])
         loop.wire(studio, tabs, train, chat_loop, runs)
         # runs finished since the page opened become choosable when the Chat tab is opened
         chat.select(refresh_chat, None, chat_outputs)

@@ -89,27 +89,39 @@ def export_votes(studio, name: str | None = None) -> dict:
     return studio.store.get_dataset(row["id"])
 
 
-def voted_run(votes: list[dict]) -> str | None:
-    """The tuned run that took part in most decisive votes: where preference training starts."""
-    counts: dict[str, int] = {}
-    for v in votes:
-        if v["winner"] in ("a", "b"):
-            for spec in {v["model_a"], v["model_b"]}:
-                if spec.startswith("run:"):
-                    counts[spec] = counts.get(spec, 0) + 1
-    return max(counts, key=counts.get) if counts else None
+def voted_runs(studio, votes: list[dict]) -> list[str]:
+    """Tuned runs in decisive votes, the newest vote first (the newer run first within a vote):
+    after a blind rematch of a child against its parent, the child is where the next round starts."""
+    out: list[str] = []
+    for v in sorted(votes, key=lambda v: v["id"], reverse=True):
+        if v["winner"] not in ("a", "b"):
+            continue
+        runs = [s[4:] for s in (v["model_a"], v["model_b"]) if s.startswith("run:")]
+        rows = [r for r in (studio.get_run(i) for i in runs) if r]
+        for row in sorted(rows, key=lambda r: r["created"], reverse=True):
+            if row["id"] not in out:
+                out.append(row["id"])
+    return out
 
 
-def preference_start(studio, name: str | None = None) -> dict:
-    """'Train on these preferences': the decisive votes as a dataset, and where the run starts.
+def preference_start(studio, name: str | None = None, method: str = "dpo") -> dict:
+    """'Train on these preferences': the decisive votes as a dataset, and where the run starts (the
+    newest voted run that the method can start from, else the base).
     Returns {"dataset": row, "model": "run:ID" or "default", "votes": count}."""
+    from pipelines.methods import get_method
+    from studio.core import RunError
+
     votes = studio.store.list_votes()
     row = export_votes(studio, name)
-    start = voted_run(votes)
-    if start is not None and resolve_or_none(studio, start) is None:
-        start = None  # the run is gone or not completed: start from the base
-    return {"dataset": row, "model": start or "default",
-            "votes": sum(v["winner"] in ("a", "b") for v in votes)}
+    start = "default"
+    for run_id in voted_runs(studio, votes):
+        try:
+            studio.start_point(run_id, get_method(method))
+        except RunError:
+            continue
+        start = f"run:{run_id}"
+        break
+    return {"dataset": row, "model": start, "votes": sum(v["winner"] in ("a", "b") for v in votes)}
 
 
 def resolve_or_none(studio, spec: str):
@@ -150,8 +162,11 @@ def prompt_suggestions(studio, source: str, run_id: str | None = None, limit: in
         else:
             rows = []
         for row in rows:
-            prompt = row.get("prompt") or (row.get("messages") or [])[:-1] or row.get("chosen", [])[:-1]
-            found.append(last_user_message(prompt))
+            prompt = row.get("prompt") or (row.get("messages") or [])[:-1]
+            if not prompt and isinstance(row.get("chosen"), list):  # implicit prompt: the turns before the answer
+                prompt = row["chosen"][:-1]
+            if isinstance(prompt, (str, list)):
+                found.append(last_user_message(prompt))
     unique = list(dict.fromkeys(p.strip() for p in found if p and p.strip()))
     return unique[:limit]
 

@@ -150,6 +150,8 @@ class Studio:
         """Validate, write the run directory and catalogue row, and start the worker process."""
         spec = get_method(method)
         checked = parse(spec.params, params)  # ConfigError on a bad value, before anything is written
+        if spec.validate:
+            spec.validate(checked)
         if hasattr(checked, "optim"):  # an optimizer this machine cannot run is refused now, not mid-run
             from pipelines.hardware import has_cuda
             from pipelines.methods.qlora import resolve_optim
@@ -157,7 +159,7 @@ class Studio:
             resolve_optim(checked.optim, has_cuda())
         start = model
         if model.startswith("run:"):  # a finished run's result is the starting point
-            model, init_adapter, parent_id = self._start_point(model.removeprefix("run:"), spec)
+            model, init_adapter, parent_id = self.start_point(model.removeprefix("run:"), spec)
         if not models.is_default(model):
             models.resolve(model, self.model_cache)  # ModelError for a bad folder
         dataset_row = self.resolve_dataset(dataset)
@@ -194,7 +196,7 @@ class Studio:
         self._spawn(run_id, run_dir)
         return run_id
 
-    def _start_point(self, parent_id: str, spec) -> tuple[str, str | None, str]:
+    def start_point(self, parent_id: str, spec) -> tuple[str, str | None, str]:
         """(base model, adapter to keep training or None, parent id) for a run started from a
         finished run. A whole model (full/freeze) becomes the base; an adapter keeps training."""
         parent = self._require_run(parent_id)
@@ -208,6 +210,10 @@ class Studio:
             raise RunError(f"run {parent_id} learned a {get_method(parent['method']).label} adapter (virtual "
                            f"tokens), which {spec.label} cannot keep training; start from the base model or "
                            "from a run with a LoRA-family adapter")
+        if spec.reference and parent["method"] == "adalora":
+            raise RunError(f"run {parent_id} learned an AdaLoRA adapter, whose rank budget allows no frozen "
+                           f"copy beside it for {spec.label} to compare against; start from the base model, or "
+                           "use ORPO, SimPO or CPO, which need no reference")
         if spec.data_kind == "sft" and parent["method"] != spec.key:
             raise RunError(f"run {parent_id} learned a {get_method(parent['method']).label} adapter; "
                            f"{spec.label} cannot continue it (use the same method, or a preference method)")

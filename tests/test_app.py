@@ -47,3 +47,15 @@ def test_compare_lists_only_settings_that_differ_and_overlays_curves(studio):
     assert config_diff(studio, ["ra", "rb"]) == [["r", "8", "16"]]
     fig = curves_figure({"ra": [{"step": 1, "loss": 1.0}], "rb": [{"step": 1, "loss": 2.0}]})
     assert [t.name for t in fig.data] == ["ra training loss", "rb training loss"]
+
+
+def test_train_tab_offers_only_datasets_the_method_can_use(studio):
+    from components.train_tab import dataset_choices, model_choices
+
+    pairs = studio.import_dataset(__import__("tests.conftest", fromlist=["ROOT"]).ROOT / "assets" / "samples"
+                                  / "quillpad_preferences.jsonl", name="pairs")
+    lora, dpo, kto = (dict((v, k) for k, v in dataset_choices(studio, m)) for m in ("lora", "dpo", "kto"))
+    assert "quillpad_faq" in lora and pairs["id"] not in lora and "signoff_preferences" not in lora
+    assert pairs["id"] in dpo and "signoff_preferences" in dpo and "quillpad_faq" not in dpo
+    assert kto == {}
+    assert model_choices(studio) == [("Built-in SmolLM2-135M-Instruct (default)", "default")]

@@ -11,6 +11,7 @@ import pytest
 from pipelines import arena, chat
 from pipelines.data import DataError
 from pipelines.events import JOB
+from pipelines.methods import ConfigError
 from studio import chat_service
 from studio.core import RunError
 from tests.conftest import FAQ
@@ -84,6 +85,10 @@ def test_start_points_that_cannot_work_are_refused_before_anything_is_written(st
                                         r"sft or text data, so pick a preference method such as DPO or another "
                                         r"dataset$"):
         studio.start_run(model=str(tiny_model_dir), dataset="quillpad_preferences", method="lora")
+    with pytest.raises(ConfigError, match=r"^parameter 'per_device_train_batch_size': KTO compares each answer "
+                                          r"with the others in its batch, so it needs a batch size of 2 or more$"):
+        studio.start_run(model=str(tiny_model_dir), dataset="quillpad_preferences", method="kto",
+                         params={"per_device_train_batch_size": 1})
     assert studio.store.list_runs() == [] and not any(studio.runs_dir.iterdir())
 
 

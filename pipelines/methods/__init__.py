@@ -34,6 +34,7 @@ class Method:
     trl: str = "sft"  # which TRL trainer and config: sft, dpo, kto, orpo, cpo (see trainers.py)
     reference: bool = False  # compares against the starting model (DPO, KTO): one more forward pass
     fixed: dict = field(default_factory=dict)  # trainer settings the method always uses (SimPO's loss)
+    validate: Callable[[Any], None] | None = None  # (params): ConfigError for values that cannot work together
 
     @property
     def artifact(self) -> str:
@@ -172,13 +173,23 @@ METHODS: dict[str, Method] = {m.key: m for m in [
           "Learns from single answers marked good (thumbs up) or bad (thumbs down), no pairs needed: "
           "good answers become more likely than the model's average, bad ones less.",
           "When your feedback is thumbs up/down rather than 'this one is better than that one'.",
-          preference.KTOParams, reference=True),
+          preference.KTOParams, reference=True, validate=preference.check_kto),
+    _pref("kto_full", "KTO (full weights)", "kto", "kto",
+          "KTO where every weight of the model learns, against a frozen copy of the starting model.",
+          "Small models, when a LoRA adapter cannot capture the feedback.",
+          preference.KTOFullParams, reference=True, trainable=full.train_everything,
+          validate=preference.check_kto),
     _pref("orpo", "ORPO", "preference", "orpo",
           "One stage instead of two: learns to write the preferred answers (like example-based training) "
           "and to prefer them over the rejected ones at the same time. No starting model to compare "
           "against, so it is lighter and faster than DPO.",
           "When you start from the base model and have preference pairs but no separate examples.",
           preference.ORPOParams),
+    _pref("orpo_full", "ORPO (full weights)", "preference", "orpo",
+          "ORPO where every weight of the model learns; no starting model is kept, so it needs no more "
+          "memory than full fine-tuning.",
+          "Small models, starting from the base, when you want one stage and the most capacity.",
+          preference.ORPOFullParams, trainable=full.train_everything),
     _pref("simpo", "SimPO", "preference", "cpo",
           "DPO without a starting model to compare against: it scores each answer by its average "
           "likelihood per word, so longer answers are not favoured, and asks for a margin between the two.",
