@@ -42,4 +42,10 @@ def build_app(studio) -> gr.Blocks:
 
         # the estimate follows the page (its first probe of a model takes a few seconds)
         app.load(on_load, None, [*train_outputs, *data_outputs, *chat_outputs]).then(*refresh_estimate)
+    # The page is the interface; its events are not a documented API. Gradio describes every public
+    # event's inputs when it serves the page: the generated forms' events take every method's
+    # fields (hundreds each), which made loading the page take seconds.
+    for fn in app.fns.values():
+        if fn.api_visibility == "public":
+            fn.api_visibility = "undocumented"
     return app

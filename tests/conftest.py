@@ -60,3 +60,18 @@ def tiny_params() -> dict:
     """Settings that make the tiny model learn visibly in a few seconds."""
     return {"learning_rate": 1e-2, "num_train_epochs": 2, "per_device_train_batch_size": 8,
             "max_length": 64, "r": 8, "lora_alpha": 16}
+
+
+def greedy_tokens(model, input_ids, n: int) -> list[int]:
+    """The n most likely next tokens, one full forward pass each (no cache): what greedy decoding
+    means, as a reference for the chat decoder. (PEFT's prefix-tuning `generate` on transformers 5
+    disagrees with its own forward pass, so `generate` cannot be the reference.)"""
+    import torch
+
+    seq, out = input_ids, []
+    with torch.no_grad():
+        for _ in range(n):
+            token = int(model(input_ids=seq, attention_mask=torch.ones_like(seq)).logits[0, -1].argmax())
+            out.append(token)
+            seq = torch.cat([seq, torch.tensor([[token]])], dim=1)
+    return out

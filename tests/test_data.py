@@ -140,7 +140,8 @@ def test_same_file_twice_is_one_dataset(studio):
 
 def test_training_refuses_the_wrong_kind(studio):
     with pytest.raises(DataError, match=r"^dataset 'quillpad_preferences' holds preference data; LoRA trains "
-                                        r"on sft or text data$"):
+                                        r"on sft or text data, so pick a preference method such as DPO or "
+                                        r"another dataset$"):
         studio.start_run(model="default", dataset="quillpad_preferences", method="lora")
     assert studio.list_runs() == []
 

@@ -12,7 +12,7 @@ from pipelines import chat, importer
 from pipelines.events import RunEvents
 from pipelines.methods import METHODS, parse
 from pipelines.train_sft import build_trainer, save
-from tests.conftest import FAQ
+from tests.conftest import FAQ, greedy_tokens
 
 PROBE = "How long does the Quillpad battery last?"
 
@@ -71,9 +71,13 @@ def test_method_learns_saves_reloads_and_generates(key, tmp_path, tiny_model_dir
     assert after < before - 0.05, f"{key}: loss {before:.3f} -> {after:.3f}"
 
     probe = tokenizer([PROBE], return_tensors="pt")
-    trainer.model.eval()
+    # the trained weights as they are saved: accelerate wraps forward in bf16 autocast for training
+    # on a bf16-capable CPU or GPU, which a reload outside the studio does not have
+    from accelerate.utils import extract_model_from_parallel
+
+    plain = extract_model_from_parallel(trainer.model, keep_fp32_wrapper=False).eval()
     with torch.no_grad():
-        trained = trainer.model(**probe).logits.float()
+        trained = plain(**probe).logits.float()
     out = save(trainer, tokenizer, run_dir, key)
     assert out.name == METHODS[key].artifact
     reloaded = reload(key, tiny_model_dir, out).eval()
@@ -94,11 +98,8 @@ def test_method_learns_saves_reloads_and_generates(key, tmp_path, tiny_model_dir
         pass
     assert decoder.generated, f"{key}: no tokens generated"
     if not METHODS[key].quantized:  # the chat copy is unquantized; the QLoRA reload is 4-bit
-        ids = decoder.prompt_ids
-        with torch.no_grad():
-            ref = reloaded.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=6,
-                                    do_sample=False, pad_token_id=tokenizer.pad_token_id)
-        assert decoder.generated == ref[0, ids.shape[1]:].tolist()[:len(decoder.generated)]
+        ref = greedy_tokens(reloaded, decoder.prompt_ids, 6)
+        assert decoder.generated == ref[:len(decoder.generated)]
 
 
 def _trained(key, tmp_path, tiny_model_dir, dataset, **overrides):

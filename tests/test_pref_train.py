@@ -13,7 +13,7 @@ from pipelines import chat, importer
 from pipelines.events import RunEvents
 from pipelines.methods import METHODS, parse
 from pipelines.train_pref import build_trainer, save
-from tests.conftest import ROOT
+from tests.conftest import ROOT, greedy_tokens
 
 PAIRS = ROOT / "assets" / "samples" / "quillpad_preferences.jsonl"
 PREFERENCE = [k for k, m in METHODS.items() if m.data_kind in ("preference", "kto")]
@@ -114,8 +114,4 @@ def test_preference_method_learns_saves_reloads_and_generates(key, tmp_path, tin
     decoder = chat.Decoder(entry, name, [{"role": "user", "content": PROBE}], settings)
     for _ in chat.stream([decoder]):
         pass
-    ids = decoder.prompt_ids
-    with torch.no_grad():
-        ref = reloaded.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=6,
-                                do_sample=False, pad_token_id=tokenizer.pad_token_id)
-    assert decoder.generated == ref[0, ids.shape[1]:].tolist()[:len(decoder.generated)]
+    assert decoder.generated == greedy_tokens(reloaded, decoder.prompt_ids, 6)[:len(decoder.generated)]
