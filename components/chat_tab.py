@@ -4,6 +4,7 @@ battles hide (and shuffle) the names until the vote; votes become win rates and 
 from __future__ import annotations
 
 import random
+import time
 
 import gradio as gr
 
@@ -15,6 +16,7 @@ from studio import chat_service
 from studio.chat_service import ChatError
 
 HIDDEN = ("Model A (hidden until you vote)", "Model B (hidden until you vote)")
+STREAM_EVERY_S = 0.08
 VOTES = (("a", "A is better"), ("b", "B is better"), ("tie", "Tie"), ("both_bad", "Both are bad"))
 
 
@@ -99,14 +101,12 @@ def build(studio):
         chat_a = gr.Chatbot(label="Model A", height=380, elem_id="chat-a")
         chat_b = gr.Chatbot(label="Model B", height=380, elem_id="chat-b")
     compare_run = gr.State(None)  # the run whose held-out prompts are offered (an id only)
+    source = gr.State("own")  # where the offered prompts come from: own, votes or heldout
     with gr.Accordion("Prompts to compare on", open=False) as prompts_box:
         with gr.Row():
-            source = gr.Radio(choices=[("My own (type below)", "own"), ("The chat votes' prompts", "votes"),
-                                       ("Held-out prompts of the tuned model's dataset", "heldout")],
-                              value="own", label="Prompts from", elem_id="chat-prompt-source",
-                              info="Held-out prompts were never trained on: the fairest test of a tuned model.")
-            suggested = gr.Dropdown(choices=[], label="Prompt", elem_id="chat-suggested", scale=2,
-                                    info="Picking one puts it in the box below; Send asks both models.")
+            suggested = gr.Dropdown(choices=[], label="Prompt", elem_id="chat-suggested", scale=3,
+                                    info="Held-out prompts of the tuned model's dataset (never trained on), or "
+                                         "the chat votes' prompts. Picking one puts it in the box below.")
             next_prompt = gr.Button("Next prompt", elem_id="chat-next-prompt", scale=0)
     with gr.Row():
         prompt = gr.Textbox(placeholder="Ask both models something…", show_label=False, scale=5,
@@ -167,11 +167,16 @@ def build(studio):
             return
         from pipelines.chat import stream
 
+        shown_at = 0.0
         for texts in stream(decs):
             shown_a[-1] = {"role": "assistant", "content": texts[0] or "…"}
             shown_b[-1] = {"role": "assistant", "content": texts[1] or "…"}
-            yield shown_a, shown_b, state, gr.skip(), gr.skip()
-        yield gr.skip(), gr.skip(), {**state, "complete": True}, gr.skip(), gr.skip()
+            # at most ~12 page updates a second: one per token of each side kept the browser too
+            # busy re-rendering to take a click (Stop, a vote) while the replies streamed
+            if time.monotonic() - shown_at >= STREAM_EVERY_S:
+                shown_at = time.monotonic()
+                yield shown_a, shown_b, state, gr.skip(), gr.skip()
+        yield shown_a, shown_b, {**state, "complete": True}, gr.skip(), gr.skip()
 
     chat_io = [prompt, chat_a, chat_b, battle, model_a, model_b, blind, *settings_inputs]
     chat_out = [chat_a, chat_b, battle, prompt, vote_message]
@@ -242,26 +247,20 @@ def build(studio):
 
     exported = export.click(on_export, export_name, export_message)
 
-    def suggestions(src, spec_a, spec_b, run_id):
-        run_id = run_id or next((spec[4:] for spec in (spec_a, spec_b) if spec and spec.startswith("run:")), None)
-        if src == "heldout" and not run_id:
-            return gr.update(choices=[], value=None), gr.skip(), "Pick a tuned model (a run) first: its dataset's " \
-                "held-out prompts are offered."
-        found = chat_service.prompt_suggestions(studio, src, run_id) if src != "own" else []
-        if src != "own" and not found:
-            return gr.update(choices=[], value=None), gr.skip(), "No prompts there yet."
-        return gr.update(choices=found, value=found[0] if found else None), (found[0] if found else gr.skip()), ""
-
-    source.change(suggestions, [source, model_a, model_b, compare_run], [suggested, prompt, vote_message])
     suggested.input(lambda text: text or gr.skip(), suggested, prompt)
 
     def on_next(current, src, spec_a, spec_b, run_id):
+        """The next prompt: from the held-out rows of the tuned model's dataset, else the votes'."""
         run_id = run_id or next((spec[4:] for spec in (spec_a, spec_b) if spec and spec.startswith("run:")), None)
         found = chat_service.prompt_suggestions(studio, src, run_id) if src != "own" else []
+        if not found and run_id:
+            found = chat_service.prompt_suggestions(studio, "heldout", run_id)
+        if not found:
+            found = chat_service.prompt_suggestions(studio, "votes")
         if not found:
             return gr.skip(), gr.skip()
         following = found[(found.index(current) + 1) % len(found)] if current in found else found[0]
-        return gr.update(value=following), following
+        return gr.update(choices=found, value=following), following
 
     next_prompt.click(on_next, [suggested, source, model_a, model_b, compare_run], [suggested, prompt])
 

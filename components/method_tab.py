@@ -38,7 +38,7 @@ def build(studio, train_model, train_dataset, train_method, tabs, train_tab_id):
                 "of the model changes, how much memory that takes and how the result is saved. Not sure? **LoRA** "
                 "is the default for good reason; **QLoRA** when memory is short. The *Preference* family learns "
                 "from pairs of answers where one is preferred (chat votes, labels): **DPO** first.")
-    table = gr.Dataframe(headers=ms.TABLE_HEADERS, interactive=False, wrap=True, elem_id="method-table",
+    table = gr.Dataframe(headers=ms.TABLE_HEADERS, interactive=False, wrap=True, elem_id="method-table", max_height=2000,
                          label="All methods at their default settings (for the model and dataset chosen in Train)")
     with gr.Row():
         choice = gr.Dropdown(choices=[(m.label, k) for k, m in METHODS.items()], value="lora",

@@ -114,9 +114,20 @@ def build(studio):
     method.change(on_estimate, estimate_inputs, estimate)
     dataset.change(on_estimate, estimate_inputs, estimate)
     model.change(on_estimate, estimate_inputs, estimate)
-    for (key, name), widget in zip(order, inputs):
-        if name in COST_FIELDS:
-            widget.change(on_estimate, estimate_inputs, estimate)
+    # A setting's change re-estimates with its own method's fields only: an event's inputs are
+    # walked by the page on every update it receives, and all methods' fields on every cost
+    # setting's event (tens of thousands) kept the page too busy to click while chat replies streamed.
+    for key in METHODS:
+        own = [model, dataset, method, *forms[key].values()]
+
+        def on_own_estimate(model_spec, dataset_ref, method_key, *values, key=key):
+            if method_key != key:
+                return gr.skip()
+            return estimate_text(studio, model_spec, dataset_ref, key, dict(zip(forms[key], values)))
+
+        for name, widget in forms[key].items():
+            if name in COST_FIELDS:
+                widget.change(on_own_estimate, own, estimate)
 
     def on_start(model_spec, dataset_ref, method_key, *values):
         params = {name: v for (key, name), v in zip(order, values) if key == method_key}
