@@ -18,10 +18,11 @@ import math
 from pathlib import Path
 
 from pipelines import data, hardware, models
-from pipelines.events import ADAPTER, CHECKPOINTS, MODEL, RunEvents, newest_checkpoint, read_metrics, \
+from pipelines.events import ADAPTER, MODEL, RunEvents, newest_checkpoint, read_metrics, \
     truncate_metrics
 from pipelines.methods import Setup, get_method, parse, split_by_target
 from pipelines.methods.trainers import trl_classes
+from pipelines.train_sft import run_settings
 
 # When eval_steps is 0 ("automatic"): a held-out check costs about half a training step here
 # (policy and reference on both answers), so a preference run checks about six times.
@@ -157,23 +158,7 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
                             loss_weights=[1.0, groups["studio"]["sft_weight"]])
     trainer_args["eval_steps"] = params.eval_steps or math.ceil(total_steps / EVALS_PER_RUN)
     patience = groups["studio"]["early_stopping_patience"]
-    config = config_cls(
-        output_dir=str(run_dir / CHECKPOINTS),
-        **trainer_args,
-        bf16=hardware.use_bf16(),
-        use_cpu=not hardware.has_cuda(),
-        logging_steps=1,
-        logging_first_step=True,
-        eval_strategy="steps" if eval_ds is not None else "no",
-        per_device_eval_batch_size=params.per_device_train_batch_size,
-        save_strategy="steps",
-        save_total_limit=2,
-        metric_for_best_model="eval_loss" if patience and eval_ds is not None else None,
-        greater_is_better=False,
-        report_to="none",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-    )
+    config = config_cls(**trainer_args, **run_settings(run_dir, params, eval_ds is not None, patience))
     callbacks = [MetricsCallback(events), CancelCallback(events)]
     if patience and eval_ds is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))

@@ -108,6 +108,27 @@ def apply_method(model, method, params, setup: Setup, run_dir: Path, init_adapte
     return model
 
 
+def run_settings(run_dir: Path, params, evaluates: bool, patience: int) -> dict:
+    """Trainer settings every studio run shares, whatever its TRL trainer: checkpoints in the run
+    directory, a log line per step for the live curves, held-out checks, this machine's device."""
+    return dict(
+        output_dir=str(run_dir / CHECKPOINTS),
+        bf16=hardware.use_bf16(),
+        use_cpu=not hardware.has_cuda(),
+        logging_steps=1,
+        logging_first_step=True,
+        eval_strategy="steps" if evaluates else "no",
+        per_device_eval_batch_size=params.per_device_train_batch_size,
+        save_strategy="steps",
+        save_total_limit=2,
+        metric_for_best_model="eval_loss" if patience and evaluates else None,
+        greater_is_better=False,
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+
+
 def build_trainer(job: dict, run_dir: Path, events: RunEvents):
     """Everything up to the first training step: (trainer, tokenizer)."""
     from datasets import Dataset
@@ -154,24 +175,8 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
     if "optim" in trainer_args:
         trainer_args["optim"] = resolve_optim(trainer_args["optim"], hardware.has_cuda())
     patience = groups["studio"]["early_stopping_patience"]
-    config = SFTConfig(
-        output_dir=str(run_dir / CHECKPOINTS),
-        **trainer_args,
-        bf16=bf16,
-        use_cpu=not hardware.has_cuda(),
-        logging_steps=1,
-        logging_first_step=True,
-        include_num_input_tokens_seen="all",
-        eval_strategy="steps" if eval_ds is not None else "no",
-        per_device_eval_batch_size=params.per_device_train_batch_size,
-        save_strategy="steps",
-        save_total_limit=2,
-        metric_for_best_model="eval_loss" if patience and eval_ds is not None else None,
-        greater_is_better=False,
-        report_to="none",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-    )
+    config = SFTConfig(**trainer_args, **run_settings(run_dir, params, eval_ds is not None, patience),
+                       include_num_input_tokens_seen="all")
     callbacks = [MetricsCallback(events), CancelCallback(events)]
     if method.callbacks:
         callbacks += method.callbacks(model, params)

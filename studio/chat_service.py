@@ -124,21 +124,11 @@ def preference_start(studio, name: str | None = None, method: str = "dpo") -> di
     return {"dataset": row, "model": start, "votes": sum(v["winner"] in ("a", "b") for v in votes)}
 
 
-def resolve_or_none(studio, spec: str):
-    try:
-        return resolve(studio, spec)
-    except ChatError:
-        return None
-
-
 def last_user_message(prompt) -> str | None:
     if isinstance(prompt, str):
         return prompt
     users = [m["content"] for m in prompt or [] if m.get("role") == "user"]
     return users[-1] if users else None
-
-
-PROMPT_SOURCES = ("votes", "heldout")
 
 
 def prompt_suggestions(studio, source: str, run_id: str | None = None, limit: int = 200) -> list[str]:
