@@ -199,6 +199,11 @@ def _turn(role: str, value, path, place, column) -> list[dict]:
     return [{"role": role, "content": text(value, path, place, column)}]
 
 
+def prompt_turns(value, path, place, column="prompt") -> list[dict]:
+    """A prompt cell (text, or a conversation ending with the user's turn) as chat messages."""
+    return _turn("user", value, path, place, column)
+
+
 def convert(record, layout: Layout, path, place) -> dict:
     """One record -> one canonical row of the layout's kind, or a DataError naming the cell."""
     if not isinstance(record, dict):

@@ -1,6 +1,6 @@
 """The job process: `python -m pipelines.run RUN_DIR`.
 
-Runs one job in its own process (and its own session, so a closed tab or a restarted
+Runs one job (a training run, or another long task named by the job's "runner") in its own process (and its own session, so a closed tab or a restarted
 server does not stop it). Waits its turn in the queue, then writes status, heartbeat,
 metrics, checkpoints and, at the end, the adapter. SIGTERM (or a cancel.request file)
 means: save a checkpoint, then stop.
@@ -44,10 +44,13 @@ def main(run_dir: str) -> int:
 
     events.status("running", started=time.time())
     try:
-        from pipelines.methods import get_method
+        if job.get("runner"):  # another long task (e.g. answers to label): its module's run()
+            summary = importlib.import_module(job["runner"]).run(job, run_dir, events)
+        else:
+            from pipelines.methods import get_method
 
-        runner = importlib.import_module(get_method(job["method"]).runner)
-        summary = runner.train(job, run_dir, events)
+            runner = importlib.import_module(get_method(job["method"]).runner)
+            summary = runner.train(job, run_dir, events)
     except Exception as err:  # the run fails, the message reaches the user in one line
         traceback.print_exc()
         events.stop_heartbeat()

@@ -193,7 +193,7 @@ class Studio:
         write_json(run_dir / JOB, job)
         self.store.add_run(id=run_id, method=method, model=model, dataset_id=dataset_row["id"],
                            status="queued", params=job["params"], parent_id=parent_id)
-        self._spawn(run_id, run_dir)
+        self.spawn(run_id, run_dir)
         return run_id
 
     def start_point(self, parent_id: str, spec) -> tuple[str, str | None, str]:
@@ -219,7 +219,9 @@ class Studio:
                            f"{spec.label} cannot continue it (use the same method, or a preference method)")
         return model, str(adapter), parent_id
 
-    def _spawn(self, run_id: str, run_dir: Path) -> None:
+    def spawn(self, run_id: str, run_dir: Path) -> None:
+        """Start the worker process for a job directory (a run, or another long task such as
+        generating answers to label); it waits its turn in the one queue."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
         with open(run_dir / LOG, "ab") as log:
@@ -248,7 +250,7 @@ class Studio:
         job.update(resume=True, queued_at=time.time(), max_concurrent=self.max_concurrent)
         write_json(run_dir / JOB, job)
         self.store.update_run_status(run_id, "queued", None)
-        self._spawn(run_id, run_dir)
+        self.spawn(run_id, run_dir)
 
     def continue_run(self, run_id: str, epochs: float) -> str:
         """A new run that trains a completed run's adapter for more epochs; it records its parent."""

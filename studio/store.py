@@ -46,7 +46,59 @@ CREATE TABLE IF NOT EXISTS runs (
     created REAL NOT NULL,
     updated REAL NOT NULL
 );
+-- labeling: a project holds items (a prompt and two answers); a labeler holds an item while it is
+-- on their screen (an assignment) and leaves one label per item
+CREATE TABLE IF NOT EXISTS label_projects (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    created REAL NOT NULL,
+    overlap INTEGER NOT NULL CHECK (overlap >= 1),
+    source TEXT NOT NULL,
+    status TEXT NOT NULL,
+    job_id TEXT,
+    error TEXT
+);
+CREATE TABLE IF NOT EXISTS label_items (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    project_id TEXT NOT NULL REFERENCES label_projects(id),
+    position INTEGER NOT NULL,
+    prompt TEXT NOT NULL,
+    answer_a TEXT NOT NULL,
+    answer_b TEXT NOT NULL,
+    model_a TEXT NOT NULL,
+    model_b TEXT NOT NULL,
+    labels INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (project_id, position)
+);
+CREATE INDEX IF NOT EXISTS label_items_fill ON label_items (project_id, labels, position);
+CREATE TABLE IF NOT EXISTS label_assignments (
+    item_id INTEGER NOT NULL REFERENCES label_items(id),
+    labeler TEXT NOT NULL,
+    project_id TEXT NOT NULL,
+    assigned REAL NOT NULL,
+    PRIMARY KEY (item_id, labeler)
+);
+CREATE INDEX IF NOT EXISTS label_assignments_holder ON label_assignments (project_id, labeler, assigned);
+CREATE TABLE IF NOT EXISTS label_labels (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    item_id INTEGER NOT NULL REFERENCES label_items(id),
+    project_id TEXT NOT NULL,
+    labeler TEXT NOT NULL,
+    choice TEXT NOT NULL CHECK (choice IN ('a', 'b', 'tie', 'both_bad', 'skip')),
+    flipped INTEGER NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    seconds REAL,
+    created REAL NOT NULL,
+    UNIQUE (item_id, labeler)
+);
+CREATE INDEX IF NOT EXISTS label_labels_by ON label_labels (project_id, labeler, id);
 """
+
+# A writer waits this long for another writer before SQLite gives up with "database is locked".
+BUSY_TIMEOUT_S = 60
+# An item on a labeler's screen counts towards its overlap this long; after that (the labeler went
+# away) others may take it, and the holder's label is still accepted if it comes.
+LEASE_S = 600
 
 DATASET_COLUMNS = ("id", "name", "kind", "rows", "source_name", "source_sha256", "path", "created", "meta")
 RUN_COLUMNS = ("id", "method", "model", "dataset_id", "status", "error", "params", "parent_id",
@@ -67,7 +119,7 @@ class Store:
     @contextmanager
     def _connect(self):
         # A connection per operation: safe across Gradio's worker threads.
-        db = sqlite3.connect(self.db_path, timeout=30)
+        db = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_S)
         db.row_factory = sqlite3.Row
         try:
             with db:
@@ -148,6 +200,161 @@ class Store:
     def list_runs(self) -> list[dict]:
         with self._connect() as db:
             return [_run(r) for r in db.execute("SELECT * FROM runs ORDER BY created DESC")]
+
+    # labeling projects
+    def add_label_project(self, *, id: str, name: str, overlap: int, source: dict, status: str,
+                          job_id: str | None = None, items: list[dict] = ()) -> None:
+        """A project and its items in one transaction: all of it or nothing."""
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("INSERT INTO label_projects (id, name, created, overlap, source, status, job_id) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (id, name, time.time(), overlap, json.dumps(source), status, job_id))
+            _insert_items(db, id, items)
+
+    def fill_label_project(self, project_id: str, items: list[dict]) -> bool:
+        """Generated items arrive: inserted and the project made ready, once (False if it already was)."""
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            found = db.execute("SELECT status FROM label_projects WHERE id = ?", (project_id,)).fetchone()
+            if found is None or found["status"] == "ready":
+                return False
+            _insert_items(db, project_id, items)
+            db.execute("UPDATE label_projects SET status = 'ready', error = NULL WHERE id = ?", (project_id,))
+            return True
+
+    def set_label_project_status(self, project_id: str, status: str, error: str | None = None,
+                                 job_id: str | None = None) -> None:
+        with self._connect() as db:
+            db.execute("UPDATE label_projects SET status = ?, error = ?, job_id = COALESCE(?, job_id) "
+                       "WHERE id = ?", (status, error, job_id, project_id))
+
+    def get_label_project(self, ref: str) -> dict | None:
+        """By id or by name."""
+        with self._connect() as db:
+            found = db.execute("SELECT p.*, (SELECT COUNT(*) FROM label_items i WHERE i.project_id = p.id) "
+                               "AS items FROM label_projects p WHERE p.id = ? OR p.name = ?", (ref, ref)).fetchone()
+        return _project(found) if found else None
+
+    def list_label_projects(self) -> list[dict]:
+        with self._connect() as db:
+            return [_project(r) for r in db.execute(
+                "SELECT p.*, (SELECT COUNT(*) FROM label_items i WHERE i.project_id = p.id) AS items "
+                "FROM label_projects p ORDER BY p.created DESC")]
+
+    def label_items(self, project_id: str) -> list[dict]:
+        with self._connect() as db:
+            return [_item(r) for r in db.execute("SELECT * FROM label_items WHERE project_id = ? ORDER BY position",
+                                                 (project_id,))]
+
+    def get_label_item(self, item_id: int) -> dict | None:
+        with self._connect() as db:
+            found = db.execute("SELECT * FROM label_items WHERE id = ?", (item_id,)).fetchone()
+        return _item(found) if found else None
+
+    # labeling: hand-out, labels, undo. Each is one BEGIN IMMEDIATE transaction: writers queue for
+    # the lock up front (no deadlock upgrading a read lock) and wait up to BUSY_TIMEOUT_S.
+    def next_label_item(self, project_id: str, labeler: str, overlap: int, now: float | None = None) -> int | None:
+        """The item this labeler should see now: the one they hold (an undone label comes back
+        first), else the least-labelled item they have not labelled whose labels plus others'
+        live holds leave room under the overlap. None: nothing left for them."""
+        now = time.time() if now is None else now
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            held = db.execute("SELECT item_id FROM label_assignments WHERE project_id = ? AND labeler = ? "
+                              "ORDER BY assigned DESC LIMIT 1", (project_id, labeler)).fetchone()
+            if held:
+                return held["item_id"]
+            candidates = db.execute(
+                "SELECT i.id, i.labels FROM label_items i WHERE i.project_id = ? AND i.labels < ? "
+                "AND NOT EXISTS (SELECT 1 FROM label_labels l WHERE l.item_id = i.id AND l.labeler = ?) "
+                "ORDER BY i.labels, i.position LIMIT 64", (project_id, overlap, labeler))
+            for row in candidates.fetchall():
+                holders = db.execute("SELECT COUNT(*) FROM label_assignments WHERE item_id = ? AND labeler != ? "
+                                     "AND assigned > ?", (row["id"], labeler, now - LEASE_S)).fetchone()[0]
+                if row["labels"] + holders < overlap:
+                    db.execute("INSERT OR REPLACE INTO label_assignments (item_id, labeler, project_id, assigned) "
+                               "VALUES (?, ?, ?, ?)", (row["id"], labeler, project_id, now))
+                    return row["id"]
+            return None
+
+    def add_label(self, *, item_id: int, project_id: str, labeler: str, choice: str, flipped: bool,
+                  reason: str = "", seconds: float | None = None) -> tuple[int, bool]:
+        """(label id, True if new). A second label of the same item by the same labeler (a double
+        click, a retried request) is the first one: never two."""
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                cur = db.execute("INSERT INTO label_labels (item_id, project_id, labeler, choice, flipped, reason, "
+                                 "seconds, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                 (item_id, project_id, labeler, choice, int(flipped), reason, seconds, time.time()))
+            except sqlite3.IntegrityError:
+                found = db.execute("SELECT id FROM label_labels WHERE item_id = ? AND labeler = ?",
+                                   (item_id, labeler)).fetchone()
+                if found is None:
+                    raise
+                db.execute("DELETE FROM label_assignments WHERE item_id = ? AND labeler = ?", (item_id, labeler))
+                return found["id"], False
+            if choice != "skip":
+                db.execute("UPDATE label_items SET labels = labels + 1 WHERE id = ?", (item_id,))
+            db.execute("DELETE FROM label_assignments WHERE item_id = ? AND labeler = ?", (item_id, labeler))
+            return cur.lastrowid, True
+
+    def undo_label(self, project_id: str, labeler: str) -> dict | None:
+        """Take back this labeler's newest label; the item goes back on their screen. None: nothing to undo."""
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            last = db.execute("SELECT * FROM label_labels WHERE project_id = ? AND labeler = ? ORDER BY id DESC "
+                              "LIMIT 1", (project_id, labeler)).fetchone()
+            if last is None:
+                return None
+            db.execute("DELETE FROM label_labels WHERE id = ?", (last["id"],))
+            if last["choice"] != "skip":
+                db.execute("UPDATE label_items SET labels = labels - 1 WHERE id = ?", (last["item_id"],))
+            db.execute("INSERT OR REPLACE INTO label_assignments (item_id, labeler, project_id, assigned) "
+                       "VALUES (?, ?, ?, ?)", (last["item_id"], labeler, project_id, time.time()))
+            return dict(last)
+
+    def list_labels(self, project_id: str) -> list[dict]:
+        """Every label with its item's models, oldest first."""
+        with self._connect() as db:
+            rows = db.execute("SELECT l.*, i.model_a, i.model_b FROM label_labels l JOIN label_items i "
+                              "ON i.id = l.item_id WHERE l.project_id = ? ORDER BY l.id", (project_id,))
+            return [{**dict(r), "flipped": bool(r["flipped"])} for r in rows]
+
+    def label_counts(self, project_id: str, labeler: str) -> dict:
+        """For a labeler's progress line: their labels, and the project's labels and items."""
+        with self._connect() as db:
+            mine = db.execute("SELECT COUNT(*) FROM label_labels WHERE project_id = ? AND labeler = ?",
+                              (project_id, labeler)).fetchone()[0]
+            total = db.execute("SELECT COUNT(*), COALESCE(SUM(choice != 'skip'), 0) FROM label_labels "
+                               "WHERE project_id = ?", (project_id,)).fetchone()
+            items = db.execute("SELECT COUNT(*) FROM label_items WHERE project_id = ?", (project_id,)).fetchone()[0]
+        return {"mine": mine, "labels": total[1], "items": items}
+
+    def integrity_check(self) -> str:
+        with self._connect() as db:
+            return db.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+def _insert_items(db, project_id: str, items) -> None:
+    db.executemany(
+        "INSERT INTO label_items (project_id, position, prompt, answer_a, answer_b, model_a, model_b) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [(project_id, n, json.dumps(it["prompt"]), it["answer_a"], it["answer_b"], it["model_a"], it["model_b"])
+         for n, it in enumerate(items)])
+
+
+def _project(row: sqlite3.Row) -> dict:
+    out = dict(row)
+    out["source"] = json.loads(out["source"])
+    return out
+
+
+def _item(row: sqlite3.Row) -> dict:
+    out = dict(row)
+    out["prompt"] = json.loads(out["prompt"])
+    return out
 
 
 VOTE_COLUMNS = ("created", "voter", "model_a", "model_b", "winner", "blind", "prompt_a", "prompt_b",

@@ -1,0 +1,71 @@
+"""The candidate-generation job of a labeling project: two answers per prompt, written as they come.
+
+`python -m pipelines.run DIR` calls `run()` for a job whose "runner" is this module. The job names
+the prompts (each a conversation ending with the user's turn) and two sides, each a base model with
+or without a run's adapter: two models answering, or one model answering twice (sampled). Answers
+come from the Chat tab's decoder with the same settings, so what labelers judge is what chat shows.
+
+Each finished prompt is one line of `candidates.jsonl`; a resumed job skips the lines already there.
+The studio turns the file into the project's items when the job has completed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pipelines.chat import Decoder, GenerationSettings, ModelCache
+
+CANDIDATES = "candidates.jsonl"
+
+
+def read_candidates(run_dir: Path) -> dict[int, dict]:
+    """Finished prompts so far, by position (a half-written last line is left out)."""
+    path = Path(run_dir) / CANDIDATES
+    found = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            found[row["position"]] = row
+    return found
+
+
+def answer(cache: ModelCache, side: dict, prompt: list[dict], settings: GenerationSettings) -> str:
+    entry, adapter = cache.get(side["model"], side.get("adapter"))
+    decoder = Decoder(entry, adapter, prompt, settings)
+    while not decoder.done:
+        decoder.step()
+    return decoder.text().strip()
+
+
+def run(job: dict, run_dir: Path, events) -> dict:
+    prompts, sides = job["prompts"], job["sides"]
+    cache = ModelCache(Path(job["model_cache"]))
+    done = read_candidates(run_dir)
+    events.progress.update(step=len(done), max_steps=len(prompts))
+    print(f"answering {len(prompts)} prompts ({len(done)} already done)", flush=True)
+    with open(Path(run_dir) / CANDIDATES, "a") as out:
+        for position, prompt in enumerate(prompts):
+            if position in done:
+                continue
+            if events.cancel_requested():
+                return {"cancelled": True, "answered": len(done)}
+            answers = []
+            for n, side in enumerate(sides):
+                # a seed per prompt and side: the same job gives the same answers, and one model
+                # sampled twice gives two different ones
+                settings = GenerationSettings(temperature=job["temperature"], top_p=job.get("top_p", 0.9),
+                                              max_new_tokens=job["max_new_tokens"],
+                                              repetition_penalty=job.get("repetition_penalty", 1.1),
+                                              seed=job.get("seed", 0) + 2 * position + n)
+                answers.append(answer(cache, side, prompt, settings))
+            row = {"position": position, "answer_a": answers[0], "answer_b": answers[1]}
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            out.flush()
+            done[position] = row
+            events.progress.update(step=len(done))
+            events.metric({"step": len(done), "answered": len(done)})
+    return {"answered": len(done)}

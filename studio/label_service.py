@@ -1,0 +1,410 @@
+"""What the Label tab, `studio label` and the reliability bench ask of the studio: labeling projects
+(prompts and two candidate answers each), handing items to labelers, labels and undo, the project
+overview, and the export of labels as preference or KTO data.
+
+Labelers see the two answers as left and right, shuffled per item and per labeler; everything
+stored is in the item's own terms (answer A / answer B), with the side it was shown on kept to
+check for position bias.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from pipelines import arena, labeling, models, readers
+from pipelines.data import DataError, load_rows
+from pipelines.errors import where
+from pipelines.events import CANCEL, JOB, read_json, run_state, write_json
+from pipelines.formats import prompt_turns, text
+from pipelines.importer import ImportOptions
+from pipelines.label_gen import read_candidates
+
+SCREEN_CHOICES = ("left", "right", "tie", "both_bad", "skip")
+MAX_PROMPTS = 2000
+MAX_NAME = 80
+# Prompt files: a column holding the prompt (text or a conversation), answers for imported pairs.
+PROMPT_COLUMNS = ("prompt", "question", "instruction", "input")
+ANSWER_COLUMNS = (("response_a", "response_b"), ("answer_a", "answer_b"), ("completion_a", "completion_b"))
+
+
+class LabelError(ValueError):
+    """A labeling request that cannot be served; one sentence."""
+
+
+# --- prompts -----------------------------------------------------------------------------------
+
+def prompts_from_text(typed: str) -> list[list[dict]]:
+    """Typed prompts, one per line."""
+    return [[{"role": "user", "content": line.strip()}] for line in (typed or "").splitlines() if line.strip()]
+
+
+def _row_prompt(row: dict) -> list[dict] | None:
+    """A stored dataset row's prompt: the conversation up to its last user turn."""
+    if isinstance(row.get("prompt"), list):
+        return row["prompt"]
+    turns = row.get("messages") or (row.get("chosen") if isinstance(row.get("chosen"), list) else None)
+    if not turns:
+        return None
+    last_user = max((i for i, m in enumerate(turns) if m["role"] == "user"), default=None)
+    return turns[:last_user + 1] if last_user is not None else None
+
+
+def prompts_from_dataset(studio, ref: str) -> list[list[dict]]:
+    row = studio.resolve_dataset(ref)
+    if row["kind"] == "text":
+        raise LabelError(f"dataset '{row['name']}' holds raw text, which has no prompts; pick a dataset of "
+                         "examples or preferences")
+    found = [p for p in (_row_prompt(r) for r in load_rows(Path(row["path"]))) if p]
+    return _unique(found)
+
+
+def prompts_from_file(path: Path | str, max_bytes: int = readers.DEFAULT_MAX_BYTES) -> list[list[dict]]:
+    """A .txt file (a prompt per line) or a table with a prompt column."""
+    path = Path(path)
+    fmt = readers.check_file(path, max_bytes)
+    found = []
+    for place, record in readers.records(path, fmt):
+        if fmt == "text":
+            found.append([{"role": "user", "content": record["text"].strip()}])
+            continue
+        column = _column(record, PROMPT_COLUMNS, path, place)
+        found.append(prompt_turns(record[column], path, place, column))
+    return _unique(found)
+
+
+def _column(record, names, path, place) -> str:
+    if not isinstance(record, dict):
+        raise DataError(f"{where(path, place)}: expected an object with named fields")
+    for name in names:
+        if name in record:
+            return name
+    raise DataError(f"{where(path, place)}: no prompt column; expected one of {', '.join(names)} "
+                    f"(found: {', '.join(record) or 'none'})")
+
+
+def _unique(prompts: list[list[dict]]) -> list[list[dict]]:
+    seen, out = set(), []
+    for p in prompts:
+        key = json.dumps(p, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+    return out
+
+
+def read_pairs(path: Path | str, max_bytes: int = readers.DEFAULT_MAX_BYTES) -> list[dict]:
+    """Imported candidates: a prompt and two answers per row (response_a/response_b; optional
+    model_a/model_b name who wrote them). Raises DataError naming file, row and column."""
+    path = Path(path)
+    fmt = readers.check_file(path, max_bytes)
+    if fmt == "text":
+        raise DataError(f"{path.name}: a pairs file needs columns (prompt, response_a, response_b); "
+                        "use JSONL, JSON, CSV, TSV or Parquet")
+    items = []
+    for place, record in readers.records(path, fmt):
+        prompt_col = _column(record, PROMPT_COLUMNS, path, place)
+        pair = next((p for p in ANSWER_COLUMNS if p[0] in record or p[1] in record), ANSWER_COLUMNS[0])
+        for col in pair:
+            if col not in record:
+                raise DataError(f"{where(path, place)}: missing column '{col}' (a pair needs "
+                                f"{pair[0]} and {pair[1]}; found: {', '.join(record)})")
+        items.append({"prompt": prompt_turns(record[prompt_col], path, place, prompt_col),
+                      "answer_a": text(record[pair[0]], path, place, pair[0]),
+                      "answer_b": text(record[pair[1]], path, place, pair[1]),
+                      "model_a": str(record.get("model_a") or "imported A"),
+                      "model_b": str(record.get("model_b") or "imported B")})
+    if not items:
+        raise DataError(f"{path.name}: no rows")
+    return items
+
+
+# --- projects ----------------------------------------------------------------------------------
+
+def _check_new(studio, name: str, overlap: int) -> str:
+    name = (name or "").strip()
+    if not name:
+        raise LabelError("give the project a name")
+    if len(name) > MAX_NAME:
+        raise LabelError(f"the project name is {len(name)} characters; keep it under {MAX_NAME}")
+    if studio.store.get_label_project(name):
+        raise LabelError(f"a labeling project named '{name}' already exists; pick another name")
+    if int(overlap) < 1:
+        raise LabelError(f"labelers per item is {overlap}; it must be at least 1")
+    return name
+
+
+def _side(studio, spec: str) -> dict:
+    """A chat spec (base:MODEL, run:ID or a folder) as what the job loads; refused now if it cannot load."""
+    from studio.chat_service import ChatError, resolve
+
+    try:
+        model, adapter = resolve(studio, spec)
+        if not models.is_default(model):
+            models.resolve(model, studio.model_cache)
+    except (ChatError, models.ModelError) as err:
+        raise LabelError(str(err)) from None
+    return {"spec": spec, "model": model, "adapter": str(adapter) if adapter else None}
+
+
+def create_project(studio, *, name: str, prompts: list[list[dict]], models_: list[str], overlap: int = 1,
+                   temperature: float = 0.7, max_new_tokens: int = 256, seed: int = 0) -> dict:
+    """A project whose answers come from a background job: two models answer each prompt, or one
+    model (named once, or twice) answers twice, sampled at `temperature`."""
+    name = _check_new(studio, name, overlap)
+    if not prompts:
+        raise LabelError("no prompts: pick a dataset, upload a file or type at least one")
+    if len(prompts) > MAX_PROMPTS:
+        raise LabelError(f"{len(prompts)} prompts; a project takes at most {MAX_PROMPTS}")
+    if len(models_) not in (1, 2):
+        raise LabelError("pick two models to compare, or one model to answer twice")
+    specs = list(models_) * (2 // len(models_))
+    if specs[0] == specs[1] and temperature <= 0:
+        raise LabelError("one model answering twice needs a temperature above 0, or both answers are the same")
+    sides = [_side(studio, s) for s in specs]
+    from studio.core import _new_id
+
+    project_id, job_id = _new_id("p"), _new_id("g")
+    job_dir = studio.run_dir(job_id)
+    job_dir.mkdir()
+    now = time.time()
+    write_json(job_dir / JOB, {
+        "id": job_id, "runner": "pipelines.label_gen", "project_id": project_id, "prompts": prompts,
+        "sides": sides, "temperature": float(temperature), "max_new_tokens": int(max_new_tokens),
+        "seed": int(seed), "model_cache": str(studio.model_cache), "max_concurrent": studio.max_concurrent,
+        "created": now, "queued_at": now})
+    source = {"kind": "sampled twice" if specs[0] == specs[1] else "two models", "models": specs,
+              "prompts": len(prompts), "temperature": temperature, "max_new_tokens": max_new_tokens}
+    studio.store.add_label_project(id=project_id, name=name, overlap=int(overlap), source=source,
+                                   status="generating", job_id=job_id)
+    studio.spawn(job_id, job_dir)
+    return project(studio, project_id)
+
+
+def import_project(studio, *, name: str, path: Path | str, overlap: int = 1, source_name: str | None = None) -> dict:
+    """A project from a file of prompts with two answers each; ready at once. Nothing is written
+    when the file is refused."""
+    name = _check_new(studio, name, overlap)
+    path = Path(path)
+    try:
+        items = read_pairs(path, studio.max_upload_bytes)
+    except DataError as err:
+        raise DataError(str(err).replace(path.name, source_name or path.name, 1)) from None
+    if len(items) > MAX_PROMPTS * 10:
+        raise LabelError(f"{len(items)} pairs; a project takes at most {MAX_PROMPTS * 10}")
+    from studio.core import _new_id
+
+    project_id = _new_id("p")
+    models_ = sorted({it["model_a"] for it in items} | {it["model_b"] for it in items})
+    studio.store.add_label_project(id=project_id, name=name, overlap=int(overlap), status="ready", items=items,
+                                   source={"kind": "imported", "file": source_name or path.name,
+                                           "models": models_, "prompts": len(items)})
+    return project(studio, project_id)
+
+
+def project(studio, ref: str) -> dict:
+    """A project by id or name, brought up to date with its generation job."""
+    found = studio.store.get_label_project(ref)
+    if found is None:
+        raise LabelError(f"no labeling project '{ref}' (see 'studio label status')")
+    if found["status"] in ("generating", "queued") and found["job_id"]:
+        _sync(studio, found)
+        found = studio.store.get_label_project(found["id"])
+    job_dir = studio.run_dir(found["job_id"]) if found["job_id"] else None
+    found["progress"] = run_state(job_dir) if job_dir and job_dir.exists() else None
+    return found
+
+
+def projects(studio) -> list[dict]:
+    return [project(studio, p["id"]) for p in studio.store.list_label_projects()]
+
+
+def _sync(studio, found: dict) -> None:
+    job_dir = studio.run_dir(found["job_id"])
+    state = run_state(job_dir)
+    if state["status"] == "completed":
+        job = read_json(job_dir / JOB)
+        answers = read_candidates(job_dir)
+        sides = [s["spec"] for s in job["sides"]]
+        items = [{"prompt": p, "answer_a": answers[n]["answer_a"], "answer_b": answers[n]["answer_b"],
+                  "model_a": sides[0], "model_b": sides[1]} for n, p in enumerate(job["prompts"]) if n in answers]
+        studio.store.fill_label_project(found["id"], items)
+    elif state["status"] in ("failed", "cancelled", "interrupted"):
+        studio.store.set_label_project_status(found["id"], state["status"], state["error"])
+
+
+def cancel_generation(studio, ref: str) -> None:
+    found = project(studio, ref)
+    if found["status"] != "generating":
+        raise LabelError(f"project '{found['name']}' is {found['status']}; only generating answers can be cancelled")
+    (studio.run_dir(found["job_id"]) / CANCEL).touch()
+
+
+def resume_generation(studio, ref: str) -> dict:
+    """Answer the prompts a cancelled or failed generation did not reach."""
+    found = project(studio, ref)
+    if found["status"] not in ("failed", "cancelled", "interrupted"):
+        raise LabelError(f"project '{found['name']}' is {found['status']}; only a stopped generation can go on")
+    job_dir = studio.run_dir(found["job_id"])
+    (job_dir / CANCEL).unlink(missing_ok=True)
+    job = read_json(job_dir / JOB)
+    write_json(job_dir / JOB, {**job, "queued_at": time.time(), "max_concurrent": studio.max_concurrent})
+    studio.store.set_label_project_status(found["id"], "generating")
+    studio.spawn(found["job_id"], job_dir)
+    return project(studio, found["id"])
+
+
+# --- labeling ----------------------------------------------------------------------------------
+
+def flipped(project_id: str, item_id: int, labeler: str) -> bool:
+    """Is answer A on the right for this labeler? Fixed per item and labeler (a reload shows the
+    same sides), different between labelers and between items."""
+    return bool(hashlib.sha256(f"{project_id}/{item_id}/{labeler}".encode()).digest()[0] & 1)
+
+
+def _labeler(name: str) -> str:
+    name = (name or "").strip()
+    if not name:
+        raise LabelError("enter your name as labeler first")
+    if len(name) > MAX_NAME:
+        raise LabelError(f"the labeler name is {len(name)} characters; keep it under {MAX_NAME}")
+    return name
+
+
+def _ready(studio, ref: str) -> dict:
+    found = project(studio, ref)
+    if found["status"] != "ready":
+        raise LabelError(f"project '{found['name']}' is {found['status']}; its answers are not ready to label")
+    return found
+
+
+def next_item(studio, ref: str, labeler: str) -> dict:
+    """{"item": the item to show (left/right already shuffled) or None when there is nothing left
+    for this labeler, "progress": counts, "done_reason": why there is nothing left}."""
+    found, labeler = _ready(studio, ref), _labeler(labeler)
+    item_id = studio.store.next_label_item(found["id"], labeler, found["overlap"])
+    progress = studio.store.label_counts(found["id"], labeler)
+    progress["overlap"] = found["overlap"]
+    if item_id is None:
+        full = progress["labels"] >= progress["items"] * found["overlap"]
+        reason = ("every item has its labels" if full else
+                  "the items left are with other labelers or already labelled by you")
+        return {"item": None, "progress": progress, "done_reason": reason, "project": found}
+    item = studio.store.get_label_item(item_id)
+    flip = flipped(found["id"], item_id, labeler)
+    shown = {"item_id": item_id, "position": item["position"], "prompt": item["prompt"], "flipped": flip,
+             "left": item["answer_b"] if flip else item["answer_a"],
+             "right": item["answer_a"] if flip else item["answer_b"]}
+    return {"item": shown, "progress": progress, "done_reason": None, "project": found}
+
+
+def canonical(choice: str, flip: bool) -> str:
+    """A screen choice (left/right/...) in the item's own terms (a = answer A better)."""
+    if choice not in SCREEN_CHOICES:
+        raise LabelError(f"'{choice}' is not one of {', '.join(SCREEN_CHOICES)}")
+    if choice == "left":
+        return "b" if flip else "a"
+    if choice == "right":
+        return "a" if flip else "b"
+    return choice
+
+
+def submit(studio, ref: str, item_id: int, labeler: str, choice: str, reason: str = "",
+           seconds: float | None = None) -> int:
+    """Store one label (a transaction of its own, durable when this returns); the same label sent
+    twice is stored once. Returns the label's id."""
+    found, labeler = _ready(studio, ref), _labeler(labeler)
+    item = studio.store.get_label_item(int(item_id))
+    if item is None or item["project_id"] != found["id"]:
+        raise LabelError(f"item {item_id} is not in project '{found['name']}'")
+    flip = flipped(found["id"], item["id"], labeler)
+    label_id, _new = studio.store.add_label(item_id=item["id"], project_id=found["id"], labeler=labeler,
+                                            choice=canonical(choice, flip), flipped=flip,
+                                            reason=(reason or "").strip()[:2000], seconds=seconds)
+    return label_id
+
+
+def undo(studio, ref: str, labeler: str) -> dict | None:
+    """Take back the labeler's last label; its item is the next one they see."""
+    found, labeler = _ready(studio, ref), _labeler(labeler)
+    return studio.store.undo_label(found["id"], labeler)
+
+
+# --- overview and export -----------------------------------------------------------------------
+
+def overview(studio, ref: str) -> dict:
+    found = project(studio, ref)
+    labels = studio.store.list_labels(found["id"])
+    items = {it["id"]: it for it in studio.store.label_items(found["id"])}
+    counted = {i: n for i, n in ((it["id"], it["labels"]) for it in items.values())}
+    review = labeling.disagreements(labels)
+    for row in review:
+        row["prompt"] = _last_user(items[row["item_id"]]["prompt"])
+    return {
+        "project": found,
+        "items": len(items),
+        "complete": sum(n >= found["overlap"] for n in counted.values()),
+        "labels": sum(lb["choice"] != "skip" for lb in labels),
+        "labelers": labeling.labeler_stats(labels),
+        "agreement": labeling.agreement(labels),
+        "position": labeling.position_bias(labels),
+        "win_rates": labeling.win_rates(labels),
+        "disagreements": review,
+    }
+
+
+def _last_user(prompt: list[dict]) -> str:
+    users = [m["content"] for m in prompt if m["role"] == "user"]
+    return users[-1] if users else ""
+
+
+def export_rows(studio, ref: str, kind: str = "preference", min_agreement: float = 0.0,
+                with_votes: bool = False) -> tuple[list[dict], dict]:
+    """Labels aggregated by majority per item (ties, 'both bad' and no majority left out) as TRL
+    rows: preference (prompt/chosen/rejected) or KTO (prompt/completion/label, two rows per pair)."""
+    if kind not in ("preference", "kto"):
+        raise LabelError(f"export kind '{kind}' is not one of preference, kto")
+    found = project(studio, ref)
+    labels = studio.store.list_labels(found["id"])
+    items = {it["id"]: it for it in studio.store.label_items(found["id"])}
+    pairs = []
+    for item_id, agg in sorted(labeling.aggregate(labels, min_agreement).items()):
+        if agg["winner"] in ("a", "b"):
+            item = items[item_id]
+            win, lose = ("a", "b") if agg["winner"] == "a" else ("b", "a")
+            pairs.append({"prompt": item["prompt"],
+                          "chosen": [{"role": "assistant", "content": item[f"answer_{win}"]}],
+                          "rejected": [{"role": "assistant", "content": item[f"answer_{lose}"]}]})
+    from_labels = len(pairs)
+    votes = [v for v in studio.store.list_votes() if v["winner"] in ("a", "b")] if with_votes else []
+    pairs += arena.preference_rows(votes)
+    origin = {"kind": "labels", "project": found["name"], "project_id": found["id"], "pairs": from_labels,
+              "labels": sum(lb["choice"] != "skip" for lb in labels), "min_agreement": min_agreement,
+              "votes": len(votes), "vote_ids": [v["id"] for v in votes]}
+    if kind == "preference":
+        return pairs, origin
+    kto = []
+    for p in pairs:
+        kto += [{"prompt": p["prompt"], "completion": p["chosen"], "label": True},
+                {"prompt": p["prompt"], "completion": p["rejected"], "label": False}]
+    return kto, origin
+
+
+def export(studio, ref: str, kind: str = "preference", min_agreement: float = 0.0, with_votes: bool = False,
+           name: str | None = None) -> dict:
+    """The export as a dataset in the catalogue (the same labels give the same dataset)."""
+    rows, origin = export_rows(studio, ref, kind, min_agreement, with_votes)
+    if not rows:
+        raise LabelError(f"project '{origin['project']}' has no item with a clear winner yet"
+                         + (f" at agreement {min_agreement:.0%} or more" if min_agreement > 0 else "")
+                         + ": ties, 'both bad' and split items are left out")
+    with tempfile.TemporaryDirectory(dir=studio.home) as tmp:
+        path = Path(tmp) / f"{origin['project']}-{kind}.jsonl"
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        row = studio.import_dataset(path, name=name or f"labels {origin['project']} ({kind})",
+                                    options=ImportOptions(kind=kind))
+    studio.store.set_dataset_origin(row["id"], origin)
+    return studio.store.get_dataset(row["id"])
