@@ -3,9 +3,10 @@ tab over a workspace), assets/screenshot-data.png (the Data tab after importing 
 assets/screenshot-chat.png (base and the newest tuned run answering an FAQ question) and
 assets/screenshot-method.png (every method compared on the built-in model, DoRA's card open) and
 assets/screenshot-preference.png (a workspace whose newest run is a DPO run, e.g. the one
-bench/pref_quality.py --home DIR leaves: its lineage and preference curves).
+bench/pref_quality.py --home DIR leaves: its lineage and preference curves) and
+assets/screenshot-label.png (the newest labeling project's first item for labeler "alex").
 
-    python assets/make_screenshot.py [--home WORKSPACE] [--tab train|data|chat|method|preference]
+    python assets/make_screenshot.py [--home WORKSPACE] [--tab train|data|chat|method|preference|label]
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from studio.launch import serve  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--home", default=None)
-    ap.add_argument("--tab", choices=["train", "data", "chat", "method", "preference"], default="train")
+    ap.add_argument("--tab", choices=["train", "data", "chat", "method", "preference", "label"], default="train")
     args = ap.parse_args()
     out = str(ROOT / "assets" / f"screenshot-{args.tab}.png")
     with socket.socket() as s:
@@ -67,6 +68,13 @@ def main() -> None:
             page.wait_for_selector("#method-card >> text=DoRA (LoRA)", timeout=60_000)
         if args.tab == "preference":
             page.wait_for_selector("#run-curves >> text=Preference accuracy", timeout=60_000)
+        if args.tab == "label":
+            page.get_by_role("tab", name="Label").click()
+            page.locator("#label-labeler textarea, #label-labeler input").first.fill("alex")
+            page.locator("#label-project input").click()
+            page.get_by_role("option").first.click()
+            page.click("#label-start")
+            page.wait_for_selector("#label-progress >> text=labelled", timeout=60_000)
         page.wait_for_timeout(4000)  # a timer tick fills the status panel
         page.screenshot(path=out, full_page=True)
         browser.close()

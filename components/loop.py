@@ -62,3 +62,28 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
         [runs["action"], chat["model_a"], chat["model_b"], chat["blind"], chat["source"], chat["suggested"],
          chat["prompt"], chat["compare_run"], chat["prompts_box"], chat["chat_a"], chat["chat_b"], chat["battle"],
          chat["vote_message"], tabs])
+
+
+def wire_labels(studio, tabs, train: dict, overview: dict):
+    """'Train on these labels' in the Label tab: its labels as preference data, the Train tab set
+    to DPO on them, starting from the newest of the project's runs (else the built-in model)."""
+    from studio import label_service
+    from studio.label_service import LabelError
+
+    def on_train_labels(project_id, _kind, min_agreement, with_votes, _name):
+        try:
+            start = label_service.training_start(studio, project_id or "", PREFERENCE_METHOD,
+                                                 float(min_agreement), bool(with_votes))
+        except (LabelError, DataError) as err:  # shown where the button is
+            return (f"**Nothing to train on:** {err}", *(gr.skip(),) * 5)
+        row, model = start["dataset"], start["model"]
+        where = f"run `{model[4:]}`" if model.startswith("run:") else "the built-in model"
+        made = f"Made **{row['name']}**: {row['rows']} preference pairs from the labels."
+        message = f"{made} Set to DPO on it, starting from {where}: press *Start training*."
+        return (made, message, gr.update(choices=train_tab.model_choices(studio), value=model),
+                gr.update(choices=train_tab.dataset_choices(studio, PREFERENCE_METHOD), value=row["id"]),
+                PREFERENCE_METHOD, gr.Tabs(selected="train"))
+
+    return overview["train"].click(on_train_labels, overview["inputs"],
+                            [overview["message"], train["message"], train["model"], train["dataset"],
+                             train["method"], tabs])

@@ -6,9 +6,20 @@ from pathlib import Path
 
 import gradio as gr
 
-from components import chat_tab, data_tab, loop, method_tab, train_tab
+from components import chat_tab, data_tab, label_tab, loop, method_tab, train_tab
 
-CSS_PATH = Path(__file__).resolve().parent.parent / "assets" / "studio.css"
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+CSS_PATH = ASSETS / "studio.css"
+
+
+def head() -> str:
+    """Page-wide script: the Label tab's keyboard shortcuts."""
+    return f"<script>{(ASSETS / 'shortcuts.js').read_text()}</script>"
+
+
+def train_handles(picks, runs) -> dict:
+    """The Train tab's components the other tabs hand over to (model, dataset, method, message)."""
+    return dict(zip(("model", "dataset", "method"), picks), selected=runs["selected"], message=runs["train_message"])
 
 
 def build_app(studio) -> gr.Blocks:
@@ -24,14 +35,18 @@ def build_app(studio) -> gr.Blocks:
                 on_load_data, data_outputs, imported = data_tab.build(studio)
             with gr.Tab("Chat", id="chat") as chat:
                 refresh_chat, chat_outputs, exported, chat_loop = chat_tab.build(studio)
+            with gr.Tab("Label", id="label") as label:
+                refresh_projects, label_project, label_overview, _created = label_tab.build(studio)
         # new datasets are offered at once: imports to Train, exported votes to Data
         train_dataset, data_dataset = train_outputs[0], data_outputs[0]
         imported.then(lambda key: gr.update(choices=train_tab.dataset_choices(studio, key)), picks[2], train_dataset)
-        exported.then(lambda: gr.update(choices=data_tab.dataset_choices(studio)), None, data_dataset)
+        labels_to_train = loop.wire_labels(studio, tabs, train_handles(picks, runs), label_overview)
+        for event in (exported, label_overview["exported"], labels_to_train):
+            event.then(lambda: gr.update(choices=data_tab.dataset_choices(studio)), None, data_dataset)
         # votes -> preference run -> blind battle of the new run against where it started
-        train = dict(zip(("model", "dataset", "method"), picks), selected=runs["selected"],
-                     message=runs["train_message"])
-        loop.wire(studio, tabs, train, chat_loop, runs)
+        loop.wire(studio, tabs, train_handles(picks, runs), chat_loop, runs)
+        # projects made elsewhere (CLI, another browser) and finished answers show when the tab opens
+        label.select(refresh_projects, label_project, label_project)
         # runs finished since the page opened become choosable when the Chat tab is opened
         chat.select(refresh_chat, None, chat_outputs)
         # the comparison is measured for the model and dataset chosen in Train, when looked at

@@ -408,3 +408,23 @@ def export(studio, ref: str, kind: str = "preference", min_agreement: float = 0.
                                     options=ImportOptions(kind=kind))
     studio.store.set_dataset_origin(row["id"], origin)
     return studio.store.get_dataset(row["id"])
+
+
+def training_start(studio, ref: str, method: str = "dpo", min_agreement: float = 0.0,
+                   with_votes: bool = False) -> dict:
+    """'Train on these labels': the labels as a preference dataset, and where the run starts (the
+    newest of the project's runs that the method can start from, else the built-in model).
+    Returns {"dataset": row, "model": "run:ID" or "default"}."""
+    from pipelines.methods import get_method
+    from studio.core import RunError
+
+    found = project(studio, ref)
+    row = export(studio, found["id"], "preference", min_agreement, with_votes)
+    runs = [studio.get_run(s[4:]) for s in found["source"].get("models", []) if s.startswith("run:")]
+    for run in sorted((r for r in runs if r), key=lambda r: r["created"], reverse=True):
+        try:
+            studio.start_point(run["id"], get_method(method))
+        except RunError:
+            continue
+        return {"dataset": row, "model": f"run:{run['id']}"}
+    return {"dataset": row, "model": "default"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from studio.app import CSS_PATH, build_app
+from studio.app import CSS_PATH, build_app, head
 
 
 
@@ -48,7 +48,7 @@ def serve(studio, host: str = "127.0.0.1", port: int = 7860, auth: str | None = 
     app.queue(default_concurrency_limit=4)
     app.launch(
         server_name=host, server_port=port, auth=credentials, share=share,
-        max_file_size=studio.max_upload_bytes, allowed_paths=[], show_error=True, css_paths=[CSS_PATH],
+        max_file_size=studio.max_upload_bytes, allowed_paths=[], show_error=True, css_paths=[CSS_PATH], head=head(),
         prevent_thread_lock=not block, quiet=not block,
     )
     return app

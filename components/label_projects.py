@@ -1,0 +1,216 @@
+"""The Label tab's two other views: a new project (prompts, and where the two answers come from),
+and a project's overview (labelers, agreement, position bias, win rates, disagreements) with the
+export of its labels as training data."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from pipelines.data import DataError
+from studio import chat_service
+from studio import label_service as ls
+from studio.core import SAMPLES
+from studio.label_service import LabelError
+
+ANSWERS_FROM = (("Two models answer each prompt", "two"), ("One model answers twice (sampled)", "twice"),
+                ("A file with two answers per prompt", "file"))
+PROMPTS_FROM = (("A dataset's prompts", "dataset"), ("A file of prompts", "file"), ("Typed here", "typed"))
+EXPORT_KINDS = (("Preference pairs: prompt, chosen, rejected (DPO, ORPO, SimPO, …)", "preference"),
+                ("Good and bad answers: prompt, completion, label (KTO)", "kto"))
+
+
+def prompt_datasets(studio) -> list[tuple[str, str]]:
+    samples = [(f"Sample: {label}", key) for key, (_f, _kind, label) in SAMPLES.items()]
+    imported = [(f"{d['name']} ({d['kind']}, {d['rows']} rows)", d["id"]) for d in studio.list_datasets()
+                if d["kind"] != "text" and d["name"] not in SAMPLES]
+    return samples + imported
+
+
+def projects_table(studio) -> dict:
+    rows = []
+    for p in ls.projects(studio):
+        status = p["status"]
+        job = p.get("progress")
+        if status == "generating" and job:
+            status = f"answering: {job['step']} of {job['max_steps'] or p['source'].get('prompts', '?')}" \
+                if job["status"] == "running" else f"answering: {job['status']}"
+        elif p.get("error"):
+            status = f"{status}: {p['error']}"
+        models = " vs ".join(dict.fromkeys(p["source"].get("models", []))) or "-"
+        rows.append([p["name"], status, p["items"], p["overlap"], p["source"]["kind"], models])
+    return {"headers": ["Project", "Status", "Items", "Labelers per item", "Answers", "Models"], "data": rows}
+
+
+def build_new(studio, project):
+    """The New project view; returns the create event (the tab refreshes its project list after it)."""
+    models = chat_service.choices(studio)
+    table = gr.Dataframe(value=projects_table(studio), interactive=False, wrap=True, elem_id="label-projects-table",
+                         label="Projects")
+    with gr.Row():
+        name = gr.Textbox(label="Project name", elem_id="label-new-name", scale=2)
+        overlap = gr.Number(value=1, precision=0, minimum=1, maximum=20, label="Labelers per item",
+                            elem_id="label-new-overlap", scale=1,
+                            info="How many different people label each item. 2 or 3 lets the overview measure "
+                                 "how far labelers agree; 1 labels the most items.")
+    answers_from = gr.Radio(ANSWERS_FROM, value="two", label="Where the two answers come from",
+                            elem_id="label-new-answers")
+    with gr.Group() as prompts_group:
+        prompts_from = gr.Radio(PROMPTS_FROM, value="dataset", label="Prompts", elem_id="label-new-prompts-from")
+        dataset = gr.Dropdown(prompt_datasets(studio), label="Dataset", elem_id="label-new-dataset",
+                              info="Its prompts (questions), without their answers.")
+        prompt_file = gr.File(label="Prompts file: .txt with one per line, or a table with a 'prompt' column",
+                              visible=False, elem_id="label-new-prompt-file")
+        typed = gr.Textbox(label="Prompts, one per line", lines=5, visible=False, elem_id="label-new-typed")
+    with gr.Group() as models_group:
+        with gr.Row():
+            model_a = gr.Dropdown(models, value=models[0][1], label="Model 1", elem_id="label-new-model-a",
+                                  allow_custom_value=True)
+            model_b = gr.Dropdown(models, value=models[-1][1], label="Model 2", elem_id="label-new-model-b",
+                                  allow_custom_value=True)
+        with gr.Row():
+            temperature = gr.Slider(0, 1.5, value=0.7, step=0.05, label="Temperature", elem_id="label-new-temperature",
+                                    info="Randomness of the answers; one model answering twice needs more than 0.")
+            max_new_tokens = gr.Slider(16, 1024, value=256, step=16, label="Longest answer (tokens)",
+                                       elem_id="label-new-max-tokens")
+    pairs_file = gr.File(label="Pairs file: columns prompt, response_a, response_b (optional model_a, model_b)",
+                         visible=False, elem_id="label-new-pairs")
+    with gr.Row():
+        create = gr.Button("Create project", variant="primary", elem_id="label-create")
+        cancel = gr.Button("Stop answering (selected project)", elem_id="label-cancel-generation")
+    message = gr.Markdown(elem_id="label-new-message")
+    timer = gr.Timer(2.0)
+
+    def on_answers(kind, prompts_kind):
+        return (gr.update(visible=kind != "file"), gr.update(visible=kind != "file"),
+                gr.update(visible=kind == "file"), gr.update(visible=kind == "two"),
+                gr.update(value=1.0 if kind == "twice" else 0.7))
+
+    answers_from.change(on_answers, [answers_from, prompts_from],
+                        [prompts_group, models_group, pairs_file, model_b, temperature])
+    prompts_from.change(lambda k: (gr.update(visible=k == "dataset"), gr.update(visible=k == "file"),
+                                   gr.update(visible=k == "typed")), prompts_from, [dataset, prompt_file, typed])
+
+    def on_create(title, per_item, kind, prompts_kind, dataset_ref, prompts_path, typed_text, spec_a, spec_b,
+                  temp, max_tokens, pairs_path):
+        try:
+            if kind == "file":
+                if not pairs_path:
+                    raise LabelError("upload the pairs file first")
+                made = ls.import_project(studio, name=title, path=pairs_path, overlap=int(per_item or 1))
+                said = f"Made **{made['name']}** with {made['items']} items: pick it above and press *Start labeling*."
+            else:
+                if prompts_kind == "dataset":
+                    if not dataset_ref:
+                        raise LabelError("pick a dataset for the prompts")
+                    prompts = ls.prompts_from_dataset(studio, dataset_ref)
+                elif prompts_kind == "file":
+                    if not prompts_path:
+                        raise LabelError("upload the prompts file first")
+                    prompts = ls.prompts_from_file(prompts_path, studio.max_upload_bytes)
+                else:
+                    prompts = ls.prompts_from_text(typed_text)
+                specs = [spec_a, spec_b] if kind == "two" else [spec_a]
+                made = ls.create_project(studio, name=title, prompts=prompts, models_=specs,
+                                         overlap=int(per_item or 1), temperature=float(temp),
+                                         max_new_tokens=int(max_tokens))
+                said = (f"Made **{made['name']}**: {len(prompts)} prompts are being answered in the background "
+                        "(progress in the table). It can be labelled when the table says *ready*.")
+        except (LabelError, DataError) as err:
+            return f"**Could not create the project:** {err}", gr.skip()
+        return said, projects_table(studio)
+
+    created = create.click(on_create, [name, overlap, answers_from, prompts_from, dataset, prompt_file, typed,
+                                       model_a, model_b, temperature, max_new_tokens, pairs_file], [message, table])
+
+    def on_cancel(project_id):
+        try:
+            ls.cancel_generation(studio, project_id or "")
+        except LabelError as err:
+            return f"**Nothing to stop:** {err}", gr.skip()
+        return "Stopping: answers so far are kept.", projects_table(studio)
+
+    cancel.click(on_cancel, project, [message, table])
+    timer.tick(lambda: projects_table(studio), None, table, show_progress="hidden")
+    return created
+
+
+def _percent(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.0f}%"
+
+
+def summary(studio, project_id: str | None) -> tuple:
+    """(summary markdown, labelers, agreement, win rates, disagreements) for the overview."""
+    empty = {"headers": [], "data": []}
+    if not project_id:
+        return "Pick a project above.", empty, empty, empty, empty
+    try:
+        o = ls.overview(studio, project_id)
+    except LabelError as err:
+        return f"**Cannot show:** {err}", empty, empty, empty, empty
+    a = o["agreement"]
+    alpha = "not measurable yet (needs items labelled by two or more people, with some variety)" \
+        if a["alpha"] is None else f"**{a['alpha']:.2f}**"
+    lines = [f"**{o['project']['name']}**: {o['items']} items, {o['complete']} with all their labels "
+             f"({o['project']['overlap']} per item); {o['labels']} labels.",
+             f"Agreement over {a['items']} items labelled by several people: Krippendorff's α {alpha} "
+             "(1 = always agree, 0 = no better than chance; 0.67 or more is commonly trusted)."]
+    pos = o["position"]
+    lines.append(pos["warning"] and f"⚠️ {pos['warning']}" or
+                 f"Position check: left chosen {pos['left']} times, right {pos['right']} times"
+                 + (f" (p = {pos['p']:.2f}: no sign the side sways labelers)." if pos["p"] is not None else "."))
+    labelers = {"headers": ["Labeler", "Labels", "Skipped", "Median seconds per item"],
+                "data": [[r["labeler"], r["labels"], r["skips"], "-" if r["median_s"] is None else
+                          f"{r['median_s']:.1f}"] for r in o["labelers"]]}
+    kappa = {"headers": ["Labelers", "Items both labelled", "Same choice", "Cohen's κ"],
+             "data": [[" & ".join(p["labelers"]), p["items"], _percent(p["observed"]),
+                       "-" if p["kappa"] is None else f"{p['kappa']:.2f}"] for p in a["pairs"]]}
+    name = lambda spec: chat_service.label(studio, spec)  # noqa: E731
+    wins = {"headers": ["Model 1", "Model 2", "Labels", "1 better", "2 better", "Ties / both bad",
+                        "Model 1 win rate (95% interval)"],
+            "data": [[name(r["first"]), name(r["second"]), r["votes"], r["wins_first"], r["wins_second"], r["ties"],
+                      f"{_percent(r['win_rate'])} ({_percent(r['low'])}–{_percent(r['high'])})"]
+                     for r in o["win_rates"]]}
+    review = {"headers": ["Item", "Prompt", "Choices"],
+              "data": [[r["item_id"], r["prompt"][:160], ", ".join(f"{k}: {v}" for k, v in r["labelers"].items())]
+                       for r in o["disagreements"]]}
+    return "\n\n".join(lines), labelers, kappa, wins, review
+
+
+def build_overview(studio, project) -> dict:
+    """The overview and export view; returns its handles for the Train tab hand-over."""
+    refresh = gr.Button("Refresh", elem_id="label-overview-refresh", size="sm")
+    text = gr.Markdown(elem_id="label-summary")
+    labelers = gr.Dataframe(interactive=False, label="Labelers", elem_id="label-labelers")
+    kappa = gr.Dataframe(interactive=False, label="Agreement per pair of labelers", elem_id="label-kappa")
+    wins = gr.Dataframe(interactive=False, label="Win rates (answers' models, hidden while labeling)",
+                        elem_id="label-winrates", wrap=True)
+    review = gr.Dataframe(interactive=False, label="Items the labelers disagree on (worth a second look)",
+                          elem_id="label-disagreements", wrap=True)
+    with gr.Group():
+        kind = gr.Radio(EXPORT_KINDS, value="preference", label="Export as", elem_id="label-export-kind")
+        with gr.Row():
+            min_agreement = gr.Slider(0, 1, value=0, step=0.05, label="Keep items whose labelers agree at least",
+                                      elem_id="label-min-agreement",
+                                      info="Share of an item's labelers who chose its winner. 0 = keep every item "
+                                           "with a majority; ties and 'both bad' are always left out.")
+            with_votes = gr.Checkbox(label="Add the Chat tab's votes", elem_id="label-with-votes",
+                                     info="Decisive side-by-side votes join the export.")
+        export_name = gr.Textbox(label="Dataset name (optional)", elem_id="label-export-name")
+        with gr.Row():
+            export = gr.Button("Export to Data", elem_id="label-export")
+            train = gr.Button("Train on these labels", variant="primary", elem_id="label-train")
+    message = gr.Markdown(elem_id="label-export-message")
+    outputs = [text, labelers, kappa, wins, review]
+    refresh.click(lambda p: summary(studio, p), project, outputs)
+    project.change(lambda p: summary(studio, p), project, outputs)
+
+    def on_export(project_id, how, agree, votes, title):
+        try:
+            row = ls.export(studio, project_id or "", how, float(agree), bool(votes), (title or "").strip() or None)
+        except (LabelError, DataError) as err:
+            return f"**Nothing exported:** {err}"
+        return f"Exported **{row['name']}**: {row['rows']} rows of {row['kind']} data, now in the Data tab."
+
+    exported = export.click(on_export, [project, kind, min_agreement, with_votes, export_name], message)
+    return {"show": lambda p: summary(studio, p), "outputs": outputs, "exported": exported, "train": train,
+            "inputs": [project, kind, min_agreement, with_votes, export_name], "message": message}

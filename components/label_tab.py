@@ -1,0 +1,151 @@
+"""Label tab: one item at a time, a prompt and two answers shown as left and right (shuffled per item
+and labeler, model names hidden), a choice per click or key, undo, and a progress line. The
+project picker sits above three views: Label, Overview and export, New project."""
+
+from __future__ import annotations
+
+import time
+
+import gradio as gr
+
+from components import label_projects
+from pipelines.data import DataError
+from studio import label_service as ls
+from studio.label_service import LabelError
+
+CHOICES = (("left", "◀ Left is better", "1"), ("right", "Right is better ▶", "2"), ("tie", "Tie", "3"),
+           ("both_bad", "Both are bad", "4"), ("skip", "Skip", "S"))
+SAID = {"left": "left is better", "right": "right is better", "tie": "a tie", "both_bad": "both are bad",
+        "skip": "skipped"}
+KEYS_HELP = "Keys: **1** left · **2** right · **3** tie · **4** both bad · **S** skip · **U** undo"
+
+
+def project_choices(studio) -> list[tuple[str, str]]:
+    out = []
+    for p in ls.projects(studio):
+        state = "" if p["status"] == "ready" else f", {p['status']}"
+        out.append((f"{p['name']} ({p['items']} items, {p['overlap']} per item{state})", p["id"]))
+    return out
+
+
+def conversation(prompt: list[dict]) -> str:
+    """The prompt as the labeler reads it: earlier turns first, the question last."""
+    who = {"system": "System", "user": "User", "assistant": "Assistant"}
+    parts = [f"**{who.get(m['role'], m['role'])}:** {m['content']}" for m in prompt]
+    return "\n\n".join(parts)
+
+
+def _labeler(name: str, request: gr.Request | None) -> str:
+    return (name or "").strip() or (getattr(request, "username", None) or "")
+
+
+def view(studio, project_id: str | None, labeler: str, message: str = "") -> tuple:
+    """Everything the labeling view shows for this labeler now: (state, progress, prompt, left,
+    right, message, *choice buttons, undo)."""
+    buttons_off = [gr.update(interactive=False)] * (len(CHOICES) + 1)
+    if not project_id:
+        return (None, "", "", "", "", message or "Pick a project above (or make one under *New project*).",
+                *buttons_off)
+    try:
+        shown = ls.next_item(studio, project_id, labeler)
+    except (LabelError, DataError) as err:
+        return (None, "", "", "", "", f"**Cannot label:** {err}", *buttons_off)
+    p = shown["progress"]
+    progress = (f"**{labeler}**: {p['mine']} labelled · project: {p['labels']} of {p['items'] * p['overlap']} "
+                f"labels ({p['items']} items × {p['overlap']}) · {KEYS_HELP}")
+    item = shown["item"]
+    can_undo = gr.update(interactive=p["mine"] > 0)
+    if item is None:
+        done = (f"### ✅ Done\nNothing left for you in **{shown['project']['name']}**: {shown['done_reason']}. "
+                "See *Overview and export* for agreement and to turn the labels into training data.")
+        return (None, progress, done, "", "", message, *buttons_off[:-1], can_undo)
+    state = {"project": project_id, "item": item["item_id"], "shown": time.time()}
+    return (state, progress, conversation(item["prompt"]), item["left"], item["right"], message,
+            *[gr.update(interactive=True)] * len(CHOICES), can_undo)
+
+
+def build(studio):
+    """Returns (refresh(): project dropdown updates on page load, its outputs, exported event, loop
+    handles for the Train tab)."""
+    state = gr.State(None)  # {"project", "item", "shown"}: ids and a time only
+    with gr.Row():
+        project = gr.Dropdown(choices=project_choices(studio), value=None, label="Project", scale=3,
+                              elem_id="label-project",
+                              info="A set of prompts with two answers each. Make one under *New project*.")
+        labeler = gr.Textbox(label="Your name", placeholder="your --auth user name if you signed in",
+                             elem_id="label-labeler", scale=2,
+                             info="Labels are kept per person: each person sees an item once.")
+        start = gr.Button("Start labeling", variant="primary", elem_id="label-start", scale=1)
+    with gr.Tabs():
+        with gr.Tab("Label", id="label-work"):
+            progress = gr.Markdown(elem_id="label-progress")
+            prompt = gr.Markdown(elem_id="label-prompt", elem_classes=["label-prompt"])
+            with gr.Row(equal_height=True):
+                with gr.Column():
+                    gr.Markdown("#### Left answer")
+                    left = gr.Markdown(elem_id="label-left-text", elem_classes=["label-answer"])
+                with gr.Column():
+                    gr.Markdown("#### Right answer")
+                    right = gr.Markdown(elem_id="label-right-text", elem_classes=["label-answer"])
+            with gr.Row():
+                buttons = [gr.Button(f"{text} [{key}]", elem_id=f"label-{choice.replace('_', '-')}",
+                                     interactive=False, variant="primary" if choice in ("left", "right") else
+                                     "secondary") for choice, text, key in CHOICES]
+                undo = gr.Button("Undo [U]", elem_id="label-undo", interactive=False)
+            reason = gr.Textbox(label="Reason (optional)", lines=1, elem_id="label-reason",
+                                placeholder="Why? e.g. 'left invents a price'. Kept with the label.")
+            message = gr.Markdown(elem_id="label-message")
+        with gr.Tab("Overview and export", id="label-overview"):
+            overview = label_projects.build_overview(studio, project)
+        with gr.Tab("New project", id="label-new"):
+            created = label_projects.build_new(studio, project)
+
+    outputs = [state, progress, prompt, left, right, message, *buttons, undo]
+
+    def on_start(project_id, name, request: gr.Request):
+        who = _labeler(name, request)
+        if not who:
+            return (None, "", "", "", "", "**Enter your name first:** labels are kept per person.",
+                    *[gr.update(interactive=False)] * (len(CHOICES) + 1))
+        return view(studio, project_id, who)
+
+    start.click(on_start, [project, labeler], outputs)
+    project.input(on_start, [project, labeler], outputs)
+
+    def chooser(choice):
+        def on_choose(current, name, why, request: gr.Request):
+            who = _labeler(name, request)
+            if not current:
+                return (*view(studio, None, who, "Press *Start labeling* first."), gr.skip())
+            try:
+                ls.submit(studio, current["project"], current["item"], who, choice, why,
+                          seconds=round(time.time() - current["shown"], 2))
+            except (LabelError, DataError) as err:
+                return (*view(studio, current["project"], who, f"**Not saved:** {err}"), gr.skip())
+            said = f"Saved: {SAID[choice]}" + (" (with your reason)." if (why or "").strip() else ".")
+            return (*view(studio, current["project"], who, said), "")
+        return on_choose
+
+    for (choice, _text, _key), button in zip(CHOICES, buttons):
+        button.click(chooser(choice), [state, labeler, reason], [*outputs, reason])
+
+    def on_undo(current, project_id, name, request: gr.Request):
+        who = _labeler(name, request)
+        target = (current or {}).get("project") or project_id
+        try:
+            taken = ls.undo(studio, target, who)
+        except (LabelError, DataError) as err:
+            return view(studio, target, who, f"**Could not undo:** {err}")
+        said = "Took back your last label: choose again." if taken else "Nothing to undo."
+        return view(studio, target, who, said)
+
+    undo.click(on_undo, [state, project, labeler], outputs)
+
+    def refresh(current=None):
+        choices = project_choices(studio)
+        ids = [c[1] for c in choices]
+        return gr.update(choices=choices, value=current if current in ids else None)
+
+    # a project made or finished generating becomes pickable at once
+    created.then(lambda current: refresh(current), project, project)
+    return refresh, project, overview, created

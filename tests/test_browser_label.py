@@ -1,0 +1,139 @@
+"""Two labelers in two browser contexts label one project with the keyboard: a choice per key, undo,
+skip and tie; each gets every item at most once, both answers shuffled per labeler; then the
+overview shows their agreement and the export hands a preference dataset to the Train tab."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from studio import label_service as ls
+from tests.test_browser import CHROMIUM, free_port  # noqa: F401
+
+pytestmark = pytest.mark.browser
+
+PAIRS = [
+    {"prompt": f"Question {n}?", "response_a": f"Good answer {n}.", "response_b": f"Bad answer {n}.",
+     "model_a": "good", "model_b": "bad"} for n in range(1, 5)
+]
+
+
+@pytest.fixture
+def browser():
+    import shutil
+
+    if not shutil.which(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (.ci/run does)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def server(studio):
+    from studio.launch import serve
+
+    port = free_port()
+    app = serve(studio, port=port, block=False)
+    yield f"http://127.0.0.1:{port}"
+    app.close()
+
+
+def open_label_tab(browser, url, name, project_label):
+    from playwright.sync_api import expect
+
+    page = browser.new_context().new_page()
+    page.goto(url)
+    page.get_by_role("tab", name="Label").click()
+    box = page.locator("#label-labeler textarea, #label-labeler input").first
+    box.fill(name)
+    page.locator("#label-project input").click()
+    page.get_by_role("option", name=project_label).click()
+    page.click("#label-start")
+    expect(page.locator("#label-progress")).to_contain_text(f"{name}: 0 labelled", timeout=30_000)
+    return page
+
+
+def press(page, key, said):
+    from playwright.sync_api import expect
+
+    page.locator("#label-prompt").click()  # focus on the page, not in a text field
+    page.keyboard.press(key)
+    expect(page.locator("#label-message")).to_contain_text(said, timeout=30_000)
+
+
+def shown_item(studio, project_id, page, name):
+    """The item on the page, found by its prompt; and whether its answer A is on the right."""
+    text = page.locator("#label-prompt").inner_text()
+    item = next(it for it in studio.store.label_items(project_id) if it["prompt"][0]["content"] in text)
+    return item, ls.flipped(project_id, item["id"], name)
+
+
+def test_two_labelers_with_the_keyboard(server, browser, studio, tmp_path):
+    from playwright.sync_api import expect
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(p) + "\n" for p in PAIRS))
+
+    # the first labeler makes the project from a pairs file in the New project view
+    ann = browser.new_context().new_page()
+    ann.goto(server)
+    ann.get_by_role("tab", name="Label").click()
+    ann.get_by_role("tab", name="New project").click()
+    ann.locator("#label-new-name input, #label-new-name textarea").first.fill("answers")
+    ann.locator("#label-new-overlap input").fill("2")
+    ann.get_by_label("A file with two answers per prompt").check()
+    ann.locator("#label-new-pairs input[type=file]").set_input_files(str(pairs))
+    ann.click("#label-create")
+    expect(ann.locator("#label-new-message")).to_contain_text("Made answers with 4 items", timeout=30_000)
+    project = ls.project(studio, "answers")
+    label = "answers (4 items, 2 per item)"
+    ann.close()
+
+    ann = open_label_tab(browser, server, "ann", label)
+    bob = open_label_tab(browser, server, "bob", label)
+
+    # ann: left (key 1), then undo (key u) brings the same item back, then a tie (key 3)
+    first, _flip = shown_item(studio, project["id"], ann, "ann")
+    press(ann, "1", "Saved: left is better")
+    press(ann, "u", "Took back your last label")
+    assert shown_item(studio, project["id"], ann, "ann")[0]["id"] == first["id"]
+    press(ann, "3", "Saved: a tie")
+    # bob labels every item: the good answer each time, wherever it is shown
+    for _ in range(4):
+        item, flip = shown_item(studio, project["id"], bob, "bob")
+        expect(bob.locator("#label-left-text")).to_contain_text("Bad" if flip else "Good")
+        press(bob, "2" if flip else "1", "right is better" if flip else "left is better")
+    expect(bob.locator("#label-prompt")).to_contain_text("Done", timeout=30_000)
+    # ann: a skip (key s), then the good answer on the rest
+    press(ann, "s", "Saved: skipped")
+    while "Done" not in ann.locator("#label-prompt").inner_text():
+        item, flip = shown_item(studio, project["id"], ann, "ann")
+        press(ann, "2" if flip else "1", "is better")
+    expect(ann.locator("#label-prompt")).to_contain_text("already labelled by you")
+
+    labels = studio.store.list_labels(project["id"])
+    by = {(lb["labeler"], lb["item_id"]): lb["choice"] for lb in labels}
+    assert len(by) == len(labels) == 8  # nobody got an item twice
+    assert sum(lb["labeler"] == "bob" for lb in labels) == 4
+    assert all(choice == "a" for (who, _i), choice in by.items() if who == "bob")
+    assert by[("ann", first["id"])] == "tie" and sorted(by.values()).count("skip") == 1
+    assert all(it["labels"] <= 2 for it in studio.store.label_items(project["id"]))
+
+    # the overview: both labelers, their agreement, the models revealed
+    ann.get_by_role("tab", name="Overview and export").click()
+    ann.click("#label-overview-refresh")
+    expect(ann.locator("#label-summary")).to_contain_text("7 labels", timeout=30_000)
+    expect(ann.locator("#label-kappa")).to_contain_text("ann & bob")
+    expect(ann.locator("#label-winrates")).to_contain_text("good")
+    # ... and the labels become DPO training data in the Train tab
+    ann.click("#label-train")
+    expect(ann.locator("#train-method input")).to_have_value("DPO", timeout=30_000)
+    dataset = studio.list_datasets()[0]
+    assert dataset["kind"] == "preference" and dataset["rows"] == 3  # the tied item has no majority
+    expect(ann.locator("#train-dataset input")).to_have_value(f"{dataset['name']} (3 rows)")
