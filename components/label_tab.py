@@ -60,7 +60,8 @@ def view(studio, project_id: str | None, labeler: str, message: str = "") -> tup
                 "See *Overview and export* for agreement and to turn the labels into training data.")
         return (None, progress, done, "", "", message, *buttons_off[:-1], can_undo)
     state = {"project": project_id, "item": item["item_id"], "shown": time.time()}
-    return (state, progress, conversation(item["prompt"]), item["left"], item["right"], message,
+    empty = "*(empty answer: the model said nothing)*"
+    return (state, progress, conversation(item["prompt"]), item["left"] or empty, item["right"] or empty, message,
             *[gr.update(interactive=True)] * len(CHOICES), can_undo)
 
 

@@ -46,6 +46,7 @@ def run(job: dict, run_dir: Path, events) -> dict:
     cache = ModelCache(Path(job["model_cache"]))
     done = read_candidates(run_dir)
     events.progress.update(step=len(done), max_steps=len(prompts))
+    events.phase("answering the prompts")
     print(f"answering {len(prompts)} prompts ({len(done)} already done)", flush=True)
     with open(Path(run_dir) / CANDIDATES, "a") as out:
         for position, prompt in enumerate(prompts):

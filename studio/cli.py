@@ -10,7 +10,7 @@ from pipelines.data import DataError
 from pipelines.events import FINAL_STATUSES
 from pipelines.methods import ConfigError
 from pipelines.models import ModelError
-from studio import cli_data
+from studio import cli_data, cli_label
 from studio.core import RunError
 
 CONFIG_KEYS = {"model", "dataset", "method", "params"}
@@ -219,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     cli_data.add_parsers(sub, common)
+    cli_label.add_parsers(sub, common)
 
     p = sub.add_parser("runs", parents=[common], help="list runs and their status")
     p.set_defaults(func=cmd_runs)
@@ -283,4 +284,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from studio.cli import main as _main  # one copy of this module (and of CliError) under python -m
+
+    sys.exit(_main())

@@ -143,8 +143,7 @@ def _side(studio, spec: str) -> dict:
 
     try:
         model, adapter = resolve(studio, spec)
-        if not models.is_default(model):
-            models.resolve(model, studio.model_cache)
+        models.check_available(model, studio.model_cache)
     except (ChatError, models.ModelError) as err:
         raise LabelError(str(err)) from None
     return {"spec": spec, "model": model, "adapter": str(adapter) if adapter else None}
@@ -162,9 +161,10 @@ def create_project(studio, *, name: str, prompts: list[list[dict]], models_: lis
     if len(models_) not in (1, 2):
         raise LabelError("pick two models to compare, or one model to answer twice")
     specs = list(models_) * (2 // len(models_))
-    if specs[0] == specs[1] and temperature <= 0:
-        raise LabelError("one model answering twice needs a temperature above 0, or both answers are the same")
     sides = [_side(studio, s) for s in specs]
+    twice = (sides[0]["model"], sides[0]["adapter"]) == (sides[1]["model"], sides[1]["adapter"])
+    if twice and temperature <= 0:
+        raise LabelError("one model answering twice needs a temperature above 0, or both answers are the same")
     from studio.core import _new_id
 
     project_id, job_id = _new_id("p"), _new_id("g")
@@ -176,7 +176,7 @@ def create_project(studio, *, name: str, prompts: list[list[dict]], models_: lis
         "sides": sides, "temperature": float(temperature), "max_new_tokens": int(max_new_tokens),
         "seed": int(seed), "model_cache": str(studio.model_cache), "max_concurrent": studio.max_concurrent,
         "created": now, "queued_at": now})
-    source = {"kind": "sampled twice" if specs[0] == specs[1] else "two models", "models": specs,
+    source = {"kind": "sampled twice" if twice else "two models", "models": specs,
               "prompts": len(prompts), "temperature": temperature, "max_new_tokens": max_new_tokens}
     studio.store.add_label_project(id=project_id, name=name, overlap=int(overlap), source=source,
                                    status="generating", job_id=job_id)
@@ -370,11 +370,14 @@ def export_rows(studio, ref: str, kind: str = "preference", min_agreement: float
     found = project(studio, ref)
     labels = studio.store.list_labels(found["id"])
     items = {it["id"]: it for it in studio.store.label_items(found["id"])}
-    pairs = []
+    pairs, empty = [], 0
     for item_id, agg in sorted(labeling.aggregate(labels, min_agreement).items()):
         if agg["winner"] in ("a", "b"):
             item = items[item_id]
             win, lose = ("a", "b") if agg["winner"] == "a" else ("b", "a")
+            if not item[f"answer_{win}"].strip() or not item[f"answer_{lose}"].strip():
+                empty += 1  # a model that said nothing: no text to train on (and the importer refuses it)
+                continue
             pairs.append({"prompt": item["prompt"],
                           "chosen": [{"role": "assistant", "content": item[f"answer_{win}"]}],
                           "rejected": [{"role": "assistant", "content": item[f"answer_{lose}"]}]})
@@ -383,7 +386,7 @@ def export_rows(studio, ref: str, kind: str = "preference", min_agreement: float
     pairs += arena.preference_rows(votes)
     origin = {"kind": "labels", "project": found["name"], "project_id": found["id"], "pairs": from_labels,
               "labels": sum(lb["choice"] != "skip" for lb in labels), "min_agreement": min_agreement,
-              "votes": len(votes), "vote_ids": [v["id"] for v in votes]}
+              "votes": len(votes), "vote_ids": [v["id"] for v in votes], "empty": empty}
     if kind == "preference":
         return pairs, origin
     kto = []
@@ -400,7 +403,8 @@ def export(studio, ref: str, kind: str = "preference", min_agreement: float = 0.
     if not rows:
         raise LabelError(f"project '{origin['project']}' has no item with a clear winner yet"
                          + (f" at agreement {min_agreement:.0%} or more" if min_agreement > 0 else "")
-                         + ": ties, 'both bad' and split items are left out")
+                         + ": ties, 'both bad' and split items are left out"
+                         + (f", and {origin['empty']} with an empty answer" if origin["empty"] else ""))
     with tempfile.TemporaryDirectory(dir=studio.home) as tmp:
         path = Path(tmp) / f"{origin['project']}-{kind}.jsonl"
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))

@@ -1,0 +1,228 @@
+"""The candidate-generation job of a labeling project on the tiny model, through the studio's public
+functions: two models (or one sampled twice) answer each prompt in a background job, the answers
+are what the chat decoder gives, a cancelled job resumes without answering a prompt twice, models
+that cannot load are refused before anything is written, and labels exported as preference data
+train a DPO step."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from pipelines.data import DataError, load_rows
+from pipelines.events import CANCEL, run_state
+from pipelines.label_gen import CANDIDATES
+from studio import label_service as ls
+from studio.label_service import LabelError
+
+PROMPTS = ["How long does the battery last?", "Is it waterproof?", "How do I reset it?"]
+TIMEOUT_S = 120
+
+
+def turns(texts):
+    return [[{"role": "user", "content": t}] for t in texts]
+
+
+def until(studio, ref, statuses=("ready",), timeout=TIMEOUT_S, check=None, poll=0.3):
+    """Poll the project (which syncs it with its job) until its status is one of `statuses` or
+    `check(project)` holds; fail with the job's log on a final status nobody waited for."""
+    deadline = time.time() + timeout
+    while True:
+        found = ls.project(studio, ref)
+        if found["status"] in statuses or (check and check(found)):
+            return found
+        if found["status"] in ("failed", "cancelled", "interrupted"):
+            log = (studio.run_dir(found["job_id"]) / "train.log").read_text()[-3000:]
+            pytest.fail(f"generation {found['status']}: {found['error']}\n{log}")
+        assert time.time() < deadline, f"still {found['status']} after {timeout} s"
+        time.sleep(poll)
+
+
+def stop_jobs(studio):
+    """Ask every generation job still going to stop (a failed test leaves no worker behind)."""
+    for found in studio.store.list_label_projects():
+        job_dir = studio.run_dir(found["job_id"]) if found["job_id"] else None
+        if job_dir and job_dir.exists() and run_state(job_dir)["status"] in ("queued", "running"):
+            (job_dir / CANCEL).touch()
+
+
+@pytest.fixture
+def studio(studio):
+    yield studio
+    stop_jobs(studio)
+
+
+@pytest.fixture(scope="module")
+def other_model_dir(tmp_path_factory, tiny_model_dir):
+    """A second tiny model: the first one's folder with its layers' weights nudged. (The tiny model
+    itself, tied embeddings and small random layers, greedily repeats the prompt's last token, a
+    newline, so its greedy answers are empty; this one answers in words.)"""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path_factory.mktemp("tiny-llama-other")
+    for f in tiny_model_dir.iterdir():
+        if f.is_file() and not f.name.endswith(".safetensors"):
+            shutil.copy(f, out / f.name)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("proj.weight"):
+                p.add_(torch.randn(p.shape, generator=gen) * 0.1)
+    model.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+def greedy_answer(model_dir, prompt: list[dict], max_new_tokens: int) -> str:
+    """The most likely answer as transformers' own `generate` gives it, with the job's default
+    repetition penalty (1.1): what the chat decoder must match at temperature 0."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    ids = tok.apply_chat_template(prompt, add_generation_prompt=True, return_tensors="pt",
+                                  return_dict=True)["input_ids"]
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                             max_new_tokens=max_new_tokens, repetition_penalty=1.1,
+                             eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    return tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).rstrip("\ufffd").strip()
+
+
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory, tiny_model_dir, other_model_dir):
+    """A studio with a project whose answers come from two models, greedily (generated once, shared)."""
+    from studio.core import Studio
+
+    studio = Studio(tmp_path_factory.mktemp("two") / "home")
+    a, b = f"base:{tiny_model_dir}", f"base:{other_model_dir}"
+    made = ls.create_project(studio, name="two", prompts=turns(PROMPTS), models_=[a, b], temperature=0.0,
+                             max_new_tokens=8)
+    try:
+        yield studio, made, until(studio, "two")
+    finally:
+        stop_jobs(studio)
+
+
+def label_all(studio, ref, labeler, wanted):
+    """Label the items in hand-out order: `wanted` says which answer (a or b) wins each."""
+    for want in wanted:
+        shown = ls.next_item(studio, ref, labeler)["item"]
+        on_left = (want == "a") != shown["flipped"]
+        ls.submit(studio, ref, shown["item_id"], labeler, "left" if on_left else "right", seconds=2.0)
+    assert ls.next_item(studio, ref, labeler)["item"] is None
+
+
+def test_two_models_answer_what_greedy_decoding_gives(two_models, tiny_model_dir, other_model_dir):
+    studio, made, found = two_models
+    a, b = f"base:{tiny_model_dir}", f"base:{other_model_dir}"
+    assert made["status"] == "generating" and made["items"] == 0
+    assert made["source"]["kind"] == "two models" and made["source"]["models"] == [a, b]
+    assert found["status"] == "ready" and found["items"] == 3
+    assert (found["progress"]["step"], found["progress"]["max_steps"]) == (3, 3)
+    items = studio.store.label_items(found["id"])
+    assert [it["prompt"] for it in items] == turns(PROMPTS)
+    assert {(it["model_a"], it["model_b"]) for it in items} == {(a, b)}
+    assert all(it["answer_b"] for it in items), "the second model should answer in words"
+    assert items[1]["answer_b"] == greedy_answer(other_model_dir, items[1]["prompt"], 8)
+    assert items[0]["answer_a"] == greedy_answer(tiny_model_dir, items[0]["prompt"], 8)
+    assert items[0]["answer_a"] != items[0]["answer_b"]
+
+
+def test_an_empty_generated_answer_does_not_break_the_export(two_models):
+    studio, _made, found = two_models
+    assert any(not it["answer_a"] for it in studio.store.label_items(found["id"]))
+    label_all(studio, "two", "ann", "bbb")  # the answers in words win over the empty ones
+    try:
+        ls.export(studio, "two", kind="preference")
+    except DataError as err:
+        pytest.fail(f"export refused: {err}")
+    except LabelError:
+        pass  # a one-sentence refusal that speaks of the project is acceptable too
+
+
+def test_one_model_sampled_twice_then_labels_export_and_train_one_dpo_step(studio, tiny_model_dir):
+    spec = f"base:{tiny_model_dir}"
+    with pytest.raises(LabelError, match=r"^one model answering twice needs a temperature above 0, or both "
+                                         r"answers are the same$"):
+        ls.create_project(studio, name="same", prompts=turns(PROMPTS), models_=[spec], temperature=0.0)
+    with pytest.raises(LabelError, match=r"^one model answering twice needs a temperature above 0"):
+        ls.create_project(studio, name="same", prompts=turns(PROMPTS), models_=[spec, spec], temperature=0.0)
+    assert studio.store.list_label_projects() == [] and not any(studio.runs_dir.iterdir())
+
+    made = ls.create_project(studio, name="twice", prompts=turns(PROMPTS), models_=[spec], temperature=1.0,
+                             max_new_tokens=4)
+    assert made["source"]["kind"] == "sampled twice" and made["source"]["models"] == [spec, spec]
+    found = until(studio, "twice")
+    items = studio.store.label_items(found["id"])
+    assert len(items) == 3 and {(it["model_a"], it["model_b"]) for it in items} == {(spec, spec)}
+    assert any(it["answer_a"] != it["answer_b"] for it in items)
+    assert all(it["answer_a"] and it["answer_b"] for it in items)
+
+    label_all(studio, "twice", "ann", "aba")
+    row = ls.export(studio, "twice", kind="preference")
+    assert (row["kind"], row["rows"]) == ("preference", 3)
+    assert row["meta"]["origin"]["project"] == "twice" and row["meta"]["origin"]["pairs"] == 3
+    pairs = {p["prompt"][-1]["content"]: p for p in load_rows(Path(row["path"]))}
+    for item, winner in zip(items, "aba"):  # hand-out order is position order for one labeler
+        loser = "b" if winner == "a" else "a"
+        pair = pairs[item["prompt"][-1]["content"]]
+        assert pair["chosen"] == [{"role": "assistant", "content": item[f"answer_{winner}"]}]
+        assert pair["rejected"] == [{"role": "assistant", "content": item[f"answer_{loser}"]}]
+
+    run_id = studio.start_run(model=str(tiny_model_dir), dataset=row["id"], method="dpo",
+                              params={"learning_rate": 5e-3, "num_train_epochs": 1,
+                                      "per_device_train_batch_size": 4, "max_length": 64, "eval_fraction": 0.0})
+    done = studio.wait(run_id, poll_s=0.5)
+    assert done["status"] == "completed", done["error"]
+    assert done["summary"]["steps"] == 1
+    assert (studio.result_dir(run_id) / "adapter_model.safetensors").exists()
+
+
+def test_cancel_then_resume_answers_each_prompt_once(studio, tiny_model_dir, other_model_dir):
+    # one-token greedy answers: a prompt takes a fraction of a second, the job a few seconds
+    prompts = turns([f"Question number {n}: what is {n} plus {n}?" for n in range(30)])
+    made = ls.create_project(studio, name="long", prompts=prompts, temperature=0.0, max_new_tokens=1,
+                             models_=[f"base:{tiny_model_dir}", f"base:{other_model_dir}"])
+    job_dir = studio.run_dir(made["job_id"])
+    until(studio, "long", check=lambda p: (job_dir / CANDIDATES).exists()
+          and (job_dir / CANDIDATES).read_text().count("\n") >= 1, poll=0.05)
+    ls.cancel_generation(studio, "long")
+    stopped = until(studio, "long", statuses=("cancelled",))
+    assert stopped["items"] == 0
+    before = (job_dir / CANDIDATES).read_text().splitlines()
+    assert 1 <= len(before) < len(prompts), "cancel came too late to test resuming"
+    with pytest.raises(LabelError, match=r"^project 'long' is cancelled; its answers are not ready to label$"):
+        ls.next_item(studio, "long", "ann")
+
+    resumed = ls.resume_generation(studio, "long")
+    assert resumed["status"] == "generating"
+    found = until(studio, "long")
+    assert found["items"] == len(prompts)
+    lines = (job_dir / CANDIDATES).read_text().splitlines()
+    positions = [json.loads(line)["position"] for line in lines]
+    assert sorted(positions) == list(range(len(prompts)))  # one line per prompt: none answered twice
+    assert lines[:len(before)] == before  # the answers from before the cancel were kept as they were
+    items = studio.store.label_items(found["id"])
+    assert [it["prompt"] for it in items] == prompts
+    assert items[0]["answer_a"] == json.loads(before[0])["answer_a"]
+    with pytest.raises(LabelError, match=r"^project 'long' is ready; only a stopped generation can go on$"):
+        ls.resume_generation(studio, "long")
+
+
+def test_models_that_cannot_load_are_refused_before_anything_is_written(studio, tmp_path, tiny_model_dir):
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(LabelError, match=rf"^model '{missing}' is neither 'default', an existing local folder, "
+                                         r"nor a hub id like org/name$"):
+        ls.create_project(studio, name="bad", prompts=turns(PROMPTS),
+                          models_=[f"base:{tiny_model_dir}", f"base:{missing}"], temperature=0.0)
+    with pytest.raises(LabelError, match=r"^no run with id 'r-nope' \(see 'studio runs'\)$"):
+        ls.create_project(studio, name="bad", prompts=turns(PROMPTS), models_=["run:r-nope"], temperature=0.7)
+    assert studio.store.list_label_projects() == []
+    assert not any(studio.runs_dir.iterdir())

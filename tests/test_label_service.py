@@ -1,0 +1,462 @@
+"""The labeling service as the Label tab uses it: hand-out under the overlap, labels, undo, side
+shuffling, concurrent labelers, refused input, export to TRL data, and labels that survive a killed
+process. Real SQLite workspaces on tmp_path; no mocks, no model."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from pipelines.data import DataError
+from studio import label_service as ls
+from studio.core import Studio
+from studio.label_service import LabelError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pairs_file(folder: Path, n: int, name: str = "pairs.jsonl") -> Path:
+    path = folder / name
+    path.write_text("".join(json.dumps({"prompt": f"question {k}", "response_a": f"answer A {k}",
+                                        "response_b": f"answer B {k}", "model_a": "alpha", "model_b": "beta"}) + "\n"
+                            for k in range(n)))
+    return path
+
+
+def new_project(studio, folder: Path, n: int = 6, overlap: int = 1, name: str = "proj") -> str:
+    return ls.import_project(studio, name=name, path=pairs_file(folder, n, f"{name}.jsonl"), overlap=overlap)["id"]
+
+
+def shown(studio, ref, labeler) -> dict | None:
+    return ls.next_item(studio, ref, labeler)["item"]
+
+
+def label_next(studio, ref, labeler, choice="left") -> tuple[dict, int]:
+    item = shown(studio, ref, labeler)
+    assert item is not None, f"{labeler} got nothing to label"
+    return item, ls.submit(studio, ref, item["item_id"], labeler, choice)
+
+
+def screen(item: dict, want: str) -> str:
+    """The screen click that stores the canonical choice `want` for this shown item."""
+    if want == "a":
+        return "right" if item["flipped"] else "left"
+    if want == "b":
+        return "left" if item["flipped"] else "right"
+    return want
+
+
+def label_until_done(studio, ref, labelers, choose=lambda labeler, item: "left") -> dict[str, list[int]]:
+    """Labelers take turns, one item each, until none of them gets an item. Returns the item ids
+    each labeler was handed, in order."""
+    handed = {name: [] for name in labelers}
+    active = list(labelers)
+    while active:
+        for name in list(active):
+            item = shown(studio, ref, name)
+            if item is None:
+                active.remove(name)
+                continue
+            handed[name].append(item["item_id"])
+            ls.submit(studio, ref, item["item_id"], name, choose(name, item))
+    return handed
+
+
+# --- assignment ----------------------------------------------------------------------------------
+
+def test_overlap_one_gives_each_item_to_exactly_one_labeler(studio, tmp_path):
+    ref = new_project(studio, tmp_path, n=7, overlap=1)
+    handed = label_until_done(studio, ref, ["ann", "bob", "cat"])
+    labels = studio.store.list_labels(ref)
+    per_item = Counter(lb["item_id"] for lb in labels)
+    assert len(per_item) == 7 and set(per_item.values()) == {1}
+    assert sorted(i for ids in handed.values() for i in ids) == sorted(per_item)
+    assert all(len(ids) >= 2 for ids in handed.values())  # shared out, not one labeler doing all
+
+
+def test_overlap_two_three_labelers_fill_exactly_and_never_repeat(studio, tmp_path):
+    ref = new_project(studio, tmp_path, n=9, overlap=2)
+    items = [it["id"] for it in studio.store.label_items(ref)]
+    skipped = set(items[::3])  # ann skips these when they reach her: others must still fill them
+
+    def choose(name, item):
+        return "skip" if name == "ann" and item["item_id"] in skipped else "left"
+
+    handed = label_until_done(studio, ref, ["ann", "bob", "cat"], choose)
+    for name, ids in handed.items():
+        assert len(ids) == len(set(ids)), f"{name} was handed an item twice"
+    labels = studio.store.list_labels(ref)
+    assert len({(lb["item_id"], lb["labeler"]) for lb in labels}) == len(labels)
+    decided = Counter(lb["item_id"] for lb in labels if lb["choice"] != "skip")
+    assert {i: decided[i] for i in items} == {i: 2 for i in items}
+    assert any(lb["choice"] == "skip" for lb in labels)  # the skips happened and did not count
+    assert {it["id"]: it["labels"] for it in studio.store.label_items(ref)} == {i: 2 for i in items}
+
+
+def test_least_labelled_item_goes_first(studio, tmp_path):
+    ref = new_project(studio, tmp_path, n=4, overlap=2)
+    first, _ = label_next(studio, ref, "ann")
+    assert first["position"] == 0
+    assert shown(studio, ref, "bob")["position"] == 1  # not item 0, which already has a label
+    assert shown(studio, ref, "cat")["position"] == 1  # on bob's screen, but overlap 2 leaves room
+    assert shown(studio, ref, "dan")["position"] == 2  # item 1 is full with the two screens
+    label_next(studio, ref, "bob")
+    assert shown(studio, ref, "bob")["position"] == 2  # unlabelled items first: item 0 waits
+
+
+@pytest.mark.parametrize("overlap, second_gets", [(1, 1), (2, 0)])
+def test_item_on_a_screen_counts_towards_the_overlap(studio, tmp_path, overlap, second_gets):
+    ref = new_project(studio, tmp_path, n=3, overlap=overlap)
+    held = shown(studio, ref, "ann")
+    assert held["position"] == 0
+    assert shown(studio, ref, "ann")["item_id"] == held["item_id"]  # a reload shows the same item
+    assert shown(studio, ref, "bob")["position"] == second_gets
+
+
+def test_done_state_when_every_item_has_its_labels(studio, tmp_path):
+    ref = new_project(studio, tmp_path, n=2, overlap=1)
+    label_next(studio, ref, "ann")
+    label_next(studio, ref, "ann")
+    for name in ("ann", "bob"):
+        out = ls.next_item(studio, ref, name)
+        assert out["item"] is None
+        assert out["done_reason"] == "every item has its labels"
+    assert out["progress"] == {"mine": 0, "labels": 2, "items": 2, "overlap": 1}
+
+
+def test_done_state_when_the_rest_is_with_others_or_labelled_by_you(studio, tmp_path):
+    ref = new_project(studio, tmp_path, n=2, overlap=2)
+    label_next(studio, ref, "ann")
+    label_next(studio, ref, "ann")
+    out = ls.next_item(studio, ref, "ann")
+    assert out["item"] is None
+    assert out["done_reason"] == "the items left are with other labelers or already labelled by you"
+    assert out["progress"] == {"mine": 2, "labels": 2, "items": 2, "overlap": 2}
+
+    ref1 = new_project(studio, tmp_path, n=1, overlap=1, name="one")
+    assert shown(studio, ref1, "ann") is not None  # on ann's screen
+    out = ls.next_item(studio, ref1, "bob")
+    assert out["item"] is None
+    assert out["done_reason"] == "the items left are with other labelers or already labelled by you"
+
+
+# --- submit, undo, skip --------------------------------------------------------------------------
+
+def test_submitting_twice_stores_one_label(studio, tmp_path):
+    ref = new_project(studio, tmp_path, n=3)
+    item = shown(studio, ref, "ann")
+    first = ls.submit(studio, ref, item["item_id"], "ann", "left")
+    again = ls.submit(studio, ref, item["item_id"], "ann", "right")  # a double click / retried request
+    assert again == first
+    labels = studio.store.list_labels(ref)
+    assert [lb["id"] for lb in labels] == [first]
+    assert labels[0]["choice"] == ("b" if item["flipped"] else "a")  # the first answer stands
+    assert studio.store.get_label_item(item["item_id"])["labels"] == 1
+
+
+def test_undo_takes_back_the_last_label_and_its_item_comes_back_first(studio, tmp_path):
+    ref = new_project(studio, tmp_path, n=4, overlap=1)
+    assert ls.undo(studio, ref, "ann") is None  # nothing to undo yet
+    first, _ = label_next(studio, ref, "ann")
+    second, second_id = label_next(studio, ref, "ann")
+    bob_item, bob_id = label_next(studio, ref, "bob")
+    assert shown(studio, ref, "ann")["position"] == 3  # ann now holds the last item
+
+    undone = ls.undo(studio, ref, "ann")
+    assert undone["id"] == second_id and undone["item_id"] == second["item_id"]
+    assert shown(studio, ref, "ann")["item_id"] == second["item_id"]  # before the item she held
+    assert studio.store.get_label_item(second["item_id"])["labels"] == 0
+    assert {lb["id"] for lb in studio.store.list_labels(ref)} == {bob_id, _label_id(studio, ref, first)}
+
+    ls.submit(studio, ref, second["item_id"], "ann", "tie")
+    assert shown(studio, ref, "ann")["position"] == 3  # then the item she held before undo
+    ls.undo(studio, ref, "ann")
+    ls.undo(studio, ref, "ann")
+    assert ls.undo(studio, ref, "ann") is None  # all of hers taken back
+    assert [lb["id"] for lb in studio.store.list_labels(ref)] == [bob_id]  # bob's untouched
+
+
+def _label_id(studio, ref, item) -> int:
+    return next(lb["id"] for lb in studio.store.list_labels(ref) if lb["item_id"] == item["item_id"])
+
+
+def test_skip_does_not_count_towards_the_overlap(studio, tmp_path):
+    ref = new_project(studio, tmp_path, n=2, overlap=1)
+    skipped, _ = label_next(studio, ref, "ann", "skip")
+    assert studio.store.get_label_item(skipped["item_id"])["labels"] == 0
+    assert shown(studio, ref, "ann")["item_id"] != skipped["item_id"]  # never back to who skipped it
+    assert shown(studio, ref, "bob")["item_id"] == skipped["item_id"]  # still open for others
+    ls.submit(studio, ref, skipped["item_id"], "bob", "right")
+    progress = ls.next_item(studio, ref, "bob")["progress"]
+    assert progress["labels"] == 1 and progress["mine"] == 1
+    assert ls.next_item(studio, ref, "ann")["progress"]["mine"] == 1  # her skip is hers
+
+
+# --- sides --------------------------------------------------------------------------------------
+
+def test_sides_are_shuffled_per_item_and_labeler_and_stable(studio, tmp_path):
+    ref = new_project(studio, tmp_path, n=24, overlap=2)
+    items = studio.store.label_items(ref)
+    ann = [ls.flipped(ref, it["id"], "ann") for it in items]
+    bob = [ls.flipped(ref, it["id"], "bob") for it in items]
+    assert len(set(ann)) == 2  # some items flipped for ann, some not
+    assert ann != bob  # and not the same pattern for bob
+
+    seen = {}
+    for _ in range(len(items)):
+        first = shown(studio, ref, "ann")
+        assert shown(studio, ref, "ann") == first  # a reload shows the same sides
+        item = studio.store.get_label_item(first["item_id"])
+        assert first["flipped"] == ls.flipped(ref, item["id"], "ann")
+        assert (first["left"], first["right"]) == ((item["answer_b"], item["answer_a"]) if first["flipped"]
+                                                    else (item["answer_a"], item["answer_b"]))
+        seen[first["item_id"]] = first
+        ls.submit(studio, ref, first["item_id"], "ann", "left")
+    labels = {lb["item_id"]: lb for lb in studio.store.list_labels(ref)}
+    for item_id, item in seen.items():  # "left" means the answer shown on the left, whichever it was
+        assert labels[item_id]["choice"] == ("b" if item["flipped"] else "a")
+        assert labels[item_id]["flipped"] == item["flipped"]
+    assert any(item["flipped"] for item in seen.values())
+
+
+# --- concurrency --------------------------------------------------------------------------------
+
+def test_concurrent_labelers_lose_and_duplicate_nothing(studio, tmp_path):
+    labelers, per_labeler, overlap = 8, 60, 2
+    ref = new_project(studio, tmp_path, n=300, overlap=overlap)
+    acked: dict[str, list[int]] = {f"labeler{k}": [] for k in range(labelers)}
+    errors: list[BaseException] = []
+    start = threading.Barrier(labelers)
+
+    def work(name):
+        rng = random.Random(name)
+        try:
+            start.wait()
+            for _ in range(per_labeler):
+                item = shown(studio, ref, name)
+                if item is None:
+                    return
+                acked[name].append(ls.submit(studio, ref, item["item_id"], name,
+                                             rng.choice(["left", "right", "tie", "both_bad"])))
+        except BaseException as err:  # noqa: BLE001 - every failure is a finding
+            errors.append(err)
+
+    threads = [threading.Thread(target=work, args=(name,)) for name in acked]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert errors == []
+    assert {name: len(ids) for name, ids in acked.items()} == {name: per_labeler for name in acked}
+    all_acked = [i for ids in acked.values() for i in ids]
+    labels = studio.store.list_labels(ref)
+    assert len(labels) == len(all_acked) == len(set(all_acked))  # none lost, none twice
+    assert {lb["id"] for lb in labels} == set(all_acked)
+    assert all(lb["labeler"] == name for name, ids in acked.items()
+               for lb in labels if lb["id"] in set(ids))
+    assert len({(lb["item_id"], lb["labeler"]) for lb in labels}) == len(labels)
+    per_item = Counter(lb["item_id"] for lb in labels)
+    assert max(per_item.values()) <= overlap
+    assert {it["id"]: it["labels"] for it in studio.store.label_items(ref) if it["labels"]} == dict(per_item)
+    assert studio.store.integrity_check() == "ok"
+
+
+# --- bad input ----------------------------------------------------------------------------------
+
+def test_pairs_file_missing_an_answer_is_refused_with_nothing_written(studio, tmp_path):
+    path = tmp_path / "pairs.csv"
+    path.write_text("prompt,response_a,response_b\nhi,hello,hey\nwhat time is it,noon,\nbye,ciao,see you\n")
+    with pytest.raises(DataError) as err:
+        ls.import_project(studio, name="p", path=path, overlap=2)
+    assert str(err.value) == "pairs.csv, row 3, column 'response_b': is empty; expected text"
+    assert studio.store.list_label_projects() == []
+
+    path = tmp_path / "upload123.jsonl"
+    path.write_text(json.dumps({"prompt": "a", "response_a": "x", "response_b": "y"}) + "\n"
+                    + json.dumps({"prompt": "b", "response_a": "x", "response_b": "y"}) + "\n"
+                    + json.dumps({"prompt": "c", "response_a": "x"}) + "\n")
+    with pytest.raises(DataError) as err:
+        ls.import_project(studio, name="p", path=path, source_name="my pairs.jsonl")
+    assert str(err.value) == ("my pairs.jsonl, line 3: missing column 'response_b' (a pair needs response_a "
+                              "and response_b; found: prompt, response_a)")
+    assert studio.store.list_label_projects() == []
+    # and the name is still free: the refused imports left nothing behind
+    assert ls.import_project(studio, name="p", path=pairs_file(tmp_path, 2))["items"] == 2
+
+
+def test_duplicate_project_name_and_empty_labeler_are_refused(studio, tmp_path):
+    ref = new_project(studio, tmp_path, n=2, name="weekly review")
+    with pytest.raises(LabelError) as err:
+        ls.import_project(studio, name=" weekly review ", path=pairs_file(tmp_path, 3, "other.jsonl"))
+    assert str(err.value) == "a labeling project named 'weekly review' already exists; pick another name"
+    assert len(studio.store.list_label_projects()) == 1
+    for name in ("", "   "):
+        with pytest.raises(LabelError) as err:
+            ls.next_item(studio, ref, name)
+        assert str(err.value) == "enter your name as labeler first"
+        with pytest.raises(LabelError) as err:
+            ls.submit(studio, ref, 1, name, "left")
+        assert str(err.value) == "enter your name as labeler first"
+    with pytest.raises(LabelError) as err:
+        ls.submit(studio, ref, 1, "ann", "maybe")
+    assert str(err.value) == "'maybe' is not one of left, right, tie, both_bad, skip"
+    assert studio.store.list_labels(ref) == []
+
+
+# --- export -------------------------------------------------------------------------------------
+
+# canonical choices by item position for labelers ann, bob, cat (overlap 3)
+PLAN = {0: ("a", "a", "b"),                        # 2 vs 1: answer A wins, agreement 2/3
+        1: ("b", "b", "b"),                        # unanimous: answer B wins
+        2: ("tie", "tie", "tie"),                  # a tie: left out
+        3: ("both_bad", "both_bad", "both_bad"),   # both bad: left out
+        4: ("a", "b", "tie")}                      # no majority: left out
+NAMES = ("ann", "bob", "cat")
+
+
+@pytest.fixture
+def voted(studio, tmp_path):
+    ref = new_project(studio, tmp_path, n=5, overlap=3, name="exp")
+    label_until_done(studio, ref, NAMES, lambda name, item: screen(item, PLAN[item["position"]][NAMES.index(name)]))
+    assert len(studio.store.list_labels(ref)) == 15
+    return ref
+
+
+def _turns(role, content):
+    return [{"role": role, "content": content}]
+
+
+def test_export_rows_by_majority(studio, voted):
+    rows, origin = ls.export_rows(studio, voted)
+    assert rows == [
+        {"prompt": _turns("user", "question 0"), "chosen": _turns("assistant", "answer A 0"),
+         "rejected": _turns("assistant", "answer B 0")},
+        {"prompt": _turns("user", "question 1"), "chosen": _turns("assistant", "answer B 1"),
+         "rejected": _turns("assistant", "answer A 1")}]
+    assert origin["pairs"] == 2 and origin["labels"] == 15 and origin["votes"] == 0
+    strict, _ = ls.export_rows(studio, voted, min_agreement=0.9)
+    assert [r["prompt"] for r in strict] == [_turns("user", "question 1")]  # the 2-vs-1 item is dropped
+
+
+def test_exported_preference_dataset_is_trl_conversational(studio, voted):
+    from datasets import load_dataset
+
+    row = ls.export(studio, voted, kind="preference")
+    data = load_dataset("parquet", data_files=row["path"])["train"]
+    assert sorted(data.column_names) == ["chosen", "prompt", "rejected"]
+    assert data.num_rows == 2
+    for record in data:
+        for column in ("prompt", "chosen", "rejected"):
+            assert isinstance(record[column], list)
+            assert all(set(turn) == {"role", "content"} for turn in record[column])
+    assert data[0]["chosen"] == _turns("assistant", "answer A 0")
+    assert row["meta"]["origin"]["project"] == "exp"
+
+
+def test_exported_kto_dataset_has_two_bool_rows_per_pair(studio, voted):
+    from datasets import load_dataset
+
+    row = ls.export(studio, voted, kind="kto")
+    data = load_dataset("parquet", data_files=row["path"])["train"]
+    assert sorted(data.column_names) == ["completion", "label", "prompt"]
+    assert data.features["label"].dtype == "bool"
+    assert data["label"] == [True, False, True, False]
+    assert data[0]["completion"] == _turns("assistant", "answer A 0")
+    assert data[1]["completion"] == _turns("assistant", "answer B 0")
+
+
+def test_export_with_chat_votes(studio, voted):
+    common = {"voter": "dee", "model_a": "base:default", "model_b": "run:r1", "blind": True,
+              "prompt_a": _turns("user", "a vote prompt"), "prompt_b": _turns("user", "a vote prompt"),
+              "reply_a": "vote reply A", "reply_b": "vote reply B", "settings": {"temperature": 0.7}}
+    decisive = studio.store.add_vote(winner="b", **common)
+    studio.store.add_vote(winner="tie", **common)  # not a pair: left out
+    rows, origin = ls.export_rows(studio, voted, with_votes=True)
+    assert len(rows) == 3
+    assert rows[-1] == {"prompt": _turns("user", "a vote prompt"), "chosen": _turns("assistant", "vote reply B"),
+                        "rejected": _turns("assistant", "vote reply A")}
+    assert origin["votes"] == 1 and origin["vote_ids"] == [decisive] and origin["pairs"] == 2
+    assert len(ls.export_rows(studio, voted)[0]) == 2  # without votes unless asked
+
+
+def test_export_with_no_clear_winner_is_refused(studio, tmp_path):
+    ref = new_project(studio, tmp_path, n=2, overlap=1, name="undecided")
+    label_next(studio, ref, "ann", "tie")
+    with pytest.raises(LabelError) as err:
+        ls.export(studio, ref)
+    assert str(err.value) == ("project 'undecided' has no item with a clear winner yet: ties, 'both bad' and "
+                              "split items are left out")
+    assert studio.store.list_datasets() == []
+
+
+# --- durability ---------------------------------------------------------------------------------
+
+def test_labels_wait_for_the_disk_and_holds_do_not(studio, tmp_path):
+    """A label is committed with synchronous=FULL (durable through a power cut), a hold with NORMAL.
+    Checked on the connections this thread used for both: a PRAGMA re-run from the statement cache
+    does nothing, so switching the level per transaction on one connection would silently stay
+    at whichever level was set first."""
+    ref = new_project(studio, tmp_path, n=3)
+    label_next(studio, ref, "ann")
+    label_next(studio, ref, "ann")
+    with studio.store._connect() as db:
+        assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    with studio.store._connect(durable=False) as db:
+        assert db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+
+
+CHILD = """
+import sys, time
+from studio.core import Studio
+from studio import label_service as ls
+
+studio, ref = Studio(sys.argv[1]), sys.argv[2]
+while True:
+    out = ls.next_item(studio, ref, "ann")
+    if out["item"] is None:
+        break
+    print(ls.submit(studio, ref, out["item"]["item_id"], "ann", "left"), flush=True)
+time.sleep(600)
+"""
+
+
+def test_acknowledged_labels_survive_kill_9(tmp_path):
+    home = tmp_path / "home"
+    ref = new_project(Studio(home), tmp_path, n=400, overlap=1)
+    wanted = 40
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(home), ref], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    acked = []
+    try:
+        while len(acked) < wanted:
+            line = child.stdout.readline()
+            assert line, f"the labeling process ended early: {child.stderr.read()}"
+            acked.append(int(line))
+        os.kill(child.pid, signal.SIGKILL)  # while it is still labeling
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.wait(timeout=30)
+    assert child.returncode == -signal.SIGKILL
+
+    fresh = Studio(home)
+    assert fresh.store.integrity_check() == "ok"
+    labels = fresh.store.list_labels(ref)
+    assert set(acked) <= {lb["id"] for lb in labels}
+    assert len(labels) == len({lb["item_id"] for lb in labels})
+    per_item = Counter(lb["item_id"] for lb in labels)
+    assert {it["id"]: it["labels"] for it in fresh.store.label_items(ref) if it["labels"]} == dict(per_item)
+    # the workspace goes on: ann gets the item she held when the process died, or the next one
+    item = shown(fresh, ref, "ann")
+    assert item is not None and item["item_id"] not in per_item
