@@ -52,7 +52,7 @@ def results_table(studio) -> tuple[dict, str]:
     table = {"headers": ["Model 1", "Model 2", "Votes", "1 won", "2 won", "Ties / both bad",
                          "Model 1 win rate (95% interval)"], "data": rows}
     warning = arena.position_bias(votes)
-    note = f"{len(votes)} votes so far. Ties and 'both bad' count half to each side."
+    note = f"{sum(r[2] for r in rows)} votes so far. Ties and 'both bad' count half to each side."
     return table, (f"⚠️ {warning}\n\n{note}" if warning else note)
 
 
@@ -70,11 +70,11 @@ def build(studio):
     battle = gr.State(new_battle())
     choices = chat_service.choices(studio)
     with gr.Row():
-        model_a = gr.Dropdown(choices=choices, value=choices[0][1], label="Model A", allow_custom_value=True,
+        first, second = chat_service.default_pair(studio)  # the newest tuned model against its base
+        model_a = gr.Dropdown(choices=choices, value=first, label="Model A", allow_custom_value=True,
                               info="The base, or a run's tuned model. A local model folder can be typed in.",
                               elem_id="chat-model-a")
-        newest = choices[1] if len(choices) > 1 else choices[0]  # the newest tuned model, if any
-        model_b = gr.Dropdown(choices=choices, value=newest[1], label="Model B", allow_custom_value=True,
+        model_b = gr.Dropdown(choices=choices, value=second, label="Model B", allow_custom_value=True,
                               elem_id="chat-model-b")
         blind = gr.Checkbox(label="Blind battle", value=False, elem_id="chat-blind",
                             info="Shuffle the two models between sides and hide their names until you vote: "
@@ -91,7 +91,7 @@ def build(studio):
                               info="Only pick from the most likely words that together make up this share of "
                                    "the probability. Lower = safer, more predictable.")
         with gr.Row():
-            max_new_tokens = gr.Slider(8, 1024, value=256, step=8, label="Max new tokens",
+            max_new_tokens = gr.Slider(8, 1024, value=256, step=8, label="Max new tokens", elem_id="chat-max-new-tokens",
                                        info="Longest reply, in tokens (about ¾ of a word each).")
             repetition_penalty = gr.Slider(1, 2, value=1.1, step=0.05, label="Repetition penalty",
                                            info="Above 1 discourages repeating the same words; 1 = off.")
@@ -264,10 +264,14 @@ def build(studio):
 
     next_prompt.click(on_next, [suggested, source, model_a, model_b, compare_run], [suggested, prompt])
 
-    def refresh():
+    def refresh(spec_a=None, spec_b=None):
+        """New runs become choosable; while no real pair is picked (a model against itself, or no
+        tuned model on either side) the newest tuned model against its base is put up."""
         options = chat_service.choices(studio)
         table, note = results_table(studio)
-        return gr.update(choices=options), gr.update(choices=options), table, note
+        picked = spec_a != spec_b and any((s or "").startswith("run:") for s in (spec_a, spec_b))
+        first, second = (spec_a, spec_b) if picked else chat_service.default_pair(studio)
+        return gr.update(choices=options, value=first), gr.update(choices=options, value=second), table, note
 
     loop = {"train_prefs": train_prefs, "message": export_message, "model_a": model_a, "model_b": model_b,
             "blind": blind, "source": source, "suggested": suggested, "prompt": prompt, "compare_run": compare_run,

@@ -17,8 +17,10 @@ def _widget(info):
     if info.type is bool:
         return gr.Checkbox(value=info.default, label=label, info=info.help, elem_id=f"param-{info.name}")
     if info.type in (int, float):
+        # no minimum/maximum here: Gradio's own refusal ("Value 0 is less than minimum value 0.1")
+        # does not say which field; the declaration's check does, when Start is pressed
         return gr.Number(
-            value=info.default, label=label, info=info.help, minimum=info.min, maximum=info.max,
+            value=info.default, label=label, info=info.help,
             step=info.step or (1 if info.type is int else None), precision=0 if info.type is int else None,
             elem_id=f"param-{info.name}",
         )

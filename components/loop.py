@@ -57,6 +57,21 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
                 gr.update(value=[], label=chat_tab.HIDDEN[0]), gr.update(value=[], label=chat_tab.HIDDEN[1]),
                 chat_tab.new_battle(), told, gr.Tabs(selected="chat"))
 
+    def on_chat(run_id):
+        run = studio.get_run(run_id) if run_id else None
+        if run is None or run["status"] != "completed":
+            return ("**Chat needs a finished run:** select one in the table.", *(gr.skip(),) * 8)
+        options = chat_service.choices(studio)
+        base, tuned = f"base:{run['model']}", f"run:{run_id}"
+        told = "The run's tuned model (B) next to the model it was trained from (A): ask both the same thing."
+        return ("", gr.update(choices=options, value=base), gr.update(choices=options, value=tuned), False,
+                gr.update(value=[], label="Model A"), gr.update(value=[], label="Model B"), chat_tab.new_battle(),
+                told, gr.Tabs(selected="chat"))
+
+    runs["chat_with"].click(on_chat, train["selected"],
+                            [runs["action"], chat["model_a"], chat["model_b"], chat["blind"], chat["chat_a"],
+                             chat["chat_b"], chat["battle"], chat["vote_message"], tabs])
+
     runs["compare_previous"].click(
         on_compare, train["selected"],
         [runs["action"], chat["model_a"], chat["model_b"], chat["blind"], chat["source"], chat["suggested"],

@@ -8,7 +8,8 @@ import gradio as gr
 
 from components.charts import curves_figure
 from pipelines.curves import format_duration, overfitting_warning, progress
-from pipelines.events import log_tail, read_metrics
+from pipelines.events import ACTIVE_STATUSES, RESUMABLE_STATUSES, log_tail, read_metrics
+from pipelines.methods import ConfigError
 from studio.core import RunError
 
 RUN_COLUMNS = ["Run", "Status", "Method", "Progress", "Dataset", "Started"]
@@ -25,15 +26,23 @@ def runs_table(studio) -> list[list]:
 
 
 def progress_html(row: dict, metrics: list[dict]) -> str:
-    p = progress(row["step"], row["max_steps"], row.get("started"), metrics, now=row.get("finished"))
+    p = progress(row["step"], row["max_steps"], row.get("started"), metrics, now=row.get("finished"),
+                 training_since=row.get("training_since"), first_step=row.get("first_step") or 0)
     if row["status"] != "running" or not p["max_steps"]:
         p["eta_s"] = None
     width = min(100.0, p["percent"])
-    return (
-        f'<div class="run-progress"><div class="bar"><div class="fill" style="width:{width:.1f}%"></div></div>'
-        f'<span>step {p["step"]} of {p["max_steps"] or "?"} · {p["percent"]:.0f}% · '
-        f'elapsed {format_duration(p["elapsed_s"])} · ETA {format_duration(p["eta_s"])}</span></div>'
-    )
+    if row["status"] == "queued":
+        said = "waiting for the run before it to finish"
+    elif row["status"] == "running" and row.get("phase") != "training":
+        said = f"{row.get('phase') or 'starting'}… · elapsed {format_duration(p['elapsed_s'])}"
+        if p["max_steps"]:
+            said += f" · {p['max_steps']} training steps to go"
+    else:
+        eta = format_duration(p["eta_s"]) if p["eta_s"] is not None else "after the first step"
+        said = (f'step {p["step"]} of {p["max_steps"] or "?"} · {p["percent"]:.0f}% · '
+                f'elapsed {format_duration(p["elapsed_s"])}' + (f" · ETA {eta}" if row["status"] == "running" else ""))
+    return (f'<div class="run-progress"><div class="bar"><div class="fill" style="width:{width:.1f}%"></div></div>'
+            f'<span>{said}</span></div>')
 
 
 def lineage(studio, row: dict) -> list[str]:
@@ -112,6 +121,12 @@ def view(studio, run_id: str | None):
             curves_figure({run_id: metrics}), log_tail(studio.run_dir(run_id), 15), len(metrics))
 
 
+def button_states(status: str | None) -> list:
+    """Cancel, Resume, Continue, Compare, Chat: only what the selected run's state allows."""
+    return [gr.update(interactive=status in ACTIVE_STATUSES), gr.update(interactive=status in RESUMABLE_STATUSES),
+            *[gr.update(interactive=status == "completed")] * 3]
+
+
 def build(studio, selected: gr.State):
     table = gr.Dataframe(headers=RUN_COLUMNS, value=runs_table(studio), interactive=False,
                          elem_id="runs-table")
@@ -120,9 +135,10 @@ def build(studio, selected: gr.State):
     with gr.Row():
         cancel = gr.Button("Cancel", size="sm", elem_id="run-cancel")
         resume = gr.Button("Resume", size="sm", elem_id="run-resume")
-        more = gr.Number(value=1, minimum=0.1, maximum=100, label="More epochs", scale=0, min_width=110)
+        more = gr.Number(value=1, label="More epochs", scale=0, min_width=110, elem_id="run-more-epochs")
         cont = gr.Button("Continue training", size="sm", elem_id="run-continue")
         compare_previous = gr.Button("Compare with the previous model", size="sm", elem_id="run-compare-previous")
+        chat_with = gr.Button("Chat with this run", size="sm", variant="primary", elem_id="run-chat")
     action = gr.Markdown(elem_id="run-action")
     plot = gr.Plot(label="Training curves", elem_id="run-curves")
     log = gr.Textbox(label="Log (last lines)", lines=8, max_lines=15, interactive=False, elem_id="run-log")
@@ -132,21 +148,27 @@ def build(studio, selected: gr.State):
         overlay = gr.Plot(label="Overlaid curves")
         diff = gr.Dataframe(headers=["Setting", "Values"], interactive=False, label="Settings that differ")
     shown = gr.State(-1)  # metrics count last drawn, so an unchanged plot is not redrawn
+    listed = gr.State([])  # run ids the Compare runs list offers, refreshed when runs come or go
     timer = gr.Timer(2.0)
+    buttons = [cancel, resume, cont, compare_previous, chat_with]
 
-    def refresh(run_id, drawn):
+    def refresh(run_id, drawn, known):
         text, bar_html, fig, tail, count = view(studio, run_id)
         figure = fig if count != drawn or fig is None else gr.skip()
-        return runs_table(studio), text, bar_html, figure, tail, count
+        rows = runs_table(studio)
+        ids = [r[0] for r in rows]
+        offered = gr.update(choices=ids) if ids != known else gr.skip()
+        status_of = next((r[1] for r in rows if r[0] == run_id), None)
+        return (rows, text, bar_html, figure, tail, count, offered, ids, *button_states(status_of))
 
-    outputs = [table, status, bar, plot, log, shown]
-    timer.tick(refresh, [selected, shown], outputs, show_progress="hidden")
+    outputs = [table, status, bar, plot, log, shown, compare, listed, *buttons]
+    timer.tick(refresh, [selected, shown, listed], outputs, show_progress="hidden")
 
-    def on_select(evt: gr.SelectData, rows):
+    def on_select(evt: gr.SelectData, rows, known):
         run_id = rows.iloc[evt.index[0], 0] if hasattr(rows, "iloc") else rows[evt.index[0]][0]
-        return (run_id, *refresh(run_id, -1))
+        return (run_id, *refresh(run_id, -1, known))
 
-    table.select(on_select, table, [selected, *outputs])
+    table.select(on_select, [table, listed], [selected, *outputs])
 
     def run_action(action_fn, done: str):
         """A button handler: apply action_fn to the selected run, answer in one sentence."""
@@ -168,13 +190,14 @@ def build(studio, selected: gr.State):
         if not run_id:
             return "Select a run first.", gr.skip(), gr.skip()
         try:
-            new_id = studio.continue_run(run_id, float(epochs or 1))
-        except RunError as err:
+            if epochs is None or not 0.1 <= float(epochs) <= 100:
+                raise RunError(f"More epochs is {epochs}; it must be from 0.1 to 100")
+            new_id = studio.continue_run(run_id, float(epochs))
+        except (RunError, ConfigError) as err:
             return f"**Could not do that:** {err}", gr.skip(), gr.skip()
-        return (f"Started run `{new_id}`, continuing `{run_id}`.", new_id,
-                gr.update(choices=[r[0] for r in runs_table(studio)]))
+        return f"Started run `{new_id}`, continuing `{run_id}`.", new_id
 
-    cont.click(on_continue, [selected, more], [action, selected, compare])
+    cont.click(on_continue, [selected, more], [action, selected])
 
     def on_compare(run_ids):
         runs = {i: read_metrics(studio.run_dir(i)) for i in run_ids or []}
@@ -189,6 +212,7 @@ def build(studio, selected: gr.State):
         runs = studio.list_runs()
         active = next((r["id"] for r in runs if r["status"] in ("running", "queued")), None)
         run_id = active or (runs[0]["id"] if runs else None)
-        return (run_id, *refresh(run_id, -1), gr.update(choices=[r["id"] for r in runs]))
+        return (run_id, *refresh(run_id, -1, None))
 
-    return on_load, [selected, *outputs, compare], {"compare_previous": compare_previous, "action": action}
+    return on_load, [selected, *outputs], {"compare_previous": compare_previous, "chat_with": chat_with,
+                                           "action": action}

@@ -45,6 +45,16 @@ def model_choices(studio) -> list[tuple[str, str]]:
     return out
 
 
+def field_named(err: Exception, method_key: str) -> str:
+    """A settings error with the field as the form labels it: 'Epochs' (num_train_epochs): ..."""
+    from pipelines.methods import describe
+
+    text = str(err)
+    for info in describe(METHODS[method_key].params):
+        text = text.replace(f"parameter '{info.name}'", f"'{info.label}' ({info.name})")
+    return text
+
+
 def _method_help(key: str) -> str:
     spec = METHODS[key]
     merge = "can be merged into the base model" if spec.mergeable else "stays a separate file"
@@ -57,9 +67,11 @@ def estimate_text(studio, model_spec, dataset_ref, method_key, params) -> str:
         return "The memory estimate appears once the built-in model is prepared (on the first run or chat)."
     try:
         est = method_service.estimate(studio, model_spec or "default", method_key, params, dataset_ref)
-    except (ConfigError, DataError, ModelError, OSError, ValueError) as err:
+    except ConfigError as err:
+        return f"Estimate unavailable: {field_named(err, method_key)}"
+    except (DataError, ModelError, OSError, ValueError) as err:
         return f"Estimate unavailable: {err}"
-    return method_service.summary_line(est)
+    return method_service.summary_line(est, (params or {}).get("num_train_epochs"))
 
 
 def build(studio):
@@ -133,7 +145,9 @@ def build(studio):
         params = {name: v for (key, name), v in zip(order, values) if key == method_key}
         try:
             run_id = studio.start_run(model=model_spec, dataset=dataset_ref, method=method_key, params=params)
-        except (ConfigError, DataError, ModelError, RunError) as err:
+        except ConfigError as err:  # named as the form names it
+            return f"**Could not start:** {field_named(err, method_key)}", gr.skip()
+        except (DataError, ModelError, RunError) as err:
             return f"**Could not start:** {err}", gr.skip()
         return f"Started run `{run_id}`.", run_id
 

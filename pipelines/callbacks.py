@@ -21,7 +21,8 @@ class MetricsCallback(TrainerCallback):
         self._last = None  # (time, tokens seen) at the previous training log
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.events.progress.update(step=state.global_step, max_steps=state.max_steps)
+        self.events.progress.update(step=state.global_step, max_steps=state.max_steps, phase="training",
+                                    training_since=time.time(), first_step=state.global_step)
         self._last = (time.time(), state.num_input_tokens_seen)
 
     def on_step_end(self, args, state, control, **kwargs):

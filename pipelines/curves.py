@@ -26,11 +26,14 @@ def series(metrics: list[dict]) -> dict[str, tuple[list[int], list[float]]]:
 
 
 def progress(step: int, max_steps: int, started: float | None, metrics: list[dict],
-             now: float | None = None) -> dict:
-    """Step, percent, elapsed and ETA (from the recent seconds per step)."""
+             now: float | None = None, training_since: float | None = None, first_step: int = 0) -> dict:
+    """Step, percent, elapsed and ETA (from the recent seconds per step; before there are enough
+    logged steps, from the time per step since training began)."""
     now = time.time() if now is None else now
     times = [m["time"] for m in metrics if "loss" in m and "time" in m][-11:]
     per_step = statistics.median(b - a for a, b in zip(times, times[1:])) if len(times) > 2 else None
+    if per_step is None and training_since and step > first_step:
+        per_step = (now - training_since) / (step - first_step)
     left = max(0, max_steps - step)
     return {
         "step": step,

@@ -33,7 +33,8 @@ HEARTBEAT_STALE_S = 10.0
 
 
 def write_json(path: Path, data: dict) -> None:
-    tmp = Path(path).with_name(f".{Path(path).name}.{os.getpid()}.tmp")
+    # a temporary name per process and thread: the heartbeat thread and the worker both write
+    tmp = Path(path).with_name(f".{Path(path).name}.{os.getpid()}.{threading.get_ident()}.tmp")
     tmp.write_text(json.dumps(data, indent=1))
     os.replace(tmp, path)
 
@@ -58,6 +59,11 @@ class RunEvents:
         data = read_json(self.run_dir / STATUS) or {}
         data.update(extra, status=status, time=time.time(), pid=os.getpid())
         write_json(self.run_dir / STATUS, data)
+
+    def phase(self, text: str) -> None:
+        """Say what the worker is doing now (shown with the progress, at once)."""
+        self.progress["phase"] = text
+        self.beat()
 
     def cancel_requested(self) -> bool:
         return (self.run_dir / CANCEL).exists()
@@ -142,6 +148,11 @@ def run_state(run_dir: Path, now: float | None = None) -> dict:
         "status": "queued",
         "step": beat.get("step", 0),
         "max_steps": beat.get("max_steps", 0),
+        # what the worker is doing ("loading the model", "training", "saving", ...) and since when
+        # it trains (from which step): an ETA from the first step on
+        "phase": beat.get("phase"),
+        "training_since": beat.get("training_since"),
+        "first_step": beat.get("first_step", 0),
         "error": None,
         "summary": {},
         "started": None,

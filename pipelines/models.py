@@ -119,6 +119,36 @@ def resolve(spec: str, cache_dir: Path) -> str:
     )
 
 
+def check_available(spec: str, cache_dir: Path) -> None:
+    """Refuse, in one sentence and at once, a model a run or chat could not load: a bad folder, or
+    a hub id that is neither downloaded nor reachable (a job would fail a minute later instead).
+    The default is always available (it is converted on first use)."""
+    spec = str(spec).strip()
+    if is_default(spec):
+        return
+    found = resolve(spec, cache_dir)
+    if found != spec or not _HUB_ID.match(spec):
+        return  # a checked local folder
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(spec, "config.json"), str):
+        return  # downloaded before
+    hint = "use 'default' (the built-in model) or a local model folder"
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        raise ModelError(f"model '{spec}' is not downloaded on this machine and downloads are off "
+                         f"(HF_HUB_OFFLINE); {hint}")
+    host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname
+    try:
+        socket.create_connection((host, 443), timeout=3).close()
+    except OSError as err:
+        raise ModelError(f"model '{spec}' is not on this machine and the model hub ({host}) cannot be "
+                         f"reached ({err.strerror or err}); {hint}") from None
+
+
 def load_tokenizer(name_or_path: str):
     from transformers import AutoTokenizer
 

@@ -14,15 +14,27 @@ from pathlib import Path
 from pipelines.events import JOB, STATUS, RunEvents, pid_alive, read_json
 
 POLL_S = 0.5
+# How long a worker may take to start and report before its run stops holding its place in line
+STARTING_S = 30.0
 
 
-def _waiting_runs(runs_root: Path) -> list[tuple[float, str]]:
+def _waiting_runs(runs_root: Path, now: float | None = None) -> list[tuple[float, str]]:
+    """(asked at, run) for every run waiting for a slot, the oldest first. A run asked for moments
+    ago whose worker has not said "queued" yet (it is still starting) counts as waiting too:
+    otherwise a run asked for later, whose worker happened to start first, would overtake it."""
+    now = time.time() if now is None else now
     waiting = []
     for run_dir in runs_root.iterdir():
-        status = read_json(run_dir / STATUS) if run_dir.is_dir() else None
-        if status and status["status"] == "queued" and pid_alive(status.get("pid"), run_dir):
-            job = read_json(run_dir / JOB) or {}
-            waiting.append((job.get("queued_at", job.get("created", 0.0)), run_dir.name))
+        if not run_dir.is_dir() or run_dir.name.startswith("."):
+            continue
+        status = read_json(run_dir / STATUS)
+        job = read_json(run_dir / JOB) or {}
+        asked = job.get("queued_at", job.get("created", 0.0))
+        current = status is not None and status.get("time", 0.0) >= asked
+        if current and status["status"] == "queued" and pid_alive(status.get("pid"), run_dir):
+            waiting.append((asked, run_dir.name))
+        elif not current and asked and 0 <= now - asked < STARTING_S:
+            waiting.append((asked, run_dir.name))
     return sorted(waiting)
 
 

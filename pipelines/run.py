@@ -43,6 +43,7 @@ def main(run_dir: str) -> int:
         return 0
 
     events.status("running", started=time.time())
+    events.phase("starting (loading the training libraries)")
     try:
         if job.get("runner"):  # another long task (e.g. answers to label): its module's run()
             summary = importlib.import_module(job["runner"]).run(job, run_dir, events)
@@ -59,7 +60,7 @@ def main(run_dir: str) -> int:
     events.stop_heartbeat()
     if summary.get("cancelled"):
         events.status("cancelled", summary=summary, finished=time.time())
-        print("run cancelled after saving a checkpoint", flush=True)
+        print("cancelled" + (" after saving a checkpoint" if not job.get("runner") else ""), flush=True)
         return 0
     events.status("completed", summary=summary, finished=time.time())
     print("run completed", flush=True)

@@ -32,6 +32,7 @@ SUMMARY_EVALS = ("eval_loss", "eval_rewards/accuracies", "eval_rewards/margins")
 
 
 def train(job: dict, run_dir: Path, events: RunEvents) -> dict:
+    events.phase("loading the model and the data")
     trainer, tokenizer = build_trainer(job, run_dir, events)
 
     checkpoint = newest_checkpoint(run_dir) if job.get("resume") else None
@@ -42,6 +43,7 @@ def train(job: dict, run_dir: Path, events: RunEvents) -> dict:
         if job.get("resume"):
             truncate_metrics(run_dir, -1)
         if trainer.eval_dataset is not None:
+            events.phase("measuring the model before training")
             trainer.evaluate()  # the held-out preference accuracy before the first step
 
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -54,12 +56,14 @@ def train(job: dict, run_dir: Path, events: RunEvents) -> dict:
         summary["cancelled"] = True
         return summary
     if trainer.eval_dataset is not None:
+        events.phase("measuring the model after training")
         evals = [m for m in read_metrics(run_dir) if "eval_loss" in m]
         if evals and evals[-1]["step"] == trainer.state.global_step:  # the last step was just checked
             final = evals[-1]
         else:
             final = trainer.evaluate()
         summary.update({f"{k}_after": final[k] for k in SUMMARY_EVALS if k in final})
+    events.phase("saving the result")
     save(trainer, tokenizer, run_dir)
     return summary
 

@@ -22,6 +22,7 @@ EVALS_PER_RUN = 10  # when eval_steps is 0 ("automatic")
 
 
 def train(job: dict, run_dir: Path, events: RunEvents) -> dict:
+    events.phase("loading the model and the data")
     trainer, tokenizer = build_trainer(job, run_dir, events)
 
     # resume: continue from the newest complete checkpoint; the curve continues from its step
@@ -34,6 +35,7 @@ def train(job: dict, run_dir: Path, events: RunEvents) -> dict:
         if job.get("resume"):
             truncate_metrics(run_dir, -1)  # no checkpoint was saved yet: start over cleanly
         if trainer.eval_dataset is not None:
+            events.phase("measuring the model before training")
             # held-out loss before the first step: the baseline the curve is read against
             trainer.evaluate()
 
@@ -47,8 +49,10 @@ def train(job: dict, run_dir: Path, events: RunEvents) -> dict:
         summary["cancelled"] = True  # the cancel callback saved a checkpoint to resume from
         return summary
     if trainer.eval_dataset is not None:
+        events.phase("measuring the model after training")
         summary["eval_loss_after"] = trainer.evaluate()["eval_loss"]
 
+    events.phase("saving the result")
     save(trainer, tokenizer, run_dir, job["method"])
     return summary
 

@@ -48,7 +48,7 @@ def build_app(studio) -> gr.Blocks:
         # projects made elsewhere (CLI, another browser) and finished answers show when the tab opens
         label.select(refresh_projects, label_project, label_project)
         # runs finished since the page opened become choosable when the Chat tab is opened
-        chat.select(refresh_chat, None, chat_outputs)
+        chat.select(refresh_chat, chat_outputs[:2], chat_outputs)
         # the comparison is measured for the model and dataset chosen in Train, when looked at
         method.select(open_method, method_inputs, method_outputs)
 

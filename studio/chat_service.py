@@ -18,14 +18,18 @@ class ChatError(ValueError):
 
 
 def choices(studio) -> list[tuple[str, str]]:
-    """(label, spec) for every model one can chat with: the base, then completed runs."""
+    """(label, spec) for every model one can chat with: the base, the other bases runs trained on,
+    then completed runs, newest first."""
     out = [("Base model: built-in SmolLM2-135M-Instruct", "base:default")]
-    for run in studio.list_runs():
-        if run["status"] == "completed" and studio.result_dir(run["id"]) is not None:
-            dataset = studio.store.get_dataset(run["dataset_id"]) if run["dataset_id"] else None
-            name = dataset["name"] if dataset else "?"
-            base = "" if run["model"] == "default" else f" on {run['model']}"
-            out.append((f"Tuned: {run['method']} on {name}{base} ({run['id']})", f"run:{run['id']}"))
+    finished = [r for r in studio.list_runs() if r["status"] == "completed" and studio.result_dir(r["id"]) is not None]
+    for base in dict.fromkeys(r["model"] for r in finished if r["model"] != "default"
+                              and not Path(r["model"]).is_relative_to(studio.runs_dir)):
+        out.append((f"Base model: {base}", f"base:{base}"))
+    for run in finished:
+        dataset = studio.store.get_dataset(run["dataset_id"]) if run["dataset_id"] else None
+        name = dataset["name"] if dataset else "?"
+        base = "" if run["model"] == "default" else f" on {run['model']}"
+        out.append((f"Tuned: {run['method']} on {name}{base} ({run['id']})", f"run:{run['id']}"))
     return out
 
 
@@ -42,6 +46,15 @@ def resolve(studio, spec: str) -> tuple[str, Path | None]:
     if kind == "base" and value:
         return value, None
     return spec, None
+
+
+def default_pair(studio) -> tuple[str, str]:
+    """What Chat compares when nobody picked yet: the newest finished run (B) against the base model
+    it was trained on (A); the built-in model on both sides before any run has finished."""
+    for run in studio.list_runs():
+        if run["status"] == "completed" and studio.result_dir(run["id"]) is not None:
+            return f"base:{run['model']}", f"run:{run['id']}"
+    return "base:default", "base:default"
 
 
 def label(studio, spec: str) -> str:
@@ -63,6 +76,9 @@ def record_vote(studio, *, voter: str, model_a: str, model_b: str, winner: str, 
                 settings: dict) -> int:
     if winner not in arena.WINNERS:
         raise ChatError(f"vote '{winner}' is not one of {', '.join(arena.WINNERS)}")
+    if model_a == model_b:
+        raise ChatError(f"both sides are the same model ({label(studio, model_a)}), so a vote says nothing "
+                        "about which is better; pick two different models")
     if not reply_a.strip() or not reply_b.strip():
         raise ChatError("both sides need a reply before a vote")
     return studio.store.add_vote(voter=voter.strip() or "anonymous", model_a=model_a, model_b=model_b,

@@ -160,8 +160,7 @@ class Studio:
         start = model
         if model.startswith("run:"):  # a finished run's result is the starting point
             model, init_adapter, parent_id = self.start_point(model.removeprefix("run:"), spec)
-        if not models.is_default(model):
-            models.resolve(model, self.model_cache)  # ModelError for a bad folder
+        models.check_available(model, self.model_cache)  # ModelError now, not a failed run a minute later
         dataset_row = self.resolve_dataset(dataset)
         accepted = ("sft", "text") if spec.data_kind == "sft" else (spec.data_kind,)
         if dataset_row["kind"] not in accepted:
@@ -322,7 +321,8 @@ class Studio:
         if (state["status"], state["error"]) != (row["status"], row["error"]):
             self.store.update_run_status(run_id, state["status"], state["error"])
         row.update({key: state[key] for key in ("status", "error", "step", "max_steps", "summary",
-                                                "started", "finished", "stalled_s")})
+                                                "started", "finished", "stalled_s", "phase", "training_since",
+                                                "first_step")})
         return row
 
     def list_runs(self) -> list[dict]:

@@ -71,9 +71,13 @@ def fmt_seconds(s: float | None) -> str:
     return f"{s / 60:.0f} min" if s < 5400 else f"{s / 3600:.1f} h"
 
 
-def summary_line(est) -> str:
-    """One line for the Train tab, under the Start button's settings."""
+def summary_line(est, epochs: float | None = None) -> str:
+    """One line for the Train tab, under the Start button's settings (with the whole run's time
+    when the number of epochs is known)."""
     time = f"; about {fmt_seconds(est.seconds_per_epoch)} per epoch" if est.seconds_per_epoch else ""
+    if est.seconds_per_epoch and epochs:
+        time = (f"; training takes about **{fmt_seconds(est.seconds_per_epoch * float(epochs))} in all** "
+                f"({fmt_seconds(est.seconds_per_epoch)} per epoch × {float(epochs):g})")
     return (f"Expected peak memory {fmt_bytes(est.peak_bytes)} — {est.verdict()}{time}. "
             f"Trains {fmt_count(est.trainable_params)} weights ({est.trainable_percent:.2f}% of the model).")
 

@@ -1,0 +1,78 @@
+"""A newcomer's first run in a real browser, without a wrong turn: a model that cannot load and an
+out-of-range setting are refused by name before anything is queued; the run says what it is doing
+from its first second; a run started after the page opened can be overlaid in Compare runs;
+'Chat with this run' and a fresh Chat tab put the tuned model next to its base; a vote between a
+model and itself is refused."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.test_browser import fill, page, server  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.browser
+
+
+def test_first_hour_without_a_wrong_turn(server, page, studio, tiny_model_dir):  # noqa: F811
+    from playwright.sync_api import expect
+
+    page.goto(server)
+    expect(page.get_by_text("Fine-tune a language model")).to_be_visible(timeout=30_000)
+
+    # a hub model this offline machine cannot fetch: refused now, not a failed run a minute later
+    fill(page, "train-model", "someorg/somemodel")
+    page.click("#start-training")
+    expect(page.locator("#train-message")).to_contain_text(
+        "Could not start: model 'someorg/somemodel' is not downloaded on this machine", timeout=30_000)
+    # a setting out of range: the message names the field as the form shows it
+    fill(page, "train-model", tiny_model_dir)
+    fill(page, "param-num_train_epochs", 0)
+    page.click("#start-training")
+    expect(page.locator("#train-message")).to_contain_text(
+        "Could not start: 'Epochs' (num_train_epochs): expected a value from", timeout=30_000)
+    assert studio.store.list_runs() == [] and not any(studio.runs_dir.iterdir())
+
+    # the run says what it does before its first step, then counts steps
+    fill(page, "param-num_train_epochs", 1)
+    fill(page, "param-max_length", 64)
+    page.click("#start-training")
+    expect(page.locator("#train-message")).to_contain_text("Started run", timeout=30_000)
+    run_id = studio.store.list_runs()[0]["id"]
+    expect(page.locator("#run-progress")).to_contain_text(
+        re.compile("starting|loading the model|measuring the model"), timeout=30_000)
+    expect(page.locator("#run-status")).to_contain_text("completed", timeout=180_000)
+    expect(page.locator("#run-progress")).to_contain_text("step", timeout=10_000)
+
+    # Compare runs offers the run started after the page opened
+    page.get_by_text("Compare runs").click()
+    page.locator("#compare-runs input").click()
+    expect(page.get_by_role("option", name=run_id)).to_be_visible(timeout=10_000)
+    page.keyboard.press("Escape")
+
+    # Chat with this run: the tuned model next to the model it learned from
+    page.click("#run-chat")
+    expect(page.locator("#chat-model-b input")).to_have_value(re.compile(re.escape(f"({run_id})")), timeout=30_000)
+    expect(page.locator("#chat-model-a input")).to_have_value(f"Base model: {tiny_model_dir}")
+
+    # a fresh page's Chat tab starts the same way, never the base against itself
+    page.reload()
+    page.get_by_role("tab", name="Chat").click()
+    expect(page.locator("#chat-model-b input")).to_have_value(re.compile(re.escape(f"({run_id})")), timeout=30_000)
+    expect(page.locator("#chat-model-a input")).to_have_value(f"Base model: {tiny_model_dir}")
+
+    # both sides the same model: the replies come, the vote is refused and nothing is stored
+    fill(page, "chat-model-b", f"base:{tiny_model_dir}")
+    page.get_by_text("Generation settings").click()
+    fill(page, "chat-max-new-tokens", 8)
+    fill(page, "chat-prompt", "How long is the warranty?")
+    page.click("#chat-send")
+    for _ in range(60):  # a vote waits for both replies to finish
+        page.click("#chat-vote-a")
+        page.wait_for_timeout(500)
+        if "same model" in page.locator("#chat-vote-message").inner_text():
+            break
+    expect(page.locator("#chat-vote-message")).to_contain_text(
+        "Vote not stored: both sides are the same model")
+    assert studio.store.list_votes() == []
