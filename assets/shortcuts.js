@@ -5,7 +5,8 @@
                 "s": "label-skip", "u": "label-undo"};
   document.addEventListener("keydown", (event) => {
     const field = event.target.closest && event.target.closest("input, textarea, select, [contenteditable]");
-    if (field || event.altKey || event.metaKey) return;
+    // a held key repeats: it would label the next item before anyone has read it
+    if (field || event.repeat || event.altKey || event.metaKey) return;
     let key = event.key.toLowerCase();
     if (event.ctrlKey) {
       if (key !== "z") return;

@@ -269,7 +269,7 @@ def build(studio):
         tuned model on either side) the newest tuned model against its base is put up."""
         options = chat_service.choices(studio)
         table, note = results_table(studio)
-        picked = spec_a != spec_b and any((s or "").startswith("run:") for s in (spec_a, spec_b))
+        picked = bool(spec_a and spec_b) and spec_a != spec_b
         first, second = (spec_a, spec_b) if picked else chat_service.default_pair(studio)
         return gr.update(choices=options, value=first), gr.update(choices=options, value=second), table, note
 

@@ -42,13 +42,15 @@ def projects_table(studio) -> dict:
 
 
 def build_new(studio, project):
-    """The New project view; returns the create event (the tab refreshes its project list after it)."""
+    """The New project view; returns (the create event, after which the tab refreshes its project
+    list; a function giving fresh dataset and model lists; the components it updates)."""
     models = chat_service.choices(studio)
+    first, second = chat_service.default_pair(studio)
     table = gr.Dataframe(value=projects_table(studio), interactive=False, wrap=True, elem_id="label-projects-table",
                          label="Projects")
     with gr.Row():
         name = gr.Textbox(label="Project name", elem_id="label-new-name", scale=2)
-        overlap = gr.Number(value=1, precision=0, minimum=1, maximum=20, label="Labelers per item",
+        overlap = gr.Number(value=1, precision=0, label="Labelers per item",
                             elem_id="label-new-overlap", scale=1,
                             info="How many different people label each item. 2 or 3 lets the overview measure "
                                  "how far labelers agree; 1 labels the most items.")
@@ -63,9 +65,9 @@ def build_new(studio, project):
         typed = gr.Textbox(label="Prompts, one per line", lines=5, visible=False, elem_id="label-new-typed")
     with gr.Group() as models_group:
         with gr.Row():
-            model_a = gr.Dropdown(models, value=models[0][1], label="Model 1", elem_id="label-new-model-a",
+            model_a = gr.Dropdown(models, value=first, label="Model 1", elem_id="label-new-model-a",
                                   allow_custom_value=True)
-            model_b = gr.Dropdown(models, value=models[-1][1], label="Model 2", elem_id="label-new-model-b",
+            model_b = gr.Dropdown(models, value=second, label="Model 2", elem_id="label-new-model-b",
                                   allow_custom_value=True)
         with gr.Row():
             temperature = gr.Slider(0, 1.5, value=0.7, step=0.05, label="Temperature", elem_id="label-new-temperature",
@@ -77,6 +79,7 @@ def build_new(studio, project):
     with gr.Row():
         create = gr.Button("Create project", variant="primary", elem_id="label-create")
         cancel = gr.Button("Stop answering (selected project)", elem_id="label-cancel-generation")
+        resume = gr.Button("Resume answering (selected project)", elem_id="label-resume-generation")
     message = gr.Markdown(elem_id="label-new-message")
     timer = gr.Timer(2.0)
 
@@ -96,7 +99,7 @@ def build_new(studio, project):
             if kind == "file":
                 if not pairs_path:
                     raise LabelError("upload the pairs file first")
-                made = ls.import_project(studio, name=title, path=pairs_path, overlap=int(per_item or 1))
+                made = ls.import_project(studio, name=title, path=pairs_path, overlap=per_item)
                 said = f"Made **{made['name']}** with {made['items']} items: pick it above and press *Start labeling*."
             else:
                 if prompts_kind == "dataset":
@@ -109,9 +112,12 @@ def build_new(studio, project):
                     prompts = ls.prompts_from_file(prompts_path, studio.max_upload_bytes)
                 else:
                     prompts = ls.prompts_from_text(typed_text)
+                if kind == "two" and spec_a == spec_b:
+                    raise LabelError("Model 1 and Model 2 are the same; pick two different models, or choose "
+                                     "'One model answers twice'")
                 specs = [spec_a, spec_b] if kind == "two" else [spec_a]
                 made = ls.create_project(studio, name=title, prompts=prompts, models_=specs,
-                                         overlap=int(per_item or 1), temperature=float(temp),
+                                         overlap=per_item, temperature=float(temp),
                                          max_new_tokens=int(max_tokens))
                 said = (f"Made **{made['name']}**: {len(prompts)} prompts are being answered in the background "
                         "(progress in the table). It can be labelled when the table says *ready*.")
@@ -127,11 +133,35 @@ def build_new(studio, project):
             ls.cancel_generation(studio, project_id or "")
         except LabelError as err:
             return f"**Nothing to stop:** {err}", gr.skip()
-        return "Stopping: answers so far are kept.", projects_table(studio)
+        return "Stopping: the answers so far are kept; *Resume answering* goes on from there.", projects_table(studio)
 
     cancel.click(on_cancel, project, [message, table])
-    timer.tick(lambda: projects_table(studio), None, table, show_progress="hidden")
-    return created
+
+    def on_resume(project_id):
+        try:
+            ls.resume_generation(studio, project_id or "")
+        except LabelError as err:
+            return f"**Nothing to resume:** {err}", gr.skip()
+        return "Answering again, from the first prompt without answers.", projects_table(studio)
+
+    resume.click(on_resume, project, [message, table])
+
+    def on_tick(shown):
+        # only a change is sent: every open page ticks, and an unchanged table costs the browser a redraw
+        now = projects_table(studio)
+        return (gr.skip(), shown) if now == shown else (now, now)
+
+    shown = gr.State(None)
+    timer.tick(on_tick, shown, [table, shown], show_progress="hidden")
+
+    def fresh():
+        """Datasets imported and runs finished since the page opened."""
+        options = chat_service.choices(studio)
+        a, b = chat_service.default_pair(studio)
+        return (gr.update(choices=prompt_datasets(studio)), gr.update(choices=options, value=a),
+                gr.update(choices=options, value=b))
+
+    return created, fresh, [dataset, model_a, model_b]
 
 
 def _percent(x: float | None) -> str:

@@ -4,6 +4,7 @@ project picker sits above three views: Label, Overview and export, New project."
 
 from __future__ import annotations
 
+import html
 import time
 
 import gradio as gr
@@ -28,15 +29,22 @@ def project_choices(studio) -> list[tuple[str, str]]:
     return out
 
 
+def verbatim(text: str) -> str:
+    """Model output exactly as it is (escaped, line breaks kept): what the labeler judges is what
+    is exported and trained on; no markup of the answer's own is rendered or fetched."""
+    return f'<div class="label-text">{html.escape(text)}</div>'
+
+
 def conversation(prompt: list[dict]) -> str:
     """The prompt as the labeler reads it: earlier turns first, the question last."""
     who = {"system": "System", "user": "User", "assistant": "Assistant"}
-    parts = [f"**{who.get(m['role'], m['role'])}:** {m['content']}" for m in prompt]
-    return "\n\n".join(parts)
+    return "".join(f"<p><b>{who.get(m['role'], html.escape(m['role']))}:</b></p>{verbatim(m['content'])}"
+                   for m in prompt)
 
 
 def _labeler(name: str, request: gr.Request | None) -> str:
-    return (name or "").strip() or (getattr(request, "username", None) or "")
+    """Who labels: the signed-in (--auth) user where there is one, else the name typed."""
+    return getattr(request, "username", None) or (name or "").strip()
 
 
 def view(studio, project_id: str | None, labeler: str, message: str = "") -> tuple:
@@ -51,17 +59,21 @@ def view(studio, project_id: str | None, labeler: str, message: str = "") -> tup
     except (LabelError, DataError) as err:
         return (None, "", "", "", "", f"**Cannot label:** {err}", *buttons_off)
     p = shown["progress"]
-    progress = (f"**{labeler}**: {p['mine']} labelled · project: {p['labels']} of {p['items'] * p['overlap']} "
+    progress = (f"**{html.escape(labeler)}**: {p['mine']} labelled · project: {p['labels']} of {p['items'] * p['overlap']} "
                 f"labels ({p['items']} items × {p['overlap']}) · {KEYS_HELP}")
     item = shown["item"]
     can_undo = gr.update(interactive=p["mine"] > 0)
     if item is None:
-        done = (f"### ✅ Done\nNothing left for you in **{shown['project']['name']}**: {shown['done_reason']}. "
-                "See *Overview and export* for agreement and to turn the labels into training data.")
-        return (None, progress, done, "", "", message, *buttons_off[:-1], can_undo)
-    state = {"project": project_id, "item": item["item_id"], "shown": time.time()}
-    empty = "*(empty answer: the model said nothing)*"
-    return (state, progress, conversation(item["prompt"]), item["left"] or empty, item["right"] or empty, message,
+        done = (f"<h3>✅ Done</h3><p>Nothing left for you in <b>{html.escape(shown['project']['name'])}</b>: "
+                f"{shown['done_reason']}. See <i>Overview and export</i> for agreement and to turn the labels "
+                "into training data.</p>")
+        return ({"project": project_id, "item": None, "labeler": labeler}, progress, done, "", "",
+                message, *buttons_off[:-1], can_undo)
+    state = {"project": project_id, "item": item["item_id"], "shown": time.time(), "labeler": labeler}
+    empty = "<i>(empty answer: the model said nothing)</i>"
+    left = verbatim(item["left"]) if item["left"] else empty
+    right = verbatim(item["right"]) if item["right"] else empty
+    return (state, progress, conversation(item["prompt"]), left, right, message,
             *[gr.update(interactive=True)] * len(CHOICES), can_undo)
 
 
@@ -80,14 +92,14 @@ def build(studio):
     with gr.Tabs():
         with gr.Tab("Label", id="label-work"):
             progress = gr.Markdown(elem_id="label-progress")
-            prompt = gr.Markdown(elem_id="label-prompt", elem_classes=["label-prompt"])
+            prompt = gr.HTML(elem_id="label-prompt", elem_classes=["label-prompt"])
             with gr.Row(equal_height=True):
                 with gr.Column():
                     gr.Markdown("#### Left answer")
-                    left = gr.Markdown(elem_id="label-left-text", elem_classes=["label-answer"])
+                    left = gr.HTML(elem_id="label-left-text", elem_classes=["label-answer"])
                 with gr.Column():
                     gr.Markdown("#### Right answer")
-                    right = gr.Markdown(elem_id="label-right-text", elem_classes=["label-answer"])
+                    right = gr.HTML(elem_id="label-right-text", elem_classes=["label-answer"])
             with gr.Row():
                 buttons = [gr.Button(f"{text} [{key}]", elem_id=f"label-{choice.replace('_', '-')}",
                                      interactive=False, variant="primary" if choice in ("left", "right") else
@@ -99,7 +111,7 @@ def build(studio):
         with gr.Tab("Overview and export", id="label-overview"):
             overview = label_projects.build_overview(studio, project)
         with gr.Tab("New project", id="label-new"):
-            created = label_projects.build_new(studio, project)
+            created, fresh_lists, list_outputs = label_projects.build_new(studio, project)
 
     outputs = [state, progress, prompt, left, right, message, *buttons, undo]
 
@@ -115,9 +127,10 @@ def build(studio):
 
     def chooser(choice):
         def on_choose(current, name, why, request: gr.Request):
-            who = _labeler(name, request)
-            if not current:
-                return (*view(studio, None, who, "Press *Start labeling* first."), gr.skip())
+            if not current or not current.get("item"):
+                return (*view(studio, None, _labeler(name, request), "Press *Start labeling* first."), gr.skip())
+            # the name the item was shown to: its sides were shuffled for that person
+            who = current["labeler"]
             try:
                 ls.submit(studio, current["project"], current["item"], who, choice, why,
                           seconds=round(time.time() - current["shown"], 2))
@@ -131,7 +144,7 @@ def build(studio):
         button.click(chooser(choice), [state, labeler, reason], [*outputs, reason])
 
     def on_undo(current, project_id, name, request: gr.Request):
-        who = _labeler(name, request)
+        who = (current or {}).get("labeler") or _labeler(name, request)
         target = (current or {}).get("project") or project_id
         try:
             taken = ls.undo(studio, target, who)
@@ -149,4 +162,12 @@ def build(studio):
 
     # a project made or finished generating becomes pickable at once
     created.then(lambda current: refresh(current), project, project)
-    return refresh, project, overview, created
+
+    def on_open(current, request: gr.Request):
+        """The tab opened: projects, datasets and runs made since the page opened are offered; a
+        signed-in (--auth) user labels under their own name."""
+        user = getattr(request, "username", None)
+        name = gr.update(value=user, interactive=False) if user else gr.skip()
+        return (refresh(current), name, *fresh_lists())
+
+    return on_open, project, [project, labeler, *list_outputs], overview

@@ -32,7 +32,7 @@ def progress_html(row: dict, metrics: list[dict]) -> str:
         p["eta_s"] = None
     width = min(100.0, p["percent"])
     if row["status"] == "queued":
-        said = "waiting for the run before it to finish"
+        said = "waiting for its turn (runs, and answers for labeling, take turns)"
     elif row["status"] == "running" and row.get("phase") != "training":
         said = f"{row.get('phase') or 'starting'}… · elapsed {format_duration(p['elapsed_s'])}"
         if p["max_steps"]:
@@ -188,13 +188,13 @@ def build(studio, selected: gr.State):
 
     def on_continue(run_id, epochs):
         if not run_id:
-            return "Select a run first.", gr.skip(), gr.skip()
+            return "Select a run first.", gr.skip()
         try:
             if epochs is None or not 0.1 <= float(epochs) <= 100:
                 raise RunError(f"More epochs is {epochs}; it must be from 0.1 to 100")
             new_id = studio.continue_run(run_id, float(epochs))
         except (RunError, ConfigError) as err:
-            return f"**Could not do that:** {err}", gr.skip(), gr.skip()
+            return f"**Could not do that:** {err}", gr.skip()
         return f"Started run `{new_id}`, continuing `{run_id}`.", new_id
 
     cont.click(on_continue, [selected, more], [action, selected])

@@ -33,6 +33,16 @@ def read_candidates(run_dir: Path) -> dict[int, dict]:
     return found
 
 
+def drop_partial_line(path: Path) -> Path:
+    """A job killed mid-write leaves half a line: cut it off, or the next answer appended would be
+    glued onto it and both lost."""
+    if path.exists():
+        data = path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            path.write_bytes(data[:data.rfind(b"\n") + 1])
+    return path
+
+
 def answer(cache: ModelCache, side: dict, prompt: list[dict], settings: GenerationSettings) -> str:
     entry, adapter = cache.get(side["model"], side.get("adapter"))
     decoder = Decoder(entry, adapter, prompt, settings)
@@ -48,7 +58,8 @@ def run(job: dict, run_dir: Path, events) -> dict:
     events.progress.update(step=len(done), max_steps=len(prompts))
     events.phase("answering the prompts")
     print(f"answering {len(prompts)} prompts ({len(done)} already done)", flush=True)
-    with open(Path(run_dir) / CANDIDATES, "a") as out:
+    path = drop_partial_line(Path(run_dir) / CANDIDATES)
+    with open(path, "a") as out:
         for position, prompt in enumerate(prompts):
             if position in done:
                 continue

@@ -141,9 +141,12 @@ def check_available(spec: str, cache_dir: Path) -> None:
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
         raise ModelError(f"model '{spec}' is not downloaded on this machine and downloads are off "
                          f"(HF_HUB_OFFLINE); {hint}")
-    host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return  # behind a proxy a direct connection says nothing; the download itself will tell
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host = endpoint.hostname
     try:
-        socket.create_connection((host, 443), timeout=3).close()
+        socket.create_connection((host, endpoint.port or 443), timeout=3).close()
     except OSError as err:
         raise ModelError(f"model '{spec}' is not on this machine and the model hub ({host}) cannot be "
                          f"reached ({err.strerror or err}); {hint}") from None

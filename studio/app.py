@@ -36,7 +36,7 @@ def build_app(studio) -> gr.Blocks:
             with gr.Tab("Chat", id="chat") as chat:
                 refresh_chat, chat_outputs, exported, chat_loop = chat_tab.build(studio)
             with gr.Tab("Label", id="label") as label:
-                refresh_projects, label_project, label_overview, _created = label_tab.build(studio)
+                open_label, label_project, label_outputs, label_overview = label_tab.build(studio)
         # new datasets are offered at once: imports to Train, exported votes to Data
         train_dataset, data_dataset = train_outputs[0], data_outputs[0]
         imported.then(lambda key: gr.update(choices=train_tab.dataset_choices(studio, key)), picks[2], train_dataset)
@@ -46,7 +46,7 @@ def build_app(studio) -> gr.Blocks:
         # votes -> preference run -> blind battle of the new run against where it started
         loop.wire(studio, tabs, train_handles(picks, runs), chat_loop, runs)
         # projects made elsewhere (CLI, another browser) and finished answers show when the tab opens
-        label.select(refresh_projects, label_project, label_project)
+        label.select(open_label, label_project, label_outputs)
         # runs finished since the page opened become choosable when the Chat tab is opened
         chat.select(refresh_chat, chat_outputs[:2], chat_outputs)
         # the comparison is measured for the model and dataset chosen in Train, when looked at

@@ -74,8 +74,13 @@ def cmd_create(args) -> int:
     print(found["id"], flush=True)
     print(f"{found['name']}: {_count(len(prompts), 'prompt')}, {source_line(found['source'])}", file=sys.stderr,
           flush=True)
-    if not args.wait:
-        return 0
+    return _wait(studio, found, args) if args.wait else 0
+
+
+def _wait(studio, found: dict, args) -> int:
+    """Progress lines until the answers are ready; non-zero when generation stopped."""
+    from studio import label_service as ls
+
     shown = None
     while found["status"] not in FINAL:
         line = _answered(found)
@@ -86,11 +91,22 @@ def cmd_create(args) -> int:
         found = ls.project(studio, found["id"])
     if found["status"] != "ready":
         why = f": {found['error']}" if found["error"] else ""
-        print(f"project {found['name']} {found['status']}{why} (resume it from the Label tab; log: "
+        print(f"project {found['name']} {found['status']}{why} ('studio label resume {found['name']}' goes on; log: "
               f"{studio.run_dir(found['job_id']) / 'train.log'})", file=sys.stderr)
         return 1
     print(f"{found['name']}: ready, {_count(found['items'], 'item')} to label", file=sys.stderr)
     return 0
+
+
+@_refusals
+def cmd_resume(args) -> int:
+    from studio import label_service as ls
+    from studio.cli import _studio
+
+    studio = _studio(args)
+    found = ls.resume_generation(studio, args.name)
+    print(f"{found['name']}: answering the prompts left", file=sys.stderr, flush=True)
+    return _wait(studio, found, args) if args.wait else 0
 
 
 @_refusals
@@ -190,7 +206,7 @@ def cmd_export(args) -> int:
 
 
 def add_parsers(sub, common) -> None:
-    label = sub.add_parser("label", help="labeling projects: create, import, status, export")
+    label = sub.add_parser("label", help="labeling projects: create, resume, import, status, export")
     lsub = label.add_subparsers(dest="label_command", required=True)
 
     p = lsub.add_parser("create", parents=[common], help="a project whose answers two models (or one, twice) write")
@@ -209,6 +225,12 @@ def add_parsers(sub, common) -> None:
     p.add_argument("--wait", action="store_true", help="block, show progress, exit non-zero if generation stops")
     p.add_argument("--poll", type=float, default=1.0, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_create)
+
+    p = lsub.add_parser("resume", parents=[common], help="answer the prompts a stopped generation did not reach")
+    p.add_argument("name")
+    p.add_argument("--wait", action="store_true", help="block, show progress, exit non-zero if generation stops")
+    p.add_argument("--poll", type=float, default=1.0, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_resume)
 
     p = lsub.add_parser("import", parents=[common], help="a project from a file of pairs (prompt, response_a, "
                                                          "response_b)")

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import sqlite3
 import tempfile
 import time
 from pathlib import Path
@@ -124,16 +126,32 @@ def read_pairs(path: Path | str, max_bytes: int = readers.DEFAULT_MAX_BYTES) -> 
 
 # --- projects ----------------------------------------------------------------------------------
 
-def _check_new(studio, name: str, overlap: int) -> str:
+SLASHES = "/" + chr(92)  # a name becomes part of file and dataset names: no path separators
+
+
+def _check_name(name: str, what: str) -> str:
     name = (name or "").strip()
+    if len(name) > MAX_NAME:
+        raise LabelError(f"the {what} is {len(name)} characters; keep it under {MAX_NAME}")
+    bad = next((c for c in name if c in SLASHES or not c.isprintable()), None)
+    if bad is not None:
+        kind = "slash" if bad in SLASHES else "control character"
+        raise LabelError(f"the {what} '{name}' has a {kind}; use letters, digits, spaces and other punctuation")
+    return name
+
+
+def _check_new(studio, name: str, overlap) -> str:
+    name = _check_name(name, "project name")
     if not name:
         raise LabelError("give the project a name")
-    if len(name) > MAX_NAME:
-        raise LabelError(f"the project name is {len(name)} characters; keep it under {MAX_NAME}")
     if studio.store.get_label_project(name):
         raise LabelError(f"a labeling project named '{name}' already exists; pick another name")
-    if int(overlap) < 1:
-        raise LabelError(f"labelers per item is {overlap}; it must be at least 1")
+    try:
+        ok = overlap is not None and float(overlap) == int(overlap) and int(overlap) >= 1
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise LabelError(f"'Labelers per item' is {overlap}; it must be a whole number, at least 1")
     return name
 
 
@@ -168,20 +186,34 @@ def create_project(studio, *, name: str, prompts: list[list[dict]], models_: lis
     from studio.core import _new_id
 
     project_id, job_id = _new_id("p"), _new_id("g")
-    job_dir = studio.run_dir(job_id)
-    job_dir.mkdir()
-    now = time.time()
-    write_json(job_dir / JOB, {
-        "id": job_id, "runner": "pipelines.label_gen", "project_id": project_id, "prompts": prompts,
-        "sides": sides, "temperature": float(temperature), "max_new_tokens": int(max_new_tokens),
-        "seed": int(seed), "model_cache": str(studio.model_cache), "max_concurrent": studio.max_concurrent,
-        "created": now, "queued_at": now})
     source = {"kind": "sampled twice" if twice else "two models", "models": specs,
               "prompts": len(prompts), "temperature": temperature, "max_new_tokens": max_new_tokens}
-    studio.store.add_label_project(id=project_id, name=name, overlap=int(overlap), source=source,
-                                   status="generating", job_id=job_id)
-    studio.spawn(job_id, job_dir)
+    # the row first (a name taken meanwhile by another browser is refused before anything else
+    # is written), then the job; a job that cannot start takes its row and folder with it
+    _add_project(studio, id=project_id, name=name, overlap=int(overlap), source=source, status="generating",
+                 job_id=job_id)
+    job_dir = studio.run_dir(job_id)
+    try:
+        job_dir.mkdir()
+        now = time.time()
+        write_json(job_dir / JOB, {
+            "id": job_id, "runner": "pipelines.label_gen", "project_id": project_id, "prompts": prompts,
+            "sides": sides, "temperature": float(temperature), "max_new_tokens": int(max_new_tokens),
+            "seed": int(seed), "model_cache": str(studio.model_cache), "max_concurrent": studio.max_concurrent,
+            "created": now, "queued_at": now})
+        studio.spawn(job_id, job_dir)
+    except BaseException:
+        shutil.rmtree(job_dir, ignore_errors=True)
+        studio.store.delete_label_project(project_id)
+        raise
     return project(studio, project_id)
+
+
+def _add_project(studio, **row) -> None:
+    try:
+        studio.store.add_label_project(**row)
+    except sqlite3.IntegrityError:
+        raise LabelError(f"a labeling project named '{row['name']}' already exists; pick another name") from None
 
 
 def import_project(studio, *, name: str, path: Path | str, overlap: int = 1, source_name: str | None = None) -> dict:
@@ -199,9 +231,9 @@ def import_project(studio, *, name: str, path: Path | str, overlap: int = 1, sou
 
     project_id = _new_id("p")
     models_ = sorted({it["model_a"] for it in items} | {it["model_b"] for it in items})
-    studio.store.add_label_project(id=project_id, name=name, overlap=int(overlap), status="ready", items=items,
-                                   source={"kind": "imported", "file": source_name or path.name,
-                                           "models": models_, "prompts": len(items)})
+    _add_project(studio, id=project_id, name=name, overlap=int(overlap), status="ready", items=items,
+                 source={"kind": "imported", "file": source_name or path.name, "models": models_,
+                         "prompts": len(items)})
     return project(studio, project_id)
 
 
@@ -266,11 +298,9 @@ def flipped(project_id: str, item_id: int, labeler: str) -> bool:
 
 
 def _labeler(name: str) -> str:
-    name = (name or "").strip()
+    name = _check_name(name, "labeler name")
     if not name:
         raise LabelError("enter your name as labeler first")
-    if len(name) > MAX_NAME:
-        raise LabelError(f"the labeler name is {len(name)} characters; keep it under {MAX_NAME}")
     return name
 
 
@@ -291,7 +321,8 @@ def next_item(studio, ref: str, labeler: str) -> dict:
     if item_id is None:
         full = progress["labels"] >= progress["items"] * found["overlap"]
         reason = ("every item has its labels" if full else
-                  "the items left are with other labelers or already labelled by you")
+                  "you have labelled every item you can; the rest wait for other people "
+                  f"({found['overlap']} per item) or are on someone else's screen")
         return {"item": None, "progress": progress, "done_reason": reason, "project": found}
     item = studio.store.get_label_item(item_id)
     flip = flipped(found["id"], item_id, labeler)
@@ -314,8 +345,8 @@ def canonical(choice: str, flip: bool) -> str:
 
 def submit(studio, ref: str, item_id: int, labeler: str, choice: str, reason: str = "",
            seconds: float | None = None) -> int:
-    """Store one label (a transaction of its own, durable when this returns); the same label sent
-    twice is stored once. Returns the label's id."""
+    """Store one label (a transaction of its own, durable when this returns); a second label of
+    the same item by the same labeler keeps the first. Returns the label's id."""
     found, labeler = _ready(studio, ref), _labeler(labeler)
     item = studio.store.get_label_item(int(item_id))
     if item is None or item["project_id"] != found["id"]:
@@ -406,7 +437,7 @@ def export(studio, ref: str, kind: str = "preference", min_agreement: float = 0.
                          + ": ties, 'both bad' and split items are left out"
                          + (f", and {origin['empty']} with an empty answer" if origin["empty"] else ""))
     with tempfile.TemporaryDirectory(dir=studio.home) as tmp:
-        path = Path(tmp) / f"{origin['project']}-{kind}.jsonl"
+        path = Path(tmp) / f"labels-{kind}.jsonl"  # a fixed name: the project's is the user's text
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         row = studio.import_dataset(path, name=name or f"labels {origin['project']} ({kind})",
                                     options=ImportOptions(kind=kind))

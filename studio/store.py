@@ -244,6 +244,13 @@ class Store:
             db.execute("UPDATE label_projects SET status = 'ready', error = NULL WHERE id = ?", (project_id,))
             return True
 
+    def delete_label_project(self, project_id: str) -> None:
+        """Only for a project whose job could not start: its items, holds and labels go with it."""
+        with self._write() as db:
+            for table in ("label_labels", "label_assignments", "label_items"):
+                db.execute(f"DELETE FROM {table} WHERE project_id = ?", (project_id,))
+            db.execute("DELETE FROM label_projects WHERE id = ?", (project_id,))
+
     def set_label_project_status(self, project_id: str, status: str, error: str | None = None,
                                  job_id: str | None = None) -> None:
         with self._connect() as db:

@@ -115,7 +115,7 @@ def test_two_labelers_with_the_keyboard(server, browser, studio, tmp_path):
     while "Done" not in ann.locator("#label-prompt").inner_text():
         item, flip = shown_item(studio, project["id"], ann, "ann")
         press(ann, "2" if flip else "1", "is better")
-    expect(ann.locator("#label-prompt")).to_contain_text("already labelled by you")
+    expect(ann.locator("#label-prompt")).to_contain_text("you have labelled every item you can")
 
     labels = studio.store.list_labels(project["id"])
     by = {(lb["labeler"], lb["item_id"]): lb["choice"] for lb in labels}

@@ -139,14 +139,14 @@ def test_done_state_when_the_rest_is_with_others_or_labelled_by_you(studio, tmp_
     label_next(studio, ref, "ann")
     out = ls.next_item(studio, ref, "ann")
     assert out["item"] is None
-    assert out["done_reason"] == "the items left are with other labelers or already labelled by you"
+    assert out["done_reason"].startswith("you have labelled every item you can; the rest wait for other people")
     assert out["progress"] == {"mine": 2, "labels": 2, "items": 2, "overlap": 2}
 
     ref1 = new_project(studio, tmp_path, n=1, overlap=1, name="one")
     assert shown(studio, ref1, "ann") is not None  # on ann's screen
     out = ls.next_item(studio, ref1, "bob")
     assert out["item"] is None
-    assert out["done_reason"] == "the items left are with other labelers or already labelled by you"
+    assert out["done_reason"].startswith("you have labelled every item you can; the rest wait for other people")
 
 
 # --- submit, undo, skip --------------------------------------------------------------------------
@@ -460,3 +460,24 @@ def test_acknowledged_labels_survive_kill_9(tmp_path):
     # the workspace goes on: ann gets the item she held when the process died, or the next one
     item = shown(fresh, ref, "ann")
     assert item is not None and item["item_id"] not in per_item
+
+
+def test_a_name_with_a_slash_is_refused_and_nothing_is_written(studio, tmp_path):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"prompt": "p", "response_a": "x", "response_b": "y"}\n')
+    with pytest.raises(LabelError, match=r"^the project name '\.\./out' has a slash; use letters, digits, spaces "
+                                         r"and other punctuation$"):
+        ls.import_project(studio, name="../out", path=pairs)
+    with pytest.raises(LabelError, match=r"^the labeler name 'a/b' has a slash"):
+        ls._labeler("a/b")
+    assert studio.store.list_label_projects() == []
+
+
+def test_a_half_written_answer_line_is_cut_before_more_are_appended(tmp_path):
+    from pipelines.label_gen import drop_partial_line, read_candidates
+
+    path = tmp_path / "candidates.jsonl"
+    path.write_text('{"position": 0, "answer_a": "x", "answer_b": "y"}\n{"position": 1, "answ')
+    with open(drop_partial_line(path), "a") as out:
+        out.write('{"position": 1, "answer_a": "x", "answer_b": "z"}\n')
+    assert sorted(read_candidates(tmp_path)) == [0, 1]

@@ -43,14 +43,15 @@ def counts(a=0, b=0, tie=0, both_bad=0):
     return {"a": a, "b": b, "tie": tie, "both_bad": both_bad}
 
 
-def test_aggregate_plurality_ties_and_skips():
+def test_aggregate_majority_ties_and_skips():
     result = aggregate(VOTES)
     assert sorted(result) == [1, 2, 3, 5, 6]  # item 4 holds only a skip
     assert result[1] == {"winner": "a", "agreement": pytest.approx(2 / 3), "labels": 3,
                          "counts": counts(a=2, b=1)}
     assert result[2] == {"winner": None, "agreement": 0.5, "labels": 2, "counts": counts(a=1, b=1)}
     assert result[3] == {"winner": "tie", "agreement": 1.0, "labels": 1, "counts": counts(tie=1)}
-    assert result[5] == {"winner": "both_bad", "agreement": 0.5, "labels": 4,
+    # 'both bad' has the most votes but only half of them: no majority, no winner
+    assert result[5] == {"winner": None, "agreement": 0.5, "labels": 4,
                          "counts": counts(a=1, b=1, both_bad=2)}
     assert result[6]["winner"] == "b" and result[6]["agreement"] == 1.0
 
