@@ -9,7 +9,7 @@ import json
 import pytest
 
 from studio import label_service as ls
-from tests.test_browser import CHROMIUM, free_port  # noqa: F401
+from tests.test_browser import CHROMIUM, server  # noqa: F401  (the server fixture)
 
 pytestmark = pytest.mark.browser
 
@@ -32,16 +32,6 @@ def browser():
                                     args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
         yield browser
         browser.close()
-
-
-@pytest.fixture
-def server(studio):
-    from studio.launch import serve
-
-    port = free_port()
-    app = serve(studio, port=port, block=False)
-    yield f"http://127.0.0.1:{port}"
-    app.close()
 
 
 def open_label_tab(browser, url, name, project_label):
