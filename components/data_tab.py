@@ -4,6 +4,7 @@ preview, statistics and one example rendered exactly as training will see it."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import gradio as gr
@@ -62,8 +63,16 @@ def check_source(studio, upload, sample, kind, text_unit, *mapping_values):
     choices = [NOT_MAPPED, *columns]
     updates = [gr.update(choices=choices, value=v if v in choices else NOT_MAPPED) for v in mapping_values]
     if info["problem"]:
-        return (f"**Cannot tell what these columns are:** {info['problem']}. Map them below.", table,
-                updates, gr.update(open=True))
+        problem = re.sub(r",? or map yours \(e\.g\. --map [^)]*\)", "", info["problem"])  # the CLI's syntax
+        suggested = info.get("suggested") or {}
+        if suggested and not any(v and v != NOT_MAPPED for v in mapping_values):
+            # a question and its answer under other names: mapped for the user, one click (Import) away
+            updates = [gr.update(choices=choices, value=suggested.get(t, NOT_MAPPED)) for t in MAP_TARGETS]
+            return (f"Columns **{suggested['prompt']}** and **{suggested['completion']}** look like a question and "
+                    f"its answer: they are mapped below to *prompt* and *completion*. Press Import, or change "
+                    "the mapping.", table, updates, gr.update(open=True))
+        return (f"**Cannot tell what these columns are:** {problem}. Say which of your columns is which below.",
+                table, updates, gr.update(open=True))
     layout = LAYOUT_BY_KEY[info["layout"]]
     message = (f"Detected **{layout.label}** in a {info['format'].upper()} file → stored as **{layout.kind}** "
                f"data. Press Import to check every row.")

@@ -45,6 +45,10 @@ def model_choices(studio) -> list[tuple[str, str]]:
     return out
 
 
+# A first run that shows the model learning within minutes on the FAQ sample (bench/faq_quality.py)
+QUICK_RUN = {"num_train_epochs": 3.0, "learning_rate": 3e-3}
+
+
 def field_named(err: Exception, method_key: str) -> str:
     """A settings error with the field as the form labels it: 'Epochs' (num_train_epochs): ..."""
     from pipelines.methods import describe
@@ -79,6 +83,8 @@ def build(studio):
     with gr.Row():
         with gr.Column(scale=2):
             gr.Markdown("### 1. What to tune")
+            quick = gr.Button("⚡ Quick first run: the FAQ sample in a few minutes", elem_id="train-quick",
+                              size="sm")
             model = gr.Dropdown(choices=model_choices(studio), value="default", label="Start from",
                                 allow_custom_value=True,
                                 info="The built-in SmolLM2-135M-Instruct, or a finished run's result (a "
@@ -152,6 +158,22 @@ def build(studio):
         return f"Started run `{run_id}`.", run_id
 
     start.click(on_start, [model, dataset, method, *inputs], [message, selected])
+
+    def on_quick():
+        """The recipe that shows learning soonest on the bundled FAQ (measured: bench/faq_quality.py)."""
+        from pipelines.methods import describe
+
+        defaults = {info.name: info.default for info in describe(METHODS["lora"].params)}
+        settings = {**defaults, **QUICK_RUN}  # every LoRA setting back to its default, then the recipe
+        return (gr.update(value="default"), gr.update(choices=dataset_choices(studio, "lora"), value="quillpad_faq"),
+                "lora", *[gr.update(value=str(settings[name]) if isinstance(widget, gr.Textbox) else settings[name])
+                          for name, widget in forms["lora"].items()],
+                "Set up a quick first run: LoRA on the *Quillpad support FAQ* sample with fewer epochs at a "
+                "higher learning rate (the line above Start says how long it takes here). Press *Start training*; "
+                "when it finishes, *Chat with this run* puts it next to the built-in model — ask it "
+                "*How long is the Quillpad warranty?*")
+
+    quick.click(on_quick, None, [model, dataset, method, *forms["lora"].values(), message])
 
     def on_load():
         return (gr.update(choices=dataset_choices(studio)), gr.update(choices=model_choices(studio)),

@@ -78,6 +78,20 @@ def apply_mapping(record: dict, mapping: dict[str, str]) -> dict:
     return out
 
 
+# Column names people use for a prompt and its answer, in the order they are looked for
+PROMPT_NAMES = ("question", "query", "instruction", "input", "user", "human", "request", "q")
+ANSWER_NAMES = ("answer", "response", "output", "reply", "assistant", "gpt", "bot", "target", "a")
+
+
+def suggest_mapping(columns: list[str]) -> dict[str, str]:
+    """{"prompt": column, "completion": column} when two columns look like a question and its
+    answer under other names (question/answer, input/output, instruction/response, ...), else {}."""
+    lower = {c.strip().lower(): c for c in columns}
+    prompt = next((lower[n] for n in PROMPT_NAMES if n in lower), None)
+    answer = next((lower[n] for n in ANSWER_NAMES if n in lower), None)
+    return {"prompt": prompt, "completion": answer} if prompt and answer and prompt != answer else {}
+
+
 def detect(columns: list[str], path, kind: str = "auto", mapping: dict | None = None) -> Layout:
     """The layout for these columns (after mapping), or a sentence saying what is accepted."""
     if kind not in ("auto", *KINDS):
@@ -98,8 +112,11 @@ def detect(columns: list[str], path, kind: str = "auto", mapping: dict | None = 
             hints.append(f"'{col}' looks like '{close[0]}'")
     hint = f" ({'; '.join(hints)})" if hints else ""
     wanted = "" if kind == "auto" else f" for {kind} data"
+    suggested = suggest_mapping(columns) if kind in ("auto", "sft") else {}
+    example = (f"--map prompt={suggested['prompt']},completion={suggested['completion']}" if suggested
+               else "--map prompt=question,completion=answer")
     raise DataError(f"{where(path)}: found columns {', '.join(columns) or 'none'}{hint}; expected{wanted} "
-                    f"columns {accepted_layouts(kind)}, or map yours (e.g. --map prompt=question,completion=answer)")
+                    f"columns {accepted_layouts(kind)}, or map yours (e.g. {example})")
 
 
 def _value_name(value) -> str:

@@ -18,7 +18,7 @@ from itertools import chain
 from pathlib import Path
 
 from pipelines.errors import DataError, where
-from pipelines.formats import LAYOUT_BY_KEY, apply_mapping, convert, detect
+from pipelines.formats import LAYOUT_BY_KEY, apply_mapping, convert, detect, suggest_mapping
 from pipelines.readers import DEFAULT_MAX_BYTES, check_file, records
 
 BATCH = 2000
@@ -67,7 +67,16 @@ def inspect(path: Path, options: ImportOptions | None = None, max_bytes: int = D
         out["layout"] = layout.key
     except DataError as err:
         out["problem"] = str(err)
+        out["suggested"] = suggest_mapping(columns) if options.kind in ("auto", "sft") else {}
     return out
+
+
+def in_users_words(err: DataError, mapping: dict[str, str]) -> DataError:
+    """A row's error about a mapped column, naming the column as the file names it."""
+    text = str(err)
+    for target, source in mapping.items():
+        text = text.replace(f"column '{target}'", f"column '{source}'")
+    return DataError(text)
 
 
 def _row_key(row: dict) -> int:
@@ -161,7 +170,10 @@ def import_file(path: Path, dest: Path, options: ImportOptions | None = None,
         seen, duplicates, multi_turn, empty_optional, shape = set(), 0, 0, 0, None
         for place, record in chain([head], stream):
             record = apply_mapping(record, options.mapping)
-            row = convert(record, layout, path, place)
+            try:
+                row = convert(record, layout, path, place)
+            except DataError as err:
+                raise in_users_words(err, options.mapping) from None
             empty_optional += sum(1 for c in layout.optional if c in record and not str(record[c] or "").strip())
             if shape is None:
                 shape = _shape(row)

@@ -80,8 +80,14 @@ def _lines(path: Path):
             yield number, text
 
 
+def _json_problem(err: json.JSONDecodeError) -> str:
+    # some of json's messages end in "at" ("Unterminated string starting at"): no "at at"
+    joint = " " if err.msg.endswith(" at") else " at "
+    return f"malformed JSON ({err.msg}{joint}character {err.colno})"
+
+
 def _json_error(path: Path, place: str, err: json.JSONDecodeError) -> DataError:
-    return DataError(f"{where(path, place)}: malformed JSON ({err.msg} at character {err.colno})")
+    return DataError(f"{where(path, place)}: {_json_problem(err)}")
 
 
 def _jsonl(path: Path):
@@ -106,8 +112,7 @@ def _json(path: Path):
         if err.msg == "Extra data" and text.lstrip().startswith("{"):
             yield from _jsonl(path)  # JSON Lines saved as .json: common, and unambiguous
             return
-        raise DataError(f"{where(path, f'line {err.lineno}')}: malformed JSON ({err.msg} at character "
-                        f"{err.colno})") from None
+        raise _json_error(path, f"line {err.lineno}", err) from None
     if isinstance(value, dict):
         lists = [v for v in value.values() if isinstance(v, list)]
         if len(lists) == 1:  # {"data": [...]} or {"train": [...]}

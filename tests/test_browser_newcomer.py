@@ -1,4 +1,5 @@
-"""A newcomer's first run in a real browser, without a wrong turn: a model that cannot load and an
+"""A newcomer's first run in a real browser, without a wrong turn: one click sets up a quick first
+run; a model that cannot load and an
 out-of-range setting are refused by name before anything is queued; the run says what it is doing
 from its first second; a run started after the page opened can be overlaid in Compare runs;
 'Chat with this run' and a fresh Chat tab put the tuned model next to its base; a vote between a
@@ -20,6 +21,13 @@ def test_first_hour_without_a_wrong_turn(server, page, studio, tiny_model_dir): 
 
     page.goto(server)
     expect(page.get_by_text("Fine-tune a language model")).to_be_visible(timeout=30_000)
+
+    # the quick first run sets a recipe that shows learning within minutes on the bundled FAQ
+    page.click("#train-quick")
+    expect(page.locator("#train-message")).to_contain_text("Set up a quick first run", timeout=30_000)
+    expect(page.locator("#train-method input")).to_have_value("LoRA")
+    expect(page.locator("#param-num_train_epochs input").first).to_have_value("3")
+    expect(page.locator("#train-estimate")).to_contain_text(re.compile("in all|Estimate|estimate"), timeout=60_000)
 
     # a hub model this offline machine cannot fetch: refused now, not a failed run a minute later
     fill(page, "train-model", "someorg/somemodel")

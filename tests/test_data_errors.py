@@ -182,3 +182,27 @@ def test_cli_prints_the_same_sentence_and_exits_2(tmp_path, capsys):
     assert capsys.readouterr().err == ('error: kto.jsonl, line 1, column \'label\': expected true or false, '
                                        'got "maybe"\n')
     assert not any((tmp_path / "home" / "datasets").iterdir())
+
+
+def test_question_answer_columns_are_suggested_by_name(studio, tmp_path):
+    path = tmp_path / "faq.csv"
+    path.write_text("question,answer\nHow long is the warranty?,27 months.\n")
+    info = importer.inspect(path)
+    assert info["suggested"] == {"prompt": "question", "completion": "answer"}
+    assert refused(studio, path).endswith("or map yours (e.g. --map prompt=question,completion=answer)")
+    assert imported_rows(studio, path, mapping={"prompt": "question", "completion": "answer"})[0]["messages"][1] == \
+        {"role": "assistant", "content": "27 months."}
+
+
+def test_an_error_in_a_mapped_column_names_the_files_column(studio, tmp_path):
+    path = tmp_path / "faq.csv"
+    path.write_text("question,answer\nHow long is the warranty?,27 months.\nWhat colour is it?,\n")
+    assert refused(studio, path, mapping={"prompt": "question", "completion": "answer"}) == \
+        "faq.csv, row 3, column 'answer': is empty; expected text"
+
+
+def test_a_json_message_ending_in_at_says_at_once(studio, tmp_path):
+    path = tmp_path / "cut.jsonl"
+    path.write_text('{"prompt": "a", "completion": "b')
+    assert refused(studio, path) == \
+        "cut.jsonl, line 1: malformed JSON (Unterminated string starting at character 31)"
