@@ -13,6 +13,16 @@ from tests.test_browser import fill, page, server  # noqa: F401  (fixtures)
 pytestmark = pytest.mark.browser
 
 
+def choose(browser_page, elem_id, option):
+    """Pick an option of a dropdown (the Method tab's tests use it too)."""
+    from playwright.sync_api import expect
+
+    browser_page.locator(f"#{elem_id} input").click()
+    browser_page.get_by_role("option", name=option, exact=True).click()
+    # the list closes before the next dropdown opens (otherwise two lists offer the same name)
+    expect(browser_page.get_by_role("option")).to_have_count(0)
+
+
 def test_upload_good_mapped_and_bad_files(server, page, studio, tiny_model_dir, tmp_path):  # noqa: F811
     from playwright.sync_api import expect
 
