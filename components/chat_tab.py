@@ -271,6 +271,9 @@ def build(studio):
         table, note = results_table(studio)
         picked = bool(spec_a and spec_b) and spec_a != spec_b
         first, second = (spec_a, spec_b) if picked else chat_service.default_pair(studio)
+        if (first, second) == (spec_a, spec_b):
+            # nothing to change: no value sent, so a pick made while this was on its way stays
+            return gr.update(choices=options), gr.update(choices=options), table, note
         return gr.update(choices=options, value=first), gr.update(choices=options, value=second), table, note
 
     loop = {"train_prefs": train_prefs, "message": export_message, "model_a": model_a, "model_b": model_b,
