@@ -49,11 +49,14 @@ def open_label_tab(browser, url, name, project_label):
     return page
 
 
-def press(page, key, said):
+def press(page, key, said, name, labelled):
+    """A key, then wait for its answer: the message and this labeler's new count (the same message
+    twice in a row would otherwise be read before the next item arrives)."""
     from playwright.sync_api import expect
 
     page.locator("#label-prompt").click()  # focus on the page, not in a text field
     page.keyboard.press(key)
+    expect(page.locator("#label-progress")).to_contain_text(f"{name}: {labelled} labelled", timeout=30_000)
     expect(page.locator("#label-message")).to_contain_text(said, timeout=30_000)
 
 
@@ -90,21 +93,23 @@ def test_two_labelers_with_the_keyboard(server, browser, studio, tmp_path):
 
     # ann: left (key 1), then undo (key u) brings the same item back, then a tie (key 3)
     first, _flip = shown_item(studio, project["id"], ann, "ann")
-    press(ann, "1", "Saved: left is better")
-    press(ann, "u", "Took back your last label")
+    press(ann, "1", "Saved: left is better", "ann", 1)
+    press(ann, "u", "Took back your last label", "ann", 0)
     assert shown_item(studio, project["id"], ann, "ann")[0]["id"] == first["id"]
-    press(ann, "3", "Saved: a tie")
+    press(ann, "3", "Saved: a tie", "ann", 1)
     # bob labels every item: the good answer each time, wherever it is shown
-    for _ in range(4):
+    for n in range(1, 5):
         item, flip = shown_item(studio, project["id"], bob, "bob")
         expect(bob.locator("#label-left-text")).to_contain_text("Bad" if flip else "Good")
-        press(bob, "2" if flip else "1", "right is better" if flip else "left is better")
+        press(bob, "2" if flip else "1", "right is better" if flip else "left is better", "bob", n)
     expect(bob.locator("#label-prompt")).to_contain_text("Done", timeout=30_000)
     # ann: a skip (key s), then the good answer on the rest
-    press(ann, "s", "Saved: skipped")
+    press(ann, "s", "Saved: skipped", "ann", 2)
+    done = 2
     while "Done" not in ann.locator("#label-prompt").inner_text():
         item, flip = shown_item(studio, project["id"], ann, "ann")
-        press(ann, "2" if flip else "1", "is better")
+        done += 1
+        press(ann, "2" if flip else "1", "is better", "ann", done)
     expect(ann.locator("#label-prompt")).to_contain_text("you have labelled every item you can")
 
     labels = studio.store.list_labels(project["id"])
