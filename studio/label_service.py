@@ -237,15 +237,16 @@ def import_project(studio, *, name: str, path: Path | str, overlap: int = 1, sou
     return project(studio, project_id)
 
 
-def project(studio, ref: str) -> dict:
-    """A project by id or name, brought up to date with its generation job."""
+def project(studio, ref: str, with_progress: bool = True) -> dict:
+    """A project by id or name, brought up to date with its generation job (and, with_progress,
+    the job's state: left out where a label is given, as its job.json holds every prompt)."""
     found = studio.store.get_label_project(ref)
     if found is None:
         raise LabelError(f"no labeling project '{ref}' (see 'studio label status')")
     if found["status"] in ("generating", "queued") and found["job_id"]:
         _sync(studio, found)
         found = studio.store.get_label_project(found["id"])
-    job_dir = studio.run_dir(found["job_id"]) if found["job_id"] else None
+    job_dir = studio.run_dir(found["job_id"]) if found["job_id"] and with_progress else None
     found["progress"] = run_state(job_dir) if job_dir and job_dir.exists() else None
     return found
 
@@ -305,7 +306,7 @@ def _labeler(name: str) -> str:
 
 
 def _ready(studio, ref: str) -> dict:
-    found = project(studio, ref)
+    found = project(studio, ref, with_progress=False)  # called for every item shown and label given
     if found["status"] != "ready":
         raise LabelError(f"project '{found['name']}' is {found['status']}; its answers are not ready to label")
     return found
