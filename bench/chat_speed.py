@@ -44,6 +44,7 @@ def plain(entry, tokens: int, min_tokens: int, model=None) -> tuple[float, float
     tok, model = entry.tokenizer, model or entry.model
     start = time.perf_counter()
     inputs = tok.apply_chat_template(PROMPT, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    inputs = {k: v.to(model.device) for k, v in inputs.items()}
     streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
     out = {}
 
@@ -71,6 +72,7 @@ def main() -> None:
     cache = ModelCache(home / "models")
     entry, _ = cache.get("default")
     base_model = entry.model  # before any adapter is loaded onto it
+    print(f"device: {base_model.device} ({base_model.dtype}); on a GPU machine the studio chats on the GPU")
 
     def compare(title, run_ours, run_plain):
         run_ours(8)  # warm-up: first forward passes allocate and pick kernels
@@ -130,7 +132,7 @@ def fresh_base(cache: ModelCache):
     """Another copy of the base, untouched by adapters (PEFT injects its layers in place)."""
     from pipelines import models
 
-    return models.load_model(models.resolve("default", cache.cache_dir)).eval()
+    return models.load_for_inference(models.resolve("default", cache.cache_dir))
 
 
 if __name__ == "__main__":

@@ -91,8 +91,7 @@ class ModelCache:
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
-                model = models.load_model(path)
-                model.eval()
+                model = models.load_for_inference(path)  # on the GPU when there is one
                 entry = LoadedBase(path, model, models.load_tokenizer(path), _nbytes(model))
                 self._entries[key] = entry
             self._entries.move_to_end(key)
@@ -203,6 +202,7 @@ class Decoder:
             ids = self.prompt_ids
         else:
             ids = torch.tensor([[self.generated[-1]]])
+        ids = ids.to(model.device)
         with self.entry.lock, torch.inference_mode(), _active(self.entry, self.adapter):
             if self.cache is not None and self.adapter is not None and model.active_peft_config.is_prompt_learning:
                 # the virtual tokens (or prefix) went into the cache on the first step; PEFT's
@@ -210,7 +210,8 @@ class Decoder:
                 model = model.get_base_model()
             out = model(input_ids=ids, past_key_values=self.cache, use_cache=True)
             self.cache = out.past_key_values
-            logits = out.logits[:, -1, :].float()
+            # the choice of the next token happens on the CPU (its random generator, its penalties)
+            logits = out.logits[:, -1, :].float().cpu()
             if len(self.processors):
                 seen = torch.cat([self.prompt_ids, torch.tensor([self.generated], dtype=torch.long)], dim=1) \
                     if self.generated else self.prompt_ids

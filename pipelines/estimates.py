@@ -157,21 +157,37 @@ def peak_allocated(fn) -> int:
     return peak
 
 
-def _training_peak(model, tokens: int, bf16: bool) -> int:
+def _training_peak(model, tokens: int, bf16: bool, padding_free: bool) -> int:
     """Peak bytes one forward and backward pass allocate beyond the weights: activations,
-    temporaries and gradients. (AdamW's moments are exact arithmetic: see `estimate`.)"""
+    temporaries and gradients, on the path training takes (AdamW's moments are exact arithmetic:
+    see `estimate`). Every token is learned: the most the output layer can cost."""
     import torch
-    from trl.trainer.utils import add_fused_lm_head
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    add_fused_lm_head(base, outputs=("log_probs", "entropy", "is_top1"))  # as TRL's SFT does
     vocab = base.config.get_text_config().vocab_size
     ids = torch.randint(0, vocab, (1, tokens))
+    if padding_free:  # one row of a padding-free batch, as pipelines/packing.py trains
+        from pipelines import packing
+
+        base.set_attn_implementation(packing.register())
+        bounds = torch.tensor([0, tokens], dtype=torch.int32)
+        batch = {"input_ids": ids, "labels": ids, "position_ids": torch.arange(tokens)[None],
+                 "cu_seq_lens_q": bounds, "cu_seq_lens_k": bounds, "max_length_q": tokens, "max_length_k": tokens}
+
+        def forward():
+            return packing.answer_loss(model, batch)[0]
+    else:  # TRL's SFT path (prompt learning, AdaLoRA)
+        from trl.trainer.utils import add_fused_lm_head
+
+        add_fused_lm_head(base, outputs=("log_probs", "entropy", "is_top1"))  # as TRL's SFT does
+
+        def forward():
+            out = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids, fused_lm_head=True)
+            return -out.log_probs.mean()
 
     def step():
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids, fused_lm_head=True)
-            loss = -out.log_probs.mean()
+            loss = forward()
         loss.backward()
 
     # once unmeasured: a first pass allocates one-time things (kernel workspaces for new
@@ -216,7 +232,7 @@ def training_model(model_path: str, method_key: str, frozen_values: tuple, bf16:
     method = get_method(method_key)
     params = parse(method.params, dict(frozen_values))
     t1, t2 = PROBE_TOKENS
-    m = {(n, t): _training_peak(_probe_model(model_path, n, method, params), t, bf16)
+    m = {(n, t): _training_peak(_probe_model(model_path, n, method, params), t, bf16, method.padding_free)
          for n in (1, 2) for t in (t1, t2)}
     d = ((m[2, t2] - m[1, t2]) - (m[2, t1] - m[1, t1])) / (t2 - t1)
     b = (m[2, t1] - m[1, t1]) - d * t1
@@ -243,13 +259,26 @@ def matmul_flops(device: str, bf16: bool) -> float:
     return 2 * 1024**3 / best
 
 
-def padded_tokens(lengths: list[int], batch: int, max_length: int, seed: int = 42) -> int:
-    """Tokens the model processes per epoch: batches are padded to their longest example."""
+def _batches(lengths: list[int], batch: int, max_length: int, seed: int) -> list[list[int]]:
     import random
 
     order = [min(n, max_length) for n in lengths]
     random.Random(seed).shuffle(order)
-    return sum(batch * max(order[i:i + batch]) for i in range(0, len(order), batch))
+    return [order[i:i + batch] for i in range(0, len(order), batch)]
+
+
+def padded_tokens(lengths: list[int], batch: int, max_length: int, seed: int = 42) -> int:
+    """Tokens the model processes per epoch when batches are padded to their longest example."""
+    return sum(batch * max(b) for b in _batches(lengths, batch, max_length, seed))
+
+
+def batch_tokens(lengths: list[int], batch: int, max_length: int, padding_free: bool, seed: int = 42) -> tuple:
+    """(tokens processed per epoch, tokens in the largest batch): padding-free batches hold only
+    their rows' tokens, padded ones every row at the longest row's length."""
+    batches = _batches(lengths, batch, max_length, seed)
+    if padding_free:
+        return sum(map(sum, batches)), max(map(sum, batches))
+    return padded_tokens(lengths, batch, max_length, seed), batch * max(map(max, batches))
 
 
 def estimate(model_path: str, method_key: str, values: dict | None = None, *,
@@ -275,10 +304,15 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
         quant = total - embed
         per = 0.5 + (1 / 64 if params.bnb_4bit_use_double_quant else 4 / 64)
         weights = int(quant * per + 4 * embed + 2 * trainable)
-    longest = min(max(lengths), params.max_length) if lengths else params.max_length
     # a preference batch holds both answers of each pair: twice the sequences in one pass
     sequences = 2 if method.data_kind == "preference" else 1
-    tokens = sequences * params.per_device_train_batch_size * longest
+    tokens_epoch = None
+    if lengths:
+        tokens_epoch, tokens = batch_tokens(lengths, params.per_device_train_batch_size, params.max_length,
+                                            method.padding_free, params.seed)
+        tokens_epoch, tokens = sequences * tokens_epoch, sequences * tokens
+    else:  # no data yet: the worst case, every row at max_length
+        tokens = sequences * params.per_device_train_batch_size * params.max_length
     probe_key, probe_values = method_key, dict(values or {})
     if method.quantized:  # the probe cannot quantize random weights: LoRA trains the same adapter
         probe_key = "lora"
@@ -300,10 +334,8 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
     if method.quantized:  # loading reads the full-precision weights before quantizing them
         peak = max(peak, int(runtime + 4 * total + weights))
 
-    seconds = tokens_epoch = None
+    seconds = None
     if lengths:
-        tokens_epoch = sequences * padded_tokens(lengths, params.per_device_train_batch_size, params.max_length,
-                                                 params.seed)
         frozen_base = method.peft_config is not None
         # forward 2 FLOPs per weight per token; backward 2 for the input gradients (+2 for the
         # weight gradients of what trains); checkpointing re-runs the forward; DPO and KTO run the

@@ -11,7 +11,7 @@ def load_for_chat(model_spec: str, cache_dir: Path, adapter_dir: Path | None = N
     """(model, tokenizer) ready for generation; with an adapter when one is given."""
     path = models.resolve(model_spec, cache_dir)
     tokenizer = models.load_tokenizer(path)
-    model = models.load_model(path)
+    model = models.load_for_inference(path)
     if adapter_dir is not None:
         from peft import PeftModel
 

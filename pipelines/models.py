@@ -167,3 +167,19 @@ def load_model(name_or_path: str, dtype=None, **kwargs):
     return AutoModelForCausalLM.from_pretrained(
         name_or_path, dtype=dtype or "float32", use_safetensors=True, trust_remote_code=False, **kwargs
     )
+
+
+def load_for_inference(name_or_path: str):
+    """A model for chat and generation, in eval mode: on the GPU in bf16 when there is one (fp16
+    where bf16 is not supported), else on the CPU in fp32 (bf16 decoding on a CPU is not faster
+    for one token at a time and changes the answers)."""
+    from pipelines import hardware
+
+    if hardware.has_cuda():
+        import torch
+
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        model = load_model(name_or_path, dtype=dtype).to("cuda")
+    else:
+        model = load_model(name_or_path)
+    return model.eval()

@@ -137,10 +137,12 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
     """Everything up to the first training step: (trainer, tokenizer)."""
     from datasets import Dataset
     from transformers import EarlyStoppingCallback, PrinterCallback
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
+    from pipelines import packing
     from pipelines.callbacks import CancelCallback, MetricsCallback
     from pipelines.methods.qlora import resolve_optim
+    from pipelines.sft_trainer import StudioSFTTrainer
 
     # config
     method = get_method(job["method"])
@@ -172,6 +174,11 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
     print(f"model {job['model']} loaded from {model_path} (bf16 autocast: {bf16}); method {method.label}",
           flush=True)
     optimizer = method.optimizer(model, params) if method.optimizer else None
+    # padding-free batches wherever the method allows (pipelines/packing.py)
+    packed = method.padding_free
+    if packed:
+        (model.get_base_model() if hasattr(model, "get_base_model") else model).set_attn_implementation(
+            packing.register())
 
     # trainer
     trainer_args = dict(groups["trainer"])
@@ -180,13 +187,17 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
         trainer_args["optim"] = resolve_optim(trainer_args["optim"], hardware.has_cuda())
     patience = groups["studio"]["early_stopping_patience"]
     config = SFTConfig(**trainer_args, **run_settings(run_dir, params, eval_ds is not None, patience),
-                       include_num_input_tokens_seen="all")
+                       # tokens/s counts real tokens: a padding-free batch has none other
+                       include_num_input_tokens_seen="all" if packed else "non_padding")
     callbacks = [MetricsCallback(events), CancelCallback(events)]
     if method.callbacks:
         callbacks += method.callbacks(model, params)
     if patience and eval_ds is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
-    trainer = SFTTrainer(
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    trainer = StudioSFTTrainer(
+        packed=packed,
+        data_collator=packing.collator(pad_id) if packed else None,
         model=model,
         args=config,
         train_dataset=train_ds,

@@ -38,17 +38,17 @@ def test_peak_allocated_counts_what_is_alive_at_once():
     assert estimates.peak_allocated(work) == 12 * 1024
 
 
-def test_memory_model_extrapolates_to_a_longer_batch(tiny_model_dir):
+@pytest.mark.parametrize("key", ["lora", "adalora"])  # a padding-free and a padded path
+def test_memory_model_extrapolates_to_a_longer_batch(tiny_model_dir, key):
     """Fitted on 1-2 blocks at 32-64 tokens, read at the tiny model's depth and 2 x 96 tokens,
     it matches a direct measurement of the whole model at that size."""
-    key = "lora"
     a, b, c, d = estimates.training_model(str(tiny_model_dir), key, (), False)
     layers, tokens = 2, 192
     predicted = a + b * layers + c * tokens + d * layers * tokens
     method = METHODS[key]
     params = parse(method.params, {})
     model = estimates._probe_model(str(tiny_model_dir), layers, method, params)
-    measured = estimates._training_peak(model, tokens, False)
+    measured = estimates._training_peak(model, tokens, False, method.padding_free)
     assert predicted == pytest.approx(measured, rel=0.1)
 
 
@@ -56,7 +56,7 @@ def test_estimate_says_whether_it_fits(tiny_model_dir):
     est = estimates.estimate(str(tiny_model_dir), "lora", {"per_device_train_batch_size": 4, "max_length": 64},
                              lengths=[40] * 30 + [80] * 10)
     assert est.trainable_params > 0 and est.peak_bytes > est.weights_bytes > 0
-    assert est.tokens_per_epoch == estimates.padded_tokens([40] * 30 + [80] * 10, 4, 64)
+    assert est.tokens_per_epoch == 30 * 40 + 10 * 64  # padding-free: real tokens, cut at max_length
     assert est.seconds_per_epoch > 0
     assert est.verdict().startswith("fits in your ")
     small = estimates.Estimate(**{**est.__dict__, "available_bytes": est.peak_bytes // 2})
@@ -67,6 +67,13 @@ def test_padded_tokens_pads_each_batch_to_its_longest():
     assert estimates.padded_tokens([30] * 6, batch=4, max_length=100) == 8 * 30  # 4 + a last batch of 2 padded to 4
     assert estimates.padded_tokens([500, 500], batch=2, max_length=64) == 128  # cut at max_length
     assert estimates.padded_tokens([10, 90], batch=2, max_length=100) == 180  # the short one padded to 90
+
+
+def test_padding_free_batches_hold_only_their_rows_tokens():
+    # (tokens per epoch, tokens in the largest batch)
+    assert estimates.batch_tokens([10, 90], batch=2, max_length=100, padding_free=True) == (100, 100)
+    assert estimates.batch_tokens([10, 90], batch=2, max_length=100, padding_free=False) == (180, 180)
+    assert estimates.batch_tokens([500, 20, 30], batch=3, max_length=64, padding_free=True) == (114, 114)
 
 
 def test_preference_estimates_count_both_answers_and_the_reference(tiny_model_dir):

@@ -35,6 +35,9 @@ class Method:
     reference: bool = False  # compares against the starting model (DPO, KTO): one more forward pass
     fixed: dict = field(default_factory=dict)  # trainer settings the method always uses (SimPO's loss)
     validate: Callable[[Any], None] | None = None  # (params): ConfigError for values that cannot work together
+    # SFT batches without padding (pipelines/packing.py) unless the method's forward needs more
+    # than the language-model loss (AdaLoRA adds its regulariser to the model's own loss)
+    packs: bool = True
 
     @property
     def artifact(self) -> str:
@@ -44,6 +47,12 @@ class Method:
     @property
     def prompt_learning(self) -> bool:
         return self.family == "Prompt learning"
+
+    @property
+    def padding_free(self) -> bool:
+        """Trains on padding-free batches: SFT methods whose model takes the rows end to end
+        (prompt learning prepends virtual tokens to every row instead)."""
+        return self.packs and self.data_kind == "sft" and not self.prompt_learning
 
 
 def _m(key, label, family, summary, when, mergeable, params, **hooks) -> Method:
@@ -117,7 +126,8 @@ METHODS: dict[str, Method] = {m.key: m for m in [
        "LoRA whose rank budget moves during training: layers that matter keep their rank, "
        "the rest give it up. Same final size as LoRA, spent where it helps.",
        "When you do not know which layers need capacity and want a fixed-size adapter.",
-       True, rel.AdaLoraParams, peft_config=rel.adalora_config, callbacks=rel.adalora_callbacks),
+       True, rel.AdaLoraParams, peft_config=rel.adalora_config, callbacks=rel.adalora_callbacks,
+       packs=False),
     _m("loha", "LoHa", "LoRA",
        "Builds the change as the element-wise product of two low-rank patches (from the "
        "LyCORIS family): more expressive than LoRA for the same number of weights.",

@@ -1,0 +1,170 @@
+"""Padding-free SFT: a batch is its rows laid end to end, attention stays inside each row, and the
+vocabulary projection runs only where a token is learned.
+
+Why (bench/sft_speed.py, mixed-length chats): padding every batch to its longest row made most of
+what the studio computed padding. Here
+- TRL's own collator (`padding_free=True`) lays the rows out as one sequence, positions restarting
+  per row, with the row boundaries (`cu_seq_lens_q`);
+- `varlen_sdpa`, registered with transformers as the attention implementation "studio_varlen",
+  runs causal attention row by row inside that sequence (no row sees another; no N x N mask, which
+  on CPU costs more than the padding it saves), in float32 on CPU where PyTorch's bfloat16
+  attention backward is several times slower than its float32 one (bench/sft_speed.py --attention);
+- `answer_loss` asks the model for the logits of the answer tokens only (`logits_to_keep`), the
+  prompt's positions never reach the 49k-wide output layer.
+The loss is the same sum over the same tokens as the padded path (tests/test_packing.py).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+IMPLEMENTATION = "studio_varlen"
+
+
+def varlen_sdpa(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None,
+                cu_seq_lens_q=None, **kwargs):
+    """transformers attention interface: (batch, heads, seq, dim) in, (batch, seq, heads, dim) out."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if cu_seq_lens_q is None or query.shape[0] != 1 or query.shape[2] != key.shape[2]:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
+                                      scaling=scaling, is_causal=is_causal, **kwargs)
+    dtype = query.dtype
+    if query.device.type == "cpu" and dtype == torch.bfloat16:
+        query, key, value = query.float(), key.float(), value.float()
+    groups = query.shape[1] // key.shape[1]
+    if groups > 1:
+        key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+    bounds = cu_seq_lens_q.tolist()
+    parts = [
+        F.scaled_dot_product_attention(query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], is_causal=True,
+                                       dropout_p=dropout if module.training else 0.0, scale=scaling)
+        for s, e in zip(bounds[:-1], bounds[1:]) if e > s
+    ]
+    out = torch.cat(parts, dim=2).to(dtype)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def varlen_mask(*args, attention_mask=None, **kwargs):
+    """Mask builder for "studio_varlen": none for a padding-free batch (`varlen_sdpa` keeps rows
+    apart), SDPA's mask for an ordinary padded batch."""
+    from transformers.masking_utils import sdpa_mask
+
+    if attention_mask is None:
+        return None
+    return sdpa_mask(*args, attention_mask=attention_mask, **kwargs)
+
+
+def register() -> str:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
+
+    AttentionInterface.register(IMPLEMENTATION, varlen_sdpa)
+    AttentionMaskInterface.register(IMPLEMENTATION, varlen_mask)
+    return IMPLEMENTATION
+
+
+def collator(pad_token_id: int):
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    return DataCollatorForLanguageModeling(pad_token_id=pad_token_id, padding_free=True)
+
+
+class _ChunkedNLL(torch.autograd.Function):
+    """Summed negative log-likelihood of `targets` under softmax(hidden @ weight.T), a few hundred
+    rows of the (rows x vocabulary) logits at a time: the logits are never held whole, and the
+    backward pass recomputes each block (softmax - one-hot) instead of storing it."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, dtype):
+        ctx.save_for_backward(hidden, weight, targets)
+        ctx.dtype = dtype
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        correct = torch.zeros((), dtype=torch.int64, device=hidden.device)
+        w = weight.to(dtype)
+        for s in range(0, hidden.shape[0], _chunk(weight)):
+            logits = (hidden[s:s + _chunk(weight)].to(dtype) @ w.t()).float()
+            t = targets[s:s + logits.shape[0]]
+            total += (torch.logsumexp(logits, -1) - logits.gather(1, t[:, None])[:, 0]).sum()
+            correct += (logits.argmax(-1) == t).sum()
+        ctx.mark_non_differentiable(correct)
+        return total, correct
+
+    @staticmethod
+    def backward(ctx, grad_total, _grad_correct):
+        hidden, weight, targets = ctx.saved_tensors
+        dtype = ctx.dtype
+        w = weight.to(dtype)
+        grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) \
+            if ctx.needs_input_grad[1] else None
+        for s in range(0, hidden.shape[0], _chunk(weight)):
+            h = hidden[s:s + _chunk(weight)].to(dtype)
+            probs = torch.softmax((h @ w.t()).float(), -1)
+            probs[torch.arange(h.shape[0], device=h.device), targets[s:s + h.shape[0]]] -= 1
+            g = (probs * grad_total).to(dtype)
+            if grad_hidden is not None:
+                grad_hidden[s:s + h.shape[0]] = (g @ w).to(hidden.dtype)
+            if grad_weight is not None:
+                grad_weight += (g.t() @ h).float()
+        return grad_hidden, None if grad_weight is None else grad_weight.to(weight.dtype), None, None
+
+
+def _chunk(weight) -> int:
+    return max(64, 2**25 // weight.shape[0])  # at most ~128 MB of float32 logits at a time
+
+
+class _HeadAsIdentity:
+    """While active, the output layer hands back its input: the model's forward then returns the
+    final hidden states at `logits_to_keep`, and the loss applies the layer's weight in blocks."""
+
+    def __init__(self, head):
+        self.head = head
+
+    def __enter__(self):
+        self.head.forward = lambda x: x
+
+    def __exit__(self, *exc):
+        del self.head.forward
+
+
+def _plain_head(model):
+    """The output layer's weight when logits are just hidden @ weight.T (no bias, scaling or
+    soft-capping, not wrapped by an adapter), else None."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = base.get_output_embeddings()
+    config = base.config.get_text_config()
+    extra = any(getattr(config, k, None) not in (None, 1.0) for k in
+                ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier",
+                 "logits_scaling"))
+    if type(head) is not torch.nn.Linear or head.bias is not None or extra:
+        return None
+    return head
+
+
+def answer_loss(model, inputs: dict, num_items_in_batch=None):
+    """(summed cross-entropy over the learned tokens / their count, tokens predicted right, count)
+    for a batch whose `labels` mark the learned tokens (-100 elsewhere); the output layer only at
+    those positions."""
+    labels = inputs["labels"]
+    shifted = labels[:, 1:]
+    rows, cols = (shifted != -100).nonzero(as_tuple=True)
+    targets = shifted[rows, cols]
+    forward = {k: v for k, v in inputs.items() if k != "labels"}
+    head = _plain_head(model)
+    keep = cols if labels.shape[0] == 1 else 0  # padded rows: every position, then the learned ones
+    if head is not None:
+        with _HeadAsIdentity(head):
+            hidden = model(**forward, logits_to_keep=keep, use_cache=False).logits
+        hidden = hidden[0] if labels.shape[0] == 1 else hidden[rows, cols]
+        device = hidden.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else head.weight.dtype
+        total, correct = _ChunkedNLL.apply(hidden, head.weight, targets, dtype)
+    else:
+        logits = model(**forward, logits_to_keep=keep, use_cache=False).logits
+        logits = (logits[0] if labels.shape[0] == 1 else logits[rows, cols]).float()
+        total = F.cross_entropy(logits, targets, reduction="sum")
+        correct = (logits.detach().argmax(-1) == targets).sum()
+    count = num_items_in_batch if num_items_in_batch is not None else max(int(targets.numel()), 1)
+    return total / count, correct, targets.numel()

@@ -1,0 +1,119 @@
+"""Padding-free SFT batches (pipelines/packing.py): the same loss and gradients as each row on its
+own, no attention across rows, and tokens/s counting real tokens only."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from pipelines import packing
+from pipelines.events import RunEvents
+from pipelines.train_sft import build_trainer
+from tests.test_train_sft import tiny_job
+
+
+def _trainer(tmp_path, tiny_model_dir, **params):
+    job = tiny_job(tmp_path, tiny_model_dir, {"eval_fraction": 0.0, "max_length": 64, **params})
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    trainer, _ = build_trainer(job, run_dir, RunEvents(run_dir))
+    return trainer
+
+
+def _lora_grads(model) -> dict:
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad and p.grad is not None}
+
+
+def test_a_padding_free_batch_gives_each_rows_own_loss_and_gradients(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.setenv("STUDIO_BF16", "0")  # exact comparison in float32
+    trainer = _trainer(tmp_path, tiny_model_dir, per_device_train_batch_size=4)
+    assert trainer.packed
+    model = trainer.model
+    # make the adapter non-zero so every path through it counts
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    rows = [trainer.train_dataset[i] for i in range(4)]
+    lengths = [len(r["input_ids"]) for r in rows]
+    assert len(set(lengths)) > 1  # rows of different lengths, laid end to end
+    batch = trainer.data_collator(rows)
+    assert batch["input_ids"].shape == (1, sum(lengths)) and "attention_mask" not in batch
+    assert batch["cu_seq_lens_q"].tolist() == [0, *torch.tensor(lengths).cumsum(0).tolist()]
+
+    loss, _, learned = packing.answer_loss(model, batch)
+    loss.backward()
+    packed_grads = _lora_grads(model)
+    model.zero_grad()
+
+    # reference: every row alone (no padding, no packing), the same tokens learned
+    total, count = 0.0, 0
+    for row in rows:
+        ids = torch.tensor([row["input_ids"]])
+        labels = torch.tensor(row["labels"])  # TRL's: -100 on the prompt
+        assert (labels == -100).any() and (labels != -100).any()
+        logits = model(input_ids=ids).logits[0, :-1]
+        target = labels[1:]
+        keep = target != -100
+        total = total + F.cross_entropy(logits[keep], target[keep], reduction="sum")
+        count += int(keep.sum())
+    reference = total / count
+    reference.backward()
+    assert learned == count
+    assert torch.allclose(loss, reference, atol=1e-5), (loss, reference)
+    for name, grad in _lora_grads(model).items():
+        assert torch.allclose(packed_grads[name], grad, atol=1e-5), name
+
+
+def test_rows_in_one_batch_do_not_see_each_other(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.setenv("STUDIO_BF16", "0")
+    trainer = _trainer(tmp_path, tiny_model_dir, per_device_train_batch_size=2)
+    rows = [trainer.train_dataset[i] for i in range(2)]
+    changed = [dict(rows[0], input_ids=[(t + 7) % 1000 for t in rows[0]["input_ids"]]), rows[1]]
+    model = trainer.model.eval()
+    with torch.no_grad():
+        a = model(**{k: v for k, v in trainer.data_collator(rows).items() if k != "labels"}).logits[0]
+        b = model(**{k: v for k, v in trainer.data_collator(changed).items() if k != "labels"}).logits[0]
+    first = len(rows[0]["input_ids"])
+    assert not torch.allclose(a[:first], b[:first])  # the first row changed...
+    assert torch.allclose(a[first:], b[first:], atol=1e-5)  # ...the second did not notice
+
+
+def test_tokens_seen_are_real_tokens_and_prompt_methods_keep_padded_batches(tmp_path, tiny_model_dir):
+    trainer = _trainer(tmp_path, tiny_model_dir, num_train_epochs=1, per_device_train_batch_size=16)
+    trainer.train()
+    real = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
+    assert trainer.state.num_input_tokens_seen == real
+
+    job = tiny_job(tmp_path / "p", tiny_model_dir, {"eval_fraction": 0.0, "max_length": 64,
+                                                    "num_train_epochs": 1, "per_device_train_batch_size": 16})
+    job["method"] = "prompt"
+    run_dir = tmp_path / "p" / "run"
+    run_dir.mkdir(parents=True)
+    prompt, _ = build_trainer(job, run_dir, RunEvents(run_dir))
+    assert not prompt.packed
+    prompt.train()
+    assert 0 < prompt.state.num_input_tokens_seen <= real  # attention-mask count: padding left out
+
+
+def test_the_blockwise_loss_equals_cross_entropy_over_whole_logits(monkeypatch):
+    monkeypatch.setattr(packing, "_chunk", lambda weight: 3)  # 7 rows: blocks of 3, 3 and 1
+    torch.manual_seed(0)
+    hidden = torch.randn(7, 5, requires_grad=True)
+    weight = torch.randn(11, 5, requires_grad=True)
+    targets = torch.tensor([0, 3, 10, 4, 4, 7, 1])
+    total, correct = packing._ChunkedNLL.apply(hidden, weight, targets, torch.float32)
+    total.backward()
+    logits = hidden.detach() @ weight.detach().t()
+    assert int(correct) == int((logits.argmax(-1) == targets).sum())
+
+    h2, w2 = hidden.detach().clone().requires_grad_(), weight.detach().clone().requires_grad_()
+    reference = F.cross_entropy(h2 @ w2.t(), targets, reduction="sum")
+    reference.backward()
+    assert torch.allclose(total, reference, atol=1e-5)
+    assert torch.allclose(hidden.grad, h2.grad, atol=1e-5) and torch.allclose(weight.grad, w2.grad, atol=1e-5)
+    # by hand: sum over rows of log(sum_j e^(logit_j)) - logit_target
+    import math
+
+    by_hand = sum(math.log(sum(math.exp(v) for v in row)) - row[t] for row, t in zip(logits.tolist(), targets.tolist()))
+    assert abs(float(total) - by_hand) < 1e-4
