@@ -9,14 +9,32 @@ means: save a checkpoint, then stop.
 from __future__ import annotations
 
 import importlib
+import logging
+import os
 import signal
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 
 from pipelines.events import CANCEL, JOB, RunEvents, read_json
 from pipelines.queue import wait_for_slot
+
+
+ERROR_DETAILS = "error.txt"
+
+
+def quiet_libraries() -> None:
+    """A run's log is read by people: no progress-bar redraws (loading weights, tokenizing), no
+    libraries' deprecation notices or optional-kernel notes; the studio's own lines, metrics and
+    real warnings stay."""
+    for var in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS", "TQDM_DISABLE",
+                "TRANSFORMERS_NO_ADVISORY_WARNINGS"):
+        os.environ.setdefault(var, "1")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # "Failed to load CPU gemm_4bit ..."
 
 
 def main(run_dir: str) -> int:
@@ -53,9 +71,12 @@ def main(run_dir: str) -> int:
             runner = importlib.import_module(get_method(job["method"]).runner)
             summary = runner.train(job, run_dir, events)
     except Exception as err:  # the run fails, the message reaches the user in one line
-        traceback.print_exc()
+        message = f"{type(err).__name__}: {err}".splitlines()[0]
+        # the log says what went wrong in a sentence; the Python traceback is kept for whoever debugs
+        (run_dir / ERROR_DETAILS).write_text(traceback.format_exc())
+        print(f"failed: {message}\n(the full Python traceback is in {run_dir / ERROR_DETAILS})", flush=True)
         events.stop_heartbeat()
-        events.status("failed", error=f"{type(err).__name__}: {err}".splitlines()[0], finished=time.time())
+        events.status("failed", error=message, finished=time.time())
         return 1
     events.stop_heartbeat()
     if summary.get("cancelled"):
@@ -71,4 +92,5 @@ if __name__ == "__main__":
     if len(sys.argv) != 2:
         print("usage: python -m pipelines.run RUN_DIR", file=sys.stderr)
         sys.exit(2)
+    quiet_libraries()
     sys.exit(main(sys.argv[1]))

@@ -35,7 +35,10 @@ def test_run_in_its_own_process_writes_the_run_directory(studio, tiny_model_dir,
     metrics = read_metrics(run_dir)
     assert METRIC_KEYS <= set().union(*(m.keys() for m in metrics if "loss" in m))
     assert any("eval_loss" in m for m in metrics)
-    assert "run completed" in (run_dir / "train.log").read_text()
+    log = (run_dir / "train.log").read_text()
+    assert "run completed" in log
+    # written for people: no progress-bar redraws, no libraries' deprecation notices
+    assert "it/s]" not in log and "examples/s]" not in log and "FutureWarning" not in log
     assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in (run_dir / "adapter").iterdir()}
     assert row["step"] == row["max_steps"] > 0
 
@@ -49,6 +52,9 @@ def test_a_worker_that_crashes_is_reported_failed(studio, tiny_model_dir, tiny_p
     row = studio.wait(run_id, poll_s=0.5)
     assert row["status"] == "failed"
     assert row["error"] and "\n" not in row["error"]
+    log = (studio.run_dir(run_id) / "train.log").read_text()
+    assert f"failed: {row['error']}" in log and "Traceback" not in log  # one sentence in the log...
+    assert "Traceback" in (studio.run_dir(run_id) / "error.txt").read_text()  # ...the details beside it
     assert not (studio.run_dir(run_id) / "adapter").exists()
 
 
