@@ -14,7 +14,12 @@ logs); each trains on its last reply, the earlier turns are the prompt (the stud
 Real tokens = the prepared dataset's tokens after truncation, the same for every variant;
 tokens/s = real tokens / wall time of `trainer.train()`.
 
-    python bench/sft_speed.py [--rows 160] [--variants studio trl-best ...]
+    python bench/sft_speed.py [--rows 160] [--variants studio trl-best ...] [--model FOLDER]
+
+On a GPU machine (no model hub there): save a random-weight model of the shape to measure into a
+folder (speed does not depend on the weights' values) and pass it with --model, e.g. --rows 2000.
+The last column is the share of this machine's measured matmul peak (bf16 where training uses
+it) that training reaches: (4 x all weights + 2 x trained weights) FLOPs per real token.
 """
 
 from __future__ import annotations
@@ -96,7 +101,14 @@ def run_variant(variant: str, data_jsonl: Path, work: Path, home: Path, model: s
     if hardware.has_cuda():
         torch.cuda.synchronize()
     wall = time.perf_counter() - t0
-    return {"variant": variant, "wall_s": wall, "real_tokens": real_tokens, "steps": trainer.state.global_step,
+    from pipelines.estimates import matmul_flops
+
+    weights = sum(p.numel() for p in trainer.model.parameters())
+    trained = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    flops = (4 * weights + 2 * trained) * real_tokens / wall
+    peak = matmul_flops("cuda" if hardware.has_cuda() else "cpu", hardware.use_bf16())
+    return {"peak_share": flops / peak, "device": torch.cuda.get_device_name() if hardware.has_cuda() else "cpu",
+            "variant": variant, "wall_s": wall, "real_tokens": real_tokens, "steps": trainer.state.global_step,
             "tokens_per_s": real_tokens / wall, "bf16": hardware.use_bf16(),
             "final_loss": next((h["loss"] for h in reversed(trainer.state.log_history) if "loss" in h), None)}
 
@@ -138,9 +150,10 @@ def main() -> None:
 
     print(f"\nLoRA SFT, model {args.model}, {args.rows} conversations (1-16 turns), batch {BATCH}, "
           f"max length {MAX_LENGTH}, 1 epoch, bf16 {results[0]['bf16']}, real tokens {results[0]['real_tokens']}")
-    print(f"{'variant':13s} {'train s':>8s} {'real tok/s':>11s}")
+    print(f"device {results[0]['device']}")
+    print(f"{'variant':13s} {'train s':>8s} {'real tok/s':>11s} {'peak share':>11s}")
     for r in results:
-        print(f"{r['variant']:13s} {r['wall_s']:8.1f} {r['tokens_per_s']:11.0f}")
+        print(f"{r['variant']:13s} {r['wall_s']:8.1f} {r['tokens_per_s']:11.0f} {r['peak_share']:11.1%}")
     by = {r["variant"]: r for r in results}
     if "studio" in by:
         for name in VARIANTS[1:]:

@@ -30,6 +30,10 @@ def varlen_sdpa(module, query, key, value, attention_mask, dropout=0.0, scaling=
     if cu_seq_lens_q is None or query.shape[0] != 1 or query.shape[2] != key.shape[2]:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, is_causal=is_causal, **kwargs)
+    if query.device.type == "cuda" and query.dtype in (torch.float16, torch.bfloat16) and _CUDA_VARLEN["ok"]:
+        out = _cuda_varlen(query, key, value, cu_seq_lens_q, kwargs.get("max_length_q"), scaling)
+        if out is not None:
+            return out, None
     dtype = query.dtype
     if query.device.type == "cpu" and dtype == torch.bfloat16:
         query, key, value = query.float(), key.float(), value.float()
@@ -44,6 +48,28 @@ def varlen_sdpa(module, query, key, value, attention_mask, dropout=0.0, scaling=
     ]
     out = torch.cat(parts, dim=2).to(dtype)
     return out.transpose(1, 2).contiguous(), None
+
+
+_CUDA_VARLEN = {"ok": True}
+
+
+def _cuda_varlen(query, key, value, cu_seq_lens, max_length, scaling):
+    """PyTorch's FlashAttention varlen kernel (torch.nn.attention.varlen) on a GPU: all rows in
+    one call. None (and the row loop from then on) where this GPU or build lacks it."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+
+        cu = cu_seq_lens.to(device=query.device, dtype=torch.int32)
+        longest = int(max_length) if max_length is not None else int(cu.diff().max())
+        q, k, v = (t[0].transpose(0, 1).contiguous() for t in (query, key, value))  # (tokens, heads, dim)
+        out = varlen_attn(q, k, v, cu, cu, longest, longest, scale=scaling, window_size=(-1, 0),
+                          enable_gqa=q.shape[1] != k.shape[1])
+        return out[None]
+    except (ImportError, RuntimeError, NotImplementedError, TypeError) as err:
+        _CUDA_VARLEN["ok"] = False
+        print(f"GPU varlen attention unavailable ({type(err).__name__}: {str(err)[:120]}); "
+              "attending row by row instead", flush=True)
+        return None
 
 
 def varlen_mask(*args, attention_mask=None, **kwargs):

@@ -30,8 +30,13 @@ def test_blind_battle_vote_reveal_and_export(server, page, studio, tiny_model_di
     expect(page.locator("#chat-a")).to_contain_text("How long is the warranty?", timeout=30_000)
     expect(page.locator("#chat-b")).to_contain_text("How long is the warranty?")
     expect(page.locator("#chat-a")).to_contain_text("hidden until you vote")
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     for _ in range(60):  # a vote waits for both replies to finish
-        page.click("#chat-vote-a")
+        try:  # while both sides stream, the page scrolls the chat: a click may not land at once
+            page.click("#chat-vote-a", timeout=3000)
+        except PlaywrightTimeout:
+            continue
         page.wait_for_timeout(1000)
         if "Vote stored" in page.locator("#chat-vote-message").inner_text():
             break
