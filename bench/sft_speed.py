@@ -101,13 +101,10 @@ def run_variant(variant: str, data_jsonl: Path, work: Path, home: Path, model: s
     if hardware.has_cuda():
         torch.cuda.synchronize()
     wall = time.perf_counter() - t0
-    from pipelines.estimates import matmul_flops
-
     weights = sum(p.numel() for p in trainer.model.parameters())
     trained = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-    flops = (4 * weights + 2 * trained) * real_tokens / wall
-    peak = matmul_flops("cuda" if hardware.has_cuda() else "cpu", hardware.use_bf16())
-    return {"peak_share": flops / peak, "device": torch.cuda.get_device_name() if hardware.has_cuda() else "cpu",
+    return {"flops": (4 * weights + 2 * trained) * real_tokens / wall,
+            "device": torch.cuda.get_device_name() if hardware.has_cuda() else "cpu",
             "variant": variant, "wall_s": wall, "real_tokens": real_tokens, "steps": trainer.state.global_step,
             "tokens_per_s": real_tokens / wall, "bf16": hardware.use_bf16(),
             "final_loss": next((h["loss"] for h in reversed(trainer.state.log_history) if "loss" in h), None)}
@@ -150,7 +147,15 @@ def main() -> None:
 
     print(f"\nLoRA SFT, model {args.model}, {args.rows} conversations (1-16 turns), batch {BATCH}, "
           f"max length {MAX_LENGTH}, 1 epoch, bf16 {results[0]['bf16']}, real tokens {results[0]['real_tokens']}")
-    print(f"device {results[0]['device']}")
+    # one peak for every variant, measured here once they are done (a per-process figure varies)
+    from pipelines import hardware
+    from pipelines.estimates import matmul_flops
+
+    peak = matmul_flops("cuda" if hardware.has_cuda() else "cpu", results[0]["bf16"])
+    for r in results:
+        r["peak_share"] = r["flops"] / peak
+    print(f"device {results[0]['device']}, measured matmul peak {peak / 1e9:.0f} GFLOP/s "
+          f"({'bf16' if results[0]['bf16'] else 'fp32'}, 1024^3)")
     print(f"{'variant':13s} {'train s':>8s} {'real tok/s':>11s} {'peak share':>11s}")
     for r in results:
         print(f"{r['variant']:13s} {r['wall_s']:8.1f} {r['tokens_per_s']:11.0f} {r['peak_share']:11.1%}")
