@@ -48,5 +48,5 @@ def use_bf16() -> bool:
     if has_cuda():
         import torch
 
-        return torch.cuda.is_bf16_supported()
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     return cpu_bf16_gain() >= CPU_BF16_MIN_GAIN

@@ -178,7 +178,7 @@ def load_for_inference(name_or_path: str):
     if hardware.has_cuda():
         import torch
 
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
         model = load_model(name_or_path, dtype=dtype).to("cuda")
     else:
         model = load_model(name_or_path)

@@ -27,25 +27,31 @@ def varlen_sdpa(module, query, key, value, attention_mask, dropout=0.0, scaling=
     """transformers attention interface: (batch, heads, seq, dim) in, (batch, seq, heads, dim) out."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+    if cu_seq_lens_q is None and attention_mask is None and module.training:
+        # a padding-free batch without its row boundaries would attend across rows
+        raise ValueError("studio_varlen: a training batch with neither row boundaries nor a mask")
     if cu_seq_lens_q is None or query.shape[0] != 1 or query.shape[2] != key.shape[2]:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, is_causal=is_causal, **kwargs)
-    if query.device.type == "cuda" and query.dtype in (torch.float16, torch.bfloat16) and _CUDA_VARLEN["ok"]:
+    if (query.device.type == "cuda" and query.dtype in (torch.float16, torch.bfloat16) and _CUDA_VARLEN["ok"]
+            and not (dropout and module.training)):  # the kernel has no dropout
         out = _cuda_varlen(query, key, value, cu_seq_lens_q, kwargs.get("max_length_q"), scaling)
         if out is not None:
             return out, None
-    dtype = query.dtype
-    if query.device.type == "cpu" and dtype == torch.bfloat16:
+    dtype = value.dtype  # under autocast: q and k leave the rotary embedding in float32, v in bf16
+    if query.device.type == "cpu":
         query, key, value = query.float(), key.float(), value.float()
     groups = query.shape[1] // key.shape[1]
     if groups > 1:
         key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
     bounds = cu_seq_lens_q.tolist()
-    parts = [
-        F.scaled_dot_product_attention(query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], is_causal=True,
-                                       dropout_p=dropout if module.training else 0.0, scale=scaling)
-        for s, e in zip(bounds[:-1], bounds[1:]) if e > s
-    ]
+    # autocast would turn SDPA back to bf16: float32 is what is asked for on a CPU
+    with torch.autocast(query.device.type, enabled=query.device.type != "cpu"):
+        parts = [
+            F.scaled_dot_product_attention(query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], is_causal=True,
+                                           dropout_p=dropout if module.training else 0.0, scale=scaling)
+            for s, e in zip(bounds[:-1], bounds[1:]) if e > s
+        ]
     out = torch.cat(parts, dim=2).to(dtype)
     return out.transpose(1, 2).contiguous(), None
 
@@ -65,6 +71,8 @@ def _cuda_varlen(query, key, value, cu_seq_lens, max_length, scaling):
         out = varlen_attn(q, k, v, cu, cu, longest, longest, scale=scaling, window_size=(-1, 0),
                           enable_gqa=q.shape[1] != k.shape[1])
         return out[None]
+    except torch.OutOfMemoryError:
+        raise  # out of memory is the run's problem, not the kernel's
     except (ImportError, RuntimeError, NotImplementedError, TypeError) as err:
         _CUDA_VARLEN["ok"] = False
         print(f"GPU varlen attention unavailable ({type(err).__name__}: {str(err)[:120]}); "
@@ -80,6 +88,18 @@ def varlen_mask(*args, attention_mask=None, **kwargs):
     if attention_mask is None:
         return None
     return sdpa_mask(*args, attention_mask=attention_mask, **kwargs)
+
+
+def model_supports(config) -> bool:
+    """Row-by-row causal attention reproduces the model's own attention: no sliding window, no
+    soft-capped attention scores, no attention sinks (those keep padded batches)."""
+    text = config.get_text_config()
+    types = getattr(text, "layer_types", None)
+    if types:  # transformers 5 names each layer's attention
+        sliding = "sliding_attention" in types
+    else:  # Qwen2 keeps a window size it does not use
+        sliding = bool(getattr(text, "sliding_window", None)) and getattr(text, "use_sliding_window", True)
+    return not (sliding or getattr(text, "attn_logit_softcapping", None) or text.model_type == "gpt_oss")
 
 
 def register() -> str:
@@ -149,10 +169,14 @@ class _HeadAsIdentity:
         self.head = head
 
     def __enter__(self):
+        self.saved = self.head.__dict__.get("forward")  # a hook library may have set its own
         self.head.forward = lambda x: x
 
     def __exit__(self, *exc):
-        del self.head.forward
+        if self.saved is None:
+            del self.head.forward
+        else:
+            self.head.forward = self.saved
 
 
 def _plain_head(model):
@@ -192,5 +216,6 @@ def answer_loss(model, inputs: dict, num_items_in_batch=None):
         logits = (logits[0] if labels.shape[0] == 1 else logits[rows, cols]).float()
         total = F.cross_entropy(logits, targets, reduction="sum")
         correct = (logits.detach().argmax(-1) == targets).sum()
-    count = num_items_in_batch if num_items_in_batch is not None else max(int(targets.numel()), 1)
+    # a window with no learned token gives a zero loss, not 0/0
+    count = torch.as_tensor(num_items_in_batch if num_items_in_batch is not None else targets.numel()).clamp(min=1)
     return total / count, correct, targets.numel()

@@ -28,7 +28,11 @@ class StudioSFTTrainer(SFTTrainer):
         if mode == "train":
             self._total_train_tokens += inputs["input_ids"].numel()  # one row, no padding: real tokens
             self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
-        return (loss, {"loss": loss}) if return_outputs else loss
+        if not return_outputs:
+            return loss
+        from transformers.modeling_outputs import CausalLMOutputWithPast
+
+        return loss, CausalLMOutputWithPast(loss=loss)
 
     def log(self, logs, start_time=None):
         # the accuracy stays a tensor until it is logged: no host sync per step on a GPU

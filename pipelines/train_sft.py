@@ -175,10 +175,12 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
           flush=True)
     optimizer = method.optimizer(model, params) if method.optimizer else None
     # padding-free batches wherever the method allows (pipelines/packing.py)
-    packed = method.padding_free
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    packed = method.padding_free and packing.model_supports(base.config)
     if packed:
-        (model.get_base_model() if hasattr(model, "get_base_model") else model).set_attn_implementation(
-            packing.register())
+        base.set_attn_implementation(packing.register())
+        # transformers keeps the old implementation (with a warning) where a model cannot switch
+        packed = base.config._attn_implementation == packing.IMPLEMENTATION
 
     # trainer
     trainer_args = dict(groups["trainer"])

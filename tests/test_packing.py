@@ -117,3 +117,22 @@ def test_the_blockwise_loss_equals_cross_entropy_over_whole_logits(monkeypatch):
 
     by_hand = sum(math.log(sum(math.exp(v) for v in row)) - row[t] for row, t in zip(logits.tolist(), targets.tolist()))
     assert abs(float(total) - by_hand) < 1e-4
+
+
+def test_a_batch_without_learned_tokens_gives_zero_not_nan(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.setenv("STUDIO_BF16", "0")
+    trainer = _trainer(tmp_path, tiny_model_dir, per_device_train_batch_size=2)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    batch["labels"][:] = -100  # e.g. answers cut away by max_length
+    for items in (None, torch.tensor(0)):  # alone, and as a gradient-accumulation window of none
+        loss, correct, learned = packing.answer_loss(trainer.model, batch, items)
+        loss.backward()
+        assert float(loss) == 0.0 and learned == 0 and int(correct) == 0
+
+
+def test_models_whose_attention_rows_cannot_reproduce_keep_padded_batches():
+    from transformers import Gemma2Config, LlamaConfig, MistralConfig, Qwen2Config
+
+    assert packing.model_supports(LlamaConfig()) and packing.model_supports(Qwen2Config())
+    assert not packing.model_supports(MistralConfig(sliding_window=4096))  # a window: not row-causal
+    assert not packing.model_supports(Gemma2Config())  # sliding layers and soft-capped scores
