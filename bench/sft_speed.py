@@ -149,9 +149,8 @@ def main() -> None:
           f"max length {MAX_LENGTH}, 1 epoch, bf16 {results[0]['bf16']}, real tokens {results[0]['real_tokens']}")
     # one peak for every variant, measured here once they are done (a per-process figure varies)
     from pipelines import hardware
-    from pipelines.estimates import matmul_flops
 
-    peak = matmul_flops("cuda" if hardware.has_cuda() else "cpu", results[0]["bf16"])
+    peak = hardware.matmul_flops("cuda" if hardware.has_cuda() else "cpu", results[0]["bf16"])
     for r in results:
         r["peak_share"] = r["flops"] / peak
     print(f"device {results[0]['device']}, measured matmul peak {peak / 1e9:.0f} GFLOP/s "

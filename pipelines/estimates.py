@@ -14,10 +14,8 @@ matmul speed x an efficiency measured by bench/methods.py.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import threading
-import time
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -241,24 +239,6 @@ def training_model(model_path: str, method_key: str, frozen_values: tuple, bf16:
     return a, b, c, d
 
 
-@lru_cache(maxsize=4)
-def matmul_flops(device: str, bf16: bool) -> float:
-    """This machine's measured matmul speed (FLOP/s), best of a few 1024^3 products."""
-    import torch
-
-    dtype = torch.bfloat16 if bf16 else torch.float32
-    x = torch.randn(1024, 1024, dtype=dtype, device=device)
-    best = math.inf
-    for _ in range(5):
-        start = time.perf_counter()
-        for _ in range(4):
-            x @ x
-        if device == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, (time.perf_counter() - start) / 4)
-    return 2 * 1024**3 / best
-
-
 def _batches(lengths: list[int], batch: int, max_length: int, seed: int) -> list[list[int]]:
     import random
 
@@ -345,7 +325,7 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
             per_token += 2 * total
         if method.reference:
             per_token += 2 * total * (2 if method.data_kind == "kto" else 1)
-        seconds = per_token * tokens_epoch / (matmul_flops(device, bf16) * STEP_EFFICIENCY[device])
+        seconds = per_token * tokens_epoch / (hardware.matmul_flops(device, bf16) * STEP_EFFICIENCY[device])
     return Estimate(method=method_key, total_params=total, trainable_params=trainable, weights_bytes=weights,
                     training_bytes=int(training), runtime_bytes=runtime,
                     peak_bytes=peak, available_bytes=available_bytes(device), device=device,
