@@ -1,0 +1,94 @@
+"""An adapter folded into its base: a standard Hugging Face model folder (safetensors, tokenizer
+with its chat template, generation config) that `AutoModelForCausalLM.from_pretrained` loads
+anywhere, with the outputs of base + adapter.
+
+PEFT does the folding (`merge_and_unload`) for every method that changes weights: the LoRA family
+(incl. DoRA, VeRA, LoHa, LoKr, AdaLoRA, PiSSA/OLoRA, whose saved adapters are relative to the
+original base), IA3 and LayerNorm tuning. Prompt learning adds virtual tokens in front of every
+input, which no weight of the model can hold, so it is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from pipelines import models
+from pipelines.export import ExportError, atomic_folder
+
+# PEFT's names for the adapters that live in front of the input rather than in the weights
+PROMPT_LEARNING = {"PREFIX_TUNING", "PROMPT_TUNING", "P_TUNING", "MULTITASK_PROMPT_TUNING"}
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "chat_template.jinja", "tokenizer.model", "vocab.json", "merges.txt")
+
+
+def adapter_type(adapter_dir: Path) -> str:
+    config = Path(adapter_dir) / "adapter_config.json"
+    if not config.exists():
+        raise ExportError(f"{adapter_dir} has no adapter_config.json; expected a PEFT adapter folder")
+    return json.loads(config.read_text()).get("peft_type", "")
+
+
+def check_mergeable(adapter_dir: Path) -> None:
+    kind = adapter_type(adapter_dir)
+    if kind in PROMPT_LEARNING:
+        raise ExportError(f"a {kind.replace('_', ' ').lower()} adapter cannot be merged: it learned virtual "
+                          "tokens put in front of every input, not a change of the model's weights, so "
+                          "it only works loaded beside its base (train LoRA to get a mergeable result)")
+
+
+def merge_adapter(base: str, adapter_dir: Path, out_dir: Path, on_progress=None) -> dict:
+    """Write base + adapter as one model folder at `out_dir` (all or nothing)."""
+    import torch
+    from peft import PeftModel
+
+    adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
+    check_mergeable(adapter_dir)
+    say = on_progress or (lambda _text: None)
+    say("loading the base model")
+    # float32 for the arithmetic; the folder is saved in the dtype the base was stored in
+    stored = _stored_dtype(Path(base))
+    model = models.load_model(base, dtype=torch.float32)
+    say("adding the adapter")
+    model = PeftModel.from_pretrained(model, str(adapter_dir))
+    say("merging the adapter into the weights")
+    merged = model.merge_and_unload()
+    merged.to(stored)
+    say("writing the merged model")
+    with atomic_folder(out_dir) as tmp:
+        merged.save_pretrained(tmp, safe_serialization=True)
+        copy_tokenizer(Path(base), tmp)
+    return {"folder": str(out_dir), "bytes": folder_bytes(out_dir), "dtype": str(stored).removeprefix("torch.")}
+
+
+def copy_model(model_dir: Path, out_dir: Path) -> dict:
+    """A whole model (full or freeze tuning) is already mergeable's result: copy it as it is."""
+    models.check_local_folder(Path(model_dir))
+    with atomic_folder(out_dir) as tmp:
+        for item in Path(model_dir).iterdir():
+            if item.is_file():
+                shutil.copy2(item, tmp / item.name)
+    return {"folder": str(out_dir), "bytes": folder_bytes(out_dir)}
+
+
+def copy_tokenizer(source: Path, target: Path) -> None:
+    """The base's tokenizer and chat template, exactly as stored (re-saving through transformers
+    could rewrite them)."""
+    found = [name for name in TOKENIZER_FILES if (source / name).exists()]
+    if not found:
+        models.load_tokenizer(str(source)).save_pretrained(target)
+    for name in found:
+        shutil.copy2(source / name, target / name)
+
+
+def _stored_dtype(base: Path):
+    import torch
+
+    config = json.loads((base / "config.json").read_text()) if (base / "config.json").exists() else {}
+    name = config.get("dtype") or config.get("torch_dtype") or "float32"
+    return getattr(torch, str(name), torch.float32)
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())

@@ -1,0 +1,150 @@
+"""Models merged with each other, through mergekit (arcee-ai/mergekit): a weighted average, SLERP,
+task arithmetic, TIES and DARE. Each method is declared once with help for a non-expert; the UI,
+the CLI and the check before a job starts read it from here.
+
+Merging works weight by weight, so every model must have the same architecture and shapes (the
+same base model, tuned in different ways, is the usual case).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipelines.export import ExportError, atomic_folder
+from pipelines.export.merge import folder_bytes
+
+
+@dataclass(frozen=True)
+class MergeMethod:
+    key: str  # mergekit's name
+    label: str
+    summary: str
+    needs_base: bool  # works on each model's difference from a common base model
+    uses_weights: bool
+    uses_density: bool
+    uses_t: bool = False
+
+
+MERGE_METHODS = {m.key: m for m in [
+    MergeMethod("linear", "Weighted average",
+                "Averages the models' weights, each with the weight you give it. Simple and predictable; "
+                "works best when the models started from the same base.",
+                needs_base=False, uses_weights=True, uses_density=False),
+    MergeMethod("slerp", "SLERP (two models)",
+                "Moves from the first model towards the second along a curve rather than a straight line, "
+                "which keeps the weights' size the way the models had it. The interpolation factor t says "
+                "how far: 0 = the first model, 1 = the second, 0.5 = halfway. Often the best way to blend "
+                "a tuned model back with its base to keep general skills.",
+                needs_base=False, uses_weights=False, uses_density=False, uses_t=True),
+    MergeMethod("task_arithmetic", "Task arithmetic",
+                "Takes what each tuned model learned (its weights minus the base's) and adds those changes "
+                "to the base, scaled by each model's weight. Combines skills learned separately; a weight "
+                "below 0 removes a behaviour instead.",
+                needs_base=True, uses_weights=True, uses_density=False),
+    MergeMethod("ties", "TIES",
+                "Task arithmetic that first keeps only each model's largest changes (the density: 0.5 keeps "
+                "the top half) and, where models disagree on the direction of a change, follows the "
+                "majority. Less interference than plain addition when merging several models.",
+                needs_base=True, uses_weights=True, uses_density=True),
+    MergeMethod("dare_ties", "DARE",
+                "Drops a random share of each model's changes (keeping the density: 0.5 keeps half) and "
+                "scales the rest up to make up for it, then merges like TIES. Tuned models' changes are "
+                "highly redundant, so most can go; good for merging many models.",
+                needs_base=True, uses_weights=True, uses_density=True),
+]}
+
+_SHAPE_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+               "intermediate_size", "vocab_size")
+
+
+def check(method: str, models: list[str], base: str | None, weights: list[float] | None = None,
+          t: float = 0.5, density: float = 0.5) -> MergeMethod:
+    """Refuse, in one sentence, settings that cannot work, before any job starts. `models` and `base`
+    name the models (refs or folders); check_same_shape looks at their configs."""
+    if method not in MERGE_METHODS:
+        raise ExportError(f"unknown merge method '{method}'; choose one of {', '.join(MERGE_METHODS)}")
+    spec = MERGE_METHODS[method]
+    twice = [m for m in dict.fromkeys(models) if models.count(m) > 1]
+    if twice:
+        raise ExportError(f"{twice[0]} is named twice; a merge takes each model once (its weight says how much)")
+    if spec.uses_t and len(models) != 2:
+        raise ExportError(f"SLERP blends exactly two models; {len(models)} were given")
+    if spec.needs_base and not base:
+        raise ExportError(f"{spec.label} adds each model's changes to a base model; pick the base they were "
+                          "tuned from")
+    if not spec.needs_base and len(models) < 2:
+        raise ExportError(f"{spec.label} needs at least two models; {len(models)} given")
+    if spec.needs_base and not [m for m in models if m != base]:
+        raise ExportError(f"{spec.label} needs at least one tuned model besides the base")
+    if weights is not None and spec.uses_weights:
+        if len(weights) != len(models):
+            raise ExportError(f"{len(weights)} weights for {len(models)} models; give one weight per model")
+        if not all(math.isfinite(w) for w in weights):
+            raise ExportError("every weight must be a finite number")
+        if method == "linear" and sum(weights) <= 0:
+            raise ExportError("the weights of a weighted average must add up to more than 0")
+    if spec.uses_t and not (math.isfinite(t) and 0 <= t <= 1):
+        raise ExportError(f"the interpolation factor t must be between 0 and 1; got {t}")
+    if spec.uses_density and not (math.isfinite(density) and 0 < density <= 1):
+        raise ExportError(f"the density must be more than 0 and at most 1; got {density}")
+    return spec
+
+
+def check_same_shape(folders: list[str]) -> None:
+    shapes = {}
+    for folder in folders:
+        config = Path(folder) / "config.json"
+        if not config.exists():
+            raise ExportError(f"{folder} has no config.json; expected a Hugging Face model folder")
+        found = json.loads(config.read_text())
+        shapes[folder] = (tuple(found.get("architectures") or ()), *(found.get(k) for k in _SHAPE_KEYS))
+    first, *rest = list(dict.fromkeys(folders))
+    for other in rest:
+        if shapes[other] != shapes[first]:
+            raise ExportError(f"{other} and {first} differ in architecture or size; merging needs models "
+                              "of the same shape (usually the same base model, tuned differently)")
+
+
+def merge_models(method: str, models: list[str], out_dir: Path, base: str | None = None,
+                 weights: list[float] | None = None, t: float = 0.5, density: float = 0.5,
+                 seed: int = 0) -> dict:
+    """Write the merge of `models` (local folders) at `out_dir`, all or nothing."""
+    from mergekit.config import MergeConfiguration
+    from mergekit.merge import run_merge
+    from mergekit.options import MergeOptions
+
+    spec = check(method, models, base, weights, t, density)
+    check_same_shape([*models, *([base] if base else [])])
+    weights = weights if weights is not None else [1.0 / len(models)] * len(models)
+    if spec.uses_t:
+        base = models[0]  # mergekit's SLERP goes from its base model (t = 0) to the other
+        entries = [{"model": m} for m in models]
+        parameters = {"t": t}
+    else:
+        entries = []
+        for model, weight in zip(models, weights):
+            if model == base:
+                continue  # the base is the starting point, not one of the changes added to it
+            params = {"weight": weight}
+            if spec.uses_density:
+                params["density"] = density
+            entries.append({"model": model, "parameters": params})
+        parameters = {"normalize": True} if method == "linear" else {}
+    config = {"merge_method": method, "models": entries, "dtype": _dtype(models[0])}
+    if parameters:
+        config["parameters"] = parameters
+    if spec.needs_base or spec.uses_t:
+        config["base_model"] = base
+    with atomic_folder(out_dir) as tmp:
+        run_merge(MergeConfiguration.model_validate(config), str(tmp),
+                  MergeOptions(quiet=True, copy_tokenizer=True, random_seed=seed, trust_remote_code=False,
+                               write_model_card=True))
+    return {"folder": str(out_dir), "bytes": folder_bytes(out_dir), "config": config}
+
+
+def _dtype(folder: str) -> str:
+    found = json.loads((Path(folder) / "config.json").read_text())
+    return str(found.get("dtype") or found.get("torch_dtype") or "float32")

@@ -1,0 +1,208 @@
+"""Merging: every mergeable method's adapter folded into its base gives a plain model folder with
+the outputs of base + adapter; prompt learning is refused in one sentence; model merging (SLERP,
+linear, TIES, DARE, task arithmetic) keeps its ends and its arithmetic."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from pipelines.export import ExportError
+from pipelines.export.merge import check_mergeable, merge_adapter
+from pipelines.export.model_merge import MERGE_METHODS, check, merge_models
+from pipelines.methods import METHODS, Setup, parse
+
+MERGEABLE = [k for k, m in METHODS.items() if m.artifact == "adapter" and m.mergeable]
+PROMPT_LEARNING = [k for k, m in METHODS.items() if m.prompt_learning]
+PROMPT = [[1, 504, 1340, 314, 253, 2206, 30, 2]]
+
+
+def logits(model) -> torch.Tensor:
+    with torch.no_grad():
+        return model(input_ids=torch.tensor(PROMPT)).logits[0]
+
+
+def make_adapter(key: str, base_dir, out_dir, seed: int = 0):
+    """The method's adapter, as the studio configures it, with random (non-zero) learned weights:
+    what a run leaves, without the minutes of training."""
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    method = METHODS[key]
+    config = method.peft_config(parse(method.params, {}), Setup(model_path=str(base_dir), total_steps=10))
+    if method.converts_base:
+        # PiSSA/OLoRA runs save an adapter converted back to the untouched base (train_sft.save):
+        # that is a plain LoRA adapter, which is what a merge meets
+        config.init_lora_weights = True
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir), config)
+    torch.manual_seed(seed)
+    for param in model.parameters():
+        if param.requires_grad:
+            param.data += 0.05 * torch.randn_like(param)
+    model.save_pretrained(out_dir)
+    return model
+
+
+@pytest.mark.parametrize("key", MERGEABLE)
+def test_merged_model_equals_base_plus_adapter(key, tiny_model_dir, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    make_adapter(key, tiny_model_dir, tmp_path / "adapter")
+    # the reference: the base with the saved adapter loaded on top, as chat loads a run
+    with_adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                                             str(tmp_path / "adapter")).eval()
+    expected = logits(with_adapter)
+    base_logits = logits(AutoModelForCausalLM.from_pretrained(tiny_model_dir))
+    assert not torch.allclose(expected, base_logits, atol=1e-3), "the adapter must change the outputs"
+
+    summary = merge_adapter(str(tiny_model_dir), tmp_path / "adapter", tmp_path / "merged")
+    merged_dir = tmp_path / "merged"
+    # a plain Hugging Face folder: loads without PEFT, tokenizer and chat template included
+    assert not (merged_dir / "adapter_config.json").exists()
+    assert (merged_dir / "model.safetensors").exists() and summary["bytes"] > 0
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir).eval()
+    diff = (logits(merged) - expected).abs().max().item()
+    assert diff < 1e-4, f"{key}: merged logits differ from base + adapter by {diff}"
+    from transformers import AutoTokenizer
+
+    assert AutoTokenizer.from_pretrained(merged_dir).chat_template == \
+        AutoTokenizer.from_pretrained(tiny_model_dir).chat_template
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp folder left
+
+
+@pytest.mark.parametrize("key", PROMPT_LEARNING)
+def test_prompt_learning_adapters_are_refused_in_one_sentence(key, tiny_model_dir, tmp_path):
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    method = METHODS[key]
+    config = method.peft_config(parse(method.params, {}), Setup(model_path=str(tiny_model_dir)))
+    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), config).save_pretrained(tmp_path / "a")
+    with pytest.raises(ExportError) as err:
+        merge_adapter(str(tiny_model_dir), tmp_path / "a", tmp_path / "merged")
+    assert "cannot be merged" in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "merged").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
+
+
+# --- model merging -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def two_models(tiny_model_dir, tmp_path_factory):
+    """The tiny base and a second model of its shape (the base with a LoRA merged in)."""
+    out = tmp_path_factory.mktemp("models")
+    make_adapter("lora", tiny_model_dir, out / "adapter", seed=1)
+    merge_adapter(str(tiny_model_dir), out / "adapter", out / "tuned")
+    return tiny_model_dir, out / "tuned"
+
+
+def weights(folder) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+def max_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+
+
+def test_slerp_of_a_model_with_itself_is_the_model(two_models, tmp_path):
+    import shutil
+
+    base, _ = two_models
+    shutil.copytree(base, tmp_path / "copy")  # the same weights under another name
+    merge_models("slerp", [str(base), str(tmp_path / "copy")], tmp_path / "m", t=0.3)
+    assert max_diff(weights(tmp_path / "m"), weights(base)) < 1e-6
+
+
+@pytest.mark.parametrize("t", [0.0, 1.0])
+def test_slerp_ends_are_the_two_models(two_models, tmp_path, t):
+    base, tuned = two_models
+    merge_models("slerp", [str(base), str(tuned)], tmp_path / "m", t=t)
+    assert max_diff(weights(tmp_path / "m"), weights(base if t == 0 else tuned)) < 1e-6
+
+
+def test_slerp_halfway_lies_on_the_arc(two_models, tmp_path):
+    """SLERP at t=0.5 moves about halfway and never leaves the span between the ends: each row of
+    the merge is no farther from either model's row than the two rows are from each other."""
+    base, tuned = two_models
+    merge_models("slerp", [str(base), str(tuned)], tmp_path / "m", t=0.5)
+    a, b, m = weights(base), weights(tuned), weights(tmp_path / "m")
+    key = next(k for k in a if "q_proj" in k)
+    assert not torch.equal(a[key], b[key])
+    gap = (a[key] - b[key]).norm(dim=1)
+    assert torch.all((m[key] - a[key]).norm(dim=1) <= gap + 1e-6)
+    assert torch.all((m[key] - b[key]).norm(dim=1) <= gap + 1e-6)
+    assert (m[key] - a[key]).norm() > 0.3 * (b[key] - a[key]).norm()  # it moved about halfway
+
+
+def test_linear_and_task_arithmetic_by_hand(two_models, tmp_path):
+    base, tuned = two_models
+    a, b = weights(base), weights(tuned)
+    merge_models("linear", [str(base), str(tuned)], tmp_path / "lin", weights=[3.0, 1.0])
+    lin = weights(tmp_path / "lin")
+    assert max_diff(lin, {k: 0.75 * a[k] + 0.25 * b[k] for k in a}) < 1e-6  # weights are normalised
+    merge_models("task_arithmetic", [str(tuned)], tmp_path / "ta", base=str(base), weights=[2.0])
+    ta = weights(tmp_path / "ta")
+    assert max_diff(ta, {k: a[k] + 2.0 * (b[k] - a[k]) for k in a}) < 1e-5
+
+
+@pytest.mark.parametrize("method", ["ties", "dare_ties"])
+def test_sparse_merges_keep_the_density_share_of_changes(two_models, tmp_path, method):
+    base, tuned = two_models
+    merge_models(method, [str(tuned)], tmp_path / "m", base=str(base), weights=[1.0], density=0.5, seed=3)
+    a, m = weights(base), weights(tmp_path / "m")
+    key = next(k for k in a if "q_proj" in k)
+    changed = (m[key] != a[key]).float().mean().item()
+    assert 0.35 < changed < 0.65, f"{method} changed {changed:.0%} of the weights at density 0.5"
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (("slerp", ["a", "b", "c"], None), "SLERP blends exactly two models; 3 were given"),
+    (("ties", ["a", "b"], None), "TIES adds each model's changes to a base model; pick the base they were tuned from"),
+    (("linear", ["a"], None), "Weighted average needs at least two models; 1 given"),
+    (("dare_ties", ["b"], "b"), "DARE needs at least one tuned model besides the base"),
+    (("linear", ["a", "a"], None), "a is named twice; a merge takes each model once (its weight says how much)"),
+    (("frankenmerge", ["a", "b"], None), "unknown merge method 'frankenmerge'; choose one of "
+                                         + ", ".join(MERGE_METHODS)),
+])
+def test_impossible_merges_are_refused_in_one_sentence(args, message):
+    with pytest.raises(ExportError) as err:
+        check(*args)
+    assert str(err.value) == message
+
+
+def test_bad_factors_are_refused():
+    with pytest.raises(ExportError, match="t must be between 0 and 1; got 1.5"):
+        check("slerp", ["a", "b"], None, t=1.5)
+    with pytest.raises(ExportError, match="density must be more than 0 and at most 1; got 0"):
+        check("ties", ["a"], "base", density=0.0)
+    with pytest.raises(ExportError, match="every weight must be a finite number"):
+        check("linear", ["a", "b"], None, weights=[1.0, float("nan")])
+
+
+def test_models_of_different_shapes_are_refused(two_models, tmp_path):
+    import shutil
+
+    base, _ = two_models
+    other = tmp_path / "other"
+    shutil.copytree(base, other)
+    config = json.loads((other / "config.json").read_text())
+    config["num_hidden_layers"] = 3
+    (other / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ExportError, match="differ in architecture or size"):
+        merge_models("linear", [str(base), str(other)], tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+
+
+def test_mergeable_flag_matches_what_merging_accepts(tiny_model_dir, tmp_path):
+    """The catalogue's `mergeable` says what the merge does: one adapter of each kind."""
+    make_adapter("lora", tiny_model_dir, tmp_path / "lora")
+    check_mergeable(tmp_path / "lora")
+    assert all(not METHODS[k].mergeable for k in PROMPT_LEARNING)
