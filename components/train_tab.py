@@ -10,7 +10,7 @@ from components.forms import build_form
 from pipelines.data import DataError
 from pipelines.methods import METHODS, ConfigError
 from pipelines.models import ModelError
-from studio import method_service
+from studio import export_service, method_service
 from studio.core import SAMPLES, RunError
 
 # Settings that change the memory or time a run needs: the estimate is refreshed when they do.
@@ -42,7 +42,7 @@ def model_choices(studio) -> list[tuple[str, str]]:
             label = METHODS[run["method"]].label if run["method"] in METHODS else run["method"]
             out.append((f"Result of run {run['id']}: {label} on {datasets.get(run['dataset_id'], '?')}",
                         f"run:{run['id']}"))
-    return out
+    return out + export_service.model_choices(studio)
 
 
 # A first run that shows the model learning within minutes on the FAQ sample (bench/faq_quality.py)

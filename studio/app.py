@@ -6,7 +6,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from components import chat_tab, data_tab, label_tab, loop, method_tab, train_tab
+from components import chat_tab, data_tab, export_tab, label_tab, loop, method_tab, train_tab
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 CSS_PATH = ASSETS / "studio.css"
@@ -37,6 +37,8 @@ def build_app(studio) -> gr.Blocks:
                 refresh_chat, chat_outputs, exported, chat_loop = chat_tab.build(studio)
             with gr.Tab("Label", id="label") as label:
                 open_label, label_project, label_outputs, label_overview = label_tab.build(studio)
+            with gr.Tab("Export", id="export") as export:
+                refresh_export, export_outputs = export_tab.build(studio)
         # new datasets are offered at once: imports to Train, exported votes to Data
         train_dataset, data_dataset = train_outputs[0], data_outputs[0]
         imported.then(lambda key: gr.update(choices=train_tab.dataset_choices(studio, key)), picks[2], train_dataset)
@@ -51,6 +53,8 @@ def build_app(studio) -> gr.Blocks:
         chat.select(refresh_chat, chat_outputs[:2], chat_outputs)
         # the comparison is measured for the model and dataset chosen in Train, when looked at
         method.select(open_method, method_inputs, method_outputs)
+        # runs finished and models merged since the page opened can be exported when the tab is opened
+        export.select(refresh_export, None, export_outputs)
 
         def on_load():
             return (*on_load_train(), *on_load_data(), *refresh_chat())

@@ -11,6 +11,7 @@ from pathlib import Path
 from pipelines import arena, chat
 from pipelines.data import DataError
 from pipelines.importer import ImportOptions
+from studio import export_service
 
 
 class ChatError(ValueError):
@@ -30,7 +31,8 @@ def choices(studio) -> list[tuple[str, str]]:
         name = dataset["name"] if dataset else "?"
         base = "" if run["model"] == "default" else f" on {run['model']}"
         out.append((f"Tuned: {run['method']} on {name}{base} ({run['id']})", f"run:{run['id']}"))
-    return out
+    # merged models and merges made in the Export tab
+    return out + [(label, f"base:{folder}") for label, folder in export_service.model_choices(studio)]
 
 
 def resolve(studio, spec: str) -> tuple[str, Path | None]:

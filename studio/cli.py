@@ -10,7 +10,7 @@ from pipelines.data import DataError
 from pipelines.events import FINAL_STATUSES
 from pipelines.methods import ConfigError
 from pipelines.models import ModelError
-from studio import cli_data, cli_label
+from studio import cli_data, cli_export, cli_label
 from studio.core import RunError
 
 CONFIG_KEYS = {"model", "dataset", "method", "params"}
@@ -220,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_data.add_parsers(sub, common)
     cli_label.add_parsers(sub, common)
+    cli_export.add_parsers(sub, common)
 
     p = sub.add_parser("runs", parents=[common], help="list runs and their status")
     p.set_defaults(func=cmd_runs)

@@ -93,6 +93,18 @@ CREATE TABLE IF NOT EXISTS label_labels (
     UNIQUE (item_id, labeler)
 );
 CREATE INDEX IF NOT EXISTS label_labels_by ON label_labels (project_id, labeler, id);
+-- exports: models and files made from runs and models (merged, merged with each other, GGUF); each
+-- is a job in runs/<id>/ whose status is mirrored here like a run's
+CREATE TABLE IF NOT EXISTS exports (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('merged', 'merge', 'gguf')),
+    source TEXT NOT NULL,
+    status TEXT NOT NULL,
+    error TEXT,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
 """
 
 # A writer waits this long for another writer before SQLite gives up with "database is locked".
@@ -223,6 +235,27 @@ class Store:
     def list_runs(self) -> list[dict]:
         with self._connect() as db:
             return [_run(r) for r in db.execute("SELECT * FROM runs ORDER BY created DESC")]
+
+    # exports
+    def add_export(self, *, id: str, name: str, kind: str, source: dict, status: str = "queued") -> None:
+        now = time.time()
+        with self._connect() as db:
+            db.execute("INSERT INTO exports (id, name, kind, source, status, created, updated) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?)", (id, name, kind, json.dumps(source), status, now, now))
+
+    def update_export_status(self, export_id: str, status: str, error: str | None) -> None:
+        with self._connect() as db:
+            db.execute("UPDATE exports SET status = ?, error = ?, updated = ? WHERE id = ?",
+                       (status, error, time.time(), export_id))
+
+    def get_export(self, export_id: str) -> dict | None:
+        with self._connect() as db:
+            found = db.execute("SELECT * FROM exports WHERE id = ?", (export_id,)).fetchone()
+        return _export(found) if found else None
+
+    def list_exports(self) -> list[dict]:
+        with self._connect() as db:
+            return [_export(r) for r in db.execute("SELECT * FROM exports ORDER BY created DESC")]
 
     # labeling projects
     def add_label_project(self, *, id: str, name: str, overlap: int, source: dict, status: str,
@@ -406,4 +439,10 @@ def _dataset(row: sqlite3.Row) -> dict:
 def _run(row: sqlite3.Row) -> dict:
     out = dict(row)
     out["params"] = json.loads(out["params"])
+    return out
+
+
+def _export(row: sqlite3.Row) -> dict:
+    out = dict(row)
+    out["source"] = json.loads(out["source"])
     return out

@@ -1,0 +1,219 @@
+"""Export tab: a tuned model out of the studio (a merged model folder, or a GGUF file with an Ollama
+Modelfile), models merged with each other, and the list of exports with their progress, files to
+download and the command that runs the result in Ollama. Made models join the Train and Chat tabs'
+model lists."""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+
+from pipelines.export import ExportError
+from pipelines.export.model_merge import MERGE_METHODS
+from studio import export_service as xs
+
+FORMATS = [("GGUF file for llama.cpp and Ollama (one file + a Modelfile)", "gguf"),
+           ("Merged model folder (Hugging Face safetensors: transformers, vLLM, further training)", "merged")]
+KINDS = {"merged": "merged model", "merge": "model merge", "gguf": "GGUF"}
+
+
+def fmt_bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def table(studio) -> list[list]:
+    rows = []
+    for row in xs.list_exports(studio):
+        what = KINDS[row["kind"]] + (f" {row['source'].get('quant', '').upper()}" if row["kind"] == "gguf" else "")
+        progress = f"{row['step']}/{row['max_steps']}" if row.get("max_steps") else "-"
+        rows.append([row["id"], row["name"], what, row["status"], progress])
+    return rows
+
+
+def pick_choices(studio) -> list[tuple[str, str]]:
+    return [(f"{name} · {what} · {status} ({export_id})", export_id) for export_id, name, what, status, _ in table(studio)]
+
+
+def details(studio, export_id: str | None) -> str:
+    if not export_id:
+        return "Pick an export to see its files."
+    row = xs.get_export(studio, export_id)
+    if row is None:
+        return f"No export '{html.escape(export_id)}'."
+    lines = [f"**{html.escape(row['name'])}** ({KINDS[row['kind']]}) · **{row['status']}**"]
+    if row["status"] in ("queued", "running"):
+        lines.append(f"{row.get('phase') or 'waiting for its turn'} · step {row['step']} of {row['max_steps'] or '?'}")
+    if row["error"]:
+        lines.append(f"**Failed:** {html.escape(row['error'])}")
+    if row["status"] == "completed":
+        summary = row["summary"]
+        for path in xs.files(studio, export_id):
+            lines.append(f"- `{path.name}` · {fmt_bytes(path.stat().st_size)}")
+        folder = Path(summary["gguf"]).parent if summary.get("gguf") else summary.get("folder")
+        lines.append(f"\nFolder: `{folder}` · took {summary.get('seconds', '?')} s")
+        command = xs.ollama_command(studio, export_id)
+        if command:
+            lines.append(f"\nRun it with [Ollama](https://ollama.com) (or load the .gguf in llama.cpp):\n\n```\n{command}\n```")
+        if row["kind"] != "gguf":
+            lines.append("\nThis model is now in the Train tab's *Start from* list and in the Chat tab's model lists.")
+    return "\n".join(lines)
+
+
+def downloads(studio, export_id: str | None) -> list[str] | None:
+    """The export's files, linked into a folder of this studio's under the system's temp folder: the
+    page may hand out files from there, while the workspace itself is never served by path."""
+    if not export_id:
+        return None
+    row = xs.get_export(studio, export_id)
+    if row is None or row["status"] != "completed":
+        return None
+    out = Path(tempfile.gettempdir()) / "tune-studio-downloads" / export_id
+    out.mkdir(parents=True, exist_ok=True)
+    found = []
+    for path in xs.files(studio, export_id):
+        target = out / path.name
+        if not target.exists():
+            try:
+                os.link(path, target)
+            except OSError:  # another file system: a copy
+                import shutil
+
+                shutil.copy2(path, target)
+        found.append(str(target))
+    return found
+
+
+def parse_weights(text: str, count: int) -> list[float] | None:
+    if not (text or "").strip():
+        return None
+    try:
+        values = [float(v) for v in text.replace(";", ",").split(",") if v.strip()]
+    except ValueError:
+        raise ExportError(f"weights '{text}' must be numbers separated by commas, one per model") from None
+    if not all(math.isfinite(v) for v in values):
+        raise ExportError("every weight must be a finite number")
+    if len(values) != count:
+        raise ExportError(f"{len(values)} weights for {count} models; give one weight per model")
+    return values
+
+
+def build(studio):
+    """Returns (refresh(): choice updates for page load and tab opening, its outputs)."""
+    gr.Markdown("Take a tuned model out of the studio: as **one GGUF file** for llama.cpp and Ollama, as a "
+                "**merged model folder** that transformers loads anywhere, or **merge models** with each other. "
+                "Each runs in the background like training; results appear in the list below.")
+    choices = xs.sources(studio)
+    with gr.Row(equal_height=False):
+        with gr.Column():
+            gr.Markdown("### Export a model")
+            source = gr.Dropdown(choices=choices, value=choices[-1][1], label="Model", elem_id="export-source",
+                                 info="A finished run (its adapter is merged into its base first), a model an "
+                                      "earlier export made, or the built-in model. Prompt-learning runs are not "
+                                      "listed: they hold virtual tokens, not weights a file could carry.")
+            fmt = gr.Radio(FORMATS, value="gguf", label="Format", elem_id="export-format")
+            quant = gr.Radio([(text, key) for key, text in xs.QUANTS.items()], value="q8_0", label="GGUF weight type",
+                             elem_id="export-quant")
+            name = gr.Textbox(label="Name", placeholder="e.g. quillpad-support (also the Ollama model name)",
+                              elem_id="export-name")
+            system = gr.Textbox(label="System prompt for Ollama (optional)", lines=2, elem_id="export-system",
+                                info="Written into the Modelfile; empty = the model's own default.")
+            export = gr.Button("Export", variant="primary", elem_id="export-start")
+        with gr.Column():
+            gr.Markdown("### Merge models")
+            method = gr.Dropdown([(m.label, m.key) for m in MERGE_METHODS.values()], value="slerp",
+                                 label="Merge method", elem_id="merge-method")
+            method_help = gr.Markdown(MERGE_METHODS["slerp"].summary, elem_id="merge-help")
+            models = gr.Dropdown(choices=choices, value=[], multiselect=True, label="Models to merge",
+                                 elem_id="merge-models",
+                                 info="Of the same architecture and size: usually one base model tuned in "
+                                      "different ways, or a tuned model and its base.")
+            base = gr.Dropdown(choices=choices, value="default", label="Base model", visible=False,
+                               elem_id="merge-base", info="The model the others were tuned from.")
+            t = gr.Slider(0, 1, value=0.5, step=0.05, label="Interpolation factor t", elem_id="merge-t",
+                          info="0 = the first model, 1 = the second, 0.5 = halfway.")
+            weights = gr.Textbox(label="Weights (optional)", placeholder="one per model, e.g. 1, 0.5", visible=False,
+                                 elem_id="merge-weights", info="How much each model counts; empty = all equal.")
+            density = gr.Slider(0.05, 1, value=0.5, step=0.05, label="Density", visible=False, elem_id="merge-density",
+                                info="Share of each model's changes kept: 1 keeps all, 0.2 only the largest fifth "
+                                     "(TIES) or a random fifth, scaled up (DARE).")
+            merge_name = gr.Textbox(label="Name", placeholder="e.g. support-slerp", elem_id="merge-name")
+            merge = gr.Button("Merge", variant="primary", elem_id="merge-start")
+    message = gr.Markdown(elem_id="export-message")
+    gr.Markdown("### Exports")
+    listing = gr.Dataframe(value=table(studio), headers=["ID", "Name", "What", "Status", "Progress"],
+                           interactive=False, elem_id="export-table", wrap=True)
+    picked = gr.Dropdown(choices=pick_choices(studio), value=None, label="Export", elem_id="export-pick",
+                         info="Pick one to see its files, download them and how to run it.")
+    info = gr.Markdown(details(studio, None), elem_id="export-details")
+    files = gr.File(label="Download", file_count="multiple", interactive=False, elem_id="export-files")
+    timer = gr.Timer(2.0)
+
+    fmt.change(lambda f: (gr.update(visible=f == "gguf"), gr.update(visible=f == "gguf")), fmt, [quant, system])
+
+    def on_method(key):
+        spec = MERGE_METHODS[key]
+        return (spec.summary, gr.update(visible=spec.needs_base), gr.update(visible=spec.uses_t),
+                gr.update(visible=spec.uses_weights), gr.update(visible=spec.uses_density))
+
+    method.change(on_method, method, [method_help, base, t, weights, density])
+
+    def started(export_id: str, what: str):
+        return (f"Started {what} **{export_id}**: it runs in the background; its progress is below.",
+                table(studio), gr.update(choices=pick_choices(studio), value=export_id), details(studio, export_id),
+                None)
+
+    outputs = [message, listing, picked, info, files]
+
+    def on_export(ref, fmt_key, quant_key, export_name, system_prompt):
+        try:
+            export_id = xs.start_export(studio, ref, fmt=fmt_key, quant=quant_key, name=export_name or None,
+                                        system=system_prompt or None)
+        except ExportError as err:
+            return (f"**Cannot export:** {html.escape(str(err))}", *[gr.update()] * 4)
+        return started(export_id, "the export")
+
+    export.click(on_export, [source, fmt, quant, name, system], outputs)
+
+    def on_merge(key, refs, base_ref, factor, weight_text, dens, merge_label):
+        try:
+            spec = MERGE_METHODS[key]
+            chosen = weights_for(spec, refs, weight_text)
+            export_id = xs.start_merge(studio, key, list(refs or []), base=base_ref if spec.needs_base else None,
+                                       weights=chosen, t=factor, density=dens, name=merge_label or None)
+        except ExportError as err:
+            return (f"**Cannot merge:** {html.escape(str(err))}", *[gr.update()] * 4)
+        return started(export_id, "the merge")
+
+    def weights_for(spec, refs, text):
+        return parse_weights(text, len(refs or [])) if spec.uses_weights else None
+
+    merge.click(on_merge, [method, models, base, t, weights, density, merge_name], outputs)
+
+    def on_pick(export_id):
+        return details(studio, export_id), downloads(studio, export_id)
+
+    picked.change(on_pick, picked, [info, files])
+
+    def on_tick(export_id, shown_rows):
+        rows = table(studio)
+        if rows == (shown_rows.values.tolist() if hasattr(shown_rows, "values") else shown_rows):
+            return gr.update(), gr.update(), gr.update(), gr.update()
+        return rows, gr.update(choices=pick_choices(studio)), details(studio, export_id), downloads(studio, export_id)
+
+    timer.tick(on_tick, [picked, listing], [listing, picked, info, files])
+
+    def refresh():
+        fresh = xs.sources(studio)
+        return (gr.update(choices=fresh), gr.update(choices=fresh), gr.update(choices=fresh), table(studio),
+                gr.update(choices=pick_choices(studio)))
+
+    return refresh, [source, models, base, listing, picked]

@@ -1,0 +1,123 @@
+"""`studio export | merge | exports`: tuned models out of the studio, headless.
+
+    studio export run:ID --format merged            # adapter merged into its base: a model folder
+    studio export run:ID --format gguf --quant q8_0 # GGUF for llama.cpp + an Ollama Modelfile
+    studio merge --method slerp run:A default --t 0.3
+    studio merge --method ties run:A run:B --base default --weights 1 1 --density 0.5
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+
+def _refusals(command):
+    """An export refusal is a usage problem: one line on stderr, exit code 2."""
+    @functools.wraps(command)
+    def run(args) -> int:
+        from pipelines.export import ExportError
+
+        try:
+            return command(args)
+        except ExportError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    return run
+
+
+def _studio(args):
+    from studio.core import Studio
+
+    return Studio(args.home)
+
+
+def _finish(studio, export_id: str, wait: bool) -> int:
+    from studio import export_service
+
+    print(export_id, flush=True)
+    if not wait:
+        return 0
+    shown = [None]
+
+    def show(row):
+        line = row["status"] + (f": {row['phase']}" if row.get("phase") and row["status"] == "running" else "")
+        if line != shown[0]:
+            print(line, file=sys.stderr, flush=True)
+            shown[0] = line
+
+    row = export_service.wait(studio, export_id, poll_s=0.5, on_poll=show)
+    if row["status"] != "completed":
+        print(f"export {export_id} {row['status']}: {row['error']}", file=sys.stderr)
+        return 1
+    summary = row["summary"]
+    for key in ("folder", "gguf", "modelfile"):
+        if summary.get(key):
+            print(f"{key}: {summary[key]}", file=sys.stderr)
+    command = export_service.ollama_command(studio, export_id)
+    if command:
+        print(f"to run it with Ollama: {command}", file=sys.stderr)
+    return 0
+
+
+@_refusals
+def cmd_export(args) -> int:
+    from studio import export_service
+
+    studio = _studio(args)
+    export_id = export_service.start_export(studio, args.source, fmt=args.format, quant=args.quant,
+                                            name=args.name, system=args.system)
+    return _finish(studio, export_id, args.wait)
+
+
+@_refusals
+def cmd_merge(args) -> int:
+    from studio import export_service
+
+    studio = _studio(args)
+    export_id = export_service.start_merge(studio, args.method, args.models, base=args.base, weights=args.weights,
+                                           t=args.t, density=args.density, name=args.name, seed=args.seed)
+    return _finish(studio, export_id, args.wait)
+
+
+def cmd_exports(args) -> int:
+    from studio import export_service
+
+    rows = export_service.list_exports(_studio(args))
+    if not rows:
+        print("no exports yet")
+        return 0
+    print(f"{'ID':<24} {'STATUS':<10} {'KIND':<7} NAME")
+    for r in rows:
+        print(f"{r['id']:<24} {r['status']:<10} {r['kind']:<7} {r['name']}")
+    return 0
+
+
+def add_parsers(sub, common) -> None:
+    from pipelines.export.model_merge import MERGE_METHODS
+    from studio.export_service import FORMATS, QUANTS
+
+    p = sub.add_parser("export", parents=[common], help="write a run or model as a merged model folder or GGUF")
+    p.add_argument("source", help="run:ID, export:ID, 'default' or a model folder")
+    p.add_argument("--format", choices=FORMATS, default="merged",
+                   help="merged: a Hugging Face model folder; gguf: one file for llama.cpp/Ollama + a Modelfile")
+    p.add_argument("--quant", choices=list(QUANTS), default="q8_0", help="GGUF weight type (with --format gguf)")
+    p.add_argument("--name", help="name of the export (file names, the Ollama model name)")
+    p.add_argument("--system", help="system prompt written into the Ollama Modelfile")
+    p.add_argument("--wait", action="store_true", help="block, show progress, exit non-zero if it fails")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("merge", parents=[common], help="merge two or more models of the same architecture")
+    p.add_argument("models", nargs="+", help="run:ID, export:ID, 'default' or model folders")
+    p.add_argument("--method", choices=list(MERGE_METHODS), default="slerp")
+    p.add_argument("--base", help="the model the others were tuned from (task_arithmetic, ties, dare_ties)")
+    p.add_argument("--weights", type=float, nargs="+", help="one per model (linear, task_arithmetic, ties, dare)")
+    p.add_argument("--t", type=float, default=0.5, help="SLERP: 0 = the first model, 1 = the second")
+    p.add_argument("--density", type=float, default=0.5, help="TIES/DARE: share of each model's changes kept")
+    p.add_argument("--seed", type=int, default=0, help="DARE's random drops")
+    p.add_argument("--name", help="name of the merged model")
+    p.add_argument("--wait", action="store_true", help="block, show progress, exit non-zero if it fails")
+    p.set_defaults(func=cmd_merge)
+
+    p = sub.add_parser("exports", parents=[common], help="list exports and merges")
+    p.set_defaults(func=cmd_exports)

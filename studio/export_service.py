@@ -1,0 +1,232 @@
+"""What the Export tab and `studio export` / `studio merge` ask of the studio: which models can be
+exported or merged, starting those jobs (after every check that can be made at once), their state,
+and the models they made, which the Train and Chat tabs offer like any other model.
+
+A source is named the way the rest of the studio names models: 'default' (the built-in model),
+'run:ID' (a completed run's result), 'export:ID' (a model an earlier export made) or a local folder.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from pathlib import Path
+
+from pipelines import models
+from pipelines.events import CANCEL, FINAL_STATUSES, JOB, MODEL, run_state, write_json
+from pipelines.export import ExportError
+from pipelines.export.merge import check_mergeable
+from pipelines.export.model_merge import MERGE_METHODS
+from pipelines.methods import METHODS
+
+QUANTS = {
+    "f16": "F16: full quality, 2 bytes per weight (the reference the others are compared with)",
+    "q8_0": "Q8_0: 8-bit, about half the size of F16 with answers almost always the same",
+    "q4_0": "Q4_0: 4-bit, about a quarter of F16; smallest and fastest, answers drift more",
+    "f32": "F32: the weights exactly as trained, 4 bytes per weight (twice F16; for checking)",
+}
+FORMATS = ("merged", "gguf")
+
+
+def _new_id() -> str:
+    from studio.core import _new_id as new_id
+
+    return new_id("x")
+
+
+def safe_name(text: str) -> str:
+    """A name usable as a file name and an Ollama model name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.").lower()[:60] or "model"
+
+
+def source(studio, ref: str) -> tuple[dict, str]:
+    """(job source {model, adapter, model_cache}, a readable name) for what the user named; refuses in
+    one sentence what cannot be exported."""
+    ref = str(ref).strip()
+    cache = str(studio.model_cache)
+    if ref.startswith("run:") or ref.startswith("r") and studio.store.get_run(ref):
+        run_id = ref.removeprefix("run:")
+        run = studio.get_run(run_id)
+        if run is None:
+            raise ExportError(f"no run with id '{run_id}' (see 'studio runs')")
+        if run["status"] != "completed" or studio.result_dir(run_id) is None:
+            raise ExportError(f"run {run_id} is {run['status']}; only a completed run's result can be exported")
+        model, adapter = studio.tuned_model(run_id)
+        method = METHODS.get(run["method"])
+        if adapter is not None:
+            try:
+                check_mergeable(adapter)
+            except ExportError:
+                label = method.label if method else run["method"]
+                raise ExportError(f"run {run_id} learned a {label} adapter: virtual tokens put in front of every "
+                                  "input rather than a change of the model's weights, so it cannot be merged "
+                                  "into a model file (train a LoRA-family method to export)") from None
+        dataset = studio.store.get_dataset(run["dataset_id"]) if run["dataset_id"] else None
+        name = f"{run['method']}-{dataset['name'] if dataset else 'run'}"
+        return {"model": model, "adapter": str(adapter) if adapter else None, "model_cache": cache}, name
+    if ref.startswith("export:") or ref.startswith("x") and studio.store.get_export(ref):
+        folder = model_folder(studio, ref.removeprefix("export:"))
+        return {"model": str(folder), "adapter": None, "model_cache": cache}, studio.store.get_export(
+            ref.removeprefix("export:"))["name"]
+    try:
+        models.check_available(ref, studio.model_cache)
+        resolved = ref if models.is_default(ref) else models.resolve(ref, studio.model_cache)
+    except models.ModelError as err:
+        raise ExportError(str(err)) from None
+    if not models.is_default(ref) and not Path(resolved).is_dir():
+        raise ExportError(f"model '{ref}' is not on this machine; export needs a local model folder, "
+                          "'default', a run or an earlier export")
+    name = models.DEFAULT_MODEL if models.is_default(ref) else Path(resolved).name
+    return {"model": resolved, "adapter": None, "model_cache": cache}, name
+
+
+def model_folder(studio, export_id: str) -> Path:
+    found = get_export(studio, export_id)
+    if found is None:
+        raise ExportError(f"no export with id '{export_id}' (see 'studio exports')")
+    if found["kind"] == "gguf" or found["status"] != "completed":
+        what = "a GGUF file" if found["kind"] == "gguf" else f"{found['status']}"
+        raise ExportError(f"export {export_id} is {what}; only a completed merged model can be used here")
+    return studio.run_dir(export_id) / MODEL
+
+
+def _start(studio, kind: str, name: str, job: dict, shown_source: dict) -> str:
+    export_id = _new_id()
+    job_dir = studio.run_dir(export_id)
+    job_dir.mkdir()
+    now = time.time()
+    try:
+        write_json(job_dir / JOB, {"id": export_id, "runner": "pipelines.export.job", "kind": kind, "name": name,
+                                   "created": now, "queued_at": now, "max_concurrent": studio.max_concurrent,
+                                   **job})
+        studio.store.add_export(id=export_id, name=name, kind=kind, source=shown_source)
+        studio.spawn(export_id, job_dir)
+    except BaseException:
+        shutil.rmtree(job_dir, ignore_errors=True)
+        raise
+    return export_id
+
+
+def start_export(studio, ref: str, fmt: str = "merged", quant: str = "q8_0", name: str | None = None,
+                 system: str | None = None) -> str:
+    """A job that writes `ref` as a merged model folder or a GGUF file (+ Modelfile)."""
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown export format '{fmt}'; choose {' or '.join(FORMATS)}")
+    if fmt == "gguf" and quant not in QUANTS:
+        raise ExportError(f"unknown GGUF type '{quant}'; choose one of {', '.join(QUANTS)}")
+    src, default_name = source(studio, ref)
+    if fmt == "gguf":
+        _check_gguf_architecture(studio, src)
+    name = safe_name(name or default_name)
+    job = {"source": src, "quant": quant, "system": system or None}
+    shown = {"ref": ref, "format": fmt, **({"quant": quant} if fmt == "gguf" else {})}
+    return _start(studio, fmt, name, job, shown)
+
+
+def _check_gguf_architecture(studio, src: dict) -> None:
+    """Refuse now, not in a job a minute later, a model the GGUF writer does not handle."""
+    from pipelines.export import gguf
+
+    if models.is_default(src["model"]):
+        return  # the built-in model is a llama
+    gguf.check_architecture(Path(src["model"]))
+
+
+def start_merge(studio, method: str, refs: list[str], base: str | None = None, weights: list[float] | None = None,
+                t: float = 0.5, density: float = 0.5, name: str | None = None, seed: int = 0) -> str:
+    """A job that merges models (mergekit); runs with adapters are merged into their base first."""
+    from pipelines.export.model_merge import check, check_same_shape
+
+    check(method, refs, base, weights, t, density)
+    sources = [source(studio, ref)[0] for ref in refs]
+    base_source = source(studio, base)[0] if base else None
+    # shapes are read from each model's own config; an adapter's is its base's
+    folders = [_config_folder(studio, s) for s in sources]
+    base_folder = _config_folder(studio, base_source) if base_source else None
+    check_same_shape([*folders, *([base_folder] if base_folder else [])])
+    name = safe_name(name or f"{method}-merge")
+    job = {"method": method, "models": sources, "base": base_source, "weights": weights, "t": t,
+           "density": density, "seed": seed, "source": {}}
+    shown = {"method": method, "models": refs, "base": base, "weights": weights, "t": t, "density": density}
+    return _start(studio, "merge", name, job, shown)
+
+
+def _config_folder(studio, src: dict) -> str:
+    return studio.resolve_model(src["model"]) if models.is_default(src["model"]) else src["model"]
+
+
+def get_export(studio, export_id: str) -> dict | None:
+    row = studio.store.get_export(export_id)
+    if row is None:
+        return None
+    state = run_state(studio.run_dir(export_id))
+    if (state["status"], state["error"]) != (row["status"], row["error"]):
+        studio.store.update_export_status(export_id, state["status"], state["error"])
+    row.update({k: state[k] for k in ("status", "error", "step", "max_steps", "phase", "summary", "finished")})
+    return row
+
+
+def list_exports(studio) -> list[dict]:
+    return [get_export(studio, row["id"]) for row in studio.store.list_exports()]
+
+
+def cancel(studio, export_id: str) -> None:
+    found = get_export(studio, export_id)
+    if found is None:
+        raise ExportError(f"no export with id '{export_id}' (see 'studio exports')")
+    if found["status"] in FINAL_STATUSES:
+        raise ExportError(f"export {export_id} is {found['status']}; only a queued or running export can be cancelled")
+    (studio.run_dir(export_id) / CANCEL).touch()
+
+
+def wait(studio, export_id: str, poll_s: float = 1.0, on_poll=None) -> dict:
+    while True:
+        found = get_export(studio, export_id)
+        if on_poll:
+            on_poll(found)
+        if found["status"] in FINAL_STATUSES:
+            return found
+        time.sleep(poll_s)
+
+
+def files(studio, export_id: str) -> list[Path]:
+    """What a completed export made, for download: the GGUF and Modelfile, or the model folder's files."""
+    job_dir = studio.run_dir(export_id)
+    return [p for sub in ("gguf", MODEL) if (job_dir / sub).is_dir() for p in sorted((job_dir / sub).iterdir())
+            if p.is_file()]
+
+
+def ollama_command(studio, export_id: str) -> str | None:
+    row = studio.store.get_export(export_id)
+    folder = studio.run_dir(export_id) / "gguf"
+    if row is None or not (folder / "Modelfile").exists():
+        return None
+    return f"cd {folder} && ollama create {row['name']} -f Modelfile && ollama run {row['name']}"
+
+
+def model_choices(studio) -> list[tuple[str, str]]:
+    """(label, model folder) for every completed export that made a model: usable as a base to train
+    and as a side to chat with."""
+    out = []
+    for row in list_exports(studio):
+        if row["kind"] != "gguf" and row["status"] == "completed" and (studio.run_dir(row["id"]) / MODEL).is_dir():
+            what = "merged with its base" if row["kind"] == "merged" else f"{row['source'].get('method')} merge"
+            out.append((f"Exported model: {row['name']} ({what}, {row['id']})", str(studio.run_dir(row["id"]) / MODEL)))
+    return out
+
+
+def sources(studio) -> list[tuple[str, str]]:
+    """(label, ref) for everything that can be exported or merged: the built-in model, completed runs
+    whose result holds weights (prompt-learning adapters do not), and models made by earlier exports."""
+    out = [("Built-in SmolLM2-135M-Instruct", "default")]
+    datasets = {d["id"]: d["name"] for d in studio.store.list_datasets()}
+    for run in studio.list_runs():
+        method = METHODS.get(run["method"])
+        if run["status"] != "completed" or studio.result_dir(run["id"]) is None or (method and method.prompt_learning):
+            continue
+        label = method.label if method else run["method"]
+        out.append((f"Run {run['id']}: {label} on {datasets.get(run['dataset_id'], '?')}", f"run:{run['id']}"))
+    for label, folder in model_choices(studio):
+        out.append((label, f"export:{Path(folder).parent.name}"))
+    return out

@@ -1,0 +1,79 @@
+"""The Export tab in a real browser: a finished run exported as GGUF (files and the Ollama command
+shown), merged into a model folder, then picked in the Chat tab and chatted with; a merge method's
+own settings appear when it is chosen; a refused merge says why and starts nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from studio import export_service
+from tests.test_browser import fill, page, server  # noqa: F401  (fixtures)
+from tests.test_browser_data import choose
+
+pytestmark = pytest.mark.browser
+
+
+def test_export_a_run_then_chat_with_the_merged_model(server, page, studio, tiny_model_dir, tiny_params):  # noqa: F811
+    from playwright.sync_api import expect
+
+    run_id = studio.start_run(model=str(tiny_model_dir), dataset="quillpad_faq", method="lora",
+                              params={**tiny_params, "num_train_epochs": 0.2})
+    assert studio.wait(run_id, poll_s=0.5)["status"] == "completed"
+    page.goto(server)
+    page.get_by_role("tab", name="Export").click()
+    run_label = f"Run {run_id}: LoRA on quillpad_faq"
+    choose(page, "export-source", run_label)
+
+    # GGUF (the default format): the file, its Modelfile and the command to run it
+    fill(page, "export-name", "faq-helper")
+    page.click("#export-start")
+    expect(page.locator("#export-message")).to_contain_text("Started the export", timeout=30_000)
+    gguf_id = studio.store.list_exports()[0]["id"]
+    expect(page.locator("#export-details")).to_contain_text("completed", timeout=120_000)
+    expect(page.locator("#export-details")).to_contain_text("faq-helper-q8_0.gguf")
+    expect(page.locator("#export-details")).to_contain_text("ollama create faq-helper -f Modelfile")
+    expect(page.locator("#export-files")).to_contain_text("Modelfile", timeout=30_000)
+    expect(page.locator("#export-table")).to_contain_text(gguf_id)
+
+    # a merged model folder, which the rest of the studio then offers as a model
+    page.locator("#export-format").get_by_text("Merged model folder").click()
+    expect(page.locator("#export-quant")).to_be_hidden()
+    fill(page, "export-name", "faq-merged")
+    page.click("#export-start")
+    expect(page.locator("#export-details")).to_contain_text("faq-merged", timeout=30_000)
+    expect(page.locator("#export-details")).to_contain_text("completed", timeout=120_000)
+    expect(page.locator("#export-details")).to_contain_text("model.safetensors")
+    merged_id = next(r["id"] for r in studio.store.list_exports() if r["kind"] == "merged")
+
+    page.get_by_role("tab", name="Chat").click()
+    choose(page, "chat-model-b", f"Exported model: faq-merged (merged with its base, {merged_id})")
+    fill(page, "chat-model-a", f"base:{tiny_model_dir}")
+    fill(page, "chat-prompt", "How long is the warranty?")
+    page.click("#chat-send")
+    expect(page.locator("#chat-b")).to_contain_text("How long is the warranty?", timeout=30_000)
+    # the side B model the chat loaded is the export's folder
+    folder = str(studio.run_dir(merged_id) / "model")
+    for _ in range(60):
+        if folder in studio.chat_models.loaded():
+            break
+        page.wait_for_timeout(500)
+    assert folder in studio.chat_models.loaded()
+
+
+def test_merge_settings_follow_the_method_and_a_refusal_starts_nothing(server, page, studio):  # noqa: F811
+    from playwright.sync_api import expect
+
+    page.goto(server)
+    page.get_by_role("tab", name="Export").click()
+    expect(page.locator("#merge-t")).to_be_visible(timeout=30_000)  # SLERP first: its t
+    expect(page.locator("#merge-base")).to_be_hidden()
+    choose(page, "merge-method", "TIES")
+    expect(page.locator("#merge-help")).to_contain_text("largest changes")
+    expect(page.locator("#merge-base")).to_be_visible()
+    expect(page.locator("#merge-density")).to_be_visible()
+    expect(page.locator("#merge-t")).to_be_hidden()
+    choose(page, "merge-method", "SLERP (two models)")
+    page.click("#merge-start")  # no models picked
+    expect(page.locator("#export-message")).to_contain_text(
+        "Cannot merge: SLERP blends exactly two models; 0 were given", timeout=30_000)
+    assert export_service.list_exports(studio) == []

@@ -1,0 +1,159 @@
+"""Exports as jobs, end to end on the tiny model: a finished LoRA run merged (a folder that loads
+outside the studio with the run's outputs) and written as GGUF + Modelfile (transformers' GGUF
+loader reads it, same greedy tokens); the made models join the Train and Chat lists; `studio export`
+and `studio merge` from the CLI; refusals exit 2 with one sentence and leave nothing behind."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from pipelines.events import FINAL_STATUSES
+from studio import chat_service, export_service
+from tests.conftest import ROOT
+from tests.test_export_merge import PROMPT
+
+
+def studio_cmd(home, *args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "studio.cli", *args, "--home", str(home)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def finished_run(studio, tiny_model_dir, method: str, params: dict) -> str:
+    run_id = studio.start_run(model=str(tiny_model_dir), dataset="quillpad_faq", method=method, params=params)
+    row = studio.wait(run_id, poll_s=0.3)
+    assert row["status"] == "completed", row["error"]
+    return run_id
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, tiny_model_dir):
+    """One studio with one finished LoRA run (shared: training is the slow part)."""
+    from studio.core import Studio
+
+    studio = Studio(tmp_path_factory.mktemp("home"))
+    run_id = finished_run(studio, tiny_model_dir, "lora", {
+        "learning_rate": 1e-2, "num_train_epochs": 0.25, "per_device_train_batch_size": 8, "max_length": 64,
+        "r": 8, "lora_alpha": 16})
+    return studio, run_id
+
+
+def run_logits(studio, run_id):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model, adapter = studio.tuned_model(run_id)
+    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model), str(adapter)).eval()
+    with torch.no_grad():
+        return tuned(input_ids=torch.tensor(PROMPT)).logits[0], tuned
+
+
+def greedy(model, n=10):
+    with torch.no_grad():
+        out = model.generate(input_ids=torch.tensor(PROMPT), attention_mask=torch.ones(1, len(PROMPT[0]), dtype=torch.long),
+                             max_new_tokens=n, do_sample=False)
+    return out[0, len(PROMPT[0]):].tolist()
+
+
+def test_merged_export_loads_outside_the_studio_with_the_runs_outputs(workspace, tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    studio, run_id = workspace
+    export_id = export_service.start_export(studio, f"run:{run_id}", fmt="merged", name="Quillpad Support!")
+    row = export_service.wait(studio, export_id, poll_s=0.3)
+    assert row["status"] == "completed", row["error"]
+    assert row["name"] == "quillpad-support"
+    folder = studio.run_dir(export_id) / "model"
+    expected, _ = run_logits(studio, run_id)
+    merged = AutoModelForCausalLM.from_pretrained(folder).eval()  # plain transformers, no PEFT
+    with torch.no_grad():
+        diff = (merged(input_ids=torch.tensor(PROMPT)).logits[0] - expected).abs().max().item()
+    assert diff < 1e-4
+    # the made model is offered wherever a model is picked
+    from components.train_tab import model_choices
+
+    assert str(folder) in [value for _label, value in model_choices(studio)]
+    assert f"base:{folder}" in [value for _label, value in chat_service.choices(studio)]
+    assert f"export:{export_id}" in [value for _label, value in export_service.sources(studio)]
+    assert export_service.files(studio, export_id)
+
+
+def test_gguf_export_of_a_run_reads_back_with_the_same_greedy_tokens(workspace):
+    from transformers import AutoModelForCausalLM
+
+    studio, run_id = workspace
+    export_id = export_service.start_export(studio, f"run:{run_id}", fmt="gguf", quant="f16", name="faq")
+    row = export_service.wait(studio, export_id, poll_s=0.3)
+    assert row["status"] == "completed", row["error"]
+    gguf_file = studio.run_dir(export_id) / "gguf" / "faq-f16.gguf"
+    assert gguf_file.exists() and row["summary"]["gguf_bytes"] == gguf_file.stat().st_size
+    modelfile = (gguf_file.parent / "Modelfile").read_text()
+    assert "FROM ./faq-f16.gguf" in modelfile and 'PARAMETER stop "<|im_end|>"' in modelfile
+    assert "ollama create faq -f Modelfile" in export_service.ollama_command(studio, export_id)
+    _, tuned = run_logits(studio, run_id)
+    from_gguf = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name).eval()
+    assert greedy(from_gguf) == greedy(tuned)
+
+
+def test_cli_export_and_merge_wait_and_print_where_the_result_is(workspace, tiny_model_dir):
+    studio, run_id = workspace
+    done = studio_cmd(studio.home, "export", f"run:{run_id}", "--format", "gguf", "--quant", "q8_0", "--wait")
+    assert done.returncode == 0, done.stderr
+    assert "gguf: " in done.stderr and "to run it with Ollama: " in done.stderr
+    # SLERP of the base folder and the run (its adapter merged into the base first)
+    done = studio_cmd(studio.home, "merge", str(tiny_model_dir), f"run:{run_id}", "--method", "slerp", "--t", "0.5",
+                      "--name", "half", "--wait")
+    assert done.returncode == 0, done.stderr
+    export_id = done.stdout.strip().splitlines()[-1]
+    row = export_service.get_export(studio, export_id)
+    assert row["status"] == "completed" and row["kind"] == "merge"
+    assert not (studio.run_dir(export_id) / "inputs").exists()  # the merged input was only a step
+    listing = studio_cmd(studio.home, "exports")
+    assert export_id in listing.stdout and "half" in listing.stdout
+
+
+def test_refusals_exit_2_with_one_sentence_and_write_nothing(workspace, tmp_path):
+    import json
+    import shutil
+
+    studio, run_id = workspace
+    before = (sorted(p.name for p in studio.runs_dir.iterdir()), len(studio.store.list_exports()))
+    other = tmp_path / "gpt"
+    shutil.copytree(studio.run_dir(run_id) / "adapter", other)  # any folder with a config that is not llama
+    (other / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}))
+    (other / "model.safetensors").write_bytes(b"")
+    cases = [
+        (("export", "run:r-nope"), "error: no run with id 'r-nope' (see 'studio runs')"),
+        (("export", "default", "--format", "gguf", "--quant", "q3"), None),  # argparse: exit 2 too
+        (("export", str(other), "--format", "gguf"), "GPT2LMHeadModel, but GGUF export supports only"),
+        (("merge", f"run:{run_id}", "--method", "ties"), "error: TIES adds each model's changes to a base model"),
+        (("merge", f"run:{run_id}", f"run:{run_id}", "--method", "linear"), "is named twice"),
+    ]
+    for args, says in cases:
+        done = studio_cmd(studio.home, *args)
+        assert done.returncode == 2, (args, done.stderr)
+        if says:
+            assert says in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert (sorted(p.name for p in studio.runs_dir.iterdir()), len(studio.store.list_exports())) == before
+
+
+def test_a_prompt_learning_run_is_refused_with_the_reason(studio, tiny_model_dir):
+    run_id = finished_run(studio, tiny_model_dir, "prompt", {
+        "learning_rate": 1e-2, "num_train_epochs": 0.1, "per_device_train_batch_size": 8, "max_length": 64})
+    with pytest.raises(Exception) as err:
+        export_service.start_export(studio, f"run:{run_id}", fmt="gguf")
+    assert str(err.value).startswith(f"run {run_id} learned a Prompt tuning adapter: virtual tokens")
+    assert studio.store.list_exports() == []
+    assert f"run:{run_id}" not in [v for _l, v in export_service.sources(studio)]
+
+
+def test_an_export_job_can_be_cancelled(workspace):
+    studio, run_id = workspace
+    export_id = export_service.start_export(studio, f"run:{run_id}", fmt="gguf", quant="q4_0")
+    export_service.cancel(studio, export_id)
+    row = export_service.wait(studio, export_id, poll_s=0.2)
+    assert row["status"] in FINAL_STATUSES
+    assert row["status"] in ("cancelled", "completed")  # a tiny export may finish before it looks
