@@ -8,7 +8,9 @@ from __future__ import annotations
 import html
 import math
 import os
+import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 import gradio as gr
@@ -68,26 +70,29 @@ def details(studio, export_id: str | None) -> str:
     return "\n".join(lines)
 
 
-def downloads(studio, export_id: str | None) -> list[str] | None:
-    """The export's files, linked into a folder of this studio's under the system's temp folder: the
-    page may hand out files from there, while the workspace itself is never served by path."""
+def downloads(studio, export_id: str | None, folder: Path) -> list[str] | None:
+    """The export's files, linked into this page's private folder (made with mkdtemp, under the
+    system's temp folder, from where the page may hand out files) while the workspace itself is never
+    served by path. Each link is made under a temporary name and renamed: a half-made one is never
+    offered, and two requests at once do not trip over each other."""
     if not export_id:
         return None
     row = xs.get_export(studio, export_id)
     if row is None or row["status"] != "completed":
         return None
-    out = Path(tempfile.gettempdir()) / "tune-studio-downloads" / export_id
-    out.mkdir(parents=True, exist_ok=True)
+    out = folder / export_id
+    out.mkdir(exist_ok=True)
     found = []
     for path in xs.files(studio, export_id):
         target = out / path.name
-        if not target.exists():
+        if not (target.exists() and os.path.samefile(target, path)):
+            tmp = out / f".{path.name}.{os.getpid()}.{threading.get_ident()}"
+            tmp.unlink(missing_ok=True)
             try:
-                os.link(path, target)
-            except OSError:  # another file system: a copy
-                import shutil
-
-                shutil.copy2(path, target)
+                os.link(path, tmp)
+            except OSError:  # the temp folder is on another file system: a copy
+                shutil.copy2(path, tmp)
+            os.replace(tmp, target)
         found.append(str(target))
     return found
 
@@ -112,10 +117,14 @@ def build(studio):
                 "**merged model folder** that transformers loads anywhere, or **merge models** with each other. "
                 "Each runs in the background like training; results appear in the list below.")
     choices = xs.sources(studio)
+    # the newest finished run when there is one (runs follow the built-in model in the list)
+    newest = next((value for _label, value in choices if value.startswith("run:")), "default")
+    # files offered for download are linked here: private to this server (mkdtemp: mode 0700)
+    download_dir = Path(tempfile.mkdtemp(prefix="tune-studio-downloads-"))
     with gr.Row(equal_height=False):
         with gr.Column():
             gr.Markdown("### Export a model")
-            source = gr.Dropdown(choices=choices, value=choices[-1][1], label="Model", elem_id="export-source",
+            source = gr.Dropdown(choices=choices, value=newest, label="Model", elem_id="export-source",
                                  info="A finished run (its adapter is merged into its base first), a model an "
                                       "earlier export made, or the built-in model. Prompt-learning runs are not "
                                       "listed: they hold virtual tokens, not weights a file could carry.")
@@ -154,6 +163,7 @@ def build(studio):
     picked = gr.Dropdown(choices=pick_choices(studio), value=None, label="Export", elem_id="export-pick",
                          info="Pick one to see its files, download them and how to run it.")
     info = gr.Markdown(details(studio, None), elem_id="export-details")
+    cancel = gr.Button("Cancel this export", elem_id="export-cancel", size="sm")
     files = gr.File(label="Download", file_count="multiple", interactive=False, elem_id="export-files")
     timer = gr.Timer(2.0)
 
@@ -199,15 +209,33 @@ def build(studio):
     merge.click(on_merge, [method, models, base, t, weights, density, merge_name], outputs)
 
     def on_pick(export_id):
-        return details(studio, export_id), downloads(studio, export_id)
+        return details(studio, export_id), downloads(studio, export_id, download_dir)
 
     picked.change(on_pick, picked, [info, files])
 
+    def on_cancel(export_id):
+        if not export_id:
+            return "Pick an export in the list first.", gr.update()
+        try:
+            xs.cancel(studio, export_id)
+        except ExportError as err:
+            return f"**Cannot cancel:** {html.escape(str(err))}", gr.update()
+        return f"Cancelling **{export_id}**: it stops and removes what it had not finished.", details(studio, export_id)
+
+    cancel.click(on_cancel, picked, [message, info])
+
+    def status_of(rows, export_id):
+        return next((row[3] for row in rows if row[0] == export_id), None)
+
     def on_tick(export_id, shown_rows):
+        shown = shown_rows.values.tolist() if hasattr(shown_rows, "values") else shown_rows
         rows = table(studio)
-        if rows == (shown_rows.values.tolist() if hasattr(shown_rows, "values") else shown_rows):
+        if rows == shown:
             return gr.update(), gr.update(), gr.update(), gr.update()
-        return rows, gr.update(choices=pick_choices(studio)), details(studio, export_id), downloads(studio, export_id)
+        # the files are offered once, when the picked export has just completed
+        ready = status_of(rows, export_id) == "completed" != status_of(shown, export_id)
+        return (rows, gr.update(choices=pick_choices(studio)), details(studio, export_id),
+                downloads(studio, export_id, download_dir) if ready else gr.update())
 
     timer.tick(on_tick, [picked, listing], [listing, picked, info, files])
 

@@ -71,7 +71,8 @@ def main(run_dir: str) -> int:
             runner = importlib.import_module(get_method(job["method"]).runner)
             summary = runner.train(job, run_dir, events)
     except Exception as err:  # the run fails, the message reaches the user in one line
-        message = f"{type(err).__name__}: {err}".splitlines()[0]
+        # errors written for people (one sentence) are shown as they are; others with their type
+        message = (str(err) if getattr(err, "one_sentence", False) else f"{type(err).__name__}: {err}").splitlines()[0]
         # the log says what went wrong in a sentence; the Python traceback is kept for whoever debugs
         (run_dir / ERROR_DETAILS).write_text(traceback.format_exc())
         print(f"failed: {message}\n(the full Python traceback is in {run_dir / ERROR_DETAILS})", flush=True)

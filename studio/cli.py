@@ -130,7 +130,18 @@ def cmd_generate(args) -> int:
 
 
 def cmd_cancel(args) -> int:
-    _studio(args).cancel(args.run_id)
+    studio = _studio(args)
+    if studio.store.get_export(args.run_id):  # an export or merge: stops, keeping nothing half-made
+        from pipelines.export import ExportError
+        from studio import export_service
+
+        try:
+            export_service.cancel(studio, args.run_id)
+        except ExportError as err:
+            raise CliError(str(err)) from None
+        print(f"cancel requested for {args.run_id}: it stops and removes what it had not finished")
+        return 0
+    studio.cancel(args.run_id)
     print(f"cancel requested for {args.run_id}: it saves a checkpoint, then stops")
     return 0
 
@@ -244,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="quillpad_faq", help="dataset for the time estimate (with --memory)")
     p.set_defaults(func=cmd_methods)
 
-    p = sub.add_parser("cancel", parents=[common], help="stop a run (it saves a checkpoint first)")
+    p = sub.add_parser("cancel", parents=[common], help="stop a run (it saves a checkpoint first) or an export")
     p.add_argument("run_id")
     p.set_defaults(func=cmd_cancel)
 

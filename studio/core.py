@@ -309,21 +309,27 @@ class Studio:
         row = self.store.get_run(run_id)
         if row is None:
             return None
-        run_dir = self.run_dir(run_id)
-        proc = self._procs.get(run_id)
-        exit_code = proc.poll() if proc is not None else None
-        if exit_code is not None:
-            self._procs.pop(run_id)  # reaped: no zombie left to look alive
-        state = run_state(run_dir)
-        if exit_code is not None and read_json(run_dir / STATUS) is None:
-            state.update(status="failed", error=f"the training process exited with code {exit_code} "
-                                                f"before starting: {log_tail(run_dir, 1)}")
+        state = self.job_state(run_id)
         if (state["status"], state["error"]) != (row["status"], row["error"]):
             self.store.update_run_status(run_id, state["status"], state["error"])
         row.update({key: state[key] for key in ("status", "error", "step", "max_steps", "summary",
                                                 "started", "finished", "stalled_s", "phase", "training_since",
                                                 "first_step")})
         return row
+
+    def job_state(self, job_id: str, worker: str = "training process") -> dict:
+        """The live state of a job directory (a run, an export, ...), including a worker this process
+        started that exited before it could report anything."""
+        job_dir = self.run_dir(job_id)
+        proc = self._procs.get(job_id)
+        exit_code = proc.poll() if proc is not None else None
+        if exit_code is not None:
+            self._procs.pop(job_id)  # reaped: no zombie left to look alive
+        state = run_state(job_dir)
+        if exit_code is not None and read_json(job_dir / STATUS) is None:
+            state.update(status="failed", error=f"the {worker} exited with code {exit_code} "
+                                                f"before starting: {log_tail(job_dir, 1)}")
+        return state
 
     def list_runs(self) -> list[dict]:
         return [self.get_run(r["id"]) for r in self.store.list_runs()]

@@ -9,12 +9,13 @@ A source is named the way the rest of the studio names models: 'default' (the bu
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import time
 from pathlib import Path
 
 from pipelines import models
-from pipelines.events import CANCEL, FINAL_STATUSES, JOB, MODEL, run_state, write_json
+from pipelines.events import CANCEL, FINAL_STATUSES, JOB, MODEL, write_json
 from pipelines.export import ExportError
 from pipelines.export.merge import check_mergeable
 from pipelines.export.model_merge import MERGE_METHODS
@@ -45,7 +46,7 @@ def source(studio, ref: str) -> tuple[dict, str]:
     one sentence what cannot be exported."""
     ref = str(ref).strip()
     cache = str(studio.model_cache)
-    if ref.startswith("run:") or ref.startswith("r") and studio.store.get_run(ref):
+    if ref.startswith("run:") or (ref.startswith("r") and studio.store.get_run(ref)):
         run_id = ref.removeprefix("run:")
         run = studio.get_run(run_id)
         if run is None:
@@ -64,21 +65,33 @@ def source(studio, ref: str) -> tuple[dict, str]:
                                   "into a model file (train a LoRA-family method to export)") from None
         dataset = studio.store.get_dataset(run["dataset_id"]) if run["dataset_id"] else None
         name = f"{run['method']}-{dataset['name'] if dataset else 'run'}"
+        model = model if models.is_default(model) else local_folder(studio, model)
         return {"model": model, "adapter": str(adapter) if adapter else None, "model_cache": cache}, name
-    if ref.startswith("export:") or ref.startswith("x") and studio.store.get_export(ref):
+    if ref.startswith("export:") or (ref.startswith("x") and studio.store.get_export(ref)):
         folder = model_folder(studio, ref.removeprefix("export:"))
         return {"model": str(folder), "adapter": None, "model_cache": cache}, studio.store.get_export(
             ref.removeprefix("export:"))["name"]
-    try:
-        models.check_available(ref, studio.model_cache)
-        resolved = ref if models.is_default(ref) else models.resolve(ref, studio.model_cache)
-    except models.ModelError as err:
-        raise ExportError(str(err)) from None
-    if not models.is_default(ref) and not Path(resolved).is_dir():
-        raise ExportError(f"model '{ref}' is not on this machine; export needs a local model folder, "
-                          "'default', a run or an earlier export")
+    resolved = ref if models.is_default(ref) else local_folder(studio, ref)
     name = models.DEFAULT_MODEL if models.is_default(ref) else Path(resolved).name
     return {"model": resolved, "adapter": None, "model_cache": cache}, name
+
+
+def local_folder(studio, spec: str) -> str:
+    """The folder a model is in on this machine: a checked local folder, or a hub id's downloaded
+    copy. Export reads files, so a model that is only on the hub is refused."""
+    try:
+        resolved = models.resolve(spec, studio.model_cache)
+    except models.ModelError as err:
+        raise ExportError(str(err)) from None
+    if Path(resolved).is_dir():
+        return resolved
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(spec, local_files_only=True)
+    except Exception:
+        raise ExportError(f"model '{spec}' is not downloaded on this machine; export and merging read a "
+                          "model's files, so use a local model folder, 'default', a run or an earlier export") from None
 
 
 def model_folder(studio, export_id: str) -> Path:
@@ -103,6 +116,7 @@ def _start(studio, kind: str, name: str, job: dict, shown_source: dict) -> str:
         studio.store.add_export(id=export_id, name=name, kind=kind, source=shown_source)
         studio.spawn(export_id, job_dir)
     except BaseException:
+        studio.store.delete_export(export_id)  # no catalogue row without its job
         shutil.rmtree(job_dir, ignore_errors=True)
         raise
     return export_id
@@ -117,20 +131,23 @@ def start_export(studio, ref: str, fmt: str = "merged", quant: str = "q8_0", nam
         raise ExportError(f"unknown GGUF type '{quant}'; choose one of {', '.join(QUANTS)}")
     src, default_name = source(studio, ref)
     if fmt == "gguf":
-        _check_gguf_architecture(studio, src)
+        _check_gguf(studio, src, system)
     name = safe_name(name or default_name)
     job = {"source": src, "quant": quant, "system": system or None}
     shown = {"ref": ref, "format": fmt, **({"quant": quant} if fmt == "gguf" else {})}
     return _start(studio, fmt, name, job, shown)
 
 
-def _check_gguf_architecture(studio, src: dict) -> None:
-    """Refuse now, not in a job a minute later, a model the GGUF writer does not handle."""
+def _check_gguf(studio, src: dict, system: str | None) -> None:
+    """Refuse now, not in a job minutes later, a model the GGUF writer does not handle (architecture,
+    tokenizer) or a system prompt a Modelfile cannot hold."""
     from pipelines.export import gguf
+    from pipelines.export.modelfile import check_system
 
+    check_system(system)
     if models.is_default(src["model"]):
-        return  # the built-in model is a llama
-    gguf.check_architecture(Path(src["model"]))
+        return  # the built-in model is a llama with a known tokenizer
+    gguf.check_model(Path(src["model"]))
 
 
 def start_merge(studio, method: str, refs: list[str], base: str | None = None, weights: list[float] | None = None,
@@ -153,14 +170,19 @@ def start_merge(studio, method: str, refs: list[str], base: str | None = None, w
 
 
 def _config_folder(studio, src: dict) -> str:
-    return studio.resolve_model(src["model"]) if models.is_default(src["model"]) else src["model"]
+    if models.is_default(src["model"]):
+        try:
+            return studio.resolve_model(src["model"])
+        except models.ModelError as err:
+            raise ExportError(str(err)) from None
+    return src["model"]
 
 
 def get_export(studio, export_id: str) -> dict | None:
     row = studio.store.get_export(export_id)
     if row is None:
         return None
-    state = run_state(studio.run_dir(export_id))
+    state = studio.job_state(export_id, worker="export process")
     if (state["status"], state["error"]) != (row["status"], row["error"]):
         studio.store.update_export_status(export_id, state["status"], state["error"])
     row.update({k: state[k] for k in ("status", "error", "step", "max_steps", "phase", "summary", "finished")})
@@ -202,7 +224,7 @@ def ollama_command(studio, export_id: str) -> str | None:
     folder = studio.run_dir(export_id) / "gguf"
     if row is None or not (folder / "Modelfile").exists():
         return None
-    return f"cd {folder} && ollama create {row['name']} -f Modelfile && ollama run {row['name']}"
+    return f"cd {shlex.quote(str(folder))} && ollama create {row['name']} -f Modelfile && ollama run {row['name']}"
 
 
 def model_choices(studio) -> list[tuple[str, str]]:

@@ -243,6 +243,10 @@ class Store:
             db.execute("INSERT INTO exports (id, name, kind, source, status, created, updated) "
                        "VALUES (?, ?, ?, ?, ?, ?, ?)", (id, name, kind, json.dumps(source), status, now, now))
 
+    def delete_export(self, export_id: str) -> None:
+        with self._connect() as db:
+            db.execute("DELETE FROM exports WHERE id = ?", (export_id,))
+
     def update_export_status(self, export_id: str, status: str, error: str | None) -> None:
         with self._connect() as db:
             db.execute("UPDATE exports SET status = ?, error = ?, updated = ? WHERE id = ?",

@@ -11,7 +11,6 @@ import sys
 import pytest
 import torch
 
-from pipelines.events import FINAL_STATUSES
 from studio import chat_service, export_service
 from tests.conftest import ROOT
 from tests.test_export_merge import PROMPT
@@ -125,12 +124,18 @@ def test_refusals_exit_2_with_one_sentence_and_write_nothing(workspace, tmp_path
     shutil.copytree(studio.run_dir(run_id) / "adapter", other)  # any folder with a config that is not llama
     (other / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}))
     (other / "model.safetensors").write_bytes(b"")
+    pickled = tmp_path / "pickled"  # pickle weights beside a stray .safetensors file
+    shutil.copytree(studio.run_dir(run_id) / "adapter", pickled)
+    (pickled / "config.json").write_text((studio.run_dir(run_id) / "adapter" / "adapter_config.json").read_text())
+    (pickled / "pytorch_model.bin").write_bytes(b"")
     cases = [
         (("export", "run:r-nope"), "error: no run with id 'r-nope' (see 'studio runs')"),
         (("export", "default", "--format", "gguf", "--quant", "q3"), None),  # argparse: exit 2 too
         (("export", str(other), "--format", "gguf"), "GPT2LMHeadModel, but GGUF export supports only"),
         (("merge", f"run:{run_id}", "--method", "ties"), "error: TIES adds each model's changes to a base model"),
         (("merge", f"run:{run_id}", f"run:{run_id}", "--method", "linear"), "is named twice"),
+        (("export", f"run:{run_id}", "--format", "gguf", "--system", 'Say "hi"'), "ends with a double quote"),
+        (("merge", f"run:{run_id}", str(pickled), "--method", "linear"), "merging reads safetensors weights only"),
     ]
     for args, says in cases:
         done = studio_cmd(studio.home, *args)
@@ -143,17 +148,41 @@ def test_refusals_exit_2_with_one_sentence_and_write_nothing(workspace, tmp_path
 def test_a_prompt_learning_run_is_refused_with_the_reason(studio, tiny_model_dir):
     run_id = finished_run(studio, tiny_model_dir, "prompt", {
         "learning_rate": 1e-2, "num_train_epochs": 0.1, "per_device_train_batch_size": 8, "max_length": 64})
-    with pytest.raises(Exception) as err:
-        export_service.start_export(studio, f"run:{run_id}", fmt="gguf")
-    assert str(err.value).startswith(f"run {run_id} learned a Prompt tuning adapter: virtual tokens")
-    assert studio.store.list_exports() == []
+    before = sorted(p.name for p in studio.runs_dir.iterdir())
+    done = studio_cmd(studio.home, "export", f"run:{run_id}", "--format", "gguf")
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"error: run {run_id} learned a Prompt tuning adapter: virtual tokens put in "
+                                  "front of every input rather than a change of the model's weights")
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert studio.store.list_exports() == [] and sorted(p.name for p in studio.runs_dir.iterdir()) == before
     assert f"run:{run_id}" not in [v for _l, v in export_service.sources(studio)]
+
+
+def test_a_model_without_a_chat_template_gets_its_gguf_and_no_modelfile(studio, tiny_model_dir, tmp_path):
+    import json
+    import shutil
+
+    plain = tmp_path / "plain"
+    shutil.copytree(tiny_model_dir, plain)
+    (plain / "chat_template.jinja").unlink(missing_ok=True)
+    config = json.loads((plain / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (plain / "tokenizer_config.json").write_text(json.dumps(config))
+    export_id = export_service.start_export(studio, str(plain), fmt="gguf", quant="f16")
+    row = export_service.wait(studio, export_id, poll_s=0.3)
+    assert row["status"] == "completed", row["error"]
+    assert [p.name for p in export_service.files(studio, export_id)] == ["plain-f16.gguf"]
+    assert row["summary"]["note"].startswith("no Modelfile: the model has no chat template")
+    assert export_service.ollama_command(studio, export_id) is None
 
 
 def test_an_export_job_can_be_cancelled(workspace):
     studio, run_id = workspace
     export_id = export_service.start_export(studio, f"run:{run_id}", fmt="gguf", quant="q4_0")
-    export_service.cancel(studio, export_id)
+    done = studio_cmd(studio.home, "cancel", export_id)
+    assert done.returncode == 0, done.stderr
     row = export_service.wait(studio, export_id, poll_s=0.2)
-    assert row["status"] in FINAL_STATUSES
-    assert row["status"] in ("cancelled", "completed")  # a tiny export may finish before it looks
+    assert row["status"] == "cancelled"
+    assert not (studio.run_dir(export_id) / "gguf").exists() and not (studio.run_dir(export_id) / "merged-step").exists()
+    again = studio_cmd(studio.home, "cancel", export_id)
+    assert again.returncode == 2 and f"export {export_id} is cancelled" in again.stderr

@@ -15,6 +15,8 @@ from pathlib import Path
 class ExportError(ValueError):
     """An export that cannot be made; the message is one sentence."""
 
+    one_sentence = True  # a failed job shows the message alone, without the class name
+
 
 def fsync_tree(folder: Path) -> None:
     for path in Path(folder).rglob("*"):

@@ -208,7 +208,8 @@ def _add_hyperparameters(w: gguf.GGUFWriter, model_dir: Path, config: dict, ftyp
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
 
-def _add_vocab(w: gguf.GGUFWriter, model_dir: Path, config: dict) -> None:
+def _checked_tokenizer(model_dir: Path):
+    """(tokenizer, llama.cpp's pre-tokenizer name), or ExportError for one this exporter cannot describe."""
     spec_path = model_dir / "tokenizer.json"
     spec = json.loads(spec_path.read_text(encoding="utf-8")) if spec_path.is_file() else {}
     kind = spec.get("model", {}).get("type")
@@ -226,9 +227,14 @@ def _add_vocab(w: gguf.GGUFWriter, model_dir: Path, config: dict) -> None:
         raise ExportError(f"the tokenizer in {model_dir} splits text in a way this exporter does not "
                           f"know (check hash {digest[:16]}), so llama.cpp would tokenize it wrongly; "
                           f"known: {', '.join(sorted(set(PRE_TOKENIZERS.values())))}")
+    return tokenizer, PRE_TOKENIZERS[digest]
+
+
+def _add_vocab(w: gguf.GGUFWriter, model_dir: Path, config: dict) -> None:
+    tokenizer, pre = _checked_tokenizer(model_dir)
     tokens, types = _tokens(tokenizer, config["vocab_size"], model_dir)
     w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre(PRE_TOKENIZERS[digest])
+    w.add_tokenizer_pre(pre)
     w.add_token_list(tokens)
     w.add_token_types(types)
     # Merges, bos/eos/pad/unk ids and the chat template, read the way llama.cpp reads them.
@@ -278,6 +284,8 @@ def _looks_special(text: str) -> bool:
             or (text.startswith("<unused") and text.endswith(">")))
 
 
-def check_architecture(model_dir: Path) -> None:
-    """Refuse at once (ExportError, one sentence) a model folder this exporter does not handle."""
+def check_model(model_dir: Path) -> None:
+    """Refuse at once (ExportError, one sentence) a model folder this exporter does not handle: its
+    architecture or its tokenizer."""
     _read_config(Path(model_dir))
+    _checked_tokenizer(Path(model_dir))

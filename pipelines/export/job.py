@@ -22,7 +22,18 @@ GGUF_DIR = "gguf"
 
 
 def run(job: dict, run_dir: Path, events) -> dict:
+    """Make what the job asks for; intermediate merged copies never outlive the job."""
     run_dir = Path(run_dir)
+    try:
+        return _make(job, run_dir, events)
+    except Cancelled:
+        return {"cancelled": True}
+    finally:
+        for step in ("merged-step", "inputs"):  # full-size copies, only ever a step
+            shutil.rmtree(run_dir / step, ignore_errors=True)
+
+
+def _make(job: dict, run_dir: Path, events) -> dict:
     kind = job["kind"]
     started = time.time()
     adapters = [s for s in job.get("models", []) + [job.get("base") or {}] if s.get("adapter")]
@@ -54,17 +65,17 @@ def run(job: dict, run_dir: Path, events) -> dict:
             if src.get("adapter"):
                 step_done()
         if events.cancel_requested():
-            return {"cancelled": True}
+            raise Cancelled
         models_in, base = (folders[:-1], folders[-1]) if job.get("base") else (folders, None)
         phase(f"merging {len(models_in)} models ({job['method']})")
-        if not folder.exists():
-            summary.update(merge_models(job["method"], models_in, folder, base=base, weights=job.get("weights"),
-                                        t=job.get("t", 0.5), density=job.get("density", 0.5),
-                                        seed=job.get("seed", 0)))
-        shutil.rmtree(inputs, ignore_errors=True)  # the merged inputs were only a step
+        summary.update(merge_models(job["method"], models_in, folder, base=base, weights=job.get("weights"),
+                                    t=job.get("t", 0.5), density=job.get("density", 0.5), seed=job.get("seed", 0)))
         step_done()
     elif kind == "merged":
         folder = _merged_folder(job["source"], folder, phase, events)
+        if events.cancel_requested():  # asked while merging: what was made is removed
+            shutil.rmtree(folder, ignore_errors=True)
+            raise Cancelled
         summary["folder"] = str(folder)
         step_done()
     elif job["source"].get("adapter"):  # GGUF of a run: merged first, only as a step
@@ -74,9 +85,8 @@ def run(job: dict, run_dir: Path, events) -> dict:
         folder = _resolved(job["source"])
     if kind == "gguf":
         if events.cancel_requested():
-            return {"cancelled": True}
+            raise Cancelled
         summary.update(_gguf(job, folder, run_dir / GGUF_DIR, phase, events))
-        shutil.rmtree(run_dir / "merged-step", ignore_errors=True)
         step_done()
     summary["seconds"] = round(time.time() - started, 1)
     print(f"done in {summary['seconds']} s", flush=True)
@@ -90,8 +100,6 @@ def _resolved(source: dict) -> Path:
 def _merged_folder(source: dict, out: Path, phase, events) -> Path:
     from pipelines.export.merge import copy_model, merge_adapter
 
-    if out.exists():  # a resumed job: this part was finished before
-        return out
     base = str(_resolved(source))
     if source.get("adapter"):
         merge_adapter(base, Path(source["adapter"]), out, on_progress=phase)
@@ -101,20 +109,37 @@ def _merged_folder(source: dict, out: Path, phase, events) -> Path:
     return out
 
 
+class Cancelled(Exception):
+    """The user asked the job to stop; raised between tensors so the writer removes its partial file."""
+
+
 def _gguf(job: dict, folder: Path, out_dir: Path, phase, events) -> dict:
     from pipelines.export import gguf
-    from pipelines.export.modelfile import write_modelfile
+    from pipelines.export.modelfile import modelfile, write_modelfile
 
     quant = job.get("quant", "q8_0")
     name = f"{job.get('name') or 'model'}-{quant}.gguf"
+    # The Modelfile's text first: a chat template it cannot translate is known before minutes of writing
+    tokenizer = models.load_tokenizer(str(folder))
+    text, note = None, None
+    if getattr(tokenizer, "chat_template", None):
+        text = modelfile(name, tokenizer, system=job.get("system"))
+    else:
+        note = "no Modelfile: the model has no chat template (a base model); llama.cpp can still complete text"
     out_dir.mkdir(exist_ok=True)
     phase(f"writing {name}")
 
     def on_tensor(done: int, total: int) -> None:
         events.progress["phase"] = f"writing {name}: tensor {done} of {total}"
+        if events.cancel_requested():
+            raise Cancelled
 
     written = gguf.write_gguf(folder, out_dir / name, quant=quant, on_progress=on_tensor)
-    phase("writing the Ollama Modelfile")
-    modelfile = write_modelfile(out_dir, name, models.load_tokenizer(str(folder)), system=job.get("system"))
-    return {"gguf": str(out_dir / name), "gguf_bytes": written["bytes"], "quant": quant,
-            "modelfile": str(modelfile)}
+    summary = {"gguf": str(out_dir / name), "gguf_bytes": written["bytes"], "quant": quant}
+    if text is not None:
+        phase("writing the Ollama Modelfile")
+        summary["modelfile"] = str(write_modelfile(out_dir, text))
+    if note:
+        print(note, flush=True)
+        summary["note"] = note
+    return summary

@@ -99,7 +99,14 @@ def check_same_shape(folders: list[str]) -> None:
         config = Path(folder) / "config.json"
         if not config.exists():
             raise ExportError(f"{folder} has no config.json; expected a Hugging Face model folder")
-        found = json.loads(config.read_text())
+        # mergekit falls back to pickle weights (pytorch_model.bin) where there is no model.safetensors:
+        # the studio loads safetensors only
+        if not any((Path(folder) / name).exists() for name in ("model.safetensors", "model.safetensors.index.json")):
+            raise ExportError(f"{folder} has no model.safetensors; merging reads safetensors weights only")
+        try:
+            found = json.loads(config.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ExportError(f"{config} is not valid JSON ({err})") from None
         shapes[folder] = (tuple(found.get("architectures") or ()), *(found.get(k) for k in _SHAPE_KEYS))
     first, *rest = list(dict.fromkeys(folders))
     for other in rest:

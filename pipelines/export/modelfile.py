@@ -127,9 +127,17 @@ def stop_words(pieces: ChatPieces, tokenizer) -> list[str]:
 
 
 def _quoted(text: str, what: str) -> str:
-    if '"""' in text:
-        raise ExportError(f"the {what} contains three double quotes in a row, which a Modelfile cannot hold")
+    # Ollama's parser ends a triple-quoted value at the first three quotes in a row, so a quote
+    # inside them, or right before the closing ones, would cut the value short
+    if '"""' in text or text.endswith('"'):
+        raise ExportError(f"the {what} contains three double quotes in a row or ends with a double quote, "
+                          "which a Modelfile cannot hold; rephrase it")
     return f'"""{text}"""'
+
+
+def check_system(system: str | None) -> None:
+    if system and system.strip():
+        _quoted(system, "system prompt")
 
 
 def modelfile(gguf_name: str, tokenizer, system: str | None = None, params: dict | None = None) -> str:
@@ -148,10 +156,9 @@ def modelfile(gguf_name: str, tokenizer, system: str | None = None, params: dict
     return "\n".join(lines) + "\n"
 
 
-def write_modelfile(folder: Path, gguf_name: str, tokenizer, system: str | None = None,
-                    params: dict | None = None) -> Path:
+def write_modelfile(folder: Path, text: str) -> Path:
     path = Path(folder) / "Modelfile"
     tmp = path.with_name(".Modelfile.tmp")
-    tmp.write_text(modelfile(gguf_name, tokenizer, system, params))
+    tmp.write_text(text)
     tmp.rename(path)
     return path
