@@ -17,19 +17,12 @@ import gradio as gr
 
 from pipelines.export import ExportError
 from pipelines.export.model_merge import MERGE_METHODS
+from pipelines.readers import human_size
 from studio import export_service as xs
 
 FORMATS = [("GGUF file for llama.cpp and Ollama (one file + a Modelfile)", "gguf"),
            ("Merged model folder (Hugging Face safetensors: transformers, vLLM, further training)", "merged")]
 KINDS = {"merged": "merged model", "merge": "model merge", "gguf": "GGUF"}
-
-
-def fmt_bytes(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"
 
 
 def table(studio) -> list[list]:
@@ -59,7 +52,7 @@ def details(studio, export_id: str | None) -> str:
     if row["status"] == "completed":
         summary = row["summary"]
         for path in xs.files(studio, export_id):
-            lines.append(f"- `{path.name}` · {fmt_bytes(path.stat().st_size)}")
+            lines.append(f"- `{path.name}` · {human_size(path.stat().st_size)}")
         folder = Path(summary["gguf"]).parent if summary.get("gguf") else summary.get("folder")
         lines.append(f"\nFolder: `{folder}` · took {summary.get('seconds', '?')} s")
         command = xs.ollama_command(studio, export_id)
