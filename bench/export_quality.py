@@ -46,6 +46,19 @@ def replies(model, tokenizer, questions, max_new_tokens=48) -> tuple[list[list[i
     return tokens, first
 
 
+def gap_at(model, tokenizer, question: str, reply: list[int], k: int) -> float:
+    """How sure the baseline was of its token k: its top-1 minus top-2 logit there (a small gap is
+    a near tie, which the rounding of any file format may tip)."""
+    import torch
+
+    inputs = tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
+                                           return_tensors="pt", return_dict=True)
+    ids = torch.cat([inputs["input_ids"], torch.tensor([reply[:k]], dtype=torch.long)], dim=1)
+    with torch.inference_mode():
+        top = model(input_ids=ids).logits[0, -1].float().topk(2).values
+    return (top[0] - top[1]).item()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--home", default=None)
@@ -81,7 +94,6 @@ def main() -> None:
 
     tuned, tokenizer = generation.load_for_chat(base_spec, studio.model_cache, adapter)
     reference, ref_first = replies(tuned, tokenizer, questions)
-    del tuned
     loaded = {"merged": lambda: AutoModelForCausalLM.from_pretrained(out / "merged")}
     for quant, path in files.items():
         loaded[f"gguf {quant}"] = lambda path=path: AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name)
@@ -98,15 +110,18 @@ def main() -> None:
         same = sum(a == b for a, b in zip(got, reference))
         same_first = sum(a[:1] == b[:1] for a, b in zip(got, reference))
         # where differing replies part: the index of the first differing token
-        parted = sorted(next(i for i, (x, y) in enumerate(zip(a + [-1], b + [-2])) if x != y)
-                        for a, b in zip(got, reference) if a != b)
+        parted = sorted((next(i for i, (x, y) in enumerate(zip(a + [-1], b + [-2])) if x != y), q)
+                        for q, (a, b) in enumerate(zip(got, reference)) if a != b)
+        gaps = [round(gap_at(tuned, tokenizer, questions[q], reference[q], k), 3) for k, q in parted[:5]]
+        parted = [k for k, _q in parted]
         diff = max((a - b).abs().max().item() for a, b in zip(first, ref_first))
         quant = name.removeprefix("gguf ")
         size = files[quant].stat().st_size if quant in files else merged_bytes
         spent = seconds.get(quant, merge_s)
         print(f"{name:<12} {same:>6}/{len(questions):<3} {same_first:>9}/{len(questions):<3} {diff:>13.4f} "
               f"{spent:>8.1f} {size / 1e6:>8.1f} {size / merged_bytes:>14.2f}x"
-              + (f"   differing replies part at token {parted}" if parted else ""))
+              + (f"   differing replies part at token {parted}; baseline's top-2 logit gap there "
+                 f"(first 5): {gaps}" if parted else ""))
     print(f"merged folder written in {merge_s:.1f} s ({merged_bytes / 1e6:.1f} MB, "
           f"{json.loads((out / 'merged' / 'config.json').read_text()).get('dtype', '?')})")
     print(f"files in {out}")
