@@ -10,7 +10,7 @@ from pathlib import Path
 import gradio as gr
 
 from components.charts import length_histogram
-from pipelines import dataset_stats
+from pipelines import dataset_stats, importer
 from pipelines.data import DataError
 from pipelines.formats import KINDS, LAYOUT_BY_KEY
 from pipelines.importer import HELDOUT, ImportOptions, inspect
@@ -102,6 +102,8 @@ def summary_text(row: dict) -> str:
     dups = meta.get("duplicates", 0)
     parts.append(f"{dups} exact duplicates" + (" dropped" if meta.get("dropped_duplicates") else "") if dups
                  else "no duplicates")
+    if meta.get("untaught_pairs"):
+        parts.append(importer.untaught_text(meta))
     if meta.get("empty_optional_fields"):
         parts.append(f"{meta['empty_optional_fields']} empty optional fields "
                      f"({', '.join(meta.get('optional_columns', []))})")

@@ -7,6 +7,7 @@ the end: on any error nothing is left behind.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import random
@@ -22,6 +23,9 @@ from pipelines.formats import LAYOUT_BY_KEY, apply_mapping, convert, detect, sug
 from pipelines.readers import DEFAULT_MAX_BYTES, check_file, records
 
 BATCH = 2000
+# an import is written in a hidden folder beside its destination, renamed when complete
+IMPORTING_PREFIX = ".import-"
+IMPORTING_LOCK = ".importing"
 DATA, HELDOUT, META = "data.parquet", "heldout.parquet", "meta.json"
 
 
@@ -164,10 +168,13 @@ def import_file(path: Path, dest: Path, options: ImportOptions | None = None,
     ignored = [c for c in mapped if c not in used]
 
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".import-", dir=dest.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=IMPORTING_PREFIX, dir=dest.parent))
+    busy = open(tmp / IMPORTING_LOCK, "w")  # held while this import works: start-up cleaning skips it
+    fcntl.flock(busy, fcntl.LOCK_EX)
     try:
         writer = _Writer(tmp / DATA)
         seen, duplicates, multi_turn, empty_optional, shape = set(), 0, 0, 0, None
+        untaught = []  # where the preference pairs are that cannot teach anything
         for place, record in chain([head], stream):
             record = apply_mapping(record, options.mapping)
             try:
@@ -182,6 +189,9 @@ def import_file(path: Path, dest: Path, options: ImportOptions | None = None,
                 now, before = ("a conversation", "text") if isinstance(row[col], list) else ("text", "conversations")
                 raise DataError(f"{where(path, place, col)}: is {now} but earlier rows have {before}; "
                                 "use one form for the whole file")
+            if layout.kind == "preference" and teaches_nothing(row):
+                untaught.append(place)
+                continue
             digest = _row_key(row)
             if digest in seen:
                 duplicates += 1
@@ -192,6 +202,10 @@ def import_file(path: Path, dest: Path, options: ImportOptions | None = None,
                 multi_turn += 1
             writer.add(row)
         writer.close()
+        if untaught and not writer.rows:
+            raise DataError(f"{path.name}: no pair can teach anything: in all {len(untaught)} rows 'chosen' and "
+                            "'rejected' are the same answer or one is empty; preference training needs two "
+                            "different answers to each prompt")
         heldout_rows = _split(tmp, writer.rows, options.heldout, options.seed)
         meta = {
             "kind": layout.kind, "layout": layout.key, "layout_label": LAYOUT_BY_KEY[layout.key].label,
@@ -200,15 +214,61 @@ def import_file(path: Path, dest: Path, options: ImportOptions | None = None,
             "heldout_rows": heldout_rows, "duplicates": duplicates,
             "dropped_duplicates": duplicates if options.dedupe else 0, "multi_turn_rows": multi_turn,
             "empty_optional_fields": empty_optional, "optional_columns": list(layout.optional),
-            "ignored_columns": ignored, "options": asdict(options), "created": time.time(),
+            "ignored_columns": ignored, "untaught_pairs": len(untaught), "untaught_rows": untaught[:5],
+            "options": asdict(options), "created": time.time(),
             "import_seconds": round(time.time() - started, 2),
         }
         (tmp / META).write_text(json.dumps(meta, indent=1))
         tmp.chmod(0o755)  # mkdtemp makes it private
+        (tmp / IMPORTING_LOCK).unlink()
         tmp.rename(dest)
     finally:
+        busy.close()
         shutil.rmtree(tmp, ignore_errors=True)
     return meta
+
+
+def _answer(value) -> str:
+    if isinstance(value, list):  # a conversation: what the assistant says in it
+        return "\n".join(str(m.get("content") or "") for m in value if isinstance(m, dict)
+                         and m.get("role") == "assistant").strip()
+    return str(value or "").strip()
+
+
+def teaches_nothing(row: dict) -> bool:
+    """A preference pair whose answers are the same, or one of them empty: training on it moves
+    nothing (or only learns 'say nothing'), so it is dropped on import."""
+    chosen, rejected = _answer(row.get("chosen")), _answer(row.get("rejected"))
+    return not chosen or not rejected or chosen == rejected
+
+
+def untaught_text(meta: dict) -> str:
+    """The import's note on dropped pairs, with the first places they were at."""
+    more = ", ..." if meta["untaught_pairs"] > len(meta["untaught_rows"]) else ""
+    return (f"{meta['untaught_pairs']} pairs dropped that could teach nothing (chosen = rejected, or an empty "
+            f"answer: {', '.join(meta['untaught_rows'])}{more})")
+
+
+def remove_stale_imports(datasets_dir: Path, min_age_s: float = 60.0) -> list[str]:
+    """Folders of imports that were killed part-way (nothing else removes them). One whose import
+    is still running holds its lock and is kept; a lock-less one is removed once it is a minute old
+    (older studios made no lock; a new import takes its lock at once)."""
+    removed = []
+    for folder in Path(datasets_dir).glob(f"{IMPORTING_PREFIX}*"):
+        lock = folder / IMPORTING_LOCK
+        try:
+            if lock.exists():
+                with open(lock) as handle:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            elif time.time() - folder.stat().st_mtime < min_age_s:
+                continue
+        except BlockingIOError:
+            continue  # an import in progress
+        except FileNotFoundError:
+            continue  # it finished (or was removed) meanwhile
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder.name)
+    return removed
 
 
 def read_meta(folder: Path) -> dict:

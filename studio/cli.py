@@ -73,8 +73,11 @@ def cmd_train(args) -> int:
     studio = _studio(args)
     run_id = studio.start_run(**config)
     print(run_id, flush=True)
-    if not args.wait:
-        return 0
+    return wait_for_run(studio, run_id) if args.wait else 0
+
+
+def wait_for_run(studio, run_id: str) -> int:
+    """Block with progress on stderr; 0 when the run completes, 1 (with its error) otherwise."""
     shown = [None]
 
     def show(row):
@@ -147,8 +150,11 @@ def cmd_cancel(args) -> int:
 
 
 def cmd_resume(args) -> int:
-    _studio(args).resume(args.run_id)
-    print(f"{args.run_id} queued to resume from its newest checkpoint")
+    studio = _studio(args)
+    studio.resume(args.run_id)
+    print(f"{args.run_id} queued to resume from its newest checkpoint", flush=True)
+    if args.wait:
+        return wait_for_run(studio, args.run_id)
     return 0
 
 
@@ -261,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("resume", parents=[common], help="resume a cancelled, failed or interrupted run")
     p.add_argument("run_id")
+    p.add_argument("--wait", action="store_true", help="block, show progress, exit non-zero if the run fails")
     p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("continue", parents=[common], help="train a completed run for more epochs (new run)")

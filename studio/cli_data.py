@@ -14,6 +14,10 @@ def summary_line(row: dict) -> str:
     if meta.get("duplicates"):
         verb = "dropped" if meta.get("dropped_duplicates") else "kept"
         parts.append(f"{meta['duplicates']} duplicates {verb}")
+    if meta.get("untaught_pairs"):
+        from pipelines.importer import untaught_text
+
+        parts.append(untaught_text(meta))
     if meta.get("ignored_columns"):
         parts.append(f"ignored columns: {', '.join(meta['ignored_columns'])}")
     return ", ".join(parts)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -72,6 +73,7 @@ class Studio:
         for d in (self.model_cache, self.datasets_dir, self.runs_dir):
             d.mkdir(exist_ok=True)
         self.store = Store(self.home / "studio.db")
+        importer.remove_stale_imports(self.datasets_dir)  # imports killed part-way leave folders behind
         # How many runs train at once; the rest wait in the queue (STUDIO_MAX_RUNS, default 1).
         self.max_concurrent = max_concurrent or int(os.environ.get("STUDIO_MAX_RUNS", "1"))
         # Uploads larger than this are refused before they are read (STUDIO_MAX_UPLOAD_MB, default 1 GB).
@@ -273,7 +275,9 @@ class Studio:
             status = read_json(run_dir / STATUS)
             if status and status["status"] in ACTIVE_STATUSES and not pid_alive(status.get("pid"), run_dir):
                 write_json(run_dir / STATUS, {**status, "status": "interrupted", "time": time.time(),
-                                              "error": "the studio restarted and this run's process was gone"})
+                                              "error": "its process had ended without finishing (killed - by the "
+                                                       "system when memory runs out, or kill -9 - or the machine "
+                                                       "restarted); resume it to continue from its newest checkpoint"})
                 self.store.update_run_status(row["id"], "interrupted", None)
                 marked.append(row["id"])
         return marked
@@ -321,14 +325,30 @@ class Studio:
         """The live state of a job directory (a run, an export, ...), including a worker this process
         started that exited before it could report anything."""
         job_dir = self.run_dir(job_id)
+        state = run_state(job_dir)
         proc = self._procs.get(job_id)
         exit_code = proc.poll() if proc is not None else None
+        if exit_code is None and proc is not None and state["status"] == "failed":
+            # found dead while still exiting (its /proc entry empties before it can be reaped)
+            try:
+                exit_code = proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                pass
         if exit_code is not None:
             self._procs.pop(job_id)  # reaped: no zombie left to look alive
-        state = run_state(job_dir)
-        if exit_code is not None and read_json(job_dir / STATUS) is None:
+        status = read_json(job_dir / STATUS)
+        if exit_code is not None and status is None:
             state.update(status="failed", error=f"the {worker} exited with code {exit_code} "
                                                 f"before starting: {log_tail(job_dir, 1)}")
+        elif exit_code is not None and exit_code < 0 and status["status"] in ACTIVE_STATUSES:
+            # killed by a signal (we started it, so we know which): say so, once and for good
+            name = signal.Signals(-exit_code).name if -exit_code in signal.valid_signals() else f"signal {-exit_code}"
+            why = "the system does this when memory runs out; so does kill -9" if name == "SIGKILL" else "from outside"
+            then = "resume it to continue from its newest checkpoint" if worker == "training process" else "start it again"
+            error = f"the {worker} was killed by {name} ({why}); {then}"
+            write_json(job_dir / STATUS, {**status, "status": "failed", "error": error, "time": time.time(),
+                                          "finished": time.time()})
+            state.update(status="failed", error=error, finished=time.time())
         return state
 
     def list_runs(self) -> list[dict]:

@@ -7,6 +7,7 @@ declarations, so a parameter is written exactly once.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Literal
 
 # Where a parameter goes: TRL's trainer config, PEFT's adapter config, transformers'
@@ -92,16 +93,19 @@ def _coerce(info: ParamInfo, value: Any) -> Any:
             number = float(value)
         except ValueError:
             raise ConfigError(f"parameter '{name}': expected a whole number, got {value!r}") from None
-        if number != int(number):
+        if not math.isfinite(number) or number != int(number):
             raise ConfigError(f"parameter '{name}': expected a whole number, got {value!r}")
         return int(number)
     if info.type is float:
         if isinstance(value, bool):
             raise ConfigError(f"parameter '{name}': expected a number, got {value!r}")
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"parameter '{name}': expected a number, got {value!r}") from None
+        if not math.isfinite(number):  # YAML's .inf and .nan: no setting means "infinitely"
+            raise ConfigError(f"parameter '{name}': expected a finite number, got {value!r}")
+        return number
     return str(value)
 
 

@@ -1,0 +1,119 @@
+"""Hardening (issue #18), first slice: non-finite numbers in configs, preference pairs that cannot
+teach, imports killed part-way, `studio resume --wait`, and what a killed worker is reported as."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+
+import pytest
+
+from pipelines.data import DataError
+from tests.test_cli import studio_cmd, write_config
+
+
+@pytest.mark.parametrize("key, value, says", [
+    ("per_device_train_batch_size", ".inf", "parameter 'per_device_train_batch_size': expected a whole number, got inf"),
+    ("per_device_train_batch_size", ".nan", "parameter 'per_device_train_batch_size': expected a whole number, got nan"),
+    ("learning_rate", ".nan", "parameter 'learning_rate': expected a finite number, got nan"),
+    ("learning_rate", "-.inf", "parameter 'learning_rate': expected a finite number, got -inf"),
+])
+def test_non_finite_numbers_in_a_config_exit_2_and_queue_nothing(tmp_path, tiny_model_dir, key, value, says):
+    config = tmp_path / "run.yaml"
+    config.write_text(f"model: {tiny_model_dir}\ndataset: quillpad_faq\nmethod: lora\nparams:\n  {key}: {value}\n")
+    done = studio_cmd(tmp_path / "home", "train", str(config))
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"error: {says}"
+    assert not list((tmp_path / "home" / "runs").glob("r*"))
+
+
+def pairs_file(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_pairs_that_teach_nothing_are_refused_when_no_pair_differs(studio, tmp_path):
+    same = pairs_file(tmp_path / "same.jsonl", [
+        {"prompt": "Hi", "chosen": "Hello!", "rejected": "Hello!"},
+        {"prompt": "Bye", "chosen": "See you.", "rejected": " See you. "},
+        {"prompt": "Why?", "chosen": [{"role": "assistant", "content": "Because."}],
+         "rejected": [{"role": "assistant", "content": "Because."}]},
+    ])
+    with pytest.raises(DataError) as err:
+        studio.import_dataset(same)
+    assert str(err.value) == ("same.jsonl: no pair can teach anything: in all 3 rows 'chosen' and 'rejected' are "
+                              "the same answer or one is empty; preference training needs two different answers "
+                              "to each prompt")
+    assert studio.list_datasets() == [] and os.listdir(studio.datasets_dir) == []
+
+
+def test_pairs_that_teach_nothing_are_dropped_with_their_places(studio, tmp_path):
+    talk = [{"role": "user", "content": "Hi"}]
+    mixed = pairs_file(tmp_path / "mixed.jsonl", [
+        {"prompt": "A", "chosen": "Yes, 27 months.", "rejected": "No idea."},
+        {"prompt": "B", "chosen": "Same.", "rejected": "Same."},
+        {"prompt": "C", "chosen": "Restart it.", "rejected": "Buy a new one."},
+        {"prompt": talk, "chosen": [{"role": "assistant", "content": "Hello"}],
+         "rejected": [{"role": "assistant", "content": "Hello"}]},
+    ])
+    row = studio.import_dataset(mixed)
+    assert row["rows"] == 2
+    assert row["meta"]["untaught_pairs"] == 2 and row["meta"]["untaught_rows"] == ["line 2", "line 4"]
+    from pipelines.importer import untaught_text
+
+    assert untaught_text(row["meta"]) == ("2 pairs dropped that could teach nothing (chosen = rejected, or an empty "
+                                          "answer: line 2, line 4)")
+    # an empty answer is refused with its place, as before: nothing is stored
+    empty = pairs_file(tmp_path / "empty.jsonl", [{"prompt": "D", "chosen": "   ", "rejected": "Something."}])
+    with pytest.raises(DataError, match=r"^empty.jsonl, line 1, column 'chosen': is empty; expected text$"):
+        studio.import_dataset(empty)
+    assert len(studio.list_datasets()) == 1
+
+
+def test_imports_killed_part_way_are_cleaned_at_start_but_a_running_one_is_kept(tmp_path):
+    from studio.core import Studio
+
+    datasets = tmp_path / "home" / "datasets"
+    old = datasets / ".import-killed"
+    (old).mkdir(parents=True)
+    (old / "data.parquet").write_bytes(b"x" * 1000)
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    stale_lock = datasets / ".import-killed-with-lock"
+    stale_lock.mkdir()
+    (stale_lock / ".importing").touch()  # its importer is gone, so nobody holds the lock
+    busy = datasets / ".import-busy"
+    busy.mkdir()
+    with open(busy / ".importing", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # an import still working (here: this test holds its lock)
+        Studio(tmp_path / "home")
+        assert sorted(p.name for p in datasets.iterdir()) == [".import-busy"]
+
+
+def test_resume_wait_blocks_and_exits_with_the_runs_outcome(tmp_path, tiny_model_dir, tiny_params):
+    from studio.core import Studio
+
+    home = tmp_path / "home"
+    studio = Studio(home)
+    run_id = studio.start_run(model=str(tiny_model_dir), dataset="quillpad_faq", method="lora",
+                              params={**tiny_params, "num_train_epochs": 2, "save_steps": 2})
+    for _ in range(600):
+        if studio.get_run(run_id)["step"] >= 2:
+            break
+        time.sleep(0.2)
+    studio.cancel(run_id)
+    assert studio.wait(run_id, poll_s=0.3)["status"] == "cancelled"
+
+    data = tmp_path / "away.parquet"  # the run's data gone: the resumed run fails, and says so
+    dataset_file = json.loads((studio.run_dir(run_id) / "job.json").read_text())["dataset"]["path"]
+    os.rename(dataset_file, data)
+    failed = studio_cmd(home, "resume", run_id, "--wait")
+    assert failed.returncode == 1
+    assert f"run {run_id} failed: " in failed.stderr
+
+    os.rename(data, dataset_file)
+    done = studio_cmd(home, "resume", run_id, "--wait")
+    assert done.returncode == 0, done.stderr
+    assert "adapter: " in done.stderr
+    assert Studio(home).get_run(run_id)["status"] == "completed"
