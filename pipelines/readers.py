@@ -154,6 +154,7 @@ def _csv(path: Path, delimiter: str):
 
 
 def _parquet(path: Path):
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
@@ -163,8 +164,8 @@ def _parquet(path: Path):
             for row in batch.to_pylist():
                 number += 1
                 yield f"row {number}", row
-    except OSError as err:  # ArrowInvalid is an OSError subclass for corrupt files
-        raise DataError(f"{path.name}: not a readable Parquet file ({err})") from None
+    except (OSError, pa.ArrowException) as err:  # a corrupt or truncated file (ArrowInvalid, ArrowIOError)
+        raise DataError(f"{path.name}: not a readable Parquet file ({str(err).splitlines()[0]})") from None
 
 
 def _text(path: Path, unit: str):

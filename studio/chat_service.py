@@ -95,6 +95,11 @@ def export_votes(studio, name: str | None = None) -> dict:
     rows = arena.preference_rows(votes)
     if not rows:
         raise DataError("no decisive votes yet: ties and 'both bad' are not preference pairs")
+    from pipelines.importer import teaches_nothing
+
+    if all(teaches_nothing(r) for r in rows):
+        raise DataError(f"no vote can teach anything yet: in all {len(rows)} decisive votes both replies were "
+                        "the same text; vote where the two models answer differently")
     with tempfile.TemporaryDirectory(dir=studio.home) as tmp:
         path = Path(tmp) / "chat-votes.jsonl"
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))

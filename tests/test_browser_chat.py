@@ -15,8 +15,16 @@ pytestmark = pytest.mark.browser
 def test_blind_battle_vote_reveal_and_export(server, page, studio, tiny_model_dir, tmp_path):  # noqa: F811
     from playwright.sync_api import expect
 
-    other = tmp_path / "other-tiny"
+    other = tmp_path / "other-tiny"  # another model: the tiny one with its weights nudged
     shutil.copytree(tiny_model_dir, other)
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(1)
+    nudged = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    for param in nudged.parameters():
+        param.data += 0.5 * torch.randn_like(param)
+    nudged.save_pretrained(other)
     page.goto(server)
     page.get_by_role("tab", name="Chat").click()
     fill(page, "chat-model-a", f"base:{tiny_model_dir}")
@@ -33,15 +41,17 @@ def test_blind_battle_vote_reveal_and_export(server, page, studio, tiny_model_di
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     for _ in range(60):  # a vote waits for both replies to finish
+        if studio.store.list_votes():  # a click that timed out may still have landed: never click twice
+            break
         try:  # while both sides stream, the page scrolls the chat: a click may not land at once
             page.click("#chat-vote-a", timeout=3000)
         except PlaywrightTimeout:
             continue
         page.wait_for_timeout(1000)
-        if "Vote stored" in page.locator("#chat-vote-message").inner_text():
+        if studio.store.list_votes() or "Vote stored" in page.locator("#chat-vote-message").inner_text():
             break
         expect(page.locator("#chat-vote-message")).to_contain_text("Wait until both replies are finished")
-    expect(page.locator("#chat-vote-message")).to_contain_text("Vote stored: A is better")
+    expect(page.locator("#chat-vote-message")).to_contain_text("Vote stored: A is better", timeout=10_000)
     expect(page.locator("#chat-vote-message")).to_contain_text(str(tiny_model_dir))
     expect(page.locator("#chat-vote-message")).to_contain_text(str(other))
     (stored,) = studio.store.list_votes()

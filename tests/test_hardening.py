@@ -117,3 +117,21 @@ def test_resume_wait_blocks_and_exits_with_the_runs_outcome(tmp_path, tiny_model
     assert done.returncode == 0, done.stderr
     assert "adapter: " in done.stderr
     assert Studio(home).get_run(run_id)["status"] == "completed"
+
+
+def test_a_corrupt_or_truncated_parquet_file_is_one_sentence_and_stores_nothing(studio, tmp_path):
+    import pandas as pd
+
+    good = tmp_path / "good.parquet"
+    pd.DataFrame({"prompt": ["How long is the warranty?"] * 50, "completion": ["27 months."] * 50}).to_parquet(good)
+    data = good.read_bytes()
+    fake = tmp_path / "fake.parquet"
+    fake.write_bytes(b"PAR1" + b"not really parquet" + b"PAR1")
+    truncated = tmp_path / "truncated.parquet"
+    truncated.write_bytes(data[:600] + data[-8:])  # the footer's promise, without the file it describes
+    for path in (fake, truncated):
+        with pytest.raises(DataError) as err:
+            studio.import_dataset(path)
+        assert str(err.value).startswith(f"{path.name}: not a readable Parquet file (")
+        assert "\n" not in str(err.value)
+    assert studio.list_datasets() == [] and os.listdir(studio.datasets_dir) == []
