@@ -34,8 +34,9 @@ def table(studio) -> list[list]:
     return rows
 
 
-def pick_choices(studio) -> list[tuple[str, str]]:
-    return [(f"{name} · {what} · {status} ({export_id})", export_id) for export_id, name, what, status, _ in table(studio)]
+def pick_choices(rows: list[list]) -> list[tuple[str, str]]:
+    """The export picker's options, from the table's rows (read once per refresh)."""
+    return [(f"{name} · {what} · {status} ({export_id})", export_id) for export_id, name, what, status, _ in rows]
 
 
 def details(studio, export_id: str | None) -> str:
@@ -151,9 +152,10 @@ def build(studio):
             merge = gr.Button("Merge", variant="primary", elem_id="merge-start")
     message = gr.Markdown(elem_id="export-message")
     gr.Markdown("### Exports")
-    listing = gr.Dataframe(value=table(studio), headers=["ID", "Name", "What", "Status", "Progress"],
+    rows = table(studio)
+    listing = gr.Dataframe(value=rows, headers=["ID", "Name", "What", "Status", "Progress"],
                            interactive=False, elem_id="export-table", wrap=True)
-    picked = gr.Dropdown(choices=pick_choices(studio), value=None, label="Export", elem_id="export-pick",
+    picked = gr.Dropdown(choices=pick_choices(rows), value=None, label="Export", elem_id="export-pick",
                          info="Pick one to see its files, download them and how to run it.")
     info = gr.Markdown(details(studio, None), elem_id="export-details")
     cancel = gr.Button("Cancel this export", elem_id="export-cancel", size="sm")
@@ -170,9 +172,9 @@ def build(studio):
     method.change(on_method, method, [method_help, base, t, weights, density])
 
     def started(export_id: str, what: str):
+        rows = table(studio)
         return (f"Started {what} **{export_id}**: it runs in the background; its progress is below.",
-                table(studio), gr.update(choices=pick_choices(studio), value=export_id), details(studio, export_id),
-                None)
+                rows, gr.update(choices=pick_choices(rows), value=export_id), details(studio, export_id), None)
 
     outputs = [message, listing, picked, info, files]
 
@@ -227,14 +229,14 @@ def build(studio):
             return gr.update(), gr.update(), gr.update(), gr.update()
         # the files are offered once, when the picked export has just completed
         ready = status_of(rows, export_id) == "completed" != status_of(shown, export_id)
-        return (rows, gr.update(choices=pick_choices(studio)), details(studio, export_id),
+        return (rows, gr.update(choices=pick_choices(rows)), details(studio, export_id),
                 downloads(studio, export_id, download_dir) if ready else gr.update())
 
     timer.tick(on_tick, [picked, listing], [listing, picked, info, files])
 
     def refresh():
-        fresh = xs.sources(studio)
-        return (gr.update(choices=fresh), gr.update(choices=fresh), gr.update(choices=fresh), table(studio),
-                gr.update(choices=pick_choices(studio)))
+        fresh, rows = xs.sources(studio), table(studio)
+        return (gr.update(choices=fresh), gr.update(choices=fresh), gr.update(choices=fresh), rows,
+                gr.update(choices=pick_choices(rows)))
 
     return refresh, [source, models, base, listing, picked]

@@ -27,9 +27,9 @@ def _refusals(command):
 
 
 def _studio(args):
-    from studio.core import Studio
+    from studio.cli import _studio as studio_for  # the one place the CLI opens a workspace
 
-    return Studio(args.home)
+    return studio_for(args)
 
 
 def _finish(studio, export_id: str, wait: bool) -> int:

@@ -30,12 +30,6 @@ QUANTS = {
 FORMATS = ("merged", "gguf")
 
 
-def _new_id() -> str:
-    from studio.core import _new_id as new_id
-
-    return new_id("x")
-
-
 def safe_name(text: str) -> str:
     """A name usable as a file name and an Ollama model name."""
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.").lower()[:60] or "model"
@@ -105,7 +99,9 @@ def model_folder(studio, export_id: str) -> Path:
 
 
 def _start(studio, kind: str, name: str, job: dict, shown_source: dict) -> str:
-    export_id = _new_id()
+    from studio.core import _new_id  # as label_service does: core is the id's one maker
+
+    export_id = _new_id("x")
     job_dir = studio.run_dir(export_id)
     job_dir.mkdir()
     now = time.time()
