@@ -5,7 +5,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from pipelines.curves import is_preference, series
+from pipelines.curves import is_preference, is_rl, reward_parts, series
 
 PANELS = [("Loss (training and held-out)", ("loss", "eval_loss")), ("Learning rate", ("learning_rate",)),
           ("Gradient norm", ("grad_norm",)), ("Tokens per second", ("tokens_per_s",))]
@@ -16,18 +16,28 @@ PREFERENCE_PANELS = [
     ("Reward margin (preferred minus rejected)", ("rewards/margins", "eval_rewards/margins")),
     ("Rewards of preferred and rejected answers; KL", ("rewards/chosen", "rewards/rejected", "kl")),
 ]
+# reinforcement learning: is the reward rising (and which function's part), how far has the model
+# moved from where it started, how long are its replies
+RL_PANELS = [
+    ("Mean reward (and each function's part)", ("reward",)),  # the parts are added per run
+    ("KL from the start (how far the model moved)", ("kl",)),
+    ("Reply length (tokens)", ("completions/mean_length",)),
+    ("Loss", ("loss",)),
+]
 LABELS = {"loss": "training loss", "eval_loss": "held-out loss", "learning_rate": "learning rate",
           "grad_norm": "gradient norm", "tokens_per_s": "tokens/s",
           "rewards/accuracies": "training pairs", "eval_rewards/accuracies": "held-out pairs",
           "rewards/margins": "training pairs", "eval_rewards/margins": "held-out pairs",
-          "rewards/chosen": "preferred", "rewards/rejected": "rejected", "kl": "KL from the start"}
+          "rewards/chosen": "preferred", "rewards/rejected": "rejected", "kl": "KL from the start",
+          "reward": "weighted reward", "completions/mean_length": "mean reply length"}
 DOTTED = {"eval_loss", "eval_rewards/accuracies", "eval_rewards/margins", "rewards/rejected", "kl"}
 
 
 def curves_figure(runs: dict[str, list[dict]]) -> go.Figure:
     """runs: run id -> metrics records. Every run gets its own colour; markers make the first
     steps visible before there is a line to draw."""
-    panels = PREFERENCE_PANELS if any(is_preference(m) for m in runs.values()) else PANELS
+    rl = any(is_rl(m) for m in runs.values())
+    panels = RL_PANELS if rl else PREFERENCE_PANELS if any(is_preference(m) for m in runs.values()) else PANELS
     fig = make_subplots(rows=2, cols=2, subplot_titles=[title for title, _ in panels],
                         horizontal_spacing=0.08, vertical_spacing=0.14)
     palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf"]
@@ -35,14 +45,17 @@ def curves_figure(runs: dict[str, list[dict]]) -> go.Figure:
         colour = palette[i % len(palette)]
         data = series(metrics)
         for panel, (_title, names) in enumerate(panels):
+            if rl and panel == 0:
+                names = (*names, *reward_parts(metrics))
             for name in names:
                 if name not in data:
                     continue
                 steps, values = data[name]
-                label = f"{run_id} {LABELS[name]}" if len(runs) > 1 else LABELS[name]
+                what = LABELS.get(name) or name.removeprefix("rewards/").removesuffix("/mean")
+                label = f"{run_id} {what}" if len(runs) > 1 else what
                 fig.add_trace(go.Scatter(
                     x=steps, y=values, name=label, mode="lines+markers",
-                    line={"color": colour, "dash": "dot" if name in DOTTED else "solid"},
+                    line={"color": colour, "dash": "dot" if name in DOTTED or name.startswith("rewards/") else "solid"},
                     marker={"size": 7 if name.startswith("eval_") else 4},
                 ), row=panel // 2 + 1, col=panel % 2 + 1)
     fig.update_xaxes(title_text="step")

@@ -18,7 +18,7 @@ from pipelines.models import ModelError
 from pipelines.readers import FORMATS, human_size
 from studio.core import SAMPLES, SAMPLES_DIR
 
-MAP_TARGETS = ("prompt", "completion", "chosen", "rejected", "label", "text", "messages")
+MAP_TARGETS = ("prompt", "completion", "chosen", "rejected", "label", "text", "messages", "answer", "tests")
 NOT_MAPPED = "(not mapped)"
 
 
@@ -164,7 +164,8 @@ def build(studio):
                 kind = gr.Dropdown(choices=["auto", *KINDS], value="auto", label="Kind of data",
                                    info="auto = decide from the column names. sft: examples of good replies; "
                                         "preference: a better and a worse reply; kto: replies marked good or "
-                                        "bad; text: raw documents.", elem_id="data-kind")
+                                        "bad; text: raw documents; prompts: questions (with an answer or tests to check "
+                                        "replies by) for reinforcement learning.", elem_id="data-kind")
                 gr.Markdown("Which of your columns holds each part (leave the rest not mapped):")
                 with gr.Row():
                     mapping = [gr.Dropdown(choices=[NOT_MAPPED], value=NOT_MAPPED, label=t, min_width=120,

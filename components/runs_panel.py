@@ -8,7 +8,7 @@ import gradio as gr
 
 from components.charts import curves_figure
 from pipelines.curves import format_duration, overfitting_warning, progress
-from pipelines.events import ACTIVE_STATUSES, RESUMABLE_STATUSES, log_tail, read_metrics
+from pipelines.events import ACTIVE_STATUSES, RESUMABLE_STATUSES, SAMPLES, log_tail, read_json, read_metrics
 from pipelines.methods import ConfigError
 from studio.core import RunError
 
@@ -90,11 +90,27 @@ def status_markdown(studio, row: dict, metrics: list[dict]) -> str:
                      f"{summary['eval_loss_after']:.3f} after (lower is better)")
     if preference_summary(summary):
         lines.append(preference_summary(summary))
+    if "reward_first" in summary and "reward_last" in summary:
+        lines.append(f"Mean reward of the replies it wrote: {summary['reward_first']:.2f} in the first steps, "
+                     f"{summary['reward_last']:.2f} in the last (higher is better)")
     result = studio.result_dir(row["id"]) if row["status"] == "completed" else None
     if result is not None:
         what = "Adapter" if result.name == "adapter" else "Model"
         lines.append(f"{what} saved in `{result}`")
     return "\n\n".join(lines)
+
+
+SAMPLE_COLUMNS = ["Prompt", "Reply", "Reward", "Each function"]
+
+
+def samples_table(studio, run_id: str | None) -> list[list] | None:
+    """A reinforcement-learning run's newest replies with their rewards (None for other runs)."""
+    found = read_json(studio.run_dir(run_id) / SAMPLES) if run_id else None
+    if not found:
+        return None
+    return [[s["prompt"], s["reply"], round(s["reward"], 3),
+             ", ".join(f"{name} {value:.2f}" for name, value in s["rewards"].items() if value is not None)]
+            for s in found["samples"]]
 
 
 def config_diff(studio, run_ids: list[str]) -> list[list]:
@@ -141,6 +157,9 @@ def build(studio, selected: gr.State):
         chat_with = gr.Button("Chat with this run", size="sm", variant="primary", elem_id="run-chat")
     action = gr.Markdown(elem_id="run-action")
     plot = gr.Plot(label="Training curves", elem_id="run-curves")
+    samples = gr.Dataframe(headers=SAMPLE_COLUMNS, interactive=False, wrap=True, visible=False, max_height=320,
+                           label="Newest replies the model wrote while training, and their rewards",
+                           elem_id="run-samples")
     log = gr.Textbox(label="Log (last lines)", lines=8, max_lines=15, interactive=False, elem_id="run-log")
     with gr.Accordion("Compare runs", open=False):
         compare = gr.Dropdown(choices=[r[0] for r in runs_table(studio)], multiselect=True,
@@ -159,9 +178,11 @@ def build(studio, selected: gr.State):
         ids = [r[0] for r in rows]
         offered = gr.update(choices=ids) if ids != known else gr.skip()
         status_of = next((r[1] for r in rows if r[0] == run_id), None)
-        return (rows, text, bar_html, figure, tail, count, offered, ids, *button_states(status_of))
+        replies = samples_table(studio, run_id)
+        sampled = gr.update(value=replies, visible=True) if replies else gr.update(visible=False)
+        return (rows, text, bar_html, figure, tail, count, offered, ids, sampled, *button_states(status_of))
 
-    outputs = [table, status, bar, plot, log, shown, compare, listed, *buttons]
+    outputs = [table, status, bar, plot, log, shown, compare, listed, samples, *buttons]
     timer.tick(refresh, [selected, shown, listed], outputs, show_progress="hidden")
 
     def on_select(evt: gr.SelectData, rows, known):

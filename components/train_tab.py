@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from components import runs_panel
+from components import reward_form, runs_panel
 from components.forms import build_form
 from pipelines.data import DataError
 from pipelines.methods import METHODS, ConfigError
@@ -102,9 +102,12 @@ def build(studio):
             method_help = gr.Markdown(_method_help("lora"))
             gr.Markdown("### 2. Settings")
             forms, groups = {}, {}
+            reward_widgets, collect_rewards = [], None
             for key, spec in METHODS.items():
                 with gr.Group(visible=(key == "lora")) as group:
                     forms[key] = build_form(spec.params)
+                    if spec.rewards:  # one composer, shared by the reinforcement-learning methods
+                        reward_widgets, collect_rewards = reward_form.build()
                 groups[key] = group
             estimate = gr.Markdown(elem_id="train-estimate")
             start = gr.Button("Start training", variant="primary", elem_id="start-training")
@@ -148,16 +151,19 @@ def build(studio):
                 widget.change(on_own_estimate, own, estimate)
 
     def on_start(model_spec, dataset_ref, method_key, *values):
+        values, reward_values = values[:len(order)], values[len(order):]
         params = {name: v for (key, name), v in zip(order, values) if key == method_key}
+        chosen = collect_rewards(*reward_values) if METHODS[method_key].rewards else None
         try:
-            run_id = studio.start_run(model=model_spec, dataset=dataset_ref, method=method_key, params=params)
+            run_id = studio.start_run(model=model_spec, dataset=dataset_ref, method=method_key, params=params,
+                                      rewards=chosen)
         except ConfigError as err:  # named as the form names it
             return f"**Could not start:** {field_named(err, method_key)}", gr.skip()
         except (DataError, ModelError, RunError) as err:
             return f"**Could not start:** {err}", gr.skip()
         return f"Started run `{run_id}`.", run_id
 
-    start.click(on_start, [model, dataset, method, *inputs], [message, selected])
+    start.click(on_start, [model, dataset, method, *inputs, *reward_widgets], [message, selected])
 
     def on_quick():
         """The recipe that shows learning soonest on the bundled FAQ (measured: bench/faq_quality.py)."""

@@ -11,8 +11,17 @@ from pipelines.events import RunEvents
 # what reaches metrics.jsonl: the training curves, and for preference methods how well the model
 # tells the preferred answer from the other (TRL's names; each also as eval_<name> on held-out pairs)
 LOGGED = ("loss", "learning_rate", "grad_norm", "mean_token_accuracy", "rewards/margins",
-          "rewards/accuracies", "rewards/chosen", "rewards/rejected", "kl", "nll_loss", "log_odds_ratio")
+          "rewards/accuracies", "rewards/chosen", "rewards/rejected", "kl", "nll_loss", "log_odds_ratio",
+          # reinforcement learning: the weighted reward, its spread, the reply length; a reward model's
+          # held-out accuracy
+          "reward", "reward_std", "completions/mean_length", "frac_reward_zero_std", "accuracy", "margin")
 KEYS = (*LOGGED, *(f"eval_{k}" for k in LOGGED))
+
+
+def logged(key: str) -> bool:
+    """Kept in metrics.jsonl: the names above, and GRPO's mean of each reward function."""
+    name = key.removeprefix("eval_")
+    return key in KEYS or (name.startswith("rewards/") and name.endswith("/mean"))
 
 
 class MetricsCallback(TrainerCallback):
@@ -43,9 +52,9 @@ class MetricsCallback(TrainerCallback):
             if tokens:  # ORPO and CPO count none: no curve rather than a flat zero
                 record["tokens_per_s"] = round((tokens - tok0) / max(now - t0, 1e-9), 1)
             self._last = (now, tokens)
-        for key in KEYS:
-            if key in logs:
-                record[key] = float(logs[key])
+        for key, value in logs.items():
+            if logged(key) and isinstance(value, (int, float)):
+                record[key] = float(value)
         if len(record) > 3:
             self.events.metric(record)
             shown = " ".join(f"{k}={v:.4g}" for k, v in record.items() if k not in ("time",))

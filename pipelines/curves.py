@@ -8,17 +8,33 @@ import time
 SERIES = ("loss", "eval_loss", "learning_rate", "grad_norm", "tokens_per_s",
           # preference methods: how well the model tells the preferred answer from the other
           "rewards/accuracies", "eval_rewards/accuracies", "rewards/margins", "eval_rewards/margins",
-          "rewards/chosen", "rewards/rejected", "kl")
+          "rewards/chosen", "rewards/rejected", "kl",
+          # reinforcement learning: mean weighted reward (each function's mean is added by name)
+          "reward", "completions/mean_length")
+
+
+def is_rl(metrics: list[dict]) -> bool:
+    return any("reward" in m for m in metrics)
 
 
 def is_preference(metrics: list[dict]) -> bool:
-    return any("rewards/chosen" in m or "kl" in m for m in metrics)
+    return not is_rl(metrics) and any("rewards/chosen" in m or "kl" in m for m in metrics)
+
+
+def reward_parts(metrics: list[dict]) -> list[str]:
+    """The per-function reward means a GRPO run logged ('rewards/number/mean'), in first-seen order."""
+    names: dict[str, None] = {}
+    for m in metrics:
+        for key in m:
+            if key.startswith("rewards/") and key.endswith("/mean"):
+                names[key] = None
+    return list(names)
 
 
 def series(metrics: list[dict]) -> dict[str, tuple[list[int], list[float]]]:
     """name -> (steps, values) for every metric that has at least one point."""
     out: dict[str, tuple[list[int], list[float]]] = {}
-    for name in SERIES:
+    for name in (*SERIES, *reward_parts(metrics)):
         points = [(m["step"], m[name]) for m in metrics if name in m]
         if points:
             out[name] = ([p[0] for p in points], [p[1] for p in points])

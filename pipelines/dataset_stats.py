@@ -63,6 +63,8 @@ def sequences(row: dict) -> list:
     if "chosen" in row:
         prompt = row.get("prompt")
         return [prompt + row["chosen"], prompt + row["rejected"]] if prompt else [row["chosen"], row["rejected"]]
+    if "completion" not in row:  # a prompt for reinforcement learning: the model writes the reply
+        return [row["prompt"]]
     return [row["prompt"] + row["completion"]]
 
 
@@ -111,6 +113,11 @@ def render_example(row: dict, tokenizer, max_length: int) -> dict:
     if "text" in row:
         full = tokenizer(_render(row["text"], tokenizer), add_special_tokens=False)["input_ids"]
         prompt_len = 0
+    elif "prompt" in row and "completion" not in row and "chosen" not in row:
+        # reinforcement learning: the prompt is all there is; the model's own replies are scored
+        full = tokenizer(tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True),
+                         add_special_tokens=False)["input_ids"]
+        prompt_len = len(full)
     else:
         if "messages" in row:
             prompt, completion = row["messages"][:-1], row["messages"][-1:]

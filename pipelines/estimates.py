@@ -34,6 +34,10 @@ ALLOCATOR_OVERHEAD = {"cpu": 1.5, "cuda": 1.15}
 # Share of the measured bf16 matmul speed a training step reaches (attention, norms, the
 # optimizer and Python overhead take the rest): 0.27-0.33 in bench/methods.py runs here.
 STEP_EFFICIENCY = {"cpu": 0.3, "cuda": 0.35}
+# Reinforcement learning writes its replies one token at a time before it trains on them; a
+# decoding step of a batch of replies reaches a small share of the matmul speed (memory-bound).
+# Measured by bench/grpo_quality.py's run on the built-in model here.
+DECODE_EFFICIENCY = {"cpu": 0.02, "cuda": 0.01}
 PROBE_TOKENS = (32, 64)
 # PyTorch's profiler is one per process: two at once (two browser tabs estimating) crash it.
 _PROFILER = threading.Lock()
@@ -286,13 +290,20 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
         weights = int(quant * per + 4 * embed + 2 * trainable)
     # a preference batch holds both answers of each pair: twice the sequences in one pass
     sequences = 2 if method.data_kind == "preference" else 1
+    max_length = getattr(params, "max_length", None)
+    generated = 0
+    if method.rewards:  # RL: each prompt becomes num_generations sequences of prompt + a full-length reply
+        reply = params.max_completion_length
+        generated = len(lengths or []) * params.num_generations * reply
+        lengths = [n + reply for n in lengths for _ in range(params.num_generations)] if lengths else None
+        max_length = max(lengths) if lengths else 512 + reply
     tokens_epoch = None
     if lengths:
-        tokens_epoch, tokens = batch_tokens(lengths, params.per_device_train_batch_size, params.max_length,
+        tokens_epoch, tokens = batch_tokens(lengths, params.per_device_train_batch_size, max_length,
                                             method.padding_free, params.seed)
         tokens_epoch, tokens = sequences * tokens_epoch, sequences * tokens
     else:  # no data yet: the worst case, every row at max_length
-        tokens = sequences * params.per_device_train_batch_size * params.max_length
+        tokens = sequences * params.per_device_train_batch_size * max_length
     probe_key, probe_values = method_key, dict(values or {})
     if method.quantized:  # the probe cannot quantize random weights: LoRA trains the same adapter
         probe_key = "lora"
@@ -325,7 +336,9 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
             per_token += 2 * total
         if method.reference:
             per_token += 2 * total * (2 if method.data_kind == "kto" else 1)
-        seconds = per_token * tokens_epoch / (hardware.matmul_flops(device, bf16) * STEP_EFFICIENCY[device])
+        flops = hardware.matmul_flops(device, bf16)
+        seconds = per_token * tokens_epoch / (flops * STEP_EFFICIENCY[device])
+        seconds += 2 * total * generated / (flops * DECODE_EFFICIENCY[device])  # writing RL's replies
     return Estimate(method=method_key, total_params=total, trainable_params=trainable, weights_bytes=weights,
                     training_bytes=int(training), runtime_bytes=runtime,
                     peak_bytes=peak, available_bytes=available_bytes(device), device=device,

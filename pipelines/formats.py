@@ -7,6 +7,9 @@ Stored kinds and columns (TRL's names):
               prompt implicit in both)
   kto         `prompt`/`completion` as chat messages plus a boolean `label`
   text        `text`
+  prompts     `prompt` as chat messages, with optional reference columns a reward function checks
+              replies against: `answer` (text) and `tests` (Python lines, e.g. asserts) — for
+              reinforcement learning (GRPO), where the model writes its own replies
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 
 from pipelines.errors import DataError, where
 
-KINDS = ("sft", "preference", "kto", "text")
+KINDS = ("sft", "preference", "kto", "text", "prompts")
 ROLES = ("system", "user", "assistant")
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant",
                   "assistant": "assistant", "model": "assistant", "chatgpt": "assistant"}
@@ -45,6 +48,9 @@ LAYOUTS = (
     Layout("alpaca", "sft", ("instruction", "output"), ("input", "system"), "Alpaca (instruction, input, output)"),
     Layout("prompt_completion", "sft", ("prompt", "completion"), (), "prompt/completion"),
     Layout("text", "text", ("text",), (), "raw text"),
+    # last: a prompt with nothing to imitate is for reinforcement learning (the model writes the replies)
+    Layout("prompts", "prompts", ("prompt",), ("answer", "tests", "system"),
+           "prompts for reinforcement learning (prompt, optional answer and tests)"),
 )
 LAYOUT_BY_KEY = {layout.key: layout for layout in LAYOUTS}
 
@@ -102,6 +108,8 @@ def detect(columns: list[str], path, kind: str = "auto", mapping: dict | None = 
         raise DataError(f"{where(path)}: no column '{missing[0]}' to map (columns: {', '.join(columns)})")
     names = set(columns) - set(mapping.values()) | set(mapping)
     for layout in LAYOUTS:
+        if layout.key == "prompts" and kind == "auto" and {n.lower() for n in names} & set(ANSWER_NAMES[1:]):
+            continue  # prompt + response/output/...: examples under other names, not prompts alone
         if kind in ("auto", layout.kind) and set(layout.required) <= names:
             return layout
     hints = []
@@ -269,4 +277,12 @@ def convert(record, layout: Layout, path, place) -> dict:
                 "label": label(record["label"], path, place)}
     if key == "text":
         return {"text": text(record["text"], path, place, "text")}
+    if key == "prompts":
+        row = {"prompt": _turn("user", record["prompt"], path, place, "prompt")}
+        if record.get("system") and row["prompt"][0]["role"] != "system":
+            row["prompt"].insert(0, {"role": "system", "content": text(record["system"], path, place, "system")})
+        for col in ("answer", "tests"):  # what reward functions compare a reply with; empty = none
+            value = record.get(col)
+            row[col] = None if value is None or value == "" else text(value, path, place, col)
+        return row
     raise DataError(f"unknown layout '{key}'")

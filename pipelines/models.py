@@ -161,6 +161,14 @@ def load_tokenizer(name_or_path: str):
     return tokenizer
 
 
+def context_length(name_or_path: str) -> int | None:
+    """The most tokens the model reads at once (prompt and reply together), from its config."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=False).get_text_config()
+    return getattr(config, "max_position_embeddings", None)
+
+
 def load_model(name_or_path: str, dtype=None, **kwargs):
     from transformers import AutoModelForCausalLM
 

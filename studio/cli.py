@@ -13,7 +13,7 @@ from pipelines.models import ModelError
 from studio import cli_data, cli_export, cli_label
 from studio.core import RunError
 
-CONFIG_KEYS = {"model", "dataset", "method", "params"}
+CONFIG_KEYS = {"model", "dataset", "method", "params", "rewards"}
 USER_ERRORS = (ConfigError, DataError, ModelError, RunError)
 
 
@@ -58,6 +58,7 @@ def read_config(path: Path) -> dict:
         "dataset": dataset,
         "method": str(config.get("method", "lora")),
         "params": config.get("params") or {},
+        "rewards": config.get("rewards"),  # reinforcement learning: [{name, weight, settings...}]
     }
 
 

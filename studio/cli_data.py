@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from pipelines.formats import KINDS
+
 
 def summary_line(row: dict) -> str:
     meta = row["meta"]
@@ -81,7 +83,7 @@ def add_parsers(sub, common) -> None:
     p = dsub.add_parser("import", parents=[common], help="convert a file into a catalogue dataset")
     p.add_argument("file", type=Path)
     p.add_argument("--name", help="name shown in the studio (default: the file name)")
-    p.add_argument("--kind", default="auto", choices=["auto", "sft", "preference", "kto", "text"])
+    p.add_argument("--kind", default="auto", choices=["auto", *KINDS])
     p.add_argument("--map", help="use your column names: e.g. prompt=question,completion=answer")
     p.add_argument("--text-unit", default="line", choices=["line", "paragraph", "file"],
                    help="plain text: one document per line, per blank-line paragraph, or the whole file")

@@ -16,6 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from pipelines import chat, data, importer, models, readers
+from pipelines import rewards as reward_fns
 from pipelines.events import (
     ACTIVE_STATUSES,
     ADAPTER,
@@ -32,7 +33,8 @@ from pipelines.events import (
     run_state,
     write_json,
 )
-from pipelines.methods import get_method, parse
+from pipelines.methods import ConfigError, get_method, parse
+from pipelines.methods import rl as rl_checks
 from studio.store import Store
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -148,12 +150,19 @@ class Studio:
 
     # runs
     def start_run(self, *, model: str, dataset: str, method: str, params: dict | None = None,
-                  parent_id: str | None = None, init_adapter: str | None = None) -> str:
-        """Validate, write the run directory and catalogue row, and start the worker process."""
+                  parent_id: str | None = None, init_adapter: str | None = None,
+                  rewards: list | None = None) -> str:
+        """Validate, write the run directory and catalogue row, and start the worker process.
+        `rewards`: the reward functions of a reinforcement-learning method (pipelines/rewards.py)."""
         spec = get_method(method)
         checked = parse(spec.params, params)  # ConfigError on a bad value, before anything is written
         if spec.validate:
             spec.validate(checked)
+        if spec.rewards:
+            reward_list = reward_fns.parse_list(rewards)
+        elif rewards:
+            raise ConfigError(f"{spec.label} learns from examples, not from reward functions; 'rewards' is only "
+                              "for reinforcement learning (GRPO)")
         if hasattr(checked, "optim"):  # an optimizer this machine cannot run is refused now, not mid-run
             from pipelines.hardware import has_cuda
             from pipelines.methods.qlora import resolve_optim
@@ -167,10 +176,13 @@ class Studio:
         accepted = ("sft", "text") if spec.data_kind == "sft" else (spec.data_kind,)
         if dataset_row["kind"] not in accepted:
             hint = {"sft": "an example (SFT) method such as LoRA", "text": "an example (SFT) method such as LoRA",
-                    "preference": "a preference method such as DPO", "kto": "KTO"}[dataset_row["kind"]]
+                    "preference": "a preference method such as DPO", "kto": "KTO",
+                    "prompts": "a reinforcement-learning method (GRPO)"}[dataset_row["kind"]]
             raise data.DataError(f"dataset '{dataset_row['name']}' holds {dataset_row['kind']} data; "
                                  f"{spec.label} trains on {' or '.join(accepted)} data, so pick {hint} "
                                  "or another dataset")
+        if spec.rewards:  # every row has what the rewards compare with; prompt + reply fit the model
+            rl_checks.check(spec, checked, reward_list, dataset_row, self.resolve_model(model))
         heldout = Path(dataset_row["path"]).with_name(importer.HELDOUT)
         run_id = _new_id("r")
         run_dir = self.runs_dir / run_id
@@ -184,6 +196,7 @@ class Studio:
             "dataset": {"id": dataset_row["id"], "name": dataset_row["name"], "path": dataset_row["path"],
                         "heldout_path": str(heldout) if heldout.exists() else None},
             "params": {k: getattr(checked, k) for k in checked.__dataclass_fields__},
+            **({"rewards": reward_list} if spec.rewards else {}),
             "parent_id": parent_id,
             "init_adapter": init_adapter,
             "start": start,  # what the user picked: a model, or run:ID
@@ -193,7 +206,9 @@ class Studio:
         }
         write_json(run_dir / JOB, job)
         self.store.add_run(id=run_id, method=method, model=model, dataset_id=dataset_row["id"],
-                           status="queued", params=job["params"], parent_id=parent_id)
+                           status="queued", parent_id=parent_id,  # the runs table compares rewards too
+                           params={**job["params"], **({"rewards": [reward_fns.describe_entry(e) for e in reward_list]}
+                                                       if spec.rewards else {})})
         self.spawn(run_id, run_dir)
         return run_id
 
@@ -262,7 +277,7 @@ class Studio:
         model, adapter = self.tuned_model(run_id)  # a whole model (full/freeze) continues as the base
         return self.start_run(model=model, dataset=job["dataset"]["id"], method=job["method"],
                               params={**job["params"], "num_train_epochs": epochs}, parent_id=run_id,
-                              init_adapter=str(adapter) if adapter else None)
+                              init_adapter=str(adapter) if adapter else None, rewards=job.get("rewards"))
 
     def recover(self) -> list[str]:
         """On start: runs whose worker is gone (machine restart, killed server session) become

@@ -48,7 +48,7 @@ def estimate(studio, model: str, method: str, params: dict | None = None, datase
     """The estimate for one run as the Train tab would start it."""
     model_path = str(studio.resolve_model(base_of(studio, model)))
     checked = parse(METHODS[method].params, params)
-    lengths = _training_lengths(studio, model_path, dataset, checked.eval_fraction)
+    lengths = _training_lengths(studio, model_path, dataset, getattr(checked, "eval_fraction", 0.0))
     return estimates.estimate(model_path, method, params, lengths=lengths)
 
 

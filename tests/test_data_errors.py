@@ -76,7 +76,7 @@ def test_misspelled_columns_list_the_accepted_ones(studio, tmp_path):
     assert refused(studio, path) == (
         "alpaca.jsonl: found columns instruction, outptu ('outptu' looks like 'output'); expected columns "
         "messages | conversations | prompt+completion+label | prompt+chosen+rejected | chosen+rejected | "
-        "instruction+output | prompt+completion | text, or map yours (e.g. --map prompt=question,completion=answer)")
+        "instruction+output | prompt+completion | text | prompt, or map yours (e.g. --map prompt=question,completion=answer)")
 
 
 def test_missing_column_on_a_later_line(studio, tmp_path):

@@ -58,7 +58,7 @@ def test_names_match_trl_and_peft(key, tiny_model_dir):
 def test_method_card_is_complete(key):
     method = METHODS[key]
     assert method.key == key
-    assert method.data_kind in ("sft", "preference", "kto", "text")
+    assert method.data_kind in ("sft", "preference", "kto", "text", "prompts")
     assert method.summary and method.when_to_use
     assert isinstance(method.mergeable, bool)
 

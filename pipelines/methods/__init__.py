@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines.methods import full, lora, preference, prompts, qlora, scaling
+from pipelines.methods import full, lora, preference, prompts, qlora, rl, scaling
 from pipelines.methods import lora_relatives as rel
 from pipelines.methods.params import ConfigError, describe, parse, split_by_target
 from pipelines.methods.setup import Setup
@@ -17,7 +17,7 @@ class Method:
     key: str
     label: str
     family: str
-    data_kind: str  # "sft", "preference", "kto", "text"
+    data_kind: str  # "sft", "preference", "kto", "text", "prompts"
     summary: str
     when_to_use: str
     mergeable: bool  # can the learned change be folded into the base weights
@@ -31,13 +31,14 @@ class Method:
     quantized: bool = False  # base loaded in 4-bit (QLoRA)
     converts_base: bool = False  # PiSSA/OLoRA change the base weights at the start
     runner: str = "pipelines.train_sft"  # module whose train(job, run_dir, events) runs it
-    trl: str = "sft"  # which TRL trainer and config: sft, dpo, kto, orpo, cpo (see trainers.py)
+    trl: str = "sft"  # which TRL trainer and config: sft, dpo, kto, grpo, reward, orpo, cpo (see trainers.py)
     reference: bool = False  # compares against the starting model (DPO, KTO): one more forward pass
     fixed: dict = field(default_factory=dict)  # trainer settings the method always uses (SimPO's loss)
     validate: Callable[[Any], None] | None = None  # (params): ConfigError for values that cannot work together
     # SFT batches without padding (pipelines/packing.py) unless the method's forward needs more
     # than the language-model loss (AdaLoRA adds its regulariser to the model's own loss)
     packs: bool = True
+    rewards: bool = False  # learns from reward functions the run lists (reinforcement learning)
 
     @property
     def artifact(self) -> str:
@@ -210,6 +211,16 @@ METHODS: dict[str, Method] = {m.key: m for m in [
           "compare against, and also learns to write it (like example-based training).",
           "When the preferred answers are high quality and should also be imitated.",
           preference.CPOParams, fixed={"loss_type": "sigmoid"}),
+    Method(key="grpo", label="GRPO", family="Reinforcement learning", data_kind="prompts",
+           summary="The model writes several replies to each prompt, reward functions you choose score them "
+           "(is the number right? is the format followed? does the code pass its tests?), and replies that "
+           "beat their group's average become more likely. No examples of good replies needed: only prompts "
+           "and a way to check a reply. Trains a LoRA adapter; a KL leash keeps it near where it started.",
+           when_to_use="When a program can tell a good reply from a bad one (maths, formats, JSON, code), or "
+           "to polish a model after example-based training (SFT).",
+           mergeable=True, params=rl.GRPOParams, peft_config=preference.preference_lora_config,
+           runner="pipelines.train_rl", trl="grpo", reference=True, validate=rl.check_grpo, packs=False,
+           rewards=True),
 ]}
 
 

@@ -156,3 +156,19 @@ def with_defaults(params_cls: type, name: str, **defaults: Any) -> type:
         for key, value in defaults.items()
     ]
     return dataclasses.make_dataclass(name, fields, bases=(params_cls,))
+
+
+def only(params_cls: type, name: str, keep: list[str], **defaults: Any) -> type:
+    """A declaration with just some of another's fields (help, ranges and order unchanged), and
+    optionally other defaults: for methods where some shared settings mean nothing (reinforcement
+    learning has no 'longest example', its held-out check has no loss to stop early on)."""
+    by_name = {f.name: f for f in dataclasses.fields(params_cls)}
+    missing = sorted((set(keep) | set(defaults)) - set(by_name))
+    if missing:
+        raise TypeError(f"{params_cls.__name__} has no parameter {missing[0]!r}")
+    fields = [
+        (key, by_name[key].type,
+         dataclasses.field(default=defaults.get(key, by_name[key].default), metadata=by_name[key].metadata))
+        for key in by_name if key in keep
+    ]
+    return dataclasses.make_dataclass(name, fields)

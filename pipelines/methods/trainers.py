@@ -9,7 +9,7 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 
 def trl_classes(name: str) -> tuple[type, type]:
-    """(config class, trainer class) for 'sft', 'dpo', 'kto', 'orpo' or 'cpo'."""
+    """(config class, trainer class) for 'sft', 'dpo', 'kto', 'grpo', 'reward', 'orpo' or 'cpo'."""
     if name == "sft":
         from trl import SFTConfig, SFTTrainer
 
@@ -22,6 +22,14 @@ def trl_classes(name: str) -> tuple[type, type]:
         from trl import KTOConfig, KTOTrainer
 
         return KTOConfig, KTOTrainer
+    if name == "grpo":
+        from trl import GRPOConfig, GRPOTrainer
+
+        return GRPOConfig, GRPOTrainer
+    if name == "reward":
+        from trl import RewardConfig, RewardTrainer
+
+        return RewardConfig, RewardTrainer
     if name == "orpo":  # TRL 1.x keeps ORPO and CPO (SimPO is CPO's 'simpo' loss) in trl.experimental
         from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 

@@ -1,0 +1,117 @@
+"""Reinforcement learning: the model writes its own replies and learns from their rewards.
+
+GRPO (Group Relative Policy Optimization, DeepSeekMath, arXiv:2402.03300; TRL's `GRPOTrainer`):
+for each prompt the model writes a group of replies, the reward functions (pipelines/rewards.py)
+score them, and each reply's advantage is how much better it did than its group's average - no
+value model needed. A clipped policy ratio (as in PPO) and a KL penalty keep each step small.
+
+Field names are TRL's `GRPOConfig` ones. Training trains a LoRA adapter; the reference for the KL
+penalty is the same weights with the adapter switched off.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipelines.methods.preference import LoraPreference
+from pipelines.methods.params import ConfigError, param, only
+from pipelines.methods.training import Training
+
+# Shared settings that mean something for RL. Batch = replies per step (TRL counts completions):
+# 8 = two prompts with four replies each. The learning rate is a LoRA one (GRPO papers' 1e-6 is
+# for full weights); bench/grpo_quality.py measured it on the built-in model.
+RLTraining = only(Training, "RLTraining", ["learning_rate", "num_train_epochs", "per_device_train_batch_size",
+                                            "gradient_accumulation_steps", "gradient_checkpointing",
+                                            "save_steps", "seed"],
+                  learning_rate=1e-4, num_train_epochs=1.0, per_device_train_batch_size=8, save_steps=10)
+
+GRPO_LOSSES = {
+    "dapo": "DAPO: every reply token counts the same across the batch, so long replies are not favoured "
+            "(TRL's default)",
+    "grpo": "the original GRPO: each reply's loss is averaged over its own tokens, which favours short "
+            "right replies and long wrong ones",
+    "dr_grpo": "Dr. GRPO: divides by a fixed length instead, removing GRPO's length bias",
+    "bnpo": "like DAPO, counting tokens within each small batch only",
+}
+SCALES = {
+    "group": "divide by the spread of rewards within each prompt's group (the original GRPO)",
+    "batch": "divide by the spread across the whole batch (steadier when some prompts are easy)",
+    "none": "do not divide (Dr. GRPO: avoids over-weighting prompts where all replies score alike)",
+}
+
+
+@dataclass
+class GRPOFields:
+    num_generations: int = param(
+        4, label="Replies per prompt",
+        help="How many replies the model writes to each prompt. They are scored and compared with each "
+        "other: replies better than their group's average become more likely, worse ones less. More "
+        "replies = a clearer signal but slower steps. The batch size must be a multiple of this.",
+        target="trainer", min=2, max=64, step=1)
+    max_completion_length: int = param(
+        64, label="Longest reply (tokens)",
+        help="Replies are cut at this many tokens while training. Longer allows more reasoning but every "
+        "step writes this much per reply, which is most of an RL step's time.",
+        target="trainer", min=8, max=4096, step=8)
+    temperature: float = param(
+        1.0, label="Variety while training",
+        help="How adventurous the replies written for training are. The model only learns when replies "
+        "to the same prompt differ in reward, so keep some variety: 0.7-1.0.",
+        target="trainer", min=0.1, max=2.0, step=0.05)
+    beta: float = param(
+        0.04, label="KL leash",
+        help="How strongly the model is held near where it started (the KL penalty). Higher = safer, "
+        "smaller changes that keep its old manners; 0 = no leash (faster, but it may drift into odd text "
+        "that games the reward). 0.04 is the GRPO paper's value.",
+        target="trainer", min=0.0, max=1.0, step=0.01)
+    epsilon: float = param(
+        0.2, label="Step clipping",
+        help="How far one update may change a reply's probability (the clip range, as in PPO): 0.2 = at "
+        "most about 20% per step. Smaller is steadier and slower.",
+        target="trainer", min=0.01, max=1.0, step=0.01, advanced=True)
+    loss_type: str = param(
+        "dapo", label="Loss", help="How the rewards of replies of different lengths are averaged. Keep "
+        "'dapo' unless you follow a paper that uses another.", target="trainer",
+        choices=list(GRPO_LOSSES), choice_help=GRPO_LOSSES, advanced=True)
+    scale_rewards: str = param(
+        "group", label="Reward scaling", help="How a reply's advantage over its group is scaled.",
+        target="trainer", choices=list(SCALES), choice_help=SCALES, advanced=True)
+
+
+@dataclass
+class GRPOParams(LoraPreference, GRPOFields, RLTraining):
+    pass
+
+
+def check_grpo(params) -> None:
+    """TRL groups each prompt's replies inside one batch: the replies per step must hold whole groups."""
+    replies = params.per_device_train_batch_size * params.gradient_accumulation_steps
+    if replies % params.num_generations:
+        raise ConfigError(f"parameter 'num_generations': {params.num_generations} replies per prompt do not divide "
+                          f"the {replies} replies of a step (batch size {params.per_device_train_batch_size} x "
+                          f"gradient accumulation {params.gradient_accumulation_steps}); pick a batch size that is "
+                          f"a multiple of {params.num_generations}")
+
+
+def check(method, params, entries: list[dict], dataset_row: dict, model_path: str) -> None:
+    """Before a run is queued (one sentence each): every row has what the rewards compare with, and
+    the longest prompt plus the longest reply fits the model's context."""
+    from pathlib import Path
+
+    from pipelines import data, models, rewards
+
+    rows = data.load_rows(Path(dataset_row["path"]))
+    rewards.check_rows(entries, rows, dataset_row["name"])
+    tokenizer = models.load_tokenizer(model_path)
+    longest, where = 0, 0
+    for i, row in enumerate(rows, start=1):
+        text = tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
+        n = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if n > longest:
+            longest, where = n, i
+    context = models.context_length(model_path)
+    if context and longest + params.max_completion_length > context:
+        raise ConfigError(f"parameter 'max_completion_length': the longest prompt of dataset "
+                          f"'{dataset_row['name']}' (row {where}, {longest} tokens) plus a reply of "
+                          f"{params.max_completion_length} tokens does not fit the model's {context}-token "
+                          "context; shorten that prompt or the longest reply")

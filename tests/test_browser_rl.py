@@ -1,0 +1,69 @@
+"""GRPO in a real browser: compose two reward functions, start the run, see its replies scored."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from tests.test_browser import page, server  # noqa: F401  (fixtures)
+from tests.test_browser_data import choose
+
+pytestmark = pytest.mark.browser
+
+
+def fill_visible(page, elem_id, value):  # noqa: F811
+    """Fill the shown field with this id (every method's form has its own 'Epochs')."""
+    box = page.locator(f"#{elem_id}:visible input, #{elem_id}:visible textarea").first
+    box.fill(str(value))
+    box.press("Tab")
+
+
+def test_compose_two_rewards_and_start_grpo(server, page, studio, tiny_model_dir, tmp_path):  # noqa: F811
+    from playwright.sync_api import expect
+
+    prompts = tmp_path / "sums.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"What is {a} + 1?", "answer": str(a + 1)}) + "\n"
+                               for a in range(4)))
+    studio.import_dataset(prompts, name="sums")
+
+    page.goto(server)
+    expect(page.get_by_text("Fine-tune a language model")).to_be_visible(timeout=30_000)
+    fill_visible(page, "train-model", tiny_model_dir)
+    choose(page, "train-method", "GRPO")
+    expect(page.locator("#reward-number")).to_be_visible()
+    choose(page, "train-dataset", "sums (4 rows)")
+    fill_visible(page, "param-num_train_epochs", 1)
+    fill_visible(page, "param-per_device_train_batch_size", 4)
+    fill_visible(page, "param-num_generations", 2)
+    fill_visible(page, "param-max_completion_length", 8)
+
+    # "The number is right" is ticked for a new run; add "Matches a format", weighted 0.5
+    expect(page.locator("#reward-regex-pattern")).to_be_hidden()
+    page.locator("#reward-regex input[type=checkbox]").check()
+    expect(page.locator("#reward-regex-pattern")).to_be_visible()
+    fill_visible(page, "reward-regex-weight", 0.5)
+    fill_visible(page, "reward-regex-pattern", r"(?s).*Answer: \d+")
+
+    # a pattern that is not a regular expression is refused in one sentence, nothing started
+    fill_visible(page, "reward-regex-pattern", "(oops")
+    page.click("#start-training")
+    expect(page.locator("#train-message")).to_contain_text(
+        "Could not start: reward 'regex': the pattern '(oops' is not a valid regular expression", timeout=30_000)
+    assert studio.store.list_runs() == []
+
+    fill_visible(page, "reward-regex-pattern", r"(?s).*Answer: \d+")
+    page.click("#start-training")
+    expect(page.locator("#train-message")).to_contain_text("Started run", timeout=30_000)
+    run_id = studio.store.list_runs()[0]["id"]
+    job = json.loads((studio.run_dir(run_id) / "job.json").read_text())
+    assert job["rewards"] == [{"name": "number", "weight": 1.0},
+                              {"name": "regex", "weight": 0.5, "pattern": r"(?s).*Answer: \d+"}]
+    expect(page.locator("#run-status")).to_contain_text("completed", timeout=180_000)
+    expect(page.locator("#run-status")).to_contain_text("Mean reward of the replies it wrote")
+    samples = page.locator("#run-samples")
+    expect(samples).to_be_visible(timeout=10_000)
+    expect(samples).to_contain_text("What is")
+    expect(samples).to_contain_text(re.compile(r"number [01]\.00, regex [01]\.00"))
+    expect(page.locator("#run-curves")).to_contain_text("Mean reward (and each function's part)")

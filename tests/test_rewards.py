@@ -1,0 +1,91 @@
+"""Each reward function against hand-worked replies, the way TRL's GRPOTrainer calls them
+(conversational completions, the dataset's columns as lists), and the checks on a reward list."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipelines import rewards
+from pipelines.methods import ConfigError
+
+
+def score(name: str, replies: list[str], answers: list[str | None] | None = None, tests=None, **options):
+    entries = rewards.parse_list([{"name": name, **options}])
+    (func,), (weight,) = rewards.trl_functions(entries)
+    n = len(replies)
+    columns = {"answer": answers or [None] * n, "tests": tests or [None] * n}
+    completions = [[{"role": "assistant", "content": r}] for r in replies]
+    return func(prompts=[[{"role": "user", "content": "q"}]] * n, completions=completions, trainer_state=None,
+                **columns)
+
+
+@pytest.mark.parametrize("name,replies,answers,expected", [
+    ("contains", ["The warranty is Two Years.", "one year", "two\n years"], ["two years"] * 3, [1.0, 0.0, 1.0]),
+    ("exact", ["Paris.", " paris ", "Paris, France"], ["Paris"] * 3, [1.0, 1.0, 0.0]),
+    ("number", ["3 + 4 = 7", "It is 7.0", "1,250 in all", "7 or 8", "seven"], ["7", "7", "1250", "7", "7"],
+     [1.0, 1.0, 1.0, 0.0, 0.0]),
+])
+def test_answer_rewards(name, replies, answers, expected):
+    assert score(name, replies, answers) == expected
+
+
+def test_regex_reward_matches_the_whole_stripped_reply():
+    replies = ["Let me see. 3 + 4 = 7.\nAnswer: 7", "Answer: 7 I think", "  Answer: 12\n"]
+    assert score("regex", replies, pattern=r"(?s).*Answer: \d+") == [1.0, 0.0, 1.0]
+
+
+def test_json_reward_gives_partial_credit_for_required_keys():
+    replies = ['{"name": "Ada", "age": 36}', 'Sure: ```json\n{"name": "Ada"}\n```', "name: Ada", "[1, 2]"]
+    assert score("json", replies) == [1.0, 1.0, 0.0, 1.0]
+    assert score("json", replies, required_keys="name, age") == [1.0, 0.75, 0.0, 0.5]
+
+
+def test_length_reward_peaks_at_the_target():
+    replies = ["one two three four", "one two", "", " ".join(["w"] * 8)]
+    assert score("length", replies, target_words=4) == [1.0, 0.5, 0.0, 0.0]
+
+
+def test_weights_and_repeated_functions_are_named_for_their_curves():
+    entries = rewards.parse_list([{"name": "number", "weight": 2}, "regex", {"name": "regex", "pattern": "x"}])
+    funcs, weights = rewards.trl_functions(entries)
+    assert [f.__name__ for f in funcs] == ["number", "regex", "regex_2"]
+    assert weights == [2.0, 1.0, 1.0]
+    assert [rewards.describe_entry(e) for e in entries] == [
+        "The number is right ×2", "Matches a format ×1 (pattern=(?s).*)", "Matches a format ×1 (pattern=x)"]
+
+
+@pytest.mark.parametrize("entries,message", [
+    ("number", "reinforcement learning needs at least one reward function: list them under 'rewards' "
+               "(available: contains, exact, number, regex, json, length, code)"),
+    ([{"weight": 1}], "reward 1: expected a mapping with a 'name' (one of contains, exact, number, regex, json, "
+                      "length, code) and optionally a 'weight'"),
+    ([{"name": "number", "weight": "heavy"}], "reward 'number': weight must be a number, got 'heavy'"),
+    ([{"name": "number", "weight": 11}], "reward 'number': weight must be a number from -10 to 10, got 11.0"),
+    ([{"name": "number", "pattern": "x"}], "reward 'number': unknown setting 'pattern'; it has no settings besides "
+                                           "'weight'"),
+    ([{"name": "code", "timeout_s": 100}], "reward 'code': parameter 'timeout_s': expected a value from 0.1 to 30.0, "
+                                           "got 100.0"),
+    (["contains"] * 9, "9 reward functions given; at most 8"),
+])
+def test_bad_reward_lists_are_one_sentence(entries, message):
+    with pytest.raises(ConfigError) as err:
+        rewards.parse_list(entries)
+    assert str(err.value) == message
+
+
+def test_every_reward_is_explained():
+    for reward in rewards.REWARDS.values():
+        assert reward.label and len(reward.help) > 60, reward.key
+        for info in rewards.describe(reward.options):
+            assert info.label and len(info.help) > 30, (reward.key, info.name)
+
+
+def test_code_reward_runs_replies_in_the_sandbox(tmp_path):
+    tests = "assert add(2, 3) == 5\nassert add(-1, 1) == 0"
+    outside = tmp_path / "escaped.txt"
+    replies = ["```python\ndef add(a, b):\n    return a + b\n```",
+               "def add(a, b):\n    return a - b",
+               "```python\ndef add(a, b):\n    while True:\n        pass\n```",
+               f"```python\nopen({str(outside)!r}, 'w').write('x')\ndef add(a, b):\n    return a + b\n```"]
+    assert score("code", replies, tests=[tests] * 4, timeout_s=1.0) == [1.0, 0.0, 0.0, 0.0]
+    assert not outside.exists()  # the reply that wrote outside its scratch folder wrote nothing

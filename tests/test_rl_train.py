@@ -1,0 +1,185 @@
+"""Reinforcement learning (GRPO) on a tiny model: the reward rises, the adapter reloads outside the
+studio, the samples and curves are written, and impossible settings are refused before anything
+is written. The reward functions themselves are checked in test_rewards.py."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+import torch
+import yaml
+
+from pipelines import events as ev
+from pipelines.methods import ConfigError
+from tests.test_cli import studio_cmd
+
+
+@pytest.fixture(scope="module")
+def peaky_model_dir(tmp_path_factory, real_tokenizer_dir):
+    """A tiny llama whose random weights are large enough that its replies favour some tokens (the
+    usual tiny model's replies are near-uniform over 49k tokens: no reward on a token could vary)."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(real_tokenizer_dir)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, initializer_range=1.0,
+        tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id)
+    out = tmp_path_factory.mktemp("peaky-llama")
+    LlamaForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+PROMPTS = [f"Question {i}?" for i in range(8)]
+REPLY_TOKENS = 8
+
+
+def sampled_replies(model, tokenizer, n: int = 8, seed: int = 1) -> list[list[int]]:
+    torch.manual_seed(seed)
+    out = []
+    for prompt in PROMPTS:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                             add_generation_prompt=True)
+        ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
+        with torch.no_grad():
+            gen = model.generate(ids, do_sample=True, temperature=1.0, max_new_tokens=REPLY_TOKENS,
+                                 num_return_sequences=n, pad_token_id=tokenizer.pad_token_id)
+        out += [g[ids.shape[1]:].tolist() for g in gen]
+    return out
+
+
+def share_containing(replies: list[list[int]], token: int) -> float:
+    return sum(token in r for r in replies) / len(replies)
+
+
+def test_grpo_raises_a_toy_reward_and_the_adapter_reloads(studio, tmp_path, peaky_model_dir):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(peaky_model_dir)
+    base = AutoModelForCausalLM.from_pretrained(peaky_model_dir).eval()
+    before_replies = sampled_replies(base, tokenizer)
+    # the toy reward: "the reply contains this word", for the word the base model writes most often
+    token, _count = Counter(t for r in before_replies for t in set(r)).most_common(1)[0]
+    word = tokenizer.decode([token]).strip()
+    before = share_containing(before_replies, token)
+    assert 0.1 < before < 0.6, before  # some replies earn it, most do not: GRPO has something to learn
+
+    prompts = tmp_path / "toy.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p, "answer": word}) + "\n" for p in PROMPTS))
+    dataset = studio.import_dataset(prompts, name="toy")
+    assert dataset["kind"] == "prompts"
+    run_id = studio.start_run(
+        model=str(peaky_model_dir), dataset=dataset["id"], method="grpo",
+        params={"learning_rate": 1e-2, "num_train_epochs": 3, "per_device_train_batch_size": 16,
+                "num_generations": 8, "max_completion_length": REPLY_TOKENS, "r": 8, "lora_alpha": 16,
+                "save_steps": 1000},
+        rewards=[{"name": "contains", "weight": 1.0}])
+    row = studio.wait(run_id)
+    assert row["status"] == "completed", row.get("error")
+    run_dir = studio.run_dir(run_id)
+
+    # the adapter, loaded with plain PEFT outside the studio, writes the rewarded word far more often
+    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(peaky_model_dir),
+                                      str(run_dir / "adapter")).eval()
+    after = share_containing(sampled_replies(tuned, tokenizer), token)
+    assert after >= before + 0.2, (before, after)
+
+    # the curves: weighted reward, the function's own part, KL and reply length at every step
+    metrics = [m for m in ev.read_metrics(run_dir) if "reward" in m]
+    assert len(metrics) == 12  # 8 prompts x 8 replies / 16 per step = 4 steps per epoch, 3 epochs
+    assert all({"rewards/contains/mean", "kl", "completions/mean_length", "loss"} <= set(m) for m in metrics)
+    summary = json.loads((run_dir / ev.STATUS).read_text())["summary"]
+    assert summary["reward_last"] > summary["reward_first"]
+    # the newest scored replies, for the Train tab's table
+    samples = json.loads((run_dir / "samples.json").read_text())
+    assert samples["step"] == 12 and len(samples["samples"]) == 8
+    first = samples["samples"][0]
+    assert first["prompt"] in PROMPTS and first["rewards"]["contains"] in (0.0, 1.0)
+    assert first["reward"] == first["rewards"]["contains"]
+    assert "rewards: Contains the answer ×1" in (run_dir / "train.log").read_text()
+    assert studio.get_run(run_id)["params"]["rewards"] == ["Contains the answer ×1"]
+
+
+def _prompts(studio, tmp_path, rows, name="p"):
+    path = tmp_path / f"{name}.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return studio.import_dataset(path, name=name)["id"]
+
+
+@pytest.mark.parametrize("params,rewards,message", [
+    ({"per_device_train_batch_size": 6, "num_generations": 4}, [{"name": "contains"}],
+     "parameter 'num_generations': 4 replies per prompt do not divide the 6 replies of a step (batch size 6 x "
+     "gradient accumulation 1); pick a batch size that is a multiple of 4"),
+    ({}, [], "reinforcement learning needs at least one reward function: list them under 'rewards' (available: "
+             "contains, exact, number, regex, json, length, code)"),
+    ({}, [{"name": "rhyme"}], "unknown reward function 'rhyme'; available: contains, exact, number, regex, json, "
+                              "length, code"),
+    ({}, [{"name": "regex", "pattern": "(unclosed"}],
+     "reward 'regex': the pattern '(unclosed' is not a valid regular expression (missing ), unterminated "
+     "subpattern at position 0)"),
+    ({}, [{"name": "contains", "weight": float("nan")}], "reward 'contains': weight must be a number from -10 to "
+                                                          "10, got nan"),
+    ({}, [{"name": "length", "target_words": 0}],
+     "reward 'length': parameter 'target_words': expected a value from 1 to 5000, got 0"),
+    ({}, [{"name": "code"}], "reward 'code' compares each reply with the row's 'tests' column, but dataset 'p' has "
+                             "none in row 1; import prompts with the column 'tests', or choose other reward functions"),
+    ({}, [{"name": "number"}], "reward 'number' compares the last number of each reply with the row's answer, but "
+                               "in dataset 'p' row 2's answer 'blue' has no number"),
+    ({"max_completion_length": 1016}, [{"name": "contains"}],
+     "parameter 'max_completion_length': the longest prompt of dataset 'p' (row 2, 40 tokens) plus a reply of "
+     "1016 tokens does not fit the model's 1024-token context; shorten that prompt or the longest reply"),
+])
+def test_impossible_rl_settings_are_refused_before_anything_is_written(studio, tmp_path, tiny_model_dir,
+                                                                        params, rewards, message):
+    dataset = _prompts(studio, tmp_path, [{"prompt": "What is 2 + 2?", "answer": "4"},
+                                          {"prompt": "What colour is the sky on a clear day?", "answer": "blue"}])
+    with pytest.raises(ConfigError) as err:
+        studio.start_run(model=str(tiny_model_dir), dataset=dataset, method="grpo", params=params, rewards=rewards)
+    assert str(err.value) == message
+    assert studio.list_runs() == [] and not any(studio.runs_dir.iterdir())
+
+
+def test_rewards_belong_to_reinforcement_learning_only(studio, tmp_path, tiny_model_dir):
+    from tests.conftest import FAQ
+
+    dataset = studio.import_dataset(FAQ, name="faq")["id"]
+    with pytest.raises(ConfigError, match="^LoRA learns from examples, not from reward functions"):
+        studio.start_run(model=str(tiny_model_dir), dataset=dataset, method="lora", rewards=[{"name": "contains"}])
+    prompts = _prompts(studio, tmp_path, [{"prompt": "Hi?", "answer": "hello"}])
+    with pytest.raises(Exception, match="holds prompts data; LoRA trains on sft or text data, so pick a "
+                                        "reinforcement-learning method"):
+        studio.start_run(model=str(tiny_model_dir), dataset=prompts, method="lora")
+
+
+def test_cli_trains_grpo_from_a_config_listing_its_rewards(tmp_path, tiny_model_dir):
+    home = tmp_path / "home"
+    prompts = tmp_path / "sums.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"What is {a} + {a}?", "answer": str(2 * a)}) + "\n"
+                               for a in range(4)))
+    config = tmp_path / "grpo.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": str(tiny_model_dir), "dataset": str(prompts), "method": "grpo",
+        "params": {"num_train_epochs": 1, "per_device_train_batch_size": 4, "num_generations": 2,
+                   "max_completion_length": 8, "save_steps": 1000},
+        "rewards": [{"name": "number", "weight": 1.0},
+                    {"name": "regex", "weight": 0.5, "pattern": r"(?s).*Answer: \d+"}]}))
+    done = studio_cmd(home, "train", str(config), "--wait")
+    assert done.returncode == 0, done.stderr
+    run_id = done.stdout.strip()
+    log = (home / "runs" / run_id / "train.log").read_text()
+    assert r"rewards: The number is right ×1; Matches a format ×0.5 (pattern=(?s).*Answer: \d+)" in log
+    metrics = ev.read_metrics(home / "runs" / run_id)
+    assert {"rewards/number/mean", "rewards/regex/mean", "reward"} <= set(metrics[-1])
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"model": str(tiny_model_dir), "dataset": str(prompts), "method": "grpo",
+                                   "rewards": [{"name": "regex", "weight": 1, "patern": "x"}]}))
+    refused = studio_cmd(home, "train", str(bad))
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == "error: reward 'regex': unknown setting 'patern'; its settings are: pattern"
