@@ -37,11 +37,10 @@ def model_choices(studio) -> list[tuple[str, str]]:
     """Where a run can start: the built-in model, or any finished run's result."""
     out = [("Built-in SmolLM2-135M-Instruct (default)", "default")]
     datasets = {d["id"]: d["name"] for d in studio.store.list_datasets()}
-    for run in studio.list_runs():
-        if run["status"] == "completed" and studio.result_dir(run["id"]) is not None:
-            label = METHODS[run["method"]].label if run["method"] in METHODS else run["method"]
-            out.append((f"Result of run {run['id']}: {label} on {datasets.get(run['dataset_id'], '?')}",
-                        f"run:{run['id']}"))
+    for run in studio.model_runs():
+        label = METHODS[run["method"]].label if run["method"] in METHODS else run["method"]
+        out.append((f"Result of run {run['id']}: {label} on {datasets.get(run['dataset_id'], '?')}",
+                    f"run:{run['id']}"))
     return out + export_service.model_choices(studio)
 
 

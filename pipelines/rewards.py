@@ -60,6 +60,13 @@ class CodeOptions:
                            "0.", target="studio", min=32, max=4096, step=32)
 
 
+@dataclass
+class RewardModelOptions:
+    run: str = param("", label="Reward model run", help="The id of a finished 'Reward model' run (see the runs "
+                     "table). Its score of each reply, squashed to 0-1, is the reward: replies like the ones "
+                     "people preferred score near 1.", target="studio")
+
+
 @dataclass(frozen=True)
 class Reward:
     key: str
@@ -166,6 +173,24 @@ def _code(replies, rows, opts):
     return [float(o.passed) for o in results]
 
 
+def _check_run(opts) -> None:
+    if not opts.run.strip():
+        raise ConfigError("reward 'reward_model': name the reward model run to score with (its id, e.g. "
+                          "r20261130-120000-abcd)")
+
+
+def _reward_model(replies, rows, opts, scorer=None):
+    """The studio reward model's score of prompt + reply, through a sigmoid: P(this reply would be
+    preferred over one scored 0), in (0, 1) like the other functions."""
+    if scorer is None:
+        raise ConfigError("reward 'reward_model' needs the studio to load its model (run it as a training job)")
+    model, tokenizer = scorer(opts.run)
+    from pipelines import reward_model
+
+    conversations = [list(row["prompt"]) + [{"role": "assistant", "content": r}] for r, row in zip(replies, rows)]
+    return [1 / (1 + math.exp(-s)) for s in reward_model.score(model, tokenizer, conversations)]
+
+
 REWARDS: dict[str, Reward] = {r.key: r for r in [
     Reward("contains", "Contains the answer",
            "1 when the row's answer appears anywhere in the reply (ignoring case and spacing), else 0. "
@@ -191,6 +216,11 @@ REWARDS: dict[str, Reward] = {r.key: r for r in [
            "Runs the Python code in the reply, then the row's tests (e.g. assert lines), in a separate "
            "process with a time and memory limit, no network and its own scratch folder: 1 when all pass, "
            "else 0.", _code, column="tests", options=CodeOptions),
+    Reward("reward_model", "A reward model's score",
+           "Scores each reply with a reward model you trained in the studio on preference pairs (chat votes, "
+           "labels): near 1 for replies like the preferred ones, near 0 for ones like the rejected. For what "
+           "is easier to show than to write as a rule (tone, helpfulness).", _reward_model,
+           options=RewardModelOptions, check=_check_run),
 ]}
 
 
@@ -267,9 +297,10 @@ def describe_entry(entry: dict) -> str:
     return f"{reward.label} ×{entry['weight']:g}" + (f" ({', '.join(opts)})" if opts else "")
 
 
-def trl_functions(entries: list[dict]):
+def trl_functions(entries: list[dict], scorer: Callable | None = None):
     """(callables for TRL's GRPOTrainer, their weights). Each callable is named after its reward
-    (TRL logs `rewards/<name>/mean` per function); a name used twice gets a number."""
+    (TRL logs `rewards/<name>/mean` per function); a name used twice gets a number. `scorer(run_id)`
+    gives a loaded studio reward model (model, tokenizer) for the 'reward_model' function."""
     funcs, weights, seen = [], [], {}
     for entry in entries:
         reward = REWARDS[entry["name"]]
@@ -280,6 +311,10 @@ def trl_functions(entries: list[dict]):
         def func(prompts, completions, _reward=reward, _opts=opts, **columns):
             replies = [reply_text(c) for c in completions]
             rows = [{k: columns[k][i] for k in columns if isinstance(columns[k], list)} for i in range(len(replies))]
+            for row, prompt in zip(rows, prompts):
+                row["prompt"] = prompt
+            if _reward.key == "reward_model":
+                return _reward.score(replies, rows, _opts, scorer=scorer)
             return _reward.score(replies, rows, _opts)
 
         func.__name__ = name

@@ -1,5 +1,10 @@
 """Reinforcement learning: config -> rewards -> model -> data -> trainer -> train -> save.
 
+Reward model (TRL's `RewardTrainer`): a sequence-classification copy of the model (a new score head
+on its last token) with a LoRA adapter learns to score the preferred reply of each pair above the
+rejected one (Bradley-Terry loss, as in InstructGPT); its held-out accuracy is measured before and
+after. pipelines/reward_model.py loads the result to score replies.
+
 GRPO (TRL's `GRPOTrainer`): for every prompt the model writes a group of replies, the run's reward
 functions (pipelines/rewards.py) score them, and replies that beat their group's average become more
 likely. Where the run starts, and what the KL leash compares with, is as for preference tuning
@@ -26,6 +31,8 @@ SAMPLES_SHOWN = 8  # the newest scored replies kept for the Train tab
 
 
 def train(job: dict, run_dir: Path, events: RunEvents) -> dict:
+    if get_method(job["method"]).reward_model:
+        return train_reward_model(job, run_dir, events)
     events.phase("loading the model and the data")
     trainer, tokenizer = build_trainer(job, run_dir, events)
 
@@ -75,6 +82,23 @@ def write_samples(run_dir: Path, step: int, logs: dict, weights: list[float]) ->
     ev.write_json(run_dir / ev.SAMPLES, {"step": step, "samples": rows})
 
 
+def reward_model_scorer(runs_dir: Path, job: dict):
+    """scorer(run_id) -> (model, tokenizer): a finished reward-model run of this workspace, loaded once."""
+    loaded = {}
+
+    def scorer(run_id: str):
+        if run_id not in loaded:
+            from pipelines import reward_model
+
+            parent = ev.read_json(runs_dir / run_id / ev.JOB)
+            base = models.resolve(parent["model"], Path(job["model_cache"]))
+            loaded[run_id] = reward_model.load(base, runs_dir / run_id / ev.ADAPTER)
+            print(f"reward model {run_id} loaded", flush=True)
+        return loaded[run_id]
+
+    return scorer
+
+
 def build_trainer(job: dict, run_dir: Path, events: RunEvents):
     from datasets import Dataset
     from transformers import PrinterCallback, TrainerCallback
@@ -87,7 +111,7 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
     groups = split_by_target(params)
     config_cls, trainer_cls = trl_classes(method.trl)
     entries = rewards.parse_list(job.get("rewards"))
-    funcs, weights = rewards.trl_functions(entries)
+    funcs, weights = rewards.trl_functions(entries, scorer=reward_model_scorer(run_dir.parent, job))
     print("rewards: " + "; ".join(rewards.describe_entry(e) for e in entries), flush=True)
 
     # data: prompts (as chat messages) and the columns the rewards compare with
@@ -125,3 +149,87 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
     )
     trainer.remove_callback(PrinterCallback)
     return trainer, tokenizer
+
+
+def train_reward_model(job: dict, run_dir: Path, events: RunEvents) -> dict:
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, PrinterCallback
+
+    from pipelines.callbacks import CancelCallback, MetricsCallback
+
+    events.phase("loading the model and the data")
+    # config
+    method = get_method(job["method"])
+    params = parse(method.params, job["params"])
+    groups = split_by_target(params)
+    config_cls, trainer_cls = trl_classes(method.trl)
+
+    # data: preference pairs; a held-out share measures how often the preferred reply scores higher
+    rows = [{k: v for k, v in r.items() if v is not None} for r in data.load_rows(Path(job["dataset"]["path"]))]
+    heldout = job["dataset"].get("heldout_path")
+    if heldout:
+        train_rows = rows
+        eval_rows = [{k: v for k, v in r.items() if v is not None} for r in data.load_rows(Path(heldout))]
+    else:
+        train_rows, eval_rows = data.split(rows, groups["studio"]["eval_fraction"], params.seed)
+    print(f"data: {len(train_rows)} training pairs, {len(eval_rows)} held out", flush=True)
+
+    # model: a one-number score head on the base (or on a finished full/freeze run's model)
+    model_path = models.resolve(job["model"], Path(job["model_cache"]))
+    tokenizer = models.load_tokenizer(model_path)
+    model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=1, dtype="float32",
+                                                               use_safetensors=True, trust_remote_code=False)
+    model.config.pad_token_id = tokenizer.pad_token_id  # the score is read at the last non-pad token
+    peft_config = method.peft_config(params)
+    if job.get("init_adapter"):  # continuing a reward model: its adapter and score head keep training
+        from peft import PeftModel
+
+        model, peft_config = PeftModel.from_pretrained(model, job["init_adapter"], is_trainable=True), None
+    head = f"the score head of {job['parent_id']}" if job.get("init_adapter") else "a new score head"
+    print(f"model {job['model']} loaded from {model_path} with {head}; method {method.label} "
+          f"(bf16 autocast: {hardware.use_bf16()})", flush=True)
+
+    # trainer
+    total_steps = max(1, math.ceil(len(train_rows) / (params.per_device_train_batch_size
+                                                      * params.gradient_accumulation_steps) * params.num_train_epochs))
+    trainer_args = dict(groups["trainer"])
+    trainer_args["eval_steps"] = params.eval_steps or math.ceil(total_steps / 6)
+    patience = groups["studio"]["early_stopping_patience"]
+    settings = run_settings(run_dir, params, bool(eval_rows), patience)
+    config = config_cls(**trainer_args, **settings)
+    callbacks = [MetricsCallback(events), CancelCallback(events)]
+    if patience and eval_rows:
+        from transformers import EarlyStoppingCallback
+
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
+    trainer = trainer_cls(model=model, args=config, train_dataset=Dataset.from_list(train_rows),
+                          eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+                          processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config)
+    trainer.remove_callback(PrinterCallback)
+
+    # train, measuring held-out accuracy before and after
+    checkpoint = newest_checkpoint(run_dir) if job.get("resume") else None
+    if checkpoint is not None:
+        truncate_metrics(run_dir, int(checkpoint.name.rsplit("-", 1)[-1]))
+    elif job.get("resume"):
+        truncate_metrics(run_dir, -1)
+    before = None
+    if eval_rows and checkpoint is None:
+        events.phase("measuring the model before training")
+        before = trainer.evaluate()
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    summary = {"train_rows": len(train_rows), "train_loss": result.training_loss,
+               "steps": trainer.state.global_step}
+    if before and "eval_accuracy" in before:
+        summary["eval_accuracy_before"] = before["eval_accuracy"]
+    if events.cancel_requested():
+        summary["cancelled"] = True
+        return summary
+    if eval_rows:
+        events.phase("measuring the model after training")
+        after = trainer.evaluate()
+        summary.update(eval_accuracy_after=after["eval_accuracy"], eval_margin_after=after["eval_margin"],
+                       eval_pairs=len(eval_rows))
+    events.phase("saving the result")
+    save(trainer, tokenizer, run_dir)
+    return summary

@@ -22,7 +22,7 @@ def choices(studio) -> list[tuple[str, str]]:
     """(label, spec) for every model one can chat with: the base, the other bases runs trained on,
     then completed runs, newest first."""
     out = [("Base model: built-in SmolLM2-135M-Instruct", "base:default")]
-    finished = [r for r in studio.list_runs() if r["status"] == "completed" and studio.result_dir(r["id"]) is not None]
+    finished = studio.model_runs()
     for base in dict.fromkeys(r["model"] for r in finished if r["model"] != "default"
                               and not Path(r["model"]).is_relative_to(studio.runs_dir)):
         out.append((f"Base model: {base}", f"base:{base}"))
@@ -53,9 +53,8 @@ def resolve(studio, spec: str) -> tuple[str, Path | None]:
 def default_pair(studio) -> tuple[str, str]:
     """What Chat compares when nobody picked yet: the newest finished run (B) against the base model
     it was trained on (A); the built-in model on both sides before any run has finished."""
-    for run in studio.list_runs():
-        if run["status"] == "completed" and studio.result_dir(run["id"]) is not None:
-            return f"base:{run['model']}", f"run:{run['id']}"
+    for run in studio.model_runs():
+        return f"base:{run['model']}", f"run:{run['id']}"
     return "base:default", "base:default"
 
 

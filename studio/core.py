@@ -33,7 +33,7 @@ from pipelines.events import (
     run_state,
     write_json,
 )
-from pipelines.methods import ConfigError, get_method, parse
+from pipelines.methods import METHODS, ConfigError, get_method, parse
 from pipelines.methods import rl as rl_checks
 from studio.store import Store
 
@@ -58,6 +58,11 @@ def default_home() -> Path:
         return Path(os.environ["STUDIO_HOME"]).expanduser()
     base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
     return Path(base) / "tune-studio"
+
+
+def _scores(run: dict) -> bool:
+    """A reward-model run: its result scores replies instead of writing them."""
+    return run["method"] in METHODS and METHODS[run["method"]].reward_model
 
 
 def _new_id(prefix: str) -> str:
@@ -160,6 +165,9 @@ class Studio:
             spec.validate(checked)
         if spec.rewards:
             reward_list = reward_fns.parse_list(rewards)
+            for entry in reward_list:  # a reward model scoring the replies must be a finished one
+                if entry["name"] == "reward_model":
+                    self.reward_model(entry["run"].strip())
         elif rewards:
             raise ConfigError(f"{spec.label} learns from examples, not from reward functions; 'rewards' is only "
                               "for reinforcement learning (GRPO)")
@@ -274,7 +282,10 @@ class Studio:
         if row["status"] != "completed":
             raise RunError(f"run {run_id} is {row['status']}; only a completed run can be continued")
         job = read_json(self.run_dir(run_id) / JOB)
-        model, adapter = self.tuned_model(run_id)  # a whole model (full/freeze) continues as the base
+        if _scores(row):  # a reward model's adapter and score head keep training on the same base
+            model, adapter = row["model"], self.result_dir(run_id)
+        else:
+            model, adapter = self.tuned_model(run_id)  # a whole model (full/freeze) continues as the base
         return self.start_run(model=model, dataset=job["dataset"]["id"], method=job["method"],
                               params={**job["params"], "num_train_epochs": epochs}, parent_id=run_id,
                               init_adapter=str(adapter) if adapter else None, rewards=job.get("rewards"))
@@ -310,12 +321,37 @@ class Studio:
                 return self.run_dir(run_id) / name
         return None
 
+    def model_runs(self) -> list[dict]:
+        """Completed runs whose result is a model that writes replies (to chat with, start from or
+        export), newest first; reward models score replies instead (see reward_model_runs)."""
+        return [r for r in self.list_runs() if r["status"] == "completed" and self.result_dir(r["id"]) is not None
+                and not _scores(r)]
+
+    def reward_model_runs(self) -> list[dict]:
+        """Completed reward-model runs, newest first: they score replies (Chat tab, GRPO's reward)."""
+        return [r for r in self.list_runs() if r["status"] == "completed" and self.result_dir(r["id"]) is not None
+                and _scores(r)]
+
+    def reward_model(self, run_id: str) -> tuple[str, Path]:
+        """(base model path, adapter folder) of a completed reward-model run, or a RunError saying why not."""
+        row = self._require_run(run_id)
+        if not _scores(row):
+            raise RunError(f"run {run_id} is a {get_method(row['method']).label} run, not a reward model; train "
+                           "one with the 'Reward model' method on preference pairs")
+        if row["status"] != "completed" or self.result_dir(run_id) is None:
+            raise RunError(f"reward model {run_id} is {row['status']}; only a completed one can score replies")
+        return self.resolve_model(row["model"]), self.result_dir(run_id)
+
     def tuned_model(self, run_id: str) -> tuple[str, Path | None]:
         """(model to load, adapter to put on it or None) for a completed run's result."""
+        row = self._require_run(run_id)
+        if _scores(row):
+            raise RunError(f"run {run_id} is a reward model: it scores replies rather than writing them (use it "
+                           "under 'Score replies with' in the Chat tab, or as a GRPO reward)")
         result = self.result_dir(run_id)
         if result is not None and result.name == MODEL:
             return str(result), None
-        return self._require_run(run_id)["model"], result
+        return row["model"], result
 
     def _require_run(self, run_id: str) -> dict:
         row = self.get_run(run_id)

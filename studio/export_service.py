@@ -239,9 +239,9 @@ def sources(studio) -> list[tuple[str, str]]:
     whose result holds weights (prompt-learning adapters do not), and models made by earlier exports."""
     out = [("Built-in SmolLM2-135M-Instruct", "default")]
     datasets = {d["id"]: d["name"] for d in studio.store.list_datasets()}
-    for run in studio.list_runs():
+    for run in studio.model_runs():
         method = METHODS.get(run["method"])
-        if run["status"] != "completed" or studio.result_dir(run["id"]) is None or (method and method.prompt_learning):
+        if method and method.prompt_learning:
             continue
         label = method.label if method else run["method"]
         out.append((f"Run {run['id']}: {label} on {datasets.get(run['dataset_id'], '?')}", f"run:{run['id']}"))

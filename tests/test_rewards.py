@@ -56,9 +56,9 @@ def test_weights_and_repeated_functions_are_named_for_their_curves():
 
 @pytest.mark.parametrize("entries,message", [
     ("number", "reinforcement learning needs at least one reward function: list them under 'rewards' "
-               "(available: contains, exact, number, regex, json, length, code)"),
+               "(available: contains, exact, number, regex, json, length, code, reward_model)"),
     ([{"weight": 1}], "reward 1: expected a mapping with a 'name' (one of contains, exact, number, regex, json, "
-                      "length, code) and optionally a 'weight'"),
+                      "length, code, reward_model) and optionally a 'weight'"),
     ([{"name": "number", "weight": "heavy"}], "reward 'number': weight must be a number, got 'heavy'"),
     ([{"name": "number", "weight": 11}], "reward 'number': weight must be a number from -10 to 10, got 11.0"),
     ([{"name": "number", "pattern": "x"}], "reward 'number': unknown setting 'pattern'; it has no settings besides "

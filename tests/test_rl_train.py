@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ import yaml
 
 from pipelines import events as ev
 from pipelines.methods import ConfigError
+from studio.core import RunError
 from tests.test_cli import studio_cmd
 
 
@@ -117,9 +119,11 @@ def _prompts(studio, tmp_path, rows, name="p"):
      "parameter 'num_generations': 4 replies per prompt do not divide the 6 replies of a step (batch size 6 x "
      "gradient accumulation 1); pick a batch size that is a multiple of 4"),
     ({}, [], "reinforcement learning needs at least one reward function: list them under 'rewards' (available: "
-             "contains, exact, number, regex, json, length, code)"),
+             "contains, exact, number, regex, json, length, code, reward_model)"),
     ({}, [{"name": "rhyme"}], "unknown reward function 'rhyme'; available: contains, exact, number, regex, json, "
-                              "length, code"),
+                              "length, code, reward_model"),
+    ({}, [{"name": "reward_model"}], "reward 'reward_model': name the reward model run to score with (its id, e.g. "
+                                     "r20261130-120000-abcd)"),
     ({}, [{"name": "regex", "pattern": "(unclosed"}],
      "reward 'regex': the pattern '(unclosed' is not a valid regular expression (missing ), unterminated "
      "subpattern at position 0)"),
@@ -183,3 +187,52 @@ def test_cli_trains_grpo_from_a_config_listing_its_rewards(tmp_path, tiny_model_
     refused = studio_cmd(home, "train", str(bad))
     assert refused.returncode == 2
     assert refused.stderr.strip() == "error: reward 'regex': unknown setting 'patern'; its settings are: pattern"
+
+
+def test_reward_model_learns_separable_pairs_and_reloads_with_the_same_accuracy(studio, tmp_path, tiny_model_dir):
+    from pipelines import reward_model
+    from pipelines.data import load_rows
+    from pipelines.importer import HELDOUT, ImportOptions
+
+    topics = ["battery", "warranty", "price", "colour", "screen", "pen", "case", "charger", "update", "size"]
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({
+        "prompt": f"Tell me about the {t} ({i}).",
+        "chosen": f"Happy to help! The {t} is described in section {i} of the guide.",
+        "rejected": "No."}) + "\n" for i in range(4) for t in topics))
+    dataset = studio.import_dataset(pairs, name="pairs", options=ImportOptions(heldout=0.25))
+    run_id = studio.start_run(model=str(tiny_model_dir), dataset=dataset["id"], method="reward_model",
+                              params={"learning_rate": 3e-3, "num_train_epochs": 3, "per_device_train_batch_size": 4,
+                                      "max_length": 64, "r": 8, "lora_alpha": 16, "save_steps": 1000})
+    row = studio.wait(run_id)
+    assert row["status"] == "completed", row.get("error")
+    summary = row["summary"]
+    assert summary["eval_pairs"] == 10
+    assert summary["eval_accuracy_after"] == 1.0 > summary["eval_accuracy_before"]
+    metrics = ev.read_metrics(studio.run_dir(run_id))
+    assert any("accuracy" in m for m in metrics) and any("eval_accuracy" in m for m in metrics)
+
+    # outside the studio: the saved adapter and score head rank the held-out pairs as the run measured
+    model, tokenizer = reward_model.load(str(tiny_model_dir), studio.run_dir(run_id) / "adapter")
+    heldout = load_rows(Path(studio.resolve_dataset(dataset["id"])["path"]).with_name(HELDOUT))
+    chosen = reward_model.score(model, tokenizer, [r["prompt"] + r["chosen"] for r in heldout])
+    rejected = reward_model.score(model, tokenizer, [r["prompt"] + r["rejected"] for r in heldout])
+    assert sum(c > r for c, r in zip(chosen, rejected)) / len(heldout) == summary["eval_accuracy_after"]
+
+    # a reward model is not a model to chat with or start from, but GRPO can learn from its scores
+    assert run_id not in [r["id"] for r in studio.model_runs()]
+    assert [r["id"] for r in studio.reward_model_runs()] == [run_id]
+    with pytest.raises(RunError, match=f"^run {run_id} is a reward model: it scores replies rather than writing"):
+        studio.tuned_model(run_id)
+    prompts = _prompts(studio, tmp_path, [{"prompt": f"Tell me about the {t}."} for t in topics[:4]])
+    with pytest.raises(RunError, match="^no run with id 'r-nope'"):
+        studio.start_run(model=str(tiny_model_dir), dataset=prompts, method="grpo",
+                         rewards=[{"name": "reward_model", "run": "r-nope"}])
+    grpo = studio.start_run(model=str(tiny_model_dir), dataset=prompts, method="grpo",
+                            params={"num_train_epochs": 1, "per_device_train_batch_size": 4, "num_generations": 2,
+                                    "max_completion_length": 8, "save_steps": 1000},
+                            rewards=[{"name": "reward_model", "run": run_id}])
+    assert studio.wait(grpo)["status"] == "completed"
+    scored = [m["rewards/reward_model/mean"] for m in ev.read_metrics(studio.run_dir(grpo)) if "reward" in m]
+    assert len(scored) == 2 and all(0 < v < 1 for v in scored)
+    assert f"reward model {run_id} loaded" in (studio.run_dir(grpo) / "train.log").read_text()

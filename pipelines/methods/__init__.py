@@ -46,6 +46,11 @@ class Method:
         return "adapter" if self.peft_config else "model"
 
     @property
+    def reward_model(self) -> bool:
+        """Its result scores replies instead of writing them: not a model to chat with or start from."""
+        return self.trl == "reward"
+
+    @property
     def prompt_learning(self) -> bool:
         return self.family == "Prompt learning"
 
@@ -221,6 +226,14 @@ METHODS: dict[str, Method] = {m.key: m for m in [
            mergeable=True, params=rl.GRPOParams, peft_config=preference.preference_lora_config,
            runner="pipelines.train_rl", trl="grpo", reference=True, validate=rl.check_grpo, packs=False,
            rewards=True),
+    Method(key="reward_model", label="Reward model", family="Reinforcement learning", data_kind="preference",
+           summary="Learns to score replies the way your preference pairs rank them: a copy of the model that "
+           "reads a prompt and a reply and gives one number, higher for replies people prefer. It writes "
+           "nothing itself; GRPO can train a model against it, and the Chat tab can show each reply's score.",
+           when_to_use="When what makes a reply good is easier to show with examples (chat votes, labeled pairs) "
+           "than to write as a rule; the first step of the classic RLHF route.",
+           mergeable=False, params=rl.RewardModelParams, peft_config=rl.reward_lora_config,
+           runner="pipelines.train_rl", trl="reward", packs=False),
 ]}
 
 

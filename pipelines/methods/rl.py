@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipelines.methods.preference import LoraPreference
-from pipelines.methods.params import ConfigError, param, only
+from pipelines.methods.lora import LoraFields
+from pipelines.methods.params import ConfigError, only, param, with_defaults
 from pipelines.methods.training import Training
 
 # Shared settings that mean something for RL. Batch = replies per step (TRL counts completions):
@@ -115,3 +116,35 @@ def check(method, params, entries: list[dict], dataset_row: dict, model_path: st
                           f"'{dataset_row['name']}' (row {where}, {longest} tokens) plus a reply of "
                           f"{params.max_completion_length} tokens does not fit the model's {context}-token "
                           "context; shorten that prompt or the longest reply")
+
+
+# A reward model learns to score replies the way the preference pairs rank them. Learning rate
+# and epochs: measured by bench/reward_model_quality.py on the built-in model and the sample pairs.
+RewardTraining = with_defaults(Training, "RewardTraining", learning_rate=1e-4, num_train_epochs=4.0,
+                               per_device_train_batch_size=4, eval_fraction=0.25, max_length=512)
+
+
+@dataclass
+class RewardModelFields:
+    center_rewards_coefficient: float = param(
+        0.01, label="Keep scores near zero",
+        help="A small pull of the scores towards zero (Eisenstein et al., 2023), so they stay comparable "
+        "between runs and do not drift to huge numbers; it does not change which reply ranks higher. 0 = off.",
+        target="trainer", min=0.0, max=1.0, step=0.01, advanced=True)
+
+
+@dataclass
+class RewardModelParams(LoraFields, RewardModelFields, RewardTraining):
+    pass
+
+
+def reward_lora_config(params, setup=None):
+    """LoRA on a sequence-classification copy of the model: the adapter and a new one-number score head
+    (trained in full: it starts random) are what the run saves."""
+    from peft import LoraConfig
+
+    from pipelines.methods.lora import targets
+
+    return LoraConfig(task_type="SEQ_CLS", r=params.r, lora_alpha=params.lora_alpha, lora_dropout=params.lora_dropout,
+                      target_modules=targets(params.target_modules), use_rslora=params.use_rslora,
+                      modules_to_save=["score"])

@@ -1,0 +1,40 @@
+"""A studio reward model, loaded to score replies: the base as a sequence-classification model, the
+run's LoRA adapter and score head on it. A score is one number for a whole conversation (prompt and
+reply), read at its last token, tokenized exactly as TRL's RewardTrainer tokenized the training
+pairs (the chat template, with nothing added), so scores mean what training taught."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipelines import models
+
+
+def load(base_path: str, adapter_dir: Path | str):
+    """(model, tokenizer) in eval mode, on the CPU in fp32."""
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    tokenizer = models.load_tokenizer(str(adapter_dir))
+    model = AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=1, dtype="float32",
+                                                               use_safetensors=True, trust_remote_code=False)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return PeftModel.from_pretrained(model, str(adapter_dir)).eval(), tokenizer
+
+
+def score(model, tokenizer, conversations: list[list[dict]], batch_size: int = 8) -> list[float]:
+    """One score per conversation (a prompt's messages followed by the assistant's reply)."""
+    import torch
+
+    ids = [tokenizer.apply_chat_template(c, tokenize=True, return_dict=True)["input_ids"] for c in conversations]
+    out = []
+    for start in range(0, len(ids), batch_size):
+        chunk = ids[start:start + batch_size]
+        width = max(map(len, chunk))
+        # right padding: the model reads the score at the last non-pad token of each row
+        input_ids = torch.tensor([row + [tokenizer.pad_token_id] * (width - len(row)) for row in chunk])
+        mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in chunk])
+        with torch.no_grad():
+            logits = model(input_ids=input_ids, attention_mask=mask).logits
+        out += logits[:, 0].float().tolist()
+    return out
