@@ -79,6 +79,12 @@ def build(studio):
         blind = gr.Checkbox(label="Blind battle", value=False, elem_id="chat-blind",
                             info="Shuffle the two models between sides and hide their names until you vote: "
                                  "judge the answers, not the names.")
+    with gr.Row():
+        scorer = gr.Dropdown(choices=chat_service.scorer_choices(studio), value="", label="Score replies with",
+                             info="A reward model you trained (Train tab, method 'Reward model') scores each "
+                                  "finished reply: higher = more like the replies people preferred.",
+                             elem_id="chat-scorer")
+        scores = gr.Markdown(elem_id="chat-scores")
     with gr.Accordion("Generation settings", open=False):
         system_prompt = gr.Textbox(label="System prompt", lines=2, elem_id="chat-system",
                                    info="Instructions both models get before the conversation, e.g. 'Answer in "
@@ -196,6 +202,26 @@ def build(studio):
         yield from respond(last, history_a[:cut_a], history_b[:cut_b], state, spec_a, spec_b, is_blind, *settings)
 
     regenerated = regenerate.click(redo, chat_io[1:], chat_out)
+
+    def on_score(history_a, history_b, state, run_id):
+        """Both sides' last replies scored by the chosen reward model (not during a blind round:
+        a score next to an unnamed reply would sway the vote)."""
+        history_a, history_b = plain(history_a), plain(history_b)
+        if not run_id or len(history_a) < 2 or history_a[-1]["role"] != "assistant":
+            return ""
+        if state.get("blind") and not state.get("voted"):
+            return "Scores are hidden during a blind round; vote first."
+        try:
+            a, b = chat_service.score_replies(studio, run_id, [history_a, history_b])
+        except ChatError as err:
+            return f"**Cannot score:** {err}"
+        return (f"Reward model `{run_id}`: **A {a:+.2f}** · **B {b:+.2f}** (higher = more like the replies "
+                "people preferred; the difference matters, not the numbers themselves)")
+
+    score_io = [chat_a, chat_b, battle, scorer]
+    for event in (sent, submitted, regenerated):
+        event.then(on_score, score_io, scores)
+    scorer.change(on_score, score_io, scores)
     # a stopped reply is a finished reply: it can be voted on as it stands
     stop.click(lambda state: {**state, "complete": True}, battle, battle, cancels=[sent, submitted, regenerated])
 
@@ -235,7 +261,7 @@ def build(studio):
 
     for (key, _text), button in zip(VOTES, vote_buttons):
         button.click(_vote_handler(vote, key), [chat_a, chat_b, battle, voter, *settings_inputs],
-                     [chat_a, chat_b, battle, vote_message, results, results_note])
+                     [chat_a, chat_b, battle, vote_message, results, results_note]).then(on_score, score_io, scores)
 
     def on_export(name):
         try:
@@ -271,13 +297,16 @@ def build(studio):
         table, note = results_table(studio)
         picked = bool(spec_a and spec_b) and spec_a != spec_b
         first, second = (spec_a, spec_b) if picked else chat_service.default_pair(studio)
+        scorers = gr.update(choices=chat_service.scorer_choices(studio))
         if (first, second) == (spec_a, spec_b):
             # nothing to change: no value sent, so a pick made while this was on its way stays
-            return gr.update(choices=options), gr.update(choices=options), table, note
-        return gr.update(choices=options, value=first), gr.update(choices=options, value=second), table, note
+            return gr.update(choices=options), gr.update(choices=options), table, note, scorers
+        return (gr.update(choices=options, value=first), gr.update(choices=options, value=second), table, note,
+                scorers)
 
     loop = {"train_prefs": train_prefs, "message": export_message, "model_a": model_a, "model_b": model_b,
             "blind": blind, "source": source, "suggested": suggested, "prompt": prompt, "compare_run": compare_run,
             "prompts_box": prompts_box, "battle": battle, "chat_a": chat_a, "chat_b": chat_b,
             "vote_message": vote_message}
-    return refresh, [model_a, model_b, results, results_note], exported, loop
+    loop["scorer"] = scorer
+    return refresh, [model_a, model_b, results, results_note, scorer], exported, loop

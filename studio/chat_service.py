@@ -192,3 +192,27 @@ def previous_model(studio, run_id: str) -> tuple[str, str]:
         raise ChatError(f"run {run_id} is {run['status']}; only a completed run can be compared")
     previous = f"run:{run['parent_id']}" if run.get("parent_id") else f"base:{run['model']}"
     return f"run:{run_id}", previous
+
+
+def scorer_choices(studio) -> list[tuple[str, str]]:
+    """The Chat tab's 'Score replies with': off, or a finished reward model (newest first)."""
+    datasets = {d["id"]: d["name"] for d in studio.store.list_datasets()}
+    return [("Off", "")] + [(f"Reward model {r['id']} (trained on {datasets.get(r['dataset_id'], '?')})", r["id"])
+                            for r in studio.reward_model_runs()]
+
+
+def score_replies(studio, run_id: str, conversations: list[list[dict]]) -> list[float]:
+    """A reward model's score of each conversation (ending with the reply to score); the model stays
+    loaded for the next replies (one at a time: the newest one asked for)."""
+    from pipelines import reward_model
+    from studio.core import RunError
+
+    try:
+        base, adapter = studio.reward_model(run_id)
+    except RunError as err:
+        raise ChatError(str(err)) from None
+    if run_id not in studio.reward_scorers:
+        studio.reward_scorers.clear()
+        studio.reward_scorers[run_id] = reward_model.load(base, adapter)
+    model, tokenizer = studio.reward_scorers[run_id]
+    return reward_model.score(model, tokenizer, conversations)

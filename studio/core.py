@@ -91,6 +91,7 @@ class Studio:
         self.length_cache: dict[tuple, list[int]] = {}  # (model, dataset file) -> tokens per row
         # Models loaded for chat; least recently used leave first (STUDIO_CHAT_CACHE_MB, default 8 GB).
         cache_mb = os.environ.get("STUDIO_CHAT_CACHE_MB")
+        self.reward_scorers: dict = {}  # the reward model the Chat tab scores replies with: {run id: (model, tok)}
         self.chat_models = chat.ModelCache(self.model_cache, int(float(cache_mb) * 1e6) if cache_mb
                                            else chat.DEFAULT_CACHE_BYTES)  # workers this process started
 

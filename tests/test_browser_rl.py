@@ -67,3 +67,33 @@ def test_compose_two_rewards_and_start_grpo(server, page, studio, tiny_model_dir
     expect(samples).to_contain_text("What is")
     expect(samples).to_contain_text(re.compile(r"number [01]\.00, regex [01]\.00"))
     expect(page.locator("#run-curves")).to_contain_text("Mean reward (and each function's part)")
+
+
+def test_chat_scores_both_replies_with_a_reward_model(server, page, studio, tiny_model_dir, tmp_path):  # noqa: F811
+    from playwright.sync_api import expect
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": f"Question {i}?", "chosen": f"A helpful answer {i}.",
+                                         "rejected": "No."}) + "\n" for i in range(8)))
+    dataset = studio.import_dataset(pairs, name="pairs")
+    run_id = studio.start_run(model=str(tiny_model_dir), dataset=dataset["id"], method="reward_model",
+                              params={"num_train_epochs": 1, "max_length": 64, "eval_fraction": 0.0,
+                                      "save_steps": 1000})
+    assert studio.wait(run_id)["status"] == "completed"
+
+    page.goto(server)
+    page.get_by_role("tab", name="Chat").click()
+    # a reward model is offered as a scorer, never as a model to chat with
+    choose(page, "chat-scorer", f"Reward model {run_id} (trained on pairs)")
+    page.locator("#chat-model-a input").click()
+    expect(page.get_by_role("option").first).to_be_visible()
+    expect(page.get_by_role("option", name=run_id, exact=False)).to_have_count(0)
+    page.keyboard.press("Escape")
+    fill_visible(page, "chat-model-a", f"base:{tiny_model_dir}")
+    fill_visible(page, "chat-model-b", f"base:{tiny_model_dir}")
+    page.get_by_text("Generation settings").click()
+    fill_visible(page, "chat-max-new-tokens", 8)
+    fill_visible(page, "chat-prompt", "Question 3?")
+    page.click("#chat-send")
+    expect(page.locator("#chat-scores")).to_contain_text(
+        re.compile(rf"Reward model {run_id}: A [+-]\d\.\d\d · B [+-]\d\.\d\d"), timeout=60_000)

@@ -219,6 +219,15 @@ def test_reward_model_learns_separable_pairs_and_reloads_with_the_same_accuracy(
     rejected = reward_model.score(model, tokenizer, [r["prompt"] + r["rejected"] for r in heldout])
     assert sum(c > r for c, r in zip(chosen, rejected)) / len(heldout) == summary["eval_accuracy_after"]
 
+    # the Chat tab's scorer gives the same numbers, and keeps the model loaded for the next replies
+    from studio import chat_service
+
+    conversations = [heldout[0]["prompt"] + heldout[0]["chosen"], heldout[0]["prompt"] + heldout[0]["rejected"]]
+    assert chat_service.score_replies(studio, run_id, conversations) == pytest.approx([chosen[0], rejected[0]],
+                                                                                       abs=1e-5)
+    assert list(studio.reward_scorers) == [run_id]
+    assert chat_service.scorer_choices(studio) == [("Off", ""), (f"Reward model {run_id} (trained on pairs)", run_id)]
+
     # a reward model is not a model to chat with or start from, but GRPO can learn from its scores
     assert run_id not in [r["id"] for r in studio.model_runs()]
     assert [r["id"] for r in studio.reward_model_runs()] == [run_id]
