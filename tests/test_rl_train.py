@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from pipelines import events as ev
-from pipelines.methods import ConfigError
+from pipelines.methods import METHODS, ConfigError
 from studio.core import RunError
 from tests.test_cli import studio_cmd
 
@@ -59,7 +59,8 @@ def share_containing(replies: list[list[int]], token: int) -> float:
     return sum(token in r for r in replies) / len(replies)
 
 
-def test_grpo_raises_a_toy_reward_and_the_adapter_reloads(studio, tmp_path, peaky_model_dir):
+@pytest.mark.parametrize("method", [k for k, m in METHODS.items() if m.rewards])
+def test_rl_raises_a_toy_reward_and_the_adapter_reloads(method, studio, tmp_path, peaky_model_dir):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -77,7 +78,7 @@ def test_grpo_raises_a_toy_reward_and_the_adapter_reloads(studio, tmp_path, peak
     dataset = studio.import_dataset(prompts, name="toy")
     assert dataset["kind"] == "prompts"
     run_id = studio.start_run(
-        model=str(peaky_model_dir), dataset=dataset["id"], method="grpo",
+        model=str(peaky_model_dir), dataset=dataset["id"], method=method,
         params={"learning_rate": 1e-2, "num_train_epochs": 3, "per_device_train_batch_size": 16,
                 "num_generations": 8, "max_completion_length": REPLY_TOKENS, "r": 8, "lora_alpha": 16,
                 "save_steps": 1000},

@@ -226,6 +226,16 @@ METHODS: dict[str, Method] = {m.key: m for m in [
            mergeable=True, params=rl.GRPOParams, peft_config=preference.preference_lora_config,
            runner="pipelines.train_rl", trl="grpo", reference=True, validate=rl.check_grpo, packs=False,
            rewards=True),
+    Method(key="rloo", label="RLOO", family="Reinforcement learning", data_kind="prompts",
+           summary="REINFORCE with a leave-one-out baseline: the model writes several replies to each prompt and "
+           "each reply is judged against the average reward of the others. Like GRPO it needs no value model "
+           "(unlike PPO), so it is light; it differs in how the baseline is formed and scaled.",
+           when_to_use="An alternative to GRPO with the same reward functions; the RLOO paper found it matches "
+           "PPO's quality at a fraction of the memory. Prefer PPO when rewards come only at the end of long "
+           "replies and you want a learned value estimate.",
+           mergeable=True, params=rl.RLOOParams, peft_config=preference.preference_lora_config,
+           runner="pipelines.train_rl", trl="rloo", reference=True, validate=rl.check_grpo, packs=False,
+           rewards=True),
     Method(key="reward_model", label="Reward model", family="Reinforcement learning", data_kind="preference",
            summary="Learns to score replies the way your preference pairs rank them: a copy of the model that "
            "reads a prompt and a reply and gives one number, higher for replies people prefer. It writes "

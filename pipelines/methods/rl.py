@@ -5,7 +5,10 @@ for each prompt the model writes a group of replies, the reward functions (pipel
 score them, and each reply's advantage is how much better it did than its group's average - no
 value model needed. A clipped policy ratio (as in PPO) and a KL penalty keep each step small.
 
-Field names are TRL's `GRPOConfig` ones. Training trains a LoRA adapter; the reference for the KL
+RLOO (REINFORCE Leave-One-Out, Ahmadian et al. 2024, arXiv:2402.14740; TRL's `RLOOTrainer`): the same
+loop, each reply's baseline being the mean reward of the other replies to its prompt.
+
+Field names are TRL's `GRPOConfig` / `RLOOConfig` ones. Training trains a LoRA adapter; the reference for the KL
 penalty is the same weights with the adapter switched off.
 """
 
@@ -42,7 +45,8 @@ SCALES = {
 
 
 @dataclass
-class GRPOFields:
+class SamplingFields:
+    """What every method that writes its own replies to learn from shares (GRPO, RLOO)."""
     num_generations: int = param(
         4, label="Replies per prompt",
         help="How many replies the model writes to each prompt. They are scored and compared with each "
@@ -70,6 +74,10 @@ class GRPOFields:
         help="How far one update may change a reply's probability (the clip range, as in PPO): 0.2 = at "
         "most about 20% per step. Smaller is steadier and slower.",
         target="trainer", min=0.01, max=1.0, step=0.01, advanced=True)
+
+
+@dataclass
+class GRPOFields(SamplingFields):
     loss_type: str = param(
         "dapo", label="Loss", help="How the rewards of replies of different lengths are averaged. Keep "
         "'dapo' unless you follow a paper that uses another.", target="trainer",
@@ -81,6 +89,19 @@ class GRPOFields:
 
 @dataclass
 class GRPOParams(LoraPreference, GRPOFields, RLTraining):
+    pass
+
+
+@dataclass
+class RLOOFields(SamplingFields):
+    normalize_advantages: bool = param(
+        False, label="Normalise advantages",
+        help="Divide each batch's advantages by their spread. Off follows the RLOO paper; on can steady "
+        "training when rewards are on very different scales.", target="trainer", advanced=True)
+
+
+@dataclass
+class RLOOParams(LoraPreference, RLOOFields, RLTraining):
     pass
 
 

@@ -26,6 +26,10 @@ def trl_classes(name: str) -> tuple[type, type]:
         from trl import GRPOConfig, GRPOTrainer
 
         return GRPOConfig, GRPOTrainer
+    if name == "rloo":
+        from trl import RLOOConfig, RLOOTrainer
+
+        return RLOOConfig, RLOOTrainer
     if name == "reward":
         from trl import RewardConfig, RewardTrainer
 
