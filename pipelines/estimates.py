@@ -293,9 +293,9 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
     max_length = getattr(params, "max_length", None)
     generated = 0
     if method.rewards:  # RL: each prompt becomes num_generations sequences of prompt + a full-length reply
-        reply = params.max_completion_length
-        generated = len(lengths or []) * params.num_generations * reply
-        lengths = [n + reply for n in lengths for _ in range(params.num_generations)] if lengths else None
+        reply, replies = params.max_completion_length, getattr(params, "num_generations", 1)  # PPO: one each
+        generated = len(lengths or []) * replies * reply
+        lengths = [n + reply for n in lengths for _ in range(replies)] if lengths else None
         max_length = max(lengths) if lengths else 512 + reply
     tokens_epoch = None
     if lengths:

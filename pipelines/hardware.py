@@ -55,3 +55,15 @@ def use_bf16() -> bool:
 
         return torch.cuda.is_bf16_supported(including_emulation=False)
     return cpu_bf16_gain() >= CPU_BF16_MIN_GAIN
+
+
+def autocast():
+    """bf16 autocast where use_bf16() says it pays (the Trainer's `bf16=True` does the same for the
+    TRL runners); otherwise nothing."""
+    import contextlib
+
+    import torch
+
+    if not use_bf16():
+        return contextlib.nullcontext()
+    return torch.autocast("cuda" if has_cuda() else "cpu", dtype=torch.bfloat16)

@@ -77,11 +77,14 @@ def test_rl_raises_a_toy_reward_and_the_adapter_reloads(method, studio, tmp_path
     prompts.write_text("".join(json.dumps({"prompt": p, "answer": word}) + "\n" for p in PROMPTS))
     dataset = studio.import_dataset(prompts, name="toy")
     assert dataset["kind"] == "prompts"
+    if method == "ppo":  # one reply per prompt: all 8 prompts each step, 6 steps
+        params, steps = {"num_train_epochs": 6, "per_device_train_batch_size": 8}, 6
+    else:  # 8 replies per prompt, 16 per step: 4 steps per epoch
+        params, steps = {"num_train_epochs": 3, "per_device_train_batch_size": 16, "num_generations": 8}, 12
     run_id = studio.start_run(
         model=str(peaky_model_dir), dataset=dataset["id"], method=method,
-        params={"learning_rate": 1e-2, "num_train_epochs": 3, "per_device_train_batch_size": 16,
-                "num_generations": 8, "max_completion_length": REPLY_TOKENS, "r": 8, "lora_alpha": 16,
-                "save_steps": 1000},
+        params={"learning_rate": 1e-2, "max_completion_length": REPLY_TOKENS, "r": 8, "lora_alpha": 16,
+                "save_steps": 1000, **params},
         rewards=[{"name": "contains", "weight": 1.0}])
     row = studio.wait(run_id)
     assert row["status"] == "completed", row.get("error")
@@ -95,13 +98,13 @@ def test_rl_raises_a_toy_reward_and_the_adapter_reloads(method, studio, tmp_path
 
     # the curves: weighted reward, the function's own part, KL and reply length at every step
     metrics = [m for m in ev.read_metrics(run_dir) if "reward" in m]
-    assert len(metrics) == 12  # 8 prompts x 8 replies / 16 per step = 4 steps per epoch, 3 epochs
+    assert len(metrics) == steps
     assert all({"rewards/contains/mean", "kl", "completions/mean_length", "loss"} <= set(m) for m in metrics)
     summary = json.loads((run_dir / ev.STATUS).read_text())["summary"]
     assert summary["reward_last"] > summary["reward_first"]
     # the newest scored replies, for the Train tab's table
     samples = json.loads((run_dir / "samples.json").read_text())
-    assert samples["step"] == 12 and len(samples["samples"]) == 8
+    assert samples["step"] == steps and len(samples["samples"]) == 8
     first = samples["samples"][0]
     assert first["prompt"] in PROMPTS and first["rewards"]["contains"] in (0.0, 1.0)
     assert first["reward"] == first["rewards"]["contains"]
@@ -246,3 +249,31 @@ def test_reward_model_learns_separable_pairs_and_reloads_with_the_same_accuracy(
     scored = [m["rewards/reward_model/mean"] for m in ev.read_metrics(studio.run_dir(grpo)) if "reward" in m]
     assert len(scored) == 2 and all(0 < v < 1 for v in scored)
     assert f"reward model {run_id} loaded" in (studio.run_dir(grpo) / "train.log").read_text()
+
+
+def test_ppo_cancelled_mid_run_resumes_from_its_checkpoint(studio, tmp_path, tiny_model_dir):
+    import time
+
+    dataset = _prompts(studio, tmp_path, [{"prompt": f"Question {i}?", "answer": "yes"} for i in range(4)])
+    run_id = studio.start_run(model=str(tiny_model_dir), dataset=dataset, method="ppo",
+                              params={"num_train_epochs": 8, "per_device_train_batch_size": 4,
+                                      "max_completion_length": 8, "save_steps": 100},
+                              rewards=[{"name": "contains"}])
+    run_dir = studio.run_dir(run_id)
+    deadline = time.time() + 300
+    while len(ev.read_metrics(run_dir)) < 2 and time.time() < deadline:
+        time.sleep(0.5)
+    studio.cancel(run_id)
+    row = studio.wait(run_id)
+    assert row["status"] == "cancelled"
+    done = row["summary"]["steps"]
+    assert (run_dir / "checkpoints" / f"checkpoint-{done}" / "value_head.pt").exists()  # saved on cancel
+    assert not (run_dir / "adapter").exists()
+
+    studio.resume(run_id)
+    row = studio.wait(run_id)
+    assert row["status"] == "completed", row.get("error")
+    steps = [m["step"] for m in ev.read_metrics(run_dir)]
+    assert steps == list(range(1, 9))  # every step once: the resumed run went on from the checkpoint
+    assert f"resuming from checkpoint-{done}" in (run_dir / "train.log").read_text()
+    assert (run_dir / "adapter" / "adapter_model.safetensors").exists() and (run_dir / "value_head.pt").exists()

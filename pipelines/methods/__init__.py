@@ -236,6 +236,17 @@ METHODS: dict[str, Method] = {m.key: m for m in [
            mergeable=True, params=rl.RLOOParams, peft_config=preference.preference_lora_config,
            runner="pipelines.train_rl", trl="rloo", reference=True, validate=rl.check_grpo, packs=False,
            rewards=True),
+    Method(key="ppo", label="PPO (RLHF)", family="Reinforcement learning", data_kind="prompts",
+           summary="The classic RLHF route: the model writes one reply per prompt, your reward functions (usually "
+           "a reward model trained on preference pairs) score it, and PPO makes better-scored replies more "
+           "likely. A value head learns to predict the score so each word gets credit; a KL leash keeps the "
+           "model near where it started. Our own loop (TRL 1.x has none), after the PPO paper and 'The N+ "
+           "implementation details of RLHF with PPO'.",
+           when_to_use="Against a reward model, when you have preference pairs and want the model to generalise "
+           "them to new prompts. Heavier than GRPO/RLOO (a value head, one more pass); prefer those when a "
+           "program can check replies.",
+           mergeable=True, params=rl.PPOParams, peft_config=preference.preference_lora_config,
+           runner="pipelines.train_ppo", trl="ppo", reference=True, packs=False, rewards=True),
     Method(key="reward_model", label="Reward model", family="Reinforcement learning", data_kind="preference",
            summary="Learns to score replies the way your preference pairs rank them: a copy of the model that "
            "reads a prompt and a reply and gives one number, higher for replies people prefer. It writes "

@@ -169,3 +169,49 @@ def reward_lora_config(params, setup=None):
     return LoraConfig(task_type="SEQ_CLS", r=params.r, lora_alpha=params.lora_alpha, lora_dropout=params.lora_dropout,
                       target_modules=targets(params.target_modules), use_rslora=params.use_rslora,
                       modules_to_save=["score"])
+
+
+# PPO runs the studio's own loop (pipelines/train_ppo.py): the shared training settings keep
+# transformers' TrainingArguments names; the batch counts prompts (one reply each).
+PPOTraining = only(Training, "PPOTraining", ["learning_rate", "num_train_epochs", "per_device_train_batch_size",
+                                             "save_steps", "seed"],
+                   learning_rate=1e-4, num_train_epochs=2.0, per_device_train_batch_size=8, save_steps=10)
+
+
+@dataclass
+class PPOFields:
+    max_completion_length: int = param(
+        48, label="Longest reply (tokens)",
+        help="Replies are cut at this many tokens while training; writing them is most of a PPO step's time.",
+        target="studio", min=8, max=4096, step=8)
+    temperature: float = param(
+        1.0, label="Variety while training",
+        help="How adventurous the replies written for training are: PPO learns from the difference between "
+        "what it tried and what it expected, so keep some variety (0.7-1.0).",
+        target="studio", min=0.1, max=2.0, step=0.05)
+    kl_coef: float = param(
+        0.05, label="KL leash",
+        help="How strongly the model is held near where it started: every reply token pays this much times how "
+        "much more likely the tuned model finds it than the starting model (InstructGPT's KL penalty). Higher "
+        "= safer, smaller changes; too low and the model learns to game the reward model with odd text.",
+        target="studio", min=0.0, max=1.0, step=0.01)
+    cliprange: float = param(
+        0.2, label="Step clipping",
+        help="How far one update may change a reply's probability (PPO's clip range): 0.2 = about 20% per "
+        "update. Smaller is steadier and slower.",
+        target="studio", min=0.01, max=1.0, step=0.01, advanced=True)
+    vf_coef: float = param(
+        0.1, label="Value loss weight",
+        help="PPO also learns to predict how good a reply will turn out (the value head); this is how much "
+        "that part counts against improving the replies.",
+        target="studio", min=0.0, max=10.0, step=0.05, advanced=True)
+    ppo_epochs: int = param(
+        2, label="Updates per batch",
+        help="How many times each batch of written replies is learned from before new ones are written. More "
+        "squeezes more from each (slow) batch of replies, but drifts from what the model wrote.",
+        target="studio", min=1, max=16, step=1, advanced=True)
+
+
+@dataclass
+class PPOParams(LoraPreference, PPOFields, PPOTraining):
+    pass

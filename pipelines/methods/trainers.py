@@ -30,6 +30,10 @@ def trl_classes(name: str) -> tuple[type, type]:
         from trl import RLOOConfig, RLOOTrainer
 
         return RLOOConfig, RLOOTrainer
+    if name == "ppo":  # the studio's own loop (pipelines/ppo.py): TRL 1.x has no PPO; the shared settings
+        from transformers import TrainingArguments  # keep transformers' names, there is no trainer class
+
+        return TrainingArguments, None
     if name == "reward":
         from trl import RewardConfig, RewardTrainer
 

@@ -1,0 +1,231 @@
+"""PPO (pipelines/ppo.py): the math on hand-computed numbers, then a few real PPO iterations on a tiny
+model that must raise a toy reward while the reference stays the base model."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import pytest
+import torch
+
+from pipelines import ppo
+
+
+def close(actual, expected, tol=1e-6):
+    assert torch.allclose(torch.as_tensor(actual, dtype=torch.float32),
+                          torch.as_tensor(expected, dtype=torch.float32), atol=tol), (actual, expected)
+
+
+# --- the math, by hand -------------------------------------------------------------------------
+
+def test_gae_by_hand():
+    rewards = torch.tensor([[0.0, 0.0, 1.0]])
+    values = torch.tensor([[0.5, 0.6, 0.7]])
+    mask = torch.ones(1, 3)
+    # gamma 1, lam 0.95; the value after the last token is 0
+    # delta2 = 1 + 0   - 0.7 = 0.3    A2 = 0.3
+    # delta1 = 0 + 0.7 - 0.6 = 0.1    A1 = 0.1 + 0.95 * 0.3   = 0.385
+    # delta0 = 0 + 0.6 - 0.5 = 0.1    A0 = 0.1 + 0.95 * 0.385 = 0.46575
+    # returns = A + V = [0.96575, 0.985, 1.0]
+    advantages, returns = ppo.gae(rewards, values, mask, gamma=1.0, lam=0.95)
+    close(advantages, [[0.46575, 0.385, 0.3]])
+    close(returns, [[0.96575, 0.985, 1.0]])
+
+
+def test_gae_ignores_the_padding_after_a_reply():
+    # the reply is two tokens (the second is EOS); the third column is padding holding junk
+    rewards = torch.tensor([[0.0, 1.0, 5.0]])
+    values = torch.tensor([[0.5, 0.6, 9.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    # the last reply token is terminal: delta1 = 1 + 0 - 0.6 = 0.4       A1 = 0.4
+    #                                   delta0 = 0 + 0.6 - 0.5 = 0.1     A0 = 0.1 + 0.95 * 0.4 = 0.48
+    advantages, returns = ppo.gae(rewards, values, mask, gamma=1.0, lam=0.95)
+    close(advantages, [[0.48, 0.4, 0.0]])
+    close(returns, [[0.98, 1.0, 0.0]])
+
+
+def test_kl_shaped_rewards_by_hand():
+    logprobs = torch.tensor([[-1.0, -2.0, -3.0], [-1.0, -1.0, -1.0]])
+    ref = torch.tensor([[-1.5, -2.0, -2.0], [-2.0, -1.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    scores = torch.tensor([2.0, -1.0])
+    rewards, kl = ppo.kl_shaped_rewards(scores, logprobs, ref, mask, kl_coef=0.1)
+    # row 0: kl = logp - ref = [0.5, 0, -1]; rewards = -0.1 * kl, + the score 2 on the last token
+    #        = [-0.05, 0, 0.1 + 2]
+    # row 1: kl = [1, 0, (padding) 0]; the last reply token is column 1: rewards = [-0.1, 0 - 1, 0]
+    close(kl, [[0.5, 0.0, -1.0], [1.0, 0.0, 0.0]])
+    close(rewards, [[-0.05, 0.0, 2.1], [-0.1, -1.0, 0.0]])
+
+
+def test_policy_loss_by_hand():
+    ratios = torch.tensor([[1.1, 1.5, 0.5, 1.5, 0.5, 7.0]])
+    advantages = torch.tensor([[1.0, 1.0, -1.0, -1.0, 1.0, 100.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 1.0, 1.0, 0.0]])  # the last column is padding
+    old = torch.zeros(1, 6)
+    new = ratios.log()
+    # cliprange 0.2: per token max(-A * r, -A * clip(r, 0.8, 1.2))
+    # r 1.1, A +1: max(-1.1, -1.1) = -1.1  inside the range
+    # r 1.5, A +1: max(-1.5, -1.2) = -1.2  clipped (no more credit for pushing further)
+    # r 0.5, A -1: max( 0.5,  0.8) =  0.8  clipped
+    # r 1.5, A -1: max( 1.5,  1.2) =  1.5  not clipped: the pessimistic side keeps the full penalty
+    # r 0.5, A +1: max(-0.5, -0.8) = -0.5  not clipped, likewise
+    # loss = (-1.1 - 1.2 + 0.8 + 1.5 - 0.5) / 5 = -0.1; clipfrac = 2 / 5
+    loss, clipfrac, approx_kl = ppo.policy_loss(new, old, advantages, mask, cliprange=0.2)
+    close(loss, -0.1)
+    close(clipfrac, 0.4)
+    expected_kl = 0.5 * sum(math.log(r) ** 2 for r in (1.1, 1.5, 0.5, 1.5, 0.5)) / 5
+    close(approx_kl, expected_kl)
+
+
+def test_value_loss_by_hand():
+    old = torch.zeros(1, 4)
+    new = torch.tensor([[0.5, 0.1, -0.5, 3.0]])
+    returns = torch.tensor([[1.0, -1.0, 1.0, 3.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    # cliprange_value 0.2: the clipped value is old + clip(new - old, -0.2, 0.2)
+    # new  0.5, return  1: clipped 0.2;  (0.5-1)^2 = 0.25, (0.2-1)^2 = 0.64     -> 0.64 clipped
+    # new  0.1, return -1: clipped 0.1;  (1.1)^2 = 1.21 both                     -> 1.21
+    # new -0.5, return  1: clipped -0.2; (1.5)^2 = 2.25, (1.2)^2 = 1.44          -> 2.25
+    # loss = 0.5 * (0.64 + 1.21 + 2.25) / 3 = 0.683333; clipfrac = 1 / 3
+    loss, clipfrac = ppo.value_loss(new, old, returns, mask, cliprange_value=0.2)
+    close(loss, 0.5 * 4.1 / 3)
+    close(clipfrac, 1 / 3)
+
+
+def test_masked_whiten_gives_mean_zero_unit_variance_on_the_mask():
+    torch.manual_seed(0)
+    x = torch.randn(4, 6) * 3 + 5
+    mask = torch.ones(4, 6)
+    mask[0, 4:] = 0
+    mask[2, 1:] = 0
+    x[mask == 0] = 1e6  # padding junk must not count
+    out = ppo.masked_whiten(x, mask)
+    kept = out[mask.bool()]
+    close(kept.mean(), 0.0, 1e-5)
+    close(kept.var(), 1.0, 1e-4)  # torch's var is Bessel-corrected, like masked_whiten's
+    assert (out[mask == 0] == 0).all()
+    unshifted = ppo.masked_whiten(x, mask, shift_mean=False)[mask.bool()]
+    close(unshifted.mean(), x[mask.bool()].mean(), 1e-4)
+
+
+def test_reply_mask_stops_after_the_first_eos():
+    eos = 2
+    replies = torch.tensor([[5, 6, 2, 2, 2],    # EOS at 2, then padding
+                            [2, 2, 2, 2, 2],    # an empty reply is just its EOS
+                            [5, 6, 7, 8, 9]])   # cut at the length limit: every token counts
+    mask, ended = ppo.reply_mask(replies, eos)
+    assert mask.tolist() == [[1, 1, 1, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 1]]
+    assert ended.tolist() == [True, True, False]
+
+
+# --- a few real iterations ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def peaky_dir(tmp_path_factory, real_tokenizer_dir):
+    """A tiny llama whose large random weights make its replies favour some tokens (the usual tiny
+    model's replies are near-uniform over 49k tokens: no reward on a word could vary)."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(real_tokenizer_dir)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, initializer_range=1.0,
+        tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id)
+    out = tmp_path_factory.mktemp("ppo-peaky-llama")
+    LlamaForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+PROMPTS = [[{"role": "user", "content": f"Question {i}?"}] for i in range(8)]
+
+
+def lora_policy(model_dir):
+    """(policy, value head, tokenizer): a fresh LoRA adapter on the tiny model, as the runner builds it."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    policy = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir),
+                            LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM"))
+    return policy, ppo.ValueHead(policy.config.hidden_size), AutoTokenizer.from_pretrained(model_dir)
+
+
+def test_updates_inside_a_callers_autocast_reach_the_next_pass(peaky_dir):
+    # the runner wraps ppo_step in bf16 autocast; autocast caches its bf16 copies of the weights until
+    # the block ends, so without clearing that cache the second pass would see the old weights (ratio 1)
+    policy, value_head, tokenizer = lora_policy(peaky_dir)
+    params = [p for p in policy.parameters() if p.requires_grad] + list(value_head.parameters())
+    optimizer = torch.optim.AdamW(params, lr=1e-2)
+    settings = ppo.PPOSettings(max_new_tokens=4, ppo_epochs=2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        metrics, _ = ppo.ppo_step(policy, value_head, tokenizer, optimizer, PROMPTS[:4],
+                                  lambda prompts, replies: [float(len(r)) for r in replies], settings)
+    assert metrics["approx_kl"] > 0 and math.isfinite(metrics["loss"])
+
+
+def test_ppo_raises_a_toy_reward_and_the_reference_stays_the_base(peaky_dir):
+    from transformers import AutoModelForCausalLM
+
+    policy, value_head, tokenizer = lora_policy(peaky_dir)
+    settings = ppo.PPOSettings(max_new_tokens=8, ppo_epochs=2)
+    ppo.disable_dropout(policy)
+
+    def sample(seed=1):  # fresh replies, 4 per prompt, the same draws before and after
+        torch.manual_seed(seed)
+        return ppo.rollout(policy, value_head, tokenizer, PROMPTS * 4, settings)
+
+    start = sample()
+    # LoRA's B starts at zero, so switching the adapter off changes nothing yet
+    assert torch.equal(start.logprobs, start.ref_logprobs)
+    assert start.mask.shape == (32, 8) and start.values.abs().sum() == 0  # the zero-initialised head
+    # the toy reward: "the reply contains this word", for the word the base model writes most often
+    replies_ids = [row[m.bool()].tolist() for row, m in zip(start.input_ids[:, start.prompt_len:], start.mask)]
+    token, _ = Counter(t for r in replies_ids for t in set(r)).most_common(1)[0]
+    word = tokenizer.decode([token]).strip()
+
+    def score_fn(prompts, replies):
+        assert len(prompts) == len(replies)
+        return [float(word in r) for r in replies]
+
+    # (measured on the replies the word was picked from: if anything, that flatters "before")
+    before = sum(score_fn(start.replies, start.replies)) / 32
+    assert 0.1 < before < 0.7, before
+
+    # a step that cannot move the weights: the update pass sees exactly the rollout's logprobs (no
+    # dropout, same positions), so the ratio is 1; nothing is clipped; and the KL is 0
+    params = [p for p in policy.parameters() if p.requires_grad] + list(value_head.parameters())
+    frozen = torch.optim.SGD(params, lr=0.0)
+    penalised = ppo.PPOSettings(max_new_tokens=8, ppo_epochs=1, missing_eos_penalty=-1.0)
+    metrics, samples = ppo.ppo_step(policy, value_head, tokenizer, frozen, PROMPTS, score_fn, penalised)
+    assert metrics["approx_kl"] < 1e-10 and metrics["clipfrac"] == 0 and metrics["kl"] == 0
+    # replies cut at 8 tokens without EOS get the penalty score, whatever the word
+    assert metrics["completions/clipped_ratio"] == 1.0 and metrics["reward"] == -1.0
+    assert [s["prompt"] for s in samples] == [f"Question {i}?" for i in range(8)]
+    assert all(s["reward"] == -1.0 and isinstance(s["reply"], str) for s in samples)
+
+    optimizer = torch.optim.AdamW(params, lr=1e-2)
+    history = []
+    for _ in range(6):
+        metrics, _samples = ppo.ppo_step(policy, value_head, tokenizer, optimizer, PROMPTS, score_fn, settings)
+        history.append(metrics)
+    assert set(history[0]) >= {"reward", "kl", "non_score_reward", "loss", "policy_loss", "value_loss", "clipfrac",
+                               "value_clipfrac", "approx_kl", "entropy", "completions/mean_length"}
+    assert all(math.isfinite(v) for m in history for v in m.values())
+    assert history[-1]["kl"] > 0  # the policy has moved away from the reference...
+    close(history[-1]["non_score_reward"], -settings.kl_coef * history[-1]["kl"], 1e-5)  # ...and pays for it
+
+    end = sample()
+    after = sum(score_fn(end.replies, end.replies)) / 32
+    assert after >= before + 0.3, (before, after)
+    # the reference is still the untouched base model, token for token
+    base = AutoModelForCausalLM.from_pretrained(peaky_dir)
+    with torch.no_grad():
+        base_logprobs, _, _ = ppo.forward(base, None, end.input_ids, end.attention_mask, end.prompt_len, 1.0)
+    close(end.ref_logprobs, base_logprobs * end.mask, 1e-5)
+    assert not torch.allclose(end.logprobs, end.ref_logprobs)
+    print(f"PPO toy reward for {word!r}: before {before:.3f} after {after:.3f}; "
+          f"kl per step {[round(m['kl'], 3) for m in history]}; reward per step {[m['reward'] for m in history]}")
