@@ -5,7 +5,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from pipelines.curves import is_preference, is_rl, reward_parts, series
+from pipelines.curves import is_preference, is_reward_model, is_rl, reward_parts, series
 
 PANELS = [("Loss (training and held-out)", ("loss", "eval_loss")), ("Learning rate", ("learning_rate",)),
           ("Gradient norm", ("grad_norm",)), ("Tokens per second", ("tokens_per_s",))]
@@ -24,20 +24,34 @@ RL_PANELS = [
     ("Reply length (tokens)", ("completions/mean_length",)),
     ("Loss", ("loss",)),
 ]
+REWARD_MODEL_PANELS = [
+    ("Loss (training and held-out)", ("loss", "eval_loss")),
+    ("Pairs ranked right (preferred scored higher)", ("accuracy", "eval_accuracy")),
+    ("Score margin (preferred minus rejected)", ("margin", "eval_margin")),
+    ("Learning rate", ("learning_rate",)),
+]
 LABELS = {"loss": "training loss", "eval_loss": "held-out loss", "learning_rate": "learning rate",
           "grad_norm": "gradient norm", "tokens_per_s": "tokens/s",
           "rewards/accuracies": "training pairs", "eval_rewards/accuracies": "held-out pairs",
           "rewards/margins": "training pairs", "eval_rewards/margins": "held-out pairs",
           "rewards/chosen": "preferred", "rewards/rejected": "rejected", "kl": "KL from the start",
-          "reward": "weighted reward", "completions/mean_length": "mean reply length"}
-DOTTED = {"eval_loss", "eval_rewards/accuracies", "eval_rewards/margins", "rewards/rejected", "kl"}
+          "reward": "weighted reward", "completions/mean_length": "mean reply length",
+          "accuracy": "training pairs", "eval_accuracy": "held-out pairs", "margin": "training pairs",
+          "eval_margin": "held-out pairs"}
+DOTTED = {"eval_loss", "eval_rewards/accuracies", "eval_rewards/margins", "rewards/rejected", "kl", "eval_accuracy",
+          "eval_margin"}
 
 
 def curves_figure(runs: dict[str, list[dict]]) -> go.Figure:
     """runs: run id -> metrics records. Every run gets its own colour; markers make the first
     steps visible before there is a line to draw."""
     rl = any(is_rl(m) for m in runs.values())
-    panels = RL_PANELS if rl else PREFERENCE_PANELS if any(is_preference(m) for m in runs.values()) else PANELS
+    if rl:
+        panels = RL_PANELS
+    elif any(is_reward_model(m) for m in runs.values()):
+        panels = REWARD_MODEL_PANELS
+    else:
+        panels = PREFERENCE_PANELS if any(is_preference(m) for m in runs.values()) else PANELS
     fig = make_subplots(rows=2, cols=2, subplot_titles=[title for title, _ in panels],
                         horizontal_spacing=0.08, vertical_spacing=0.14)
     palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf"]

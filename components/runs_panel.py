@@ -90,6 +90,12 @@ def status_markdown(studio, row: dict, metrics: list[dict]) -> str:
                      f"{summary['eval_loss_after']:.3f} after (lower is better)")
     if preference_summary(summary):
         lines.append(preference_summary(summary))
+    if "eval_accuracy_after" in summary:  # a reward model: how often it ranks the preferred reply higher
+        before = summary.get("eval_accuracy_before")
+        lines.append(f"Held-out pairs ranked right (preferred reply scored higher): "
+                     + (f"{100 * before:.0f}% before, " if before is not None else "")
+                     + f"{100 * summary['eval_accuracy_after']:.0f}% after, on {summary.get('eval_pairs', '?')} "
+                     "pairs (50% = chance)")
     if "reward_first" in summary and "reward_last" in summary:
         lines.append(f"Mean reward of the replies it wrote: {summary['reward_first']:.2f} in the first steps, "
                      f"{summary['reward_last']:.2f} in the last (higher is better)")

@@ -10,7 +10,13 @@ SERIES = ("loss", "eval_loss", "learning_rate", "grad_norm", "tokens_per_s",
           "rewards/accuracies", "eval_rewards/accuracies", "rewards/margins", "eval_rewards/margins",
           "rewards/chosen", "rewards/rejected", "kl",
           # reinforcement learning: mean weighted reward (each function's mean is added by name)
-          "reward", "completions/mean_length")
+          "reward", "completions/mean_length",
+          # a reward model: how often the preferred reply scores higher, and by how much
+          "accuracy", "eval_accuracy", "margin", "eval_margin")
+
+
+def is_reward_model(metrics: list[dict]) -> bool:
+    return any("accuracy" in m or "eval_accuracy" in m for m in metrics)
 
 
 def is_rl(metrics: list[dict]) -> bool:

@@ -32,3 +32,19 @@ def test_no_warning_while_both_fall():
     metrics = [{"step": s, "loss": 2.0 - s * 0.05} for s in range(1, 31)]
     metrics += [{"step": s, "eval_loss": 2.0 - s * 0.01} for s in (10, 20, 30)]
     assert overfitting_warning(metrics) is None
+
+
+def test_rl_and_reward_model_runs_get_their_own_panels():
+    from components.charts import curves_figure
+
+    rl = [{"step": s, "loss": 0.1, "reward": 0.2 * s, "rewards/number/mean": 0.1 * s, "rewards/regex/mean": 0.3,
+           "kl": 0.01 * s, "completions/mean_length": 30.0} for s in (1, 2, 3)]
+    fig = curves_figure({"r1": rl})
+    titles = [a.text for a in fig.layout.annotations]
+    assert titles == ["Mean reward (and each function's part)", "KL from the start (how far the model moved)",
+                      "Reply length (tokens)", "Loss"]
+    assert [t.name for t in fig.data] == ["weighted reward", "number", "regex", "KL from the start",
+                                          "mean reply length", "training loss"]
+    rm = [{"step": 1, "loss": 0.7, "accuracy": 0.5, "margin": 0.0}, {"step": 2, "eval_accuracy": 0.9, "eval_loss": 0.3}]
+    titles = [a.text for a in curves_figure({"r2": rm}).layout.annotations]
+    assert titles[1] == "Pairs ranked right (preferred scored higher)"

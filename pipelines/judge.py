@@ -1,0 +1,310 @@
+"""AI feedback (RLAIF): a judge model says which of two answers is better, and how sure it is.
+
+After Lee et al. 2023, "RLAIF: Scaling Reinforcement Learning from Human Feedback with AI
+Feedback" (arXiv:2309.00267). The judge (any chat model: the built-in SmolLM2 or a local folder)
+reads a preamble, the conversation and the two answers, and we read its next-token probabilities
+of "1" and "2", normalised over those two, instead of parsing what it writes: a soft label that
+says how sure it is, and never an unparseable reply. The paper's chain-of-thought variant first
+lets the judge write a short comparison (greedy), then asks "Preferred answer" and reads 1/2.
+
+Judges prefer whichever answer comes first (or second) more than they should, so each pair is
+asked twice, A first and then B first, and the two readings are averaged:
+
+    P(A better) = (P("1" | A first) + P("2" | B first)) / 2 = (p_a_first + 1 - p_b_first) / 2
+
+where p_a_first = P("1" | A first) and p_b_first = P("1" | B first), each normalised over 1/2.
+A judge that always says "1" with the same confidence thus ends at exactly 0.5.
+
+The judged pairs become a preference dataset (`judged.jsonl`, the studio's stored shape with the
+judge's order); where the pairs came with human choices, the job reports how often judge and
+humans agree, with both orders and with one order, each with a 95% interval, and how often the
+judge simply preferred the answer shown first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from pipelines import arena, models
+from pipelines.data import load_rows
+from pipelines.errors import DataError, where
+
+JUDGED = "judged.jsonl"
+
+JUDGE_INSTRUCTION = (
+    "You are an expert rater of the answers an AI assistant gives. You will see a conversation "
+    "between a user and the assistant, then two possible answers for the assistant's next turn. "
+    "Choose the answer that is more helpful and honest: the one that does what the user asked, "
+    "with correct and specific information, the way a friend who is an expert on the subject "
+    "would help, rather than one that is vague, rude, made up or beside the point. "
+    "Reply with a single character, 1 or 2, to say which answer is better."
+)
+RATIONALE_REQUEST = ("Before choosing, compare the two answers in two or three sentences: which one "
+                     "is more helpful and honest, and why?")
+QUESTION = "Preferred answer (1 or 2):"
+
+
+def _conversation(prompt: list[dict]) -> str:
+    # Role names spelled out: the judge reads the conversation as text, not as its own turns,
+    # so an answer can never be mistaken for something the judge itself said.
+    lines = [f"{m['role'].capitalize()}: {m['content']}" for m in prompt]
+    return "\n".join(lines) if lines else "(none: the answers stand alone)"
+
+
+def _comparison(prompt: list[dict], first: str, second: str) -> str:
+    return (f"{JUDGE_INSTRUCTION}\n\nConversation:\n{_conversation(prompt)}\n\n"
+            f"Answer 1:\n{first}\n\nAnswer 2:\n{second}")
+
+
+def rationale_messages(prompt: list[dict], first: str, second: str) -> list[dict]:
+    """What the judge is asked before it chooses, in the chain-of-thought variant."""
+    return [{"role": "user", "content": f"{_comparison(prompt, first, second)}\n\n{RATIONALE_REQUEST}"}]
+
+
+def judge_messages(prompt: list[dict], first: str, second: str, rationale: str | None = None) -> list[dict]:
+    """The judge's chat, ending where its next token is "1" or "2". With a rationale, the judge's
+    own comparison is its earlier turn and the question follows as a new turn (the paper appends
+    it to the rationale; a new turn keeps the next token right after a generation prompt, where
+    `choice_token_ids` says how "1" and "2" are written)."""
+    if rationale is None:
+        return [{"role": "user", "content": f"{_comparison(prompt, first, second)}\n\n{QUESTION}"}]
+    return [*rationale_messages(prompt, first, second), {"role": "assistant", "content": rationale},
+            {"role": "user", "content": QUESTION}]
+
+
+def _check_template(tokenizer) -> None:
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("the judge model's tokenizer has no chat template; pick an instruction-tuned "
+                         "(chat) model as the judge")
+
+
+def choice_token_ids(tokenizer) -> tuple[int, int]:
+    """The ids of "1" and "2" as the model writes them right after its generation prompt.
+
+    Found by tokenizing a generation prompt with and without the digit appended (a digit alone
+    may tokenize differently from a digit after the template's last characters); where the bare
+    digit is not one token there, the leading-space form (" 1") is tried."""
+    _check_template(tokenizer)
+    context = tokenizer.apply_chat_template([{"role": "user", "content": "?"}], add_generation_prompt=True,
+                                            tokenize=False)
+    base = tokenizer(context, add_special_tokens=False).input_ids
+    found = []
+    for digit in ("1", "2"):
+        for text in (digit, " " + digit):
+            ids = tokenizer(context + text, add_special_tokens=False).input_ids
+            if len(ids) == len(base) + 1 and ids[:len(base)] == base:
+                found.append(ids[-1])
+                break
+        else:
+            raise ValueError(f'the judge model\'s tokenizer does not write "{digit}" as a single token after '
+                             "its generation prompt, so its choice cannot be read; pick another judge")
+    if found[0] == found[1]:
+        raise ValueError('the judge model\'s tokenizer writes "1" and "2" as the same token; pick another judge')
+    return found[0], found[1]
+
+
+def _next_token_logits(model, tokenizer, messages: list[dict]):
+    import torch
+
+    inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                           return_dict=True)
+    inputs = {k: v.to(model.device) for k, v in inputs.items()}
+    with torch.inference_mode():
+        return model(**inputs).logits[0, -1].float().cpu()
+
+
+def first_is_better(model, tokenizer, prompt: list[dict], first: str, second: str, rationale: bool = False,
+                    max_rationale_tokens: int = 64) -> float:
+    """P("1") / (P("1") + P("2")) at the judge's next token: how sure it is the first answer is
+    better. With `rationale`, it first writes a short comparison (greedy, so a job is repeatable)."""
+    from pipelines.generation import reply
+
+    one, two = choice_token_ids(tokenizer)
+    written = None
+    if rationale:
+        written = reply(model, tokenizer, rationale_messages(prompt, first, second), max_new_tokens=max_rationale_tokens)
+    logits = _next_token_logits(model, tokenizer, judge_messages(prompt, first, second, written))
+    # softmax over the two choices only: the mass on other tokens says nothing about which is better
+    return float(logits[[one, two]].softmax(-1)[0])
+
+
+def combine(p_first_when_a_first: float, p_first_when_b_first: float) -> float:
+    """P(A better) from both orders: the average of P("1" | A first) and P("2" | B first)."""
+    return (p_first_when_a_first + (1.0 - p_first_when_b_first)) / 2.0
+
+
+def judge_pair(model, tokenizer, prompt: list[dict], a: str, b: str, both_orders: bool = True,
+               rationale: bool = False) -> dict:
+    """{"p_a": P(a better), "p_a_first": P("1") with a shown first, "p_b_first": P("1") with b shown
+    first (so P(a better) from that order is 1 - p_b_first; None when asked in one order only)}.
+    p_a = combine(p_a_first, p_b_first) with both orders, else p_a_first."""
+    p_a_first = first_is_better(model, tokenizer, prompt, a, b, rationale)
+    if not both_orders:
+        return {"p_a": p_a_first, "p_a_first": p_a_first, "p_b_first": None}
+    p_b_first = first_is_better(model, tokenizer, prompt, b, a, rationale)
+    return {"p_a": combine(p_a_first, p_b_first), "p_a_first": p_a_first, "p_b_first": p_b_first}
+
+
+def _verdict(p_a: float) -> str | None:
+    """"a", "b", or None for an undecided judge (0.5, give or take rounding)."""
+    if abs(p_a - 0.5) < 1e-9:
+        return None
+    return "a" if p_a > 0.5 else "b"
+
+
+def _agreeing(p_a: float, human: str) -> float:
+    # an undecided judge counts half, as ties do in the arena
+    verdict = _verdict(p_a)
+    return 0.5 if verdict is None else float(verdict == human)
+
+
+def _single_readings(found: dict) -> list[float]:
+    """P(a better) as each order alone says it."""
+    readings = [found["p_a_first"]] if found.get("p_a_first") is not None else []
+    if found.get("p_b_first") is not None:
+        readings.append(1.0 - found["p_b_first"])
+    return readings
+
+
+def agreement(judged: list[dict], human: list[str]) -> dict:
+    """How often the judge picks the human's winner: with both orders (p_a), and with one order.
+
+    One order is the average over the orders that were asked of the agreement that order alone
+    gives (p_a_first, and 1 - p_b_first): what a judge asked once, in either order, gets. Taking
+    p_a_first alone would flatter the judge on stored pairs, whose human winner is always "a" and
+    so always shown first: a judge that always says "1" would agree every time. Each share has its
+    95% Wilson interval; shares are None when there are no pairs."""
+    if len(judged) != len(human):
+        raise ValueError(f"there are {len(judged)} judged pairs but {len(human)} human choices; expected one each")
+    bad = next((h for h in human if h not in ("a", "b")), None)
+    if bad is not None:
+        raise ValueError(f'human choice {bad!r} is not "a" or "b"; leave ties and skipped pairs out')
+    n = len(human)
+    both = sum(_agreeing(j["p_a"], h) for j, h in zip(judged, human))
+    one = sum(sum(_agreeing(p, h) for p in _single_readings(j)) / len(_single_readings(j))
+              for j, h in zip(judged, human))
+    return {"n": n, "both_orders": both / n if n else None, "one_order": one / n if n else None,
+            "interval_both_orders": list(arena.wilson(both, n)), "interval_one_order": list(arena.wilson(one, n))}
+
+
+def first_shown_rate(judged: list[dict]) -> float | None:
+    """The share of single readings in which the judge preferred the answer shown first: about 0.5
+    for a judge without position bias, near 1 (or 0) for one that mostly reads the position."""
+    readings = [p for j in judged for p in (j.get("p_a_first"), j.get("p_b_first")) if p is not None]
+    return sum(p > 0.5 for p in readings) / len(readings) if readings else None
+
+
+def _answer_text(value) -> str:
+    if isinstance(value, list):  # a conversation: the assistant's last word in it
+        said = [m["content"] for m in value if m.get("role") == "assistant"]
+        return said[-1] if said else ""
+    return str(value)
+
+
+def _parts(row: dict) -> tuple[list[dict], str, str]:
+    """(conversation, chosen answer, rejected answer) from a stored row: prompt/chosen/rejected,
+    or chosen/rejected conversations holding the prompt themselves."""
+    prompt = row.get("prompt")
+    if prompt is None:
+        chosen = row["chosen"]
+        prompt = list(chosen[:-1]) if isinstance(chosen, list) else []
+    elif isinstance(prompt, str):
+        prompt = [{"role": "user", "content": prompt}]
+    return prompt, _answer_text(row["chosen"]), _answer_text(row["rejected"])
+
+
+def _judge_row(model, tokenizer, prompt, chosen: str, rejected: str, both_orders: bool, rationale: bool,
+               chosen_first: bool) -> dict:
+    """judge_pair with the stored chosen as "a"; asked in one order, chosen_first says which."""
+    if both_orders or chosen_first:
+        return judge_pair(model, tokenizer, prompt, chosen, rejected, both_orders, rationale)
+    p = first_is_better(model, tokenizer, prompt, rejected, chosen, rationale)
+    return {"p_a": 1.0 - p, "p_a_first": None, "p_b_first": p}
+
+
+def label_rows(model, tokenizer, rows: list[dict], both_orders: bool = True, rationale: bool = False,
+               on_progress=None, should_stop=None) -> list[dict]:
+    """Each row judged with its stored chosen as "a", and returned in the same stored shape but in
+    the judge's order, with "judge_p" (P(the judge's chosen is better)), "human_agrees" (the judge
+    kept the stored chosen; an undecided judge keeps it) and "judge" (the judge_pair numbers,
+    stored chosen = a). Stops before the next row when should_stop() says so.
+
+    Asked in one order only, every other row shows the rejected answer first: stored pairs always
+    hold the human's pick in chosen, so showing it first every time would let the judge's position
+    bias pass for agreement with the humans."""
+    out = []
+    for index, row in enumerate(rows):
+        if should_stop is not None and should_stop():
+            break
+        prompt, chosen, rejected = _parts(row)
+        found = _judge_row(model, tokenizer, prompt, chosen, rejected, both_orders, rationale, index % 2 == 0)
+        keep = _verdict(found["p_a"]) != "b"
+        judged = {k: v for k, v in row.items() if k not in ("chosen", "rejected")}
+        judged["chosen"], judged["rejected"] = (row["chosen"], row["rejected"]) if keep else (row["rejected"], row["chosen"])
+        judged.update(judge_p=found["p_a"] if keep else 1.0 - found["p_a"], human_agrees=keep, judge=found)
+        out.append(judged)
+        if on_progress is not None:
+            on_progress(len(out), len(rows))
+    return out
+
+
+def _check_rows(rows: list[dict], path: Path) -> None:
+    if not rows:
+        raise DataError(f"{path.name}: no pairs to judge")
+    for i, row in enumerate(rows):
+        if "chosen" not in row or "rejected" not in row:
+            raise DataError(f"{where(path, f'row {i + 1}')}: expected a preference pair with 'chosen' and "
+                            "'rejected' answers to judge")
+
+
+def _write_atomically(path: Path, rows: list[dict]) -> None:
+    # a reader (or a crash) never sees half the file
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as out:
+        for row in rows:
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def run(job: dict, run_dir: Path, events) -> dict:
+    path = Path(job["dataset"]["path"])
+    rows = load_rows(path)
+    if job.get("limit"):
+        rows = rows[:int(job["limit"])]
+    _check_rows(rows, path)
+    both_orders, rationale = bool(job.get("both_orders", True)), bool(job.get("rationale", False))
+
+    events.phase("loading the judge model")
+    tokenizer = models.load_tokenizer(job["judge_model"])
+    model = models.load_model(job["judge_model"]).eval()
+    choice_token_ids(tokenizer)  # refuse an unusable judge before any work
+
+    events.progress.update(step=0, max_steps=len(rows))
+    events.phase("judging the pairs")
+    print(f"judging {len(rows)} pairs ({'both orders' if both_orders else 'one order'}"
+          f"{', with a written comparison first' if rationale else ''})", flush=True)
+
+    def progress(done: int, total: int) -> None:
+        events.progress.update(step=done)
+        events.metric({"step": done, "judged": done})
+
+    started = time.time()
+    judged = label_rows(model, tokenizer, rows, both_orders, rationale, on_progress=progress,
+                        should_stop=events.cancel_requested)
+    if len(judged) < len(rows):
+        # half a dataset would pass for a whole one: nothing is kept
+        return {"cancelled": True, "judged": len(judged)}
+    _write_atomically(Path(run_dir) / JUDGED, judged)
+    # a stored pair's chosen is the human's pick, so the human winner is always "a"
+    agreed = agreement([r["judge"] for r in judged], ["a"] * len(judged))
+    summary = {"pairs": len(judged), "agreement_both_orders": agreed["both_orders"],
+               "agreement_one_order": agreed["one_order"], "interval_both_orders": agreed["interval_both_orders"],
+               "interval_one_order": agreed["interval_one_order"], "judged_file": JUDGED,
+               "picks_first_shown": first_shown_rate([r["judge"] for r in judged]),
+               "seconds_per_pair": round((time.time() - started) / len(judged), 3)}
+    print(f"judge agrees with the stored choice on {agreed['both_orders']:.0%} of pairs with both orders, "
+          f"{agreed['one_order']:.0%} with one order", flush=True)
+    return summary
