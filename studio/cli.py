@@ -10,11 +10,12 @@ from pipelines.data import DataError
 from pipelines.events import FINAL_STATUSES
 from pipelines.methods import ConfigError
 from pipelines.models import ModelError
-from studio import cli_data, cli_export, cli_label
+from studio import cli_data, cli_export, cli_judge, cli_label
 from studio.core import RunError
+from studio.judge_service import JudgeError
 
 CONFIG_KEYS = {"model", "dataset", "method", "params", "rewards"}
-USER_ERRORS = (ConfigError, DataError, ModelError, RunError)
+USER_ERRORS = (ConfigError, DataError, ModelError, RunError, JudgeError)
 
 
 class CliError(Exception):
@@ -239,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_data.add_parsers(sub, common)
     cli_label.add_parsers(sub, common)
     cli_export.add_parsers(sub, common)
+    cli_judge.add_parsers(sub, common)
 
     p = sub.add_parser("runs", parents=[common], help="list runs and their status")
     p.set_defaults(func=cmd_runs)

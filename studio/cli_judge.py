@@ -1,0 +1,54 @@
+"""`studio judge DATASET --judge MODEL`: RLAIF from the command line. A judge model labels the
+dataset's preference pairs (both answer orders, to cancel its position bias); the judged pairs
+become a new preference dataset, and how often the judge agreed with the original choices is printed.
+
+    studio judge signoff_preferences --judge default
+    studio judge DATASET_ID --judge ~/models/judge --one-order --rationale --limit 100
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def cmd_judge(args) -> int:
+    from studio import judge_service
+    from studio.cli import CliError, _studio
+
+    studio = _studio(args)
+    try:
+        job_id = judge_service.start(studio, args.dataset, args.judge, both_orders=not args.one_order,
+                                     rationale=args.rationale, limit=args.limit)
+    except judge_service.JudgeError as err:
+        raise CliError(str(err)) from None
+    print(f"judge job {job_id}", file=sys.stderr, flush=True)
+
+    def show(found):
+        if found["status"] == "running" and found.get("max_steps"):
+            print(f"\r{found['step']}/{found['max_steps']} pairs judged", end="", file=sys.stderr, flush=True)
+
+    found = judge_service.wait(studio, job_id, on_poll=show)
+    print(file=sys.stderr)
+    if found["status"] != "completed":
+        print(f"error: judge job {job_id} {found['status']}" + (f": {found['error']}" if found["error"] else ""),
+              file=sys.stderr)
+        return 1
+    row = judge_service.collect(studio, job_id, args.name)
+    print(row["id"], flush=True)
+    print(f"{row['name']}: {row['rows']} preference pairs. "
+          + judge_service.agreement_text(found["summary"], not args.one_order), file=sys.stderr)
+    return 0
+
+
+def add_parsers(sub, common) -> None:
+    p = sub.add_parser("judge", parents=[common],
+                       help="RLAIF: a judge model labels a preference dataset's pairs (a new dataset)")
+    p.add_argument("dataset", help="a preference dataset: catalogue id, sample name or file")
+    p.add_argument("--judge", default="default", help="the judge model: 'default' (built-in) or a model folder")
+    p.add_argument("--one-order", action="store_true",
+                   help="ask once per pair instead of in both answer orders (faster, more position bias)")
+    p.add_argument("--rationale", action="store_true",
+                   help="let the judge write a short comparison before choosing (slower)")
+    p.add_argument("--limit", type=int, help="judge only the first N pairs")
+    p.add_argument("--name", help="name of the judged dataset")
+    p.set_defaults(func=cmd_judge)

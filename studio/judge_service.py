@@ -1,0 +1,99 @@
+"""RLAIF from the studio's side: a judge model labels a preference dataset's pairs as a background
+job (pipelines/judge.py), and the judged pairs become a new preference dataset in the catalogue,
+with how often the judge agreed with the pairs' original (human) choices kept in its metadata."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from pipelines import models
+from pipelines.events import CANCEL, FINAL_STATUSES, JOB, read_json, write_json
+from pipelines.importer import ImportOptions
+
+
+class JudgeError(ValueError):
+    """A judging request that cannot be served; one sentence."""
+
+
+def start(studio, dataset_ref: str, judge: str = "default", both_orders: bool = True, rationale: bool = False,
+          limit: int | None = None) -> str:
+    """Queue a judge job for a preference dataset; returns its id. Refused at once (one sentence):
+    a dataset that holds no pairs, a judge model that is not here."""
+    from studio.core import _new_id
+
+    row = studio.resolve_dataset(dataset_ref)
+    if row["kind"] != "preference":
+        raise JudgeError(f"dataset '{row['name']}' holds {row['kind']} data; a judge compares the two answers of "
+                         "preference pairs (prompt, chosen, rejected)")
+    if limit is not None and limit < 1:
+        raise JudgeError(f"--limit {limit}: judge at least one pair")
+    models.check_available(judge, studio.model_cache)
+    job_id = _new_id("j")
+    job_dir = studio.run_dir(job_id)
+    job_dir.mkdir()
+    now = time.time()
+    write_json(job_dir / JOB, {
+        "id": job_id, "runner": "pipelines.judge", "judge_spec": judge,
+        "judge_model": studio.resolve_model(judge), "both_orders": bool(both_orders), "rationale": bool(rationale),
+        "limit": limit, "dataset": {"id": row["id"], "name": row["name"], "path": row["path"]},
+        "max_concurrent": studio.max_concurrent, "created": now, "queued_at": now})
+    studio.spawn(job_id, job_dir)
+    return job_id
+
+
+def state(studio, job_id: str) -> dict:
+    if not (studio.run_dir(job_id) / JOB).exists() or not job_id.startswith("j"):
+        raise JudgeError(f"no judge job with id '{job_id}'")
+    return studio.job_state(job_id, worker="judge process")
+
+
+def collect(studio, job_id: str, name: str | None = None) -> dict:
+    """The judged pairs of a completed job as a catalogue dataset (the same job collected twice is one
+    dataset), with the judge and its agreement with the original choices as the dataset's origin."""
+    found = state(studio, job_id)
+    if found["status"] != "completed":
+        raise JudgeError(f"judge job {job_id} is {found['status']}" + (f": {found['error']}" if found["error"] else ""))
+    job = read_json(studio.run_dir(job_id) / JOB)
+    summary = found["summary"]
+    judge = job["judge_spec"]
+    row = studio.import_dataset(studio.run_dir(job_id) / summary["judged_file"],
+                                name=name or f"{job['dataset']['name']} judged by {Path(judge).name}",
+                                options=ImportOptions(kind="preference"))
+    studio.store.set_dataset_origin(row["id"], {
+        "kind": "judge", "judge": judge, "job": job_id, "from_dataset": job["dataset"]["id"],
+        "both_orders": job["both_orders"], "rationale": job["rationale"],
+        **{k: summary[k] for k in ("pairs", "agreement_both_orders", "agreement_one_order", "interval_both_orders",
+                                   "interval_one_order", "picks_first_shown") if k in summary}})
+    return studio.store.get_dataset(row["id"])
+
+
+def agreement_text(summary: dict, both_orders: bool) -> str:
+    """'The judge agreed with the original choices on 70% of 40 pairs [55-82%] asking both orders
+    (one order: 60% [45-74%])' — from a judge job's summary or a judged dataset's origin."""
+    def pct(share, interval):
+        return f"{share:.0%} [{interval[0]:.0%}-{interval[1]:.0%}]"
+
+    one = pct(summary["agreement_one_order"], summary["interval_one_order"])
+    if not both_orders:
+        return f"The judge agreed with the original choices on {one} of {summary['pairs']} pairs (one order asked)"
+    both = pct(summary["agreement_both_orders"], summary["interval_both_orders"])
+    return (f"The judge agreed with the original choices on {both} of {summary['pairs']} pairs asking both "
+            f"orders; with one order (the first reading) {one}")
+
+
+def cancel(studio, job_id: str) -> None:
+    found = state(studio, job_id)
+    if found["status"] in FINAL_STATUSES:
+        raise JudgeError(f"judge job {job_id} is {found['status']}; only a queued or running one can be cancelled")
+    (studio.run_dir(job_id) / CANCEL).touch()
+
+
+def wait(studio, job_id: str, poll_s: float = 1.0, on_poll=None) -> dict:
+    while True:
+        found = state(studio, job_id)
+        if on_poll:
+            on_poll(found)
+        if found["status"] in FINAL_STATUSES:
+            return found
+        time.sleep(poll_s)

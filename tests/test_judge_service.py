@@ -1,0 +1,56 @@
+"""RLAIF end to end: `studio judge` labels a preference dataset with a judge model in a background
+job, the judged pairs become a catalogue dataset with the agreement in its origin, and a reward model
+can train on it; refusals are one line and start nothing."""
+
+from __future__ import annotations
+
+import json
+
+from tests.test_cli import studio_cmd
+from tests.test_pref_train import PAIRS
+
+
+def test_judge_cli_makes_a_dataset_with_the_agreement(tmp_path, tiny_model_dir):
+    home = tmp_path / "home"
+    done = studio_cmd(home, "judge", str(PAIRS), "--judge", str(tiny_model_dir), "--limit", "6")
+    assert done.returncode == 0, done.stderr
+    dataset_id = done.stdout.strip()
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("quillpad_preferences judged by tiny-llama")
+    assert ": 6 preference pairs. The judge agreed with the original choices on " in last
+    assert "asking both orders; with one order (the first reading)" in last
+
+    from studio.core import Studio
+
+    studio = Studio(home)
+    row = studio.store.get_dataset(dataset_id)
+    assert row["kind"] == "preference" and row["rows"] == 6
+    origin = row["meta"]["origin"]
+    assert origin["kind"] == "judge" and origin["judge"] == str(tiny_model_dir) and origin["pairs"] == 6
+    assert 0 <= origin["agreement_both_orders"] <= 1 and len(origin["interval_both_orders"]) == 2
+    # the judged pairs hold the same answers, each pair in the judge's order
+    original = [json.loads(line) for line in PAIRS.read_text().splitlines()][:6]
+    from pipelines.data import load_rows
+
+    judged = load_rows(studio.resolve_dataset(dataset_id)["path"])
+    for pair, got in zip(original, judged):
+        assert {got["chosen"][0]["content"], got["rejected"][0]["content"]} == {pair["chosen"], pair["rejected"]}
+
+    # usable by the preference methods and the reward model
+    trained = studio.start_run(model=str(tiny_model_dir), dataset=dataset_id, method="reward_model",
+                               params={"num_train_epochs": 1, "max_length": 64, "eval_fraction": 0.0,
+                                       "save_steps": 1000})
+    assert studio.wait(trained)["status"] == "completed"
+
+
+def test_judge_refusals_start_nothing(tmp_path, tiny_model_dir):
+    from tests.conftest import FAQ
+
+    home = tmp_path / "home"
+    refused = studio_cmd(home, "judge", str(FAQ), "--judge", str(tiny_model_dir))
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == ("error: dataset 'quillpad_faq' holds sft data; a judge compares the two "
+                                      "answers of preference pairs (prompt, chosen, rejected)")
+    missing = studio_cmd(home, "judge", str(PAIRS), "--judge", str(tmp_path / "nowhere"))
+    assert missing.returncode == 2 and missing.stderr.startswith("error: model '")
+    assert not [p for p in (home / "runs").iterdir() if p.name.startswith("j")]
