@@ -9,6 +9,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from components import judge_panel
 from components.charts import length_histogram
 from pipelines import dataset_stats, importer
 from pipelines.data import DataError
@@ -16,6 +17,7 @@ from pipelines.formats import KINDS, LAYOUT_BY_KEY
 from pipelines.importer import HELDOUT, ImportOptions, inspect
 from pipelines.models import ModelError
 from pipelines.readers import FORMATS, human_size
+from studio import judge_service
 from studio.core import SAMPLES, SAMPLES_DIR
 
 MAP_TARGETS = ("prompt", "completion", "chosen", "rejected", "label", "text", "messages", "answer", "tests")
@@ -111,6 +113,10 @@ def summary_text(row: dict) -> str:
         parts.append(f"{meta['multi_turn_rows']} multi-turn conversations (the last reply is learned)")
     if meta.get("ignored_columns"):
         parts.append(f"ignored columns: {', '.join(meta['ignored_columns'])}")
+    origin = meta.get("origin") or {}
+    if origin.get("kind") == "judge":  # RLAIF: which model labeled it, how often it agreed with the originals
+        agreed = judge_service.agreement_text(origin, origin["both_orders"])
+        parts.append(f"labeled by the judge model {origin['judge']}; {agreed[0].lower()}{agreed[1:]}")
     return "; ".join(parts)
 
 
@@ -200,6 +206,7 @@ def build(studio):
             example = gr.HighlightedText(label="One example exactly as training sees it",
                                          color_map={"context (not learned)": "gray", "learned": "green"},
                                          show_legend=True, combine_adjacent=False, elem_id="data-example")
+            judge_panel.build(studio, chosen, lambda: dataset_choices(studio))
 
     check_inputs = [upload, sample, kind, text_unit, *mapping]
     check_outputs = [detected, raw, *mapping, mapping_box]

@@ -97,3 +97,24 @@ def test_chat_scores_both_replies_with_a_reward_model(server, page, studio, tiny
     page.click("#chat-send")
     expect(page.locator("#chat-scores")).to_contain_text(
         re.compile(rf"Reward model {run_id}: A [+-]\d\.\d\d · B [+-]\d\.\d\d"), timeout=60_000)
+
+
+def test_judge_panel_labels_a_dataset(server, page, studio, tiny_model_dir):  # noqa: F811
+    from playwright.sync_api import expect
+
+    from tests.test_pref_train import PAIRS
+
+    dataset = studio.import_dataset(PAIRS, name="quill pairs")
+    page.goto(server)
+    page.get_by_role("tab", name="Data").click()
+    choose(page, "data-datasets", "quill pairs — preference, 12 rows")
+    page.get_by_text("Label these pairs with a judge model (RLAIF)").click()
+    fill_visible(page, "judge-model", tiny_model_dir)
+    fill_visible(page, "judge-limit", 4)
+    page.click("#judge-start")
+    expect(page.locator("#judge-status")).to_contain_text("Made quill pairs judged by", timeout=120_000)
+    expect(page.locator("#judge-status")).to_contain_text("4 preference pairs in the judge's order")
+    expect(page.locator("#judge-status")).to_contain_text("asking both orders; with one order")
+    made = [d for d in studio.store.list_datasets() if d["id"] != dataset["id"]]
+    assert len(made) == 1 and made[0]["meta"]["origin"]["kind"] == "judge"
+    expect(page.locator("#data-summary")).to_contain_text("labeled by the judge model", timeout=30_000)
