@@ -92,7 +92,7 @@ def status_markdown(studio, row: dict, metrics: list[dict]) -> str:
         lines.append(preference_summary(summary))
     if "eval_accuracy_after" in summary:  # a reward model: how often it ranks the preferred reply higher
         before = summary.get("eval_accuracy_before")
-        lines.append(f"Held-out pairs ranked right (preferred reply scored higher): "
+        lines.append("Held-out pairs ranked right (preferred reply scored higher): "
                      + (f"{100 * before:.0f}% before, " if before is not None else "")
                      + f"{100 * summary['eval_accuracy_after']:.0f}% after, on {summary.get('eval_pairs', '?')} "
                      "pairs (50% = chance)")

@@ -185,6 +185,18 @@ def newest_checkpoint(run_dir: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
+def resume_checkpoint(job: dict, run_dir: Path) -> Path | None:
+    """For a resumed run: its newest checkpoint (metrics after it dropped, as those steps are redone),
+    or None (a resumed run without one starts over, with its metrics cleared). None for a new run."""
+    if not job.get("resume"):
+        return None
+    checkpoint = newest_checkpoint(run_dir)
+    truncate_metrics(run_dir, int(checkpoint.name.rsplit("-", 1)[-1]) if checkpoint else -1)
+    if checkpoint is not None:
+        print(f"resuming from {checkpoint.name}", flush=True)
+    return checkpoint
+
+
 def truncate_metrics(run_dir: Path, max_step: int) -> None:
     """Drop records after `max_step` (steps redone after a resume must not appear twice)."""
     kept = [r for r in read_metrics(run_dir) if r.get("step", 0) <= max_step]

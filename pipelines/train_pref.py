@@ -18,8 +18,7 @@ import math
 from pathlib import Path
 
 from pipelines import data, hardware, models
-from pipelines.events import ADAPTER, MODEL, RunEvents, newest_checkpoint, read_metrics, \
-    truncate_metrics
+from pipelines.events import ADAPTER, MODEL, RunEvents, read_metrics, resume_checkpoint
 from pipelines.methods import Setup, get_method, parse, split_by_target
 from pipelines.methods.trainers import trl_classes
 from pipelines.train_sft import run_settings
@@ -35,13 +34,8 @@ def train(job: dict, run_dir: Path, events: RunEvents) -> dict:
     events.phase("loading the model and the data")
     trainer, tokenizer = build_trainer(job, run_dir, events)
 
-    checkpoint = newest_checkpoint(run_dir) if job.get("resume") else None
-    if checkpoint is not None:
-        truncate_metrics(run_dir, int(checkpoint.name.rsplit("-", 1)[-1]))
-        print(f"resuming from {checkpoint.name}", flush=True)
-    else:
-        if job.get("resume"):
-            truncate_metrics(run_dir, -1)
+    checkpoint = resume_checkpoint(job, run_dir)
+    if checkpoint is None:
         if trainer.eval_dataset is not None:
             events.phase("measuring the model before training")
             trainer.evaluate()  # the held-out preference accuracy before the first step

@@ -21,7 +21,7 @@ import math
 from pathlib import Path
 
 from pipelines import data, events as ev, hardware, models, rewards
-from pipelines.events import RunEvents, newest_checkpoint, truncate_metrics
+from pipelines.events import RunEvents, resume_checkpoint
 from pipelines.methods import get_method, parse, split_by_target
 from pipelines.methods.trainers import trl_classes
 from pipelines.train_pref import load_policy, save
@@ -36,12 +36,7 @@ def train(job: dict, run_dir: Path, events: RunEvents) -> dict:
     events.phase("loading the model and the data")
     trainer, tokenizer = build_trainer(job, run_dir, events)
 
-    checkpoint = newest_checkpoint(run_dir) if job.get("resume") else None
-    if checkpoint is not None:
-        truncate_metrics(run_dir, int(checkpoint.name.rsplit("-", 1)[-1]))
-        print(f"resuming from {checkpoint.name}", flush=True)
-    elif job.get("resume"):
-        truncate_metrics(run_dir, -1)
+    checkpoint = resume_checkpoint(job, run_dir)
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     rewards_seen = [m["reward"] for m in ev.read_metrics(run_dir) if "reward" in m]
     summary = {"train_rows": len(trainer.train_dataset), "train_loss": result.training_loss,
@@ -208,11 +203,7 @@ def train_reward_model(job: dict, run_dir: Path, events: RunEvents) -> dict:
     trainer.remove_callback(PrinterCallback)
 
     # train, measuring held-out accuracy before and after
-    checkpoint = newest_checkpoint(run_dir) if job.get("resume") else None
-    if checkpoint is not None:
-        truncate_metrics(run_dir, int(checkpoint.name.rsplit("-", 1)[-1]))
-    elif job.get("resume"):
-        truncate_metrics(run_dir, -1)
+    checkpoint = resume_checkpoint(job, run_dir)
     before = None
     if eval_rows and checkpoint is None:
         events.phase("measuring the model before training")

@@ -48,6 +48,26 @@ def tiny_model_dir(tmp_path_factory, real_tokenizer_dir) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def peaky_model_dir(tmp_path_factory, real_tokenizer_dir) -> Path:
+    """A tiny llama whose large random weights make its replies favour some tokens (the usual tiny
+    model's replies are near-uniform over 49k tokens: no reward on a word could vary). For RL tests."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(real_tokenizer_dir)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, initializer_range=1.0,
+        tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id)
+    out = tmp_path_factory.mktemp("peaky-llama")
+    LlamaForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
 @pytest.fixture
 def studio(tmp_path):
     from studio.core import Studio

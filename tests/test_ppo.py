@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 from collections import Counter
 
-import pytest
 import torch
 
 from pipelines import ppo
@@ -121,25 +120,6 @@ def test_reply_mask_stops_after_the_first_eos():
 
 # --- a few real iterations ----------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def peaky_dir(tmp_path_factory, real_tokenizer_dir):
-    """A tiny llama whose large random weights make its replies favour some tokens (the usual tiny
-    model's replies are near-uniform over 49k tokens: no reward on a word could vary)."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tokenizer = AutoTokenizer.from_pretrained(real_tokenizer_dir)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, initializer_range=1.0,
-        tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id)
-    out = tmp_path_factory.mktemp("ppo-peaky-llama")
-    LlamaForCausalLM(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
-
-
 PROMPTS = [[{"role": "user", "content": f"Question {i}?"}] for i in range(8)]
 
 
@@ -154,10 +134,10 @@ def lora_policy(model_dir):
     return policy, ppo.ValueHead(policy.config.hidden_size), AutoTokenizer.from_pretrained(model_dir)
 
 
-def test_updates_inside_a_callers_autocast_reach_the_next_pass(peaky_dir):
+def test_updates_inside_a_callers_autocast_reach_the_next_pass(peaky_model_dir):
     # the runner wraps ppo_step in bf16 autocast; autocast caches its bf16 copies of the weights until
     # the block ends, so without clearing that cache the second pass would see the old weights (ratio 1)
-    policy, value_head, tokenizer = lora_policy(peaky_dir)
+    policy, value_head, tokenizer = lora_policy(peaky_model_dir)
     params = [p for p in policy.parameters() if p.requires_grad] + list(value_head.parameters())
     optimizer = torch.optim.AdamW(params, lr=1e-2)
     settings = ppo.PPOSettings(max_new_tokens=4, ppo_epochs=2)
@@ -167,10 +147,10 @@ def test_updates_inside_a_callers_autocast_reach_the_next_pass(peaky_dir):
     assert metrics["approx_kl"] > 0 and math.isfinite(metrics["loss"])
 
 
-def test_ppo_raises_a_toy_reward_and_the_reference_stays_the_base(peaky_dir):
+def test_ppo_raises_a_toy_reward_and_the_reference_stays_the_base(peaky_model_dir):
     from transformers import AutoModelForCausalLM
 
-    policy, value_head, tokenizer = lora_policy(peaky_dir)
+    policy, value_head, tokenizer = lora_policy(peaky_model_dir)
     settings = ppo.PPOSettings(max_new_tokens=8, ppo_epochs=2)
     ppo.disable_dropout(policy)
 
@@ -222,7 +202,7 @@ def test_ppo_raises_a_toy_reward_and_the_reference_stays_the_base(peaky_dir):
     after = sum(score_fn(end.replies, end.replies)) / 32
     assert after >= before + 0.3, (before, after)
     # the reference is still the untouched base model, token for token
-    base = AutoModelForCausalLM.from_pretrained(peaky_dir)
+    base = AutoModelForCausalLM.from_pretrained(peaky_model_dir)
     with torch.no_grad():
         base_logprobs, _, _ = ppo.forward(base, None, end.input_ids, end.attention_mask, end.prompt_len, 1.0)
     close(end.ref_logprobs, base_logprobs * end.mask, 1e-5)
