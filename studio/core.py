@@ -46,6 +46,8 @@ SAMPLES = {
                              "Quillpad answer preferences (12 chosen/rejected pairs)"),
     "signoff_preferences": ("signoff_preferences.jsonl", "preference",
                             "Sign-off preferences (40 pairs: the same answer with and without a sign-off line)"),
+    "arithmetic_prompts": ("arithmetic_prompts.jsonl", "prompts",
+                           "Arithmetic prompts for GRPO (51 sums, answer as one equation)"),
 }
 
 

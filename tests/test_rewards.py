@@ -89,3 +89,21 @@ def test_code_reward_runs_replies_in_the_sandbox(tmp_path):
                f"```python\nopen({str(outside)!r}, 'w').write('x')\ndef add(a, b):\n    return a + b\n```"]
     assert score("code", replies, tests=[tests] * 4, timeout_s=1.0) == [1.0, 0.0, 0.0, 0.0]
     assert not outside.exists()  # the reply that wrote outside its scratch folder wrote nothing
+
+
+def test_the_bundled_arithmetic_prompts_fit_their_rewards(studio):
+    import json
+
+    from pipelines.data import load_rows
+    from studio.core import SAMPLES_DIR
+
+    row = studio.resolve_dataset("arithmetic_prompts")
+    assert row["kind"] == "prompts" and row["rows"] == 51
+    entries = rewards.parse_list(json.loads((SAMPLES_DIR / "arithmetic_rewards.json").read_text()))
+    rows = load_rows(row["path"])
+    rewards.check_rows(entries, rows, row["name"])
+    # the reply the task asks for earns full reward on both functions; the bare number only one
+    first = rows[0]
+    a, b = first["prompt"][0]["content"].split("?")[0].removeprefix("What is ").split(" + ")
+    assert score("number", [f"{a} + {b} = {first['answer']}"], [first["answer"]]) == [1.0]
+    assert score("regex", [f"{a} + {b} = {first['answer']}", first["answer"]], pattern=entries[1]["pattern"]) == [1.0, 0.0]
