@@ -101,13 +101,13 @@ def build(studio):
             method_help = gr.Markdown(_method_help("lora"))
             gr.Markdown("### 2. Settings")
             forms, groups = {}, {}
-            reward_widgets, collect_rewards = [], None
             for key, spec in METHODS.items():
                 with gr.Group(visible=(key == "lora")) as group:
                     forms[key] = build_form(spec.params)
-                    if spec.rewards:  # one composer, shared by the reinforcement-learning methods
-                        reward_widgets, collect_rewards = reward_form.build()
                 groups[key] = group
+            # one composer, shown for every method that learns from reward functions (GRPO, RLOO, PPO)
+            with gr.Group(visible=False) as reward_group:
+                reward_widgets, collect_rewards = reward_form.build()
             estimate = gr.Markdown(elem_id="train-estimate")
             start = gr.Button("Start training", variant="primary", elem_id="start-training")
             message = gr.Markdown(elem_id="train-message")
@@ -122,9 +122,10 @@ def build(studio):
         options = dataset_choices(studio, key)
         keep = current in [value for _label, value in options]
         chosen = gr.update(choices=options, value=current if keep else (options[0][1] if options else None))
-        return [_method_help(key), chosen] + [gr.update(visible=(k == key)) for k in groups]
+        return ([_method_help(key), chosen] + [gr.update(visible=(k == key)) for k in groups]
+                + [gr.update(visible=METHODS[key].rewards)])
 
-    method.change(on_method, [method, dataset], [method_help, dataset, *groups.values()])
+    method.change(on_method, [method, dataset], [method_help, dataset, *groups.values(), reward_group])
 
     def on_estimate(model_spec, dataset_ref, method_key, *values):
         params = {name: v for (key, name), v in zip(order, values) if key == method_key}

@@ -8,9 +8,19 @@ import re
 import pytest
 
 from tests.test_browser import page, server  # noqa: F401  (fixtures)
-from tests.test_browser_data import choose
 
 pytestmark = pytest.mark.browser
+
+
+def choose(page, elem_id, option):  # noqa: F811
+    """Pick a dropdown option; the list may take a while to close while the page re-estimates."""
+    from playwright.sync_api import expect
+
+    page.locator(f"#{elem_id} input").click()
+    page.get_by_role("option", name=option, exact=True).click()
+    expect(page.locator(f"#{elem_id} input")).to_have_value(option, timeout=30_000)
+    page.mouse.click(1, 1)  # click away: the list closes before the next one opens
+    expect(page.get_by_role("option", name=option, exact=True)).to_have_count(0, timeout=30_000)
 
 
 def fill_visible(page, elem_id, value):  # noqa: F811
