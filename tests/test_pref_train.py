@@ -16,7 +16,8 @@ from pipelines.train_pref import build_trainer, save
 from tests.conftest import ROOT, greedy_tokens
 
 PAIRS = ROOT / "assets" / "samples" / "quillpad_preferences.jsonl"
-PREFERENCE = [k for k, m in METHODS.items() if m.data_kind in ("preference", "kto")]
+PREFERENCE = [k for k, m in METHODS.items()
+              if m.data_kind in ("preference", "kto") and m.runner == "pipelines.train_pref"]
 PROBE = "How long is the Quillpad warranty?"
 
 
