@@ -221,7 +221,7 @@ def _probe_model(model_path: str, layers: int, method, params):
         params = dataclasses.replace(params, freeze_trainable_layers=min(freeze_n, layers))
     model = _apply(model, method, params, Setup(model_path=model_path, total_steps=100))
     model.train()
-    if params.gradient_checkpointing:  # as the trainer does: recompute each block in backward
+    if getattr(params, "gradient_checkpointing", False):  # as the trainer does: recompute each block in backward
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if method.peft_config is not None:
             model.enable_input_require_grads()
@@ -332,7 +332,7 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
         # weight gradients of what trains); checkpointing re-runs the forward; DPO and KTO run the
         # reference (and KTO its mismatched-pair KL batch) forward only, without gradients
         per_token = 2 * total + 2 * total + 2 * (trainable if frozen_base else total)
-        if params.gradient_checkpointing:
+        if getattr(params, "gradient_checkpointing", False):  # PPO's own loop has no checkpointing
             per_token += 2 * total
         if method.reference:
             per_token += 2 * total * (2 if method.data_kind == "kto" else 1)

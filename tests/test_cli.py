@@ -71,7 +71,7 @@ def test_bad_config_file_exits_2(tmp_path):
     config.write_text("dataset: x\nepochs: 3\n")
     done = studio_cmd(home, "train", str(config))
     assert (done.returncode, done.stderr.strip()) == (
-        2, "error: run.yaml: unknown key 'epochs'; expected dataset, method, model, params")
+        2, "error: run.yaml: unknown key 'epochs'; expected dataset, method, model, params, rewards")
 
 
 def test_generate_with_unknown_run_exits_2(tmp_path):

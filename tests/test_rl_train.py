@@ -193,7 +193,8 @@ def test_reward_model_learns_separable_pairs_and_reloads_with_the_same_accuracy(
     assert row["status"] == "completed", row.get("error")
     summary = row["summary"]
     assert summary["eval_pairs"] == 10
-    assert summary["eval_accuracy_after"] == 1.0 > summary["eval_accuracy_before"]
+    assert summary["eval_accuracy_after"] == 1.0 >= summary["eval_accuracy_before"]  # a random head may luck out
+    assert summary["eval_margin_after"] > 1.0  # ... but only training separates the pairs by a wide margin
     metrics = ev.read_metrics(studio.run_dir(run_id))
     assert any("accuracy" in m for m in metrics) and any("eval_accuracy" in m for m in metrics)
 
