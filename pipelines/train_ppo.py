@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from pipelines import data, events as ev, hardware, models, ppo, rewards
-from pipelines.events import ADAPTER, CHECKPOINTS, RunEvents, truncate_metrics
+from pipelines.events import ADAPTER, CHECKPOINTS, RunEvents, resume_checkpoint
 from pipelines.methods import get_method, parse
 from pipelines.train_pref import load_policy
 from pipelines.train_rl import SAMPLES_SHOWN, reward_model_scorer
@@ -75,12 +75,9 @@ def train(job: dict, run_dir: Path, events: RunEvents) -> dict:
           f"bf16 autocast: {hardware.use_bf16()})", flush=True)
 
     start = 0
-    checkpoint = newest(run_dir) if job.get("resume") else None
+    checkpoint = resume_checkpoint(job, run_dir)  # metrics after it are dropped: those steps are redone
     if checkpoint is not None:
         start = load_checkpoint(checkpoint, policy, value_head, optimizer)
-        print(f"resuming from {checkpoint.name}", flush=True)
-    if job.get("resume"):
-        truncate_metrics(run_dir, start)
 
     # the loop
     events.progress.update(step=start, max_steps=total, phase="training", training_since=time.time(),
@@ -153,10 +150,6 @@ def save_checkpoint(run_dir: Path, step: int, policy, value_head, optimizer) -> 
     tmp.rename(folder)
     for old in sorted((run_dir / CHECKPOINTS).glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[-1]))[:-2]:
         shutil.rmtree(old, ignore_errors=True)  # keep the newest two, as the other runners do
-
-
-def newest(run_dir: Path) -> Path | None:
-    return ev.newest_checkpoint(run_dir)
 
 
 def load_checkpoint(folder: Path, policy, value_head, optimizer) -> int:
