@@ -62,12 +62,14 @@ class MetricsCallback(TrainerCallback):
 
 
 class CancelCallback(TrainerCallback):
-    """Turns a cancel request into: save a checkpoint at the end of this step, then stop."""
+    """Turns a cancel request into: save a checkpoint at the end of this step, then stop. A request
+    that arrives during the last step is too late to stop anything: the run finishes and saves its
+    result (a "cancelled" run at step N of N would be a finished run without its result)."""
 
     def __init__(self, events: RunEvents):
         self.events = events
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.events.cancel_requested():
+        if self.events.cancel_requested() and state.global_step < state.max_steps:
             control.should_save = True
             control.should_training_stop = True

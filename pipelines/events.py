@@ -69,6 +69,16 @@ class RunEvents:
     def cancel_requested(self) -> bool:
         return (self.run_dir / CANCEL).exists()
 
+    def stopped_by_cancel(self, state) -> bool:
+        """After a trainer's `train()` (its `state`): did a cancel stop it before its last step? One that
+        came during the last step stopped nothing (callbacks.CancelCallback), so the run saves its result."""
+        if not self.cancel_requested():
+            return False
+        if state.global_step < state.max_steps:
+            return True
+        print("the cancel came during the last step: training had finished, so the result is saved", flush=True)
+        return False
+
     def metric(self, record: dict) -> None:
         with open(self.run_dir / METRICS, "a") as fh:
             fh.write(json.dumps(record) + "\n")

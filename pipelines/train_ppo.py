@@ -114,7 +114,7 @@ def train(job: dict, run_dir: Path, events: RunEvents) -> dict:
             sample["rewards"] = {name: values[i] for name, values in parts.items()}
         ev.write_json(run_dir / ev.SAMPLES, {"step": step + 1, "samples": samples[-SAMPLES_SHOWN:]})
         events.progress.update(step=step + 1)
-        if events.cancel_requested():
+        if events.cancel_requested() and step + 1 < total:  # one during the last step stops nothing
             save_checkpoint(run_dir, step + 1, policy, value_head, optimizer)
             return {"cancelled": True, "steps": step + 1}
         if (step + 1) % params.save_steps == 0 and step + 1 < total:

@@ -46,7 +46,7 @@ def train(job: dict, run_dir: Path, events: RunEvents) -> dict:
     evals = [m for m in read_metrics(run_dir) if "eval_loss" in m]
     if evals:
         summary.update({f"{k}_before": evals[0][k] for k in SUMMARY_EVALS if k in evals[0]})
-    if events.cancel_requested():
+    if events.stopped_by_cancel(trainer.state):
         summary["cancelled"] = True
         return summary
     if trainer.eval_dataset is not None:

@@ -45,7 +45,7 @@ def train(job: dict, run_dir: Path, events: RunEvents) -> dict:
         k = max(1, min(5, len(rewards_seen) // 4))
         summary["reward_first"] = sum(rewards_seen[:k]) / k
         summary["reward_last"] = sum(rewards_seen[-k:]) / k
-    if events.cancel_requested():
+    if events.stopped_by_cancel(trainer.state):
         summary["cancelled"] = True
         return summary
     events.phase("saving the result")
@@ -213,7 +213,7 @@ def train_reward_model(job: dict, run_dir: Path, events: RunEvents) -> dict:
                "steps": trainer.state.global_step}
     if before and "eval_accuracy" in before:
         summary["eval_accuracy_before"] = before["eval_accuracy"]
-    if events.cancel_requested():
+    if events.stopped_by_cancel(trainer.state):
         summary["cancelled"] = True
         return summary
     if eval_rows:

@@ -45,7 +45,7 @@ def train(job: dict, run_dir: Path, events: RunEvents) -> dict:
     evals = [m["eval_loss"] for m in read_metrics(run_dir) if "eval_loss" in m]
     if evals:
         summary["eval_loss_before"] = evals[0]
-    if events.cancel_requested():
+    if events.stopped_by_cancel(trainer.state):
         summary["cancelled"] = True  # the cancel callback saved a checkpoint to resume from
         return summary
     if trainer.eval_dataset is not None:

@@ -65,6 +65,49 @@ def test_cancel_saves_a_checkpoint_then_resume_finishes(studio, tiny_model_dir, 
     assert_resumed_to_the_end(studio, run_id)
 
 
+def test_a_cancel_during_the_last_step_lets_the_run_finish_and_save(studio, tiny_model_dir, tiny_params):
+    """A cancel takes effect at the end of a step; after the last one there is nothing left to stop, so the
+    run is completed with its result, not 'cancelled at step 1 of 1' without one."""
+    params = {**tiny_params, "num_train_epochs": 1, "per_device_train_batch_size": 128}  # one step in all
+    run_id = studio.start_run(model=str(tiny_model_dir), dataset="quillpad_faq", method="lora", params=params)
+    wait_until(lambda: studio.get_run(run_id)["status"] == "running", poll=0.05)
+    studio.cancel(run_id)  # while the model loads: the only step is the last one
+    row = studio.wait(run_id, poll_s=0.3)
+    assert row["status"] == "completed", row["error"]
+    assert row["step"] == row["max_steps"] == 1
+    assert (studio.adapter_dir(run_id) / "adapter_model.safetensors").exists()
+    assert "the cancel came during the last step" in (studio.run_dir(run_id) / "train.log").read_text()
+
+
+def test_resuming_from_the_last_steps_checkpoint_trains_no_step_past_the_end(studio, tiny_model_dir, tiny_params):
+    """Killed after the last step's checkpoint but before the result was saved: resuming saves the result
+    without training a step past the end (it once showed "step 3 of 2")."""
+    params = {**tiny_params, "num_train_epochs": 2, "per_device_train_batch_size": 128, "save_steps": 1}
+    run_id = studio.start_run(model=str(tiny_model_dir), dataset="quillpad_faq", method="lora", params=params)
+    row = studio.wait(run_id, poll_s=0.3)
+    assert row["status"] == "completed", row["error"]
+    run_dir, adapter = studio.run_dir(run_id), studio.adapter_dir(run_id)
+    last = newest_checkpoint(run_dir)
+    assert last is not None and last.name == f"checkpoint-{row['max_steps']}"
+    from safetensors.torch import load_file
+
+    expected = load_file(adapter / "adapter_model.safetensors")
+    # the state a kill during the final save leaves: the last checkpoint, no result, status failed
+    import shutil
+
+    from pipelines.events import RunEvents
+
+    shutil.rmtree(adapter)
+    RunEvents(run_dir).status("failed", error="the training process was killed by SIGKILL")
+    studio.resume(run_id)
+    row = studio.wait(run_id, poll_s=0.3)
+    assert row["status"] == "completed", row["error"]
+    assert row["step"] == row["max_steps"] == 2
+    assert loss_steps(studio, run_id) == [1, 2]
+    resumed = load_file(adapter / "adapter_model.safetensors")  # the weights of the last step, untouched
+    assert resumed.keys() == expected.keys() and all((resumed[k] == expected[k]).all() for k in expected)
+
+
 def test_kill_9_shows_failed_fast_and_resume_loses_at_most_one_interval(studio, tiny_model_dir, long_params):
     run_id = studio.start_run(model=str(tiny_model_dir), dataset="quillpad_faq", method="lora",
                               params=long_params)
