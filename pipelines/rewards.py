@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines.methods.params import ConfigError, describe, param, parse
+from pipelines.methods.params import ConfigError, describe, did_you_mean, param, parse
 
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 MAX_FUNCTIONS = 8
@@ -226,7 +226,8 @@ REWARDS: dict[str, Reward] = {r.key: r for r in [
 
 def get(key: str) -> Reward:
     if key not in REWARDS:
-        raise ConfigError(f"unknown reward function '{key}'; available: {', '.join(REWARDS)}")
+        raise ConfigError(f"unknown reward function '{key}'{did_you_mean(key, REWARDS)}; available: "
+                          f"{', '.join(REWARDS)}")
     return REWARDS[key]
 
 
@@ -260,7 +261,8 @@ def parse_list(entries) -> list[dict]:
         unknown = sorted(set(values) - set(known))
         if unknown:
             accepts = f"its settings are: {', '.join(known)}" if known else "it has no settings besides 'weight'"
-            raise ConfigError(f"reward '{reward.key}': unknown setting '{unknown[0]}'; {accepts}")
+            raise ConfigError(f"reward '{reward.key}': unknown setting '{unknown[0]}'{did_you_mean(unknown[0], known)}; "
+                              f"{accepts}")
         try:
             opts = parse(reward.options, values)
         except ConfigError as err:

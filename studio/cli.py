@@ -9,6 +9,7 @@ from pathlib import Path
 from pipelines.data import DataError
 from pipelines.events import FINAL_STATUSES
 from pipelines.methods import ConfigError
+from pipelines.methods.params import did_you_mean
 from pipelines.models import ModelError
 from studio import cli_data, cli_export, cli_judge, cli_label
 from studio.core import RunError
@@ -44,7 +45,8 @@ def read_config(path: Path) -> dict:
         raise CliError(f"{name}: expected a mapping with keys model, dataset, method, params")
     unknown = sorted(set(config) - CONFIG_KEYS)
     if unknown:
-        raise CliError(f"{name}: unknown key '{unknown[0]}'; expected {', '.join(sorted(CONFIG_KEYS))}")
+        raise CliError(f"{name}: unknown key '{unknown[0]}'{did_you_mean(unknown[0], CONFIG_KEYS)}; expected "
+                       f"{', '.join(sorted(CONFIG_KEYS))}")
     if "dataset" not in config:
         raise CliError(f"{name}: missing key 'dataset' (a file, a sample name or a dataset id)")
     if not isinstance(config.get("params", {}) or {}, dict):

@@ -73,6 +73,9 @@ def test_parse_rejects_bad_values_with_one_sentence():
         parse(params, {"r": 2.5})
     with pytest.raises(ConfigError, match=r"^unknown parameter 'rank'; this method accepts: "):
         parse(params, {"rank": 8})
+    # a typo of a real name: the closest one is suggested (YAML configs are typed by hand)
+    with pytest.raises(ConfigError, match=r"^unknown parameter 'lerning_rate' \(did you mean 'learning_rate'\?\); "):
+        parse(params, {"lerning_rate": 1e-4})
 
 
 def test_parse_coerces_form_and_yaml_values():

@@ -171,7 +171,8 @@ def test_cli_trains_grpo_from_a_config_listing_its_rewards(tmp_path, tiny_model_
                                    "rewards": [{"name": "regex", "weight": 1, "patern": "x"}]}))
     refused = studio_cmd(home, "train", str(bad))
     assert refused.returncode == 2
-    assert refused.stderr.strip() == "error: reward 'regex': unknown setting 'patern'; its settings are: pattern"
+    assert refused.stderr.strip() == ("error: reward 'regex': unknown setting 'patern' (did you mean 'pattern'?); "
+                                      "its settings are: pattern")
 
 
 def test_reward_model_learns_separable_pairs_and_reloads_with_the_same_accuracy(studio, tmp_path, tiny_model_dir):

@@ -122,6 +122,14 @@ def check(info: ParamInfo, value: Any) -> Any:
     return value
 
 
+def did_you_mean(name: str, options) -> str:
+    """' (did you mean 'learning_rate'?)' for a name one typo away from an option, else ''."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), [str(o) for o in options], n=1, cutoff=0.75)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
 def parse(params_cls: type, values: dict[str, Any] | None) -> Any:
     """Build a validated params instance from user values (missing ones take their default)."""
     values = dict(values or {})
@@ -129,7 +137,8 @@ def parse(params_cls: type, values: dict[str, Any] | None) -> Any:
     unknown = sorted(set(values) - set(infos))
     if unknown:
         raise ConfigError(
-            f"unknown parameter '{unknown[0]}'; this method accepts: {', '.join(infos)}"
+            f"unknown parameter '{unknown[0]}'{did_you_mean(unknown[0], infos)}; this method accepts: "
+            f"{', '.join(infos)}"
         )
     return params_cls(**{k: check(infos[k], v) for k, v in values.items()})
 
