@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from components import reward_form, runs_panel
+from components import form_memory, reward_form, runs_panel
 from components.forms import build_form
 from pipelines.data import DataError
 from pipelines.methods import METHODS, ConfigError
@@ -13,8 +13,9 @@ from pipelines.models import ModelError
 from studio import export_service, method_service
 from studio.core import SAMPLES, RunError
 
-# Settings that change the memory or time a run needs: the estimate is refreshed when they do.
-COST_FIELDS = {"per_device_train_batch_size", "max_length", "gradient_checkpointing", "eval_fraction", "r",
+# Settings that change the memory or time a run needs: the estimate is refreshed when they do (epochs:
+# the total time it states).
+COST_FIELDS = {"num_train_epochs", "per_device_train_batch_size", "max_length", "gradient_checkpointing", "eval_fraction", "r",
                "init_r", "num_virtual_tokens", "freeze_trainable_layers", "target_modules",
                "encoder_hidden_size", "prefix_projection", "bnb_4bit_use_double_quant"}
 
@@ -165,6 +166,11 @@ def build(studio):
 
     start.click(on_start, [model, dataset, method, *inputs, *reward_widgets], [message, selected])
 
+    # what was picked and typed survives a reload; shared edits follow a change of method
+    restore, memory_inputs, memory_outputs = form_memory.wire(
+        studio, (model, dataset, method), forms, lambda key: (model_choices(studio), dataset_choices(studio, key)))
+    previous = memory_outputs[-1]
+
     def on_quick():
         """The recipe that shows learning soonest on the bundled FAQ (measured: bench/faq_quality.py)."""
         from pipelines.methods import describe
@@ -177,9 +183,9 @@ def build(studio):
                 "Set up a quick first run: LoRA on the *Quillpad support FAQ* sample with fewer epochs at a "
                 "higher learning rate (the line above Start says how long it takes here). Press *Start training*; "
                 "when it finishes, *Chat with this run* puts it next to the built-in model — ask it "
-                "*How long is the Quillpad warranty?*")
+                "*How long is the Quillpad warranty?*", "lora")  # lora as the method before: nothing carried in
 
-    quick.click(on_quick, None, [model, dataset, method, *forms["lora"].values(), message])
+    quick.click(on_quick, None, [model, dataset, method, *forms["lora"].values(), message, previous])
 
     def on_load():
         return (gr.update(choices=dataset_choices(studio)), gr.update(choices=model_choices(studio)),
@@ -188,4 +194,5 @@ def build(studio):
     # picks: what the Method tab reads and sets; the estimate is refreshed after the page loads
     picks = (model, dataset, method)
     run_handles = {**run_handles, "selected": selected, "train_message": message}
-    return on_load, [dataset, model, *run_outputs], picks, (on_estimate, estimate_inputs, estimate), run_handles
+    return (on_load, [dataset, model, *run_outputs], picks, (on_estimate, estimate_inputs, estimate), run_handles,
+            (restore, memory_inputs, memory_outputs))

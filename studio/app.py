@@ -28,7 +28,7 @@ def build_app(studio) -> gr.Blocks:
                     "with the base.")
         with gr.Tabs() as tabs:
             with gr.Tab("Train", id="train"):
-                on_load_train, train_outputs, picks, refresh_estimate, runs = train_tab.build(studio)
+                on_load_train, train_outputs, picks, refresh_estimate, runs, restore_form = train_tab.build(studio)
             with gr.Tab("Method", id="method") as method:
                 open_method, method_inputs, method_outputs = method_tab.build(studio, *picks, tabs, "train")
             with gr.Tab("Data", id="data"):
@@ -59,8 +59,10 @@ def build_app(studio) -> gr.Blocks:
         def on_load():
             return (*on_load_train(), *on_load_data(), *refresh_chat())
 
-        # the estimate follows the page (its first probe of a model takes a few seconds)
-        app.load(on_load, None, [*train_outputs, *data_outputs, *chat_outputs]).then(*refresh_estimate)
+        # then the Train form this browser last had; the estimate follows (its first probe of a model
+        # takes a few seconds)
+        (app.load(on_load, None, [*train_outputs, *data_outputs, *chat_outputs])
+         .then(*restore_form, show_progress="hidden").then(*refresh_estimate))
     # The page is the interface; its events are not a documented API. Gradio describes every public
     # event's inputs when it serves the page: the generated forms' events take every method's
     # fields (hundreds each), which made loading the page take seconds.

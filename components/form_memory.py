@@ -1,0 +1,94 @@
+"""The Train form remembers itself: what was picked and typed survives a page reload (kept in this
+browser's localStorage, never on the server), and settings you changed that every method shares
+(epochs, batch size, ...) follow you when you switch methods."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+import gradio as gr
+
+from pipelines.methods import METHODS, describe
+from pipelines.methods.training import Training
+
+# Settings that mean the same for every method and are the ones people change, so an edit carries
+# over when the method changes. Not the learning rate: its right value depends on the method (full
+# tuning wants ~100x less). Each carried field is an output of the method switch for every method,
+# which the page pays for on every switch, so the list stays short.
+CARRIED = {"num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps", "max_length",
+           "eval_fraction", "seed"}
+assert CARRIED <= {f.name for f in dataclasses.fields(Training)}
+PREFIX = "tune-studio-train-"
+
+
+def defaults(key: str) -> dict:
+    return {info.name: info.default for info in describe(METHODS[key].params)}
+
+
+def carried_edits(old_key: str | None, old_values: dict | None, new_key: str) -> dict:
+    """The shared settings changed away from the old method's defaults that the new method also has."""
+    if not old_key or old_key not in METHODS or not old_values or old_key == new_key:
+        return {}
+    before, target = defaults(old_key), defaults(new_key)
+    return {name: value for name, value in old_values.items()
+            if name in CARRIED and name in target and name in before and value is not None and value != before[name]}
+
+
+def wire(studio, picks, forms: dict[str, dict], choices) -> tuple:
+    """Save the picks and each method's fields as they change; carry shared edits across methods.
+    `choices(method_key)` gives the current (model choices, dataset choices) as (label, value) lists. Returns (restore_fn, inputs, outputs) for
+    the page's load event."""
+    model, dataset, method = picks
+    # a fixed key per workspace, so a restarted studio can still read what this browser kept
+    secret = hashlib.sha256(str(studio.home).encode()).hexdigest()[:32]
+    picked = gr.BrowserState({}, storage_key=f"{PREFIX}picks", secret=secret)
+    # every method's values in one stored dict: each stored value is a component the page keeps in step,
+    # and one per method made switching methods noticeably slower
+    kept = gr.BrowserState({}, storage_key=f"{PREFIX}settings", secret=secret)
+    previous = gr.State("lora")  # the method shown before the current one
+
+    gr.on([model.change, dataset.change, method.change],
+          lambda m, d, k: {"model": m, "dataset": d, "method": k}, [model, dataset, method], picked,
+          trigger_mode="always_last", show_progress="hidden", queue=False)
+    for key, widgets in forms.items():
+        def save(stored, *values, key=key, names=list(widgets)):
+            return {**(stored if isinstance(stored, dict) else {}), key: dict(zip(names, values))}
+
+        gr.on([w.change for w in widgets.values()], save, [kept, *widgets.values()], kept,
+              trigger_mode="always_last", show_progress="hidden", queue=False)
+
+    order = [(key, name) for key in forms for name in forms[key]]
+    shared = [(key, name) for key, name in order if name in CARRIED]  # only these can be carried
+
+    def carry(new_key, old_key, stored):
+        edits = carried_edits(old_key, (stored or {}).get(old_key), new_key)
+        return [gr.update(value=edits[name]) if key == new_key and name in edits else gr.skip()
+                for key, name in shared]
+
+    # outside the queue: behind the estimate (which measures the model) the edits came seconds late
+    method.change(carry, [method, previous, kept], [forms[k][n] for k, n in shared],
+                  show_progress="hidden", queue=False).then(lambda k: k, method, previous, show_progress="hidden",
+                                                            queue=False)
+
+    def restore(picks_saved, stored):
+        picks_saved = picks_saved if isinstance(picks_saved, dict) else {}
+        key = picks_saved.get("method") if picks_saved.get("method") in METHODS else None
+        models, datasets = choices(key or "lora")
+        wanted = picks_saved.get("model")
+        # a listed model, or one typed in (a folder, a hub id); a run that is gone is not brought back
+        typed = isinstance(wanted, str) and wanted and not wanted.startswith("run:")
+        ups = [gr.update(value=wanted) if wanted in [v for _l, v in models] or typed else gr.skip()]
+        if key:
+            wanted = picks_saved.get("dataset")
+            known = [v for _l, v in datasets]
+            ups += [gr.update(choices=datasets, value=wanted if wanted in known else (known[0] if known else None)),
+                    gr.update(value=key)]
+        else:
+            ups += [gr.skip(), gr.skip()]
+        saved = stored if isinstance(stored, dict) else {}
+        ups += [gr.update(value=saved[k][n]) if isinstance(saved.get(k), dict) and n in saved[k]
+                and saved[k][n] is not None else gr.skip() for k, n in order]
+        return [*ups, key or "lora"]
+
+    return restore, [picked, kept], [model, dataset, method, *[forms[k][n] for k, n in order], previous]

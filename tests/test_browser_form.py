@@ -1,0 +1,50 @@
+"""The Train form in a real browser: what was picked and typed survives a reload, and a setting every
+method shares follows a change of method while method-specific ones (the learning rate) do not."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.test_browser import fill, page, server  # noqa: F401  (fixtures)
+from tests.test_browser_rl import choose
+
+pytestmark = pytest.mark.browser
+
+
+def visible_value(page, elem_id):  # noqa: F811
+    """The value of the shown method's field (every method has its own copy of shared settings)."""
+    return page.locator(f"#{elem_id}:visible input").first
+
+
+def test_the_form_survives_a_reload_and_shared_edits_follow_the_method(server, page, studio, tiny_model_dir):  # noqa: F811
+    from playwright.sync_api import expect
+
+    from components.form_memory import defaults
+
+    page.goto(server)
+    expect(page.get_by_text("Fine-tune a language model")).to_be_visible(timeout=30_000)
+
+    fill(page, "train-model", str(tiny_model_dir))
+    fill(page, "param-num_train_epochs", 2)  # LoRA's copy: the first one on the page
+    # the total time before Start follows the epochs
+    expect(page.locator("#train-estimate")).to_contain_text("per epoch × 2)", timeout=60_000)
+    fill(page, "param-learning_rate", 0.005)
+    choose(page, "train-method", "DoRA")
+    # epochs (shared) came along; the learning rate is DoRA's own default
+    expect(visible_value(page, "param-num_train_epochs")).to_have_value("2", timeout=30_000)
+    expect(visible_value(page, "param-learning_rate")).to_have_value(str(defaults("dora")["learning_rate"]))
+    fill_visible = visible_value(page, "param-max_length")
+    fill_visible.fill("96")
+    fill_visible.press("Tab")
+
+    # a reload brings back the method and what was typed, for DoRA and for LoRA
+    page.wait_for_timeout(1500)  # the browser stores each change as it is made
+    page.reload()
+    expect(page.locator("#train-method input")).to_have_value("DoRA", timeout=30_000)
+    expect(page.locator("#train-model input")).to_have_value(str(tiny_model_dir))
+    expect(visible_value(page, "param-max_length")).to_have_value("96", timeout=30_000)
+    expect(visible_value(page, "param-num_train_epochs")).to_have_value("2")
+    choose(page, "train-method", "LoRA")
+    expect(visible_value(page, "param-learning_rate")).to_have_value("0.005", timeout=30_000)
+    expect(visible_value(page, "param-max_length")).to_have_value("96", timeout=30_000)  # the DoRA edit followed back
+    assert studio.store.list_runs() == []
