@@ -53,7 +53,7 @@ def curves_figure(runs: dict[str, list[dict]]) -> go.Figure:
     else:
         panels = PREFERENCE_PANELS if any(is_preference(m) for m in runs.values()) else PANELS
     fig = make_subplots(rows=2, cols=2, subplot_titles=[title for title, _ in panels],
-                        horizontal_spacing=0.08, vertical_spacing=0.14)
+                        horizontal_spacing=0.1, vertical_spacing=0.2)
     palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf"]
     for i, (run_id, metrics) in enumerate(runs.items()):
         colour = palette[i % len(palette)]
@@ -72,9 +72,11 @@ def curves_figure(runs: dict[str, list[dict]]) -> go.Figure:
                     line={"color": colour, "dash": "dot" if name in DOTTED or name.startswith("rewards/") else "solid"},
                     marker={"size": 7 if name.startswith("eval_") else 4},
                 ), row=panel // 2 + 1, col=panel % 2 + 1)
-    fig.update_xaxes(title_text="step")
-    fig.update_layout(height=520, margin={"l": 40, "r": 20, "t": 40, "b": 40},
-                      legend={"orientation": "h", "y": -0.15}, template="plotly_white")
+    # "step" under the lower panels only: under the upper ones it ran into the lower panels' titles
+    fig.update_xaxes(title_text="step", title_standoff=4, row=2)
+    fig.update_annotations(font_size=13)  # the panel titles
+    fig.update_layout(height=540, margin={"l": 50, "r": 20, "t": 40, "b": 40},
+                      legend={"orientation": "h", "y": -0.14, "yanchor": "top"}, template="plotly_white")
     return fig
 
 

@@ -9,10 +9,14 @@ import gradio as gr
 from components.charts import curves_figure
 from pipelines.curves import format_duration, overfitting_warning, progress
 from pipelines.events import ACTIVE_STATUSES, RESUMABLE_STATUSES, SAMPLES, log_tail, read_json, read_metrics
-from pipelines.methods import ConfigError
+from pipelines.methods import METHODS, ConfigError, describe
 from studio.core import RunError
 
 RUN_COLUMNS = ["Run", "Status", "Method", "Progress", "Dataset", "Started"]
+
+
+def method_label(key: str) -> str:
+    return METHODS[key].label if key in METHODS else key
 
 
 def runs_table(studio) -> list[list]:
@@ -21,8 +25,24 @@ def runs_table(studio) -> list[list]:
     for r in studio.list_runs():
         done = f"{r['step']}/{r['max_steps']}" if r.get("max_steps") else "-"
         started = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created"]))
-        rows.append([r["id"], r["status"], r["method"], done, datasets.get(r["dataset_id"], "?"), started])
+        rows.append([r["id"], r["status"], method_label(r["method"]), done, datasets.get(r["dataset_id"], "?"),
+                     started])
     return rows
+
+
+def run_choices(rows: list[list]) -> list[tuple[str, str]]:
+    """Compare runs' choices: each run as its method, dataset and start time, with the id to find it by."""
+    return [(f"{r[2]} on {r[4]}, {r[5]} ({r[0]})", r[0]) for r in rows]
+
+
+def setting_label(key: str, methods: list[str]) -> str:
+    """A setting as the Train form names it ('Epochs'), from the first of these methods that has it."""
+    for method in methods:
+        if method in METHODS:
+            info = next((i for i in describe(METHODS[method].params) if i.name == key), None)
+            if info is not None:
+                return info.label
+    return key
 
 
 def progress_html(row: dict, metrics: list[dict]) -> str:
@@ -124,23 +144,35 @@ def config_diff(studio, run_ids: list[str]) -> list[list]:
     rows = [r for r in (studio.get_run(i) for i in run_ids) if r]
     if len(rows) < 2:
         return []
-    settings = {"model": [r["model"] for r in rows], "method": [r["method"] for r in rows],
-                "dataset": [r["dataset_id"] for r in rows]}
+    datasets = {d["id"]: d["name"] for d in studio.store.list_datasets()}
+    methods = [r["method"] for r in rows]
+    settings = {"Start from": [r["model"] for r in rows], "Method": [method_label(m) for m in methods],
+                "Dataset": [datasets.get(r["dataset_id"], r["dataset_id"]) for r in rows]}
     for key in sorted(set().union(*(r["params"] for r in rows))):
-        settings[key] = [r["params"].get(key, "-") for r in rows]
+        settings[setting_label(key, methods)] = [r["params"].get(key, "-") for r in rows]
     return [[key, *map(str, values)] for key, values in settings.items() if len(set(map(str, values))) > 1]
 
 
-def view(studio, run_id: str | None):
-    """(status, progress, figure, log, metrics count) for one run."""
+def view(studio, run_id: str | None, drawn: int = -1):
+    """(status, progress, figure, log, metrics count) for one run; the figure is None when `drawn` (the
+    metrics count last drawn) is still current, as building it is most of a refresh's work."""
     if not run_id:
         return "No run selected yet: start one, or click a row in the table.", "", None, "", 0
     row = studio.get_run(run_id)
     if row is None:
         return f"Run `{run_id}` not found.", "", None, "", 0
     metrics = read_metrics(studio.run_dir(run_id))
-    return (status_markdown(studio, row, metrics), progress_html(row, metrics),
-            curves_figure({run_id: metrics}), log_tail(studio.run_dir(run_id), 15), len(metrics))
+    figure = curves_figure({run_id: metrics}) if len(metrics) != drawn else None
+    return (status_markdown(studio, row, metrics), progress_html(row, metrics), figure,
+            log_tail(studio.run_dir(run_id), 15), len(metrics))
+
+
+def changed(values: dict, sent: dict | None) -> tuple[set, dict]:
+    """Which of these values differ from what the page shows (`sent`), and the new `sent`. Every refresh of
+    an unchanged table, log or chart still costs the browser a redraw, which competes with training for
+    the CPU: only what changed is sent."""
+    marks = {name: repr(value) for name, value in values.items()}
+    return {name for name, mark in marks.items() if (sent or {}).get(name) != mark}, marks
 
 
 def button_states(status: str | None) -> list:
@@ -168,7 +200,7 @@ def build(studio, selected: gr.State):
                            elem_id="run-samples")
     log = gr.Textbox(label="Log (last lines)", lines=8, max_lines=15, interactive=False, elem_id="run-log")
     with gr.Accordion("Compare runs", open=False):
-        compare = gr.Dropdown(choices=[r[0] for r in runs_table(studio)], multiselect=True,
+        compare = gr.Dropdown(choices=run_choices(runs_table(studio)), multiselect=True,
                               label="Runs to overlay", elem_id="compare-runs")
         overlay = gr.Plot(label="Overlaid curves")
         diff = gr.Dataframe(headers=["Setting", "Values"], interactive=False, label="Settings that differ")
@@ -177,19 +209,26 @@ def build(studio, selected: gr.State):
     timer = gr.Timer(2.0)
     buttons = [cancel, resume, cont, compare_previous, chat_with]
 
-    def refresh(run_id, drawn, known):
-        text, bar_html, fig, tail, count = view(studio, run_id)
-        figure = fig if count != drawn or fig is None else gr.skip()
+    sent = gr.State({})  # what the page shows now, per output, so unchanged ones are not sent again
+
+    def refresh(run_id, drawn, known, shown_now=None):
+        text, bar_html, fig, tail, count = view(studio, run_id, drawn)
+        figure = fig if fig is not None else (gr.skip() if count == drawn else None)
         rows = runs_table(studio)
         ids = [r[0] for r in rows]
-        offered = gr.update(choices=ids) if ids != known else gr.skip()
+        offered = gr.update(choices=run_choices(rows)) if ids != known else gr.skip()
         status_of = next((r[1] for r in rows if r[0] == run_id), None)
         replies = samples_table(studio, run_id)
-        sampled = gr.update(value=replies, visible=True) if replies else gr.update(visible=False)
-        return (rows, text, bar_html, figure, tail, count, offered, ids, sampled, *button_states(status_of))
+        values = {"rows": rows, "text": text, "bar": bar_html, "log": tail, "replies": replies, "status": status_of}
+        fresh, now = changed(values, shown_now)
+        rows, text, bar_html, tail = (values[k] if k in fresh else gr.skip() for k in ("rows", "text", "bar", "log"))
+        sampled = (gr.skip() if "replies" not in fresh else
+                   gr.update(value=replies, visible=True) if replies else gr.update(visible=False))
+        buttons_now = button_states(status_of) if "status" in fresh else [gr.skip()] * len(buttons)
+        return (rows, text, bar_html, figure, tail, count, offered, ids, sampled, now, *buttons_now)
 
-    outputs = [table, status, bar, plot, log, shown, compare, listed, samples, *buttons]
-    timer.tick(refresh, [selected, shown, listed], outputs, show_progress="hidden")
+    outputs = [table, status, bar, plot, log, shown, compare, listed, samples, sent, *buttons]
+    timer.tick(refresh, [selected, shown, listed, sent], outputs, show_progress="hidden")
 
     def on_select(evt: gr.SelectData, rows, known):
         run_id = rows.iloc[evt.index[0], 0] if hasattr(rows, "iloc") else rows[evt.index[0]][0]

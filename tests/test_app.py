@@ -44,7 +44,7 @@ def test_compare_lists_only_settings_that_differ_and_overlays_curves(studio):
         run_dir.mkdir()
         (run_dir / "metrics.jsonl").write_text("".join(
             json.dumps({"step": s, "loss": 2.0 / s, "learning_rate": 1e-3}) + "\n" for s in (1, 2, 3)))
-    assert config_diff(studio, ["ra", "rb"]) == [["r", "8", "16"]]
+    assert config_diff(studio, ["ra", "rb"]) == [["Rank", "8", "16"]]  # named as the Train form names it
     fig = curves_figure({"ra": [{"step": 1, "loss": 1.0}], "rb": [{"step": 1, "loss": 2.0}]})
     assert [t.name for t in fig.data] == ["ra training loss", "rb training loss"]
 
