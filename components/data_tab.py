@@ -20,6 +20,9 @@ from pipelines.readers import FORMATS, human_size
 from studio import judge_service
 from studio.core import SAMPLES, SAMPLES_DIR
 
+# how the rendered example marks each part
+LEARNED, PREFERRED, REJECTED = "learned", "preferred reply (made more likely)", "rejected reply (made less likely)"
+EXAMPLE_COLORS = {"context (not learned)": "gray", LEARNED: "green", PREFERRED: "green", REJECTED: "red"}
 MAP_TARGETS = ("prompt", "completion", "chosen", "rejected", "label", "text", "messages", "answer", "tests")
 NOT_MAPPED = "(not mapped)"
 
@@ -27,6 +30,11 @@ NOT_MAPPED = "(not mapped)"
 def _cell(value, limit: int = 160) -> str:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def shown_table(table: dict | None):
+    """A table with rows is shown; an empty one is hidden (Gradio would show headers named 1, 2, 3)."""
+    return gr.update(value=table, visible=True) if table and table["data"] else gr.update(value=None, visible=False)
 
 
 def dataset_choices(studio) -> list[tuple[str, str]]:
@@ -146,7 +154,14 @@ def view_dataset(studio, dataset_id, model, max_length):
     example = None
     if first is not None:
         shown = dataset_stats.render_example(first, tokenizer, max_length)
-        example = [(shown["context"], "context (not learned)"), (shown["learned"], "learned")]
+        example = [(shown["context"], "context (not learned)"), (shown["learned"], LEARNED)]
+        if "chosen" in first and "rejected" in first:  # a pair: the reply pushed down is half of what is learned
+            swapped = dataset_stats.render_example({**first, "chosen": first["rejected"], "rejected": first["chosen"]},
+                                                   tokenizer, max_length)
+            example[1] = (shown["learned"], PREFERRED)
+            example += [("\n\n   ⟷ the other reply of the pair:\n\n", None), (swapped["learned"], REJECTED)]
+        elif first.get("label") is False:  # KTO: a reply marked bad is made less likely
+            example[1] = (shown["learned"], REJECTED)
     figure = length_histogram(stats["lengths"], max_length, stats["estimated"])
     return summary, table, figure, example
 
@@ -164,7 +179,7 @@ def build(studio):
             sample = gr.Dropdown(choices=samples, value=None, label="…or start from a bundled sample",
                                  elem_id="data-sample")
             detected = gr.Markdown(elem_id="data-detected")
-            raw = gr.Dataframe(label="First records of the file, as written", interactive=False,
+            raw = gr.Dataframe(label="First records of the file, as written", interactive=False, visible=False,
                                wrap=True, max_height=260, elem_id="data-raw")
             with gr.Accordion("Column mapping and kind", open=False) as mapping_box:
                 kind = gr.Dropdown(choices=["auto", *KINDS], value="auto", label="Kind of data",
@@ -201,10 +216,10 @@ def build(studio):
                                        info="As in the Train tab.", elem_id="data-max-length")
             summary = gr.Markdown(elem_id="data-summary")
             preview = gr.Dataframe(label="First rows, as stored", interactive=False, wrap=True, max_height=320,
-                                   elem_id="data-preview")
+                                   visible=False, elem_id="data-preview")
             histogram = gr.Plot(label="Token lengths", elem_id="data-lengths")
             example = gr.HighlightedText(label="One example exactly as training sees it",
-                                         color_map={"context (not learned)": "gray", "learned": "green"},
+                                         color_map=EXAMPLE_COLORS,
                                          show_legend=True, combine_adjacent=False, elem_id="data-example")
             judge_panel.build(studio, chosen, lambda: dataset_choices(studio))
 
@@ -213,7 +228,7 @@ def build(studio):
 
     def check(*args):
         msg, table, updates, box = check_source(studio, *args)
-        return msg, table, *updates, box
+        return msg, shown_table(table), *updates, box
 
     # another file: the old mapping means nothing to it; an upload replaces the sample and back
     def on_upload(path, kind, text_unit):
@@ -224,11 +239,15 @@ def build(studio):
 
     upload.upload(on_upload, [upload, kind, text_unit], [*check_outputs, sample])
     sample.input(on_sample, [sample, kind, text_unit], [*check_outputs, upload])
-    upload.clear(lambda: ("", None), None, [detected, raw])
+    upload.clear(lambda: ("", shown_table(None)), None, [detected, raw])
     for control in (kind, text_unit, *mapping):
         control.input(check, check_inputs, check_outputs)
 
-    view = dict(fn=lambda *a: view_dataset(studio, *a), inputs=[chosen, model, max_length],
+    def on_view(*args):
+        summary, table, figure, example = view_dataset(studio, *args)
+        return summary, shown_table(table), figure, example
+
+    view = dict(fn=on_view, inputs=[chosen, model, max_length],
                 outputs=[summary, preview, histogram, example])
     imported = do_import.click(
         lambda *a: import_source(studio, *a),

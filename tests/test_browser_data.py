@@ -38,6 +38,9 @@ def test_upload_good_mapped_and_bad_files(server, page, studio, tiny_model_dir, 
     page.goto(server)
     page.get_by_role("tab", name="Data").click()
     fill(page, "data-model", tiny_model_dir)  # count tokens without converting the default model
+    # tables without rows stay hidden (Gradio would show columns named 1, 2, 3)
+    expect(page.locator("#data-raw")).to_be_hidden()
+    expect(page.locator("#data-preview")).to_be_hidden()
 
     # a good file: detected, imported, previewed with statistics and the rendered example
     page.locator("#data-upload input[type=file]").set_input_files(str(alpaca))
@@ -72,3 +75,23 @@ def test_upload_good_mapped_and_bad_files(server, page, studio, tiny_model_dir, 
         'Not imported: ratings.jsonl, line 2, column \'label\': expected true or false, got "maybe"', timeout=30_000)
     assert sorted(d["name"] for d in studio.list_datasets()) == ["faq", "recipes"]
     assert len(list(studio.datasets_dir.iterdir())) == 2
+
+
+def test_a_preference_pair_shows_both_replies(server, page, studio, tiny_model_dir, tmp_path):  # noqa: F811
+    """The rendered example of a pair shows the preferred reply (made more likely) and the rejected one (made
+    less likely), not only the preferred one."""
+    from playwright.sync_api import expect
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": f"Question {i}?", "chosen": f"Kind answer {i}.",
+                                         "rejected": f"Rude answer {i}."}) + "\n" for i in range(4)))
+    page.goto(server)
+    page.get_by_role("tab", name="Data").click()
+    fill(page, "data-model", tiny_model_dir)
+    page.locator("#data-upload input[type=file]").set_input_files(str(pairs))
+    expect(page.locator("#data-detected")).to_contain_text("Detected", timeout=30_000)
+    page.click("#data-import")
+    example = page.locator("#data-example")
+    expect(example).to_contain_text("Kind answer 0.", timeout=30_000)
+    expect(example).to_contain_text("Rude answer 0.")
+    expect(example).to_contain_text("rejected reply (made less likely)")  # the legend names each part
