@@ -42,6 +42,11 @@ def side_labels(studio, battle: dict) -> tuple[str, str]:
     return tuple(f"{side}: {chat_service.label(studio, spec)}" for side, spec in zip("AB", battle["specs"]))
 
 
+RESULT_HEADERS = ["Model 1", "Model 2", "Votes", "1 won", "2 won", "Ties / both bad",
+                  "Model 1 win rate (95% interval)"]
+RESULT_WIDTHS = ["22%", "22%", "8%", "8%", "8%", "12%", "20%"]  # the win rate with its interval is not cut off
+
+
 def results_table(studio) -> tuple[dict, str]:
     votes = studio.store.list_votes()
     rows = []
@@ -49,8 +54,7 @@ def results_table(studio) -> tuple[dict, str]:
         rows.append([chat_service.label(studio, r["first"]), chat_service.label(studio, r["second"]), r["votes"],
                      r["wins_first"], r["wins_second"], r["ties"],
                      f"{100 * r['win_rate']:.0f}% ({100 * r['low']:.0f}–{100 * r['high']:.0f}%)"])
-    table = {"headers": ["Model 1", "Model 2", "Votes", "1 won", "2 won", "Ties / both bad",
-                         "Model 1 win rate (95% interval)"], "data": rows}
+    table = {"headers": RESULT_HEADERS, "data": rows}
     warning = arena.position_bias(votes)
     note = f"{sum(r[2] for r in rows)} votes so far. Ties and 'both bad' count half to each side."
     return table, (f"⚠️ {warning}\n\n{note}" if warning else note)
@@ -128,7 +132,8 @@ def build(studio):
                            elem_id="chat-voter")
     vote_message = gr.Markdown(elem_id="chat-vote-message")
     with gr.Accordion("Results and export", open=False):
-        results = gr.Dataframe(interactive=False, elem_id="chat-results")
+        results = gr.Dataframe(headers=RESULT_HEADERS, interactive=False, wrap=True, column_widths=RESULT_WIDTHS,
+                               elem_id="chat-results")
         results_note = gr.Markdown(elem_id="chat-results-note")
         export_name = gr.Textbox(label="Dataset name", placeholder="chat votes DATE", elem_id="chat-export-name")
         with gr.Row():

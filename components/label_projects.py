@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from components.chat_tab import RESULT_WIDTHS  # the same win-rate table shape as Chat's
 from pipelines.data import DataError
 from studio import chat_service
 from studio import label_service as ls
@@ -168,15 +169,22 @@ def _percent(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.0f}%"
 
 
+LABELER_HEADERS = ["Labeler", "Labels", "Skipped", "Median seconds per item"]
+KAPPA_HEADERS = ["Labelers", "Items both labelled", "Same choice", "Cohen's κ"]
+WIN_HEADERS = ["Model 1", "Model 2", "Labels", "1 better", "2 better", "Ties / both bad", "Model 1 win rate (95% interval)"]
+REVIEW_HEADERS = ["Item", "Prompt", "Choices"]
+OVERVIEW_HEADERS = (LABELER_HEADERS, KAPPA_HEADERS, WIN_HEADERS, REVIEW_HEADERS)
+
+
 def summary(studio, project_id: str | None) -> tuple:
     """(summary markdown, labelers, agreement, win rates, disagreements) for the overview."""
-    empty = {"headers": [], "data": []}
+    empty = [{"headers": headers, "data": []} for headers in OVERVIEW_HEADERS]
     if not project_id:
-        return "Pick a project above.", empty, empty, empty, empty
+        return "Pick a project above.", *empty
     try:
         o = ls.overview(studio, project_id)
     except LabelError as err:
-        return f"**Cannot show:** {err}", empty, empty, empty, empty
+        return f"**Cannot show:** {err}", *empty
     a = o["agreement"]
     alpha = "not measurable yet (needs items labelled by two or more people, with some variety)" \
         if a["alpha"] is None else f"**{a['alpha']:.2f}**"
@@ -188,19 +196,18 @@ def summary(studio, project_id: str | None) -> tuple:
     lines.append(pos["warning"] and f"⚠️ {pos['warning']}" or
                  f"Position check: left chosen {pos['left']} times, right {pos['right']} times"
                  + (f" (p = {pos['p']:.2f}: no sign the side sways labelers)." if pos["p"] is not None else "."))
-    labelers = {"headers": ["Labeler", "Labels", "Skipped", "Median seconds per item"],
+    labelers = {"headers": LABELER_HEADERS,
                 "data": [[r["labeler"], r["labels"], r["skips"], "-" if r["median_s"] is None else
                           f"{r['median_s']:.1f}"] for r in o["labelers"]]}
-    kappa = {"headers": ["Labelers", "Items both labelled", "Same choice", "Cohen's κ"],
+    kappa = {"headers": KAPPA_HEADERS,
              "data": [[" & ".join(p["labelers"]), p["items"], _percent(p["observed"]),
                        "-" if p["kappa"] is None else f"{p['kappa']:.2f}"] for p in a["pairs"]]}
     name = lambda spec: chat_service.label(studio, spec)  # noqa: E731
-    wins = {"headers": ["Model 1", "Model 2", "Labels", "1 better", "2 better", "Ties / both bad",
-                        "Model 1 win rate (95% interval)"],
+    wins = {"headers": WIN_HEADERS,
             "data": [[name(r["first"]), name(r["second"]), r["votes"], r["wins_first"], r["wins_second"], r["ties"],
                       f"{_percent(r['win_rate'])} ({_percent(r['low'])}–{_percent(r['high'])})"]
                      for r in o["win_rates"]]}
-    review = {"headers": ["Item", "Prompt", "Choices"],
+    review = {"headers": REVIEW_HEADERS,
               "data": [[r["item_id"], r["prompt"][:160], ", ".join(f"{k}: {v}" for k, v in r["labelers"].items())]
                        for r in o["disagreements"]]}
     return "\n\n".join(lines), labelers, kappa, wins, review
@@ -210,12 +217,14 @@ def build_overview(studio, project) -> dict:
     """The overview and export view; returns its handles for the Train tab hand-over."""
     refresh = gr.Button("Refresh", elem_id="label-overview-refresh", size="sm")
     text = gr.Markdown(elem_id="label-summary")
-    labelers = gr.Dataframe(interactive=False, label="Labelers", elem_id="label-labelers")
-    kappa = gr.Dataframe(interactive=False, label="Agreement per pair of labelers", elem_id="label-kappa")
-    wins = gr.Dataframe(interactive=False, label="Win rates (answers' models, hidden while labeling)",
-                        elem_id="label-winrates", wrap=True)
-    review = gr.Dataframe(interactive=False, label="Items the labelers disagree on (worth a second look)",
-                          elem_id="label-disagreements", wrap=True)
+    # headers from the start: a table without them shows columns named 1, 2, 3 until it is filled
+    labelers = gr.Dataframe(headers=LABELER_HEADERS, interactive=False, label="Labelers", elem_id="label-labelers")
+    kappa = gr.Dataframe(headers=KAPPA_HEADERS, interactive=False, label="Agreement per pair of labelers",
+                         elem_id="label-kappa")
+    wins = gr.Dataframe(headers=WIN_HEADERS, interactive=False, wrap=True, column_widths=RESULT_WIDTHS,
+                        label="Win rates (answers' models, hidden while labeling)", elem_id="label-winrates")
+    review = gr.Dataframe(headers=REVIEW_HEADERS, interactive=False, wrap=True,
+                          label="Items the labelers disagree on (worth a second look)", elem_id="label-disagreements")
     with gr.Group():
         kind = gr.Radio(EXPORT_KINDS, value="preference", label="Export as", elem_id="label-export-kind")
         with gr.Row():
