@@ -20,7 +20,8 @@ def card(studio, model: str, dataset: str | None, key: str) -> str:
              if method.mergeable else
              "Its result stays a separate file applied at run time." if method.artifact == "adapter" else
              "Its result is a whole new copy of the model.")
-    lines = [f"### {method.label} ({method.family})", method.summary, f"**When to use:** {method.when_to_use}",
+    family = "" if method.family == method.label else f" <small>({method.family} family)</small>"
+    lines = [f"### {method.label}{family}", method.summary, f"**When to use:** {method.when_to_use}",
              merge]
     try:
         est = ms.estimate(studio, model or "default", key, None, dataset)
@@ -38,8 +39,10 @@ def build(studio, train_model, train_dataset, train_method, tabs, train_tab_id):
                 "of the model changes, how much memory that takes and how the result is saved. Not sure? **LoRA** "
                 "is the default for good reason; **QLoRA** when memory is short. The *Preference* family learns "
                 "from pairs of answers where one is preferred (chat votes, labels): **DPO** first.")
+    progress = gr.Markdown(elem_id="method-progress")
     table = gr.Dataframe(headers=ms.TABLE_HEADERS, interactive=False, wrap=True, elem_id="method-table", max_height=2000,
-                         label="All methods at their default settings (for the model and dataset chosen in Train)")
+                         label="All methods at their default settings (for the model and dataset chosen in Train); "
+                               "click a row to read about it")
     with gr.Row():
         choice = gr.Dropdown(choices=[(m.label, k) for k, m in METHODS.items()], value="lora",
                              label="Method", elem_id="method-choice")
@@ -47,16 +50,28 @@ def build(studio, train_model, train_dataset, train_method, tabs, train_tab_id):
     details = gr.Markdown(elem_id="method-card")
 
     def on_open(model, dataset, key):
+        total = len(METHODS)
         try:
-            yield gr.skip(), card(studio, model, dataset, key)
+            yield gr.skip(), card(studio, model, dataset, key), (
+                f"Measuring each method on this machine (a few seconds each the first time): 0 of {total}…")
             for rows in ms.catalogue(studio, model or "default", dataset):
-                yield rows, gr.skip()
+                done = len(rows)
+                said = (f"Measuring each method on this machine: {done} of {total} done, next "
+                        f"{list(METHODS.values())[done].label}…" if done < total else
+                        f"All {total} methods measured for this model and dataset.")
+                yield rows, gr.skip(), said
         except ERRORS as err:
-            yield gr.skip(), f"**Could not estimate:** {err}"
+            yield gr.skip(), f"**Could not estimate:** {err}", ""
+
+    def on_row(evt: gr.SelectData):
+        """A click on a row picks that method (the card follows through the dropdown's change)."""
+        return list(METHODS)[evt.index[0]] if evt.index and evt.index[0] < len(METHODS) else gr.skip()
+
+    table.select(on_row, None, choice)
 
     def on_choice(model, dataset, key):
         return card(studio, model, dataset, key)
 
     choice.change(on_choice, [train_model, train_dataset, choice], details)
     use.click(lambda key: (key, gr.Tabs(selected=train_tab_id)), choice, [train_method, tabs])
-    return on_open, [train_model, train_dataset, choice], [table, details]
+    return on_open, [train_model, train_dataset, choice], [table, details, progress]

@@ -24,12 +24,21 @@ def test_compare_choose_and_train_with_a_method(server, page, studio, tiny_model
     expect(estimate).to_contain_text("fits in your")
 
     page.get_by_role("tab", name="Method").click()
-    table = page.locator("#method-table")
+    table, progress = page.locator("#method-table"), page.locator("#method-progress")
+    expect(progress).to_contain_text("Measuring each method on this machine", timeout=30_000)  # says it is busy
     for method in METHODS.values():  # every method gets its row, filled in as it is measured
         expect(table).to_contain_text(method.label, timeout=180_000)
+    expect(progress).to_contain_text(f"All {len(METHODS)} methods measured", timeout=30_000)
     expect(table).to_contain_text("100.00%")  # full fine-tuning trains every weight
     card = page.locator("#method-card")
     expect(card).to_contain_text("When to use:", timeout=30_000)
+    expect(card.locator("h3")).to_have_text("LoRA")  # not "LoRA (LoRA)"
+
+    # a click on a row opens that method's card
+    table.get_by_text("QLoRA", exact=True).click()
+    expect(page.locator("#method-choice input")).to_have_value("QLoRA", timeout=30_000)
+    expect(card).to_contain_text(METHODS["qlora"].summary[:40], timeout=30_000)
+    expect(card.locator("h3")).to_have_text("QLoRA (LoRA family)")
 
     choose(page, "method-choice", "DoRA")
     expect(card).to_contain_text(METHODS["dora"].summary[:40], timeout=30_000)

@@ -8,7 +8,7 @@ from typing import Any
 
 from pipelines.methods import full, lora, preference, prompts, qlora, rl, scaling
 from pipelines.methods import lora_relatives as rel
-from pipelines.methods.params import ConfigError, describe, parse, split_by_target
+from pipelines.methods.params import ConfigError, describe, did_you_mean, parse, split_by_target
 from pipelines.methods.setup import Setup
 
 
@@ -93,8 +93,8 @@ METHODS: dict[str, Method] = {m.key: m for m in [
        "The default choice for teaching a model new facts, a style or a format.",
        True, lora.LoraParams, peft_config=lora.lora_config),
     _m("rslora", "rsLoRA", "LoRA",
-       "LoRA with rank-stabilised scaling (alpha / √rank), so high ranks keep learning as "
-       "fast as low ones and extra rank actually buys quality.",
+       "LoRA with a corrected scaling, so a large patch (a high rank) learns as fast as a small "
+       "one and the extra size actually buys quality.",
        "When you want a high rank (64+) for a hard task.",
        True, lora.RsLoraParams, peft_config=lora.lora_config),
     _m("dora", "DoRA", "LoRA",
@@ -104,23 +104,23 @@ METHODS: dict[str, Method] = {m.key: m for m in [
        "When LoRA's quality falls short and a bit more time per step is fine.",
        True, lora.LoraParams, peft_config=lora.dora_config),
     _m("pissa", "PiSSA", "LoRA",
-       "LoRA that starts from the most important directions of each weight (its principal "
-       "singular vectors) instead of from zero, so it learns faster in the first steps.",
+       "LoRA whose patch starts from the parts of each weight that matter most, instead of "
+       "from nothing, so it learns faster in the first steps.",
        "Short runs where you want LoRA's result sooner.",
        True, lora.PissaParams, peft_config=lora.lora_config, converts_base=True),
     _m("olora", "OLoRA", "LoRA",
-       "LoRA started from an orthonormal basis of each weight (QR decomposition): stable, "
-       "fast early learning like PiSSA with a cheaper start.",
+       "Like PiSSA, LoRA whose patch starts from a summary of each weight rather than from "
+       "nothing, with a summary that is quicker to compute: steady, fast early learning.",
        "Like PiSSA: faster convergence in short runs.",
        True, lora.LoraParams, peft_config=lora.olora_config, converts_base=True),
     _m("loraplus", "LoRA+", "LoRA",
-       "LoRA whose B matrices learn faster than its A matrices (16x by default), which the "
-       "paper shows learns faster and better at the same cost.",
+       "LoRA where one of the two halves of each patch learns 16 times faster than the other; "
+       "its paper shows this learns faster and better at the same cost.",
        "A free upgrade over LoRA when training feels slow to improve.",
        True, lora.LoraPlusParams, peft_config=lora.lora_config, optimizer=lora.loraplus_optimizer),
     _m("lorafa", "LoRA-FA", "LoRA",
-       "LoRA with the A matrices frozen at their random start; only B learns, so the inputs "
-       "A would need for its gradient are never stored: less memory for long inputs.",
+       "LoRA where one half of each patch stays fixed at its random start and only the other "
+       "half learns, which saves the memory LoRA keeps for long inputs.",
        "Long examples or big batches where LoRA's activation memory is the limit.",
        True, lora.LoraParams, peft_config=lora.lora_config, optimizer=lora.lorafa_optimizer),
     _m("vera", "VeRA", "LoRA",
@@ -135,18 +135,20 @@ METHODS: dict[str, Method] = {m.key: m for m in [
        True, rel.AdaLoraParams, peft_config=rel.adalora_config, callbacks=rel.adalora_callbacks,
        packs=False),
     _m("loha", "LoHa", "LoRA",
-       "Builds the change as the element-wise product of two low-rank patches (from the "
-       "LyCORIS family): more expressive than LoRA for the same number of weights.",
+       "Builds the change from two small patches multiplied together entry by entry: more "
+       "expressive than LoRA for the same number of learned weights.",
        "When LoRA at a small rank underfits and you want more from the same budget.",
        True, rel.LycorisParams, peft_config=rel.loha_config),
     _m("lokr", "LoKr", "LoRA",
-       "Builds the change as a Kronecker product of a small and a low-rank matrix (LyCORIS): "
-       "very few weights for a full-size change.",
+       "Builds a full-size change by tiling one tiny learned block with another (a Kronecker "
+       "product): very few learned weights for a change that reaches every weight.",
        "Very small adapters with more reach than a low-rank LoRA.",
        True, rel.LokrParams, peft_config=rel.lokr_config),
     _m("qlora", "QLoRA", "LoRA",
-       "LoRA on a base stored in 4 bits (NF4, double quantization): the frozen model takes a "
-       "quarter of the memory, so a model four times bigger fits. Slower per step.",
+       "LoRA on a copy of the model squeezed to 4 bits per weight: the frozen model takes about "
+       "a quarter of the memory, so a model four times bigger fits. On a GPU each step is "
+       "usually somewhat slower (weights are unpacked as they are used); the Method table shows "
+       "the time for this machine.",
        "When the model does not fit in memory for LoRA.",
        True, qlora.QLoraParams, peft_config=lora.lora_config, quantized=True),
     _m("ia3", "IA3", "Scaling",
@@ -260,7 +262,7 @@ METHODS: dict[str, Method] = {m.key: m for m in [
 
 def get_method(key: str) -> Method:
     if key not in METHODS:
-        raise ConfigError(f"unknown method '{key}'; available methods: {', '.join(METHODS)}")
+        raise ConfigError(f"unknown method '{key}'{did_you_mean(key, METHODS)}; available methods: {', '.join(METHODS)}")
     return METHODS[key]
 
 
