@@ -65,7 +65,7 @@ def main() -> None:
             page.wait_for_selector("#method-table >> text=P-tuning", timeout=300_000)
             page.locator("#method-choice input").click()
             page.get_by_role("option", name="DoRA", exact=True).click()
-            page.wait_for_selector("#method-card >> text=DoRA (LoRA)", timeout=60_000)
+            page.wait_for_selector("#method-card >> text=LoRA family", timeout=60_000)
         if args.tab == "preference":
             page.wait_for_selector("#run-curves >> text=Preference accuracy", timeout=60_000)
         if args.tab == "label":

@@ -12,7 +12,7 @@ time. With --ppo: a PPO run against the reward model on the training prompts, th
 mean score of greedy replies to the 20 unseen requests, base vs PPO, the share that carry the sign-off,
 and the KL the run logged.
 
-    python bench/reward_model_quality.py [--home DIR] [--ppo]
+    python bench/reward_model_quality.py [--home DIR] [--ppo [--set NAME=VALUE ...]] [--reward-run ID]
 """
 
 from __future__ import annotations
@@ -45,6 +45,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", help="workspace (default: a new temporary one)")
     parser.add_argument("--ppo", action="store_true", help="also train PPO against the reward model")
+    parser.add_argument("--set", action="append", default=[], help="a PPO setting other than the default, NAME=VALUE")
+    parser.add_argument("--reward-run", help="a reward model run already in --home (skips training one)")
+    parser.add_argument("--sft-epochs", type=float, default=0,
+                        help="first a LoRA SFT run of this many epochs on the preferred answers, and PPO starts from "
+                             "it (InstructGPT's order: SFT, reward model, PPO); 0 = PPO starts from the base")
+    parser.add_argument("--reply-tokens", type=int, default=64, help="longest greedy reply when measuring")
     args = parser.parse_args()
 
     from pipelines.importer import ImportOptions
@@ -60,9 +66,12 @@ def main() -> None:
                for r in requests]
     unseen = [([{"role": "user", "content": r}], a.strip() + SIGNOFF, a.strip()) for r, a in zip(requests, answers)]
 
-    dataset = studio.import_dataset(PAIRS, name="signoff", options=ImportOptions(heldout=0.25, seed=3))
     started = time.time()
-    run_id = studio.start_run(model="default", dataset=dataset["id"], method="reward_model")
+    if args.reward_run:
+        run_id = args.reward_run
+    else:
+        dataset = studio.import_dataset(PAIRS, name="signoff", options=ImportOptions(heldout=0.25, seed=3))
+        run_id = studio.start_run(model="default", dataset=dataset["id"], method="reward_model")
     row = studio.wait(run_id)
     seconds = time.time() - started
     if row["status"] != "completed":
@@ -94,30 +103,50 @@ def main() -> None:
     prompts_file = Path(studio.home) / "signoff_prompts.jsonl"
     prompts_file.write_text("".join(json.dumps({"prompt": json.loads(line)["prompt"]}) + "\n"
                                     for line in PAIRS.read_text().splitlines()))
-    prompts = studio.import_dataset(prompts_file, name="signoff prompts")
+    prompts = studio.import_dataset(prompts_file, name=f"signoff prompts {time.strftime('%H%M%S')}")
+    start, start_model = "default", None
+    if args.sft_epochs:  # supervised first, on the preferred answers of the training pairs
+        sft_file = Path(studio.home) / "signoff_sft.jsonl"
+        sft_file.write_text("".join(json.dumps({"prompt": r["prompt"], "completion": r["chosen"]}) + "\n"
+                                    for r in map(json.loads, PAIRS.read_text().splitlines())))
+        sft_data = studio.import_dataset(sft_file, name=f"signoff sft {time.strftime('%H%M%S')}")
+        sft_id = studio.start_run(model="default", dataset=sft_data["id"], method="lora",
+                                  params={"num_train_epochs": args.sft_epochs, "eval_fraction": 0})
+        if studio.wait(sft_id)["status"] != "completed":
+            sys.exit(f"SFT run {sft_id} did not complete")
+        start = f"run:{sft_id}"
+        start_model, _ = generation.load_for_chat("default", studio.model_cache, studio.result_dir(sft_id))
     started = time.time()
-    ppo_id = studio.start_run(model="default", dataset=prompts["id"], method="ppo",
+    settings = dict(item.split("=", 1) for item in args.set)
+    ppo_id = studio.start_run(model=start, dataset=prompts["id"], method="ppo", params=settings,
                               rewards=[{"name": "reward_model", "run": run_id}])
     row = studio.wait(ppo_id)
     ppo_seconds = time.time() - started
     if row["status"] != "completed":
         sys.exit(f"PPO run {ppo_id} {row['status']}: {row.get('error')}")
-    tuned, _ = generation.load_for_chat("default", studio.model_cache, studio.result_dir(ppo_id))
+    tuned, _ = generation.load_for_chat("default", studio.model_cache, studio.result_dir(ppo_id))  # the adapter
+    # of the run it started from, trained on: it loads on the base alone
 
     def mean_score(m) -> tuple[float, float]:
-        replies = [generation.reply(m, tokenizer, [{"role": "user", "content": r}], max_new_tokens=64) for r in requests]
+        replies = [generation.reply(m, tokenizer, [{"role": "user", "content": r}], max_new_tokens=args.reply_tokens)
+                   for r in requests]
         scores = reward_model.score(scorer, score_tok, [[{"role": "user", "content": r},
                                                          {"role": "assistant", "content": a}]
                                                         for r, a in zip(requests, replies)])
         return sum(scores) / len(scores), sum(TRAIT in a for a in replies) / len(replies)
 
-    base_score, base_trait = mean_score(model)
-    ppo_score, ppo_trait = mean_score(tuned)
+    measured = [("base", *mean_score(model))]
+    if start_model is not None:
+        measured.append((f"sft ({args.sft_epochs:g} ep)", *mean_score(start_model)))
+    measured.append(("ppo", *mean_score(tuned)))
     kls = [m["kl"] for m in ev.read_metrics(studio.run_dir(ppo_id)) if "kl" in m]
-    print(f"\nPPO against {run_id} on the 40 training prompts, studio defaults; run {ppo_id}, {ppo_seconds:.0f} s")
-    print(f"{'model':<10} {'mean RM score':>14} {'sigmoid':>8} {'sign-off':>9}   (20 unseen requests, greedy)")
-    for name, s, t in (("base", base_score, base_trait), ("ppo", ppo_score, ppo_trait)):
-        print(f"{name:<10} {s:>14.3f} {1 / (1 + math.exp(-s)):>8.3f} {t:>9.2f}")
+    print(f"\nPPO against {run_id} on the 40 training prompts, from {start}, settings {settings or 'the defaults'}; "
+          f"run {ppo_id}, {row['summary']['steps']} steps in {ppo_seconds:.0f} s")
+    print(f"{'model':<14} {'mean RM score':>14} {'sigmoid':>8} {'sign-off':>9}   "
+          f"(20 unseen requests, greedy, up to {args.reply_tokens} tokens)")
+    for name, s, t in measured:
+        print(f"{name:<14} {s:>14.3f} {1 / (1 + math.exp(-s)):>8.3f} {t:>9.2f}")
+    print(f"PPO vs its start: mean RM score {measured[-1][1] - measured[-2][1]:+.3f}")
     print(f"KL to the reference per reply (logged): first {kls[0]:.3f}, max {max(kls):.3f}, last {kls[-1]:.3f}")
 
 
