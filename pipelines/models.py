@@ -83,11 +83,14 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
 
 
 def check_local_folder(path: Path) -> None:
-    """Refuse a folder that is not a usable Hugging Face model (safetensors only)."""
+    """Refuse a folder that is not a usable Hugging Face model: safetensors weights under the names
+    transformers loads (`model.safetensors` or its sharded index), and an architecture transformers
+    has built in (a folder's own code is never run)."""
     if not (path / "config.json").exists():
         raise ModelError(f"model folder {path} has no config.json; expected a Hugging Face model folder")
     files = [p.name for p in path.iterdir()]
-    if any(name.endswith(".safetensors") for name in files):
+    if "model.safetensors" in files or "model.safetensors.index.json" in files:
+        _check_architecture(path)
         return
     pickles = sorted(n for n in files if n.endswith(_PICKLE_SUFFIXES))
     if pickles:
@@ -96,7 +99,31 @@ def check_local_folder(path: Path) -> None:
             "safetensors only, because pickle files can run code when loaded - convert it to "
             "safetensors first"
         )
+    stray = sorted(n for n in files if n.endswith(".safetensors"))
+    if stray:
+        raise ModelError(f"model folder {path} has no model.safetensors (nor model.safetensors.index.json); "
+                         f"{stray[0]} is not a model's weights file")
     raise ModelError(f"model folder {path} has no .safetensors weights")
+
+
+def _check_architecture(path: Path) -> None:
+    import json
+
+    from transformers import CONFIG_MAPPING
+
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ModelError(f"model folder {path}: config.json is not valid JSON ({err})") from None
+    kind = config.get("model_type") if isinstance(config, dict) else None
+    if kind in CONFIG_MAPPING:
+        return
+    if isinstance(config, dict) and config.get("auto_map"):
+        raise ModelError(f"model folder {path} needs its own Python code (architecture '{kind}' is not built "
+                         "into transformers, config.json's auto_map names code in the folder); Tune Studio "
+                         "never runs code from a model folder")
+    raise ModelError(f"model folder {path}: config.json's model_type '{kind}' is not an architecture "
+                     "transformers knows")
 
 
 def resolve(spec: str, cache_dir: Path) -> str:

@@ -56,7 +56,7 @@ def check_file(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> str:
     elif b"\x00" in head:
         at = head.index(b"\x00") + 1
         raise DataError(f"{path.name}: this is a binary file, not text (a NUL byte at byte {at}); "
-                        f"expected {fmt.upper()} text in UTF-8")
+                        f"expected {'plain' if fmt == 'text' else fmt.upper()} text in UTF-8")
     return fmt
 
 

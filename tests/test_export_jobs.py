@@ -135,7 +135,7 @@ def test_refusals_exit_2_with_one_sentence_and_write_nothing(workspace, tmp_path
         (("merge", f"run:{run_id}", "--method", "ties"), "error: TIES adds each model's changes to a base model"),
         (("merge", f"run:{run_id}", f"run:{run_id}", "--method", "linear"), "is named twice"),
         (("export", f"run:{run_id}", "--format", "gguf", "--system", 'Say "hi"'), "ends with a double quote"),
-        (("merge", f"run:{run_id}", str(pickled), "--method", "linear"), "merging reads safetensors weights only"),
+        (("merge", f"run:{run_id}", str(pickled), "--method", "linear"), "has only pickle weights (pytorch_model.bin)"),
     ]
     for args, says in cases:
         done = studio_cmd(studio.home, *args)

@@ -39,3 +39,38 @@ def test_hub_id_is_passed_to_transformers(tmp_path):
 def test_nonsense_is_refused(tmp_path):
     with pytest.raises(ModelError, match="^model 'no such model' is neither 'default'"):
         resolve("no such model", tmp_path)
+
+
+def test_pickle_weights_beside_a_stray_safetensors_file_are_refused(tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    (folder / "pytorch_model.bin").write_bytes(b"\x80\x02}q\x00.")
+    (folder / "adapter_model.safetensors").write_bytes(b"")
+    with pytest.raises(ModelError, match=r"has only pickle weights \(pytorch_model.bin\)"):
+        resolve(str(folder), tmp_path)
+    (folder / "pytorch_model.bin").unlink()
+    with pytest.raises(ModelError) as err:
+        resolve(str(folder), tmp_path)
+    assert str(err.value) == (f"model folder {folder} has no model.safetensors (nor model.safetensors.index.json); "
+                              "adapter_model.safetensors is not a model's weights file")
+
+
+def test_a_folder_that_needs_its_own_code_is_refused_in_one_sentence(tiny_model_dir, tmp_path):
+    import shutil
+
+    folder = tmp_path / "custom"
+    shutil.copytree(tiny_model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(model_type="my_custom_lm", auto_map={"AutoModelForCausalLM": "modeling_custom.CustomLM"})
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "modeling_custom.py").write_text("raise SystemExit('custom code ran')\n")
+    with pytest.raises(ModelError) as err:
+        resolve(str(folder), tmp_path)
+    assert str(err.value) == (
+        f"model folder {folder} needs its own Python code (architecture 'my_custom_lm' is not built into "
+        "transformers, config.json's auto_map names code in the folder); Tune Studio never runs code "
+        "from a model folder")
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(ModelError, match="config.json is not valid JSON"):
+        resolve(str(folder), tmp_path)
