@@ -6,7 +6,9 @@ import time
 
 from transformers import TrainerCallback
 
-from pipelines.events import RunEvents
+from pathlib import Path
+
+from pipelines.events import RunEvents, seal_checkpoint
 
 # what reaches metrics.jsonl: the training curves, and for preference methods how well the model
 # tells the preferred answer from the other (TRL's names; each also as eval_<name> on held-out pairs)
@@ -73,3 +75,13 @@ class CancelCallback(TrainerCallback):
         if self.events.cancel_requested() and state.global_step < state.max_steps:
             control.should_save = True
             control.should_training_stop = True
+
+
+class SealCheckpoints(TrainerCallback):
+    """After the trainer writes a checkpoint: flush it to the disk and seal it (resume only trusts
+    sealed checkpoints, so a save cut short by a kill or a full disk is never resumed from)."""
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if folder.is_dir():
+            seal_checkpoint(folder)

@@ -185,14 +185,73 @@ def run_state(run_dir: Path, now: float | None = None) -> dict:
     return state
 
 
-def newest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint (the trainer writes trainer_state.json last)."""
+SEALED = ".complete"  # written last in a checkpoint, after its files reached the disk
+
+
+def fsync_path(path: Path) -> None:
+    """A file's data, or a folder's list of entries, flushed to the disk."""
+    handle = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+def fsync_tree(folder: Path) -> None:
+    """Every file under `folder`, then the folders themselves, flushed to the disk."""
+    for path in sorted(Path(folder).rglob("*"), key=lambda p: -len(p.parts)):
+        fsync_path(path)
+    fsync_path(folder)
+
+
+def seal_checkpoint(folder: Path) -> None:
+    """Mark a fully written checkpoint as complete: its files are flushed first, then the marker is
+    written under a temporary name, flushed and renamed, so a kill or a power cut at any moment
+    leaves either a sealed checkpoint or one that resume skips."""
+    folder = Path(folder)
+    fsync_tree(folder)
+    tmp = folder / f"{SEALED}.tmp"
+    with open(tmp, "w") as handle:
+        handle.write(json.dumps({"sealed_at": time.time()}))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, folder / SEALED)
+    fsync_path(folder)
+    fsync_path(folder.parent)
+
+
+def _checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     found = []
     for path in (Path(run_dir) / CHECKPOINTS).glob("checkpoint-*"):
         step = path.name.rsplit("-", 1)[-1]
-        if step.isdigit() and (path / "trainer_state.json").exists():
+        if step.isdigit() and path.is_dir():
             found.append((int(step), path))
-    return max(found)[1] if found else None
+    return sorted(found)
+
+
+def newest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint: a sealed one. (Checkpoints written before sealing existed
+    count when their trainer_state.json, which the trainer writes last, reads whole.)"""
+    found = _checkpoints(run_dir)
+    sealed = [(step, path) for step, path in found if (path / SEALED).exists()]
+    if sealed or any((path / SEALED).exists() for _, path in found):
+        return sealed[-1][1] if sealed else None
+    legacy = [(step, path) for step, path in found if read_json(path / "trainer_state.json") is not None]
+    return legacy[-1][1] if legacy else None
+
+
+def discard_incomplete_checkpoints(run_dir: Path) -> list[str]:
+    """Remove checkpoints newer than the newest complete one (a save cut short by a kill or a full
+    disk) and temporary ones; returns their names. The complete ones are never touched."""
+    import shutil
+
+    newest = newest_checkpoint(run_dir)
+    newest_step = int(newest.name.rsplit("-", 1)[-1]) if newest else -1
+    removed = [path for step, path in _checkpoints(run_dir) if step > newest_step]
+    removed += [p for p in (Path(run_dir) / CHECKPOINTS).glob(".checkpoint-*") if p.is_dir()]
+    for path in removed:
+        shutil.rmtree(path, ignore_errors=True)
+    return [p.name for p in removed]
 
 
 def resume_checkpoint(job: dict, run_dir: Path) -> Path | None:
@@ -200,6 +259,7 @@ def resume_checkpoint(job: dict, run_dir: Path) -> Path | None:
     or None (a resumed run without one starts over, with its metrics cleared). None for a new run."""
     if not job.get("resume"):
         return None
+    discard_incomplete_checkpoints(run_dir)
     checkpoint = newest_checkpoint(run_dir)
     truncate_metrics(run_dir, int(checkpoint.name.rsplit("-", 1)[-1]) if checkpoint else -1)
     if checkpoint is not None:

@@ -8,6 +8,8 @@ means: save a checkpoint, then stop.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import importlib
 import logging
 import os
@@ -18,7 +20,7 @@ import traceback
 import warnings
 from pathlib import Path
 
-from pipelines.events import CANCEL, JOB, RunEvents, read_json
+from pipelines.events import CANCEL, JOB, RunEvents, discard_incomplete_checkpoints, newest_checkpoint, read_json
 from pipelines.queue import wait_for_slot
 
 
@@ -71,10 +73,19 @@ def main(run_dir: str) -> int:
             runner = importlib.import_module(get_method(job["method"]).runner)
             summary = runner.train(job, run_dir, events)
     except Exception as err:  # the run fails, the message reaches the user in one line
-        # errors written for people (one sentence) are shown as they are; others with their type
-        message = (str(err) if getattr(err, "one_sentence", False) else f"{type(err).__name__}: {err}").splitlines()[0]
+        if disk_full(err):
+            # the half-written checkpoint goes first: it frees space, and resume must never use it
+            discard_incomplete_checkpoints(run_dir)
+            kept = newest_checkpoint(run_dir)
+            message = (f"the disk is full (no space left on the device holding {run_dir.parent}); "
+                       + (f"the last complete checkpoint ({kept.name}) is kept: " if kept else "")
+                       + "free some space, then resume the run")
+        else:  # errors written for people (one sentence) are shown as they are; others with their type
+            message = (str(err) if getattr(err, "one_sentence", False) else f"{type(err).__name__}: {err}")
+        message = message.splitlines()[0]
         # the log says what went wrong in a sentence; the Python traceback is kept for whoever debugs
-        (run_dir / ERROR_DETAILS).write_text(traceback.format_exc())
+        with contextlib.suppress(OSError):
+            (run_dir / ERROR_DETAILS).write_text(traceback.format_exc())
         print(f"failed: {message}\n(the full Python traceback is in {run_dir / ERROR_DETAILS})", flush=True)
         events.stop_heartbeat()
         events.status("failed", error=message, finished=time.time())
@@ -87,6 +98,20 @@ def main(run_dir: str) -> int:
     events.status("completed", summary=summary, finished=time.time())
     print("run completed", flush=True)
     return 0
+
+
+def disk_full(err: BaseException) -> bool:
+    """Whether a failure was the disk running out of space: an OSError saying so anywhere in the
+    chain, or the wrapped forms torch (\"file write failed\") and safetensors (StorageFull) give."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if any(sign in str(err) for sign in ("No space left on device", "StorageFull", "os error 28")):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from pipelines import data, events as ev, hardware, models, ppo, rewards
-from pipelines.events import ADAPTER, CHECKPOINTS, RunEvents, resume_checkpoint
+from pipelines.events import ADAPTER, CHECKPOINTS, RunEvents, resume_checkpoint, seal_checkpoint
 from pipelines.methods import get_method, parse
 from pipelines.train_pref import load_policy
 from pipelines.train_rl import SAMPLES_SHOWN, reward_model_scorer
@@ -145,7 +145,8 @@ def save_checkpoint(run_dir: Path, step: int, policy, value_head, optimizer) -> 
     policy.save_pretrained(str(tmp))
     torch.save(value_head.state_dict(), tmp / VALUE_HEAD)
     torch.save({"optimizer": optimizer.state_dict(), "step": step, "torch_rng": torch.get_rng_state()}, tmp / STATE)
-    (tmp / "trainer_state.json").write_text(json.dumps({"global_step": step}))  # what newest_checkpoint looks for
+    (tmp / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    seal_checkpoint(tmp)  # flushed and marked complete before it takes its name
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
     for old in sorted((run_dir / CHECKPOINTS).glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[-1]))[:-2]:

@@ -108,7 +108,7 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
     from datasets import Dataset
     from transformers import EarlyStoppingCallback, PrinterCallback
 
-    from pipelines.callbacks import CancelCallback, MetricsCallback
+    from pipelines.callbacks import CancelCallback, MetricsCallback, SealCheckpoints
 
     # config
     method = get_method(job["method"])
@@ -157,7 +157,7 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
     trainer_args["eval_steps"] = params.eval_steps or math.ceil(total_steps / EVALS_PER_RUN)
     patience = groups["studio"]["early_stopping_patience"]
     config = config_cls(**trainer_args, **run_settings(run_dir, params, eval_ds is not None, patience))
-    callbacks = [MetricsCallback(events), CancelCallback(events)]
+    callbacks = [MetricsCallback(events), CancelCallback(events), SealCheckpoints()]
     if patience and eval_ds is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
     kwargs = {"ref_model": ref_model} if method.reference else {}

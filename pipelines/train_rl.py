@@ -98,7 +98,7 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
     from datasets import Dataset
     from transformers import PrinterCallback, TrainerCallback
 
-    from pipelines.callbacks import CancelCallback, MetricsCallback
+    from pipelines.callbacks import CancelCallback, MetricsCallback, SealCheckpoints
 
     # config: the method's settings and the reward functions the run lists
     method = get_method(job["method"])
@@ -139,7 +139,7 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
         args=config,
         train_dataset=train_ds,
         processing_class=tokenizer,
-        callbacks=[MetricsCallback(events), CancelCallback(events), Samples()],
+        callbacks=[MetricsCallback(events), CancelCallback(events), SealCheckpoints(), Samples()],
         peft_config=peft_config,
     )
     trainer.remove_callback(PrinterCallback)
@@ -150,7 +150,7 @@ def train_reward_model(job: dict, run_dir: Path, events: RunEvents) -> dict:
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification, PrinterCallback
 
-    from pipelines.callbacks import CancelCallback, MetricsCallback
+    from pipelines.callbacks import CancelCallback, MetricsCallback, SealCheckpoints
 
     events.phase("loading the model and the data")
     # config
@@ -192,7 +192,7 @@ def train_reward_model(job: dict, run_dir: Path, events: RunEvents) -> dict:
     patience = groups["studio"]["early_stopping_patience"]
     settings = run_settings(run_dir, params, bool(eval_rows), patience)
     config = config_cls(**trainer_args, **settings)
-    callbacks = [MetricsCallback(events), CancelCallback(events)]
+    callbacks = [MetricsCallback(events), CancelCallback(events), SealCheckpoints()]
     if patience and eval_rows:
         from transformers import EarlyStoppingCallback
 

@@ -12,9 +12,8 @@ from pipelines.events import (
     INITIAL_ADAPTER,
     MODEL,
     RunEvents,
-    newest_checkpoint,
     read_metrics,
-    truncate_metrics,
+    resume_checkpoint,
 )
 from pipelines.methods import Setup, get_method, parse, split_by_target
 
@@ -26,14 +25,8 @@ def train(job: dict, run_dir: Path, events: RunEvents) -> dict:
     trainer, tokenizer = build_trainer(job, run_dir, events)
 
     # resume: continue from the newest complete checkpoint; the curve continues from its step
-    checkpoint = newest_checkpoint(run_dir) if job.get("resume") else None
-    if checkpoint is not None:
-        step = int(checkpoint.name.rsplit("-", 1)[-1])
-        truncate_metrics(run_dir, step)
-        print(f"resuming from {checkpoint.name}", flush=True)
-    else:
-        if job.get("resume"):
-            truncate_metrics(run_dir, -1)  # no checkpoint was saved yet: start over cleanly
+    checkpoint = resume_checkpoint(job, run_dir)  # None: a new run, or no checkpoint yet (start over)
+    if checkpoint is None:
         if trainer.eval_dataset is not None:
             events.phase("measuring the model before training")
             # held-out loss before the first step: the baseline the curve is read against
@@ -140,7 +133,7 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
     from trl import SFTConfig
 
     from pipelines import packing
-    from pipelines.callbacks import CancelCallback, MetricsCallback
+    from pipelines.callbacks import CancelCallback, MetricsCallback, SealCheckpoints
     from pipelines.methods.qlora import resolve_optim
     from pipelines.sft_trainer import StudioSFTTrainer
 
@@ -191,7 +184,7 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
     config = SFTConfig(**trainer_args, **run_settings(run_dir, params, eval_ds is not None, patience),
                        # tokens/s counts real tokens: a padding-free batch has none other
                        include_num_input_tokens_seen="all" if packed else "non_padding")
-    callbacks = [MetricsCallback(events), CancelCallback(events)]
+    callbacks = [MetricsCallback(events), CancelCallback(events), SealCheckpoints()]
     if method.callbacks:
         callbacks += method.callbacks(model, params)
     if patience and eval_ds is not None:

@@ -5,24 +5,18 @@ background jobs like training runs."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+
+from pipelines.events import fsync_tree
 
 
 class ExportError(ValueError):
     """An export that cannot be made; the message is one sentence."""
 
     one_sentence = True  # a failed job shows the message alone, without the class name
-
-
-def fsync_tree(folder: Path) -> None:
-    for path in Path(folder).rglob("*"):
-        if path.is_file():
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
 
 
 @contextmanager

@@ -1,0 +1,121 @@
+"""Checkpoints resume trusts: sealed after their files reach the disk; a save cut short (a kill, a
+full disk) is never resumed from and never costs the previous checkpoint."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from pipelines.events import (
+    CHECKPOINTS,
+    SEALED,
+    discard_incomplete_checkpoints,
+    newest_checkpoint,
+    read_metrics,
+    seal_checkpoint,
+)
+from studio.core import PROJECT_ROOT
+from tests.test_jobs import long_params, wait_until  # noqa: F401  (a fixture)
+
+
+def make_checkpoint(run_dir, step, state='{"global_step": 1}', sealed=False):
+    folder = run_dir / CHECKPOINTS / f"checkpoint-{step}"
+    folder.mkdir(parents=True)
+    (folder / "adapter_model.safetensors").write_bytes(b"weights")
+    if state is not None:
+        (folder / "trainer_state.json").write_text(state)
+    if sealed:
+        seal_checkpoint(folder)
+    return folder
+
+
+def test_only_sealed_checkpoints_are_resumed_from_and_the_unsealed_newer_one_is_removed(tmp_path):
+    three = make_checkpoint(tmp_path, 3, sealed=True)
+    make_checkpoint(tmp_path, 6)  # every file written, but killed before it was sealed
+    (tmp_path / CHECKPOINTS / ".checkpoint-9.tmp").mkdir()  # PPO's temporary name
+    assert json.loads((three / SEALED).read_text())["sealed_at"] > 0
+    assert newest_checkpoint(tmp_path) == three
+    assert sorted(discard_incomplete_checkpoints(tmp_path)) == [".checkpoint-9.tmp", "checkpoint-6"]
+    assert sorted(p.name for p in (tmp_path / CHECKPOINTS).iterdir()) == ["checkpoint-3"]
+    assert discard_incomplete_checkpoints(tmp_path) == []  # the complete one is never touched
+
+
+def test_checkpoints_from_before_sealing_count_when_their_state_reads_whole(tmp_path):
+    make_checkpoint(tmp_path, 2)
+    make_checkpoint(tmp_path, 4, state='{"global_st')  # cut off while the trainer wrote it, last
+    make_checkpoint(tmp_path, 6, state=None)  # cut off before
+    assert newest_checkpoint(tmp_path).name == "checkpoint-2"
+    assert newest_checkpoint(tmp_path / "nothing-here") is None
+
+
+def test_every_checkpoint_of_a_real_run_is_sealed(studio, tiny_model_dir, long_params):  # noqa: F811
+    run_id = studio.start_run(model=str(tiny_model_dir), dataset="quillpad_faq", method="lora",
+                              params={**long_params, "num_train_epochs": 0.5})
+    assert studio.wait(run_id, poll_s=0.3)["status"] == "completed"
+    saved = list((studio.run_dir(run_id) / CHECKPOINTS).glob("checkpoint-*"))
+    assert saved and all((folder / SEALED).exists() for folder in saved)
+
+
+def can_mount_a_small_disk() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    return subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=1M tmpfs /tmp"],
+                          capture_output=True).returncode == 0
+
+
+# Inside its own mount namespace (no root needed), the worker's checkpoints folder is a small
+# RAM disk. Once the first checkpoint is sealed a filler takes every free byte, so the next save
+# hits a real ENOSPC. What is left on that disk is copied out before the namespace goes away.
+FULL_DISK = """
+set -e
+mount -t tmpfs -o size=64M tmpfs "$1/checkpoints"
+"$2" -m pipelines.run "$1" & worker=$!
+while ! ls "$1"/checkpoints/checkpoint-*/.complete >/dev/null 2>&1; do sleep 0.05; done
+dd if=/dev/zero of="$1/checkpoints/filler" bs=1M >/dev/null 2>&1 || true
+wait $worker || true
+rm -f "$1/checkpoints/filler"
+cp -a "$1/checkpoints/." "$1/left-on-disk"
+"""
+
+
+@pytest.mark.skipif(not can_mount_a_small_disk(), reason="needs unshare -rm to mount a small tmpfs")
+def test_a_full_disk_while_saving_fails_the_run_clearly_and_keeps_the_previous_checkpoint(
+        studio, tiny_model_dir, long_params, monkeypatch):  # noqa: F811
+    wrappers = []
+
+    def spawn_on_a_small_disk(run_id, run_dir):
+        (run_dir / CHECKPOINTS).mkdir(exist_ok=True)
+        (run_dir / "left-on-disk").mkdir()
+        with open(run_dir / "train.log", "ab") as log:
+            wrappers.append(subprocess.Popen(
+                ["unshare", "-rm", "sh", "-c", FULL_DISK, "sh", str(run_dir), sys.executable],
+                cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+            studio._procs[run_id] = wrappers[-1]
+
+    monkeypatch.setattr(studio, "spawn", spawn_on_a_small_disk)
+    run_id = studio.start_run(model=str(tiny_model_dir), dataset="quillpad_faq", method="lora",
+                              params=long_params)
+    row = studio.wait(run_id, poll_s=0.3)
+    run_dir = studio.run_dir(run_id)
+    wrappers[0].wait(timeout=30)  # what is left on the small disk is copied out
+    assert row["status"] == "failed", row
+    assert row["error"] == (f"the disk is full (no space left on the device holding {run_dir.parent}); the last "
+                            "complete checkpoint (checkpoint-3) is kept: free some space, then resume the run")
+    left = run_dir / "left-on-disk"
+    assert [p.name for p in left.glob("*checkpoint-*")] == ["checkpoint-3"]  # the cut-short save was removed
+    assert (left / "checkpoint-3" / SEALED).exists()
+
+    # Space again (the studio's own disk): the kept checkpoint resumes the run to its end.
+    monkeypatch.undo()
+    shutil.rmtree(run_dir / CHECKPOINTS)
+    left.rename(run_dir / CHECKPOINTS)
+    studio.resume(run_id)
+    row = studio.wait(run_id, poll_s=0.5)
+    assert row["status"] == "completed", row["error"]
+    steps = [m["step"] for m in read_metrics(run_dir) if "loss" in m]
+    assert steps == sorted(set(steps)) and steps[-1] == row["max_steps"]
+    assert "resuming from checkpoint-3" in (run_dir / "train.log").read_text()
