@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+import math
+import time
+
+from starlette.middleware import Middleware
+from starlette.middleware.gzip import GZipMiddleware
+from starlette.requests import HTTPConnection
+from starlette.responses import JSONResponse
 
 from studio.app import CSS_PATH, build_app, head
-
 
 
 class LaunchError(ValueError):
@@ -41,13 +47,140 @@ def check_exposure(host: str, auth: str | None, share: bool) -> tuple[str, str] 
     return credentials
 
 
+class LoginThrottle:
+    """Failed logins, counted per client address: the first `free` are answered at once; after that
+    the client must wait `base_s`, then twice as long after each further failure (at most `max_s`)
+    before its next try is even checked. A right password resets the count; so does `window_s`
+    without a failure. Nothing sleeps: a try that comes too soon is refused with its wait."""
+
+    def __init__(self, free: int = 5, base_s: float = 1.0, max_s: float = 60.0, window_s: float = 900.0,
+                 clock=time.monotonic, max_clients: int = 10_000):
+        self.free, self.base_s, self.max_s, self.window_s = free, base_s, max_s, window_s
+        self.clock, self.max_clients = clock, max_clients
+        self.failures: dict[str, tuple[int, float]] = {}  # client -> (failures, time of the last one)
+        self.trying: set[str] = set()  # clients whose login is being checked now: one at a time each
+
+    def lock_s(self, count: int) -> float:
+        return 0.0 if count < self.free else min(self.max_s, self.base_s * 2 ** (count - self.free))
+
+    def wait_s(self, client: str) -> float:
+        """Seconds before this client may try again (0: now)."""
+        count, last = self.failures.get(client, (0, 0.0))
+        now = self.clock()
+        if count and now - last > self.window_s:
+            del self.failures[client]
+            return 0.0
+        return max(0.0, last + self.lock_s(count) - now)
+
+    def failed(self, client: str) -> None:
+        now = self.clock()
+        if len(self.failures) >= self.max_clients:  # forget the quiet ones before growing further
+            self.failures = {c: (n, t) for c, (n, t) in self.failures.items() if now - t <= self.window_s}
+        self.failures[client] = (self.failures.get(client, (0, 0.0))[0] + 1, now)
+
+    def succeeded(self, client: str) -> None:
+        self.failures.pop(client, None)
+
+
+def _not_authenticated():
+    return JSONResponse({"detail": "Not authenticated"}, status_code=401)
+
+
+class LoginGate:
+    """In front of Gradio when a password is set. Before login only the login page and the files it is
+    drawn with are served: `/` without its query (Gradio answers `/?all_endpoints=true` with the whole
+    API description, example values and all, even to a stranger) and every other route gets 401.
+    Logins are throttled per client (LoginThrottle); the client is the connecting address, or the
+    forwarded one when a local proxy such as the share tunnel connects (uvicorn's trusted-proxy rule)."""
+
+    # launch() itself calls startup-events (once, before anyone can log in; later calls do nothing)
+    OPEN = {"/", "/login", "/login/", "/theme.css", "/favicon.ico", "/manifest.json", "/gradio_api/startup-events"}
+    OPEN_PREFIXES = ("/assets/", "/static/")  # Gradio's own front-end files, the same for every app
+
+    def __init__(self, app, throttle: LoginThrottle | None = None):
+        self.app = app
+        self.throttle = throttle or LoginThrottle()
+
+    @staticmethod
+    def logged_in(scope) -> bool:
+        gradio_app = scope.get("app")
+        cookie_id = getattr(gradio_app, "cookie_id", None)
+        tokens = getattr(gradio_app, "tokens", None)
+        if cookie_id is None or tokens is None:
+            return False
+        cookies = HTTPConnection(scope).cookies
+        token = cookies.get(f"access-token-{cookie_id}") or cookies.get(f"access-token-unsecure-{cookie_id}")
+        return token is not None and token in tokens
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        path = scope.get("path", "")
+        if path in ("/login", "/login/") and scope["type"] == "http" and scope.get("method") == "POST":
+            return await self.login(scope, receive, send)
+        if self.logged_in(scope):
+            return await self.app(scope, receive, send)
+        if scope["type"] == "websocket":
+            return await send({"type": "websocket.close", "code": 1008})
+        if path == "/":
+            return await self.app({**scope, "query_string": b""}, receive, send)
+        if path in self.OPEN or path.startswith(self.OPEN_PREFIXES):
+            return await self.app(scope, receive, send)
+        return await _not_authenticated()(scope, receive, send)
+
+    async def login(self, scope, receive, send):
+        client = (scope.get("client") or ("unknown", 0))[0]
+        wait = self.throttle.wait_s(client)
+        if wait > 0 or client in self.throttle.trying:
+            seconds = max(1, math.ceil(wait))
+            response = JSONResponse(
+                {"detail": f"Too many failed logins from this address; try again in {seconds} s."},
+                status_code=429, headers={"Retry-After": str(seconds)})
+            return await response(scope, receive, send)
+        status = {}
+
+        async def watch(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        self.throttle.trying.add(client)
+        try:
+            await self.app(scope, receive, watch)
+        finally:
+            self.throttle.trying.discard(client)
+            if status.get("code") == 200:
+                self.throttle.succeeded(client)
+            elif status.get("code") == 400:  # Gradio's answer to wrong credentials
+                self.throttle.failed(client)
+
+
+class CompressPage:
+    """Gzip the page and its config. Gradio compresses only paths that end in a file extension
+    (.js, .css, ...), so `/` (the page with every component's config inlined, ~1 MB) crossed the
+    wire uncompressed; gzipped it is ~10x smaller."""
+
+    PATHS = {"/", "/config", "/config/", "/gradio_api/info", "/gradio_api/info/"}
+
+    def __init__(self, app):
+        self.app = app
+        self.gzip = GZipMiddleware(app, minimum_size=1000, compresslevel=6)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope.get("path") in self.PATHS:
+            return await self.gzip(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
 def serve(studio, host: str = "127.0.0.1", port: int = 7860, auth: str | None = None,
-          share: bool = False, block: bool = True):
+          share: bool = False, block: bool = True, login_throttle: LoginThrottle | None = None):
     credentials = check_exposure(host, auth, share)
     app = build_app(studio)
     app.queue(default_concurrency_limit=4)
+    # with a password, nothing but the login page before login, and failed logins slowed per client
+    middleware = [Middleware(CompressPage), *([Middleware(LoginGate, throttle=login_throttle)] if credentials else [])]
     app.launch(
-        server_name=host, server_port=port, auth=credentials, share=share,
+        app_kwargs={"middleware": middleware}, server_name=host, server_port=port, auth=credentials, share=share,
         max_file_size=studio.max_upload_bytes, allowed_paths=[], show_error=True, css_paths=[CSS_PATH], head=head(),
         prevent_thread_lock=not block, quiet=not block,
     )

@@ -26,3 +26,86 @@ def test_share_without_auth_is_refused():
 def test_cli_serve_refuses_before_building_anything(tmp_path, capsys):
     assert main(["serve", "--host", "0.0.0.0", "--home", str(tmp_path / "h")]) == 2
     assert capsys.readouterr().err.startswith("error: refusing to bind 0.0.0.0 without --auth")
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "[::]", "0", "2130706433", "0x7f000001", "127.1",
+                                  "192.168.1.10", "::ffff:0.0.0.0", "example.com"])
+def test_every_other_address_is_refused_without_auth(host):
+    with pytest.raises(LaunchError, match=f"^refusing to bind {host.replace('[', '.').replace(']', '.')} without"):
+        check_exposure(host, None, False)
+
+
+def test_ipv6_loopback_is_this_machine_only():
+    assert check_exposure("::1", None, False) is None
+
+
+@pytest.fixture(scope="module")
+def open_server(tmp_path_factory):
+    """A studio served the default way (no password), with GRADIO_SERVER_NAME asking for every
+    address: the studio binds what it was told (127.0.0.1), never what the environment says."""
+    import os
+    import socket
+
+    from studio.core import Studio
+    from studio.launch import serve
+
+    studio = Studio(tmp_path_factory.mktemp("open") / "home")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    before = os.environ.get("GRADIO_SERVER_NAME")
+    os.environ["GRADIO_SERVER_NAME"] = "0.0.0.0"
+    try:
+        app = serve(studio, port=port, block=False)
+    finally:
+        if before is None:
+            os.environ.pop("GRADIO_SERVER_NAME")
+        else:
+            os.environ["GRADIO_SERVER_NAME"] = before
+    yield port, studio
+    app.close()
+
+
+def test_gradio_server_name_in_the_environment_does_not_widen_the_bind(open_server):
+    import socket
+
+    port, _ = open_server
+    with socket.socket() as s:
+        s.connect(("127.0.0.1", port))  # served here
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 1))  # picks the outward interface; nothing is sent
+            outside = probe.getsockname()[0]
+        except OSError:
+            outside = "127.0.0.1"
+    if outside.startswith("127."):
+        pytest.skip("this machine has no address other than loopback")
+    with socket.socket() as s, pytest.raises(OSError):
+        s.settimeout(3)
+        s.connect((outside, port))
+
+
+TRAVERSALS = [
+    "/gradio_api/file=/etc/passwd", "/gradio_api/file=../../../../etc/passwd",
+    "/gradio_api/file=..%2f..%2f..%2f..%2fetc%2fpasswd", "/gradio_api/file=%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+    "/gradio_api/file=....//....//....//etc/passwd", "/gradio_api/file=/etc/../etc/passwd",
+    "/gradio_api/file=%2fetc%2fpasswd", "/gradio_api/file=%252e%252e%252fetc%252fpasswd",
+    "/gradio_api/file=..%5c..%5c..%5cetc%5cpasswd", "/gradio_api/file=/proc/self/environ",
+    "/gradio_api/file={home}/studio.db", "/gradio_api/file={home}/datasets",
+    "/file=/etc/passwd", "/file=../../../../etc/passwd", "/gradio_api/file/etc/passwd",
+    "/static/../../../../etc/passwd", "/assets/..%2f..%2f..%2fetc%2fpasswd",
+    "/gradio_api/upload_progress?upload_id=../../etc/passwd", "/favicon.ico/../../etc/passwd",
+    "/gradio_api/file=//etc/passwd",
+]
+
+
+def test_file_routes_refuse_every_path_traversal_form(open_server):
+    import httpx
+
+    port, studio = open_server
+    assert len(TRAVERSALS) == 20
+    for form in TRAVERSALS:
+        url = f"http://127.0.0.1:{port}{form.format(home=studio.home)}"
+        answer = httpx.get(url, timeout=30)
+        assert answer.status_code in (403, 404), (form, answer.status_code)
+        assert "root:x:0:0" not in answer.text and "SQLite format" not in answer.text, form
