@@ -8,7 +8,7 @@ import gradio as gr
 
 from components.charts import curves_figure
 from pipelines.curves import format_duration, overfitting_warning, progress
-from pipelines.events import ACTIVE_STATUSES, RESUMABLE_STATUSES, SAMPLES, log_tail, read_json, read_metrics
+from pipelines.events import ACTIVE_STATUSES, EVALUATING, RESUMABLE_STATUSES, SAMPLES, log_tail, read_json, read_metrics
 from pipelines.methods import METHODS, ConfigError, describe
 from studio.core import RunError
 
@@ -53,7 +53,7 @@ def progress_html(row: dict, metrics: list[dict]) -> str:
     width = min(100.0, p["percent"])
     if row["status"] == "queued":
         said = "waiting for its turn (runs, and answers for labeling, take turns)"
-    elif row["status"] == "running" and row.get("phase") != "training":
+    elif row["status"] == "running" and row.get("phase") not in ("training", EVALUATING):
         said = f"{row.get('phase') or 'starting'}… · elapsed {format_duration(p['elapsed_s'])}"
         if p["max_steps"]:
             said += f" · {p['max_steps']} training steps to go"
@@ -61,6 +61,8 @@ def progress_html(row: dict, metrics: list[dict]) -> str:
         eta = format_duration(p["eta_s"]) if p["eta_s"] is not None else "after the first step"
         said = (f'step {p["step"]} of {p["max_steps"] or "?"} · {p["percent"]:.0f}% · '
                 f'elapsed {format_duration(p["elapsed_s"])}' + (f" · ETA {eta}" if row["status"] == "running" else ""))
+        if row["status"] == "running" and row.get("phase") == EVALUATING:
+            said += f" · {EVALUATING}"
     return (f'<div class="run-progress"><div class="bar"><div class="fill" style="width:{width:.1f}%"></div></div>'
             f'<span>{said}</span></div>')
 

@@ -8,7 +8,7 @@ from transformers import TrainerCallback
 
 from pathlib import Path
 
-from pipelines.events import RunEvents, seal_checkpoint
+from pipelines.events import EVALUATING, RunEvents, seal_checkpoint
 
 # what reaches metrics.jsonl: the training curves, and for preference methods how well the model
 # tells the preferred answer from the other (TRL's names; each also as eval_<name> on held-out pairs)
@@ -39,7 +39,13 @@ class MetricsCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         self.events.progress.update(step=state.global_step, max_steps=state.max_steps)
 
+    def on_prediction_step(self, args, state, control, **kwargs):
+        if state.global_step > 0 and self.events.progress.get("phase") == "training":
+            self.events.phase(EVALUATING)  # a pause in the steps, said so
+
     def on_evaluate(self, args, state, control, **kwargs):
+        if state.global_step > 0:
+            self.events.phase("training")
         # Evaluation time is not training time: restart the tokens/s window after it.
         self._last = (time.time(), self._last[1] if self._last else state.num_input_tokens_seen)
 

@@ -22,6 +22,7 @@ MODEL = "model"  # full and freeze tuning leave a whole model instead of an adap
 INITIAL_ADAPTER = "initial-adapter"  # PiSSA/OLoRA: the adapter at step 0, to convert the result
 CHECKPOINTS = "checkpoints"
 CANCEL = "cancel.request"
+EVALUATING = "evaluating on the held-out rows"  # the phase of an evaluation between training steps
 SAMPLES = "samples.json"  # reinforcement learning: the newest replies the model wrote and their rewards
 
 ACTIVE_STATUSES = ("queued", "running")

@@ -59,3 +59,16 @@ def test_train_tab_offers_only_datasets_the_method_can_use(studio):
     assert pairs["id"] in dpo and "signoff_preferences" in dpo and "quillpad_faq" not in dpo
     assert kto == {}
     assert model_choices(studio) == [("Built-in SmolLM2-135M-Instruct (default)", "default")]
+
+
+def test_progress_keeps_the_step_while_the_run_evaluates_between_steps():
+    import time
+
+    from components.runs_panel import progress_html
+
+    row = {"status": "running", "step": 6, "max_steps": 20, "started": time.time() - 30,
+           "training_since": time.time() - 20, "first_step": 0, "phase": "evaluating on the held-out rows"}
+    shown = progress_html(row, [])
+    assert "step 6 of 20 · 30%" in shown and shown.endswith("· evaluating on the held-out rows</span></div>")
+    loading = progress_html({**row, "step": 0, "phase": "loading the model and the data"}, [])
+    assert "loading the model and the data… · elapsed" in loading
