@@ -89,7 +89,8 @@ def check_source(studio, upload, sample, kind, text_unit, *mapping_values):
     return message, table, updates, gr.update()
 
 
-def import_source(studio, upload, sample, name, kind, text_unit, dedupe, heldout, seed, *mapping_values):
+def import_source(studio, upload, sample, name, kind, text_unit, dedupe, heldout, seed, *mapping_values,
+                  progress=None):
     """Import the chosen file: (message, dataset dropdown update)."""
     source = source_of(upload, sample)
     if not source:
@@ -97,7 +98,8 @@ def import_source(studio, upload, sample, name, kind, text_unit, dedupe, heldout
     path, shown = source
     try:
         options = _options(kind, text_unit, dedupe, heldout, seed, mapping_values)
-        row = studio.import_dataset(Path(path), name=name or None, options=options, source_name=shown)
+        row = studio.import_dataset(Path(path), name=name or None, options=options, source_name=shown,
+                                    progress=progress)
     except DataError as err:
         return f"**Not imported:** {err}", gr.update()
     return (f"Imported **{row['name']}** (`{row['id']}`): {summary_text(row)}.",
@@ -120,7 +122,7 @@ def summary_text(row: dict) -> str:
     if meta.get("multi_turn_rows"):
         parts.append(f"{meta['multi_turn_rows']} multi-turn conversations (the last reply is learned)")
     if meta.get("ignored_columns"):
-        parts.append(f"ignored columns: {', '.join(meta['ignored_columns'])}")
+        parts.append(importer.ignored_text(meta))
     origin = meta.get("origin") or {}
     if origin.get("kind") == "judge":  # RLAIF: which model labeled it, how often it agreed with the originals
         agreed = judge_service.agreement_text(origin, origin["both_orders"])
@@ -249,8 +251,14 @@ def build(studio):
 
     view = dict(fn=on_view, inputs=[chosen, model, max_length],
                 outputs=[summary, preview, histogram, example])
+    def on_import(*values, progress=gr.Progress()):
+        def rows_read(rows, seconds):  # a big file: how far the import is, about once a second
+            progress(None, desc=f"Importing: {rows:,} rows read and checked ({seconds:.0f} s)")
+
+        return import_source(studio, *values, progress=rows_read)
+
     imported = do_import.click(
-        lambda *a: import_source(studio, *a),
+        on_import,
         [upload, sample, name, kind, text_unit, dedupe, heldout, seed, *mapping], [message, chosen],
     )
     chosen.change(**view)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 from dataclasses import dataclass
 
 from pipelines.errors import DataError, where
@@ -53,6 +54,18 @@ LAYOUTS = (
            "prompts for reinforcement learning (prompt, optional answer and tests)"),
 )
 LAYOUT_BY_KEY = {layout.key: layout for layout in LAYOUTS}
+
+
+KNOWN_COLUMNS = frozenset(c for layout in LAYOUTS for c in (*layout.required, *layout.optional))
+NAMES_SHOWN = 10  # a message names this many columns, then says how many more (a file may have 1,000)
+
+
+def few(names, n: int = NAMES_SHOWN) -> str:
+    """'a, b, c' — or 'a, b, ... j and 990 more' for a long list: a message stays one readable line."""
+    names = [str(x) for x in names]
+    if len(names) <= n:
+        return ", ".join(names)
+    return f"{', '.join(names[:n])} and {len(names) - n} more"
 
 
 def accepted_layouts(kind: str = "auto") -> str:
@@ -105,7 +118,7 @@ def detect(columns: list[str], path, kind: str = "auto", mapping: dict | None = 
     mapping = mapping or {}
     missing = [src for src in mapping.values() if src not in columns]
     if missing:
-        raise DataError(f"{where(path)}: no column '{missing[0]}' to map (columns: {', '.join(columns)})")
+        raise DataError(f"{where(path)}: no column '{missing[0]}' to map (columns: {few(columns)})")
     names = set(columns) - set(mapping.values()) | set(mapping)
     for layout in LAYOUTS:
         if layout.key == "prompts" and kind == "auto" and {n.lower() for n in names} & set(ANSWER_NAMES[1:]):
@@ -113,27 +126,50 @@ def detect(columns: list[str], path, kind: str = "auto", mapping: dict | None = 
         if kind in ("auto", layout.kind) and set(layout.required) <= names:
             return layout
     hints = []
-    known = {c for l in LAYOUTS for c in (*l.required, *l.optional)}
     for col in columns:
-        close = difflib.get_close_matches(col, known, n=1, cutoff=0.75)
-        if close and col not in known:
+        close = difflib.get_close_matches(col, KNOWN_COLUMNS, n=1, cutoff=0.75)
+        if close and col not in KNOWN_COLUMNS:
             hints.append(f"'{col}' looks like '{close[0]}'")
-    hint = f" ({'; '.join(hints)})" if hints else ""
+    hint = f" ({'; '.join(hints[:3])})" if hints else ""
     wanted = "" if kind == "auto" else f" for {kind} data"
     suggested = suggest_mapping(columns) if kind in ("auto", "sft") else {}
     example = (f"--map prompt={suggested['prompt']},completion={suggested['completion']}" if suggested
                else "--map prompt=question,completion=answer")
-    raise DataError(f"{where(path)}: found columns {', '.join(columns) or 'none'}{hint}; expected{wanted} "
+    raise DataError(f"{where(path)}: found columns {few(columns) or 'none'}{hint}; expected{wanted} "
                     f"columns {accepted_layouts(kind)}, or map yours (e.g. {example})")
 
 
-def _value_name(value) -> str:
+def value_name(value) -> str:
+    """What a value is, in a user's words (never a programming language's type name)."""
     if value is None:
         return "null"
-    return {dict: "an object", list: "a list", bool: "true/false"}.get(type(value), type(value).__name__)
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, (bytes, bytearray)):
+        return f"binary data ({len(value)} bytes)"
+    if hasattr(value, "isoformat"):
+        return "a date or time"
+    return "a value that is not text"
+
+
+def missing(value) -> bool:
+    """An optional cell left blank: null, empty text, or NaN (how pandas writes a blank cell)."""
+    return value is None or value == "" or (isinstance(value, float) and math.isnan(value))
 
 
 def text(value, path, place, column) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        if math.isnan(value):  # a blank cell of a spreadsheet or pandas table, or NaN in JSON
+            raise DataError(f"{where(path, place, column)}: is empty (NaN); expected text")
+        raise DataError(f"{where(path, place, column)}: expected text, got an infinite number")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     if isinstance(value, str):
@@ -142,9 +178,11 @@ def text(value, path, place, column) -> str:
         raise DataError(f"{where(path, place, column)}: is empty; expected text")
     if value is None:
         raise DataError(f"{where(path, place, column)}: is empty (null); expected text")
-    shown = json.dumps(value, ensure_ascii=False)
+    if not isinstance(value, (dict, list, tuple, bool)):  # binary data, dates: nothing to quote
+        raise DataError(f"{where(path, place, column)}: expected text, got {value_name(value)}")
+    shown = json.dumps(value, ensure_ascii=False, default=str)
     shown = shown if len(shown) <= 40 else shown[:37] + "..."
-    raise DataError(f"{where(path, place, column)}: expected text, got {_value_name(value)} {shown}")
+    raise DataError(f"{where(path, place, column)}: expected text, got {value_name(value)} {shown}")
 
 
 def _maybe_json_list(value):
@@ -164,7 +202,7 @@ def messages(value, path, place, column, *, role_key="role", content_key="conten
     at = where(path, place, column)
     if not isinstance(value, list) or not value:
         raise DataError(f"{at}: expected a non-empty list of {{{role_key}, {content_key}}} messages, "
-                        f"got {_value_name(value)}")
+                        f"got {value_name(value)}")
     out = []
     for i, msg in enumerate(value, start=1):
         if not isinstance(msg, dict) or role_key not in msg or content_key not in msg:
@@ -178,7 +216,7 @@ def messages(value, path, place, column, *, role_key="role", content_key="conten
         if content is None or (isinstance(content, str) and not content.strip()):
             raise DataError(f"{at}: message {i} ({role}) is empty; expected text")
         if not isinstance(content, str):
-            raise DataError(f"{at}: message {i} ({role}) has {_value_name(content)} as its content; expected text")
+            raise DataError(f"{at}: message {i} ({role}) has {value_name(content)} as its content; expected text")
         out.append({"role": role, "content": content})
     _check_order(out, at, ends_with, only)
     return out
@@ -232,10 +270,10 @@ def prompt_turns(value, path, place, column="prompt") -> list[dict]:
 def convert(record, layout: Layout, path, place) -> dict:
     """One record -> one canonical row of the layout's kind, or a DataError naming the cell."""
     if not isinstance(record, dict):
-        raise DataError(f"{where(path, place)}: expected an object with named fields, got {_value_name(record)}")
+        raise DataError(f"{where(path, place)}: expected an object with named fields, got {value_name(record)}")
     for col in layout.required:
         if col not in record:
-            raise DataError(f"{where(path, place)}: missing column '{col}' (found: {', '.join(record) or 'none'})")
+            raise DataError(f"{where(path, place)}: missing column '{col}' (found: {few(record) or 'none'})")
     key = layout.key
     if key == "messages":
         return {"messages": messages(record["messages"], path, place, "messages", ends_with="assistant")}
@@ -243,18 +281,19 @@ def convert(record, layout: Layout, path, place) -> dict:
         msgs = messages(record["conversations"], path, place, "conversations", role_key="from",
                         content_key="value", roles=SHAREGPT_ROLES, ends_with="assistant")
         system = record.get("system")
-        if system and msgs[0]["role"] != "system":
+        if not missing(system) and msgs[0]["role"] != "system":
             msgs.insert(0, {"role": "system", "content": text(system, path, place, "system")})
         return {"messages": msgs}
     if key == "alpaca":
         instruction = text(record["instruction"], path, place, "instruction")
         extra = record.get("input")
+        extra = None if missing(extra) else extra
         if extra is not None and not isinstance(extra, str):
             extra = text(extra, path, place, "input")
         user = f"{instruction}\n\n{extra}" if extra and extra.strip() else instruction
         msgs = [{"role": "user", "content": user},
                 {"role": "assistant", "content": text(record["output"], path, place, "output")}]
-        if record.get("system"):
+        if not missing(record.get("system")):
             msgs.insert(0, {"role": "system", "content": text(record["system"], path, place, "system")})
         return {"messages": msgs}
     if key == "prompt_completion":
@@ -279,10 +318,10 @@ def convert(record, layout: Layout, path, place) -> dict:
         return {"text": text(record["text"], path, place, "text")}
     if key == "prompts":
         row = {"prompt": _turn("user", record["prompt"], path, place, "prompt")}
-        if record.get("system") and row["prompt"][0]["role"] != "system":
+        if not missing(record.get("system")) and row["prompt"][0]["role"] != "system":
             row["prompt"].insert(0, {"role": "system", "content": text(record["system"], path, place, "system")})
         for col in ("answer", "tests"):  # what reward functions compare a reply with; empty = none
             value = record.get(col)
-            row[col] = None if value is None or value == "" else text(value, path, place, col)
+            row[col] = None if missing(value) else text(value, path, place, col)
         return row
     raise DataError(f"unknown layout '{key}'")

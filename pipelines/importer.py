@@ -19,7 +19,8 @@ from itertools import chain
 from pathlib import Path
 
 from pipelines.errors import DataError, where
-from pipelines.formats import LAYOUT_BY_KEY, apply_mapping, convert, detect, suggest_mapping
+from pipelines.formats import (LAYOUT_BY_KEY, NAMES_SHOWN, apply_mapping, convert, detect, few, suggest_mapping,
+                               value_name)
 from pipelines.readers import DEFAULT_MAX_BYTES, check_file, records
 
 BATCH = 2000
@@ -145,9 +146,13 @@ def _split(folder: Path, rows: int, heldout: float, seed: int) -> int:
     return k
 
 
+PROGRESS_EVERY_S = 1.0
+
+
 def import_file(path: Path, dest: Path, options: ImportOptions | None = None,
-                max_bytes: int = DEFAULT_MAX_BYTES, source_sha256: str | None = None) -> dict:
-    """Convert `path` into `dest/` (data.parquet [+ heldout.parquet] + meta.json); returns the meta."""
+                max_bytes: int = DEFAULT_MAX_BYTES, source_sha256: str | None = None, progress=None) -> dict:
+    """Convert `path` into `dest/` (data.parquet [+ heldout.parquet] + meta.json); returns the meta.
+    `progress(rows read, seconds)` is called about once a second while a big file streams in."""
     options = options or ImportOptions()
     path, dest = Path(path), Path(dest)
     if not 0 <= options.heldout < 1:
@@ -160,8 +165,7 @@ def import_file(path: Path, dest: Path, options: ImportOptions | None = None,
         raise DataError(f"{path.name}: no examples found")
     place, record = head
     if not isinstance(record, dict):
-        raise DataError(f"{where(path, place)}: expected an object with named fields, got "
-                        f"{type(record).__name__}")
+        raise DataError(f"{where(path, place)}: expected an object with named fields, got {value_name(record)}")
     layout = detect(list(record), path, options.kind, options.mapping)
     used = set(layout.required) | set(layout.optional)
     mapped = apply_mapping(record, options.mapping)
@@ -175,7 +179,12 @@ def import_file(path: Path, dest: Path, options: ImportOptions | None = None,
         writer = _Writer(tmp / DATA)
         seen, duplicates, multi_turn, empty_optional, shape = set(), 0, 0, 0, None
         untaught = []  # where the preference pairs are that cannot teach anything
+        read, said = 0, time.time()
         for place, record in chain([head], stream):
+            read += 1
+            if progress is not None and read % 1000 == 0 and time.time() - said >= PROGRESS_EVERY_S:
+                said = time.time()
+                progress(read, said - started)
             record = apply_mapping(record, options.mapping)
             try:
                 row = convert(record, layout, path, place)
@@ -214,7 +223,9 @@ def import_file(path: Path, dest: Path, options: ImportOptions | None = None,
             "heldout_rows": heldout_rows, "duplicates": duplicates,
             "dropped_duplicates": duplicates if options.dedupe else 0, "multi_turn_rows": multi_turn,
             "empty_optional_fields": empty_optional, "optional_columns": list(layout.optional),
-            "ignored_columns": ignored, "untaught_pairs": len(untaught), "untaught_rows": untaught[:5],
+            # the first few names and the count: a file may have 1,000 columns nobody wants listed
+            "ignored_columns": ignored[:NAMES_SHOWN], "ignored_count": len(ignored),
+            "untaught_pairs": len(untaught), "untaught_rows": untaught[:5],
             "options": asdict(options), "created": time.time(),
             "import_seconds": round(time.time() - started, 2),
         }
@@ -247,6 +258,14 @@ def untaught_text(meta: dict) -> str:
     more = ", ..." if meta["untaught_pairs"] > len(meta["untaught_rows"]) else ""
     return (f"{meta['untaught_pairs']} pairs dropped that could teach nothing (chosen = rejected, or an empty "
             f"answer: {', '.join(meta['untaught_rows'])}{more})")
+
+
+def ignored_text(meta: dict) -> str:
+    """'ignored columns: id, source' — or the first few and how many more."""
+    names = list(meta.get("ignored_columns") or [])
+    more = meta.get("ignored_count", len(names)) - len(names)
+    shown = few(names)  # meta holds at most NAMES_SHOWN of them (older imports: all of them)
+    return f"ignored columns: {shown} and {more} more" if more > 0 else f"ignored columns: {shown}"
 
 
 def remove_stale_imports(datasets_dir: Path, min_age_s: float = 60.0) -> list[str]:

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from pipelines.errors import DataError, where
+from pipelines.formats import KNOWN_COLUMNS, few, value_name
 
 FORMATS = {
     ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
@@ -53,15 +54,35 @@ def check_file(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> str:
     if fmt == "parquet":
         if not head.startswith(b"PAR1"):
             raise DataError(f"{path.name}: not a Parquet file (it does not start with the Parquet marker)")
+    elif _utf16(head):
+        raise DataError(f"{path.name}: this text is in UTF-16, not UTF-8; save the file as UTF-8")
     elif b"\x00" in head:
         at = head.index(b"\x00") + 1
         raise DataError(f"{path.name}: this is a binary file, not text (a NUL byte at byte {at}); "
-                        f"expected {'plain' if fmt == 'text' else fmt.upper()} text in UTF-8")
+                        f"expected {_kind(fmt)} text in UTF-8")
     return fmt
 
 
-def _lines(path: Path):
-    """(line number, text) for each physical line: UTF-8 checked, BOM dropped, length bounded."""
+def _kind(fmt: str) -> str:
+    return "plain" if fmt == "text" else fmt.upper()
+
+
+def _utf16(head: bytes) -> bool:
+    """Text saved as UTF-16 ("Unicode text" in some spreadsheets): a UTF-16 byte-order mark, or a
+    NUL byte at every other place (ASCII letters in UTF-16), which binary files do not have."""
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return True
+    sample = head[:4096]
+    even, odd = sample[0::2], sample[1::2]
+    if len(sample) < 4:
+        return False
+    return (odd.count(0) >= len(odd) * 0.3 and even.count(0) == 0) or \
+        (even.count(0) >= len(even) * 0.3 and odd.count(0) == 0)
+
+
+def _lines(path: Path, fmt: str):
+    """(line number, text) for each physical line: UTF-8 checked, BOM dropped, length bounded, and
+    no NUL byte (the file's start was checked for them; a binary part may come later)."""
     with open(path, "rb") as fh:
         number = 0
         while True:
@@ -72,12 +93,22 @@ def _lines(path: Path):
             if len(raw) > MAX_LINE_BYTES:
                 raise DataError(f"{where(path, f'line {number}')}: the line is longer than "
                                 f"{human_size(MAX_LINE_BYTES)}; expected one example per line")
+            if b"\x00" in raw:
+                raise _nul_error(path, f"line {number}", raw.index(b"\x00") + 1, fmt)
             try:
                 text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
             except UnicodeDecodeError as err:
                 raise DataError(f"{where(path, f'line {number}')}: not valid UTF-8 (byte 0x{raw[err.start]:02X} "
                                 f"at position {err.start + 1}); save the file as UTF-8") from None
             yield number, text
+
+
+def _nul_error(path: Path, place: str, position: int, fmt: str) -> DataError:
+    return DataError(f"{where(path, place)}: this is a binary file, not text (a NUL byte at position {position}); "
+                     f"expected {_kind(fmt)} text in UTF-8")
+
+
+TOO_DEEP = "nested too deeply to read (lists or objects inside each other thousands of levels deep)"
 
 
 def _json_problem(err: json.JSONDecodeError) -> str:
@@ -90,12 +121,14 @@ def _json_error(path: Path, place: str, err: json.JSONDecodeError) -> DataError:
     return DataError(f"{where(path, place)}: {_json_problem(err)}")
 
 
-def _jsonl(path: Path):
-    for number, text in _lines(path):
+def _jsonl(path: Path, fmt: str = "jsonl"):
+    for number, text in _lines(path, fmt):
         if not text.strip():
             continue
         try:
             value = json.loads(text)
+        except RecursionError:
+            raise DataError(f"{where(path, f'line {number}')}: {TOO_DEEP}; expected one JSON object per line") from None
         except json.JSONDecodeError as err:
             if number == 1 and text.lstrip().startswith("["):
                 raise DataError(f"{where(path, 'line 1')}: a JSON array, not one object per line; "
@@ -104,38 +137,108 @@ def _jsonl(path: Path):
         yield f"line {number}", value
 
 
+def _json_text(path: Path) -> str:
+    """The whole file as text. JSON is not line-based (an exported array is often one long line),
+    so the line limit does not apply; the upload size limit does. UTF-8 and NUL bytes are checked
+    with the line and position named, as for line-based files."""
+    data = path.read_bytes()
+    nul = data.find(b"\x00")
+    try:
+        text = data.decode("utf-8-sig")
+        bad = -1
+    except UnicodeDecodeError as err:
+        text, bad = "", err.start
+    if nul < 0 and bad < 0:
+        return text
+    at = min(x for x in (nul, bad) if x >= 0)
+    line = data.count(b"\n", 0, at) + 1
+    position = at - (data.rfind(b"\n", 0, at) + 1) + 1
+    if at == nul:
+        raise _nul_error(path, f"line {line}", position, "json")
+    raise DataError(f"{where(path, f'line {line}')}: not valid UTF-8 (byte 0x{data[at]:02X} at position "
+                    f"{position}); save the file as UTF-8")
+
+
+def _records_of(path: Path, value: dict) -> list:
+    """The records of a top-level JSON object: itself when it is one record ({"messages": [...]}),
+    the list inside a wrapper ({"data": [...]}), or a sentence saying why it is neither."""
+    if KNOWN_COLUMNS & set(value):
+        return [value]
+    lists = [k for k, v in value.items() if isinstance(v, list)]
+    if len(lists) == 1:  # {"data": [...]} or {"train": [...]}
+        return value[lists[0]]
+    if len(lists) > 1:
+        raise DataError(f"{path.name}: an object with {len(lists)} lists ({few(lists)}); expected one JSON array "
+                        "of objects")
+    if value and all(isinstance(v, dict) for v in value.values()):
+        raise DataError(f"{path.name}: expected a JSON array of objects, got an object of objects ({few(value)}); "
+                        "put the objects in a list: [{...}, {...}]")
+    return [value]
+
+
 def _json(path: Path):
-    text = "".join(t for _n, t in _lines(path))
+    text = _json_text(path)
     try:
         value = json.loads(text)
+    except RecursionError:
+        raise DataError(f"{path.name}: {TOO_DEEP}; expected a JSON array of objects") from None
     except json.JSONDecodeError as err:
         if err.msg == "Extra data" and text.lstrip().startswith("{"):
-            yield from _jsonl(path)  # JSON Lines saved as .json: common, and unambiguous
+            yield from _jsonl(path, "json")  # JSON Lines saved as .json: common, and unambiguous
             return
         raise _json_error(path, f"line {err.lineno}", err) from None
     if isinstance(value, dict):
-        lists = [v for v in value.values() if isinstance(v, list)]
-        if len(lists) == 1:  # {"data": [...]} or {"train": [...]}
-            value = lists[0]
-        else:
-            value = [value]
+        value = _records_of(path, value)
     if not isinstance(value, list):
-        raise DataError(f"{path.name}: expected a JSON array of objects, got {type(value).__name__}")
+        raise DataError(f"{path.name}: expected a JSON array of objects, got {value_name(value)}")
     for i, item in enumerate(value, start=1):
         yield f"item {i}", item
 
 
+CSV_PROBLEMS = {  # the csv module's words -> what to do about it
+    "unexpected end of data": "a quoted cell is never closed (the file ends inside quotes); close the quote or "
+                              "remove it",
+    "expected after": "a quoted cell has more text after its closing quote; put the whole cell in quotes and double "
+                      'the quotes inside it ("")',
+}
+SEPARATORS = {",": "a CSV file (separated by ','); save it as .csv", "\t": "a TSV file (separated by tabs); save it "
+              "as .tsv", ";": "a file separated by ';'; save it with ',' between cells as .csv"}
+
+
+def _csv_problem(err: Exception) -> str:
+    text = str(err)
+    return next((says for key, says in CSV_PROBLEMS.items() if key in text), f"malformed CSV ({text})")
+
+
+def _check_header(path: Path, header: list[str], delimiter: str) -> None:
+    blank = [i + 1 for i, h in enumerate(header) if not h]
+    if blank:
+        raise DataError(f"{where(path, 'row 1')}: column {blank[0]} has no name in the header")
+    first = {}
+    for i, name in enumerate(header, start=1):
+        if name in first:
+            raise DataError(f"{where(path, 'row 1')}: column '{name}' appears twice in the header (columns "
+                            f"{first[name]} and {i}); give each column its own name")
+        first[name] = i
+    if len(header) == 1 and header[0] not in KNOWN_COLUMNS:
+        for sep, looks in SEPARATORS.items():
+            if sep != delimiter and len([p for p in header[0].split(sep) if p.strip()]) > 1:
+                raise DataError(f"{where(path, 'row 1')}: the header is one column '{header[0][:80]}'; "
+                                f"this looks like {looks}")
+
+
 def _csv(path: Path, delimiter: str):
-    reader = csv.reader((text for _n, text in _lines(path)), delimiter=delimiter, strict=True)
+    fmt = "csv" if delimiter == "," else "tsv"
+    # a long cell (a whole document) is fine up to the line limit; the csv module stops at 128 KB
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_LINE_BYTES))
+    reader = csv.reader((text for _n, text in _lines(path, fmt)), delimiter=delimiter, strict=True)
+    seen_rows = 0
     try:
         header = next(reader, None)
         if header is None or not any(h.strip() for h in header):
             raise DataError(f"{path.name}: no header row; expected column names on the first line")
         header = [h.strip() for h in header]
-        blank = [i + 1 for i, h in enumerate(header) if not h]
-        if blank:
-            raise DataError(f"{where(path, 'row 1')}: column {blank[0]} has no name in the header")
-        seen_rows = 0
+        _check_header(path, header, delimiter)
         for row in reader:
             if not any(cell.strip() for cell in row):
                 continue
@@ -147,10 +250,9 @@ def _csv(path: Path, delimiter: str):
             # cells stay text: "=SUM(A1)" is a string here, nothing is ever evaluated
             yield place, dict(zip(header, row))
     except csv.Error as err:
-        raise DataError(f"{where(path, f'row {seen_rows + 2}')}: malformed {'CSV' if delimiter == ',' else 'TSV'} "
-                        f"({err})") from None
+        raise DataError(f"{where(path, f'row {seen_rows + 2}')}: {_csv_problem(err)}") from None
     if seen_rows == 0:
-        raise DataError(f"{path.name}: has a header row ({', '.join(header)}) but no data rows")
+        raise DataError(f"{path.name}: has a header row ({few(header)}) but no data rows")
 
 
 def _parquet(path: Path):
@@ -158,7 +260,14 @@ def _parquet(path: Path):
     import pyarrow.parquet as pq
 
     try:
-        batches = pq.ParquetFile(path).iter_batches(batch_size=2048)
+        parquet = pq.ParquetFile(path)
+        names = parquet.schema_arrow.names
+        twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+        if twice is not None:  # rows as dicts would keep only the last of them, silently
+            where_ = [i + 1 for i, n in enumerate(names) if n == twice]
+            raise DataError(f"{path.name}: column '{twice}' appears twice (columns {where_[0]} and {where_[1]}); "
+                            "give each column its own name")
+        batches = parquet.iter_batches(batch_size=2048)
         number = 0
         for batch in batches:
             for row in batch.to_pylist():
@@ -172,10 +281,10 @@ def _text(path: Path, unit: str):
     if unit not in TEXT_UNITS:
         raise DataError(f"{path.name}: text unit '{unit}' is not one of {', '.join(TEXT_UNITS)}")
     if unit == "file":
-        yield "line 1", {"text": "".join(t for _n, t in _lines(path))}
+        yield "line 1", {"text": "".join(t for _n, t in _lines(path, "text"))}
         return
     start, block = None, []
-    for number, text in _lines(path):
+    for number, text in _lines(path, "text"):
         line = text.rstrip("\r\n")
         if unit == "line":
             if line.strip():

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from pipelines.formats import KINDS
 
+EXAMPLE_CHARS = 1000  # of the rendered example's context (its end) and learned part (its start)
+
 
 def summary_line(row: dict) -> str:
     meta = row["meta"]
@@ -21,7 +23,9 @@ def summary_line(row: dict) -> str:
 
         parts.append(untaught_text(meta))
     if meta.get("ignored_columns"):
-        parts.append(f"ignored columns: {', '.join(meta['ignored_columns'])}")
+        from pipelines.importer import ignored_text
+
+        parts.append(ignored_text(meta))
     return ", ".join(parts)
 
 
@@ -32,7 +36,17 @@ def cmd_import(args) -> int:
 
     options = ImportOptions(kind=args.kind, mapping=parse_mapping(args.map), text_unit=args.text_unit,
                             dedupe=args.dedupe, heldout=args.heldout, seed=args.seed)
-    row = _studio(args).import_dataset(args.file, name=args.name, options=options)
+    def rows_read(rows, seconds):  # a big file at a terminal: one line, rewritten about once a second
+        print(f"\rimporting {Path(args.file).name}: {rows:,} rows read and checked ({seconds:.0f} s)",
+              end="", file=sys.stderr, flush=True)
+
+    tty = sys.stderr.isatty()
+    try:
+        row = _studio(args).import_dataset(args.file, name=args.name, options=options,
+                                           progress=rows_read if tty else None)
+    finally:
+        if tty:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)  # the progress line goes away
     print(row["id"])
     print(f"{row['name']}: {summary_line(row)}", file=sys.stderr)
     return 0
@@ -60,7 +74,8 @@ def cmd_show(args) -> int:
     if row is None:
         raise CliError(f"no dataset with id '{args.dataset_id}' (see 'studio data list')")
     print(f"{row['name']} ({row['id']}): {summary_line(row)}")
-    for i, item in enumerate(dataset_stats.preview_rows(Path(row["path"]), args.rows), start=1):
+    # long values and conversations are cut: a 5 MB answer is not a preview
+    for i, item in enumerate(dataset_stats.preview_rows(Path(row["path"]), args.rows, dataset_stats.brief), start=1):
         print(f"--- row {i}")
         for key, value in item.items():
             print(f"{key}: {value}")
@@ -72,7 +87,10 @@ def cmd_show(args) -> int:
           f"{args.max_length}")
     example = dataset_stats.render_example(dataset_stats.first_row(Path(row["path"])), tokenizer, args.max_length)
     print("--- as training sees row 1 (context | learned):")
-    print(example["context"] + " | " + example["learned"])
+    context, learned = example["context"], example["learned"]
+    if len(context) > EXAMPLE_CHARS:  # the end of the context is what leads into the learned part
+        context = f"({len(context) - EXAMPLE_CHARS:,} characters before) …{context[-EXAMPLE_CHARS:]}"
+    print(context + " | " + dataset_stats.clip(learned, EXAMPLE_CHARS))
     return 0
 
 

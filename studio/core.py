@@ -111,7 +111,8 @@ class Studio:
 
     # datasets
     def import_dataset(self, path: Path | str, name: str | None = None,
-                       options: importer.ImportOptions | None = None, source_name: str | None = None) -> dict:
+                       options: importer.ImportOptions | None = None, source_name: str | None = None,
+                       progress=None) -> dict:
         """Convert a file into the workspace and the catalogue; the same file with the same options
         twice is one dataset. Raises DataError (one sentence) with nothing written."""
         path = Path(path)
@@ -125,7 +126,8 @@ class Studio:
         dataset_id = _new_id("d")
         dest = self.datasets_dir / dataset_id
         try:
-            meta = importer.import_file(path, dest, options, self.max_upload_bytes, source_sha256=sha)
+            meta = importer.import_file(path, dest, options, self.max_upload_bytes, source_sha256=sha,
+                                        progress=progress)
         except data.DataError as err:
             raise data.DataError(str(err).replace(path.name, shown, 1)) from None
         meta["source_name"] = shown
