@@ -128,7 +128,6 @@ def run_settings(run_dir: Path, params, evaluates: bool, patience: int) -> dict:
 
 def build_trainer(job: dict, run_dir: Path, events: RunEvents):
     """Everything up to the first training step: (trainer, tokenizer)."""
-    from datasets import Dataset
     from transformers import EarlyStoppingCallback, PrinterCallback
     from trl import SFTConfig
 
@@ -143,18 +142,13 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
     groups = split_by_target(params)
     bf16 = hardware.use_bf16()
 
-    # data: `messages` rows become prompt/completion so TRL can learn the replies only
-    rows = [data.to_prompt_completion(r) for r in data.load_rows(Path(job["dataset"]["path"]))]
-    heldout = job["dataset"].get("heldout_path")
-    if heldout:  # the dataset brings its own held-out rows: every run is measured on the same ones
-        train_rows, eval_rows = rows, [data.to_prompt_completion(r) for r in data.load_rows(Path(heldout))]
-    else:
-        train_rows, eval_rows = data.split(rows, groups["studio"]["eval_fraction"], params.seed)
-    train_ds = Dataset.from_list(train_rows)
-    eval_ds = Dataset.from_list(eval_rows) if eval_rows else None
-    print(f"data: {len(train_rows)} training rows, {len(eval_rows)} held out", flush=True)
+    # data: `messages` rows become prompt/completion so TRL can learn the replies only; read as Arrow
+    # datasets (memory-mapped), never one Python list; a dataset's own held-out rows measure every run
+    train_ds, eval_ds = data.training_datasets(job["dataset"], groups["studio"]["eval_fraction"], params.seed,
+                                               convert=data.to_prompt_completion)
+    print(f"data: {len(train_ds)} training rows, {len(eval_ds) if eval_ds else 0} held out", flush=True)
     steps_per_epoch = math.ceil(
-        len(train_rows) / (params.per_device_train_batch_size * params.gradient_accumulation_steps)
+        len(train_ds) / (params.per_device_train_batch_size * params.gradient_accumulation_steps)
     )
     total_steps = max(1, math.ceil(steps_per_epoch * params.num_train_epochs))
 
