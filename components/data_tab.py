@@ -247,7 +247,10 @@ def build(studio):
 
     def on_view(*args):
         summary, table, figure, example = view_dataset(studio, *args)
-        return summary, shown_table(table), figure, example
+        # the legend names only the colours this example uses (no "rejected" for plain examples)
+        used = {label for _text, label in example or [] if label}
+        shown_example = gr.update(value=example, color_map={k: v for k, v in EXAMPLE_COLORS.items() if k in used})
+        return summary, shown_table(table), figure, shown_example
 
     view = dict(fn=on_view, inputs=[chosen, model, max_length],
                 outputs=[summary, preview, histogram, example])

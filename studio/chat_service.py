@@ -11,6 +11,7 @@ from pathlib import Path
 from pipelines import arena, chat
 from pipelines.data import DataError
 from pipelines.importer import ImportOptions
+from pipelines.methods import METHODS
 from studio import export_service
 
 
@@ -30,7 +31,8 @@ def choices(studio) -> list[tuple[str, str]]:
         dataset = studio.store.get_dataset(run["dataset_id"]) if run["dataset_id"] else None
         name = dataset["name"] if dataset else "?"
         base = "" if run["model"] == "default" else f" on {run['model']}"
-        out.append((f"Tuned: {run['method']} on {name}{base} ({run['id']})", f"run:{run['id']}"))
+        method = METHODS[run["method"]].label if run["method"] in METHODS else run["method"]
+        out.append((f"Tuned: {method} on {name}{base} ({run['id']})", f"run:{run['id']}"))
     # merged models and merges made in the Export tab
     return out + [(label, f"base:{folder}") for label, folder in export_service.model_choices(studio)]
 

@@ -151,8 +151,12 @@ class Studio:
             return self.import_dataset(SAMPLES_DIR / filename, name=ref)
         if Path(ref).expanduser().is_file():
             return self.import_dataset(Path(ref).expanduser())
+        from pipelines.methods.params import did_you_mean
+
+        known = [*SAMPLES, *(row["id"] for row in self.store.list_datasets())]
         raise data.DataError(
             f"dataset '{ref}' is not a catalogue id, a sample ({', '.join(SAMPLES)}) or an existing file"
+            + did_you_mean(ref, known)
         )
 
     def list_datasets(self) -> list[dict]:

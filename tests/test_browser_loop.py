@@ -46,9 +46,9 @@ def test_votes_to_training_to_a_blind_rematch(server, page, studio, tiny_model_d
 
     page.click("#run-compare-previous")
     expect(page.locator("#chat-blind input")).to_be_checked(timeout=30_000)
-    expect(page.locator("#chat-model-a input")).to_have_value(f"Tuned: dpo on {dataset['name']}"
+    expect(page.locator("#chat-model-a input")).to_have_value(f"Tuned: DPO on {dataset['name']}"
                                                               f" on {tiny_model_dir} ({child})")
-    expect(page.locator("#chat-model-b input")).to_have_value(f"Tuned: lora on quillpad_faq on {tiny_model_dir}"
+    expect(page.locator("#chat-model-b input")).to_have_value(f"Tuned: LoRA on quillpad_faq on {tiny_model_dir}"
                                                               f" ({parent})")
     expect(page.locator("#chat-prompt textarea")).not_to_have_value("")
     page.click("#chat-send")
