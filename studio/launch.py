@@ -172,9 +172,24 @@ class CompressPage:
         return await self.app(scope, receive, send)
 
 
+def bypass_proxy_for_this_machine(host: str) -> None:
+    """Gradio checks that the page answers on this machine with an HTTP client that honours
+    HTTP(S)_PROXY; with a proxy set and this machine not excluded, the check goes to the proxy, fails,
+    and the launch stops ("When localhost is not accessible, a shareable link must be created").
+    Requests to this machine never need a proxy: exclude it, as NO_PROXY does."""
+    import os
+
+    for var in ("NO_PROXY", "no_proxy"):
+        listed = [h.strip() for h in os.environ.get(var, "").split(",") if h.strip()]
+        missing = [h for h in ("127.0.0.1", "localhost", "::1", host) if h not in listed]
+        if missing:
+            os.environ[var] = ",".join([*listed, *missing])
+
+
 def serve(studio, host: str = "127.0.0.1", port: int = 7860, auth: str | None = None,
           share: bool = False, block: bool = True, login_throttle: LoginThrottle | None = None):
     credentials = check_exposure(host, auth, share)
+    bypass_proxy_for_this_machine(host)
     app = build_app(studio)
     app.queue(default_concurrency_limit=4)
     # with a password, nothing but the login page before login, and failed logins slowed per client

@@ -109,3 +109,27 @@ def test_file_routes_refuse_every_path_traversal_form(open_server):
         answer = httpx.get(url, timeout=30)
         assert answer.status_code in (403, 404), (form, answer.status_code)
         assert "root:x:0:0" not in answer.text and "SQLite format" not in answer.text, form
+
+
+def test_a_proxy_in_the_environment_does_not_stop_the_launch(tmp_path, monkeypatch):
+    """With HTTP(S)_PROXY pointing at nothing, Gradio's own check that the page answers went to the
+    proxy and the launch failed ("When localhost is not accessible, a shareable link must be created")."""
+    import socket
+
+    import httpx
+
+    from studio.core import Studio
+    from studio.launch import serve
+
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")  # nothing listens there
+    for var in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = serve(Studio(tmp_path / "home"), port=port, block=False)
+    try:
+        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=30, trust_env=False).status_code == 200
+    finally:
+        app.close()
