@@ -155,6 +155,57 @@ class LoginGate:
                 self.throttle.failed(client)
 
 
+class NoUploadsBack:
+    """An uploaded file is read by the studio on the server and never sent back: Gradio would serve
+    it to anyone who asks for its path (/gradio_api/file=/tmp/gradio/<hash>/name). The paths the
+    upload route hands out are remembered and refused on the file routes (404); files the studio
+    itself offers (an export's download) are served as before."""
+
+    FILE_ROUTES = ("/gradio_api/file=", "/file=")
+    REMEMBERED = 100_000
+
+    def __init__(self, app):
+        self.app = app
+        self.uploaded: dict[str, None] = {}  # insertion-ordered: the oldest are forgotten first
+
+    @staticmethod
+    def normal(path: str) -> str:
+        import os
+        from urllib.parse import unquote
+
+        return os.path.realpath(unquote(path))
+
+    async def __call__(self, scope, receive, send):
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if path.startswith(self.FILE_ROUTES):
+            asked = path.split("=", 1)[1]
+            if self.normal(asked) in self.uploaded:
+                return await JSONResponse({"detail": "Not Found"}, status_code=404)(scope, receive, send)
+        if path.rstrip("/") == "/gradio_api/upload" and scope.get("method") == "POST":
+            return await self.remember_upload(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+    async def remember_upload(self, scope, receive, send):
+        import json
+
+        body = []
+
+        async def watch(message):
+            if message["type"] == "http.response.body":
+                body.append(message.get("body", b""))
+                if not message.get("more_body"):
+                    try:
+                        for item in json.loads(b"".join(body)):
+                            self.uploaded[self.normal(str(item))] = None
+                    except (ValueError, TypeError):
+                        pass  # an error answer: nothing was stored
+                    while len(self.uploaded) > self.REMEMBERED:
+                        self.uploaded.pop(next(iter(self.uploaded)))
+            await send(message)
+
+        await self.app(scope, receive, watch)
+
+
 class CompressPage:
     """Gzip the page and its config. Gradio compresses only paths that end in a file extension
     (.js, .css, ...), so `/` (the page with every component's config inlined, ~1 MB) crossed the
@@ -193,7 +244,7 @@ def serve(studio, host: str = "127.0.0.1", port: int = 7860, auth: str | None = 
     app = build_app(studio)
     app.queue(default_concurrency_limit=4)
     # with a password, nothing but the login page before login, and failed logins slowed per client
-    middleware = [Middleware(CompressPage), *([Middleware(LoginGate, throttle=login_throttle)] if credentials else [])]
+    middleware = [Middleware(CompressPage), Middleware(NoUploadsBack), *([Middleware(LoginGate, throttle=login_throttle)] if credentials else [])]
     app.launch(
         app_kwargs={"middleware": middleware}, server_name=host, server_port=port, auth=credentials, share=share,
         max_file_size=studio.max_upload_bytes, allowed_paths=[], show_error=True, css_paths=[CSS_PATH], head=head(),

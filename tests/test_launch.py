@@ -133,3 +133,39 @@ def test_a_proxy_in_the_environment_does_not_stop_the_launch(tmp_path, monkeypat
         assert httpx.get(f"http://127.0.0.1:{port}/", timeout=30, trust_env=False).status_code == 200
     finally:
         app.close()
+
+
+def test_an_uploaded_file_is_never_served_back_by_its_path(open_server):
+    import httpx
+
+    port, _ = open_server
+    base = f"http://127.0.0.1:{port}"
+    uploaded = httpx.post(f"{base}/gradio_api/upload", timeout=30,
+                          files={"files": ("faq.jsonl", b'{"prompt": "secret question", "completion": "a"}\n')})
+    assert uploaded.status_code == 200
+    path = uploaded.json()[0]
+    for form in (f"/gradio_api/file={path}", f"/file={path}", f"/gradio_api/file={path.replace('/', '%2F')}",
+                 f"/gradio_api/file={path.replace('/faq.jsonl', '/./faq.jsonl')}"):
+        answer = httpx.get(base + form, timeout=30)
+        assert answer.status_code in (403, 404) and "secret question" not in answer.text, (form, answer.status_code)
+
+
+def test_an_upload_over_the_size_limit_is_refused_with_the_limit_named(tmp_path, monkeypatch):
+    import socket
+
+    import httpx
+
+    from studio.core import Studio
+    from studio.launch import serve
+
+    monkeypatch.setenv("STUDIO_MAX_UPLOAD_MB", "0.001")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = serve(Studio(tmp_path / "home"), port=port, block=False)
+    try:
+        answer = httpx.post(f"http://127.0.0.1:{port}/gradio_api/upload", timeout=30,
+                            files={"files": ("big.jsonl", b"x" * 5000)})
+        assert (answer.status_code, answer.text) == (413, "File size exceeded maximum allowed size of 1000 bytes.")
+    finally:
+        app.close()
