@@ -235,8 +235,8 @@ def newest_checkpoint(run_dir: Path) -> Path | None:
     count when their trainer_state.json, which the trainer writes last, reads whole.)"""
     found = _checkpoints(run_dir)
     sealed = [(step, path) for step, path in found if (path / SEALED).exists()]
-    if sealed or any((path / SEALED).exists() for _, path in found):
-        return sealed[-1][1] if sealed else None
+    if sealed:
+        return sealed[-1][1]
     legacy = [(step, path) for step, path in found if read_json(path / "trainer_state.json") is not None]
     return legacy[-1][1] if legacy else None
 

@@ -102,7 +102,7 @@ def main(run_dir: str) -> int:
 
 def disk_full(err: BaseException) -> bool:
     """Whether a failure was the disk running out of space: an OSError saying so anywhere in the
-    chain, or the wrapped forms torch (\"file write failed\") and safetensors (StorageFull) give."""
+    chain, or the message a wrapped one leaves (safetensors says StorageFull / os error 28)."""
     seen = set()
     while err is not None and id(err) not in seen:
         seen.add(id(err))
