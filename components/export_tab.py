@@ -160,7 +160,7 @@ def build(studio):
     info = gr.Markdown(details(studio, None), elem_id="export-details")
     cancel = gr.Button("Cancel this export", elem_id="export-cancel", size="sm")
     files = gr.File(label="Download", file_count="multiple", interactive=False, elem_id="export-files")
-    timer = gr.Timer(2.0)
+    timer = gr.Timer(2.0, active=False)  # ticks while the Export tab is shown (app.py)
 
     fmt.change(lambda f: (gr.update(visible=f == "gguf"), gr.update(visible=f == "gguf")), fmt, [quant, system])
 
@@ -226,17 +226,17 @@ def build(studio):
         shown = shown_rows.values.tolist() if hasattr(shown_rows, "values") else shown_rows
         rows = table(studio)
         if rows == shown:
-            return gr.update(), gr.update(), gr.update(), gr.update()
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
         # the files are offered once, when the picked export has just completed
         ready = status_of(rows, export_id) == "completed" != status_of(shown, export_id)
         return (rows, gr.update(choices=pick_choices(rows)), details(studio, export_id),
                 downloads(studio, export_id, download_dir) if ready else gr.update())
 
-    timer.tick(on_tick, [picked, listing], [listing, picked, info, files])
+    timer.tick(on_tick, [picked, listing], [listing, picked, info, files], show_progress="hidden")
 
     def refresh():
         fresh, rows = xs.sources(studio), table(studio)
         return (gr.update(choices=fresh), gr.update(choices=fresh), gr.update(choices=fresh), rows,
                 gr.update(choices=pick_choices(rows)))
 
-    return refresh, [source, models, base, listing, picked]
+    return refresh, [source, models, base, listing, picked], timer

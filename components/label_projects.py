@@ -82,7 +82,7 @@ def build_new(studio, project):
         cancel = gr.Button("Stop answering (selected project)", elem_id="label-cancel-generation")
         resume = gr.Button("Resume answering (selected project)", elem_id="label-resume-generation")
     message = gr.Markdown(elem_id="label-new-message")
-    timer = gr.Timer(2.0)
+    timer = gr.Timer(2.0, active=False)  # ticks while the Label tab is shown (app.py)
 
     def on_answers(kind, prompts_kind):
         return (gr.update(visible=kind != "file"), gr.update(visible=kind != "file"),
@@ -162,7 +162,7 @@ def build_new(studio, project):
         return (gr.update(choices=prompt_datasets(studio)), gr.update(choices=options, value=a),
                 gr.update(choices=options, value=b))
 
-    return created, fresh, [dataset, model_a, model_b]
+    return created, fresh, [dataset, model_a, model_b], timer
 
 
 def _percent(x: float | None) -> str:

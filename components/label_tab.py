@@ -78,8 +78,8 @@ def view(studio, project_id: str | None, labeler: str, message: str = "") -> tup
 
 
 def build(studio):
-    """Returns (refresh(): project dropdown updates on page load, its outputs, exported event, loop
-    handles for the Train tab)."""
+    """Returns (on_open(): the project lists when the tab is opened, its inputs and outputs, the
+    overview's handles, the projects table's timer)."""
     state = gr.State(None)  # {"project", "item", "shown"}: ids and a time only
     with gr.Row():
         project = gr.Dropdown(choices=project_choices(studio), value=None, label="Project", scale=3,
@@ -111,7 +111,7 @@ def build(studio):
         with gr.Tab("Overview and export", id="label-overview"):
             overview = label_projects.build_overview(studio, project)
         with gr.Tab("New project", id="label-new"):
-            created, fresh_lists, list_outputs = label_projects.build_new(studio, project)
+            created, fresh_lists, list_outputs, timer = label_projects.build_new(studio, project)
 
     outputs = [state, progress, prompt, left, right, message, *buttons, undo]
 
@@ -170,4 +170,4 @@ def build(studio):
         name = gr.update(value=user, interactive=False) if user else gr.skip()
         return (refresh(current), name, *fresh_lists())
 
-    return on_open, project, [project, labeler, *list_outputs], overview
+    return on_open, project, [project, labeler, *list_outputs], overview, timer

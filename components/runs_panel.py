@@ -208,7 +208,7 @@ def build(studio, selected: gr.State):
         diff = gr.Dataframe(headers=["Setting", "Values"], interactive=False, label="Settings that differ")
     shown = gr.State(-1)  # metrics count last drawn, so an unchanged plot is not redrawn
     listed = gr.State([])  # run ids the Compare runs list offers, refreshed when runs come or go
-    timer = gr.Timer(2.0)
+    timer = gr.Timer(2.0)  # ticks while the Train tab is shown (app.py)
     buttons = [cancel, resume, cont, compare_previous, chat_with]
 
     sent = gr.State({})  # what the page shows now, per output, so unchanged ones are not sent again
@@ -283,4 +283,4 @@ def build(studio, selected: gr.State):
         return (run_id, *refresh(run_id, -1, None))
 
     return on_load, [selected, *outputs], {"compare_previous": compare_previous, "chat_with": chat_with,
-                                           "action": action}
+                                           "action": action, "timer": timer}

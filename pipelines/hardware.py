@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from functools import lru_cache
+from pathlib import Path
 
 # bf16 must beat fp32 by this much on a measured matmul before training uses it on a CPU. CPUs
 # with AMX run it 3-4x faster (835 vs 234 GFLOP/s measured on a 2-core Intel Xeon here); CPUs
@@ -18,22 +20,71 @@ def has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
-@lru_cache(maxsize=4)
-def matmul_flops(device: str, bf16: bool) -> float:
-    """This machine's measured matmul speed (FLOP/s), best of a few 1024^3 products."""
+def measurements_file() -> Path:
+    """Where this machine's matmul measurements are kept, so a restarted studio (or a run's worker)
+    does not measure again: the second measurement would compete with a training run for the CPU
+    and come out both wrong and slow (40 s instead of 0.4 s beside a run on 2 cores)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tune-studio" / "matmul.json"
+
+
+def _machine(device: str, bf16: bool) -> str:
+    """What a measurement holds for: the processor, the torch build and its threads, the dtype."""
     import torch
 
-    dtype = torch.bfloat16 if bf16 else torch.float32
-    x = torch.randn(1024, 1024, dtype=dtype, device=device)
-    best = float("inf")
-    for _ in range(5):
+    if device == "cuda":
+        name = torch.cuda.get_device_name()
+    else:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+            name = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
+                         if line.startswith("model name")), "cpu")
+        except OSError:
+            name = "cpu"
+    return f"{device} {name} | torch {torch.__version__}, {torch.get_num_threads()} threads | {'bf16' if bf16 else 'fp32'}"
+
+
+@lru_cache(maxsize=4)
+def matmul_flops(device: str, bf16: bool) -> float:
+    """This machine's measured matmul speed (FLOP/s), best of a few 1024^3 products; measured once
+    per machine and kept in measurements_file()."""
+    key, path = _machine(device, bf16), measurements_file()
+    try:
+        kept = json.loads(path.read_text())
+        if isinstance(kept.get(key), (int, float)) and kept[key] > 0:
+            return float(kept[key])
+    except (OSError, ValueError, AttributeError):
+        kept = {}
+    flops = _measure(device, bf16)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        scratch = path.with_name(f".{path.name}.{os.getpid()}")
+        scratch.write_text(json.dumps({**(kept if isinstance(kept, dict) else {}), key: flops}, indent=1))
+        os.replace(scratch, path)
+    except OSError:
+        pass  # a read-only home: measured again by the next process, nothing else lost
+    return flops
+
+
+def _measure(device: str, bf16: bool) -> float:
+    """Best of a few products of 1024x1024 matrices, or of 256x256 ones where a 1024 product would
+    take over 50 ms: bf16 on a CPU without native bf16 runs ~1 GFLOP/s, and twenty 1024 products
+    took 49 s there (a 256 probe says as much, clearly slower than fp32, in 0.4 s)."""
+    import torch
+
+    def product_time(x) -> float:
         start = time.perf_counter()
-        for _ in range(4):
-            x @ x
+        x @ x
         if device == "cuda":
             torch.cuda.synchronize()
-        best = min(best, (time.perf_counter() - start) / 4)
-    return 2 * 1024**3 / best
+        return time.perf_counter() - start
+
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    small = torch.randn(256, 256, dtype=dtype, device=device)
+    product_time(small)  # warm-up: first-call setup is not speed
+    size = 1024 if product_time(small) * 64 < 0.05 else 256
+    x = small if size == 256 else torch.randn(size, size, dtype=dtype, device=device)
+    best = min(sum(product_time(x) for _ in range(2)) / 2 for _ in range(5))
+    return 2 * size**3 / best
 
 
 def cpu_bf16_gain() -> float:

@@ -22,11 +22,28 @@ def train_handles(picks, runs) -> dict:
     return dict(zip(("model", "dataset", "method"), picks), selected=runs["selected"], message=runs["train_message"])
 
 
+# The top-level tab shown now, read from the page when the tabs change (by a click or by a handler that
+# switches tabs); the nested tabs' buttons come after the top-level ones in the page.
+SHOWN_TAB_JS = """() => {
+  const button = document.querySelector('#studio-tabs [role=tab][aria-selected=true]');
+  return button ? button.dataset.tabId : '';
+}"""
+
+
+def tick_only_where_shown(tabs: gr.Tabs, timers: dict[str, gr.Timer]) -> None:
+    """Each tab's refresh timer runs only while that tab is shown. Every tick costs the page's frontend
+    a walk over its ~1000 components: three 2-s timers on all the time kept Chromium busy on more than
+    a core (bench/page_cost.py), which a training run on a 2-core machine lost."""
+    shown = gr.Textbox(visible=False)
+    tabs.change(lambda tab: [gr.Timer(active=tab == key) for key in timers], shown, list(timers.values()),
+                js=SHOWN_TAB_JS, show_progress="hidden")
+
+
 def build_app(studio) -> gr.Blocks:
     with gr.Blocks(title="Tune Studio") as app:
         gr.Markdown("# Tune Studio\nFine-tune a language model on your own examples, then compare it "
                     "with the base.")
-        with gr.Tabs() as tabs:
+        with gr.Tabs(elem_id="studio-tabs") as tabs:
             with gr.Tab("Train", id="train"):
                 on_load_train, train_outputs, picks, refresh_estimate, runs, restore_form = train_tab.build(studio)
             with gr.Tab("Method", id="method") as method:
@@ -36,9 +53,9 @@ def build_app(studio) -> gr.Blocks:
             with gr.Tab("Chat", id="chat") as chat:
                 refresh_chat, chat_outputs, exported, chat_loop = chat_tab.build(studio)
             with gr.Tab("Label", id="label") as label:
-                open_label, label_project, label_outputs, label_overview = label_tab.build(studio)
+                open_label, label_project, label_outputs, label_overview, label_timer = label_tab.build(studio)
             with gr.Tab("Export", id="export") as export:
-                refresh_export, export_outputs = export_tab.build(studio)
+                refresh_export, export_outputs, export_timer = export_tab.build(studio)
         # new datasets are offered at once: imports to Train, exported votes to Data
         train_dataset, data_dataset = train_outputs[0], data_outputs[0]
         imported.then(lambda key: gr.update(choices=train_tab.dataset_choices(studio, key)), picks[2], train_dataset)
@@ -55,6 +72,7 @@ def build_app(studio) -> gr.Blocks:
         method.select(open_method, method_inputs, method_outputs)
         # runs finished and models merged since the page opened can be exported when the tab is opened
         export.select(refresh_export, None, export_outputs)
+        tick_only_where_shown(tabs, {"train": runs["timer"], "label": label_timer, "export": export_timer})
 
         def on_load():
             return (*on_load_train(), *on_load_data(), *refresh_chat())

@@ -12,6 +12,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse
 
 from studio.app import CSS_PATH, build_app, head
+from studio.frontend_fix import FixFrontend
 
 
 class LaunchError(ValueError):
@@ -244,7 +245,7 @@ def serve(studio, host: str = "127.0.0.1", port: int = 7860, auth: str | None = 
     app = build_app(studio)
     app.queue(default_concurrency_limit=4)
     # with a password, nothing but the login page before login, and failed logins slowed per client
-    middleware = [Middleware(CompressPage), Middleware(NoUploadsBack), *([Middleware(LoginGate, throttle=login_throttle)] if credentials else [])]
+    middleware = [Middleware(CompressPage), Middleware(FixFrontend), Middleware(NoUploadsBack), *([Middleware(LoginGate, throttle=login_throttle)] if credentials else [])]
     app.launch(
         app_kwargs={"middleware": middleware}, server_name=host, server_port=port, auth=credentials, share=share,
         max_file_size=studio.max_upload_bytes, allowed_paths=[], show_error=True, css_paths=[CSS_PATH], head=head(),

@@ -135,3 +135,31 @@ def test_a_corrupt_or_truncated_parquet_file_is_one_sentence_and_stores_nothing(
         assert str(err.value).startswith(f"{path.name}: not a readable Parquet file (")
         assert "\n" not in str(err.value)
     assert studio.list_datasets() == [] and os.listdir(studio.datasets_dir) == []
+
+
+def test_matmul_measurement_is_kept_for_the_next_process(tmp_path, monkeypatch):
+    """Measured once per machine: a restarted studio or a run's worker reads it instead of measuring
+    again beside a training run (where it came out wrong and took 49 s for bf16 on a CPU without it)."""
+    import json
+
+    from pipelines import hardware
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    hardware.matmul_flops.cache_clear()
+    try:
+        measured = hardware.matmul_flops("cpu", False)
+        kept = json.loads(hardware.measurements_file().read_text())
+        assert hardware.measurements_file() == tmp_path / "tune-studio" / "matmul.json"
+        assert kept == {hardware._machine("cpu", False): measured} and measured > 1e8
+        # what is kept is what the next process gets (a value no measurement would give)
+        kept[hardware._machine("cpu", False)] = 123.0
+        hardware.measurements_file().write_text(json.dumps(kept))
+        hardware.matmul_flops.cache_clear()
+        assert hardware.matmul_flops("cpu", False) == 123.0
+        # an unreadable file is measured again and replaced
+        hardware.measurements_file().write_text("{not json")
+        hardware.matmul_flops.cache_clear()
+        assert hardware.matmul_flops("cpu", False) > 1e8
+        assert json.loads(hardware.measurements_file().read_text())[hardware._machine("cpu", False)] > 1e8
+    finally:
+        hardware.matmul_flops.cache_clear()
