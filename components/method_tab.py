@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from components import advisor_panel
 from pipelines.data import DataError
 from pipelines.methods import METHODS, ConfigError
 from pipelines.models import ModelError
@@ -34,11 +35,12 @@ def card(studio, model: str, dataset: str | None, key: str) -> str:
     return "\n\n".join(lines)
 
 
-def build(studio, train_model, train_dataset, train_method, tabs, train_tab_id):
+def build(studio, train_model, train_dataset, train_method, tabs, train_tab_id, train_form):
     gr.Markdown("Pick how the model learns. Most methods learn from examples (SFT); they differ in how much "
                 "of the model changes, how much memory that takes and how the result is saved. Not sure? **LoRA** "
                 "is the default for good reason; **QLoRA** when memory is short. The *Preference* family learns "
                 "from pairs of answers where one is preferred (chat votes, labels): **DPO** first.")
+    advisor_panel.build(studio, train_model, train_dataset, train_method, tabs, train_tab_id, train_form)
     progress = gr.Markdown(elem_id="method-progress")
     table = gr.Dataframe(headers=ms.TABLE_HEADERS, interactive=False, wrap=True, elem_id="method-table", max_height=2000,
                          label="All methods at their default settings (for the model and dataset chosen in Train); "

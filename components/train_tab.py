@@ -193,6 +193,7 @@ def build(studio):
 
     # picks: what the Method tab reads and sets; the estimate is refreshed after the page loads
     picks = (model, dataset, method)
-    run_handles = {**run_handles, "selected": selected, "train_message": message}
+    run_handles = {**run_handles, "selected": selected, "train_message": message, "forms": forms,
+                   "previous": previous}
     return (on_load, [dataset, model, *run_outputs], picks, (on_estimate, estimate_inputs, estimate), run_handles,
             (restore, memory_inputs, memory_outputs))

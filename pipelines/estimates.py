@@ -236,9 +236,13 @@ def training_model(model_path: str, method_key: str, frozen_values: tuple, bf16:
     t1, t2 = PROBE_TOKENS
     m = {(n, t): _training_peak(_probe_model(model_path, n, method, params), t, bf16, method.padding_free)
          for n in (1, 2) for t in (t1, t2)}
-    d = ((m[2, t2] - m[1, t2]) - (m[2, t1] - m[1, t1])) / (t2 - t1)
-    b = (m[2, t1] - m[1, t1]) - d * t1
-    c = (m[1, t2] - m[1, t1]) / (t2 - t1) - d
+    # No cost can be negative: where the peak falls at another moment of the pass in one probe than in
+    # another (full tuning on an AVX2 CPU: its peak is the embedding's gradient, not the layers'), a
+    # negative per-layer-per-token slope extrapolated to 30 layers and 8k tokens gave -54 GB; such a
+    # slope is taken as 0 and each other cost as at least what the probes showed.
+    d = max(0.0, ((m[2, t2] - m[1, t2]) - (m[2, t1] - m[1, t1])) / (t2 - t1))
+    b = max(0.0, (m[2, t1] - m[1, t1]) - d * t1, (m[2, t2] - m[1, t2]) - d * t2)
+    c = max(0.0, (m[1, t2] - m[1, t1]) / (t2 - t1) - d)
     a = m[1, t1] - b - c * t1 - d * t1
     return a, b, c, d
 

@@ -47,7 +47,7 @@ def build_app(studio) -> gr.Blocks:
             with gr.Tab("Train", id="train"):
                 on_load_train, train_outputs, picks, refresh_estimate, runs, restore_form = train_tab.build(studio)
             with gr.Tab("Method", id="method") as method:
-                open_method, method_inputs, method_outputs = method_tab.build(studio, *picks, tabs, "train")
+                open_method, method_inputs, method_outputs = method_tab.build(studio, *picks, tabs, "train", runs)
             with gr.Tab("Data", id="data"):
                 on_load_data, data_outputs, imported = data_tab.build(studio)
             with gr.Tab("Chat", id="chat") as chat:

@@ -228,6 +228,18 @@ def cmd_methods(args) -> int:
     return 0
 
 
+def cmd_advise(args) -> int:
+    from studio import advise
+
+    studio = _studio(args)
+    advice = advise.advise(studio, args.goal, args.model, args.dataset)
+    print(advise.as_markdown(advice).replace("**", ""))
+    if advice.method:
+        print("\n# a config for `studio train` (save it as a .yaml file):")
+        print(advise.as_yaml(advice, args.model, args.dataset), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--home", help="workspace folder (default: $STUDIO_HOME or ~/.local/share/tune-studio)")
@@ -265,6 +277,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory", action="store_true", help="also estimate peak memory and time per epoch (slower)")
     p.add_argument("--dataset", default="quillpad_faq", help="dataset for the time estimate (with --memory)")
     p.set_defaults(func=cmd_methods)
+
+    from pipelines.advisor import GOALS
+
+    p = sub.add_parser("advise", parents=[common], help="which method and settings suit what you want to do",
+                       description="Goals: " + "; ".join(f"{k}: {v}" for k, v in GOALS.items()))
+    p.add_argument("--goal", required=True, choices=list(GOALS), help="what the tuned model should do better")
+    p.add_argument("--dataset", help="the dataset you would train on (its size, kind and lengths shape the advice)")
+    p.add_argument("--model", default="default", help="the model to tune (default: the built-in one)")
+    p.set_defaults(func=cmd_advise)
 
     p = sub.add_parser("cancel", parents=[common], help="stop a run (it saves a checkpoint first) or an export")
     p.add_argument("run_id")

@@ -48,3 +48,30 @@ def test_compare_choose_and_train_with_a_method(server, page, studio, tiny_model
     expect(page.locator("#train-method input")).to_have_value("DoRA", timeout=30_000)
     expect(page.locator("#start-training")).to_be_visible()
     expect(estimate).to_contain_text("Expected peak memory", timeout=60_000)
+
+
+def test_help_me_choose_advises_and_fills_the_train_form(server, page, studio, tiny_model_dir):  # noqa: F811
+    from playwright.sync_api import expect
+
+    page.goto(server)
+    expect(page.get_by_text("Fine-tune a language model")).to_be_visible(timeout=30_000)
+    fill(page, "train-model", str(tiny_model_dir))
+    fill(page, "param-num_train_epochs", 2)  # an edit of LoRA's the advice replaces
+    expect(page.locator("#train-estimate")).to_contain_text("Expected peak memory", timeout=60_000)
+    choose(page, "train-method", "DoRA")  # the advice switches back to LoRA, carrying nothing of DoRA's
+
+    page.get_by_role("tab", name="Method").click()
+    page.get_by_text("Help me choose").click()
+    page.get_by_text("Change its style or format").click()
+    page.click("#advisor-ask")
+    answer = page.locator("#advisor-answer")
+    expect(answer).to_contain_text("Use LoRA", timeout=120_000)
+    expect(answer).to_contain_text("Rank 8: a style or format is a small change")
+    expect(answer).to_contain_text("8 epochs because your set has 120 rows")  # the sample FAQ chosen in Train
+    page.click("#advisor-apply")
+
+    expect(page.locator("#train-method input")).to_have_value("LoRA", timeout=30_000)
+    expect(page.locator("#param-r input").first).to_have_value("8")
+    expect(page.locator("#param-num_train_epochs input").first).to_have_value("8")
+    expect(page.locator("#param-max_length input").first).to_have_value("128")
+    expect(page.locator("#start-training")).to_be_visible()

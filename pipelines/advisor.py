@@ -1,0 +1,194 @@
+"""Help me choose: from what the user wants, how much data they have and what this machine can hold,
+one method with its key settings and the reasons, in plain words. Every rule lives here, in
+`recommend`, a pure function of `Facts` (studio/advise.py gathers them: the dataset, the memory
+estimates for this machine); tests/test_advisor.py checks it case by case.
+
+The rules follow what the field does by default (LoRA first, QLoRA when memory is short, full tuning
+only with plenty of data and memory; DPO for pairs, KTO for thumbs, GRPO for checkable answers) and
+the studio's own measurements on the sample FAQ (LoRA's defaults: 8 epochs at 1e-3 on 120 rows)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+GOALS = {
+    "facts": "Teach it facts: answers it should know (a support FAQ, product details)",
+    "style": "Change its style or format: tone, length, a persona, a fixed layout",
+    "preferences": "Make it prefer better answers: pairs where one answer is better (votes, labels)",
+    "feedback": "Learn from thumbs up / thumbs down on single answers",
+    "checkable": "Get checkable answers right: sums, JSON that parses, code that passes tests",
+    "smaller": "Make it smaller or faster to run",
+}
+# what each goal learns from (the dataset kinds of the Data tab)
+NEEDS = {"facts": "sft", "style": "sft", "preferences": "preference", "feedback": "kto", "checkable": "prompts"}
+DATA_HELP = {
+    "sft": "examples of prompts and the replies you want (the Data tab takes CSV, JSON, JSONL, Parquet)",
+    "preference": "pairs: a prompt with a better and a worse answer (chat votes and labels export as pairs)",
+    "kto": "single answers marked good or bad (prompt, completion, label)",
+    "prompts": "prompts, each with what a checker compares the reply with (an `answer` or `tests` column)",
+}
+FULL_MIN_ROWS = 5000  # below this an adapter learns as well, at a fraction of the memory (LoRA paper, Table 2-4)
+HEADROOM = 0.85  # a run should leave some memory to the rest of the machine
+
+
+@dataclass(frozen=True)
+class Facts:
+    goal: str
+    rows: int | None  # training rows of the chosen dataset; None when none is chosen
+    data_kind: str | None  # that dataset's kind (sft, preference, kto, prompts, text)
+    available_bytes: int
+    where: str  # "CPU memory" or "GPU memory"
+    # per candidate method, at its default settings for this model and dataset
+    peak_bytes: dict[str, int] = field(default_factory=dict)
+    seconds_per_epoch: dict[str, float | None] = field(default_factory=dict)
+    batch_size: dict[str, int] = field(default_factory=dict)  # the default batch the peak was estimated at
+    longest_tokens: int | None = None  # the 95th percentile of the rows' token lengths
+
+
+@dataclass
+class Advice:
+    method: str | None  # None: no training method does what was asked (see reasons)
+    settings: dict = field(default_factory=dict)
+    reasons: list[str] = field(default_factory=list)
+
+
+def candidates(goal: str) -> list[str]:
+    """Methods whose estimates the rules read for a goal, in order of preference."""
+    return {"facts": ["lora", "qlora", "full"], "style": ["lora", "qlora", "full"], "preferences": ["dpo"],
+            "feedback": ["kto"], "checkable": ["grpo"]}.get(goal, [])
+
+
+def gb(n: float) -> str:
+    return f"{n / 1024**3:.1f} GB"
+
+
+def epochs_for(rows: int) -> int:
+    """Small sets need more passes to sink in (8 on the 120-row FAQ measured best); big ones fewer."""
+    for limit, epochs in ((50, 10), (600, 8), (2000, 4), (10000, 2)):
+        if rows < limit:
+            return epochs
+    return 1
+
+
+def max_length_for(longest: int) -> int:
+    """The 95th percentile of the rows' lengths, rounded up to 64 tokens (128 at least): nothing
+    typical is cut, and no memory is kept for length no row has."""
+    return max(128, -(-longest // 64) * 64)
+
+
+def recommend(facts: Facts) -> Advice:
+    if facts.goal not in GOALS:
+        raise ValueError(f"unknown goal '{facts.goal}'; choose one of: {', '.join(GOALS)}")
+    if facts.goal == "smaller":
+        return Advice(None, reasons=[
+            "Training does not make a model smaller or faster; exporting it does. In the Export tab, export the "
+            "model (or a finished run, merged into it) as GGUF with 4-bit quantization (Q4_K_M): about a third "
+            "of the size of 16-bit weights, and it runs faster on a CPU with llama.cpp or Ollama.",
+            "To keep quality as high as possible, tune first (a LoRA run) and export the tuned run."])
+    reasons: list[str] = []
+    needs = NEEDS[facts.goal]
+    if facts.data_kind is not None and facts.data_kind != needs:
+        reasons.append(f"**Your dataset does not fit this goal:** it is {facts.data_kind} data; this goal needs "
+                       f"{DATA_HELP[needs]}. Pick or import such a dataset; the advice below assumes one.")
+    elif facts.data_kind is None:
+        reasons.append(f"No dataset chosen yet: this goal needs {DATA_HELP[needs]}.")
+
+    method = _pick_method(facts, reasons)
+    if method is None:
+        return Advice(None, reasons=reasons)
+    settings = _settings(facts, method, reasons)
+    return Advice(method, settings, reasons)
+
+
+def _fits(facts: Facts, key: str) -> bool:
+    return key in facts.peak_bytes and facts.peak_bytes[key] <= HEADROOM * facts.available_bytes
+
+
+def _pick_method(facts: Facts, reasons: list[str]) -> str | None:
+    have = f"you have {gb(facts.available_bytes)} of {facts.where}"
+    if facts.goal == "preferences":
+        reasons.append("**DPO** learns from pairs directly: the better answer becomes more likely and the worse "
+                       "less, measured against where the model started so it does not drift. (ORPO does the same "
+                       "without that anchor and also imitates the better answer: use it when you start from a base "
+                       "model that was never tuned on examples.)")
+        return "dpo"
+    if facts.goal == "feedback":
+        reasons.append("**KTO** learns from single answers marked good or bad, no pairs needed: good answers "
+                       "become more likely than the model's average, bad ones less.")
+        return "kto"
+    if facts.goal == "checkable":
+        reasons.append("**GRPO** lets the model try several replies per prompt and makes the ones your checks "
+                       "score best more likely: no example replies needed, only prompts and a check. Tick the "
+                       "reward functions that check your answers (number, JSON, format, code tests).")
+        return "grpo"
+
+    # facts and style: examples (SFT); an adapter unless there is a lot of data and memory to spare
+    rows = facts.rows or 0
+    full, lora, qlora = (facts.peak_bytes.get(k) for k in ("full", "lora", "qlora"))
+    if full is not None and not _fits(facts, "full"):
+        said = f"Full tuning needs about {gb(full)} here, {have}"
+    elif full is not None and rows < FULL_MIN_ROWS:
+        said = (f"Full tuning would fit ({gb(full)}), but with {rows} rows an adapter learns as well and "
+                f"leaves the model itself untouched")
+    else:
+        said = None
+    if full is not None and _fits(facts, "full") and rows >= FULL_MIN_ROWS:
+        reasons.append(f"**Full fine-tuning**: you have {rows} rows, enough for every weight to learn, and it fits "
+                       f"(about {gb(full)}; {have}).")
+        return "full"
+    if lora is not None and _fits(facts, "lora"):
+        what = "learns facts well" if facts.goal == "facts" else "changes style and format well"
+        reasons.append((f"{said}: " if said else "") + f"**LoRA** needs about {gb(lora)} and {what} from "
+                       f"{'a few hundred' if rows < 1000 else 'thousands of'} examples; the result is a small file "
+                       "you can switch on and off, or merge.")
+        return "lora"
+    if qlora is not None and _fits(facts, "qlora"):
+        reasons.append(f"LoRA needs about {gb(lora or 0)} here, {have}: **QLoRA** keeps the frozen model in 4 bits "
+                       f"and needs about {gb(qlora)}, a little slower per step, nearly LoRA's quality.")
+        return "qlora"
+    smallest = min((v for v in (lora, qlora) if v is not None), default=None)
+    reasons.append("**Nothing fits at its default settings**" + (f": even QLoRA needs about {gb(smallest)}, {have}"
+                   if smallest else "") + ". Choose a smaller model, or lower the batch size and the max length "
+                   "in the Train tab (the estimate above Start follows).")
+    return None
+
+
+def _settings(facts: Facts, method: str, reasons: list[str]) -> dict:
+    settings: dict = {}
+    rows = facts.rows
+    if method in ("lora", "qlora"):
+        settings["r"] = 16 if facts.goal == "facts" else 8
+        reasons.append(f"Rank {settings['r']}: " + ("facts need room to be stored; 16 holds a few thousand "
+                       "facts on a small model" if facts.goal == "facts" else
+                       "a style or format is a small change; a low rank learns it and generalises better"))
+    if rows and method in ("lora", "qlora", "full"):
+        settings["num_train_epochs"] = epochs_for(rows)
+        reasons.append(f"{settings['num_train_epochs']} epochs because your set has {rows} rows"
+                       + (": a small set needs several passes to sink in" if settings["num_train_epochs"] >= 8 else
+                          ": a big set needs few passes" if rows >= 2000 else "") + ".")
+    if facts.longest_tokens and method in ("lora", "qlora", "full", "dpo", "kto"):
+        settings["max_length"] = max_length_for(facts.longest_tokens)
+        reasons.append(f"Max length {settings['max_length']} tokens: 95% of your rows are at most "
+                       f"{facts.longest_tokens} tokens, so almost nothing is cut and no memory is kept for longer.")
+    batch = facts.batch_size.get(method)
+    peak = facts.peak_bytes.get(method)
+    if batch and peak and peak > 0.5 * facts.available_bytes and batch > 1:
+        settings["per_device_train_batch_size"] = max(1, batch // 2)
+        settings["gradient_accumulation_steps"] = 2
+        reasons.append(f"Batch {batch // 2} with 2 accumulation steps: the same {batch} rows per update in about "
+                       "half the activation memory, because the default batch takes over half your memory.")
+    lr = {"lora": 1e-3, "qlora": 1e-3, "full": 2e-5, "dpo": 5e-4, "kto": 5e-4}.get(method)
+    if lr:
+        settings["learning_rate"] = lr
+        reasons.append(f"Learning rate {lr:g}: " + ("the full model moves with every step, so a small step keeps "
+                       "what it knew" if method == "full" else "measured on this studio's sample data for the "
+                       "method (the default)"))
+    seconds = facts.seconds_per_epoch.get(method)
+    if seconds and rows and method in ("lora", "qlora", "full"):
+        total = seconds * settings.get("num_train_epochs", 1)
+        reasons.append(f"Expected time here: about {_minutes(total)} for the whole run.")
+    return settings
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"

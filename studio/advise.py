@@ -1,0 +1,69 @@
+"""The facts the advisor's rules read (pipelines/advisor.py): the chosen dataset's size, kind and
+lengths, and each candidate method's memory and time estimate for this model on this machine."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from pipelines import advisor, dataset_stats
+from pipelines.methods import METHODS, describe
+from studio import method_service as ms
+
+
+def facts(studio, goal: str, model: str = "default", dataset: str | None = None) -> advisor.Facts:
+    if goal not in advisor.GOALS:
+        raise ValueError(f"unknown goal '{goal}'; choose one of: {', '.join(advisor.GOALS)}")
+    rows = kind = longest = None
+    if dataset:
+        row = studio.resolve_dataset(dataset)
+        kind, rows = row["kind"], row.get("meta", {}).get("train_rows") or row["rows"]
+        model_path = str(studio.resolve_model(ms.base_of(studio, model)))
+        sample = dataset_stats.sample_rows(Path(row["path"]))
+        lengths = sorted(dataset_stats.token_lengths(sample, studio.tokenizer(model_path)))
+        longest = lengths[min(len(lengths) - 1, int(0.95 * len(lengths)))] if lengths else None
+    peak, seconds, batch, available, where = {}, {}, {}, None, "memory"
+    usable = dataset if kind is not None and kind == advisor.NEEDS.get(goal) else None
+    for key in advisor.candidates(goal):
+        est = ms.estimate(studio, model, key, None, usable)
+        peak[key], seconds[key] = est.peak_bytes, est.seconds_per_epoch
+        batch[key] = next(i.default for i in describe(METHODS[key].params) if i.name == "per_device_train_batch_size")
+        available, where = est.available_bytes, ("GPU memory" if est.device == "cuda" else "memory")
+    if available is None:
+        from pipelines import estimates, hardware
+
+        available = estimates.available_bytes("cuda" if hardware.has_cuda() else "cpu")
+    return advisor.Facts(goal=goal, rows=rows, data_kind=kind, available_bytes=available, where=where,
+                         peak_bytes=peak, seconds_per_epoch=seconds, batch_size=batch, longest_tokens=longest)
+
+
+def advise(studio, goal: str, model: str = "default", dataset: str | None = None) -> advisor.Advice:
+    """The recommendation, with only settings the chosen method has."""
+    advice = advisor.recommend(facts(studio, goal, model, dataset))
+    if advice.method:
+        names = {f.name for f in dataclasses.fields(METHODS[advice.method].params)}
+        advice.settings = {k: v for k, v in advice.settings.items() if k in names}
+    return advice
+
+
+def as_markdown(advice: advisor.Advice) -> str:
+    head = (f"### Use **{METHODS[advice.method].label}**" if advice.method else "### No training method for this")
+    settings = ", ".join(f"{_label(advice.method, k)} **{v:g}**" if isinstance(v, float) else
+                         f"{_label(advice.method, k)} **{v}**" for k, v in advice.settings.items())
+    lines = [head, *(f"- {r}" for r in advice.reasons)]
+    if settings:
+        lines.insert(1, f"Settings: {settings}.")
+    return "\n".join(lines)
+
+
+def as_yaml(advice: advisor.Advice, model: str, dataset: str | None) -> str:
+    """A config `studio train` takes, with the advice's settings."""
+    import yaml
+
+    config = {"model": model, "dataset": dataset or "YOUR_DATASET", "method": advice.method,
+              "params": advice.settings}
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def _label(method: str, name: str) -> str:
+    return next((i.label for i in describe(METHODS[method].params) if i.name == name), name).lower()

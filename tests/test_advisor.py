@@ -1,0 +1,133 @@
+"""Help me choose: the advisor's rules case by case (pipelines/advisor.py, a pure function of the
+facts), then `studio advise` gathering real facts (dataset, estimates) on the tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from pipelines.advisor import Facts, recommend
+from pipelines.methods import METHODS, parse
+
+GB = 1024**3
+
+
+def facts(goal="facts", rows=500, kind="sft", available=24, **peaks_gb) -> Facts:
+    peaks = {"lora": 3, "qlora": 2, "full": 31} | peaks_gb
+    keys = [k for k in peaks if k in {"facts": ["lora", "qlora", "full"], "style": ["lora", "qlora", "full"]}.get(
+        goal, [{"preferences": "dpo", "feedback": "kto", "checkable": "grpo"}.get(goal)])]
+    return Facts(goal=goal, rows=rows, data_kind=kind, available_bytes=int(available * GB), where="memory",
+                 peak_bytes={k: int(peaks.get(k, 3) * GB) for k in keys},
+                 seconds_per_epoch={k: 60.0 for k in keys}, batch_size={k: 8 for k in keys}, longest_tokens=190)
+
+
+def test_the_issues_example_full_does_not_fit_so_lora_with_its_reasons():
+    advice = recommend(facts(rows=500))
+    assert advice.method == "lora"
+    assert advice.settings == {"r": 16, "num_train_epochs": 8, "max_length": 192, "learning_rate": 1e-3}
+    said = "\n".join(advice.reasons)
+    assert "Full tuning needs about 31.0 GB here, you have 24.0 GB of memory: **LoRA** needs about 3.0 GB" in said
+    assert "learns facts well from a few hundred examples" in said
+    assert "8 epochs because your set has 500 rows: a small set needs several passes" in said
+    assert "95% of your rows are at most 190 tokens" in said
+    assert "about 8 min for the whole run" in said  # 60 s per epoch x 8
+
+
+def test_lots_of_data_and_memory_to_spare_is_full_tuning():
+    advice = recommend(facts(rows=20_000, full=6))
+    assert advice.method == "full"
+    assert advice.settings["num_train_epochs"] == 1 and advice.settings["learning_rate"] == 2e-5
+    assert "r" not in advice.settings
+    assert "you have 20000 rows, enough for every weight to learn" in advice.reasons[0]
+
+
+def test_full_would_fit_but_a_small_set_still_gets_an_adapter():
+    advice = recommend(facts(rows=120, full=6))
+    assert advice.method == "lora" and advice.settings["num_train_epochs"] == 8
+    assert advice.reasons[0].startswith("Full tuning would fit (6.0 GB), but with 120 rows an adapter learns as well")
+
+
+def test_lora_does_not_fit_qlora_does():
+    advice = recommend(facts(available=4, lora=3.8, qlora=2.5, full=31))
+    assert advice.method == "qlora" and advice.settings["r"] == 16
+    assert "LoRA needs about 3.8 GB here, you have 4.0 GB of memory: **QLoRA**" in advice.reasons[0]
+
+
+def test_nothing_fits_says_so_and_recommends_no_method():
+    advice = recommend(facts(available=1, lora=3, qlora=2, full=31))
+    assert advice.method is None and advice.settings == {}
+    assert "**Nothing fits at its default settings**: even QLoRA needs about 2.0 GB, you have 1.0 GB" in advice.reasons[-1]
+
+
+def test_style_takes_a_lower_rank_than_facts():
+    assert recommend(facts(goal="style")).settings["r"] == 8
+    assert recommend(facts(goal="facts")).settings["r"] == 16
+
+
+@pytest.mark.parametrize("rows, epochs", [(20, 10), (120, 8), (1500, 4), (5000, 2), (50_000, 1)])
+def test_epochs_follow_the_size_of_the_set(rows, epochs):
+    assert recommend(facts(rows=rows, full=40)).settings["num_train_epochs"] == epochs
+
+
+def test_a_batch_taking_over_half_the_memory_is_split_with_accumulation():
+    advice = recommend(facts(available=8, lora=5))
+    assert advice.settings["per_device_train_batch_size"] == 4
+    assert advice.settings["gradient_accumulation_steps"] == 2
+    assert recommend(facts(available=24, lora=3)).settings.get("per_device_train_batch_size") is None
+
+
+@pytest.mark.parametrize("goal, kind, method", [("preferences", "preference", "dpo"), ("feedback", "kto", "kto"),
+                                                 ("checkable", "prompts", "grpo")])
+def test_each_kind_of_feedback_has_its_method(goal, kind, method):
+    advice = recommend(facts(goal=goal, kind=kind))
+    assert advice.method == method
+    assert not any("does not fit this goal" in r for r in advice.reasons)
+
+
+def test_data_of_the_wrong_kind_is_named_with_what_the_goal_needs():
+    advice = recommend(facts(goal="preferences", kind="sft"))
+    assert advice.reasons[0] == (
+        "**Your dataset does not fit this goal:** it is sft data; this goal needs pairs: a prompt with a better and a "
+        "worse answer (chat votes and labels export as pairs). Pick or import such a dataset; the advice below "
+        "assumes one.")
+
+
+def test_smaller_or_faster_points_to_export_not_training():
+    advice = recommend(facts(goal="smaller"))
+    assert advice.method is None and "GGUF with 4-bit quantization (Q4_K_M)" in advice.reasons[0]
+
+
+def test_every_recommended_setting_is_a_valid_setting_of_its_method():
+    for goal in ("facts", "style", "preferences", "feedback", "checkable"):
+        for rows in (30, 800, 30_000):
+            advice = recommend(facts(goal=goal, rows=rows, full=6))
+            names = set(METHODS[advice.method].params.__dataclass_fields__)
+            parse(METHODS[advice.method].params, {k: v for k, v in advice.settings.items() if k in names})
+
+
+def test_unknown_goal_is_refused():
+    with pytest.raises(ValueError, match="^unknown goal 'faster'; choose one of: facts, style,"):
+        recommend(facts(goal="faster"))
+
+
+def test_cli_advise_reads_the_dataset_and_this_machine(studio, tiny_model_dir, tmp_path, capsys):
+    from studio.cli import main
+
+    rows = tmp_path / "support.jsonl"
+    rows.write_text("".join(json.dumps({"prompt": f"What is part {i}?", "completion": f"Part {i} is a gear."}) + "\n"
+                            for i in range(40)))
+    assert main(["data", "import", str(rows), "--home", str(studio.home)]) == 0
+    capsys.readouterr()
+    [imported] = [d["id"] for d in studio.list_datasets()]
+    assert main(["advise", "--goal", "facts", "--dataset", imported, "--model", str(tiny_model_dir),
+                 "--home", str(studio.home)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("### Use LoRA\nSettings: rank 16, epochs 10, max length (tokens) 128,")
+    assert "10 epochs because your set has 40 rows" in out
+    config = yaml.safe_load(out.split("(save it as a .yaml file):\n", 1)[1])
+    assert config == {"model": str(tiny_model_dir), "dataset": imported, "method": "lora",
+                      "params": {"r": 16, "num_train_epochs": 10, "max_length": 128, "learning_rate": 0.001}}
+    # the printed config is one `studio train` takes as it is
+    parse(METHODS["lora"].params, config["params"])
