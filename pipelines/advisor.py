@@ -9,6 +9,7 @@ the studio's own measurements on the sample FAQ (LoRA's defaults: 8 epochs at 1e
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 GOALS = {
@@ -93,6 +94,8 @@ def recommend(facts: Facts) -> Advice:
     elif facts.data_kind is None:
         reasons.append(f"No dataset chosen yet: this goal needs {DATA_HELP[needs]}.")
 
+    if facts.data_kind != needs:  # its size and lengths say nothing about the data this goal needs
+        facts = dataclasses.replace(facts, rows=None, longest_tokens=None)
     method = _pick_method(facts, reasons)
     if method is None:
         return Advice(None, reasons=reasons)
@@ -128,8 +131,8 @@ def _pick_method(facts: Facts, reasons: list[str]) -> str | None:
     if full is not None and not _fits(facts, "full"):
         said = f"Full tuning needs about {gb(full)} here, {have}"
     elif full is not None and rows < FULL_MIN_ROWS:
-        said = (f"Full tuning would fit ({gb(full)}), but with {rows} rows an adapter learns as well and "
-                f"leaves the model itself untouched")
+        said = (f"Full tuning would fit ({gb(full)}), but " + (f"with {rows} rows" if facts.rows else
+                "without a dataset to size it") + " an adapter learns as well and leaves the model itself untouched")
     else:
         said = None
     if full is not None and _fits(facts, "full") and rows >= FULL_MIN_ROWS:

@@ -92,6 +92,7 @@ def test_data_of_the_wrong_kind_is_named_with_what_the_goal_needs():
         "**Your dataset does not fit this goal:** it is sft data; this goal needs pairs: a prompt with a better and a "
         "worse answer (chat votes and labels export as pairs). Pick or import such a dataset; the advice below "
         "assumes one.")
+    assert "max_length" not in advice.settings  # the lengths of the wrong data say nothing
 
 
 def test_smaller_or_faster_points_to_export_not_training():
