@@ -235,8 +235,9 @@ def build(studio):
     timer.tick(on_tick, [picked, listing], [listing, picked, info, files], show_progress="hidden")
 
     def refresh():
-        fresh, rows = xs.sources(studio), table(studio)
-        return (gr.update(choices=fresh), gr.update(choices=fresh), gr.update(choices=fresh), rows,
-                gr.update(choices=pick_choices(rows)))
+        # the list itself is left to the timer's first tick: it sees what changed while the tab was
+        # hidden (an export that completed) and offers its files
+        fresh = xs.sources(studio)
+        return gr.update(choices=fresh), gr.update(choices=fresh), gr.update(choices=fresh)
 
-    return refresh, [source, models, base, listing, picked], timer
+    return refresh, [source, models, base], timer

@@ -44,6 +44,7 @@ class Facts:
     seconds_per_epoch: dict[str, float | None] = field(default_factory=dict)
     batch_size: dict[str, int] = field(default_factory=dict)  # the default batch the peak was estimated at
     longest_tokens: int | None = None  # the 95th percentile of the rows' token lengths
+    max_length: dict[str, int] = field(default_factory=dict)  # the default max length the peak was estimated at
 
 
 @dataclass
@@ -51,6 +52,7 @@ class Advice:
     method: str | None  # None: no training method does what was asked (see reasons)
     settings: dict = field(default_factory=dict)
     reasons: list[str] = field(default_factory=list)
+    data_fits: bool = True  # the chosen dataset is of the kind the goal needs
 
 
 def candidates(goal: str) -> list[str]:
@@ -94,13 +96,14 @@ def recommend(facts: Facts) -> Advice:
     elif facts.data_kind is None:
         reasons.append(f"No dataset chosen yet: this goal needs {DATA_HELP[needs]}.")
 
-    if facts.data_kind != needs:  # its size and lengths say nothing about the data this goal needs
+    fits = facts.data_kind == needs
+    if not fits:  # its size and lengths say nothing about the data this goal needs
         facts = dataclasses.replace(facts, rows=None, longest_tokens=None)
     method = _pick_method(facts, reasons)
     if method is None:
-        return Advice(None, reasons=reasons)
+        return Advice(None, reasons=reasons, data_fits=fits)
     settings = _settings(facts, method, reasons)
-    return Advice(method, settings, reasons)
+    return Advice(method, settings, reasons, data_fits=fits)
 
 
 def _fits(facts: Facts, key: str) -> bool:
@@ -169,13 +172,21 @@ def _settings(facts: Facts, method: str, reasons: list[str]) -> dict:
         reasons.append(f"{settings['num_train_epochs']} epochs because your set has {rows} rows"
                        + (": a small set needs several passes to sink in" if settings["num_train_epochs"] >= 8 else
                           ": a big set needs few passes" if rows >= 2000 else "") + ".")
-    if facts.longest_tokens and method in ("lora", "qlora", "full", "dpo", "kto"):
-        settings["max_length"] = max_length_for(facts.longest_tokens)
-        reasons.append(f"Max length {settings['max_length']} tokens: 95% of your rows are at most "
-                       f"{facts.longest_tokens} tokens, so almost nothing is cut and no memory is kept for longer.")
+    default_length = facts.max_length.get(method)
+    if facts.longest_tokens and default_length and method in ("lora", "qlora", "full", "dpo", "kto"):
+        # only ever shorter than the default the memory and time above were estimated at
+        length = min(max_length_for(facts.longest_tokens), default_length)
+        if length < default_length:
+            settings["max_length"] = length
+            reasons.append(f"Max length {length} tokens: 95% of your rows are at most {facts.longest_tokens} "
+                           "tokens, so almost nothing is cut and no memory is kept for longer.")
+        else:
+            reasons.append(f"Max length stays {default_length} tokens: 5% of your rows are longer than "
+                           f"{facts.longest_tokens} tokens and are cut there; a longer max length needs more "
+                           "memory than estimated here (the Train tab's estimate follows it).")
     batch = facts.batch_size.get(method)
     peak = facts.peak_bytes.get(method)
-    if batch and peak and peak > 0.5 * facts.available_bytes and batch > 1:
+    if batch and peak and peak > 0.5 * facts.available_bytes and batch > 1 and batch % 2 == 0:
         settings["per_device_train_batch_size"] = max(1, batch // 2)
         settings["gradient_accumulation_steps"] = 2
         reasons.append(f"Batch {batch // 2} with 2 accumulation steps: the same {batch} rows per update in about "

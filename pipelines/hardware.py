@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -24,7 +25,13 @@ def measurements_file() -> Path:
     """Where this machine's matmul measurements are kept, so a restarted studio (or a run's worker)
     does not measure again: the second measurement would compete with a training run for the CPU
     and come out both wrong and slow (40 s instead of 0.4 s beside a run on 2 cores)."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tune-studio" / "matmul.json"
+    try:
+        cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    except RuntimeError:  # no home at all: kept for this machine's session only
+        import tempfile
+
+        cache = tempfile.gettempdir()
+    return Path(cache) / "tune-studio" / "matmul.json"
 
 
 def _machine(device: str, bf16: bool) -> str:
@@ -43,10 +50,18 @@ def _machine(device: str, bf16: bool) -> str:
     return f"{device} {name} | torch {torch.__version__}, {torch.get_num_threads()} threads | {'bf16' if bf16 else 'fp32'}"
 
 
+_MEASURING = threading.Lock()
+
+
 @lru_cache(maxsize=4)
 def matmul_flops(device: str, bf16: bool) -> float:
     """This machine's measured matmul speed (FLOP/s), best of a few 1024^3 products; measured once
     per machine and kept in measurements_file()."""
+    with _MEASURING:  # two threads measuring at once would slow each other and keep the slower figure
+        return _kept_or_measured(device, bf16)
+
+
+def _kept_or_measured(device: str, bf16: bool) -> float:
     key, path = _machine(device, bf16), measurements_file()
     try:
         kept = json.loads(path.read_text())
@@ -71,19 +86,23 @@ def _measure(device: str, bf16: bool) -> float:
     took 49 s there (a 256 probe says as much, clearly slower than fp32, in 0.4 s)."""
     import torch
 
-    def product_time(x) -> float:
+    def product_time(x, n: int = 1) -> float:
+        """Seconds per product, over n products and one wait for the GPU (a wait per product would
+        time the waits)."""
         start = time.perf_counter()
-        x @ x
+        for _ in range(n):
+            x @ x
         if device == "cuda":
             torch.cuda.synchronize()
-        return time.perf_counter() - start
+        return (time.perf_counter() - start) / n
 
     dtype = torch.bfloat16 if bf16 else torch.float32
     small = torch.randn(256, 256, dtype=dtype, device=device)
     product_time(small)  # warm-up: first-call setup is not speed
     size = 1024 if product_time(small) * 64 < 0.05 else 256
     x = small if size == 256 else torch.randn(size, size, dtype=dtype, device=device)
-    best = min(sum(product_time(x) for _ in range(2)) / 2 for _ in range(5))
+    product_time(x)
+    best = min(product_time(x, 2) for _ in range(5))
     return 2 * size**3 / best
 
 

@@ -22,19 +22,21 @@ def facts(studio, goal: str, model: str = "default", dataset: str | None = None)
         sample = dataset_stats.sample_rows(Path(row["path"]))
         lengths = sorted(dataset_stats.token_lengths(sample, studio.tokenizer(model_path)))
         longest = lengths[min(len(lengths) - 1, int(0.95 * len(lengths)))] if lengths else None
-    peak, seconds, batch, available, where = {}, {}, {}, None, "memory"
+    peak, seconds, batch, length, available, where = {}, {}, {}, {}, None, "memory"
     usable = dataset if kind is not None and kind == advisor.NEEDS.get(goal) else None
     for key in advisor.candidates(goal):
         est = ms.estimate(studio, model, key, None, usable)
         peak[key], seconds[key] = est.peak_bytes, est.seconds_per_epoch
-        batch[key] = next(i.default for i in describe(METHODS[key].params) if i.name == "per_device_train_batch_size")
+        defaults = {i.name: i.default for i in describe(METHODS[key].params)}
+        batch[key], length[key] = defaults.get("per_device_train_batch_size"), defaults.get("max_length")
         available, where = est.available_bytes, ("GPU memory" if est.device == "cuda" else "memory")
     if available is None:
         from pipelines import estimates, hardware
 
         available = estimates.available_bytes("cuda" if hardware.has_cuda() else "cpu")
     return advisor.Facts(goal=goal, rows=rows, data_kind=kind, available_bytes=available, where=where,
-                         peak_bytes=peak, seconds_per_epoch=seconds, batch_size=batch, longest_tokens=longest)
+                         peak_bytes=peak, seconds_per_epoch=seconds, batch_size=batch, longest_tokens=longest,
+                         max_length=length)
 
 
 def advise(studio, goal: str, model: str = "default", dataset: str | None = None) -> advisor.Advice:
@@ -60,7 +62,7 @@ def as_yaml(advice: advisor.Advice, model: str, dataset: str | None) -> str:
     """A config `studio train` takes, with the advice's settings."""
     import yaml
 
-    config = {"model": model, "dataset": dataset or "YOUR_DATASET", "method": advice.method,
+    config = {"model": model, "dataset": dataset if dataset and advice.data_fits else "YOUR_DATASET", "method": advice.method,
               "params": advice.settings}
     return yaml.safe_dump(config, sort_keys=False)
 

@@ -24,14 +24,18 @@ from starlette.responses import Response
 
 log = logging.getLogger(__name__)
 
-ASSET = re.compile(r"/assets/(Blocks-[A-Za-z0-9_-]+\.js)$")
+ASSET = re.compile(r"/assets/(Blocks-[A-Za-z0-9_-]+\.js)")
 SLOW = ("async update_loading_stati_state(){await Promise.all(Object.entries(this.loading_stati.current)"
         ".map(([e,t])=>this.update_state_cb(Number(e),{loading_status:t},!1)))}")
-# the same, after dropping the statuses that are unchanged since they were last applied (per component)
+# the same, after dropping the statuses that are unchanged since they were last applied (per component);
+# any other write of a component's status (Gradio clears its inputs' at each submission) forgets what
+# was applied to it, so the next call applies it again as before
 FAST = ("async update_loading_stati_state(){const s=this.__applied||(this.__applied=new Map);"
+        "if(!this.__apply){const f=this.update_state_cb;this.__apply=f;"
+        "this.update_state_cb=(e,t,n)=>(t&&`loading_status`in t&&s.delete(String(e)),f.call(this,e,t,n))}"
         "await Promise.all(Object.entries(this.loading_stati.current)"
         ".filter(([e,t])=>{const j=JSON.stringify(t);return s.get(e)!==j&&(s.set(e,j),!0)})"
-        ".map(([e,t])=>this.update_state_cb(Number(e),{loading_status:t},!1)))}")
+        ".map(([e,t])=>this.__apply(Number(e),{loading_status:t},!1)))}")
 
 
 def assets_dir() -> Path:
@@ -56,15 +60,17 @@ class FixFrontend:
     def script(self, name: str) -> bytes | None:
         if name not in self.served:
             path = assets_dir() / name
-            text = fixed(path.read_text(encoding="utf-8")) if path.is_file() else None
-            if text is None and path.is_file():
+            if not path.is_file():  # not remembered: only the few real files are ever kept
+                return None
+            text = fixed(path.read_text(encoding="utf-8"))
+            if text is None:
                 log.warning("Gradio's %s has changed: its status updates are served unfixed", name)
             self.served[name] = text.encode() if text is not None else None
         return self.served[name]
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and scope.get("method") in ("GET", "HEAD"):
-            match = ASSET.search(scope.get("path", ""))
+            match = ASSET.fullmatch(scope.get("path", ""))
             body = match and self.script(match.group(1))
             if body:
                 response = Response(body, media_type="text/javascript",

@@ -3,6 +3,7 @@ facts), then `studio advise` gathering real facts (dataset, estimates) on the ti
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -20,7 +21,8 @@ def facts(goal="facts", rows=500, kind="sft", available=24, **peaks_gb) -> Facts
         goal, [{"preferences": "dpo", "feedback": "kto", "checkable": "grpo"}.get(goal)])]
     return Facts(goal=goal, rows=rows, data_kind=kind, available_bytes=int(available * GB), where="memory",
                  peak_bytes={k: int(peaks.get(k, 3) * GB) for k in keys},
-                 seconds_per_epoch={k: 60.0 for k in keys}, batch_size={k: 8 for k in keys}, longest_tokens=190)
+                 seconds_per_epoch={k: 60.0 for k in keys}, batch_size={k: 8 for k in keys}, longest_tokens=190,
+                 max_length={k: 512 for k in keys})
 
 
 def test_the_issues_example_full_does_not_fit_so_lora_with_its_reasons():
@@ -71,6 +73,13 @@ def test_epochs_follow_the_size_of_the_set(rows, epochs):
     assert recommend(facts(rows=rows, full=40)).settings["num_train_epochs"] == epochs
 
 
+def test_max_length_is_only_ever_lowered_below_what_was_estimated():
+    long_rows = dataclasses.replace(facts(), longest_tokens=3000)
+    advice = recommend(long_rows)
+    assert "max_length" not in advice.settings
+    assert "Max length stays 512 tokens: 5% of your rows are longer than 3000 tokens" in "\n".join(advice.reasons)
+
+
 def test_a_batch_taking_over_half_the_memory_is_split_with_accumulation():
     advice = recommend(facts(available=8, lora=5))
     assert advice.settings["per_device_train_batch_size"] == 4
@@ -93,6 +102,9 @@ def test_data_of_the_wrong_kind_is_named_with_what_the_goal_needs():
         "worse answer (chat votes and labels export as pairs). Pick or import such a dataset; the advice below "
         "assumes one.")
     assert "max_length" not in advice.settings  # the lengths of the wrong data say nothing
+    from studio.advise import as_yaml
+
+    assert yaml.safe_load(as_yaml(advice, "default", "d-sft"))["dataset"] == "YOUR_DATASET"  # not the wrong data
 
 
 def test_smaller_or_faster_points_to_export_not_training():
@@ -105,7 +117,8 @@ def test_every_recommended_setting_is_a_valid_setting_of_its_method():
         for rows in (30, 800, 30_000):
             advice = recommend(facts(goal=goal, rows=rows, full=6))
             names = set(METHODS[advice.method].params.__dataclass_fields__)
-            parse(METHODS[advice.method].params, {k: v for k, v in advice.settings.items() if k in names})
+            assert set(advice.settings) <= names, (goal, advice.method, set(advice.settings) - names)
+            parse(METHODS[advice.method].params, advice.settings)
 
 
 def test_unknown_goal_is_refused():

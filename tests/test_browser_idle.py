@@ -1,44 +1,16 @@
 """An open page costs a training run little: each tab's refresh timer ticks only while its tab is
-shown, and Gradio's page script is served with the fix that makes a tick cost its own outputs only
-(studio/frontend_fix.py). bench/page_cost.py measures the training steps this keeps."""
+shown (the served script's fix: tests/test_frontend_fix.py). bench/page_cost.py measures the
+training steps this keeps."""
 
 from __future__ import annotations
 
-import gzip
 import time
-import urllib.request
 
 import pytest
 
-from studio.frontend_fix import FAST, SLOW, assets_dir, fixed
 from tests.test_browser import page, server  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.browser
-
-
-def blocks_script() -> str:
-    [path] = assets_dir().glob("Blocks-*.js")
-    return path.name
-
-
-def test_the_installed_gradio_script_has_the_text_the_fix_replaces():
-    # fails when an upgraded Gradio changed it: then look again whether the fix is still needed
-    text = (assets_dir() / blocks_script()).read_text(encoding="utf-8")
-    assert text.count(SLOW) == 1
-    assert fixed(text) == text.replace(SLOW, FAST) and FAST not in text
-
-
-def test_the_page_gets_the_fixed_script_and_other_files_untouched(server):  # noqa: F811
-    name = blocks_script()
-    request = urllib.request.Request(f"{server}/assets/{name}", headers={"Accept-Encoding": "gzip"})
-    with urllib.request.urlopen(request, timeout=30) as answer:
-        assert answer.headers["Content-Encoding"] == "gzip"
-        served = gzip.decompress(answer.read()).decode()
-    assert FAST in served and SLOW not in served
-    assert served == fixed((assets_dir() / name).read_text(encoding="utf-8"))
-    other = next(p for p in assets_dir().glob("index-*.js"))
-    with urllib.request.urlopen(f"{server}/assets/{other.name}", timeout=30) as answer:
-        assert answer.read() == other.read_bytes()
 
 
 def test_the_runs_panel_ticks_only_while_the_train_tab_is_shown(server, page, studio):  # noqa: F811
