@@ -58,7 +58,6 @@ def test_help_me_choose_advises_and_fills_the_train_form(server, page, studio, t
     fill(page, "train-model", str(tiny_model_dir))
     fill(page, "param-num_train_epochs", 2)  # an edit of LoRA's the advice replaces
     expect(page.locator("#train-estimate")).to_contain_text("Expected peak memory", timeout=60_000)
-    choose(page, "train-method", "DoRA")  # the advice switches back to LoRA, carrying nothing of DoRA's
 
     page.get_by_role("tab", name="Method").click()
     page.get_by_text("Help me choose").click()
