@@ -4,9 +4,8 @@ lengths, and each candidate method's memory and time estimate for this model on 
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
-from pipelines import advisor, dataset_stats
+from pipelines import advisor
 from pipelines.methods import METHODS, describe
 from studio import method_service as ms
 
@@ -19,8 +18,8 @@ def facts(studio, goal: str, model: str = "default", dataset: str | None = None)
         row = studio.resolve_dataset(dataset)
         kind, rows = row["kind"], row.get("meta", {}).get("train_rows") or row["rows"]
         model_path = str(studio.resolve_model(ms.base_of(studio, model)))
-        sample = dataset_stats.sample_rows(Path(row["path"]))
-        lengths = sorted(dataset_stats.token_lengths(sample, studio.tokenizer(model_path)))
+        # the token lengths the estimates read too (tokenized once per model and dataset, then cached)
+        lengths = sorted(ms._training_lengths(studio, model_path, dataset, 0.0) or [])
         longest = lengths[min(len(lengths) - 1, int(0.95 * len(lengths)))] if lengths else None
     peak, seconds, batch, length, available, where = {}, {}, {}, {}, None, "memory"
     usable = dataset if kind is not None and kind == advisor.NEEDS.get(goal) else None
