@@ -9,6 +9,7 @@ from transformers import TrainerCallback
 from pathlib import Path
 
 from pipelines.events import EVALUATING, RunEvents, seal_checkpoint
+from pipelines.rank import any_process, barrier
 
 # what reaches metrics.jsonl: the training curves, and for preference methods how well the model
 # tells the preferred answer from the other (TRL's names; each also as eval_<name> on held-out pairs)
@@ -78,7 +79,8 @@ class CancelCallback(TrainerCallback):
         self.events = events
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.events.cancel_requested() and state.global_step < state.max_steps:
+        # several processes (pipelines/rank.py) stop together: each may see the request at another step
+        if any_process(self.events.cancel_requested()) and state.global_step < state.max_steps:
             control.should_save = True
             control.should_training_stop = True
 
@@ -89,5 +91,6 @@ class SealCheckpoints(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if folder.is_dir():
+        barrier()  # every process has written its shards before the checkpoint counts as complete
+        if state.is_world_process_zero and folder.is_dir():
             seal_checkpoint(folder)

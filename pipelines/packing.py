@@ -182,6 +182,8 @@ class _HeadAsIdentity:
 def _plain_head(model):
     """The output layer's weight when logits are just hidden @ weight.T (no bias, scaling or
     soft-capping, not wrapped by an adapter), else None."""
+    while isinstance(model, torch.nn.parallel.DistributedDataParallel):  # several processes: the model inside
+        model = model.module
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     head = base.get_output_embeddings()
     config = base.config.get_text_config()

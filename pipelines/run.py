@@ -20,7 +20,8 @@ import traceback
 import warnings
 from pathlib import Path
 
-from pipelines.events import CANCEL, JOB, RunEvents, discard_incomplete_checkpoints, newest_checkpoint, read_json
+from pipelines.devices import distributed
+from pipelines.events import CANCEL, HEARTBEAT, JOB, RunEvents, discard_incomplete_checkpoints, newest_checkpoint, read_json
 from pipelines.queue import wait_for_slot
 
 
@@ -67,25 +68,15 @@ def main(run_dir: str) -> int:
     try:
         if job.get("runner"):  # another long task (e.g. answers to label): its module's run()
             summary = importlib.import_module(job["runner"]).run(job, run_dir, events)
+        elif distributed(job.get("devices")):  # several processes: accelerate launches them
+            summary = launch(job, run_dir, events)
         else:
             from pipelines.methods import get_method
 
             runner = importlib.import_module(get_method(job["method"]).runner)
             summary = runner.train(job, run_dir, events)
     except Exception as err:  # the run fails, the message reaches the user in one line
-        if disk_full(err):
-            # the half-written checkpoint goes first: it frees space, and resume must never use it
-            discard_incomplete_checkpoints(run_dir)
-            kept = newest_checkpoint(run_dir)
-            message = (f"the disk is full (no space left on the device holding {run_dir.parent}); "
-                       + (f"the last complete checkpoint ({kept.name}) is kept: " if kept else "")
-                       + "free some space, then resume the run")
-        else:  # errors written for people (one sentence) are shown as they are; others with their type
-            message = (str(err) if getattr(err, "one_sentence", False) else f"{type(err).__name__}: {err}")
-        message = message.splitlines()[0]
-        # the log says what went wrong in a sentence; the Python traceback is kept for whoever debugs
-        with contextlib.suppress(OSError):
-            (run_dir / ERROR_DETAILS).write_text(traceback.format_exc())
+        message = failure_message(err, run_dir)
         print(f"failed: {message}\n(the full Python traceback is in {run_dir / ERROR_DETAILS})", flush=True)
         events.stop_heartbeat()
         events.status("failed", error=message, finished=time.time())
@@ -98,6 +89,67 @@ def main(run_dir: str) -> int:
     events.status("completed", summary=summary, finished=time.time())
     print("run completed", flush=True)
     return 0
+
+
+def failure_message(err: BaseException, run_dir: Path, details: str = ERROR_DETAILS) -> str:
+    """The failure in one line for the user (the traceback goes to error.txt for whoever debugs; a
+    process of a launched run wrote its own already)."""
+    if disk_full(err):
+        # the half-written checkpoint goes first: it frees space, and resume must never use it
+        discard_incomplete_checkpoints(run_dir)
+        kept = newest_checkpoint(run_dir)
+        message = (f"the disk is full (no space left on the device holding {run_dir.parent}); "
+                   + (f"the last complete checkpoint ({kept.name}) is kept: " if kept else "")
+                   + "free some space, then resume the run")
+    else:  # errors written for people (one sentence) are shown as they are; others with their type
+        message = (str(err) if getattr(err, "one_sentence", False) else f"{type(err).__name__}: {err}")
+    if not isinstance(err, ProcessFailed):
+        with contextlib.suppress(OSError):
+            (run_dir / details).write_text(traceback.format_exc())
+    return message.splitlines()[0]
+
+
+class ProcessFailed(RuntimeError):
+    one_sentence = True
+
+
+def launch(job: dict, run_dir: Path, events: RunEvents) -> dict:
+    """Run the job's runner in several processes through `accelerate launch` (pipelines/rank.py) and
+    wait for them. The launcher gets its own session, so a kill meant for this worker becomes a cancel
+    request the processes act on together rather than a signal that cuts them off mid-step."""
+    import subprocess
+
+    from pipelines import hardware
+    from pipelines.devices import Devices, write_launch
+    from pipelines.rank import FAILURE, RESULT
+
+    devices = Devices(**job["devices"])
+    for name in (RESULT, FAILURE):
+        (run_dir / name).unlink(missing_ok=True)
+    command = write_launch(run_dir, devices, hardware.use_bf16())
+    events.phase(f"starting {devices.total_processes} processes ({devices.strategy})")
+    print(f"launching {devices.total_processes} processes ({devices.strategy}); the command is in "
+          f"{run_dir / 'launch.txt'}", flush=True)
+    events.stop_heartbeat()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(command, cwd=Path(__file__).resolve().parent.parent, stdin=subprocess.DEVNULL,
+                               env=env, start_new_session=True)
+    while process.poll() is None:
+        beat = read_json(run_dir / HEARTBEAT) or {}
+        if beat.get("pid") in (None, os.getpid()):  # until the main process beats, this one does
+            events.beat()
+        time.sleep(1.0)
+    last = read_json(run_dir / HEARTBEAT) or {}  # the main process's last progress stays the run's
+    events.progress.update({k: v for k, v in last.items() if k not in ("time", "pid")})
+    result = read_json(run_dir / RESULT)
+    if process.returncode == 0 and result is not None:
+        return result["summary"]
+    failure = read_json(run_dir / FAILURE)
+    if failure:
+        raise ProcessFailed(failure["error"] if failure["rank"] == 0 else f"process {failure['rank']}: "
+                            f"{failure['error']}")
+    raise ProcessFailed(f"the training processes stopped with exit code {process.returncode} without a result "
+                        f"(each process's log: {run_dir / 'train.log'} and rank*.log beside it)")
 
 
 def disk_full(err: BaseException) -> bool:

@@ -21,6 +21,7 @@ from pipelines import data, hardware, models
 from pipelines.events import ADAPTER, MODEL, RunEvents, read_metrics, resume_checkpoint
 from pipelines.methods import Setup, get_method, parse, split_by_target
 from pipelines.methods.trainers import trl_classes
+from pipelines.rank import is_main, save_gathered, world_size
 from pipelines.train_sft import run_settings
 
 # When eval_steps is 0 ("automatic"): a held-out check costs about half a training step here
@@ -66,9 +67,14 @@ def save(trainer, tokenizer, run_dir: Path) -> Path:
     """The adapter (only the trained one, not TRL's frozen 'ref' copy) or the whole model."""
     from peft import PeftModel
 
-    model = trainer.model
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    out = run_dir / (ADAPTER if isinstance(model, PeftModel) else MODEL)
+    options = {"selected_adapters": ["default"]} if isinstance(model, PeftModel) else {}
+    if save_gathered(trainer, out, **options) or not is_main():  # several processes: the main one writes
+        if is_main():
+            tokenizer.save_pretrained(str(out))
+        return out
     if isinstance(model, PeftModel):
-        out = run_dir / ADAPTER
         model.save_pretrained(str(out), selected_adapters=["default"])
     else:
         out = run_dir / MODEL
@@ -133,8 +139,8 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
     train_ds = Dataset.from_list(train_rows)
     eval_ds = Dataset.from_list(eval_rows) if eval_rows else None
     print(f"data: {len(train_rows)} training rows, {len(eval_rows)} held out", flush=True)
-    steps_per_epoch = math.ceil(
-        len(train_rows) / (params.per_device_train_batch_size * params.gradient_accumulation_steps))
+    steps_per_epoch = math.ceil(len(train_rows) / (params.per_device_train_batch_size
+                                                   * params.gradient_accumulation_steps * world_size()))
     total_steps = max(1, math.ceil(steps_per_epoch * params.num_train_epochs))
 
     # model: what trains, and where the reference comes from

@@ -24,6 +24,7 @@ from pipelines import data, events as ev, hardware, models, rewards
 from pipelines.events import RunEvents, resume_checkpoint
 from pipelines.methods import get_method, parse, split_by_target
 from pipelines.methods.trainers import trl_classes
+from pipelines.rank import world_size
 from pipelines.train_pref import load_policy, save
 from pipelines.train_sft import run_settings
 
@@ -185,7 +186,7 @@ def train_reward_model(job: dict, run_dir: Path, events: RunEvents) -> dict:
           f"(bf16 autocast: {hardware.use_bf16()})", flush=True)
 
     # trainer
-    total_steps = max(1, math.ceil(len(train_rows) / (params.per_device_train_batch_size
+    total_steps = max(1, math.ceil(len(train_rows) / (params.per_device_train_batch_size * world_size()
                                                       * params.gradient_accumulation_steps) * params.num_train_epochs))
     trainer_args = dict(groups["trainer"])
     trainer_args["eval_steps"] = params.eval_steps or math.ceil(total_steps / 6)

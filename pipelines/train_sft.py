@@ -16,6 +16,7 @@ from pipelines.events import (
     resume_checkpoint,
 )
 from pipelines.methods import Setup, get_method, parse, split_by_target
+from pipelines.rank import is_main, save_gathered, world_size
 
 EVALS_PER_RUN = 10  # when eval_steps is 0 ("automatic")
 
@@ -56,6 +57,10 @@ def save(trainer, tokenizer, run_dir: Path, method_key: str) -> Path:
     method = get_method(method_key)
     out = run_dir / (ADAPTER if method.artifact == "adapter" else MODEL)
     initial = run_dir / INITIAL_ADAPTER
+    if save_gathered(trainer, out) or not is_main():  # several processes: the main one writes
+        if is_main():
+            tokenizer.save_pretrained(str(out))
+        return out
     if method.converts_base and initial.exists():
         # PiSSA/OLoRA changed the base weights at the start; PEFT rewrites the adapter as a
         # (double-rank) change of the original weights, so it loads on the plain base.
@@ -147,8 +152,8 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
     train_ds, eval_ds = data.training_datasets(job["dataset"], groups["studio"]["eval_fraction"], params.seed,
                                                convert=data.to_prompt_completion)
     print(f"data: {len(train_ds)} training rows, {len(eval_ds) if eval_ds else 0} held out", flush=True)
-    steps_per_epoch = math.ceil(
-        len(train_ds) / (params.per_device_train_batch_size * params.gradient_accumulation_steps)
+    steps_per_epoch = math.ceil(  # several processes each take a batch per step
+        len(train_ds) / (params.per_device_train_batch_size * params.gradient_accumulation_steps * world_size())
     )
     total_steps = max(1, math.ceil(steps_per_epoch * params.num_train_epochs))
 

@@ -15,7 +15,7 @@ from studio import cli_data, cli_export, cli_judge, cli_label
 from studio.core import RunError
 from studio.judge_service import JudgeError
 
-CONFIG_KEYS = {"model", "dataset", "method", "params", "rewards"}
+CONFIG_KEYS = {"model", "dataset", "method", "params", "rewards", "devices"}
 USER_ERRORS = (ConfigError, DataError, ModelError, RunError, JudgeError)
 
 
@@ -62,6 +62,7 @@ def read_config(path: Path) -> dict:
         "method": str(config.get("method", "lora")),
         "params": config.get("params") or {},
         "rewards": config.get("rewards"),  # reinforcement learning: [{name, weight, settings...}]
+        "devices": config.get("devices"),  # several processes: {strategy, num_processes, ...}
     }
 
 
@@ -74,10 +75,33 @@ def _progress(row: dict) -> str:
 
 def cmd_train(args) -> int:
     config = read_config(args.config)
+    if args.print_launch:
+        print(launch_text(config), end="")
+        return 0
     studio = _studio(args)
     run_id = studio.start_run(**config)
     print(run_id, flush=True)
     return wait_for_run(studio, run_id) if args.wait else 0
+
+
+def launch_text(config: dict) -> str:
+    """What the worker will start for this config: the accelerate config and the command (the run's
+    folder, RUN_DIR, is made when the run starts; each run keeps both in it). Checked, nothing written."""
+    import yaml
+
+    from pipelines import devices as dev
+    from pipelines.hardware import use_bf16
+    from pipelines.methods import get_method
+
+    settings = dev.parse_devices(config.get("devices"))
+    dev.check(settings, get_method(config["method"]), dev.gpu_count())
+    if not dev.distributed(settings):
+        return ("# one process, no launcher: the worker runs the method itself\n"
+                f"{sys.executable} -m pipelines.run RUN_DIR\n")
+    accelerate = dev.accelerate_config(settings, use_bf16(), settings.main_process_port or 0)
+    return (f"# accelerate config (written to RUN_DIR/{dev.CONFIG_FILE}; port 0 = a free port picked at launch)\n"
+            + yaml.safe_dump(accelerate, sort_keys=False)
+            + dev.describe_launch(Path("RUN_DIR"), settings).replace(str(Path("RUN_DIR").resolve()), "RUN_DIR"))
 
 
 def wait_for_run(studio, run_id: str) -> int:
@@ -249,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", parents=[common], help="start a training run from a YAML config")
     p.add_argument("config", type=Path)
     p.add_argument("--wait", action="store_true", help="block, show progress, exit non-zero if the run fails")
+    p.add_argument("--print-launch", action="store_true",
+                   help="print the accelerate launch command and config the run would use (its 'devices'); "
+                        "start nothing")
     p.set_defaults(func=cmd_train)
 
     cli_data.add_parsers(sub, common)

@@ -33,6 +33,8 @@ from pipelines.events import (
     run_state,
     write_json,
 )
+from pipelines.devices import check as check_devices
+from pipelines.devices import gpu_count, parse_devices
 from pipelines.methods import METHODS, ConfigError, get_method, parse
 from pipelines.methods import rl as rl_checks
 from studio.store import Store
@@ -165,11 +167,14 @@ class Studio:
     # runs
     def start_run(self, *, model: str, dataset: str, method: str, params: dict | None = None,
                   parent_id: str | None = None, init_adapter: str | None = None,
-                  rewards: list | None = None) -> str:
+                  rewards: list | None = None, devices: dict | None = None) -> str:
         """Validate, write the run directory and catalogue row, and start the worker process.
-        `rewards`: the reward functions of a reinforcement-learning method (pipelines/rewards.py)."""
+        `rewards`: the reward functions of a reinforcement-learning method (pipelines/rewards.py);
+        `devices`: how many processes and how they split the work (pipelines/devices.py)."""
         spec = get_method(method)
         checked = parse(spec.params, params)  # ConfigError on a bad value, before anything is written
+        launch = parse_devices(devices)
+        check_devices(launch, spec, gpu_count())
         if spec.validate:
             spec.validate(checked)
         if spec.rewards:
@@ -214,6 +219,7 @@ class Studio:
                         "heldout_path": str(heldout) if heldout.exists() else None},
             "params": {k: getattr(checked, k) for k in checked.__dataclass_fields__},
             **({"rewards": reward_list} if spec.rewards else {}),
+            "devices": asdict(launch),
             "parent_id": parent_id,
             "init_adapter": init_adapter,
             "start": start,  # what the user picked: a model, or run:ID
@@ -297,7 +303,8 @@ class Studio:
             model, adapter = self.tuned_model(run_id)  # a whole model (full/freeze) continues as the base
         return self.start_run(model=model, dataset=job["dataset"]["id"], method=job["method"],
                               params={**job["params"], "num_train_epochs": epochs}, parent_id=run_id,
-                              init_adapter=str(adapter) if adapter else None, rewards=job.get("rewards"))
+                              init_adapter=str(adapter) if adapter else None, rewards=job.get("rewards"),
+                              devices=job.get("devices"))
 
     def recover(self) -> list[str]:
         """On start: runs whose worker is gone (machine restart, killed server session) become
