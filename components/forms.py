@@ -7,7 +7,7 @@ import gradio as gr
 from pipelines.methods import describe
 
 
-def _widget(info, prefix: str = "param-"):
+def widget(info, prefix: str = "param-"):
     label = info.label
     if info.choices is not None:
         explained = info.choice_help or {}
@@ -32,8 +32,8 @@ def build_form(params_cls) -> dict[str, gr.components.Component]:
     infos = describe(params_cls)
     widgets = {}
     for info in (i for i in infos if not i.advanced):
-        widgets[info.name] = _widget(info)
+        widgets[info.name] = widget(info)
     with gr.Accordion("Advanced settings", open=False):
         for info in (i for i in infos if i.advanced):
-            widgets[info.name] = _widget(info)
+            widgets[info.name] = widget(info)
     return widgets

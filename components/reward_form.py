@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from components.forms import _widget
+from components.forms import widget
 from pipelines import rewards
 from pipelines.methods import describe
 
@@ -25,7 +25,7 @@ def build() -> tuple[list, callable]:
                 weight = gr.Number(value=1.0, label="Weight", step=0.1, min_width=90, scale=0,
                                    info="How much it counts (negative = a penalty)", elem_id=f"reward-{key}-weight")
                 options = [info.name for info in describe(reward.options)]
-                fields = [_widget(info, prefix=f"reward-{key}-") for info in describe(reward.options)]
+                fields = [widget(info, prefix=f"reward-{key}-") for info in describe(reward.options)]
         use.change(lambda on: gr.update(visible=on), use, row, show_progress="hidden")
         layout.append((key, options))
         widgets += [use, weight, *fields]

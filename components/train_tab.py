@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from components import form_memory, reward_form, runs_panel
+from components import devices_form, form_memory, reward_form, runs_panel
 from components.forms import build_form
 from pipelines.data import DataError
 from pipelines.methods import METHODS, ConfigError
@@ -65,8 +65,9 @@ def _method_help(key: str) -> str:
     return f"{spec.summary}\n\n*When to use:* {spec.when_to_use} *(Result {merge}.)*"
 
 
-def estimate_text(studio, model_spec, dataset_ref, method_key, params) -> str:
-    """The line shown above the Start button: expected peak memory, fit, time per epoch."""
+def estimate_text(studio, model_spec, dataset_ref, method_key, params, devices=None) -> str:
+    """The line shown above the Start button: expected peak memory, fit, time per epoch (and with several
+    processes what each device holds)."""
     if not method_service.model_ready(studio, model_spec or "default"):
         return "The memory estimate appears once the built-in model is prepared (on the first run or chat)."
     try:
@@ -75,7 +76,12 @@ def estimate_text(studio, model_spec, dataset_ref, method_key, params) -> str:
         return f"Estimate unavailable: {field_named(err, method_key)}"
     except (DataError, ModelError, OSError, ValueError) as err:
         return f"Estimate unavailable: {err}"
-    return method_service.summary_line(est, (params or {}).get("num_train_epochs"))
+    line = method_service.summary_line(est, (params or {}).get("num_train_epochs"))
+    try:
+        per_device = method_service.devices_line(est, devices)
+    except ConfigError as err:
+        per_device = f"Devices: {err}"
+    return line + (f"\n\n{per_device}" if per_device else "")
 
 
 def build(studio):
@@ -109,6 +115,8 @@ def build(studio):
             # one composer, shown for every method that learns from reward functions (GRPO, RLOO, PPO)
             with gr.Group(visible=False) as reward_group:
                 reward_widgets, collect_rewards = reward_form.build()
+            device_widgets = devices_form.build()
+            device_inputs = list(device_widgets.values())
             estimate = gr.Markdown(elem_id="train-estimate")
             start = gr.Button("Start training", variant="primary", elem_id="start-training")
             message = gr.Markdown(elem_id="train-message")
@@ -128,11 +136,15 @@ def build(studio):
 
     method.change(on_method, [method, dataset], [method_help, dataset, *groups.values(), reward_group])
 
-    def on_estimate(model_spec, dataset_ref, method_key, *values):
-        params = {name: v for (key, name), v in zip(order, values) if key == method_key}
-        return estimate_text(studio, model_spec, dataset_ref, method_key, params)
+    def devices_of(values) -> dict:
+        return dict(zip(device_widgets, values))
 
-    estimate_inputs = [model, dataset, method, *inputs]
+    def on_estimate(model_spec, dataset_ref, method_key, *values):
+        values, device_values = values[:len(order)], values[len(order):]
+        params = {name: v for (key, name), v in zip(order, values) if key == method_key}
+        return estimate_text(studio, model_spec, dataset_ref, method_key, params, devices_of(device_values))
+
+    estimate_inputs = [model, dataset, method, *inputs, *device_inputs]
     method.change(on_estimate, estimate_inputs, estimate)
     dataset.change(on_estimate, estimate_inputs, estimate)
     model.change(on_estimate, estimate_inputs, estimate)
@@ -140,31 +152,36 @@ def build(studio):
     # walked by the page on every update it receives, and all methods' fields on every cost
     # setting's event (tens of thousands) kept the page too busy to click while chat replies streamed.
     for key in METHODS:
-        own = [model, dataset, method, *forms[key].values()]
+        own = [model, dataset, method, *forms[key].values(), *device_inputs]
 
         def on_own_estimate(model_spec, dataset_ref, method_key, *values, key=key):
             if method_key != key:
                 return gr.skip()
-            return estimate_text(studio, model_spec, dataset_ref, key, dict(zip(forms[key], values)))
+            fields = len(forms[key])
+            return estimate_text(studio, model_spec, dataset_ref, key, dict(zip(forms[key], values[:fields])),
+                                 devices_of(values[fields:]))
 
         for name, widget in forms[key].items():
             if name in COST_FIELDS:
                 widget.change(on_own_estimate, own, estimate)
+    for name in ("strategy", "num_processes", "num_machines", "offload"):  # what each device holds
+        device_widgets[name].change(on_estimate, estimate_inputs, estimate)
 
     def on_start(model_spec, dataset_ref, method_key, *values):
+        values, device_values = values[:-len(device_inputs)], values[-len(device_inputs):]
         values, reward_values = values[:len(order)], values[len(order):]
         params = {name: v for (key, name), v in zip(order, values) if key == method_key}
         chosen = collect_rewards(*reward_values) if METHODS[method_key].rewards else None
         try:
             run_id = studio.start_run(model=model_spec, dataset=dataset_ref, method=method_key, params=params,
-                                      rewards=chosen)
+                                      rewards=chosen, devices=devices_of(device_values))
         except ConfigError as err:  # named as the form names it
             return f"**Could not start:** {field_named(err, method_key)}", gr.skip()
         except (DataError, ModelError, RunError) as err:
             return f"**Could not start:** {err}", gr.skip()
         return f"Started run `{run_id}`.", run_id
 
-    start.click(on_start, [model, dataset, method, *inputs, *reward_widgets], [message, selected])
+    start.click(on_start, [model, dataset, method, *inputs, *reward_widgets, *device_inputs], [message, selected])
 
     # what was picked and typed survives a reload; shared edits follow a change of method
     restore, memory_inputs, memory_outputs = form_memory.wire(

@@ -122,6 +122,28 @@ def unavailable(strategy: str, gpus: int) -> str | None:
     return None
 
 
+def strategy_choices(gpus: int) -> list[tuple[str, str]]:
+    """(label, value) for the form: each strategy explained, the ones this machine cannot run marked
+    with the reason (starting with one is refused with the same reason)."""
+    out = []
+    for key, text in STRATEGIES.items():
+        reason = unavailable(key, gpus)
+        out.append((f"{key} — {text}" + (f" ⛔ Unavailable here: {reason}." if reason else ""), key))
+    return out
+
+
+def machine_text(gpus: int) -> str:
+    """What this machine offers, above the devices form."""
+    if gpus == 0:
+        where = ("This machine has no GPU: DDP and FSDP run as CPU processes that share its cores (to check a "
+                 "setup before a cluster, not to train faster); DeepSpeed needs GPUs.")
+    else:
+        where = f"This machine has {gpus} GPU{'s' if gpus > 1 else ''}: one process per GPU."
+    if not deepspeed_installed():
+        where += " DeepSpeed is not installed (pip install deepspeed) — its ZeRO stages are unavailable."
+    return where
+
+
 def check(devices: Devices, method, gpus: int) -> None:
     """Refuse, in one sentence and before the model loads, a setup this machine or method cannot run."""
     name = STRATEGIES[devices.strategy].split(":")[0]
@@ -277,3 +299,30 @@ def per_device_bytes(weights: int, trainable: int, activations: int, runtime: in
             offloaded += w - weights / max(1, layers)
             w = weights / max(1, layers)
     return int(runtime + w + g + o + activations), int(offloaded)
+
+
+def fit_text(est, devices: Devices) -> str:
+    """What each device holds under the strategy, whether that fits, and the time at best: one line
+    under the estimate (`est`: pipelines.estimates.Estimate for one process)."""
+    if not distributed(devices):
+        return ""
+    n = devices.total_processes
+    activations = max(0, est.training_bytes - 12 * est.trainable_params)  # less gradients and AdamW moments
+    each, offloaded = per_device_bytes(est.weights_bytes, est.trainable_params, activations, est.runtime_bytes,
+                                       devices, est.layers)
+    gb = 1024 ** 3
+    name = STRATEGIES[devices.strategy].split(":")[0]
+    if est.device == "cuda":
+        fits = each <= est.available_bytes
+        room = f"{'fits' if fits else 'does not fit'} in each GPU's {est.available_bytes / gb:.0f} GB"
+    else:  # CPU processes share this machine's memory
+        total = each * devices.num_processes + offloaded
+        fits = total <= est.available_bytes
+        room = (f"{devices.num_processes} × that {'fits' if fits else 'does not fit'} in this machine's "
+                f"{est.available_bytes / gb:.0f} GB of RAM")
+    moved = f", {offloaded / gb:.1f} GB kept in CPU memory" if offloaded else ""
+    time = "; the processes share this machine's CPU cores, so they train no faster than one"
+    if est.device == "cuda":
+        time = (f"; each step's batch is shared by {n} processes, so an epoch takes at best 1/{n} of one "
+                "device's time, less what they spend exchanging gradients")
+    return f"**{name}, {n} processes:** about {each / gb:.2f} GB on each device{moved} — {room}{time}."

@@ -56,6 +56,7 @@ class Estimate:
     device: str
     tokens_per_epoch: int | None = None
     seconds_per_epoch: float | None = None
+    layers: int = 1  # the model's blocks (a sharded model gathers one at a time)
 
     @property
     def trainable_percent(self) -> float:
@@ -346,4 +347,4 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
     return Estimate(method=method_key, total_params=total, trainable_params=trainable, weights_bytes=weights,
                     training_bytes=int(training), runtime_bytes=runtime,
                     peak_bytes=peak, available_bytes=available_bytes(device), device=device,
-                    tokens_per_epoch=tokens_epoch, seconds_per_epoch=seconds)
+                    tokens_per_epoch=tokens_epoch, seconds_per_epoch=seconds, layers=layers)

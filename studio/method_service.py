@@ -82,6 +82,13 @@ def summary_line(est, epochs: float | None = None) -> str:
             f"Trains {fmt_count(est.trainable_params)} weights ({est.trainable_percent:.2f}% of the model).")
 
 
+def devices_line(est, devices: dict | None) -> str:
+    """With several processes: what each device holds and whether it fits ('' for one device)."""
+    from pipelines.devices import fit_text, parse_devices
+
+    return fit_text(est, parse_devices(devices)) if devices else ""
+
+
 def breakdown(est) -> str:
     return (f"weights {fmt_bytes(est.weights_bytes)} + training (activations, gradients, optimizer) "
             f"{fmt_bytes(est.training_bytes)} + runtime {fmt_bytes(est.runtime_bytes)}")
