@@ -94,3 +94,27 @@ class SealCheckpoints(TrainerCallback):
         barrier()  # every process has written its shards before the checkpoint counts as complete
         if state.is_world_process_zero and folder.is_dir():
             seal_checkpoint(folder)
+
+
+BEFORE = "measuring the model before training"
+
+
+def measure_before(trainer, events: RunEvents) -> None:
+    """The held-out baseline before the first step. FSDP2 wraps the model together with its optimizer,
+    which happens when training starts: under FSDP it is measured at that moment instead."""
+    if getattr(trainer, "is_fsdp_enabled", False):
+        trainer.add_callback(_EvaluateFirst(trainer, events))
+        return
+    events.phase(BEFORE)
+    trainer.evaluate()
+
+
+class _EvaluateFirst(TrainerCallback):
+    def __init__(self, trainer, events: RunEvents):
+        self.trainer, self.events = trainer, events
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.global_step == 0:
+            self.events.phase(BEFORE)
+            self.trainer.evaluate()
+            self.events.phase("training")

@@ -168,6 +168,9 @@ def check(devices: Devices, method, gpus: int) -> None:
         raise ConfigError(f"{method.label} runs in one process (the studio's own training loop); set the "
                           "strategy to 'single'")
     if devices.strategy in (*FSDP, "zero3"):
+        if method.runner == "pipelines.train_rl":
+            raise ConfigError(f"{method.label} keeps a whole model in each process (it writes or scores replies "
+                              f"as it trains); use DDP rather than {name}")
         if method.quantized:
             raise ConfigError(f"{method.label}'s 4-bit base cannot be split across processes by {name}; use "
                               "DDP or ZeRO-1/2, or LoRA on the full-precision base")

@@ -316,7 +316,7 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
     a, b, c, d = training_model(model_path, probe_key, tuple(sorted(probe_values.items())), bf16)
     # AdamW keeps two moments per trainable weight, in the weight's dtype (fp32), alive through
     # every later forward and backward pass
-    moments = trainable * 8
+    moments = method.state_bytes(model_path, params) if method.state_bytes else trainable * 8
     if method.quantized:  # bf16 adapter: 2 x 2 bytes, or 2 x 1 byte with an 8-bit optimizer
         from pipelines.methods.qlora import resolve_optim
 

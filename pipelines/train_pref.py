@@ -38,8 +38,10 @@ def train(job: dict, run_dir: Path, events: RunEvents) -> dict:
     checkpoint = resume_checkpoint(job, run_dir)
     if checkpoint is None:
         if trainer.eval_dataset is not None:
-            events.phase("measuring the model before training")
-            trainer.evaluate()  # the held-out preference accuracy before the first step
+            # held-out loss (preference accuracy) before the first step: the baseline the curve is read against
+            from pipelines.callbacks import measure_before
+
+            measure_before(trainer, events)
 
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     summary = {"train_rows": len(trainer.train_dataset), "train_loss": result.training_loss,

@@ -29,9 +29,10 @@ def train(job: dict, run_dir: Path, events: RunEvents) -> dict:
     checkpoint = resume_checkpoint(job, run_dir)  # None: a new run, or no checkpoint yet (start over)
     if checkpoint is None:
         if trainer.eval_dataset is not None:
-            events.phase("measuring the model before training")
-            # held-out loss before the first step: the baseline the curve is read against
-            trainer.evaluate()
+            # held-out loss (preference accuracy) before the first step: the baseline the curve is read against
+            from pipelines.callbacks import measure_before
+
+            measure_before(trainer, events)
 
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     summary = {"train_rows": len(trainer.train_dataset), "train_loss": result.training_loss,
@@ -175,7 +176,11 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
         packed = base.config._attn_implementation == packing.IMPLEMENTATION
 
     # trainer
-    trainer_args = dict(groups["trainer"])
+    trainer_args = {**groups["trainer"], **method.fixed}
+    if groups["optim_args"]:  # a low-rank optimizer's settings (GaLore, APOLLO)
+        from pipelines.methods.lowrank_optim import optim_args
+
+        trainer_args["optim_args"] = optim_args(groups["optim_args"])
     trainer_args["eval_steps"] = params.eval_steps or max(1, total_steps // EVALS_PER_RUN)
     if "optim" in trainer_args:
         trainer_args["optim"] = resolve_optim(trainer_args["optim"], hardware.has_cuda())

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines.methods import full, lora, preference, prompts, qlora, rl, scaling
+from pipelines.methods import full, lora, lowrank_optim, preference, prompts, qlora, rl, scaling
 from pipelines.methods import lora_relatives as rel
 from pipelines.methods.params import ConfigError, describe, did_you_mean, parse, split_by_target
 from pipelines.methods.setup import Setup
@@ -39,6 +39,8 @@ class Method:
     # than the language-model loss (AdaLoRA adds its regulariser to the model's own loss)
     packs: bool = True
     rewards: bool = False  # learns from reward functions the run lists (reinforcement learning)
+    # (model path, params) -> bytes of optimizer state, where it is not AdamW's 8 per trainable weight
+    state_bytes: Callable[[str, Any], int] | None = None
 
     @property
     def artifact(self) -> str:
@@ -87,6 +89,23 @@ METHODS: dict[str, Method] = {m.key: m for m in [
        "ground: more capacity than an adapter, far less memory than full tuning.",
        "When an adapter is not enough but full tuning does not fit.",
        False, full.FreezeParams, trainable=full.train_last_blocks),
+    _m("galore", "GaLore", "Memory-efficient optimizer",
+       "Every weight learns, as in full fine-tuning, but the optimizer remembers each big matrix's gradient "
+       "only along its most important directions (a low-rank projection, refreshed now and then). Its "
+       "memory for the optimizer shrinks several-fold; the result is a whole model.",
+       "When full fine-tuning is what you want but its optimizer does not fit; an adapter is cheaper still.",
+       False, lowrank_optim.GaLoreParams, trainable=full.train_everything,
+       fixed={"optim": "galore_adamw", "optim_target_modules": lowrank_optim.TARGETS},
+       state_bytes=lowrank_optim.state_bytes),
+    _m("apollo", "APOLLO", "Memory-efficient optimizer",
+       "Every weight learns; the optimizer only measures each big matrix's gradient through a small random "
+       "projection and uses that to set a step size per channel: near the memory of plain SGD with "
+       "results close to AdamW's. The result is a whole model.",
+       "Full-weight training on the least optimizer memory; with rank 1 and 'tensor' scaling (APOLLO-Mini) "
+       "the optimizer's memory almost vanishes.",
+       False, lowrank_optim.APOLLOParams, trainable=full.train_everything,
+       fixed={"optim": "apollo_adamw", "optim_target_modules": lowrank_optim.TARGETS},
+       state_bytes=lowrank_optim.state_bytes),
     _m("lora", "LoRA", "LoRA",
        "Freezes the model and learns a small low-rank 'patch' for its layers. Fast, light on "
        "memory, and the result is a small file you can switch on and off.",

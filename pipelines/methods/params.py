@@ -12,8 +12,8 @@ from typing import Any, Literal
 
 # Where a parameter goes: TRL's trainer config, PEFT's adapter config, transformers'
 # BitsAndBytesConfig (QLoRA), or the studio itself (for concepts none of them has, such as the
-# held-out fraction).
-Target = Literal["trainer", "peft", "quantization", "studio"]
+# held-out fraction), or the trainer's `optim_args` string (a low-rank optimizer's rank, ...).
+Target = Literal["trainer", "peft", "quantization", "studio", "optim_args"]
 
 
 class ConfigError(ValueError):
@@ -145,7 +145,8 @@ def parse(params_cls: type, values: dict[str, Any] | None) -> Any:
 
 def split_by_target(params: Any) -> dict[str, dict[str, Any]]:
     """Group a params instance's values by where they go: trainer, peft, quantization or studio."""
-    out: dict[str, dict[str, Any]] = {"trainer": {}, "peft": {}, "quantization": {}, "studio": {}}
+    out: dict[str, dict[str, Any]] = {"trainer": {}, "peft": {}, "quantization": {}, "studio": {},
+                                      "optim_args": {}}
     for info in describe(type(params)):
         out[info.target][info.name] = getattr(params, info.name)
     return out
