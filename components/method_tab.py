@@ -50,20 +50,22 @@ def build(studio, train_model, train_dataset, train_method, tabs, train_tab_id, 
                              label="Method", elem_id="method-choice")
         use = gr.Button("Train with this method", variant="primary", elem_id="method-use")
     details = gr.Markdown(elem_id="method-card")
+    with gr.Accordion("Named in the field, not trainable here (HyperTuning, ESFT, Quiet-STaR)", open=False):
+        elsewhere = gr.Markdown(elem_id="method-elsewhere")
 
     def on_open(model, dataset, key):
         total = len(METHODS)
         try:
-            yield gr.skip(), card(studio, model, dataset, key), (
+            yield gr.skip(), card(studio, model, dataset, key), ms.elsewhere(studio, model), (
                 f"Measuring each method on this machine (a few seconds each the first time): 0 of {total}…")
             for rows in ms.catalogue(studio, model or "default", dataset):
                 done = len(rows)
                 said = (f"Measuring each method on this machine: {done} of {total} done, next "
                         f"{list(METHODS.values())[done].label}…" if done < total else
                         f"All {total} methods measured for this model and dataset.")
-                yield rows, gr.skip(), said
+                yield rows, gr.skip(), gr.skip(), said
         except ERRORS as err:
-            yield gr.skip(), f"**Could not estimate:** {err}", ""
+            yield gr.skip(), f"**Could not estimate:** {err}", gr.skip(), ""
 
     def on_row(evt: gr.SelectData):
         """A click on a row picks that method (the card follows through the dropdown's change)."""
@@ -76,4 +78,4 @@ def build(studio, train_model, train_dataset, train_method, tabs, train_tab_id, 
 
     choice.change(on_choice, [train_model, train_dataset, choice], details)
     use.click(lambda key: (key, gr.Tabs(selected=train_tab_id)), choice, [train_method, tabs])
-    return on_open, [train_model, train_dataset, choice], [table, details, progress]
+    return on_open, [train_model, train_dataset, choice], [table, details, elsewhere, progress]

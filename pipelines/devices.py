@@ -167,6 +167,9 @@ def check(devices: Devices, method, gpus: int) -> None:
     if method.runner not in DISTRIBUTED_RUNNERS:
         raise ConfigError(f"{method.label} runs in one process (the studio's own training loop); set the "
                           "strategy to 'single'")
+    if method.zeroth_order:
+        raise ConfigError(f"{method.label} steps every weight in place from two loss measurements, which the "
+                          "processes would not share; set the strategy to 'single'")
     if devices.strategy in (*FSDP, "zero3"):
         if method.runner == "pipelines.train_rl":
             raise ConfigError(f"{method.label} keeps a whole model in each process (it writes or scores replies "

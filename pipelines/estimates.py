@@ -160,7 +160,7 @@ def peak_allocated(fn) -> int:
     return peak
 
 
-def _training_peak(model, tokens: int, bf16: bool, padding_free: bool) -> int:
+def _training_peak(model, tokens: int, bf16: bool, padding_free: bool, forward_only: bool = False) -> int:
     """Peak bytes one forward and backward pass allocate beyond the weights: activations,
     temporaries and gradients, on the path training takes (AdamW's moments are exact arithmetic:
     see `estimate`). Every token is learned: the most the output layer can cost."""
@@ -189,6 +189,10 @@ def _training_peak(model, tokens: int, bf16: bool, padding_free: bool) -> int:
             return -out.log_probs.mean()
 
     def step():
+        if forward_only:  # zeroth-order (MeZO): loss measurements without gradients
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                forward()
+            return
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss = forward()
         loss.backward()
@@ -235,7 +239,8 @@ def training_model(model_path: str, method_key: str, frozen_values: tuple, bf16:
     method = get_method(method_key)
     params = parse(method.params, dict(frozen_values))
     t1, t2 = PROBE_TOKENS
-    m = {(n, t): _training_peak(_probe_model(model_path, n, method, params), t, bf16, method.padding_free)
+    m = {(n, t): _training_peak(_probe_model(model_path, n, method, params), t, bf16, method.padding_free,
+                                method.zeroth_order)
          for n in (1, 2) for t in (t1, t2)}
     # No cost can be negative: where the peak falls at another moment of the pass in one probe than in
     # another (full tuning on an AVX2 CPU: its peak is the embedding's gradient, not the layers'), a
@@ -337,6 +342,8 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
         # weight gradients of what trains); checkpointing re-runs the forward; DPO and KTO run the
         # reference (and KTO its mismatched-pair KL batch) forward only, without gradients
         per_token = 2 * total + 2 * total + 2 * (trainable if frozen_base else total)
+        if method.zeroth_order:  # MeZO: two forward passes, no backward
+            per_token = 2 * 2 * total
         if getattr(params, "gradient_checkpointing", False):  # PPO's own loop has no checkpointing
             per_token += 2 * total
         if method.reference:

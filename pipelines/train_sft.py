@@ -194,7 +194,8 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
     if patience and eval_ds is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    trainer = StudioSFTTrainer(
+    trainer_cls = method.sft_trainer() if method.sft_trainer else StudioSFTTrainer
+    trainer = trainer_cls(
         packed=packed,
         data_collator=packing.collator(pad_id) if packed else None,
         model=model,
@@ -205,6 +206,8 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
         callbacks=callbacks,
         optimizers=(optimizer, None),
     )
+    if method.zeroth_order:
+        trainer.zo_eps = groups["studio"]["zo_eps"]
     # MetricsCallback already writes one compact line per log to train.log.
     trainer.remove_callback(PrinterCallback)
     return trainer, tokenizer

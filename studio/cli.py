@@ -249,6 +249,10 @@ def cmd_methods(args) -> int:
             est = ms.estimate(studio, args.model, key, None, args.dataset)
             line += f"  {ms.fmt_bytes(est.peak_bytes):>11}  {ms.fmt_seconds(est.seconds_per_epoch):>10}"
         print(line, flush=True)
+    print("\nnamed in the field, not trainable here:")
+    import re
+
+    print(re.sub(r"<small>(.*?)</small>", r"(\1)", ms.elsewhere(studio, args.model)).replace("**", "").replace("*", ""))
     return 0
 
 

@@ -82,6 +82,23 @@ def summary_line(est, epochs: float | None = None) -> str:
             f"Trains {fmt_count(est.trainable_params)} weights ({est.trainable_percent:.2f}% of the model).")
 
 
+def elsewhere(studio, model: str) -> str:
+    """The cards of methods named in the field that cannot train here, said for this model."""
+    from transformers import AutoConfig
+
+    from pipelines.methods import elsewhere as cards
+
+    label = "the built-in SmolLM2-135M-Instruct" if model in ("", "default") else f"'{model}'"
+    try:
+        if not model_ready(studio, model or "default"):
+            raise OSError("not prepared")
+        config = AutoConfig.from_pretrained(str(studio.resolve_model(base_of(studio, model or "default"))))
+        n = cards.experts(config)
+    except (OSError, ValueError):  # a model not prepared yet: said as a dense one would be, but unnamed
+        label, n = "the chosen model (not prepared yet)", 0
+    return cards.as_markdown(label, n)
+
+
 def devices_line(est, devices: dict | None) -> str:
     """With several processes: what each device holds and whether it fits ('' for one device)."""
     from pipelines.devices import fit_text, parse_devices

@@ -33,6 +33,11 @@ def test_compare_choose_and_train_with_a_method(server, page, studio, tiny_model
     card = page.locator("#method-card")
     expect(card).to_contain_text("When to use:", timeout=30_000)
     expect(card.locator("h3")).to_have_text("LoRA")  # not "LoRA (LoRA)"
+    page.get_by_text("Named in the field, not trainable here").click()  # and why, for this model
+    elsewhere = page.locator("#method-elsewhere")
+    for name in ("HyperTuning", "ESFT", "Quiet-STaR"):
+        expect(elsewhere).to_contain_text(name)
+    expect(elsewhere).to_contain_text(f"'{tiny_model_dir}' is a dense model (no experts in its configuration)")
 
     # a click on a row opens that method's card
     table.get_by_text("QLoRA", exact=True).click()

@@ -19,14 +19,16 @@ PROBE = "How long does the Quillpad battery last?"
 
 # AdaLoRA's singular values start at zero with small random A/B around them, and IA3 only
 # rescales three places per block: on a random tiny model they need a larger push to show.
-TINY_LR = {"adalora": 0.1, "ia3": 0.3}
+TINY_LR = {"adalora": 0.1, "ia3": 0.3, "mezo": 1e-3}
 
 
 def tiny_params(key: str) -> dict:
     """Method defaults, but a learning rate 10x higher: a random tiny model must move visibly
     in six steps."""
     default = parse(METHODS[key].params, {})
-    return {"learning_rate": TINY_LR.get(key, min(default.learning_rate * 10, 0.3)), "num_train_epochs": 1,
+    # a zeroth-order method (MeZO) measures one random direction per step: it needs many more steps
+    epochs = 10 if METHODS[key].zeroth_order else 1
+    return {"learning_rate": TINY_LR.get(key, min(default.learning_rate * 10, 0.3)), "num_train_epochs": epochs,
             "per_device_train_batch_size": 4, "max_length": 48, "eval_fraction": 0.0, "save_steps": 1000}
 
 

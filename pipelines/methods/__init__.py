@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines.methods import full, lora, lowrank_optim, preference, prompts, qlora, rl, scaling
+from pipelines.methods import full, lora, lowrank_optim, mezo, preference, prompts, qlora, rl, scaling
 from pipelines.methods import lora_relatives as rel
 from pipelines.methods.params import ConfigError, describe, did_you_mean, parse, split_by_target
 from pipelines.methods.setup import Setup
@@ -41,6 +41,9 @@ class Method:
     rewards: bool = False  # learns from reward functions the run lists (reinforcement learning)
     # (model path, params) -> bytes of optimizer state, where it is not AdamW's 8 per trainable weight
     state_bytes: Callable[[str, Any], int] | None = None
+    # () -> the trainer class, where the method's training step is not a gradient step (MeZO)
+    sft_trainer: Callable[[], type] | None = None
+    zeroth_order: bool = False  # learns from loss measurements alone: no backward pass, no gradients
 
     @property
     def artifact(self) -> str:
@@ -106,6 +109,15 @@ METHODS: dict[str, Method] = {m.key: m for m in [
        False, lowrank_optim.APOLLOParams, trainable=full.train_everything,
        fixed={"optim": "apollo_adamw", "optim_target_modules": lowrank_optim.TARGETS},
        state_bytes=lowrank_optim.state_bytes),
+    _m("mezo", "MeZO", "Memory-efficient optimizer",
+       "Every weight learns without a backward pass: each step measures the loss twice, with all weights "
+       "nudged a little one way and then the other along a random direction, and moves them down that "
+       "slope. Memory is what chatting with the model takes; but it learns far more slowly than any "
+       "gradient method (many epochs for what LoRA learns in one) and the result is a whole model.",
+       "When nothing else fits in memory and time is cheap; or to tune a model too large to train "
+       "otherwise. Otherwise prefer LoRA or QLoRA.",
+       False, mezo.MeZOParams, trainable=full.train_everything, sft_trainer=mezo.trainer_class,
+       state_bytes=lambda _path, _params: 0, zeroth_order=True),
     _m("lora", "LoRA", "LoRA",
        "Freezes the model and learns a small low-rank 'patch' for its layers. Fast, light on "
        "memory, and the result is a small file you can switch on and off.",
