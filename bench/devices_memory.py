@@ -68,7 +68,7 @@ def main() -> None:
         devices = dev.parse_devices({"strategy": strategy, "num_processes": n})
         activations = max(0, est.training_bytes - 12 * est.trainable_params)
         predicted, _ = dev.per_device_bytes(est.weights_bytes, est.trainable_params, activations,
-                                            est.runtime_bytes, devices, est.layers)
+                                            est.runtime_bytes, devices, est.layers, est.device)
         if strategy == "single":
             predicted = est.peak_bytes
         run_id = studio.start_run(model="default", dataset="quillpad_faq", method=args.method, params=params,

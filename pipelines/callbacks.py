@@ -100,9 +100,9 @@ BEFORE = "measuring the model before training"
 
 
 def measure_before(trainer, events: RunEvents) -> None:
-    """The held-out baseline before the first step. FSDP2 wraps the model together with its optimizer,
-    which happens when training starts: under FSDP it is measured at that moment instead."""
-    if getattr(trainer, "is_fsdp_enabled", False):
+    """The held-out baseline before the first step. FSDP2 and DeepSpeed wrap the model together with its
+    optimizer, which happens when training starts: there it is measured at that moment instead."""
+    if getattr(trainer, "is_fsdp_enabled", False) or getattr(trainer, "is_deepspeed_enabled", False):
         trainer.add_callback(_EvaluateFirst(trainer, events))
         return
     events.phase(BEFORE)

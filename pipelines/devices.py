@@ -159,6 +159,9 @@ def check(devices: Devices, method, gpus: int) -> None:
     if devices.offload and (devices.strategy not in (*FSDP, *DEEPSPEED) or gpus == 0):
         raise ConfigError("'Offload to CPU memory' moves what FSDP or DeepSpeed split from GPU memory to CPU "
                           "memory: it needs one of those strategies and a GPU")
+    if devices.num_machines > 1 and devices.main_process_ip in ("127.0.0.1", "localhost", "::1"):
+        raise ConfigError("several machines need the main machine's address on your network (main_process_ip), "
+                          "not 127.0.0.1, which each machine reads as itself")
     if devices.num_machines > 1 and not devices.main_process_port:
         raise ConfigError("several machines need a port they all reach on the main machine: set "
                           "main_process_port (for example 29500)")
@@ -170,10 +173,14 @@ def check(devices: Devices, method, gpus: int) -> None:
     if method.zeroth_order:
         raise ConfigError(f"{method.label} steps every weight in place from two loss measurements, which the "
                           "processes would not share; set the strategy to 'single'")
-    if devices.strategy in (*FSDP, "zero3"):
+    if devices.strategy in (*FSDP, *DEEPSPEED):
         if method.runner == "pipelines.train_rl":
             raise ConfigError(f"{method.label} keeps a whole model in each process (it writes or scores replies "
                               f"as it trains); use DDP rather than {name}")
+        if method.state_bytes and method.fixed.get("optim"):
+            raise ConfigError(f"{method.label}'s optimizer projects whole weight matrices, which {name} hands it "
+                              "in pieces; use DDP")
+    if devices.strategy in (*FSDP, "zero3"):
         if method.quantized:
             raise ConfigError(f"{method.label}'s 4-bit base cannot be split across processes by {name}; use "
                               "DDP or ZeRO-1/2, or LoRA on the full-precision base")
@@ -280,15 +287,21 @@ def as_dict(devices: Devices) -> dict:
 # ---- memory per device -------------------------------------------------------------------------
 
 def per_device_bytes(weights: int, trainable: int, activations: int, runtime: int, devices: Devices,
-                     layers: int) -> tuple[int, int]:
+                     layers: int, device: str = "cuda") -> tuple[int, int]:
     """(bytes on each device, bytes moved to the CPU's memory) under a strategy. `weights` are the
     model's (and adapter's) weights, `trainable` the number of weights that learn (fp32 gradients:
-    4 bytes each; AdamW's two moments: 8), `activations` what the batch needs beside them."""
+    4 bytes each; AdamW's two moments: 8), `activations` what the batch needs beside them.
+
+    CPU processes are counted as holding everything: each loads the whole model before it is split and
+    the CPU's allocator keeps its high-water mark, so splitting saves no memory per process there
+    (bench/devices_memory.py: FSDP's processes peaked above a single process's)."""
     n = devices.total_processes if distributed(devices) else 1
     grads, moments = 4 * trainable, 8 * trainable
     w, g, o = weights, grads, moments
     if devices.strategy == "ddp":
         g = 2 * grads  # DDP's communication buckets hold a second copy of the gradients
+    elif device != "cuda":
+        pass  # CPU processes hold everything (see above)
     elif devices.strategy == "zero1":
         o = moments / n
     elif devices.strategy in ("zero2", "fsdp_grad_op"):
@@ -315,7 +328,7 @@ def fit_text(est, devices: Devices) -> str:
     n = devices.total_processes
     activations = max(0, est.training_bytes - 12 * est.trainable_params)  # less gradients and AdamW moments
     each, offloaded = per_device_bytes(est.weights_bytes, est.trainable_params, activations, est.runtime_bytes,
-                                       devices, est.layers)
+                                       devices, est.layers, est.device)
     gb = 1024 ** 3
     name = STRATEGIES[devices.strategy].split(":")[0]
     if est.device == "cuda":
@@ -325,7 +338,8 @@ def fit_text(est, devices: Devices) -> str:
         total = each * devices.num_processes + offloaded
         fits = total <= est.available_bytes
         room = (f"{devices.num_processes} × that {'fits' if fits else 'does not fit'} in this machine's "
-                f"{est.available_bytes / gb:.0f} GB of RAM")
+                f"{est.available_bytes / gb:.0f} GB of RAM (on a CPU each process loads the whole model, so "
+                "splitting saves no memory per process)")
     moved = f", {offloaded / gb:.1f} GB kept in CPU memory" if offloaded else ""
     time = "; the processes share this machine's CPU cores, so they train no faster than one"
     if est.device == "cuda":

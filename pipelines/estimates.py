@@ -329,7 +329,10 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
     # blocks below the first trainable one keep nothing for backward: freeze tuning pays per
     # block only for the blocks that train (the probe trains all of its one or two)
     depth = min(params.freeze_trainable_layers, layers) if hasattr(params, "freeze_trainable_layers") else layers
-    training = (a + b * depth + c * tokens + d * depth * tokens + moments) * ALLOCATOR_OVERHEAD[device]
+    # the allocator's overhead is what a training step's mix of activation, gradient and optimizer
+    # lifetimes leaves unusable; a forward pass alone (MeZO) frees each layer's work before the next
+    overhead = 1.0 if method.zeroth_order else ALLOCATOR_OVERHEAD[device]
+    training = (a + b * depth + c * tokens + d * depth * tokens + moments) * overhead
     runtime = RUNTIME_BYTES[device]
     peak = int(runtime + weights + training)
     if method.quantized:  # loading reads the full-precision weights before quantizing them

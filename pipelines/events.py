@@ -73,7 +73,9 @@ class RunEvents:
     def stopped_by_cancel(self, state) -> bool:
         """After a trainer's `train()` (its `state`): did a cancel stop it before its last step? One that
         came during the last step stopped nothing (callbacks.CancelCallback), so the run saves its result."""
-        if not self.cancel_requested():
+        from pipelines.rank import any_process
+
+        if not any_process(self.cancel_requested()):  # several processes answer alike
             return False
         if state.global_step < state.max_steps:
             return True
@@ -260,6 +262,8 @@ def resume_checkpoint(job: dict, run_dir: Path) -> Path | None:
     or None (a resumed run without one starts over, with its metrics cleared). None for a new run."""
     if not job.get("resume"):
         return None
+    if os.environ.get("RANK", "0") != "0":  # one of several processes: the worker and the main one tidy up
+        return newest_checkpoint(run_dir)
     discard_incomplete_checkpoints(run_dir)
     checkpoint = newest_checkpoint(run_dir)
     truncate_metrics(run_dir, int(checkpoint.name.rsplit("-", 1)[-1]) if checkpoint else -1)

@@ -66,8 +66,8 @@ def save_gathered(trainer, out: Path, **save_options) -> bool:
         if is_main():
             accelerator.unwrap_model(trainer.model).save_pretrained(str(out), state_dict=state, **save_options)
         return True
-    if accelerator.distributed_type == DistributedType.DEEPSPEED:
-        trainer.save_model(str(out))
+    if accelerator.distributed_type == DistributedType.DEEPSPEED and accelerator.state.deepspeed_plugin.zero_stage == 3:
+        trainer.save_model(str(out))  # ZeRO-3 splits the weights; stages 1 and 2 keep them whole
         return True
     return False
 

@@ -21,7 +21,8 @@ import warnings
 from pathlib import Path
 
 from pipelines.devices import distributed
-from pipelines.events import CANCEL, HEARTBEAT, JOB, RunEvents, discard_incomplete_checkpoints, newest_checkpoint, read_json
+from pipelines.events import (CANCEL, HEARTBEAT, JOB, RunEvents, discard_incomplete_checkpoints, newest_checkpoint,
+                              read_json, resume_checkpoint)
 from pipelines.queue import wait_for_slot
 
 
@@ -77,7 +78,8 @@ def main(run_dir: str) -> int:
             summary = runner.train(job, run_dir, events)
     except Exception as err:  # the run fails, the message reaches the user in one line
         message = failure_message(err, run_dir)
-        print(f"failed: {message}\n(the full Python traceback is in {run_dir / ERROR_DETAILS})", flush=True)
+        details = "error-rank*.txt" if isinstance(err, ProcessFailed) else ERROR_DETAILS  # each process's own
+        print(f"failed: {message}\n(the full Python traceback is in {run_dir / details})", flush=True)
         events.stop_heartbeat()
         events.status("failed", error=message, finished=time.time())
         return 1
@@ -126,6 +128,8 @@ def launch(job: dict, run_dir: Path, events: RunEvents) -> dict:
     devices = Devices(**job["devices"])
     for name in (RESULT, FAILURE):
         (run_dir / name).unlink(missing_ok=True)
+    resume_checkpoint(job, run_dir)  # a resume's tidying (unsealed checkpoints, redone metrics) before any
+    # process starts: the others then only read what is left
     command = write_launch(run_dir, devices, hardware.use_bf16())
     events.phase(f"starting {devices.total_processes} processes ({devices.strategy})")
     print(f"launching {devices.total_processes} processes ({devices.strategy}); the command is in "

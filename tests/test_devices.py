@@ -72,7 +72,18 @@ def test_the_command_for_each_machine_names_its_rank(tmp_path):
      "'Offload to CPU memory' moves what FSDP or DeepSpeed split from GPU memory to CPU memory: it needs one of "
      "those strategies and a GPU"),
     ({"strategy": "ddp", "num_machines": 2}, "lora", 0,
+     "several machines need the main machine's address on your network (main_process_ip), not 127.0.0.1, which "
+     "each machine reads as itself"),
+    ({"strategy": "ddp", "num_machines": 2, "main_process_ip": "10.0.0.5"}, "lora", 0,
      "several machines need a port they all reach on the main machine: set main_process_port (for example 29500)"),
+    ({"strategy": "fsdp", "num_processes": 2}, "galore", 0,
+     "GaLore's optimizer projects whole weight matrices, which FSDP, full shard hands it in pieces; use DDP"),
+    ({"strategy": "ddp", "num_processes": 2}, "mezo", 0,
+     "MeZO steps every weight in place from two loss measurements, which the processes would not share; set "
+     "the strategy to 'single'"),
+    ({"strategy": "fsdp", "num_processes": 2}, "grpo", 0,
+     "GRPO keeps a whole model in each process (it writes or scores replies as it trains); use DDP rather than "
+     "FSDP, full shard"),
     ({"strategy": "ddp", "num_processes": 2}, "ppo", 0,
      "PPO (RLHF) runs in one process (the studio's own training loop); set the strategy to 'single'"),
     ({"strategy": "fsdp", "num_processes": 2}, "qlora", 0,

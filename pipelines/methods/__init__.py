@@ -117,6 +117,8 @@ METHODS: dict[str, Method] = {m.key: m for m in [
        "When nothing else fits in memory and time is cheap; or to tune a model too large to train "
        "otherwise. Otherwise prefer LoRA or QLoRA.",
        False, mezo.MeZOParams, trainable=full.train_everything, sft_trainer=mezo.trainer_class,
+       # each step updates the weights itself: no accumulation of steps, no gradients to clip
+       fixed={"max_grad_norm": 0.0}, validate=mezo.validate,
        state_bytes=lambda _path, _params: 0, zeroth_order=True),
     _m("lora", "LoRA", "LoRA",
        "Freezes the model and learns a small low-rank 'patch' for its layers. Fast, light on "

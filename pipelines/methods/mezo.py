@@ -30,6 +30,14 @@ class MeZOParams(MeZOTraining):
         target="studio", min=1e-6, max=1e-1, advanced=True)
 
 
+def validate(params) -> None:
+    from pipelines.methods.params import ConfigError
+
+    if params.gradient_accumulation_steps != 1:
+        raise ConfigError("parameter 'gradient_accumulation_steps': MeZO updates the weights after every batch, "
+                          "so it accumulates nothing; leave it at 1 (a bigger batch size smooths its steps)")
+
+
 def perturb(params, seed: int, scale: float) -> None:
     """theta += scale · z, with z ~ N(0, I) drawn again from `seed` (never stored)."""
     import torch
@@ -66,7 +74,11 @@ def trainer_class():
         zo_eps = 1e-3
 
         def training_step(self, model, inputs, num_items_in_batch=None):
-            model.eval()  # no dropout: both passes must measure the same function
+            # both passes must measure the same function: dropout off (the model stays in training mode,
+            # so the trainer's metrics still count as training ones)
+            for module in model.modules():
+                if isinstance(module, torch.nn.Dropout):
+                    module.eval()
             inputs = self._prepare_inputs(inputs)
             params = [p for p in model.parameters() if p.requires_grad]
             seed = int(torch.randint(0, 2**31 - 1, (1,)))
@@ -75,6 +87,6 @@ def trainer_class():
                                                                         num_items_in_batch=num_items_in_batch),
                                       seed, self.zo_eps, self.lr_scheduler.get_last_lr()[0])
             # the optimizer afterwards finds no gradient and changes nothing; the scheduler still steps
-            return torch.tensor((plus + minus) / 2 / self.args.gradient_accumulation_steps)
+            return torch.tensor((plus + minus) / 2, device=self.args.device)
 
     return MeZOTrainer
