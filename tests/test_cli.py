@@ -71,7 +71,7 @@ def test_bad_config_file_exits_2(tmp_path):
     config.write_text("dataset: x\nepochs: 3\n")
     done = studio_cmd(home, "train", str(config))
     assert (done.returncode, done.stderr.strip()) == (
-        2, "error: run.yaml: unknown key 'epochs'; expected dataset, method, model, params, rewards")
+        2, "error: run.yaml: unknown key 'epochs'; expected dataset, devices, method, model, params, rewards")
 
 
 def test_generate_with_unknown_run_exits_2(tmp_path):
@@ -131,8 +131,10 @@ def test_methods_lists_every_method_with_its_trainable_count(tmp_path, tiny_mode
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[1].split()[:6] == ["key", "method", "family", "data", "trainable", "%"]
-    rows = {line.split()[0]: line for line in lines[2:]}
+    rows = {line.split()[0]: line for line in lines[2:lines.index("")]}
     assert list(rows) == list(METHODS)
+    assert "named in the field, not trainable here:" in out.stdout  # then why, for this model
+    assert f"'{tiny_model_dir}' is a dense model" in out.stdout
     for key, line in rows.items():
         total, trainable = count_params(str(tiny_model_dir), key)
         assert f"{METHODS[key].family} " in line and f" {METHODS[key].data_kind} " in line

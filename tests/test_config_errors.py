@@ -19,7 +19,7 @@ CASES = [
     ("a_list", "- dataset: quillpad_faq\n", "a_list.yaml: expected a mapping with keys model, dataset, method, params"),
     ("empty", "", "empty.yaml: expected a mapping with keys model, dataset, method, params"),
     ("key_typo", "datset: quillpad_faq\n",
-     "key_typo.yaml: unknown key 'datset' (did you mean 'dataset'?); expected dataset, method, model, params, rewards"),
+     "key_typo.yaml: unknown key 'datset' (did you mean 'dataset'?); expected dataset, devices, method, model, params, rewards"),
     ("no_dataset", "method: lora\n", "no_dataset.yaml: missing key 'dataset' (a file, a sample name or a dataset id)"),
     ("param_typo", "dataset: quillpad_faq\nparams:\n  lerning_rate: 0.001\n",
      "unknown parameter 'lerning_rate' (did you mean 'learning_rate'?); this method accepts: learning_rate,"),

@@ -92,34 +92,6 @@ METHODS: dict[str, Method] = {m.key: m for m in [
        "ground: more capacity than an adapter, far less memory than full tuning.",
        "When an adapter is not enough but full tuning does not fit.",
        False, full.FreezeParams, trainable=full.train_last_blocks),
-    _m("galore", "GaLore", "Memory-efficient optimizer",
-       "Every weight learns, as in full fine-tuning, but the optimizer remembers each big matrix's gradient "
-       "only along its most important directions (a low-rank projection, refreshed now and then). Its "
-       "memory for the optimizer shrinks several-fold; the result is a whole model.",
-       "When full fine-tuning is what you want but its optimizer does not fit; an adapter is cheaper still.",
-       False, lowrank_optim.GaLoreParams, trainable=full.train_everything,
-       fixed={"optim": "galore_adamw", "optim_target_modules": lowrank_optim.TARGETS},
-       state_bytes=lowrank_optim.state_bytes),
-    _m("apollo", "APOLLO", "Memory-efficient optimizer",
-       "Every weight learns; the optimizer only measures each big matrix's gradient through a small random "
-       "projection and uses that to set a step size per channel: near the memory of plain SGD with "
-       "results close to AdamW's. The result is a whole model.",
-       "Full-weight training on the least optimizer memory; with rank 1 and 'tensor' scaling (APOLLO-Mini) "
-       "the optimizer's memory almost vanishes.",
-       False, lowrank_optim.APOLLOParams, trainable=full.train_everything,
-       fixed={"optim": "apollo_adamw", "optim_target_modules": lowrank_optim.TARGETS},
-       state_bytes=lowrank_optim.state_bytes),
-    _m("mezo", "MeZO", "Memory-efficient optimizer",
-       "Every weight learns without a backward pass: each step measures the loss twice, with all weights "
-       "nudged a little one way and then the other along a random direction, and moves them down that "
-       "slope. Memory is what chatting with the model takes; but it learns far more slowly than any "
-       "gradient method (many epochs for what LoRA learns in one) and the result is a whole model.",
-       "When nothing else fits in memory and time is cheap; or to tune a model too large to train "
-       "otherwise. Otherwise prefer LoRA or QLoRA.",
-       False, mezo.MeZOParams, trainable=full.train_everything, sft_trainer=mezo.trainer_class,
-       # each step updates the weights itself: no accumulation of steps, no gradients to clip
-       fixed={"max_grad_norm": 0.0}, validate=mezo.validate,
-       state_bytes=lambda _path, _params: 0, zeroth_order=True),
     _m("lora", "LoRA", "LoRA",
        "Freezes the model and learns a small low-rank 'patch' for its layers. Fast, light on "
        "memory, and the result is a small file you can switch on and off.",
@@ -209,6 +181,34 @@ METHODS: dict[str, Method] = {m.key: m for m in [
        "training, which trains more stably.",
        "When prompt tuning is unstable or slow to learn.",
        False, prompts.PTuningParams, peft_config=prompts.ptuning_config),
+    _m("galore", "GaLore", "Memory-efficient optimizer",
+       "Every weight learns, as in full fine-tuning, but the optimizer remembers each big matrix's gradient "
+       "only along its most important directions (a low-rank projection, refreshed now and then). Its "
+       "memory for the optimizer shrinks several-fold; the result is a whole model.",
+       "When full fine-tuning is what you want but its optimizer does not fit; an adapter is cheaper still.",
+       False, lowrank_optim.GaLoreParams, trainable=full.train_everything,
+       fixed={"optim": "galore_adamw", "optim_target_modules": lowrank_optim.TARGETS},
+       state_bytes=lowrank_optim.state_bytes),
+    _m("apollo", "APOLLO", "Memory-efficient optimizer",
+       "Every weight learns; the optimizer only measures each big matrix's gradient through a small random "
+       "projection and uses that to set a step size per channel: near the memory of plain SGD with "
+       "results close to AdamW's. The result is a whole model.",
+       "Full-weight training on the least optimizer memory; with rank 1 and 'tensor' scaling (APOLLO-Mini) "
+       "the optimizer's memory almost vanishes.",
+       False, lowrank_optim.APOLLOParams, trainable=full.train_everything,
+       fixed={"optim": "apollo_adamw", "optim_target_modules": lowrank_optim.TARGETS},
+       state_bytes=lowrank_optim.state_bytes),
+    _m("mezo", "MeZO", "Memory-efficient optimizer",
+       "Every weight learns without a backward pass: each step measures the loss twice, with all weights "
+       "nudged a little one way and then the other along a random direction, and moves them down that "
+       "slope. Memory is what chatting with the model takes; but it learns far more slowly than any "
+       "gradient method (many epochs for what LoRA learns in one) and the result is a whole model.",
+       "When nothing else fits in memory and time is cheap; or to tune a model too large to train "
+       "otherwise. Otherwise prefer LoRA or QLoRA.",
+       False, mezo.MeZOParams, trainable=full.train_everything, sft_trainer=mezo.trainer_class,
+       # each step updates the weights itself: no accumulation of steps, no gradients to clip
+       fixed={"max_grad_norm": 0.0}, validate=mezo.validate,
+       state_bytes=lambda _path, _params: 0, zeroth_order=True),
     _pref("dpo", "DPO", "preference", "dpo",
           "Learns from pairs of answers to the same prompt, one preferred: the preferred answer becomes "
           "more likely and the other less, measured against the model it started from so it does not "
