@@ -48,7 +48,7 @@ def test_upload_good_mapped_and_bad_files(server, page, studio, tiny_model_dir, 
     expect(page.locator("#data-raw")).to_contain_text("Give step 0")
     page.click("#data-import")
     expect(page.locator("#data-message")).to_contain_text("Imported recipes", timeout=30_000)
-    expect(page.locator("#data-summary")).to_contain_text("30 rows of sft data", timeout=30_000)
+    expect(page.locator("#data-summary")).to_contain_text("30 rows of sft data", timeout=120_000)  # first use prepares the built-in model (its tokenizer counts)
     expect(page.locator("#data-summary")).to_contain_text("0 rows are over the max length")
     expect(page.locator("#data-example")).to_contain_text("Step 0.")
     expect(page.locator("#data-lengths .main-svg").first).to_be_visible()
