@@ -59,11 +59,15 @@ def adapter_name(adapter_dir: Path | str) -> str:
 PROMPT_LEARNING = {"PREFIX_TUNING", "PROMPT_TUNING", "P_TUNING"}
 
 
-def is_prompt_learning(adapter_dir: Path | str) -> bool:
+def adapter_kind(adapter_dir: Path | str) -> str:
+    """PEFT's name for the adapter's type: LORA, IA3, BOTTLENECK, ..."""
     import json
 
-    config = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())
-    return config.get("peft_type") in PROMPT_LEARNING
+    return json.loads((Path(adapter_dir) / "adapter_config.json").read_text()).get("peft_type", "")
+
+
+def is_prompt_learning(adapter_dir: Path | str) -> bool:
+    return adapter_kind(adapter_dir) in PROMPT_LEARNING
 
 
 class ModelCache:
@@ -84,11 +88,8 @@ class ModelCache:
     def get(self, model_spec: str, adapter_dir: Path | str | None = None) -> tuple[LoadedBase, str | None]:
         """The loaded base for this model and the adapter's name on it (None: the base itself)."""
         path = str(models.resolve(model_spec, self.cache_dir))
-        # A prompt-learning adapter (prefix, prompt, P-tuning) cannot share a PEFT model with
-        # layer adapters like LoRA, so it gets a base copy of its own.
-        key = path if adapter_dir is None or not is_prompt_learning(adapter_dir) \
-            else f"{path}#{adapter_name(adapter_dir)}"
         with self._lock:
+            key = self._key(path, adapter_dir)
             entry = self._entries.get(key)
             if entry is None:
                 model = models.load_for_inference(path)  # on the GPU when there is one
@@ -104,8 +105,26 @@ class ModelCache:
                 self._load_adapter(entry, name, Path(adapter_dir))
         return entry, name
 
+    def _key(self, path: str, adapter_dir) -> str:
+        """Which loaded copy of the base serves this adapter. PEFT holds adapters of one type per
+        model: the base's own copy takes the first type loaded on it (and serves the base itself,
+        with adapters off); other types get a copy of their own per type, and a prompt-learning
+        adapter (prefix, prompt, P-tuning) one per adapter."""
+        if adapter_dir is None:
+            return path
+        kind = adapter_kind(adapter_dir)
+        if kind in PROMPT_LEARNING:
+            return f"{path}#{adapter_name(adapter_dir)}"
+        plain = self._entries.get(path)
+        held = getattr(plain.model, "peft_type", None) if plain is not None else None
+        return path if held in (None, kind) else f"{path}#{kind}"
+
     def _load_adapter(self, entry: LoadedBase, name: str, adapter_dir: Path) -> None:
         from peft import PeftModel
+
+        from pipelines.methods.native import register
+
+        register()  # the studio's own adapter types (bottleneck, ReFT)
 
         before = _nbytes(entry.model)
         if isinstance(entry.model, PeftModel):

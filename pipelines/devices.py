@@ -187,7 +187,7 @@ def check(devices: Devices, method, gpus: int) -> None:
         if method.optimizer:
             raise ConfigError(f"{method.label} builds its own optimizer, which {name} cannot shard; use DDP, "
                               "or plain LoRA")
-        if method.converts_base or method.prompt_learning:
+        if method.converts_base or method.beside_base:
             raise ConfigError(f"{method.label} cannot be split across processes by {name}; use DDP, or "
                               "LoRA")
 

@@ -98,6 +98,9 @@ def _counting_config(method, params, setup: Setup):
     if getattr(config, "prompt_tuning_init", None) not in (None, "RANDOM"):
         config = dataclasses.replace(config, prompt_tuning_init="RANDOM", prompt_tuning_init_text=None,
                                      tokenizer_name_or_path=None)
+    if getattr(config, "mask_fn", None) is not None:  # SHiRA: which entries learn does not change how many
+        config = dataclasses.replace(config)
+        config.mask_fn = None
     return config
 
 

@@ -15,6 +15,9 @@ def load_for_chat(model_spec: str, cache_dir: Path, adapter_dir: Path | None = N
     if adapter_dir is not None:
         from peft import PeftModel
 
+        from pipelines.methods.native import register
+
+        register()  # the studio's own adapter types (bottleneck, ReFT)
         model = PeftModel.from_pretrained(model, str(adapter_dir))
     model.eval()
     return model, tokenizer

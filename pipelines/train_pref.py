@@ -101,6 +101,9 @@ def load_policy(method, params, model_path: str, init_adapter: str | None):
     """(model, peft_config for TRL or None): what trains, ready for the trainer."""
     from peft import PeftModel
 
+    from pipelines.methods.native import register
+
+    register()  # a parent may have trained one of the studio's own adapter types
     model = models.load_model(model_path)
     if method.trainable is not None:  # full weights: a parent's adapter is folded in first
         if init_adapter:

@@ -94,6 +94,9 @@ def apply_method(model, method, params, setup: Setup, run_dir: Path, init_adapte
     from transformers import set_seed
 
     if init_adapter:  # a continued run starts from its parent's adapter, still trainable
+        from pipelines.methods.native import register
+
+        register()
         return PeftModel.from_pretrained(model, init_adapter, is_trainable=True)
     if method.peft_config is None:
         method.trainable(model, params)

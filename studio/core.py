@@ -249,6 +249,11 @@ class Studio:
             raise RunError(f"run {parent_id} learned a {get_method(parent['method']).label} adapter (virtual "
                            f"tokens), which {spec.label} cannot keep training; start from the base model or "
                            "from a run with a LoRA-family adapter")
+        parent_method = get_method(parent["method"])
+        if spec.trainable is not None and not parent_method.mergeable:
+            raise RunError(f"run {parent_id} learned a {parent_method.label} adapter, which cannot be folded into "
+                           f"the weights that {spec.label} trains; start from the base model, or use the LoRA "
+                           "version of the method, which keeps training the adapter")
         if spec.reference and parent["method"] == "adalora":
             raise RunError(f"run {parent_id} learned an AdaLoRA adapter, whose rank budget allows no frozen "
                            f"copy beside it for {spec.label} to compare against; start from the base model, or "

@@ -236,12 +236,12 @@ def model_choices(studio) -> list[tuple[str, str]]:
 
 def sources(studio) -> list[tuple[str, str]]:
     """(label, ref) for everything that can be exported or merged: the built-in model, completed runs
-    whose result holds weights (prompt-learning adapters do not), and models made by earlier exports."""
+    whose result holds weights (prompt-learning, bottleneck and ReFT adapters do not), and models made by earlier exports."""
     out = [("Built-in SmolLM2-135M-Instruct", "default")]
     datasets = {d["id"]: d["name"] for d in studio.store.list_datasets()}
     for run in studio.model_runs():
         method = METHODS.get(run["method"])
-        if method and method.prompt_learning:
+        if method and method.beside_base:
             continue
         label = method.label if method else run["method"]
         out.append((f"Run {run['id']}: {label} on {datasets.get(run['dataset_id'], '?')}", f"run:{run['id']}"))

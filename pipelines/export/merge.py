@@ -30,8 +30,18 @@ def adapter_type(adapter_dir: Path) -> str:
     return json.loads(config.read_text()).get("peft_type", "")
 
 
+# the studio's own adapter types (pipelines/methods/native): not changes of weights either
+NOT_WEIGHTS = {"BOTTLENECK": "a bottleneck adapter cannot be merged: it adds small networks with a non-linearity "
+               "between the model's layers, which no weight of the model can hold",
+               "REFT": "a ReFT adapter cannot be merged: it edits the hidden states the model computes, "
+               "which no weight of the model can hold"}
+
+
 def check_mergeable(adapter_dir: Path) -> None:
     kind = adapter_type(adapter_dir)
+    if kind in NOT_WEIGHTS:
+        raise ExportError(f"{NOT_WEIGHTS[kind]}, so it only works loaded beside its base (train LoRA or "
+                          "SHiRA to get a mergeable result)")
     if kind in PROMPT_LEARNING:
         raise ExportError(f"a {kind.replace('_', ' ').lower()} adapter cannot be merged: it learned virtual "
                           "tokens put in front of every input, not a change of the model's weights, so "
@@ -51,6 +61,9 @@ def merge_adapter(base: str, adapter_dir: Path, out_dir: Path, on_progress=None)
     stored = _stored_dtype(Path(base))
     model = models.load_model(base, dtype=torch.float32)
     say("adding the adapter")
+    from pipelines.methods.native import register
+
+    register()
     model = PeftModel.from_pretrained(model, str(adapter_dir))
     say("merging the adapter into the weights")
     merged = model.merge_and_unload()

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines.methods import full, lora, lowrank_optim, mezo, preference, prompts, qlora, rl, scaling
+from pipelines.methods import adapters, full, lora, lowrank_optim, mezo, preference, prompts, qlora, reft, rl, scaling, sparse
 from pipelines.methods import lora_relatives as rel
 from pipelines.methods.params import ConfigError, describe, did_you_mean, parse, split_by_target
 from pipelines.methods.setup import Setup
@@ -54,6 +54,12 @@ class Method:
     def reward_model(self) -> bool:
         """Its result scores replies instead of writing them: not a model to chat with or start from."""
         return self.trl == "reward"
+
+    @property
+    def beside_base(self) -> bool:
+        """An adapter no weight can hold (prompt learning, bottleneck adapters, ReFT): it only works
+        loaded beside its base, and cannot be merged or exported."""
+        return self.artifact == "adapter" and not self.mergeable and not self.reward_model
 
     @property
     def prompt_learning(self) -> bool:
@@ -209,6 +215,43 @@ METHODS: dict[str, Method] = {m.key: m for m in [
        # each step updates the weights itself: no accumulation of steps, no gradients to clip
        fixed={"max_grad_norm": 0.0}, validate=mezo.validate,
        state_bytes=lambda _path, _params: 0, zeroth_order=True),
+    _m("shira", "SHiRA (sparse)", "Sparse",
+       "Picks a small fixed set of single weights in each layer (as many as a LoRA of the same rank would "
+       "train) and lets only those learn. The change is scattered over the whole matrix rather than squeezed "
+       "into a low rank, and it folds back into the model exactly, like LoRA.",
+       "An alternative to LoRA at the same size when LoRA's low rank seems to limit what it learns; "
+       "switching between several such adapters is cheap.",
+       True, sparse.ShiraParams, peft_config=sparse.shira_config),
+    _m("houlsby", "Bottleneck adapter (Houlsby)", "Adapters",
+       "Adds two small networks to every block, one after the attention and one after the feed-forward "
+       "part: each squeezes the hidden state down to a few dimensions and back and adds what it learned. The "
+       "model's own weights stay untouched. The original adapter method (Houlsby et al. 2019).",
+       "A classic alternative to LoRA for new tasks and formats; the result loads beside the base (chat, "
+       "continued training) but cannot be folded into the weights or exported to GGUF.",
+       False, adapters.BottleneckParams, peft_config=adapters.houlsby_config),
+    _m("pfeiffer", "Bottleneck adapter (Pfeiffer)", "Adapters",
+       "Like the Houlsby adapter but with one small network per block, after the feed-forward part only: "
+       "half the added weights and faster, with nearly the same quality in the paper's tests.",
+       "When you want an adapter like Houlsby's at half the size and cost.",
+       False, adapters.BottleneckParams, peft_config=adapters.pfeiffer_config),
+    _m("parallel_adapter", "Parallel adapter", "Adapters",
+       "A small network beside each block's feed-forward part rather than after it: it reads the same input "
+       "and its output, scaled up, is added to the feed-forward output. He et al. (2022) found this the "
+       "strongest place for an adapter.",
+       "The best-performing bottleneck adapter in the unified-view paper; a good first adapter to try.",
+       False, adapters.ParallelAdapterParams, peft_config=adapters.parallel_config),
+    _m("loreft", "LoReFT", "Representation editing",
+       "Leaves every weight alone and learns to edit the hidden state that chosen blocks pass on, inside a "
+       "few (4) directions that are kept at right angles to each other. Tens of times fewer trainable "
+       "weights than LoRA.",
+       "Tiny adapters for instruction following and style, when LoRA's size matters; it edits what the "
+       "model thinks rather than its weights, so it cannot be folded into the model or exported to GGUF.",
+       False, reft.ReftParams, peft_config=reft.loreft_config, fixed={"weight_decay": 0.0}),
+    _m("direft", "DiReFT", "Representation editing",
+       "LoReFT without the right-angle constraint and without subtracting the old value: a simpler, faster "
+       "edit of the hidden state with the same tiny number of weights.",
+       "Like LoReFT when speed matters more than the last bit of quality.",
+       False, reft.ReftParams, peft_config=reft.direft_config, fixed={"weight_decay": 0.0}),
     _pref("dpo", "DPO", "preference", "dpo",
           "Learns from pairs of answers to the same prompt, one preferred: the preferred answer becomes "
           "more likely and the other less, measured against the model it started from so it does not "

@@ -1,0 +1,149 @@
+"""Bottleneck adapters: a small two-layer network (down to a few dimensions, a non-linearity, back
+up) added to a block's output, implemented natively as a PEFT tuner (see native/__init__.py), because
+AdapterHub's `adapters` package pins transformers 4.x.
+
+- Houlsby et al. 2019, "Parameter-Efficient Transfer Learning for NLP": serial adapters after the
+  attention output and after the feed-forward output, before each residual sum.
+- Pfeiffer et al. 2021, "AdapterFusion": one serial adapter, after the feed-forward block only.
+- He et al. 2022, "Towards a Unified View of Parameter-Efficient Transfer Learning": a parallel
+  adapter beside the feed-forward block, reading its input, output scaled by s (4 in the paper).
+
+Serial: out = f(x) + s * up(act(down(f(x)))); parallel: out = f(x) + s * up(act(down(x))).
+`up` starts at zero, so an untrained adapter leaves the model exactly as it was (Houlsby's
+near-identity start). The non-linearity makes the change impossible to fold into the weights: the
+result is an adapter that loads beside its base (chat, continued training), not mergeable."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from peft.config import PeftConfig
+from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
+from torch import nn
+
+from pipelines.methods.native import peft_type
+
+ACTIVATIONS = {"silu": nn.SiLU, "relu": nn.ReLU, "gelu": nn.GELU}
+
+
+@dataclass
+class BottleneckConfig(PeftConfig):
+    target_modules: list[str] | str | None = field(default=None, metadata={"help": "modules whose output is adapted"})
+    reduction_factor: int = field(default=16, metadata={"help": "the adapter's middle is the model's width / this"})
+    scaling: float = field(default=1.0, metadata={"help": "multiplies the adapter's output"})
+    placement: str = field(default="serial", metadata={"help": "'serial' reads the module's output, 'parallel' its input"})
+    non_linearity: str = field(default="silu", metadata={"help": "activation between down and up"})
+    dropout: float = field(default=0.0, metadata={"help": "dropout on the adapter's input while training"})
+    exclude_modules: list[str] | str | None = field(default=None, metadata={"help": "modules never adapted"})
+    modules_to_save: list[str] | None = field(default=None, metadata={"help": "unused; PEFT's interface"})
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.peft_type = peft_type("BOTTLENECK")
+        if self.placement not in ("serial", "parallel"):
+            raise ValueError(f"placement must be 'serial' or 'parallel', not {self.placement!r}")
+        if self.non_linearity not in ACTIVATIONS:
+            raise ValueError(f"non_linearity must be one of {', '.join(ACTIVATIONS)}")
+
+
+def _dims(module: nn.Module, hidden: int) -> tuple[int, int]:
+    """(input, output) width of the adapted module: a linear layer's own, else the model's width
+    (a whole feed-forward block maps the hidden state to itself)."""
+    if isinstance(module, nn.Linear):
+        return module.in_features, module.out_features
+    return hidden, hidden
+
+
+class BottleneckLayer(nn.Module, BaseTunerLayer):
+    adapter_layer_names = ("bottleneck_down", "bottleneck_up")
+    other_param_names = ("bottleneck_scaling", "bottleneck_placement")
+
+    def __init__(self, base_layer: nn.Module, adapter_name: str, config: BottleneckConfig, hidden: int):
+        super().__init__()
+        self.base_layer = base_layer
+        self.hidden = hidden
+        self.in_features, self.out_features = _dims(base_layer, hidden)
+        self.bottleneck_down = nn.ModuleDict()
+        self.bottleneck_up = nn.ModuleDict()
+        self.bottleneck_act = nn.ModuleDict()
+        self.bottleneck_dropout = nn.ModuleDict()
+        self.bottleneck_scaling: dict[str, float] = {}
+        self.bottleneck_placement: dict[str, str] = {}
+        self._disable_adapters = False
+        self.merged_adapters: list[str] = []
+        self._active_adapter = adapter_name
+        self.update_layer(adapter_name, config)
+
+    def update_layer(self, adapter_name: str, config: BottleneckConfig, **_kwargs) -> None:
+        width = self.out_features if config.placement == "serial" else self.in_features
+        size = max(1, self.hidden // config.reduction_factor)
+        down = nn.Linear(width, size)
+        up = nn.Linear(size, self.out_features)
+        # Houlsby's near-identity start: a small random down projection, a zero up projection
+        nn.init.normal_(down.weight, std=1e-2)
+        nn.init.zeros_(down.bias)
+        nn.init.zeros_(up.weight)
+        nn.init.zeros_(up.bias)
+        self.bottleneck_down[adapter_name] = down
+        self.bottleneck_up[adapter_name] = up
+        self.bottleneck_act[adapter_name] = ACTIVATIONS[config.non_linearity]()
+        self.bottleneck_dropout[adapter_name] = nn.Dropout(config.dropout) if config.dropout else nn.Identity()
+        self.bottleneck_scaling[adapter_name] = config.scaling
+        self.bottleneck_placement[adapter_name] = config.placement
+        self._move_adapter_to_device_of_base_layer(adapter_name)
+        self.set_adapter(self.active_adapters, inference_mode=config.inference_mode)
+
+    def merge(self, safe_merge: bool = False, adapter_names=None) -> None:
+        raise ValueError("a bottleneck adapter cannot be merged into the weights: it adds a small network "
+                         "with a non-linearity, not a change of a weight")
+
+    def unmerge(self) -> None:
+        pass
+
+    def forward(self, x: torch.Tensor, *args, **kwargs):
+        out = self.base_layer(x, *args, **kwargs)
+        if self.disable_adapters:
+            return out
+        for name in self.active_adapters:
+            if name not in self.bottleneck_down:
+                continue
+            down = self.bottleneck_down[name]
+            source = out if self.bottleneck_placement[name] == "serial" else x
+            h = self.bottleneck_dropout[name](source.to(down.weight.dtype))
+            change = self.bottleneck_up[name](self.bottleneck_act[name](down(h)))
+            out = out + (self.bottleneck_scaling[name] * change).to(out.dtype)
+        return out
+
+    def __repr__(self) -> str:
+        return "bottleneck." + super().__repr__()
+
+
+class BottleneckModel(BaseTuner):
+    prefix: str = "bottleneck_"
+    tuner_layer_cls = BottleneckLayer
+    target_module_mapping: dict = {}
+
+    def _create_and_replace(self, peft_config, adapter_name, target, target_name, parent, current_key=None, **kw):
+        if isinstance(target, BottleneckLayer):
+            target.update_layer(adapter_name, peft_config)
+            return
+        hidden = self.model.config.get_text_config().hidden_size
+        new_module = BottleneckLayer(target, adapter_name, peft_config, hidden)
+        if adapter_name not in self.active_adapters:
+            new_module.requires_grad_(False)
+        self._replace_module(parent, target_name, new_module, target)
+
+    def _unload_and_optionally_merge(self, merge=True, progressbar=False, safe_merge=False, adapter_names=None):
+        if merge:
+            raise ValueError("a bottleneck adapter cannot be merged into the weights")
+        from peft.tuners.tuners_utils import _get_submodules
+
+        for key in [k for k, _ in self.model.named_modules() if self.prefix not in k]:
+            try:
+                parent, target, target_name = _get_submodules(self.model, key)
+            except AttributeError:
+                continue
+            if isinstance(target, BottleneckLayer):
+                setattr(parent, target_name, target.get_base_layer())
+        return self.model

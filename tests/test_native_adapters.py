@@ -1,0 +1,214 @@
+"""The studio's own PEFT tuners (bottleneck adapters, LoReFT/DiReFT) and SHiRA's weight mask:
+hand-computed forward passes, an untrained adapter that leaves the model as it was, LoReFT's
+rotation staying orthonormal, reload in a fresh process outside the studio, chat beside LoRA on
+one base, and the export refusal."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from pipelines.methods import METHODS, parse
+from pipelines.methods.native import register
+from pipelines.methods.setup import Setup
+from tests.conftest import ROOT
+
+register()
+
+
+def _peft(key: str, tiny_model_dir, **values):
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    method = METHODS[key]
+    config = method.peft_config(parse(method.params, values), Setup(model_path=str(tiny_model_dir)))
+    return get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), config)
+
+
+def _randomize(model, prefix: str) -> None:
+    """Give an adapter's zero-started weights values, as training would."""
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if prefix in name and "parametrizations" not in name:
+                p.add_(torch.randn_like(p) * 0.05)
+
+
+def test_serial_and_parallel_bottleneck_compute_the_papers_formulas():
+    from pipelines.methods.native.bottleneck import BottleneckConfig, BottleneckLayer
+
+    base = nn.Linear(3, 2, bias=False)
+    with torch.no_grad():
+        base.weight.copy_(torch.tensor([[1.0, 0.0, 2.0], [0.0, -1.0, 1.0]]))
+    x = torch.tensor([[1.0, 2.0, 3.0]])
+    for placement, scaling in [("serial", 1.0), ("parallel", 4.0)]:
+        # hidden 2, reduction 2: a one-wide bottleneck
+        layer = BottleneckLayer(base, "default", BottleneckConfig(reduction_factor=2, placement=placement,
+                                                                  scaling=scaling, non_linearity="relu"), hidden=2)
+        assert torch.equal(layer(x), base(x))  # up starts at zero: the untouched layer
+        down, up = layer.bottleneck_down["default"], layer.bottleneck_up["default"]
+        with torch.no_grad():
+            down.weight.copy_(torch.tensor([[1.0, 1.0]] if placement == "serial" else [[1.0, -1.0, 1.0]]))
+            down.bias.fill_(-1.0)
+            up.weight.copy_(torch.tensor([[2.0], [-1.0]]))
+            up.bias.copy_(torch.tensor([0.5, 0.0]))
+        out = base(x)  # [7, 1]
+        # serial reads the output: relu(7 + 1 - 1) = 7; parallel reads the input: relu(1 - 2 + 3 - 1) = 1
+        middle = 7.0 if placement == "serial" else 1.0
+        expected = out + scaling * torch.tensor([[2.0 * middle + 0.5, -middle]])
+        assert torch.allclose(layer(x), expected), placement
+
+
+def test_loreft_and_direft_compute_the_papers_formulas():
+    from pipelines.methods.native.reft import Intervention, ReftConfig
+
+    h = torch.tensor([[1.0, 2.0, -1.0]])
+    R = torch.tensor([[0.0, 1.0, 0.0]])  # one orthonormal row
+    W, b = torch.tensor([[1.0, 1.0, 1.0]]), torch.tensor([0.5])
+    lo = Intervention(3, ReftConfig(rank=1, kind="loreft"))
+    assert torch.allclose(lo(h), h)  # W = R and b = 0 at the start: the identity
+    with torch.no_grad():
+        lo.rotate.weight = R  # through the orthogonal parametrization's right inverse
+        lo.source.weight.copy_(W)
+        lo.source.bias.copy_(b)
+    # h + Rᵀ(Wh + b − Rh) = h + [0, 1, 0] * (2 + 0.5 − 2) = [1, 2.5, −1]
+    assert torch.allclose(lo(h), torch.tensor([[1.0, 2.5, -1.0]]), atol=1e-6)
+
+    di = Intervention(3, ReftConfig(rank=1, kind="direft"))
+    assert torch.allclose(di(h), h)
+    with torch.no_grad():
+        di.rotate.weight.copy_(R)
+        di.source.weight.copy_(W)
+        di.source.bias.copy_(b)
+    # h + Rᵀ(Wh + b) = h + [0, 1, 0] * 2.5 = [1, 4.5, −1]
+    assert torch.allclose(di(h), torch.tensor([[1.0, 4.5, -1.0]]))
+
+
+def test_loreft_rotation_stays_orthonormal_while_it_learns(tiny_model_dir):
+    model = _peft("loreft", tiny_model_dir, rank=4)
+    ids = torch.randint(0, 100, (2, 12))
+    before = model(input_ids=ids).logits.detach()
+    with model.disable_adapter():
+        assert torch.allclose(model(input_ids=ids).logits, before, atol=1e-5)  # untrained: the base
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert sum(p.numel() for p in trainable) == 2 * (2 * 4 * 64 + 4)  # 2 blocks: R, W (4x64) and b
+    opt = torch.optim.AdamW(trainable, lr=0.05)
+    for _ in range(5):
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    for module in model.modules():
+        if module.__class__.__name__ == "Intervention":
+            r = module.rotate.weight
+            assert torch.allclose(r @ r.T, torch.eye(4), atol=1e-5)
+    assert not torch.allclose(model(input_ids=ids).logits, before)
+
+
+def test_reft_on_the_first_positions_leaves_later_tokens_alone(tiny_model_dir):
+    model = _peft("direft", tiny_model_dir, first_positions=3, layers="middle")
+    _randomize(model, "reft_")
+    layer = next(m for m in model.modules() if m.__class__.__name__ == "ReftLayer")
+    seen = {}
+    layer.base_layer.register_forward_hook(lambda _m, _a, out: seen.update(h=out.clone()))
+    captured = {}
+    layer.register_forward_hook(lambda _m, _a, out: captured.update(h=out))
+    # two examples packed in one row: positions restart at the second
+    positions = torch.tensor([[0, 1, 2, 3, 4, 0, 1, 2, 3]])
+    model(input_ids=torch.randint(0, 100, (1, 9)), position_ids=positions)
+    changed = (captured["h"] - seen["h"]).abs().sum(-1)[0] > 0
+    assert changed.tolist() == [True, True, True, False, False, True, True, True, False]
+
+
+@pytest.mark.parametrize("key", ["houlsby", "pfeiffer", "parallel_adapter", "loreft", "direft"])
+def test_native_adapter_reloads_in_a_fresh_process_with_the_same_logits(key, tiny_model_dir, tmp_path):
+    model = _peft(key, tiny_model_dir)
+    _randomize(model, "bottleneck_" if "reft" not in key else "reft_")
+    ids = torch.tensor([[1, 5, 9, 14, 3, 7]])
+    expected = model(input_ids=ids).logits
+    out = tmp_path / "adapter"
+    model.save_pretrained(out)
+    assert (out / "adapter_model.safetensors").exists()
+    kind = json.loads((out / "adapter_config.json").read_text())["peft_type"]
+    assert kind == ("REFT" if "reft" in key else "BOTTLENECK")
+    script = (
+        "import sys, torch\n"
+        "from peft import PeftModel\n"
+        "from transformers import AutoModelForCausalLM\n"
+        "from pipelines.methods.native import register\n"
+        "register()\n"
+        f"model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained({str(tiny_model_dir)!r}), {str(out)!r})\n"
+        f"torch.save(model(input_ids=torch.tensor({ids.tolist()})).logits, {str(tmp_path / 'logits.pt')!r})\n"
+    )
+    subprocess.run([sys.executable, "-c", script], cwd=ROOT, check=True, capture_output=True)
+    assert torch.allclose(torch.load(tmp_path / "logits.pt"), expected, atol=1e-5)
+
+
+def test_chat_holds_lora_and_a_bottleneck_adapter_on_one_base(tiny_model_dir, tmp_path):
+    from pipelines.chat import ModelCache, _active
+
+    ids = torch.tensor([[1, 5, 9, 14]])
+    dirs, expected = {}, {}
+    for key in ["lora", "houlsby"]:
+        model = _peft(key, tiny_model_dir)
+        _randomize(model, "lora_B" if key == "lora" else "bottleneck_")
+        dirs[key] = tmp_path / key
+        model.save_pretrained(dirs[key])
+        expected[key] = model(input_ids=ids).logits
+    cache = ModelCache(tmp_path / "models")
+    base, _ = cache.get(str(tiny_model_dir))
+    with torch.no_grad():
+        plain = base.model(input_ids=ids).logits
+        for key in ["lora", "houlsby"]:
+            entry, name = cache.get(str(tiny_model_dir), dirs[key])
+            with _active(entry, name):
+                assert torch.allclose(entry.model(input_ids=ids).logits, expected[key], atol=1e-5), key
+            with _active(entry, None):
+                assert torch.allclose(entry.model(input_ids=ids).logits, plain, atol=1e-6), key
+    # LoRA shares the base's copy; the bottleneck adapter (another PEFT type) has its own
+    assert len(cache._entries) == 2
+
+
+@pytest.mark.parametrize("key, words", [("houlsby", "a bottleneck adapter cannot be merged"),
+                                        ("loreft", "a ReFT adapter cannot be merged")])
+def test_export_refuses_to_merge_what_no_weight_can_hold(key, words, tiny_model_dir, tmp_path):
+    from pipelines.export import ExportError
+    from pipelines.export.merge import merge_adapter
+
+    model = _peft(key, tiny_model_dir)
+    model.save_pretrained(tmp_path / "adapter")
+    with pytest.raises(ExportError) as error:
+        merge_adapter(str(tiny_model_dir), tmp_path / "adapter", tmp_path / "merged")
+    assert str(error.value).startswith(words)
+    assert str(error.value).endswith("so it only works loaded beside its base (train LoRA or SHiRA to get a "
+                                     "mergeable result)")
+    assert not (tmp_path / "merged").exists()
+    assert METHODS[key].beside_base and not METHODS["shira"].beside_base
+
+
+def test_shira_weight_mask_trains_the_largest_entries(tiny_model_dir):
+    from pipelines.methods.sparse import largest_weights_mask
+
+    layer = nn.Linear(4, 3, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[0.1, -9.0, 0.2, 0.3], [5.0, 0.0, -0.4, 0.5],
+                                         [0.6, 0.7, 8.0, -0.8]]))
+    # r = 1 keeps 1 x (3 + 4) = 7 of the 12 entries: everything but the five smallest |w|
+    mask = largest_weights_mask(layer, 1)
+    assert mask.tolist() == [[0, 1, 0, 0], [1, 0, 0, 1], [1, 1, 1, 1]]
+
+    model = _peft("shira", tiny_model_dir, r=2, mask="weight")
+    for module in model.modules():
+        if hasattr(module, "shira_indices") and "default" in module.shira_indices:
+            weight = module.get_base_layer().weight
+            rows, cols = module.shira_indices["default"].long()
+            count = 2 * (weight.shape[0] + weight.shape[1])
+            assert len(rows) == count == module.shira_weight["default"].numel()
+            smallest_chosen = weight.abs()[rows, cols].min()
+            assert (weight.abs() > smallest_chosen).sum() < count  # nothing larger was left out
