@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines.methods import adapters, full, lora, lowrank_optim, mezo, preference, prompts, qlora, reft, rl, scaling, sparse
+from pipelines.methods import adapters, blockwise, full, lora, lowrank_optim, mezo, preference, prompts, qlora, reft, rl, scaling, sparse
 from pipelines.methods import lora_relatives as rel
 from pipelines.methods.params import ConfigError, describe, did_you_mean, parse, split_by_target
 from pipelines.methods.setup import Setup
@@ -215,6 +215,14 @@ METHODS: dict[str, Method] = {m.key: m for m in [
        # each step updates the weights itself: no accumulation of steps, no gradients to clip
        fixed={"max_grad_norm": 0.0}, validate=mezo.validate,
        state_bytes=lambda _path, _params: 0, zeroth_order=True),
+    _m("badam", "BAdam", "Memory-efficient optimizer",
+       "Every transformer block learns, but one at a time: each block takes a turn of a few steps while the "
+       "others stay frozen, so gradients and the optimizer's memory exist for one block only. Close to full "
+       "fine-tuning's quality at a fraction of its memory; the result is a whole model.",
+       "Full-weight training when full fine-tuning's optimizer does not fit; with few examples, keep the steps "
+       "per block small so every block gets its turn.",
+       False, blockwise.BAdamParams, trainable=blockwise.first_block_only, optimizer=blockwise.block_optimizer,
+       state_bytes=blockwise.state_bytes),
     _m("shira", "SHiRA (sparse)", "Sparse",
        "Picks a small fixed set of single weights in each layer (as many as a LoRA of the same rank would "
        "train) and lets only those learn. The change is scattered over the whole matrix rather than squeezed "
