@@ -62,7 +62,9 @@ def save(trainer, tokenizer, run_dir: Path, method_key: str) -> Path:
         if is_main():
             tokenizer.save_pretrained(str(out))
         return out
-    if method.converts_base and initial.exists():
+    if method.save_result:  # DyLoRA's cut to the rank to save, Delta-LoRA's whole model
+        method.save_result(trainer.model, out, trainer.studio_params)
+    elif method.converts_base and initial.exists():
         # PiSSA/OLoRA changed the base weights at the start; PEFT rewrites the adapter as a
         # (double-rank) change of the original weights, so it loads on the plain base.
         trainer.model.save_pretrained(str(out), path_initial_model_for_weight_conversion=str(initial))
@@ -209,6 +211,7 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
         callbacks=callbacks,
         optimizers=(optimizer, None),
     )
+    trainer.studio_params = params  # what a method's own save needs (DyLoRA's rank to save)
     if method.zeroth_order:
         trainer.zo_eps = groups["studio"]["zo_eps"]
     # MetricsCallback already writes one compact line per log to train.log.

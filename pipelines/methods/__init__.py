@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines.methods import adapters, blockwise, full, lora, lowrank_optim, mezo, preference, prompts, qlora, reft, rl, scaling, sparse
+from pipelines.methods import lora_dynamic as dyn
 from pipelines.methods import lora_relatives as rel
 from pipelines.methods.params import ConfigError, describe, did_you_mean, parse, split_by_target
 from pipelines.methods.setup import Setup
@@ -44,11 +45,14 @@ class Method:
     # () -> the trainer class, where the method's training step is not a gradient step (MeZO)
     sft_trainer: Callable[[], type] | None = None
     zeroth_order: bool = False  # learns from loss measurements alone: no backward pass, no gradients
+    # (model, output folder, params): writes the result where PEFT's save_pretrained is not it (DyLoRA's cut)
+    save_result: Callable[[Any, Any, Any], None] | None = None
+    whole_result: bool = False  # the base weights move too (Delta-LoRA): the result is a whole model
 
     @property
     def artifact(self) -> str:
         """What a finished run leaves: an 'adapter' on the base, or a whole 'model'."""
-        return "adapter" if self.peft_config else "model"
+        return "adapter" if self.peft_config and not self.whole_result else "model"
 
     @property
     def reward_model(self) -> bool:
@@ -134,6 +138,19 @@ METHODS: dict[str, Method] = {m.key: m for m in [
        "half learns, which saves the memory LoRA keeps for long inputs.",
        "Long examples or big batches where LoRA's activation memory is the limit.",
        True, lora.LoraParams, peft_config=lora.lora_config, optimizer=lora.lorafa_optimizer),
+    _m("dylora", "DyLoRA", "LoRA",
+       "LoRA trained so that any smaller rank of the same adapter also works: each step trains it cut to a "
+       "random rank. You choose the rank to save; a smaller one is a smaller, faster adapter with no retraining.",
+       "When you do not know which rank is enough, or want to trade size for quality after training.",
+       True, dyn.DyLoraParams, peft_config=lora.lora_config, callbacks=dyn.dylora_callbacks,
+       validate=dyn.check_dylora, save_result=dyn.save_dylora),
+    _m("delta_lora", "Delta-LoRA", "LoRA",
+       "LoRA where the model's own weights also move after every step, by the change of the adapter: more "
+       "than a low-rank change can be learned, with LoRA's memory (no gradients or optimizer state for the "
+       "model's weights). The result is a whole model.",
+       "When LoRA's quality plateaus and a whole-model result is fine.",
+       False, dyn.DeltaLoraParams, peft_config=lora.lora_config, callbacks=dyn.delta_callbacks,
+       validate=dyn.check_delta, save_result=dyn.save_merged, whole_result=True),
     _m("vera", "VeRA", "LoRA",
        "One pair of random matrices shared by every layer, frozen; each layer learns only two "
        "small scaling vectors. Ten times fewer trainable weights than LoRA.",
