@@ -61,7 +61,8 @@ def field_named(err: Exception, method_key: str) -> str:
 
 def _method_help(key: str) -> str:
     spec = METHODS[key]
-    merge = "can be merged into the base model" if spec.mergeable else "stays a separate file"
+    merge = "can be merged into the base model" if spec.mergeable else \
+        "stays a separate file" if spec.artifact == "adapter" else "is a whole model"
     return f"{spec.summary}\n\n*When to use:* {spec.when_to_use} *(Result {merge}.)*"
 
 

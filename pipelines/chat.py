@@ -45,6 +45,7 @@ class LoadedBase:
     bytes: int
     adapters: dict[str, str] = field(default_factory=dict)  # adapter name -> folder
     tuner_layers: list | None = None  # PEFT's adapter layers, found once per set of adapters
+    kind: str | None = None  # the kind of adapter this copy holds (see ModelCache._key), claimed when chosen
     lock: threading.RLock = field(default_factory=threading.RLock)
 
 
@@ -70,6 +71,17 @@ def is_prompt_learning(adapter_dir: Path | str) -> bool:
     return adapter_kind(adapter_dir) in PROMPT_LEARNING
 
 
+def sharing_kind(adapter_dir: Path | str) -> str:
+    """Adapters of one sharing kind can live on one PEFT model: one PEFT type, and for bottleneck
+    adapters one placement (a parallel adapter wraps the whole feed-forward block, inside which a
+    serial one would wrap its output layer)."""
+    import json
+
+    config = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())
+    kind = config.get("peft_type", "")
+    return f"{kind}:{config.get('placement')}" if kind == "BOTTLENECK" else kind
+
+
 class ModelCache:
     """Base models by path, least recently used evicted first once `limit_bytes` is passed."""
 
@@ -89,12 +101,14 @@ class ModelCache:
         """The loaded base for this model and the adapter's name on it (None: the base itself)."""
         path = str(models.resolve(model_spec, self.cache_dir))
         with self._lock:
-            key = self._key(path, adapter_dir)
+            key, kind = self._key(path, adapter_dir)
             entry = self._entries.get(key)
             if entry is None:
                 model = models.load_for_inference(path)  # on the GPU when there is one
                 entry = LoadedBase(path, model, models.load_tokenizer(path), _nbytes(model))
                 self._entries[key] = entry
+            if kind is not None and entry.kind is None:
+                entry.kind = kind  # claimed under the lock: a request of another kind now takes its own copy
             self._entries.move_to_end(key)
             self._evict(keep=key)
         if adapter_dir is None:
@@ -105,19 +119,19 @@ class ModelCache:
                 self._load_adapter(entry, name, Path(adapter_dir))
         return entry, name
 
-    def _key(self, path: str, adapter_dir) -> str:
-        """Which loaded copy of the base serves this adapter. PEFT holds adapters of one type per
-        model: the base's own copy takes the first type loaded on it (and serves the base itself,
-        with adapters off); other types get a copy of their own per type, and a prompt-learning
-        adapter (prefix, prompt, P-tuning) one per adapter."""
+    def _key(self, path: str, adapter_dir) -> tuple[str, str | None]:
+        """(which loaded copy of the base serves this adapter, its sharing kind). PEFT holds adapters
+        of one type per model: the base's own copy takes the first kind loaded on it (and serves the
+        base itself, with adapters off); other kinds get a copy of their own per kind, and a
+        prompt-learning adapter (prefix, prompt, P-tuning) one per adapter."""
         if adapter_dir is None:
-            return path
-        kind = adapter_kind(adapter_dir)
+            return path, None
+        kind = sharing_kind(adapter_dir)
         if kind in PROMPT_LEARNING:
-            return f"{path}#{adapter_name(adapter_dir)}"
+            return f"{path}#{adapter_name(adapter_dir)}", kind
         plain = self._entries.get(path)
-        held = getattr(plain.model, "peft_type", None) if plain is not None else None
-        return path if held in (None, kind) else f"{path}#{kind}"
+        held = plain.kind if plain is not None else None
+        return (path if held in (None, kind) else f"{path}#{kind}"), kind
 
     def _load_adapter(self, entry: LoadedBase, name: str, adapter_dir: Path) -> None:
         from peft import PeftModel

@@ -173,7 +173,13 @@ def check(devices: Devices, method, gpus: int) -> None:
     if method.zeroth_order:
         raise ConfigError(f"{method.label} steps every weight in place from two loss measurements, which the "
                           "processes would not share; set the strategy to 'single'")
+    if method.one_process:
+        raise ConfigError(f"{method.label} changes which weights learn as it goes, which {name} does not follow "
+                          "(each process would keep its own copy of them); set the strategy to 'single'")
     if devices.strategy in (*FSDP, *DEEPSPEED):
+        if method.save_result or method.whole_result:
+            raise ConfigError(f"{method.label} works on whole weight matrices after each step or at the end, "
+                              f"which {name} splits across processes; use DDP")
         if method.runner == "pipelines.train_rl":
             raise ConfigError(f"{method.label} keeps a whole model in each process (it writes or scores replies "
                               f"as it trains); use DDP rather than {name}")

@@ -89,7 +89,7 @@ def _config(model_path: str):
     return AutoConfig.from_pretrained(model_path, trust_remote_code=False)
 
 
-def _counting_config(method, params, setup: Setup):
+def _counting_config(method, params, setup: Setup, meta: bool):
     """The method's PEFT config with data-dependent starts (SVD, text) replaced by plain ones:
     same shapes and counts, and it works on the meta device."""
     config = method.peft_config(params, setup)
@@ -98,19 +98,19 @@ def _counting_config(method, params, setup: Setup):
     if getattr(config, "prompt_tuning_init", None) not in (None, "RANDOM"):
         config = dataclasses.replace(config, prompt_tuning_init="RANDOM", prompt_tuning_init_text=None,
                                      tokenizer_name_or_path=None)
-    if getattr(config, "mask_fn", None) is not None:  # SHiRA: which entries learn does not change how many
+    if meta and getattr(config, "mask_fn", None) is not None:  # SHiRA: which entries learn does not change how many
         config = dataclasses.replace(config)
         config.mask_fn = None
     return config
 
 
-def _apply(model, method, params, setup: Setup):
+def _apply(model, method, params, setup: Setup, meta: bool = False):
     if method.peft_config is None:
         method.trainable(model, params)
         return model
     from peft import get_peft_model
 
-    model = get_peft_model(model, _counting_config(method, params, setup))
+    model = get_peft_model(model, _counting_config(method, params, setup, meta))
     if method.optimizer is not None and method.key == "lorafa":  # A is frozen by its optimizer
         for name, p in model.named_parameters():
             if "lora_A" in name:
@@ -130,7 +130,7 @@ def count_params(model_path: str, method_key: str, values: dict | None = None) -
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(_config(model_path))
         total = sum(p.numel() for p in model.parameters())
-        model = _apply(model, method, params, Setup(model_path=model_path))
+        model = _apply(model, method, params, Setup(model_path=model_path), meta=True)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if method.key == "adalora":  # PEFT marks the singular values as a separate list; all count
         trainable = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
@@ -227,7 +227,7 @@ def _probe_model(model_path: str, layers: int, method, params):
     freeze_n = getattr(params, "freeze_trainable_layers", None)
     if freeze_n is not None:  # probe depth is 1-2: train as many of them as the real run would
         params = dataclasses.replace(params, freeze_trainable_layers=min(freeze_n, layers))
-    model = _apply(model, method, params, Setup(model_path=model_path, total_steps=100))
+    model = _apply(model, method, params, Setup(model_path=model_path, total_steps=100, num_layers=layers))
     model.train()
     if getattr(params, "gradient_checkpointing", False):  # as the trainer does: recompute each block in backward
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -193,9 +193,10 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
     config = SFTConfig(**trainer_args, **run_settings(run_dir, params, eval_ds is not None, patience),
                        # tokens/s counts real tokens: a padding-free batch has none other
                        include_num_input_tokens_seen="all" if packed else "non_padding")
-    callbacks = [MetricsCallback(events), CancelCallback(events), SealCheckpoints()]
-    if method.callbacks:
+    callbacks = [MetricsCallback(events), CancelCallback(events)]
+    if method.callbacks:  # before the seal: what a method adds to a checkpoint is in it when it is sealed
         callbacks += method.callbacks(model, params)
+    callbacks.append(SealCheckpoints())
     if patience and eval_ds is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

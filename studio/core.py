@@ -249,8 +249,8 @@ class Studio:
             raise RunError(f"run {parent_id} learned a {get_method(parent['method']).label} adapter (virtual "
                            f"tokens), which {spec.label} cannot keep training; start from the base model or "
                            "from a run with a LoRA-family adapter")
-        parent_method = get_method(parent["method"])
-        if spec.trainable is not None and not parent_method.mergeable:
+        parent_method = METHODS.get(parent["method"])
+        if spec.trainable is not None and parent_method is not None and not parent_method.mergeable:
             raise RunError(f"run {parent_id} learned a {parent_method.label} adapter, which cannot be folded into "
                            f"the weights that {spec.label} trains; start from the base model, or use the LoRA "
                            "version of the method, which keeps training the adapter")

@@ -91,6 +91,14 @@ def test_the_command_for_each_machine_names_its_rank(tmp_path):
      "the full-precision base"),
     ({"strategy": "fsdp", "num_processes": 2}, "loraplus", 0,
      "LoRA+ builds its own optimizer, which FSDP, full shard cannot shard; use DDP, or plain LoRA"),
+    ({"strategy": "ddp", "num_processes": 2}, "badam", 0,
+     "BAdam changes which weights learn as it goes, which DDP does not follow (each process would keep its own "
+     "copy of them); set the strategy to 'single'"),
+    ({"strategy": "fsdp", "num_processes": 2}, "delta_lora", 0,
+     "Delta-LoRA works on whole weight matrices after each step or at the end, which FSDP, full shard splits "
+     "across processes; use DDP"),
+    ({"strategy": "fsdp", "num_processes": 2}, "houlsby", 0,
+     "Bottleneck adapter (Houlsby) cannot be split across processes by FSDP, full shard; use DDP, or LoRA"),
 ])
 def test_what_cannot_run_is_refused_in_one_sentence(values, method, gpus, message):
     if "zero" in values.get("strategy", "") and dev.deepspeed_installed():

@@ -113,3 +113,45 @@ def test_delta_lora_refuses_dropout():
     with pytest.raises(ConfigError) as error:
         METHODS["delta_lora"].validate(parse(METHODS["delta_lora"].params, {"lora_dropout": 0.1}))
     assert str(error.value).startswith("Delta-LoRA needs dropout 0")
+
+
+def test_delta_lora_resumes_with_the_base_weights_it_moved(tiny_model_dir, tmp_path):
+    """A run stopped after step 3 and resumed ends where an uninterrupted run ends: the checkpoint
+    carries the moved base weights, which PEFT's adapter checkpoint alone would lose."""
+    import itertools
+    import shutil
+
+    from pipelines import importer
+    from pipelines.events import CHECKPOINTS, RunEvents
+    from pipelines.train_sft import build_trainer
+    from tests.conftest import FAQ
+
+    source = tmp_path / "faq24.jsonl"
+    with open(FAQ) as f:
+        source.write_text("".join(itertools.islice(f, 24)))
+    importer.import_file(source, tmp_path / "ds")
+    job = {"method": "delta_lora", "model": str(tiny_model_dir), "model_cache": str(tmp_path / "models"),
+           "dataset": {"path": str(tmp_path / "ds" / importer.DATA)},
+           "params": {"learning_rate": 1e-2, "num_train_epochs": 1, "per_device_train_batch_size": 4,
+                      "max_length": 48, "eval_fraction": 0.0, "save_steps": 3}}
+
+    def run(name, resume=None):
+        run_dir = tmp_path / name
+        run_dir.mkdir()
+        if resume:
+            shutil.copytree(resume, run_dir / CHECKPOINTS / resume.name)
+        trainer, _ = build_trainer(job, run_dir, RunEvents(run_dir))
+        trainer.train(resume_from_checkpoint=str(run_dir / CHECKPOINTS / resume.name) if resume else None)
+        return trainer.model, run_dir
+
+    whole, whole_dir = run("whole")
+    resumed, _ = run("resumed", resume=whole_dir / CHECKPOINTS / "checkpoint-3")
+    original = _lora_model("delta_lora", tiny_model_dir)[0]
+    for (name, a), (_n, b), (_o, w0) in zip(_weights(whole), _weights(resumed), _weights(original)):
+        assert not torch.equal(a, w0), name  # the base did move
+        assert torch.allclose(a, b, atol=1e-6), name
+
+
+def _weights(model):
+    return [(name, m.get_base_layer().weight.detach()) for name, m in model.named_modules()
+            if m in set(_lora_layers(model))]

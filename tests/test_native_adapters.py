@@ -150,12 +150,13 @@ def test_native_adapter_reloads_in_a_fresh_process_with_the_same_logits(key, tin
     assert torch.allclose(torch.load(tmp_path / "logits.pt"), expected, atol=1e-5)
 
 
-def test_chat_holds_lora_and_a_bottleneck_adapter_on_one_base(tiny_model_dir, tmp_path):
+def test_chat_holds_lora_and_bottleneck_adapters_beside_one_base(tiny_model_dir, tmp_path):
     from pipelines.chat import ModelCache, _active
 
     ids = torch.tensor([[1, 5, 9, 14]])
     dirs, expected = {}, {}
-    for key in ["lora", "houlsby"]:
+    keys = ["lora", "parallel_adapter", "houlsby", "pfeiffer"]
+    for key in keys:
         model = _peft(key, tiny_model_dir)
         _randomize(model, "lora_B" if key == "lora" else "bottleneck_")
         dirs[key] = tmp_path / key
@@ -165,14 +166,15 @@ def test_chat_holds_lora_and_a_bottleneck_adapter_on_one_base(tiny_model_dir, tm
     base, _ = cache.get(str(tiny_model_dir))
     with torch.no_grad():
         plain = base.model(input_ids=ids).logits
-        for key in ["lora", "houlsby"]:
+        for key in keys:
             entry, name = cache.get(str(tiny_model_dir), dirs[key])
             with _active(entry, name):
                 assert torch.allclose(entry.model(input_ids=ids).logits, expected[key], atol=1e-5), key
             with _active(entry, None):
                 assert torch.allclose(entry.model(input_ids=ids).logits, plain, atol=1e-6), key
-    # LoRA shares the base's copy; the bottleneck adapter (another PEFT type) has its own
-    assert len(cache._entries) == 2
+    # LoRA shares the base's copy; the parallel adapter (another PEFT type) has its own, and the serial
+    # ones a third: a parallel adapter wraps the feed-forward block a serial one reaches into
+    assert len(cache._entries) == 3
 
 
 @pytest.mark.parametrize("key, words", [("houlsby", "a bottleneck adapter cannot be merged"),
@@ -212,3 +214,23 @@ def test_shira_weight_mask_trains_the_largest_entries(tiny_model_dir):
             assert len(rows) == count == module.shira_weight["default"].numel()
             smallest_chosen = weight.abs()[rows, cols].min()
             assert (weight.abs() > smallest_chosen).sum() < count  # nothing larger was left out
+
+
+def test_reft_on_some_blocks_is_estimated_on_the_probe_model(tiny_model_dir):
+    from pipelines import estimates
+
+    for layers in ["middle", "quarters"]:
+        result = estimates.estimate(str(tiny_model_dir), "loreft", {"layers": layers})
+        assert result.trainable_params == (1 if layers == "middle" else 2) * (2 * 4 * 64 + 4)
+
+
+def test_shira_refuses_a_budget_no_matrix_can_hold_and_varies_its_random_masks(tiny_model_dir):
+    from pipelines.methods import ConfigError
+
+    method = METHODS["shira"]
+    with pytest.raises(ConfigError) as error:  # the smallest adapted matrix: k_proj, 32 x 64 (grouped keys)
+        method.peft_config(parse(method.params, {"r": 40}), Setup(model_path=str(tiny_model_dir)))
+    assert str(error.value) == "SHiRA's budget r = 40 asks for more weights than k_proj (32 x 64) has; use r ≤ 21"
+    model = _peft("shira", tiny_model_dir, mask="random", r=2)
+    masks = [m.shira_indices["default"] for name, m in model.named_modules() if name.endswith("q_proj")]
+    assert len(masks) == 2 and not torch.equal(masks[0], masks[1])

@@ -48,6 +48,8 @@ class Method:
     # (model, output folder, params): writes the result where PEFT's save_pretrained is not it (DyLoRA's cut)
     save_result: Callable[[Any, Any, Any], None] | None = None
     whole_result: bool = False  # the base weights move too (Delta-LoRA): the result is a whole model
+    # changes which weights learn as it goes (BAdam): DDP and DeepSpeed fix that set when they wrap the model
+    one_process: bool = False
 
     @property
     def artifact(self) -> str:
@@ -239,7 +241,7 @@ METHODS: dict[str, Method] = {m.key: m for m in [
        "Full-weight training when full fine-tuning's optimizer does not fit; with few examples, keep the steps "
        "per block small so every block gets its turn.",
        False, blockwise.BAdamParams, trainable=blockwise.first_block_only, optimizer=blockwise.block_optimizer,
-       state_bytes=blockwise.state_bytes),
+       state_bytes=blockwise.state_bytes, one_process=True),
     _m("shira", "SHiRA (sparse)", "Sparse",
        "Picks a small fixed set of single weights in each layer (as many as a LoRA of the same rank would "
        "train) and lets only those learn. The change is scattered over the whole matrix rather than squeezed "

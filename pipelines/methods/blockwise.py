@@ -91,6 +91,7 @@ def block_optimizer(model, params):
             self.base_optimizer.load_state_dict(state)
 
     blocks = _blocks(model)
+    torch.manual_seed(params.seed)  # the random block order (badam draws it with torch's generator)
     base = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=params.learning_rate,
                              weight_decay=0.0)
     with warnings.catch_warnings():  # badam warns that fp32 weights cost memory: the studio trains in fp32 on CPUs

@@ -96,7 +96,8 @@ def save_dylora(model, out: Path, params) -> None:
     from peft import get_peft_model_state_dict
     from safetensors.torch import save_file
 
-    k = params.export_rank
+    # a run continued from a DyLoRA parent trains the parent's saved rank: it cannot save a larger one
+    k = min(params.export_rank, model.peft_config["default"].r)
     model.save_pretrained(str(out))  # config, README; the weights are rewritten below
     state = get_peft_model_state_dict(model)
     cut = {}
@@ -135,11 +136,18 @@ def check_delta(params) -> None:
                           "dropout would make a different function from the one that learned")
 
 
+DELTA_BASE = "delta_base.safetensors"  # in each checkpoint: the base weights as the adapter moved them
+
+
 def delta_callbacks(model, params):
     import torch
+    from safetensors.torch import load_file, save_file
     from transformers import TrainerCallback
 
-    layers = _lora_layers(model)
+    from pipelines.methods.params import ConfigError
+
+    named = [(name, m) for name, m in model.named_modules() if m in set(_lora_layers(model))]
+    layers = [m for _name, m in named]
 
     class FollowTheAdapter(TrainerCallback):
         before: list = []
@@ -159,6 +167,25 @@ def delta_callbacks(model, params):
                     weight = layer.get_base_layer().weight
                     weight.add_((b2 @ a2 - b @ a).to(weight.dtype), alpha=scale)
             self.before = []
+
+        def on_save(self, args, state, control, **kwargs):
+            # a checkpoint of a PEFT model holds the adapter only: the moved base weights go beside it
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if state.is_world_process_zero and folder.is_dir():
+                save_file({name: m.get_base_layer().weight.detach().contiguous() for name, m in named},
+                          str(folder / DELTA_BASE))
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if state.global_step == 0:
+                return
+            saved = Path(args.output_dir) / f"checkpoint-{state.global_step}" / DELTA_BASE
+            if not saved.exists():
+                raise ConfigError(f"the checkpoint at step {state.global_step} has no {DELTA_BASE}: Delta-LoRA "
+                                  "cannot resume without the base weights it moved; start the run again")
+            weights = load_file(str(saved))
+            with torch.no_grad():
+                for name, m in named:
+                    m.get_base_layer().weight.copy_(weights[name])
 
     return [FollowTheAdapter()]
 

@@ -62,6 +62,8 @@ def block_indices(choice: str, count: int) -> list[int]:
 def _layer_count(setup: Setup | None) -> int:
     from transformers import AutoConfig
 
+    if setup is not None and setup.num_layers:
+        return setup.num_layers
     if setup is None or not setup.model_path:
         raise ConfigError("ReFT needs the model's folder to choose its blocks")
     return AutoConfig.from_pretrained(setup.model_path).get_text_config().num_hidden_layers

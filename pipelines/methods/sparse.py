@@ -55,13 +55,49 @@ def largest_weights_mask(base_layer, r: int, **_kwargs):
     return flat.view_as(weight)
 
 
+def random_masks(seed: int):
+    """SHiRA-Rand with a seed of its own per matrix: PEFT's `random_mask` reseeds every matrix with the same
+    seed, which gives every matrix of a shape the same entries. Layers are built in a fixed order, so a
+    rebuilt model (a resumed run) draws the same masks."""
+    import itertools
+
+    from peft.tuners.shira.mask_functions import random_mask
+
+    counter = itertools.count()
+
+    def mask(base_layer, r: int, **_kwargs):
+        return random_mask(base_layer, r, random_seed=seed + next(counter))
+    return mask
+
+
+def check_budget(params: ShiraParams, model_path: str) -> None:
+    """r x (rows + columns) entries must fit in every adapted matrix (PEFT's limit), said in one sentence."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_path))
+    chosen = targets(params.target_modules)
+    limits = []  # (the largest r the matrix holds, its name, its shape)
+    for name, module in model.named_modules():
+        last = name.rsplit(".", 1)[-1]
+        if isinstance(module, torch.nn.Linear) and last != "lm_head" and (chosen == "all-linear" or last in chosen):
+            rows, cols = module.weight.shape
+            limits.append((rows * cols // (rows + cols), last, rows, cols))
+    limit, last, rows, cols = min(limits)
+    if params.r > limit:
+        from pipelines.methods.params import ConfigError
+
+        raise ConfigError(f"SHiRA's budget r = {params.r} asks for more weights than {last} ({rows} x {cols}) has; "
+                          f"use r ≤ {limit}")
+
+
 def shira_config(params: ShiraParams, setup: Setup | None = None):
     from peft import ShiraConfig
 
-    seed = getattr(params, "seed", 42)
-    config = ShiraConfig(task_type="CAUSAL_LM", r=params.r, target_modules=targets(params.target_modules),
-                         random_seed=seed)
-    if params.mask == "weight":
-        # the chosen entries are saved with the adapter (their indices), so a reload needs no mask
-        config.mask_fn = largest_weights_mask
+    if setup is not None and setup.model_path:
+        check_budget(params, setup.model_path)
+    config = ShiraConfig(task_type="CAUSAL_LM", r=params.r, target_modules=targets(params.target_modules))
+    # the chosen entries are saved with the adapter (their indices), so a reload needs no mask
+    config.mask_fn = largest_weights_mask if params.mask == "weight" else random_masks(params.seed)
     return config

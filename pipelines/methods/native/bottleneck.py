@@ -85,8 +85,10 @@ class BottleneckLayer(nn.Module, BaseTunerLayer):
         nn.init.zeros_(down.bias)
         nn.init.zeros_(up.weight)
         nn.init.zeros_(up.bias)
-        self.bottleneck_down[adapter_name] = down
-        self.bottleneck_up[adapter_name] = up
+        # PEFT moves a new adapter to its base layer's `.weight`, which a whole feed-forward block does not have
+        device = next(self.base_layer.parameters()).device
+        self.bottleneck_down[adapter_name] = down.to(device)
+        self.bottleneck_up[adapter_name] = up.to(device)
         self.bottleneck_act[adapter_name] = ACTIVATIONS[config.non_linearity]()
         self.bottleneck_dropout[adapter_name] = nn.Dropout(config.dropout) if config.dropout else nn.Identity()
         self.bottleneck_scaling[adapter_name] = config.scaling
