@@ -126,17 +126,18 @@ def test_reft_on_the_first_positions_leaves_later_tokens_alone(tiny_model_dir):
     assert changed.tolist() == [True, True, True, False, False, True, True, True, False]
 
 
-@pytest.mark.parametrize("key", ["houlsby", "pfeiffer", "parallel_adapter", "loreft", "direft"])
+@pytest.mark.parametrize("key", ["houlsby", "pfeiffer", "parallel_adapter", "mam", "loreft", "direft"])
 def test_native_adapter_reloads_in_a_fresh_process_with_the_same_logits(key, tiny_model_dir, tmp_path):
     model = _peft(key, tiny_model_dir)
-    _randomize(model, "bottleneck_" if "reft" not in key else "reft_")
+    _randomize(model, "reft_" if "reft" in key else "bottleneck_")
+    _randomize(model, "mam_prefix")
     ids = torch.tensor([[1, 5, 9, 14, 3, 7]])
     expected = model(input_ids=ids).logits
     out = tmp_path / "adapter"
     model.save_pretrained(out)
     assert (out / "adapter_model.safetensors").exists()
     kind = json.loads((out / "adapter_config.json").read_text())["peft_type"]
-    assert kind == ("REFT" if "reft" in key else "BOTTLENECK")
+    assert kind == ("REFT" if "reft" in key else "MAM" if key == "mam" else "BOTTLENECK")
     script = (
         "import sys, torch\n"
         "from peft import PeftModel\n"
@@ -178,7 +179,8 @@ def test_chat_holds_lora_and_bottleneck_adapters_beside_one_base(tiny_model_dir,
 
 
 @pytest.mark.parametrize("key, words", [("houlsby", "a bottleneck adapter cannot be merged"),
-                                        ("loreft", "a ReFT adapter cannot be merged")])
+                                        ("loreft", "a ReFT adapter cannot be merged"),
+                                        ("mam", "a MAM adapter cannot be merged")])
 def test_export_refuses_to_merge_what_no_weight_can_hold(key, words, tiny_model_dir, tmp_path):
     from pipelines.export import ExportError
     from pipelines.export.merge import merge_adapter
@@ -234,3 +236,63 @@ def test_shira_refuses_a_budget_no_matrix_can_hold_and_varies_its_random_masks(t
     model = _peft("shira", tiny_model_dir, mask="random", r=2)
     masks = [m.shira_indices["default"] for name, m in model.named_modules() if name.endswith("q_proj")]
     assert len(masks) == 2 and not torch.equal(masks[0], masks[1])
+
+
+def test_mam_prefix_is_attended_by_every_query_in_front_of_the_causal_keys(tiny_model_dir):
+    """One attention layer by hand: softmax over [q·prefix keys, q·causal keys] times [prefix values; values]."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
+
+    from pipelines.methods.native.mam import PrefixAttention
+
+    model = _peft("mam", tiny_model_dir, prefix_length=3)
+    _randomize(model, "mam_prefix")
+    layer = next(m for m in model.modules() if isinstance(m, PrefixAttention))
+    attn = layer.base_layer
+    base = model.get_base_model()
+    ids = torch.tensor([[4, 8, 15, 16, 23]])
+    seen = {}
+    layer.register_forward_hook(lambda _m, args, kwargs, out: seen.update(h=args[0] if args else kwargs["hidden_states"],
+                                                                          pe=kwargs["position_embeddings"], out=out[0]),
+                                with_kwargs=True)
+    with torch.no_grad():
+        model(input_ids=ids)
+        h, (cos, sin) = seen["h"], seen["pe"]
+        shape = (1, 5, -1, attn.head_dim)
+        q = attn.q_proj(h).view(shape).transpose(1, 2)
+        k = attn.k_proj(h).view(shape).transpose(1, 2)
+        v = attn.v_proj(h).view(shape).transpose(1, 2)
+        q, k = apply_rotary_pos_emb(q, k, cos, sin)
+        keys = torch.cat([layer.mam_prefix_keys["default"][None], k], dim=2)
+        values = torch.cat([layer.mam_prefix_values["default"][None], v], dim=2)
+        groups = attn.num_key_value_groups
+        scores = q @ repeat_kv(keys, groups).transpose(-1, -2) * attn.scaling
+        causal = torch.ones(5, 8, dtype=torch.bool)
+        causal[:, 3:] = torch.tril(torch.ones(5, 5, dtype=torch.bool))
+        scores = scores.masked_fill(~causal, float("-inf"))
+        expected = attn.o_proj((scores.softmax(-1) @ repeat_kv(values, groups)).transpose(1, 2).reshape(1, 5, -1))
+    assert torch.allclose(seen["out"], expected, atol=1e-5)
+    # the eager path (an additive mask) agrees with SDPA's (a boolean one)
+    with torch.no_grad():
+        sdpa = model(input_ids=ids).logits
+        base.set_attn_implementation("eager")
+        assert torch.allclose(model(input_ids=ids).logits, sdpa, atol=1e-5)
+
+
+def test_mam_prefix_starts_as_the_models_own_keys_and_values_for_the_instruction(tiny_model_dir):
+    from pipelines.methods.adapters import mam_from_text
+    from pipelines.methods.native.mam import PrefixAttention
+
+    method = METHODS["mam"]
+    params = parse(method.params, {"prefix_length": 4})
+    model = _peft("mam", tiny_model_dir, prefix_length=4)
+    setup = Setup(model_path=str(tiny_model_dir))
+    mam_from_text(model, params, setup)
+    from pipelines.models import load_tokenizer
+
+    ids = load_tokenizer(str(tiny_model_dir))(params.prefix_init_text, add_special_tokens=False)["input_ids"][:4]
+    with torch.no_grad(), model.disable_adapter():
+        cache = model.get_base_model()(input_ids=torch.tensor([ids]), use_cache=True).past_key_values
+    layers = [m for m in model.modules() if isinstance(m, PrefixAttention)]
+    for layer, cached in zip(layers, cache.layers):
+        assert torch.allclose(layer.mam_prefix_keys["default"], cached.keys[0], atol=1e-6)
+        assert torch.allclose(layer.mam_prefix_values["default"], cached.values[0], atol=1e-6)

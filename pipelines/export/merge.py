@@ -34,7 +34,9 @@ def adapter_type(adapter_dir: Path) -> str:
 NOT_WEIGHTS = {"BOTTLENECK": "a bottleneck adapter cannot be merged: it adds small networks with a non-linearity "
                "between the model's layers, which no weight of the model can hold",
                "REFT": "a ReFT adapter cannot be merged: it edits the hidden states the model computes, "
-               "which no weight of the model can hold"}
+               "which no weight of the model can hold",
+               "MAM": "a MAM adapter cannot be merged: it adds learned keys and values to every attention layer "
+               "and small networks beside the feed-forward blocks, which no weight of the model can hold"}
 
 
 def check_mergeable(adapter_dir: Path) -> None:

@@ -267,6 +267,14 @@ METHODS: dict[str, Method] = {m.key: m for m in [
        "strongest place for an adapter.",
        "The best-performing bottleneck adapter in the unified-view paper; a good first adapter to try.",
        False, adapters.ParallelAdapterParams, peft_config=adapters.parallel_config),
+    _m("mam", "MAM adapter", "Adapters",
+       "Mix-and-match: learned keys and values in front of every attention layer (as in prefix tuning) plus a "
+       "parallel adapter beside every feed-forward part. He et al. (2022) found this pair matched full "
+       "fine-tuning with a fraction of the weights.",
+       "When a single adapter falls short and you want the strongest adapter mix; it loads beside the base "
+       "(chat, continued training) but cannot be folded into the weights.",
+       False, adapters.MamParams, peft_config=adapters.mam_config, initialize=adapters.mam_from_text,
+       packs=False),
     _m("loreft", "LoReFT", "Representation editing",
        "Leaves every weight alone and learns to edit the hidden state that chosen blocks pass on, inside a "
        "few (4) directions that are kept at right angles to each other. Tens of times fewer trainable "

@@ -1,6 +1,7 @@
 """Bottleneck adapters as studio methods: Houlsby (serial, after attention and after the
-feed-forward block), Pfeiffer (serial, after the feed-forward block) and the parallel adapter
-(beside the feed-forward block). The tuner itself is pipelines/methods/native/bottleneck.py."""
+feed-forward block), Pfeiffer (serial, after the feed-forward block), the parallel adapter
+(beside the feed-forward block) and MAM (a parallel adapter plus a prefix on every attention
+layer). The tuners are pipelines/methods/native/bottleneck.py and native/mam.py."""
 
 from __future__ import annotations
 
@@ -78,3 +79,40 @@ def pfeiffer_config(params, setup: Setup | None = None):
 
 def parallel_config(params, setup: Setup | None = None):
     return _config(params, setup, "parallel")
+
+
+@dataclass
+class MamParams(ParallelAdapterParams):
+    prefix_length: int = param(
+        30,
+        label="Prefix length",
+        help="How many learned keys and values every attention layer sees in front of the input (the paper's "
+        "30). More can hold more behaviour and make every step a little slower.",
+        target="peft", min=1, max=512, step=1,
+    )
+    prefix_init_text: str = param(
+        "Answer the question accurately and briefly:", label="Starting instruction",
+        help="The prefix starts as what the model itself computes for these words (repeated or cut to the "
+        "prefix length), so training starts from a sensible context instead of noise.",
+        target="studio",
+    )
+
+
+def mam_config(params: MamParams, setup: Setup | None = None):
+    from pipelines.methods.native import register
+    from pipelines.methods.native.mam import MamConfig
+
+    register()
+    return MamConfig(task_type="CAUSAL_LM", target_modules=["self_attn", "mlp"], prefix_length=params.prefix_length,
+                     reduction_factor=params.reduction_factor, scaling=params.scaling,
+                     non_linearity=params.non_linearity, dropout=params.dropout)
+
+
+def mam_from_text(model, params: MamParams, setup: Setup) -> None:
+    """Start every prefix as the model's own keys and values for the starting instruction."""
+    from pipelines.methods.native.mam import start_from_text
+    from pipelines.models import load_tokenizer
+
+    ids = load_tokenizer(setup.model_path)(params.prefix_init_text, add_special_tokens=False)["input_ids"]
+    n = params.prefix_length
+    start_from_text(model, (ids * (n // max(1, len(ids)) + 1))[:n])
