@@ -116,7 +116,12 @@ class ModelCache:
         name = adapter_name(adapter_dir)
         with entry.lock:
             if name not in entry.adapters:
-                self._load_adapter(entry, name, Path(adapter_dir))
+                try:
+                    self._load_adapter(entry, name, Path(adapter_dir))
+                except Exception:
+                    if not entry.adapters:
+                        entry.kind = None  # the copy holds no adapter after all: any kind may claim it
+                    raise
         return entry, name
 
     def _key(self, path: str, adapter_dir) -> tuple[str, str | None]:
@@ -138,7 +143,7 @@ class ModelCache:
 
         from pipelines.methods.native import register
 
-        register()  # the studio's own adapter types (bottleneck, ReFT)
+        register()  # the studio's own adapter types (bottleneck, ReFT, MAM)
 
         before = _nbytes(entry.model)
         if isinstance(entry.model, PeftModel):

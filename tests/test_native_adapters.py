@@ -279,6 +279,7 @@ def test_mam_prefix_is_attended_by_every_query_in_front_of_the_causal_keys(tiny_
 
 
 def test_mam_prefix_starts_as_the_models_own_keys_and_values_for_the_instruction(tiny_model_dir):
+    """Also: the prefix is as if the instruction preceded the input, and MAM refuses what it cannot run."""
     from pipelines.methods.adapters import mam_from_text
     from pipelines.methods.native.mam import PrefixAttention
 
@@ -291,8 +292,29 @@ def test_mam_prefix_starts_as_the_models_own_keys_and_values_for_the_instruction
 
     ids = load_tokenizer(str(tiny_model_dir))(params.prefix_init_text, add_special_tokens=False)["input_ids"][:4]
     with torch.no_grad(), model.disable_adapter():
-        cache = model.get_base_model()(input_ids=torch.tensor([ids]), use_cache=True).past_key_values
+        # the instruction right in front of an input that starts at position 0
+        cache = model.get_base_model()(input_ids=torch.tensor([ids]), use_cache=True,
+                                       position_ids=torch.arange(-4, 0)[None]).past_key_values
     layers = [m for m in model.modules() if isinstance(m, PrefixAttention)]
     for layer, cached in zip(layers, cache.layers):
         assert torch.allclose(layer.mam_prefix_keys["default"], cached.keys[0], atol=1e-6)
         assert torch.allclose(layer.mam_prefix_values["default"], cached.values[0], atol=1e-6)
+
+
+def test_mam_refuses_an_empty_instruction_and_other_attention(tiny_model_dir, tmp_path):
+    from transformers import AutoConfig
+
+    from pipelines.methods import ConfigError
+
+    method = METHODS["mam"]
+    with pytest.raises(ConfigError) as error:
+        method.validate(parse(method.params, {"prefix_init_text": "  "}))
+    assert str(error.value) == ("MAM's starting instruction is empty: write a few words for the prefix to start "
+                                "from")
+    config = AutoConfig.from_pretrained(tiny_model_dir).to_dict()
+    config["model_type"] = "qwen3"
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError) as error:
+        method.peft_config(parse(method.params, {}), Setup(model_path=str(tmp_path)))
+    assert str(error.value) == ("MAM's prefix is written for llama-style attention, and 'qwen3' models compute "
+                                "attention differently; use the parallel adapter, or prefix tuning")

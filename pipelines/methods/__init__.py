@@ -274,7 +274,7 @@ METHODS: dict[str, Method] = {m.key: m for m in [
        "When a single adapter falls short and you want the strongest adapter mix; it loads beside the base "
        "(chat, continued training) but cannot be folded into the weights.",
        False, adapters.MamParams, peft_config=adapters.mam_config, initialize=adapters.mam_from_text,
-       packs=False),
+       validate=adapters.check_mam, packs=False),
     _m("loreft", "LoReFT", "Representation editing",
        "Leaves every weight alone and learns to edit the hidden state that chosen blocks pass on, inside a "
        "few (4) directions that are kept at right angles to each other. Tens of times fewer trainable "

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipelines.methods.lora import LoraTraining
-from pipelines.methods.params import param, with_defaults
+from pipelines.methods.params import ConfigError, param, with_defaults
 from pipelines.methods.setup import Setup
 
 ACTIVATIONS = ["silu", "relu", "gelu"]
@@ -98,10 +98,26 @@ class MamParams(ParallelAdapterParams):
     )
 
 
+# attention the MAM prefix re-implements exactly (q/k/v/o projections, rotary positions, nothing else)
+MAM_MODELS = ("llama",)
+
+
+def check_mam(params: MamParams) -> None:
+    if not params.prefix_init_text.strip():
+        raise ConfigError("MAM's starting instruction is empty: write a few words for the prefix to start from")
+
+
 def mam_config(params: MamParams, setup: Setup | None = None):
     from pipelines.methods.native import register
     from pipelines.methods.native.mam import MamConfig
 
+    if setup is not None and setup.model_path:
+        from transformers import AutoConfig
+
+        kind = AutoConfig.from_pretrained(setup.model_path).get_text_config().model_type
+        if kind not in MAM_MODELS:
+            raise ConfigError(f"MAM's prefix is written for llama-style attention, and '{kind}' models compute "
+                              "attention differently; use the parallel adapter, or prefix tuning")
     register()
     return MamConfig(task_type="CAUSAL_LM", target_modules=["self_attn", "mlp"], prefix_length=params.prefix_length,
                      reduction_factor=params.reduction_factor, scaling=params.scaling,

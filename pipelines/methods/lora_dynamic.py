@@ -146,7 +146,8 @@ def delta_callbacks(model, params):
 
     from pipelines.methods.params import ConfigError
 
-    named = [(name, m) for name, m in model.named_modules() if m in set(_lora_layers(model))]
+    wanted = set(_lora_layers(model))
+    named = [(name, m) for name, m in model.named_modules() if m in wanted]
     layers = [m for _name, m in named]
 
     class FollowTheAdapter(TrainerCallback):

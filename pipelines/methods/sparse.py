@@ -84,10 +84,12 @@ def check_budget(params: ShiraParams, model_path: str) -> None:
         if isinstance(module, torch.nn.Linear) and last != "lm_head" and (chosen == "all-linear" or last in chosen):
             rows, cols = module.weight.shape
             limits.append((rows * cols // (rows + cols), last, rows, cols))
+    from pipelines.methods.params import ConfigError
+
+    if not limits:
+        raise ConfigError(f"SHiRA found no linear layers to adapt for '{params.target_modules}' in this model")
     limit, last, rows, cols = min(limits)
     if params.r > limit:
-        from pipelines.methods.params import ConfigError
-
         raise ConfigError(f"SHiRA's budget r = {params.r} asks for more weights than {last} ({rows} x {cols}) has; "
                           f"use r ≤ {limit}")
 

@@ -45,9 +45,11 @@ class MamConfig(PeftConfig):
 
 def _extend_mask(mask, batch: int, q_len: int, kv_len: int, prefix: int, device, eager: bool):
     """The attention mask with `prefix` always-visible key positions in front."""
-    if mask is None:  # no padding: causal over the real keys
-        past = kv_len - q_len
-        rows = torch.arange(q_len, device=device)[:, None] + past
+    if mask is None:
+        # what a missing mask means to SDPA: one query sees every key; several queries are causal from the
+        # first key on (transformers only leaves the mask out when nothing comes before them, e.g. a prefill
+        # into an empty static cache, whose unused slots this keeps out of reach)
+        rows = torch.arange(q_len, device=device)[:, None] + (kv_len if q_len == 1 else 0)
         real = torch.arange(kv_len, device=device)[None, :] <= rows
         full = torch.cat([torch.ones(q_len, prefix, dtype=torch.bool, device=device), real], dim=1)
         full = full[None, None].expand(batch, 1, q_len, prefix + kv_len)
@@ -101,7 +103,9 @@ class PrefixAttention(nn.Module, BaseTunerLayer):
         from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
         family = sys.modules[type(attn).__module__]  # the model's own rotary and eager attention
-        cache = kwargs.pop("cache", None) or kwargs.pop("past_key_values", None)
+        cache = kwargs.pop("cache", None)  # (an empty cache is falsy: test for None)
+        if cache is None:
+            cache = kwargs.pop("past_key_values", None)
         input_shape = hidden_states.shape[:-1]
         hidden_shape = (*input_shape, -1, attn.head_dim)
         query = attn.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
@@ -114,12 +118,15 @@ class PrefixAttention(nn.Module, BaseTunerLayer):
         if cache is not None:
             key, value = cache.update(key, value, attn.layer_idx, kwargs=kwargs)
         q_len, kv_len = query.shape[2], key.shape[2]
+        implementation = attn.config._attn_implementation
+        if active and implementation not in ("sdpa", "eager"):
+            raise ValueError(f"a MAM adapter's prefix works with the 'sdpa' and 'eager' attention implementations, "
+                             f"not {implementation!r}")
         if active:
             name = active[0]
             prefix_k = self.mam_prefix_keys[name].to(key.dtype).expand(key.shape[0], -1, -1, -1)
             prefix_v = self.mam_prefix_values[name].to(value.dtype).expand(value.shape[0], -1, -1, -1)
             key, value = torch.cat([prefix_k, key], dim=2), torch.cat([prefix_v, value], dim=2)
-            implementation = attn.config._attn_implementation
             attention_mask = _extend_mask(attention_mask, query.shape[0], q_len, kv_len, prefix_k.shape[2],
                                           query.device, implementation == "eager")
         interface = ALL_ATTENTION_FUNCTIONS.get_interface(attn.config._attn_implementation,
@@ -143,7 +150,12 @@ class MamModel(BaseTuner):
         if isinstance(target, (PrefixAttention, BottleneckLayer)):
             target.update_layer(adapter_name, peft_config)
             return
-        if hasattr(target, "q_proj") and hasattr(target, "head_dim"):
+        if target_name == "self_attn":
+            missing = [part for part in ("q_proj", "k_proj", "v_proj", "o_proj", "head_dim") if not hasattr(target, part)]
+            extra = [part for part in ("q_norm", "k_norm", "use_rope", "softcap", "clip_qkv") if hasattr(target, part)]
+            if missing or extra:
+                raise ValueError(f"a MAM prefix needs llama-style attention; {type(target).__name__} "
+                                 f"{'lacks ' + ', '.join(missing) if missing else 'also has ' + ', '.join(extra)}")
             new_module = PrefixAttention(target, adapter_name, peft_config)
         else:
             new_module = BottleneckLayer(target, adapter_name, peft_config, self.model.config.get_text_config().hidden_size)
@@ -168,13 +180,16 @@ class MamModel(BaseTuner):
 
 def start_from_text(model, ids: list[int]) -> None:
     """Fill every prefix with the keys and values the base model computes for `ids` (as many tokens
-    as the prefix is long), adapters off."""
+    as the prefix is long), adapters off. The text is placed at positions -n..-1, right in front of an
+    input that starts at 0, as if it preceded every input (rotary positions are relative)."""
     layers = [m for m in model.modules() if isinstance(m, PrefixAttention)]
     for layer in layers:
         layer.capture = []
     try:
         with torch.no_grad(), model.disable_adapter():
-            model.get_base_model()(input_ids=torch.tensor([ids], device=model.device), use_cache=False)
+            n = len(ids)
+            model.get_base_model()(input_ids=torch.tensor([ids], device=model.device), use_cache=False,
+                                   position_ids=torch.arange(-n, 0, device=model.device)[None])
         with torch.no_grad():
             for layer in layers:
                 key, value = layer.capture[0]
