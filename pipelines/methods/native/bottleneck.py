@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 
 import torch
 from peft.config import PeftConfig
-from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
+from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
 from pipelines.methods.native import peft_type
+from pipelines.methods.native.base import NativeTuner
 
 ACTIVATIONS = {"silu": nn.SiLU, "relu": nn.ReLU, "gelu": nn.GELU}
 
@@ -121,31 +122,10 @@ class BottleneckLayer(nn.Module, BaseTunerLayer):
         return "bottleneck." + super().__repr__()
 
 
-class BottleneckModel(BaseTuner):
+class BottleneckModel(NativeTuner):
     prefix: str = "bottleneck_"
-    tuner_layer_cls = BottleneckLayer
-    target_module_mapping: dict = {}
+    layer_types = (BottleneckLayer,)
+    what = "a bottleneck adapter"
 
-    def _create_and_replace(self, peft_config, adapter_name, target, target_name, parent, current_key=None, **kw):
-        if isinstance(target, BottleneckLayer):
-            target.update_layer(adapter_name, peft_config)
-            return
-        hidden = self.model.config.get_text_config().hidden_size
-        new_module = BottleneckLayer(target, adapter_name, peft_config, hidden)
-        if adapter_name not in self.active_adapters:
-            new_module.requires_grad_(False)
-        self._replace_module(parent, target_name, new_module, target)
-
-    def _unload_and_optionally_merge(self, merge=True, progressbar=False, safe_merge=False, adapter_names=None):
-        if merge:
-            raise ValueError("a bottleneck adapter cannot be merged into the weights")
-        from peft.tuners.tuners_utils import _get_submodules
-
-        for key in [k for k, _ in self.model.named_modules() if self.prefix not in k]:
-            try:
-                parent, target, target_name = _get_submodules(self.model, key)
-            except AttributeError:
-                continue
-            if isinstance(target, BottleneckLayer):
-                setattr(parent, target_name, target.get_base_layer())
-        return self.model
+    def _new_layer(self, peft_config, adapter_name, target, target_name):
+        return BottleneckLayer(target, adapter_name, peft_config, self.hidden_size)

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 
 import torch
 from peft.config import PeftConfig
-from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
+from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
 from pipelines.methods.native import peft_type
+from pipelines.methods.native.base import NativeTuner
 from pipelines.methods.native.bottleneck import ACTIVATIONS, BottleneckLayer
 
 
@@ -141,41 +142,20 @@ class PrefixAttention(nn.Module, BaseTunerLayer):
         return "mam." + super().__repr__()
 
 
-class MamModel(BaseTuner):
+class MamModel(NativeTuner):
     prefix: str = "mam_"
-    tuner_layer_cls = BaseTunerLayer
-    target_module_mapping: dict = {}
+    layer_types = (PrefixAttention, BottleneckLayer)
+    what = "a MAM adapter"
 
-    def _create_and_replace(self, peft_config, adapter_name, target, target_name, parent, current_key=None, **kw):
-        if isinstance(target, (PrefixAttention, BottleneckLayer)):
-            target.update_layer(adapter_name, peft_config)
-            return
-        if target_name == "self_attn":
-            missing = [part for part in ("q_proj", "k_proj", "v_proj", "o_proj", "head_dim") if not hasattr(target, part)]
-            extra = [part for part in ("q_norm", "k_norm", "use_rope", "softcap", "clip_qkv") if hasattr(target, part)]
-            if missing or extra:
-                raise ValueError(f"a MAM prefix needs llama-style attention; {type(target).__name__} "
-                                 f"{'lacks ' + ', '.join(missing) if missing else 'also has ' + ', '.join(extra)}")
-            new_module = PrefixAttention(target, adapter_name, peft_config)
-        else:
-            new_module = BottleneckLayer(target, adapter_name, peft_config, self.model.config.get_text_config().hidden_size)
-        if adapter_name not in self.active_adapters:
-            new_module.requires_grad_(False)
-        self._replace_module(parent, target_name, new_module, target)
-
-    def _unload_and_optionally_merge(self, merge=True, progressbar=False, safe_merge=False, adapter_names=None):
-        if merge:
-            raise ValueError("a MAM adapter cannot be merged into the weights")
-        from peft.tuners.tuners_utils import _get_submodules
-
-        for key in [k for k, _ in self.model.named_modules() if self.prefix not in k]:
-            try:
-                parent, target, target_name = _get_submodules(self.model, key)
-            except AttributeError:
-                continue
-            if isinstance(target, (PrefixAttention, BottleneckLayer)):
-                setattr(parent, target_name, target.get_base_layer())
-        return self.model
+    def _new_layer(self, peft_config, adapter_name, target, target_name):
+        if target_name != "self_attn":
+            return BottleneckLayer(target, adapter_name, peft_config, self.hidden_size)
+        missing = [part for part in ("q_proj", "k_proj", "v_proj", "o_proj", "head_dim") if not hasattr(target, part)]
+        extra = [part for part in ("q_norm", "k_norm", "use_rope", "softcap", "clip_qkv") if hasattr(target, part)]
+        if missing or extra:
+            raise ValueError(f"a MAM prefix needs llama-style attention; {type(target).__name__} "
+                             f"{'lacks ' + ', '.join(missing) if missing else 'also has ' + ', '.join(extra)}")
+        return PrefixAttention(target, adapter_name, peft_config)
 
 
 def start_from_text(model, ids: list[int]) -> None:

@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 
 import torch
 from peft.config import PeftConfig
-from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
+from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
 from pipelines.methods.native import peft_type
+from pipelines.methods.native.base import NativeTuner
 
 
 @dataclass
@@ -142,36 +143,15 @@ class ReftLayer(nn.Module, BaseTunerLayer):
         return "reft." + super().__repr__()
 
 
-class ReftModel(BaseTuner):
+class ReftModel(NativeTuner):
     prefix: str = "reft_"
-    tuner_layer_cls = ReftLayer
-    target_module_mapping: dict = {}
+    layer_types = (ReftLayer,)
+    what = "a ReFT intervention"
 
-    def _create_and_replace(self, peft_config, adapter_name, target, target_name, parent, current_key=None, **kw):
-        if isinstance(target, ReftLayer):
-            target.update_layer(adapter_name, peft_config)
-            return
-        hidden = self.model.config.get_text_config().hidden_size
-        new_module = ReftLayer(target, adapter_name, peft_config, hidden)
-        if adapter_name not in self.active_adapters:
-            new_module.requires_grad_(False)
-        self._replace_module(parent, target_name, new_module, target)
+    def _new_layer(self, peft_config, adapter_name, target, target_name):
+        return ReftLayer(target, adapter_name, peft_config, self.hidden_size)
 
     @classmethod
     def _remove_adapter_name_from_key(cls, key: str, adapter_name: str) -> str:
         # the adapter name sits right after `reft_intervention`, above the intervention's own modules
         return key.replace(f".reft_intervention.{adapter_name}.", ".reft_intervention.")
-
-    def _unload_and_optionally_merge(self, merge=True, progressbar=False, safe_merge=False, adapter_names=None):
-        if merge:
-            raise ValueError("a ReFT intervention cannot be merged into the weights")
-        from peft.tuners.tuners_utils import _get_submodules
-
-        for key in [k for k, _ in self.model.named_modules() if self.prefix not in k]:
-            try:
-                parent, target, target_name = _get_submodules(self.model, key)
-            except AttributeError:
-                continue
-            if isinstance(target, ReftLayer):
-                setattr(parent, target_name, target.get_base_layer())
-        return self.model
