@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from pipelines.methods.lora import LoraTraining
 from pipelines.methods.params import ConfigError, param, with_defaults
+from pipelines.methods.prompts import instruction_ids, instruction_param
 from pipelines.methods.setup import Setup
 
 ACTIVATIONS = ["silu", "relu", "gelu"]
@@ -90,12 +91,7 @@ class MamParams(ParallelAdapterParams):
         "30). More can hold more behaviour and make every step a little slower.",
         target="peft", min=1, max=512, step=1,
     )
-    prefix_init_text: str = param(
-        "Answer the question accurately and briefly:", label="Starting instruction",
-        help="The prefix starts as what the model itself computes for these words (repeated or cut to the "
-        "prefix length), so training starts from a sensible context instead of noise.",
-        target="studio",
-    )
+    prefix_init_text: str = instruction_param()
 
 
 # attention the MAM prefix re-implements exactly (q/k/v/o projections, rotary positions, nothing else)
@@ -127,8 +123,5 @@ def mam_config(params: MamParams, setup: Setup | None = None):
 def mam_from_text(model, params: MamParams, setup: Setup) -> None:
     """Start every prefix as the model's own keys and values for the starting instruction."""
     from pipelines.methods.native.mam import start_from_text
-    from pipelines.models import load_tokenizer
 
-    ids = load_tokenizer(setup.model_path)(params.prefix_init_text, add_special_tokens=False)["input_ids"]
-    n = params.prefix_length
-    start_from_text(model, (ids * (n // max(1, len(ids)) + 1))[:n])
+    start_from_text(model, instruction_ids(setup.model_path, params.prefix_init_text, params.prefix_length))

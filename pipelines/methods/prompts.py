@@ -17,16 +17,29 @@ VIRTUAL_HELP = ("How many learned tokens go in front of every input. More can ho
                 "behaviour but make every input longer; 10-30 is typical.")
 
 
+def instruction_param():
+    """The starting instruction a prefix is computed from (prefix tuning, MAM's prefix)."""
+    return param(
+        "Answer the question accurately and briefly:", label="Starting instruction",
+        help="The prefix starts as what the model itself computes for these words (repeated or "
+        "cut to the prefix's length), so training starts from a sensible context "
+        "instead of noise.",
+        target="studio")
+
+
+def instruction_ids(model_path: str, text: str, n: int) -> list[int]:
+    """The instruction's tokens, repeated or cut to exactly n."""
+    from pipelines.models import load_tokenizer
+
+    ids = load_tokenizer(model_path)(text, add_special_tokens=False)["input_ids"]
+    return (ids * (n // max(1, len(ids)) + 1))[:n]
+
+
 @dataclass
 class PrefixParams(PromptTraining):
     num_virtual_tokens: int = param(20, label="Virtual tokens", help=VIRTUAL_HELP,
                                     target="peft", min=1, max=512, step=1)
-    prefix_init_text: str = param(
-        "Answer the question accurately and briefly:", label="Starting instruction",
-        help="The prefix starts as what the model itself computes for these words (repeated or "
-        "cut to the number of virtual tokens), so training starts from a sensible context "
-        "instead of noise.",
-        target="studio")
+    prefix_init_text: str = instruction_param()
     prefix_projection: bool = param(
         False, label="Reparameterise through a small network",
         help="Learn the prefix through a two-layer network (as in the original paper) for more "
@@ -43,14 +56,11 @@ def prefix_from_text(model, params: PrefixParams, setup: Setup) -> None:
     starting from real activations (as Li & Liang did) begins at the base model's quality."""
     import torch
 
-    from pipelines.models import load_tokenizer
-
     config = model.active_peft_config
     if config.prefix_projection:  # the prefix comes out of an MLP: there is no table to fill
         return
-    ids = load_tokenizer(setup.model_path)(params.prefix_init_text, add_special_tokens=False)["input_ids"]
     n = config.num_virtual_tokens
-    ids = (ids * (n // max(1, len(ids)) + 1))[:n]
+    ids = instruction_ids(setup.model_path, params.prefix_init_text, n)
     with torch.no_grad():
         cache = model.get_base_model()(input_ids=torch.tensor([ids]), use_cache=True).past_key_values
         # PEFT reads row t as (layer, key/value, head, dim) flattened
