@@ -126,18 +126,19 @@ def test_reft_on_the_first_positions_leaves_later_tokens_alone(tiny_model_dir):
     assert changed.tolist() == [True, True, True, False, False, True, True, True, False]
 
 
-@pytest.mark.parametrize("key", ["houlsby", "pfeiffer", "parallel_adapter", "mam", "loreft", "direft"])
+@pytest.mark.parametrize("key", ["houlsby", "pfeiffer", "parallel_adapter", "mam", "unipelt", "loreft", "direft"])
 def test_native_adapter_reloads_in_a_fresh_process_with_the_same_logits(key, tiny_model_dir, tmp_path):
     model = _peft(key, tiny_model_dir)
     _randomize(model, "reft_" if "reft" in key else "bottleneck_")
     _randomize(model, "mam_prefix")
+    _randomize(model, "unipelt_")
     ids = torch.tensor([[1, 5, 9, 14, 3, 7]])
     expected = model(input_ids=ids).logits
     out = tmp_path / "adapter"
     model.save_pretrained(out)
     assert (out / "adapter_model.safetensors").exists()
     kind = json.loads((out / "adapter_config.json").read_text())["peft_type"]
-    assert kind == ("REFT" if "reft" in key else "MAM" if key == "mam" else "BOTTLENECK")
+    assert kind == ("REFT" if "reft" in key else key.upper() if key in ("mam", "unipelt") else "BOTTLENECK")
     script = (
         "import sys, torch\n"
         "from peft import PeftModel\n"
@@ -180,7 +181,8 @@ def test_chat_holds_lora_and_bottleneck_adapters_beside_one_base(tiny_model_dir,
 
 @pytest.mark.parametrize("key, words", [("houlsby", "a bottleneck adapter cannot be merged"),
                                         ("loreft", "a ReFT adapter cannot be merged"),
-                                        ("mam", "a MAM adapter cannot be merged")])
+                                        ("mam", "a MAM adapter cannot be merged"),
+                                        ("unipelt", "a UniPELT adapter cannot be merged")])
 def test_export_refuses_to_merge_what_no_weight_can_hold(key, words, tiny_model_dir, tmp_path):
     from pipelines.export import ExportError
     from pipelines.export.merge import merge_adapter
@@ -318,3 +320,79 @@ def test_mam_refuses_an_empty_instruction_and_other_attention(tiny_model_dir, tm
         method.peft_config(parse(method.params, {}), Setup(model_path=str(tmp_path)))
     assert str(error.value) == ("MAM's prefix is written for llama-style attention, and 'qwen3' models compute "
                                 "attention differently; use the parallel adapter, or prefix tuning")
+
+
+def test_unipelt_gates_weigh_lora_the_prefix_and_the_adapter_token_by_token(tiny_model_dir):
+    """One attention layer and one adapter by hand, with gates sigmoid(W x + b) that differ per token:
+    q = W_q h + g_L (alpha/r) B_q A_q h (and v), the prefix's softmax weight times g_P, and the
+    feed-forward output plus g_A times the adapter's change."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
+
+    from pipelines.methods.native.bottleneck import BottleneckLayer
+    from pipelines.methods.native.unipelt import GatedAttention
+
+    model = _peft("unipelt", tiny_model_dir, prefix_length=3, r=2, lora_alpha=4)
+    _randomize(model, "mam_prefix")
+    _randomize(model, "unipelt_")
+    _randomize(model, "bottleneck_")
+    layer = next(m for m in model.modules() if isinstance(m, GatedAttention))
+    attn = layer.base_layer
+    with torch.no_grad():  # gates that differ clearly between tokens
+        for g in (layer.unipelt_lora_gate["default"], layer.unipelt_prefix_gate["default"]):
+            g.weight.mul_(3)
+    ids = torch.tensor([[4, 8, 15, 16, 23]])
+    seen = {}
+    layer.register_forward_hook(lambda _m, args, kwargs, out: seen.update(h=args[0] if args else kwargs["hidden_states"],
+                                                                          pe=kwargs["position_embeddings"], out=out[0]),
+                                with_kwargs=True)
+    ffn = next(m for m in model.modules() if isinstance(m, BottleneckLayer))
+    ffn.register_forward_hook(lambda _m, args, out: seen.update(x=args[0], ffn=out))
+    with torch.no_grad():
+        model(input_ids=ids)
+        h, (cos, sin) = seen["h"], seen["pe"]
+        g_lora = torch.sigmoid(layer.unipelt_lora_gate["default"](h))
+        g_prefix = torch.sigmoid(layer.unipelt_prefix_gate["default"](h))[0, :, 0]
+        assert g_prefix.max() - g_prefix.min() > 0.1
+        lora = {part: getattr(layer, f"unipelt_{part}_B")["default"].weight @ getattr(layer, f"unipelt_{part}_A")[
+            "default"].weight for part in "qv"}
+        shape = (1, 5, -1, attn.head_dim)
+        q = (attn.q_proj(h) + g_lora * 2 * h @ lora["q"].T).view(shape).transpose(1, 2)
+        k = attn.k_proj(h).view(shape).transpose(1, 2)
+        v = (attn.v_proj(h) + g_lora * 2 * h @ lora["v"].T).view(shape).transpose(1, 2)
+        q, k = apply_rotary_pos_emb(q, k, cos, sin)
+        keys = torch.cat([layer.mam_prefix_keys["default"][None], k], dim=2)
+        values = torch.cat([layer.mam_prefix_values["default"][None], v], dim=2)
+        groups = attn.num_key_value_groups
+        weights = (q @ repeat_kv(keys, groups).transpose(-1, -2) * attn.scaling).exp()
+        weights[..., :3] *= g_prefix[:, None]  # each query's gate on the prefix
+        causal = torch.ones(5, 8, dtype=torch.bool)
+        causal[:, 3:] = torch.tril(torch.ones(5, 5, dtype=torch.bool))
+        weights = weights * causal
+        weights = weights / weights.sum(-1, keepdim=True)
+        expected = attn.o_proj((weights @ repeat_kv(values, groups)).transpose(1, 2).reshape(1, 5, -1))
+        assert torch.allclose(seen["out"], expected, atol=1e-5)
+
+        out = ffn.base_layer(seen["x"])
+        down, up = ffn.bottleneck_down["default"], ffn.bottleneck_up["default"]
+        g_adapter = torch.sigmoid(ffn.bottleneck_gate["default"](out))
+        assert torch.allclose(seen["ffn"], out + g_adapter * up(torch.nn.functional.silu(down(out))), atol=1e-6)
+        # the eager path (an additive mask) agrees with SDPA's (a boolean one)
+        sdpa = model(input_ids=ids).logits
+        model.get_base_model().set_attn_implementation("eager")
+        assert torch.allclose(model(input_ids=ids).logits, sdpa, atol=1e-5)
+
+
+@pytest.mark.parametrize("key", ["mam", "unipelt"])
+def test_prefix_adapters_give_the_same_next_token_with_and_without_the_kv_cache(key, tiny_model_dir):
+    """Generation reuses cached keys and values; the prefix and UniPELT's per-token gates must not change."""
+    model = _peft(key, tiny_model_dir, prefix_length=4)
+    _randomize(model, "mam_prefix")
+    _randomize(model, "unipelt_")
+    _randomize(model, "bottleneck_")
+    ids = torch.tensor([[3, 9, 27, 81, 50, 7], [3, 9, 27, 81, 50, 7]])
+    mask = torch.tensor([[0, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])  # one row padded on the left
+    with torch.no_grad():
+        full = model(input_ids=ids, attention_mask=mask).logits[:, -1]
+        first = model(input_ids=ids[:, :5], attention_mask=mask[:, :5], use_cache=True)
+        step = model(input_ids=ids[:, 5:], attention_mask=mask, past_key_values=first.past_key_values).logits[:, -1]
+    assert torch.allclose(step, full, atol=1e-4)

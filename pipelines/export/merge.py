@@ -36,7 +36,10 @@ NOT_WEIGHTS = {"BOTTLENECK": "a bottleneck adapter cannot be merged: it adds sma
                "REFT": "a ReFT adapter cannot be merged: it edits the hidden states the model computes, "
                "which no weight of the model can hold",
                "MAM": "a MAM adapter cannot be merged: it adds learned keys and values to every attention layer "
-               "and small networks beside the feed-forward blocks, which no weight of the model can hold"}
+               "and small networks beside the feed-forward blocks, which no weight of the model can hold",
+               "UNIPELT": "a UniPELT adapter cannot be merged: its parts are switched by learned gates that read "
+               "each token, and it adds learned keys and values to every attention layer, which no weight of the "
+               "model can hold"}
 
 
 def check_mergeable(adapter_dir: Path) -> None:

@@ -275,6 +275,15 @@ METHODS: dict[str, Method] = {m.key: m for m in [
        "(chat, continued training) but cannot be folded into the weights.",
        False, adapters.MamParams, peft_config=adapters.mam_config, initialize=adapters.mam_from_text,
        validate=adapters.check_mam, packs=False),
+    _m("unipelt", "UniPELT", "Adapters",
+       "Three small learners at once: LoRA on the attention's queries and values, learned keys and values in "
+       "front of every attention layer, and an adapter after every feed-forward part, each behind a learned "
+       "gate that decides, word by word, how much that part speaks. Training finds the mix that suits the "
+       "task instead of you choosing (Mao et al. 2022).",
+       "When you do not know which small method suits your task, or one alone falls short; it loads beside "
+       "the base (chat, continued training) but cannot be folded into the weights.",
+       False, adapters.UniPeltParams, peft_config=adapters.unipelt_config, initialize=adapters.mam_from_text,
+       validate=adapters.check_mam, packs=False),
     _m("loreft", "LoReFT", "Representation editing",
        "Leaves every weight alone and learns to edit the hidden state that chosen blocks pass on, inside a "
        "few (4) directions that are kept at right angles to each other. Tens of times fewer trainable "

@@ -1,7 +1,8 @@
 """Bottleneck adapters as studio methods: Houlsby (serial, after attention and after the
 feed-forward block), Pfeiffer (serial, after the feed-forward block), the parallel adapter
-(beside the feed-forward block) and MAM (a parallel adapter plus a prefix on every attention
-layer). The tuners are pipelines/methods/native/bottleneck.py and native/mam.py."""
+(beside the feed-forward block), MAM (a parallel adapter plus a prefix on every attention
+layer) and UniPELT (LoRA, a prefix and a Pfeiffer adapter, each behind a learned gate). The tuners
+are pipelines/methods/native/bottleneck.py, native/mam.py and native/unipelt.py."""
 
 from __future__ import annotations
 
@@ -98,26 +99,72 @@ class MamParams(ParallelAdapterParams):
 MAM_MODELS = ("llama",)
 
 
+def _name(params) -> str:
+    return "UniPELT" if isinstance(params, UniPeltParams) else "MAM"
+
+
 def check_mam(params: MamParams) -> None:
     if not params.prefix_init_text.strip():
-        raise ConfigError("MAM's starting instruction is empty: write a few words for the prefix to start from")
+        raise ConfigError(f"{_name(params)}'s starting instruction is empty: write a few words for the prefix to "
+                          "start from")
+
+
+def _check_attention(params, setup: Setup | None) -> None:
+    if setup is not None and setup.model_path:
+        from transformers import AutoConfig
+
+        kind = AutoConfig.from_pretrained(setup.model_path).get_text_config().model_type
+        if kind not in MAM_MODELS:
+            raise ConfigError(f"{_name(params)}'s prefix is written for llama-style attention, and '{kind}' models "
+                              "compute attention differently; use the parallel adapter, or prefix tuning")
 
 
 def mam_config(params: MamParams, setup: Setup | None = None):
     from pipelines.methods.native import register
     from pipelines.methods.native.mam import MamConfig
 
-    if setup is not None and setup.model_path:
-        from transformers import AutoConfig
-
-        kind = AutoConfig.from_pretrained(setup.model_path).get_text_config().model_type
-        if kind not in MAM_MODELS:
-            raise ConfigError(f"MAM's prefix is written for llama-style attention, and '{kind}' models compute "
-                              "attention differently; use the parallel adapter, or prefix tuning")
+    _check_attention(params, setup)
     register()
     return MamConfig(task_type="CAUSAL_LM", target_modules=["self_attn", "mlp"], prefix_length=params.prefix_length,
                      reduction_factor=params.reduction_factor, scaling=params.scaling,
                      non_linearity=params.non_linearity, dropout=params.dropout)
+
+
+@dataclass
+class UniPeltParams(BottleneckParams):
+    r: int = param(
+        8,
+        label="LoRA rank",
+        help="Size of the LoRA part's learned change to the attention's queries and values (the paper's 8). "
+        "Higher can learn more and trains more weights.",
+        target="peft", min=1, max=512, step=1,
+    )
+    lora_alpha: int = param(
+        16,
+        label="LoRA alpha",
+        help="Strength of the LoRA part relative to its rank; usually 2 x rank.",
+        target="peft", min=1, max=1024, step=1,
+    )
+    prefix_length: int = param(
+        10,
+        label="Prefix length",
+        help="How many learned keys and values every attention layer sees in front of the input (the paper's "
+        "10). More can hold more behaviour and make every step a little slower.",
+        target="peft", min=1, max=512, step=1,
+    )
+    prefix_init_text: str = instruction_param()
+
+
+def unipelt_config(params: UniPeltParams, setup: Setup | None = None):
+    from pipelines.methods.native import register
+    from pipelines.methods.native.unipelt import UniPeltConfig
+
+    _check_attention(params, setup)
+    register()
+    return UniPeltConfig(task_type="CAUSAL_LM", target_modules=["self_attn", "down_proj"], r=params.r,
+                         lora_alpha=params.lora_alpha, lora_dropout=params.dropout,
+                         prefix_length=params.prefix_length, reduction_factor=params.reduction_factor,
+                         non_linearity=params.non_linearity, dropout=params.dropout)
 
 
 def mam_from_text(model, params: MamParams, setup: Setup) -> None:

@@ -1,4 +1,4 @@
-"""Our own adapters (bottleneck adapters, ReFT, MAM) as PEFT tuners, so they save, reload, switch on and
+"""Our own adapters (bottleneck adapters, ReFT, MAM, UniPELT) as PEFT tuners, so they save, reload, switch on and
 off in the Chat tab and continue into preference training exactly like LoRA does.
 
 PEFT 0.21 lets a project add a tuner with `register_peft_method`, but only for names already in
@@ -41,11 +41,12 @@ def register() -> None:
             return
         from peft.utils import register_peft_method
 
-        from pipelines.methods.native import bottleneck, mam, reft
+        from pipelines.methods.native import bottleneck, mam, reft, unipelt
 
         for name, config_cls, model_cls in [("bottleneck", bottleneck.BottleneckConfig, bottleneck.BottleneckModel),
                                              ("reft", reft.ReftConfig, reft.ReftModel),
-                                             ("mam", mam.MamConfig, mam.MamModel)]:
+                                             ("mam", mam.MamConfig, mam.MamModel),
+                                             ("unipelt", unipelt.UniPeltConfig, unipelt.UniPeltModel)]:
             _add_peft_type(name.upper())
             register_peft_method(name=name, config_cls=config_cls, model_cls=model_cls)
         _done = True

@@ -56,8 +56,17 @@ def _dims(module: nn.Module, hidden: int) -> tuple[int, int]:
     return hidden, hidden
 
 
+def gate(width: int) -> nn.Linear:
+    """UniPELT's gate: sigmoid(W x + b) per token, from a layer that starts near 0 (so at 1/2), as
+    AdapterHub initialises its gates."""
+    layer = nn.Linear(width, 1)
+    nn.init.normal_(layer.weight, std=0.02)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
 class BottleneckLayer(nn.Module, BaseTunerLayer):
-    adapter_layer_names = ("bottleneck_down", "bottleneck_up")
+    adapter_layer_names = ("bottleneck_down", "bottleneck_up", "bottleneck_gate")
     other_param_names = ("bottleneck_scaling", "bottleneck_placement")
 
     def __init__(self, base_layer: nn.Module, adapter_name: str, config: BottleneckConfig, hidden: int):
@@ -67,6 +76,7 @@ class BottleneckLayer(nn.Module, BaseTunerLayer):
         self.in_features, self.out_features = _dims(base_layer, hidden)
         self.bottleneck_down = nn.ModuleDict()
         self.bottleneck_up = nn.ModuleDict()
+        self.bottleneck_gate = nn.ModuleDict()  # UniPELT's: how much of the change each token takes
         self.bottleneck_act = nn.ModuleDict()
         self.bottleneck_dropout = nn.ModuleDict()
         self.bottleneck_scaling: dict[str, float] = {}
@@ -90,6 +100,8 @@ class BottleneckLayer(nn.Module, BaseTunerLayer):
         device = next(self.base_layer.parameters()).device
         self.bottleneck_down[adapter_name] = down.to(device)
         self.bottleneck_up[adapter_name] = up.to(device)
+        if getattr(config, "gated", False):
+            self.bottleneck_gate[adapter_name] = gate(width).to(device)
         self.bottleneck_act[adapter_name] = ACTIVATIONS[config.non_linearity]()
         self.bottleneck_dropout[adapter_name] = nn.Dropout(config.dropout) if config.dropout else nn.Identity()
         self.bottleneck_scaling[adapter_name] = config.scaling
@@ -115,6 +127,8 @@ class BottleneckLayer(nn.Module, BaseTunerLayer):
             source = out if self.bottleneck_placement[name] == "serial" else x
             h = self.bottleneck_dropout[name](source.to(down.weight.dtype))
             change = self.bottleneck_up[name](self.bottleneck_act[name](down(h)))
+            if name in self.bottleneck_gate:
+                change = torch.sigmoid(self.bottleneck_gate[name](source.to(down.weight.dtype))) * change
             out = out + (self.bottleneck_scaling[name] * change).to(out.dtype)
         return out
 

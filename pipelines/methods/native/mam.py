@@ -95,6 +95,15 @@ class PrefixAttention(nn.Module, BaseTunerLayer):
     def unmerge(self) -> None:
         pass
 
+    def _project(self, hidden_states, name: str | None):
+        """Queries, keys and values (before rotary positions) with adapter `name` active, or none."""
+        attn = self.base_layer
+        return attn.q_proj(hidden_states), attn.k_proj(hidden_states), attn.v_proj(hidden_states)
+
+    def _weigh_prefix(self, mask, hidden_states, name: str, prefix: int):
+        """The attention mask (prefix columns in front) the prefix is attended through."""
+        return mask
+
     def forward(self, hidden_states, position_embeddings=None, attention_mask=None, **kwargs):
         attn = self.base_layer
         active = [] if self.disable_adapters else [a for a in self.active_adapters if a in self.mam_prefix_keys]
@@ -109,9 +118,8 @@ class PrefixAttention(nn.Module, BaseTunerLayer):
             cache = kwargs.pop("past_key_values", None)
         input_shape = hidden_states.shape[:-1]
         hidden_shape = (*input_shape, -1, attn.head_dim)
-        query = attn.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
-        key = attn.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
-        value = attn.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        query, key, value = (p.view(hidden_shape).transpose(1, 2)
+                             for p in self._project(hidden_states, active[0] if active else None))
         cos, sin = position_embeddings
         query, key = family.apply_rotary_pos_emb(query, key, cos, sin)
         if self.capture is not None:
@@ -130,6 +138,7 @@ class PrefixAttention(nn.Module, BaseTunerLayer):
             key, value = torch.cat([prefix_k, key], dim=2), torch.cat([prefix_v, value], dim=2)
             attention_mask = _extend_mask(attention_mask, query.shape[0], q_len, kv_len, prefix_k.shape[2],
                                           query.device, implementation == "eager")
+            attention_mask = self._weigh_prefix(attention_mask, hidden_states, name, prefix_k.shape[2])
         interface = ALL_ATTENTION_FUNCTIONS.get_interface(attn.config._attn_implementation,
                                                           family.eager_attention_forward)
         out, weights = interface(attn, query, key, value, attention_mask,
@@ -146,6 +155,7 @@ class MamModel(NativeTuner):
     prefix: str = "mam_"
     layer_types = (PrefixAttention, BottleneckLayer)
     what = "a MAM adapter"
+    attention_layer = PrefixAttention  # UniPELT's adds gates and LoRA
 
     def _new_layer(self, peft_config, adapter_name, target, target_name):
         if target_name != "self_attn":
@@ -153,9 +163,9 @@ class MamModel(NativeTuner):
         missing = [part for part in ("q_proj", "k_proj", "v_proj", "o_proj", "head_dim") if not hasattr(target, part)]
         extra = [part for part in ("q_norm", "k_norm", "use_rope", "softcap", "clip_qkv") if hasattr(target, part)]
         if missing or extra:
-            raise ValueError(f"a MAM prefix needs llama-style attention; {type(target).__name__} "
+            raise ValueError(f"{self.what}'s prefix needs llama-style attention; {type(target).__name__} "
                              f"{'lacks ' + ', '.join(missing) if missing else 'also has ' + ', '.join(extra)}")
-        return PrefixAttention(target, adapter_name, peft_config)
+        return self.attention_layer(target, adapter_name, peft_config)
 
 
 def start_from_text(model, ids: list[int]) -> None:
