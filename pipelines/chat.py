@@ -143,7 +143,7 @@ class ModelCache:
 
         from pipelines.methods.native import register
 
-        register()  # the studio's own adapter types (bottleneck, ReFT, MAM)
+        register()  # the studio's own adapter types (bottleneck, ReFT, MAM, UniPELT)
 
         before = _nbytes(entry.model)
         if isinstance(entry.model, PeftModel):

@@ -17,7 +17,7 @@ def load_for_chat(model_spec: str, cache_dir: Path, adapter_dir: Path | None = N
 
         from pipelines.methods.native import register
 
-        register()  # the studio's own adapter types (bottleneck, ReFT, MAM)
+        register()  # the studio's own adapter types (bottleneck, ReFT, MAM, UniPELT)
         model = PeftModel.from_pretrained(model, str(adapter_dir))
     model.eval()
     return model, tokenizer

@@ -145,7 +145,8 @@ def test_native_adapter_reloads_in_a_fresh_process_with_the_same_logits(key, tin
         "from transformers import AutoModelForCausalLM\n"
         "from pipelines.methods.native import register\n"
         "register()\n"
-        f"model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained({str(tiny_model_dir)!r}), {str(out)!r})\n"
+        f"model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained({str(tiny_model_dir)!r}), {str(out)!r},"
+        " adapter_name='another')\n"  # saved as 'default': the name must not be part of the saved keys
         f"torch.save(model(input_ids=torch.tensor({ids.tolist()})).logits, {str(tmp_path / 'logits.pt')!r})\n"
     )
     subprocess.run([sys.executable, "-c", script], cwd=ROOT, check=True, capture_output=True)
@@ -379,13 +380,20 @@ def test_unipelt_gates_weigh_lora_the_prefix_and_the_adapter_token_by_token(tiny
         # the eager path (an additive mask) agrees with SDPA's (a boolean one)
         sdpa = model(input_ids=ids).logits
         model.get_base_model().set_attn_implementation("eager")
+        assert model.get_base_model().config._attn_implementation == "eager"
         assert torch.allclose(model(input_ids=ids).logits, sdpa, atol=1e-5)
+    # every gate learns: the prefix's through the attention mask
+    model(input_ids=ids, labels=ids).loss.backward()
+    for gate in (layer.unipelt_lora_gate, layer.unipelt_prefix_gate, ffn.bottleneck_gate):
+        assert gate["default"].weight.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("key", ["mam", "unipelt"])
-def test_prefix_adapters_give_the_same_next_token_with_and_without_the_kv_cache(key, tiny_model_dir):
+@pytest.mark.parametrize("key, attention", [("mam", "sdpa"), ("unipelt", "sdpa"), ("unipelt", "eager")])
+def test_prefix_adapters_give_the_same_next_token_with_and_without_the_kv_cache(key, attention, tiny_model_dir):
     """Generation reuses cached keys and values; the prefix and UniPELT's per-token gates must not change."""
     model = _peft(key, tiny_model_dir, prefix_length=4)
+    model.get_base_model().set_attn_implementation(attention)
+    assert model.get_base_model().config._attn_implementation == attention
     _randomize(model, "mam_prefix")
     _randomize(model, "unipelt_")
     _randomize(model, "bottleneck_")

@@ -57,8 +57,8 @@ def _dims(module: nn.Module, hidden: int) -> tuple[int, int]:
 
 
 def gate(width: int) -> nn.Linear:
-    """UniPELT's gate: sigmoid(W x + b) per token, from a layer that starts near 0 (so at 1/2), as
-    AdapterHub initialises its gates."""
+    """UniPELT's gate: sigmoid(W x + b) per token, from small weights and a zero bias, as AdapterHub
+    initialises its gates (near 1/2 unless x is very large)."""
     layer = nn.Linear(width, 1)
     nn.init.normal_(layer.weight, std=0.02)
     nn.init.zeros_(layer.bias)

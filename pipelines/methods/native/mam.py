@@ -67,6 +67,7 @@ def _extend_mask(mask, batch: int, q_len: int, kv_len: int, prefix: int, device,
 class PrefixAttention(nn.Module, BaseTunerLayer):
     adapter_layer_names = ("mam_prefix_keys", "mam_prefix_values")
     other_param_names = ()
+    what = "a MAM adapter"
 
     def __init__(self, base_layer: nn.Module, adapter_name: str, config: MamConfig):
         super().__init__()
@@ -90,7 +91,7 @@ class PrefixAttention(nn.Module, BaseTunerLayer):
         self.set_adapter(self.active_adapters, inference_mode=config.inference_mode)
 
     def merge(self, safe_merge: bool = False, adapter_names=None) -> None:
-        raise ValueError("a MAM adapter cannot be merged into the weights: its prefix is extra keys and values")
+        raise ValueError(f"{self.what} cannot be merged into the weights: its prefix is extra keys and values")
 
     def unmerge(self) -> None:
         pass

@@ -13,8 +13,9 @@ the task (and layer) instead of the user choosing.
   which mixes packed examples and differs between a forward pass and generation with a KV cache;
   a per-token gate does neither.
 
-The gates start near 1/2 (AdapterHub's start); LoRA's B and the adapter's up projection start at
-zero, and the prefix as the model's own keys and values for an instruction (see mam.py)."""
+The gates start near 1/2 (AdapterHub's start: small weights, zero bias); LoRA's B and the
+adapter's up projection start at zero, and the prefix as the model's own keys and values for an
+instruction (see mam.py)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ class UniPeltConfig(MamConfig):
     prefix_length: int = field(default=10, metadata={"help": "learned keys and values per attention layer"})
     scaling: float = field(default=1.0, metadata={"help": "multiplies the adapter's output"})
     placement: str = field(default="serial", metadata={"help": "the adapter reads the block's output"})
-    gated: bool = field(default=True, metadata={"help": "each part behind a learned gate"})
+    gated: bool = field(default=True, metadata={"help": "the adapter behind a learned gate (LoRA's and the "
+                                                        "prefix's gates are always there)"})
 
     def __post_init__(self):
         super().__post_init__()
@@ -52,6 +54,7 @@ class GatedAttention(PrefixAttention):
     adapter_layer_names = PrefixAttention.adapter_layer_names + (
         "unipelt_q_A", "unipelt_q_B", "unipelt_v_A", "unipelt_v_B", "unipelt_lora_gate", "unipelt_prefix_gate")
     other_param_names = ("unipelt_scaling",)
+    what = "a UniPELT adapter"
 
     def update_layer(self, adapter_name: str, config: UniPeltConfig, **kwargs) -> None:
         if not hasattr(self, "unipelt_q_A"):
@@ -86,7 +89,8 @@ class GatedAttention(PrefixAttention):
         return query, key, value
 
     def _weigh_prefix(self, mask, hidden_states, name: str, prefix: int):
-        """Adds log G_P(x) to the prefix's scores: the softmax then gives the prefix G_P times the weight."""
+        """Adds log G_P(x) to the prefix's scores: each prefix key's weight before the softmax's
+        normalisation is multiplied by G_P, so the prefix's share becomes g Z_P / (g Z_P + Z_rest)."""
         if name not in self.unipelt_prefix_gate:
             return mask
         layer = self.unipelt_prefix_gate[name]
