@@ -6,7 +6,8 @@ Baseline for the memory and time columns: the estimate the Method tab shows befo
 its own process (peak memory = that process's peak resident set, VmHWM), with its default
 settings for --epochs epochs, measured on the sample's held-out rows before and after.
 
-    python bench/methods.py [--epochs 1] [--only lora,qlora] [--home DIR]
+    python bench/methods.py [--epochs 1] [--only lora,qlora] [--home DIR] [--save runs.jsonl]
+    python bench/methods.py --replay runs.jsonl   # the saved runs against the current estimates
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=float, default=1.0)
     ap.add_argument("--only", default="", help="comma-separated method keys")
     ap.add_argument("--home")
+    ap.add_argument("--save", help="append each run's measurements to this JSON-lines file")
+    ap.add_argument("--replay", help="print the table from saved runs (no training) against today's estimates")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     home = Path(args.home or tempfile.mkdtemp(prefix="methods-bench-"))
@@ -86,7 +89,10 @@ def main() -> None:
     parquet = dataset(home)
     tokenizer = models.load_tokenizer(model_path)
     lengths = dataset_stats.token_lengths(data.load_rows(parquet), tokenizer)
-    keys = [k for k in args.only.split(",") if k] or list(METHODS)
+    saved = {}
+    if args.replay:
+        saved = {r["key"]: r for r in map(json.loads, Path(args.replay).read_text().splitlines())}
+    keys = [k for k in args.only.split(",") if k] or (list(saved) if saved else list(METHODS))
     print(f"default model (SmolLM2-135M-Instruct), quillpad_faq ({len(lengths)} training rows, 12 held out), "
           f"{args.epochs:g} epoch(s) at each method's defaults; memory = peak RSS of the run's process")
     head = (f"{'method':<11}{'trainable':>12}{'tok/s':>7}{'peak GB':>9}{'predicted':>10}{'error':>8}"
@@ -95,13 +101,19 @@ def main() -> None:
     errors = []
     for key in keys:
         est = estimates.estimate(model_path, key, {"num_train_epochs": args.epochs}, lengths=lengths)
-        proc = subprocess.run([sys.executable, __file__, "--worker", key, "--home", str(home),
-                               "--epochs", str(args.epochs)], capture_output=True, text=True, cwd=ROOT)
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-        if proc.returncode or not lines:
-            print(f"{key:<11} FAILED: {proc.stderr.strip().splitlines()[-1:]}", flush=True)
-            continue
-        r = json.loads(lines[-1])
+        if saved:
+            r = saved[key]
+        else:
+            proc = subprocess.run([sys.executable, __file__, "--worker", key, "--home", str(home),
+                                   "--epochs", str(args.epochs)], capture_output=True, text=True, cwd=ROOT)
+            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+            if proc.returncode or not lines:
+                print(f"{key:<11} FAILED: {proc.stderr.strip().splitlines()[-1:]}", flush=True)
+                continue
+            r = json.loads(lines[-1])
+            if args.save:
+                with open(args.save, "a") as f:
+                    f.write(json.dumps(r) + "\n")
         error = (est.peak_bytes - r["peak"]) / r["peak"]
         errors.append(abs(error))
         pct = f"{100 * r['trainable'] / est.total_params:.2f}%"

@@ -26,11 +26,12 @@ GB = 1024**3
 # A CPU training process holds Python, PyTorch, transformers, TRL, the tokenizer and the
 # dataset before any model weight: 0.5-0.56 GB measured on this studio's worker.
 RUNTIME_BYTES = {"cpu": int(0.55 * GB), "cuda": int(0.55 * GB)}  # cuda: context + kernels
-# The probes count tensor bytes at the allocator; a process holds more (glibc arenas keep freed
-# activation memory). Peak RSS of the training part / probed bytes on this CPU measured 1.08
-# (freeze) to 1.65 (full), about 1.5 for most methods (bench/methods.py). CUDA's caching
+# The probes count tensor bytes at the allocator; a process holds more: glibc keeps freed
+# activation memory in its arenas for the next step. Gradients and optimizer moments live through
+# the whole run and are not churned, so the overhead multiplies only the rest (activations and
+# temporaries). Peak RSS of that part / its probed bytes: see bench/methods.py. CUDA's caching
 # allocator is tighter (not measured here yet: a conservative guess).
-ALLOCATOR_OVERHEAD = {"cpu": 1.5, "cuda": 1.15}
+ALLOCATOR_OVERHEAD = {"cpu": 1.3, "cuda": 1.15}
 # Share of the measured bf16 matmul speed a training step reaches (attention, norms, the
 # optimizer and Python overhead take the rest): 0.27-0.33 in bench/methods.py runs here.
 STEP_EFFICIENCY = {"cpu": 0.3, "cuda": 0.35}
@@ -38,7 +39,10 @@ STEP_EFFICIENCY = {"cpu": 0.3, "cuda": 0.35}
 # decoding step of a batch of replies reaches a small share of the matmul speed (memory-bound).
 # Measured by bench/grpo_quality.py's run on the built-in model here.
 DECODE_EFFICIENCY = {"cpu": 0.02, "cuda": 0.01}
-PROBE_TOKENS = (32, 64)
+# Tokens of the two probe passes. Shorter probes mistake per-layer costs for per-token ones: at (32,
+# 64) a 500-token batch on all 30 blocks came out at 0.85 GB for BAdam (0.65 measured) and 0.80 GB
+# for full tuning (1.10); at (128, 256) both matched (bench/estimate_probe.py).
+PROBE_TOKENS = (128, 256)
 # PyTorch's profiler is one per process: two at once (two browser tabs estimating) crash it.
 _PROFILER = threading.Lock()
 
@@ -332,10 +336,13 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
     # blocks below the first trainable one keep nothing for backward: freeze tuning pays per
     # block only for the blocks that train (the probe trains all of its one or two)
     depth = min(params.freeze_trainable_layers, layers) if hasattr(params, "freeze_trainable_layers") else layers
-    # the allocator's overhead is what a training step's mix of activation, gradient and optimizer
-    # lifetimes leaves unusable; a forward pass alone (MeZO) frees each layer's work before the next
+    # the allocator's overhead is what a training step's churn of activations and temporaries leaves
+    # unusable; a forward pass alone (MeZO) frees each layer's work before the next. The gradients
+    # (fp32, one per trainable weight) are in the probe but live through the run, like the moments.
     overhead = 1.0 if method.zeroth_order else ALLOCATOR_OVERHEAD[device]
-    training = (a + b * depth + c * tokens + d * depth * tokens + moments) * overhead
+    probed = a + b * depth + c * tokens + d * depth * tokens
+    grads = 0 if method.zeroth_order else min(probed, 4 * trainable)
+    training = moments + grads + (probed - grads) * overhead
     runtime = RUNTIME_BYTES[device]
     peak = int(runtime + weights + training)
     if method.quantized:  # loading reads the full-precision weights before quantizing them
