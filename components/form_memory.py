@@ -35,10 +35,11 @@ def carried_edits(old_key: str | None, old_values: dict | None, new_key: str) ->
             if name in CARRIED and name in target and name in before and value is not None and value != before[name]}
 
 
-def wire(studio, picks, forms: dict[str, dict], choices) -> tuple:
+def wire(studio, picks, forms: dict[str, dict], choices, method_settled) -> tuple:
     """Save the picks and each method's fields as they change; carry shared edits across methods.
-    `choices(method_key)` gives the current (model choices, dataset choices) as (label, value) lists. Returns (restore_fn, inputs, outputs) for
-    the page's load event."""
+    `choices(method_key)` gives the current (model choices, dataset choices) as (label, value) lists.
+    `method_settled` is the event that follows a change of method once the dataset list is the new
+    method's. Returns (restore_fn, inputs, outputs) for the page's load event."""
     model, dataset, method = picks
     # a fixed key per workspace, so a restarted studio can still read what this browser kept
     secret = hashlib.sha256(str(studio.home).encode()).hexdigest()[:32]
@@ -48,9 +49,14 @@ def wire(studio, picks, forms: dict[str, dict], choices) -> tuple:
     kept = gr.BrowserState({}, storage_key=f"{PREFIX}settings", secret=secret)
     previous = gr.State("lora")  # the method shown before the current one
 
-    gr.on([model.change, dataset.change, method.change],
-          lambda m, d, k: {"model": m, "dataset": d, "method": k}, [model, dataset, method], picked,
+    def save_picks(m, d, k):
+        return {"model": m, "dataset": d, "method": k}
+
+    gr.on([model.change, dataset.change], save_picks, [model, dataset, method], picked,
           trigger_mode="always_last", show_progress="hidden", queue=False)
+    # after a change of method, only once the dataset list is the new method's: read before, the
+    # dataset can be one the new list lacks, and the server refuses it ("... not in the list of choices")
+    method_settled.then(save_picks, [model, dataset, method], picked, show_progress="hidden", queue=False)
     for key, widgets in forms.items():
         def save(stored, *values, key=key, names=list(widgets)):
             return {**(stored if isinstance(stored, dict) else {}), key: dict(zip(names, values))}

@@ -135,7 +135,8 @@ def build(studio):
         return ([_method_help(key), chosen] + [gr.update(visible=(k == key)) for k in groups]
                 + [gr.update(visible=METHODS[key].rewards)])
 
-    method.change(on_method, [method, dataset], [method_help, dataset, *groups.values(), reward_group])
+    method_settled = method.change(on_method, [method, dataset], [method_help, dataset, *groups.values(),
+                                                               reward_group])
 
     def devices_of(values) -> dict:
         return dict(zip(device_widgets, values))
@@ -146,7 +147,9 @@ def build(studio):
         return estimate_text(studio, model_spec, dataset_ref, method_key, params, devices_of(device_values))
 
     estimate_inputs = [model, dataset, method, *inputs, *device_inputs]
-    method.change(on_estimate, estimate_inputs, estimate)
+    # after the dataset list is the new method's (read with the change, the old method's dataset can
+    # be one the new list lacks, and the server refuses it: "... is not in the list of choices")
+    method_settled.then(on_estimate, estimate_inputs, estimate)
     dataset.change(on_estimate, estimate_inputs, estimate)
     model.change(on_estimate, estimate_inputs, estimate)
     # A setting's change re-estimates with its own method's fields only: an event's inputs are
@@ -186,7 +189,8 @@ def build(studio):
 
     # what was picked and typed survives a reload; shared edits follow a change of method
     restore, memory_inputs, memory_outputs = form_memory.wire(
-        studio, (model, dataset, method), forms, lambda key: (model_choices(studio), dataset_choices(studio, key)))
+        studio, (model, dataset, method), forms, lambda key: (model_choices(studio), dataset_choices(studio, key)),
+        method_settled)
     previous = memory_outputs[-1]
 
     def on_quick():

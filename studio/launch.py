@@ -238,10 +238,40 @@ def bypass_proxy_for_this_machine(host: str) -> None:
             os.environ[var] = ",".join([*listed, *missing])
 
 
+def patient_page_check(seconds: float = 60.0) -> None:
+    """Gradio's launch asks the page for its headers once, with a 3-second timeout, and on a timeout
+    stops with "When localhost is not accessible, a shareable link must be created". Rendering the
+    page takes 0.3 s on a quiet machine, but more than 3 s on two cores busy with a training run (one
+    resumed at start, or still going from a previous session). Ask again until it answers, for up to a
+    minute."""
+    import httpx
+    from gradio import networking
+
+    if getattr(networking.url_ok, "patient", False):
+        return
+
+    def url_ok(url: str) -> bool:
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                status = httpx.head(url, timeout=10, verify=False).status_code
+                if status in (200, 401, 301, 302, 303, 307, 308):
+                    return True
+            except (httpx.ConnectError, httpx.TimeoutException):
+                pass
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.5)
+
+    url_ok.patient = True
+    networking.url_ok = url_ok
+
+
 def serve(studio, host: str = "127.0.0.1", port: int = 7860, auth: str | None = None,
           share: bool = False, block: bool = True, login_throttle: LoginThrottle | None = None):
     credentials = check_exposure(host, auth, share)
     bypass_proxy_for_this_machine(host)
+    patient_page_check()
     app = build_app(studio)
     app.queue(default_concurrency_limit=4)
     # with a password, nothing but the login page before login, and failed logins slowed per client

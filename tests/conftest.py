@@ -4,6 +4,7 @@ uses the real SmolLM2 tokenizer (read from the embedded GGUF, so no download).""
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,14 @@ FAQ = ROOT / "assets" / "samples" / "quillpad_faq.jsonl"
 # Tests must never reach a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def pytest_configure(config):
+    # Playwright's 5 s default is tight for a page on two cores that also train: the browser tests
+    # wait up to 15 s for what they do not give a time of their own
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=15_000)
 
 
 @pytest.fixture(scope="session")
@@ -72,7 +81,13 @@ def peaky_model_dir(tmp_path_factory, real_tokenizer_dir) -> Path:
 def studio(tmp_path):
     from studio.core import Studio
 
-    return Studio(tmp_path / "home")
+    studio = Studio(tmp_path / "home")
+    yield studio
+    # a test that failed mid-run leaves its worker training: stop it, or it slows every later test
+    for proc in studio._procs.values():
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 @pytest.fixture

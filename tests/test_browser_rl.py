@@ -77,6 +77,9 @@ def test_compose_two_rewards_and_start_grpo(server, page, studio, tiny_model_dir
     expect(samples).to_contain_text("What is")
     expect(samples).to_contain_text(re.compile(r"number [01]\.00, regex [01]\.00"))
     expect(page.locator("#run-curves")).to_contain_text("Mean reward (and each function's part)")
+    # switching to GRPO with the FAQ picked swapped the dataset list first, then estimated: the
+    # server never saw the FAQ against the prompt datasets' list
+    expect(page.get_by_text("is not in the list of choices")).to_have_count(0)
 
 
 def test_chat_scores_both_replies_with_a_reward_model(server, page, studio, tiny_model_dir, tmp_path):  # noqa: F811

@@ -169,3 +169,37 @@ def test_an_upload_over_the_size_limit_is_refused_with_the_limit_named(tmp_path,
         assert (answer.status_code, answer.text) == (413, "File size exceeded maximum allowed size of 1000 bytes.")
     finally:
         app.close()
+
+
+def test_a_page_slower_than_gradios_three_seconds_still_launches():
+    """On two cores busy training, the page can take over 3 s to answer Gradio's one check."""
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from gradio import networking
+
+    from studio.launch import patient_page_check
+
+    asked = []
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            asked.append(time.monotonic())
+            if len(asked) == 1:
+                time.sleep(3.5)  # the first answer comes after Gradio's timeout
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    try:
+        patient_page_check()
+        assert networking.url_ok(url) is True
+        assert len(asked) >= 1
+    finally:
+        server.shutdown()
