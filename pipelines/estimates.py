@@ -345,7 +345,9 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
     training = moments + grads + (probed - grads) * overhead
     runtime = RUNTIME_BYTES[device]
     peak = int(runtime + weights + training)
-    if method.quantized:  # loading reads the full-precision weights before quantizing them
+    # loading reads the full-precision weights before quantizing them (QLoRA), or reads the file into
+    # memory beside the weights made from it (PiSSA, OLoRA: not memory-mapped, see train_sft.load_base)
+    if method.quantized or method.converts_base:
         peak = max(peak, int(runtime + 4 * total + weights))
 
     seconds = None

@@ -76,15 +76,20 @@ def save(trainer, tokenizer, run_dir: Path, method_key: str) -> Path:
 
 def load_base(method, params, model_path: str):
     """The base model as the method needs it: 4-bit for QLoRA, full precision otherwise."""
+    # QLoRA quantizes the loaded weights, PiSSA and OLoRA put new base weights in their place.
+    # Memory-mapped, the file's pages they read stayed resident beside what replaced them: peaks 0.4
+    # (PiSSA) and 0.5 GB (QLoRA) above LoRA's on the default model. Read into memory instead, each
+    # replaced weight is freed (bench/methods.py).
     if not method.quantized:
-        return models.load_model(model_path)
+        return models.load_model(model_path, **({"disable_mmap": True} if method.converts_base else {}))
     import torch
     from peft import prepare_model_for_kbit_training
 
     from pipelines.methods.qlora import quantization_config
 
     compute = torch.bfloat16 if hardware.use_bf16() else torch.float32
-    model = models.load_model(model_path, dtype=compute, quantization_config=quantization_config(params, compute))
+    model = models.load_model(model_path, dtype=compute, quantization_config=quantization_config(params, compute),
+                              disable_mmap=True)
     # k-bit preparation: norms and the head in fp32 for stable training, input gradients on
     # so gradient checkpointing can work through the frozen 4-bit layers.
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=params.gradient_checkpointing)
