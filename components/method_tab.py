@@ -50,7 +50,7 @@ def build(studio, train_model, train_dataset, train_method, tabs, train_tab_id, 
                              label="Method", elem_id="method-choice")
         use = gr.Button("Train with this method", variant="primary", elem_id="method-use")
     details = gr.Markdown(elem_id="method-card")
-    with gr.Accordion("Named in the field, not trainable here (HyperTuning, ESFT, Quiet-STaR)", open=False):
+    with gr.Accordion("Named in the field, not trainable here (HyperTuning, Quiet-STaR; ESFT for a dense model)", open=False):
         elsewhere = gr.Markdown(elem_id="method-elsewhere")
 
     def on_open(model, dataset, key):

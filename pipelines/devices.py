@@ -174,8 +174,7 @@ def check(devices: Devices, method, gpus: int) -> None:
         raise ConfigError(f"{method.label} steps every weight in place from two loss measurements, which the "
                           "processes would not share; set the strategy to 'single'")
     if method.one_process:
-        raise ConfigError(f"{method.label} changes which weights learn as it goes, which {name} does not follow "
-                          "(each process would keep its own copy of them); set the strategy to 'single'")
+        raise ConfigError(f"{method.label} {method.one_process.format(name=name)}; set the strategy to 'single'")
     if devices.strategy in (*FSDP, *DEEPSPEED):
         if method.save_result or method.whole_result:
             raise ConfigError(f"{method.label} works on whole weight matrices after each step or at the end, "

@@ -220,6 +220,11 @@ def _probe_model(model_path: str, layers: int, method, params):
     text.num_hidden_layers = layers
     if hasattr(text, "layer_types") and text.layer_types:
         text.layer_types = text.layer_types[:layers]
+    # a mixture-of-experts model whose first blocks are dense (DeepSeek's first_k_dense_replace, Qwen-MoE's
+    # mlp_only_layers or sparse step): the probe's one or two blocks are expert blocks, like most of the model's
+    for name, value in (("first_k_dense_replace", 0), ("mlp_only_layers", []), ("decoder_sparse_step", 1)):
+        if getattr(text, name, None):
+            setattr(text, name, value)
     # allocated, not initialised: memory does not depend on the values, and random init of a
     # 50k-word embedding costs more than the whole probe
     with torch.device("meta"):

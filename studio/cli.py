@@ -242,9 +242,14 @@ def cmd_methods(args) -> int:
     head = f"{'key':<10} {'method':<19} {'family':<16} {'data':<10} {'trainable':>10} {'%':>7}  merge"
     print(head + ("  peak memory  time/epoch" if args.memory else ""))
     for key, method in METHODS.items():
-        total, trainable = count_params(model_path, key)
-        line = (f"{key:<10} {method.label:<19} {method.family:<16} {method.data_kind:<10} "
-                f"{ms.fmt_count(trainable):>10} {100 * trainable / total:>6.2f}%  {'yes' if method.mergeable else 'no':<5}")
+        line = f"{key:<10} {method.label:<19} {method.family:<16} {method.data_kind:<10} "
+        try:
+            total, trainable = count_params(model_path, key)
+        except ConfigError as err:  # a method this model cannot train (ESFT on a dense model)
+            print(f"{line}not for this model: {err}", flush=True)
+            continue
+        line += (f"{ms.fmt_count(trainable):>10} {100 * trainable / total:>6.2f}%  "
+                 f"{'yes' if method.mergeable else 'no':<5}")
         if args.memory:
             est = ms.estimate(studio, args.model, key, None, args.dataset)
             line += f"  {ms.fmt_bytes(est.peak_bytes):>11}  {ms.fmt_seconds(est.seconds_per_epoch):>10}"

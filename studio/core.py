@@ -194,6 +194,8 @@ class Studio:
         if model.startswith("run:"):  # a finished run's result is the starting point
             model, init_adapter, parent_id = self.start_point(model.removeprefix("run:"), spec)
         models.check_available(model, self.model_cache)  # ModelError now, not a failed run a minute later
+        if spec.check_model:  # a model the method cannot train (ESFT: one without experts)
+            self._check_model(spec, model)
         dataset_row = self.resolve_dataset(dataset)
         accepted = ("sft", "text") if spec.data_kind == "sft" else (spec.data_kind,)
         if dataset_row["kind"] not in accepted:
@@ -234,6 +236,15 @@ class Studio:
                                                        if spec.rewards else {})})
         self.spawn(run_id, run_dir)
         return run_id
+
+    def _check_model(self, spec, model: str) -> None:
+        from transformers import AutoConfig
+
+        try:
+            config = AutoConfig.from_pretrained(self.resolve_model(model))
+        except (OSError, ValueError) as err:
+            raise ModelError(f"could not read the configuration of model '{model}': {err}") from None
+        spec.check_model(config)
 
     def start_point(self, parent_id: str, spec) -> tuple[str, str | None, str]:
         """(base model, adapter to keep training or None, parent id) for a run started from a

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipelines import dataset_stats, estimates, importer, models
-from pipelines.methods import METHODS, parse
+from pipelines.methods import METHODS, ConfigError, parse
 
 GB = 1024**3
 
@@ -120,11 +120,16 @@ def catalogue(studio, model: str = "default", dataset: str | None = None):
     (the first look at a model probes each method for a few seconds; later looks are instant)."""
     rows, times = [], {}
     for key, method in METHODS.items():
-        est = estimate(studio, model, key, None, dataset)
-        times[key] = est.seconds_per_epoch
-        rows.append([method.label, method.family, method.data_kind.upper(), fmt_count(est.trainable_params),
-                     f"{est.trainable_percent:.2f}%", fmt_bytes(est.peak_bytes), fmt_seconds(est.seconds_per_epoch),
-                     "-", "yes" if method.mergeable else "no"])
+        try:
+            est = estimate(studio, model, key, None, dataset)
+            times[key] = est.seconds_per_epoch
+            cells = [fmt_count(est.trainable_params), f"{est.trainable_percent:.2f}%", fmt_bytes(est.peak_bytes),
+                     fmt_seconds(est.seconds_per_epoch)]
+        except ConfigError:  # a method this model cannot train (ESFT on a dense model): its card says why
+            times[key] = None
+            cells = ["not for this model", "-", "-", "-"]
+        rows.append([method.label, method.family, method.data_kind.upper(), *cells, "-",
+                     "yes" if method.mergeable else "no"])
         # speed against LoRA's time per epoch at the same batch size and data
         base = times.get("lora")
         for row, t in zip(rows, times.values()):

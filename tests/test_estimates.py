@@ -12,7 +12,9 @@ from pipelines.train_sft import apply_method, load_base
 
 
 @pytest.mark.parametrize("key", list(METHODS))
-def test_trainable_count_matches_the_real_model(key, tiny_model_dir, tmp_path):
+def test_trainable_count_matches_the_real_model(key, tiny_model_dir, tiny_moe_dir, tmp_path):
+    if key == "esft":  # trains a mixture-of-experts model's experts only
+        tiny_model_dir = tiny_moe_dir
     method = METHODS[key]
     params = parse(method.params, {})
     model = apply_method(load_base(method, params, str(tiny_model_dir)), method, params,
@@ -86,3 +88,18 @@ def test_preference_estimates_count_both_answers_and_the_reference(tiny_model_di
     assert dpo.training_bytes > lora.training_bytes
     # twice the tokens, each with one more (reference) forward pass
     assert dpo.seconds_per_epoch > 2 * lora.seconds_per_epoch
+
+
+def test_esft_estimates_a_mixture_of_experts_whose_first_block_is_dense(tmp_path):
+    """The probe's one and two blocks are expert blocks even where the model's first is dense
+    (Qwen-MoE's mlp_only_layers, DeepSeek's first_k_dense_replace): ESFT had nothing to train there."""
+    from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
+
+    config = Qwen3MoeConfig(vocab_size=1000, hidden_size=64, intermediate_size=128, moe_intermediate_size=32,
+                            num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                            num_experts=8, num_experts_per_tok=2, mlp_only_layers=[0])
+    Qwen3MoeForCausalLM(config).save_pretrained(tmp_path)
+    est = estimates.estimate(str(tmp_path), "esft", {})
+    # two expert blocks of 8 experts, each 3 x 64 x 32 weights (gate, up, down)
+    assert est.trainable_params == 2 * 8 * 3 * 64 * 32
+    assert est.peak_bytes > est.weights_bytes

@@ -17,9 +17,10 @@ from tests.conftest import FAQ, greedy_tokens
 PROBE = "How long does the Quillpad battery last?"
 
 
-# AdaLoRA's singular values start at zero with small random A/B around them, and IA3 only
-# rescales three places per block: on a random tiny model they need a larger push to show.
-TINY_LR = {"adalora": 0.1, "ia3": 0.3, "mezo": 1e-3}
+# AdaLoRA's singular values start at zero with small random A/B around them, IA3 only rescales
+# three places per block, and ESFT moves a few experts' feed-forward weights: on a random tiny
+# model they need a larger push to show.
+TINY_LR = {"adalora": 0.1, "ia3": 0.3, "mezo": 1e-3, "esft": 3e-2}
 
 
 def tiny_params(key: str) -> dict:
@@ -61,7 +62,9 @@ def reload(key: str, tiny_model_dir, out):
 
 
 @pytest.mark.parametrize("key", [k for k, m in METHODS.items() if m.data_kind == "sft"])
-def test_method_learns_saves_reloads_and_generates(key, tmp_path, tiny_model_dir, small_dataset):
+def test_method_learns_saves_reloads_and_generates(key, tmp_path, tiny_model_dir, tiny_moe_dir, small_dataset):
+    if key == "esft":  # trains a mixture-of-experts model's experts only
+        tiny_model_dir = tiny_moe_dir
     job = {"method": key, "model": str(tiny_model_dir), "model_cache": str(tmp_path / "models"),
            "dataset": {"path": str(small_dataset)}, "params": tiny_params(key)}
     run_dir = tmp_path / "run"

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines.methods import adapters, blockwise, full, lora, lowrank_optim, mezo, preference, prompts, qlora, reft, rl, scaling, sparse
+from pipelines.methods import adapters, blockwise, experts, full, lora, lowrank_optim, mezo, preference, prompts, qlora, reft, rl, scaling, sparse
 from pipelines.methods import lora_dynamic as dyn
 from pipelines.methods import lora_relatives as rel
 from pipelines.methods.params import ConfigError, describe, did_you_mean, parse, split_by_target
@@ -36,6 +36,7 @@ class Method:
     reference: bool = False  # compares against the starting model (DPO, KTO): one more forward pass
     fixed: dict = field(default_factory=dict)  # trainer settings the method always uses (SimPO's loss)
     validate: Callable[[Any], None] | None = None  # (params): ConfigError for values that cannot work together
+    check_model: Callable[[Any], None] | None = None  # (model config): ConfigError for a model it cannot train
     # SFT batches without padding (pipelines/packing.py) unless the method's forward needs more
     # than the language-model loss (AdaLoRA adds its regulariser to the model's own loss)
     packs: bool = True
@@ -48,8 +49,9 @@ class Method:
     # (model, output folder, params): writes the result where PEFT's save_pretrained is not it (DyLoRA's cut)
     save_result: Callable[[Any, Any, Any], None] | None = None
     whole_result: bool = False  # the base weights move too (Delta-LoRA): the result is a whole model
-    # changes which weights learn as it goes (BAdam): DDP and DeepSpeed fix that set when they wrap the model
-    one_process: bool = False
+    # why it trains in one process only, where it does (BAdam changes which weights learn as it goes: DDP and
+    # DeepSpeed fix that set when they wrap the model); said in the refusal of several processes
+    one_process: str = ""
 
     @property
     def artifact(self) -> str:
@@ -241,7 +243,9 @@ METHODS: dict[str, Method] = {m.key: m for m in [
        "Full-weight training when full fine-tuning's optimizer does not fit; with few examples, keep the steps "
        "per block small so every block gets its turn.",
        False, blockwise.BAdamParams, trainable=blockwise.first_block_only, optimizer=blockwise.block_optimizer,
-       state_bytes=blockwise.state_bytes, one_process=True),
+       state_bytes=blockwise.state_bytes,
+       one_process="changes which weights learn as it goes, which {name} does not follow (each process would keep "
+                   "its own copy of them)"),
     _m("shira", "SHiRA (sparse)", "Sparse",
        "Picks a small fixed set of single weights in each layer (as many as a LoRA of the same rank would "
        "train) and lets only those learn. The change is scattered over the whole matrix rather than squeezed "
@@ -249,6 +253,16 @@ METHODS: dict[str, Method] = {m.key: m for m in [
        "An alternative to LoRA at the same size when LoRA's low rank seems to limit what it learns; "
        "switching between several such adapters is cheap.",
        True, sparse.ShiraParams, peft_config=sparse.shira_config),
+    _m("esft", "ESFT (mixture-of-experts)", "Sparse",
+       "For mixture-of-experts models only, where each token is handled by a few of many 'expert' "
+       "sub-networks: measures which experts your data is sent to most and trains only those; attention, the "
+       "routers and every other expert stay as they were. The paper matches full tuning with far less "
+       "forgetting. The result is a whole model.",
+       "Fine-tuning a mixture-of-experts model (Mixtral, Qwen-MoE, OLMoE, DeepSeek-MoE); it cannot train a "
+       "dense model such as the built-in one.",
+       False, experts.EsftParams, trainable=experts.train_experts, callbacks=experts.esft_callbacks,
+       fixed={"weight_decay": 0.0}, check_model=experts.check_model,
+       one_process="measures which experts learn on the data it sees, and each process would choose its own"),
     _m("houlsby", "Bottleneck adapter (Houlsby)", "Adapters",
        "Adds two small networks to every block, one after the attention and one after the feed-forward "
        "part: each squeezes the hidden state down to a few dimensions and back and adds what it learned. The "

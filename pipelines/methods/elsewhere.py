@@ -1,5 +1,6 @@
 """Methods named in the field that are not a trainable option here: what each is, why it cannot train
-the chosen model in this studio, and what to use instead. Shown in the Method tab and `studio methods`."""
+the chosen model in this studio, and what to use instead (ESFT trains mixture-of-experts models: its card
+is for a dense one). Shown in the Method tab and `studio methods`."""
 
 from __future__ import annotations
 
@@ -52,18 +53,19 @@ def experts(config) -> int:
     return max((int(getattr(text, name, 0) or 0) for name in EXPERT_FIELDS), default=0)
 
 
-def why_not(card: Card, model_label: str, n_experts: int) -> str:
-    """The card's reason for the chosen model."""
+def why_not(card: Card, model_label: str) -> str:
+    """The card's reason for the chosen model (ESFT's card is only shown for a dense one)."""
     if card.key != "esft":
         return card.why_not
-    if n_experts:
-        model = (f"{model_label} is one, with {n_experts} experts per layer, but the studio has no ESFT runner "
-                 "yet (its expert-relevance scoring and per-expert training are not built)")
-    else:
-        model = f"{model_label} is a dense model (no experts in its configuration)"
-    return card.why_not.format(model=model)
+    return card.why_not.format(model=f"{model_label} is a dense model (no experts in its configuration)")
+
+
+def shown(n_experts: int) -> list[Card]:
+    """The cards for a model: ESFT trains a mixture-of-experts model (it is in the catalogue), so its
+    card only explains why not for a dense one."""
+    return [c for c in CARDS if not (c.key == "esft" and n_experts)]
 
 
 def as_markdown(model_label: str, n_experts: int) -> str:
-    return "\n\n".join(f"**{c.label}** — {c.what}\n\n*Why not here:* {why_not(c, model_label, n_experts)} "
-                       f"*Use instead:* {c.instead} <small>({c.paper})</small>" for c in CARDS)
+    return "\n\n".join(f"**{c.label}** — {c.what}\n\n*Why not here:* {why_not(c, model_label)} "
+                       f"*Use instead:* {c.instead} <small>({c.paper})</small>" for c in shown(n_experts))
