@@ -37,64 +37,44 @@ def real_tokenizer_dir(tmp_path_factory) -> Path:
     return out
 
 
+def _tiny(tmp_path_factory, tokenizer_dir, name: str, family: str, **sizes) -> Path:
+    """A 2-layer model of this family (a transformers class name prefix) with random weights and the real
+    SmolLM2 tokenizer, saved as a local Hugging Face folder."""
+    import torch
+    import transformers
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(0)
+    config = getattr(transformers, f"{family}Config")(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, **sizes)
+    out = tmp_path_factory.mktemp(name)
+    getattr(transformers, f"{family}ForCausalLM")(config).save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, real_tokenizer_dir) -> Path:
     """A 2-layer llama with random weights, saved as a local Hugging Face folder."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tokenizer = AutoTokenizer.from_pretrained(real_tokenizer_dir)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-        tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )
-    out = tmp_path_factory.mktemp("tiny-llama")
-    LlamaForCausalLM(config).save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    return out
+    return _tiny(tmp_path_factory, real_tokenizer_dir, "tiny-llama", "Llama")
 
 
 @pytest.fixture(scope="session")
 def tiny_moe_dir(tmp_path_factory, real_tokenizer_dir) -> Path:
     """A 2-layer mixture-of-experts model (Qwen3-MoE: 8 experts, 2 per token) with random weights."""
-    import torch
-    from transformers import AutoTokenizer, Qwen3MoeConfig, Qwen3MoeForCausalLM
-
-    tokenizer = AutoTokenizer.from_pretrained(real_tokenizer_dir)
-    torch.manual_seed(0)
-    config = Qwen3MoeConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, moe_intermediate_size=32,
-        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16, num_experts=8,
-        num_experts_per_tok=2, decoder_sparse_step=1, max_position_embeddings=1024, tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id)
-    out = tmp_path_factory.mktemp("tiny-moe")
-    Qwen3MoeForCausalLM(config).save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    return out
+    return _tiny(tmp_path_factory, real_tokenizer_dir, "tiny-moe", "Qwen3Moe", moe_intermediate_size=32, head_dim=16,
+                 num_experts=8, num_experts_per_tok=2, decoder_sparse_step=1)
 
 
 @pytest.fixture(scope="session")
 def peaky_model_dir(tmp_path_factory, real_tokenizer_dir) -> Path:
     """A tiny llama whose large random weights make its replies favour some tokens (the usual tiny
     model's replies are near-uniform over 49k tokens: no reward on a word could vary). For RL tests."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tokenizer = AutoTokenizer.from_pretrained(real_tokenizer_dir)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, initializer_range=1.0,
-        tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id)
-    out = tmp_path_factory.mktemp("peaky-llama")
-    LlamaForCausalLM(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    return _tiny(tmp_path_factory, real_tokenizer_dir, "peaky-llama", "Llama", initializer_range=1.0)
 
 
 @pytest.fixture
