@@ -50,15 +50,16 @@ class EsftParams(EsftTraining):
         target="studio", min=16, max=1_000_000, step=1, advanced=True)
 
 
+def expert_modules(model) -> list:
+    """Each mixture-of-experts layer's experts (one module holding them all), in order."""
+    return [m for n, m in model.named_modules() if n.endswith(".experts") and hasattr(m, "num_experts")]
+
+
 def expert_tensors(model) -> list[list]:
     """Per mixture-of-experts layer, in order: its experts' weight tensors ([experts, ...] each)."""
-    layers = []
-    for name, module in model.named_modules():
-        if name.endswith(".experts") and hasattr(module, "num_experts"):
-            tensors = [p for p in module.parameters(recurse=False) if p.dim() >= 2 and p.shape[0] == module.num_experts]
-            if tensors:
-                layers.append(tensors)
-    return layers
+    layers = [[p for p in m.parameters(recurse=False) if p.dim() >= 2 and p.shape[0] == m.num_experts]
+              for m in expert_modules(model)]
+    return [tensors for tensors in layers if tensors]
 
 
 def _no_experts(model_type: str) -> ConfigError:
@@ -86,15 +87,23 @@ def train_experts(model, params) -> None:
             p.requires_grad_(True)
 
 
-def relevance(picked, weights, experts: int, score: str) -> list[float]:
-    """One layer's relevance per expert from each token's chosen experts ([tokens, k]) and their routing
-    weights ([tokens, k])."""
+def tally(picked, weights, experts: int, score: str):
+    """Per expert: how many of the tokens' picks chose it ("token"), or the routing weight it received
+    ("gate"), from each token's chosen experts ([tokens, k]) and their routing weights ([tokens, k])."""
     import torch
 
-    picked = torch.as_tensor(picked).reshape(-1)
-    counts = torch.bincount(picked, weights=None if score == "token" else torch.as_tensor(weights, dtype=torch.float64)
-                            .reshape(-1), minlength=experts).double()
-    return (counts / (counts.sum() or 1.0)).tolist()
+    add = None if score == "token" else torch.as_tensor(weights, dtype=torch.float64).reshape(-1).cpu()
+    return torch.bincount(torch.as_tensor(picked).reshape(-1).cpu(), weights=add, minlength=experts).double()
+
+
+def shares(totals) -> list[float]:
+    """A layer's tallies as shares summing to 1: each expert's relevance."""
+    return (totals / (totals.sum() or 1.0)).tolist()
+
+
+def relevance(picked, weights, experts: int, score: str) -> list[float]:
+    """One layer's relevance per expert from each token's chosen experts and their routing weights."""
+    return shares(tally(picked, weights, experts, score))
 
 
 def choose(scores: list[float], threshold: float) -> list[int]:
@@ -117,7 +126,7 @@ def measure(model, batches, params) -> list[list[float]]:
     bias, normalised weights) is measured as it routes."""
     import torch
 
-    modules = [m for n, m in model.named_modules() if n.endswith(".experts") and hasattr(m, "num_experts")]
+    modules = expert_modules(model)
     totals = [torch.zeros(m.num_experts, dtype=torch.float64) for m in modules]
     state = {"keep": None, "tokens": 0}
 
@@ -128,9 +137,7 @@ def measure(model, batches, params) -> list[list[float]]:
             keep = state["keep"]
             if keep is not None and len(keep) == len(ids):  # padding tokens route too: not counted
                 ids, weights = ids[keep], weights[keep]
-            ids = ids.reshape(-1).cpu()
-            add = None if params.expert_score == "token" else weights.reshape(-1).double().cpu()
-            totals[layer] += torch.bincount(ids, weights=add, minlength=len(totals[layer])).double()
+            totals[layer] += tally(ids, weights, len(totals[layer]), params.expert_score)
         return hook
 
     handles = [m.register_forward_pre_hook(record(i), with_kwargs=True) for i, m in enumerate(modules)]
@@ -150,7 +157,7 @@ def measure(model, batches, params) -> list[list[float]]:
         for handle in handles:
             handle.remove()
         model.train(was_training)
-    return [(t / (t.sum() or 1.0)).tolist() for t in totals]
+    return [shares(t) for t in totals]
 
 
 def restrict(layers: list[list], chosen: list[list[int]]) -> None:
