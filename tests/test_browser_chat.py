@@ -4,6 +4,7 @@ reveals them, is stored, shows in the results, and exports as a preference datas
 from __future__ import annotations
 
 import shutil
+import time
 
 import pytest
 
@@ -32,6 +33,7 @@ def test_blind_battle_vote_reveal_and_export(server, page, studio, tiny_model_di
     page.locator("#chat-blind input").check()
     page.get_by_text("Generation settings").click()
     fill(page, "chat-seed", 7)
+    fill(page, "chat-max-new-tokens", 24)  # streaming 256 random tokens to both sides costs a busy machine a minute
     fill(page, "chat-prompt", "How long is the warranty?")
     page.click("#chat-send")
 
@@ -40,7 +42,8 @@ def test_blind_battle_vote_reveal_and_export(server, page, studio, tiny_model_di
     expect(page.locator("#chat-a")).to_contain_text("hidden until you vote")
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-    for _ in range(60):  # a vote waits for both replies to finish
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:  # a vote waits for both replies to finish
         if studio.store.list_votes():  # a click that timed out may still have landed: never click twice
             break
         try:  # while both sides stream, the page scrolls the chat: a click may not land at once

@@ -26,18 +26,28 @@ def test_the_runs_panel_ticks_only_while_the_train_tab_is_shown(server, page, st
         time.sleep(seconds)
         return sum(start <= t for t in ticks)
 
+    def ticking(within: float = 20.0) -> bool:
+        """Two ticks arrive (the 2-second timer runs late while a busy machine answers slowly)."""
+        time.sleep(1.5)
+        start = time.monotonic()
+        while time.monotonic() < start + within:
+            if sum(start <= t for t in ticks) >= 2:
+                return True
+            time.sleep(0.25)
+        return False
+
     page.goto(server)
     expect(page.locator("#run-status")).to_be_attached(timeout=30_000)
     time.sleep(3)  # the page's load events
-    assert ticks_over(5) >= 2, "the runs panel refreshes while the Train tab is shown"
+    assert ticking(), "the runs panel refreshes while the Train tab is shown"
     for tab in ("Data", "Export", "Chat"):
         page.get_by_role("tab", name=tab).click()
         assert ticks_over(5) == 0, f"the runs panel does not tick on the {tab} tab"
     page.get_by_role("tab", name="Train").click()
-    assert ticks_over(5) >= 2, "the runs panel ticks again when its tab is back"
+    assert ticking(), "the runs panel ticks again when its tab is back"
     # a handler that switches tabs (Method's *Use this method*) restarts it too
     page.get_by_role("tab", name="Method").click()
     assert ticks_over(3) == 0
     page.click("#method-use")
     expect(page.locator("#train-method")).to_be_visible()
-    assert ticks_over(5) >= 2
+    assert ticking()
