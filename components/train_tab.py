@@ -135,8 +135,10 @@ def build(studio):
         return ([_method_help(key), chosen] + [gr.update(visible=(k == key)) for k in groups]
                 + [gr.update(visible=METHODS[key].rewards)])
 
+    # outside the queue: behind an estimate that is measuring the model, the new method's form (and the
+    # saved picks that follow it) came seconds late, and a reload meanwhile brought back the old method
     method_settled = method.change(on_method, [method, dataset], [method_help, dataset, *groups.values(),
-                                                               reward_group])
+                                                               reward_group], queue=False)
 
     def devices_of(values) -> dict:
         return dict(zip(device_widgets, values))
