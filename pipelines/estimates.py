@@ -19,7 +19,7 @@ import threading
 from dataclasses import dataclass
 from functools import lru_cache
 
-from pipelines import hardware
+from pipelines import hardware, probe_cache
 from pipelines.methods import METHODS, Setup, get_method, parse
 
 GB = 1024**3
@@ -171,44 +171,57 @@ def _training_peak(model, tokens: int, bf16: bool, padding_free: bool, forward_o
     """Peak bytes one forward and backward pass allocate beyond the weights: activations,
     temporaries and gradients, on the path training takes (AdamW's moments are exact arithmetic:
     see `estimate`). Every token is learned: the most the output layer can cost."""
+    return _training_peaks(model, (tokens,), bf16, padding_free, forward_only)[0]
+
+
+def _training_peaks(model, sizes: tuple, bf16: bool, padding_free: bool, forward_only: bool = False) -> list[int]:
+    """`_training_peak` at each number of tokens in `sizes`, on one model (built and wrapped once)."""
     import torch
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     vocab = base.config.get_text_config().vocab_size
-    ids = torch.randint(0, vocab, (1, tokens))
     if padding_free:  # one row of a padding-free batch, as pipelines/packing.py trains
         from pipelines import packing
 
         base.set_attn_implementation(packing.register())
-        bounds = torch.tensor([0, tokens], dtype=torch.int32)
-        batch = {"input_ids": ids, "labels": ids, "position_ids": torch.arange(tokens)[None],
-                 "cu_seq_lens_q": bounds, "cu_seq_lens_k": bounds, "max_length_q": tokens, "max_length_k": tokens}
-
-        def forward():
-            return packing.answer_loss(model, batch)[0]
     else:  # TRL's SFT path (prompt learning, AdaLoRA)
         from trl.trainer.utils import add_fused_lm_head
 
         add_fused_lm_head(base, outputs=("log_probs", "entropy", "is_top1"))  # as TRL's SFT does
 
-        def forward():
-            out = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids, fused_lm_head=True)
-            return -out.log_probs.mean()
+    def forward(ids):
+        tokens = ids.shape[1]
+        if padding_free:
+            from pipelines import packing
 
-    def step():
-        if forward_only:  # zeroth-order (MeZO): loss measurements without gradients
-            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                forward()
-            return
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = forward()
-        loss.backward()
+            bounds = torch.tensor([0, tokens], dtype=torch.int32)
+            batch = {"input_ids": ids, "labels": ids, "position_ids": torch.arange(tokens)[None],
+                     "cu_seq_lens_q": bounds, "cu_seq_lens_k": bounds, "max_length_q": tokens,
+                     "max_length_k": tokens}
+            return packing.answer_loss(model, batch)[0]
+        out = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids, fused_lm_head=True)
+        return -out.log_probs.mean()
 
-    # once unmeasured: a first pass allocates one-time things (kernel workspaces for new
-    # shapes, lazily built tables) that would otherwise look like a per-token cost
-    step()
-    model.zero_grad(set_to_none=True)
-    return peak_allocated(step)
+    peaks = []
+    for tokens in sizes:
+        ids = torch.randint(0, vocab, (1, tokens))
+
+        def step(ids=ids):
+            if forward_only:  # zeroth-order (MeZO): loss measurements without gradients
+                with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    forward(ids)
+                return
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = forward(ids)
+            loss.backward()
+
+        # once unmeasured: a first pass allocates one-time things (kernel workspaces for new
+        # shapes, lazily built tables) that would otherwise look like a per-token cost
+        step()
+        model.zero_grad(set_to_none=True)
+        peaks.append(peak_allocated(step))
+        model.zero_grad(set_to_none=True)
+    return peaks
 
 
 def _probe_model(model_path: str, layers: int, method, params):
@@ -245,15 +258,40 @@ def _probe_model(model_path: str, layers: int, method, params):
     return model
 
 
+def probe_identity(method_key: str, values: dict | None) -> tuple:
+    """The settings a probe depends on, every one spelled out (defaults too): the adapter's, the
+    studio's and gradient checkpointing. The trainer's others (learning rate, epochs, batch size, max
+    length, ...) change nothing a probe measures, so editing them in the Train tab does not probe again,
+    and the Method table's defaults and the Train tab's untouched form share one probe."""
+    from pipelines.methods import describe
+
+    params = parse(get_method(method_key).params, values)
+    return tuple(sorted((info.name, getattr(params, info.name)) for info in describe(type(params))
+                        if info.target != "trainer" or info.name == "gradient_checkpointing"))
+
+
 @lru_cache(maxsize=256)
 def training_model(model_path: str, method_key: str, frozen_values: tuple, bf16: bool) -> tuple:
-    """(a, b, c, d) in bytes: training allocations = a + b*layers + c*tokens + d*layers*tokens."""
+    """(a, b, c, d) in bytes: training allocations = a + b*layers + c*tokens + d*layers*tokens.
+    Kept on disk (probe_cache), so a restarted studio does not measure every method again."""
+    key = probe_cache.key(_config(model_path), method_key, frozen_values, bf16, PROBE_TOKENS)
+    kept = probe_cache.read(key)
+    if kept is not None:
+        return kept
+    fitted = _fit(model_path, method_key, frozen_values, bf16)
+    probe_cache.write(key, fitted)
+    return fitted
+
+
+def _fit(model_path: str, method_key: str, frozen_values: tuple, bf16: bool) -> tuple:
     method = get_method(method_key)
     params = parse(method.params, dict(frozen_values))
     t1, t2 = PROBE_TOKENS
-    m = {(n, t): _training_peak(_probe_model(model_path, n, method, params), t, bf16, method.padding_free,
-                                method.zeroth_order)
-         for n in (1, 2) for t in (t1, t2)}
+    m = {}
+    for n in (1, 2):  # one model per depth, measured at both lengths
+        peaks = _training_peaks(_probe_model(model_path, n, method, params), PROBE_TOKENS, bf16,
+                                method.padding_free, method.zeroth_order)
+        m.update({(n, t): peak for t, peak in zip(PROBE_TOKENS, peaks)})
     # No cost can be negative: where the peak falls at another moment of the pass in one probe than in
     # another (full tuning on an AVX2 CPU: its peak is the embedding's gradient, not the layers'), a
     # negative per-layer-per-token slope extrapolated to 30 layers and 8k tokens gave -54 GB; such a
@@ -330,7 +368,7 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
     if method.quantized:  # the probe cannot quantize random weights: LoRA trains the same adapter
         probe_key = "lora"
         probe_values = {k: v for k, v in probe_values.items() if k in METHODS["lora"].params.__dataclass_fields__}
-    a, b, c, d = training_model(model_path, probe_key, tuple(sorted(probe_values.items())), bf16)
+    a, b, c, d = training_model(model_path, probe_key, probe_identity(probe_key, probe_values), bf16)
     # AdamW keeps two moments per trainable weight, in the weight's dtype (fp32), alive through
     # every later forward and backward pass
     moments = method.state_bytes(model_path, params) if method.state_bytes else trainable * 8

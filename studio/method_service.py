@@ -117,7 +117,8 @@ TABLE_HEADERS = ["Method", "Family", "Data", "Trainable", "Trainable %", "Peak m
 
 def catalogue(studio, model: str = "default", dataset: str | None = None):
     """The comparison table, one row per method at its default settings, yielded as it grows
-    (the first look at a model probes each method for a few seconds; later looks are instant)."""
+    (the first look at a model probes each method for a few seconds; later looks, after a restart
+    too, are instant: pipelines/probe_cache.py)."""
     rows, times = [], {}
     for key, method in METHODS.items():
         try:

@@ -18,6 +18,13 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 def pytest_configure(config):
+    # probe results of this session only (subprocesses too): a session that finds every probe made by an
+    # earlier one shows no measuring, and a test of the Method tab's progress would see none
+    import tempfile
+
+    from pipelines import probe_cache
+
+    os.environ[probe_cache.ENV] = tempfile.mkdtemp(prefix="probes-")
     # Playwright's 5 s default is tight for a page on two cores that also train: the browser tests
     # wait up to 15 s for what they do not give a time of their own
     from playwright.sync_api import expect
@@ -47,7 +54,7 @@ def _tiny(tmp_path_factory, tokenizer_dir, name: str, family: str, **sizes) -> P
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     torch.manual_seed(0)
     config = getattr(transformers, f"{family}Config")(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        vocab_size=sizes.pop("vocab_size", len(tokenizer)), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id, **sizes)
@@ -61,6 +68,14 @@ def _tiny(tmp_path_factory, tokenizer_dir, name: str, family: str, **sizes) -> P
 def tiny_model_dir(tmp_path_factory, real_tokenizer_dir) -> Path:
     """A 2-layer llama with random weights, saved as a local Hugging Face folder."""
     return _tiny(tmp_path_factory, real_tokenizer_dir, "tiny-llama", "Llama")
+
+
+@pytest.fixture(scope="session")
+def small_vocab_model_dir(tmp_path_factory, real_tokenizer_dir) -> Path:
+    """The tiny llama with a 1,024-word output layer, for tests that only estimate (the Method tab): the
+    49k-word layer is most of what a memory probe of the tiny model computes. Not for running on text:
+    the tokenizer's ids go past its vocabulary."""
+    return _tiny(tmp_path_factory, real_tokenizer_dir, "small-vocab-llama", "Llama", vocab_size=1024)
 
 
 @pytest.fixture(scope="session")

@@ -103,3 +103,46 @@ def test_esft_estimates_a_mixture_of_experts_whose_first_block_is_dense(tmp_path
     # two expert blocks of 8 experts, each 3 x 64 x 32 weights (gate, up, down)
     assert est.trainable_params == 2 * 8 * 3 * 64 * 32
     assert est.peak_bytes > est.weights_bytes
+
+
+def test_a_probe_depends_on_the_adapter_not_on_the_trainers_settings():
+    identity = estimates.probe_identity
+    assert identity("lora", None) == identity("lora", {"r": 16})  # the default spelled out or not
+    # the learning rate, epochs, batch size and max length change nothing a probe measures
+    assert identity("lora", {"learning_rate": 1e-3, "num_train_epochs": 7, "per_device_train_batch_size": 2,
+                             "max_length": 96}) == identity("lora", None)
+    assert identity("lora", {"r": 8}) != identity("lora", None)  # a smaller adapter
+    assert identity("lora", {"gradient_checkpointing": True}) != identity("lora", None)  # recomputed activations
+
+
+def test_probes_are_kept_on_disk_for_the_next_studio(tiny_model_dir, tmp_path, monkeypatch):
+    from pipelines import probe_cache
+
+    monkeypatch.setenv(probe_cache.ENV, str(tmp_path))
+    estimates.training_model.cache_clear()
+    first = estimates.estimate(str(tiny_model_dir), "ia3", {})
+    assert probe_cache.cache_file() == tmp_path / "probes.json" and (tmp_path / "probes.json").exists()
+
+    def measured(*_args):
+        raise AssertionError("measured again")
+
+    # a restarted studio (nothing in memory) reads the probe back; an edit of epochs needs no new one
+    estimates.training_model.cache_clear()
+    monkeypatch.setattr(estimates, "_fit", measured)
+    again = estimates.estimate(str(tiny_model_dir), "ia3", {"num_train_epochs": 9})
+    assert again.peak_bytes == first.peak_bytes and again.training_bytes == first.training_bytes
+
+    # new code or libraries measure again; so does a torn file, which is rewritten whole
+    monkeypatch.setattr(probe_cache, "_code", lambda: "another version")
+    estimates.training_model.cache_clear()
+    with pytest.raises(AssertionError, match="measured again"):
+        estimates.estimate(str(tiny_model_dir), "ia3", {})
+    monkeypatch.undo()
+    monkeypatch.setenv(probe_cache.ENV, str(tmp_path))
+    (tmp_path / "probes.json").write_text('{"half": [1, 2')
+    estimates.training_model.cache_clear()
+    assert estimates.estimate(str(tiny_model_dir), "ia3", {}).peak_bytes == pytest.approx(first.peak_bytes, rel=0.05)
+    import json
+
+    assert len(json.loads((tmp_path / "probes.json").read_text())) == 1
+    estimates.training_model.cache_clear()
