@@ -8,21 +8,19 @@ import html
 
 import gradio as gr
 
-from pipelines.advisor import GOALS, candidates
+from pipelines.advisor import GOALS
 from pipelines.data import DataError
-from pipelines.methods import METHODS, ConfigError, describe
+from pipelines.methods import ConfigError
 from pipelines.models import ModelError
 from studio import advise
 
 # the Train form's fields the advice sets (each advisable method's own, where it has them)
 ADVISED = ("r", "num_train_epochs", "max_length", "per_device_train_batch_size", "gradient_accumulation_steps",
            "learning_rate")
-ADVISABLE = list(dict.fromkeys(k for goal in GOALS for k in candidates(goal)))
 
 
 def build(studio, train_model, train_dataset, train_method, tabs, train_tab_id, train_form) -> None:
-    forms, previous = train_form["forms"], train_form["previous"]
-    fields = [(key, name) for key in ADVISABLE for name in ADVISED if name in forms[key]]
+    form, previous, kept = train_form["form"], train_form["previous"], train_form["kept"]
     with gr.Accordion("Help me choose", open=False, elem_id="advisor"):
         goal = gr.Radio(choices=[(text, key) for key, text in GOALS.items()], value="facts",
                         label="What should the tuned model do better?", elem_id="advisor-goal",
@@ -42,19 +40,18 @@ def build(studio, train_model, train_dataset, train_method, tabs, train_tab_id, 
 
     ask.click(on_ask, [goal, train_model, train_dataset], [answer, advised, apply])
 
-    def on_apply(kept):
-        if not kept:
-            return (gr.skip(),) * (3 + len(fields))
-        key, settings = kept["method"], kept["settings"]
-        defaults = {info.name: info.default for info in describe(METHODS[key].params)}
-        ups = []
-        for k, name in fields:
-            if k != key:
-                ups.append(gr.skip())
-                continue
-            value = settings.get(name, defaults[name])  # what the advice leaves out stays at its default
-            ups.append(gr.update(value=str(value) if isinstance(forms[k][name], gr.Textbox) else value))
-        # `previous` = the advised method: nothing of the method shown before is carried over it
-        return (key, key, *ups, gr.Tabs(selected=train_tab_id))
+    def on_apply(advice, stored):
+        if not advice:
+            return (gr.skip(),) * (4 + len(form.outputs))
+        key, settings = advice["method"], advice["settings"]
+        stored = stored if isinstance(stored, dict) else {}
+        own = stored.get(key) if isinstance(stored.get(key), dict) else {}
+        # the advised fields: the advice's value, or the default where it leaves one out; the method's
+        # other settings stay as they were kept
+        values = {**own, **{name: settings.get(name, default) for name, default in form.defaults(key).items()
+                            if name in ADVISED}}
+        # `previous` = the advised method: nothing of the method shown before is carried over it; the
+        # kept settings are what a change of method shows, so they hold the advice too
+        return (key, key, *form.updates(key, values), {**stored, key: values}, gr.Tabs(selected=train_tab_id))
 
-    apply.click(on_apply, advised, [train_method, previous, *[forms[k][n] for k, n in fields], tabs])
+    apply.click(on_apply, [advised, kept], [train_method, previous, *form.outputs, kept, tabs])

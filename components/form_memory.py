@@ -1,6 +1,6 @@
 """The Train form remembers itself: what was picked and typed survives a page reload (kept in this
-browser's localStorage, never on the server), and settings you changed that every method shares
-(epochs, batch size, ...) follow you when you switch methods."""
+browser's localStorage, never on the server), each method keeps its own settings, and settings you
+changed that every method shares (epochs, batch size, ...) follow you when you switch methods."""
 
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ from pipelines.methods.training import Training
 
 # Settings that mean the same for every method and are the ones people change, so an edit carries
 # over when the method changes. Not the learning rate: its right value depends on the method (full
-# tuning wants ~100x less). Each carried field is an output of the method switch for every method,
-# which the page pays for on every switch, so the list stays short.
+# tuning wants ~100x less).
 CARRIED = {"num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps", "max_length",
            "eval_fraction", "seed"}
 assert CARRIED <= {f.name for f in dataclasses.fields(Training)}
@@ -35,19 +34,33 @@ def carried_edits(old_key: str | None, old_values: dict | None, new_key: str) ->
             if name in CARRIED and name in target and name in before and value is not None and value != before[name]}
 
 
-def wire(studio, picks, forms: dict[str, dict], choices, method_settled) -> tuple:
-    """Save the picks and each method's fields as they change; carry shared edits across methods.
-    `choices(method_key)` gives the current (model choices, dataset choices) as (label, value) lists.
-    `method_settled` is the event that follows a change of method once the dataset list is the new
-    method's. Returns (restore_fn, inputs, outputs) for the page's load event."""
-    model, dataset, method = picks
+def states(studio) -> tuple:
+    """This browser's kept picks and settings (localStorage), and the method shown before the current
+    one. Made before the method switch, which reads them."""
     # a fixed key per workspace, so a restarted studio can still read what this browser kept
     secret = hashlib.sha256(str(studio.home).encode()).hexdigest()[:32]
     picked = gr.BrowserState({}, storage_key=f"{PREFIX}picks", secret=secret)
-    # every method's values in one stored dict: each stored value is a component the page keeps in step,
-    # and one per method made switching methods noticeably slower
+    # every method's values in one stored dict: {method: {name: value}}
     kept = gr.BrowserState({}, storage_key=f"{PREFIX}settings", secret=secret)
-    previous = gr.State("lora")  # the method shown before the current one
+    previous = gr.State("lora")
+    return picked, kept, previous
+
+
+def switched(form, new_key: str, old_key: str | None, stored) -> list:
+    """The form for a newly chosen method: what was kept for it (else its defaults), with the shared
+    settings edited on the method before carried over."""
+    stored = stored if isinstance(stored, dict) else {}
+    own = stored.get(new_key) if isinstance(stored.get(new_key), dict) else {}
+    return form.updates(new_key, {**own, **carried_edits(old_key, stored.get(old_key), new_key)})
+
+
+def wire(studio, picks, form, memory, choices, method_settled) -> tuple:
+    """Save the picks and the shown method's fields as they change. `choices(method_key)` gives the
+    current (model choices, dataset choices) as (label, value) lists. `method_settled` is the event
+    that follows a change of method once the dataset list is the new method's.
+    Returns (restore_fn, inputs, outputs) for the page's load event."""
+    model, dataset, method = picks
+    picked, kept, previous = memory
 
     def save_picks(m, d, k):
         return {"model": m, "dataset": d, "method": k}
@@ -57,25 +70,14 @@ def wire(studio, picks, forms: dict[str, dict], choices, method_settled) -> tupl
     # after a change of method, only once the dataset list is the new method's: read before, the
     # dataset can be one the new list lacks, and the server refuses it ("... not in the list of choices")
     method_settled.then(save_picks, [model, dataset, method], picked, show_progress="hidden", queue=False)
-    for key, widgets in forms.items():
-        def save(stored, *values, key=key, names=list(widgets)):
-            return {**(stored if isinstance(stored, dict) else {}), key: dict(zip(names, values))}
 
-        gr.on([w.change for w in widgets.values()], save, [kept, *widgets.values()], kept,
-              trigger_mode="always_last", show_progress="hidden", queue=False)
+    def save(stored, key, *values):
+        if key not in METHODS:
+            return gr.skip()
+        return {**(stored if isinstance(stored, dict) else {}), key: form.values(key, list(values))}
 
-    order = [(key, name) for key in forms for name in forms[key]]
-    shared = [(key, name) for key, name in order if name in CARRIED]  # only these can be carried
-
-    def carry(new_key, old_key, stored):
-        edits = carried_edits(old_key, (stored or {}).get(old_key), new_key)
-        return [gr.update(value=edits[name]) if key == new_key and name in edits else gr.skip()
-                for key, name in shared]
-
-    # outside the queue: behind the estimate (which measures the model) the edits came seconds late
-    method.change(carry, [method, previous, kept], [forms[k][n] for k, n in shared],
-                  show_progress="hidden", queue=False).then(lambda k: k, method, previous, show_progress="hidden",
-                                                            queue=False)
+    gr.on([w.change for w in form.components], save, [kept, method, *form.components], kept,
+          trigger_mode="always_last", show_progress="hidden", queue=False)
 
     def restore(picks_saved, stored):
         picks_saved = picks_saved if isinstance(picks_saved, dict) else {}
@@ -92,9 +94,6 @@ def wire(studio, picks, forms: dict[str, dict], choices, method_settled) -> tupl
                     gr.update(value=key)]
         else:
             ups += [gr.skip(), gr.skip()]
-        saved = stored if isinstance(stored, dict) else {}
-        ups += [gr.update(value=saved[k][n]) if isinstance(saved.get(k), dict) and n in saved[k]
-                and saved[k][n] is not None else gr.skip() for k, n in order]
-        return [*ups, key or "lora"]
+        return [*ups, *switched(form, key or "lora", None, stored), key or "lora"]
 
-    return restore, [picked, kept], [model, dataset, method, *[forms[k][n] for k, n in order], previous]
+    return restore, [picked, kept], [model, dataset, method, *form.outputs, previous]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import gradio as gr
 
 from components import devices_form, form_memory, reward_form, runs_panel
-from components.forms import build_form
+from components.forms import MethodForm
 from pipelines.data import DataError
 from pipelines.methods import METHODS, ConfigError
 from pipelines.models import ModelError
@@ -44,6 +44,9 @@ def model_choices(studio) -> list[tuple[str, str]]:
                     f"run:{run['id']}"))
     return out + export_service.model_choices(studio)
 
+
+# every estimate of the Train tab waits for the one before it (see where they are wired)
+ESTIMATE_QUEUE = {"concurrency_limit": 1, "concurrency_id": "train-estimate"}
 
 # A first run that shows the model learning within minutes on the FAQ sample (bench/faq_quality.py)
 QUICK_RUN = {"num_train_epochs": 3.0, "learning_rate": 3e-3}
@@ -108,11 +111,8 @@ def build(studio):
                                  info="How the model learns; the Method tab compares them all.")
             method_help = gr.Markdown(_method_help("lora"))
             gr.Markdown("### 2. Settings")
-            forms, groups = {}, {}
-            for key, spec in METHODS.items():
-                with gr.Group(visible=(key == "lora")) as group:
-                    forms[key] = build_form(spec.params)
-                groups[key] = group
+            form = MethodForm(METHODS)
+            memory = form_memory.states(studio)
             # one composer, shown for every method that learns from reward functions (GRPO, RLOO, PPO)
             with gr.Group(visible=False) as reward_group:
                 reward_widgets, collect_rewards = reward_form.build()
@@ -125,58 +125,47 @@ def build(studio):
             gr.Markdown("### 3. Runs")
             on_load_runs, run_outputs, run_handles = runs_panel.build(studio, selected)
 
-    order = [(key, name) for key in METHODS for name in forms[key]]
-    inputs = [forms[key][name] for key, name in order]
+    inputs = form.components
+    _picked, kept, previous = memory
 
-    def on_method(key, current):
+    def on_method(key, current, old_key, stored):
         options = dataset_choices(studio, key)
         keep = current in [value for _label, value in options]
         chosen = gr.update(choices=options, value=current if keep else (options[0][1] if options else None))
-        return ([_method_help(key), chosen] + [gr.update(visible=(k == key)) for k in groups]
-                + [gr.update(visible=METHODS[key].rewards)])
+        return [_method_help(key), chosen, *form_memory.switched(form, key, old_key, stored),
+                gr.update(visible=METHODS[key].rewards)]
 
     # outside the queue: behind an estimate that is measuring the model, the new method's form (and the
     # saved picks that follow it) came seconds late, and a reload meanwhile brought back the old method
-    method_settled = method.change(on_method, [method, dataset], [method_help, dataset, *groups.values(),
-                                                               reward_group], queue=False)
+    method_settled = method.change(on_method, [method, dataset, previous, kept],
+                                   [method_help, dataset, *form.outputs, reward_group], queue=False)
+    method_settled.then(lambda k: k, method, previous, show_progress="hidden", queue=False)
 
     def devices_of(values) -> dict:
         return dict(zip(device_widgets, values))
 
     def on_estimate(model_spec, dataset_ref, method_key, *values):
-        values, device_values = values[:len(order)], values[len(order):]
-        params = {name: v for (key, name), v in zip(order, values) if key == method_key}
+        values, device_values = values[:len(inputs)], values[len(inputs):]
+        params = form.values(method_key, list(values)) if method_key in METHODS else {}
         return estimate_text(studio, model_spec, dataset_ref, method_key, params, devices_of(device_values))
 
     estimate_inputs = [model, dataset, method, *inputs, *device_inputs]
     # after the dataset list is the new method's (read with the change, the old method's dataset can
     # be one the new list lacks, and the server refuses it: "... is not in the list of choices")
-    method_settled.then(on_estimate, estimate_inputs, estimate)
-    dataset.change(on_estimate, estimate_inputs, estimate)
-    model.change(on_estimate, estimate_inputs, estimate)
-    # A setting's change re-estimates with its own method's fields only: an event's inputs are
-    # walked by the page on every update it receives, and all methods' fields on every cost
-    # setting's event (tens of thousands) kept the page too busy to click while chat replies streamed.
-    for key in METHODS:
-        own = [model, dataset, method, *forms[key].values(), *device_inputs]
-
-        def on_own_estimate(model_spec, dataset_ref, method_key, *values, key=key):
-            if method_key != key:
-                return gr.skip()
-            fields = len(forms[key])
-            return estimate_text(studio, model_spec, dataset_ref, key, dict(zip(forms[key], values[:fields])),
-                                 devices_of(values[fields:]))
-
-        for name, widget in forms[key].items():
-            if name in COST_FIELDS:
-                widget.change(on_own_estimate, own, estimate)
-    for name in ("strategy", "num_processes", "num_machines", "offload"):  # what each device holds
-        device_widgets[name].change(on_estimate, estimate_inputs, estimate)
+    # one estimate at a time, in the order asked: two at once (a model still being measured, then an
+    # edit of the epochs) could finish in either order and leave the older answer on the page
+    method_settled.then(on_estimate, estimate_inputs, estimate, **ESTIMATE_QUEUE)
+    # a setting that changes the memory or time (a change of method sets several at once), the model,
+    # the data, what each device holds
+    gr.on([dataset.change, model.change,
+           *[w.change for (name, _advanced), w in form.widgets.items() if name in COST_FIELDS],
+           *[device_widgets[name].change for name in ("strategy", "num_processes", "num_machines", "offload")]],
+          on_estimate, estimate_inputs, estimate, trigger_mode="always_last", **ESTIMATE_QUEUE)
 
     def on_start(model_spec, dataset_ref, method_key, *values):
         values, device_values = values[:-len(device_inputs)], values[-len(device_inputs):]
-        values, reward_values = values[:len(order)], values[len(order):]
-        params = {name: v for (key, name), v in zip(order, values) if key == method_key}
+        values, reward_values = values[:len(inputs)], values[len(inputs):]
+        params = form.values(method_key, list(values))
         chosen = collect_rewards(*reward_values) if METHODS[method_key].rewards else None
         try:
             run_id = studio.start_run(model=model_spec, dataset=dataset_ref, method=method_key, params=params,
@@ -191,25 +180,22 @@ def build(studio):
 
     # what was picked and typed survives a reload; shared edits follow a change of method
     restore, memory_inputs, memory_outputs = form_memory.wire(
-        studio, (model, dataset, method), forms, lambda key: (model_choices(studio), dataset_choices(studio, key)),
-        method_settled)
-    previous = memory_outputs[-1]
+        studio, (model, dataset, method), form, memory,
+        lambda key: (model_choices(studio), dataset_choices(studio, key)), method_settled)
 
-    def on_quick():
+    def on_quick(stored):
         """The recipe that shows learning soonest on the bundled FAQ (measured: bench/faq_quality.py)."""
-        from pipelines.methods import describe
-
-        defaults = {info.name: info.default for info in describe(METHODS["lora"].params)}
-        settings = {**defaults, **QUICK_RUN}  # every LoRA setting back to its default, then the recipe
+        settings = {**form.defaults("lora"), **QUICK_RUN}  # every LoRA setting back to its default, then the recipe
+        stored = {**(stored if isinstance(stored, dict) else {}), "lora": settings}
         return (gr.update(value="default"), gr.update(choices=dataset_choices(studio, "lora"), value="quillpad_faq"),
-                "lora", *[gr.update(value=str(settings[name]) if isinstance(widget, gr.Textbox) else settings[name])
-                          for name, widget in forms["lora"].items()],
+                "lora", *form.updates("lora", settings),
                 "Set up a quick first run: LoRA on the *Quillpad support FAQ* sample with fewer epochs at a "
                 "higher learning rate (the line above Start says how long it takes here). Press *Start training*; "
                 "when it finishes, *Chat with this run* puts it next to the built-in model — ask it "
-                "*How long is the Quillpad warranty?*", "lora")  # lora as the method before: nothing carried in
+                "*How long is the Quillpad warranty?*",
+                "lora", stored)  # lora as the method before: nothing carried in; the switch reads the kept recipe
 
-    quick.click(on_quick, None, [model, dataset, method, *forms["lora"].values(), message, previous])
+    quick.click(on_quick, kept, [model, dataset, method, *form.outputs, message, previous, kept])
 
     def on_load():
         return (gr.update(choices=dataset_choices(studio)), gr.update(choices=model_choices(studio)),
@@ -217,7 +203,7 @@ def build(studio):
 
     # picks: what the Method tab reads and sets; the estimate is refreshed after the page loads
     picks = (model, dataset, method)
-    run_handles = {**run_handles, "selected": selected, "train_message": message, "forms": forms,
-                   "previous": previous}
+    run_handles = {**run_handles, "selected": selected, "train_message": message, "form": form,
+                   "previous": previous, "kept": kept}
     return (on_load, [dataset, model, *run_outputs], picks, (on_estimate, estimate_inputs, estimate), run_handles,
             (restore, memory_inputs, memory_outputs))

@@ -80,7 +80,7 @@ def build_app(studio) -> gr.Blocks:
         # then the Train form this browser last had; the estimate follows (its first probe of a model
         # takes a few seconds)
         (app.load(on_load, None, [*train_outputs, *data_outputs, *chat_outputs])
-         .then(*restore_form, show_progress="hidden").then(*refresh_estimate))
+         .then(*restore_form, show_progress="hidden").then(*refresh_estimate, **train_tab.ESTIMATE_QUEUE))
     # The page is the interface; its events are not a documented API. Gradio describes every public
     # event's inputs when it serves the page: the generated forms' events take every method's
     # fields (hundreds each), which made loading the page take seconds.

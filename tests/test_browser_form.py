@@ -3,16 +3,20 @@ method shares follows a change of method while method-specific ones (the learnin
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from components.form_memory import PREFIX
 from tests.test_browser import fill, page, server  # noqa: F401  (fixtures)
 from tests.test_browser_rl import choose
 
 pytestmark = pytest.mark.browser
+SETTINGS_KEY = f"{PREFIX}settings"  # where the browser keeps every method's settings
 
 
 def visible_value(page, elem_id):  # noqa: F811
-    """The value of the shown method's field (every method has its own copy of shared settings)."""
+    """The value of the field the shown method has (a hidden field is not on the page)."""
     return page.locator(f"#{elem_id}:visible input").first
 
 
@@ -25,7 +29,7 @@ def test_the_form_survives_a_reload_and_shared_edits_follow_the_method(server, p
     expect(page.get_by_text("Fine-tune a language model")).to_be_visible(timeout=30_000)
 
     fill(page, "train-model", str(tiny_model_dir))
-    fill(page, "param-num_train_epochs", 2)  # LoRA's copy: the first one on the page
+    fill(page, "param-num_train_epochs", 2)
     # the total time before Start follows the epochs
     expect(page.locator("#train-estimate")).to_contain_text("per epoch × 2)", timeout=60_000)
     fill(page, "param-learning_rate", 0.005)
@@ -33,12 +37,16 @@ def test_the_form_survives_a_reload_and_shared_edits_follow_the_method(server, p
     # epochs (shared) came along; the learning rate is DoRA's own default
     expect(visible_value(page, "param-num_train_epochs")).to_have_value("2", timeout=30_000)
     expect(visible_value(page, "param-learning_rate")).to_have_value(str(defaults("dora")["learning_rate"]))
+    # the estimate for DoRA (the server is busy while it measures the model; the edits saved meanwhile
+    # reach the browser's storage late)
+    expect(page.locator("#train-estimate")).to_contain_text("per epoch × 2)", timeout=60_000)
+    stored = page.evaluate(f"localStorage.getItem('{SETTINGS_KEY}')")
     fill_visible = visible_value(page, "param-max_length")
     fill_visible.fill("96")
     fill_visible.press("Tab")
 
     # a reload brings back the method and what was typed, for DoRA and for LoRA
-    page.wait_for_timeout(1500)  # the browser stores each change as it is made
+    page.wait_for_function(f"localStorage.getItem('{SETTINGS_KEY}') !== {json.dumps(stored)}", timeout=30_000)
     page.reload()
     expect(page.locator("#train-method input")).to_have_value("DoRA", timeout=30_000)
     expect(page.locator("#train-model input")).to_have_value(str(tiny_model_dir))
