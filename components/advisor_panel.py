@@ -52,6 +52,7 @@ def build(studio, train_model, train_dataset, train_method, tabs, train_tab_id, 
                             if name in ADVISED}}
         # `previous` = the advised method: nothing of the method shown before is carried over it; the
         # kept settings are what a change of method shows, so they hold the advice too
-        return (key, key, *form.updates(key, values), {**stored, key: values}, gr.Tabs(selected=train_tab_id))
+        return (key, *form.updates(key, values), {**stored, key: values}, key, gr.Tabs(selected=train_tab_id))
 
-    apply.click(on_apply, [advised, kept], [train_method, previous, *form.outputs, kept, tabs])
+    # the method after what its change reads (`previous`, the fields, what is kept)
+    apply.click(on_apply, [advised, kept], [previous, *form.outputs, kept, train_method, tabs])

@@ -46,12 +46,20 @@ def states(studio) -> tuple:
     return picked, kept, previous
 
 
-def switched(form, new_key: str, old_key: str | None, stored) -> list:
-    """The form for a newly chosen method: what was kept for it (else its defaults), with the shared
-    settings edited on the method before carried over."""
-    stored = stored if isinstance(stored, dict) else {}
+def switched(form, new_key: str, old_key: str | None, stored, fields: list | None = None) -> tuple[list, dict]:
+    """The form for a newly chosen method, and what is kept after the change: the new method shows
+    what was kept for it (else its defaults), with the shared settings edited on the method before
+    carried over. `fields`: every field's value as the page had it, which still holds the method
+    before (read from the page, not from what was kept: a save of its last edit may still be on
+    its way)."""
+    stored = dict(stored) if isinstance(stored, dict) else {}
+    if fields is not None and old_key in METHODS and old_key != new_key:
+        stored[old_key] = form.values(old_key, list(fields))
     own = stored.get(new_key) if isinstance(stored.get(new_key), dict) else {}
-    return form.updates(new_key, {**own, **carried_edits(old_key, stored.get(old_key), new_key)})
+    values = {**form.defaults(new_key), **{k: v for k, v in own.items() if v is not None},
+              **carried_edits(old_key, stored.get(old_key), new_key)}
+    stored[new_key] = values
+    return form.updates(new_key, values), stored
 
 
 def wire(studio, picks, form, memory, choices, method_settled) -> tuple:
@@ -76,8 +84,11 @@ def wire(studio, picks, form, memory, choices, method_settled) -> tuple:
             return gr.skip()
         return {**(stored if isinstance(stored, dict) else {}), key: form.values(key, list(values))}
 
-    gr.on([w.change for w in form.components], save, [kept, method, *form.components], kept,
-          trigger_mode="always_last", show_progress="hidden", queue=False)
+    # what the user types, in the order typed: a change of method, the quick run, the advice and a
+    # reload set the fields and keep what they set themselves (saved on every change, the fields a
+    # switch was still updating were saved under the new method, and the saves came back in any order)
+    gr.on([w.input for w in form.components], save, [kept, method, *form.components], kept,
+          trigger_mode="always_last", show_progress="hidden", concurrency_limit=1, concurrency_id="train-form-save")
 
     def restore(picks_saved, stored):
         picks_saved = picks_saved if isinstance(picks_saved, dict) else {}
@@ -90,10 +101,13 @@ def wire(studio, picks, form, memory, choices, method_settled) -> tuple:
         if key:
             wanted = picks_saved.get("dataset")
             known = [v for _l, v in datasets]
-            ups += [gr.update(choices=datasets, value=wanted if wanted in known else (known[0] if known else None)),
-                    gr.update(value=key)]
+            ups += [gr.update(choices=datasets, value=wanted if wanted in known else (known[0] if known else None))]
         else:
-            ups += [gr.skip(), gr.skip()]
-        return [*ups, *switched(form, key or "lora", None, stored), key or "lora"]
+            ups += [gr.skip()]
+        if not key:  # nothing kept: the page's form is already the first method's, with its defaults
+            return [*ups, *[gr.skip()] * len(form.outputs), gr.skip(), gr.skip()]
+        shown, _kept = switched(form, key, None, stored)
+        return [*ups, *shown, key, gr.update(value=key)]
 
-    return restore, [picked, kept], [model, dataset, method, *form.outputs, previous]
+    # the method last: its change reads the fields and `previous`, set before it
+    return restore, [picked, kept], [model, dataset, *form.outputs, previous, method]

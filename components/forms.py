@@ -1,8 +1,8 @@
 """A method's parameter declaration turned into Gradio widgets (help right beside each field).
 
 The Train form is one set of fields shared by every method: one widget per parameter name (and
-place: basic or under *Advanced settings*), shown when the chosen method has it and relabelled to
-that method's declaration. One copy of each field per method made the page ~1,300 components,
+place: basic or under *Advanced settings*; and list of choices), shown when the chosen method has it
+and relabelled to that method's declaration. One copy of each field per method made the page ~1,300 components,
 and a browser on two cores took ~8 s to open it and a second for each click (the page matches
 every component against every event when it loads)."""
 
@@ -42,21 +42,35 @@ def widget(info, prefix: str = "param-", **extra):
     return gr.Textbox(value=str(info.default), label=label, info=info.help, elem_id=f"{prefix}{info.name}", **extra)
 
 
-def field_order(methods: dict) -> list[tuple[str, bool]]:
-    """Every (name, advanced) slot, in an order that keeps each method's own order of its fields
-    (basic ones first): a topological order of all methods' sequences, earliest-declared first."""
-    before: dict[tuple[str, bool], set] = {}
+def slot_of(info) -> tuple:
+    """Which shared field a parameter uses: one per name, place (basic or advanced) and list of
+    choices. A dropdown whose choices changed with the method let the page send one method's choice
+    against another's list (GRPO's and KTO's loss types), which Gradio refuses."""
+    return info.name, info.advanced, tuple(_choices(info)) if info.choices is not None else None
+
+
+def _declared(spec) -> list:
+    infos = describe(spec.params)
+    return [i for i in infos if not i.advanced] + [i for i in infos if i.advanced]
+
+
+def field_order(methods: dict) -> list[tuple]:
+    """Every slot, in an order that keeps each method's own order of its fields (basic ones first): a
+    topological order of all methods' sequences, earliest-declared first."""
+    before: dict[tuple, set] = {}
     for spec in methods.values():
-        infos = describe(spec.params)
-        seq = [(i.name, i.advanced) for i in infos if not i.advanced] + [(i.name, i.advanced) for i in infos
-                                                                         if i.advanced]
+        seq = [slot_of(i) for i in _declared(spec)]
         for i, slot in enumerate(seq):
             before.setdefault(slot, set()).update(seq[:i])
     first = list(before)  # dicts keep insertion order: first declaration first
-    order: list[tuple[str, bool]] = []
+    order: list[tuple] = []
     while len(order) < len(first):
         placed = set(order)
-        order.append(next(s for s in first if s not in placed and before[s] <= placed))
+        ready = [s for s in first if s not in placed and before[s] <= placed]
+        if not ready:
+            raise ValueError("methods declare shared parameters in conflicting orders: "
+                             + ", ".join(s[0] for s in first if s not in placed))
+        order.append(ready[0])
     return order
 
 
@@ -69,12 +83,12 @@ class MethodForm:
         first_info = {}
         for key, infos in self.infos.items():
             for info in infos.values():
-                seen = first_info.setdefault((info.name, info.advanced), info)
+                seen = first_info.setdefault(slot_of(info), info)
                 if _kind(seen) != _kind(info):  # one widget cannot be a number for one method, a choice for another
                     raise ValueError(f"parameter '{info.name}' of method '{key}' is a {_kind(info)}; another "
                                      f"method's parameter of that name is a {_kind(seen)}: rename one")
         shown = "lora" if "lora" in methods else next(iter(methods))
-        self.widgets: dict[tuple[str, bool], gr.components.Component] = {}
+        self.widgets: dict[tuple, gr.components.Component] = {}
         with gr.Group():
             for slot in (s for s in self.slots if not s[1]):
                 self.widgets[slot] = self._make(slot, shown, first_info[slot])
@@ -82,13 +96,13 @@ class MethodForm:
                 for slot in (s for s in self.slots if s[1]):
                     self.widgets[slot] = self._make(slot, shown, first_info[slot])
         self.components = list(self.widgets.values())
-        self.by_method = {key: {name: self.widgets[(name, info.advanced)] for name, info in infos.items()}
+        self.by_method = {key: {name: self.widgets[slot_of(info)] for name, info in infos.items()}
                           for key, infos in self.infos.items()}
 
     def _make(self, slot, shown, fallback):
         """The field as the first-shown method declares it, else hidden until a method that has it."""
         info = self.infos[shown].get(slot[0])
-        visible = info is not None and info.advanced == slot[1]
+        visible = info is not None and slot_of(info) == slot
         return widget(info if visible else fallback, visible=visible)
 
     def defaults(self, key: str) -> dict:
@@ -112,8 +126,7 @@ class MethodForm:
             value = values.get(info.name, info.default)
             if value is None:
                 value = info.default
-            extra = {"choices": _choices(info)} if info.choices is not None else \
-                {"step": info.step or (1 if info.type is int else None)} if info.type in (int, float) else {}
+            extra = {"step": info.step or (1 if info.type is int else None)} if info.type in (int, float) else {}
             out.append(gr.update(visible=True, value=str(value) if isinstance(w, gr.Textbox) else value,
                                  label=info.label, info=info.help, **extra))
         return [*out, gr.update(visible=any(info.advanced for info in self.infos[key].values()))]

@@ -128,17 +128,17 @@ def build(studio):
     inputs = form.components
     _picked, kept, previous = memory
 
-    def on_method(key, current, old_key, stored):
+    def on_method(key, current, old_key, stored, *fields):
         options = dataset_choices(studio, key)
         keep = current in [value for _label, value in options]
         chosen = gr.update(choices=options, value=current if keep else (options[0][1] if options else None))
-        return [_method_help(key), chosen, *form_memory.switched(form, key, old_key, stored),
-                gr.update(visible=METHODS[key].rewards)]
+        shown, stored = form_memory.switched(form, key, old_key, stored, list(fields))
+        return [_method_help(key), chosen, *shown, gr.update(visible=METHODS[key].rewards), stored]
 
     # outside the queue: behind an estimate that is measuring the model, the new method's form (and the
     # saved picks that follow it) came seconds late, and a reload meanwhile brought back the old method
-    method_settled = method.change(on_method, [method, dataset, previous, kept],
-                                   [method_help, dataset, *form.outputs, reward_group], queue=False)
+    method_settled = method.change(on_method, [method, dataset, previous, kept, *form.components],
+                                   [method_help, dataset, *form.outputs, reward_group, kept], queue=False)
     method_settled.then(lambda k: k, method, previous, show_progress="hidden", queue=False)
 
     def devices_of(values) -> dict:
@@ -158,7 +158,7 @@ def build(studio):
     # a setting that changes the memory or time (a change of method sets several at once), the model,
     # the data, what each device holds
     gr.on([dataset.change, model.change,
-           *[w.change for (name, _advanced), w in form.widgets.items() if name in COST_FIELDS],
+           *[w.change for slot, w in form.widgets.items() if slot[0] in COST_FIELDS],
            *[device_widgets[name].change for name in ("strategy", "num_processes", "num_machines", "offload")]],
           on_estimate, estimate_inputs, estimate, trigger_mode="always_last", **ESTIMATE_QUEUE)
 
@@ -188,14 +188,15 @@ def build(studio):
         settings = {**form.defaults("lora"), **QUICK_RUN}  # every LoRA setting back to its default, then the recipe
         stored = {**(stored if isinstance(stored, dict) else {}), "lora": settings}
         return (gr.update(value="default"), gr.update(choices=dataset_choices(studio, "lora"), value="quillpad_faq"),
-                "lora", *form.updates("lora", settings),
+                *form.updates("lora", settings),
                 "Set up a quick first run: LoRA on the *Quillpad support FAQ* sample with fewer epochs at a "
                 "higher learning rate (the line above Start says how long it takes here). Press *Start training*; "
                 "when it finishes, *Chat with this run* puts it next to the built-in model — ask it "
                 "*How long is the Quillpad warranty?*",
-                "lora", stored)  # lora as the method before: nothing carried in; the switch reads the kept recipe
+                "lora", stored, "lora")  # lora as the method before: nothing carried in; the switch reads the kept recipe
 
-    quick.click(on_quick, kept, [model, dataset, method, *form.outputs, message, previous, kept])
+    # the method last: its change reads the fields, `previous` and what is kept, all set before it
+    quick.click(on_quick, kept, [model, dataset, *form.outputs, message, previous, kept, method])
 
     def on_load():
         return (gr.update(choices=dataset_choices(studio)), gr.update(choices=model_choices(studio)),

@@ -7,7 +7,7 @@ import gradio as gr
 import pytest
 
 from components.form_memory import carried_edits, switched
-from components.forms import MethodForm, field_order
+from components.forms import MethodForm, field_order, slot_of
 from pipelines.methods import METHODS, describe
 
 
@@ -18,9 +18,9 @@ def declared(key):
 
 def test_every_method_keeps_its_own_order_and_shares_fields_by_name():
     order = field_order(METHODS)
-    assert len(order) == len(set(order)) == len({(i.name, i.advanced) for k in METHODS for i in declared(k)})
+    assert len(order) == len(set(order)) == len({slot_of(i) for k in METHODS for i in declared(k)})
     for key in METHODS:
-        places = [order.index((i.name, i.advanced)) for i in declared(key)]
+        places = [order.index(slot_of(i)) for i in declared(key)]
         assert places == sorted(places), key
     # far fewer fields than one copy per method (the page that had one took ~8 s to open on two cores)
     assert len(order) * 5 < sum(len(declared(k)) for k in METHODS)
@@ -45,11 +45,10 @@ def test_a_method_sees_its_fields_labelled_its_way_and_reads_back_only_them(form
                 assert up["value"] == (str(info.default) if isinstance(widget, gr.Textbox) else info.default)
         assert ups[-1]["visible"] is any(i.advanced for i in describe(METHODS[key].params))  # the Advanced section
     assert form.by_method["dpo"]["beta"] is form.by_method["orpo"]["beta"]
-    # GRPO's loss type is advanced and DPO's is not: two fields, each where its method puts it
-    assert form.by_method["dpo"]["loss_type"] is not form.by_method["grpo"]["loss_type"]
-    grpo_loss = form.updates("grpo", {})[form.components.index(form.by_method["grpo"]["loss_type"])]
-    assert [value for _label, value in grpo_loss["choices"]] == next(
-        i.choices for i in describe(METHODS["grpo"].params) if i.name == "loss_type")
+    # GRPO's loss type is advanced and DPO's is not, KTO's has other choices: a field each (one dropdown
+    # whose choices changed with the method let the page send KTO's choice against GRPO's list)
+    loss_types = {form.by_method[k]["loss_type"]._id for k in ("dpo", "kto", "grpo")}
+    assert len(loss_types) == 3 and form.by_method["kto"]["loss_type"] is form.by_method["kto_full"]["loss_type"]
 
     values = [f"v{n}" for n in range(len(form.components))]
     got = form.values("lora", values)
@@ -61,14 +60,23 @@ def test_a_change_of_method_shows_what_it_kept_and_carries_shared_edits(form):
     lr = form.components.index(form.by_method["dora"]["learning_rate"])
     epochs = form.components.index(form.by_method["dora"]["num_train_epochs"])
     stored = {"lora": {"learning_rate": 0.005, "num_train_epochs": 2.0}, "dora": {"learning_rate": 0.0007}}
-    ups = switched(form, "dora", "lora", stored)
-    # DoRA's own learning rate; LoRA's edited epochs (a shared setting) come along
+    ups, kept = switched(form, "dora", "lora", stored)
+    # DoRA's own learning rate; LoRA's edited epochs (a shared setting) come along, and are kept for DoRA
     assert ups[lr]["value"] == 0.0007 and ups[epochs]["value"] == 2.0
+    assert kept["dora"]["num_train_epochs"] == 2.0 and kept["lora"] == stored["lora"]
     assert carried_edits("lora", stored["lora"], "dora") == {"num_train_epochs": 2.0}
     # back to LoRA: its own learning rate again; nothing kept: the defaults
-    assert switched(form, "lora", "dora", stored)[lr]["value"] == 0.005
-    assert switched(form, "dora", None, {})[lr]["value"] == describe_default("dora", "learning_rate")
+    assert switched(form, "lora", "dora", stored)[0][lr]["value"] == 0.005
+    assert switched(form, "dora", None, {})[0][lr]["value"] == default("dora", "learning_rate")
+
+    # the fields as the page had them are the method before's newest values (its last save may not
+    # have come back yet): LoRA's epochs typed as 7 come along, and LoRA's values are kept
+    fields = [None] * len(form.components)
+    for name, widget in form.by_method["lora"].items():
+        fields[form.components.index(widget)] = {"num_train_epochs": 7.0}.get(name, default("lora", name))
+    ups, kept = switched(form, "dora", "lora", stored, fields)
+    assert ups[epochs]["value"] == 7.0 and kept["lora"]["num_train_epochs"] == 7.0
 
 
-def describe_default(key, name):
+def default(key, name):
     return next(i.default for i in describe(METHODS[key].params) if i.name == name)
