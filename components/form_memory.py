@@ -43,7 +43,15 @@ def states(studio) -> tuple:
     # every method's values in one stored dict: {method: {name: value}}
     kept = gr.BrowserState({}, storage_key=f"{PREFIX}settings", secret=secret)
     previous = gr.State("lora")
-    return picked, kept, previous
+    # the dataset set together with a method ({"method", "dataset"}), by a reload, the quick run or a
+    # Train-on-these button: the method's change that follows still reads the page's dataset from before
+    wanted = gr.State(None)
+    return picked, kept, previous, wanted
+
+
+def chosen(key: str, dataset_ref: str) -> dict:
+    """What a handler that sets the method and the dataset together puts into `wanted`."""
+    return {"method": key, "dataset": dataset_ref}
 
 
 def switched(form, new_key: str, old_key: str | None, stored, fields: list | None = None) -> tuple[list, dict]:
@@ -68,7 +76,7 @@ def wire(studio, picks, form, memory, choices, method_settled) -> tuple:
     that follows a change of method once the dataset list is the new method's.
     Returns (restore_fn, inputs, outputs) for the page's load event."""
     model, dataset, method = picks
-    picked, kept, previous = memory
+    picked, kept, previous, wanted = memory
 
     def save_picks(m, d, k):
         return {"model": m, "dataset": d, "method": k}
@@ -79,35 +87,38 @@ def wire(studio, picks, form, memory, choices, method_settled) -> tuple:
     # dataset can be one the new list lacks, and the server refuses it ("... not in the list of choices")
     method_settled.then(save_picks, [model, dataset, method], picked, show_progress="hidden", queue=False)
 
-    def save(stored, key, *values):
+    def save(key, *values):
         if key not in METHODS:
-            return gr.skip()
-        return {**(stored if isinstance(stored, dict) else {}), key: form.values(key, list(values))}
+            return None  # nothing to merge
+        return {key: form.values(key, list(values))}
 
     # what the user types, in the order typed: a change of method, the quick run, the advice and a
     # reload set the fields and keep what they set themselves (saved on every change, the fields a
-    # switch was still updating were saved under the new method, and the saves came back in any order)
-    gr.on([w.input for w in form.components], save, [kept, method, *form.components], kept,
-          trigger_mode="always_last", show_progress="hidden", concurrency_limit=1, concurrency_id="train-form-save")
+    # switch was still updating were saved under the new method, and the saves came back in any order).
+    # The reply holds only the edited method; the page merges it into what it keeps now (a reply sent
+    # whole came back after a change of method and put back what that change had carried over)
+    edited = gr.JSON(visible=False)
+    gr.on([w.input for w in form.components], save, [method, *form.components], edited,
+          trigger_mode="always_last", show_progress="hidden", concurrency_limit=1, concurrency_id="train-form-save"
+          ).then(None, [edited, kept], kept, js="(edit, kept) => (edit ? {...(kept || {}), ...edit} : kept)",
+                 show_progress="hidden", queue=False)
 
     def restore(picks_saved, stored):
         picks_saved = picks_saved if isinstance(picks_saved, dict) else {}
         key = picks_saved.get("method") if picks_saved.get("method") in METHODS else None
         models, datasets = choices(key or "lora")
-        wanted = picks_saved.get("model")
+        model_kept = picks_saved.get("model")
         # a listed model, or one typed in (a folder, a hub id); a run that is gone is not brought back
-        typed = isinstance(wanted, str) and wanted and not wanted.startswith("run:")
-        ups = [gr.update(value=wanted) if wanted in [v for _l, v in models] or typed else gr.skip()]
-        if key:
-            wanted = picks_saved.get("dataset")
-            known = [v for _l, v in datasets]
-            ups += [gr.update(choices=datasets, value=wanted if wanted in known else (known[0] if known else None))]
-        else:
-            ups += [gr.skip()]
+        typed = isinstance(model_kept, str) and model_kept and not model_kept.startswith("run:")
+        ups = [gr.update(value=model_kept) if model_kept in [v for _l, v in models] or typed else gr.skip()]
         if not key:  # nothing kept: the page's form is already the first method's, with its defaults
-            return [*ups, *[gr.skip()] * len(form.outputs), gr.skip(), gr.skip()]
+            return [*ups, gr.skip(), *[gr.skip()] * len(form.outputs), gr.skip(), gr.skip(), gr.skip()]
+        known = [v for _l, v in datasets]
+        dataset_kept = picks_saved.get("dataset")
+        dataset_kept = dataset_kept if dataset_kept in known else (known[0] if known else None)
         shown, _kept = switched(form, key, None, stored)
-        return [*ups, *shown, key, gr.update(value=key)]
+        return [*ups, gr.update(choices=datasets, value=dataset_kept), *shown, key, chosen(key, dataset_kept),
+                gr.update(value=key)]
 
-    # the method last: its change reads the fields and `previous`, set before it
-    return restore, [picked, kept], [model, dataset, *form.outputs, previous, method]
+    # the method last: its change reads the fields, `previous` and `wanted`, set before it
+    return restore, [picked, kept], [model, dataset, *form.outputs, previous, wanted, method]

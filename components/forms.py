@@ -113,6 +113,17 @@ class MethodForm:
         by_widget = dict(zip(map(id, self.components), values))
         return {name: by_widget[id(w)] for name, w in self.by_method[key].items()}
 
+    def preprocessed(self, raw: list) -> list:
+        """Every field's value as Gradio passes it to a function, from what the page sent (for an event
+        with preprocess=False): numbers rounded to their precision. A value a field refuses stays as sent."""
+        out = []
+        for w, value in zip(self.components, raw):
+            try:
+                out.append(w.preprocess(value))
+            except Exception:  # noqa: BLE001 - Gradio raises its own Error or a plain one, per component
+                out.append(value)
+        return out
+
     def updates(self, key: str, values: dict) -> list:
         """Every field shown or hidden for the method, its shown ones set to `values` (the method's
         defaults where missing) and labelled as the method declares them; then the Advanced section."""

@@ -21,7 +21,7 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
         try:
             start = chat_service.preference_start(studio, method=PREFERENCE_METHOD)
         except DataError as err:  # shown where the button is
-            return (f"**Nothing to train on:** {err}", *(gr.skip(),) * 5)
+            return (f"**Nothing to train on:** {err}", *(gr.skip(),) * 6)
         row, model = start["dataset"], start["model"]
         where = f"run `{model[4:]}`" if model.startswith("run:") else "the base model"
         made = f"Made **{row['name']}**: {row['rows']} preference pairs from {start['votes']} decisive votes."
@@ -29,11 +29,10 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
                    "from there): press *Start training*.")
         return (made, message,
                 gr.update(choices=train_tab.model_choices(studio), value=model),
-                gr.update(choices=train_tab.dataset_choices(studio, PREFERENCE_METHOD), value=row["id"]),
-                PREFERENCE_METHOD, gr.Tabs(selected="train"))
+                *train_tab.method_on(studio, PREFERENCE_METHOD, row["id"]), gr.Tabs(selected="train"))
 
     chat["train_prefs"].click(on_train_prefs, None, [chat["message"], train["message"], train["model"],
-                                                    train["dataset"], train["method"], tabs])
+                                                    train["dataset"], train["wanted"], train["method"], tabs])
 
     def on_compare(run_id):
         try:
@@ -95,15 +94,14 @@ def wire_labels(studio, tabs, train: dict, overview: dict):
             start = label_service.training_start(studio, project_id or "", PREFERENCE_METHOD,
                                                  float(min_agreement), bool(with_votes))
         except (LabelError, DataError) as err:  # shown where the button is
-            return (f"**Nothing to train on:** {err}", *(gr.skip(),) * 5)
+            return (f"**Nothing to train on:** {err}", *(gr.skip(),) * 6)
         row, model = start["dataset"], start["model"]
         where = f"run `{model[4:]}`" if model.startswith("run:") else "the built-in model"
         made = f"Made **{row['name']}**: {row['rows']} preference pairs from the labels."
         message = f"{made} Set to DPO on it, starting from {where}: press *Start training*."
         return (made, message, gr.update(choices=train_tab.model_choices(studio), value=model),
-                gr.update(choices=train_tab.dataset_choices(studio, PREFERENCE_METHOD), value=row["id"]),
-                PREFERENCE_METHOD, gr.Tabs(selected="train"))
+                *train_tab.method_on(studio, PREFERENCE_METHOD, row["id"]), gr.Tabs(selected="train"))
 
     return overview["train"].click(on_train_labels, overview["inputs"],
                             [overview["message"], train["message"], train["model"], train["dataset"],
-                             train["method"], tabs])
+                             train["wanted"], train["method"], tabs])

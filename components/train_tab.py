@@ -34,6 +34,14 @@ def dataset_choices(studio, method_key: str = "lora") -> list[tuple[str, str]]:
     return samples + imported
 
 
+def method_on(studio, key: str, dataset_ref: str) -> tuple:
+    """For a handler that sets the Train tab's method and dataset together (outputs: dataset, the
+    form's `wanted`, method): the method's change reads the dataset from `wanted` (from the page it
+    would read the dataset from before)."""
+    return (gr.update(choices=dataset_choices(studio, key), value=dataset_ref), form_memory.chosen(key, dataset_ref),
+            key)
+
+
 def model_choices(studio) -> list[tuple[str, str]]:
     """Where a run can start: the built-in model, or any finished run's result."""
     out = [("Built-in SmolLM2-135M-Instruct (default)", "default")]
@@ -126,20 +134,30 @@ def build(studio):
             on_load_runs, run_outputs, run_handles = runs_panel.build(studio, selected)
 
     inputs = form.components
-    _picked, kept, previous = memory
+    _picked, kept, previous, wanted = memory
 
-    def on_method(key, current, old_key, stored, *fields):
+    def on_method(key, current, old_key, asked, stored, *fields):
+        # the inputs come as the page sent them (preprocess=False): a reload, the quick run or a Train-on-
+        # these button sets the dataset list and the method together, and the method's change still
+        # carries the page's dataset from before, which Gradio would refuse before this runs ("... is not
+        # in the list of choices"). The dataset such a handler chose comes in `asked`, kept on the server.
+        stored = stored if isinstance(stored, dict) else {}
+        fields = form.preprocessed(list(fields))
+        if isinstance(asked, dict) and asked.get("method") == key:
+            current = asked.get("dataset")
         options = dataset_choices(studio, key)
         keep = current in [value for _label, value in options]
         chosen = gr.update(choices=options, value=current if keep else (options[0][1] if options else None))
-        shown, stored = form_memory.switched(form, key, old_key, stored, list(fields))
-        return [_method_help(key), chosen, *shown, gr.update(visible=METHODS[key].rewards), stored]
+        shown, stored = form_memory.switched(form, key, old_key, stored, fields)
+        # the key into `previous` here, not in a step after: that step read the page's method, which
+        # a quick next pick had already changed, and the carried edits were taken from the wrong method
+        return [_method_help(key), chosen, *shown, gr.update(visible=METHODS[key].rewards), stored, key, None]
 
     # outside the queue: behind an estimate that is measuring the model, the new method's form (and the
     # saved picks that follow it) came seconds late, and a reload meanwhile brought back the old method
-    method_settled = method.change(on_method, [method, dataset, previous, kept, *form.components],
-                                   [method_help, dataset, *form.outputs, reward_group, kept], queue=False)
-    method_settled.then(lambda k: k, method, previous, show_progress="hidden", queue=False)
+    method_settled = method.change(on_method, [method, dataset, previous, wanted, kept, *form.components],
+                                   [method_help, dataset, *form.outputs, reward_group, kept, previous, wanted],
+                                   queue=False, preprocess=False)
 
     def devices_of(values) -> dict:
         return dict(zip(device_widgets, values))
@@ -193,10 +211,11 @@ def build(studio):
                 "higher learning rate (the line above Start says how long it takes here). Press *Start training*; "
                 "when it finishes, *Chat with this run* puts it next to the built-in model — ask it "
                 "*How long is the Quillpad warranty?*",
-                "lora", stored, "lora")  # lora as the method before: nothing carried in; the switch reads the kept recipe
+                "lora", stored, form_memory.chosen("lora", "quillpad_faq"),
+                "lora")  # lora as the method before: nothing carried in; the switch reads the kept recipe
 
-    # the method last: its change reads the fields, `previous` and what is kept, all set before it
-    quick.click(on_quick, kept, [model, dataset, *form.outputs, message, previous, kept, method])
+    # the method last: its change reads the fields, `previous`, `wanted` and what is kept, all set before it
+    quick.click(on_quick, kept, [model, dataset, *form.outputs, message, previous, kept, wanted, method])
 
     def on_load():
         return (gr.update(choices=dataset_choices(studio)), gr.update(choices=model_choices(studio)),
@@ -205,6 +224,6 @@ def build(studio):
     # picks: what the Method tab reads and sets; the estimate is refreshed after the page loads
     picks = (model, dataset, method)
     run_handles = {**run_handles, "selected": selected, "train_message": message, "form": form,
-                   "previous": previous, "kept": kept}
+                   "previous": previous, "kept": kept, "wanted": wanted}
     return (on_load, [dataset, model, *run_outputs], picks, (on_estimate, estimate_inputs, estimate), run_handles,
             (restore, memory_inputs, memory_outputs))

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from components.form_memory import PREFIX
+from pipelines.methods import METHODS
 from tests.test_browser import fill, page, server  # noqa: F401  (fixtures)
 from tests.test_browser_rl import choose
 
@@ -55,4 +56,17 @@ def test_the_form_survives_a_reload_and_shared_edits_follow_the_method(server, p
     choose(page, "train-method", "LoRA")
     expect(visible_value(page, "param-learning_rate")).to_have_value("0.005", timeout=30_000)
     expect(visible_value(page, "param-max_length")).to_have_value("96", timeout=30_000)  # the DoRA edit followed back
+
+    # a reload on a method that learns from other data (GRPO: prompts) shows that method whole: its
+    # description and its reward functions (the change that follows the reload carried the dataset of
+    # the method before, Gradio refused it, and the page kept LoRA's description with a red "Error")
+    picks = page.evaluate(f"localStorage.getItem('{PREFIX}picks')")
+    choose(page, "train-method", "GRPO")
+    expect(page.locator("#reward-number")).to_be_visible(timeout=30_000)
+    page.wait_for_function(f"localStorage.getItem('{PREFIX}picks') !== {json.dumps(picks)}", timeout=30_000)
+    page.reload()
+    expect(page.locator("#train-method input")).to_have_value("GRPO", timeout=30_000)
+    expect(page.get_by_text(METHODS["grpo"].summary[:60])).to_be_visible(timeout=30_000)
+    expect(page.locator("#reward-number")).to_be_visible()
+    expect(page.get_by_text(METHODS["lora"].summary[:60])).to_have_count(0)
     assert studio.store.list_runs() == []

@@ -80,3 +80,16 @@ def test_a_change_of_method_shows_what_it_kept_and_carries_shared_edits(form):
 
 def default(key, name):
     return next(i.default for i in describe(METHODS[key].params) if i.name == name)
+
+
+def test_values_the_page_sent_are_read_as_gradio_reads_them(form):
+    # a change of method reads the fields unprocessed (its dataset may be one the new list lacks),
+    # then reads them as every other event would: a whole-number field gives an int
+    r = form.components.index(form.by_method["lora"]["r"])
+    loss = form.components.index(form.by_method["dpo"]["loss_type"])
+    raw = [None] * len(form.components)
+    raw[r], raw[loss] = 8.0, "not-a-choice"
+    got = form.preprocessed(raw)
+    assert got[r] == 8 and isinstance(got[r], int)
+    assert got[loss] == "not-a-choice"  # refused by the field: passed on as sent, never an error
+    assert len(got) == len(raw)
