@@ -96,10 +96,12 @@ def wire(studio, picks, form, memory, choices, method_settled) -> tuple:
     # reload set the fields and keep what they set themselves (saved on every change, the fields a
     # switch was still updating were saved under the new method, and the saves came back in any order).
     # The reply holds only the edited method; the page merges it into what it keeps now (a reply sent
-    # whole came back after a change of method and put back what that change had carried over)
+    # whole came back after a change of method and put back what that change had carried over). Every
+    # edit is sent as typed ("multiple"): one held back was sent later with the fields and method of then,
+    # possibly a change of method half applied.
     edited = gr.JSON(visible=False)
     gr.on([w.input for w in form.components], save, [method, *form.components], edited,
-          trigger_mode="always_last", show_progress="hidden", concurrency_limit=1, concurrency_id="train-form-save"
+          trigger_mode="multiple", show_progress="hidden", concurrency_limit=1, concurrency_id="train-form-save"
           ).then(None, [edited, kept], kept, js="(edit, kept) => (edit ? {...(kept || {}), ...edit} : kept)",
                  show_progress="hidden", queue=False)
 

@@ -42,6 +42,19 @@ def widget(info, prefix: str = "param-", **extra):
     return gr.Textbox(value=str(info.default), label=label, info=info.help, elem_id=f"{prefix}{info.name}", **extra)
 
 
+def preprocessed(widgets: list, raw: list) -> list:
+    """The values as Gradio passes them to a function, from what the page sent (for an event with
+    preprocess=False): numbers rounded to their precision. A value a widget refuses stays as sent (a
+    dropdown whose list was just replaced can still send the value from before)."""
+    out = []
+    for w, value in zip(widgets, raw):
+        try:
+            out.append(w.preprocess(value))
+        except Exception:  # noqa: BLE001 - Gradio raises its own Error or a plain one, per component
+            out.append(value)
+    return out
+
+
 def slot_of(info) -> tuple:
     """Which shared field a parameter uses: one per name, place (basic or advanced) and list of
     choices. A dropdown whose choices changed with the method let the page send one method's choice
@@ -114,15 +127,8 @@ class MethodForm:
         return {name: by_widget[id(w)] for name, w in self.by_method[key].items()}
 
     def preprocessed(self, raw: list) -> list:
-        """Every field's value as Gradio passes it to a function, from what the page sent (for an event
-        with preprocess=False): numbers rounded to their precision. A value a field refuses stays as sent."""
-        out = []
-        for w, value in zip(self.components, raw):
-            try:
-                out.append(w.preprocess(value))
-            except Exception:  # noqa: BLE001 - Gradio raises its own Error or a plain one, per component
-                out.append(value)
-        return out
+        """Every field's value as Gradio passes it to a function, from what the page sent."""
+        return preprocessed(self.components, raw)
 
     def updates(self, key: str, values: dict) -> list:
         """Every field shown or hidden for the method, its shown ones set to `values` (the method's

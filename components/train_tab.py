@@ -6,7 +6,7 @@ from __future__ import annotations
 import gradio as gr
 
 from components import devices_form, form_memory, reward_form, runs_panel
-from components.forms import MethodForm
+from components.forms import MethodForm, preprocessed
 from pipelines.data import DataError
 from pipelines.methods import METHODS, ConfigError
 from pipelines.models import ModelError
@@ -53,8 +53,9 @@ def model_choices(studio) -> list[tuple[str, str]]:
     return out + export_service.model_choices(studio)
 
 
-# every estimate of the Train tab waits for the one before it (see where they are wired)
-ESTIMATE_QUEUE = {"concurrency_limit": 1, "concurrency_id": "train-estimate"}
+# Every estimate of the Train tab: one at a time, in the order asked (see where they are wired), and its
+# inputs as the page sent them (`on_estimate` reads them itself)
+ESTIMATE_QUEUE = {"concurrency_limit": 1, "concurrency_id": "train-estimate", "preprocess": False}
 
 # A first run that shows the model learning within minutes on the FAQ sample (bench/faq_quality.py)
 QUICK_RUN = {"num_train_epochs": 3.0, "learning_rate": 3e-3}
@@ -141,6 +142,8 @@ def build(studio):
         # these button sets the dataset list and the method together, and the method's change still
         # carries the page's dataset from before, which Gradio would refuse before this runs ("... is not
         # in the list of choices"). The dataset such a handler chose comes in `asked`, kept on the server.
+        if key not in METHODS:  # only through the API
+            return [gr.skip()] * (len(form.outputs) + 6)
         stored = stored if isinstance(stored, dict) else {}
         fields = form.preprocessed(list(fields))
         if isinstance(asked, dict) and asked.get("method") == key:
@@ -151,7 +154,10 @@ def build(studio):
         shown, stored = form_memory.switched(form, key, old_key, stored, fields)
         # the key into `previous` here, not in a step after: that step read the page's method, which
         # a quick next pick had already changed, and the carried edits were taken from the wrong method
-        return [_method_help(key), chosen, *shown, gr.update(visible=METHODS[key].rewards), stored, key, None]
+        # `wanted` cleared once used: a None sent every time could overwrite one a handler set during this
+        # call, for the change it holds back until this one is done
+        return [_method_help(key), chosen, *shown, gr.update(visible=METHODS[key].rewards), stored, key,
+                gr.skip() if asked is None else None]
 
     # outside the queue: behind an estimate that is measuring the model, the new method's form (and the
     # saved picks that follow it) came seconds late, and a reload meanwhile brought back the old method
@@ -163,6 +169,11 @@ def build(studio):
         return dict(zip(device_widgets, values))
 
     def on_estimate(model_spec, dataset_ref, method_key, *values):
+        # the inputs as the page sent them (preprocess=False): a handler that sets the dataset list with
+        # the model or a setting fires their changes while the page can still hold the dataset from
+        # before, which Gradio would refuse; the dataset's own change follows with the new one
+        model_spec, dataset_ref, method_key, *values = preprocessed(
+            estimate_inputs, [model_spec, dataset_ref, method_key, *values])
         values, device_values = values[:len(inputs)], values[len(inputs):]
         params = form.values(method_key, list(values)) if method_key in METHODS else {}
         return estimate_text(studio, model_spec, dataset_ref, method_key, params, devices_of(device_values))
@@ -180,7 +191,14 @@ def build(studio):
            *[device_widgets[name].change for name in ("strategy", "num_processes", "num_machines", "offload")]],
           on_estimate, estimate_inputs, estimate, trigger_mode="always_last", **ESTIMATE_QUEUE)
 
-    def on_start(model_spec, dataset_ref, method_key, *values):
+    start_inputs = [model, dataset, method, *inputs, *reward_widgets, *device_inputs]
+
+    def on_start(*values):
+        # as the page sent them, read here: the server's list of datasets can be one a slower event (the
+        # page's load) set for the method before, while the page shows the new method's list and pick
+        model_spec, dataset_ref, method_key, *values = preprocessed(start_inputs, list(values))
+        if method_key not in METHODS:  # only through the API
+            return f"**Could not start:** there is no method {method_key!r}", gr.skip()
         values, device_values = values[:-len(device_inputs)], values[-len(device_inputs):]
         values, reward_values = values[:len(inputs)], values[len(inputs):]
         params = form.values(method_key, list(values))
@@ -194,7 +212,7 @@ def build(studio):
             return f"**Could not start:** {err}", gr.skip()
         return f"Started run `{run_id}`.", run_id
 
-    start.click(on_start, [model, dataset, method, *inputs, *reward_widgets, *device_inputs], [message, selected])
+    start.click(on_start, start_inputs, [message, selected], preprocess=False)
 
     # what was picked and typed survives a reload; shared edits follow a change of method
     restore, memory_inputs, memory_outputs = form_memory.wire(
@@ -217,8 +235,10 @@ def build(studio):
     # the method last: its change reads the fields, `previous`, `wanted` and what is kept, all set before it
     quick.click(on_quick, kept, [model, dataset, *form.outputs, message, previous, kept, wanted, method])
 
-    def on_load():
-        return (gr.update(choices=dataset_choices(studio)), gr.update(choices=model_choices(studio)),
+    def on_load(key):
+        """Datasets and runs made since the server started, for the method the page shows."""
+        return (gr.update(choices=dataset_choices(studio, key if key in METHODS else "lora")),
+                gr.update(choices=model_choices(studio)),
                 *on_load_runs())
 
     # picks: what the Method tab reads and sets; the estimate is refreshed after the page loads

@@ -75,12 +75,12 @@ def build_app(studio) -> gr.Blocks:
         export.select(refresh_export, None, export_outputs)
         tick_only_where_shown(tabs, {"train": runs["timer"], "label": label_timer, "export": export_timer})
 
-        def on_load():
-            return (*on_load_train(), *on_load_data(), *refresh_chat())
+        def on_load(key):
+            return (*on_load_train(key), *on_load_data(), *refresh_chat())
 
         # then the Train form this browser last had; the estimate follows (its first probe of a model
         # takes a few seconds)
-        (app.load(on_load, None, [*train_outputs, *data_outputs, *chat_outputs])
+        (app.load(on_load, picks[2], [*train_outputs, *data_outputs, *chat_outputs])
          .then(*restore_form, show_progress="hidden").then(*refresh_estimate, **train_tab.ESTIMATE_QUEUE))
     # The page is the interface; its events are not a documented API. Gradio describes every public
     # event's inputs when it serves the page: the generated forms' events take every method's

@@ -69,4 +69,5 @@ def test_the_form_survives_a_reload_and_shared_edits_follow_the_method(server, p
     expect(page.get_by_text(METHODS["grpo"].summary[:60])).to_be_visible(timeout=30_000)
     expect(page.locator("#reward-number")).to_be_visible()
     expect(page.get_by_text(METHODS["lora"].summary[:60])).to_have_count(0)
+    expect(page.locator("[data-testid='toast-body'].error")).to_have_count(0)  # no refusal on the way
     assert studio.store.list_runs() == []

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from pipelines import devices as dev
+from pipelines import hardware
 from pipelines.events import newest_checkpoint, read_json, read_metrics
 from pipelines.methods import METHODS, ConfigError
 from tests.test_jobs import wait_until
@@ -190,7 +191,10 @@ def test_two_processes_train_like_one_and_leave_an_adapter_peft_loads(studio, ti
     assert mine[-1][1] < mine[0][1]
     tuned = adapter_logits(tiny_model_dir, studio.adapter_dir(run_id))
     expected = adapter_logits(tiny_model_dir, base_studio.adapter_dir(base_id))
-    torch.testing.assert_close(tuned, expected, atol=1e-4, rtol=1e-4)
+    # to float32 rounding; where training runs in bf16 (a CPU with AMX, a GPU) the two processes' summed
+    # gradients round differently from one process's (measured: logits up to 0.007 apart)
+    tol = 2e-2 if hardware.use_bf16() else 1e-4
+    torch.testing.assert_close(tuned, expected, atol=tol, rtol=tol)
 
 
 def rank_processes(run_dir: Path) -> list[int]:
