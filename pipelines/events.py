@@ -142,7 +142,15 @@ def pid_alive(pid: int | None, run_dir: Path | None = None) -> bool:
         return False
     if stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X"):
         return False
-    return "pipelines.run" in cmdline and (run_dir is None or Path(run_dir).name in cmdline)
+    if "pipelines.run" in cmdline and (run_dir is None or Path(run_dir).name in cmdline):
+        return True
+    # a waiting process that became this job (pipelines/standby.py): its output is the job's log
+    if "pipelines.standby" in cmdline and run_dir is not None:
+        try:
+            return Path(os.readlink(f"/proc/{pid}/fd/1")) == (Path(run_dir) / LOG).resolve()
+        except OSError:
+            return False
+    return False
 
 
 def run_state(run_dir: Path, now: float | None = None) -> dict:

@@ -23,10 +23,11 @@ class CliError(Exception):
     """A usage problem reported as one line, exit code 2."""
 
 
-def _studio(args):
+def _studio(args, standby: bool = False):
     from studio.core import Studio
 
-    return Studio(args.home)
+    # a command that starts one job and exits keeps no process ready for a next one
+    return Studio(args.home, standby=standby)
 
 
 def read_config(path: Path) -> dict:
@@ -224,9 +225,10 @@ def cmd_serve(args) -> int:
         check_exposure(args.host, args.auth, args.share)
     except LaunchError as err:
         raise CliError(str(err)) from None
-    studio = _studio(args)
+    studio = _studio(args, standby=True)
     for run_id in studio.recover():
         print(f"run {run_id} was interrupted (its process is gone); resume it from the Train tab")
+    studio.prepare_worker()  # the first run starts without waiting for the libraries to load
     serve(studio, host=args.host, port=args.port, auth=args.auth, share=args.share)
     return 0
 

@@ -37,6 +37,7 @@ from pipelines.devices import check as check_devices
 from pipelines.devices import gpu_count, parse_devices
 from pipelines.methods import METHODS, ConfigError, get_method, parse
 from pipelines.methods import rl as rl_checks
+from pipelines.standby import Standby
 from studio.store import Store
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -73,9 +74,24 @@ def _new_id(prefix: str) -> str:
     return f"{prefix}{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
 
+# the next job's process, waiting with the training libraries imported (pipelines/standby.py);
+# one per server process, whichever workspace (Studio) starts the job
+STANDBY = Standby([sys.executable, "-m", "pipelines.standby"], PROJECT_ROOT)
+
+
+def worker_env() -> dict:
+    """The environment a job's process runs with."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+    # pytest names the test running in its own process: a new value every test, nothing to a job
+    # (it would keep the waiting process from being used by the next test's first run)
+    env.pop("PYTEST_CURRENT_TEST", None)
+    return env
+
+
 class Studio:
     def __init__(self, home: Path | str | None = None, max_concurrent: int | None = None,
-                 max_upload_bytes: int | None = None):
+                 max_upload_bytes: int | None = None, standby: bool | None = None):
         self.home = Path(home).expanduser() if home else default_home()
         self.home.mkdir(parents=True, exist_ok=True)
         self.model_cache = self.home / "models"
@@ -91,6 +107,9 @@ class Studio:
         mb = os.environ.get("STUDIO_MAX_UPLOAD_MB")
         self.max_upload_bytes = max_upload_bytes or (int(float(mb) * 1e6) if mb else readers.DEFAULT_MAX_BYTES)
         self._procs: dict[str, subprocess.Popen] = {}
+        # Keep a process ready for the next job (a server, the tests); a one-off command does not.
+        # STUDIO_STANDBY=0: never (it holds the libraries in memory, ~0.5 GB, while it waits).
+        self.standby = standby is not False and os.environ.get("STUDIO_STANDBY", "1") != "0"
         self._tokenizers: dict[str, object] = {}
         self.length_cache: dict[tuple, list[int]] = {}  # (model, dataset file) -> tokens per row
         # Models loaded for chat; least recently used leave first (STUDIO_CHAT_CACHE_MB, default 8 GB).
@@ -276,15 +295,25 @@ class Studio:
 
     def spawn(self, run_id: str, run_dir: Path) -> None:
         """Start the worker process for a job directory (a run, or another long task such as
-        generating answers to label); it waits its turn in the one queue."""
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
-        with open(run_dir / LOG, "ab") as log:
-            self._procs[run_id] = subprocess.Popen(
-                [sys.executable, "-m", "pipelines.run", str(run_dir)],
-                cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=env, start_new_session=True,  # its own session: survives the server
-            )
+        generating answers to label); it waits its turn in the one queue. The waiting process that
+        has the libraries imported takes it when there is one; then the next one is made ready."""
+        env = worker_env()
+        proc = STANDBY.take(run_dir, env)
+        if proc is None:
+            with open(run_dir / LOG, "ab") as log:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "pipelines.run", str(run_dir)],
+                    cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    env=env, start_new_session=True,  # its own session: survives the server
+                )
+        self._procs[run_id] = proc
+        if self.standby:
+            STANDBY.prepare(env)
+
+    def prepare_worker(self) -> None:
+        """Have a process ready for the first job (a server does this when it starts)."""
+        if self.standby:
+            STANDBY.prepare(worker_env())
 
     def cancel(self, run_id: str) -> None:
         """Ask a queued or running run to stop; a running one saves a checkpoint first."""

@@ -1,0 +1,56 @@
+"""The next job's process waits with the training libraries imported: a run handed to it trains,
+logs and is seen alive like one started fresh; one made for another environment is never used."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from pipelines.events import pid_alive, read_json
+from pipelines.standby import Standby
+from studio import core
+from tests.conftest import FAQ
+from tests.test_jobs import wait_until, worker_pid
+
+
+def command(proc) -> str:
+    return " ".join(map(str, proc.args))
+
+
+def test_the_next_run_starts_in_the_waiting_process_and_is_seen_alive(studio, tiny_model_dir, tiny_params):
+    params = {**tiny_params, "num_train_epochs": 0.5}
+    first = studio.start_run(model=str(tiny_model_dir), dataset=str(FAQ), method="lora", params=params)
+    assert studio.wait(first, poll_s=0.5)["status"] == "completed"
+    second = studio.start_run(model=str(tiny_model_dir), dataset=str(FAQ), method="lora",
+                              params={**params, "num_train_epochs": 1})
+    proc = studio._procs[second]
+    assert "pipelines.standby" in command(proc)  # the process made ready after the first run
+    wait_until(lambda: (read_json(studio.run_dir(second) / "status.json") or {}).get("status") == "running")
+    # alive as this run's worker (its command line names no run: its output is the run's log)
+    assert worker_pid(studio, second) == proc.pid
+    assert pid_alive(proc.pid, studio.run_dir(second)) and not pid_alive(proc.pid, studio.run_dir(first))
+    row = studio.wait(second, poll_s=0.5)
+    assert row["status"] == "completed", row["error"]
+    log = (studio.run_dir(second) / "train.log").read_text()
+    assert "[metrics] step=1" in log and log.rstrip().endswith("run completed")
+    assert studio.adapter_dir(second).is_dir()
+
+
+def test_a_process_made_for_another_environment_is_not_used(tmp_path):
+    ready = Standby([sys.executable, "-m", "pipelines.standby"], core.PROJECT_ROOT)
+    env = core.worker_env()
+    ready.prepare(env)
+    proc = ready._ready[0]
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    assert ready.take(run_dir, {**env, "STUDIO_BF16": "0"}) is None  # a setting read when the run starts
+    assert proc.wait(timeout=10) != 0 and not (run_dir / "train.log").exists()  # stopped; nothing written
+    assert ready.take(run_dir, env) is None  # and none is left
+
+
+def test_a_waiting_process_exits_when_its_studio_is_gone():
+    # the studio's end of the pipe closes when its process ends: the waiting process reads the end
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.standby"], cwd=core.PROJECT_ROOT,
+                            stdin=subprocess.PIPE, env={**core.worker_env(), "PYTHONPATH": str(core.PROJECT_ROOT)})
+    proc.stdin.close()
+    assert proc.wait(timeout=120) == 0
