@@ -54,7 +54,8 @@ def main() -> None:
     from studio import method_service
     from studio.core import Studio
 
-    studio = Studio(args.home or tempfile.mkdtemp(prefix="devices-bench-"))
+    # no process kept waiting: each run's processes are found by their command line, which names the run
+    studio = Studio(args.home or tempfile.mkdtemp(prefix="devices-bench-"), standby=False)
     params = {"num_train_epochs": 0.1, "per_device_train_batch_size": 4, "max_length": 256, "eval_fraction": 0,
               "save_steps": 100000}
     est = method_service.estimate(studio, "default", args.method, {**params, "per_device_train_batch_size": 4},

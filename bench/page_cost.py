@@ -10,7 +10,7 @@ from studio.core import Studio
 from studio.launch import serve
 home = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="page-cost-"))
 steps = {}
-studio = Studio(home)
+studio = Studio(home, standby=False)  # the worker is found by its command line; nothing else importing
 run_id = studio.start_run(model="default", dataset="quillpad_faq", method="lora",
                           params={"num_train_epochs": 3, "learning_rate": 3e-3})
 with socket.socket() as s:
