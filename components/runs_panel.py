@@ -51,7 +51,11 @@ def progress_html(row: dict, metrics: list[dict]) -> str:
     if row["status"] != "running" or not p["max_steps"]:
         p["eta_s"] = None
     width = min(100.0, p["percent"])
-    if row["status"] == "queued":
+    if row.get("cancelling") and row["status"] in ("queued", "running"):
+        # the Cancel was received: a running run stops at the end of its step, after a checkpoint
+        said = ("cancelling… · leaves the queue" if row["status"] == "queued" else
+                f"cancelling: saving a checkpoint at the end of step {p['step'] + 1}, then it stops…")
+    elif row["status"] == "queued":
         said = "waiting for its turn (runs, and answers for labeling, take turns)"
     elif row["status"] == "running" and row.get("phase") not in ("training", EVALUATING):
         said = f"{row.get('phase') or 'starting'}… · elapsed {format_duration(p['elapsed_s'])}"

@@ -180,12 +180,15 @@ def run_state(run_dir: Path, now: float | None = None) -> dict:
         "started": None,
         "finished": None,
         "stalled_s": 0.0,
+        # asked to stop, not stopped yet (a running run saves a checkpoint first)
+        "cancelling": (run_dir / CANCEL).exists(),
     }
     if status is None:
         return state
     state.update(status=status["status"], error=status.get("error"), summary=status.get("summary", {}),
                  started=status.get("started"),
                  finished=status.get("finished") if status["status"] in FINAL_STATUSES else None)
+    state["cancelling"] = state["cancelling"] and status["status"] in ACTIVE_STATUSES
     if status["status"] in ACTIVE_STATUSES:
         if not pid_alive(status.get("pid"), run_dir):
             tail = log_tail(run_dir, 3).replace("\n", " | ")

@@ -52,6 +52,7 @@ def test_cancel_saves_a_checkpoint_then_resume_finishes(studio, tiny_model_dir, 
                               params=long_params)
     wait_until(lambda: studio.get_run(run_id)["step"] >= 6)
     studio.cancel(run_id)
+    assert studio.get_run(run_id)["cancelling"]  # shown at once, before the worker stops
     row = studio.wait(run_id, poll_s=0.3)
     assert row["status"] == "cancelled"
     checkpoint = newest_checkpoint(studio.run_dir(run_id))
