@@ -69,7 +69,7 @@ def main() -> int:
         tmp = Path(tmp)
         src = tmp / "big.jsonl"
         make_file(src, args.rows)
-        studio = Studio(tmp / "home")
+        studio = Studio(tmp / "home", standby=False)
         row = studio.import_dataset(src, name="big")
         print(f"dataset: {row['rows']} rows ({src.stat().st_size / 1e6:.0f} MB JSONL, "
               f"{Path(row['path']).stat().st_size / 1e6:.0f} MB Parquet)")

@@ -65,7 +65,7 @@ def main() -> None:
     ap.add_argument("--run", help="an existing completed LoRA run instead of training one")
     ap.add_argument("--questions", type=int, default=40)
     args = ap.parse_args()
-    studio = Studio(args.home or tempfile.mkdtemp(prefix="export-bench-"))
+    studio = Studio(args.home or tempfile.mkdtemp(prefix="export-bench-"), standby=False)
     questions = [json.loads(line)["question"] for line in HELDOUT.read_text().splitlines()][:args.questions]
     run_id = args.run
     if run_id is None:

@@ -42,7 +42,7 @@ def main() -> None:
     ap.add_argument("--set", nargs="*", default=[], help="parameter overrides, key=value")
     ap.add_argument("--run", help="score an existing completed run instead of training")
     args = ap.parse_args()
-    studio = Studio(args.home or tempfile.mkdtemp(prefix="faq-bench-"))
+    studio = Studio(args.home or tempfile.mkdtemp(prefix="faq-bench-"), standby=False)
     params = dict(kv.split("=", 1) for kv in args.set)
     items = [json.loads(line) for line in HELDOUT.read_text().splitlines()]
 

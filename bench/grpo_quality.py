@@ -55,7 +55,7 @@ def main() -> None:
     from pipelines.methods import METHODS, parse
     from studio.core import Studio
 
-    studio = Studio(args.home or tempfile.mkdtemp(prefix="grpo-bench-"))
+    studio = Studio(args.home or tempfile.mkdtemp(prefix="grpo-bench-"), standby=False)
     heldout = [json.loads(line) for line in HELDOUT.read_text().splitlines()]
     entries = rewards.parse_list(REWARDS)
     params = {k: v for k, v in (("num_train_epochs", args.epochs), ("learning_rate", args.lr)) if v is not None}

@@ -165,13 +165,13 @@ def main() -> int:
               f"{os.cpu_count()} CPUs; workspace {base}", flush=True)
 
         # baseline: one labeler alone on a project of the same size, its own workspace
-        alone_studio = Studio(base / "alone")
+        alone_studio = Studio(base / "alone", standby=False)
         alone_ref = ls.import_project(alone_studio, name="alone", path=pairs, overlap=args.overlap)["id"]
         alone, alone_wall = run_labelers(alone_studio, alone_ref, 1, args.labels)
         b = summary(alone, alone_wall)
         b_checks = checks(alone_studio, alone_ref, alone, args.overlap)
 
-        studio = Studio(base / "crowd")
+        studio = Studio(base / "crowd", standby=False)
         ref = ls.import_project(studio, name="crowd", path=pairs, overlap=args.overlap)["id"]
         crowd, wall = run_labelers(studio, ref, args.labelers, args.labels)
         c = summary(crowd, wall)

@@ -79,7 +79,7 @@ def main() -> None:
     from studio.core import Studio
 
     home = Path(args.home or tempfile.mkdtemp(prefix="pref-bench-"))
-    studio = Studio(home)
+    studio = Studio(home, standby=False)
     model_path = studio.resolve_model("default")  # conversion is not training time
     items = [json.loads(line) for line in HELDOUT.read_text().splitlines()]
 

@@ -56,7 +56,7 @@ def main() -> None:
     from pipelines.importer import ImportOptions
     from studio.core import Studio
 
-    studio = Studio(args.home or tempfile.mkdtemp(prefix="rm-bench-"))
+    studio = Studio(args.home or tempfile.mkdtemp(prefix="rm-bench-"), standby=False)
     base_path = studio.resolve_model("default")
     model, tokenizer = generation.load_for_chat("default", studio.model_cache)
 

@@ -62,7 +62,7 @@ def run_variant(variant: str, data_jsonl: Path, work: Path, home: Path, model: s
     from pipelines.events import RunEvents
     from studio.core import Studio
 
-    studio = Studio(home)
+    studio = Studio(home, standby=False)
     model_path = str(studio.resolve_model(model))
     if variant == "studio":
         from pipelines.train_sft import build_trainer

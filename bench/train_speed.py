@@ -50,7 +50,7 @@ def main() -> None:
     ap.add_argument("--home")
     ap.add_argument("--set", nargs="*", default=[], help="parameter overrides, key=value")
     args = ap.parse_args()
-    studio = Studio(args.home or tempfile.mkdtemp(prefix="speed-bench-"))
+    studio = Studio(args.home or tempfile.mkdtemp(prefix="speed-bench-"), standby=False)
     studio.resolve_model("default")
     extra = dict(kv.split("=", 1) for kv in args.set)
     print(f"LoRA SFT on smollm2-135m-instruct, quillpad_faq, {args.epochs} epoch, params {extra or 'defaults'}")

@@ -53,8 +53,13 @@ def progress_html(row: dict, metrics: list[dict]) -> str:
     width = min(100.0, p["percent"])
     if row.get("cancelling") and row["status"] in ("queued", "running"):
         # the Cancel was received: a running run stops at the end of its step, after a checkpoint
-        said = ("cancelling… · leaves the queue" if row["status"] == "queued" else
-                f"cancelling: saving a checkpoint at the end of step {p['step'] + 1}, then it stops…")
+        if row["status"] == "queued":
+            said = "cancelling… · leaves the queue"
+        elif p["max_steps"] and p["step"] + 1 >= p["max_steps"]:
+            # a cancel takes effect at the end of a step: after the last one nothing is left to stop
+            said = "finishing: the last step is under way, so the run completes and saves its result…"
+        else:
+            said = f"cancelling: saving a checkpoint at the end of step {p['step'] + 1}, then it stops…"
     elif row["status"] == "queued":
         said = "waiting for its turn (runs, and answers for labeling, take turns)"
     elif row["status"] == "running" and row.get("phase") not in ("training", EVALUATING):

@@ -40,16 +40,18 @@ WARM = (
 )
 
 
-def warm() -> None:
-    """Import what a run will need. A library that fails to import here fails the run itself later,
-    with the error in its own log: nothing is reported from here."""
-    for module, names in WARM:
-        try:
+def warm() -> bool:
+    """Import what a run will need. False when something fails to import: this process then exits
+    unused, and the job gets a fresh process that meets the error itself and says it in its log (a
+    second import into the half-imported modules here would fail with a misleading message)."""
+    try:
+        for module, names in WARM:
             loaded = importlib.import_module(module)
             for name in names:
                 getattr(loaded, name)
-        except Exception:  # noqa: BLE001 - see the docstring
-            pass
+    except Exception:  # noqa: BLE001 - see the docstring
+        return False
+    return True
 
 
 def become(run_dir: str) -> int:
@@ -70,11 +72,12 @@ def main() -> int:
     from pipelines.run import quiet_libraries
 
     quiet_libraries()
-    warm()
-    line = sys.stdin.readline()  # blocks until a job comes, or the studio is gone (end of input)
+    if not warm():
+        return 1
+    line = sys.stdin.buffer.readline()  # blocks until a job comes, or the studio is gone (end of input)
     if not line.strip():
         return 0
-    return become(line.strip())
+    return become(os.fsdecode(line.rstrip(b"\n")))
 
 
 class Standby:
@@ -86,13 +89,19 @@ class Standby:
         self._ready: tuple[subprocess.Popen, dict] | None = None
 
     def prepare(self, env: dict) -> None:
-        """Start a waiting process for jobs run with `env`, unless one is ready."""
+        """Start a waiting process for jobs run with `env`, unless one is ready. Never raises: a
+        process that cannot be started now (no memory, no file handles) only means the next job
+        starts a fresh one."""
         with self._lock:
             if self._ready is not None and self._ready[0].poll() is None and self._ready[1] == env:
                 return
             self._discard()
-            proc = subprocess.Popen(self.command, cwd=self.cwd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+            try:
+                proc = subprocess.Popen(self.command, cwd=self.cwd, stdin=subprocess.PIPE,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                                        start_new_session=True)
+            except (OSError, subprocess.SubprocessError):
+                return
             self._ready = (proc, dict(env))
 
     def take(self, run_dir: Path, env: dict) -> subprocess.Popen | None:
@@ -107,9 +116,9 @@ class Standby:
             _stop(proc)
             return None
         try:
-            proc.stdin.write(f"{run_dir}\n".encode())
+            proc.stdin.write(os.fsencode(str(run_dir)) + b"\n")
             proc.stdin.close()
-        except OSError:  # it exited meanwhile
+        except Exception:  # noqa: BLE001 - it exited meanwhile, or anything else: a fresh process instead
             _stop(proc)
             return None
         return proc

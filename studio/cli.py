@@ -228,7 +228,6 @@ def cmd_serve(args) -> int:
     studio = _studio(args, standby=True)
     for run_id in studio.recover():
         print(f"run {run_id} was interrupted (its process is gone); resume it from the Train tab")
-    studio.prepare_worker()  # the first run starts without waiting for the libraries to load
     serve(studio, host=args.host, port=args.port, auth=args.auth, share=args.share)
     return 0
 

@@ -298,7 +298,10 @@ class Studio:
         generating answers to label); it waits its turn in the one queue. The waiting process that
         has the libraries imported takes it when there is one; then the next one is made ready."""
         env = worker_env()
-        proc = STANDBY.take(run_dir, env)
+        # a job that has to wait its turn gets a fresh process, which holds little while it waits (the
+        # waiting one holds the libraries, ~0.5 GB, and would hold them for as long)
+        others = sum(r["status"] in ACTIVE_STATUSES and r["id"] != run_id for r in self.store.list_runs())
+        proc = STANDBY.take(run_dir, env) if others < self.max_concurrent else None
         if proc is None:
             with open(run_dir / LOG, "ab") as log:
                 proc = subprocess.Popen(

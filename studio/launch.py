@@ -274,6 +274,9 @@ def serve(studio, host: str = "127.0.0.1", port: int = 7860, auth: str | None = 
     patient_page_check()
     app = build_app(studio)
     app.queue(default_concurrency_limit=4)
+    # the first run starts without waiting for the libraries to load; made after everything above
+    # that sets the environment (the proxy bypass, Gradio's own), or the first Start could not use it
+    studio.prepare_worker()
     # with a password, nothing but the login page before login, and failed logins slowed per client
     middleware = [Middleware(CompressPage), Middleware(FixFrontend), Middleware(NoUploadsBack), *([Middleware(LoginGate, throttle=login_throttle)] if credentials else [])]
     app.launch(

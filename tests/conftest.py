@@ -17,11 +17,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-_EXIT_STATUS = []
+_SESSION = []
 
 
 def pytest_sessionfinish(session, exitstatus):
-    _EXIT_STATUS.append(int(exitstatus))
+    _SESSION.append(session)
 
 
 @pytest.hookimpl(trylast=True)
@@ -32,10 +32,10 @@ def pytest_unconfigure(config):
     exception", exit code 134, in 1 run of 5 of test_browser_loop.py alone."""
     import sys
 
-    if _EXIT_STATUS:
+    if _SESSION:
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(_EXIT_STATUS[-1])
+        os._exit(int(_SESSION[-1].exitstatus))
 
 
 def pytest_configure(config):

@@ -75,3 +75,5 @@ def test_progress_keeps_the_step_while_the_run_evaluates_between_steps():
     # a Cancel shows at once, before the worker stops at the end of its step
     stopping = progress_html({**row, "phase": "training", "cancelling": True}, [])
     assert "cancelling: saving a checkpoint at the end of step 7, then it stops…" in stopping
+    last = progress_html({**row, "step": 19, "phase": "training", "cancelling": True}, [])
+    assert "finishing: the last step is under way, so the run completes and saves its result…" in last

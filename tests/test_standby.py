@@ -29,8 +29,12 @@ def test_the_next_run_starts_in_the_waiting_process_and_is_seen_alive(studio, ti
     # alive as this run's worker (its command line names no run: its output is the run's log)
     assert worker_pid(studio, second) == proc.pid
     assert pid_alive(proc.pid, studio.run_dir(second)) and not pid_alive(proc.pid, studio.run_dir(first))
+    # a run that has to wait its turn gets a fresh process (a waiting one would hold the libraries)
+    third = studio.start_run(model=str(tiny_model_dir), dataset=str(FAQ), method="lora", params=params)
+    assert "pipelines.run" in command(studio._procs[third])
     row = studio.wait(second, poll_s=0.5)
     assert row["status"] == "completed", row["error"]
+    assert studio.wait(third, poll_s=0.5)["status"] == "completed"
     log = (studio.run_dir(second) / "train.log").read_text()
     assert "[metrics] step=1" in log and log.rstrip().endswith("run completed")
     assert studio.adapter_dir(second).is_dir()
@@ -46,6 +50,18 @@ def test_a_process_made_for_another_environment_is_not_used(tmp_path):
     assert ready.take(run_dir, {**env, "STUDIO_BF16": "0"}) is None  # a setting read when the run starts
     assert proc.wait(timeout=10) != 0 and not (run_dir / "train.log").exists()  # stopped; nothing written
     assert ready.take(run_dir, env) is None  # and none is left
+
+
+def test_a_process_whose_libraries_fail_to_import_is_not_used(tmp_path):
+    # a broken library: the process exits at once, and the job gets a fresh one that says why in its log
+    (tmp_path / "lib" / "trl").mkdir(parents=True)
+    (tmp_path / "lib" / "trl" / "__init__.py").write_text("raise ImportError('trl is broken here')\n")
+    ready = Standby([sys.executable, "-m", "pipelines.standby"], core.PROJECT_ROOT)
+    env = {**core.worker_env(), "PYTHONPATH": f"{tmp_path / 'lib'}:{core.PROJECT_ROOT}"}
+    ready.prepare(env)
+    assert ready._ready[0].wait(timeout=120) == 1
+    (tmp_path / "run").mkdir()
+    assert ready.take(tmp_path / "run", env) is None
 
 
 def test_a_waiting_process_exits_when_its_studio_is_gone():
