@@ -62,7 +62,8 @@ def test_cancel_saves_a_checkpoint_then_resume_finishes(studio, tiny_model_dir, 
         studio.cancel(run_id)
 
     studio.resume(run_id)
-    assert studio.get_run(run_id)["status"] == "queued"
+    # back in line; a process waiting with the libraries imported can have it running already
+    assert studio.get_run(run_id)["status"] in ("queued", "running")
     assert_resumed_to_the_end(studio, run_id)
 
 
