@@ -126,10 +126,6 @@ class MethodForm:
         by_widget = dict(zip(map(id, self.components), values))
         return {name: by_widget[id(w)] for name, w in self.by_method[key].items()}
 
-    def preprocessed(self, raw: list) -> list:
-        """Every field's value as Gradio passes it to a function, from what the page sent."""
-        return preprocessed(self.components, raw)
-
     def updates(self, key: str, values: dict) -> list:
         """Every field shown or hidden for the method, its shown ones set to `values` (the method's
         defaults where missing) and labelled as the method declares them; then the Advanced section."""

@@ -145,7 +145,7 @@ def build(studio):
         if key not in METHODS:  # only through the API
             return [gr.skip()] * (len(form.outputs) + 6)
         stored = stored if isinstance(stored, dict) else {}
-        fields = form.preprocessed(list(fields))
+        fields = preprocessed(form.components, list(fields))
         if isinstance(asked, dict) and asked.get("method") == key:
             current = asked.get("dataset")
         options = dataset_choices(studio, key)

@@ -7,7 +7,7 @@ import gradio as gr
 import pytest
 
 from components.form_memory import carried_edits, switched
-from components.forms import MethodForm, field_order, slot_of
+from components.forms import MethodForm, field_order, preprocessed, slot_of
 from pipelines.methods import METHODS, describe
 
 
@@ -89,7 +89,7 @@ def test_values_the_page_sent_are_read_as_gradio_reads_them(form):
     loss = form.components.index(form.by_method["dpo"]["loss_type"])
     raw = [None] * len(form.components)
     raw[r], raw[loss] = 8.0, "not-a-choice"
-    got = form.preprocessed(raw)
+    got = preprocessed(form.components, raw)
     assert got[r] == 8 and isinstance(got[r], int)
     assert got[loss] == "not-a-choice"  # refused by the field: passed on as sent, never an error
     assert len(got) == len(raw)
