@@ -296,7 +296,8 @@ class Studio:
     def spawn(self, run_id: str, run_dir: Path) -> None:
         """Start the worker process for a job directory (a run, or another long task such as
         generating answers to label); it waits its turn in the one queue. The waiting process that
-        has the libraries imported takes it when there is one; then the next one is made ready."""
+        has the libraries imported takes it when there is one; the next one is made ready once no
+        job is queued or running."""
         env = worker_env()
         # a job that has to wait its turn gets a fresh process, which holds little while it waits (the
         # waiting one holds the libraries, ~0.5 GB, and would hold them for as long)
@@ -311,12 +312,21 @@ class Studio:
                 )
         self._procs[run_id] = proc
         if self.standby:
-            STANDBY.prepare(env)
+            STANDBY.prepare_when_idle(self.busy, env)
 
     def prepare_worker(self) -> None:
-        """Have a process ready for the first job (a server does this when it starts)."""
+        """Have a process ready for the first job (a server does this when it starts), or for the
+        next one once the jobs already queued or running are done."""
         if self.standby:
-            STANDBY.prepare(worker_env())
+            STANDBY.prepare_when_idle(self.busy, worker_env())
+
+    def busy(self) -> bool:
+        """A job is queued or running: one this process started, or a run another one did (a
+        command-line run, or a run of the server before a restart)."""
+        if any(proc.poll() is None for proc in list(self._procs.values())):
+            return True
+        return any((self.get_run(row["id"]) or {}).get("status") in ACTIVE_STATUSES
+                   for row in self.store.list_runs() if row["status"] in ACTIVE_STATUSES)
 
     def cancel(self, run_id: str) -> None:
         """Ask a queued or running run to stop; a running one saves a checkpoint first."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 from pipelines.events import pid_alive, read_json
 from pipelines.standby import Standby
@@ -17,10 +18,22 @@ def command(proc) -> str:
     return " ".join(map(str, proc.args))
 
 
+def ready_pid():
+    ready = core.STANDBY._ready
+    return ready[0].pid if ready is not None and ready[0].poll() is None else None
+
+
 def test_the_next_run_starts_in_the_waiting_process_and_is_seen_alive(studio, tiny_model_dir, tiny_params):
     params = {**tiny_params, "num_train_epochs": 0.5}
     first = studio.start_run(model=str(tiny_model_dir), dataset=str(FAQ), method="lora", params=params)
-    assert studio.wait(first, poll_s=0.5)["status"] == "completed"
+    # none is made while the run is queued or running: its imports would take a core from it
+    seen = []
+    while studio.get_run(first)["status"] not in core.FINAL_STATUSES:
+        seen.append(ready_pid())
+        time.sleep(0.2)
+    assert seen and not any(seen), seen
+    assert studio.get_run(first)["status"] == "completed"
+    wait_until(ready_pid, timeout=30)  # made ready once nothing runs
     second = studio.start_run(model=str(tiny_model_dir), dataset=str(FAQ), method="lora",
                               params={**params, "num_train_epochs": 1})
     proc = studio._procs[second]
