@@ -56,6 +56,12 @@ def source_of(upload: str | None, sample: str | None) -> tuple[str, str] | None:
     return None
 
 
+def unmapped():
+    """A mapping field with no file's columns to choose from. One per field: Gradio takes the value
+    out of an update as it applies it, so an update shared by two fields sets only the first."""
+    return gr.update(choices=[NOT_MAPPED], value=NOT_MAPPED)
+
+
 def check_source(studio, upload, sample, kind, text_unit, *mapping_values):
     """What the file looks like and how it will be read: (message, raw rows, mapping choices, open)."""
     source = source_of(upload, sample)
@@ -65,9 +71,9 @@ def check_source(studio, upload, sample, kind, text_unit, *mapping_values):
     options = _options(kind, text_unit, False, 0, 0, mapping_values)
     try:
         info = inspect(Path(path), options, studio.max_upload_bytes)
-    except DataError as err:
-        return f"**Cannot use this file:** {err}", None, [gr.update(choices=[NOT_MAPPED])] * len(MAP_TARGETS), \
-            gr.update()
+    except DataError as err:  # nothing to map: the last file's columns go with it (a value that is no
+        # longer a choice is refused by the page, and Import would fail on it before reading the file)
+        return f"**Cannot use this file:** {err}", None, [unmapped() for _ in MAP_TARGETS], gr.update()
     columns = info["columns"]
     table = {"headers": columns, "data": [[_cell(r.get(c)) for c in columns] for r in info["records"]]}
     choices = [NOT_MAPPED, *columns]
@@ -241,7 +247,8 @@ def build(studio):
 
     upload.upload(on_upload, [upload, kind, text_unit], [*check_outputs, sample])
     sample.input(on_sample, [sample, kind, text_unit], [*check_outputs, upload])
-    upload.clear(lambda: ("", shown_table(None)), None, [detected, raw])
+    upload.clear(lambda: ("", shown_table(None), *[unmapped() for _ in MAP_TARGETS]), None,
+                 [detected, raw, *mapping])
     for control in (kind, text_unit, *mapping):
         control.input(check, check_inputs, check_outputs)
 

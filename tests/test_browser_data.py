@@ -66,6 +66,22 @@ def test_upload_good_mapped_and_bad_files(server, page, studio, tiny_model_dir, 
     expect(page.locator("#data-message")).to_contain_text("Imported faq", timeout=30_000)
     expect(page.locator("#data-preview")).to_contain_text("=1+1")
 
+    # a file that cannot be read as a table, after the mapped one: its own message, no page error
+    # (the mapping kept 'question', which this file's choices lack, and the page refused it), and
+    # Import names the first bad row
+    page.locator("#data-upload button[aria-label='Clear']").click()
+    expect(page.locator("#data-map-prompt input")).to_have_value("(not mapped)")
+    expect(page.locator("#data-map-completion input")).to_have_value("(not mapped)")
+    broken = tmp_path / "bad_rows.csv"
+    broken.write_text("prompt,completion\nHi,Hello\n,Missing prompt\nQ3,A3,extra\n")
+    page.locator("#data-upload input[type=file]").set_input_files(str(broken))
+    expect(page.locator("#data-detected")).to_contain_text(
+        "Cannot use this file: bad_rows.csv, row 4: has 3 cells", timeout=30_000)
+    page.click("#data-import")
+    expect(page.locator("#data-message")).to_contain_text(
+        "Not imported: bad_rows.csv, row 3, column 'prompt': is empty", timeout=30_000)
+    expect(page.locator(".toast-body")).to_have_count(0)
+
     # a bad file: one sentence naming file, line and column; nothing stored
     page.locator("#data-upload button[aria-label='Clear']").click()
     page.locator("#data-upload input[type=file]").set_input_files(str(bad))
