@@ -15,6 +15,10 @@ from pipelines.models import ModelError
 from studio import chat_service
 from studio.chat_service import ChatError
 
+# the model pickers' labels and the first one's help: (label of one, of the other, help), plain and blind
+PICKERS = {False: ("Model A", "Model B", "The base, or a run's tuned model. A local model folder can be typed in."),
+           True: ("One contender", "The other contender",
+                  "Blind battle: each round puts these two on random sides, named after your vote.")}
 HIDDEN = ("Model A (hidden until you vote)", "Model B (hidden until you vote)")
 STREAM_EVERY_S = 0.08
 VOTES = (("a", "A is better"), ("b", "B is better"), ("tie", "Tie"), ("both_bad", "Both are bad"))
@@ -75,14 +79,16 @@ def build(studio):
     choices = chat_service.choices(studio)
     with gr.Row():
         first, second = chat_service.default_pair(studio)  # the newest tuned model against its base
-        model_a = gr.Dropdown(choices=choices, value=first, label="Model A", allow_custom_value=True,
-                              info="The base, or a run's tuned model. A local model folder can be typed in.",
-                              elem_id="chat-model-a")
-        model_b = gr.Dropdown(choices=choices, value=second, label="Model B", allow_custom_value=True,
+        model_a = gr.Dropdown(choices=choices, value=first, label=PICKERS[False][0], allow_custom_value=True,
+                              info=PICKERS[False][2], elem_id="chat-model-a")
+        model_b = gr.Dropdown(choices=choices, value=second, label=PICKERS[False][1], allow_custom_value=True,
                               elem_id="chat-model-b")
         blind = gr.Checkbox(label="Blind battle", value=False, elem_id="chat-blind",
                             info="Shuffle the two models between sides and hide their names until you vote: "
                                  "judge the answers, not the names.")
+    # in a blind battle the pickers name the two contenders, not the sides: each round shuffles them
+    blind.change(lambda on: (gr.update(label=PICKERS[bool(on)][0], info=PICKERS[bool(on)][2]),
+                             gr.update(label=PICKERS[bool(on)][1])), blind, [model_a, model_b], queue=False)
     with gr.Row():
         scorer = gr.Dropdown(choices=chat_service.scorer_choices(studio), value="", label="Score replies with",
                              info="A reward model you trained (Train tab, method 'Reward model') scores each "
@@ -281,19 +287,30 @@ def build(studio):
     suggested.input(lambda text: text or gr.skip(), suggested, prompt)
 
     def on_next(current, src, spec_a, spec_b, run_id):
-        """The next prompt: from the held-out rows of the tuned model's dataset, else the votes'."""
+        """The next prompt not yet voted on between the two models: from the held-out rows of the tuned
+        model's dataset, else the votes'. When each has a vote, it says so instead of asking one again."""
         run_id = run_id or next((spec[4:] for spec in (spec_a, spec_b) if spec and spec.startswith("run:")), None)
         found = chat_service.prompt_suggestions(studio, src, run_id) if src != "own" else []
+        heldout = bool(found) and src == "heldout"
         if not found and run_id:
             found = chat_service.prompt_suggestions(studio, "heldout", run_id)
+            heldout = bool(found)
         if not found:
             found = chat_service.prompt_suggestions(studio, "votes")
         if not found:
-            return gr.skip(), gr.skip()
-        following = found[(found.index(current) + 1) % len(found)] if current in found else found[0]
-        return gr.update(choices=found, value=following), following
+            return gr.skip(), gr.skip(), "No prompts to offer yet: type your own question and press *Send*."
+        voted = chat_service.voted_prompts(studio, spec_a, spec_b) if spec_a and spec_b else set()
+        after = found.index(current) + 1 if current in found else 0
+        following = next((p for p in found[after:] + found[:after] if p not in voted), None)
+        if following is None:
+            what = "held-out prompt" if heldout else "prompt offered"
+            which = f"The only {what}" if len(found) == 1 else f"Each of the {len(found)} {what.replace('prompt', 'prompts')}"
+            return (gr.update(choices=found), gr.skip(),
+                    f"{which} has a vote between these two models. Type your own question to go on"
+                    + (" (the prompts it trained on would favour the tuned model)." if heldout else "."))
+        return gr.update(choices=found, value=following), following, gr.skip()
 
-    next_prompt.click(on_next, [suggested, source, model_a, model_b, compare_run], [suggested, prompt])
+    next_prompt.click(on_next, [suggested, source, model_a, model_b, compare_run], [suggested, prompt, vote_message])
 
     def refresh(spec_a=None, spec_b=None):
         """New runs become choosable; while no real pair is picked (a model against itself, or no

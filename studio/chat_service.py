@@ -185,6 +185,13 @@ def prompt_suggestions(studio, source: str, run_id: str | None = None, limit: in
     return unique[:limit]
 
 
+def voted_prompts(studio, spec_a: str, spec_b: str) -> set[str]:
+    """The prompts already voted on between these two models, on either side."""
+    pair = {spec_a, spec_b}
+    found = (last_user_message(v["prompt_a"]) for v in studio.store.list_votes() if {v["model_a"], v["model_b"]} == pair)
+    return {p.strip() for p in found if p}
+
+
 def previous_model(studio, run_id: str) -> tuple[str, str]:
     """(the run's tuned model, the model it started from) as chat specs, for a blind re-comparison."""
     run = studio.get_run(run_id) if run_id else None

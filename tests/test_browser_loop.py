@@ -51,5 +51,20 @@ def test_votes_to_training_to_a_blind_rematch(server, page, studio, tiny_model_d
     expect(page.locator("#chat-model-b input")).to_have_value(f"Tuned: LoRA on quillpad_faq on {tiny_model_dir}"
                                                               f" ({parent})")
     expect(page.locator("#chat-prompt textarea")).not_to_have_value("")
+    # the pickers name the two contenders, not the sides (each round shuffles them)
+    expect(page.locator("#chat-model-a")).to_contain_text("One contender")
+    expect(page.locator("#chat-model-b")).to_contain_text("The other contender")
     page.click("#chat-send")
     expect(page.locator("#chat-a")).to_contain_text("hidden until you vote", timeout=30_000)
+
+    # the prompts offered are the DPO data's held-out pair's; once it has a vote between the two,
+    # Next prompt says so instead of asking it again
+    chat_service.record_vote(studio, voter="me", model_a=f"run:{parent}", model_b=f"run:{child}", winner="b",
+                             blind=True, prompt_a=prompt, prompt_b=prompt, reply_a="No idea.",
+                             reply_b="27 months.", settings={})
+    page.click("#chat-next-prompt")  # (the comparison opened the prompts' section)
+    expect(page.locator("#chat-vote-message")).to_contain_text(
+        "The only held-out prompt has a vote between these two models. Type your own question to go on (the "
+        "prompts it trained on would favour the tuned model).",
+        timeout=30_000)
+    expect(page.locator("#chat-prompt textarea")).to_have_value("")  # sent, and not put back
