@@ -64,8 +64,11 @@ def progress_html(row: dict, metrics: list[dict]) -> str:
         said = "waiting for its turn (runs, and answers for labeling, take turns)"
     elif row["status"] == "running" and row.get("phase") not in ("training", EVALUATING):
         said = f"{row.get('phase') or 'starting'}… · elapsed {format_duration(p['elapsed_s'])}"
-        if p["max_steps"]:
-            said += f" · {p['max_steps']} training steps to go"
+        left = (p["max_steps"] or 0) - (p["step"] or 0)
+        if left > 0:
+            said += f" · {left} training step{'s' if left != 1 else ''} to go"
+        elif p["max_steps"]:  # measuring the model after training, saving
+            said += f" · all {p['max_steps']} training steps done"
     else:
         eta = format_duration(p["eta_s"]) if p["eta_s"] is not None else "after the first step"
         said = (f'step {p["step"]} of {p["max_steps"] or "?"} · {p["percent"]:.0f}% · '

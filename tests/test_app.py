@@ -71,7 +71,10 @@ def test_progress_keeps_the_step_while_the_run_evaluates_between_steps():
     shown = progress_html(row, [])
     assert "step 6 of 20 · 30%" in shown and shown.endswith("· evaluating on the held-out rows</span></div>")
     loading = progress_html({**row, "step": 0, "phase": "loading the model and the data"}, [])
-    assert "loading the model and the data… · elapsed" in loading
+    assert "loading the model and the data… · elapsed" in loading and "· 20 training steps to go" in loading
+    after = progress_html({**row, "step": 20, "phase": "measuring the model after training"}, [])
+    assert "measuring the model after training… · elapsed" in after and after.endswith(
+        " · all 20 training steps done</span></div>")
     # a Cancel shows at once, before the worker stops at the end of its step
     stopping = progress_html({**row, "phase": "training", "cancelling": True}, [])
     assert "cancelling: saving a checkpoint at the end of step 7, then it stops…" in stopping
