@@ -29,6 +29,8 @@ CASES = [
      "parameter 'num_train_epochs': expected a number, got [1, 2]"),
     ("a_bool_value", "dataset: quillpad_faq\nparams:\n  per_device_train_batch_size: true\n",
      "parameter 'per_device_train_batch_size': expected a whole number, got True"),
+    ("empty_value", "dataset: quillpad_faq\nparams:\n  learning_rate:\n",
+     "parameter 'learning_rate': is empty; give a number (the default is 0.001)"),
     ("too_high", "dataset: quillpad_faq\nparams:\n  learning_rate: 5\n",
      "parameter 'learning_rate': expected a value from 1e-07 to 1.0, got 5.0"),
     ("too_low", "dataset: quillpad_faq\nparams:\n  r: 0\n", "parameter 'r': expected a value from 1 to 512, got 0"),

@@ -80,6 +80,10 @@ def describe(params_cls: type) -> list[ParamInfo]:
 
 def _coerce(info: ParamInfo, value: Any) -> Any:
     name = info.name
+    if info.type is not str and (value is None or isinstance(value, str) and not value.strip()):
+        # a field cleared in the form, or a key with no value in a config file
+        kind = {bool: "true or false", int: "a whole number"}.get(info.type, "a number")
+        raise ConfigError(f"parameter '{name}': is empty; give {kind} (the default is {info.default!r})")
     if info.type is bool:
         if isinstance(value, bool):
             return value
