@@ -148,12 +148,15 @@ def build_new(studio, project):
     resume.click(on_resume, project, [message, table])
 
     def on_tick(shown):
-        # only a change is sent: every open page ticks, and an unchanged table costs the browser a redraw
+        # only a change is sent: every open page ticks, and an unchanged table costs the browser a redraw;
+        # the project list says what the table says (a project done generating loses its 'generating')
         now = projects_table(studio)
-        return (gr.skip(), shown) if now == shown else (now, now)
+        if now == shown:
+            return gr.skip(), shown, gr.skip()
+        return now, now, gr.update(choices=project_choices(studio))
 
     shown = gr.State(None)
-    timer.tick(on_tick, shown, [table, shown], show_progress="hidden")
+    timer.tick(on_tick, shown, [table, shown, project], show_progress="hidden")
 
     def fresh():
         """Datasets imported and runs finished since the page opened."""
@@ -163,6 +166,14 @@ def build_new(studio, project):
                 gr.update(choices=options, value=b))
 
     return created, fresh, [dataset, model_a, model_b], timer
+
+
+def project_choices(studio) -> list[tuple[str, str]]:
+    out = []
+    for p in ls.projects(studio):
+        state = "" if p["status"] == "ready" else f", {p['status']}"
+        out.append((f"{p['name']} ({p['items']} items, {p['overlap']} per item{state})", p["id"]))
+    return out
 
 
 def _percent(x: float | None) -> str:

@@ -10,6 +10,7 @@ import time
 import gradio as gr
 
 from components import label_projects
+from components.label_projects import project_choices
 from pipelines.data import DataError
 from studio import label_service as ls
 from studio.label_service import LabelError
@@ -19,14 +20,6 @@ CHOICES = (("left", "◀ Left is better", "1"), ("right", "Right is better ▶",
 SAID = {"left": "left is better", "right": "right is better", "tie": "a tie", "both_bad": "both are bad",
         "skip": "skipped"}
 KEYS_HELP = "Keys: **1** left · **2** right · **3** tie · **4** both bad · **S** skip · **U** undo"
-
-
-def project_choices(studio) -> list[tuple[str, str]]:
-    out = []
-    for p in ls.projects(studio):
-        state = "" if p["status"] == "ready" else f", {p['status']}"
-        out.append((f"{p['name']} ({p['items']} items, {p['overlap']} per item{state})", p["id"]))
-    return out
 
 
 def verbatim(text: str) -> str:
@@ -108,8 +101,10 @@ def build(studio):
             reason = gr.Textbox(label="Reason (optional)", lines=1, elem_id="label-reason",
                                 placeholder="Why? e.g. 'left invents a price'. Kept with the label.")
             message = gr.Markdown(elem_id="label-message")
-        with gr.Tab("Overview and export", id="label-overview"):
+        with gr.Tab("Overview and export", id="label-overview") as overview_tab:
             overview = label_projects.build_overview(studio, project)
+        # labels given since it was last shown are counted when it is shown again
+        overview_tab.select(overview["show"], project, overview["outputs"], show_progress="hidden")
         with gr.Tab("New project", id="label-new"):
             created, fresh_lists, list_outputs, timer = label_projects.build_new(studio, project)
 
