@@ -158,7 +158,7 @@ def build(studio):
     picked = gr.Dropdown(choices=pick_choices(rows), value=None, label="Export", elem_id="export-pick",
                          info="Pick one to see its files, download them and how to run it.")
     info = gr.Markdown(details(studio, None), elem_id="export-details")
-    cancel = gr.Button("Cancel this export", elem_id="export-cancel", size="sm")
+    cancel = gr.Button("Cancel this export", elem_id="export-cancel", size="sm", interactive=False)
     files = gr.File(label="Download", file_count="multiple", interactive=False, elem_id="export-files")
     timer = gr.Timer(2.0, active=False)  # ticks while the Export tab is shown (app.py)
 
@@ -203,10 +203,14 @@ def build(studio):
 
     merge.click(on_merge, [method, models, base, t, weights, density, merge_name], outputs)
 
-    def on_pick(export_id):
-        return details(studio, export_id), downloads(studio, export_id, download_dir)
+    def cancellable(export_id, rows):
+        """Cancel is offered only while the picked export is queued or running."""
+        return gr.update(interactive=status_of(rows, export_id) in ("queued", "running"))
 
-    picked.change(on_pick, picked, [info, files])
+    def on_pick(export_id):
+        return details(studio, export_id), downloads(studio, export_id, download_dir), cancellable(export_id, table(studio))
+
+    picked.change(on_pick, picked, [info, files, cancel])
 
     def on_cancel(export_id):
         if not export_id:
@@ -226,13 +230,13 @@ def build(studio):
         shown = shown_rows.values.tolist() if hasattr(shown_rows, "values") else shown_rows
         rows = table(studio)
         if rows == shown:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
         # the files are offered once, when the picked export has just completed
         ready = status_of(rows, export_id) == "completed" != status_of(shown, export_id)
         return (rows, gr.update(choices=pick_choices(rows)), details(studio, export_id),
-                downloads(studio, export_id, download_dir) if ready else gr.update())
+                downloads(studio, export_id, download_dir) if ready else gr.update(), cancellable(export_id, rows))
 
-    timer.tick(on_tick, [picked, listing], [listing, picked, info, files], show_progress="hidden")
+    timer.tick(on_tick, [picked, listing], [listing, picked, info, files, cancel], show_progress="hidden")
 
     def refresh():
         # the list itself is left to the timer's first tick: it sees what changed while the tab was

@@ -33,6 +33,7 @@ def test_export_a_run_then_chat_with_the_merged_model(server, page, studio, tiny
     expect(page.locator("#export-details")).to_contain_text("faq-helper-q8_0.gguf")
     expect(page.locator("#export-details")).to_contain_text("ollama create faq-helper -f Modelfile")
     expect(page.locator("#export-files")).to_contain_text("Modelfile", timeout=30_000)
+    expect(page.locator("#export-cancel")).to_be_disabled()  # nothing left to cancel
     expect(page.locator("#export-table")).to_contain_text(gguf_id)
 
     # a merged model folder, which the rest of the studio then offers as a model
