@@ -38,13 +38,16 @@ LABELS = {"loss": "training loss", "eval_loss": "held-out loss", "learning_rate"
           "reward": "weighted reward", "completions/mean_length": "mean reply length",
           "accuracy": "training pairs", "eval_accuracy": "held-out pairs", "margin": "training pairs",
           "eval_margin": "held-out pairs"}
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf"]
 DOTTED = {"eval_loss", "eval_rewards/accuracies", "eval_rewards/margins", "rewards/rejected", "kl", "eval_accuracy",
           "eval_margin"}
 
 
 def curves_figure(runs: dict[str, list[dict]]) -> go.Figure:
-    """runs: run id -> metrics records. Every run gets its own colour; markers make the first
-    steps visible before there is a line to draw."""
+    """runs: run id -> metrics records. One run: each series its own colour, the same in every panel
+    (training pairs, held-out pairs), named once in the legend. Several runs: each run its own
+    colour, the series told apart by their dashes. Markers make the first steps visible before
+    there is a line to draw."""
     rl = any(is_rl(m) for m in runs.values())
     if rl:
         panels = RL_PANELS
@@ -52,12 +55,14 @@ def curves_figure(runs: dict[str, list[dict]]) -> go.Figure:
         panels = REWARD_MODEL_PANELS
     else:
         panels = PREFERENCE_PANELS if any(is_preference(m) for m in runs.values()) else PANELS
+    data_of = {run_id: series(metrics) for run_id, metrics in runs.items()}
+    if not rl and not any("kl" in data for data in data_of.values()):  # DPO logs none; KTO does
+        panels = [(title.removesuffix("; KL"), names) for title, names in panels]
     fig = make_subplots(rows=2, cols=2, subplot_titles=[title for title, _ in panels],
                         horizontal_spacing=0.1, vertical_spacing=0.2)
-    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf"]
+    colours: dict[str, str] = {}  # legend name -> colour, in order of first appearance
     for i, (run_id, metrics) in enumerate(runs.items()):
-        colour = palette[i % len(palette)]
-        data = series(metrics)
+        data = data_of[run_id]
         for panel, (_title, names) in enumerate(panels):
             if rl and panel == 0:
                 names = (*names, *reward_parts(metrics))
@@ -67,9 +72,13 @@ def curves_figure(runs: dict[str, list[dict]]) -> go.Figure:
                 steps, values = data[name]
                 what = LABELS.get(name) or name.removeprefix("rewards/").removesuffix("/mean")
                 label = f"{run_id} {what}" if len(runs) > 1 else what
+                first = label not in colours
+                if first:
+                    colours[label] = PALETTE[(i if len(runs) > 1 else len(colours)) % len(PALETTE)]
                 fig.add_trace(go.Scatter(
-                    x=steps, y=values, name=label, mode="lines+markers",
-                    line={"color": colour, "dash": "dot" if name in DOTTED or name.startswith("rewards/") else "solid"},
+                    x=steps, y=values, name=label, mode="lines+markers", legendgroup=label, showlegend=first,
+                    line={"color": colours[label],
+                          "dash": "dot" if len(runs) > 1 and (name in DOTTED or name.startswith("rewards/")) else "solid"},
                     marker={"size": 7 if name.startswith("eval_") else 4},
                 ), row=panel // 2 + 1, col=panel % 2 + 1)
     # "step" under the lower panels only: under the upper ones it ran into the lower panels' titles

@@ -48,3 +48,30 @@ def test_rl_and_reward_model_runs_get_their_own_panels():
     rm = [{"step": 1, "loss": 0.7, "accuracy": 0.5, "margin": 0.0}, {"step": 2, "eval_accuracy": 0.9, "eval_loss": 0.3}]
     titles = [a.text for a in curves_figure({"r2": rm}).layout.annotations]
     assert titles[1] == "Pairs ranked right (preferred scored higher)"
+
+
+def test_one_runs_series_each_have_a_colour_named_once_in_the_legend():
+    from components.charts import curves_figure
+
+    dpo = [{"step": s, "loss": 0.7 - 0.1 * s, "rewards/accuracies": 0.5, "rewards/margins": 0.1 * s,
+            "rewards/chosen": 0.1 * s, "rewards/rejected": -0.1 * s} for s in (1, 2)]
+    dpo.append({"step": 2, "eval_loss": 0.5, "eval_rewards/accuracies": 1.0, "eval_rewards/margins": 0.3})
+    fig = curves_figure({"r1": dpo})
+    # DPO logs no KL: the panel does not promise one
+    assert [a.text for a in fig.layout.annotations][3] == "Rewards of preferred and rejected answers"
+    colour = {t.name: t.line.color for t in fig.data}
+    assert colour["training pairs"] != colour["held-out pairs"] and colour["preferred"] != colour["rejected"]
+    # the accuracy and the margin panels share their two legend entries, each shown once
+    pairs = [t for t in fig.data if t.name == "training pairs"]
+    assert len(pairs) == 2 and {t.line.color for t in pairs} == {colour["training pairs"]}
+    assert [t.showlegend for t in pairs] == [True, False]
+    assert sorted(t.name for t in fig.data if t.showlegend) == [
+        "held-out loss", "held-out pairs", "preferred", "rejected", "training loss", "training pairs"]
+    # two runs: a colour per run, the held-out series dotted
+    two = curves_figure({"r1": dpo, "r2": dpo})
+    by_name = {t.name: t.line for t in two.data}
+    assert by_name["r1 training loss"].color != by_name["r2 training loss"].color
+    assert by_name["r1 held-out loss"].dash == "dot" and by_name["r1 training loss"].dash == "solid"
+    kto = [{"step": 1, "loss": 0.5, "rewards/chosen": 0.1, "rewards/rejected": -0.1, "kl": 0.2}]
+    assert [a.text for a in curves_figure({"r3": kto}).layout.annotations][3] == (
+        "Rewards of preferred and rejected answers; KL")
