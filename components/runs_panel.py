@@ -104,6 +104,11 @@ def preference_summary(summary: dict) -> str | None:
         return None
     text = (f"Held-out preference accuracy (preferred answer scored higher): {100 * before:.0f}% before, "
             f"{100 * after:.0f}% after")
+    pairs = summary.get("eval_rows")
+    if pairs:
+        text += f" on {pairs} held-out pair{'s' if pairs != 1 else ''}"
+        if pairs < 10:
+            text += f" (few: each pair moves it by {100 / pairs:.0f} points)"
     if "eval_rewards/margins_after" in summary:
         text += f"; reward margin {summary['eval_rewards/margins_after']:.2f} (higher = clearer preference)"
     return text

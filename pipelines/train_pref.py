@@ -53,6 +53,7 @@ def train(job: dict, run_dir: Path, events: RunEvents) -> dict:
         summary["cancelled"] = True
         return summary
     if trainer.eval_dataset is not None:
+        summary["eval_rows"] = len(trainer.eval_dataset)  # how far its accuracy can be trusted
         events.phase("measuring the model after training")
         evals = [m for m in read_metrics(run_dir) if "eval_loss" in m]
         if evals and evals[-1]["step"] == trainer.state.global_step:  # the last step was just checked

@@ -80,3 +80,14 @@ def test_progress_keeps_the_step_while_the_run_evaluates_between_steps():
     assert "cancelling: saving a checkpoint at the end of step 7, then it stops…" in stopping
     last = progress_html({**row, "step": 19, "phase": "training", "cancelling": True}, [])
     assert "finishing: the last step is under way, so the run completes and saves its result…" in last
+
+
+def test_the_preference_summary_says_on_how_many_pairs_it_stands():
+    from components.runs_panel import preference_summary
+
+    one = {"eval_rewards/accuracies_before": 0.0, "eval_rewards/accuracies_after": 1.0, "eval_rows": 1}
+    assert preference_summary(one) == ("Held-out preference accuracy (preferred answer scored higher): 0% before, "
+                                       "100% after on 1 held-out pair (few: each pair moves it by 100 points)")
+    many = {**one, "eval_rewards/accuracies_after": 0.75, "eval_rows": 40, "eval_rewards/margins_after": 0.5}
+    assert preference_summary(many).endswith("75% after on 40 held-out pairs; reward margin 0.50 (higher = "
+                                             "clearer preference)")

@@ -108,6 +108,7 @@ def test_cli_trains_dpo_and_refuses_the_wrong_kind_of_data(tmp_path, tiny_model_
     assert (home / "runs" / run_id / "adapter" / "adapter_model.safetensors").exists()
     status = json.loads((home / "runs" / run_id / "status.json").read_text())
     assert "eval_rewards/accuracies_after" in status["summary"]
+    assert status["summary"]["eval_rows"] > 0  # the run panel says on how many pairs the accuracy stands
 
     wrong = write_config(tmp_path / "wrong.yaml", model=str(tiny_model_dir), dataset=str(FAQ), method="kto")
     refused = studio_cmd(home, "train", str(wrong))
