@@ -54,13 +54,14 @@ RESULT_WIDTHS = ["22%", "22%", "8%", "8%", "8%", "12%", "20%"]  # the win rate w
 def results_table(studio) -> tuple[dict, str]:
     votes = studio.store.list_votes()
     rows = []
-    for r in arena.win_rates(votes):
+    for r in map(chat_service.newer_first, arena.win_rates(votes)):  # the win rate is the newer model's
         rows.append([chat_service.label(studio, r["first"]), chat_service.label(studio, r["second"]), r["votes"],
                      r["wins_first"], r["wins_second"], r["ties"],
-                     f"{100 * r['win_rate']:.0f}% ({100 * r['low']:.0f}–{100 * r['high']:.0f}%)"])
+                     chat_service.win_rate_text(r)])
     table = {"headers": RESULT_HEADERS, "data": rows}
     warning = arena.position_bias(votes)
-    note = f"{sum(r[2] for r in rows)} votes so far. Ties and 'both bad' count half to each side."
+    note = (f"{sum(r[2] for r in rows)} votes so far. Model 1 is the tuned model (the newer run when both are "
+            "runs). Ties and 'both bad' count half to each side.")
     return table, (f"⚠️ {warning}\n\n{note}" if warning else note)
 
 

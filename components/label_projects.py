@@ -216,8 +216,8 @@ def summary(studio, project_id: str | None) -> tuple:
     name = lambda spec: chat_service.label(studio, spec)  # noqa: E731
     wins = {"headers": WIN_HEADERS,
             "data": [[name(r["first"]), name(r["second"]), r["votes"], r["wins_first"], r["wins_second"], r["ties"],
-                      f"{_percent(r['win_rate'])} ({_percent(r['low'])}–{_percent(r['high'])})"]
-                     for r in o["win_rates"]]}
+                      chat_service.win_rate_text(r)]
+                     for r in map(chat_service.newer_first, o["win_rates"])]}
     review = {"headers": REVIEW_HEADERS,
               "data": [[r["item_id"], r["prompt"][:160], ", ".join(f"{k}: {v}" for k, v in r["labelers"].items())]
                        for r in o["disagreements"]]}

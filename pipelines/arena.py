@@ -44,6 +44,13 @@ def win_rates(votes: list[dict]) -> list[dict]:
     return out
 
 
+def flip(row: dict) -> dict:
+    """A pair's result (a row of win_rates) seen from its second model."""
+    return {**row, "first": row["second"], "second": row["first"], "wins_first": row["wins_second"],
+            "wins_second": row["wins_first"], "win_rate": 1 - row["win_rate"], "low": 1 - row["high"],
+            "high": 1 - row["low"]}
+
+
 def _binomial_two_sided(k: int, n: int) -> float:
     """P(a result at least this lopsided | fair coin)."""
     extreme = max(k, n - k)

@@ -185,6 +185,19 @@ def prompt_suggestions(studio, source: str, run_id: str | None = None, limit: in
     return unique[:limit]
 
 
+def newer_first(row: dict) -> dict:
+    """A pair's result (arena.win_rates) from its tuned model's side, the newer run's when both are
+    runs (a run's id starts with its start time): the win rate shown is the new model's."""
+    first, second = row["first"], row["second"]
+    later = second.startswith("run:") and (not first.startswith("run:") or second > first)
+    return arena.flip(row) if later else row
+
+
+def win_rate_text(row: dict) -> str:
+    """'83% (31–98%)': the first model's win rate and its 95% interval."""
+    return f"{100 * row['win_rate']:.0f}% ({100 * row['low']:.0f}–{100 * row['high']:.0f}%)"
+
+
 def voted_prompts(studio, spec_a: str, spec_b: str) -> set[str]:
     """The prompts already voted on between these two models, on either side."""
     pair = {spec_a, spec_b}

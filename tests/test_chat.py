@@ -167,6 +167,24 @@ def test_win_rates_count_ties_half_and_give_an_interval():
     assert pair["low"] == pytest.approx(0.3968, abs=1e-3) and pair["high"] == pytest.approx(0.8922, abs=1e-3)
 
 
+def test_the_results_take_the_newer_models_side():
+    # name order puts the base first and the older run first: the table shows the tuned, newer side
+    votes = [{"model_a": "run:r20261202-100000-aaaa", "model_b": "base:m", "winner": "a"}] * 3 + \
+            [{"model_a": "base:m", "model_b": "run:r20261202-100000-aaaa", "winner": "tie"}]
+    (raw,) = arena.win_rates(votes)
+    assert raw["first"] == "base:m" and raw["win_rate"] == pytest.approx(0.125)
+    shown = chat_service.newer_first(raw)
+    assert (shown["first"], shown["second"], shown["wins_first"], shown["wins_second"]) == (
+        "run:r20261202-100000-aaaa", "base:m", 3, 0)
+    assert shown["win_rate"] == pytest.approx(0.875)
+    assert (shown["low"], shown["high"]) == pytest.approx(arena.wilson(3.5, 4))  # the interval, seen from there
+    assert chat_service.win_rate_text(shown) == "88% (40–99%)"  # Wilson, n = 4: 0.396 to 0.987
+    older, newer = "run:r20261201-090000-bbbb", "run:r20261202-100000-aaaa"
+    (pair,) = arena.win_rates([{"model_a": older, "model_b": newer, "winner": "b"}])
+    assert chat_service.newer_first(pair)["first"] == newer and chat_service.newer_first(pair)["win_rate"] == 1.0
+    assert chat_service.newer_first(chat_service.newer_first(pair)) == chat_service.newer_first(pair)
+
+
 def test_position_bias_warning():
     lopsided = [{"model_a": "x", "model_b": "y", "winner": "a"}] * 6 + \
                [{"model_a": "y", "model_b": "x", "winner": "a"}] * 6
