@@ -14,12 +14,13 @@ matmul speed x an efficiency measured by bench/methods.py.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
 
-from pipelines import hardware, probe_cache
+from pipelines import evals, hardware, probe_cache
 from pipelines.methods import METHODS, Setup, get_method, parse
 
 GB = 1024**3
@@ -60,6 +61,7 @@ class Estimate:
     device: str
     tokens_per_epoch: int | None = None
     seconds_per_epoch: float | None = None
+    eval_seconds: float = 0.0  # the whole run's passes over its held-out rows (pipelines/evals.py)
     layers: int = 1  # the model's blocks (a sharded model gathers one at a time)
 
     @property
@@ -326,9 +328,11 @@ def batch_tokens(lengths: list[int], batch: int, max_length: int, padding_free: 
 
 
 def estimate(model_path: str, method_key: str, values: dict | None = None, *,
-             lengths: list[int] | None = None, device: str | None = None) -> Estimate:
+             lengths: list[int] | None = None, device: str | None = None, eval_rows: int = 0) -> Estimate:
     """Peak memory and time per epoch for one run. `lengths`: tokens per training example
-    (without it the longest batch is taken as full `max_length` and time is not estimated)."""
+    (without it the longest batch is taken as full `max_length` and time is not estimated);
+    `eval_rows`: how many held-out rows the run measures itself on (taken as long as the training
+    ones), which adds the time of those passes."""
     method = get_method(method_key)
     params = parse(method.params, values)
     device = device or ("cuda" if hardware.has_cuda() else "cpu")
@@ -409,7 +413,21 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
         flops = hardware.matmul_flops(device, bf16)
         seconds = per_token * tokens_epoch / (flops * STEP_EFFICIENCY[device])
         seconds += 2 * total * generated / (flops * DECODE_EFFICIENCY[device])  # writing RL's replies
+    eval_seconds = 0.0
+    if seconds is not None and eval_rows and not method.rewards:  # (RL measures by writing replies)
+        kind = "preference" if method.data_kind in ("preference", "kto") else "sft"
+        batch = params.per_device_train_batch_size
+        accumulate = getattr(params, "gradient_accumulation_steps", 1)
+        total_steps = max(1, math.ceil(math.ceil(len(lengths) / (batch * accumulate)) * params.num_train_epochs))
+        every = evals.every(total_steps, getattr(params, "eval_steps", 0), evals.PER_RUN[kind])
+        count = evals.passes(total_steps, every)
+        held = [lengths[i % len(lengths)] for i in range(eval_rows)]
+        per_pass = sequences * batch_tokens(held, batch, max_length, method.padding_free, params.seed)[0]
+        # forward only: the model, and the reference beside it (DPO, KTO)
+        per_token = 2 * total * (2 if method.reference else 1)
+        eval_seconds = count * per_token * per_pass / (flops * STEP_EFFICIENCY[device])
     return Estimate(method=method_key, total_params=total, trainable_params=trainable, weights_bytes=weights,
                     training_bytes=int(training), runtime_bytes=runtime,
                     peak_bytes=peak, available_bytes=available_bytes(device), device=device,
-                    tokens_per_epoch=tokens_epoch, seconds_per_epoch=seconds, layers=layers)
+                    tokens_per_epoch=tokens_epoch, seconds_per_epoch=seconds, eval_seconds=eval_seconds,
+                    layers=layers)

@@ -17,16 +17,13 @@ import copy
 import math
 from pathlib import Path
 
-from pipelines import data, hardware, models
+from pipelines import data, evals, hardware, models
 from pipelines.events import ADAPTER, MODEL, RunEvents, read_metrics, resume_checkpoint
 from pipelines.methods import Setup, get_method, parse, split_by_target
 from pipelines.methods.trainers import trl_classes
 from pipelines.rank import is_main, save_gathered, world_size
 from pipelines.train_sft import run_settings
 
-# When eval_steps is 0 ("automatic"): a held-out check costs about half a training step here
-# (policy and reference on both answers), so a preference run checks about six times.
-EVALS_PER_RUN = 6
 # what the summary reports from the last held-out evaluation, when the method logs it
 SUMMARY_EVALS = ("eval_loss", "eval_rewards/accuracies", "eval_rewards/margins")
 
@@ -46,18 +43,18 @@ def train(job: dict, run_dir: Path, events: RunEvents) -> dict:
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     summary = {"train_rows": len(trainer.train_dataset), "train_loss": result.training_loss,
                "steps": trainer.state.global_step}
-    evals = [m for m in read_metrics(run_dir) if "eval_loss" in m]
-    if evals:
-        summary.update({f"{k}_before": evals[0][k] for k in SUMMARY_EVALS if k in evals[0]})
+    checks = [m for m in read_metrics(run_dir) if "eval_loss" in m]
+    if checks:
+        summary.update({f"{k}_before": checks[0][k] for k in SUMMARY_EVALS if k in checks[0]})
     if events.stopped_by_cancel(trainer.state):
         summary["cancelled"] = True
         return summary
     if trainer.eval_dataset is not None:
         summary["eval_rows"] = len(trainer.eval_dataset)  # how far its accuracy can be trusted
         events.phase("measuring the model after training")
-        evals = [m for m in read_metrics(run_dir) if "eval_loss" in m]
-        if evals and evals[-1]["step"] == trainer.state.global_step:  # the last step was just checked
-            final = evals[-1]
+        checks = [m for m in read_metrics(run_dir) if "eval_loss" in m]
+        if checks and checks[-1]["step"] == trainer.state.global_step:  # the last step was just checked
+            final = checks[-1]
         else:
             final = trainer.evaluate()
         summary.update({f"{k}_after": final[k] for k in SUMMARY_EVALS if k in final})
@@ -166,7 +163,7 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
     if groups["studio"].get("sft_weight"):  # DPO + learning the chosen answers (RPO): TRL's loss list
         trainer_args.update(loss_type=[trainer_args["loss_type"], "sft"],
                             loss_weights=[1.0, groups["studio"]["sft_weight"]])
-    trainer_args["eval_steps"] = params.eval_steps or math.ceil(total_steps / EVALS_PER_RUN)
+    trainer_args["eval_steps"] = evals.every(total_steps, params.eval_steps, evals.PER_RUN["preference"])
     patience = groups["studio"]["early_stopping_patience"]
     config = config_cls(**trainer_args, **run_settings(run_dir, params, eval_ds is not None, patience))
     callbacks = [MetricsCallback(events), CancelCallback(events), SealCheckpoints()]

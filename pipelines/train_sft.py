@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from pipelines import data, hardware, models
+from pipelines import data, evals, hardware, models
 from pipelines.events import (
     ADAPTER,
     CHECKPOINTS,
@@ -18,7 +18,6 @@ from pipelines.events import (
 from pipelines.methods import Setup, get_method, parse, split_by_target
 from pipelines.rank import is_main, save_gathered, world_size
 
-EVALS_PER_RUN = 10  # when eval_steps is 0 ("automatic")
 
 
 def train(job: dict, run_dir: Path, events: RunEvents) -> dict:
@@ -37,15 +36,18 @@ def train(job: dict, run_dir: Path, events: RunEvents) -> dict:
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     summary = {"train_rows": len(trainer.train_dataset), "train_loss": result.training_loss,
                "steps": trainer.state.global_step}
-    evals = [m["eval_loss"] for m in read_metrics(run_dir) if "eval_loss" in m]
-    if evals:
-        summary["eval_loss_before"] = evals[0]
+    checks = [m for m in read_metrics(run_dir) if "eval_loss" in m]
+    if checks:
+        summary["eval_loss_before"] = checks[0]["eval_loss"]
     if events.stopped_by_cancel(trainer.state):
         summary["cancelled"] = True  # the cancel callback saved a checkpoint to resume from
         return summary
     if trainer.eval_dataset is not None:
         events.phase("measuring the model after training")
-        summary["eval_loss_after"] = trainer.evaluate()["eval_loss"]
+        if checks and checks[-1]["step"] == trainer.state.global_step:  # the last step was just checked
+            summary["eval_loss_after"] = checks[-1]["eval_loss"]
+        else:
+            summary["eval_loss_after"] = trainer.evaluate()["eval_loss"]
 
     events.phase("saving the result")
     save(trainer, tokenizer, run_dir, job["method"])
@@ -191,7 +193,7 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
         from pipelines.methods.lowrank_optim import optim_args
 
         trainer_args["optim_args"] = optim_args(groups["optim_args"])
-    trainer_args["eval_steps"] = params.eval_steps or max(1, total_steps // EVALS_PER_RUN)
+    trainer_args["eval_steps"] = evals.every(total_steps, params.eval_steps, evals.PER_RUN["sft"])
     if "optim" in trainer_args:
         trainer_args["optim"] = resolve_optim(trainer_args["optim"], hardware.has_cuda())
     patience = groups["studio"]["early_stopping_patience"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipelines import dataset_stats, estimates, importer, models
+from pipelines import data, dataset_stats, estimates, importer, models
 from pipelines.methods import METHODS, ConfigError, parse
 
 GB = 1024**3
@@ -30,6 +30,16 @@ def _training_lengths(studio, model_path: str, dataset_ref: str | None, eval_fra
     return [sample[i % len(sample)] for i in range(n_train)]
 
 
+def _heldout_rows(studio, dataset_ref: str, eval_fraction: float) -> int:
+    """How many rows a run on this dataset measures itself on: the dataset's own held-out rows, else
+    the share `eval_fraction` splits off (data.split_indices)."""
+    parquet = Path(studio.resolve_dataset(dataset_ref)["path"])
+    heldout = parquet.with_name(importer.HELDOUT)
+    if heldout.exists():
+        return dataset_stats.count_rows(heldout)
+    return len(data.split_indices(dataset_stats.count_rows(parquet), eval_fraction, 0)[1])
+
+
 def base_of(studio, model: str) -> str:
     """The base model a run would load: a 'run:ID' start point trains on its run's base (an
     adapter's weights are a rounding error next to the model's)."""
@@ -48,8 +58,10 @@ def estimate(studio, model: str, method: str, params: dict | None = None, datase
     """The estimate for one run as the Train tab would start it."""
     model_path = str(studio.resolve_model(base_of(studio, model)))
     checked = parse(METHODS[method].params, params)
-    lengths = _training_lengths(studio, model_path, dataset, getattr(checked, "eval_fraction", 0.0))
-    return estimates.estimate(model_path, method, params, lengths=lengths)
+    fraction = getattr(checked, "eval_fraction", 0.0)
+    lengths = _training_lengths(studio, model_path, dataset, fraction)
+    return estimates.estimate(model_path, method, params, lengths=lengths,
+                              eval_rows=_heldout_rows(studio, dataset, fraction) if lengths else 0)
 
 
 def fmt_bytes(n: float) -> str:
@@ -76,8 +88,9 @@ def summary_line(est, epochs: float | None = None) -> str:
     when the number of epochs is known)."""
     time = f"; about {fmt_seconds(est.seconds_per_epoch)} per epoch" if est.seconds_per_epoch else ""
     if est.seconds_per_epoch and epochs:
-        time = (f"; training takes about **{fmt_seconds(est.seconds_per_epoch * float(epochs))} in all** "
-                f"({fmt_seconds(est.seconds_per_epoch)} per epoch × {float(epochs):g})")
+        checks = f", plus {fmt_seconds(est.eval_seconds)} measuring the held-out rows" if est.eval_seconds >= 1 else ""
+        time = (f"; training takes about **{fmt_seconds(est.seconds_per_epoch * float(epochs) + est.eval_seconds)} "
+                f"in all** ({fmt_seconds(est.seconds_per_epoch)} per epoch × {float(epochs):g}{checks})")
     return (f"Expected peak memory {fmt_bytes(est.peak_bytes)} — {est.verdict()}{time}. "
             f"Trains {fmt_count(est.trainable_params)} weights ({est.trainable_percent:.2f}% of the model).")
 

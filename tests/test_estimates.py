@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipelines import estimates
+from pipelines import estimates, evals
 from pipelines.methods import METHODS, Setup, parse
 from pipelines.train_sft import apply_method, load_base
 
@@ -146,3 +146,25 @@ def test_probes_are_kept_on_disk_for_the_next_studio(tiny_model_dir, tmp_path, m
 
     assert len(json.loads((tmp_path / "probes.json").read_text())) == 1
     estimates.training_model.cache_clear()
+
+
+def test_held_out_passes_follow_the_trainers_cadence():
+    # 14 steps, ten checks wanted: every 2 steps, plus the one before the first step
+    assert evals.every(14, 0, 10) == 2 and evals.passes(14, 2) == 1 + 7
+    assert evals.every(14, 5, 10) == 5 and evals.passes(14, 5) == 1 + 2 + 1  # 5, 10, then after 14
+    assert evals.every(3, 0, 10) == 1 and evals.passes(3, 1) == 4
+
+
+def test_the_estimate_counts_the_held_out_passes(tiny_model_dir):
+    path, lengths = str(tiny_model_dir), [40] * 32
+    settings = {"per_device_train_batch_size": 4, "max_length": 64, "num_train_epochs": 1}
+    none = estimates.estimate(path, "lora", settings, lengths=lengths)
+    some = estimates.estimate(path, "lora", settings, lengths=lengths, eval_rows=8)
+    assert none.eval_seconds == 0 and some.seconds_per_epoch == none.seconds_per_epoch
+    # 8 steps: checked before, then every step (8 // 10 rounds up to 1); 8 rows of 40 tokens each
+    # time, one forward pass (2 FLOPs per weight per token), at the speed the training steps assume
+    flops = estimates.hardware.matmul_flops("cpu", estimates.hardware.use_bf16())
+    one_pass = 2 * some.total_params * 8 * 40 / (flops * estimates.STEP_EFFICIENCY["cpu"])
+    assert some.eval_seconds == pytest.approx(9 * one_pass)
+    sparse = estimates.estimate(path, "lora", {**settings, "eval_steps": 4}, lengths=lengths, eval_rows=8)
+    assert sparse.eval_seconds == pytest.approx(3 * one_pass)  # before, at 4, at 8

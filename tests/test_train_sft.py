@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from pipelines import data, importer
+from pipelines import data, evals, importer
 from pipelines.events import RunEvents, read_metrics
 from pipelines.train_sft import build_trainer
 from tests.conftest import FAQ
@@ -34,7 +34,12 @@ def test_run_in_its_own_process_writes_the_run_directory(studio, tiny_model_dir,
     assert job["method"] == "lora" and job["params"]["r"] == tiny_params["r"]
     metrics = read_metrics(run_dir)
     assert METRIC_KEYS <= set().union(*(m.keys() for m in metrics if "loss" in m))
-    assert any("eval_loss" in m for m in metrics)
+    # the held-out rows are measured before the first step, about ten times, and not twice at the end
+    checks = [m["step"] for m in metrics if "eval_loss" in m]
+    every = evals.every(row["max_steps"], 0, evals.PER_RUN["sft"])
+    assert checks[0] == 0 and checks[-1] == row["max_steps"] and len(set(checks)) == len(checks)
+    assert len(checks) == evals.passes(row["max_steps"], every) <= 12
+    assert row["summary"]["eval_loss_after"] == [m["eval_loss"] for m in metrics if "eval_loss" in m][-1]
     log = (run_dir / "train.log").read_text()
     assert "run completed" in log
     # written for people: no progress-bar redraws, no libraries' deprecation notices
