@@ -32,7 +32,7 @@ def test_the_form_survives_a_reload_and_shared_edits_follow_the_method(server, p
     fill(page, "train-model", str(tiny_model_dir))
     fill(page, "param-num_train_epochs", 2)
     # the total time before Start follows the epochs
-    expect(page.locator("#train-estimate")).to_contain_text("per epoch × 2)", timeout=60_000)
+    expect(page.locator("#train-estimate")).to_contain_text("per epoch × 2", timeout=60_000)
     fill(page, "param-learning_rate", 0.005)
     choose(page, "train-method", "DoRA")
     # epochs (shared) came along; the learning rate is DoRA's own default
@@ -40,7 +40,7 @@ def test_the_form_survives_a_reload_and_shared_edits_follow_the_method(server, p
     expect(visible_value(page, "param-learning_rate")).to_have_value(str(defaults("dora")["learning_rate"]))
     # the estimate for DoRA (the server is busy while it measures the model; the edits saved meanwhile
     # reach the browser's storage late)
-    expect(page.locator("#train-estimate")).to_contain_text("per epoch × 2)", timeout=60_000)
+    expect(page.locator("#train-estimate")).to_contain_text("per epoch × 2", timeout=60_000)
     stored = page.evaluate(f"localStorage.getItem('{SETTINGS_KEY}')")
     fill_visible = visible_value(page, "param-max_length")
     fill_visible.fill("96")
