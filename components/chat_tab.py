@@ -194,7 +194,10 @@ def build(studio):
             if time.monotonic() - shown_at >= STREAM_EVERY_S:
                 shown_at = time.monotonic()
                 yield shown_a, shown_b, state, gr.skip(), gr.skip()
-        yield shown_a, shown_b, {**state, "complete": True}, gr.skip(), gr.skip()
+        cut = [side for side, dec in zip("AB", decs) if dec.cut_off]
+        said = (f"Model {' and '.join(cut)}: the reply stopped at *Max new tokens* ({decs[0].settings.max_new_tokens}) "
+                "before its end; raise it under Generation settings for longer replies.") if cut else gr.skip()
+        yield shown_a, shown_b, {**state, "complete": True}, gr.skip(), said
 
     chat_io = [prompt, chat_a, chat_b, battle, model_a, model_b, blind, *settings_inputs]
     chat_out = [chat_a, chat_b, battle, prompt, vote_message]

@@ -176,6 +176,10 @@ def project_choices(studio) -> list[tuple[str, str]]:
     return out
 
 
+def _times(n: int) -> str:
+    return "once" if n == 1 else f"{n} times"
+
+
 def _percent(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.0f}%"
 
@@ -205,7 +209,7 @@ def summary(studio, project_id: str | None) -> tuple:
              "(1 = always agree, 0 = no better than chance; 0.67 or more is commonly trusted)."]
     pos = o["position"]
     lines.append(pos["warning"] and f"⚠️ {pos['warning']}" or
-                 f"Position check: left chosen {pos['left']} times, right {pos['right']} times"
+                 f"Position check: left chosen {_times(pos['left'])}, right {_times(pos['right'])}"
                  + (f" (p = {pos['p']:.2f}: no sign the side sways labelers)." if pos["p"] is not None else "."))
     labelers = {"headers": LABELER_HEADERS,
                 "data": [[r["labeler"], r["labels"], r["skips"], "-" if r["median_s"] is None else

@@ -265,6 +265,11 @@ class Decoder:
         if len(self.generated) >= self.settings.max_new_tokens:
             self.done = True
 
+    @property
+    def cut_off(self) -> bool:
+        """Stopped by the max_new_tokens limit, not by the model's end of reply."""
+        return self.done and len(self.generated) >= self.settings.max_new_tokens
+
     def text(self) -> str:
         text = self.entry.tokenizer.decode(self.generated, skip_special_tokens=True)
         return text.rstrip("\ufffd")  # half of a multi-byte character: wait for the rest

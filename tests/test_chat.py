@@ -54,6 +54,20 @@ def test_streaming_grows_token_by_token_and_matches_generate(tiny_model_dir, tmp
     assert texts[-1] == plain_generate(model, load_tokenizer(str(tiny_model_dir)))
 
 
+def test_a_reply_stopped_by_the_token_limit_says_so(tiny_model_dir, tmp_path):
+    entry, _ = ModelCache(tmp_path).get(str(tiny_model_dir))
+    limited = Decoder(entry, None, QUESTION, GREEDY)
+    limited.stop_ids = set()  # no end of reply: only the limit stops it
+    list(stream([limited]))
+    assert len(limited.generated) == GREEDY.max_new_tokens and limited.cut_off
+    ended = Decoder(entry, None, QUESTION, GREEDY)
+    first = Decoder(entry, None, QUESTION, GREEDY)
+    first.step()
+    ended.stop_ids = {first.generated[0]}  # the model's first token ends the reply
+    list(stream([ended]))
+    assert ended.done and ended.generated == [] and not ended.cut_off
+
+
 def test_one_base_copy_serves_both_sides_like_two_separate_loads(studio, tiny_model_dir, random_adapter):
     from peft import PeftModel
 
