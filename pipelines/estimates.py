@@ -36,6 +36,14 @@ ALLOCATOR_OVERHEAD = {"cpu": 1.3, "cuda": 1.15}
 # Share of the measured bf16 matmul speed a training step reaches (attention, norms, the
 # optimizer and Python overhead take the rest): 0.27-0.33 in bench/methods.py runs here.
 STEP_EFFICIENCY = {"cpu": 0.3, "cuda": 0.35}
+# Adapters that rebuild a whole-size weight from their factors in every forward and backward pass
+# (DoRA: W + BA and its norm; LoHa: a Hadamard product of two low-rank products; LoKr: a Kronecker
+# product), and AdaLoRA's per-step rank bookkeeping: work per adapted weight per step, in units of
+# an AdamW update of one weight (both memory-bound, so it follows the machine's measured optimizer
+# speed). Measured with bench/methods.py on the sample FAQ against LoRA's steps, over two or three
+# runs each on a 2-core AMD EPYC (whose run times vary by up to a third between runs): DoRA's 14
+# steps took 14-26 s more, LoHa's 18-65 s, LoKr's 16-17 s, AdaLoRA's 28-49 s.
+REBUILD = {"dora": 3.5, "loha": 3.5, "lokr": 3.0, "adalora": 5.0}
 # Reinforcement learning writes its replies one token at a time before it trains on them; a
 # decoding step of a batch of replies reaches a small share of the matmul speed (memory-bound).
 # Measured by bench/grpo_quality.py's run on the built-in model here.
@@ -404,6 +412,9 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
         # weight gradients of what trains); checkpointing re-runs the forward; DPO and KTO run the
         # reference (and KTO its mismatched-pair KL batch) forward only, without gradients
         per_token = 2 * total + 2 * total + 2 * (trainable if frozen_base else total)
+        if hasattr(params, "freeze_trainable_layers"):  # freeze tuning: the backward pass stops at the
+            # lowest block that trains (input gradients through the head and those blocks only)
+            per_token = 2 * total + 2 * (text.vocab_size * text.hidden_size + trainable) + 2 * trainable
         if method.zeroth_order:  # MeZO: two forward passes, no backward
             per_token = 2 * 2 * total
         if getattr(params, "gradient_checkpointing", False):  # PPO's own loop has no checkpointing
@@ -412,6 +423,13 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
             per_token += 2 * total * (2 if method.data_kind == "kto" else 1)
         flops = hardware.matmul_flops(device, bf16)
         seconds = per_token * tokens_epoch / (flops * STEP_EFFICIENCY[device])
+        if not method.zeroth_order:  # each step's optimizer update, and the rebuilt weights
+            steps = math.ceil(len(lengths) / (params.per_device_train_batch_size
+                                              * getattr(params, "gradient_accumulation_steps", 1)))
+            embed = text.vocab_size * text.hidden_size * (1 if text.tie_word_embeddings else 2)
+            factor = REBUILD["dora"] if getattr(params, "use_dora", False) else REBUILD.get(method_key, 0.0)
+            rebuilt = factor * (total - embed)  # the adapted weights: every linear layer's
+            seconds += steps * (trainable + rebuilt) * hardware.optimizer_seconds_per_weight(device)
         seconds += 2 * total * generated / (flops * DECODE_EFFICIENCY[device])  # writing RL's replies
     eval_seconds = 0.0
     if seconds is not None and eval_rows and not method.rewards:  # (RL measures by writing replies)

@@ -34,8 +34,9 @@ def measurements_file() -> Path:
     return Path(cache) / "tune-studio" / "matmul.json"
 
 
-def _machine(device: str, bf16: bool) -> str:
-    """What a measurement holds for: the processor, the torch build and its threads, the dtype."""
+def _machine(device: str, bf16: bool, what: str = "") -> str:
+    """What a measurement holds for: the processor, the torch build and its threads, the dtype (and
+    what was measured, where it is not a matmul)."""
     import torch
 
     if device == "cuda":
@@ -47,7 +48,8 @@ def _machine(device: str, bf16: bool) -> str:
                          if line.startswith("model name")), "cpu")
         except OSError:
             name = "cpu"
-    return f"{device} {name} | torch {torch.__version__}, {torch.get_num_threads()} threads | {'bf16' if bf16 else 'fp32'}"
+    key = f"{device} {name} | torch {torch.__version__}, {torch.get_num_threads()} threads | {'bf16' if bf16 else 'fp32'}"
+    return f"{key} | {what}" if what else key
 
 
 _MEASURING = threading.Lock()
@@ -58,26 +60,54 @@ def matmul_flops(device: str, bf16: bool) -> float:
     """This machine's measured matmul speed (FLOP/s), best of a few 1024^3 products; measured once
     per machine and kept in measurements_file()."""
     with _MEASURING:  # two threads measuring at once would slow each other and keep the slower figure
-        return _kept_or_measured(device, bf16)
+        return _kept_or_measured(_machine(device, bf16), lambda: _measure(device, bf16))
 
 
-def _kept_or_measured(device: str, bf16: bool) -> float:
-    key, path = _machine(device, bf16), measurements_file()
+@lru_cache(maxsize=2)
+def optimizer_seconds_per_weight(device: str) -> float:
+    """This machine's measured AdamW step time per trained weight (fp32 weights, gradients and
+    moments, torch's default implementation as the Trainer runs it): memory-bound work the matmul
+    speed does not tell (0.47 s a step for 135M weights on a 2-core AMD EPYC). Kept like the matmul
+    speed."""
+    with _MEASURING:
+        return _kept_or_measured(_machine(device, False, "adamw s/weight"), lambda: _measure_adamw(device))
+
+
+def _measure_adamw(device: str) -> float:
+    """Best of a few AdamW steps over 8M weights, per weight."""
+    import torch
+
+    weights = torch.nn.Parameter(torch.randn(8 * 2**20, device=device))
+    weights.grad = torch.randn_like(weights)
+    optimizer = torch.optim.AdamW([weights], lr=1e-4)
+    optimizer.step()  # warm-up, and the moments' first allocation
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        optimizer.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return min(times) / weights.numel()
+
+
+def _kept_or_measured(key: str, measure) -> float:
+    path = measurements_file()
     try:
         kept = json.loads(path.read_text())
         if isinstance(kept.get(key), (int, float)) and kept[key] > 0:
             return float(kept[key])
     except (OSError, ValueError, AttributeError):
         kept = {}
-    flops = _measure(device, bf16)
+    value = measure()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         scratch = path.with_name(f".{path.name}.{os.getpid()}")
-        scratch.write_text(json.dumps({**(kept if isinstance(kept, dict) else {}), key: flops}, indent=1))
+        scratch.write_text(json.dumps({**(kept if isinstance(kept, dict) else {}), key: value}, indent=1))
         os.replace(scratch, path)
     except OSError:
         pass  # a read-only home: measured again by the next process, nothing else lost
-    return flops
+    return value
 
 
 def _measure(device: str, bf16: bool) -> float:

@@ -168,3 +168,21 @@ def test_the_estimate_counts_the_held_out_passes(tiny_model_dir):
     assert some.eval_seconds == pytest.approx(9 * one_pass)
     sparse = estimates.estimate(path, "lora", {**settings, "eval_steps": 4}, lengths=lengths, eval_rows=8)
     assert sparse.eval_seconds == pytest.approx(3 * one_pass)  # before, at 4, at 8
+
+
+def test_the_estimate_counts_each_steps_optimizer_update(tiny_model_dir, monkeypatch):
+    path, lengths = str(tiny_model_dir), [40] * 32
+    settings = {"per_device_train_batch_size": 4, "max_length": 64}  # 8 steps an epoch
+
+    def at(per_weight, key):
+        monkeypatch.setattr(estimates.hardware, "optimizer_seconds_per_weight", lambda device: per_weight)
+        return estimates.estimate(path, key, settings, lengths=lengths)
+
+    full = at(1e-6, "full")
+    assert full.seconds_per_epoch - at(0.0, "full").seconds_per_epoch == pytest.approx(8 * full.trainable_params * 1e-6)
+    # DoRA also rebuilds every adapted weight (all but the embeddings) each step
+    dora = at(1e-6, "dora")
+    text = estimates._config(path).get_text_config()
+    embed = text.vocab_size * text.hidden_size * (1 if text.tie_word_embeddings else 2)
+    extra = 8 * (dora.trainable_params + estimates.REBUILD["dora"] * (dora.total_params - embed)) * 1e-6
+    assert dora.seconds_per_epoch - at(0.0, "dora").seconds_per_epoch == pytest.approx(extra)

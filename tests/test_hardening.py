@@ -161,5 +161,12 @@ def test_matmul_measurement_is_kept_for_the_next_process(tmp_path, monkeypatch):
         hardware.matmul_flops.cache_clear()
         assert hardware.matmul_flops("cpu", False) > 1e8
         assert json.loads(hardware.measurements_file().read_text())[hardware._machine("cpu", False)] > 1e8
+        # the optimizer's speed is kept beside it, under its own name
+        hardware.optimizer_seconds_per_weight.cache_clear()
+        per_weight = hardware.optimizer_seconds_per_weight("cpu")
+        assert 0 < per_weight < 1e-6
+        kept = json.loads(hardware.measurements_file().read_text())
+        assert kept[hardware._machine("cpu", False, "adamw s/weight")] == per_weight and len(kept) == 2
     finally:
         hardware.matmul_flops.cache_clear()
+        hardware.optimizer_seconds_per_weight.cache_clear()
