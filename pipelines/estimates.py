@@ -348,6 +348,7 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
     total, trainable = count_params(model_path, method_key, values)
     text = _config(model_path).get_text_config()
     layers = text.num_hidden_layers
+    embed = text.vocab_size * text.hidden_size * (1 if text.tie_word_embeddings else 2)  # and the head
 
     # weights: fp32, except QLoRA's 4-bit blocks (0.5 byte + quantization constants: 1/64 byte
     # per weight with double quantization, 4/64 without) and its fp32 embeddings and norms
@@ -356,7 +357,6 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
     if method.reference and method.peft_config is None:  # full-weight DPO keeps a frozen copy to compare with
         weights += 4 * total
     if method.quantized:
-        embed = text.vocab_size * text.hidden_size * (1 if text.tie_word_embeddings else 2)
         quant = total - embed
         per = 0.5 + (1 / 64 if params.bnb_4bit_use_double_quant else 4 / 64)
         weights = int(quant * per + 4 * embed + 2 * trainable)
@@ -423,10 +423,9 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
             per_token += 2 * total * (2 if method.data_kind == "kto" else 1)
         flops = hardware.matmul_flops(device, bf16)
         seconds = per_token * tokens_epoch / (flops * STEP_EFFICIENCY[device])
+        steps = math.ceil(len(lengths) / (params.per_device_train_batch_size
+                                          * getattr(params, "gradient_accumulation_steps", 1)))  # per epoch
         if not method.zeroth_order:  # each step's optimizer update, and the rebuilt weights
-            steps = math.ceil(len(lengths) / (params.per_device_train_batch_size
-                                              * getattr(params, "gradient_accumulation_steps", 1)))
-            embed = text.vocab_size * text.hidden_size * (1 if text.tie_word_embeddings else 2)
             factor = REBUILD["dora"] if getattr(params, "use_dora", False) else REBUILD.get(method_key, 0.0)
             rebuilt = factor * (total - embed)  # the adapted weights: every linear layer's
             seconds += steps * (trainable + rebuilt) * hardware.optimizer_seconds_per_weight(device)
@@ -435,8 +434,7 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
     if seconds is not None and eval_rows and not method.rewards:  # (RL measures by writing replies)
         kind = "preference" if method.data_kind in ("preference", "kto") else "sft"
         batch = params.per_device_train_batch_size
-        accumulate = getattr(params, "gradient_accumulation_steps", 1)
-        total_steps = max(1, math.ceil(math.ceil(len(lengths) / (batch * accumulate)) * params.num_train_epochs))
+        total_steps = max(1, math.ceil(steps * params.num_train_epochs))
         every = evals.every(total_steps, getattr(params, "eval_steps", 0), evals.PER_RUN[kind])
         count = evals.passes(total_steps, every)
         held = [lengths[i % len(lengths)] for i in range(eval_rows)]
