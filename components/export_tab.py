@@ -105,14 +105,19 @@ def parse_weights(text: str, count: int) -> list[float] | None:
     return values
 
 
+def newest_run(choices: list[tuple[str, str]]) -> str:
+    """The newest finished run when there is one (runs follow the built-in model in the list, newest
+    first), else the built-in model."""
+    return next((value for _label, value in choices if value.startswith("run:")), "default")
+
+
 def build(studio):
     """Returns (refresh(): choice updates for page load and tab opening, its outputs)."""
     gr.Markdown("Take a tuned model out of the studio: as **one GGUF file** for llama.cpp and Ollama, as a "
                 "**merged model folder** that transformers loads anywhere, or **merge models** with each other. "
                 "Each runs in the background like training; results appear in the list below.")
     choices = xs.sources(studio)
-    # the newest finished run when there is one (runs follow the built-in model in the list)
-    newest = next((value for _label, value in choices if value.startswith("run:")), "default")
+    newest = newest_run(choices)
     # files offered for download are linked here: private to this server (mkdtemp: mode 0700)
     download_dir = Path(tempfile.mkdtemp(prefix="tune-studio-downloads-"))
     with gr.Row(equal_height=False):
@@ -161,6 +166,7 @@ def build(studio):
     cancel = gr.Button("Cancel this export", elem_id="export-cancel", size="sm", interactive=False)
     files = gr.File(label="Download", file_count="multiple", interactive=False, elem_id="export-files")
     timer = gr.Timer(2.0, active=False)  # ticks while the Export tab is shown (app.py)
+    suggested = gr.State(newest)  # the Model the studio put up; a person's own pick is never moved
 
     fmt.change(lambda f: (gr.update(visible=f == "gguf"), gr.update(visible=f == "gguf")), fmt, [quant, system])
 
@@ -238,10 +244,16 @@ def build(studio):
 
     timer.tick(on_tick, [picked, listing], [listing, picked, info, files, cancel], show_progress="hidden")
 
-    def refresh():
-        # the list itself is left to the timer's first tick: it sees what changed while the tab was
-        # hidden (an export that completed) and offers its files
+    def refresh(current=None, put_up=None):
+        """New runs and models become choosable. While the Model is still the one the studio put up
+        (or has gone), it moves to the newest run: the one a person who just trained wants out.
+        The list itself is left to the timer's first tick: it sees what changed while the tab was
+        hidden (an export that completed) and offers its files."""
         fresh = xs.sources(studio)
-        return gr.update(choices=fresh), gr.update(choices=fresh), gr.update(choices=fresh)
+        newest_now = newest_run(fresh)
+        refs = {value for _label, value in fresh}
+        if current in refs and current != put_up or current == newest_now:
+            return gr.update(choices=fresh), gr.update(choices=fresh), gr.update(choices=fresh), gr.skip()
+        return gr.update(choices=fresh, value=newest_now), gr.update(choices=fresh), gr.update(choices=fresh), newest_now
 
-    return refresh, [source, models, base], timer
+    return refresh, [source, models, base, suggested], timer

@@ -71,8 +71,9 @@ def build_app(studio) -> gr.Blocks:
         chat.select(refresh_chat, chat_outputs[:2], chat_outputs)
         # the comparison is measured for the model and dataset chosen in Train, when looked at
         method.select(open_method, method_inputs, method_outputs)
-        # runs finished and models merged since the page opened can be exported when the tab is opened
-        export.select(refresh_export, None, export_outputs)
+        # runs finished and models merged since the page opened can be exported when the tab is opened,
+        # and the newest run is put up unless the person picked a model themselves
+        export.select(refresh_export, [export_outputs[0], export_outputs[3]], export_outputs)
         tick_only_where_shown(tabs, {"train": runs["timer"], "label": label_timer, "export": export_timer})
 
         def on_load(key):

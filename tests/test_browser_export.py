@@ -1,4 +1,5 @@
-"""The Export tab in a real browser: a finished run exported as GGUF (files and the Ollama command
+"""The Export tab in a real browser: a run that finished after the page was built is put up as the
+Model when the tab opens (a person's own pick is kept); the finished run exported as GGUF (files and the Ollama command
 shown), merged into a model folder, then picked in the Chat tab and chatted with; a merge method's
 own settings appear when it is chosen; a refused merge says why and starts nothing."""
 
@@ -22,6 +23,14 @@ def test_export_a_run_then_chat_with_the_merged_model(server, page, studio, tiny
     page.goto(server)
     page.get_by_role("tab", name="Export").click()
     run_label = f"Run {run_id}: LoRA on quillpad_faq"
+    # the page was built before the run finished: opening the tab puts the new run up
+    expect(page.locator("#export-source input")).to_have_value(run_label, timeout=30_000)
+    # a person's own pick stays when the tab is opened again
+    choose(page, "export-source", "Built-in SmolLM2-135M-Instruct")
+    page.get_by_role("tab", name="Data").click()
+    page.get_by_role("tab", name="Export").click()
+    page.wait_for_timeout(1500)
+    expect(page.locator("#export-source input")).to_have_value("Built-in SmolLM2-135M-Instruct")
     choose(page, "export-source", run_label)
 
     # GGUF (the default format): the file, its Modelfile and the command to run it
