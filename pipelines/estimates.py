@@ -36,6 +36,12 @@ ALLOCATOR_OVERHEAD = {"cpu": 1.3, "cuda": 1.15}
 # Share of the measured bf16 matmul speed a training step reaches (attention, norms, the
 # optimizer and Python overhead take the rest): 0.27-0.33 in bench/methods.py runs here.
 STEP_EFFICIENCY = {"cpu": 0.3, "cuda": 0.35}
+# SFT methods that keep TRL's padded batches (prompt learning, AdaLoRA, MAM, UniPELT) reach a
+# smaller share: attention through a mask (its bf16 backward is slow on a CPU) and the output layer
+# and loss at every position, where padding-free batches score the learned tokens only. Measured with
+# bench/methods.py on a 2-core AMD EPYC: prefix tuning's run 32 s against 24 s predicted at the
+# padding-free share. Not measured on a GPU (taken as equal there).
+PADDED_SFT = {"cpu": 0.75, "cuda": 1.0}
 # Adapters that rebuild a whole-size weight from their factors in every forward and backward pass
 # (DoRA: W + BA and its norm; LoHa: a Hadamard product of two low-rank products; LoKr: a Kronecker
 # product), and AdaLoRA's per-step rank bookkeeping: work per adapted weight per step, in units of
@@ -136,6 +142,13 @@ def count_params(model_path: str, method_key: str, values: dict | None = None) -
     """(the model's own weights, weights that train once the method is applied); nothing loads.
 
     An adapter's weights come on top of the model's own: LoRA at 3.6% adds 3.6% to the total."""
+    return _counted(model_path, method_key, values)[:2]
+
+
+def _counted(model_path: str, method_key: str, values: dict | None = None) -> tuple[int, int, int]:
+    """count_params, and the weights each token multiplies through in the adapters' own matmuls:
+    their trainable ones, and VeRA's frozen random matrices, shared but sliced to every adapted
+    layer's size (at its default rank 256 about half again the built-in model's own)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -148,7 +161,11 @@ def count_params(model_path: str, method_key: str, values: dict | None = None) -
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if method.key == "adalora":  # PEFT marks the singular values as a separate list; all count
         trainable = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
-    return total, trainable
+    adapters = trainable if method.peft_config is not None and not method.prompt_learning else 0
+    for module in model.modules():
+        for _name in getattr(module, "vera_lambda_d", {}):
+            adapters += module.r[_name] * (module.in_features + module.out_features)
+    return total, trainable, adapters
 
 
 def peak_allocated(fn) -> int:
@@ -345,7 +362,7 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
     params = parse(method.params, values)
     device = device or ("cuda" if hardware.has_cuda() else "cpu")
     bf16 = hardware.use_bf16()
-    total, trainable = count_params(model_path, method_key, values)
+    total, trainable, adapters = _counted(model_path, method_key, values)
     text = _config(model_path).get_text_config()
     layers = text.num_hidden_layers
     embed = text.vocab_size * text.hidden_size * (1 if text.tie_word_embeddings else 2)  # and the head
@@ -369,6 +386,9 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
         generated = len(lengths or []) * replies * reply
         lengths = [n + reply for n in lengths for _ in range(replies)] if lengths else None
         max_length = max(lengths) if lengths else 512 + reply
+    if method.virtual_inputs and max_length:  # the learned tokens, after each row is cut to max_length
+        max_length += params.num_virtual_tokens
+        lengths = [n + params.num_virtual_tokens for n in lengths] if lengths else None
     tokens_epoch = None
     if lengths:
         tokens_epoch, tokens = batch_tokens(lengths, params.per_device_train_batch_size, max_length,
@@ -406,12 +426,14 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
         peak = max(peak, int(runtime + 4 * total + weights))
 
     seconds = None
+    padded_sft = method.data_kind == "sft" and not method.padding_free
     if lengths:
         frozen_base = method.peft_config is not None
         # forward 2 FLOPs per weight per token; backward 2 for the input gradients (+2 for the
         # weight gradients of what trains); checkpointing re-runs the forward; DPO and KTO run the
         # reference (and KTO its mismatched-pair KL batch) forward only, without gradients
         per_token = 2 * total + 2 * total + 2 * (trainable if frozen_base else total)
+        per_token += 4 * adapters  # the adapters' own matmuls: forward and input gradients
         if hasattr(params, "freeze_trainable_layers"):  # freeze tuning: the backward pass stops at the
             # lowest block that trains (input gradients through the head and those blocks only)
             per_token = 2 * total + 2 * (text.vocab_size * text.hidden_size + trainable) + 2 * trainable
@@ -422,13 +444,20 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
         if method.reference:
             per_token += 2 * total * (2 if method.data_kind == "kto" else 1)
         flops = hardware.matmul_flops(device, bf16)
-        seconds = per_token * tokens_epoch / (flops * STEP_EFFICIENCY[device])
+        efficiency = STEP_EFFICIENCY[device] * (PADDED_SFT[device] if padded_sft else 1.0)
+        seconds = per_token * tokens_epoch / (flops * efficiency)
         steps = math.ceil(len(lengths) / (params.per_device_train_batch_size
                                           * getattr(params, "gradient_accumulation_steps", 1)))  # per epoch
-        if not method.zeroth_order:  # each step's optimizer update, and the rebuilt weights
+        epochs = max(float(params.num_train_epochs), 1e-9)
+        if method.zeroth_order:  # MeZO draws its random direction four times a step over every weight
+            seconds += steps * 4 * trainable * hardware.perturb_seconds_per_weight(device)
+        else:  # each step's optimizer update, and the rebuilt weights
             factor = REBUILD["dora"] if getattr(params, "use_dora", False) else REBUILD.get(method_key, 0.0)
             rebuilt = factor * (total - embed)  # the adapted weights: every linear layer's
             seconds += steps * (trainable + rebuilt) * hardware.optimizer_seconds_per_weight(device)
+        if method.projection_seconds:  # spread over the epochs: the whole run's, per epoch
+            run_steps = max(1, math.ceil(steps * epochs))
+            seconds += method.projection_seconds(model_path, params, run_steps, device) / epochs
         seconds += 2 * total * generated / (flops * DECODE_EFFICIENCY[device])  # writing RL's replies
     eval_seconds = 0.0
     if seconds is not None and eval_rows and not method.rewards:  # (RL measures by writing replies)
@@ -441,7 +470,7 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
         per_pass = sequences * batch_tokens(held, batch, max_length, method.padding_free, params.seed)[0]
         # forward only: the model, and the reference beside it (DPO, KTO)
         per_token = 2 * total * (2 if method.reference else 1)
-        eval_seconds = count * per_token * per_pass / (flops * STEP_EFFICIENCY[device])
+        eval_seconds = count * per_token * per_pass / (flops * efficiency)
     return Estimate(method=method_key, total_params=total, trainable_params=trainable, weights_bytes=weights,
                     training_bytes=int(training), runtime_bytes=runtime,
                     peak_bytes=peak, available_bytes=available_bytes(device), device=device,

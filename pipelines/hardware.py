@@ -91,6 +91,54 @@ def _measure_adamw(device: str) -> float:
     return min(times) / weights.numel()
 
 
+@lru_cache(maxsize=2)
+def svd_seconds_per_unit(device: str) -> float:
+    """This machine's measured time of a thin SVD (`torch.linalg.svd(full_matrices=False)`, fp32, as
+    GaLore recomputes its projections) per m·n·min(m, n), the cost's order for an m x n matrix. Kept
+    like the matmul speed."""
+    with _MEASURING:
+        return _kept_or_measured(_machine(device, False, "svd s/unit"), lambda: _measure_svd(device))
+
+
+def _measure_svd(device: str) -> float:
+    """Best of a few thin SVDs of a 1536 x 576 matrix (the built-in model's feed-forward shape)."""
+    import torch
+
+    m, n = 1536, 576
+    x = torch.randn(m, n, device=device)
+    times = []
+    for _ in range(4):  # the first is the warm-up
+        start = time.perf_counter()
+        torch.linalg.svd(x, full_matrices=False)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return min(times[1:]) / (m * n * min(m, n))
+
+
+@lru_cache(maxsize=2)
+def perturb_seconds_per_weight(device: str) -> float:
+    """This machine's measured time to add a fresh seeded N(0, 1) draw to a weight (MeZO moves every
+    weight along a random direction it draws again four times a step). Kept like the matmul speed."""
+    with _MEASURING:
+        return _kept_or_measured(_machine(device, False, "perturb s/weight"), lambda: _measure_perturb(device))
+
+
+def _measure_perturb(device: str) -> float:
+    import torch
+
+    weights = torch.zeros(8 * 2**20, device=device)
+    generator = torch.Generator(device=device).manual_seed(0)
+    times = []
+    for _ in range(4):
+        start = time.perf_counter()
+        weights.add_(torch.randn(weights.shape, generator=generator, device=device), alpha=1e-3)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return min(times[1:]) / weights.numel()
+
+
 def _kept_or_measured(key: str, measure) -> float:
     path = measurements_file()
     try:

@@ -3,11 +3,13 @@ allocation tracker counts what it should, and the memory model extrapolates to r
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
 from pipelines import estimates, evals
-from pipelines.methods import METHODS, Setup, parse
+from pipelines.methods import METHODS, Setup, lowrank_optim, parse
 from pipelines.train_sft import apply_method, load_base
 
 
@@ -186,3 +188,60 @@ def test_the_estimate_counts_each_steps_optimizer_update(tiny_model_dir, monkeyp
     embed = text.vocab_size * text.hidden_size * (1 if text.tie_word_embeddings else 2)
     extra = 8 * (dora.trainable_params + estimates.REBUILD["dora"] * (dora.total_params - embed)) * 1e-6
     assert dora.seconds_per_epoch - at(0.0, "dora").seconds_per_epoch == pytest.approx(extra)
+
+
+def test_galore_counts_its_svds_and_projections_over_the_run(tiny_model_dir, monkeypatch):
+    path, lengths = str(tiny_model_dir), [40] * 32
+    monkeypatch.setattr(estimates.hardware, "svd_seconds_per_unit", lambda device: 1e-9)
+    fp32 = estimates.hardware.matmul_flops("cpu", False)
+    shapes, _ = lowrank_optim._shapes(path)
+    units = sum(m * n * min(m, n) for m, n in shapes)
+    assert shapes and all(len(shape) == 2 for shape in shapes)
+
+    def seconds(gap, epochs):
+        settings = {"per_device_train_batch_size": 4, "max_length": 64, "update_proj_gap": gap,
+                    "num_train_epochs": epochs}  # 8 steps an epoch
+        return estimates.estimate(path, "galore", settings, lengths=lengths).seconds_per_epoch
+
+    # 16 steps over 2 epochs: one SVD per matrix at the first step with a gap of 200, four with a gap
+    # of 5 (steps 0, 5, 10, 15); the run's SVDs are spread over its two epochs
+    assert seconds(5, 2) - seconds(200, 2) == pytest.approx((4 - 1) * units * 1e-9 / 2)
+    # each step projects every gradient down to the rank and its update back up: 2 x 2·r·m·n FLOPs
+    # (the tiny model's matrices are smaller than the rank 2: r is their short side)
+    products = 16 * sum(4 * min(2, m, n) * m * n for m, n in shapes)
+    assert lowrank_optim.projection_seconds(path, SimpleNamespace(update_proj_gap=200, rank=2), 16, "cpu") \
+        == pytest.approx(units * 1e-9 + products / fp32)
+
+
+def test_mezo_counts_four_random_draws_over_every_weight_a_step(tiny_model_dir, monkeypatch):
+    path, lengths = str(tiny_model_dir), [40] * 32
+    settings = {"per_device_train_batch_size": 4, "max_length": 64}  # 8 steps an epoch
+
+    def at(per_weight):
+        monkeypatch.setattr(estimates.hardware, "perturb_seconds_per_weight", lambda device: per_weight)
+        return estimates.estimate(path, "mezo", settings, lengths=lengths)
+
+    mezo = at(1e-6)
+    assert mezo.seconds_per_epoch - at(0.0).seconds_per_epoch == pytest.approx(8 * 4 * mezo.trainable_params * 1e-6)
+
+
+def test_prompt_tuning_counts_its_virtual_tokens_and_the_padded_path(tiny_model_dir, monkeypatch):
+    path, lengths = str(tiny_model_dir), [40] * 32
+    settings = {"per_device_train_batch_size": 4, "max_length": 64, "num_virtual_tokens": 10}
+    monkeypatch.setattr(estimates.hardware, "optimizer_seconds_per_weight", lambda device: 0.0)
+    flops = estimates.hardware.matmul_flops("cpu", estimates.hardware.use_bf16())
+
+    def passes(est, tokens):  # forward, input gradients, the learned weights' gradients
+        per_token = 4 * est.total_params + 2 * est.trainable_params
+        return per_token * tokens / (flops * estimates.STEP_EFFICIENCY["cpu"] * estimates.PADDED_SFT["cpu"])
+
+    # every row is 40 tokens + the 10 learned ones, in padded batches at the padded path's share
+    prompt = estimates.estimate(path, "prompt", settings, lengths=lengths)
+    assert prompt.tokens_per_epoch == 32 * 50
+    assert prompt.seconds_per_epoch == pytest.approx(passes(prompt, 32 * 50))
+    prefix = estimates.estimate(path, "prefix", settings, lengths=lengths)
+    assert prefix.tokens_per_epoch == 32 * 40  # a prefix is keys and values only
+    assert prefix.seconds_per_epoch == pytest.approx(passes(prefix, 32 * 40))
+    # a row cut to max_length still gets its learned tokens
+    long = estimates.estimate(path, "prompt", settings, lengths=[100] * 32)
+    assert long.tokens_per_epoch == 32 * (64 + 10)

@@ -46,6 +46,12 @@ class Method:
     # () -> the trainer class, where the method's training step is not a gradient step (MeZO)
     sft_trainer: Callable[[], type] | None = None
     zeroth_order: bool = False  # learns from loss measurements alone: no backward pass, no gradients
+    # (model path, params, the run's optimizer steps, device) -> seconds of work done every N steps
+    # that the FLOPs of the passes do not tell (GaLore's SVDs)
+    projection_seconds: Callable[[str, Any, int, str], float] | None = None
+    # learned tokens go in front of every row's input, so every layer computes them (prompt tuning,
+    # P-tuning; a prefix is only keys and values)
+    virtual_inputs: bool = False
     # (model, output folder, params): writes the result where PEFT's save_pretrained is not it (DyLoRA's cut)
     save_result: Callable[[Any, Any, Any], None] | None = None
     whole_result: bool = False  # the base weights move too (Delta-LoRA): the result is a whole model
@@ -202,12 +208,12 @@ METHODS: dict[str, Method] = {m.key: m for m in [
        "Learns a few 'soft prompt' token embeddings put in front of every input, started "
        "from an instruction you write. The model itself is untouched.",
        "Large models and simple tasks; the smallest possible adapter.",
-       False, prompts.PromptTuningParams, peft_config=prompts.prompt_config),
+       False, prompts.PromptTuningParams, peft_config=prompts.prompt_config, virtual_inputs=True),
     _m("ptuning", "P-tuning", "Prompt learning",
        "Like prompt tuning, but the soft prompt is produced by a small network while "
        "training, which trains more stably.",
        "When prompt tuning is unstable or slow to learn.",
-       False, prompts.PTuningParams, peft_config=prompts.ptuning_config),
+       False, prompts.PTuningParams, peft_config=prompts.ptuning_config, virtual_inputs=True),
     _m("galore", "GaLore", "Memory-efficient optimizer",
        "Every weight learns, as in full fine-tuning, but the optimizer remembers each big matrix's gradient "
        "only along its most important directions (a low-rank projection, refreshed now and then). Its "
@@ -215,7 +221,7 @@ METHODS: dict[str, Method] = {m.key: m for m in [
        "When full fine-tuning is what you want but its optimizer does not fit; an adapter is cheaper still.",
        False, lowrank_optim.GaLoreParams, trainable=full.train_everything,
        fixed={"optim": "galore_adamw", "optim_target_modules": lowrank_optim.TARGETS},
-       state_bytes=lowrank_optim.state_bytes),
+       state_bytes=lowrank_optim.state_bytes, projection_seconds=lowrank_optim.projection_seconds),
     _m("apollo", "APOLLO", "Memory-efficient optimizer",
        "Every weight learns; the optimizer only measures each big matrix's gradient through a small random "
        "projection and uses that to set a step size per channel: near the memory of plain SGD with "

@@ -11,6 +11,7 @@ Performance"). Embeddings and norms keep ordinary AdamW state.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -76,26 +77,50 @@ def optim_args(values: dict) -> str:
     return ",".join(f"{name}={value}" for name, value in values.items())
 
 
-def state_bytes(model_path: str, params) -> int:
-    """AdamW state under a low-rank optimizer: for each targeted matrix (m x n, short side s, long side l)
-    two moments of r x l and GaLore's projector s x r (APOLLO's random one is as large); every other
-    weight keeps AdamW's two full-size moments. All fp32. Counted on the model's shapes (meta device)."""
+def _shapes(model_path: str) -> tuple[list[tuple[int, int]], list[int]]:
+    """(the targeted matrices' shapes, the other weights' sizes, tied weights once), from the model's
+    config on the meta device."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.from_pretrained(model_path)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
-    targeted, total = set(), 0
+    targeted, shapes = set(), []
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.Linear) and any(re.fullmatch(p, name) for p in TARGETS):
-            short, long = sorted(module.weight.shape)
-            r = min(params.rank, short)
-            total += 4 * (2 * r * long + short * r)
+            shapes.append(tuple(module.weight.shape))
             targeted.add(id(module.weight))
-    seen = set()
+    others, seen = [], set()
     for p in model.parameters():
-        if id(p) not in targeted and id(p) not in seen:  # tied weights once
+        if id(p) not in targeted and id(p) not in seen:
             seen.add(id(p))
-            total += 8 * p.numel()
-    return total
+            others.append(p.numel())
+    return shapes, others
+
+
+def state_bytes(model_path: str, params) -> int:
+    """AdamW state under a low-rank optimizer: for each targeted matrix (m x n, short side s, long side l)
+    two moments of r x l and GaLore's projector s x r (APOLLO's random one is as large); every other
+    weight keeps AdamW's two full-size moments. All fp32. Counted on the model's shapes (meta device)."""
+    shapes, others = _shapes(model_path)
+    total = 0
+    for shape in shapes:
+        short, long = sorted(shape)
+        r = min(params.rank, short)
+        total += 4 * (2 * r * long + short * r)
+    return total + 8 * sum(others)
+
+
+def projection_seconds(model_path: str, params, steps: int, device: str) -> float:
+    """GaLore's own work over a run of `steps` optimizer steps (galore_torch's GaLoreProjector): every
+    targeted matrix's gradient (m x n) is decomposed at the first step and again every
+    `update_proj_gap` steps, at this machine's measured SVD speed (about 6 s for the built-in model's
+    210 matrices on a 2-core AMD EPYC); and at every step it is projected down to rank r and the update
+    back up, two fp32 products of 2·r·m·n FLOPs each."""
+    from pipelines import hardware
+
+    shapes, _ = _shapes(model_path)
+    svds = math.ceil(steps / params.update_proj_gap) * sum(m * n * min(m, n) for m, n in shapes)
+    products = steps * sum(4 * min(params.rank, m, n) * m * n for m, n in shapes)
+    return svds * hardware.svd_seconds_per_unit(device) + products / hardware.matmul_flops(device, False)
