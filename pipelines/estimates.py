@@ -177,6 +177,10 @@ def peak_allocated(fn) -> int:
     running server)."""
     import torch
 
+    # Kineto prints "USDT: ... profiler_start" and "profiler_stop" to the server's terminal at every
+    # profile, eight lines per method measured; its levels run to 5 (USDT), so 6 keeps it quiet. Read
+    # when a profile starts; a level the person set is kept.
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     marker = 12_347  # an odd-sized allocation names this thread among the profiler's events
     with _PROFILER, torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
                                            profile_memory=True) as prof:

@@ -3,6 +3,9 @@ allocation tracker counts what it should, and the memory model extrapolates to r
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -11,6 +14,8 @@ import torch
 from pipelines import estimates, evals
 from pipelines.methods import METHODS, Setup, lowrank_optim, parse
 from pipelines.train_sft import apply_method, load_base
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("key", list(METHODS))
@@ -245,3 +250,12 @@ def test_prompt_tuning_counts_its_virtual_tokens_and_the_padded_path(tiny_model_
     # a row cut to max_length still gets its learned tokens
     long = estimates.estimate(path, "prompt", settings, lengths=[100] * 32)
     assert long.tokens_per_epoch == 32 * (64 + 10)
+
+
+def test_measuring_memory_prints_nothing_to_the_servers_terminal():
+    # the profiler's own "USDT: ... profiler_start/stop" lines came at every probe
+    code = ("import torch; from pipelines import estimates; "
+            "print(estimates.peak_allocated(lambda: torch.ones(1000) * 2))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) >= 4000 and done.stderr == ""
