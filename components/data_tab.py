@@ -90,9 +90,10 @@ def check_source(studio, upload, sample, kind, text_unit, *mapping_values):
         return (f"**Cannot tell what these columns are:** {problem}. Say which of your columns is which below.",
                 table, updates, gr.update(open=True))
     layout = LAYOUT_BY_KEY[info["layout"]]
-    message = (f"Detected **{layout.label}** in a {info['format'].upper()} file → stored as **{layout.kind}** "
-               f"data. Press Import to check every row.")
-    return message, table, updates, gr.update()
+    message = f"Detected **{layout.label}** in a {info['format'].upper()} file → stored as **{layout.kind}** data"
+    if info["row_problem"]:  # the first problem Import would meet, among the rows shown
+        return f"{message}, but Import would stop here: **{info['row_problem']}**", table, updates, gr.update()
+    return f"{message}. Press Import to check every row.", table, updates, gr.update()
 
 
 def import_source(studio, upload, sample, name, kind, text_unit, dedupe, heldout, seed, *mapping_values,

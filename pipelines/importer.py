@@ -54,25 +54,34 @@ def sha256(path: Path) -> str:
 def inspect(path: Path, options: ImportOptions | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
             n: int = 5) -> dict:
     """A quick look before importing: format, columns, first records, and the detected layout
-    (or the sentence saying why none fits). Raises DataError for a file unusable as a whole."""
+    (or the sentence saying why none fits). Each of the first records is converted as Import will
+    convert it, in the file's order, so the first problem named here is the one Import would name
+    first (`row_problem`; reading stops there). Raises DataError for a file unusable as a whole, or
+    for a record that cannot be read before any converted record fails."""
     options = options or ImportOptions()
     path = Path(path)
     fmt = check_file(path, max_bytes)
-    first = []
+    first, layout, out = [], None, {"format": fmt, "layout": None, "problem": None, "row_problem": None}
     for place, record in records(path, fmt, options.text_unit):
         first.append(record)
+        if len(first) == 1:
+            out["columns"] = columns = list(record) if isinstance(record, dict) else []
+            try:
+                layout = detect(columns, path, options.kind, options.mapping)
+            except DataError as err:
+                out["problem"] = str(err)
+                out["suggested"] = suggest_mapping(columns) if options.kind in ("auto", "sft") else {}
+        if layout is not None:
+            try:
+                convert(apply_mapping(record, options.mapping), layout, path, place)
+            except DataError as err:
+                out["row_problem"] = str(in_users_words(err, options.mapping))
+                break
         if len(first) >= n:
             break
     if not first:
         raise DataError(f"{path.name}: no examples found")
-    columns = list(first[0]) if isinstance(first[0], dict) else []
-    out = {"format": fmt, "columns": columns, "records": first, "layout": None, "problem": None}
-    try:
-        layout = detect(columns, path, options.kind, options.mapping)
-        out["layout"] = layout.key
-    except DataError as err:
-        out["problem"] = str(err)
-        out["suggested"] = suggest_mapping(columns) if options.kind in ("auto", "sft") else {}
+    out.update(records=first, layout=layout.key if layout else None)
     return out
 
 

@@ -67,8 +67,8 @@ def test_upload_good_mapped_and_bad_files(server, page, studio, tiny_model_dir, 
     expect(page.locator("#data-preview")).to_contain_text("=1+1")
 
     # a file that cannot be read as a table, after the mapped one: its own message, no page error
-    # (the mapping kept 'question', which this file's choices lack, and the page refused it), and
-    # Import names the first bad row
+    # (the mapping kept 'question', which this file's choices lack, and the page refused it); the
+    # look before Import and Import name the same first bad row (row 3, before row 4's extra cell)
     page.locator("#data-upload button[aria-label='Clear']").click()
     expect(page.locator("#data-map-prompt input")).to_have_value("(not mapped)")
     expect(page.locator("#data-map-completion input")).to_have_value("(not mapped)")
@@ -76,7 +76,7 @@ def test_upload_good_mapped_and_bad_files(server, page, studio, tiny_model_dir, 
     broken.write_text("prompt,completion\nHi,Hello\n,Missing prompt\nQ3,A3,extra\n")
     page.locator("#data-upload input[type=file]").set_input_files(str(broken))
     expect(page.locator("#data-detected")).to_contain_text(
-        "Cannot use this file: bad_rows.csv, row 4: has 3 cells", timeout=30_000)
+        "Import would stop here: bad_rows.csv, row 3, column 'prompt': is empty", timeout=30_000)
     page.click("#data-import")
     expect(page.locator("#data-message")).to_contain_text(
         "Not imported: bad_rows.csv, row 3, column 'prompt': is empty", timeout=30_000)

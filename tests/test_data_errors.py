@@ -206,3 +206,24 @@ def test_a_json_message_ending_in_at_says_at_once(studio, tmp_path):
     path.write_text('{"prompt": "a", "completion": "b')
     assert refused(studio, path) == \
         "cut.jsonl, line 1: malformed JSON (Unterminated string starting at character 31)"
+
+
+def test_the_look_before_import_names_the_first_problem_import_meets(studio, tmp_path):
+    # row 3's empty prompt comes before row 4's extra cell: both the look and Import name row 3
+    path = tmp_path / "bad_rows.csv"
+    path.write_text("prompt,completion\nHi,Hello\n,Missing prompt\nQ3,A3,extra\n")
+    info = importer.inspect(path)
+    assert info["layout"] == "prompt_completion" and len(info["records"]) == 2
+    assert info["row_problem"] == "bad_rows.csv, row 3, column 'prompt': is empty; expected text" \
+        == refused(studio, path)
+    # the extra cell first: reading fails before any row is converted, as in Import
+    path.write_text("prompt,completion\nQ3,A3,extra\n,Missing prompt\n")
+    with pytest.raises(DataError, match=r"^bad_rows.csv, row 2: has 3 cells"):
+        importer.inspect(path)
+    assert refused(studio, path).startswith("bad_rows.csv, row 2: has 3 cells")
+    # a mapped column's problem names the file's own column; good rows: no problem
+    path.write_text("question,answer\nQ,A\nQ2,\n")
+    mapped = importer.inspect(path, importer.ImportOptions(mapping={"prompt": "question", "completion": "answer"}))
+    assert mapped["row_problem"] == "bad_rows.csv, row 3, column 'answer': is empty; expected text"
+    path.write_text("prompt,completion\nQ,A\n")
+    assert importer.inspect(path)["row_problem"] is None
