@@ -194,10 +194,14 @@ def changed(values: dict, sent: dict | None) -> tuple[set, dict]:
     return {name for name, mark in marks.items() if (sent or {}).get(name) != mark}, marks
 
 
-def button_states(status: str | None) -> list:
-    """Cancel, Resume, Continue, Compare, Chat: only what the selected run's state allows."""
+def button_states(status: str | None, method: str | None = None) -> list:
+    """Cancel, Resume, Continue, Compare, Chat: only what the selected run's state allows. A reward
+    model scores replies instead of writing them: nothing to compare in a battle (Chat with it sets
+    it as the Chat tab's scorer)."""
+    done = status == "completed"
+    writes = method not in METHODS or not METHODS[method].reward_model
     return [gr.update(interactive=status in ACTIVE_STATUSES), gr.update(interactive=status in RESUMABLE_STATUSES),
-            *[gr.update(interactive=status == "completed")] * 3]
+            gr.update(interactive=done), gr.update(interactive=done and writes), gr.update(interactive=done)]
 
 
 def build(studio, selected: gr.State):
@@ -237,13 +241,15 @@ def build(studio, selected: gr.State):
         ids = [r[0] for r in rows]
         offered = gr.update(choices=run_choices(rows)) if ids != known else gr.skip()
         status_of = next((r[1] for r in rows if r[0] == run_id), None)
+        run = studio.get_run(run_id) if status_of else None
         replies = samples_table(studio, run_id)
-        values = {"rows": rows, "text": text, "bar": bar_html, "log": tail, "replies": replies, "status": status_of}
+        values = {"rows": rows, "text": text, "bar": bar_html, "log": tail, "replies": replies,
+                  "status": (status_of, run and run["method"])}
         fresh, now = changed(values, shown_now)
         rows, text, bar_html, tail = (values[k] if k in fresh else gr.skip() for k in ("rows", "text", "bar", "log"))
         sampled = (gr.skip() if "replies" not in fresh else
                    gr.update(value=replies, visible=True) if replies else gr.update(visible=False))
-        buttons_now = button_states(status_of) if "status" in fresh else [gr.skip()] * len(buttons)
+        buttons_now = button_states(*values["status"]) if "status" in fresh else [gr.skip()] * len(buttons)
         return (rows, text, bar_html, figure, tail, count, offered, ids, sampled, now, *buttons_now)
 
     outputs = [table, status, bar, plot, log, shown, compare, listed, samples, sent, *buttons]

@@ -270,6 +270,9 @@ def parse_list(entries) -> list[dict]:
         if reward.check:
             reward.check(opts)
         out.append({"name": reward.key, "weight": weight, **vars(opts)})
+    if not any(entry["weight"] for entry in out):
+        raise ConfigError("every reward function has weight 0: every reply would score 0 and the model would "
+                          "learn nothing; give at least one of them a weight other than 0")
     return out
 
 

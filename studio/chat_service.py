@@ -212,6 +212,9 @@ def previous_model(studio, run_id: str) -> tuple[str, str]:
         raise ChatError("select a run first")
     if run["status"] != "completed" or studio.result_dir(run_id) is None:
         raise ChatError(f"run {run_id} is {run['status']}; only a completed run can be compared")
+    if run_id in {r["id"] for r in studio.reward_model_runs()}:
+        raise ChatError(f"run {run_id} is a reward model: it scores replies rather than writing them, so it has "
+                        "no replies to compare; pick it under *Score replies with* in the Chat tab")
     previous = f"run:{run['parent_id']}" if run.get("parent_id") else f"base:{run['model']}"
     return f"run:{run_id}", previous
 

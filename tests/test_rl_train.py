@@ -116,6 +116,9 @@ def _prompts(studio, tmp_path, rows, name="p"):
                                                           "10, got nan"),
     ({}, [{"name": "length", "target_words": 0}],
      "reward 'length': parameter 'target_words': expected a value from 1 to 5000, got 0"),
+    ({}, [{"name": "number", "weight": 0}, {"name": "contains", "weight": 0.0}],
+     "every reward function has weight 0: every reply would score 0 and the model would learn nothing; give at "
+     "least one of them a weight other than 0"),
     ({}, [{"name": "code"}], "reward 'code' compares each reply with the row's 'tests' column, but dataset 'p' has "
                              "none in row 1; import prompts with the column 'tests', or choose other reward functions"),
     ({}, [{"name": "number"}], "reward 'number' compares the last number of each reply with the row's answer, but "
@@ -207,6 +210,7 @@ def test_reward_model_learns_separable_pairs_and_reloads_with_the_same_accuracy(
     assert sum(c > r for c, r in zip(chosen, rejected)) / len(heldout) == summary["eval_accuracy_after"]
 
     # the Chat tab's scorer gives the same numbers, and keeps the model loaded for the next replies
+    from components import runs_panel
     from studio import chat_service
 
     conversations = [heldout[0]["prompt"] + heldout[0]["chosen"], heldout[0]["prompt"] + heldout[0]["rejected"]]
@@ -220,6 +224,13 @@ def test_reward_model_learns_separable_pairs_and_reloads_with_the_same_accuracy(
     assert [r["id"] for r in studio.reward_model_runs()] == [run_id]
     with pytest.raises(RunError, match=f"^run {run_id} is a reward model: it scores replies rather than writing"):
         studio.tuned_model(run_id)
+    # nor one to put in a blind battle: its button is off, and the comparison says why
+    with pytest.raises(chat_service.ChatError, match=f"^run {run_id} is a reward model: it scores replies rather "
+                                                     "than writing them, so it has no replies to compare"):
+        chat_service.previous_model(studio, run_id)
+    states = runs_panel.button_states("completed", "reward_model")
+    assert [s["interactive"] for s in states] == [False, False, True, False, True]
+    assert runs_panel.button_states("completed", "lora")[3]["interactive"] is True
     prompts = _prompts(studio, tmp_path, [{"prompt": f"Tell me about the {t}."} for t in topics[:4]])
     with pytest.raises(RunError, match="^no run with id 'r-nope'"):
         studio.start_run(model=str(tiny_model_dir), dataset=prompts, method="grpo",
