@@ -5,6 +5,7 @@ project picker sits above three views: Label, Overview and export, New project."
 from __future__ import annotations
 
 import html
+import re
 import time
 
 import gradio as gr
@@ -42,8 +43,8 @@ def _labeler(name: str, request: gr.Request | None) -> str:
 
 def view(studio, project_id: str | None, labeler: str, message: str = "") -> tuple:
     """Everything the labeling view shows for this labeler now: (state, progress, prompt, left,
-    right, message, *choice buttons, undo)."""
-    buttons_off = [gr.update(interactive=False)] * (len(CHOICES) + 1)
+    right, message, *choice buttons, undo, bring back skips)."""
+    buttons_off = [gr.update(interactive=False)] * (len(CHOICES) + 1) + [gr.update(visible=False)]
     if not project_id:
         return (None, "", "", "", "", message or "Pick a project above (or make one under *New project*).",
                 *buttons_off)
@@ -52,22 +53,25 @@ def view(studio, project_id: str | None, labeler: str, message: str = "") -> tup
     except (LabelError, DataError) as err:
         return (None, "", "", "", "", f"**Cannot label:** {err}", *buttons_off)
     p = shown["progress"]
-    progress = (f"**{html.escape(labeler)}**: {p['mine']} labelled · project: {p['labels']} of {p['items'] * p['overlap']} "
-                f"labels ({p['items']} items × {p['overlap']}) · {KEYS_HELP}")
+    skipped = f", {p['skipped']} skipped" if p["skipped"] else ""
+    progress = (f"**{html.escape(labeler)}**: {p['mine']} labelled{skipped} · project: {p['labels']} of "
+                f"{p['items'] * p['overlap']} labels ({p['items']} items × {p['overlap']}) · {KEYS_HELP}")
     item = shown["item"]
-    can_undo = gr.update(interactive=p["mine"] > 0)
+    can_undo = gr.update(interactive=p["mine"] + p["skipped"] > 0)
+    bring_back = gr.update(visible=p["skipped"] > 0, value=f"Bring back my skips ({p['skipped']})")
     if item is None:
+        reason = re.sub(r"\*([^*]+)\*", r"<i>\1</i>", html.escape(shown["done_reason"]))
         done = (f"<h3>✅ Done</h3><p>Nothing left for you in <b>{html.escape(shown['project']['name'])}</b>: "
-                f"{shown['done_reason']}. See <i>Overview and export</i> for agreement and to turn the labels "
+                f"{reason}. See <i>Overview and export</i> for agreement and to turn the labels "
                 "into training data.</p>")
         return ({"project": project_id, "item": None, "labeler": labeler}, progress, done, "", "",
-                message, *buttons_off[:-1], can_undo)
+                message, *buttons_off[:-2], can_undo, bring_back)
     state = {"project": project_id, "item": item["item_id"], "shown": time.time(), "labeler": labeler}
     empty = "<i>(empty answer: the model said nothing)</i>"
     left = verbatim(item["left"]) if item["left"] else empty
     right = verbatim(item["right"]) if item["right"] else empty
     return (state, progress, conversation(item["prompt"]), left, right, message,
-            *[gr.update(interactive=True)] * len(CHOICES), can_undo)
+            *[gr.update(interactive=True)] * len(CHOICES), can_undo, bring_back)
 
 
 def build(studio):
@@ -98,6 +102,7 @@ def build(studio):
                                      interactive=False, variant="primary" if choice in ("left", "right") else
                                      "secondary") for choice, text, key in CHOICES]
                 undo = gr.Button("Undo [U]", elem_id="label-undo", interactive=False)
+                bring_back = gr.Button("Bring back my skips", elem_id="label-unskip", visible=False)
             reason = gr.Textbox(label="Reason (optional)", lines=1, elem_id="label-reason",
                                 placeholder="Why? e.g. 'left invents a price'. Kept with the label.")
             message = gr.Markdown(elem_id="label-message")
@@ -108,13 +113,13 @@ def build(studio):
         with gr.Tab("New project", id="label-new"):
             created, fresh_lists, list_outputs, timer = label_projects.build_new(studio, project)
 
-    outputs = [state, progress, prompt, left, right, message, *buttons, undo]
+    outputs = [state, progress, prompt, left, right, message, *buttons, undo, bring_back]
 
     def on_start(project_id, name, request: gr.Request):
         who = _labeler(name, request)
         if not who:
             return (None, "", "", "", "", "**Enter your name first:** labels are kept per person.",
-                    *[gr.update(interactive=False)] * (len(CHOICES) + 1))
+                    *[gr.update(interactive=False)] * (len(CHOICES) + 1), gr.update(visible=False))
         return view(studio, project_id, who)
 
     start.click(on_start, [project, labeler], outputs)
@@ -149,6 +154,18 @@ def build(studio):
         return view(studio, target, who, said)
 
     undo.click(on_undo, [state, project, labeler], outputs)
+
+    def on_bring_back(current, project_id, name, request: gr.Request):
+        who = (current or {}).get("labeler") or _labeler(name, request)
+        target = (current or {}).get("project") or project_id
+        try:
+            count = ls.bring_back_skips(studio, target, who)
+        except (LabelError, DataError) as err:
+            return view(studio, target, who, f"**Could not bring them back:** {err}")
+        return view(studio, target, who, f"Brought back {count} skipped item{'s' if count != 1 else ''}: "
+                                         "they come again, least labelled first.")
+
+    bring_back.click(on_bring_back, [state, project, labeler], outputs)
 
     def refresh(current=None):
         choices = project_choices(studio)

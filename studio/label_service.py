@@ -321,9 +321,16 @@ def next_item(studio, ref: str, labeler: str) -> dict:
     progress["overlap"] = found["overlap"]
     if item_id is None:
         full = progress["labels"] >= progress["items"] * found["overlap"]
-        reason = ("every item has its labels" if full else
-                  "you have labelled every item you can; the rest wait for other people "
-                  f"({found['overlap']} per item) or are on someone else's screen")
+        skipped = progress["skipped"]
+        if full:
+            reason = "every item has its labels"
+        elif skipped:
+            reason = (f"you have labelled every item you can and skipped {skipped}; "
+                      f"{'it waits' if skipped == 1 else 'they wait'} for other people, or *Bring back my skips* "
+                      f"shows {'it' if skipped == 1 else 'them'} to you again")
+        else:
+            reason = ("you have labelled every item you can; the rest wait for other people "
+                      f"({found['overlap']} per item) or are on someone else's screen")
         return {"item": None, "progress": progress, "done_reason": reason, "project": found}
     item = studio.store.get_label_item(item_id)
     flip = flipped(found["id"], item_id, labeler)
@@ -331,6 +338,12 @@ def next_item(studio, ref: str, labeler: str) -> dict:
              "left": item["answer_b"] if flip else item["answer_a"],
              "right": item["answer_a"] if flip else item["answer_b"]}
     return {"item": shown, "progress": progress, "done_reason": None, "project": found}
+
+
+def bring_back_skips(studio, ref: str, labeler: str) -> int:
+    """This labeler's skipped items come to them again; how many."""
+    found, labeler = _ready(studio, ref), _labeler(labeler)
+    return studio.store.bring_back_skips(found["id"], labeler)
 
 
 def canonical(choice: str, flip: bool) -> str:

@@ -385,16 +385,25 @@ class Store:
                               "ON i.id = l.item_id WHERE l.project_id = ? ORDER BY l.id", (project_id,))
             return [{**dict(r), "flipped": bool(r["flipped"])} for r in rows]
 
+    def bring_back_skips(self, project_id: str, labeler: str) -> int:
+        """Take back every skip this labeler gave in the project, so those items come to them again
+        (skips are not in the items' counters). Returns how many."""
+        with self._write() as db:
+            return db.execute("DELETE FROM label_labels WHERE project_id = ? AND labeler = ? AND choice = 'skip'",
+                              (project_id, labeler)).rowcount
+
     def label_counts(self, project_id: str, labeler: str) -> dict:
-        """For a labeler's progress line: their labels, and the project's labels and items."""
+        """For a labeler's progress line: their labels (skips apart), their skips, and the project's
+        labels and items."""
         with self._connect() as db:
-            mine = db.execute("SELECT COUNT(*) FROM label_labels WHERE project_id = ? AND labeler = ?",
-                              (project_id, labeler)).fetchone()[0]
+            mine, skipped = db.execute(
+                "SELECT COUNT(*) - COALESCE(SUM(choice = 'skip'), 0), COALESCE(SUM(choice = 'skip'), 0) "
+                "FROM label_labels WHERE project_id = ? AND labeler = ?", (project_id, labeler)).fetchone()
             # the items' counters (kept by each label and undo) sum to the labels, skips apart: one
             # pass over the items' index, not a second one over every label (called per item shown)
             items, labels = db.execute("SELECT COUNT(*), COALESCE(SUM(labels), 0) FROM label_items "
                                        "WHERE project_id = ?", (project_id,)).fetchone()
-        return {"mine": mine, "labels": labels, "items": items}
+        return {"mine": mine, "skipped": skipped, "labels": labels, "items": items}
 
     def integrity_check(self) -> str:
         with self._connect() as db:

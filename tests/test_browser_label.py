@@ -56,7 +56,8 @@ def press(page, key, said, name, labelled):
 
     page.locator("#label-prompt").click()  # focus on the page, not in a text field
     page.keyboard.press(key)
-    expect(page.locator("#label-progress")).to_contain_text(f"{name}: {labelled} labelled", timeout=30_000)
+    counts = labelled if isinstance(labelled, str) else f"{labelled} labelled"  # or "2 labelled, 1 skipped"
+    expect(page.locator("#label-progress")).to_contain_text(f"{name}: {counts}", timeout=30_000)
     expect(page.locator("#label-message")).to_contain_text(said, timeout=30_000)
 
 
@@ -103,14 +104,21 @@ def test_two_labelers_with_the_keyboard(server, browser, studio, tmp_path):
         expect(bob.locator("#label-left-text")).to_contain_text("Bad" if flip else "Good")
         press(bob, "2" if flip else "1", "right is better" if flip else "left is better", "bob", n)
     expect(bob.locator("#label-prompt")).to_contain_text("Done", timeout=30_000)
-    # ann: a skip (key s), then the good answer on the rest
-    press(ann, "s", "Saved: skipped", "ann", 2)
-    done = 2
+    # ann: a skip (key s: counted apart from her labels), then the good answer on the rest
+    skipped, _flip = shown_item(studio, project["id"], ann, "ann")
+    press(ann, "s", "Saved: skipped", "ann", "1 labelled, 1 skipped")
+    done = 1
     while "Done" not in ann.locator("#label-prompt").inner_text():
         item, flip = shown_item(studio, project["id"], ann, "ann")
         done += 1
-        press(ann, "2" if flip else "1", "is better", "ann", done)
-    expect(ann.locator("#label-prompt")).to_contain_text("you have labelled every item you can")
+        press(ann, "2" if flip else "1", "is better", "ann", f"{done} labelled, 1 skipped")
+    expect(ann.locator("#label-prompt")).to_contain_text("you have labelled every item you can and skipped 1")
+    # the skipped item comes back when she asks, and she skips it again
+    ann.get_by_role("button", name="Bring back my skips (1)").click()
+    expect(ann.locator("#label-message")).to_contain_text("Brought back 1 skipped item", timeout=30_000)
+    assert shown_item(studio, project["id"], ann, "ann")[0]["id"] == skipped["id"]
+    press(ann, "s", "Saved: skipped", "ann", f"{done} labelled, 1 skipped")
+    expect(ann.locator("#label-prompt")).to_contain_text("Done")
 
     labels = studio.store.list_labels(project["id"])
     by = {(lb["labeler"], lb["item_id"]): lb["choice"] for lb in labels}

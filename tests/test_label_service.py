@@ -130,7 +130,7 @@ def test_done_state_when_every_item_has_its_labels(studio, tmp_path):
         out = ls.next_item(studio, ref, name)
         assert out["item"] is None
         assert out["done_reason"] == "every item has its labels"
-    assert out["progress"] == {"mine": 0, "labels": 2, "items": 2, "overlap": 1}
+    assert out["progress"] == {"mine": 0, "skipped": 0, "labels": 2, "items": 2, "overlap": 1}
 
 
 def test_done_state_when_the_rest_is_with_others_or_labelled_by_you(studio, tmp_path):
@@ -140,7 +140,7 @@ def test_done_state_when_the_rest_is_with_others_or_labelled_by_you(studio, tmp_
     out = ls.next_item(studio, ref, "ann")
     assert out["item"] is None
     assert out["done_reason"].startswith("you have labelled every item you can; the rest wait for other people")
-    assert out["progress"] == {"mine": 2, "labels": 2, "items": 2, "overlap": 2}
+    assert out["progress"] == {"mine": 2, "skipped": 0, "labels": 2, "items": 2, "overlap": 2}
 
     ref1 = new_project(studio, tmp_path, n=1, overlap=1, name="one")
     assert shown(studio, ref1, "ann") is not None  # on ann's screen
@@ -198,7 +198,24 @@ def test_skip_does_not_count_towards_the_overlap(studio, tmp_path):
     ls.submit(studio, ref, skipped["item_id"], "bob", "right")
     progress = ls.next_item(studio, ref, "bob")["progress"]
     assert progress["labels"] == 1 and progress["mine"] == 1
-    assert ls.next_item(studio, ref, "ann")["progress"]["mine"] == 1  # her skip is hers
+    # her skip is hers: counted apart from her labels
+    assert {k: v for k, v in ls.next_item(studio, ref, "ann")["progress"].items() if k in ("mine", "skipped")} \
+        == {"mine": 0, "skipped": 1}
+
+
+def test_skipped_items_come_back_when_asked(studio, tmp_path):
+    ref = new_project(studio, tmp_path, n=2, overlap=1)
+    first, _ = label_next(studio, ref, "ann", "skip")
+    second, _ = label_next(studio, ref, "ann", "left")
+    done = ls.next_item(studio, ref, "ann")
+    assert done["item"] is None and done["progress"]["skipped"] == 1
+    assert done["done_reason"] == ("you have labelled every item you can and skipped 1; it waits for other people, "
+                                   "or *Bring back my skips* shows it to you again")
+    assert ls.bring_back_skips(studio, ref, "ann") == 1
+    again = ls.next_item(studio, ref, "ann")
+    assert again["item"]["item_id"] == first["item_id"] and again["progress"]["skipped"] == 0
+    assert studio.store.get_label_item(second["item_id"])["labels"] == 1  # the label given stays
+    assert ls.bring_back_skips(studio, ref, "bob") == 0
 
 
 # --- sides --------------------------------------------------------------------------------------
