@@ -22,7 +22,7 @@ def build(studio, chosen: gr.Dropdown, refresh_choices) -> None:
             judge = gr.Textbox(value="default", label="Judge model", elem_id="judge-model",
                                info="'default' = the built-in model, or a local model folder.")
             limit = gr.Number(value=None, precision=0, label="Only the first N pairs", elem_id="judge-limit",
-                              info="Empty = all.")
+                              info="Empty or 0 = all.")
         with gr.Row():
             both = gr.Checkbox(value=True, label="Ask in both orders", elem_id="judge-both",
                                info="Judges favour the answer shown first (or second); asking both ways and "

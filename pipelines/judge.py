@@ -190,6 +190,12 @@ def agreement(judged: list[dict], human: list[str]) -> dict:
             "interval_both_orders": list(arena.wilson(both, n)), "interval_one_order": list(arena.wilson(one, n))}
 
 
+def certainty(judged: list[dict]) -> float | None:
+    """How decided the judge was, on average: |P(a better) - 0.5| x 2, from 0 (a coin flip on every
+    pair: its order of the answers means nothing) to 1 (always sure)."""
+    return round(sum(abs(j["p_a"] - 0.5) * 2 for j in judged) / len(judged), 3) if judged else None
+
+
 def first_shown_rate(judged: list[dict]) -> float | None:
     """The share of single readings in which the judge preferred the answer shown first: about 0.5
     for a judge without position bias, near 1 (or 0) for one that mostly reads the position."""
@@ -304,6 +310,7 @@ def run(job: dict, run_dir: Path, events) -> dict:
                "agreement_one_order": agreed["one_order"], "interval_both_orders": agreed["interval_both_orders"],
                "interval_one_order": agreed["interval_one_order"], "judged_file": JUDGED,
                "picks_first_shown": first_shown_rate([r["judge"] for r in judged]),
+               "certainty": certainty([r["judge"] for r in judged]),
                "seconds_per_pair": round((time.time() - started) / len(judged), 3)}
     print(f"judge agrees with the stored choice on {agreed['both_orders']:.0%} of pairs with both orders, "
           f"{agreed['one_order']:.0%} with one order", flush=True)

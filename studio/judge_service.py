@@ -64,22 +64,34 @@ def collect(studio, job_id: str, name: str | None = None) -> dict:
         "kind": "judge", "judge": judge, "job": job_id, "from_dataset": job["dataset"]["id"],
         "both_orders": job["both_orders"], "rationale": job["rationale"],
         **{k: summary[k] for k in ("pairs", "agreement_both_orders", "agreement_one_order", "interval_both_orders",
-                                   "interval_one_order", "picks_first_shown") if k in summary}})
+                                   "interval_one_order", "picks_first_shown", "certainty") if k in summary}})
     return studio.store.get_dataset(row["id"])
 
 
+# below this the judge's preferences are close to coin flips (on average within 45-55%)
+UNDECIDED = 0.1
+
+
 def agreement_text(summary: dict, both_orders: bool) -> str:
-    """'The judge agreed with the original choices on 70% of 40 pairs [55-82%] asking both orders
-    (one order: 60% [45-74%])' — from a judge job's summary or a judged dataset's origin."""
+    """'The judge agreed with the original choices on 70% [55-82%] of 40 pairs, asked in both orders;
+    asked once (either order), 60% [45-74%] on average' — from a judge job's summary or a judged
+    dataset's origin; with a warning when the judge was hardly decided."""
     def pct(share, interval):
         return f"{share:.0%} [{interval[0]:.0%}-{interval[1]:.0%}]"
 
     one = pct(summary["agreement_one_order"], summary["interval_one_order"])
     if not both_orders:
-        return f"The judge agreed with the original choices on {one} of {summary['pairs']} pairs (one order asked)"
-    both = pct(summary["agreement_both_orders"], summary["interval_both_orders"])
-    return (f"The judge agreed with the original choices on {both} of {summary['pairs']} pairs asking both "
-            f"orders; with one order (the first reading) {one}")
+        text = f"The judge agreed with the original choices on {one} of {summary['pairs']} pairs (one order asked)"
+    else:
+        both = pct(summary["agreement_both_orders"], summary["interval_both_orders"])
+        text = (f"The judge agreed with the original choices on {both} of {summary['pairs']} pairs, asked in both "
+                f"orders; asked once (either order), {one} on average")
+    sure = summary.get("certainty")
+    if sure is not None and sure < UNDECIDED:
+        text += (f". ⚠️ It was hardly decided: its preference averaged {50 + 50 * sure:.0f}-{50 - 50 * sure:.0f} "
+                 "between the answers, close to a coin flip, so this order of the answers says little. Try a larger "
+                 "judge model, or read a sample of the pairs before training on them")
+    return text
 
 
 def cancel(studio, job_id: str) -> None:

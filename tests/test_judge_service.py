@@ -18,7 +18,7 @@ def test_judge_cli_makes_a_dataset_with_the_agreement(tmp_path, tiny_model_dir):
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("quillpad_preferences judged by tiny-llama")
     assert ": 6 preference pairs. The judge agreed with the original choices on " in last
-    assert "asking both orders; with one order (the first reading)" in last
+    assert "pairs, asked in both orders; asked once (either order), " in last
 
     from studio.core import Studio
 
@@ -28,6 +28,9 @@ def test_judge_cli_makes_a_dataset_with_the_agreement(tmp_path, tiny_model_dir):
     origin = row["meta"]["origin"]
     assert origin["kind"] == "judge" and origin["judge"] == str(tiny_model_dir) and origin["pairs"] == 6
     assert 0 <= origin["agreement_both_orders"] <= 1 and len(origin["interval_both_orders"]) == 2
+    # a judge near a coin flip on every pair is said to be one
+    assert 0 <= origin["certainty"] <= 1
+    assert ("It was hardly decided" in last) == (origin["certainty"] < 0.1)
     # the judged pairs hold the same answers, each pair in the judge's order
     original = [json.loads(line) for line in PAIRS.read_text().splitlines()][:6]
     from pipelines.data import load_rows
@@ -54,3 +57,18 @@ def test_judge_refusals_start_nothing(tmp_path, tiny_model_dir):
     missing = studio_cmd(home, "judge", str(PAIRS), "--judge", str(tmp_path / "nowhere"))
     assert missing.returncode == 2 and missing.stderr.startswith("error: model '")
     assert not [p for p in (home / "runs").iterdir() if p.name.startswith("j")]
+
+
+def test_agreement_text_reads_the_shares_and_warns_of_an_undecided_judge():
+    from studio.judge_service import agreement_text
+
+    summary = {"pairs": 3, "agreement_both_orders": 0.0, "interval_both_orders": [0.0, 0.56],
+               "agreement_one_order": 0.5, "interval_one_order": [0.13, 0.87], "certainty": 0.02}
+    assert agreement_text(summary, True) == (
+        "The judge agreed with the original choices on 0% [0%-56%] of 3 pairs, asked in both orders; asked once "
+        "(either order), 50% [13%-87%] on average. ⚠️ It was hardly decided: its preference averaged 51-49 between "
+        "the answers, close to a coin flip, so this order of the answers says little. Try a larger judge model, or "
+        "read a sample of the pairs before training on them")
+    sure = {**summary, "certainty": 0.6}
+    assert agreement_text(sure, False) == ("The judge agreed with the original choices on 50% [13%-87%] of 3 pairs "
+                                           "(one order asked)")
