@@ -43,11 +43,13 @@ DOTTED = {"eval_loss", "eval_rewards/accuracies", "eval_rewards/margins", "rewar
           "eval_margin"}
 
 
-def curves_figure(runs: dict[str, list[dict]]) -> go.Figure:
+def curves_figure(runs: dict[str, list[dict]], parts: dict[str, dict] | None = None) -> go.Figure:
     """runs: run id -> metrics records. One run: each series its own colour, the same in every panel
     (training pairs, held-out pairs), named once in the legend. Several runs: each run its own
     colour, the series told apart by their dashes. Markers make the first steps visible before
-    there is a line to draw."""
+    there is a line to draw. parts: run id -> its reward functions' names and weights
+    (rewards.parts): each function's line is its part of the reward (weight x mean score), so the
+    parts add up to the reward."""
     rl = any(is_rl(m) for m in runs.values())
     if rl:
         panels = RL_PANELS
@@ -71,6 +73,10 @@ def curves_figure(runs: dict[str, list[dict]]) -> go.Figure:
                     continue
                 steps, values = data[name]
                 what = LABELS.get(name) or name.removeprefix("rewards/").removesuffix("/mean")
+                if name.startswith("rewards/") and what in (parts or {}).get(run_id, {}):
+                    what, weight = parts[run_id][what]
+                    values = [weight * v for v in values]
+                    what = f"{what} ×{weight:g}"
                 label = f"{run_id} {what}" if len(runs) > 1 else what
                 first = label not in colours
                 if first:

@@ -8,7 +8,9 @@ import gradio as gr
 
 from components.charts import curves_figure
 from pipelines.curves import format_duration, overfitting_warning, progress
-from pipelines.events import ACTIVE_STATUSES, EVALUATING, RESUMABLE_STATUSES, SAMPLES, log_tail, read_json, read_metrics
+from pipelines import rewards
+from pipelines.events import (ACTIVE_STATUSES, EVALUATING, JOB, RESUMABLE_STATUSES, SAMPLES, log_tail, read_json,
+                              read_metrics)
 from pipelines.methods import METHODS, ConfigError, describe
 from studio.core import RunError
 
@@ -145,16 +147,30 @@ def status_markdown(studio, row: dict, metrics: list[dict]) -> str:
     return "\n\n".join(lines)
 
 
-SAMPLE_COLUMNS = ["Prompt", "Reply", "Reward", "Each function"]
+SAMPLE_COLUMNS = ["Prompt", "Reply", "Reward", "Each function's part"]
+SAMPLE_WIDTHS = ["24%", "40%", "9%", "27%"]  # the reply and the parts readable, the reward never cut off
+
+
+def reward_parts(studio, run_id: str | None) -> dict[str, tuple[str, float]]:
+    """A reinforcement-learning run's reward functions: logged name -> (label, weight)."""
+    job = read_json(studio.run_dir(run_id) / JOB) if run_id else None
+    return rewards.parts((job or {}).get("rewards"))
 
 
 def samples_table(studio, run_id: str | None) -> list[list] | None:
-    """A reinforcement-learning run's newest replies with their rewards (None for other runs)."""
+    """A reinforcement-learning run's newest replies with their rewards, each function's part of it
+    (weight x score: the parts add up to the reward) (None for other runs)."""
     found = read_json(studio.run_dir(run_id) / SAMPLES) if run_id else None
     if not found:
         return None
+    named = reward_parts(studio, run_id)
+
+    def part(name, value):
+        label, weight = named.get(name, (name, 1.0))
+        return f"{label} {weight * value:+.2f}" + (f" ({value:.2f} ×{weight:g})" if weight != 1 else "")
+
     return [[s["prompt"], s["reply"], round(s["reward"], 3),
-             ", ".join(f"{name} {value:.2f}" for name, value in s["rewards"].items() if value is not None)]
+             "; ".join(part(name, value) for name, value in s["rewards"].items() if value is not None)]
             for s in found["samples"]]
 
 
@@ -181,7 +197,8 @@ def view(studio, run_id: str | None, drawn: int = -1):
     if row is None:
         return f"Run `{run_id}` not found.", "", None, "", 0
     metrics = read_metrics(studio.run_dir(run_id))
-    figure = curves_figure({run_id: metrics}) if len(metrics) != drawn else None
+    figure = (curves_figure({run_id: metrics}, {run_id: reward_parts(studio, run_id)})
+              if len(metrics) != drawn else None)
     return (status_markdown(studio, row, metrics), progress_html(row, metrics), figure,
             log_tail(studio.run_dir(run_id), 15), len(metrics))
 
@@ -219,6 +236,7 @@ def build(studio, selected: gr.State):
     action = gr.Markdown(elem_id="run-action")
     plot = gr.Plot(label="Training curves", elem_id="run-curves")
     samples = gr.Dataframe(headers=SAMPLE_COLUMNS, interactive=False, wrap=True, visible=False, max_height=320,
+                           column_widths=SAMPLE_WIDTHS,
                            label="Newest replies the model wrote while training, and their rewards",
                            elem_id="run-samples")
     log = gr.Textbox(label="Log (last lines)", lines=8, max_lines=15, interactive=False, elem_id="run-log")
@@ -294,7 +312,8 @@ def build(studio, selected: gr.State):
         runs = {i: read_metrics(studio.run_dir(i)) for i in run_ids or []}
         rows = config_diff(studio, run_ids or [])
         headers = ["Setting", *(run_ids or [])] if rows else ["Setting", "Values"]
-        return (curves_figure(runs) if runs else None), gr.update(value=rows, headers=headers)
+        parts = {i: reward_parts(studio, i) for i in runs}
+        return (curves_figure(runs, parts) if runs else None), gr.update(value=rows, headers=headers)
 
     compare.change(on_compare, compare, [overlay, diff])
 

@@ -302,16 +302,36 @@ def describe_entry(entry: dict) -> str:
     return f"{reward.label} ×{entry['weight']:g}" + (f" ({', '.join(opts)})" if opts else "")
 
 
+def logged_names(entries: list[dict]) -> list[str]:
+    """The name each reward's callable gets, which TRL logs it under (`rewards/<name>/mean`): its key,
+    numbered from the second use of the same function on ('contains', 'contains_2')."""
+    names, seen = [], {}
+    for entry in entries:
+        seen[entry["name"]] = seen.get(entry["name"], 0) + 1
+        names.append(entry["name"] if seen[entry["name"]] == 1 else f"{entry['name']}_{seen[entry['name']]}")
+    return names
+
+
+def parts(entries: list[dict] | None) -> dict[str, tuple[str, float]]:
+    """Logged name -> (what a person reads, weight): a run's reward is the weighted sum of its
+    functions' scores, so each function's part of it is weight x its mean score."""
+    out = {}
+    for name, entry in zip(logged_names(entries or []), entries or []):
+        reward = REWARDS.get(entry["name"])
+        label = reward.label if reward else entry["name"]
+        count = name.removeprefix(entry["name"]).lstrip("_")
+        out[name] = (f"{label} ({count})" if count else label, float(entry.get("weight", 1.0)))
+    return out
+
+
 def trl_functions(entries: list[dict], scorer: Callable | None = None):
     """(callables for TRL's GRPOTrainer, their weights). Each callable is named after its reward
-    (TRL logs `rewards/<name>/mean` per function); a name used twice gets a number. `scorer(run_id)`
-    gives a loaded studio reward model (model, tokenizer) for the 'reward_model' function."""
-    funcs, weights, seen = [], [], {}
-    for entry in entries:
+    (TRL logs `rewards/<name>/mean` per function; `logged_names`). `scorer(run_id)` gives a loaded
+    studio reward model (model, tokenizer) for the 'reward_model' function."""
+    funcs, weights = [], []
+    for entry, name in zip(entries, logged_names(entries)):
         reward = REWARDS[entry["name"]]
         opts = parse(reward.options, {k: v for k, v in entry.items() if k not in ("name", "weight")})
-        seen[reward.key] = seen.get(reward.key, 0) + 1
-        name = reward.key if seen[reward.key] == 1 else f"{reward.key}_{seen[reward.key]}"
 
         def func(prompts, completions, _reward=reward, _opts=opts, **columns):
             replies = [reply_text(c) for c in completions]

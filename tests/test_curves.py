@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pipelines.curves import format_duration, overfitting_warning, progress, series
 
 
@@ -45,6 +47,13 @@ def test_rl_and_reward_model_runs_get_their_own_panels():
                       "Reply length (tokens)", "Loss"]
     assert [t.name for t in fig.data] == ["weighted reward", "number", "regex", "KL from the start",
                                           "mean reply length", "training loss"]
+    # with the run's reward functions: named as the form names them, each its weighted part, which
+    # together make the reward
+    parts = {"r1": {"number": ("The number is right", 2.0), "regex": ("Matches a format", 1.0)}}
+    fig = curves_figure({"r1": rl}, parts)
+    lines = {t.name: list(t.y) for t in fig.data}
+    assert lines["The number is right ×2"] == pytest.approx([0.2, 0.4, 0.6])
+    assert lines["Matches a format ×1"] == pytest.approx([0.3] * 3)
     rm = [{"step": 1, "loss": 0.7, "accuracy": 0.5, "margin": 0.0}, {"step": 2, "eval_accuracy": 0.9, "eval_loss": 0.3}]
     titles = [a.text for a in curves_figure({"r2": rm}).layout.annotations]
     assert titles[1] == "Pairs ranked right (preferred scored higher)"

@@ -50,6 +50,9 @@ def test_weights_and_repeated_functions_are_named_for_their_curves():
     funcs, weights = rewards.trl_functions(entries)
     assert [f.__name__ for f in funcs] == ["number", "regex", "regex_2"]
     assert weights == [2.0, 1.0, 1.0]
+    # what the curves and the replies table call them, and how much each counts
+    assert rewards.parts(entries) == {"number": ("The number is right", 2.0),
+                                      "regex": ("Matches a format", 1.0), "regex_2": ("Matches a format (2)", 1.0)}
     assert [rewards.describe_entry(e) for e in entries] == [
         "The number is right ×2", "Matches a format ×1 (pattern=(?s).*)", "Matches a format ×1 (pattern=x)"]
 
