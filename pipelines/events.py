@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -120,7 +121,12 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return out
 
 
+# a terminal's colour and style codes (ESC [ ... letter), which libraries write into the log
+_TERMINAL_CODES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
 def log_tail(run_dir: Path, lines: int = 20) -> str:
+    """The log's last lines as a page shows them: without terminal colour codes."""
     path = Path(run_dir) / LOG
     if not path.exists():
         return ""
@@ -128,7 +134,7 @@ def log_tail(run_dir: Path, lines: int = 20) -> str:
         fh.seek(0, os.SEEK_END)
         fh.seek(max(0, fh.tell() - 64 * 1024))
         text = fh.read().decode("utf-8", errors="replace")
-    return "\n".join(text.splitlines()[-lines:])
+    return "\n".join(_TERMINAL_CODES.sub("", text).splitlines()[-lines:])
 
 
 def pid_alive(pid: int | None, run_dir: Path | None = None) -> bool:

@@ -5,9 +5,25 @@ pairs (the chat template, with nothing added), so scores mean what training taug
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from pipelines import models
+
+
+@contextlib.contextmanager
+def new_score_head():
+    """Loading a language model as a scorer: its score head is new by design (trained by the reward
+    model run, or read from its adapter), so transformers' load report ("score.weight MISSING ...
+    newly initialized", in terminal colours) would only alarm the person reading the log."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 def load(base_path: str, adapter_dir: Path | str):
@@ -16,8 +32,9 @@ def load(base_path: str, adapter_dir: Path | str):
     from transformers import AutoModelForSequenceClassification
 
     tokenizer = models.load_tokenizer(str(adapter_dir))
-    model = AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=1, dtype="float32",
-                                                               use_safetensors=True, trust_remote_code=False)
+    with new_score_head():
+        model = AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=1, dtype="float32",
+                                                                   use_safetensors=True, trust_remote_code=False)
     model.config.pad_token_id = tokenizer.pad_token_id
     return PeftModel.from_pretrained(model, str(adapter_dir)).eval(), tokenizer
 

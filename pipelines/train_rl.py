@@ -151,6 +151,7 @@ def train_reward_model(job: dict, run_dir: Path, events: RunEvents) -> dict:
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification, PrinterCallback
 
+    from pipelines import reward_model
     from pipelines.callbacks import CancelCallback, MetricsCallback, SealCheckpoints
 
     events.phase("loading the model and the data")
@@ -173,8 +174,9 @@ def train_reward_model(job: dict, run_dir: Path, events: RunEvents) -> dict:
     # model: a one-number score head on the base (or on a finished full/freeze run's model)
     model_path = models.resolve(job["model"], Path(job["model_cache"]))
     tokenizer = models.load_tokenizer(model_path)
-    model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=1, dtype="float32",
-                                                               use_safetensors=True, trust_remote_code=False)
+    with reward_model.new_score_head():  # the head this run trains: its load report would alarm
+        model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=1, dtype="float32",
+                                                                   use_safetensors=True, trust_remote_code=False)
     model.config.pad_token_id = tokenizer.pad_token_id  # the score is read at the last non-pad token
     peft_config = method.peft_config(params)
     if job.get("init_adapter"):  # continuing a reward model: its adapter and score head keep training

@@ -195,3 +195,11 @@ def test_continue_training_starts_from_the_parent_adapter(studio, tiny_model_dir
     parent_losses = [m["loss"] for m in read_metrics(studio.run_dir(parent)) if "loss" in m]
     child_losses = [m["loss"] for m in read_metrics(studio.run_dir(child)) if "loss" in m]
     assert child_losses[0] < parent_losses[0] - 0.1  # it did not start from scratch
+
+
+def test_the_log_tail_leaves_out_terminal_colour_codes(tmp_path):
+    from pipelines.events import LOG, log_tail
+
+    (tmp_path / LOG).write_text("step 1\n\x1b[1mModel LOAD\x1b[0m from: x\n\x1b[31;1mred\x1b[0m line\n")
+    assert log_tail(tmp_path) == "step 1\nModel LOAD from: x\nred line"
+    assert log_tail(tmp_path, lines=1) == "red line"

@@ -243,6 +243,9 @@ def test_reward_model_learns_separable_pairs_and_reloads_with_the_same_accuracy(
     scored = [m["rewards/reward_model/mean"] for m in ev.read_metrics(studio.run_dir(grpo)) if "reward" in m]
     assert len(scored) == 2 and all(0 < v < 1 for v in scored)
     assert f"reward model {run_id} loaded" in (studio.run_dir(grpo) / "train.log").read_text()
+    # its new score head is no news: no load report (in terminal colours) in either run's log
+    for log in (studio.run_dir(run_id) / "train.log", studio.run_dir(grpo) / "train.log"):
+        assert "LOAD REPORT" not in log.read_text() and "\x1b[" not in log.read_text()
 
 
 def test_ppo_cancelled_mid_run_resumes_from_its_checkpoint(studio, tmp_path, tiny_model_dir):
