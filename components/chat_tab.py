@@ -46,8 +46,10 @@ def side_labels(studio, battle: dict) -> tuple[str, str]:
     return tuple(f"{side}: {chat_service.label(studio, spec)}" for side, spec in zip("AB", battle["specs"]))
 
 
-RESULT_HEADERS = ["Model 1", "Model 2", "Votes", "1 won", "2 won", "Ties / both bad",
-                  "Model 1 win rate (95% interval)"]
+# each pair from its tuned (or newer) model's side (chat_service.newer_first), whichever side or
+# form field it was picked in: named "Model" and "Against", not 1 and 2
+RESULT_HEADERS = ["Model", "Against", "Votes", "Model won", "Against won", "Ties / both bad",
+                  "Model's win rate (95% interval)"]
 RESULT_WIDTHS = ["22%", "22%", "8%", "8%", "8%", "12%", "20%"]  # the win rate with its interval is not cut off
 
 

@@ -186,7 +186,8 @@ def _percent(x: float | None) -> str:
 
 LABELER_HEADERS = ["Labeler", "Labels", "Skipped", "Median seconds per item"]
 KAPPA_HEADERS = ["Labelers", "Items both labelled", "Same choice", "Cohen's κ"]
-WIN_HEADERS = ["Model 1", "Model 2", "Labels", "1 better", "2 better", "Ties / both bad", "Model 1 win rate (95% interval)"]
+WIN_HEADERS = ["Model", "Against", "Labels", "Model better", "Against better", "Ties / both bad",
+               "Model's win rate (95% interval)"]  # from the tuned (newer) model's side, as the Chat tab's
 REVIEW_HEADERS = ["Item", "Prompt", "Choices"]
 OVERVIEW_HEADERS = (LABELER_HEADERS, KAPPA_HEADERS, WIN_HEADERS, REVIEW_HEADERS)
 
@@ -237,7 +238,8 @@ def build_overview(studio, project) -> dict:
     kappa = gr.Dataframe(headers=KAPPA_HEADERS, interactive=False, label="Agreement per pair of labelers",
                          elem_id="label-kappa")
     wins = gr.Dataframe(headers=WIN_HEADERS, interactive=False, wrap=True, column_widths=RESULT_WIDTHS,
-                        label="Win rates (answers' models, hidden while labeling)", elem_id="label-winrates")
+                        label="Win rates of the answers' models (hidden while labeling), each from the tuned or newer "
+                              "model's side", elem_id="label-winrates")
     review = gr.Dataframe(headers=REVIEW_HEADERS, interactive=False, wrap=True,
                           label="Items the labelers disagree on (worth a second look)", elem_id="label-disagreements")
     with gr.Group():
