@@ -1,6 +1,6 @@
-"""Every method on the default model and the sample FAQ: predicted against measured peak
-memory and the run's time (its steps and its passes over the held-out rows), plus what each
-run achieved.
+"""Every method on the default model and the sample FAQ (preference methods: the sign-off pairs):
+predicted against measured peak memory and the run's time (its steps and its passes over the
+held-out rows), plus what each run achieved.
 
 Baseline for the memory and time columns: the estimate the Method tab shows before launch
 (pipelines/estimates.py), printed beside the measurement and its error. Each method trains in
@@ -29,22 +29,28 @@ from pipelines import data, dataset_stats, estimates, importer, models  # noqa: 
 from pipelines.methods import METHODS, ConfigError  # noqa: E402
 
 FAQ = ROOT / "assets" / "samples" / "quillpad_faq.jsonl"
+PAIRS = ROOT / "assets" / "samples" / "signoff_preferences.jsonl"
 GB = 1024**3
 
 
-def dataset(home: Path) -> Path:
-    parquet = home / "faq" / importer.DATA
+def dataset(home: Path, key: str = "lora") -> Path:
+    """The sample a method trains on: the FAQ for SFT methods, the sign-off preference pairs for DPO,
+    ORPO, SimPO and CPO (one in five held out)."""
+    pairs = METHODS[key].data_kind == "preference"
+    source, folder, heldout = (PAIRS, "pairs", 0.2) if pairs else (FAQ, "faq", 0.1)
+    parquet = home / folder / importer.DATA
     if not parquet.exists():
-        importer.import_file(FAQ, parquet.parent, importer.ImportOptions(heldout=0.1, seed=0))
+        importer.import_file(source, parquet.parent, importer.ImportOptions(heldout=heldout, seed=0))
     return parquet
 
 
 def worker(key: str, home: Path, epochs: float) -> None:
     """One run in this process; prints one JSON line."""
+    from pipelines import train_pref, train_sft
     from pipelines.events import RunEvents, read_metrics
-    from pipelines.train_sft import build_trainer
 
-    parquet = dataset(home)
+    parquet = dataset(home, key)
+    build_trainer = (train_pref if METHODS[key].runner == "pipelines.train_pref" else train_sft).build_trainer
     run_dir = Path(tempfile.mkdtemp(prefix=f"{key}-", dir=home))
     job = {"method": key, "model": "default", "model_cache": str(home / "models"),
            "dataset": {"path": str(parquet), "heldout_path": str(parquet.with_name(importer.HELDOUT))},
@@ -58,7 +64,7 @@ def worker(key: str, home: Path, epochs: float) -> None:
     rates = [m["tokens_per_s"] for m in read_metrics(run_dir) if "tokens_per_s" in m][1:]
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     print(json.dumps({"key": key, "before": before, "after": after, "train_s": train_s,
-                      "s_per_epoch": train_s / epochs, "tokens_per_s": statistics.median(rates),
+                      "s_per_epoch": train_s / epochs, "tokens_per_s": statistics.median(rates) if rates else 0,
                       "trainable": trainable, "steps": trainer.state.global_step,
                       "peak": peak_rss()}))
 
@@ -87,21 +93,30 @@ def main() -> None:
         return worker(args.worker, home, args.epochs)
 
     model_path = str(models.resolve("default", home / "models"))
-    parquet = dataset(home)
     tokenizer = models.load_tokenizer(model_path)
-    lengths = dataset_stats.token_lengths(data.load_rows(parquet), tokenizer)
-    held_out = dataset_stats.count_rows(parquet.with_name(importer.HELDOUT))
+    samples = {}  # data folder -> (training rows' token lengths, held-out rows)
+    for key in ("lora", "dpo"):
+        parquet = dataset(home, key)
+        samples[parquet] = (dataset_stats.token_lengths(data.load_rows(parquet), tokenizer),
+                            dataset_stats.count_rows(parquet.with_name(importer.HELDOUT)))
     saved = {}
     if args.replay:
         saved = {r["key"]: r for r in map(json.loads, Path(args.replay).read_text().splitlines())}
-    keys = [k for k in args.only.split(",") if k] or (list(saved) if saved else list(METHODS))
-    print(f"default model (SmolLM2-135M-Instruct), quillpad_faq ({len(lengths)} training rows, {held_out} held out), "
-          f"{args.epochs:g} epoch(s) at each method's defaults; memory = peak RSS of the run's process")
+    # SFT methods and the preference methods that learn from pairs (KTO's thumbs, reward models and
+    # reinforcement learning have no sample here)
+    keys = [k for k in args.only.split(",") if k] or (list(saved) if saved else [
+        k for k, m in METHODS.items() if m.data_kind == "sft" or m.runner == "pipelines.train_pref"
+        and m.data_kind == "preference"])
+    print("default model (SmolLM2-135M-Instruct); SFT methods on quillpad_faq ({} training rows, {} held out), "
+          "preference methods on signoff_preferences ({} pairs, {} held out); {:g} epoch(s) at each method's "
+          "defaults; memory = peak RSS of the run's process".format(*samples[dataset(home, "lora")],
+                                                                    *samples[dataset(home, "dpo")], args.epochs))
     head = (f"{'method':<11}{'trainable':>12}{'tok/s':>7}{'peak GB':>9}{'predicted':>10}{'error':>8}"
             f"{'held-out before→after':>24}{'run s pred/meas':>17}")
     print(head, flush=True)
     errors, time_errors = [], []
     for key in keys:
+        lengths, held_out = samples[dataset(home, key)]
         try:
             est = estimates.estimate(model_path, key, {"num_train_epochs": args.epochs}, lengths=lengths,
                                      eval_rows=held_out)

@@ -36,12 +36,12 @@ ALLOCATOR_OVERHEAD = {"cpu": 1.3, "cuda": 1.15}
 # Share of the measured bf16 matmul speed a training step reaches (attention, norms, the
 # optimizer and Python overhead take the rest): 0.27-0.33 in bench/methods.py runs here.
 STEP_EFFICIENCY = {"cpu": 0.3, "cuda": 0.35}
-# SFT methods that keep TRL's padded batches (prompt learning, AdaLoRA, MAM, UniPELT) reach a
-# smaller share: attention through a mask (its bf16 backward is slow on a CPU) and the output layer
-# and loss at every position, where padding-free batches score the learned tokens only. Measured with
-# bench/methods.py on a 2-core AMD EPYC: prefix tuning's run 32 s against 24 s predicted at the
-# padding-free share. Not measured on a GPU (taken as equal there).
-PADDED_SFT = {"cpu": 0.75, "cuda": 1.0}
+# Methods that keep TRL's padded batches (prompt learning, AdaLoRA, MAM, UniPELT; the preference
+# methods' pairs) reach a smaller share: attention through a mask and the output layer and loss at
+# every position, where padding-free batches score the learned tokens only. Measured with
+# bench/methods.py on a 2-core AMD EPYC: prefix tuning's run 32-33 s against 24 s predicted at the
+# padding-free share, DPO's 64-79 s against 48 s. Not measured on a GPU (taken as equal there).
+PADDED = {"cpu": 0.75, "cuda": 1.0}
 # Adapters that rebuild a whole-size weight from their factors in every forward and backward pass
 # (DoRA: W + BA and its norm; LoHa: a Hadamard product of two low-rank products; LoKr: a Kronecker
 # product), and AdaLoRA's per-step rank bookkeeping: work per adapted weight per step, in units of
@@ -430,7 +430,7 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
         peak = max(peak, int(runtime + 4 * total + weights))
 
     seconds = None
-    padded_sft = method.data_kind == "sft" and not method.padding_free
+    padded = not method.padding_free and not method.rewards  # (RL's passes: see DECODE_EFFICIENCY)
     if lengths:
         frozen_base = method.peft_config is not None
         # forward 2 FLOPs per weight per token; backward 2 for the input gradients (+2 for the
@@ -448,7 +448,7 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
         if method.reference:
             per_token += 2 * total * (2 if method.data_kind == "kto" else 1)
         flops = hardware.matmul_flops(device, bf16)
-        efficiency = STEP_EFFICIENCY[device] * (PADDED_SFT[device] if padded_sft else 1.0)
+        efficiency = STEP_EFFICIENCY[device] * (PADDED[device] if padded else 1.0)
         seconds = per_token * tokens_epoch / (flops * efficiency)
         steps = math.ceil(len(lengths) / (params.per_device_train_batch_size
                                           * getattr(params, "gradient_accumulation_steps", 1)))  # per epoch

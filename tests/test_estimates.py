@@ -238,7 +238,7 @@ def test_prompt_tuning_counts_its_virtual_tokens_and_the_padded_path(tiny_model_
 
     def passes(est, tokens):  # forward, input gradients, the learned weights' gradients
         per_token = 4 * est.total_params + 2 * est.trainable_params
-        return per_token * tokens / (flops * estimates.STEP_EFFICIENCY["cpu"] * estimates.PADDED_SFT["cpu"])
+        return per_token * tokens / (flops * estimates.STEP_EFFICIENCY["cpu"] * estimates.PADDED["cpu"])
 
     # every row is 40 tokens + the 10 learned ones, in padded batches at the padded path's share
     prompt = estimates.estimate(path, "prompt", settings, lengths=lengths)
