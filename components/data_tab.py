@@ -115,7 +115,7 @@ def import_source(studio, upload, sample, name, kind, text_unit, dedupe, heldout
 
 def summary_text(row: dict) -> str:
     meta = row["meta"]
-    parts = [f"{row['rows']} rows of {row['kind']} data from {row['source_name']} ({meta.get('layout_label', '?')})"]
+    parts = [f"{row['rows']} row{'s' if row['rows'] != 1 else ''} of {row['kind']} data from {row['source_name']} ({meta.get('layout_label', '?')})"]
     if meta.get("heldout_rows"):
         parts.append(f"{meta['heldout_rows']} held out for measuring (seed {meta['options']['seed']})")
     dups = meta.get("duplicates", 0)

@@ -265,7 +265,8 @@ def build_overview(studio, project) -> dict:
             row = ls.export(studio, project_id or "", how, float(agree), bool(votes), (title or "").strip() or None)
         except (LabelError, DataError) as err:
             return f"**Nothing exported:** {err}"
-        return f"Exported **{row['name']}**: {row['rows']} rows of {row['kind']} data, now in the Data tab."
+        rows = f"{row['rows']} row{'s' if row['rows'] != 1 else ''}"
+        return f"Exported **{row['name']}**: {rows} of {row['kind']} data, now in the Data tab."
 
     exported = export.click(on_export, [project, kind, min_agreement, with_votes, export_name], message)
     return {"show": lambda p: summary(studio, p), "outputs": outputs, "exported": exported, "train": train,

@@ -21,10 +21,11 @@ def build() -> tuple[list, callable]:
     for key, reward in rewards.REWARDS.items():
         with gr.Group():
             use = gr.Checkbox(value=key in DEFAULT, label=reward.label, info=reward.help, elem_id=f"reward-{key}")
+            options = [info.name for info in describe(reward.options)]
             with gr.Row(visible=key in DEFAULT) as row:
-                weight = gr.Number(value=1.0, label="Weight", step=0.1, min_width=90, scale=0,
+                # narrow beside its settings; alone it fills the row (a narrow one left an empty grey box)
+                weight = gr.Number(value=1.0, label="Weight", step=0.1, min_width=90, scale=0 if options else 1,
                                    info="How much it counts (negative = a penalty)", elem_id=f"reward-{key}-weight")
-                options = [info.name for info in describe(reward.options)]
                 fields = [widget(info, prefix=f"reward-{key}-") for info in describe(reward.options)]
         use.change(lambda on: gr.update(visible=on), use, row, show_progress="hidden")
         layout.append((key, options))

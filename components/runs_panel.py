@@ -273,11 +273,12 @@ def build(studio, selected: gr.State):
     outputs = [table, status, bar, plot, log, shown, compare, listed, samples, sent, *buttons]
     timer.tick(refresh, [selected, shown, listed, sent], outputs, show_progress="hidden")
 
-    def on_select(evt: gr.SelectData, rows, known):
+    def on_select(evt: gr.SelectData, rows, known, said):
         run_id = rows.iloc[evt.index[0], 0] if hasattr(rows, "iloc") else rows[evt.index[0]][0]
-        return (run_id, *refresh(run_id, -1, known))
+        # what a button said about another run goes ("Cancelling r1…" under r2 read as r2's)
+        return (run_id, *refresh(run_id, -1, known), "" if run_id not in (said or "") else gr.skip())
 
-    table.select(on_select, [table, listed], [selected, *outputs])
+    table.select(on_select, [table, listed, action], [selected, *outputs, action])
 
     def run_action(action_fn, done: str):
         """A button handler: apply action_fn to the selected run, answer in one sentence."""

@@ -101,3 +101,11 @@ def test_reload_reattaches_and_the_curve_grows(server, page, studio, tiny_model_
     expect(page.locator("#run-action")).to_contain_text(f"Cancelling {run_id}")
     expect(page.locator("#run-status")).to_contain_text("cancelled", timeout=60_000)
     assert studio.get_run(run_id)["status"] == "cancelled"
+
+    # another run picked in the table: what Cancel said about the first one goes
+    other = studio.start_run(model=str(tiny_model_dir), dataset="quillpad_faq", method="lora",
+                             params={**tiny_params, "num_train_epochs": 0.1})
+    expect(page.locator("#runs-table")).to_contain_text(other, timeout=30_000)
+    page.locator("#runs-table [data-testid='cell-0-0']").click()  # the newest run is the first row
+    expect(page.locator("#run-status")).to_contain_text(other, timeout=30_000)
+    expect(page.locator("#run-action")).not_to_contain_text("Cancelling")
