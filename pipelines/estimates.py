@@ -369,7 +369,8 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
     total, trainable, adapters = _counted(model_path, method_key, values)
     text = _config(model_path).get_text_config()
     layers = text.num_hidden_layers
-    embed = text.vocab_size * text.hidden_size * (1 if text.tie_word_embeddings else 2)  # and the head
+    head = text.vocab_size * text.hidden_size  # the output layer (the embeddings' own weights when tied)
+    embed = head * (1 if text.tie_word_embeddings else 2)  # and the head
 
     # weights: fp32, except QLoRA's 4-bit blocks (0.5 byte + quantization constants: 1/64 byte
     # per weight with double quantization, 4/64 without) and its fp32 embeddings and norms
@@ -447,6 +448,8 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
             per_token += 2 * total
         if method.reference:
             per_token += 2 * total * (2 if method.data_kind == "kto" else 1)
+        if method.reward_model:  # a one-number score head, no vocabulary-wide output layer: its
+            per_token -= 4 * head  # forward and input gradients are not computed
         flops = hardware.matmul_flops(device, bf16)
         efficiency = STEP_EFFICIENCY[device] * (PADDED[device] if padded else 1.0)
         seconds = per_token * tokens_epoch / (flops * efficiency)
@@ -473,7 +476,7 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
         held = [lengths[i % len(lengths)] for i in range(eval_rows)]
         per_pass = sequences * batch_tokens(held, batch, max_length, method.padding_free, params.seed)[0]
         # forward only: the model, and the reference beside it (DPO, KTO)
-        per_token = 2 * total * (2 if method.reference else 1)
+        per_token = 2 * total * (2 if method.reference else 1) - (2 * head if method.reward_model else 0)
         eval_seconds = count * per_token * per_pass / (flops * efficiency)
     return Estimate(method=method_key, total_params=total, trainable_params=trainable, weights_bytes=weights,
                     training_bytes=int(training), runtime_bytes=runtime,

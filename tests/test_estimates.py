@@ -259,3 +259,19 @@ def test_measuring_memory_prints_nothing_to_the_servers_terminal():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stderr
     assert int(done.stdout) >= 4000 and done.stderr == ""
+
+
+def test_a_reward_model_computes_no_vocabulary_wide_output_layer(tiny_model_dir, monkeypatch):
+    path, lengths = str(tiny_model_dir), [40] * 16
+    monkeypatch.setattr(estimates.hardware, "optimizer_seconds_per_weight", lambda device: 0.0)
+    flops = estimates.hardware.matmul_flops("cpu", estimates.hardware.use_bf16())
+    est = estimates.estimate(path, "reward_model", {"per_device_train_batch_size": 4, "max_length": 64},
+                             lengths=lengths)
+    text = estimates._config(path).get_text_config()
+    head = text.vocab_size * text.hidden_size
+    # both replies of each pair; forward, input and adapter gradients, the adapter's own matmuls, less
+    # the output layer's forward and input gradients
+    per_token = 4 * est.total_params + 2 * est.trainable_params + 4 * est.trainable_params - 4 * head
+    assert est.tokens_per_epoch == 2 * 16 * 40
+    assert est.seconds_per_epoch == pytest.approx(
+        per_token * 2 * 16 * 40 / (flops * estimates.STEP_EFFICIENCY["cpu"] * estimates.PADDED["cpu"]))
