@@ -124,7 +124,7 @@ def build(studio):
             memory = form_memory.states(studio)
             # one composer, shown for every method that learns from reward functions (GRPO, RLOO, PPO)
             with gr.Group(visible=False) as reward_group:
-                reward_widgets, collect_rewards = reward_form.build()
+                reward_widgets, collect_rewards, refresh_rewards, reward_pickers = reward_form.build(studio)
             device_widgets = devices_form.build()
             device_inputs = list(device_widgets.values())
             estimate = gr.Markdown(elem_id="train-estimate")
@@ -239,11 +239,11 @@ def build(studio):
         """Datasets and runs made since the server started, for the method the page shows."""
         return (gr.update(choices=dataset_choices(studio, key if key in METHODS else "lora")),
                 gr.update(choices=model_choices(studio)),
-                *on_load_runs())
+                *on_load_runs(), *refresh_rewards())
 
     # picks: what the Method tab reads and sets; the estimate is refreshed after the page loads
     picks = (model, dataset, method)
     run_handles = {**run_handles, "selected": selected, "train_message": message, "form": form,
                    "previous": previous, "kept": kept, "wanted": wanted}
-    return (on_load, [dataset, model, *run_outputs], picks, (on_estimate, estimate_inputs, estimate), run_handles,
+    return (on_load, [dataset, model, *run_outputs, *reward_pickers], picks, (on_estimate, estimate_inputs, estimate), run_handles,
             (restore, memory_inputs, memory_outputs))

@@ -98,6 +98,11 @@ def test_chat_scores_both_replies_with_a_reward_model(server, page, studio, tiny
     assert studio.wait(run_id)["status"] == "completed"
 
     page.goto(server)
+    # GRPO's "A reward model's score" offers the finished reward model, picked already
+    choose(page, "train-method", "GRPO")
+    page.locator("#reward-reward_model input[type=checkbox]").check()
+    expect(page.locator("#reward-reward_model-run input")).to_have_value(f"{run_id} (trained on pairs)",
+                                                                          timeout=30_000)
     page.get_by_role("tab", name="Chat").click()
     # a reward model is offered as a scorer, never as a model to chat with
     choose(page, "chat-scorer", f"Reward model {run_id} (trained on pairs)")
