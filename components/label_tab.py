@@ -143,28 +143,23 @@ def build(studio):
     for (choice, _text, _key), button in zip(CHOICES, buttons):
         button.click(chooser(choice), [state, labeler, reason], [*outputs, reason])
 
-    def on_undo(current, project_id, name, request: gr.Request):
-        who = (current or {}).get("labeler") or _labeler(name, request)
-        target = (current or {}).get("project") or project_id
-        try:
-            taken = ls.undo(studio, target, who)
-        except (LabelError, DataError) as err:
-            return view(studio, target, who, f"**Could not undo:** {err}")
-        said = "Took back your last label: choose again." if taken else "Nothing to undo."
-        return view(studio, target, who, said)
+    def labeler_action(act, failed: str, said):
+        """A button acting on this labeler's own labels: act(project, labeler) -> result, said(result)."""
+        def handler(current, project_id, name, request: gr.Request):
+            who = (current or {}).get("labeler") or _labeler(name, request)
+            target = (current or {}).get("project") or project_id
+            try:
+                result = act(studio, target, who)
+            except (LabelError, DataError) as err:
+                return view(studio, target, who, f"**{failed}:** {err}")
+            return view(studio, target, who, said(result))
+        return handler
 
+    on_undo = labeler_action(ls.undo, "Could not undo", lambda taken: "Took back your last label: choose again."
+                             if taken else "Nothing to undo.")
     undo.click(on_undo, [state, project, labeler], outputs)
-
-    def on_bring_back(current, project_id, name, request: gr.Request):
-        who = (current or {}).get("labeler") or _labeler(name, request)
-        target = (current or {}).get("project") or project_id
-        try:
-            count = ls.bring_back_skips(studio, target, who)
-        except (LabelError, DataError) as err:
-            return view(studio, target, who, f"**Could not bring them back:** {err}")
-        return view(studio, target, who, f"Brought back {count} skipped item{'s' if count != 1 else ''}: "
-                                         "they come again, least labelled first.")
-
+    on_bring_back = labeler_action(ls.bring_back_skips, "Could not bring them back", lambda count: (
+        f"Brought back {count} skipped item{'s' if count != 1 else ''}: they come again, least labelled first."))
     bring_back.click(on_bring_back, [state, project, labeler], outputs)
 
     def refresh(current=None):
