@@ -107,15 +107,18 @@ def main() -> None:
     keys = [k for k in args.only.split(",") if k] or (list(saved) if saved else [
         k for k, m in METHODS.items() if m.data_kind == "sft" or m.runner == "pipelines.train_pref"
         and m.data_kind == "preference"])
-    print("default model (SmolLM2-135M-Instruct); SFT methods on quillpad_faq ({} training rows, {} held out), "
-          "preference methods on signoff_preferences ({} pairs, {} held out); {:g} epoch(s) at each method's "
-          "defaults; memory = peak RSS of the run's process".format(*samples[dataset(home, "lora")],
-                                                                    *samples[dataset(home, "dpo")], args.epochs))
+    (faq, faq_held), (pairs, pairs_held) = samples[dataset(home, "lora")], samples[dataset(home, "dpo")]
+    print(f"default model (SmolLM2-135M-Instruct); SFT methods on quillpad_faq ({len(faq)} training rows, {faq_held} "
+          f"held out), preference methods on signoff_preferences ({len(pairs)} pairs, {pairs_held} held out); "
+          f"{args.epochs:g} epoch(s) at each method's defaults; memory = peak RSS of the run's process")
     head = (f"{'method':<11}{'trainable':>12}{'tok/s':>7}{'peak GB':>9}{'predicted':>10}{'error':>8}"
             f"{'held-out before→after':>24}{'run s pred/meas':>17}")
     print(head, flush=True)
     errors, time_errors = [], []
     for key in keys:
+        if key not in METHODS:
+            print(f"{key:<11} no such method", flush=True)
+            continue
         lengths, held_out = samples[dataset(home, key)]
         try:
             est = estimates.estimate(model_path, key, {"num_train_epochs": args.epochs}, lengths=lengths,

@@ -62,8 +62,8 @@ def results_table(studio) -> tuple[dict, str]:
                      chat_service.win_rate_text(r)])
     table = {"headers": RESULT_HEADERS, "data": rows}
     warning = arena.position_bias(votes)
-    note = (f"{sum(r[2] for r in rows)} votes so far. Model 1 is the tuned model (the newer run when both are "
-            "runs). Ties and 'both bad' count half to each side.")
+    note = (f"{sum(r[2] for r in rows)} votes so far. *Model* is the tuned model (the newer run when both are "
+            "runs), *Against* the one it was compared with. Ties and 'both bad' count half to each side.")
     return table, (f"⚠️ {warning}\n\n{note}" if warning else note)
 
 

@@ -58,7 +58,7 @@ def view(studio, project_id: str | None, labeler: str, message: str = "") -> tup
                 f"{p['items'] * p['overlap']} labels ({p['items']} items × {p['overlap']}) · {KEYS_HELP}")
     item = shown["item"]
     can_undo = gr.update(interactive=p["mine"] + p["skipped"] > 0)
-    bring_back = gr.update(visible=p["skipped"] > 0, value=f"Bring back my skips ({p['skipped']})")
+    bring_back = gr.update(visible=p["returnable"] > 0, value=f"Bring back my skips ({p['returnable']})")
     if item is None:
         reason = re.sub(r"\*([^*]+)\*", r"<i>\1</i>", html.escape(shown["done_reason"]))
         done = (f"<h3>✅ Done</h3><p>Nothing left for you in <b>{html.escape(shown['project']['name'])}</b>: "

@@ -476,7 +476,8 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
         held = [lengths[i % len(lengths)] for i in range(eval_rows)]
         per_pass = sequences * batch_tokens(held, batch, max_length, method.padding_free, params.seed)[0]
         # forward only: the model, and the reference beside it (DPO, KTO)
-        per_token = 2 * total * (2 if method.reference else 1) - (2 * head if method.reward_model else 0)
+        per_token = (2 * total * (2 if method.reference else 1) + 2 * adapters
+                     - (2 * head if method.reward_model else 0))
         eval_seconds = count * per_token * per_pass / (flops * efficiency)
     return Estimate(method=method_key, total_params=total, trainable_params=trainable, weights_bytes=weights,
                     training_bytes=int(training), runtime_bytes=runtime,

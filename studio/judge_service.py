@@ -86,8 +86,14 @@ def agreement_text(summary: dict, both_orders: bool) -> str:
         both = pct(summary["agreement_both_orders"], summary["interval_both_orders"])
         text = (f"The judge agreed with the original choices on {both} of {summary['pairs']} pairs, asked in both "
                 f"orders; asked once (either order), {one} on average")
-    sure = summary.get("certainty")
-    if sure is not None and sure < UNDECIDED:
+    sure, first = summary.get("certainty"), summary.get("picks_first_shown")
+    if sure is not None and sure < UNDECIDED and first is not None and abs(first - 0.5) >= 0.3:
+        # sure in each reading, but by position: asked both ways its readings cancel out
+        text += (f". ⚠️ It chose by position: the answer shown {'first' if first > 0.5 else 'second'} in "
+                 f"{max(first, 1 - first):.0%} of its readings, so with both orders its preferences cancel out near "
+                 "50/50 and this order of the answers says little. Try a larger judge model, or read a sample of "
+                 "the pairs before training on them")
+    elif sure is not None and sure < UNDECIDED:
         text += (f". ⚠️ It was hardly decided: its preference averaged {50 + 50 * sure:.0f}-{50 - 50 * sure:.0f} "
                  "between the answers, close to a coin flip, so this order of the answers says little. Try a larger "
                  "judge model, or read a sample of the pairs before training on them")

@@ -317,11 +317,11 @@ def next_item(studio, ref: str, labeler: str) -> dict:
     for this labeler, "progress": counts, "done_reason": why there is nothing left}."""
     found, labeler = _ready(studio, ref), _labeler(labeler)
     item_id = studio.store.next_label_item(found["id"], labeler, found["overlap"])
-    progress = studio.store.label_counts(found["id"], labeler)
+    progress = studio.store.label_counts(found["id"], labeler, found["overlap"])
     progress["overlap"] = found["overlap"]
     if item_id is None:
         full = progress["labels"] >= progress["items"] * found["overlap"]
-        skipped = progress["skipped"]
+        skipped = progress["returnable"]  # skipped items that still want labels
         if full:
             reason = "every item has its labels"
         elif skipped:
@@ -343,7 +343,7 @@ def next_item(studio, ref: str, labeler: str) -> dict:
 def bring_back_skips(studio, ref: str, labeler: str) -> int:
     """This labeler's skipped items come to them again; how many."""
     found, labeler = _ready(studio, ref), _labeler(labeler)
-    return studio.store.bring_back_skips(found["id"], labeler)
+    return studio.store.bring_back_skips(found["id"], labeler, found["overlap"])
 
 
 def canonical(choice: str, flip: bool) -> str:

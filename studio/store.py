@@ -385,25 +385,30 @@ class Store:
                               "ON i.id = l.item_id WHERE l.project_id = ? ORDER BY l.id", (project_id,))
             return [{**dict(r), "flipped": bool(r["flipped"])} for r in rows]
 
-    def bring_back_skips(self, project_id: str, labeler: str) -> int:
-        """Take back every skip this labeler gave in the project, so those items come to them again
-        (skips are not in the items' counters). Returns how many."""
-        with self._write() as db:
-            return db.execute("DELETE FROM label_labels WHERE project_id = ? AND labeler = ? AND choice = 'skip'",
-                              (project_id, labeler)).rowcount
+    _OPEN_SKIPS = ("FROM label_labels WHERE project_id = ? AND labeler = ? AND choice = 'skip' AND item_id IN "
+                   "(SELECT id FROM label_items WHERE project_id = ? AND labels < ?)")
 
-    def label_counts(self, project_id: str, labeler: str) -> dict:
-        """For a labeler's progress line: their labels (skips apart), their skips, and the project's
-        labels and items."""
+    def bring_back_skips(self, project_id: str, labeler: str, overlap: int) -> int:
+        """Take back this labeler's skips of items that still want labels (under the overlap), so
+        those items come to them again (skips are not in the items' counters); skips of items others
+        have filled since stay. Returns how many came back."""
+        with self._write() as db:
+            return db.execute(f"DELETE {self._OPEN_SKIPS}", (project_id, labeler, project_id, overlap)).rowcount
+
+    def label_counts(self, project_id: str, labeler: str, overlap: int = 1) -> dict:
+        """For a labeler's progress line: their labels (skips apart), their skips, how many of those
+        items still want labels (they can come back), and the project's labels and items."""
         with self._connect() as db:
             mine, skipped = db.execute(
                 "SELECT COUNT(*) - COALESCE(SUM(choice = 'skip'), 0), COALESCE(SUM(choice = 'skip'), 0) "
                 "FROM label_labels WHERE project_id = ? AND labeler = ?", (project_id, labeler)).fetchone()
+            open_skips = db.execute(f"SELECT COUNT(*) {self._OPEN_SKIPS}",
+                                    (project_id, labeler, project_id, overlap)).fetchone()[0]
             # the items' counters (kept by each label and undo) sum to the labels, skips apart: one
             # pass over the items' index, not a second one over every label (called per item shown)
             items, labels = db.execute("SELECT COUNT(*), COALESCE(SUM(labels), 0) FROM label_items "
                                        "WHERE project_id = ?", (project_id,)).fetchone()
-        return {"mine": mine, "skipped": skipped, "labels": labels, "items": items}
+        return {"mine": mine, "skipped": skipped, "returnable": open_skips, "labels": labels, "items": items}
 
     def integrity_check(self) -> str:
         with self._connect() as db:

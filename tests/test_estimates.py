@@ -171,7 +171,8 @@ def test_the_estimate_counts_the_held_out_passes(tiny_model_dir):
     # 8 steps: checked before, then every step (8 // 10 rounds up to 1); 8 rows of 40 tokens each
     # time, one forward pass (2 FLOPs per weight per token), at the speed the training steps assume
     flops = estimates.hardware.matmul_flops("cpu", estimates.hardware.use_bf16())
-    one_pass = 2 * some.total_params * 8 * 40 / (flops * estimates.STEP_EFFICIENCY["cpu"])
+    # (and the adapter's own matmuls: LoRA's are its trainable weights)
+    one_pass = 2 * (some.total_params + some.trainable_params) * 8 * 40 / (flops * estimates.STEP_EFFICIENCY["cpu"])
     assert some.eval_seconds == pytest.approx(9 * one_pass)
     sparse = estimates.estimate(path, "lora", {**settings, "eval_steps": 4}, lengths=lengths, eval_rows=8)
     assert sparse.eval_seconds == pytest.approx(3 * one_pass)  # before, at 4, at 8

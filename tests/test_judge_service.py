@@ -30,7 +30,7 @@ def test_judge_cli_makes_a_dataset_with_the_agreement(tmp_path, tiny_model_dir):
     assert 0 <= origin["agreement_both_orders"] <= 1 and len(origin["interval_both_orders"]) == 2
     # a judge near a coin flip on every pair is said to be one
     assert 0 <= origin["certainty"] <= 1
-    assert ("It was hardly decided" in last) == (origin["certainty"] < 0.1)
+    assert ("It was hardly decided" in last or "It chose by position" in last) == (origin["certainty"] < 0.1)
     # the judged pairs hold the same answers, each pair in the judge's order
     original = [json.loads(line) for line in PAIRS.read_text().splitlines()][:6]
     from pipelines.data import load_rows
@@ -68,6 +68,11 @@ def test_agreement_text_reads_the_shares_and_warns_of_an_undecided_judge():
         "The judge agreed with the original choices on 0% [0%-56%] of 3 pairs, asked in both orders; asked once "
         "(either order), 50% [13%-87%] on average. ⚠️ It was hardly decided: its preference averaged 51-49 between "
         "the answers, close to a coin flip, so this order of the answers says little. Try a larger judge model, or "
+        "read a sample of the pairs before training on them")
+    biased = {**summary, "picks_first_shown": 0.9}  # sure each time, but of the first answer shown
+    assert agreement_text(biased, True).endswith(
+        "on average. ⚠️ It chose by position: the answer shown first in 90% of its readings, so with both orders its "
+        "preferences cancel out near 50/50 and this order of the answers says little. Try a larger judge model, or "
         "read a sample of the pairs before training on them")
     sure = {**summary, "certainty": 0.6}
     assert agreement_text(sure, False) == ("The judge agreed with the original choices on 50% [13%-87%] of 3 pairs "

@@ -130,7 +130,8 @@ def test_done_state_when_every_item_has_its_labels(studio, tmp_path):
         out = ls.next_item(studio, ref, name)
         assert out["item"] is None
         assert out["done_reason"] == "every item has its labels"
-    assert out["progress"] == {"mine": 0, "skipped": 0, "labels": 2, "items": 2, "overlap": 1}
+    assert out["progress"] == {"mine": 0, "skipped": 0, "returnable": 0, "labels": 2, "items": 2,
+                                "overlap": 1}
 
 
 def test_done_state_when_the_rest_is_with_others_or_labelled_by_you(studio, tmp_path):
@@ -140,7 +141,8 @@ def test_done_state_when_the_rest_is_with_others_or_labelled_by_you(studio, tmp_
     out = ls.next_item(studio, ref, "ann")
     assert out["item"] is None
     assert out["done_reason"].startswith("you have labelled every item you can; the rest wait for other people")
-    assert out["progress"] == {"mine": 2, "skipped": 0, "labels": 2, "items": 2, "overlap": 2}
+    assert out["progress"] == {"mine": 2, "skipped": 0, "returnable": 0, "labels": 2, "items": 2,
+                                "overlap": 2}
 
     ref1 = new_project(studio, tmp_path, n=1, overlap=1, name="one")
     assert shown(studio, ref1, "ann") is not None  # on ann's screen
@@ -216,6 +218,18 @@ def test_skipped_items_come_back_when_asked(studio, tmp_path):
     assert again["item"]["item_id"] == first["item_id"] and again["progress"]["skipped"] == 0
     assert studio.store.get_label_item(second["item_id"])["labels"] == 1  # the label given stays
     assert ls.bring_back_skips(studio, ref, "bob") == 0
+
+
+def test_a_skip_others_have_filled_since_stays_a_skip(studio, tmp_path):
+    ref = new_project(studio, tmp_path, n=1, overlap=1)
+    skipped, _ = label_next(studio, ref, "ann", "skip")
+    ls.submit(studio, ref, skipped["item_id"], "bob", "left")  # bob gives the one label it wants
+    done = ls.next_item(studio, ref, "ann")
+    assert done["done_reason"] == "every item has its labels"
+    assert (done["progress"]["skipped"], done["progress"]["returnable"]) == (1, 0)  # nothing to bring back
+    assert ls.bring_back_skips(studio, ref, "ann") == 0
+    assert [lb["choice"] for lb in studio.store.list_labels(ls.project(studio, ref)["id"])
+            if lb["labeler"] == "ann"] == ["skip"]  # her skip is still on record
 
 
 # --- sides --------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from pipelines.methods.full import FullParams
 from pipelines.methods.params import param, with_defaults
@@ -77,6 +78,7 @@ def optim_args(values: dict) -> str:
     return ",".join(f"{name}={value}" for name, value in values.items())
 
 
+@lru_cache(maxsize=8)
 def _shapes(model_path: str) -> tuple[list[tuple[int, int]], list[int]]:
     """(the targeted matrices' shapes, the other weights' sizes, tied weights once), from the model's
     config on the meta device."""
