@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -107,6 +108,7 @@ class Studio:
         mb = os.environ.get("STUDIO_MAX_UPLOAD_MB")
         self.max_upload_bytes = max_upload_bytes or (int(float(mb) * 1e6) if mb else readers.DEFAULT_MAX_BYTES)
         self._procs: dict[str, subprocess.Popen] = {}
+        self._reaping = threading.Lock()
         # Keep a process ready for the next job (a server, the tests); a one-off command does not.
         # STUDIO_STANDBY=0: never (it holds the libraries in memory, ~0.5 GB, while it waits).
         self.standby = standby is not False and os.environ.get("STUDIO_STANDBY", "1") != "0"
@@ -449,6 +451,10 @@ class Studio:
     def job_state(self, job_id: str, worker: str = "training process") -> dict:
         """The live state of a job directory (a run, an export, ...), including a worker this process
         started that exited before it could report anything."""
+        with self._reaping:  # one reader at a time learns the exit code and writes it down
+            return self._job_state(job_id, worker)
+
+    def _job_state(self, job_id: str, worker: str) -> dict:
         job_dir = self.run_dir(job_id)
         state = run_state(job_dir)
         proc = self._procs.get(job_id)
@@ -460,11 +466,16 @@ class Studio:
             except subprocess.TimeoutExpired:
                 pass
         if exit_code is not None:
-            self._procs.pop(job_id)  # reaped: no zombie left to look alive
+            # reaped: no zombie left to look alive; what it told is written down below, for the
+            # readers after this one (a page's tick, the waiting process's watch thread)
+            self._procs.pop(job_id, None)
         status = read_json(job_dir / STATUS)
         if exit_code is not None and status is None:
-            state.update(status="failed", error=f"the {worker} exited with code {exit_code} "
-                                                f"before starting: {log_tail(job_dir, 1)}")
+            error = f"the {worker} exited with code {exit_code} before starting: {log_tail(job_dir, 1)}"
+            # written down: once reaped, no later look can learn the exit code again
+            write_json(job_dir / STATUS, {"status": "failed", "error": error, "time": time.time(),
+                                          "started": None, "finished": time.time()})
+            state.update(status="failed", error=error, finished=time.time())
         elif exit_code is not None and exit_code < 0 and status["status"] in ACTIVE_STATUSES:
             # killed by a signal (we started it, so we know which): say so, once and for good
             name = signal.Signals(-exit_code).name if -exit_code in signal.valid_signals() else f"signal {-exit_code}"

@@ -63,6 +63,33 @@ def test_a_worker_that_crashes_is_reported_failed(studio, tiny_model_dir, tiny_p
     assert not (studio.run_dir(run_id) / "adapter").exists()
 
 
+def test_a_worker_that_exits_before_reporting_stays_failed_for_every_reader(studio):
+    """A worker that dies before it writes any status is known only from its exit code, which one
+    reader reaps. Two readers at once (a page's tick and the waiting process's watch thread) both
+    see the failure, and so does a later Studio that never had the process."""
+    import threading
+    import time
+
+    from studio.core import Studio
+
+    job_dir = studio.run_dir("r-no-job")
+    job_dir.mkdir(parents=True)
+    studio.spawn("r-no-job", job_dir)  # no job.json: the worker exits with code 2 before reporting
+    studio._procs["r-no-job"].wait(timeout=60)
+    seen = []
+    readers = [threading.Thread(target=lambda: seen.append(studio.job_state("r-no-job"))) for _ in range(4)]
+    for reader in readers:
+        reader.start()
+    for reader in readers:
+        reader.join()
+    expected = "the training process exited with code 2 before starting: "
+    late = Studio(studio.home).job_state("r-no-job")
+    for state in [*seen, studio.job_state("r-no-job"), late]:
+        assert state["status"] == "failed" and state["error"].startswith(expected), state
+    assert "no readable job.json" in late["error"]
+    assert "r-no-job" not in studio._procs
+
+
 def test_bad_parameters_are_refused_before_anything_is_written(studio, tiny_model_dir):
     from pipelines.methods import ConfigError
 
