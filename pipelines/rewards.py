@@ -77,6 +77,11 @@ class Reward:
     options: type = NoOptions
     check: Callable[[Any], None] | None = None  # (options): ConfigError for unusable settings
 
+    @property
+    def named(self) -> str:
+        """How messages name it: as the form does, then as a config file does."""
+        return f"reward '{self.label}' ({self.key})"
+
 
 def reply_text(completion) -> str:
     """A TRL completion (conversational: [{"role": "assistant", "content": ...}], or plain text)."""
@@ -122,7 +127,7 @@ def _check_regex(opts) -> None:
     try:
         re.compile(opts.pattern)
     except re.error as err:
-        raise ConfigError(f"reward 'regex': the pattern {opts.pattern!r} is not a valid regular expression "
+        raise ConfigError(f"{REWARDS['regex'].named}: the pattern {opts.pattern!r} is not a valid regular expression "
                           f"({err})") from None
 
 
@@ -175,15 +180,15 @@ def _code(replies, rows, opts):
 
 def _check_run(opts) -> None:
     if not opts.run.strip():
-        raise ConfigError("reward 'reward_model': name the reward model run to score with (its id, e.g. "
-                          "r20261130-120000-abcd)")
+        raise ConfigError(f"{REWARDS['reward_model'].named}: pick the reward model run to score with (in a "
+                          "config file, its id, e.g. r20261130-120000-abcd)")
 
 
 def _reward_model(replies, rows, opts, scorer=None):
     """The studio reward model's score of prompt + reply, through a sigmoid: P(this reply would be
     preferred over one scored 0), in (0, 1) like the other functions."""
     if scorer is None:
-        raise ConfigError("reward 'reward_model' needs the studio to load its model (run it as a training job)")
+        raise ConfigError(f"{REWARDS['reward_model'].named} needs the studio to load its model (run it as a training job)")
     model, tokenizer = scorer(opts.run)
     from pipelines import reward_model
 
@@ -249,24 +254,24 @@ def parse_list(entries) -> list[dict]:
         reward = get(str(entry["name"]))
         weight = entry.get("weight", 1.0)
         if isinstance(weight, bool) or not isinstance(weight, (int, float, str)):
-            raise ConfigError(f"reward '{reward.key}': weight must be a number, got {weight!r}")
+            raise ConfigError(f"{reward.named}: weight must be a number, got {weight!r}")
         try:
             weight = float(weight)
         except ValueError:
-            raise ConfigError(f"reward '{reward.key}': weight must be a number, got {weight!r}") from None
+            raise ConfigError(f"{reward.named}: weight must be a number, got {weight!r}") from None
         if not math.isfinite(weight) or not -10 <= weight <= 10:
-            raise ConfigError(f"reward '{reward.key}': weight must be a number from -10 to 10, got {weight!r}")
+            raise ConfigError(f"{reward.named}: weight must be a number from -10 to 10, got {weight!r}")
         values = {k: v for k, v in entry.items() if k not in ("name", "weight")}
         known = [i.name for i in describe(reward.options)]
         unknown = sorted(set(values) - set(known))
         if unknown:
             accepts = f"its settings are: {', '.join(known)}" if known else "it has no settings besides 'weight'"
-            raise ConfigError(f"reward '{reward.key}': unknown setting '{unknown[0]}'{did_you_mean(unknown[0], known)}; "
+            raise ConfigError(f"{reward.named}: unknown setting '{unknown[0]}'{did_you_mean(unknown[0], known)}; "
                               f"{accepts}")
         try:
             opts = parse(reward.options, values)
         except ConfigError as err:
-            raise ConfigError(f"reward '{reward.key}': {err}") from None
+            raise ConfigError(f"{reward.named}: {err}") from None
         if reward.check:
             reward.check(opts)
         out.append({"name": reward.key, "weight": weight, **vars(opts)})
@@ -286,11 +291,11 @@ def check_rows(entries: list[dict], rows: list[dict], dataset: str) -> None:
         for i, row in enumerate(rows, start=1):
             value = row.get(reward.column)
             if value is None or not str(value).strip():
-                raise ConfigError(f"reward '{reward.key}' compares each reply with the row's '{reward.column}' "
+                raise ConfigError(f"{reward.named} compares each reply with the row's '{reward.column}' "
                                   f"column, but dataset '{dataset}' has none in row {i}; import prompts with the "
                                   f"column '{reward.column}', or choose other reward functions")
             if reward.key == "number" and last_number(str(value)) is None:
-                raise ConfigError(f"reward 'number' compares the last number of each reply with the row's "
+                raise ConfigError(f"{reward.named} compares the last number of each reply with the row's "
                                   f"answer, but in dataset '{dataset}' row {i}'s answer {str(value)[:40]!r} "
                                   "has no number")
 

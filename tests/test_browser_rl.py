@@ -60,7 +60,8 @@ def test_compose_two_rewards_and_start_grpo(server, page, studio, tiny_model_dir
     fill_visible(page, "reward-regex-pattern", "(oops")
     page.click("#start-training")
     expect(page.locator("#train-message")).to_contain_text(
-        "Could not start: reward 'regex': the pattern '(oops' is not a valid regular expression", timeout=30_000)
+        "Could not start: reward 'Matches a format' (regex): the pattern '(oops' is not a valid regular "
+        "expression", timeout=30_000)
     assert studio.store.list_runs() == []
 
     fill_visible(page, "reward-regex-pattern", r"(?s).*Answer: \d+")

@@ -62,12 +62,14 @@ def test_weights_and_repeated_functions_are_named_for_their_curves():
                "(available: contains, exact, number, regex, json, length, code, reward_model)"),
     ([{"weight": 1}], "reward 1: expected a mapping with a 'name' (one of contains, exact, number, regex, json, "
                       "length, code, reward_model) and optionally a 'weight'"),
-    ([{"name": "number", "weight": "heavy"}], "reward 'number': weight must be a number, got 'heavy'"),
-    ([{"name": "number", "weight": 11}], "reward 'number': weight must be a number from -10 to 10, got 11.0"),
-    ([{"name": "number", "pattern": "x"}], "reward 'number': unknown setting 'pattern'; it has no settings besides "
-                                           "'weight'"),
-    ([{"name": "code", "timeout_s": 100}], "reward 'code': parameter 'timeout_s': expected a value from 0.1 to 30.0, "
-                                           "got 100.0"),
+    ([{"name": "number", "weight": "heavy"}],
+     "reward 'The number is right' (number): weight must be a number, got 'heavy'"),
+    ([{"name": "number", "weight": 11}],
+     "reward 'The number is right' (number): weight must be a number from -10 to 10, got 11.0"),
+    ([{"name": "number", "pattern": "x"}],
+     "reward 'The number is right' (number): unknown setting 'pattern'; it has no settings besides 'weight'"),
+    ([{"name": "code", "timeout_s": 100}],
+     "reward 'Code passes the tests' (code): parameter 'timeout_s': expected a value from 0.1 to 30.0, got 100.0"),
     (["contains"] * 9, "9 reward functions given; at most 8"),
 ])
 def test_bad_reward_lists_are_one_sentence(entries, message):

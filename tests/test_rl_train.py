@@ -107,22 +107,23 @@ def _prompts(studio, tmp_path, rows, name="p"):
              "contains, exact, number, regex, json, length, code, reward_model)"),
     ({}, [{"name": "rhyme"}], "unknown reward function 'rhyme'; available: contains, exact, number, regex, json, "
                               "length, code, reward_model"),
-    ({}, [{"name": "reward_model"}], "reward 'reward_model': name the reward model run to score with (its id, e.g. "
-                                     "r20261130-120000-abcd)"),
+    ({}, [{"name": "reward_model"}], "reward 'A reward model's score' (reward_model): pick the reward model run to "
+                                     "score with (in a config file, its id, e.g. r20261130-120000-abcd)"),
     ({}, [{"name": "regex", "pattern": "(unclosed"}],
-     "reward 'regex': the pattern '(unclosed' is not a valid regular expression (missing ), unterminated "
-     "subpattern at position 0)"),
-    ({}, [{"name": "contains", "weight": float("nan")}], "reward 'contains': weight must be a number from -10 to "
-                                                          "10, got nan"),
+     "reward 'Matches a format' (regex): the pattern '(unclosed' is not a valid regular expression (missing ), "
+     "unterminated subpattern at position 0)"),
+    ({}, [{"name": "contains", "weight": float("nan")}],
+     "reward 'Contains the answer' (contains): weight must be a number from -10 to 10, got nan"),
     ({}, [{"name": "length", "target_words": 0}],
-     "reward 'length': parameter 'target_words': expected a value from 1 to 5000, got 0"),
+     "reward 'Length near a target' (length): parameter 'target_words': expected a value from 1 to 5000, got 0"),
     ({}, [{"name": "number", "weight": 0}, {"name": "contains", "weight": 0.0}],
      "every reward function has weight 0: every reply would score 0 and the model would learn nothing; give at "
      "least one of them a weight other than 0"),
-    ({}, [{"name": "code"}], "reward 'code' compares each reply with the row's 'tests' column, but dataset 'p' has "
-                             "none in row 1; import prompts with the column 'tests', or choose other reward functions"),
-    ({}, [{"name": "number"}], "reward 'number' compares the last number of each reply with the row's answer, but "
-                               "in dataset 'p' row 2's answer 'blue' has no number"),
+    ({}, [{"name": "code"}], "reward 'Code passes the tests' (code) compares each reply with the row's 'tests' "
+                             "column, but dataset 'p' has none in row 1; import prompts with the column 'tests', "
+                             "or choose other reward functions"),
+    ({}, [{"name": "number"}], "reward 'The number is right' (number) compares the last number of each reply with "
+                               "the row's answer, but in dataset 'p' row 2's answer 'blue' has no number"),
     ({"max_completion_length": 1016}, [{"name": "contains"}],
      "parameter 'max_completion_length': the longest prompt of dataset 'p' (row 2, 40 tokens) plus a reply of "
      "1016 tokens does not fit the model's 1024-token context; shorten that prompt or the longest reply"),
@@ -174,8 +175,8 @@ def test_cli_trains_grpo_from_a_config_listing_its_rewards(tmp_path, tiny_model_
                                    "rewards": [{"name": "regex", "weight": 1, "patern": "x"}]}))
     refused = studio_cmd(home, "train", str(bad))
     assert refused.returncode == 2
-    assert refused.stderr.strip() == ("error: reward 'regex': unknown setting 'patern' (did you mean 'pattern'?); "
-                                      "its settings are: pattern")
+    assert refused.stderr.strip() == ("error: reward 'Matches a format' (regex): unknown setting 'patern' "
+                                      "(did you mean 'pattern'?); its settings are: pattern")
 
 
 def test_reward_model_learns_separable_pairs_and_reloads_with_the_same_accuracy(studio, tmp_path, tiny_model_dir):
