@@ -336,5 +336,5 @@ def build(studio):
             "blind": blind, "source": source, "suggested": suggested, "prompt": prompt, "compare_run": compare_run,
             "prompts_box": prompts_box, "battle": battle, "chat_a": chat_a, "chat_b": chat_b,
             "vote_message": vote_message}
-    loop["scorer"] = scorer
+    loop["scorer"], loop["scores"] = scorer, scores
     return refresh, [model_a, model_b, results, results_note, scorer], exported, loop

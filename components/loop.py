@@ -38,7 +38,7 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
         try:
             new, previous = chat_service.previous_model(studio, run_id)
         except ChatError as err:  # shown where the button is
-            return (f"**Could not compare:** {err}", *(gr.skip(),) * 13)
+            return (f"**Could not compare:** {err}", *(gr.skip(),) * 14)
         options = chat_service.choices(studio)
         known = {spec for _label, spec in options}
         extra = [(spec, spec) for spec in (new, previous) if spec not in known]
@@ -54,33 +54,34 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
                 True, source, gr.update(choices=prompts, value=prompts[0] if prompts else None),
                 prompts[0] if prompts else "", run_id, gr.Accordion(open=True),
                 gr.update(value=[], label=chat_tab.HIDDEN[0]), gr.update(value=[], label=chat_tab.HIDDEN[1]),
-                chat_tab.new_battle(), told, gr.Tabs(selected="chat"))
+                chat_tab.new_battle(), told, gr.Tabs(selected="chat"), "")
 
     def on_chat(run_id):
         run = studio.get_run(run_id) if run_id else None
         if run is None or run["status"] != "completed":
-            return ("**Chat needs a finished run:** select one in the table.", *(gr.skip(),) * 9)
+            return ("**Chat needs a finished run:** select one in the table.", *(gr.skip(),) * 10)
         if run_id in [r["id"] for r in studio.reward_model_runs()]:  # it scores replies: score the chat's
             told = (f"Run `{run_id}` is a reward model: it scores replies rather than writing them. Both sides' "
                     "replies are now scored with it; ask something.")
             return ("", *(gr.skip(),) * 6, told, gr.Tabs(selected="chat"),
-                    gr.update(choices=chat_service.scorer_choices(studio), value=run_id))
+                    gr.update(choices=chat_service.scorer_choices(studio), value=run_id), gr.skip())
         options = chat_service.choices(studio)
         base, tuned = f"base:{run['model']}", f"run:{run_id}"
         told = "The run's tuned model (B) next to the model it was trained from (A): ask both the same thing."
         return ("", gr.update(choices=options, value=base), gr.update(choices=options, value=tuned), False,
                 gr.update(value=[], label="Model A"), gr.update(value=[], label="Model B"), chat_tab.new_battle(),
-                told, gr.Tabs(selected="chat"), gr.skip())
+                told, gr.Tabs(selected="chat"), gr.skip(), "")  # the old replies' scores go with them
 
     runs["chat_with"].click(on_chat, train["selected"],
                             [runs["action"], chat["model_a"], chat["model_b"], chat["blind"], chat["chat_a"],
-                             chat["chat_b"], chat["battle"], chat["vote_message"], tabs, chat["scorer"]])
+                             chat["chat_b"], chat["battle"], chat["vote_message"], tabs, chat["scorer"],
+                             chat["scores"]])
 
     runs["compare_previous"].click(
         on_compare, train["selected"],
         [runs["action"], chat["model_a"], chat["model_b"], chat["blind"], chat["source"], chat["suggested"],
          chat["prompt"], chat["compare_run"], chat["prompts_box"], chat["chat_a"], chat["chat_b"], chat["battle"],
-         chat["vote_message"], tabs])
+         chat["vote_message"], tabs, chat["scores"]])
 
 
 def wire_labels(studio, tabs, train: dict, overview: dict):

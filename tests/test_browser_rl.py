@@ -86,7 +86,8 @@ def test_compose_two_rewards_and_start_grpo(server, page, studio, tiny_model_dir
     expect(page.get_by_text("is not in the list of choices")).to_have_count(0)
 
 
-def test_chat_scores_both_replies_with_a_reward_model(server, page, studio, tiny_model_dir, tmp_path):  # noqa: F811
+def test_chat_scores_both_replies_with_a_reward_model(server, page, studio, tiny_model_dir, tiny_params,  # noqa: F811
+                                                      tmp_path):
     from playwright.sync_api import expect
 
     pairs = tmp_path / "pairs.jsonl"
@@ -97,6 +98,9 @@ def test_chat_scores_both_replies_with_a_reward_model(server, page, studio, tiny
                               params={"num_train_epochs": 1, "max_length": 64, "eval_fraction": 0.0,
                                       "save_steps": 1000})
     assert studio.wait(run_id)["status"] == "completed"
+    tuned = studio.start_run(model=str(tiny_model_dir), dataset="quillpad_faq", method="lora",
+                             params={**tiny_params, "num_train_epochs": 0.2})
+    assert studio.wait(tuned, poll_s=0.5)["status"] == "completed"
 
     page.goto(server)
     # GRPO's "A reward model's score" offers the finished reward model, picked already
@@ -119,6 +123,15 @@ def test_chat_scores_both_replies_with_a_reward_model(server, page, studio, tiny
     page.click("#chat-send")
     expect(page.locator("#chat-scores")).to_contain_text(
         re.compile(rf"Reward model {run_id}: A [+-]\d\.\d\d · B [+-]\d\.\d\d"), timeout=60_000)
+
+    # chatting with another run clears the chat, and the old replies' scores with it
+    page.get_by_role("tab", name="Train").click()
+    page.locator("#runs-table [data-testid='cell-0-0']").click()  # the newest run, the LoRA one
+    expect(page.locator("#run-status")).to_contain_text(tuned, timeout=30_000)
+    page.click("#run-chat")
+    expect(page.locator("#chat-model-b input")).to_have_value(re.compile(re.escape(f"({tuned})")), timeout=30_000)
+    expect(page.locator("#chat-a")).not_to_contain_text("Question 3?")
+    expect(page.locator("#chat-scores")).not_to_contain_text("Reward model")
 
 
 def test_judge_panel_labels_a_dataset(server, page, studio, tiny_model_dir):  # noqa: F811
