@@ -178,6 +178,13 @@ def build(studio):
         params = form.values(method_key, list(values)) if method_key in METHODS else {}
         return estimate_text(studio, model_spec, dataset_ref, method_key, params, devices_of(device_values))
 
+    # a refusal is about the choice it was made for: once another model, dataset or method is
+    # picked it no longer stands (a run's "Started ..." stays). Wired before the estimate: the page
+    # runs the handlers of one change in the order they were wired, each after the one before is
+    # done, and the estimate of a model not measured yet takes seconds
+    gr.on([model.change, dataset.change, method.change],
+          lambda said: "" if (said or "").startswith("**Could not start") else gr.skip(), message, message,
+          queue=False, show_progress="hidden")
     estimate_inputs = [model, dataset, method, *inputs, *device_inputs]
     # after the dataset list is the new method's (read with the change, the old method's dataset can
     # be one the new list lacks, and the server refuses it: "... is not in the list of choices")

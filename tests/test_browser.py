@@ -64,6 +64,8 @@ def test_start_a_run_from_the_page(server, page, studio, tiny_model_dir):
     assert studio.store.list_runs() == []
 
     fill(page, "train-model", tiny_model_dir)
+    # the refusal was about the model: another model picked, it no longer stands
+    expect(page.locator("#train-message")).not_to_contain_text("Could not start", timeout=10_000)
     fill(page, "param-num_train_epochs", 1)
     fill(page, "param-max_length", 64)
     page.click("#start-training")
