@@ -6,6 +6,7 @@ from __future__ import annotations
 import gradio as gr
 
 from components import devices_form, form_memory, reward_form, runs_panel
+from components.reward_form import RUN_PICKER
 from components.forms import MethodForm, preprocessed
 from pipelines.data import DataError
 from pipelines.methods import METHODS, ConfigError
@@ -78,13 +79,13 @@ def _method_help(key: str) -> str:
     return f"{spec.summary}\n\n*When to use:* {spec.when_to_use} *(Result {merge}.)*"
 
 
-def estimate_text(studio, model_spec, dataset_ref, method_key, params, devices=None) -> str:
+def estimate_text(studio, model_spec, dataset_ref, method_key, params, devices=None, rewards=None) -> str:
     """The line shown above the Start button: expected peak memory, fit, time per epoch (and with several
     processes what each device holds)."""
     if not method_service.model_ready(studio, model_spec or "default"):
         return "The memory estimate appears once the built-in model is prepared (on the first run or chat)."
     try:
-        est = method_service.estimate(studio, model_spec or "default", method_key, params, dataset_ref)
+        est = method_service.estimate(studio, model_spec or "default", method_key, params, dataset_ref, rewards)
     except ConfigError as err:
         return f"Estimate unavailable: {field_named(err, method_key)}"
     except (DataError, ModelError, OSError, ValueError) as err:
@@ -175,8 +176,10 @@ def build(studio):
         model_spec, dataset_ref, method_key, *values = preprocessed(
             estimate_inputs, [model_spec, dataset_ref, method_key, *values])
         values, device_values = values[:len(inputs)], values[len(inputs):]
+        device_values, reward_values = device_values[:len(device_inputs)], device_values[len(device_inputs):]
         params = form.values(method_key, list(values)) if method_key in METHODS else {}
-        return estimate_text(studio, model_spec, dataset_ref, method_key, params, devices_of(device_values))
+        chosen = collect_rewards(*reward_values) if method_key in METHODS and METHODS[method_key].rewards else None
+        return estimate_text(studio, model_spec, dataset_ref, method_key, params, devices_of(device_values), chosen)
 
     # a refusal is about the choice it was made for: once another model, dataset or method is
     # picked it no longer stands (a run's "Started ..." stays). Wired before the estimate: the page
@@ -185,7 +188,9 @@ def build(studio):
     gr.on([model.change, dataset.change, method.change],
           lambda said: "" if (said or "").startswith("**Could not start") else gr.skip(), message, message,
           queue=False, show_progress="hidden")
-    estimate_inputs = [model, dataset, method, *inputs, *device_inputs]
+    # (with the reward functions: a reward model among them is loaded beside the run and reads every reply)
+    estimate_inputs = [model, dataset, method, *inputs, *device_inputs, *reward_widgets]
+    scoring = [w for w in reward_widgets if getattr(w, "elem_id", None) in ("reward-reward_model", RUN_PICKER)]
     # after the dataset list is the new method's (read with the change, the old method's dataset can
     # be one the new list lacks, and the server refuses it: "... is not in the list of choices")
     # one estimate at a time, in the order asked: two at once (a model still being measured, then an
@@ -195,7 +200,8 @@ def build(studio):
     # the data, what each device holds
     gr.on([dataset.change, model.change,
            *[w.change for slot, w in form.widgets.items() if slot[0] in COST_FIELDS],
-           *[device_widgets[name].change for name in ("strategy", "num_processes", "num_machines", "offload")]],
+           *[device_widgets[name].change for name in ("strategy", "num_processes", "num_machines", "offload")],
+           *[w.change for w in scoring]],
           on_estimate, estimate_inputs, estimate, trigger_mode="always_last", **ESTIMATE_QUEUE)
 
     start_inputs = [model, dataset, method, *inputs, *reward_widgets, *device_inputs]

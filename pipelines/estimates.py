@@ -20,7 +20,7 @@ import threading
 from dataclasses import dataclass
 from functools import lru_cache
 
-from pipelines import evals, hardware, probe_cache
+from pipelines import evals, hardware, probe_cache, reward_model
 from pipelines.methods import METHODS, Setup, get_method, parse
 
 GB = 1024**3
@@ -356,12 +356,24 @@ def batch_tokens(lengths: list[int], batch: int, max_length: int, padding_free: 
     return padded_tokens(lengths, batch, max_length, seed), batch * max(map(max, batches))
 
 
+def _scorer(model_path: str) -> tuple[int, int]:
+    """(weights' bytes, multiply-adds per token) of a studio reward model on this base: loaded in
+    fp32 on the CPU beside the run (pipelines/reward_model.load); it reads every prompt + reply
+    once, through the body only (a one-number score head, no vocabulary-wide output layer)."""
+    text = _config(model_path).get_text_config()
+    total = count_params(model_path, "lora")[0]
+    embed = text.vocab_size * text.hidden_size * (1 if text.tie_word_embeddings else 2)
+    return 4 * total, total - embed
+
+
 def estimate(model_path: str, method_key: str, values: dict | None = None, *,
-             lengths: list[int] | None = None, device: str | None = None, eval_rows: int = 0) -> Estimate:
+             lengths: list[int] | None = None, device: str | None = None, eval_rows: int = 0,
+             scorers: tuple[str, ...] = ()) -> Estimate:
     """Peak memory and time per epoch for one run. `lengths`: tokens per training example
     (without it the longest batch is taken as full `max_length` and time is not estimated);
     `eval_rows`: how many held-out rows the run measures itself on (taken as long as the training
-    ones), which adds the time of those passes."""
+    ones), which adds the time of those passes; `scorers`: the base model of each reward model
+    that scores an RL run's replies."""
     method = get_method(method_key)
     params = parse(method.params, values)
     device = device or ("cuda" if hardware.has_cuda() else "cpu")
@@ -429,6 +441,9 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
     # memory beside the weights made from it (PiSSA, OLoRA: not memory-mapped, see train_sft.load_base)
     if method.quantized or method.converts_base:
         peak = max(peak, int(runtime + 4 * total + weights))
+    scoring = [_scorer(path) for path in scorers] if method.rewards else []
+    weights += sum(held for held, _ in scoring)
+    peak += sum(held for held, _ in scoring)
 
     seconds = None
     padded = not method.padding_free and not method.rewards  # (RL's passes: see DECODE_EFFICIENCY)
@@ -466,6 +481,10 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
             run_steps = max(1, math.ceil(steps * epochs))
             seconds += method.projection_seconds(model_path, params, run_steps, device) / epochs
         seconds += 2 * total * generated / (flops * DECODE_EFFICIENCY[device])  # writing RL's replies
+        if scoring:  # each reward model reads every prompt + reply, forward only, in batches of 8
+            scored = batch_tokens(lengths, reward_model.SCORE_BATCH, max_length, False, params.seed)[0]
+            cpu = hardware.matmul_flops("cpu", False) * STEP_EFFICIENCY["cpu"] * PADDED["cpu"]
+            seconds += sum(2 * per * scored for _, per in scoring) / cpu
     eval_seconds = 0.0
     if seconds is not None and eval_rows and not method.rewards:  # (RL measures by writing replies)
         kind = "preference" if method.data_kind in ("preference", "kto") else "sft"

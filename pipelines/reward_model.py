@@ -10,6 +10,8 @@ from pathlib import Path
 
 from pipelines import models
 
+SCORE_BATCH = 8  # replies scored in one forward pass
+
 
 @contextlib.contextmanager
 def new_score_head():
@@ -39,7 +41,7 @@ def load(base_path: str, adapter_dir: Path | str):
     return PeftModel.from_pretrained(model, str(adapter_dir)).eval(), tokenizer
 
 
-def score(model, tokenizer, conversations: list[list[dict]], batch_size: int = 8) -> list[float]:
+def score(model, tokenizer, conversations: list[list[dict]], batch_size: int = SCORE_BATCH) -> list[float]:
     """One score per conversation (a prompt's messages followed by the assistant's reply)."""
     import torch
 

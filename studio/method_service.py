@@ -54,14 +54,28 @@ def model_ready(studio, model: str) -> bool:
     return not models.is_default(model) or (studio.model_cache / models.DEFAULT_MODEL / "model.safetensors").exists()
 
 
-def estimate(studio, model: str, method: str, params: dict | None = None, dataset: str | None = None):
-    """The estimate for one run as the Train tab would start it."""
+def estimate(studio, model: str, method: str, params: dict | None = None, dataset: str | None = None,
+             rewards: list[dict] | None = None):
+    """The estimate for one run as the Train tab would start it (an RL run with the reward functions
+    chosen: a reward model among them is loaded beside it and reads every reply)."""
     model_path = str(studio.resolve_model(base_of(studio, model)))
     checked = parse(METHODS[method].params, params)
     fraction = getattr(checked, "eval_fraction", 0.0)
     lengths = _training_lengths(studio, model_path, dataset, fraction)
     return estimates.estimate(model_path, method, params, lengths=lengths,
-                              eval_rows=_heldout_rows(studio, dataset, fraction) if lengths else 0)
+                              eval_rows=_heldout_rows(studio, dataset, fraction) if lengths else 0,
+                              scorers=_scorers(studio, rewards) if METHODS[method].rewards else ())
+
+
+def _scorers(studio, rewards: list[dict] | None) -> tuple[str, ...]:
+    """The base model of each reward model run among the reward functions (one not found is the
+    start's to refuse, not the estimate's)."""
+    out = []
+    for entry in rewards or []:
+        run = studio.get_run(str(entry.get("run") or "")) if entry.get("name") == "reward_model" else None
+        if run is not None and run["method"] == "reward_model":
+            out.append(str(studio.resolve_model(run["model"])))
+    return tuple(out)
 
 
 def fmt_bytes(n: float) -> str:

@@ -103,11 +103,22 @@ def test_chat_scores_both_replies_with_a_reward_model(server, page, studio, tiny
     assert studio.wait(tuned, poll_s=0.5)["status"] == "completed"
 
     page.goto(server)
+    fill_visible(page, "train-model", tiny_model_dir)
     # GRPO's "A reward model's score" offers the finished reward model, picked already
     choose(page, "train-method", "GRPO")
     page.locator("#reward-reward_model input[type=checkbox]").check()
     expect(page.locator("#reward-reward_model-run input")).to_have_value(f"{run_id} (trained on pairs)",
                                                                           timeout=30_000)
+    # the estimate counts the reward model, loaded beside the run, reading every reply
+    expect(page.locator("#train-estimate")).to_contain_text("Expected peak memory", timeout=60_000)
+    expect(page.locator("#train-estimate")).not_to_contain_text("unavailable")
+    from studio import method_service
+
+    chosen = [{"name": "reward_model", "weight": 1.0, "run": run_id}]
+    alone, scored = (method_service.estimate(studio, str(tiny_model_dir), "grpo", {}, "quillpad_faq", given)
+                     for given in (None, chosen))
+    assert scored.peak_bytes - alone.peak_bytes == 4 * alone.total_params
+    assert scored.seconds_per_epoch > alone.seconds_per_epoch
     page.get_by_role("tab", name="Chat").click()
     # a reward model is offered as a scorer, never as a model to chat with
     choose(page, "chat-scorer", f"Reward model {run_id} (trained on pairs)")

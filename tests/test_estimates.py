@@ -276,3 +276,23 @@ def test_a_reward_model_computes_no_vocabulary_wide_output_layer(tiny_model_dir,
     assert est.tokens_per_epoch == 2 * 16 * 40
     assert est.seconds_per_epoch == pytest.approx(
         per_token * 2 * 16 * 40 / (flops * estimates.STEP_EFFICIENCY["cpu"] * estimates.PADDED["cpu"]))
+
+
+def test_an_rl_run_counts_the_reward_model_that_scores_its_replies(tiny_model_dir, monkeypatch):
+    path, lengths = str(tiny_model_dir), [20] * 16
+    settings = {"per_device_train_batch_size": 8, "num_generations": 4, "max_completion_length": 16}
+    monkeypatch.setattr(estimates.hardware, "matmul_flops", lambda device, bf16: 1e9 if bf16 else 5e8)
+    alone = estimates.estimate(path, "grpo", settings, lengths=lengths)
+    scored = estimates.estimate(path, "grpo", settings, lengths=lengths, scorers=(path,))
+    text = estimates._config(path).get_text_config()
+    embed = text.vocab_size * text.hidden_size * (1 if text.tie_word_embeddings else 2)
+    # held in fp32 beside the run; it reads the 16 x 4 prompts + replies of 36 tokens once, through
+    # the body only, in fp32 on the CPU, in padded batches of 8
+    total = alone.total_params
+    assert scored.peak_bytes - alone.peak_bytes == 4 * total
+    per_second = 5e8 * estimates.STEP_EFFICIENCY["cpu"] * estimates.PADDED["cpu"]
+    added = scored.seconds_per_epoch - alone.seconds_per_epoch
+    assert added == pytest.approx(2 * (total - embed) * 64 * 36 / per_second)
+    # a method that learns from pairs has no replies to score
+    dpo = [estimates.estimate(path, "dpo", {}, lengths=lengths, scorers=given) for given in ((), (path,))]
+    assert dpo[0].peak_bytes == dpo[1].peak_bytes
