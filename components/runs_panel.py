@@ -259,7 +259,7 @@ def build(studio, selected: gr.State):
         ids = [r[0] for r in rows]
         offered = gr.update(choices=run_choices(rows)) if ids != known else gr.skip()
         status_of = next((r[1] for r in rows if r[0] == run_id), None)
-        run = studio.get_run(run_id) if status_of else None
+        run = studio.store.get_run(run_id) if status_of else None  # its method (the live state is in rows)
         replies = samples_table(studio, run_id)
         values = {"rows": rows, "text": text, "bar": bar_html, "log": tail, "replies": replies,
                   "status": (status_of, run and run["method"])}
