@@ -140,6 +140,11 @@ def build(studio):
         voter = gr.Textbox(label="Your name", placeholder="anonymous (or your --auth user name)",
                            elem_id="chat-voter")
     vote_message = gr.Markdown(elem_id="chat-vote-message")
+    # what a person switches on or off (not a comparison that sets it): a line that named the sides,
+    # "the tuned model (B)", would tell a blind round's answer
+    blind.input(lambda on: ("Blind battle: each round puts the two models on random sides; their names show "
+                            "after your vote." if on else "Names shown: Model A on the left, Model B on the right."),
+                blind, vote_message, queue=False)
     with gr.Accordion("Results and export", open=False):
         results = gr.Dataframe(headers=RESULT_HEADERS, interactive=False, wrap=True, column_widths=RESULT_WIDTHS,
                                elem_id="chat-results")
@@ -337,4 +342,5 @@ def build(studio):
             "prompts_box": prompts_box, "battle": battle, "chat_a": chat_a, "chat_b": chat_b,
             "vote_message": vote_message}
     loop["scorer"], loop["scores"] = scorer, scores
+    loop["voter"] = voter
     return refresh, [model_a, model_b, results, results_note, scorer], exported, loop

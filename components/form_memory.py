@@ -34,14 +34,18 @@ def carried_edits(old_key: str | None, old_values: dict | None, new_key: str) ->
             if name in CARRIED and name in target and name in before and value is not None and value != before[name]}
 
 
+def secret(studio) -> str:
+    """What this browser's kept values are sealed with: a fixed key per workspace, so a restarted
+    studio can still read them."""
+    return hashlib.sha256(str(studio.home).encode()).hexdigest()[:32]
+
+
 def states(studio) -> tuple:
     """This browser's kept picks and settings (localStorage), and the method shown before the current
     one. Made before the method switch, which reads them."""
-    # a fixed key per workspace, so a restarted studio can still read what this browser kept
-    secret = hashlib.sha256(str(studio.home).encode()).hexdigest()[:32]
-    picked = gr.BrowserState({}, storage_key=f"{PREFIX}picks", secret=secret)
+    picked = gr.BrowserState({}, storage_key=f"{PREFIX}picks", secret=secret(studio))
     # every method's values in one stored dict: {method: {name: value}}
-    kept = gr.BrowserState({}, storage_key=f"{PREFIX}settings", secret=secret)
+    kept = gr.BrowserState({}, storage_key=f"{PREFIX}settings", secret=secret(studio))
     previous = gr.State("lora")
     # the dataset set together with a method ({"method", "dataset"}), by a reload, the quick run or a
     # Train-on-these button: the method's change that follows still reads the page's dataset from before

@@ -7,6 +7,7 @@ import gradio as gr
 
 from components import chat_tab, train_tab
 from pipelines.data import DataError
+from pipelines.methods import METHODS
 from studio import chat_service
 from studio.chat_service import ChatError
 
@@ -46,13 +47,18 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
         source = "heldout" if prompts else "votes"
         if not prompts:
             prompts = chat_service.prompt_suggestions(studio, "votes")
+        # the first prompt not voted on between these two yet (Next prompt skips those too)
+        voted = chat_service.voted_prompts(studio, new, previous)
+        first = next((p for p in prompts if p.strip() not in voted), None)
+        held = "pairs" if METHODS[studio.get_run(run_id)["method"]].data_kind == "preference" else "rows"
         told = ("Blind battle: the new run against the model it started from, shuffled between the sides and "
-                "named after your vote. " + ("Prompts from its dataset's held-out pairs, never trained on: "
+                "named after your vote. " + (f"Prompts from its dataset's held-out {held}, never trained on: "
                                              if source == "heldout" else "Prompts from the chat votes: ")
-                + "press *Send*, vote, then *Next prompt*.")
+                + ("press *Send*, vote, then *Next prompt*." if first is not None or not prompts else
+                   "each already has a vote between these two models: type your own question."))
         return ("", gr.update(choices=options + extra, value=new), gr.update(choices=options + extra, value=previous),
-                True, source, gr.update(choices=prompts, value=prompts[0] if prompts else None),
-                prompts[0] if prompts else "", run_id, gr.Accordion(open=True),
+                True, source, gr.update(choices=prompts, value=first),
+                first or "", run_id, gr.Accordion(open=True),
                 gr.update(value=[], label=chat_tab.HIDDEN[0]), gr.update(value=[], label=chat_tab.HIDDEN[1]),
                 chat_tab.new_battle(), told, gr.Tabs(selected="chat"), "")
 

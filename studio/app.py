@@ -6,7 +6,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from components import chat_tab, data_tab, export_tab, label_tab, loop, method_tab, train_tab
+from components import chat_tab, data_tab, export_tab, form_memory, label_tab, loop, method_tab, train_tab
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 CSS_PATH = ASSETS / "studio.css"
@@ -81,6 +81,12 @@ def build_app(studio) -> gr.Blocks:
 
         # then the Train form this browser last had; the estimate follows (its first probe of a model
         # takes a few seconds)
+        # the name chat votes are stored under, kept by this browser like the Train form (held outside
+        # the tabs: a tab's contents are drawn, and its kept values read, only once it is shown)
+        voter_kept = gr.BrowserState("", storage_key="tune-studio-chat-voter", secret=form_memory.secret(studio))
+        chat_loop["voter"].change(lambda name: (name or "").strip(), chat_loop["voter"], voter_kept, queue=False,
+                                  show_progress="hidden")
+        app.load(lambda name: name or gr.skip(), voter_kept, chat_loop["voter"], queue=False, show_progress="hidden")
         (app.load(on_load, picks[2], [*train_outputs, *data_outputs, *chat_outputs])
          .then(*restore_form, show_progress="hidden").then(*refresh_estimate, **train_tab.ESTIMATE_QUEUE))
     # The page is the interface; its events are not a documented API. Gradio describes every public

@@ -32,6 +32,9 @@ def test_blind_battle_vote_reveal_and_export(server, page, studio, tiny_model_di
     fill(page, "chat-model-a", f"base:{tiny_model_dir}")
     fill(page, "chat-model-b", f"base:{other}")
     page.locator("#chat-blind input").check()
+    expect(page.locator("#chat-vote-message")).to_contain_text("Blind battle: each round puts the two models on "
+                                                                "random sides")
+    fill(page, "chat-voter", "Ann")
     page.get_by_text("Generation settings").click()
     fill(page, "chat-seed", 7)
     fill(page, "chat-max-new-tokens", 24)  # streaming 256 random tokens to both sides costs a busy machine a minute
@@ -61,7 +64,7 @@ def test_blind_battle_vote_reveal_and_export(server, page, studio, tiny_model_di
     expect(page.locator("#chat-vote-message")).to_contain_text(str(tiny_model_dir))
     expect(page.locator("#chat-vote-message")).to_contain_text(str(other))
     (stored,) = studio.store.list_votes()
-    assert stored["blind"] and stored["winner"] == "a"
+    assert stored["blind"] and stored["winner"] == "a" and stored["voter"] == "Ann"
     assert {stored["model_a"], stored["model_b"]} == {f"base:{tiny_model_dir}", f"base:{other}"}
     assert stored["prompt_a"] == [{"role": "user", "content": "How long is the warranty?"}]
     assert stored["reply_a"].strip() and stored["reply_b"].strip()
@@ -76,3 +79,8 @@ def test_blind_battle_vote_reveal_and_export(server, page, studio, tiny_model_di
     page.click("#chat-export")
     expect(page.locator("#chat-export-message")).to_contain_text("Exported battle votes", timeout=30_000)
     assert [(d["name"], d["kind"], d["rows"]) for d in studio.list_datasets()] == [("battle votes", "preference", 1)]
+
+    # the name votes go under is kept by this browser
+    page.reload()
+    page.get_by_role("tab", name="Chat").click()
+    expect(page.locator("#chat-voter textarea, #chat-voter input").first).to_have_value("Ann", timeout=30_000)
