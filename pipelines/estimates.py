@@ -77,6 +77,8 @@ class Estimate:
     seconds_per_epoch: float | None = None
     eval_seconds: float = 0.0  # the whole run's passes over its held-out rows (pipelines/evals.py)
     layers: int = 1  # the model's blocks (a sharded model gathers one at a time)
+    rows: int = 0  # training rows (prompts for RL)
+    steps_per_epoch: int | None = None  # optimizer steps
 
     @property
     def trainable_percent(self) -> float:
@@ -397,7 +399,7 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
     # a preference batch holds both answers of each pair: twice the sequences in one pass
     sequences = 2 if method.data_kind == "preference" else 1
     max_length = getattr(params, "max_length", None)
-    generated = 0
+    generated, rows = 0, len(lengths or [])
     if method.rewards:  # RL: each prompt becomes num_generations sequences of prompt + a full-length reply
         reply, replies = params.max_completion_length, getattr(params, "num_generations", 1)  # PPO: one each
         generated = len(lengths or []) * replies * reply
@@ -445,7 +447,7 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
     weights += sum(held for held, _ in scoring)
     peak += sum(held for held, _ in scoring)
 
-    seconds = None
+    seconds = steps = None
     padded = not method.padding_free and not method.rewards  # (RL's passes: see DECODE_EFFICIENCY)
     if lengths:
         frozen_base = method.peft_config is not None
@@ -502,4 +504,4 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
                     training_bytes=int(training), runtime_bytes=runtime,
                     peak_bytes=peak, available_bytes=available_bytes(device), device=device,
                     tokens_per_epoch=tokens_epoch, seconds_per_epoch=seconds, eval_seconds=eval_seconds,
-                    layers=layers)
+                    layers=layers, rows=rows, steps_per_epoch=steps)

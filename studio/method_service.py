@@ -3,12 +3,16 @@ weights and the memory and time a run would take on this machine."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from pipelines import data, dataset_stats, estimates, importer, models
 from pipelines.methods import METHODS, ConfigError, parse
 
 GB = 1024**3
+# fewer optimizer steps than this in a whole run: said next to the estimate (a DPO run on 4 chat votes
+# took 1 step, and its rewards stayed at 0)
+FEW_STEPS = 10
 
 
 def _training_lengths(studio, model_path: str, dataset_ref: str | None, eval_fraction: float) -> list[int] | None:
@@ -94,6 +98,9 @@ def fmt_seconds(s: float | None) -> str:
         return "-"
     if s < 90:
         return f"{s:.0f} s"
+    if s < 600:  # minutes and seconds: the parts of a total still add up to it
+        minutes, seconds = divmod(round(s), 60)
+        return f"{minutes} min {seconds} s" if seconds else f"{minutes} min"
     return f"{s / 60:.0f} min" if s < 5400 else f"{s / 3600:.1f} h"
 
 
@@ -105,8 +112,15 @@ def summary_line(est, epochs: float | None = None) -> str:
         checks = f", plus {fmt_seconds(est.eval_seconds)} measuring the held-out rows" if est.eval_seconds >= 1 else ""
         time = (f"; training takes about **{fmt_seconds(est.seconds_per_epoch * float(epochs) + est.eval_seconds)} "
                 f"in all** ({fmt_seconds(est.seconds_per_epoch)} per epoch × {float(epochs):g}{checks})")
-    return (f"Expected peak memory {fmt_bytes(est.peak_bytes)} — {est.verdict()}{time}. "
+    line = (f"Expected peak memory {fmt_bytes(est.peak_bytes)} — {est.verdict()}{time}. "
             f"Trains {fmt_count(est.trainable_params)} weights ({est.trainable_percent:.2f}% of the model).")
+    steps = math.ceil(est.steps_per_epoch * float(epochs)) if est.steps_per_epoch and epochs else None
+    if steps is not None and steps < FEW_STEPS:
+        line += (f"\n\n⚠️ **Only {steps} training step{'s' if steps != 1 else ''}** ({est.rows} training "
+                 f"{'prompts' if METHODS[est.method].rewards else 'rows'}, {est.steps_per_epoch} "
+                 f"step{'s' if est.steps_per_epoch != 1 else ''} per epoch): too few for the model to change "
+                 "much. Add epochs or examples, or lower the batch size.")
+    return line
 
 
 def elsewhere(studio, model: str) -> str:

@@ -289,6 +289,7 @@ def test_an_rl_run_counts_the_reward_model_that_scores_its_replies(tiny_model_di
     # held in fp32 beside the run; it reads the 16 x 4 prompts + replies of 36 tokens once, through
     # the body only, in fp32 on the CPU, in padded batches of 8
     total = alone.total_params
+    assert (alone.rows, alone.steps_per_epoch) == (16, 8)  # 16 prompts x 4 replies, 8 replies a step
     assert scored.peak_bytes - alone.peak_bytes == 4 * total
     per_second = 5e8 * estimates.STEP_EFFICIENCY["cpu"] * estimates.PADDED["cpu"]
     added = scored.seconds_per_epoch - alone.seconds_per_epoch

@@ -1,0 +1,31 @@
+"""The estimate's line above Start: its times add up, and a run too short to learn says so."""
+
+from __future__ import annotations
+
+from pipelines.estimates import Estimate
+from studio.method_service import fmt_seconds, summary_line
+
+
+def estimate(**given) -> Estimate:
+    return Estimate(**{"method": "dpo", "total_params": 1000, "trainable_params": 10, "weights_bytes": 4000,
+                       "training_bytes": 1000, "runtime_bytes": 100, "peak_bytes": 2**30,
+                       "available_bytes": 8 * 2**30, "device": "cpu", **given})
+
+
+def test_times_under_ten_minutes_keep_their_seconds_so_the_parts_add_up():
+    assert [fmt_seconds(s) for s in (41, 89.6, 95, 120, 136, 599, 600, 5400)] == \
+        ["41 s", "90 s", "1 min 35 s", "2 min", "2 min 16 s", "9 min 59 s", "10 min", "1.5 h"]
+    line = summary_line(estimate(seconds_per_epoch=95, eval_seconds=41, rows=300, steps_per_epoch=38), 1)
+    assert "training takes about **2 min 16 s in all** (1 min 35 s per epoch × 1, plus 41 s measuring" in line
+    assert "Only" not in line
+
+
+def test_a_run_of_few_steps_says_it_will_barely_change_the_model():
+    # 3 preference pairs from 4 chat votes, batch 4, one epoch: one step
+    line = summary_line(estimate(seconds_per_epoch=5, rows=3, steps_per_epoch=1), 1)
+    assert line.endswith("\n\n⚠️ **Only 1 training step** (3 training rows, 1 step per epoch): too few for the "
+                         "model to change much. Add epochs or examples, or lower the batch size.")
+    line = summary_line(estimate(method="grpo", seconds_per_epoch=5, rows=12, steps_per_epoch=3), 3)
+    assert "**Only 9 training steps** (12 training prompts, 3 steps per epoch)" in line
+    assert "Only" not in summary_line(estimate(seconds_per_epoch=5, rows=40, steps_per_epoch=5), 2)
+    assert "Only" not in summary_line(estimate(seconds_per_epoch=5, rows=40, steps_per_epoch=5))  # epochs unknown
