@@ -4,6 +4,8 @@ takes it to the Train tab."""
 
 from __future__ import annotations
 
+import time
+
 import gradio as gr
 
 from components import advisor_panel
@@ -13,6 +15,7 @@ from pipelines.models import ModelError
 from studio import method_service as ms
 
 ERRORS = (ConfigError, DataError, ModelError, OSError, ValueError)
+PAUSE_S = 3.0  # how often a paused measurement looks whether the run has ended
 
 
 def card(studio, model: str, dataset: str | None, key: str) -> str:
@@ -54,14 +57,25 @@ def build(studio, train_model, train_dataset, train_method, tabs, train_tab_id, 
         elsewhere = gr.Markdown(elem_id="method-elsewhere")
 
     def on_open(model, dataset, key):
-        total = len(METHODS)
+        total, keys = len(METHODS), list(METHODS)
         try:
             yield gr.skip(), card(studio, model, dataset, key), ms.elsewhere(studio, model), (
                 f"Measuring each method on this machine (a few seconds each the first time): 0 of {total}…")
-            for rows in ms.catalogue(studio, model or "default", dataset):
-                done = len(rows)
-                said = (f"Measuring each method on this machine: {done} of {total} done, next "
-                        f"{list(METHODS.values())[done].label}…" if done < total else
+            table_rows = ms.catalogue(studio, model or "default", dataset)
+            for done in range(total):
+                # measuring takes both cores for seconds: it waits while a run trains (the tab stops it
+                # when another tab is opened); a method measured before shows at once
+                waiting = False
+                while not ms.measured(studio, model or "default", keys[done]) and studio.busy():
+                    # said once; then nothing new to show (a step between yields is where leaving the tab stops it)
+                    yield gr.skip(), gr.skip(), gr.skip(), gr.skip() if waiting else (
+                        f"{done} of {total} methods measured. Measuring the rest waits while a run trains "
+                        "(it would slow the run down); it goes on by itself when the run ends.")
+                    waiting = True
+                    time.sleep(PAUSE_S)
+                rows = next(table_rows)
+                said = (f"Measuring each method on this machine: {done + 1} of {total} done, next "
+                        f"{METHODS[keys[done + 1]].label}…" if done + 1 < total else
                         f"All {total} methods measured for this model and dataset.")
                 yield rows, gr.skip(), gr.skip(), said
         except ERRORS as err:

@@ -303,6 +303,23 @@ def probe_identity(method_key: str, values: dict | None) -> tuple:
                         if info.target != "trainer" or info.name == "gradient_checkpointing"))
 
 
+def _probe_of(method_key: str, values: dict | None) -> tuple[str, tuple]:
+    """(method, settings) the memory probe measures for this method and these settings."""
+    probe_key, probe_values = method_key, dict(values or {})
+    if get_method(method_key).quantized:  # the probe cannot quantize random weights: LoRA trains the same adapter
+        probe_key = "lora"
+        probe_values = {k: v for k, v in probe_values.items() if k in METHODS["lora"].params.__dataclass_fields__}
+    return probe_key, probe_identity(probe_key, probe_values)
+
+
+def measured(model_path: str, method_key: str, values: dict | None = None) -> bool:
+    """Whether this method's estimate for this model is at hand, or would first measure it (a few
+    seconds of both cores: the Method tab waits for a training run to end before measuring)."""
+    probe_key, frozen = _probe_of(method_key, values)
+    return probe_cache.read(probe_cache.key(_config(model_path), probe_key, frozen, hardware.use_bf16(),
+                                            PROBE_TOKENS)) is not None
+
+
 @lru_cache(maxsize=256)
 def training_model(model_path: str, method_key: str, frozen_values: tuple, bf16: bool) -> tuple:
     """(a, b, c, d) in bytes: training allocations = a + b*layers + c*tokens + d*layers*tokens.
@@ -415,11 +432,7 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
         tokens_epoch, tokens = sequences * tokens_epoch, sequences * tokens
     else:  # no data yet: the worst case, every row at max_length
         tokens = sequences * params.per_device_train_batch_size * max_length
-    probe_key, probe_values = method_key, dict(values or {})
-    if method.quantized:  # the probe cannot quantize random weights: LoRA trains the same adapter
-        probe_key = "lora"
-        probe_values = {k: v for k, v in probe_values.items() if k in METHODS["lora"].params.__dataclass_fields__}
-    a, b, c, d = training_model(model_path, probe_key, probe_identity(probe_key, probe_values), bf16)
+    a, b, c, d = training_model(model_path, *_probe_of(method_key, values), bf16)
     # AdamW keeps two moments per trainable weight, in the weight's dtype (fp32), alive through
     # every later forward and backward pass
     moments = method.state_bytes(model_path, params) if method.state_bytes else trainable * 8

@@ -45,11 +45,11 @@ def build_app(studio) -> gr.Blocks:
         gr.Markdown("# Tune Studio\nFine-tune a language model on your own examples, then compare it "
                     "with the base.")
         with gr.Tabs(elem_id="studio-tabs") as tabs:
-            with gr.Tab("Train", id="train"):
+            with gr.Tab("Train", id="train") as train:
                 on_load_train, train_outputs, picks, refresh_estimate, runs, restore_form = train_tab.build(studio)
             with gr.Tab("Method", id="method") as method:
                 open_method, method_inputs, method_outputs = method_tab.build(studio, *picks, tabs, "train", runs)
-            with gr.Tab("Data", id="data"):
+            with gr.Tab("Data", id="data") as data:
                 on_load_data, data_outputs, imported = data_tab.build(studio)
             with gr.Tab("Chat", id="chat") as chat:
                 refresh_chat, chat_outputs, exported, chat_loop = chat_tab.build(studio)
@@ -70,7 +70,11 @@ def build_app(studio) -> gr.Blocks:
         # runs finished since the page opened become choosable when the Chat tab is opened
         chat.select(refresh_chat, chat_outputs[:2], chat_outputs)
         # the comparison is measured for the model and dataset chosen in Train, when looked at
-        method.select(open_method, method_inputs, method_outputs)
+        opened = method.select(open_method, method_inputs, method_outputs)
+        # measuring every method takes both cores for minutes on a first look: it stops when the
+        # person goes to another tab (what was measured is kept; coming back goes on from there)
+        for other in (train, data, chat, label, export):
+            other.select(None, None, None, cancels=[opened], queue=False)
         # runs finished and models merged since the page opened can be exported when the tab is opened,
         # and the newest run is put up unless the person picked a model themselves
         export.select(refresh_export, [export_outputs[0], export_outputs[3]], export_outputs)

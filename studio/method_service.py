@@ -156,6 +156,14 @@ TABLE_HEADERS = ["Method", "Family", "Data", "Trainable", "Trainable %", "Peak m
                  "Relative speed", "Mergeable"]
 
 
+def measured(studio, model: str, method: str) -> bool:
+    """Whether the Method table's row for this method is at hand, or would first measure it."""
+    try:
+        return estimates.measured(str(studio.resolve_model(base_of(studio, model))), method)
+    except (ConfigError, OSError, ValueError):  # what the estimate itself will say, at once
+        return True
+
+
 def catalogue(studio, model: str = "default", dataset: str | None = None):
     """The comparison table, one row per method at its default settings, yielded as it grows
     (the first look at a model probes each method for a few seconds; later looks, after a restart

@@ -4,9 +4,12 @@ the Train tab, whose estimate line follows."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from pipelines.methods import METHODS
+from studio import method_service as ms
 from tests.test_browser import fill, page, server  # noqa: F401 (fixtures)
 from tests.test_browser_data import choose
 
@@ -81,3 +84,38 @@ def test_help_me_choose_advises_and_fills_the_train_form(server, page, studio, t
     expect(page.locator("#param-num_train_epochs input").first).to_have_value("8")
     expect(page.locator("#param-max_length input").first).to_have_value("128")
     expect(page.locator("#start-training")).to_be_visible()
+
+
+def test_measuring_the_methods_waits_while_a_run_trains(server, page, studio, tiny_model_dir, tiny_params,  # noqa: F811
+                                                        tmp_path):
+    import json
+    import shutil
+
+    from playwright.sync_api import expect
+
+    # a model of its own shape: none of its methods measured yet in this test session
+    fresh = tmp_path / "fresh-tiny"
+    shutil.copytree(tiny_model_dir, fresh)
+    config = json.loads((fresh / "config.json").read_text())
+    (fresh / "config.json").write_text(json.dumps({**config, "rms_norm_eps": 1.1e-5}))
+    run_id = studio.start_run(model=str(tiny_model_dir), dataset="quillpad_faq", method="lora",
+                              params={**tiny_params, "num_train_epochs": 100})
+
+    page.goto(server)
+    fill(page, "train-model", str(fresh))
+    page.get_by_role("tab", name="Method").click()
+    progress = page.locator("#method-progress")
+    expect(progress).to_contain_text("0 of", timeout=30_000)
+    expect(progress).to_contain_text("Measuring the rest waits while a run trains (it would slow the run down)",
+                                     timeout=60_000)
+    studio.cancel(run_id)
+    assert studio.wait(run_id, poll_s=0.5)["status"] in ("cancelled", "completed")
+    expect(progress).to_contain_text(re.compile(r"Measuring each method on this machine: \d+ of \d+ done"),
+                                     timeout=60_000)
+    # another tab stops it: what was measured is kept, nothing more is
+    page.get_by_role("tab", name="Train").click()
+    counts = []  # (the method being measured when the tab changed is finished: seconds)
+    for _ in range(7):
+        counts.append(sum(ms.measured(studio, str(fresh), key) for key in METHODS))
+        page.wait_for_timeout(3000)
+    assert counts[-1] == counts[-4] < len(METHODS), counts  # nothing measured in the last 9 s
