@@ -250,6 +250,9 @@ def build(studio):
     sample.input(on_sample, [sample, kind, text_unit], [*check_outputs, upload])
     upload.clear(lambda: ("", shown_table(None), *[unmapped() for _ in MAP_TARGETS]), None,
                  [detected, raw, *mapping])
+    # what Import said was about the file before ("Not imported: bad.csv, row 3, ..."): gone with it
+    for changed in (upload.upload, upload.clear, sample.input):
+        changed(lambda: "", None, message, queue=False, show_progress="hidden")
     for control in (kind, text_unit, *mapping):
         control.input(check, check_inputs, check_outputs)
 

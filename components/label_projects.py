@@ -101,7 +101,7 @@ def build_new(studio, project):
                 if not pairs_path:
                     raise LabelError("upload the pairs file first")
                 made = ls.import_project(studio, name=title, path=pairs_path, overlap=per_item)
-                said = f"Made **{made['name']}** with {made['items']} items: pick it above and press *Start labeling*."
+                said = f"Made **{made['name']}** with {made['items']} items, picked above: press *Start labeling*."
             else:
                 if prompts_kind == "dataset":
                     if not dataset_ref:
@@ -120,14 +120,21 @@ def build_new(studio, project):
                 made = ls.create_project(studio, name=title, prompts=prompts, models_=specs,
                                          overlap=per_item, temperature=float(temp),
                                          max_new_tokens=int(max_tokens))
-                said = (f"Made **{made['name']}**: {len(prompts)} prompts are being answered in the background "
-                        "(progress in the table). It can be labelled when the table says *ready*.")
+                said = (f"Made **{made['name']}**, picked above: {len(prompts)} prompts are being answered in the "
+                        "background (progress in the table). It can be labelled when the table says *ready*.")
         except (LabelError, DataError) as err:
-            return f"**Could not create the project:** {err}", gr.skip()
-        return said, projects_table(studio)
+            return f"**Could not create the project:** {err}", gr.skip(), gr.skip()
+        # the new project is the one picked: Start labeling works on it without a trip to the list
+        return said, projects_table(studio), gr.update(choices=project_choices(studio), value=made["id"])
 
     created = create.click(on_create, [name, overlap, answers_from, prompts_from, dataset, prompt_file, typed,
-                                       model_a, model_b, temperature, max_new_tokens, pairs_file], [message, table])
+                                       model_a, model_b, temperature, max_new_tokens, pairs_file],
+                           [message, table, project])
+    # a refusal is about what was filled in then: changing it takes the refusal away
+    gr.on([name.change, answers_from.input, prompts_from.input, dataset.input, typed.change, model_a.input,
+           model_b.input, prompt_file.upload, pairs_file.upload],
+          lambda said: "" if (said or "").startswith("**Could not create") else gr.skip(), message, message,
+          queue=False, show_progress="hidden")
 
     def on_cancel(project_id):
         try:

@@ -167,9 +167,6 @@ def build(studio):
         ids = [c[1] for c in choices]
         return gr.update(choices=choices, value=current if current in ids else None)
 
-    # a project made or finished generating becomes pickable at once
-    created.then(lambda current: refresh(current), project, project)
-
     def on_open(current, request: gr.Request):
         """The tab opened: projects, datasets and runs made since the page opened are offered; a
         signed-in (--auth) user labels under their own name."""

@@ -84,6 +84,7 @@ def test_upload_good_mapped_and_bad_files(server, page, studio, tiny_model_dir, 
 
     # a bad file: one sentence naming file, line and column; nothing stored
     page.locator("#data-upload button[aria-label='Clear']").click()
+    expect(page.locator("#data-message")).not_to_contain_text("Not imported")  # it was about the file cleared
     page.locator("#data-upload input[type=file]").set_input_files(str(bad))
     expect(page.locator("#data-detected")).to_contain_text("Detected KTO", timeout=30_000)
     page.click("#data-import")

@@ -79,14 +79,21 @@ def test_two_labelers_with_the_keyboard(server, browser, studio, tmp_path):
     ann.goto(server)
     ann.get_by_role("tab", name="Label").click()
     ann.get_by_role("tab", name="New project").click()
-    ann.locator("#label-new-name input, #label-new-name textarea").first.fill("answers")
     ann.locator("#label-new-overlap input").fill("2")
     ann.get_by_label("A file with two answers per prompt").check()
     ann.locator("#label-new-pairs input[type=file]").set_input_files(str(pairs))
+    ann.click("#label-create")  # no name yet: refused, and the refusal goes once one is typed
+    expect(ann.locator("#label-new-message")).to_contain_text("Could not create the project: give the project a name",
+                                                              timeout=30_000)
+    ann.locator("#label-new-name input, #label-new-name textarea").first.fill("answers")
+    expect(ann.locator("#label-new-message")).not_to_contain_text("Could not create", timeout=10_000)
     ann.click("#label-create")
-    expect(ann.locator("#label-new-message")).to_contain_text("Made answers with 4 items", timeout=30_000)
+    expect(ann.locator("#label-new-message")).to_contain_text("Made answers with 4 items, picked above",
+                                                              timeout=30_000)
     project = ls.project(studio, "answers")
     label = "answers (4 items, 2 per item)"
+    # the new project is the one picked: Start labeling works on it at once
+    expect(ann.locator("#label-project input")).to_have_value(label, timeout=10_000)
     ann.close()
 
     ann = open_label_tab(browser, server, "ann", label)

@@ -46,6 +46,8 @@ def test_votes_to_training_to_a_blind_rematch(server, page, studio, tiny_model_d
 
     page.click("#run-compare-previous")
     expect(page.locator("#chat-blind input")).to_be_checked(timeout=30_000)
+    # what the export said before training ('Made chat votes ...') is not news of this comparison
+    expect(page.locator("#chat-export-message")).to_have_text("")
     expect(page.locator("#chat-model-a input")).to_have_value(f"Tuned: DPO on {dataset['name']}"
                                                               f" on {tiny_model_dir} ({child})")
     expect(page.locator("#chat-model-b input")).to_have_value(f"Tuned: LoRA on quillpad_faq on {tiny_model_dir}"
