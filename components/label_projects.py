@@ -37,7 +37,8 @@ def projects_table(studio) -> dict:
                 if job["status"] == "running" else f"answering: {job['status']}"
         elif p.get("error"):
             status = f"{status}: {p['error']}"
-        models = " vs ".join(dict.fromkeys(p["source"].get("models", []))) or "-"
+        models = " vs ".join(chat_service.short_label(studio, m) for m in dict.fromkeys(p["source"].get("models", [])))
+        models = models or "-"
         rows.append([p["name"], status, p["items"], p["overlap"], p["source"]["kind"], models])
     return {"headers": ["Project", "Status", "Items", "Labelers per item", "Answers", "Models"], "data": rows}
 

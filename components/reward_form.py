@@ -15,7 +15,7 @@ DEFAULT = ("number",)
 
 def reward_model_choices(studio) -> list[tuple[str, str]]:
     """Finished reward-model runs, newest first, for the 'A reward model's score' function."""
-    datasets = {d["id"]: d["name"] for d in studio.store.list_datasets()}
+    datasets = studio.dataset_titles()
     return [(f"{r['id']} (trained on {datasets.get(r['dataset_id'], '?')})", r["id"])
             for r in studio.reward_model_runs()]
 

@@ -12,7 +12,8 @@ from pipelines import rewards
 from pipelines.events import (ACTIVE_STATUSES, EVALUATING, JOB, RESUMABLE_STATUSES, SAMPLES, log_tail, read_json,
                               read_metrics)
 from pipelines.methods import METHODS, ConfigError, describe
-from studio.core import RunError
+from studio import chat_service
+from studio.core import RunError, dataset_title
 
 RUN_COLUMNS = ["Run", "Status", "Method", "Progress", "Dataset", "Started"]
 
@@ -23,7 +24,7 @@ def method_label(key: str) -> str:
 
 def runs_table(studio) -> list[list]:
     rows = []
-    datasets = {d["id"]: d["name"] for d in studio.store.list_datasets()}
+    datasets = studio.dataset_titles()
     for r in studio.list_runs():
         done = f"{r['step']}/{r['max_steps']}" if r.get("max_steps") else "-"
         started = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created"]))
@@ -86,16 +87,17 @@ def lineage(studio, row: dict) -> list[str]:
     lines = []
     if row.get("parent_id"):
         parent = studio.get_run(row["parent_id"])
-        what = f" ({parent['method']})" if parent else ""
+        what = f" ({method_label(parent['method'])})" if parent else ""
         lines.append(f"Started from run `{row['parent_id']}`{what}.")
     else:
         lines.append(f"Started from the base model `{row['model']}`.")
     dataset = studio.store.get_dataset(row["dataset_id"]) if row.get("dataset_id") else None
     if dataset:
-        text = f"Learned from **{dataset['name']}** ({dataset['rows']} rows of {dataset['kind']} data)"
+        text = f"Learned from **{dataset_title(dataset['name'])}** ({dataset['rows']} rows of {dataset['kind']} data)"
         origin = dataset["meta"].get("origin") or {}
         if origin.get("kind") == "chat votes":
-            text += f", made from {origin['votes']} chat votes on " + ", ".join(f"`{m}`" for m in origin["models"])
+            text += (f", made from {origin['votes']} chat votes between "
+                     + " and ".join(chat_service.short_label(studio, m) for m in origin["models"]))
         lines.append(text + ".")
     return lines
 
@@ -179,7 +181,7 @@ def config_diff(studio, run_ids: list[str]) -> list[list]:
     rows = [r for r in (studio.get_run(i) for i in run_ids) if r]
     if len(rows) < 2:
         return []
-    datasets = {d["id"]: d["name"] for d in studio.store.list_datasets()}
+    datasets = studio.dataset_titles()
     methods = [r["method"] for r in rows]
     settings = {"Start from": [r["model"] for r in rows], "Method": [method_label(m) for m in methods],
                 "Dataset": [datasets.get(r["dataset_id"], r["dataset_id"]) for r in rows]}

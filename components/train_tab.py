@@ -46,7 +46,7 @@ def method_on(studio, key: str, dataset_ref: str) -> tuple:
 def model_choices(studio) -> list[tuple[str, str]]:
     """Where a run can start: the built-in model, or any finished run's result."""
     out = [("Built-in SmolLM2-135M-Instruct (default)", "default")]
-    datasets = {d["id"]: d["name"] for d in studio.store.list_datasets()}
+    datasets = studio.dataset_titles()
     for run in studio.model_runs():
         label = METHODS[run["method"]].label if run["method"] in METHODS else run["method"]
         out.append((f"Result of run {run['id']}: {label} on {datasets.get(run['dataset_id'], '?')}",

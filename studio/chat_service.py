@@ -13,6 +13,7 @@ from pipelines.data import DataError
 from pipelines.importer import ImportOptions
 from pipelines.methods import METHODS
 from studio import export_service
+from studio.core import dataset_title
 
 
 class ChatError(ValueError):
@@ -29,7 +30,7 @@ def choices(studio) -> list[tuple[str, str]]:
         out.append((f"Base model: {base}", f"base:{base}"))
     for run in finished:
         dataset = studio.store.get_dataset(run["dataset_id"]) if run["dataset_id"] else None
-        name = dataset["name"] if dataset else "?"
+        name = dataset_title(dataset["name"]) if dataset else "?"
         base = "" if run["model"] == "default" else f" on {run['model']}"
         method = METHODS[run["method"]].label if run["method"] in METHODS else run["method"]
         out.append((f"Tuned: {method} on {name}{base} ({run['id']})", f"run:{run['id']}"))
@@ -62,6 +63,19 @@ def default_pair(studio) -> tuple[str, str]:
 
 def label(studio, spec: str) -> str:
     return dict((s, lbl) for lbl, s in choices(studio)).get(spec, spec)
+
+
+def short_label(studio, spec: str) -> str:
+    """A model in a table cell or a sentence: 'the built-in model', 'LoRA run r2026...', a model's
+    folder or hub id (the specs 'base:default', 'run:ID' are the page's and the store's)."""
+    kind, _, value = spec.partition(":")
+    if kind == "run":
+        run = studio.store.get_run(value)
+        method = run and (METHODS[run["method"]].label if run["method"] in METHODS else run["method"])
+        return f"{method} run {value}" if method else f"run {value}"
+    if kind == "base":
+        return "the built-in model" if value == "default" else value
+    return spec
 
 
 def decoders(studio, specs: list[str], histories: list[list[dict]], settings: chat.GenerationSettings):
@@ -221,7 +235,7 @@ def previous_model(studio, run_id: str) -> tuple[str, str]:
 
 def scorer_choices(studio) -> list[tuple[str, str]]:
     """The Chat tab's 'Score replies with': off, or a finished reward model (newest first)."""
-    datasets = {d["id"]: d["name"] for d in studio.store.list_datasets()}
+    datasets = studio.dataset_titles()
     return [("Off", "")] + [(f"Reward model {r['id']} (trained on {datasets.get(r['dataset_id'], '?')})", r["id"])
                             for r in studio.reward_model_runs()]
 

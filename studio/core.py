@@ -55,6 +55,13 @@ SAMPLES = {
 }
 
 
+def dataset_title(name: str) -> str:
+    """How pages name a dataset: a bundled sample by its title ('Quillpad support FAQ', as the Train
+    tab offers it; its name 'quillpad_faq' is what a command line or config file gives), an imported
+    one by its name."""
+    return SAMPLES[name][2].split(" (")[0] if name in SAMPLES else name
+
+
 class RunError(ValueError):
     """A run action that does not fit the run's state; the message is one sentence."""
 
@@ -184,6 +191,10 @@ class Studio:
 
     def list_datasets(self) -> list[dict]:
         return self.store.list_datasets()
+
+    def dataset_titles(self) -> dict[str, str]:
+        """Dataset id -> how pages name it (dataset_title)."""
+        return {d["id"]: dataset_title(d["name"]) for d in self.store.list_datasets()}
 
     # runs
     def start_run(self, *, model: str, dataset: str, method: str, params: dict | None = None,

@@ -238,7 +238,7 @@ def sources(studio) -> list[tuple[str, str]]:
     """(label, ref) for everything that can be exported or merged: the built-in model, completed runs
     whose result holds weights (prompt-learning, bottleneck and ReFT adapters do not), and models made by earlier exports."""
     out = [("Built-in SmolLM2-135M-Instruct", "default")]
-    datasets = {d["id"]: d["name"] for d in studio.store.list_datasets()}
+    datasets = studio.dataset_titles()
     for run in studio.model_runs():
         method = METHODS.get(run["method"])
         if method and method.beside_base:

@@ -22,7 +22,7 @@ def test_export_a_run_then_chat_with_the_merged_model(server, page, studio, tiny
     assert studio.wait(run_id, poll_s=0.5)["status"] == "completed"
     page.goto(server)
     page.get_by_role("tab", name="Export").click()
-    run_label = f"Run {run_id}: LoRA on quillpad_faq"
+    run_label = f"Run {run_id}: LoRA on Quillpad support FAQ"
     # the page was built before the run finished: opening the tab puts the new run up
     expect(page.locator("#export-source input")).to_have_value(run_label, timeout=30_000)
     # a person's own pick stays when the tab is opened again

@@ -30,7 +30,7 @@ def test_votes_to_training_to_a_blind_rematch(server, page, studio, tiny_model_d
     page.get_by_text("Results and export").click()
     page.click("#chat-train-prefs")
     expect(page.locator("#train-method input")).to_have_value("DPO", timeout=30_000)
-    expect(page.locator("#train-model input")).to_have_value(f"Result of run {parent}: LoRA on quillpad_faq")
+    expect(page.locator("#train-model input")).to_have_value(f"Result of run {parent}: LoRA on Quillpad support FAQ")
     dataset = studio.list_datasets()[0]
     assert dataset["kind"] == "preference" and dataset["rows"] == 2
     expect(page.locator("#train-dataset input")).to_have_value(f"{dataset['name']} (2 rows)")
@@ -41,7 +41,9 @@ def test_votes_to_training_to_a_blind_rematch(server, page, studio, tiny_model_d
     assert studio.wait(child, poll_s=0.5)["status"] == "completed"
     assert studio.get_run(child)["parent_id"] == parent and studio.get_run(child)["method"] == "dpo"
     expect(page.locator("#run-status")).to_contain_text(f"Started from run {parent}", timeout=30_000)
-    expect(page.locator("#run-status")).to_contain_text("made from 2 chat votes")
+    expect(page.locator("#run-status")).to_contain_text(f"Started from run {parent} (LoRA).")
+    expect(page.locator("#run-status")).to_contain_text(f"made from 2 chat votes between {tiny_model_dir} and "
+                                                        f"LoRA run {parent}")
     expect(page.locator("#run-curves")).to_contain_text("Preference accuracy", timeout=30_000)
 
     page.click("#run-compare-previous")
@@ -50,7 +52,7 @@ def test_votes_to_training_to_a_blind_rematch(server, page, studio, tiny_model_d
     expect(page.locator("#chat-export-message")).to_have_text("")
     expect(page.locator("#chat-model-a input")).to_have_value(f"Tuned: DPO on {dataset['name']}"
                                                               f" on {tiny_model_dir} ({child})")
-    expect(page.locator("#chat-model-b input")).to_have_value(f"Tuned: LoRA on quillpad_faq on {tiny_model_dir}"
+    expect(page.locator("#chat-model-b input")).to_have_value(f"Tuned: LoRA on Quillpad support FAQ on {tiny_model_dir}"
                                                               f" ({parent})")
     expect(page.locator("#chat-prompt textarea")).not_to_have_value("")
     # the pickers name the two contenders, not the sides (each round shuffles them)
