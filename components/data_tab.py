@@ -18,7 +18,7 @@ from pipelines.importer import HELDOUT, ImportOptions, inspect
 from pipelines.models import ModelError
 from pipelines.readers import FORMATS, human_size
 from studio import judge_service
-from studio.core import SAMPLES, SAMPLES_DIR
+from studio.core import SAMPLES, SAMPLES_DIR, dataset_title
 
 # how the rendered example marks each part
 LEARNED, PREFERRED, REJECTED = "learned", "preferred reply (made more likely)", "rejected reply (made less likely)"
@@ -38,7 +38,7 @@ def shown_table(table: dict | None):
 
 
 def dataset_choices(studio) -> list[tuple[str, str]]:
-    return [(f"{d['name']} — {d['kind']}, {d['rows']} rows", d["id"]) for d in studio.list_datasets()]
+    return [(f"{dataset_title(d['name'])} — {d['kind']}, {d['rows']} rows", d["id"]) for d in studio.list_datasets()]
 
 
 def _options(kind, text_unit, dedupe, heldout, seed, mapping_values) -> ImportOptions:
