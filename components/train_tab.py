@@ -225,7 +225,10 @@ def build(studio):
             return f"**Could not start:** {err}", gr.skip()
         return f"Started run `{run_id}`.", run_id
 
-    start.click(on_start, start_inputs, [message, selected], preprocess=False)
+    # a run that started: its panel (top right, out of sight below a long form) is brought into view
+    start.click(on_start, start_inputs, [message, selected], preprocess=False).then(
+        None, message, None, js="(said) => { if ((said || '').startsWith('Started run')) document.getElementById("
+                                "'runs-table')?.scrollIntoView({behavior: 'smooth', block: 'start'}); }")
 
     # what was picked and typed survives a reload; shared edits follow a change of method
     restore, memory_inputs, memory_outputs = form_memory.wire(
