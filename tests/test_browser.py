@@ -71,6 +71,7 @@ def test_start_a_run_from_the_page(server, page, studio, tiny_model_dir):
     page.click("#start-training")
     expect(page.locator("#train-message")).to_contain_text("Started run", timeout=30_000)
     run_id = studio.store.list_runs()[0]["id"]
+    expect(page.locator("#runs-table")).to_be_in_viewport(timeout=10_000)  # brought into view to watch it
     expect(page.locator("#runs-table")).to_contain_text(run_id, timeout=10_000)
     expect(page.locator("#run-status")).to_contain_text("completed", timeout=180_000)
     assert studio.get_run(run_id)["params"]["num_train_epochs"] == 1
