@@ -17,12 +17,20 @@ import gradio as gr
 
 from pipelines.export import ExportError
 from pipelines.export.model_merge import MERGE_METHODS
-from pipelines.readers import human_size
 from studio import export_service as xs
 
 FORMATS = [("GGUF file for llama.cpp and Ollama (one file + a Modelfile)", "gguf"),
            ("Merged model folder (Hugging Face safetensors: transformers, vLLM, further training)", "merged")]
 KINDS = {"merged": "merged model", "merge": "model merge", "gguf": "GGUF"}
+
+
+def shown_size(n: float) -> str:
+    """A file's size as the Download box beside it shows it (Gradio's units of 1024: '138.1 MB' there
+    and '144.8 MB' here, for the same file, read as two files)."""
+    unit = 0
+    while n > 1024 and unit < 4:
+        n, unit = n / 1024, unit + 1
+    return f"{n:.1f} {('B', 'KB', 'MB', 'GB', 'TB')[unit]}"
 
 
 def table(studio) -> list[list]:
@@ -53,7 +61,7 @@ def details(studio, export_id: str | None) -> str:
     if row["status"] == "completed":
         summary = row["summary"]
         for path in xs.files(studio, export_id):
-            lines.append(f"- `{path.name}` · {human_size(path.stat().st_size)}")
+            lines.append(f"- `{path.name}` · {shown_size(path.stat().st_size)}")
         folder = Path(summary["gguf"]).parent if summary.get("gguf") else summary.get("folder")
         lines.append(f"\nFolder: `{folder}` · took {summary.get('seconds', '?')} s")
         command = xs.ollama_command(studio, export_id)
@@ -177,9 +185,12 @@ def build(studio):
 
     method.change(on_method, method, [method_help, base, t, weights, density])
 
-    def started(export_id: str, what: str):
+    def started(export_id: str, what: str, typed: str | None = None):
         rows = table(studio)
-        return (f"Started {what} **{export_id}**: it runs in the background; its progress is below.",
+        named = xs.safe_name(typed) if typed else None
+        renamed = (f" It is named `{named}`: a name for files and for Ollama takes letters, digits, '.', '_' "
+                   "and '-' only." if named and named != typed.strip() else "")
+        return (f"Started {what} **{export_id}**: it runs in the background; its progress is below.{renamed}",
                 rows, gr.update(choices=pick_choices(rows), value=export_id), details(studio, export_id), None)
 
     outputs = [message, listing, picked, info, files]
@@ -190,7 +201,7 @@ def build(studio):
                                         system=system_prompt or None)
         except ExportError as err:
             return (f"**Cannot export:** {html.escape(str(err))}", *[gr.update()] * 4)
-        return started(export_id, "the export")
+        return started(export_id, "the export", export_name)
 
     export.click(on_export, [source, fmt, quant, name, system], outputs)
 
@@ -202,7 +213,7 @@ def build(studio):
                                        weights=chosen, t=factor, density=dens, name=merge_label or None)
         except ExportError as err:
             return (f"**Cannot merge:** {html.escape(str(err))}", *[gr.update()] * 4)
-        return started(export_id, "the merge")
+        return started(export_id, "the merge", merge_label)
 
     def weights_for(spec, refs, text):
         return parse_weights(text, len(refs or [])) if spec.uses_weights else None

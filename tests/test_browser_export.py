@@ -34,9 +34,11 @@ def test_export_a_run_then_chat_with_the_merged_model(server, page, studio, tiny
     choose(page, "export-source", run_label)
 
     # GGUF (the default format): the file, its Modelfile and the command to run it
-    fill(page, "export-name", "faq-helper")
+    fill(page, "export-name", "FAQ helper")  # named for files and Ollama: said, not done silently
     page.click("#export-start")
     expect(page.locator("#export-message")).to_contain_text("Started the export", timeout=30_000)
+    expect(page.locator("#export-message")).to_contain_text("It is named faq-helper: a name for files and for "
+                                                            "Ollama takes letters, digits")
     gguf_id = studio.store.list_exports()[0]["id"]
     expect(page.locator("#export-details")).to_contain_text("completed", timeout=120_000)
     expect(page.locator("#export-details")).to_contain_text("faq-helper-q8_0.gguf")

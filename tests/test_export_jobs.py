@@ -186,3 +186,11 @@ def test_an_export_job_can_be_cancelled(workspace):
     assert not (studio.run_dir(export_id) / "gguf").exists() and not (studio.run_dir(export_id) / "merged-step").exists()
     again = studio_cmd(studio.home, "cancel", export_id)
     assert again.returncode == 2 and f"export {export_id} is cancelled" in again.stderr
+
+
+def test_a_files_size_reads_as_the_download_box_beside_it_shows_it():
+    from components.export_tab import shown_size
+
+    # Gradio's File box: units of 1024, one decimal (a 144.8 MB GGUF by powers of ten is 138.1 MB there)
+    assert [shown_size(n) for n in (500, 2048, 144_800_000, 3 * 1024**3)] == \
+        ["500.0 B", "2.0 KB", "138.1 MB", "3.0 GB"]
