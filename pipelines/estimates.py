@@ -13,9 +13,11 @@ matmul speed x an efficiency measured by bench/methods.py.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
+import sys
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
@@ -170,6 +172,31 @@ def _counted(model_path: str, method_key: str, values: dict | None = None) -> tu
     return total, trainable, adapters
 
 
+_STARTED = []  # a profile has started in this process
+
+
+@contextlib.contextmanager
+def _quiet_first_start():
+    """The process's first profile, started from another thread than the main one (a server's
+    worker), makes Kineto write "ERROR: External init callback must run in same thread as
+    registerClient" straight to the terminal (file descriptor 2, whatever its log level), although
+    the profile works. That start alone goes to /dev/null."""
+    if _STARTED or threading.current_thread() is threading.main_thread():
+        _STARTED.append(True)
+        yield
+        return
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+        _STARTED.append(True)
+
+
 def peak_allocated(fn) -> int:
     """Peak bytes of the tensors `fn()` allocates (and has not freed yet) at any moment.
 
@@ -184,10 +211,15 @@ def peak_allocated(fn) -> int:
     # when a profile starts; a level the person set is kept.
     os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     marker = 12_347  # an odd-sized allocation names this thread among the profiler's events
-    with _PROFILER, torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
-                                           profile_memory=True) as prof:
-        torch.empty(marker, dtype=torch.uint8)  # allocated and freed at once
-        fn()
+    prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True)
+    with _PROFILER:
+        with _quiet_first_start():
+            prof.__enter__()
+        try:
+            torch.empty(marker, dtype=torch.uint8)  # allocated and freed at once
+            fn()
+        finally:
+            prof.__exit__(None, None, None)
     events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
     # the profiler sees the whole process: keep this thread's events (a server's other threads
     # allocate meanwhile); on CPU the backward pass runs on the calling thread too

@@ -11,6 +11,7 @@ from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse
 
+from pipelines.run import quiet_libraries
 from studio.app import CSS_PATH, build_app, head
 from studio.frontend_fix import FixFrontend
 
@@ -270,6 +271,9 @@ def patient_page_check(seconds: float = 60.0) -> None:
 def serve(studio, host: str = "127.0.0.1", port: int = 7860, auth: str | None = None,
           share: bool = False, block: bool = True, login_throttle: LoginThrottle | None = None):
     credentials = check_exposure(host, auth, share)
+    # the terminal is read by people too: no libraries' deprecation notices (the chat's "past_key_values
+    # is deprecated", at every reply) or weight-loading bars, as in a run's log
+    quiet_libraries()
     bypass_proxy_for_this_machine(host)
     patient_page_check()
     app = build_app(studio)

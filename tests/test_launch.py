@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from studio.cli import main
@@ -203,3 +205,29 @@ def test_a_page_slower_than_gradios_three_seconds_still_launches():
         assert len(asked) >= 1
     finally:
         server.shutdown()
+
+
+def test_the_servers_terminal_shows_no_libraries_deprecation_notices(tmp_path, monkeypatch):
+    """transformers' 'past_key_values is deprecated' came at every chat reply, and weight-loading bars
+    at every model load: the terminal is read by people, as a run's log is."""
+    import socket
+    import warnings
+
+    from studio.core import Studio
+    from studio.launch import serve
+
+    for var in ("HF_HUB_DISABLE_PROGRESS_BARS", "TQDM_DISABLE"):
+        monkeypatch.delenv(var, raising=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("default")
+        app = serve(Studio(tmp_path / "home"), port=port, block=False)
+        try:
+            warnings.warn("`past_key_values` is deprecated", FutureWarning)
+            warnings.warn("a real problem", UserWarning)
+        finally:
+            app.close()
+    assert [str(w.message) for w in shown if w.category in (FutureWarning, UserWarning)] == ["a real problem"]
+    assert os.environ["TQDM_DISABLE"] == "1"
