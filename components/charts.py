@@ -14,7 +14,8 @@ PREFERENCE_PANELS = [
     ("Loss (training and held-out)", ("loss", "eval_loss")),
     ("Preference accuracy (preferred scored higher)", ("rewards/accuracies", "eval_rewards/accuracies")),
     ("Reward margin (preferred minus rejected)", ("rewards/margins", "eval_rewards/margins")),
-    ("Rewards of preferred and rejected answers; KL", ("rewards/chosen", "rewards/rejected", "kl")),
+    ("Rewards of preferred and rejected answers; KL", ("rewards/chosen", "rewards/rejected", "eval_rewards/chosen",
+                                                        "eval_rewards/rejected", "kl")),
 ]
 # reinforcement learning: is the reward rising (and which function's part), how far has the model
 # moved from where it started, how long are its replies
@@ -35,12 +36,13 @@ LABELS = {"loss": "training loss", "eval_loss": "held-out loss", "learning_rate"
           "rewards/accuracies": "training pairs", "eval_rewards/accuracies": "held-out pairs",
           "rewards/margins": "training pairs", "eval_rewards/margins": "held-out pairs",
           "rewards/chosen": "preferred", "rewards/rejected": "rejected", "kl": "KL from the start",
+          "eval_rewards/chosen": "preferred, held-out", "eval_rewards/rejected": "rejected, held-out",
           "reward": "weighted reward", "completions/mean_length": "mean reply length",
           "accuracy": "training pairs", "eval_accuracy": "held-out pairs", "margin": "training pairs",
           "eval_margin": "held-out pairs"}
-PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf"]
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"]
 DOTTED = {"eval_loss", "eval_rewards/accuracies", "eval_rewards/margins", "rewards/rejected", "kl", "eval_accuracy",
-          "eval_margin"}
+          "eval_margin", "eval_rewards/chosen", "eval_rewards/rejected"}
 
 
 def curves_figure(runs: dict[str, list[dict]], parts: dict[str, dict] | None = None) -> go.Figure:

@@ -8,7 +8,7 @@ import time
 SERIES = ("loss", "eval_loss", "learning_rate", "grad_norm", "tokens_per_s",
           # preference methods: how well the model tells the preferred answer from the other
           "rewards/accuracies", "eval_rewards/accuracies", "rewards/margins", "eval_rewards/margins",
-          "rewards/chosen", "rewards/rejected", "kl",
+          "rewards/chosen", "rewards/rejected", "eval_rewards/chosen", "eval_rewards/rejected", "kl",
           # reinforcement learning: mean weighted reward (each function's mean is added by name)
           "reward", "completions/mean_length",
           # a reward model: how often the preferred reply scores higher, and by how much

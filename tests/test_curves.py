@@ -64,7 +64,8 @@ def test_one_runs_series_each_have_a_colour_named_once_in_the_legend():
 
     dpo = [{"step": s, "loss": 0.7 - 0.1 * s, "rewards/accuracies": 0.5, "rewards/margins": 0.1 * s,
             "rewards/chosen": 0.1 * s, "rewards/rejected": -0.1 * s} for s in (1, 2)]
-    dpo.append({"step": 2, "eval_loss": 0.5, "eval_rewards/accuracies": 1.0, "eval_rewards/margins": 0.3})
+    dpo.append({"step": 2, "eval_loss": 0.5, "eval_rewards/accuracies": 1.0, "eval_rewards/margins": 0.3,
+                "eval_rewards/chosen": -0.09, "eval_rewards/rejected": -2.05})
     fig = curves_figure({"r1": dpo})
     # DPO logs no KL: the panel does not promise one
     assert [a.text for a in fig.layout.annotations][3] == "Rewards of preferred and rejected answers"
@@ -75,7 +76,12 @@ def test_one_runs_series_each_have_a_colour_named_once_in_the_legend():
     assert len(pairs) == 2 and {t.line.color for t in pairs} == {colour["training pairs"]}
     assert [t.showlegend for t in pairs] == [True, False]
     assert sorted(t.name for t in fig.data if t.showlegend) == [
-        "held-out loss", "held-out pairs", "preferred", "rejected", "training loss", "training pairs"]
+        "held-out loss", "held-out pairs", "preferred", "preferred, held-out", "rejected", "rejected, held-out",
+        "training loss", "training pairs"]
+    assert len(set(colour.values())) == len(colour)  # every series its own colour
+    # the held-out rewards are drawn beside the training ones (a short run showed only its training point)
+    held = next(t for t in fig.data if t.name == "rejected, held-out")
+    assert list(held.y) == [-2.05] and held.xaxis == "x4"
     # two runs: a colour per run, the held-out series dotted
     two = curves_figure({"r1": dpo, "r2": dpo})
     by_name = {t.name: t.line for t in two.data}
