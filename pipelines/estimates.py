@@ -38,6 +38,15 @@ ALLOCATOR_OVERHEAD = {"cpu": 1.3, "cuda": 1.15}
 # Share of the measured bf16 matmul speed a training step reaches (attention, norms, the
 # optimizer and Python overhead take the rest): 0.27-0.33 in bench/methods.py runs here.
 STEP_EFFICIENCY = {"cpu": 0.3, "cuda": 0.35}
+# In fp32 (a CPU whose bf16 matmuls are slower: AVX2 only) a step reaches a larger share of the
+# measured fp32 speed: LoRA's FAQ run took 56 s on a 2-core AVX2 AMD EPYC (fp32 matmul 130-160
+# GFLOP/s, bf16 1.4) where 0.3 of it predicted 136 s (bench/methods.py).
+FP32_STEP_EFFICIENCY = 0.7
+
+
+def step_efficiency(device: str, bf16: bool) -> float:
+    """Share of the measured matmul speed (in the dtype training uses) a training step reaches."""
+    return STEP_EFFICIENCY[device] if bf16 or device != "cpu" else FP32_STEP_EFFICIENCY
 # Methods that keep TRL's padded batches (prompt learning, AdaLoRA, MAM, UniPELT; the preference
 # methods' pairs) reach a smaller share: attention through a mask and the output layer and loss at
 # every position, where padding-free batches score the learned tokens only. Measured with
@@ -513,7 +522,7 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
         if method.reward_model:  # a one-number score head, no vocabulary-wide output layer: its
             per_token -= 4 * head  # forward and input gradients are not computed
         flops = hardware.matmul_flops(device, bf16)
-        efficiency = STEP_EFFICIENCY[device] * (PADDED[device] if padded else 1.0)
+        efficiency = step_efficiency(device, bf16) * (PADDED[device] if padded else 1.0)
         seconds = per_token * tokens_epoch / (flops * efficiency)
         steps = math.ceil(len(lengths) / (params.per_device_train_batch_size
                                           * getattr(params, "gradient_accumulation_steps", 1)))  # per epoch
@@ -530,7 +539,7 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
         seconds += 2 * total * generated / (flops * DECODE_EFFICIENCY[device])  # writing RL's replies
         if scoring:  # each reward model reads every prompt + reply, forward only, in batches of 8
             scored = batch_tokens(lengths, reward_model.SCORE_BATCH, max_length, False, params.seed)[0]
-            cpu = hardware.matmul_flops("cpu", False) * STEP_EFFICIENCY["cpu"] * PADDED["cpu"]
+            cpu = hardware.matmul_flops("cpu", False) * step_efficiency("cpu", False) * PADDED["cpu"]
             seconds += sum(2 * per * scored for _, per in scoring) / cpu
     eval_seconds = 0.0
     if seconds is not None and eval_rows and not method.rewards:  # (RL measures by writing replies)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 from pathlib import Path
 
 from pipelines.data import DataError
@@ -228,6 +229,10 @@ def cmd_serve(args) -> int:
     studio = _studio(args, standby=True)
     for run_id in studio.recover():
         print(f"run {run_id} was interrupted (its process is gone); resume it from the Train tab")
+    if not studio.busy():  # nothing trains: this machine's speed, as kept for the estimates, checked again
+        from pipelines import hardware
+
+        threading.Thread(target=hardware.remeasure, daemon=True, name="remeasure").start()
     serve(studio, host=args.host, port=args.port, auth=args.auth, share=args.share)
     return 0
 

@@ -170,9 +170,10 @@ def test_the_estimate_counts_the_held_out_passes(tiny_model_dir):
     assert none.eval_seconds == 0 and some.seconds_per_epoch == none.seconds_per_epoch
     # 8 steps: checked before, then every step (8 // 10 rounds up to 1); 8 rows of 40 tokens each
     # time, one forward pass (2 FLOPs per weight per token), at the speed the training steps assume
-    flops = estimates.hardware.matmul_flops("cpu", estimates.hardware.use_bf16())
+    bf16 = estimates.hardware.use_bf16()
+    flops = estimates.hardware.matmul_flops("cpu", bf16) * estimates.step_efficiency("cpu", bf16)
     # (and the adapter's own matmuls: LoRA's are its trainable weights)
-    one_pass = 2 * (some.total_params + some.trainable_params) * 8 * 40 / (flops * estimates.STEP_EFFICIENCY["cpu"])
+    one_pass = 2 * (some.total_params + some.trainable_params) * 8 * 40 / flops
     assert some.eval_seconds == pytest.approx(9 * one_pass)
     sparse = estimates.estimate(path, "lora", {**settings, "eval_steps": 4}, lengths=lengths, eval_rows=8)
     assert sparse.eval_seconds == pytest.approx(3 * one_pass)  # before, at 4, at 8
@@ -239,7 +240,8 @@ def test_prompt_tuning_counts_its_virtual_tokens_and_the_padded_path(tiny_model_
 
     def passes(est, tokens):  # forward, input gradients, the learned weights' gradients
         per_token = 4 * est.total_params + 2 * est.trainable_params
-        return per_token * tokens / (flops * estimates.STEP_EFFICIENCY["cpu"] * estimates.PADDED["cpu"])
+        return per_token * tokens / (flops * estimates.step_efficiency("cpu", estimates.hardware.use_bf16())
+                                     * estimates.PADDED["cpu"])
 
     # every row is 40 tokens + the 10 learned ones, in padded batches at the padded path's share
     prompt = estimates.estimate(path, "prompt", settings, lengths=lengths)
@@ -278,7 +280,8 @@ def test_a_reward_model_computes_no_vocabulary_wide_output_layer(tiny_model_dir,
     per_token = 4 * est.total_params + 2 * est.trainable_params + 4 * est.trainable_params - 4 * head
     assert est.tokens_per_epoch == 2 * 16 * 40
     assert est.seconds_per_epoch == pytest.approx(
-        per_token * 2 * 16 * 40 / (flops * estimates.STEP_EFFICIENCY["cpu"] * estimates.PADDED["cpu"]))
+        per_token * 2 * 16 * 40 / (flops * estimates.step_efficiency("cpu", estimates.hardware.use_bf16())
+                                   * estimates.PADDED["cpu"]))
 
 
 def test_an_rl_run_counts_the_reward_model_that_scores_its_replies(tiny_model_dir, monkeypatch):
@@ -294,9 +297,10 @@ def test_an_rl_run_counts_the_reward_model_that_scores_its_replies(tiny_model_di
     total = alone.total_params
     assert (alone.rows, alone.steps_per_epoch) == (16, 8)  # 16 prompts x 4 replies, 8 replies a step
     assert scored.peak_bytes - alone.peak_bytes == 4 * total
-    per_second = 5e8 * estimates.STEP_EFFICIENCY["cpu"] * estimates.PADDED["cpu"]
+    per_second = 5e8 * estimates.step_efficiency("cpu", False) * estimates.PADDED["cpu"]
     added = scored.seconds_per_epoch - alone.seconds_per_epoch
     assert added == pytest.approx(2 * (total - embed) * 64 * 36 / per_second)
     # a method that learns from pairs has no replies to score
     dpo = [estimates.estimate(path, "dpo", {}, lengths=lengths, scorers=given) for given in ((), (path,))]
     assert dpo[0].peak_bytes == dpo[1].peak_bytes
+
