@@ -42,11 +42,6 @@ STEP_EFFICIENCY = {"cpu": 0.3, "cuda": 0.35}
 # measured fp32 speed: LoRA's FAQ run took 56 s on a 2-core AVX2 AMD EPYC (fp32 matmul 130-160
 # GFLOP/s, bf16 1.4) where 0.3 of it predicted 136 s (bench/methods.py).
 FP32_STEP_EFFICIENCY = 0.7
-
-
-def step_efficiency(device: str, bf16: bool) -> float:
-    """Share of the measured matmul speed (in the dtype training uses) a training step reaches."""
-    return STEP_EFFICIENCY[device] if bf16 or device != "cpu" else FP32_STEP_EFFICIENCY
 # Methods that keep TRL's padded batches (prompt learning, AdaLoRA, MAM, UniPELT; the preference
 # methods' pairs) reach a smaller share: attention through a mask and the output layer and loss at
 # every position, where padding-free batches score the learned tokens only. Measured with
@@ -181,7 +176,7 @@ def _counted(model_path: str, method_key: str, values: dict | None = None) -> tu
     return total, trainable, adapters
 
 
-_STARTED = []  # a profile has started in this process
+_PROFILED = threading.Event()  # a profile has started in this process
 
 
 @contextlib.contextmanager
@@ -190,8 +185,9 @@ def _quiet_first_start():
     worker), makes Kineto write "ERROR: External init callback must run in same thread as
     registerClient" straight to the terminal (file descriptor 2, whatever its log level), although
     the profile works. That start alone goes to /dev/null."""
-    if _STARTED or threading.current_thread() is threading.main_thread():
-        _STARTED.append(True)
+    first = not _PROFILED.is_set()
+    _PROFILED.set()
+    if not first or threading.current_thread() is threading.main_thread():
         yield
         return
     sys.stderr.flush()
@@ -203,7 +199,6 @@ def _quiet_first_start():
         os.dup2(saved, 2)
         os.close(saved)
         os.close(null)
-        _STARTED.append(True)
 
 
 def peak_allocated(fn) -> int:
@@ -414,6 +409,11 @@ def batch_tokens(lengths: list[int], batch: int, max_length: int, padding_free: 
     if padding_free:
         return sum(map(sum, batches)), max(map(sum, batches))
     return padded_tokens(lengths, batch, max_length, seed), batch * max(map(max, batches))
+
+
+def step_efficiency(device: str, bf16: bool) -> float:
+    """Share of the measured matmul speed (in the dtype training uses) a training step reaches."""
+    return STEP_EFFICIENCY[device] if bf16 or device != "cpu" else FP32_STEP_EFFICIENCY
 
 
 def _scorer(model_path: str) -> tuple[int, int]:
