@@ -246,8 +246,7 @@ class Decoder:
                 # the virtual tokens (or prefix) went into the cache on the first step; PEFT's
                 # forward would put them in front again, so later steps skip its wrapper
                 model = model.get_base_model()
-            out = model(input_ids=ids, past_key_values=self.cache, use_cache=True)
-            self.cache = out.past_key_values
+            out, self.cache = models.forward_with_cache(model, self.cache, input_ids=ids)
             # the choice of the next token happens on the CPU (its random generator, its penalties)
             logits = out.logits[:, -1, :].float().cpu()
             if len(self.processors):

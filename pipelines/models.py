@@ -218,3 +218,17 @@ def load_for_inference(name_or_path: str):
     else:
         model = load_model(name_or_path)
     return model.eval()
+
+
+def forward_with_cache(model, cache, **inputs):
+    """One forward pass that reads and extends a KV cache; returns (output, the cache after it).
+
+    transformers 5.24 renamed the forward argument and output field `past_key_values` to `cache`
+    (the old name warns at every call and goes in 5.40); the name is read off the model's own
+    forward, so both sides of the rename work."""
+    import inspect
+
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    name = "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
+    out = model(**inputs, **({name: cache} if cache is not None else {}), use_cache=True)
+    return out, (out["cache"] if "cache" in out else out["past_key_values"])

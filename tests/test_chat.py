@@ -54,6 +54,28 @@ def test_streaming_grows_token_by_token_and_matches_generate(tiny_model_dir, tmp
     assert texts[-1] == plain_generate(model, load_tokenizer(str(tiny_model_dir)))
 
 
+def test_a_reply_uses_the_installed_transformers_cache_argument(tiny_model_dir, tmp_path, caplog):
+    """transformers 5.24 renamed `past_key_values` to `cache` and warned at every decoding step of
+    the old name (it goes in 5.40): the chat passes the name the model's forward takes."""
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    entry, _ = ModelCache(tmp_path).get(str(tiny_model_dir))
+    hf_logging.warning_once.cache_clear()  # a warning shown earlier in this process would hide a new one
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_warning()
+    hf_logging.enable_propagation()
+    try:
+        with caplog.at_level(logging.WARNING, logger="transformers"):
+            texts = [t[0] for t in stream([Decoder(entry, None, QUESTION, GREEDY)])]
+    finally:
+        hf_logging.disable_propagation()
+        hf_logging.set_verbosity(verbosity)
+    assert len(texts) >= 5  # it decoded, one step per token
+    assert not [r.getMessage() for r in caplog.records if "deprecated" in r.getMessage()]
+
+
 def test_a_reply_stopped_by_the_token_limit_says_so(tiny_model_dir, tmp_path):
     entry, _ = ModelCache(tmp_path).get(str(tiny_model_dir))
     limited = Decoder(entry, None, QUESTION, GREEDY)

@@ -56,13 +56,15 @@ def prefix_from_text(model, params: PrefixParams, setup: Setup) -> None:
     starting from real activations (as Li & Liang did) begins at the base model's quality."""
     import torch
 
+    from pipelines.models import forward_with_cache
+
     config = model.active_peft_config
     if config.prefix_projection:  # the prefix comes out of an MLP: there is no table to fill
         return
     n = config.num_virtual_tokens
     ids = instruction_ids(setup.model_path, params.prefix_init_text, n)
     with torch.no_grad():
-        cache = model.get_base_model()(input_ids=torch.tensor([ids]), use_cache=True).past_key_values
+        _, cache = forward_with_cache(model.get_base_model(), None, input_ids=torch.tensor([ids]))
         # PEFT reads row t as (layer, key/value, head, dim) flattened
         kv = torch.stack([torch.stack([layer.keys[0], layer.values[0]]) for layer in cache.layers])
         table = model.prompt_encoder[model.active_adapter].embedding.weight
