@@ -271,8 +271,8 @@ def patient_page_check(seconds: float = 60.0) -> None:
 def serve(studio, host: str = "127.0.0.1", port: int = 7860, auth: str | None = None,
           share: bool = False, block: bool = True, login_throttle: LoginThrottle | None = None):
     credentials = check_exposure(host, auth, share)
-    # the terminal is read by people too: no libraries' deprecation notices (the chat's "past_key_values
-    # is deprecated", at every reply) or weight-loading bars, as in a run's log
+    # the terminal is read by people too: no libraries' deprecation notices or weight-loading bars,
+    # as in a run's log
     quiet_libraries()
     bypass_proxy_for_this_machine(host)
     patient_page_check()
@@ -287,5 +287,9 @@ def serve(studio, host: str = "127.0.0.1", port: int = 7860, auth: str | None = 
         app_kwargs={"middleware": middleware}, server_name=host, server_port=port, auth=credentials, share=share,
         max_file_size=studio.max_upload_bytes, allowed_paths=[], show_error=True, css_paths=[CSS_PATH], head=head(),
         prevent_thread_lock=not block, quiet=not block,
+        # Gradio 6 otherwise keeps every event's inputs in the browser's localStorage (chat prompts,
+        # uploaded files' names, the voter's name) and offers to copy them to a Hugging Face bucket:
+        # a local-first studio keeps them in its workspace only
+        run_history=False,
     )
     return app
