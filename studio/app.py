@@ -80,8 +80,10 @@ def build_app(studio) -> gr.Blocks:
         export.select(refresh_export, [export_outputs[0], export_outputs[3]], export_outputs)
         tick_only_where_shown(tabs, {"train": runs["timer"], "label": label_timer, "export": export_timer})
 
-        def on_load(key):
-            return (*on_load_train(key), *on_load_data(), *refresh_chat())
+        def on_load(key, spec_a, spec_b):
+            # the chat's pickers as the page shows them: unless runs finished since the page was made,
+            # no value is sent, so a model picked while the page was still loading stays picked
+            return (*on_load_train(key), *on_load_data(), *refresh_chat(spec_a, spec_b))
 
         # then the Train form this browser last had; the estimate follows (its first probe of a model
         # takes a few seconds)
@@ -91,7 +93,7 @@ def build_app(studio) -> gr.Blocks:
         chat_loop["voter"].change(lambda name: (name or "").strip(), chat_loop["voter"], voter_kept, queue=False,
                                   show_progress="hidden")
         app.load(lambda name: name or gr.skip(), voter_kept, chat_loop["voter"], queue=False, show_progress="hidden")
-        (app.load(on_load, picks[2], [*train_outputs, *data_outputs, *chat_outputs])
+        (app.load(on_load, [picks[2], *chat_outputs[:2]], [*train_outputs, *data_outputs, *chat_outputs])
          .then(*restore_form, show_progress="hidden").then(*refresh_estimate, **train_tab.ESTIMATE_QUEUE))
     # The page is the interface; its events are not a documented API. Gradio describes every public
     # event's inputs when it serves the page: the generated forms' events take every method's

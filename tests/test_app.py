@@ -91,3 +91,14 @@ def test_the_preference_summary_says_on_how_many_pairs_it_stands():
     many = {**one, "eval_rewards/accuracies_after": 0.75, "eval_rows": 40, "eval_rewards/margins_after": 0.5}
     assert preference_summary(many).endswith("75% after on 40 held-out pairs; reward margin 0.50 (higher = "
                                              "clearer preference)")
+
+
+def test_loading_the_page_keeps_a_chat_model_picked_while_it_loaded(studio):
+    """The page's load answer used to set both chat pickers to the default pair: a model picked while it
+    was on its way (a blind battle's side A, in the browser test) was put back to the built-in model.
+    Unless the default changed (a run finished since the page was made), it sends no picker value."""
+    app = build_app(studio)
+    (load,) = [f for f in app.fns.values() if f.name == "on_load"]
+    *_, model_a, model_b, _results, _note, _scorer = load.fn(None, "base:default", "base:default")
+    assert "value" not in model_a and "value" not in model_b
+    assert model_a["choices"] and model_b["choices"]
