@@ -91,6 +91,9 @@ def curves_figure(runs: dict[str, list[dict]], parts: dict[str, dict] | None = N
                 ), row=panel // 2 + 1, col=panel % 2 + 1)
     # "step" under the lower panels only: under the upper ones it ran into the lower panels' titles
     fig.update_xaxes(title_text="step", title_standoff=4, row=2)
+    last = max((max(steps) for data in data_of.values() for steps, _ in data.values() if steps), default=0)
+    if last <= 10:  # a short run: whole steps (plotly's own ticks read 0, 0.5, 1, 1.5, 2 for one step)
+        fig.update_xaxes(tick0=0, dtick=1)
     fig.update_annotations(font_size=13)  # the panel titles
     fig.update_layout(height=540, margin={"l": 50, "r": 20, "t": 40, "b": 40},
                       legend={"orientation": "h", "y": -0.14, "yanchor": "top"}, template="plotly_white")

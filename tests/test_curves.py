@@ -90,3 +90,14 @@ def test_one_runs_series_each_have_a_colour_named_once_in_the_legend():
     kto = [{"step": 1, "loss": 0.5, "rewards/chosen": 0.1, "rewards/rejected": -0.1, "kl": 0.2}]
     assert [a.text for a in curves_figure({"r3": kto}).layout.annotations][3] == (
         "Rewards of preferred and rejected answers; KL")
+
+
+def test_a_short_run_is_drawn_on_whole_steps():
+    """A one-step DPO run's axis read 0, 0.5, 1, 1.5, 2: steps are whole, so a short run's ticks are too."""
+    from components.charts import curves_figure
+
+    one_step = [{"step": 1, "loss": 0.69, "rewards/accuracies": 0.5}, {"step": 1, "eval_rewards/margins": -0.1}]
+    layout = curves_figure({"r1": one_step}).layout
+    assert all(layout[f"xaxis{n}"].dtick == 1 for n in ("", 2, 3, 4))
+    long_run = [{"step": s, "loss": 1.0 / s} for s in range(1, 200)]
+    assert curves_figure({"r1": long_run}).layout.xaxis.dtick is None  # plotly's own ticks: 0, 50, 100...
