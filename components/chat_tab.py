@@ -342,5 +342,5 @@ def build(studio):
             "prompts_box": prompts_box, "battle": battle, "chat_a": chat_a, "chat_b": chat_b,
             "vote_message": vote_message}
     loop["scorer"], loop["scores"] = scorer, scores
-    loop["voter"] = voter
+    loop["voter"], loop["export_name"] = voter, export_name
     return refresh, [model_a, model_b, results, results_note, scorer], exported, loop

@@ -18,9 +18,9 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
     """train: model, dataset, method components; chat: the Chat tab's loop handles; runs: the runs
     panel's compare button and action line."""
 
-    def on_train_prefs():
-        try:
-            start = chat_service.preference_start(studio, method=PREFERENCE_METHOD)
+    def on_train_prefs(name):
+        try:  # named as the Dataset name field says, as the export next to it does
+            start = chat_service.preference_start(studio, (name or "").strip() or None, PREFERENCE_METHOD)
         except DataError as err:  # shown where the button is
             return (f"**Nothing to train on:** {err}", *(gr.skip(),) * 6)
         row, model = start["dataset"], start["model"]
@@ -32,7 +32,7 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
                 gr.update(choices=train_tab.model_choices(studio), value=model),
                 *train_tab.method_on(studio, PREFERENCE_METHOD, row["id"]), gr.Tabs(selected="train"))
 
-    chat["train_prefs"].click(on_train_prefs, None, [chat["message"], train["message"], train["model"],
+    chat["train_prefs"].click(on_train_prefs, chat["export_name"], [chat["message"], train["message"], train["model"],
                                                     train["dataset"], train["wanted"], train["method"], tabs])
 
     def on_compare(run_id):
@@ -96,10 +96,10 @@ def wire_labels(studio, tabs, train: dict, overview: dict):
     from studio import label_service
     from studio.label_service import LabelError
 
-    def on_train_labels(project_id, _kind, min_agreement, with_votes, _name):
+    def on_train_labels(project_id, _kind, min_agreement, with_votes, name):
         try:
             start = label_service.training_start(studio, project_id or "", PREFERENCE_METHOD,
-                                                 float(min_agreement), bool(with_votes))
+                                                 float(min_agreement), bool(with_votes), (name or "").strip() or None)
         except (LabelError, DataError) as err:  # shown where the button is
             return (f"**Nothing to train on:** {err}", *(gr.skip(),) * 6)
         row, model = start["dataset"], start["model"]

@@ -460,7 +460,7 @@ def export(studio, ref: str, kind: str = "preference", min_agreement: float = 0.
 
 
 def training_start(studio, ref: str, method: str = "dpo", min_agreement: float = 0.0,
-                   with_votes: bool = False) -> dict:
+                   with_votes: bool = False, name: str | None = None) -> dict:
     """'Train on these labels': the labels as a preference dataset, and where the run starts (the
     newest of the project's runs that the method can start from, else the built-in model).
     Returns {"dataset": row, "model": "run:ID" or "default"}."""
@@ -468,7 +468,7 @@ def training_start(studio, ref: str, method: str = "dpo", min_agreement: float =
     from studio.core import RunError
 
     found = project(studio, ref)
-    row = export(studio, found["id"], "preference", min_agreement, with_votes)
+    row = export(studio, found["id"], "preference", min_agreement, with_votes, name)
     runs = [studio.get_run(s[4:]) for s in found["source"].get("models", []) if s.startswith("run:")]
     for run in sorted((r for r in runs if r), key=lambda r: r["created"], reverse=True):
         try:

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from studio import label_service as ls
-from tests.test_browser import CHROMIUM, server  # noqa: F401  (the server fixture)
+from tests.test_browser import CHROMIUM, fill, server  # noqa: F401  (the server fixture)
 
 pytestmark = pytest.mark.browser
 
@@ -141,8 +141,10 @@ def test_two_labelers_with_the_keyboard(server, browser, studio, tmp_path):
     expect(ann.locator("#label-kappa")).to_contain_text("ann & bob")
     expect(ann.locator("#label-winrates")).to_contain_text("good")
     # ... and the labels become DPO training data in the Train tab
+    fill(ann, "label-export-name", "ann and bob's picks")  # the name the dataset is made under
     ann.click("#label-train")
     expect(ann.locator("#train-method input")).to_have_value("DPO", timeout=30_000)
     dataset = studio.list_datasets()[0]
     assert dataset["kind"] == "preference" and dataset["rows"] == 3  # the tied item has no majority
+    assert dataset["name"] == "ann and bob's picks"
     expect(ann.locator("#train-dataset input")).to_have_value(f"{dataset['name']} (3 rows)")

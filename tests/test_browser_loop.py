@@ -8,7 +8,7 @@ import pytest
 
 from studio import chat_service
 from tests.conftest import FAQ
-from tests.test_browser import page, server  # noqa: F401  (fixtures)
+from tests.test_browser import fill, page, server  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.browser
 
@@ -28,11 +28,12 @@ def test_votes_to_training_to_a_blind_rematch(server, page, studio, tiny_model_d
     page.goto(server)
     page.get_by_role("tab", name="Chat").click()
     page.get_by_text("Results and export").click()
+    fill(page, "chat-export-name", "my warranty votes")  # the name the dataset is made under
     page.click("#chat-train-prefs")
     expect(page.locator("#train-method input")).to_have_value("DPO", timeout=30_000)
     expect(page.locator("#train-model input")).to_have_value(f"Result of run {parent}: LoRA on Quillpad support FAQ")
     dataset = studio.list_datasets()[0]
-    assert dataset["kind"] == "preference" and dataset["rows"] == 2
+    assert dataset["kind"] == "preference" and dataset["rows"] == 2 and dataset["name"] == "my warranty votes"
     expect(page.locator("#train-dataset input")).to_have_value(f"{dataset['name']} (2 rows)")
 
     page.click("#start-training")
