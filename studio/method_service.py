@@ -30,7 +30,8 @@ def _training_lengths(studio, model_path: str, dataset_ref: str | None, eval_fra
         return None
     total = dataset_stats.count_rows(parquet)
     heldout = parquet.with_name(importer.HELDOUT).exists()
-    n_train = total if heldout else max(1, round(total * (1 - eval_fraction)))
+    # the run's own split (data.split_indices): at least one row held out, so 4 rows at 0.1 train on 3
+    n_train = total if heldout else len(data.split_indices(total, eval_fraction, 0)[0])
     return [sample[i % len(sample)] for i in range(n_train)]
 
 

@@ -29,3 +29,21 @@ def test_a_run_of_few_steps_says_it_will_barely_change_the_model():
     assert "**Only 9 training steps** (12 training prompts, 3 steps per epoch)" in line
     assert "Only" not in summary_line(estimate(seconds_per_epoch=5, rows=40, steps_per_epoch=5), 2)
     assert "Only" not in summary_line(estimate(seconds_per_epoch=5, rows=40, steps_per_epoch=5))  # epochs unknown
+
+
+def test_the_estimate_counts_the_training_rows_the_run_will_have(studio, tiny_model_dir, tmp_path):
+    """4 chat votes at a held-out share of 0.1: the run holds 1 out and trains on 3, where the estimate
+    said 4 (it rounded 4 x 0.9 up); the run's own split decides both."""
+    import json
+
+    from pipelines import data
+    from studio import method_service
+
+    for n, fraction in ((4, 0.1), (7, 0.5), (2, 0.1), (50, 0.1)):
+        path = tmp_path / f"votes-{n}.jsonl"
+        path.write_text("".join(json.dumps({"prompt": f"question {i}?", "chosen": "yes", "rejected": "no"}) + "\n"
+                                for i in range(n)))
+        row = studio.import_dataset(path, name=f"votes {n}")
+        lengths = method_service._training_lengths(studio, str(tiny_model_dir), row["id"], fraction)
+        assert len(lengths) == len(data.split_indices(n, fraction, 0)[0]), (n, fraction)
+    assert len(data.split_indices(4, 0.1, 0)[0]) == 3
