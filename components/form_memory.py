@@ -53,12 +53,15 @@ def states(studio) -> tuple:
     return picked, kept, previous, wanted
 
 
-def chosen(key: str, dataset_ref: str) -> dict:
-    """What a handler that sets the method and the dataset together puts into `wanted`."""
-    return {"method": key, "dataset": dataset_ref}
+def chosen(key: str, dataset_ref: str, carry: bool = True) -> dict:
+    """What a handler that sets the method and the dataset together puts into `wanted`. carry=False:
+    the method starts from its own kept settings (else its defaults), without the shared edits made on
+    the method before (a Train-on-these button: one epoch set for a quick SFT run made a one-step DPO run)."""
+    return {"method": key, "dataset": dataset_ref, **({} if carry else {"carry": False})}
 
 
-def switched(form, new_key: str, old_key: str | None, stored, fields: list | None = None) -> tuple[list, dict]:
+def switched(form, new_key: str, old_key: str | None, stored, fields: list | None = None,
+             carry: bool = True) -> tuple[list, dict]:
     """The form for a newly chosen method, and what is kept after the change: the new method shows
     what was kept for it (else its defaults), with the shared settings edited on the method before
     carried over. `fields`: every field's value as the page had it, which still holds the method
@@ -69,7 +72,7 @@ def switched(form, new_key: str, old_key: str | None, stored, fields: list | Non
         stored[old_key] = form.values(old_key, list(fields))
     own = stored.get(new_key) if isinstance(stored.get(new_key), dict) else {}
     values = {**form.defaults(new_key), **{k: v for k, v in own.items() if v is not None},
-              **carried_edits(old_key, stored.get(old_key), new_key)}
+              **(carried_edits(old_key, stored.get(old_key), new_key) if carry else {})}
     stored[new_key] = values
     return form.updates(new_key, values), stored
 

@@ -38,9 +38,10 @@ def dataset_choices(studio, method_key: str = "lora") -> list[tuple[str, str]]:
 def method_on(studio, key: str, dataset_ref: str) -> tuple:
     """For a handler that sets the Train tab's method and dataset together (outputs: dataset, the
     form's `wanted`, method): the method's change reads the dataset from `wanted` (from the page it
-    would read the dataset from before)."""
-    return (gr.update(choices=dataset_choices(studio, key), value=dataset_ref), form_memory.chosen(key, dataset_ref),
-            key)
+    would read the dataset from before). The method starts from its own settings: the shared edits of the
+    method before (an SFT run's epochs) are not carried into it."""
+    return (gr.update(choices=dataset_choices(studio, key), value=dataset_ref),
+            form_memory.chosen(key, dataset_ref, carry=False), key)
 
 
 def model_choices(studio) -> list[tuple[str, str]]:
@@ -147,12 +148,13 @@ def build(studio):
             return [gr.skip()] * (len(form.outputs) + 6)
         stored = stored if isinstance(stored, dict) else {}
         fields = preprocessed(form.components, list(fields))
+        carry = True
         if isinstance(asked, dict) and asked.get("method") == key:
-            current = asked.get("dataset")
+            current, carry = asked.get("dataset"), asked.get("carry", True)
         options = dataset_choices(studio, key)
         keep = current in [value for _label, value in options]
         chosen = gr.update(choices=options, value=current if keep else (options[0][1] if options else None))
-        shown, stored = form_memory.switched(form, key, old_key, stored, fields)
+        shown, stored = form_memory.switched(form, key, old_key, stored, fields, carry)
         # the key into `previous` here, not in a step after: that step read the page's method, which
         # a quick next pick had already changed, and the carried edits were taken from the wrong method
         # `wanted` cleared once used: a None sent every time could overwrite one a handler set during this

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from components.form_memory import defaults
 from studio import chat_service
 from tests.conftest import FAQ
 from tests.test_browser import fill, page, server  # noqa: F401  (fixtures)
@@ -26,6 +27,9 @@ def test_votes_to_training_to_a_blind_rematch(server, page, studio, tiny_model_d
                                  reply_b=b, settings={})
 
     page.goto(server)
+    # a quick SFT setting: one epoch (shared settings follow a change of method picked by hand)
+    expect(page.locator("#train-estimate")).to_contain_text("built-in model is prepared", timeout=60_000)
+    fill(page, "param-num_train_epochs", 1)
     page.get_by_role("tab", name="Chat").click()
     page.get_by_text("Results and export").click()
     fill(page, "chat-export-name", "my warranty votes")  # the name the dataset is made under
@@ -35,6 +39,9 @@ def test_votes_to_training_to_a_blind_rematch(server, page, studio, tiny_model_d
     dataset = studio.list_datasets()[0]
     assert dataset["kind"] == "preference" and dataset["rows"] == 2 and dataset["name"] == "my warranty votes"
     expect(page.locator("#train-dataset input")).to_have_value(f"{dataset['name']} (2 rows)")
+    # ... but not into the preference run set up for you: it starts from DPO's own settings
+    dpo_epochs = str(defaults("dpo")["num_train_epochs"]).removesuffix(".0")
+    expect(page.locator("#param-num_train_epochs:visible input").first).to_have_value(dpo_epochs)
 
     page.click("#start-training")
     expect(page.locator("#train-message")).to_contain_text("Started run", timeout=30_000)
