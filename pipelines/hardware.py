@@ -192,6 +192,47 @@ def remeasure(device: str = "cpu") -> dict:
     return kept
 
 
+def cpu_busy_share(window_s: float = 1.0) -> float | None:
+    """The share of all this machine's CPU time spent working (any process) over `window_s`, from
+    /proc/stat; None where there is none to read."""
+    def sample():
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+        return sum(values), values[3] + (values[4] if len(values) > 4 else 0)  # total, idle + iowait
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(window_s)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+# Below this share of the CPU in use, the machine counts as quiet enough to measure its speed
+QUIET_SHARE = 0.25
+
+
+def machine_quiet() -> bool:
+    share = cpu_busy_share()
+    return share is None or share < QUIET_SHARE
+
+
+def remeasure_when_quiet(busy, quiet=machine_quiet, poll_s: float = 30.0, every_s: float = 3600.0,
+                         stop: threading.Event | None = None) -> None:
+    """Keep the speed figures true for a long-lived server: measure again (`remeasure`, keeping the
+    faster of each figure) once no run is queued or running (`busy()`) and nothing else takes the CPU
+    (`quiet()`, any process: a server started beside a test suite measured 2x slow and its estimates
+    read 77 s for a 39 s run all session), then again every `every_s` when both hold."""
+    stop = stop or threading.Event()
+    while not stop.is_set():
+        if not busy() and quiet():
+            remeasure()
+            stop.wait(every_s)
+        else:
+            stop.wait(poll_s)
+
+
 def _measure(device: str, bf16: bool) -> float:
     """Best of a few products of 1024x1024 matrices, or of 256x256 ones where a 1024 product would
     take over 50 ms: bf16 on a CPU without native bf16 runs ~1 GFLOP/s, and twenty 1024 products

@@ -229,10 +229,12 @@ def cmd_serve(args) -> int:
     studio = _studio(args, standby=True)
     for run_id in studio.recover():
         print(f"run {run_id} was interrupted (its process is gone); resume it from the Train tab")
-    if not studio.busy():  # nothing trains: this machine's speed, as kept for the estimates, checked again
-        from pipelines import hardware
+    # this machine's speed, as kept for the estimates, checked again whenever nothing trains and
+    # nothing else takes the CPU
+    from pipelines import hardware
 
-        threading.Thread(target=hardware.remeasure, daemon=True, name="remeasure").start()
+    threading.Thread(target=hardware.remeasure_when_quiet, args=(studio.busy,), daemon=True,
+                     name="remeasure").start()
     serve(studio, host=args.host, port=args.port, auth=args.auth, share=args.share)
     return 0
 

@@ -194,3 +194,65 @@ def test_a_figure_measured_while_something_else_ran_is_replaced_by_a_faster_one(
     finally:
         hardware.matmul_flops.cache_clear()
         hardware.optimizer_seconds_per_weight.cache_clear()
+
+
+def test_the_server_measures_again_only_once_nothing_trains_and_the_machine_is_quiet(tmp_path, monkeypatch):
+    """A server started beside a test suite measured the machine 2x slow and estimated 77 s for a 39 s
+    run all session: it waits for no run and a quiet CPU, measures, then waits again."""
+    import json
+    import threading
+
+    from pipelines import hardware
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    fp32 = hardware._machine("cpu", False)
+    hardware.measurements_file().parent.mkdir(parents=True)
+    hardware.measurements_file().write_text(json.dumps({fp32: 1e6}))  # as slow as a busy machine's
+    state = {"busy": True, "quiet": False, "asked": 0}
+
+    def busy():
+        state["asked"] += 1
+        return state["busy"]
+
+    stop = threading.Event()
+    watch = threading.Thread(target=hardware.remeasure_when_quiet, args=(busy, lambda: state["quiet"], 0.05, 60, stop))
+    watch.start()
+    try:
+        def kept():
+            return json.loads(hardware.measurements_file().read_text())[fp32]
+
+        time.sleep(0.5)
+        assert state["asked"] >= 3 and kept() == 1e6  # a run trains: nothing measured
+        state["busy"] = False
+        time.sleep(0.5)
+        assert kept() == 1e6  # no run, but another program takes the CPU
+        state["quiet"] = True
+        deadline = time.monotonic() + 30
+        while kept() == 1e6 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert kept() > 1e8
+        asked = state["asked"]
+        time.sleep(0.5)
+        assert state["asked"] == asked  # measured: it waits the hour before asking again
+    finally:
+        stop.set()
+        watch.join(10)
+        hardware.matmul_flops.cache_clear()
+        hardware.optimizer_seconds_per_weight.cache_clear()
+
+
+def test_a_machine_whose_cores_are_all_working_is_not_quiet():
+    import subprocess
+    import sys
+
+    from pipelines import hardware
+
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
+    try:
+        time.sleep(0.5)
+        assert hardware.cpu_busy_share() > 0.8
+        assert not hardware.machine_quiet()
+    finally:
+        for proc in burners:
+            proc.kill()
+            proc.wait()
