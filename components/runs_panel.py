@@ -106,8 +106,12 @@ def preference_summary(summary: dict) -> str | None:
     before, after = summary.get("eval_rewards/accuracies_before"), summary.get("eval_rewards/accuracies_after")
     if before is None or after is None:
         return None
-    text = (f"Held-out preference accuracy (preferred answer scored higher): {100 * before:.0f}% before, "
-            f"{100 * after:.0f}% after")
+    # a model that starts as its own reference (DPO, IPO) scores every pair exactly level: 0% "higher"
+    # there is a tie, not a model preferring the wrong answers
+    level = before == 0 and summary.get("eval_rewards/margins_before") == 0
+    text = ("Held-out preference accuracy (preferred answer scored higher): "
+            + ("no preference before (the model started as its reference: every pair scored level)"
+               if level else f"{100 * before:.0f}% before") + f", {100 * after:.0f}% after")
     pairs = summary.get("eval_rows")
     if pairs:
         text += f" on {pairs} held-out pair{'s' if pairs != 1 else ''}"

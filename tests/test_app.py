@@ -88,6 +88,11 @@ def test_the_preference_summary_says_on_how_many_pairs_it_stands():
     one = {"eval_rewards/accuracies_before": 0.0, "eval_rewards/accuracies_after": 1.0, "eval_rows": 1}
     assert preference_summary(one) == ("Held-out preference accuracy (preferred answer scored higher): 0% before, "
                                        "100% after on 1 held-out pair (few: each pair moves it by 100 points)")
+    # DPO from its reference: every pair level before the first step, which is no preference, not 0% right
+    level = {**one, "eval_rewards/margins_before": 0.0}
+    assert preference_summary(level).startswith("Held-out preference accuracy (preferred answer scored higher): no "
+                                                "preference before (the model started as its reference: every pair "
+                                                "scored level), 100% after on 1 held-out pair")
     many = {**one, "eval_rewards/accuracies_after": 0.75, "eval_rows": 40, "eval_rewards/margins_after": 0.5}
     assert preference_summary(many).endswith("75% after on 40 held-out pairs; reward margin 0.50 (higher = "
                                              "clearer preference)")
