@@ -13,8 +13,8 @@ CSS_PATH = ASSETS / "studio.css"
 
 
 def head() -> str:
-    """Page-wide script: the Label tab's keyboard shortcuts."""
-    return f"<script>{(ASSETS / 'shortcuts.js').read_text()}</script>"
+    """Page-wide scripts: the Label tab's keyboard shortcuts; the run log following its end."""
+    return "".join(f"<script>{(ASSETS / name).read_text()}</script>" for name in ("shortcuts.js", "follow_log.js"))
 
 
 def train_handles(picks, runs) -> dict:

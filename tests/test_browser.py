@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 
@@ -76,6 +77,12 @@ def test_start_a_run_from_the_page(server, page, studio, tiny_model_dir):
     expect(page.locator("#run-status")).to_contain_text("completed", timeout=180_000)
     assert studio.get_run(run_id)["params"]["num_train_epochs"] == 1
     assert studio.adapter_dir(run_id).exists()
+    # the log box shows its last lines, where the run says it is done
+    log = page.locator("#run-log textarea")
+    expect(log).to_have_value(re.compile("completed", re.I), timeout=30_000)
+    page.wait_for_function("() => { const t = document.querySelector('#run-log textarea');"
+                           " return t.scrollHeight > t.clientHeight && t.scrollTop + t.clientHeight >= t.scrollHeight - 2; }",
+                           timeout=10_000)
 
 
 def plotted_points(page) -> int:
