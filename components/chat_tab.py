@@ -142,9 +142,15 @@ def build(studio):
     vote_message = gr.Markdown(elem_id="chat-vote-message")
     # what a person switches on or off (not a comparison that sets it): a line that named the sides,
     # "the tuned model (B)", would tell a blind round's answer
-    blind.input(lambda on: ("Blind battle: each round puts the two models on random sides; their names show "
-                            "after your vote." if on else "Names shown: Model A on the left, Model B on the right."),
-                blind, vote_message, queue=False)
+    def on_blind(on):
+        """The conversation on screen goes with the switch: its replies were written under the other mode
+        (named, while the box says blind), and the next Send starts a new round anyway."""
+        labels = HIDDEN if on else ("Model A", "Model B")
+        said = ("Blind battle: each round puts the two models on random sides; their names show after your vote."
+                if on else "Names shown: Model A on the left, Model B on the right.")
+        return (gr.update(value=[], label=labels[0]), gr.update(value=[], label=labels[1]), new_battle(), said, "")
+
+    blind.input(on_blind, blind, [chat_a, chat_b, battle, vote_message, scores], queue=False)
     with gr.Accordion("Results and export", open=False):
         results = gr.Dataframe(headers=RESULT_HEADERS, interactive=False, wrap=True, column_widths=RESULT_WIDTHS,
                                elem_id="chat-results")

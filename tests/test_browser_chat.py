@@ -31,13 +31,21 @@ def test_blind_battle_vote_reveal_and_export(server, page, studio, tiny_model_di
     page.get_by_role("tab", name="Chat").click()
     fill(page, "chat-model-a", f"base:{tiny_model_dir}")
     fill(page, "chat-model-b", f"base:{other}")
-    page.locator("#chat-blind input").check()
-    expect(page.locator("#chat-vote-message")).to_contain_text("Blind battle: each round puts the two models on "
-                                                                "random sides")
-    fill(page, "chat-voter", "Ann")
     page.get_by_text("Generation settings").click()
     fill(page, "chat-seed", 7)
     fill(page, "chat-max-new-tokens", 24)  # streaming 256 random tokens to both sides costs a busy machine a minute
+    # a named round first: switching to blind takes its conversation (and the names over it) off the page
+    fill(page, "chat-prompt", "Hello there?")
+    page.click("#chat-send")
+    expect(page.locator("#chat-vote-message")).to_contain_text("stopped at Max new tokens (24)", timeout=60_000)
+    expect(page.locator("#chat-a")).to_contain_text(str(tiny_model_dir))
+    page.locator("#chat-blind input").check()
+    expect(page.locator("#chat-vote-message")).to_contain_text("Blind battle: each round puts the two models on "
+                                                                "random sides")
+    expect(page.locator("#chat-a")).not_to_contain_text("Hello there?")
+    expect(page.locator("#chat-a")).not_to_contain_text(str(tiny_model_dir))
+    expect(page.locator("#chat-a")).to_contain_text("hidden until you vote")
+    fill(page, "chat-voter", "Ann")
     fill(page, "chat-prompt", "How long is the warranty?")
     page.click("#chat-send")
 
