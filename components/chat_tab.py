@@ -137,7 +137,7 @@ def build(studio):
         clear = gr.Button("Clear", elem_id="chat-clear")
     with gr.Row():
         vote_buttons = [gr.Button(text, elem_id=f"chat-vote-{key}") for key, text in VOTES]
-        voter = gr.Textbox(label="Your name", placeholder="anonymous (or your --auth user name)",
+        voter = gr.Textbox(label="Your name", placeholder="anonymous, or your name (the Label tab's too)",
                            elem_id="chat-voter")
     vote_message = gr.Markdown(elem_id="chat-vote-message")
     # what a person switches on or off (not a comparison that sets it): a line that named the sides,

@@ -82,7 +82,7 @@ def build(studio):
         project = gr.Dropdown(choices=project_choices(studio), value=None, label="Project", scale=3,
                               elem_id="label-project",
                               info="A set of prompts with two answers each. Make one under *New project*.")
-        labeler = gr.Textbox(label="Your name", placeholder="your --auth user name if you signed in",
+        labeler = gr.Textbox(label="Your name", placeholder="your name (the Chat tab's too); signed in, your user name",
                              elem_id="label-labeler", scale=2,
                              info="Labels are kept per person: each person sees an item once.")
         start = gr.Button("Start labeling", variant="primary", elem_id="label-start", scale=1)

@@ -87,12 +87,23 @@ def build_app(studio) -> gr.Blocks:
 
         # then the Train form this browser last had; the estimate follows (its first probe of a model
         # takes a few seconds)
-        # the name chat votes are stored under, kept by this browser like the Train form (held outside
-        # the tabs: a tab's contents are drawn, and its kept values read, only once it is shown)
+        # the name votes and labels are stored under, kept by this browser like the Train form (held outside
+        # the tabs: a tab's contents are drawn, and its kept values read, only once it is shown); typed in
+        # the Chat or the Label tab, it is the other's too
         voter_kept = gr.BrowserState("", storage_key="tune-studio-chat-voter", secret=form_memory.secret(studio))
-        chat_loop["voter"].change(lambda name: (name or "").strip(), chat_loop["voter"], voter_kept, queue=False,
-                                  show_progress="hidden")
-        app.load(lambda name: name or gr.skip(), voter_kept, chat_loop["voter"], queue=False, show_progress="hidden")
+        labeler = label_outputs[1]
+        for field in (chat_loop["voter"], labeler):
+            field.change(lambda name: (name or "").strip(), field, voter_kept, queue=False, show_progress="hidden")
+        app.load(lambda name: (name or gr.skip(),) * 2, voter_kept, [chat_loop["voter"], labeler], queue=False,
+                 show_progress="hidden")
+
+        def kept_name(name, shown, request: gr.Request):
+            if getattr(request, "username", None):  # signed in: labels and votes go under the user name
+                return gr.skip()
+            return name if name and name != shown else gr.skip()
+
+        for tab, field in ((chat, chat_loop["voter"]), (label, labeler)):
+            tab.select(kept_name, [voter_kept, field], field, queue=False, show_progress="hidden")
         (app.load(on_load, [picks[2], *chat_outputs[:2]], [*train_outputs, *data_outputs, *chat_outputs])
          .then(*restore_form, show_progress="hidden").then(*refresh_estimate, **train_tab.ESTIMATE_QUEUE))
     # The page is the interface; its events are not a documented API. Gradio describes every public

@@ -92,6 +92,12 @@ def test_blind_battle_vote_reveal_and_export(server, page, studio, tiny_model_di
     page.reload()
     page.get_by_role("tab", name="Chat").click()
     expect(page.locator("#chat-voter textarea, #chat-voter input").first).to_have_value("Ann", timeout=30_000)
+    # ... and is the Label tab's name too: one person, one name, typed once
+    page.get_by_role("tab", name="Label").click()
+    expect(page.locator("#label-labeler textarea, #label-labeler input").first).to_have_value("Ann", timeout=30_000)
+    fill(page, "label-labeler", "Ann B.")
+    page.get_by_role("tab", name="Chat").click()
+    expect(page.locator("#chat-voter textarea, #chat-voter input").first).to_have_value("Ann B.", timeout=30_000)
     # ...and nothing else of what was typed: Gradio's run history would keep each event's inputs
     stored_text = page.evaluate("() => Object.keys(localStorage).map(k => k + localStorage.getItem(k)).join(' ')")
     assert "warranty" not in stored_text and "run-history" not in stored_text
