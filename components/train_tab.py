@@ -80,11 +80,14 @@ def _method_help(key: str) -> str:
     return f"{spec.summary}\n\n*When to use:* {spec.when_to_use} *(Result {merge}.)*"
 
 
+NOT_PREPARED = "The memory estimate appears once the built-in model is prepared (on the first run or chat)."
+
+
 def estimate_text(studio, model_spec, dataset_ref, method_key, params, devices=None, rewards=None) -> str:
     """The line shown above the Start button: expected peak memory, fit, time per epoch (and with several
     processes what each device holds)."""
     if not method_service.model_ready(studio, model_spec or "default"):
-        return "The memory estimate appears once the built-in model is prepared (on the first run or chat)."
+        return NOT_PREPARED
     try:
         est = method_service.estimate(studio, model_spec or "default", method_key, params, dataset_ref, rewards)
     except ConfigError as err:

@@ -78,6 +78,14 @@ def build_app(studio) -> gr.Blocks:
         # runs finished and models merged since the page opened can be exported when the tab is opened,
         # and the newest run is put up unless the person picked a model themselves
         export.select(refresh_export, [export_outputs[0], export_outputs[3]], export_outputs)
+        # the built-in model prepared since the page said its estimate waits for it (the Data tab's first
+        # look, a chat): the estimate comes when Train is opened, not only at the next change of a setting
+        on_estimate, estimate_inputs, estimate = refresh_estimate
+
+        def estimate_once_prepared(shown, *values):
+            return on_estimate(*values) if shown == train_tab.NOT_PREPARED else gr.skip()
+
+        train.select(estimate_once_prepared, [estimate, *estimate_inputs], estimate, **train_tab.ESTIMATE_QUEUE)
         tick_only_where_shown(tabs, {"train": runs["timer"], "label": label_timer, "export": export_timer})
 
         def on_load(key, spec_a, spec_b):

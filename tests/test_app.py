@@ -107,3 +107,16 @@ def test_loading_the_page_keeps_a_chat_model_picked_while_it_loaded(studio):
     *_, model_a, model_b, _results, _note, _scorer = load.fn(None, "base:default", "base:default")
     assert "value" not in model_a and "value" not in model_b
     assert model_a["choices"] and model_b["choices"]
+
+
+def test_opening_train_estimates_once_the_model_waited_for_is_ready(studio, tiny_model_dir):
+    """The line said the estimate waits for the built-in model; once it is ready (prepared by a first look
+    at a dataset, here a model that needs none), opening Train estimates instead of waiting for an edit."""
+    from components import train_tab
+
+    app = build_app(studio)
+    (fn,) = [f for f in app.fns.values() if f.name == "estimate_once_prepared"]
+    values = [c.value for c in fn.inputs[4:]]  # shown line, model, dataset, method, then each setting as drawn
+    line = fn.fn(train_tab.NOT_PREPARED, str(tiny_model_dir), None, "lora", *values)
+    assert line != train_tab.NOT_PREPARED and "GB" in line
+    assert not isinstance(fn.fn("Peak memory ...", str(tiny_model_dir), None, "lora", *values), str)  # shown: kept
