@@ -16,6 +16,8 @@ from studio import chat_service
 from studio.core import RunError, dataset_title
 
 RUN_COLUMNS = ["Run", "Status", "Method", "Progress", "Dataset", "Started"]
+# every column in the panel's width, a long dataset name wrapped (it pushed Started out of sight)
+RUN_WIDTHS = ["24%", "14%", "12%", "12%", "22%", "16%"]
 
 
 def method_label(key: str) -> str:
@@ -228,8 +230,8 @@ def button_states(status: str | None, method: str | None = None) -> list:
 
 
 def build(studio, selected: gr.State):
-    table = gr.Dataframe(headers=RUN_COLUMNS, value=runs_table(studio), interactive=False,
-                         elem_id="runs-table")
+    table = gr.Dataframe(headers=RUN_COLUMNS, value=runs_table(studio), interactive=False, wrap=True,
+                         column_widths=RUN_WIDTHS, elem_id="runs-table")
     status = gr.Markdown(elem_id="run-status")
     bar = gr.HTML(elem_id="run-progress")
     with gr.Row():

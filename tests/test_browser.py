@@ -77,6 +77,10 @@ def test_start_a_run_from_the_page(server, page, studio, tiny_model_dir):
     expect(page.locator("#run-status")).to_contain_text("completed", timeout=180_000)
     assert studio.get_run(run_id)["params"]["num_train_epochs"] == 1
     assert studio.adapter_dir(run_id).exists()
+    # every column of the runs table in sight, the start time included (a long dataset name pushed it out)
+    table = page.locator("#runs-table").bounding_box()
+    started = page.locator("#runs-table").get_by_text("Started", exact=True).first.bounding_box()
+    assert started["x"] + started["width"] <= table["x"] + table["width"]
     # the log box shows its last lines, where the run says it is done
     log = page.locator("#run-log textarea")
     expect(log).to_have_value(re.compile("completed", re.I), timeout=30_000)
