@@ -105,6 +105,13 @@ def build_app(studio) -> gr.Blocks:
         app.load(lambda name: (name or gr.skip(),) * 2, voter_kept, [chat_loop["voter"], labeler], queue=False,
                  show_progress="hidden")
 
+        # blind battles stay blind after a reload, as the person switched them (not as a comparison set them)
+        blind_kept = gr.BrowserState(False, storage_key="tune-studio-chat-blind")
+        chat_loop["blind"].input(bool, chat_loop["blind"], blind_kept, queue=False, show_progress="hidden")
+        app.load(lambda on: (True, *(gr.update(label=label) for label in chat_tab.HIDDEN)) if on else (gr.skip(),) * 3,
+                 blind_kept, [chat_loop["blind"], chat_loop["chat_a"], chat_loop["chat_b"]], queue=False,
+                 show_progress="hidden")
+
         def kept_name(name, shown, request: gr.Request):
             if getattr(request, "username", None):  # signed in: labels and votes go under the user name
                 return gr.skip()

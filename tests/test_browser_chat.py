@@ -92,6 +92,8 @@ def test_blind_battle_vote_reveal_and_export(server, page, studio, tiny_model_di
     page.reload()
     page.get_by_role("tab", name="Chat").click()
     expect(page.locator("#chat-voter textarea, #chat-voter input").first).to_have_value("Ann", timeout=30_000)
+    expect(page.locator("#chat-blind input")).to_be_checked()  # still a blind battle, as switched
+    expect(page.locator("#chat-a")).to_contain_text("hidden until you vote")
     # ... and is the Label tab's name too: one person, one name, typed once
     page.get_by_role("tab", name="Label").click()
     expect(page.locator("#label-labeler textarea, #label-labeler input").first).to_have_value("Ann", timeout=30_000)
