@@ -12,6 +12,7 @@ import importlib.util
 import re
 import shutil
 import tempfile
+from functools import lru_cache
 from pathlib import Path
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -226,9 +227,15 @@ def forward_with_cache(model, cache, **inputs):
     transformers 5.24 renamed the forward argument and output field `past_key_values` to `cache`
     (the old name warns at every call and goes in 5.40); the name is read off the model's own
     forward, so both sides of the rename work."""
-    import inspect
-
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    name = "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
+    name = _cache_argument(type(inner))
     out = model(**inputs, **({name: cache} if cache is not None else {}), use_cache=True)
     return out, (out["cache"] if "cache" in out else out["past_key_values"])
+
+
+@lru_cache(maxsize=None)
+def _cache_argument(model_class) -> str:
+    """Read once per model class: the chat decodes one token per forward pass."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"

@@ -93,8 +93,6 @@ def build_app(studio) -> gr.Blocks:
             # no value is sent, so a model picked while the page was still loading stays picked
             return (*on_load_train(key), *on_load_data(), *refresh_chat(spec_a, spec_b))
 
-        # then the Train form this browser last had; the estimate follows (its first probe of a model
-        # takes a few seconds)
         # the name votes and labels are stored under, kept by this browser like the Train form (held outside
         # the tabs: a tab's contents are drawn, and its kept values read, only once it is shown); typed in
         # the Chat or the Label tab, it is the other's too
@@ -119,6 +117,8 @@ def build_app(studio) -> gr.Blocks:
 
         for tab, field in ((chat, chat_loop["voter"]), (label, labeler)):
             tab.select(kept_name, [voter_kept, field], field, queue=False, show_progress="hidden")
+        # then the Train form this browser last had; the estimate follows (its first probe of a model
+        # takes a few seconds)
         (app.load(on_load, [picks[2], *chat_outputs[:2]], [*train_outputs, *data_outputs, *chat_outputs])
          .then(*restore_form, show_progress="hidden").then(*refresh_estimate, **train_tab.ESTIMATE_QUEUE))
     # The page is the interface; its events are not a documented API. Gradio describes every public
