@@ -5,7 +5,10 @@ Baselines, measured in the same run: `model.generate` (greedy, same prompt, same
 tokens) for throughput, and `model.generate` with a `TextIteratorStreamer` for the first token.
 The target for the first token is 0.5 s. Prints the times and the ratios.
 
-    python bench/chat_speed.py [--home DIR] [--tokens 128] [--repeats 3]
+    python bench/chat_speed.py [--home DIR] [--tokens 128] [--repeats 3] [--model FOLDER]
+
+On a GPU machine (no model hub there) pass a random-weight model folder of the shape to measure
+(bench/gpu_models.py makes one); the studio chats there in bf16 on the GPU.
 """
 
 from __future__ import annotations
@@ -67,10 +70,11 @@ def main() -> None:
     ap.add_argument("--home")
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--model", default="default", help="'default' (built-in) or a local model folder")
     args = ap.parse_args()
     home = Path(args.home or tempfile.mkdtemp(prefix="chat-bench-"))
     cache = ModelCache(home / "models")
-    entry, _ = cache.get("default")
+    entry, _ = cache.get(args.model)
     base_model = entry.model  # before any adapter is loaded onto it
     print(f"device: {base_model.device} ({base_model.dtype}); on a GPU machine the studio chats on the GPU")
 
@@ -101,10 +105,10 @@ def main() -> None:
     import torch
 
     torch.manual_seed(0)
-    get_peft_model(fresh_base(cache), LoraConfig(r=16, lora_alpha=1, target_modules="all-linear",
+    get_peft_model(fresh_base(cache, args.model), LoraConfig(r=16, lora_alpha=1, target_modules="all-linear",
                                                  init_lora_weights=False)).save_pretrained(adapter_dir)
-    plain_base = fresh_base(cache)
-    entry, name = cache.get("default", adapter_dir)
+    plain_base = fresh_base(cache, args.model)
+    entry, name = cache.get(args.model, adapter_dir)
     compare("tuned side (LoRA r16 all-linear on the shared copy) vs generate on the same PeftModel",
             lambda n: ours(entry, n, name), lambda n, m: plain(entry, n, m))
     compare("base side of the shared copy (adapter switched off each step) vs generate on the plain base",
@@ -128,11 +132,11 @@ def main() -> None:
           f"budget); {statistics.median(totals):.1f} tokens/s over both sides")
 
 
-def fresh_base(cache: ModelCache):
+def fresh_base(cache: ModelCache, spec: str):
     """Another copy of the base, untouched by adapters (PEFT injects its layers in place)."""
     from pipelines import models
 
-    return models.load_for_inference(models.resolve("default", cache.cache_dir))
+    return models.load_for_inference(models.resolve(spec, cache.cache_dir))
 
 
 if __name__ == "__main__":
