@@ -85,8 +85,10 @@ def wire(studio, picks, form, memory, choices, method_settled) -> tuple:
     model, dataset, method = picks
     picked, kept, previous, wanted = memory
 
-    def save_picks(m, d, k):
-        return {"model": m, "dataset": d, "method": k}
+    def save_picks(m, d, k, request: gr.Request):
+        # tagged with the page that made them: the load's restore must not bring back, over a pick made
+        # since, the picks this same page saved while it was still loading
+        return {"model": m, "dataset": d, "method": k, "page": getattr(request, "session_hash", None)}
 
     gr.on([model.change, dataset.change], save_picks, [model, dataset, method], picked,
           trigger_mode="always_last", show_progress="hidden", queue=False)
@@ -112,8 +114,11 @@ def wire(studio, picks, form, memory, choices, method_settled) -> tuple:
           ).then(None, [edited, kept], kept, js="(edit, kept) => (edit ? {...(kept || {}), ...edit} : kept)",
                  show_progress="hidden", queue=False)
 
-    def restore(picks_saved, stored):
+    def restore(picks_saved, stored, request: gr.Request):
         picks_saved = picks_saved if isinstance(picks_saved, dict) else {}
+        page = getattr(request, "session_hash", None)
+        if page and picks_saved.get("page") == page:  # saved by this page: the person has picked already
+            return [gr.skip()] * (len(form.outputs) + 5)  # model, dataset, the fields, previous, wanted, method
         key = picks_saved.get("method") if picks_saved.get("method") in METHODS else None
         models, datasets = choices(key or "lora")
         model_kept = picks_saved.get("model")

@@ -171,6 +171,13 @@ def build(studio):
                                    [method_help, dataset, *form.outputs, reward_group, kept, previous, wanted],
                                    queue=False, preprocess=False)
 
+    # what was picked and typed survives a reload; shared edits follow a change of method. Wired before
+    # the estimate: the page runs one change's handlers in the order they were wired, and the estimate of
+    # a model not measured yet takes seconds (a reload meanwhile lost the pick)
+    restore, memory_inputs, memory_outputs = form_memory.wire(
+        studio, (model, dataset, method), form, memory,
+        lambda key: (model_choices(studio), dataset_choices(studio, key)), method_settled)
+
     def devices_of(values) -> dict:
         return dict(zip(device_widgets, values))
 
@@ -234,11 +241,6 @@ def build(studio):
     start.click(on_start, start_inputs, [message, selected], preprocess=False).then(
         None, message, None, js="(said) => { if ((said || '').startsWith('Started run')) document.getElementById("
                                 "'runs-table')?.scrollIntoView({behavior: 'smooth', block: 'start'}); }")
-
-    # what was picked and typed survives a reload; shared edits follow a change of method
-    restore, memory_inputs, memory_outputs = form_memory.wire(
-        studio, (model, dataset, method), form, memory,
-        lambda key: (model_choices(studio), dataset_choices(studio, key)), method_settled)
 
     def on_quick(stored):
         """The recipe that shows learning soonest on the bundled FAQ (measured: bench/faq_quality.py)."""

@@ -71,3 +71,26 @@ def test_the_form_survives_a_reload_and_shared_edits_follow_the_method(server, p
     expect(page.get_by_text(METHODS["lora"].summary[:60])).to_have_count(0)
     expect(page.locator("[data-testid='toast-body'].error")).to_have_count(0)  # no refusal on the way
     assert studio.store.list_runs() == []
+
+
+def test_a_model_picked_is_kept_while_its_estimate_still_measures(server, page, studio, tmp_path_factory,  # noqa: F811
+                                                                   real_tokenizer_dir):
+    """The pick used to be saved only after the estimate, which measures a new model for seconds: a
+    reload meanwhile brought back the model before. The estimate is held here at the profiler it
+    measures with, so the pick must be saved (and survive a reload) while it waits."""
+    from playwright.sync_api import expect
+
+    from pipelines import estimates
+    from tests.conftest import _tiny
+
+    fresh = _tiny(tmp_path_factory, real_tokenizer_dir, "unmeasured-llama", "Llama", rms_norm_eps=1e-5)
+    page.goto(server)
+    # the load's estimate (the built-in model is not prepared in a test workspace)
+    expect(page.locator("#train-estimate")).to_contain_text("built-in model is prepared", timeout=60_000)
+    picks = page.evaluate(f"localStorage.getItem('{PREFIX}picks')")
+    with estimates._PROFILER:  # a model not measured yet: its estimate waits here
+        fill(page, "train-model", str(fresh))
+        page.wait_for_function(f"localStorage.getItem('{PREFIX}picks') !== {json.dumps(picks)}", timeout=15_000)
+        page.reload()
+        expect(page.locator("#train-model input")).to_have_value(str(fresh), timeout=30_000)
+    expect(page.locator("#train-estimate")).to_contain_text("per epoch", timeout=120_000)
