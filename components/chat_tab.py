@@ -12,7 +12,7 @@ from pipelines import arena
 from pipelines.chat import GenerationSettings
 from pipelines.data import DataError
 from pipelines.models import ModelError
-from studio import chat_service
+from studio import chat_service, method_service
 from studio.chat_service import ChatError
 
 # the model pickers' labels and the first one's help: (label of one, of the other, help), plain and blind
@@ -190,12 +190,16 @@ def build(studio):
         label_a, label_b = side_labels(studio, state)
         shown_a = history_a + [{"role": "assistant", "content": "…"}]
         shown_b = history_b + [{"role": "assistant", "content": "…"}]
-        yield (gr.update(value=shown_a, label=label_a), gr.update(value=shown_b, label=label_b), state, "", "")
+        preparing = not all(method_service.model_ready(studio, spec.removeprefix("base:")) for spec in state["specs"])
+        yield (gr.update(value=shown_a, label=label_a), gr.update(value=shown_b, label=label_b), state, "",
+               method_service.PREPARING if preparing else "")
         try:
             decs = chat_service.decoders(studio, state["specs"], [history_a, history_b], settings_of(*settings))
         except (ChatError, ModelError) as err:
             yield gr.skip(), gr.skip(), state, text, f"**Cannot chat:** {err}"
             return
+        if preparing:
+            yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), ""
         from pipelines.chat import stream
 
         shown_at = 0.0

@@ -4,7 +4,9 @@ preview, statistics and one example rendered exactly as training will see it."""
 from __future__ import annotations
 
 import json
+import queue
 import re
+import threading
 from pathlib import Path
 
 import gradio as gr
@@ -17,7 +19,7 @@ from pipelines.formats import KINDS, LAYOUT_BY_KEY
 from pipelines.importer import HELDOUT, ImportOptions, inspect
 from pipelines.models import ModelError
 from pipelines.readers import FORMATS, human_size
-from studio import judge_service
+from studio import judge_service, method_service
 from studio.core import SAMPLES, SAMPLES_DIR, dataset_title
 
 # how the rendered example marks each part
@@ -256,20 +258,39 @@ def build(studio):
     for control in (kind, text_unit, *mapping):
         control.input(check, check_inputs, check_outputs)
 
-    def on_view(*args):
-        summary, table, figure, example = view_dataset(studio, *args)
+    def on_view(dataset_id, model, max_length):
+        # said in the summary itself: Gradio shows a progress text only with a fraction done, and a
+        # conversion has none (a fraction stuck at 0.0% read as hung)
+        if dataset_id and not method_service.model_ready(studio, model or "default"):
+            yield method_service.PREPARING, gr.skip(), gr.skip(), gr.skip()  # the token counts wait for it
+        summary, table, figure, example = view_dataset(studio, dataset_id, model, max_length)
         # the legend names only the colours this example uses (no "rejected" for plain examples)
         used = {label for _text, label in example or [] if label}
         shown_example = gr.update(value=example, color_map={k: v for k, v in EXAMPLE_COLORS.items() if k in used})
-        return summary, shown_table(table), figure, shown_example
+        yield summary, shown_table(table), figure, shown_example
 
     view = dict(fn=on_view, inputs=[chosen, model, max_length],
                 outputs=[summary, preview, histogram, example])
-    def on_import(*values, progress=gr.Progress()):
-        def rows_read(rows, seconds):  # a big file: how far the import is, about once a second
-            progress(None, desc=f"Importing: {rows:,} rows read and checked ({seconds:.0f} s)")
+    def on_import(*values):
+        """A big file says how far its import is, about once a second, in the message line (a Gradio
+        progress text shows only with a fraction done, which a streamed file does not know)."""
+        said, result = queue.SimpleQueue(), {}
 
-        return import_source(studio, *values, progress=rows_read)
+        def work():
+            try:
+                result["out"] = import_source(studio, *values, progress=lambda rows, seconds: said.put(
+                    f"Importing: {rows:,} rows read and checked ({seconds:.0f} s)…"))
+            except BaseException as err:  # noqa: BLE001  (raised again below, in the page's handler)
+                result["error"] = err
+            finally:
+                said.put(None)
+
+        threading.Thread(target=work, name="import", daemon=True).start()
+        while (text := said.get()) is not None:
+            yield text, gr.skip()
+        if "error" in result:
+            raise result["error"]
+        yield result["out"]
 
     imported = do_import.click(
         on_import,

@@ -53,6 +53,11 @@ def base_of(studio, model: str) -> str:
     return model
 
 
+# said while a first use converts the built-in model (the Data tab's first look, a first chat)
+PREPARING = ("Preparing the built-in model for its first use: it is converted once to the format training "
+             "reads (under a minute)…")
+
+
 def model_ready(studio, model: str) -> bool:
     """False while the built-in model has not been converted yet (a first start, ~25 s)."""
     model = base_of(studio, model)

@@ -120,3 +120,69 @@ def test_opening_train_estimates_once_the_model_waited_for_is_ready(studio, tiny
     line = fn.fn(train_tab.NOT_PREPARED, str(tiny_model_dir), None, "lora", *values)
     assert line != train_tab.NOT_PREPARED and "GB" in line
     assert not isinstance(fn.fn("Peak memory ...", str(tiny_model_dir), None, "lora", *values), str)  # shown: kept
+
+
+def test_the_load_restores_picks_of_an_earlier_page_never_those_this_page_saved(studio, tiny_model_dir):
+    """Picks are saved as soon as they change, also while the page still loads; the load's restore then
+    read this page's own picks, saved a moment before the next pick (GRPO chosen after the model was typed),
+    and set the method back to LoRA (CI: test_chat_scores_both_replies_with_a_reward_model). The picks
+    carry the page that saved them, and the restore brings back only an earlier page's."""
+    from types import SimpleNamespace
+
+    import gradio as gr
+
+    app = build_app(studio)
+    save = next(f for f in app.fns.values() if f.name == "save_picks")
+    (restore,) = [f for f in app.fns.values() if f.name == "restore"]
+    this = SimpleNamespace(session_hash="page-now")
+    picks = save.fn(str(tiny_model_dir), "signoff_preferences", "dpo", this)
+    assert picks == {"model": str(tiny_model_dir), "dataset": "signoff_preferences", "method": "dpo",
+                     "page": "page-now"}
+    ups = restore.fn(picks, {}, this)
+    assert len(ups) == len(restore.outputs) and all(u == gr.skip() for u in ups)
+    ups = restore.fn({**picks, "page": "page-before"}, {}, this)  # kept by the page before a reload
+    assert ups[0]["value"] == str(tiny_model_dir) and ups[-1]["value"] == "dpo"
+    assert ups[1]["value"] == "signoff_preferences"
+
+
+def test_a_first_chat_with_the_built_in_model_says_it_prepares_it(studio, tiny_model_dir):
+    """A first chat converts the built-in model (seconds to a minute) before any reply: the page said nothing
+    meanwhile. The chat's notice says so at once; with a model ready to load it says nothing."""
+    from components.chat_tab import new_battle
+    from studio.method_service import PREPARING
+
+    app = build_app(studio)
+    respond = next(f for f in app.fns.values() if f.name == "respond")
+    settings = ("", 0.0, 1.0, 8, 1.0, -1)
+    replies = respond.fn("Hi", [], [], new_battle(), "base:default", f"base:{tiny_model_dir}", False, *settings)
+    assert next(replies)[4] == PREPARING
+    replies.close()  # nothing converted: the test workspace keeps the built-in model unprepared
+    assert not (studio.model_cache / "smollm2-135m-instruct").exists()
+    replies = respond.fn("Hi", [], [], new_battle(), f"base:{tiny_model_dir}", f"base:{tiny_model_dir}", False,
+                         *settings)
+    assert next(replies)[4] == ""
+    assert all(update[4] != PREPARING for update in replies)
+
+
+def test_a_big_import_says_how_far_it_is_in_the_message_line(studio, tmp_path, monkeypatch):
+    """The rows read were sent as a Gradio progress text without a fraction done, which the page never
+    shows: a big file imported for minutes under a bare "processing". They now come in the message line."""
+    import json
+
+    from pipelines import importer
+
+    monkeypatch.setattr(importer, "PROGRESS_EVERY_S", 0.0)  # every 1,000 rows, however fast
+    rows = tmp_path / "many.jsonl"
+    rows.write_text("".join(json.dumps({"prompt": f"Question {i}?", "completion": f"Answer {i}."}) + "\n"
+                            for i in range(2500)))
+    app = build_app(studio)
+    on_import = next(f for f in app.fns.values() if f.name == "on_import")
+    values = [c.value for c in on_import.inputs]
+    values[0] = str(rows)  # the upload; the sample, name, kind, ... as the page draws them
+    said = [update[0] for update in on_import.fn(*values)]
+    import re
+
+    assert [re.sub(r"\(\d+ s\)", "(N s)", text) for text in said[:2]] == [
+        "Importing: 1,000 rows read and checked (N s)…", "Importing: 2,000 rows read and checked (N s)…"]
+    assert said[2].startswith("Imported **many**") and len(said) == 3
+    assert [d["rows"] for d in studio.list_datasets()] == [2500]

@@ -112,3 +112,25 @@ def test_a_preference_pair_shows_both_replies(server, page, studio, tiny_model_d
     expect(example).to_contain_text("Kind answer 0.", timeout=30_000)
     expect(example).to_contain_text("Rude answer 0.")
     expect(example).to_contain_text("rejected reply (made less likely)")  # the legend names each part
+
+
+@pytest.mark.slow
+def test_the_first_look_says_it_prepares_the_built_in_model(server, page, studio, tmp_path):  # noqa: F811
+    """The first token counts with the built-in model convert it (seconds to a minute): the page said only
+    "processing" meanwhile. It now says what it is doing, then shows the counts."""
+    from playwright.sync_api import expect
+
+    from studio.method_service import PREPARING
+
+    rows = tmp_path / "qa.jsonl"
+    rows.write_text("".join(json.dumps({"prompt": f"Question {i}?", "completion": f"Answer {i}."}) + "\n"
+                            for i in range(4)))
+    page.goto(server)
+    page.get_by_role("tab", name="Data").click()
+    page.locator("#data-upload input[type=file]").set_input_files(str(rows))
+    expect(page.locator("#data-detected")).to_contain_text("Detected", timeout=30_000)
+    page.click("#data-import")
+    expect(page.get_by_text(PREPARING).first).to_be_visible(timeout=30_000)
+    expect(page.locator("#data-summary")).to_contain_text("Tokens per example with **default**'s tokenizer".replace(
+        "**", ""), timeout=120_000)
+    expect(page.get_by_text(PREPARING)).to_have_count(0)
