@@ -64,6 +64,11 @@ def unmapped():
     return gr.update(choices=[NOT_MAPPED], value=NOT_MAPPED)
 
 
+def without_cli_syntax(text: str) -> str:
+    """A sentence shared with the CLI, without its `--map` example (the page maps with its own fields)."""
+    return re.sub(r",? or map yours \(e\.g\. --map [^)]*\)", "", text)
+
+
 def check_source(studio, upload, sample, kind, text_unit, *mapping_values):
     """What the file looks like and how it will be read: (message, raw rows, mapping choices, open)."""
     source = source_of(upload, sample)
@@ -81,7 +86,7 @@ def check_source(studio, upload, sample, kind, text_unit, *mapping_values):
     choices = [NOT_MAPPED, *columns]
     updates = [gr.update(choices=choices, value=v if v in choices else NOT_MAPPED) for v in mapping_values]
     if info["problem"]:
-        problem = re.sub(r",? or map yours \(e\.g\. --map [^)]*\)", "", info["problem"])  # the CLI's syntax
+        problem = without_cli_syntax(info["problem"])
         suggested = info.get("suggested") or {}
         if suggested and not any(v and v != NOT_MAPPED for v in mapping_values):
             # a question and its answer under other names: mapped for the user, one click (Import) away
@@ -107,10 +112,13 @@ def import_source(studio, upload, sample, name, kind, text_unit, dedupe, heldout
     path, shown = source
     try:
         options = _options(kind, text_unit, dedupe, heldout, seed, mapping_values)
+        # a file whose first rows cannot be read is refused with the sentence the upload showed (the
+        # columns were checked first, and blamed instead of the broken row)
+        inspect(Path(path), options, studio.max_upload_bytes)
         row = studio.import_dataset(Path(path), name=name or None, options=options, source_name=shown,
                                     progress=progress)
     except DataError as err:
-        return f"**Not imported:** {err}", gr.update()
+        return f"**Not imported:** {without_cli_syntax(str(err))}", gr.update()
     return (f"Imported **{row['name']}** (`{row['id']}`): {summary_text(row)}.",
             gr.update(choices=dataset_choices(studio), value=row["id"]))
 

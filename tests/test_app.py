@@ -186,3 +186,23 @@ def test_a_big_import_says_how_far_it_is_in_the_message_line(studio, tmp_path, m
         "Importing: 1,000 rows read and checked (N s)…", "Importing: 2,000 rows read and checked (N s)…"]
     assert said[2].startswith("Imported **many**") and len(said) == 3
     assert [d["rows"] for d in studio.list_datasets()] == [2500]
+
+
+def test_import_names_the_broken_row_the_upload_named_not_the_columns(studio, tmp_path):
+    """A CSV whose 6th row has one cell: the upload said so, but Import checked the columns first and
+    blamed them ("expected columns messages | ..., or map yours (e.g. --map ...)"), with the CLI's syntax.
+    Import now says what the upload said, and stores nothing."""
+    import os
+
+    rows = ["question,answer"] + [f"Question {i}?,Answer {i}." for i in range(1, 5)] + ["A lone cell"]
+    bad = tmp_path / "support_missingcol.csv"
+    bad.write_text("\n".join(rows + ["Question 7?,Answer 7."]) + "\n")
+    app = build_app(studio)
+    on_import = next(f for f in app.fns.values() if f.name == "on_import")
+    values = [c.value for c in on_import.inputs]
+    values[0] = str(bad)
+    before = (studio.list_datasets(), sorted(os.listdir(studio.datasets_dir)))
+    said = [update[0] for update in on_import.fn(*values)]
+    assert (studio.list_datasets(), sorted(os.listdir(studio.datasets_dir))) == before
+    assert said == ["**Not imported:** support_missingcol.csv, row 6: has 1 cells but the header has 2 columns; "
+                    "quote cells that contain ','"]
