@@ -112,9 +112,6 @@ def import_source(studio, upload, sample, name, kind, text_unit, dedupe, heldout
     path, shown = source
     try:
         options = _options(kind, text_unit, dedupe, heldout, seed, mapping_values)
-        # a file whose first rows cannot be read is refused with the sentence the upload showed (the
-        # columns were checked first, and blamed instead of the broken row)
-        inspect(Path(path), options, studio.max_upload_bytes)
         row = studio.import_dataset(Path(path), name=name or None, options=options, source_name=shown,
                                     progress=progress)
     except DataError as err:

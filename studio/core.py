@@ -156,6 +156,9 @@ class Studio:
         dataset_id = _new_id("d")
         dest = self.datasets_dir / dataset_id
         try:
+            # a file whose first rows cannot be read is refused with the sentence its first look gave
+            # (the import checks the columns first, and blamed them instead of the broken row)
+            importer.inspect(path, options, self.max_upload_bytes)
             meta = importer.import_file(path, dest, options, self.max_upload_bytes, source_sha256=sha,
                                         progress=progress)
         except data.DataError as err:
