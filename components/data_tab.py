@@ -85,6 +85,13 @@ def check_source(studio, upload, sample, kind, text_unit, *mapping_values):
     table = {"headers": columns, "data": [[_cell(r.get(c)) for c in columns] for r in info["records"]]}
     choices = [NOT_MAPPED, *columns]
     updates = [gr.update(choices=choices, value=v if v in choices else NOT_MAPPED) for v in mapping_values]
+    feedback = info.get("feedback")
+    if feedback:  # replies with good/bad marks: imported as plain examples, the bad ones would be copied
+        updates = [gr.update(choices=choices, value=feedback["mapping"].get(t, NOT_MAPPED)) for t in MAP_TARGETS]
+        return (f"Column **{feedback['column']}** holds good/bad marks on the replies: it is mapped below to "
+                f"*label*, so the file is read as **KTO** data (a reply marked bad is made less likely, not "
+                f"copied as an example). Press Import, or choose Kind of data *sft* to import every reply as "
+                f"an example and ignore the marks.", table, updates, gr.update(open=True))
     if info["problem"]:
         problem = without_cli_syntax(info["problem"])
         suggested = info.get("suggested") or {}
@@ -137,6 +144,8 @@ def summary_text(row: dict) -> str:
         parts.append(f"{meta['multi_turn_rows']} multi-turn conversations (the last reply is learned)")
     if meta.get("ignored_columns"):
         parts.append(importer.ignored_text(meta))
+    if meta.get("ignored_feedback"):
+        parts.append(importer.ignored_feedback_text(meta))
     origin = meta.get("origin") or {}
     if origin.get("kind") == "judge":  # RLAIF: which model labeled it, how often it agreed with the originals
         agreed = judge_service.agreement_text(origin, origin["both_orders"])

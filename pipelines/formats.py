@@ -25,8 +25,16 @@ KINDS = ("sft", "preference", "kto", "text", "prompts")
 ROLES = ("system", "user", "assistant")
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant",
                   "assistant": "assistant", "model": "assistant", "chatgpt": "assistant"}
-TRUE = ("true", "yes", "1", "desirable", "good")
-FALSE = ("false", "no", "0", "undesirable", "bad")
+# a KTO label: these words, or thumbs and votes as feedback tools write them
+UP = ("up", "thumbs up", "thumbs_up", "thumbsup", "\U0001F44D", "+1", "like", "liked", "positive", "helpful")
+DOWN = ("down", "thumbs down", "thumbs_down", "thumbsdown", "\U0001F44E", "-1", "dislike", "disliked", "negative",
+        "unhelpful")
+TRUE = ("true", "yes", "1", "desirable", "good", *UP)
+FALSE = ("false", "no", "0", "undesirable", "bad", *DOWN)
+# names of a column of good/bad marks on each reply (read as KTO's `label` when its values are marks)
+FEEDBACK_NAMES = ("rating", "ratings", "thumbs", "thumb", "feedback", "vote", "votes", "liked", "like", "good",
+                  "is_good", "helpful", "is_helpful", "approved", "accepted", "desirable", "verdict", "judgement",
+                  "judgment", "preferred", "upvoted", "score")
 
 
 @dataclass(frozen=True)
@@ -243,11 +251,37 @@ def _check_order(msgs: list[dict], at: str, ends_with: str | None, only: str | N
         raise DataError(f"{at}: the last message is '{msgs[-1]['role']}'; expected it to be the {ends_with}'s")
 
 
+def is_label(value) -> bool:
+    """A value `label` reads as good or bad: true/false, 1/0/-1, yes/no, up/down, 👍/👎, ..."""
+    if isinstance(value, bool):
+        return True
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value in (0, 1, -1)
+    return isinstance(value, str) and value.strip().lower() in TRUE + FALSE
+
+
+def feedback_column(columns, records) -> str | None:
+    """A column of good/bad marks on each reply that no layout reads (e.g. `rating` with up/down):
+    named like feedback, or holding thumbs/votes, with every value in `records` a mark. Imported as
+    plain examples it would be dropped, and a reply marked bad learned as a good one."""
+    for col in columns:
+        if col in KNOWN_COLUMNS:
+            continue
+        values = [r.get(col) for r in records if isinstance(r, dict) and not missing(r.get(col))]
+        if not values or not all(is_label(v) for v in values):
+            continue
+        named = col.strip().lower().replace("-", "_").replace(" ", "_") in FEEDBACK_NAMES
+        thumbs = all(isinstance(v, str) and v.strip().lower() in UP + DOWN for v in values)
+        if named or thumbs:
+            return col
+    return None
+
+
 def label(value, path, place, column="label") -> bool:
     if isinstance(value, bool):
         return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
+    if isinstance(value, (int, float)) and value in (0, 1, -1):
+        return value == 1
     if isinstance(value, str) and value.strip().lower() in TRUE + FALSE:
         return value.strip().lower() in TRUE
     raise DataError(f"{where(path, place, column)}: expected true or false, got {json.dumps(value)}")

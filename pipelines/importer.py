@@ -19,8 +19,8 @@ from itertools import chain
 from pathlib import Path
 
 from pipelines.errors import DataError, where
-from pipelines.formats import (LAYOUT_BY_KEY, NAMES_SHOWN, apply_mapping, convert, detect, few, suggest_mapping,
-                               value_name)
+from pipelines.formats import (LAYOUT_BY_KEY, NAMES_SHOWN, apply_mapping, convert, detect, feedback_column, few,
+                               missing, suggest_mapping, value_name)
 from pipelines.readers import DEFAULT_MAX_BYTES, check_file, records
 
 BATCH = 2000
@@ -82,7 +82,33 @@ def inspect(path: Path, options: ImportOptions | None = None, max_bytes: int = D
     if not first:
         raise DataError(f"{path.name}: no examples found")
     out.update(records=first, layout=layout.key if layout else None)
+    out["feedback"] = feedback_mapping(out.get("columns") or [], first, options, layout)
     return out
+
+
+def feedback_mapping(columns: list[str], first: list, options: ImportOptions, layout) -> dict | None:
+    """{"column", "mapping"} when the replies carry good/bad marks in a column no layout reads (e.g.
+    prompt, completion, rating=up/down): the mapping that imports them as KTO, the marks as `label`.
+    None when the user chose a kind other than kto, mapped a label already, or it is not such a file."""
+    if options.kind not in ("auto", "kto") or "label" in options.mapping or (layout and layout.kind != "sft"):
+        return None
+    column = feedback_column([c for c in columns if c not in options.mapping.values()], first)
+    if column is None:
+        return None
+    if layout and layout.key == "alpaca" and any(isinstance(r, dict) and not missing(r.get("input")) for r in first):
+        return None  # KTO's prompt has no place for Alpaca's input: the user maps this one by hand
+    names = set(columns) - set(options.mapping.values()) | set(options.mapping)
+    mapping = dict(options.mapping)
+    guessed = suggest_mapping([c for c in columns if c != column and c not in options.mapping.values()])
+    for target in ("prompt", "completion"):
+        if target not in names and target in guessed:
+            mapping[target] = guessed[target]
+    mapping["label"] = column
+    try:
+        found = detect(columns, "", "auto", mapping)
+    except DataError:
+        return None
+    return {"column": column, "mapping": mapping} if found.kind == "kto" else None
 
 
 def in_users_words(err: DataError, mapping: dict[str, str]) -> DataError:
@@ -179,6 +205,8 @@ def import_file(path: Path, dest: Path, options: ImportOptions | None = None,
     used = set(layout.required) | set(layout.optional)
     mapped = apply_mapping(record, options.mapping)
     ignored = [c for c in mapped if c not in used]
+    # good/bad marks left out of plain examples: said in the summary (a bad reply is learned as good)
+    ignored_feedback = feedback_column(ignored, [mapped]) if layout.kind == "sft" else None
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=IMPORTING_PREFIX, dir=dest.parent))
@@ -234,6 +262,7 @@ def import_file(path: Path, dest: Path, options: ImportOptions | None = None,
             "empty_optional_fields": empty_optional, "optional_columns": list(layout.optional),
             # the first few names and the count: a file may have 1,000 columns nobody wants listed
             "ignored_columns": ignored[:NAMES_SHOWN], "ignored_count": len(ignored),
+            "ignored_feedback": ignored_feedback,
             "untaught_pairs": len(untaught), "untaught_rows": untaught[:5],
             "options": asdict(options), "created": time.time(),
             "import_seconds": round(time.time() - started, 2),
@@ -275,6 +304,16 @@ def ignored_text(meta: dict) -> str:
     more = meta.get("ignored_count", len(names)) - len(names)
     shown = few(names)  # meta holds at most NAMES_SHOWN of them (older imports: all of them)
     return f"ignored columns: {shown} and {more} more" if more > 0 else f"ignored columns: {shown}"
+
+
+def ignored_feedback_text(meta: dict) -> str:
+    """The warning for marks left out of plain examples, or '' when there were none."""
+    column = meta.get("ignored_feedback")
+    if not column:
+        return ""
+    return (f"⚠️ column '{column}' looks like good/bad marks and was not used: every reply, the ones marked "
+            f"bad too, was imported as an example to copy; to train on the marks, import it as kto with "
+            f"'{column}' as the label")
 
 
 def remove_stale_imports(datasets_dir: Path, min_age_s: float = 60.0) -> list[str]:

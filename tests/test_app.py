@@ -206,3 +206,25 @@ def test_import_names_the_broken_row_the_upload_named_not_the_columns(studio, tm
     assert (studio.list_datasets(), sorted(os.listdir(studio.datasets_dir))) == before
     assert said == ["**Not imported:** support_missingcol.csv, row 6: has 1 cells but the header has 2 columns; "
                     "quote cells that contain ','"]
+
+
+def test_an_upload_with_thumbs_is_mapped_to_kto_labels_on_the_page(studio, tmp_path):
+    """The page maps the marks column to `label` at upload and says why; one Import then stores KTO."""
+    from components import data_tab
+
+    path = tmp_path / "feedback.csv"
+    path.write_text("question,answer,rating\nReset?,Hold it 10 s.,up\nWaterproof?,No.,down\n")
+    unset = [data_tab.NOT_MAPPED] * len(data_tab.MAP_TARGETS)
+    message, _table, updates, box = data_tab.check_source(studio, str(path), None, "auto", "line", *unset)
+    assert message.startswith("Column **rating** holds good/bad marks on the replies: it is mapped below to "
+                              "*label*, so the file is read as **KTO** data")
+    mapped = [u["value"] for u in updates]
+    assert dict(zip(data_tab.MAP_TARGETS, mapped)) == {
+        **dict.fromkeys(data_tab.MAP_TARGETS, data_tab.NOT_MAPPED),
+        "prompt": "question", "completion": "answer", "label": "rating"}
+    assert box["open"] is True
+    again, *_ = data_tab.check_source(studio, str(path), None, "auto", "line", *mapped)
+    assert again.startswith("Detected **KTO (prompt, completion, label)** in a CSV file")
+    said, _choices = data_tab.import_source(studio, str(path), None, "", "auto", "line", False, 0, 42, *mapped)
+    assert said.startswith("Imported **feedback**")
+    assert [d["kind"] for d in studio.list_datasets()] == ["kto"]

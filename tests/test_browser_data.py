@@ -66,6 +66,16 @@ def test_upload_good_mapped_and_bad_files(server, page, studio, tiny_model_dir, 
     expect(page.locator("#data-message")).to_contain_text("Imported faq", timeout=30_000)
     expect(page.locator("#data-preview")).to_contain_text("=1+1")
 
+    # replies with thumbs up/down: the marks are mapped to KTO's label, not dropped
+    page.locator("#data-upload button[aria-label='Clear']").click()
+    thumbs = tmp_path / "thumbs.csv"
+    thumbs.write_text("prompt,completion,rating\nReset?,Hold it 10 s.,up\nWaterproof?,No.,down\n")
+    page.locator("#data-upload input[type=file]").set_input_files(str(thumbs))
+    expect(page.locator("#data-detected")).to_contain_text("Column rating holds good/bad marks", timeout=30_000)
+    expect(page.locator("#data-map-label input")).to_have_value("rating")
+    page.click("#data-import")
+    expect(page.locator("#data-message")).to_contain_text("2 rows of kto data", timeout=30_000)
+
     # a file that cannot be read as a table, after the mapped one: its own message, no page error
     # (the mapping kept 'question', which this file's choices lack, and the page refused it); the
     # look before Import and Import name the same first bad row (row 3, before row 4's extra cell)
@@ -90,8 +100,8 @@ def test_upload_good_mapped_and_bad_files(server, page, studio, tiny_model_dir, 
     page.click("#data-import")
     expect(page.locator("#data-message")).to_contain_text(
         'Not imported: ratings.jsonl, line 2, column \'label\': expected true or false, got "maybe"', timeout=30_000)
-    assert sorted(d["name"] for d in studio.list_datasets()) == ["faq", "recipes"]
-    assert len(list(studio.datasets_dir.iterdir())) == 2
+    assert sorted(d["name"] for d in studio.list_datasets()) == ["faq", "recipes", "thumbs"]
+    assert len(list(studio.datasets_dir.iterdir())) == 3
 
 
 def test_a_preference_pair_shows_both_replies(server, page, studio, tiny_model_dir, tmp_path):  # noqa: F811

@@ -174,3 +174,44 @@ def test_preference_rows_render_prompt_as_context(real_tokenizer_dir):
     explicit = dataset_stats.render_example({"prompt": QA[:1], "chosen": QA[1:], "rejected": QA[1:]}, tokenizer, 512)
     assert explicit["context"].endswith("<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n")
     assert explicit["learned"] == "A<|im_end|>\n"
+
+
+def test_thumbs_in_a_rating_column_are_read_as_kto_labels(studio, tmp_path):
+    """A file of replies with thumbs up/down beside them (`rating`) was detected as prompt/completion
+    and the marks dropped: thumbs-down replies were learned as good examples, and the summary only
+    said "ignored columns: rating". The first look now offers the mapping that reads the marks as
+    KTO's label; imported without it, the summary warns."""
+    path = tmp_path / "thumbs.csv"
+    path.write_text("prompt,completion,rating\nReset?,Hold the button 10 s.,up\nWaterproof?,Fully, always.,down\n"
+                    "Battery?,19 days.,\U0001F44D\n".replace("Fully, always.", '"Fully, always."'))
+    found = inspect(path)
+    assert found["layout"] == "prompt_completion"
+    assert found["feedback"] == {"column": "rating", "mapping": {"label": "rating"}}
+    row, rows = rows_of(studio, path, mapping=found["feedback"]["mapping"])
+    assert row["kind"] == "kto" and [r["label"] for r in rows] == [True, False, True]
+    assert rows[1]["completion"] == [{"role": "assistant", "content": "Fully, always."}]
+
+    plain, _ = rows_of(studio, path)  # imported as plain examples anyway: said, not silent
+    assert plain["kind"] == "sft" and plain["meta"]["ignored_feedback"] == "rating"
+    from pipelines.importer import ignored_feedback_text
+
+    assert ignored_feedback_text(plain["meta"]) == (
+        "⚠️ column 'rating' looks like good/bad marks and was not used: every reply, the ones marked bad too, "
+        "was imported as an example to copy; to train on the marks, import it as kto with 'rating' as the label")
+
+
+def test_marks_under_other_names_are_mapped_with_the_question_and_answer(tmp_path):
+    qa = tmp_path / "qa.jsonl"
+    jsonl(qa, {"question": "Q1", "answer": "A1", "thumbs": "thumbs_down"}, {"question": "Q2", "answer": "A2",
+                                                                          "thumbs": "thumbs_up"})
+    assert inspect(qa)["feedback"] == {"column": "thumbs",
+                                       "mapping": {"prompt": "question", "completion": "answer", "label": "thumbs"}}
+    # not marks: a 1-5 star rating, a 0/1 column named for something else, a chosen kind of sft
+    stars, flags = tmp_path / "stars.csv", tmp_path / "flags.csv"
+    stars.write_text("prompt,completion,rating\nQ,A,4\nQ,B,1\n")
+    flags.write_text("prompt,completion,is_duplicate\nQ,A,0\nQ,B,1\n")
+    assert inspect(stars)["feedback"] is None and inspect(flags)["feedback"] is None
+    assert inspect(qa, ImportOptions(kind="sft"))["feedback"] is None
+    # Alpaca with an input: KTO's prompt has no place for it, so nothing is mapped for the user
+    alpaca = jsonl(tmp_path / "alpaca.jsonl", {"instruction": "I", "input": "extra", "output": "O", "vote": "+1"})
+    assert inspect(alpaca)["feedback"] is None
