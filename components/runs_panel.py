@@ -7,7 +7,7 @@ import time
 import gradio as gr
 
 from components.charts import curves_figure
-from pipelines.curves import format_duration, overfitting_warning, progress
+from pipelines.curves import WORSE_THAN_BEST, format_duration, overfitting_warning, progress
 from pipelines import rewards
 from pipelines.events import (ACTIVE_STATUSES, EVALUATING, JOB, RESUMABLE_STATUSES, SAMPLES, log_tail, read_json,
                               read_metrics)
@@ -124,6 +124,17 @@ def preference_summary(summary: dict) -> str | None:
     return text
 
 
+def heldout_loss_line(summary: dict, metrics: list[dict]) -> str:
+    """Held-out loss before and after, and its lowest check when the run ended well above it (a
+    finished run that memorised must not read as a plain success)."""
+    checks = [(m["eval_loss"], m["step"]) for m in metrics if "eval_loss" in m]
+    lowest = min(checks) if checks else None
+    best = (f"; it was lowest at step {lowest[1]}, {lowest[0]:.3f}"
+            if lowest and lowest[0] < summary["eval_loss_after"] * (1 - WORSE_THAN_BEST / 2) else "")
+    return (f"Held-out loss: {summary['eval_loss_before']:.3f} before, {summary['eval_loss_after']:.3f} after "
+            f"(lower is better){best}")
+
+
 def status_markdown(studio, row: dict, metrics: list[dict]) -> str:
     lines = [f"**Run `{row['id']}`: {row['status']}**", *lineage(studio, row)]
     if row["error"]:
@@ -135,8 +146,7 @@ def status_markdown(studio, row: dict, metrics: list[dict]) -> str:
         lines.append(f"⚠️ {warning}")
     summary = row.get("summary") or {}
     if "eval_loss_before" in summary and "eval_loss_after" in summary:
-        lines.append(f"Held-out loss: {summary['eval_loss_before']:.3f} before, "
-                     f"{summary['eval_loss_after']:.3f} after (lower is better)")
+        lines.append(heldout_loss_line(summary, metrics))
     if preference_summary(summary):
         lines.append(preference_summary(summary))
     if "eval_accuracy_after" in summary:  # a reward model: how often it ranks the preferred reply higher

@@ -66,25 +66,42 @@ def progress(step: int, max_steps: int, started: float | None, metrics: list[dic
     }
 
 
+WORSE_THAN_BEST = 0.05  # held-out loss this far (relative) above its lowest, two checks on: memorising
+
+
 def overfitting_warning(metrics: list[dict]) -> str | None:
-    """A plain warning when held-out loss rises for two checks while training loss falls."""
+    """A plain warning when held-out loss rises while training loss falls: for the last two checks
+    in a row, or well above its lowest check (a rise spread over many checks, or after a dip)."""
     evals = [(m["step"], m["eval_loss"]) for m in metrics if "eval_loss" in m]
     # one record per step (the final evaluation may repeat the last step)
     evals = list({step: value for step, value in evals}.items())
     if len(evals) < 3:
         return None
+    advice = "Fewer epochs, early stopping or a little dropout will help."
     (s0, e0), (_s1, e1), (s2, e2) = evals[-3:]
-    if not (e2 > e1 > e0):
+    if e2 > e1 > e0 and _falling(metrics, s0, s2):
+        return (f"Held-out loss has risen for two checks in a row ({e0:.3f} -> {e2:.3f}) while training "
+                "loss keeps falling: the model is starting to memorise your examples instead of learning "
+                f"from them. {advice}")
+    best = min(range(len(evals)), key=lambda i: evals[i][1])
+    (best_step, lowest), (last_step, last) = evals[best], evals[-1]
+    if best > len(evals) - 3 or last < lowest * (1 + WORSE_THAN_BEST) or not _falling(metrics, best_step, last_step):
         return None
-    train = [m["loss"] for m in metrics if "loss" in m and s0 <= m["step"] <= s2]
+    epoch = next((m["epoch"] for m in metrics if m.get("step") == best_step and m.get("epoch")), None)
+    at = f"step {best_step}" + (f" (epoch {epoch:.1f})" if epoch else "")
+    return (f"Held-out loss was lowest at {at}, {lowest:.3f}, and is now {last:.3f} while training loss "
+            "keeps falling: since then the model has been memorising your examples instead of learning "
+            f"from them. {'About ' + format(epoch, '.1f') + ' epochs' if epoch else 'Fewer epochs'}, early "
+            "stopping or a little dropout will help.")
+
+
+def _falling(metrics: list[dict], first: int, last: int) -> bool:
+    """Training loss is lower in the second half of steps first..last than in the first half."""
+    train = [m["loss"] for m in metrics if "loss" in m and first <= m["step"] <= last]
     if len(train) < 4:
-        return None
+        return False
     half = len(train) // 2
-    if statistics.mean(train[half:]) >= statistics.mean(train[:half]):
-        return None
-    return (f"Held-out loss has risen for two checks in a row ({e0:.3f} -> {e2:.3f}) while training "
-            "loss keeps falling: the model is starting to memorise your examples instead of learning "
-            "from them. Fewer epochs, early stopping or a little dropout will help.")
+    return statistics.mean(train[half:]) < statistics.mean(train[:half])
 
 
 def format_duration(seconds: float | None) -> str:

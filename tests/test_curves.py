@@ -101,3 +101,35 @@ def test_a_short_run_is_drawn_on_whole_steps():
     assert all(layout[f"xaxis{n}"].dtick == 1 for n in ("", 2, 3, 4))
     long_run = [{"step": s, "loss": 1.0 / s} for s in range(1, 200)]
     assert curves_figure({"r1": long_run}).layout.xaxis.dtick is None  # plotly's own ticks: 0, 50, 100...
+
+
+def test_warns_when_held_out_loss_ends_well_above_its_lowest():
+    """An 8-epoch LoRA on 30 rows: held-out loss fell to 2.66 at step 12, then rose unevenly to 3.28
+    while training loss fell. The last three checks never rose twice in a row, so no warning came and
+    the finished run read as a success. It now names the best check and its epoch."""
+    metrics = []
+    held = {4: 3.1, 8: 2.8, 12: 2.66, 16: 2.9, 20: 2.85, 24: 3.1, 28: 3.05, 32: 3.28}
+    for step in range(1, 33):
+        metrics.append({"step": step, "epoch": step / 4, "loss": 3.0 - step * 0.08, "time": step})
+        if step in held:
+            metrics.append({"step": step, "epoch": step / 4, "eval_loss": held[step]})
+    assert overfitting_warning(metrics) == (
+        "Held-out loss was lowest at step 12 (epoch 3.0), 2.660, and is now 3.280 while training loss keeps "
+        "falling: since then the model has been memorising your examples instead of learning from them. "
+        "About 3.0 epochs, early stopping or a little dropout will help.")
+    # a small rise over the lowest (under 5%), or the lowest at one of the last two checks: no warning
+    held.update({32: 2.75})
+    flat = [m if m.get("step") != 32 or "eval_loss" not in m else {**m, "eval_loss": 2.75} for m in metrics]
+    assert overfitting_warning(flat) is None
+    dip = [m if "eval_loss" not in m else {**m, "eval_loss": 3.0 - m["step"] * 0.01} for m in metrics]
+    assert overfitting_warning(dip) is None
+
+
+def test_a_finished_run_says_where_held_out_loss_was_lowest():
+    from components.runs_panel import heldout_loss_line
+
+    summary = {"eval_loss_before": 4.468, "eval_loss_after": 3.277}
+    metrics = [{"step": s, "eval_loss": v} for s, v in ((0, 4.468), (12, 2.66), (32, 3.277))]
+    assert heldout_loss_line(summary, metrics) == ("Held-out loss: 4.468 before, 3.277 after (lower is better); "
+                                                   "it was lowest at step 12, 2.660")
+    assert heldout_loss_line(summary, metrics[:1] + metrics[2:]).endswith("after (lower is better)")
