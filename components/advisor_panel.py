@@ -8,6 +8,7 @@ import html
 
 import gradio as gr
 
+from components import train_tab
 from pipelines.advisor import GOALS
 from pipelines.data import DataError
 from pipelines.methods import ConfigError
@@ -20,7 +21,7 @@ ADVISED = ("r", "num_train_epochs", "max_length", "per_device_train_batch_size",
 
 
 def build(studio, train_model, train_dataset, train_method, tabs, train_tab_id, train_form) -> None:
-    form, previous, kept = train_form["form"], train_form["previous"], train_form["kept"]
+    form, previous, kept, wanted = train_form["form"], train_form["previous"], train_form["kept"], train_form["wanted"]
     with gr.Accordion("Help me choose", open=False, elem_id="advisor"):
         goal = gr.Radio(choices=[(text, key) for key, text in GOALS.items()], value="facts",
                         label="What should the tuned model do better?", elem_id="advisor-goal",
@@ -35,14 +36,20 @@ def build(studio, train_model, train_dataset, train_method, tabs, train_tab_id, 
             advice = advise.advise(studio, goal_key, model or "default", dataset)
         except (ConfigError, DataError, ModelError, OSError, ValueError) as err:
             return f"**Could not advise:** {html.escape(str(err))}", None, gr.update(visible=False)
-        kept = {"method": advice.method, "settings": advice.settings} if advice.method else None
+        kept = ({"method": advice.method, "settings": advice.settings, "dataset": advice.dataset}
+                if advice.method else None)
         return advise.as_markdown(advice), kept, gr.update(visible=kept is not None)
 
-    ask.click(on_ask, [goal, train_model, train_dataset], [answer, advised, apply])
+    # the last click is always answered: with the default ("once") a click while the answer before was
+    # still being worked out was dropped, and the old advice stood under the new question
+    ask.click(on_ask, [goal, train_model, train_dataset], [answer, advised, apply], trigger_mode="always_last")
+    # advice answers the question it was asked: another question clears it until Advise is pressed
+    goal.input(lambda: ("", None, gr.update(visible=False)), None, [answer, advised, apply], queue=False,
+               show_progress="hidden")
 
     def on_apply(advice, stored):
         if not advice:
-            return (gr.skip(),) * (4 + len(form.outputs))
+            return (gr.skip(),) * (6 + len(form.outputs))
         key, settings = advice["method"], advice["settings"]
         stored = stored if isinstance(stored, dict) else {}
         own = stored.get(key) if isinstance(stored.get(key), dict) else {}
@@ -52,7 +59,11 @@ def build(studio, train_model, train_dataset, train_method, tabs, train_tab_id, 
                             if name in ADVISED}}
         # `previous` = the advised method: nothing of the method shown before is carried over it; the
         # kept settings are what a change of method shows, so they hold the advice too
-        return (key, *form.updates(key, values), {**stored, key: values}, key, gr.Tabs(selected=train_tab_id))
+        # the dataset the advice was for (the user's own pairs when the one in Train was examples): set
+        # through `wanted`, which the method's change reads
+        ref = advice.get("dataset")
+        data = train_tab.method_on(studio, key, ref)[:2] if ref else (gr.skip(), gr.skip())
+        return (key, *form.updates(key, values), {**stored, key: values}, *data, key, gr.Tabs(selected=train_tab_id))
 
-    # the method after what its change reads (`previous`, the fields, what is kept)
-    apply.click(on_apply, [advised, kept], [previous, *form.outputs, kept, train_method, tabs])
+    # the method after what its change reads (`previous`, the fields, what is kept, the dataset wanted)
+    apply.click(on_apply, [advised, kept], [previous, *form.outputs, kept, train_dataset, wanted, train_method, tabs])

@@ -35,6 +35,12 @@ def dataset_choices(studio, method_key: str = "lora") -> list[tuple[str, str]]:
     return samples + imported
 
 
+def first_dataset(options: list[tuple[str, str]]) -> str | None:
+    """The dataset a method starts on when the one shown does not fit it: the user's newest of its
+    kind (they imported it to train on it), else the first bundled sample."""
+    return next((value for _label, value in options if value not in SAMPLES), options[0][1] if options else None)
+
+
 def method_on(studio, key: str, dataset_ref: str) -> tuple:
     """For a handler that sets the Train tab's method and dataset together (outputs: dataset, the
     form's `wanted`, method): the method's change reads the dataset from `wanted` (from the page it
@@ -156,7 +162,7 @@ def build(studio):
             current, carry = asked.get("dataset"), asked.get("carry", True)
         options = dataset_choices(studio, key)
         keep = current in [value for _label, value in options]
-        chosen = gr.update(choices=options, value=current if keep else (options[0][1] if options else None))
+        chosen = gr.update(choices=options, value=current if keep else first_dataset(options))
         shown, stored = form_memory.switched(form, key, old_key, stored, fields, carry)
         # the key into `previous` here, not in a step after: that step read the page's method, which
         # a quick next pick had already changed, and the carried edits were taken from the wrong method

@@ -53,6 +53,7 @@ class Advice:
     settings: dict = field(default_factory=dict)
     reasons: list[str] = field(default_factory=list)
     data_fits: bool = True  # the chosen dataset is of the kind the goal needs
+    dataset: str | None = None  # the dataset the advice was sized for (set by studio/advise.py)
 
 
 def candidates(goal: str) -> list[str]:

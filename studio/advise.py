@@ -38,9 +38,35 @@ def facts(studio, goal: str, model: str = "default", dataset: str | None = None)
                          max_length=length)
 
 
+def own_fitting(studio, goal: str, dataset: str | None) -> tuple[dict | None, dict | None]:
+    """(the dataset chosen, the user's newest imported one of the kind the goal needs) when the one
+    chosen is not of that kind: a user who imported pairs and asks how to learn from them means
+    those pairs, not the examples still chosen in Train (or no dataset at all)."""
+    from studio.core import SAMPLES
+
+    needs = advisor.NEEDS.get(goal)
+    chosen = studio.resolve_dataset(dataset) if dataset else None
+    if needs is None or (chosen and chosen["kind"] == needs):
+        return chosen, None
+    own = next((d for d in studio.list_datasets() if d["kind"] == needs and d["name"] not in SAMPLES), None)
+    return chosen, own
+
+
 def advise(studio, goal: str, model: str = "default", dataset: str | None = None) -> advisor.Advice:
-    """The recommendation, with only settings the chosen method has."""
+    """The recommendation, with only settings the chosen method has. When the dataset chosen does not
+    fit the goal and the user has imported one that does, the advice is for that one (and says so)."""
+    chosen, own = own_fitting(studio, goal, dataset)
+    if own:
+        dataset = own["id"]
     advice = advisor.recommend(facts(studio, goal, model, dataset))
+    advice.dataset = dataset if dataset and advice.data_fits else None
+    if own:
+        from studio.core import dataset_title
+
+        instead = (f"the one chosen in Train, **{dataset_title(chosen['name'])}**, is {chosen['kind']} data" if chosen
+                   else "no dataset is chosen in Train")
+        advice.reasons.insert(0, f"For your dataset **{dataset_title(own['name'])}** ({own['kind']} data, "
+                                 f"{own['rows']} rows): {instead}.")
     if advice.method:
         names = {f.name for f in dataclasses.fields(METHODS[advice.method].params)}
         advice.settings = {k: v for k, v in advice.settings.items() if k in names}

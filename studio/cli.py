@@ -277,7 +277,7 @@ def cmd_advise(args) -> int:
     print(advise.as_markdown(advice).replace("**", ""))
     if advice.method:
         print("\n# a config for `studio train` (save it as a .yaml file):")
-        print(advise.as_yaml(advice, args.model, args.dataset), end="")
+        print(advise.as_yaml(advice, args.model, advice.dataset or args.dataset), end="")
     return 0
 
 

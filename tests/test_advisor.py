@@ -145,3 +145,28 @@ def test_cli_advise_reads_the_dataset_and_this_machine(studio, tiny_model_dir, t
                       "params": {"r": 16, "num_train_epochs": 10, "max_length": 128, "learning_rate": 0.001}}
     # the printed config is one `studio train` takes as it is
     parse(METHODS["lora"].params, config["params"])
+
+
+def test_pairs_asked_for_with_examples_in_train_advise_on_the_users_own_pairs(studio, tiny_model_dir, tmp_path,
+                                                                              capsys):
+    """Asked how to learn from pairs while Train still held the FAQ examples, the advice said the data did
+    not fit, and "Use these settings" then trained on the bundled sample pairs, not the user's."""
+    from studio.cli import main
+
+    pairs = tmp_path / "my_pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": f"Q{i}?", "chosen": f"Kind answer {i}.", "rejected": "No."}) + "\n"
+                             for i in range(12)))
+    own = studio.import_dataset(pairs)
+    assert main(["advise", "--goal", "preferences", "--dataset", "quillpad_faq", "--model", str(tiny_model_dir),
+                 "--home", str(studio.home)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("### Use DPO\n")
+    assert ("- For your dataset my_pairs (preference data, 12 rows): the one chosen in Train, Quillpad support FAQ, "
+            "is sft data.\n") in out
+    assert "does not fit" not in out
+    assert yaml.safe_load(out.split("(save it as a .yaml file):\n", 1)[1])["dataset"] == own["id"]
+    # the Train tab starts a method on the user's newest data of its kind, not on a sample
+    from components.train_tab import dataset_choices, first_dataset
+
+    assert first_dataset(dataset_choices(studio, "dpo")) == own["id"]
+    assert first_dataset(dataset_choices(studio, "grpo")) == "arithmetic_prompts"

@@ -60,9 +60,15 @@ def test_compare_choose_and_train_with_a_method(server, page, studio, small_voca
     expect(estimate).to_contain_text("Expected peak memory", timeout=60_000)
 
 
-def test_help_me_choose_advises_and_fills_the_train_form(server, page, studio, tiny_model_dir):  # noqa: F811
+def test_help_me_choose_advises_and_fills_the_train_form(server, page, studio, tiny_model_dir, tmp_path):  # noqa: F811
+    import json
+
     from playwright.sync_api import expect
 
+    pairs = tmp_path / "my_pairs.jsonl"  # the user's own preference pairs, imported before
+    pairs.write_text("".join(json.dumps({"prompt": f"Question {i}?", "chosen": f"A kind answer {i}.",
+                                         "rejected": f"No. {i}"}) + "\n" for i in range(12)))
+    studio.import_dataset(pairs)
     page.goto(server)
     expect(page.get_by_text("Fine-tune a language model")).to_be_visible(timeout=30_000)
     fill(page, "train-model", str(tiny_model_dir))
@@ -84,6 +90,27 @@ def test_help_me_choose_advises_and_fills_the_train_form(server, page, studio, t
     expect(page.locator("#param-num_train_epochs input").first).to_have_value("8")
     expect(page.locator("#param-max_length input").first).to_have_value("128")
     expect(page.locator("#start-training")).to_be_visible()
+
+    # a second question asked while the first is answered: the last one is answered (it was dropped,
+    # and the old advice stood under the new question)
+    page.get_by_role("tab", name="Method").click()
+    page.get_by_text("Make it prefer better answers").click()
+    expect(answer).to_be_empty()  # the advice answered another question
+    page.click("#advisor-ask")
+    page.get_by_text("Teach it facts").click()
+    page.click("#advisor-ask")
+    expect(answer).to_contain_text("Rank 16: facts need room", timeout=120_000)
+    expect(answer).not_to_contain_text("DPO")
+
+    # pairs asked for while Train holds examples: the advice is for the user's own pairs, and applying
+    # it trains on them (not on the bundled sample pairs)
+    page.get_by_text("Make it prefer better answers").click()
+    page.click("#advisor-ask")
+    expect(answer).to_contain_text("For your dataset my_pairs (preference data, 12 rows): the one chosen in "
+                                   "Train, Quillpad support FAQ, is sft data", timeout=120_000)
+    page.click("#advisor-apply")
+    expect(page.locator("#train-method input")).to_have_value("DPO", timeout=30_000)
+    expect(page.locator("#train-dataset input")).to_have_value("my_pairs (12 rows)")
 
 
 def test_measuring_the_methods_waits_while_a_run_trains(server, page, studio, tiny_model_dir, tiny_params,  # noqa: F811
