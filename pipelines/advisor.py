@@ -10,6 +10,7 @@ the studio's own measurements on the sample FAQ (LoRA's defaults: 8 epochs at 1e
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 GOALS = {
@@ -30,6 +31,8 @@ DATA_HELP = {
 }
 FULL_MIN_ROWS = 5000  # below this an adapter learns as well, at a fraction of the memory (LoRA paper, Table 2-4)
 HEADROOM = 0.85  # a run should leave some memory to the rest of the machine
+ENOUGH_STEPS = 10  # fewer optimizer steps than this barely move a model (the Train tab warns below it)
+MAX_EPOCHS = 10  # more passes than this over a small set only memorise it
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,8 @@ class Facts:
     batch_size: dict[str, int] = field(default_factory=dict)  # the default batch the peak was estimated at
     longest_tokens: int | None = None  # the 95th percentile of the rows' token lengths
     max_length: dict[str, int] = field(default_factory=dict)  # the default max length the peak was estimated at
+    epochs: dict[str, float] = field(default_factory=dict)  # each method's default number of epochs
+    steps_per_epoch: dict[str, int | None] = field(default_factory=dict)  # on the chosen dataset, as estimated
 
 
 @dataclass
@@ -192,6 +197,18 @@ def _settings(facts: Facts, method: str, reasons: list[str]) -> dict:
         settings["gradient_accumulation_steps"] = 2
         reasons.append(f"Batch {batch // 2} with 2 accumulation steps: the same {batch} rows per update in about "
                        "half the activation memory, because the default batch takes over half your memory.")
+    per_epoch = facts.steps_per_epoch.get(method)
+    epochs = settings.get("num_train_epochs", facts.epochs.get(method))
+    if rows and per_epoch and epochs and math.ceil(per_epoch * epochs) < ENOUGH_STEPS:
+        # a small set at the default epochs is a few steps: more passes, or the run changes nothing
+        more = min(MAX_EPOCHS, math.ceil(ENOUGH_STEPS / per_epoch))
+        if more > epochs:
+            settings["num_train_epochs"] = more
+            steps = math.ceil(per_epoch * more)
+            reasons.append(f"{more} epochs: one pass over your {rows} rows is only {per_epoch} training "
+                           f"step{'s' if per_epoch != 1 else ''}, and a run needs about {ENOUGH_STEPS} to move the "
+                           f"model ({steps} steps in all)" + (". More rows would teach it more than more passes."
+                                                               if steps < ENOUGH_STEPS or more >= MAX_EPOCHS else "."))
     lr = {"lora": 1e-3, "qlora": 1e-3, "full": 2e-5, "dpo": 5e-4, "kto": 5e-4}.get(method)
     if lr:
         settings["learning_rate"] = lr

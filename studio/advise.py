@@ -21,13 +21,14 @@ def facts(studio, goal: str, model: str = "default", dataset: str | None = None)
         # the token lengths the estimates read too (tokenized once per model and dataset, then cached)
         lengths = sorted(ms._training_lengths(studio, model_path, dataset, 0.0) or [])
         longest = lengths[min(len(lengths) - 1, int(0.95 * len(lengths)))] if lengths else None
-    peak, seconds, batch, length, available, where = {}, {}, {}, {}, None, "memory"
+    peak, seconds, batch, length, epochs, steps, available, where = {}, {}, {}, {}, {}, {}, None, "memory"
     usable = dataset if kind is not None and kind == advisor.NEEDS.get(goal) else None
     for key in advisor.candidates(goal):
         est = ms.estimate(studio, model, key, None, usable)
         peak[key], seconds[key] = est.peak_bytes, est.seconds_per_epoch
         defaults = {i.name: i.default for i in describe(METHODS[key].params)}
         batch[key], length[key] = defaults.get("per_device_train_batch_size"), defaults.get("max_length")
+        epochs[key], steps[key] = defaults.get("num_train_epochs"), est.steps_per_epoch if usable else None
         available, where = est.available_bytes, ("GPU memory" if est.device == "cuda" else "memory")
     if available is None:
         from pipelines import estimates, hardware
@@ -35,7 +36,7 @@ def facts(studio, goal: str, model: str = "default", dataset: str | None = None)
         available = estimates.available_bytes("cuda" if hardware.has_cuda() else "cpu")
     return advisor.Facts(goal=goal, rows=rows, data_kind=kind, available_bytes=available, where=where,
                          peak_bytes=peak, seconds_per_epoch=seconds, batch_size=batch, longest_tokens=longest,
-                         max_length=length)
+                         max_length=length, epochs=epochs, steps_per_epoch=steps)
 
 
 def own_fitting(studio, goal: str, dataset: str | None) -> tuple[dict | None, dict | None]:

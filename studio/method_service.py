@@ -6,13 +6,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from pipelines import data, dataset_stats, estimates, importer, models
+from pipelines import advisor, data, dataset_stats, estimates, importer, models
 from pipelines.methods import METHODS, ConfigError, parse
 
 GB = 1024**3
 # fewer optimizer steps than this in a whole run: said next to the estimate (a DPO run on 4 chat votes
 # took 1 step, and its rewards stayed at 0)
-FEW_STEPS = 10
+FEW_STEPS = advisor.ENOUGH_STEPS  # the advice gives a small set enough epochs to pass it
 
 
 def _training_lengths(studio, model_path: str, dataset_ref: str | None, eval_fraction: float) -> list[int] | None:

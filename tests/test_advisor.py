@@ -170,3 +170,25 @@ def test_pairs_asked_for_with_examples_in_train_advise_on_the_users_own_pairs(st
 
     assert first_dataset(dataset_choices(studio, "dpo")) == own["id"]
     assert first_dataset(dataset_choices(studio, "grpo")) == "arithmetic_prompts"
+
+
+@pytest.mark.parametrize("method, goal, kind, per_epoch, epochs", [
+    ("dpo", "preferences", "preference", 3, 4),  # 11 pairs in batches of 4: 3 steps an epoch, 2 epochs = 6
+    ("kto", "feedback", "kto", 2, 5),
+    ("kto", "feedback", "kto", 1, 10),  # capped: more passes over a handful of rows only memorise it
+])
+def test_a_small_set_gets_enough_epochs_for_the_steps_the_train_tab_asks(method, goal, kind, per_epoch, epochs):
+    """Applied DPO/KTO advice on a dozen rows was then called too small by the Train tab ("Only 6 training
+    steps"): the advice now gives it the epochs for about ten steps, and says why."""
+    small = dataclasses.replace(facts(goal=goal, kind=kind, rows=11), epochs={method: 2.0},
+                                steps_per_epoch={method: per_epoch})
+    advice = recommend(small)
+    assert advice.settings["num_train_epochs"] == epochs
+    said = next(r for r in advice.reasons if r.startswith(f"{epochs} epochs:"))
+    assert said.startswith(f"{epochs} epochs: one pass over your 11 rows is only {per_epoch} training step")
+    assert ("More rows would teach it more" in said) == (epochs == 10)
+    from studio.method_service import FEW_STEPS
+
+    assert per_epoch * epochs >= FEW_STEPS
+    enough = dataclasses.replace(small, steps_per_epoch={method: 5})  # 10 steps at the default: left as it is
+    assert "num_train_epochs" not in recommend(enough).settings
