@@ -80,6 +80,10 @@ def progress_html(row: dict, metrics: list[dict]) -> str:
                 f'elapsed {format_duration(p["elapsed_s"])}' + (f" · ETA {eta}" if row["status"] == "running" else ""))
         if row["status"] == "running" and row.get("phase") == EVALUATING:
             said += f" · {EVALUATING}"
+    resumed = row.get("resumed_from")
+    if resumed is not None and row["status"] != "queued":  # elapsed counts from the resume, said so
+        said += (f" · resumed from the checkpoint at step {resumed}" if resumed else
+                 " · resumed from the start: no checkpoint had been saved")
     return (f'<div class="run-progress"><div class="bar"><div class="fill" style="width:{width:.1f}%"></div></div>'
             f'<span>{said}</span></div>')
 
@@ -239,6 +243,26 @@ def button_states(status: str | None, method: str | None = None) -> list:
             gr.update(interactive=done), gr.update(interactive=done and writes), gr.update(interactive=done)]
 
 
+CANCELLING = "Cancelling `{run_id}`: it saves a checkpoint, then stops."
+RESUMING = "Resuming `{run_id}` from its newest checkpoint."
+
+
+def action_after(studio, run_id: str | None, said: str | None):
+    """What a button said about the selected run, once the run has done it: "Cancelling…" stood under
+    the buttons long after the run had stopped. (gr.skip() while it still holds.)"""
+    if not run_id or said not in (CANCELLING.format(run_id=run_id), RESUMING.format(run_id=run_id)):
+        return gr.skip()
+    row = studio.get_run(run_id)
+    status = row and row["status"]
+    if said.startswith("Cancelling") and status == "cancelled":
+        return f"Cancelled `{run_id}` at step {row['step']}: *Resume* continues from its newest checkpoint."
+    if said.startswith("Cancelling") and status == "completed":
+        return f"`{run_id}` had reached its last step before the cancel, so it completed and saved its result."
+    if said.startswith("Resuming") and status in ("running", "completed", "failed", "cancelled"):
+        return ""  # the progress line says where it resumed from
+    return gr.skip()
+
+
 def build(studio, selected: gr.State):
     table = gr.Dataframe(headers=RUN_COLUMNS, value=runs_table(studio), interactive=False, wrap=True,
                          column_widths=RUN_WIDTHS, elem_id="runs-table")
@@ -289,7 +313,12 @@ def build(studio, selected: gr.State):
         return (rows, text, bar_html, figure, tail, count, offered, ids, sampled, now, *buttons_now)
 
     outputs = [table, status, bar, plot, log, shown, compare, listed, samples, sent, *buttons]
-    timer.tick(refresh, [selected, shown, listed, sent], outputs, show_progress="hidden")
+
+    def tick(run_id, drawn, known, shown_now, said):
+        out = refresh(run_id, drawn, known, shown_now)
+        return (*out, action_after(studio, run_id, said))
+
+    timer.tick(tick, [selected, shown, listed, sent, action], [*outputs, action], show_progress="hidden")
 
     def on_select(evt: gr.SelectData, rows, known, said):
         run_id = rows.iloc[evt.index[0], 0] if hasattr(rows, "iloc") else rows[evt.index[0]][0]
@@ -310,9 +339,8 @@ def build(studio, selected: gr.State):
             return done.format(run_id=run_id)
         return handler
 
-    cancel.click(run_action(studio.cancel, "Cancelling `{run_id}`: it saves a checkpoint, then stops."),
-                 selected, action)
-    resume.click(run_action(studio.resume, "Resuming `{run_id}` from its newest checkpoint."), selected, action)
+    cancel.click(run_action(studio.cancel, CANCELLING), selected, action)
+    resume.click(run_action(studio.resume, RESUMING), selected, action)
 
     def on_continue(run_id, epochs):
         if not run_id:

@@ -184,6 +184,7 @@ def run_state(run_dir: Path, now: float | None = None) -> dict:
         "error": None,
         "summary": {},
         "started": None,
+        "resumed_from": None,  # the checkpoint's step a resumed attempt picked up from (0: started over)
         "finished": None,
         "stalled_s": 0.0,
         # asked to stop, not stopped yet (a running run saves a checkpoint first)
@@ -192,7 +193,7 @@ def run_state(run_dir: Path, now: float | None = None) -> dict:
     if status is None:
         return state
     state.update(status=status["status"], error=status.get("error"), summary=status.get("summary", {}),
-                 started=status.get("started"),
+                 started=status.get("started"), resumed_from=status.get("resumed_from"),
                  finished=status.get("finished") if status["status"] in FINAL_STATUSES else None)
     state["cancelling"] = state["cancelling"] and status["status"] in ACTIVE_STATUSES
     if status["status"] in ACTIVE_STATUSES:

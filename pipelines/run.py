@@ -48,6 +48,11 @@ def main(run_dir: str) -> int:
         print(f"{run_dir}: no readable {JOB}", file=sys.stderr)
         return 2
     events = RunEvents(run_dir)
+    resumed_from = None
+    if job.get("resume"):  # the page shows where it picks up from the start, not a run at step 0 of "-"
+        checkpoint, before = newest_checkpoint(run_dir), read_json(run_dir / HEARTBEAT) or {}
+        resumed_from = int(checkpoint.name.rsplit("-", 1)[-1]) if checkpoint else 0
+        events.progress.update(step=resumed_from, max_steps=before.get("max_steps", 0))
 
     def on_sigterm(_signum, _frame):
         # A polite kill is a cancel: the training loop checkpoints at the end of its step.
@@ -64,7 +69,7 @@ def main(run_dir: str) -> int:
         print("cancelled while queued", flush=True)
         return 0
 
-    events.status("running", started=time.time())
+    events.status("running", started=time.time(), resumed_from=resumed_from)
     events.phase("starting (loading the training libraries)")
     try:
         if job.get("runner"):  # another long task (e.g. answers to label): its module's run()

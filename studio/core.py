@@ -459,7 +459,7 @@ class Studio:
             self.store.update_run_status(run_id, state["status"], state["error"])
         row.update({key: state[key] for key in ("status", "error", "step", "max_steps", "summary",
                                                 "started", "finished", "stalled_s", "phase", "training_since",
-                                                "first_step", "cancelling")})
+                                                "first_step", "cancelling", "resumed_from")})
         return row
 
     def job_state(self, job_id: str, worker: str = "training process") -> dict:

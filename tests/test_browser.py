@@ -115,6 +115,16 @@ def test_reload_reattaches_and_the_curve_grows(server, page, studio, tiny_model_
     expect(page.locator("#run-action")).to_contain_text(f"Cancelling {run_id}")
     expect(page.locator("#run-status")).to_contain_text("cancelled", timeout=60_000)
     assert studio.get_run(run_id)["status"] == "cancelled"
+    # once it has stopped, the line under the buttons says so ("Cancelling…" stood there after the stop)
+    expect(page.locator("#run-action")).to_contain_text(f"Cancelled {run_id} at step", timeout=10_000)
+    expect(page.locator("#run-action")).to_contain_text("Resume continues from its newest checkpoint")
+
+    # a resume reads as one: where it picks up from (it looked like a new run at step "-", from 0:00)
+    page.click("#run-resume")
+    expect(page.locator("#run-progress")).to_contain_text("resumed from the checkpoint at step", timeout=60_000)
+    expect(page.locator("#run-progress")).not_to_contain_text("step 0 of")
+    page.click("#run-cancel")
+    expect(page.locator("#run-status")).to_contain_text("cancelled", timeout=60_000)
 
     # another run picked in the table: what Cancel said about the first one goes
     other = studio.start_run(model=str(tiny_model_dir), dataset="quillpad_faq", method="lora",

@@ -64,7 +64,17 @@ def test_cancel_saves_a_checkpoint_then_resume_finishes(studio, tiny_model_dir, 
     studio.resume(run_id)
     # back in line; a process waiting with the libraries imported can have it running already
     assert studio.get_run(run_id)["status"] in ("queued", "running")
+    # from its start the resumed attempt says where it picks up (it read as a new run at step 0 of "-")
+    wait_until(lambda: studio.get_run(run_id)["status"] == "running")
+    resumed = studio.get_run(run_id)
+    assert resumed["resumed_from"] == row["step"] and resumed["step"] >= row["step"]
+    assert resumed["max_steps"] == row["max_steps"]
     assert_resumed_to_the_end(studio, run_id)
+    from components.runs_panel import action_after, progress_html
+
+    done = studio.get_run(run_id)
+    assert f"· resumed from the checkpoint at step {row['step']}" in progress_html(done, [])
+    assert action_after(studio, run_id, f"Resuming `{run_id}` from its newest checkpoint.") == ""
 
 
 def test_a_cancel_during_the_last_step_lets_the_run_finish_and_save(studio, tiny_model_dir, tiny_params):
