@@ -17,6 +17,18 @@ PREFERENCE_PANELS = [
     ("Rewards of preferred and rejected answers; KL", ("rewards/chosen", "rewards/rejected", "eval_rewards/chosen",
                                                         "eval_rewards/rejected", "kl")),
 ]
+# KTO: single replies marked good or bad, no pairs to rank (TRL logs no accuracy for it): how each kind
+# of reply moves, the gap between them, and how far the model has moved from where it started
+KTO_PANELS = [
+    ("Loss (training and held-out)", ("loss", "eval_loss")),
+    ("Rewards of replies marked good and bad", ("rewards/chosen", "rewards/rejected", "eval_rewards/chosen",
+                                                "eval_rewards/rejected")),
+    ("Reward margin (good minus bad)", ("rewards/margins", "eval_rewards/margins")),
+    ("KL from the start (how far the model moved)", ("kl",)),
+]
+KTO_LABELS = {"rewards/chosen": "marked good", "rewards/rejected": "marked bad",
+              "eval_rewards/chosen": "marked good, held-out", "eval_rewards/rejected": "marked bad, held-out",
+              "rewards/margins": "training replies", "eval_rewards/margins": "held-out replies"}
 # reinforcement learning: is the reward rising (and which function's part), how far has the model
 # moved from where it started, how long are its replies
 RL_PANELS = [
@@ -60,7 +72,11 @@ def curves_figure(runs: dict[str, list[dict]], parts: dict[str, dict] | None = N
     else:
         panels = PREFERENCE_PANELS if any(is_preference(m) for m in runs.values()) else PANELS
     data_of = {run_id: series(metrics) for run_id, metrics in runs.items()}
-    if not rl and not any("kl" in data for data in data_of.values()):  # DPO logs none; KTO does
+    labels = LABELS
+    if panels is PREFERENCE_PANELS and not any(
+            name in data for data in data_of.values() for name in ("rewards/accuracies", "eval_rewards/accuracies")):
+        panels, labels = KTO_PANELS, {**LABELS, **KTO_LABELS}  # KTO: no pairs, so no accuracy to draw
+    if not rl and panels is not KTO_PANELS and not any("kl" in data for data in data_of.values()):  # DPO logs none
         panels = [(title.removesuffix("; KL"), names) for title, names in panels]
     fig = make_subplots(rows=2, cols=2, subplot_titles=[title for title, _ in panels],
                         horizontal_spacing=0.1, vertical_spacing=0.2)
@@ -74,7 +90,7 @@ def curves_figure(runs: dict[str, list[dict]], parts: dict[str, dict] | None = N
                 if name not in data:
                     continue
                 steps, values = data[name]
-                what = LABELS.get(name) or name.removeprefix("rewards/").removesuffix("/mean")
+                what = labels.get(name) or name.removeprefix("rewards/").removesuffix("/mean")
                 if name.startswith("rewards/") and what in (parts or {}).get(run_id, {}):
                     what, weight = parts[run_id][what]
                     values = [weight * v for v in values]

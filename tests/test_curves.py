@@ -89,7 +89,7 @@ def test_one_runs_series_each_have_a_colour_named_once_in_the_legend():
     assert by_name["r1 held-out loss"].dash == "dot" and by_name["r1 training loss"].dash == "solid"
     kto = [{"step": 1, "loss": 0.5, "rewards/chosen": 0.1, "rewards/rejected": -0.1, "kl": 0.2}]
     assert [a.text for a in curves_figure({"r3": kto}).layout.annotations][3] == (
-        "Rewards of preferred and rejected answers; KL")
+        "KL from the start (how far the model moved)")
 
 
 def test_a_short_run_is_drawn_on_whole_steps():
@@ -133,3 +133,25 @@ def test_a_finished_run_says_where_held_out_loss_was_lowest():
     assert heldout_loss_line(summary, metrics) == ("Held-out loss: 4.468 before, 3.277 after (lower is better); "
                                                    "it was lowest at step 12, 2.660")
     assert heldout_loss_line(summary, metrics[:1] + metrics[2:]).endswith("after (lower is better)")
+
+
+def test_a_kto_run_draws_good_and_bad_replies_not_an_empty_accuracy_panel():
+    """KTO has no pairs, so TRL logs no accuracy for it: its charts showed an empty "Preference accuracy"
+    panel. They now show what it logs: the rewards of replies marked good and bad, their gap, the KL."""
+    from components.charts import curves_figure
+
+    kto = [{"step": s, "loss": 0.5 - 0.1 * s, "rewards/chosen": 0.1 * s, "rewards/rejected": -0.1 * s,
+            "rewards/margins": 0.2 * s, "kl": 0.01 * s} for s in (1, 2, 3)]
+    kto.append({"step": 3, "eval_loss": 0.3, "eval_rewards/chosen": 0.2, "eval_rewards/rejected": -0.2,
+                "eval_rewards/margins": 0.4})
+    fig = curves_figure({"k1": kto})
+    assert [a.text for a in fig.layout.annotations] == [
+        "Loss (training and held-out)", "Rewards of replies marked good and bad", "Reward margin (good minus bad)",
+        "KL from the start (how far the model moved)"]
+    assert [t.name for t in fig.data] == ["training loss", "held-out loss", "marked good", "marked bad",
+                                          "marked good, held-out", "marked bad, held-out", "training replies",
+                                          "held-out replies", "KL from the start"]
+    assert all(len(t.x) for t in fig.data)  # no panel without a line
+    dpo = [{**m, "rewards/accuracies": 0.5} for m in kto if "loss" in m]
+    assert [a.text for a in curves_figure({"d1": dpo}).layout.annotations][1] == (
+        "Preference accuracy (preferred scored higher)")
