@@ -24,6 +24,11 @@ def method_label(key: str) -> str:
     return METHODS[key].label if key in METHODS else key
 
 
+def model_title(model: str) -> str:
+    """A run's base as people know it: the built-in model by its name, not the spec 'default'."""
+    return "the built-in SmolLM2-135M-Instruct" if model in ("", "default") else f"the base model `{model}`"
+
+
 def runs_table(studio) -> list[list]:
     rows = []
     datasets = studio.dataset_titles()
@@ -96,7 +101,7 @@ def lineage(studio, row: dict) -> list[str]:
         what = f" ({method_label(parent['method'])})" if parent else ""
         lines.append(f"Started from run `{row['parent_id']}`{what}.")
     else:
-        lines.append(f"Started from the base model `{row['model']}`.")
+        lines.append(f"Started from {model_title(row['model'])}.")
     dataset = studio.store.get_dataset(row["dataset_id"]) if row.get("dataset_id") else None
     if dataset:
         text = f"Learned from **{dataset_title(dataset['name'])}** ({dataset['rows']} rows of {dataset['kind']} data)"
@@ -203,7 +208,8 @@ def config_diff(studio, run_ids: list[str]) -> list[list]:
         return []
     datasets = studio.dataset_titles()
     methods = [r["method"] for r in rows]
-    settings = {"Start from": [r["model"] for r in rows], "Method": [method_label(m) for m in methods],
+    settings = {"Start from": ["built-in SmolLM2-135M-Instruct" if r["model"] == "default" else r["model"]
+                               for r in rows], "Method": [method_label(m) for m in methods],
                 "Dataset": [datasets.get(r["dataset_id"], r["dataset_id"]) for r in rows]}
     for key in sorted(set().union(*(r["params"] for r in rows))):
         settings[setting_label(key, methods)] = [r["params"].get(key, "-") for r in rows]

@@ -164,6 +164,8 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
         trainer_args.update(loss_type=[trainer_args["loss_type"], "sft"],
                             loss_weights=[1.0, groups["studio"]["sft_weight"]])
     trainer_args["eval_steps"] = evals.every(total_steps, params.eval_steps, evals.PER_RUN["preference"])
+    if method.trl in ("orpo", "cpo"):  # their pair collator needs the raw columns; TRL turned it off itself,
+        trainer_args["remove_unused_columns"] = False  # with a warning in the run's log people read
     patience = groups["studio"]["early_stopping_patience"]
     config = config_cls(**trainer_args, **run_settings(run_dir, params, eval_ds is not None, patience))
     callbacks = [MetricsCallback(events), CancelCallback(events), SealCheckpoints()]

@@ -228,3 +228,12 @@ def test_an_upload_with_thumbs_is_mapped_to_kto_labels_on_the_page(studio, tmp_p
     said, _choices = data_tab.import_source(studio, str(path), None, "", "auto", "line", False, 0, 42, *mapped)
     assert said.startswith("Imported **feedback**")
     assert [d["kind"] for d in studio.list_datasets()] == ["kto"]
+
+
+def test_a_run_from_the_built_in_model_names_it_not_its_spec(studio):
+    from components.runs_panel import lineage
+
+    assert lineage(studio, {"parent_id": None, "model": "default", "dataset_id": None}) == [
+        "Started from the built-in SmolLM2-135M-Instruct."]  # it said "the base model `default`"
+    assert lineage(studio, {"parent_id": None, "model": "/m/tiny", "dataset_id": None}) == [
+        "Started from the base model `/m/tiny`."]
