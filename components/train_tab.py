@@ -100,7 +100,9 @@ def estimate_text(studio, model_spec, dataset_ref, method_key, params, devices=N
         return f"Estimate unavailable: {field_named(err, method_key)}"
     except (DataError, ModelError, OSError, ValueError) as err:
         return f"Estimate unavailable: {err}"
-    line = method_service.summary_line(est, (params or {}).get("num_train_epochs"))
+    past = method_service.past_runs(studio, model_spec or "default", method_key)
+    est = method_service.calibrated(est, past)
+    line = method_service.summary_line(est, (params or {}).get("num_train_epochs"), past.overhead_s)
     try:
         per_device = method_service.devices_line(est, devices)
     except ConfigError as err:

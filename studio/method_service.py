@@ -4,6 +4,7 @@ weights and the memory and time a run would take on this machine."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pipelines import advisor, data, dataset_stats, estimates, importer, models
@@ -110,14 +111,71 @@ def fmt_seconds(s: float | None) -> str:
     return f"{s / 60:.0f} min" if s < 5400 else f"{s / 3600:.1f} h"
 
 
-def summary_line(est, epochs: float | None = None) -> str:
+OVERHEAD_RUNS = 5  # the newest finished runs whose times the estimate reads
+
+
+@dataclass(frozen=True)
+class PastRuns:
+    """What the newest finished runs of a method on a model took here (medians), for the estimate:
+    the matmul-based figure is only as good as a constant's fit to this CPU, a finished run is not."""
+    overhead_s: float | None = None  # outside training steps: the process, libraries, model and data
+    # loaded at the start; measuring after training and saving at the end
+    tokens_per_s: float | None = None  # training speed, as the curves show it (same method only)
+
+
+def past_runs(studio, model: str, method: str) -> PastRuns:
+    """The newest completed runs of this method (for the start and end, else of any method) on this
+    model: their median overhead and training speed. Empty before any such run finished."""
+    import statistics
+
+    from pipelines.events import HEARTBEAT, JOB, STATUS, read_json, read_metrics
+
+    overhead: dict[bool, list[float]] = {True: [], False: []}
+    speed: list[float] = []
+    for row in studio.store.list_runs():  # newest first
+        if row["status"] != "completed" or row["model"] != model or len(overhead[True]) >= OVERHEAD_RUNS:
+            continue
+        folder = studio.run_dir(row["id"])
+        job, beat, status = (read_json(folder / name) or {} for name in (JOB, HEARTBEAT, STATUS))
+        metrics = read_metrics(folder)
+        steps = [m["time"] for m in metrics if "loss" in m and "time" in m]
+        if job.get("resume") or not (job.get("queued_at") and beat.get("training_since") and status.get("finished")
+                                     and steps):
+            continue  # a resumed run's start and training are in two attempts
+        same = row["method"] == method
+        overhead[same].append(beat["training_since"] - job["queued_at"] + status["finished"] - steps[-1])
+        rates = [m["tokens_per_s"] for m in metrics if m.get("tokens_per_s")][1:]  # the first: warm-up
+        if same and rates:
+            speed.append(statistics.median(rates))
+    runs = overhead[True] or overhead[False][:OVERHEAD_RUNS]
+    return PastRuns(statistics.median(runs) if runs else None, statistics.median(speed) if speed else None)
+
+
+def calibrated(est, past: PastRuns):
+    """The estimate's times at the training speed runs of this method reached here (the matmul-based
+    figure was 1.5x too slow on a 2-core AVX-512 AMD: bench/run_time_estimate.py)."""
+    if not (past.tokens_per_s and est.seconds_per_epoch and est.tokens_per_epoch):
+        return est
+    factor = (est.tokens_per_epoch / est.seconds_per_epoch) / past.tokens_per_s
+    factor = min(3.0, max(1 / 3, factor))  # another batch size or length: a nudge, never a new figure
+    return replace(est, seconds_per_epoch=est.seconds_per_epoch * factor, eval_seconds=est.eval_seconds * factor)
+
+
+def summary_line(est, epochs: float | None = None, overhead: float | None = None) -> str:
     """One line for the Train tab, under the Start button's settings (with the whole run's time
-    when the number of epochs is known)."""
+    when the number of epochs is known, and from Start to the saved result when runs here have shown
+    how long starting and saving take: `overhead`)."""
     time = f"; about {fmt_seconds(est.seconds_per_epoch)} per epoch" if est.seconds_per_epoch else ""
     if est.seconds_per_epoch and epochs:
         checks = f", plus {fmt_seconds(est.eval_seconds)} measuring the held-out rows" if est.eval_seconds >= 1 else ""
-        time = (f"; training takes about **{fmt_seconds(est.seconds_per_epoch * float(epochs) + est.eval_seconds)} "
-                f"in all** ({fmt_seconds(est.seconds_per_epoch)} per epoch × {float(epochs):g}{checks})")
+        training = est.seconds_per_epoch * float(epochs) + est.eval_seconds
+        time = (f"; training takes about **{fmt_seconds(training)} in all** "
+                f"({fmt_seconds(est.seconds_per_epoch)} per epoch × {float(epochs):g}{checks})")
+        if overhead is not None and overhead >= 1:
+            time += (f", about **{fmt_seconds(training + overhead)} from Start to the saved result** (starting, "
+                     f"loading the model and saving took {fmt_seconds(overhead)} in the last runs here)")
+        else:
+            time += ", plus loading the model at the start and saving at the end"
     line = (f"Expected peak memory {fmt_bytes(est.peak_bytes)} — {est.verdict()}{time}. "
             f"Trains {fmt_count(est.trainable_params)} weights ({est.trainable_percent:.2f}% of the model).")
     steps = math.ceil(est.steps_per_epoch * float(epochs)) if est.steps_per_epoch and epochs else None

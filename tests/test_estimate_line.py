@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pipelines.estimates import Estimate
 from studio.method_service import fmt_seconds, summary_line
 
@@ -47,3 +49,38 @@ def test_the_estimate_counts_the_training_rows_the_run_will_have(studio, tiny_mo
         lengths = method_service._training_lengths(studio, str(tiny_model_dir), row["id"], fraction)
         assert len(lengths) == len(data.split_indices(n, fraction, 0)[0]), (n, fraction)
     assert len(data.split_indices(4, 0.1, 0)[0]) == 3
+
+
+def test_the_time_from_start_to_the_saved_result_counts_what_runs_here_took_outside_training(studio, tiny_model_dir):
+    """"About 9 s" took 21 s from Start: the estimate counted the training steps only. Once a run has
+    finished here, the line adds what runs took to start and to save, and says it is measured so."""
+    from components.train_tab import estimate_text
+    from studio import method_service
+
+    model = str(tiny_model_dir)
+    params = {"num_train_epochs": 0.1, "per_device_train_batch_size": 8, "max_length": 64, "r": 8}
+    assert method_service.past_runs(studio, model, "lora") == method_service.PastRuns(None, None)
+    before = estimate_text(studio, model, "quillpad_faq", "lora", params)
+    assert "in all** (" in before and ", plus loading the model at the start and saving at the end" in before
+    run_id = studio.start_run(model=model, dataset="quillpad_faq", method="lora", params=params)
+    row = studio.wait(run_id, poll_s=0.3)
+    assert row["status"] == "completed", row["error"]
+    past = method_service.past_runs(studio, model, "lora")
+    took = row["finished"] - studio.get_run(run_id)["started"]
+    assert 1 <= past.overhead_s <= took + 5  # spawning, imports, loading: seconds, never more than the whole run
+    assert past.tokens_per_s > 0
+    other = method_service.past_runs(studio, model, "dpo")  # no DPO run yet: any method's start, no speed
+    assert (other.overhead_s, other.tokens_per_s) == (past.overhead_s, None)
+    # the times at the speed the run reached: tokens per second as estimated = as measured
+    raw = method_service.estimate(studio, model, "lora", params, "quillpad_faq")
+    est = method_service.calibrated(raw, past)
+    factor = (raw.tokens_per_epoch / raw.seconds_per_epoch) / past.tokens_per_s
+    expected = past.tokens_per_s if 1 / 3 <= factor <= 3 else raw.tokens_per_epoch / raw.seconds_per_epoch / min(
+        3.0, max(1 / 3, factor))  # far off (another batch or length): moved at most 3x
+    assert est.tokens_per_epoch / est.seconds_per_epoch == pytest.approx(expected)
+    assert est.eval_seconds / est.seconds_per_epoch == pytest.approx(raw.eval_seconds / raw.seconds_per_epoch)
+    after = estimate_text(studio, model, "quillpad_faq", "lora", params)
+    assert "from Start to the saved result** (starting, loading the model and saving took" in after
+    line = summary_line(estimate(seconds_per_epoch=9, rows=300, steps_per_epoch=38), 1, overhead=12)
+    assert "about **9 s in all** (9 s per epoch × 1), about **21 s from Start to the saved result** (starting, " \
+           "loading the model and saving took 12 s in the last runs here)" in line

@@ -1,0 +1,55 @@
+"""How close the Train tab's time estimate is to a run's real time from Start to the saved result,
+on the built-in model: the baseline is the matmul-based training-only figure ("training takes about
+N s in all"), against the figure from Start to the saved result the Train tab shows once runs have
+finished here: training at the speed those runs reached, plus their median time outside training
+steps (studio/method_service.past_runs, calibrated).
+
+Runs --runs LoRA runs one after another on the bundled FAQ (the same settings each time); from the
+second on, each has runs before it to learn from. Printed per run: actual seconds (the job's
+queued_at to its finish), each estimate, and actual / estimate (1.00 = exact).
+
+    python bench/run_time_estimate.py [--runs 3] [--epochs 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pipelines.events import JOB, read_json  # noqa: E402
+from studio import method_service  # noqa: E402
+from studio.core import Studio  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--epochs", type=float, default=1.0)
+    ap.add_argument("--home", default=None, help="a workspace (default: a new one; the model is converted once)")
+    args = ap.parse_args()
+    home = Path(args.home or tempfile.mkdtemp(prefix="run-time-"))
+    studio = Studio(home)
+    studio.resolve_model("default")  # converted before anything is timed
+    params = {"num_train_epochs": args.epochs}
+    print(f"{'run':>3} {'actual s':>9} {'training-only est':>18} {'ratio':>6} {'from-Start est':>15} {'ratio':>6}")
+    for n in range(args.runs):
+        est = method_service.estimate(studio, "default", "lora", params, "quillpad_faq")
+        training = est.seconds_per_epoch * args.epochs + est.eval_seconds
+        past = method_service.past_runs(studio, "default", "lora")
+        shown = method_service.calibrated(est, past)
+        overhead = past.overhead_s
+        whole = shown.seconds_per_epoch * args.epochs + shown.eval_seconds + (overhead or 0)
+        run_id = studio.start_run(model="default", dataset="quillpad_faq", method="lora", params=params)
+        row = studio.wait(run_id, poll_s=0.2)
+        assert row["status"] == "completed", row["error"]
+        actual = row["finished"] - read_json(studio.run_dir(run_id) / JOB)["queued_at"]
+        told = f"{whole:15.1f} {actual / whole:6.2f}" if overhead else f"{'-':>15} {'-':>6}"
+        print(f"{n + 1:>3} {actual:9.1f} {training:18.1f} {actual / training:6.2f} {told}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
