@@ -62,6 +62,10 @@ def build(studio, train_model, train_dataset, train_method, tabs, train_tab_id, 
             yield gr.skip(), card(studio, model, dataset, key), ms.elsewhere(studio, model), (
                 f"Measuring each method on this machine (a few seconds each the first time): 0 of {total}…")
             table_rows = ms.catalogue(studio, model or "default", dataset)
+            kind = ms.dataset_kind(studio, dataset)
+            count = sum(kind in ms.fitting_kinds(k) for k in keys) if kind else 0
+            fitting = (f" {count} of them train on {kind} data like the dataset chosen in Train (✓ in *Data*); "
+                       "the others need data of another kind." if kind else "")
             for done in range(total):
                 # measuring takes both cores for seconds: it waits while a run trains (the tab stops it
                 # when another tab is opened); a method measured before shows at once
@@ -76,7 +80,7 @@ def build(studio, train_model, train_dataset, train_method, tabs, train_tab_id, 
                 rows = next(table_rows)
                 said = (f"Measuring each method on this machine: {done + 1} of {total} done, next "
                         f"{METHODS[keys[done + 1]].label}…" if done + 1 < total else
-                        f"All {total} methods measured for this model and dataset.")
+                        f"All {total} methods measured for this model and dataset.{fitting}")
                 yield rows, gr.skip(), gr.skip(), said
         except ERRORS as err:
             yield gr.skip(), f"**Could not estimate:** {err}", gr.skip(), ""

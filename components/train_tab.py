@@ -21,14 +21,9 @@ COST_FIELDS = {"num_train_epochs", "per_device_train_batch_size", "max_length", 
                "encoder_hidden_size", "prefix_projection", "bnb_4bit_use_double_quant"}
 
 
-def fitting_kinds(method_key: str) -> tuple[str, ...]:
-    kind = METHODS[method_key].data_kind
-    return ("sft", "text") if kind == "sft" else (kind,)
-
-
 def dataset_choices(studio, method_key: str = "lora") -> list[tuple[str, str]]:
     """The datasets this method can train on: bundled samples, then imported ones, newest first."""
-    kinds = fitting_kinds(method_key)
+    kinds = method_service.fitting_kinds(method_key)
     samples = [(f"Sample: {label}", key) for key, (_f, kind, label) in SAMPLES.items() if kind in kinds]
     imported = [(f"{d['name']} ({d['rows']} rows)", d["id"]) for d in studio.store.list_datasets()
                 if d["kind"] in kinds and d["name"] not in SAMPLES]

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pipelines import advisor, data, dataset_stats, estimates, importer, models
+from pipelines.data import DataError
 from pipelines.methods import METHODS, ConfigError, parse
 
 GB = 1024**3
@@ -228,11 +229,31 @@ def measured(studio, model: str, method: str) -> bool:
         return True
 
 
+def fitting_kinds(method_key: str) -> tuple[str, ...]:
+    """The dataset kinds a method trains on (an SFT method also on raw text)."""
+    kind = METHODS[method_key].data_kind
+    return ("sft", "text") if kind == "sft" else (kind,)
+
+
+FITS = " ✓ your data"  # the Method table's Data cell of a method that trains on the dataset chosen
+
+
+def dataset_kind(studio, dataset: str | None) -> str | None:
+    if not dataset:
+        return None
+    try:
+        return studio.resolve_dataset(dataset)["kind"]
+    except (DataError, OSError):
+        return None
+
+
 def catalogue(studio, model: str = "default", dataset: str | None = None):
     """The comparison table, one row per method at its default settings, yielded as it grows
     (the first look at a model probes each method for a few seconds; later looks, after a restart
-    too, are instant: pipelines/probe_cache.py)."""
+    too, are instant: pipelines/probe_cache.py). With a dataset chosen, the methods that train on
+    its kind say so in their Data cell (a KTO dataset: only KTO's row)."""
     rows, times = [], {}
+    kind = dataset_kind(studio, dataset)
     for key, method in METHODS.items():
         try:
             est = estimate(studio, model, key, None, dataset)
@@ -242,7 +263,8 @@ def catalogue(studio, model: str = "default", dataset: str | None = None):
         except ConfigError:  # a method this model cannot train (ESFT on a dense model): its card says why
             times[key] = None
             cells = ["not for this model", "-", "-", "-"]
-        rows.append([method.label, method.family, method.data_kind.upper(), *cells, "-",
+        fits = FITS if kind and kind in fitting_kinds(key) else ""
+        rows.append([method.label, method.family, method.data_kind.upper() + fits, *cells, "-",
                      "yes" if method.mergeable else "no"])
         # speed against LoRA's time per epoch at the same batch size and data
         base = times.get("lora")

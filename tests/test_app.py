@@ -237,3 +237,18 @@ def test_a_run_from_the_built_in_model_names_it_not_its_spec(studio):
         "Started from the built-in SmolLM2-135M-Instruct."]  # it said "the base model `default`"
     assert lineage(studio, {"parent_id": None, "model": "/m/tiny", "dataset_id": None}) == [
         "Started from the base model `/m/tiny`."]
+
+
+def test_the_method_table_marks_the_methods_that_train_on_the_chosen_data(studio, tiny_model_dir, tmp_path):
+    """A KTO dataset chosen in Train: the table listed all methods alike, nothing said which could use it."""
+    from studio import method_service as ms
+
+    thumbs = tmp_path / "thumbs.jsonl"
+    thumbs.write_text("".join(f'{{"prompt": "Q{i}?", "completion": "A{i}.", "label": {str(i % 2 == 0).lower()}}}\n'
+                              for i in range(8)))
+    kto = studio.import_dataset(thumbs)["id"]
+    first = next(ms.catalogue(studio, str(tiny_model_dir), kto))[0]  # full tuning: examples, not thumbs
+    assert first[0] == "Full fine-tuning" and first[2] == "SFT"
+    assert next(ms.catalogue(studio, str(tiny_model_dir), "quillpad_faq"))[0][2] == "SFT ✓ your data"
+    fitting = [k for k in ms.METHODS if "kto" in ms.fitting_kinds(k)]
+    assert fitting and fitting == [k for k, m in ms.METHODS.items() if m.data_kind == "kto"]

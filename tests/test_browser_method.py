@@ -35,6 +35,11 @@ def test_compare_choose_and_train_with_a_method(server, page, studio, small_voca
         expect(table).to_contain_text(method.label, timeout=180_000)
     expect(progress).to_contain_text(f"All {len(METHODS)} methods measured", timeout=30_000)
     expect(table).to_contain_text("100.00%")  # full fine-tuning trains every weight
+    # which methods train on the data chosen in Train (the FAQ's examples): marked, and counted
+    sft = sum(m.data_kind == "sft" for m in METHODS.values())
+    expect(progress).to_contain_text(f"{sft} of them train on sft data like the dataset chosen in Train")
+    expect(table).to_contain_text("SFT ✓ your data")
+    expect(table.get_by_text("PREFERENCE", exact=True).first).to_be_visible()
     card = page.locator("#method-card")
     expect(card).to_contain_text("When to use:", timeout=30_000)
     expect(card.locator("h3")).to_have_text("LoRA")  # not "LoRA (LoRA)"
