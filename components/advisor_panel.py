@@ -42,10 +42,12 @@ def build(studio, train_model, train_dataset, train_method, tabs, train_tab_id, 
 
     # the last click is always answered: with the default ("once") a click while the answer before was
     # still being worked out was dropped, and the old advice stood under the new question
-    ask.click(on_ask, [goal, train_model, train_dataset], [answer, advised, apply], trigger_mode="always_last")
-    # advice answers the question it was asked: another question clears it until Advise is pressed
+    asked = ask.click(on_ask, [goal, train_model, train_dataset], [answer, advised, apply],
+                      trigger_mode="always_last")
+    # advice answers the question it was asked: another question clears it until Advise is pressed, and
+    # an answer still being worked out for the question before is dropped (it landed under the new one)
     goal.input(lambda: ("", None, gr.update(visible=False)), None, [answer, advised, apply], queue=False,
-               show_progress="hidden")
+               show_progress="hidden", cancels=[asked])
 
     def on_apply(advice, stored):
         if not advice:
@@ -62,6 +64,8 @@ def build(studio, train_model, train_dataset, train_method, tabs, train_tab_id, 
         # the dataset the advice was for (the user's own pairs when the one in Train was examples): set
         # through `wanted`, which the method's change reads
         ref = advice.get("dataset")
+        if ref not in [value for _label, value in train_tab.dataset_choices(studio, key)]:
+            ref = None  # removed since the advice: the Train tab keeps (or picks) its own
         data = train_tab.method_on(studio, key, ref)[:2] if ref else (gr.skip(), gr.skip())
         return (key, *form.updates(key, values), {**stored, key: values}, *data, key, gr.Tabs(selected=train_tab_id))
 

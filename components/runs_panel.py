@@ -9,8 +9,8 @@ import gradio as gr
 from components.charts import curves_figure
 from pipelines.curves import WORSE_THAN_BEST, format_duration, overfitting_warning, progress
 from pipelines import rewards
-from pipelines.events import (ACTIVE_STATUSES, EVALUATING, JOB, RESUMABLE_STATUSES, SAMPLES, log_tail, read_json,
-                              read_metrics)
+from pipelines.events import (ACTIVE_STATUSES, EVALUATING, JOB, RESUMABLE_STATUSES, SAMPLES, log_tail,
+                              newest_checkpoint, read_json, read_metrics)
 from pipelines.methods import METHODS, ConfigError, describe
 from studio import chat_service
 from studio.core import RunError, dataset_title
@@ -261,7 +261,11 @@ def action_after(studio, run_id: str | None, said: str | None):
     row = studio.get_run(run_id)
     status = row and row["status"]
     if said.startswith("Cancelling") and status == "cancelled":
+        if newest_checkpoint(studio.run_dir(run_id)) is None:  # cancelled while queued or loading
+            return f"Cancelled `{run_id}` before its first checkpoint: *Resume* starts it over."
         return f"Cancelled `{run_id}` at step {row['step']}: *Resume* continues from its newest checkpoint."
+    if status == "failed":
+        return ""  # the status above says what went wrong
     if said.startswith("Cancelling") and status == "completed":
         return f"`{run_id}` had reached its last step before the cancel, so it completed and saved its result."
     if said.startswith("Resuming") and status in ("running", "completed", "failed", "cancelled"):

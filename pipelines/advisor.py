@@ -61,6 +61,11 @@ class Advice:
     dataset: str | None = None  # the dataset the advice was sized for (set by studio/advise.py)
 
 
+def fits(kind: str | None, needs: str) -> bool:
+    """Whether data of this kind serves a goal that needs `needs` (raw text trains like examples)."""
+    return kind == needs or (needs == "sft" and kind == "text")
+
+
 def candidates(goal: str) -> list[str]:
     """Methods whose estimates the rules read for a goal, in order of preference."""
     return {"facts": ["lora", "qlora", "full"], "style": ["lora", "qlora", "full"], "preferences": ["dpo"],
@@ -96,20 +101,20 @@ def recommend(facts: Facts) -> Advice:
             "To keep quality as high as possible, tune first (a LoRA run) and export the tuned run."])
     reasons: list[str] = []
     needs = NEEDS[facts.goal]
-    if facts.data_kind is not None and facts.data_kind != needs:
+    if facts.data_kind is not None and not fits(facts.data_kind, needs):
         reasons.append(f"**Your dataset does not fit this goal:** it is {facts.data_kind} data; this goal needs "
                        f"{DATA_HELP[needs]}. Pick or import such a dataset; the advice below assumes one.")
     elif facts.data_kind is None:
         reasons.append(f"No dataset chosen yet: this goal needs {DATA_HELP[needs]}.")
 
-    fits = facts.data_kind == needs
-    if not fits:  # its size and lengths say nothing about the data this goal needs
+    usable = fits(facts.data_kind, needs)
+    if not usable:  # its size and lengths say nothing about the data this goal needs
         facts = dataclasses.replace(facts, rows=None, longest_tokens=None)
     method = _pick_method(facts, reasons)
     if method is None:
-        return Advice(None, reasons=reasons, data_fits=fits)
+        return Advice(None, reasons=reasons, data_fits=usable)
     settings = _settings(facts, method, reasons)
-    return Advice(method, settings, reasons, data_fits=fits)
+    return Advice(method, settings, reasons, data_fits=usable)
 
 
 def _fits(facts: Facts, key: str) -> bool:

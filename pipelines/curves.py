@@ -85,14 +85,17 @@ def overfitting_warning(metrics: list[dict]) -> str | None:
                 f"from them. {advice}")
     best = min(range(len(evals)), key=lambda i: evals[i][1])
     (best_step, lowest), (last_step, last) = evals[best], evals[-1]
-    if best > len(evals) - 3 or last < lowest * (1 + WORSE_THAN_BEST) or not _falling(metrics, best_step, last_step):
+    # well above: a share of the lowest, and never a rounding's worth (a loss near 0, or below it)
+    if (best > len(evals) - 3 or last - lowest < max(WORSE_THAN_BEST * abs(lowest), 0.01)
+            or not _falling(metrics, best_step, last_step)):
         return None
     epoch = next((m["epoch"] for m in metrics if m.get("step") == best_step and m.get("epoch")), None)
-    at = f"step {best_step}" + (f" (epoch {epoch:.1f})" if epoch else "")
-    return (f"Held-out loss was lowest at {at}, {lowest:.3f}, and is now {last:.3f} while training loss "
-            "keeps falling: since then the model has been memorising your examples instead of learning "
-            f"from them. {'About ' + format(epoch, '.1f') + ' epochs' if epoch else 'Fewer epochs'}, early "
-            "stopping or a little dropout will help.")
+    epoch = epoch if epoch and epoch >= 0.1 else None
+    at = ("before training" if best_step == 0 else f"step {best_step}" + (f" (epoch {epoch:.1f})" if epoch else ""))
+    return (f"Held-out loss was lowest {'' if best_step == 0 else 'at '}{at}, {lowest:.3f}, and is now {last:.3f} "
+            "while training loss keeps falling: since then the model has been memorising your examples instead "
+            f"of learning from them. {'About ' + format(epoch, '.1f') + ' epochs' if epoch else 'Fewer epochs'}, "
+            "early stopping or a little dropout will help.")
 
 
 def _falling(metrics: list[dict], first: int, last: int) -> bool:

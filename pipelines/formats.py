@@ -29,6 +29,8 @@ SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "a
 UP = ("up", "thumbs up", "thumbs_up", "thumbsup", "\U0001F44D", "+1", "like", "liked", "positive", "helpful")
 DOWN = ("down", "thumbs down", "thumbs_down", "thumbsdown", "\U0001F44E", "-1", "dislike", "disliked", "negative",
         "unhelpful")
+THUMBS = ("up", "down", "thumbs up", "thumbs_up", "thumbsup", "thumbs down", "thumbs_down", "thumbsdown",
+          "\U0001F44D", "\U0001F44E", "+1", "-1")
 TRUE = ("true", "yes", "1", "desirable", "good", *UP)
 FALSE = ("false", "no", "0", "undesirable", "bad", *DOWN)
 # names of a column of good/bad marks on each reply (read as KTO's `label` when its values are marks)
@@ -270,8 +272,13 @@ def feedback_column(columns, records) -> str | None:
         values = [r.get(col) for r in records if isinstance(r, dict) and not missing(r.get(col))]
         if not values or not all(is_label(v) for v in values):
             continue
+        words = {str(v).strip().lower() for v in values}
+        if words & {"-1", "-1.0"} and words & {"0", "0.0"}:
+            continue  # -1/0/1: a three-way score with 0 as neutral, not good/bad
         named = col.strip().lower().replace("-", "_").replace(" ", "_") in FEEDBACK_NAMES
-        thumbs = all(isinstance(v, str) and v.strip().lower() in UP + DOWN for v in values)
+        # under another name only thumbs and votes say "a mark on this reply" (positive/negative may be
+        # the sentiment of what the reply says)
+        thumbs = all(isinstance(v, str) and v.strip().lower() in THUMBS for v in values)
         if named or thumbs:
             return col
     return None
@@ -284,6 +291,8 @@ def label(value, path, place, column="label") -> bool:
         return value == 1
     if isinstance(value, str) and value.strip().lower() in TRUE + FALSE:
         return value.strip().lower() in TRUE
+    if missing(value):  # a reply nobody marked: KTO needs every reply marked good or bad
+        raise DataError(f"{where(path, place, column)}: is empty; expected true or false (or up/down)")
     raise DataError(f"{where(path, place, column)}: expected true or false, got {json.dumps(value)}")
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pipelines.errors import DataError, where
 from pipelines.formats import (LAYOUT_BY_KEY, NAMES_SHOWN, apply_mapping, convert, detect, feedback_column, few,
-                               missing, suggest_mapping, value_name)
+                               is_label, missing, suggest_mapping, value_name)
 from pipelines.readers import DEFAULT_MAX_BYTES, check_file, records
 
 BATCH = 2000
@@ -205,8 +205,9 @@ def import_file(path: Path, dest: Path, options: ImportOptions | None = None,
     used = set(layout.required) | set(layout.optional)
     mapped = apply_mapping(record, options.mapping)
     ignored = [c for c in mapped if c not in used]
-    # good/bad marks left out of plain examples: said in the summary (a bad reply is learned as good)
-    ignored_feedback = feedback_column(ignored, [mapped]) if layout.kind == "sft" else None
+    # good/bad marks left out of plain examples, where they could have been KTO's labels: said in the
+    # summary (a bad reply is learned as a good one), if every row's value is a mark
+    marks = feedback_mapping(list(record), [record], options, layout)
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=IMPORTING_PREFIX, dir=dest.parent))
@@ -222,6 +223,8 @@ def import_file(path: Path, dest: Path, options: ImportOptions | None = None,
             if progress is not None and read % 1000 == 0 and time.time() - said >= PROGRESS_EVERY_S:
                 said = time.time()
                 progress(read, said - started)
+            if marks and not missing(record.get(marks["column"])) and not is_label(record.get(marks["column"])):
+                marks = None  # (read before the mapping: the column is the file's, not mapped)
             record = apply_mapping(record, options.mapping)
             try:
                 row = convert(record, layout, path, place)
@@ -262,7 +265,8 @@ def import_file(path: Path, dest: Path, options: ImportOptions | None = None,
             "empty_optional_fields": empty_optional, "optional_columns": list(layout.optional),
             # the first few names and the count: a file may have 1,000 columns nobody wants listed
             "ignored_columns": ignored[:NAMES_SHOWN], "ignored_count": len(ignored),
-            "ignored_feedback": ignored_feedback,
+            "ignored_feedback": marks["column"] if marks else None,
+            "feedback_mapping": marks["mapping"] if marks else None,
             "untaught_pairs": len(untaught), "untaught_rows": untaught[:5],
             "options": asdict(options), "created": time.time(),
             "import_seconds": round(time.time() - started, 2),

@@ -60,7 +60,7 @@ def main(run_dir: str) -> int:
 
     signal.signal(signal.SIGTERM, on_sigterm)
 
-    events.status("queued", error=None)
+    events.status("queued", error=None, resumed_from=resumed_from)  # not an earlier attempt's
     events.start_heartbeat()
     slot = wait_for_slot(run_dir, events, int(job.get("max_concurrent", 1)))
     if slot is None:

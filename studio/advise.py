@@ -22,7 +22,7 @@ def facts(studio, goal: str, model: str = "default", dataset: str | None = None)
         lengths = sorted(ms._training_lengths(studio, model_path, dataset, 0.0) or [])
         longest = lengths[min(len(lengths) - 1, int(0.95 * len(lengths)))] if lengths else None
     peak, seconds, batch, length, epochs, steps, available, where = {}, {}, {}, {}, {}, {}, None, "memory"
-    usable = dataset if kind is not None and kind == advisor.NEEDS.get(goal) else None
+    usable = dataset if goal in advisor.NEEDS and advisor.fits(kind, advisor.NEEDS[goal]) else None
     for key in advisor.candidates(goal):
         est = ms.estimate(studio, model, key, None, usable)
         peak[key], seconds[key] = est.peak_bytes, est.seconds_per_epoch
@@ -47,7 +47,7 @@ def own_fitting(studio, goal: str, dataset: str | None) -> tuple[dict | None, di
 
     needs = advisor.NEEDS.get(goal)
     chosen = studio.resolve_dataset(dataset) if dataset else None
-    if needs is None or (chosen and chosen["kind"] == needs):
+    if needs is None or (chosen and advisor.fits(chosen["kind"], needs)):
         return chosen, None
     own = next((d for d in studio.list_datasets() if d["kind"] == needs and d["name"] not in SAMPLES), None)
     return chosen, own
@@ -64,8 +64,8 @@ def advise(studio, goal: str, model: str = "default", dataset: str | None = None
     if own:
         from studio.core import dataset_title
 
-        instead = (f"the one chosen in Train, **{dataset_title(chosen['name'])}**, is {chosen['kind']} data" if chosen
-                   else "no dataset is chosen in Train")
+        instead = (f"the one chosen, **{dataset_title(chosen['name'])}**, is {chosen['kind']} data" if chosen
+                   else "no dataset was chosen")
         advice.reasons.insert(0, f"For your dataset **{dataset_title(own['name'])}** ({own['kind']} data, "
                                  f"{own['rows']} rows): {instead}.")
     if advice.method:

@@ -29,7 +29,7 @@ def summary_line(row: dict) -> str:
     if meta.get("ignored_feedback"):
         from pipelines.importer import ignored_feedback_text
 
-        mapping = {**meta.get("options", {}).get("mapping", {}), "label": meta["ignored_feedback"]}
+        mapping = meta.get("feedback_mapping") or {"label": meta["ignored_feedback"]}
         parts.append(ignored_feedback_text(meta)
                      + f" (--kind kto --map {','.join(f'{k}={v}' for k, v in mapping.items())})")
     return ", ".join(parts)

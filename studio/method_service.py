@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 
 from pipelines import advisor, data, dataset_stats, estimates, importer, models
@@ -126,30 +127,46 @@ class PastRuns:
 
 def past_runs(studio, model: str, method: str) -> PastRuns:
     """The newest completed runs of this method (for the start and end, else of any method) on this
-    model: their median overhead and training speed. Empty before any such run finished."""
+    model's base: their median overhead and training speed. Empty before any such run finished."""
+    import statistics
+
+    base = base_of(studio, model)
+    overhead: dict[bool, list[float]] = {True: [], False: []}
+    speed: list[float] = []
+    for row in studio.store.list_runs():  # newest first
+        same = row["method"] == method
+        if row["status"] != "completed" or row["model"] != base or len(overhead[same]) >= OVERHEAD_RUNS:
+            continue
+        took = _run_times(str(studio.run_dir(row["id"])))
+        if took is None:
+            continue
+        overhead[same].append(took[0])
+        if same and took[1] and METHODS[method].padding_free:  # tokens/s counts real tokens, as the
+            speed.append(took[1])  # estimate of a padding-free method does (a padded one counts padding)
+        if len(overhead[True]) >= OVERHEAD_RUNS:
+            break
+    runs = overhead[True] or overhead[False]
+    return PastRuns(statistics.median(runs) if runs else None, statistics.median(speed) if speed else None)
+
+
+@lru_cache(maxsize=256)  # a completed run's files never change
+def _run_times(folder: str) -> tuple[float, float | None] | None:
+    """(seconds outside its training steps, median training tokens/s) of a completed run, from its
+    files; None for a resumed run (two attempts) or one missing them (older studios)."""
     import statistics
 
     from pipelines.events import HEARTBEAT, JOB, STATUS, read_json, read_metrics
 
-    overhead: dict[bool, list[float]] = {True: [], False: []}
-    speed: list[float] = []
-    for row in studio.store.list_runs():  # newest first
-        if row["status"] != "completed" or row["model"] != model or len(overhead[True]) >= OVERHEAD_RUNS:
-            continue
-        folder = studio.run_dir(row["id"])
-        job, beat, status = (read_json(folder / name) or {} for name in (JOB, HEARTBEAT, STATUS))
-        metrics = read_metrics(folder)
-        steps = [m["time"] for m in metrics if "loss" in m and "time" in m]
-        if job.get("resume") or not (job.get("queued_at") and beat.get("training_since") and status.get("finished")
-                                     and steps):
-            continue  # a resumed run's start and training are in two attempts
-        same = row["method"] == method
-        overhead[same].append(beat["training_since"] - job["queued_at"] + status["finished"] - steps[-1])
-        rates = [m["tokens_per_s"] for m in metrics if m.get("tokens_per_s")][1:]  # the first: warm-up
-        if same and rates:
-            speed.append(statistics.median(rates))
-    runs = overhead[True] or overhead[False][:OVERHEAD_RUNS]
-    return PastRuns(statistics.median(runs) if runs else None, statistics.median(speed) if speed else None)
+    folder = Path(folder)
+    job, beat, status = (read_json(folder / name) or {} for name in (JOB, HEARTBEAT, STATUS))
+    metrics = read_metrics(folder)
+    steps = [m["time"] for m in metrics if "loss" in m and "time" in m]
+    # from when it got its turn (`started`): a wait behind other runs is theirs, not its start
+    started, since, finished = status.get("started"), beat.get("training_since"), status.get("finished")
+    if job.get("resume") or status.get("resumed_from") is not None or not (started and since and finished and steps):
+        return None
+    rates = [m["tokens_per_s"] for m in metrics if m.get("tokens_per_s")][1:]  # the first: warm-up
+    return since - started + finished - steps[-1], statistics.median(rates) if rates else None
 
 
 def calibrated(est, past: PastRuns):

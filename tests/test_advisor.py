@@ -161,7 +161,7 @@ def test_pairs_asked_for_with_examples_in_train_advise_on_the_users_own_pairs(st
                  "--home", str(studio.home)]) == 0
     out = capsys.readouterr().out
     assert out.startswith("### Use DPO\n")
-    assert ("- For your dataset my_pairs (preference data, 12 rows): the one chosen in Train, Quillpad support FAQ, "
+    assert ("- For your dataset my_pairs (preference data, 12 rows): the one chosen, Quillpad support FAQ, "
             "is sft data.\n") in out
     assert "does not fit" not in out
     assert yaml.safe_load(out.split("(save it as a .yaml file):\n", 1)[1])["dataset"] == own["id"]

@@ -250,5 +250,15 @@ def test_the_method_table_marks_the_methods_that_train_on_the_chosen_data(studio
     first = next(ms.catalogue(studio, str(tiny_model_dir), kto))[0]  # full tuning: examples, not thumbs
     assert first[0] == "Full fine-tuning" and first[2] == "SFT"
     assert next(ms.catalogue(studio, str(tiny_model_dir), "quillpad_faq"))[0][2] == "SFT ✓ your data"
-    fitting = [k for k in ms.METHODS if "kto" in ms.fitting_kinds(k)]
-    assert fitting and fitting == [k for k, m in ms.METHODS.items() if m.data_kind == "kto"]
+
+
+def test_thumbs_mapped_at_upload_still_name_the_first_row_import_would_stop_at(studio, tmp_path):
+    from components import data_tab
+
+    path = tmp_path / "gaps.csv"
+    path.write_text("prompt,completion,rating\nReset?,Hold it 10 s.,up\nWaterproof?,No.,\n")  # a reply not rated
+    unset = [data_tab.NOT_MAPPED] * len(data_tab.MAP_TARGETS)
+    message, *_ = data_tab.check_source(studio, str(path), None, "auto", "line", *unset)
+    assert message.startswith("Column **rating** holds good/bad marks")
+    assert message.endswith("Import would stop here: **gaps.csv, row 3, column 'rating': is empty; expected true "
+                            "or false (or up/down)**")

@@ -111,8 +111,8 @@ def test_help_me_choose_advises_and_fills_the_train_form(server, page, studio, t
     # it trains on them (not on the bundled sample pairs)
     page.get_by_text("Make it prefer better answers").click()
     page.click("#advisor-ask")
-    expect(answer).to_contain_text("For your dataset my_pairs (preference data, 12 rows): the one chosen in "
-                                   "Train, Quillpad support FAQ, is sft data", timeout=120_000)
+    expect(answer).to_contain_text("For your dataset my_pairs (preference data, 12 rows): the one chosen, "
+                                   "Quillpad support FAQ, is sft data", timeout=120_000)
     page.click("#advisor-apply")
     expect(page.locator("#train-method input")).to_have_value("DPO", timeout=30_000)
     expect(page.locator("#train-dataset input")).to_have_value("my_pairs (12 rows)")

@@ -215,3 +215,27 @@ def test_marks_under_other_names_are_mapped_with_the_question_and_answer(tmp_pat
     # Alpaca with an input: KTO's prompt has no place for it, so nothing is mapped for the user
     alpaca = jsonl(tmp_path / "alpaca.jsonl", {"instruction": "I", "input": "extra", "output": "O", "vote": "+1"})
     assert inspect(alpaca)["feedback"] is None
+
+
+def test_a_plain_import_warns_of_marks_only_when_every_row_has_one(studio, tmp_path):
+    """The warning was decided from the first row: a 1-5 star `rating` starting with a 1 was called
+    good/bad marks. Every row's value must be a mark; sentiment words under another name are no marks."""
+    stars = tmp_path / "stars.csv"
+    stars.write_text("prompt,completion,rating\nQ1,A1,1\nQ2,A2,0\nQ3,A3,4\n")
+    row, _ = rows_of(studio, stars)
+    assert row["kind"] == "sft" and row["meta"]["ignored_feedback"] is None
+    review = tmp_path / "review.csv"
+    review.write_text("prompt,completion,sentiment\nWrite a happy line,What a day!,positive\n"
+                      "Write a sad line,Rain again.,negative\n")
+    assert inspect(review)["feedback"] is None
+    three_way = tmp_path / "score.csv"
+    three_way.write_text("prompt,completion,score\nQ1,A1,1\nQ2,A2,0\nQ3,A3,-1\n")
+    assert inspect(three_way)["feedback"] is None
+    marks = tmp_path / "marks.csv"
+    marks.write_text("question,answer,vote\nQ1,A1,up\nQ2,A2,down\n")
+    plain, _ = rows_of(studio, marks, mapping={"prompt": "question", "completion": "answer"})
+    assert plain["meta"]["ignored_feedback"] == "vote"
+    from studio.cli_data import summary_line
+
+    assert summary_line(plain).endswith(
+        "import it as kto with 'vote' as the label (--kind kto --map prompt=question,completion=answer,label=vote)")

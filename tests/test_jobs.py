@@ -181,6 +181,12 @@ def test_queue_runs_one_at_a_time_in_order(studio, tiny_model_dir, tiny_params):
     first_end = json.loads((studio.run_dir(first) / "status.json").read_text())["finished"]
     second_start = json.loads((studio.run_dir(second) / "status.json").read_text())["started"]
     assert second_start >= first_end
+    # the estimate's time outside training steps: from a run's turn, not its wait behind the first run
+    from studio.method_service import _run_times
+
+    waited = second_start - json.loads((studio.run_dir(second) / "job.json").read_text())["queued_at"]
+    first_took, second_took = (_run_times(str(studio.run_dir(r)))[0] for r in (first, second))
+    assert second_took < first_took + 0.5 * waited, (first_took, second_took, waited)
 
 
 def test_a_queued_run_can_be_cancelled(studio, tiny_model_dir, long_params):
@@ -190,6 +196,11 @@ def test_a_queued_run_can_be_cancelled(studio, tiny_model_dir, long_params):
     wait_until(lambda: (studio.run_dir(second) / "heartbeat.json").exists())
     studio.cancel(second)
     assert studio.wait(second, poll_s=0.3)["status"] == "cancelled"
+    from components.runs_panel import CANCELLING, action_after
+
+    # nothing to resume from: said so under the buttons (not "continues from its newest checkpoint")
+    assert action_after(studio, second, CANCELLING.format(run_id=second)) == (
+        f"Cancelled `{second}` before its first checkpoint: *Resume* starts it over.")
     studio.cancel(first)
     assert studio.wait(first, poll_s=0.3)["status"] == "cancelled"
 
