@@ -31,23 +31,33 @@ def build(studio, train_model, train_dataset, train_method, tabs, train_tab_id, 
         apply = gr.Button("Use these settings in Train", variant="primary", visible=False, elem_id="advisor-apply")
     advised = gr.State(None)  # {"method": key, "settings": {...}}: this browser's last advice
 
-    def on_ask(goal_key, model, dataset):
+    shown_goal: dict[str, str] = {}  # page (session) -> the question its radio shows now
+
+    def on_ask(goal_key, model, dataset, request: gr.Request):
+        page = getattr(request, "session_hash", None)
+        shown_goal[page] = goal_key
         try:
             advice = advise.advise(studio, goal_key, model or "default", dataset)
         except (ConfigError, DataError, ModelError, OSError, ValueError) as err:
-            return f"**Could not advise:** {html.escape(str(err))}", None, gr.update(visible=False)
-        kept = ({"method": advice.method, "settings": advice.settings, "dataset": advice.dataset}
-                if advice.method else None)
-        return advise.as_markdown(advice), kept, gr.update(visible=kept is not None)
+            said, kept = f"**Could not advise:** {html.escape(str(err))}", None
+        else:
+            said = advise.as_markdown(advice)
+            kept = ({"method": advice.method, "settings": advice.settings, "dataset": advice.dataset}
+                    if advice.method else None)
+        if shown_goal.get(page) != goal_key:  # the question changed while this was worked out: the
+            return gr.skip(), gr.skip(), gr.skip()  # answer would stand under the new one
+        return said, kept, gr.update(visible=kept is not None)
 
     # the last click is always answered: with the default ("once") a click while the answer before was
     # still being worked out was dropped, and the old advice stood under the new question
-    asked = ask.click(on_ask, [goal, train_model, train_dataset], [answer, advised, apply],
-                      trigger_mode="always_last")
-    # advice answers the question it was asked: another question clears it until Advise is pressed, and
-    # an answer still being worked out for the question before is dropped (it landed under the new one)
-    goal.input(lambda: ("", None, gr.update(visible=False)), None, [answer, advised, apply], queue=False,
-               show_progress="hidden", cancels=[asked])
+    ask.click(on_ask, [goal, train_model, train_dataset], [answer, advised, apply], trigger_mode="always_last")
+
+    def on_goal(goal_key, request: gr.Request):
+        """Advice answers the question it was asked: another question clears it until Advise is pressed."""
+        shown_goal[getattr(request, "session_hash", None)] = goal_key
+        return "", None, gr.update(visible=False)
+
+    goal.input(on_goal, goal, [answer, advised, apply], queue=False, show_progress="hidden")
 
     def on_apply(advice, stored):
         if not advice:

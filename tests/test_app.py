@@ -262,3 +262,26 @@ def test_thumbs_mapped_at_upload_still_name_the_first_row_import_would_stop_at(s
     assert message.startswith("Column **rating** holds good/bad marks")
     assert message.endswith("Import would stop here: **gaps.csv, row 3, column 'rating': is empty; expected true "
                             "or false (or up/down)**")
+
+
+def test_advice_for_a_question_changed_meanwhile_is_dropped(studio, tiny_model_dir, monkeypatch):
+    """Advise, then another question picked before the answer came: the answer landed under the new
+    question (and Apply used it)."""
+    from types import SimpleNamespace
+
+    from studio import advise
+
+    app = build_app(studio)
+    on_ask, on_goal = (next(f.fn for f in app.fns.values() if f.name == name) for name in ("on_ask", "on_goal"))
+    page = SimpleNamespace(session_hash="page-1")
+    real = advise.advise
+
+    def changed_meanwhile(*args):
+        on_goal("facts", page)  # the radio moved while the advice was worked out
+        return real(*args)
+
+    monkeypatch.setattr(advise, "advise", changed_meanwhile)
+    assert on_ask("preferences", str(tiny_model_dir), "quillpad_faq", page) == (gr.skip(),) * 3
+    monkeypatch.setattr(advise, "advise", real)
+    said, kept, _apply = on_ask("facts", str(tiny_model_dir), "quillpad_faq", page)
+    assert said.startswith("### Use **LoRA**") and kept["method"] == "lora"
