@@ -91,13 +91,9 @@ def check_source(studio, upload, sample, kind, text_unit, *mapping_values):
         said = (f"Column **{feedback['column']}** holds good/bad marks on the replies: it is mapped below to "
                 f"*label*, so the file is read as **KTO** data (a reply marked bad is made less likely, not "
                 f"copied as an example).")
-        try:  # the first rows as Import will read them with that mapping
-            mapped = inspect(Path(path), ImportOptions(kind=kind, mapping=feedback["mapping"], text_unit=text_unit),
-                             studio.max_upload_bytes)
-        except DataError as err:
-            mapped = {"row_problem": str(err)}
-        if mapped.get("row_problem"):
-            return f"{said} Import would stop here: **{mapped['row_problem']}**", table, updates, gr.update(open=True)
+        if feedback.get("row_problem"):  # the first rows as Import will read them with that mapping
+            return (f"{said} Import would stop here: **{feedback['row_problem']}**", table, updates,
+                    gr.update(open=True))
         return (f"{said} Press Import, or choose Kind of data *sft* to import every reply as an example and "
                 "ignore the marks.", table, updates, gr.update(open=True))
     if info["problem"]:

@@ -24,9 +24,12 @@ def method_label(key: str) -> str:
     return METHODS[key].label if key in METHODS else key
 
 
+BUILT_IN = "built-in SmolLM2-135M-Instruct"
+
+
 def model_title(model: str) -> str:
     """A run's base as people know it: the built-in model by its name, not the spec 'default'."""
-    return "the built-in SmolLM2-135M-Instruct" if model in ("", "default") else f"the base model `{model}`"
+    return f"the {BUILT_IN}" if model in ("", "default") else f"the base model `{model}`"
 
 
 def runs_table(studio) -> list[list]:
@@ -208,8 +211,8 @@ def config_diff(studio, run_ids: list[str]) -> list[list]:
         return []
     datasets = studio.dataset_titles()
     methods = [r["method"] for r in rows]
-    settings = {"Start from": ["built-in SmolLM2-135M-Instruct" if r["model"] == "default" else r["model"]
-                               for r in rows], "Method": [method_label(m) for m in methods],
+    settings = {"Start from": [BUILT_IN if r["model"] in ("", "default") else r["model"] for r in rows],
+                "Method": [method_label(m) for m in methods],
                 "Dataset": [datasets.get(r["dataset_id"], r["dataset_id"]) for r in rows]}
     for key in sorted(set().union(*(r["params"] for r in rows))):
         settings[setting_label(key, methods)] = [r["params"].get(key, "-") for r in rows]

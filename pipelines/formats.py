@@ -26,13 +26,11 @@ ROLES = ("system", "user", "assistant")
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant",
                   "assistant": "assistant", "model": "assistant", "chatgpt": "assistant"}
 # a KTO label: these words, or thumbs and votes as feedback tools write them
-UP = ("up", "thumbs up", "thumbs_up", "thumbsup", "\U0001F44D", "+1", "like", "liked", "positive", "helpful")
-DOWN = ("down", "thumbs down", "thumbs_down", "thumbsdown", "\U0001F44E", "-1", "dislike", "disliked", "negative",
-        "unhelpful")
-THUMBS = ("up", "down", "thumbs up", "thumbs_up", "thumbsup", "thumbs down", "thumbs_down", "thumbsdown",
-          "\U0001F44D", "\U0001F44E", "+1", "-1")
-TRUE = ("true", "yes", "1", "desirable", "good", *UP)
-FALSE = ("false", "no", "0", "undesirable", "bad", *DOWN)
+THUMBS_UP = ("up", "thumbs up", "thumbs_up", "thumbsup", "\U0001F44D", "+1")
+THUMBS_DOWN = ("down", "thumbs down", "thumbs_down", "thumbsdown", "\U0001F44E", "-1")
+THUMBS = THUMBS_UP + THUMBS_DOWN  # under any column name, only these say "a mark on this reply"
+TRUE = ("true", "yes", "1", "desirable", "good", *THUMBS_UP, "like", "liked", "positive", "helpful")
+FALSE = ("false", "no", "0", "undesirable", "bad", *THUMBS_DOWN, "dislike", "disliked", "negative", "unhelpful")
 # names of a column of good/bad marks on each reply (read as KTO's `label` when its values are marks)
 FEEDBACK_NAMES = ("rating", "ratings", "thumbs", "thumb", "feedback", "vote", "votes", "liked", "like", "good",
                   "is_good", "helpful", "is_helpful", "approved", "accepted", "desirable", "verdict", "judgement",

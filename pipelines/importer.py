@@ -61,9 +61,11 @@ def inspect(path: Path, options: ImportOptions | None = None, max_bytes: int = D
     options = options or ImportOptions()
     path = Path(path)
     fmt = check_file(path, max_bytes)
-    first, layout, out = [], None, {"format": fmt, "layout": None, "problem": None, "row_problem": None}
+    first, places, layout = [], [], None
+    out = {"format": fmt, "layout": None, "problem": None, "row_problem": None}
     for place, record in records(path, fmt, options.text_unit):
         first.append(record)
+        places.append(place)
         if len(first) == 1:
             out["columns"] = columns = list(record) if isinstance(record, dict) else []
             try:
@@ -82,12 +84,20 @@ def inspect(path: Path, options: ImportOptions | None = None, max_bytes: int = D
     if not first:
         raise DataError(f"{path.name}: no examples found")
     out.update(records=first, layout=layout.key if layout else None)
-    out["feedback"] = feedback_mapping(out.get("columns") or [], first, options, layout)
+    out["feedback"] = feedback = feedback_mapping(out.get("columns") or [], first, options, layout)
+    if feedback:  # the first rows as Import reads them with that mapping: the first it would stop at
+        marks = detect(out["columns"], path, "auto", feedback["mapping"])
+        for place, record in zip(places, first):
+            try:
+                convert(apply_mapping(record, feedback["mapping"]), marks, path, place)
+            except DataError as err:
+                feedback["row_problem"] = str(in_users_words(err, feedback["mapping"]))
+                break
     return out
 
 
 def feedback_mapping(columns: list[str], first: list, options: ImportOptions, layout) -> dict | None:
-    """{"column", "mapping"} when the replies carry good/bad marks in a column no layout reads (e.g.
+    """{"column", "mapping"} (and from `inspect`, "row_problem") when the replies carry good/bad marks in a column no layout reads (e.g.
     prompt, completion, rating=up/down): the mapping that imports them as KTO, the marks as `label`.
     None when the user chose a kind other than kto, mapped a label already, or it is not such a file."""
     if options.kind not in ("auto", "kto") or "label" in options.mapping or (layout and layout.kind != "sft"):
