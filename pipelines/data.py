@@ -22,22 +22,50 @@ def to_prompt_completion(row: dict) -> dict:
     return {"prompt": row["messages"][:-1], "completion": row["messages"][-1:]}
 
 
-def split(rows: list[dict], eval_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
-    """Deterministic held-out split; keeps at least one training row."""
-    train, held = split_indices(len(rows), eval_fraction, seed)
+def split(rows: list[dict], eval_fraction: float, seed: int, kind: str = "sft") -> tuple[list[dict], list[dict]]:
+    """Deterministic held-out split; keeps at least one training row. KTO's held-out rows are at
+    least two and hold both marks when the data has both (`balance_marks`)."""
+    train, held = split_indices(len(rows), eval_fraction, seed, min_heldout(kind))
+    if kind == "kto":
+        train, held = balance_marks([bool(r.get("label")) for r in rows], train, held, seed)
     return [rows[i] for i in train], [rows[i] for i in held]
 
 
-def split_indices(n: int, eval_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """`split`'s choice as row numbers (training rows in order, held-out rows sorted)."""
+def min_heldout(kind: str) -> int:
+    """The fewest held-out rows that measure anything. KTO compares each reply's reward with a
+    reply to another prompt from the same batch (TRL's KL estimate: completions rotated by one
+    within the batch), so a single held-out row is compared with itself: its loss reads exactly
+    0.500 whatever the model learned. Two rows at least, and as many training rows."""
+    return 2 if kind == "kto" else 1
+
+
+def split_indices(n: int, eval_fraction: float, seed: int, min_held: int = 1) -> tuple[list[int], list[int]]:
+    """`split`'s choice as row numbers (training rows in order, held-out rows sorted): at least
+    `min_held` rows held out and as many left to train on, else none held out."""
     import random
 
-    if eval_fraction <= 0 or n < 2:
+    count = min(n - min_held, max(min_held, round(n * eval_fraction)))
+    if eval_fraction <= 0 or count < min_held:
         return list(range(n)), []
     order = list(range(n))
     random.Random(seed).shuffle(order)
-    held = set(order[:min(n - 1, max(1, round(n * eval_fraction)))])
+    held = set(order[:count])
     return [i for i in range(n) if i not in held], sorted(held)
+
+
+def balance_marks(marks: list[bool], train: list[int], held: list[int], seed: int) -> tuple[list[int], list[int]]:
+    """Held-out KTO rows with one mark only (all thumbs up, say) while training has the other: one
+    held-out row swaps with a seeded pick of the other mark, so the held-out loss reads both kinds
+    of reply. The counts stay as they were (the estimate counts rows, not marks)."""
+    import random
+
+    if len(held) < 2 or len({marks[i] for i in held}) != 1:
+        return train, held
+    other = [i for i in train if marks[i] != marks[held[0]]]
+    if not other:
+        return train, held
+    give, take = held[-1], random.Random(seed).choice(other)
+    return sorted([i for i in train if i != take] + [give]), sorted([i for i in held if i != give] + [take])
 
 
 def training_datasets(dataset: dict, eval_fraction: float, seed: int, convert=None):

@@ -18,7 +18,8 @@ GB = 1024**3
 FEW_STEPS = advisor.ENOUGH_STEPS  # the advice gives a small set enough epochs to pass it
 
 
-def _training_lengths(studio, model_path: str, dataset_ref: str | None, eval_fraction: float) -> list[int] | None:
+def _training_lengths(studio, model_path: str, dataset_ref: str | None, eval_fraction: float,
+                      min_held: int = 1) -> list[int] | None:
     """Tokens per training example (sampled on big datasets, repeated to the full count)."""
     if not dataset_ref:
         return None
@@ -34,18 +35,18 @@ def _training_lengths(studio, model_path: str, dataset_ref: str | None, eval_fra
     total = dataset_stats.count_rows(parquet)
     heldout = parquet.with_name(importer.HELDOUT).exists()
     # the run's own split (data.split_indices): at least one row held out, so 4 rows at 0.1 train on 3
-    n_train = total if heldout else len(data.split_indices(total, eval_fraction, 0)[0])
+    n_train = total if heldout else len(data.split_indices(total, eval_fraction, 0, min_held)[0])
     return [sample[i % len(sample)] for i in range(n_train)]
 
 
-def _heldout_rows(studio, dataset_ref: str, eval_fraction: float) -> int:
+def _heldout_rows(studio, dataset_ref: str, eval_fraction: float, min_held: int = 1) -> int:
     """How many rows a run on this dataset measures itself on: the dataset's own held-out rows, else
     the share `eval_fraction` splits off (data.split_indices)."""
     parquet = Path(studio.resolve_dataset(dataset_ref)["path"])
     heldout = parquet.with_name(importer.HELDOUT)
     if heldout.exists():
         return dataset_stats.count_rows(heldout)
-    return len(data.split_indices(dataset_stats.count_rows(parquet), eval_fraction, 0)[1])
+    return len(data.split_indices(dataset_stats.count_rows(parquet), eval_fraction, 0, min_held)[1])
 
 
 def base_of(studio, model: str) -> str:
@@ -74,9 +75,10 @@ def estimate(studio, model: str, method: str, params: dict | None = None, datase
     model_path = str(studio.resolve_model(base_of(studio, model)))
     checked = parse(METHODS[method].params, params)
     fraction = getattr(checked, "eval_fraction", 0.0)
-    lengths = _training_lengths(studio, model_path, dataset, fraction)
+    min_held = data.min_heldout(METHODS[method].data_kind)  # the run's own split (train_pref)
+    lengths = _training_lengths(studio, model_path, dataset, fraction, min_held)
     return estimates.estimate(model_path, method, params, lengths=lengths,
-                              eval_rows=_heldout_rows(studio, dataset, fraction) if lengths else 0,
+                              eval_rows=_heldout_rows(studio, dataset, fraction, min_held) if lengths else 0,
                               scorers=_scorers(studio, rewards) if METHODS[method].rewards else ())
 
 

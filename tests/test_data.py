@@ -239,3 +239,26 @@ def test_a_plain_import_warns_of_marks_only_when_every_row_has_one(studio, tmp_p
 
     assert summary_line(plain).endswith(
         "import it as kto with 'vote' as the label (--kind kto --map prompt=question,completion=answer,label=vote)")
+
+
+def test_kto_holds_out_two_rows_with_both_marks():
+    """One held-out KTO row is compared with itself (TRL's KL estimate pairs each reply with another
+    row's prompt in its batch), so its loss read 0.500 before and after training: KTO holds out two
+    rows at least, both marks when the data has both, and the estimate counts the same rows."""
+    from pipelines.data import min_heldout, split_indices
+
+    rows = [{"prompt": f"Q{i}", "completion": "A", "label": i >= 8} for i in range(10)]  # 8 up, 2 down
+    for seed in range(20):
+        train, held = split(rows, 0.1, seed, "kto")
+        assert len(held) == 2 and len(train) == 8
+        assert {r["label"] for r in held} == {True, False}, seed
+        assert not {r["prompt"] for r in held} & {r["prompt"] for r in train}
+        assert len(held) == len(split_indices(10, 0.1, seed, min_heldout("kto"))[1])
+        assert split(rows, 0.1, seed, "kto") == (train, held)
+    assert len(split(rows, 0.1, 0)[1]) == 1  # other kinds as before
+    # all one mark: nothing to balance with
+    same = [{**r, "label": True} for r in rows]
+    assert len(split(same, 0.1, 3, "kto")[1]) == 2
+    # too few rows for two held out and two to train on: none held out rather than one that reads 0.500
+    assert split(rows[:3], 0.1, 0, "kto") == (rows[:3], [])
+    assert [len(part) for part in split(rows[:4], 0.1, 0, "kto")] == [2, 2]

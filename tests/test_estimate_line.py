@@ -49,6 +49,12 @@ def test_the_estimate_counts_the_training_rows_the_run_will_have(studio, tiny_mo
         lengths = method_service._training_lengths(studio, str(tiny_model_dir), row["id"], fraction)
         assert len(lengths) == len(data.split_indices(n, fraction, 0)[0]), (n, fraction)
     assert len(data.split_indices(4, 0.1, 0)[0]) == 3
+    # KTO holds out two rows at least (one would be compared with itself): 10 thumbs train on 8
+    path = tmp_path / "thumbs.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"question {i}?", "completion": "yes", "label": i % 2 == 0}) + "\n"
+                            for i in range(10)))
+    row = studio.import_dataset(path, name="thumbs")
+    assert method_service.estimate(studio, str(tiny_model_dir), "kto", {"eval_fraction": 0.1}, row["id"]).rows == 8
 
 
 def test_the_time_from_start_to_the_saved_result_counts_what_runs_here_took_outside_training(studio, tiny_model_dir):
