@@ -8,7 +8,10 @@ Runs --runs LoRA runs one after another on the bundled FAQ (the same settings ea
 second on, each has runs before it to learn from. Printed per run: actual seconds (the job's
 queued_at to its finish), each estimate, and actual / estimate (1.00 = exact).
 
-    python bench/run_time_estimate.py [--runs 3] [--epochs 1]
+    python bench/run_time_estimate.py [--runs 3] [--epochs 1] [--method lora] [--dataset quillpad_faq|FILE] [--batch N]
+
+--method kto --dataset FILE (thumbs: prompt, completion, label) --batch 2, or --method dpo --dataset
+quillpad_preferences, measures the padded preference methods the same way.
 """
 
 from __future__ import annotations
@@ -29,21 +32,28 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--epochs", type=float, default=1.0)
+    ap.add_argument("--method", default="lora")
+    ap.add_argument("--dataset", default="quillpad_faq", help="a bundled sample's name, or a file to import")
+    ap.add_argument("--batch", type=int, default=None, help="rows per step (default: the method's)")
     ap.add_argument("--home", default=None, help="a workspace (default: a new one; the model is converted once)")
     args = ap.parse_args()
     home = Path(args.home or tempfile.mkdtemp(prefix="run-time-"))
     studio = Studio(home)
     studio.resolve_model("default")  # converted before anything is timed
     params = {"num_train_epochs": args.epochs}
+    if args.batch:
+        params["per_device_train_batch_size"] = args.batch
+    dataset = studio.import_dataset(Path(args.dataset))["id"] if Path(args.dataset).is_file() else args.dataset
+    print(f"{args.method} on {dataset}, {args.epochs:g} epochs, batch {args.batch or 'default'}")
     print(f"{'run':>3} {'actual s':>9} {'training-only est':>18} {'ratio':>6} {'from-Start est':>15} {'ratio':>6}")
     for n in range(args.runs):
-        est = method_service.estimate(studio, "default", "lora", params, "quillpad_faq")
+        est = method_service.estimate(studio, "default", args.method, params, dataset)
         training = est.seconds_per_epoch * args.epochs + est.eval_seconds
-        past = method_service.past_runs(studio, "default", "lora")
+        past = method_service.past_runs(studio, "default", args.method)
         shown = method_service.calibrated(est, past)
         overhead = past.overhead_s
         whole = shown.seconds_per_epoch * args.epochs + shown.eval_seconds + (overhead or 0)
-        run_id = studio.start_run(model="default", dataset="quillpad_faq", method="lora", params=params)
+        run_id = studio.start_run(model="default", dataset=dataset, method=args.method, params=params)
         row = studio.wait(run_id, poll_s=0.2)
         assert row["status"] == "completed", row["error"]
         actual = row["finished"] - read_json(studio.run_dir(run_id) / JOB)["queued_at"]

@@ -398,8 +398,9 @@ def _batches(lengths: list[int], batch: int, max_length: int, seed: int) -> list
 
 
 def padded_tokens(lengths: list[int], batch: int, max_length: int, seed: int = 42) -> int:
-    """Tokens the model processes per epoch when batches are padded to their longest example."""
-    return sum(batch * max(b) for b in _batches(lengths, batch, max_length, seed))
+    """Tokens the model processes per epoch when batches are padded to their longest example (a
+    short last batch holds its own rows only: nothing pads it to the batch size)."""
+    return sum(len(b) * max(b) for b in _batches(lengths, batch, max_length, seed))
 
 
 def batch_tokens(lengths: list[int], batch: int, max_length: int, padding_free: bool, seed: int = 42) -> tuple:
@@ -408,7 +409,7 @@ def batch_tokens(lengths: list[int], batch: int, max_length: int, padding_free: 
     batches = _batches(lengths, batch, max_length, seed)
     if padding_free:
         return sum(map(sum, batches)), max(map(sum, batches))
-    return padded_tokens(lengths, batch, max_length, seed), batch * max(map(max, batches))
+    return padded_tokens(lengths, batch, max_length, seed), max(len(b) * max(b) for b in batches)
 
 
 def step_efficiency(device: str, bf16: bool) -> float:
@@ -507,7 +508,8 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
         frozen_base = method.peft_config is not None
         # forward 2 FLOPs per weight per token; backward 2 for the input gradients (+2 for the
         # weight gradients of what trains); checkpointing re-runs the forward; DPO and KTO run the
-        # reference (and KTO its mismatched-pair KL batch) forward only, without gradients
+        # reference forward only, without gradients, and KTO runs its mismatched-pair KL batch
+        # forward only through both the model and the reference (TRL's KTOTrainer._compute_kl_logps)
         per_token = 2 * total + 2 * total + 2 * (trainable if frozen_base else total)
         per_token += 4 * adapters  # the adapters' own matmuls: forward and input gradients
         if hasattr(params, "freeze_trainable_layers"):  # freeze tuning: the backward pass stops at the
@@ -519,6 +521,8 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
             per_token += 2 * total
         if method.reference:
             per_token += 2 * total * (2 if method.data_kind == "kto" else 1)
+        if method.data_kind == "kto":
+            per_token += 2 * total
         if method.reward_model:  # a one-number score head, no vocabulary-wide output layer: its
             per_token -= 4 * head  # forward and input gradients are not computed
         flops = hardware.matmul_flops(device, bf16)
@@ -550,9 +554,9 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
         count = evals.passes(total_steps, every)
         held = [lengths[i % len(lengths)] for i in range(eval_rows)]
         per_pass = sequences * batch_tokens(held, batch, max_length, method.padding_free, params.seed)[0]
-        # forward only: the model, and the reference beside it (DPO, KTO)
-        per_token = (2 * total * (2 if method.reference else 1) + 2 * adapters
-                     - (2 * head if method.reward_model else 0))
+        # forward only: the model, and the reference beside it (DPO, KTO), each on KTO's KL batch too
+        per_token = (2 * total * (2 if method.reference else 1) * (2 if method.data_kind == "kto" else 1)
+                     + 2 * adapters - (2 * head if method.reward_model else 0))
         eval_seconds = count * per_token * per_pass / (flops * efficiency)
     return Estimate(method=method_key, total_params=total, trainable_params=trainable, weights_bytes=weights,
                     training_bytes=int(training), runtime_bytes=runtime,

@@ -168,7 +168,10 @@ def _run_times(folder: str) -> tuple[float, float | None] | None:
     if job.get("resume") or status.get("resumed_from") is not None or not (started and since and finished and steps):
         return None
     rates = [m["tokens_per_s"] for m in metrics if m.get("tokens_per_s")][1:]  # the first: warm-up
-    return since - started + finished - steps[-1], statistics.median(rates) if rates else None
+    # the end from the last record, a held-out check after the last step included: the estimate
+    # counts those checks itself
+    last = max(m["time"] for m in metrics if "time" in m)
+    return since - started + finished - last, statistics.median(rates) if rates else None
 
 
 def calibrated(est, past: PastRuns):

@@ -73,7 +73,10 @@ def test_estimate_says_whether_it_fits(tiny_model_dir):
 
 
 def test_padded_tokens_pads_each_batch_to_its_longest():
-    assert estimates.padded_tokens([30] * 6, batch=4, max_length=100) == 8 * 30  # 4 + a last batch of 2 padded to 4
+    # 4 + a last batch of 2: the collator pads its rows to the longest, it adds no rows (one held-out
+    # DPO row was counted as 4, and its checks estimated at 4x what they took)
+    assert estimates.padded_tokens([30] * 6, batch=4, max_length=100) == 6 * 30
+    assert estimates.batch_tokens([40], batch=4, max_length=100, padding_free=False) == (40, 40)
     assert estimates.padded_tokens([500, 500], batch=2, max_length=64) == 128  # cut at max_length
     assert estimates.padded_tokens([10, 90], batch=2, max_length=100) == 180  # the short one padded to 90
 
@@ -177,6 +180,23 @@ def test_the_estimate_counts_the_held_out_passes(tiny_model_dir):
     assert some.eval_seconds == pytest.approx(9 * one_pass)
     sparse = estimates.estimate(path, "lora", {**settings, "eval_steps": 4}, lengths=lengths, eval_rows=8)
     assert sparse.eval_seconds == pytest.approx(3 * one_pass)  # before, at 4, at 8
+
+
+def test_kto_counts_its_mismatched_pair_batch_through_the_model_and_the_reference(tiny_model_dir, monkeypatch):
+    """TRL's KTO runs a second, mismatched-pair batch forward through the model and the reference
+    (KTOTrainer._compute_kl_logps), in training and in its held-out checks: the estimate left the
+    model's pass out, and the checks' both, and KTO runs took 1.4x what the Train tab said."""
+    monkeypatch.setattr(estimates.hardware, "optimizer_seconds_per_weight", lambda device: 0.0)
+    path, lengths = str(tiny_model_dir), [40] * 8
+    same = {"per_device_train_batch_size": 4, "max_length": 64, "num_train_epochs": 1, "eval_steps": 1}
+    kto, dpo = (estimates.estimate(path, key, same, lengths=lengths, eval_rows=4) for key in ("kto", "dpo"))
+    t, trained, adapters = estimates._counted(path, "kto", same)
+    # per token: forward + backward (4t, 2 per trained weight, the adapters' 4a), the reference's forward
+    # (2t), and KTO's KL batch forward through both (4t); DPO's pairs are twice the tokens
+    train = (4 * t + 2 * trained + 4 * adapters + 2 * t + 4 * t) / (2 * (4 * t + 2 * trained + 4 * adapters + 2 * t))
+    assert kto.seconds_per_epoch / dpo.seconds_per_epoch == pytest.approx(train)
+    # a check: the model and the reference forward, KTO on its KL batch as well
+    assert kto.eval_seconds / dpo.eval_seconds == pytest.approx((8 * t + 2 * adapters) / (2 * (4 * t + 2 * adapters)))
 
 
 def test_the_estimate_counts_each_steps_optimizer_update(tiny_model_dir, monkeypatch):
