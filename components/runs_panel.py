@@ -153,10 +153,14 @@ def status_markdown(studio, row: dict, metrics: list[dict]) -> str:
         lines.append(f"Error: {row['error']}")
     if row.get("stalled_s"):
         lines.append(f"No heartbeat for {row['stalled_s']:.0f} s (busy saving or evaluating?).")
-    warning = overfitting_warning(metrics)
+    summary = row.get("summary") or {}
+    # early stopping kept its best check: what the warning advises has been done
+    warning = None if summary.get("kept_step") else overfitting_warning(metrics)
     if warning:
         lines.append(f"⚠️ {warning}")
-    summary = row.get("summary") or {}
+    if summary.get("kept_step"):
+        lines.append(f"Early stopping: the result is the weights of step {summary['kept_step']}, where held-out "
+                     f"loss was lowest; training went on to step {summary.get('steps', '?')} without beating it.")
     if "eval_loss_before" in summary and "eval_loss_after" in summary:
         lines.append(heldout_loss_line(summary, metrics))
     if preference_summary(summary):

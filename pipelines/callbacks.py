@@ -96,6 +96,49 @@ class SealCheckpoints(TrainerCallback):
             seal_checkpoint(folder)
 
 
+def early_stopping(patience: int):
+    """Early stopping that ends with the best check's weights: it stops after `patience` checks
+    without a better held-out loss (the trainer's EarlyStoppingCallback) and has a checkpoint written
+    at every check that beats the ones before it, so the result can be that check's weights, not those
+    of the `patience` checks after it. The trainer tracks the best step (`metric_for_best_model`, see
+    train_sft.run_settings) and its checkpoint rotation keeps that checkpoint; `restore_best` loads it
+    at the end (the trainer's own load_best_model_at_end, which would also demand a checkpoint at
+    every check)."""
+    from transformers import EarlyStoppingCallback
+
+    class KeepBest(EarlyStoppingCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            pass  # its warning that the best weights are not loaded at the end: restore_best does
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            value = (metrics or {}).get("eval_loss")
+            if state.global_step > 0 and value is not None and (state.best_metric is None or value < state.best_metric):
+                control.should_save = True
+            super().on_evaluate(args, state, control, metrics=metrics, **kwargs)
+
+    return KeepBest(early_stopping_patience=patience)
+
+
+def restore_best(trainer, events: RunEvents, method) -> int | None:
+    """After an early-stopping run: the weights of the check with the lowest held-out loss back in
+    the model when a later step ended the run; that step, else None (also for the methods that keep
+    their last weights: `Method.keeps_last` says why)."""
+    state = trainer.state
+    best = state.best_model_checkpoint
+    if not best or not Path(best).is_dir() or state.best_global_step in (None, 0, state.global_step):
+        return None
+    if method.keeps_last:
+        print(f"early stopping: the result is the weights of the last step, {state.global_step}, not those of "
+              f"step {state.best_global_step} with the lowest held-out loss: for {method.label}, {method.keeps_last}",
+              flush=True)
+        return None
+    events.phase("loading the weights of the best check")
+    trainer._load_best_model()  # the trainer's own load_best_model_at_end step (adapter or whole model)
+    print(f"early stopping: the result is the weights of step {state.best_global_step}, its lowest held-out "
+          f"loss {state.best_metric:.4f} (training went on to step {state.global_step})", flush=True)
+    return state.best_global_step
+
+
 BEFORE = "measuring the model before training"
 
 

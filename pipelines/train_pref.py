@@ -50,13 +50,20 @@ def train(job: dict, run_dir: Path, events: RunEvents) -> dict:
         summary["cancelled"] = True
         return summary
     if trainer.eval_dataset is not None:
+        from pipelines.callbacks import restore_best
+
         summary["eval_rows"] = len(trainer.eval_dataset)  # how far its accuracy can be trusted
-        events.phase("measuring the model after training")
         checks = [m for m in read_metrics(run_dir) if "eval_loss" in m]
-        if checks and checks[-1]["step"] == trainer.state.global_step:  # the last step was just checked
-            final = checks[-1]
+        kept = restore_best(trainer, events, get_method(job["method"]))
+        if kept is not None:  # early stopping: the result is its best check, measured there
+            summary["kept_step"] = kept
+            final = next((m for m in reversed(checks) if m["step"] == kept), None) or trainer.evaluate()
         else:
-            final = trainer.evaluate()
+            events.phase("measuring the model after training")
+            if checks and checks[-1]["step"] == trainer.state.global_step:  # the last step was just checked
+                final = checks[-1]
+            else:
+                final = trainer.evaluate()
         summary.update({f"{k}_after": final[k] for k in SUMMARY_EVALS if k in final})
     events.phase("saving the result")
     save(trainer, tokenizer, run_dir)
@@ -115,9 +122,9 @@ def load_policy(method, params, model_path: str, init_adapter: str | None):
 
 def build_trainer(job: dict, run_dir: Path, events: RunEvents):
     from datasets import Dataset
-    from transformers import EarlyStoppingCallback, PrinterCallback
+    from transformers import PrinterCallback
 
-    from pipelines.callbacks import CancelCallback, MetricsCallback, SealCheckpoints
+    from pipelines.callbacks import CancelCallback, MetricsCallback, SealCheckpoints, early_stopping
 
     # config
     method = get_method(job["method"])
@@ -170,7 +177,7 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
     config = config_cls(**trainer_args, **run_settings(run_dir, params, eval_ds is not None, patience))
     callbacks = [MetricsCallback(events), CancelCallback(events), SealCheckpoints()]
     if patience and eval_ds is not None:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
+        callbacks.append(early_stopping(patience))
     kwargs = {"ref_model": ref_model} if method.reference else {}
     trainer = trainer_cls(
         model=model,

@@ -152,7 +152,7 @@ def train_reward_model(job: dict, run_dir: Path, events: RunEvents) -> dict:
     from transformers import AutoModelForSequenceClassification, PrinterCallback
 
     from pipelines import reward_model
-    from pipelines.callbacks import CancelCallback, MetricsCallback, SealCheckpoints
+    from pipelines.callbacks import CancelCallback, MetricsCallback, SealCheckpoints, early_stopping, restore_best
 
     events.phase("loading the model and the data")
     # config
@@ -197,9 +197,7 @@ def train_reward_model(job: dict, run_dir: Path, events: RunEvents) -> dict:
     config = config_cls(**trainer_args, **settings)
     callbacks = [MetricsCallback(events), CancelCallback(events), SealCheckpoints()]
     if patience and eval_rows:
-        from transformers import EarlyStoppingCallback
-
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
+        callbacks.append(early_stopping(patience))
     trainer = trainer_cls(model=model, args=config, train_dataset=Dataset.from_list(train_rows),
                           eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
                           processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config)
@@ -220,6 +218,9 @@ def train_reward_model(job: dict, run_dir: Path, events: RunEvents) -> dict:
         summary["cancelled"] = True
         return summary
     if eval_rows:
+        kept = restore_best(trainer, events, get_method(job["method"]))  # early stopping: its best check
+        if kept is not None:
+            summary["kept_step"] = kept
         events.phase("measuring the model after training")
         after = trainer.evaluate()
         summary.update(eval_accuracy_after=after["eval_accuracy"], eval_margin_after=after["eval_margin"],

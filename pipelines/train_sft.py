@@ -42,7 +42,12 @@ def train(job: dict, run_dir: Path, events: RunEvents) -> dict:
     if events.stopped_by_cancel(trainer.state):
         summary["cancelled"] = True  # the cancel callback saved a checkpoint to resume from
         return summary
-    if trainer.eval_dataset is not None:
+    from pipelines.callbacks import restore_best
+
+    kept = restore_best(trainer, events, get_method(job["method"]))
+    if kept is not None:  # early stopping: the result is its best check, measured there
+        summary.update(kept_step=kept, eval_loss_after=trainer.state.best_metric)
+    elif trainer.eval_dataset is not None:
         events.phase("measuring the model after training")
         if checks and checks[-1]["step"] == trainer.state.global_step:  # the last step was just checked
             summary["eval_loss_after"] = checks[-1]["eval_loss"]
@@ -146,11 +151,11 @@ def run_settings(run_dir: Path, params, evaluates: bool, patience: int) -> dict:
 
 def build_trainer(job: dict, run_dir: Path, events: RunEvents):
     """Everything up to the first training step: (trainer, tokenizer)."""
-    from transformers import EarlyStoppingCallback, PrinterCallback
+    from transformers import PrinterCallback
     from trl import SFTConfig
 
     from pipelines import packing
-    from pipelines.callbacks import CancelCallback, MetricsCallback, SealCheckpoints
+    from pipelines.callbacks import CancelCallback, MetricsCallback, SealCheckpoints, early_stopping
     from pipelines.methods.qlora import resolve_optim
     from pipelines.sft_trainer import StudioSFTTrainer
 
@@ -205,7 +210,7 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
         callbacks += method.callbacks(model, params)
     callbacks.append(SealCheckpoints())
     if patience and eval_ds is not None:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
+        callbacks.append(early_stopping(patience))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     trainer_cls = method.sft_trainer() if method.sft_trainer else StudioSFTTrainer
     trainer = trainer_cls(

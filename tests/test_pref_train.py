@@ -135,3 +135,27 @@ def test_kto_heldout_loss_reads_what_training_did(tmp_path, tiny_model_dir, data
     after = trainer.evaluate()["eval_loss"]
     assert before == pytest.approx(0.5)  # the policy is its reference: every reward is 0
     assert after < before - 0.01, f"held-out KTO loss {before:.4f} -> {after:.4f}"
+
+
+def test_dpo_with_early_stopping_ends_with_its_best_check(tmp_path, tiny_model_dir, datasets):
+    """The preference runs keep their best check too, and report that check's held-out figures."""
+    from safetensors.torch import load_file
+
+    from pipelines.events import read_metrics
+    from pipelines.train_pref import train
+
+    params = {**tiny_params("dpo"), "learning_rate": 3e-2, "num_train_epochs": 20, "eval_fraction": 0.25,
+              "eval_steps": 1, "early_stopping_patience": 1}
+    job = {"method": "dpo", "model": str(tiny_model_dir), "model_cache": str(tmp_path / "models"),
+           "dataset": {"path": str(datasets["preference"])}, "params": params}
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    summary = train(job, run_dir, RunEvents(run_dir))
+    checks = {m["step"]: m for m in read_metrics(run_dir) if "eval_loss" in m and m["step"] > 0}
+    kept = summary["kept_step"]
+    assert checks[kept]["eval_loss"] == min(m["eval_loss"] for m in checks.values())
+    assert summary["steps"] == kept + 1
+    assert summary["eval_rewards/accuracies_after"] == checks[kept]["eval_rewards/accuracies"]
+    saved = load_file(run_dir / "adapter" / "adapter_model.safetensors")
+    best = load_file(run_dir / "checkpoints" / f"checkpoint-{kept}" / "adapter_model.safetensors")
+    assert all(torch.equal(saved[k], best[k]) for k in saved)

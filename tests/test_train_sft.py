@@ -4,8 +4,10 @@ describes (every method's learning and reloading is in test_methods_train.py).""
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
+import torch
 
 from pipelines import data, evals, importer
 from pipelines.events import RunEvents, read_metrics
@@ -140,3 +142,39 @@ def test_data_tab_rendering_matches_what_the_trainer_tokenizes(tmp_path, tiny_mo
         assert shown["learned"] == tokenizer.decode(learned)
         assert shown["context_tokens"] == len(seen["input_ids"]) - len(learned)
         assert (shown["context_tokens"] == 0) == (source == "text")  # plain text is learned whole
+
+
+def test_early_stopping_ends_with_the_best_checks_weights(studio, tiny_model_dir, tmp_path):
+    """Early stopping stopped `patience` checks after the best one and saved the weights of the last
+    step: the result is now the best check's weights (as `load_best_model_at_end` does), and the run
+    says which step it kept and its held-out loss."""
+    from safetensors.torch import load_file
+
+    from components.runs_panel import status_markdown
+
+    rng = random.Random(0)
+    words = "apple river stone cloud lamp tiger paper violin garden honey mirror rocket".split()
+    source = tmp_path / "random.jsonl"  # answers of random words: past a point, learning is memorising
+    source.write_text("".join(json.dumps({"prompt": f"Say something about item {i}.",
+                                          "completion": " ".join(rng.choices(words, k=12))}) + "\n"
+                              for i in range(20)))
+    dataset = studio.import_dataset(source)["id"]
+    params = {"learning_rate": 3e-2, "num_train_epochs": 30, "per_device_train_batch_size": 4, "max_length": 64,
+              "r": 8, "lora_alpha": 16, "eval_fraction": 0.2, "eval_steps": 2, "early_stopping_patience": 2}
+    run_id = studio.start_run(model=str(tiny_model_dir), dataset=dataset, method="lora", params=params)
+    row = studio.wait(run_id, poll_s=0.5)
+    run_dir = studio.run_dir(run_id)
+    assert row["status"] == "completed", (run_dir / "train.log").read_text()[-2000:]
+    summary, metrics = row["summary"], read_metrics(run_dir)
+    checks = {m["step"]: m["eval_loss"] for m in metrics if "eval_loss" in m and m["step"] > 0}
+    kept = summary["kept_step"]
+    assert checks[kept] == min(checks.values()) == summary["eval_loss_after"]
+    assert summary["steps"] == kept + 2 * 2  # two checks without a better loss, then it stopped
+    saved = load_file(run_dir / "adapter" / "adapter_model.safetensors")
+    best = load_file(run_dir / "checkpoints" / f"checkpoint-{kept}" / "adapter_model.safetensors")
+    assert saved.keys() == best.keys() and all(torch.equal(saved[k], best[k]) for k in saved)
+    assert f"early stopping: the result is the weights of step {kept}" in (run_dir / "train.log").read_text()
+    shown = status_markdown(studio, row, metrics)
+    assert (f"Early stopping: the result is the weights of step {kept}, where held-out loss was lowest; "
+            f"training went on to step {kept + 4} without beating it.") in shown
+    assert "memorising" not in shown  # the overfitting warning's advice has been followed

@@ -65,6 +65,9 @@ class Method:
     # why it trains in one process only, where it does (BAdam changes which weights learn as it goes: DDP and
     # DeepSpeed fix that set when they wrap the model); said in the refusal of several processes
     one_process: str = ""
+    # why an early-stopping run of it ends with its last weights, not its best check's (callbacks.restore_best),
+    # where the trainer cannot load a checkpoint back into the running model
+    keeps_last: str = ""
 
     @property
     def artifact(self) -> str:
@@ -167,7 +170,9 @@ METHODS: dict[str, Method] = {m.key: m for m in [
        "model's weights). The result is a whole model.",
        "When LoRA's quality plateaus and a whole-model result is fine.",
        False, dyn.DeltaLoraParams, peft_config=lora.lora_config, callbacks=dyn.delta_callbacks,
-       validate=dyn.check_delta, save_result=dyn.save_merged, whole_result=True),
+       validate=dyn.check_delta, save_result=dyn.save_merged, whole_result=True,
+       keeps_last="its checkpoints keep the base weights it moved beside the adapter, which the trainer "
+       "does not load back"),
     _m("vera", "VeRA", "LoRA",
        "One pair of random matrices shared by every layer, frozen; each layer learns only two "
        "small scaling vectors. Ten times fewer trainable weights than LoRA.",
@@ -178,7 +183,8 @@ METHODS: dict[str, Method] = {m.key: m for m in [
        "the rest give it up. Same final size as LoRA, spent where it helps.",
        "When you do not know which layers need capacity and want a fixed-size adapter.",
        True, rel.AdaLoraParams, peft_config=rel.adalora_config, callbacks=rel.adalora_callbacks,
-       packs=False),
+       packs=False, keeps_last="its layers' ranks change as it trains, so an earlier check's adapter no "
+       "longer fits the running model"),
     _m("loha", "LoHa", "LoRA",
        "Builds the change from two small patches multiplied together entry by entry: more "
        "expressive than LoRA for the same number of learned weights.",
@@ -220,7 +226,9 @@ METHODS: dict[str, Method] = {m.key: m for m in [
        "Like prompt tuning, but the soft prompt is produced by a small network while "
        "training, which trains more stably.",
        "When prompt tuning is unstable or slow to learn.",
-       False, prompts.PTuningParams, peft_config=prompts.ptuning_config, virtual_inputs=True),
+       False, prompts.PTuningParams, peft_config=prompts.ptuning_config, virtual_inputs=True,
+       keeps_last="a checkpoint holds the prompt its network made, not the network, which loading "
+       "it back would run a second time"),
     _m("galore", "GaLore", "Memory-efficient optimizer",
        "Every weight learns, as in full fine-tuning, but the optimizer remembers each big matrix's gradient "
        "only along its most important directions (a low-rank projection, refreshed now and then). Its "

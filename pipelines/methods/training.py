@@ -100,7 +100,8 @@ class Training:
         0,
         label="Early stopping patience",
         help="Stop when the held-out loss has not improved for this many checks in a row - the "
-        "sign the model has started memorising instead of learning. 0 = never stop early.",
+        "sign the model has started memorising instead of learning - and keep the weights of the check "
+        "where it was lowest as the result. 0 = never stop early.",
         target="studio",
         min=0,
         max=100,
