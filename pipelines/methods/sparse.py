@@ -95,8 +95,13 @@ def check_budget(params: ShiraParams, model_path: str) -> None:
 
 
 def shira_config(params: ShiraParams, setup: Setup | None = None):
+    import torch
     from peft import ShiraConfig
 
+    # SHiRA builds its change as a sparse tensor from the indices it chose itself, every forward pass;
+    # torch warned in the server's and the run's log that its invariant checks are "implicitly disabled.
+    # Memory errors (e.g. SEGFAULT) will occur ...": said explicitly, as torch asks, off as they were.
+    torch.sparse.check_sparse_tensor_invariants.disable()
     if setup is not None and setup.model_path:
         check_budget(params, setup.model_path)
     config = ShiraConfig(task_type="CAUSAL_LM", r=params.r, target_modules=targets(params.target_modules))
