@@ -57,10 +57,13 @@ def build(studio, train_model, train_dataset, train_method, tabs, train_tab_id, 
         elsewhere = gr.Markdown(elem_id="method-elsewhere")
 
     def on_open(model, dataset, key):
+        """`key`: the Train tab's method, which the tab's own picker and card start on (it showed
+        LoRA while Train was on KTO)."""
         total, keys = len(METHODS), list(METHODS)
+        key = key if key in METHODS else "lora"
         try:
             yield gr.skip(), card(studio, model, dataset, key), ms.elsewhere(studio, model), (
-                f"Measuring each method on this machine (a few seconds each the first time): 0 of {total}…")
+                f"Measuring each method on this machine (a few seconds each the first time): 0 of {total}…"), key
             table_rows = ms.catalogue(studio, model or "default", dataset)
             kind = ms.dataset_kind(studio, dataset)
             count = sum(kind in ms.fitting_kinds(k) for k in keys) if kind else 0
@@ -74,16 +77,16 @@ def build(studio, train_model, train_dataset, train_method, tabs, train_tab_id, 
                     # said once; then nothing new to show (a step between yields is where leaving the tab stops it)
                     yield gr.skip(), gr.skip(), gr.skip(), gr.skip() if waiting else (
                         f"{done} of {total} methods measured. Measuring the rest waits while a run trains "
-                        "(it would slow the run down); it goes on by itself when the run ends.")
+                        "(it would slow the run down); it goes on by itself when the run ends."), gr.skip()
                     waiting = True
                     time.sleep(PAUSE_S)
                 rows = next(table_rows)
                 said = (f"Measuring each method on this machine: {done + 1} of {total} done, next "
                         f"{METHODS[keys[done + 1]].label}…" if done + 1 < total else
                         f"All {total} methods measured for this model and dataset.{fitting}")
-                yield rows, gr.skip(), gr.skip(), said
+                yield rows, gr.skip(), gr.skip(), said, gr.skip()
         except ERRORS as err:
-            yield gr.skip(), f"**Could not estimate:** {err}", gr.skip(), ""
+            yield gr.skip(), f"**Could not estimate:** {err}", gr.skip(), "", gr.skip()
 
     def on_row(evt: gr.SelectData):
         """A click on a row picks that method (the card follows through the dropdown's change)."""
@@ -96,4 +99,4 @@ def build(studio, train_model, train_dataset, train_method, tabs, train_tab_id, 
 
     choice.change(on_choice, [train_model, train_dataset, choice], details)
     use.click(lambda key: (key, gr.Tabs(selected=train_tab_id)), choice, [train_method, tabs])
-    return on_open, [train_model, train_dataset, choice], [table, details, elsewhere, progress]
+    return on_open, [train_model, train_dataset, train_method], [table, details, elsewhere, progress, choice]

@@ -64,6 +64,11 @@ def test_compare_choose_and_train_with_a_method(server, page, studio, small_voca
     expect(page.locator("#start-training")).to_be_visible()
     expect(estimate).to_contain_text("Expected peak memory", timeout=60_000)
 
+    # back on Method, its picker and card are on the Train tab's method (they showed LoRA)
+    page.get_by_role("tab", name="Method").click()
+    expect(page.locator("#method-choice input")).to_have_value("DoRA", timeout=30_000)
+    expect(card.locator("h3")).to_have_text("DoRA (LoRA family)", timeout=30_000)
+
 
 def test_help_me_choose_advises_and_fills_the_train_form(server, page, studio, tiny_model_dir, tmp_path):  # noqa: F811
     import json
