@@ -59,7 +59,7 @@ def build(studio, train_model, train_dataset, train_method, tabs, train_tab_id, 
     def on_open(model, dataset, key):
         """`key`: the Train tab's method, which the tab's own picker and card start on (it showed
         LoRA while Train was on KTO)."""
-        total, keys = len(METHODS), list(METHODS)
+        total, keys = len(METHODS), ms.catalogue_order(studio, dataset)  # the table's rows, in its order
         key = key if key in METHODS else "lora"
         try:
             yield gr.skip(), card(studio, model, dataset, key), ms.elsewhere(studio, model), (
@@ -88,9 +88,13 @@ def build(studio, train_model, train_dataset, train_method, tabs, train_tab_id, 
         except ERRORS as err:
             yield gr.skip(), f"**Could not estimate:** {err}", gr.skip(), "", gr.skip()
 
+    labels = {m.label: k for k, m in METHODS.items()}
+
     def on_row(evt: gr.SelectData):
-        """A click on a row picks that method (the card follows through the dropdown's change)."""
-        return list(METHODS)[evt.index[0]] if evt.index and evt.index[0] < len(METHODS) else gr.skip()
+        """A click on a row picks that method, by its name (the rows' order follows the data chosen);
+        the card follows through the dropdown's change."""
+        name = evt.row_value[0] if evt.row_value else None
+        return labels.get(name, gr.skip())
 
     table.select(on_row, None, choice)
 

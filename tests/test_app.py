@@ -247,9 +247,16 @@ def test_the_method_table_marks_the_methods_that_train_on_the_chosen_data(studio
     thumbs.write_text("".join(f'{{"prompt": "Q{i}?", "completion": "A{i}.", "label": {str(i % 2 == 0).lower()}}}\n'
                               for i in range(8)))
     kto = studio.import_dataset(thumbs)["id"]
-    first = next(ms.catalogue(studio, str(tiny_model_dir), kto))[0]  # full tuning: examples, not thumbs
-    assert first[0] == "Full fine-tuning" and first[2] == "SFT"
-    assert next(ms.catalogue(studio, str(tiny_model_dir), "quillpad_faq"))[0][2] == "SFT ✓ your data"
+    # the methods that train on thumbs come first: KTO's row came after a minute and a half of others
+    table = ms.catalogue(studio, str(tiny_model_dir), kto)
+    next(table)
+    rows = next(table)  # (the rest is measured as the tab shows them)
+    assert [r[0] for r in rows] == ["KTO", "KTO (full weights)"] and rows[0][2] == "KTO ✓ your data"
+    order = ms.catalogue_order(studio, kto)
+    assert order[:2] == ["kto", "kto_full"] and sorted(order) == sorted(METHODS) and order[2] == "full"
+    assert next(ms.catalogue(studio, str(tiny_model_dir), "quillpad_faq"))[0][:3] == ["Full fine-tuning", "Full",
+                                                                                  "SFT ✓ your data"]
+    assert ms.catalogue_order(studio, None) == list(METHODS)
 
 
 def test_thumbs_mapped_at_upload_still_name_the_first_row_import_would_stop_at(studio, tmp_path):
