@@ -103,38 +103,38 @@ def test_an_optimizer_this_machine_cannot_run_is_refused_before_the_run(studio, 
     assert studio.store.list_runs() == [] and not any(studio.runs_dir.iterdir())
 
 
-def test_layernorm_tuning_leaves_no_peft_fault_notice_in_the_log(tiny_model_dir):
-    """PEFT warned "Unsupported layer type ...LlamaRMSNorm... proceed at your own risk" whenever the Method
-    table measured LayerNorm tuning: it read as a fault in the server's log. It trains those weights
-    as plain ones (its training test checks), so the notice is silenced, and only it."""
-    import subprocess
-    import sys
-
-    code = ("import warnings; warnings.simplefilter('default'); import pipelines.methods as m; "
-            "from peft import get_peft_model; from transformers import AutoModelForCausalLM; "
-            f"model = AutoModelForCausalLM.from_pretrained({str(tiny_model_dir)!r}); "
-            "get_peft_model(model, m.METHODS['ln_tuning'].peft_config(None)); "
-            "warnings.warn('Unsupported layer type something else', UserWarning)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          cwd=str(__import__("pathlib").Path(__file__).resolve().parent.parent))
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "RMSNorm" not in done.stderr and "Unsupported layer type something else" in done.stderr
-
-
-def test_shira_leaves_no_sparse_memory_errors_notice_in_the_log(tiny_model_dir):
-    """torch warned "Sparse invariant checks are implicitly disabled. Memory errors (e.g. SEGFAULT) will
-    occur ..." at SHiRA's first forward pass (the Method table measures it): the studio says they are
-    off explicitly, as torch asks, and SHiRA still runs."""
+def peft_model_in_a_new_process(tiny_model_dir, key: str, then: str, params: str = "None"):
+    """(stdout, stderr) of a fresh Python that builds method `key`'s PEFT model on the tiny model with
+    every warning shown, then runs `then` (a notice a process gives once must not have been given by
+    another test already)."""
     import subprocess
     import sys
 
     code = ("import warnings; warnings.simplefilter('default'); import torch; import pipelines.methods as m; "
             "from peft import get_peft_model; from transformers import AutoModelForCausalLM; "
             f"model = AutoModelForCausalLM.from_pretrained({str(tiny_model_dir)!r}); "
-            "method = m.METHODS['shira']; params = m.parse(method.params, {}); "
-            "peft = get_peft_model(model, method.peft_config(params, m.Setup())); "
-            "print(peft(input_ids=torch.tensor([[1, 2, 3]])).logits.shape)")
+            f"method = m.METHODS[{key!r}]; params = {params}; "
+            f"peft = get_peft_model(model, method.peft_config(params, m.Setup())); {then}")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           cwd=str(__import__("pathlib").Path(__file__).resolve().parent.parent))
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "Sparse invariant" not in done.stderr and "torch.Size([1, 3," in done.stdout
+    return done.stdout, done.stderr
+
+
+def test_layernorm_tuning_leaves_no_peft_fault_notice_in_the_log(tiny_model_dir):
+    """PEFT warned "Unsupported layer type ...LlamaRMSNorm... proceed at your own risk" whenever the Method
+    table measured LayerNorm tuning: it read as a fault in the server's log. It trains those weights
+    as plain ones (its training test checks), so the notice is silenced, and only it."""
+    _, err = peft_model_in_a_new_process(tiny_model_dir, "ln_tuning",
+                                         "warnings.warn('Unsupported layer type something else', UserWarning)")
+    assert "RMSNorm" not in err and "Unsupported layer type something else" in err
+
+
+def test_shira_leaves_no_sparse_memory_errors_notice_in_the_log(tiny_model_dir):
+    """torch warned "Sparse invariant checks are implicitly disabled. Memory errors (e.g. SEGFAULT) will
+    occur ..." at SHiRA's first forward pass (the Method table measures it): the studio says they are
+    off explicitly, as torch asks, and SHiRA still runs."""
+    out, err = peft_model_in_a_new_process(tiny_model_dir, "shira",
+                                           "print(peft(input_ids=torch.tensor([[1, 2, 3]])).logits.shape)",
+                                           params="m.parse(method.params, {})")
+    assert "Sparse invariant" not in err and "torch.Size([1, 3," in out
