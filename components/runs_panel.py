@@ -280,7 +280,9 @@ def action_after(studio, run_id: str | None, said: str | None):
     return gr.skip()
 
 
-def build(studio, selected: gr.State):
+def build(studio, selected: gr.State, start_from: gr.Dropdown, start_choices):
+    """`start_from`: the Train tab's Start from list, whose `start_choices(studio)` (the finished
+    runs among them) the panel refreshes when a run finishes (it kept the list of the page's load)."""
     table = gr.Dataframe(headers=RUN_COLUMNS, value=runs_table(studio), interactive=False, wrap=True,
                          column_widths=RUN_WIDTHS, elem_id="runs-table")
     status = gr.Markdown(elem_id="run-status")
@@ -331,11 +333,16 @@ def build(studio, selected: gr.State):
 
     outputs = [table, status, bar, plot, log, shown, compare, listed, samples, sent, *buttons]
 
-    def tick(run_id, drawn, known, shown_now, said):
-        out = refresh(run_id, drawn, known, shown_now)
-        return (*out, action_after(studio, run_id, said))
+    finished = gr.State(None)  # the finished runs' ids when the Start from list was last set
 
-    timer.tick(tick, [selected, shown, listed, sent, action], [*outputs, action], show_progress="hidden")
+    def tick(run_id, drawn, known, shown_now, said, finished_before):
+        out = refresh(run_id, drawn, known, shown_now)
+        done = [r["id"] for r in studio.list_runs() if r["status"] == "completed"]
+        offer = gr.skip() if done == finished_before else gr.update(choices=start_choices(studio))
+        return (*out, action_after(studio, run_id, said), offer, done)
+
+    timer.tick(tick, [selected, shown, listed, sent, action, finished], [*outputs, action, start_from, finished],
+               show_progress="hidden")
 
     def on_select(evt: gr.SelectData, rows, known, said):
         run_id = rows.iloc[evt.index[0], 0] if hasattr(rows, "iloc") else rows[evt.index[0]][0]

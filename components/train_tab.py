@@ -140,7 +140,7 @@ def build(studio):
             message = gr.Markdown(elem_id="train-message")
         with gr.Column(scale=3):
             gr.Markdown("### 3. Runs")
-            on_load_runs, run_outputs, run_handles = runs_panel.build(studio, selected)
+            on_load_runs, run_outputs, run_handles = runs_panel.build(studio, selected, model, model_choices)
 
     inputs = form.components
     _picked, kept, previous, wanted = memory
