@@ -16,7 +16,7 @@ from pipelines.methods.training import Training
 # over when the method changes. Not the learning rate: its right value depends on the method (full
 # tuning wants ~100x less).
 CARRIED = {"num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps", "max_length",
-           "eval_fraction", "seed"}
+           "eval_fraction", "eval_steps", "early_stopping_patience", "seed"}
 assert CARRIED <= {f.name for f in dataclasses.fields(Training)}
 PREFIX = "tune-studio-train-"
 

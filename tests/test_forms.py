@@ -65,6 +65,9 @@ def test_a_change_of_method_shows_what_it_kept_and_carries_shared_edits(form):
     assert ups[lr]["value"] == 0.0007 and ups[epochs]["value"] == 2.0
     assert kept["dora"]["num_train_epochs"] == 2.0 and kept["lora"] == stored["lora"]
     assert carried_edits("lora", stored["lora"], "dora") == {"num_train_epochs": 2.0}
+    # early stopping set on DPO went back to 0 on KTO; how often held-out rows are checked goes along too
+    assert carried_edits("dpo", {"early_stopping_patience": 2, "eval_steps": 3, "beta": 0.5}, "kto") == {
+        "early_stopping_patience": 2, "eval_steps": 3}
     # back to LoRA: its own learning rate again; nothing kept: the defaults
     assert switched(form, "lora", "dora", stored)[0][lr]["value"] == 0.005
     assert switched(form, "dora", None, {})[0][lr]["value"] == default("dora", "learning_rate")
