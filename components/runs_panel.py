@@ -396,4 +396,4 @@ def build(studio, selected: gr.State, start_from: gr.Dropdown, start_choices):
         return (run_id, *refresh(run_id, -1, None))
 
     return on_load, [selected, *outputs], {"compare_previous": compare_previous, "chat_with": chat_with,
-                                           "action": action, "timer": timer}
+                                           "action": action, "timer": timer, "finished": finished}

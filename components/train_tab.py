@@ -212,8 +212,8 @@ def build(studio):
     # edit of the epochs) could finish in either order and leave the older answer on the page
     method_settled.then(on_estimate, estimate_inputs, estimate, **ESTIMATE_QUEUE)
     # a setting that changes the memory or time (a change of method sets several at once), the model,
-    # the data, what each device holds
-    gr.on([dataset.change, model.change,
+    # the data, what each device holds; a run finishing here (its speed and start-up time calibrate it)
+    gr.on([dataset.change, model.change, run_handles["finished"].change,
            *[w.change for slot, w in form.widgets.items() if slot[0] in COST_FIELDS],
            *[device_widgets[name].change for name in ("strategy", "num_processes", "num_machines", "offload")],
            *[w.change for w in scoring]],

@@ -87,6 +87,8 @@ def test_start_a_run_from_the_page(server, page, studio, tiny_model_dir):
     page.wait_for_function("() => { const t = document.querySelector('#run-log textarea');"
                            " return t.scrollHeight > t.clientHeight && t.scrollTop + t.clientHeight >= t.scrollHeight - 2; }",
                            timeout=10_000)
+    # the estimate now counts what this run took to start and save, without a reload
+    expect(page.locator("#train-estimate")).to_contain_text("from Start to the saved result", timeout=30_000)
     # the finished run is offered to start from without a reload (the list kept the page's load)
     page.locator("#train-model input").click()
     expect(page.get_by_role("option", name=re.compile(f"^Result of run {run_id}: LoRA"))).to_be_visible(timeout=10_000)
