@@ -82,6 +82,10 @@ def progress_html(row: dict, metrics: list[dict]) -> str:
             said += f" · {left} training step{'s' if left != 1 else ''} to go"
         elif p["max_steps"]:  # measuring the model after training, saving
             said += f" · all {p['max_steps']} training steps done"
+    elif row["status"] == "completed" and (row.get("summary") or {}).get("kept_step") is not None:
+        width = 100.0  # early stopping ended it: finished, not stuck at a third of the way
+        said = (f"stopped early at step {p['step']} of {p['max_steps']}: held-out loss had stopped improving · "
+                f"elapsed {format_duration(p['elapsed_s'])}")
     else:
         eta = format_duration(p["eta_s"]) if p["eta_s"] is not None else "after the first step"
         said = (f'step {p["step"]} of {p["max_steps"] or "?"} · {p["percent"]:.0f}% · '
@@ -160,7 +164,8 @@ def status_markdown(studio, row: dict, metrics: list[dict]) -> str:
         lines.append(f"⚠️ {warning}")
     if summary.get("kept_step"):
         lines.append(f"Early stopping: the result is the weights of step {summary['kept_step']}, where held-out "
-                     f"loss was lowest; training went on to step {summary.get('steps', '?')} without beating it.")
+                     f"loss was lowest; training went on to step {summary.get('steps', '?')} without beating it, "
+                     "then stopped.")
     if "eval_loss_before" in summary and "eval_loss_after" in summary:
         lines.append(heldout_loss_line(summary, metrics))
     if preference_summary(summary):

@@ -150,7 +150,7 @@ def test_early_stopping_ends_with_the_best_checks_weights(studio, tiny_model_dir
     says which step it kept and its held-out loss."""
     from safetensors.torch import load_file
 
-    from components.runs_panel import status_markdown
+    from components.runs_panel import progress_html, status_markdown
 
     rng = random.Random(0)
     words = "apple river stone cloud lamp tiger paper violin garden honey mirror rocket".split()
@@ -176,5 +176,7 @@ def test_early_stopping_ends_with_the_best_checks_weights(studio, tiny_model_dir
     assert f"early stopping: the result is the weights of step {kept}" in (run_dir / "train.log").read_text()
     shown = status_markdown(studio, row, metrics)
     assert (f"Early stopping: the result is the weights of step {kept}, where held-out loss was lowest; "
-            f"training went on to step {kept + 4} without beating it.") in shown
+            f"training went on to step {kept + 4} without beating it, then stopped.") in shown
+    bar = progress_html(row, metrics)
+    assert f"stopped early at step {kept + 4} of {row['max_steps']}" in bar and "width:100.0%" in bar
     assert "memorising" not in shown  # the overfitting warning's advice has been followed
