@@ -19,14 +19,17 @@ PREFERENCE_PANELS = [
 ]
 # KTO: single replies marked good or bad, no pairs to rank (TRL logs no accuracy for it): how each kind
 # of reply moves, the gap between them, and how far the model has moved from where it started
+KTO_KL = "KTO's KL baseline (0: replies to other prompts no likelier than at the start)"
 KTO_PANELS = [
     ("Loss (training and held-out)", ("loss", "eval_loss")),
     ("Rewards of replies marked good and bad", ("rewards/chosen", "rewards/rejected", "eval_rewards/chosen",
                                                 "eval_rewards/rejected")),
     ("Reward margin (good minus bad)", ("rewards/margins", "eval_rewards/margins")),
-    ("KL from the start (how far the model moved)", ("kl",)),
+    # TRL's KL term: replies paired with other prompts, how much likelier than at the start, floored at 0
+    # (it read "how far the model moved" and stayed at 0 while the rewards moved to -5)
+    (KTO_KL, ("kl",)),
 ]
-KTO_LABELS = {"rewards/chosen": "marked good", "rewards/rejected": "marked bad",
+KTO_LABELS = {"kl": "KL baseline", "rewards/chosen": "marked good", "rewards/rejected": "marked bad",
               "eval_rewards/chosen": "marked good, held-out", "eval_rewards/rejected": "marked bad, held-out",
               "rewards/margins": "training replies", "eval_rewards/margins": "held-out replies"}
 # reinforcement learning: is the reward rising (and which function's part), how far has the model

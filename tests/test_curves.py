@@ -60,7 +60,7 @@ def test_rl_and_reward_model_runs_get_their_own_panels():
 
 
 def test_one_runs_series_each_have_a_colour_named_once_in_the_legend():
-    from components.charts import curves_figure
+    from components.charts import KTO_KL, curves_figure
 
     dpo = [{"step": s, "loss": 0.7 - 0.1 * s, "rewards/accuracies": 0.5, "rewards/margins": 0.1 * s,
             "rewards/chosen": 0.1 * s, "rewards/rejected": -0.1 * s} for s in (1, 2)]
@@ -88,8 +88,7 @@ def test_one_runs_series_each_have_a_colour_named_once_in_the_legend():
     assert by_name["r1 training loss"].color != by_name["r2 training loss"].color
     assert by_name["r1 held-out loss"].dash == "dot" and by_name["r1 training loss"].dash == "solid"
     kto = [{"step": 1, "loss": 0.5, "rewards/chosen": 0.1, "rewards/rejected": -0.1, "kl": 0.2}]
-    assert [a.text for a in curves_figure({"r3": kto}).layout.annotations][3] == (
-        "KL from the start (how far the model moved)")
+    assert [a.text for a in curves_figure({"r3": kto}).layout.annotations][3] == KTO_KL
 
 
 def test_a_short_run_is_drawn_on_whole_steps():
@@ -149,10 +148,10 @@ def test_a_kto_run_draws_good_and_bad_replies_not_an_empty_accuracy_panel():
     fig = curves_figure({"k1": kto})
     assert [a.text for a in fig.layout.annotations] == [
         "Loss (training and held-out)", "Rewards of replies marked good and bad", "Reward margin (good minus bad)",
-        "KL from the start (how far the model moved)"]
+        "KTO's KL baseline (0: replies to other prompts no likelier than at the start)"]
     assert [t.name for t in fig.data] == ["training loss", "held-out loss", "marked good", "marked bad",
                                           "marked good, held-out", "marked bad, held-out", "training replies",
-                                          "held-out replies", "KL from the start"]
+                                          "held-out replies", "KL baseline"]
     assert all(len(t.x) for t in fig.data)  # no panel without a line
     dpo = [{**m, "rewards/accuracies": 0.5} for m in kto if "loss" in m]
     assert [a.text for a in curves_figure({"d1": dpo}).layout.annotations][1] == (
