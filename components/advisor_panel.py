@@ -76,7 +76,8 @@ def build(studio, train_model, train_dataset, train_method, tabs, train_tab_id, 
         ref = advice.get("dataset")
         if ref not in [value for _label, value in train_tab.dataset_choices(studio, key)]:
             ref = None  # removed since the advice: the Train tab keeps (or picks) its own
-        data = train_tab.method_on(studio, key, ref)[:2] if ref else (gr.skip(), gr.skip())
+        # (the advice's own epochs stand: they already follow the advisor's few-steps rule)
+        data = train_tab.method_on(studio, key, ref, more_epochs=False)[:2] if ref else (gr.skip(), gr.skip())
         return (key, *form.updates(key, values), {**stored, key: values}, *data, key, gr.Tabs(selected=train_tab_id))
 
     # the method after what its change reads (`previous`, the fields, what is kept, the dataset wanted)

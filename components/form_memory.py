@@ -53,15 +53,17 @@ def states(studio) -> tuple:
     return picked, kept, previous, wanted
 
 
-def chosen(key: str, dataset_ref: str, carry: bool = True) -> dict:
+def chosen(key: str, dataset_ref: str, carry: bool = True, settings: dict | None = None) -> dict:
     """What a handler that sets the method and the dataset together puts into `wanted`. carry=False:
     the method starts from its own kept settings (else its defaults), without the shared edits made on
-    the method before (a Train-on-these button: one epoch set for a quick SFT run made a one-step DPO run)."""
-    return {"method": key, "dataset": dataset_ref, **({} if carry else {"carry": False})}
+    the method before (a Train-on-these button: one epoch set for a quick SFT run made a one-step DPO run).
+    `settings`: values the handler sets on top (more epochs for a few votes)."""
+    return {"method": key, "dataset": dataset_ref, **({} if carry else {"carry": False}),
+            **({"settings": settings} if settings else {})}
 
 
 def switched(form, new_key: str, old_key: str | None, stored, fields: list | None = None,
-             carry: bool = True) -> tuple[list, dict]:
+             carry: bool = True, settings: dict | None = None) -> tuple[list, dict]:
     """The form for a newly chosen method, and what is kept after the change: the new method shows
     what was kept for it (else its defaults), with the shared settings edited on the method before
     carried over. `fields`: every field's value as the page had it, which still holds the method
@@ -72,7 +74,8 @@ def switched(form, new_key: str, old_key: str | None, stored, fields: list | Non
         stored[old_key] = form.values(old_key, list(fields))
     own = stored.get(new_key) if isinstance(stored.get(new_key), dict) else {}
     values = {**form.defaults(new_key), **{k: v for k, v in own.items() if v is not None},
-              **(carried_edits(old_key, stored.get(old_key), new_key) if carry else {})}
+              **(carried_edits(old_key, stored.get(old_key), new_key) if carry else {}),
+              **{k: v for k, v in (settings or {}).items() if k in form.defaults(new_key)}}
     stored[new_key] = values
     return form.updates(new_key, values), stored
 

@@ -14,6 +14,23 @@ from studio.chat_service import ChatError
 PREFERENCE_METHOD = "dpo"  # the standard choice; the Train tab explains the others
 
 
+def more_epochs(why: str) -> str:
+    """The epochs a few pairs were given (train_tab.method_on), said after the message."""
+    return f" Set to {why}" if why else ""
+
+
+def epochs_field(train: dict):
+    """The Train form's epochs field of the method the buttons set."""
+    return train["form"].by_method[PREFERENCE_METHOD]["num_train_epochs"]
+
+
+def epochs_set(picked) -> object:
+    """The epochs field set directly too: with DPO already chosen the method does not change, and
+    the change that reads `wanted` does not run."""
+    epochs = (picked[1].get("settings") or {}).get("num_train_epochs")
+    return gr.update(value=epochs) if epochs else gr.skip()
+
+
 def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
     """train: model, dataset, method components; chat: the Chat tab's loop handles; runs: the runs
     panel's compare button and action line."""
@@ -22,18 +39,19 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
         try:  # named as the Dataset name field says, as the export next to it does
             start = chat_service.preference_start(studio, (name or "").strip() or None, PREFERENCE_METHOD)
         except DataError as err:  # shown where the button is
-            return (f"**Nothing to train on:** {err}", *(gr.skip(),) * 6)
+            return (f"**Nothing to train on:** {err}", *(gr.skip(),) * 7)
         row, model = start["dataset"], start["model"]
         where = f"run `{model[4:]}`" if model.startswith("run:") else "the base model"
         made = f"Made **{row['name']}**: {row['rows']} preference pairs from {start['votes']} decisive votes."
+        *picked, why = train_tab.method_on(studio, PREFERENCE_METHOD, row["id"])
         message = (f"{made} Set to DPO on it, starting from {where} (DPO's *beta* says how far it may move "
-                   "from there): press *Start training*.")
-        return (made, message,
-                gr.update(choices=train_tab.model_choices(studio), value=model),
-                *train_tab.method_on(studio, PREFERENCE_METHOD, row["id"]), gr.Tabs(selected="train"))
+                   f"from there): press *Start training*.{more_epochs(why)}")
+        return (made, message, gr.update(choices=train_tab.model_choices(studio), value=model), *picked,
+                gr.Tabs(selected="train"), epochs_set(picked))
 
     chat["train_prefs"].click(on_train_prefs, chat["export_name"], [chat["message"], train["message"], train["model"],
-                                                    train["dataset"], train["wanted"], train["method"], tabs])
+                                                    train["dataset"], train["wanted"], train["method"], tabs,
+                                                    epochs_field(train)])
 
     def on_compare(run_id):
         try:
@@ -101,14 +119,15 @@ def wire_labels(studio, tabs, train: dict, overview: dict):
             start = label_service.training_start(studio, project_id or "", PREFERENCE_METHOD,
                                                  float(min_agreement), bool(with_votes), (name or "").strip() or None)
         except (LabelError, DataError) as err:  # shown where the button is
-            return (f"**Nothing to train on:** {err}", *(gr.skip(),) * 6)
+            return (f"**Nothing to train on:** {err}", *(gr.skip(),) * 7)
         row, model = start["dataset"], start["model"]
         where = f"run `{model[4:]}`" if model.startswith("run:") else "the built-in model"
         made = f"Made **{row['name']}**: {row['rows']} preference pairs from the labels."
-        message = f"{made} Set to DPO on it, starting from {where}: press *Start training*."
-        return (made, message, gr.update(choices=train_tab.model_choices(studio), value=model),
-                *train_tab.method_on(studio, PREFERENCE_METHOD, row["id"]), gr.Tabs(selected="train"))
+        *picked, why = train_tab.method_on(studio, PREFERENCE_METHOD, row["id"])
+        message = f"{made} Set to DPO on it, starting from {where}: press *Start training*.{more_epochs(why)}"
+        return (made, message, gr.update(choices=train_tab.model_choices(studio), value=model), *picked,
+                gr.Tabs(selected="train"), epochs_set(picked))
 
     return overview["train"].click(on_train_labels, overview["inputs"],
                             [overview["message"], train["message"], train["model"], train["dataset"],
-                             train["wanted"], train["method"], tabs])
+                             train["wanted"], train["method"], tabs, epochs_field(train)])

@@ -285,9 +285,7 @@ def action_after(studio, run_id: str | None, said: str | None):
     return gr.skip()
 
 
-def build(studio, selected: gr.State, start_from: gr.Dropdown, start_choices):
-    """`start_from`: the Train tab's Start from list, whose `start_choices(studio)` (the finished
-    runs among them) the panel refreshes when a run finishes (it kept the list of the page's load)."""
+def build(studio, selected: gr.State):
     table = gr.Dataframe(headers=RUN_COLUMNS, value=runs_table(studio), interactive=False, wrap=True,
                          column_widths=RUN_WIDTHS, elem_id="runs-table")
     status = gr.Markdown(elem_id="run-status")
@@ -338,15 +336,15 @@ def build(studio, selected: gr.State, start_from: gr.Dropdown, start_choices):
 
     outputs = [table, status, bar, plot, log, shown, compare, listed, samples, sent, *buttons]
 
-    finished = gr.State(None)  # the finished runs' ids when the Start from list was last set
+    # the finished runs' ids: a change is a run finishing, which the Train tab's estimate learns from
+    finished = gr.State(None)
 
     def tick(run_id, drawn, known, shown_now, said, finished_before):
         out = refresh(run_id, drawn, known, shown_now)
         done = [r["id"] for r in studio.list_runs() if r["status"] == "completed"]
-        offer = gr.skip() if done == finished_before else gr.update(choices=start_choices(studio))
-        return (*out, action_after(studio, run_id, said), offer, done)
+        return (*out, action_after(studio, run_id, said), gr.skip() if done == finished_before else done)
 
-    timer.tick(tick, [selected, shown, listed, sent, action, finished], [*outputs, action, start_from, finished],
+    timer.tick(tick, [selected, shown, listed, sent, action, finished], [*outputs, action, finished],
                show_progress="hidden")
 
     def on_select(evt: gr.SelectData, rows, known, said):

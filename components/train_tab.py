@@ -36,13 +36,16 @@ def first_dataset(options: list[tuple[str, str]]) -> str | None:
     return next((value for _label, value in options if value not in SAMPLES), options[0][1] if options else None)
 
 
-def method_on(studio, key: str, dataset_ref: str) -> tuple:
+def method_on(studio, key: str, dataset_ref: str, more_epochs: bool = True) -> tuple:
     """For a handler that sets the Train tab's method and dataset together (outputs: dataset, the
     form's `wanted`, method): the method's change reads the dataset from `wanted` (from the page it
     would read the dataset from before). The method starts from its own settings: the shared edits of the
-    method before (an SFT run's epochs) are not carried into it."""
+    method before (an SFT run's epochs) are not carried into it. A dataset of a few votes or labels gets
+    the epochs a run needs to move the model (method_service.enough_epochs: 5 pairs were 2 steps); the reason is
+    returned last, for the handler's message."""
+    settings, why = method_service.enough_epochs(studio, key, dataset_ref) if more_epochs else ({}, "")
     return (gr.update(choices=dataset_choices(studio, key), value=dataset_ref),
-            form_memory.chosen(key, dataset_ref, carry=False), key)
+            form_memory.chosen(key, dataset_ref, carry=False, settings=settings), key, why)
 
 
 def model_choices(studio) -> list[tuple[str, str]]:
@@ -140,10 +143,13 @@ def build(studio):
             message = gr.Markdown(elem_id="train-message")
         with gr.Column(scale=3):
             gr.Markdown("### 3. Runs")
-            on_load_runs, run_outputs, run_handles = runs_panel.build(studio, selected, model, model_choices)
+            on_load_runs, run_outputs, run_handles = runs_panel.build(studio, selected)
 
     inputs = form.components
     _picked, kept, previous, wanted = memory
+    # runs finished since the page loaded are offered when the list is opened (set from the runs panel's
+    # refresh instead, an update of its choices opened the list by itself when a run finished)
+    model.focus(lambda: gr.update(choices=model_choices(studio)), None, model, queue=False, show_progress="hidden")
 
     def on_method(key, current, old_key, asked, stored, *fields):
         # the inputs come as the page sent them (preprocess=False): a reload, the quick run or a Train-on-
@@ -154,13 +160,13 @@ def build(studio):
             return [gr.skip()] * (len(form.outputs) + 6)
         stored = stored if isinstance(stored, dict) else {}
         fields = preprocessed(form.components, list(fields))
-        carry = True
+        carry, settings = True, None
         if isinstance(asked, dict) and asked.get("method") == key:
-            current, carry = asked.get("dataset"), asked.get("carry", True)
+            current, carry, settings = asked.get("dataset"), asked.get("carry", True), asked.get("settings")
         options = dataset_choices(studio, key)
         keep = current in [value for _label, value in options]
         chosen = gr.update(choices=options, value=current if keep else first_dataset(options))
-        shown, stored = form_memory.switched(form, key, old_key, stored, fields, carry)
+        shown, stored = form_memory.switched(form, key, old_key, stored, fields, carry, settings)
         # the key into `previous` here, not in a step after: that step read the page's method, which
         # a quick next pick had already changed, and the carried edits were taken from the wrong method
         # `wanted` cleared once used: a None sent every time could overwrite one a handler set during this

@@ -84,6 +84,24 @@ def epochs_for(rows: int) -> int:
     return 1
 
 
+def enough_epochs(per_epoch: int, epochs: float) -> int | None:
+    """More epochs for a set whose run would be under ENOUGH_STEPS optimizer steps (at most
+    MAX_EPOCHS), else None."""
+    if not per_epoch or not epochs or math.ceil(per_epoch * epochs) >= ENOUGH_STEPS:
+        return None
+    more = min(MAX_EPOCHS, math.ceil(ENOUGH_STEPS / per_epoch))
+    return more if more > epochs else None
+
+
+def more_epochs_reason(more: int, rows: int, per_epoch: int) -> str:
+    """Why `enough_epochs` raised the epochs, in the advice's words."""
+    steps = math.ceil(per_epoch * more)
+    return (f"{more} epochs: one pass over your {rows} row{'s' if rows != 1 else ''} is only {per_epoch} training "
+            f"step{'s' if per_epoch != 1 else ''}, and a run needs about {ENOUGH_STEPS} to move the "
+            f"model ({steps} steps in all)" + (". More rows would teach it more than more passes."
+                                               if steps < ENOUGH_STEPS or more >= MAX_EPOCHS else "."))
+
+
 def max_length_for(longest: int) -> int:
     """The 95th percentile of the rows' lengths, rounded up to 64 tokens (128 at least): nothing
     typical is cut, and no memory is kept for length no row has."""
@@ -204,16 +222,10 @@ def _settings(facts: Facts, method: str, reasons: list[str]) -> dict:
                        "half the activation memory, because the default batch takes over half your memory.")
     per_epoch = facts.steps_per_epoch.get(method)
     epochs = settings.get("num_train_epochs", facts.epochs.get(method))
-    if rows and per_epoch and epochs and math.ceil(per_epoch * epochs) < ENOUGH_STEPS:
-        # a small set at the default epochs is a few steps: more passes, or the run changes nothing
-        more = min(MAX_EPOCHS, math.ceil(ENOUGH_STEPS / per_epoch))
-        if more > epochs:
-            settings["num_train_epochs"] = more
-            steps = math.ceil(per_epoch * more)
-            reasons.append(f"{more} epochs: one pass over your {rows} rows is only {per_epoch} training "
-                           f"step{'s' if per_epoch != 1 else ''}, and a run needs about {ENOUGH_STEPS} to move the "
-                           f"model ({steps} steps in all)" + (". More rows would teach it more than more passes."
-                                                               if steps < ENOUGH_STEPS or more >= MAX_EPOCHS else "."))
+    more = enough_epochs(per_epoch, epochs) if rows else None
+    if more:  # a small set at the default epochs is a few steps: more passes, or the run changes nothing
+        settings["num_train_epochs"] = more
+        reasons.append(more_epochs_reason(more, rows, per_epoch))
     lr = {"lora": 1e-3, "qlora": 1e-3, "full": 2e-5, "dpo": 5e-4, "kto": 5e-4}.get(method)
     if lr:
         settings["learning_rate"] = lr

@@ -49,6 +49,20 @@ def _heldout_rows(studio, dataset_ref: str, eval_fraction: float, min_held: int 
     return len(data.split_indices(dataset_stats.count_rows(parquet), eval_fraction, 0, min_held)[1])
 
 
+def enough_epochs(studio, method: str, dataset_ref: str) -> tuple[dict, str]:
+    """For a Train-on-these button's dataset of a few votes or labels, which the method's defaults
+    would train for a few steps (5 pairs: 2): the epochs the advisor would raise them to (settings),
+    and why; ({}, "") when the defaults are enough."""
+    params = parse(METHODS[method].params, None)
+    parquet = Path(studio.resolve_dataset(dataset_ref)["path"])
+    total = dataset_stats.count_rows(parquet)
+    held = _heldout_rows(studio, dataset_ref, params.eval_fraction, data.min_heldout(METHODS[method].data_kind))
+    rows = total if parquet.with_name(importer.HELDOUT).exists() else total - held
+    per_epoch = math.ceil(rows / (params.per_device_train_batch_size * params.gradient_accumulation_steps))
+    more = advisor.enough_epochs(per_epoch, params.num_train_epochs) if rows else None
+    return ({"num_train_epochs": more}, advisor.more_epochs_reason(more, rows, per_epoch)) if more else ({}, "")
+
+
 def base_of(studio, model: str) -> str:
     """The base model a run would load: a 'run:ID' start point trains on its run's base (an
     adapter's weights are a rounding error next to the model's)."""

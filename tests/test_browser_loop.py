@@ -39,9 +39,12 @@ def test_votes_to_training_to_a_blind_rematch(server, page, studio, tiny_model_d
     dataset = studio.list_datasets()[0]
     assert dataset["kind"] == "preference" and dataset["rows"] == 2 and dataset["name"] == "my warranty votes"
     expect(page.locator("#train-dataset input")).to_have_value(f"{dataset['name']} (2 rows)")
-    # ... but not into the preference run set up for you: it starts from DPO's own settings
-    dpo_epochs = str(defaults("dpo")["num_train_epochs"]).removesuffix(".0")
-    expect(page.locator("#param-num_train_epochs:visible input").first).to_have_value(dpo_epochs)
+    # ... but not into the preference run set up for you: it starts from DPO's own settings, with the
+    # epochs two votes need to make about 10 steps (DPO's default made a 2-step run of a few votes)
+    assert defaults("dpo")["num_train_epochs"] < 10
+    expect(page.locator("#param-num_train_epochs:visible input").first).to_have_value("10")
+    expect(page.locator("#train-message")).to_contain_text(
+        "Set to 10 epochs: one pass over your 1 row is only 1 training step")
 
     page.click("#start-training")
     expect(page.locator("#train-message")).to_contain_text("Started run", timeout=30_000)
