@@ -69,8 +69,14 @@ def position_bias(votes: list[dict], min_votes: int = 10, alpha: float = 0.05) -
     if p >= alpha:
         return None
     side, wins = ("A (left)", a_wins) if a_wins > n - a_wins else ("B (right)", n - a_wins)
-    return (f"Side {side} won {wins} of {n} decisive votes (p = {p:.3f} if position did not matter): "
-            "the position may be swaying the votes. Use blind mode, which shuffles the sides.")
+    said = f"Side {side} won {wins} of {n} decisive votes (p = {p:.3f} if position did not matter): "
+    named = sum(not v.get("blind") for v in decisive)
+    if named:
+        return (said + f"the position may be swaying the votes. {named} of them were not blind: blind mode "
+                "shuffles the sides.")
+    # every vote blind (it advised blind mode all the same): the sides were shuffled already
+    return (said + "the votes were blind, so either the shuffle put the model that wins more often on that side "
+            "more often by chance, or the side itself sways the choice; more votes will tell.")
 
 
 def preference_rows(votes: list[dict]) -> list[dict]:

@@ -228,6 +228,12 @@ def test_position_bias_warning():
     fair = lopsided[:6] + [{"model_a": "y", "model_b": "x", "winner": "b"}] * 6
     assert arena.position_bias(fair) is None
     assert arena.position_bias(lopsided[:5]) is None  # too few votes to say
+    assert arena.position_bias(lopsided).endswith("12 of them were not blind: blind mode shuffles the sides.")
+    # blind votes already: the shuffle put the stronger model on one side (it advised blind mode all the same)
+    blind = [{**v, "blind": True} for v in lopsided]
+    assert arena.position_bias(blind).endswith("the votes were blind, so either the shuffle put the model that wins "
+                                               "more often on that side more often by chance, or the side itself "
+                                               "sways the choice; more votes will tell.")
 
 
 def test_cli_generate_stream(tmp_path, tiny_model_dir):
