@@ -50,7 +50,10 @@ def build(studio, train_model, train_dataset, train_method, tabs, train_tab_id, 
 
     # the last click is always answered: with the default ("once") a click while the answer before was
     # still being worked out was dropped, and the old advice stood under the new question
-    ask.click(on_ask, [goal, train_model, train_dataset], [answer, advised, apply], trigger_mode="always_last")
+    # the Train tab's picks as the page sent them: preprocessed, a dataset the page still showed after a
+    # change of the list (another method) was refused with a traceback in the server's log
+    ask.click(on_ask, [goal, train_model, train_dataset], [answer, advised, apply], trigger_mode="always_last",
+              preprocess=False)
 
     def on_goal(goal_key, request: gr.Request):
         """Advice answers the question it was asked: another question clears it until Advise is pressed."""

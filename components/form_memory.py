@@ -93,11 +93,15 @@ def wire(studio, picks, form, memory, choices, method_settled) -> tuple:
         # since, the picks this same page saved while it was still loading
         return {"model": m, "dataset": d, "method": k, "page": getattr(request, "session_hash", None)}
 
+    # the picks as the page sent them (preprocess=False): a change of the model while a change of method
+    # was still on its way sent the old method's dataset, which the server refused with a traceback in its
+    # log ("Value: quillpad_faq is not in the list of choices"); what is kept is checked when restored
     gr.on([model.change, dataset.change], save_picks, [model, dataset, method], picked,
-          trigger_mode="always_last", show_progress="hidden", queue=False)
+          trigger_mode="always_last", show_progress="hidden", queue=False, preprocess=False)
     # after a change of method, only once the dataset list is the new method's: read before, the
     # dataset can be one the new list lacks, and the server refuses it ("... not in the list of choices")
-    method_settled.then(save_picks, [model, dataset, method], picked, show_progress="hidden", queue=False)
+    method_settled.then(save_picks, [model, dataset, method], picked, show_progress="hidden", queue=False,
+                        preprocess=False)
 
     def save(key, *values):
         if key not in METHODS:

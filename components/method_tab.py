@@ -101,6 +101,6 @@ def build(studio, train_model, train_dataset, train_method, tabs, train_tab_id, 
     def on_choice(model, dataset, key):
         return card(studio, model, dataset, key)
 
-    choice.change(on_choice, [train_model, train_dataset, choice], details)
+    choice.change(on_choice, [train_model, train_dataset, choice], details, preprocess=False)  # (see app.py)
     use.click(lambda key: (key, gr.Tabs(selected=train_tab_id)), choice, [train_method, tabs])
     return on_open, [train_model, train_dataset, train_method], [table, details, elsewhere, progress, choice]

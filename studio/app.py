@@ -70,7 +70,9 @@ def build_app(studio) -> gr.Blocks:
         # runs finished since the page opened become choosable when the Chat tab is opened
         chat.select(refresh_chat, chat_outputs[:2], chat_outputs)
         # the comparison is measured for the model and dataset chosen in Train, when looked at
-        opened = method.select(open_method, method_inputs, method_outputs)
+        # the Train tab's picks as the page sent them: preprocessed, a dataset the page still showed after
+        # the list changed (another method) was refused ("Value: quillpad_faq is not in the list of choices")
+        opened = method.select(open_method, method_inputs, method_outputs, preprocess=False)
         # measuring every method takes both cores for minutes on a first look: it stops when the
         # person goes to another tab (what was measured is kept; coming back goes on from there)
         for other in (train, data, chat, label, export):
