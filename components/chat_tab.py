@@ -365,4 +365,5 @@ def build(studio):
             "vote_message": vote_message}
     loop["scorer"], loop["scores"] = scorer, scores
     loop["voter"], loop["export_name"] = voter, export_name
+    loop["generation"] = [system_prompt, temperature, top_p, max_new_tokens, repetition_penalty, seed]
     return refresh, [model_a, model_b, results, results_note, scorer], exported, loop

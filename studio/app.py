@@ -112,6 +112,15 @@ def build_app(studio) -> gr.Blocks:
                  blind_kept, [chat_loop["blind"], chat_loop["chat_a"], chat_loop["chat_b"]], queue=False,
                  show_progress="hidden")
 
+        # the generation settings too (a reload put Max new tokens back to 256: minute-long replies again)
+        generation = chat_loop["generation"]
+        generation_kept = gr.BrowserState(None, storage_key="tune-studio-chat-generation")
+        gr.on([w.input for w in generation], lambda *values: list(values), generation, generation_kept,
+              queue=False, show_progress="hidden")
+        app.load(lambda kept: (list(kept) if isinstance(kept, list) and len(kept) == len(generation)
+                               else [gr.skip()] * len(generation)),
+                 generation_kept, generation, queue=False, show_progress="hidden")
+
         def kept_name(name, shown, request: gr.Request):
             if getattr(request, "username", None):  # signed in: labels and votes go under the user name
                 return gr.skip()

@@ -97,6 +97,10 @@ def test_blind_battle_vote_reveal_and_export(server, page, studio, tiny_model_di
     expect(page.locator("#chat-voter textarea, #chat-voter input").first).to_have_value("Ann", timeout=30_000)
     expect(page.locator("#chat-blind input")).to_be_checked()  # still a blind battle, as switched
     expect(page.locator("#chat-a")).to_contain_text("hidden until you vote")
+    # the generation settings too (Max new tokens went back to 256: minute-long replies again)
+    page.get_by_text("Generation settings").click()
+    expect(page.locator("#chat-max-new-tokens input[type=number]")).to_have_value("24", timeout=30_000)
+    expect(page.locator("#chat-seed input")).to_have_value("7")
     # ... and is the Label tab's name too: one person, one name, typed once
     page.get_by_role("tab", name="Label").click()
     expect(page.locator("#label-labeler textarea, #label-labeler input").first).to_have_value("Ann", timeout=30_000)
