@@ -83,7 +83,8 @@ def same_pair_note(spec_a: str | None, spec_b: str | None) -> str:
     if not spec_a or spec_a != spec_b:
         return ""
     return ("Both sides are the same model: you can read its replies, but a vote needs two different models. "
-            "Train one first (*⚡ Quick first run* in the Train tab takes a few minutes), then pick it here.")
+            "Pick another on one side, or, with none yet, train one first (*⚡ Quick first run* in the Train tab "
+            "takes a few minutes).")
 
 
 def build(studio):

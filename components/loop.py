@@ -24,18 +24,19 @@ def epochs_field(train: dict):
     return train["form"].by_method[PREFERENCE_METHOD]["num_train_epochs"]
 
 
-def epochs_set(picked) -> object:
-    """The epochs field set directly too: with DPO already chosen the method does not change, and
-    the change that reads `wanted` does not run."""
+def epochs_set(picked, current: str | None) -> object:
+    """The epochs field set directly when the page is on DPO already: the method does not change, and
+    the change that reads `wanted` does not run. (From another method the field, which every method
+    shares, is left to that change: set here too, it could be kept as the method before's.)"""
     epochs = (picked[1].get("settings") or {}).get("num_train_epochs")
-    return gr.update(value=epochs) if epochs else gr.skip()
+    return gr.update(value=epochs) if epochs and current == PREFERENCE_METHOD else gr.skip()
 
 
 def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
     """train: model, dataset, method components; chat: the Chat tab's loop handles; runs: the runs
     panel's compare button and action line."""
 
-    def on_train_prefs(name):
+    def on_train_prefs(name, current):
         try:  # named as the Dataset name field says, as the export next to it does
             start = chat_service.preference_start(studio, (name or "").strip() or None, PREFERENCE_METHOD)
         except DataError as err:  # shown where the button is
@@ -47,9 +48,9 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
         message = (f"{made} Set to DPO on it, starting from {where} (DPO's *beta* says how far it may move "
                    f"from there): press *Start training*.{more_epochs(why)}")
         return (made, message, gr.update(choices=train_tab.model_choices(studio), value=model), *picked,
-                gr.Tabs(selected="train"), epochs_set(picked))
+                gr.Tabs(selected="train"), epochs_set(picked, current))
 
-    chat["train_prefs"].click(on_train_prefs, chat["export_name"], [chat["message"], train["message"], train["model"],
+    chat["train_prefs"].click(on_train_prefs, [chat["export_name"], train["method"]], [chat["message"], train["message"], train["model"],
                                                     train["dataset"], train["wanted"], train["method"], tabs,
                                                     epochs_field(train)])
 
@@ -114,7 +115,7 @@ def wire_labels(studio, tabs, train: dict, overview: dict):
     from studio import label_service
     from studio.label_service import LabelError
 
-    def on_train_labels(project_id, _kind, min_agreement, with_votes, name):
+    def on_train_labels(project_id, _kind, min_agreement, with_votes, name, current):
         try:
             start = label_service.training_start(studio, project_id or "", PREFERENCE_METHOD,
                                                  float(min_agreement), bool(with_votes), (name or "").strip() or None)
@@ -126,8 +127,8 @@ def wire_labels(studio, tabs, train: dict, overview: dict):
         *picked, why = train_tab.method_on(studio, PREFERENCE_METHOD, row["id"])
         message = f"{made} Set to DPO on it, starting from {where}: press *Start training*.{more_epochs(why)}"
         return (made, message, gr.update(choices=train_tab.model_choices(studio), value=model), *picked,
-                gr.Tabs(selected="train"), epochs_set(picked))
+                gr.Tabs(selected="train"), epochs_set(picked, current))
 
-    return overview["train"].click(on_train_labels, overview["inputs"],
+    return overview["train"].click(on_train_labels, [*overview["inputs"], train["method"]],
                             [overview["message"], train["message"], train["model"], train["dataset"],
                              train["wanted"], train["method"], tabs, epochs_field(train)])

@@ -82,7 +82,7 @@ def progress_html(row: dict, metrics: list[dict]) -> str:
             said += f" · {left} training step{'s' if left != 1 else ''} to go"
         elif p["max_steps"]:  # measuring the model after training, saving
             said += f" · all {p['max_steps']} training steps done"
-    elif row["status"] == "completed" and (row.get("summary") or {}).get("kept_step") is not None:
+    elif row["status"] == "completed" and (row.get("summary") or {}).get("stopped_early"):
         width = 100.0  # early stopping ended it: finished, not stuck at a third of the way
         said = (f"stopped early at step {p['step']} of {p['max_steps']}: held-out loss had stopped improving · "
                 f"elapsed {format_duration(p['elapsed_s'])}")
@@ -164,8 +164,8 @@ def status_markdown(studio, row: dict, metrics: list[dict]) -> str:
         lines.append(f"⚠️ {warning}")
     if summary.get("kept_step"):
         lines.append(f"Early stopping: the result is the weights of step {summary['kept_step']}, where held-out "
-                     f"loss was lowest; training went on to step {summary.get('steps', '?')} without beating it, "
-                     "then stopped.")
+                     f"loss was lowest; training went on to step {summary.get('steps', '?')} without beating it"
+                     + (", then stopped." if summary.get("stopped_early") else ", its last step."))
     if "eval_loss_before" in summary and "eval_loss_after" in summary:
         lines.append(heldout_loss_line(summary, metrics))
     if preference_summary(summary):
@@ -336,8 +336,9 @@ def build(studio, selected: gr.State):
 
     outputs = [table, status, bar, plot, log, shown, compare, listed, samples, sent, *buttons]
 
-    # the finished runs' ids: a change is a run finishing, which the Train tab's estimate learns from
-    finished = gr.State(None)
+    # the finished runs' ids: a change is a run finishing, which the Train tab's estimate learns from (as
+    # the server started: a page's first refresh is no change, and works out no estimate again)
+    finished = gr.State([r["id"] for r in studio.list_runs() if r["status"] == "completed"])
 
     def tick(run_id, drawn, known, shown_now, said, finished_before):
         out = refresh(run_id, drawn, known, shown_now)

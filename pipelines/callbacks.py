@@ -119,24 +119,41 @@ def early_stopping(patience: int):
     return KeepBest(early_stopping_patience=patience)
 
 
-def restore_best(trainer, events: RunEvents, method) -> int | None:
-    """After an early-stopping run: the weights of the check with the lowest held-out loss back in
-    the model when a later step ended the run; that step, else None (also for the methods that keep
-    their last weights: `Method.keeps_last` says why)."""
+def keeps_last(trainer, method) -> str:
+    """Why this run ends with its last weights even though a check was better: the method's own
+    reason (`Method.keeps_last`), or this run's (a prefix made by a network; weights sharded over
+    processes); "" when the best check's weights can be loaded back."""
+    if method.keeps_last:
+        return method.keeps_last
+    configs = getattr(trainer.model, "peft_config", None)
+    if isinstance(configs, dict) and any(getattr(c, "prefix_projection", False) for c in configs.values()):
+        return ("with its network on, a checkpoint holds the prefix the network made, not the network, which "
+                "loading it back would run a second time")
+    if getattr(trainer, "is_fsdp_enabled", False) or getattr(trainer, "is_deepspeed_enabled", False):
+        return "its weights are sharded over the processes, and loading a check back would need them all"
+    return ""
+
+
+def restore_best(trainer, events: RunEvents, method) -> dict:
+    """After a run with early stopping, for its summary: `stopped_early` when a check ended it before its
+    last step, and `kept_step` when the weights of an earlier check with a lower held-out loss are now
+    back in the model (the result is then that check's), else nothing; a method that cannot load a
+    check back keeps its last weights and says why in the log."""
     state = trainer.state
+    out = {"stopped_early": True} if state.max_steps and state.global_step < state.max_steps else {}
     best = state.best_model_checkpoint
     if not best or not Path(best).is_dir() or state.best_global_step in (None, 0, state.global_step):
-        return None
-    if method.keeps_last:
+        return out
+    why = keeps_last(trainer, method)
+    if why:
         print(f"early stopping: the result is the weights of the last step, {state.global_step}, not those of "
-              f"step {state.best_global_step} with the lowest held-out loss: for {method.label}, {method.keeps_last}",
-              flush=True)
-        return None
+              f"step {state.best_global_step} with the lowest held-out loss: for {method.label}, {why}", flush=True)
+        return out
     events.phase("loading the weights of the best check")
     trainer._load_best_model()  # the trainer's own load_best_model_at_end step (adapter or whole model)
     print(f"early stopping: the result is the weights of step {state.best_global_step}, its lowest held-out "
           f"loss {state.best_metric:.4f} (training went on to step {state.global_step})", flush=True)
-    return state.best_global_step
+    return {**out, "kept_step": state.best_global_step}
 
 
 BEFORE = "measuring the model before training"

@@ -54,18 +54,30 @@ def split_indices(n: int, eval_fraction: float, seed: int, min_held: int = 1) ->
 
 
 def balance_marks(marks: list[bool], train: list[int], held: list[int], seed: int) -> tuple[list[int], list[int]]:
-    """Held-out KTO rows with one mark only (all thumbs up, say) while training has the other: one
-    held-out row swaps with a seeded pick of the other mark, so the held-out loss reads both kinds
-    of reply. The counts stay as they were (the estimate counts rows, not marks)."""
+    """KTO's split by marks (thumbs up or down). Training first: a mark that only held-out rows have
+    (the one thumbs-down of ten) goes back to training, swapped with a row of the other mark. Then the
+    held-out rows: one mark only (all thumbs up, say) while training can spare two of the other, one
+    held-out row swaps with a seeded pick of them, so the held-out loss reads both kinds of reply.
+    The counts stay as they were (the estimate counts rows, not marks)."""
     import random
 
-    if len(held) < 2 or len({marks[i] for i in held}) != 1:
-        return train, held
-    other = [i for i in train if marks[i] != marks[held[0]]]
-    if not other:
-        return train, held
-    give, take = held[-1], random.Random(seed).choice(other)
-    return sorted([i for i in train if i != take] + [give]), sorted([i for i in held if i != give] + [take])
+    rng = random.Random(seed)
+    train, held = list(train), list(held)
+
+    def swap(give: int, take: int) -> None:  # a held-out row to training, a training row to held-out
+        train.remove(take), held.remove(give)
+        train.append(give), held.append(take)
+
+    for mark in (True, False):
+        stranded = [i for i in held if marks[i] == mark]
+        others = [i for i in train if marks[i] != mark]
+        if stranded and others and not any(marks[i] == mark for i in train):
+            swap(stranded[0], rng.choice(others))
+    if len(held) >= 2 and len({marks[i] for i in held}) == 1:
+        others = [i for i in train if marks[i] != marks[held[0]]]
+        if len(others) >= 2:
+            swap(sorted(held)[-1], rng.choice(others))
+    return sorted(train), sorted(held)
 
 
 def training_datasets(dataset: dict, eval_fraction: float, seed: int, convert=None):

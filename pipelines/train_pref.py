@@ -54,9 +54,9 @@ def train(job: dict, run_dir: Path, events: RunEvents) -> dict:
 
         summary["eval_rows"] = len(trainer.eval_dataset)  # how far its accuracy can be trusted
         checks = [m for m in read_metrics(run_dir) if "eval_loss" in m]
-        kept = restore_best(trainer, events, get_method(job["method"]))
+        summary.update(restore_best(trainer, events, get_method(job["method"])))
+        kept = summary.get("kept_step")
         if kept is not None:  # early stopping: the result is its best check, measured there
-            summary["kept_step"] = kept
             final = next((m for m in reversed(checks) if m["step"] == kept), None) or trainer.evaluate()
         else:
             events.phase("measuring the model after training")

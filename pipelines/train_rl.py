@@ -218,9 +218,7 @@ def train_reward_model(job: dict, run_dir: Path, events: RunEvents) -> dict:
         summary["cancelled"] = True
         return summary
     if eval_rows:
-        kept = restore_best(trainer, events, get_method(job["method"]))  # early stopping: its best check
-        if kept is not None:
-            summary["kept_step"] = kept
+        summary.update(restore_best(trainer, events, get_method(job["method"])))  # early stopping: its best check
         events.phase("measuring the model after training")
         after = trainer.evaluate()
         summary.update(eval_accuracy_after=after["eval_accuracy"], eval_margin_after=after["eval_margin"],

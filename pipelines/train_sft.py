@@ -44,9 +44,9 @@ def train(job: dict, run_dir: Path, events: RunEvents) -> dict:
         return summary
     from pipelines.callbacks import restore_best
 
-    kept = restore_best(trainer, events, get_method(job["method"]))
-    if kept is not None:  # early stopping: the result is its best check, measured there
-        summary.update(kept_step=kept, eval_loss_after=trainer.state.best_metric)
+    summary.update(restore_best(trainer, events, get_method(job["method"])))
+    if "kept_step" in summary:  # early stopping: the result is its best check, measured there
+        summary["eval_loss_after"] = trainer.state.best_metric
     elif trainer.eval_dataset is not None:
         events.phase("measuring the model after training")
         if checks and checks[-1]["step"] == trainer.state.global_step:  # the last step was just checked

@@ -57,10 +57,17 @@ def enough_epochs(studio, method: str, dataset_ref: str) -> tuple[dict, str]:
     parquet = Path(studio.resolve_dataset(dataset_ref)["path"])
     total = dataset_stats.count_rows(parquet)
     held = _heldout_rows(studio, dataset_ref, params.eval_fraction, data.min_heldout(METHODS[method].data_kind))
-    rows = total if parquet.with_name(importer.HELDOUT).exists() else total - held
+    held = 0 if parquet.with_name(importer.HELDOUT).exists() else held
+    rows = total - held
     per_epoch = math.ceil(rows / (params.per_device_train_batch_size * params.gradient_accumulation_steps))
     more = advisor.enough_epochs(per_epoch, params.num_train_epochs) if rows else None
-    return ({"num_train_epochs": more}, advisor.more_epochs_reason(more, rows, per_epoch)) if more else ({}, "")
+    if not more:
+        return {}, ""
+    unit = "pair" if METHODS[method].data_kind == "preference" else "row"
+    trained = f"{rows} {unit}{'s train' if rows != 1 else ' trains'}" + (f" ({held} held out to measure the run)" if held else "")
+    return ({"num_train_epochs": more},
+            f"{more} epochs: {trained}, {per_epoch} training step{'s' if per_epoch != 1 else ''} per epoch, and a "
+            f"run needs about {advisor.ENOUGH_STEPS} steps to move the model.")
 
 
 def base_of(studio, model: str) -> str:

@@ -44,7 +44,7 @@ def test_votes_to_training_to_a_blind_rematch(server, page, studio, tiny_model_d
     assert defaults("dpo")["num_train_epochs"] < 10
     expect(page.locator("#param-num_train_epochs:visible input").first).to_have_value("10")
     expect(page.locator("#train-message")).to_contain_text(
-        "Set to 10 epochs: one pass over your 1 row is only 1 training step")
+        "Set to 10 epochs: 1 pair trains (1 held out to measure the run), 1 training step per epoch")
 
     page.click("#start-training")
     expect(page.locator("#train-message")).to_contain_text("Started run", timeout=30_000)

@@ -156,3 +156,23 @@ def test_a_kto_run_draws_good_and_bad_replies_not_an_empty_accuracy_panel():
     dpo = [{**m, "rewards/accuracies": 0.5} for m in kto if "loss" in m]
     assert [a.text for a in curves_figure({"d1": dpo}).layout.annotations][1] == (
         "Preference accuracy (preferred scored higher)")
+
+
+def test_early_stopping_lines_tell_a_kept_check_from_a_run_stopped_early(studio):
+    """A run with early stopping on that reached its last step, its best check earlier, kept that
+    check but did not stop early; a method that cannot load a check back stopped early and kept its
+    last weights: each reads as what happened (both were 'stopped early' or '29%' before)."""
+    from components.runs_panel import progress_html, status_markdown
+
+    row = {"id": "r1", "status": "completed", "error": None, "parent_id": None, "model": "default",
+           "dataset_id": None, "step": 21, "max_steps": 21, "started": 0.0, "finished": 30.0}
+    metrics = [{"step": s, "eval_loss": v, "time": float(s)} for s, v in ((0, 3.0), (7, 2.0), (14, 2.5), (21, 2.6))]
+    full = {**row, "summary": {"steps": 21, "kept_step": 7, "eval_loss_before": 3.0, "eval_loss_after": 2.0}}
+    shown = status_markdown(studio, full, metrics)
+    assert ("the result is the weights of step 7, where held-out loss was lowest; training went on to step 21 "
+            "without beating it, its last step.") in shown
+    assert "stopped early" not in progress_html(full, metrics) and "step 21 of 21" in progress_html(full, metrics)
+    stopped = {**row, "step": 6, "summary": {"steps": 6, "stopped_early": True}}
+    bar = progress_html(stopped, metrics)
+    assert "stopped early at step 6 of 21" in bar and "width:100.0%" in bar
+    assert "the result is the weights" not in status_markdown(studio, stopped, metrics)

@@ -256,6 +256,10 @@ def test_kto_holds_out_two_rows_with_both_marks():
         assert len(held) == len(split_indices(10, 0.1, seed, min_heldout("kto"))[1])
         assert split(rows, 0.1, seed, "kto") == (train, held)
     assert len(split(rows, 0.1, 0)[1]) == 1  # other kinds as before
+    # a single thumbs-down stays in training: KTO learns from both marks
+    one_down = [{**r, "label": i != 0} for i, r in enumerate(rows)]
+    for seed in range(20):
+        assert any(not r["label"] for r in split(one_down, 0.1, seed, "kto")[0]), seed
     # all one mark: nothing to balance with
     same = [{**r, "label": True} for r in rows]
     assert len(split(same, 0.1, 3, "kto")[1]) == 2

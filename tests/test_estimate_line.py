@@ -90,3 +90,22 @@ def test_the_time_from_start_to_the_saved_result_counts_what_runs_here_took_outs
     line = summary_line(estimate(seconds_per_epoch=9, rows=300, steps_per_epoch=38), 1, overhead=12)
     assert "about **9 s in all** (9 s per epoch × 1), about **21 s from Start to the saved result** (starting, " \
            "loading the model and saving took 12 s in the last runs here)" in line
+
+
+def test_a_runs_time_outside_training_ends_at_its_last_record(tmp_path):
+    """The held-out check after the last step is part of the estimate's training time: counted in the
+    time outside training too (from the last step's record), it was counted twice."""
+    import json
+
+    from pipelines.events import HEARTBEAT, JOB, METRICS, STATUS
+    from studio import method_service
+
+    (tmp_path / JOB).write_text(json.dumps({"method": "lora"}))
+    (tmp_path / HEARTBEAT).write_text(json.dumps({"training_since": 10.0}))
+    (tmp_path / STATUS).write_text(json.dumps({"started": 5.0, "finished": 40.0}))
+    records = [{"step": 1, "loss": 2.0, "time": 20.0, "tokens_per_s": 100.0},
+               {"step": 2, "loss": 1.5, "time": 30.0, "tokens_per_s": 120.0},
+               {"step": 2, "eval_loss": 1.7, "time": 35.0}]
+    (tmp_path / METRICS).write_text("".join(json.dumps(r) + "\n" for r in records))
+    # start: 10 - 5; end: 40 - 35, after the check (not 40 - 30)
+    assert method_service._run_times(str(tmp_path)) == (10.0, 120.0)

@@ -180,3 +180,21 @@ def test_early_stopping_ends_with_the_best_checks_weights(studio, tiny_model_dir
     bar = progress_html(row, metrics)
     assert f"stopped early at step {kept + 4} of {row['max_steps']}" in bar and "width:100.0%" in bar
     assert "memorising" not in shown  # the overfitting warning's advice has been followed
+
+
+def test_a_prefix_made_by_its_network_keeps_its_last_weights(tmp_path, tiny_model_dir, tiny_params):
+    """Prefix tuning with its network on saves the prefix the network made: loading a check back into
+    the running network failed ('size mismatch') at the end of an early-stopping run. Such a run keeps
+    its last weights and says why; the plain prefix loads its best check back."""
+    from pipelines.callbacks import keeps_last
+    from pipelines.methods import METHODS
+
+    params = {"num_train_epochs": 1, "max_length": 64, "early_stopping_patience": 2}
+    for projection, kept in ((True, True), (False, False)):
+        run_dir = tmp_path / f"run-{projection}"
+        run_dir.mkdir()
+        job = {**tiny_job(tmp_path / f"d-{projection}", tiny_model_dir, {**params, "prefix_projection": projection}),
+               "method": "prefix"}
+        trainer, _ = build_trainer(job, run_dir, RunEvents(run_dir))
+        assert bool(keeps_last(trainer, METHODS["prefix"])) is kept
+    assert "network" in keeps_last(trainer, METHODS["ptuning"])  # the method's own reason

@@ -101,7 +101,8 @@ class Training:
         label="Early stopping patience",
         help="Stop when the held-out loss has not improved for this many checks in a row - the "
         "sign the model has started memorising instead of learning - and keep the weights of the check "
-        "where it was lowest as the result. 0 = never stop early.",
+        "where it was lowest as the result (a checkpoint is saved at every new lowest, which takes disk and "
+        "time for a whole model). 0 = never stop early.",
         target="studio",
         min=0,
         max=100,
