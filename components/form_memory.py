@@ -74,8 +74,7 @@ def switched(form, new_key: str, old_key: str | None, stored, fields: list | Non
         stored[old_key] = form.values(old_key, list(fields))
     own = stored.get(new_key) if isinstance(stored.get(new_key), dict) else {}
     values = {**form.defaults(new_key), **{k: v for k, v in own.items() if v is not None},
-              **(carried_edits(old_key, stored.get(old_key), new_key) if carry else {}),
-              }
+              **(carried_edits(old_key, stored.get(old_key), new_key) if carry else {})}
     for name, value in (settings or {}).items():  # at least these (more epochs kept for the method stand)
         if name in values:
             values[name] = max(values[name], value) if values[name] is not None else value

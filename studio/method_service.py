@@ -32,21 +32,26 @@ def _training_lengths(studio, model_path: str, dataset_ref: str | None, eval_fra
     sample = studio.length_cache[key]
     if not sample:
         return None
-    total = dataset_stats.count_rows(parquet)
-    heldout = parquet.with_name(importer.HELDOUT).exists()
-    # the run's own split (data.split_indices): at least one row held out, so 4 rows at 0.1 train on 3
-    n_train = total if heldout else len(data.split_indices(total, eval_fraction, 0, min_held)[0])
+    n_train = _split_rows(studio, dataset_ref, eval_fraction, min_held)[0]
     return [sample[i % len(sample)] for i in range(n_train)]
 
 
-def _heldout_rows(studio, dataset_ref: str, eval_fraction: float, min_held: int = 1) -> int:
-    """How many rows a run on this dataset measures itself on: the dataset's own held-out rows, else
-    the share `eval_fraction` splits off (data.split_indices)."""
+def _split_rows(studio, dataset_ref: str, eval_fraction: float, min_held: int = 1) -> tuple[int, int, bool]:
+    """(training rows, held-out rows, whether those are the dataset's own held-out file) of a run on
+    this dataset: its own held-out file, else the run's own split (data.split_indices: at least
+    `min_held` rows held out, so 4 rows at 0.1 train on 3)."""
     parquet = Path(studio.resolve_dataset(dataset_ref)["path"])
+    total = dataset_stats.count_rows(parquet)
     heldout = parquet.with_name(importer.HELDOUT)
     if heldout.exists():
-        return dataset_stats.count_rows(heldout)
-    return len(data.split_indices(dataset_stats.count_rows(parquet), eval_fraction, 0, min_held)[1])
+        return total, dataset_stats.count_rows(heldout), True
+    train, held = data.split_indices(total, eval_fraction, 0, min_held)
+    return len(train), len(held), False
+
+
+def _heldout_rows(studio, dataset_ref: str, eval_fraction: float, min_held: int = 1) -> int:
+    """How many rows a run on this dataset measures itself on (`_split_rows`)."""
+    return _split_rows(studio, dataset_ref, eval_fraction, min_held)[1]
 
 
 def enough_epochs(studio, method: str, dataset_ref: str) -> tuple[dict, str]:
@@ -54,11 +59,8 @@ def enough_epochs(studio, method: str, dataset_ref: str) -> tuple[dict, str]:
     would train for a few steps (5 pairs: 2): the epochs the advisor would raise them to (settings),
     and why; ({}, "") when the defaults are enough."""
     params = parse(METHODS[method].params, None)
-    parquet = Path(studio.resolve_dataset(dataset_ref)["path"])
-    total = dataset_stats.count_rows(parquet)
-    held = _heldout_rows(studio, dataset_ref, params.eval_fraction, data.min_heldout(METHODS[method].data_kind))
-    held = 0 if parquet.with_name(importer.HELDOUT).exists() else held
-    rows = total - held
+    rows, held, own = _split_rows(studio, dataset_ref, params.eval_fraction, data.min_heldout(METHODS[method].data_kind))
+    held = 0 if own else held  # (a held-out file is not taken from these rows)
     per_epoch = math.ceil(rows / (params.per_device_train_batch_size * params.gradient_accumulation_steps))
     more = advisor.enough_epochs(per_epoch, params.num_train_epochs) if rows else None
     if not more:
