@@ -16,6 +16,14 @@ FAQ = ROOT / "assets" / "samples" / "quillpad_faq.jsonl"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+# `make test` runs the suite in one pytest process per core (pytest-xdist). Each takes its share of the
+# cores for its math, and the processes it starts inherit that: left at torch's default (every core),
+# two workers that both train wait on each other's threads, and the suite took longer than one worker
+# (a two-core EPYC: 326 s against 293 s for test_jobs + test_export_jobs; one thread each: 203 s).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
+
 
 _SESSION = []
 
