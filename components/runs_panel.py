@@ -163,8 +163,9 @@ def status_markdown(studio, row: dict, metrics: list[dict]) -> str:
     if warning:
         lines.append(f"⚠️ {warning}")
     if summary.get("kept_step"):
-        lines.append(f"Early stopping: the result is the weights of step {summary['kept_step']}, where held-out "
-                     f"loss was lowest; training went on to step {summary.get('steps', '?')} without beating it"
+        lines.append(f"Early stopping: the result is the weights of step {summary['kept_step']}, where the "
+                     f"{summary.get('watched', 'held-out loss')} was {summary.get('best', 'lowest')}; training went on "
+                     f"to step {summary.get('steps', '?')} without beating it"
                      + (", then stopped." if summary.get("stopped_early") else ", its last step."))
     if "eval_loss_before" in summary and "eval_loss_after" in summary:
         lines.append(heldout_loss_line(summary, metrics))

@@ -96,14 +96,36 @@ class SealCheckpoints(TrainerCallback):
             seal_checkpoint(folder)
 
 
+# The metric each choice of `early_stopping_on` reads from a held-out check, per trainer; a reward
+# model's figures are its own (pipelines/reward_model.py), the others' TRL's.
+_WATCHED = {"accuracy": "eval_rewards/accuracies", "margin": "eval_rewards/margins"}
+_REWARD_MODEL = {"accuracy": "eval_accuracy", "margin": "eval_margin"}
+# how a log line and the runs panel name each metric, and which end of it is best
+WATCHED_NAMES = {"eval_loss": "held-out loss", "eval_rewards/accuracies": "share of held-out pairs ranked right",
+                 "eval_accuracy": "share of held-out pairs ranked right",
+                 "eval_rewards/margins": "held-out reward margin", "eval_margin": "held-out reward margin"}
+
+
+def best_metric(watch: str | None, trainer_name: str) -> tuple[str, bool]:
+    """(metric, higher is better) for a run's `early_stopping_on` ("loss" when the method has none)."""
+    if not watch or watch == "loss":
+        return "eval_loss", False
+    return (_REWARD_MODEL if trainer_name == "reward" else _WATCHED)[watch], True
+
+
+def watched(metric: str, greater: bool) -> dict:
+    """What a summary says about the metric early stopping watched: {"watched": name, "best": lowest|highest}."""
+    return {"watched": WATCHED_NAMES.get(metric, metric), "best": "highest" if greater else "lowest"}
+
+
 def early_stopping(patience: int):
     """Early stopping that ends with the best check's weights: it stops after `patience` checks
-    without a better held-out loss (the trainer's EarlyStoppingCallback) and has a checkpoint written
+    without a better held-out figure (the trainer's EarlyStoppingCallback, on the trainer's
+    `metric_for_best_model`: see train_sft.run_settings and best_metric) and has a checkpoint written
     at every check that beats the ones before it, so the result can be that check's weights, not those
-    of the `patience` checks after it. The trainer tracks the best step (`metric_for_best_model`, see
-    train_sft.run_settings) and its checkpoint rotation keeps that checkpoint; `restore_best` loads it
-    at the end (the trainer's own load_best_model_at_end, which would also demand a checkpoint at
-    every check)."""
+    of the `patience` checks after it. The trainer tracks the best step and its checkpoint rotation
+    keeps that checkpoint; `restore_best` loads it at the end (the trainer's own
+    load_best_model_at_end, which would also demand a checkpoint at every check)."""
     from transformers import EarlyStoppingCallback
 
     class KeepBest(EarlyStoppingCallback):
@@ -111,8 +133,11 @@ def early_stopping(patience: int):
             pass  # its warning that the best weights are not loaded at the end: restore_best does
 
         def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-            value = (metrics or {}).get("eval_loss")
-            if state.global_step > 0 and value is not None and (state.best_metric is None or value < state.best_metric):
+            value = (metrics or {}).get(args.metric_for_best_model)
+            # the trainer records this check as the best after this call: state.best_metric is the one before
+            if state.global_step > 0 and value is not None and (
+                    state.best_metric is None
+                    or (value > state.best_metric if args.greater_is_better else value < state.best_metric)):
                 control.should_save = True
             super().on_evaluate(args, state, control, metrics=metrics, **kwargs)
 
@@ -136,24 +161,26 @@ def keeps_last(trainer, method) -> str:
 
 def restore_best(trainer, events: RunEvents, method) -> dict:
     """After a run with early stopping, for its summary: `stopped_early` when a check ended it before its
-    last step, and `kept_step` when the weights of an earlier check with a lower held-out loss are now
-    back in the model (the result is then that check's), else nothing; a method that cannot load a
-    check back keeps its last weights and says why in the log."""
-    state = trainer.state
+    last step, and `kept_step` when the weights of an earlier, better check are now back in the model
+    (the result is then that check's; `watched` and `best` say by what: "held-out loss", "lowest"),
+    else nothing; a method that cannot load a check back keeps its last weights and says why in the log."""
+    state, args = trainer.state, trainer.args
     out = {"stopped_early": True} if state.max_steps and state.global_step < state.max_steps else {}
     best = state.best_model_checkpoint
     if not best or not Path(best).is_dir() or state.best_global_step in (None, 0, state.global_step):
         return out
+    said = watched(args.metric_for_best_model, args.greater_is_better)
     why = keeps_last(trainer, method)
     if why:
         print(f"early stopping: the result is the weights of the last step, {state.global_step}, not those of "
-              f"step {state.best_global_step} with the lowest held-out loss: for {method.label}, {why}", flush=True)
+              f"step {state.best_global_step} with the {said['best']} {said['watched']}: for {method.label}, {why}",
+              flush=True)
         return out
     events.phase("loading the weights of the best check")
     trainer._load_best_model()  # the trainer's own load_best_model_at_end step (adapter or whole model)
-    print(f"early stopping: the result is the weights of step {state.best_global_step}, its lowest held-out "
-          f"loss {state.best_metric:.4f} (training went on to step {state.global_step})", flush=True)
-    return {**out, "kept_step": state.best_global_step}
+    print(f"early stopping: the result is the weights of step {state.best_global_step}, its {said['best']} "
+          f"{said['watched']} {state.best_metric:.4f} (training went on to step {state.global_step})", flush=True)
+    return {**out, "kept_step": state.best_global_step, **said}
 
 
 BEFORE = "measuring the model before training"

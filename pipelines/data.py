@@ -80,6 +80,15 @@ def balance_marks(marks: list[bool], train: list[int], held: list[int], seed: in
     return sorted(train), sorted(held)
 
 
+def interleave_marks(rows: list[dict]) -> list[dict]:
+    """KTO's held-out rows, a reply marked good then one marked bad while both last: TRL measures KTO's
+    reward margin on each batch that holds both marks, and held-out rows in file order (all thumbs up
+    first) could leave no such batch."""
+    good = [r for r in rows if r.get("label")]
+    bad = [r for r in rows if not r.get("label")]
+    return [r for i in range(max(len(good), len(bad))) for r in (*good[i:i + 1], *bad[i:i + 1])]
+
+
 def training_datasets(dataset: dict, eval_fraction: float, seed: int, convert=None):
     """(training, held-out or None) as Arrow datasets read from the stored Parquet files, memory-mapped
     from a cache beside them: a 100k-row dataset never becomes one Python list. `convert` (a row ->

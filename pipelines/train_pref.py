@@ -120,6 +120,21 @@ def load_policy(method, params, model_path: str, init_adapter: str | None):
     return model, method.peft_config(params, Setup(model_path=model_path))
 
 
+def watched_metric(method, studio: dict, eval_rows: list[dict]) -> tuple[str, bool]:
+    """The held-out figure early stopping watches (callbacks.best_metric). KTO's reward margin needs
+    held-out replies of both marks: with one mark only it is never measured, and the loss is watched
+    instead, as the log says."""
+    from pipelines.callbacks import best_metric
+
+    watch = studio.get("early_stopping_on") or "loss"
+    marks = {bool(r.get("label")) for r in eval_rows}
+    if watch == "margin" and method.data_kind == "kto" and len(marks) < 2:
+        print(f"early stopping watches the held-out loss, not the reward margin: every held-out reply is marked "
+              f"{'good' if True in marks else 'bad'}, and a margin needs replies of both marks", flush=True)
+        watch = "loss"
+    return best_metric(watch, method.trl)
+
+
 def build_trainer(job: dict, run_dir: Path, events: RunEvents):
     from datasets import Dataset
     from transformers import PrinterCallback
@@ -146,6 +161,7 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
 
         train_rows = list(train_rows)
         random.Random(params.seed).shuffle(train_rows)
+        eval_rows = data.interleave_marks(eval_rows)
     train_ds = Dataset.from_list(train_rows)
     eval_ds = Dataset.from_list(eval_rows) if eval_rows else None
     print(f"data: {len(train_rows)} training rows, {len(eval_rows)} held out", flush=True)
@@ -174,7 +190,8 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
     if method.trl in ("orpo", "cpo"):  # their pair collator needs the raw columns; TRL turned it off itself,
         trainer_args["remove_unused_columns"] = False  # with a warning in the run's log people read
     patience = groups["studio"]["early_stopping_patience"]
-    config = config_cls(**trainer_args, **run_settings(run_dir, params, eval_ds is not None, patience))
+    best = watched_metric(method, groups["studio"], eval_rows) if patience and eval_rows else ("eval_loss", False)
+    config = config_cls(**trainer_args, **run_settings(run_dir, params, eval_ds is not None, patience, best))
     callbacks = [MetricsCallback(events), CancelCallback(events), SealCheckpoints()]
     if patience and eval_ds is not None:
         callbacks.append(early_stopping(patience))

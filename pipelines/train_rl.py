@@ -152,7 +152,8 @@ def train_reward_model(job: dict, run_dir: Path, events: RunEvents) -> dict:
     from transformers import AutoModelForSequenceClassification, PrinterCallback
 
     from pipelines import reward_model
-    from pipelines.callbacks import CancelCallback, MetricsCallback, SealCheckpoints, early_stopping, restore_best
+    from pipelines.callbacks import (CancelCallback, MetricsCallback, SealCheckpoints, best_metric, early_stopping,
+                                     restore_best)
 
     events.phase("loading the model and the data")
     # config
@@ -193,7 +194,8 @@ def train_reward_model(job: dict, run_dir: Path, events: RunEvents) -> dict:
     trainer_args = dict(groups["trainer"])
     trainer_args["eval_steps"] = params.eval_steps or math.ceil(total_steps / 6)
     patience = groups["studio"]["early_stopping_patience"]
-    settings = run_settings(run_dir, params, bool(eval_rows), patience)
+    settings = run_settings(run_dir, params, bool(eval_rows), patience,
+                            best_metric(groups["studio"]["early_stopping_on"], method.trl))
     config = config_cls(**trainer_args, **settings)
     callbacks = [MetricsCallback(events), CancelCallback(events), SealCheckpoints()]
     if patience and eval_rows:

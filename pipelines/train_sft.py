@@ -128,9 +128,11 @@ def apply_method(model, method, params, setup: Setup, run_dir: Path, init_adapte
     return model
 
 
-def run_settings(run_dir: Path, params, evaluates: bool, patience: int) -> dict:
+def run_settings(run_dir: Path, params, evaluates: bool, patience: int,
+                 best: tuple[str, bool] = ("eval_loss", False)) -> dict:
     """Trainer settings every studio run shares, whatever its TRL trainer: checkpoints in the run
-    directory, a log line per step for the live curves, held-out checks, this machine's device."""
+    directory, a log line per step for the live curves, held-out checks, this machine's device.
+    `best`: the held-out figure early stopping watches, and whether higher is better (callbacks.best_metric)."""
     return dict(
         output_dir=str(run_dir / CHECKPOINTS),
         bf16=hardware.use_bf16(),
@@ -141,8 +143,8 @@ def run_settings(run_dir: Path, params, evaluates: bool, patience: int) -> dict:
         per_device_eval_batch_size=params.per_device_train_batch_size,
         save_strategy="steps",
         save_total_limit=2,
-        metric_for_best_model="eval_loss" if patience and evaluates else None,
-        greater_is_better=False,
+        metric_for_best_model=best[0] if patience and evaluates else None,
+        greater_is_better=best[1],
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=0,

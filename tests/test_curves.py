@@ -169,9 +169,12 @@ def test_early_stopping_lines_tell_a_kept_check_from_a_run_stopped_early(studio)
     metrics = [{"step": s, "eval_loss": v, "time": float(s)} for s, v in ((0, 3.0), (7, 2.0), (14, 2.5), (21, 2.6))]
     full = {**row, "summary": {"steps": 21, "kept_step": 7, "eval_loss_before": 3.0, "eval_loss_after": 2.0}}
     shown = status_markdown(studio, full, metrics)
-    assert ("the result is the weights of step 7, where held-out loss was lowest; training went on to step 21 "
+    assert ("the result is the weights of step 7, where the held-out loss was lowest; training went on to step 21 "
             "without beating it, its last step.") in shown
     assert "stopped early" not in progress_html(full, metrics) and "step 21 of 21" in progress_html(full, metrics)
+    margin = {**full, "summary": {**full["summary"], "watched": "held-out reward margin", "best": "highest"}}
+    assert "the weights of step 7, where the held-out reward margin was highest; training went on to step 21" in (
+        status_markdown(studio, margin, metrics))
     stopped = {**row, "step": 6, "summary": {"steps": 6, "stopped_early": True}}
     bar = progress_html(stopped, metrics)
     assert "stopped early at step 6 of 21" in bar and "width:100.0%" in bar

@@ -159,3 +159,58 @@ def test_dpo_with_early_stopping_ends_with_its_best_check(tmp_path, tiny_model_d
     saved = load_file(run_dir / "adapter" / "adapter_model.safetensors")
     best = load_file(run_dir / "checkpoints" / f"checkpoint-{kept}" / "adapter_model.safetensors")
     assert all(torch.equal(saved[k], best[k]) for k in saved)
+
+
+@pytest.mark.parametrize("key,watch,metric", [("dpo", "accuracy", "eval_rewards/accuracies"),
+                                              ("kto", "margin", "eval_rewards/margins")])
+def test_early_stopping_can_watch_a_preference_figure(tmp_path, tiny_model_dir, datasets, key, watch, metric):
+    """Early stopping that watches the pairs ranked right (DPO) or the reward margin (KTO) keeps the first
+    check where that figure was highest, and the run says so; on held-out loss it kept another step."""
+    from pipelines.events import read_metrics
+    from pipelines.train_pref import train
+
+    params = {**tiny_params(key), "learning_rate": 3e-2, "num_train_epochs": 20, "eval_fraction": 0.25,
+              "eval_steps": 1, "early_stopping_patience": 2, "early_stopping_on": watch}
+    job = {"method": key, "model": str(tiny_model_dir), "model_cache": str(tmp_path / "models"),
+           "dataset": {"path": str(datasets[METHODS[key].data_kind])}, "params": params}
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    summary = train(job, run_dir, RunEvents(run_dir))
+    checks = [m for m in read_metrics(run_dir) if "eval_loss" in m and m["step"] > 0]
+    kept = summary["kept_step"]
+    best = max(m[metric] for m in checks)
+    assert next(m["step"] for m in checks if m[metric] == best) == kept  # the first check at the highest
+    assert summary["steps"] == kept + 2 and summary["stopped_early"]  # two checks without a higher one
+    assert (summary["watched"], summary["best"]) == (
+        {"accuracy": "share of held-out pairs ranked right", "margin": "held-out reward margin"}[watch], "highest")
+
+
+def test_what_early_stopping_watches_is_named_per_trainer(capsys):
+    """Each choice reads the figure its trainer logs; KTO's margin falls back to the loss, saying why, when
+    every held-out reply has one mark (TRL measures a margin only on a batch with both)."""
+    from pipelines.callbacks import best_metric
+    from pipelines.data import interleave_marks
+    from pipelines.train_pref import watched_metric
+
+    assert best_metric("loss", "dpo") == ("eval_loss", False) and best_metric(None, "sft") == ("eval_loss", False)
+    assert best_metric("accuracy", "cpo") == ("eval_rewards/accuracies", True)
+    assert best_metric("margin", "kto") == ("eval_rewards/margins", True)
+    assert best_metric("accuracy", "reward") == ("eval_accuracy", True)
+    assert best_metric("margin", "reward") == ("eval_margin", True)
+
+    good = [{"prompt": f"p{i}", "completion": "c", "label": True} for i in range(3)]
+    bad = [{"prompt": f"q{i}", "completion": "c", "label": False} for i in range(2)]
+    assert watched_metric(METHODS["kto"], {"early_stopping_on": "margin"}, good + bad) == ("eval_rewards/margins", True)
+    assert capsys.readouterr().out == ""
+    assert watched_metric(METHODS["kto"], {"early_stopping_on": "margin"}, good) == ("eval_loss", False)
+    assert capsys.readouterr().out == ("early stopping watches the held-out loss, not the reward margin: every "
+                                       "held-out reply is marked good, and a margin needs replies of both marks\n")
+    # held-out rows in file order (all thumbs up first) alternate, so the first batch of two has both marks
+    assert [r["prompt"] for r in interleave_marks(good + bad)] == ["p0", "q0", "p1", "q1", "p2"]
+    assert interleave_marks(good) == good and interleave_marks([]) == []
+
+    from pipelines.methods import describe
+    choices = {key: next((i.choices for i in describe(METHODS[key].params) if i.name == "early_stopping_on"), None)
+               for key in ("lora", "dpo", "orpo", "kto", "reward_model")}
+    assert choices == {"lora": None, "dpo": ["loss", "accuracy", "margin"], "orpo": ["loss", "accuracy", "margin"],
+                       "kto": ["loss", "margin"], "reward_model": ["loss", "accuracy", "margin"]}

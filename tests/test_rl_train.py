@@ -193,7 +193,9 @@ def test_reward_model_learns_separable_pairs_and_reloads_with_the_same_accuracy(
     dataset = studio.import_dataset(pairs, name="pairs", options=ImportOptions(heldout=0.25))
     run_id = studio.start_run(model=str(tiny_model_dir), dataset=dataset["id"], method="reward_model",
                               params={"learning_rate": 3e-3, "num_train_epochs": 3, "per_device_train_batch_size": 4,
-                                      "max_length": 64, "r": 8, "lora_alpha": 16, "save_steps": 1000})
+                                      "max_length": 64, "r": 8, "lora_alpha": 16, "save_steps": 1000,
+                                      # its checks read the margin it watches (a name the checks lack fails the run)
+                                      "early_stopping_patience": 3, "early_stopping_on": "margin"})
     row = studio.wait(run_id)
     assert row["status"] == "completed", row.get("error")
     summary = row["summary"]

@@ -175,7 +175,7 @@ def test_early_stopping_ends_with_the_best_checks_weights(studio, tiny_model_dir
     assert saved.keys() == best.keys() and all(torch.equal(saved[k], best[k]) for k in saved)
     assert f"early stopping: the result is the weights of step {kept}" in (run_dir / "train.log").read_text()
     shown = status_markdown(studio, row, metrics)
-    assert (f"Early stopping: the result is the weights of step {kept}, where held-out loss was lowest; "
+    assert (f"Early stopping: the result is the weights of step {kept}, where the held-out loss was lowest; "
             f"training went on to step {kept + 4} without beating it, then stopped.") in shown
     bar = progress_html(row, metrics)
     assert f"stopped early at step {kept + 4} of {row['max_steps']}" in bar and "width:100.0%" in bar

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pipelines.methods.lora import LoraFields, lora_config
 from pipelines.methods.params import ConfigError, param, with_defaults
 from pipelines.methods.setup import Setup
-from pipelines.methods.training import Training
+from pipelines.methods.training import GoodBadStopping, PairStopping, Training
 
 # LoRA learning rate and epochs: measured with bench/pref_quality.py on the built-in model.
 # Measured with DPO + imitation of the preferred answers (sft_weight 1): at 5e-5 (3 epochs) or 2e-4
@@ -99,12 +99,12 @@ class DPOFields:
 
 
 @dataclass
-class DPOParams(LoraPreference, DPOFields, PreferenceLoraTraining):
+class DPOParams(LoraPreference, DPOFields, PairStopping, PreferenceLoraTraining):
     pass
 
 
 @dataclass
-class DPOFullParams(DPOFields, PreferenceFullTraining):
+class DPOFullParams(DPOFields, PairStopping, PreferenceFullTraining):
     pass
 
 
@@ -139,7 +139,7 @@ KTOTraining = with_defaults(PreferenceLoraTraining, "KTOTraining", per_device_tr
 
 
 @dataclass
-class KTOParams(LoraPreference, KTOFields, KTOTraining):
+class KTOParams(LoraPreference, KTOFields, GoodBadStopping, KTOTraining):
     pass
 
 
@@ -147,7 +147,7 @@ KTOFullTraining = with_defaults(PreferenceFullTraining, "KTOFullTraining", per_d
 
 
 @dataclass
-class KTOFullParams(KTOFields, KTOFullTraining):
+class KTOFullParams(KTOFields, GoodBadStopping, KTOFullTraining):
     pass
 
 
@@ -162,7 +162,7 @@ class ORPOFields:
 
 
 @dataclass
-class ORPOParams(LoraPreference, ORPOFields, PreferenceLoraTraining):
+class ORPOParams(LoraPreference, ORPOFields, PairStopping, PreferenceLoraTraining):
     pass
 
 
@@ -171,7 +171,7 @@ ORPOFullTraining = with_defaults(PreferenceFullTraining, "ORPOFullTraining", lea
 
 
 @dataclass
-class ORPOFullParams(ORPOFields, ORPOFullTraining):
+class ORPOFullParams(ORPOFields, PairStopping, ORPOFullTraining):
     pass
 
 
@@ -192,7 +192,7 @@ class SimPOFields:
 
 
 @dataclass
-class SimPOParams(LoraPreference, SimPOFields, PreferenceLoraTraining):
+class SimPOParams(LoraPreference, SimPOFields, PairStopping, PreferenceLoraTraining):
     pass
 
 
@@ -209,7 +209,7 @@ class CPOFields:
 
 
 @dataclass
-class CPOParams(LoraPreference, CPOFields, PreferenceLoraTraining):
+class CPOParams(LoraPreference, CPOFields, PairStopping, PreferenceLoraTraining):
     pass
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pipelines.methods.preference import LoraPreference
 from pipelines.methods.lora import LoraFields
 from pipelines.methods.params import ConfigError, only, param, with_defaults
-from pipelines.methods.training import Training
+from pipelines.methods.training import PairStopping, Training
 
 # Shared settings that mean something for RL. Batch = replies per step (TRL counts completions):
 # 8 = two prompts with four replies each. The learning rate is a LoRA one (GRPO papers' 1e-6 is
@@ -155,7 +155,7 @@ class RewardModelFields:
 
 
 @dataclass
-class RewardModelParams(LoraFields, RewardModelFields, RewardTraining):
+class RewardModelParams(LoraFields, RewardModelFields, PairStopping, RewardTraining):
     pass
 
 

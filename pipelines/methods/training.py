@@ -133,6 +133,44 @@ class Training:
     )
 
 
+# What the held-out checks of a method that scores replies are compared by: its best check is the
+# result of a run with early stopping, and the run stops after `patience` checks that do not beat it.
+# (SFT measures only its loss.) The metric each one reads is named in pipelines/callbacks.best_metric.
+STOP_ON_HELP = ("What the held-out checks are compared by when early stopping is on (patience above 0): the "
+                "best check's weights are the result, and the run stops after that many checks without a "
+                "better one.")
+LOSS = "held-out loss, lowest is best: what training lowers"
+PAIR_STOP_ON = {
+    "loss": LOSS,
+    "accuracy": "held-out pairs ranked right, highest is best: the share whose preferred reply the model scores "
+                "higher. A few held-out pairs reach 100% early, and the run stops soon after",
+    "margin": "held-out reward margin, highest is best: how far the preferred replies score above the others. "
+              "It often keeps growing while the loss rises again, so the run stops later",
+}
+GOOD_BAD_STOP_ON = {
+    "loss": LOSS,
+    "margin": "held-out reward margin, highest is best: how far the replies marked good score above those "
+              "marked bad. Needs held-out replies of both marks (else the loss is watched, and the log says so)",
+}
+
+
+def _stop_on(choices: dict):
+    return param("loss", label="Early stopping watches", help=STOP_ON_HELP, target="studio", choices=list(choices),
+                 choice_help=choices, advanced=True)
+
+
+@dataclass
+class PairStopping:
+    """For methods that learn from preference pairs (DPO, ORPO, SimPO, CPO, a reward model)."""
+    early_stopping_on: str = _stop_on(PAIR_STOP_ON)
+
+
+@dataclass
+class GoodBadStopping:
+    """KTO: replies marked good or bad one at a time, no pairs to rank."""
+    early_stopping_on: str = _stop_on(GOOD_BAD_STOP_ON)
+
+
 @dataclass
 class SFTTraining(Training):
     completion_only_loss: bool = param(
