@@ -318,7 +318,15 @@ def build(studio):
     model.submit(**view)
     max_length.submit(**view)
 
-    def on_load():
-        return (gr.update(choices=dataset_choices(studio)),)
+    def on_load(viewed=None):
+        """The datasets as they are now, showing again what this browser looked at last (`viewed`, kept
+        by the page: {dataset, model, max_length}) while that dataset exists: a reload left the viewer
+        blank, and counted tokens with the built-in model again."""
+        choices = dataset_choices(studio)
+        viewed = viewed if isinstance(viewed, dict) else {}
+        if viewed.get("dataset") not in {value for _label, value in choices}:
+            return gr.update(choices=choices), gr.skip(), gr.skip()
+        return (gr.update(choices=choices, value=viewed["dataset"]), viewed.get("model") or gr.skip(),
+                viewed.get("max_length") or gr.skip())
 
-    return on_load, [chosen], imported
+    return on_load, [chosen, model, max_length], imported

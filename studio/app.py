@@ -90,10 +90,17 @@ def build_app(studio) -> gr.Blocks:
         train.select(estimate_once_prepared, [estimate, *estimate_inputs], estimate, **train_tab.ESTIMATE_QUEUE)
         tick_only_where_shown(tabs, {"train": runs["timer"], "label": label_timer, "export": export_timer})
 
-        def on_load(key, spec_a, spec_b):
+        # what the Data tab showed (the dataset, the tokenizer's model, the max length), shown again after a reload
+        data_viewed = gr.BrowserState({}, storage_key="tune-studio-data-viewed")
+        viewer = data_outputs[:3]
+        gr.on([data_dataset.change, *(field.submit for field in viewer[1:])],
+              lambda ref, model, length: {"dataset": ref, "model": model, "max_length": length}, viewer, data_viewed,
+              queue=False, show_progress="hidden")
+
+        def on_load(key, spec_a, spec_b, viewed):
             # the chat's pickers as the page shows them: unless runs finished since the page was made,
             # no value is sent, so a model picked while the page was still loading stays picked
-            return (*on_load_train(key), *on_load_data(), *refresh_chat(spec_a, spec_b))
+            return (*on_load_train(key), *on_load_data(viewed), *refresh_chat(spec_a, spec_b))
 
         # the name votes and labels are stored under, kept by this browser like the Train form (held outside
         # the tabs: a tab's contents are drawn, and its kept values read, only once it is shown); typed in
@@ -130,7 +137,8 @@ def build_app(studio) -> gr.Blocks:
             tab.select(kept_name, [voter_kept, field], field, queue=False, show_progress="hidden")
         # then the Train form this browser last had; the estimate follows (its first probe of a model
         # takes a few seconds)
-        (app.load(on_load, [picks[2], *chat_outputs[:2]], [*train_outputs, *data_outputs, *chat_outputs])
+        (app.load(on_load, [picks[2], *chat_outputs[:2], data_viewed],
+                  [*train_outputs, *data_outputs, *chat_outputs])
          .then(*restore_form, show_progress="hidden").then(*refresh_estimate, **train_tab.ESTIMATE_QUEUE))
     # The page is the interface; its events are not a documented API. Gradio describes every public
     # event's inputs when it serves the page: the generated forms' events take every method's

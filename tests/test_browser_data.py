@@ -123,6 +123,14 @@ def test_a_preference_pair_shows_both_replies(server, page, studio, tiny_model_d
     expect(example).to_contain_text("Rude answer 0.")
     expect(example).to_contain_text("rejected reply (made less likely)")  # the legend names each part
 
+    # a reload shows the same dataset, counted with the same model (it was blank, then the built-in model's)
+    page.reload()
+    page.get_by_role("tab", name="Data").click()
+    expect(page.locator("#data-summary")).to_contain_text("pairs", timeout=30_000)
+    expect(page.locator("#data-summary")).to_contain_text(f"Tokens per example with {tiny_model_dir}'s tokenizer")
+    expect(example).to_contain_text("Rude answer 0.")
+    expect(page.locator("#data-model input, #data-model textarea").first).to_have_value(str(tiny_model_dir))
+
 
 @pytest.mark.slow
 def test_the_first_look_says_it_prepares_the_built_in_model(server, page, studio, tmp_path):  # noqa: F811
