@@ -42,6 +42,11 @@ def test_blind_battle_vote_reveal_and_export(server, page, studio, tiny_model_di
     page.click("#chat-send")
     expect(page.locator("#chat-vote-message")).to_contain_text("stopped at Max new tokens (24)", timeout=60_000)
     expect(page.locator("#chat-a")).to_contain_text(str(tiny_model_dir))
+    # the replies scroll below the model's name, not under it (a streaming reply ran under "A: ...")
+    for side in ("chat-a", "chat-b"):
+        label, replies = (page.locator(f"#{side} {part}").first.bounding_box()
+                          for part in ("[data-testid=block-label]", ".bubble-wrap"))
+        assert replies["y"] >= label["y"] + label["height"], (side, label, replies)
     page.locator("#chat-blind input").check()
     expect(page.locator("#chat-vote-message")).to_contain_text("Blind battle: each round puts the two models on "
                                                                 "random sides")
