@@ -13,8 +13,10 @@ CSS_PATH = ASSETS / "studio.css"
 
 
 def head() -> str:
-    """Page-wide scripts: the Label tab's keyboard shortcuts; the run log following its end."""
-    return "".join(f"<script>{(ASSETS / name).read_text()}</script>" for name in ("shortcuts.js", "follow_log.js"))
+    """Page-wide scripts: the Label tab's keyboard shortcuts; the run log following its end; a file
+    dropped anywhere on the Data tab uploaded."""
+    return "".join(f"<script>{(ASSETS / name).read_text()}</script>"
+                   for name in ("shortcuts.js", "follow_log.js", "drop_to_upload.js"))
 
 
 def train_handles(picks, runs) -> dict:

@@ -23,6 +23,16 @@ def choose(browser_page, elem_id, option):
     expect(browser_page.get_by_role("option")).to_have_count(0)
 
 
+def drop_file(browser_page, selector, path):
+    """Drop a file on an element, as a person drags one there from their desktop."""
+    browser_page.locator(selector).first.evaluate("""(element, [name, text]) => {
+        const carried = new DataTransfer();
+        carried.items.add(new File([text], name, {type: "text/csv"}));
+        for (const type of ["dragenter", "dragover", "drop"])
+            element.dispatchEvent(new DragEvent(type, {dataTransfer: carried, bubbles: true, cancelable: true}));
+    }""", [path.name, path.read_text()])
+
+
 def test_upload_good_mapped_and_bad_files(server, page, studio, tiny_model_dir, tmp_path):  # noqa: F811
     from playwright.sync_api import expect
 
@@ -54,9 +64,11 @@ def test_upload_good_mapped_and_bad_files(server, page, studio, tiny_model_dir, 
     expect(page.locator("#data-lengths .main-svg").first).to_be_visible()
     assert [d["name"] for d in studio.list_datasets()] == ["recipes"]
 
-    # question/answer columns: mapped for the user (one click: Import)
-    page.locator("#data-upload button[aria-label='Clear']").click()
-    page.locator("#data-upload input[type=file]").set_input_files(str(faq))
+    # question/answer columns: mapped for the user (one click: Import). The file is dropped on the table
+    # of the dataset shown, with the first file still in the box: it replaces it (the table took it, and
+    # nothing happened)
+    drop_file(page, "#data-preview", faq)
+    expect(page.locator("#data-upload")).to_contain_text("faq.csv", timeout=30_000)
     expect(page.locator("#data-detected")).to_contain_text(
         re.compile("look like a question and its answer|Detected prompt/completion"), timeout=30_000)
     expect(page.locator("#data-map-prompt input")).to_have_value("question")
