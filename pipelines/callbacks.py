@@ -96,8 +96,8 @@ class SealCheckpoints(TrainerCallback):
             seal_checkpoint(folder)
 
 
-# The metric each choice of `early_stopping_on` reads from a held-out check, per trainer; a reward
-# model's figures are its own (pipelines/reward_model.py), the others' TRL's.
+# The metric each choice of `early_stopping_on` reads from a held-out check, per trainer: TRL's reward
+# model trainer names its figures its own way.
 _WATCHED = {"accuracy": "eval_rewards/accuracies", "margin": "eval_rewards/margins"}
 _REWARD_MODEL = {"accuracy": "eval_accuracy", "margin": "eval_margin"}
 # how a log line and the runs panel name each metric, and which end of it is best

@@ -120,17 +120,19 @@ def load_policy(method, params, model_path: str, init_adapter: str | None):
     return model, method.peft_config(params, Setup(model_path=model_path))
 
 
-def watched_metric(method, studio: dict, eval_rows: list[dict]) -> tuple[str, bool]:
-    """The held-out figure early stopping watches (callbacks.best_metric). KTO's reward margin needs
-    held-out replies of both marks: with one mark only it is never measured, and the loss is watched
-    instead, as the log says."""
+def watched_metric(method, studio: dict, eval_rows: list[dict], batch: int) -> tuple[str, bool]:
+    """The held-out figure early stopping watches (callbacks.best_metric). TRL measures KTO's reward
+    margin on a batch holding replies of both marks (`batch`: the held-out batch size): with one mark
+    only, or one reply a batch, it is never measured, and the loss is watched instead, as the log says."""
     from pipelines.callbacks import best_metric
 
     watch = studio.get("early_stopping_on") or "loss"
     marks = {bool(r.get("label")) for r in eval_rows}
-    if watch == "margin" and method.data_kind == "kto" and len(marks) < 2:
-        print(f"early stopping watches the held-out loss, not the reward margin: every held-out reply is marked "
-              f"{'good' if True in marks else 'bad'}, and a margin needs replies of both marks", flush=True)
+    if watch == "margin" and method.data_kind == "kto" and (len(marks) < 2 or batch < 2):
+        why = (f"every held-out reply is marked {'good' if True in marks else 'bad'}" if len(marks) < 2
+               else "a batch of one reply never holds both marks")
+        print(f"early stopping watches the held-out loss, not the reward margin: {why}, and a margin needs "
+              "replies of both marks", flush=True)
         watch = "loss"
     return best_metric(watch, method.trl)
 
@@ -190,7 +192,8 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
     if method.trl in ("orpo", "cpo"):  # their pair collator needs the raw columns; TRL turned it off itself,
         trainer_args["remove_unused_columns"] = False  # with a warning in the run's log people read
     patience = groups["studio"]["early_stopping_patience"]
-    best = watched_metric(method, groups["studio"], eval_rows) if patience and eval_rows else ("eval_loss", False)
+    best = (watched_metric(method, groups["studio"], eval_rows, params.per_device_train_batch_size)
+            if patience and eval_rows else ("eval_loss", False))
     config = config_cls(**trainer_args, **run_settings(run_dir, params, eval_ds is not None, patience, best))
     callbacks = [MetricsCallback(events), CancelCallback(events), SealCheckpoints()]
     if patience and eval_ds is not None:

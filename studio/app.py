@@ -93,7 +93,7 @@ def build_app(studio) -> gr.Blocks:
         tick_only_where_shown(tabs, {"train": runs["timer"], "label": label_timer, "export": export_timer})
 
         # what the Data tab showed (the dataset, the tokenizer's model, the max length), shown again after a reload
-        data_viewed = gr.BrowserState({}, storage_key="tune-studio-data-viewed")
+        data_viewed = gr.BrowserState({}, storage_key="tune-studio-data-viewed", secret=form_memory.secret(studio))
         viewer = data_outputs[:3]
         gr.on([data_dataset.change, *(field.submit for field in viewer[1:])],
               lambda ref, model, length: {"dataset": ref, "model": model, "max_length": length}, viewer, data_viewed,
@@ -115,7 +115,7 @@ def build_app(studio) -> gr.Blocks:
                  show_progress="hidden")
 
         # blind battles stay blind after a reload, as the person switched them (not as a comparison set them)
-        blind_kept = gr.BrowserState(False, storage_key="tune-studio-chat-blind")
+        blind_kept = gr.BrowserState(False, storage_key="tune-studio-chat-blind", secret=form_memory.secret(studio))
         chat_loop["blind"].input(bool, chat_loop["blind"], blind_kept, queue=False, show_progress="hidden")
         app.load(lambda on: (True, *(gr.update(label=label) for label in chat_tab.HIDDEN)) if on else (gr.skip(),) * 3,
                  blind_kept, [chat_loop["blind"], chat_loop["chat_a"], chat_loop["chat_b"]], queue=False,
@@ -123,7 +123,8 @@ def build_app(studio) -> gr.Blocks:
 
         # the generation settings too (a reload put Max new tokens back to 256: minute-long replies again)
         generation = chat_loop["generation"]
-        generation_kept = gr.BrowserState(None, storage_key="tune-studio-chat-generation")
+        generation_kept = gr.BrowserState(None, storage_key="tune-studio-chat-generation",
+                                          secret=form_memory.secret(studio))
         gr.on([w.input for w in generation], lambda *values: list(values), generation, generation_kept,
               queue=False, show_progress="hidden")
         app.load(lambda kept: (list(kept) if isinstance(kept, list) and len(kept) == len(generation)

@@ -104,7 +104,7 @@ def test_loading_the_page_keeps_a_chat_model_picked_while_it_loaded(studio):
     Unless the default changed (a run finished since the page was made), it sends no picker value."""
     app = build_app(studio)
     (load,) = [f for f in app.fns.values() if f.name == "on_load"]
-    *_, model_a, model_b, _results, _note, _scorer = load.fn(None, "base:default", "base:default")
+    *_, model_a, model_b, _results, _note, _scorer = load.fn(None, "base:default", "base:default", {})
     assert "value" not in model_a and "value" not in model_b
     assert model_a["choices"] and model_b["choices"]
 

@@ -200,11 +200,15 @@ def test_what_early_stopping_watches_is_named_per_trainer(capsys):
 
     good = [{"prompt": f"p{i}", "completion": "c", "label": True} for i in range(3)]
     bad = [{"prompt": f"q{i}", "completion": "c", "label": False} for i in range(2)]
-    assert watched_metric(METHODS["kto"], {"early_stopping_on": "margin"}, good + bad) == ("eval_rewards/margins", True)
+    margin = {"early_stopping_on": "margin"}
+    assert watched_metric(METHODS["kto"], margin, good + bad, 2) == ("eval_rewards/margins", True)
     assert capsys.readouterr().out == ""
-    assert watched_metric(METHODS["kto"], {"early_stopping_on": "margin"}, good) == ("eval_loss", False)
+    assert watched_metric(METHODS["kto"], margin, good, 8) == ("eval_loss", False)
     assert capsys.readouterr().out == ("early stopping watches the held-out loss, not the reward margin: every "
                                        "held-out reply is marked good, and a margin needs replies of both marks\n")
+    # a batch of one (the unpaired APO loss allows it): no check would read a margin, and the run failed at its first
+    assert watched_metric(METHODS["kto"], margin, good + bad, 1) == ("eval_loss", False)
+    assert "a batch of one reply never holds both marks" in capsys.readouterr().out
     # held-out rows in file order (all thumbs up first) alternate, so the first batch of two has both marks
     assert [r["prompt"] for r in interleave_marks(good + bad)] == ["p0", "q0", "p1", "q1", "p2"]
     assert interleave_marks(good) == good and interleave_marks([]) == []

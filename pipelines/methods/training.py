@@ -99,10 +99,10 @@ class Training:
     early_stopping_patience: int = param(
         0,
         label="Early stopping patience",
-        help="Stop when the held-out loss has not improved for this many checks in a row - the "
-        "sign the model has started memorising instead of learning - and keep the weights of the check "
-        "where it was lowest as the result (a checkpoint is saved at every new lowest, which takes disk and "
-        "time for a whole model). 0 = never stop early.",
+        help="Stop when the held-out loss (or the figure chosen in 'Early stopping watches', where the method "
+        "has it) has not improved for this many checks in a row - the sign the model has started memorising "
+        "instead of learning - and keep the weights of the best check as the result (a checkpoint is saved at "
+        "every new best, which takes disk and time for a whole model). 0 = never stop early.",
         target="studio",
         min=0,
         max=100,
