@@ -84,7 +84,8 @@ def progress_html(row: dict, metrics: list[dict]) -> str:
             said += f" · all {p['max_steps']} training steps done"
     elif row["status"] == "completed" and (row.get("summary") or {}).get("stopped_early"):
         width = 100.0  # early stopping ended it: finished, not stuck at a third of the way
-        said = (f"stopped early at step {p['step']} of {p['max_steps']}: held-out loss had stopped improving · "
+        watched = (row.get("summary") or {}).get("watched", "held-out loss")
+        said = (f"stopped early at step {p['step']} of {p['max_steps']}: the {watched} had stopped improving · "
                 f"elapsed {format_duration(p['elapsed_s'])}")
     else:
         eta = format_duration(p["eta_s"]) if p["eta_s"] is not None else "after the first step"

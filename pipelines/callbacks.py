@@ -165,11 +165,12 @@ def restore_best(trainer, events: RunEvents, method) -> dict:
     (the result is then that check's; `watched` and `best` say by what: "held-out loss", "lowest"),
     else nothing; a method that cannot load a check back keeps its last weights and says why in the log."""
     state, args = trainer.state, trainer.args
-    out = {"stopped_early": True} if state.max_steps and state.global_step < state.max_steps else {}
+    said = watched(args.metric_for_best_model or "eval_loss", args.greater_is_better)
+    stopped = bool(state.max_steps and state.global_step < state.max_steps)
+    out = {"stopped_early": True, "watched": said["watched"]} if stopped else {}
     best = state.best_model_checkpoint
     if not best or not Path(best).is_dir() or state.best_global_step in (None, 0, state.global_step):
         return out
-    said = watched(args.metric_for_best_model, args.greater_is_better)
     why = keeps_last(trainer, method)
     if why:
         print(f"early stopping: the result is the weights of the last step, {state.global_step}, not those of "

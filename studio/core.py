@@ -78,6 +78,12 @@ def _scores(run: dict) -> bool:
     return run["method"] in METHODS and METHODS[run["method"]].reward_model
 
 
+# what each kind of dataset holds, in a sentence's words
+KIND_WORDS = {"sft": "examples of good replies", "preference": "preference pairs (a better and a worse reply)",
+              "kto": "replies marked good or bad (a true/false `label` column)",
+              "prompts": "prompts (questions to answer, with what checks the replies)"}
+
+
 def _new_id(prefix: str) -> str:
     return f"{prefix}{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
@@ -208,6 +214,9 @@ class Studio:
         `devices`: how many processes and how they split the work (pipelines/devices.py)."""
         spec = get_method(method)
         checked = parse(spec.params, params)  # ConfigError on a bad value, before anything is written
+        if not dataset:  # a method whose kind of data was never imported: the page's list is empty
+            raise data.DataError(f"no dataset is picked: {spec.label} trains on {KIND_WORDS[spec.data_kind]}; "
+                                 "import some on the Data tab")
         launch = parse_devices(devices)
         check_devices(launch, spec, gpu_count())
         if spec.validate:

@@ -177,5 +177,8 @@ def test_early_stopping_lines_tell_a_kept_check_from_a_run_stopped_early(studio)
         status_markdown(studio, margin, metrics))
     stopped = {**row, "step": 6, "summary": {"steps": 6, "stopped_early": True}}
     bar = progress_html(stopped, metrics)
-    assert "stopped early at step 6 of 21" in bar and "width:100.0%" in bar
+    assert "stopped early at step 6 of 21: the held-out loss had stopped improving" in bar and "width:100.0%" in bar
+    margin = {**stopped, "summary": {**stopped["summary"], "watched": "held-out reward margin"}}
+    assert "stopped early at step 6 of 21: the held-out reward margin had stopped improving" in progress_html(
+        margin, metrics)
     assert "the result is the weights" not in status_markdown(studio, stopped, metrics)

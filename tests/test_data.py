@@ -143,7 +143,11 @@ def test_training_refuses_the_wrong_kind(studio):
                                         r"on sft or text data, so pick a preference method such as DPO or "
                                         r"another dataset$"):
         studio.start_run(model="default", dataset="quillpad_preferences", method="lora")
-    assert studio.list_runs() == []
+    # none picked (KTO with no KTO data imported: the page's list is empty): one sentence, not a TypeError
+    with pytest.raises(DataError, match=r"^no dataset is picked: KTO trains on replies marked good or bad \(a "
+                                        r"true/false `label` column\); import some on the Data tab$"):
+        studio.start_run(model="default", dataset=None, method="kto")
+    assert studio.list_runs() == [] and not any(studio.runs_dir.iterdir())
 
 
 def test_messages_become_prompt_completion_for_answer_only_loss():

@@ -138,37 +138,34 @@ class Training:
 # (SFT measures only its loss.) The metric each one reads is named in pipelines/callbacks.best_metric.
 STOP_ON_HELP = ("What the held-out checks are compared by when early stopping is on (patience above 0): the "
                 "best check's weights are the result, and the run stops after that many checks without a "
-                "better one.")
-LOSS = "held-out loss, lowest is best: what training lowers"
-PAIR_STOP_ON = {
-    "loss": LOSS,
-    "accuracy": "held-out pairs ranked right, highest is best: the share whose preferred reply the model scores "
-                "higher. A few held-out pairs reach 100% early, and the run stops soon after",
-    "margin": "held-out reward margin, highest is best: how far the preferred replies score above the others. "
-              "It often keeps growing while the loss rises again, so the run stops later",
-}
-GOOD_BAD_STOP_ON = {
-    "loss": LOSS,
-    "margin": "held-out reward margin, highest is best: how far the replies marked good score above those "
-              "marked bad. Needs held-out replies of both marks (else the loss is watched, and the log says so)",
-}
+                "better one. Loss: what training lowers. ")
+PAIR_STOP_ON = {"loss": "held-out loss, lowest is best", "accuracy": "held-out pairs ranked right, highest is best",
+                "margin": "held-out reward margin, highest is best"}
+PAIR_STOP_HELP = STOP_ON_HELP + (
+    "Pairs ranked right: the share of held-out pairs whose preferred reply the model scores higher; a few "
+    "held-out pairs reach 100% early, and the run stops soon after. Reward margin: how far the preferred "
+    "replies score above the others; it often keeps growing while the loss rises again, so the run stops later.")
+GOOD_BAD_STOP_ON = {"loss": "held-out loss, lowest is best", "margin": "held-out reward margin, highest is best"}
+GOOD_BAD_STOP_HELP = STOP_ON_HELP + (
+    "Reward margin: how far the replies marked good score above those marked bad. It needs held-out replies "
+    "of both marks and a batch size of 2 or more; otherwise the loss is watched, and the log says so.")
 
 
-def _stop_on(choices: dict):
-    return param("loss", label="Early stopping watches", help=STOP_ON_HELP, target="studio", choices=list(choices),
+def _stop_on(choices: dict, help: str):
+    return param("loss", label="Early stopping watches", help=help, target="studio", choices=list(choices),
                  choice_help=choices, advanced=True)
 
 
 @dataclass
 class PairStopping:
     """For methods that learn from preference pairs (DPO, ORPO, SimPO, CPO, a reward model)."""
-    early_stopping_on: str = _stop_on(PAIR_STOP_ON)
+    early_stopping_on: str = _stop_on(PAIR_STOP_ON, PAIR_STOP_HELP)
 
 
 @dataclass
 class GoodBadStopping:
     """KTO: replies marked good or bad one at a time, no pairs to rank."""
-    early_stopping_on: str = _stop_on(GOOD_BAD_STOP_ON)
+    early_stopping_on: str = _stop_on(GOOD_BAD_STOP_ON, GOOD_BAD_STOP_HELP)
 
 
 @dataclass
