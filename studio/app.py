@@ -109,8 +109,11 @@ def build_app(studio) -> gr.Blocks:
         # the Chat or the Label tab, it is the other's too
         voter_kept = gr.BrowserState("", storage_key="tune-studio-chat-voter", secret=form_memory.secret(studio))
         labeler = label_outputs[1]
+        # kept in the browser itself, with no trip to the server: a tab switched to right after typing read
+        # the kept name before the server's answer had stored it, and kept the old one
         for field in (chat_loop["voter"], labeler):
-            field.change(lambda name: (name or "").strip(), field, voter_kept, queue=False, show_progress="hidden")
+            field.change(None, field, voter_kept, js="(name) => (name || '').trim()", queue=False,
+                         show_progress="hidden")
         app.load(lambda name: (name or gr.skip(),) * 2, voter_kept, [chat_loop["voter"], labeler], queue=False,
                  show_progress="hidden")
 
