@@ -82,6 +82,25 @@ def switched(form, new_key: str, old_key: str | None, stored, fields: list | Non
     return form.updates(new_key, values), stored
 
 
+DATASETS = "_datasets"  # in the kept settings, beside the methods: {data kind: the dataset last shown}
+
+
+def dataset_left(stored: dict, dataset_ref: str | None, kind: str | None) -> dict:
+    """What is kept once a method that trains on `kind` was left with this dataset shown: the dataset
+    methods of that kind come back to (DPO on the Sign-off pairs, then KTO, then DPO again: the Sign-off
+    pairs, not the first sample)."""
+    if not dataset_ref or not kind:
+        return stored
+    return {**stored, DATASETS: {**(stored.get(DATASETS) if isinstance(stored.get(DATASETS), dict) else {}),
+                                 kind: dataset_ref}}
+
+
+def dataset_for(stored, kind: str) -> str | None:
+    """The dataset last shown with a method that trains on this kind of data (None: none kept)."""
+    kept = stored.get(DATASETS) if isinstance(stored, dict) and isinstance(stored.get(DATASETS), dict) else {}
+    return kept.get(kind)
+
+
 def wire(studio, picks, form, memory, choices, method_settled) -> tuple:
     """Save the picks and the shown method's fields as they change. `choices(method_key)` gives the
     current (model choices, dataset choices) as (label, value) lists. `method_settled` is the event

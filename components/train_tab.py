@@ -160,13 +160,19 @@ def build(studio):
             return [gr.skip()] * (len(form.outputs) + 6)
         stored = stored if isinstance(stored, dict) else {}
         fields = preprocessed(form.components, list(fields))
+        left = current  # the dataset shown with the method before: the one its kind comes back to
         carry, settings = True, None
         if isinstance(asked, dict) and asked.get("method") == key:
             current, carry, settings = asked.get("dataset"), asked.get("carry", True), asked.get("settings")
         options = dataset_choices(studio, key)
-        keep = current in [value for _label, value in options]
-        chosen = gr.update(choices=options, value=current if keep else first_dataset(options))
+        known = [value for _label, value in options]
         shown, stored = form_memory.switched(form, key, old_key, stored, fields, carry, settings)
+        if old_key in METHODS and old_key != key and left in [v for _l, v in dataset_choices(studio, old_key)]:
+            stored = form_memory.dataset_left(stored, left, METHODS[old_key].data_kind)
+        if current not in known:
+            back = form_memory.dataset_for(stored, METHODS[key].data_kind)
+            current = back if back in known else first_dataset(options)
+        chosen = gr.update(choices=options, value=current)
         # the key into `previous` here, not in a step after: that step read the page's method, which
         # a quick next pick had already changed, and the carried edits were taken from the wrong method
         # `wanted` cleared once used: a None sent every time could overwrite one a handler set during this

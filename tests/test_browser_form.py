@@ -9,6 +9,7 @@ import pytest
 
 from components.form_memory import PREFIX
 from pipelines.methods import METHODS
+from studio.core import SAMPLES
 from tests.test_browser import fill, page, server  # noqa: F401  (fixtures)
 from tests.test_browser_rl import choose
 
@@ -94,3 +95,33 @@ def test_a_model_picked_is_kept_while_its_estimate_still_measures(server, page, 
         page.reload()
         expect(page.locator("#train-model input")).to_have_value(str(fresh), timeout=30_000)
     expect(page.locator("#train-estimate")).to_contain_text("per epoch", timeout=120_000)
+
+
+def test_each_kind_of_data_comes_back_to_the_dataset_last_picked_for_it(server, page, studio):  # noqa: F811
+    """DPO on the Sign-off pairs, then KTO (no data of its kind here) and GRPO, then DPO again: the
+    Sign-off pairs, where the first sample came back before and a run was started on the wrong set."""
+    from playwright.sync_api import expect
+
+    page.goto(server)
+    expect(page.get_by_text("Fine-tune a language model")).to_be_visible(timeout=30_000)
+    choose(page, "train-method", "DPO")
+    choose(page, "train-dataset", "Sample: " + SAMPLES["signoff_preferences"][2])
+    choose(page, "train-method", "KTO")
+    expect(page.locator("#train-dataset input")).to_have_value("", timeout=30_000)  # no KTO data imported
+    choose(page, "train-method", "GRPO")
+    expect(page.locator("#train-dataset input")).to_have_value("Sample: " + SAMPLES["arithmetic_prompts"][2],
+                                                               timeout=30_000)
+    choose(page, "train-method", "DPO")
+    expect(page.locator("#train-dataset input")).to_have_value("Sample: " + SAMPLES["signoff_preferences"][2],
+                                                               timeout=30_000)
+    # and after a reload too: what each kind comes back to is kept with the form
+    choose(page, "train-method", "LoRA")
+    expect(page.locator("#train-dataset input")).to_have_value("Sample: " + SAMPLES["quillpad_faq"][2],
+                                                               timeout=30_000)
+    page.wait_for_function(f"(localStorage.getItem('{PREFIX}picks') || '').length > 0", timeout=30_000)
+    page.reload()
+    expect(page.locator("#train-method input")).to_have_value("LoRA", timeout=30_000)
+    choose(page, "train-method", "DPO")
+    expect(page.locator("#train-dataset input")).to_have_value("Sample: " + SAMPLES["signoff_preferences"][2],
+                                                               timeout=30_000)
+    assert studio.store.list_runs() == []
