@@ -26,6 +26,16 @@ def test_every_method_keeps_its_own_order_and_shares_fields_by_name():
     assert len(order) * 5 < sum(len(declared(k)) for k in METHODS)
 
 
+def test_what_early_stopping_watches_comes_right_after_its_patience():
+    """Declared in a mix-in, the choice came three fields after the patience it goes with (dataclasses put
+    a mix-in's fields where the mix-in comes); `after` moves it."""
+    watching = [key for key in METHODS if "early_stopping_on" in {i.name for i in describe(METHODS[key].params)}]
+    assert {"dpo", "kto", "orpo", "simpo"} <= set(watching)
+    for key in watching:
+        names = [i.name for i in describe(METHODS[key].params)]
+        assert names[names.index("early_stopping_patience") + 1] == "early_stopping_on", key
+
+
 @pytest.fixture(scope="module")
 def form():
     with gr.Blocks():

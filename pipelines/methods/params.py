@@ -32,10 +32,12 @@ def param(
     step: float | None = None,
     advanced: bool = False,
     choice_help: dict[Any, str] | None = None,
+    after: str | None = None,
 ) -> Any:
     """Declare one method parameter as a dataclass field carrying its UI/validation metadata.
 
-    `choice_help` explains each choice in a line of its own (shown in the dropdown)."""
+    `choice_help` explains each choice in a line of its own (shown in the dropdown). `after`: the field
+    it is shown after (a field declared in a mix-in, which dataclasses put where the mix-in comes)."""
     meta = {
         "label": label,
         "help": help,
@@ -46,6 +48,7 @@ def param(
         "step": step,
         "advanced": advanced,
         "choice_help": choice_help,
+        "after": after,
     }
     return dataclasses.field(default=default, metadata=meta)
 
@@ -64,17 +67,23 @@ class ParamInfo:
     step: float | None
     advanced: bool
     choice_help: dict[Any, str] | None = None
+    after: str | None = None
 
 
 _TYPES = {"int": int, "float": float, "bool": bool, "str": str}
 
 
 def describe(params_cls: type) -> list[ParamInfo]:
-    """The declared parameters of a method, in declaration order."""
+    """The declared parameters of a method, in declaration order (a field declared `after` another
+    moved behind it)."""
     out = []
     for f in dataclasses.fields(params_cls):
         typ = f.type if isinstance(f.type, type) else _TYPES[str(f.type)]
         out.append(ParamInfo(name=f.name, type=typ, default=f.default, **f.metadata))
+    for info in [info for info in out if info.after]:
+        if info.after in [other.name for other in out]:
+            out.remove(info)
+            out.insert([other.name for other in out].index(info.after) + 1, info)
     return out
 
 

@@ -87,9 +87,10 @@ class Training:
     )
     eval_steps: int = param(
         0,
-        label="Check held-out loss every N steps",
-        help="How often to measure the held-out loss during training. 0 = automatically, about "
-        "ten times per run.",
+        label="Check held-out rows every N steps",
+        help="How often to measure the model on the held-out rows during training (the loss, and for a "
+        "method that scores replies also the pairs ranked right and the reward margin). 0 = automatically, "
+        "about ten times per run.",
         target="trainer",
         min=0,
         max=100000,
@@ -153,7 +154,7 @@ GOOD_BAD_STOP_HELP = STOP_ON_HELP + (
 
 def _stop_on(choices: dict, help: str):
     return param("loss", label="Early stopping watches", help=help, target="studio", choices=list(choices),
-                 choice_help=choices, advanced=True)
+                 choice_help=choices, advanced=True, after="early_stopping_patience")
 
 
 @dataclass
