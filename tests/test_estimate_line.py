@@ -109,3 +109,12 @@ def test_a_runs_time_outside_training_ends_at_its_last_record(tmp_path):
     (tmp_path / METRICS).write_text("".join(json.dumps(r) + "\n" for r in records))
     # start: 10 - 5; end: 40 - 35, after the check (not 40 - 30)
     assert method_service._run_times(str(tmp_path)) == (10.0, 120.0)
+
+
+def test_with_no_dataset_picked_the_memory_is_said_to_be_the_worst_case():
+    """KTO with no KTO data read 10.5 GB beside DPO's 4.0 GB on its pairs, with nothing to say why."""
+    line = summary_line(estimate(peak_bytes=int(5.5 * 2**30)), 2)
+    assert line.startswith("Expected peak memory at most 5.5 GB (no dataset picked: every row counted at the max "
+                           "length; a dataset gives its own figure and the time) — fits in your 8 GB of RAM. ")
+    assert summary_line(estimate(rows=40, seconds_per_epoch=5, steps_per_epoch=5), 2).startswith(
+        "Expected peak memory 1.0 GB — fits")
