@@ -49,7 +49,10 @@ SAMPLES = {
     "quillpad_preferences": ("quillpad_preferences.jsonl", "preference",
                              "Quillpad answer preferences (12 chosen/rejected pairs)"),
     "signoff_preferences": ("signoff_preferences.jsonl", "preference",
-                            "Sign-off preferences (40 pairs: the same answer with and without a sign-off line)"),
+                            # the answers are the built-in model's own, wrong facts and all (assets/make_signoff.py):
+                            # a newcomer read "Il Coriobella, Italy." as the answer the set prefers
+                            "Sign-off preferences (40 pairs: the built-in model's own answers, preferred with a "
+                            "sign-off line)"),
     "arithmetic_prompts": ("arithmetic_prompts.jsonl", "prompts",
                            "Arithmetic prompts for GRPO (51 sums, answer as one equation)"),
 }
