@@ -305,14 +305,16 @@ def build(studio):
 
         threading.Thread(target=work, name="import", daemon=True).start()
         while (text := said.get()) is not None:
-            yield text, gr.skip()
+            yield text, gr.skip(), gr.skip()
         if "error" in result:
             raise result["error"]
-        yield result["out"]
+        said_text, shown = result["out"]
+        yield said_text, shown, shown.get("value") if isinstance(shown, dict) else None
 
+    last_imported = gr.State(None)  # the id of the dataset the last import made (None: it made none)
     imported = do_import.click(
         on_import,
-        [upload, sample, name, kind, text_unit, dedupe, heldout, seed, *mapping], [message, chosen],
+        [upload, sample, name, kind, text_unit, dedupe, heldout, seed, *mapping], [message, chosen, last_imported],
     )
     chosen.change(**view)
     model.submit(**view)
@@ -329,4 +331,4 @@ def build(studio):
         return (gr.update(choices=choices, value=viewed["dataset"]), viewed.get("model") or gr.skip(),
                 viewed.get("max_length") or gr.skip())
 
-    return on_load, [chosen, model, max_length], imported
+    return on_load, [chosen, model, max_length], (imported, last_imported)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 
 import gradio as gr
 
@@ -82,23 +83,25 @@ def switched(form, new_key: str, old_key: str | None, stored, fields: list | Non
     return form.updates(new_key, values), stored
 
 
-DATASETS = "_datasets"  # in the kept settings, beside the methods: {data kind: the dataset last shown}
+def datasets_state(studio):
+    """The dataset each kind of data comes back to ({data kind: dataset}, kept by this browser): DPO on
+    the Sign-off pairs, then KTO, then DPO again is DPO on the Sign-off pairs (the first sample came
+    back, and a walkthrough trained on the wrong set). Set by a dataset picked, one a handler chose
+    with its method, and an import (the newest data of its kind is what the person means to train on)."""
+    return gr.BrowserState({}, storage_key=f"{PREFIX}datasets", secret=secret(studio))
 
 
-def dataset_left(stored: dict, dataset_ref: str | None, kind: str | None) -> dict:
-    """What is kept once a method that trains on `kind` was left with this dataset shown: the dataset
-    methods of that kind come back to (DPO on the Sign-off pairs, then KTO, then DPO again: the Sign-off
-    pairs, not the first sample)."""
-    if not dataset_ref or not kind:
-        return stored
-    return {**stored, DATASETS: {**(stored.get(DATASETS) if isinstance(stored.get(DATASETS), dict) else {}),
-                                 kind: dataset_ref}}
+def with_dataset(by_kind, kind: str, dataset_ref: str | None) -> dict:
+    by_kind = dict(by_kind) if isinstance(by_kind, dict) else {}
+    return {**by_kind, kind: dataset_ref} if dataset_ref else by_kind
 
 
-def dataset_for(stored, kind: str) -> str | None:
-    """The dataset last shown with a method that trains on this kind of data (None: none kept)."""
-    kept = stored.get(DATASETS) if isinstance(stored, dict) and isinstance(stored.get(DATASETS), dict) else {}
-    return kept.get(kind)
+def picked_js(kinds: dict) -> str:
+    """The page's own update of `datasets_state` for a dataset picked: (dataset, method, kept) -> kept.
+    In the browser, with no trip to the server: a method switched to right after the pick read what
+    was kept before the server had stored it."""
+    return (f"(dataset, method, kept) => {{ const kind = {json.dumps(kinds)}[method]; "
+            "return dataset && kind ? {...(kept || {}), [kind]: dataset} : kept; }")
 
 
 def wire(studio, picks, form, memory, choices, method_settled) -> tuple:

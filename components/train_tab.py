@@ -133,6 +133,7 @@ def build(studio):
             gr.Markdown("### 2. Settings")
             form = MethodForm(METHODS)
             memory = form_memory.states(studio)
+            by_kind = form_memory.datasets_state(studio)
             # one composer, shown for every method that learns from reward functions (GRPO, RLOO, PPO)
             with gr.Group(visible=False) as reward_group:
                 reward_widgets, collect_rewards, refresh_rewards, reward_pickers = reward_form.build(studio)
@@ -151,40 +152,44 @@ def build(studio):
     # refresh instead, an update of its choices opened the list by itself when a run finished)
     model.focus(lambda: gr.update(choices=model_choices(studio)), None, model, queue=False, show_progress="hidden")
 
-    def on_method(key, current, old_key, asked, stored, *fields):
+    def on_method(key, current, old_key, asked, stored, kept_datasets, *fields):
         # the inputs come as the page sent them (preprocess=False): a reload, the quick run or a Train-on-
         # these button sets the dataset list and the method together, and the method's change still
         # carries the page's dataset from before, which Gradio would refuse before this runs ("... is not
         # in the list of choices"). The dataset such a handler chose comes in `asked`, kept on the server.
         if key not in METHODS:  # only through the API
-            return [gr.skip()] * (len(form.outputs) + 6)
+            return [gr.skip()] * (len(form.outputs) + 7)
         stored = stored if isinstance(stored, dict) else {}
         fields = preprocessed(form.components, list(fields))
-        left = current  # the dataset shown with the method before: the one its kind comes back to
         carry, settings = True, None
-        if isinstance(asked, dict) and asked.get("method") == key:
+        asked_for = isinstance(asked, dict) and asked.get("method") == key
+        if asked_for:
             current, carry, settings = asked.get("dataset"), asked.get("carry", True), asked.get("settings")
         options = dataset_choices(studio, key)
         known = [value for _label, value in options]
         shown, stored = form_memory.switched(form, key, old_key, stored, fields, carry, settings)
-        if old_key in METHODS and old_key != key and left in [v for _l, v in dataset_choices(studio, old_key)]:
-            stored = form_memory.dataset_left(stored, left, METHODS[old_key].data_kind)
-        if current not in known:
-            back = form_memory.dataset_for(stored, METHODS[key].data_kind)
+        kind = METHODS[key].data_kind
+        if current not in known:  # the dataset this kind of data was last shown with, else the newest
+            back = kept_datasets.get(kind) if isinstance(kept_datasets, dict) else None
             current = back if back in known else first_dataset(options)
         chosen = gr.update(choices=options, value=current)
+        # a dataset a handler chose with the method is the one its kind comes back to
+        kept_datasets = form_memory.with_dataset(kept_datasets, kind, current) if asked_for else gr.skip()
         # the key into `previous` here, not in a step after: that step read the page's method, which
         # a quick next pick had already changed, and the carried edits were taken from the wrong method
         # `wanted` cleared once used: a None sent every time could overwrite one a handler set during this
         # call, for the change it holds back until this one is done
         return [_method_help(key), chosen, *shown, gr.update(visible=METHODS[key].rewards), stored, key,
-                gr.skip() if asked is None else None]
+                gr.skip() if asked is None else None, kept_datasets]
 
     # outside the queue: behind an estimate that is measuring the model, the new method's form (and the
     # saved picks that follow it) came seconds late, and a reload meanwhile brought back the old method
-    method_settled = method.change(on_method, [method, dataset, previous, wanted, kept, *form.components],
-                                   [method_help, dataset, *form.outputs, reward_group, kept, previous, wanted],
-                                   queue=False, preprocess=False)
+    method_settled = method.change(on_method, [method, dataset, previous, wanted, kept, by_kind,
+                                               *form.components],
+                                   [method_help, dataset, *form.outputs, reward_group, kept, previous, wanted,
+                                    by_kind], queue=False, preprocess=False)
+    dataset.input(None, [dataset, method, by_kind], by_kind, queue=False, show_progress="hidden",
+                  js=form_memory.picked_js({k: m.data_kind for k, m in METHODS.items()}))
 
     # what was picked and typed survives a reload; shared edits follow a change of method. Wired before
     # the estimate: the page runs one change's handlers in the order they were wired, and the estimate of
@@ -282,6 +287,6 @@ def build(studio):
     # picks: what the Method tab reads and sets; the estimate is refreshed after the page loads
     picks = (model, dataset, method)
     run_handles = {**run_handles, "selected": selected, "train_message": message, "form": form,
-                   "previous": previous, "kept": kept, "wanted": wanted}
+                   "previous": previous, "kept": kept, "wanted": wanted, "datasets_kept": by_kind}
     return (on_load, [dataset, model, *run_outputs, *reward_pickers], picks, (on_estimate, estimate_inputs, estimate), run_handles,
             (restore, memory_inputs, memory_outputs))

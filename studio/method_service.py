@@ -224,9 +224,11 @@ def summary_line(est, epochs: float | None = None, overhead: float | None = None
             time += ", plus loading the model at the start and saving at the end"
     # no dataset picked: the worst case, every row as long as the max length lets it be (KTO read 10.5 GB
     # there against DPO's 4.0 GB on a dataset, with nothing said of why)
+    worst = ("a 512-token prompt and full-length replies each" if METHODS[est.method].rewards else
+             "every row counted at the max length")
     memory = (f"Expected peak memory {fmt_bytes(est.peak_bytes)}" if est.rows else
-              f"Expected peak memory at most {fmt_bytes(est.peak_bytes)} (no dataset picked: every row counted at "
-              "the max length; a dataset gives its own figure and the time)")
+              f"Expected peak memory at most {fmt_bytes(est.peak_bytes)} (no dataset picked: {worst}; a dataset "
+              "gives its own figure and the time)")
     line = (f"{memory} — {est.verdict()}{time}. "
             f"Trains {fmt_count(est.trainable_params)} weights ({est.trainable_percent:.2f}% of the model).")
     steps = math.ceil(est.steps_per_epoch * float(epochs)) if est.steps_per_epoch and epochs else None

@@ -97,31 +97,53 @@ def test_a_model_picked_is_kept_while_its_estimate_still_measures(server, page, 
     expect(page.locator("#train-estimate")).to_contain_text("per epoch", timeout=120_000)
 
 
-def test_each_kind_of_data_comes_back_to_the_dataset_last_picked_for_it(server, page, studio):  # noqa: F811
+def test_each_kind_of_data_comes_back_to_the_dataset_last_picked_for_it(server, page, studio, tmp_path):  # noqa: F811
     """DPO on the Sign-off pairs, then KTO (no data of its kind here) and GRPO, then DPO again: the
-    Sign-off pairs, where the first sample came back before and a run was started on the wrong set."""
+    Sign-off pairs, where the first sample came back before and a run was started on the wrong set.
+    Kept over a reload and the quick run's change of method; a newer import of its kind wins."""
     from playwright.sync_api import expect
 
+    signoff, pairs = (f"Sample: {SAMPLES[name][2]}" for name in ("signoff_preferences", "quillpad_preferences"))
+    shown = page.locator("#train-dataset input")
     page.goto(server)
     expect(page.get_by_text("Fine-tune a language model")).to_be_visible(timeout=30_000)
     choose(page, "train-method", "DPO")
-    choose(page, "train-dataset", "Sample: " + SAMPLES["signoff_preferences"][2])
+    choose(page, "train-dataset", signoff)
     choose(page, "train-method", "KTO")
-    expect(page.locator("#train-dataset input")).to_have_value("", timeout=30_000)  # no KTO data imported
+    expect(shown).to_have_value("", timeout=30_000)  # no KTO data imported
     choose(page, "train-method", "GRPO")
-    expect(page.locator("#train-dataset input")).to_have_value("Sample: " + SAMPLES["arithmetic_prompts"][2],
-                                                               timeout=30_000)
+    expect(shown).to_have_value(f"Sample: {SAMPLES['arithmetic_prompts'][2]}", timeout=30_000)
     choose(page, "train-method", "DPO")
-    expect(page.locator("#train-dataset input")).to_have_value("Sample: " + SAMPLES["signoff_preferences"][2],
-                                                               timeout=30_000)
-    # and after a reload too: what each kind comes back to is kept with the form
+    expect(shown).to_have_value(signoff, timeout=30_000)
+
+    # and after a reload (once the page has kept the LoRA pick it reloads on)
+    picks = page.evaluate(f"localStorage.getItem('{PREFIX}picks')")
     choose(page, "train-method", "LoRA")
-    expect(page.locator("#train-dataset input")).to_have_value("Sample: " + SAMPLES["quillpad_faq"][2],
-                                                               timeout=30_000)
-    page.wait_for_function(f"(localStorage.getItem('{PREFIX}picks') || '').length > 0", timeout=30_000)
+    expect(shown).to_have_value(f"Sample: {SAMPLES['quillpad_faq'][2]}", timeout=30_000)
+    page.wait_for_function(f"localStorage.getItem('{PREFIX}picks') !== {json.dumps(picks)}", timeout=30_000)
     page.reload()
     expect(page.locator("#train-method input")).to_have_value("LoRA", timeout=30_000)
     choose(page, "train-method", "DPO")
-    expect(page.locator("#train-dataset input")).to_have_value("Sample: " + SAMPLES["signoff_preferences"][2],
-                                                               timeout=30_000)
+    expect(shown).to_have_value(signoff, timeout=30_000)
+
+    # the other pairs picked, then the quick run (LoRA, set with its dataset by the page): DPO comes back to them
+    choose(page, "train-dataset", pairs)
+    page.click("#train-quick")
+    expect(page.locator("#train-method input")).to_have_value("LoRA", timeout=30_000)
+    choose(page, "train-method", "DPO")
+    expect(shown).to_have_value(pairs, timeout=30_000)
+
+    # pairs imported on the Data tab: they were imported to train on, over the sample picked before
+    mine = tmp_path / "my_pairs.jsonl"
+    mine.write_text("".join(json.dumps({"prompt": f"Question {i}?", "chosen": f"Yes {i}.", "rejected": f"No {i}."})
+                            + "\n" for i in range(6)))
+    choose(page, "train-method", "LoRA")
+    page.get_by_role("tab", name="Data").click()
+    page.locator("#data-upload input[type=file]").set_input_files(str(mine))
+    expect(page.locator("#data-detected")).to_contain_text("Detected", timeout=30_000)
+    page.click("#data-import")
+    expect(page.locator("#data-message")).to_contain_text("Imported my_pairs", timeout=30_000)
+    page.get_by_role("tab", name="Train").click()
+    choose(page, "train-method", "DPO")
+    expect(shown).to_have_value("my_pairs (6 rows)", timeout=30_000)
     assert studio.store.list_runs() == []

@@ -116,5 +116,7 @@ def test_with_no_dataset_picked_the_memory_is_said_to_be_the_worst_case():
     line = summary_line(estimate(peak_bytes=int(5.5 * 2**30)), 2)
     assert line.startswith("Expected peak memory at most 5.5 GB (no dataset picked: every row counted at the max "
                            "length; a dataset gives its own figure and the time) — fits in your 8 GB of RAM. ")
+    assert "(no dataset picked: a 512-token prompt and full-length replies each; " in summary_line(
+        estimate(method="grpo"), 1)  # an RL form has no max length
     assert summary_line(estimate(rows=40, seconds_per_epoch=5, steps_per_epoch=5), 2).startswith(
         "Expected peak memory 1.0 GB — fits")

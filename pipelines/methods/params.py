@@ -81,7 +81,7 @@ def describe(params_cls: type) -> list[ParamInfo]:
         typ = f.type if isinstance(f.type, type) else _TYPES[str(f.type)]
         out.append(ParamInfo(name=f.name, type=typ, default=f.default, **f.metadata))
     for info in [info for info in out if info.after]:
-        if info.after in [other.name for other in out]:
+        if info.after != info.name and info.after in [other.name for other in out]:
             out.remove(info)
             out.insert([other.name for other in out].index(info.after) + 1, info)
     return out

@@ -88,8 +88,8 @@ class Training:
     eval_steps: int = param(
         0,
         label="Check held-out rows every N steps",
-        help="How often to measure the model on the held-out rows during training (the loss, and for a "
-        "method that scores replies also the pairs ranked right and the reward margin). 0 = automatically, "
+        help="How often to measure the model on the held-out rows during training (the loss; a preference "
+        "method also measures the reward margin, and on pairs the share ranked right). 0 = automatically, "
         "about ten times per run.",
         target="trainer",
         min=0,
