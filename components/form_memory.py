@@ -26,13 +26,20 @@ def defaults(key: str) -> dict:
     return {info.name: info.default for info in describe(METHODS[key].params)}
 
 
-def carried_edits(old_key: str | None, old_values: dict | None, new_key: str) -> dict:
-    """The shared settings changed away from the old method's defaults that the new method also has."""
+CARRYING = "_carried"  # in the kept settings, beside the methods: the shared settings a switch carried last
+
+
+def carried_edits(old_key: str | None, old_values: dict | None, new_key: str, carrying: dict | None = None) -> dict:
+    """The shared settings changed away from the old method's defaults that the new method also has,
+    and those still at the value a switch carried into the old method (`carrying`): 2 epochs typed on
+    LoRA went to DPO, whose default is 2, and from there IA3 showed its own 8."""
     if not old_key or old_key not in METHODS or not old_values or old_key == new_key:
         return {}
     before, target = defaults(old_key), defaults(new_key)
+    carrying = carrying if isinstance(carrying, dict) else {}
     return {name: value for name, value in old_values.items()
-            if name in CARRIED and name in target and name in before and value is not None and value != before[name]}
+            if name in CARRIED and name in target and name in before and value is not None
+            and (value != before[name] or name in carrying and carrying[name] == value)}
 
 
 def secret(studio) -> str:
@@ -45,7 +52,7 @@ def states(studio) -> tuple:
     """This browser's kept picks and settings (localStorage), and the method shown before the current
     one. Made before the method switch, which reads them."""
     picked = gr.BrowserState({}, storage_key=f"{PREFIX}picks", secret=secret(studio))
-    # every method's values in one stored dict: {method: {name: value}}
+    # every method's values in one stored dict: {method: {name: value}}, and CARRYING
     kept = gr.BrowserState({}, storage_key=f"{PREFIX}settings", secret=secret(studio))
     previous = gr.State("lora")
     # the dataset set together with a method ({"method", "dataset"}), by a reload, the quick run or a
@@ -74,8 +81,10 @@ def switched(form, new_key: str, old_key: str | None, stored, fields: list | Non
     if fields is not None and old_key in METHODS and old_key != new_key:
         stored[old_key] = form.values(old_key, list(fields))
     own = stored.get(new_key) if isinstance(stored.get(new_key), dict) else {}
-    values = {**form.defaults(new_key), **{k: v for k, v in own.items() if v is not None},
-              **(carried_edits(old_key, stored.get(old_key), new_key) if carry else {})}
+    carried = carried_edits(old_key, stored.get(old_key), new_key, stored.get(CARRYING)) if carry else {}
+    if old_key in METHODS and old_key != new_key:
+        stored[CARRYING] = carried  # what follows the person on: none after a method set up to start afresh
+    values = {**form.defaults(new_key), **{k: v for k, v in own.items() if v is not None}, **carried}
     for name, value in (settings or {}).items():  # at least these (more epochs kept for the method stand)
         if name in values:
             values[name] = max(values[name], value) if values[name] is not None else value

@@ -66,6 +66,29 @@ def test_a_method_sees_its_fields_labelled_its_way_and_reads_back_only_them(form
     assert got["r"] == values[form.components.index(form.by_method["lora"]["r"])]
 
 
+def test_a_shared_edit_keeps_following_through_a_method_whose_default_it_equals(form):
+    """2 epochs typed on LoRA went to DPO (its default is 2) and from there IA3 showed its own 8: the run
+    was 4x as long as asked. Also 3 epochs through Full fine-tuning (default 3)."""
+    def epochs_of(ups, key):
+        return ups[form.components.index(form.by_method[key]["num_train_epochs"])]["value"]
+
+    def fields_of(key, values):
+        fields = [None] * len(form.components)
+        for name, widget in form.by_method[key].items():
+            fields[form.components.index(widget)] = values.get(name, default(key, name))
+        return fields
+
+    for typed, through in ((2, "dpo"), (3, "full")):
+        assert default(through, "num_train_epochs") == typed != default("ia3", "num_train_epochs")
+        ups, kept = switched(form, through, "lora", {}, fields_of("lora", {"num_train_epochs": typed}))
+        assert epochs_of(ups, through) == typed
+        ups, kept = switched(form, "ia3", through, kept, fields_of(through, {"num_train_epochs": typed}))
+        assert epochs_of(ups, "ia3") == typed, through
+    # a method's own default is not carried on as if typed: DPO's 2 does not follow to LoRA
+    ups, kept = switched(form, "lora", "dpo", {}, fields_of("dpo", {}))
+    assert epochs_of(ups, "lora") == default("lora", "num_train_epochs")
+
+
 def test_a_change_of_method_shows_what_it_kept_and_carries_shared_edits(form):
     lr = form.components.index(form.by_method["dora"]["learning_rate"])
     epochs = form.components.index(form.by_method["dora"]["num_train_epochs"])
