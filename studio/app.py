@@ -19,6 +19,14 @@ def head() -> str:
                    for name in ("shortcuts.js", "follow_log.js", "drop_to_upload.js"))
 
 
+def _kept_name(kept) -> str | None:
+    """The name votes and labels go under, as this browser kept it ("" when cleared; None: none kept).
+    A plain string is how it was kept before."""
+    if isinstance(kept, dict) and isinstance(kept.get("name"), str):
+        return kept["name"]
+    return kept if isinstance(kept, str) and kept else None
+
+
 def train_handles(picks, runs) -> dict:
     """The Train tab's components the other tabs hand over to (model, dataset, method, message)."""
     return dict(zip(("model", "dataset", "method"), picks), selected=runs["selected"], message=runs["train_message"],
@@ -119,15 +127,16 @@ def build_app(studio) -> gr.Blocks:
         # the name votes and labels are stored under, kept by this browser like the Train form (held outside
         # the tabs: a tab's contents are drawn, and its kept values read, only once it is shown); typed in
         # the Chat or the Label tab, it is the other's too
-        voter_kept = gr.BrowserState("", storage_key="tune-studio-chat-voter", secret=form_memory.secret(studio))
+        # ({"name": ...}: the page keeps no empty value, and a name cleared to vote anonymously came back)
+        voter_kept = gr.BrowserState({}, storage_key="tune-studio-chat-voter", secret=form_memory.secret(studio))
         labeler = label_outputs[1]
         # kept in the browser itself, with no trip to the server: a tab switched to right after typing read
         # the kept name before the server's answer had stored it, and kept the old one
         for field in (chat_loop["voter"], labeler):
-            field.change(None, field, voter_kept, js="(name) => (name || '').trim()", queue=False,
+            field.change(None, field, voter_kept, js="(name) => ({name: (name || '').trim()})", queue=False,
                          show_progress="hidden")
-        app.load(lambda name: (name or gr.skip(),) * 2, voter_kept, [chat_loop["voter"], labeler], queue=False,
-                 show_progress="hidden")
+        app.load(lambda kept: (_kept_name(kept) if _kept_name(kept) is not None else gr.skip(),) * 2, voter_kept,
+                 [chat_loop["voter"], labeler], queue=False, show_progress="hidden")
 
         # blind battles stay blind after a reload, as the person switched them (not as a comparison set them)
         blind_kept = gr.BrowserState(False, storage_key="tune-studio-chat-blind", secret=form_memory.secret(studio))
@@ -146,10 +155,11 @@ def build_app(studio) -> gr.Blocks:
                                else [gr.skip()] * len(generation)),
                  generation_kept, generation, queue=False, show_progress="hidden")
 
-        def kept_name(name, shown, request: gr.Request):
+        def kept_name(kept, shown, request: gr.Request):
             if getattr(request, "username", None):  # signed in: labels and votes go under the user name
                 return gr.skip()
-            return name if name and name != shown else gr.skip()
+            name = _kept_name(kept)
+            return name if name is not None and name != (shown or "") else gr.skip()
 
         for tab, field in ((chat, chat_loop["voter"]), (label, labeler)):
             tab.select(kept_name, [voter_kept, field], field, queue=False, show_progress="hidden")

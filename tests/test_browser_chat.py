@@ -126,6 +126,19 @@ def test_blind_battle_vote_reveal_and_export(server, page, studio, tiny_model_di
     page.unroute("**/run/predict")
     for route in held:
         route.continue_()
+    # cleared to vote anonymously: cleared on the Label tab too, and after a reload (the name came back)
+    fill(page, "chat-voter", "")
+    page.get_by_role("tab", name="Label").click()
+    expect(page.locator("#label-labeler textarea, #label-labeler input").first).to_have_value("", timeout=30_000)
+    page.reload()
+    page.get_by_role("tab", name="Chat").click()
+    page.get_by_text("Generation settings").click()
+    expect(page.locator("#chat-max-new-tokens input[type=number]")).to_have_value("24", timeout=30_000)  # loaded
+    page.wait_for_timeout(1000)
+    expect(page.locator("#chat-voter textarea, #chat-voter input").first).to_have_value("")
+    page.get_by_role("tab", name="Label").click()
+    page.wait_for_timeout(1000)
+    expect(page.locator("#label-labeler textarea, #label-labeler input").first).to_have_value("")
     # ...and nothing else of what was typed: Gradio's run history would keep each event's inputs
     stored_text = page.evaluate("() => Object.keys(localStorage).map(k => k + localStorage.getItem(k)).join(' ')")
     assert "warranty" not in stored_text and "run-history" not in stored_text
