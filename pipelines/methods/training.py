@@ -139,16 +139,16 @@ class Training:
 # (SFT measures only its loss.) The metric each one reads is named in pipelines/callbacks.best_metric.
 STOP_ON_HELP = ("What the held-out checks are compared by when early stopping is on (patience above 0): the "
                 "best check's weights are the result, and the run stops after that many checks without a "
-                "better one. Loss: what training lowers. ")
+                "better one. loss: what training lowers. ")
 PAIR_STOP_ON = {"loss": "held-out loss, lowest is best", "accuracy": "held-out pairs ranked right, highest is best",
                 "margin": "held-out reward margin, highest is best"}
 PAIR_STOP_HELP = STOP_ON_HELP + (
-    "Pairs ranked right: the share of held-out pairs whose preferred reply the model scores higher; a few "
-    "held-out pairs reach 100% early, and the run stops soon after. Reward margin: how far the preferred "
+    "accuracy: the share of held-out pairs ranked right (the preferred reply scored higher); a few "
+    "held-out pairs reach 100% early, and the run stops soon after. margin: how far the preferred "
     "replies score above the others; it often keeps growing while the loss rises again, so the run stops later.")
 GOOD_BAD_STOP_ON = {"loss": "held-out loss, lowest is best", "margin": "held-out reward margin, highest is best"}
 GOOD_BAD_STOP_HELP = STOP_ON_HELP + (
-    "Reward margin: how far the replies marked good score above those marked bad. It needs held-out replies "
+    "margin: how far the replies marked good score above those marked bad. It needs held-out replies "
     "of both marks and a batch size of 2 or more; otherwise the loss is watched, and the log says so.")
 
 
