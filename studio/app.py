@@ -41,6 +41,15 @@ SHOWN_TAB_JS = """() => {
 }"""
 
 
+# A tab a handler switched to opens at its top: "Train on these preferences", low on the Chat tab, left the
+# Train tab scrolled past the model, dataset and method it had just set (a click on a tab, made with the
+# tab bar in view, scrolls nothing)
+TAB_TOP_JS = """() => {
+  const bar = document.querySelector('#studio-tabs');
+  if (bar && bar.getBoundingClientRect().top < 0) bar.scrollIntoView();
+}"""
+
+
 def tick_only_where_shown(tabs: gr.Tabs, timers: dict[str, gr.Timer]) -> None:
     """Each tab's refresh timer runs only while that tab is shown. Every tick costs the page's frontend
     a walk over its ~1000 components: three 2-s timers on all the time kept Chromium busy on more than
@@ -111,6 +120,7 @@ def build_app(studio) -> gr.Blocks:
 
         train.select(estimate_once_prepared, [estimate, *estimate_inputs], estimate, **train_tab.ESTIMATE_QUEUE)
         tick_only_where_shown(tabs, {"train": runs["timer"], "label": label_timer, "export": export_timer})
+        tabs.change(None, js=TAB_TOP_JS, queue=False, show_progress="hidden")
 
         # what the Data tab showed (the dataset, the tokenizer's model, the max length), shown again after a reload
         data_viewed = gr.BrowserState({}, storage_key="tune-studio-data-viewed", secret=form_memory.secret(studio))

@@ -35,6 +35,8 @@ def test_votes_to_training_to_a_blind_rematch(server, page, studio, tiny_model_d
     fill(page, "chat-export-name", "my warranty votes")  # the name the dataset is made under
     page.click("#chat-train-prefs")
     expect(page.locator("#train-method input")).to_have_value("DPO", timeout=30_000)
+    # the Train tab from its top, where what was set shows (it opened scrolled to where the button was)
+    expect(page.locator("#train-model")).to_be_in_viewport(timeout=10_000)
     expect(page.locator("#train-model input")).to_have_value(f"Result of run {parent}: LoRA on Quillpad support FAQ")
     dataset = studio.list_datasets()[0]
     assert dataset["kind"] == "preference" and dataset["rows"] == 2 and dataset["name"] == "my warranty votes"
