@@ -77,10 +77,10 @@ def _vote_handler(vote, key):
     return on_vote
 
 
-def same_pair_note(spec_a: str | None, spec_b: str | None) -> str:
+def same_pair_note(studio, spec_a: str | None, spec_b: str | None) -> str:
     """Said before anyone waits for replies: a vote between a model and itself is refused (before any
     run has finished, both sides can only be the built-in model)."""
-    if not spec_a or spec_a != spec_b:
+    if not chat_service.same_model(studio, spec_a, spec_b):
         return ""
     return ("Both sides are the same model: you can read its replies, but a vote needs two different models. "
             "Pick another on one side, or, with none yet, train one first (*⚡ Quick first run* in the Train tab "
@@ -99,9 +99,9 @@ def build(studio):
         blind = gr.Checkbox(label="Blind battle", value=False, elem_id="chat-blind",
                             info="Shuffle the two models between sides and hide their names until you vote: "
                                  "judge the answers, not the names.")
-    same_note = gr.Markdown(same_pair_note(first, second), elem_id="chat-same-note")
-    gr.on([model_a.change, model_b.change], same_pair_note, [model_a, model_b], same_note, queue=False,
-          show_progress="hidden")
+    same_note = gr.Markdown(same_pair_note(studio, first, second), elem_id="chat-same-note")
+    gr.on([model_a.change, model_b.change], lambda a, b: same_pair_note(studio, a, b), [model_a, model_b],
+          same_note, queue=False, show_progress="hidden")
     # in a blind battle the pickers name the two contenders, not the sides: each round shuffles them
     blind.change(lambda on: (gr.update(label=PICKERS[bool(on)][0], info=PICKERS[bool(on)][2]),
                              gr.update(label=PICKERS[bool(on)][1])), blind, [model_a, model_b], queue=False)

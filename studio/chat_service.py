@@ -8,7 +8,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipelines import arena, chat
+from pipelines import arena, chat, models
 from pipelines.data import DataError
 from pipelines.importer import ImportOptions
 from pipelines.methods import METHODS
@@ -53,6 +53,23 @@ def resolve(studio, spec: str) -> tuple[str, Path | None]:
     return spec, None
 
 
+def _identity(studio, spec: str) -> tuple[str, str | None]:
+    """What a model spec loads, as folders: the built-in model typed as its prepared folder is the
+    built-in model (a vote between the two was taken as one between two models)."""
+    try:
+        model, adapter = resolve(studio, spec)
+    except ChatError:
+        return spec, None
+    path = studio.model_cache / models.DEFAULT_MODEL if models.is_default(model) else Path(model).expanduser()
+    return (str(path.resolve()) if path.exists() else model), (str(Path(adapter).resolve()) if adapter else None)
+
+
+def same_model(studio, spec_a: str | None, spec_b: str | None) -> bool:
+    if not spec_a or not spec_b:
+        return False
+    return spec_a == spec_b or _identity(studio, spec_a) == _identity(studio, spec_b)
+
+
 def default_pair(studio) -> tuple[str, str]:
     """What Chat compares when nobody picked yet: the newest finished run (B) against the base model
     it was trained on (A); the built-in model on both sides before any run has finished."""
@@ -93,7 +110,7 @@ def record_vote(studio, *, voter: str, model_a: str, model_b: str, winner: str, 
                 settings: dict) -> int:
     if winner not in arena.WINNERS:
         raise ChatError(f"vote '{winner}' is not one of {', '.join(arena.WINNERS)}")
-    if model_a == model_b:
+    if same_model(studio, model_a, model_b):
         raise ChatError(f"both sides are the same model ({label(studio, model_a)}), so a vote says nothing "
                         "about which is better; pick two different models")
     if not reply_a.strip() or not reply_b.strip():

@@ -245,3 +245,21 @@ def test_cli_generate_stream(tmp_path, tiny_model_dir):
     streamed, whole = generate("--stream"), generate()
     assert streamed.returncode == whole.returncode == 0, streamed.stderr[-2000:]
     assert streamed.stdout.strip() and streamed.stdout.strip() == whole.stdout.strip()
+
+
+def test_the_same_model_named_two_ways_gets_no_vote(studio, tiny_model_dir):
+    """The built-in model typed as its prepared folder was taken for another model: a vote between a
+    model and itself was stored, and the note that a vote needs two models went away."""
+    from components.chat_tab import same_pair_note
+    from pipelines import models
+
+    built_in = studio.model_cache / models.DEFAULT_MODEL
+    built_in.mkdir(parents=True)
+    for a, b in (("base:default", f"base:{built_in}"),
+                 (f"base:{tiny_model_dir}", f"base:{tiny_model_dir}/../{tiny_model_dir.name}/")):
+        with pytest.raises(chat_service.ChatError, match="^both sides are the same model"):
+            vote(studio, "a", a=a, b=b)
+        assert "a vote needs two different models" in same_pair_note(studio, a, b)
+    assert studio.store.list_votes() == []
+    assert same_pair_note(studio, "base:default", f"base:{tiny_model_dir}") == ""
+    assert same_pair_note(studio, "base:default", "run:r1") == ""  # a run not found: not the same
