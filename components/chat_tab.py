@@ -168,7 +168,7 @@ def build(studio):
         results = gr.Dataframe(headers=RESULT_HEADERS, interactive=False, wrap=True, column_widths=RESULT_WIDTHS,
                                elem_id="chat-results")
         results_note = gr.Markdown(elem_id="chat-results-note")
-        export_name = gr.Textbox(label="Dataset name", placeholder="chat votes DATE", elem_id="chat-export-name")
+        export_name = gr.Textbox(label="Dataset name", placeholder="empty: chat votes and the date and time", elem_id="chat-export-name")
         with gr.Row():
             export = gr.Button("Export votes as a preference dataset", elem_id="chat-export")
             train_prefs = gr.Button("Train on these preferences", variant="primary", elem_id="chat-train-prefs")

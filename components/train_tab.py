@@ -12,7 +12,7 @@ from pipelines.data import DataError
 from pipelines.methods import METHODS, ConfigError
 from pipelines.models import ModelError
 from studio import export_service, method_service
-from studio.core import SAMPLES, RunError
+from studio.core import KIND_WORDS, SAMPLES, RunError
 
 # Settings that change the memory or time a run needs: the estimate is refreshed when they do (epochs:
 # the total time it states).
@@ -98,6 +98,10 @@ def estimate_text(studio, model_spec, dataset_ref, method_key, params, devices=N
         return f"Estimate unavailable: {field_named(err, method_key)}"
     except (DataError, ModelError, OSError, ValueError) as err:
         return f"Estimate unavailable: {err}"
+    if not dataset_ref and not dataset_choices(studio, method_key):  # KTO before any thumbs were imported
+        spec = METHODS[method_key]
+        return (f"**No data for {spec.label} yet:** it trains on {KIND_WORDS[spec.data_kind]}; import some on the "
+                f"Data tab.\n\n{method_service.summary_line(est)}")
     past = method_service.past_runs(studio, model_spec or "default", method_key)
     est = method_service.calibrated(est, past)
     line = method_service.summary_line(est, (params or {}).get("num_train_epochs"), past.overhead_s)

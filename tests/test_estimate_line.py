@@ -120,3 +120,17 @@ def test_with_no_dataset_picked_the_memory_is_said_to_be_the_worst_case():
         estimate(method="grpo"), 1)  # an RL form has no max length
     assert summary_line(estimate(rows=40, seconds_per_epoch=5, steps_per_epoch=5), 2).startswith(
         "Expected peak memory 1.0 GB — fits")
+
+
+def test_a_method_with_no_data_of_its_kind_says_where_to_get_some(studio, tiny_model_dir):
+    """KTO before any thumbs were imported: the dataset box was blank and the line said only 'no dataset
+    picked', as if one had been forgotten; that there was none to pick came after Start."""
+    from components.form_memory import defaults
+    from components.train_tab import estimate_text
+
+    line = estimate_text(studio, str(tiny_model_dir), None, "kto", defaults("kto"))
+    assert line.startswith("**No data for KTO yet:** it trains on replies marked good or bad (a true/false "
+                           "`label` column); import some on the Data tab.\n\nExpected peak memory at most ")
+    # DPO has bundled pairs: with none picked, only the worst case
+    assert estimate_text(studio, str(tiny_model_dir), None, "dpo", defaults("dpo")).startswith(
+        "Expected peak memory at most ")
