@@ -8,7 +8,7 @@ import html
 
 import gradio as gr
 
-from components import train_tab
+from components import form_memory, train_tab
 from pipelines.advisor import GOALS
 from pipelines.data import DataError
 from pipelines.methods import ConfigError
@@ -81,7 +81,8 @@ def build(studio, train_model, train_dataset, train_method, tabs, train_tab_id, 
             ref = None  # removed since the advice: the Train tab keeps (or picks) its own
         # (the advice's own epochs stand: they already follow the advisor's few-steps rule)
         data = train_tab.method_on(studio, key, ref, more_epochs=False)[:2] if ref else (gr.skip(), gr.skip())
-        return (key, *form.updates(key, values), {**stored, key: values}, *data, key, gr.Tabs(selected=train_tab_id))
+        return (key, *form.updates(key, values), form_memory.started_afresh(stored, key, values), *data, key,
+                gr.Tabs(selected=train_tab_id))
 
     # the method after what its change reads (`previous`, the fields, what is kept, the dataset wanted)
     apply.click(on_apply, [advised, kept], [previous, *form.outputs, kept, train_dataset, wanted, train_method, tabs])

@@ -12,6 +12,7 @@ import gradio as gr
 
 from pipelines.methods import METHODS, describe
 from pipelines.methods.training import Training
+from studio.core import SAMPLES
 
 # Settings that mean the same for every method and are the ones people change, so an edit carries
 # over when the method changes. Not the learning rate: its right value depends on the method (full
@@ -68,6 +69,24 @@ def chosen(key: str, dataset_ref: str, carry: bool = True, settings: dict | None
     `settings`: values the handler sets on top (more epochs for a few votes)."""
     return {"method": key, "dataset": dataset_ref, **({} if carry else {"carry": False}),
             **({"settings": settings} if settings else {})}
+
+
+def started_afresh(stored, key: str, values: dict) -> dict:
+    """What is kept once a handler set a method up with its own settings (the quick run, the advice):
+    `values` kept for it, and nothing carried on from before (a batch size typed on DPO still followed
+    to ORPO after a quick run)."""
+    return {**(stored if isinstance(stored, dict) else {}), key: values, CARRYING: {}}
+
+
+def imported_pick(studio, dataset_id: str | None, by_kind) -> dict | None:
+    """What each kind of data comes back to once an import made this dataset (None: it made none): the
+    import, by the kind the methods that use it train on (raw text: the SFT methods'). A bundled sample
+    imported is offered as the sample, by its name."""
+    row = studio.store.get_dataset(dataset_id) if dataset_id else None
+    if not row:
+        return None
+    return with_dataset(by_kind, "sft" if row["kind"] == "text" else row["kind"],
+                        row["name"] if row["name"] in SAMPLES else dataset_id)
 
 
 def switched(form, new_key: str, old_key: str | None, stored, fields: list | None = None,

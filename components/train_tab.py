@@ -90,6 +90,15 @@ NOT_PREPARED = "The memory estimate appears once the built-in model is prepared 
 def estimate_text(studio, model_spec, dataset_ref, method_key, params, devices=None, rewards=None) -> str:
     """The line shown above the Start button: expected peak memory, fit, time per epoch (and with several
     processes what each device holds)."""
+    line = _estimate_line(studio, model_spec, dataset_ref, method_key, params, devices, rewards)
+    spec = METHODS.get(method_key)
+    if spec and not dataset_ref and not dataset_choices(studio, method_key):  # KTO before any thumbs
+        return (f"**No data for {spec.label} yet:** it trains on {KIND_WORDS[spec.data_kind]}; import some on the "
+                f"Data tab.\n\n{line}")
+    return line
+
+
+def _estimate_line(studio, model_spec, dataset_ref, method_key, params, devices=None, rewards=None) -> str:
     if not method_service.model_ready(studio, model_spec or "default"):
         return NOT_PREPARED
     try:
@@ -98,10 +107,6 @@ def estimate_text(studio, model_spec, dataset_ref, method_key, params, devices=N
         return f"Estimate unavailable: {field_named(err, method_key)}"
     except (DataError, ModelError, OSError, ValueError) as err:
         return f"Estimate unavailable: {err}"
-    if not dataset_ref and not dataset_choices(studio, method_key):  # KTO before any thumbs were imported
-        spec = METHODS[method_key]
-        return (f"**No data for {spec.label} yet:** it trains on {KIND_WORDS[spec.data_kind]}; import some on the "
-                f"Data tab.\n\n{method_service.summary_line(est)}")
     past = method_service.past_runs(studio, model_spec or "default", method_key)
     est = method_service.calibrated(est, past)
     line = method_service.summary_line(est, (params or {}).get("num_train_epochs"), past.overhead_s)
@@ -162,12 +167,11 @@ def build(studio):
         # carries the page's dataset from before, which Gradio would refuse before this runs ("... is not
         # in the list of choices"). The dataset such a handler chose comes in `asked`, kept on the server.
         if key not in METHODS:  # only through the API
-            return [gr.skip()] * (len(form.outputs) + 7)
+            return [gr.skip()] * (len(form.outputs) + 6)
         stored = stored if isinstance(stored, dict) else {}
         fields = preprocessed(form.components, list(fields))
         carry, settings = True, None
-        asked_for = isinstance(asked, dict) and asked.get("method") == key
-        if asked_for:
+        if isinstance(asked, dict) and asked.get("method") == key:
             current, carry, settings = asked.get("dataset"), asked.get("carry", True), asked.get("settings")
         options = dataset_choices(studio, key)
         known = [value for _label, value in options]
@@ -177,21 +181,32 @@ def build(studio):
             back = kept_datasets.get(kind) if isinstance(kept_datasets, dict) else None
             current = back if back in known else first_dataset(options)
         chosen = gr.update(choices=options, value=current)
-        # a dataset a handler chose with the method is the one its kind comes back to
-        kept_datasets = form_memory.with_dataset(kept_datasets, kind, current) if asked_for else gr.skip()
         # the key into `previous` here, not in a step after: that step read the page's method, which
         # a quick next pick had already changed, and the carried edits were taken from the wrong method
         # `wanted` cleared once used: a None sent every time could overwrite one a handler set during this
         # call, for the change it holds back until this one is done
         return [_method_help(key), chosen, *shown, gr.update(visible=METHODS[key].rewards), stored, key,
-                gr.skip() if asked is None else None, kept_datasets]
+                gr.skip() if asked is None else None]
 
     # outside the queue: behind an estimate that is measuring the model, the new method's form (and the
     # saved picks that follow it) came seconds late, and a reload meanwhile brought back the old method
     method_settled = method.change(on_method, [method, dataset, previous, wanted, kept, by_kind,
                                                *form.components],
-                                   [method_help, dataset, *form.outputs, reward_group, kept, previous, wanted,
-                                    by_kind], queue=False, preprocess=False)
+                                   [method_help, dataset, *form.outputs, reward_group, kept, previous, wanted],
+                                   queue=False, preprocess=False)
+
+    def on_wanted(asked, kept_datasets):
+        """A dataset a handler set with its method (the quick run, the advice, Train on these, a reload)
+        is the one its kind comes back to, also when the method shown was already that one (its change
+        does not run then)."""
+        if not isinstance(asked, dict) or asked.get("method") not in METHODS:
+            return gr.skip()
+        key, ref = asked["method"], asked.get("dataset")
+        if ref not in [value for _label, value in dataset_choices(studio, key)]:
+            return gr.skip()
+        return form_memory.with_dataset(kept_datasets, METHODS[key].data_kind, ref)
+
+    wanted.change(on_wanted, [wanted, by_kind], by_kind, queue=False, show_progress="hidden")
     dataset.input(None, [dataset, method, by_kind], by_kind, queue=False, show_progress="hidden",
                   js=form_memory.picked_js({k: m.data_kind for k, m in METHODS.items()}))
 
@@ -269,7 +284,7 @@ def build(studio):
     def on_quick(stored):
         """The recipe that shows learning soonest on the bundled FAQ (measured: bench/faq_quality.py)."""
         settings = {**form.defaults("lora"), **QUICK_RUN}  # every LoRA setting back to its default, then the recipe
-        stored = {**(stored if isinstance(stored, dict) else {}), "lora": settings}
+        stored = form_memory.started_afresh(stored, "lora", settings)
         return (gr.update(value="default"), gr.update(choices=dataset_choices(studio, "lora"), value="quillpad_faq"),
                 *form.updates("lora", settings),
                 "Set up a quick first run: LoRA on the *Quillpad support FAQ* sample with fewer epochs at a "

@@ -80,17 +80,11 @@ def build_app(studio) -> gr.Blocks:
         train_dataset, data_dataset = train_outputs[0], data_outputs[0]
         imported.then(lambda key: gr.update(choices=train_tab.dataset_choices(studio, key)), picks[2], train_dataset)
 
-        def newest_of_its_kind(dataset_id, kept):
-            """An import is what its kind of data comes back to on the Train tab: it was imported to train
-            on, over a sample picked before it."""
-            row = studio.store.get_dataset(dataset_id) if dataset_id else None
-            if not row:
-                return gr.skip()
-            # by the kind of data the methods that can use it train on (raw text: the SFT methods')
-            return form_memory.with_dataset(kept, "sft" if row["kind"] == "text" else row["kind"], dataset_id)
-
-        imported.then(newest_of_its_kind, [last_imported, runs["datasets_kept"]], runs["datasets_kept"],
-                      queue=False, show_progress="hidden")
+        # an import is what its kind of data comes back to on the Train tab: it was imported to train on,
+        # over a sample picked before it (only once it succeeded: a failed one left the import before)
+        imported.success(lambda made, kept: form_memory.imported_pick(studio, made, kept) or gr.skip(),
+                         [last_imported, runs["datasets_kept"]], runs["datasets_kept"], queue=False,
+                         show_progress="hidden")
         labels_to_train = loop.wire_labels(studio, tabs, train_handles(picks, runs), label_overview)
         for event in (exported, label_overview["exported"], labels_to_train):
             event.then(lambda: gr.update(choices=data_tab.dataset_choices(studio)), None, data_dataset)

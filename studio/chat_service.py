@@ -55,13 +55,17 @@ def resolve(studio, spec: str) -> tuple[str, Path | None]:
 
 def _identity(studio, spec: str) -> tuple[str, str | None]:
     """What a model spec loads, as folders: the built-in model typed as its prepared folder is the
-    built-in model (a vote between the two was taken as one between two models)."""
+    built-in model (a vote between the two was taken as one between two models). A spec that cannot be
+    read this way (a run that has no chat model, a path the system refuses) is itself."""
     try:
         model, adapter = resolve(studio, spec)
-    except ChatError:
+        built_in = studio.model_cache / models.DEFAULT_MODEL
+        path = Path(model).expanduser()
+        if models.is_default(model) or built_in.exists() and path.exists() and path.resolve() == built_in.resolve():
+            return "built-in", None
+        return (str(path.resolve()) if path.exists() else model), (str(Path(adapter).resolve()) if adapter else None)
+    except Exception:  # noqa: BLE001  (asked on every change of a picker, where anything may be typed)
         return spec, None
-    path = studio.model_cache / models.DEFAULT_MODEL if models.is_default(model) else Path(model).expanduser()
-    return (str(path.resolve()) if path.exists() else model), (str(Path(adapter).resolve()) if adapter else None)
 
 
 def same_model(studio, spec_a: str | None, spec_b: str | None) -> bool:

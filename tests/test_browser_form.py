@@ -11,6 +11,7 @@ from components.form_memory import PREFIX
 from pipelines.methods import METHODS
 from studio.core import SAMPLES
 from tests.test_browser import fill, page, server  # noqa: F401  (fixtures)
+from tests.test_browser_data import drop_file
 from tests.test_browser_rl import choose
 
 pytestmark = pytest.mark.browser
@@ -97,6 +98,19 @@ def test_a_model_picked_is_kept_while_its_estimate_still_measures(server, page, 
     expect(page.locator("#train-estimate")).to_contain_text("per epoch", timeout=120_000)
 
 
+def pick_dataset(page, option):  # noqa: F811
+    """choose(), again if the list opened while the page was still replacing its choices (after a reload
+    or a change of method, the option was not in it once)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for _ in range(3):
+        try:
+            return choose(page, "train-dataset", option)
+        except (PlaywrightTimeout, AssertionError):
+            page.mouse.click(1, 1)
+    choose(page, "train-dataset", option)
+
+
 def test_each_kind_of_data_comes_back_to_the_dataset_last_picked_for_it(server, page, studio, tmp_path):  # noqa: F811
     """DPO on the Sign-off pairs, then KTO (no data of its kind here) and GRPO, then DPO again: the
     Sign-off pairs, where the first sample came back before and a run was started on the wrong set.
@@ -108,7 +122,8 @@ def test_each_kind_of_data_comes_back_to_the_dataset_last_picked_for_it(server, 
     page.goto(server)
     expect(page.get_by_text("Fine-tune a language model")).to_be_visible(timeout=30_000)
     choose(page, "train-method", "DPO")
-    choose(page, "train-dataset", signoff)
+    expect(shown).to_have_value(pairs, timeout=30_000)  # DPO's list is in (a pick before it was replaced)
+    pick_dataset(page, signoff)
     choose(page, "train-method", "KTO")
     expect(shown).to_have_value("", timeout=30_000)  # no KTO data imported
     choose(page, "train-method", "GRPO")
@@ -123,11 +138,13 @@ def test_each_kind_of_data_comes_back_to_the_dataset_last_picked_for_it(server, 
     page.wait_for_function(f"localStorage.getItem('{PREFIX}picks') !== {json.dumps(picks)}", timeout=30_000)
     page.reload()
     expect(page.locator("#train-method input")).to_have_value("LoRA", timeout=30_000)
+    # the reload's restore has settled (its estimate comes last): a switch meanwhile raced its change
+    expect(page.locator("#train-estimate")).to_contain_text("built-in model is prepared", timeout=60_000)
     choose(page, "train-method", "DPO")
     expect(shown).to_have_value(signoff, timeout=30_000)
 
     # the other pairs picked, then the quick run (LoRA, set with its dataset by the page): DPO comes back to them
-    choose(page, "train-dataset", pairs)
+    pick_dataset(page, pairs)
     page.click("#train-quick")
     expect(page.locator("#train-method input")).to_have_value("LoRA", timeout=30_000)
     choose(page, "train-method", "DPO")
@@ -146,4 +163,25 @@ def test_each_kind_of_data_comes_back_to_the_dataset_last_picked_for_it(server, 
     page.get_by_role("tab", name="Train").click()
     choose(page, "train-method", "DPO")
     expect(shown).to_have_value("my_pairs (6 rows)", timeout=30_000)
+
+    # examples imported, then the quick run pressed on LoRA (its method already shown: no change of method
+    # runs): LoRA comes back to the FAQ sample the quick run set, not to the import before it
+    examples = tmp_path / "my_examples.jsonl"
+    examples.write_text("".join(json.dumps({"prompt": f"Question {i}?", "completion": f"Answer {i}."}) + "\n"
+                                for i in range(6)))
+    page.get_by_role("tab", name="Data").click()
+    drop_file(page, "#data-message", examples)  # dropped on the tab: it replaces the pairs in the upload box
+    expect(page.locator("#data-detected")).to_contain_text("stored as sft data", timeout=30_000)
+    page.click("#data-import")
+    expect(page.locator("#data-message")).to_contain_text("Imported my_examples", timeout=30_000)
+    page.get_by_role("tab", name="Train").click()
+    choose(page, "train-method", "LoRA")
+    expect(shown).to_have_value("my_examples (6 rows)", timeout=30_000)
+    page.click("#train-quick")
+    expect(page.locator("#train-message")).to_contain_text("Set up a quick first run", timeout=30_000)
+    expect(shown, "the quick run's dataset").to_have_value(f"Sample: {SAMPLES['quillpad_faq'][2]}", timeout=30_000)
+    choose(page, "train-method", "DPO")
+    expect(shown).to_have_value("my_pairs (6 rows)", timeout=30_000)
+    choose(page, "train-method", "LoRA")
+    expect(shown, "LoRA back after DPO").to_have_value(f"Sample: {SAMPLES['quillpad_faq'][2]}", timeout=30_000)
     assert studio.store.list_runs() == []

@@ -263,3 +263,16 @@ def test_the_same_model_named_two_ways_gets_no_vote(studio, tiny_model_dir):
     assert studio.store.list_votes() == []
     assert same_pair_note(studio, "base:default", f"base:{tiny_model_dir}") == ""
     assert same_pair_note(studio, "base:default", "run:r1") == ""  # a run not found: not the same
+
+
+def test_whatever_is_typed_into_a_picker_gets_an_answer_not_an_error(studio):
+    """The note is worked out on every change of a picker, where anything may be typed: a home folder
+    that does not exist, a name too long for the system, the built-in model by its other name."""
+    from components.chat_tab import same_pair_note
+    from pipelines import models
+
+    for typed in ("base:~nosuchuser/x", "base:" + "x" * 5000):
+        assert same_pair_note(studio, "base:default", typed) == ""
+        assert "a vote needs two different models" in same_pair_note(studio, typed, typed)
+    # not prepared yet: its two names are still one model
+    assert "a vote needs" in same_pair_note(studio, "base:default", f"base:{models.DEFAULT_MODEL}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import gradio as gr
 import pytest
 
-from components.form_memory import carried_edits, switched
+from components.form_memory import carried_edits, started_afresh, switched
 from components.forms import MethodForm, field_order, preprocessed, slot_of
 from pipelines.methods import METHODS, describe
 
@@ -87,6 +87,13 @@ def test_a_shared_edit_keeps_following_through_a_method_whose_default_it_equals(
     # a method's own default is not carried on as if typed: DPO's 2 does not follow to LoRA
     ups, kept = switched(form, "lora", "dpo", {}, fields_of("dpo", {}))
     assert epochs_of(ups, "lora") == default("lora", "num_train_epochs")
+    # a method set up afresh (the quick run, the advice) carries nothing on: 2 epochs typed on LoRA went
+    # to DPO, then ORPO was advised with its own settings, and IA3 after it showed 2
+    _ups, kept = switched(form, "dpo", "lora", {}, fields_of("lora", {"num_train_epochs": 2}))
+    advised = {**form.defaults("orpo"), "num_train_epochs": 2}
+    kept = started_afresh(kept, "orpo", advised)
+    ups, _kept = switched(form, "ia3", "orpo", kept, fields_of("orpo", advised))
+    assert epochs_of(ups, "ia3") == default("ia3", "num_train_epochs")
 
 
 def test_a_change_of_method_shows_what_it_kept_and_carries_shared_edits(form):
@@ -129,3 +136,22 @@ def test_values_the_page_sent_are_read_as_gradio_reads_them(form):
     assert got[r] == 8 and isinstance(got[r], int)
     assert got[loss] == "not-a-choice"  # refused by the field: passed on as sent, never an error
     assert len(got) == len(raw)
+
+
+def test_an_import_is_what_its_kind_comes_back_to_as_the_train_tab_offers_it(studio, tmp_path):
+    """A bundled sample imported on the Data tab is offered as the sample (its catalogue row is not
+    listed): kept by its id, the pick before it was lost. Raw text goes with the SFT methods."""
+    from components.form_memory import imported_pick
+    from components.train_tab import dataset_choices
+    from studio.core import SAMPLES_DIR
+
+    kept = {"preference": "quillpad_preferences"}
+    sample = studio.import_dataset(SAMPLES_DIR / "signoff_preferences.jsonl", name="signoff_preferences")
+    assert imported_pick(studio, sample["id"], kept) == {"preference": "signoff_preferences"}
+    assert "signoff_preferences" in [value for _label, value in dataset_choices(studio, "dpo")]
+    notes = tmp_path / "notes.txt"
+    notes.write_text("Quillpad keeps notes.\n\nIt syncs them.\n")
+    text = studio.import_dataset(notes, name="notes")
+    assert text["kind"] == "text"
+    assert imported_pick(studio, text["id"], kept) == {**kept, "sft": text["id"]}
+    assert imported_pick(studio, None, kept) is None  # the import made nothing
