@@ -98,6 +98,18 @@ def test_a_model_picked_is_kept_while_its_estimate_still_measures(server, page, 
     expect(page.locator("#train-estimate")).to_contain_text("per epoch", timeout=120_000)
 
 
+def import_on_the_data_tab(page, put_file, detected: str, imported: str):  # noqa: F811
+    """Import a file on the Data tab (`put_file` puts it in the upload box), then back to the Train tab."""
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="Data").click()
+    put_file()
+    expect(page.locator("#data-detected")).to_contain_text(detected, timeout=30_000)
+    page.click("#data-import")
+    expect(page.locator("#data-message")).to_contain_text(imported, timeout=30_000)
+    page.get_by_role("tab", name="Train").click()
+
+
 def pick_dataset(page, option):  # noqa: F811
     """choose(), again if the list opened while the page was still replacing its choices (after a reload
     or a change of method, the option was not in it once)."""
@@ -155,12 +167,8 @@ def test_each_kind_of_data_comes_back_to_the_dataset_last_picked_for_it(server, 
     mine.write_text("".join(json.dumps({"prompt": f"Question {i}?", "chosen": f"Yes {i}.", "rejected": f"No {i}."})
                             + "\n" for i in range(6)))
     choose(page, "train-method", "LoRA")
-    page.get_by_role("tab", name="Data").click()
-    page.locator("#data-upload input[type=file]").set_input_files(str(mine))
-    expect(page.locator("#data-detected")).to_contain_text("Detected", timeout=30_000)
-    page.click("#data-import")
-    expect(page.locator("#data-message")).to_contain_text("Imported my_pairs", timeout=30_000)
-    page.get_by_role("tab", name="Train").click()
+    import_on_the_data_tab(page, lambda: page.locator("#data-upload input[type=file]").set_input_files(str(mine)),
+                           "Detected", "Imported my_pairs")
     choose(page, "train-method", "DPO")
     expect(shown).to_have_value("my_pairs (6 rows)", timeout=30_000)
 
@@ -169,12 +177,9 @@ def test_each_kind_of_data_comes_back_to_the_dataset_last_picked_for_it(server, 
     examples = tmp_path / "my_examples.jsonl"
     examples.write_text("".join(json.dumps({"prompt": f"Question {i}?", "completion": f"Answer {i}."}) + "\n"
                                 for i in range(6)))
-    page.get_by_role("tab", name="Data").click()
-    drop_file(page, "#data-message", examples)  # dropped on the tab: it replaces the pairs in the upload box
-    expect(page.locator("#data-detected")).to_contain_text("stored as sft data", timeout=30_000)
-    page.click("#data-import")
-    expect(page.locator("#data-message")).to_contain_text("Imported my_examples", timeout=30_000)
-    page.get_by_role("tab", name="Train").click()
+    # dropped on the tab: it replaces the pairs in the upload box
+    import_on_the_data_tab(page, lambda: drop_file(page, "#data-message", examples), "stored as sft data",
+                           "Imported my_examples")
     choose(page, "train-method", "LoRA")
     expect(shown).to_have_value("my_examples (6 rows)", timeout=30_000)
     page.click("#train-quick")
