@@ -11,7 +11,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from components import judge_panel
+from components import form_memory, judge_panel
 from components.charts import length_histogram
 from pipelines import dataset_stats, importer
 from pipelines.data import DataError
@@ -195,7 +195,9 @@ def view_dataset(studio, dataset_id, model, max_length):
     return summary, table, figure, example
 
 
-def build(studio):
+def build(studio, datasets_kept):
+    """The Data tab. `datasets_kept`: the Train tab's {kind of data: dataset} it comes back to, which an
+    import sets for its kind (it was imported to train on)."""
     samples = [(label, key) for key, (_f, _kind, label) in SAMPLES.items()]
     with gr.Row():
         with gr.Column(scale=2):
@@ -291,7 +293,9 @@ def build(studio):
                 outputs=[summary, preview, histogram, example])
     def on_import(*values):
         """A big file says how far its import is, about once a second, in the message line (a Gradio
-        progress text shows only with a fraction done, which a streamed file does not know)."""
+        progress text shows only with a fraction done, which a streamed file does not know). The last
+        value is what each kind of data comes back to on the Train tab: the import, once it made a dataset."""
+        *values, by_kind = values
         said, result = queue.SimpleQueue(), {}
 
         def work():
@@ -309,12 +313,15 @@ def build(studio):
         if "error" in result:
             raise result["error"]
         said_text, shown = result["out"]
-        yield said_text, shown, shown.get("value") if isinstance(shown, dict) else None
+        made = shown.get("value") if isinstance(shown, dict) else None
+        # in the reply that says "Imported": a method picked on the Train tab right after read the kind's
+        # pick from before, while a step after this one was still on its way
+        yield said_text, shown, form_memory.imported_pick(studio, made, by_kind) or gr.skip()
 
-    last_imported = gr.State(None)  # the id of the dataset the last import made (None: it made none)
     imported = do_import.click(
         on_import,
-        [upload, sample, name, kind, text_unit, dedupe, heldout, seed, *mapping], [message, chosen, last_imported],
+        [upload, sample, name, kind, text_unit, dedupe, heldout, seed, *mapping, datasets_kept],
+        [message, chosen, datasets_kept],
     )
     chosen.change(**view)
     model.submit(**view)
@@ -331,4 +338,4 @@ def build(studio):
         return (gr.update(choices=choices, value=viewed["dataset"]), viewed.get("model") or gr.skip(),
                 viewed.get("max_length") or gr.skip())
 
-    return on_load, [chosen, model, max_length], (imported, last_imported)
+    return on_load, [chosen, model, max_length], imported

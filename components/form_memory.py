@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import uuid
 
 import gradio as gr
 
@@ -56,19 +57,21 @@ def states(studio) -> tuple:
     # every method's values in one stored dict: {method: {name: value}}, and CARRYING
     kept = gr.BrowserState({}, storage_key=f"{PREFIX}settings", secret=secret(studio))
     previous = gr.State("lora")
-    # the dataset set together with a method ({"method", "dataset"}), by a reload, the quick run or a
+    # the dataset set together with a method (`chosen`), by a reload, the quick run, the advice or a
     # Train-on-these button: the method's change that follows still reads the page's dataset from before
     wanted = gr.State(None)
     return picked, kept, previous, wanted
 
 
-def chosen(key: str, dataset_ref: str, carry: bool = True, settings: dict | None = None) -> dict:
-    """What a handler that sets the method and the dataset together puts into `wanted`. carry=False:
-    the method starts from its own kept settings (else its defaults), without the shared edits made on
-    the method before (a Train-on-these button: one epoch set for a quick SFT run made a one-step DPO run).
-    `settings`: values the handler sets on top (more epochs for a few votes)."""
-    return {"method": key, "dataset": dataset_ref, **({} if carry else {"carry": False}),
-            **({"settings": settings} if settings else {})}
+def chosen(key: str, dataset_ref: str | None, carry: bool = True, settings: dict | None = None) -> dict:
+    """What a handler that sets the method and the dataset together puts into `wanted` (dataset None:
+    the page's own, else the one its kind comes back to). carry=False: the method starts from its own
+    kept settings (else its defaults), without the shared edits made on the method before (a
+    Train-on-these button: one epoch set for a quick SFT run made a one-step DPO run). `settings`: values
+    the handler sets on top (more epochs for a few votes). Each one has its own id: the change of method
+    applies it once (the page can send that change twice; see train_tab.on_method)."""
+    return {"method": key, "dataset": dataset_ref, "id": uuid.uuid4().hex[:12],
+            **({} if carry else {"carry": False}), **({"settings": settings} if settings else {})}
 
 
 def started_afresh(stored, key: str, values: dict) -> dict:

@@ -161,18 +161,27 @@ def build(studio):
     # refresh instead, an update of its choices opened the list by itself when a run finished)
     model.focus(lambda: gr.update(choices=model_choices(studio)), None, model, queue=False, show_progress="hidden")
 
-    def on_method(key, current, old_key, asked, stored, kept_datasets, *fields):
+    def on_method(key, current, old_key, asked, applied, stored, kept_datasets, *fields):
         # the inputs come as the page sent them (preprocess=False): a reload, the quick run or a Train-on-
         # these button sets the dataset list and the method together, and the method's change still
         # carries the page's dataset from before, which Gradio would refuse before this runs ("... is not
         # in the list of choices"). The dataset such a handler chose comes in `asked`, kept on the server.
         if key not in METHODS:  # only through the API
             return [gr.skip()] * (len(form.outputs) + 6)
+        # what a handler asked for is applied once: `asked` stays (its dataset is what that kind comes
+        # back to), `applied` says it was used
+        fresh = isinstance(asked, dict) and asked.get("method") == key and asked.get("id") != applied
+        if key == old_key and not fresh:
+            # the form is this method's already: the page sends a pick's change twice, the second after
+            # the first's reply (measured: 2.5 s later on a busy machine), and that one, read before a
+            # quick run pressed meanwhile and answered after it, put back the dataset the quick run replaced
+            return [gr.skip()] * (len(form.outputs) + 6)
         stored = stored if isinstance(stored, dict) else {}
         fields = preprocessed(form.components, list(fields))
         carry, settings = True, None
-        if isinstance(asked, dict) and asked.get("method") == key:
-            current, carry, settings = asked.get("dataset"), asked.get("carry", True), asked.get("settings")
+        if fresh:
+            current = asked.get("dataset") or current
+            carry, settings = asked.get("carry", True), asked.get("settings")
         options = dataset_choices(studio, key)
         known = [value for _label, value in options]
         shown, stored = form_memory.switched(form, key, old_key, stored, fields, carry, settings)
@@ -183,16 +192,17 @@ def build(studio):
         chosen = gr.update(choices=options, value=current)
         # the key into `previous` here, not in a step after: that step read the page's method, which
         # a quick next pick had already changed, and the carried edits were taken from the wrong method
-        # `wanted` cleared once used: a None sent every time could overwrite one a handler set during this
-        # call, for the change it holds back until this one is done
         return [_method_help(key), chosen, *shown, gr.update(visible=METHODS[key].rewards), stored, key,
-                gr.skip() if asked is None else None]
+                asked["id"] if fresh else gr.skip()]
 
+    # the id of the last `wanted` a change of method applied (`wanted` itself is not cleared: a cleared
+    # one, sent back before the dataset's kind had followed it, left the kind on the dataset before)
+    applied = gr.State(None)
     # outside the queue: behind an estimate that is measuring the model, the new method's form (and the
     # saved picks that follow it) came seconds late, and a reload meanwhile brought back the old method
-    method_settled = method.change(on_method, [method, dataset, previous, wanted, kept, by_kind,
+    method_settled = method.change(on_method, [method, dataset, previous, wanted, applied, kept, by_kind,
                                                *form.components],
-                                   [method_help, dataset, *form.outputs, reward_group, kept, previous, wanted],
+                                   [method_help, dataset, *form.outputs, reward_group, kept, previous, applied],
                                    queue=False, preprocess=False)
 
     def on_wanted(asked, kept_datasets):

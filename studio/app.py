@@ -69,7 +69,7 @@ def build_app(studio) -> gr.Blocks:
             with gr.Tab("Method", id="method") as method:
                 open_method, method_inputs, method_outputs = method_tab.build(studio, *picks, tabs, "train", runs)
             with gr.Tab("Data", id="data") as data:
-                on_load_data, data_outputs, (imported, last_imported) = data_tab.build(studio)
+                on_load_data, data_outputs, imported = data_tab.build(studio, runs["datasets_kept"])
             with gr.Tab("Chat", id="chat") as chat:
                 refresh_chat, chat_outputs, exported, chat_loop = chat_tab.build(studio)
             with gr.Tab("Label", id="label") as label:
@@ -78,13 +78,8 @@ def build_app(studio) -> gr.Blocks:
                 refresh_export, export_outputs, export_timer = export_tab.build(studio)
         # new datasets are offered at once: imports to Train, exported votes to Data
         train_dataset, data_dataset = train_outputs[0], data_outputs[0]
-        imported.then(lambda key: gr.update(choices=train_tab.dataset_choices(studio, key)), picks[2], train_dataset)
-
-        # an import is what its kind of data comes back to on the Train tab: it was imported to train on,
-        # over a sample picked before it (only once it succeeded: a failed one left the import before)
-        imported.success(lambda made, kept: form_memory.imported_pick(studio, made, kept) or gr.skip(),
-                         [last_imported, runs["datasets_kept"]], runs["datasets_kept"], queue=False,
-                         show_progress="hidden")
+        imported.then(lambda key: gr.update(choices=train_tab.dataset_choices(studio, key)), picks[2], train_dataset,
+                      queue=False, show_progress="hidden")
         labels_to_train = loop.wire_labels(studio, tabs, train_handles(picks, runs), label_overview)
         for event in (exported, label_overview["exported"], labels_to_train):
             event.then(lambda: gr.update(choices=data_tab.dataset_choices(studio)), None, data_dataset)
