@@ -176,11 +176,15 @@ def wire(studio, picks, form, memory, choices, method_settled) -> tuple:
           ).then(None, [edited, kept], kept, js="(edit, kept) => (edit ? {...(kept || {}), ...edit} : kept)",
                  show_progress="hidden", queue=False)
 
-    def restore(picks_saved, stored, request: gr.Request):
+    def restore(picks_saved, stored, shown, request: gr.Request):
         picks_saved = picks_saved if isinstance(picks_saved, dict) else {}
         page = getattr(request, "session_hash", None)
+        # the dataset list of the method the page shows now: the load's list, for the method it read,
+        # came after a method picked while the page was still loading (DPO showed the SFT datasets)
+        listed = gr.update(choices=choices(shown)[1]) if shown in METHODS else gr.skip()
         if page and picks_saved.get("page") == page:  # saved by this page: the person has picked already
-            return [gr.skip()] * (len(form.outputs) + 5)  # model, dataset, the fields, previous, wanted, method
+            return [gr.skip(), listed, *[gr.skip()] * (len(form.outputs) + 3)]  # model, dataset, the fields,
+            # previous, wanted, method
         key = picks_saved.get("method") if picks_saved.get("method") in METHODS else None
         models, datasets = choices(key or "lora")
         model_kept = picks_saved.get("model")
@@ -188,7 +192,7 @@ def wire(studio, picks, form, memory, choices, method_settled) -> tuple:
         typed = isinstance(model_kept, str) and model_kept and not model_kept.startswith("run:")
         ups = [gr.update(value=model_kept) if model_kept in [v for _l, v in models] or typed else gr.skip()]
         if not key:  # nothing kept: the page's form is already the first method's, with its defaults
-            return [*ups, gr.skip(), *[gr.skip()] * len(form.outputs), gr.skip(), gr.skip(), gr.skip()]
+            return [*ups, listed, *[gr.skip()] * len(form.outputs), gr.skip(), gr.skip(), gr.skip()]
         known = [v for _l, v in datasets]
         dataset_kept = picks_saved.get("dataset")
         dataset_kept = dataset_kept if dataset_kept in known else (known[0] if known else None)
@@ -197,4 +201,4 @@ def wire(studio, picks, form, memory, choices, method_settled) -> tuple:
                 gr.update(value=key)]
 
     # the method last: its change reads the fields, `previous` and `wanted`, set before it
-    return restore, [picked, kept], [model, dataset, *form.outputs, previous, wanted, method]
+    return restore, [picked, kept, method], [model, dataset, *form.outputs, previous, wanted, method]

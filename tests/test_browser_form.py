@@ -190,3 +190,87 @@ def test_each_kind_of_data_comes_back_to_the_dataset_last_picked_for_it(server, 
     choose(page, "train-method", "LoRA")
     expect(shown, "LoRA back after DPO").to_have_value(f"Sample: {SAMPLES['quillpad_faq'][2]}", timeout=30_000)
     assert studio.store.list_runs() == []
+
+
+def test_a_change_of_method_answered_late_keeps_what_the_quick_run_set(server, page, studio, tmp_path):  # noqa: F811
+    """The page sends one pick of a method as two changes, the second after the first's reply. In CI
+    the second reached the server before the quick run was pressed and its answer came after the quick
+    run's: it put back the dataset before (the import, not the quick run's FAQ sample), and the FAQ was
+    not what LoRA came back to. Here that answer is held back until the quick run has answered."""
+    from playwright.sync_api import expect
+
+    faq = f"Sample: {SAMPLES['quillpad_faq'][2]}"
+    examples = tmp_path / "my_examples.jsonl"
+    examples.write_text("".join(json.dumps({"prompt": f"Question {i}?", "completion": f"Answer {i}."}) + "\n"
+                                for i in range(6)))
+    studio.import_dataset(examples, name="my_examples")
+    shown = page.locator("#train-dataset input")
+    page.goto(server)
+    expect(page.locator("#train-estimate")).to_contain_text("built-in model is prepared", timeout=60_000)
+    choose(page, "train-method", "DPO")
+    expect(shown).to_have_value(f"Sample: {SAMPLES['quillpad_preferences'][2]}", timeout=30_000)
+
+    switch = page.evaluate("window.gradio_config.dependencies.find(d => d.api_name === 'on_method').id")
+    sent, held = [], []
+
+    def answer_the_second_late(route):
+        if (route.request.post_data_json or {}).get("fn_index") != switch:
+            return route.continue_()
+        sent.append(route)
+        if len(sent) == 2:  # run on the server now, its answer kept from the page for now
+            held.append((route, route.fetch()))
+        else:
+            route.continue_()
+
+    page.route("**/run/predict", answer_the_second_late)
+    choose(page, "train-method", "LoRA")
+    expect(shown).to_have_value("my_examples (6 rows)", timeout=30_000)  # the newest of its kind
+    for _ in range(60):
+        if held:
+            break
+        page.wait_for_timeout(500)
+    assert held, "Gradio no longer sends a pick's change twice: this test, and on_method's guard, can go"
+    page.click("#train-quick")
+    expect(page.locator("#train-message")).to_contain_text("Set up a quick first run", timeout=30_000)
+    expect(shown).to_have_value(faq, timeout=30_000)
+    for route, response in held:
+        route.fulfill(response=response)
+    page.unroute("**/run/predict")
+    page.wait_for_timeout(3_000)  # the late answer is in
+    assert shown.input_value() == faq
+    # and the FAQ is what LoRA comes back to
+    choose(page, "train-method", "DPO")
+    choose(page, "train-method", "LoRA")
+    expect(shown).to_have_value(faq, timeout=30_000)
+
+
+def test_a_method_picked_while_the_page_loads_offers_its_own_datasets(server, page, studio):  # noqa: F811
+    """The load's dataset list is for the method the page showed when it loaded. Answered after DPO was
+    picked (a loaded machine, a person quicker than the load), it put the SFT datasets under DPO and the
+    Sign-off pairs could not be picked. The load is held back here until DPO is picked."""
+    from playwright.sync_api import expect
+
+    signoff, pairs = (f"Sample: {SAMPLES[name][2]}" for name in ("signoff_preferences", "quillpad_preferences"))
+    config = page.request.get(f"{server}/config").json()
+    load = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "on_load")
+    held = []
+
+    def hold_the_load(route):
+        if (route.request.post_data_json or {}).get("fn_index") == load and not held:
+            held.append(route)
+        else:
+            route.continue_()
+
+    page.route("**/queue/join*", hold_the_load)
+    page.goto(server)
+    expect(page.get_by_text("Fine-tune a language model")).to_be_visible(timeout=30_000)
+    shown = page.locator("#train-dataset input")
+    choose(page, "train-method", "DPO")
+    expect(shown).to_have_value(pairs, timeout=30_000)
+    assert held, "the page's load was not held back"
+    held[0].continue_()
+    page.unroute("**/queue/join*")
+    page.wait_for_timeout(5_000)  # the load's answer, and what follows it, are in
+    pick_dataset(page, signoff)
+    expect(shown).to_have_value(signoff, timeout=30_000)
+    assert studio.store.list_runs() == []
