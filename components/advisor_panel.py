@@ -80,8 +80,11 @@ def build(studio, train_model, train_dataset, train_method, tabs, train_tab_id, 
         if ref not in [value for _label, value in train_tab.dataset_choices(studio, key)]:
             ref = None  # removed since the advice: the Train tab keeps (or picks) its own
         # (the advice's own epochs stand: they already follow the advisor's few-steps rule)
+        # (the dataset list set here either way: with `previous` set to the method, its change sets
+        # only what follows from the method itself)
+        options = train_tab.dataset_choices(studio, key)
         data = (train_tab.method_on(studio, key, ref, more_epochs=False)[:2] if ref
-                else (gr.skip(), form_memory.chosen(key, None)))  # (asked for: `previous` is the method now)
+                else (gr.update(choices=options, value=train_tab.first_dataset(options)), gr.skip()))
         return (key, *form.updates(key, values), form_memory.started_afresh(stored, key, values), *data, key,
                 gr.Tabs(selected=train_tab_id))
 

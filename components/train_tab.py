@@ -168,14 +168,21 @@ def build(studio):
         # in the list of choices"). The dataset such a handler chose comes in `asked`, kept on the server.
         if key not in METHODS:  # only through the API
             return [gr.skip()] * (len(form.outputs) + 6)
-        # what a handler asked for is applied once: `asked` stays (its dataset is what that kind comes
-        # back to), `applied` says it was used
-        fresh = isinstance(asked, dict) and asked.get("method") == key and asked.get("id") != applied
-        if key == old_key and not fresh:
-            # the form is this method's already: the page sends a pick's change twice, the second after
-            # the first's reply (measured: 2.5 s later on a busy machine), and that one, read before a
-            # quick run pressed meanwhile and answered after it, put back the dataset the quick run replaced
-            return [gr.skip()] * (len(form.outputs) + 6)
+        # what a handler asked for is used by the next change of method only, and only if it is for the
+        # method changed to: `asked` stays (its dataset is what that kind comes back to), `applied` holds
+        # the id of the last one a change has seen (one a handler set on the method shown would otherwise
+        # be applied at a later change back to it, over what was picked since)
+        pending = isinstance(asked, dict) and asked.get("id") != applied
+        fresh = pending and asked.get("method") == key
+        seen = asked["id"] if pending else gr.skip()
+        if key == old_key:
+            # the fields and the dataset are this method's already: set by the handler that set `previous`
+            # to it (the quick run, the advice, a reload), or by this same change, which the page sends
+            # twice, the second after the first's reply (2.5 s later on a busy machine); read before a
+            # quick run pressed meanwhile and answered after it, it put back the dataset and the fields
+            # the quick run had replaced. Only what follows from the method itself is set.
+            return [_method_help(key), gr.skip(), *[gr.skip()] * len(form.outputs),
+                    gr.update(visible=METHODS[key].rewards), gr.skip(), gr.skip(), seen]
         stored = stored if isinstance(stored, dict) else {}
         fields = preprocessed(form.components, list(fields))
         carry, settings = True, None
@@ -192,10 +199,9 @@ def build(studio):
         chosen = gr.update(choices=options, value=current)
         # the key into `previous` here, not in a step after: that step read the page's method, which
         # a quick next pick had already changed, and the carried edits were taken from the wrong method
-        return [_method_help(key), chosen, *shown, gr.update(visible=METHODS[key].rewards), stored, key,
-                asked["id"] if fresh else gr.skip()]
+        return [_method_help(key), chosen, *shown, gr.update(visible=METHODS[key].rewards), stored, key, seen]
 
-    # the id of the last `wanted` a change of method applied (`wanted` itself is not cleared: a cleared
+    # the id of the last `wanted` a change of method has seen (`wanted` itself is not cleared: a cleared
     # one, sent back before the dataset's kind had followed it, left the kind on the dataset before)
     applied = gr.State(None)
     # outside the queue: behind an estimate that is measuring the model, the new method's form (and the

@@ -166,7 +166,7 @@ def build_app(studio) -> gr.Blocks:
         # takes a few seconds)
         (app.load(on_load, [picks[2], *chat_outputs[:2], data_viewed],
                   [*train_outputs, *data_outputs, *chat_outputs])
-         .then(*restore_form, show_progress="hidden").then(*refresh_estimate, **train_tab.ESTIMATE_QUEUE))
+         .then(*restore_form, show_progress="hidden", queue=False).then(*refresh_estimate, **train_tab.ESTIMATE_QUEUE))
     # The page is the interface; its events are not a documented API. Gradio describes every public
     # event's inputs when it serves the page: the generated forms' events take every method's
     # fields (hundreds each), which made loading the page take seconds.

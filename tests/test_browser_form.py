@@ -132,7 +132,9 @@ def test_each_kind_of_data_comes_back_to_the_dataset_last_picked_for_it(server, 
     signoff, pairs = (f"Sample: {SAMPLES[name][2]}" for name in ("signoff_preferences", "quillpad_preferences"))
     shown = page.locator("#train-dataset input")
     page.goto(server)
-    expect(page.get_by_text("Fine-tune a language model")).to_be_visible(timeout=30_000)
+    # the load has settled (its estimate comes last), as a person reads the page before picking: a method
+    # picked while it loads is test_a_method_picked_while_the_page_loads_offers_its_own_datasets
+    expect(page.locator("#train-estimate")).to_contain_text("built-in model is prepared", timeout=60_000)
     choose(page, "train-method", "DPO")
     expect(shown).to_have_value(pairs, timeout=30_000)  # DPO's list is in (a pick before it was replaced)
     pick_dataset(page, signoff)
@@ -214,8 +216,9 @@ def test_a_change_of_method_answered_late_keeps_what_the_quick_run_set(server, p
     sent, held = [], []
 
     def answer_the_second_late(route):
-        if (route.request.post_data_json or {}).get("fn_index") != switch:
-            return route.continue_()
+        sent_now = route.request.post_data_json or {}
+        if sent_now.get("fn_index") != switch or (sent_now.get("data") or [None])[0] != "lora":
+            return route.continue_()  # (DPO's second change can still be on its way)
         sent.append(route)
         if len(sent) == 2:  # run on the server now, its answer kept from the page for now
             held.append((route, route.fetch()))
@@ -274,3 +277,8 @@ def test_a_method_picked_while_the_page_loads_offers_its_own_datasets(server, pa
     pick_dataset(page, signoff)
     expect(shown).to_have_value(signoff, timeout=30_000)
     assert studio.store.list_runs() == []
+    # what the quick run asked for is used once: a dataset picked on LoRA since is what LoRA comes back to
+    pick_dataset(page, "my_examples (6 rows)")
+    choose(page, "train-method", "DPO")
+    choose(page, "train-method", "LoRA")
+    expect(shown).to_have_value("my_examples (6 rows)", timeout=30_000)
