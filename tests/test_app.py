@@ -138,9 +138,13 @@ def test_the_load_restores_picks_of_an_earlier_page_never_those_this_page_saved(
     picks = save.fn(str(tiny_model_dir), "signoff_preferences", "dpo", this)
     assert picks == {"model": str(tiny_model_dir), "dataset": "signoff_preferences", "method": "dpo",
                      "page": "page-now"}
-    ups = restore.fn(picks, {}, this)
-    assert len(ups) == len(restore.outputs) and all(u == gr.skip() for u in ups)
-    ups = restore.fn({**picks, "page": "page-before"}, {}, this)  # kept by the page before a reload
+    ups = restore.fn(picks, {}, "dpo", this)  # (DPO: the method the page shows)
+    assert len(ups) == len(restore.outputs)
+    assert all(u == gr.skip() for i, u in enumerate(ups) if i != 1)
+    # only the list of the method shown, which the load may have replaced with the list of the method before
+    assert "value" not in ups[1] and "signoff_preferences" in [v for _label, v in ups[1]["choices"]]
+    assert "quillpad_faq" not in [v for _label, v in ups[1]["choices"]]
+    ups = restore.fn({**picks, "page": "page-before"}, {}, "lora", this)  # kept by the page before a reload
     assert ups[0]["value"] == str(tiny_model_dir) and ups[-1]["value"] == "dpo"
     assert ups[1]["value"] == "signoff_preferences"
 
