@@ -245,6 +245,11 @@ def test_a_change_of_method_answered_late_keeps_what_the_quick_run_set(server, p
     choose(page, "train-method", "DPO")
     choose(page, "train-method", "LoRA")
     expect(shown).to_have_value(faq, timeout=30_000)
+    # what the quick run asked for is used once: a dataset picked on LoRA since is what LoRA comes back to
+    pick_dataset(page, "my_examples (6 rows)")
+    choose(page, "train-method", "DPO")
+    choose(page, "train-method", "LoRA")
+    expect(shown).to_have_value("my_examples (6 rows)", timeout=30_000)
 
 
 def test_a_method_picked_while_the_page_loads_offers_its_own_datasets(server, page, studio):  # noqa: F811
@@ -277,8 +282,3 @@ def test_a_method_picked_while_the_page_loads_offers_its_own_datasets(server, pa
     pick_dataset(page, signoff)
     expect(shown).to_have_value(signoff, timeout=30_000)
     assert studio.store.list_runs() == []
-    # what the quick run asked for is used once: a dataset picked on LoRA since is what LoRA comes back to
-    pick_dataset(page, "my_examples (6 rows)")
-    choose(page, "train-method", "DPO")
-    choose(page, "train-method", "LoRA")
-    expect(shown).to_have_value("my_examples (6 rows)", timeout=30_000)
