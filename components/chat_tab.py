@@ -87,6 +87,20 @@ def same_pair_note(studio, spec_a: str | None, spec_b: str | None) -> str:
             "takes a few minutes).")
 
 
+def kept_pair(studio, kept, options: list[tuple[str, str]]) -> tuple[str, str] | None:
+    """The two models a browser kept ({"a": spec, "b": spec}, saved as the pickers change) when both can
+    still be chatted with: a listed model or run, or a model typed in (a folder, a hub id); a run that
+    is gone, or a pair of one model with itself, is not brought back (the default pair is put up)."""
+    if not isinstance(kept, dict):
+        return None
+    pair = kept.get("a"), kept.get("b")
+    listed = {spec for _label, spec in options}
+    if not all(isinstance(spec, str) and (spec in listed or spec.startswith("base:") and len(spec) > 5)
+               for spec in pair) or chat_service.same_model(studio, *pair):
+        return None
+    return pair
+
+
 def build(studio):
     battle = gr.State(new_battle())
     choices = chat_service.choices(studio)
@@ -346,13 +360,15 @@ def build(studio):
 
     next_prompt.click(on_next, [suggested, source, model_a, model_b, compare_run], [suggested, prompt, vote_message])
 
-    def refresh(spec_a=None, spec_b=None):
+    def refresh(spec_a=None, spec_b=None, kept=None):
         """New runs become choosable; while no real pair is picked (a model against itself, or no
-        tuned model on either side) the newest tuned model against its base is put up."""
+        tuned model on either side) the newest tuned model against its base is put up. `kept`: the pair
+        this browser last had (a reload), put up over the page's own while both can still be chatted with."""
         options = chat_service.choices(studio)
         table, note = results_table(studio)
         picked = bool(spec_a and spec_b) and spec_a != spec_b
         first, second = (spec_a, spec_b) if picked else chat_service.default_pair(studio)
+        first, second = kept_pair(studio, kept, options) or (first, second)
         scorers = gr.update(choices=chat_service.scorer_choices(studio))
         if (first, second) == (spec_a, spec_b):
             # nothing to change: no value sent, so a pick made while this was on its way stays

@@ -118,10 +118,17 @@ def build_app(studio) -> gr.Blocks:
               lambda ref, model, length: {"dataset": ref, "model": model, "max_length": length}, viewer, data_viewed,
               queue=False, show_progress="hidden")
 
-        def on_load(key, spec_a, spec_b, viewed):
+        # the two models Chat compares, as this browser last had them (a reload put up the default pair
+        # again: a comparison of two runs had to be picked anew). Kept in the browser with no server trip.
+        pair_kept = gr.BrowserState({}, storage_key="tune-studio-chat-pair", secret=form_memory.secret(studio))
+        gr.on([chat_outputs[0].change, chat_outputs[1].change], None, chat_outputs[:2], pair_kept,
+              js="(a, b) => ({a, b})", queue=False, show_progress="hidden")
+
+        def on_load(key, spec_a, spec_b, viewed, pair):
             # the chat's pickers as the page shows them: unless runs finished since the page was made,
-            # no value is sent, so a model picked while the page was still loading stays picked
-            return (*on_load_train(key), *on_load_data(viewed), *refresh_chat(spec_a, spec_b))
+            # or the browser kept another pair, no value is sent, so a model picked while the page was
+            # still loading stays picked
+            return (*on_load_train(key), *on_load_data(viewed), *refresh_chat(spec_a, spec_b, pair))
 
         # the name votes and labels are stored under, kept by this browser like the Train form (held outside
         # the tabs: a tab's contents are drawn, and its kept values read, only once it is shown); typed in
@@ -164,7 +171,7 @@ def build_app(studio) -> gr.Blocks:
             tab.select(kept_name, [voter_kept, field], field, queue=False, show_progress="hidden")
         # then the Train form this browser last had; the estimate follows (its first probe of a model
         # takes a few seconds)
-        (app.load(on_load, [picks[2], *chat_outputs[:2], data_viewed],
+        (app.load(on_load, [picks[2], *chat_outputs[:2], data_viewed, pair_kept],
                   [*train_outputs, *data_outputs, *chat_outputs])
          .then(*restore_form, show_progress="hidden", queue=False).then(*refresh_estimate, **train_tab.ESTIMATE_QUEUE))
     # The page is the interface; its events are not a documented API. Gradio describes every public

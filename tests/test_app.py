@@ -104,9 +104,29 @@ def test_loading_the_page_keeps_a_chat_model_picked_while_it_loaded(studio):
     Unless the default changed (a run finished since the page was made), it sends no picker value."""
     app = build_app(studio)
     (load,) = [f for f in app.fns.values() if f.name == "on_load"]
-    *_, model_a, model_b, _results, _note, _scorer = load.fn(None, "base:default", "base:default", {})
+    *_, model_a, model_b, _results, _note, _scorer = load.fn(None, "base:default", "base:default", {}, {})
     assert "value" not in model_a and "value" not in model_b
     assert model_a["choices"] and model_b["choices"]
+
+
+def test_loading_the_page_puts_up_the_chat_pair_this_browser_kept(studio, tiny_model_dir):
+    """A reload put the default pair up again: a comparison picked by hand had to be picked anew. The
+    pair the browser kept comes back while both sides can still be chatted with."""
+    app = build_app(studio)
+    (load,) = [f for f in app.fns.values() if f.name == "on_load"]
+    typed = f"base:{tiny_model_dir}"
+    *_, model_a, model_b, _results, _note, _scorer = load.fn(None, "base:default", "base:default", {},
+                                                             {"a": typed, "b": "base:default"})
+    assert (model_a["value"], model_b["value"]) == (typed, "base:default")
+    # shown already (the page kept it): nothing sent, so a pick made while the load was on its way stays
+    *_, model_a, model_b, _results, _note, _scorer = load.fn(None, typed, "base:default", {},
+                                                             {"a": typed, "b": "base:default"})
+    assert "value" not in model_a and "value" not in model_b
+    # a run that is gone, one model against itself, or nothing kept: the page's own pair stays
+    for kept in ({"a": "run:gone", "b": "base:default"}, {"a": "base:default", "b": "base:default"}, {},
+                 {"a": "", "b": "base:default"}):
+        *_, model_a, model_b, _results, _note, _scorer = load.fn(None, "base:default", "base:default", {}, kept)
+        assert "value" not in model_a and "value" not in model_b, kept
 
 
 def test_opening_train_estimates_once_the_model_waited_for_is_ready(studio, tiny_model_dir):

@@ -101,6 +101,9 @@ def test_blind_battle_vote_reveal_and_export(server, page, studio, tiny_model_di
     page.get_by_role("tab", name="Chat").click()
     expect(page.locator("#chat-voter textarea, #chat-voter input").first).to_have_value("Ann", timeout=30_000)
     expect(page.locator("#chat-blind input")).to_be_checked()  # still a blind battle, as switched
+    # between the same two models (a reload put up the built-in model on both sides again)
+    expect(page.locator("#chat-model-a input")).to_have_value(f"base:{tiny_model_dir}", timeout=30_000)
+    expect(page.locator("#chat-model-b input")).to_have_value(f"base:{other}")
     expect(page.locator("#chat-a")).to_contain_text("hidden until you vote")
     # the generation settings too (Max new tokens went back to 256: minute-long replies again)
     page.get_by_text("Generation settings").click()
