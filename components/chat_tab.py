@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import time
+from pathlib import Path
 
 import gradio as gr
 
@@ -88,15 +89,23 @@ def same_pair_note(studio, spec_a: str | None, spec_b: str | None) -> str:
 
 
 def kept_pair(studio, kept, options: list[tuple[str, str]]) -> tuple[str, str] | None:
-    """The two models a browser kept ({"a": spec, "b": spec}, saved as the pickers change) when both can
-    still be chatted with: a listed model or run, or a model typed in (a folder, a hub id); a run that
-    is gone, or a pair of one model with itself, is not brought back (the default pair is put up)."""
+    """The two models a browser kept ({"a": spec, "b": spec}, saved as a person picks them) when both can
+    still be chatted with: a listed model or run, or a model typed in (a folder that still exists, a hub
+    id); a run that is gone, or a pair of one model with itself, is not brought back (the default pair
+    is put up)."""
     if not isinstance(kept, dict):
         return None
     pair = kept.get("a"), kept.get("b")
     listed = {spec for _label, spec in options}
-    if not all(isinstance(spec, str) and (spec in listed or spec.startswith("base:") and len(spec) > 5)
-               for spec in pair) or chat_service.same_model(studio, *pair):
+
+    def typed(spec: str) -> bool:  # a folder typed in is kept while it exists (a deleted export is not)
+        value = spec.removeprefix("base:").strip()
+        if not value or spec.startswith("run:"):
+            return False
+        return Path(value).expanduser().is_dir() or not ("/" in value and value.startswith(("/", "~", ".")))
+
+    if not all(isinstance(spec, str) and (spec in listed or typed(spec)) for spec in pair) \
+            or chat_service.same_model(studio, *pair):
         return None
     return pair
 

@@ -118,10 +118,11 @@ def build_app(studio) -> gr.Blocks:
               lambda ref, model, length: {"dataset": ref, "model": model, "max_length": length}, viewer, data_viewed,
               queue=False, show_progress="hidden")
 
-        # the two models Chat compares, as this browser last had them (a reload put up the default pair
-        # again: a comparison of two runs had to be picked anew). Kept in the browser with no server trip.
+        # the two models Chat compares, as the person last picked them (a reload put up the default pair
+        # again: a comparison of two runs had to be picked anew); a pair the page put up itself is not
+        # kept, so a reload still shows the newest run when nothing was picked. In the browser, no server trip.
         pair_kept = gr.BrowserState({}, storage_key="tune-studio-chat-pair", secret=form_memory.secret(studio))
-        gr.on([chat_outputs[0].change, chat_outputs[1].change], None, chat_outputs[:2], pair_kept,
+        gr.on([chat_outputs[0].input, chat_outputs[1].input], None, chat_outputs[:2], pair_kept,
               js="(a, b) => ({a, b})", queue=False, show_progress="hidden")
 
         def on_load(key, spec_a, spec_b, viewed, pair):

@@ -122,9 +122,14 @@ def test_loading_the_page_puts_up_the_chat_pair_this_browser_kept(studio, tiny_m
     *_, model_a, model_b, _results, _note, _scorer = load.fn(None, typed, "base:default", {},
                                                              {"a": typed, "b": "base:default"})
     assert "value" not in model_a and "value" not in model_b
-    # a run that is gone, one model against itself, or nothing kept: the page's own pair stays
+    # a folder typed without 'base:' (the picker takes one) comes back too
+    *_, model_a, _model_b, _results, _note, _scorer = load.fn(None, "base:default", "base:default", {},
+                                                              {"a": str(tiny_model_dir), "b": "base:default"})
+    assert model_a["value"] == str(tiny_model_dir)
+    # a run that is gone, a folder deleted since (an exported model), one model against itself, or nothing
+    # kept: the page's own pair stays
     for kept in ({"a": "run:gone", "b": "base:default"}, {"a": "base:default", "b": "base:default"}, {},
-                 {"a": "", "b": "base:default"}):
+                 {"a": "", "b": "base:default"}, {"a": f"base:{tiny_model_dir}-deleted", "b": "base:default"}):
         *_, model_a, model_b, _results, _note, _scorer = load.fn(None, "base:default", "base:default", {}, kept)
         assert "value" not in model_a and "value" not in model_b, kept
 

@@ -85,3 +85,12 @@ def test_votes_to_training_to_a_blind_rematch(server, page, studio, tiny_model_d
         "prompts it trained on would favour the tuned model).",
         timeout=30_000)
     expect(page.locator("#chat-prompt textarea")).to_have_value("")  # sent, and not put back
+    # the comparison's pair was put up by the page, not picked by the person: a reload shows the newest run
+    # against its base, not that pair (only a person's pick is kept over a reload)
+    page.reload()
+    expect(page.locator("#train-estimate")).to_contain_text("Expected peak memory", timeout=60_000)  # loaded
+    page.get_by_role("tab", name="Chat").click()
+    page.wait_for_timeout(1000)
+    expect(page.locator("#chat-model-b input")).to_have_value(f"Tuned: DPO on {dataset['name']} on {tiny_model_dir} "
+                                                              f"({child})", timeout=30_000)
+    expect(page.locator("#chat-model-a input")).to_have_value(f"Base model: {tiny_model_dir}")
