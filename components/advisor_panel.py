@@ -77,12 +77,12 @@ def build(studio, train_model, train_dataset, train_method, tabs, train_tab_id, 
         # the dataset the advice was for (the user's own pairs when the one in Train was examples): set
         # through `wanted`, which the method's change reads
         ref = advice.get("dataset")
-        if ref not in [value for _label, value in train_tab.dataset_choices(studio, key)]:
+        options = train_tab.dataset_choices(studio, key)
+        if ref not in [value for _label, value in options]:
             ref = None  # removed since the advice: the Train tab keeps (or picks) its own
         # (the advice's own epochs stand: they already follow the advisor's few-steps rule)
         # (the dataset list set here either way: with `previous` set to the method, its change sets
         # only what follows from the method itself)
-        options = train_tab.dataset_choices(studio, key)
         data = (train_tab.method_on(studio, key, ref, more_epochs=False)[:2] if ref
                 else (gr.update(choices=options, value=train_tab.first_dataset(options)), gr.skip()))
         return (key, *form.updates(key, values), form_memory.started_afresh(stored, key, values), *data, key,

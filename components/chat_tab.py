@@ -102,7 +102,7 @@ def kept_pair(studio, kept, options: list[tuple[str, str]]) -> tuple[str, str] |
         value = spec.removeprefix("base:").strip()
         if not value or spec.startswith("run:"):
             return False
-        return Path(value).expanduser().is_dir() or not ("/" in value and value.startswith(("/", "~", ".")))
+        return Path(value).expanduser().is_dir() or not value.startswith(("/", "~", "."))  # else a hub id
 
     if not all(isinstance(spec, str) and (spec in listed or typed(spec)) for spec in pair) \
             or chat_service.same_model(studio, *pair):
