@@ -7,11 +7,22 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from pipelines.events import pid_alive, read_json
 from pipelines.standby import Standby
 from studio import core
 from tests.conftest import FAQ
 from tests.test_jobs import wait_until, worker_pid
+
+
+@pytest.fixture
+def studio(studio, monkeypatch):
+    """The suite's studio, with the waiting process on (the suite turns it off: conftest.py)."""
+    monkeypatch.setenv("STUDIO_STANDBY", "1")
+    studio.standby = True
+    yield studio
+    core.STANDBY.close()  # none left waiting for a later test's run
 
 
 def command(proc) -> str:
