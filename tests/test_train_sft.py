@@ -17,9 +17,9 @@ from tests.conftest import FAQ
 METRIC_KEYS = {"step", "epoch", "loss", "learning_rate", "grad_norm", "tokens_per_s"}
 
 
-def tiny_job(tmp_path, tiny_model_dir, params):
+def tiny_job(tmp_path, tiny_model_dir, params, source=FAQ):
     parquet = tmp_path / "ds" / importer.DATA
-    importer.import_file(FAQ, parquet.parent)
+    importer.import_file(source, parquet.parent)
     return {"method": "lora", "model": str(tiny_model_dir), "model_cache": str(tmp_path / "models"),
             "dataset": {"path": str(parquet)}, "params": params}
 
