@@ -36,7 +36,7 @@ def test_data_import_then_train_by_id_wait_runs_and_generate(tmp_path, tiny_mode
     assert "<|im_start|>assistant\n | The Quillpad battery lasts about 19 days" in shown.stdout
 
     config = write_config(tmp_path / "run.yaml", model=str(tiny_model_dir), dataset=dataset_id,
-                          method="lora", params=tiny_params)
+                          method="lora", params={**tiny_params, "num_train_epochs": 0.25})  # 4 steps: the command, not the learning
     done = studio_cmd(home, "train", str(config), "--wait")
     assert done.returncode == 0, done.stderr[-3000:]
     run_id = done.stdout.strip().splitlines()[0]
@@ -97,7 +97,7 @@ def test_cancel_resume_logs_follow_and_continue(tmp_path, tiny_model_dir, tiny_p
 
     home = tmp_path / "home"
     config = write_config(tmp_path / "run.yaml", model=str(tiny_model_dir), dataset=str(FAQ),
-                          params={**tiny_params, "num_train_epochs": 2, "save_steps": 3})
+                          params={**tiny_params, "num_train_epochs": 1, "save_steps": 3})  # 14 steps
     run_id = studio_cmd(home, "train", str(config)).stdout.strip()
     studio = Studio(home)
     deadline = time.time() + 120
@@ -119,7 +119,7 @@ def test_cancel_resume_logs_follow_and_continue(tmp_path, tiny_model_dir, tiny_p
     assert (again.returncode, again.stderr.strip()) == (
         2, f"error: run {run_id} is completed; only a cancelled, failed or interrupted run can be resumed")
 
-    child = studio_cmd(home, "continue", run_id, "--epochs", "0.5").stdout.strip()
+    child = studio_cmd(home, "continue", run_id, "--epochs", "0.25").stdout.strip()
     assert studio.wait(child, poll_s=0.5)["parent_id"] == run_id
 
 
