@@ -25,8 +25,8 @@ def wait_until(predicate, timeout=120.0, poll=0.2):
 
 @pytest.fixture
 def long_params(tiny_params):
-    """About 28 steps of ~1 s on the tiny model, checkpointing every 3."""
-    return {**tiny_params, "num_train_epochs": 2, "save_steps": 3}
+    """About 14 steps of ~1 s on the tiny model, checkpointing every 3: the tests act from step 6 or 8."""
+    return {**tiny_params, "num_train_epochs": 1, "save_steps": 3}
 
 
 def worker_pid(studio, run_id):
@@ -171,7 +171,7 @@ def test_runs_whose_process_vanished_are_interrupted_on_start(tmp_path, tiny_mod
 
 
 def test_queue_runs_one_at_a_time_in_order(studio, tiny_model_dir, tiny_params):
-    params = {**tiny_params, "num_train_epochs": 1}
+    params = {**tiny_params, "num_train_epochs": 0.5}
     first = studio.start_run(model=str(tiny_model_dir), dataset="quillpad_faq", method="lora", params=params)
     second = studio.start_run(model=str(tiny_model_dir), dataset="quillpad_faq", method="lora", params=params)
     wait_until(lambda: studio.get_run(first)["status"] == "running")
@@ -207,12 +207,12 @@ def test_a_queued_run_can_be_cancelled(studio, tiny_model_dir, long_params):
 
 def test_continue_training_starts_from_the_parent_adapter(studio, tiny_model_dir, tiny_params):
     parent = studio.start_run(model=str(tiny_model_dir), dataset="quillpad_faq", method="lora",
-                              params=tiny_params)
+                              params={**tiny_params, "num_train_epochs": 1})
     assert studio.wait(parent, poll_s=0.5)["status"] == "completed"
-    child = studio.continue_run(parent, epochs=0.5)
+    child = studio.continue_run(parent, epochs=0.25)
     row = studio.wait(child, poll_s=0.5)
     assert row["status"] == "completed" and row["parent_id"] == parent
-    assert row["params"]["num_train_epochs"] == 0.5
+    assert row["params"]["num_train_epochs"] == 0.25
     parent_losses = [m["loss"] for m in read_metrics(studio.run_dir(parent)) if "loss" in m]
     child_losses = [m["loss"] for m in read_metrics(studio.run_dir(child)) if "loss" in m]
     assert child_losses[0] < parent_losses[0] - 0.1  # it did not start from scratch
