@@ -13,8 +13,8 @@ from tests.conftest import FAQ
 from tests.test_train_sft import tiny_job
 
 
-def _trainer(tmp_path, tiny_model_dir, **params):
-    job = tiny_job(tmp_path, tiny_model_dir, {"eval_fraction": 0.0, "max_length": 64, **params})
+def _trainer(tmp_path, tiny_model_dir, source=FAQ, **params):
+    job = tiny_job(tmp_path, tiny_model_dir, {"eval_fraction": 0.0, "max_length": 64, **params}, source=source)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     trainer, _ = build_trainer(job, run_dir, RunEvents(run_dir))
@@ -84,16 +84,14 @@ def test_tokens_seen_are_real_tokens_and_prompt_methods_keep_padded_batches(tmp_
     # one epoch of 24 rows of the FAQ: 3 steps of 8, every token counted
     few = tmp_path / "few.jsonl"
     few.write_text("".join(FAQ.read_text().splitlines(keepends=True)[:24]))
-    params = {"eval_fraction": 0.0, "max_length": 64, "num_train_epochs": 1, "per_device_train_batch_size": 8}
-    job = tiny_job(tmp_path, tiny_model_dir, params, source=few)
-    (tmp_path / "run").mkdir()
-    trainer, _ = build_trainer(job, tmp_path / "run", RunEvents(tmp_path / "run"))
+    params = {"num_train_epochs": 1, "per_device_train_batch_size": 8}
+    trainer = _trainer(tmp_path, tiny_model_dir, source=few, **params)
     trainer.train()
     real = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
     assert len(trainer.train_dataset) == 24 and trainer.state.global_step == 3
     assert trainer.state.num_input_tokens_seen == real
 
-    job = tiny_job(tmp_path / "p", tiny_model_dir, params, source=few)
+    job = tiny_job(tmp_path / "p", tiny_model_dir, {"eval_fraction": 0.0, "max_length": 64, **params}, source=few)
     job["method"] = "prompt"
     run_dir = tmp_path / "p" / "run"
     run_dir.mkdir(parents=True)
