@@ -22,13 +22,72 @@ def to_prompt_completion(row: dict) -> dict:
     return {"prompt": row["messages"][:-1], "completion": row["messages"][-1:]}
 
 
+# Kinds whose rows share prompts by design: a KTO export writes each pair as two rows of one prompt
+# (the chosen reply marked good, the rejected one bad), and chat votes or labels can hold several pairs
+# of one prompt. Their held-out split keeps every row of a prompt on one side.
+BY_PROMPT = {"preference", "kto"}
+
+
 def split(rows: list[dict], eval_fraction: float, seed: int, kind: str = "sft") -> tuple[list[dict], list[dict]]:
     """Deterministic held-out split; keeps at least one training row. KTO's held-out rows are at
-    least two and hold both marks when the data has both (`balance_marks`)."""
+    least two and hold both marks when the data has both (`balance_marks`). Preference and KTO rows
+    of one prompt stay together (`by_prompt`): a held-out prompt is one the run never trained on,
+    which the held-out metrics and Chat's re-comparison on held-out prompts rely on."""
     train, held = split_indices(len(rows), eval_fraction, seed, min_heldout(kind))
+    movable = None
+    if kind in BY_PROMPT and held:
+        groups = prompt_groups(rows)
+        if len(groups) < len(rows):
+            train, held = by_prompt(groups, len(held), min_heldout(kind), seed)
+            movable = {g[0] for g in groups if len(g) == 1}
     if kind == "kto":
-        train, held = balance_marks([bool(r.get("label")) for r in rows], train, held, seed)
+        train, held = balance_marks([bool(r.get("label")) for r in rows], train, held, seed, movable)
     return [rows[i] for i in train], [rows[i] for i in held]
+
+
+def prompt_key(row: dict, index: int) -> str:
+    """What makes two rows the same prompt: the prompt (or the turns before a conversation's last
+    reply); a row with no prompt is its own."""
+    import json
+
+    prompt = row.get("prompt")
+    if prompt is None:
+        for column in ("messages", "chosen"):
+            if isinstance(row.get(column), list):
+                prompt = row[column][:-1]
+                break
+    if not prompt:
+        return f"#{index}"
+    return json.dumps(prompt, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def prompt_groups(rows: list[dict]) -> list[list[int]]:
+    """Row numbers grouped by prompt, in order of first appearance."""
+    groups: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(prompt_key(row, i), []).append(i)
+    return list(groups.values())
+
+
+def by_prompt(groups: list[list[int]], count: int, min_held: int, seed: int) -> tuple[list[int], list[int]]:
+    """Whole prompts held out, in a seeded order, until at least `count` rows are (a prompt with
+    more rows can take it past `count`); a prompt that would leave fewer than `min_held` rows to
+    train on is passed over. Fewer than `min_held` held out: none."""
+    import random
+
+    n = sum(len(g) for g in groups)
+    order = list(range(len(groups)))
+    random.Random(seed).shuffle(order)
+    held: list[int] = []
+    for g in order:
+        if len(held) >= count:
+            break
+        if n - len(held) - len(groups[g]) >= min_held:
+            held += groups[g]
+    if len(held) < min_held:
+        return list(range(n)), []
+    chosen = set(held)
+    return [i for i in range(n) if i not in chosen], sorted(held)
 
 
 def min_heldout(kind: str) -> int:
@@ -53,30 +112,36 @@ def split_indices(n: int, eval_fraction: float, seed: int, min_held: int = 1) ->
     return [i for i in range(n) if i not in held], sorted(held)
 
 
-def balance_marks(marks: list[bool], train: list[int], held: list[int], seed: int) -> tuple[list[int], list[int]]:
+def balance_marks(marks: list[bool], train: list[int], held: list[int], seed: int,
+                  movable: set[int] | None = None) -> tuple[list[int], list[int]]:
     """KTO's split by marks (thumbs up or down). Training first: a mark that only held-out rows have
     (the one thumbs-down of ten) goes back to training, swapped with a row of the other mark. Then the
     held-out rows: one mark only (all thumbs up, say) while training can spare two of the other, one
     held-out row swaps with a seeded pick of them, so the held-out loss reads both kinds of reply.
-    The counts stay as they were (the estimate counts rows, not marks)."""
+    The counts stay as they were (the estimate counts rows, not marks). Only `movable` rows swap (all
+    when None): a row that shares its prompt with others stays on its prompt's side."""
     import random
 
     rng = random.Random(seed)
     train, held = list(train), list(held)
+
+    def may(rows: list[int]) -> list[int]:
+        return rows if movable is None else [i for i in rows if i in movable]
 
     def swap(give: int, take: int) -> None:  # a held-out row to training, a training row to held-out
         train.remove(take), held.remove(give)
         train.append(give), held.append(take)
 
     for mark in (True, False):
-        stranded = [i for i in held if marks[i] == mark]
-        others = [i for i in train if marks[i] != mark]
+        stranded = may([i for i in held if marks[i] == mark])
+        others = may([i for i in train if marks[i] != mark])
         if stranded and others and not any(marks[i] == mark for i in train):
             swap(stranded[0], rng.choice(others))
     if len(held) >= 2 and len({marks[i] for i in held}) == 1:
-        others = [i for i in train if marks[i] != marks[held[0]]]
-        if len(others) >= 2:
-            swap(sorted(held)[-1], rng.choice(others))
+        gives = may(sorted(held))
+        others = may([i for i in train if marks[i] != marks[held[0]]])
+        if gives and len(others) >= 2:
+            swap(gives[-1], rng.choice(others))
     return sorted(train), sorted(held)
 
 

@@ -270,3 +270,35 @@ def test_kto_holds_out_two_rows_with_both_marks():
     # too few rows for two held out and two to train on: none held out rather than one that reads 0.500
     assert split(rows[:3], 0.1, 0, "kto") == (rows[:3], [])
     assert [len(part) for part in split(rows[:4], 0.1, 0, "kto")] == [2, 2]
+
+
+def test_rows_of_one_prompt_stay_on_one_side_of_the_split():
+    """A KTO export writes each pair as two rows of one prompt (chosen marked good, rejected bad), and
+    votes can give one prompt several pairs. Split by row, the held-out reply's sibling was trained on,
+    and Chat's "held-out prompts, never trained on" were mostly training prompts: a prompt's rows now
+    stay together, on one side."""
+    pairs = [{"prompt": [{"role": "user", "content": f"Q{i}"}], "chosen": [{"role": "assistant", "content": "good"}],
+              "rejected": [{"role": "assistant", "content": "bad"}]} for i in range(12)]
+    kto = [{"prompt": p["prompt"], "completion": p[side], "label": side == "chosen"}
+           for p in pairs for side in ("chosen", "rejected")]
+    repeated = pairs + pairs[:4]  # four prompts voted on twice
+    for rows, kind, fraction in ((kto, "kto", 0.04), (kto, "kto", 0.25), (repeated, "preference", 0.1),
+                                 (repeated, "preference", 0.3)):
+        for seed in range(15):
+            train, held = split(rows, fraction, seed, kind)
+            prompts = [json.dumps(r["prompt"]) for r in held]
+            assert held and not set(prompts) & {json.dumps(r["prompt"]) for r in train}, (kind, fraction, seed)
+            assert len(held) >= round(len(rows) * fraction) and len(train) + len(held) == len(rows)
+            if kind == "kto":  # a held-out prompt brings both of its replies: both marks
+                assert {r["label"] for r in held} == {True, False}
+                assert len(held) == 2 * len(set(prompts))
+            assert split(rows, fraction, seed, kind) == (train, held)
+    # by row as before where prompts do not repeat, or for SFT rows (their training splits by row)
+    assert split(pairs, 0.25, 3, "preference") == split(pairs, 0.25, 3, "sft")
+    assert len(split(repeated, 0.1, 0, "sft")[1]) == 2
+    # rows with no prompt (a reply alone) are each their own
+    lone = [{"chosen": [{"role": "assistant", "content": f"a{i}"}], "rejected": [{"role": "assistant", "content": "b"}]}
+            for i in range(10)]
+    assert len(split(lone, 0.2, 0, "preference")[1]) == 2
+    # one prompt for every row: nothing can be held out without training on it
+    assert split(kto[:2] * 3, 0.5, 0, "kto") == (kto[:2] * 3, [])
