@@ -5,7 +5,8 @@ and CPO (`trl.experimental`) need no reference. Where the run starts:
 - from the base: a fresh LoRA adapter, handed to TRL as a `peft_config`; the reference is the same
   weights with the adapter switched off (no second copy of the model);
 - from a finished run's adapter: that adapter keeps training, and TRL keeps a frozen copy of it
-  (a second small adapter named "ref" on the same base weights) as the reference;
+  (a second small adapter named "ref" on the same base weights) as the reference (`copy_reference`
+  fills it for the adapter types TRL's copy misses);
 - from a finished full/freeze run: its model folder is the base, as from the base;
 - full-weight DPO (`dpo_full`): every weight trains and a frozen copy of the starting model is
   the reference.
@@ -210,4 +211,23 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
         **kwargs,
     )
     trainer.remove_callback(PrinterCallback)
+    if method.reference and job.get("init_adapter") and peft_config is None and method.trainable is None:
+        copy_reference(trainer.model)
     return trainer, tokenizer
+
+
+def copy_reference(model) -> int:
+    """The parent adapter's weights into TRL's frozen "ref" adapter, for every adapter type (the count
+    copied). TRL copies only parameters named `.default.` (LoRA's `lora_A.default.weight`); IA3, LoHa,
+    LoKr and VeRA keep theirs in a ParameterDict (`ia3_l.default`), so their reference kept its fresh
+    start, which is the base model: DPO then counted the whole SFT change as preference."""
+    params = dict(model.named_parameters())
+    copied = 0
+    for name, param in params.items():
+        if name.endswith(".default") or ".default." in name:
+            ref = params.get(name[:-len(".default")] + ".ref" if name.endswith(".default")
+                             else name.replace(".default.", ".ref."))
+            if ref is not None and ref.shape == param.shape:
+                ref.data.copy_(param.data)
+                copied += 1
+    return copied
