@@ -20,6 +20,8 @@ from studio.chat_service import ChatError
 PICKERS = {False: ("Model A", "Model B", "The base, or a run's tuned model. A local model folder can be typed in."),
            True: ("One contender", "The other contender",
                   "Blind battle: each round puts these two on random sides, named after your vote.")}
+NEW_BLIND_ROUND = ("A new blind round on the same prompt: the last round's names were shown, so the sides are "
+                   "shuffled again.")
 HIDDEN = ("Model A (hidden until you vote)", "Model B (hidden until you vote)")
 STREAM_EVERY_S = 0.08
 VOTES = (("a", "A is better"), ("b", "B is better"), ("tie", "Tie"), ("both_bad", "Both are bad"))
@@ -224,8 +226,8 @@ def build(studio):
         history_a = history_a + [{"role": "user", "content": text}]
         history_b = history_b + [{"role": "user", "content": text}]
         label_a, label_b = side_labels(studio, state)
-        shown_a = history_a + [{"role": "assistant", "content": "…"}]
-        shown_b = history_b + [{"role": "assistant", "content": "…"}]
+        shown_a = history_a + [{"role": "assistant", "content": chat_service.NO_REPLY}]
+        shown_b = history_b + [{"role": "assistant", "content": chat_service.NO_REPLY}]
         preparing = not all(method_service.model_ready(studio, spec.removeprefix("base:")) for spec in state["specs"])
         yield (gr.update(value=shown_a, label=label_a), gr.update(value=shown_b, label=label_b), state, "",
                method_service.PREPARING if preparing else "")
@@ -240,8 +242,8 @@ def build(studio):
 
         shown_at = 0.0
         for texts in stream(decs):
-            shown_a[-1] = {"role": "assistant", "content": texts[0] or "…"}
-            shown_b[-1] = {"role": "assistant", "content": texts[1] or "…"}
+            shown_a[-1] = {"role": "assistant", "content": texts[0] or chat_service.NO_REPLY}
+            shown_b[-1] = {"role": "assistant", "content": texts[1] or chat_service.NO_REPLY}
             # at most ~12 page updates a second: one per token of each side kept the browser too
             # busy re-rendering to take a click (Stop, a vote) while the replies streamed
             if time.monotonic() - shown_at >= STREAM_EVERY_S:
@@ -266,8 +268,15 @@ def build(studio):
         last = users[-1]["content"]
         cut_a = max(i for i, m in enumerate(history_a) if m["role"] == "user")
         cut_b = max(i for i, m in enumerate(history_b) if m["role"] == "user")
-        state = {**state, "voted": False}
-        yield from respond(last, history_a[:cut_a], history_b[:cut_b], state, spec_a, spec_b, is_blind, *settings)
+        # a blind round voted on has shown its names: asked again on those sides, the next vote would be
+        # stored as blind by someone who knows which model is which. `respond` starts a new round on the
+        # same prompt instead, its sides shuffled again, as a new prompt would.
+        fresh = bool(state.get("blind") and state.get("voted") and is_blind)
+        if not fresh:
+            state = {**state, "voted": False}
+        for i, out in enumerate(respond(last, history_a[:cut_a], history_b[:cut_b], state, spec_a, spec_b, is_blind,
+                                        *settings)):
+            yield (*out[:4], NEW_BLIND_ROUND) if fresh and i == 0 and out[4] == "" else out
 
     regenerated = regenerate.click(redo, chat_io[1:], chat_out)
 

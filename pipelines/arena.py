@@ -81,14 +81,20 @@ def position_bias(votes: list[dict], min_votes: int = 10, alpha: float = 0.05) -
 
 def preference_rows(votes: list[dict]) -> list[dict]:
     """Decisive votes as TRL conversational preference rows; ties and 'both bad' are left out.
-    The prompt is the winning side's conversation (its own earlier replies included)."""
+    The prompt is the winning side's conversation (its own earlier replies included), after the
+    system prompt both replies were written under: without it, replies preferred for following
+    "answer in one sentence" would teach terseness on every prompt."""
     rows = []
     for v in votes:
         if v["winner"] not in ("a", "b"):
             continue
         win, lose = ("a", "b") if v["winner"] == "a" else ("b", "a")
+        prompt = v[f"prompt_{win}"]
+        system = ((v.get("settings") or {}).get("system_prompt") or "").strip()
+        if system and (not prompt or prompt[0]["role"] != "system"):  # as chat.Decoder put it
+            prompt = [{"role": "system", "content": system}, *prompt]
         rows.append({
-            "prompt": v[f"prompt_{win}"],
+            "prompt": prompt,
             "chosen": [{"role": "assistant", "content": v[f"reply_{win}"]}],
             "rejected": [{"role": "assistant", "content": v[f"reply_{lose}"]}],
         })

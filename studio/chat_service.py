@@ -109,6 +109,9 @@ def decoders(studio, specs: list[str], histories: list[list[dict]], settings: ch
     return out
 
 
+NO_REPLY = "…"  # what the Chat tab shows in place of a reply not (yet) written
+
+
 def record_vote(studio, *, voter: str, model_a: str, model_b: str, winner: str, blind: bool,
                 prompt_a: list[dict], prompt_b: list[dict], reply_a: str, reply_b: str,
                 settings: dict) -> int:
@@ -117,8 +120,10 @@ def record_vote(studio, *, voter: str, model_a: str, model_b: str, winner: str, 
     if same_model(studio, model_a, model_b):
         raise ChatError(f"both sides are the same model ({label(studio, model_a)}), so a vote says nothing "
                         "about which is better; pick two different models")
-    if not reply_a.strip() or not reply_b.strip():
-        raise ChatError("both sides need a reply before a vote")
+    silent = [side for side, reply in (("A", reply_a), ("B", reply_b)) if reply.strip() in ("", NO_REPLY)]
+    if silent:  # the page shows NO_REPLY for a side stopped before its first word, or one that said nothing
+        raise ChatError(f"both sides need a reply before a vote: model {' and '.join(silent)} has none (stopped "
+                        "before its first word, or it said nothing); press Regenerate or send another prompt")
     return studio.store.add_vote(voter=voter.strip() or "anonymous", model_a=model_a, model_b=model_b,
                                  winner=winner, blind=blind, prompt_a=prompt_a, prompt_b=prompt_b,
                                  reply_a=reply_a, reply_b=reply_b, settings=settings)
@@ -206,8 +211,10 @@ def prompt_suggestions(studio, source: str, run_id: str | None = None, limit: in
             rows = data_rows.load_rows(Path(dataset["heldout_path"]))
         elif dataset.get("path") and Path(dataset["path"]).exists():
             params = job.get("params", {})
+            method = METHODS.get(job.get("method"))  # the run's own split: KTO's and preference pairs' differ
             _train, rows = data_rows.split(data_rows.load_rows(Path(dataset["path"])),
-                                           params.get("eval_fraction", 0.1), params.get("seed", 42))
+                                           params.get("eval_fraction", 0.1), params.get("seed", 42),
+                                           method.data_kind if method else "sft")
         else:
             rows = []
         for row in rows:

@@ -88,6 +88,14 @@ def test_blind_battle_vote_reveal_and_export(server, page, studio, tiny_model_di
     page.click("#chat-vote-b")  # the same reply cannot be voted twice
     expect(page.locator("#chat-vote-message")).to_contain_text("already voted")
     assert len(studio.store.list_votes()) == 1
+    # Regenerate after the names were shown: a new blind round, the sides shuffled again (it asked the same
+    # sides, names hidden once more, and stored the next vote as blind from someone who knew them)
+    page.click("#chat-regenerate")
+    expect(page.locator("#chat-vote-message")).to_contain_text("A new blind round on the same prompt",
+                                                                timeout=30_000)
+    expect(page.locator("#chat-a")).to_contain_text("hidden until you vote")
+    expect(page.locator("#chat-a")).not_to_contain_text(str(tiny_model_dir))
+    expect(page.locator("#chat-vote-message")).to_contain_text("stopped at Max new tokens (24)", timeout=120_000)
 
     page.get_by_text("Results and export").click()
     expect(page.locator("#chat-results")).to_contain_text("100%", timeout=10_000)

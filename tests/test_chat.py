@@ -276,3 +276,33 @@ def test_whatever_is_typed_into_a_picker_gets_an_answer_not_an_error(studio):
         assert "a vote needs two different models" in same_pair_note(studio, typed, typed)
     # not prepared yet: its two names are still one model
     assert "a vote needs" in same_pair_note(studio, "base:default", f"base:{models.DEFAULT_MODEL}")
+
+
+def test_a_side_without_a_reply_gets_no_vote_and_pairs_keep_the_system_prompt(studio):
+    """A side stopped before its first word showed "…", and that "…" was stored as its reply: a vote
+    with one real reply, counted in win rates and exported as a pair. And a pair voted under a system
+    prompt ("answer in one sentence") was exported without it, so training learned the terse reply
+    for every prompt: the pair's prompt now starts with the system prompt the replies were written under."""
+    prompt = [{"role": "user", "content": "Question?"}]
+    for a, b, silent in (("…", "from B", "A"), ("from A", " ", "B"), ("…", "…", "A and B")):
+        said = (rf"^both sides need a reply before a vote: model {silent} has none \(stopped before its first "
+                r"word, or it said nothing\); press Regenerate or send another prompt$")
+        with pytest.raises(chat_service.ChatError, match=said):
+            chat_service.record_vote(studio, voter="ana", model_a="base:default", model_b="run:r1", winner="a",
+                                     blind=True, prompt_a=prompt, prompt_b=prompt, reply_a=a, reply_b=b,
+                                     settings={})
+    assert studio.store.list_votes() == []
+
+    short = {"system_prompt": "  Answer in one sentence. ", "temperature": 0.7}
+    chat_service.record_vote(studio, voter="ana", model_a="base:default", model_b="run:r1", winner="b", blind=True,
+                             prompt_a=prompt, prompt_b=prompt, reply_a="A long answer. Then more.",
+                             reply_b="One sentence.", settings=short)
+    vote(studio, "a")  # no system prompt
+    own = [{"role": "system", "content": "Be brief."}, *prompt]  # a conversation with its own: kept as it is
+    chat_service.record_vote(studio, voter="ana", model_a="base:default", model_b="run:r1", winner="a", blind=True,
+                             prompt_a=own, prompt_b=own, reply_a="Brief.", reply_b="Not brief at all.",
+                             settings=short)
+    rows = load_rows(chat_service.export_votes(studio)["path"])
+    assert [r["prompt"] for r in rows] == [[{"role": "system", "content": "Answer in one sentence."}, *prompt],
+                                           prompt, own]
+    assert rows[0]["chosen"][0]["content"] == "One sentence."

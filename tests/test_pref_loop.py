@@ -5,6 +5,7 @@ new run against its parent, a vote and the win rate; plus the refusals around it
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -32,8 +33,8 @@ def vote(studio, specs, question, winner, seed=1, blind=False):
     (a, b), settings = replies(studio, specs, question, seed)
     prompt = [{"role": "user", "content": question}]
     return chat_service.record_vote(studio, voter="tester", model_a=specs[0], model_b=specs[1], winner=winner,
-                                    blind=blind, prompt_a=prompt, prompt_b=prompt, reply_a=a or "…",
-                                    reply_b=b or "…", settings=vars(settings))
+                                    blind=blind, prompt_a=prompt, prompt_b=prompt, reply_a=a or "(silence)",
+                                    reply_b=b or "(silence)", settings=vars(settings))  # the random model's
 
 
 def test_votes_to_dpo_on_the_voted_run_to_a_blind_battle_with_its_parent(studio, tiny_model_dir, tiny_params):
@@ -116,3 +117,29 @@ def test_cli_trains_dpo_and_refuses_the_wrong_kind_of_data(tmp_path, tiny_model_
     assert refused.stderr.strip() == ("error: dataset 'quillpad_faq' holds sft data; KTO trains on kto data, so "
                                       "pick an example (SFT) method such as LoRA or another dataset")
     assert [p.name for p in (home / "runs").glob("r*")] == [run_id]
+
+
+def test_held_out_prompts_offered_for_a_kto_run_are_ones_it_never_trained_on(studio, tmp_path):
+    """Chat's held-out prompts for a run are its own split's: for a KTO export (each pair as two rows of
+    one prompt) that is the split by prompt and marks the run used, not a row split of the file, whose
+    prompts were mostly trained on through their sibling reply."""
+    from pipelines import data
+    from pipelines.events import JOB
+
+    path = tmp_path / "kto.jsonl"
+    rows = [{"prompt": [{"role": "user", "content": f"Question {i}?"}],
+             "completion": [{"role": "assistant", "content": f"{mark} answer {i}"}], "label": mark == "good"}
+            for i in range(10) for mark in ("good", "bad")]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    dataset = studio.import_dataset(path)
+    run_dir = studio.run_dir("r-kto")
+    run_dir.mkdir(parents=True)
+    params = {"eval_fraction": 0.2, "seed": 7}
+    (run_dir / JOB).write_text(json.dumps({"method": "kto", "dataset": dataset, "params": params}))
+
+    offered = chat_service.prompt_suggestions(studio, "heldout", "r-kto")
+    stored = data.load_rows(Path(dataset["path"]))
+    train, held = data.split(stored, params["eval_fraction"], params["seed"], "kto")  # what train_pref uses
+    trained = {r["prompt"][-1]["content"] for r in train}
+    assert len(offered) == 2 and not set(offered) & trained
+    assert sorted(offered) == sorted({r["prompt"][-1]["content"] for r in held})
