@@ -433,9 +433,14 @@ def export_rows(studio, ref: str, kind: str = "preference", min_agreement: float
               "labels": sum(lb["choice"] != "skip" for lb in labels), "min_agreement": min_agreement,
               "votes": len(votes), "vote_ids": [v["id"] for v in votes], "empty": empty}
     if kind == "preference":
-        return pairs, origin
-    kto = []
+        return pairs, origin  # (the import drops pairs of one answer twice, and says so)
+    from pipelines.importer import teaches_nothing
+
+    kto, origin["same_answers"] = [], 0
     for p in pairs:
+        if teaches_nothing(p):  # one reply marked good and bad at once: two rows that contradict each other
+            origin["same_answers"] += 1
+            continue
         kto += [{"prompt": p["prompt"], "completion": p["chosen"], "label": True},
                 {"prompt": p["prompt"], "completion": p["rejected"], "label": False}]
     return kto, origin
@@ -449,7 +454,9 @@ def export(studio, ref: str, kind: str = "preference", min_agreement: float = 0.
         raise LabelError(f"project '{origin['project']}' has no item with a clear winner yet"
                          + (f" at agreement {min_agreement:.0%} or more" if min_agreement > 0 else "")
                          + ": ties, 'both bad' and split items are left out"
-                         + (f", and {origin['empty']} with an empty answer" if origin["empty"] else ""))
+                         + (f", and {origin['empty']} with an empty answer" if origin["empty"] else "")
+                         + (f", and {origin['same_answers']} whose two answers are the same"
+                            if origin.get("same_answers") else ""))
     with tempfile.TemporaryDirectory(dir=studio.home) as tmp:
         path = Path(tmp) / f"labels-{kind}.jsonl"  # a fixed name: the project's is the user's text
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))

@@ -420,6 +420,18 @@ def test_export_with_chat_votes(studio, voted):
     assert len(ls.export_rows(studio, voted)[0]) == 2  # without votes unless asked
 
 
+def test_kto_export_leaves_out_pairs_whose_two_answers_are_the_same(studio, voted):
+    """One model sampled twice can give the same answer on both sides: as KTO rows that was the same reply
+    marked good and bad at once (the preference import already drops such a pair, and says so)."""
+    same = {"voter": "dee", "model_a": "base:default", "model_b": "run:r1", "blind": True,
+            "prompt_a": _turns("user", "same?"), "prompt_b": _turns("user", "same?"),
+            "reply_a": "The same reply.", "reply_b": "The same reply. ", "settings": {}}
+    studio.store.add_vote(winner="a", **same)
+    rows, origin = ls.export_rows(studio, voted, kind="kto", with_votes=True)
+    assert [r["prompt"] for r in rows] == [_turns("user", f"question {i}") for i in (0, 0, 1, 1)]
+    assert origin["same_answers"] == 1 and origin["votes"] == 1
+
+
 def test_export_with_no_clear_winner_is_refused(studio, tmp_path):
     ref = new_project(studio, tmp_path, n=2, overlap=1, name="undecided")
     label_next(studio, ref, "ann", "tie")
