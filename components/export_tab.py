@@ -157,7 +157,9 @@ def build(studio):
             t = gr.Slider(0, 1, value=0.5, step=0.05, label="Interpolation factor t", elem_id="merge-t",
                           info="0 = the first model, 1 = the second, 0.5 = halfway.")
             weights = gr.Textbox(label="Weights (optional)", placeholder="one per model, e.g. 1, 0.5", visible=False,
-                                 elem_id="merge-weights", info="How much each model counts; empty = all equal.")
+                                 elem_id="merge-weights",
+                                 info="How much each model counts; empty = equal shares (with a base model: "
+                                      "shares of the tuned models, as the base adds no change of its own).")
             density = gr.Slider(0.05, 1, value=0.5, step=0.05, label="Density", visible=False, elem_id="merge-density",
                                 info="Share of each model's changes kept: 1 keeps all, 0.2 only the largest fifth "
                                      "(TIES) or a random fifth, scaled up (DARE).")

@@ -149,6 +149,14 @@ def test_linear_and_task_arithmetic_by_hand(two_models, tmp_path):
     merge_models("task_arithmetic", [str(tuned)], tmp_path / "ta", base=str(base), weights=[2.0])
     ta = weights(tmp_path / "ta")
     assert max_diff(ta, {k: a[k] + 2.0 * (b[k] - a[k]) for k in a}) < 1e-5
+    # no weights, the base among the models (as the tab suggests: a tuned model and its base): each tuned
+    # model's change counts in full, shared equally (an equal share went to the base, and was dropped:
+    # half of what the run learned was lost)
+    merge_models("task_arithmetic", [str(tuned), str(base)], tmp_path / "ta1", base=str(base))
+    assert max_diff(weights(tmp_path / "ta1"), b) < 1e-5
+    # a weighted average that names a base still averages every model listed (it dropped the base's)
+    merge_models("linear", [str(base), str(tuned)], tmp_path / "lin2", base=str(base))
+    assert max_diff(weights(tmp_path / "lin2"), {k: 0.5 * a[k] + 0.5 * b[k] for k in a}) < 1e-6
 
 
 @pytest.mark.parametrize("method", ["ties", "dare_ties"])

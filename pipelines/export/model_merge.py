@@ -125,7 +125,11 @@ def merge_models(method: str, models: list[str], out_dir: Path, base: str | None
 
     spec = check(method, models, base, weights, t, density)
     check_same_shape([*models, *([base] if base else [])])
-    weights = weights if weights is not None else [1.0 / len(models)] * len(models)
+    # equal shares of the models merged: for the methods that add changes to a base, of the tuned models
+    # only (a share given to the base, which adds no change, was lost: task arithmetic of one tuned model
+    # and its base kept half of what it learned)
+    changes = [m for m in models if m != base] if spec.needs_base else models
+    weights = weights if weights is not None else [1.0 / len(changes) if m in changes else 0.0 for m in models]
     if spec.uses_t:
         base = models[0]  # mergekit's SLERP goes from its base model (t = 0) to the other
         entries = [{"model": m} for m in models]
@@ -133,7 +137,7 @@ def merge_models(method: str, models: list[str], out_dir: Path, base: str | None
     else:
         entries = []
         for model, weight in zip(models, weights):
-            if model == base:
+            if model not in changes:
                 continue  # the base is the starting point, not one of the changes added to it
             params = {"weight": weight}
             if spec.uses_density:
