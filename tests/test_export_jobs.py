@@ -176,6 +176,39 @@ def test_a_model_without_a_chat_template_gets_its_gguf_and_no_modelfile(studio, 
     assert export_service.ollama_command(studio, export_id) is None
 
 
+def test_a_chat_template_ollama_cannot_take_still_gets_its_gguf(studio, tiny_model_dir, tmp_path):
+    """A template the Modelfile cannot translate (Llama 2's system text inside the first [INST]) failed
+    the whole export, after minutes of merging, with a message to write a TEMPLATE for a Modelfile that
+    was never written: the GGUF is written (it carries the template, which llama.cpp reads) and the note
+    says why there is no Modelfile."""
+    import json
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    llama2 = ("{% if messages[0]['role'] == 'system' %}{% set sys = messages[0]['content'] %}"
+              "{% set messages = messages[1:] %}{% else %}{% set sys = '' %}{% endif %}{% for m in messages %}"
+              "{% if m['role'] == 'user' %}{% if loop.first and sys %}"
+              "{{ '<s>[INST] <<SYS>>\n' + sys + '\n<</SYS>>\n\n' + m['content'] + ' [/INST]' }}"
+              "{% else %}{{ '<s>[INST] ' + m['content'] + ' [/INST]' }}{% endif %}"
+              "{% else %}{{ ' ' + m['content'] + ' </s>' }}{% endif %}{% endfor %}")
+    folder = tmp_path / "llama2chat"
+    shutil.copytree(tiny_model_dir, folder)
+    (folder / "chat_template.jinja").unlink(missing_ok=True)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": llama2}))
+    assert AutoTokenizer.from_pretrained(folder).chat_template == llama2
+    export_id = export_service.start_export(studio, str(folder), fmt="gguf", quant="f16")
+    row = export_service.wait(studio, export_id, poll_s=0.3)
+    assert row["status"] == "completed", row["error"]
+    assert [p.name for p in export_service.files(studio, export_id)] == ["llama2chat-f16.gguf"]
+    assert row["summary"]["note"] == (
+        "no Modelfile: the chat template puts the system message inside the first user message, so it cannot be "
+        "translated for Ollama; write the Modelfile's TEMPLATE by hand; the GGUF carries the model's own chat "
+        "template, which llama.cpp reads")
+    assert export_service.ollama_command(studio, export_id) is None
+
+
 def test_an_export_job_can_be_cancelled(workspace):
     studio, run_id = workspace
     export_id = export_service.start_export(studio, f"run:{run_id}", fmt="gguf", quant="q4_0")

@@ -146,6 +146,16 @@ def test_a_system_prompt_set_for_the_export_replaces_the_default(go_render, real
     ("{% for m in messages %}{{ m['content'] }}{{ m['content'] }}{% endfor %}", "repeats or drops message text"),
     ("{{ messages | length }}{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}",
      "rewrites earlier turns"),
+    # Llama 2: the system text inside the first [INST]; it was cut at the wrong place, with no error
+    ("{% if messages[0]['role'] == 'system' %}{% set sys = messages[0]['content'] %}{% set messages = messages[1:] %}"
+     "{% else %}{% set sys = '' %}{% endif %}{% for m in messages %}{% if m['role'] == 'user' %}"
+     "{% if loop.first and sys %}{{ '<s>[INST] <<SYS>>\n' + sys + '\n<</SYS>>\n\n' + m['content'] + ' [/INST]' }}"
+     "{% else %}{{ '<s>[INST] ' + m['content'] + ' [/INST]' }}{% endif %}{% else %}{{ ' ' + m['content'] + ' </s>' }}"
+     "{% endif %}{% endfor %}", "puts the system message inside the first user message"),
+    # one that refuses a system message itself: its own words, not jinja's raw error
+    ("{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+     "{% endif %}<{{ m['role'] }}>{{ m['content'] }}</s>{% endfor %}{% if add_generation_prompt %}<assistant>"
+     "{% endif %}", "stops with its own error on a conversation of system then user (System role not supported)"),
 ])
 def test_templates_that_cannot_be_translated_are_refused_in_one_sentence(real_tokenizer_dir, template, says):
     with pytest.raises(ExportError) as err:

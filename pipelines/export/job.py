@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pipelines import models
 from pipelines.events import MODEL
+from pipelines.export import ExportError
 
 GGUF_DIR = "gguf"
 
@@ -119,11 +120,16 @@ def _gguf(job: dict, folder: Path, out_dir: Path, phase, events) -> dict:
 
     quant = job.get("quant", "q8_0")
     name = f"{job.get('name') or 'model'}-{quant}.gguf"
-    # The Modelfile's text first: a chat template it cannot translate is known before minutes of writing
+    # The Modelfile's text first: a chat template it cannot translate is known before minutes of writing,
+    # and said in the note; the GGUF is written all the same (it carries the template for llama.cpp)
     tokenizer = models.load_tokenizer(str(folder))
     text, note = None, None
     if getattr(tokenizer, "chat_template", None):
-        text = modelfile(name, tokenizer, system=job.get("system"))
+        try:
+            text = modelfile(name, tokenizer, system=job.get("system"))
+        except ExportError as err:
+            note = (f"no Modelfile: {err}; the GGUF carries the model's own chat template, which llama.cpp "
+                    "reads")
     else:
         note = "no Modelfile: the model has no chat template (a base model); llama.cpp can still complete text"
     out_dir.mkdir(exist_ok=True)

@@ -33,7 +33,15 @@ class ChatPieces:
 
 
 def _render(tokenizer, messages, generation=False) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
+    from jinja2 import TemplateError
+
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
+    except TemplateError as err:  # the template's own raise_exception ("System role not supported")
+        roles = " then ".join(m["role"] for m in messages)
+        raise ExportError(f"the chat template stops with its own error on a conversation of {roles} "
+                          f"({str(err).strip()}), so it cannot be translated for Ollama; write the Modelfile's "
+                          "TEMPLATE by hand") from None
 
 
 def _around(text: str, mark: str) -> tuple[str, str]:
@@ -66,6 +74,9 @@ def chat_pieces(tokenizer) -> ChatPieces:
     head = head[:len(head) - len(user_prefix)]  # what comes before the first user message
     with_system = _render(tokenizer, [{"role": "system", "content": m["system"]}] + user)
     system_block, _ = _around(with_system, m["user"])
+    if not system_block.endswith(user_prefix):  # Llama 2's [INST] <<SYS>> ... <</SYS>> user [/INST]
+        raise ExportError("the chat template puts the system message inside the first user message, so it "
+                          "cannot be translated for Ollama; write the Modelfile's TEMPLATE by hand")
     system_block = system_block[:len(system_block) - len(user_prefix)]
     system_prefix, system_suffix = _around(system_block, m["system"])
     start, default = "", ""
