@@ -29,20 +29,54 @@ BY_PROMPT = {"preference", "kto"}
 
 
 def split(rows: list[dict], eval_fraction: float, seed: int, kind: str = "sft") -> tuple[list[dict], list[dict]]:
-    """Deterministic held-out split; keeps at least one training row. KTO's held-out rows are at
-    least two and hold both marks when the data has both (`balance_marks`). Preference and KTO rows
-    of one prompt stay together (`by_prompt`): a held-out prompt is one the run never trained on,
-    which the held-out metrics and Chat's re-comparison on held-out prompts rely on."""
+    """Deterministic held-out split (`split_plan`'s), as rows."""
+    train, held = split_plan(rows, eval_fraction, seed, kind)
+    return [rows[i] for i in train], [rows[i] for i in held]
+
+
+def run_split(rows: list[dict], eval_fraction: float, seed: int, kind: str,
+              run_dir: Path) -> tuple[list[dict], list[dict]]:
+    """The split a run trains and is measured on, kept in its folder: a resumed run, and Chat's
+    held-out prompts for it (`kept_heldout`), read the very rows it started with."""
+    from pipelines.events import CHECKPOINTS, HELDOUT_ROWS, read_json, write_json
+
+    kept = read_json(Path(run_dir) / HELDOUT_ROWS)
+    if kept is not None and kept.get("rows") == len(rows):
+        held = set(kept["heldout"])
+        return [r for i, r in enumerate(rows) if i not in held], [rows[i] for i in sorted(held)]
+    # a run started before splits were kept (and split by row) resumes on its own split
+    started = any((Path(run_dir) / CHECKPOINTS).glob("checkpoint-*"))
+    train, held = split_plan(rows, eval_fraction, seed, kind, by_prompt=not started)
+    write_json(Path(run_dir) / HELDOUT_ROWS, {"rows": len(rows), "heldout": held})
+    return [rows[i] for i in train], [rows[i] for i in held]
+
+
+def kept_heldout(run_dir: Path, rows: list[dict], eval_fraction: float, seed: int, kind: str) -> list[dict]:
+    """A run's held-out rows: as it kept them, or, for a run from before splits were kept, its row split."""
+    from pipelines.events import HELDOUT_ROWS, read_json
+
+    kept = read_json(Path(run_dir) / HELDOUT_ROWS)
+    if kept is not None and kept.get("rows") == len(rows):
+        return [rows[i] for i in kept["heldout"]]
+    return [rows[i] for i in split_plan(rows, eval_fraction, seed, kind, by_prompt=False)[1]]
+
+
+def split_plan(rows: list[dict], eval_fraction: float, seed: int, kind: str = "sft",
+               by_prompt: bool = True) -> tuple[list[int], list[int]]:
+    """(training, held-out) row numbers; at least one training row. KTO's held-out rows are at least
+    two and hold both marks when the data has both (`balance_marks`). Preference and KTO rows of one
+    prompt stay together (`whole_prompts`): a held-out prompt is one the run never trained on, which the
+    held-out metrics and Chat's re-comparison on held-out prompts rely on."""
     train, held = split_indices(len(rows), eval_fraction, seed, min_heldout(kind))
     movable = None
-    if kind in BY_PROMPT and held:
+    if kind in BY_PROMPT and held and by_prompt:
         groups = prompt_groups(rows)
         if len(groups) < len(rows):
-            train, held = by_prompt(groups, len(held), min_heldout(kind), seed)
+            train, held = whole_prompts(groups, len(held), min_heldout(kind), seed, 2 if kind == "kto" else 1)
             movable = {g[0] for g in groups if len(g) == 1}
     if kind == "kto":
         train, held = balance_marks([bool(r.get("label")) for r in rows], train, held, seed, movable)
-    return [rows[i] for i in train], [rows[i] for i in held]
+    return train, held
 
 
 def prompt_key(row: dict, index: int) -> str:
@@ -69,25 +103,34 @@ def prompt_groups(rows: list[dict]) -> list[list[int]]:
     return list(groups.values())
 
 
-def by_prompt(groups: list[list[int]], count: int, min_held: int, seed: int) -> tuple[list[int], list[int]]:
-    """Whole prompts held out, in a seeded order, until at least `count` rows are (a prompt with
-    more rows can take it past `count`); a prompt that would leave fewer than `min_held` rows to
-    train on is passed over. Fewer than `min_held` held out: none."""
+def whole_prompts(groups: list[list[int]], count: int, min_held: int, seed: int,
+              min_prompts: int = 1) -> tuple[list[int], list[int]]:
+    """Whole prompts held out, in a seeded order: each that fits within `count` rows and leaves
+    `min_held` to train on. Then, while fewer than `min_held` rows or `min_prompts` prompts are held
+    out, the smallest prompt left that still leaves `min_held` to train on: a prompt with many rows is
+    never taken while smaller ones fit (first come, 6 pairs of one prompt among 8 held out 6). None
+    held out when that cannot be done. KTO asks for two prompts: TRL's KL estimate pairs each
+    held-out reply with its neighbour's prompt, which for one prompt's two replies is its own."""
     import random
 
     n = sum(len(g) for g in groups)
     order = list(range(len(groups)))
     random.Random(seed).shuffle(order)
-    held: list[int] = []
+    taken, size = [], 0
     for g in order:
-        if len(held) >= count:
-            break
-        if n - len(held) - len(groups[g]) >= min_held:
-            held += groups[g]
-    if len(held) < min_held:
-        return list(range(n)), []
-    chosen = set(held)
-    return [i for i in range(n) if i not in chosen], sorted(held)
+        if size + len(groups[g]) <= count and n - size - len(groups[g]) >= min_held:
+            taken.append(g)
+            size += len(groups[g])
+    rest = sorted((g for g in order if g not in taken), key=lambda g: len(groups[g]))  # ties: the seeded order
+    while size < min_held or len(taken) < min_prompts:
+        fits = next((g for g in rest if n - size - len(groups[g]) >= min_held), None)
+        if fits is None:
+            return list(range(n)), []
+        rest.remove(fits)
+        taken.append(fits)
+        size += len(groups[fits])
+    held = {i for g in taken for i in groups[g]}
+    return [i for i in range(n) if i not in held], sorted(held)
 
 
 def min_heldout(kind: str) -> int:

@@ -24,6 +24,7 @@ INITIAL_ADAPTER = "initial-adapter"  # PiSSA/OLoRA: the adapter at step 0, to co
 CHECKPOINTS = "checkpoints"
 CANCEL = "cancel.request"
 EVALUATING = "evaluating on the held-out rows"  # the phase of an evaluation between training steps
+HELDOUT_ROWS = "heldout_rows.json"  # the row numbers a run holds out of its dataset (data.run_split)
 SAMPLES = "samples.json"  # reinforcement learning: the newest replies the model wrote and their rewards
 
 ACTIVE_STATUSES = ("queued", "running")

@@ -171,14 +171,24 @@ class _Writer:
             self.writer.close()
 
 
-def _split(folder: Path, rows: int, heldout: float, seed: int) -> int:
-    """Move an exact, seeded `heldout` fraction of data.parquet into heldout.parquet."""
+def _split(folder: Path, rows: int, heldout: float, seed: int, kind: str = "sft") -> int:
+    """Move an exact, seeded `heldout` fraction of data.parquet into heldout.parquet. Preference and
+    KTO rows of one prompt move together (data.whole_prompts), as the split at training does."""
     import pyarrow.parquet as pq
+
+    from pipelines import data
 
     if heldout <= 0 or rows < 2:
         return 0
     k = min(rows - 1, max(1, round(rows * heldout)))
     held = set(random.Random(seed).sample(range(rows), k))
+    if kind in data.BY_PROMPT:
+        columns = [c for c in ("prompt", "chosen") if c in pq.read_schema(folder / DATA).names]
+        groups = data.prompt_groups(pq.read_table(folder / DATA, columns=columns).to_pylist())
+        if len(groups) < rows:
+            held = set(data.whole_prompts(groups, k, 1, seed, 2 if kind == "kto" else 1)[1])
+            if not held:
+                return 0
     train, test = _Writer(folder / "train.tmp.parquet"), _Writer(folder / HELDOUT)
     index = 0
     for batch in pq.ParquetFile(folder / DATA).iter_batches(batch_size=BATCH):
@@ -188,7 +198,7 @@ def _split(folder: Path, rows: int, heldout: float, seed: int) -> int:
     train.close()
     test.close()
     (folder / "train.tmp.parquet").replace(folder / DATA)
-    return k
+    return len(held)
 
 
 PROGRESS_EVERY_S = 1.0
@@ -265,7 +275,7 @@ def import_file(path: Path, dest: Path, options: ImportOptions | None = None,
             raise DataError(f"{path.name}: no pair can teach anything: in all {len(untaught)} rows 'chosen' and "
                             "'rejected' are the same answer or one is empty; preference training needs two "
                             "different answers to each prompt")
-        heldout_rows = _split(tmp, writer.rows, options.heldout, options.seed)
+        heldout_rows = _split(tmp, writer.rows, options.heldout, options.seed, layout.kind)
         meta = {
             "kind": layout.kind, "layout": layout.key, "layout_label": LAYOUT_BY_KEY[layout.key].label,
             "format": fmt, "source_name": path.name, "source_sha256": source_sha256 or sha256(path),

@@ -156,7 +156,8 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
     if heldout:
         train_rows, eval_rows = rows, rows_for(method, data.load_rows(Path(heldout)))
     else:
-        train_rows, eval_rows = data.split(rows, groups["studio"]["eval_fraction"], params.seed, method.data_kind)
+        train_rows, eval_rows = data.run_split(rows, groups["studio"]["eval_fraction"], params.seed, method.data_kind,
+                                               run_dir)
     if method.data_kind == "kto":
         # TRL's KTO reads rows in order and builds its KL batches from neighbours: a file with all
         # thumbs up first would give one-sided batches

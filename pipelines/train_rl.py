@@ -169,7 +169,8 @@ def train_reward_model(job: dict, run_dir: Path, events: RunEvents) -> dict:
         train_rows = rows
         eval_rows = [{k: v for k, v in r.items() if v is not None} for r in data.load_rows(Path(heldout))]
     else:
-        train_rows, eval_rows = data.split(rows, groups["studio"]["eval_fraction"], params.seed, method.data_kind)
+        train_rows, eval_rows = data.run_split(rows, groups["studio"]["eval_fraction"], params.seed, method.data_kind,
+                                               run_dir)
     print(f"data: {len(train_rows)} training pairs, {len(eval_rows)} held out", flush=True)
 
     # model: a one-number score head on the base (or on a finished full/freeze run's model)

@@ -212,9 +212,9 @@ def prompt_suggestions(studio, source: str, run_id: str | None = None, limit: in
         elif dataset.get("path") and Path(dataset["path"]).exists():
             params = job.get("params", {})
             method = METHODS.get(job.get("method"))  # the run's own split: KTO's and preference pairs' differ
-            _train, rows = data_rows.split(data_rows.load_rows(Path(dataset["path"])),
-                                           params.get("eval_fraction", 0.1), params.get("seed", 42),
-                                           method.data_kind if method else "sft")
+            rows = data_rows.kept_heldout(studio.run_dir(run_id), data_rows.load_rows(Path(dataset["path"])),
+                                          params.get("eval_fraction", 0.1), params.get("seed", 42),
+                                          method.data_kind if method else "sft")
         else:
             rows = []
         for row in rows:

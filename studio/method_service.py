@@ -19,7 +19,7 @@ FEW_STEPS = advisor.ENOUGH_STEPS  # the advice gives a small set enough epochs t
 
 
 def _training_lengths(studio, model_path: str, dataset_ref: str | None, eval_fraction: float,
-                      min_held: int = 1) -> list[int] | None:
+                      kind: str = "sft", seed: int = 42) -> list[int] | None:
     """Tokens per training example (sampled on big datasets, repeated to the full count)."""
     if not dataset_ref:
         return None
@@ -32,26 +32,38 @@ def _training_lengths(studio, model_path: str, dataset_ref: str | None, eval_fra
     sample = studio.length_cache[key]
     if not sample:
         return None
-    n_train = _split_rows(studio, dataset_ref, eval_fraction, min_held)[0]
+    n_train = _split_rows(studio, dataset_ref, eval_fraction, kind, seed)[0]
     return [sample[i % len(sample)] for i in range(n_train)]
 
 
-def _split_rows(studio, dataset_ref: str, eval_fraction: float, min_held: int = 1) -> tuple[int, int, bool]:
+def _split_rows(studio, dataset_ref: str, eval_fraction: float, kind: str = "sft",
+                seed: int = 42) -> tuple[int, int, bool]:
     """(training rows, held-out rows, whether those are the dataset's own held-out file) of a run on
-    this dataset: its own held-out file, else the run's own split (data.split_indices: at least
-    `min_held` rows held out, so 4 rows at 0.1 train on 3)."""
+    this dataset (of this data kind): its own held-out file, else the run's own split (data.split_indices:
+    at least data.min_heldout rows held out, so 4 rows at 0.1 train on 3; preference and KTO rows by
+    whole prompts, data.split_plan, which reads the prompts once per dataset and setting)."""
     parquet = Path(studio.resolve_dataset(dataset_ref)["path"])
     total = dataset_stats.count_rows(parquet)
     heldout = parquet.with_name(importer.HELDOUT)
     if heldout.exists():
         return total, dataset_stats.count_rows(heldout), True
-    train, held = data.split_indices(total, eval_fraction, 0, min_held)
-    return len(train), len(held), False
+    if kind not in data.BY_PROMPT:
+        train, held = data.split_indices(total, eval_fraction, seed, data.min_heldout(kind))
+        return len(train), len(held), False
+    key = ("split", str(parquet), eval_fraction, seed, kind)
+    if key not in studio.length_cache:
+        import pyarrow.parquet as pq
+
+        columns = [c for c in ("prompt", "chosen", "label") if c in pq.read_schema(parquet).names]
+        rows = pq.read_table(parquet, columns=columns).to_pylist()
+        studio.length_cache[key] = tuple(map(len, data.split_plan(rows, eval_fraction, seed, kind)))
+    train_rows, held_rows = studio.length_cache[key]
+    return train_rows, held_rows, False
 
 
-def _heldout_rows(studio, dataset_ref: str, eval_fraction: float, min_held: int = 1) -> int:
+def _heldout_rows(studio, dataset_ref: str, eval_fraction: float, kind: str = "sft", seed: int = 42) -> int:
     """How many rows a run on this dataset measures itself on (`_split_rows`)."""
-    return _split_rows(studio, dataset_ref, eval_fraction, min_held)[1]
+    return _split_rows(studio, dataset_ref, eval_fraction, kind, seed)[1]
 
 
 def enough_epochs(studio, method: str, dataset_ref: str) -> tuple[dict, str]:
@@ -59,7 +71,7 @@ def enough_epochs(studio, method: str, dataset_ref: str) -> tuple[dict, str]:
     would train for a few steps (5 pairs: 2): the epochs the advisor would raise them to (settings),
     and why; ({}, "") when the defaults are enough."""
     params = parse(METHODS[method].params, None)
-    rows, held, own = _split_rows(studio, dataset_ref, params.eval_fraction, data.min_heldout(METHODS[method].data_kind))
+    rows, held, own = _split_rows(studio, dataset_ref, params.eval_fraction, METHODS[method].data_kind, params.seed)
     held = 0 if own else held  # (a held-out file is not taken from these rows)
     per_epoch = math.ceil(rows / (params.per_device_train_batch_size * params.gradient_accumulation_steps))
     more = advisor.enough_epochs(per_epoch, params.num_train_epochs) if rows else None
@@ -98,10 +110,10 @@ def estimate(studio, model: str, method: str, params: dict | None = None, datase
     model_path = str(studio.resolve_model(base_of(studio, model)))
     checked = parse(METHODS[method].params, params)
     fraction = getattr(checked, "eval_fraction", 0.0)
-    min_held = data.min_heldout(METHODS[method].data_kind)  # the run's own split (train_pref)
-    lengths = _training_lengths(studio, model_path, dataset, fraction, min_held)
+    split = (METHODS[method].data_kind, getattr(checked, "seed", 42))  # the run's own split (train_pref)
+    lengths = _training_lengths(studio, model_path, dataset, fraction, *split)
     return estimates.estimate(model_path, method, params, lengths=lengths,
-                              eval_rows=_heldout_rows(studio, dataset, fraction, min_held) if lengths else 0,
+                              eval_rows=_heldout_rows(studio, dataset, fraction, *split) if lengths else 0,
                               scorers=_scorers(studio, rewards) if METHODS[method].rewards else ())
 
 

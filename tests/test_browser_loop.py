@@ -20,8 +20,10 @@ def test_votes_to_training_to_a_blind_rematch(server, page, studio, tiny_model_d
     parent = studio.start_run(model=str(tiny_model_dir), dataset=str(FAQ), method="lora",
                               params={**tiny_params, "num_train_epochs": 0.2})
     assert studio.wait(parent, poll_s=0.5)["status"] == "completed"
-    prompt = [{"role": "user", "content": "How long is the warranty?"}]
-    for winner, (a, b) in (("a", ("27 months.", "No idea.")), ("b", ("Ask later.", "Hold power 12 s."))):
+    # two questions (two votes on one question would leave nothing held out that the run never trained on)
+    for winner, question, (a, b) in (("a", "How long is the warranty?", ("27 months.", "No idea.")),
+                                     ("b", "How do I reset it?", ("Ask later.", "Hold power 12 s."))):
+        prompt = [{"role": "user", "content": question}]
         chat_service.record_vote(studio, voter="me", model_a=f"run:{parent}", model_b=f"base:{tiny_model_dir}",
                                  winner=winner, blind=True, prompt_a=prompt, prompt_b=prompt, reply_a=a,
                                  reply_b=b, settings={})
@@ -76,6 +78,8 @@ def test_votes_to_training_to_a_blind_rematch(server, page, studio, tiny_model_d
 
     # the prompts offered are the DPO data's held-out pair's; once it has a vote between the two,
     # Next prompt says so instead of asking it again
+    (held,) = chat_service.prompt_suggestions(studio, "heldout", child)
+    prompt = [{"role": "user", "content": held}]
     chat_service.record_vote(studio, voter="me", model_a=f"run:{parent}", model_b=f"run:{child}", winner="b",
                              blind=True, prompt_a=prompt, prompt_b=prompt, reply_a="No idea.",
                              reply_b="27 months.", settings={})

@@ -131,6 +131,20 @@ def test_heldout_split_is_exact_and_seeded(studio, tmp_path):
     assert not {r["messages"][0]["content"] for r in held} & {r["messages"][0]["content"] for r in train}
 
 
+def test_an_imported_held_out_file_keeps_a_prompts_rows_together(studio, tmp_path):
+    """The held-out file an import writes is what training and Chat read as held out: for KTO rows (a pair
+    as two rows of one prompt) it holds whole prompts, as the split at training does."""
+    rows = [{"prompt": f"Q{i}", "completion": f"{mark} {i}", "label": mark == "good"}
+            for i in range(20) for mark in ("good", "bad")]
+    row = studio.import_dataset(jsonl(tmp_path / "kto.jsonl", *rows), options=ImportOptions(heldout=0.25, seed=7))
+    held = load_rows(row["path"].replace("data.parquet", HELDOUT))
+    train = load_rows(row["path"])
+    assert row["kind"] == "kto" and (len(train), len(held), row["meta"]["heldout_rows"]) == (30, 10, 10)
+    prompts = {str(r["prompt"]) for r in held}
+    assert len(prompts) == 5 and not prompts & {str(r["prompt"]) for r in train}
+    assert sorted(r["label"] for r in held) == [False] * 5 + [True] * 5
+
+
 def test_same_file_twice_is_one_dataset(studio):
     first = studio.import_dataset(FAQ)
     assert studio.import_dataset(FAQ)["id"] == first["id"]
@@ -282,17 +296,24 @@ def test_rows_of_one_prompt_stay_on_one_side_of_the_split():
     kto = [{"prompt": p["prompt"], "completion": p[side], "label": side == "chosen"}
            for p in pairs for side in ("chosen", "rejected")]
     repeated = pairs + pairs[:4]  # four prompts voted on twice
-    for rows, kind, fraction in ((kto, "kto", 0.04), (kto, "kto", 0.25), (repeated, "preference", 0.1),
-                                 (repeated, "preference", 0.3)):
+    # (KTO: two prompts at least, as TRL's KL estimate pairs a held-out reply with its neighbour's prompt)
+    for rows, kind, fraction, size in ((kto, "kto", 0.04, 4), (kto, "kto", 0.25, 6), (repeated, "preference", 0.1, 2),
+                                       (repeated, "preference", 0.3, 5)):
         for seed in range(15):
             train, held = split(rows, fraction, seed, kind)
             prompts = [json.dumps(r["prompt"]) for r in held]
-            assert held and not set(prompts) & {json.dumps(r["prompt"]) for r in train}, (kind, fraction, seed)
-            assert len(held) >= round(len(rows) * fraction) and len(train) + len(held) == len(rows)
+            assert not set(prompts) & {json.dumps(r["prompt"]) for r in train}, (kind, fraction, seed)
+            assert len(held) == size and len(train) + len(held) == len(rows), (kind, fraction, seed)
             if kind == "kto":  # a held-out prompt brings both of its replies: both marks
                 assert {r["label"] for r in held} == {True, False}
                 assert len(held) == 2 * len(set(prompts))
             assert split(rows, fraction, seed, kind) == (train, held)
+    # a prompt voted on six times among eight pairs is never held out while a smaller one fits: taken as
+    # it came up, it held out 6 of the 8 pairs for some seeds
+    many = pairs[:1] * 6 + pairs[1:3]
+    assert all(len(split(many, 0.1, seed, "preference")[1]) == 1 for seed in range(60))
+    # only that prompt and one other: the other is held out, the big one trains
+    assert all(split(pairs[:1] * 6 + pairs[1:2], 0.1, seed, "preference")[1] == pairs[1:2] for seed in range(20))
     # by row as before where prompts do not repeat, or for SFT rows (their training splits by row)
     assert split(pairs, 0.25, 3, "preference") == split(pairs, 0.25, 3, "sft")
     assert len(split(repeated, 0.1, 0, "sft")[1]) == 2

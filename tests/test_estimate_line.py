@@ -55,6 +55,18 @@ def test_the_estimate_counts_the_training_rows_the_run_will_have(studio, tiny_mo
                             for i in range(10)))
     row = studio.import_dataset(path, name="thumbs")
     assert method_service.estimate(studio, str(tiny_model_dir), "kto", {"eval_fraction": 0.1}, row["id"]).rows == 8
+    # pairs of one prompt stay on one side (data.split_plan): the estimate counts that split, not a row split
+    path = tmp_path / "repeated.jsonl"
+    pairs = [{"prompt": "the same question?", "chosen": f"yes {i}", "rejected": "no"} for i in range(6)]
+    pairs += [{"prompt": f"question {i}?", "chosen": "yes", "rejected": "no"} for i in range(2)]
+    path.write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    row = studio.import_dataset(path, name="repeated")
+    stored = data.load_rows(row["path"])
+    for fraction, seed in ((0.1, 42), (0.3, 42), (0.3, 5)):
+        train, held = data.split(stored, fraction, seed, "preference")
+        assert method_service._split_rows(studio, row["id"], fraction, "preference", seed) == (len(train), len(held),
+                                                                                               False)
+    assert method_service.estimate(studio, str(tiny_model_dir), "dpo", {"eval_fraction": 0.3}, row["id"]).rows == 6
 
 
 def test_the_time_from_start_to_the_saved_result_counts_what_runs_here_took_outside_training(studio, tiny_model_dir):

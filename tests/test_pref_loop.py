@@ -119,12 +119,14 @@ def test_cli_trains_dpo_and_refuses_the_wrong_kind_of_data(tmp_path, tiny_model_
     assert [p.name for p in (home / "runs").glob("r*")] == [run_id]
 
 
-def test_held_out_prompts_offered_for_a_kto_run_are_ones_it_never_trained_on(studio, tmp_path):
-    """Chat's held-out prompts for a run are its own split's: for a KTO export (each pair as two rows of
-    one prompt) that is the split by prompt and marks the run used, not a row split of the file, whose
-    prompts were mostly trained on through their sibling reply."""
+def test_held_out_prompts_offered_for_a_kto_run_are_ones_it_never_trained_on(studio, tmp_path, tiny_model_dir):
+    """Chat's held-out prompts for a run are the ones its trainer held out: for a KTO export (each pair as
+    two rows of one prompt) a split by prompt, kept in the run's folder, not a row split of the file,
+    whose prompts were mostly trained on through their sibling reply. A run from before splits were kept
+    split by row, and is offered that split."""
     from pipelines import data
-    from pipelines.events import JOB
+    from pipelines.events import HELDOUT_ROWS, JOB, RunEvents
+    from pipelines.train_pref import build_trainer
 
     path = tmp_path / "kto.jsonl"
     rows = [{"prompt": [{"role": "user", "content": f"Question {i}?"}],
@@ -134,12 +136,23 @@ def test_held_out_prompts_offered_for_a_kto_run_are_ones_it_never_trained_on(stu
     dataset = studio.import_dataset(path)
     run_dir = studio.run_dir("r-kto")
     run_dir.mkdir(parents=True)
-    params = {"eval_fraction": 0.2, "seed": 7}
-    (run_dir / JOB).write_text(json.dumps({"method": "kto", "dataset": dataset, "params": params}))
+    params = {"eval_fraction": 0.2, "seed": 7, "per_device_train_batch_size": 4, "max_length": 64}
+    job = {"method": "kto", "model": str(tiny_model_dir), "model_cache": str(tmp_path / "models"),
+           "dataset": dataset, "params": params}
+    (run_dir / JOB).write_text(json.dumps(job))
+    trainer, _ = build_trainer(job, run_dir, RunEvents(run_dir))
 
-    offered = chat_service.prompt_suggestions(studio, "heldout", "r-kto")
+    def asked(split):
+        return {p[-1]["content"] for p in split["prompt"]}
+
+    held, trained = asked(trainer.eval_dataset), asked(trainer.train_dataset)
+    assert len(held) == 2 and len(trainer.eval_dataset) == 4 and not held & trained
+    assert sorted(chat_service.prompt_suggestions(studio, "heldout", "r-kto")) == sorted(held)
+    # built again (a resumed run): the same split, read from the run's folder
+    assert asked(build_trainer(job, run_dir, RunEvents(run_dir))[0].eval_dataset) == held
+
+    (run_dir / HELDOUT_ROWS).unlink()  # a run from before splits were kept: it held out by row
     stored = data.load_rows(Path(dataset["path"]))
-    train, held = data.split(stored, params["eval_fraction"], params["seed"], "kto")  # what train_pref uses
-    trained = {r["prompt"][-1]["content"] for r in train}
-    assert len(offered) == 2 and not set(offered) & trained
-    assert sorted(offered) == sorted({r["prompt"][-1]["content"] for r in held})
+    by_row = data.split_plan(stored, 0.2, 7, "kto", by_prompt=False)[1]
+    assert sorted(chat_service.prompt_suggestions(studio, "heldout", "r-kto")) == sorted(
+        {stored[i]["prompt"][-1]["content"] for i in by_row})

@@ -122,14 +122,16 @@ def test_preference_method_learns_saves_reloads_and_generates(key, tmp_path, tin
 
 def test_kto_heldout_loss_reads_what_training_did(tmp_path, tiny_model_dir, datasets):
     """A share that held out one row gave a held-out loss of exactly 0.500 before and after (the row's
-    KL reply was its own): the run holds out two, one of each mark, and their loss falls."""
+    KL reply was its own): the run holds out two prompts (this set's pairs are two rows of one prompt,
+    which stay together), both marks of each, and their loss falls."""
     params = {**tiny_params("kto"), "eval_fraction": 0.04, "eval_steps": 1000}  # 24 rows: 1 held out before
     job = {"method": "kto", "model": str(tiny_model_dir), "model_cache": str(tmp_path / "models"),
            "dataset": {"path": str(datasets["kto"])}, "params": params}
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     trainer, _ = build_trainer(job, run_dir, RunEvents(run_dir))
-    assert sorted(trainer.eval_dataset["label"]) == [False, True]
+    assert sorted(trainer.eval_dataset["label"]) == [False, False, True, True]
+    assert len({str(p) for p in trainer.eval_dataset["prompt"]}) == 2
     before = trainer.evaluate()["eval_loss"]
     trainer.train()
     after = trainer.evaluate()["eval_loss"]
