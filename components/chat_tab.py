@@ -222,7 +222,8 @@ def build(studio):
                 random.shuffle(specs)
             history_a, history_b = [], []
             state = {"specs": specs, "blind": bool(is_blind), "voted": False}
-        state.update(voted=False, complete=False)
+        # the settings the replies are written under, for the vote (the boxes may change before it)
+        state.update(voted=False, complete=False, settings=vars(settings_of(*settings)))
         history_a = history_a + [{"role": "user", "content": text}]
         history_b = history_b + [{"role": "user", "content": text}]
         label_a, label_b = side_labels(studio, state)
@@ -324,7 +325,7 @@ def build(studio):
                 model_a=state["specs"][0], model_b=state["specs"][1],
                 winner=winner, blind=state["blind"], prompt_a=history_a[:-1], prompt_b=history_b[:-1],
                 reply_a=history_a[-1]["content"], reply_b=history_b[-1]["content"],
-                settings=vars(settings_of(*settings)))
+                settings=state.get("settings") or vars(settings_of(*settings)))
         except ChatError as err:
             return refuse(state, f"**Vote not stored:** {err}")
         state = {**state, "voted": True}

@@ -62,6 +62,9 @@ def test_blind_battle_vote_reveal_and_export(server, page, studio, tiny_model_di
     expect(page.locator("#chat-a")).to_contain_text("hidden until you vote")
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
+    # a system prompt typed after the replies were asked for is not what they were written under: the vote
+    # keeps the settings of its replies (it read the boxes when cast, and the pair's export opened with it)
+    fill(page, "chat-system", "Answer in French.")
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:  # a vote waits for both replies to finish
         if studio.store.list_votes():  # a click that timed out may still have landed: never click twice
@@ -84,6 +87,7 @@ def test_blind_battle_vote_reveal_and_export(server, page, studio, tiny_model_di
     assert {stored["model_a"], stored["model_b"]} == {f"base:{tiny_model_dir}", f"base:{other}"}
     assert stored["prompt_a"] == [{"role": "user", "content": "How long is the warranty?"}]
     assert stored["reply_a"].strip() and stored["reply_b"].strip()
+    assert stored["settings"]["system_prompt"] == "" and stored["settings"]["max_new_tokens"] == 24
 
     page.click("#chat-vote-b")  # the same reply cannot be voted twice
     expect(page.locator("#chat-vote-message")).to_contain_text("already voted")
