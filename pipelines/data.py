@@ -104,7 +104,7 @@ def prompt_groups(rows: list[dict]) -> list[list[int]]:
 
 
 def whole_prompts(groups: list[list[int]], count: int, min_held: int, seed: int,
-              min_prompts: int = 1) -> tuple[list[int], list[int]]:
+                  min_prompts: int = 1) -> tuple[list[int], list[int]]:
     """Whole prompts held out, in a seeded order: each that fits within `count` rows and leaves
     `min_held` to train on. Then, while fewer than `min_held` rows or `min_prompts` prompts are held
     out, the smallest prompt left that still leaves `min_held` to train on: a prompt with many rows is

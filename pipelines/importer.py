@@ -172,8 +172,9 @@ class _Writer:
 
 
 def _split(folder: Path, rows: int, heldout: float, seed: int, kind: str = "sft") -> int:
-    """Move an exact, seeded `heldout` fraction of data.parquet into heldout.parquet. Preference and
-    KTO rows of one prompt move together (data.whole_prompts), as the split at training does."""
+    """Move an exact, seeded `heldout` fraction of data.parquet into heldout.parquet (the count
+    returned). Preference and KTO rows of one prompt move together (data.whole_prompts), as the
+    split at training does, so their share can be a few rows off."""
     import pyarrow.parquet as pq
 
     from pipelines import data
