@@ -38,27 +38,32 @@ def run_split(rows: list[dict], eval_fraction: float, seed: int, kind: str,
               run_dir: Path) -> tuple[list[dict], list[dict]]:
     """The split a run trains and is measured on, kept in its folder: a resumed run, and Chat's
     held-out prompts for it (`kept_heldout`), read the very rows it started with."""
-    from pipelines.events import CHECKPOINTS, HELDOUT_ROWS, read_json, write_json
+    from pipelines.events import CHECKPOINTS, HELDOUT_ROWS, write_json
 
-    kept = read_json(Path(run_dir) / HELDOUT_ROWS)
-    if kept is not None and kept.get("rows") == len(rows):
-        held = set(kept["heldout"])
-        return [r for i, r in enumerate(rows) if i not in held], [rows[i] for i in sorted(held)]
-    # a run started before splits were kept (and split by row) resumes on its own split
-    started = any((Path(run_dir) / CHECKPOINTS).glob("checkpoint-*"))
-    train, held = split_plan(rows, eval_fraction, seed, kind, by_prompt=not started)
-    write_json(Path(run_dir) / HELDOUT_ROWS, {"rows": len(rows), "heldout": held})
-    return [rows[i] for i in train], [rows[i] for i in held]
+    held = _kept(run_dir, len(rows))
+    if held is None:
+        # a run started before splits were kept (and split by row) resumes on its own split
+        started = any((Path(run_dir) / CHECKPOINTS).glob("checkpoint-*"))
+        held = split_plan(rows, eval_fraction, seed, kind, by_prompt=not started)[1]
+        write_json(Path(run_dir) / HELDOUT_ROWS, {"rows": len(rows), "heldout": held})
+    chosen = set(held)
+    return [r for i, r in enumerate(rows) if i not in chosen], [rows[i] for i in held]
 
 
 def kept_heldout(run_dir: Path, rows: list[dict], eval_fraction: float, seed: int, kind: str) -> list[dict]:
     """A run's held-out rows: as it kept them, or, for a run from before splits were kept, its row split."""
+    held = _kept(run_dir, len(rows))
+    if held is None:
+        held = split_plan(rows, eval_fraction, seed, kind, by_prompt=False)[1]
+    return [rows[i] for i in held]
+
+
+def _kept(run_dir: Path, n: int) -> list[int] | None:
+    """The held-out row numbers a run kept for its n-row dataset, or None."""
     from pipelines.events import HELDOUT_ROWS, read_json
 
     kept = read_json(Path(run_dir) / HELDOUT_ROWS)
-    if kept is not None and kept.get("rows") == len(rows):
-        return [rows[i] for i in kept["heldout"]]
-    return [rows[i] for i in split_plan(rows, eval_fraction, seed, kind, by_prompt=False)[1]]
+    return sorted(kept["heldout"]) if kept is not None and kept.get("rows") == n else None
 
 
 def split_plan(rows: list[dict], eval_fraction: float, seed: int, kind: str = "sft",
@@ -72,11 +77,20 @@ def split_plan(rows: list[dict], eval_fraction: float, seed: int, kind: str = "s
     if kind in BY_PROMPT and held and by_prompt:
         groups = prompt_groups(rows)
         if len(groups) < len(rows):
-            train, held = whole_prompts(groups, len(held), min_heldout(kind), seed, 2 if kind == "kto" else 1)
+            train, held = whole_prompts(groups, len(held), min_heldout(kind), seed, min_prompts(kind))
             movable = {g[0] for g in groups if len(g) == 1}
     if kind == "kto":
         train, held = balance_marks([bool(r.get("label")) for r in rows], train, held, seed, movable)
     return train, held
+
+
+def split_columns(parquet: Path) -> list[dict]:
+    """A stored dataset's rows with only what `split_plan` reads (prompt, chosen, label): cheap on a
+    big set."""
+    import pyarrow.parquet as pq
+
+    columns = [c for c in ("prompt", "chosen", "label") if c in pq.read_schema(parquet).names]
+    return pq.read_table(parquet, columns=columns).to_pylist()
 
 
 def prompt_key(row: dict, index: int) -> str:
@@ -109,8 +123,7 @@ def whole_prompts(groups: list[list[int]], count: int, min_held: int, seed: int,
     `min_held` to train on. Then, while fewer than `min_held` rows or `min_prompts` prompts are held
     out, the smallest prompt left that still leaves `min_held` to train on: a prompt with many rows is
     never taken while smaller ones fit (first come, 6 pairs of one prompt among 8 held out 6). None
-    held out when that cannot be done. KTO asks for two prompts: TRL's KL estimate pairs each
-    held-out reply with its neighbour's prompt, which for one prompt's two replies is its own."""
+    held out when that cannot be done."""
     import random
 
     n = sum(len(g) for g in groups)
@@ -138,6 +151,12 @@ def min_heldout(kind: str) -> int:
     reply to another prompt from the same batch (TRL's KL estimate: completions rotated by one
     within the batch), so a single held-out row is compared with itself: its loss reads exactly
     0.500 whatever the model learned. Two rows at least, and as many training rows."""
+    return 2 if kind == "kto" else 1
+
+
+def min_prompts(kind: str) -> int:
+    """The fewest prompts a split by prompt holds out: KTO's KL estimate pairs each held-out reply
+    with its neighbour's prompt, which for one prompt's two replies is its own."""
     return 2 if kind == "kto" else 1
 
 

@@ -184,10 +184,9 @@ def _split(folder: Path, rows: int, heldout: float, seed: int, kind: str = "sft"
     k = min(rows - 1, max(1, round(rows * heldout)))
     held = set(random.Random(seed).sample(range(rows), k))
     if kind in data.BY_PROMPT:
-        columns = [c for c in ("prompt", "chosen") if c in pq.read_schema(folder / DATA).names]
-        groups = data.prompt_groups(pq.read_table(folder / DATA, columns=columns).to_pylist())
+        groups = data.prompt_groups(data.split_columns(folder / DATA))
         if len(groups) < rows:
-            held = set(data.whole_prompts(groups, k, 1, seed, 2 if kind == "kto" else 1)[1])
+            held = set(data.whole_prompts(groups, k, 1, seed, data.min_prompts(kind))[1])
             if not held:
                 return 0
     train, test = _Writer(folder / "train.tmp.parquet"), _Writer(folder / HELDOUT)

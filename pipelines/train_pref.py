@@ -222,13 +222,13 @@ def copy_reference(model) -> int:
     copied). TRL copies only parameters named `.default.` (LoRA's `lora_A.default.weight`); IA3, LoHa,
     LoKr and VeRA keep theirs in a ParameterDict (`ia3_l.default`), so their reference kept its fresh
     start, which is the base model: DPO then counted the whole SFT change as preference."""
+    import re
+
     params = dict(model.named_parameters())
     copied = 0
     for name, param in params.items():
-        if name.endswith(".default") or ".default." in name:
-            ref = params.get(name[:-len(".default")] + ".ref" if name.endswith(".default")
-                             else name.replace(".default.", ".ref."))
-            if ref is not None and ref.shape == param.shape:
-                ref.data.copy_(param.data)
-                copied += 1
+        ref = params.get(re.sub(r"\.default(?=\.|$)", ".ref", name))
+        if ref is not None and ref is not param and ref.shape == param.shape:
+            ref.data.copy_(param.data)
+            copied += 1
     return copied

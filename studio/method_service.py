@@ -52,10 +52,7 @@ def _split_rows(studio, dataset_ref: str, eval_fraction: float, kind: str = "sft
         return len(train), len(held), False
     key = ("split", str(parquet), eval_fraction, seed, kind)
     if key not in studio.length_cache:
-        import pyarrow.parquet as pq
-
-        columns = [c for c in ("prompt", "chosen", "label") if c in pq.read_schema(parquet).names]
-        rows = pq.read_table(parquet, columns=columns).to_pylist()
+        rows = data.split_columns(parquet)
         studio.length_cache[key] = tuple(map(len, data.split_plan(rows, eval_fraction, seed, kind)))
     train_rows, held_rows = studio.length_cache[key]
     return train_rows, held_rows, False
