@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import time
+import uuid
 from pathlib import Path
 
 import gradio as gr
@@ -57,7 +58,7 @@ RESULT_WIDTHS = ["22%", "22%", "8%", "8%", "8%", "12%", "20%"]  # the win rate w
 
 
 def results_table(studio) -> tuple[dict, str]:
-    votes = studio.store.list_votes()
+    votes = chat_service.counted_votes(studio)
     rows = []
     for r in map(chat_service.newer_first, arena.win_rates(votes)):  # the win rate is the newer model's
         rows.append([chat_service.label(studio, r["first"]), chat_service.label(studio, r["second"]), r["votes"],
@@ -222,8 +223,9 @@ def build(studio):
                 random.shuffle(specs)
             history_a, history_b = [], []
             state = {"specs": specs, "blind": bool(is_blind), "voted": False}
-        # the settings the replies are written under, for the vote (the boxes may change before it)
-        state.update(voted=False, complete=False, settings=vars(settings_of(*settings)))
+        # the settings the replies are written under, for the vote (the boxes may change before it); the
+        # turn takes one vote, however many vote buttons are clicked before the page hears of the first
+        state.update(voted=False, complete=False, settings=vars(settings_of(*settings)), turn=uuid.uuid4().hex)
         history_a = history_a + [{"role": "user", "content": text}]
         history_b = history_b + [{"role": "user", "content": text}]
         label_a, label_b = side_labels(studio, state)
@@ -318,14 +320,14 @@ def build(studio):
         if not state.get("complete"):
             return refuse(state, "Wait until both replies are finished (or press Stop).")
         if state["voted"]:
-            return refuse(state, "You already voted on this reply; send another prompt.")
+            return refuse(state, chat_service.ALREADY_VOTED)
         try:
             chat_service.record_vote(
                 studio, voter=(name or "").strip() or getattr(request, "username", None) or "anonymous",
                 model_a=state["specs"][0], model_b=state["specs"][1],
                 winner=winner, blind=state["blind"], prompt_a=history_a[:-1], prompt_b=history_b[:-1],
                 reply_a=history_a[-1]["content"], reply_b=history_b[-1]["content"],
-                settings=state.get("settings") or vars(settings_of(*settings)))
+                settings=state.get("settings") or vars(settings_of(*settings)), turn=state.get("turn"))
         except ChatError as err:
             return refuse(state, f"**Vote not stored:** {err}")
         state = {**state, "voted": True}
@@ -346,6 +348,10 @@ def build(studio):
             row = chat_service.export_votes(studio, name or None)
         except DataError as err:
             return f"**Nothing exported:** {err}"
+        if row["exported_before"]:  # the catalogue keeps one dataset per file: the name is the first export's
+            return (f"These votes were exported before, as **{row['name']}** (`{row['id']}`): {row['rows']} "
+                    "preference pairs in the Data tab, ready for preference training. Vote more for a new "
+                    "dataset.")
         return (f"Exported **{row['name']}** (`{row['id']}`): {row['rows']} preference pairs, now in the "
                 "Data tab, ready for preference training.")
 

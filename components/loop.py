@@ -43,7 +43,8 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
             return (f"**Nothing to train on:** {err}", *(gr.skip(),) * 7)
         row, model = start["dataset"], start["model"]
         where = f"run `{model[4:]}`" if model.startswith("run:") else "the base model"
-        made = f"Made **{row['name']}**: {row['rows']} preference pairs from {start['votes']} decisive votes."
+        made = (f"{'These votes were exported before, as' if row['exported_before'] else 'Made'} **{row['name']}**: "
+                f"{row['rows']} preference pairs from {start['votes']} decisive votes.")
         *picked, why = train_tab.method_on(studio, PREFERENCE_METHOD, row["id"])
         message = (f"{made} Set to DPO on it, starting from {where} (DPO's *beta* says how far it may move "
                    f"from there): press *Start training*.{more_epochs(why)}")

@@ -7,6 +7,18 @@ import math
 from collections import defaultdict
 
 WINNERS = ("a", "b", "tie", "both_bad")
+NO_REPLY = "…"  # what the Chat tab shows in place of a reply not (yet) written
+
+
+def silent(reply: str) -> bool:
+    """A side that said nothing, or was stopped before its first word (the page showed NO_REPLY)."""
+    return reply.strip() in ("", NO_REPLY)
+
+
+def counted(votes: list[dict]) -> list[dict]:
+    """The votes that compare two replies: a vote stored before votes on a silent side were refused
+    compared one reply with "…", and is left out of results and exports."""
+    return [v for v in votes if not silent(v["reply_a"]) and not silent(v["reply_b"])]
 Z95 = 1.959964
 
 

@@ -109,30 +109,41 @@ def decoders(studio, specs: list[str], histories: list[list[dict]], settings: ch
     return out
 
 
-NO_REPLY = "…"  # what the Chat tab shows in place of a reply not (yet) written
+NO_REPLY = arena.NO_REPLY
+ALREADY_VOTED = "You already voted on this reply; send another prompt."
+
+
+def counted_votes(studio) -> list[dict]:
+    """The stored votes that count (arena.counted), oldest first."""
+    return arena.counted(studio.store.list_votes())
 
 
 def record_vote(studio, *, voter: str, model_a: str, model_b: str, winner: str, blind: bool,
                 prompt_a: list[dict], prompt_b: list[dict], reply_a: str, reply_b: str,
-                settings: dict) -> int:
+                settings: dict, turn: str | None = None) -> int:
+    """turn: the id of the pair of replies voted on (the Chat tab's), which takes one vote only."""
     if winner not in arena.WINNERS:
         raise ChatError(f"vote '{winner}' is not one of {', '.join(arena.WINNERS)}")
     if same_model(studio, model_a, model_b):
         raise ChatError(f"both sides are the same model ({label(studio, model_a)}), so a vote says nothing "
                         "about which is better; pick two different models")
-    silent = [side for side, reply in (("A", reply_a), ("B", reply_b)) if reply.strip() in ("", NO_REPLY)]
+    silent = [side for side, reply in (("A", reply_a), ("B", reply_b)) if arena.silent(reply)]
     if silent:  # the page shows NO_REPLY for a side stopped before its first word, or one that said nothing
         raise ChatError(f"both sides need a reply before a vote: model {' and '.join(silent)} has none (stopped "
                         "before its first word, or it said nothing); press Regenerate or send another prompt")
-    return studio.store.add_vote(voter=voter.strip() or "anonymous", model_a=model_a, model_b=model_b,
-                                 winner=winner, blind=blind, prompt_a=prompt_a, prompt_b=prompt_b,
-                                 reply_a=reply_a, reply_b=reply_b, settings=settings)
+    vote_id = studio.store.add_vote(voter=voter.strip() or "anonymous", model_a=model_a, model_b=model_b,
+                                    winner=winner, blind=blind, prompt_a=prompt_a, prompt_b=prompt_b,
+                                    reply_a=reply_a, reply_b=reply_b, settings=settings, turn=turn)
+    if vote_id is None:
+        raise ChatError(ALREADY_VOTED)
+    return vote_id
 
 
 def export_votes(studio, name: str | None = None) -> dict:
     """Decisive votes -> a conversational preference dataset in the catalogue (same votes, same
-    dataset). Raises DataError when there is nothing to export."""
-    votes = studio.store.list_votes()
+    dataset: then "exported_before" is true and the name is the first export's). Raises DataError
+    when there is nothing to export."""
+    votes = counted_votes(studio)
     rows = arena.preference_rows(votes)
     if not rows:
         raise DataError("no decisive votes yet: ties and 'both bad' are not preference pairs")
@@ -141,6 +152,7 @@ def export_votes(studio, name: str | None = None) -> dict:
     if all(teaches_nothing(r) for r in rows):
         raise DataError(f"no vote can teach anything yet: in all {len(rows)} decisive votes both replies were "
                         "the same text; vote where the two models answer differently")
+    known = {d["id"] for d in studio.store.list_datasets()}
     with tempfile.TemporaryDirectory(dir=studio.home) as tmp:
         path = Path(tmp) / "chat-votes.jsonl"
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
@@ -150,7 +162,8 @@ def export_votes(studio, name: str | None = None) -> dict:
     models = sorted({spec for v in decisive for spec in (v["model_a"], v["model_b"])})
     studio.store.set_dataset_origin(row["id"], {"kind": "chat votes", "votes": len(decisive),
                                                 "vote_ids": [v["id"] for v in decisive], "models": models})
-    return studio.store.get_dataset(row["id"])
+    # the same votes exported again are the dataset made then, under the name given then
+    return {**studio.store.get_dataset(row["id"]), "exported_before": row["id"] in known}
 
 
 def voted_runs(studio, votes: list[dict]) -> list[str]:
@@ -175,7 +188,7 @@ def preference_start(studio, name: str | None = None, method: str = "dpo") -> di
     from pipelines.methods import get_method
     from studio.core import RunError
 
-    votes = studio.store.list_votes()
+    votes = counted_votes(studio)
     row = export_votes(studio, name)
     start = "default"
     for run_id in voted_runs(studio, votes):
@@ -203,7 +216,7 @@ def prompt_suggestions(studio, source: str, run_id: str | None = None, limit: in
 
     found: list[str] = []
     if source == "votes":
-        found = [last_user_message(v["prompt_a"]) for v in studio.store.list_votes()]
+        found = [last_user_message(v["prompt_a"]) for v in counted_votes(studio)]
     elif source == "heldout" and run_id:
         job = read_json(studio.run_dir(run_id) / JOB) or {}
         dataset = job.get("dataset") or {}
@@ -243,7 +256,7 @@ def win_rate_text(row: dict) -> str:
 def voted_prompts(studio, spec_a: str, spec_b: str) -> set[str]:
     """The prompts already voted on between these two models, on either side."""
     pair = {spec_a, spec_b}
-    found = (last_user_message(v["prompt_a"]) for v in studio.store.list_votes() if {v["model_a"], v["model_b"]} == pair)
+    found = (last_user_message(v["prompt_a"]) for v in counted_votes(studio) if {v["model_a"], v["model_b"]} == pair)
     return {p.strip() for p in found if p}
 
 

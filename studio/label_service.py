@@ -427,7 +427,7 @@ def export_rows(studio, ref: str, kind: str = "preference", min_agreement: float
                           "chosen": [{"role": "assistant", "content": item[f"answer_{win}"]}],
                           "rejected": [{"role": "assistant", "content": item[f"answer_{lose}"]}]})
     from_labels = len(pairs)
-    votes = [v for v in studio.store.list_votes() if v["winner"] in ("a", "b")] if with_votes else []
+    votes = [v for v in arena.counted(studio.store.list_votes()) if v["winner"] in ("a", "b")] if with_votes else []
     pairs += arena.preference_rows(votes)
     origin = {"kind": "labels", "project": found["name"], "project_id": found["id"], "pairs": from_labels,
               "labels": sum(lb["choice"] != "skip" for lb in labels), "min_agreement": min_agreement,

@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS votes (
     prompt_b TEXT NOT NULL,
     reply_a TEXT NOT NULL,
     reply_b TEXT NOT NULL,
-    settings TEXT NOT NULL
+    settings TEXT NOT NULL,
+    turn TEXT
 );
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
@@ -134,6 +135,12 @@ class Store:
             # workspaces made before datasets had metadata
             if "meta" not in {r["name"] for r in db.execute("PRAGMA table_info(datasets)")}:
                 db.execute("ALTER TABLE datasets ADD COLUMN meta TEXT NOT NULL DEFAULT '{}'")
+            # workspaces made before a vote named the turn (the pair of replies) it was on: older votes have none
+            if "turn" not in {r["name"] for r in db.execute("PRAGMA table_info(votes)")}:
+                db.execute("ALTER TABLE votes ADD COLUMN turn TEXT")
+            # one vote per turn: two vote buttons clicked at once both found the page's state unvoted,
+            # and both votes were stored
+            db.execute("CREATE UNIQUE INDEX IF NOT EXISTS votes_turn ON votes (turn) WHERE turn IS NOT NULL")
 
     @contextmanager
     def _connect(self, durable: bool = True):
@@ -195,16 +202,22 @@ class Store:
 
     # votes: model_a was shown on side A (left), model_b on side B; prompt_* is each side's
     # conversation up to the last user message (earlier replies differ between the sides)
-    def add_vote(self, **vote) -> int:
-        vote = {"created": time.time(), **vote}
+    def add_vote(self, **vote) -> int | None:
+        """The new vote's id; None when its turn (the pair of replies it is on) has a vote already."""
+        vote = {"created": time.time(), "turn": None, **vote}
         for key in VOTE_JSON:
             vote[key] = json.dumps(vote[key])
         vote["blind"] = int(bool(vote["blind"]))
         cols = VOTE_COLUMNS
-        with self._connect() as db:
-            cur = db.execute(f"INSERT INTO votes ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
-                             [vote[c] for c in cols])
-            return cur.lastrowid
+        try:
+            with self._connect() as db:
+                cur = db.execute(f"INSERT INTO votes ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
+                                 [vote[c] for c in cols])
+                return cur.lastrowid
+        except sqlite3.IntegrityError as err:
+            if "votes.turn" in str(err):
+                return None
+            raise
 
     def list_votes(self) -> list[dict]:
         with self._connect() as db:
@@ -436,7 +449,7 @@ def _item(row: sqlite3.Row) -> dict:
 
 
 VOTE_COLUMNS = ("created", "voter", "model_a", "model_b", "winner", "blind", "prompt_a", "prompt_b",
-                "reply_a", "reply_b", "settings")
+                "reply_a", "reply_b", "settings", "turn")
 VOTE_JSON = ("prompt_a", "prompt_b", "settings")
 
 

@@ -107,6 +107,12 @@ def test_blind_battle_vote_reveal_and_export(server, page, studio, tiny_model_di
     page.click("#chat-export")
     expect(page.locator("#chat-export-message")).to_contain_text("Exported battle votes", timeout=30_000)
     assert [(d["name"], d["kind"], d["rows"]) for d in studio.list_datasets()] == [("battle votes", "preference", 1)]
+    # two vote buttons clicked at once on the regenerated pair: both read the page's state before either
+    # vote came back, and both were stored
+    page.evaluate("() => ['#chat-vote-a', '#chat-vote-b'].forEach(id => document.querySelector(id).click())")
+    expect(page.locator("#chat-vote-message")).to_contain_text(re.compile("Vote stored|already voted"), timeout=10_000)
+    page.wait_for_timeout(3000)  # (the later of the two answers)
+    assert len(studio.store.list_votes()) == 2
 
     # the name votes go under is kept by this browser
     page.reload()

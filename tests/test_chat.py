@@ -3,6 +3,7 @@ the model cache's memory limit, votes, win rates and the export as preference da
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -189,7 +190,68 @@ def test_votes_are_stored_and_export_as_trl_preference_data(studio):
     assert data[1]["chosen"] == [{"role": "assistant", "content": "from B"}]
     assert len(data[1]["prompt"]) == 3  # multi-turn: the earlier turns are kept
     assert load_rows(row["path"])[0]["rejected"][0]["content"] == "from B"
-    assert chat_service.export_votes(studio)["id"] == row["id"]  # same votes, same dataset
+    assert row["exported_before"] is False
+    again = chat_service.export_votes(studio, "a new name")  # same votes, same dataset: and it says so
+    assert (again["id"], again["name"], again["exported_before"]) == (row["id"], "my votes", True)
+    assert len(studio.store.list_datasets()) == 1
+
+
+def test_a_turn_takes_one_vote_however_many_buttons_are_clicked_at_once(studio):
+    """Two vote buttons clicked together both read the page's state before either vote was stored, so
+    both were stored: one pair of replies counted twice, for opposite winners. The turn (the pair of
+    replies) now takes one vote, in the database."""
+    import threading
+
+    prompt = [{"role": "user", "content": "Question?"}]
+    said, gate = [], threading.Barrier(4)
+
+    def click(winner):
+        gate.wait()
+        try:
+            said.append(chat_service.record_vote(
+                studio, voter="ana", model_a="base:default", model_b="run:r1", winner=winner, blind=True,
+                prompt_a=prompt, prompt_b=prompt, reply_a="from A", reply_b="from B", settings={}, turn="t1"))
+        except chat_service.ChatError as err:
+            said.append(str(err))
+
+    threads = [threading.Thread(target=click, args=(w,)) for w in arena.WINNERS]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(map(str, said)).count(chat_service.ALREADY_VOTED) == 3
+    assert [v["turn"] for v in studio.store.list_votes()] == ["t1"]
+    vote(studio, "a")  # votes without a turn (the CLI's, older ones) are not limited
+    vote(studio, "a")
+    assert len(studio.store.list_votes()) == 3
+
+
+def test_votes_from_before_silent_sides_were_refused_do_not_count(tmp_path):
+    """A workspace whose votes table predates turns, holding a vote on a side that said "…": the table
+    gains its turn column, and the silent vote is left out of the results and of the export."""
+    import sqlite3
+
+    from studio.core import Studio
+
+    home = tmp_path / "home"
+    home.mkdir()
+    db = sqlite3.connect(home / "studio.db")
+    db.execute("""CREATE TABLE votes (id INTEGER PRIMARY KEY AUTOINCREMENT, created REAL NOT NULL,
+        voter TEXT NOT NULL, model_a TEXT NOT NULL, model_b TEXT NOT NULL, winner TEXT NOT NULL, blind INTEGER NOT NULL,
+        prompt_a TEXT NOT NULL, prompt_b TEXT NOT NULL, reply_a TEXT NOT NULL, reply_b TEXT NOT NULL,
+        settings TEXT NOT NULL)""")
+    prompt = json.dumps([{"role": "user", "content": "Question?"}])
+    for reply_a, reply_b in (("…", "from B"), ("from A", "from B")):
+        db.execute("INSERT INTO votes VALUES (NULL, 1, 'ana', 'base:default', 'run:r1', 'b', 1, ?, ?, ?, ?, '{}')",
+                   (prompt, prompt, reply_a, reply_b))
+    db.commit()
+    db.close()
+    studio = Studio(home)
+    assert [v["turn"] for v in studio.store.list_votes()] == [None, None]
+    assert [v["reply_a"] for v in chat_service.counted_votes(studio)] == ["from A"]
+    assert [r["votes"] for r in arena.win_rates(chat_service.counted_votes(studio))] == [1]
+    assert chat_service.export_votes(studio)["rows"] == 1
+    assert chat_service.preference_start(studio)["votes"] == 1
 
 
 def test_win_rates_count_ties_half_and_give_an_interval():
