@@ -256,7 +256,8 @@ def build_overview(studio, project) -> dict:
             min_agreement = gr.Slider(0, 1, value=0, step=0.05, label="Keep items whose labelers agree at least",
                                       elem_id="label-min-agreement",
                                       info="Share of an item's labelers who chose its winner. 0 = keep every item "
-                                           "with a majority; ties and 'both bad' are always left out.")
+                                           "with a majority; above 0, items only one person labelled are left out "
+                                           "(no agreement to measure). Ties and 'both bad' are always left out.")
             with_votes = gr.Checkbox(label="Add the Chat tab's votes", elem_id="label-with-votes",
                                      info="Decisive side-by-side votes join the export.")
         export_name = gr.Textbox(label="Dataset name (optional)", elem_id="label-export-name")
@@ -274,7 +275,10 @@ def build_overview(studio, project) -> dict:
         except (LabelError, DataError) as err:
             return f"**Nothing exported:** {err}"
         rows = f"{row['rows']} row{'s' if row['rows'] != 1 else ''}"
-        return f"Exported **{row['name']}**: {rows} of {row['kind']} data, now in the Data tab."
+        alone = (row["meta"].get("origin") or {}).get("alone")
+        return (f"Exported **{row['name']}**: {rows} of {row['kind']} data, now in the Data tab."
+                + (f" Left out {alone} item{'s' if alone != 1 else ''} only one person labelled: the agreement bar "
+                   "needs two labels to measure." if alone else ""))
 
     exported = export.click(on_export, [project, kind, min_agreement, with_votes, export_name], message)
     return {"show": lambda p: summary(studio, p), "outputs": outputs, "exported": exported, "train": train,

@@ -54,15 +54,17 @@ def _counts(choices) -> dict[str, int]:
 def aggregate(labels: list[dict], min_agreement: float = 0.0) -> dict[int, dict]:
     """Per item: the winning choice, the share of labelers who picked it, and the vote counts.
     The winner needs a majority: more than half of the item's labels (2 of 3; 1 of 1; not 2 of 4,
-    even when no other choice has as many); otherwise, or below min_agreement, no winner (None)."""
+    even when no other choice has as many); otherwise, or below min_agreement, no winner (None).
+    An item labelled by one person has no agreement to measure (None): any min_agreement above 0
+    leaves it without a winner (it read 100% and passed every bar)."""
     out = {}
     for item_id, by_labeler in sorted(_ratings(labels).items()):
         counts = _counts(by_labeler.values())
         ranked = sorted(counts.values(), reverse=True)
         top = ranked[0]
-        agreement = top / len(by_labeler)
+        agreement = top / len(by_labeler) if len(by_labeler) > 1 else None
         winner = max(counts, key=counts.get) if 2 * top > len(by_labeler) else None
-        if agreement < min_agreement:
+        if min_agreement > 0 and (agreement is None or agreement < min_agreement):
             winner = None
         out[item_id] = {"winner": winner, "agreement": agreement, "labels": len(by_labeler),
                         "counts": counts}

@@ -200,7 +200,8 @@ def cmd_export(args) -> int:
     votes = f" and {origin['votes']} chat votes" if origin.get("votes") else ""
     print(row["id"])
     print(f"{row['name']}: {_count(row['rows'], 'row')}, {row['kind']}, from {origin.get('pairs', '?')} labelled "
-          f"pairs{votes}",
+          f"pairs{votes}" + (f"; left out {_count(origin['alone'], 'item')} only one person labelled (agreement "
+                             "needs two)" if origin.get("alone") else ""),
           file=sys.stderr)
     return 0
 
@@ -247,7 +248,8 @@ def add_parsers(sub, common) -> None:
     p.add_argument("name")
     p.add_argument("--kind", default="preference", choices=["preference", "kto"])
     p.add_argument("--min-agreement", type=float, default=0.0,
-                   help="leave out items whose labelers agree less than this (0-1)")
+                   help="leave out items whose labelers agree less than this (0-1); above 0, items "
+                        "labelled by one person are left out too")
     p.add_argument("--with-votes", action="store_true", help="add the decisive chat votes")
     p.add_argument("--name", dest="dataset_name", help="the dataset's name (default: labels NAME (KIND))")
     p.set_defaults(func=cmd_export)

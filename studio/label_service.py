@@ -416,7 +416,11 @@ def export_rows(studio, ref: str, kind: str = "preference", min_agreement: float
     labels = studio.store.list_labels(found["id"])
     items = {it["id"]: it for it in studio.store.label_items(found["id"])}
     pairs, empty = [], 0
-    for item_id, agg in sorted(labeling.aggregate(labels, min_agreement).items()):
+    aggregated = labeling.aggregate(labels, min_agreement)
+    # with a bar to pass, a pair only one person labelled is left out: it has no agreement to measure
+    alone = sum(agg["agreement"] is None and agg["counts"]["a"] + agg["counts"]["b"] == 1
+                for agg in aggregated.values()) if min_agreement > 0 else 0
+    for item_id, agg in sorted(aggregated.items()):
         if agg["winner"] in ("a", "b"):
             item = items[item_id]
             win, lose = ("a", "b") if agg["winner"] == "a" else ("b", "a")
@@ -431,7 +435,7 @@ def export_rows(studio, ref: str, kind: str = "preference", min_agreement: float
     pairs += arena.preference_rows(votes)
     origin = {"kind": "labels", "project": found["name"], "project_id": found["id"], "pairs": from_labels,
               "labels": sum(lb["choice"] != "skip" for lb in labels), "min_agreement": min_agreement,
-              "votes": len(votes), "vote_ids": [v["id"] for v in votes], "empty": empty}
+              "votes": len(votes), "vote_ids": [v["id"] for v in votes], "empty": empty, "alone": alone}
     if kind == "preference":
         return pairs, origin  # (the import drops pairs of one answer twice, and says so)
     from pipelines.importer import teaches_nothing
@@ -454,6 +458,8 @@ def export(studio, ref: str, kind: str = "preference", min_agreement: float = 0.
         raise LabelError(f"project '{origin['project']}' has no item with a clear winner yet"
                          + (f" at agreement {min_agreement:.0%} or more" if min_agreement > 0 else "")
                          + ": ties, 'both bad' and split items are left out"
+                         + (f", and {origin['alone']} labelled by one person only (agreement needs two)"
+                            if origin["alone"] else "")
                          + (f", and {origin['empty']} with an empty answer" if origin["empty"] else "")
                          + (f", and {origin['same_answers']} whose two answers are the same"
                             if origin.get("same_answers") else ""))

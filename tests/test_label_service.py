@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from pipelines import labeling
 from pipelines.data import DataError
 from studio import label_service as ls
 from studio.core import Studio
@@ -377,6 +378,27 @@ def test_export_rows_by_majority(studio, voted):
     assert origin["pairs"] == 2 and origin["labels"] == 15 and origin["votes"] == 0
     strict, _ = ls.export_rows(studio, voted, min_agreement=0.9)
     assert [r["prompt"] for r in strict] == [_turns("user", "question 1")]  # the 2-vs-1 item is dropped
+
+
+def test_an_item_one_person_labelled_does_not_pass_an_agreement_bar(studio, voted, tmp_path):
+    """One label is 1 of 1 in agreement: it read 100% and passed every bar, so "keep items whose
+    labelers agree at least 90%" kept items nobody else had looked at."""
+    single = new_project(studio, tmp_path, n=3, overlap=2, name="single")
+    label_until_done(studio, single, ["ann"], lambda name, item: screen(item, "a"))
+    assert [agg["agreement"] for agg in labeling.aggregate(studio.store.list_labels(single)).values()] == [None] * 3
+    rows, origin = ls.export_rows(studio, single)
+    assert len(rows) == 3 and origin["alone"] == 0  # no bar: a majority of one is kept
+    with pytest.raises(LabelError) as err:
+        ls.export(studio, single, min_agreement=0.5)
+    assert str(err.value) == ("project 'single' has no item with a clear winner yet at agreement 50% or more: "
+                              "ties, 'both bad' and split items are left out, and 3 labelled by one person only "
+                              "(agreement needs two)")
+    assert [d["name"] for d in studio.store.list_datasets()] == []
+    # a second labeler on one item: that item now has an agreement to measure, and passes
+    item = shown(studio, single, "bob")
+    ls.submit(studio, single, item["item_id"], "bob", screen(item, "a"))
+    rows, origin = ls.export_rows(studio, single, min_agreement=0.9)
+    assert len(rows) == 1 and origin["alone"] == 2
 
 
 def test_exported_preference_dataset_is_trl_conversational(studio, voted):

@@ -49,7 +49,8 @@ def test_aggregate_majority_ties_and_skips():
     assert result[1] == {"winner": "a", "agreement": pytest.approx(2 / 3), "labels": 3,
                          "counts": counts(a=2, b=1)}
     assert result[2] == {"winner": None, "agreement": 0.5, "labels": 2, "counts": counts(a=1, b=1)}
-    assert result[3] == {"winner": "tie", "agreement": 1.0, "labels": 1, "counts": counts(tie=1)}
+    # one label: a winner by majority, and no agreement to measure
+    assert result[3] == {"winner": "tie", "agreement": None, "labels": 1, "counts": counts(tie=1)}
     # 'both bad' has the most votes but only half of them: no majority, no winner
     assert result[5] == {"winner": None, "agreement": 0.5, "labels": 4,
                          "counts": counts(a=1, b=1, both_bad=2)}
@@ -57,10 +58,10 @@ def test_aggregate_majority_ties_and_skips():
 
 
 def test_aggregate_min_agreement_drops_weak_winners():
-    # 0.6 keeps item 1 (2/3 = 0.667), item 3 (1.0) and item 6 (1.0); item 5 (2/4 = 0.5) loses
-    # its winner but stays listed with its counts.
+    # 0.6 keeps item 1 (2/3 = 0.667) and item 6 (1.0); item 5 (2/4 = 0.5) loses its winner but
+    # stays listed with its counts, and item 3 (one label: no agreement to measure) loses its own.
     result = aggregate(VOTES, min_agreement=0.6)
-    assert {i: r["winner"] for i, r in result.items()} == {1: "a", 2: None, 3: "tie",
+    assert {i: r["winner"] for i, r in result.items()} == {1: "a", 2: None, 3: None,
                                                           5: None, 6: "b"}
     assert result[5]["counts"] == counts(a=1, b=1, both_bad=2)
     # Exactly at the threshold counts as enough: 2/3 >= 2/3.
