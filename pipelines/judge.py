@@ -33,6 +33,7 @@ from pipelines.data import load_rows
 from pipelines.errors import DataError, where
 
 JUDGED = "judged.jsonl"
+AFTER_DISK_FULL = "judge the pairs again"  # pipelines.run: said when the disk fills
 
 JUDGE_INSTRUCTION = (
     "You are an expert rater of the answers an AI assistant gives. You will see a conversation "

@@ -17,6 +17,7 @@ from pathlib import Path
 from pipelines.chat import Decoder, GenerationSettings, ModelCache
 
 CANDIDATES = "candidates.jsonl"
+AFTER_DISK_FULL = "resume answering (the answers so far are kept)"  # pipelines.run: said when the disk fills
 
 
 def read_candidates(run_dir: Path) -> dict[int, dict]:

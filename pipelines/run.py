@@ -71,9 +71,12 @@ def main(run_dir: str) -> int:
 
     events.status("running", started=time.time(), resumed_from=resumed_from)
     events.phase("starting (loading the training libraries)")
+    then = "resume the run"  # what to do once space is freed, said when the disk fills
     try:
         if job.get("runner"):  # another long task (e.g. answers to label): its module's run()
-            summary = importlib.import_module(job["runner"]).run(job, run_dir, events)
+            runner = importlib.import_module(job["runner"])
+            then = getattr(runner, "AFTER_DISK_FULL", "start it again")
+            summary = runner.run(job, run_dir, events)
         elif distributed(job.get("devices")):  # several processes: accelerate launches them
             summary = launch(job, run_dir, events)
         else:
@@ -82,7 +85,7 @@ def main(run_dir: str) -> int:
             runner = importlib.import_module(get_method(job["method"]).runner)
             summary = runner.train(job, run_dir, events)
     except Exception as err:  # the run fails, the message reaches the user in one line
-        message = failure_message(err, run_dir)
+        message = failure_message(err, run_dir, then=then)
         details = "error-rank*.txt" if isinstance(err, ProcessFailed) else ERROR_DETAILS  # each process's own
         print(f"failed: {message}\n(the full Python traceback is in {run_dir / details})", flush=True)
         events.stop_heartbeat()
@@ -98,16 +101,18 @@ def main(run_dir: str) -> int:
     return 0
 
 
-def failure_message(err: BaseException, run_dir: Path, details: str = ERROR_DETAILS) -> str:
+def failure_message(err: BaseException, run_dir: Path, details: str = ERROR_DETAILS,
+                    then: str = "resume the run") -> str:
     """The failure in one line for the user (the traceback goes to error.txt for whoever debugs; a
-    process of a launched run wrote its own already)."""
+    process of a launched run wrote its own already). then: what to do once space is freed when the
+    disk filled (an export cannot be resumed: it starts again)."""
     if disk_full(err):
         # the half-written checkpoint goes first: it frees space, and resume must never use it
         discard_incomplete_checkpoints(run_dir)
         kept = newest_checkpoint(run_dir)
         message = (f"the disk is full (no space left on the device holding {run_dir.parent}); "
                    + (f"the last complete checkpoint ({kept.name}) is kept: " if kept else "")
-                   + "free some space, then resume the run")
+                   + f"free some space, then {then}")
     else:  # errors written for people (one sentence) are shown as they are; others with their type
         message = (str(err) if getattr(err, "one_sentence", False) else f"{type(err).__name__}: {err}")
     if not isinstance(err, ProcessFailed):

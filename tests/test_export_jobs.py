@@ -13,6 +13,7 @@ import torch
 
 from studio import chat_service, export_service
 from tests.conftest import ROOT
+from tests.test_checkpoints import can_mount_a_small_disk
 from tests.test_export_merge import PROMPT
 
 
@@ -219,6 +220,40 @@ def test_an_export_job_can_be_cancelled(workspace):
     assert not (studio.run_dir(export_id) / "gguf").exists() and not (studio.run_dir(export_id) / "merged-step").exists()
     again = studio_cmd(studio.home, "cancel", export_id)
     assert again.returncode == 2 and f"export {export_id} is cancelled" in again.stderr
+
+
+# The export's GGUF folder is a RAM disk far smaller than the file (its own mount namespace: no root)
+SMALL_GGUF_DISK = """
+set -e
+mount -t tmpfs -o size=64k tmpfs "$1/gguf"
+"$2" -m pipelines.run "$1" || true
+ls -A "$1/gguf" > "$1/left-on-disk.txt"
+"""
+
+
+@pytest.mark.skipif(not can_mount_a_small_disk(), reason="needs unshare -rm to mount a small tmpfs")
+def test_a_full_disk_during_an_export_says_to_export_again_and_leaves_no_half_file(studio, tiny_model_dir,
+                                                                                   monkeypatch):
+    """The disk filling during an export said "free some space, then resume the run": an export has no
+    resume, and no button or command for one."""
+    wrappers = []
+
+    def spawn_on_a_small_disk(job_id, job_dir):
+        (job_dir / "gguf").mkdir()
+        with open(job_dir / "train.log", "ab") as log:
+            wrappers.append(subprocess.Popen(
+                ["unshare", "-rm", "sh", "-c", SMALL_GGUF_DISK, "sh", str(job_dir), sys.executable],
+                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+            studio._procs[job_id] = wrappers[-1]
+
+    monkeypatch.setattr(studio, "spawn", spawn_on_a_small_disk)
+    export_id = export_service.start_export(studio, str(tiny_model_dir), fmt="gguf", quant="f16")
+    row = export_service.wait(studio, export_id, poll_s=0.3)
+    wrappers[0].wait(timeout=30)
+    assert row["status"] == "failed"
+    assert row["error"] == (f"the disk is full (no space left on the device holding {studio.runs_dir}); free some "
+                            "space, then export again (what was half written is removed)")
+    assert (studio.run_dir(export_id) / "left-on-disk.txt").read_text() == ""
 
 
 def test_a_files_size_reads_as_the_download_box_beside_it_shows_it():

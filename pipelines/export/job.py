@@ -20,6 +20,7 @@ from pipelines.events import MODEL
 from pipelines.export import ExportError
 
 GGUF_DIR = "gguf"
+AFTER_DISK_FULL = "export again (what was half written is removed)"  # pipelines.run: said when the disk fills
 
 
 def run(job: dict, run_dir: Path, events) -> dict:
