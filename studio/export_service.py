@@ -17,7 +17,7 @@ from pathlib import Path
 from pipelines import models
 from pipelines.events import CANCEL, FINAL_STATUSES, JOB, MODEL, write_json
 from pipelines.export import ExportError
-from pipelines.export.merge import check_mergeable
+from pipelines.export.merge import why_unmergeable
 from pipelines.export.model_merge import MERGE_METHODS
 from pipelines.methods import METHODS
 
@@ -49,14 +49,11 @@ def source(studio, ref: str) -> tuple[dict, str]:
             raise ExportError(f"run {run_id} is {run['status']}; only a completed run's result can be exported")
         model, adapter = studio.tuned_model(run_id)
         method = METHODS.get(run["method"])
-        if adapter is not None:
-            try:
-                check_mergeable(adapter)
-            except ExportError:
-                label = method.label if method else run["method"]
-                raise ExportError(f"run {run_id} learned a {label} adapter: virtual tokens put in front of every "
-                                  "input rather than a change of the model's weights, so it cannot be merged "
-                                  "into a model file (train a LoRA-family method to export)") from None
+        why = why_unmergeable(adapter) if adapter is not None else None
+        if why:  # said for the run's own method (a bottleneck run was told of virtual tokens)
+            label = method.label if method else run["method"]
+            raise ExportError(f"run {run_id} learned a {label} adapter, which cannot be merged into a model file: "
+                              f"{why} (train a LoRA-family method to export)")
         dataset = studio.store.get_dataset(run["dataset_id"]) if run["dataset_id"] else None
         name = f"{run['method']}-{dataset['name'] if dataset else 'run'}"
         model = model if models.is_default(model) else local_folder(studio, model)

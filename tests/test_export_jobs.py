@@ -146,15 +146,21 @@ def test_refusals_exit_2_with_one_sentence_and_write_nothing(workspace, tmp_path
     assert (sorted(p.name for p in studio.runs_dir.iterdir()), len(studio.store.list_exports())) == before
 
 
-def test_a_prompt_learning_run_is_refused_with_the_reason(studio, tiny_model_dir):
-    run_id = finished_run(studio, tiny_model_dir, "prompt", {
+@pytest.mark.parametrize("method, why", [
+    ("prompt", "it learned virtual tokens put in front of every input, not a change of the model's weights"),
+    # a bottleneck run was told about virtual tokens too: each kind now gets its own reason
+    ("houlsby", "it adds small networks with a non-linearity between the model's layers, which no weight of the "
+                "model can hold")])
+def test_a_run_whose_adapter_no_weight_can_hold_is_refused_with_its_own_reason(studio, tiny_model_dir, method, why):
+    from pipelines.methods import METHODS
+
+    run_id = finished_run(studio, tiny_model_dir, method, {
         "learning_rate": 1e-2, "num_train_epochs": 0.1, "per_device_train_batch_size": 8, "max_length": 64})
     before = sorted(p.name for p in studio.runs_dir.iterdir())
     done = studio_cmd(studio.home, "export", f"run:{run_id}", "--format", "gguf")
     assert done.returncode == 2
-    assert done.stderr.startswith(f"error: run {run_id} learned a Prompt tuning adapter: virtual tokens put in "
-                                  "front of every input rather than a change of the model's weights")
-    assert len(done.stderr.strip().splitlines()) == 1
+    assert done.stderr == (f"error: run {run_id} learned a {METHODS[method].label} adapter, which cannot be merged "
+                           f"into a model file: {why} (train a LoRA-family method to export)\n")
     assert studio.store.list_exports() == [] and sorted(p.name for p in studio.runs_dir.iterdir()) == before
     assert f"run:{run_id}" not in [v for _l, v in export_service.sources(studio)]
 

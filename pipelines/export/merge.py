@@ -31,26 +31,36 @@ def adapter_type(adapter_dir: Path) -> str:
 
 
 # the studio's own adapter types (pipelines/methods/native): not changes of weights either
-NOT_WEIGHTS = {"BOTTLENECK": "a bottleneck adapter cannot be merged: it adds small networks with a non-linearity "
-               "between the model's layers, which no weight of the model can hold",
-               "REFT": "a ReFT adapter cannot be merged: it edits the hidden states the model computes, "
-               "which no weight of the model can hold",
-               "MAM": "a MAM adapter cannot be merged: it adds learned keys and values to every attention layer "
-               "and small networks beside the feed-forward blocks, which no weight of the model can hold",
-               "UNIPELT": "a UniPELT adapter cannot be merged: its parts are switched by learned gates that read "
-               "each token, and it adds learned keys and values to every attention layer, which no weight of the "
-               "model can hold"}
+NOT_WEIGHTS = {"BOTTLENECK": ("bottleneck", "it adds small networks with a non-linearity between the model's "
+                              "layers, which no weight of the model can hold"),
+               "REFT": ("ReFT", "it edits the hidden states the model computes, which no weight of the model "
+                        "can hold"),
+               "MAM": ("MAM", "it adds learned keys and values to every attention layer and small networks beside "
+                       "the feed-forward blocks, which no weight of the model can hold"),
+               "UNIPELT": ("UniPELT", "its parts are switched by learned gates that read each token, and it adds "
+                           "learned keys and values to every attention layer, which no weight of the model can "
+                           "hold")}
+
+
+def why_unmergeable(adapter_dir: Path) -> str | None:
+    """Why this adapter cannot be folded into its base's weights (a clause), or None when it can."""
+    kind = adapter_type(adapter_dir)
+    if kind in NOT_WEIGHTS:
+        return NOT_WEIGHTS[kind][1]
+    if kind in PROMPT_LEARNING:
+        return "it learned virtual tokens put in front of every input, not a change of the model's weights"
+    return None
 
 
 def check_mergeable(adapter_dir: Path) -> None:
+    why = why_unmergeable(adapter_dir)
+    if why is None:
+        return
     kind = adapter_type(adapter_dir)
-    if kind in NOT_WEIGHTS:
-        raise ExportError(f"{NOT_WEIGHTS[kind]}, so it only works loaded beside its base (train LoRA or "
-                          "SHiRA to get a mergeable result)")
-    if kind in PROMPT_LEARNING:
-        raise ExportError(f"a {kind.replace('_', ' ').lower()} adapter cannot be merged: it learned virtual "
-                          "tokens put in front of every input, not a change of the model's weights, so "
-                          "it only works loaded beside its base (train LoRA to get a mergeable result)")
+    name = NOT_WEIGHTS[kind][0] if kind in NOT_WEIGHTS else kind.replace("_", " ").lower()
+    other = "LoRA or SHiRA" if kind in NOT_WEIGHTS else "LoRA"
+    raise ExportError(f"a {name} adapter cannot be merged: {why}, so it only works loaded beside its base "
+                      f"(train {other} to get a mergeable result)")
 
 
 def merge_adapter(base: str, adapter_dir: Path, out_dir: Path, on_progress=None) -> dict:
