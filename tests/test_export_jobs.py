@@ -93,6 +93,9 @@ def test_gguf_export_of_a_run_reads_back_with_the_same_greedy_tokens(workspace):
     modelfile = (gguf_file.parent / "Modelfile").read_text()
     assert "FROM ./faq-f16.gguf" in modelfile and 'PARAMETER stop "<|im_end|>"' in modelfile
     assert "ollama create faq -f Modelfile" in export_service.ollama_command(studio, export_id)
+    import gguf  # the name llama.cpp and LM Studio show: the export's (it was the scratch folder's, merged-step)
+
+    assert gguf.GGUFReader(gguf_file).fields["general.name"].contents() == "faq"
     _, tuned = run_logits(studio, run_id)
     from_gguf = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name).eval()
     assert greedy(from_gguf) == greedy(tuned)

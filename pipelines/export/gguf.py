@@ -70,15 +70,17 @@ class _Tensor:
 
 
 def write_gguf(model_dir: Path, out_file: Path, quant: str = "f16",
-               on_progress: Callable[[int, int], None] | None = None) -> dict:
-    """Convert `model_dir` to the single GGUF file `out_file`; nothing is left there on failure."""
+               on_progress: Callable[[int, int], None] | None = None, name: str | None = None) -> dict:
+    """Convert `model_dir` to the single GGUF file `out_file`; nothing is left there on failure.
+    name: the model's name in the file (general.name, which llama.cpp and LM Studio show); by default
+    the folder's, which for a run's export was the job's scratch folder, 'merged-step'."""
     model_dir, out_file = Path(model_dir), Path(out_file)
     if quant not in QUANTS:
         raise ExportError(f"GGUF quantization '{quant}' is not supported; choose one of {', '.join(QUANTS)}")
     config = _read_config(model_dir)
     plan = _plan_tensors(model_dir, config, quant)
     writer = gguf.GGUFWriter(path=None, arch=gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
-    _add_hyperparameters(writer, model_dir, config, QUANTS[quant][0])
+    _add_hyperparameters(writer, name or model_dir.name, config, QUANTS[quant][0])
     _add_vocab(writer, model_dir, config)
     for t in plan:
         byte_shape = gguf.quant_shape_to_byte_shape(t.shape, t.qtype)
@@ -183,11 +185,11 @@ def _permute(weights: torch.Tensor, n_head: int) -> torch.Tensor:
             .swapaxes(1, 2).reshape(weights.shape))
 
 
-def _add_hyperparameters(w: gguf.GGUFWriter, model_dir: Path, config: dict, ftype) -> None:
+def _add_hyperparameters(w: gguf.GGUFWriter, name: str, config: dict, ftype) -> None:
     n_head = config["num_attention_heads"]
     rope = config.get("rope_scaling") or config.get("rope_parameters") or {}
     w.add_type(gguf.GGUFType.MODEL)
-    w.add_name(model_dir.name)
+    w.add_name(name)
     w.add_context_length(config["max_position_embeddings"])
     w.add_embedding_length(config["hidden_size"])
     w.add_block_count(config["num_hidden_layers"])

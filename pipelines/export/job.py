@@ -141,7 +141,8 @@ def _gguf(job: dict, folder: Path, out_dir: Path, phase, events) -> dict:
         if events.cancel_requested():
             raise Cancelled
 
-    written = gguf.write_gguf(folder, out_dir / name, quant=quant, on_progress=on_tensor)
+    written = gguf.write_gguf(folder, out_dir / name, quant=quant, on_progress=on_tensor,
+                              name=job.get("name") or None)
     summary = {"gguf": str(out_dir / name), "gguf_bytes": written["bytes"], "quant": quant}
     if text is not None:
         phase("writing the Ollama Modelfile")
