@@ -140,6 +140,36 @@ def test_slerp_halfway_lies_on_the_arc(two_models, tmp_path):
     assert (m[key] - a[key]).norm() > 0.3 * (b[key] - a[key]).norm()  # it moved about halfway
 
 
+STOP_AT_FIRST_LOOK = """
+import sys
+from pathlib import Path
+from pipelines.export import Cancelled
+from pipelines.export.model_merge import merge_models
+looks = []
+try:
+    merge_models("linear", sys.argv[1:3], Path(sys.argv[3]), cancelled=lambda: looks.append(1) or True)
+    print("merged", len(looks))
+except Cancelled:
+    print("cancelled", len(looks))
+"""
+
+
+def test_a_cancel_stops_a_merge_while_mergekit_works_and_leaves_nothing(two_models, tmp_path):
+    """A cancel was only looked at before and after mergekit's merge (minutes on a big model): now it
+    is looked at while mergekit works, and stops it there, nothing written. In a process of its own: the
+    stop interrupts the main thread, as in a job's worker."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    base, tuned = two_models
+    done = subprocess.run([sys.executable, "-c", STOP_AT_FIRST_LOOK, str(base), str(tuned), str(tmp_path / "out")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.stdout.split() == ["cancelled", "1"], done.stderr  # the watcher looks only while mergekit runs
+    assert list(tmp_path.iterdir()) == []  # neither the model nor its temporary folder
+
+
 def test_linear_and_task_arithmetic_by_hand(two_models, tmp_path):
     base, tuned = two_models
     a, b = weights(base), weights(tuned)

@@ -6,7 +6,9 @@ background jobs like training runs."""
 from __future__ import annotations
 
 import shutil
+import signal
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -17,6 +19,11 @@ class ExportError(ValueError):
     """An export that cannot be made; the message is one sentence."""
 
     one_sentence = True  # a failed job shows the message alone, without the class name
+
+
+class Cancelled(Exception):
+    """The user asked the job to stop; raised between tensors (or, in a merge, between mergekit's
+    steps) so the writer removes its partial output."""
 
 
 @contextmanager
@@ -34,3 +41,55 @@ def atomic_folder(target: Path):
         tmp.rename(target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def stoppable(cancelled, poll_s: float = 0.05):
+    """Turn a cancel request into Cancelled inside a block that offers no hook of its own (mergekit's
+    run_merge): a watcher thread looks at once and then every poll_s, and on a cancel interrupts the
+    main thread, where Python raises KeyboardInterrupt at the next bytecode (after the running tensor
+    operation). Only in the main thread, where a job runs; elsewhere the block runs to its end."""
+    if cancelled is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    import _thread
+
+    asked, done = threading.Event(), threading.Event()
+
+    def watch():
+        while not cancelled():
+            if done.wait(poll_s):
+                return
+        asked.set()
+        _thread.interrupt_main()
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # even where SIGINT was ignored
+    watcher = threading.Thread(target=watch, daemon=True)
+    stopped = False
+    try:
+        watcher.start()
+        yield
+    except KeyboardInterrupt:
+        if not asked.is_set():
+            raise
+        stopped = True
+    finally:
+        done.set()
+        # an interrupt sent as the block ended arrives here: caught, whichever line it lands on
+        while True:
+            try:
+                watcher.join()
+                _arrive()
+                break
+            except KeyboardInterrupt:
+                if not asked.is_set():
+                    raise
+                stopped = True
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    if stopped:
+        raise Cancelled
+
+
+def _arrive() -> None:
+    """A Python call: an interrupt still pending is raised at its start."""

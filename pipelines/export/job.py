@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pipelines import models
 from pipelines.events import MODEL
-from pipelines.export import ExportError
+from pipelines.export import Cancelled, ExportError
 
 GGUF_DIR = "gguf"
 AFTER_DISK_FULL = "export again (what was half written is removed)"  # pipelines.run: said when the disk fills
@@ -71,7 +71,8 @@ def _make(job: dict, run_dir: Path, events) -> dict:
         models_in, base = (folders[:-1], folders[-1]) if job.get("base") else (folders, None)
         phase(f"merging {len(models_in)} models ({job['method']})")
         summary.update(merge_models(job["method"], models_in, folder, base=base, weights=job.get("weights"),
-                                    t=job.get("t", 0.5), density=job.get("density", 0.5), seed=job.get("seed", 0)))
+                                    t=job.get("t", 0.5), density=job.get("density", 0.5), seed=job.get("seed", 0),
+                                    cancelled=events.cancel_requested))
         step_done()
     elif kind == "merged":
         folder = _merged_folder(job["source"], folder, phase, events)
@@ -109,10 +110,6 @@ def _merged_folder(source: dict, out: Path, phase, events) -> Path:
         phase("copying the model")
         copy_model(Path(base), out)
     return out
-
-
-class Cancelled(Exception):
-    """The user asked the job to stop; raised between tensors so the writer removes its partial file."""
 
 
 def _gguf(job: dict, folder: Path, out_dir: Path, phase, events) -> dict:

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.export import ExportError, atomic_folder
+from pipelines.export import ExportError, atomic_folder, stoppable
 from pipelines.export.merge import folder_bytes
 
 
@@ -117,8 +117,10 @@ def check_same_shape(folders: list[str]) -> None:
 
 def merge_models(method: str, models: list[str], out_dir: Path, base: str | None = None,
                  weights: list[float] | None = None, t: float = 0.5, density: float = 0.5,
-                 seed: int = 0) -> dict:
-    """Write the merge of `models` (local folders) at `out_dir`, all or nothing."""
+                 seed: int = 0, cancelled=None) -> dict:
+    """Write the merge of `models` (local folders) at `out_dir`, all or nothing. cancelled: a
+    callable polled while mergekit works; once it says yes the merge stops with Cancelled (a cancel
+    was only seen after the merge, minutes later on a big model)."""
     from mergekit.config import MergeConfiguration
     from mergekit.merge import run_merge
     from mergekit.options import MergeOptions
@@ -149,7 +151,7 @@ def merge_models(method: str, models: list[str], out_dir: Path, base: str | None
         config["parameters"] = parameters
     if spec.needs_base or spec.uses_t:
         config["base_model"] = base
-    with atomic_folder(out_dir) as tmp:
+    with atomic_folder(out_dir) as tmp, stoppable(cancelled):
         run_merge(MergeConfiguration.model_validate(config), str(tmp),
                   MergeOptions(quiet=True, copy_tokenizer=True, random_seed=seed, trust_remote_code=False,
                                write_model_card=True))
