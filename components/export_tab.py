@@ -7,10 +7,6 @@ from __future__ import annotations
 
 import html
 import math
-import os
-import shutil
-import tempfile
-import threading
 from pathlib import Path
 
 import gradio as gr
@@ -25,8 +21,8 @@ KINDS = {"merged": "merged model", "merge": "model merge", "gguf": "GGUF"}
 
 
 def shown_size(n: float) -> str:
-    """A file's size as the Download box beside it shows it (Gradio's units of 1024: '138.1 MB' there
-    and '144.8 MB' here, for the same file, read as two files)."""
+    """A file's size in units of 1024, as the browser's downloads list and file managers show it (a
+    '144.8 MB' here and a '138.1 MB' there, for the same file, read as two files)."""
     unit = 0
     while n > 1024 and unit < 4:
         n, unit = n / 1024, unit + 1
@@ -60,8 +56,10 @@ def details(studio, export_id: str | None) -> str:
         lines.append(f"**Failed:** {html.escape(row['error'])}")
     if row["status"] == "completed":
         summary = row["summary"]
-        for path in xs.files(studio, export_id):
-            lines.append(f"- `{path.name}` · {shown_size(path.stat().st_size)}")
+        lines.append("\nDownload:")
+        for path in xs.files(studio, export_id):  # served from the workspace as they are (launch.Downloads)
+            lines.append(f'- <a href="{xs.download_url(export_id, path)}" download="{html.escape(path.name)}">'
+                         f"{html.escape(path.name)}</a> · {shown_size(path.stat().st_size)}")
         folder = Path(summary["gguf"]).parent if summary.get("gguf") else summary.get("folder")
         lines.append(f"\nFolder: `{folder}` · took {summary.get('seconds', '?')} s")
         command = xs.ollama_command(studio, export_id)
@@ -70,33 +68,6 @@ def details(studio, export_id: str | None) -> str:
         if row["kind"] != "gguf":
             lines.append("\nThis model is now in the Train tab's *Start from* list and in the Chat tab's model lists.")
     return "\n".join(lines)
-
-
-def downloads(studio, export_id: str | None, folder: Path) -> list[str] | None:
-    """The export's files, linked into this page's private folder (made with mkdtemp, under the
-    system's temp folder, from where the page may hand out files) while the workspace itself is never
-    served by path. Each link is made under a temporary name and renamed: a half-made one is never
-    offered, and two requests at once do not trip over each other."""
-    if not export_id:
-        return None
-    row = xs.get_export(studio, export_id)
-    if row is None or row["status"] != "completed":
-        return None
-    out = folder / export_id
-    out.mkdir(exist_ok=True)
-    found = []
-    for path in xs.files(studio, export_id):
-        target = out / path.name
-        if not (target.exists() and os.path.samefile(target, path)):
-            tmp = out / f".{path.name}.{os.getpid()}.{threading.get_ident()}"
-            tmp.unlink(missing_ok=True)
-            try:
-                os.link(path, tmp)
-            except OSError:  # the temp folder is on another file system: a copy
-                shutil.copy2(path, tmp)
-            os.replace(tmp, target)
-        found.append(str(target))
-    return found
 
 
 def parse_weights(text: str, count: int) -> list[float] | None:
@@ -126,8 +97,6 @@ def build(studio):
                 "Each runs in the background like training; results appear in the list below.")
     choices = xs.sources(studio)
     newest = newest_run(choices)
-    # files offered for download are linked here: private to this server (mkdtemp: mode 0700)
-    download_dir = Path(tempfile.mkdtemp(prefix="tune-studio-downloads-"))
     with gr.Row(equal_height=False):
         with gr.Column():
             gr.Markdown("### Export a model")
@@ -174,7 +143,6 @@ def build(studio):
                          info="Pick one to see its files, download them and how to run it.")
     info = gr.Markdown(details(studio, None), elem_id="export-details")
     cancel = gr.Button("Cancel this export", elem_id="export-cancel", size="sm", interactive=False)
-    files = gr.File(label="Download", file_count="multiple", interactive=False, elem_id="export-files")
     timer = gr.Timer(2.0, active=False)  # ticks while the Export tab is shown (app.py)
     suggested = gr.State(newest)  # the Model the studio put up; a person's own pick is never moved
 
@@ -193,16 +161,16 @@ def build(studio):
         renamed = (f" It is named `{named}`: a name for files and for Ollama takes letters, digits, '.', '_' "
                    "and '-' only." if named and named != typed.strip() else "")
         return (f"Started {what} **{export_id}**: it runs in the background; its progress is below.{renamed}",
-                rows, gr.update(choices=pick_choices(rows), value=export_id), details(studio, export_id), None)
+                rows, gr.update(choices=pick_choices(rows), value=export_id), details(studio, export_id))
 
-    outputs = [message, listing, picked, info, files]
+    outputs = [message, listing, picked, info]
 
     def on_export(ref, fmt_key, quant_key, export_name, system_prompt):
         try:
             export_id = xs.start_export(studio, ref, fmt=fmt_key, quant=quant_key, name=export_name or None,
                                         system=system_prompt or None)
         except ExportError as err:
-            return (f"**Cannot export:** {html.escape(str(err))}", *[gr.update()] * 4)
+            return (f"**Cannot export:** {html.escape(str(err))}", *[gr.update()] * 3)
         return started(export_id, "the export", export_name)
 
     export.click(on_export, [source, fmt, quant, name, system], outputs)
@@ -214,7 +182,7 @@ def build(studio):
             export_id = xs.start_merge(studio, key, list(refs or []), base=base_ref if spec.needs_base else None,
                                        weights=chosen, t=factor, density=dens, name=merge_label or None)
         except ExportError as err:
-            return (f"**Cannot merge:** {html.escape(str(err))}", *[gr.update()] * 4)
+            return (f"**Cannot merge:** {html.escape(str(err))}", *[gr.update()] * 3)
         return started(export_id, "the merge", merge_label)
 
     def weights_for(spec, refs, text):
@@ -227,9 +195,9 @@ def build(studio):
         return gr.update(interactive=status_of(rows, export_id) in ("queued", "running"))
 
     def on_pick(export_id):
-        return details(studio, export_id), downloads(studio, export_id, download_dir), cancellable(export_id, table(studio))
+        return details(studio, export_id), cancellable(export_id, table(studio))
 
-    picked.change(on_pick, picked, [info, files, cancel])
+    picked.change(on_pick, picked, [info, cancel])
 
     def on_cancel(export_id):
         if not export_id:
@@ -249,19 +217,16 @@ def build(studio):
         shown = shown_rows.values.tolist() if hasattr(shown_rows, "values") else shown_rows
         rows = table(studio)
         if rows == shown:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        # the files are offered once, when the picked export has just completed
-        ready = status_of(rows, export_id) == "completed" != status_of(shown, export_id)
-        return (rows, gr.update(choices=pick_choices(rows)), details(studio, export_id),
-                downloads(studio, export_id, download_dir) if ready else gr.update(), cancellable(export_id, rows))
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return rows, gr.update(choices=pick_choices(rows)), details(studio, export_id), cancellable(export_id, rows)
 
-    timer.tick(on_tick, [picked, listing], [listing, picked, info, files, cancel], show_progress="hidden")
+    timer.tick(on_tick, [picked, listing], [listing, picked, info, cancel], show_progress="hidden")
 
     def refresh(current=None, put_up=None):
         """New runs and models become choosable. While the Model is still the one the studio put up
         (or has gone), it moves to the newest run: the one a person who just trained wants out.
         The list itself is left to the timer's first tick: it sees what changed while the tab was
-        hidden (an export that completed) and offers its files."""
+        hidden (an export that completed) and links its files."""
         fresh = xs.sources(studio)
         newest_now = newest_run(fresh)
         refs = {value for _label, value in fresh}

@@ -205,6 +205,27 @@ def wait(studio, export_id: str, poll_s: float = 1.0, on_poll=None) -> dict:
         time.sleep(poll_s)
 
 
+DOWNLOAD_ROUTE = "/studio-download"  # where the server hands out a completed export's files (launch.Downloads)
+
+
+def download_path(studio, export_id: str, name: str) -> Path | None:
+    """The file `name` (as the server decoded it) of a completed export, to hand out; None for anything
+    else (another path, a running export, an unknown id)."""
+    if not re.fullmatch(r"x[\w-]+", export_id or "") or "/" in name:
+        return None
+    found = get_export(studio, export_id)
+    if found is None or found["status"] != "completed":
+        return None
+    return next((p for p in files(studio, export_id) if p.name == name), None)
+
+
+def download_url(export_id: str, path: Path) -> str:
+    """The link to one of an export's files, relative to the page (it works behind a path prefix too)."""
+    from urllib.parse import quote
+
+    return f"{DOWNLOAD_ROUTE.lstrip('/')}/{export_id}/{quote(path.name)}"
+
+
 def files(studio, export_id: str) -> list[Path]:
     """What a completed export made, for download: the GGUF and Modelfile, or the model folder's files."""
     job_dir = studio.run_dir(export_id)

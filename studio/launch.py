@@ -208,6 +208,32 @@ class NoUploadsBack:
         await self.app(scope, receive, watch)
 
 
+class Downloads:
+    """An export's files, streamed from the workspace as they are (GET/HEAD DOWNLOAD_ROUTE/<export id>/<file
+    name>; byte ranges too, so a cut download resumes). Handed to Gradio as a File's value, each file was
+    read through for a hash and copied into Gradio's cache on every pick of the export: seconds and a
+    second copy of a multi-gigabyte GGUF (bench/download_cost.py). Only a completed export's own files
+    are served; behind LoginGate when a password is set."""
+
+    def __init__(self, app, studio=None):
+        self.app = app
+        self.studio = studio
+
+    async def __call__(self, scope, receive, send):
+        from studio.export_service import DOWNLOAD_ROUTE, download_path
+
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if self.studio is None or not path.startswith(DOWNLOAD_ROUTE + "/"):
+            return await self.app(scope, receive, send)
+        from starlette.responses import FileResponse
+
+        export_id, _, name = path[len(DOWNLOAD_ROUTE) + 1:].partition("/")
+        found = download_path(self.studio, export_id, name) if scope.get("method") in ("GET", "HEAD") else None
+        if found is None:
+            return await JSONResponse({"detail": "Not Found"}, status_code=404)(scope, receive, send)
+        return await FileResponse(found, filename=found.name)(scope, receive, send)
+
+
 class CompressPage:
     """Gzip the page and its config. Gradio compresses only paths that end in a file extension
     (.js, .css, ...), so `/` (the page with every component's config inlined, ~1 MB) crossed the
@@ -282,7 +308,9 @@ def serve(studio, host: str = "127.0.0.1", port: int = 7860, auth: str | None = 
     # that sets the environment (the proxy bypass, Gradio's own), or the first Start could not use it
     studio.prepare_worker()
     # with a password, nothing but the login page before login, and failed logins slowed per client
-    middleware = [Middleware(CompressPage), Middleware(FixFrontend), Middleware(NoUploadsBack), *([Middleware(LoginGate, throttle=login_throttle)] if credentials else [])]
+    middleware = [Middleware(CompressPage), Middleware(FixFrontend), Middleware(NoUploadsBack),
+                  *([Middleware(LoginGate, throttle=login_throttle)] if credentials else []),
+                  Middleware(Downloads, studio=studio)]  # last: inside the login gate
     app.launch(
         app_kwargs={"middleware": middleware}, server_name=host, server_port=port, auth=credentials, share=share,
         max_file_size=studio.max_upload_bytes, allowed_paths=[], show_error=True, css_paths=[CSS_PATH], head=head(),

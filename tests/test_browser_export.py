@@ -5,6 +5,9 @@ own settings appear when it is chosen; a refused merge says why and starts nothi
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import httpx
 import pytest
 
 from studio import export_service
@@ -43,7 +46,20 @@ def test_export_a_run_then_chat_with_the_merged_model(server, page, studio, tiny
     expect(page.locator("#export-details")).to_contain_text("completed", timeout=120_000)
     expect(page.locator("#export-details")).to_contain_text("faq-helper-q8_0.gguf")
     expect(page.locator("#export-details")).to_contain_text("ollama create faq-helper -f Modelfile")
-    expect(page.locator("#export-files")).to_contain_text("Modelfile", timeout=30_000)
+    # the files download straight from the workspace (handed to a Gradio File, each pick of the export read
+    # the whole GGUF for a hash and copied it into Gradio's cache first)
+    gguf_file = studio.run_dir(gguf_id) / "gguf" / "faq-helper-q8_0.gguf"
+    for name, on_disk in (("faq-helper-q8_0.gguf", gguf_file), ("Modelfile", gguf_file.parent / "Modelfile")):
+        with page.expect_download() as fetched:
+            page.locator("#export-details a", has_text=name).click()
+        assert fetched.value.suggested_filename == name
+        assert Path(fetched.value.path()).read_bytes() == on_disk.read_bytes()
+    with httpx.Client(base_url=server, timeout=30) as client:
+        tail = client.get(f"/studio-download/{gguf_id}/faq-helper-q8_0.gguf", headers={"Range": "bytes=-100"})
+        assert tail.status_code == 206 and tail.content == gguf_file.read_bytes()[-100:]  # a cut download resumes
+        for other in (f"/studio-download/{gguf_id}/..%2F..%2Fstudio.db", f"/studio-download/{gguf_id}/job.json",
+                      f"/studio-download/{run_id}/adapter_config.json", "/studio-download/x1/Modelfile"):
+            assert client.get(other).status_code == 404, other
     expect(page.locator("#export-cancel")).to_be_disabled()  # nothing left to cancel
     expect(page.locator("#export-table")).to_contain_text(gguf_id)
 

@@ -265,7 +265,7 @@ def test_a_full_disk_during_an_export_says_to_export_again_and_leaves_no_half_fi
     assert (studio.run_dir(export_id) / "left-on-disk.txt").read_text() == ""
 
 
-def test_a_files_size_reads_as_the_download_box_beside_it_shows_it():
+def test_a_files_size_reads_in_units_of_1024_as_downloads_lists_show_it():
     from components.export_tab import shown_size
 
     # Gradio's File box: units of 1024, one decimal (a 144.8 MB GGUF by powers of ten is 138.1 MB there)
