@@ -142,6 +142,45 @@ def test_a_system_prompt_set_for_the_export_replaces_the_default(go_render, real
         tokenize=False, add_generation_prompt=True)
 
 
+LLAMA31_LIKE = ("{{ bos_token }}{% if messages[0]['role'] == 'system' %}{% set sys = messages[0]['content'] %}"
+                "{% set messages = messages[1:] %}{% else %}{% set sys = 'Cutting Knowledge Date: December 2023' %}"
+                "{% endif %}{{ '<|start_header_id|>system<|end_header_id|>\n\n' + sys + '<|eot_id|>' }}"
+                "{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' "
+                "+ message['content'] | trim + '<|eot_id|>' }}{% endfor %}"
+                "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}")
+
+
+def bos_adding(tokenizer):
+    """The tokenizer made to put BOS in front of every text, as Llama 3's does (SmolLM2's does not)."""
+    from tokenizers.processors import TemplateProcessing
+
+    bos = tokenizer.bos_token
+    tokenizer._tokenizer.post_processor = TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tokenizer.bos_token_id)])
+    return tokenizer
+
+
+@pytest.mark.parametrize("template", [LLAMA3_LIKE, LLAMA31_LIKE], ids=["llama3-like", "with-a-default-system"])
+@pytest.mark.parametrize("conversation", ["one question", "with a system prompt"])
+def test_a_template_that_writes_bos_leaves_it_to_ollama_when_the_tokenizer_adds_it(
+        go_render, real_tokenizer_dir, tmp_path, template, conversation):
+    """Llama 3's template writes {{ bos_token }} and its tokenizer adds BOS too; Ollama (and llama.cpp)
+    add BOS to every prompt when the GGUF says the tokenizer does: the TEMPLATE kept the template's own,
+    and every prompt started with two BOS, which the model never saw in training."""
+    from pipelines.export.modelfile import adds_bos
+
+    tokenizer = bos_adding(tokenizer_with(real_tokenizer_dir, template))
+    assert adds_bos(tokenizer) and not adds_bos(tokenizer_with(real_tokenizer_dir, template))
+    parsed = parse_modelfile(modelfile("m.gguf", tokenizer))
+    messages = CONVERSATIONS[conversation]
+    prompt = ollama_prompt(go_render, tmp_path, parsed, messages)
+    # what the runner feeds the model: BOS, then the prompt's tokens (special tokens read as such)
+    fed = [tokenizer.bos_token_id, *tokenizer(prompt, add_special_tokens=False)["input_ids"]]
+    hf = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert hf.startswith(tokenizer.bos_token) and not prompt.startswith(tokenizer.bos_token)
+    assert fed == tokenizer(hf, add_special_tokens=False)["input_ids"]  # one BOS, as in training
+
+
 @pytest.mark.parametrize("template, says", [
     ("{% for m in messages %}{{ m['content'] }}{{ m['content'] }}{% endfor %}", "repeats or drops message text"),
     ("{{ messages | length }}{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}",

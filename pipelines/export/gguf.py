@@ -27,6 +27,7 @@ import numpy as np
 from safetensors import safe_open
 
 from pipelines.export import ExportError
+from pipelines.export.modelfile import adds_bos
 
 if TYPE_CHECKING:
     import torch
@@ -241,9 +242,9 @@ def _add_vocab(w: gguf.GGUFWriter, model_dir: Path, config: dict) -> None:
     w.add_token_types(types)
     # Merges, bos/eos/pad/unk ids and the chat template, read the way llama.cpp reads them.
     special = gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=len(tokens))
-    # Whether to add BOS: what the tokenizer actually does beats guessing from its config.
-    first = tokenizer("a")["input_ids"][:1]
-    special.add_special_token["bos"] = tokenizer.bos_token_id is not None and first == [tokenizer.bos_token_id]
+    # Whether to add BOS: what the tokenizer actually does beats guessing from its config (the Modelfile's
+    # TEMPLATE leaves BOS out where this says the runner adds it)
+    special.add_special_token["bos"] = adds_bos(tokenizer)
     if special.chat_template is None and tokenizer.chat_template:
         special.chat_template = tokenizer.chat_template
     special.add_to_gguf(w, quiet=True)

@@ -32,16 +32,28 @@ class ChatPieces:
     default_system: str  # the system text the template puts in when the conversation has none
 
 
+def adds_bos(tokenizer) -> bool:
+    """Whether the tokenizer itself puts BOS in front of any text (Llama 3's does, SmolLM2's does not).
+    The GGUF records it (tokenizer.ggml.add_bos_token), and llama.cpp and Ollama then add BOS to every
+    prompt they tokenize."""
+    first = tokenizer("a")["input_ids"][:1]
+    return tokenizer.bos_token_id is not None and first == [tokenizer.bos_token_id]
+
+
 def _render(tokenizer, messages, generation=False) -> str:
+    """The chat template's text, less a leading BOS that Ollama's tokenizer adds anyway: a template that
+    writes {{ bos_token }} itself (Llama 3's) gave every prompt two, a start the model never saw."""
     from jinja2 import TemplateError
 
     try:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
     except TemplateError as err:  # the template's own raise_exception ("System role not supported")
         roles = " then ".join(m["role"] for m in messages)
         raise ExportError(f"the chat template stops with its own error on a conversation of {roles} "
                           f"({str(err).strip()}), so it cannot be translated for Ollama; write the Modelfile's "
                           "TEMPLATE by hand") from None
+    bos = tokenizer.bos_token
+    return text[len(bos):] if bos and text.startswith(bos) and adds_bos(tokenizer) else text
 
 
 def _around(text: str, mark: str) -> tuple[str, str]:
