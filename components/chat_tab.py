@@ -328,6 +328,12 @@ def build(studio):
                 winner=winner, blind=state["blind"], prompt_a=history_a[:-1], prompt_b=history_b[:-1],
                 reply_a=history_a[-1]["content"], reply_b=history_b[-1]["content"],
                 settings=state.get("settings") or vars(settings_of(*settings)), turn=state.get("turn"))
+        except chat_service.AlreadyVoted:
+            # another button's click of this turn was stored: the round is over for this state too (left as
+            # it was, a blind battle's next prompt kept the named sides, and its vote was stored as blind)
+            state = {**state, "voted": True}
+            label_a, label_b = side_labels(studio, state)
+            return gr.update(label=label_a), gr.update(label=label_b), state, gr.skip(), gr.skip(), gr.skip()
         except ChatError as err:
             return refuse(state, f"**Vote not stored:** {err}")
         state = {**state, "voted": True}

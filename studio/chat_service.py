@@ -113,6 +113,10 @@ NO_REPLY = arena.NO_REPLY
 ALREADY_VOTED = "You already voted on this reply; send another prompt."
 
 
+class AlreadyVoted(ChatError):
+    """The turn has its vote: another vote button's click was stored first."""
+
+
 def counted_votes(studio) -> list[dict]:
     """The stored votes that count (arena.counted), oldest first."""
     return arena.counted(studio.store.list_votes())
@@ -135,7 +139,7 @@ def record_vote(studio, *, voter: str, model_a: str, model_b: str, winner: str, 
                                     winner=winner, blind=blind, prompt_a=prompt_a, prompt_b=prompt_b,
                                     reply_a=reply_a, reply_b=reply_b, settings=settings, turn=turn)
     if vote_id is None:
-        raise ChatError(ALREADY_VOTED)
+        raise AlreadyVoted(ALREADY_VOTED)
     return vote_id
 
 

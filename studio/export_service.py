@@ -209,8 +209,8 @@ DOWNLOAD_ROUTE = "/studio-download"  # where the server hands out a completed ex
 
 
 def download_path(studio, export_id: str, name: str) -> Path | None:
-    """The file `name` (as the server decoded it) of a completed export, to hand out; None for anything
-    else (another path, a running export, an unknown id)."""
+    """The file `name` of a completed export, to hand out; None for anything else (another path, a
+    running export, an unknown id)."""
     if not re.fullmatch(r"x[\w-]+", export_id or "") or "/" in name:
         return None
     found = get_export(studio, export_id)
@@ -223,7 +223,7 @@ def download_url(export_id: str, path: Path) -> str:
     """The link to one of an export's files, relative to the page (it works behind a path prefix too)."""
     from urllib.parse import quote
 
-    return f"{DOWNLOAD_ROUTE.lstrip('/')}/{export_id}/{quote(path.name)}"
+    return f"{DOWNLOAD_ROUTE.lstrip('/')}/{export_id}?file={quote(path.name)}"
 
 
 def files(studio, export_id: str) -> list[Path]:

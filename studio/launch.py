@@ -209,11 +209,13 @@ class NoUploadsBack:
 
 
 class Downloads:
-    """An export's files, streamed from the workspace as they are (GET/HEAD DOWNLOAD_ROUTE/<export id>/<file
-    name>; byte ranges too, so a cut download resumes). Handed to Gradio as a File's value, each file was
+    """An export's files, streamed from the workspace as they are (GET/HEAD DOWNLOAD_ROUTE/<export id>?file=
+    <name>; byte ranges too, so a cut download resumes). Handed to Gradio as a File's value, each file was
     read through for a hash and copied into Gradio's cache on every pick of the export: seconds and a
     second copy of a multi-gigabyte GGUF (bench/download_cost.py). Only a completed export's own files
-    are served; behind LoginGate when a password is set."""
+    are served; behind LoginGate when a password is set. The name is in the query, not the path: Gradio's
+    outer compression picks responses by the path's extension, and would compress a tokenizer.json
+    (a part of one, for a resumed download) on the way."""
 
     def __init__(self, app, studio=None):
         self.app = app
@@ -225,10 +227,17 @@ class Downloads:
         path = scope.get("path", "") if scope["type"] == "http" else ""
         if self.studio is None or not path.startswith(DOWNLOAD_ROUTE + "/"):
             return await self.app(scope, receive, send)
+        from urllib.parse import parse_qs
+
+        import anyio
         from starlette.responses import FileResponse
 
-        export_id, _, name = path[len(DOWNLOAD_ROUTE) + 1:].partition("/")
-        found = download_path(self.studio, export_id, name) if scope.get("method") in ("GET", "HEAD") else None
+        export_id = path[len(DOWNLOAD_ROUTE) + 1:]
+        names = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("file", [])
+        found = None
+        if scope.get("method") in ("GET", "HEAD") and len(names) == 1:
+            # off the event loop: reading the export's state may wait on a lock or the database
+            found = await anyio.to_thread.run_sync(download_path, self.studio, export_id, names[0])
         if found is None:
             return await JSONResponse({"detail": "Not Found"}, status_code=404)(scope, receive, send)
         return await FileResponse(found, filename=found.name)(scope, receive, send)

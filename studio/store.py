@@ -130,14 +130,12 @@ class Store:
         self._write_lock = threading.Lock()
         self._local = threading.local()
         with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
+            _wal(db)
             db.executescript(SCHEMA)
             # workspaces made before datasets had metadata
-            if "meta" not in {r["name"] for r in db.execute("PRAGMA table_info(datasets)")}:
-                db.execute("ALTER TABLE datasets ADD COLUMN meta TEXT NOT NULL DEFAULT '{}'")
+            _add_column(db, "datasets", "meta", "TEXT NOT NULL DEFAULT '{}'")
             # workspaces made before a vote named the turn (the pair of replies) it was on: older votes have none
-            if "turn" not in {r["name"] for r in db.execute("PRAGMA table_info(votes)")}:
-                db.execute("ALTER TABLE votes ADD COLUMN turn TEXT")
+            _add_column(db, "votes", "turn", "TEXT")
             # one vote per turn: two vote buttons clicked at once both found the page's state unvoted,
             # and both votes were stored
             db.execute("CREATE UNIQUE INDEX IF NOT EXISTS votes_turn ON votes (turn) WHERE turn IS NOT NULL")
@@ -446,6 +444,33 @@ def _item(row: sqlite3.Row) -> dict:
     out = dict(row)
     out["prompt"] = json.loads(out["prompt"])
     return out
+
+
+def _wal(db) -> None:
+    """WAL mode, set once per database file. Setting it needs the file to itself, and SQLite does not
+    wait for that: processes opening a workspace at once saw "database is locked" and did not start."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def _add_column(db, table: str, column: str, declaration: str) -> None:
+    """A column an older workspace lacks. Two processes opening it at once may both find it missing:
+    the second one's ALTER then fails, with the column there all the same."""
+    if column in {r["name"] for r in db.execute(f"PRAGMA table_info({table})")}:
+        return
+    try:
+        db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+    except sqlite3.OperationalError as err:
+        if "duplicate column" not in str(err):
+            raise
 
 
 VOTE_COLUMNS = ("created", "voter", "model_a", "model_b", "winner", "blind", "prompt_a", "prompt_b",

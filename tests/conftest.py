@@ -49,7 +49,7 @@ def pytest_unconfigure(config):
     exception", exit code 134, in 1 run of 5 of test_browser_loop.py alone."""
     import sys
 
-    if _PROBES:  # the session's probe folder (made by the process that spread the tests over workers)
+    if _PROBES:  # this process's probe folder
         import shutil
 
         shutil.rmtree(_PROBES[0], ignore_errors=True)
@@ -66,9 +66,10 @@ def pytest_configure(config):
 
     from pipelines import probe_cache
 
-    if "PYTEST_XDIST_WORKER" not in os.environ:  # a worker shares its session's folder (it left one each)
-        _PROBES.append(tempfile.mkdtemp(prefix="probes-"))
-        os.environ[probe_cache.ENV] = _PROBES[0]
+    # each process its own (a worker sharing another's would find probes made by the other's tests), removed
+    # when it ends (none was: /tmp gained a folder per process and run)
+    _PROBES.append(tempfile.mkdtemp(prefix="probes-"))
+    os.environ[probe_cache.ENV] = _PROBES[0]
     # Playwright's 5 s default is tight for a page on two cores that also train: the browser tests
     # wait up to 15 s for what they do not give a time of their own
     from playwright.sync_api import expect

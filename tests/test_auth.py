@@ -74,7 +74,7 @@ def test_before_login_only_the_login_page_is_served(server):
             "/gradio_api/user", "/gradio_api/heartbeat/abc", "/gradio_api/queue/data?session_hash=abc",
             "/gradio_api/file=studio.db", "/gradio_api/run-history/buckets", "/gradio_api/vibe-code",
             "/monitoring", "/monitoring/abc", "/gradio_api/upload_progress?upload_id=x", "/docs", "/nowhere",
-            "/studio-download/x20260101-000000-abcd/Modelfile"]
+            "/studio-download/x20260101-000000-abcd?file=Modelfile"]
     posts = ["/gradio_api/queue/join", "/gradio_api/upload", "/gradio_api/run/on_start", "/gradio_api/cancel",
              "/gradio_api/reset", "/gradio_api/call/on_start", "/gradio_api/vibe-edit"]
     with httpx.Client(base_url=base, timeout=30) as client:

@@ -110,9 +110,16 @@ def test_blind_battle_vote_reveal_and_export(server, page, studio, tiny_model_di
     # two vote buttons clicked at once on the regenerated pair: both read the page's state before either
     # vote came back, and both were stored
     page.evaluate("() => ['#chat-vote-a', '#chat-vote-b'].forEach(id => document.querySelector(id).click())")
-    expect(page.locator("#chat-vote-message")).to_contain_text(re.compile("Vote stored|already voted"), timeout=10_000)
+    expect(page.locator("#chat-vote-message")).to_contain_text("Vote stored", timeout=10_000)
     page.wait_for_timeout(3000)  # (the later of the two answers)
     assert len(studio.store.list_votes()) == 2
+    # and whichever answer came last, the round is over: the next prompt starts a new blind round (the
+    # refused click's answer put back the unvoted state, and the next prompt went on with the named sides)
+    fill(page, "chat-prompt", "Can I export to PDF?")
+    page.click("#chat-send")
+    expect(page.locator("#chat-a")).to_contain_text("Can I export to PDF?", timeout=30_000)
+    expect(page.locator("#chat-a")).not_to_contain_text("How long is the warranty?")
+    expect(page.locator("#chat-a")).to_contain_text("hidden until you vote")
 
     # the name votes go under is kept by this browser
     page.reload()

@@ -17,6 +17,10 @@ from tests.test_browser_data import choose
 pytestmark = pytest.mark.browser
 
 
+def modelfile_bytes(studio, export_id) -> bytes:
+    return (studio.run_dir(export_id) / "gguf" / "Modelfile").read_bytes()
+
+
 def test_export_a_run_then_chat_with_the_merged_model(server, page, studio, tiny_model_dir, tiny_params):  # noqa: F811
     from playwright.sync_api import expect
 
@@ -55,10 +59,13 @@ def test_export_a_run_then_chat_with_the_merged_model(server, page, studio, tiny
         assert fetched.value.suggested_filename == name
         assert Path(fetched.value.path()).read_bytes() == on_disk.read_bytes()
     with httpx.Client(base_url=server, timeout=30) as client:
-        tail = client.get(f"/studio-download/{gguf_id}/faq-helper-q8_0.gguf", headers={"Range": "bytes=-100"})
+        tail = client.get(f"/studio-download/{gguf_id}?file=faq-helper-q8_0.gguf", headers={"Range": "bytes=-100"})
         assert tail.status_code == 206 and tail.content == gguf_file.read_bytes()[-100:]  # a cut download resumes
-        for other in (f"/studio-download/{gguf_id}/..%2F..%2Fstudio.db", f"/studio-download/{gguf_id}/job.json",
-                      f"/studio-download/{run_id}/adapter_config.json", "/studio-download/x1/Modelfile"):
+        head = client.head(f"/studio-download/{gguf_id}?file=Modelfile")
+        assert head.status_code == 200 and int(head.headers["content-length"]) == len(modelfile_bytes(studio, gguf_id))
+        for other in (f"/studio-download/{gguf_id}?file=..%2F..%2Fstudio.db", f"/studio-download/{gguf_id}?file=job.json",
+                      f"/studio-download/{gguf_id}?file=Modelfile&file=job.json", f"/studio-download/{gguf_id}",
+                      f"/studio-download/{run_id}?file=adapter_config.json", "/studio-download/x1?file=Modelfile"):
             assert client.get(other).status_code == 404, other
     expect(page.locator("#export-cancel")).to_be_disabled()  # nothing left to cancel
     expect(page.locator("#export-table")).to_contain_text(gguf_id)
@@ -73,6 +80,11 @@ def test_export_a_run_then_chat_with_the_merged_model(server, page, studio, tiny
     expect(page.locator("#export-details")).to_contain_text("model.safetensors", timeout=120_000)
     expect(page.locator("#export-details")).to_contain_text("completed")
     merged_id = next(r["id"] for r in studio.store.list_exports() if r["kind"] == "merged")
+    # a part of a text file, to a client that takes compressed answers: the bytes as they are on disk
+    tokenizer = (studio.run_dir(merged_id) / "model" / "tokenizer.json").read_bytes()
+    part = httpx.get(f"{server}/studio-download/{merged_id}?file=tokenizer.json", timeout=30,
+                     headers={"Range": "bytes=0-99", "Accept-Encoding": "br, gzip"})
+    assert part.status_code == 206 and "content-encoding" not in part.headers and part.content == tokenizer[:100]
 
     page.get_by_role("tab", name="Chat").click()
     choose(page, "chat-model-b", f"Exported model: faq-merged (merged with its base, {merged_id})")

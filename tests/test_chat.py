@@ -368,3 +368,38 @@ def test_a_side_without_a_reply_gets_no_vote_and_pairs_keep_the_system_prompt(st
     assert [r["prompt"] for r in rows] == [[{"role": "system", "content": "Answer in one sentence."}, *prompt],
                                            prompt, own]
     assert rows[0]["chosen"][0]["content"] == "One sentence."
+
+
+def test_processes_opening_an_old_workspace_at_once_all_open_it(tmp_path):
+    """Each found the votes table without its turn column, each added it, and all but the first failed
+    to start ("duplicate column name"); and setting WAL mode at once said "database is locked"."""
+    import sqlite3
+    import threading
+
+    from studio.store import Store
+
+    errors = []
+    for attempt in range(20):
+        db_path = tmp_path / f"old{attempt}.db"
+        db = sqlite3.connect(db_path)
+        db.execute("CREATE TABLE votes (id INTEGER PRIMARY KEY AUTOINCREMENT, created REAL NOT NULL, voter TEXT NOT NULL, "
+                   "model_a TEXT NOT NULL, model_b TEXT NOT NULL, winner TEXT NOT NULL, blind INTEGER NOT NULL, "
+                   "prompt_a TEXT NOT NULL, prompt_b TEXT NOT NULL, reply_a TEXT NOT NULL, reply_b TEXT NOT NULL, "
+                   "settings TEXT NOT NULL)")
+        db.commit()
+        db.close()
+        gate = threading.Barrier(6)
+
+        def open_it():
+            gate.wait()
+            try:
+                Store(db_path)
+            except Exception as err:  # noqa: BLE001 (the test's finding)
+                errors.append(repr(err))
+
+        threads = [threading.Thread(target=open_it) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == []

@@ -5,6 +5,8 @@ linear, TIES, DARE, task arithmetic) keeps its ends and its arithmetic."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -140,34 +142,81 @@ def test_slerp_halfway_lies_on_the_arc(two_models, tmp_path):
     assert (m[key] - a[key]).norm() > 0.3 * (b[key] - a[key]).norm()  # it moved about halfway
 
 
-STOP_AT_FIRST_LOOK = """
+STOP_WHILE_MERGING = """
 import sys
 from pathlib import Path
+import mergekit.merge
+import pipelines.export
 from pipelines.export import Cancelled
 from pipelines.export.model_merge import merge_models
-looks = []
+
+pipelines.export.STOP_POLL_S = 0.001  # the tiny merge's tensors take a few ms
+tensors = []
+plain_run = mergekit.merge.Executor.run
+
+def counted_run(self, *args, **kwargs):
+    for done in plain_run(self, *args, **kwargs):
+        tensors.append(1)
+        yield done
+
+mergekit.merge.Executor.run = counted_run
 try:
-    merge_models("linear", sys.argv[1:3], Path(sys.argv[3]), cancelled=lambda: looks.append(1) or True)
-    print("merged", len(looks))
+    merge_models("linear", sys.argv[1:3], Path(sys.argv[3]), cancelled=lambda: len(tensors) >= 2)
+    print("merged", len(tensors))
 except Cancelled:
-    print("cancelled", len(looks))
+    print("cancelled", len(tensors))
 """
+
+STOPPABLE = """
+import signal, sys, time
+from pipelines.export import Cancelled, run_stoppable
+
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+started = []
+
+def spin():  # pure Python: the interrupt lands between two of its bytecodes
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 30:
+        started.append(1)
+    return "ran out"
+
+t0 = time.monotonic()
+try:
+    run_stoppable(spin, lambda: bool(started))
+except Cancelled:
+    print("cancelled", round(time.monotonic() - t0) < 5)
+print(run_stoppable(lambda: "done", lambda: False), signal.getsignal(signal.SIGINT) is signal.SIG_IGN)
+
+def interrupted():
+    raise KeyboardInterrupt  # not a cancel: passed on
+try:
+    run_stoppable(interrupted, lambda: False)
+except KeyboardInterrupt:
+    print("interrupt passed on")
+"""
+
+
+def python(code: str, *args, timeout=300) -> subprocess.CompletedProcess:
+    """In a process of its own: the stop interrupts the main thread, as in a job's worker."""
+    from tests.conftest import ROOT
+
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def test_a_cancel_stops_a_merge_while_mergekit_works_and_leaves_nothing(two_models, tmp_path):
     """A cancel was only looked at before and after mergekit's merge (minutes on a big model): now it
-    is looked at while mergekit works, and stops it there, nothing written. In a process of its own: the
-    stop interrupts the main thread, as in a job's worker."""
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT
-
+    is looked at while mergekit works, and stops it between two tensors, nothing written."""
     base, tuned = two_models
-    done = subprocess.run([sys.executable, "-c", STOP_AT_FIRST_LOOK, str(base), str(tuned), str(tmp_path / "out")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.stdout.split() == ["cancelled", "1"], done.stderr  # the watcher looks only while mergekit runs
+    done = python(STOP_WHILE_MERGING, base, tuned, tmp_path / "out")
+    said = done.stdout.split()
+    assert said[0] == "cancelled" and 2 <= int(said[1]) < 10, (done.stdout, done.stderr)  # of its 21 steps
     assert list(tmp_path.iterdir()) == []  # neither the model nor its temporary folder
+
+
+def test_a_stoppable_step_stops_mid_work_and_otherwise_leaves_no_trace():
+    done = python(STOPPABLE)
+    assert done.stdout.splitlines() == ["cancelled True", "done True", "interrupt passed on"], done.stderr
 
 
 def test_linear_and_task_arithmetic_by_hand(two_models, tmp_path):

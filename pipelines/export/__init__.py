@@ -43,52 +43,54 @@ def atomic_folder(target: Path):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-@contextmanager
-def stoppable(cancelled, poll_s: float = 0.05):
-    """Turn a cancel request into Cancelled inside a block that offers no hook of its own (mergekit's
-    run_merge): a watcher thread looks at once and then every poll_s, and on a cancel interrupts the
-    main thread, where Python raises KeyboardInterrupt at the next bytecode (after the running tensor
-    operation). Only in the main thread, where a job runs; elsewhere the block runs to its end."""
+STOP_POLL_S = 0.05  # how often a stoppable step looks for a cancel request
+
+
+def run_stoppable(work, cancelled):
+    """work(), stopped with Cancelled once cancelled() says yes, for a step that offers no hook of its own
+    (mergekit's run_merge). A watcher thread looks at once and then every STOP_POLL_S, and on a cancel
+    interrupts the main thread: Python raises KeyboardInterrupt there at its next bytecode, after the
+    running tensor operation. The one interrupt is caught wherever it lands, in work() or as it ends.
+    Only in the main thread, where a job runs; elsewhere work() runs to its end."""
     if cancelled is None or threading.current_thread() is not threading.main_thread():
-        yield
-        return
+        return work()
     import _thread
 
     asked, done = threading.Event(), threading.Event()
 
     def watch():
         while not cancelled():
-            if done.wait(poll_s):
+            if done.wait(STOP_POLL_S):
                 return
         asked.set()
         _thread.interrupt_main()
 
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # even where SIGINT was ignored
     watcher = threading.Thread(target=watch, daemon=True)
-    stopped = False
+    result = None
     try:
-        watcher.start()
-        yield
-    except KeyboardInterrupt:
-        if not asked.is_set():
-            raise
-        stopped = True
+        try:
+            watcher.start()
+            result = work()
+        except KeyboardInterrupt:
+            if not asked.is_set():
+                raise
+        finally:
+            while True:  # until the watcher is gone and an interrupt it sent has landed
+                try:
+                    done.set()
+                    watcher.join()
+                    _arrive()
+                    break
+                except KeyboardInterrupt:
+                    if not asked.is_set():
+                        raise
     finally:
-        done.set()
-        # an interrupt sent as the block ended arrives here: caught, whichever line it lands on
-        while True:
-            try:
-                watcher.join()
-                _arrive()
-                break
-            except KeyboardInterrupt:
-                if not asked.is_set():
-                    raise
-                stopped = True
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
-    if stopped:
+    if asked.is_set():  # asked before work() ended: stopped, or too late to stop but asked all the same
         raise Cancelled
+    return result
 
 
 def _arrive() -> None:

@@ -30,6 +30,10 @@ def run(job: dict, run_dir: Path, events) -> dict:
         return _make(job, run_dir, events)
     except Cancelled:
         return {"cancelled": True}
+    except KeyboardInterrupt:  # a cancel's interrupt (export.run_stoppable) that landed past its catch
+        if events.cancel_requested():
+            return {"cancelled": True}
+        raise
     finally:
         for step in ("merged-step", "inputs"):  # full-size copies, only ever a step
             shutil.rmtree(run_dir / step, ignore_errors=True)

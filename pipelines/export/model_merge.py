@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.export import ExportError, atomic_folder, stoppable
+from pipelines.export import ExportError, atomic_folder, run_stoppable
 from pipelines.export.merge import folder_bytes
 
 
@@ -151,10 +151,10 @@ def merge_models(method: str, models: list[str], out_dir: Path, base: str | None
         config["parameters"] = parameters
     if spec.needs_base or spec.uses_t:
         config["base_model"] = base
-    with atomic_folder(out_dir) as tmp, stoppable(cancelled):
-        run_merge(MergeConfiguration.model_validate(config), str(tmp),
-                  MergeOptions(quiet=True, copy_tokenizer=True, random_seed=seed, trust_remote_code=False,
-                               write_model_card=True))
+    options = MergeOptions(quiet=True, copy_tokenizer=True, random_seed=seed, trust_remote_code=False,
+                           write_model_card=True)
+    with atomic_folder(out_dir) as tmp:
+        run_stoppable(lambda: run_merge(MergeConfiguration.model_validate(config), str(tmp), options), cancelled)
     return {"folder": str(out_dir), "bytes": folder_bytes(out_dir), "config": config}
 
 
