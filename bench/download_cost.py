@@ -88,7 +88,7 @@ def main() -> None:
         try:
             started = time.perf_counter()
             got = 0
-            with httpx.stream("GET", f"http://127.0.0.1:{port}/studio-download/{export_id}/{path.name}",
+            with httpx.stream("GET", f"http://127.0.0.1:{port}/studio-download/{export_id}?file={path.name}",
                               timeout=600) as answer:
                 answer.raise_for_status()
                 for part in answer.iter_bytes(8 << 20):
