@@ -59,11 +59,13 @@ def _identity(studio, spec: str) -> tuple[str, str | None]:
     read this way (a run that has no chat model, a path the system refuses) is itself."""
     try:
         model, adapter = resolve(studio, spec)
+        adapter = str(Path(adapter).resolve()) if adapter else None  # a run's own: never dropped (every run
+        # of the built-in model was the built-in model, and a vote of a tuned model against its base refused)
         built_in = studio.model_cache / models.DEFAULT_MODEL
         path = Path(model).expanduser()
         if models.is_default(model) or built_in.exists() and path.exists() and path.resolve() == built_in.resolve():
-            return "built-in", None
-        return (str(path.resolve()) if path.exists() else model), (str(Path(adapter).resolve()) if adapter else None)
+            return "built-in", adapter
+        return (str(path.resolve()) if path.exists() else model), adapter
     except Exception:  # noqa: BLE001  (asked on every change of a picker, where anything may be typed)
         return spec, None
 

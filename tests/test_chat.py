@@ -327,6 +327,33 @@ def test_the_same_model_named_two_ways_gets_no_vote(studio, tiny_model_dir):
     assert same_pair_note(studio, "base:default", "run:r1") == ""  # a run not found: not the same
 
 
+def finished_on_the_built_in_model(studio, run_id: str) -> None:
+    """A completed LoRA run of the built-in model, as the catalogue and its folder show one (training the
+    real model is for the slow tests; what is compared here is what the run names)."""
+    from pipelines.events import ADAPTER, STATUS, write_json
+
+    studio.store.add_run(id=run_id, method="lora", model="default", dataset_id=None, status="completed", params={})
+    (studio.run_dir(run_id) / ADAPTER).mkdir(parents=True)
+    write_json(studio.run_dir(run_id) / STATUS, {"status": "completed", "finished": 1.0})
+
+
+def test_a_run_of_the_built_in_model_is_not_the_built_in_model(studio):
+    """Every run tuned from the built-in model was taken for the built-in model itself (its adapter was
+    dropped): a vote of the tuned model against its base, the loop's first step, was refused."""
+    from components.chat_tab import same_pair_note
+    from pipelines import models
+
+    built_in = studio.model_cache / models.DEFAULT_MODEL
+    built_in.mkdir(parents=True)
+    finished_on_the_built_in_model(studio, "r1")
+    finished_on_the_built_in_model(studio, "r2")
+    for a, b in (("base:default", "run:r1"), (f"base:{built_in}", "run:r1"), ("run:r1", "run:r2")):
+        assert not chat_service.same_model(studio, a, b) and same_pair_note(studio, a, b) == "", (a, b)
+        vote(studio, "b", a=a, b=b)
+    assert chat_service.same_model(studio, "run:r1", "run:r1")
+    assert len(studio.store.list_votes()) == 3
+
+
 def test_whatever_is_typed_into_a_picker_gets_an_answer_not_an_error(studio):
     """The note is worked out on every change of a picker, where anything may be typed: a home folder
     that does not exist, a name too long for the system, the built-in model by its other name."""
