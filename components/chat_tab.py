@@ -28,6 +28,19 @@ STREAM_EVERY_S = 0.08
 VOTES = (("a", "A is better"), ("b", "B is better"), ("tie", "Tie"), ("both_bad", "Both are bad"))
 
 
+# the blind battle's own randomness, from the system: Python's shared generator is the one any library's
+# set_seed (transformers', accelerate's) seeds, and a newcomer's server put the tuned model on side A in 9
+# rounds of 9, the order random.seed(42) gives (which call seeded it was not found)
+_SIDES = random.SystemRandom()
+
+
+def shuffled(specs: list[str]) -> list[str]:
+    """The two models in a random order, whatever seeded Python's shared generator."""
+    specs = list(specs)
+    _SIDES.shuffle(specs)
+    return specs
+
+
 def new_battle() -> dict:
     # per browser, ids only: which model is on which side, whether names show, whether voted
     return {"specs": None, "blind": False, "voted": False, "complete": False}
@@ -218,9 +231,7 @@ def build(studio):
         new_round = (state["specs"] is None or state["blind"] != bool(is_blind)
                      or set(state["specs"]) != {spec_a, spec_b} or (is_blind and state["voted"]))
         if new_round:
-            specs = [spec_a, spec_b]
-            if is_blind:
-                random.shuffle(specs)
+            specs = shuffled([spec_a, spec_b]) if is_blind else [spec_a, spec_b]
             history_a, history_b = [], []
             state = {"specs": specs, "blind": bool(is_blind), "voted": False}
         # the settings the replies are written under, for the vote (the boxes may change before it); the
