@@ -125,8 +125,8 @@ def _jsonl(path: Path, fmt: str = "jsonl"):
     for number, text in _lines(path, fmt):
         if not text.strip():
             continue
-        try:
-            value = json.loads(text)
+        try:  # without its line break: a line cut short was blamed on "character 1" of the break after it
+            value = json.loads(text.rstrip("\r\n"))
         except RecursionError:
             raise DataError(f"{where(path, f'line {number}')}: {TOO_DEEP}; expected one JSON object per line") from None
         except json.JSONDecodeError as err:

@@ -69,6 +69,10 @@ def test_malformed_json_on_line_n(studio, tmp_path):
     path = tmp_path / "broken.jsonl"
     path.write_text(json.dumps(GOOD) + "\n" + json.dumps(GOOD) + "\n" + '{"prompt": "a" "completion": "b"}\n')
     assert refused(studio, path) == "broken.jsonl, line 3: malformed JSON (Expecting ',' delimiter at character 16)"
+    # the commonest slip, a line cut short (its closing brace lost): the end of the line is named, not the
+    # first character of the line break after it
+    path.write_text(json.dumps(GOOD) + "\n" + '{"prompt": "e", "completion": "f"\n' + json.dumps(GOOD) + "\r\n")
+    assert refused(studio, path) == "broken.jsonl, line 2: malformed JSON (Expecting ',' delimiter at character 34)"
 
 
 def test_misspelled_columns_list_the_accepted_ones(studio, tmp_path):
