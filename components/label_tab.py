@@ -86,7 +86,7 @@ def build(studio):
                              elem_id="label-labeler", scale=2,
                              info="Labels are kept per person: each person sees an item once.")
         start = gr.Button("Start labeling", variant="primary", elem_id="label-start", scale=1)
-    with gr.Tabs():
+    with gr.Tabs() as views:
         with gr.Tab("Label", id="label-work"):
             progress = gr.Markdown(elem_id="label-progress")
             prompt = gr.HTML(elem_id="label-prompt", elem_classes=["label-prompt"])
@@ -122,7 +122,12 @@ def build(studio):
                     *[gr.update(interactive=False)] * (len(CHOICES) + 1), gr.update(visible=False))
         return view(studio, project_id, who)
 
-    start.click(on_start, [project, labeler], outputs)
+    def on_start_button(project_id, name, request: gr.Request):
+        """Start shows the Label view, where its answer is (pressed under New project, right after making a
+        project, the answer went to the hidden view and nothing seemed to happen)."""
+        return (*on_start(project_id, name, request), gr.Tabs(selected="label-work"))
+
+    start.click(on_start_button, [project, labeler], [*outputs, views])
     project.input(on_start, [project, labeler], outputs)
 
     def chooser(choice):

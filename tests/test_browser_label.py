@@ -94,6 +94,10 @@ def test_two_labelers_with_the_keyboard(server, browser, studio, tmp_path):
     label = "answers (4 items, 2 per item)"
     # the new project is the one picked: Start labeling works on it at once
     expect(ann.locator("#label-project input")).to_have_value(label, timeout=10_000)
+    # pressed here without a name, Start shows the Label view with its answer (it answered in the hidden view)
+    ann.click("#label-start")
+    expect(ann.locator("#label-message")).to_contain_text("Enter your name first", timeout=10_000)
+    expect(ann.locator("#label-message")).to_be_visible()
     ann.close()
 
     ann = open_label_tab(browser, server, "ann", label)
