@@ -121,8 +121,8 @@ def build_new(studio, project):
                 made = ls.create_project(studio, name=title, prompts=prompts, models_=specs,
                                          overlap=per_item, temperature=float(temp),
                                          max_new_tokens=int(max_tokens))
-                said = (f"Made **{made['name']}**, picked above: {len(prompts)} prompts are being answered in the "
-                        "background (progress in the table). It can be labelled when the table says *ready*.")
+                said = (f"Made **{made['name']}**, picked above: {len(prompts)} prompts {IN_BACKGROUND} (progress in "
+                        "the table). It can be labelled when the table says *ready*.")
         except (LabelError, DataError) as err:
             return f"**Could not create the project:** {err}", gr.skip(), gr.skip()
         # the new project is the one picked: Start labeling works on it without a trip to the list
@@ -155,16 +155,21 @@ def build_new(studio, project):
 
     resume.click(on_resume, project, [message, table])
 
-    def on_tick(shown):
+    def on_tick(shown, said, project_id):
         # only a change is sent: every open page ticks, and an unchanged table costs the browser a redraw;
-        # the project list says what the table says (a project done generating loses its 'generating')
+        # the project list says what the table says (a project done generating loses its 'generating'),
+        # and so does the note made with it (it said "being answered" after the table said ready)
         now = projects_table(studio)
         if now == shown:
-            return gr.skip(), shown, gr.skip()
-        return now, now, gr.update(choices=project_choices(studio))
+            return gr.skip(), shown, gr.skip(), gr.skip()
+        picked = next((p for p in ls.projects(studio) if p["id"] == project_id), None)
+        done = (picked is not None and picked["status"] == "ready" and IN_BACKGROUND in (said or "")
+                and f"**{picked['name']}**" in said)
+        note = f"**{picked['name']}** is ready: its answers are in; press *Start labeling*." if done else gr.skip()
+        return now, now, gr.update(choices=project_choices(studio)), note
 
     shown = gr.State(None)
-    timer.tick(on_tick, shown, [table, shown, project], show_progress="hidden")
+    timer.tick(on_tick, [shown, message, project], [table, shown, project, message], show_progress="hidden")
 
     def fresh():
         """Datasets imported and runs finished since the page opened."""
@@ -174,6 +179,9 @@ def build_new(studio, project):
                 gr.update(choices=options, value=b))
 
     return created, fresh, [dataset, model_a, model_b], timer
+
+
+IN_BACKGROUND = "are being answered in the background"
 
 
 def project_choices(studio) -> list[tuple[str, str]]:

@@ -152,3 +152,27 @@ def test_two_labelers_with_the_keyboard(server, browser, studio, tmp_path):
     assert dataset["kind"] == "preference" and dataset["rows"] == 3  # the tied item has no majority
     assert dataset["name"] == "ann and bob's picks"
     expect(ann.locator("#train-dataset input")).to_have_value(f"{dataset['name']} (3 rows)")
+
+
+def test_a_project_answered_in_the_background_says_when_it_is_ready(server, browser, studio, tiny_model_dir):
+    """The note made with the project said its prompts "are being answered in the background" after the
+    table said ready: it now says the project is ready."""
+    from playwright.sync_api import expect
+
+    page = browser.new_context().new_page()
+    page.goto(server)
+    page.get_by_role("tab", name="Label").click()
+    page.get_by_role("tab", name="New project").click()
+    fill(page, "label-new-name", "sampled")
+    page.get_by_label("One model answers twice (sampled)").check()
+    page.get_by_label("Typed here").check()
+    fill(page, "label-new-typed", "How long is the warranty?\nCan I export to PDF?")
+    fill(page, "label-new-model-a", f"base:{tiny_model_dir}")
+    page.locator("#label-new-model-a input").press("Enter")
+    page.locator("#label-new-max-tokens input[type=number]").fill("16")
+    page.locator("#label-new-max-tokens input[type=number]").press("Enter")
+    page.click("#label-create")
+    expect(page.locator("#label-new-message")).to_contain_text("2 prompts are being answered in the background",
+                                                               timeout=30_000)
+    expect(page.locator("#label-new-message")).to_contain_text("sampled is ready", timeout=180_000)
+    assert ls.project(studio, "sampled")["status"] == "ready"
