@@ -60,6 +60,23 @@ DOTTED = {"eval_loss", "eval_rewards/accuracies", "eval_rewards/margins", "rewar
           "eval_margin", "eval_rewards/chosen", "eval_rewards/rejected"}
 
 
+def without_level_start(data: dict) -> dict:
+    """Preference accuracy where every pair scored level (the margin 0 too: a model that starts as its own
+    reference, DPO's first held-out check) is no point: TRL counts only pairs scored higher, and the
+    chart's 0 read as "every pair ranked wrong at the start", where the summary says no preference yet."""
+    for accuracy, margin in (("rewards/accuracies", "rewards/margins"),
+                             ("eval_rewards/accuracies", "eval_rewards/margins")):
+        if accuracy not in data or margin not in data:
+            continue
+        level = {s for s, v in zip(*data[margin]) if v == 0}
+        kept = [(s, v) for s, v in zip(*data[accuracy]) if not (v == 0 and s in level)]
+        if kept:
+            data[accuracy] = ([s for s, _ in kept], [v for _, v in kept])
+        else:
+            del data[accuracy]
+    return data
+
+
 def curves_figure(runs: dict[str, list[dict]], parts: dict[str, dict] | None = None) -> go.Figure:
     """runs: run id -> metrics records. One run: each series its own colour, the same in every panel
     (training pairs, held-out pairs), named once in the legend. Several runs: each run its own
@@ -74,7 +91,7 @@ def curves_figure(runs: dict[str, list[dict]], parts: dict[str, dict] | None = N
         panels = REWARD_MODEL_PANELS
     else:
         panels = PREFERENCE_PANELS if any(is_preference(m) for m in runs.values()) else PANELS
-    data_of = {run_id: series(metrics) for run_id, metrics in runs.items()}
+    data_of = {run_id: without_level_start(series(metrics)) for run_id, metrics in runs.items()}
     labels = LABELS
     if panels is PREFERENCE_PANELS and not any(
             name in data for data in data_of.values() for name in ("rewards/accuracies", "eval_rewards/accuracies")):

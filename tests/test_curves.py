@@ -182,3 +182,17 @@ def test_early_stopping_lines_tell_a_kept_check_from_a_run_stopped_early(studio)
     assert "stopped early at step 6 of 21: the held-out reward margin had stopped improving" in progress_html(
         margin, metrics)
     assert "the result is the weights" not in status_markdown(studio, stopped, metrics)
+
+
+def test_a_dpo_runs_level_start_is_no_point_on_the_accuracy_chart():
+    """DPO's first held-out check scores every pair level (the model is its own reference): TRL logs
+    accuracy 0 there, and the chart drew "0% ranked right" where the summary says no preference yet."""
+    from components.charts import curves_figure
+
+    dpo = [{"step": 0, "eval_loss": 0.693, "eval_rewards/accuracies": 0.0, "eval_rewards/margins": 0.0},
+           {"step": 2, "loss": 0.6, "rewards/accuracies": 0.0, "rewards/margins": -0.01, "rewards/chosen": 0.0},
+           {"step": 4, "eval_loss": 0.5, "eval_rewards/accuracies": 0.75, "eval_rewards/margins": 0.3}]
+    traces = [(t.name, list(t.x), list(t.y)) for t in curves_figure({"d1": dpo}).data]
+    accuracy, margins = [t[1:] for t in traces if t[0] == "held-out pairs"]  # the panels' order
+    assert accuracy == ([4], [0.75]) and margins == ([0, 4], [0.0, 0.3])
+    assert [t[1:] for t in traces if t[0] == "training pairs"][0] == ([2], [0.0])  # a margin not 0: ranked wrong
