@@ -82,21 +82,28 @@ cp -a "$1/checkpoints/." "$1/left-on-disk"
 """
 
 
+def spawn_in_a_namespace(studio, monkeypatch, script: str, folders: tuple[str, ...]) -> list:
+    """The studio's jobs start inside a mount namespace of their own running `script` (sh: $1 the job's
+    folder, $2 Python), after making `folders` in the job's folder; returns the wrappers started."""
+    wrappers = []
+
+    def spawn(job_id, job_dir):
+        for name in folders:
+            (job_dir / name).mkdir(exist_ok=True)
+        with open(job_dir / "train.log", "ab") as log:
+            wrappers.append(subprocess.Popen(
+                ["unshare", "-rm", "sh", "-c", script, "sh", str(job_dir), sys.executable],
+                cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+            studio._procs[job_id] = wrappers[-1]
+
+    monkeypatch.setattr(studio, "spawn", spawn)
+    return wrappers
+
+
 @pytest.mark.skipif(not can_mount_a_small_disk(), reason="needs unshare -rm to mount a small tmpfs")
 def test_a_full_disk_while_saving_fails_the_run_clearly_and_keeps_the_previous_checkpoint(
         studio, tiny_model_dir, long_params, monkeypatch):  # noqa: F811
-    wrappers = []
-
-    def spawn_on_a_small_disk(run_id, run_dir):
-        (run_dir / CHECKPOINTS).mkdir(exist_ok=True)
-        (run_dir / "left-on-disk").mkdir()
-        with open(run_dir / "train.log", "ab") as log:
-            wrappers.append(subprocess.Popen(
-                ["unshare", "-rm", "sh", "-c", FULL_DISK, "sh", str(run_dir), sys.executable],
-                cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
-            studio._procs[run_id] = wrappers[-1]
-
-    monkeypatch.setattr(studio, "spawn", spawn_on_a_small_disk)
+    wrappers = spawn_in_a_namespace(studio, monkeypatch, FULL_DISK, (CHECKPOINTS, "left-on-disk"))
     run_id = studio.start_run(model=str(tiny_model_dir), dataset="quillpad_faq", method="lora",
                               params=long_params)
     row = studio.wait(run_id, poll_s=0.3)

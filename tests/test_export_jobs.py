@@ -13,7 +13,7 @@ import torch
 
 from studio import chat_service, export_service
 from tests.conftest import ROOT
-from tests.test_checkpoints import can_mount_a_small_disk
+from tests.test_checkpoints import can_mount_a_small_disk, spawn_in_a_namespace
 from tests.test_export_merge import PROMPT
 
 
@@ -245,17 +245,7 @@ def test_a_full_disk_during_an_export_says_to_export_again_and_leaves_no_half_fi
                                                                                    monkeypatch):
     """The disk filling during an export said "free some space, then resume the run": an export has no
     resume, and no button or command for one."""
-    wrappers = []
-
-    def spawn_on_a_small_disk(job_id, job_dir):
-        (job_dir / "gguf").mkdir()
-        with open(job_dir / "train.log", "ab") as log:
-            wrappers.append(subprocess.Popen(
-                ["unshare", "-rm", "sh", "-c", SMALL_GGUF_DISK, "sh", str(job_dir), sys.executable],
-                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
-            studio._procs[job_id] = wrappers[-1]
-
-    monkeypatch.setattr(studio, "spawn", spawn_on_a_small_disk)
+    wrappers = spawn_in_a_namespace(studio, monkeypatch, SMALL_GGUF_DISK, ("gguf",))
     export_id = export_service.start_export(studio, str(tiny_model_dir), fmt="gguf", quant="f16")
     row = export_service.wait(studio, export_id, poll_s=0.3)
     wrappers[0].wait(timeout=30)
