@@ -91,11 +91,13 @@ def curves_figure(runs: dict[str, list[dict]], parts: dict[str, dict] | None = N
         panels = REWARD_MODEL_PANELS
     else:
         panels = PREFERENCE_PANELS if any(is_preference(m) for m in runs.values()) else PANELS
-    data_of = {run_id: without_level_start(series(metrics)) for run_id, metrics in runs.items()}
+    data_of = {run_id: series(metrics) for run_id, metrics in runs.items()}
     labels = LABELS
     if panels is PREFERENCE_PANELS and not any(
             name in data for data in data_of.values() for name in ("rewards/accuracies", "eval_rewards/accuracies")):
         panels, labels = KTO_PANELS, {**LABELS, **KTO_LABELS}  # KTO: no pairs, so no accuracy to draw
+    # (chosen before this: a DPO run whose every point so far is level is still a DPO run)
+    data_of = {run_id: without_level_start(data) for run_id, data in data_of.items()}
     if not rl and panels is not KTO_PANELS and not any("kl" in data for data in data_of.values()):  # DPO logs none
         panels = [(title.removesuffix("; KL"), names) for title, names in panels]
     fig = make_subplots(rows=2, cols=2, subplot_titles=[title for title, _ in panels],

@@ -124,13 +124,14 @@ def build_new(studio, project):
                 said = (f"Made **{made['name']}**, picked above: {len(prompts)} prompts {IN_BACKGROUND} (progress in "
                         "the table). It can be labelled when the table says *ready*.")
         except (LabelError, DataError) as err:
-            return f"**Could not create the project:** {err}", gr.skip(), gr.skip()
+            return f"**Could not create the project:** {err}", gr.skip(), gr.skip(), gr.skip()
         # the new project is the one picked: Start labeling works on it without a trip to the list
-        return said, projects_table(studio), gr.update(choices=project_choices(studio), value=made["id"])
+        return said, projects_table(studio), gr.update(choices=project_choices(studio), value=made["id"]), made["id"]
 
+    made_id = gr.State(None)  # the project the note below is about, whichever is picked meanwhile
     created = create.click(on_create, [name, overlap, answers_from, prompts_from, dataset, prompt_file, typed,
                                        model_a, model_b, temperature, max_new_tokens, pairs_file],
-                           [message, table, project])
+                           [message, table, project, made_id])
     # a refusal is about what was filled in then: changing it takes the refusal away
     gr.on([name.change, answers_from.input, prompts_from.input, dataset.input, typed.change, model_a.input,
            model_b.input, prompt_file.upload, pairs_file.upload],
@@ -155,21 +156,17 @@ def build_new(studio, project):
 
     resume.click(on_resume, project, [message, table])
 
-    def on_tick(shown, said, project_id):
+    def on_tick(shown, said, made):
         # only a change is sent: every open page ticks, and an unchanged table costs the browser a redraw;
         # the project list says what the table says (a project done generating loses its 'generating'),
         # and so does the note made with it (it said "being answered" after the table said ready)
         now = projects_table(studio)
         if now == shown:
             return gr.skip(), shown, gr.skip(), gr.skip()
-        picked = next((p for p in ls.projects(studio) if p["id"] == project_id), None)
-        done = (picked is not None and picked["status"] == "ready" and IN_BACKGROUND in (said or "")
-                and f"**{picked['name']}**" in said)
-        note = f"**{picked['name']}** is ready: its answers are in; press *Start labeling*." if done else gr.skip()
-        return now, now, gr.update(choices=project_choices(studio)), note
+        return now, now, gr.update(choices=project_choices(studio)), answered_note(studio, made, said)
 
     shown = gr.State(None)
-    timer.tick(on_tick, [shown, message, project], [table, shown, project, message], show_progress="hidden")
+    timer.tick(on_tick, [shown, message, made_id], [table, shown, project, message], show_progress="hidden")
 
     def fresh():
         """Datasets imported and runs finished since the page opened."""
@@ -182,6 +179,20 @@ def build_new(studio, project):
 
 
 IN_BACKGROUND = "are being answered in the background"
+
+
+def answered_note(studio, project_id: str | None, said: str | None):
+    """The note made with a project answered in the background, once the answering has ended (ready, or
+    stopped); gr.skip() while it goes on, or when the note says something else by now."""
+    found = next((p for p in ls.projects(studio) if p["id"] == project_id), None)
+    if found is None or IN_BACKGROUND not in (said or "") or f"**{found['name']}**" not in said:
+        return gr.skip()
+    if found["status"] == "ready":
+        return f"**{found['name']}** is ready: its answers are in; press *Start labeling*."
+    if found["status"] in ("failed", "cancelled", "interrupted"):
+        return (f"**{found['name']}** stopped answering ({found['status']}): *Resume answering* goes on from the "
+                "first prompt without answers.")
+    return gr.skip()
 
 
 def project_choices(studio) -> list[tuple[str, str]]:

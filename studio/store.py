@@ -451,14 +451,20 @@ def _wal(db) -> None:
     wait for that: processes opening a workspace at once saw "database is locked" and did not start."""
     deadline = time.monotonic() + BUSY_TIMEOUT_S
     while True:
-        try:
-            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                db.execute("PRAGMA journal_mode=WAL")
-            return
+        try:  # (a switch it cannot make answers with the mode it kept, or says "locked")
+            if db.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal":
+                return
         except sqlite3.OperationalError as err:
-            if "locked" not in str(err) or time.monotonic() > deadline:
+            if "locked" not in str(err):
                 raise
-            time.sleep(0.02)
+        if time.monotonic() > deadline:
+            raise sqlite3.OperationalError(f"{db_name(db)}: could not switch to WAL mode: another process "
+                                           f"held the database for {BUSY_TIMEOUT_S} s")
+        time.sleep(0.02)
+
+
+def db_name(db) -> str:
+    return next((row[2] for row in db.execute("PRAGMA database_list") if row[1] == "main"), "the database")
 
 
 def _add_column(db, table: str, column: str, declaration: str) -> None:

@@ -196,3 +196,9 @@ def test_a_dpo_runs_level_start_is_no_point_on_the_accuracy_chart():
     accuracy, margins = [t[1:] for t in traces if t[0] == "held-out pairs"]  # the panels' order
     assert accuracy == ([4], [0.75]) and margins == ([0, 4], [0.0, 0.3])
     assert [t[1:] for t in traces if t[0] == "training pairs"][0] == ([2], [0.0])  # a margin not 0: ranked wrong
+    # at its start every point is level (the check before training, and step 1 measured before the first
+    # update): still DPO's panels, its accuracy panel empty until a pair is ranked either way
+    start = [dpo[0], {"step": 1, "loss": 0.693, "rewards/accuracies": 0.0, "rewards/margins": 0.0,
+                      "rewards/chosen": 0.0}]
+    titles = [a.text for a in curves_figure({"d1": start}).layout.annotations]
+    assert titles[1] == "Preference accuracy (preferred scored higher)"

@@ -546,3 +546,22 @@ def test_a_half_written_answer_line_is_cut_before_more_are_appended(tmp_path):
     with open(drop_partial_line(path), "a") as out:
         out.write('{"position": 1, "answer_a": "x", "answer_b": "z"}\n')
     assert sorted(read_candidates(tmp_path)) == [0, 1]
+
+
+def test_the_note_of_a_project_answered_in_the_background_follows_it_to_its_end(studio, tmp_path):
+    """It said "being answered in the background" after the table said ready, said nothing of a
+    generation that stopped, and followed whichever project was picked rather than the one it was about."""
+    import gradio as gr
+
+    from components.label_projects import IN_BACKGROUND, answered_note
+
+    ref = new_project(studio, tmp_path, n=2, name="made")
+    said = f"Made **made**, picked above: 2 prompts {IN_BACKGROUND} (progress in the table)."
+    for status, note in (("generating", gr.skip()),
+                         ("ready", "**made** is ready: its answers are in; press *Start labeling*."),
+                         ("failed", "**made** stopped answering (failed): *Resume answering* goes on from the first "
+                                    "prompt without answers.")):
+        studio.store.set_label_project_status(ref, status)
+        assert answered_note(studio, ref, said) == note, status
+    assert answered_note(studio, ref, "Stopping: the answers so far are kept") == gr.skip()  # a newer note stays
+    assert answered_note(studio, None, said) == gr.skip()

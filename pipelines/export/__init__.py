@@ -50,19 +50,22 @@ def run_stoppable(work, cancelled):
     """work(), stopped with Cancelled once cancelled() says yes, for a step that offers no hook of its own
     (mergekit's run_merge). A watcher thread looks at once and then every STOP_POLL_S, and on a cancel
     interrupts the main thread: Python raises KeyboardInterrupt there at its next bytecode, after the
-    running tensor operation. The one interrupt is caught wherever it lands, in work() or as it ends.
+    running tensor operation. The one interrupt is caught wherever it lands, in work() or as it ends;
+    once a cancel was asked, whatever work() raised (a library may wrap the interrupt) is the cancel.
     Only in the main thread, where a job runs; elsewhere work() runs to its end."""
     if cancelled is None or threading.current_thread() is not threading.main_thread():
         return work()
     import _thread
+    import time
 
-    asked, done = threading.Event(), threading.Event()
+    asked, done = [], []  # plain flags: the interrupt can land anywhere, and no lock may be held then
 
     def watch():
         while not cancelled():
-            if done.wait(STOP_POLL_S):
+            time.sleep(STOP_POLL_S)
+            if done:
                 return
-        asked.set()
+        asked.append(True)
         _thread.interrupt_main()
 
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # even where SIGINT was ignored
@@ -72,23 +75,23 @@ def run_stoppable(work, cancelled):
         try:
             watcher.start()
             result = work()
-        except KeyboardInterrupt:
-            if not asked.is_set():
+        except BaseException:
+            if not asked:
                 raise
         finally:
+            done.append(True)
             while True:  # until the watcher is gone and an interrupt it sent has landed
                 try:
-                    done.set()
                     watcher.join()
                     _arrive()
                     break
                 except KeyboardInterrupt:
-                    if not asked.is_set():
+                    if not asked:
                         raise
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
-    if asked.is_set():  # asked before work() ended: stopped, or too late to stop but asked all the same
+    if asked:  # asked before work() ended: stopped, or too late to stop but asked all the same
         raise Cancelled
     return result
 
