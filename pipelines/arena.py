@@ -7,6 +7,7 @@ import math
 from collections import defaultdict
 
 WINNERS = ("a", "b", "tie", "both_bad")
+Z95 = 1.959964
 NO_REPLY = "…"  # what the Chat tab shows in place of a reply not (yet) written
 
 
@@ -19,7 +20,6 @@ def counted(votes: list[dict]) -> list[dict]:
     """The votes that compare two replies: a vote stored before votes on a silent side were refused
     compared one reply with "…", and is left out of results and exports."""
     return [v for v in votes if not silent(v["reply_a"]) and not silent(v["reply_b"])]
-Z95 = 1.959964
 
 
 def wilson(successes: float, n: int) -> tuple[float, float]:

@@ -130,7 +130,7 @@ class Store:
         self._write_lock = threading.Lock()
         self._local = threading.local()
         with self._connect() as db:
-            _wal(db)
+            _wal(db, self.db_path)
             db.executescript(SCHEMA)
             # workspaces made before datasets had metadata
             _add_column(db, "datasets", "meta", "TEXT NOT NULL DEFAULT '{}'")
@@ -446,7 +446,7 @@ def _item(row: sqlite3.Row) -> dict:
     return out
 
 
-def _wal(db) -> None:
+def _wal(db, path: Path) -> None:
     """WAL mode, set once per database file. Setting it needs the file to itself, and SQLite does not
     wait for that: processes opening a workspace at once saw "database is locked" and did not start."""
     deadline = time.monotonic() + BUSY_TIMEOUT_S
@@ -458,13 +458,9 @@ def _wal(db) -> None:
             if "locked" not in str(err):
                 raise
         if time.monotonic() > deadline:
-            raise sqlite3.OperationalError(f"{db_name(db)}: could not switch to WAL mode: another process "
+            raise sqlite3.OperationalError(f"{path}: could not switch to WAL mode: another process "
                                            f"held the database for {BUSY_TIMEOUT_S} s")
         time.sleep(0.02)
-
-
-def db_name(db) -> str:
-    return next((row[2] for row in db.execute("PRAGMA database_list") if row[1] == "main"), "the database")
 
 
 def _add_column(db, table: str, column: str, declaration: str) -> None:
