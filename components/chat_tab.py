@@ -236,7 +236,8 @@ def build(studio):
             state = {"specs": specs, "blind": bool(is_blind), "voted": False}
         # the settings the replies are written under, for the vote (the boxes may change before it); the
         # turn takes one vote, however many vote buttons are clicked before the page hears of the first
-        state.update(voted=False, complete=False, settings=vars(settings_of(*settings)), turn=uuid.uuid4().hex)
+        state.update(voted=False, complete=False, settings=vars(settings_of(*settings)), turn=uuid.uuid4().hex,
+                     stored=None)
         history_a = history_a + [{"role": "user", "content": text}]
         history_b = history_b + [{"role": "user", "content": text}]
         label_a, label_b = side_labels(studio, state)
@@ -330,8 +331,8 @@ def build(studio):
             return refuse(state, "Ask something first: a vote compares two replies.")
         if not state.get("complete"):
             return refuse(state, "Wait until both replies are finished (or press Stop).")
-        if state["voted"]:
-            return refuse(state, chat_service.ALREADY_VOTED)
+        if state["voted"]:  # a double click lands here too: what was stored stays said
+            return refuse(state, " ".join(filter(None, (state.get("stored"), chat_service.ALREADY_VOTED))))
         try:
             chat_service.record_vote(
                 studio, voter=(name or "").strip() or getattr(request, "username", None) or "anonymous",
@@ -351,6 +352,7 @@ def build(studio):
         label_a, label_b = side_labels(studio, state)
         verdict = dict(VOTES)[winner]
         message = f"Vote stored: **{verdict}**. {label_a} · {label_b}."
+        state["stored"] = message
         if state["blind"]:
             message += " Send a new prompt for the next blind round."
         table, note = results_table(studio)
