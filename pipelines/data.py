@@ -22,10 +22,11 @@ def to_prompt_completion(row: dict) -> dict:
     return {"prompt": row["messages"][:-1], "completion": row["messages"][-1:]}
 
 
-# Kinds whose rows share prompts by design: a KTO export writes each pair as two rows of one prompt
-# (the chosen reply marked good, the rejected one bad), and chat votes or labels can hold several pairs
-# of one prompt. Their held-out split keeps every row of a prompt on one side.
-BY_PROMPT = {"preference", "kto"}
+# Kinds whose rows can share prompts: a KTO export writes each pair as two rows of one prompt (the
+# chosen reply marked good, the rejected one bad), chat votes or labels can hold several pairs of one
+# prompt, and examples can give one question several answers. Their held-out split keeps every row of a
+# prompt on one side, so a held-out prompt is one the run never trained on.
+BY_PROMPT = {"sft", "preference", "kto"}
 
 
 def split(rows: list[dict], eval_fraction: float, seed: int, kind: str = "sft") -> tuple[list[dict], list[dict]]:
@@ -38,16 +39,22 @@ def run_split(rows: list[dict], eval_fraction: float, seed: int, kind: str,
               run_dir: Path) -> tuple[list[dict], list[dict]]:
     """The split a run trains and is measured on, kept in its folder: a resumed run, and Chat's
     held-out prompts for it (`kept_heldout`), read the very rows it started with."""
+    held = set(_run_heldout(run_dir, len(rows), lambda by_prompt: split_plan(rows, eval_fraction, seed, kind,
+                                                                             by_prompt=by_prompt)))
+    return [r for i, r in enumerate(rows) if i not in held], [rows[i] for i in sorted(held)]
+
+
+def _run_heldout(run_dir: Path, n: int, plan) -> list[int]:
+    """The held-out row numbers a run keeps for its n-row dataset: as it kept them, else `plan(by_prompt)`'s
+    held-out rows, kept. A run started before splits were kept (split by row) resumes on its own split."""
     from pipelines.events import CHECKPOINTS, HELDOUT_ROWS, write_json
 
-    held = _kept(run_dir, len(rows))
+    held = _kept(run_dir, n)
     if held is None:
-        # a run started before splits were kept (and split by row) resumes on its own split
         started = any((Path(run_dir) / CHECKPOINTS).glob("checkpoint-*"))
-        held = split_plan(rows, eval_fraction, seed, kind, by_prompt=not started)[1]
-        write_json(Path(run_dir) / HELDOUT_ROWS, {"rows": len(rows), "heldout": held})
-    chosen = set(held)
-    return [r for i, r in enumerate(rows) if i not in chosen], [rows[i] for i in held]
+        held = plan(not started)[1]
+        write_json(Path(run_dir) / HELDOUT_ROWS, {"rows": n, "heldout": held})
+    return held
 
 
 def kept_heldout(run_dir: Path, rows: list[dict], eval_fraction: float, seed: int, kind: str) -> list[dict]:
@@ -68,19 +75,27 @@ def _kept(run_dir: Path, n: int) -> list[int] | None:
 
 def split_plan(rows: list[dict], eval_fraction: float, seed: int, kind: str = "sft",
                by_prompt: bool = True) -> tuple[list[int], list[int]]:
-    """(training, held-out) row numbers; at least one training row. KTO's held-out rows are at least
-    two and hold both marks when the data has both (`balance_marks`). Preference and KTO rows of one
-    prompt stay together (`whole_prompts`): a held-out prompt is one the run never trained on, which the
-    held-out metrics and Chat's re-comparison on held-out prompts rely on."""
-    train, held = split_indices(len(rows), eval_fraction, seed, min_heldout(kind))
+    """(training, held-out) row numbers of these rows (`plan_split`); `by_prompt` False splits by row,
+    as runs did before they kept whole prompts together."""
+    groups = prompt_groups(rows) if kind in BY_PROMPT and by_prompt else None
+    marks = [bool(r.get("label")) for r in rows] if kind == "kto" else None
+    return plan_split(len(rows), eval_fraction, seed, kind, groups, marks)
+
+
+def plan_split(n: int, eval_fraction: float, seed: int, kind: str, groups: list[list[int]] | None = None,
+               marks: list[bool] | None = None) -> tuple[list[int], list[int]]:
+    """(training, held-out) row numbers of n rows; at least one training row. Rows of one prompt
+    (`groups`, from `prompt_groups`) stay together (`whole_prompts`): a held-out prompt is one the run
+    never trained on, which the held-out metrics and Chat's re-comparison on held-out prompts rely on.
+    KTO's held-out rows (`marks`: thumbs up or down) are at least two and hold both marks when the data
+    has both (`balance_marks`)."""
+    train, held = split_indices(n, eval_fraction, seed, min_heldout(kind))
     movable = None
-    if kind in BY_PROMPT and held and by_prompt:
-        groups = prompt_groups(rows)
-        if len(groups) < len(rows):
-            train, held = whole_prompts(groups, len(held), min_heldout(kind), seed, min_prompts(kind))
-            movable = {g[0] for g in groups if len(g) == 1}
-    if kind == "kto":
-        train, held = balance_marks([bool(r.get("label")) for r in rows], train, held, seed, movable)
+    if groups is not None and held and len(groups) < n:
+        train, held = whole_prompts(groups, len(held), min_heldout(kind), seed, min_prompts(kind))
+        movable = {g[0] for g in groups if len(g) == 1}
+    if marks is not None:
+        train, held = balance_marks(marks, train, held, seed, movable)
     return train, held
 
 
@@ -114,6 +129,30 @@ def prompt_groups(rows: list[dict]) -> list[list[int]]:
     groups: dict[str, list[int]] = {}
     for i, row in enumerate(rows):
         groups.setdefault(prompt_key(row, i), []).append(i)
+    return list(groups.values())
+
+
+PROMPT_COLUMNS = ("prompt", "messages", "chosen")  # what `prompt_key` reads
+
+
+def stored_prompt_groups(parquet: Path, batch_rows: int = 2048) -> list[list[int]]:
+    """`prompt_groups` of a stored dataset, read a batch at a time and only the columns a prompt comes
+    from, each prompt kept as a 16-byte digest: a 100k-row set never becomes one list of rows."""
+    import hashlib
+
+    import pyarrow.parquet as pq
+
+    table = pq.ParquetFile(parquet)
+    columns = [c for c in PROMPT_COLUMNS if c in table.schema_arrow.names]
+    if not columns:  # raw text: every row is its own
+        return [[i] for i in range(table.metadata.num_rows)]
+    groups: dict[bytes, list[int]] = {}
+    index = 0
+    for batch in table.iter_batches(batch_size=batch_rows, columns=columns):
+        for row in batch.to_pylist():
+            key = hashlib.blake2b(prompt_key(row, index).encode(), digest_size=16).digest()
+            groups.setdefault(key, []).append(index)
+            index += 1
     return list(groups.values())
 
 
@@ -216,11 +255,12 @@ def interleave_marks(rows: list[dict]) -> list[dict]:
     return [r for i in range(max(len(good), len(bad))) for r in (*good[i:i + 1], *bad[i:i + 1])]
 
 
-def training_datasets(dataset: dict, eval_fraction: float, seed: int, convert=None):
+def training_datasets(dataset: dict, eval_fraction: float, seed: int, convert=None, run_dir: Path | None = None):
     """(training, held-out or None) as Arrow datasets read from the stored Parquet files, memory-mapped
     from a cache beside them: a 100k-row dataset never becomes one Python list. `convert` (a row ->
     row function, e.g. to_prompt_completion) runs as a datasets map, its result cached on disk too.
-    The split is `split`'s, row for row."""
+    The split is `split`'s, row for row (rows of one prompt on one side), kept in `run_dir` as
+    `run_split` keeps it: a resumed run and Chat's held-out prompts read the rows it started with."""
     from datasets import Dataset
 
     cache = Path(dataset["path"]).parent / ".arrow-cache"
@@ -234,7 +274,12 @@ def training_datasets(dataset: dict, eval_fraction: float, seed: int, convert=No
     rows = read(dataset["path"])
     if dataset.get("heldout_path"):  # the dataset brings its own held-out rows
         return rows, read(dataset["heldout_path"])
-    train, held = split_indices(len(rows), eval_fraction, seed)
+    def plan(by_prompt: bool) -> tuple[list[int], list[int]]:
+        groups = stored_prompt_groups(Path(dataset["path"])) if by_prompt else None
+        return plan_split(len(rows), eval_fraction, seed, "sft", groups)
+
+    held = plan(True)[1] if run_dir is None else _run_heldout(run_dir, len(rows), plan)
     if not held:
         return rows, None
-    return rows.select(train), rows.select(held)
+    chosen = set(held)
+    return rows.select([i for i in range(len(rows)) if i not in chosen]), rows.select(held)

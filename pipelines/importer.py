@@ -173,8 +173,8 @@ class _Writer:
 
 def _split(folder: Path, rows: int, heldout: float, seed: int, kind: str = "sft") -> int:
     """Move an exact, seeded `heldout` fraction of data.parquet into heldout.parquet (the count
-    returned). Preference and KTO rows of one prompt move together (data.whole_prompts), as the
-    split at training does, so their share can be a few rows off."""
+    returned). Rows of one prompt (examples, preference pairs, KTO replies) move together
+    (data.whole_prompts), as the split at training does, so their share can be a few rows off."""
     import pyarrow.parquet as pq
 
     from pipelines import data
@@ -184,7 +184,7 @@ def _split(folder: Path, rows: int, heldout: float, seed: int, kind: str = "sft"
     k = min(rows - 1, max(1, round(rows * heldout)))
     held = set(random.Random(seed).sample(range(rows), k))
     if kind in data.BY_PROMPT:
-        groups = data.prompt_groups(data.split_columns(folder / DATA))
+        groups = data.stored_prompt_groups(folder / DATA)
         if len(groups) < rows:
             held = set(data.whole_prompts(groups, k, 1, seed, data.min_prompts(kind))[1])
             if not held:

@@ -170,7 +170,7 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
     # data: `messages` rows become prompt/completion so TRL can learn the replies only; read as Arrow
     # datasets (memory-mapped), never one Python list; a dataset's own held-out rows measure every run
     train_ds, eval_ds = data.training_datasets(job["dataset"], groups["studio"]["eval_fraction"], params.seed,
-                                               convert=data.to_prompt_completion)
+                                               convert=data.to_prompt_completion, run_dir=run_dir)
     print(f"data: {len(train_ds)} training rows, {len(eval_ds) if eval_ds else 0} held out", flush=True)
     steps_per_epoch = math.ceil(  # several processes each take a batch per step
         len(train_ds) / (params.per_device_train_batch_size * params.gradient_accumulation_steps * world_size())

@@ -39,9 +39,9 @@ def _training_lengths(studio, model_path: str, dataset_ref: str | None, eval_fra
 def _split_rows(studio, dataset_ref: str, eval_fraction: float, kind: str = "sft",
                 seed: int = 42) -> tuple[int, int, bool]:
     """(training rows, held-out rows, whether those are the dataset's own held-out file) of a run on
-    this dataset (of this data kind): its own held-out file, else the run's own split (data.split_indices:
-    at least data.min_heldout rows held out, so 4 rows at 0.1 train on 3; preference and KTO rows by
-    whole prompts, data.split_plan, which reads the prompts once per dataset and setting)."""
+    this dataset (of this data kind): its own held-out file, else the run's own split (data.plan_split:
+    at least data.min_heldout rows held out, so 4 rows at 0.1 train on 3; a prompt's rows on one side,
+    its prompts read once per dataset and setting)."""
     parquet = Path(studio.resolve_dataset(dataset_ref)["path"])
     total = dataset_stats.count_rows(parquet)
     heldout = parquet.with_name(importer.HELDOUT)
@@ -52,8 +52,11 @@ def _split_rows(studio, dataset_ref: str, eval_fraction: float, kind: str = "sft
         return len(train), len(held), False
     key = ("split", str(parquet), eval_fraction, seed, kind)
     if key not in studio.length_cache:
-        rows = data.split_columns(parquet)
-        studio.length_cache[key] = tuple(map(len, data.split_plan(rows, eval_fraction, seed, kind)))
+        if kind == "kto":  # its split also balances thumbs up and down
+            plan = data.split_plan(data.split_columns(parquet), eval_fraction, seed, kind)
+        else:
+            plan = data.plan_split(total, eval_fraction, seed, kind, data.stored_prompt_groups(parquet))
+        studio.length_cache[key] = tuple(map(len, plan))
     train_rows, held_rows = studio.length_cache[key]
     return train_rows, held_rows, False
 

@@ -145,6 +145,37 @@ def test_an_imported_held_out_file_keeps_a_prompts_rows_together(studio, tmp_pat
     assert sorted(r["label"] for r in held) == [False] * 5 + [True] * 5
 
 
+def test_examples_of_one_question_are_held_out_together_at_import_and_in_the_estimate(studio, tmp_path):
+    """Several answers to one question (examples, not pairs): the held-out file an import writes, the split a
+    run makes and the rows the estimate counts all keep a question's rows on one side, and the stored
+    dataset's prompts are grouped as the rows' are, read a batch at a time."""
+    from pipelines import data
+    from studio import method_service
+
+    rows = [{"prompt": f"Q{i}", "completion": f"A{i} take {t}"} for i in range(8) for t in range(1 + i % 3)]
+    row = studio.import_dataset(jsonl(tmp_path / "takes.jsonl", *rows), options=ImportOptions(heldout=0.25, seed=3))
+    held, train = load_rows(row["path"].replace("data.parquet", HELDOUT)), load_rows(row["path"])
+
+    def question(r):
+        return r["messages"][0]["content"]
+
+    assert row["kind"] == "sft" and len(held) + len(train) == 15 and row["meta"]["heldout_rows"] == len(held) > 0
+    assert not {question(r) for r in held} & {question(r) for r in train}
+
+    plain = studio.import_dataset(jsonl(tmp_path / "plain.jsonl", *rows), name="plain")
+    stored = load_rows(plain["path"])
+    assert data.stored_prompt_groups(plain["path"], batch_rows=4) == data.prompt_groups(stored)
+    assert len(data.prompt_groups(stored)) == 8
+    for fraction, seed in ((0.1, 42), (0.3, 42), (0.3, 5)):
+        train, held = split(stored, fraction, seed)
+        assert not {question(r) for r in held} & {question(r) for r in train}
+        assert method_service._split_rows(studio, plain["id"], fraction, "sft", seed) == (len(train), len(held), False)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("One line.\nAnother line.\nOne line.\n")
+    text = studio.import_dataset(notes)
+    assert data.stored_prompt_groups(text["path"]) == [[0], [1], [2]]  # raw text has no prompts
+
+
 def test_same_file_twice_is_one_dataset(studio):
     first = studio.import_dataset(FAQ)
     assert studio.import_dataset(FAQ)["id"] == first["id"]

@@ -198,3 +198,40 @@ def test_a_prefix_made_by_its_network_keeps_its_last_weights(tmp_path, tiny_mode
         trainer, _ = build_trainer(job, run_dir, RunEvents(run_dir))
         assert bool(keeps_last(trainer, METHODS["prefix"])) is kept
     assert "network" in keeps_last(trainer, METHODS["ptuning"])  # the method's own reason
+
+
+def test_an_sft_run_holds_out_whole_prompts_and_chat_offers_those(studio, tmp_path, tiny_model_dir, tiny_params):
+    """Examples that give one question several answers: a row split held out answers to questions the run
+    trained on (through their siblings), so its held-out loss measured recall and Chat's "held-out prompts"
+    offered trained questions. The split keeps a prompt's rows on one side and stays in the run's folder;
+    a run from before splits were kept resumes on its row split."""
+    from pipelines.events import CHECKPOINTS, HELDOUT_ROWS, JOB
+    from studio import chat_service
+
+    rows = [{"messages": [{"role": "user", "content": f"Question {i}?"},
+                          {"role": "assistant", "content": f"Answer {i}, take {take}."}]}
+            for i in range(10) for take in range(3)]
+    path = tmp_path / "takes.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    dataset = studio.import_dataset(path)
+    job = {"method": "lora", "model": str(tiny_model_dir), "model_cache": str(tmp_path / "models"),
+           "dataset": dataset, "params": {**tiny_params, "eval_fraction": 0.2, "seed": 7}}
+    run_dir = studio.run_dir("r-takes")
+    run_dir.mkdir(parents=True)
+    (run_dir / JOB).write_text(json.dumps(job))
+
+    def asked(split):
+        return [p[-1]["content"] for p in split["prompt"]]
+
+    trainer, _ = build_trainer(job, run_dir, RunEvents(run_dir))
+    held, trained = asked(trainer.eval_dataset), asked(trainer.train_dataset)
+    assert (len(held), len(set(held))) == (6, 2) and not set(held) & set(trained) and len(trained) == 24
+    assert sorted(chat_service.prompt_suggestions(studio, "heldout", "r-takes")) == sorted(set(held))
+    assert asked(build_trainer(job, run_dir, RunEvents(run_dir))[0].eval_dataset) == held  # resumed: the same
+
+    (run_dir / HELDOUT_ROWS).unlink()  # a run from before splits were kept, with a checkpoint: by row
+    (run_dir / CHECKPOINTS / "checkpoint-2").mkdir(parents=True)
+    by_row = data.split_indices(30, 0.2, 7)[1]
+    assert asked(build_trainer(job, run_dir, RunEvents(run_dir))[0].eval_dataset) == [
+        rows[i]["messages"][0]["content"] for i in by_row]
+    assert len({rows[i]["messages"][0]["content"] for i in by_row}) > 2  # which mixed trained questions in
