@@ -150,6 +150,32 @@ LLAMA31_LIKE = ("{{ bos_token }}{% if messages[0]['role'] == 'system' %}{% set s
                 "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}")
 
 
+# Llama 3.1's own shape: the system block is always there, its date lines before the system text, which
+# is empty when the conversation has none
+LLAMA31_DATED = ("{{ bos_token }}{% if messages[0]['role'] == 'system' %}{% set sys = messages[0]['content'] | trim %}"
+                 "{% set messages = messages[1:] %}{% else %}{% set sys = '' %}{% endif %}"
+                 "{{ '<|start_header_id|>system<|end_header_id|>\n\n' }}{{ 'Cutting Knowledge Date: December 2023\n' }}"
+                 "{{ 'Today Date: 26 Jul 2024\n\n' }}{{ sys + '<|eot_id|>' }}"
+                 "{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' "
+                 "+ message['content'] | trim + '<|eot_id|>' }}{% endfor %}"
+                 "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}")
+
+
+@pytest.mark.parametrize("conversation", CONVERSATIONS)
+def test_a_system_block_the_template_always_writes_is_there_without_a_system_prompt(
+        go_render, real_tokenizer_dir, tmp_path, conversation):
+    """Llama 3.1 writes its system block (the knowledge and today's date lines) into every prompt, with an
+    empty system text when the conversation has none: the TEMPLATE wrote that block only when Ollama had a
+    system prompt, so a plain question lost the date lines the model always saw."""
+    tokenizer = tokenizer_with(real_tokenizer_dir, LLAMA31_DATED)
+    parsed = parse_modelfile(modelfile("m.gguf", tokenizer))
+    assert "SYSTEM" not in parsed  # the template's default is empty: nothing to put in SYSTEM
+    messages = CONVERSATIONS[conversation]
+    expected = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert "Today Date: 26 Jul 2024" in expected
+    assert ollama_prompt(go_render, tmp_path, parsed, messages) == expected
+
+
 def bos_adding(tokenizer):
     """The tokenizer made to put BOS in front of every text, as Llama 3's does (SmolLM2's does not)."""
     from tokenizers.processors import TemplateProcessing

@@ -30,6 +30,7 @@ class ChatPieces:
     assistant: tuple[str, str]
     generation: str  # what starts the model's reply
     default_system: str  # the system text the template puts in when the conversation has none
+    system_always: bool = False  # the template writes its system block into every prompt (Llama 3.1's dates)
 
 
 def adds_bos(tokenizer) -> bool:
@@ -91,11 +92,12 @@ def chat_pieces(tokenizer) -> ChatPieces:
                           "cannot be translated for Ollama; write the Modelfile's TEMPLATE by hand")
     system_block = system_block[:len(system_block) - len(user_prefix)]
     system_prefix, system_suffix = _around(system_block, m["system"])
-    start, default = "", ""
+    start, default, always = "", "", False
     if (head.startswith(system_prefix) and head.endswith(system_suffix)
             and len(head) >= len(system_prefix) + len(system_suffix)):
-        # the template puts in a system message of its own when the conversation has none
-        default = head[len(system_prefix):len(head) - len(system_suffix)]
+        # the template puts in a system message of its own when the conversation has none (maybe an
+        # empty one, inside a block it always writes: Llama 3.1's dates)
+        default, always = head[len(system_prefix):len(head) - len(system_suffix)], True
     else:
         # what comes first either way (a begin-of-text token) belongs before the system block
         start = _common_prefix(system_prefix, head)
@@ -104,7 +106,7 @@ def chat_pieces(tokenizer) -> ChatPieces:
                               "message, so it cannot be translated for Ollama; write the TEMPLATE by hand")
         system_prefix = system_prefix[len(start):]
     return ChatPieces(start, (system_prefix, system_suffix), (user_prefix, user_suffix), assistant,
-                      generation, default)
+                      generation, default, always)
 
 
 def _common_prefix(a: str, b: str) -> str:
@@ -121,12 +123,14 @@ def _go(text: str) -> str:
 
 def go_template(pieces: ChatPieces) -> str:
     """The Go template Ollama renders: system (from .System, which Ollama fills from the request's
-    system messages or the Modelfile's SYSTEM), then each message, then the reply's start. No
-    whitespace-trimming actions ({{- ... -}}): the literal pieces keep their newlines exactly."""
+    system messages or the Modelfile's SYSTEM; the block written even when empty where the chat template
+    always writes it), then each message, then the reply's start. No whitespace-trimming actions
+    ({{- ... -}}): the literal pieces keep their newlines exactly."""
     s, u, a = pieces.system, pieces.user, pieces.assistant
+    system = f"{_go(s[0])}{{{{ .System }}}}{_go(s[1])}"
     return (
         f"{_go(pieces.start)}"
-        f"{{{{ if .System }}}}{_go(s[0])}{{{{ .System }}}}{_go(s[1])}{{{{ end }}}}"
+        f"{system if pieces.system_always else '{{ if .System }}' + system + '{{ end }}'}"
         "{{ range $i, $_ := .Messages }}"
         "{{ $last := eq (len (slice $.Messages $i)) 1 }}"
         f"{{{{ if eq .Role \"user\" }}}}{_go(u[0])}{{{{ .Content }}}}{_go(u[1])}"
