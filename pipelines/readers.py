@@ -245,8 +245,12 @@ def _csv(path: Path, delimiter: str):
             seen_rows += 1
             place = f"row {seen_rows + 1}"
             if len(row) != len(header):
-                raise DataError(f"{where(path, place)}: has {len(row)} cells but the header has "
-                                f"{len(header)} columns; quote cells that contain '{delimiter}'")
+                # too few: a cell left out (give each column one); too many: a delimiter inside a cell
+                fix = ("give the row a cell for each column" if len(row) < len(header)
+                       else f"quote cells that contain '{delimiter}'")
+                raise DataError(f"{where(path, place)}: has {len(row)} cell{'s' if len(row) != 1 else ''} but "
+                                f"the header has {len(header)} column{'s' if len(header) != 1 else ''} "
+                                f"({few(header)}); {fix}")
             # cells stay text: "=SUM(A1)" is a string here, nothing is ever evaluated
             yield place, dict(zip(header, row))
     except csv.Error as err:

@@ -264,7 +264,8 @@ def bad_cases() -> list[Case]:
              says="duplicate_columns.parquet: column 'completion' appears twice (columns 2 and 3); give each "
                   "column its own name"),
         Case("extra_cells.csv", lambda: b"prompt,completion\nQ,A\nQ,A,B\n",
-             says="extra_cells.csv, row 3: has 3 cells but the header has 2 columns; quote cells that contain ','"),
+             says="extra_cells.csv, row 3: has 3 cells but the header has 2 columns (prompt, completion); quote "
+                  "cells that contain ','"),
         Case("blank_header.csv", lambda: b"prompt,,completion\nQ,x,A\n",
              says="blank_header.csv, row 1: column 2 has no name in the header"),
         Case("commas.tsv", lambda: b"prompt,completion\nHi,Hello\n",

@@ -233,8 +233,8 @@ def test_import_names_the_broken_row_the_upload_named_not_the_columns(studio, tm
     before = (studio.list_datasets(), sorted(os.listdir(studio.datasets_dir)))
     said = [update[0] for update in on_import.fn(*values)]
     assert (studio.list_datasets(), sorted(os.listdir(studio.datasets_dir))) == before
-    assert said == ["**Not imported:** support_missingcol.csv, row 6: has 1 cells but the header has 2 columns; "
-                    "quote cells that contain ','"]
+    assert said == ["**Not imported:** support_missingcol.csv, row 6: has 1 cell but the header has 2 columns "
+                    "(question, answer); give the row a cell for each column"]
 
 
 def test_an_upload_with_thumbs_is_mapped_to_kto_labels_on_the_page(studio, tmp_path):
