@@ -378,9 +378,9 @@ def build(studio):
 
     suggested.input(lambda text: text or gr.skip(), suggested, prompt)
 
-    def on_next(current, src, spec_a, spec_b, run_id):
-        """The next prompt not yet voted on between the two models: from the held-out rows of the tuned
-        model's dataset, else the votes'. When each has a vote, it says so instead of asking one again."""
+    def offered(src, spec_a, spec_b, run_id) -> tuple[list[str], bool]:
+        """(the prompts to compare on, whether they are held-out ones): the source picked, else the
+        held-out rows of the tuned model's dataset, else the votes'."""
         run_id = run_id or next((spec[4:] for spec in (spec_a, spec_b) if spec and spec.startswith("run:")), None)
         found = chat_service.prompt_suggestions(studio, src, run_id) if src != "own" else []
         heldout = bool(found) and src == "heldout"
@@ -389,6 +389,22 @@ def build(studio):
             heldout = bool(found)
         if not found:
             found = chat_service.prompt_suggestions(studio, "votes")
+        return found, heldout
+
+    def on_open(current, src, spec_a, spec_b, run_id):
+        """The list filled when it opens or the pair changes (it was empty until *Next prompt*); the pick
+        stays while it is still offered."""
+        found = offered(src, spec_a, spec_b, run_id)[0]
+        return gr.update(choices=found, value=current if current in found else None)
+
+    open_io = [suggested, source, model_a, model_b, compare_run]
+    prompts_box.expand(on_open, open_io, suggested, show_progress="hidden")
+    gr.on([model_a.input, model_b.input], on_open, open_io, suggested, show_progress="hidden")
+
+    def on_next(current, src, spec_a, spec_b, run_id):
+        """The next prompt not yet voted on between the two models: from the held-out rows of the tuned
+        model's dataset, else the votes'. When each has a vote, it says so instead of asking one again."""
+        found, heldout = offered(src, spec_a, spec_b, run_id)
         if not found:
             return gr.skip(), gr.skip(), "No prompts to offer yet: type your own question and press *Send*."
         voted = chat_service.voted_prompts(studio, spec_a, spec_b) if spec_a and spec_b else set()
@@ -402,7 +418,7 @@ def build(studio):
                     + (" (the prompts it trained on would favour the tuned model)." if heldout else "."))
         return gr.update(choices=found, value=following), following, gr.skip()
 
-    next_prompt.click(on_next, [suggested, source, model_a, model_b, compare_run], [suggested, prompt, vote_message])
+    next_prompt.click(on_next, open_io, [suggested, prompt, vote_message])
 
     def refresh(spec_a=None, spec_b=None, kept=None):
         """New runs become choosable; while no real pair is picked (a model against itself, or no

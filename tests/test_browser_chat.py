@@ -170,3 +170,10 @@ def test_blind_battle_vote_reveal_and_export(server, page, studio, tiny_model_di
     # ...and nothing else of what was typed: Gradio's run history would keep each event's inputs
     stored_text = page.evaluate("() => Object.keys(localStorage).map(k => k + localStorage.getItem(k)).join(' ')")
     assert "warranty" not in stored_text and "run-history" not in stored_text
+    # the prompts to compare on are listed as their section opens (the list stayed empty until *Next prompt*)
+    page.get_by_role("tab", name="Chat").click()
+    page.get_by_text("Prompts to compare on").click()
+    page.wait_for_timeout(1500)
+    page.locator("#chat-suggested input").click()
+    expect(page.get_by_role("option", name="How long is the warranty?")).to_be_visible(timeout=10_000)
+    expect(page.locator("#chat-prompt textarea")).to_have_value("")  # listed, not put in the box
