@@ -54,8 +54,12 @@ def _split_rows(studio, dataset_ref: str, eval_fraction: float, kind: str = "sft
     if key not in studio.length_cache:
         if kind == "kto":  # its split also balances thumbs up and down
             plan = data.split_plan(data.split_columns(parquet), eval_fraction, seed, kind)
-        else:
-            plan = data.plan_split(total, eval_fraction, seed, kind, data.stored_prompt_groups(parquet))
+        else:  # the prompts read once per dataset (a second on 100k rows), kept only where some repeat
+            grouped = ("prompt groups", str(parquet))
+            if grouped not in studio.length_cache:
+                groups = data.stored_prompt_groups(parquet)
+                studio.length_cache[grouped] = groups if len(groups) < total else None
+            plan = data.plan_split(total, eval_fraction, seed, kind, studio.length_cache[grouped])
         studio.length_cache[key] = tuple(map(len, plan))
     train_rows, held_rows = studio.length_cache[key]
     return train_rows, held_rows, False
