@@ -226,3 +226,17 @@ def test_templates_that_cannot_be_translated_are_refused_in_one_sentence(real_to
     with pytest.raises(ExportError) as err:
         modelfile("m.gguf", tokenizer_with(real_tokenizer_dir, template))
     assert says in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_template_that_starts_every_turn_with_bos_is_refused_for_that(real_tokenizer_dir):
+    """Llama 2's tokenizer adds BOS and its template writes one before every [INST]: Ollama adds the first
+    itself, so the first turn reads differently from the later ones. The refusal said only that the first
+    message was wrapped differently; it names the begin-of-text token each turn starts with."""
+    template = ("{% for m in messages %}{% if m['role'] == 'user' %}{{ bos_token + '[INST] ' + m['content'] + ' [/INST]' }}"
+                "{% else %}{{ ' ' + m['content'] + ' ' + eos_token }}{% endif %}{% endfor %}")
+    tokenizer = bos_adding(tokenizer_with(real_tokenizer_dir, template))
+    with pytest.raises(ExportError) as err:
+        modelfile("m.gguf", tokenizer)
+    assert str(err.value) == ("the chat template starts each turn with its own begin-of-text token "
+                              f"('{tokenizer.bos_token}', as Llama 2's '<s>[INST]'), which Ollama adds only once, so it "
+                              "cannot be translated for Ollama; write the Modelfile's TEMPLATE by hand")

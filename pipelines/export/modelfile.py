@@ -81,6 +81,11 @@ def chat_pieces(tokenizer) -> ChatPieces:
     assistant = _around(two[len(one):], m["assistant"])
     generation = _render(tokenizer, user, generation=True)[len(one):]
     head, rest = _around(one, m["user"])
+    bos = tokenizer.bos_token
+    if bos and user_prefix.startswith(bos) and not head.endswith(user_prefix) and adds_bos(tokenizer):
+        raise ExportError(f"the chat template starts each turn with its own begin-of-text token ('{bos}', as "
+                          "Llama 2's '<s>[INST]'), which Ollama adds only once, so it cannot be translated for "
+                          "Ollama; write the Modelfile's TEMPLATE by hand")
     if not head.endswith(user_prefix) or rest != user_suffix:
         raise ExportError("the chat template wraps the first message differently from later ones, so it "
                           "cannot be translated for Ollama; write the Modelfile's TEMPLATE by hand")
