@@ -21,6 +21,9 @@ CHOICES = (("left", "◀ Left is better", "1"), ("right", "Right is better ▶",
 SAID = {"left": "left is better", "right": "right is better", "tie": "a tie", "both_bad": "both are bad",
         "skip": "skipped"}
 KEYS_HELP = "Keys: **1** left · **2** right · **3** tie · **4** both bad · **S** skip · **U** undo"
+# A choice this soon after its item appeared was not made on it: a second click or key press meant for
+# the item before (a double click 0.2 s apart, a held key repeating) labelled the next one unread.
+MIN_LOOK_S = 0.8
 
 
 def verbatim(text: str) -> str:
@@ -134,6 +137,11 @@ def build(studio):
         def on_choose(current, name, why, request: gr.Request):
             if not current or not current.get("item"):
                 return (*view(studio, None, _labeler(name, request), "Press *Start labeling* first."), gr.skip())
+            looked = time.time() - current["shown"]
+            if looked < MIN_LOOK_S:  # nothing else changes: the item stays, and so does when it appeared
+                said = (f"**Not saved:** that came {looked:.1f} s after this item appeared, too soon to have read "
+                        "it (a second click, or a held key?). Read it, then choose.")
+                return (*[gr.skip()] * 5, said, *[gr.skip()] * (len(outputs) - 6), gr.skip())
             # the name the item was shown to: its sides were shuffled for that person
             who = current["labeler"]
             try:

@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from components.label_tab import MIN_LOOK_S
 from studio import label_service as ls
 from tests.test_browser import CHROMIUM, fill, server  # noqa: F401  (the server fixture)
 
@@ -55,6 +56,7 @@ def press(page, key, said, name, labelled):
     from playwright.sync_api import expect
 
     page.locator("#label-prompt").click()  # focus on the page, not in a text field
+    page.wait_for_timeout(1000 * MIN_LOOK_S)  # a person reads the item first (faster is taken for a double press)
     page.keyboard.press(key)
     counts = labelled if isinstance(labelled, str) else f"{labelled} labelled"  # or "2 labelled, 1 skipped"
     expect(page.locator("#label-progress")).to_contain_text(f"{name}: {counts}", timeout=30_000)
@@ -109,8 +111,16 @@ def test_two_labelers_with_the_keyboard(server, browser, studio, tmp_path):
     press(ann, "u", "Took back your last label", "ann", 0)
     assert shown_item(studio, project["id"], ann, "ann")[0]["id"] == first["id"]
     press(ann, "3", "Saved: a tie", "ann", 1)
-    # bob labels every item: the good answer each time, wherever it is shown
-    for n in range(1, 5):
+    # bob labels every item: the good answer each time, wherever it is shown. His first key goes down twice
+    # (a double press, a held key): the second came as the next item appeared, so it is not saved on it
+    item, flip = shown_item(studio, project["id"], bob, "bob")
+    press(bob, "2" if flip else "1", "is better", "bob", 1)
+    bob.keyboard.press("2" if flip else "1")
+    expect(bob.locator("#label-message")).to_contain_text("Not saved: that came", timeout=30_000)
+    expect(bob.locator("#label-message")).to_contain_text("too soon to have read it")
+    expect(bob.locator("#label-progress")).to_contain_text("bob: 1 labelled")
+    assert [lb["item_id"] for lb in studio.store.list_labels(project["id"]) if lb["labeler"] == "bob"] == [item["id"]]
+    for n in range(2, 5):
         item, flip = shown_item(studio, project["id"], bob, "bob")
         expect(bob.locator("#label-left-text")).to_contain_text("Bad" if flip else "Good")
         press(bob, "2" if flip else "1", "right is better" if flip else "left is better", "bob", n)
