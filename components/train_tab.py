@@ -12,7 +12,7 @@ from pipelines.data import DataError
 from pipelines.methods import METHODS, ConfigError
 from pipelines.models import ModelError
 from studio import export_service, method_service
-from studio.core import KIND_WORDS, SAMPLES, RunError
+from studio.core import KIND_WORDS, SAMPLES, AlreadyStarted, RunError
 
 # Settings that change the memory or time a run needs: the estimate is refreshed when they do (epochs:
 # the total time it states).
@@ -272,6 +272,7 @@ def build(studio):
           on_estimate, estimate_inputs, estimate, trigger_mode="always_last", **ESTIMATE_QUEUE)
 
     start_inputs = [model, dataset, method, *inputs, *reward_widgets, *device_inputs]
+    TWIN_WITHIN_S = 10  # the same settings started again this soon, while that run waits or trains: one run
 
     def on_start(*values):
         # as the page sent them, read here: the server's list of datasets can be one a slower event (the
@@ -285,7 +286,9 @@ def build(studio):
         chosen = collect_rewards(*reward_values) if METHODS[method_key].rewards else None
         try:
             run_id = studio.start_run(model=model_spec, dataset=dataset_ref, method=method_key, params=params,
-                                      rewards=chosen, devices=devices_of(device_values))
+                                      rewards=chosen, devices=devices_of(device_values), twin_within_s=TWIN_WITHIN_S)
+        except AlreadyStarted as err:  # Start clicked twice: the run the first click started
+            return f"Started run `{err.run_id}` (Start was pressed again: still one run).", err.run_id
         except ConfigError as err:  # named as the form names it
             return f"**Could not start:** {field_named(err, method_key)}", gr.skip()
         except (DataError, ModelError, RunError) as err:

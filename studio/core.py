@@ -5,6 +5,7 @@ There are no module-level mutable globals: tests build a Studio on a temporary f
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -69,6 +70,14 @@ class RunError(ValueError):
     """A run action that does not fit the run's state; the message is one sentence."""
 
 
+class AlreadyStarted(RunError):
+    """The same run asked for again moments after it started (a second click of Start): `run_id` is it."""
+
+    def __init__(self, run_id: str):
+        super().__init__(f"run {run_id} with these exact settings started moments ago")
+        self.run_id = run_id
+
+
 def default_home() -> Path:
     if os.environ.get("STUDIO_HOME"):
         return Path(os.environ["STUDIO_HOME"]).expanduser()
@@ -125,6 +134,7 @@ class Studio:
         self.max_upload_bytes = max_upload_bytes or (int(float(mb) * 1e6) if mb else readers.DEFAULT_MAX_BYTES)
         self._procs: dict[str, subprocess.Popen] = {}
         self._reaping = threading.Lock()
+        self._starting = threading.Lock()  # a twin check and the new run's row, one request at a time
         # Keep a process ready for the next job (a server, the tests); a one-off command does not.
         # STUDIO_STANDBY=0: never (it holds the libraries in memory, ~0.5 GB, while it waits).
         self.standby = standby is not False and os.environ.get("STUDIO_STANDBY", "1") != "0"
@@ -211,10 +221,12 @@ class Studio:
     # runs
     def start_run(self, *, model: str, dataset: str, method: str, params: dict | None = None,
                   parent_id: str | None = None, init_adapter: str | None = None,
-                  rewards: list | None = None, devices: dict | None = None) -> str:
+                  rewards: list | None = None, devices: dict | None = None, twin_within_s: float = 0) -> str:
         """Validate, write the run directory and catalogue row, and start the worker process.
         `rewards`: the reward functions of a reinforcement-learning method (pipelines/rewards.py);
-        `devices`: how many processes and how they split the work (pipelines/devices.py)."""
+        `devices`: how many processes and how they split the work (pipelines/devices.py);
+        `twin_within_s`: AlreadyStarted when a run of the same settings started that recently and has not
+        ended (the page's Start clicked twice 0.2 s apart started two identical runs)."""
         spec = get_method(method)
         checked = parse(spec.params, params)  # ConfigError on a bad value, before anything is written
         if not dataset:  # a method whose kind of data was never imported: the page's list is empty
@@ -255,6 +267,24 @@ class Studio:
         if spec.rewards:  # every row has what the rewards compare with; prompt + reply fit the model
             rl_checks.check(spec, checked, reward_list, dataset_row, self.resolve_model(model))
         heldout = Path(dataset_row["path"]).with_name(importer.HELDOUT)
+        with self._starting:
+            return self._start(spec, checked, start, model, dataset_row, heldout, launch, parent_id, init_adapter,
+                               reward_list if spec.rewards else None, twin_within_s)
+
+    def _start(self, spec, checked, start, model, dataset_row, heldout, launch, parent_id, init_adapter,
+               reward_list, twin_within_s) -> str:
+        method = spec.key
+        params = {k: getattr(checked, k) for k in checked.__dataclass_fields__}
+        row_params = {**params, **({"rewards": [reward_fns.describe_entry(e) for e in reward_list]}
+                                   if spec.rewards else {})}  # the runs table compares rewards too
+        if twin_within_s:
+            recent = time.time() - twin_within_s
+            same = (method, model, dataset_row["id"], parent_id, json.loads(json.dumps(row_params)))
+            twin = next((r for r in self.store.list_runs() if r["created"] >= recent
+                         and (r["method"], r["model"], r["dataset_id"], r["parent_id"], r["params"]) == same
+                         and self.get_run(r["id"])["status"] in ("queued", "running")), None)
+            if twin:
+                raise AlreadyStarted(twin["id"])
         run_id = _new_id("r")
         run_dir = self.runs_dir / run_id
         run_dir.mkdir()
@@ -266,7 +296,7 @@ class Studio:
             "model_cache": str(self.model_cache),
             "dataset": {"id": dataset_row["id"], "name": dataset_row["name"], "path": dataset_row["path"],
                         "heldout_path": str(heldout) if heldout.exists() else None},
-            "params": {k: getattr(checked, k) for k in checked.__dataclass_fields__},
+            "params": params,
             **({"rewards": reward_list} if spec.rewards else {}),
             "devices": asdict(launch),
             "parent_id": parent_id,
@@ -278,9 +308,7 @@ class Studio:
         }
         write_json(run_dir / JOB, job)
         self.store.add_run(id=run_id, method=method, model=model, dataset_id=dataset_row["id"],
-                           status="queued", parent_id=parent_id,  # the runs table compares rewards too
-                           params={**job["params"], **({"rewards": [reward_fns.describe_entry(e) for e in reward_list]}
-                                                       if spec.rewards else {})})
+                           status="queued", parent_id=parent_id, params=row_params)
         self.spawn(run_id, run_dir)
         return run_id
 

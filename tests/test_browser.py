@@ -69,9 +69,14 @@ def test_start_a_run_from_the_page(server, page, studio, tiny_model_dir):
     expect(page.locator("#train-message")).not_to_contain_text("Could not start", timeout=10_000)
     fill(page, "param-num_train_epochs", 1)
     fill(page, "param-max_length", 64)
-    page.click("#start-training")
+    # Start pressed twice 0.25 s apart (it started two identical runs, one of them queued): one run
+    page.evaluate("() => { const start = document.querySelector('#start-training'); start.click();"
+                  " setTimeout(() => start.click(), 250); }")
     expect(page.locator("#train-message")).to_contain_text("Started run", timeout=30_000)
-    run_id = studio.store.list_runs()[0]["id"]
+    expect(page.locator("#train-message")).to_contain_text("Start was pressed again: still one run", timeout=30_000)
+    (run,) = studio.store.list_runs()
+    run_id = run["id"]
+    expect(page.locator("#train-message")).to_contain_text(run_id)
     expect(page.locator("#runs-table")).to_be_in_viewport(timeout=10_000)  # brought into view to watch it
     expect(page.locator("#runs-table")).to_contain_text(run_id, timeout=10_000)
     expect(page.locator("#run-status")).to_contain_text("completed", timeout=180_000)
