@@ -15,7 +15,7 @@ from components import form_memory, judge_panel
 from components.charts import length_histogram
 from pipelines import dataset_stats, importer
 from pipelines.data import DataError
-from pipelines.formats import KINDS, LAYOUT_BY_KEY
+from pipelines.formats import KINDS, LAYOUT_BY_KEY, few
 from pipelines.importer import HELDOUT, ImportOptions, inspect
 from pipelines.models import ModelError
 from pipelines.readers import FORMATS, human_size
@@ -109,9 +109,17 @@ def check_source(studio, upload, sample, kind, text_unit, *mapping_values):
                 table, updates, gr.update(open=True))
     layout = LAYOUT_BY_KEY[info["layout"]]
     message = f"Detected **{layout.label}** in a {info['format'].upper()} file → stored as **{layout.kind}** data"
+    mapped = set(v for v in mapping_values if v and v != NOT_MAPPED)
+    unread = [c for c in columns if c not in (*layout.required, *layout.optional) and c not in mapped]
+    hint, box = "", gr.update()
+    if layout.kind == "prompts" and kind == "auto" and unread:
+        # prompt + 'answer_text_x': examples whose answer column was not recognised, imported as prompts alone
+        hint = (f" Column{'s' if len(unread) > 1 else ''} **{few(unread)}** {'are' if len(unread) > 1 else 'is'} "
+                "not read: if one holds the answers, map it to *completion* below to import examples instead.")
+        box = gr.update(open=True)
     if info["row_problem"]:  # the first problem Import would meet, among the rows shown
-        return f"{message}, but Import would stop here: **{info['row_problem']}**", table, updates, gr.update()
-    return f"{message}. Press Import to check every row.", table, updates, gr.update()
+        return f"{message}, but Import would stop here: **{info['row_problem']}**{hint}", table, updates, box
+    return f"{message}. Press Import to check every row.{hint}", table, updates, box
 
 
 def import_source(studio, upload, sample, name, kind, text_unit, dedupe, heldout, seed, *mapping_values,

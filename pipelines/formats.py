@@ -95,6 +95,20 @@ def parse_mapping(spec: str | dict | None) -> dict[str, str]:
     return mapping
 
 
+def with_case_mapping(columns: list[str], mapping: dict[str, str]) -> dict[str, str]:
+    """`mapping` plus the columns named as ours but for case or spaces ('Prompt', 'Completion ' as a
+    spreadsheet writes them): each mapped to its name, unless the file has that exact column or the
+    mapping already uses either."""
+    taken = set(mapping) | set(mapping.values())
+    found = dict(mapping)
+    for column in columns:
+        name = str(column).strip().lower()
+        if name in KNOWN_COLUMNS and name != column and name not in columns and not {name, column} & taken:
+            found[name] = column
+            taken |= {name, column}
+    return found
+
+
 def apply_mapping(record: dict, mapping: dict[str, str]) -> dict:
     if not mapping:
         return record

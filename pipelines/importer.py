@@ -14,13 +14,13 @@ import random
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from itertools import chain
 from pathlib import Path
 
 from pipelines.errors import DataError, where
 from pipelines.formats import (LAYOUT_BY_KEY, NAMES_SHOWN, apply_mapping, convert, detect, feedback_column, few,
-                               is_label, missing, suggest_mapping, value_name)
+                               is_label, missing, suggest_mapping, value_name, with_case_mapping)
 from pipelines.readers import DEFAULT_MAX_BYTES, check_file, records
 
 BATCH = 2000
@@ -68,6 +68,7 @@ def inspect(path: Path, options: ImportOptions | None = None, max_bytes: int = D
         places.append(place)
         if len(first) == 1:
             out["columns"] = columns = list(record) if isinstance(record, dict) else []
+            options = replace(options, mapping=with_case_mapping(columns, options.mapping))
             try:
                 layout = detect(columns, path, options.kind, options.mapping)
             except DataError as err:
@@ -221,6 +222,7 @@ def import_file(path: Path, dest: Path, options: ImportOptions | None = None,
     place, record = head
     if not isinstance(record, dict):
         raise DataError(f"{where(path, place)}: expected an object with named fields, got {value_name(record)}")
+    given, options = options, replace(options, mapping=with_case_mapping(list(record), options.mapping))
     layout = detect(list(record), path, options.kind, options.mapping)
     used = set(layout.required) | set(layout.optional)
     mapped = apply_mapping(record, options.mapping)
@@ -288,7 +290,8 @@ def import_file(path: Path, dest: Path, options: ImportOptions | None = None,
             "ignored_feedback": marks["column"] if marks else None,
             "feedback_mapping": marks["mapping"] if marks else None,
             "untaught_pairs": len(untaught), "untaught_rows": untaught[:5],
-            "options": asdict(options), "created": time.time(),
+            "options": asdict(given), "created": time.time(),  # as asked: the same file and options, one dataset
+            "case_mapped": {k: v for k, v in options.mapping.items() if k not in given.mapping},
             "import_seconds": round(time.time() - started, 2),
         }
         (tmp / META).write_text(json.dumps(meta, indent=1))
