@@ -10,6 +10,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from components.dataset_note import made_or_found
 from pipelines import arena
 from pipelines.chat import GenerationSettings
 from pipelines.data import DataError
@@ -226,6 +227,7 @@ def build(studio):
         if not text:
             yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), "Type a prompt first."
             return
+        given = (plain(history_a), plain(history_b), state)  # put back when the models cannot answer
         state = dict(state)
         history_a, history_b = plain(history_a), plain(history_b)
         new_round = (state["specs"] is None or state["blind"] != bool(is_blind)
@@ -248,8 +250,8 @@ def build(studio):
                method_service.PREPARING if preparing else "")
         try:
             decs = chat_service.decoders(studio, state["specs"], [history_a, history_b], settings_of(*settings))
-        except (ChatError, ModelError) as err:
-            yield gr.skip(), gr.skip(), state, text, f"**Cannot chat:** {err}"
+        except (ChatError, ModelError) as err:  # the conversation as it was (two "…" replies stayed waiting)
+            yield *given, text, f"**Cannot chat:** {err}"
             return
         if preparing:
             yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), ""
@@ -368,9 +370,8 @@ def build(studio):
         except DataError as err:
             return f"**Nothing exported:** {err}"
         if row["exported_before"]:  # the catalogue keeps one dataset per file: the name is the first export's
-            return (f"These votes were exported before, as **{row['name']}** (`{row['id']}`): {row['rows']} "
-                    "preference pairs in the Data tab, ready for preference training. Vote more for a new "
-                    "dataset.")
+            return (f"{made_or_found(row, name, 'votes')} (`{row['id']}`): {row['rows']} preference pairs in the "
+                    "Data tab, ready for preference training. Vote more for a new dataset.")
         return (f"Exported **{row['name']}** (`{row['id']}`): {row['rows']} preference pairs, now in the "
                 "Data tab, ready for preference training.")
 
