@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import gradio as gr
@@ -263,6 +264,7 @@ def button_states(status: str | None, method: str | None = None) -> list:
             gr.update(interactive=done), gr.update(interactive=done and writes), gr.update(interactive=done)]
 
 
+RUN_ID = re.compile(r"\br\d{8}-\d{6}-[0-9a-f]{4}\b")  # studio.core._new_id("r")
 CANCELLING = "Cancelling `{run_id}`: it saves a checkpoint, then stops."
 RESUMING = "Resuming `{run_id}` from its newest checkpoint."
 
@@ -270,6 +272,13 @@ RESUMING = "Resuming `{run_id}` from its newest checkpoint."
 def action_after(studio, run_id: str | None, said: str | None):
     """What a button said about the selected run, once the run has done it: "Cancelling…" stood under
     the buttons long after the run had stopped. (gr.skip() while it still holds.)"""
+    named = set(RUN_ID.findall(said or ""))
+    if run_id and named and run_id not in named:  # about another run (the one selected before a Start)
+        return ""
+    refused = re.match(r"\*\*Could not do that:\*\* run (\S+) is (\w+);", said or "")
+    if refused and refused.group(1) == run_id:  # "is running; only a cancelled …": true until it is not
+        row = studio.get_run(run_id)
+        return gr.skip() if row and row["status"] == refused.group(2) else ""
     if not run_id or said not in (CANCELLING.format(run_id=run_id), RESUMING.format(run_id=run_id)):
         return gr.skip()
     row = studio.get_run(run_id)
@@ -285,6 +294,24 @@ def action_after(studio, run_id: str | None, said: str | None):
     if said.startswith("Resuming") and status in ("running", "completed", "failed", "cancelled"):
         return ""  # the progress line says where it resumed from
     return gr.skip()
+
+
+def run_action(studio, action_fn, done: str, already: tuple = ()):
+    """A button handler: apply action_fn to the selected run, answer in one sentence. A run found in one
+    of the `already` states was set going by this button a moment ago (pressed twice): said as done, not
+    as the refusal that replaced it ("is running; only a cancelled … can be resumed")."""
+    def handler(run_id):
+        if not run_id:
+            return "Select a run first."
+        try:
+            action_fn(run_id)
+        except RunError as err:
+            row = studio.get_run(run_id)
+            if row and row["status"] in already:
+                return done.format(run_id=run_id)
+            return f"**Could not do that:** {err}"
+        return done.format(run_id=run_id)
+    return handler
 
 
 def build(studio, selected: gr.State):
@@ -357,20 +384,9 @@ def build(studio, selected: gr.State):
 
     table.select(on_select, [table, listed, action], [selected, *outputs, action])
 
-    def run_action(action_fn, done: str):
-        """A button handler: apply action_fn to the selected run, answer in one sentence."""
-        def handler(run_id):
-            if not run_id:
-                return "Select a run first."
-            try:
-                action_fn(run_id)
-            except RunError as err:
-                return f"**Could not do that:** {err}"
-            return done.format(run_id=run_id)
-        return handler
-
-    cancel.click(run_action(studio.cancel, CANCELLING), selected, action)
-    resume.click(run_action(studio.resume, RESUMING), selected, action)
+    cancel.click(run_action(studio, studio.cancel, CANCELLING), selected, action)
+    # (Resume is offered only for a run that is not queued or running)
+    resume.click(run_action(studio, studio.resume, RESUMING, already=tuple(ACTIVE_STATUSES)), selected, action)
 
     def on_continue(run_id, epochs):
         if not run_id:

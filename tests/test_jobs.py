@@ -64,17 +64,28 @@ def test_cancel_saves_a_checkpoint_then_resume_finishes(studio, tiny_model_dir, 
     studio.resume(run_id)
     # back in line; a process waiting with the libraries imported can have it running already
     assert studio.get_run(run_id)["status"] in ("queued", "running")
+    from components.runs_panel import RESUMING, action_after, run_action
+
+    # Resume pressed twice: the second press says it resumes (its refusal replaced that, and stayed)
+    assert run_action(studio, studio.resume, RESUMING, ("queued", "running"))(run_id) == RESUMING.format(run_id=run_id)
+    refused = f"**Could not do that:** run {run_id} is running; only a cancelled, failed or interrupted run can be resumed"
+    assert run_action(studio, studio.resume, RESUMING)(run_id).startswith(f"**Could not do that:** run {run_id} is ")
     # from its start the resumed attempt says where it picks up (it read as a new run at step 0 of "-")
     wait_until(lambda: studio.get_run(run_id)["status"] == "running")
     resumed = studio.get_run(run_id)
     assert resumed["resumed_from"] == row["step"] and resumed["step"] >= row["step"]
     assert resumed["max_steps"] == row["max_steps"]
     assert_resumed_to_the_end(studio, run_id)
-    from components.runs_panel import action_after, progress_html
+    from components.runs_panel import progress_html
 
     done = studio.get_run(run_id)
     assert f"· resumed from the checkpoint at step {row['step']}" in progress_html(done, [])
     assert action_after(studio, run_id, f"Resuming `{run_id}` from its newest checkpoint.") == ""
+    # a refusal goes once it no longer holds: "is running" under a completed run read as a false error
+    assert action_after(studio, run_id, refused) == ""
+    assert action_after(studio, run_id, refused.replace("is running", "is completed")) != ""  # still so: kept
+    # and a message about another run goes when this one is selected (a Start selected it)
+    assert action_after(studio, "r20991231-235959-abcd", refused) == ""
 
 
 def test_a_cancel_during_the_last_step_lets_the_run_finish_and_save(studio, tiny_model_dir, tiny_params):
