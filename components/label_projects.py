@@ -4,9 +4,12 @@ export of its labels as training data."""
 
 from __future__ import annotations
 
+import time
+
 import gradio as gr
 
 from components.chat_tab import RESULT_WIDTHS  # the same win-rate table shape as Chat's
+from components.dataset_note import made_or_found
 from pipelines.data import DataError
 from studio import chat_service
 from studio import label_service as ls
@@ -15,6 +18,7 @@ from studio.label_service import LabelError
 
 ANSWERS_FROM = (("Two models answer each prompt", "two"), ("One model answers twice (sampled)", "twice"),
                 ("A file with two answers per prompt", "file"))
+AGAIN_WITHIN_S = 10  # a project of the name made this recently: Create pressed twice, not a name taken before
 PROMPTS_FROM = (("A dataset's prompts", "dataset"), ("A file of prompts", "file"), ("Typed here", "typed"))
 EXPORT_KINDS = (("Preference pairs: prompt, chosen, rejected (DPO, ORPO, SimPO, …)", "preference"),
                 ("Good and bad answers: prompt, completion, label (KTO)", "kto"))
@@ -124,6 +128,11 @@ def build_new(studio, project):
                 said = (f"Made **{made['name']}**, picked above: {len(prompts)} prompts {IN_BACKGROUND} (progress in "
                         "the table). It can be labelled when the table says *ready*.")
         except (LabelError, DataError) as err:
+            twin = studio.store.get_label_project((title or "").strip()) if "already exists" in str(err) else None
+            if twin and time.time() - twin["created"] < AGAIN_WITHIN_S:  # Create pressed twice: the first made it
+                return (f"Made **{twin['name']}**, picked above (Create was pressed again: still one project).",
+                        projects_table(studio), gr.update(choices=project_choices(studio), value=twin["id"]),
+                        twin["id"])
             return f"**Could not create the project:** {err}", gr.skip(), gr.skip(), gr.skip()
         # the new project is the one picked: Start labeling works on it without a trip to the list
         return said, projects_table(studio), gr.update(choices=project_choices(studio), value=made["id"]), made["id"]
@@ -295,7 +304,8 @@ def build_overview(studio, project) -> dict:
             return f"**Nothing exported:** {err}"
         rows = f"{row['rows']} row{'s' if row['rows'] != 1 else ''}"
         alone = (row["meta"].get("origin") or {}).get("alone")
-        return (f"Exported **{row['name']}**: {rows} of {row['kind']} data, now in the Data tab."
+        return (f"{made_or_found(row, title, 'labels', made='Exported')}: {rows} of {row['kind']} data, in the "
+                "Data tab."
                 + (f" Left out {alone} item{'s' if alone != 1 else ''} only one person labelled: the agreement bar "
                    "needs two labels to measure." if alone else ""))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gradio as gr
 
 from components import chat_tab, train_tab
+from components.dataset_note import made_or_found
 from pipelines.data import DataError
 from pipelines.methods import METHODS
 from studio import chat_service
@@ -43,8 +44,7 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
             return (f"**Nothing to train on:** {err}", *(gr.skip(),) * 7)
         row, model = start["dataset"], start["model"]
         where = f"run `{model[4:]}`" if model.startswith("run:") else "the base model"
-        made = (f"{'These votes were exported before, as' if row['exported_before'] else 'Made'} **{row['name']}**: "
-                f"{row['rows']} preference pairs from {start['votes']} decisive votes.")
+        made = f"{made_or_found(row, name, 'votes')}: {row['rows']} preference pairs from {start['votes']} decisive votes."
         *picked, why = train_tab.method_on(studio, PREFERENCE_METHOD, row["id"])
         message = (f"{made} Set to DPO on it, starting from {where} (DPO's *beta* says how far it may move "
                    f"from there): press *Start training*.{more_epochs(why)}")
@@ -124,7 +124,7 @@ def wire_labels(studio, tabs, train: dict, overview: dict):
             return (f"**Nothing to train on:** {err}", *(gr.skip(),) * 7)
         row, model = start["dataset"], start["model"]
         where = f"run `{model[4:]}`" if model.startswith("run:") else "the built-in model"
-        made = f"Made **{row['name']}**: {row['rows']} preference pairs from the labels."
+        made = f"{made_or_found(row, name, 'labels')}: {row['rows']} preference pairs from the labels."
         *picked, why = train_tab.method_on(studio, PREFERENCE_METHOD, row["id"])
         message = f"{made} Set to DPO on it, starting from {where}: press *Start training*.{more_epochs(why)}"
         return (made, message, gr.update(choices=train_tab.model_choices(studio), value=model), *picked,

@@ -452,7 +452,8 @@ def export_rows(studio, ref: str, kind: str = "preference", min_agreement: float
 
 def export(studio, ref: str, kind: str = "preference", min_agreement: float = 0.0, with_votes: bool = False,
            name: str | None = None) -> dict:
-    """The export as a dataset in the catalogue (the same labels give the same dataset)."""
+    """The export as a dataset in the catalogue (the same labels give the same dataset: then
+    "exported_before" is true and the name is the first export's)."""
     rows, origin = export_rows(studio, ref, kind, min_agreement, with_votes)
     if not rows:
         raise LabelError(f"project '{origin['project']}' has no item with a clear winner yet"
@@ -463,13 +464,15 @@ def export(studio, ref: str, kind: str = "preference", min_agreement: float = 0.
                          + (f", and {origin['empty']} with an empty answer" if origin["empty"] else "")
                          + (f", and {origin['same_answers']} whose two answers are the same"
                             if origin.get("same_answers") else ""))
+    known = {d["id"] for d in studio.store.list_datasets()}
     with tempfile.TemporaryDirectory(dir=studio.home) as tmp:
         path = Path(tmp) / f"labels-{kind}.jsonl"  # a fixed name: the project's is the user's text
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         row = studio.import_dataset(path, name=name or f"labels {origin['project']} ({kind})",
                                     options=ImportOptions(kind=kind))
     studio.store.set_dataset_origin(row["id"], origin)
-    return studio.store.get_dataset(row["id"])
+    # the same labels exported again are the dataset made then, under the name given then
+    return {**studio.store.get_dataset(row["id"]), "exported_before": row["id"] in known}
 
 
 def training_start(studio, ref: str, method: str = "dpo", min_agreement: float = 0.0,

@@ -194,6 +194,14 @@ def test_votes_are_stored_and_export_as_trl_preference_data(studio):
     again = chat_service.export_votes(studio, "a new name")  # same votes, same dataset: and it says so
     assert (again["id"], again["name"], again["exported_before"]) == (row["id"], "my votes", True)
     assert len(studio.store.list_datasets()) == 1
+    # the name typed for that second export is said to be unused (it was dropped without a word)
+    from components.dataset_note import made_or_found
+
+    assert made_or_found(again, "a new name", "votes") == ("These votes were exported before, as **my votes** (the "
+                                                           "name typed, *a new name*, is not used: the same votes "
+                                                           "make the same dataset)")
+    assert made_or_found(again, "", "votes") == "These votes were exported before, as **my votes**"
+    assert made_or_found(row, "my votes", "votes") == "Made **my votes**"
 
 
 def test_a_turn_takes_one_vote_however_many_buttons_are_clicked_at_once(studio):

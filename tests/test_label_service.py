@@ -414,6 +414,10 @@ def test_exported_preference_dataset_is_trl_conversational(studio, voted):
             assert all(set(turn) == {"role", "content"} for turn in record[column])
     assert data[0]["chosen"] == _turns("assistant", "answer A 0")
     assert row["meta"]["origin"]["project"] == "exp"
+    # the same labels again: the dataset made then, and it says so ("Made" over a dataset that existed)
+    again = ls.export(studio, voted, kind="preference", name="another name")
+    assert (row["exported_before"], again["exported_before"], again["id"], again["name"]) == (
+        False, True, row["id"], row["name"])
 
 
 def test_exported_kto_dataset_has_two_bool_rows_per_pair(studio, voted):
