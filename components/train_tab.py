@@ -20,6 +20,8 @@ COST_FIELDS = {"num_train_epochs", "per_device_train_batch_size", "max_length", 
                "init_r", "num_virtual_tokens", "freeze_trainable_layers", "target_modules",
                "encoder_hidden_size", "prefix_projection", "bnb_4bit_use_double_quant"}
 
+QUICK_SET_UP = "Set up a quick first run:"  # how the quick run's note starts (cleared by another pick)
+
 
 def dataset_choices(studio, method_key: str = "lora") -> list[tuple[str, str]]:
     """The datasets this method can train on: bundled samples, then imported ones, newest first."""
@@ -255,6 +257,11 @@ def build(studio):
     gr.on([model.change, dataset.change, method.change],
           lambda said: "" if (said or "").startswith("**Could not start") else gr.skip(), message, message,
           queue=False, show_progress="hidden")
+    # the quick run's recipe, no longer the form's once a person picks another model, dataset or method
+    # (inputs, not changes: the quick run sets all three itself)
+    gr.on([model.input, dataset.input, method.input],
+          lambda said: "" if (said or "").startswith(QUICK_SET_UP) else gr.skip(), message, message,
+          queue=False, show_progress="hidden")
     # (with the reward functions: a reward model among them is loaded beside the run and reads every reply)
     estimate_inputs = [model, dataset, method, *inputs, *device_inputs, *reward_widgets]
     scoring = [w for w in reward_widgets if getattr(w, "elem_id", None) in ("reward-reward_model", RUN_PICKER)]
@@ -306,7 +313,7 @@ def build(studio):
         stored = form_memory.started_afresh(stored, "lora", settings)
         return (gr.update(value="default"), gr.update(choices=dataset_choices(studio, "lora"), value="quillpad_faq"),
                 *form.updates("lora", settings),
-                "Set up a quick first run: LoRA on the *Quillpad support FAQ* sample with fewer epochs at a "
+                f"{QUICK_SET_UP} LoRA on the *Quillpad support FAQ* sample with fewer epochs at a "
                 "higher learning rate (the line above Start says how long it takes here). Press *Start training*; "
                 "when it finishes, *Chat with this run* puts it next to the built-in model — ask it "
                 "*How long is the Quillpad warranty?*",
