@@ -321,3 +321,74 @@ def test_advice_for_a_question_changed_meanwhile_is_dropped(studio, tiny_model_d
     monkeypatch.setattr(advise, "advise", real)
     said, kept, _apply = on_ask("facts", str(tiny_model_dir), "quillpad_faq", page)
     assert said.startswith("### Use **LoRA**") and kept["method"] == "lora"
+
+
+def test_headers_named_ours_but_for_case_import_and_an_unread_answer_column_is_pointed_out(studio, tmp_path):
+    """'Prompt,Completion' (a spreadsheet's capitals) was refused while saying 'Prompt' looks like 'prompt';
+    'prompt,answer_text_x' imported as prompts alone, the answers dropped without a word at upload."""
+    from components import data_tab
+
+    unset = [data_tab.NOT_MAPPED] * len(data_tab.MAP_TARGETS)
+    caps = tmp_path / "caps.csv"
+    caps.write_text("Prompt,Completion\nReset?,Hold it 10 s.\nWaterproof?,No.\n")
+    message, *_ = data_tab.check_source(studio, str(caps), None, "auto", "line", *unset)
+    assert message == ("Detected **prompt/completion** in a CSV file → stored as **sft** data. Press Import to "
+                       "check every row.")
+    said, _choices = data_tab.import_source(studio, str(caps), None, "", "auto", "line", False, 0, 42, *unset)
+    assert said.startswith("Imported **caps**")
+    (row,) = studio.list_datasets()
+    assert row["kind"] == "sft" and row["meta"]["case_mapped"] == {"prompt": "Prompt", "completion": "Completion"}
+    assert studio.import_dataset(caps)["id"] == row["id"]  # the same file, the same options: one dataset
+
+    odd = tmp_path / "odd.csv"
+    odd.write_text("prompt,answer_text_x\nReset?,Hold it 10 s.\nWaterproof?,No.\n")
+    message, _table, _updates, box = data_tab.check_source(studio, str(odd), None, "auto", "line", *unset)
+    assert message.endswith("→ stored as **prompts** data. Press Import to check every row. Column **answer_text_x** "
+                            "is not read: if one holds the answers, map it to *completion* below to import examples "
+                            "instead.")
+    assert box["open"] is True
+    mapped = [("answer_text_x" if t == "completion" else data_tab.NOT_MAPPED) for t in data_tab.MAP_TARGETS]
+    message, *_ = data_tab.check_source(studio, str(odd), None, "auto", "line", *mapped)
+    assert "stored as **sft** data" in message and "not read" not in message
+
+
+def test_a_model_that_cannot_chat_leaves_the_conversation_as_it_was(studio, tmp_path, tiny_model_dir):
+    """A typed path that is no model: one sentence, the prompt kept, and the conversation as before (two
+    '…' replies stayed, as if both models were still writing)."""
+    from components.chat_tab import new_battle
+
+    app = build_app(studio)
+    (respond,) = [f for f in app.fns.values() if f.name == "respond" and f.inputs[0].elem_id == "chat-prompt"][:1]
+    before = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
+    missing = str(tmp_path / "no-such-model")
+    *_, last = respond.fn("How long is the warranty?", before, before, new_battle(), f"base:{missing}",
+                          f"base:{tiny_model_dir}",
+                          False, "", 0.7, 0.9, 16, 1.1, 7)
+    chat_a, chat_b, state, prompt, said = last
+    assert (chat_a, chat_b, state, prompt) == (before, before, new_battle(), "How long is the warranty?")
+    assert said.startswith(f"**Cannot chat:** model '{missing}' is neither 'default'")
+
+
+def test_create_pressed_twice_makes_one_project_and_says_so(studio, tmp_path, monkeypatch):
+    """The second press of Create found the name taken and said only 'Could not create the project', over
+    the first press's success."""
+    import json
+
+    from components import label_projects
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": f"Q{n}?", "response_a": f"A{n}", "response_b": f"B{n}"}) + "\n"
+                             for n in range(3)))
+    app = build_app(studio)
+    (create,) = [f for f in app.fns.values() if f.name == "on_create"]
+
+    def press():
+        return create.fn(" answers ", 1, "file", "dataset", None, None, "", None, None, 0.7, 64, str(pairs))
+
+    first, second = press(), press()
+    assert first[0] == "Made **answers** with 3 items, picked above: press *Start labeling*."
+    assert second[0] == "Made **answers**, picked above (Create was pressed again: still one project)."
+    assert second[3] == first[3] and len(studio.store.list_label_projects()) == 1
+    monkeypatch.setattr(label_projects, "AGAIN_WITHIN_S", 0)  # a name taken before: refused as it was
+    assert press()[0] == ("**Could not create the project:** a labeling project named 'answers' already exists; "
+                          "pick another name")
