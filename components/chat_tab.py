@@ -251,7 +251,9 @@ def build(studio):
         try:
             decs = chat_service.decoders(studio, state["specs"], [history_a, history_b], settings_of(*settings))
         except (ChatError, ModelError) as err:  # the conversation as it was (two "…" replies stayed waiting)
-            yield *given, text, f"**Cannot chat:** {err}"
+            labels = side_labels(studio, given[2])
+            yield (gr.update(value=given[0], label=labels[0]), gr.update(value=given[1], label=labels[1]), given[2],
+                   text, f"**Cannot chat:** {err}")
             return
         if preparing:
             yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), ""
@@ -277,7 +279,7 @@ def build(studio):
     submitted = prompt.submit(respond, chat_io, chat_out)
 
     def redo(history_a, history_b, state, spec_a, spec_b, is_blind, *settings):
-        history_a, history_b = plain(history_a), plain(history_b)
+        history_a, history_b, given = plain(history_a), plain(history_b), state
         users = [m for m in history_a if m["role"] == "user"]
         if not users:
             yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), "Nothing to regenerate yet."
@@ -293,6 +295,10 @@ def build(studio):
             state = {**state, "voted": False}
         for i, out in enumerate(respond(last, history_a[:cut_a], history_b[:cut_b], state, spec_a, spec_b, is_blind,
                                         *settings)):
+            if isinstance(out[4], str) and out[4].startswith("**Cannot chat:**"):  # the last exchange comes back
+                labels = side_labels(studio, given)
+                out = (gr.update(value=history_a, label=labels[0]), gr.update(value=history_b, label=labels[1]),
+                       given, gr.skip(), out[4])
             yield (*out[:4], NEW_BLIND_ROUND) if fresh and i == 0 and out[4] == "" else out
 
     regenerated = regenerate.click(redo, chat_io[1:], chat_out)
@@ -382,6 +388,8 @@ def build(studio):
     def offered(src, spec_a, spec_b, run_id) -> tuple[list[str], bool]:
         """(the prompts to compare on, whether they are held-out ones): the source picked, else the
         held-out rows of the tuned model's dataset, else the votes'."""
+        if run_id and f"run:{run_id}" not in (spec_a, spec_b):  # a comparison's run, no longer on either side
+            run_id = None
         run_id = run_id or next((spec[4:] for spec in (spec_a, spec_b) if spec and spec.startswith("run:")), None)
         found = chat_service.prompt_suggestions(studio, src, run_id) if src != "own" else []
         heldout = bool(found) and src == "heldout"
@@ -393,14 +401,14 @@ def build(studio):
         return found, heldout
 
     def on_open(current, src, spec_a, spec_b, run_id):
-        """The list filled when it opens or the pair changes (it was empty until *Next prompt*); the pick
-        stays while it is still offered."""
+        """The list filled as it opens (it was empty until *Next prompt*, which fills it for the pair then);
+        the pick stays while it is still offered. Not at each pick of a model: a run's held-out prompts
+        are read from its whole dataset."""
         found = offered(src, spec_a, spec_b, run_id)[0]
         return gr.update(choices=found, value=current if current in found else None)
 
     open_io = [suggested, source, model_a, model_b, compare_run]
     prompts_box.expand(on_open, open_io, suggested, show_progress="hidden")
-    gr.on([model_a.input, model_b.input], on_open, open_io, suggested, show_progress="hidden")
 
     def on_next(current, src, spec_a, spec_b, run_id):
         """The next prompt not yet voted on between the two models: from the held-out rows of the tuned

@@ -109,7 +109,7 @@ def check_source(studio, upload, sample, kind, text_unit, *mapping_values):
                 table, updates, gr.update(open=True))
     layout = LAYOUT_BY_KEY[info["layout"]]
     message = f"Detected **{layout.label}** in a {info['format'].upper()} file → stored as **{layout.kind}** data"
-    mapped = set(v for v in mapping_values if v and v != NOT_MAPPED)
+    mapped = {v for v in mapping_values if v and v != NOT_MAPPED} | set((info.get("case_mapped") or {}).values())
     unread = [c for c in columns if c not in (*layout.required, *layout.optional) and c not in mapped]
     hint, box = "", gr.update()
     if layout.kind == "prompts" and kind == "auto" and unread:

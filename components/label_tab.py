@@ -138,7 +138,7 @@ def build(studio):
             if not current or not current.get("item"):
                 return (*view(studio, None, _labeler(name, request), "Press *Start labeling* first."), gr.skip())
             looked = time.time() - current["shown"]
-            if looked < MIN_LOOK_S:  # nothing else changes: the item stays, and so does when it appeared
+            if looked < MIN_LOOK_S and not current.get("read"):  # nothing else changes: the item stays
                 said = (f"**Not saved:** that came {looked:.1f} s after this item appeared, too soon to have read "
                         "it (a second click, or a held key?). Read it, then choose.")
                 return (*[gr.skip()] * 5, said, *[gr.skip()] * (len(outputs) - 6), gr.skip())
@@ -170,7 +170,12 @@ def build(studio):
 
     on_undo = labeler_action(ls.undo, "Could not undo", lambda taken: "Took back your last label: choose again."
                              if taken else "Nothing to undo.")
-    undo.click(on_undo, [state, project, labeler], outputs)
+    def on_undo_read(current, project_id, name, request: gr.Request):
+        """Undo brings back an item the labeler has read: choosing again at once is no double press."""
+        shown, *rest = on_undo(current, project_id, name, request)
+        return ({**shown, "read": True} if isinstance(shown, dict) and shown.get("item") else shown, *rest)
+
+    undo.click(on_undo_read, [state, project, labeler], outputs)
     on_bring_back = labeler_action(ls.bring_back_skips, "Could not bring them back", lambda count: (
         f"Brought back {count} skipped item{'s' if count != 1 else ''}: they come again, least labelled first."))
     bring_back.click(on_bring_back, [state, project, labeler], outputs)

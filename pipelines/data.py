@@ -52,9 +52,30 @@ def _run_heldout(run_dir: Path, n: int, plan) -> list[int]:
     held = _kept(run_dir, n)
     if held is None:
         started = any((Path(run_dir) / CHECKPOINTS).glob("checkpoint-*"))
-        held = plan(not started)[1]
+        parent = _parent_on_the_same_data(Path(run_dir))
+        if parent is not None and not started:
+            # a run that keeps training its parent on the same data is measured on what the parent never
+            # trained on: the parent's kept split, or, kept before splits were, its row split
+            held = _kept(parent, n)
+            held = plan(False)[1] if held is None else held
+        else:
+            held = plan(not started)[1]
         write_json(Path(run_dir) / HELDOUT_ROWS, {"rows": n, "heldout": held})
     return held
+
+
+def _parent_on_the_same_data(run_dir: Path) -> Path | None:
+    """The folder of the run this one continues (Continue training, a run's result as the start), where
+    that run trained on the same dataset file."""
+    from pipelines.events import JOB, read_json
+
+    job = read_json(run_dir / JOB) or {}
+    if not job.get("parent_id"):
+        return None
+    parent = run_dir.parent / job["parent_id"]
+    before = read_json(parent / JOB) or {}
+    same = (before.get("dataset") or {}).get("path") == (job.get("dataset") or {}).get("path")
+    return parent if same and job["dataset"].get("path") else None
 
 
 def kept_heldout(run_dir: Path, rows: list[dict], eval_fraction: float, seed: int, kind: str) -> list[dict]:

@@ -95,10 +95,18 @@ def parse_mapping(spec: str | dict | None) -> dict[str, str]:
     return mapping
 
 
-def with_case_mapping(columns: list[str], mapping: dict[str, str]) -> dict[str, str]:
-    """`mapping` plus the columns named as ours but for case or spaces ('Prompt', 'Completion ' as a
-    spreadsheet writes them): each mapped to its name, unless the file has that exact column or the
-    mapping already uses either."""
+def with_case_mapping(columns: list[str], mapping: dict[str, str], path, kind: str = "auto") -> dict[str, str]:
+    """`mapping`, or where no layout fits the columns as named and they hold no question and answer under
+    other names (`suggest_mapping`), `mapping` plus the columns named as ours but for case ('Prompt',
+    'Completion' as a spreadsheet writes them): each mapped to its name, unless the file has that exact
+    column or the mapping already uses either. Only then: 'prompt,completion,Label' with a topic in Label
+    stays examples, and 'question,answer,Text' keeps its question and answer."""
+    try:
+        detect(columns, path, kind, mapping)
+        return mapping
+    except DataError:
+        if kind in ("auto", "sft") and suggest_mapping(columns):
+            return mapping
     taken = set(mapping) | set(mapping.values())
     found = dict(mapping)
     for column in columns:

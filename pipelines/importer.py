@@ -68,7 +68,9 @@ def inspect(path: Path, options: ImportOptions | None = None, max_bytes: int = D
         places.append(place)
         if len(first) == 1:
             out["columns"] = columns = list(record) if isinstance(record, dict) else []
-            options = replace(options, mapping=with_case_mapping(columns, options.mapping))
+            out["case_mapped"] = {k: v for k, v in with_case_mapping(columns, options.mapping, path, options.kind).items()
+                                  if k not in options.mapping}
+            options = replace(options, mapping={**options.mapping, **out["case_mapped"]})
             try:
                 layout = detect(columns, path, options.kind, options.mapping)
             except DataError as err:
@@ -222,7 +224,8 @@ def import_file(path: Path, dest: Path, options: ImportOptions | None = None,
     place, record = head
     if not isinstance(record, dict):
         raise DataError(f"{where(path, place)}: expected an object with named fields, got {value_name(record)}")
-    given, options = options, replace(options, mapping=with_case_mapping(list(record), options.mapping))
+    given, options = options, replace(options, mapping=with_case_mapping(list(record), options.mapping, path,
+                                                                           options.kind))
     layout = detect(list(record), path, options.kind, options.mapping)
     used = set(layout.required) | set(layout.optional)
     mapped = apply_mapping(record, options.mapping)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 from pipelines import data, evals, hardware, models
@@ -128,12 +129,22 @@ def apply_method(model, method, params, setup: Setup, run_dir: Path, init_adapte
     return model
 
 
+def continue_warmup() -> float:
+    """The share of a run's steps its learning rate climbs over when the run keeps training a trained model
+    (Continue training, or a run started from a run's result): a fresh Adam's first step moves every weight
+    by about the full learning rate whatever its gradient, which knocked a trained adapter off what it had
+    learned (bench/continue_quality.py). STUDIO_CONTINUE_WARMUP=0 turns it off."""
+    return float(os.environ.get("STUDIO_CONTINUE_WARMUP", "0.1"))
+
+
 def run_settings(run_dir: Path, params, evaluates: bool, patience: int,
-                 best: tuple[str, bool] = ("eval_loss", False)) -> dict:
+                 best: tuple[str, bool] = ("eval_loss", False), continues: bool = False) -> dict:
     """Trainer settings every studio run shares, whatever its TRL trainer: checkpoints in the run
     directory, a log line per step for the live curves, held-out checks, this machine's device.
-    `best`: the held-out figure early stopping watches, and whether higher is better (callbacks.best_metric)."""
+    `best`: the held-out figure early stopping watches, and whether higher is better (callbacks.best_metric);
+    `continues`: the run keeps training a trained model (`continue_warmup`)."""
     return dict(
+        warmup_steps=continue_warmup() if continues else 0,
         output_dir=str(run_dir / CHECKPOINTS),
         bf16=hardware.use_bf16(),
         use_cpu=not hardware.has_cuda(),
@@ -204,7 +215,12 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
     if "optim" in trainer_args:
         trainer_args["optim"] = resolve_optim(trainer_args["optim"], hardware.has_cuda())
     patience = groups["studio"]["early_stopping_patience"]
-    config = SFTConfig(**trainer_args, **run_settings(run_dir, params, eval_ds is not None, patience),
+    continues = bool(job.get("parent_id"))  # a run's result keeps training (its adapter, or its whole model)
+    if continues and continue_warmup():
+        print(f"learning rate: climbs over the first {continue_warmup():.0%} of steps, as this run keeps training "
+              f"{job['parent_id']}'s result", flush=True)
+    config = SFTConfig(**trainer_args, **run_settings(run_dir, params, eval_ds is not None, patience,
+                                                      continues=continues),
                        # tokens/s counts real tokens: a padding-free batch has none other
                        include_num_input_tokens_seen="all" if packed else "non_padding")
     callbacks = [MetricsCallback(events), CancelCallback(events)]

@@ -280,9 +280,15 @@ class Studio:
         if twin_within_s:
             recent = time.time() - twin_within_s
             same = (method, model, dataset_row["id"], parent_id, json.loads(json.dumps(row_params)))
-            twin = next((r for r in self.store.list_runs() if r["created"] >= recent
-                         and (r["method"], r["model"], r["dataset_id"], r["parent_id"], r["params"]) == same
-                         and self.get_run(r["id"])["status"] in ("queued", "running")), None)
+            setup = json.loads(json.dumps({"devices": asdict(launch), "init_adapter": init_adapter}))
+
+            def twin_of(r: dict) -> bool:  # the same settings, devices and starting point, not yet ended
+                job = read_json(self.run_dir(r["id"]) / JOB) or {}
+                return ((r["method"], r["model"], r["dataset_id"], r["parent_id"], r["params"]) == same
+                        and {k: job.get(k) for k in setup} == setup
+                        and self.get_run(r["id"])["status"] in ("queued", "running"))
+
+            twin = next((r for r in self.store.list_runs() if r["created"] >= recent and twin_of(r)), None)
             if twin:
                 raise AlreadyStarted(twin["id"])
         run_id = _new_id("r")

@@ -350,6 +350,20 @@ def test_headers_named_ours_but_for_case_import_and_an_unread_answer_column_is_p
     mapped = [("answer_text_x" if t == "completion" else data_tab.NOT_MAPPED) for t in data_tab.MAP_TARGETS]
     message, *_ = data_tab.check_source(studio, str(odd), None, "auto", "line", *mapped)
     assert "stored as **sft** data" in message and "not read" not in message
+    # names matched by case only where nothing fits as named: a topic in 'Label' stays beside examples, a
+    # 'Text' column does not turn a question and its answer into raw text, a case-matched column is read
+    topics = tmp_path / "topics.csv"
+    topics.write_text("prompt,completion,Label\nReset?,Hold it 10 s.,billing\n")
+    message, *_ = data_tab.check_source(studio, str(topics), None, "auto", "line", *unset)
+    assert message.startswith("Detected **prompt/completion**") and "stored as **sft** data" in message
+    notes = tmp_path / "notes.csv"
+    notes.write_text("question,answer,Text\nReset?,Hold it 10 s.,a note\n")
+    message, *_ = data_tab.check_source(studio, str(notes), None, "auto", "line", *unset)
+    assert message.startswith("Columns **question** and **answer** look like a question and its answer")
+    sums = tmp_path / "sums.csv"
+    sums.write_text("Prompt,Answer\nWhat is 2+2?,4\n")
+    message, *_ = data_tab.check_source(studio, str(sums), None, "auto", "line", *unset)
+    assert "stored as **prompts** data" in message and "not read" not in message
 
 
 def test_a_model_that_cannot_chat_leaves_the_conversation_as_it_was(studio, tmp_path, tiny_model_dir):
@@ -365,8 +379,16 @@ def test_a_model_that_cannot_chat_leaves_the_conversation_as_it_was(studio, tmp_
                           f"base:{tiny_model_dir}",
                           False, "", 0.7, 0.9, 16, 1.1, 7)
     chat_a, chat_b, state, prompt, said = last
-    assert (chat_a, chat_b, state, prompt) == (before, before, new_battle(), "How long is the warranty?")
+    assert (chat_a["value"], chat_b["value"], state, prompt) == (before, before, new_battle(),
+                                                                 "How long is the warranty?")
+    assert (chat_a["label"], chat_b["label"]) == ("Model A", "Model B")
     assert said.startswith(f"**Cannot chat:** model '{missing}' is neither 'default'")
+    # Regenerate with it: the last exchange comes back (it was taken off for the new replies)
+    (redo,) = [f for f in app.fns.values() if f.name == "redo"]
+    *_, last = redo.fn(before, before, new_battle(), f"base:{missing}", f"base:{tiny_model_dir}", False, "", 0.7, 0.9,
+                       16, 1.1, 7)
+    assert (last[0]["value"], last[1]["value"], last[2]) == (before, before, new_battle())
+    assert last[4].startswith("**Cannot chat:**")
 
 
 def test_create_pressed_twice_makes_one_project_and_says_so(studio, tmp_path, monkeypatch):

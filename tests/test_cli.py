@@ -36,7 +36,7 @@ def test_data_import_then_train_by_id_wait_runs_and_generate(tmp_path, tiny_mode
     assert "<|im_start|>assistant\n | The Quillpad battery lasts about 19 days" in shown.stdout
 
     config = write_config(tmp_path / "run.yaml", model=str(tiny_model_dir), dataset=dataset_id,
-                          method="lora", params={**tiny_params, "num_train_epochs": 0.25})  # 4 steps: the command, not the learning
+                          method="lora", params={**tiny_params, "num_train_epochs": 1})  # 14 steps: seen by a 1 s poll
     done = studio_cmd(home, "train", str(config), "--wait")
     assert done.returncode == 0, done.stderr[-3000:]
     run_id = done.stdout.strip().splitlines()[0]

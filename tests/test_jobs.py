@@ -235,3 +235,29 @@ def test_the_log_tail_leaves_out_terminal_colour_codes(tmp_path):
     (tmp_path / LOG).write_text("step 1\n\x1b[1mModel LOAD\x1b[0m from: x\n\x1b[31;1mred\x1b[0m line\n")
     assert log_tail(tmp_path) == "step 1\nModel LOAD from: x\nred line"
     assert log_tail(tmp_path, lines=1) == "red line"
+
+
+def test_the_same_run_asked_for_twice_at_once_is_one_run(studio, tiny_model_dir, long_params):
+    """Start pressed twice (two requests 0.2 s apart) started two identical runs. Asked for again within the
+    window while it waits or trains, the same settings answer with that run; other settings start another."""
+    from studio.core import AlreadyStarted
+
+    first = studio.start_run(model=str(tiny_model_dir), dataset="quillpad_faq", method="lora", params=long_params,
+                             twin_within_s=10)
+    with pytest.raises(AlreadyStarted) as again:
+        studio.start_run(model=str(tiny_model_dir), dataset="quillpad_faq", method="lora", params=long_params,
+                         twin_within_s=10)
+    assert again.value.run_id == first and len(studio.store.list_runs()) == 1
+    other = studio.start_run(model=str(tiny_model_dir), dataset="quillpad_faq", method="lora",
+                             params={**long_params, "seed": 7}, twin_within_s=10)
+    assert other != first
+    for run_id in (first, other):
+        studio.cancel(run_id)
+    for run_id in (first, other):
+        assert studio.wait(run_id, poll_s=0.3)["status"] in ("cancelled", "completed")
+    # ended, the same settings start a new run (a second look at the same recipe)
+    third = studio.start_run(model=str(tiny_model_dir), dataset="quillpad_faq", method="lora", params=long_params,
+                             twin_within_s=10)
+    assert third not in (first, other)
+    studio.cancel(third)
+    studio.wait(third, poll_s=0.3)

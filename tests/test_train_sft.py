@@ -235,3 +235,19 @@ def test_an_sft_run_holds_out_whole_prompts_and_chat_offers_those(studio, tmp_pa
     assert asked(build_trainer(job, run_dir, RunEvents(run_dir))[0].eval_dataset) == [
         rows[i]["messages"][0]["content"] for i in by_row]
     assert len({rows[i]["messages"][0]["content"] for i in by_row}) > 2  # which mixed trained questions in
+
+    # a run continuing that one on the same data is measured on what it never trained on: its kept split,
+    # or, for a parent from before splits were kept, its row split (not a split by prompt of its own)
+    child_dir = studio.run_dir("r-takes-more")
+    child_dir.mkdir()
+    (child_dir / JOB).write_text(json.dumps({**job, "parent_id": "r-takes"}))
+    (run_dir / HELDOUT_ROWS).unlink()
+    assert asked(build_trainer(job, child_dir, RunEvents(child_dir))[0].eval_dataset) == [
+        rows[i]["messages"][0]["content"] for i in by_row]
+    (run_dir / HELDOUT_ROWS).write_text(json.dumps({"rows": 30, "heldout": [0, 1, 2]}))
+    (child_dir / HELDOUT_ROWS).unlink()
+    child = build_trainer({**job, "parent_id": "r-takes"}, child_dir, RunEvents(child_dir))[0]
+    assert asked(child.eval_dataset) == ["Question 0?"] * 3
+    # and its learning rate climbs over its first 10% of steps: a fresh Adam's first full-size step knocked
+    # the trained adapter off what it knew (bench/continue_quality.py); a new run starts at full rate
+    assert (child.args.warmup_steps, trainer.args.warmup_steps) == (0.1, 0)
