@@ -56,6 +56,8 @@ LABELS = {"loss": "training loss", "eval_loss": "held-out loss", "learning_rate"
           "accuracy": "training pairs", "eval_accuracy": "held-out pairs", "margin": "training pairs",
           "eval_margin": "held-out pairs"}
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"]
+# shares from 0 to 1: drawn on that scale, as percentages (all at 100%, plotly's own range ran to 2)
+SHARES = {"rewards/accuracies", "eval_rewards/accuracies", "accuracy", "eval_accuracy"}
 DOTTED = {"eval_loss", "eval_rewards/accuracies", "eval_rewards/margins", "rewards/rejected", "kl", "eval_accuracy",
           "eval_margin", "eval_rewards/chosen", "eval_rewards/rejected"}
 
@@ -127,6 +129,9 @@ def curves_figure(runs: dict[str, list[dict]], parts: dict[str, dict] | None = N
                           "dash": "dot" if len(runs) > 1 and (name in DOTTED or name.startswith("rewards/")) else "solid"},
                     marker={"size": 7 if name.startswith("eval_") else 4},
                 ), row=panel // 2 + 1, col=panel % 2 + 1)
+    for panel, (_title, names) in enumerate(panels):
+        if SHARES & set(names):
+            fig.update_yaxes(range=[-0.03, 1.03], tickformat=".0%", row=panel // 2 + 1, col=panel % 2 + 1)
     # "step" under the lower panels only: under the upper ones it ran into the lower panels' titles
     fig.update_xaxes(title_text="step", title_standoff=4, row=2)
     last = max((max(steps) for data in data_of.values() for steps, _ in data.values() if steps), default=0)

@@ -202,3 +202,15 @@ def test_a_dpo_runs_level_start_is_no_point_on_the_accuracy_chart():
                       "rewards/chosen": 0.0}]
     titles = [a.text for a in curves_figure({"d1": start}).layout.annotations]
     assert titles[1] == "Preference accuracy (preferred scored higher)"
+
+
+def test_a_share_of_pairs_is_drawn_from_0_to_100_percent():
+    """Every pair ranked right (1.0 at each point): the accuracy panel's axis ran to 2, for a share the
+    summary calls 100%."""
+    from components.charts import curves_figure
+
+    dpo = [{"step": 1, "loss": 0.6, "rewards/accuracies": 1.0, "rewards/margins": 0.2, "rewards/chosen": 0.1},
+           {"step": 2, "eval_loss": 0.5, "eval_rewards/accuracies": 1.0, "eval_rewards/margins": 0.3}]
+    layout = curves_figure({"d1": dpo}).layout
+    assert (list(layout.yaxis2.range), layout.yaxis2.tickformat) == ([-0.03, 1.03], ".0%")  # accuracy: top right
+    assert layout.yaxis.range is None and layout.yaxis3.range is None  # losses and margins keep their own
