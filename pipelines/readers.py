@@ -227,8 +227,22 @@ def _check_header(path: Path, header: list[str], delimiter: str) -> None:
                                 f"this looks like {looks}")
 
 
+def _semicolons(path: Path) -> bool:
+    """Whether a .csv file's header is cells between ';' (how spreadsheets set to a language that writes
+    decimal commas save CSV), read as one cell between ','."""
+    first = next((text for _n, text in _lines(path, "csv")), "")
+    try:
+        header = next(csv.reader([first]), [])
+    except csv.Error:
+        return False
+    return (len(header) == 1 and header[0].strip() not in KNOWN_COLUMNS
+            and len([p for p in header[0].split(";") if p.strip()]) > 1)
+
+
 def _csv(path: Path, delimiter: str):
     fmt = "csv" if delimiter == "," else "tsv"
+    if delimiter == "," and _semicolons(path):
+        delimiter = ";"
     # a long cell (a whole document) is fine up to the line limit; the csv module stops at 128 KB
     csv.field_size_limit(max(csv.field_size_limit(), MAX_LINE_BYTES))
     reader = csv.reader((text for _n, text in _lines(path, fmt)), delimiter=delimiter, strict=True)

@@ -354,3 +354,23 @@ def test_rows_of_one_prompt_stay_on_one_side_of_the_split():
     assert len(split(lone, 0.2, 0, "preference")[1]) == 2
     # one prompt for every row: nothing can be held out without training on it
     assert split(kto[:2] * 3, 0.5, 0, "kto") == (kto[:2] * 3, [])
+
+
+def test_a_csv_with_semicolons_between_cells_imports(studio, tmp_path):
+    """A spreadsheet set to a language with decimal commas saves CSV with ';' between cells: it was refused
+    ('this looks like a file separated by ;'), the separator found and not used. A comma inside a cell stays."""
+    path = tmp_path / "faq_de.csv"
+    path.write_text('Frage;Antwort\n"Wie lange hält der Akku?";"Etwa 19 Tage, je nach Nutzung."\nQ2;A2\n',
+                    encoding="utf-8")
+    row = studio.import_dataset(path, options=ImportOptions(mapping={"prompt": "Frage", "completion": "Antwort"}))
+    rows = load_rows(row["path"])
+    assert row["rows"] == 2 and rows[0]["messages"][1]["content"] == "Etwa 19 Tage, je nach Nutzung."
+    plain = tmp_path / "plain.csv"
+    plain.write_text("prompt;completion\nHi;Hello\n")
+    assert load_rows(studio.import_dataset(plain)["path"])[0]["messages"][0]["content"] == "Hi"
+    # a short row names ';' as the separator to quote
+    bad = tmp_path / "short.csv"
+    bad.write_text("prompt;completion\nHi;Hello;again\n")
+    with pytest.raises(DataError, match=r"^short.csv, row 2: has 3 cells but the header has 2 columns "
+                                        r"\(prompt, completion\); quote cells that contain ';'$"):
+        studio.import_dataset(bad)
