@@ -210,7 +210,8 @@ def test_a_cancel_stops_a_merge_while_mergekit_works_and_leaves_nothing(two_mode
     base, tuned = two_models
     done = python(STOP_WHILE_MERGING, base, tuned, tmp_path / "out")
     said = done.stdout.split()
-    assert said[0] == "cancelled" and 2 <= int(said[1]) < 10, (done.stdout, done.stderr)  # of its 21 steps
+    # stopped between two tensors, before the last of its 21 (a busy machine merges a few more before it lands)
+    assert said[0] == "cancelled" and 2 <= int(said[1]) < 21, (done.stdout, done.stderr)
     assert list(tmp_path.iterdir()) == []  # neither the model nor its temporary folder
 
 
