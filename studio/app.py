@@ -156,8 +156,10 @@ def build_app(studio) -> gr.Blocks:
         generation = chat_loop["generation"]
         generation_kept = gr.BrowserState(None, storage_key="tune-studio-chat-generation",
                                           secret=form_memory.secret(studio))
-        gr.on([w.input for w in generation], lambda *values: list(values), generation, generation_kept,
-              queue=False, show_progress="hidden")
+        # kept at each change too: a number typed into a slider's box and left with Tab on a busy machine
+        # sent its input event with the slider's value before it (256 came back after a reload, in CI)
+        gr.on([*(w.input for w in generation), *(w.change for w in generation)], lambda *values: list(values),
+              generation, generation_kept, queue=False, show_progress="hidden")
         app.load(lambda kept: (list(kept) if isinstance(kept, list) and len(kept) == len(generation)
                                else [gr.skip()] * len(generation)),
                  generation_kept, generation, queue=False, show_progress="hidden")
