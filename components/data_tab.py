@@ -11,7 +11,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from components import form_memory, judge_panel
+from components import dataset_delete, form_memory, judge_panel
 from components.charts import length_histogram
 from pipelines import dataset_stats, importer
 from pipelines.data import DataError
@@ -248,6 +248,7 @@ def build(studio, datasets_kept):
             gr.Markdown("### Datasets")
             chosen = gr.Dropdown(choices=dataset_choices(studio), value=None, label="Dataset",
                                  elem_id="data-datasets")
+            deleted = dataset_delete.build(studio, chosen, lambda: dataset_choices(studio))
             with gr.Row():
                 model = gr.Textbox(value="default", label="Count tokens with this model's tokenizer",
                                    elem_id="data-model")
@@ -346,4 +347,4 @@ def build(studio, datasets_kept):
         return (gr.update(choices=choices, value=viewed["dataset"]), viewed.get("model") or gr.skip(),
                 viewed.get("max_length") or gr.skip())
 
-    return on_load, [chosen, model, max_length], imported
+    return on_load, [chosen, model, max_length], imported, deleted

@@ -111,9 +111,11 @@ def lineage(studio, row: dict) -> list[str]:
         lines.append(f"Started from run `{row['parent_id']}`{what}.")
     else:
         lines.append(f"Started from {model_title(row['model'])}.")
-    dataset = studio.store.get_dataset(row["dataset_id"]) if row.get("dataset_id") else None
+    dataset = studio.store.get_dataset(row["dataset_id"], deleted=True) if row.get("dataset_id") else None
     if dataset:
-        text = f"Learned from **{dataset_title(dataset['name'])}** ({dataset['rows']} rows of {dataset['kind']} data)"
+        gone = ", deleted since" if dataset["deleted"] else ""
+        text = (f"Learned from **{dataset_title(dataset['name'])}** ({dataset['rows']} rows of {dataset['kind']} "
+                f"data{gone})")
         origin = dataset["meta"].get("origin") or {}
         if origin.get("kind") == "chat votes":
             text += (f", made from {origin['votes']} chat votes between "

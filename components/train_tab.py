@@ -38,6 +38,15 @@ def first_dataset(options: list[tuple[str, str]]) -> str | None:
     return next((value for _label, value in options if value not in SAMPLES), options[0][1] if options else None)
 
 
+def after_deletion(studio, method_key: str, shown: str | None):
+    """The dataset list once a dataset was deleted (Data tab); the one shown, when it was that one, gives
+    way to the method's first dataset."""
+    options = dataset_choices(studio, method_key if method_key in METHODS else "lora")
+    if shown in [value for _label, value in options]:
+        return gr.update(choices=options)
+    return gr.update(choices=options, value=first_dataset(options))
+
+
 def method_on(studio, key: str, dataset_ref: str, more_epochs: bool = True) -> tuple:
     """For a handler that sets the Train tab's method and dataset together (outputs: dataset, the
     form's `wanted`, method): the method's change reads the dataset from `wanted` (from the page it

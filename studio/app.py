@@ -69,7 +69,7 @@ def build_app(studio) -> gr.Blocks:
             with gr.Tab("Method", id="method") as method:
                 open_method, method_inputs, method_outputs = method_tab.build(studio, *picks, tabs, "train", runs)
             with gr.Tab("Data", id="data") as data:
-                on_load_data, data_outputs, imported = data_tab.build(studio, runs["datasets_kept"])
+                on_load_data, data_outputs, imported, deleted = data_tab.build(studio, runs["datasets_kept"])
             with gr.Tab("Chat", id="chat") as chat:
                 refresh_chat, chat_outputs, exported, chat_loop = chat_tab.build(studio)
             with gr.Tab("Label", id="label") as label:
@@ -80,6 +80,8 @@ def build_app(studio) -> gr.Blocks:
         train_dataset, data_dataset = train_outputs[0], data_outputs[0]
         imported.then(lambda key: gr.update(choices=train_tab.dataset_choices(studio, key)), picks[2], train_dataset,
                       queue=False, show_progress="hidden")
+        deleted.then(lambda key, shown: train_tab.after_deletion(studio, key, shown), [picks[2], train_dataset],
+                     train_dataset, queue=False, show_progress="hidden")
         labels_to_train = loop.wire_labels(studio, tabs, train_handles(picks, runs), label_overview)
         for event in (exported, label_overview["exported"], labels_to_train):
             event.then(lambda: gr.update(choices=data_tab.dataset_choices(studio)), None, data_dataset)

@@ -13,7 +13,6 @@ from pipelines.data import DataError
 from pipelines.importer import ImportOptions
 from pipelines.methods import METHODS
 from studio import export_service
-from studio.core import dataset_title
 
 
 class ChatError(ValueError):
@@ -28,9 +27,9 @@ def choices(studio) -> list[tuple[str, str]]:
     for base in dict.fromkeys(r["model"] for r in finished if r["model"] != "default"
                               and not Path(r["model"]).is_relative_to(studio.runs_dir)):
         out.append((f"Base model: {base}", f"base:{base}"))
+    titles = studio.dataset_titles()
     for run in finished:
-        dataset = studio.store.get_dataset(run["dataset_id"]) if run["dataset_id"] else None
-        name = dataset_title(dataset["name"]) if dataset else "?"
+        name = titles.get(run["dataset_id"], "?")
         base = "" if run["model"] == "default" else f" on {run['model']}"
         method = METHODS[run["method"]].label if run["method"] in METHODS else run["method"]
         out.append((f"Tuned: {method} on {name}{base} ({run['id']})", f"run:{run['id']}"))

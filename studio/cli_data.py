@@ -1,4 +1,4 @@
-"""`studio data import | list | show`: the Data tab, headless."""
+"""`studio data import | list | show | delete`: the Data tab, headless."""
 
 from __future__ import annotations
 
@@ -71,6 +71,17 @@ def cmd_list(args) -> int:
     return 0
 
 
+def cmd_delete(args) -> int:
+    from studio.cli import _studio
+    from studio.core import deletion_effects
+
+    studio = _studio(args)
+    users = studio.dataset_users(args.dataset_id)
+    row = studio.delete_dataset(args.dataset_id)
+    print(f"deleted {row['name']} ({row['id']}, {row['rows']} rows): {deletion_effects(users)}")
+    return 0
+
+
 def cmd_show(args) -> int:
     from pipelines import dataset_stats, models
     from studio.cli import CliError, _studio
@@ -119,6 +130,10 @@ def add_parsers(sub, common) -> None:
 
     p = dsub.add_parser("list", parents=[common], help="list datasets")
     p.set_defaults(func=cmd_list)
+
+    p = dsub.add_parser("delete", parents=[common], help="remove a dataset's files (refused while a run reads it)")
+    p.add_argument("dataset_id")
+    p.set_defaults(func=cmd_delete)
 
     p = dsub.add_parser("show", parents=[common], help="summary, first rows, token lengths")
     p.add_argument("dataset_id")

@@ -36,6 +36,7 @@ from pipelines.events import (
     write_json,
 )
 from pipelines.devices import check as check_devices
+from pipelines.formats import few
 from pipelines.devices import gpu_count, parse_devices
 from pipelines.methods import METHODS, ConfigError, get_method, parse
 from pipelines.methods import rl as rl_checks
@@ -88,6 +89,20 @@ def default_home() -> Path:
 def _scores(run: dict) -> bool:
     """A reward-model run: its result scores replies instead of writing them."""
     return run["method"] in METHODS and METHODS[run["method"]].reward_model
+
+
+def deletion_effects(users: dict[str, list[str]]) -> str:
+    """What deleting a dataset does to the runs that learned from it (Studio.dataset_users), in words."""
+    said = []
+    finished, stopped = users["finished"], users["stopped"]
+    if len(finished) == 1:
+        said.append(f"run {finished[0]} keeps its model but cannot be continued")
+    elif finished:
+        said.append(f"{len(finished)} runs ({few(finished)}) keep their models but cannot be continued")
+    if stopped:
+        who = f"run {stopped[0]}" if len(stopped) == 1 else f"runs {few(stopped)}"
+        said.append(f"the stopped {who} can no longer be resumed")
+    return "; ".join(said) if said else "no run learned from it"
 
 
 # what each kind of dataset holds, in a sentence's words
@@ -205,6 +220,10 @@ class Studio:
             return self.import_dataset(Path(ref).expanduser())
         from pipelines.methods.params import did_you_mean
 
+        gone = self.store.get_dataset(ref, deleted=True)
+        if gone:  # a run's dataset (Continue training, a saved config) deleted since
+            raise data.DataError(f"dataset '{dataset_title(gone['name'])}' ({ref}) was deleted; import it again "
+                                 "or pick another dataset")
         known = [*SAMPLES, *(row["id"] for row in self.store.list_datasets())]
         raise data.DataError(
             f"dataset '{ref}' is not a catalogue id, a sample ({', '.join(SAMPLES)}) or an existing file"
@@ -214,9 +233,68 @@ class Studio:
     def list_datasets(self) -> list[dict]:
         return self.store.list_datasets()
 
+    def dataset_users(self, dataset_id: str) -> dict[str, list[str]]:
+        """What learned from or reads a dataset, by how deleting it would touch them: "active" (queued or
+        running runs, judge jobs judging its pairs: they read it now), "stopped" (runs a Resume would
+        start again from it), "finished" (runs whose models stay; Continue training needs the data)."""
+        users = {"active": [], "stopped": [], "finished": []}
+        for row in reversed(self.store.list_runs()):  # oldest first
+            if row["dataset_id"] == dataset_id:
+                status = self.get_run(row["id"])["status"]
+                users["active" if status in ACTIVE_STATUSES else "stopped" if status in RESUMABLE_STATUSES
+                      else "finished"].append(row["id"])
+        for job_dir in sorted(self.runs_dir.glob("j*")):
+            job = read_json(job_dir / JOB) or {}
+            if ((job.get("dataset") or {}).get("id") == dataset_id
+                    and self.job_state(job_dir.name, worker="judge process")["status"] in ACTIVE_STATUSES):
+                users["active"].append(job_dir.name)
+        return users
+
+    def deletion_blocker(self, row: dict, users: dict | None = None) -> str | None:
+        """Why this dataset cannot be deleted now (a run or judge job reads it), or None."""
+        active = (users or self.dataset_users(row["id"]))["active"]
+        if not active:
+            return None
+        kind = "judge job" if all(j.startswith("j") for j in active) else "run"
+        many = len(active) > 1
+        return (f"dataset '{dataset_title(row['name'])}' is in use by {kind}{'s' if many else ''} {few(active)}: "
+                f"wait for {'them' if many else 'it'} to end or cancel {'them' if many else 'it'}, then delete it")
+
+    def delete_dataset(self, dataset_id: str) -> dict:
+        """Remove a dataset's files and take it off every list; returns its row. Refused (DataError, one
+        sentence, nothing touched) while a run or judge job reads it. The catalogue row stays, marked
+        deleted, so the runs that learned from it still name it; the same file imported again is a new
+        dataset. A deletion cut short leaves its files in a folder the next start removes."""
+        row = self.store.get_dataset(dataset_id)
+        if row is None:
+            gone = self.store.get_dataset(dataset_id, deleted=True)
+            raise data.DataError(f"dataset '{dataset_title(gone['name'])}' is deleted already" if gone
+                                 else f"no dataset with id '{dataset_id}'")
+        title = dataset_title(row["name"])
+        with self._starting:  # no run starts on it between this look and its removal
+            refused = self.deletion_blocker(row)
+            if refused:
+                raise data.DataError(refused)
+            folder = Path(row["path"]).parent
+            trash = folder.with_name(f"{importer.IMPORTING_PREFIX}deleted-{dataset_id}")
+            if folder.exists():
+                folder.rename(trash)  # one step: the dataset's folder is whole or gone
+            try:
+                if not self.store.mark_dataset_deleted(dataset_id):
+                    raise data.DataError(f"dataset '{title}' is deleted already")
+            except BaseException:
+                if trash.exists() and not folder.exists():
+                    trash.rename(folder)
+                raise
+        shutil.rmtree(trash, ignore_errors=True)
+        for key in [k for k in self.length_cache if row["path"] in map(str, k)]:
+            del self.length_cache[key]
+        return row
+
     def dataset_titles(self) -> dict[str, str]:
-        """Dataset id -> how pages name it (dataset_title)."""
-        return {d["id"]: dataset_title(d["name"]) for d in self.store.list_datasets()}
+        """Dataset id -> how pages name it (dataset_title); a deleted one too, said so (its runs name it)."""
+        return {d["id"]: dataset_title(d["name"]) + (" (deleted)" if d["deleted"] else "")
+                for d in self.store.list_datasets(deleted=True)}
 
     # runs
     def start_run(self, *, model: str, dataset: str, method: str, params: dict | None = None,
@@ -274,6 +352,9 @@ class Studio:
     def _start(self, spec, checked, start, model, dataset_row, heldout, launch, parent_id, init_adapter,
                reward_list, twin_within_s) -> str:
         method = spec.key
+        if not self.store.get_dataset(dataset_row["id"]):  # deleted while this start was checking it
+            raise data.DataError(f"dataset '{dataset_title(dataset_row['name'])}' was deleted; import it again "
+                                 "or pick another dataset")
         params = {k: getattr(checked, k) for k in checked.__dataclass_fields__}
         row_params = {**params, **({"rewards": [reward_fns.describe_entry(e) for e in reward_list]}
                                    if spec.rewards else {})}  # the runs table compares rewards too
@@ -404,8 +485,12 @@ class Studio:
             raise RunError(f"run {run_id} is {row['status']}; only a cancelled, failed or interrupted run "
                            "can be resumed")
         run_dir = self.run_dir(run_id)
-        (run_dir / CANCEL).unlink(missing_ok=True)
         job = read_json(run_dir / JOB)
+        taught = job.get("dataset") or {}
+        if taught.get("id") and not self.store.get_dataset(taught["id"]):
+            raise RunError(f"run {run_id} trained on dataset '{dataset_title(taught['name'])}', which was deleted: "
+                           "it cannot be resumed (start a new run on another dataset)")
+        (run_dir / CANCEL).unlink(missing_ok=True)
         job.update(resume=True, queued_at=time.time(), max_concurrent=self.max_concurrent)
         write_json(run_dir / JOB, job)
         self.store.update_run_status(run_id, "queued", None)

@@ -54,7 +54,7 @@ def source(studio, ref: str) -> tuple[dict, str]:
             label = method.label if method else run["method"]
             raise ExportError(f"run {run_id} learned a {label} adapter, which cannot be merged into a model file: "
                               f"{why} (train a LoRA-family method to export)")
-        dataset = studio.store.get_dataset(run["dataset_id"]) if run["dataset_id"] else None
+        dataset = studio.store.get_dataset(run["dataset_id"], deleted=True) if run["dataset_id"] else None
         name = f"{run['method']}-{dataset['name'] if dataset else 'run'}"
         model = model if models.is_default(model) else local_folder(studio, model)
         return {"model": model, "adapter": str(adapter) if adapter else None, "model_cache": cache}, name

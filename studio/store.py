@@ -134,6 +134,8 @@ class Store:
             db.executescript(SCHEMA)
             # workspaces made before datasets had metadata
             _add_column(db, "datasets", "meta", "TEXT NOT NULL DEFAULT '{}'")
+            # when a dataset was deleted (its files are gone; the row keeps naming it for the runs it taught)
+            _add_column(db, "datasets", "deleted", "REAL")
             # workspaces made before a vote named the turn (the pair of replies) it was on: older votes have none
             _add_column(db, "votes", "turn", "TEXT")
             # one vote per turn: two vote buttons clicked at once both found the page's state unvoted,
@@ -177,15 +179,25 @@ class Store:
         with self._connect() as db:
             db.execute(f"INSERT INTO datasets ({cols}) VALUES ({marks})", [row[c] for c in DATASET_COLUMNS])
 
-    def get_dataset(self, dataset_id: str) -> dict | None:
+    def get_dataset(self, dataset_id: str, deleted: bool = False) -> dict | None:
+        """A dataset of the catalogue; a deleted one (its files gone) only when asked for with deleted=True."""
+        live = "" if deleted else " AND deleted IS NULL"
         with self._connect() as db:
-            found = db.execute("SELECT * FROM datasets WHERE id = ?", (dataset_id,)).fetchone()
+            found = db.execute(f"SELECT * FROM datasets WHERE id = ?{live}", (dataset_id,)).fetchone()
         return _dataset(found) if found else None
 
     def find_datasets_by_hash(self, sha256: str) -> list[dict]:
         with self._connect() as db:
-            found = db.execute("SELECT * FROM datasets WHERE source_sha256 = ? ORDER BY created", (sha256,))
+            found = db.execute("SELECT * FROM datasets WHERE source_sha256 = ? AND deleted IS NULL ORDER BY created",
+                               (sha256,))
             return [_dataset(r) for r in found]
+
+    def mark_dataset_deleted(self, dataset_id: str) -> bool:
+        """False when it was not there to delete (deleted meanwhile by another page or process)."""
+        with self._write() as db:
+            done = db.execute("UPDATE datasets SET deleted = ? WHERE id = ? AND deleted IS NULL",
+                              (time.time(), dataset_id))
+            return done.rowcount == 1
 
     def set_dataset_origin(self, dataset_id: str, origin: dict) -> None:
         """Where a dataset came from (e.g. which chat votes), kept in its metadata for lineage."""
@@ -194,9 +206,11 @@ class Store:
             meta = {**json.loads(found["meta"] or "{}"), "origin": origin}
             db.execute("UPDATE datasets SET meta = ? WHERE id = ?", (json.dumps(meta), dataset_id))
 
-    def list_datasets(self) -> list[dict]:
+    def list_datasets(self, deleted: bool = False) -> list[dict]:
+        """Newest first; the deleted ones too with deleted=True (to name what old runs learned from)."""
+        live = "" if deleted else " WHERE deleted IS NULL"
         with self._connect() as db:
-            return [_dataset(r) for r in db.execute("SELECT * FROM datasets ORDER BY created DESC")]
+            return [_dataset(r) for r in db.execute(f"SELECT * FROM datasets{live} ORDER BY created DESC")]
 
     # votes: model_a was shown on side A (left), model_b on side B; prompt_* is each side's
     # conversation up to the last user message (earlier replies differ between the sides)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -164,3 +165,44 @@ def test_the_first_look_says_it_prepares_the_built_in_model(server, page, studio
     expect(page.locator("#data-summary")).to_contain_text("Tokens per example with **default**'s tokenizer".replace(
         "**", ""), timeout=120_000)
     expect(page.get_by_text(PREPARING)).to_have_count(0)
+
+
+def test_delete_a_dataset_after_saying_what_it_touches(server, page, studio, tiny_model_dir, tmp_path):  # noqa: F811
+    """Delete asks first (Keep it keeps it); Delete it removes the files and takes the dataset off the Data
+    tab's list and the Train tab's, which shows another dataset in its place."""
+    from playwright.sync_api import expect
+
+    recipes = tmp_path / "recipes.jsonl"
+    recipes.write_text("".join(json.dumps({"prompt": f"Give step {i}", "completion": f"Step {i}."}) + "\n"
+                               for i in range(30)))
+    row = studio.import_dataset(recipes)
+    page.goto(server)
+    choose(page, "train-dataset", "recipes (30 rows)")  # the Train tab trains on it
+
+    page.get_by_role("tab", name="Data").click()
+    fill(page, "data-model", tiny_model_dir)
+    choose(page, "data-datasets", "recipes — sft, 30 rows")
+    expect(page.locator("#data-summary")).to_contain_text("30 rows of sft data", timeout=30_000)
+    question = page.locator("#data-delete-question")
+    page.click("#data-delete")
+    expect(question).to_have_text("Delete recipes (30 rows of sft data)? Its files leave this machine and it leaves "
+                                  "every list; no run learned from it. This cannot be undone.", timeout=30_000)
+    page.click("#data-delete-no")
+    expect(question).to_be_hidden()
+    assert Path(row["path"]).is_file()
+
+    page.click("#data-delete")
+    page.click("#data-delete-yes")
+    expect(page.locator("#data-delete-message")).to_have_text("Deleted recipes: no run learned from it.",
+                                                              timeout=30_000)
+    expect(question).to_be_hidden()
+    expect(page.locator("#data-datasets input")).to_have_value("")
+    expect(page.locator("#data-summary")).to_contain_text("Pick a dataset")
+    page.locator("#data-datasets input").click()
+    expect(page.get_by_role("option", name="recipes — sft, 30 rows")).to_have_count(0)
+    assert studio.list_datasets() == [] and not Path(row["path"]).exists()
+
+    page.get_by_role("tab", name="Train").click()
+    expect(page.locator("#train-dataset input")).to_have_value(re.compile("^Sample: Quillpad support FAQ"))
+    page.locator("#train-dataset input").click()
+    expect(page.get_by_role("option", name="recipes (30 rows)")).to_have_count(0)
