@@ -41,6 +41,13 @@ SHOWN_TAB_JS = """() => {
 }"""
 
 
+# A tab kept from before a reload, opened by a click on its button (not Train: it is open already)
+REOPEN_TAB_JS = """(kept) => {
+  const button = kept && kept !== 'train' && document.querySelector(`#studio-tabs [role=tab][data-tab-id="${kept}"]`);
+  if (button && button.getAttribute('aria-selected') !== 'true') button.click();
+}"""
+
+
 # A tab a handler switched to opens at its top: "Train on these preferences", low on the Chat tab, left the
 # Train tab scrolled past the model, dataset and method it had just set (a click on a tab, made with the
 # tab bar in view, scrolls nothing)
@@ -112,6 +119,11 @@ def build_app(studio) -> gr.Blocks:
         train.select(estimate_once_prepared, [estimate, *estimate_inputs], estimate, **train_tab.ESTIMATE_QUEUE)
         tick_only_where_shown(tabs, {"train": runs["timer"], "label": label_timer, "export": export_timer})
         tabs.change(None, js=TAB_TOP_JS, queue=False, show_progress="hidden")
+        # the tab shown, opened again after a reload (a labeler's reload took them to Train). In the browser:
+        # kept at each change, and opened with a click, so the tab's own opening handlers run as for a person
+        tab_kept = gr.BrowserState("", storage_key="tune-studio-tab", secret=form_memory.secret(studio))
+        tabs.change(None, None, tab_kept, js=SHOWN_TAB_JS, queue=False, show_progress="hidden")
+        app.load(None, tab_kept, None, js=REOPEN_TAB_JS, queue=False, show_progress="hidden")
 
         # what the Data tab showed (the dataset, the tokenizer's model, the max length), shown again after a reload
         data_viewed = gr.BrowserState({}, storage_key="tune-studio-data-viewed", secret=form_memory.secret(studio))

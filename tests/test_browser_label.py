@@ -187,3 +187,11 @@ def test_a_project_answered_in_the_background_says_when_it_is_ready(server, brow
                                                                timeout=30_000)
     expect(page.locator("#label-new-message")).to_contain_text("sampled is ready", timeout=180_000)
     assert ls.project(studio, "sampled")["status"] == "ready"
+
+    # a reload opens the Label tab again (it opened Train), with what opening it shows: the project made
+    # since the page was built is offered
+    page.reload()
+    expect(page.locator('#studio-tabs [data-tab-id="label"]')).to_have_attribute("aria-selected", "true",
+                                                                                timeout=30_000)
+    page.locator("#label-project input").click()
+    expect(page.get_by_role("option", name="sampled (2 items, 1 per item)")).to_be_visible(timeout=30_000)
