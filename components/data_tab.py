@@ -169,7 +169,8 @@ def view_dataset(studio, dataset_id, model, max_length):
     """(summary, first rows, token-length histogram, rendered example) for one dataset."""
     row = studio.store.get_dataset(dataset_id) if dataset_id else None
     if row is None:
-        return "Pick a dataset to see its rows and statistics.", None, None, None
+        return (dataset_delete.deleted_elsewhere(studio, dataset_id) or "Pick a dataset to see its rows and "
+                "statistics."), None, None, None
     parquet = Path(row["path"])
     rows = dataset_stats.preview_rows(parquet, 20)
     table = {"headers": list(rows[0]) if rows else [],

@@ -8,24 +8,37 @@ import time
 import gradio as gr
 
 from pipelines.data import DataError
-from studio.core import dataset_title, deletion_effects
+from studio import dataset_service
+from studio.core import dataset_title
 
 # a second press of "Delete it", sent before the first one's answer hid the button, says nothing new
 AGAIN_WITHIN_S = 5.0
 
 
-def ask(studio, dataset_id):
-    """(question box, question, message, dataset asked about) for a press of the Delete button."""
+def deleted_elsewhere(studio, dataset_id) -> str | None:
+    """What the page says of a dataset it still lists that was deleted since (None: it was not)."""
+    row = studio.store.get_dataset(dataset_id, deleted=True) if dataset_id else None
+    if row and row["deleted"]:
+        return f"**{dataset_title(row['name'])}** was deleted (in another window or from the command line)."
+    return None
+
+
+def ask(studio, dataset_id, choices):
+    """(question box, question, message, dataset list, dataset asked about) for a press of the Delete button."""
     row = studio.store.get_dataset(dataset_id) if dataset_id else None
     if row is None:
-        return gr.update(visible=False), "", "Pick a dataset above to delete it.", None
-    users = studio.dataset_users(row["id"])
-    refused = studio.deletion_blocker(row, users)
+        elsewhere = deleted_elsewhere(studio, dataset_id)
+        if elsewhere:
+            return gr.update(visible=False), "", elsewhere, gr.update(choices=choices(), value=None), None
+        return gr.update(visible=False), "", "Pick a dataset above to delete it.", gr.skip(), None
+    found = dataset_service.users(studio, row["id"])
+    refused = dataset_service.blocker(studio, row, found)
     if refused:
-        return gr.update(visible=False), "", f"**Cannot delete it now:** {refused}.", None
-    question = (f"Delete **{dataset_title(row['name'])}** ({row['rows']} rows of {row['kind']} data)? Its files "
-                f"leave this machine and it leaves every list; {deletion_effects(users)}. This cannot be undone.")
-    return gr.update(visible=True), question, "", row["id"]
+        return gr.update(visible=False), "", f"**Not deleted:** {refused}.", gr.skip(), None
+    question = (f"Delete **{dataset_title(row['name'])}** ({row['rows']} rows of {row['kind']} data)? The studio's "
+                "copy of it is deleted (the file it was imported from is not touched) and it leaves every list; "
+                f"{dataset_service.effects(found)}. This cannot be undone.")
+    return gr.update(visible=True), question, "", gr.skip(), row["id"]
 
 
 def delete(studio, dataset_id, choices):
@@ -33,15 +46,18 @@ def delete(studio, dataset_id, choices):
     `choices`: the dataset list as it is after a deletion (a function of the studio)."""
     if not dataset_id:
         return gr.update(visible=False), gr.skip(), gr.skip(), None
-    users = studio.dataset_users(dataset_id)
+    found = dataset_service.users(studio, dataset_id)
     try:
-        row = studio.delete_dataset(dataset_id)
+        row = dataset_service.delete(studio, dataset_id)
     except DataError as err:
         gone = studio.store.get_dataset(dataset_id, deleted=True)
-        if gone and gone["deleted"] and time.time() - gone["deleted"] < AGAIN_WITHIN_S:
-            return gr.update(visible=False), gr.skip(), gr.skip(), None
-        return gr.update(visible=False), f"**Not deleted:** {err}.", gr.skip(), None
-    said = f"Deleted **{dataset_title(row['name'])}**: {deletion_effects(users)}."
+        if not (gone and gone["deleted"]):
+            return gr.update(visible=False), f"**Not deleted:** {err}.", gr.skip(), None
+        listed = gr.update(choices=choices(), value=None)
+        if time.time() - gone["deleted"] < AGAIN_WITHIN_S:  # this page's own press, again
+            return gr.update(visible=False), gr.skip(), listed, None
+        return gr.update(visible=False), deleted_elsewhere(studio, dataset_id), listed, None
+    said = f"Deleted **{dataset_title(row['name'])}**: {dataset_service.effects(found)}."
     return gr.update(visible=False), said, gr.update(choices=choices(), value=None), None
 
 
@@ -57,7 +73,7 @@ def build(studio, chosen, choices):
             no = gr.Button("Keep it", size="sm", elem_id="data-delete-no")
     message = gr.Markdown(elem_id="data-delete-message")
 
-    start.click(lambda ref: ask(studio, ref), chosen, [box, question, message, asked])
+    start.click(lambda ref: ask(studio, ref, choices), chosen, [box, question, message, chosen, asked])
     no.click(lambda: (gr.update(visible=False), None), None, [box, asked], queue=False, show_progress="hidden")
     # another dataset picked: the question was about the one before, and so was what was said
     chosen.input(lambda: (gr.update(visible=False), "", None), None, [box, message, asked], queue=False,

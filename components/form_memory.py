@@ -195,7 +195,8 @@ def wire(studio, picks, form, memory, choices, method_settled) -> tuple:
             return [*ups, listed, *[gr.skip()] * len(form.outputs), gr.skip(), gr.skip(), gr.skip()]
         known = [v for _l, v in datasets]
         dataset_kept = picks_saved.get("dataset")
-        dataset_kept = dataset_kept if dataset_kept in known else (known[0] if known else None)
+        if dataset_kept not in known:  # gone (deleted), or not this method's: the newest import, else a sample
+            dataset_kept = next((v for v in known if v not in SAMPLES), known[0] if known else None)
         shown, _kept = switched(form, key, None, stored)
         return [*ups, gr.update(choices=datasets, value=dataset_kept), *shown, key, chosen(key, dataset_kept),
                 gr.update(value=key)]

@@ -177,11 +177,15 @@ def build_new(studio, project):
     shown = gr.State(None)
     timer.tick(on_tick, [shown, message, made_id], [table, shown, project, message], show_progress="hidden")
 
-    def fresh():
-        """Datasets imported and runs finished since the page opened."""
+    def fresh(dataset_shown=None):
+        """Datasets imported and runs finished since the page opened; the dataset shown stays picked
+        while it is still offered (one deleted since was kept by the page, and Create was refused by
+        Gradio: "Value: d-… is not in the list of choices")."""
         options = chat_service.choices(studio)
         a, b = chat_service.default_pair(studio)
-        return (gr.update(choices=prompt_datasets(studio)), gr.update(choices=options, value=a),
+        datasets = prompt_datasets(studio)
+        kept = dataset_shown if dataset_shown in [value for _label, value in datasets] else None
+        return (gr.update(choices=datasets, value=kept), gr.update(choices=options, value=a),
                 gr.update(choices=options, value=b))
 
     return created, fresh, [dataset, model_a, model_b], timer

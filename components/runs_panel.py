@@ -12,7 +12,9 @@ from pipelines.curves import WORSE_THAN_BEST, format_duration, overfitting_warni
 from pipelines import rewards
 from pipelines.events import (ACTIVE_STATUSES, EVALUATING, JOB, RESUMABLE_STATUSES, SAMPLES, log_tail,
                               newest_checkpoint, read_json, read_metrics)
+from pipelines.data import DataError
 from pipelines.methods import METHODS, ConfigError, describe
+from pipelines.models import ModelError
 from studio import chat_service
 from studio.core import RunError, dataset_title
 
@@ -397,7 +399,7 @@ def build(studio, selected: gr.State):
             if epochs is None or not 0.1 <= float(epochs) <= 100:
                 raise RunError(f"More epochs is {epochs}; it must be from 0.1 to 100")
             new_id = studio.continue_run(run_id, float(epochs))
-        except (RunError, ConfigError) as err:
+        except (RunError, ConfigError, DataError, ModelError) as err:  # (its base model gone: a ModelError)
             return f"**Could not do that:** {err}", gr.skip()
         return f"Started run `{new_id}`, continuing `{run_id}`.", new_id
 

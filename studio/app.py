@@ -95,7 +95,8 @@ def build_app(studio) -> gr.Blocks:
         # votes -> preference run -> blind battle of the new run against where it started
         loop.wire(studio, tabs, train_handles(picks, runs), chat_loop, runs)
         # projects made elsewhere (CLI, another browser) and finished answers show when the tab opens
-        label.select(open_label, label_project, label_outputs)
+        # (as the page has them: a dataset picked for the prompts and deleted since was refused by Gradio)
+        label.select(open_label, label_project, label_outputs, preprocess=False)
         # runs finished since the page opened become choosable when the Chat tab is opened
         chat.select(refresh_chat, chat_outputs[:2], chat_outputs)
         # the comparison is measured for the model and dataset chosen in Train, when looked at

@@ -72,13 +72,14 @@ def cmd_list(args) -> int:
 
 
 def cmd_delete(args) -> int:
+    from studio import dataset_service
     from studio.cli import _studio
-    from studio.core import deletion_effects
+    from studio.core import dataset_title
 
     studio = _studio(args)
-    users = studio.dataset_users(args.dataset_id)
-    row = studio.delete_dataset(args.dataset_id)
-    print(f"deleted {row['name']} ({row['id']}, {row['rows']} rows): {deletion_effects(users)}")
+    found = dataset_service.users(studio, args.dataset_id)
+    row = dataset_service.delete(studio, args.dataset_id)
+    print(f"deleted {dataset_title(row['name'])} ({row['id']}, {row['rows']} rows): {dataset_service.effects(found)}")
     return 0
 
 
@@ -89,7 +90,9 @@ def cmd_show(args) -> int:
     studio = _studio(args)
     row = studio.store.get_dataset(args.dataset_id)
     if row is None:
-        raise CliError(f"no dataset with id '{args.dataset_id}' (see 'studio data list')")
+        from studio.dataset_service import gone
+
+        raise CliError(f"{gone(studio, args.dataset_id)} (see 'studio data list')")
     print(f"{row['name']} ({row['id']}): {summary_line(row)}")
     # long values and conversations are cut: a 5 MB answer is not a preview
     for i, item in enumerate(dataset_stats.preview_rows(Path(row["path"]), args.rows, dataset_stats.brief), start=1):

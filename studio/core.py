@@ -36,12 +36,11 @@ from pipelines.events import (
     write_json,
 )
 from pipelines.devices import check as check_devices
-from pipelines.formats import few
 from pipelines.devices import gpu_count, parse_devices
 from pipelines.methods import METHODS, ConfigError, get_method, parse
 from pipelines.methods import rl as rl_checks
 from pipelines.standby import Standby
-from studio.store import Store
+from studio.store import DatasetGone, Store
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SAMPLES_DIR = PROJECT_ROOT / "assets" / "samples"
@@ -91,20 +90,6 @@ def _scores(run: dict) -> bool:
     return run["method"] in METHODS and METHODS[run["method"]].reward_model
 
 
-def deletion_effects(users: dict[str, list[str]]) -> str:
-    """What deleting a dataset does to the runs that learned from it (Studio.dataset_users), in words."""
-    said = []
-    finished, stopped = users["finished"], users["stopped"]
-    if len(finished) == 1:
-        said.append(f"run {finished[0]} keeps its model but cannot be continued")
-    elif finished:
-        said.append(f"{len(finished)} runs ({few(finished)}) keep their models but cannot be continued")
-    if stopped:
-        who = f"run {stopped[0]}" if len(stopped) == 1 else f"runs {few(stopped)}"
-        said.append(f"the stopped {who} can no longer be resumed")
-    return "; ".join(said) if said else "no run learned from it"
-
-
 # what each kind of dataset holds, in a sentence's words
 KIND_WORDS = {"sft": "examples of good replies", "preference": "preference pairs (a better and a worse reply)",
               "kto": "replies marked good or bad (a true/false `label` column)",
@@ -142,6 +127,9 @@ class Studio:
             d.mkdir(exist_ok=True)
         self.store = Store(self.home / "studio.db")
         importer.remove_stale_imports(self.datasets_dir)  # imports killed part-way leave folders behind
+        from studio import dataset_service
+
+        dataset_service.sweep(self)  # and so do deletions
         # How many runs train at once; the rest wait in the queue (STUDIO_MAX_RUNS, default 1).
         self.max_concurrent = max_concurrent or int(os.environ.get("STUDIO_MAX_RUNS", "1"))
         # Uploads larger than this are refused before they are read (STUDIO_MAX_UPLOAD_MB, default 1 GB).
@@ -149,7 +137,8 @@ class Studio:
         self.max_upload_bytes = max_upload_bytes or (int(float(mb) * 1e6) if mb else readers.DEFAULT_MAX_BYTES)
         self._procs: dict[str, subprocess.Popen] = {}
         self._reaping = threading.Lock()
-        self._starting = threading.Lock()  # a twin check and the new run's row, one request at a time
+        # one start (a twin check and the new run's row), resume or dataset deletion at a time
+        self.starting = threading.Lock()
         # Keep a process ready for the next job (a server, the tests); a one-off command does not.
         # STUDIO_STANDBY=0: never (it holds the libraries in memory, ~0.5 GB, while it waits).
         self.standby = standby is not False and os.environ.get("STUDIO_STANDBY", "1") != "0"
@@ -233,64 +222,6 @@ class Studio:
     def list_datasets(self) -> list[dict]:
         return self.store.list_datasets()
 
-    def dataset_users(self, dataset_id: str) -> dict[str, list[str]]:
-        """What learned from or reads a dataset, by how deleting it would touch them: "active" (queued or
-        running runs, judge jobs judging its pairs: they read it now), "stopped" (runs a Resume would
-        start again from it), "finished" (runs whose models stay; Continue training needs the data)."""
-        users = {"active": [], "stopped": [], "finished": []}
-        for row in reversed(self.store.list_runs()):  # oldest first
-            if row["dataset_id"] == dataset_id:
-                status = self.get_run(row["id"])["status"]
-                users["active" if status in ACTIVE_STATUSES else "stopped" if status in RESUMABLE_STATUSES
-                      else "finished"].append(row["id"])
-        for job_dir in sorted(self.runs_dir.glob("j*")):
-            job = read_json(job_dir / JOB) or {}
-            if ((job.get("dataset") or {}).get("id") == dataset_id
-                    and self.job_state(job_dir.name, worker="judge process")["status"] in ACTIVE_STATUSES):
-                users["active"].append(job_dir.name)
-        return users
-
-    def deletion_blocker(self, row: dict, users: dict | None = None) -> str | None:
-        """Why this dataset cannot be deleted now (a run or judge job reads it), or None."""
-        active = (users or self.dataset_users(row["id"]))["active"]
-        if not active:
-            return None
-        kind = "judge job" if all(j.startswith("j") for j in active) else "run"
-        many = len(active) > 1
-        return (f"dataset '{dataset_title(row['name'])}' is in use by {kind}{'s' if many else ''} {few(active)}: "
-                f"wait for {'them' if many else 'it'} to end or cancel {'them' if many else 'it'}, then delete it")
-
-    def delete_dataset(self, dataset_id: str) -> dict:
-        """Remove a dataset's files and take it off every list; returns its row. Refused (DataError, one
-        sentence, nothing touched) while a run or judge job reads it. The catalogue row stays, marked
-        deleted, so the runs that learned from it still name it; the same file imported again is a new
-        dataset. A deletion cut short leaves its files in a folder the next start removes."""
-        row = self.store.get_dataset(dataset_id)
-        if row is None:
-            gone = self.store.get_dataset(dataset_id, deleted=True)
-            raise data.DataError(f"dataset '{dataset_title(gone['name'])}' is deleted already" if gone
-                                 else f"no dataset with id '{dataset_id}'")
-        title = dataset_title(row["name"])
-        with self._starting:  # no run starts on it between this look and its removal
-            refused = self.deletion_blocker(row)
-            if refused:
-                raise data.DataError(refused)
-            folder = Path(row["path"]).parent
-            trash = folder.with_name(f"{importer.IMPORTING_PREFIX}deleted-{dataset_id}")
-            if folder.exists():
-                folder.rename(trash)  # one step: the dataset's folder is whole or gone
-            try:
-                if not self.store.mark_dataset_deleted(dataset_id):
-                    raise data.DataError(f"dataset '{title}' is deleted already")
-            except BaseException:
-                if trash.exists() and not folder.exists():
-                    trash.rename(folder)
-                raise
-        shutil.rmtree(trash, ignore_errors=True)
-        for key in [k for k in self.length_cache if row["path"] in map(str, k)]:
-            del self.length_cache[key]
-        return row
-
     def dataset_titles(self) -> dict[str, str]:
         """Dataset id -> how pages name it (dataset_title); a deleted one too, said so (its runs name it)."""
         return {d["id"]: dataset_title(d["name"]) + (" (deleted)" if d["deleted"] else "")
@@ -345,16 +276,13 @@ class Studio:
         if spec.rewards:  # every row has what the rewards compare with; prompt + reply fit the model
             rl_checks.check(spec, checked, reward_list, dataset_row, self.resolve_model(model))
         heldout = Path(dataset_row["path"]).with_name(importer.HELDOUT)
-        with self._starting:
+        with self.starting:
             return self._start(spec, checked, start, model, dataset_row, heldout, launch, parent_id, init_adapter,
                                reward_list if spec.rewards else None, twin_within_s)
 
     def _start(self, spec, checked, start, model, dataset_row, heldout, launch, parent_id, init_adapter,
                reward_list, twin_within_s) -> str:
         method = spec.key
-        if not self.store.get_dataset(dataset_row["id"]):  # deleted while this start was checking it
-            raise data.DataError(f"dataset '{dataset_title(dataset_row['name'])}' was deleted; import it again "
-                                 "or pick another dataset")
         params = {k: getattr(checked, k) for k in checked.__dataclass_fields__}
         row_params = {**params, **({"rewards": [reward_fns.describe_entry(e) for e in reward_list]}
                                    if spec.rewards else {})}  # the runs table compares rewards too
@@ -394,8 +322,13 @@ class Studio:
             "queued_at": now,
         }
         write_json(run_dir / JOB, job)
-        self.store.add_run(id=run_id, method=method, model=model, dataset_id=dataset_row["id"],
-                           status="queued", parent_id=parent_id, params=row_params)
+        try:
+            self.store.add_run(id=run_id, method=method, model=model, dataset_id=dataset_row["id"],
+                               status="queued", parent_id=parent_id, params=row_params)
+        except DatasetGone:  # deleted (here, or by another process) while this start was checking it
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise data.DataError(f"dataset '{dataset_title(dataset_row['name'])}' was deleted; import it again "
+                                 "or pick another dataset") from None
         self.spawn(run_id, run_dir)
         return run_id
 
@@ -486,15 +419,23 @@ class Studio:
                            "can be resumed")
         run_dir = self.run_dir(run_id)
         job = read_json(run_dir / JOB)
+        with self.starting:  # its dataset is not deleted between this look and the run queued again
+            gone = self._deleted_dataset(job)
+            if gone:
+                raise RunError(f"run {run_id} trained on dataset '{gone}', which was deleted: it cannot be resumed "
+                               "(start a new run on another dataset)")
+            (run_dir / CANCEL).unlink(missing_ok=True)
+            job.update(resume=True, queued_at=time.time(), max_concurrent=self.max_concurrent)
+            write_json(run_dir / JOB, job)
+            self.store.update_run_status(run_id, "queued", None)
+        self.spawn(run_id, run_dir)
+
+    def _deleted_dataset(self, job: dict) -> str | None:
+        """The title of the dataset a run's job learns from, when that was deleted since."""
         taught = job.get("dataset") or {}
         if taught.get("id") and not self.store.get_dataset(taught["id"]):
-            raise RunError(f"run {run_id} trained on dataset '{dataset_title(taught['name'])}', which was deleted: "
-                           "it cannot be resumed (start a new run on another dataset)")
-        (run_dir / CANCEL).unlink(missing_ok=True)
-        job.update(resume=True, queued_at=time.time(), max_concurrent=self.max_concurrent)
-        write_json(run_dir / JOB, job)
-        self.store.update_run_status(run_id, "queued", None)
-        self.spawn(run_id, run_dir)
+            return dataset_title(taught["name"])
+        return None
 
     def continue_run(self, run_id: str, epochs: float) -> str:
         """A new run that trains a completed run's adapter for more epochs; it records its parent."""
@@ -502,6 +443,10 @@ class Studio:
         if row["status"] != "completed":
             raise RunError(f"run {run_id} is {row['status']}; only a completed run can be continued")
         job = read_json(self.run_dir(run_id) / JOB)
+        gone = self._deleted_dataset(job)
+        if gone:  # (the page has no other dataset to offer it: a new run from its result does)
+            raise RunError(f"run {run_id} learned from dataset '{gone}', which was deleted: it cannot be continued; to "
+                           "train it further, start a run from its result on another dataset (Train tab)")
         if _scores(row):  # a reward model's adapter and score head keep training on the same base
             model, adapter = row["model"], self.result_dir(run_id)
         else:

@@ -29,15 +29,19 @@ def start(studio, dataset_ref: str, judge: str = "default", both_orders: bool = 
     if limit is not None and limit < 1:
         raise JudgeError(f"--limit {limit}: judge at least one pair")
     models.check_available(judge, studio.model_cache)
+    judge_model = studio.resolve_model(judge)  # (the built-in model's first use converts it: seconds)
     job_id = _new_id("j")
     job_dir = studio.run_dir(job_id)
-    job_dir.mkdir()
-    now = time.time()
-    write_json(job_dir / JOB, {
-        "id": job_id, "runner": "pipelines.judge", "judge_spec": judge,
-        "judge_model": studio.resolve_model(judge), "both_orders": bool(both_orders), "rationale": bool(rationale),
-        "limit": limit, "dataset": {"id": row["id"], "name": row["name"], "path": row["path"]},
-        "max_concurrent": studio.max_concurrent, "created": now, "queued_at": now})
+    with studio.starting:  # the pairs are not deleted between this look and the job's file that names them
+        if not studio.store.get_dataset(row["id"]):
+            raise JudgeError(f"dataset '{row['name']}' was deleted; pick another dataset")
+        job_dir.mkdir()
+        now = time.time()
+        write_json(job_dir / JOB, {
+            "id": job_id, "runner": "pipelines.judge", "judge_spec": judge,
+            "judge_model": judge_model, "both_orders": bool(both_orders), "rationale": bool(rationale),
+            "limit": limit, "dataset": {"id": row["id"], "name": row["name"], "path": row["path"]},
+            "max_concurrent": studio.max_concurrent, "created": now, "queued_at": now})
     studio.spawn(job_id, job_dir)
     return job_id
 

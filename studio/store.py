@@ -9,6 +9,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from pipelines.events import ACTIVE_STATUSES
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS datasets (
     id TEXT PRIMARY KEY,
@@ -108,6 +110,10 @@ CREATE TABLE IF NOT EXISTS exports (
 );
 """
 
+class DatasetGone(LookupError):
+    """A run asked to be added on a dataset deleted meanwhile; args[0] is its id."""
+
+
 # A writer waits this long for another writer before SQLite gives up with "database is locked".
 BUSY_TIMEOUT_S = 60
 # An item on a labeler's screen counts towards its overlap this long; after that (the labeler went
@@ -193,10 +199,13 @@ class Store:
             return [_dataset(r) for r in found]
 
     def mark_dataset_deleted(self, dataset_id: str) -> bool:
-        """False when it was not there to delete (deleted meanwhile by another page or process)."""
+        """False when it was not there to delete (deleted meanwhile by another page or process), or a
+        queued or running run learns from it (started by another process since the caller looked)."""
+        active = ", ".join(f"'{s}'" for s in ACTIVE_STATUSES)  # a run in these reads its dataset
         with self._write() as db:
-            done = db.execute("UPDATE datasets SET deleted = ? WHERE id = ? AND deleted IS NULL",
-                              (time.time(), dataset_id))
+            done = db.execute("UPDATE datasets SET deleted = ? WHERE id = ? AND deleted IS NULL AND NOT EXISTS "
+                              f"(SELECT 1 FROM runs WHERE dataset_id = ? AND status IN ({active}))",
+                              (time.time(), dataset_id, dataset_id))
             return done.rowcount == 1
 
     def set_dataset_origin(self, dataset_id: str, origin: dict) -> None:
@@ -242,8 +251,14 @@ class Store:
         row["params"] = json.dumps(row["params"])
         cols = ", ".join(RUN_COLUMNS)
         marks = ", ".join("?" for _ in RUN_COLUMNS)
-        with self._connect() as db:
-            db.execute(f"INSERT INTO runs ({cols}) VALUES ({marks})", [row[c] for c in RUN_COLUMNS])
+        with self._write() as db:
+            # on a dataset that is still there, checked in the insert itself: a deletion by another
+            # process (the command line) between a start's checks and this row cannot slip in
+            done = db.execute(f"INSERT INTO runs ({cols}) SELECT {marks} WHERE ? IS NULL OR EXISTS "
+                              "(SELECT 1 FROM datasets WHERE id = ? AND deleted IS NULL)",
+                              [*(row[c] for c in RUN_COLUMNS), row["dataset_id"], row["dataset_id"]])
+            if done.rowcount != 1:
+                raise DatasetGone(row["dataset_id"])
 
     def update_run_status(self, run_id: str, status: str, error: str | None) -> None:
         with self._connect() as db:

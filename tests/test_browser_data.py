@@ -178,6 +178,9 @@ def test_delete_a_dataset_after_saying_what_it_touches(server, page, studio, tin
     row = studio.import_dataset(recipes)
     page.goto(server)
     choose(page, "train-dataset", "recipes (30 rows)")  # the Train tab trains on it
+    page.get_by_role("tab", name="Label").click()  # and a labeling project is being made from its prompts
+    page.get_by_role("tab", name="New project").click()
+    choose(page, "label-new-dataset", "recipes (sft, 30 rows)")
 
     page.get_by_role("tab", name="Data").click()
     fill(page, "data-model", tiny_model_dir)
@@ -185,8 +188,9 @@ def test_delete_a_dataset_after_saying_what_it_touches(server, page, studio, tin
     expect(page.locator("#data-summary")).to_contain_text("30 rows of sft data", timeout=30_000)
     question = page.locator("#data-delete-question")
     page.click("#data-delete")
-    expect(question).to_have_text("Delete recipes (30 rows of sft data)? Its files leave this machine and it leaves "
-                                  "every list; no run learned from it. This cannot be undone.", timeout=30_000)
+    expect(question).to_have_text("Delete recipes (30 rows of sft data)? The studio's copy of it is deleted (the file "
+                                  "it was imported from is not touched) and it leaves every list; no run learned from "
+                                  "it. This cannot be undone.", timeout=30_000)
     page.click("#data-delete-no")
     expect(question).to_be_hidden()
     assert Path(row["path"]).is_file()
@@ -206,3 +210,12 @@ def test_delete_a_dataset_after_saying_what_it_touches(server, page, studio, tin
     expect(page.locator("#train-dataset input")).to_have_value(re.compile("^Sample: Quillpad support FAQ"))
     page.locator("#train-dataset input").click()
     expect(page.get_by_role("option", name="recipes (30 rows)")).to_have_count(0)
+
+    # the labeling project's pick is gone too: Create asks for a dataset (Gradio refused the deleted one)
+    page.get_by_role("tab", name="Label").click()
+    page.get_by_role("tab", name="New project").click()
+    expect(page.locator("#label-new-dataset input")).to_have_value("", timeout=30_000)
+    fill(page, "label-new-name", "steps")
+    page.click("#label-create")
+    expect(page.locator("#label-new-message")).to_have_text(
+        "Could not create the project: pick a dataset for the prompts", timeout=30_000)

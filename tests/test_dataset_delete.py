@@ -1,5 +1,6 @@
-"""Deleting a dataset: refused while a run or judge job reads it, then its files go and it leaves every
-list, while the runs that learned from it keep their models and still name it."""
+"""Deleting a dataset: refused for a bundled sample and while a run or judge job reads it; then the
+studio's copy goes and the dataset leaves every list, while the runs that learned from it keep their
+models and still name it."""
 
 from __future__ import annotations
 
@@ -11,114 +12,174 @@ import pytest
 
 from pipelines.data import DataError
 from pipelines.importer import IMPORTING_PREFIX
-from studio.core import RunError, Studio, dataset_title, deletion_effects
+from studio import dataset_service
+from studio.core import SAMPLES_DIR, RunError, Studio, dataset_title
+from studio.store import DatasetGone
 from tests.test_cli import studio_cmd
 from tests.test_jobs import wait_until
 
 
-def test_deletion_waits_for_runs_then_keeps_their_history(studio, tiny_model_dir, tiny_params):
+def faq_copy(studio, name="faq"):
+    """The FAQ sample imported as the user's own dataset (a bundled sample is not deleted)."""
+    return studio.import_dataset(SAMPLES_DIR / "quillpad_faq.jsonl", name=name)
+
+
+def test_deletion_waits_for_runs_then_keeps_their_history(studio, tiny_model_dir, tiny_params, monkeypatch):
     from components import dataset_delete, runs_panel
     from studio import chat_service
 
-    row = studio.resolve_dataset("quillpad_faq")
+    row = faq_copy(studio)
     folder = Path(row["path"]).parent
     done = studio.start_run(model=str(tiny_model_dir), dataset=row["id"], method="lora",
                             params={**tiny_params, "num_train_epochs": 0.15})
     stopped = studio.start_run(model=str(tiny_model_dir), dataset=row["id"], method="lora",
-                               params={**tiny_params, "num_train_epochs": 1, "save_steps": 2})
+                               params={**tiny_params, "num_train_epochs": 3, "save_steps": 2})
 
     # both read it now: refused, with nothing touched
-    busy = (f"dataset 'Quillpad support FAQ' is in use by runs {done}, {stopped}: wait for them to end or "
-            "cancel them, then delete it")
+    busy = (f"dataset 'faq' is in use by runs {done}, {stopped}: wait for them to end or cancel them, then "
+            "delete it")
     with pytest.raises(DataError) as refused:
-        studio.delete_dataset(row["id"])
+        dataset_service.delete(studio, row["id"])
     assert str(refused.value) == busy
     assert folder.is_dir() and studio.store.get_dataset(row["id"]) is not None
     # the Data tab says so at the first press, without asking to confirm
-    box, question, said, asked = dataset_delete.ask(studio, row["id"])
-    assert said == f"**Cannot delete it now:** {busy}." and asked is None and box["visible"] is False
+    box, question, said, _listed, asked = dataset_delete.ask(studio, row["id"], list)
+    assert said == f"**Not deleted:** {busy}." and asked is None and box["visible"] is False
 
     assert studio.wait(done, poll_s=0.3)["status"] == "completed"
     wait_until(lambda: studio.get_run(stopped)["step"] >= 2)
     studio.cancel(stopped)
     assert studio.wait(stopped, poll_s=0.3)["status"] == "cancelled"
 
-    users = studio.dataset_users(row["id"])
-    assert users == {"active": [], "stopped": [stopped], "finished": [done]}
+    found = dataset_service.users(studio, row["id"])
+    assert found == {"active": [], "stopped": [stopped], "finished": [done]}
     effects = (f"run {done} keeps its model but cannot be continued; the stopped run {stopped} can no longer "
                "be resumed")
-    assert deletion_effects(users) == effects
-    box, question, said, asked = dataset_delete.ask(studio, row["id"])
+    assert dataset_service.effects(found) == effects
+    box, question, said, _listed, asked = dataset_delete.ask(studio, row["id"], list)
     assert box["visible"] is True and asked == row["id"] and said == ""
-    assert question == (f"Delete **Quillpad support FAQ** (120 rows of sft data)? Its files leave this machine and "
-                        f"it leaves every list; {effects}. This cannot be undone.")
+    assert question == (f"Delete **faq** (120 rows of sft data)? The studio's copy of it is deleted (the file it was "
+                        f"imported from is not touched) and it leaves every list; {effects}. This cannot be undone.")
 
     box, said, shown, asked = dataset_delete.delete(studio, row["id"], lambda: ["the list after"])
-    assert said == f"Deleted **Quillpad support FAQ**: {effects}."
+    assert said == f"Deleted **faq**: {effects}."
     assert shown["choices"] == ["the list after"] and shown["value"] is None and asked is None
     assert not folder.exists() and not list(folder.parent.glob(f"{IMPORTING_PREFIX}*"))
     assert studio.list_datasets() == [] and studio.store.get_dataset(row["id"]) is None
+    assert (SAMPLES_DIR / "quillpad_faq.jsonl").is_file()  # the file it came from stays
     # a second press of "Delete it", sent before the first one's answer: nothing new is said
-    assert dataset_delete.delete(studio, row["id"], lambda: [])[1:3] == (dataset_delete.gr.skip(),) * 2
+    _box, said, shown, _asked = dataset_delete.delete(studio, row["id"], lambda: [])
+    assert said == dataset_delete.gr.skip() and shown["choices"] == []
+    # a page that still lists it, later (another window deleted it): it says where it went
+    monkeypatch.setattr(dataset_delete, "AGAIN_WITHIN_S", 0)
+    elsewhere = "**faq** was deleted (in another window or from the command line)."
+    assert dataset_delete.delete(studio, row["id"], lambda: [])[1] == elsewhere
+    assert dataset_delete.ask(studio, row["id"], lambda: [])[2] == elsewhere
 
     # what learned from it still names it; what needs its rows says why it cannot
-    assert studio.dataset_titles()[row["id"]] == "Quillpad support FAQ (deleted)"
-    assert f"Tuned: LoRA on Quillpad support FAQ (deleted) on {tiny_model_dir} ({done})" in [
+    assert studio.dataset_titles()[row["id"]] == "faq (deleted)"
+    assert f"Tuned: LoRA on faq (deleted) on {tiny_model_dir} ({done})" in [
         label for label, _value in chat_service.choices(studio)]
     assert studio.result_dir(done).is_dir()
-    assert runs_panel.lineage(studio, studio.get_run(done))[1] == ("Learned from **Quillpad support FAQ** (120 rows "
-                                                                   "of sft data, deleted since).")
+    assert runs_panel.lineage(studio, studio.get_run(done))[1] == ("Learned from **faq** (120 rows of sft data, "
+                                                                   "deleted since).")
     with pytest.raises(RunError) as no_resume:
         studio.resume(stopped)
-    assert str(no_resume.value) == (f"run {stopped} trained on dataset 'Quillpad support FAQ', which was deleted: it "
-                                    "cannot be resumed (start a new run on another dataset)")
+    assert str(no_resume.value) == (f"run {stopped} trained on dataset 'faq', which was deleted: it cannot be resumed "
+                                    "(start a new run on another dataset)")
     assert studio.get_run(stopped)["status"] == "cancelled"
-    with pytest.raises(DataError) as no_continue:
+    with pytest.raises(RunError) as no_continue:
         studio.continue_run(done, 1)
-    assert str(no_continue.value) == (f"dataset 'Quillpad support FAQ' ({row['id']}) was deleted; import it again "
-                                      "or pick another dataset")
-    with pytest.raises(DataError, match=r"^dataset 'Quillpad support FAQ' is deleted already$"):
-        studio.delete_dataset(row["id"])
+    assert str(no_continue.value) == (f"run {done} learned from dataset 'faq', which was deleted: it cannot be "
+                                      "continued; to train it further, start a run from its result on another "
+                                      "dataset (Train tab)")
+    with pytest.raises(DataError, match=r"^dataset 'faq' was deleted already$"):
+        dataset_service.delete(studio, row["id"])
+    with pytest.raises(DataError, match=rf"^dataset 'faq' \({row['id']}\) was deleted; import it again or pick"):
+        studio.start_run(model=str(tiny_model_dir), dataset=row["id"], method="lora", params=tiny_params)
 
-    # the sample picked again is imported afresh; a new studio on the workspace lists only that one
-    again = studio.resolve_dataset("quillpad_faq")
+    # the same file imported again is a new dataset; a new studio on the workspace lists only that one
+    again = faq_copy(studio)
     assert again["id"] != row["id"] and Path(again["path"]).is_file()
     assert [d["id"] for d in Studio(studio.home).list_datasets()] == [again["id"]]
+
+
+def test_a_bundled_sample_is_not_deleted(studio):
+    from components import dataset_delete
+
+    row = studio.resolve_dataset("quillpad_faq")
+    said = ("'Quillpad support FAQ' is a bundled sample: it ships with the studio and stays on offer in the Train "
+            "tab, so it is not deleted")
+    with pytest.raises(DataError) as refused:
+        dataset_service.delete(studio, row["id"])
+    assert str(refused.value) == said
+    assert dataset_delete.ask(studio, row["id"], list)[2] == f"**Not deleted:** {said}."
+    assert Path(row["path"]).is_file() and studio.store.get_dataset(row["id"])
+
+
+def test_the_catalogue_keeps_runs_and_deletions_apart_across_processes(studio):
+    """Another process (the command line) starting a run or deleting meanwhile: the catalogue's own
+    statements refuse the second, whatever either process looked at before."""
+    row = faq_copy(studio)
+    studio.store.add_run(id="r-other", method="lora", model="default", dataset_id=row["id"], status="queued",
+                         params={})
+    assert studio.store.mark_dataset_deleted(row["id"]) is False  # a run of another process reads it
+    studio.store.update_run_status("r-other", "completed", None)
+    assert studio.store.mark_dataset_deleted(row["id"]) is True
+    with pytest.raises(DatasetGone):
+        studio.store.add_run(id="r-late", method="lora", model="default", dataset_id=row["id"], status="queued",
+                             params={})
+    assert studio.store.get_run("r-late") is None
 
 
 def test_a_judge_job_reading_the_pairs_holds_them(studio, tiny_model_dir):
     from studio import judge_service
 
-    row = studio.resolve_dataset("quillpad_preferences")
+    row = studio.import_dataset(SAMPLES_DIR / "quillpad_preferences.jsonl", name="pairs")
     job = judge_service.start(studio, row["id"], str(tiny_model_dir), limit=2)
     with pytest.raises(DataError) as refused:
-        studio.delete_dataset(row["id"])
-    assert str(refused.value) == (f"dataset '{dataset_title(row['name'])}' is in use by judge job {job}: wait for it "
-                                  "to end or cancel it, then delete it")
+        dataset_service.delete(studio, row["id"])
+    assert str(refused.value) == (f"dataset 'pairs' is in use by judge job {job}: wait for it to end or cancel it, "
+                                  "then delete it")
     assert Path(row["path"]).is_file()
     wait_until(lambda: studio.job_state(job, worker="judge process")["status"] == "completed")
-    studio.delete_dataset(row["id"])
+    dataset_service.delete(studio, row["id"])
     assert not Path(row["path"]).exists() and studio.list_datasets() == []
+    with pytest.raises(DataError, match=r"^dataset 'pairs' \(d\S+\) was deleted; "):  # refused before any job
+        judge_service.start(studio, row["id"], str(tiny_model_dir), limit=2)
+    assert sorted(p.name for p in studio.runs_dir.glob("j*")) == [job]
 
 
 def test_a_deletion_cut_short_is_finished_by_the_next_start(studio):
-    """Killed between moving the folder aside and the catalogue's mark: the row is still there (no
-    half-deleted dataset on a list) and the folder set aside goes when the studio starts again."""
-    aside = studio.datasets_dir / f"{IMPORTING_PREFIX}deleted-d-gone"
+    """Killed after the catalogue's mark (made first) and before the folder went, or while it was being
+    removed: the dataset is off every list at once, and what was left goes when the studio starts again."""
+    row = faq_copy(studio)
+    assert studio.store.mark_dataset_deleted(row["id"])  # (then killed)
+    assert studio.list_datasets() == [] and Path(row["path"]).is_file()
+    aside = studio.datasets_dir / f"{IMPORTING_PREFIX}deleted-d-other-abc123"  # killed while removing it
     aside.mkdir()
     (aside / "data.parquet").write_bytes(b"rows")
     os.utime(aside, (time.time() - 120, time.time() - 120))
     Studio(studio.home)
-    assert not aside.exists()
+    assert not Path(row["path"]).parent.exists() and not aside.exists()
+    assert sorted(p.name for p in studio.datasets_dir.iterdir()) == []
 
 
 def test_cli_deletes_with_what_it_touched(tmp_path):
     home = tmp_path / "home"
-    dataset_id = Studio(home).resolve_dataset("quillpad_faq")["id"]
+    notes = tmp_path / "notes.csv"
+    notes.write_text("prompt,completion\nWhat is it?,A notebook.\nHow long?,19 days.\n")
+    studio = Studio(home)
+    dataset_id = studio.import_dataset(notes)["id"]
+    sample_id = studio.resolve_dataset("quillpad_faq")["id"]
     done = studio_cmd(home, "data", "delete", dataset_id)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == f"deleted quillpad_faq ({dataset_id}, 120 rows): no run learned from it"
-    assert "no datasets yet" in studio_cmd(home, "data", "list").stdout
-    again = studio_cmd(home, "data", "delete", dataset_id)
-    assert again.returncode != 0 and again.stdout == ""
-    assert again.stderr.strip().endswith("dataset 'Quillpad support FAQ' is deleted already")
+    assert done.stdout.strip() == f"deleted notes ({dataset_id}, 2 rows): no run learned from it"
+    assert dataset_id not in studio_cmd(home, "data", "list").stdout
+    for refused, said in ((dataset_id, "dataset 'notes' was deleted already"),
+                          (sample_id, f"'{dataset_title('quillpad_faq')}' is a bundled sample")):
+        again = studio_cmd(home, "data", "delete", refused)
+        assert again.returncode != 0 and again.stdout == ""
+        assert said in again.stderr.strip().splitlines()[-1]
+    shown = studio_cmd(home, "data", "show", dataset_id)
+    assert shown.returncode != 0 and "dataset 'notes' was deleted already (see 'studio data list')" in shown.stderr

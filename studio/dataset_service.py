@@ -1,0 +1,113 @@
+"""Deleting a dataset (the Data tab, `studio data delete`): what still reads or learned from it, and its
+removal. The catalogue row stays, marked deleted, so the runs that learned from it still name it; the
+studio's copy of the data goes (the file it was imported from is not touched). Bundled samples are not
+deleted: they ship with the studio and stay on offer."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+from pathlib import Path
+
+from pipelines.data import DataError
+from pipelines.events import ACTIVE_STATUSES, JOB, RESUMABLE_STATUSES, read_json
+from pipelines.formats import few
+from pipelines.importer import IMPORTING_PREFIX
+from studio.core import SAMPLES, dataset_title
+
+
+def users(studio, dataset_id: str) -> dict[str, list[str]]:
+    """What learned from or reads a dataset, by how deleting it would touch them, oldest first: "active"
+    (queued or running runs, and judge jobs judging its pairs: they read it now), "stopped" (runs a
+    Resume would start again from it), "finished" (runs whose models stay; Continue training needs it)."""
+    found = {"active": [], "stopped": [], "finished": []}
+    for row in reversed(studio.store.list_runs()):
+        if row["dataset_id"] == dataset_id:
+            status = studio.get_run(row["id"])["status"]  # (the catalogue synced: a dead worker's run is not active)
+            found["active" if status in ACTIVE_STATUSES else "stopped" if status in RESUMABLE_STATUSES
+                  else "finished"].append(row["id"])
+    for job_dir in sorted(studio.runs_dir.glob("j*")):
+        job = read_json(job_dir / JOB) or {}
+        if ((job.get("dataset") or {}).get("id") == dataset_id
+                and studio.job_state(job_dir.name, worker="judge process")["status"] in ACTIVE_STATUSES):
+            found["active"].append(job_dir.name)
+    return found
+
+
+def blocker(studio, row: dict, found: dict | None = None) -> str | None:
+    """Why this dataset is not deleted (a bundled sample; a run or judge job reads it now), or None."""
+    title = dataset_title(row["name"])
+    if row["name"] in SAMPLES:
+        return (f"'{title}' is a bundled sample: it ships with the studio and stays on offer in the Train tab, "
+                "so it is not deleted")
+    active = (found or users(studio, row["id"]))["active"]
+    if not active:
+        return None
+    runs, judges = [i for i in active if not i.startswith("j")], [i for i in active if i.startswith("j")]
+    who = " and ".join(f"{kind}{'s' if len(ids) > 1 else ''} {few(ids)}"
+                       for kind, ids in (("run", runs), ("judge job", judges)) if ids)
+    them = "them" if len(active) > 1 else "it"
+    return f"dataset '{title}' is in use by {who}: wait for {them} to end or cancel {them}, then delete it"
+
+
+def effects(found: dict[str, list[str]]) -> str:
+    """What deleting a dataset does to the runs that learned from it (`users`), in words."""
+    said = []
+    finished, stopped = found["finished"], found["stopped"]
+    if len(finished) == 1:
+        said.append(f"run {finished[0]} keeps its model but cannot be continued")
+    elif finished:
+        said.append(f"{len(finished)} runs ({few(finished)}) keep their models but cannot be continued")
+    if stopped:
+        who = f"run {stopped[0]}" if len(stopped) == 1 else f"runs {few(stopped)}"
+        said.append(f"the stopped {who} can no longer be resumed")
+    return "; ".join(said) if said else "no run learned from it"
+
+
+def gone(studio, dataset_id: str) -> str:
+    """The sentence for a dataset that is not (or no longer) in the catalogue."""
+    row = studio.store.get_dataset(dataset_id, deleted=True)
+    return (f"dataset '{dataset_title(row['name'])}' was deleted already" if row
+            else f"no dataset with id '{dataset_id}'")
+
+
+def delete(studio, dataset_id: str) -> dict:
+    """Mark the dataset deleted, then remove the studio's copy of it; returns its row. Refused (DataError,
+    one sentence, nothing touched) for a bundled sample and while a run or judge job reads it. Marked
+    first: a deletion cut short leaves a folder the next start removes, never a listed dataset without
+    its rows."""
+    with studio.starting:  # no run starts or resumes on it in this process meanwhile
+        row = studio.store.get_dataset(dataset_id)
+        if row is None:
+            raise DataError(gone(studio, dataset_id))
+        refused = blocker(studio, row)
+        if refused:
+            raise DataError(refused)
+        if not studio.store.mark_dataset_deleted(dataset_id):  # another process came first: a run, a deletion
+            raise DataError(blocker(studio, row) or gone(studio, dataset_id))
+        remove_files(row)
+    for key in [k for k in list(studio.length_cache) if row["path"] in map(str, k)]:
+        studio.length_cache.pop(key, None)
+    return row
+
+
+def remove_files(row: dict) -> None:
+    """The dataset's folder, moved aside in one step (whole or gone), then removed; what a kill leaves
+    aside is an unfinished import's folder to the next start (importer.remove_stale_imports)."""
+    folder = Path(row["path"]).parent
+    aside = folder.with_name(f"{IMPORTING_PREFIX}deleted-{folder.name}-{secrets.token_hex(3)}")
+    try:
+        folder.rename(aside)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def sweep(studio) -> list[str]:
+    """At start: the folders of datasets marked deleted by a deletion that was stopped before it removed
+    them. Returns their ids."""
+    left = [row for row in studio.store.list_datasets(deleted=True)
+            if row["deleted"] and Path(row["path"]).parent.is_dir()]
+    for row in left:
+        remove_files(row)
+    return [row["id"] for row in left]
