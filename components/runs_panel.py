@@ -258,14 +258,24 @@ def changed(values: dict, sent: dict | None) -> tuple[set, dict]:
     return {name for name, mark in marks.items() if (sent or {}).get(name) != mark}, marks
 
 
-def button_states(status: str | None, method: str | None = None) -> list:
+def button_facts(studio, run_id: str | None, status: str | None) -> tuple:
+    """What the buttons under the runs depend on: (status, method, whether its dataset was deleted)."""
+    run = studio.store.get_run(run_id) if status else None  # its method (the live state is in the table)
+    if run is None:
+        return status, None, False
+    return status, run["method"], bool(run["dataset_id"]) and not studio.store.get_dataset(run["dataset_id"])
+
+
+def button_states(status: str | None, method: str | None = None, data_gone: bool = False) -> list:
     """Cancel, Resume, Continue, Compare, Chat: only what the selected run's state allows. A reward
     model scores replies instead of writing them: nothing to compare in a battle (Chat with it sets
-    it as the Chat tab's scorer)."""
+    it as the Chat tab's scorer). A run whose dataset was deleted neither resumes nor continues."""
     done = status == "completed"
     writes = method not in METHODS or not METHODS[method].reward_model
-    return [gr.update(interactive=status in ACTIVE_STATUSES), gr.update(interactive=status in RESUMABLE_STATUSES),
-            gr.update(interactive=done), gr.update(interactive=done and writes), gr.update(interactive=done)]
+    return [gr.update(interactive=status in ACTIVE_STATUSES),
+            gr.update(interactive=status in RESUMABLE_STATUSES and not data_gone),
+            gr.update(interactive=done and not data_gone), gr.update(interactive=done and writes),
+            gr.update(interactive=done)]
 
 
 RUN_ID = re.compile(r"\br\d{8}-\d{6}-[0-9a-f]{4}\b")  # studio.core._new_id("r")
@@ -356,10 +366,9 @@ def build(studio, selected: gr.State):
         ids = [r[0] for r in rows]
         offered = gr.update(choices=run_choices(rows)) if ids != known else gr.skip()
         status_of = next((r[1] for r in rows if r[0] == run_id), None)
-        run = studio.store.get_run(run_id) if status_of else None  # its method (the live state is in rows)
         replies = samples_table(studio, run_id)
         values = {"rows": rows, "text": text, "bar": bar_html, "log": tail, "replies": replies,
-                  "status": (status_of, run and run["method"])}
+                  "status": button_facts(studio, run_id, status_of)}
         fresh, now = changed(values, shown_now)
         rows, text, bar_html, tail = (values[k] if k in fresh else gr.skip() for k in ("rows", "text", "bar", "log"))
         sampled = (gr.skip() if "replies" not in fresh else

@@ -83,6 +83,13 @@ def test_deletion_waits_for_runs_then_keeps_their_history(studio, tiny_model_dir
     assert studio.result_dir(done).is_dir()
     assert runs_panel.lineage(studio, studio.get_run(done))[1] == ("Learned from **faq** (120 rows of sft data, "
                                                                    "deleted since).")
+    # the runs panel offers neither Resume nor Continue for them (Chat and Compare stay)
+    for run_id, status in ((stopped, "cancelled"), (done, "completed")):
+        facts = runs_panel.button_facts(studio, run_id, status)
+        assert facts == (status, "lora", True)
+        assert [b["interactive"] for b in runs_panel.button_states(*facts)] == [False, False, False,
+                                                                                 status == "completed",
+                                                                                 status == "completed"]
     with pytest.raises(RunError) as no_resume:
         studio.resume(stopped)
     assert str(no_resume.value) == (f"run {stopped} trained on dataset 'faq', which was deleted: it cannot be resumed "
