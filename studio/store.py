@@ -110,6 +110,7 @@ CREATE TABLE IF NOT EXISTS exports (
 );
 """
 
+
 class DatasetGone(LookupError):
     """A run asked to be added on a dataset deleted meanwhile; args[0] is its id."""
 
