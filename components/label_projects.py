@@ -10,6 +10,7 @@ import gradio as gr
 
 from components.chat_tab import RESULT_WIDTHS  # the same win-rate table shape as Chat's
 from components.dataset_note import made_or_found
+from pipelines.curves import format_duration, progress
 from pipelines.data import DataError
 from studio import chat_service
 from studio import label_service as ls
@@ -37,14 +38,24 @@ def projects_table(studio) -> dict:
         status = p["status"]
         job = p.get("progress")
         if status == "generating" and job:
-            status = f"answering: {job['step']} of {job['max_steps'] or p['source'].get('prompts', '?')}" \
-                if job["status"] == "running" else f"answering: {job['status']}"
+            status = answering(job, p["source"].get("prompts", "?"))
         elif p.get("error"):
             status = f"{status}: {p['error']}"
         models = " vs ".join(chat_service.short_label(studio, m) for m in dict.fromkeys(p["source"].get("models", [])))
         models = models or "-"
         rows.append([p["name"], status, p["items"], p["overlap"], p["source"]["kind"], models])
     return {"headers": ["Project", "Status", "Items", "Labelers per item", "Answers", "Models"], "data": rows}
+
+
+def answering(job: dict, prompts, now: float | None = None) -> str:
+    """A project's status while its answers are written: how far, and about how long is left (from the
+    time per prompt once the models were loaded)."""
+    if job["status"] != "running":
+        return f"answering: {job['status']}"
+    said = f"answering: {job['step']} of {job['max_steps'] or prompts}"
+    eta = progress(job["step"], job["max_steps"], None, [], now=now, training_since=job.get("training_since"),
+                   first_step=job.get("first_step") or 0)["eta_s"]
+    return said + (f" · about {format_duration(eta)} left" if eta else "")
 
 
 def build_new(studio, project):

@@ -12,6 +12,7 @@ The studio turns the file into the project's items when the job has completed.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from pipelines.chat import Decoder, GenerationSettings, ModelCache
@@ -80,5 +81,7 @@ def run(job: dict, run_dir: Path, events) -> dict:
             out.flush()
             done[position] = row
             events.progress.update(step=len(done))
+            if "training_since" not in events.progress:  # the models are loaded: time per prompt from here
+                events.progress.update(training_since=time.time(), first_step=len(done))
             events.metric({"step": len(done), "answered": len(done)})
     return {"answered": len(done)}

@@ -126,6 +126,8 @@ def test_two_models_answer_what_greedy_decoding_gives(two_models, tiny_model_dir
     assert made["source"]["kind"] == "two models" and made["source"]["models"] == [a, b]
     assert found["status"] == "ready" and found["items"] == 3
     assert (found["progress"]["step"], found["progress"]["max_steps"]) == (3, 3)
+    # the time per prompt is counted once the models are loaded (after the first prompt): the table's ETA
+    assert found["progress"]["first_step"] == 1 and found["progress"]["training_since"] > made["created"]
     items = studio.store.label_items(found["id"])
     assert [it["prompt"] for it in items] == turns(PROMPTS)
     assert {(it["model_a"], it["model_b"]) for it in items} == {(a, b)}
@@ -226,3 +228,14 @@ def test_models_that_cannot_load_are_refused_before_anything_is_written(studio, 
         ls.create_project(studio, name="bad", prompts=turns(PROMPTS), models_=["run:r-nope"], temperature=0.7)
     assert studio.store.list_label_projects() == []
     assert not any(studio.runs_dir.iterdir())
+
+
+def test_the_table_says_how_long_the_answers_take_yet():
+    """Prompts 1 to 5 took 40 s once the models were loaded: 10 s each, 15 left of 20, about 2:30 to go."""
+    from components.label_projects import answering
+
+    job = {"status": "running", "step": 5, "max_steps": 20, "training_since": 1000.0, "first_step": 1}
+    assert answering(job, 20, now=1040.0) == "answering: 5 of 20 · about 2:30 left"
+    assert answering({**job, "step": 1}, 20, now=1040.0) == "answering: 1 of 20"  # loading counted nothing yet
+    assert answering({**job, "training_since": None, "first_step": 0}, 20) == "answering: 5 of 20"
+    assert answering({**job, "status": "queued"}, 20) == "answering: queued"
