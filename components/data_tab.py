@@ -40,7 +40,19 @@ def shown_table(table: dict | None):
 
 
 def dataset_choices(studio) -> list[tuple[str, str]]:
-    return [(f"{dataset_title(d['name'])} — {d['kind']}, {d['rows']} rows", d["id"]) for d in studio.list_datasets()]
+    """The datasets of the catalogue, newest first; a bundled sample (stored once a run or a look used it)
+    named as the Train and Label tabs name it."""
+    return [(f"{'Sample: ' if d['name'] in SAMPLES else ''}{dataset_title(d['name'])} — {d['kind']}, {d['rows']} rows",
+             d["id"]) for d in studio.list_datasets()]
+
+
+def listed_again(studio, shown):
+    """The dataset list when the tab is opened: datasets made since the page was (Train on these
+    preferences, another window, the command line), the one shown kept while it is still there."""
+    choices = dataset_choices(studio)
+    if shown in [value for _label, value in choices]:
+        return gr.update(choices=choices)
+    return gr.update(choices=choices, value=None)
 
 
 def _options(kind, text_unit, dedupe, heldout, seed, mapping_values) -> ImportOptions:
@@ -319,19 +331,21 @@ def build(studio, datasets_kept):
 
         threading.Thread(target=work, name="import", daemon=True).start()
         while (text := said.get()) is not None:
-            yield text, gr.skip(), gr.skip()
+            yield text, gr.skip(), gr.skip(), gr.skip()
         if "error" in result:
             raise result["error"]
         said_text, shown = result["out"]
         made = shown.get("value") if isinstance(shown, dict) else None
         # in the reply that says "Imported": a method picked on the Train tab right after read the kind's
-        # pick from before, while a step after this one was still on its way
-        yield said_text, shown, form_memory.imported_pick(studio, made, by_kind) or gr.skip()
+        # pick from before, while a step after this one was still on its way. The name typed was this
+        # import's: the next file's import would have made a second dataset of the same name
+        yield (said_text, shown, form_memory.imported_pick(studio, made, by_kind) or gr.skip(),
+               "" if made else gr.skip())
 
     imported = do_import.click(
         on_import,
         [upload, sample, name, kind, text_unit, dedupe, heldout, seed, *mapping, datasets_kept],
-        [message, chosen, datasets_kept],
+        [message, chosen, datasets_kept, name],
     )
     chosen.change(**view)
     model.submit(**view)

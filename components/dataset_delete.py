@@ -75,7 +75,8 @@ def build(studio, chosen, choices):
 
     start.click(lambda ref: ask(studio, ref, choices), chosen, [box, question, message, chosen, asked])
     no.click(lambda: (gr.update(visible=False), None), None, [box, asked], queue=False, show_progress="hidden")
-    # another dataset picked: the question was about the one before, and so was what was said
-    chosen.input(lambda: (gr.update(visible=False), "", None), None, [box, message, asked], queue=False,
-                 show_progress="hidden")
+    # another dataset shown (picked, imported): the question was about the one before, and so was what was
+    # said ("Pick a dataset above…"); a list emptied by the deletion keeps its "Deleted …"
+    chosen.change(lambda ref: (gr.update(visible=False), "" if ref else gr.skip(), None), chosen,
+                  [box, message, asked], queue=False, show_progress="hidden")
     return yes.click(lambda ref: delete(studio, ref, choices), asked, [box, message, chosen, asked])

@@ -120,6 +120,8 @@ def build(studio):
 
     def on_start(project_id, name, request: gr.Request):
         who = _labeler(name, request)
+        if not project_id:  # what is missing first: with no project yet, a name was asked for in vain
+            return view(studio, None, who or "")
         if not who:
             return (None, "", "", "", "", "**Enter your name first:** labels are kept per person.",
                     *[gr.update(interactive=False)] * (len(CHOICES) + 1), gr.update(visible=False))
@@ -168,14 +170,23 @@ def build(studio):
             return view(studio, target, who, said(result))
         return handler
 
-    on_undo = labeler_action(ls.undo, "Could not undo", lambda taken: "Took back your last label: choose again."
-                             if taken else "Nothing to undo.")
     def on_undo_read(current, project_id, name, request: gr.Request):
-        """Undo brings back an item the labeler has read: choosing again at once is no double press."""
-        shown, *rest = on_undo(current, project_id, name, request)
-        return ({**shown, "read": True} if isinstance(shown, dict) and shown.get("item") else shown, *rest)
+        """Undo brings back an item the labeler has read: choosing again at once is no double press. The
+        reason typed with the label comes back with it (it was lost, to be typed again)."""
+        taken = []
 
-    undo.click(on_undo_read, [state, project, labeler], outputs)
+        def undo_noted(*args):
+            taken.append(ls.undo(*args))
+            return taken[-1]
+
+        on_undo = labeler_action(undo_noted, "Could not undo", lambda label: "Took back your last label: choose "
+                                 "again." if label else "Nothing to undo.")
+        shown, *rest = on_undo(current, project_id, name, request)
+        reason_back = (taken[0].get("reason") or "") if taken and taken[0] else gr.skip()
+        return ({**shown, "read": True} if isinstance(shown, dict) and shown.get("item") else shown, *rest,
+                reason_back)
+
+    undo.click(on_undo_read, [state, project, labeler], [*outputs, reason])
     on_bring_back = labeler_action(ls.bring_back_skips, "Could not bring them back", lambda count: (
         f"Brought back {count} skipped item{'s' if count != 1 else ''}: they come again, least labelled first."))
     bring_back.click(on_bring_back, [state, project, labeler], outputs)

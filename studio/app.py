@@ -99,6 +99,9 @@ def build_app(studio) -> gr.Blocks:
         label.select(open_label, label_project, label_outputs, preprocess=False)
         # runs finished since the page opened become choosable when the Chat tab is opened
         chat.select(refresh_chat, chat_outputs[:2], chat_outputs)
+        # datasets made since the page opened (the loop's exports, another window) are listed when Data is opened
+        data.select(lambda shown: data_tab.listed_again(studio, shown), data_dataset, data_dataset, preprocess=False,
+                    queue=False, show_progress="hidden")
         # the comparison is measured for the model and dataset chosen in Train, when looked at
         # the Train tab's picks as the page sent them: preprocessed, a dataset the page still showed after
         # the list changed (another method) was refused ("Value: quillpad_faq is not in the list of choices")

@@ -224,7 +224,7 @@ class Studio:
 
     def dataset_titles(self) -> dict[str, str]:
         """Dataset id -> how pages name it (dataset_title); a deleted one too, said so (its runs name it)."""
-        return {d["id"]: dataset_title(d["name"]) + (" (deleted)" if d["deleted"] else "")
+        return {d["id"]: dataset_title(d["name"]) + (" (dataset deleted)" if d["deleted"] else "")
                 for d in self.store.list_datasets(deleted=True)}
 
     # runs

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from studio.core import SAMPLES_DIR
 from tests.test_browser import fill, page, server  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.browser
@@ -130,7 +131,12 @@ def test_a_preference_pair_shows_both_replies(server, page, studio, tiny_model_d
     fill(page, "data-model", tiny_model_dir)
     page.locator("#data-upload input[type=file]").set_input_files(str(pairs))
     expect(page.locator("#data-detected")).to_contain_text("Detected", timeout=30_000)
+    page.get_by_text("Name, duplicates, held-out split").click()
+    fill(page, "data-name", "kind pairs")
     page.click("#data-import")
+    expect(page.locator("#data-message")).to_contain_text("Imported kind pairs", timeout=30_000)
+    # the name was this import's: the next file is not imported under it too
+    expect(page.locator("#data-name textarea, #data-name input").first).to_have_value("")
     example = page.locator("#data-example")
     expect(example).to_contain_text("Kind answer 0.", timeout=30_000)
     expect(example).to_contain_text("Rude answer 0.")
@@ -182,9 +188,16 @@ def test_delete_a_dataset_after_saying_what_it_touches(server, page, studio, tin
     page.get_by_role("tab", name="New project").click()
     choose(page, "label-new-dataset", "recipes (sft, 30 rows)")
 
+    # made after the page (another window, the command line): listed when the Data tab is opened
+    studio.import_dataset(SAMPLES_DIR / "quillpad_faq.jsonl")
     page.get_by_role("tab", name="Data").click()
     fill(page, "data-model", tiny_model_dir)
-    choose(page, "data-datasets", "recipes — sft, 30 rows")
+    page.click("#data-delete")
+    expect(page.locator("#data-delete-message")).to_have_text("Pick a dataset above to delete it.", timeout=30_000)
+    page.locator("#data-datasets input").click()
+    expect(page.get_by_role("option", name="Sample: Quillpad support FAQ — sft, 120 rows")).to_be_visible()
+    page.get_by_role("option", name="recipes — sft, 30 rows").click()
+    expect(page.locator("#data-delete-message")).to_have_text("")  # about no dataset picked: gone with that
     expect(page.locator("#data-summary")).to_contain_text("30 rows of sft data", timeout=30_000)
     question = page.locator("#data-delete-question")
     page.click("#data-delete")
@@ -204,7 +217,7 @@ def test_delete_a_dataset_after_saying_what_it_touches(server, page, studio, tin
     expect(page.locator("#data-summary")).to_contain_text("Pick a dataset")
     page.locator("#data-datasets input").click()
     expect(page.get_by_role("option", name="recipes — sft, 30 rows")).to_have_count(0)
-    assert studio.list_datasets() == [] and not Path(row["path"]).exists()
+    assert [d["name"] for d in studio.list_datasets()] == ["quillpad_faq"] and not Path(row["path"]).exists()
 
     page.get_by_role("tab", name="Train").click()
     expect(page.locator("#train-dataset input")).to_have_value(re.compile("^Sample: Quillpad support FAQ"))

@@ -108,10 +108,14 @@ def test_two_labelers_with_the_keyboard(server, browser, studio, tmp_path):
 
     # ann: left (key 1), then undo (key u) brings the same item back, then a tie (key 3)
     first, _flip = shown_item(studio, project["id"], ann, "ann")
-    press(ann, "1", "Saved: left is better", "ann", 1)
+    reason = ann.locator("#label-reason textarea, #label-reason input").first
+    reason.fill("clearer steps")
+    press(ann, "1", "Saved: left is better (with your reason)", "ann", 1)
+    expect(reason).to_have_value("")
     press(ann, "u", "Took back your last label", "ann", 0)
     assert shown_item(studio, project["id"], ann, "ann")[0]["id"] == first["id"]
-    press(ann, "3", "Saved: a tie", "ann", 1, read=True)  # the item Undo brought back was read: no wait
+    expect(reason).to_have_value("clearer steps")  # the reason came back with the item
+    press(ann, "3", "Saved: a tie (with your reason)", "ann", 1, read=True)  # the item Undo brought back was read
     # bob labels every item: the good answer each time, wherever it is shown. His first key goes down twice
     # (a double press, a held key): the second came as the next item appeared, so it is not saved on it
     item, flip = shown_item(studio, project["id"], bob, "bob")
@@ -173,6 +177,10 @@ def test_a_project_answered_in_the_background_says_when_it_is_ready(server, brow
     page = browser.new_context().new_page()
     page.goto(server)
     page.get_by_role("tab", name="Label").click()
+    # no project yet: Start says so first (it asked for a name, which would not have helped)
+    page.click("#label-start")
+    expect(page.locator("#label-message")).to_have_text("Pick a project above (or make one under New project).",
+                                                        timeout=30_000)
     page.get_by_role("tab", name="New project").click()
     fill(page, "label-new-name", "sampled")
     page.get_by_label("One model answers twice (sampled)").check()

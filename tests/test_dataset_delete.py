@@ -77,8 +77,8 @@ def test_deletion_waits_for_runs_then_keeps_their_history(studio, tiny_model_dir
     assert dataset_delete.ask(studio, row["id"], lambda: [])[2] == elsewhere
 
     # what learned from it still names it; what needs its rows says why it cannot
-    assert studio.dataset_titles()[row["id"]] == "faq (deleted)"
-    assert f"Tuned: LoRA on faq (deleted) on {tiny_model_dir} ({done})" in [
+    assert studio.dataset_titles()[row["id"]] == "faq (dataset deleted)"
+    assert f"Tuned: LoRA on faq (dataset deleted) on {tiny_model_dir} ({done})" in [
         label for label, _value in chat_service.choices(studio)]
     assert studio.result_dir(done).is_dir()
     assert runs_panel.lineage(studio, studio.get_run(done))[1] == ("Learned from **faq** (120 rows of sft data, "
