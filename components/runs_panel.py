@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 
 import gradio as gr
 
 from components.charts import curves_figure
 from pipelines.curves import WORSE_THAN_BEST, format_duration, overfitting_warning, progress
-from pipelines import rewards
-from pipelines.events import (ACTIVE_STATUSES, EVALUATING, JOB, RESUMABLE_STATUSES, SAMPLES, log_tail,
-                              newest_checkpoint, read_json, read_metrics)
+from pipelines import dataset_stats, rewards
+from pipelines.events import (ACTIVE_STATUSES, EVALUATING, HELDOUT_ROWS, JOB, RESUMABLE_STATUSES, SAMPLES,
+                              log_tail, newest_checkpoint, read_json, read_metrics)
 from pipelines.data import DataError
 from pipelines.methods import METHODS, ConfigError, describe
 from pipelines.models import ModelError
@@ -146,6 +147,20 @@ def preference_summary(summary: dict) -> str | None:
     return text
 
 
+FEW_HELDOUT = 10  # held-out rows under which the overfitting warning says how little it rests on
+
+
+def heldout_size(studio, run_id: str) -> int | None:
+    """How many rows (pairs) a run measures itself on: those it holds out of its dataset, or its dataset's
+    own held-out file. None: not known (yet)."""
+    run_dir = studio.run_dir(run_id)
+    kept = read_json(run_dir / HELDOUT_ROWS)
+    if kept is not None:
+        return len(kept.get("heldout") or [])
+    path = ((read_json(run_dir / JOB) or {}).get("dataset") or {}).get("heldout_path")
+    return dataset_stats.count_rows(Path(path)) if path and Path(path).exists() else None
+
+
 def heldout_loss_line(summary: dict, metrics: list[dict]) -> str:
     """Held-out loss before and after, and its lowest check when the run ended well above it (a
     finished run that memorised must not read as a plain success)."""
@@ -167,6 +182,10 @@ def status_markdown(studio, row: dict, metrics: list[dict]) -> str:
     # early stopping kept its best check: what the warning advises has been done
     warning = None if summary.get("kept_step") else overfitting_warning(metrics)
     if warning:
+        held = heldout_size(studio, row["id"])
+        if held is not None and held < FEW_HELDOUT:  # 2 rows' loss rises and falls by chance
+            warning += (f" (Measured on only {held} held-out row{'s' if held != 1 else ''}: a rough sign on so few; "
+                        "a larger held-out fraction or more data measures it better.)")
         lines.append(f"⚠️ {warning}")
     if summary.get("kept_step"):
         lines.append(f"Early stopping: the result is the weights of step {summary['kept_step']}, where the "

@@ -214,3 +214,24 @@ def test_a_share_of_pairs_is_drawn_from_0_to_100_percent():
     layout = curves_figure({"d1": dpo}).layout
     assert (list(layout.yaxis2.range), layout.yaxis2.tickformat) == ([-0.03, 1.03], ".0%")  # accuracy: top right
     assert layout.yaxis.range is None and layout.yaxis3.range is None  # losses and margins keep their own
+
+
+def test_the_overfitting_warning_says_how_few_rows_it_rests_on(studio):
+    """20 rows at the default 0.1 hold out 2: their loss rising over two checks is a weak sign, said so (a
+    newcomer's first run on defaults was told it memorised, on 2 rows)."""
+    from components.runs_panel import status_markdown
+    from pipelines.events import HELDOUT_ROWS, write_json
+
+    row = {"id": "r1", "status": "completed", "error": None, "parent_id": None, "model": "default",
+           "dataset_id": None, "summary": {}}
+    metrics = [{"step": s, "loss": 2.0 - s * 0.05} for s in range(1, 31)]
+    metrics += [{"step": s, "eval_loss": v} for s, v in ((10, 1.0), (20, 1.1), (30, 1.3))]
+    studio.run_dir("r1").mkdir()
+    write_json(studio.run_dir("r1") / HELDOUT_ROWS, {"rows": 20, "heldout": [3, 17]})
+    caveat = ("(Measured on only 2 held-out rows: a rough sign on so few; a larger held-out fraction or more data "
+              "measures it better.)")
+    shown = status_markdown(studio, row, metrics)
+    assert "⚠️ Held-out loss has risen for two checks in a row" in shown and caveat in shown
+    write_json(studio.run_dir("r1") / HELDOUT_ROWS, {"rows": 200, "heldout": list(range(20))})
+    shown = status_markdown(studio, row, metrics)
+    assert "⚠️ Held-out loss has risen" in shown and "Measured on only" not in shown
