@@ -41,19 +41,19 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
         try:  # named as the Dataset name field says, as the export next to it does
             start = chat_service.preference_start(studio, (name or "").strip() or None, PREFERENCE_METHOD)
         except DataError as err:  # shown where the button is
-            return (f"**Nothing to train on:** {err}", *(gr.skip(),) * 7)
+            return (f"**Nothing to train on:** {err}", *(gr.skip(),) * 8)
         row, model = start["dataset"], start["model"]
         where = f"run `{model[4:]}`" if model.startswith("run:") else "the base model"
         made = f"{made_or_found(row, name, 'votes')}: {row['rows']} preference pairs from {start['votes']} decisive votes."
         *picked, why = train_tab.method_on(studio, PREFERENCE_METHOD, row["id"])
         message = (f"{made} Set to DPO on it, starting from {where} (DPO's *beta* says how far it may move "
-                   f"from there): press *Start training*.{more_epochs(why)}")
-        return (made, message, gr.update(choices=train_tab.model_choices(studio), value=model), *picked,
+                   f"from there): press *Start training* below.{more_epochs(why)}")
+        return (made, message, "", gr.update(choices=train_tab.model_choices(studio), value=model), *picked,
                 gr.Tabs(selected="train"), epochs_set(picked, current))
 
-    chat["train_prefs"].click(on_train_prefs, [chat["export_name"], train["method"]], [chat["message"], train["message"], train["model"],
-                                                    train["dataset"], train["wanted"], train["method"], tabs,
-                                                    epochs_field(train)])
+    chat["train_prefs"].click(on_train_prefs, [chat["export_name"], train["method"]],
+                              [chat["message"], train["setup"], train["message"], train["model"], train["dataset"],
+                               train["wanted"], train["method"], tabs, epochs_field(train)])
 
     def on_compare(run_id):
         try:
@@ -121,15 +121,15 @@ def wire_labels(studio, tabs, train: dict, overview: dict):
             start = label_service.training_start(studio, project_id or "", PREFERENCE_METHOD,
                                                  float(min_agreement), bool(with_votes), (name or "").strip() or None)
         except (LabelError, DataError) as err:  # shown where the button is
-            return (f"**Nothing to train on:** {err}", *(gr.skip(),) * 7)
+            return (f"**Nothing to train on:** {err}", *(gr.skip(),) * 8)
         row, model = start["dataset"], start["model"]
         where = f"run `{model[4:]}`" if model.startswith("run:") else "the built-in model"
         made = f"{made_or_found(row, name, 'labels')}: {row['rows']} preference pairs from the labels."
         *picked, why = train_tab.method_on(studio, PREFERENCE_METHOD, row["id"])
-        message = f"{made} Set to DPO on it, starting from {where}: press *Start training*.{more_epochs(why)}"
-        return (made, message, gr.update(choices=train_tab.model_choices(studio), value=model), *picked,
+        message = f"{made} Set to DPO on it, starting from {where}: press *Start training* below.{more_epochs(why)}"
+        return (made, message, "", gr.update(choices=train_tab.model_choices(studio), value=model), *picked,
                 gr.Tabs(selected="train"), epochs_set(picked, current))
 
     return overview["train"].click(on_train_labels, [*overview["inputs"], train["method"]],
-                            [overview["message"], train["message"], train["model"], train["dataset"],
-                             train["wanted"], train["method"], tabs, epochs_field(train)])
+                                   [overview["message"], train["setup"], train["message"], train["model"],
+                                    train["dataset"], train["wanted"], train["method"], tabs, epochs_field(train)])

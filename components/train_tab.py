@@ -135,6 +135,9 @@ def build(studio):
             gr.Markdown("### 1. What to tune")
             quick = gr.Button("⚡ Quick first run: the FAQ sample in a few minutes", elem_id="train-quick",
                               size="sm")
+            # what another tab set up here (Train on these preferences / labels) and why, above what it set:
+            # under Start it was below the fold of a tab that opens at its top
+            setup = gr.Markdown(elem_id="train-setup")
             model = gr.Dropdown(choices=model_choices(studio), value="default", label="Start from",
                                 allow_custom_value=True,
                                 info="The built-in SmolLM2-135M-Instruct, or a finished run's result (a "
@@ -314,7 +317,9 @@ def build(studio):
     # a run that started: its panel (top right, out of sight below a long form) is brought into view
     start.click(on_start, start_inputs, [message, selected], preprocess=False).then(
         None, message, None, js="(said) => { if ((said || '').startsWith('Started run')) document.getElementById("
-                                "'runs-table')?.scrollIntoView({behavior: 'smooth', block: 'start'}); }")
+                                "'runs-table')?.scrollIntoView({behavior: 'smooth', block: 'start'}); }").then(
+        lambda said: "" if (said or "").startswith("Started run") else gr.skip(), message, setup, queue=False,
+        show_progress="hidden")  # what was set up has been started: the note's "press Start" is done
 
     def on_quick(stored):
         """The recipe that shows learning soonest on the bundled FAQ (measured: bench/faq_quality.py)."""
@@ -340,7 +345,7 @@ def build(studio):
 
     # picks: what the Method tab reads and sets; the estimate is refreshed after the page loads
     picks = (model, dataset, method)
-    run_handles = {**run_handles, "selected": selected, "train_message": message, "form": form,
+    run_handles = {**run_handles, "selected": selected, "train_message": message, "train_setup": setup, "form": form,
                    "previous": previous, "kept": kept, "wanted": wanted, "datasets_kept": by_kind}
     return (on_load, [dataset, model, *run_outputs, *reward_pickers], picks, (on_estimate, estimate_inputs, estimate), run_handles,
             (restore, memory_inputs, memory_outputs))

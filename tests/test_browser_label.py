@@ -167,6 +167,7 @@ def test_two_labelers_with_the_keyboard(server, browser, studio, tmp_path):
     assert dataset["kind"] == "preference" and dataset["rows"] == 3  # the tied item has no majority
     assert dataset["name"] == "ann and bob's picks"
     expect(ann.locator("#train-dataset input")).to_have_value(f"{dataset['name']} (3 rows)")
+    expect(ann.locator("#train-setup")).to_contain_text("3 preference pairs from the labels. Set to DPO on it")
 
 
 def test_a_project_answered_in_the_background_says_when_it_is_ready(server, browser, studio, tiny_model_dir):

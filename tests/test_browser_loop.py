@@ -47,11 +47,16 @@ def test_votes_to_training_to_a_blind_rematch(server, page, studio, tiny_model_d
     # epochs two votes need to make about 10 steps (DPO's default made a 2-step run of a few votes)
     assert defaults("dpo")["num_train_epochs"] < 10
     expect(page.locator("#param-num_train_epochs:visible input").first).to_have_value("10")
-    expect(page.locator("#train-message")).to_contain_text(
+    # why, above what it set, in view as the tab opens (under Start it was below the fold)
+    setup = page.locator("#train-setup")
+    expect(setup).to_contain_text(
         "Set to 10 epochs: 1 pair trains (1 held out to measure the run), 1 training step per epoch")
+    expect(setup).to_contain_text("Set to DPO on it, starting from run")
+    expect(setup).to_be_in_viewport()
 
     page.click("#start-training")
     expect(page.locator("#train-message")).to_contain_text("Started run", timeout=30_000)
+    expect(setup).to_have_text("")  # set up, then started: its "press Start training" is done
     child = next(r["id"] for r in studio.list_runs() if r["id"] != parent)
     assert studio.wait(child, poll_s=0.5)["status"] == "completed"
     assert studio.get_run(child)["parent_id"] == parent and studio.get_run(child)["method"] == "dpo"
