@@ -50,8 +50,8 @@ def listed_again(studio, shown):
     """The dataset list when the tab is opened: datasets made since the page was (Train on these
     preferences, another window, the command line), the one shown kept while it is still there."""
     choices = dataset_choices(studio)
-    if shown in [value for _label, value in choices]:
-        return gr.update(choices=choices)
+    if not shown or shown in [value for _label, value in choices]:  # (nothing shown: a reload's restore may
+        return gr.update(choices=choices)                             # be on its way, not to be undone)
     return gr.update(choices=choices, value=None)
 
 

@@ -55,7 +55,7 @@ def answering(job: dict, prompts, now: float | None = None) -> str:
     said = f"answering: {job['step']} of {job['max_steps'] or prompts}"
     eta = progress(job["step"], job["max_steps"], None, [], now=now, training_since=job.get("training_since"),
                    first_step=job.get("first_step") or 0)["eta_s"]
-    return said + (f" · about {format_duration(eta)} left" if eta else "")
+    return said + (f" · about {format_duration(eta)} left" if eta and eta >= 1 else "")
 
 
 def build_new(studio, project):

@@ -158,7 +158,10 @@ def heldout_size(studio, run_id: str) -> int | None:
     if kept is not None:
         return len(kept.get("heldout") or [])
     path = ((read_json(run_dir / JOB) or {}).get("dataset") or {}).get("heldout_path")
-    return dataset_stats.count_rows(Path(path)) if path and Path(path).exists() else None
+    try:
+        return dataset_stats.count_rows(Path(path)) if path else None
+    except (OSError, ValueError):  # its dataset deleted meanwhile (the panel asks every 2 s)
+        return None
 
 
 def heldout_loss_line(summary: dict, metrics: list[dict]) -> str:

@@ -321,6 +321,10 @@ def build(studio):
         lambda said: "" if (said or "").startswith("Started run") else gr.skip(), message, setup, queue=False,
         show_progress="hidden")  # what was set up has been started: the note's "press Start" is done
 
+    # what was set up is undone by the person's own picks: its "Set to DPO… press Start" would mislead
+    gr.on([model.input, dataset.input, method.input, quick.click], lambda: "", None, setup, queue=False,
+          show_progress="hidden")
+
     def on_quick(stored):
         """The recipe that shows learning soonest on the bundled FAQ (measured: bench/faq_quality.py)."""
         settings = {**form.defaults("lora"), **QUICK_RUN}  # every LoRA setting back to its default, then the recipe

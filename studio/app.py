@@ -66,6 +66,13 @@ def tick_only_where_shown(tabs: gr.Tabs, timers: dict[str, gr.Timer]) -> None:
                 js=SHOWN_TAB_JS, show_progress="hidden")
 
 
+def kept_generation(kept, count: int) -> list:
+    """The chat's generation settings this browser kept ({"values": [...]}; a list, as kept before), or
+    skips when none are kept."""
+    values = kept.get("values") if isinstance(kept, dict) else kept
+    return list(values) if isinstance(values, list) and len(values) == count else [gr.skip()] * count
+
+
 def build_app(studio) -> gr.Blocks:
     with gr.Blocks(title="Tune Studio") as app:
         gr.Markdown("# Tune Studio\nFine-tune a language model on your own examples, then compare it "
@@ -174,13 +181,14 @@ def build_app(studio) -> gr.Blocks:
         generation = chat_loop["generation"]
         generation_kept = gr.BrowserState(None, storage_key="tune-studio-chat-generation",
                                           secret=form_memory.secret(studio))
-        # kept at each change too: a number typed into a slider's box and left with Tab on a busy machine
-        # sent its input event with the slider's value before it (256 came back after a reload, in CI)
-        gr.on([*(w.input for w in generation), *(w.change for w in generation)], lambda *values: list(values),
-              generation, generation_kept, queue=False, show_progress="hidden")
-        app.load(lambda kept: (list(kept) if isinstance(kept, list) and len(kept) == len(generation)
-                               else [gr.skip()] * len(generation)),
-                 generation_kept, generation, queue=False, show_progress="hidden")
+        # kept at each change (which carries the new value): a number typed into a slider's box and left with
+        # Tab on a busy machine sent its input event with the slider's value before it, and when that came
+        # last, 256 came back after a reload (CI). Kept in the browser, in the order the changes came: kept by
+        # the server, the answers to two changes could come back the other way round
+        gr.on([w.change for w in generation], None, generation, generation_kept,
+              js="(...values) => ({values})", queue=False, show_progress="hidden")  # (an array: one value per output)
+        app.load(lambda kept: kept_generation(kept, len(generation)), generation_kept, generation, queue=False,
+                 show_progress="hidden")
 
         def kept_name(kept, shown, request: gr.Request):
             if getattr(request, "username", None):  # signed in: labels and votes go under the user name

@@ -413,13 +413,14 @@ class Studio:
 
     def resume(self, run_id: str) -> None:
         """Start a cancelled, failed or interrupted run again from its newest checkpoint."""
-        row = self._require_run(run_id)
-        if row["status"] not in RESUMABLE_STATUSES:
-            raise RunError(f"run {run_id} is {row['status']}; only a cancelled, failed or interrupted run "
-                           "can be resumed")
         run_dir = self.run_dir(run_id)
-        job = read_json(run_dir / JOB)
-        with self.starting:  # its dataset is not deleted between this look and the run queued again
+        # its dataset is not deleted, nor the run resumed by another page, between this look and the queue
+        with self.starting:
+            row = self._require_run(run_id)
+            if row["status"] not in RESUMABLE_STATUSES:
+                raise RunError(f"run {run_id} is {row['status']}; only a cancelled, failed or interrupted run "
+                               "can be resumed")
+            job = read_json(run_dir / JOB)
             gone = self._deleted_dataset(job)
             if gone:
                 raise RunError(f"run {run_id} trained on dataset '{gone}', which was deleted: it cannot be resumed "

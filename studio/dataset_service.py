@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import secrets
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 from pipelines.data import DataError
 from pipelines.events import ACTIVE_STATUSES, JOB, RESUMABLE_STATUSES, read_json
 from pipelines.formats import few
-from pipelines.importer import IMPORTING_PREFIX
-from studio.core import SAMPLES, dataset_title
+from pipelines.importer import IMPORTING_PREFIX, ImportOptions, sha256
+from studio.core import SAMPLES, SAMPLES_DIR, dataset_title
 
 
 def users(studio, dataset_id: str) -> dict[str, list[str]]:
@@ -37,9 +38,8 @@ def users(studio, dataset_id: str) -> dict[str, list[str]]:
 def blocker(studio, row: dict, found: dict | None = None) -> str | None:
     """Why this dataset is not deleted (a bundled sample; a run or judge job reads it now), or None."""
     title = dataset_title(row["name"])
-    if row["name"] in SAMPLES:
-        return (f"'{title}' is a bundled sample: it ships with the studio and stays on offer in the Train tab, "
-                "so it is not deleted")
+    if is_sample(row):
+        return f"'{title}' is a bundled sample: it ships with the studio and stays on offer in the Train tab"
     active = (found or users(studio, row["id"]))["active"]
     if not active:
         return None
@@ -48,6 +48,16 @@ def blocker(studio, row: dict, found: dict | None = None) -> str | None:
                        for kind, ids in (("run", runs), ("judge job", judges)) if ids)
     them = "them" if len(active) > 1 else "it"
     return f"dataset '{title}' is in use by {who}: wait for {them} to end or cancel {them}, then delete it"
+
+
+def is_sample(row: dict) -> bool:
+    """The row a bundled sample's name gives (Studio.resolve_dataset): its file, imported as it is. The
+    same file imported with a held-out split, or a file of the user's under a sample's name, is theirs."""
+    if row["name"] not in SAMPLES:
+        return False
+    path = SAMPLES_DIR / SAMPLES[row["name"]][0]
+    return (row["meta"].get("options") == asdict(ImportOptions()) and path.is_file()
+            and row["source_sha256"] == sha256(path))
 
 
 def effects(found: dict[str, list[str]]) -> str:
@@ -85,7 +95,7 @@ def delete(studio, dataset_id: str) -> dict:
             raise DataError(refused)
         if not studio.store.mark_dataset_deleted(dataset_id):  # another process came first: a run, a deletion
             raise DataError(blocker(studio, row) or gone(studio, dataset_id))
-        remove_files(row)
+    remove_files(row)  # marked: nothing starts on it now (a folder of gigabytes need not hold up every start)
     for key in [k for k in list(studio.length_cache) if row["path"] in map(str, k)]:
         studio.length_cache.pop(key, None)
     return row

@@ -11,6 +11,7 @@ import pytest
 from components.label_tab import MIN_LOOK_S
 from studio import label_service as ls
 from tests.test_browser import CHROMIUM, fill, server  # noqa: F401  (the server fixture)
+from tests.test_browser_data import choose
 
 pytestmark = pytest.mark.browser
 
@@ -168,6 +169,8 @@ def test_two_labelers_with_the_keyboard(server, browser, studio, tmp_path):
     assert dataset["name"] == "ann and bob's picks"
     expect(ann.locator("#train-dataset input")).to_have_value(f"{dataset['name']} (3 rows)")
     expect(ann.locator("#train-setup")).to_contain_text("3 preference pairs from the labels. Set to DPO on it")
+    choose(ann, "train-method", "ORPO")  # the person's own pick: "Set to DPO… press Start" would mislead now
+    expect(ann.locator("#train-setup")).to_have_text("", timeout=10_000)
 
 
 def test_a_project_answered_in_the_background_says_when_it_is_ready(server, browser, studio, tiny_model_dir):

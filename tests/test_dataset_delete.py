@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.data import DataError
-from pipelines.importer import IMPORTING_PREFIX
+from pipelines.importer import IMPORTING_PREFIX, ImportOptions
 from studio import dataset_service
 from studio.core import SAMPLES_DIR, RunError, Studio, dataset_title
 from studio.store import DatasetGone
@@ -115,13 +115,29 @@ def test_a_bundled_sample_is_not_deleted(studio):
     from components import dataset_delete
 
     row = studio.resolve_dataset("quillpad_faq")
-    said = ("'Quillpad support FAQ' is a bundled sample: it ships with the studio and stays on offer in the Train "
-            "tab, so it is not deleted")
+    said = "'Quillpad support FAQ' is a bundled sample: it ships with the studio and stays on offer in the Train tab"
     with pytest.raises(DataError) as refused:
         dataset_service.delete(studio, row["id"])
     assert str(refused.value) == said
     assert dataset_delete.ask(studio, row["id"], list)[2] == f"**Not deleted:** {said}."
     assert Path(row["path"]).is_file() and studio.store.get_dataset(row["id"])
+    # the same file imported with a held-out split is the user's (named after the file, as the sample is)
+    theirs = studio.import_dataset(SAMPLES_DIR / "quillpad_faq.jsonl", options=ImportOptions(heldout=0.1))
+    assert theirs["name"] == "quillpad_faq" and theirs["id"] != row["id"]
+    dataset_service.delete(studio, theirs["id"])
+    assert [d["id"] for d in studio.list_datasets()] == [row["id"]]
+
+
+def test_a_start_that_looked_before_a_deletion_starts_nothing(studio, tiny_model_dir, tiny_params, monkeypatch):
+    """A start reads its dataset, then another window (or process) deletes it before the run's row is
+    written: refused in one sentence, with no run folder or row left behind."""
+    row = faq_copy(studio)
+    looked = studio.resolve_dataset(row["id"])
+    dataset_service.delete(studio, row["id"])
+    monkeypatch.setattr(studio, "resolve_dataset", lambda ref: looked)  # what the start read before
+    with pytest.raises(DataError, match=r"^dataset 'faq' was deleted; import it again or pick another dataset$"):
+        studio.start_run(model=str(tiny_model_dir), dataset=row["id"], method="lora", params=tiny_params)
+    assert studio.store.list_runs() == [] and list(studio.runs_dir.iterdir()) == []
 
 
 def test_the_catalogue_keeps_runs_and_deletions_apart_across_processes(studio):

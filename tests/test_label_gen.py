@@ -231,7 +231,8 @@ def test_models_that_cannot_load_are_refused_before_anything_is_written(studio, 
 
 
 def test_the_table_says_how_long_the_answers_take_yet():
-    """Prompts 1 to 5 took 40 s once the models were loaded: 10 s each, 15 left of 20, about 2:30 to go."""
+    """Prompts 2 to 5 took 40 s once the models were loaded (with the first): 10 s each, 15 left of 20,
+    about 2:30 to go."""
     from components.label_projects import answering
 
     job = {"status": "running", "step": 5, "max_steps": 20, "training_since": 1000.0, "first_step": 1}
