@@ -46,9 +46,8 @@ def delete(studio, dataset_id, choices):
     `choices`: the dataset list as it is after a deletion (a function of the studio)."""
     if not dataset_id:
         return gr.update(visible=False), gr.skip(), gr.skip(), None
-    found = dataset_service.users(studio, dataset_id)
     try:
-        row = dataset_service.delete(studio, dataset_id)
+        row, found = dataset_service.delete(studio, dataset_id)
     except DataError as err:
         gone = studio.store.get_dataset(dataset_id, deleted=True)
         if not (gone and gone["deleted"]):

@@ -77,8 +77,7 @@ def cmd_delete(args) -> int:
     from studio.core import dataset_title
 
     studio = _studio(args)
-    found = dataset_service.users(studio, args.dataset_id)
-    row = dataset_service.delete(studio, args.dataset_id)
+    row, found = dataset_service.delete(studio, args.dataset_id)
     print(f"deleted {dataset_title(row['name'])} ({row['id']}, {row['rows']} rows): {dataset_service.effects(found)}")
     return 0
 

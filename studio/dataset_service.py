@@ -81,8 +81,9 @@ def gone(studio, dataset_id: str) -> str:
             else f"no dataset with id '{dataset_id}'")
 
 
-def delete(studio, dataset_id: str) -> dict:
-    """Mark the dataset deleted, then remove the studio's copy of it; returns its row. Refused (DataError,
+def delete(studio, dataset_id: str) -> tuple[dict, dict[str, list[str]]]:
+    """Mark the dataset deleted, then remove the studio's copy of it; returns its row and what learned
+    from it (`users`, looked at once, for `effects`). Refused (DataError,
     one sentence, nothing touched) for a bundled sample and while a run or judge job reads it. Marked
     first: a deletion cut short leaves a folder the next start removes, never a listed dataset without
     its rows."""
@@ -90,7 +91,8 @@ def delete(studio, dataset_id: str) -> dict:
         row = studio.store.get_dataset(dataset_id)
         if row is None:
             raise DataError(gone(studio, dataset_id))
-        refused = blocker(studio, row)
+        found = users(studio, dataset_id)
+        refused = blocker(studio, row, found)
         if refused:
             raise DataError(refused)
         if not studio.store.mark_dataset_deleted(dataset_id):  # another process came first: a run, a deletion
@@ -98,7 +100,7 @@ def delete(studio, dataset_id: str) -> dict:
     remove_files(row)  # marked: nothing starts on it now (a folder of gigabytes need not hold up every start)
     for key in [k for k in list(studio.length_cache) if row["path"] in map(str, k)]:
         studio.length_cache.pop(key, None)
-    return row
+    return row, found
 
 
 def remove_files(row: dict) -> None:
