@@ -66,22 +66,28 @@ def side_labels(studio, battle: dict) -> tuple[str, str]:
 
 # each pair from its tuned (or newer) model's side (chat_service.newer_first), whichever side or
 # form field it was picked in: named "Model" and "Against", not 1 and 2
-RESULT_HEADERS = ["Model", "Against", "Votes", "Model won", "Against won", "Ties / both bad",
+RESULT_HEADERS = ["Model", "Against", "Votes were", "Votes", "Model won", "Against won", "Ties / both bad",
                   "Model's win rate (95% interval)"]
-RESULT_WIDTHS = ["22%", "22%", "8%", "8%", "8%", "12%", "20%"]  # the win rate with its interval is not cut off
+RESULT_WIDTHS = ["19%", "19%", "10%", "7%", "8%", "8%", "10%", "19%"]  # the win rate with its interval is not cut off
+BLIND_OR_NAMED = {True: "blind", False: "names shown"}
 
 
 def results_table(studio) -> tuple[dict, str]:
     votes = chat_service.counted_votes(studio)
     rows = []
-    for r in map(chat_service.newer_first, arena.win_rates(votes)):  # the win rate is the newer model's
-        rows.append([chat_service.label(studio, r["first"]), chat_service.label(studio, r["second"]), r["votes"],
-                     r["wins_first"], r["wins_second"], r["ties"],
+    # blind votes and votes with the names shown apart: knowing which side is the tuned model sways a vote
+    for r in map(chat_service.newer_first, arena.win_rates(votes, by_blind=True)):  # the newer model's win rate
+        rows.append([chat_service.label(studio, r["first"]), chat_service.label(studio, r["second"]),
+                     BLIND_OR_NAMED[r["blind"]], r["votes"], r["wins_first"], r["wins_second"], r["ties"],
                      chat_service.win_rate_text(r)])
     table = {"headers": RESULT_HEADERS, "data": rows}
     warning = arena.position_bias(votes)
-    note = (f"{sum(r[2] for r in rows)} votes so far. *Model* is the tuned model (the newer run when both are "
+    note = (f"{sum(r[3] for r in rows)} votes so far. *Model* is the tuned model (the newer run when both are "
             "runs), *Against* the one it was compared with. Ties and 'both bad' count half to each side.")
+    if any(row[2] == BLIND_OR_NAMED[False] for row in rows):
+        note += (" Votes cast with the names shown are counted apart from blind ones: knowing which side is "
+                 "the tuned model can sway a vote, so the blind rows are the fair comparison (tick *Blind "
+                 "battle*).")
     return table, (f"⚠️ {warning}\n\n{note}" if warning else note)
 
 

@@ -156,12 +156,12 @@ def test_model_cache_evicts_least_recently_used(tiny_model_dir, tmp_path):
     assert cache.loaded() == [str(second), str(tiny_model_dir)]
 
 
-def vote(studio, winner, a="base:default", b="run:r1", turns=1):
+def vote(studio, winner, a="base:default", b="run:r1", turns=1, blind=True):
     prompt = []
     for i in range(turns - 1):
         prompt += [{"role": "user", "content": f"Earlier {i}"}, {"role": "assistant", "content": f"Reply {i}"}]
     prompt.append({"role": "user", "content": "Question?"})
-    return chat_service.record_vote(studio, voter="ana", model_a=a, model_b=b, winner=winner, blind=True,
+    return chat_service.record_vote(studio, voter="ana", model_a=a, model_b=b, winner=winner, blind=blind,
                                     prompt_a=prompt, prompt_b=prompt, reply_a="from A", reply_b="from B",
                                     settings={"temperature": 0.7})
 
@@ -289,6 +289,32 @@ def test_the_results_take_the_newer_models_side():
     (pair,) = arena.win_rates([{"model_a": older, "model_b": newer, "winner": "b"}])
     assert chat_service.newer_first(pair)["first"] == newer and chat_service.newer_first(pair)["win_rate"] == 1.0
     assert chat_service.newer_first(chat_service.newer_first(pair)) == chat_service.newer_first(pair)
+
+
+def test_blind_votes_and_votes_with_the_names_shown_are_counted_apart(studio):
+    """The results pooled both: a voter who knew which side was the tuned model (named mode) could lean
+    toward it, and those votes were mixed into the blind battles' win rate. Now each pair has a row per
+    kind, blind first, and the note says why."""
+    from components.chat_tab import RESULT_HEADERS, results_table
+
+    for winner in ("b", "b", "a", "tie"):
+        vote(studio, winner)  # blind: the run won 2, lost 1, tied 1
+    for _ in range(3):
+        vote(studio, "b", blind=False)  # with the names shown: the run won all 3
+    rows = {r["blind"]: r for r in arena.win_rates(studio.store.list_votes(), by_blind=True)}
+    assert (rows[True]["votes"], rows[True]["wins_second"], rows[True]["wins_first"], rows[True]["ties"]) == (4, 2, 1, 1)
+    assert (rows[False]["votes"], rows[False]["wins_second"]) == (3, 3)
+    assert [r["votes"] for r in arena.win_rates(studio.store.list_votes())] == [7]  # pooled unless asked
+
+    table, note = results_table(studio)
+    assert table["headers"] == RESULT_HEADERS and RESULT_HEADERS[2] == "Votes were"
+    # Wilson, n = 4, 2.5 wins: 0.220 to 0.908
+    assert [row[2:] for row in table["data"]] == [["blind", 4, 2, 1, 1, "62% (22–91%)"],
+                                                  ["names shown", 3, 3, 0, 0, "100% (44–100%)"]]
+    assert note.startswith("7 votes so far.")
+    assert note.endswith("Votes cast with the names shown are counted apart from blind ones: knowing which side is "
+                         "the tuned model can sway a vote, so the blind rows are the fair comparison (tick *Blind "
+                         "battle*).")
 
 
 def test_position_bias_warning():
