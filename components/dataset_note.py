@@ -1,4 +1,5 @@
-"""How a page names the dataset an export or a Train-on-these button made, or found made before."""
+"""How a page names the dataset an export or a Train-on-these button made, or found made before, and
+what it should know about it."""
 
 from __future__ import annotations
 
@@ -13,3 +14,15 @@ def made_or_found(row: dict, typed: str | None, what: str, made: str = "Made") -
     ignored = (f" (the name typed, *{typed}*, is not used: the same {what} make the same dataset)"
                if typed and typed != row["name"] else "")
     return f"These {what} were exported before, as **{row['name']}**{ignored}"
+
+
+def cut_chosen_note(row: dict) -> str:
+    """Said after labels are exported when some winning answers were cut off at the project's length
+    limit: trained on, a chosen answer that stops mid-sentence teaches the model to stop there too."""
+    origin = row["meta"].get("origin") or {}
+    cut, pairs = origin.get("cut_chosen") or 0, origin.get("pairs") or 0
+    if not cut:
+        return ""
+    return (f" ⚠️ {cut} of the {pairs} winning answers {'was' if cut == 1 else 'were'} cut off at the project's "
+            "length limit: training on an answer that stops mid-sentence teaches the model to stop there too. "
+            "A project made with a higher *Max new tokens* gives whole answers.")

@@ -9,7 +9,7 @@ import time
 import gradio as gr
 
 from components.chat_tab import RESULT_WIDTHS  # the same win-rate table shape as Chat's
-from components.dataset_note import made_or_found
+from components.dataset_note import cut_chosen_note, made_or_found
 from pipelines.curves import format_duration, progress
 from pipelines.data import DataError
 from studio import chat_service
@@ -322,7 +322,7 @@ def build_overview(studio, project) -> dict:
         return (f"{made_or_found(row, title, 'labels', made='Exported')}: {rows} of {row['kind']} data, in the "
                 "Data tab."
                 + (f" Left out {alone} item{'s' if alone != 1 else ''} only one person labelled: the agreement bar "
-                   "needs two labels to measure." if alone else ""))
+                   "needs two labels to measure." if alone else "") + cut_chosen_note(row))
 
     exported = export.click(on_export, [project, kind, min_agreement, with_votes, export_name], message)
     return {"show": lambda p: summary(studio, p), "outputs": outputs, "exported": exported, "train": train,

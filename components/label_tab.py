@@ -44,6 +44,13 @@ def _labeler(name: str, request: gr.Request | None) -> str:
     return getattr(request, "username", None) or (name or "").strip()
 
 
+def cut_mark(limit: int | None) -> str:
+    """Under an answer the length limit cut off: its end is missing, which is not the model's choice."""
+    reached = f"this project's limit of {limit} new tokens" if limit else "this project's length limit"
+    return (f'<p class="label-cut"><i>✂ Cut off: the answer reached {reached} before its end '
+            "(the model had more to write).</i></p>")
+
+
 def view(studio, project_id: str | None, labeler: str, message: str = "") -> tuple:
     """Everything the labeling view shows for this labeler now: (state, progress, prompt, left,
     right, message, *choice buttons, undo, bring back skips)."""
@@ -71,8 +78,9 @@ def view(studio, project_id: str | None, labeler: str, message: str = "") -> tup
                 message, *buttons_off[:-2], can_undo, bring_back)
     state = {"project": project_id, "item": item["item_id"], "shown": time.time(), "labeler": labeler}
     empty = "<i>(empty answer: the model said nothing)</i>"
-    left = verbatim(item["left"]) if item["left"] else empty
-    right = verbatim(item["right"]) if item["right"] else empty
+    limit = shown["project"]["source"].get("max_new_tokens")
+    left = (verbatim(item["left"]) if item["left"] else empty) + (cut_mark(limit) if item["left_cut"] else "")
+    right = (verbatim(item["right"]) if item["right"] else empty) + (cut_mark(limit) if item["right_cut"] else "")
     return (state, progress, conversation(item["prompt"]), left, right, message,
             *[gr.update(interactive=True)] * len(CHOICES), can_undo, bring_back)
 

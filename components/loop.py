@@ -6,7 +6,7 @@ from __future__ import annotations
 import gradio as gr
 
 from components import chat_tab, train_tab
-from components.dataset_note import made_or_found
+from components.dataset_note import cut_chosen_note, made_or_found
 from pipelines.data import DataError
 from pipelines.methods import METHODS
 from studio import chat_service
@@ -124,7 +124,8 @@ def wire_labels(studio, tabs, train: dict, overview: dict):
             return (f"**Nothing to train on:** {err}", *(gr.skip(),) * 8)
         row, model = start["dataset"], start["model"]
         where = f"run `{model[4:]}`" if model.startswith("run:") else "the built-in model"
-        made = f"{made_or_found(row, name, 'labels')}: {row['rows']} preference pairs from the labels."
+        made = (f"{made_or_found(row, name, 'labels')}: {row['rows']} preference pairs from the labels."
+                + cut_chosen_note(row))
         *picked, why = train_tab.method_on(studio, PREFERENCE_METHOD, row["id"])
         message = f"{made} Set to DPO on it, starting from {where}: press *Start training* below.{more_epochs(why)}"
         return (made, message, "", gr.update(choices=train_tab.model_choices(studio), value=model), *picked,

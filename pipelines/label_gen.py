@@ -5,7 +5,8 @@ the prompts (each a conversation ending with the user's turn) and two sides, eac
 or without a run's adapter: two models answering, or one model answering twice (sampled). Answers
 come from the Chat tab's decoder with the same settings, so what labelers judge is what chat shows.
 
-Each finished prompt is one line of `candidates.jsonl`; a resumed job skips the lines already there.
+Each finished prompt is one line of `candidates.jsonl` (both answers, and whether max_new_tokens cut
+each one off); a resumed job skips the lines already there.
 The studio turns the file into the project's items when the job has completed.
 """
 
@@ -45,12 +46,13 @@ def drop_partial_line(path: Path) -> Path:
     return path
 
 
-def answer(cache: ModelCache, side: dict, prompt: list[dict], settings: GenerationSettings) -> str:
+def answer(cache: ModelCache, side: dict, prompt: list[dict], settings: GenerationSettings) -> tuple[str, bool]:
+    """The answer, and whether max_new_tokens cut it off before the model ended it."""
     entry, adapter = cache.get(side["model"], side.get("adapter"))
     decoder = Decoder(entry, adapter, prompt, settings)
     while not decoder.done:
         decoder.step()
-    return decoder.text().strip()
+    return decoder.text().strip(), decoder.cut_off
 
 
 def run(job: dict, run_dir: Path, events) -> dict:
@@ -76,7 +78,9 @@ def run(job: dict, run_dir: Path, events) -> dict:
                                               repetition_penalty=job.get("repetition_penalty", 1.1),
                                               seed=job.get("seed", 0) + 2 * position + n)
                 answers.append(answer(cache, side, prompt, settings))
-            row = {"position": position, "answer_a": answers[0], "answer_b": answers[1]}
+            # a cut-off answer is marked where labelers read it: its end is missing, not the model's choice
+            row = {"position": position, "answer_a": answers[0][0], "answer_b": answers[1][0],
+                   "cut_a": answers[0][1], "cut_b": answers[1][1]}
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
             out.flush()
             done[position] = row

@@ -263,6 +263,7 @@ def _sync(studio, found: dict) -> None:
         answers = read_candidates(job_dir)
         sides = [s["spec"] for s in job["sides"]]
         items = [{"prompt": p, "answer_a": answers[n]["answer_a"], "answer_b": answers[n]["answer_b"],
+                  "cut_a": answers[n].get("cut_a", False), "cut_b": answers[n].get("cut_b", False),
                   "model_a": sides[0], "model_b": sides[1]} for n, p in enumerate(job["prompts"]) if n in answers]
         studio.store.fill_label_project(found["id"], items)
     elif state["status"] in ("failed", "cancelled", "interrupted"):
@@ -336,7 +337,9 @@ def next_item(studio, ref: str, labeler: str) -> dict:
     flip = flipped(found["id"], item_id, labeler)
     shown = {"item_id": item_id, "position": item["position"], "prompt": item["prompt"], "flipped": flip,
              "left": item["answer_b"] if flip else item["answer_a"],
-             "right": item["answer_a"] if flip else item["answer_b"]}
+             "right": item["answer_a"] if flip else item["answer_b"],
+             "left_cut": item["cut_b"] if flip else item["cut_a"],
+             "right_cut": item["cut_a"] if flip else item["cut_b"]}
     return {"item": shown, "progress": progress, "done_reason": None, "project": found}
 
 
@@ -415,7 +418,7 @@ def export_rows(studio, ref: str, kind: str = "preference", min_agreement: float
     found = project(studio, ref)
     labels = studio.store.list_labels(found["id"])
     items = {it["id"]: it for it in studio.store.label_items(found["id"])}
-    pairs, empty = [], 0
+    pairs, empty, cut = [], 0, 0
     aggregated = labeling.aggregate(labels, min_agreement)
     # with a bar to pass, a pair only one person labelled is left out: it has no agreement to measure
     alone = sum(agg["agreement"] is None and agg["counts"]["a"] + agg["counts"]["b"] == 1
@@ -427,6 +430,7 @@ def export_rows(studio, ref: str, kind: str = "preference", min_agreement: float
             if not item[f"answer_{win}"].strip() or not item[f"answer_{lose}"].strip():
                 empty += 1  # a model that said nothing: no text to train on (and the importer refuses it)
                 continue
+            cut += item[f"cut_{win}"]  # the winner's end missing: it teaches stopping mid-sentence
             pairs.append({"prompt": item["prompt"],
                           "chosen": [{"role": "assistant", "content": item[f"answer_{win}"]}],
                           "rejected": [{"role": "assistant", "content": item[f"answer_{lose}"]}]})
@@ -435,7 +439,8 @@ def export_rows(studio, ref: str, kind: str = "preference", min_agreement: float
     pairs += arena.preference_rows(votes)
     origin = {"kind": "labels", "project": found["name"], "project_id": found["id"], "pairs": from_labels,
               "labels": sum(lb["choice"] != "skip" for lb in labels), "min_agreement": min_agreement,
-              "votes": len(votes), "vote_ids": [v["id"] for v in votes], "empty": empty, "alone": alone}
+              "votes": len(votes), "vote_ids": [v["id"] for v in votes], "empty": empty, "alone": alone,
+              "cut_chosen": cut}
     if kind == "preference":
         return pairs, origin  # (the import drops pairs of one answer twice, and says so)
     from pipelines.importer import teaches_nothing

@@ -145,6 +145,9 @@ class Store:
             _add_column(db, "datasets", "deleted", "REAL")
             # workspaces made before a vote named the turn (the pair of replies) it was on: older votes have none
             _add_column(db, "votes", "turn", "TEXT")
+            # whether max_new_tokens cut a generated answer off (older items, and imported ones: not known, 0)
+            _add_column(db, "label_items", "cut_a", "INTEGER NOT NULL DEFAULT 0")
+            _add_column(db, "label_items", "cut_b", "INTEGER NOT NULL DEFAULT 0")
             # one vote per turn: two vote buttons clicked at once both found the page's state unvoted,
             # and both votes were stored
             db.execute("CREATE UNIQUE INDEX IF NOT EXISTS votes_turn ON votes (turn) WHERE turn IS NOT NULL")
@@ -458,10 +461,10 @@ class Store:
 
 def _insert_items(db, project_id: str, items) -> None:
     db.executemany(
-        "INSERT INTO label_items (project_id, position, prompt, answer_a, answer_b, model_a, model_b) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [(project_id, n, json.dumps(it["prompt"]), it["answer_a"], it["answer_b"], it["model_a"], it["model_b"])
-         for n, it in enumerate(items)])
+        "INSERT INTO label_items (project_id, position, prompt, answer_a, answer_b, model_a, model_b, cut_a, cut_b) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [(project_id, n, json.dumps(it["prompt"]), it["answer_a"], it["answer_b"], it["model_a"], it["model_b"],
+          int(bool(it.get("cut_a"))), int(bool(it.get("cut_b")))) for n, it in enumerate(items)])
 
 
 def _project(row: sqlite3.Row) -> dict:
@@ -473,6 +476,7 @@ def _project(row: sqlite3.Row) -> dict:
 def _item(row: sqlite3.Row) -> dict:
     out = dict(row)
     out["prompt"] = json.loads(out["prompt"])
+    out["cut_a"], out["cut_b"] = bool(out["cut_a"]), bool(out["cut_b"])
     return out
 
 

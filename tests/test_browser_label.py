@@ -207,3 +207,18 @@ def test_a_project_answered_in_the_background_says_when_it_is_ready(server, brow
                                                                                 timeout=30_000)
     page.locator("#label-project input").click()
     expect(page.get_by_role("option", name="sampled (2 items, 1 per item)")).to_be_visible(timeout=30_000)
+
+    # an answer the 16-token limit cut off says so under it (its end is missing, not the model's choice)
+    page.get_by_role("option", name="sampled (2 items, 1 per item)").click()
+    page.locator("#label-labeler textarea, #label-labeler input").first.fill("cat")
+    page.click("#label-start")
+    expect(page.locator("#label-progress")).to_contain_text("cat: 0 labelled", timeout=30_000)
+    item, flip = shown_item(studio, ls.project(studio, "sampled")["id"], page, "cat")
+    cuts = (item["cut_b"], item["cut_a"]) if flip else (item["cut_a"], item["cut_b"])
+    for side, cut in zip(("left", "right"), cuts):
+        mark = page.locator(f"#label-{side}-text .label-cut")
+        expect(mark).to_have_count(int(cut))
+        if cut:
+            expect(mark).to_have_text("✂ Cut off: the answer reached this project's limit of 16 new tokens "
+                                      "before its end (the model had more to write).")
+    assert item["cut_a"] or item["cut_b"], "the tiny model should run on past 16 tokens"

@@ -78,9 +78,10 @@ def other_model_dir(tmp_path_factory, tiny_model_dir):
     return out
 
 
-def greedy_answer(model_dir, prompt: list[dict], max_new_tokens: int) -> str:
+def greedy_answer(model_dir, prompt: list[dict], max_new_tokens: int, cut: bool = False) -> str | tuple[str, bool]:
     """The most likely answer as transformers' own `generate` gives it, with the job's default
-    repetition penalty (1.1): what the chat decoder must match at temperature 0."""
+    repetition penalty (1.1): what the chat decoder must match at temperature 0. cut: also whether
+    max_new_tokens cut it off (that many tokens, none of them the end of the reply)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -92,7 +93,9 @@ def greedy_answer(model_dir, prompt: list[dict], max_new_tokens: int) -> str:
         out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
                              max_new_tokens=max_new_tokens, repetition_penalty=1.1,
                              eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    return tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).rstrip("\ufffd").strip()
+    new = out[0, ids.shape[1]:]
+    text = tok.decode(new, skip_special_tokens=True).rstrip("\ufffd").strip()
+    return (text, len(new) == max_new_tokens and int(new[-1]) != tok.eos_token_id) if cut else text
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +138,11 @@ def test_two_models_answer_what_greedy_decoding_gives(two_models, tiny_model_dir
     assert items[1]["answer_b"] == greedy_answer(other_model_dir, items[1]["prompt"], 8)
     assert items[0]["answer_a"] == greedy_answer(tiny_model_dir, items[0]["prompt"], 8)
     assert items[0]["answer_a"] != items[0]["answer_b"]
+    # each answer says whether the 8-token limit cut it off, as generate's own stop shows
+    for it in items:
+        assert it["cut_a"] == greedy_answer(tiny_model_dir, it["prompt"], 8, cut=True)[1]
+        assert it["cut_b"] == greedy_answer(other_model_dir, it["prompt"], 8, cut=True)[1]
+    assert any(it["cut_a"] or it["cut_b"] for it in items), "8 tokens should cut some answer off"
 
 
 def test_an_empty_generated_answer_does_not_break_the_export(two_models):

@@ -260,6 +260,64 @@ def test_sides_are_shuffled_per_item_and_labeler_and_stable(studio, tmp_path):
     assert any(item["flipped"] for item in seen.values())
 
 
+def test_an_answer_the_length_limit_cut_off_is_marked_on_its_side(studio):
+    """Generated answers cut off at max_new_tokens were shown like finished ones: a labeler could take a
+    missing end for the model's choice. The mark follows the answer to whichever side it is shown on."""
+    from components.dataset_note import cut_chosen_note
+    from components.label_tab import cut_mark, view
+
+    items = [{"prompt": [{"role": "user", "content": f"Question {n}?"}], "answer_a": f"Finished {n}.",
+              "answer_b": f"Cut {n}, and then", "cut_a": False, "cut_b": True, "model_a": "base:x",
+              "model_b": "run:y"} for n in range(12)]
+    studio.store.add_label_project(id="p1", name="cuts", overlap=1, status="ready", items=items,
+                                   source={"kind": "two models", "models": ["base:x", "run:y"], "max_new_tokens": 64})
+    assert [(it["cut_a"], it["cut_b"]) for it in studio.store.label_items("p1")] == [(False, True)] * 12
+    flips = []
+    for _ in items:
+        item = shown(studio, "p1", "ann")
+        flips.append(item["flipped"])
+        assert (item["left_cut"], item["right_cut"]) == ((True, False) if item["flipped"] else (False, True))
+        left, right = view(studio, "p1", "ann")[3:5]
+        cut, whole = (left, right) if item["flipped"] else (right, left)
+        assert cut.endswith(cut_mark(64)) and "Cut " in cut and "label-cut" not in whole
+        ls.submit(studio, "p1", item["item_id"], "ann", "left")
+    assert set(flips) == {True, False}  # seen on both sides
+    # "left" won each time: the cut answer B won where it was on the left. The export says how many winners
+    # stop mid-sentence (training on them teaches that)
+    row = ls.export(studio, "p1")
+    assert row["meta"]["origin"]["cut_chosen"] == sum(flips)
+    assert cut_chosen_note(row) == (f" ⚠️ {sum(flips)} of the 12 winning answers were cut off at the project's "
+                                    "length limit: training on an answer that stops mid-sentence teaches the model "
+                                    "to stop there too. A project made with a higher *Max new tokens* gives whole "
+                                    "answers.")
+    assert cut_mark(64) == ('<p class="label-cut"><i>✂ Cut off: the answer reached this project\'s limit of 64 '
+                            "new tokens before its end (the model had more to write).</i></p>")
+
+
+def test_items_of_a_workspace_made_before_cut_offs_were_kept_read_as_whole(tmp_path):
+    import sqlite3
+
+    home = tmp_path / "home"
+    home.mkdir()
+    db = sqlite3.connect(home / "studio.db")
+    db.execute("CREATE TABLE label_projects (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, created REAL NOT NULL, "
+               "overlap INTEGER NOT NULL CHECK (overlap >= 1), source TEXT NOT NULL, status TEXT NOT NULL, "
+               "job_id TEXT, error TEXT)")
+    db.execute("CREATE TABLE label_items (id INTEGER PRIMARY KEY AUTOINCREMENT, project_id TEXT NOT NULL, "
+               "position INTEGER NOT NULL, prompt TEXT NOT NULL, answer_a TEXT NOT NULL, answer_b TEXT NOT NULL, "
+               "model_a TEXT NOT NULL, model_b TEXT NOT NULL, labels INTEGER NOT NULL DEFAULT 0, "
+               "UNIQUE (project_id, position))")
+    db.execute("INSERT INTO label_projects VALUES ('p1', 'old', 1, 1, '{\"kind\": \"two models\"}', 'ready', NULL, NULL)")
+    db.execute("INSERT INTO label_items (project_id, position, prompt, answer_a, answer_b, model_a, model_b) "
+               "VALUES ('p1', 0, ?, 'A.', 'B.', 'base:x', 'run:y')", (json.dumps([{"role": "user", "content": "Q?"}]),))
+    db.commit()
+    db.close()
+    studio = Studio(home)
+    assert [(it["cut_a"], it["cut_b"]) for it in studio.store.label_items("p1")] == [(False, False)]
+    item = shown(studio, "p1", "ann")
+    assert (item["left_cut"], item["right_cut"]) == (False, False)
+
+
 # --- concurrency --------------------------------------------------------------------------------
 
 def test_concurrent_labelers_lose_and_duplicate_nothing(studio, tmp_path):
