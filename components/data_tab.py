@@ -20,7 +20,7 @@ from pipelines.importer import HELDOUT, ImportOptions, inspect
 from pipelines.models import ModelError
 from pipelines.readers import FORMATS, human_size
 from studio import judge_service, method_service
-from studio.core import SAMPLES, SAMPLES_DIR, dataset_title
+from studio.core import SAMPLES, SAMPLES_DIR, dataset_title, is_sample
 
 # how the rendered example marks each part
 LEARNED, PREFERRED, REJECTED = "learned", "preferred reply (made more likely)", "rejected reply (made less likely)"
@@ -42,7 +42,7 @@ def shown_table(table: dict | None):
 def dataset_choices(studio) -> list[tuple[str, str]]:
     """The datasets of the catalogue, newest first; a bundled sample (stored once a run or a look used it)
     named as the Train and Label tabs name it."""
-    return [(f"{'Sample: ' if d['name'] in SAMPLES else ''}{dataset_title(d['name'])} — {d['kind']}, {d['rows']} rows",
+    return [(f"{'Sample: ' if is_sample(d) else ''}{dataset_title(d)} — {d['kind']}, {d['rows']} rows",
              d["id"]) for d in studio.list_datasets()]
 
 

@@ -117,7 +117,7 @@ def lineage(studio, row: dict) -> list[str]:
     dataset = studio.store.get_dataset(row["dataset_id"], deleted=True) if row.get("dataset_id") else None
     if dataset:
         gone = ", deleted since" if dataset["deleted"] else ""
-        text = (f"Learned from **{dataset_title(dataset['name'])}** ({dataset['rows']} rows of {dataset['kind']} "
+        text = (f"Learned from **{dataset_title(dataset)}** ({dataset['rows']} rows of {dataset['kind']} "
                 f"data{gone})")
         origin = dataset["meta"].get("origin") or {}
         if origin.get("kind") == "chat votes":

@@ -64,9 +64,9 @@ def advise(studio, goal: str, model: str = "default", dataset: str | None = None
     if own:
         from studio.core import dataset_title
 
-        instead = (f"the one chosen, **{dataset_title(chosen['name'])}**, is {chosen['kind']} data" if chosen
+        instead = (f"the one chosen, **{dataset_title(chosen)}**, is {chosen['kind']} data" if chosen
                    else "no dataset was chosen")
-        advice.reasons.insert(0, f"For your dataset **{dataset_title(own['name'])}** ({own['kind']} data, "
+        advice.reasons.insert(0, f"For your dataset **{dataset_title(own)}** ({own['kind']} data, "
                                  f"{own['rows']} rows): {instead}.")
     if advice.method:
         names = {f.name for f in dataclasses.fields(METHODS[advice.method].params)}

@@ -78,7 +78,7 @@ def cmd_delete(args) -> int:
 
     studio = _studio(args)
     row, found = dataset_service.delete(studio, args.dataset_id)
-    print(f"deleted {dataset_title(row['name'])} ({row['id']}, {row['rows']} rows): {dataset_service.effects(found)}")
+    print(f"deleted {dataset_title(row)} ({row['id']}, {row['rows']} rows): {dataset_service.effects(found)}")
     return 0
 
 

@@ -5,6 +5,7 @@ There are no module-level mutable globals: tests build a Studio on a temporary f
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -59,11 +60,28 @@ SAMPLES = {
 }
 
 
-def dataset_title(name: str) -> str:
+@functools.lru_cache(maxsize=16)
+def _sample_sha(path: Path, _mtime: float) -> str:
+    return importer.sha256(path)
+
+
+def is_sample(row: dict) -> bool:
+    """The row a bundled sample's name gives (Studio.resolve_dataset): its file, imported as it is. The
+    same file imported with a held-out split, or a file of the user's under a sample's name, is theirs.
+    (Options an older studio did not have count as their defaults.)"""
+    if row["name"] not in SAMPLES:
+        return False
+    path = SAMPLES_DIR / SAMPLES[row["name"]][0]
+    options = row["meta"].get("options") or {}
+    return (path.is_file() and row["source_sha256"] == _sample_sha(path, path.stat().st_mtime)
+            and all(options.get(key, value) == value for key, value in asdict(importer.ImportOptions()).items()))
+
+
+def dataset_title(row: dict) -> str:
     """How pages name a dataset: a bundled sample by its title ('Quillpad support FAQ', as the Train
     tab offers it; its name 'quillpad_faq' is what a command line or config file gives), an imported
-    one by its name."""
-    return SAMPLES[name][2].split(" (")[0] if name in SAMPLES else name
+    one (a user's file under a sample's name too) by its name."""
+    return SAMPLES[row["name"]][2].split(" (")[0] if is_sample(row) else row["name"]
 
 
 class RunError(ValueError):
@@ -211,7 +229,7 @@ class Studio:
 
         gone = self.store.get_dataset(ref, deleted=True)
         if gone:  # a run's dataset (Continue training, a saved config) deleted since
-            raise data.DataError(f"dataset '{dataset_title(gone['name'])}' ({ref}) was deleted; import it again "
+            raise data.DataError(f"dataset '{dataset_title(gone)}' ({ref}) was deleted; import it again "
                                  "or pick another dataset")
         known = [*SAMPLES, *(row["id"] for row in self.store.list_datasets())]
         raise data.DataError(
@@ -224,7 +242,7 @@ class Studio:
 
     def dataset_titles(self) -> dict[str, str]:
         """Dataset id -> how pages name it (dataset_title); a deleted one too, said so (its runs name it)."""
-        return {d["id"]: dataset_title(d["name"]) + (" (dataset deleted)" if d["deleted"] else "")
+        return {d["id"]: dataset_title(d) + (" (dataset deleted)" if d["deleted"] else "")
                 for d in self.store.list_datasets(deleted=True)}
 
     # runs
@@ -327,7 +345,7 @@ class Studio:
                                status="queued", parent_id=parent_id, params=row_params)
         except DatasetGone:  # deleted (here, or by another process) while this start was checking it
             shutil.rmtree(run_dir, ignore_errors=True)
-            raise data.DataError(f"dataset '{dataset_title(dataset_row['name'])}' was deleted; import it again "
+            raise data.DataError(f"dataset '{dataset_title(dataset_row)}' was deleted; import it again "
                                  "or pick another dataset") from None
         self.spawn(run_id, run_dir)
         return run_id
@@ -435,7 +453,7 @@ class Studio:
         """The title of the dataset a run's job learns from, when that was deleted since."""
         taught = job.get("dataset") or {}
         if taught.get("id") and not self.store.get_dataset(taught["id"]):
-            return dataset_title(taught["name"])
+            return dataset_title(taught)
         return None
 
     def continue_run(self, run_id: str, epochs: float) -> str:

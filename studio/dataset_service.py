@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import secrets
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 
 from pipelines.data import DataError
 from pipelines.events import ACTIVE_STATUSES, JOB, RESUMABLE_STATUSES, read_json
 from pipelines.formats import few
-from pipelines.importer import IMPORTING_PREFIX, ImportOptions, sha256
-from studio.core import SAMPLES, SAMPLES_DIR, dataset_title
+from pipelines.importer import IMPORTING_PREFIX
+from studio.core import dataset_title, is_sample
 
 
 def users(studio, dataset_id: str) -> dict[str, list[str]]:
@@ -37,7 +36,7 @@ def users(studio, dataset_id: str) -> dict[str, list[str]]:
 
 def blocker(studio, row: dict, found: dict | None = None) -> str | None:
     """Why this dataset is not deleted (a bundled sample; a run or judge job reads it now), or None."""
-    title = dataset_title(row["name"])
+    title = dataset_title(row)
     if is_sample(row):
         return f"'{title}' is a bundled sample: it ships with the studio and stays on offer in the Train tab"
     active = (found or users(studio, row["id"]))["active"]
@@ -48,16 +47,6 @@ def blocker(studio, row: dict, found: dict | None = None) -> str | None:
                        for kind, ids in (("run", runs), ("judge job", judges)) if ids)
     them = "them" if len(active) > 1 else "it"
     return f"dataset '{title}' is in use by {who}: wait for {them} to end or cancel {them}, then delete it"
-
-
-def is_sample(row: dict) -> bool:
-    """The row a bundled sample's name gives (Studio.resolve_dataset): its file, imported as it is. The
-    same file imported with a held-out split, or a file of the user's under a sample's name, is theirs."""
-    if row["name"] not in SAMPLES:
-        return False
-    path = SAMPLES_DIR / SAMPLES[row["name"]][0]
-    return (row["meta"].get("options") == asdict(ImportOptions()) and path.is_file()
-            and row["source_sha256"] == sha256(path))
 
 
 def effects(found: dict[str, list[str]]) -> str:
@@ -77,7 +66,7 @@ def effects(found: dict[str, list[str]]) -> str:
 def gone(studio, dataset_id: str) -> str:
     """The sentence for a dataset that is not (or no longer) in the catalogue."""
     row = studio.store.get_dataset(dataset_id, deleted=True)
-    return (f"dataset '{dataset_title(row['name'])}' was deleted already" if row
+    return (f"dataset '{dataset_title(row)}' was deleted already" if row
             else f"no dataset with id '{dataset_id}'")
 
 

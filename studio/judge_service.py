@@ -34,7 +34,7 @@ def start(studio, dataset_ref: str, judge: str = "default", both_orders: bool = 
     job_dir = studio.run_dir(job_id)
     with studio.starting:  # the pairs are not deleted between this look and the job's file that names them
         if not studio.store.get_dataset(row["id"]):
-            raise JudgeError(f"dataset '{dataset_title(row['name'])}' was deleted; pick another dataset")
+            raise JudgeError(f"dataset '{dataset_title(row)}' was deleted; pick another dataset")
         job_dir.mkdir()
         now = time.time()
         write_json(job_dir / JOB, {

@@ -13,7 +13,7 @@ import pytest
 from pipelines.data import DataError
 from pipelines.importer import IMPORTING_PREFIX, ImportOptions
 from studio import dataset_service
-from studio.core import SAMPLES_DIR, RunError, Studio, dataset_title
+from studio.core import SAMPLES_DIR, RunError, Studio, dataset_title, is_sample
 from studio.store import DatasetGone
 from tests.test_cli import studio_cmd
 from tests.test_jobs import wait_until
@@ -112,7 +112,7 @@ def test_deletion_waits_for_runs_then_keeps_their_history(studio, tiny_model_dir
 
 
 def test_a_bundled_sample_is_not_deleted(studio):
-    from components import dataset_delete
+    from components import data_tab, dataset_delete
 
     row = studio.resolve_dataset("quillpad_faq")
     said = "'Quillpad support FAQ' is a bundled sample: it ships with the studio and stays on offer in the Train tab"
@@ -124,6 +124,13 @@ def test_a_bundled_sample_is_not_deleted(studio):
     # the same file imported with a held-out split is the user's (named after the file, as the sample is)
     theirs = studio.import_dataset(SAMPLES_DIR / "quillpad_faq.jsonl", options=ImportOptions(heldout=0.1))
     assert theirs["name"] == "quillpad_faq" and theirs["id"] != row["id"]
+    # and named as theirs: the Data tab listed it as "Sample: Quillpad support FAQ" too, two alike entries
+    assert data_tab.dataset_choices(studio) == [(f"quillpad_faq — sft, {theirs['rows']} rows", theirs["id"]),
+                                                (f"Sample: Quillpad support FAQ — sft, {row['rows']} rows", row["id"])]
+    assert studio.dataset_titles() == {theirs["id"]: "quillpad_faq", row["id"]: "Quillpad support FAQ"}
+    # a sample stored by an older studio, whose import options lacked some of today's, is still the sample
+    older = {k: v for k, v in row["meta"]["options"].items() if k != "dedupe"}
+    assert is_sample({**row, "meta": {**row["meta"], "options": older}})
     dataset_service.delete(studio, theirs["id"])
     assert [d["id"] for d in studio.list_datasets()] == [row["id"]]
 
@@ -200,7 +207,7 @@ def test_cli_deletes_with_what_it_touched(tmp_path):
     assert done.stdout.strip() == f"deleted notes ({dataset_id}, 2 rows): no run learned from it"
     assert dataset_id not in studio_cmd(home, "data", "list").stdout
     for refused, said in ((dataset_id, "dataset 'notes' was deleted already"),
-                          (sample_id, f"'{dataset_title('quillpad_faq')}' is a bundled sample")):
+                          (sample_id, f"'{dataset_title(studio.store.get_dataset(sample_id))}' is a bundled sample")):
         again = studio_cmd(home, "data", "delete", refused)
         assert again.returncode != 0 and again.stdout == ""
         assert said in again.stderr.strip().splitlines()[-1]
