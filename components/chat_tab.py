@@ -10,7 +10,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from components.dataset_note import made_or_found
+from components.dataset_note import cut_chosen_note, made_or_found
 from pipelines import arena
 from pipelines.chat import GenerationSettings
 from pipelines.data import DataError
@@ -245,7 +245,7 @@ def build(studio):
         # the settings the replies are written under, for the vote (the boxes may change before it); the
         # turn takes one vote, however many vote buttons are clicked before the page hears of the first
         state.update(voted=False, complete=False, settings=vars(settings_of(*settings)), turn=uuid.uuid4().hex,
-                     stored=None)
+                     stored=None, ended=[])
         history_a = history_a + [{"role": "user", "content": text}]
         history_b = history_b + [{"role": "user", "content": text}]
         label_a, label_b = side_labels(studio, state)
@@ -273,7 +273,10 @@ def build(studio):
             # busy re-rendering to take a click (Stop, a vote) while the replies streamed
             if time.monotonic() - shown_at >= STREAM_EVERY_S:
                 shown_at = time.monotonic()
+                # the sides whose replies the model has ended, for a vote after Stop (the others are cut short)
+                state["ended"] = [side for side, dec in zip("ab", decs) if dec.done and not dec.cut_off]
                 yield shown_a, shown_b, state, gr.skip(), gr.skip()
+        state["ended"] = [side for side, dec in zip("ab", decs) if not dec.cut_off]
         cut = [side for side, dec in zip("AB", decs) if dec.cut_off]
         said = (f"Model {' and '.join(cut)}: the reply stopped at *Max new tokens* ({decs[0].settings.max_new_tokens}) "
                 "before its end; raise it under Generation settings for longer replies.") if cut else gr.skip()
@@ -353,7 +356,10 @@ def build(studio):
                 model_a=state["specs"][0], model_b=state["specs"][1],
                 winner=winner, blind=state["blind"], prompt_a=history_a[:-1], prompt_b=history_b[:-1],
                 reply_a=history_a[-1]["content"], reply_b=history_b[-1]["content"],
-                settings=state.get("settings") or vars(settings_of(*settings)), turn=state.get("turn"))
+                settings={**(state.get("settings") or vars(settings_of(*settings))),
+                          # replies without their end (Max new tokens, or Stop): an export says so
+                          "unfinished": [side for side in "ab" if side not in state.get("ended", "ab")]},
+                turn=state.get("turn"))
         except chat_service.AlreadyVoted:
             # another button's click of this turn was stored: the round is over for this state too (left as
             # it was, a blind battle's next prompt kept the named sides, and its vote was stored as blind)
@@ -383,9 +389,9 @@ def build(studio):
             return f"**Nothing exported:** {err}"
         if row["exported_before"]:  # the catalogue keeps one dataset per file: the name is the first export's
             return (f"{made_or_found(row, name, 'votes')} (`{row['id']}`): {row['rows']} preference pairs in the "
-                    "Data tab, ready for preference training. Vote more for a new dataset.")
+                    f"Data tab, ready for preference training. Vote more for a new dataset.{cut_chosen_note(row)}")
         return (f"Exported **{row['name']}** (`{row['id']}`): {row['rows']} preference pairs, now in the "
-                "Data tab, ready for preference training.")
+                f"Data tab, ready for preference training.{cut_chosen_note(row)}")
 
     exported = export.click(on_export, export_name, export_message)
 

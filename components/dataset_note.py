@@ -17,12 +17,19 @@ def made_or_found(row: dict, typed: str | None, what: str, made: str = "Made") -
 
 
 def cut_chosen_note(row: dict) -> str:
-    """Said after labels are exported when some winning answers were cut off at the project's length
-    limit: trained on, a chosen answer that stops mid-sentence teaches the model to stop there too."""
+    """Said after labels or chat votes are exported when some winning answers were cut off (at the length
+    limit, or by Stop): trained on, a chosen answer that stops mid-sentence teaches the model to stop there."""
     origin = row["meta"].get("origin") or {}
-    cut, pairs = origin.get("cut_chosen") or 0, origin.get("pairs") or 0
+    cut = origin.get("cut_chosen") or 0
     if not cut:
         return ""
-    return (f" ⚠️ {cut} of the {pairs} winning answers {'was' if cut == 1 else 'were'} cut off at the project's "
-            "length limit: training on an answer that stops mid-sentence teaches the model to stop there too. "
-            "A project made with a higher *Max new tokens* gives whole answers.")
+    votes = origin.get("kind") == "chat votes"
+    were = "was" if cut == 1 else "were"
+    if votes:
+        said = (f"{cut} of the {origin.get('votes', 0)} winning replies {were} cut off (at *Max new tokens*, or "
+                "by *Stop*)")
+        fix = "Raise *Max new tokens* under Generation settings for whole replies."
+    else:
+        said = f"{cut} of the {origin.get('pairs', 0)} winning answers {were} cut off at the project's length limit"
+        fix = "A project made with a higher *Max new tokens* gives whole answers."
+    return f" ⚠️ {said}: training on an answer that stops mid-sentence teaches the model to stop there too. {fix}"

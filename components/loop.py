@@ -44,7 +44,8 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
             return (f"**Nothing to train on:** {err}", *(gr.skip(),) * 8)
         row, model = start["dataset"], start["model"]
         where = f"run `{model[4:]}`" if model.startswith("run:") else "the base model"
-        made = f"{made_or_found(row, name, 'votes')}: {row['rows']} preference pairs from {start['votes']} decisive votes."
+        made = (f"{made_or_found(row, name, 'votes')}: {row['rows']} preference pairs from {start['votes']} decisive "
+                f"votes.{cut_chosen_note(row)}")
         *picked, why = train_tab.method_on(studio, PREFERENCE_METHOD, row["id"])
         message = (f"{made} Set to DPO on it, starting from {where} (DPO's *beta* says how far it may move "
                    f"from there): press *Start training* below.{more_epochs(why)}")

@@ -88,6 +88,7 @@ def test_blind_battle_vote_reveal_and_export(server, page, studio, tiny_model_di
     assert stored["prompt_a"] == [{"role": "user", "content": "How long is the warranty?"}]
     assert stored["reply_a"].strip() and stored["reply_b"].strip()
     assert stored["settings"]["system_prompt"] == "" and stored["settings"]["max_new_tokens"] == 24
+    assert stored["settings"]["unfinished"] == ["a", "b"]  # both tiny models run on past 24 tokens: cut off
 
     page.click("#chat-vote-b")  # the same reply cannot be voted twice
     expect(page.locator("#chat-vote-message")).to_contain_text("already voted")
@@ -106,6 +107,9 @@ def test_blind_battle_vote_reveal_and_export(server, page, studio, tiny_model_di
     fill(page, "chat-export-name", "battle votes")
     page.click("#chat-export")
     expect(page.locator("#chat-export-message")).to_contain_text("Exported battle votes", timeout=30_000)
+    # the winning reply was cut off: trained on, it teaches stopping mid-sentence, and the export says so
+    expect(page.locator("#chat-export-message")).to_contain_text(
+        "⚠️ 1 of the 1 winning replies was cut off (at Max new tokens, or by Stop)")
     assert [(d["name"], d["kind"], d["rows"]) for d in studio.list_datasets()] == [("battle votes", "preference", 1)]
     # two vote buttons clicked at once on the regenerated pair: both read the page's state before either
     # vote came back, and both were stored

@@ -156,14 +156,14 @@ def test_model_cache_evicts_least_recently_used(tiny_model_dir, tmp_path):
     assert cache.loaded() == [str(second), str(tiny_model_dir)]
 
 
-def vote(studio, winner, a="base:default", b="run:r1", turns=1, blind=True):
+def vote(studio, winner, a="base:default", b="run:r1", turns=1, blind=True, unfinished=()):
     prompt = []
     for i in range(turns - 1):
         prompt += [{"role": "user", "content": f"Earlier {i}"}, {"role": "assistant", "content": f"Reply {i}"}]
     prompt.append({"role": "user", "content": "Question?"})
     return chat_service.record_vote(studio, voter="ana", model_a=a, model_b=b, winner=winner, blind=blind,
                                     prompt_a=prompt, prompt_b=prompt, reply_a="from A", reply_b="from B",
-                                    settings={"temperature": 0.7})
+                                    settings={"temperature": 0.7, "unfinished": list(unfinished)})
 
 
 def test_votes_are_stored_and_export_as_trl_preference_data(studio):
@@ -315,6 +315,28 @@ def test_blind_votes_and_votes_with_the_names_shown_are_counted_apart(studio):
     assert note.endswith("Votes cast with the names shown are counted apart from blind ones: knowing which side is "
                          "the tuned model can sway a vote, so the blind rows are the fair comparison (tick *Blind "
                          "battle*).")
+
+
+def test_an_export_says_how_many_winning_replies_were_cut_off(studio):
+    """A reply cut off at Max new tokens (or by Stop) won votes and was exported as a chosen answer without a
+    word: trained on, it teaches the model to stop mid-sentence. The vote keeps which replies were
+    unfinished, and the export and Train on these preferences say how many winners were."""
+    from components.dataset_note import cut_chosen_note
+
+    vote(studio, "a", unfinished=["a", "b"])  # the winner cut off
+    vote(studio, "b", turns=2, unfinished=["a"])  # only the loser
+    vote(studio, "tie", unfinished=["a"])  # not exported
+    row = chat_service.export_votes(studio)
+    assert row["meta"]["origin"]["cut_chosen"] == 1
+    assert cut_chosen_note(row) == (" ⚠️ 1 of the 2 winning replies was cut off (at *Max new tokens*, or by *Stop*): "
+                                    "training on an answer that stops mid-sentence teaches the model to stop there "
+                                    "too. Raise *Max new tokens* under Generation settings for whole replies.")
+    vote(studio, "b", unfinished=["b"])
+    vote(studio, "a")  # whole replies
+    row = chat_service.preference_start(studio)["dataset"]
+    assert row["meta"]["origin"]["cut_chosen"] == 2 and cut_chosen_note(row).startswith(" ⚠️ 2 of the 4 winning")
+    studio.store.set_dataset_origin(row["id"], {**row["meta"]["origin"], "cut_chosen": 0})
+    assert cut_chosen_note(studio.store.get_dataset(row["id"])) == ""
 
 
 def test_position_bias_warning():
