@@ -23,13 +23,16 @@ def cut_chosen_note(row: dict) -> str:
     cut = origin.get("cut_chosen") or 0
     if not cut:
         return ""
-    votes = origin.get("kind") == "chat votes"
-    were = "was" if cut == 1 else "were"
-    if votes:
-        said = (f"{cut} of the {origin.get('votes', 0)} winning replies {were} cut off (at *Max new tokens*, or "
-                "by *Stop*)")
-        fix = "Raise *Max new tokens* under Generation settings for whole replies."
+    chat = origin.get("kind") == "chat votes"
+    total = origin.get("votes", 0) if chat else origin.get("pairs", 0) + origin.get("votes", 0)
+    one, many = ("reply", "replies") if chat else ("answer", "answers")
+    which = (f"The winning {one} was" if cut == total == 1 else f"All {cut} winning {many} were" if cut == total
+             else f"{cut} of the {total} winning {many} {'was' if cut == 1 else 'were'}")
+    if chat:
+        how, fix = "at *Max new tokens*, or by *Stop*", "Raise *Max new tokens* under Generation settings for whole replies"
     else:
-        said = f"{cut} of the {origin.get('pairs', 0)} winning answers {were} cut off at the project's length limit"
-        fix = "A project made with a higher *Max new tokens* gives whole answers."
-    return f" ⚠️ {said}: training on an answer that stops mid-sentence teaches the model to stop there too. {fix}"
+        how = "at the project's *Longest answer (tokens)*" + (", or the chat's limit or *Stop*"
+                                                            if origin.get("votes") else "")
+        fix = "A project with a higher *Longest answer (tokens)* gives whole answers"
+    return (f" ⚠️ {which} cut off ({how}): training on an answer that stops mid-sentence teaches the model to "
+            f"stop there too. {fix}.")

@@ -13,7 +13,7 @@ import gradio as gr
 
 from pipelines.methods import METHODS, describe
 from pipelines.methods.training import Training
-from studio.core import SAMPLES
+from studio.core import SAMPLES, is_sample
 
 # Settings that mean the same for every method and are the ones people change, so an edit carries
 # over when the method changes. Not the learning rate: its right value depends on the method (full
@@ -89,7 +89,7 @@ def imported_pick(studio, dataset_id: str | None, by_kind) -> dict | None:
     if not row:
         return None
     return with_dataset(by_kind, "sft" if row["kind"] == "text" else row["kind"],
-                        row["name"] if row["name"] in SAMPLES else dataset_id)
+                        row["name"] if is_sample(row) else dataset_id)
 
 
 def switched(form, new_key: str, old_key: str | None, stored, fields: list | None = None,

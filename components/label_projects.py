@@ -8,13 +8,12 @@ import time
 
 import gradio as gr
 
-from components.chat_tab import RESULT_WIDTHS  # the same win-rate table shape as Chat's
 from components.dataset_note import cut_chosen_note, made_or_found
 from pipelines.curves import format_duration, progress
 from pipelines.data import DataError
 from studio import chat_service
 from studio import label_service as ls
-from studio.core import SAMPLES
+from studio.core import SAMPLES, is_sample
 from studio.label_service import LabelError
 
 ANSWERS_FROM = (("Two models answer each prompt", "two"), ("One model answers twice (sampled)", "twice"),
@@ -28,7 +27,7 @@ EXPORT_KINDS = (("Preference pairs: prompt, chosen, rejected (DPO, ORPO, SimPO, 
 def prompt_datasets(studio) -> list[tuple[str, str]]:
     samples = [(f"Sample: {label}", key) for key, (_f, _kind, label) in SAMPLES.items()]
     imported = [(f"{d['name']} ({d['kind']}, {d['rows']} rows)", d["id"]) for d in studio.list_datasets()
-                if d["kind"] != "text" and d["name"] not in SAMPLES]
+                if d["kind"] != "text" and not is_sample(d)]
     return samples + imported
 
 
@@ -237,6 +236,7 @@ def _percent(x: float | None) -> str:
 
 LABELER_HEADERS = ["Labeler", "Labels", "Skipped", "Median seconds per item"]
 KAPPA_HEADERS = ["Labelers", "Items both labelled", "Same choice", "Cohen's κ"]
+WIN_WIDTHS = ["22%", "22%", "8%", "8%", "8%", "12%", "20%"]  # the win rate with its interval is not cut off
 WIN_HEADERS = ["Model", "Against", "Labels", "Model better", "Against better", "Ties / both bad",
                "Model's win rate (95% interval)"]  # from the tuned (newer) model's side, as the Chat tab's
 REVIEW_HEADERS = ["Item", "Prompt", "Choices"]
@@ -288,7 +288,7 @@ def build_overview(studio, project) -> dict:
     labelers = gr.Dataframe(headers=LABELER_HEADERS, interactive=False, label="Labelers", elem_id="label-labelers")
     kappa = gr.Dataframe(headers=KAPPA_HEADERS, interactive=False, label="Agreement per pair of labelers",
                          elem_id="label-kappa")
-    wins = gr.Dataframe(headers=WIN_HEADERS, interactive=False, wrap=True, column_widths=RESULT_WIDTHS,
+    wins = gr.Dataframe(headers=WIN_HEADERS, interactive=False, wrap=True, column_widths=WIN_WIDTHS,
                         label="Win rates of the answers' models (hidden while labeling), each from the tuned or newer "
                               "model's side", elem_id="label-winrates")
     review = gr.Dataframe(headers=REVIEW_HEADERS, interactive=False, wrap=True,

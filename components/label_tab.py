@@ -46,9 +46,9 @@ def _labeler(name: str, request: gr.Request | None) -> str:
 
 def cut_mark(limit: int | None) -> str:
     """Under an answer the length limit cut off: its end is missing, which is not the model's choice."""
-    reached = f"this project's limit of {limit} new tokens" if limit else "this project's length limit"
-    return (f'<p class="label-cut"><i>✂ Cut off: the answer reached {reached} before its end '
-            "(the model had more to write).</i></p>")
+    reached = f" ({limit} tokens)" if limit else ""
+    return (f'<p class="label-cut"><i>✂ Cut off: the answer reached this project\'s longest answer{reached} '
+            "before the model ended it.</i></p>")
 
 
 def view(studio, project_id: str | None, labeler: str, message: str = "") -> tuple:

@@ -12,7 +12,7 @@ from pipelines.data import DataError
 from pipelines.methods import METHODS, ConfigError
 from pipelines.models import ModelError
 from studio import export_service, method_service
-from studio.core import KIND_WORDS, SAMPLES, AlreadyStarted, RunError
+from studio.core import KIND_WORDS, SAMPLES, AlreadyStarted, RunError, is_sample
 
 # Settings that change the memory or time a run needs: the estimate is refreshed when they do (epochs:
 # the total time it states).
@@ -28,7 +28,7 @@ def dataset_choices(studio, method_key: str = "lora") -> list[tuple[str, str]]:
     kinds = method_service.fitting_kinds(method_key)
     samples = [(f"Sample: {label}", key) for key, (_f, kind, label) in SAMPLES.items() if kind in kinds]
     imported = [(f"{d['name']} ({d['rows']} rows)", d["id"]) for d in studio.store.list_datasets()
-                if d["kind"] in kinds and d["name"] not in SAMPLES]
+                if d["kind"] in kinds and not is_sample(d)]  # a user's file under a sample's name is theirs
     return samples + imported
 
 

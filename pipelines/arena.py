@@ -94,6 +94,12 @@ def position_bias(votes: list[dict], min_votes: int = 10, alpha: float = 0.05) -
             "more often by chance, or the side itself sways the choice; more votes will tell.")
 
 
+def unfinished_winners(votes: list[dict]) -> int:
+    """Decisive votes whose winning reply had no end (cut at max new tokens, or stopped): as a chosen
+    answer it teaches stopping mid-sentence. (Votes stored before this was kept count as whole.)"""
+    return sum(v["winner"] in ((v.get("settings") or {}).get("unfinished") or ()) for v in votes)
+
+
 def preference_rows(votes: list[dict]) -> list[dict]:
     """Decisive votes as TRL conversational preference rows; ties and 'both bad' are left out.
     The prompt is the winning side's conversation (its own earlier replies included), after the

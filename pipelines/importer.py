@@ -43,6 +43,13 @@ class ImportOptions:
         return json.dumps(asdict(self), sort_keys=True)
 
 
+def same_options(stored: dict | None, options: ImportOptions) -> bool:
+    """Whether a dataset imported with `stored` (its catalogue row's options) was imported with these. An
+    option an older studio did not have was its default then."""
+    stored, defaults = stored or {}, asdict(ImportOptions())
+    return all(stored.get(key, defaults[key]) == value for key, value in asdict(options).items())
+
+
 def sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

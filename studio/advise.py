@@ -43,13 +43,13 @@ def own_fitting(studio, goal: str, dataset: str | None) -> tuple[dict | None, di
     """(the dataset chosen, the user's newest imported one of the kind the goal needs) when the one
     chosen is not of that kind: a user who imported pairs and asks how to learn from them means
     those pairs, not the examples still chosen in Train (or no dataset at all)."""
-    from studio.core import SAMPLES
+    from studio.core import is_sample
 
     needs = advisor.NEEDS.get(goal)
     chosen = studio.resolve_dataset(dataset) if dataset else None
     if needs is None or (chosen and advisor.fits(chosen["kind"], needs)):
         return chosen, None
-    own = next((d for d in studio.list_datasets() if d["kind"] == needs and d["name"] not in SAMPLES), None)
+    own = next((d for d in studio.list_datasets() if d["kind"] == needs and not is_sample(d)), None)
     return chosen, own
 
 

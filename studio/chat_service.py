@@ -166,7 +166,7 @@ def export_votes(studio, name: str | None = None) -> dict:
     decisive = [v for v in votes if v["winner"] in ("a", "b")]
     models = sorted({spec for v in decisive for spec in (v["model_a"], v["model_b"])})
     # winning replies without their end (cut at Max new tokens, or stopped): they teach stopping mid-sentence
-    cut = sum(v["winner"] in ((v.get("settings") or {}).get("unfinished") or ()) for v in decisive)
+    cut = arena.unfinished_winners(decisive)
     studio.store.set_dataset_origin(row["id"], {"kind": "chat votes", "votes": len(decisive),
                                                 "vote_ids": [v["id"] for v in decisive], "models": models,
                                                 "cut_chosen": cut})

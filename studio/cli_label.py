@@ -201,7 +201,9 @@ def cmd_export(args) -> int:
     print(row["id"])
     print(f"{row['name']}: {_count(row['rows'], 'row')}, {row['kind']}, from {origin.get('pairs', '?')} labelled "
           f"pairs{votes}" + (f"; left out {_count(origin['alone'], 'item')} only one person labelled (agreement "
-                             "needs two)" if origin.get("alone") else ""),
+                             "needs two)" if origin.get("alone") else "")
+          + (f"; {origin['cut_chosen']} of the winning answers cut off before their end (trained on, they teach "
+             "stopping mid-sentence)" if origin.get("cut_chosen") else ""),
           file=sys.stderr)
     return 0
 

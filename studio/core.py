@@ -5,7 +5,6 @@ There are no module-level mutable globals: tests build a Studio on a temporary f
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import secrets
@@ -60,21 +59,14 @@ SAMPLES = {
 }
 
 
-@functools.lru_cache(maxsize=16)
-def _sample_sha(path: Path, _mtime: float) -> str:
-    return importer.sha256(path)
-
-
 def is_sample(row: dict) -> bool:
     """The row a bundled sample's name gives (Studio.resolve_dataset): its file, imported as it is. The
-    same file imported with a held-out split, or a file of the user's under a sample's name, is theirs.
-    (Options an older studio did not have count as their defaults.)"""
-    if row["name"] not in SAMPLES:
+    same file imported with a held-out split, or a file of the user's under a sample's name, is theirs."""
+    if row.get("name") not in SAMPLES:
         return False
     path = SAMPLES_DIR / SAMPLES[row["name"]][0]
-    options = row["meta"].get("options") or {}
-    return (path.is_file() and row["source_sha256"] == _sample_sha(path, path.stat().st_mtime)
-            and all(options.get(key, value) == value for key, value in asdict(importer.ImportOptions()).items()))
+    return (importer.same_options((row.get("meta") or {}).get("options"), importer.ImportOptions())
+            and path.is_file() and row.get("source_sha256") == importer.sha256(path))
 
 
 def dataset_title(row: dict) -> str:
@@ -192,7 +184,7 @@ class Studio:
         readers.check_file(path, self.max_upload_bytes)  # size limit before anything is read
         sha = importer.sha256(path)
         for existing in self.store.find_datasets_by_hash(sha):
-            if existing["meta"].get("options") == asdict(options):
+            if importer.same_options(existing["meta"].get("options"), options):
                 return existing
         dataset_id = _new_id("d")
         dest = self.datasets_dir / dataset_id
@@ -453,7 +445,8 @@ class Studio:
         """The title of the dataset a run's job learns from, when that was deleted since."""
         taught = job.get("dataset") or {}
         if taught.get("id") and not self.store.get_dataset(taught["id"]):
-            return dataset_title(taught)
+            gone = self.store.get_dataset(taught["id"], deleted=True)  # (the job's copy has no import options)
+            return dataset_title(gone) if gone else taught.get("name", taught["id"])
         return None
 
     def continue_run(self, run_id: str, epochs: float) -> str:

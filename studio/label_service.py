@@ -437,6 +437,7 @@ def export_rows(studio, ref: str, kind: str = "preference", min_agreement: float
     from_labels = len(pairs)
     votes = [v for v in arena.counted(studio.store.list_votes()) if v["winner"] in ("a", "b")] if with_votes else []
     pairs += arena.preference_rows(votes)
+    cut += arena.unfinished_winners(votes)
     origin = {"kind": "labels", "project": found["name"], "project_id": found["id"], "pairs": from_labels,
               "labels": sum(lb["choice"] != "skip" for lb in labels), "min_agreement": min_agreement,
               "votes": len(votes), "vote_ids": [v["id"] for v in votes], "empty": empty, "alone": alone,

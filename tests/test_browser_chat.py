@@ -109,7 +109,7 @@ def test_blind_battle_vote_reveal_and_export(server, page, studio, tiny_model_di
     expect(page.locator("#chat-export-message")).to_contain_text("Exported battle votes", timeout=30_000)
     # the winning reply was cut off: trained on, it teaches stopping mid-sentence, and the export says so
     expect(page.locator("#chat-export-message")).to_contain_text(
-        "⚠️ 1 of the 1 winning replies was cut off (at Max new tokens, or by Stop)")
+        "⚠️ The winning reply was cut off (at Max new tokens, or by Stop)")
     assert [(d["name"], d["kind"], d["rows"]) for d in studio.list_datasets()] == [("battle votes", "preference", 1)]
     # two vote buttons clicked at once on the regenerated pair: both read the page's state before either
     # vote came back, and both were stored

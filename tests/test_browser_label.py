@@ -219,6 +219,6 @@ def test_a_project_answered_in_the_background_says_when_it_is_ready(server, brow
         mark = page.locator(f"#label-{side}-text .label-cut")
         expect(mark).to_have_count(int(cut))
         if cut:
-            expect(mark).to_have_text("✂ Cut off: the answer reached this project's limit of 16 new tokens "
-                                      "before its end (the model had more to write).")
+            expect(mark).to_have_text("✂ Cut off: the answer reached this project's longest answer (16 tokens) "
+                                      "before the model ended it.")
     assert item["cut_a"] or item["cut_b"], "the tiny model should run on past 16 tokens"

@@ -331,6 +331,10 @@ def test_an_export_says_how_many_winning_replies_were_cut_off(studio):
     assert cut_chosen_note(row) == (" ⚠️ 1 of the 2 winning replies was cut off (at *Max new tokens*, or by *Stop*): "
                                     "training on an answer that stops mid-sentence teaches the model to stop there "
                                     "too. Raise *Max new tokens* under Generation settings for whole replies.")
+    origin = row["meta"]["origin"]
+    for cut, total, said in ((1, 1, " ⚠️ The winning reply was cut off"), (3, 3, " ⚠️ All 3 winning replies were"),
+                             (2, 5, " ⚠️ 2 of the 5 winning replies were")):
+        assert cut_chosen_note({"meta": {"origin": {**origin, "cut_chosen": cut, "votes": total}}}).startswith(said)
     vote(studio, "b", unfinished=["b"])
     vote(studio, "a")  # whole replies
     row = chat_service.preference_start(studio)["dataset"]

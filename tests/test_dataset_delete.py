@@ -111,8 +111,8 @@ def test_deletion_waits_for_runs_then_keeps_their_history(studio, tiny_model_dir
     assert [d["id"] for d in Studio(studio.home).list_datasets()] == [again["id"]]
 
 
-def test_a_bundled_sample_is_not_deleted(studio):
-    from components import data_tab, dataset_delete
+def test_a_bundled_sample_is_not_deleted(studio, tiny_model_dir, tiny_params):
+    from components import data_tab, dataset_delete, form_memory, label_projects, train_tab
 
     row = studio.resolve_dataset("quillpad_faq")
     said = "'Quillpad support FAQ' is a bundled sample: it ships with the studio and stays on offer in the Train tab"
@@ -128,11 +128,24 @@ def test_a_bundled_sample_is_not_deleted(studio):
     assert data_tab.dataset_choices(studio) == [(f"quillpad_faq — sft, {theirs['rows']} rows", theirs["id"]),
                                                 (f"Sample: Quillpad support FAQ — sft, {row['rows']} rows", row["id"])]
     assert studio.dataset_titles() == {theirs["id"]: "quillpad_faq", row["id"]: "Quillpad support FAQ"}
+    # and offered as theirs: the Train and Label tabs left it out (the sample stood for it), and the Train
+    # tab's pick after the import came back to the sample, without the held-out split
+    assert (f"quillpad_faq ({theirs['rows']} rows)", theirs["id"]) in train_tab.dataset_choices(studio)
+    assert (f"quillpad_faq (sft, {theirs['rows']} rows)", theirs["id"]) in label_projects.prompt_datasets(studio)
+    assert form_memory.imported_pick(studio, theirs["id"], {}) == {"sft": theirs["id"]}
+    assert form_memory.imported_pick(studio, row["id"], {}) == {"sft": "quillpad_faq"}
     # a sample stored by an older studio, whose import options lacked some of today's, is still the sample
     older = {k: v for k, v in row["meta"]["options"].items() if k != "dedupe"}
     assert is_sample({**row, "meta": {**row["meta"], "options": older}})
+    # a run on theirs, then theirs deleted: Continue says why not (titling the job's copy of the row, which
+    # has no import options, raised KeyError)
+    done = studio.start_run(model=str(tiny_model_dir), dataset=theirs["id"], method="lora",
+                            params={**tiny_params, "num_train_epochs": 0.1})
+    assert studio.wait(done, poll_s=0.3)["status"] == "completed"
     dataset_service.delete(studio, theirs["id"])
     assert [d["id"] for d in studio.list_datasets()] == [row["id"]]
+    with pytest.raises(RunError, match=rf"^run {done} learned from dataset 'quillpad_faq', which was deleted"):
+        studio.continue_run(done, 1)
 
 
 def test_a_start_that_looked_before_a_deletion_starts_nothing(studio, tiny_model_dir, tiny_params, monkeypatch):

@@ -286,12 +286,24 @@ def test_an_answer_the_length_limit_cut_off_is_marked_on_its_side(studio):
     # stop mid-sentence (training on them teaches that)
     row = ls.export(studio, "p1")
     assert row["meta"]["origin"]["cut_chosen"] == sum(flips)
-    assert cut_chosen_note(row) == (f" ⚠️ {sum(flips)} of the 12 winning answers were cut off at the project's "
-                                    "length limit: training on an answer that stops mid-sentence teaches the model "
-                                    "to stop there too. A project made with a higher *Max new tokens* gives whole "
-                                    "answers.")
-    assert cut_mark(64) == ('<p class="label-cut"><i>✂ Cut off: the answer reached this project\'s limit of 64 '
-                            "new tokens before its end (the model had more to write).</i></p>")
+    assert cut_chosen_note(row) == (f" ⚠️ {sum(flips)} of the 12 winning answers were cut off (at the project's "
+                                    "*Longest answer (tokens)*): training on an answer that stops mid-sentence "
+                                    "teaches the model to stop there too. A project with a higher *Longest answer "
+                                    "(tokens)* gives whole answers.")
+    # chat votes merged in count too: a winning reply cut off in the Chat tab
+    from studio import chat_service
+
+    prompt = [{"role": "user", "content": "Chat question?"}]
+    for unfinished in (["a"], []):
+        chat_service.record_vote(studio, voter="ann", model_a="base:x", model_b="run:y", winner="a", blind=True,
+                                 prompt_a=prompt, prompt_b=prompt, reply_a=f"Reply {len(unfinished)}, and",
+                                 reply_b="Other.", settings={"unfinished": unfinished})
+    row = ls.export(studio, "p1", with_votes=True)
+    assert row["meta"]["origin"]["cut_chosen"] == sum(flips) + 1
+    assert cut_chosen_note(row).startswith(f" ⚠️ {sum(flips) + 1} of the 14 winning answers were cut off (at the "
+                                           "project's *Longest answer (tokens)*, or the chat's limit or *Stop*)")
+    assert cut_mark(64) == ('<p class="label-cut"><i>✂ Cut off: the answer reached this project\'s longest answer '
+                            "(64 tokens) before the model ended it.</i></p>")
 
 
 def test_items_of_a_workspace_made_before_cut_offs_were_kept_read_as_whole(tmp_path):
