@@ -60,7 +60,7 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
         try:
             new, previous = chat_service.previous_model(studio, run_id)
         except ChatError as err:  # shown where the button is
-            return (f"**Could not compare:** {err}", *(gr.skip(),) * 15)
+            return (f"**Could not compare:** {err}", *(gr.skip(),) * 17)
         options = chat_service.choices(studio)
         known = {spec for _label, spec in options}
         extra = [(spec, spec) for spec in (new, previous) if spec not in known]
@@ -81,7 +81,10 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
                 True, source, gr.update(choices=prompts, value=first),
                 first or "", run_id, gr.Accordion(open=True),
                 gr.update(value=[], label=chat_tab.HIDDEN[0]), gr.update(value=[], label=chat_tab.HIDDEN[1]),
-                chat_tab.new_battle(), told, gr.Tabs(selected="chat"), "", "")  # (and the export's news)
+                chat_tab.new_battle(), told, gr.Tabs(selected="chat"), "", "",  # (and the export's news)
+                # kept by the browser as the person's own pick: a reload put up the newest run against its
+                # base instead, still blind, and the votes went to another pair than the one asked for
+                {"a": new, "b": previous}, True)
 
     def on_chat(run_id):
         run = studio.get_run(run_id) if run_id else None
@@ -108,7 +111,7 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
         on_compare, train["selected"],
         [runs["action"], chat["model_a"], chat["model_b"], chat["blind"], chat["source"], chat["suggested"],
          chat["prompt"], chat["compare_run"], chat["prompts_box"], chat["chat_a"], chat["chat_b"], chat["battle"],
-         chat["vote_message"], tabs, chat["scores"], chat["message"]])
+         chat["vote_message"], tabs, chat["scores"], chat["message"], chat["pair_kept"], chat["blind_kept"]])
 
 
 def wire_labels(studio, tabs, train: dict, overview: dict):

@@ -99,8 +99,16 @@ def build_app(studio) -> gr.Blocks:
         labels_to_train = loop.wire_labels(studio, tabs, train_handles(picks, runs), label_overview)
         for event in (exported, label_overview["exported"], labels_to_train):
             event.then(lambda: gr.update(choices=data_tab.dataset_choices(studio)), None, data_dataset)
+        # the two models Chat compares, as the person last picked them (a reload put up the default pair
+        # again: a comparison of two runs had to be picked anew), or as *Compare with the previous model*
+        # put them up; a pair the page put up itself is not kept, so a reload still shows the newest run when
+        # nothing was picked. In the browser, no server trip.
+        pair_kept = gr.BrowserState({}, storage_key="tune-studio-chat-pair", secret=form_memory.secret(studio))
+        # blind battles stay blind after a reload, as the person switched them or a comparison set them
+        blind_kept = gr.BrowserState(False, storage_key="tune-studio-chat-blind", secret=form_memory.secret(studio))
         # votes -> preference run -> blind battle of the new run against where it started
-        loop.wire(studio, tabs, train_handles(picks, runs), chat_loop, runs)
+        loop.wire(studio, tabs, train_handles(picks, runs), {**chat_loop, "pair_kept": pair_kept,
+                                                             "blind_kept": blind_kept}, runs)
         # projects made elsewhere (CLI, another browser) and finished answers show when the tab opens
         # (as the page has them: a dataset picked for the prompts and deleted since was refused by Gradio)
         label.select(open_label, label_project, label_outputs, preprocess=False)
@@ -143,10 +151,6 @@ def build_app(studio) -> gr.Blocks:
               lambda ref, model, length: {"dataset": ref, "model": model, "max_length": length}, viewer, data_viewed,
               queue=False, show_progress="hidden")
 
-        # the two models Chat compares, as the person last picked them (a reload put up the default pair
-        # again: a comparison of two runs had to be picked anew); a pair the page put up itself is not
-        # kept, so a reload still shows the newest run when nothing was picked. In the browser, no server trip.
-        pair_kept = gr.BrowserState({}, storage_key="tune-studio-chat-pair", secret=form_memory.secret(studio))
         gr.on([chat_outputs[0].input, chat_outputs[1].input], None, chat_outputs[:2], pair_kept,
               js="(a, b) => ({a, b})", queue=False, show_progress="hidden")
 
@@ -170,8 +174,6 @@ def build_app(studio) -> gr.Blocks:
         app.load(lambda kept: (_kept_name(kept) if _kept_name(kept) is not None else gr.skip(),) * 2, voter_kept,
                  [chat_loop["voter"], labeler], queue=False, show_progress="hidden")
 
-        # blind battles stay blind after a reload, as the person switched them (not as a comparison set them)
-        blind_kept = gr.BrowserState(False, storage_key="tune-studio-chat-blind", secret=form_memory.secret(studio))
         chat_loop["blind"].input(bool, chat_loop["blind"], blind_kept, queue=False, show_progress="hidden")
         app.load(lambda on: (True, *(gr.update(label=label) for label in chat_tab.HIDDEN)) if on else (gr.skip(),) * 3,
                  blind_kept, [chat_loop["blind"], chat_loop["chat_a"], chat_loop["chat_b"]], queue=False,

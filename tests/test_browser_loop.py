@@ -94,12 +94,27 @@ def test_votes_to_training_to_a_blind_rematch(server, page, studio, tiny_model_d
         "prompts it trained on would favour the tuned model).",
         timeout=30_000)
     expect(page.locator("#chat-prompt textarea")).to_have_value("")  # sent, and not put back
-    # the comparison's pair was put up by the page, not picked by the person: a reload shows the newest run
-    # against its base, not that pair (only a person's pick is kept over a reload)
+    # the comparison was asked for: a reload keeps its pair, blind (it put up the newest run against its base,
+    # still blind, and the next votes went to a pair nobody asked for)
     page.reload()
     expect(page.locator("#train-estimate")).to_contain_text("Expected peak memory", timeout=60_000)  # loaded
-    page.get_by_role("tab", name="Chat").click()
+    expect(page.locator('#studio-tabs [data-tab-id="chat"]')).to_have_attribute("aria-selected", "true",
+                                                                               timeout=30_000)  # (it was open)
     page.wait_for_timeout(1000)
-    expect(page.locator("#chat-model-b input")).to_have_value(f"Tuned: DPO on {dataset['name']} on {tiny_model_dir} "
+    expect(page.locator("#chat-model-a input")).to_have_value(f"Tuned: DPO on {dataset['name']} on {tiny_model_dir} "
                                                               f"({child})", timeout=30_000)
-    expect(page.locator("#chat-model-a input")).to_have_value(f"Base model: {tiny_model_dir}")
+    expect(page.locator("#chat-model-b input")).to_have_value(f"Tuned: LoRA on Quillpad support FAQ on "
+                                                              f"{tiny_model_dir} ({parent})")
+    expect(page.locator("#chat-blind input")).to_be_checked()
+    expect(page.locator("#chat-model-a")).to_contain_text("One contender")
+    # a pair picked by hand after it is what the next reload keeps
+    page.locator("#chat-model-b input").click()
+    page.get_by_role("option", name=f"Base model: {tiny_model_dir}").click()
+    expect(page.locator("#chat-model-b input")).to_have_value(f"Base model: {tiny_model_dir}")
+    page.wait_for_timeout(500)
+    page.reload()
+    expect(page.locator("#train-estimate")).to_contain_text("Expected peak memory", timeout=60_000)
+    page.wait_for_timeout(1000)
+    expect(page.locator("#chat-model-b input")).to_have_value(f"Base model: {tiny_model_dir}", timeout=30_000)
+    expect(page.locator("#chat-model-a input")).to_have_value(f"Tuned: DPO on {dataset['name']} on {tiny_model_dir} "
+                                                              f"({child})")
