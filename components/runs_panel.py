@@ -291,13 +291,17 @@ def button_facts(studio, run_id: str | None, status: str | None) -> tuple:
 def button_states(status: str | None, method: str | None = None, data_gone: bool = False) -> list:
     """Cancel, Resume, Continue, Compare, Chat: only what the selected run's state allows. A reward
     model scores replies instead of writing them: nothing to compare in a battle (Chat with it sets
-    it as the Chat tab's scorer). A run whose dataset was deleted neither resumes nor continues."""
+    it as the Chat tab's scorer). A run whose dataset was deleted neither resumes nor continues.
+    After preference or reward training the loop's next step, the blind battle against the model it
+    started from, is the highlighted button (a newcomer took the highlighted Chat for it, and missed it)."""
     done = status == "completed"
     writes = method not in METHODS or not METHODS[method].reward_model
+    aligned = writes and method in METHODS and METHODS[method].data_kind != "sft"
     return [gr.update(interactive=status in ACTIVE_STATUSES),
             gr.update(interactive=status in RESUMABLE_STATUSES and not data_gone),
-            gr.update(interactive=done and not data_gone), gr.update(interactive=done and writes),
-            gr.update(interactive=done)]
+            gr.update(interactive=done and not data_gone),
+            gr.update(interactive=done and writes, variant="primary" if aligned else "secondary"),
+            gr.update(interactive=done, variant="secondary" if aligned else "primary")]
 
 
 RUN_ID = re.compile(r"\br\d{8}-\d{6}-[0-9a-f]{4}\b")  # studio.core._new_id("r")

@@ -4,6 +4,8 @@ DPO on the votes, starting from the voted run -> Start -> the finished run shows
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from components.form_memory import defaults
@@ -65,6 +67,9 @@ def test_votes_to_training_to_a_blind_rematch(server, page, studio, tiny_model_d
     expect(page.locator("#run-status")).to_contain_text(f"made from 2 chat votes between {tiny_model_dir} and "
                                                         f"LoRA run {parent}")
     expect(page.locator("#run-curves")).to_contain_text("Preference accuracy", timeout=30_000)
+    # the loop's next step is the highlighted button (the highlighted Chat was taken for it)
+    expect(page.locator("#run-compare-previous")).to_have_class(re.compile(r"\bprimary\b"))
+    expect(page.locator("#run-chat")).to_have_class(re.compile(r"\bsecondary\b"))
 
     page.click("#run-compare-previous")
     expect(page.locator("#chat-blind input")).to_be_checked(timeout=30_000)

@@ -234,6 +234,12 @@ def test_reward_model_learns_separable_pairs_and_reloads_with_the_same_accuracy(
     states = runs_panel.button_states("completed", "reward_model")
     assert [s["interactive"] for s in states] == [False, False, True, False, True]
     assert runs_panel.button_states("completed", "lora")[3]["interactive"] is True
+    # the highlighted next step: Chat (the reward model's scoring, a tuned model's replies) and, after
+    # preference or reward training, the blind battle against the model it started from
+    assert [s["variant"] for s in states[3:]] == ["secondary", "primary"]
+    assert [s["variant"] for s in runs_panel.button_states("completed", "lora")[3:]] == ["secondary", "primary"]
+    for method in ("dpo", "kto", "grpo"):
+        assert [s["variant"] for s in runs_panel.button_states("completed", method)[3:]] == ["primary", "secondary"]
     prompts = _prompts(studio, tmp_path, [{"prompt": f"Tell me about the {t}."} for t in topics[:4]])
     with pytest.raises(RunError, match="^no run with id 'r-nope'"):
         studio.start_run(model=str(tiny_model_dir), dataset=prompts, method="grpo",
