@@ -79,11 +79,12 @@ def results_table(studio) -> tuple[dict, str]:
     for r in map(chat_service.newer_first, arena.win_rates(votes, by_blind=True)):  # the newer model's win rate
         rows.append([chat_service.label(studio, r["first"]), chat_service.label(studio, r["second"]),
                      BLIND_OR_NAMED[r["blind"]], r["votes"], r["wins_first"], r["wins_second"], r["ties"],
-                     chat_service.win_rate_text(r)])
+                     chat_service.win_rate_text(r, judged=True)])
     table = {"headers": RESULT_HEADERS, "data": rows}
     warning = arena.position_bias(votes)
     note = (f"{sum(r[3] for r in rows)} votes so far. *Model* is the tuned model (the newer run when both are "
-            "runs), *Against* the one it was compared with. Ties and 'both bad' count half to each side.")
+            "runs), *Against* the one it was compared with. Ties and 'both bad' count half to each side. "
+            "*Better* or *worse* once the 95% interval is clear of 50%; until then a win rate can be luck.")
     if any(row[2] == BLIND_OR_NAMED[False] for row in rows):
         note += (" Votes cast with the names shown are counted apart from blind ones: knowing which side is "
                  "the tuned model can sway a vote, so the blind rows are the fair comparison (tick *Blind "

@@ -272,7 +272,7 @@ def summary(studio, project_id: str | None) -> tuple:
     name = lambda spec: chat_service.label(studio, spec)  # noqa: E731
     wins = {"headers": WIN_HEADERS,
             "data": [[name(r["first"]), name(r["second"]), r["votes"], r["wins_first"], r["wins_second"], r["ties"],
-                      chat_service.win_rate_text(r)]
+                      chat_service.win_rate_text(r, judged=True, unit="label")]
                      for r in map(chat_service.newer_first, o["win_rates"])]}
     review = {"headers": REVIEW_HEADERS,
               "data": [[r["item_id"], r["prompt"][:160], ", ".join(f"{k}: {v}" for k, v in r["labelers"].items())]

@@ -59,6 +59,33 @@ def win_rates(votes: list[dict], by_blind: bool = False) -> list[dict]:
     return out
 
 
+def votes_to_tell(win_rate: float, votes: int, most: int = 10_000) -> int | None:
+    """How many votes in all, at this win rate, put the 95% interval clear of 50% (None: not within
+    `most`, or no lean at all)."""
+    if win_rate == 0.5:
+        return None
+    for n in range(max(votes, 1), most + 1):
+        low, high = wilson(win_rate * n, n)
+        if low > 0.5 or high < 0.5:
+            return n
+    return None
+
+
+def verdict(row: dict, unit: str = "vote") -> str:
+    """What a pair's result (a row of win_rates) says of its first model, in words: better or worse
+    when the 95% interval is clear of 50%, else that it cannot tell yet, and roughly how many more
+    votes at this rate would."""
+    if row["low"] > 0.5:
+        return "better"
+    if row["high"] < 0.5:
+        return "worse"
+    needed = votes_to_tell(row["win_rate"], row["votes"])
+    if needed is None:
+        return "can't tell yet: no lean either way" if row["win_rate"] == 0.5 else "can't tell yet"
+    more = needed - row["votes"]
+    return f"can't tell yet: about {more} more {unit}{'s' if more != 1 else ''} at this rate would"
+
+
 def flip(row: dict) -> dict:
     """A pair's result (a row of win_rates) seen from its second model."""
     return {**row, "first": row["second"], "second": row["first"], "wins_first": row["wins_second"],

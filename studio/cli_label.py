@@ -153,6 +153,8 @@ def _num(x, fmt: str = ".2f") -> str:
 
 
 def print_overview(ov: dict) -> None:
+    from pipelines import arena
+
     found = ov["project"]
     print(f"{found['name']} ({found['id']}): {status_word(found)}; {_count(ov['items'], 'item')}, "
           f"{ov['complete']} complete ({_count(found['overlap'], 'label')} each), {_count(ov['labels'], 'label')}; "
@@ -185,7 +187,8 @@ def print_overview(ov: dict) -> None:
           "win rates: none (no labels between two different models yet)")
     for w in ov["win_rates"]:
         print(f"  {w['first']} beats {w['second']}: {w['win_rate']:.0%} ({w['low']:.0%}-{w['high']:.0%}) "
-              f"over {_count(w['votes'], 'label')} ({w['wins_first']}-{w['wins_second']}, {_count(w['ties'], 'tie')})")
+              f"over {_count(w['votes'], 'label')} ({w['wins_first']}-{w['wins_second']}, {_count(w['ties'], 'tie')}): "
+              f"{arena.verdict(w, 'label')}")
     print(f"disagreements: {_count(len(ov['disagreements']), 'item')} (review them in the Label tab)")
 
 

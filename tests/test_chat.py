@@ -285,6 +285,11 @@ def test_the_results_take_the_newer_models_side():
     assert shown["win_rate"] == pytest.approx(0.875)
     assert (shown["low"], shown["high"]) == pytest.approx(arena.wilson(3.5, 4))  # the interval, seen from there
     assert chat_service.win_rate_text(shown) == "88% (40–99%)"  # Wilson, n = 4: 0.396 to 0.987
+    # and what it says: 7 votes at 87.5% put Wilson's low end at 0.529 (6 put it at 0.491)
+    assert (arena.wilson(0.875 * 7, 7)[0] > 0.5, arena.wilson(0.875 * 6, 6)[0] < 0.5) == (True, True)
+    assert chat_service.win_rate_text(shown, judged=True) == ("88% (40–99%): can't tell yet: about 3 more votes at "
+                                                              "this rate would")
+    assert chat_service.win_rate_text(raw, judged=True, unit="label").endswith("about 3 more labels at this rate would")
     older, newer = "run:r20261201-090000-bbbb", "run:r20261202-100000-aaaa"
     (pair,) = arena.win_rates([{"model_a": older, "model_b": newer, "winner": "b"}])
     assert chat_service.newer_first(pair)["first"] == newer and chat_service.newer_first(pair)["win_rate"] == 1.0
@@ -309,9 +314,11 @@ def test_blind_votes_and_votes_with_the_names_shown_are_counted_apart(studio):
     table, note = results_table(studio)
     assert table["headers"] == RESULT_HEADERS and RESULT_HEADERS[2] == "Votes were"
     # Wilson, n = 4, 2.5 wins: 0.220 to 0.908
-    assert [row[2:] for row in table["data"]] == [["blind", 4, 2, 1, 1, "62% (22–91%)"],
-                                                  ["names shown", 3, 3, 0, 0, "100% (44–100%)"]]
+    assert [row[2:] for row in table["data"]] == [
+        ["blind", 4, 2, 1, 1, "62% (22–91%): can't tell yet: about 58 more votes at this rate would"],
+        ["names shown", 3, 3, 0, 0, "100% (44–100%): can't tell yet: about 1 more vote at this rate would"]]
     assert note.startswith("7 votes so far.")
+    assert "*Better* or *worse* once the 95% interval is clear of 50%; until then a win rate can be luck." in note
     assert note.endswith("Votes cast with the names shown are counted apart from blind ones: knowing which side is "
                          "the tuned model can sway a vote, so the blind rows are the fair comparison (tick *Blind "
                          "battle*).")
@@ -341,6 +348,19 @@ def test_an_export_says_how_many_winning_replies_were_cut_off(studio):
     assert row["meta"]["origin"]["cut_chosen"] == 2 and cut_chosen_note(row).startswith(" ⚠️ 2 of the 4 winning")
     studio.store.set_dataset_origin(row["id"], {**row["meta"]["origin"], "cut_chosen": 0})
     assert cut_chosen_note(studio.store.get_dataset(row["id"])) == ""
+
+
+def test_a_verdict_once_the_interval_is_clear_of_half():
+    def row(score, n):
+        low, high = arena.wilson(score, n)
+        return {"win_rate": score / n, "low": low, "high": high, "votes": n}
+
+    assert arena.verdict(row(10, 10)) == "better"  # Wilson low end 0.72
+    assert arena.verdict(row(0, 10)) == "worse"
+    assert arena.verdict(row(5, 10)) == "can't tell yet: no lean either way"
+    assert arena.verdict(row(1, 1)) == "can't tell yet: about 3 more votes at this rate would"
+    assert arena.votes_to_tell(1.0, 1) == 4 and arena.wilson(3, 3)[0] < 0.5 < arena.wilson(4, 4)[0]  # 0.44, 0.51
+    assert arena.verdict(row(5.5, 10)) == "can't tell yet: about 375 more votes at this rate would"
 
 
 def test_position_bias_warning():
