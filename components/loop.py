@@ -89,23 +89,25 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
     def on_chat(run_id):
         run = studio.get_run(run_id) if run_id else None
         if run is None or run["status"] != "completed":
-            return ("**Chat needs a finished run:** select one in the table.", *(gr.skip(),) * 10)
+            return ("**Chat needs a finished run:** select one in the table.", *(gr.skip(),) * 12)
         if run_id in [r["id"] for r in studio.reward_model_runs()]:  # it scores replies: score the chat's
             told = (f"Run `{run_id}` is a reward model: it scores replies rather than writing them. Both sides' "
                     "replies are now scored with it; ask something.")
             return ("", *(gr.skip(),) * 6, told, gr.Tabs(selected="chat"),
-                    gr.update(choices=chat_service.scorer_choices(studio), value=run_id), gr.skip())
+                    gr.update(choices=chat_service.scorer_choices(studio), value=run_id), gr.skip(), gr.skip(),
+                    gr.skip())
         options = chat_service.choices(studio)
         base, tuned = f"base:{run['model']}", f"run:{run_id}"
         told = "The run's tuned model (B) next to the model it was trained from (A): ask both the same thing."
         return ("", gr.update(choices=options, value=base), gr.update(choices=options, value=tuned), False,
                 gr.update(value=[], label="Model A"), gr.update(value=[], label="Model B"), chat_tab.new_battle(),
-                told, gr.Tabs(selected="chat"), gr.skip(), "")  # the old replies' scores go with them
+                told, gr.Tabs(selected="chat"), gr.skip(), "",  # the old replies' scores go with them
+                {"a": base, "b": tuned}, False)  # kept as the person's pick, named
 
     runs["chat_with"].click(on_chat, train["selected"],
                             [runs["action"], chat["model_a"], chat["model_b"], chat["blind"], chat["chat_a"],
                              chat["chat_b"], chat["battle"], chat["vote_message"], tabs, chat["scorer"],
-                             chat["scores"]])
+                             chat["scores"], chat["pair_kept"], chat["blind_kept"]])
 
     runs["compare_previous"].click(
         on_compare, train["selected"],

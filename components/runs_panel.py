@@ -10,7 +10,7 @@ import gradio as gr
 
 from components.charts import curves_figure
 from pipelines.curves import WORSE_THAN_BEST, format_duration, overfitting_warning, progress
-from pipelines import dataset_stats, rewards
+from pipelines import arena, dataset_stats, rewards
 from pipelines.events import (ACTIVE_STATUSES, EVALUATING, HELDOUT_ROWS, JOB, RESUMABLE_STATUSES, SAMPLES,
                               log_tail, newest_checkpoint, read_json, read_metrics)
 from pipelines.data import DataError
@@ -164,6 +164,35 @@ def heldout_size(studio, run_id: str) -> int | None:
         return None
 
 
+def aligned(method: str | None) -> bool:
+    """Preference, good/bad or reward-function training of a model that writes replies (not a reward
+    model): what people judge, in the end, is whether they prefer its replies."""
+    spec = METHODS.get(method or "")
+    return bool(spec) and spec.data_kind != "sft" and not spec.reward_model
+
+
+def blind_line(studio, row: dict) -> str | None:
+    """A finished run against the model it started from in blind votes: the verdict so far, or (after
+    preference training, whose held-out numbers a newcomer could not read as better or worse) where
+    to get one."""
+    try:
+        new, previous = chat_service.previous_model(studio, row["id"])
+    except chat_service.ChatError:  # not finished, or a reward model
+        return None
+    votes = [v for v in chat_service.counted_votes(studio)
+             if v.get("blind") and {v["model_a"], v["model_b"]} == {new, previous}]
+    against = chat_service.short_label(studio, previous)
+    if votes:
+        (result,) = arena.win_rates(votes)
+        result = result if result["first"] == new else arena.flip(result)
+        return (f"**Blind votes against {against}:** {result['votes']} so far, it won {result['wins_first']}, lost "
+                f"{result['wins_second']}, tied {result['ties']}: {chat_service.win_rate_text(result, judged=True)}.")
+    if not aligned(row["method"]):
+        return None
+    return (f"**Did it help?** The held-out figures above are a rough guide; whether people prefer its replies is "
+            f"what a blind battle against {against} tells: press *Compare with the previous model*.")
+
+
 def heldout_loss_line(summary: dict, metrics: list[dict]) -> str:
     """Held-out loss before and after, and its lowest check when the run ended well above it (a
     finished run that memorised must not read as a plain success)."""
@@ -208,6 +237,9 @@ def status_markdown(studio, row: dict, metrics: list[dict]) -> str:
     if "reward_first" in summary and "reward_last" in summary:
         lines.append(f"Mean reward of the replies it wrote: {summary['reward_first']:.2f} in the first steps, "
                      f"{summary['reward_last']:.2f} in the last (higher is better)")
+    blind = blind_line(studio, row) if row["status"] == "completed" else None
+    if blind:
+        lines.append(blind)
     result = studio.result_dir(row["id"]) if row["status"] == "completed" else None
     if result is not None:
         what = "Adapter" if result.name == "adapter" else "Model"

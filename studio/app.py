@@ -100,9 +100,11 @@ def build_app(studio) -> gr.Blocks:
         for event in (exported, label_overview["exported"], labels_to_train):
             event.then(lambda: gr.update(choices=data_tab.dataset_choices(studio)), None, data_dataset)
         # the two models Chat compares, as the person last picked them (a reload put up the default pair
-        # again: a comparison of two runs had to be picked anew), or as *Compare with the previous model*
-        # put them up; a pair the page put up itself is not kept, so a reload still shows the newest run when
-        # nothing was picked. In the browser, no server trip.
+        # again: a comparison of two runs had to be picked anew), or as *Compare with the previous model* or
+        # *Chat with this run* put them up; a pair the page put up itself is not kept, so a reload still shows
+        # the newest run when nothing was picked. In the browser, no server trip. Opening the tab puts it up
+        # too: after a reload, the tab's reopening read the pickers before the load had filled them, and put
+        # the default pair over the kept one.
         pair_kept = gr.BrowserState({}, storage_key="tune-studio-chat-pair", secret=form_memory.secret(studio))
         # blind battles stay blind after a reload, as the person switched them or a comparison set them
         blind_kept = gr.BrowserState(False, storage_key="tune-studio-chat-blind", secret=form_memory.secret(studio))
@@ -113,7 +115,7 @@ def build_app(studio) -> gr.Blocks:
         # (as the page has them: a dataset picked for the prompts and deleted since was refused by Gradio)
         label.select(open_label, label_project, label_outputs, preprocess=False)
         # runs finished since the page opened become choosable when the Chat tab is opened
-        chat.select(refresh_chat, chat_outputs[:2], chat_outputs)
+        chat.select(refresh_chat, [*chat_outputs[:2], pair_kept], chat_outputs)
         # datasets made since the page opened (the loop's exports, another window) are listed when Data is opened
         data.select(lambda shown: data_tab.listed_again(studio, shown), data_dataset, data_dataset, preprocess=False,
                     queue=False, show_progress="hidden")

@@ -67,7 +67,10 @@ def test_votes_to_training_to_a_blind_rematch(server, page, studio, tiny_model_d
     expect(page.locator("#run-status")).to_contain_text(f"made from 2 chat votes between {tiny_model_dir} and "
                                                         f"LoRA run {parent}")
     expect(page.locator("#run-curves")).to_contain_text("Preference accuracy", timeout=30_000)
-    # the loop's next step is the highlighted button (the highlighted Chat was taken for it)
+    # the loop's next step is the highlighted button (the highlighted Chat was taken for it), and the run says why
+    expect(page.locator("#run-status")).to_contain_text(
+        f"Did it help? The held-out figures above are a rough guide; whether people prefer its replies is what a "
+        f"blind battle against LoRA run {parent} tells: press Compare with the previous model.")
     expect(page.locator("#run-compare-previous")).to_have_class(re.compile(r"\bprimary\b"))
     expect(page.locator("#run-chat")).to_have_class(re.compile(r"\bsecondary\b"))
 
@@ -123,3 +126,9 @@ def test_votes_to_training_to_a_blind_rematch(server, page, studio, tiny_model_d
     expect(page.locator("#chat-model-b input")).to_have_value(f"Base model: {tiny_model_dir}", timeout=30_000)
     expect(page.locator("#chat-model-a input")).to_have_value(f"Tuned: DPO on {dataset['name']} on {tiny_model_dir} "
                                                               f"({child})")
+    # back in Train, the run's blind votes against where it started say what they show so far
+    page.get_by_role("tab", name="Train").click()
+    page.locator("#runs-table [data-testid='cell-0-0']").click()  # the newest run, the DPO one
+    expect(page.locator("#run-status")).to_contain_text(
+        f"Blind votes against LoRA run {parent}: 1 so far, it won 1, lost 0, tied 0: 100% (21–100%): can't tell yet: "
+        "about 3 more votes at this rate would.", timeout=30_000)
