@@ -27,6 +27,10 @@ LEARNED, PREFERRED, REJECTED = "learned", "preferred reply (made more likely)", 
 EXAMPLE_COLORS = {"context (not learned)": "gray", LEARNED: "green", PREFERRED: "green", REJECTED: "red"}
 MAP_TARGETS = ("prompt", "completion", "chosen", "rejected", "label", "text", "messages", "answer", "tests")
 NOT_MAPPED = "(not mapped)"
+# what each target holds, where its name alone misleads: a newcomer whose 'answer' column was mapped to
+# completion read the RL target "answer: (not mapped)" as their answers left out
+MAP_LABELS = {"completion": "completion (the reply to learn)", "label": "label (good or bad)",
+              "answer": "answer (RL prompts: the reference to check by)", "tests": "tests (RL prompts: code tests)"}
 
 
 def _cell(value, limit: int = 160) -> str:
@@ -241,7 +245,8 @@ def build(studio, datasets_kept):
                                         "replies by) for reinforcement learning.", elem_id="data-kind")
                 gr.Markdown("Which of your columns holds each part (leave the rest not mapped):")
                 with gr.Row():
-                    mapping = [gr.Dropdown(choices=[NOT_MAPPED], value=NOT_MAPPED, label=t, min_width=120,
+                    mapping = [gr.Dropdown(choices=[NOT_MAPPED], value=NOT_MAPPED, label=MAP_LABELS.get(t, t),
+                                           min_width=120,
                                            elem_id=f"data-map-{t}") for t in MAP_TARGETS]
                 text_unit = gr.Radio(["line", "paragraph", "file"], value="line", label="Plain text: one document per",
                                      info="Only for .txt files.")
@@ -331,7 +336,7 @@ def build(studio, datasets_kept):
 
         threading.Thread(target=work, name="import", daemon=True).start()
         while (text := said.get()) is not None:
-            yield text, gr.skip(), gr.skip(), gr.skip()
+            yield text, gr.skip(), gr.skip(), gr.skip(), None
         if "error" in result:
             raise result["error"]
         said_text, shown = result["out"]
@@ -340,12 +345,13 @@ def build(studio, datasets_kept):
         # pick from before, while a step after this one was still on its way. The name typed was this
         # import's: the next file's import would have made a second dataset of the same name
         yield (said_text, shown, form_memory.imported_pick(studio, made, by_kind) or gr.skip(),
-               "" if made else gr.skip())
+               "" if made else gr.skip(), made)
 
+    made_now = gr.State(None)  # the dataset this import made (None: it made none), for the Train tab's pick
     imported = do_import.click(
         on_import,
         [upload, sample, name, kind, text_unit, dedupe, heldout, seed, *mapping, datasets_kept],
-        [message, chosen, datasets_kept, name],
+        [message, chosen, datasets_kept, name, made_now],
     )
     chosen.change(**view)
     model.submit(**view)
@@ -362,4 +368,4 @@ def build(studio, datasets_kept):
         return (gr.update(choices=choices, value=viewed["dataset"]), viewed.get("model") or gr.skip(),
                 viewed.get("max_length") or gr.skip())
 
-    return on_load, [chosen, model, max_length], imported, deleted
+    return on_load, [chosen, model, max_length], (imported, made_now), deleted

@@ -32,6 +32,14 @@ def dataset_choices(studio, method_key: str = "lora") -> list[tuple[str, str]]:
     return samples + imported
 
 
+def after_import(studio, method_key: str, made: str | None):
+    """The Train tab's datasets once the Data tab imported one: it is offered, and picked when the method
+    chosen trains on its kind (a newcomer who imported their file found Train still on the FAQ sample)."""
+    options = dataset_choices(studio, method_key)
+    picked = made if made in [value for _label, value in options] else None
+    return gr.update(choices=options, value=picked) if picked else gr.update(choices=options)
+
+
 def first_dataset(options: list[tuple[str, str]]) -> str | None:
     """The dataset a method starts on when the one shown does not fit it: the user's newest of its
     kind (they imported it to train on it), else the first bundled sample."""

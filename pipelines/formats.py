@@ -160,6 +160,10 @@ def detect(columns: list[str], path, kind: str = "auto", mapping: dict | None = 
         close = difflib.get_close_matches(col, KNOWN_COLUMNS, n=1, cutoff=0.75)
         if close and col not in KNOWN_COLUMNS:
             hints.append(f"'{col}' looks like '{close[0]}'")
+    lower = {c.strip().lower() for c in columns}
+    if not hints and kind in ("auto", "sft") and lower & set(PROMPT_NAMES) and not lower & set(ANSWER_NAMES):
+        # a file of questions alone: the list of layouts below did not say what to add (a newcomer's reading)
+        hints.append("questions without answers: add a column with the answer to each, e.g. 'answer'")
     hint = f" ({'; '.join(hints[:3])})" if hints else ""
     wanted = "" if kind == "auto" else f" for {kind} data"
     suggested = suggest_mapping(columns) if kind in ("auto", "sft") else {}

@@ -83,7 +83,7 @@ def build_app(studio) -> gr.Blocks:
             with gr.Tab("Method", id="method") as method:
                 open_method, method_inputs, method_outputs = method_tab.build(studio, *picks, tabs, "train", runs)
             with gr.Tab("Data", id="data") as data:
-                on_load_data, data_outputs, imported, deleted = data_tab.build(studio, runs["datasets_kept"])
+                on_load_data, data_outputs, (imported, made_now), deleted = data_tab.build(studio, runs["datasets_kept"])
             with gr.Tab("Chat", id="chat") as chat:
                 refresh_chat, chat_outputs, exported, chat_loop = chat_tab.build(studio)
             with gr.Tab("Label", id="label") as label:
@@ -92,7 +92,7 @@ def build_app(studio) -> gr.Blocks:
                 refresh_export, export_outputs, export_timer = export_tab.build(studio)
         # new datasets are offered at once: imports to Train, exported votes to Data
         train_dataset, data_dataset = train_outputs[0], data_outputs[0]
-        imported.then(lambda key: gr.update(choices=train_tab.dataset_choices(studio, key)), picks[2], train_dataset,
+        imported.then(lambda key, made: train_tab.after_import(studio, key, made), [picks[2], made_now], train_dataset,
                       queue=False, show_progress="hidden")
         deleted.then(lambda key, shown: train_tab.after_deletion(studio, key, shown), [picks[2], train_dataset],
                      train_dataset, queue=False, show_progress="hidden")
@@ -142,9 +142,9 @@ def build_app(studio) -> gr.Blocks:
         tabs.change(None, js=TAB_TOP_JS, queue=False, show_progress="hidden")
         # the tab shown, opened again after a reload (a labeler's reload took them to Train). In the browser:
         # kept at each change, and opened with a click, so the tab's own opening handlers run as for a person
+        # (once the page's kept values are back: see the load below)
         tab_kept = gr.BrowserState("", storage_key="tune-studio-tab", secret=form_memory.secret(studio))
         tabs.change(None, None, tab_kept, js=SHOWN_TAB_JS, queue=False, show_progress="hidden")
-        app.load(None, tab_kept, None, js=REOPEN_TAB_JS, queue=False, show_progress="hidden")
 
         # what the Data tab showed (the dataset, the tokenizer's model, the max length), shown again after a reload
         data_viewed = gr.BrowserState({}, storage_key="tune-studio-data-viewed", secret=form_memory.secret(studio))
@@ -204,9 +204,14 @@ def build_app(studio) -> gr.Blocks:
             tab.select(kept_name, [voter_kept, field], field, queue=False, show_progress="hidden")
         # then the Train form this browser last had; the estimate follows (its first probe of a model
         # takes a few seconds)
-        (app.load(on_load, [picks[2], *chat_outputs[:2], data_viewed, pair_kept],
-                  [*train_outputs, *data_outputs, *chat_outputs])
-         .then(*restore_form, show_progress="hidden", queue=False).then(*refresh_estimate, **train_tab.ESTIMATE_QUEUE))
+        restored = (app.load(on_load, [picks[2], *chat_outputs[:2], data_viewed, pair_kept],
+                             [*train_outputs, *data_outputs, *chat_outputs])
+                    .then(*restore_form, show_progress="hidden", queue=False))
+        restored.then(*refresh_estimate, **train_tab.ESTIMATE_QUEUE)
+        # and the tab kept is opened once the form is back: opened at once, the Method tab measured every
+        # method for the page's first dataset (the FAQ sample, 10x the time of the person's 12 rows) before
+        # the Train picks it compares for had come back
+        restored.then(None, tab_kept, None, js=REOPEN_TAB_JS, queue=False, show_progress="hidden")
     # The page is the interface; its events are not a documented API. Gradio describes every public
     # event's inputs when it serves the page: the generated forms' events take every method's
     # fields (hundreds each), which made loading the page take seconds.

@@ -75,10 +75,17 @@ def test_upload_good_mapped_and_bad_files(server, page, studio, tiny_model_dir, 
         re.compile("look like a question and its answer|Detected prompt/completion"), timeout=30_000)
     expect(page.locator("#data-map-prompt input")).to_have_value("question")
     expect(page.locator("#data-map-completion input")).to_have_value("answer")
+    # the RL prompts' target is named for what it holds: 'answer: (not mapped)' read as the answers left out
+    expect(page.locator("#data-map-completion")).to_contain_text("completion (the reply to learn)")
+    expect(page.locator("#data-map-answer")).to_contain_text("answer (RL prompts: the reference to check by)")
     expect(page.locator("#data-detected")).not_to_contain_text("--map")
     page.click("#data-import")
     expect(page.locator("#data-message")).to_contain_text("Imported faq", timeout=30_000)
     expect(page.locator("#data-preview")).to_contain_text("=1+1")
+    # the Train tab is on it (LoRA trains on examples): it stayed on the FAQ sample, picked by hand after
+    page.get_by_role("tab", name="Train").click()
+    expect(page.locator("#train-dataset input")).to_have_value(re.compile(r"^faq \(\d+ rows\)$"), timeout=30_000)
+    page.get_by_role("tab", name="Data").click()
 
     # replies with thumbs up/down: the marks are mapped to KTO's label, not dropped
     page.locator("#data-upload button[aria-label='Clear']").click()
@@ -89,6 +96,9 @@ def test_upload_good_mapped_and_bad_files(server, page, studio, tiny_model_dir, 
     expect(page.locator("#data-map-label input")).to_have_value("rating")
     page.click("#data-import")
     expect(page.locator("#data-message")).to_contain_text("2 rows of kto data", timeout=30_000)
+    page.get_by_role("tab", name="Train").click()  # (and stays on the examples: LoRA does not train on thumbs)
+    expect(page.locator("#train-dataset input")).to_have_value(re.compile(r"^faq \(\d+ rows\)$"), timeout=30_000)
+    page.get_by_role("tab", name="Data").click()
 
     # a file that cannot be read as a table, after the mapped one: its own message, no page error
     # (the mapping kept 'question', which this file's choices lack, and the page refused it); the

@@ -83,6 +83,18 @@ def test_misspelled_columns_list_the_accepted_ones(studio, tmp_path):
         "instruction+output | prompt+completion | text | prompt, or map yours (e.g. --map prompt=question,completion=answer)")
 
 
+def test_questions_without_answers_say_what_to_add(studio, tmp_path):
+    """A file of questions alone was answered with the list of every layout: a newcomer could not tell
+    what to add. Nothing is written."""
+    path = tmp_path / "support_onlyq.csv"
+    path.write_text("question\nWhere is my order?\nCan I pay by card?\n")
+    assert refused(studio, path) == (
+        "support_onlyq.csv: found columns question (questions without answers: add a column with the answer to "
+        "each, e.g. 'answer'); expected columns messages | conversations | prompt+completion+label | "
+        "prompt+chosen+rejected | chosen+rejected | instruction+output | prompt+completion | text | prompt, or map "
+        "yours (e.g. --map prompt=question,completion=answer)")
+
+
 def test_missing_column_on_a_later_line(studio, tmp_path):
     path = jsonl(tmp_path / "later.jsonl", GOOD, {"prompt": "Only a question"})
     assert refused(studio, path) == "later.jsonl, line 2: missing column 'completion' (found: prompt)"
