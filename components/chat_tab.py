@@ -6,7 +6,6 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from pathlib import Path
 
 import gradio as gr
 
@@ -79,12 +78,15 @@ def results_table(studio) -> tuple[dict, str]:
     for r in map(chat_service.newer_first, arena.win_rates(votes, by_blind=True)):  # the newer model's win rate
         rows.append([chat_service.label(studio, r["first"]), chat_service.label(studio, r["second"]),
                      BLIND_OR_NAMED[r["blind"]], r["votes"], r["wins_first"], r["wins_second"], r["ties"],
-                     chat_service.win_rate_text(r, judged=True)])
+                     # a verdict only where the vote was fair: with the names shown a lean can be the voter's
+                     chat_service.win_rate_text(r, judged=True) if r["blind"] else
+                     f"{chat_service.win_rate_text(r)}: no verdict, the names were shown"])
     table = {"headers": RESULT_HEADERS, "data": rows}
     warning = arena.position_bias(votes)
     note = (f"{sum(r[3] for r in rows)} votes so far. *Model* is the tuned model (the newer run when both are "
             "runs), *Against* the one it was compared with. Ties and 'both bad' count half to each side. "
-            "*Better* or *worse* once the 95% interval is clear of 50%; until then a win rate can be luck.")
+            "*Better* or *worse* (of blind votes) once the 95% interval is clear of 50%; until then a win rate "
+            "can be luck.")
     if any(row[2] == BLIND_OR_NAMED[False] for row in rows):
         note += (" Votes cast with the names shown are counted apart from blind ones: knowing which side is "
                  "the tuned model can sway a vote, so the blind rows are the fair comparison (tick *Blind "
@@ -120,16 +122,7 @@ def kept_pair(studio, kept, options: list[tuple[str, str]]) -> tuple[str, str] |
     if not isinstance(kept, dict):
         return None
     pair = kept.get("a"), kept.get("b")
-    listed = {spec for _label, spec in options}
-
-    def typed(spec: str) -> bool:  # a folder typed in is kept while it exists (a deleted export is not)
-        value = spec.removeprefix("base:").strip()
-        if not value or spec.startswith("run:"):
-            return False
-        return Path(value).expanduser().is_dir() or not value.startswith(("/", "~", "."))  # else a hub id
-
-    if not all(isinstance(spec, str) and (spec in listed or typed(spec)) for spec in pair) \
-            or chat_service.same_model(studio, *pair):
+    if not all(chat_service.still_offered(spec, options) for spec in pair) or chat_service.same_model(studio, *pair):
         return None
     return pair
 
@@ -274,10 +267,13 @@ def build(studio):
             # busy re-rendering to take a click (Stop, a vote) while the replies streamed
             if time.monotonic() - shown_at >= STREAM_EVERY_S:
                 shown_at = time.monotonic()
-                # the sides whose replies the model has ended, for a vote after Stop (the others are cut short)
-                state["ended"] = [side for side, dec in zip("ab", decs) if dec.done and not dec.cut_off]
+                # the sides whose replies the model has ended, for a vote after Stop (the others are cut short);
+                # a new dict each time: Gradio keeps a yielded State by reference, and a change made to it
+                # after the last update the page got (Stop cancels between two) would say a reply shown cut
+                # short had ended
+                state = {**state, "ended": [side for side, dec in zip("ab", decs) if dec.done and not dec.cut_off]}
                 yield shown_a, shown_b, state, gr.skip(), gr.skip()
-        state["ended"] = [side for side, dec in zip("ab", decs) if not dec.cut_off]
+        state = {**state, "ended": [side for side, dec in zip("ab", decs) if not dec.cut_off]}
         cut = [side for side, dec in zip("AB", decs) if dec.cut_off]
         said = (f"Model {' and '.join(cut)}: the reply stopped at *Max new tokens* ({decs[0].settings.max_new_tokens}) "
                 "before its end; raise it under Generation settings for longer replies.") if cut else gr.skip()

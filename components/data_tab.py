@@ -323,6 +323,9 @@ def build(studio, datasets_kept):
         progress text shows only with a fraction done, which a streamed file does not know). The last
         value is what each kind of data comes back to on the Train tab: the import, once it made a dataset."""
         *values, by_kind = values
+        # no dataset made yet: an import that fails before its first message left the previous import's id
+        # here, and the Train tab picked that one again over a pick made since
+        yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), None
         said, result = queue.SimpleQueue(), {}
 
         def work():

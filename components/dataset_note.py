@@ -24,15 +24,20 @@ def cut_chosen_note(row: dict) -> str:
     if not cut:
         return ""
     chat = origin.get("kind") == "chat votes"
-    total = origin.get("votes", 0) if chat else origin.get("pairs", 0) + origin.get("votes", 0)
+    # the pairs the dataset holds (a pair of one answer twice is left out by the import)
+    total = origin.get("taught", origin.get("votes", 0) if chat else origin.get("pairs", 0) + origin.get("votes", 0))
     one, many = ("reply", "replies") if chat else ("answer", "answers")
-    which = (f"The winning {one} was" if cut == total == 1 else f"All {cut} winning {many} were" if cut == total
+    which = (f"The winning {one} was" if cut == total == 1 else
+             f"Both winning {many} were" if cut == total == 2 else f"All {cut} winning {many} were" if cut == total
              else f"{cut} of the {total} winning {many} {'was' if cut == 1 else 'were'}")
-    if chat:
-        how, fix = "at *Max new tokens*, or by *Stop*", "Raise *Max new tokens* under Generation settings for whole replies"
-    else:
-        how = "at the project's *Longest answer (tokens)*" + (", or the chat's limit or *Stop*"
-                                                            if origin.get("votes") else "")
-        fix = "A project with a higher *Longest answer (tokens)* gives whole answers"
-    return (f" ⚠️ {which} cut off ({how}): training on an answer that stops mid-sentence teaches the model to "
-            f"stop there too. {fix}.")
+    from_votes = cut if chat else origin.get("cut_votes", 0)  # a chat's limit: a project's does not help them
+    hows, fixes = [], []
+    if cut > from_votes:
+        hows.append("at the project's *Longest answer (tokens)*")
+        fixes.append("A project with a higher *Longest answer (tokens)* gives whole answers")
+    if from_votes:
+        hows.append("at *Max new tokens*, or by *Stop*" if chat else "at the chat's *Max new tokens*, or by *Stop*")
+        fixes.append("Raise *Max new tokens* under " + ("" if chat else "the Chat tab's ")
+                     + "Generation settings for whole replies")
+    return (f" ⚠️ {which} cut off ({', or '.join(hows)}): training on an answer that stops mid-sentence teaches the "
+            f"model to stop there too. {'. '.join(fixes)}.")

@@ -187,12 +187,15 @@ def build_new(studio, project):
     shown = gr.State(None)
     timer.tick(on_tick, [shown, message, made_id], [table, shown, project, message], show_progress="hidden")
 
-    def fresh(dataset_shown=None):
-        """Datasets imported and runs finished since the page opened; the dataset shown stays picked
-        while it is still offered (one deleted since was kept by the page, and Create was refused by
-        Gradio: "Value: d-… is not in the list of choices")."""
+    def fresh(dataset_shown=None, a_shown=None, b_shown=None):
+        """Datasets imported and runs finished since the page opened; the dataset and the models shown
+        stay picked while they are still offered (one deleted since was kept by the page, and Create was
+        refused by Gradio: "Value: d-… is not in the list of choices"; models picked, then a look at
+        another tab, came back as the default pair)."""
         options = chat_service.choices(studio)
         a, b = chat_service.default_pair(studio)
+        a = a_shown if chat_service.still_offered(a_shown, options) else a
+        b = b_shown if chat_service.still_offered(b_shown, options) else b
         datasets = prompt_datasets(studio)
         kept = dataset_shown if dataset_shown in [value for _label, value in datasets] else None
         return (gr.update(choices=datasets, value=kept), gr.update(choices=options, value=a),
@@ -238,7 +241,7 @@ LABELER_HEADERS = ["Labeler", "Labels", "Skipped", "Median seconds per item"]
 KAPPA_HEADERS = ["Labelers", "Items both labelled", "Same choice", "Cohen's κ"]
 WIN_WIDTHS = ["22%", "22%", "8%", "8%", "8%", "12%", "20%"]  # the win rate with its interval is not cut off
 WIN_HEADERS = ["Model", "Against", "Labels", "Model better", "Against better", "Ties / both bad",
-               "Model's win rate (95% interval)"]  # from the tuned (newer) model's side, as the Chat tab's
+               "Model's win rate over items (95% interval)"]  # from the tuned (newer) model's side, as the Chat tab's
 REVIEW_HEADERS = ["Item", "Prompt", "Choices"]
 OVERVIEW_HEADERS = (LABELER_HEADERS, KAPPA_HEADERS, WIN_HEADERS, REVIEW_HEADERS)
 

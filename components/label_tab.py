@@ -204,12 +204,12 @@ def build(studio):
         ids = [c[1] for c in choices]
         return gr.update(choices=choices, value=current if current in ids else None)
 
-    def on_open(current, dataset, request: gr.Request):
+    def on_open(current, dataset, spec_a, spec_b, request: gr.Request):
         """The tab opened: projects, datasets and runs made since the page opened are offered (a dataset
         picked for the prompts and deleted since is picked no more); a signed-in (--auth) user labels
         under their own name."""
         user = getattr(request, "username", None)
         name = gr.update(value=user, interactive=False) if user else gr.skip()
-        return (refresh(current), name, *fresh_lists(dataset))
+        return (refresh(current), name, *fresh_lists(dataset, spec_a, spec_b))
 
-    return on_open, [project, list_outputs[0]], [project, labeler, *list_outputs], overview, timer
+    return on_open, [project, *list_outputs], [project, labeler, *list_outputs], overview, timer

@@ -189,8 +189,13 @@ def blind_line(studio, row: dict) -> str | None:
                 f"{result['wins_second']}, tied {result['ties']}: {chat_service.win_rate_text(result, judged=True)}.")
     if not aligned(row["method"]):
         return None
-    return (f"**Did it help?** The held-out figures above are a rough guide; whether people prefer its replies is "
-            f"what a blind battle against {against} tells: press *Compare with the previous model*.")
+    summary = row.get("summary") or {}
+    # only the figures the panel shows: reinforcement learning has its mean reward, a run without held-out rows none
+    guide = ("The mean reward above is a rough guide; w" if "reward_first" in summary else
+             "The held-out figures above are a rough guide; w"
+             if "eval_loss_after" in summary or preference_summary(summary) else "W")
+    return (f"**Did it help?** {guide}hether people prefer its replies is what a blind battle against {against} "
+            "tells: press *Compare with the previous model*.")
 
 
 def heldout_loss_line(summary: dict, metrics: list[dict]) -> str:
@@ -328,12 +333,12 @@ def button_states(status: str | None, method: str | None = None, data_gone: bool
     started from, is the highlighted button (a newcomer took the highlighted Chat for it, and missed it)."""
     done = status == "completed"
     writes = method not in METHODS or not METHODS[method].reward_model
-    aligned = writes and method in METHODS and METHODS[method].data_kind != "sft"
+    next_step = aligned(method)
     return [gr.update(interactive=status in ACTIVE_STATUSES),
             gr.update(interactive=status in RESUMABLE_STATUSES and not data_gone),
             gr.update(interactive=done and not data_gone),
-            gr.update(interactive=done and writes, variant="primary" if aligned else "secondary"),
-            gr.update(interactive=done, variant="secondary" if aligned else "primary")]
+            gr.update(interactive=done and writes, variant="primary" if next_step else "secondary"),
+            gr.update(interactive=done, variant="secondary" if next_step else "primary")]
 
 
 RUN_ID = re.compile(r"\br\d{8}-\d{6}-[0-9a-f]{4}\b")  # studio.core._new_id("r")

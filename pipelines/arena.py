@@ -64,25 +64,33 @@ def votes_to_tell(win_rate: float, votes: int, most: int = 10_000) -> int | None
     `most`, or no lean at all)."""
     if win_rate == 0.5:
         return None
-    for n in range(max(votes, 1), most + 1):
+
+    def tells(n: int) -> bool:
         low, high = wilson(win_rate * n, n)
-        if low > 0.5 or high < 0.5:
-            return n
-    return None
+        return low > 0.5 or high < 0.5
+
+    lo, hi = max(votes, 1), most  # the interval narrows as n grows: the first n that tells, by halving
+    if not tells(hi):
+        return None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if tells(mid) else (mid + 1, hi)
+    return lo
 
 
 def verdict(row: dict, unit: str = "vote") -> str:
     """What a pair's result (a row of win_rates) says of its first model, in words: better or worse
     when the 95% interval is clear of 50%, else that it cannot tell yet, and roughly how many more
-    votes at this rate would."""
+    votes at this rate would (a row counted over labelled items, see labeling.win_rates, counts items)."""
     if row["low"] > 0.5:
         return "better"
     if row["high"] < 0.5:
         return "worse"
-    needed = votes_to_tell(row["win_rate"], row["votes"])
-    if needed is None:
+    counted = row.get("items", row["votes"])
+    needed = votes_to_tell(row["win_rate"], counted)
+    if needed is None or needed <= counted:
         return "can't tell yet: no lean either way" if row["win_rate"] == 0.5 else "can't tell yet"
-    more = needed - row["votes"]
+    more, unit = needed - counted, ("labelled item" if "items" in row else unit)
     return f"can't tell yet: about {more} more {unit}{'s' if more != 1 else ''} at this rate would"
 
 

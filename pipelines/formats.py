@@ -160,10 +160,16 @@ def detect(columns: list[str], path, kind: str = "auto", mapping: dict | None = 
         close = difflib.get_close_matches(col, KNOWN_COLUMNS, n=1, cutoff=0.75)
         if close and col not in KNOWN_COLUMNS:
             hints.append(f"'{col}' looks like '{close[0]}'")
-    lower = {c.strip().lower() for c in columns}
-    if not hints and kind in ("auto", "sft") and lower & set(PROMPT_NAMES) and not lower & set(ANSWER_NAMES):
-        # a file of questions alone: the list of layouts below did not say what to add (a newcomer's reading)
-        hints.append("questions without answers: add a column with the answer to each, e.g. 'answer'")
+    # the columns as they stand after the mapping: one mapped elsewhere is no question or answer any more
+    questions = [c for c in columns if c in names and c.strip().lower() in PROMPT_NAMES]
+    answers = "completion" in mapping or any(c in names and c.strip().lower() in ANSWER_NAMES for c in columns)
+    if not hints and kind in ("auto", "sft") and questions and "prompt" not in mapping:
+        if "completion" in mapping:  # the answers are mapped, their questions are not
+            hints.append(f"map '{questions[0]}' to prompt too: the answers are mapped, their questions are not")
+        elif not answers:
+            # a file of questions alone: the list of layouts below did not say what to add (a newcomer's reading)
+            hints.append("questions without answers: add a column with the answer to each, e.g. 'answer' (or, as "
+                         f"prompts for reinforcement learning, map '{questions[0]}' to prompt)")
     hint = f" ({'; '.join(hints[:3])})" if hints else ""
     wanted = "" if kind == "auto" else f" for {kind} data"
     suggested = suggest_mapping(columns) if kind in ("auto", "sft") else {}

@@ -41,8 +41,11 @@ SHOWN_TAB_JS = """() => {
 }"""
 
 
-# A tab kept from before a reload, opened by a click on its button (not Train: it is open already)
+# A tab kept from before a reload, opened by a click on its button (not Train: it is open already), unless
+# the person has opened another tab meanwhile (a click on Chat just after a reload was undone by this one)
 REOPEN_TAB_JS = """(kept) => {
+  const shown = document.querySelector('#studio-tabs [role=tab][aria-selected=true]');
+  if (shown && shown.dataset.tabId !== 'train') return;
   const button = kept && kept !== 'train' && document.querySelector(`#studio-tabs [role=tab][data-tab-id="${kept}"]`);
   if (button && button.getAttribute('aria-selected') !== 'true') button.click();
 }"""
@@ -92,8 +95,8 @@ def build_app(studio) -> gr.Blocks:
                 refresh_export, export_outputs, export_timer = export_tab.build(studio)
         # new datasets are offered at once: imports to Train, exported votes to Data
         train_dataset, data_dataset = train_outputs[0], data_outputs[0]
-        imported.then(lambda key, made: train_tab.after_import(studio, key, made), [picks[2], made_now], train_dataset,
-                      queue=False, show_progress="hidden")
+        imported.success(lambda key, made: train_tab.after_import(studio, key, made), [picks[2], made_now],
+                         train_dataset, queue=False, show_progress="hidden")
         deleted.then(lambda key, shown: train_tab.after_deletion(studio, key, shown), [picks[2], train_dataset],
                      train_dataset, queue=False, show_progress="hidden")
         labels_to_train = loop.wire_labels(studio, tabs, train_handles(picks, runs), label_overview)

@@ -75,6 +75,19 @@ def same_model(studio, spec_a: str | None, spec_b: str | None) -> bool:
     return spec_a == spec_b or _identity(studio, spec_a) == _identity(studio, spec_b)
 
 
+def still_offered(spec, options: list[tuple[str, str]]) -> bool:
+    """Whether a model a page showed can still be picked: a listed model or run, or a model typed in
+    (a folder that still exists, a hub id); not a run that is gone or an export deleted since."""
+    if not isinstance(spec, str):
+        return False
+    if spec in {listed for _label, listed in options}:
+        return True
+    value = spec.removeprefix("base:").strip()
+    if not value or spec.startswith("run:"):
+        return False
+    return Path(value).expanduser().is_dir() or not value.startswith(("/", "~", "."))  # else a hub id
+
+
 def default_pair(studio) -> tuple[str, str]:
     """What Chat compares when nobody picked yet: the newest finished run (B) against the base model
     it was trained on (A); the built-in model on both sides before any run has finished."""
@@ -163,13 +176,14 @@ def export_votes(studio, name: str | None = None) -> dict:
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         row = studio.import_dataset(path, name=name or f"chat votes {time.strftime('%Y-%m-%d %H:%M')}",
                                     options=ImportOptions(kind="preference"))
-    decisive = [v for v in votes if v["winner"] in ("a", "b")]
+    decisive = [v for v in votes if v["winner"] in ("a", "b")]  # one row each, in order
     models = sorted({spec for v in decisive for spec in (v["model_a"], v["model_b"])})
-    # winning replies without their end (cut at Max new tokens, or stopped): they teach stopping mid-sentence
-    cut = arena.unfinished_winners(decisive)
+    # winning replies without their end (cut at Max new tokens, or stopped): they teach stopping mid-sentence;
+    # counted among the pairs the dataset holds (the import leaves out a pair of one reply twice)
+    taught = [v for v, r in zip(decisive, rows) if not teaches_nothing(r)]
     studio.store.set_dataset_origin(row["id"], {"kind": "chat votes", "votes": len(decisive),
                                                 "vote_ids": [v["id"] for v in decisive], "models": models,
-                                                "cut_chosen": cut})
+                                                "taught": len(taught), "cut_chosen": arena.unfinished_winners(taught)})
     # the same votes exported again are the dataset made then, under the name given then
     return {**studio.store.get_dataset(row["id"]), "exported_before": row["id"] in known}
 

@@ -182,12 +182,14 @@ def print_overview(ov: dict) -> None:
         print(f"position: left {pos['left']}, right {pos['right']} (p = {pos['p']:.3f})"
               + (f"; warning: {pos['warning']}" if pos["warning"] else "; no sign of bias"))
     alone = found["source"].get("kind") == "sampled twice"
-    print("win rates (95% interval; ties count half):" if ov["win_rates"] else
+    print("win rates over items, each the mean of its labels (95% interval; ties count half):"
+          if ov["win_rates"] else
           "win rates: none (one model wrote both answers)" if alone else
           "win rates: none (no labels between two different models yet)")
     for w in ov["win_rates"]:
         print(f"  {w['first']} beats {w['second']}: {w['win_rate']:.0%} ({w['low']:.0%}-{w['high']:.0%}) "
-              f"over {_count(w['votes'], 'label')} ({w['wins_first']}-{w['wins_second']}, {_count(w['ties'], 'tie')}): "
+              f"over {_count(w['items'], 'item')}, {_count(w['votes'], 'label')} ({w['wins_first']}-{w['wins_second']}, "
+              f"{_count(w['ties'], 'tie')}): "
               f"{arena.verdict(w, 'label')}")
     print(f"disagreements: {_count(len(ov['disagreements']), 'item')} (review them in the Label tab)")
 

@@ -418,6 +418,8 @@ def export_rows(studio, ref: str, kind: str = "preference", min_agreement: float
     found = project(studio, ref)
     labels = studio.store.list_labels(found["id"])
     items = {it["id"]: it for it in studio.store.label_items(found["id"])}
+    from pipelines.importer import teaches_nothing
+
     pairs, empty, cut = [], 0, 0
     aggregated = labeling.aggregate(labels, min_agreement)
     # with a bar to pass, a pair only one person labelled is left out: it has no agreement to measure
@@ -430,22 +432,23 @@ def export_rows(studio, ref: str, kind: str = "preference", min_agreement: float
             if not item[f"answer_{win}"].strip() or not item[f"answer_{lose}"].strip():
                 empty += 1  # a model that said nothing: no text to train on (and the importer refuses it)
                 continue
-            cut += item[f"cut_{win}"]  # the winner's end missing: it teaches stopping mid-sentence
             pairs.append({"prompt": item["prompt"],
                           "chosen": [{"role": "assistant", "content": item[f"answer_{win}"]}],
                           "rejected": [{"role": "assistant", "content": item[f"answer_{lose}"]}]})
+            # the winner's end missing: it teaches stopping mid-sentence (counted where the pair is kept:
+            # the import leaves out a pair of one answer twice)
+            cut += item[f"cut_{win}"] and not teaches_nothing(pairs[-1])
     from_labels = len(pairs)
     votes = [v for v in arena.counted(studio.store.list_votes()) if v["winner"] in ("a", "b")] if with_votes else []
     pairs += arena.preference_rows(votes)
-    cut += arena.unfinished_winners(votes)
+    cut_votes = arena.unfinished_winners([v for v, p in zip(votes, pairs[from_labels:]) if not teaches_nothing(p)])
     origin = {"kind": "labels", "project": found["name"], "project_id": found["id"], "pairs": from_labels,
               "labels": sum(lb["choice"] != "skip" for lb in labels), "min_agreement": min_agreement,
               "votes": len(votes), "vote_ids": [v["id"] for v in votes], "empty": empty, "alone": alone,
-              "cut_chosen": cut}
+              "taught": sum(not teaches_nothing(p) for p in pairs), "cut_chosen": cut + cut_votes,
+              "cut_votes": cut_votes}
     if kind == "preference":
         return pairs, origin  # (the import drops pairs of one answer twice, and says so)
-    from pipelines.importer import teaches_nothing
-
     kto, origin["same_answers"] = [], 0
     for p in pairs:
         if teaches_nothing(p):  # one reply marked good and bad at once: two rows that contradict each other

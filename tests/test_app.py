@@ -208,7 +208,7 @@ def test_a_big_import_says_how_far_it_is_in_the_message_line(studio, tmp_path, m
     on_import = next(f for f in app.fns.values() if f.name == "on_import")
     values = [c.value for c in on_import.inputs]
     values[0] = str(rows)  # the upload; the sample, name, kind, ... as the page draws them
-    said = [update[0] for update in on_import.fn(*values)]
+    said = [update[0] for update in on_import.fn(*values)][1:]  # (the first clears the dataset made)
     import re
 
     assert [re.sub(r"\(\d+ s\)", "(N s)", text) for text in said[:2]] == [
@@ -231,10 +231,32 @@ def test_import_names_the_broken_row_the_upload_named_not_the_columns(studio, tm
     values = [c.value for c in on_import.inputs]
     values[0] = str(bad)
     before = (studio.list_datasets(), sorted(os.listdir(studio.datasets_dir)))
-    said = [update[0] for update in on_import.fn(*values)]
+    said = [update[0] for update in on_import.fn(*values)][1:]
     assert (studio.list_datasets(), sorted(os.listdir(studio.datasets_dir))) == before
     assert said == ["**Not imported:** support_missingcol.csv, row 6: has 1 cell but the header has 2 columns "
                     "(question, answer); give the row a cell for each column"]
+
+
+def test_an_import_that_fails_says_it_made_no_dataset_first(studio, tmp_path):
+    """An import that failed before its first message (an upload gone from disk) left the previous import's
+    id as 'made', and the Train tab picked that dataset again over a pick made since. The first update says
+    none is made; the Train tab's pick follows only an import that succeeded."""
+    app = build_app(studio)
+    on_import = next(f for f in app.fns.values() if f.name == "on_import")
+    values = [c.value for c in on_import.inputs]
+    values[0] = str(tmp_path / "gone.csv")
+    values[-1] = {}
+    updates = on_import.fn(*values)
+    assert next(updates)[-1] is None
+    try:
+        for _ in updates:
+            pass
+    except Exception:  # noqa: BLE001  (how it fails is Gradio's to show)
+        pass
+    (pick,) = [f for f in app.fns.values() if f.trigger_after == on_import._id and
+               any(o.elem_id == "train-dataset" for o in f.outputs)]
+    assert pick.trigger_only_on_success, "the Train tab's pick follows a failed import"
+    assert studio.list_datasets() == []
 
 
 def test_an_upload_with_thumbs_is_mapped_to_kto_labels_on_the_page(studio, tmp_path):
@@ -414,3 +436,83 @@ def test_create_pressed_twice_makes_one_project_and_says_so(studio, tmp_path, mo
     monkeypatch.setattr(label_projects, "AGAIN_WITHIN_S", 0)  # a name taken before: refused as it was
     assert press()[0] == ("**Could not create the project:** a labeling project named 'answers' already exists; "
                           "pick another name")
+
+
+def test_opening_label_keeps_the_models_picked_for_a_new_project(studio, tiny_model_dir):
+    """Opening the Label tab put the default pair back in New project's model pickers: models picked,
+    then a look at the Chat tab, were lost. They stay while they can be picked; a run deleted since or
+    a folder gone is replaced by the default."""
+    app = build_app(studio)
+    (opened,) = [f for f in app.fns.values() if f.name == "on_open" and f.fn.__module__ == "components.label_tab"]
+    typed = f"base:{tiny_model_dir}"
+    _project, _name, _dataset, model_a, model_b = opened.fn(None, None, typed, "base:default", None)
+    assert (model_a["value"], model_b["value"]) == (typed, "base:default")
+    _project, _name, _dataset, model_a, model_b = opened.fn(None, None, "run:gone", f"{typed}-deleted", None)
+    assert (model_a["value"], model_b["value"]) == ("base:default", "base:default")
+
+
+def test_a_state_sent_to_the_page_is_not_changed_after(studio, tiny_model_dir, monkeypatch):
+    """Gradio keeps a yielded State by reference; the chat changed the one it had sent as the replies went
+    on, so after a Stop between two page updates the battle said a reply the page showed cut short had
+    ended (and a cut winner was stored as finished). Side A here ends on its third token; B runs to the
+    limit."""
+    import copy
+
+    from components import chat_tab
+    from components.chat_tab import new_battle
+    from studio import chat_service
+
+    monkeypatch.setattr(chat_tab, "STREAM_EVERY_S", 0.0)  # an update per token
+    real, made, stop = chat_service.decoders, [], {}
+
+    def decoders(*args):
+        decs = real(*args)
+        if stop:
+            decs[0].stop_ids = {stop["token"]}
+        made.append(decs)
+        return decs
+
+    monkeypatch.setattr(chat_service, "decoders", decoders)
+    app = build_app(studio)
+    (respond,) = [f for f in app.fns.values() if f.name == "respond" and f.inputs[0].elem_id == "chat-prompt"][:1]
+    spec = f"base:{tiny_model_dir}"
+    args = ("How long is the warranty?", [], [], new_battle(), spec, spec, False, "", 1.0, 1.0, 8, 1.0, 7)  # seeded
+    list(respond.fn(*args))
+    tokens = made[-1][0].generated
+    third = next(k for k in range(2, len(tokens)) if tokens[k] not in tokens[:k])
+    stop["token"] = tokens[third]
+    sent = [(out[2], copy.deepcopy(out[2])) for out in respond.fn(*args) if isinstance(out[2], dict)]
+    assert made[-1][0].done and not made[-1][0].cut_off and made[-1][1].cut_off
+    ended = [kept["ended"] for _obj, kept in sent]
+    assert ended[-1] == ["a"] and [] in ended[1:-1] and ["a"] in ended[1:-1]  # sent before and after A ended
+    assert all(obj == kept for obj, kept in sent), "a state the page was sent changed afterwards"
+
+
+def test_did_it_help_points_only_at_figures_the_panel_shows(studio):
+    """After preference or RL training the panel said "The held-out figures above are a rough guide" also
+    where none were shown: reinforcement learning shows its mean reward, a run without held-out rows
+    nothing. Once blind votes are in, it gives them instead."""
+    from components.runs_panel import blind_line
+    from pipelines.events import ADAPTER, STATUS, write_json
+    from studio import chat_service
+
+    studio.store.add_run(id="r20261205-100000-aaaa", method="grpo", model="default", dataset_id=None,
+                         status="completed", params={})
+    (studio.run_dir("r20261205-100000-aaaa") / ADAPTER).mkdir(parents=True)
+    write_json(studio.run_dir("r20261205-100000-aaaa") / STATUS, {"status": "completed", "finished": 1.0})
+    row = studio.get_run("r20261205-100000-aaaa")
+    tail = ("hether people prefer its replies is what a blind battle against the built-in model tells: press "
+            "*Compare with the previous model*.")
+    for summary, guide in (({"reward_first": 0.1, "reward_last": 0.4}, "The mean reward above is a rough guide; w"),
+                           ({"eval_loss_before": 2.0, "eval_loss_after": 1.9},
+                            "The held-out figures above are a rough guide; w"),
+                           ({"eval_rewards/accuracies_before": 0.0, "eval_rewards/accuracies_after": 0.75},
+                            "The held-out figures above are a rough guide; w"),
+                           ({}, "W")):
+        assert blind_line(studio, {**row, "summary": summary}) == f"**Did it help?** {guide}{tail}", summary
+    prompt = [{"role": "user", "content": "Question?"}]
+    chat_service.record_vote(studio, voter="ana", model_a="run:r20261205-100000-aaaa", model_b="base:default",
+                             winner="a", blind=True, prompt_a=prompt, prompt_b=prompt, reply_a="from A",
+                             reply_b="from B", settings={})
+    assert blind_line(studio, {**row, "summary": {}}).startswith(
+        "**Blind votes against the built-in model:** 1 so far, it won 1, lost 0, tied 0: ")

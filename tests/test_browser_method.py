@@ -72,13 +72,16 @@ def test_compare_choose_and_train_with_a_method(server, page, studio, small_voca
     # a reload opens Method again once the Train form is back: opened at once, it measured for the page's
     # first model and dataset (the built-in model, the FAQ sample) while the table said "chosen in Train"
     expect(card).to_contain_text("At its default settings on this model:", timeout=30_000)
-    before = card.inner_text()
+    # the card's own words (read while an update was under way, it held Gradio's timer: "0.4s")
+    words = card.locator("h3, p")
+    expect(card.locator(".progress-text")).to_have_count(0, timeout=30_000)
+    before = words.all_inner_texts()
     page.reload()
     expect(page.locator('#studio-tabs [data-tab-id="method"]')).to_have_attribute("aria-selected", "true",
                                                                                  timeout=30_000)
     expect(page.locator("#train-model input")).to_have_value(str(tiny_model_dir), timeout=30_000)
     expect(card).to_contain_text("At its default settings on this model:", timeout=60_000)
-    expect(card).to_have_text(before, timeout=30_000)
+    expect(words).to_have_text(before, timeout=30_000)
 
 
 def test_help_me_choose_advises_and_fills_the_train_form(server, page, studio, tiny_model_dir, tmp_path):  # noqa: F811

@@ -156,13 +156,14 @@ def test_model_cache_evicts_least_recently_used(tiny_model_dir, tmp_path):
     assert cache.loaded() == [str(second), str(tiny_model_dir)]
 
 
-def vote(studio, winner, a="base:default", b="run:r1", turns=1, blind=True, unfinished=()):
+def vote(studio, winner, a="base:default", b="run:r1", turns=1, blind=True, unfinished=(), same=False):
     prompt = []
     for i in range(turns - 1):
         prompt += [{"role": "user", "content": f"Earlier {i}"}, {"role": "assistant", "content": f"Reply {i}"}]
     prompt.append({"role": "user", "content": "Question?"})
     return chat_service.record_vote(studio, voter="ana", model_a=a, model_b=b, winner=winner, blind=blind,
-                                    prompt_a=prompt, prompt_b=prompt, reply_a="from A", reply_b="from B",
+                                    prompt_a=prompt, prompt_b=prompt, reply_a="from A",
+                                    reply_b="from A" if same else "from B",
                                     settings={"temperature": 0.7, "unfinished": list(unfinished)})
 
 
@@ -316,9 +317,11 @@ def test_blind_votes_and_votes_with_the_names_shown_are_counted_apart(studio):
     # Wilson, n = 4, 2.5 wins: 0.220 to 0.908
     assert [row[2:] for row in table["data"]] == [
         ["blind", 4, 2, 1, 1, "62% (22–91%): can't tell yet: about 58 more votes at this rate would"],
-        ["names shown", 3, 3, 0, 0, "100% (44–100%): can't tell yet: about 1 more vote at this rate would"]]
+        # no verdict where the voter knew which side was the tuned model (4 such votes said "better")
+        ["names shown", 3, 3, 0, 0, "100% (44–100%): no verdict, the names were shown"]]
     assert note.startswith("7 votes so far.")
-    assert "*Better* or *worse* once the 95% interval is clear of 50%; until then a win rate can be luck." in note
+    assert ("*Better* or *worse* (of blind votes) once the 95% interval is clear of 50%; until then a win rate can be "
+            "luck.") in note
     assert note.endswith("Votes cast with the names shown are counted apart from blind ones: knowing which side is "
                          "the tuned model can sway a vote, so the blind rows are the fair comparison (tick *Blind "
                          "battle*).")
@@ -333,15 +336,17 @@ def test_an_export_says_how_many_winning_replies_were_cut_off(studio):
     vote(studio, "a", unfinished=["a", "b"])  # the winner cut off
     vote(studio, "b", turns=2, unfinished=["a"])  # only the loser
     vote(studio, "tie", unfinished=["a"])  # not exported
+    vote(studio, "a", unfinished=["a", "b"], same=True)  # one reply twice: the import leaves it out, so not counted
     row = chat_service.export_votes(studio)
+    assert row["rows"] == 2 and row["meta"]["origin"]["taught"] == 2
     assert row["meta"]["origin"]["cut_chosen"] == 1
     assert cut_chosen_note(row) == (" ⚠️ 1 of the 2 winning replies was cut off (at *Max new tokens*, or by *Stop*): "
                                     "training on an answer that stops mid-sentence teaches the model to stop there "
                                     "too. Raise *Max new tokens* under Generation settings for whole replies.")
     origin = row["meta"]["origin"]
     for cut, total, said in ((1, 1, " ⚠️ The winning reply was cut off"), (3, 3, " ⚠️ All 3 winning replies were"),
-                             (2, 5, " ⚠️ 2 of the 5 winning replies were")):
-        assert cut_chosen_note({"meta": {"origin": {**origin, "cut_chosen": cut, "votes": total}}}).startswith(said)
+                             (2, 5, " ⚠️ 2 of the 5 winning replies were"), (2, 2, " ⚠️ Both winning replies were")):
+        assert cut_chosen_note({"meta": {"origin": {**origin, "cut_chosen": cut, "taught": total}}}).startswith(said)
     vote(studio, "b", unfinished=["b"])
     vote(studio, "a")  # whole replies
     row = chat_service.preference_start(studio)["dataset"]
@@ -361,6 +366,14 @@ def test_a_verdict_once_the_interval_is_clear_of_half():
     assert arena.verdict(row(1, 1)) == "can't tell yet: about 3 more votes at this rate would"
     assert arena.votes_to_tell(1.0, 1) == 4 and arena.wilson(3, 3)[0] < 0.5 < arena.wilson(4, 4)[0]  # 0.44, 0.51
     assert arena.verdict(row(5.5, 10)) == "can't tell yet: about 375 more votes at this rate would"
+
+    def first_that_tells(rate, votes, most=10_000):  # the plain scan the halving search replaced
+        return next((n for n in range(max(votes, 1), most + 1)
+                     if arena.wilson(rate * n, n)[0] > 0.5 or arena.wilson(rate * n, n)[1] < 0.5), None)
+
+    for rate in (0.0, 0.1, 0.3, 0.45, 0.49, 0.51, 0.55, 0.62, 0.75, 0.9, 1.0):
+        for votes in (0, 1, 7, 40, 300):
+            assert arena.votes_to_tell(rate, votes) == first_that_tells(rate, votes), (rate, votes)
 
 
 def test_position_bias_warning():

@@ -69,10 +69,11 @@ def test_import_label_status_export_round_trip(tmp_path):
     # alpha = 1 - (8 - 1) * 2 / (64 - 9 - 9 - 4) = 1 - 14/42 = 0.67
     assert "Krippendorff's alpha: 0.67 over 4 items labelled by two or more" in out
     assert f"position: left {left}, right {6 - left} (too few decisive labels to test)" in out
-    # alpha wins 3 (ann 0, 1; ben 0), beta 3 (ann 2; ben 1, 2), 2 ties count half: 4 of 8
+    # alpha wins 3 (ann 0, 1; ben 0), beta 3 (ann 2; ben 1, 2), 2 ties count half: 4 of 8; per item
+    # 1, 0.5, 0, 0.5: 2 of 4
     rate = next(line for line in out if line.startswith("  alpha beats beta: "))
-    assert re.fullmatch(r"  alpha beats beta: 50% \(\d+%-\d+%\) over 8 labels \(3-3, 2 ties\): can't tell yet: no "
-                        r"lean either way", rate)
+    assert re.fullmatch(r"  alpha beats beta: 50% \(\d+%-\d+%\) over 4 items, 8 labels \(3-3, 2 ties\): can't tell "
+                        r"yet: no lean either way", rate)
     assert out[-1] == "disagreements: 1 item (review them in the Label tab)"
 
     exported = studio_cmd(home, "label", "export", "demo", "--name", "demo prefs")

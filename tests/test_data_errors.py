@@ -90,9 +90,16 @@ def test_questions_without_answers_say_what_to_add(studio, tmp_path):
     path.write_text("question\nWhere is my order?\nCan I pay by card?\n")
     assert refused(studio, path) == (
         "support_onlyq.csv: found columns question (questions without answers: add a column with the answer to "
-        "each, e.g. 'answer'); expected columns messages | conversations | prompt+completion+label | "
-        "prompt+chosen+rejected | chosen+rejected | instruction+output | prompt+completion | text | prompt, or map "
-        "yours (e.g. --map prompt=question,completion=answer)")
+        "each, e.g. 'answer' (or, as prompts for reinforcement learning, map 'question' to prompt)); expected "
+        "columns messages | conversations | prompt+completion+label | prompt+chosen+rejected | chosen+rejected | "
+        "instruction+output | prompt+completion | text | prompt, or map yours (e.g. --map "
+        "prompt=question,completion=answer)")
+    # its answers mapped, its questions not: the answers are there, the mapping is half done
+    both = tmp_path / "support_mapped.csv"
+    both.write_text("question,reply_text\nWhere is my order?,On its way.\n")
+    said = refused(studio, both, mapping={"completion": "reply_text"})
+    assert said.startswith("support_mapped.csv: found columns question, reply_text (map 'question' to prompt too: "
+                           "the answers are mapped, their questions are not); expected columns")
 
 
 def test_missing_column_on_a_later_line(studio, tmp_path):

@@ -301,7 +301,17 @@ def test_an_answer_the_length_limit_cut_off_is_marked_on_its_side(studio):
     row = ls.export(studio, "p1", with_votes=True)
     assert row["meta"]["origin"]["cut_chosen"] == sum(flips) + 1
     assert cut_chosen_note(row).startswith(f" ⚠️ {sum(flips) + 1} of the 14 winning answers were cut off (at the "
-                                           "project's *Longest answer (tokens)*, or the chat's limit or *Stop*)")
+                                           "project's *Longest answer (tokens)*, or at the chat's *Max new tokens*, "
+                                           "or by *Stop*)")
+    # each cause gets its fix: a project's limit does nothing for a reply cut in the Chat tab
+    assert cut_chosen_note(row).endswith("A project with a higher *Longest answer (tokens)* gives whole answers. "
+                                         "Raise *Max new tokens* under the Chat tab's Generation settings for whole "
+                                         "replies.")
+    only_votes = {**row["meta"]["origin"], "cut_chosen": 1, "cut_votes": 1}
+    assert cut_chosen_note({"meta": {"origin": only_votes}}) == (
+        " ⚠️ 1 of the 14 winning answers was cut off (at the chat's *Max new tokens*, or by *Stop*): training on an "
+        "answer that stops mid-sentence teaches the model to stop there too. Raise *Max new tokens* under the Chat "
+        "tab's Generation settings for whole replies.")
     assert cut_mark(64) == ('<p class="label-cut"><i>✂ Cut off: the answer reached this project\'s longest answer '
                             "(64 tokens) before the model ended it.</i></p>")
 
