@@ -269,12 +269,20 @@ def test_an_answer_the_length_limit_cut_off_is_marked_on_its_side(studio):
     items = [{"prompt": [{"role": "user", "content": f"Question {n}?"}], "answer_a": f"Finished {n}.",
               "answer_b": f"Cut {n}, and then", "cut_a": False, "cut_b": True, "model_a": "base:x",
               "model_b": "run:y"} for n in range(12)]
+    # and one answer twice, cut both times: the import leaves that pair out, so its cut winner is not counted
+    items.append({**items[0], "prompt": [{"role": "user", "content": "Question 12?"}], "answer_a": "Same, and",
+                  "answer_b": "Same, and", "cut_a": True})
     studio.store.add_label_project(id="p1", name="cuts", overlap=1, status="ready", items=items,
                                    source={"kind": "two models", "models": ["base:x", "run:y"], "max_new_tokens": 64})
-    assert [(it["cut_a"], it["cut_b"]) for it in studio.store.label_items("p1")] == [(False, True)] * 12
+    twice = next(it["id"] for it in studio.store.label_items("p1") if it["answer_a"] == it["answer_b"])
+    assert [(it["cut_a"], it["cut_b"]) for it in studio.store.label_items("p1") if it["id"] != twice] == \
+        [(False, True)] * 12
     flips = []
     for _ in items:
         item = shown(studio, "p1", "ann")
+        if item["item_id"] == twice:
+            ls.submit(studio, "p1", item["item_id"], "ann", "left")
+            continue
         flips.append(item["flipped"])
         assert (item["left_cut"], item["right_cut"]) == ((True, False) if item["flipped"] else (False, True))
         left, right = view(studio, "p1", "ann")[3:5]
