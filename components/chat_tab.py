@@ -380,17 +380,20 @@ def build(studio):
                      [chat_a, chat_b, battle, vote_message, results, results_note]).then(on_score, score_io, scores)
 
     def on_export(name):
+        """The message, and the dataset made (or found), which the Data tab then shows."""
         try:
             row = chat_service.export_votes(studio, name or None)
         except DataError as err:
-            return f"**Nothing exported:** {err}"
+            return f"**Nothing exported:** {err}", None
         if row["exported_before"]:  # the catalogue keeps one dataset per file: the name is the first export's
             return (f"{made_or_found(row, name, 'votes')} (`{row['id']}`): {row['rows']} preference pairs in the "
-                    f"Data tab, ready for preference training. Vote more for a new dataset.{cut_chosen_note(row)}")
+                    f"Data tab, ready for preference training. Vote more for a new dataset.{cut_chosen_note(row)}",
+                    row["id"])
         return (f"Exported **{row['name']}** (`{row['id']}`): {row['rows']} preference pairs, now in the "
-                f"Data tab, ready for preference training.{cut_chosen_note(row)}")
+                f"Data tab, ready for preference training.{cut_chosen_note(row)}", row["id"])
 
-    exported = export.click(on_export, export_name, export_message)
+    export_made = gr.State(None)
+    exported = export.click(on_export, export_name, [export_message, export_made])
 
     suggested.input(lambda text: text or gr.skip(), suggested, prompt)
 
@@ -461,4 +464,4 @@ def build(studio):
     loop["scorer"], loop["scores"] = scorer, scores
     loop["voter"], loop["export_name"] = voter, export_name
     loop["generation"] = [system_prompt, temperature, top_p, max_new_tokens, repetition_penalty, seed]
-    return refresh, [model_a, model_b, results, results_note, scorer], exported, loop
+    return refresh, [model_a, model_b, results, results_note, scorer], (exported, export_made), loop

@@ -43,6 +43,12 @@ def shown_table(table: dict | None):
     return gr.update(value=table, visible=True) if table and table["data"] else gr.update(value=None, visible=False)
 
 
+def offered(studio, made: str | None = None) -> dict:
+    """The Data tab's dataset list as it is now, with the dataset an export just made (or found) picked."""
+    choices = dataset_choices(studio)
+    return gr.update(choices=choices, value=made) if made in {v for _l, v in choices} else gr.update(choices=choices)
+
+
 def dataset_choices(studio) -> list[tuple[str, str]]:
     """The datasets of the catalogue, newest first; a bundled sample (stored once a run or a look used it)
     named as the Train and Label tabs name it."""

@@ -158,6 +158,8 @@ def build_new(studio, project):
           queue=False, show_progress="hidden")
 
     def on_cancel(project_id):
+        if not project_id:  # (the service's answer, "no labeling project ''", named a command-line tool)
+            return "**Nothing to stop:** pick a project above first.", gr.skip()
         try:
             ls.cancel_generation(studio, project_id or "")
         except LabelError as err:
@@ -167,6 +169,8 @@ def build_new(studio, project):
     cancel.click(on_cancel, project, [message, table])
 
     def on_resume(project_id):
+        if not project_id:
+            return "**Nothing to resume:** pick a project above first.", gr.skip()
         try:
             ls.resume_generation(studio, project_id or "")
         except LabelError as err:
@@ -193,9 +197,11 @@ def build_new(studio, project):
         refused by Gradio: "Value: d-… is not in the list of choices"; models picked, then a look at
         another tab, came back as the default pair)."""
         options = chat_service.choices(studio)
-        a, b = chat_service.default_pair(studio)
-        a = a_shown if chat_service.still_offered(a_shown, options) else a
-        b = b_shown if chat_service.still_offered(b_shown, options) else b
+        default = chat_service.default_pair(studio)
+        a = a_shown if chat_service.still_offered(a_shown, options) else default[0]
+        b = b_shown if chat_service.still_offered(b_shown, options) else default[1]
+        if chat_service.same_model(studio, a, b):  # one model twice (the page's pair before any run): no project
+            a, b = default
         datasets = prompt_datasets(studio)
         kept = dataset_shown if dataset_shown in [value for _label, value in datasets] else None
         return (gr.update(choices=datasets, value=kept), gr.update(choices=options, value=a),
@@ -316,17 +322,22 @@ def build_overview(studio, project) -> dict:
     project.change(lambda p: summary(studio, p), project, outputs)
 
     def on_export(project_id, how, agree, votes, title):
+        """The message, and the dataset made (or found), which the Data tab then shows."""
+        if not project_id:
+            return "**Nothing exported:** pick a project above first.", None
         try:
-            row = ls.export(studio, project_id or "", how, float(agree), bool(votes), (title or "").strip() or None)
+            row = ls.export(studio, project_id, how, float(agree), bool(votes), (title or "").strip() or None)
         except (LabelError, DataError) as err:
-            return f"**Nothing exported:** {err}"
+            return f"**Nothing exported:** {err}", None
         rows = f"{row['rows']} row{'s' if row['rows'] != 1 else ''}"
         alone = (row["meta"].get("origin") or {}).get("alone")
         return (f"{made_or_found(row, title, 'labels', made='Exported')}: {rows} of {row['kind']} data, in the "
                 "Data tab."
                 + (f" Left out {alone} item{'s' if alone != 1 else ''} only one person labelled: the agreement bar "
-                   "needs two labels to measure." if alone else "") + cut_chosen_note(row))
+                   "needs two labels to measure." if alone else "") + cut_chosen_note(row), row["id"])
 
-    exported = export.click(on_export, [project, kind, min_agreement, with_votes, export_name], message)
-    return {"show": lambda p: summary(studio, p), "outputs": outputs, "exported": exported, "train": train,
+    export_made = gr.State(None)
+    exported = export.click(on_export, [project, kind, min_agreement, with_votes, export_name], [message, export_made])
+    return {"show": lambda p: summary(studio, p), "outputs": outputs, "exported": exported,
+            "export_made": export_made, "train": train,
             "inputs": [project, kind, min_agreement, with_votes, export_name], "message": message}

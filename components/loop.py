@@ -44,8 +44,12 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
             return (f"**Nothing to train on:** {err}", *(gr.skip(),) * 8)
         row, model = start["dataset"], start["model"]
         where = f"run `{model[4:]}`" if model.startswith("run:") else "the base model"
+        learned = start["learned"]
+        again = (f" {learned} of these votes {'was' if learned == 1 else 'were'} in the data {where} learned from "
+                 f"(votes are kept): {start['votes'] - learned} {'is' if start['votes'] - learned == 1 else 'are'} "
+                 "new." if learned else "")
         made = (f"{made_or_found(row, name, 'votes')}: {row['rows']} preference pairs from {start['votes']} decisive "
-                f"votes.{cut_chosen_note(row)}")
+                f"votes.{again}{cut_chosen_note(row)}")
         *picked, why = train_tab.method_on(studio, PREFERENCE_METHOD, row["id"])
         message = (f"{made} Set to DPO on it, starting from {where} (DPO's *beta* says how far it may move "
                    f"from there): press *Start training* below.{more_epochs(why)}")

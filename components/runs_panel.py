@@ -186,7 +186,8 @@ def blind_line(studio, row: dict) -> str | None:
         (result,) = arena.win_rates(votes)
         result = result if result["first"] == new else arena.flip(result)
         return (f"**Blind votes against {against}:** {result['votes']} so far, it won {result['wins_first']}, lost "
-                f"{result['wins_second']}, tied {result['ties']}: {chat_service.win_rate_text(result, judged=True)}.")
+                f"{result['wins_second']}, tied or both bad {result['ties']}: "
+                f"{chat_service.win_rate_text(result, judged=True)}.")
     if not aligned(row["method"]):
         return None
     summary = row.get("summary") or {}
@@ -218,10 +219,15 @@ def status_markdown(studio, row: dict, metrics: list[dict]) -> str:
     summary = row.get("summary") or {}
     # early stopping kept its best check: what the warning advises has been done
     warning = None if summary.get("kept_step") else overfitting_warning(metrics)
-    if warning:
-        held = heldout_size(studio, row["id"])
+    held = heldout_size(studio, row["id"]) if warning else None
+    if warning and held is not None and held < 2:
+        # one row's (or pair's) loss says nothing of memorising: a DPO run the studio had set to 10 epochs was told
+        # to train fewer, beside 100% held-out accuracy and a rising margin (a newcomer's walkthrough)
+        lines.append(f"Held-out loss rose at the last checks, on {'a single held-out row' if held else 'no held-out row'}"
+                     ": too few to tell memorising from chance.")
+    elif warning:
         if held is not None and held < FEW_HELDOUT:  # 2 rows' loss rises and falls by chance
-            warning += (f" (Measured on only {held} held-out row{'s' if held != 1 else ''}: a rough sign on so few; "
+            warning += (f" (Measured on only {held} held-out rows: a rough sign on so few; "
                         "a larger held-out fraction or more data measures it better.)")
         lines.append(f"⚠️ {warning}")
     if summary.get("kept_step"):

@@ -81,7 +81,7 @@ def votes_to_tell(win_rate: float, votes: int, most: int = 10_000) -> int | None
 def verdict(row: dict, unit: str = "vote") -> str:
     """What a pair's result (a row of win_rates) says of its first model, in words: better or worse
     when the 95% interval is clear of 50%, else that it cannot tell yet, and roughly how many more
-    votes at this rate would (a row counted over labelled items, see labeling.win_rates, counts items)."""
+    votes at this rate would tell (a row counted over labelled items, see labeling.win_rates, counts items)."""
     if row["low"] > 0.5:
         return "better"
     if row["high"] < 0.5:
@@ -91,7 +91,7 @@ def verdict(row: dict, unit: str = "vote") -> str:
     if needed is None or needed <= counted:
         return "can't tell yet: no lean either way" if row["win_rate"] == 0.5 else "can't tell yet"
     more, unit = needed - counted, ("labelled item" if "items" in row else unit)
-    return f"can't tell yet: about {more} more {unit}{'s' if more != 1 else ''} at this rate would"
+    return f"can't tell yet: about {more} more {unit}{'s' if more != 1 else ''} at this rate would tell"
 
 
 def flip(row: dict) -> dict:

@@ -88,7 +88,7 @@ def build_app(studio) -> gr.Blocks:
             with gr.Tab("Data", id="data") as data:
                 on_load_data, data_outputs, (imported, made_now), deleted = data_tab.build(studio, runs["datasets_kept"])
             with gr.Tab("Chat", id="chat") as chat:
-                refresh_chat, chat_outputs, exported, chat_loop = chat_tab.build(studio)
+                refresh_chat, chat_outputs, (exported, export_made), chat_loop = chat_tab.build(studio)
             with gr.Tab("Label", id="label") as label:
                 open_label, label_project, label_outputs, label_overview, label_timer = label_tab.build(studio)
             with gr.Tab("Export", id="export") as export:
@@ -100,8 +100,10 @@ def build_app(studio) -> gr.Blocks:
         deleted.then(lambda key, shown: train_tab.after_deletion(studio, key, shown), [picks[2], train_dataset],
                      train_dataset, queue=False, show_progress="hidden")
         labels_to_train = loop.wire_labels(studio, tabs, train_handles(picks, runs), label_overview)
-        for event in (exported, label_overview["exported"], labels_to_train):
-            event.then(lambda: gr.update(choices=data_tab.dataset_choices(studio)), None, data_dataset)
+        # an export is shown there too ("in the Data tab", and the tab showed nothing picked)
+        for event, made in ((exported, export_made), (label_overview["exported"], label_overview["export_made"])):
+            event.then(lambda made: data_tab.offered(studio, made), made, data_dataset)
+        labels_to_train.then(lambda: gr.update(choices=data_tab.dataset_choices(studio)), None, data_dataset)
         # the two models Chat compares, as the person last picked them (a reload put up the default pair
         # again: a comparison of two runs had to be picked anew), or as *Compare with the previous model* or
         # *Chat with this run* put them up; a pair the page put up itself is not kept, so a reload still shows

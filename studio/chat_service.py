@@ -220,7 +220,21 @@ def preference_start(studio, name: str | None = None, method: str = "dpo") -> di
             continue
         start = f"run:{run_id}"
         break
-    return {"dataset": row, "model": start, "votes": sum(v["winner"] in ("a", "b") for v in votes)}
+    return {"dataset": row, "model": start, "votes": sum(v["winner"] in ("a", "b") for v in votes),
+            "learned": learned_before(studio, start, row)}
+
+
+def learned_before(studio, start: str, row: dict) -> int:
+    """How many of the votes behind a dataset the starting run, or a run it started from, already learned
+    from (the votes are kept, so a second *Train on these preferences* trains on the first one's again)."""
+    ids = set((row["meta"].get("origin") or {}).get("vote_ids") or [])
+    seen: set[int] = set()
+    run = studio.store.get_run(start[4:]) if start.startswith("run:") else None
+    while run is not None and ids:
+        dataset = studio.store.get_dataset(run["dataset_id"], deleted=True) if run.get("dataset_id") else None
+        seen |= ids & set(((dataset or {}).get("meta", {}).get("origin") or {}).get("vote_ids") or [])
+        run = studio.store.get_run(run["parent_id"]) if run.get("parent_id") else None
+    return len(seen)
 
 
 def last_user_message(prompt) -> str | None:
@@ -272,7 +286,7 @@ def newer_first(row: dict) -> dict:
 
 def win_rate_text(row: dict, judged: bool = False, unit: str = "vote") -> str:
     """'83% (31–98%)': the first model's win rate and its 95% interval; judged: and what that says
-    ('75% (30–95%): can't tell yet: about 12 more votes at this rate would')."""
+    ('75% (30–95%): can't tell yet: about 12 more votes at this rate would tell')."""
     said = f"{100 * row['win_rate']:.0f}% ({100 * row['low']:.0f}–{100 * row['high']:.0f}%)"
     return f"{said}: {arena.verdict(row, unit)}" if judged else said
 

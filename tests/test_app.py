@@ -449,6 +449,13 @@ def test_opening_label_keeps_the_models_picked_for_a_new_project(studio, tiny_mo
     assert (model_a["value"], model_b["value"]) == (typed, "base:default")
     _project, _name, _dataset, model_a, model_b = opened.fn(None, None, "run:gone", f"{typed}-deleted", None)
     assert (model_a["value"], model_b["value"]) == ("base:default", "base:default")
+    # the page's pair from before any run finished (the built-in model twice) gives way to the default pair:
+    # kept, it made Create refuse "the same model" (a newcomer's walkthrough)
+    from tests.test_chat import finished_on_the_built_in_model
+
+    finished_on_the_built_in_model(studio, "r20261205-100000-bbbb")
+    _project, _name, _dataset, model_a, model_b = opened.fn(None, None, "base:default", "base:default", None)
+    assert (model_a["value"], model_b["value"]) == ("base:default", "run:r20261205-100000-bbbb")
 
 
 def test_a_state_sent_to_the_page_is_not_changed_after(studio, tiny_model_dir, monkeypatch):
@@ -515,4 +522,52 @@ def test_did_it_help_points_only_at_figures_the_panel_shows(studio):
                              winner="a", blind=True, prompt_a=prompt, prompt_b=prompt, reply_a="from A",
                              reply_b="from B", settings={})
     assert blind_line(studio, {**row, "summary": {}}).startswith(
-        "**Blind votes against the built-in model:** 1 so far, it won 1, lost 0, tied 0: ")
+        "**Blind votes against the built-in model:** 1 so far, it won 1, lost 0, tied or both bad 0: ")
+
+
+def test_stop_and_resume_answering_without_a_project_say_to_pick_one(studio):
+    """With no project picked (after a reload), Stop answering said "no labeling project '' (see 'studio label
+    status')": empty quotes, and a command-line tool named to a person in the browser."""
+    app = build_app(studio)
+    for name, said in (("on_cancel", "**Nothing to stop:** pick a project above first."),
+                       ("on_resume", "**Nothing to resume:** pick a project above first.")):
+        (fn,) = [f for f in app.fns.values() if f.name == name and f.fn.__module__ == "components.label_projects"]
+        message, _table = fn.fn(None)
+        assert message == said
+
+
+def test_the_quick_run_says_how_long_where_the_estimate_cannot_yet(studio):
+    """The quick run's note said "the line above Start says how long it takes here" while that line said the
+    estimate would come once the built-in model was prepared. Until then the note gives the measured time."""
+    from pipelines import models
+
+    app = build_app(studio)
+    (quick,) = [f for f in app.fns.values() if f.name == "on_quick"]
+    message = next(v for v in quick.fn({}) if isinstance(v, str) and v.startswith("Set up"))
+    assert "(a few minutes on a 2-core CPU, 1.9 min of training measured, after about half a minute that prepares " \
+           "the built-in model on first use)" in message and "line above Start" not in message
+    (studio.model_cache / models.DEFAULT_MODEL).mkdir(parents=True)
+    (studio.model_cache / models.DEFAULT_MODEL / "model.safetensors").write_bytes(b"")
+    message = next(v for v in quick.fn({}) if isinstance(v, str) and v.startswith("Set up"))
+    assert "(the line above Start says how long it takes here)" in message
+
+
+def test_an_export_is_picked_in_the_data_tab_it_names(studio):
+    """"Exported … in the Data tab", and the Data tab opened with no dataset picked: the person had to find it
+    in the list. The chat's and the Label tab's exports both pick what they made."""
+    from tests.test_chat import vote
+
+    vote(studio, "a")
+    app = build_app(studio)
+    for module in ("components.chat_tab", "components.label_projects"):
+        (export,) = [f for f in app.fns.values() if f.name == "on_export" and f.fn.__module__ == module]
+        (show,) = [f for f in app.fns.values() if f.trigger_after == export._id
+                   and any(o.elem_id == "data-datasets" for o in f.outputs)]
+        if module == "components.chat_tab":
+            message, made = export.fn("battle votes")
+            assert message.startswith("Exported **battle votes**") and made == studio.list_datasets()[0]["id"]
+            assert show.fn(made)["value"] == made
+        else:  # nothing made: the list as it is, the pick left alone
+            message, made = export.fn(None, "preference", 0, False, "")
+            assert message == "**Nothing exported:** pick a project above first." and made is None
+            assert "value" not in show.fn(made)

@@ -289,8 +289,8 @@ def test_the_results_take_the_newer_models_side():
     # and what it says: 7 votes at 87.5% put Wilson's low end at 0.529 (6 put it at 0.491)
     assert (arena.wilson(0.875 * 7, 7)[0] > 0.5, arena.wilson(0.875 * 6, 6)[0] < 0.5) == (True, True)
     assert chat_service.win_rate_text(shown, judged=True) == ("88% (40–99%): can't tell yet: about 3 more votes at "
-                                                              "this rate would")
-    assert chat_service.win_rate_text(raw, judged=True, unit="label").endswith("about 3 more labels at this rate would")
+                                                              "this rate would tell")
+    assert chat_service.win_rate_text(raw, judged=True, unit="label").endswith("about 3 more labels at this rate would tell")
     older, newer = "run:r20261201-090000-bbbb", "run:r20261202-100000-aaaa"
     (pair,) = arena.win_rates([{"model_a": older, "model_b": newer, "winner": "b"}])
     assert chat_service.newer_first(pair)["first"] == newer and chat_service.newer_first(pair)["win_rate"] == 1.0
@@ -316,7 +316,7 @@ def test_blind_votes_and_votes_with_the_names_shown_are_counted_apart(studio):
     assert table["headers"] == RESULT_HEADERS and RESULT_HEADERS[2] == "Votes were"
     # Wilson, n = 4, 2.5 wins: 0.220 to 0.908
     assert [row[2:] for row in table["data"]] == [
-        ["blind", 4, 2, 1, 1, "62% (22–91%): can't tell yet: about 58 more votes at this rate would"],
+        ["blind", 4, 2, 1, 1, "62% (22–91%): can't tell yet: about 58 more votes at this rate would tell"],
         # no verdict where the voter knew which side was the tuned model (4 such votes said "better")
         ["names shown", 3, 3, 0, 0, "100% (44–100%): no verdict, the names were shown"]]
     assert note.startswith("7 votes so far.")
@@ -363,9 +363,9 @@ def test_a_verdict_once_the_interval_is_clear_of_half():
     assert arena.verdict(row(10, 10)) == "better"  # Wilson low end 0.72
     assert arena.verdict(row(0, 10)) == "worse"
     assert arena.verdict(row(5, 10)) == "can't tell yet: no lean either way"
-    assert arena.verdict(row(1, 1)) == "can't tell yet: about 3 more votes at this rate would"
+    assert arena.verdict(row(1, 1)) == "can't tell yet: about 3 more votes at this rate would tell"
     assert arena.votes_to_tell(1.0, 1) == 4 and arena.wilson(3, 3)[0] < 0.5 < arena.wilson(4, 4)[0]  # 0.44, 0.51
-    assert arena.verdict(row(5.5, 10)) == "can't tell yet: about 375 more votes at this rate would"
+    assert arena.verdict(row(5.5, 10)) == "can't tell yet: about 375 more votes at this rate would tell"
 
     def first_that_tells(rate, votes, most=10_000):  # the plain scan the halving search replaced
         return next((n for n in range(max(votes, 1), most + 1)
@@ -537,3 +537,34 @@ def test_processes_opening_an_old_workspace_at_once_all_open_it(tmp_path):
         for t in threads:
             t.join()
     assert errors == []
+
+
+def test_train_on_preferences_again_says_which_votes_the_run_learned_from(studio):
+    """A second *Train on these preferences* made its pairs from every vote, those the starting run had
+    learned from too, without a word (a newcomer read 5 pairs as 5 new ones). It says how many are new."""
+    from pipelines.events import ADAPTER, STATUS, write_json
+
+    finished_on_the_built_in_model(studio, "r20261205-100000-aaaa")
+    write_json(studio.run_dir("r20261205-100000-aaaa") / ADAPTER / "adapter_config.json", {"peft_type": "LORA"})
+    for winner in ("b", "b", "a"):
+        vote(studio, winner, b="run:r20261205-100000-aaaa")
+    first = chat_service.preference_start(studio)
+    assert (first["model"], first["votes"], first["learned"]) == ("run:r20261205-100000-aaaa", 3, 0)
+    # the DPO run on those votes, from that run; then two blind votes of it against where it started
+    child = "r20261205-110000-bbbb"
+    studio.store.add_run(id=child, method="dpo", model="default", dataset_id=first["dataset"]["id"],
+                         status="completed", params={}, parent_id="r20261205-100000-aaaa")
+    (studio.run_dir(child) / ADAPTER).mkdir(parents=True)
+    write_json(studio.run_dir(child) / ADAPTER / "adapter_config.json", {"peft_type": "LORA"})
+    write_json(studio.run_dir(child) / STATUS, {"status": "completed", "finished": 2.0})
+    for winner in ("a", "b"):
+        vote(studio, winner, a=f"run:{child}", b="run:r20261205-100000-aaaa", turns=2)
+    again = chat_service.preference_start(studio)
+    assert (again["model"], again["votes"], again["learned"]) == (f"run:{child}", 5, 3)
+    from studio.app import build_app
+
+    app = build_app(studio)
+    (train_prefs,) = [f for f in app.fns.values() if f.name == "on_train_prefs"]
+    made = train_prefs.fn("", "lora")[0]
+    assert f"from 5 decisive votes. 3 of these votes were in the data run `{child}` learned from (votes are " \
+           "kept): 2 are new." in made

@@ -235,3 +235,9 @@ def test_the_overfitting_warning_says_how_few_rows_it_rests_on(studio):
     write_json(studio.run_dir("r1") / HELDOUT_ROWS, {"rows": 200, "heldout": list(range(20))})
     shown = status_markdown(studio, row, metrics)
     assert "⚠️ Held-out loss has risen" in shown and "Measured on only" not in shown
+    # one held-out row (a few chat votes made into pairs): no warning to undo the epochs, a plain word instead
+    write_json(studio.run_dir("r1") / HELDOUT_ROWS, {"rows": 6, "heldout": [4]})
+    shown = status_markdown(studio, row, metrics)
+    assert "⚠️" not in shown and "memorising your examples" not in shown
+    assert "Held-out loss rose at the last checks, on a single held-out row: too few to tell memorising from " \
+           "chance." in shown

@@ -249,7 +249,7 @@ def test_win_rates_count_an_item_labelled_twice_once():
     assert (row["low"], row["high"]) == pytest.approx(arena.wilson(0, 3))
     shown = arena.flip(row)
     assert shown["low"] == pytest.approx(0.4385, abs=1e-4) and arena.wilson(6, 6)[0] > 0.5
-    assert arena.verdict(shown, "label") == "can't tell yet: about 1 more labelled item at this rate would"
+    assert arena.verdict(shown, "label") == "can't tell yet: about 1 more labelled item at this rate would tell"
     split = labels + [label(4, "ann", "a"), label(4, "ben", "b")]
     [row] = win_rates(split)
     assert (row["items"], row["win_rate"]) == (4, pytest.approx(0.5 / 4))
