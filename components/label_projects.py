@@ -200,8 +200,10 @@ def build_new(studio, project):
         default = chat_service.default_pair(studio)
         a = a_shown if chat_service.still_offered(a_shown, options) else default[0]
         b = b_shown if chat_service.still_offered(b_shown, options) else default[1]
-        if chat_service.same_model(studio, a, b):  # one model twice (the page's pair before any run): no project
-            a, b = default
+        if chat_service.same_model(studio, a, b):
+            # one model twice (the page's pair before any run finished) cannot make a two-model project: Model 2
+            # becomes a default side that differs; Model 1 stays (alone, it is the model answering twice)
+            b = default[1] if not chat_service.same_model(studio, a, default[1]) else default[0]
         datasets = prompt_datasets(studio)
         kept = dataset_shown if dataset_shown in [value for _label, value in datasets] else None
         return (gr.update(choices=datasets, value=kept), gr.update(choices=options, value=a),

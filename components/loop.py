@@ -45,7 +45,7 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
         row, model = start["dataset"], start["model"]
         where = f"run `{model[4:]}`" if model.startswith("run:") else "the base model"
         learned = start["learned"]
-        again = (f" {learned} of these votes {'was' if learned == 1 else 'were'} in the data {where} learned from "
+        again = (f" {learned} of these votes {'was' if learned == 1 else 'were'} already in the dataset behind {where} "
                  f"(votes are kept): {start['votes'] - learned} {'is' if start['votes'] - learned == 1 else 'are'} "
                  "new." if learned else "")
         made = (f"{made_or_found(row, name, 'votes')}: {row['rows']} preference pairs from {start['votes']} decisive "

@@ -192,9 +192,9 @@ def blind_line(studio, row: dict) -> str | None:
         return None
     summary = row.get("summary") or {}
     # only the figures the panel shows: reinforcement learning has its mean reward, a run without held-out rows none
-    guide = ("The mean reward above is a rough guide; w" if "reward_first" in summary else
+    guide = ("The mean reward above is a rough guide; w" if {"reward_first", "reward_last"} <= summary.keys() else
              "The held-out figures above are a rough guide; w"
-             if "eval_loss_after" in summary or preference_summary(summary) else "W")
+             if {"eval_loss_before", "eval_loss_after"} <= summary.keys() or preference_summary(summary) else "W")
     return (f"**Did it help?** {guide}hether people prefer its replies is what a blind battle against {against} "
             "tells: press *Compare with the previous model*.")
 
@@ -223,8 +223,7 @@ def status_markdown(studio, row: dict, metrics: list[dict]) -> str:
     if warning and held is not None and held < 2:
         # one row's (or pair's) loss says nothing of memorising: a DPO run the studio had set to 10 epochs was told
         # to train fewer, beside 100% held-out accuracy and a rising margin (a newcomer's walkthrough)
-        lines.append(f"Held-out loss rose at the last checks, on {'a single held-out row' if held else 'no held-out row'}"
-                     ": too few to tell memorising from chance.")
+        lines.append("Held-out loss went up, on a single held-out row: too few to tell memorising from chance.")
     elif warning:
         if held is not None and held < FEW_HELDOUT:  # 2 rows' loss rises and falls by chance
             warning += (f" (Measured on only {held} held-out rows: a rough sign on so few; "

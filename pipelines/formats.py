@@ -168,8 +168,9 @@ def detect(columns: list[str], path, kind: str = "auto", mapping: dict | None = 
             hints.append(f"map '{questions[0]}' to prompt too: the answers are mapped, their questions are not")
         elif not answers:
             # a file of questions alone: the list of layouts below did not say what to add (a newcomer's reading)
-            hints.append("questions without answers: add a column with the answer to each, e.g. 'answer' (or, as "
-                         f"prompts for reinforcement learning, map '{questions[0]}' to prompt)")
+            hints.append("questions without answers: add a column with the answer to each, e.g. 'answer'"
+                         + (f" (or, as prompts for reinforcement learning, map '{questions[0]}' to prompt)"
+                            if kind == "auto" else ""))
     hint = f" ({'; '.join(hints[:3])})" if hints else ""
     wanted = "" if kind == "auto" else f" for {kind} data"
     suggested = suggest_mapping(columns) if kind in ("auto", "sft") else {}

@@ -225,8 +225,9 @@ def preference_start(studio, name: str | None = None, method: str = "dpo") -> di
 
 
 def learned_before(studio, start: str, row: dict) -> int:
-    """How many of the votes behind a dataset the starting run, or a run it started from, already learned
-    from (the votes are kept, so a second *Train on these preferences* trains on the first one's again)."""
+    """How many of the votes behind a dataset were in the dataset of the starting run, or of a run it started
+    from (the votes are kept, so a second *Train on these preferences* trains on the first one's again; some of
+    them the earlier run may have held out to measure itself)."""
     ids = set((row["meta"].get("origin") or {}).get("vote_ids") or [])
     seen: set[int] = set()
     run = studio.store.get_run(start[4:]) if start.startswith("run:") else None

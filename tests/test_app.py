@@ -456,6 +456,10 @@ def test_opening_label_keeps_the_models_picked_for_a_new_project(studio, tiny_mo
     finished_on_the_built_in_model(studio, "r20261205-100000-bbbb")
     _project, _name, _dataset, model_a, model_b = opened.fn(None, None, "base:default", "base:default", None)
     assert (model_a["value"], model_b["value"]) == ("base:default", "run:r20261205-100000-bbbb")
+    # the run picked to answer twice (Model 2, hidden then, held the same run): Model 1 stays that run
+    run = "run:r20261205-100000-bbbb"
+    _project, _name, _dataset, model_a, model_b = opened.fn(None, None, run, run, None)
+    assert (model_a["value"], model_b["value"]) == (run, "base:default")
 
 
 def test_a_state_sent_to_the_page_is_not_changed_after(studio, tiny_model_dir, monkeypatch):
@@ -515,7 +519,7 @@ def test_did_it_help_points_only_at_figures_the_panel_shows(studio):
                             "The held-out figures above are a rough guide; w"),
                            ({"eval_rewards/accuracies_before": 0.0, "eval_rewards/accuracies_after": 0.75},
                             "The held-out figures above are a rough guide; w"),
-                           ({}, "W")):
+                           ({}, "W"), ({"eval_loss_after": 1.9}, "W")):  # (the panel shows that line with both)
         assert blind_line(studio, {**row, "summary": summary}) == f"**Did it help?** {guide}{tail}", summary
     prompt = [{"role": "user", "content": "Question?"}]
     chat_service.record_vote(studio, voter="ana", model_a="run:r20261205-100000-aaaa", model_b="base:default",

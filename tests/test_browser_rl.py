@@ -13,11 +13,20 @@ pytestmark = pytest.mark.browser
 
 
 def choose(page, elem_id, option):  # noqa: F811
-    """Pick a dropdown option; the list may take a while to close while the page re-estimates."""
+    """Pick a dropdown option; the list may take a while to close while the page re-estimates, and a list
+    opened before a change of method had sent its choices shows those of before (opened again then)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import expect
 
-    page.locator(f"#{elem_id} input").click()
-    page.get_by_role("option", name=option, exact=True).click()
+    for attempt in range(3):
+        page.locator(f"#{elem_id} input").click()
+        try:
+            page.get_by_role("option", name=option, exact=True).click(timeout=10_000)
+            break
+        except PlaywrightTimeout:
+            if attempt == 2:
+                raise
+            page.mouse.click(1, 1)  # closed, and opened again with the choices as they are now
     expect(page.locator(f"#{elem_id} input")).to_have_value(option, timeout=30_000)
     page.mouse.click(1, 1)  # click away: the list closes before the next one opens
     expect(page.get_by_role("option", name=option, exact=True)).to_have_count(0, timeout=30_000)

@@ -566,5 +566,5 @@ def test_train_on_preferences_again_says_which_votes_the_run_learned_from(studio
     app = build_app(studio)
     (train_prefs,) = [f for f in app.fns.values() if f.name == "on_train_prefs"]
     made = train_prefs.fn("", "lora")[0]
-    assert f"from 5 decisive votes. 3 of these votes were in the data run `{child}` learned from (votes are " \
+    assert f"from 5 decisive votes. 3 of these votes were already in the dataset behind run `{child}` (votes are " \
            "kept): 2 are new." in made

@@ -94,6 +94,9 @@ def test_questions_without_answers_say_what_to_add(studio, tmp_path):
         "columns messages | conversations | prompt+completion+label | prompt+chosen+rejected | chosen+rejected | "
         "instruction+output | prompt+completion | text | prompt, or map yours (e.g. --map "
         "prompt=question,completion=answer)")
+    # read as SFT data, RL's prompts are no way out
+    assert "(questions without answers: add a column with the answer to each, e.g. 'answer'); expected for sft" \
+        in refused(studio, path, kind="sft")
     # its answers mapped, its questions not: the answers are there, the mapping is half done
     both = tmp_path / "support_mapped.csv"
     both.write_text("question,reply_text\nWhere is my order?,On its way.\n")
