@@ -32,29 +32,42 @@ def wilson(successes: float, n: int) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def win_rates(votes: list[dict], by_blind: bool = False) -> list[dict]:
+def win_rates(votes: list[dict], by_blind: bool = False, per: str | None = None) -> list[dict]:
     """Per pair of models (in name order): votes, wins of each, ties (incl. both bad), and the
     first model's win rate with its 95% interval. Ties and 'both bad' count half to each.
     by_blind: blind votes and votes cast with the names shown are counted apart (each row's "blind"
     says which; blind first): a voter who knows which side is the tuned model can lean toward it,
-    so only the blind rows compare the models fairly (as Chatbot Arena counts anonymous votes only)."""
+    so only the blind rows compare the models fairly (as Chatbot Arena counts anonymous votes only).
+    per: the votes that share this key's value (labels of one item) are not independent: each group
+    scores the mean of its votes, and the win rate and interval are taken over groups ("items")."""
     pairs = defaultdict(lambda: {"votes": 0, "wins_first": 0, "wins_second": 0, "ties": 0})
+    groups: dict[tuple, dict] = defaultdict(lambda: defaultdict(list))
     for v in votes:
         first, second = sorted((v["model_a"], v["model_b"]))
         if first == second:
             continue
-        stats = pairs[(first, second, not v.get("blind")) if by_blind else (first, second)]
+        key = (first, second, not v.get("blind")) if by_blind else (first, second)
+        stats = pairs[key]
         stats["votes"] += 1
         if v["winner"] in ("tie", "both_bad"):
             stats["ties"] += 1
+            score = 0.5
         else:
             winner = v["model_a"] if v["winner"] == "a" else v["model_b"]
             stats["wins_first" if winner == first else "wins_second"] += 1
+            score = 1.0 if winner == first else 0.0
+        if per:
+            groups[key][v[per]].append(score)
     out = []
-    for (first, second, *named), s in sorted(pairs.items()):
-        score = s["wins_first"] + 0.5 * s["ties"]
-        low, high = wilson(score, s["votes"])
-        out.append({"first": first, "second": second, **s, "win_rate": score / s["votes"],
+    for key, s in sorted(pairs.items()):
+        first, second, *named = key
+        if per:
+            means = [sum(g) / len(g) for g in groups[key].values()]
+            score, n, extra = sum(means), len(means), {"items": len(means)}
+        else:
+            score, n, extra = s["wins_first"] + 0.5 * s["ties"], s["votes"], {}
+        low, high = wilson(score, n)
+        out.append({"first": first, "second": second, **s, **extra, "win_rate": score / n,
                     "low": low, "high": high, **({"blind": not named[0]} if by_blind else {})})
     return out
 

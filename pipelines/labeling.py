@@ -169,26 +169,9 @@ def win_rates(labels: list[dict]) -> list[dict]:
     counting each as a vote made the interval too narrow by about the square root of the overlap, and
     "better" came after 3 items labelled twice. Each item scores the mean of its labels; "items" is their
     number (what a verdict counts)."""
-    decided = _decided(labels)
-    votes = [{"model_a": label["model_a"], "model_b": label["model_b"], "winner": label["choice"]}
-             for label in decided]
-    rows = arena.win_rates(votes)
-    by_item: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for label in decided:
-        first, second = sorted((label["model_a"], label["model_b"]))
-        if first == second:
-            continue
-        if label["choice"] in ("a", "b"):
-            winner = label["model_a"] if label["choice"] == "a" else label["model_b"]
-            score = 1.0 if winner == first else 0.0
-        else:  # a tie or both bad counts half, as in arena.win_rates
-            score = 0.5
-        by_item[(first, second)][label["item_id"]].append(score)
-    for row in rows:
-        scores = [statistics.fmean(s) for s in by_item[(row["first"], row["second"])].values()]
-        low, high = arena.wilson(sum(scores), len(scores))
-        row.update(items=len(scores), win_rate=statistics.fmean(scores), low=low, high=high)
-    return rows
+    votes = [{"model_a": label["model_a"], "model_b": label["model_b"], "winner": label["choice"],
+              "item": label["item_id"]} for label in _decided(labels)]
+    return arena.win_rates(votes, per="item")
 
 
 def labeler_stats(labels: list[dict]) -> list[dict]:

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from dataclasses import asdict
+from functools import lru_cache
 from pathlib import Path
 
 from pipelines import chat, data, importer, models, readers
@@ -59,14 +60,20 @@ SAMPLES = {
 }
 
 
+@lru_cache(maxsize=None)  # the bundled files ship with the studio; every dataset list and title asks
+def _sample_sha256(name: str) -> str | None:
+    path = SAMPLES_DIR / SAMPLES[name][0]
+    return importer.sha256(path) if path.is_file() else None
+
+
 def is_sample(row: dict) -> bool:
     """The row a bundled sample's name gives (Studio.resolve_dataset): its file, imported as it is. The
     same file imported with a held-out split, or a file of the user's under a sample's name, is theirs."""
     if row.get("name") not in SAMPLES:
         return False
-    path = SAMPLES_DIR / SAMPLES[row["name"]][0]
+    sha = _sample_sha256(row["name"])
     return (importer.same_options((row.get("meta") or {}).get("options"), importer.ImportOptions())
-            and path.is_file() and row.get("source_sha256") == importer.sha256(path))
+            and sha is not None and row.get("source_sha256") == sha)
 
 
 def dataset_title(row: dict) -> str:
