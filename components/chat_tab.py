@@ -337,7 +337,9 @@ def build(studio):
     clear.click(on_clear, None, chat_out, cancels=[sent, submitted, regenerated])
 
     def refuse(state, message):
-        return gr.skip(), gr.skip(), state, message, gr.skip(), gr.skip()
+        # the battle left as the page has it now: a refusal answered late (a click while the replies streamed)
+        # sent back the state read at the click, and put an unfinished, unvoted round over the finished one
+        return gr.skip(), gr.skip(), gr.skip(), message, gr.skip(), gr.skip()
 
     def vote(winner, history_a, history_b, state, name, *settings, request: gr.Request = None):
         history_a, history_b = plain(history_a), plain(history_b)

@@ -575,3 +575,17 @@ def test_an_export_is_picked_in_the_data_tab_it_names(studio):
             message, made = export.fn(None, "preference", 0, False, "")
             assert message == "**Nothing exported:** pick a project above first." and made is None
             assert "value" not in show.fn(made)
+
+
+def test_a_refused_vote_leaves_the_battle_as_the_page_has_it(studio):
+    """A vote refused while the replies streamed sent back the battle it had read at the click: answered
+    after the replies had finished (a busy server), it put the unfinished round back over the finished one."""
+    from components.chat_tab import new_battle
+
+    app = build_app(studio)
+    vote = next(f for f in app.fns.values() if f.name == "on_vote")
+    streaming = {**new_battle(), "specs": ["base:default", "run:r1"], "complete": False}
+    history = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hel"}]
+    out = vote.fn(history, history, streaming, "Ann", "", 0.7, 0.9, 24, 1.1, 7, None)
+    assert out[3] == "Wait until both replies are finished (or press Stop)."
+    assert out[2] == gr.skip() and studio.store.list_votes() == []
