@@ -101,18 +101,22 @@ def measured_chars(max_length: int) -> int:
 def token_lengths(rows: list[dict], tokenizer, max_chars: int = MEASURED_CHARS) -> list[int]:
     """Tokens per row (the longer sequence of a preference pair); a sequence longer than
     `max_chars` characters is counted on its start."""
+    return [max(each, default=0) for each in sequence_lengths(rows, tokenizer, max_chars)]
+
+
+def sequence_lengths(rows: list[dict], tokenizer, max_chars: int = MEASURED_CHARS) -> list[tuple[int, ...]]:
+    """Tokens of each sequence training puts in front of the model for each row (`sequences`: a
+    preference pair's two, prompt included in each)."""
     texts, owner = [], []
     for i, row in enumerate(rows):
         for seq in sequences(row):
             texts.append(_render(seq, tokenizer)[:max_chars])
             owner.append(i)
-    lengths = [0] * len(rows)
-    if not texts:
-        return lengths
-    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    for i, tokens in zip(owner, ids):
-        lengths[i] = max(lengths[i], len(tokens))
-    return lengths
+    lengths: list[list[int]] = [[] for _ in rows]
+    if texts:
+        for i, tokens in zip(owner, tokenizer(texts, add_special_tokens=False)["input_ids"]):
+            lengths[i].append(len(tokens))
+    return [tuple(each) for each in lengths]
 
 
 def length_stats(parquet: Path, tokenizer, max_length: int) -> dict:

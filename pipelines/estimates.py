@@ -79,7 +79,10 @@ class Estimate:
     peak_bytes: int
     available_bytes: int
     device: str
-    tokens_per_epoch: int | None = None
+    tokens_per_epoch: int | None = None  # what the model computes on: padding included where batches pad
+    # what the trainer counts (no padding, no learned virtual tokens): what tokens/s on the curves
+    # counts, so what a past run's speed is compared with (None for RL: its replies' length is not known)
+    real_tokens_per_epoch: int | None = None
     seconds_per_epoch: float | None = None
     eval_seconds: float = 0.0  # the whole run's passes over its held-out rows (pipelines/evals.py)
     layers: int = 1  # the model's blocks (a sharded model gathers one at a time)
@@ -429,12 +432,14 @@ def _scorer(model_path: str) -> tuple[int, int]:
 
 def estimate(model_path: str, method_key: str, values: dict | None = None, *,
              lengths: list[int] | None = None, device: str | None = None, eval_rows: int = 0,
-             scorers: tuple[str, ...] = ()) -> Estimate:
+             scorers: tuple[str, ...] = (), sequence_lengths: list[tuple[int, ...]] | None = None) -> Estimate:
     """Peak memory and time per epoch for one run. `lengths`: tokens per training example
     (without it the longest batch is taken as full `max_length` and time is not estimated);
     `eval_rows`: how many held-out rows the run measures itself on (taken as long as the training
     ones), which adds the time of those passes; `scorers`: the base model of each reward model
-    that scores an RL run's replies."""
+    that scores an RL run's replies; `sequence_lengths`: the tokens of each sequence of each
+    training example (a pair's chosen and rejected: `lengths` holds the longer), for the count of
+    real tokens (without them each sequence is taken as long as the longer)."""
     method = get_method(method_key)
     params = parse(method.params, values)
     device = device or ("cuda" if hardware.has_cuda() else "cpu")
@@ -459,6 +464,10 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
     sequences = 2 if method.data_kind == "preference" else 1
     max_length = getattr(params, "max_length", None)
     generated, rows = 0, len(lengths or [])
+    real_tokens = None
+    if lengths and not method.rewards:  # each sequence cut at max_length, as the trainers cut it
+        each = sequence_lengths or [(n,) * sequences for n in lengths]
+        real_tokens = sum(min(n, max_length or n) for seqs in each for n in seqs)
     if method.rewards:  # RL: each prompt becomes num_generations sequences of prompt + a full-length reply
         reply, replies = params.max_completion_length, getattr(params, "num_generations", 1)  # PPO: one each
         generated = len(lengths or []) * replies * reply
@@ -561,5 +570,5 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
     return Estimate(method=method_key, total_params=total, trainable_params=trainable, weights_bytes=weights,
                     training_bytes=int(training), runtime_bytes=runtime,
                     peak_bytes=peak, available_bytes=available_bytes(device), device=device,
-                    tokens_per_epoch=tokens_epoch, seconds_per_epoch=seconds, eval_seconds=eval_seconds,
+                    tokens_per_epoch=tokens_epoch, real_tokens_per_epoch=real_tokens, seconds_per_epoch=seconds, eval_seconds=eval_seconds,
                     layers=layers, rows=rows, steps_per_epoch=steps)

@@ -160,7 +160,7 @@ class Studio:
         # STUDIO_STANDBY=0: never (it holds the libraries in memory, ~0.5 GB, while it waits).
         self.standby = standby is not False and os.environ.get("STUDIO_STANDBY", "1") != "0"
         self._tokenizers: dict[str, object] = {}
-        self.length_cache: dict[tuple, object] = {}  # (model, dataset file) -> tokens per row; splits, prompt groups
+        self.length_cache: dict[tuple, object] = {}  # (model, dataset file) -> tokens of each row's sequences; splits, prompt groups
         # Models loaded for chat; least recently used leave first (STUDIO_CHAT_CACHE_MB, default 8 GB).
         cache_mb = os.environ.get("STUDIO_CHAT_CACHE_MB")
         self.reward_scorers: dict = {}  # the reward model the Chat tab scores replies with: {run id: (model, tok)}

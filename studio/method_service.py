@@ -20,7 +20,15 @@ FEW_STEPS = advisor.ENOUGH_STEPS  # the advice gives a small set enough epochs t
 
 def _training_lengths(studio, model_path: str, dataset_ref: str | None, eval_fraction: float,
                       kind: str = "sft", seed: int = 42) -> list[int] | None:
-    """Tokens per training example (sampled on big datasets, repeated to the full count)."""
+    """Tokens per training example (the longer sequence of a pair; sampled on big datasets, repeated
+    to the full count)."""
+    each = _training_sequences(studio, model_path, dataset_ref, eval_fraction, kind, seed)
+    return [max(seqs, default=0) for seqs in each] if each else None
+
+
+def _training_sequences(studio, model_path: str, dataset_ref: str | None, eval_fraction: float,
+                        kind: str = "sft", seed: int = 42) -> list[tuple[int, ...]] | None:
+    """Tokens of each sequence of each training example (a pair's two), as `_training_lengths`."""
     if not dataset_ref:
         return None
     row = studio.resolve_dataset(dataset_ref)
@@ -28,7 +36,7 @@ def _training_lengths(studio, model_path: str, dataset_ref: str | None, eval_fra
     key = (model_path, str(parquet))
     if key not in studio.length_cache:
         rows = dataset_stats.sample_rows(parquet)
-        studio.length_cache[key] = dataset_stats.token_lengths(rows, studio.tokenizer(model_path))
+        studio.length_cache[key] = dataset_stats.sequence_lengths(rows, studio.tokenizer(model_path))
     sample = studio.length_cache[key]
     if not sample:
         return None
@@ -115,8 +123,9 @@ def estimate(studio, model: str, method: str, params: dict | None = None, datase
     checked = parse(METHODS[method].params, params)
     fraction = getattr(checked, "eval_fraction", 0.0)
     split = (METHODS[method].data_kind, getattr(checked, "seed", 42))  # the run's own split (train_pref)
-    lengths = _training_lengths(studio, model_path, dataset, fraction, *split)
-    return estimates.estimate(model_path, method, params, lengths=lengths,
+    each = _training_sequences(studio, model_path, dataset, fraction, *split)
+    lengths = [max(seqs, default=0) for seqs in each] if each else None
+    return estimates.estimate(model_path, method, params, lengths=lengths, sequence_lengths=each,
                               eval_rows=_heldout_rows(studio, dataset, fraction, *split) if lengths else 0,
                               scorers=_scorers(studio, rewards) if METHODS[method].rewards else ())
 
@@ -182,8 +191,8 @@ def past_runs(studio, model: str, method: str) -> PastRuns:
         if took is None:
             continue
         overhead[same].append(took[0])
-        if same and took[1] and METHODS[method].padding_free:  # tokens/s counts real tokens, as the
-            speed.append(took[1])  # estimate of a padding-free method does (a padded one counts padding)
+        if same and took[1]:  # tokens/s counts real tokens (calibrated: against the estimate's count of them)
+            speed.append(took[1])
         if len(overhead[True]) >= OVERHEAD_RUNS:
             break
     runs = overhead[True] or overhead[False]
@@ -216,9 +225,11 @@ def _run_times(folder: str) -> tuple[float, float | None] | None:
 def calibrated(est, past: PastRuns):
     """The estimate's times at the training speed runs of this method reached here (the matmul-based
     figure was 1.5x too slow on a 2-core AVX-512 AMD: bench/run_time_estimate.py)."""
-    if not (past.tokens_per_s and est.seconds_per_epoch and est.tokens_per_epoch):
-        return est
-    factor = (est.tokens_per_epoch / est.seconds_per_epoch) / past.tokens_per_s
+    if not (past.tokens_per_s and est.seconds_per_epoch and est.real_tokens_per_epoch):
+        return est  # (RL: its replies' length, so its real tokens, are not known before it runs)
+    # real tokens on both sides: a run that pads its batches computes on more than it counts (a
+    # DPO estimate compared on its padded count read 1.4x short from Start after a DPO run here)
+    factor = (est.real_tokens_per_epoch / est.seconds_per_epoch) / past.tokens_per_s
     factor = min(3.0, max(1 / 3, factor))  # another batch size or length: a nudge, never a new figure
     return replace(est, seconds_per_epoch=est.seconds_per_epoch * factor, eval_seconds=est.eval_seconds * factor)
 
