@@ -47,10 +47,10 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
         learned = start["learned"]
         again = (f" {learned} of these votes {'was' if learned == 1 else 'were'} already in the dataset behind {where} "
                  f"(votes are kept): {start['votes'] - learned} {'is' if start['votes'] - learned == 1 else 'are'} "
-                 "new." if learned else "")
+                 "new. The run measures itself only on pairs no run behind it trained on." if learned else "")
         made = (f"{made_or_found(row, name, 'votes')}: {row['rows']} preference pairs from {start['votes']} decisive "
                 f"votes.{again}{cut_chosen_note(row)}")
-        *picked, why = train_tab.method_on(studio, PREFERENCE_METHOD, row["id"])
+        *picked, why = train_tab.method_on(studio, PREFERENCE_METHOD, row["id"], start=model)
         message = (f"{made} Set to DPO on it, starting from {where} (DPO's *beta* says how far it may move "
                    f"from there): press *Start training* below.{more_epochs(why)}")
         return (made, message, "", gr.update(choices=train_tab.model_choices(studio), value=model), *picked,
@@ -136,7 +136,7 @@ def wire_labels(studio, tabs, train: dict, overview: dict):
         where = f"run `{model[4:]}`" if model.startswith("run:") else "the built-in model"
         made = (f"{made_or_found(row, name, 'labels')}: {row['rows']} preference pairs from the labels."
                 + cut_chosen_note(row))
-        *picked, why = train_tab.method_on(studio, PREFERENCE_METHOD, row["id"])
+        *picked, why = train_tab.method_on(studio, PREFERENCE_METHOD, row["id"], start=model)
         message = f"{made} Set to DPO on it, starting from {where}: press *Start training* below.{more_epochs(why)}"
         return (made, message, "", gr.update(choices=train_tab.model_choices(studio), value=model), *picked,
                 gr.Tabs(selected="train"), epochs_set(picked, current))

@@ -39,25 +39,38 @@ def run_split(rows: list[dict], eval_fraction: float, seed: int, kind: str,
               run_dir: Path) -> tuple[list[dict], list[dict]]:
     """The split a run trains and is measured on, kept in its folder: a resumed run, and Chat's
     held-out prompts for it (`kept_heldout`), read the very rows it started with."""
-    held = set(_run_heldout(run_dir, len(rows), lambda by_prompt: split_plan(rows, eval_fraction, seed, kind,
-                                                                             by_prompt=by_prompt)))
+    from pipelines import lineage
+
+    def plan(by_prompt: bool, among: list[int] | None = None) -> tuple[list[int], list[int]]:
+        among = list(range(len(rows))) if among is None else among
+        train, held = split_plan([rows[i] for i in among], eval_fraction, seed, kind, by_prompt=by_prompt)
+        return [among[i] for i in train], [among[i] for i in held]
+
+    held = set(_run_heldout(run_dir, len(rows), plan, lambda: [lineage.digest(r) for r in rows]))
     return [r for i, r in enumerate(rows) if i not in held], [rows[i] for i in sorted(held)]
 
 
-def _run_heldout(run_dir: Path, n: int, plan) -> list[int]:
-    """The held-out row numbers a run keeps for its n-row dataset: as it kept them, else `plan(by_prompt)`'s
-    held-out rows, kept. A run started before splits were kept (split by row) resumes on its own split."""
+def _run_heldout(run_dir: Path, n: int, plan, digests) -> list[int]:
+    """The held-out row numbers a run keeps for its n-row dataset: as it kept them, else `plan(by_prompt,
+    among)`'s held-out rows, kept. A run started before splits were kept (split by row) resumes on its own
+    split. A run that starts from another's result holds out only rows whose prompt no run behind it
+    trained on (`lineage`: `digests()` gives each row's prompt digest), planned among those rows."""
+    from pipelines import lineage
     from pipelines.events import CHECKPOINTS, HELDOUT_ROWS, write_json
 
     held = _kept(run_dir, n)
     if held is None:
         started = any((Path(run_dir) / CHECKPOINTS).glob("checkpoint-*"))
         parent = _parent_on_the_same_data(Path(run_dir))
+        fresh = None if started or parent is not None else lineage.untrained_rows(
+            lineage.trained_prompts(Path(run_dir)), digests())
         if parent is not None and not started:
             # a run that keeps training its parent on the same data is measured on what the parent never
             # trained on: the parent's kept split, or, kept before splits were, its row split
             held = _kept(parent, n)
             held = plan(False)[1] if held is None else held
+        elif fresh is not None:
+            held = plan(True, fresh)[1]
         else:
             held = plan(not started)[1]
         write_json(Path(run_dir) / HELDOUT_ROWS, {"rows": n, "heldout": held})
@@ -118,6 +131,18 @@ def plan_split(n: int, eval_fraction: float, seed: int, kind: str, groups: list[
     if marks is not None:
         train, held = balance_marks(marks, train, held, seed, movable)
     return train, held
+
+
+def plan_among(n: int, among: list[int], eval_fraction: float, seed: int, kind: str,
+               groups: list[list[int]] | None = None, marks: list[bool] | None = None) -> tuple[list[int], list[int]]:
+    """(training, held-out) row numbers of n rows, the held-out ones `plan_split`'s of the rows `among`
+    (in order; each prompt's rows all among them or none); the rest train. `groups`, `marks`: all n's."""
+    at = {row: i for i, row in enumerate(among)}
+    groups = [[at[r] for r in g] for g in groups if g[0] in at] if groups is not None else None
+    marks = [marks[r] for r in among] if marks is not None else None
+    held = [among[i] for i in plan_split(len(among), eval_fraction, seed, kind, groups, marks)[1]]
+    out = set(held)
+    return [i for i in range(n) if i not in out], held
 
 
 def split_columns(parquet: Path) -> list[dict]:
@@ -295,11 +320,18 @@ def training_datasets(dataset: dict, eval_fraction: float, seed: int, convert=No
     rows = read(dataset["path"])
     if dataset.get("heldout_path"):  # the dataset brings its own held-out rows
         return rows, read(dataset["heldout_path"])
-    def plan(by_prompt: bool) -> tuple[list[int], list[int]]:
+    def plan(by_prompt: bool, among: list[int] | None = None) -> tuple[list[int], list[int]]:
         groups = stored_prompt_groups(Path(dataset["path"])) if by_prompt else None
-        return plan_split(len(rows), eval_fraction, seed, "sft", groups)
+        if among is None:
+            return plan_split(len(rows), eval_fraction, seed, "sft", groups)
+        return plan_among(len(rows), among, eval_fraction, seed, "sft", groups)
 
-    held = plan(True)[1] if run_dir is None else _run_heldout(run_dir, len(rows), plan)
+    if run_dir is None:
+        held = plan(True)[1]
+    else:
+        from pipelines import lineage
+
+        held = _run_heldout(run_dir, len(rows), plan, lambda: lineage.stored_digests(Path(dataset["path"])))
     if not held:
         return rows, None
     chosen = set(held)

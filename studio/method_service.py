@@ -19,15 +19,15 @@ FEW_STEPS = advisor.ENOUGH_STEPS  # the advice gives a small set enough epochs t
 
 
 def _training_lengths(studio, model_path: str, dataset_ref: str | None, eval_fraction: float,
-                      kind: str = "sft", seed: int = 42) -> list[int] | None:
+                      kind: str = "sft", seed: int = 42, start: str | None = None) -> list[int] | None:
     """Tokens per training example (the longer sequence of a pair; sampled on big datasets, repeated
     to the full count)."""
-    each = _training_sequences(studio, model_path, dataset_ref, eval_fraction, kind, seed)
+    each = _training_sequences(studio, model_path, dataset_ref, eval_fraction, kind, seed, start)
     return [max(seqs, default=0) for seqs in each] if each else None
 
 
 def _training_sequences(studio, model_path: str, dataset_ref: str | None, eval_fraction: float,
-                        kind: str = "sft", seed: int = 42) -> list[tuple[int, ...]] | None:
+                        kind: str = "sft", seed: int = 42, start: str | None = None) -> list[tuple[int, ...]] | None:
     """Tokens of each sequence of each training example (a pair's two), as `_training_lengths`."""
     if not dataset_ref:
         return None
@@ -40,50 +40,79 @@ def _training_sequences(studio, model_path: str, dataset_ref: str | None, eval_f
     sample = studio.length_cache[key]
     if not sample:
         return None
-    n_train = _split_rows(studio, dataset_ref, eval_fraction, kind, seed)[0]
+    n_train = _split_rows(studio, dataset_ref, eval_fraction, kind, seed, start)[0]
     return [sample[i % len(sample)] for i in range(n_train)]
 
 
 def _split_rows(studio, dataset_ref: str, eval_fraction: float, kind: str = "sft",
-                seed: int = 42) -> tuple[int, int, bool]:
+                seed: int = 42, start: str | None = None) -> tuple[int, int, bool]:
     """(training rows, held-out rows, whether those are the dataset's own held-out file) of a run on
-    this dataset (of this data kind): its own held-out file, else the run's own split (data.plan_split:
-    at least data.min_heldout rows held out, so 4 rows at 0.1 train on 3; a prompt's rows on one side,
-    its prompts read once per dataset and setting)."""
+    this dataset (of this data kind) from `start` (a model, or "run:ID"): its own held-out file, else
+    the run's own split (data.plan_split: at least data.min_heldout rows held out, so 4 rows at 0.1
+    train on 3; a prompt's rows on one side, its prompts read once per dataset and setting), as
+    data._run_heldout makes it: from a run on the same file, that run's split; from another run, only
+    rows whose prompts no run behind it trained on are held out."""
     parquet = Path(studio.resolve_dataset(dataset_ref)["path"])
     total = dataset_stats.count_rows(parquet)
     heldout = parquet.with_name(importer.HELDOUT)
     if heldout.exists():
         return total, dataset_stats.count_rows(heldout), True
-    if kind not in data.BY_PROMPT:
-        train, held = data.split_indices(total, eval_fraction, seed, data.min_heldout(kind))
-        return len(train), len(held), False
-    key = ("split", str(parquet), eval_fraction, seed, kind)
+    parent = start[4:] if start and start.startswith("run:") and studio.get_run(start[4:]) else None
+    key = ("split", str(parquet), eval_fraction, seed, kind, parent)
     if key not in studio.length_cache:
-        if kind == "kto":  # its split also balances thumbs up and down
-            plan = data.split_plan(data.split_columns(parquet), eval_fraction, seed, kind)
-        else:  # the prompts read once per dataset (a second on 100k rows), kept only where some repeat
-            grouped = ("prompt groups", str(parquet))
-            if grouped not in studio.length_cache:
-                groups = data.stored_prompt_groups(parquet)
-                studio.length_cache[grouped] = groups if len(groups) < total else None
-            plan = data.plan_split(total, eval_fraction, seed, kind, studio.length_cache[grouped])
-        studio.length_cache[key] = tuple(map(len, plan))
+        studio.length_cache[key] = tuple(map(len, _plan(studio, parquet, total, eval_fraction, kind, seed, parent)))
     train_rows, held_rows = studio.length_cache[key]
     return train_rows, held_rows, False
 
 
-def _heldout_rows(studio, dataset_ref: str, eval_fraction: float, kind: str = "sft", seed: int = 42) -> int:
+def _plan(studio, parquet: Path, total: int, eval_fraction: float, kind: str, seed: int,
+          parent: str | None) -> tuple[list[int], list[int]]:
+    from pipelines import lineage
+    from pipelines.events import JOB, read_json
+
+    fresh = None
+    if parent is not None:
+        if (read_json(studio.run_dir(parent) / JOB) or {}).get("dataset", {}).get("path") == str(parquet):
+            held = data._kept(studio.run_dir(parent), total)  # (a parent from before splits were kept: by row)
+            if held is None:
+                return data.split_indices(total, eval_fraction, seed, data.min_heldout(kind))
+            out = set(held)
+            return [i for i in range(total) if i not in out], held
+        fresh = lineage.untrained_rows(lineage.trained_by(studio.run_dir(parent).parent, parent),
+                                       lineage.stored_digests(parquet))
+    if kind not in data.BY_PROMPT:
+        if fresh is not None:
+            return data.plan_among(total, fresh, eval_fraction, seed, kind)
+        return data.split_indices(total, eval_fraction, seed, data.min_heldout(kind))
+    if kind == "kto":  # its split also balances thumbs up and down
+        rows = data.split_columns(parquet)
+        if fresh is not None:
+            return data.plan_among(total, fresh, eval_fraction, seed, kind, data.prompt_groups(rows),
+                                   [bool(r.get("label")) for r in rows])
+        return data.split_plan(rows, eval_fraction, seed, kind)
+    # the prompts read once per dataset (a second on 100k rows), kept only where some repeat
+    grouped = ("prompt groups", str(parquet))
+    if grouped not in studio.length_cache:
+        groups = data.stored_prompt_groups(parquet)
+        studio.length_cache[grouped] = groups if len(groups) < total else None
+    if fresh is not None:
+        return data.plan_among(total, fresh, eval_fraction, seed, kind, studio.length_cache[grouped])
+    return data.plan_split(total, eval_fraction, seed, kind, studio.length_cache[grouped])
+
+
+def _heldout_rows(studio, dataset_ref: str, eval_fraction: float, kind: str = "sft", seed: int = 42,
+                  start: str | None = None) -> int:
     """How many rows a run on this dataset measures itself on (`_split_rows`)."""
-    return _split_rows(studio, dataset_ref, eval_fraction, kind, seed)[1]
+    return _split_rows(studio, dataset_ref, eval_fraction, kind, seed, start)[1]
 
 
-def enough_epochs(studio, method: str, dataset_ref: str) -> tuple[dict, str]:
+def enough_epochs(studio, method: str, dataset_ref: str, start: str | None = None) -> tuple[dict, str]:
     """For a Train-on-these button's dataset of a few votes or labels, which the method's defaults
     would train for a few steps (5 pairs: 2): the epochs the advisor would raise them to (settings),
     and why; ({}, "") when the defaults are enough."""
     params = parse(METHODS[method].params, None)
-    rows, held, own = _split_rows(studio, dataset_ref, params.eval_fraction, METHODS[method].data_kind, params.seed)
+    rows, held, own = _split_rows(studio, dataset_ref, params.eval_fraction, METHODS[method].data_kind, params.seed,
+                                  start)
     held = 0 if own else held  # (a held-out file is not taken from these rows)
     per_epoch = math.ceil(rows / (params.per_device_train_batch_size * params.gradient_accumulation_steps))
     more = advisor.enough_epochs(per_epoch, params.num_train_epochs) if rows else None
@@ -122,7 +151,8 @@ def estimate(studio, model: str, method: str, params: dict | None = None, datase
     model_path = str(studio.resolve_model(base_of(studio, model)))
     checked = parse(METHODS[method].params, params)
     fraction = getattr(checked, "eval_fraction", 0.0)
-    split = (METHODS[method].data_kind, getattr(checked, "seed", 42))  # the run's own split (train_pref)
+    # the run's own split (train_pref), as a run from `model` makes it
+    split = (METHODS[method].data_kind, getattr(checked, "seed", 42), model)
     each = _training_sequences(studio, model_path, dataset, fraction, *split)
     lengths = [max(seqs, default=0) for seqs in each] if each else None
     return estimates.estimate(model_path, method, params, lengths=lengths, sequence_lengths=each,

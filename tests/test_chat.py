@@ -567,4 +567,4 @@ def test_train_on_preferences_again_says_which_votes_the_run_learned_from(studio
     (train_prefs,) = [f for f in app.fns.values() if f.name == "on_train_prefs"]
     made = train_prefs.fn("", "lora")[0]
     assert f"from 5 decisive votes. 3 of these votes were already in the dataset behind run `{child}` (votes are " \
-           "kept): 2 are new." in made
+           "kept): 2 are new. The run measures itself only on pairs no run behind it trained on." in made
