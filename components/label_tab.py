@@ -85,9 +85,11 @@ def view(studio, project_id: str | None, labeler: str, message: str = "") -> tup
             *[gr.update(interactive=True)] * len(CHOICES), can_undo, bring_back)
 
 
-def build(studio):
+def build(studio, kept: gr.BrowserState):
     """Returns (on_open(): the project lists when the tab is opened, its inputs and outputs, the
-    overview's handles, the projects table's timer)."""
+    overview's handles, the projects table's timer, then (fn, inputs, outputs) to run after on_open:
+    the labeling view of a project it picked again). `kept`: this browser's last picked project
+    ({"id": ...}), picked again when the tab opens with none picked (after a reload)."""
     state = gr.State(None)  # {"project", "item", "shown"}: ids and a time only
     with gr.Row():
         project = gr.Dropdown(choices=project_choices(studio), value=None, label="Project", scale=3,
@@ -142,6 +144,8 @@ def build(studio):
 
     start.click(on_start_button, [project, labeler], [*outputs, views])
     project.input(on_start, [project, labeler], outputs)
+    # kept in the browser itself at each change, as the tab is (a labeler's reload made them pick it again)
+    project.change(None, project, kept, js="(id) => ({id: id || null})", queue=False, show_progress="hidden")
 
     def chooser(choice):
         def on_choose(current, name, why, request: gr.Request):
@@ -204,12 +208,20 @@ def build(studio):
         ids = [c[1] for c in choices]
         return gr.update(choices=choices, value=current if current in ids else None)
 
-    def on_open(current, dataset, spec_a, spec_b, request: gr.Request):
+    def on_open(current, dataset, spec_a, spec_b, last, request: gr.Request):
         """The tab opened: projects, datasets and runs made since the page opened are offered (a dataset
-        picked for the prompts and deleted since is picked no more); a signed-in (--auth) user labels
-        under their own name."""
+        picked for the prompts and deleted since is picked no more), with this browser's last project
+        picked where none is; a signed-in (--auth) user labels under their own name."""
         user = getattr(request, "username", None)
         name = gr.update(value=user, interactive=False) if user else gr.skip()
-        return (refresh(current), name, *fresh_lists(dataset, spec_a, spec_b))
+        return (refresh(current or (last or {}).get("id")), name, *fresh_lists(dataset, spec_a, spec_b))
 
-    return on_open, [project, *list_outputs], [project, labeler, *list_outputs], overview, timer
+    def on_reopened(current, project_id, name, request: gr.Request):
+        """After on_open: a project picked again, with nothing shown for it yet, shows where this labeler
+        is in it (with no name yet, Start asks for one)."""
+        if current is not None or not project_id or not _labeler(name, request):
+            return (gr.skip(),) * len(outputs)
+        return view(studio, project_id, _labeler(name, request))
+
+    return (on_open, [project, *list_outputs, kept], [project, labeler, *list_outputs], overview, timer,
+            (on_reopened, [state, project, labeler], outputs))

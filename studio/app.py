@@ -80,6 +80,8 @@ def build_app(studio) -> gr.Blocks:
     with gr.Blocks(title="Tune Studio") as app:
         gr.Markdown("# Tune Studio\nFine-tune a language model on your own examples, then compare it "
                     "with the base.")
+        # the project the Label tab last had in this browser, picked again when it opens after a reload
+        project_kept = gr.BrowserState({}, storage_key="tune-studio-label-project", secret=form_memory.secret(studio))
         with gr.Tabs(elem_id="studio-tabs") as tabs:
             with gr.Tab("Train", id="train") as train:
                 on_load_train, train_outputs, picks, refresh_estimate, runs, restore_form = train_tab.build(studio)
@@ -90,7 +92,8 @@ def build_app(studio) -> gr.Blocks:
             with gr.Tab("Chat", id="chat") as chat:
                 refresh_chat, chat_outputs, (exported, export_made), chat_loop = chat_tab.build(studio)
             with gr.Tab("Label", id="label") as label:
-                open_label, label_project, label_outputs, label_overview, label_timer = label_tab.build(studio)
+                open_label, label_project, label_outputs, label_overview, label_timer, label_reopened = \
+                    label_tab.build(studio, project_kept)
             with gr.Tab("Export", id="export") as export:
                 refresh_export, export_outputs, export_timer = export_tab.build(studio)
         # new datasets are offered at once: imports to Train, exported votes to Data
@@ -118,7 +121,8 @@ def build_app(studio) -> gr.Blocks:
                                                              "blind_kept": blind_kept}, runs)
         # projects made elsewhere (CLI, another browser) and finished answers show when the tab opens
         # (as the page has them: a dataset picked for the prompts and deleted since was refused by Gradio)
-        label.select(open_label, label_project, label_outputs, preprocess=False)
+        label.select(open_label, label_project, label_outputs, preprocess=False).then(*label_reopened,
+                                                                                      show_progress="hidden")
         # runs finished since the page opened become choosable when the Chat tab is opened
         chat.select(refresh_chat, [*chat_outputs[:2], pair_kept], chat_outputs)
         # datasets made since the page opened (the loop's exports, another window) are listed when Data is opened

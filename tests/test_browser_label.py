@@ -231,3 +231,9 @@ def test_a_project_answered_in_the_background_says_when_it_is_ready(server, brow
             expect(mark).to_have_text("✂ Cut off: the answer reached this project's longest answer (16 tokens) "
                                       "before the model ended it.")
     assert item["cut_a"] or item["cut_b"], "the tiny model should run on past 16 tokens"
+
+    # a reload keeps the project picked and shows where this labeler is in it (it had to be picked again)
+    page.reload()
+    expect(page.locator("#label-project input")).to_have_value("sampled (2 items, 1 per item)", timeout=30_000)
+    expect(page.locator("#label-progress")).to_contain_text("cat: 0 labelled", timeout=30_000)
+    expect(page.locator("#label-left")).to_be_enabled()
