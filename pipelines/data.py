@@ -154,17 +154,23 @@ def split_columns(parquet: Path) -> list[dict]:
     return pq.read_table(parquet, columns=columns).to_pylist()
 
 
+def row_prompt(row: dict):
+    """A row's prompt: its prompt column, or the turns before a conversation's last reply; None where
+    it has neither (raw text)."""
+    prompt = row.get("prompt")
+    if prompt is None:
+        for column in ("messages", "chosen"):
+            if isinstance(row.get(column), list):
+                return row[column][:-1]
+    return prompt
+
+
 def prompt_key(row: dict, index: int) -> str:
     """What makes two rows the same prompt: the prompt (or the turns before a conversation's last
     reply); a row with no prompt is its own."""
     import json
 
-    prompt = row.get("prompt")
-    if prompt is None:
-        for column in ("messages", "chosen"):
-            if isinstance(row.get(column), list):
-                prompt = row[column][:-1]
-                break
+    prompt = row_prompt(row)
     if not prompt:
         return f"#{index}"
     return json.dumps(prompt, sort_keys=True, ensure_ascii=False, default=str)

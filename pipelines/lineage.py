@@ -20,12 +20,9 @@ def prompt_of(row: dict):
     """A row's prompt as runs on any dataset kind share it: the text of each turn before the reply (a
     single user turn as its text, so a plain prompt and a one-turn chat match); None for a row with no
     prompt (raw text), which never matches another."""
-    prompt = row.get("prompt")
-    if prompt is None:
-        for column in ("messages", "chosen"):
-            if isinstance(row.get(column), list):
-                prompt = row[column][:-1]
-                break
+    from pipelines.data import row_prompt
+
+    prompt = row_prompt(row)
     if isinstance(prompt, list):
         turns = [(str(m.get("role")), str(m.get("content") or "").strip()) for m in prompt if isinstance(m, dict)]
         prompt = turns[0][1] if len(turns) == 1 and turns[0][0] == "user" else turns
