@@ -9,7 +9,7 @@ from components import chat_tab, train_tab
 from components.dataset_note import cut_chosen_note, made_or_found
 from pipelines.data import DataError
 from pipelines.methods import METHODS
-from studio import chat_service
+from studio import chat_service, method_service
 from studio.chat_service import ChatError
 
 PREFERENCE_METHOD = "dpo"  # the standard choice; the Train tab explains the others
@@ -33,6 +33,14 @@ def epochs_set(picked, current: str | None) -> object:
     return gr.update(value=epochs) if epochs and current == PREFERENCE_METHOD else gr.skip()
 
 
+def measured(held: int) -> str:
+    """What a preference run from a run's result holds out of votes the runs behind it had trained on in part."""
+    if not held:
+        return ("No pair is held out to measure the run: it holds out only pairs no run behind it trained on, and "
+                "too few are new. Vote on new prompts for a held-out check.")
+    return f"The run measures itself on {held} pair{'s' if held != 1 else ''} no run behind it trained on."
+
+
 def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
     """train: model, dataset, method components; chat: the Chat tab's loop handles; runs: the runs
     panel's compare button and action line."""
@@ -47,7 +55,8 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
         learned = start["learned"]
         again = (f" {learned} of these votes {'was' if learned == 1 else 'were'} already in the dataset behind {where} "
                  f"(votes are kept): {start['votes'] - learned} {'is' if start['votes'] - learned == 1 else 'are'} "
-                 "new. The run measures itself only on pairs no run behind it trained on." if learned else "")
+                 f"new. {measured(method_service.held_out(studio, PREFERENCE_METHOD, row['id'], model))}"
+                 if learned else "")
         made = (f"{made_or_found(row, name, 'votes')}: {row['rows']} preference pairs from {start['votes']} decisive "
                 f"votes.{again}{cut_chosen_note(row)}")
         *picked, why = train_tab.method_on(studio, PREFERENCE_METHOD, row["id"], start=model)

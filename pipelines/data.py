@@ -62,8 +62,8 @@ def _run_heldout(run_dir: Path, n: int, plan, digests) -> list[int]:
     if held is None:
         started = any((Path(run_dir) / CHECKPOINTS).glob("checkpoint-*"))
         parent = _parent_on_the_same_data(Path(run_dir))
-        fresh = None if started or parent is not None else lineage.untrained_rows(
-            lineage.trained_prompts(Path(run_dir)), digests())
+        seen = set() if started or parent is not None else lineage.trained_prompts(run_dir)
+        fresh = lineage.untrained_rows(seen, digests()) if seen else None
         if parent is not None and not started:
             # a run that keeps training its parent on the same data is measured on what the parent never
             # trained on: the parent's kept split, or, kept before splits were, its row split

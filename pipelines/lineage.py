@@ -5,15 +5,23 @@ included, and starts from the first run: split like any dataset, its held-out pa
 the model it starts from had trained on, and its held-out accuracy read high for that alone. A run
 that starts from another run's result (on another dataset file: one on the same file reuses its
 parent's split, `data._run_heldout`) holds out only rows whose prompt no run behind it trained on.
+
+The runs behind it are the runs recorded as parents (a run's result picked as the start, Continue
+training), read from each run's dataset less the rows it held out; a dataset deleted since was read
+into its runs' folders first (`keep_trained`). A model exported from a run and loaded as a folder
+has no parent recorded.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 MAX_ANCESTORS = 50  # a chain of runs longer than this is read this far back
+TRAINED = "trained_prompts.bin"  # in a run's folder: its trained prompts' digests, kept when its dataset went
+DIGEST = 16  # bytes
 
 
 def prompt_of(row: dict):
@@ -35,7 +43,7 @@ def digest(row: dict) -> bytes | None:
     prompt = prompt_of(row)
     if prompt is None:
         return None
-    return hashlib.blake2b(json.dumps(prompt, ensure_ascii=False).encode(), digest_size=16).digest()
+    return hashlib.blake2b(json.dumps(prompt, ensure_ascii=False, default=str).encode(), digest_size=DIGEST).digest()
 
 
 def stored_digests(parquet: Path, batch_rows: int = 2048) -> list[bytes | None]:
@@ -52,6 +60,23 @@ def stored_digests(parquet: Path, batch_rows: int = 2048) -> list[bytes | None]:
             for row in batch.to_pylist()]
 
 
+def _trained(run_dir: Path, digests: list[bytes | None]) -> set[bytes]:
+    """The prompts a run trained on, of its dataset's rows' digests: all but the rows it held out (all
+    of them where it kept no split: older runs, a dataset with its own held-out file)."""
+    from pipelines.data import _kept
+
+    held = set(_kept(run_dir, len(digests)) or ())
+    return {d for i, d in enumerate(digests) if d is not None and i not in held}
+
+
+def keep_trained(run_dir: Path, digests: list[bytes | None]) -> None:
+    """Before a run's dataset is deleted: the prompts it trained on (`digests`: the dataset's rows'),
+    kept in its folder for the runs that start from it later (`trained_by`)."""
+    tmp = Path(run_dir) / f".{TRAINED}.{os.getpid()}.tmp"
+    tmp.write_bytes(b"".join(sorted(_trained(run_dir, digests))))
+    os.replace(tmp, Path(run_dir) / TRAINED)
+
+
 def trained_prompts(run_dir: Path) -> set[bytes]:
     """The prompts the runs this one continues trained on (`trained_by` its parent)."""
     from pipelines.events import JOB, read_json
@@ -61,21 +86,24 @@ def trained_prompts(run_dir: Path) -> set[bytes]:
 
 def trained_by(runs: Path, run_id: str | None) -> set[bytes]:
     """The prompts a run (a folder under `runs`) and the runs behind it trained on: its parent, the
-    parent's parent and so on, each on its dataset less the rows it held out (all of them where it
-    kept no split: older runs)."""
-    from pipelines.data import _kept
+    parent's parent and so on (each dataset file read once)."""
     from pipelines.events import JOB, read_json
 
     seen: set[bytes] = set()
+    read: dict[str, list] = {}
     for _ in range(MAX_ANCESTORS):
         if not run_id:
             break
-        job = read_json(Path(runs) / run_id / JOB) or {}
+        folder = Path(runs) / run_id
+        job = read_json(folder / JOB) or {}
         path = (job.get("dataset") or {}).get("path")
-        if path and Path(path).exists():  # (a deleted dataset's rows are gone: nothing to match)
-            digests = stored_digests(Path(path))
-            held = set(_kept(Path(runs) / run_id, len(digests)) or ())
-            seen.update(d for i, d in enumerate(digests) if d is not None and i not in held)
+        if (folder / TRAINED).exists():
+            kept = (folder / TRAINED).read_bytes()
+            seen.update(kept[i:i + DIGEST] for i in range(0, len(kept), DIGEST))
+        elif path and Path(path).exists():
+            if path not in read:
+                read[path] = stored_digests(Path(path))
+            seen |= _trained(folder, read[path])
         run_id = job.get("parent_id")
     return seen
 

@@ -86,10 +86,23 @@ def delete(studio, dataset_id: str) -> tuple[dict, dict[str, list[str]]]:
             raise DataError(refused)
         if not studio.store.mark_dataset_deleted(dataset_id):  # another process came first: a run, a deletion
             raise DataError(blocker(studio, row) or gone(studio, dataset_id))
+    keep_what_runs_trained_on(studio, row, found["stopped"] + found["finished"])
     remove_files(row)  # marked: nothing starts on it now (a folder of gigabytes need not hold up every start)
     for key in [k for k in list(studio.length_cache) if row["path"] in map(str, k)]:
         studio.length_cache.pop(key, None)
     return row, found
+
+
+def keep_what_runs_trained_on(studio, row: dict, run_ids: list[str]) -> None:
+    """The prompts each run trained on, kept in its folder before its dataset goes: a run that starts
+    from its result later still holds out only prompts no run behind it trained on (pipelines/lineage)."""
+    from pipelines import lineage
+
+    if run_ids and Path(row["path"]).exists():
+        digests = lineage.stored_digests(Path(row["path"]))
+        for run_id in run_ids:
+            if studio.run_dir(run_id).is_dir():
+                lineage.keep_trained(studio.run_dir(run_id), digests)
 
 
 def remove_files(row: dict) -> None:

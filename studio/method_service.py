@@ -72,14 +72,18 @@ def _plan(studio, parquet: Path, total: int, eval_fraction: float, kind: str, se
 
     fresh = None
     if parent is not None:
-        if (read_json(studio.run_dir(parent) / JOB) or {}).get("dataset", {}).get("path") == str(parquet):
+        if ((read_json(studio.run_dir(parent) / JOB) or {}).get("dataset") or {}).get("path") == str(parquet):
             held = data._kept(studio.run_dir(parent), total)  # (a parent from before splits were kept: by row)
             if held is None:
                 return data.split_indices(total, eval_fraction, seed, data.min_heldout(kind))
             out = set(held)
             return [i for i in range(total) if i not in out], held
-        fresh = lineage.untrained_rows(lineage.trained_by(studio.run_dir(parent).parent, parent),
-                                       lineage.stored_digests(parquet))
+    if parent is not None and eval_fraction > 0:  # (nothing held out at 0: no need to read what trained)
+        key = ("untrained", str(parquet), parent)  # (whatever the share, seed and kind)
+        if key not in studio.length_cache:
+            seen = lineage.trained_by(studio.run_dir(parent).parent, parent)
+            studio.length_cache[key] = lineage.untrained_rows(seen, lineage.stored_digests(parquet)) if seen else None
+        fresh = studio.length_cache[key]
     if kind not in data.BY_PROMPT:
         if fresh is not None:
             return data.plan_among(total, fresh, eval_fraction, seed, kind)
@@ -104,6 +108,14 @@ def _heldout_rows(studio, dataset_ref: str, eval_fraction: float, kind: str = "s
                   start: str | None = None) -> int:
     """How many rows a run on this dataset measures itself on (`_split_rows`)."""
     return _split_rows(studio, dataset_ref, eval_fraction, kind, seed, start)[1]
+
+
+def held_out(studio, method: str, dataset_ref: str, start: str | None = None) -> int:
+    """How many rows of this dataset a run of the method at its own settings holds out, from `start`."""
+    params = parse(METHODS[method].params, None)
+    rows, held, own = _split_rows(studio, dataset_ref, getattr(params, "eval_fraction", 0.0),
+                                  METHODS[method].data_kind, getattr(params, "seed", 42), start)
+    return 0 if own else held
 
 
 def enough_epochs(studio, method: str, dataset_ref: str, start: str | None = None) -> tuple[dict, str]:
@@ -256,9 +268,11 @@ def calibrated(est, past: PastRuns):
     """The estimate's times at the training speed runs of this method reached here (the matmul-based
     figure was 1.5x too slow on a 2-core AVX-512 AMD: bench/run_time_estimate.py)."""
     if not (past.tokens_per_s and est.seconds_per_epoch and est.real_tokens_per_epoch):
-        return est  # (RL: its replies' length, so its real tokens, are not known before it runs)
-    # real tokens on both sides: a run that pads its batches computes on more than it counts (a
-    # DPO estimate compared on its padded count read 1.4x short from Start after a DPO run here)
+        return est  # (RL: its replies' length, so its real tokens, are not known before it runs; ORPO,
+        # CPO, SimPO: their trainer counts no tokens, so no speed was recorded)
+    # real tokens on both sides: a run that pads its batches computes on more than it counts (compared
+    # on padded tokens, preference runs were left out, and a DPO estimate read 1.37x short from Start
+    # on an AMX CPU after any number of DPO runs here: bench/run_time_estimate.py)
     factor = (est.real_tokens_per_epoch / est.seconds_per_epoch) / past.tokens_per_s
     factor = min(3.0, max(1 / 3, factor))  # another batch size or length: a nudge, never a new figure
     return replace(est, seconds_per_epoch=est.seconds_per_epoch * factor, eval_seconds=est.eval_seconds * factor)

@@ -445,20 +445,20 @@ def test_opening_label_keeps_the_models_picked_for_a_new_project(studio, tiny_mo
     app = build_app(studio)
     (opened,) = [f for f in app.fns.values() if f.name == "on_open" and f.fn.__module__ == "components.label_tab"]
     typed = f"base:{tiny_model_dir}"
-    _project, _name, _dataset, model_a, model_b = opened.fn(None, None, typed, "base:default", None)
+    _project, _name, _dataset, model_a, model_b = opened.fn(None, None, typed, "base:default", {}, None)
     assert (model_a["value"], model_b["value"]) == (typed, "base:default")
-    _project, _name, _dataset, model_a, model_b = opened.fn(None, None, "run:gone", f"{typed}-deleted", None)
+    _project, _name, _dataset, model_a, model_b = opened.fn(None, None, "run:gone", f"{typed}-deleted", {}, None)
     assert (model_a["value"], model_b["value"]) == ("base:default", "base:default")
     # the page's pair from before any run finished (the built-in model twice) gives way to the default pair:
     # kept, it made Create refuse "the same model" (a newcomer's walkthrough)
     from tests.test_chat import finished_on_the_built_in_model
 
     finished_on_the_built_in_model(studio, "r20261205-100000-bbbb")
-    _project, _name, _dataset, model_a, model_b = opened.fn(None, None, "base:default", "base:default", None)
+    _project, _name, _dataset, model_a, model_b = opened.fn(None, None, "base:default", "base:default", {}, None)
     assert (model_a["value"], model_b["value"]) == ("base:default", "run:r20261205-100000-bbbb")
     # the run picked to answer twice (Model 2, hidden then, held the same run): Model 1 stays that run
     run = "run:r20261205-100000-bbbb"
-    _project, _name, _dataset, model_a, model_b = opened.fn(None, None, run, run, None)
+    _project, _name, _dataset, model_a, model_b = opened.fn(None, None, run, run, {}, None)
     assert (model_a["value"], model_b["value"]) == (run, "base:default")
 
 
@@ -554,6 +554,8 @@ def test_the_quick_run_says_how_long_where_the_estimate_cannot_yet(studio):
     (studio.model_cache / models.DEFAULT_MODEL / "model.safetensors").write_bytes(b"")
     message = next(v for v in quick.fn({}) if isinstance(v, str) and v.startswith("Set up"))
     assert "(the line above Start says how long it takes here)" in message
+    # shown right under the quick run's button (under Start, it was below the fold: "did it start?")
+    assert quick.fn({})[[o.elem_id for o in quick.outputs].index("train-setup")] == message
 
 
 def test_an_export_is_picked_in_the_data_tab_it_names(studio):

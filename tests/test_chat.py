@@ -542,7 +542,7 @@ def test_processes_opening_an_old_workspace_at_once_all_open_it(tmp_path):
 def test_train_on_preferences_again_says_which_votes_the_run_learned_from(studio):
     """A second *Train on these preferences* made its pairs from every vote, those the starting run had
     learned from too, without a word (a newcomer read 5 pairs as 5 new ones). It says how many are new."""
-    from pipelines.events import ADAPTER, STATUS, write_json
+    from pipelines.events import ADAPTER, JOB, STATUS, write_json
 
     finished_on_the_built_in_model(studio, "r20261205-100000-aaaa")
     write_json(studio.run_dir("r20261205-100000-aaaa") / ADAPTER / "adapter_config.json", {"peft_type": "LORA"})
@@ -557,8 +557,10 @@ def test_train_on_preferences_again_says_which_votes_the_run_learned_from(studio
     (studio.run_dir(child) / ADAPTER).mkdir(parents=True)
     write_json(studio.run_dir(child) / ADAPTER / "adapter_config.json", {"peft_type": "LORA"})
     write_json(studio.run_dir(child) / STATUS, {"status": "completed", "finished": 2.0})
-    for winner in ("a", "b"):
-        vote(studio, winner, a=f"run:{child}", b="run:r20261205-100000-aaaa", turns=2)
+    write_json(studio.run_dir(child) / JOB, {"method": "dpo", "dataset": first["dataset"],
+                                            "parent_id": "r20261205-100000-aaaa"})  # it trained on all 3
+    for winner, turns in (("a", 2), ("b", 3)):  # two new prompts
+        vote(studio, winner, a=f"run:{child}", b="run:r20261205-100000-aaaa", turns=turns)
     again = chat_service.preference_start(studio)
     assert (again["model"], again["votes"], again["learned"]) == (f"run:{child}", 5, 3)
     from studio.app import build_app
@@ -567,4 +569,17 @@ def test_train_on_preferences_again_says_which_votes_the_run_learned_from(studio
     (train_prefs,) = [f for f in app.fns.values() if f.name == "on_train_prefs"]
     made = train_prefs.fn("", "lora")[0]
     assert f"from 5 decisive votes. 3 of these votes were already in the dataset behind run `{child}` (votes are " \
-           "kept): 2 are new. The run measures itself only on pairs no run behind it trained on." in made
+           "kept): 2 are new. The run measures itself on 1 pair no run behind it trained on." in made
+    # a DPO run on all 5, then a vote on a prompt it trained on: too few new pairs to hold one out, and why
+    grandchild = "r20261205-120000-cccc"
+    studio.store.add_run(id=grandchild, method="dpo", model="default", dataset_id=again["dataset"]["id"],
+                         status="completed", params={}, parent_id=child)
+    (studio.run_dir(grandchild) / ADAPTER).mkdir(parents=True)
+    write_json(studio.run_dir(grandchild) / ADAPTER / "adapter_config.json", {"peft_type": "LORA"})
+    write_json(studio.run_dir(grandchild) / STATUS, {"status": "completed", "finished": 3.0})
+    write_json(studio.run_dir(grandchild) / JOB, {"method": "dpo", "dataset": again["dataset"], "parent_id": child})
+    vote(studio, "a", a=f"run:{grandchild}", b=f"run:{child}")
+    made = train_prefs.fn("", "lora")[0]
+    assert "6 decisive votes. 5 of these votes were already in the dataset behind run" in made
+    assert made.endswith("1 is new. No pair is held out to measure the run: it holds out only pairs no run behind "
+                         "it trained on, and too few are new. Vote on new prompts for a held-out check.")

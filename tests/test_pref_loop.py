@@ -165,11 +165,11 @@ def test_a_run_from_another_runs_result_holds_out_only_prompts_no_run_behind_it_
     it starts from had trained on, and its held-out accuracy read high for that. Now a run holds out only
     prompts that no run behind it (parent, grandparent: of any data kind) trained on; the ones a run
     behind it held out count as new. Its training keeps every row."""
-    from pipelines import train_pref, train_sft
+    from pipelines import lineage, train_pref, train_sft
     from pipelines.data import load_rows, split_plan
     from pipelines.methods import METHODS
     from studio import method_service
-    from pipelines.events import HELDOUT_ROWS, RunEvents
+    from pipelines.events import HELDOUT_ROWS, STATUS, RunEvents, write_json
 
     def turn(text, role="user"):
         return [{"role": role, "content": text}]
@@ -201,6 +201,7 @@ def test_a_run_from_another_runs_result_holds_out_only_prompts_no_run_behind_it_
         trainer = trainer_of(job, run_dir, RunEvents(run_dir))[0]
         studio.store.add_run(id=run_id, method=method, model="default", dataset_id=dataset["id"],
                              status="completed", params=job["params"], parent_id=parent)
+        write_json(run_dir / STATUS, {"status": "completed", "finished": 1.0})
         assert counted == (len(trainer.train_dataset), len(trainer.eval_dataset), False)
 
         def asked(split):
@@ -209,7 +210,8 @@ def test_a_run_from_another_runs_result_holds_out_only_prompts_no_run_behind_it_
         return asked(trainer.train_dataset), asked(trainer.eval_dataset), len(trainer.train_dataset) + len(
             trainer.eval_dataset)
 
-    sft_trained, sft_held, _ = run("r-sft", train_sft.build_trainer, "lora", imported("faq", examples(range(6))))
+    faq = imported("faq", examples(range(6)))
+    sft_trained, sft_held, _ = run("r-sft", train_sft.build_trainer, "lora", faq)
     assert sft_trained and sft_held and len(sft_trained | sft_held) == 6
     votes = imported("votes", pairs(range(12)))
     trained, held, rows = run("r-dpo", train_pref.build_trainer, "dpo", votes, parent="r-sft")
@@ -218,6 +220,14 @@ def test_a_run_from_another_runs_result_holds_out_only_prompts_no_run_behind_it_
     # before: a split of the 12 pairs as if no run were behind this one
     unaware = {f"Question {i}?" for i in split_plan(load_rows(Path(votes["path"])), 0.5, 7, "preference")[1]}
     assert unaware & sft_trained  # (which this seed shows: the test would pass on the old split otherwise)
+
+    # the first run's dataset deleted: what that run trained on was kept in its folder first
+    from studio import dataset_service
+
+    before = lineage.trained_by(studio.runs_dir, "r-sft")
+    dataset_service.delete(studio, faq["id"])
+    assert (studio.run_dir("r-sft") / lineage.TRAINED).exists()
+    assert lineage.trained_by(studio.runs_dir, "r-sft") == before and len(before) == len(sft_trained)
 
     # a third run, SFT again, from the DPO run: neither run behind it trained on what it holds out
     more, more_held, rows = run("r-sft2", train_sft.build_trainer, "lora", imported("faq2", examples(range(16))),
