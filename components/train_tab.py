@@ -277,11 +277,6 @@ def build(studio):
     gr.on([model.change, dataset.change, method.change],
           lambda said: "" if (said or "").startswith("**Could not start") else gr.skip(), message, message,
           queue=False, show_progress="hidden")
-    # the quick run's recipe, no longer the form's once a person picks another model, dataset or method
-    # (inputs, not changes: the quick run sets all three itself)
-    gr.on([model.input, dataset.input, method.input],
-          lambda said: "" if (said or "").startswith(QUICK_SET_UP) else gr.skip(), message, message,
-          queue=False, show_progress="hidden")
     # (with the reward functions: a reward model among them is loaded beside the run and reads every reply)
     estimate_inputs = [model, dataset, method, *inputs, *device_inputs, *reward_widgets]
     scoring = [w for w in reward_widgets if getattr(w, "elem_id", None) in ("reward-reward_model", RUN_PICKER)]
@@ -329,8 +324,10 @@ def build(studio):
         lambda said: "" if (said or "").startswith("Started run") else gr.skip(), message, setup, queue=False,
         show_progress="hidden")  # what was set up has been started: the note's "press Start" is done
 
-    # what was set up is undone by the person's own picks: its "Set to DPO… press Start" would mislead
-    gr.on([model.input, dataset.input, method.input, quick.click], lambda: "", None, setup, queue=False,
+    # what was set up is undone by the person's own picks: its "Set to DPO… press Start" would mislead, as
+    # would the quick run's recipe over another model, dataset or method (inputs, not changes: the quick
+    # run and the loop's buttons set all three themselves)
+    gr.on([model.input, dataset.input, method.input], lambda: "", None, setup, queue=False,
           show_progress="hidden")
 
     def on_quick(stored):
@@ -351,8 +348,9 @@ def build(studio):
                 "lora", stored, form_memory.chosen("lora", "quillpad_faq"),
                 "lora")  # lora as the method before: nothing carried in; the switch reads the kept recipe
 
-    # the method last: its change reads the fields, `previous`, `wanted` and what is kept, all set before it
-    quick.click(on_quick, kept, [model, dataset, *form.outputs, message, previous, kept, wanted, method])
+    # the method last: its change reads the fields, `previous`, `wanted` and what is kept, all set before it.
+    # Its note right under the button (under Start it was below the fold: "did it start?")
+    quick.click(on_quick, kept, [model, dataset, *form.outputs, setup, previous, kept, wanted, method])
 
     def on_load(key):
         """Datasets and runs made since the server started, for the method the page shows."""

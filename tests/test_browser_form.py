@@ -185,12 +185,12 @@ def test_each_kind_of_data_comes_back_to_the_dataset_last_picked_for_it(server, 
     choose(page, "train-method", "LoRA")
     expect(shown).to_have_value("my_examples (6 rows)", timeout=30_000)
     page.click("#train-quick")
-    expect(page.locator("#train-message")).to_contain_text("Set up a quick first run", timeout=30_000)
+    expect(page.locator("#train-setup")).to_contain_text("Set up a quick first run", timeout=30_000)
     expect(shown, "the quick run's dataset").to_have_value(f"Sample: {SAMPLES['quillpad_faq'][2]}", timeout=30_000)
     choose(page, "train-method", "DPO")
     expect(shown).to_have_value("my_pairs (6 rows)", timeout=30_000)
     # the quick run's note went with its recipe (it said "LoRA on the FAQ sample" over a DPO form)
-    expect(page.locator("#train-message")).not_to_contain_text("Set up a quick first run", timeout=10_000)
+    expect(page.locator("#train-setup")).not_to_contain_text("Set up a quick first run", timeout=10_000)
     choose(page, "train-method", "LoRA")
     expect(shown, "LoRA back after DPO").to_have_value(f"Sample: {SAMPLES['quillpad_faq'][2]}", timeout=30_000)
     assert studio.store.list_runs() == []
@@ -236,7 +236,7 @@ def test_a_change_of_method_answered_late_keeps_what_the_quick_run_set(server, p
         page.wait_for_timeout(500)
     assert held, "Gradio no longer sends a pick's change twice: this test, and on_method's guard, can go"
     page.click("#train-quick")
-    expect(page.locator("#train-message")).to_contain_text("Set up a quick first run", timeout=30_000)
+    expect(page.locator("#train-setup")).to_contain_text("Set up a quick first run", timeout=30_000)
     expect(shown).to_have_value(faq, timeout=30_000)
     for route, response in held:
         route.fulfill(response=response)

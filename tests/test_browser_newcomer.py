@@ -24,7 +24,7 @@ def test_first_hour_without_a_wrong_turn(server, page, studio, tiny_model_dir): 
 
     # the quick first run sets a recipe that shows learning within minutes on the bundled FAQ
     page.click("#train-quick")
-    expect(page.locator("#train-message")).to_contain_text("Set up a quick first run", timeout=30_000)
+    expect(page.locator("#train-setup")).to_contain_text("Set up a quick first run", timeout=30_000)
     expect(page.locator("#train-method input")).to_have_value("LoRA")
     expect(page.locator("#param-num_train_epochs input").first).to_have_value("3")
     expect(page.locator("#train-estimate")).to_contain_text(re.compile("in all|Estimate|estimate"), timeout=60_000)
