@@ -25,12 +25,18 @@ def epochs_field(train: dict):
     return train["form"].by_method[PREFERENCE_METHOD]["num_train_epochs"]
 
 
-def epochs_set(picked, current: str | None) -> object:
+def epochs_set(picked, current: str | None, kept) -> tuple:
     """The epochs field set directly when the page is on DPO already: the method does not change, and
     the change that reads `wanted` does not run. (From another method the field, which every method
-    shares, is left to that change: set here too, it could be kept as the method before's.)"""
+    shares, is left to that change: set here too, it could be kept as the method before's.) Then
+    (field, what the browser keeps): set directly, the epochs are kept as the form's own (a reload
+    brought back those kept before, 5 from the round before, over the 4 set and shown)."""
     epochs = (picked[1].get("settings") or {}).get("num_train_epochs")
-    return gr.update(value=epochs) if epochs and current == PREFERENCE_METHOD else gr.skip()
+    if not epochs or current != PREFERENCE_METHOD:
+        return gr.skip(), gr.skip()
+    kept = dict(kept) if isinstance(kept, dict) else {}
+    own = kept.get(PREFERENCE_METHOD) if isinstance(kept.get(PREFERENCE_METHOD), dict) else {}
+    return gr.update(value=epochs), {**kept, PREFERENCE_METHOD: {**own, "num_train_epochs": epochs}}
 
 
 def measured(held: int) -> str:
@@ -45,11 +51,11 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
     """train: model, dataset, method components; chat: the Chat tab's loop handles; runs: the runs
     panel's compare button and action line."""
 
-    def on_train_prefs(name, current):
+    def on_train_prefs(name, current, kept):
         try:  # named as the Dataset name field says, as the export next to it does
             start = chat_service.preference_start(studio, (name or "").strip() or None, PREFERENCE_METHOD)
         except DataError as err:  # shown where the button is
-            return (f"**Nothing to train on:** {err}", *(gr.skip(),) * 8)
+            return (f"**Nothing to train on:** {err}", *(gr.skip(),) * 9)
         row, model = start["dataset"], start["model"]
         where = f"run `{model[4:]}`" if model.startswith("run:") else "the base model"
         learned = start["learned"]
@@ -63,11 +69,11 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
         message = (f"{made} Set to DPO on it, starting from {where} (DPO's *beta* says how far it may move "
                    f"from there): press *Start training* below.{more_epochs(why)}")
         return (made, message, "", gr.update(choices=train_tab.model_choices(studio), value=model), *picked,
-                gr.Tabs(selected="train"), epochs_set(picked, current))
+                gr.Tabs(selected="train"), *epochs_set(picked, current, kept))
 
-    chat["train_prefs"].click(on_train_prefs, [chat["export_name"], train["method"]],
+    chat["train_prefs"].click(on_train_prefs, [chat["export_name"], train["method"], train["kept"]],
                               [chat["message"], train["setup"], train["message"], train["model"], train["dataset"],
-                               train["wanted"], train["method"], tabs, epochs_field(train)])
+                               train["wanted"], train["method"], tabs, epochs_field(train), train["kept"]])
 
     def on_compare(run_id):
         try:
@@ -135,12 +141,12 @@ def wire_labels(studio, tabs, train: dict, overview: dict):
     from studio import label_service
     from studio.label_service import LabelError
 
-    def on_train_labels(project_id, _kind, min_agreement, with_votes, name, current):
+    def on_train_labels(project_id, _kind, min_agreement, with_votes, name, current, kept):
         try:
             start = label_service.training_start(studio, project_id or "", PREFERENCE_METHOD,
                                                  float(min_agreement), bool(with_votes), (name or "").strip() or None)
         except (LabelError, DataError) as err:  # shown where the button is
-            return (f"**Nothing to train on:** {err}", *(gr.skip(),) * 8)
+            return (f"**Nothing to train on:** {err}", *(gr.skip(),) * 9)
         row, model = start["dataset"], start["model"]
         where = f"run `{model[4:]}`" if model.startswith("run:") else "the built-in model"
         made = (f"{made_or_found(row, name, 'labels')}: {row['rows']} preference pairs from the labels."
@@ -148,8 +154,9 @@ def wire_labels(studio, tabs, train: dict, overview: dict):
         *picked, why = train_tab.method_on(studio, PREFERENCE_METHOD, row["id"], start=model)
         message = f"{made} Set to DPO on it, starting from {where}: press *Start training* below.{more_epochs(why)}"
         return (made, message, "", gr.update(choices=train_tab.model_choices(studio), value=model), *picked,
-                gr.Tabs(selected="train"), epochs_set(picked, current))
+                gr.Tabs(selected="train"), *epochs_set(picked, current, kept))
 
-    return overview["train"].click(on_train_labels, [*overview["inputs"], train["method"]],
+    return overview["train"].click(on_train_labels, [*overview["inputs"], train["method"], train["kept"]],
                                    [overview["message"], train["setup"], train["message"], train["model"],
-                                    train["dataset"], train["wanted"], train["method"], tabs, epochs_field(train)])
+                                    train["dataset"], train["wanted"], train["method"], tabs, epochs_field(train),
+                                    train["kept"]])

@@ -30,7 +30,7 @@ def _kept_name(kept) -> str | None:
 def train_handles(picks, runs) -> dict:
     """The Train tab's components the other tabs hand over to (model, dataset, method, message)."""
     return dict(zip(("model", "dataset", "method"), picks), selected=runs["selected"], message=runs["train_message"],
-                setup=runs["train_setup"], wanted=runs["wanted"], form=runs["form"])
+                setup=runs["train_setup"], wanted=runs["wanted"], form=runs["form"], kept=runs["kept"])
 
 
 # The top-level tab shown now, read from the page when the tabs change (by a click or by a handler that

@@ -238,6 +238,32 @@ def learned_before(studio, start: str, row: dict) -> int:
     return len(seen)
 
 
+def heldout_rows(studio, run_id: str) -> list[dict]:
+    """The rows a run held out of its dataset (its dataset's own held-out file, or its kept split)."""
+    from pipelines import data as data_rows
+    from pipelines.events import JOB, read_json
+
+    job = read_json(studio.run_dir(run_id) / JOB) or {}
+    dataset = job.get("dataset") or {}
+    if dataset.get("heldout_path") and Path(dataset["heldout_path"]).exists():
+        return data_rows.load_rows(Path(dataset["heldout_path"]))
+    if dataset.get("path") and Path(dataset["path"]).exists():
+        params = job.get("params", {})
+        method = METHODS.get(job.get("method"))  # the run's own split: KTO's and preference pairs' differ
+        return data_rows.kept_heldout(studio.run_dir(run_id), data_rows.load_rows(Path(dataset["path"])),
+                                      params.get("eval_fraction", 0.1), params.get("seed", 42),
+                                      method.data_kind if method else "sft")
+    return []
+
+
+def row_prompt_text(row: dict) -> str | None:
+    """The question a row asks: its prompt's last user message (an implicit prompt: the turns before the answer)."""
+    prompt = row.get("prompt") or (row.get("messages") or [])[:-1]
+    if not prompt and isinstance(row.get("chosen"), list):  # implicit prompt: the turns before the answer
+        prompt = row["chosen"][:-1]
+    return last_user_message(prompt) if isinstance(prompt, (str, list)) else None
+
+
 def last_user_message(prompt) -> str | None:
     if isinstance(prompt, str):
         return prompt
@@ -247,32 +273,27 @@ def last_user_message(prompt) -> str | None:
 
 def prompt_suggestions(studio, source: str, run_id: str | None = None, limit: int = 200) -> list[str]:
     """Prompts to put to two models: the chat votes' prompts, or the held-out prompts of the
-    dataset a run learned from (its held-out split: never trained on)."""
-    from pipelines import data as data_rows
+    dataset a run learned from (its held-out split: never trained on), then those of the runs behind
+    it (where it started from, and so on) that no run of that chain trained on: after a DPO run on a
+    few votes, its one held-out pair was all a blind re-comparison was offered."""
+    from pipelines import lineage
     from pipelines.events import JOB, read_json
 
     found: list[str] = []
     if source == "votes":
         found = [last_user_message(v["prompt_a"]) for v in counted_votes(studio)]
     elif source == "heldout" and run_id:
-        job = read_json(studio.run_dir(run_id) / JOB) or {}
-        dataset = job.get("dataset") or {}
-        if dataset.get("heldout_path") and Path(dataset["heldout_path"]).exists():
-            rows = data_rows.load_rows(Path(dataset["heldout_path"]))
-        elif dataset.get("path") and Path(dataset["path"]).exists():
-            params = job.get("params", {})
-            method = METHODS.get(job.get("method"))  # the run's own split: KTO's and preference pairs' differ
-            rows = data_rows.kept_heldout(studio.run_dir(run_id), data_rows.load_rows(Path(dataset["path"])),
-                                          params.get("eval_fraction", 0.1), params.get("seed", 42),
-                                          method.data_kind if method else "sft")
-        else:
-            rows = []
-        for row in rows:
-            prompt = row.get("prompt") or (row.get("messages") or [])[:-1]
-            if not prompt and isinstance(row.get("chosen"), list):  # implicit prompt: the turns before the answer
-                prompt = row["chosen"][:-1]
-            if isinstance(prompt, (str, list)):
-                found.append(last_user_message(prompt))
+        trained = None  # read only when there is a run behind it
+        chain = run_id
+        for _ in range(lineage.MAX_ANCESTORS):
+            if not chain:
+                break
+            rows = heldout_rows(studio, chain)
+            if chain != run_id:
+                trained = lineage.trained_by(studio.runs_dir, run_id) if trained is None else trained
+                rows = [row for row in rows if lineage.digest(row) not in trained]
+            found += [prompt for prompt in map(row_prompt_text, rows) if prompt]
+            chain = (read_json(studio.run_dir(chain) / JOB) or {}).get("parent_id")
     unique = list(dict.fromkeys(p.strip() for p in found if p and p.strip()))
     return unique[:limit]
 

@@ -89,19 +89,17 @@ def test_votes_to_training_to_a_blind_rematch(server, page, studio, tiny_model_d
     page.click("#chat-send")
     expect(page.locator("#chat-a")).to_contain_text("hidden until you vote", timeout=30_000)
 
-    # the prompts offered are the DPO data's held-out pair's; once it has a vote between the two,
-    # Next prompt says so instead of asking it again
-    (held,) = chat_service.prompt_suggestions(studio, "heldout", child)
+    # the prompts offered are the DPO data's held-out pair's, then the held-out ones of the run it started from
+    # that neither trained on (the one held-out pair was all it was offered); once one has a vote between the
+    # two, Next prompt goes on to the next
+    held, *behind = chat_service.prompt_suggestions(studio, "heldout", child)
+    assert len(behind) > 10 and held not in behind  # the FAQ's held-out paraphrases
     prompt = [{"role": "user", "content": held}]
     chat_service.record_vote(studio, voter="me", model_a=f"run:{parent}", model_b=f"run:{child}", winner="b",
                              blind=True, prompt_a=prompt, prompt_b=prompt, reply_a="No idea.",
                              reply_b="27 months.", settings={})
     page.click("#chat-next-prompt")  # (the comparison opened the prompts' section)
-    expect(page.locator("#chat-vote-message")).to_contain_text(
-        "The only held-out prompt has a vote between these two models. Type your own question to go on (the "
-        "prompts it trained on would favour the tuned model).",
-        timeout=30_000)
-    expect(page.locator("#chat-prompt textarea")).to_have_value("")  # sent, and not put back
+    expect(page.locator("#chat-prompt textarea")).to_have_value(behind[0], timeout=30_000)
     # the comparison was asked for: a reload keeps its pair, blind (it put up the newest run against its base,
     # still blind, and the next votes went to a pair nobody asked for)
     page.reload()
@@ -132,3 +130,20 @@ def test_votes_to_training_to_a_blind_rematch(server, page, studio, tiny_model_d
     expect(page.locator("#run-status")).to_contain_text(
         f"Blind votes against LoRA run {parent}: 1 so far, it won 1, lost 0, tied or both bad 0: 100% (21–100%): "
         "can't tell yet: about 3 more votes at this rate would tell.", timeout=30_000)
+
+    # a second *Train on these preferences* with DPO shown: the epochs it sets, over the person's own, are
+    # what a reload shows (the epochs kept before came back)
+    fill(page, "param-num_train_epochs", 30)
+    page.get_by_role("tab", name="Chat").click()
+    if not page.locator("#chat-train-prefs").is_visible():
+        page.get_by_text("Results and export").click()
+    page.click("#chat-train-prefs")
+    expect(page.locator("#train-setup")).to_contain_text("epochs:", timeout=30_000)
+    epochs = page.locator("#param-num_train_epochs:visible input").first
+    expect(epochs).not_to_have_value("30", timeout=10_000)
+    set_to = epochs.input_value()
+    page.wait_for_timeout(500)
+    page.reload()
+    expect(page.locator("#train-estimate")).to_contain_text("Expected peak memory", timeout=60_000)
+    expect(page.locator("#train-method input")).to_have_value("DPO")
+    expect(page.locator("#param-num_train_epochs:visible input").first).to_have_value(set_to, timeout=10_000)

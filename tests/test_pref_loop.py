@@ -213,13 +213,32 @@ def test_a_run_from_another_runs_result_holds_out_only_prompts_no_run_behind_it_
     faq = imported("faq", examples(range(6)))
     sft_trained, sft_held, _ = run("r-sft", train_sft.build_trainer, "lora", faq)
     assert sft_trained and sft_held and len(sft_trained | sft_held) == 6
-    votes = imported("votes", pairs(range(12)))
+    votes = imported("votes", pairs(range(2, 14)))  # (chat votes: on some of the FAQ's questions, and others)
     trained, held, rows = run("r-dpo", train_pref.build_trainer, "dpo", votes, parent="r-sft")
     assert rows == 12 and held and not held & sft_trained  # the SFT run's held-out question may be held out
-    assert sft_trained <= trained
+    assert sft_trained & {f"Question {i}?" for i in range(2, 14)} <= trained  # what SFT trained on trains here too
     # before: a split of the 12 pairs as if no run were behind this one
     unaware = {f"Question {i}?" for i in split_plan(load_rows(Path(votes["path"])), 0.5, 7, "preference")[1]}
     assert unaware & sft_trained  # (which this seed shows: the test would pass on the old split otherwise)
+
+    # a blind re-comparison of the DPO run is offered its held-out prompts, then those of the run it started
+    # from that it did not train on either (its one held-out pair was all it was offered after a few votes)
+    offered = chat_service.prompt_suggestions(studio, "heldout", "r-dpo")
+    assert set(offered[:len(held)]) == held and set(offered[len(held):]) == sft_held - trained - held
+    assert sft_held - trained - held and sft_held & trained  # (both kinds: this seed shows the filter works)
+
+    # once each prompt offered has a vote between the two, Next prompt says so instead of asking one again
+    from studio.app import build_app
+
+    (on_next,) = [f for f in build_app(studio).fns.values() if f.name == "on_next"]
+    for question in sft_held:
+        asked = [{"role": "user", "content": question}]
+        chat_service.record_vote(studio, voter="me", model_a="run:r-sft", model_b="base:default", winner="a",
+                                 blind=True, prompt_a=asked, prompt_b=asked, reply_a="Yes.", reply_b="No.",
+                                 settings={})
+    assert on_next.fn(None, "heldout", "run:r-sft", "base:default", None)[2] == (
+        f"Each of the {len(sft_held)} held-out prompts has a vote between these two models. Type your own question "
+        "to go on (the prompts it trained on would favour the tuned model).")
 
     # the first run's dataset deleted: what that run trained on was kept in its folder first
     from studio import dataset_service
@@ -235,4 +254,5 @@ def test_a_run_from_another_runs_result_holds_out_only_prompts_no_run_behind_it_
     assert rows == 16 and more_held and not more_held & (sft_trained | trained)
     assert json.loads((studio.run_dir("r-sft2") / HELDOUT_ROWS).read_text())["rows"] == 16  # kept: a resume reads it
     # a run that keeps training the DPO run on its own file holds out what that run held out, counted so
-    assert method_service._split_rows(studio, votes["id"], 0.5, "preference", 7, "run:r-dpo") == (8, 4, False)
+    counted = method_service._split_rows(studio, votes["id"], 0.5, "preference", 7, "run:r-dpo")
+    assert counted == (12 - len(held), len(held), False)
