@@ -12,11 +12,15 @@ queued_at to its finish), each estimate, and actual / estimate (1.00 = exact).
 
 --method kto --dataset FILE (thumbs: prompt, completion, label) --batch 2, or --method dpo --dataset
 quillpad_preferences, measures the padded preference methods the same way.
+
+--beside-first N runs N processes that spin on the CPU beside the first run only (a person chatting, a
+test suite): the runs after it are estimated from a speed the first run did not have alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -35,6 +39,7 @@ def main() -> None:
     ap.add_argument("--method", default="lora")
     ap.add_argument("--dataset", default="quillpad_faq", help="a bundled sample's name, or a file to import")
     ap.add_argument("--batch", type=int, default=None, help="rows per step (default: the method's)")
+    ap.add_argument("--beside-first", type=int, default=0, help="CPU-spinning processes beside the first run")
     ap.add_argument("--home", default=None, help="a workspace (default: a new one; the model is converted once)")
     args = ap.parse_args()
     home = Path(args.home or tempfile.mkdtemp(prefix="run-time-"))
@@ -53,8 +58,12 @@ def main() -> None:
         shown = method_service.calibrated(est, past)
         overhead = past.overhead_s
         whole = shown.seconds_per_epoch * args.epochs + shown.eval_seconds + (overhead or 0)
+        spinning = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                    for _ in range(args.beside_first if n == 0 else 0)]
         run_id = studio.start_run(model="default", dataset=dataset, method=args.method, params=params)
         row = studio.wait(run_id, poll_s=0.2)
+        for spin in spinning:
+            spin.kill()
         assert row["status"] == "completed", row["error"]
         actual = row["finished"] - read_json(studio.run_dir(run_id) / JOB)["queued_at"]
         told = f"{whole:15.1f} {actual / whole:6.2f}" if overhead else f"{'-':>15} {'-':>6}"

@@ -8,6 +8,7 @@ from transformers import TrainerCallback
 
 from pathlib import Path
 
+from pipelines import hardware
 from pipelines.events import EVALUATING, RunEvents, seal_checkpoint
 from pipelines.rank import any_process, barrier
 
@@ -31,11 +32,13 @@ class MetricsCallback(TrainerCallback):
     def __init__(self, events: RunEvents):
         self.events = events
         self._last = None  # (time, tokens seen) at the previous training log
+        self._cpu = None  # the machine's CPU time then (hardware.cpu_sample)
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.events.progress.update(step=state.global_step, max_steps=state.max_steps, phase="training",
                                     training_since=time.time(), first_step=state.global_step)
         self._last = (time.time(), state.num_input_tokens_seen)
+        self._cpu = hardware.cpu_sample()
 
     def on_step_end(self, args, state, control, **kwargs):
         self.events.progress.update(step=state.global_step, max_steps=state.max_steps)
@@ -49,6 +52,7 @@ class MetricsCallback(TrainerCallback):
             self.events.phase("training")
         # Evaluation time is not training time: restart the tokens/s window after it.
         self._last = (time.time(), self._last[1] if self._last else state.num_input_tokens_seen)
+        self._cpu = hardware.cpu_sample()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = dict(logs or {})
@@ -60,7 +64,13 @@ class MetricsCallback(TrainerCallback):
             t0, tok0 = self._last or (now, tokens)
             if tokens:  # ORPO and CPO count none: no curve rather than a flat zero
                 record["tokens_per_s"] = round((tokens - tok0) / max(now - t0, 1e-9), 1)
-            self._last = (now, tokens)
+            # how much of the machine other processes took meanwhile: a speed measured beside them does
+            # not set the estimate of the next runs (studio/method_service.past_runs)
+            cpu = hardware.cpu_sample()
+            others = hardware.others_share(self._cpu, cpu)
+            if others is not None:
+                record["others_cpu"] = round(others, 3)
+            self._last, self._cpu = (now, tokens), cpu
         for key, value in logs.items():
             if logged(key) and isinstance(value, (int, float)):
                 record[key] = float(value)

@@ -192,21 +192,38 @@ def remeasure(device: str = "cpu") -> dict:
     return kept
 
 
-def cpu_busy_share(window_s: float = 1.0) -> float | None:
-    """The share of all this machine's CPU time spent working (any process) over `window_s`, from
-    /proc/stat; None where there is none to read."""
-    def sample():
+def cpu_sample() -> tuple[int, int, int] | None:
+    """(all CPU time, the time spent working by any process, this process's own: user + system), in
+    clock ticks, from /proc; None where there is none to read."""
+    try:
         with open("/proc/stat") as f:
             values = [int(v) for v in f.readline().split()[1:]]
-        return sum(values), values[3] + (values[4] if len(values) > 4 else 0)  # total, idle + iowait
-
-    try:
-        total0, idle0 = sample()
-        time.sleep(window_s)
-        total1, idle1 = sample()
+        with open("/proc/self/stat") as f:
+            own = f.read().rsplit(")", 1)[1].split()  # (after the name, which may hold spaces)
+        total, idle = sum(values), values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+        return total, total - idle, int(own[11]) + int(own[12])  # utime, stime (fields 14 and 15)
     except (OSError, ValueError, IndexError):
         return None
-    return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+def cpu_busy_share(window_s: float = 1.0) -> float | None:
+    """The share of all this machine's CPU time spent working (any process) over `window_s`; None
+    where there is none to read."""
+    before = cpu_sample()
+    time.sleep(window_s)
+    after = cpu_sample()
+    if before is None or after is None:
+        return None
+    return (after[1] - before[1]) / max(1, after[0] - before[0])
+
+
+def others_share(before: tuple | None, after: tuple | None) -> float | None:
+    """The share of the machine's CPU time other processes spent working between two `cpu_sample`s
+    (a run beside a test suite trained 3x slower, and its speed made every later estimate long)."""
+    if before is None or after is None or after[0] <= before[0]:
+        return None
+    others = (after[1] - before[1]) - (after[2] - before[2])
+    return min(1.0, max(0.0, others / (after[0] - before[0])))
 
 
 # Below this share of the CPU in use, the machine counts as quiet enough to measure its speed

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
-from pipelines import advisor, data, dataset_stats, estimates, importer, models
+from pipelines import advisor, data, dataset_stats, estimates, hardware, importer, models
 from pipelines.data import DataError
 from pipelines.methods import METHODS, ConfigError, parse
 
@@ -243,8 +243,10 @@ def past_runs(studio, model: str, method: str) -> PastRuns:
 
 @lru_cache(maxsize=256)  # a completed run's files never change
 def _run_times(folder: str) -> tuple[float, float | None] | None:
-    """(seconds outside its training steps, median training tokens/s) of a completed run, from its
-    files; None for a resumed run (two attempts) or one missing them (older studios)."""
+    """(seconds outside its training steps, median training tokens/s while other processes left the
+    CPU to it) of a completed run, from its files; None for a resumed run (two attempts), one missing
+    them (older studios), or one that shared the CPU with other processes for most of its steps (its
+    start and end were as slow: a DPO run beside one spinning process took 292 s, alone 17 s)."""
     import statistics
 
     from pipelines.events import HEARTBEAT, JOB, STATUS, read_json, read_metrics
@@ -257,7 +259,12 @@ def _run_times(folder: str) -> tuple[float, float | None] | None:
     started, since, finished = status.get("started"), beat.get("training_since"), status.get("finished")
     if job.get("resume") or status.get("resumed_from") is not None or not (started and since and finished and steps):
         return None
-    rates = [m["tokens_per_s"] for m in metrics if m.get("tokens_per_s")][1:]  # the first: warm-up
+    # the first: warm-up; then the stretches other processes left the CPU to it (beside a test suite a
+    # DPO run trained at 17 tokens/s against 58 alone, and the next run's estimate read 1.5x long)
+    timed = [m for m in metrics if m.get("tokens_per_s")][1:]
+    rates = [m["tokens_per_s"] for m in timed if m.get("others_cpu", 0.0) <= hardware.QUIET_SHARE]
+    if len(rates) < len(timed) / 2:
+        return None
     # the end from the last record, a held-out check after the last step included: the estimate
     # counts those checks itself
     last = max(m["time"] for m in metrics if "time" in m)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from pipelines.estimates import Estimate
@@ -69,12 +71,16 @@ def test_the_estimate_counts_the_training_rows_the_run_will_have(studio, tiny_mo
     assert method_service.estimate(studio, str(tiny_model_dir), "dpo", {"eval_fraction": 0.3}, row["id"]).rows == 6
 
 
-def test_the_time_from_start_to_the_saved_result_counts_what_runs_here_took_outside_training(studio, tiny_model_dir):
+def test_the_time_from_start_to_the_saved_result_counts_what_runs_here_took_outside_training(studio, tiny_model_dir,
+                                                                                              monkeypatch):
     """"About 9 s" took 21 s from Start: the estimate counted the training steps only. Once a run has
     finished here, the line adds what runs took to start and to save, and says it is measured so."""
     from components.train_tab import estimate_text
     from studio import method_service
 
+    from pipelines import hardware
+
+    monkeypatch.setattr(hardware, "QUIET_SHARE", 1.0)  # the suite's other worker may share the CPU: any speed counts
     model = str(tiny_model_dir)
     params = {"num_train_epochs": 0.1, "per_device_train_batch_size": 8, "max_length": 64, "r": 8}
     assert method_service.past_runs(studio, model, "lora") == method_service.PastRuns(None, None)
@@ -123,6 +129,58 @@ def test_a_runs_time_outside_training_ends_at_its_last_record(tmp_path):
     assert method_service._run_times(str(tmp_path)) == (10.0, 120.0)
 
 
+def test_a_speed_measured_while_other_processes_took_the_cpu_does_not_set_the_estimate(tmp_path):
+    """A DPO run beside a test suite trained at 17 tokens/s against 58 alone, and the estimate of every
+    run after it read 1.5x long. Each training log says what share of the machine other processes took
+    meanwhile; the speed is the median of the stretches they left it alone, and a run they shared the
+    CPU with for most of its steps is not taken at all."""
+    import json
+
+    from pipelines import hardware
+    from pipelines.events import HEARTBEAT, JOB, METRICS, STATUS
+    from studio import method_service
+
+    (tmp_path / JOB).write_text(json.dumps({"method": "dpo"}))
+    (tmp_path / HEARTBEAT).write_text(json.dumps({"training_since": 10.0}))
+    (tmp_path / STATUS).write_text(json.dumps({"started": 5.0, "finished": 40.0}))
+    records = [{"step": 1, "loss": 2.0, "time": 15.0, "tokens_per_s": 20.0, "others_cpu": 0.0},  # warm-up
+               {"step": 2, "loss": 1.9, "time": 20.0, "tokens_per_s": 58.0, "others_cpu": 0.02},
+               {"step": 3, "loss": 1.8, "time": 25.0, "tokens_per_s": 17.0, "others_cpu": 0.61},
+               {"step": 4, "loss": 1.7, "time": 30.0, "tokens_per_s": 60.0, "others_cpu": hardware.QUIET_SHARE},
+               {"step": 5, "loss": 1.6, "time": 35.0, "tokens_per_s": 56.0}]  # (an older run: not measured)
+    (tmp_path / METRICS).write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert method_service._run_times(str(tmp_path)) == (10.0, 58.0)
+    # most of its steps beside them: its start and end were slowed too, and nothing of it is taken
+    for r in records[2:]:
+        r["others_cpu"] = 0.5
+    (tmp_path / METRICS).write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert method_service._run_times.__wrapped__(str(tmp_path)) is None
+
+
+def test_the_share_of_the_cpu_other_processes_take_is_measured():
+    """By hand: 200 ticks of the machine, 160 of them working, 100 of those this process's: 60 others'.
+    Then a process that spins on one core while this one sleeps takes a share of the machine."""
+    import subprocess
+    import sys
+    import time
+
+    from pipelines import hardware
+
+    assert hardware.others_share((1000, 400, 100), (1200, 560, 200)) == pytest.approx(0.3)
+    assert hardware.others_share((1000, 400, 100), (1200, 500, 200)) == 0.0  # (this process's time, rounded)
+    assert hardware.others_share(None, (1200, 500, 200)) is None
+    spin = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 3: pass"])
+    try:
+        time.sleep(0.3)
+        before = hardware.cpu_sample()
+        time.sleep(1.5)
+        after = hardware.cpu_sample()
+    finally:
+        spin.kill()
+    share = hardware.others_share(before, after)
+    assert share is not None and share >= 0.8 / (os.cpu_count() or 1)  # one core of them, at least most of it
+
+
 def test_with_no_dataset_picked_the_memory_is_said_to_be_the_worst_case():
     """KTO with no KTO data read 10.5 GB beside DPO's 4.0 GB on its pairs, with nothing to say why."""
     line = summary_line(estimate(peak_bytes=int(5.5 * 2**30)), 2)
@@ -148,7 +206,8 @@ def test_a_method_with_no_data_of_its_kind_says_where_to_get_some(studio, tiny_m
         "Expected peak memory at most ")
 
 
-def test_a_preference_runs_estimate_is_calibrated_on_the_real_tokens_its_trainer_counts(studio, tiny_model_dir):
+def test_a_preference_runs_estimate_is_calibrated_on_the_real_tokens_its_trainer_counts(studio, tiny_model_dir,
+                                                                                        monkeypatch):
     """A DPO run pads each batch's chosen and rejected answers to the longest of them, and its curves
     count the tokens without that padding. Preference runs were never calibrated (only padding-free
     methods were): a DPO estimate stayed 1.37x short from Start on an AMX CPU after any number of DPO
@@ -159,6 +218,9 @@ def test_a_preference_runs_estimate_is_calibrated_on_the_real_tokens_its_trainer
     from pipelines import data
     from studio import method_service
 
+    from pipelines import hardware
+
+    monkeypatch.setattr(hardware, "QUIET_SHARE", 1.0)  # the suite's other worker may share the CPU: any speed counts
     model = str(tiny_model_dir)
     pairs = data.load_rows(studio.resolve_dataset("quillpad_preferences")["path"])
     tokenizer = studio.tokenizer(model)
@@ -186,6 +248,11 @@ def test_a_preference_runs_estimate_is_calibrated_on_the_real_tokens_its_trainer
         f.parent.name.split("-")[1]))
     counted = max(log.get("num_tokens", 0) for log in json.loads(last.read_text())["log_history"])
     assert counted == raw.real_tokens_per_epoch
+    # each speed on the curves says how much of the machine other processes took meanwhile
+    from pipelines.events import read_metrics
+
+    timed = [m for m in read_metrics(studio.run_dir(run_id)) if "tokens_per_s" in m]
+    assert timed and all(0.0 <= m["others_cpu"] <= 1.0 for m in timed)
     past = method_service.past_runs(studio, model, "dpo")  # a preference run's speed is taken now
     assert past.tokens_per_s > 0
     # at a speed within the nudge's bounds, the times are those of the real tokens at that speed (not of
