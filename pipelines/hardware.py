@@ -217,6 +217,12 @@ def cpu_busy_share(window_s: float = 1.0) -> float | None:
     return (after[1] - before[1]) / max(1, after[0] - before[0])
 
 
+# Beyond this share of the CPU taken by other processes, a run's speed is not its own: one process
+# spinning on one core of two took 0.5. The studio's own server and a browser watching the run's live
+# curves took 0.13-0.20 (a quick run on a 2-core machine), which every run here has.
+SHARED_SHARE = 0.35
+
+
 def others_share(before: tuple | None, after: tuple | None) -> float | None:
     """The share of the machine's CPU time other processes spent working between two `cpu_sample`s
     (a run beside a test suite trained 3x slower, and its speed made every later estimate long)."""

@@ -142,7 +142,7 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
     from datasets import Dataset
     from transformers import PrinterCallback
 
-    from pipelines.callbacks import CancelCallback, MetricsCallback, SealCheckpoints, early_stopping
+    from pipelines.callbacks import CancelCallback, MetricsCallback, SealCheckpoints, ShareTheCpu, early_stopping
 
     # config
     method = get_method(job["method"])
@@ -197,7 +197,7 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
     best = (watched_metric(method, groups["studio"], eval_rows, params.per_device_train_batch_size)
             if patience and eval_rows else ("eval_loss", False))
     config = config_cls(**trainer_args, **run_settings(run_dir, params, eval_ds is not None, patience, best))
-    callbacks = [MetricsCallback(events), CancelCallback(events), SealCheckpoints()]
+    callbacks = [MetricsCallback(events), CancelCallback(events), SealCheckpoints(), ShareTheCpu()]
     if patience and eval_ds is not None:
         callbacks.append(early_stopping(patience))
     kwargs = {"ref_model": ref_model} if method.reference else {}

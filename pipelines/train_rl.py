@@ -99,7 +99,7 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
     from datasets import Dataset
     from transformers import PrinterCallback, TrainerCallback
 
-    from pipelines.callbacks import CancelCallback, MetricsCallback, SealCheckpoints
+    from pipelines.callbacks import CancelCallback, MetricsCallback, SealCheckpoints, ShareTheCpu
 
     # config: the method's settings and the reward functions the run lists
     method = get_method(job["method"])
@@ -140,7 +140,7 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
         args=config,
         train_dataset=train_ds,
         processing_class=tokenizer,
-        callbacks=[MetricsCallback(events), CancelCallback(events), SealCheckpoints(), Samples()],
+        callbacks=[MetricsCallback(events), CancelCallback(events), SealCheckpoints(), Samples(), ShareTheCpu()],
         peft_config=peft_config,
     )
     trainer.remove_callback(PrinterCallback)
@@ -153,7 +153,7 @@ def train_reward_model(job: dict, run_dir: Path, events: RunEvents) -> dict:
 
     from pipelines import reward_model
     from pipelines.callbacks import (CancelCallback, MetricsCallback, SealCheckpoints, best_metric, early_stopping,
-                                     restore_best)
+                                     restore_best, ShareTheCpu)
 
     events.phase("loading the model and the data")
     # config
@@ -198,7 +198,7 @@ def train_reward_model(job: dict, run_dir: Path, events: RunEvents) -> dict:
     settings = run_settings(run_dir, params, bool(eval_rows), patience,
                             best_metric(groups["studio"]["early_stopping_on"], method.trl))
     config = config_cls(**trainer_args, **settings)
-    callbacks = [MetricsCallback(events), CancelCallback(events), SealCheckpoints()]
+    callbacks = [MetricsCallback(events), CancelCallback(events), SealCheckpoints(), ShareTheCpu()]
     if patience and eval_rows:
         callbacks.append(early_stopping(patience))
     trainer = trainer_cls(model=model, args=config, train_dataset=Dataset.from_list(train_rows),

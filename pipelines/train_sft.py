@@ -168,7 +168,7 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
     from trl import SFTConfig
 
     from pipelines import packing
-    from pipelines.callbacks import CancelCallback, MetricsCallback, SealCheckpoints, early_stopping
+    from pipelines.callbacks import CancelCallback, MetricsCallback, SealCheckpoints, ShareTheCpu, early_stopping
     from pipelines.methods.qlora import resolve_optim
     from pipelines.sft_trainer import StudioSFTTrainer
 
@@ -223,7 +223,7 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
                                                       continues=continues),
                        # tokens/s counts real tokens: a padding-free batch has none other
                        include_num_input_tokens_seen="all" if packed else "non_padding")
-    callbacks = [MetricsCallback(events), CancelCallback(events)]
+    callbacks = [MetricsCallback(events), CancelCallback(events), ShareTheCpu()]
     if method.callbacks:  # before the seal: what a method adds to a checkpoint is in it when it is sealed
         callbacks += method.callbacks(model, params)
     callbacks.append(SealCheckpoints())

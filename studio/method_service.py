@@ -262,7 +262,7 @@ def _run_times(folder: str) -> tuple[float, float | None] | None:
     # the first: warm-up; then the stretches other processes left the CPU to it (beside a test suite a
     # DPO run trained at 17 tokens/s against 58 alone, and the next run's estimate read 1.5x long)
     timed = [m for m in metrics if m.get("tokens_per_s")][1:]
-    rates = [m["tokens_per_s"] for m in timed if m.get("others_cpu", 0.0) <= hardware.QUIET_SHARE]
+    rates = [m["tokens_per_s"] for m in timed if m.get("others_cpu", 0.0) <= hardware.SHARED_SHARE]
     if len(rates) < len(timed) / 2:
         return None
     # the end from the last record, a held-out check after the last step included: the estimate
