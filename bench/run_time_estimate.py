@@ -64,6 +64,7 @@ def main() -> None:
         row = studio.wait(run_id, poll_s=0.2)
         for spin in spinning:
             spin.kill()
+            spin.wait()
         assert row["status"] == "completed", row["error"]
         actual = row["finished"] - read_json(studio.run_dir(run_id) / JOB)["queued_at"]
         told = f"{whole:15.1f} {actual / whole:6.2f}" if overhead else f"{'-':>15} {'-':>6}"

@@ -344,13 +344,13 @@ def build(studio):
                 f"{QUICK_SET_UP} LoRA on the *Quillpad support FAQ* sample with fewer epochs at a "
                 f"higher learning rate ({when}). Press *Start training*; "
                 "when it finishes, *Chat with this run* puts it next to the built-in model — ask it "
-                "*How long is the Quillpad warranty?*",
+                "*How long is the Quillpad warranty?*", "",  # (a run's "Started …" under Start is old news)
                 "lora", stored, form_memory.chosen("lora", "quillpad_faq"),
                 "lora")  # lora as the method before: nothing carried in; the switch reads the kept recipe
 
     # the method last: its change reads the fields, `previous`, `wanted` and what is kept, all set before it.
     # Its note right under the button (under Start it was below the fold: "did it start?")
-    quick.click(on_quick, kept, [model, dataset, *form.outputs, setup, previous, kept, wanted, method])
+    quick.click(on_quick, kept, [model, dataset, *form.outputs, setup, message, previous, kept, wanted, method])
 
     def on_load(key):
         """Datasets and runs made since the server started, for the method the page shows."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pipelines import hardware
 from pipelines.events import EVALUATING, RunEvents, seal_checkpoint
-from pipelines.rank import any_process, barrier
+from pipelines.rank import any_process, barrier, world_size
 
 # what reaches metrics.jsonl: the training curves, and for preference methods how well the model
 # tells the preferred answer from the other (TRL's names; each also as eval_<name> on held-out pairs)
@@ -33,13 +33,13 @@ class MetricsCallback(TrainerCallback):
     def __init__(self, events: RunEvents):
         self.events = events
         self._last = None  # (time, tokens seen) at the previous training log
-        self._cpu = None  # the machine's CPU time then (hardware.cpu_sample)
+        self._cpu, self._cpu_since = None, 0.0  # the machine's CPU time (hardware.cpu_sample), and when
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.events.progress.update(step=state.global_step, max_steps=state.max_steps, phase="training",
                                     training_since=time.time(), first_step=state.global_step)
         self._last = (time.time(), state.num_input_tokens_seen)
-        self._cpu = hardware.cpu_sample()
+        self._cpu, self._cpu_since = hardware.cpu_sample(), time.time()
 
     def on_step_end(self, args, state, control, **kwargs):
         self.events.progress.update(step=state.global_step, max_steps=state.max_steps)
@@ -53,7 +53,7 @@ class MetricsCallback(TrainerCallback):
             self.events.phase("training")
         # Evaluation time is not training time: restart the tokens/s window after it.
         self._last = (time.time(), self._last[1] if self._last else state.num_input_tokens_seen)
-        self._cpu = hardware.cpu_sample()
+        self._cpu, self._cpu_since = hardware.cpu_sample(), time.time()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = dict(logs or {})
@@ -65,13 +65,17 @@ class MetricsCallback(TrainerCallback):
             t0, tok0 = self._last or (now, tokens)
             if tokens:  # ORPO and CPO count none: no curve rather than a flat zero
                 record["tokens_per_s"] = round((tokens - tok0) / max(now - t0, 1e-9), 1)
-            # how much of the machine other processes took meanwhile: a speed measured beside them does
-            # not set the estimate of the next runs (studio/method_service.past_runs)
-            cpu = hardware.cpu_sample()
-            others = hardware.others_share(self._cpu, cpu)
-            if others is not None:
-                record["others_cpu"] = round(others, 3)
-            self._last, self._cpu = (now, tokens), cpu
+            # how many cores other processes kept busy meanwhile, over half a second at least (a few clock
+            # ticks read as noise): a speed measured beside them does not set the estimate of the next
+            # runs (studio/method_service.past_runs). Not for a GPU run, nor one of several processes
+            # (its siblings are the run).
+            if getattr(args.device, "type", "cpu") == "cpu" and world_size() == 1 and now - self._cpu_since >= 0.5:
+                cpu = hardware.cpu_sample()
+                others = hardware.others_cores(self._cpu, cpu)
+                if others is not None:
+                    record["others_cores"] = round(others, 2)
+                self._cpu, self._cpu_since = cpu, now
+            self._last = (now, tokens)
         for key, value in logs.items():
             if logged(key) and isinstance(value, (int, float)):
                 record[key] = float(value)
@@ -84,25 +88,31 @@ class MetricsCallback(TrainerCallback):
 class ShareTheCpu(TrainerCallback):
     """Trains on the cores other processes leave (a chat answering, a test suite): torch's threads wait
     for each other by spinning, and one on a core another process holds keeps the rest spinning: a DPO
-    run beside one spinning process took 286 s, alone 17 s. At the start (a quarter second's look),
-    after each step and each held-out batch: once others took more than `hardware.SHARED_SHARE` of the
-    CPU in that time, as many threads as the cores they left free (at least one); all again once they
-    stop."""
+    run beside one spinning process took 286 s, alone 17 s. While a one-process run trains on the CPU:
+    at the start (a quarter second's look), then after steps and held-out batches once a second has
+    passed, as many threads as the cores others left free once they took more than
+    `hardware.SHARED_CORES` (at least one); all again once they stop, and at the end of training."""
 
     LOOK_S = 0.25
+    WINDOW_S = 1.0  # the least time one look covers: a step's few clock ticks read as noise
 
     def __init__(self, cores: int | None = None):
-        import torch
-
-        self.full = torch.get_num_threads()
-        self.cores = cores or os.cpu_count() or 1
-        self.threads = self.full
-        self._cpu = None
+        self.cores = cores or hardware.usable_cores()
+        self.full = self.threads = None  # (read as training begins)
+        self._cpu = self._since = None
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self._cpu = hardware.cpu_sample()
+        import torch
+
+        device = getattr(getattr(args, "device", None), "type", "cpu")
+        if world_size() > 1 or device != "cpu":  # (sibling processes are this run, not others)
+            return
+        self._cpu, self._since = hardware.cpu_sample(), time.time()
+        if self._cpu is None:  # (no /proc to read)
+            return
+        self.full = self.threads = torch.get_num_threads()
         time.sleep(self.LOOK_S)
-        self._adapt()
+        self._adapt(look=True)
 
     def on_step_end(self, args, state, control, **kwargs):
         self._adapt()
@@ -110,22 +120,29 @@ class ShareTheCpu(TrainerCallback):
     def on_prediction_step(self, args, state, control, **kwargs):
         self._adapt()
 
-    def _adapt(self) -> None:
+    def on_train_end(self, args, state, control, **kwargs):
         import torch
 
+        if self.full is not None and self.threads != self.full:
+            torch.set_num_threads(self.full)
+        self.full = self.threads = None
+
+    def _adapt(self, look: bool = False) -> None:
+        import torch
+
+        if self.full is None or (not look and time.time() - self._since < self.WINDOW_S):
+            return
         cpu = hardware.cpu_sample()
-        others = hardware.others_share(self._cpu, cpu)
-        self._cpu = cpu
-        if others is None:
+        taken = hardware.others_cores(self._cpu, cpu)
+        self._cpu, self._since = cpu, time.time()
+        if taken is None:
             return
         # the cores others took, once they took more than the studio's own page and server do
-        taken = round(others * self.cores) if others > hardware.SHARED_SHARE else 0
-        threads = max(1, min(self.full, self.cores - taken))
+        threads = max(1, min(self.full, self.cores - round(taken))) if taken > hardware.SHARED_CORES else self.full
         if threads != self.threads:
             torch.set_num_threads(threads)
             self.threads = threads
-            print(f"CPU threads: {threads} of {self.full} ({others:.0%} of the CPU taken by other processes)",
-                  flush=True)
+            print(f"CPU threads: {threads} of {self.full} (other processes took {taken:.1f} cores)", flush=True)
 
 
 class CancelCallback(TrainerCallback):

@@ -193,15 +193,19 @@ def remeasure(device: str = "cpu") -> dict:
 
 
 def cpu_sample() -> tuple[int, int, int] | None:
-    """(all CPU time, the time spent working by any process, this process's own: user + system), in
-    clock ticks, from /proc; None where there is none to read."""
+    """(all CPU time, the time spent working by any process, this process's own), in clock ticks,
+    from /proc; None where there is none to read. A virtual machine's stolen time is no process's here
+    (in the total, not working); guests' time is already in user time. This process's own counts its
+    finished children (a reward function's sandbox)."""
     try:
         with open("/proc/stat") as f:
-            values = [int(v) for v in f.readline().split()[1:]]
+            values = [int(v) for v in f.readline().split()[1:]] + [0] * 8
         with open("/proc/self/stat") as f:
             own = f.read().rsplit(")", 1)[1].split()  # (after the name, which may hold spaces)
-        total, idle = sum(values), values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
-        return total, total - idle, int(own[11]) + int(own[12])  # utime, stime (fields 14 and 15)
+        user, nice, system, idle, iowait, irq, softirq, steal = values[:8]
+        working = user + nice + system + irq + softirq
+        # utime, stime, cutime, cstime: fields 14-17
+        return working + idle + iowait + steal, working, sum(int(v) for v in own[11:15])
     except (OSError, ValueError, IndexError):
         return None
 
@@ -217,10 +221,24 @@ def cpu_busy_share(window_s: float = 1.0) -> float | None:
     return (after[1] - before[1]) / max(1, after[0] - before[0])
 
 
-# Beyond this share of the CPU taken by other processes, a run's speed is not its own: one process
-# spinning on one core of two took 0.5. The studio's own server and a browser watching the run's live
-# curves took 0.13-0.20 (a quick run on a 2-core machine), which every run here has.
-SHARED_SHARE = 0.35
+# Beyond this many cores taken by other processes, a run's speed is not its own: one process spinning
+# took a whole core. The studio's own server and a browser watching the run's live curves took 0.26-0.40
+# of one (a quick run on a 2-core machine), which every run here has.
+SHARED_CORES = 0.7
+
+
+def others_cores(before: tuple | None, after: tuple | None) -> float | None:
+    """How many of the machine's cores other processes kept working between two `cpu_sample`s."""
+    share = others_share(before, after)
+    return None if share is None else share * (os.cpu_count() or 1)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def others_share(before: tuple | None, after: tuple | None) -> float | None:

@@ -283,17 +283,22 @@ def prompt_suggestions(studio, source: str, run_id: str | None = None, limit: in
     if source == "votes":
         found = [last_user_message(v["prompt_a"]) for v in counted_votes(studio)]
     elif source == "heldout" and run_id:
-        trained = None  # read only when there is a run behind it
-        chain = run_id
-        for _ in range(lineage.MAX_ANCESTORS):
-            if not chain:
-                break
-            rows = heldout_rows(studio, chain)
-            if chain != run_id:
-                trained = lineage.trained_by(studio.runs_dir, run_id) if trained is None else trained
-                rows = [row for row in rows if lineage.digest(row) not in trained]
-            found += [prompt for prompt in map(row_prompt_text, rows) if prompt]
-            chain = (read_json(studio.run_dir(chain) / JOB) or {}).get("parent_id")
+        key = ("held-out prompts", run_id)  # a completed run's are read once (each Next prompt asks)
+        found = studio.length_cache.get(key) or []
+        if key not in studio.length_cache:
+            trained = None  # read only when there is a run behind it
+            chain = run_id
+            for _ in range(lineage.MAX_ANCESTORS):
+                if not chain or len(found) >= limit:
+                    break
+                rows = heldout_rows(studio, chain)
+                if chain != run_id:
+                    trained = lineage.trained_by(studio.runs_dir, run_id) if trained is None else trained
+                    rows = [row for row in rows if lineage.digest(row) not in trained]
+                found += [prompt for prompt in map(row_prompt_text, rows) if prompt]
+                chain = (read_json(studio.run_dir(chain) / JOB) or {}).get("parent_id")
+            if (studio.store.get_run(run_id) or {}).get("status") == "completed":  # (its split is final)
+                studio.length_cache[key] = found
     unique = list(dict.fromkeys(p.strip() for p in found if p and p.strip()))
     return unique[:limit]
 

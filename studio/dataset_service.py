@@ -98,11 +98,14 @@ def keep_what_runs_trained_on(studio, row: dict, run_ids: list[str]) -> None:
     from its result later still holds out only prompts no run behind it trained on (pipelines/lineage)."""
     from pipelines import lineage
 
-    if run_ids and Path(row["path"]).exists():
-        digests = lineage.stored_digests(Path(row["path"]))
-        for run_id in run_ids:
-            if studio.run_dir(run_id).is_dir():
-                lineage.keep_trained(studio.run_dir(run_id), digests)
+    try:
+        if run_ids and Path(row["path"]).exists():
+            digests = lineage.stored_digests(Path(row["path"]))
+            for run_id in run_ids:
+                if studio.run_dir(run_id).is_dir():
+                    lineage.keep_trained(studio.run_dir(run_id), digests)
+    except (OSError, ValueError):  # (a full disk, a damaged file: the deletion, already marked, goes on;
+        pass                       # a run from those runs' results may then hold out what they trained on)
 
 
 def remove_files(row: dict) -> None:

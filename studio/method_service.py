@@ -111,7 +111,7 @@ def _heldout_rows(studio, dataset_ref: str, eval_fraction: float, kind: str = "s
 
 
 def held_out(studio, method: str, dataset_ref: str, start: str | None = None) -> int:
-    """How many rows of this dataset a run of the method at its own settings holds out, from `start`."""
+    """How many rows of this dataset a run of the method at its default settings holds out, from `start`."""
     params = parse(METHODS[method].params, None)
     rows, held, own = _split_rows(studio, dataset_ref, getattr(params, "eval_fraction", 0.0),
                                   METHODS[method].data_kind, getattr(params, "seed", 42), start)
@@ -246,7 +246,7 @@ def _run_times(folder: str) -> tuple[float, float | None] | None:
     """(seconds outside its training steps, median training tokens/s while other processes left the
     CPU to it) of a completed run, from its files; None for a resumed run (two attempts), one missing
     them (older studios), or one that shared the CPU with other processes for most of its steps (its
-    start and end were as slow: a DPO run beside one spinning process took 292 s, alone 17 s)."""
+    start and end were as slow: a DPO run beside one spinning process took 286-292 s, alone 17 s)."""
     import statistics
 
     from pipelines.events import HEARTBEAT, JOB, STATUS, read_json, read_metrics
@@ -262,7 +262,7 @@ def _run_times(folder: str) -> tuple[float, float | None] | None:
     # the first: warm-up; then the stretches other processes left the CPU to it (beside a test suite a
     # DPO run trained at 17 tokens/s against 58 alone, and the next run's estimate read 1.5x long)
     timed = [m for m in metrics if m.get("tokens_per_s")][1:]
-    rates = [m["tokens_per_s"] for m in timed if m.get("others_cpu", 0.0) <= hardware.SHARED_SHARE]
+    rates = [m["tokens_per_s"] for m in timed if m.get("others_cores", 0.0) <= hardware.SHARED_CORES]
     if len(rates) < len(timed) / 2:
         return None
     # the end from the last record, a held-out check after the last step included: the estimate

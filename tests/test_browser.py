@@ -24,7 +24,7 @@ def server(studio, monkeypatch):
     from studio.launch import serve
 
     # the page's browser and the suite's other worker share the CPU with the runs: their speed counts here
-    monkeypatch.setattr(hardware, "SHARED_SHARE", 1.0)
+    monkeypatch.setattr(hardware, "SHARED_CORES", float("inf"))
     port = free_port()
     app = serve(studio, port=port, block=False)
     yield f"http://127.0.0.1:{port}"

@@ -184,7 +184,7 @@ def test_runs_whose_process_vanished_are_interrupted_on_start(tmp_path, tiny_mod
 def test_queue_runs_one_at_a_time_in_order(studio, tiny_model_dir, tiny_params, monkeypatch):
     from pipelines import hardware
 
-    monkeypatch.setattr(hardware, "SHARED_SHARE", 1.0)  # the suite's other worker may share the CPU: any run counts
+    monkeypatch.setattr(hardware, "SHARED_CORES", float("inf"))  # the suite's other worker may share the CPU: any run counts
     params = {**tiny_params, "num_train_epochs": 0.5}
     first = studio.start_run(model=str(tiny_model_dir), dataset="quillpad_faq", method="lora", params=params)
     second = studio.start_run(model=str(tiny_model_dir), dataset="quillpad_faq", method="lora", params=params)

@@ -80,7 +80,8 @@ class Training:
         help="Share of examples kept aside (never trained on) to measure whether the model "
         "generalises. 0 = no held-out check. Not used when the dataset was imported with its "
         "own held-out split (then every run is measured on the same rows). A run started from "
-        "another run's result takes it of the examples whose prompts no run behind it trained on.",
+        "another run's result holds out only examples whose prompts no run behind it trained on "
+        "(on that run's own dataset, the rows it held out).",
         target="studio",
         min=0.0,
         max=0.5,
