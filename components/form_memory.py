@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import json
 import uuid
+from collections import OrderedDict
 
 import gradio as gr
 
@@ -48,6 +49,30 @@ def secret(studio) -> str:
     """What this browser's kept values are sealed with: a fixed key per workspace, so a restarted
     studio can still read them."""
     return hashlib.sha256(str(studio.home).encode()).hexdigest()[:32]
+
+
+class ShownMethods:
+    """The method each page last switched to, noted by the server as the switch starts. A page's load
+    answers with the dataset list of the method the page sent with the load; a method picked while that
+    answer was on its way had its list replaced by the old method's (GRPO offered the SFT datasets, CI).
+    The answer lists the method noted here instead, read as it is sent. (A gr.State is no help: it is
+    read before the handler runs and written after the switch's handler returns.)"""
+
+    KEEP = 512  # pages remembered, the oldest forgotten first
+
+    def __init__(self):
+        self._by_page: OrderedDict[str, str] = OrderedDict()
+
+    def note(self, request, key: str) -> None:
+        page = getattr(request, "session_hash", None)
+        if page:
+            self._by_page[page] = key
+            self._by_page.move_to_end(page)
+            while len(self._by_page) > self.KEEP:
+                self._by_page.popitem(last=False)
+
+    def of(self, request) -> str | None:
+        return self._by_page.get(getattr(request, "session_hash", None) or "")
 
 
 def states(studio) -> tuple:
@@ -135,10 +160,11 @@ def picked_js(kinds: dict) -> str:
             "return dataset && kind ? {...(kept || {}), [kind]: dataset} : kept; }")
 
 
-def wire(studio, picks, form, memory, choices, method_settled) -> tuple:
+def wire(studio, picks, form, memory, choices, method_settled, switched_to: ShownMethods) -> tuple:
     """Save the picks and the shown method's fields as they change. `choices(method_key)` gives the
     current (model choices, dataset choices) as (label, value) lists. `method_settled` is the event
-    that follows a change of method once the dataset list is the new method's.
+    that follows a change of method once the dataset list is the new method's; `switched_to` has the method
+    each page switched to last.
     Returns (restore_fn, inputs, outputs) for the page's load event."""
     model, dataset, method = picks
     picked, kept, previous, wanted = memory
@@ -176,15 +202,21 @@ def wire(studio, picks, form, memory, choices, method_settled) -> tuple:
           ).then(None, [edited, kept], kept, js="(edit, kept) => (edit ? {...(kept || {}), ...edit} : kept)",
                  show_progress="hidden", queue=False)
 
-    def restore(picks_saved, stored, shown, request: gr.Request):
+    def restore(picks_saved, stored, sent, request: gr.Request):
         picks_saved = picks_saved if isinstance(picks_saved, dict) else {}
         page = getattr(request, "session_hash", None)
-        # the dataset list of the method the page shows now: the load's list, for the method it read,
-        # came after a method picked while the page was still loading (DPO showed the SFT datasets)
-        listed = gr.update(choices=choices(shown)[1]) if shown in METHODS else gr.skip()
-        if page and picks_saved.get("page") == page:  # saved by this page: the person has picked already
-            return [gr.skip(), listed, *[gr.skip()] * (len(form.outputs) + 3)]  # model, dataset, the fields,
-            # previous, wanted, method
+
+        def listed():
+            # the dataset list of the method the page shows now: the load's list, for the method it read,
+            # came after a method picked while the page was still loading (DPO showed the SFT datasets);
+            # and the method this answer was sent with can be one switched from while it was on its way
+            key = switched_to.of(request) or sent
+            return gr.update(choices=choices(key)[1]) if key in METHODS else gr.skip()
+
+        # saved by this page, or a method switched to on it: the person has picked already
+        if page and picks_saved.get("page") == page or switched_to.of(request):
+            return [gr.skip(), listed(), *[gr.skip()] * (len(form.outputs) + 3)]  # model, dataset, the
+            # fields, previous, wanted, method
         key = picks_saved.get("method") if picks_saved.get("method") in METHODS else None
         models, datasets = choices(key or "lora")
         model_kept = picks_saved.get("model")
@@ -192,7 +224,7 @@ def wire(studio, picks, form, memory, choices, method_settled) -> tuple:
         typed = isinstance(model_kept, str) and model_kept and not model_kept.startswith("run:")
         ups = [gr.update(value=model_kept) if model_kept in [v for _l, v in models] or typed else gr.skip()]
         if not key:  # nothing kept: the page's form is already the first method's, with its defaults
-            return [*ups, listed, *[gr.skip()] * len(form.outputs), gr.skip(), gr.skip(), gr.skip()]
+            return [*ups, listed(), *[gr.skip()] * len(form.outputs), gr.skip(), gr.skip(), gr.skip()]
         known = [v for _l, v in datasets]
         dataset_kept = picks_saved.get("dataset")
         if dataset_kept not in known:  # gone (deleted), or not this method's: the newest import, else a sample

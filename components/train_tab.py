@@ -183,13 +183,16 @@ def build(studio):
     # refresh instead, an update of its choices opened the list by itself when a run finished)
     model.focus(lambda: gr.update(choices=model_choices(studio)), None, model, queue=False, show_progress="hidden")
 
-    def on_method(key, current, old_key, asked, applied, stored, kept_datasets, *fields):
+    shown_methods = form_memory.ShownMethods()
+
+    def on_method(key, current, old_key, asked, applied, stored, kept_datasets, request: gr.Request, *fields):
         # the inputs come as the page sent them (preprocess=False): a reload, the quick run or a Train-on-
         # these button sets the dataset list and the method together, and the method's change still
         # carries the page's dataset from before, which Gradio would refuse before this runs ("... is not
         # in the list of choices"). The dataset such a handler chose comes in `asked`, kept on the server.
         if key not in METHODS:  # only through the API
             return [gr.skip()] * (len(form.outputs) + 6)
+        shown_methods.note(request, key)
         # what a handler asked for is used by the next change of method only, and only if it is for the
         # method changed to: `asked` stays (its dataset is what that kind comes back to), `applied` holds
         # the id of the last one a change has seen (one a handler set on the method shown would otherwise
@@ -253,7 +256,7 @@ def build(studio):
     # a model not measured yet takes seconds (a reload meanwhile lost the pick)
     restore, memory_inputs, memory_outputs = form_memory.wire(
         studio, (model, dataset, method), form, memory,
-        lambda key: (model_choices(studio), dataset_choices(studio, key)), method_settled)
+        lambda key: (model_choices(studio), dataset_choices(studio, key)), method_settled, shown_methods)
 
     def devices_of(values) -> dict:
         return dict(zip(device_widgets, values))

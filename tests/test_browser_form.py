@@ -284,3 +284,39 @@ def test_a_method_picked_while_the_page_loads_offers_its_own_datasets(server, pa
     pick_dataset(page, signoff)
     expect(shown).to_have_value(signoff, timeout=30_000)
     assert studio.store.list_runs() == []
+
+
+def test_a_method_picked_while_the_form_is_restored_offers_its_own_datasets(server, page, studio):  # noqa: F811
+    """After the load, the kept form is restored, and its answer lists the datasets of the method the page
+    showed when it was sent. Sent before GRPO was picked and answered after GRPO's own list (CI, a loaded
+    machine), it put the SFT datasets under GRPO and the prompts imported could not be picked. The
+    restore is held back here until DPO is picked: it lists the method the page switched to meanwhile."""
+    from playwright.sync_api import expect
+
+    signoff, pairs = (f"Sample: {SAMPLES[name][2]}" for name in ("signoff_preferences", "quillpad_preferences"))
+    config = page.request.get(f"{server}/config").json()
+    restore = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "restore")
+    held = []
+
+    def hold_the_restore(route):
+        if (route.request.post_data_json or {}).get("fn_index") == restore and not held:
+            held.append(route)
+        else:
+            route.continue_()
+
+    page.route("**/run/predict", hold_the_restore)
+    page.goto(server)
+    for _ in range(120):  # the load answered, and the restore that follows it sent (with LoRA shown)
+        if held:
+            break
+        page.wait_for_timeout(500)
+    assert held, "the form's restore was not sent"
+    shown = page.locator("#train-dataset input")
+    choose(page, "train-method", "DPO")
+    expect(shown).to_have_value(pairs, timeout=30_000)
+    held[0].continue_()
+    page.unroute("**/run/predict")
+    page.wait_for_timeout(5_000)  # the restore's answer, and what follows it, are in
+    expect(page.locator("#train-method input")).to_have_value("DPO")
+    choose(page, "train-dataset", signoff)
+    expect(shown).to_have_value(signoff, timeout=30_000)
