@@ -79,14 +79,19 @@ def without_level_start(data: dict) -> dict:
     return data
 
 
-def curves_figure(runs: dict[str, list[dict]], parts: dict[str, dict] | None = None) -> go.Figure:
+def curves_figure(runs: dict[str, list[dict]], parts: dict[str, dict] | None = None,
+                  objectives: dict[str, str] | None = None) -> go.Figure:
     """runs: run id -> metrics records. One run: each series its own colour, the same in every panel
     (training pairs, held-out pairs), named once in the legend. Several runs: each run its own
     colour, the series told apart by their dashes. Markers make the first steps visible before
     there is a line to draw. parts: run id -> its reward functions' names and weights
     (rewards.parts): each function's line is its part of the reward (weight x mean score), so the
-    parts add up to the reward."""
+    parts add up to the reward. objectives: run id -> what its loss measures ("next-token loss", "DPO
+    loss"): runs of different objectives have their losses named by it, and the loss panel says they
+    are not on one scale (an SFT run's 2.1 beside a DPO run's 0.69 read as DPO learning better)."""
     rl = any(is_rl(m) for m in runs.values())
+    objective = {run_id: (objectives or {}).get(run_id) or "loss" for run_id in runs}
+    mixed = len(set(objective.values())) > 1
     if rl:
         panels = RL_PANELS
     elif any(is_reward_model(m) for m in runs.values()):
@@ -102,6 +107,9 @@ def curves_figure(runs: dict[str, list[dict]], parts: dict[str, dict] | None = N
     data_of = {run_id: without_level_start(data) for run_id, data in data_of.items()}
     if not rl and panels is not KTO_PANELS and not any("kl" in data for data in data_of.values()):  # DPO logs none
         panels = [(title.removesuffix("; KL"), names) for title, names in panels]
+    if mixed:
+        panels = [(f"Loss: {' vs '.join(dict.fromkeys(o.replace(' loss', '') for o in objective.values()))}, not one scale"
+                   if "loss" in names else title, names) for title, names in panels]
     fig = make_subplots(rows=2, cols=2, subplot_titles=[title for title, _ in panels],
                         horizontal_spacing=0.1, vertical_spacing=0.2)
     colours: dict[str, str] = {}  # legend name -> colour, in order of first appearance
@@ -119,6 +127,8 @@ def curves_figure(runs: dict[str, list[dict]], parts: dict[str, dict] | None = N
                     what, weight = parts[run_id][what]
                     values = [weight * v for v in values]
                     what = f"{what} ×{weight:g}"
+                if mixed and name in ("loss", "eval_loss"):
+                    what = f"{what} ({objective[run_id]})"
                 label = f"{run_id} {what}" if len(runs) > 1 else what
                 first = label not in colours
                 if first:

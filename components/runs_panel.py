@@ -28,6 +28,21 @@ def method_label(key: str) -> str:
     return METHODS[key].label if key in METHODS else key
 
 
+def loss_objective(run: dict) -> str:
+    """What a run's loss measures. Every SFT method's is the same next-token cross-entropy; a preference
+    or reward method's loss is its own (DPO starts at 0.69 whatever the model), and a loss type other
+    than the method's default is its own again."""
+    method = METHODS.get(run["method"])
+    if method is None:
+        return f"{run['method']} loss"
+    if method.trl == "sft":
+        return "next-token loss"
+    name = method.label.split(" (")[0]  # DPO (full weights): the same loss as DPO
+    kind = (run.get("params") or {}).get("loss_type")
+    default = next((info.default for info in describe(method.params) if info.name == "loss_type"), None)
+    return f"{name} loss" + (f", {kind}" if kind and kind != default else "")
+
+
 BUILT_IN = "built-in SmolLM2-135M-Instruct"
 
 
@@ -487,7 +502,8 @@ def build(studio, selected: gr.State):
         rows = config_diff(studio, run_ids or [])
         headers = ["Setting", *(run_ids or [])] if rows else ["Setting", "Values"]
         parts = {i: reward_parts(studio, i) for i in runs}
-        return (curves_figure(runs, parts) if runs else None), gr.update(value=rows, headers=headers)
+        objectives = {i: loss_objective(row) for i in runs if (row := studio.get_run(i))}
+        return (curves_figure(runs, parts, objectives) if runs else None), gr.update(value=rows, headers=headers)
 
     compare.change(on_compare, compare, [overlay, diff])
 

@@ -240,3 +240,30 @@ def test_the_overfitting_warning_says_how_few_rows_it_rests_on(studio):
     shown = status_markdown(studio, row, metrics)
     assert "⚠️" not in shown and "memorising your examples" not in shown
     assert "Held-out loss went up, on a single held-out row: too few to tell memorising from chance." in shown
+
+
+def test_compared_runs_of_different_objectives_have_their_losses_named(studio):
+    """An SFT run's loss (next-token cross-entropy, ~2) beside a DPO run's (0.69 at the start) is no
+    comparison: each loss is named by what it measures, and the panel says so. Runs of one objective
+    (two SFT methods) are drawn as before."""
+    from components.charts import curves_figure
+    from components.runs_panel import loss_objective
+
+    dataset = studio.import_dataset(__import__("tests.conftest", fromlist=["FAQ"]).FAQ)
+    for run_id, method, params in (("s1", "lora", {}), ("s2", "dora", {}), ("d1", "dpo", {"beta": 0.1}),
+                                   ("d2", "dpo_full", {"loss_type": "ipo"}), ("k1", "kto", {})):
+        studio.store.add_run(id=run_id, method=method, model="default", dataset_id=dataset["id"],
+                             status="completed", params=params)
+    objectives = {i: loss_objective(studio.get_run(i)) for i in ("s1", "s2", "d1", "d2", "k1")}
+    assert objectives == {"s1": "next-token loss", "s2": "next-token loss", "d1": "DPO loss",
+                          "d2": "DPO loss, ipo", "k1": "KTO loss"}
+    sft = [{"step": 1, "loss": 2.1}, {"step": 1, "eval_loss": 2.3}]
+    dpo = [{"step": 1, "loss": 0.69, "rewards/accuracies": 0.5, "rewards/margins": 0.1}]
+    fig = curves_figure({"s1": sft, "d1": dpo}, None, objectives)
+    assert [t.name for t in fig.data if t.xaxis == "x"] == [
+        "s1 training loss (next-token loss)", "s1 held-out loss (next-token loss)", "d1 training loss (DPO loss)"]
+    assert fig.layout.annotations[0].text == "Loss: next-token vs DPO, not one scale"
+    same = curves_figure({"s1": sft, "s2": sft}, None, objectives)
+    assert [t.name for t in same.data if t.xaxis == "x"] == [
+        "s1 training loss", "s1 held-out loss", "s2 training loss", "s2 held-out loss"]
+    assert same.layout.annotations[0].text == "Loss (training and held-out)"
