@@ -51,20 +51,20 @@ def train(job: dict, run_dir: Path, events: RunEvents) -> dict:
         summary["cancelled"] = True
         return summary
     if trainer.eval_dataset is not None:
-        from pipelines.callbacks import restore_best
+        from pipelines.callbacks import evaluate_sharing, restore_best
 
         summary["eval_rows"] = len(trainer.eval_dataset)  # how far its accuracy can be trusted
         checks = [m for m in read_metrics(run_dir) if "eval_loss" in m]
         summary.update(restore_best(trainer, events, get_method(job["method"])))
         kept = summary.get("kept_step")
         if kept is not None:  # early stopping: the result is its best check, measured there
-            final = next((m for m in reversed(checks) if m["step"] == kept), None) or trainer.evaluate()
+            final = next((m for m in reversed(checks) if m["step"] == kept), None) or evaluate_sharing(trainer)
         else:
             events.phase("measuring the model after training")
             if checks and checks[-1]["step"] == trainer.state.global_step:  # the last step was just checked
                 final = checks[-1]
             else:
-                final = trainer.evaluate()
+                final = evaluate_sharing(trainer)
         summary.update({f"{k}_after": final[k] for k in SUMMARY_EVALS if k in final})
     events.phase("saving the result")
     save(trainer, tokenizer, run_dir)

@@ -152,8 +152,8 @@ def train_reward_model(job: dict, run_dir: Path, events: RunEvents) -> dict:
     from transformers import AutoModelForSequenceClassification, PrinterCallback
 
     from pipelines import reward_model
-    from pipelines.callbacks import (CancelCallback, MetricsCallback, SealCheckpoints, best_metric, early_stopping,
-                                     restore_best, ShareTheCpu)
+    from pipelines.callbacks import (CancelCallback, MetricsCallback, SealCheckpoints, ShareTheCpu, best_metric,
+                                     early_stopping, evaluate_sharing, restore_best)
 
     events.phase("loading the model and the data")
     # config
@@ -211,7 +211,7 @@ def train_reward_model(job: dict, run_dir: Path, events: RunEvents) -> dict:
     before = None
     if eval_rows and checkpoint is None:
         events.phase("measuring the model before training")
-        before = trainer.evaluate()
+        before = evaluate_sharing(trainer, training_follows=True)
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     summary = {"train_rows": len(train_rows), "train_loss": result.training_loss,
                "steps": trainer.state.global_step}
@@ -223,7 +223,7 @@ def train_reward_model(job: dict, run_dir: Path, events: RunEvents) -> dict:
     if eval_rows:
         summary.update(restore_best(trainer, events, get_method(job["method"])))  # early stopping: its best check
         events.phase("measuring the model after training")
-        after = trainer.evaluate()
+        after = evaluate_sharing(trainer)
         summary.update(eval_accuracy_after=after["eval_accuracy"], eval_margin_after=after["eval_margin"],
                        eval_pairs=len(eval_rows))
     events.phase("saving the result")

@@ -43,7 +43,7 @@ def train(job: dict, run_dir: Path, events: RunEvents) -> dict:
     if events.stopped_by_cancel(trainer.state):
         summary["cancelled"] = True  # the cancel callback saved a checkpoint to resume from
         return summary
-    from pipelines.callbacks import restore_best
+    from pipelines.callbacks import evaluate_sharing, restore_best
 
     summary.update(restore_best(trainer, events, get_method(job["method"])))
     if "kept_step" in summary:  # early stopping: the result is its best check, measured there
@@ -53,7 +53,7 @@ def train(job: dict, run_dir: Path, events: RunEvents) -> dict:
         if checks and checks[-1]["step"] == trainer.state.global_step:  # the last step was just checked
             summary["eval_loss_after"] = checks[-1]["eval_loss"]
         else:
-            summary["eval_loss_after"] = trainer.evaluate()["eval_loss"]
+            summary["eval_loss_after"] = evaluate_sharing(trainer)["eval_loss"]
 
     events.phase("saving the result")
     save(trainer, tokenizer, run_dir, job["method"])
