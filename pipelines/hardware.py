@@ -233,6 +233,75 @@ def others_cores(before: tuple | None, after: tuple | None) -> float | None:
     return None if share is None else share * (os.cpu_count() or 1)
 
 
+class ThreadShare:
+    """Works on the cores other processes leave: torch's threads wait for each other by spinning, and one
+    on a core another process holds keeps the rest waiting (a DPO run beside one spinning process took
+    286 s, alone 17 s). From `watch()` on, `adapt()` (called after each unit of work) looks at most once a
+    `WINDOW_S` and sets as many threads as the cores others left free once they took more than
+    `SHARED_CORES` (at least one), all again once they stop; `end()` gives them back. Several at once in
+    one process (two chats) share the count they found: the last to end gives back the first's."""
+
+    WINDOW_S = 1.0  # the least time one look covers: a step's few clock ticks read as noise
+    _lock = threading.Lock()
+    _watching = 0  # ThreadShares between watch() and end() in this process
+    _full: int | None = None  # the thread count the first of them found
+
+    def __init__(self, cores: int | None = None, say=None):
+        self.cores = cores or usable_cores()
+        self.say = say  # (threads, full, taken) -> None: told each change
+        self.full = self.threads = None  # (read by watch())
+        self._cpu = self._since = None
+
+    def watch(self, look_s: float = 0.0) -> bool:
+        """Start watching (once); with look_s, look that long first. False where /proc cannot be read."""
+        import torch
+
+        if self.full is not None:
+            return True
+        cpu = cpu_sample()
+        if cpu is None:
+            return False
+        with ThreadShare._lock:
+            if ThreadShare._watching == 0:
+                ThreadShare._full = torch.get_num_threads()
+            ThreadShare._watching += 1
+            self.full = self.threads = ThreadShare._full
+        self._cpu, self._since = cpu, time.time()
+        if look_s:
+            time.sleep(look_s)
+            self.adapt(look=True)
+        return True
+
+    def adapt(self, look: bool = False) -> None:
+        import torch
+
+        if self.full is None or (not look and time.time() - self._since < self.WINDOW_S):
+            return
+        cpu = cpu_sample()
+        taken = others_cores(self._cpu, cpu)
+        self._cpu, self._since = cpu, time.time()
+        if taken is None:
+            return
+        # the cores others took, once they took more than the studio's own page and server do
+        threads = max(1, min(self.full, self.cores - round(taken))) if taken > SHARED_CORES else self.full
+        if threads != self.threads or threads != torch.get_num_threads():
+            torch.set_num_threads(threads)
+            if threads != self.threads and self.say:
+                self.say(threads, self.full, taken)
+            self.threads = threads
+
+    def end(self) -> None:
+        import torch
+
+        if self.full is None:
+            return
+        with ThreadShare._lock:
+            ThreadShare._watching -= 1
+            if ThreadShare._watching == 0 and torch.get_num_threads() != ThreadShare._full:
+                torch.set_num_threads(ThreadShare._full)
+        self.full = self.threads = None
+
+
 def usable_cores() -> int:
     """The cores this process may run on."""
     try:

@@ -591,3 +591,53 @@ def test_train_on_preferences_again_says_which_votes_the_run_learned_from(studio
     assert "6 decisive votes. 5 of these votes were already in the dataset behind run" in made
     assert made.endswith("1 is new. No pair is held out to measure the run: it holds out only pairs no run behind "
                          "it trained on, and too few are new. Vote on new prompts for a held-out check.")
+
+
+def test_replies_are_written_on_the_cores_other_processes_leave(tiny_model_dir, tmp_path, monkeypatch):
+    """A chat beside a training run: both processes' torch threads wait for each other by spinning, and a
+    DPO run beside one spinning process took 286 s against 17 s alone. The reply is written on the cores
+    others leave (looked at after each token here: the window is a second in the studio), and the
+    thread count goes back once the reply is done."""
+    import time
+
+    from pipelines import hardware
+
+    monkeypatch.setattr(hardware.ThreadShare, "WINDOW_S", 0.0)
+    monkeypatch.setattr(hardware, "usable_cores", lambda: 2)
+    entry, _ = ModelCache(tmp_path).get(str(tiny_model_dir))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    spin = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 20: pass"])
+    try:
+        time.sleep(0.3)
+        seen = []
+        for texts in stream([Decoder(entry, None, QUESTION, GenerationSettings(
+                temperature=0, repetition_penalty=1.0, max_new_tokens=40))]):
+            seen.append(torch.get_num_threads())
+            time.sleep(0.05)  # (a few clock ticks between looks)
+        assert 1 in seen  # one core left to it
+        assert torch.get_num_threads() == 2
+    finally:
+        spin.kill()
+        torch.set_num_threads(before)
+
+
+def test_two_at_once_give_back_the_count_the_first_found():
+    """Two chats answering at once in one server: the second started while the first had lowered the
+    count must not keep the lowered count as the one to give back."""
+    from pipelines.hardware import ThreadShare
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        first, second = ThreadShare(cores=2), ThreadShare(cores=2)
+        assert first.watch()
+        torch.set_num_threads(1)  # (as the first's look would, with a core taken)
+        first.threads = 1
+        assert second.watch() and second.full == 2
+        first.end()
+        assert torch.get_num_threads() == 1  # the second still answers on what it was left
+        second.end()
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
