@@ -254,69 +254,41 @@ def test_a_change_of_method_answered_late_keeps_what_the_quick_run_set(server, p
     expect(shown).to_have_value("my_examples (6 rows)", timeout=30_000)
 
 
-def test_a_method_picked_while_the_page_loads_offers_its_own_datasets(server, page, studio):  # noqa: F811
-    """The load's dataset list is for the method the page showed when it loaded. Answered after DPO was
-    picked (a loaded machine, a person quicker than the load), it put the SFT datasets under DPO and the
-    Sign-off pairs could not be picked. The load is held back here until DPO is picked."""
+@pytest.mark.parametrize("held_event, sent_to", [("on_load", "**/queue/join*"), ("restore", "**/run/predict")])
+def test_a_method_picked_while_the_page_loads_offers_its_own_datasets(server, page, studio, held_event,  # noqa: F811
+                                                                       sent_to):
+    """The load's dataset list, and the one of the restore of the kept form that follows it, are for the
+    method the page showed when each was sent. Answered after a method was picked (a loaded machine, a
+    person quicker than the load), they put the SFT datasets under it: under DPO the Sign-off pairs could
+    not be picked, under GRPO (CI) the prompts imported. Each is held back here until DPO is picked."""
     from playwright.sync_api import expect
 
     signoff, pairs = (f"Sample: {SAMPLES[name][2]}" for name in ("signoff_preferences", "quillpad_preferences"))
     config = page.request.get(f"{server}/config").json()
-    load = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "on_load")
+    event = next(d["id"] for d in config["dependencies"] if d.get("api_name") == held_event)
     held = []
 
-    def hold_the_load(route):
-        if (route.request.post_data_json or {}).get("fn_index") == load and not held:
+    def hold(route):
+        if (route.request.post_data_json or {}).get("fn_index") == event and not held:
             held.append(route)
         else:
             route.continue_()
 
-    page.route("**/queue/join*", hold_the_load)
+    page.route(sent_to, hold)
     page.goto(server)
     expect(page.get_by_text("Fine-tune a language model")).to_be_visible(timeout=30_000)
-    shown = page.locator("#train-dataset input")
-    choose(page, "train-method", "DPO")
-    expect(shown).to_have_value(pairs, timeout=30_000)
-    assert held, "the page's load was not held back"
-    held[0].continue_()
-    page.unroute("**/queue/join*")
-    page.wait_for_timeout(5_000)  # the load's answer, and what follows it, are in
-    pick_dataset(page, signoff)
-    expect(shown).to_have_value(signoff, timeout=30_000)
-    assert studio.store.list_runs() == []
-
-
-def test_a_method_picked_while_the_form_is_restored_offers_its_own_datasets(server, page, studio):  # noqa: F811
-    """After the load, the kept form is restored, and its answer lists the datasets of the method the page
-    showed when it was sent. Sent before GRPO was picked and answered after GRPO's own list (CI, a loaded
-    machine), it put the SFT datasets under GRPO and the prompts imported could not be picked. The
-    restore is held back here until DPO is picked: it lists the method the page switched to meanwhile."""
-    from playwright.sync_api import expect
-
-    signoff, pairs = (f"Sample: {SAMPLES[name][2]}" for name in ("signoff_preferences", "quillpad_preferences"))
-    config = page.request.get(f"{server}/config").json()
-    restore = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "restore")
-    held = []
-
-    def hold_the_restore(route):
-        if (route.request.post_data_json or {}).get("fn_index") == restore and not held:
-            held.append(route)
-        else:
-            route.continue_()
-
-    page.route("**/run/predict", hold_the_restore)
-    page.goto(server)
-    for _ in range(120):  # the load answered, and the restore that follows it sent (with LoRA shown)
+    for _ in range(120):  # sent, with LoRA shown (the restore once the load has answered)
         if held:
             break
         page.wait_for_timeout(500)
-    assert held, "the form's restore was not sent"
+    assert held, f"the page's {held_event} was not held back"
     shown = page.locator("#train-dataset input")
     choose(page, "train-method", "DPO")
     expect(shown).to_have_value(pairs, timeout=30_000)
     held[0].continue_()
-    page.unroute("**/run/predict")
-    page.wait_for_timeout(5_000)  # the restore's answer, and what follows it, are in
+    page.unroute(sent_to)
+    page.wait_for_timeout(5_000)  # its answer, and what follows it, are in
     expect(page.locator("#train-method input")).to_have_value("DPO")
-    choose(page, "train-dataset", signoff)
+    pick_dataset(page, signoff)
     expect(shown).to_have_value(signoff, timeout=30_000)
+    assert studio.store.list_runs() == []
