@@ -85,38 +85,73 @@ class MetricsCallback(TrainerCallback):
             print(f"[metrics] {shown}", flush=True)
 
 
-class ShareTheCpu(hardware.ThreadShare, TrainerCallback):
-    """Trains on the cores other processes leave (a chat answering, a test suite; see
-    hardware.ThreadShare): a DPO run beside one spinning process took 286 s, alone 17 s. While a
-    one-process run trains on the CPU: at the start (a quarter second's look), then after steps and
-    held-out batches once a second has passed, and all its threads again at the end of training.
+class ShareTheCpu(TrainerCallback):
+    """Trains on the cores other processes leave (a chat answering, a test suite): torch's threads wait
+    for each other by spinning, and one on a core another process holds keeps the rest spinning: a DPO
+    run beside one spinning process took 286 s, alone 17 s. While a one-process run trains on the CPU:
+    at the start (a quarter second's look), then after steps and held-out batches once a second has
+    passed, as many threads as the cores others left free once they took more than
+    `hardware.SHARED_CORES` (at least one); all again once they stop, and at the end of training.
     The held-out checks before and after training share too (`evaluate_sharing`): beside one spinning
     process, DPO's check before its first step took 28 s against 2 s alone."""
 
     LOOK_S = 0.25
+    WINDOW_S = 1.0  # the least time one look covers: a step's few clock ticks read as noise
 
     def __init__(self, cores: int | None = None):
-        super().__init__(cores, say=lambda threads, full, taken: print(
-            f"CPU threads: {threads} of {full} (other processes took {taken:.1f} cores)", flush=True))
+        self.cores = cores or hardware.usable_cores()
+        self.full = self.threads = None  # (read as training begins)
+        self._cpu = self._since = None
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.begin(args)
 
     def begin(self, args) -> None:
         """Watch the CPU from now on (once: a check before training goes on into the training)."""
+        import torch
+
         device = getattr(getattr(args, "device", None), "type", "cpu")
-        if world_size() > 1 or device != "cpu":  # (sibling processes are this run, not others)
+        if self.full is not None or world_size() > 1 or device != "cpu":  # (sibling processes: this run)
             return
-        self.watch(self.LOOK_S)
+        self._cpu, self._since = hardware.cpu_sample(), time.time()
+        if self._cpu is None:  # (no /proc to read)
+            return
+        self.full = self.threads = torch.get_num_threads()
+        time.sleep(self.LOOK_S)
+        self._adapt(look=True)
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.adapt()
+        self._adapt()
 
     def on_prediction_step(self, args, state, control, **kwargs):
-        self.adapt()
+        self._adapt()
 
     def on_train_end(self, args, state, control, **kwargs):
         self.end()
+
+    def end(self) -> None:
+        import torch
+
+        if self.full is not None and self.threads != self.full:
+            torch.set_num_threads(self.full)
+        self.full = self.threads = None
+
+    def _adapt(self, look: bool = False) -> None:
+        import torch
+
+        if self.full is None or (not look and time.time() - self._since < self.WINDOW_S):
+            return
+        cpu = hardware.cpu_sample()
+        taken = hardware.others_cores(self._cpu, cpu)
+        self._cpu, self._since = cpu, time.time()
+        if taken is None:
+            return
+        # the cores others took, once they took more than the studio's own page and server do
+        threads = max(1, min(self.full, self.cores - round(taken))) if taken > hardware.SHARED_CORES else self.full
+        if threads != self.threads:
+            torch.set_num_threads(threads)
+            self.threads = threads
+            print(f"CPU threads: {threads} of {self.full} (other processes took {taken:.1f} cores)", flush=True)
 
 
 class CancelCallback(TrainerCallback):

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines import hardware, models
+from pipelines import models
 
 DEFAULT_CACHE_BYTES = 8 * 10**9
 
@@ -275,19 +275,10 @@ class Decoder:
 
 
 def stream(decoders: list[Decoder]):
-    """Advance every side in turn, yielding all sides' text after each token of any side. On the CPU the
-    replies are written on the cores other processes leave (hardware.ThreadShare; a run training beside
-    the chat), looked at after each token once a second has passed: the first token is not held back."""
-    share = hardware.ThreadShare()
-    if decoders and decoders[0].entry.model.device.type == "cpu":
-        share.watch()
-    try:
-        while not all(d.done for d in decoders):
-            for d in decoders:
-                if not d.done:
-                    d.step()
-                    share.adapt()
-                    yield [x.text() for x in decoders]
-        yield [x.text().strip() for x in decoders]
-    finally:
-        share.end()
+    """Advance every side in turn, yielding all sides' text after each token of any side."""
+    while not all(d.done for d in decoders):
+        for d in decoders:
+            if not d.done:
+                d.step()
+                yield [x.text() for x in decoders]
+    yield [x.text().strip() for x in decoders]

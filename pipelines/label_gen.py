@@ -16,7 +16,7 @@ import json
 import time
 from pathlib import Path
 
-from pipelines.chat import Decoder, GenerationSettings, ModelCache, stream
+from pipelines.chat import Decoder, GenerationSettings, ModelCache
 
 CANDIDATES = "candidates.jsonl"
 AFTER_DISK_FULL = "resume answering (the answers so far are kept)"  # pipelines.run: said when the disk fills
@@ -50,8 +50,8 @@ def answer(cache: ModelCache, side: dict, prompt: list[dict], settings: Generati
     """The answer, and whether max_new_tokens cut it off before the model ended it."""
     entry, adapter = cache.get(side["model"], side.get("adapter"))
     decoder = Decoder(entry, adapter, prompt, settings)
-    for _texts in stream([decoder]):  # (on the cores other processes leave: a chat, a run)
-        pass
+    while not decoder.done:
+        decoder.step()
     return decoder.text().strip(), decoder.cut_off
 
 
