@@ -223,8 +223,12 @@ def wire(studio, picks, form, memory, choices, method_settled, switched_to: Show
         # a listed model, or one typed in (a folder, a hub id); a run that is gone is not brought back
         typed = isinstance(model_kept, str) and model_kept and not model_kept.startswith("run:")
         ups = [gr.update(value=model_kept) if model_kept in [v for _l, v in models] or typed else gr.skip()]
-        if not key:  # nothing kept: the page's form is already the first method's, with its defaults
-            return [*ups, listed(), *[gr.skip()] * len(form.outputs), gr.skip(), gr.skip(), gr.skip()]
+        if not key:  # no pick kept: the page's form is already the first method's
+            # with what was typed into it, or set by the quick run, when nothing was picked from a list
+            # (a reload brought back the defaults: the quick run's 3 epochs became 8 and its run took 4:30)
+            fields = ([*switched(form, sent, None, stored)[0]] if sent in METHODS and isinstance(stored, dict)
+                      and isinstance(stored.get(sent), dict) else [gr.skip()] * len(form.outputs))
+            return [*ups, listed(), *fields, gr.skip(), gr.skip(), gr.skip()]
         known = [v for _l, v in datasets]
         dataset_kept = picks_saved.get("dataset")
         if dataset_kept not in known:  # gone (deleted), or not this method's: the newest import, else a sample
