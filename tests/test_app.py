@@ -36,15 +36,16 @@ def test_compare_lists_only_settings_that_differ_and_overlays_curves(studio):
     from components.runs_panel import config_diff
 
     dataset = studio.import_dataset(__import__("tests.conftest", fromlist=["FAQ"]).FAQ)
-    for run_id, r in (("ra", 8), ("rb", 16)):
-        params = {"r": r, "learning_rate": 0.001}
+    for run_id, r, epochs in (("ra", 8, 10.0), ("rb", 16, 8.0)):
+        params = {"r": r, "learning_rate": 0.001, "num_train_epochs": epochs}
         studio.store.add_run(id=run_id, method="lora", model="default", dataset_id=dataset["id"],
                              status="completed", params=params)
         run_dir = studio.run_dir(run_id)
         run_dir.mkdir()
         (run_dir / "metrics.jsonl").write_text("".join(
             json.dumps({"step": s, "loss": 2.0 / s, "learning_rate": 1e-3}) + "\n" for s in (1, 2, 3)))
-    assert config_diff(studio, ["ra", "rb"]) == [["Rank", "8", "16"]]  # named as the Train form names it
+    # named as the Train form names them; 10 epochs read as 10, not 10.0
+    assert config_diff(studio, ["ra", "rb"]) == [["Epochs", "10", "8"], ["Rank", "8", "16"]]
     fig = curves_figure({"ra": [{"step": 1, "loss": 1.0}], "rb": [{"step": 1, "loss": 2.0}]})
     assert [t.name for t in fig.data] == ["ra training loss", "rb training loss"]
 

@@ -239,7 +239,7 @@ def test_the_overfitting_warning_says_how_few_rows_it_rests_on(studio):
     write_json(studio.run_dir("r1") / HELDOUT_ROWS, {"rows": 6, "heldout": [4]})
     shown = status_markdown(studio, row, metrics)
     assert "⚠️" not in shown and "memorising your examples" not in shown
-    assert "Held-out loss went up, on a single held-out row: too few to tell memorising from chance." in shown
+    assert "Held-out loss rose after its lowest check, on a single held-out row: too few to tell memorising from chance." in shown
 
 
 def test_compared_runs_of_different_objectives_have_their_losses_named(studio):
