@@ -57,8 +57,9 @@ def answering(job: dict, prompts, now: float | None = None) -> str:
     return said + (f" · about {format_duration(eta)} left" if eta and eta >= 1 else "")
 
 
-def build_new(studio, project):
-    """The New project view; returns (the create event, after which the tab refreshes its project
+def build_new(studio, project, timer: gr.Timer):
+    """The New project view (its table refreshed by `timer`, made outside the view: a timer inside a
+    view that is not shown does not tick); returns (the create event, after which the tab refreshes its project
     list; a function giving fresh dataset and model lists; the components it updates)."""
     models = chat_service.choices(studio)
     first, second = chat_service.default_pair(studio)
@@ -97,7 +98,6 @@ def build_new(studio, project):
         cancel = gr.Button("Stop answering (selected project)", elem_id="label-cancel-generation")
         resume = gr.Button("Resume answering (selected project)", elem_id="label-resume-generation")
     message = gr.Markdown(elem_id="label-new-message")
-    timer = gr.Timer(2.0, active=False)  # ticks while the Label tab is shown (app.py)
 
     def on_answers(kind, prompts_kind):
         return (gr.update(visible=kind != "file"), gr.update(visible=kind != "file"),
@@ -136,7 +136,7 @@ def build_new(studio, project):
                                          overlap=per_item, temperature=float(temp),
                                          max_new_tokens=int(max_tokens))
                 said = (f"Made **{made['name']}**, picked above: {len(prompts)} prompts {IN_BACKGROUND} (progress in "
-                        "the table). It can be labelled when the table says *ready*.")
+                        "the table). Each can be labelled as soon as it is answered: press *Start labeling*.")
         except (LabelError, DataError) as err:
             twin = studio.store.get_label_project((title or "").strip()) if "already exists" in str(err) else None
             if twin and time.time() - twin["created"] < AGAIN_WITHIN_S:  # Create pressed twice: the first made it
@@ -164,7 +164,8 @@ def build_new(studio, project):
             ls.cancel_generation(studio, project_id or "")
         except LabelError as err:
             return f"**Nothing to stop:** {err}", gr.skip()
-        return "Stopping: the answers so far are kept; *Resume answering* goes on from there.", projects_table(studio)
+        return ("Stopping: the prompts answered so far can be labelled; *Resume answering* goes on from there.",
+                projects_table(studio))
 
     cancel.click(on_cancel, project, [message, table])
 
@@ -209,7 +210,7 @@ def build_new(studio, project):
         return (gr.update(choices=datasets, value=kept), gr.update(choices=options, value=a),
                 gr.update(choices=options, value=b))
 
-    return created, fresh, [dataset, model_a, model_b], timer
+    return created, fresh, [dataset, model_a, model_b]
 
 
 IN_BACKGROUND = "are being answered in the background"
@@ -223,9 +224,11 @@ def answered_note(studio, project_id: str | None, said: str | None):
         return gr.skip()
     if found["status"] == "ready":
         return f"**{found['name']}** is ready: its answers are in; press *Start labeling*."
-    if found["status"] in ("failed", "cancelled", "interrupted"):
-        return (f"**{found['name']}** stopped answering ({found['status']}): *Resume answering* goes on from the "
-                "first prompt without answers.")
+    if found["status"] in ls.STOPPED:
+        answered = (f"its {found['items']} answered item{'s' if found['items'] != 1 else ''} can be labelled"
+                    if found["items"] else "no prompt was answered")
+        return (f"**{found['name']}** stopped answering ({found['status']}): {answered}; *Resume answering* goes on "
+                "from the first prompt without answers.")
     return gr.skip()
 
 

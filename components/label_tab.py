@@ -64,17 +64,22 @@ def view(studio, project_id: str | None, labeler: str, message: str = "") -> tup
         return (None, "", "", "", "", f"**Cannot label:** {err}", *buttons_off)
     p = shown["progress"]
     skipped = f", {p['skipped']} skipped" if p["skipped"] else ""
+    rest = p["unanswered"] and (f" · {p['unanswered']} more prompt{'s' if p['unanswered'] != 1 else ''} " + ("not answered (stopped)" if p["stopped"]
+                                                                          else "being answered"))
     progress = (f"**{html.escape(labeler)}**: {p['mine']} labelled{skipped} · project: {p['labels']} of "
-                f"{p['items'] * p['overlap']} labels ({p['items']} items × {p['overlap']}) · {KEYS_HELP}")
+                f"{p['items'] * p['overlap']} labels ({p['items']} items × {p['overlap']}){rest or ''} · {KEYS_HELP}")
     item = shown["item"]
     can_undo = gr.update(interactive=p["mine"] + p["skipped"] > 0)
     bring_back = gr.update(visible=p["returnable"] > 0, value=f"Bring back my skips ({p['returnable']})")
     if item is None:
         reason = re.sub(r"\*([^*]+)\*", r"<i>\1</i>", html.escape(shown["done_reason"]))
-        done = (f"<h3>✅ Done</h3><p>Nothing left for you in <b>{html.escape(shown['project']['name'])}</b>: "
+        done = (f"<h3>{'⏳ Nothing left for now' if p['unanswered'] else '✅ Done'}</h3><p>Nothing left for you in "
+                f"<b>{html.escape(shown['project']['name'])}</b>: "
                 f"{reason}. See <i>Overview and export</i> for agreement and to turn the labels "
                 "into training data.</p>")
-        return ({"project": project_id, "item": None, "labeler": labeler}, progress, done, "", "",
+        # waiting: prompts still being answered, which the tab's timer hands out as they come
+        waiting = 0 if p["stopped"] else p["unanswered"]
+        return ({"project": project_id, "item": None, "labeler": labeler, "waiting": waiting}, progress, done, "", "",
                 message, *buttons_off[:-2], can_undo, bring_back)
     state = {"project": project_id, "item": item["item_id"], "shown": time.time(), "labeler": labeler}
     empty = "<i>(empty answer: the model said nothing)</i>"
@@ -99,6 +104,7 @@ def build(studio, kept: gr.BrowserState):
                              elem_id="label-labeler", scale=2,
                              info="Labels are kept per person: each person sees an item once.")
         start = gr.Button("Start labeling", variant="primary", elem_id="label-start", scale=1)
+    timer = gr.Timer(2.0, active=False)  # ticks while the Label tab is shown (app.py), whichever view
     with gr.Tabs() as views:
         with gr.Tab("Label", id="label-work"):
             progress = gr.Markdown(elem_id="label-progress")
@@ -124,7 +130,7 @@ def build(studio, kept: gr.BrowserState):
         # labels given since it was last shown are counted when it is shown again
         overview_tab.select(overview["show"], project, overview["outputs"], show_progress="hidden")
         with gr.Tab("New project", id="label-new"):
-            created, fresh_lists, list_outputs, timer = label_projects.build_new(studio, project)
+            created, fresh_lists, list_outputs = label_projects.build_new(studio, project, timer)
 
     outputs = [state, progress, prompt, left, right, message, *buttons, undo, bring_back]
 
@@ -202,6 +208,19 @@ def build(studio, kept: gr.BrowserState):
     on_bring_back = labeler_action(ls.bring_back_skips, "Could not bring them back", lambda count: (
         f"Brought back {count} skipped item{'s' if count != 1 else ''}: they come again, least labelled first."))
     bring_back.click(on_bring_back, [state, project, labeler], outputs)
+
+    def on_more(current):
+        """A labeler with nothing left while the project's other prompts are being answered gets the next
+        one once it is answered (the tab's timer ticks while the Label tab is shown): nothing is sent until
+        something changed."""
+        if not current or current.get("item") is not None or not current.get("waiting"):
+            return (gr.skip(),) * len(outputs)
+        now = view(studio, current["project"], current["labeler"])
+        if now[0] and now[0].get("item") is None and now[0].get("waiting") == current["waiting"]:
+            return (gr.skip(),) * len(outputs)
+        return now
+
+    timer.tick(on_more, state, outputs, show_progress="hidden")
 
     def refresh(current=None):
         choices = project_choices(studio)

@@ -91,8 +91,9 @@ def _wait(studio, found: dict, args) -> int:
         found = ls.project(studio, found["id"])
     if found["status"] != "ready":
         why = f": {found['error']}" if found["error"] else ""
-        print(f"project {found['name']} {found['status']}{why} ('studio label resume {found['name']}' goes on; log: "
-              f"{studio.run_dir(found['job_id']) / 'train.log'})", file=sys.stderr)
+        answered = f"; its {_count(found['items'], 'answered item')} can be labelled" if found["items"] else ""
+        print(f"project {found['name']} {found['status']}{why}{answered} ('studio label resume {found['name']}' goes "
+              f"on; log: {studio.run_dir(found['job_id']) / 'train.log'})", file=sys.stderr)
         return 1
     print(f"{found['name']}: ready, {_count(found['items'], 'item')} to label", file=sys.stderr)
     return 0

@@ -23,7 +23,7 @@ from pipelines.errors import where
 from pipelines.events import CANCEL, JOB, read_json, run_state, write_json
 from pipelines.formats import prompt_turns, text
 from pipelines.importer import ImportOptions
-from pipelines.label_gen import read_candidates
+from pipelines.label_gen import CANDIDATES, read_candidates
 
 SCREEN_CHOICES = ("left", "right", "tie", "both_bad", "skip")
 MAX_PROMPTS = 2000
@@ -237,15 +237,20 @@ def import_project(studio, *, name: str, path: Path | str, overlap: int = 1, sou
     return project(studio, project_id)
 
 
+STOPPED = ("failed", "cancelled", "interrupted")
+
+
 def project(studio, ref: str, with_progress: bool = True) -> dict:
-    """A project by id or name, brought up to date with its generation job (and, with_progress,
-    the job's state: left out where a label is given, as its job.json holds every prompt)."""
+    """A project by id or name, brought up to date with its generation job: the prompts answered so
+    far are its items (labelled while the rest are answered, or after a stop) and the job's end is
+    its status (with_progress, also the job's state: left out where a label is given, as its
+    job.json holds every prompt)."""
     found = studio.store.get_label_project(ref)
     if found is None:
         raise LabelError(f"no labeling project '{ref}' (see 'studio label status')")
-    if found["status"] in ("generating", "queued") and found["job_id"]:
-        _sync(studio, found)
-        found = studio.store.get_label_project(found["id"])
+    if found["status"] in ("generating", "queued", *STOPPED) and found["job_id"]:
+        if _sync(studio, found):
+            found = studio.store.get_label_project(found["id"])
     job_dir = studio.run_dir(found["job_id"]) if found["job_id"] and with_progress else None
     found["progress"] = run_state(job_dir) if job_dir and job_dir.exists() else None
     return found
@@ -255,19 +260,30 @@ def projects(studio) -> list[dict]:
     return [project(studio, p["id"]) for p in studio.store.list_label_projects()]
 
 
-def _sync(studio, found: dict) -> None:
+_SEEN: dict[str, tuple] = {}  # a generation job's answers file and end as last synced: unchanged, nothing to read
+
+
+def _sync(studio, found: dict) -> bool:
+    """The answers written since the last look become items; a job that ended gives the project its
+    end (ready, or stopped with what it answered). True when the project changed."""
     job_dir = studio.run_dir(found["job_id"])
     state = run_state(job_dir)
-    if state["status"] == "completed":
-        job = read_json(job_dir / JOB)
-        answers = read_candidates(job_dir)
-        sides = [s["spec"] for s in job["sides"]]
-        items = [{"prompt": p, "answer_a": answers[n]["answer_a"], "answer_b": answers[n]["answer_b"],
-                  "cut_a": answers[n].get("cut_a", False), "cut_b": answers[n].get("cut_b", False),
-                  "model_a": sides[0], "model_b": sides[1]} for n, p in enumerate(job["prompts"]) if n in answers]
-        studio.store.fill_label_project(found["id"], items)
-    elif state["status"] in ("failed", "cancelled", "interrupted"):
-        studio.store.set_label_project_status(found["id"], state["status"], state["error"])
+    ended = state["status"] if state["status"] in ("completed", *STOPPED) else None
+    path = job_dir / CANDIDATES
+    seen = (path.stat().st_size if path.exists() else 0, ended, found["status"])
+    if _SEEN.get(str(path)) == seen:
+        return False
+    job = read_json(job_dir / JOB)
+    sides = [s["spec"] for s in job["sides"]]
+    items = [{"position": n, "prompt": job["prompts"][n], "answer_a": a["answer_a"], "answer_b": a["answer_b"],
+              "cut_a": a.get("cut_a", False), "cut_b": a.get("cut_b", False), "model_a": sides[0],
+              "model_b": sides[1]} for n, a in sorted(read_candidates(job_dir).items())]
+    status, error = {"completed": ("ready", None), None: (None, None)}.get(ended, (ended, state["error"]))
+    if status == found["status"]:
+        status = None  # a stopped project looked at again: its status stays as it is
+    added = studio.store.add_label_items(found["id"], items, status, error)
+    _SEEN[str(path)] = (seen[0], ended, status or found["status"])
+    return bool(added or status)
 
 
 def cancel_generation(studio, ref: str) -> None:
@@ -280,7 +296,7 @@ def cancel_generation(studio, ref: str) -> None:
 def resume_generation(studio, ref: str) -> dict:
     """Answer the prompts a cancelled or failed generation did not reach."""
     found = project(studio, ref)
-    if found["status"] not in ("failed", "cancelled", "interrupted"):
+    if found["status"] not in STOPPED:
         raise LabelError(f"project '{found['name']}' is {found['status']}; only a stopped generation can go on")
     job_dir = studio.run_dir(found["job_id"])
     (job_dir / CANCEL).unlink(missing_ok=True)
@@ -308,9 +324,30 @@ def _labeler(name: str) -> str:
 
 def _ready(studio, ref: str) -> dict:
     found = project(studio, ref, with_progress=False)  # called for every item shown and label given
-    if found["status"] != "ready":
-        raise LabelError(f"project '{found['name']}' is {found['status']}; its answers are not ready to label")
+    if found["items"] == 0:  # the answered prompts can be labelled while the rest are answered, or after a stop
+        if found["status"] in STOPPED:
+            raise LabelError(f"project '{found['name']}' is {found['status']} before any prompt was answered; "
+                             "resume answering first")
+        raise LabelError(f"project '{found['name']}' has no answers yet; its items can be labelled as soon as "
+                         "the first prompt is answered")
     return found
+
+
+def unanswered(found: dict) -> int:
+    """Prompts of a project not answered yet (0 once ready): being answered, or left by a stop."""
+    return 0 if found["status"] == "ready" else max(found["source"].get("prompts", 0) - found["items"], 0)
+
+
+def coming(found: dict) -> str:
+    """What a project whose answers are not all in says about the rest ("" once ready)."""
+    left = unanswered(found)
+    if not left:
+        return ""
+    if found["status"] in STOPPED:
+        return (f"answering stopped ({found['status']}) with {left} prompt{'s' if left != 1 else ''} left: "
+                "*Resume answering* under *New project* adds them")
+    return (f"{left} more prompt{'s are' if left != 1 else ' is'} being answered: press *Start labeling* again "
+            f"in a while for {'them' if left != 1 else 'it'}")
 
 
 def next_item(studio, ref: str, labeler: str) -> dict:
@@ -319,7 +356,7 @@ def next_item(studio, ref: str, labeler: str) -> dict:
     found, labeler = _ready(studio, ref), _labeler(labeler)
     item_id = studio.store.next_label_item(found["id"], labeler, found["overlap"])
     progress = studio.store.label_counts(found["id"], labeler, found["overlap"])
-    progress["overlap"] = found["overlap"]
+    progress.update(overlap=found["overlap"], unanswered=unanswered(found), stopped=found["status"] in STOPPED)
     if item_id is None:
         full = progress["labels"] >= progress["items"] * found["overlap"]
         skipped = progress["returnable"]  # skipped items that still want labels
@@ -332,6 +369,8 @@ def next_item(studio, ref: str, labeler: str) -> dict:
         else:
             reason = ("you have labelled every item you can; the rest wait for other people "
                       f"({found['overlap']} per item) or are on someone else's screen")
+        if coming(found):
+            reason = f"{'every answered item has its labels' if full else reason}; {coming(found)}"
         return {"item": None, "progress": progress, "done_reason": reason, "project": found}
     item = studio.store.get_label_item(item_id)
     flip = flipped(found["id"], item_id, labeler)

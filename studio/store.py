@@ -315,15 +315,20 @@ class Store:
                        (id, name, time.time(), overlap, json.dumps(source), status, job_id))
             _insert_items(db, id, items)
 
-    def fill_label_project(self, project_id: str, items: list[dict]) -> bool:
-        """Generated items arrive: inserted and the project made ready, once (False if it already was)."""
+    def add_label_items(self, project_id: str, items: list[dict], status: str | None = None,
+                        error: str | None = None) -> int:
+        """Generated items arrive (each with its prompt's "position"), as they are answered: those not
+        in the project yet are added; with `status`, the project takes it in the same transaction (a
+        job that ended: its last answers and its end are seen together). Returns how many were new."""
         with self._write() as db:
-            found = db.execute("SELECT status FROM label_projects WHERE id = ?", (project_id,)).fetchone()
-            if found is None or found["status"] == "ready":
-                return False
-            _insert_items(db, project_id, items)
-            db.execute("UPDATE label_projects SET status = 'ready', error = NULL WHERE id = ?", (project_id,))
-            return True
+            if db.execute("SELECT 1 FROM label_projects WHERE id = ?", (project_id,)).fetchone() is None:
+                return 0
+            before = db.total_changes
+            _insert_items(db, project_id, items, ignore_known=True)
+            added = db.total_changes - before
+            if status is not None:
+                db.execute("UPDATE label_projects SET status = ?, error = ? WHERE id = ?", (status, error, project_id))
+            return added
 
     def delete_label_project(self, project_id: str) -> None:
         """Only for a project whose job could not start: its items, holds and labels go with it."""
@@ -459,12 +464,14 @@ class Store:
             return db.execute("PRAGMA integrity_check").fetchone()[0]
 
 
-def _insert_items(db, project_id: str, items) -> None:
+def _insert_items(db, project_id: str, items, ignore_known: bool = False) -> None:
+    """Items at their own "position" where they have one (a generated prompt's place in the job),
+    else in the order given; ignore_known: an item already at its position is kept as it is."""
     db.executemany(
-        "INSERT INTO label_items (project_id, position, prompt, answer_a, answer_b, model_a, model_b, cut_a, cut_b) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [(project_id, n, json.dumps(it["prompt"]), it["answer_a"], it["answer_b"], it["model_a"], it["model_b"],
-          int(bool(it.get("cut_a"))), int(bool(it.get("cut_b")))) for n, it in enumerate(items)])
+        f"INSERT {'OR IGNORE ' if ignore_known else ''}INTO label_items (project_id, position, prompt, answer_a, "
+        "answer_b, model_a, model_b, cut_a, cut_b) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [(project_id, it.get("position", n), json.dumps(it["prompt"]), it["answer_a"], it["answer_b"], it["model_a"],
+          it["model_b"], int(bool(it.get("cut_a"))), int(bool(it.get("cut_b")))) for n, it in enumerate(items)])
 
 
 def _project(row: sqlite3.Row) -> dict:

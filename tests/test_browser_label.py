@@ -245,3 +245,30 @@ def test_a_project_answered_in_the_background_says_when_it_is_ready(server, brow
     expect(page.locator("#label-project input")).to_have_value("sampled (2 items, 1 per item)", timeout=30_000)
     expect(page.locator("#label-progress")).to_contain_text("cat: 0 labelled", timeout=30_000)
     expect(page.locator("#label-left")).to_be_enabled()
+
+
+def test_an_item_answered_while_the_labeler_waits_is_shown_without_a_press(server, browser, studio):
+    """A labeler who has labelled every prompt answered so far waits on "Nothing left for now"; the next
+    prompt answered is handed to them by the tab's timer (they had to press Start again, and knew not when)."""
+    from playwright.sync_api import expect
+
+    studio.store.add_label_project(id="p-live", name="live", overlap=1, status="generating",
+                                   source={"kind": "two models", "models": ["a", "b"], "prompts": 5})
+
+    def answered(n):
+        return {"position": n, "prompt": [{"role": "user", "content": f"Question {n} answered meanwhile?"}],
+                "answer_a": f"Answer A {n}.", "answer_b": f"Answer B {n}.", "model_a": "a", "model_b": "b"}
+
+    studio.store.add_label_items("p-live", [answered(0)])
+    item = ls.next_item(studio, "live", "bob")["item"]
+    ls.submit(studio, "live", item["item_id"], "bob", "left")
+    page = open_label_tab(browser, server, "ann", "live (1 items, 1 per item, generating)")
+    expect(page.locator("#label-prompt")).to_contain_text("Nothing left for now")
+    expect(page.locator("#label-prompt")).to_contain_text("4 more prompts are being answered")
+    expect(page.locator("#label-progress")).to_contain_text("(1 items × 1) · 4 more prompts being answered")
+    expect(page.locator("#label-left")).to_be_disabled()
+
+    studio.store.add_label_items("p-live", [answered(1)])
+    expect(page.locator("#label-prompt")).to_contain_text("Question 1 answered meanwhile?", timeout=15_000)
+    expect(page.locator("#label-progress")).to_contain_text("(2 items × 1) · 3 more prompts being answered")
+    expect(page.locator("#label-left")).to_be_enabled()

@@ -195,21 +195,35 @@ def test_one_model_sampled_twice_then_labels_export_and_train_one_dpo_step(studi
     assert (studio.result_dir(run_id) / "adapter_model.safetensors").exists()
 
 
-def test_cancel_then_resume_answers_each_prompt_once(studio, tiny_model_dir, other_model_dir):
+def test_answered_prompts_are_labelled_while_the_rest_are_answered_and_after_a_stop(studio, tiny_model_dir,
+                                                                                    other_model_dir):
+    """A stopped project said its answers were kept, yet showed 0 items and refused labels until every
+    prompt was answered (a 120-prompt project: 30-40 minutes of waiting). Now each answered prompt is an
+    item at once; a stop keeps them labelable, a resume adds the rest, no prompt is answered twice and the
+    labels given meanwhile stay with their items."""
     # one-token greedy answers: a prompt takes a fraction of a second, the job a few seconds
     prompts = turns([f"Question number {n}: what is {n} plus {n}?" for n in range(30)])
     made = ls.create_project(studio, name="long", prompts=prompts, temperature=0.0, max_new_tokens=1,
                              models_=[f"base:{tiny_model_dir}", f"base:{other_model_dir}"])
     job_dir = studio.run_dir(made["job_id"])
-    until(studio, "long", check=lambda p: (job_dir / CANDIDATES).exists()
-          and (job_dir / CANDIDATES).read_text().count("\n") >= 1, poll=0.05)
+    answering = until(studio, "long", check=lambda p: p["items"] >= 1, poll=0.05)
+    assert answering["status"] == "generating", "the job ended before a label could be given while it ran"
+    first = ls.next_item(studio, "long", "ann")
+    assert first["item"]["position"] == 0 and first["progress"]["unanswered"] == 30 - first["progress"]["items"]
+    ls.submit(studio, "long", first["item"]["item_id"], "ann", "left")
     ls.cancel_generation(studio, "long")
     stopped = until(studio, "long", statuses=("cancelled",))
-    assert stopped["items"] == 0
     before = (job_dir / CANDIDATES).read_text().splitlines()
     assert 1 <= len(before) < len(prompts), "cancel came too late to test resuming"
-    with pytest.raises(LabelError, match=r"^project 'long' is cancelled; its answers are not ready to label$"):
-        ls.next_item(studio, "long", "ann")
+    assert stopped["items"] == len(before)  # every answer written before the stop is an item
+
+    while (shown := ls.next_item(studio, "long", "ann"))["item"]:
+        ls.submit(studio, "long", shown["item"]["item_id"], "ann", "tie")
+    left = len(prompts) - len(before)
+    assert shown["done_reason"] == (f"every answered item has its labels; answering stopped (cancelled) with {left} "
+                                    f"prompt{'s' if left != 1 else ''} left: *Resume answering* under *New project* "
+                                    "adds them")
+    assert shown["progress"]["labels"] == len(before)
 
     resumed = ls.resume_generation(studio, "long")
     assert resumed["status"] == "generating"
@@ -220,8 +234,12 @@ def test_cancel_then_resume_answers_each_prompt_once(studio, tiny_model_dir, oth
     assert sorted(positions) == list(range(len(prompts)))  # one line per prompt: none answered twice
     assert lines[:len(before)] == before  # the answers from before the cancel were kept as they were
     items = studio.store.label_items(found["id"])
-    assert [it["prompt"] for it in items] == prompts
+    assert [it["prompt"] for it in items] == prompts and [it["position"] for it in items] == list(range(30))
     assert items[0]["answer_a"] == json.loads(before[0])["answer_a"]
+    assert [it["labels"] for it in items] == [1] * len(before) + [0] * left  # the labels stayed with their items
+    labels = studio.store.list_labels(found["id"])
+    assert labels[0]["item_id"] == first["item"]["item_id"] == items[0]["id"]
+    assert ls.next_item(studio, "long", "ann")["item"]["position"] == len(before)  # the rest come next
     with pytest.raises(LabelError, match=r"^project 'long' is ready; only a stopped generation can go on$"):
         ls.resume_generation(studio, "long")
 

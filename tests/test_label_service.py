@@ -132,7 +132,7 @@ def test_done_state_when_every_item_has_its_labels(studio, tmp_path):
         assert out["item"] is None
         assert out["done_reason"] == "every item has its labels"
     assert out["progress"] == {"mine": 0, "skipped": 0, "returnable": 0, "labels": 2, "items": 2,
-                                "overlap": 1}
+                                "overlap": 1, "unanswered": 0, "stopped": False}
 
 
 def test_done_state_when_the_rest_is_with_others_or_labelled_by_you(studio, tmp_path):
@@ -143,13 +143,54 @@ def test_done_state_when_the_rest_is_with_others_or_labelled_by_you(studio, tmp_
     assert out["item"] is None
     assert out["done_reason"].startswith("you have labelled every item you can; the rest wait for other people")
     assert out["progress"] == {"mine": 2, "skipped": 0, "returnable": 0, "labels": 2, "items": 2,
-                                "overlap": 2}
+                                "overlap": 2, "unanswered": 0, "stopped": False}
 
     ref1 = new_project(studio, tmp_path, n=1, overlap=1, name="one")
     assert shown(studio, ref1, "ann") is not None  # on ann's screen
     out = ls.next_item(studio, ref1, "bob")
     assert out["item"] is None
     assert out["done_reason"].startswith("you have labelled every item you can; the rest wait for other people")
+
+
+def test_a_project_being_answered_hands_out_what_is_answered_and_says_what_is_coming(studio):
+    """Items arrive as their prompts are answered (the generation job's own test runs the models): the
+    labeler gets them meanwhile, and the end of what is answered says the rest is coming, or that a stop
+    left it unanswered; an answer that arrives twice is one item."""
+    from components.label_tab import view
+
+    studio.store.add_label_project(id="p-live", name="live", overlap=1, status="generating",
+                                   source={"kind": "two models", "models": ["a", "b"], "prompts": 5})
+    with pytest.raises(LabelError, match=r"^project 'live' has no answers yet; its items can be labelled as soon as "
+                                         r"the first prompt is answered$"):
+        ls.next_item(studio, "live", "ann")
+    answered = [{"position": n, "prompt": [{"role": "user", "content": f"q{n}"}], "answer_a": f"a{n}",
+                 "answer_b": f"b{n}", "model_a": "a", "model_b": "b"} for n in (0, 1)]
+    assert studio.store.add_label_items("p-live", answered) == 2
+    assert studio.store.add_label_items("p-live", answered[1:]) == 0  # looked at again: no second copy
+    while (item := shown(studio, "live", "ann")) is not None:
+        ls.submit(studio, "live", item["item_id"], "ann", "left")
+    out = ls.next_item(studio, "live", "ann")
+    assert out["done_reason"] == ("every answered item has its labels; 3 more prompts are being answered: press "
+                                  "*Start labeling* again in a while for them")
+    assert out["progress"]["unanswered"] == 3
+    shown_now = view(studio, "p-live", "ann")
+    assert "(2 items × 1) · 3 more prompts being answered ·" in shown_now[1]
+    assert shown_now[2].startswith("<h3>⏳ Nothing left for now</h3>")
+
+    studio.store.add_label_items("p-live", [{**answered[0], "position": 2}], status="cancelled")
+    assert ls.next_item(studio, "live", "ann")["item"]["position"] == 2  # what the job answered before it stopped
+    while (item := shown(studio, "live", "ann")) is not None:
+        ls.submit(studio, "live", item["item_id"], "ann", "left")
+    assert ls.next_item(studio, "live", "ann")["done_reason"] == (
+        "every answered item has its labels; answering stopped (cancelled) with 2 prompts left: *Resume answering* "
+        "under *New project* adds them")
+    assert "(3 items × 1) · 2 more prompts not answered (stopped) ·" in view(studio, "p-live", "ann")[1]
+
+    studio.store.add_label_project(id="p-none", name="none", overlap=1, status="failed",
+                                   source={"kind": "two models", "models": ["a", "b"], "prompts": 5})
+    with pytest.raises(LabelError, match=r"^project 'none' is failed before any prompt was answered; resume "
+                                         r"answering first$"):
+        ls.next_item(studio, "none", "ann")
 
 
 # --- submit, undo, skip --------------------------------------------------------------------------
@@ -651,7 +692,8 @@ def test_the_note_of_a_project_answered_in_the_background_follows_it_to_its_end(
     said = f"Made **made**, picked above: 2 prompts {IN_BACKGROUND} (progress in the table)."
     for status, note in (("generating", gr.skip()),
                          ("ready", "**made** is ready: its answers are in; press *Start labeling*."),
-                         ("failed", "**made** stopped answering (failed): *Resume answering* goes on from the first "
+                         ("failed", "**made** stopped answering (failed): its 2 answered items can be labelled; "
+                                    "*Resume answering* goes on from the first "
                                     "prompt without answers.")):
         studio.store.set_label_project_status(ref, status)
         assert answered_note(studio, ref, said) == note, status
