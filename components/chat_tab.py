@@ -68,6 +68,13 @@ def side_labels(studio, battle: dict) -> tuple[str, str]:
 RESULT_HEADERS = ["Model", "Against", "Votes were", "Votes", "Model won", "Against won", "Ties / both bad",
                   "Model's win rate (95% interval)"]
 RESULT_WIDTHS = ["19%", "19%", "10%", "7%", "8%", "8%", "10%", "19%"]  # the win rate with its interval is not cut off
+
+
+def send_button(busy: bool) -> dict:
+    """Send while the replies are written: it says so and takes no click (Stop ends them)."""
+    return gr.update(interactive=not busy, value="Answering…" if busy else "Send")
+
+
 BLIND_OR_NAMED = {True: "blind", False: "names shown"}
 
 
@@ -281,8 +288,18 @@ def build(studio):
 
     chat_io = [prompt, chat_a, chat_b, battle, model_a, model_b, blind, *settings_inputs]
     chat_out = [chat_a, chat_b, battle, prompt, vote_message]
-    sent = send.click(respond, chat_io, chat_out)
-    submitted = prompt.submit(respond, chat_io, chat_out)
+
+    def busy(answer):
+        """While the replies are written, Send says so and takes no click (a prompt sent then did nothing,
+        and said nothing); it comes back when they end, fail, are stopped or cleared (a .then below). In
+        the first update: a listener of its own on the click ran only after the replies had ended."""
+        def answering(*args):
+            for n, out in enumerate(answer(*args)):
+                yield *out, send_button(busy=True) if n == 0 else gr.skip()
+        return answering
+
+    sent = send.click(busy(respond), chat_io, [*chat_out, send])
+    submitted = prompt.submit(busy(respond), chat_io, [*chat_out, send])
 
     def redo(history_a, history_b, state, spec_a, spec_b, is_blind, *settings):
         history_a, history_b, given = plain(history_a), plain(history_b), state
@@ -307,7 +324,7 @@ def build(studio):
                        given, gr.skip(), out[4])
             yield (*out[:4], NEW_BLIND_ROUND) if fresh and i == 0 and out[4] == "" else out
 
-    regenerated = regenerate.click(redo, chat_io[1:], chat_out)
+    regenerated = regenerate.click(busy(redo), chat_io[1:], [*chat_out, send])
 
     def on_score(history_a, history_b, state, run_id):
         """Both sides' last replies scored by the chosen reward model (not during a blind round:
@@ -326,6 +343,7 @@ def build(studio):
 
     score_io = [chat_a, chat_b, battle, scorer]
     for event in (sent, submitted, regenerated):
+        event.then(lambda: send_button(busy=False), None, send, show_progress="hidden")
         event.then(on_score, score_io, scores)
     scorer.change(on_score, score_io, scores)
     # a stopped reply is a finished reply: it can be voted on as it stands

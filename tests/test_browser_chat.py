@@ -181,3 +181,34 @@ def test_blind_battle_vote_reveal_and_export(server, page, studio, tiny_model_di
     page.locator("#chat-suggested input").click()
     expect(page.get_by_role("option", name="How long is the warranty?")).to_be_visible(timeout=10_000)
     expect(page.locator("#chat-prompt textarea")).to_have_value("")  # listed, not put in the box
+
+
+def test_send_says_it_is_answering_until_the_replies_end_or_are_stopped(server, page, tiny_model_dir):  # noqa: F811
+    """A prompt sent while the replies streamed did nothing and said nothing: Send now reads "Answering…" and
+    takes no click until the replies end, Stop ends them (what was written stays), or Clear."""
+    from playwright.sync_api import expect
+
+    page.goto(server)
+    page.get_by_role("tab", name="Chat").click()
+    fill(page, "chat-model-a", f"base:{tiny_model_dir}")
+    fill(page, "chat-model-b", f"base:{tiny_model_dir}")
+    page.get_by_text("Generation settings").click()
+    fill(page, "chat-max-new-tokens", 1024)  # random weights: ~1,000 tokens each side, long enough to watch
+    send = page.locator("#chat-send")
+    fill(page, "chat-prompt", "Tell me everything?")
+    send.click()
+    expect(send).to_have_text("Answering…", timeout=10_000)
+    expect(send).to_be_disabled()
+    expect(page.locator("#chat-a")).to_contain_text("Tell me everything?", timeout=30_000)
+    page.click("#chat-stop")
+    expect(send).to_have_text("Send", timeout=10_000)
+    expect(send).to_be_enabled()
+    expect(page.locator("#chat-a")).to_contain_text("Tell me everything?")  # the stopped round stays on the page
+
+    fill(page, "chat-max-new-tokens", 8)
+    fill(page, "chat-prompt", "And briefly?")
+    page.locator("#chat-prompt textarea").press("Enter")
+    expect(page.locator("#chat-vote-message")).to_contain_text("stopped at Max new tokens (8)", timeout=60_000)
+    expect(send).to_have_text("Send", timeout=10_000)  # back when the replies end by themselves
+    expect(send).to_be_enabled()
+    expect(page.locator("#chat-b")).to_contain_text("And briefly?")
