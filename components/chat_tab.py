@@ -3,6 +3,8 @@ battles hide (and shuffle) the names until the vote; votes become win rates and 
 
 from __future__ import annotations
 
+import functools
+
 import random
 import time
 import uuid
@@ -293,6 +295,7 @@ def build(studio):
         """While the replies are written, Send says so and takes no click (a prompt sent then did nothing,
         and said nothing); it comes back when they end, fail, are stopped or cleared (a .then below). In
         the first update: a listener of its own on the click ran only after the replies had ended."""
+        @functools.wraps(answer)  # (named as the function it wraps: respond, redo)
         def answering(*args):
             for n, out in enumerate(answer(*args)):
                 yield *out, send_button(busy=True) if n == 0 else gr.skip()
