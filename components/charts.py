@@ -79,8 +79,24 @@ def without_level_start(data: dict) -> dict:
     return data
 
 
+def steps_per_epoch(metrics: list[dict]) -> float | None:
+    """A run's optimizer steps per epoch, from its last logged epoch (None: it logged none yet)."""
+    last = max(((m["step"], m["epoch"]) for m in metrics if m.get("epoch") and m.get("step")), default=None)
+    return last[0] / last[1] if last else None
+
+
+def best_axis(runs: dict[str, list[dict]]) -> str:
+    """"epoch" where the compared runs' steps cover different amounts of data (another batch size or
+    dataset: step 10 of one is the end of its first epoch, of the other a third of it), else "step"."""
+    per_epoch = [steps_per_epoch(m) for m in runs.values()]
+    if len(runs) < 2 or None in per_epoch:
+        return "step"
+    return "epoch" if max(per_epoch) > 1.05 * min(per_epoch) else "step"
+
+
 def curves_figure(runs: dict[str, list[dict]], parts: dict[str, dict] | None = None,
-                  objectives: dict[str, str] | None = None) -> go.Figure:
+                  objectives: dict[str, str] | None = None, along: str = "step",
+                  run_names: dict[str, str] | None = None) -> go.Figure:
     """runs: run id -> metrics records. One run: each series its own colour, the same in every panel
     (training pairs, held-out pairs), named once in the legend. Several runs: each run its own
     colour, the series told apart by their dashes. Markers make the first steps visible before
@@ -88,7 +104,9 @@ def curves_figure(runs: dict[str, list[dict]], parts: dict[str, dict] | None = N
     (rewards.parts): each function's line is its part of the reward (weight x mean score), so the
     parts add up to the reward. objectives: run id -> what its loss measures ("next-token loss", "DPO
     loss"): runs of different objectives have their losses named by it, and the loss panel says they
-    are not on one scale (an SFT run's 2.1 beside a DPO run's 0.69 read as DPO learning better)."""
+    are not on one scale (an SFT run's 2.1 beside a DPO run's 0.69 read as DPO learning better).
+    along: "step", or "epoch" (each run's steps over its steps per epoch; a run that logged no epoch
+    keeps all on steps). run_names: run id -> its name in the legend (the id where none)."""
     rl = any(is_rl(m) for m in runs.values())
     objective = {run_id: (objectives or {}).get(run_id) or "loss" for run_id in runs}
     mixed = len(set(objective.values())) > 1
@@ -110,6 +128,9 @@ def curves_figure(runs: dict[str, list[dict]], parts: dict[str, dict] | None = N
     if mixed:
         panels = [(f"Loss: {' vs '.join(dict.fromkeys(o.replace(' loss', '') for o in objective.values()))}, not one scale"
                    if "loss" in names else title, names) for title, names in panels]
+    per_epoch = {run_id: steps_per_epoch(metrics) for run_id, metrics in runs.items()}
+    if along == "epoch" and None in per_epoch.values():
+        along = "step"
     fig = make_subplots(rows=2, cols=2, subplot_titles=[title for title, _ in panels],
                         horizontal_spacing=0.1, vertical_spacing=0.2)
     colours: dict[str, str] = {}  # legend name -> colour, in order of first appearance
@@ -129,7 +150,9 @@ def curves_figure(runs: dict[str, list[dict]], parts: dict[str, dict] | None = N
                     what = f"{what} ×{weight:g}"
                 if mixed and name in ("loss", "eval_loss"):
                     what = f"{what} ({objective[run_id]})"
-                label = f"{run_id} {what}" if len(runs) > 1 else what
+                label = f"{(run_names or {}).get(run_id, run_id)} {what}" if len(runs) > 1 else what
+                if along == "epoch":
+                    steps = [round(step / per_epoch[run_id], 4) for step in steps]
                 first = label not in colours
                 if first:
                     colours[label] = PALETTE[(i if len(runs) > 1 else len(colours)) % len(PALETTE)]
@@ -143,9 +166,9 @@ def curves_figure(runs: dict[str, list[dict]], parts: dict[str, dict] | None = N
         if SHARES & set(names):
             fig.update_yaxes(range=[-0.03, 1.03], tickformat=".0%", row=panel // 2 + 1, col=panel % 2 + 1)
     # "step" under the lower panels only: under the upper ones it ran into the lower panels' titles
-    fig.update_xaxes(title_text="step", title_standoff=4, row=2)
+    fig.update_xaxes(title_text=along, title_standoff=4, row=2)
     last = max((max(steps) for data in data_of.values() for steps, _ in data.values() if steps), default=0)
-    if last <= 10:  # a short run: whole steps (plotly's own ticks read 0, 0.5, 1, 1.5, 2 for one step)
+    if along == "step" and last <= 10:  # a short run: whole steps (plotly's own ticks read 0, 0.5, 1, 1.5, 2)
         fig.update_xaxes(tick0=0, dtick=1)
     fig.update_annotations(font_size=13)  # the panel titles
     fig.update_layout(height=540, margin={"l": 50, "r": 20, "t": 40, "b": 40},

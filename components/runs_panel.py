@@ -8,7 +8,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from components.charts import curves_figure
+from components.charts import best_axis, curves_figure
 from pipelines.curves import WORSE_THAN_BEST, format_duration, overfitting_warning, progress
 from pipelines import arena, dataset_stats, rewards
 from pipelines.events import (ACTIVE_STATUSES, EVALUATING, HELDOUT_ROWS, JOB, RESUMABLE_STATUSES, SAMPLES,
@@ -436,7 +436,11 @@ def build(studio, selected: gr.State):
     with gr.Accordion("Compare runs", open=False):
         compare = gr.Dropdown(choices=run_choices(runs_table(studio)), multiselect=True,
                               label="Runs to overlay", elem_id="compare-runs")
-        overlay = gr.Plot(label="Overlaid curves")
+        along = gr.Radio([("Training steps", "step"), ("Epochs", "epoch")], value="step", label="Along",
+                         elem_id="compare-along",
+                         info="Runs with another batch size or dataset take a different number of steps per epoch: "
+                              "by epoch they line up (picked for you when they differ).")
+        overlay = gr.Plot(label="Overlaid curves", elem_id="compare-curves")
         diff = gr.Dataframe(headers=["Setting", "Values"], interactive=False, label="Settings that differ")
     shown = gr.State(-1)  # metrics count last drawn, so an unchanged plot is not redrawn
     listed = gr.State([])  # run ids the Compare runs list offers, refreshed when runs come or go
@@ -500,15 +504,28 @@ def build(studio, selected: gr.State):
 
     cont.click(on_continue, [selected, more], [action, selected])
 
-    def on_compare(run_ids):
+    def overlaid(run_ids, axis=None):
+        """(figure, the axis drawn along): by `axis`, else by the one that lines the runs up."""
         runs = {i: read_metrics(studio.run_dir(i)) for i in run_ids or []}
+        if not runs:
+            return None, gr.skip()
+        rows = {i: row for i in runs if (row := studio.get_run(i))}
+        parts = {i: reward_parts(studio, i) for i in runs}
+        objectives = {i: loss_objective(row) for i, row in rows.items()}
+        methods = {i: method_label(row["method"]) for i, row in rows.items()}
+        # which line is which run: its method too, where the methods differ (the ids alone told nothing)
+        names = {i: f"{i} ({m})" for i, m in methods.items()} if len(set(methods.values())) > 1 else None
+        axis = axis or best_axis(runs)
+        return curves_figure(runs, parts, objectives, axis, names), axis
+
+    def on_compare(run_ids):
         rows = config_diff(studio, run_ids or [])
         headers = ["Setting", *(run_ids or [])] if rows else ["Setting", "Values"]
-        parts = {i: reward_parts(studio, i) for i in runs}
-        objectives = {i: loss_objective(row) for i in runs if (row := studio.get_run(i))}
-        return (curves_figure(runs, parts, objectives) if runs else None), gr.update(value=rows, headers=headers)
+        figure, axis = overlaid(run_ids)
+        return figure, gr.update(value=rows, headers=headers), axis
 
-    compare.change(on_compare, compare, [overlay, diff])
+    compare.change(on_compare, compare, [overlay, diff, along])
+    along.input(lambda run_ids, axis: overlaid(run_ids, axis)[0], [compare, along], overlay)
 
     def on_load():
         # Reattach: a reopened page shows the newest active run, full curve so far, no click.

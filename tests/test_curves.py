@@ -267,3 +267,26 @@ def test_compared_runs_of_different_objectives_have_their_losses_named(studio):
     assert [t.name for t in same.data if t.xaxis == "x"] == [
         "s1 training loss", "s1 held-out loss", "s2 training loss", "s2 held-out loss"]
     assert same.layout.annotations[0].text == "Loss (training and held-out)"
+
+
+def test_runs_of_different_steps_per_epoch_are_compared_by_epoch():
+    """Batch 4 against batch 8 on one dataset: step 10 is the end of one's first epoch and half of the
+    other's, and on one step axis the faster-stepping run looked twice as long. By epoch they line up;
+    runs of equal steps per epoch stay on steps; a run that logged no epoch keeps all on steps."""
+    from components.charts import best_axis, curves_figure
+
+    small = [{"step": s, "epoch": round(s / 10, 4), "loss": 2.0 - s / 20} for s in range(1, 21)]  # 10 steps/epoch
+    big = [{"step": s, "epoch": round(s / 5, 4), "loss": 2.0 - s / 10} for s in range(1, 11)]  # 5 steps/epoch
+    assert best_axis({"r1": small, "r2": big}) == "epoch"
+    assert best_axis({"r1": small, "r3": small}) == "step"
+    assert best_axis({"r1": small}) == "step"
+    fig = curves_figure({"r1": small, "r2": big}, along="epoch", run_names={"r1": "r1 (LoRA)", "r2": "r2 (DoRA)"})
+    lines = {t.name: list(t.x) for t in fig.data if t.xaxis == "x"}
+    assert lines["r1 (LoRA) training loss"][-1] == lines["r2 (DoRA) training loss"][-1] == 2.0  # both end at epoch 2
+    assert lines["r1 (LoRA) training loss"][9] == lines["r2 (DoRA) training loss"][4] == 1.0
+    assert fig.layout.xaxis3.title.text == "epoch"
+    no_epoch = [{"step": s, "loss": 1.0} for s in range(1, 4)]
+    assert best_axis({"r1": small, "r4": no_epoch}) == "step"
+    fallback = curves_figure({"r1": small, "r4": no_epoch}, along="epoch")
+    assert fallback.layout.xaxis3.title.text == "step"
+    assert [list(t.x) for t in fallback.data if t.name == "r4 training loss"] == [[1, 2, 3]]
