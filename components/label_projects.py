@@ -9,7 +9,8 @@ import time
 import gradio as gr
 
 from components.dataset_note import cut_chosen_note, made_or_found
-from pipelines.curves import format_duration, progress
+from pipelines.curves import format_duration
+from pipelines.events import read_metrics
 from pipelines.data import DataError
 from studio import chat_service
 from studio import label_service as ls
@@ -36,8 +37,12 @@ def projects_table(studio) -> dict:
     for p in ls.projects(studio):
         status = p["status"]
         job = p.get("progress")
+        prompts = p["source"].get("prompts", "?")
         if status == "generating" and job:
-            status = answering(job, p["source"].get("prompts", "?"))
+            status = answering(job, prompts, answered_at=last_answer(studio, p))
+        elif status in ls.STOPPED:  # ("cancelled" read as the project dropped)
+            status = (f"{'stopped' if status == 'cancelled' else status}: {p['items']} of {prompts} answered"
+                      + (f" ({p['error']})" if p.get("error") else ""))
         elif p.get("error"):
             status = f"{status}: {p['error']}"
         models = " vs ".join(chat_service.short_label(studio, m) for m in dict.fromkeys(p["source"].get("models", [])))
@@ -46,14 +51,33 @@ def projects_table(studio) -> dict:
     return {"headers": ["Project", "Status", "Items", "Labelers per item", "Answers", "Models"], "data": rows}
 
 
-def answering(job: dict, prompts, now: float | None = None) -> str:
-    """A project's status while its answers are written: how far, and about how long is left (from the
-    time per prompt once the models were loaded)."""
+def last_answer(studio, found: dict) -> float | None:
+    """When the project's generation job wrote its last answer (None: none yet, or a job from before answers
+    were timed)."""
+    records = read_metrics(studio.run_dir(found["job_id"])) if found.get("job_id") else []
+    return records[-1].get("time") if records else None
+
+
+def answering(job: dict, prompts, now: float | None = None, answered_at: float | None = None) -> str:
+    """A project's status while its answers are written: how far, and about how long is left, from the time
+    per prompt once the models were loaded. With the last answer's time (answered_at), the time per prompt
+    is that of the answers written, and the wait counts down between them (it was measured up to now, and
+    rose every second until the next answer: 16:31, 27:19, 17:43 within 20 s)."""
     if job["status"] != "running":
         return f"answering: {job['status']}"
     said = f"answering: {job['step']} of {job['max_steps'] or prompts}"
-    eta = progress(job["step"], job["max_steps"], None, [], now=now, training_since=job.get("training_since"),
-                   first_step=job.get("first_step") or 0)["eta_s"]
+    if job.get("cancelling"):  # the prompt in hand is finished first
+        return f"stopping after the prompt in hand: {job['step']} of {job['max_steps'] or prompts} answered"
+    now = time.time() if now is None else now
+    done, since = job["step"] - (job.get("first_step") or 0), job.get("training_since")
+    eta = None
+    if since and done > 0:
+        left = max(0, (job["max_steps"] or 0) - job["step"])
+        if answered_at and answered_at >= since:
+            per = (answered_at - since) / done
+            eta = max(left * per - (now - answered_at), (left - 1) * per, 0)
+        else:
+            eta = left * (now - since) / done
     return said + (f" · about {format_duration(eta)} left" if eta and eta >= 1 else "")
 
 
@@ -102,10 +126,11 @@ def build_new(studio, project, timer: gr.Timer):
     def on_answers(kind, prompts_kind):
         return (gr.update(visible=kind != "file"), gr.update(visible=kind != "file"),
                 gr.update(visible=kind == "file"), gr.update(visible=kind == "two"),
-                gr.update(value=1.0 if kind == "twice" else 0.7))
+                gr.update(value=1.0 if kind == "twice" else 0.7),
+                gr.update(label="Model" if kind == "twice" else "Model 1"))  # (alone, "Model 1" asked for a 2nd)
 
     answers_from.change(on_answers, [answers_from, prompts_from],
-                        [prompts_group, models_group, pairs_file, model_b, temperature])
+                        [prompts_group, models_group, pairs_file, model_b, temperature, model_a])
     prompts_from.change(lambda k: (gr.update(visible=k == "dataset"), gr.update(visible=k == "file"),
                                    gr.update(visible=k == "typed")), prompts_from, [dataset, prompt_file, typed])
 
@@ -159,15 +184,17 @@ def build_new(studio, project, timer: gr.Timer):
 
     def on_cancel(project_id):
         if not project_id:  # (the service's answer, "no labeling project ''", named a command-line tool)
-            return "**Nothing to stop:** pick a project above first.", gr.skip()
+            return "**Nothing to stop:** pick a project above first.", gr.skip(), gr.skip()
         try:
             ls.cancel_generation(studio, project_id or "")
         except LabelError as err:
-            return f"**Nothing to stop:** {err}", gr.skip()
-        return ("Stopping: the prompts answered so far can be labelled; *Resume answering* goes on from there.",
-                projects_table(studio))
+            return f"**Nothing to stop:** {err}", gr.skip(), gr.skip()
+        name = ls.project(studio, project_id, with_progress=False)["name"]
+        # the note follows the project to its stop (answered_note), as the one made with it does
+        return (f"**{name}** {STOPPING}: the prompts answered so far can be labelled; *Resume answering* goes on "
+                "from there.", projects_table(studio), project_id)
 
-    cancel.click(on_cancel, project, [message, table])
+    cancel.click(on_cancel, project, [message, table, made_id])
 
     def on_resume(project_id):
         if not project_id:
@@ -214,28 +241,30 @@ def build_new(studio, project, timer: gr.Timer):
 
 
 IN_BACKGROUND = "are being answered in the background"
+STOPPING = "stops answering after the prompt in hand"
 
 
 def answered_note(studio, project_id: str | None, said: str | None):
     """The note made with a project answered in the background, once the answering has ended (ready, or
     stopped); gr.skip() while it goes on, or when the note says something else by now."""
     found = next((p for p in ls.projects(studio) if p["id"] == project_id), None)
-    if found is None or IN_BACKGROUND not in (said or "") or f"**{found['name']}**" not in said:
+    if found is None or not any(mark in (said or "") for mark in (IN_BACKGROUND, STOPPING)) \
+            or f"**{found['name']}**" not in said:
         return gr.skip()
     if found["status"] == "ready":
         return f"**{found['name']}** is ready: its answers are in; press *Start labeling*."
     if found["status"] in ls.STOPPED:
-        answered = (f"its {found['items']} answered item{'s' if found['items'] != 1 else ''} can be labelled"
-                    if found["items"] else "no prompt was answered")
-        return (f"**{found['name']}** stopped answering ({found['status']}): {answered}; *Resume answering* goes on "
-                "from the first prompt without answers.")
+        how = "stopped answering" + ("" if found["status"] == "cancelled" else f" ({found['status']})")
+        return (f"**{found['name']}** {how} at {found['items']} of {found['source'].get('prompts', '?')} prompts: "
+                + ("the answered ones can be labelled" if found["items"] else "nothing to label yet")
+                + "; *Resume answering* goes on from the first prompt without answers.")
     return gr.skip()
 
 
 def project_choices(studio) -> list[tuple[str, str]]:
     out = []
     for p in ls.projects(studio):
-        state = "" if p["status"] == "ready" else f", {p['status']}"
+        state = {"ready": "", "generating": ", answering", "cancelled": ", stopped"}.get(p["status"], f", {p['status']}")
         out.append((f"{p['name']} ({p['items']} items, {p['overlap']} per item{state})", p["id"]))
     return out
 
@@ -273,6 +302,13 @@ def summary(studio, project_id: str | None) -> tuple:
              f"({o['project']['overlap']} per item); {o['labels']} labels.",
              f"Agreement over {a['items']} items labelled by several people: Krippendorff's α {alpha} "
              "(1 = always agree, 0 = no better than chance; 0.67 or more is commonly trusted)."]
+    left = ls.unanswered(o["project"])
+    if left:  # the items are the prompts answered so far
+        lines[0] += (f" {left} more prompt{'s are' if left != 1 else ' is'} being answered." if o["project"]["status"]
+                     not in ls.STOPPED else f" Answering stopped with {left} prompt{'s' if left != 1 else ''} left: "
+                     "*Resume answering* under *New project* adds them.")
+    if o["project"]["source"].get("kind") == "sampled twice":
+        lines.append("Win rates: none, one model wrote both answers (its labels still make preference pairs).")
     pos = o["position"]
     lines.append(pos["warning"] and f"⚠️ {pos['warning']}" or
                  f"Position check: left chosen {_times(pos['left'])}, right {_times(pos['right'])}"

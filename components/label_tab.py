@@ -51,6 +51,23 @@ def cut_mark(limit: int | None) -> str:
             "before the model ended it.</i></p>")
 
 
+def progress_line(labeler: str, p: dict) -> str:
+    """The labeler's and the project's counts (label_service.next_item's "progress"), and the keys."""
+    skipped = f", {p['skipped']} skipped" if p["skipped"] else ""
+    rest = ""
+    if p["unanswered"]:
+        rest = (f" · {p['unanswered']} more prompt{'s' if p['unanswered'] != 1 else ''} "
+                + ("not answered (answering stopped)" if p["stopped"] else "being answered"))
+    return (f"**{html.escape(labeler)}**: {p['mine']} labelled{skipped} · project: {p['labels']} of "
+            f"{p['items'] * p['overlap']} labels ({p['items']} items × {p['overlap']}){rest} · {KEYS_HELP}")
+
+
+def answers_now(p: dict) -> list | None:
+    """Where a project's answering stands (items answered, status), for the timer to see it move; None once
+    every answer is in."""
+    return None if p["status"] == "ready" else [p["items"], p["status"]]
+
+
 def view(studio, project_id: str | None, labeler: str, message: str = "") -> tuple:
     """Everything the labeling view shows for this labeler now: (state, progress, prompt, left,
     right, message, *choice buttons, undo, bring back skips)."""
@@ -63,25 +80,23 @@ def view(studio, project_id: str | None, labeler: str, message: str = "") -> tup
     except (LabelError, DataError) as err:
         return (None, "", "", "", "", f"**Cannot label:** {err}", *buttons_off)
     p = shown["progress"]
-    skipped = f", {p['skipped']} skipped" if p["skipped"] else ""
-    rest = p["unanswered"] and (f" · {p['unanswered']} more prompt{'s' if p['unanswered'] != 1 else ''} " + ("not answered (stopped)" if p["stopped"]
-                                                                          else "being answered"))
-    progress = (f"**{html.escape(labeler)}**: {p['mine']} labelled{skipped} · project: {p['labels']} of "
-                f"{p['items'] * p['overlap']} labels ({p['items']} items × {p['overlap']}){rest or ''} · {KEYS_HELP}")
+    progress = progress_line(labeler, p)
     item = shown["item"]
     can_undo = gr.update(interactive=p["mine"] + p["skipped"] > 0)
     bring_back = gr.update(visible=p["returnable"] > 0, value=f"Bring back my skips ({p['returnable']})")
+    # a project whose answers are not all in: the tab's timer follows them (answers_now)
+    answers = answers_now(p)
     if item is None:
         reason = re.sub(r"\*([^*]+)\*", r"<i>\1</i>", html.escape(shown["done_reason"]))
-        done = (f"<h3>{'⏳ Nothing left for now' if p['unanswered'] else '✅ Done'}</h3><p>Nothing left for you in "
-                f"<b>{html.escape(shown['project']['name'])}</b>: "
+        head = "Waiting for the first answer" if not p["items"] else "Nothing left for now" if p["unanswered"] \
+            else "✅ Done"
+        done = (f"<h3>{head}</h3><p>Nothing left for you in <b>{html.escape(shown['project']['name'])}</b>: "
                 f"{reason}. See <i>Overview and export</i> for agreement and to turn the labels "
                 "into training data.</p>")
-        # waiting: prompts still being answered, which the tab's timer hands out as they come
-        waiting = 0 if p["stopped"] else p["unanswered"]
-        return ({"project": project_id, "item": None, "labeler": labeler, "waiting": waiting}, progress, done, "", "",
-                message, *buttons_off[:-2], can_undo, bring_back)
-    state = {"project": project_id, "item": item["item_id"], "shown": time.time(), "labeler": labeler}
+        return ({"project": project_id, "item": None, "labeler": labeler, "answers": answers}, progress, done, "",
+                "", message, *buttons_off[:-2], can_undo, bring_back)
+    state = {"project": project_id, "item": item["item_id"], "shown": time.time(), "labeler": labeler,
+             "answers": answers}
     empty = "<i>(empty answer: the model said nothing)</i>"
     limit = shown["project"]["source"].get("max_new_tokens")
     left = (verbatim(item["left"]) if item["left"] else empty) + (cut_mark(limit) if item["left_cut"] else "")
@@ -206,21 +221,32 @@ def build(studio, kept: gr.BrowserState):
 
     undo.click(on_undo_read, [state, project, labeler], [*outputs, reason])
     on_bring_back = labeler_action(ls.bring_back_skips, "Could not bring them back", lambda count: (
-        f"Brought back {count} skipped item{'s' if count != 1 else ''}: they come again, least labelled first."))
+        f"Brought back {count} skipped item{'s' if count != 1 else ''}: "
+        + ("they come again, least labelled first." if count != 1 else "it comes again.")))
     bring_back.click(on_bring_back, [state, project, labeler], outputs)
 
-    def on_more(current):
-        """A labeler with nothing left while the project's other prompts are being answered gets the next
-        one once it is answered (the tab's timer ticks while the Label tab is shown): nothing is sent until
-        something changed."""
-        if not current or current.get("item") is not None or not current.get("waiting"):
-            return (gr.skip(),) * len(outputs)
-        now = view(studio, current["project"], current["labeler"])
-        if now[0] and now[0].get("item") is None and now[0].get("waiting") == current["waiting"]:
-            return (gr.skip(),) * len(outputs)
-        return now
+    def on_more(current, seen):
+        """The project's answers coming in (the tab's timer ticks while the Label tab is shown): a labeler
+        with nothing left gets the next answered prompt without a press, and the progress line follows
+        (it said "113 more prompts being answered" after a stop, and "not answered" after a resume). With
+        an item in hand only the line moves: a state sent now could land over a choice's. Nothing is sent
+        until something changed."""
+        skip = (gr.skip(),) * (len(outputs) + 1)
+        if not current or not current.get("answers"):
+            return skip
+        try:
+            p = ls.progress(studio, current["project"], current["labeler"])
+        except LabelError:  # (the project's refusal shows at the next press)
+            return skip
+        now = answers_now(p) or [p["items"], p["status"]]
+        if now in (current["answers"], seen):
+            return skip
+        if current.get("item") is None:
+            return (*view(studio, current["project"], current["labeler"]), now)
+        return (gr.skip(), progress_line(current["labeler"], p), *[gr.skip()] * (len(outputs) - 2), now)
 
-    timer.tick(on_more, state, outputs, show_progress="hidden")
+    answers_seen = gr.State(None)  # what on_more last showed of the answering, so it is shown once
+    timer.tick(on_more, [state, answers_seen], [*outputs, answers_seen], show_progress="hidden")
 
     def refresh(current=None):
         choices = project_choices(studio)

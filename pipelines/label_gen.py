@@ -87,5 +87,5 @@ def run(job: dict, run_dir: Path, events) -> dict:
             events.progress.update(step=len(done))
             if "training_since" not in events.progress:  # the models are loaded: time per prompt from here
                 events.progress.update(training_since=time.time(), first_step=len(done))
-            events.metric({"step": len(done), "answered": len(done)})
+            events.metric({"step": len(done), "answered": len(done), "time": time.time()})  # (the table's wait)
     return {"answered": len(done)}

@@ -322,15 +322,21 @@ def _labeler(name: str) -> str:
     return name
 
 
-def _ready(studio, ref: str) -> dict:
+def _ready(studio, ref: str, answering_ok: bool = False) -> dict:
+    """The project, refused while none of its prompts is answered (answering_ok: a project whose first
+    answers are on their way is no refusal, to show that they are coming)."""
     found = project(studio, ref, with_progress=False)  # called for every item shown and label given
     if found["items"] == 0:  # the answered prompts can be labelled while the rest are answered, or after a stop
         if found["status"] in STOPPED:
-            raise LabelError(f"project '{found['name']}' is {found['status']} before any prompt was answered; "
-                             "resume answering first")
-        raise LabelError(f"project '{found['name']}' has no answers yet; its items can be labelled as soon as "
-                         "the first prompt is answered")
+            raise LabelError(f"project '{found['name']}' {STOPPED_WORDS[found['status']]} before any prompt was "
+                             "answered; resume answering first")
+        if not answering_ok:
+            raise LabelError(f"project '{found['name']}' has no answers yet; its items can be labelled as soon "
+                             "as the first prompt is answered")
     return found
+
+
+STOPPED_WORDS = {"cancelled": "was stopped", "failed": "failed", "interrupted": "was interrupted"}
 
 
 def unanswered(found: dict) -> int:
@@ -344,21 +350,23 @@ def coming(found: dict) -> str:
     if not left:
         return ""
     if found["status"] in STOPPED:
-        return (f"answering stopped ({found['status']}) with {left} prompt{'s' if left != 1 else ''} left: "
+        return (f"answering {STOPPED_WORDS[found['status']]} with {left} prompt{'s' if left != 1 else ''} left: "
                 "*Resume answering* under *New project* adds them")
-    return (f"{left} more prompt{'s are' if left != 1 else ' is'} being answered: press *Start labeling* again "
-            f"in a while for {'them' if left != 1 else 'it'}")
+    return (f"{left} more prompt{'s are' if left != 1 else ' is'} being answered: each appears here as soon as it "
+            "is answered")
 
 
 def next_item(studio, ref: str, labeler: str) -> dict:
     """{"item": the item to show (left/right already shuffled) or None when there is nothing left
     for this labeler, "progress": counts, "done_reason": why there is nothing left}."""
-    found, labeler = _ready(studio, ref), _labeler(labeler)
+    found, labeler = _ready(studio, ref, answering_ok=True), _labeler(labeler)
     item_id = studio.store.next_label_item(found["id"], labeler, found["overlap"])
-    progress = studio.store.label_counts(found["id"], labeler, found["overlap"])
-    progress.update(overlap=found["overlap"], unanswered=unanswered(found), stopped=found["status"] in STOPPED)
+    progress = _progress(studio, found, labeler)
     if item_id is None:
         full = progress["labels"] >= progress["items"] * found["overlap"]
+        if not found["items"]:
+            return {"item": None, "progress": progress, "done_reason": f"no prompt is answered yet; {coming(found)}",
+                    "project": found}
         skipped = progress["returnable"]  # skipped items that still want labels
         if full:
             reason = "every item has its labels"
@@ -380,6 +388,18 @@ def next_item(studio, ref: str, labeler: str) -> dict:
              "left_cut": item["cut_b"] if flip else item["cut_a"],
              "right_cut": item["cut_a"] if flip else item["cut_b"]}
     return {"item": shown, "progress": progress, "done_reason": None, "project": found}
+
+
+def _progress(studio, found: dict, labeler: str) -> dict:
+    progress = studio.store.label_counts(found["id"], labeler, found["overlap"])
+    progress.update(overlap=found["overlap"], unanswered=unanswered(found), stopped=found["status"] in STOPPED,
+                    status=found["status"])
+    return progress
+
+
+def progress(studio, ref: str, labeler: str) -> dict:
+    """A labeler's progress line's counts now, handing out nothing (next_item's "progress")."""
+    return _progress(studio, project(studio, ref, with_progress=False), _labeler(labeler))
 
 
 def bring_back_skips(studio, ref: str, labeler: str) -> int:

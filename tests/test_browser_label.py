@@ -201,6 +201,8 @@ def test_a_project_answered_in_the_background_says_when_it_is_ready(server, brow
     page.get_by_role("tab", name="New project").click()
     fill(page, "label-new-name", "sampled")
     page.get_by_label("One model answers twice (sampled)").check()
+    # its one model picker is "Model" ("Model 1" asked where the second was)
+    expect(page.locator("#label-new-model-a [data-testid=block-info]")).to_have_text("Model", timeout=10_000)
     page.get_by_label("Typed here").check()
     fill(page, "label-new-typed", "How long is the warranty?\nCan I export to PDF?")
     fill(page, "label-new-model-a", f"base:{tiny_model_dir}")
@@ -247,28 +249,47 @@ def test_a_project_answered_in_the_background_says_when_it_is_ready(server, brow
     expect(page.locator("#label-left")).to_be_enabled()
 
 
-def test_an_item_answered_while_the_labeler_waits_is_shown_without_a_press(server, browser, studio):
-    """A labeler who has labelled every prompt answered so far waits on "Nothing left for now"; the next
-    prompt answered is handed to them by the tab's timer (they had to press Start again, and knew not when)."""
+def test_answers_that_come_while_the_labeler_waits_are_shown_without_a_press(server, browser, studio):
+    """The Label view follows a project being answered, with no press: the first answer replaces "Waiting
+    for the first answer" (it said "no answers yet" until Start was pressed again), the next one replaces
+    "Nothing left for now", a stop and a resume are said as they happen, and with an item in hand only the
+    progress line moves."""
     from playwright.sync_api import expect
 
     studio.store.add_label_project(id="p-live", name="live", overlap=1, status="generating",
                                    source={"kind": "two models", "models": ["a", "b"], "prompts": 5})
 
-    def answered(n):
-        return {"position": n, "prompt": [{"role": "user", "content": f"Question {n} answered meanwhile?"}],
-                "answer_a": f"Answer A {n}.", "answer_b": f"Answer B {n}.", "model_a": "a", "model_b": "b"}
+    def answered(n, status=None):
+        studio.store.add_label_items("p-live", [{
+            "position": n, "prompt": [{"role": "user", "content": f"Question {n} answered meanwhile?"}],
+            "answer_a": f"Answer A {n}.", "answer_b": f"Answer B {n}.", "model_a": "a", "model_b": "b"}], status)
 
-    studio.store.add_label_items("p-live", [answered(0)])
-    item = ls.next_item(studio, "live", "bob")["item"]
-    ls.submit(studio, "live", item["item_id"], "bob", "left")
-    page = open_label_tab(browser, server, "ann", "live (1 items, 1 per item, generating)")
-    expect(page.locator("#label-prompt")).to_contain_text("Nothing left for now")
-    expect(page.locator("#label-prompt")).to_contain_text("4 more prompts are being answered")
-    expect(page.locator("#label-progress")).to_contain_text("(1 items × 1) · 4 more prompts being answered")
+    page = open_label_tab(browser, server, "ann", "live (0 items, 1 per item, answering)")
+    prompt, progress = page.locator("#label-prompt"), page.locator("#label-progress")
+    expect(prompt).to_contain_text("Waiting for the first answer")
+    expect(prompt).to_contain_text("5 more prompts are being answered: each appears here as soon as it is answered")
     expect(page.locator("#label-left")).to_be_disabled()
 
-    studio.store.add_label_items("p-live", [answered(1)])
-    expect(page.locator("#label-prompt")).to_contain_text("Question 1 answered meanwhile?", timeout=15_000)
-    expect(page.locator("#label-progress")).to_contain_text("(2 items × 1) · 3 more prompts being answered")
-    expect(page.locator("#label-left")).to_be_enabled()
+    answered(0)
+    expect(prompt).to_contain_text("Question 0 answered meanwhile?", timeout=15_000)
+    expect(progress).to_contain_text("(1 items × 1) · 4 more prompts being answered")
+    press(page, "1", "is better", "ann", 1)
+    expect(prompt).to_contain_text("Nothing left for now")
+
+    answered(1, status="cancelled")  # the last answer before a stop
+    expect(prompt).to_contain_text("Question 1 answered meanwhile?", timeout=15_000)
+    press(page, "1", "is better", "ann", 2)
+    expect(prompt).to_contain_text("answering was stopped with 3 prompts left: Resume answering under New "
+                                   "project adds them")
+    expect(progress).to_contain_text("(2 items × 1) · 3 more prompts not answered (answering stopped)")
+
+    studio.store.set_label_project_status("p-live", "generating")  # resumed
+    expect(prompt).to_contain_text("3 more prompts are being answered", timeout=15_000)
+    answered(2)
+    expect(prompt).to_contain_text("Question 2 answered meanwhile?", timeout=15_000)
+    answered(3)  # with an item in hand: the line moves, the item stays
+    expect(progress).to_contain_text("(4 items × 1) · 1 more prompt being answered", timeout=15_000)
+    expect(prompt).to_contain_text("Question 2 answered meanwhile?")
+    press(page, "2", "is better", "ann", 3)
+    assert [lb["item_id"] for lb in studio.store.list_labels("p-live")] == [
+        it["id"] for it in studio.store.label_items("p-live")[:3]]

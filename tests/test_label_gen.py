@@ -220,7 +220,7 @@ def test_answered_prompts_are_labelled_while_the_rest_are_answered_and_after_a_s
     while (shown := ls.next_item(studio, "long", "ann"))["item"]:
         ls.submit(studio, "long", shown["item"]["item_id"], "ann", "tie")
     left = len(prompts) - len(before)
-    assert shown["done_reason"] == (f"every answered item has its labels; answering stopped (cancelled) with {left} "
+    assert shown["done_reason"] == (f"every answered item has its labels; answering was stopped with {left} "
                                     f"prompt{'s' if left != 1 else ''} left: *Resume answering* under *New project* "
                                     "adds them")
     assert shown["progress"]["labels"] == len(before)
@@ -266,3 +266,9 @@ def test_the_table_says_how_long_the_answers_take_yet():
     assert answering({**job, "step": 1}, 20, now=1040.0) == "answering: 1 of 20"  # loading counted nothing yet
     assert answering({**job, "training_since": None, "first_step": 0}, 20) == "answering: 5 of 20"
     assert answering({**job, "status": "queued"}, 20) == "answering: queued"
+    # with the last answer's time: the time per prompt is the answers' own, and the wait counts down between
+    # answers (measured up to now, it rose every second until the next answer came)
+    assert answering(job, 20, now=1030.0, answered_at=1030.0) == "answering: 5 of 20 · about 1:52 left"
+    assert answering(job, 20, now=1034.0, answered_at=1030.0) == "answering: 5 of 20 · about 1:48 left"
+    assert answering(job, 20, now=1050.0, answered_at=1030.0) == "answering: 5 of 20 · about 1:45 left"  # at least
+    assert answering({**job, "cancelling": True}, 20) == "stopping after the prompt in hand: 5 of 20 answered"

@@ -132,7 +132,7 @@ def test_done_state_when_every_item_has_its_labels(studio, tmp_path):
         assert out["item"] is None
         assert out["done_reason"] == "every item has its labels"
     assert out["progress"] == {"mine": 0, "skipped": 0, "returnable": 0, "labels": 2, "items": 2,
-                                "overlap": 1, "unanswered": 0, "stopped": False}
+                                "overlap": 1, "unanswered": 0, "stopped": False, "status": "ready"}
 
 
 def test_done_state_when_the_rest_is_with_others_or_labelled_by_you(studio, tmp_path):
@@ -143,7 +143,7 @@ def test_done_state_when_the_rest_is_with_others_or_labelled_by_you(studio, tmp_
     assert out["item"] is None
     assert out["done_reason"].startswith("you have labelled every item you can; the rest wait for other people")
     assert out["progress"] == {"mine": 2, "skipped": 0, "returnable": 0, "labels": 2, "items": 2,
-                                "overlap": 2, "unanswered": 0, "stopped": False}
+                                "overlap": 2, "unanswered": 0, "stopped": False, "status": "ready"}
 
     ref1 = new_project(studio, tmp_path, n=1, overlap=1, name="one")
     assert shown(studio, ref1, "ann") is not None  # on ann's screen
@@ -160,9 +160,13 @@ def test_a_project_being_answered_hands_out_what_is_answered_and_says_what_is_co
 
     studio.store.add_label_project(id="p-live", name="live", overlap=1, status="generating",
                                    source={"kind": "two models", "models": ["a", "b"], "prompts": 5})
+    waiting = ls.next_item(studio, "live", "ann")  # shown as coming, where a label can only be refused
+    assert waiting["item"] is None and waiting["done_reason"] == (
+        "no prompt is answered yet; 5 more prompts are being answered: each appears here as soon as it is answered")
+    assert view(studio, "p-live", "ann")[2].startswith("<h3>Waiting for the first answer</h3>")
     with pytest.raises(LabelError, match=r"^project 'live' has no answers yet; its items can be labelled as soon as "
                                          r"the first prompt is answered$"):
-        ls.next_item(studio, "live", "ann")
+        ls.undo(studio, "live", "ann")
     answered = [{"position": n, "prompt": [{"role": "user", "content": f"q{n}"}], "answer_a": f"a{n}",
                  "answer_b": f"b{n}", "model_a": "a", "model_b": "b"} for n in (0, 1)]
     assert studio.store.add_label_items("p-live", answered) == 2
@@ -170,25 +174,34 @@ def test_a_project_being_answered_hands_out_what_is_answered_and_says_what_is_co
     while (item := shown(studio, "live", "ann")) is not None:
         ls.submit(studio, "live", item["item_id"], "ann", "left")
     out = ls.next_item(studio, "live", "ann")
-    assert out["done_reason"] == ("every answered item has its labels; 3 more prompts are being answered: press "
-                                  "*Start labeling* again in a while for them")
+    assert out["done_reason"] == ("every answered item has its labels; 3 more prompts are being answered: each "
+                                  "appears here as soon as it is answered")
     assert out["progress"]["unanswered"] == 3
     shown_now = view(studio, "p-live", "ann")
     assert "(2 items × 1) · 3 more prompts being answered ·" in shown_now[1]
-    assert shown_now[2].startswith("<h3>⏳ Nothing left for now</h3>")
+    assert shown_now[2].startswith("<h3>Nothing left for now</h3>")
 
     studio.store.add_label_items("p-live", [{**answered[0], "position": 2}], status="cancelled")
     assert ls.next_item(studio, "live", "ann")["item"]["position"] == 2  # what the job answered before it stopped
     while (item := shown(studio, "live", "ann")) is not None:
         ls.submit(studio, "live", item["item_id"], "ann", "left")
     assert ls.next_item(studio, "live", "ann")["done_reason"] == (
-        "every answered item has its labels; answering stopped (cancelled) with 2 prompts left: *Resume answering* "
+        "every answered item has its labels; answering was stopped with 2 prompts left: *Resume answering* "
         "under *New project* adds them")
-    assert "(3 items × 1) · 2 more prompts not answered (stopped) ·" in view(studio, "p-live", "ann")[1]
+    assert "(3 items × 1) · 2 more prompts not answered (answering stopped) ·" in view(studio, "p-live", "ann")[1]
+    from components.label_projects import project_choices, projects_table, summary
+
+    # the table and the list say how far it got ("cancelled" alone read as the project dropped), and so does
+    # the overview, whose counts are of the answered prompts
+    assert projects_table(studio)["data"][0][1:3] == ["stopped: 3 of 5 answered", 3]
+    assert project_choices(studio) == [("live (3 items, 1 per item, stopped)", "p-live")]
+    assert summary(studio, "p-live")[0].split("\n\n")[0] == (
+        "**live**: 3 items, 3 with all their labels (1 per item); 3 labels. Answering stopped with 2 prompts left: "
+        "*Resume answering* under *New project* adds them.")
 
     studio.store.add_label_project(id="p-none", name="none", overlap=1, status="failed",
                                    source={"kind": "two models", "models": ["a", "b"], "prompts": 5})
-    with pytest.raises(LabelError, match=r"^project 'none' is failed before any prompt was answered; resume "
+    with pytest.raises(LabelError, match=r"^project 'none' failed before any prompt was answered; resume "
                                          r"answering first$"):
         ls.next_item(studio, "none", "ann")
 
@@ -692,9 +705,9 @@ def test_the_note_of_a_project_answered_in_the_background_follows_it_to_its_end(
     said = f"Made **made**, picked above: 2 prompts {IN_BACKGROUND} (progress in the table)."
     for status, note in (("generating", gr.skip()),
                          ("ready", "**made** is ready: its answers are in; press *Start labeling*."),
-                         ("failed", "**made** stopped answering (failed): its 2 answered items can be labelled; "
-                                    "*Resume answering* goes on from the first "
-                                    "prompt without answers.")):
+                         ("failed", "**made** stopped answering (failed) at 2 of 2 prompts: the answered ones can "
+                                    "be labelled; *Resume answering* goes on from the first prompt without "
+                                    "answers.")):
         studio.store.set_label_project_status(ref, status)
         assert answered_note(studio, ref, said) == note, status
     assert answered_note(studio, ref, "Stopping: the answers so far are kept") == gr.skip()  # a newer note stays
