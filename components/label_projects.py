@@ -360,7 +360,7 @@ def build_overview(studio, project) -> dict:
     message = gr.Markdown(elem_id="label-export-message")
     outputs = [text, labelers, kappa, wins, review]
     refresh.click(lambda p: summary(studio, p), project, outputs)
-    project.change(lambda p: summary(studio, p), project, outputs)
+    project.change(lambda p: summary(studio, p), project, outputs, show_progress="hidden")  # (the timer renames it)
 
     def on_export(project_id, how, agree, votes, title):
         """The message, and the dataset made (or found), which the Data tab then shows."""
