@@ -9,7 +9,7 @@ import time
 import gradio as gr
 
 from components.dataset_note import cut_chosen_note, made_or_found
-from pipelines.curves import format_duration
+from pipelines.curves import format_duration, progress
 from pipelines.events import read_metrics
 from pipelines.data import DataError
 from studio import chat_service
@@ -39,7 +39,7 @@ def projects_table(studio) -> dict:
         job = p.get("progress")
         prompts = p["source"].get("prompts", "?")
         if status == "generating" and job:
-            status = answering(job, prompts, answered_at=last_answer(studio, p))
+            status = answering(job, prompts, answers=read_metrics(studio.run_dir(p["job_id"])))
         elif status in ls.STOPPED:  # ("cancelled" read as the project dropped)
             status = (f"{'stopped' if status == 'cancelled' else status}: {p['items']} of {prompts} answered"
                       + (f" ({p['error']})" if p.get("error") else ""))
@@ -51,33 +51,17 @@ def projects_table(studio) -> dict:
     return {"headers": ["Project", "Status", "Items", "Labelers per item", "Answers", "Models"], "data": rows}
 
 
-def last_answer(studio, found: dict) -> float | None:
-    """When the project's generation job wrote its last answer (None: none yet, or a job from before answers
-    were timed)."""
-    records = read_metrics(studio.run_dir(found["job_id"])) if found.get("job_id") else []
-    return records[-1].get("time") if records else None
-
-
-def answering(job: dict, prompts, now: float | None = None, answered_at: float | None = None) -> str:
+def answering(job: dict, prompts, now: float | None = None, answers: list[dict] = ()) -> str:
     """A project's status while its answers are written: how far, and about how long is left, from the time
-    per prompt once the models were loaded. With the last answer's time (answered_at), the time per prompt
-    is that of the answers written, and the wait counts down between them (it was measured up to now, and
-    rose every second until the next answer: 16:31, 27:19, 17:43 within 20 s)."""
+    per prompt once the models were loaded (answers: the job's metrics, a timed record per answer; the wait
+    counts down between answers where it rose every second until the next one: 16:31, 27:19, 17:43 in 20 s)."""
     if job["status"] != "running":
         return f"answering: {job['status']}"
-    said = f"answering: {job['step']} of {job['max_steps'] or prompts}"
     if job.get("cancelling"):  # the prompt in hand is finished first
         return f"stopping after the prompt in hand: {job['step']} of {job['max_steps'] or prompts} answered"
-    now = time.time() if now is None else now
-    done, since = job["step"] - (job.get("first_step") or 0), job.get("training_since")
-    eta = None
-    if since and done > 0:
-        left = max(0, (job["max_steps"] or 0) - job["step"])
-        if answered_at and answered_at >= since:
-            per = (answered_at - since) / done
-            eta = max(left * per - (now - answered_at), (left - 1) * per, 0)
-        else:
-            eta = left * (now - since) / done
+    said = f"answering: {job['step']} of {job['max_steps'] or prompts}"
+    eta = progress(job["step"], job["max_steps"], None, list(answers), now=now, training_since=job.get("training_since"),
+                   first_step=job.get("first_step") or 0, mark="answered")["eta_s"]
     return said + (f" · about {format_duration(eta)} left" if eta and eta >= 1 else "")
 
 

@@ -48,21 +48,32 @@ def series(metrics: list[dict]) -> dict[str, tuple[list[int], list[float]]]:
 
 
 def progress(step: int, max_steps: int, started: float | None, metrics: list[dict],
-             now: float | None = None, training_since: float | None = None, first_step: int = 0) -> dict:
+             now: float | None = None, training_since: float | None = None, first_step: int = 0,
+             mark: str = "loss") -> dict:
     """Step, percent, elapsed and ETA (from the recent seconds per step; before there are enough
-    logged steps, from the time per step since training began)."""
+    logged steps, from the time per step since training began). mark: the key of the records that
+    are steps done (a training step's loss; a labeling project's answer)."""
     now = time.time() if now is None else now
-    times = [m["time"] for m in metrics if "loss" in m and "time" in m][-11:]
+    times = [m["time"] for m in metrics if mark in m and "time" in m][-11:]
     per_step = statistics.median(b - a for a, b in zip(times, times[1:])) if len(times) > 2 else None
-    if per_step is None and training_since and step > first_step:
-        per_step = (now - training_since) / (step - first_step)
     left = max(0, max_steps - step)
+    eta = left * per_step if per_step is not None else None
+    if per_step is None and training_since and step > first_step:
+        logged = [(m["step"], m["time"]) for m in metrics if mark in m and "time" in m and m["step"] > first_step]
+        if logged and logged[-1][1] >= training_since:
+            # the time per step of the steps done, counting down until the next one (measured up to now, the
+            # first steps' wait rose every second until the next step came, then fell)
+            last_step, last_time = logged[-1]
+            per_step = (last_time - training_since) / (last_step - first_step)
+            eta = max(left * per_step - (now - last_time), max(left - 1, 0) * per_step)
+        else:
+            eta = left * (now - training_since) / (step - first_step)
     return {
         "step": step,
         "max_steps": max_steps,
         "percent": 100.0 * step / max_steps if max_steps else 0.0,
         "elapsed_s": now - started if started else 0.0,
-        "eta_s": left * per_step if per_step is not None and max_steps else None,
+        "eta_s": eta if max_steps else None,
     }
 
 

@@ -19,6 +19,15 @@ def test_progress_eta_from_recent_step_times():
     assert format_duration(p["eta_s"]) == "1:00" and format_duration(3725) == "1:02:05"
 
 
+def test_the_first_steps_wait_counts_down_between_steps():
+    """Before three steps give a median, the time per step is that of the steps done: the wait counts down
+    until the next step (measured up to now, it rose every second until the next step came, then fell)."""
+    one = [{"step": 1, "loss": 2.0, "time": 110.0}]  # training began at 100: 10 s a step, 39 left
+    waits = [progress(1, 40, 90.0, one, now=now, training_since=100.0)["eta_s"] for now in (110.0, 115.0, 125.0)]
+    assert waits == [390.0, 385.0, 380.0]  # (not below the 38 steps after the one under way)
+    assert progress(1, 40, 90.0, [], now=115.0, training_since=100.0)["eta_s"] == 39 * 15.0  # no time logged
+
+
 def test_warns_when_held_out_loss_rises_while_training_loss_falls():
     metrics = []
     for step in range(1, 31):

@@ -268,7 +268,8 @@ def test_the_table_says_how_long_the_answers_take_yet():
     assert answering({**job, "status": "queued"}, 20) == "answering: queued"
     # with the last answer's time: the time per prompt is the answers' own, and the wait counts down between
     # answers (measured up to now, it rose every second until the next answer came)
-    assert answering(job, 20, now=1030.0, answered_at=1030.0) == "answering: 5 of 20 · about 1:52 left"
-    assert answering(job, 20, now=1034.0, answered_at=1030.0) == "answering: 5 of 20 · about 1:48 left"
-    assert answering(job, 20, now=1050.0, answered_at=1030.0) == "answering: 5 of 20 · about 1:45 left"  # at least
+    answers = [{"step": 1, "answered": 1, "time": 1000.0}, {"step": 5, "answered": 5, "time": 1030.0}]
+    assert answering(job, 20, now=1030.0, answers=answers) == "answering: 5 of 20 · about 1:52 left"
+    assert answering(job, 20, now=1034.0, answers=answers) == "answering: 5 of 20 · about 1:48 left"
+    assert answering(job, 20, now=1050.0, answers=answers) == "answering: 5 of 20 · about 1:45 left"  # at least
     assert answering({**job, "cancelling": True}, 20) == "stopping after the prompt in hand: 5 of 20 answered"
