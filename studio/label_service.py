@@ -274,6 +274,8 @@ def _sync(studio, found: dict) -> bool:
     if _SEEN.get(str(path)) == seen:
         return False
     job = read_json(job_dir / JOB)
+    if not job:  # its folder gone: the project keeps what it has
+        return False
     sides = [s["spec"] for s in job["sides"]]
     items = [{"position": n, "prompt": job["prompts"][n], "answer_a": a["answer_a"], "answer_b": a["answer_b"],
               "cut_a": a.get("cut_a", False), "cut_b": a.get("cut_b", False), "model_a": sides[0],

@@ -199,6 +199,11 @@ def test_a_project_being_answered_hands_out_what_is_answered_and_says_what_is_co
         "**live**: 3 items, 3 with all their labels (1 per item); 3 labels. Answering stopped with 2 prompts left: "
         "*Resume answering* under *New project* adds them.")
 
+    # a stopped project whose job folder is gone keeps what it has (its answers are looked for at each look)
+    studio.store.add_label_project(id="p-gone", name="gone", overlap=1, status="cancelled", job_id="g-gone",
+                                   source={"kind": "two models", "models": ["a", "b"], "prompts": 5})
+    assert ls.project(studio, "gone")["items"] == 0
+
     studio.store.add_label_project(id="p-none", name="none", overlap=1, status="failed",
                                    source={"kind": "two models", "models": ["a", "b"], "prompts": 5})
     with pytest.raises(LabelError, match=r"^project 'none' failed before any prompt was answered; resume "
