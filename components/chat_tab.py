@@ -77,6 +77,14 @@ def send_button(busy: bool) -> dict:
     return gr.update(interactive=not busy, value="Answering…" if busy else "Send")
 
 
+def answering_controls(busy: bool) -> tuple:
+    """(Send, the prompt box, Regenerate, Stop) while the replies are written, or after. A second prompt or a
+    Regenerate then started a second answer beside the first (Enter in the box still sent, with Send off):
+    the two wrote over each other's conversation and a turn was lost. Stop is on only then, and red."""
+    return (send_button(busy), gr.update(interactive=not busy), gr.update(interactive=not busy),
+            gr.update(interactive=busy, variant="stop" if busy else "secondary"))
+
+
 BLIND_OR_NAMED = {True: "blind", False: "names shown"}
 
 
@@ -194,7 +202,7 @@ def build(studio):
                             elem_id="chat-prompt")
         send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
     with gr.Row():
-        stop = gr.Button("Stop", elem_id="chat-stop")
+        stop = gr.Button("Stop", elem_id="chat-stop", interactive=False)  # (while the replies are written)
         regenerate = gr.Button("Regenerate", elem_id="chat-regenerate")
         clear = gr.Button("Clear", elem_id="chat-clear")
     with gr.Row():
@@ -298,11 +306,18 @@ def build(studio):
         @functools.wraps(answer)  # (named as the function it wraps: respond, redo)
         def answering(*args):
             for n, out in enumerate(answer(*args)):
-                yield *out, send_button(busy=True) if n == 0 else gr.skip()
+                if n:
+                    yield *out, *[gr.skip()] * 3
+                    continue
+                send_off, _box, regenerate_off, stop_on = answering_controls(busy=True)
+                # the prompt box taken off too: emptied as the reply asked, or kept as it is
+                box = gr.update(interactive=False, **({"value": out[3]} if isinstance(out[3], str) else {}))
+                yield *out[:3], box, out[4], send_off, regenerate_off, stop_on
         return answering
 
-    sent = send.click(busy(respond), chat_io, [*chat_out, send])
-    submitted = prompt.submit(busy(respond), chat_io, [*chat_out, send])
+    controls = [send, regenerate, stop]
+    sent = send.click(busy(respond), chat_io, [*chat_out, *controls])
+    submitted = prompt.submit(busy(respond), chat_io, [*chat_out, *controls])
 
     def redo(history_a, history_b, state, spec_a, spec_b, is_blind, *settings):
         history_a, history_b, given = plain(history_a), plain(history_b), state
@@ -327,7 +342,7 @@ def build(studio):
                        given, gr.skip(), out[4])
             yield (*out[:4], NEW_BLIND_ROUND) if fresh and i == 0 and out[4] == "" else out
 
-    regenerated = regenerate.click(busy(redo), chat_io[1:], [*chat_out, send])
+    regenerated = regenerate.click(busy(redo), chat_io[1:], [*chat_out, *controls])
 
     def on_score(history_a, history_b, state, run_id):
         """Both sides' last replies scored by the chosen reward model (not during a blind round:
@@ -346,11 +361,14 @@ def build(studio):
 
     score_io = [chat_a, chat_b, battle, scorer]
     for event in (sent, submitted, regenerated):
-        event.then(lambda: send_button(busy=False), None, send, show_progress="hidden")
+        event.then(lambda: answering_controls(busy=False), None, [send, prompt, regenerate, stop],
+                   show_progress="hidden")
         event.then(on_score, score_io, scores)
     scorer.change(on_score, score_io, scores)
     # a stopped reply is a finished reply: it can be voted on as it stands
-    stop.click(lambda state: {**state, "complete": True}, battle, battle, cancels=[sent, submitted, regenerated])
+    stop.click(lambda state: ({**state, "complete": True}, "Stopped: the replies stand as they are (a vote takes "
+                              "them so), or send the next prompt."),
+               battle, [battle, vote_message], cancels=[sent, submitted, regenerated])
 
     def on_clear():
         return gr.update(value=[], label="Model A"), gr.update(value=[], label="Model B"), new_battle(), "", ""

@@ -401,7 +401,7 @@ def test_a_model_that_cannot_chat_leaves_the_conversation_as_it_was(studio, tmp_
     *_, last = respond.fn("How long is the warranty?", before, before, new_battle(), f"base:{missing}",
                           f"base:{tiny_model_dir}",
                           False, "", 0.7, 0.9, 16, 1.1, 7)
-    chat_a, chat_b, state, prompt, said, _send = last
+    chat_a, chat_b, state, prompt, said, *_controls = last
     assert (chat_a["value"], chat_b["value"], state, prompt) == (before, before, new_battle(),
                                                                  "How long is the warranty?")
     assert (chat_a["label"], chat_b["label"]) == ("Model A", "Model B")

@@ -185,7 +185,8 @@ def test_blind_battle_vote_reveal_and_export(server, page, studio, tiny_model_di
 
 def test_send_says_it_is_answering_until_the_replies_end_or_are_stopped(server, page, tiny_model_dir):  # noqa: F811
     """A prompt sent while the replies streamed did nothing and said nothing: Send now reads "Answering…" and
-    takes no click until the replies end, Stop ends them (what was written stays), or Clear."""
+    takes no click, nor does the prompt box, until the replies end or Stop ends them (what was written
+    stays, and the page says it was stopped)."""
     from playwright.sync_api import expect
 
     page.goto(server)
@@ -199,10 +200,18 @@ def test_send_says_it_is_answering_until_the_replies_end_or_are_stopped(server, 
     send.click()
     expect(send).to_have_text("Answering…", timeout=10_000)
     expect(send).to_be_disabled()
+    # nor Enter in the box, nor Regenerate, starts a second answer over the first (Enter did: the two wrote
+    # over each other's conversation and a turn was lost); Stop is on only now
+    box = page.locator("#chat-prompt textarea")
+    expect(box).to_be_disabled()
+    expect(page.locator("#chat-regenerate")).to_be_disabled()
     expect(page.locator("#chat-a")).to_contain_text("Tell me everything?", timeout=30_000)
     page.click("#chat-stop")
+    expect(page.locator("#chat-vote-message")).to_contain_text("Stopped: the replies stand as they are")
     expect(send).to_have_text("Send", timeout=10_000)
     expect(send).to_be_enabled()
+    expect(box).to_be_enabled()
+    expect(page.locator("#chat-stop")).to_be_disabled()
     expect(page.locator("#chat-a")).to_contain_text("Tell me everything?")  # the stopped round stays on the page
 
     fill(page, "chat-max-new-tokens", 8)
