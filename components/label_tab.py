@@ -59,7 +59,8 @@ def progress_line(labeler: str, p: dict) -> str:
         rest = (f" · {p['unanswered']} more prompt{'s' if p['unanswered'] != 1 else ''} "
                 + ("not answered (answering stopped)" if p["stopped"] else "being answered"))
     return (f"**{html.escape(labeler)}**: {p['mine']} labelled{skipped} · project: {p['labels']} of "
-            f"{p['items'] * p['overlap']} labels ({p['items']} items × {p['overlap']}){rest} · {KEYS_HELP}")
+            f"{p['items'] * p['overlap']} labels ({p['items']} item{'s' if p['items'] != 1 else ''} × {p['overlap']})"
+            f"{rest} · {KEYS_HELP}")
 
 
 def answers_now(p: dict) -> list | None:

@@ -353,7 +353,7 @@ def coming(found: dict) -> str:
         return ""
     if found["status"] in STOPPED:
         return (f"answering {STOPPED_WORDS[found['status']]} with {left} prompt{'s' if left != 1 else ''} left: "
-                "*Resume answering* under *New project* adds them")
+                f"*Resume answering* under *New project* adds {'them' if left != 1 else 'it'}")
     return (f"{left} more prompt{'s are' if left != 1 else ' is'} being answered: each appears here as soon as it "
             "is answered")
 

@@ -200,6 +200,8 @@ def test_a_project_being_answered_hands_out_what_is_answered_and_says_what_is_co
         "*Resume answering* under *New project* adds them.")
 
     # a stopped project whose job folder is gone keeps what it has (its answers are looked for at each look)
+    assert ls.coming({"status": "failed", "items": 4, "source": {"prompts": 5}}) == (
+        "answering failed with 1 prompt left: *Resume answering* under *New project* adds it")
     studio.store.add_label_project(id="p-gone", name="gone", overlap=1, status="cancelled", job_id="g-gone",
                                    source={"kind": "two models", "models": ["a", "b"], "prompts": 5})
     assert ls.project(studio, "gone")["items"] == 0
