@@ -99,14 +99,14 @@ def curves_figure(runs: dict[str, list[dict]], parts: dict[str, dict] | None = N
                   run_names: dict[str, str] | None = None) -> go.Figure:
     """runs: run id -> metrics records. One run: each series its own colour, the same in every panel
     (training pairs, held-out pairs), named once in the legend. Several runs: each run its own
-    colour, the series told apart by their dashes. Markers make the first steps visible before
+    colour and a legend group, the series told apart by their dashes. Markers make the first steps visible before
     there is a line to draw. parts: run id -> its reward functions' names and weights
     (rewards.parts): each function's line is its part of the reward (weight x mean score), so the
     parts add up to the reward. objectives: run id -> what its loss measures ("next-token loss", "DPO
     loss"): runs of different objectives have their losses named by it, and the loss panel says they
     are not on one scale (an SFT run's 2.1 beside a DPO run's 0.69 read as DPO learning better).
     along: "step", or "epoch" (each run's steps over its steps per epoch; a run that logged no epoch
-    keeps all on steps). run_names: run id -> its name in the legend (the id where none)."""
+    keeps all on steps). run_names: run id -> the title of its group in the legend (the id where none)."""
     rl = any(is_rl(m) for m in runs.values())
     objective = {run_id: (objectives or {}).get(run_id) or "loss" for run_id in runs}
     mixed = len(set(objective.values())) > 1
@@ -133,7 +133,8 @@ def curves_figure(runs: dict[str, list[dict]], parts: dict[str, dict] | None = N
         along = "step"
     fig = make_subplots(rows=2, cols=2, subplot_titles=[title for title, _ in panels],
                         horizontal_spacing=0.1, vertical_spacing=0.2)
-    colours: dict[str, str] = {}  # legend name -> colour, in order of first appearance
+    several = len(runs) > 1
+    colours: dict = {}  # legend entry (a series; of a run, with several) -> colour, in order of first appearance
     for i, (run_id, metrics) in enumerate(runs.items()):
         data = data_of[run_id]
         for panel, (_title, names) in enumerate(panels):
@@ -150,16 +151,21 @@ def curves_figure(runs: dict[str, list[dict]], parts: dict[str, dict] | None = N
                     what = f"{what} ×{weight:g}"
                 if mixed and name in ("loss", "eval_loss"):
                     what = f"{what} ({objective[run_id]})"
-                label = f"{(run_names or {}).get(run_id, run_id)} {what}" if len(runs) > 1 else what
                 if along == "epoch":
                     steps = [round(step / per_epoch[run_id], 4) for step in steps]
-                first = label not in colours
+                # several runs: a legend group per run, titled with what sets it apart (the ids alone told
+                # nothing), its series under it; one run: each series its own colour
+                key = (run_id, what) if several else what
+                first = key not in colours
                 if first:
-                    colours[label] = PALETTE[(i if len(runs) > 1 else len(colours)) % len(PALETTE)]
+                    colours[key] = PALETTE[(i if several else len(colours)) % len(PALETTE)]
+                group = {"legendgroup": run_id, "legendgrouptitle": {"text": (run_names or {}).get(run_id, run_id)},
+                         "hovertemplate": f"%{{y:.4g}} at {along} %{{x}}<extra>{run_id}: {what}</extra>"} \
+                    if several else {"legendgroup": what}
                 fig.add_trace(go.Scatter(
-                    x=steps, y=values, name=label, mode="lines+markers", legendgroup=label, showlegend=first,
-                    line={"color": colours[label],
-                          "dash": "dot" if len(runs) > 1 and (name in DOTTED or name.startswith("rewards/")) else "solid"},
+                    x=steps, y=values, name=what, mode="lines+markers", showlegend=first, **group,
+                    line={"color": colours[key],
+                          "dash": "dot" if several and (name in DOTTED or name.startswith("rewards/")) else "solid"},
                     marker={"size": 7 if name.startswith("eval_") else 4},
                 ), row=panel // 2 + 1, col=panel % 2 + 1)
     for panel, (_title, names) in enumerate(panels):
@@ -171,7 +177,9 @@ def curves_figure(runs: dict[str, list[dict]], parts: dict[str, dict] | None = N
     if along == "step" and last <= 10:  # a short run: whole steps (plotly's own ticks read 0, 0.5, 1, 1.5, 2)
         fig.update_xaxes(tick0=0, dtick=1)
     fig.update_annotations(font_size=13)  # the panel titles
-    fig.update_layout(height=540, margin={"l": 50, "r": 20, "t": 40, "b": 40},
+    # several runs: a legend group per run, its series stacked under its title; the panels keep their size
+    entries = max((sum(1 for key in colours if key[0] == run_id) for run_id in runs), default=0) if several else 0
+    fig.update_layout(height=max(540, 420 + 21 * (entries + 1)), margin={"l": 50, "r": 20, "t": 40, "b": 40},
                       legend={"orientation": "h", "y": -0.14, "yanchor": "top"}, template="plotly_white")
     return fig
 

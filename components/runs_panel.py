@@ -300,6 +300,25 @@ def samples_table(studio, run_id: str | None) -> list[list] | None:
             for s in found["samples"]]
 
 
+def short_id(run_id: str) -> str:
+    """r20261205-141357-98ac as r…98ac: its tail tells it from the others (the full id is in the table)."""
+    found = re.fullmatch(r"r\d{8}-\d{6}-(\w+)", run_id)
+    return f"r…{found.group(1)}" if found else run_id
+
+
+def run_titles(studio, run_ids: list[str], most: int = 3) -> dict[str, str]:
+    """Compared runs' legend titles: each run by what sets it apart, "r…98ac: batch size 8, epochs 3" (a
+    walkthrough matched ids against the settings table to find which line was the batch-8 run)."""
+    rows = config_diff(studio, run_ids)
+    titles = {}
+    for k, run_id in enumerate(run_ids):
+        said = [value if setting == "Method" else f"{setting[:1].lower()}{setting[1:]} {value}"
+                for setting, *values in rows[:most]
+                for value in (values[k] if len(values[k]) <= 24 else values[k][:23] + "…",)]
+        titles[run_id] = f"{short_id(run_id)}: {', '.join(said)}" if said else short_id(run_id)
+    return titles
+
+
 def config_diff(studio, run_ids: list[str]) -> list[list]:
     """Settings that differ between the chosen runs: [setting, value per run]."""
     rows = [r for r in (studio.get_run(i) for i in run_ids) if r]
@@ -509,14 +528,10 @@ def build(studio, selected: gr.State):
         runs = {i: read_metrics(studio.run_dir(i)) for i in run_ids or []}
         if not runs:
             return None, gr.skip()
-        rows = {i: row for i in runs if (row := studio.get_run(i))}
         parts = {i: reward_parts(studio, i) for i in runs}
-        objectives = {i: loss_objective(row) for i, row in rows.items()}
-        methods = {i: method_label(row["method"]) for i, row in rows.items()}
-        # which line is which run: its method too, where the methods differ (the ids alone told nothing)
-        names = {i: f"{i} ({m})" for i, m in methods.items()} if len(set(methods.values())) > 1 else None
+        objectives = {i: loss_objective(row) for i in runs if (row := studio.get_run(i))}
         axis = axis or best_axis(runs)
-        return curves_figure(runs, parts, objectives, axis, names), axis
+        return curves_figure(runs, parts, objectives, axis, run_titles(studio, list(runs))), axis
 
     def on_compare(run_ids):
         rows = config_diff(studio, run_ids or [])

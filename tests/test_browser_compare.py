@@ -1,5 +1,6 @@
 """Compare runs in a real browser: two finished runs of another batch size, overlaid along epochs
-(picked for the user, as their steps per epoch differ), named by method, and back along steps on request."""
+(picked for the user, as their steps per epoch differ), each titled by what sets it apart, and back
+along steps on request."""
 
 from __future__ import annotations
 
@@ -46,8 +47,10 @@ def test_runs_of_another_batch_size_are_overlaid_along_epochs(server, page, stud
         expect(curves.locator(".legendtext" if n else ".x3title").first).to_be_visible(timeout=30_000)
     expect(page.locator("#compare-along input[value=epoch]")).to_be_checked(timeout=30_000)
     expect(curves.locator(".x3title")).to_have_text("epoch", timeout=30_000)
-    expect(curves.locator(".legendtext", has_text="r-big-batch (DoRA) training loss")).to_have_count(1)
-    expect(curves.locator(".legendtext", has_text="r-small-batch (LoRA) training loss")).to_have_count(1)
+    # each run's legend group is titled by what sets it apart, its series under it
+    expect(curves).to_contain_text("r-small-batch: LoRA, batch size 4")
+    expect(curves).to_contain_text("r-big-batch: DoRA, batch size 8")
+    expect(curves.locator(".legendtext", has_text="training loss")).to_have_count(2)
 
     page.locator("#compare-along").get_by_text("Training steps").click()
     expect(curves.locator(".x3title")).to_have_text("step", timeout=30_000)

@@ -93,7 +93,7 @@ def test_one_runs_series_each_have_a_colour_named_once_in_the_legend():
     assert list(held.y) == [-2.05] and held.xaxis == "x4"
     # two runs: a colour per run, the held-out series dotted
     two = curves_figure({"r1": dpo, "r2": dpo})
-    by_name = {t.name: t.line for t in two.data}
+    by_name = {f"{t.legendgroup} {t.name}": t.line for t in two.data}  # a legend group per run
     assert by_name["r1 training loss"].color != by_name["r2 training loss"].color
     assert by_name["r1 held-out loss"].dash == "dot" and by_name["r1 training loss"].dash == "solid"
     kto = [{"step": 1, "loss": 0.5, "rewards/chosen": 0.1, "rewards/rejected": -0.1, "kl": 0.2}]
@@ -251,6 +251,29 @@ def test_the_overfitting_warning_says_how_few_rows_it_rests_on(studio):
     assert "Held-out loss rose after its lowest check, on a single held-out row: too few to tell memorising from chance." in shown
 
 
+def test_compared_runs_are_titled_by_what_sets_them_apart(studio):
+    """The legend named the runs by id only: a walkthrough matched ids against the settings table to find
+    which line was the batch-8 run. Each run's legend group is titled by its differing settings."""
+    from components.runs_panel import run_titles, short_id
+
+    dataset = studio.import_dataset(__import__("tests.conftest", fromlist=["FAQ"]).FAQ)
+    for run_id, method, params in (("r20261205-141357-98ac", "lora", {"per_device_train_batch_size": 8,
+                                                                      "num_train_epochs": 3}),
+                                   ("r20261205-142011-1f2e", "lora", {"per_device_train_batch_size": 4,
+                                                                      "num_train_epochs": 1}),
+                                   ("same", "lora", {"per_device_train_batch_size": 4, "num_train_epochs": 1}),
+                                   ("dora", "dora", {"per_device_train_batch_size": 4, "num_train_epochs": 1})):
+        studio.store.add_run(id=run_id, method=method, model="default", dataset_id=dataset["id"],
+                             status="completed", params=params)
+    assert run_titles(studio, ["r20261205-141357-98ac", "r20261205-142011-1f2e"]) == {
+        "r20261205-141357-98ac": "r…98ac: epochs 3, batch size 8",
+        "r20261205-142011-1f2e": "r…1f2e: epochs 1, batch size 4"}
+    assert run_titles(studio, ["same", "dora"]) == {"same": "same: LoRA", "dora": "dora: DoRA"}
+    assert run_titles(studio, ["r20261205-142011-1f2e", "same"]) == {"r20261205-142011-1f2e": "r…1f2e",
+                                                                      "same": "same"}
+    assert short_id("r-small-batch") == "r-small-batch"
+
+
 def test_compared_runs_of_different_objectives_have_their_losses_named(studio):
     """An SFT run's loss (next-token cross-entropy, ~2) beside a DPO run's (0.69 at the start) is no
     comparison: each loss is named by what it measures, and the panel says so. Runs of one objective
@@ -269,11 +292,11 @@ def test_compared_runs_of_different_objectives_have_their_losses_named(studio):
     sft = [{"step": 1, "loss": 2.1}, {"step": 1, "eval_loss": 2.3}]
     dpo = [{"step": 1, "loss": 0.69, "rewards/accuracies": 0.5, "rewards/margins": 0.1}]
     fig = curves_figure({"s1": sft, "d1": dpo}, None, objectives)
-    assert [t.name for t in fig.data if t.xaxis == "x"] == [
+    assert [f"{t.legendgroup} {t.name}" for t in fig.data if t.xaxis == "x"] == [
         "s1 training loss (next-token loss)", "s1 held-out loss (next-token loss)", "d1 training loss (DPO loss)"]
     assert fig.layout.annotations[0].text == "Loss: next-token vs DPO, not one scale"
     same = curves_figure({"s1": sft, "s2": sft}, None, objectives)
-    assert [t.name for t in same.data if t.xaxis == "x"] == [
+    assert [f"{t.legendgroup} {t.name}" for t in same.data if t.xaxis == "x"] == [
         "s1 training loss", "s1 held-out loss", "s2 training loss", "s2 held-out loss"]
     assert same.layout.annotations[0].text == "Loss (training and held-out)"
 
@@ -289,13 +312,14 @@ def test_runs_of_different_steps_per_epoch_are_compared_by_epoch():
     assert best_axis({"r1": small, "r2": big}) == "epoch"
     assert best_axis({"r1": small, "r3": small}) == "step"
     assert best_axis({"r1": small}) == "step"
-    fig = curves_figure({"r1": small, "r2": big}, along="epoch", run_names={"r1": "r1 (LoRA)", "r2": "r2 (DoRA)"})
-    lines = {t.name: list(t.x) for t in fig.data if t.xaxis == "x"}
-    assert lines["r1 (LoRA) training loss"][-1] == lines["r2 (DoRA) training loss"][-1] == 2.0  # both end at epoch 2
-    assert lines["r1 (LoRA) training loss"][9] == lines["r2 (DoRA) training loss"][4] == 1.0
+    fig = curves_figure({"r1": small, "r2": big}, along="epoch", run_names={"r1": "r1: batch size 4",
+                                                                             "r2": "r2: batch size 8"})
+    lines = {f"{t.legendgrouptitle.text} {t.name}": list(t.x) for t in fig.data if t.xaxis == "x"}
+    assert lines["r1: batch size 4 training loss"][-1] == lines["r2: batch size 8 training loss"][-1] == 2.0
+    assert lines["r1: batch size 4 training loss"][9] == lines["r2: batch size 8 training loss"][4] == 1.0
     assert fig.layout.xaxis3.title.text == "epoch"
     no_epoch = [{"step": s, "loss": 1.0} for s in range(1, 4)]
     assert best_axis({"r1": small, "r4": no_epoch}) == "step"
     fallback = curves_figure({"r1": small, "r4": no_epoch}, along="epoch")
     assert fallback.layout.xaxis3.title.text == "step"
-    assert [list(t.x) for t in fallback.data if t.name == "r4 training loss"] == [[1, 2, 3]]
+    assert [list(t.x) for t in fallback.data if (t.legendgroup, t.name) == ("r4", "training loss")] == [[1, 2, 3]]
