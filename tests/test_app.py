@@ -33,7 +33,7 @@ def test_compare_lists_only_settings_that_differ_and_overlays_curves(studio):
     import json
 
     from components.charts import curves_figure
-    from components.runs_panel import config_diff
+    from components.runs_panel import config_diff, run_titles
 
     dataset = studio.import_dataset(__import__("tests.conftest", fromlist=["FAQ"]).FAQ)
     for run_id, r, epochs in (("ra", 8, 10.0), ("rb", 16, 8.0)):
@@ -46,8 +46,10 @@ def test_compare_lists_only_settings_that_differ_and_overlays_curves(studio):
             json.dumps({"step": s, "loss": 2.0 / s, "learning_rate": 1e-3}) + "\n" for s in (1, 2, 3)))
     # named as the Train form names them; 10 epochs read as 10, not 10.0
     assert config_diff(studio, ["ra", "rb"]) == [["Epochs", "10", "8"], ["Rank", "8", "16"]]
-    fig = curves_figure({"ra": [{"step": 1, "loss": 1.0}], "rb": [{"step": 1, "loss": 2.0}]})
-    assert [t.name for t in fig.data] == ["ra training loss", "rb training loss"]
+    fig = curves_figure({"ra": [{"step": 1, "loss": 1.0}], "rb": [{"step": 1, "loss": 2.0}]},
+                        run_names=run_titles(studio, ["ra", "rb"]))
+    assert [(t.legendgrouptitle.text, t.name) for t in fig.data] == [("ra: epochs 10, rank 8", "training loss"),
+                                                                     ("rb: epochs 8, rank 16", "training loss")]
 
 
 def test_train_tab_offers_only_datasets_the_method_can_use(studio):
