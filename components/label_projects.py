@@ -79,7 +79,9 @@ def build_new(studio, project, timer: gr.Timer):
                             elem_id="label-new-overlap", scale=1,
                             info="How many different people label each item. 2 or 3 lets the overview measure "
                                  "how far labelers agree; 1 labels the most items.")
-    answers_from = gr.Radio(ANSWERS_FROM, value="two", label="Where the two answers come from",
+    # with only the built-in model to offer (no run finished yet), two models would be it twice: it answers twice
+    alone = first == second
+    answers_from = gr.Radio(ANSWERS_FROM, value="twice" if alone else "two", label="Where the two answers come from",
                             elem_id="label-new-answers")
     with gr.Group() as prompts_group:
         prompts_from = gr.Radio(PROMPTS_FROM, value="dataset", label="Prompts", elem_id="label-new-prompts-from")
@@ -90,12 +92,13 @@ def build_new(studio, project, timer: gr.Timer):
         typed = gr.Textbox(label="Prompts, one per line", lines=5, visible=False, elem_id="label-new-typed")
     with gr.Group() as models_group:
         with gr.Row():
-            model_a = gr.Dropdown(models, value=first, label="Model 1", elem_id="label-new-model-a",
+            model_a = gr.Dropdown(models, value=first, label="Model" if alone else "Model 1", elem_id="label-new-model-a",
                                   allow_custom_value=True)
             model_b = gr.Dropdown(models, value=second, label="Model 2", elem_id="label-new-model-b",
-                                  allow_custom_value=True)
+                                  allow_custom_value=True, visible=not alone)
         with gr.Row():
-            temperature = gr.Slider(0, 1.5, value=0.7, step=0.05, label="Temperature", elem_id="label-new-temperature",
+            temperature = gr.Slider(0, 1.5, value=1.0 if alone else 0.7, step=0.05, label="Temperature",
+                                    elem_id="label-new-temperature",
                                     info="Randomness of the answers; one model answering twice needs more than 0.")
             max_new_tokens = gr.Slider(16, 1024, value=256, step=16, label="Longest answer (tokens)",
                                        elem_id="label-new-max-tokens")
@@ -272,7 +275,7 @@ OVERVIEW_HEADERS = (LABELER_HEADERS, KAPPA_HEADERS, WIN_HEADERS, REVIEW_HEADERS)
 
 def summary(studio, project_id: str | None) -> tuple:
     """(summary markdown, labelers, agreement, win rates, disagreements) for the overview."""
-    empty = [{"headers": headers, "data": []} for headers in OVERVIEW_HEADERS]
+    empty = [shown_if_any({"headers": headers, "data": []}) for headers in OVERVIEW_HEADERS]
     if not project_id:
         return "Pick a project above.", *empty
     try:
@@ -311,7 +314,13 @@ def summary(studio, project_id: str | None) -> tuple:
     review = {"headers": REVIEW_HEADERS,
               "data": [[r["item_id"], r["prompt"][:160], ", ".join(f"{k}: {v}" for k, v in r["labelers"].items())]
                        for r in o["disagreements"]]}
-    return "\n\n".join(lines), labelers, kappa, wins, review
+    return "\n\n".join(lines), *map(shown_if_any, (labelers, kappa, wins, review))
+
+
+def shown_if_any(table: dict) -> dict:
+    """An overview table, hidden while it has no rows (three empty tables stood under a text that said
+    agreement and win rates could not be measured yet)."""
+    return gr.update(value=table, visible=bool(table["data"]))
 
 
 def build_overview(studio, project) -> dict:
@@ -319,14 +328,16 @@ def build_overview(studio, project) -> dict:
     refresh = gr.Button("Refresh", elem_id="label-overview-refresh", size="sm")
     text = gr.Markdown(elem_id="label-summary")
     # headers from the start: a table without them shows columns named 1, 2, 3 until it is filled
-    labelers = gr.Dataframe(headers=LABELER_HEADERS, interactive=False, label="Labelers", elem_id="label-labelers")
+    labelers = gr.Dataframe(headers=LABELER_HEADERS, interactive=False, label="Labelers", elem_id="label-labelers",
+                             visible=False)
     kappa = gr.Dataframe(headers=KAPPA_HEADERS, interactive=False, label="Agreement per pair of labelers",
-                         elem_id="label-kappa")
+                         elem_id="label-kappa", visible=False)
     wins = gr.Dataframe(headers=WIN_HEADERS, interactive=False, wrap=True, column_widths=WIN_WIDTHS,
                         label="Win rates of the answers' models (hidden while labeling), each from the tuned or newer "
-                              "model's side", elem_id="label-winrates")
+                              "model's side", elem_id="label-winrates", visible=False)
     review = gr.Dataframe(headers=REVIEW_HEADERS, interactive=False, wrap=True,
-                          label="Items the labelers disagree on (worth a second look)", elem_id="label-disagreements")
+                          label="Items the labelers disagree on (worth a second look)", elem_id="label-disagreements",
+                          visible=False)
     with gr.Group():
         kind = gr.Radio(EXPORT_KINDS, value="preference", label="Export as", elem_id="label-export-kind")
         with gr.Row():

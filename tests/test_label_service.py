@@ -195,7 +195,10 @@ def test_a_project_being_answered_hands_out_what_is_answered_and_says_what_is_co
     # the overview, whose counts are of the answered prompts
     assert projects_table(studio)["data"][0][1:3] == ["stopped: 3 of 5 answered", 3]
     assert project_choices(studio) == [("live (3 items, 1 per item, stopped)", "p-live")]
-    assert summary(studio, "p-live")[0].split("\n\n")[0] == (
+    overview = summary(studio, "p-live")
+    # a table with no rows is hidden (three empty tables stood under a text that said they could not be measured)
+    assert [table["visible"] for table in overview[1:]] == [True, False, True, False]  # labelers, κ, wins, review
+    assert overview[0].split("\n\n")[0] == (
         "**live**: 3 items, 3 with all their labels (1 per item); 3 labels. Answering stopped with 2 prompts left: "
         "*Resume answering* under *New project* adds them.")
 
