@@ -25,6 +25,9 @@ class StudioSFTTrainer(SFTTrainer):
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes  # as TRL: DDP averages the gradients over ranks
         self._metrics[mode]["mean_token_accuracy"].append(correct / max(learned, 1))
+        if mode == "eval":  # the held-out tokens' summed loss, for a loss per token (evaluation_loop)
+            self._eval_nll = self._eval_nll + loss.detach().float() * learned
+            self._eval_tokens += learned
         if mode == "train":
             self._total_train_tokens += inputs["input_ids"].numel()  # one row, no padding: real tokens
             self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
@@ -33,6 +36,22 @@ class StudioSFTTrainer(SFTTrainer):
         from transformers.modeling_outputs import CausalLMOutputWithPast
 
         return loss, CausalLMOutputWithPast(loss=loss)
+
+    _eval_nll, _eval_tokens = 0.0, 0
+
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
+                        metric_key_prefix="eval"):
+        """Held-out loss per held-out token. Transformers averages each batch's loss with one weight per
+        batch (a padding-free batch is one row), so the figure moved with the batch size: one base model
+        on one held-out set read 2.815 at batch 8 and 2.835 at batch 4, and runs of two batch sizes could
+        not be compared."""
+        self._eval_nll, self._eval_tokens = 0.0, 0
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys,
+                                         metric_key_prefix)
+        key = f"{metric_key_prefix}_loss"
+        if self.packed and self._eval_tokens and key in output.metrics and self.accelerator.num_processes == 1:
+            output.metrics[key] = float(self._eval_nll) / self._eval_tokens
+        return output
 
     def log(self, logs, start_time=None):
         # the accuracy stays a tensor until it is logged: no host sync per step on a GPU

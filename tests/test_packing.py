@@ -141,3 +141,31 @@ def test_models_whose_attention_rows_cannot_reproduce_keep_padded_batches():
     assert packing.model_supports(LlamaConfig()) and packing.model_supports(Qwen2Config())
     assert not packing.model_supports(MistralConfig(sliding_window=4096))  # a window: not row-causal
     assert not packing.model_supports(Gemma2Config())  # sliding layers and soft-capped scores
+
+
+def test_held_out_loss_is_per_token_whatever_the_batch_size(tmp_path, tiny_model_dir, monkeypatch):
+    """Transformers averaged each held-out batch's loss with one weight per batch, so the untrained model on
+    one held-out set read 2.815 at batch 8 and 2.835 at batch 4 (a walkthrough's two runs). The held-out
+    loss is now the summed loss over every held-out answer token over their count, at any batch size."""
+    monkeypatch.setenv("STUDIO_BF16", "0")  # exact comparison in float32
+    losses = {}
+    for batch in (8, 3):
+        trainer = _trainer(tmp_path / f"b{batch}", tiny_model_dir, per_device_train_batch_size=batch,
+                           eval_fraction=0.25)
+        assert trainer.packed and len(trainer.eval_dataset) > 8
+        gen = torch.Generator().manual_seed(0)  # one adapter in both, far from uniform: rows' losses differ
+        with torch.no_grad():
+            for name, p in trainer.model.named_parameters():
+                if "lora_" in name:
+                    p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+        losses[batch] = trainer.evaluate()["eval_loss"]
+    total, count = 0.0, 0
+    with torch.no_grad():  # reference: each held-out row alone, every answer token once
+        for row in trainer.eval_dataset:
+            logits = trainer.model(input_ids=torch.tensor([row["input_ids"]])).logits[0, :-1]
+            target = torch.tensor(row["labels"])[1:]
+            keep = target != -100
+            total += float(F.cross_entropy(logits[keep], target[keep], reduction="sum"))
+            count += int(keep.sum())
+    assert abs(losses[8] - losses[3]) < 1e-5, losses
+    assert abs(losses[3] - total / count) < 1e-5, (losses, total / count)
