@@ -147,8 +147,11 @@ def build_new(studio, project, timer: gr.Timer):
                 made = ls.create_project(studio, name=title, prompts=prompts, models_=specs,
                                          overlap=per_item, temperature=float(temp),
                                          max_new_tokens=int(max_tokens))
-                said = (f"Made **{made['name']}**, picked above: {len(prompts)} prompts {IN_BACKGROUND} (progress in "
-                        "the table). Each can be labelled as soon as it is answered: press *Start labeling*.")
+                pace = ls.answering_pace(studio, int(max_tokens))
+                # all of them may take long (120 prompts: 30-40 min here): said at once, from the last project's pace
+                takes = f", all of them in about {format_duration(pace * len(prompts))} here" if pace else ""
+                said = (f"Made **{made['name']}**, picked above: {len(prompts)} prompts {IN_BACKGROUND}{takes} (progress "
+                        "in the table). Each can be labelled as soon as it is answered: press *Start labeling*.")
         except (LabelError, DataError) as err:
             twin = studio.store.get_label_project((title or "").strip()) if "already exists" in str(err) else None
             if twin and time.time() - twin["created"] < AGAIN_WITHIN_S:  # Create pressed twice: the first made it

@@ -13,6 +13,7 @@ import hashlib
 import json
 import shutil
 import sqlite3
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ from pathlib import Path
 from pipelines import arena, labeling, models, readers
 from pipelines.data import DataError, load_rows
 from pipelines.errors import where
-from pipelines.events import CANCEL, JOB, read_json, run_state, write_json
+from pipelines.events import CANCEL, JOB, read_json, read_metrics, run_state, write_json
 from pipelines.formats import prompt_turns, text
 from pipelines.importer import ImportOptions
 from pipelines.label_gen import CANDIDATES, read_candidates
@@ -286,6 +287,21 @@ def _sync(studio, found: dict) -> bool:
     added = studio.store.add_label_items(found["id"], items, status, error)
     _SEEN[str(path)] = (seen[0], ended, status or found["status"])
     return bool(added or status)
+
+
+def answering_pace(studio, max_new_tokens: int) -> float | None:
+    """Seconds per prompt a new project's answers will take here, from the newest project answered here
+    (its answers' times once its models were loaded, scaled by the longest answer asked for, the bulk
+    of the time); None before any project was answered."""
+    for found in studio.store.list_label_projects():
+        job_dir = studio.run_dir(found["job_id"]) if found["job_id"] else None
+        timed = [(m["step"], m["time"]) for m in read_metrics(job_dir) if "time" in m] if job_dir else []
+        # one answer to the next (the first waited for the models to load; a stop's pause is one outlier)
+        gaps = [b - a for (n, a), (m, b) in zip(timed, timed[1:]) if m == n + 1 and b > a]
+        job = read_json(job_dir / JOB) if len(gaps) >= 2 else None
+        if job:
+            return statistics.median(gaps) * max_new_tokens / max(job["max_new_tokens"], 1)
+    return None
 
 
 def cancel_generation(studio, ref: str) -> None:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import statistics
 import time
 from pathlib import Path
 
 import pytest
 
 from pipelines.data import DataError, load_rows
-from pipelines.events import CANCEL, run_state
+from pipelines.events import CANCEL, read_metrics, run_state
 from pipelines.label_gen import CANDIDATES
 from studio import label_service as ls
 from studio.label_service import LabelError
@@ -242,6 +243,20 @@ def test_answered_prompts_are_labelled_while_the_rest_are_answered_and_after_a_s
     assert ls.next_item(studio, "long", "ann")["item"]["position"] == len(before)  # the rest come next
     with pytest.raises(LabelError, match=r"^project 'long' is ready; only a stopped generation can go on$"):
         ls.resume_generation(studio, "long")
+    # a next project's wait is said at Create, from this one's pace (answer to answer, a stop's pause aside),
+    # scaled by the longest answer asked for
+    times = {m["step"]: m["time"] for m in read_metrics(job_dir)}
+    gaps = sorted(times[n + 1] - times[n] for n in range(1, len(prompts)) if n in times and n + 1 in times)
+    pace = ls.answering_pace(studio, max_new_tokens=4)
+    assert pace == pytest.approx(4 * statistics.median(gaps))
+    from components.label_projects import IN_BACKGROUND
+    from pipelines.curves import format_duration
+    from studio.app import build_app
+
+    (create,) = [f for f in build_app(studio).fns.values() if f.name == "on_create"]
+    said = create.fn("next", 1, "twice", "typed", None, None, "\n".join(f"Q{n}?" for n in range(40)),
+                     f"base:{tiny_model_dir}", None, 0.7, 4, None)[0]
+    assert f"40 prompts {IN_BACKGROUND}, all of them in about {format_duration(40 * pace)} here (progress" in said
 
 
 def test_models_that_cannot_load_are_refused_before_anything_is_written(studio, tmp_path, tiny_model_dir):
