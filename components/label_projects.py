@@ -255,7 +255,8 @@ def project_choices(studio) -> list[tuple[str, str]]:
     out = []
     for p in ls.projects(studio):
         state = {"ready": "", "generating": ", answering", "cancelled": ", stopped"}.get(p["status"], f", {p['status']}")
-        out.append((f"{p['name']} ({p['items']} items, {p['overlap']} per item{state})", p["id"]))
+        out.append((f"{p['name']} ({p['items']} item{'s' if p['items'] != 1 else ''}, {p['overlap']} per item{state})",
+                    p["id"]))
     return out
 
 

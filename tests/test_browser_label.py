@@ -274,6 +274,8 @@ def test_answers_that_come_while_the_labeler_waits_are_shown_without_a_press(ser
 
     answered(0)
     expect(prompt).to_contain_text("Question 0 answered meanwhile?", timeout=15_000)
+    expect(page.locator("#label-project input")).to_have_value("live (1 item, 1 per item, answering)",
+                                                               timeout=15_000)
     expect(progress).to_contain_text("(1 item × 1) · 4 more prompts being answered")
     press(page, "1", "is better", "ann", 1)
     expect(prompt).to_contain_text("Nothing left for now")
