@@ -4,7 +4,6 @@ battles hide (and shuffle) the names until the vote; votes become win rates and 
 from __future__ import annotations
 
 import functools
-
 import random
 import time
 import uuid

@@ -10,8 +10,8 @@ import gradio as gr
 
 from components.dataset_note import cut_chosen_note, made_or_found
 from pipelines.curves import format_duration, progress
-from pipelines.events import read_metrics
 from pipelines.data import DataError
+from pipelines.events import read_metrics
 from studio import chat_service
 from studio import label_service as ls
 from studio.core import SAMPLES, is_sample

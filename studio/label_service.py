@@ -281,9 +281,11 @@ def _sync(studio, found: dict) -> bool:
     items = [{"position": n, "prompt": job["prompts"][n], "answer_a": a["answer_a"], "answer_b": a["answer_b"],
               "cut_a": a.get("cut_a", False), "cut_b": a.get("cut_b", False), "model_a": sides[0],
               "model_b": sides[1]} for n, a in sorted(read_candidates(job_dir).items())]
-    status, error = {"completed": ("ready", None), None: (None, None)}.get(ended, (ended, state["error"]))
+    # the job's end is the project's (completed: ready), once: a stopped project looked at again stays as it is
+    status = "ready" if ended == "completed" else ended
+    error = state["error"] if ended in STOPPED else None
     if status == found["status"]:
-        status = None  # a stopped project looked at again: its status stays as it is
+        status = None
     added = studio.store.add_label_items(found["id"], items, status, error)
     _SEEN[str(path)] = (seen[0], ended, status or found["status"])
     return bool(added or status)
