@@ -156,8 +156,6 @@ def build(studio):
                             info="Shuffle the two models between sides and hide their names until you vote: "
                                  "judge the answers, not the names.")
     same_note = gr.Markdown(same_pair_note(studio, first, second), elem_id="chat-same-note")
-    gr.on([model_a.change, model_b.change], lambda a, b: same_pair_note(studio, a, b), [model_a, model_b],
-          same_note, queue=False, show_progress="hidden")
     # in a blind battle the pickers name the two contenders, not the sides: each round shuffles them
     blind.change(lambda on: (gr.update(label=PICKERS[bool(on)][0], info=PICKERS[bool(on)][2]),
                              gr.update(label=PICKERS[bool(on)][1])), blind, [model_a, model_b], queue=False)
@@ -205,10 +203,19 @@ def build(studio):
         regenerate = gr.Button("Regenerate", elem_id="chat-regenerate")
         clear = gr.Button("Clear", elem_id="chat-clear")
     with gr.Row():
-        vote_buttons = [gr.Button(text, elem_id=f"chat-vote-{key}") for key, text in VOTES]
+        # a model against itself cannot be voted on: the buttons say so by being off (the note above says why)
+        votable = not chat_service.same_model(studio, first, second)
+        vote_buttons = [gr.Button(text, elem_id=f"chat-vote-{key}", interactive=votable) for key, text in VOTES]
         voter = gr.Textbox(label="Your name", placeholder="anonymous, or your name (the Label tab's too)",
                            elem_id="chat-voter")
     vote_message = gr.Markdown(elem_id="chat-vote-message")
+
+    def on_pair(spec_a, spec_b):
+        note = same_pair_note(studio, spec_a, spec_b)
+        return (note, *(gr.update(interactive=not note) for _ in vote_buttons))
+
+    gr.on([model_a.change, model_b.change], on_pair, [model_a, model_b], [same_note, *vote_buttons], queue=False,
+          show_progress="hidden")
     # what a person switches on or off (not a comparison that sets it): a line that named the sides,
     # "the tuned model (B)", would tell a blind round's answer
     def on_blind(on):

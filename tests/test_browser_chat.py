@@ -31,9 +31,11 @@ def test_blind_battle_vote_reveal_and_export(server, page, studio, tiny_model_di
     page.get_by_role("tab", name="Chat").click()
     # no run yet: both sides are the built-in model, and the page says a vote needs two before any wait
     expect(page.locator("#chat-same-note")).to_contain_text("a vote needs two different models", timeout=30_000)
+    expect(page.locator("#chat-vote-a")).to_be_disabled()  # (the buttons say it too)
     fill(page, "chat-model-a", f"base:{tiny_model_dir}")
     fill(page, "chat-model-b", f"base:{other}")
     expect(page.locator("#chat-same-note")).not_to_contain_text("a vote needs", timeout=10_000)
+    expect(page.locator("#chat-vote-a")).to_be_enabled()
     page.get_by_text("Generation settings").click()
     fill(page, "chat-seed", 7)
     fill(page, "chat-max-new-tokens", 24)  # streaming 256 random tokens to both sides costs a busy machine a minute
