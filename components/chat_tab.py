@@ -210,12 +210,19 @@ def build(studio):
                            elem_id="chat-voter")
     vote_message = gr.Markdown(elem_id="chat-vote-message")
 
-    def on_pair(spec_a, spec_b):
-        note = same_pair_note(studio, spec_a, spec_b)
-        return (note, *(gr.update(interactive=not note) for _ in vote_buttons))
+    votes_on = gr.State(votable)
 
-    gr.on([model_a.change, model_b.change], on_pair, [model_a, model_b], [same_note, *vote_buttons], queue=False,
-          show_progress="hidden")
+    def on_pair(spec_a, spec_b, was_on):
+        """The note, and the buttons only when they turn on or off: an update of theirs that arrived while a
+        number was typed in the settings (a second model picked just before) lost the number typed."""
+        note = same_pair_note(studio, spec_a, spec_b)
+        on = not note
+        if on == was_on:
+            return note, on, *(gr.skip() for _ in vote_buttons)
+        return (note, on, *(gr.update(interactive=on) for _ in vote_buttons))
+
+    gr.on([model_a.change, model_b.change], on_pair, [model_a, model_b, votes_on], [same_note, votes_on, *vote_buttons],
+          queue=False, show_progress="hidden")
     # what a person switches on or off (not a comparison that sets it): a line that named the sides,
     # "the tuned model (B)", would tell a blind round's answer
     def on_blind(on):
@@ -443,6 +450,14 @@ def build(studio):
     exported = export.click(on_export, export_name, [export_message, export_made])
 
     suggested.input(lambda text: text or gr.skip(), suggested, prompt)
+
+    # a question typed or pasted over the picked one is the person's own: the picker no longer names it. On
+    # each change (a paste is no input event to Gradio), in the browser (no trip to the server per keystroke).
+    # An emptied box, as Send leaves it, keeps the pick: it names what was just asked, and *Next prompt* goes on
+    # from it
+    prompt.change(None, [prompt, suggested], suggested, queue=False, show_progress="hidden",
+                  js="(text, picked) => ((text || '').trim() && picked && (text || '').trim() !== picked.trim()) "
+                     "? null : picked")
 
     def offered(src, spec_a, spec_b, run_id) -> tuple[list[str], bool]:
         """(the prompts to compare on, whether they are held-out ones): the source picked, else the

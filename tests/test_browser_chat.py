@@ -36,6 +36,9 @@ def test_blind_battle_vote_reveal_and_export(server, page, studio, tiny_model_di
     fill(page, "chat-model-b", f"base:{other}")
     expect(page.locator("#chat-same-note")).not_to_contain_text("a vote needs", timeout=10_000)
     expect(page.locator("#chat-vote-a")).to_be_enabled()
+    # (the answer to the second pick lands next: typed into a number box at that moment, a value can be lost
+    # in the page, which a person picking a model and then a seed does not meet)
+    page.wait_for_timeout(1000)
     page.get_by_text("Generation settings").click()
     fill(page, "chat-seed", 7)
     fill(page, "chat-max-new-tokens", 24)  # streaming 256 random tokens to both sides costs a busy machine a minute
@@ -183,6 +186,15 @@ def test_blind_battle_vote_reveal_and_export(server, page, studio, tiny_model_di
     page.locator("#chat-suggested input").click()
     expect(page.get_by_role("option", name="How long is the warranty?")).to_be_visible(timeout=10_000)
     expect(page.locator("#chat-prompt textarea")).to_have_value("")  # listed, not put in the box
+    page.get_by_role("option", name="How long is the warranty?").click()  # picked: put in the box
+    expect(page.locator("#chat-prompt textarea")).to_have_value("How long is the warranty?")
+    expect(page.locator("#chat-suggested input")).to_have_value("How long is the warranty?")
+    # a question typed over it is no longer the picked prompt: the picker lets go of it (it named a prompt
+    # that was not the one sent)
+    page.locator("#chat-prompt textarea").select_text()
+    page.keyboard.insert_text("What does Quillpad cost?")  # pasted over it (no key pressed: no input event)
+    expect(page.locator("#chat-suggested input")).to_have_value("", timeout=10_000)
+    expect(page.locator("#chat-prompt textarea")).to_have_value("What does Quillpad cost?")
 
 
 def test_send_says_it_is_answering_until_the_replies_end_or_are_stopped(server, page, tiny_model_dir):  # noqa: F811
