@@ -202,6 +202,10 @@ def build(studio):
         stop = gr.Button("Stop", elem_id="chat-stop", interactive=False)  # (while the replies are written)
         regenerate = gr.Button("Regenerate", elem_id="chat-regenerate")
         clear = gr.Button("Clear", elem_id="chat-clear")
+    # a win is trained on as it stands (Train on these preferences): a walkthrough's vote for the better of two
+    # wrong replies came back from the DPO run word for word, its wrong fact too
+    gr.Markdown("Vote for the reply you would want the model to give: *Train on these preferences* teaches the "
+                "winner as it is, its facts too. Both wrong? *Both are bad*.", elem_id="chat-vote-help")
     with gr.Row():
         # a model against itself cannot be voted on: the buttons say so by being off (the note above says why)
         votable = not chat_service.same_model(studio, first, second)

@@ -134,7 +134,21 @@ def enough_epochs(studio, method: str, dataset_ref: str, start: str | None = Non
     trained = f"{rows} {unit}{'s train' if rows != 1 else ' trains'}" + (f" ({held} held out to measure the run)" if held else "")
     return ({"num_train_epochs": more},
             f"{more} epochs: {trained}, {per_epoch} training step{'s' if per_epoch != 1 else ''} per epoch, and a "
-            f"run needs about {advisor.ENOUGH_STEPS} steps to move the model.")
+            f"run needs about {advisor.ENOUGH_STEPS} steps to move the model." + few_pairs(rows, unit))
+
+
+FEW_PAIRS = 10  # below this a preference run learns its pairs' replies more than a preference
+
+
+def few_pairs(rows: int, unit: str) -> str:
+    """What so few pairs teach (a walkthrough's 2 pairs, 10 steps: the winning replies came back word for
+    word, a wrong fact included), and what teaches a preference (bench/few_votes_quality.py: 5 votes that
+    agree on a sign-off put it on 6 of 10 replies to new questions)."""
+    if unit != "pair" or rows >= FEW_PAIRS:
+        return ""
+    return (f" With {rows} pair{'s' if rows != 1 else ''} the run learns the preferred replies nearly word for word, "
+            "a wrong fact in them too; votes that agree on one thing (tone, length, a closing line) carry over to "
+            f"new questions, and {FEW_PAIRS} or more give a preference the held-out check can measure.")
 
 
 def base_of(studio, model: str) -> str:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import gradio as gr
 
 from pipelines.methods import METHODS, describe
 from studio.app import build_app
+from tests.conftest import ROOT
 
 
 def test_app_builds_with_generated_form(studio):
@@ -594,3 +597,26 @@ def test_a_refused_vote_leaves_the_battle_as_the_page_has_it(studio):
     out = vote.fn(history, history, streaming, "Ann", "", 0.7, 0.9, 24, 1.1, 7, None)
     assert out[3] == "Wait until both replies are finished (or press Stop)."
     assert out[2] == gr.skip() and studio.store.list_votes() == []
+
+
+def test_a_few_pairs_set_up_for_preference_training_say_what_so_few_teach(studio, tmp_path):
+    """Train on these preferences raised 2 votes' run to 10 steps without a word on what 2 pairs teach: a
+    walkthrough's run gave back a winning reply word for word, a wrong fact in it too."""
+    from studio import method_service
+
+    pairs = [json.loads(line) for line in (ROOT / "assets" / "samples" / "signoff_preferences.jsonl").read_text()
+             .splitlines()]
+
+    def why(count):
+        path = tmp_path / f"votes{count}.jsonl"
+        path.write_text("".join(json.dumps(p) + "\n" for p in pairs[:count]))
+        return method_service.enough_epochs(studio, "dpo", studio.import_dataset(path)["id"])
+
+    settings, said = why(3)
+    assert settings == {"num_train_epochs": 10}
+    assert said.endswith("steps to move the model. With 2 pairs the run learns the preferred replies nearly word "
+                         "for word, a wrong fact in them too; votes that agree on one thing (tone, length, a closing "
+                         "line) carry over to new questions, and 10 or more give a preference the held-out check "
+                         "can measure.")
+    settings, said = why(13)  # 12 train, 3 steps an epoch: still raised, and no longer "so few"
+    assert settings and said.endswith("steps to move the model.")

@@ -32,6 +32,8 @@ def test_blind_battle_vote_reveal_and_export(server, page, studio, tiny_model_di
     # no run yet: both sides are the built-in model, and the page says a vote needs two before any wait
     expect(page.locator("#chat-same-note")).to_contain_text("a vote needs two different models", timeout=30_000)
     expect(page.locator("#chat-vote-a")).to_be_disabled()  # (the buttons say it too)
+    # what a vote teaches, next to the buttons: a win for the better of two wrong replies was trained on as it was
+    expect(page.locator("#chat-vote-help")).to_contain_text("teaches the winner as it is, its facts too")
     fill(page, "chat-model-a", f"base:{tiny_model_dir}")
     fill(page, "chat-model-b", f"base:{other}")
     expect(page.locator("#chat-same-note")).not_to_contain_text("a vote needs", timeout=10_000)
