@@ -9,7 +9,7 @@ from components import devices_form, form_memory, reward_form, runs_panel
 from components.reward_form import RUN_PICKER
 from components.forms import MethodForm, preprocessed
 from pipelines.data import DataError
-from pipelines.methods import METHODS, ConfigError
+from pipelines.methods import METHODS, ConfigError, parse
 from pipelines.models import ModelError
 from studio import export_service, method_service
 from studio.core import KIND_WORDS, SAMPLES, AlreadyStarted, RunError, is_sample
@@ -117,15 +117,18 @@ def estimate_text(studio, model_spec, dataset_ref, method_key, params, devices=N
     return line
 
 
+UNAVAILABLE = "Estimate unavailable:"
+
+
 def _estimate_line(studio, model_spec, dataset_ref, method_key, params, devices=None, rewards=None) -> str:
     if not method_service.model_ready(studio, model_spec or "default"):
         return NOT_PREPARED
     try:
         est = method_service.estimate(studio, model_spec or "default", method_key, params, dataset_ref, rewards)
     except ConfigError as err:
-        return f"Estimate unavailable: {field_named(err, method_key)}"
+        return f"{UNAVAILABLE} {field_named(err, method_key)}"
     except (DataError, ModelError, OSError, ValueError) as err:
-        return f"Estimate unavailable: {err}"
+        return f"{UNAVAILABLE} {err}"
     past = method_service.past_runs(studio, model_spec or "default", method_key)
     est = method_service.calibrated(est, past)
     line = method_service.summary_line(est, (params or {}).get("num_train_epochs"), past.overhead_s)
@@ -295,6 +298,24 @@ def build(studio):
            *[device_widgets[name].change for name in ("strategy", "num_processes", "num_machines", "offload")],
            *[w.change for w in scoring]],
           on_estimate, estimate_inputs, estimate, trigger_mode="always_last", **ESTIMATE_QUEUE)
+
+    def on_fixed(said, *values):
+        """Any other setting: a wrong value is said at once (it was said only by Start, or with the next change of
+        a setting that changes the cost), and one put right while the estimate names it is estimated again (a
+        learning rate put right left its refusal on the page)."""
+        if (said or "").startswith(UNAVAILABLE):
+            return on_estimate(*values)
+        _model, _dataset, method_key, *fields = preprocessed(estimate_inputs, list(values))
+        if method_key not in METHODS:
+            return gr.skip()
+        try:
+            parse(METHODS[method_key].params, form.values(method_key, fields[:len(inputs)]))
+        except ConfigError as err:
+            return f"{UNAVAILABLE} {field_named(err, method_key)}"
+        return gr.skip()
+
+    gr.on([w.change for slot, w in form.widgets.items() if slot[0] not in COST_FIELDS], on_fixed,
+          [estimate, *estimate_inputs], estimate, trigger_mode="always_last", **ESTIMATE_QUEUE)
 
     start_inputs = [model, dataset, method, *inputs, *reward_widgets, *device_inputs]
     TWIN_WITHIN_S = 10  # the same settings started again this soon, while that run waits or trains: one run

@@ -34,6 +34,9 @@ CASES = [
     ("too_high", "dataset: quillpad_faq\nparams:\n  learning_rate: 5\n",
      "parameter 'learning_rate': expected a value from 1e-07 to 1.0, got 5.0"),
     ("too_low", "dataset: quillpad_faq\nparams:\n  r: 0\n", "parameter 'r': expected a value from 1 to 512, got 0"),
+    ("two_wrong", "dataset: quillpad_faq\nparams:\n  learning_rate: 5\n  r: 0\n",  # both named at once
+     "parameter 'learning_rate': expected a value from 1e-07 to 1.0, got 5.0; parameter 'r': expected a value from "
+     "1 to 512, got 0"),
     ("params_not_a_mapping", "dataset: quillpad_faq\nparams: 3\n",
      "params_not_a_mapping.yaml: 'params' must be a mapping of parameter names to values"),
     ("dataset_typo", "dataset: quillpad_fq\n",

@@ -153,7 +153,15 @@ def parse(params_cls: type, values: dict[str, Any] | None) -> Any:
             f"unknown parameter '{unknown[0]}'{did_you_mean(unknown[0], infos)}; this method accepts: "
             f"{', '.join(infos)}"
         )
-    return params_cls(**{k: check(infos[k], v) for k, v in values.items()})
+    checked, problems = {}, []
+    for key, value in values.items():  # every field that is wrong, in one line (a form with two named one, then
+        try:  # the other only once the first was fixed and Start pressed again)
+            checked[key] = check(infos[key], value)
+        except ConfigError as err:
+            problems.append(str(err))
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return params_cls(**checked)
 
 
 def split_by_target(params: Any) -> dict[str, dict[str, Any]]:
