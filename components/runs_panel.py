@@ -227,7 +227,7 @@ def heldout_loss_line(summary: dict, metrics: list[dict]) -> str:
     return (f"Held-out loss: {summary['eval_loss_before']:.3f} before, {summary['eval_loss_after']:.3f} after "
             f"(lower is better){best}"
             + (". It averages every token of the held-out answers, mostly their wording: a fact in them can still "
-               "come out wrong, which asking it in Chat shows" if fell else ""))
+               "come out wrong, which asking it in Chat shows." if fell else ""))
 
 
 def status_markdown(studio, row: dict, metrics: list[dict]) -> str:

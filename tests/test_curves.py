@@ -147,7 +147,7 @@ def test_a_finished_run_says_where_held_out_loss_was_lowest():
     fell = {"eval_loss_before": 2.815, "eval_loss_after": 0.221}
     assert heldout_loss_line(fell, [{"step": 0, "eval_loss": 2.815}, {"step": 42, "eval_loss": 0.221}]) == (
         "Held-out loss: 2.815 before, 0.221 after (lower is better). It averages every token of the held-out "
-        "answers, mostly their wording: a fact in them can still come out wrong, which asking it in Chat shows")
+        "answers, mostly their wording: a fact in them can still come out wrong, which asking it in Chat shows.")
 
 
 def test_a_kto_run_draws_good_and_bad_replies_not_an_empty_accuracy_panel():
