@@ -39,6 +39,7 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # "Failed to load CPU gemm_4bit ..."
+    logging.getLogger("kernels").setLevel(logging.ERROR)  # (the kernel it looked for) "Skipping publisher trust ..."
 
 
 def main(run_dir: str) -> int:

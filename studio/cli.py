@@ -364,6 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pipelines.run import quiet_libraries
+
+    quiet_libraries()  # what a command prints is read by a person: no weight-loading bars, no optional-kernel notes
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
