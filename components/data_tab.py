@@ -139,6 +139,11 @@ def check_source(studio, upload, sample, kind, text_unit, *mapping_values):
         hint = (f" Column{'s' if len(unread) > 1 else ''} **{few(unread)}** {'are' if len(unread) > 1 else 'is'} "
                 "not read: if one holds the answers, map it to *completion* below to import examples instead.")
         box = gr.update(open=True)
+    elif layout.kind == "prompts" and kind == "auto" and len(columns) == 1:
+        # questions alone (a walkthrough's file of prompts, imported without a word on what they can train)
+        hint = (" Questions alone teach by reinforcement learning (GRPO, with reward functions) or become a labeling "
+                "project (Label tab: the model answers, you pick); to teach answers by example, add a column "
+                "with them.")
     if info["row_problem"]:  # the first problem Import would meet, among the rows shown
         return f"{message}, but Import would stop here: **{info['row_problem']}**{hint}", table, updates, box
     return f"{message}. Press Import to check every row.{hint}", table, updates, box

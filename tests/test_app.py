@@ -391,7 +391,14 @@ def test_headers_named_ours_but_for_case_import_and_an_unread_answer_column_is_p
     sums = tmp_path / "sums.csv"
     sums.write_text("Prompt,Answer\nWhat is 2+2?,4\n")
     message, *_ = data_tab.check_source(studio, str(sums), None, "auto", "line", *unset)
-    assert "stored as **prompts** data" in message and "not read" not in message
+    assert "stored as **prompts** data" in message and "not read" not in message and "Questions alone" not in message
+    # questions alone: what they can train, and what an answer column would make of them
+    questions = tmp_path / "questions.csv"
+    questions.write_text("prompt\nWhat is 2+2?\nReset?\n")
+    message, *_ = data_tab.check_source(studio, str(questions), None, "auto", "line", *unset)
+    assert message.endswith("→ stored as **prompts** data. Press Import to check every row. Questions alone teach by "
+                            "reinforcement learning (GRPO, with reward functions) or become a labeling project (Label "
+                            "tab: the model answers, you pick); to teach answers by example, add a column with them.")
 
 
 def test_a_model_that_cannot_chat_leaves_the_conversation_as_it_was(studio, tmp_path, tiny_model_dir):
