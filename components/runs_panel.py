@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import statistics
 import time
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import gradio as gr
 
 from components.charts import best_axis, curves_figure
 from pipelines.curves import WORSE_THAN_BEST, format_duration, overfitting_warning, progress
-from pipelines import arena, dataset_stats, rewards
+from pipelines import arena, dataset_stats, hardware, rewards
 from pipelines.events import (ACTIVE_STATUSES, EVALUATING, HELDOUT_ROWS, JOB, RESUMABLE_STATUSES, SAMPLES,
                               log_tail, newest_checkpoint, read_json, read_metrics)
 from pipelines.data import DataError
@@ -77,6 +78,21 @@ def setting_label(key: str, methods: list[str]) -> str:
     return key
 
 
+def slowed(status: str, metrics: list[dict]) -> str:
+    """Said beside the progress when other programs kept CPU cores busy (logged with each step): a run
+    took 2:56 beside its estimate of about a minute, and only a log line that had scrolled away said why.
+    Running: over its last few steps; finished: on average over the run."""
+    taken = [m["others_cores"] for m in metrics if isinstance(m.get("others_cores"), (int, float))]
+    if not taken or status not in ("running", "completed"):
+        return ""
+    now = statistics.median(taken[-3:]) if status == "running" else statistics.fmean(taken)
+    if now <= hardware.SHARED_CORES:
+        return ""
+    cores = f"{now:.1f} CPU core{'s' if round(now, 1) != 1 else ''}"
+    return (f" · slowed: other programs are using {cores}" if status == "running"
+            else f" · other programs used {cores} on average meanwhile (it ran slower than it can)")
+
+
 def progress_html(row: dict, metrics: list[dict]) -> str:
     p = progress(row["step"], row["max_steps"], row.get("started"), metrics, now=row.get("finished"),
                  training_since=row.get("training_since"), first_step=row.get("first_step") or 0)
@@ -112,6 +128,7 @@ def progress_html(row: dict, metrics: list[dict]) -> str:
                 f'elapsed {format_duration(p["elapsed_s"])}' + (f" · ETA {eta}" if row["status"] == "running" else ""))
         if row["status"] == "running" and row.get("phase") == EVALUATING:
             said += f" · {EVALUATING}"
+        said += slowed(row["status"], metrics)
     resumed = row.get("resumed_from")
     if resumed is not None and row["status"] != "queued":  # elapsed counts from the resume, said so
         said += (f" · resumed from the checkpoint at step {resumed}" if resumed else

@@ -88,6 +88,26 @@ def test_progress_keeps_the_step_while_the_run_evaluates_between_steps():
     assert "finishing: the last step is under way, so the run completes and saves its result…" in last
 
 
+def test_the_progress_says_when_other_programs_slow_the_run():
+    """A walkthrough's run took 2:56 beside its estimate of about a minute: other programs kept the CPU busy,
+    and only a log line that had scrolled away said so."""
+    import time
+
+    from components.runs_panel import progress_html
+
+    row = {"status": "running", "step": 6, "max_steps": 20, "started": time.time() - 30,
+           "training_since": time.time() - 20, "first_step": 0, "phase": "training"}
+    busy = [{"step": s, "loss": 1.0, "time": time.time() - 20 + s, "others_cores": c}
+            for s, c in ((1, 0.2), (2, 1.1), (3, 1.3), (4, 1.0))]
+    assert progress_html(row, busy).endswith(" · slowed: other programs are using 1.1 CPU cores</span></div>")
+    # the studio's own page and server (a few tenths of a core) are not "other programs"
+    calm = [{**m, "others_cores": 0.3} for m in busy]
+    assert "other programs" not in progress_html(row, calm)
+    done = progress_html({**row, "status": "completed", "step": 20, "finished": time.time()}, busy)
+    assert done.endswith(" · other programs used 0.9 CPU cores on average meanwhile (it ran slower than it "
+                         "can)</span></div>")
+
+
 def test_the_preference_summary_says_on_how_many_pairs_it_stands():
     from components.runs_panel import preference_summary
 
