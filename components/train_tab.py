@@ -149,6 +149,9 @@ def build(studio):
             # what another tab set up here (Train on these preferences / labels) and why, above what it set:
             # under Start it was below the fold of a tab that opens at its top
             setup = gr.Markdown(elem_id="train-setup")
+            # what was set up can start from where it is said: Start is at the foot of a long form, and a
+            # newcomer pressed the quick run and waited for it to start (two walkthroughs)
+            start_here = gr.Button("▶ Start training", variant="primary", visible=False, elem_id="train-start-here")
             model = gr.Dropdown(choices=model_choices(studio), value="default", label="Start from",
                                 allow_custom_value=True,
                                 info="The built-in SmolLM2-135M-Instruct, or a finished run's result (a "
@@ -342,11 +345,17 @@ def build(studio):
         return f"Started run `{run_id}`.", run_id
 
     # a run that started: its panel (top right, out of sight below a long form) is brought into view
-    start.click(on_start, start_inputs, [message, selected], preprocess=False).then(
-        None, message, None, js="(said) => { if ((said || '').startsWith('Started run')) document.getElementById("
-                                "'runs-table')?.scrollIntoView({behavior: 'smooth', block: 'start'}); }").then(
-        lambda said: "" if (said or "").startswith("Started run") else gr.skip(), message, setup, queue=False,
-        show_progress="hidden")  # what was set up has been started: the note's "press Start" is done
+    for button in (start, start_here):
+        button.click(on_start, start_inputs, [message, selected], preprocess=False).then(
+            # (a refusal, said under Start at the foot of the form, into view: pressed at the top it was unseen)
+            None, message, None, js="(said) => { const started = (said || '').startsWith('Started run'); "
+                                    "document.getElementById(started ? 'runs-table' : 'train-message')?.scrollIntoView("
+                                    "{behavior: 'smooth', block: started ? 'start' : 'center'}); }").then(
+            lambda said: "" if (said or "").startswith("Started run") else gr.skip(), message, setup, queue=False,
+            show_progress="hidden")  # what was set up has been started: the note's "press Start" is done
+    # shown with what was set up (the quick run, Train on these preferences or labels), gone with it
+    setup.change(lambda said: gr.update(visible=bool((said or "").strip())), setup, start_here, queue=False,
+                 show_progress="hidden")
 
     # what was set up is undone by the person's own picks: its "Set to DPO… press Start" would mislead, as
     # would the quick run's recipe over another model, dataset or method (inputs, not changes: the quick

@@ -186,11 +186,13 @@ def test_each_kind_of_data_comes_back_to_the_dataset_last_picked_for_it(server, 
     expect(shown).to_have_value("my_examples (6 rows)", timeout=30_000)
     page.click("#train-quick")
     expect(page.locator("#train-setup")).to_contain_text("Set up a quick first run", timeout=30_000)
+    expect(page.locator("#train-start-here")).to_be_visible()  # its Start, under the note (and the button pressed)
     expect(shown, "the quick run's dataset").to_have_value(f"Sample: {SAMPLES['quillpad_faq'][2]}", timeout=30_000)
     choose(page, "train-method", "DPO")
     expect(shown).to_have_value("my_pairs (6 rows)", timeout=30_000)
-    # the quick run's note went with its recipe (it said "LoRA on the FAQ sample" over a DPO form)
+    # the quick run's note went with its recipe (it said "LoRA on the FAQ sample" over a DPO form), and its Start
     expect(page.locator("#train-setup")).not_to_contain_text("Set up a quick first run", timeout=10_000)
+    expect(page.locator("#train-start-here")).to_be_hidden()
     choose(page, "train-method", "LoRA")
     expect(shown, "LoRA back after DPO").to_have_value(f"Sample: {SAMPLES['quillpad_faq'][2]}", timeout=30_000)
     assert studio.store.list_runs() == []

@@ -56,9 +56,13 @@ def test_votes_to_training_to_a_blind_rematch(server, page, studio, tiny_model_d
     expect(setup).to_contain_text("Set to DPO on it, starting from run")
     expect(setup).to_be_in_viewport()
 
-    page.click("#start-training")
+    # started from where it is said (Start is at the foot of the long form)
+    here = page.locator("#train-start-here")
+    expect(here).to_be_in_viewport()
+    here.click()
     expect(page.locator("#train-message")).to_contain_text("Started run", timeout=30_000)
     expect(setup).to_have_text("")  # set up, then started: its "press Start training" is done
+    expect(here).to_be_hidden()
     child = next(r["id"] for r in studio.list_runs() if r["id"] != parent)
     assert studio.wait(child, poll_s=0.5)["status"] == "completed"
     assert studio.get_run(child)["parent_id"] == parent and studio.get_run(child)["method"] == "dpo"
