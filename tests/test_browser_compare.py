@@ -34,7 +34,15 @@ def test_runs_of_another_batch_size_are_overlaid_along_epochs(server, page, stud
     finished_run(studio, "r-small-batch", "lora", dataset["id"], 10, 4)
     finished_run(studio, "r-big-batch", "dora", dataset["id"], 5, 8)
     page.goto(server)
-    page.get_by_text("Compare runs").click()
+    # opened once the page is up: on a busy CI machine a click while the page still loaded left it closed
+    expect(page.locator("#runs-table")).to_contain_text("r-big-batch", timeout=30_000)
+    for _ in range(3):
+        page.get_by_text("Compare runs").click()
+        try:
+            expect(page.locator("#compare-runs")).to_be_visible(timeout=10_000)
+            break
+        except AssertionError:
+            continue
     curves = page.locator("#compare-curves")
     for n, run_id in enumerate(("r-small-batch", "r-big-batch")):
         # picked by keyboard: a click on the second run's option missed, the list moving as the plot came

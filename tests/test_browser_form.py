@@ -328,6 +328,13 @@ def test_what_was_typed_comes_back_after_a_reload_with_nothing_picked_from_a_lis
     assert studio.store.list_runs() == []
 
 
+def type_into(page, elem_id, value):  # noqa: F811
+    """Typed into the shown method's field, then left with Tab (as a person does)."""
+    box = visible_value(page, elem_id)
+    box.fill(value)
+    box.press("Tab")
+
+
 def test_a_wrong_setting_is_said_at_once_and_goes_once_put_right(server, page, studio, tiny_model_dir):  # noqa: F811
     """A walkthrough set the learning rate to -1 and the epochs to 0: the estimate named the learning rate,
     kept naming it after it was put right, and the epochs were named only by a second Start. Now each wrong
@@ -339,27 +346,19 @@ def test_a_wrong_setting_is_said_at_once_and_goes_once_put_right(server, page, s
     fill(page, "train-model", str(tiny_model_dir))
     estimate = page.locator("#train-estimate")
     expect(estimate).to_contain_text("per epoch", timeout=60_000)
-    box = visible_value(page, "param-learning_rate")
-    box.fill("-1")
-    box.press("Tab")  # (not a setting that changes the cost: it was not said before Start)
+    type_into(page, "param-learning_rate", "-1")  # (not a setting that changes the cost: it was not said before Start)
     expect(estimate).to_contain_text("Estimate unavailable: 'Learning rate' (learning_rate): expected a value from "
                                      "1e-07 to 1.0, got -1.0", timeout=30_000)
-    box = visible_value(page, "param-num_train_epochs")
-    box.fill("0")
-    box.press("Tab")
+    type_into(page, "param-num_train_epochs", "0")
     expect(estimate).to_contain_text("got -1.0; 'Epochs' (num_train_epochs): expected a value from 0.1 to 100, "
                                      "got 0.0", timeout=30_000)
     page.click("#start-training")
     expect(page.locator("#train-message")).to_contain_text("'Learning rate' (learning_rate)", timeout=30_000)
     expect(page.locator("#train-message")).to_contain_text("'Epochs' (num_train_epochs)")
     assert studio.store.list_runs() == []
-    box = visible_value(page, "param-num_train_epochs")
-    box.fill("1")
-    box.press("Tab")
+    type_into(page, "param-num_train_epochs", "1")
     expect(estimate).not_to_contain_text("Epochs", timeout=30_000)
     expect(estimate).to_contain_text("'Learning rate'")
-    box = visible_value(page, "param-learning_rate")
-    box.fill("0.0005")
-    box.press("Tab")  # put right: the estimate comes back
+    type_into(page, "param-learning_rate", "0.0005")  # put right: the estimate comes back
     expect(estimate).to_contain_text("per epoch", timeout=30_000)
     expect(estimate).not_to_contain_text("unavailable")
