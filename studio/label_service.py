@@ -391,9 +391,10 @@ def next_item(studio, ref: str, labeler: str) -> dict:
         if full:
             reason = "every item has its labels"
         elif skipped:
-            reason = (f"you have labelled every item you can and skipped {skipped}; "
-                      f"{'it waits' if skipped == 1 else 'they wait'} for other people, or *Bring back my skips* "
-                      f"shows {'it' if skipped == 1 else 'them'} to you again")
+            # the way back first: "it waits for other people" read as if there were others to a person labeling alone
+            reason = (f"you have labelled every item you can and skipped {skipped}; *Bring back my skips* shows "
+                      f"{'it' if skipped == 1 else 'them'} to you again, or anyone else who opens this project can "
+                      f"label {'it' if skipped == 1 else 'them'}")
         else:
             reason = ("you have labelled every item you can; the rest wait for other people "
                       f"({found['overlap']} per item) or are on someone else's screen")

@@ -276,8 +276,8 @@ def test_skipped_items_come_back_when_asked(studio, tmp_path):
     second, _ = label_next(studio, ref, "ann", "left")
     done = ls.next_item(studio, ref, "ann")
     assert done["item"] is None and done["progress"]["skipped"] == 1
-    assert done["done_reason"] == ("you have labelled every item you can and skipped 1; it waits for other people, "
-                                   "or *Bring back my skips* shows it to you again")
+    assert done["done_reason"] == ("you have labelled every item you can and skipped 1; *Bring back my skips* shows "
+                                   "it to you again, or anyone else who opens this project can label it")
     assert ls.bring_back_skips(studio, ref, "ann") == 1
     again = ls.next_item(studio, ref, "ann")
     assert again["item"]["item_id"] == first["item_id"] and again["progress"]["skipped"] == 0
