@@ -30,11 +30,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.pref_quality import HELDOUT, PAIRS, TRAIT  # noqa: E402  (the same data and trait as that bench)
 from pipelines import generation  # noqa: E402
 
-PAIRS = ROOT / "assets" / "samples" / "signoff_preferences.jsonl"
-HELDOUT = ROOT / "assets" / "samples" / "signoff_heldout.jsonl"
-TRAIT = "Quill team"
 MAX_NEW_TOKENS = 96
 
 
