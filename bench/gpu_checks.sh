@@ -59,6 +59,7 @@ step() {
   "$PY" -c "import torch, transformers, trl, peft; print('torch', torch.__version__, 'cuda', torch.version.cuda,
 'available', torch.cuda.is_available(), '| transformers', transformers.__version__, 'trl', trl.__version__,
 'peft', peft.__version__)"
+  "$PY" -c "import inspect; from torch.nn.attention.varlen import varlen_attn; print('varlen_attn', inspect.signature(varlen_attn))" 2>&1 | tail -n 1
 } 2>&1 | tee "$SUMMARY"
 
 step models 90 "$PY" bench/gpu_models.py "$SOURCE" "$WORK" "$BIG" $([ "$SMALL" != "$BIG" ] && echo "$SMALL") \
@@ -66,6 +67,7 @@ step models 90 "$PY" bench/gpu_models.py "$SOURCE" "$WORK" "$BIG" $([ "$SMALL" !
 
 # 1. The target: the studio's LoRA SFT against TRL's best hand-tuned setting, bf16, with the peak share.
 step sft_speed_big 240 "$PY" bench/sft_speed.py --model "$WORK/$BIG" --rows "$ROWS" --variants studio trl-best
+grep -m 2 -i "varlen\|row by row" "$OUT/sft_speed_big.log" >> "$SUMMARY"
 sed -n '/^  studio/,$p' "$OUT/sft_speed_big.log" >> "$SUMMARY"
 
 # 2. Chat on the GPU: first token and tokens/s, base and tuned side on one copy.
