@@ -158,9 +158,11 @@ def build_app(studio) -> gr.Blocks:
         # what the Data tab showed (the dataset, the tokenizer's model, the max length), shown again after a reload
         data_viewed = gr.BrowserState({}, storage_key="tune-studio-data-viewed", secret=form_memory.secret(studio))
         viewer = data_outputs[:3]
-        gr.on([data_dataset.change, *(field.submit for field in viewer[1:])],
-              lambda ref, model, length: {"dataset": ref, "model": model, "max_length": length}, viewer, data_viewed,
-              queue=False, show_progress="hidden")
+        # kept in the browser, with no trip to the server: a reload soon after an import (CI, on a busy machine)
+        # came before the server's answer had stored the dataset, and the tab came back blank
+        gr.on([data_dataset.change, *(field.submit for field in viewer[1:])], None, viewer, data_viewed,
+              js="(dataset, model, max_length) => ({dataset, model, max_length})", queue=False,
+              show_progress="hidden")
 
         gr.on([chat_outputs[0].input, chat_outputs[1].input], None, chat_outputs[:2], pair_kept,
               js="(a, b) => ({a, b})", queue=False, show_progress="hidden")
