@@ -26,6 +26,7 @@ NEW_BLIND_ROUND = ("A new blind round on the same prompt: the last round's names
                    "shuffled again.")
 HIDDEN = ("Model A (hidden until you vote)", "Model B (hidden until you vote)")
 STREAM_EVERY_S = 0.08
+PROGRESS_EVERY_S = 1.0  # the line under Stop that says how far the replies are
 VOTES = (("a", "A is better"), ("b", "B is better"), ("tie", "Tie"), ("both_bad", "Both are bad"))
 
 
@@ -82,6 +83,27 @@ def answering_controls(busy: bool) -> tuple:
     the two wrote over each other's conversation and a turn was lost. Stop is on only then, and red."""
     return (send_button(busy), gr.update(interactive=not busy), gr.update(interactive=not busy),
             gr.update(interactive=busy, variant="stop" if busy else "secondary"))
+
+
+def _seconds(s: float) -> str:
+    return f"{s:.0f} s" if s < 90 else f"{s / 60:.0f} min"
+
+
+def writing_note(decoders, elapsed: float) -> str:
+    """How far the replies are, under Stop: tokens so far, their rate, and the longest the rest can take
+    (each side writes at most *Max new tokens*; a reply usually ends sooner). Once all are done: how long
+    they took. On a CPU a pair of replies takes from seconds to minutes, and the page said nothing of it."""
+    made = sum(len(d.generated) for d in decoders)
+    if all(d.done for d in decoders):
+        rate = f", {made / elapsed:.1f} tokens/s" if made and elapsed > 0 else ""
+        return f"Written in {_seconds(elapsed)}: {made} token{'s' if made != 1 else ''}{rate}."
+    if not made or elapsed <= 0:
+        return "Writing the replies…"
+    left = sum(d.settings.max_new_tokens - len(d.generated) for d in decoders if not d.done)
+    limit = max(d.settings.max_new_tokens for d in decoders)
+    return (f"Writing: {made} tokens so far, {made / elapsed:.1f} tokens/s; at most "
+            f"{_seconds(left * elapsed / made)} more (*Max new tokens* {limit} per reply), less if the replies end "
+            "sooner. *Stop* keeps them as they are.")
 
 
 BLIND_OR_NAMED = {True: "blind", False: "names shown"}
@@ -202,6 +224,7 @@ def build(studio):
         stop = gr.Button("Stop", elem_id="chat-stop", interactive=False)  # (while the replies are written)
         regenerate = gr.Button("Regenerate", elem_id="chat-regenerate")
         clear = gr.Button("Clear", elem_id="chat-clear")
+    progress = gr.Markdown(elem_id="chat-progress")
     # a win is trained on as it stands (Train on these preferences): a walkthrough's vote for the better of two
     # wrong replies came back from the DPO run word for word, its wrong fact too
     gr.Markdown("Vote for the reply you would want the model to give: *Train on these preferences* teaches the "
@@ -259,7 +282,7 @@ def build(studio):
         """Stream both replies; a blind battle starts a new, shuffled round after each vote."""
         text = (text or "").strip()
         if not text:
-            yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), "Type a prompt first."
+            yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), "Type a prompt first.", gr.skip()
             return
         given = (plain(history_a), plain(history_b), state)  # put back when the models cannot answer
         state = dict(state)
@@ -281,19 +304,20 @@ def build(studio):
         shown_b = history_b + [{"role": "assistant", "content": chat_service.NO_REPLY}]
         preparing = not all(method_service.model_ready(studio, spec.removeprefix("base:")) for spec in state["specs"])
         yield (gr.update(value=shown_a, label=label_a), gr.update(value=shown_b, label=label_b), state, "",
-               method_service.PREPARING if preparing else "")
+               method_service.PREPARING if preparing else "", "Writing the replies…")
         try:
             decs = chat_service.decoders(studio, state["specs"], [history_a, history_b], settings_of(*settings))
         except (ChatError, ModelError) as err:  # the conversation as it was (two "…" replies stayed waiting)
             labels = side_labels(studio, given[2])
             yield (gr.update(value=given[0], label=labels[0]), gr.update(value=given[1], label=labels[1]), given[2],
-                   text, f"**Cannot chat:** {err}")
+                   text, f"**Cannot chat:** {err}", "")
             return
         if preparing:
-            yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), ""
+            yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), "", gr.skip()
         from pipelines.chat import stream
 
-        shown_at = 0.0
+        shown_at = told_at = 0.0
+        started = time.monotonic()
         for texts in stream(decs):
             shown_a[-1] = {"role": "assistant", "content": texts[0] or chat_service.NO_REPLY}
             shown_b[-1] = {"role": "assistant", "content": texts[1] or chat_service.NO_REPLY}
@@ -306,15 +330,19 @@ def build(studio):
                 # after the last update the page got (Stop cancels between two) would say a reply shown cut
                 # short had ended
                 state = {**state, "ended": [side for side, dec in zip("ab", decs) if dec.done and not dec.cut_off]}
-                yield shown_a, shown_b, state, gr.skip(), gr.skip()
+                told = shown_at - told_at >= PROGRESS_EVERY_S
+                told_at = shown_at if told else told_at
+                yield (shown_a, shown_b, state, gr.skip(), gr.skip(),
+                       writing_note(decs, shown_at - started) if told else gr.skip())
         state = {**state, "ended": [side for side, dec in zip("ab", decs) if not dec.cut_off]}
         cut = [side for side, dec in zip("AB", decs) if dec.cut_off]
         said = (f"Model {' and '.join(cut)}: the reply stopped at *Max new tokens* ({decs[0].settings.max_new_tokens}) "
                 "before its end; raise it under Generation settings for longer replies.") if cut else gr.skip()
-        yield shown_a, shown_b, {**state, "complete": True}, gr.skip(), said
+        yield (shown_a, shown_b, {**state, "complete": True}, gr.skip(), said,
+               writing_note(decs, time.monotonic() - started))
 
     chat_io = [prompt, chat_a, chat_b, battle, model_a, model_b, blind, *settings_inputs]
-    chat_out = [chat_a, chat_b, battle, prompt, vote_message]
+    chat_out = [chat_a, chat_b, battle, prompt, vote_message, progress]
 
     def busy(answer):
         """While the replies are written, Send says so and takes no click (a prompt sent then did nothing,
@@ -329,7 +357,7 @@ def build(studio):
                 send_off, _box, regenerate_off, stop_on = answering_controls(busy=True)
                 # the prompt box taken off too: emptied as the reply asked, or kept as it is
                 box = gr.update(interactive=False, **({"value": out[3]} if isinstance(out[3], str) else {}))
-                yield *out[:3], box, out[4], send_off, regenerate_off, stop_on
+                yield *out[:3], box, *out[4:], send_off, regenerate_off, stop_on
         return answering
 
     controls = [send, regenerate, stop]
@@ -340,7 +368,7 @@ def build(studio):
         history_a, history_b, given = plain(history_a), plain(history_b), state
         users = [m for m in history_a if m["role"] == "user"]
         if not users:
-            yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), "Nothing to regenerate yet."
+            yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), "Nothing to regenerate yet.", gr.skip()
             return
         last = users[-1]["content"]
         cut_a = max(i for i, m in enumerate(history_a) if m["role"] == "user")
@@ -356,8 +384,8 @@ def build(studio):
             if isinstance(out[4], str) and out[4].startswith("**Cannot chat:**"):  # the last exchange comes back
                 labels = side_labels(studio, given)
                 out = (gr.update(value=history_a, label=labels[0]), gr.update(value=history_b, label=labels[1]),
-                       given, gr.skip(), out[4])
-            yield (*out[:4], NEW_BLIND_ROUND) if fresh and i == 0 and out[4] == "" else out
+                       given, gr.skip(), out[4], out[5])
+            yield (*out[:4], NEW_BLIND_ROUND, *out[5:]) if fresh and i == 0 and out[4] == "" else out
 
     regenerated = regenerate.click(busy(redo), chat_io[1:], [*chat_out, *controls])
 
@@ -384,11 +412,11 @@ def build(studio):
     scorer.change(on_score, score_io, scores)
     # a stopped reply is a finished reply: it can be voted on as it stands
     stop.click(lambda state: ({**state, "complete": True}, "Stopped: the replies stand as they are (a vote takes "
-                              "them so), or send the next prompt."),
-               battle, [battle, vote_message], cancels=[sent, submitted, regenerated])
+                              "them so), or send the next prompt.", ""),
+               battle, [battle, vote_message, progress], cancels=[sent, submitted, regenerated])
 
     def on_clear():
-        return gr.update(value=[], label="Model A"), gr.update(value=[], label="Model B"), new_battle(), "", ""
+        return gr.update(value=[], label="Model A"), gr.update(value=[], label="Model B"), new_battle(), "", "", ""
 
     clear.click(on_clear, None, chat_out, cancels=[sent, submitted, regenerated])
 

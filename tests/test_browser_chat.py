@@ -49,6 +49,8 @@ def test_blind_battle_vote_reveal_and_export(server, page, studio, tiny_model_di
     page.click("#chat-send")
     expect(page.locator("#chat-vote-message")).to_contain_text("stopped at Max new tokens (24)", timeout=60_000)
     expect(page.locator("#chat-a")).to_contain_text(str(tiny_model_dir))
+    # how long the pair of replies took, under Stop (both ran to the limit: 2 x 24 tokens)
+    expect(page.locator("#chat-progress")).to_contain_text(re.compile(r"Written in \d+ s: 48 tokens, [\d.]+ tokens/s"))
     # the replies scroll below the model's name, not under it (a streaming reply ran under "A: ...")
     for side in ("chat-a", "chat-b"):
         label, replies = (page.locator(f"#{side} {part}").first.bounding_box()
@@ -222,8 +224,13 @@ def test_send_says_it_is_answering_until_the_replies_end_or_are_stopped(server, 
     expect(box).to_be_disabled()
     expect(page.locator("#chat-regenerate")).to_be_disabled()
     expect(page.locator("#chat-a")).to_contain_text("Tell me everything?", timeout=30_000)
+    # how far they are, and the longest the rest can take (a pair of replies takes minutes on a CPU)
+    expect(page.locator("#chat-progress")).to_contain_text(re.compile(r"Writing: \d+ tokens so far, [\d.]+ tokens/s; "
+                                                                     r"at most \d+ (s|min) more \(Max new tokens 1024 "
+                                                                     r"per reply\)"), timeout=30_000)
     page.click("#chat-stop")
     expect(page.locator("#chat-vote-message")).to_contain_text("Stopped: the replies stand as they are")
+    expect(page.locator("#chat-progress")).to_have_text("")
     expect(send).to_have_text("Send", timeout=10_000)
     expect(send).to_be_enabled()
     expect(box).to_be_enabled()
