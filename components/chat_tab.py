@@ -85,6 +85,14 @@ def answering_controls(busy: bool) -> tuple:
             gr.update(interactive=busy, variant="stop" if busy else "secondary"))
 
 
+def one_line(err: BaseException) -> str:
+    """An error as one line: its own sentence (ours), else the first line of a library's text."""
+    if isinstance(err, (ChatError, ModelError)):
+        return str(err)
+    first = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
+    return f"{first} ({type(err).__name__})" if first else type(err).__name__
+
+
 def _seconds(s: float) -> str:
     return f"{s:.0f} s" if s < 90 else f"{s / 60:.0f} min"
 
@@ -305,12 +313,15 @@ def build(studio):
         preparing = not all(method_service.model_ready(studio, spec.removeprefix("base:")) for spec in state["specs"])
         yield (gr.update(value=shown_a, label=label_a), gr.update(value=shown_b, label=label_b), state, "",
                method_service.PREPARING if preparing else "", "Writing the replies…")
+        def refused(err):  # the conversation as it was (two "…" replies stayed waiting), said in one line
+            labels = side_labels(studio, given[2])
+            return (gr.update(value=given[0], label=labels[0]), gr.update(value=given[1], label=labels[1]), given[2],
+                    text, f"**Cannot chat:** {one_line(err)}", "")
+
         try:
             decs = chat_service.decoders(studio, state["specs"], [history_a, history_b], settings_of(*settings))
-        except (ChatError, ModelError) as err:  # the conversation as it was (two "…" replies stayed waiting)
-            labels = side_labels(studio, given[2])
-            yield (gr.update(value=given[0], label=labels[0]), gr.update(value=given[1], label=labels[1]), given[2],
-                   text, f"**Cannot chat:** {err}", "")
+        except Exception as err:  # noqa: BLE001  (a model that cannot be loaded; raised, the tab stayed locked)
+            yield refused(err)
             return
         if preparing:
             yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), "", gr.skip()
@@ -318,7 +329,15 @@ def build(studio):
 
         shown_at = told_at = 0.0
         started = time.monotonic()
-        for texts in stream(decs):
+        replies = stream(decs)
+        while True:
+            try:
+                texts = next(replies)
+            except StopIteration:
+                break
+            except Exception as err:  # noqa: BLE001  (a model failing mid-reply: the page stays usable)
+                yield refused(err)
+                return
             shown_a[-1] = {"role": "assistant", "content": texts[0] or chat_service.NO_REPLY}
             shown_b[-1] = {"role": "assistant", "content": texts[1] or chat_service.NO_REPLY}
             # at most ~12 page updates a second: one per token of each side kept the browser too

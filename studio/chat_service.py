@@ -118,6 +118,9 @@ def decoders(studio, specs: list[str], histories: list[list[dict]], settings: ch
     out = []
     for spec, history in zip(specs, histories):
         model, adapter = resolve(studio, spec)
+        # a hub id that is not downloaded, with no network: said in one sentence at once (the download's
+        # retries took 90 s, then failed with the library's text)
+        models.check_available(model, studio.model_cache)
         entry, name = studio.chat_models.get(model, adapter)
         out.append(chat.Decoder(entry, name, history, settings))
     return out

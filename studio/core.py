@@ -176,6 +176,7 @@ class Studio:
         """The model's tokenizer, kept for the next question (the Data tab asks often)."""
         key = str(self.resolve_model(spec))
         if key not in self._tokenizers:
+            models.check_available(spec, self.model_cache)  # a hub id with no network: at once, not after retries
             self._tokenizers[key] = models.load_tokenizer(key)
         return self._tokenizers[key]
 

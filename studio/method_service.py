@@ -174,7 +174,9 @@ def estimate(studio, model: str, method: str, params: dict | None = None, datase
              rewards: list[dict] | None = None):
     """The estimate for one run as the Train tab would start it (an RL run with the reward functions
     chosen: a reward model among them is loaded beside it and reads every reply)."""
-    model_path = str(studio.resolve_model(base_of(studio, model)))
+    base = base_of(studio, model)
+    models.check_available(base, studio.model_cache)  # a hub id with no network: said at once, not after retries
+    model_path = str(studio.resolve_model(base))
     checked = parse(METHODS[method].params, params)
     fraction = getattr(checked, "eval_fraction", 0.0)
     # the run's own split (train_pref), as a run from `model` makes it

@@ -244,3 +244,33 @@ def test_send_says_it_is_answering_until_the_replies_end_or_are_stopped(server, 
     expect(send).to_have_text("Send", timeout=10_000)  # back when the replies end by themselves
     expect(send).to_be_enabled()
     expect(page.locator("#chat-b")).to_contain_text("And briefly?")
+
+
+def test_a_model_that_cannot_be_had_is_said_at_once_and_the_tab_stays_usable(server, page, tiny_model_dir):  # noqa: F811
+    """A hub id typed in, not downloaded, on a machine without the model hub: 90 s of "Answering…", then an
+    "Error" badge on both sides and a tab locked until a reload. Now one sentence at once, the page usable."""
+    from playwright.sync_api import expect
+
+    page.goto(server)
+    page.get_by_role("tab", name="Chat").click()
+    fill(page, "chat-model-a", f"base:{tiny_model_dir}")
+    fill(page, "chat-model-b", "someorg/somemodel")
+    fill(page, "chat-prompt", "Hello?")
+    started = time.monotonic()
+    page.click("#chat-send")
+    message = page.locator("#chat-vote-message")
+    expect(message).to_contain_text("Cannot chat: model 'someorg/somemodel' is not downloaded on this machine",
+                                    timeout=30_000)
+    assert time.monotonic() - started < 30
+    send = page.locator("#chat-send")
+    expect(send).to_have_text("Send", timeout=10_000)
+    expect(send).to_be_enabled()
+    expect(page.locator("#chat-prompt textarea")).to_have_value("Hello?")  # the prompt is kept to send again
+    expect(page.locator("#chat-progress")).to_have_text("")
+    # put right, the same prompt is answered
+    fill(page, "chat-model-b", f"base:{tiny_model_dir}")
+    page.get_by_text("Generation settings").click()
+    fill(page, "chat-max-new-tokens", 8)
+    page.click("#chat-send")
+    expect(page.locator("#chat-progress")).to_contain_text("Written in", timeout=60_000)
+    expect(page.locator("#chat-a")).to_contain_text("Hello?")

@@ -63,3 +63,21 @@ def test_a_bad_config_exits_2_with_one_sentence_and_queues_nothing(tmp_path, nam
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: " + says.replace("{tmp}", str(tmp_path))), lines
     assert not list((home / "runs").glob("r*")) if (home / "runs").exists() else True
+
+
+def test_the_estimate_and_the_token_count_refuse_a_model_that_cannot_be_had_at_once(studio):
+    """The Train tab's estimate waited 48 s on the hub's retries, then showed the library's text; the Data
+    tab's token count with that model did the same. Both now say the model's one sentence at once."""
+    import time
+
+    from components.train_tab import estimate_text
+    from pipelines.models import ModelError
+
+    says = ("model 'someorg/somemodel' is not downloaded on this machine and downloads are off (HF_HUB_OFFLINE); "
+            "use 'default' (the built-in model) or a local model folder")
+    started = time.monotonic()
+    assert estimate_text(studio, "someorg/somemodel", "quillpad_faq", "lora", {}) == f"Estimate unavailable: {says}"
+    with pytest.raises(ModelError) as raised:
+        studio.tokenizer("someorg/somemodel")
+    assert str(raised.value) == says
+    assert time.monotonic() - started < 10
