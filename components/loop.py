@@ -106,7 +106,7 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict):
                 chat_tab.new_battle(), told, gr.Tabs(selected="chat"), "", "",  # (and the export's news)
                 # kept by the browser as the person's own pick: a reload put up the newest run against its
                 # base instead, still blind, and the votes went to another pair than the one asked for
-                {"a": new, "b": previous}, True)
+                {"a": new, "b": previous}, {"on": True})
 
     def on_chat(run_id):
         run = studio.get_run(run_id) if run_id else None
@@ -124,7 +124,7 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict):
         return ("", gr.update(choices=options, value=base), gr.update(choices=options, value=tuned), False,
                 gr.update(value=[], label="Model A"), gr.update(value=[], label="Model B"), chat_tab.new_battle(),
                 told, gr.Tabs(selected="chat"), gr.skip(), "",  # the old replies' scores go with them
-                {"a": base, "b": tuned}, False)  # kept as the person's pick, named
+                {"a": base, "b": tuned}, {"on": False})  # kept as the person's pick, named
 
     runs["chat_with"].click(on_chat, train["selected"],
                             [runs["action"], chat["model_a"], chat["model_b"], chat["blind"], chat["chat_a"],

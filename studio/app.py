@@ -27,6 +27,11 @@ def _kept_name(kept) -> str | None:
     return kept if isinstance(kept, str) and kept else None
 
 
+def blind_on(kept) -> bool:
+    """Whether this browser kept the Chat's blind battle on ({"on": ...}; a plain true is how it was kept before)."""
+    return bool(kept.get("on")) if isinstance(kept, dict) else kept is True
+
+
 def train_handles(picks, runs) -> dict:
     """The Train tab's components the other tabs hand over to (model, dataset, method, message)."""
     return dict(zip(("model", "dataset", "method"), picks), selected=runs["selected"], message=runs["train_message"],
@@ -111,7 +116,8 @@ def build_app(studio) -> gr.Blocks:
         # the default pair over the kept one.
         pair_kept = gr.BrowserState({}, storage_key="tune-studio-chat-pair", secret=form_memory.secret(studio))
         # blind battles stay blind after a reload, as the person switched them or a comparison set them
-        blind_kept = gr.BrowserState(False, storage_key="tune-studio-chat-blind", secret=form_memory.secret(studio))
+        # ({"on": ...}: the page keeps no false value, and a battle switched off came back on after a reload)
+        blind_kept = gr.BrowserState({}, storage_key="tune-studio-chat-blind", secret=form_memory.secret(studio))
         # votes -> preference run -> blind battle of the new run against where it started
         votes_to_train = loop.wire(studio, tabs, train_handles(picks, runs), {**chat_loop, "pair_kept": pair_kept,
                                                                               "blind_kept": blind_kept}, runs)
@@ -188,8 +194,10 @@ def build_app(studio) -> gr.Blocks:
         app.load(lambda kept: (_kept_name(kept) if _kept_name(kept) is not None else gr.skip(),) * 2, voter_kept,
                  [chat_loop["voter"], labeler], queue=False, show_progress="hidden")
 
-        chat_loop["blind"].input(bool, chat_loop["blind"], blind_kept, queue=False, show_progress="hidden")
-        app.load(lambda on: (True, *(gr.update(label=label) for label in chat_tab.HIDDEN)) if on else (gr.skip(),) * 3,
+        chat_loop["blind"].input(None, chat_loop["blind"], blind_kept, js="(on) => ({on: !!on})", queue=False,
+                                 show_progress="hidden")
+        app.load(lambda kept: (True, *(gr.update(label=label) for label in chat_tab.HIDDEN)) if blind_on(kept)
+                 else (gr.skip(),) * 3,
                  blind_kept, [chat_loop["blind"], chat_loop["chat_a"], chat_loop["chat_b"]], queue=False,
                  show_progress="hidden")
 
