@@ -231,17 +231,20 @@ def blind_line(studio, row: dict) -> str | None:
             "tells: press *Compare with the previous model*.")
 
 
-def heldout_loss_line(summary: dict, metrics: list[dict]) -> str:
+def heldout_loss_line(summary: dict, metrics: list[dict], kind: str = "sft") -> str:
     """Held-out loss before and after, and its lowest check when the run ended well above it (a
-    finished run that memorised must not read as a plain success)."""
+    finished run that memorised must not read as a plain success). `kind`: the method's kind of data. An SFT
+    loss is the held-out answers' own, mostly their wording; a preference method's is its pairs' loss, named
+    so (the sentence about the answers' wording was said of a DPO run's one held-out pair)."""
     checks = [(m["eval_loss"], m["step"]) for m in metrics if "eval_loss" in m]
     lowest = min(checks) if checks else None
     best = (f"; it was lowest at step {lowest[1]}, {lowest[0]:.3f}"
             if lowest and lowest[0] < summary["eval_loss_after"] * (1 - WORSE_THAN_BEST / 2) else "")
     # a fall to a fraction read as near-perfect answers, beside fluent wrong facts in Chat (a walkthrough's
     # 2.815 to 0.221): the loss is mostly the answers' wording
-    fell = summary["eval_loss_after"] < summary["eval_loss_before"] / 2
-    return (f"Held-out loss: {summary['eval_loss_before']:.3f} before, {summary['eval_loss_after']:.3f} after "
+    fell = kind == "sft" and summary["eval_loss_after"] < summary["eval_loss_before"] / 2
+    named = "preference loss" if kind == "preference" else "loss"
+    return (f"Held-out {named}: {summary['eval_loss_before']:.3f} before, {summary['eval_loss_after']:.3f} after "
             f"(lower is better){best}"
             + (". It averages every token of the held-out answers, mostly their wording: a fact in them can still "
                "come out wrong, which asking it in Chat shows." if fell else ""))
@@ -273,7 +276,8 @@ def status_markdown(studio, row: dict, metrics: list[dict]) -> str:
                      f"to step {summary.get('steps', '?')} without beating it"
                      + (", then stopped." if summary.get("stopped_early") else ", its last step."))
     if "eval_loss_before" in summary and "eval_loss_after" in summary:
-        lines.append(heldout_loss_line(summary, metrics))
+        method = METHODS.get(row.get("method"))
+        lines.append(heldout_loss_line(summary, metrics, method.data_kind if method else "sft"))
     if preference_summary(summary):
         lines.append(preference_summary(summary))
     if "eval_accuracy_after" in summary:  # a reward model: how often it ranks the preferred reply higher

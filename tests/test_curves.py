@@ -148,6 +148,9 @@ def test_a_finished_run_says_where_held_out_loss_was_lowest():
     assert heldout_loss_line(fell, [{"step": 0, "eval_loss": 2.815}, {"step": 42, "eval_loss": 0.221}]) == (
         "Held-out loss: 2.815 before, 0.221 after (lower is better). It averages every token of the held-out "
         "answers, mostly their wording: a fact in them can still come out wrong, which asking it in Chat shows.")
+    # a preference run's is the pairs' loss: nothing of answers' wording (said of a DPO run's one held-out pair)
+    assert heldout_loss_line({"eval_loss_before": 0.75, "eval_loss_after": 0.023}, [], "preference") == (
+        "Held-out preference loss: 0.750 before, 0.023 after (lower is better)")
 
 
 def test_a_kto_run_draws_good_and_bad_replies_not_an_empty_accuracy_panel():
