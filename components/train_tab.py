@@ -286,6 +286,11 @@ def build(studio):
     gr.on([model.change, dataset.change, method.change],
           lambda said: "" if (said or "").startswith("**Could not start") else gr.skip(), message, message,
           queue=False, show_progress="hidden")
+    # ... and once a setting is changed (an Epochs of 0 put right left "Could not start: 'Epochs' ..." under
+    # Start beside a good estimate). In the page: every field of every method, no server trip each
+    gr.on([w.change for w in [*form.widgets.values(), *device_inputs, *reward_widgets]], None, message, message,
+          js="(said) => (said || '').startsWith('**Could not start') ? '' : said", queue=False,
+          show_progress="hidden")
     # (with the reward functions: a reward model among them is loaded beside the run and reads every reply)
     estimate_inputs = [model, dataset, method, *inputs, *device_inputs, *reward_widgets]
     scoring = [w for w in reward_widgets if getattr(w, "elem_id", None) in ("reward-reward_model", RUN_PICKER)]

@@ -149,3 +149,28 @@ def test_reload_reattaches_and_the_curve_grows(server, page, studio, tiny_model_
     page.locator("#runs-table [data-testid='cell-0-0']").click()  # the newest run is the first row
     expect(page.locator("#run-status")).to_contain_text(other, timeout=30_000)
     expect(page.locator("#run-action")).not_to_contain_text("Cancelling")
+
+
+def test_a_refusal_goes_once_the_setting_is_changed(server, page, tiny_model_dir):
+    """'Could not start: Epochs ... got 0.0' stayed under Start after Epochs was put right, beside a good
+    estimate (a walkthrough). A change of any setting takes the refusal away; Start says it again if it stands."""
+    from playwright.sync_api import expect
+
+    page.goto(server)
+    expect(page.locator("#train-estimate")).to_contain_text("built-in model is prepared", timeout=60_000)
+    fill(page, "train-model", tiny_model_dir)
+    page.wait_for_timeout(2000)
+    fill(page, "param-num_train_epochs", 0)
+    page.click("#start-training")
+    message = page.locator("#train-message")
+    expect(message).to_contain_text("Could not start: 'Epochs' (num_train_epochs): expected a value from 0.1 to 100",
+                                    timeout=30_000)
+    fill(page, "param-num_train_epochs", 3)
+    expect(message).to_have_text("", timeout=10_000)
+    expect(page.locator("#train-estimate")).to_contain_text("Expected peak memory", timeout=30_000)
+    # another field out of range: said by Start again, and gone once that field is put right
+    fill(page, "param-learning_rate", 5)
+    page.click("#start-training")
+    expect(message).to_contain_text("Could not start: 'Learning rate' (learning_rate)", timeout=30_000)
+    fill(page, "param-learning_rate", 0.0002)
+    expect(message).to_have_text("", timeout=10_000)
