@@ -97,21 +97,25 @@ def _seconds(s: float) -> str:
     return f"{s:.0f} s" if s < 90 else f"{s / 60:.0f} min"
 
 
-def writing_note(decoders, elapsed: float) -> str:
+def writing_note(decoders, elapsed: float, rate: float | None = None) -> str:
     """How far the replies are, under Stop: tokens so far, their rate, and the longest the rest can take
-    (each side writes at most *Max new tokens*; a reply usually ends sooner). Once all are done: how long
-    they took. On a CPU a pair of replies takes from seconds to minutes, and the page said nothing of it."""
+    (each side writes at most *Max new tokens*; a reply usually ends sooner). `rate`: tokens a second since
+    the first token (None: not measured yet; the first one waits for the prompt to be read, and its time
+    made a minute-long guess of a 10-second reply). Once all are done: how long they took. On a CPU a pair
+    of replies takes from seconds to minutes, and the page said nothing of it."""
     made = sum(len(d.generated) for d in decoders)
+    tokens = f"{made} token{'s' if made != 1 else ''}"
     if all(d.done for d in decoders):
-        rate = f", {made / elapsed:.1f} tokens/s" if made and elapsed > 0 else ""
-        return f"Written in {_seconds(elapsed)}: {made} token{'s' if made != 1 else ''}{rate}."
-    if not made or elapsed <= 0:
+        overall = f", {made / elapsed:.1f} tokens/s" if made and elapsed > 0 else ""
+        return f"Written in {_seconds(elapsed)}: {tokens}{overall}."
+    if not made:
         return "Writing the replies…"
+    if not rate:
+        return f"Writing: {tokens} so far…"
     left = sum(d.settings.max_new_tokens - len(d.generated) for d in decoders if not d.done)
     limit = max(d.settings.max_new_tokens for d in decoders)
-    return (f"Writing: {made} tokens so far, {made / elapsed:.1f} tokens/s; at most "
-            f"{_seconds(left * elapsed / made)} more (*Max new tokens* {limit} per reply), less if the replies end "
-            "sooner. *Stop* keeps them as they are.")
+    return (f"Writing: {tokens} so far, {rate:.1f} tokens/s; at most {_seconds(left / rate)} more (*Max new "
+            f"tokens* {limit} per reply), less if the replies end sooner. *Stop* keeps them as they are.")
 
 
 BLIND_OR_NAMED = {True: "blind", False: "names shown"}
@@ -329,6 +333,7 @@ def build(studio):
 
         shown_at = told_at = 0.0
         started = time.monotonic()
+        first = None  # (when the first token came, the tokens then): the rate is measured from there
         replies = stream(decs)
         while True:
             try:
@@ -349,10 +354,13 @@ def build(studio):
                 # after the last update the page got (Stop cancels between two) would say a reply shown cut
                 # short had ended
                 state = {**state, "ended": [side for side, dec in zip("ab", decs) if dec.done and not dec.cut_off]}
+                made = sum(len(dec.generated) for dec in decs)
+                first = first or ((shown_at, made) if made else None)
+                rate = (made - first[1]) / (shown_at - first[0]) if first and shown_at - first[0] >= 0.5 else None
                 told = shown_at - told_at >= PROGRESS_EVERY_S
                 told_at = shown_at if told else told_at
                 yield (shown_a, shown_b, state, gr.skip(), gr.skip(),
-                       writing_note(decs, shown_at - started) if told else gr.skip())
+                       writing_note(decs, shown_at - started, rate) if told else gr.skip())
         state = {**state, "ended": [side for side, dec in zip("ab", decs) if not dec.cut_off]}
         cut = [side for side, dec in zip("AB", decs) if dec.cut_off]
         said = (f"Model {' and '.join(cut)}: the reply stopped at *Max new tokens* ({decs[0].settings.max_new_tokens}) "

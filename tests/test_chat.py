@@ -594,20 +594,24 @@ def test_train_on_preferences_again_says_which_votes_the_run_learned_from(studio
 
 
 def test_the_progress_line_says_tokens_rate_and_the_longest_wait_left(tiny_model_dir, tmp_path):
-    """Under Stop, while two replies are written: the tokens so far, their rate, and at most how long the rest
-    takes at that rate (each side's tokens left to Max new tokens); once both end, how long they took."""
+    """Under Stop, while two replies are written: the tokens so far, their rate since the first token, and at
+    most how long the rest takes at that rate (each side's tokens left to Max new tokens); once both end, how
+    long they took."""
     from components.chat_tab import writing_note
 
     entry, _ = ModelCache(tmp_path).get(str(tiny_model_dir))
     sides = [Decoder(entry, None, QUESTION, GREEDY), Decoder(entry, None, QUESTION, GREEDY)]
     for side in sides:
         side.stop_ids = set()  # only the limit ends them
-    assert writing_note(sides, 0.5) == "Writing the replies…"  # no token yet: no rate to tell
-    sides[0].step(), sides[0].step(), sides[1].step(), sides[1].step()  # 4 tokens in 2 s: 2 tokens/s
-    left = 2 * (GREEDY.max_new_tokens - 2)  # tokens, at 0.5 s each
-    assert writing_note(sides, 2.0) == (
+    assert writing_note(sides, 0.5) == "Writing the replies…"  # no token yet
+    sides[0].step()
+    # the first token waited for the prompt to be read: no rate from it (it made a 44-minute guess)
+    assert writing_note(sides, 1.2) == "Writing: 1 token so far…"
+    sides[0].step(), sides[1].step(), sides[1].step()
+    left = 2 * (GREEDY.max_new_tokens - 2)  # tokens, at 2 a second
+    assert writing_note(sides, 2.0, rate=2.0) == (
         f"Writing: 4 tokens so far, 2.0 tokens/s; at most {left / 2:.0f} s more (*Max new tokens* "
         f"{GREEDY.max_new_tokens} per reply), less if the replies end sooner. *Stop* keeps them as they are.")
     list(stream(sides))
     made = 2 * GREEDY.max_new_tokens
-    assert writing_note(sides, 100.0) == f"Written in 2 min: {made} tokens, {made / 100:.1f} tokens/s."
+    assert writing_note(sides, 100.0, rate=2.0) == f"Written in 2 min: {made} tokens, {made / 100:.1f} tokens/s."
