@@ -460,6 +460,7 @@ def build(studio):
             return refuse(state, "Wait until both replies are finished (or press Stop).")
         if state["voted"]:  # a double click lands here too: what was stored stays said
             return refuse(state, " ".join(filter(None, (state.get("stored"), chat_service.ALREADY_VOTED))))
+        unfinished = [side for side in "ab" if side not in state.get("ended", "ab")]
         try:
             chat_service.record_vote(
                 studio, voter=(name or "").strip() or getattr(request, "username", None) or "anonymous",
@@ -468,7 +469,7 @@ def build(studio):
                 reply_a=history_a[-1]["content"], reply_b=history_b[-1]["content"],
                 settings={**(state.get("settings") or vars(settings_of(*settings))),
                           # replies without their end (Max new tokens, or Stop): an export says so
-                          "unfinished": [side for side in "ab" if side not in state.get("ended", "ab")]},
+                          "unfinished": unfinished},
                 turn=state.get("turn"))
         except chat_service.AlreadyVoted:
             # another button's click of this turn was stored: the round is over for this state too (left as
@@ -482,6 +483,9 @@ def build(studio):
         label_a, label_b = side_labels(studio, state)
         verdict = dict(VOTES)[winner]
         message = f"Vote stored: **{verdict}**. {label_a} · {label_b}."
+        if winner in unfinished:  # said at the export only, a vote for a reply stopped after two tokens went by
+            message += (" The winning reply was cut short (by *Stop*, or at *Max new tokens*): *Train on these "
+                        "preferences* teaches it as it stands, cut off.")
         state["stored"] = message
         if state["blind"]:
             message += " Send a new prompt for the next blind round."

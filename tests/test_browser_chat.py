@@ -89,6 +89,10 @@ def test_blind_battle_vote_reveal_and_export(server, page, studio, tiny_model_di
         expect(page.locator("#chat-vote-message")).to_contain_text(
             re.compile("Wait until both replies are finished|stopped at Max new tokens \\(24\\)"))
     expect(page.locator("#chat-vote-message")).to_contain_text("Vote stored: A is better", timeout=10_000)
+    # (the winner was cut off at 24 tokens: said with the vote, not only at the export)
+    expect(page.locator("#chat-vote-message")).to_contain_text(
+        "The winning reply was cut short (by Stop, or at Max new tokens): Train on these preferences teaches it as "
+        "it stands, cut off.")
     expect(page.locator("#chat-vote-message")).to_contain_text(str(tiny_model_dir))
     expect(page.locator("#chat-vote-message")).to_contain_text(str(other))
     (stored,) = studio.store.list_votes()
