@@ -69,6 +69,11 @@ def answers_now(p: dict) -> list | None:
     return None if p["status"] == "ready" else [p["items"], p["status"]]
 
 
+EMPTY_VIEW = ("<p>Pick a project above (or make one under <em>New project</em>), type your name and press "
+              "<strong>Start labeling</strong>. Each item is a prompt with two answers: pick the better one with its "
+              "button or key, and it becomes a preference pair to train on.</p>")
+
+
 def view(studio, project_id: str | None, labeler: str, message: str = "") -> tuple:
     """Everything the labeling view shows for this labeler now: (state, progress, prompt, left,
     right, message, *choice buttons, undo, bring back skips)."""
@@ -124,7 +129,9 @@ def build(studio, kept: gr.BrowserState):
     with gr.Tabs() as views:
         with gr.Tab("Label", id="label-work"):
             progress = gr.Markdown(elem_id="label-progress")
-            prompt = gr.HTML(elem_id="label-prompt", elem_classes=["label-prompt"])
+            # what the view is for, until a project's first item takes its place (it opened on an empty grey bar
+            # and empty answer boxes; the hint came only with a press of Start labeling)
+            prompt = gr.HTML(EMPTY_VIEW, elem_id="label-prompt", elem_classes=["label-prompt"])
             with gr.Row(equal_height=True):
                 with gr.Column():
                     gr.Markdown("#### Left answer")

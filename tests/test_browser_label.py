@@ -83,6 +83,9 @@ def test_two_labelers_with_the_keyboard(server, browser, studio, tmp_path):
     ann = browser.new_context().new_page()
     ann.goto(server)
     ann.get_by_role("tab", name="Label").click()
+    # before any project, the view says what it is for and how to begin (it was an empty grey bar)
+    expect(ann.locator("#label-prompt")).to_contain_text("Pick a project above (or make one under New project), "
+                                                         "type your name and press Start labeling.", timeout=30_000)
     ann.get_by_role("tab", name="New project").click()
     # typed and left with Tab, as a person does (a fill without leaving the box was once not taken: the
     # project was made with 1 per item, under load in CI)
