@@ -19,9 +19,12 @@ from studio import chat_service, method_service
 from studio.chat_service import ChatError
 
 # the model pickers' labels and the first one's help: (label of one, of the other, help), plain and blind
-PICKERS = {False: ("Model A", "Model B", "The base, or a run's tuned model. A local model folder can be typed in."),
+# (a help line for each: with one, the two boxes stood at different heights)
+PICKERS = {False: ("Model A", "Model B", "The base, or a run's tuned model. A local model folder can be typed in.",
+                   "The model A is compared with, picked the same way."),
            True: ("One contender", "The other contender",
-                  "Blind battle: each round puts these two on random sides, named after your vote.")}
+                  "Blind battle: each round puts these two on random sides, named after your vote.",
+                  "Which side each is on shows after your vote.")}
 NEW_BLIND_ROUND = ("A new blind round on the same prompt: the last round's names were shown, so the sides are "
                    "shuffled again.")
 HIDDEN = ("Model A (hidden until you vote)", "Model B (hidden until you vote)")
@@ -185,14 +188,15 @@ def build(studio):
         model_a = gr.Dropdown(choices=choices, value=first, label=PICKERS[False][0], allow_custom_value=True,
                               info=PICKERS[False][2], elem_id="chat-model-a")
         model_b = gr.Dropdown(choices=choices, value=second, label=PICKERS[False][1], allow_custom_value=True,
-                              elem_id="chat-model-b")
+                              info=PICKERS[False][3], elem_id="chat-model-b")
         blind = gr.Checkbox(label="Blind battle", value=False, elem_id="chat-blind",
                             info="Shuffle the two models between sides and hide their names until you vote: "
                                  "judge the answers, not the names.")
     same_note = gr.Markdown(same_pair_note(studio, first, second), elem_id="chat-same-note")
     # in a blind battle the pickers name the two contenders, not the sides: each round shuffles them
     blind.change(lambda on: (gr.update(label=PICKERS[bool(on)][0], info=PICKERS[bool(on)][2]),
-                             gr.update(label=PICKERS[bool(on)][1])), blind, [model_a, model_b], queue=False)
+                             gr.update(label=PICKERS[bool(on)][1], info=PICKERS[bool(on)][3])), blind,
+                 [model_a, model_b], queue=False)
     with gr.Row():
         scorer = gr.Dropdown(choices=chat_service.scorer_choices(studio), value="", label="Score replies with",
                              info="A reward model you trained (Train tab, method 'Reward model') scores each "

@@ -297,3 +297,6 @@ def test_blind_battle_switched_off_stays_off_after_a_reload(server, page):  # no
         else:
             expect(blind).not_to_be_checked()
             expect(page.locator("#chat-model-a")).to_contain_text("Model A")
+        # the two pickers' boxes side by side at one height (one had a help line, the other none)
+        a, b = (page.locator(f"#chat-model-{side} input").bounding_box() for side in "ab")
+        assert abs(a["y"] - b["y"]) < 2, (on, a, b)
