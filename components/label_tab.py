@@ -134,10 +134,10 @@ def build(studio, kept: gr.BrowserState):
             prompt = gr.HTML(EMPTY_VIEW, elem_id="label-prompt", elem_classes=["label-prompt"])
             with gr.Row(equal_height=True):
                 with gr.Column():
-                    gr.Markdown("#### Left answer")
+                    gr.Markdown("#### Left answer", elem_classes=["label-answer-head"])
                     left = gr.HTML(elem_id="label-left-text", elem_classes=["label-answer"])
                 with gr.Column():
-                    gr.Markdown("#### Right answer")
+                    gr.Markdown("#### Right answer", elem_classes=["label-answer-head"])
                     right = gr.HTML(elem_id="label-right-text", elem_classes=["label-answer"])
             with gr.Row():
                 buttons = [gr.Button(f"{text} [{key}]", elem_id=f"label-{choice.replace('_', '-')}",

@@ -305,3 +305,19 @@ def test_answers_that_come_while_the_labeler_waits_are_shown_without_a_press(ser
     press(page, "2", "is better", "ann", 3)
     assert [lb["item_id"] for lb in studio.store.list_labels("p-live")] == [
         it["id"] for it in studio.store.label_items("p-live")[:3]]
+
+
+def test_a_long_and_a_short_answer_start_at_one_height(server, browser, studio):  # noqa: F811
+    """The shorter answer sat lower than the longer one beside it (its heading took the difference): a
+    labeler's eye jumped between them. Both start on one line, as tall as each other."""
+    from playwright.sync_api import expect
+
+    studio.store.add_label_project(id="p-len", name="lengths", overlap=1, status="ready",
+                                   source={"kind": "two models", "models": ["a", "b"], "prompts": 1})
+    studio.store.add_label_items("p-len", [{
+        "position": 0, "prompt": [{"role": "user", "content": "How long is the warranty?"}],
+        "answer_a": "It lasts a long time. " * 30, "answer_b": "27 months.", "model_a": "a", "model_b": "b"}], "ready")
+    page = open_label_tab(browser, server, "ann", "lengths (1 item, 1 per item)")
+    expect(page.locator("#label-right-text")).not_to_be_empty(timeout=30_000)
+    left, right = (page.locator(f"#label-{side}-text").bounding_box() for side in ("left", "right"))
+    assert abs(left["y"] - right["y"]) < 2 and abs(left["height"] - right["height"]) < 2, (left, right)
