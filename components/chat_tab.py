@@ -439,6 +439,10 @@ def build(studio):
     for event in (sent, submitted, regenerated):
         event.then(lambda: answering_controls(busy=False), None, [send, prompt, regenerate, stop],
                    show_progress="hidden")
+        # a reply stopped (or failed) is no longer being written: an update sent just before Stop arrived after
+        # Stop's own, and "Writing: 1 token so far…" stayed (CI). Once the event is over, in the page
+        event.then(None, progress, progress, js="(said) => (said || '').startsWith('Writing') ? '' : said",
+                   queue=False, show_progress="hidden")
         event.then(on_score, score_io, scores)
     scorer.change(on_score, score_io, scores)
     # a stopped reply is a finished reply: it can be voted on as it stands
