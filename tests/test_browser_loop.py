@@ -92,6 +92,9 @@ def test_votes_to_training_to_a_blind_rematch(server, page, studio, tiny_model_d
     expect(page.locator("#chat-model-b")).to_contain_text("The other contender")
     page.click("#chat-send")
     expect(page.locator("#chat-a")).to_contain_text("hidden until you vote", timeout=30_000)
+    # the replies' first update has come (it empties the box; under load it landed after the Next prompt below,
+    # and took the prompt that put there: the labels above were the comparison's, set before the send)
+    expect(page.locator("#chat-prompt textarea")).to_have_value("", timeout=30_000)
 
     # the prompts offered are the DPO data's held-out pair's, then the held-out ones of the run it started from
     # that neither trained on (the one held-out pair was all it was offered); once one has a vote between the
@@ -138,6 +141,9 @@ def test_votes_to_training_to_a_blind_rematch(server, page, studio, tiny_model_d
     # a second *Train on these preferences* with DPO shown: the epochs it sets, over the person's own, are
     # what a reload shows (the epochs kept before came back)
     fill(page, "param-num_train_epochs", 30)
+    # (kept by the browser through a server round trip: on a busy machine a press at once could be answered
+    # first, and the 30 stored after the epochs it set; a person takes longer to go and press it)
+    page.wait_for_timeout(1500)
     page.get_by_role("tab", name="Chat").click()
     if not page.locator("#chat-train-prefs").is_visible():
         page.get_by_text("Results and export").click()
