@@ -47,16 +47,15 @@ def measured(held: int) -> str:
     return f"The run measures itself on {held} pair{'s' if held != 1 else ''} no run behind it trained on."
 
 
-def wire(studio, tabs, train: dict, chat: dict, runs: dict):
+def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
     """train: model, dataset, method components; chat: the Chat tab's loop handles; runs: the runs
-    panel's compare button and action line. Returns (*Train on these preferences*'s click, the dataset it
-    made or None), for the Data tab to show it."""
+    panel's compare button and action line."""
 
     def on_train_prefs(name, current, kept):
         try:  # named as the Dataset name field says, as the export next to it does
             start = chat_service.preference_start(studio, (name or "").strip() or None, PREFERENCE_METHOD)
         except DataError as err:  # shown where the button is
-            return (f"**Nothing to train on:** {err}", *(gr.skip(),) * 9, None)
+            return (f"**Nothing to train on:** {err}", *(gr.skip(),) * 9)
         row, model = start["dataset"], start["model"]
         where = f"run `{model[4:]}`" if model.startswith("run:") else "the base model"
         learned = start["learned"]
@@ -70,13 +69,11 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict):
         message = (f"{made} Set to DPO on it, starting from {where} (DPO's *beta* says how far it may move "
                    f"from there): press *Start training* below.{more_epochs(why)}")
         return (made, message, "", gr.update(choices=train_tab.model_choices(studio), value=model), *picked,
-                gr.Tabs(selected="train"), *epochs_set(picked, current, kept), row["id"])
+                gr.Tabs(selected="train"), *epochs_set(picked, current, kept))
 
-    prefs_made = gr.State(None)
-    pressed = chat["train_prefs"].click(
-        on_train_prefs, [chat["export_name"], train["method"], train["kept"]],
-        [chat["message"], train["setup"], train["message"], train["model"], train["dataset"], train["wanted"],
-         train["method"], tabs, epochs_field(train), train["kept"], prefs_made])
+    chat["train_prefs"].click(on_train_prefs, [chat["export_name"], train["method"], train["kept"]],
+                              [chat["message"], train["setup"], train["message"], train["model"], train["dataset"],
+                               train["wanted"], train["method"], tabs, epochs_field(train), train["kept"]])
 
     def on_compare(run_id):
         try:
@@ -136,13 +133,11 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict):
         [runs["action"], chat["model_a"], chat["model_b"], chat["blind"], chat["source"], chat["suggested"],
          chat["prompt"], chat["compare_run"], chat["prompts_box"], chat["chat_a"], chat["chat_b"], chat["battle"],
          chat["vote_message"], tabs, chat["scores"], chat["message"], chat["pair_kept"], chat["blind_kept"]])
-    return pressed, prefs_made
 
 
 def wire_labels(studio, tabs, train: dict, overview: dict):
     """'Train on these labels' in the Label tab: its labels as preference data, the Train tab set
-    to DPO on them, starting from the newest of the project's runs (else the built-in model). Returns
-    (the button's click, the dataset it made or None)."""
+    to DPO on them, starting from the newest of the project's runs (else the built-in model)."""
     from studio import label_service
     from studio.label_service import LabelError
 
@@ -151,7 +146,7 @@ def wire_labels(studio, tabs, train: dict, overview: dict):
             start = label_service.training_start(studio, project_id or "", PREFERENCE_METHOD,
                                                  float(min_agreement), bool(with_votes), (name or "").strip() or None)
         except (LabelError, DataError) as err:  # shown where the button is
-            return (f"**Nothing to train on:** {err}", *(gr.skip(),) * 9, None)
+            return (f"**Nothing to train on:** {err}", *(gr.skip(),) * 9)
         row, model = start["dataset"], start["model"]
         where = f"run `{model[4:]}`" if model.startswith("run:") else "the built-in model"
         made = (f"{made_or_found(row, name, 'labels')}: {row['rows']} preference pairs from the labels."
@@ -159,11 +154,9 @@ def wire_labels(studio, tabs, train: dict, overview: dict):
         *picked, why = train_tab.method_on(studio, PREFERENCE_METHOD, row["id"], start=model)
         message = f"{made} Set to DPO on it, starting from {where}: press *Start training* below.{more_epochs(why)}"
         return (made, message, "", gr.update(choices=train_tab.model_choices(studio), value=model), *picked,
-                gr.Tabs(selected="train"), *epochs_set(picked, current, kept), row["id"])
+                gr.Tabs(selected="train"), *epochs_set(picked, current, kept))
 
-    labels_made = gr.State(None)
-    pressed = overview["train"].click(on_train_labels, [*overview["inputs"], train["method"], train["kept"]],
-                                      [overview["message"], train["setup"], train["message"], train["model"],
-                                       train["dataset"], train["wanted"], train["method"], tabs, epochs_field(train),
-                                       train["kept"], labels_made])
-    return pressed, labels_made
+    return overview["train"].click(on_train_labels, [*overview["inputs"], train["method"], train["kept"]],
+                                   [overview["message"], train["setup"], train["message"], train["model"],
+                                    train["dataset"], train["wanted"], train["method"], tabs, epochs_field(train),
+                                    train["kept"]])

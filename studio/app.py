@@ -108,6 +108,10 @@ def build_app(studio) -> gr.Blocks:
         deleted.then(lambda key, shown: train_tab.after_deletion(studio, key, shown), [picks[2], train_dataset],
                      train_dataset, queue=False, show_progress="hidden")
         labels_to_train = loop.wire_labels(studio, tabs, train_handles(picks, runs), label_overview)
+        # an export is shown there too ("in the Data tab", and the tab showed nothing picked)
+        for event, made in ((exported, export_made), (label_overview["exported"], label_overview["export_made"])):
+            event.then(lambda made: data_tab.offered(studio, made), made, data_dataset)
+        labels_to_train.then(lambda: gr.update(choices=data_tab.dataset_choices(studio)), None, data_dataset)
         # the two models Chat compares, as the person last picked them (a reload put up the default pair
         # again: a comparison of two runs had to be picked anew), or as *Compare with the previous model* or
         # *Chat with this run* put them up; a pair the page put up itself is not kept, so a reload still shows
@@ -119,13 +123,8 @@ def build_app(studio) -> gr.Blocks:
         # ({"on": ...}: the page keeps no false value, and a battle switched off came back on after a reload)
         blind_kept = gr.BrowserState({}, storage_key="tune-studio-chat-blind", secret=form_memory.secret(studio))
         # votes -> preference run -> blind battle of the new run against where it started
-        votes_to_train = loop.wire(studio, tabs, train_handles(picks, runs), {**chat_loop, "pair_kept": pair_kept,
-                                                                              "blind_kept": blind_kept}, runs)
-        # an export is shown in the Data tab too ("in the Data tab", and the tab showed nothing picked), and so
-        # is the dataset a *Train on these…* press made (what the votes or labels became, pair by pair)
-        for event, made in ((exported, export_made), (label_overview["exported"], label_overview["export_made"]),
-                            labels_to_train, votes_to_train):
-            event.then(lambda made: data_tab.offered(studio, made), made, data_dataset)
+        loop.wire(studio, tabs, train_handles(picks, runs), {**chat_loop, "pair_kept": pair_kept,
+                                                             "blind_kept": blind_kept}, runs)
         # projects made elsewhere (CLI, another browser) and finished answers show when the tab opens
         # (as the page has them: a dataset picked for the prompts and deleted since was refused by Gradio)
         label.select(open_label, label_project, label_outputs, preprocess=False).then(*label_reopened,

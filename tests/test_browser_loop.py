@@ -157,10 +157,3 @@ def test_votes_to_training_to_a_blind_rematch(server, page, studio, tiny_model_d
     expect(page.locator("#train-estimate")).to_contain_text("Expected peak memory", timeout=60_000)
     expect(page.locator("#train-method input")).to_have_value("DPO")
     expect(page.locator("#param-num_train_epochs:visible input").first).to_have_value(set_to, timeout=10_000)
-    # what the votes became is shown pair by pair in the Data tab (the press picked it there, and the reload
-    # kept it)
-    made = studio.list_datasets()[0]
-    page.get_by_role("tab", name="Data").click()
-    expect(page.locator("#data-datasets input")).to_have_value(re.compile(re.escape(made["name"])), timeout=30_000)
-    expect(page.locator("#data-summary")).to_contain_text(f"{made['rows']} rows of preference data",
-                                                          timeout=30_000)
