@@ -75,6 +75,61 @@ class ShownMethods:
         return self._by_page.get(getattr(request, "session_hash", None) or "")
 
 
+class SetUps:
+    """What a Train-on-these button set up on each page, until the page shows it: the method, the dataset
+    and the settings its change of method will put in the fields (`values_after`). That change comes a step
+    after the button's reply, and an estimate made meanwhile (the model and the dataset change with the reply)
+    read the method before's fields: DPO with the SFT run's one epoch, "Only 1 training step", for seconds
+    before the 10 epochs set. Such an estimate is made for what was set up instead (`for_estimate`); the first
+    one the page sends with those settings, or a pick or an edit of the person's own, ends it."""
+
+    KEEP = 512  # pages remembered, the oldest forgotten first
+
+    def __init__(self):
+        self._by_page: OrderedDict[str, dict] = OrderedDict()
+
+    def note(self, request, method: str, dataset_ref: str, values: dict) -> None:
+        page = getattr(request, "session_hash", None)
+        if page:
+            self._by_page[page] = {"method": method, "dataset": dataset_ref, "values": dict(values)}
+            self._by_page.move_to_end(page)
+            while len(self._by_page) > self.KEEP:
+                self._by_page.popitem(last=False)
+
+    def end(self, request) -> None:
+        self._by_page.pop(getattr(request, "session_hash", None) or "", None)
+
+    def for_estimate(self, request, method: str, dataset_ref, params: dict) -> dict:
+        """The settings to estimate for: what was set up while the page still shows the fields from before it,
+        else the page's own (`params`)."""
+        page = getattr(request, "session_hash", None) or ""
+        setup = self._by_page.get(page)
+        if not setup or setup["method"] != method or setup["dataset"] != dataset_ref:
+            return params  # (an estimate asked before the press, answered after it)
+        if all(same_value(params.get(name), value) for name, value in setup["values"].items()):
+            self._by_page.pop(page, None)  # the page shows it now
+            return params
+        return {**params, **setup["values"]}
+
+
+def same_value(a, b) -> bool:
+    """A field's value as the page sent it and as a handler set it (10.0 and 10, "8" and 8)."""
+    if isinstance(a, bool) or isinstance(b, bool):  # (True == 1.0 in Python)
+        return a is b
+    if a == b:
+        return True
+    try:
+        return float(a) == float(b)
+    except (TypeError, ValueError):
+        return str(a) == str(b)
+
+
+def values_after(form, key: str, stored, settings: dict | None) -> dict:
+    """The settings a change to method `key` shows when it starts afresh (a Train-on-these button's carry=False
+    `chosen`): what `switched` puts in the fields then, whatever the page's fields held."""
+    return switched(form, key, None, stored, carry=False, settings=settings)[1][key]
+
+
 def states(studio) -> tuple:
     """This browser's kept picks and settings (localStorage), and the method shown before the current
     one. Made before the method switch, which reads them."""
@@ -160,7 +215,8 @@ def picked_js(kinds: dict) -> str:
             "return dataset && kind ? {...(kept || {}), [kind]: dataset} : kept; }")
 
 
-def wire(studio, picks, form, memory, choices, method_settled, switched_to: ShownMethods) -> tuple:
+def wire(studio, picks, form, memory, choices, method_settled, switched_to: ShownMethods,
+         set_ups: SetUps | None = None) -> tuple:
     """Save the picks and the shown method's fields as they change. `choices(method_key)` gives the
     current (model choices, dataset choices) as (label, value) lists. `method_settled` is the event
     that follows a change of method once the dataset list is the new method's; `switched_to` has the method
@@ -184,7 +240,9 @@ def wire(studio, picks, form, memory, choices, method_settled, switched_to: Show
     method_settled.then(save_picks, [model, dataset, method], picked, show_progress="hidden", queue=False,
                         preprocess=False)
 
-    def save(key, *values):
+    def save(request: gr.Request, key, *values):
+        if set_ups is not None:  # typed by the person: the estimate is for the page's fields from now on
+            set_ups.end(request)
         if key not in METHODS:
             return None  # nothing to merge
         return {key: form.values(key, list(values))}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from components import chat_tab, train_tab
+from components import chat_tab, form_memory, train_tab
 from components.dataset_note import cut_chosen_note, made_or_found
 from pipelines.data import DataError
 from pipelines.methods import METHODS
@@ -39,6 +39,15 @@ def epochs_set(picked, current: str | None, kept) -> tuple:
     return gr.update(value=epochs), {**kept, PREFERENCE_METHOD: {**own, "num_train_epochs": epochs}}
 
 
+def set_up(train: dict, request, picked, current: str | None, kept) -> None:
+    """Noted for the Train tab's estimate: what the press set up, when the method changes to it (its change puts
+    the settings in the fields a step later; on DPO already, `epochs_set` sets them with the reply)."""
+    if current != PREFERENCE_METHOD:
+        wanted = picked[1]
+        train["set_ups"].note(request, PREFERENCE_METHOD, wanted["dataset"], form_memory.values_after(
+            train["form"], PREFERENCE_METHOD, kept, wanted.get("settings")))
+
+
 def measured(held: int) -> str:
     """What a preference run from a run's result holds out of votes the runs behind it had trained on in part."""
     if not held:
@@ -51,7 +60,7 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
     """train: model, dataset, method components; chat: the Chat tab's loop handles; runs: the runs
     panel's compare button and action line."""
 
-    def on_train_prefs(name, current, kept):
+    def on_train_prefs(request: gr.Request, name, current, kept):
         try:  # named as the Dataset name field says, as the export next to it does
             start = chat_service.preference_start(studio, (name or "").strip() or None, PREFERENCE_METHOD)
         except DataError as err:  # shown where the button is
@@ -68,6 +77,7 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
         *picked, why = train_tab.method_on(studio, PREFERENCE_METHOD, row["id"], start=model)
         message = (f"{made} Set to DPO on it, starting from {where} (DPO's *beta* says how far it may move "
                    f"from there): press *Start training* below.{more_epochs(why)}")
+        set_up(train, request, picked, current, kept)
         return (made, message, "", gr.update(choices=train_tab.model_choices(studio), value=model), *picked,
                 gr.Tabs(selected="train"), *epochs_set(picked, current, kept))
 
@@ -141,7 +151,7 @@ def wire_labels(studio, tabs, train: dict, overview: dict):
     from studio import label_service
     from studio.label_service import LabelError
 
-    def on_train_labels(project_id, _kind, min_agreement, with_votes, name, current, kept):
+    def on_train_labels(request: gr.Request, project_id, _kind, min_agreement, with_votes, name, current, kept):
         try:
             start = label_service.training_start(studio, project_id or "", PREFERENCE_METHOD,
                                                  float(min_agreement), bool(with_votes), (name or "").strip() or None)
@@ -153,6 +163,7 @@ def wire_labels(studio, tabs, train: dict, overview: dict):
                 + cut_chosen_note(row))
         *picked, why = train_tab.method_on(studio, PREFERENCE_METHOD, row["id"], start=model)
         message = f"{made} Set to DPO on it, starting from {where}: press *Start training* below.{more_epochs(why)}"
+        set_up(train, request, picked, current, kept)
         return (made, message, "", gr.update(choices=train_tab.model_choices(studio), value=model), *picked,
                 gr.Tabs(selected="train"), *epochs_set(picked, current, kept))
 

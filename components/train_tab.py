@@ -190,6 +190,7 @@ def build(studio):
     model.focus(lambda: gr.update(choices=model_choices(studio)), None, model, queue=False, show_progress="hidden")
 
     shown_methods = form_memory.ShownMethods()
+    set_ups = form_memory.SetUps()  # what a Train-on-these button set up, until the page shows it
 
     def on_method(key, current, old_key, asked, applied, stored, kept_datasets, request: gr.Request, *fields):
         # the inputs come as the page sent them (preprocess=False): a reload, the quick run or a Train-on-
@@ -262,12 +263,12 @@ def build(studio):
     # a model not measured yet takes seconds (a reload meanwhile lost the pick)
     restore, memory_inputs, memory_outputs = form_memory.wire(
         studio, (model, dataset, method), form, memory,
-        lambda key: (model_choices(studio), dataset_choices(studio, key)), method_settled, shown_methods)
+        lambda key: (model_choices(studio), dataset_choices(studio, key)), method_settled, shown_methods, set_ups)
 
     def devices_of(values) -> dict:
         return dict(zip(device_widgets, values))
 
-    def on_estimate(model_spec, dataset_ref, method_key, *values):
+    def on_estimate(request: gr.Request, model_spec, dataset_ref, method_key, *values):
         # the inputs as the page sent them (preprocess=False): a handler that sets the dataset list with
         # the model or a setting fires their changes while the page can still hold the dataset from
         # before, which Gradio would refuse; the dataset's own change follows with the new one
@@ -276,6 +277,8 @@ def build(studio):
         values, device_values = values[:len(inputs)], values[len(inputs):]
         device_values, reward_values = device_values[:len(device_inputs)], device_values[len(device_inputs):]
         params = form.values(method_key, list(values)) if method_key in METHODS else {}
+        # what a Train-on-these button set up, while the fields still show the method before
+        params = set_ups.for_estimate(request, method_key, dataset_ref, params) if params else params
         chosen = collect_rewards(*reward_values) if method_key in METHODS and METHODS[method_key].rewards else None
         return estimate_text(studio, model_spec, dataset_ref, method_key, params, devices_of(device_values), chosen)
 
@@ -307,12 +310,12 @@ def build(studio):
            *[w.change for w in scoring]],
           on_estimate, estimate_inputs, estimate, trigger_mode="always_last", **ESTIMATE_QUEUE)
 
-    def on_fixed(said, *values):
+    def on_fixed(request: gr.Request, said, *values):
         """Any other setting: a wrong value is said at once (it was said only by Start, or with the next change of
         a setting that changes the cost), and one put right while the estimate names it is estimated again (a
         learning rate put right left its refusal on the page)."""
         if (said or "").startswith(UNAVAILABLE):
-            return on_estimate(*values)
+            return on_estimate(request, *values)
         _model, _dataset, method_key, *fields = preprocessed(estimate_inputs, list(values))
         if method_key not in METHODS:
             return gr.skip()
@@ -365,7 +368,11 @@ def build(studio):
     # what was set up is undone by the person's own picks: its "Set to DPO… press Start" would mislead, as
     # would the quick run's recipe over another model, dataset or method (inputs, not changes: the quick
     # run and the loop's buttons set all three themselves)
-    gr.on([model.input, dataset.input, method.input], lambda: "", None, setup, queue=False,
+    def on_own_pick(request: gr.Request):
+        set_ups.end(request)  # its settings are no longer what the estimate is for
+        return ""
+
+    gr.on([model.input, dataset.input, method.input], on_own_pick, None, setup, queue=False,
           show_progress="hidden")
 
     def on_quick(stored):
@@ -399,6 +406,7 @@ def build(studio):
     # picks: what the Method tab reads and sets; the estimate is refreshed after the page loads
     picks = (model, dataset, method)
     run_handles = {**run_handles, "selected": selected, "train_message": message, "train_setup": setup, "form": form,
-                   "previous": previous, "kept": kept, "wanted": wanted, "datasets_kept": by_kind}
+                   "previous": previous, "kept": kept, "wanted": wanted, "datasets_kept": by_kind,
+                   "set_ups": set_ups}
     return (on_load, [dataset, model, *run_outputs, *reward_pickers], picks, (on_estimate, estimate_inputs, estimate), run_handles,
             (restore, memory_inputs, memory_outputs))

@@ -35,7 +35,8 @@ def blind_on(kept) -> bool:
 def train_handles(picks, runs) -> dict:
     """The Train tab's components the other tabs hand over to (model, dataset, method, message)."""
     return dict(zip(("model", "dataset", "method"), picks), selected=runs["selected"], message=runs["train_message"],
-                setup=runs["train_setup"], wanted=runs["wanted"], form=runs["form"], kept=runs["kept"])
+                setup=runs["train_setup"], wanted=runs["wanted"], form=runs["form"], kept=runs["kept"],
+                set_ups=runs["set_ups"])
 
 
 # The top-level tab shown now, read from the page when the tabs change (by a click or by a handler that
@@ -149,8 +150,8 @@ def build_app(studio) -> gr.Blocks:
         # look, a chat): the estimate comes when Train is opened, not only at the next change of a setting
         on_estimate, estimate_inputs, estimate = refresh_estimate
 
-        def estimate_once_prepared(shown, *values):
-            return on_estimate(*values) if shown == train_tab.NOT_PREPARED else gr.skip()
+        def estimate_once_prepared(request: gr.Request, shown, *values):
+            return on_estimate(request, *values) if shown == train_tab.NOT_PREPARED else gr.skip()
 
         train.select(estimate_once_prepared, [estimate, *estimate_inputs], estimate, **train_tab.ESTIMATE_QUEUE)
         tick_only_where_shown(tabs, {"train": runs["timer"], "label": label_timer, "export": export_timer})

@@ -168,9 +168,9 @@ def test_opening_train_estimates_once_the_model_waited_for_is_ready(studio, tiny
     app = build_app(studio)
     (fn,) = [f for f in app.fns.values() if f.name == "estimate_once_prepared"]
     values = [c.value for c in fn.inputs[4:]]  # shown line, model, dataset, method, then each setting as drawn
-    line = fn.fn(train_tab.NOT_PREPARED, str(tiny_model_dir), None, "lora", *values)
+    line = fn.fn(None, train_tab.NOT_PREPARED, str(tiny_model_dir), None, "lora", *values)
     assert line != train_tab.NOT_PREPARED and "GB" in line
-    assert not isinstance(fn.fn("Peak memory ...", str(tiny_model_dir), None, "lora", *values), str)  # shown: kept
+    assert not isinstance(fn.fn(None, "Peak memory ...", str(tiny_model_dir), None, "lora", *values), str)  # shown: kept
 
 
 def test_the_load_restores_picks_of_an_earlier_page_never_those_this_page_saved(studio, tiny_model_dir):

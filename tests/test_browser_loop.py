@@ -157,3 +157,37 @@ def test_votes_to_training_to_a_blind_rematch(server, page, studio, tiny_model_d
     expect(page.locator("#train-estimate")).to_contain_text("Expected peak memory", timeout=60_000)
     expect(page.locator("#train-method input")).to_have_value("DPO")
     expect(page.locator("#param-num_train_epochs:visible input").first).to_have_value(set_to, timeout=10_000)
+
+
+def test_the_estimate_after_train_on_these_is_for_what_was_set(server, page, studio, tiny_model_dir,  # noqa: F811
+                                                                tiny_params):
+    """Train on these preferences sets the method, the data and the epochs a few votes need: every estimate
+    the page shows from then on is for those. (The page's fields follow the method's change a step later; an
+    estimate made meanwhile read the SFT run's epochs with DPO and warned of a one-step run for seconds.)"""
+    from playwright.sync_api import expect
+
+    parent = studio.start_run(model=str(tiny_model_dir), dataset=str(FAQ), method="lora",
+                              params={**tiny_params, "num_train_epochs": 0.2})
+    assert studio.wait(parent, poll_s=0.5)["status"] == "completed"
+    for winner, question, (a, b) in (("a", "How long is the warranty?", ("27 months.", "No idea.")),
+                                     ("b", "How do I reset it?", ("Ask later.", "Hold power 12 s."))):
+        prompt = [{"role": "user", "content": question}]
+        chat_service.record_vote(studio, voter="me", model_a=f"run:{parent}", model_b=f"base:{tiny_model_dir}",
+                                 winner=winner, blind=True, prompt_a=prompt, prompt_b=prompt, reply_a=a,
+                                 reply_b=b, settings={})
+    page.goto(server)
+    expect(page.locator("#train-estimate")).to_contain_text("built-in model is prepared", timeout=60_000)
+    fill(page, "param-num_train_epochs", 1)  # an SFT setting the preference run does not take
+    page.wait_for_timeout(1500)
+    # every text the estimate shows from the press on, as the page shows it
+    page.evaluate("""() => { const el = document.getElementById('train-estimate'); window.__shown = [];
+        new MutationObserver(() => window.__shown.push(el.innerText))
+            .observe(el, {childList: true, subtree: true, characterData: true}); }""")
+    page.get_by_role("tab", name="Chat").click()
+    page.get_by_text("Results and export").click()
+    page.click("#chat-train-prefs")
+    expect(page.locator("#train-estimate")).to_contain_text("per epoch × 10", timeout=60_000)
+    page.wait_for_timeout(3000)  # anything later too
+    shown = [text for text in page.evaluate("window.__shown") if "per epoch ×" in text]
+    assert shown and all(re.search(r"per epoch × 10\b", text) for text in shown), shown
+    assert not any("Only" in text for text in shown), shown

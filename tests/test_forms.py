@@ -155,3 +155,35 @@ def test_an_import_is_what_its_kind_comes_back_to_as_the_train_tab_offers_it(stu
     assert text["kind"] == "text"
     assert imported_pick(studio, text["id"], kept) == {**kept, "sft": text["id"]}
     assert imported_pick(studio, None, kept) is None  # the import made nothing
+
+
+def test_an_estimate_made_before_the_page_shows_a_set_up_is_for_the_set_up(form):
+    """A Train-on-these press notes what its change of method will show (DPO from its own kept settings, at
+    least the epochs a few votes need, nothing carried from the SFT method before); an estimate whose fields
+    still hold the method before is made for that, until the page sends those settings or the person picks."""
+    from types import SimpleNamespace
+
+    from components.form_memory import SetUps, same_value, values_after
+
+    kept = {"dpo": {"beta": 0.3, "num_train_epochs": 2}, "lora": {"num_train_epochs": 1}}
+    after = values_after(form, "dpo", kept, {"num_train_epochs": 10})
+    assert after["beta"] == 0.3 and after["num_train_epochs"] == 10  # its own, the epochs raised to 10
+    assert {k: v for k, v in after.items() if k not in ("beta", "num_train_epochs")} == \
+        {k: v for k, v in form.defaults("dpo").items() if k not in ("beta", "num_train_epochs")}
+    assert values_after(form, "dpo", {"dpo": {"num_train_epochs": 12}}, {"num_train_epochs": 10})["num_train_epochs"] == 12
+
+    page, other = SimpleNamespace(session_hash="p1"), SimpleNamespace(session_hash="p2")
+    set_ups = SetUps()
+    set_ups.note(page, "dpo", "votes-1", after)
+    stale = {**form.defaults("dpo"), "num_train_epochs": 1.0}  # the SFT run's one epoch, still in the field
+    assert set_ups.for_estimate(page, "dpo", "votes-1", stale) == after
+    assert set_ups.for_estimate(other, "dpo", "votes-1", stale) == stale  # another page's own
+    assert set_ups.for_estimate(page, "lora", "votes-1", stale) == stale  # asked before the press
+    assert set_ups.for_estimate(page, "dpo", "quillpad", stale) == stale
+    shown = {**after, "num_train_epochs": 10.0}  # as the page sends it
+    assert set_ups.for_estimate(page, "dpo", "votes-1", shown) == shown  # shown: over
+    assert set_ups.for_estimate(page, "dpo", "votes-1", stale) == stale  # the person's 1 epoch since
+    set_ups.note(page, "dpo", "votes-1", after)
+    set_ups.end(page)  # a pick or an edit of the person's own
+    assert set_ups.for_estimate(page, "dpo", "votes-1", stale) == stale
+    assert same_value(10, 10.0) and same_value("8", 8) and not same_value(True, 1.0) and not same_value("a", "b")
