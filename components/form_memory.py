@@ -80,8 +80,9 @@ class SetUps:
     and the settings its change of method will put in the fields (`values_after`). That change comes a step
     after the button's reply, and an estimate made meanwhile (the model and the dataset change with the reply)
     read the method before's fields: DPO with the SFT run's one epoch, "Only 1 training step", for seconds
-    before the 10 epochs set. Such an estimate is made for what was set up instead (`for_estimate`); the first
-    one the page sends with those settings, or a pick or an edit of the person's own, ends it."""
+    before the 10 epochs set. Such an estimate is made for what was set up instead (`for_estimate`) until both
+    an estimate with those settings and the one chained after the change (which reads the fields from before
+    it, and can come after the other) have come; a pick or an edit of the person's own ends it at once."""
 
     KEEP = 512  # pages remembered, the oldest forgotten first
 
@@ -91,7 +92,8 @@ class SetUps:
     def note(self, request, method: str, dataset_ref: str, values: dict) -> None:
         page = getattr(request, "session_hash", None)
         if page:
-            self._by_page[page] = {"method": method, "dataset": dataset_ref, "values": dict(values)}
+            self._by_page[page] = {"method": method, "dataset": dataset_ref, "values": dict(values),
+                                   "shown": False, "settled": False}
             self._by_page.move_to_end(page)
             while len(self._by_page) > self.KEEP:
                 self._by_page.popitem(last=False)
@@ -99,17 +101,19 @@ class SetUps:
     def end(self, request) -> None:
         self._by_page.pop(getattr(request, "session_hash", None) or "", None)
 
-    def for_estimate(self, request, method: str, dataset_ref, params: dict) -> dict:
-        """The settings to estimate for: what was set up while the page still shows the fields from before it,
-        else the page's own (`params`)."""
+    def for_estimate(self, request, method: str, dataset_ref, params: dict, settled: bool = False) -> dict:
+        """The settings to estimate for: what was set up while the page can still send the fields from before
+        it, else the page's own (`params`). `settled`: asked by the step chained after the change of method."""
         page = getattr(request, "session_hash", None) or ""
         setup = self._by_page.get(page)
         if not setup or setup["method"] != method or setup["dataset"] != dataset_ref:
             return params  # (an estimate asked before the press, answered after it)
-        if all(same_value(params.get(name), value) for name, value in setup["values"].items()):
-            self._by_page.pop(page, None)  # the page shows it now
-            return params
-        return {**params, **setup["values"]}
+        shown = all(same_value(params.get(name), value) for name, value in setup["values"].items())
+        setup["shown"] |= shown
+        setup["settled"] |= settled
+        if setup["shown"] and setup["settled"]:
+            self._by_page.pop(page, None)  # the page shows it, and no step from before the change is left
+        return params if shown else {**params, **setup["values"]}
 
 
 def same_value(a, b) -> bool:

@@ -268,7 +268,7 @@ def build(studio):
     def devices_of(values) -> dict:
         return dict(zip(device_widgets, values))
 
-    def on_estimate(request: gr.Request, model_spec, dataset_ref, method_key, *values):
+    def on_estimate(request: gr.Request, model_spec, dataset_ref, method_key, *values, settled: bool = False):
         # the inputs as the page sent them (preprocess=False): a handler that sets the dataset list with
         # the model or a setting fires their changes while the page can still hold the dataset from
         # before, which Gradio would refuse; the dataset's own change follows with the new one
@@ -278,7 +278,7 @@ def build(studio):
         device_values, reward_values = device_values[:len(device_inputs)], device_values[len(device_inputs):]
         params = form.values(method_key, list(values)) if method_key in METHODS else {}
         # what a Train-on-these button set up, while the fields still show the method before
-        params = set_ups.for_estimate(request, method_key, dataset_ref, params) if params else params
+        params = set_ups.for_estimate(request, method_key, dataset_ref, params, settled) if params else params
         chosen = collect_rewards(*reward_values) if method_key in METHODS and METHODS[method_key].rewards else None
         return estimate_text(studio, model_spec, dataset_ref, method_key, params, devices_of(device_values), chosen)
 
@@ -301,7 +301,12 @@ def build(studio):
     # be one the new list lacks, and the server refuses it: "... is not in the list of choices")
     # one estimate at a time, in the order asked: two at once (a model still being measured, then an
     # edit of the epochs) could finish in either order and leave the older answer on the page
-    method_settled.then(on_estimate, estimate_inputs, estimate, **ESTIMATE_QUEUE)
+    def on_settled(request: gr.Request, *values):
+        # (this step reads the fields from before the change's reply: measured, it sent the SFT run's epochs
+        # after an estimate of the 10 epochs set had come; what was set up is estimated until it has come)
+        return on_estimate(request, *values, settled=True)
+
+    method_settled.then(on_settled, estimate_inputs, estimate, **ESTIMATE_QUEUE)
     # a setting that changes the memory or time (a change of method sets several at once), the model,
     # the data, what each device holds; a run finishing here (its speed and start-up time calibrate it)
     gr.on([dataset.change, model.change, run_handles["finished"].change,

@@ -181,8 +181,15 @@ def test_an_estimate_made_before_the_page_shows_a_set_up_is_for_the_set_up(form)
     assert set_ups.for_estimate(page, "lora", "votes-1", stale) == stale  # asked before the press
     assert set_ups.for_estimate(page, "dpo", "quillpad", stale) == stale
     shown = {**after, "num_train_epochs": 10.0}  # as the page sends it
-    assert set_ups.for_estimate(page, "dpo", "votes-1", shown) == shown  # shown: over
-    assert set_ups.for_estimate(page, "dpo", "votes-1", stale) == stale  # the person's 1 epoch since
+    assert set_ups.for_estimate(page, "dpo", "votes-1", shown) == shown
+    # the step chained after the change of method reads the fields from before it, also after the above
+    assert set_ups.for_estimate(page, "dpo", "votes-1", stale, settled=True) == after
+    assert set_ups.for_estimate(page, "dpo", "votes-1", stale) == stale  # both came: the person's 1 epoch since
+    set_ups.note(page, "dpo", "votes-1", after)  # the other order: that step first, then the fields shown
+    assert set_ups.for_estimate(page, "dpo", "votes-1", stale, settled=True) == after
+    assert set_ups.for_estimate(page, "dpo", "votes-1", stale) == after
+    assert set_ups.for_estimate(page, "dpo", "votes-1", shown) == shown
+    assert set_ups.for_estimate(page, "dpo", "votes-1", stale) == stale
     set_ups.note(page, "dpo", "votes-1", after)
     set_ups.end(page)  # a pick or an edit of the person's own
     assert set_ups.for_estimate(page, "dpo", "votes-1", stale) == stale
