@@ -56,6 +56,15 @@ def measured(held: int) -> str:
     return f"The run measures itself on {held} pair{'s' if held != 1 else ''} no run behind it trained on."
 
 
+NOT_MEASURED = (" No pair is held out to measure the run (too few pairs, or their prompts are ones a run behind it "
+                "trained on): it will show its training loss only. Pairs on new prompts give it a held-out check.")
+
+
+def unmeasured(studio, dataset_id: str, model: str) -> str:
+    """Said before Start when the preference run will hold nothing out (a label project's 3 pairs on one prompt)."""
+    return "" if method_service.held_out(studio, PREFERENCE_METHOD, dataset_id, model) else NOT_MEASURED
+
+
 def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
     """train: model, dataset, method components; chat: the Chat tab's loop handles; runs: the runs
     panel's compare button and action line."""
@@ -71,7 +80,7 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
         again = (f" {learned} of these votes {'was' if learned == 1 else 'were'} already in the dataset behind {where} "
                  f"(votes are kept): {start['votes'] - learned} {'is' if start['votes'] - learned == 1 else 'are'} "
                  f"new. {measured(method_service.held_out(studio, PREFERENCE_METHOD, row['id'], model))}"
-                 if learned else "")
+                 if learned else unmeasured(studio, row["id"], model))
         made = (f"{made_or_found(row, name, 'votes')}: {row['rows']} preference pairs from {start['votes']} decisive "
                 f"votes.{again}{cut_chosen_note(row)}")
         *picked, why = train_tab.method_on(studio, PREFERENCE_METHOD, row["id"], start=model)
@@ -160,7 +169,7 @@ def wire_labels(studio, tabs, train: dict, overview: dict):
         row, model = start["dataset"], start["model"]
         where = f"run `{model[4:]}`" if model.startswith("run:") else "the built-in model"
         made = (f"{made_or_found(row, name, 'labels')}: {row['rows']} preference pairs from the labels."
-                + cut_chosen_note(row))
+                + unmeasured(studio, row["id"], model) + cut_chosen_note(row))
         *picked, why = train_tab.method_on(studio, PREFERENCE_METHOD, row["id"], start=model)
         message = f"{made} Set to DPO on it, starting from {where}: press *Start training* below.{more_epochs(why)}"
         set_up(train, request, picked, current, kept)

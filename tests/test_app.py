@@ -647,3 +647,20 @@ def test_a_few_pairs_set_up_for_preference_training_say_what_so_few_teach(studio
                          "can measure.")
     settings, said = why(13)  # 12 train, 3 steps an epoch: still raised, and no longer "so few"
     assert settings and said.endswith("steps to move the model.")
+
+
+def test_train_on_these_labels_says_when_the_run_will_hold_nothing_out(studio, tmp_path):
+    """One labelled pair cannot be split: the note before Start says the run will show its training loss only
+    (a walkthrough's 3-pair run had no held-out check and was not told). Six pairs hold one out: not said."""
+    from components.loop import NOT_MEASURED
+    from tests.test_label_service import label_until_done, new_project
+
+    app = build_app(studio)
+    (press,) = [f for f in app.fns.values() if f.name == "on_train_labels"]
+    for n, told in ((1, True), (6, False)):
+        ref = new_project(studio, tmp_path, n=n, name=f"proj{n}")
+        label_until_done(studio, ref, ["ann"])
+        made, message, *_ = press.fn(None, ref, "preference", 0.0, False, f"labels {n}", "lora", {})
+        assert made.startswith("Made") and (NOT_MEASURED in made) is told, made
+        assert (NOT_MEASURED in message) is told
+    assert NOT_MEASURED.startswith(" No pair is held out to measure the run")

@@ -569,15 +569,15 @@ def test_train_on_preferences_again_says_which_votes_the_run_learned_from(studio
 
     app = build_app(studio)
     (train_prefs,) = [f for f in app.fns.values() if f.name == "on_train_prefs"]
-    made = train_prefs.fn("", "lora", {})[0]
+    made = train_prefs.fn(None, "", "lora", {})[0]
     assert f"from 5 decisive votes. 3 of these votes were already in the dataset behind run `{child}` (votes are " \
            "kept): 2 are new. The run measures itself on 1 pair no run behind it trained on." in made
     # on DPO already, the epochs it sets are kept by the browser as the form's (a reload brought back the
     # epochs kept from the round before, over those set and shown); from another method the switch keeps them
-    *_, field, kept = train_prefs.fn("", "dpo", {"dpo": {"num_train_epochs": 50, "beta": 0.2}, "lora": {"r": 4}})
+    *_, field, kept = train_prefs.fn(None, "", "dpo", {"dpo": {"num_train_epochs": 50, "beta": 0.2}, "lora": {"r": 4}})
     assert field["value"] > 1 and kept == {"dpo": {"num_train_epochs": field["value"], "beta": 0.2}, "lora": {"r": 4}}
     skip = type(gr.skip())
-    assert [type(v) for v in train_prefs.fn("", "lora", {"dpo": {"num_train_epochs": 50}})[-2:]] == [skip, skip]
+    assert [type(v) for v in train_prefs.fn(None, "", "lora", {"dpo": {"num_train_epochs": 50}})[-2:]] == [skip, skip]
     # a DPO run on all 5, then a vote on a prompt it trained on: too few new pairs to hold one out, and why
     grandchild = "r20261205-120000-cccc"
     studio.store.add_run(id=grandchild, method="dpo", model="default", dataset_id=again["dataset"]["id"],
@@ -587,7 +587,7 @@ def test_train_on_preferences_again_says_which_votes_the_run_learned_from(studio
     write_json(studio.run_dir(grandchild) / STATUS, {"status": "completed", "finished": 3.0})
     write_json(studio.run_dir(grandchild) / JOB, {"method": "dpo", "dataset": again["dataset"], "parent_id": child})
     vote(studio, "a", a=f"run:{grandchild}", b=f"run:{child}")
-    made = train_prefs.fn("", "lora", {})[0]
+    made = train_prefs.fn(None, "", "lora", {})[0]
     assert "6 decisive votes. 5 of these votes were already in the dataset behind run" in made
     assert made.endswith("1 is new. No pair is held out to measure the run: it holds out only pairs no run behind "
                          "it trained on, and too few are new. Vote on new prompts for a held-out check.")
