@@ -106,8 +106,10 @@ def build_new(studio, project, timer: gr.Timer):
                          visible=False, elem_id="label-new-pairs")
     with gr.Row():
         create = gr.Button("Create project", variant="primary", elem_id="label-create")
-        cancel = gr.Button("Stop answering (selected project)", elem_id="label-cancel-generation")
-        resume = gr.Button("Resume answering (selected project)", elem_id="label-resume-generation")
+        # each pressable only when it would do something to the project picked (`answer_buttons`)
+        cancel = gr.Button("Stop answering (selected project)", elem_id="label-cancel-generation", interactive=False)
+        resume = gr.Button("Resume answering (selected project)", elem_id="label-resume-generation",
+                           interactive=False)
     message = gr.Markdown(elem_id="label-new-message")
 
     def on_answers(kind, prompts_kind):
@@ -184,7 +186,16 @@ def build_new(studio, project, timer: gr.Timer):
         return (f"**{name}** {STOPPING}: the prompts answered so far can be labelled; *Resume answering* goes on "
                 "from there.", projects_table(studio), project_id)
 
-    cancel.click(on_cancel, project, [message, table, made_id])
+    def answer_buttons(project_id):
+        """Stop answering and Resume answering as the picked project allows: Stop while its answers are being
+        written, Resume once that stopped short (both looked pressable with no project picked)."""
+        found = next((p for p in ls.projects(studio) if p["id"] == project_id), None) if project_id else None
+        status = found["status"] if found else None
+        return gr.update(interactive=status == "generating"), gr.update(interactive=status in ls.STOPPED)
+
+    project.change(answer_buttons, project, [cancel, resume], queue=False, show_progress="hidden")
+    cancel.click(on_cancel, project, [message, table, made_id]).then(answer_buttons, project, [cancel, resume],
+                                                                      queue=False, show_progress="hidden")
 
     def on_resume(project_id):
         if not project_id:
@@ -195,19 +206,23 @@ def build_new(studio, project, timer: gr.Timer):
             return f"**Nothing to resume:** {err}", gr.skip()
         return "Answering again, from the first prompt without answers.", projects_table(studio)
 
-    resume.click(on_resume, project, [message, table])
+    resume.click(on_resume, project, [message, table]).then(answer_buttons, project, [cancel, resume], queue=False,
+                                                            show_progress="hidden")
 
-    def on_tick(shown, said, made):
+    def on_tick(shown, said, made, picked):
         # only a change is sent: every open page ticks, and an unchanged table costs the browser a redraw;
         # the project list says what the table says (a project done generating loses its 'generating'),
-        # and so does the note made with it (it said "being answered" after the table said ready)
+        # and so does the note made with it (it said "being answered" after the table said ready), and the
+        # Stop and Resume buttons what the picked project allows now
         now = projects_table(studio)
         if now == shown:
-            return gr.skip(), shown, gr.skip(), gr.skip()
-        return now, now, gr.update(choices=project_choices(studio)), answered_note(studio, made, said)
+            return gr.skip(), shown, gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return (now, now, gr.update(choices=project_choices(studio)), answered_note(studio, made, said),
+                *answer_buttons(picked))
 
     shown = gr.State(None)
-    timer.tick(on_tick, [shown, message, made_id], [table, shown, project, message], show_progress="hidden")
+    timer.tick(on_tick, [shown, message, made_id, project], [table, shown, project, message, cancel, resume],
+               show_progress="hidden")
 
     def fresh(dataset_shown=None, a_shown=None, b_shown=None):
         """Datasets imported and runs finished since the page opened; the dataset and the models shown

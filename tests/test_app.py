@@ -664,3 +664,24 @@ def test_train_on_these_labels_says_when_the_run_will_hold_nothing_out(studio, t
         assert made.startswith("Made") and (NOT_MEASURED in made) is told, made
         assert (NOT_MEASURED in message) is told
     assert NOT_MEASURED.startswith(" No pair is held out to measure the run")
+
+
+def test_stop_and_resume_answering_are_pressable_only_when_they_would_act(studio):
+    """Both buttons looked pressable with no project picked: Stop is while the picked project's answers are being
+    written, Resume once that stopped short, neither otherwise; the table's tick follows a status change."""
+    app = build_app(studio)
+    buttons = next(f for f in app.fns.values() if f.name == "answer_buttons")
+    (tick,) = [f for f in app.fns.values() if f.name == "on_tick" and f.fn.__module__ == "components.label_projects"]
+    for pid, status in (("p-gen", "generating"), ("p-stop", "cancelled"), ("p-fail", "failed"), ("p-ok", "ready")):
+        studio.store.add_label_project(id=pid, name=pid, overlap=1, status=status,
+                                       source={"kind": "two models", "models": ["a", "b"], "prompts": 5})
+    pressable = {pid: tuple(u["interactive"] for u in buttons.fn(pid)) for pid in (None, "p-gen", "p-stop", "p-fail",
+                                                                                  "p-ok", "gone")}
+    assert pressable == {None: (False, False), "p-gen": (True, False), "p-stop": (False, True),
+                         "p-fail": (False, True), "p-ok": (False, False), "gone": (False, False)}
+    *_, stop, resume = tick.fn(None, "", None, "p-gen")
+    assert (stop["interactive"], resume["interactive"]) == (True, False)
+    shown = tick.fn(None, "", None, "p-gen")[1]
+    studio.store.set_label_project_status("p-gen", "cancelled")  # stopped since
+    *_, stop, resume = tick.fn(shown, "", None, "p-gen")
+    assert (stop["interactive"], resume["interactive"]) == (False, True)

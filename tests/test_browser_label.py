@@ -202,6 +202,9 @@ def test_a_project_answered_in_the_background_says_when_it_is_ready(server, brow
     expect(page.locator("#label-message")).to_have_text("Pick a project above (or make one under New project).",
                                                         timeout=30_000)
     page.get_by_role("tab", name="New project").click()
+    # nothing to stop or resume with no project picked (both looked pressable)
+    expect(page.locator("#label-cancel-generation")).to_be_disabled()
+    expect(page.locator("#label-resume-generation")).to_be_disabled()
     fill(page, "label-new-name", "sampled")
     # with only the built-in model to offer, it answers twice (two models were it on both sides, refused)
     expect(page.get_by_label("One model answers twice (sampled)")).to_be_checked()
@@ -223,6 +226,8 @@ def test_a_project_answered_in_the_background_says_when_it_is_ready(server, brow
                                                                timeout=30_000)
     expect(page.locator("#label-new-message")).to_contain_text("sampled is ready", timeout=180_000)
     assert ls.project(studio, "sampled")["status"] == "ready"
+    expect(page.locator("#label-cancel-generation")).to_be_disabled()  # answered: nothing to stop
+    expect(page.locator("#label-resume-generation")).to_be_disabled()
 
     # a reload opens the Label tab again (it opened Train), with what opening it shows: the project made
     # since the page was built is offered
