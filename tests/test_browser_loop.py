@@ -16,20 +16,25 @@ from tests.test_browser import fill, page, server  # noqa: F401  (fixtures)
 pytestmark = pytest.mark.browser
 
 
-def test_votes_to_training_to_a_blind_rematch(server, page, studio, tiny_model_dir, tiny_params):  # noqa: F811
-    from playwright.sync_api import expect
-
+def voted_parent(studio, tiny_model_dir, tiny_params) -> str:
+    """A finished LoRA run and two blind votes between it and its base, on two questions (two votes on one
+    question would leave nothing held out that the run never trained on)."""
     parent = studio.start_run(model=str(tiny_model_dir), dataset=str(FAQ), method="lora",
                               params={**tiny_params, "num_train_epochs": 0.2})
     assert studio.wait(parent, poll_s=0.5)["status"] == "completed"
-    # two questions (two votes on one question would leave nothing held out that the run never trained on)
     for winner, question, (a, b) in (("a", "How long is the warranty?", ("27 months.", "No idea.")),
                                      ("b", "How do I reset it?", ("Ask later.", "Hold power 12 s."))):
         prompt = [{"role": "user", "content": question}]
         chat_service.record_vote(studio, voter="me", model_a=f"run:{parent}", model_b=f"base:{tiny_model_dir}",
                                  winner=winner, blind=True, prompt_a=prompt, prompt_b=prompt, reply_a=a,
                                  reply_b=b, settings={})
+    return parent
 
+
+def test_votes_to_training_to_a_blind_rematch(server, page, studio, tiny_model_dir, tiny_params):  # noqa: F811
+    from playwright.sync_api import expect
+
+    parent = voted_parent(studio, tiny_model_dir, tiny_params)
     page.goto(server)
     # a quick SFT setting: one epoch (shared settings follow a change of method picked by hand)
     expect(page.locator("#train-estimate")).to_contain_text("built-in model is prepared", timeout=60_000)
@@ -166,15 +171,7 @@ def test_the_estimate_after_train_on_these_is_for_what_was_set(server, page, stu
     estimate made meanwhile read the SFT run's epochs with DPO and warned of a one-step run for seconds.)"""
     from playwright.sync_api import expect
 
-    parent = studio.start_run(model=str(tiny_model_dir), dataset=str(FAQ), method="lora",
-                              params={**tiny_params, "num_train_epochs": 0.2})
-    assert studio.wait(parent, poll_s=0.5)["status"] == "completed"
-    for winner, question, (a, b) in (("a", "How long is the warranty?", ("27 months.", "No idea.")),
-                                     ("b", "How do I reset it?", ("Ask later.", "Hold power 12 s."))):
-        prompt = [{"role": "user", "content": question}]
-        chat_service.record_vote(studio, voter="me", model_a=f"run:{parent}", model_b=f"base:{tiny_model_dir}",
-                                 winner=winner, blind=True, prompt_a=prompt, prompt_b=prompt, reply_a=a,
-                                 reply_b=b, settings={})
+    parent = voted_parent(studio, tiny_model_dir, tiny_params)
     page.goto(server)
     expect(page.locator("#train-estimate")).to_contain_text("built-in model is prepared", timeout=60_000)
     fill(page, "param-num_train_epochs", 1)  # an SFT setting the preference run does not take
