@@ -42,6 +42,8 @@ def main() -> None:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(f"http://127.0.0.1:{port}")
         page.wait_for_selector("#run-status")
+        if args.tab == "train":  # the estimate above Start (it measures the model first)
+            page.wait_for_selector("#train-estimate >> text=Expected peak memory", timeout=120_000)
         if args.tab == "data":
             page.get_by_role("tab", name="Data").click()
             page.locator("#data-sample input").click()
