@@ -38,9 +38,17 @@ def _cell(value, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+MIN_COLUMN_PERCENT = 18  # of the table's width: past 5 columns the table scrolls sideways
+
+
 def shown_table(table: dict | None):
-    """A table with rows is shown; an empty one is hidden (Gradio would show headers named 1, 2, 3)."""
-    return gr.update(value=table, visible=True) if table and table["data"] else gr.update(value=None, visible=False)
+    """A table with rows is shown, its columns sharing the width (sized by their text, a pair's prompt took it
+    all and pushed chosen and rejected out of sight to the right); an empty one is hidden (Gradio would show
+    headers named 1, 2, 3)."""
+    if not table or not table["data"]:
+        return gr.update(value=None, visible=False)
+    share = f"{max(100 / max(len(table['headers']), 1), MIN_COLUMN_PERCENT):.4g}%"  # (many: scrolled, still legible)
+    return gr.update(value=table, visible=True, column_widths=[share] * len(table["headers"]))
 
 
 def offered(studio, made: str | None = None) -> dict:

@@ -242,3 +242,27 @@ def test_delete_a_dataset_after_saying_what_it_touches(server, page, studio, tin
     page.click("#label-create")
     expect(page.locator("#label-new-message")).to_have_text(
         "Could not create the project: pick a dataset for the prompts", timeout=30_000)
+
+
+def test_a_pairs_tables_show_every_column_side_by_side(server, page, studio, tiny_model_dir, tmp_path):  # noqa: F811
+    """The file's first records and the stored rows of preference pairs: the columns share the table's width
+    (sized by their text, a long prompt took it all and pushed chosen and rejected out of sight)."""
+    from playwright.sync_api import expect
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({
+        "prompt": f"Question {i}: " + "tell me everything about the warranty, the battery and the export formats " * 2,
+        "chosen": f"Answer {i}, kept short.", "rejected": f"Other {i}."}) + "\n" for i in range(5)))
+    page.goto(server)
+    page.get_by_role("tab", name="Data").click()
+    fill(page, "data-model", tiny_model_dir)
+    page.locator("#data-upload input[type=file]").set_input_files(str(pairs))
+    expect(page.locator("#data-raw")).to_contain_text("Other 0.", timeout=30_000)
+    page.click("#data-import")
+    expect(page.locator("#data-preview")).to_contain_text("Other 0.", timeout=60_000)
+    for table in ("#data-raw", "#data-preview"):
+        box = page.locator(table).bounding_box()
+        headers = dict(page.locator(table).evaluate(
+            "e => Array.from(e.querySelectorAll('th')).map(h => [h.innerText.trim(), h.getBoundingClientRect().right])"))
+        assert {"prompt", "chosen", "rejected"} <= set(headers), headers
+        assert all(right <= box["x"] + box["width"] + 1 for right in headers.values()), (table, headers, box)
