@@ -270,7 +270,9 @@ def project_choices(studio) -> list[tuple[str, str]]:
     out = []
     for p in ls.projects(studio):
         state = {"ready": "", "generating": ", answering", "cancelled": ", stopped"}.get(p["status"], f", {p['status']}")
-        out.append((f"{p['name']} ({p['items']} item{'s' if p['items'] != 1 else ''}, {p['overlap']} per item{state})",
+        # (the labelers each item gets: "1 per item" was terse)
+        out.append((f"{p['name']} ({p['items']} item{'s' if p['items'] != 1 else ''}, {p['overlap']} "
+                    f"labeler{'s' if p['overlap'] != 1 else ''} each{state})",
                     p["id"]))
     return out
 

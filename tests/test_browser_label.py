@@ -103,7 +103,7 @@ def test_two_labelers_with_the_keyboard(server, browser, studio, tmp_path):
     expect(ann.locator("#label-new-message")).to_contain_text("Made answers with 4 items, picked above",
                                                               timeout=30_000)
     project = ls.project(studio, "answers")
-    label = "answers (4 items, 2 per item)"
+    label = "answers (4 items, 2 labelers each)"
     # the new project is the one picked: Start labeling works on it at once
     expect(ann.locator("#label-project input")).to_have_value(label, timeout=10_000)
     # pressed here without a name, Start shows the Label view with its answer (it answered in the hidden view)
@@ -235,10 +235,10 @@ def test_a_project_answered_in_the_background_says_when_it_is_ready(server, brow
     expect(page.locator('#studio-tabs [data-tab-id="label"]')).to_have_attribute("aria-selected", "true",
                                                                                 timeout=30_000)
     page.locator("#label-project input").click()
-    expect(page.get_by_role("option", name="sampled (2 items, 1 per item)")).to_be_visible(timeout=30_000)
+    expect(page.get_by_role("option", name="sampled (2 items, 1 labeler each)")).to_be_visible(timeout=30_000)
 
     # an answer the 16-token limit cut off says so under it (its end is missing, not the model's choice)
-    page.get_by_role("option", name="sampled (2 items, 1 per item)").click()
+    page.get_by_role("option", name="sampled (2 items, 1 labeler each)").click()
     page.locator("#label-labeler textarea, #label-labeler input").first.fill("cat")
     page.click("#label-start")
     expect(page.locator("#label-progress")).to_contain_text("cat: 0 labelled", timeout=30_000)
@@ -254,7 +254,7 @@ def test_a_project_answered_in_the_background_says_when_it_is_ready(server, brow
 
     # a reload keeps the project picked and shows where this labeler is in it (it had to be picked again)
     page.reload()
-    expect(page.locator("#label-project input")).to_have_value("sampled (2 items, 1 per item)", timeout=30_000)
+    expect(page.locator("#label-project input")).to_have_value("sampled (2 items, 1 labeler each)", timeout=30_000)
     expect(page.locator("#label-progress")).to_contain_text("cat: 0 labelled", timeout=30_000)
     expect(page.locator("#label-left")).to_be_enabled()
 
@@ -274,7 +274,7 @@ def test_answers_that_come_while_the_labeler_waits_are_shown_without_a_press(ser
             "position": n, "prompt": [{"role": "user", "content": f"Question {n} answered meanwhile?"}],
             "answer_a": f"Answer A {n}.", "answer_b": f"Answer B {n}.", "model_a": "a", "model_b": "b"}], status)
 
-    page = open_label_tab(browser, server, "ann", "live (0 items, 1 per item, answering)")
+    page = open_label_tab(browser, server, "ann", "live (0 items, 1 labeler each, answering)")
     prompt, progress = page.locator("#label-prompt"), page.locator("#label-progress")
     expect(prompt).to_contain_text("Waiting for the first answer")
     expect(prompt).to_contain_text("5 more prompts are being answered: each appears here as soon as it is answered")
@@ -282,7 +282,7 @@ def test_answers_that_come_while_the_labeler_waits_are_shown_without_a_press(ser
 
     answered(0)
     expect(prompt).to_contain_text("Question 0 answered meanwhile?", timeout=15_000)
-    expect(page.locator("#label-project input")).to_have_value("live (1 item, 1 per item, answering)",
+    expect(page.locator("#label-project input")).to_have_value("live (1 item, 1 labeler each, answering)",
                                                                timeout=15_000)
     expect(progress).to_contain_text("(1 item × 1) · 4 more prompts being answered")
     press(page, "1", "is better", "ann", 1)
@@ -317,7 +317,7 @@ def test_a_long_and_a_short_answer_start_at_one_height(server, browser, studio):
     studio.store.add_label_items("p-len", [{
         "position": 0, "prompt": [{"role": "user", "content": "How long is the warranty?"}],
         "answer_a": "It lasts a long time. " * 30, "answer_b": "27 months.", "model_a": "a", "model_b": "b"}], "ready")
-    page = open_label_tab(browser, server, "ann", "lengths (1 item, 1 per item)")
+    page = open_label_tab(browser, server, "ann", "lengths (1 item, 1 labeler each)")
     expect(page.locator("#label-right-text")).not_to_be_empty(timeout=30_000)
     left, right = (page.locator(f"#label-{side}-text").bounding_box() for side in ("left", "right"))
     assert abs(left["y"] - right["y"]) < 2 and abs(left["height"] - right["height"]) < 2, (left, right)

@@ -194,7 +194,7 @@ def test_a_project_being_answered_hands_out_what_is_answered_and_says_what_is_co
     # the table and the list say how far it got ("cancelled" alone read as the project dropped), and so does
     # the overview, whose counts are of the answered prompts
     assert projects_table(studio)["data"][0][1:3] == ["stopped: 3 of 5 answered", 3]
-    assert project_choices(studio) == [("live (3 items, 1 per item, stopped)", "p-live")]
+    assert project_choices(studio) == [("live (3 items, 1 labeler each, stopped)", "p-live")]
     overview = summary(studio, "p-live")
     # a table with no rows is hidden (three empty tables stood under a text that said they could not be measured)
     assert [table["visible"] for table in overview[1:]] == [True, False, True, False]  # labelers, κ, wins, review
