@@ -264,8 +264,12 @@ def build(studio):
             return note, on, *(gr.skip() for _ in vote_buttons)
         return (note, on, *(gr.update(interactive=on) for _ in vote_buttons))
 
+    # one at a time, each reading what the one before kept: a comparison sets both pickers, and the page sends
+    # the first's change with the other still on its old model (new run against itself, for a moment); two at
+    # once both read the buttons as on, the first turned them off, the second left them so: a blind
+    # re-comparison's vote buttons stayed off with no word of why (a walkthrough, reproduced)
     gr.on([model_a.change, model_b.change], on_pair, [model_a, model_b, votes_on], [same_note, votes_on, *vote_buttons],
-          queue=False, show_progress="hidden")
+          trigger_mode="always_last", concurrency_limit=1, concurrency_id="chat-pair", show_progress="hidden")
     # what a person switches on or off (not a comparison that sets it): a line that named the sides,
     # "the tuned model (B)", would tell a blind round's answer
     def on_blind(on):

@@ -189,3 +189,25 @@ def test_the_estimate_after_train_on_these_is_for_what_was_set(server, page, stu
     wrong = [text for text in shown if not re.search(r"per epoch × 10\b", text)]
     assert shown and not wrong, "\n".join(wrong)
     assert not any("Only" in text for text in shown), shown
+
+
+def test_a_comparison_opened_on_a_fresh_page_can_be_voted_on(server, page, studio, tiny_model_dir,  # noqa: F811
+                                                              tiny_params):
+    """A page opened once the DPO run has finished puts it up against its base; *Compare with the previous model*
+    then sets both pickers, and the page sent the first's change with the other still on the DPO run (it against
+    itself). Both changes at once both read the vote buttons as on: the first turned them off, the second left
+    them so, and the blind re-comparison could not be voted on, with no word of why (a walkthrough)."""
+    from playwright.sync_api import expect
+
+    parent = voted_parent(studio, tiny_model_dir, tiny_params)
+    child = studio.start_run(model=f"run:{parent}", dataset="signoff_preferences", method="dpo",
+                             params={"num_train_epochs": 0.1, "max_length": 64})
+    assert studio.wait(child, poll_s=0.5)["status"] == "completed"
+    page.goto(server)
+    page.locator("#runs-table [data-testid='cell-0-0']").click()  # the newest run, the DPO one
+    expect(page.locator("#run-status")).to_contain_text(f"Started from run {parent}", timeout=30_000)
+    page.click("#run-compare-previous")
+    expect(page.locator("#chat-blind input")).to_be_checked(timeout=30_000)
+    for key in ("a", "b", "tie", "both_bad"):
+        expect(page.locator(f"#chat-vote-{key}")).to_be_enabled(timeout=10_000)
+    expect(page.locator("#chat-same-note")).not_to_contain_text("same model")
