@@ -147,7 +147,7 @@ def few_pairs(rows: int, unit: str) -> str:
     if unit != "pair" or rows >= FEW_PAIRS:
         return ""
     return (f" With {rows} pair{'s' if rows != 1 else ''} the run learns the preferred replies nearly word for word, "
-            "a wrong fact in them too; votes that agree on one thing (tone, length, a closing line) carry over to "
+            "a wrong fact in them too; pairs that agree on one thing (tone, length, a closing line) carry over to "
             f"new questions, and {FEW_PAIRS} or more give a preference the held-out check can measure.")
 
 

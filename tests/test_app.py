@@ -642,7 +642,7 @@ def test_a_few_pairs_set_up_for_preference_training_say_what_so_few_teach(studio
     settings, said = why(3)
     assert settings == {"num_train_epochs": 10}
     assert said.endswith("steps to move the model. With 2 pairs the run learns the preferred replies nearly word "
-                         "for word, a wrong fact in them too; votes that agree on one thing (tone, length, a closing "
+                         "for word, a wrong fact in them too; pairs that agree on one thing (tone, length, a closing "
                          "line) carry over to new questions, and 10 or more give a preference the held-out check "
                          "can measure.")
     settings, said = why(13)  # 12 train, 3 steps an epoch: still raised, and no longer "so few"
