@@ -111,7 +111,10 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
         first = next((p for p in prompts if p.strip() not in voted), None)
         held = "pairs" if METHODS[studio.get_run(run_id)["method"]].data_kind == "preference" else "rows"
         told = ("Blind battle: the new run against the model it started from, shuffled between the sides and "
-                "named after your vote. " + (f"Prompts from its dataset's held-out {held}, never trained on: "
+                "named after your vote. " + (f"Prompts it never trained on, from its dataset's held-out {held}"
+                                             # (Next prompt goes on to theirs: chat_service.prompt_suggestions)
+                                             + (" and then from those of the runs behind it"
+                                                if previous.startswith("run:") else "") + ": "
                                              if source == "heldout" else "Prompts from the chat votes: ")
                 + ("press *Send*, vote, then *Next prompt*." if first is not None or not prompts else
                    "each already has a vote between these two models: type your own question."))

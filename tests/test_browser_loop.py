@@ -211,3 +211,7 @@ def test_a_comparison_opened_on_a_fresh_page_can_be_voted_on(server, page, studi
     for key in ("a", "b", "tie", "both_bad"):
         expect(page.locator(f"#chat-vote-{key}")).to_be_enabled(timeout=10_000)
     expect(page.locator("#chat-same-note")).not_to_contain_text("same model")
+    # where the prompts offered come from: the DPO data's held-out pairs, then its parent's held-out rows
+    expect(page.locator("#chat-vote-message")).to_contain_text(
+        "Prompts it never trained on, from its dataset's held-out pairs and then from those of the runs behind it: "
+        "press Send, vote, then Next prompt.")
