@@ -9,6 +9,7 @@ import time
 import gradio as gr
 
 from components.dataset_note import cut_chosen_note, made_or_found
+from pipelines import labeling
 from pipelines.curves import format_duration, progress
 from pipelines.data import DataError
 from pipelines.events import read_metrics
@@ -320,7 +321,10 @@ def summary(studio, project_id: str | None) -> tuple:
     pos = o["position"]
     lines.append(pos["warning"] and f"⚠️ {pos['warning']}" or
                  f"Position check: left chosen {_times(pos['left'])}, right {_times(pos['right'])}"
-                 + (f" (p = {pos['p']:.2f}: no sign the side sways labelers)." if pos["p"] is not None else "."))
+                 + (f" (p = {pos['p']:.2f}: no sign the side sways labelers)." if pos["p"] is not None else
+                    # (the counts alone, "left 3 times, right 0", read as a finding: a walkthrough)
+                    f" (too few to tell whether the side sways labelers: the check needs "
+                    f"{labeling.POSITION_MIN_LABELS} decisive labels)."))
     labelers = {"headers": LABELER_HEADERS,
                 "data": [[r["labeler"], r["labels"], r["skips"], "-" if r["median_s"] is None else
                           f"{r['median_s']:.1f}"] for r in o["labelers"]]}

@@ -136,7 +136,10 @@ def disagreements(labels: list[dict]) -> list[dict]:
     return out
 
 
-def position_bias(labels: list[dict], min_labels: int = 10, alpha: float = 0.05) -> dict:
+POSITION_MIN_LABELS = 10  # decisive labels before the position check tests anything
+
+
+def position_bias(labels: list[dict], min_labels: int = POSITION_MIN_LABELS, alpha: float = 0.05) -> dict:
     """How often labelers picked the left vs the right answer on the screen, and a warning when
     one side wins more often than a fair coin explains (two-sided exact binomial test).
     Only decisive labels ("a"/"b") count; below min_labels there is no test."""

@@ -722,3 +722,16 @@ def test_the_note_of_a_project_answered_in_the_background_follows_it_to_its_end(
         assert answered_note(studio, ref, said) == note, status
     assert answered_note(studio, ref, "Stopping: the answers so far are kept") == gr.skip()  # a newer note stays
     assert answered_note(studio, None, said) == gr.skip()
+
+
+def test_the_overview_says_when_too_few_labels_test_the_position(studio, tmp_path):
+    """"Left chosen 3 times, right 0 times." alone read as a finding (a walkthrough): below the labels the
+    position check needs, the overview says it cannot tell yet."""
+    from components.label_projects import summary
+    from pipelines.labeling import POSITION_MIN_LABELS
+
+    ref = new_project(studio, tmp_path, n=3)
+    label_until_done(studio, ref, ["ann"])
+    said = summary(studio, ref)[0]
+    assert "Position check: left chosen 3 times, right 0 times (too few to tell whether the side sways " \
+           f"labelers: the check needs {POSITION_MIN_LABELS} decisive labels)." in said
