@@ -152,8 +152,8 @@ def chosen(key: str, dataset_ref: str | None, carry: bool = True, settings: dict
     the page's own, else the one its kind comes back to). carry=False: the method starts from its own
     kept settings (else its defaults), without the shared edits made on the method before (a
     Train-on-these button: one epoch set for a quick SFT run made a one-step DPO run). `settings`: values
-    the handler sets on top, over what was kept (more epochs for a few votes). Each one has its own id: the change of method
-    applies it once (the page can send that change twice; see train_tab.on_method)."""
+    the handler sets on top, over what was kept (more epochs for a few votes). Each one has its own id: the
+    change of method applies it once (the page can send that change twice; see train_tab.on_method)."""
     return {"method": key, "dataset": dataset_ref, "id": uuid.uuid4().hex[:12],
             **({} if carry else {"carry": False}), **({"settings": settings} if settings else {})}
 
@@ -191,8 +191,8 @@ def switched(form, new_key: str, old_key: str | None, stored, fields: list | Non
     if old_key in METHODS and old_key != new_key:
         stored[CARRYING] = carried  # what follows the person on: none after a method set up to start afresh
     values = {**form.defaults(new_key), **{k: v for k, v in own.items() if v is not None}, **carried}
-    # what the handler sets, as its note says ("Set to 5 epochs"): kept at least, the 10 epochs a press before had
-    # set for fewer votes stood, and the run made twice the steps the note named
+    # what the handler sets, as its note says ("Set to 5 epochs"); taken as a floor, the 10 epochs an earlier
+    # press had set for fewer votes stood, and the run made twice the steps the note named
     values.update({name: value for name, value in (settings or {}).items() if name in values})
     stored[new_key] = values
     return form.updates(new_key, values), stored
