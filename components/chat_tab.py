@@ -185,11 +185,13 @@ def build(studio):
     choices = chat_service.choices(studio)
     with gr.Row():
         first, second = chat_service.default_pair(studio)  # the newest tuned model against its base
+        # the pickers wider than the switch: a run's name, "Tuned: LoRA on Quillpad support FAQ (r20261205-…)",
+        # was cut off in a third of the row
         model_a = gr.Dropdown(choices=choices, value=first, label=PICKERS[False][0], allow_custom_value=True,
-                              info=PICKERS[False][2], elem_id="chat-model-a")
+                              info=PICKERS[False][2], elem_id="chat-model-a", scale=2)
         model_b = gr.Dropdown(choices=choices, value=second, label=PICKERS[False][1], allow_custom_value=True,
-                              info=PICKERS[False][3], elem_id="chat-model-b")
-        blind = gr.Checkbox(label="Blind battle", value=False, elem_id="chat-blind",
+                              info=PICKERS[False][3], elem_id="chat-model-b", scale=2)
+        blind = gr.Checkbox(label="Blind battle", value=False, elem_id="chat-blind", scale=1,
                             info="Shuffle the two models between sides and hide their names until you vote: "
                                  "judge the answers, not the names.")
     same_note = gr.Markdown(same_pair_note(studio, first, second), elem_id="chat-same-note")

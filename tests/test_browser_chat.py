@@ -305,3 +305,6 @@ def test_blind_battle_switched_off_stays_off_after_a_reload(server, page):  # no
         # the two pickers' boxes side by side at one height (one had a help line, the other none)
         a, b = (page.locator(f"#chat-model-{side} input").bounding_box() for side in "ab")
         assert abs(a["y"] - b["y"]) < 2, (on, a, b)
+        # ... each wider than the blind switch beside them (in a third of the row a run's name was cut off)
+        switch = page.locator("#chat-blind").bounding_box()
+        assert min(a["width"], b["width"]) > 1.5 * switch["width"], (a, b, switch)
