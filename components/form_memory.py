@@ -51,31 +51,44 @@ def secret(studio) -> str:
     return hashlib.sha256(str(studio.home).encode()).hexdigest()[:32]
 
 
-class ShownMethods:
+class PerPage:
+    """A value the server keeps for each page (Gradio's session), the oldest pages forgotten first."""
+
+    KEEP = 512  # pages remembered
+
+    def __init__(self):
+        self._by_page: OrderedDict[str, object] = OrderedDict()
+
+    def _put(self, request, value) -> None:
+        page = getattr(request, "session_hash", None)
+        if page:
+            self._by_page[page] = value
+            self._by_page.move_to_end(page)
+            while len(self._by_page) > self.KEEP:
+                self._by_page.popitem(last=False)
+
+    def _get(self, request):
+        return self._by_page.get(getattr(request, "session_hash", None) or "")
+
+    def end(self, request) -> None:
+        self._by_page.pop(getattr(request, "session_hash", None) or "", None)
+
+
+class ShownMethods(PerPage):
     """The method each page last switched to, noted by the server as the switch starts. A page's load
     answers with the dataset list of the method the page sent with the load; a method picked while that
     answer was on its way had its list replaced by the old method's (GRPO offered the SFT datasets, CI).
     The answer lists the method noted here instead, read as it is sent. (A gr.State is no help: it is
     read before the handler runs and written after the switch's handler returns.)"""
 
-    KEEP = 512  # pages remembered, the oldest forgotten first
-
-    def __init__(self):
-        self._by_page: OrderedDict[str, str] = OrderedDict()
-
     def note(self, request, key: str) -> None:
-        page = getattr(request, "session_hash", None)
-        if page:
-            self._by_page[page] = key
-            self._by_page.move_to_end(page)
-            while len(self._by_page) > self.KEEP:
-                self._by_page.popitem(last=False)
+        self._put(request, key)
 
     def of(self, request) -> str | None:
-        return self._by_page.get(getattr(request, "session_hash", None) or "")
+        return self._get(request)
 
 
-class SetUps:
+class SetUps(PerPage):
     """What a Train-on-these button set up on each page, until the page shows it: the method, the dataset
     and the settings its change of method will put in the fields (`values_after`). That change comes a step
     after the button's reply, and an estimate made meanwhile (the model and the dataset change with the reply)
@@ -84,35 +97,21 @@ class SetUps:
     an estimate with those settings and the one chained after the change (which reads the fields from before
     it, and can come after the other) have come; a pick or an edit of the person's own ends it at once."""
 
-    KEEP = 512  # pages remembered, the oldest forgotten first
-
-    def __init__(self):
-        self._by_page: OrderedDict[str, dict] = OrderedDict()
-
     def note(self, request, method: str, dataset_ref: str, values: dict) -> None:
-        page = getattr(request, "session_hash", None)
-        if page:
-            self._by_page[page] = {"method": method, "dataset": dataset_ref, "values": dict(values),
-                                   "shown": False, "settled": False}
-            self._by_page.move_to_end(page)
-            while len(self._by_page) > self.KEEP:
-                self._by_page.popitem(last=False)
-
-    def end(self, request) -> None:
-        self._by_page.pop(getattr(request, "session_hash", None) or "", None)
+        self._put(request, {"method": method, "dataset": dataset_ref, "values": dict(values), "shown": False,
+                            "settled": False})
 
     def for_estimate(self, request, method: str, dataset_ref, params: dict, settled: bool = False) -> dict:
         """The settings to estimate for: what was set up while the page can still send the fields from before
         it, else the page's own (`params`). `settled`: asked by the step chained after the change of method."""
-        page = getattr(request, "session_hash", None) or ""
-        setup = self._by_page.get(page)
+        setup = self._get(request)
         if not setup or setup["method"] != method or setup["dataset"] != dataset_ref:
             return params  # (an estimate asked before the press, answered after it)
         shown = all(same_value(params.get(name), value) for name, value in setup["values"].items())
         setup["shown"] |= shown
         setup["settled"] |= settled
         if setup["shown"] and setup["settled"]:
-            self._by_page.pop(page, None)  # the page shows it, and no step from before the change is left
+            self.end(request)  # the page shows it, and no step from before the change is left
         return params if shown else {**params, **setup["values"]}
 
 

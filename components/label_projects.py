@@ -190,8 +190,10 @@ def build_new(studio, project, timer: gr.Timer):
     def answer_buttons(project_id):
         """Stop answering and Resume answering as the picked project allows: Stop while its answers are being
         written, Resume once that stopped short (both looked pressable with no project picked)."""
-        found = next((p for p in ls.projects(studio) if p["id"] == project_id), None) if project_id else None
-        status = found["status"] if found else None
+        try:  # (only its status: not every project's progress)
+            status = ls.project(studio, project_id, with_progress=False)["status"] if project_id else None
+        except LabelError:  # deleted meanwhile
+            status = None
         return gr.update(interactive=status == "generating"), gr.update(interactive=status in ls.STOPPED)
 
     project.change(answer_buttons, project, [cancel, resume], queue=False, show_progress="hidden")
