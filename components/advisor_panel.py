@@ -31,11 +31,10 @@ def build(studio, train_model, train_dataset, train_method, tabs, train_tab_id, 
         apply = gr.Button("Use these settings in Train", variant="primary", visible=False, elem_id="advisor-apply")
     advised = gr.State(None)  # {"method": key, "settings": {...}}: this browser's last advice
 
-    shown_goal: dict[str, str] = {}  # page (session) -> the question its radio shows now
+    shown_goal = form_memory.PerPage()  # the question each page's radio shows now
 
     def on_ask(goal_key, model, dataset, request: gr.Request):
-        page = getattr(request, "session_hash", None)
-        shown_goal[page] = goal_key
+        shown_goal.note(request, goal_key)
         try:
             advice = advise.advise(studio, goal_key, model or "default", dataset)
         except (ConfigError, DataError, ModelError, OSError, ValueError) as err:
@@ -44,7 +43,7 @@ def build(studio, train_model, train_dataset, train_method, tabs, train_tab_id, 
             said = advise.as_markdown(advice)
             kept = ({"method": advice.method, "settings": advice.settings, "dataset": advice.dataset}
                     if advice.method else None)
-        if shown_goal.get(page) != goal_key:  # the question changed while this was worked out: the
+        if shown_goal.of(request) not in (goal_key, None):  # the question changed while this was worked out: the
             return gr.skip(), gr.skip(), gr.skip()  # answer would stand under the new one
         return said, kept, gr.update(visible=kept is not None)
 
@@ -57,14 +56,15 @@ def build(studio, train_model, train_dataset, train_method, tabs, train_tab_id, 
 
     def on_goal(goal_key, request: gr.Request):
         """Advice answers the question it was asked: another question clears it until Advise is pressed."""
-        shown_goal[getattr(request, "session_hash", None)] = goal_key
+        shown_goal.note(request, goal_key)
         return "", None, gr.update(visible=False)
 
     goal.input(on_goal, goal, [answer, advised, apply], queue=False, show_progress="hidden")
 
-    def on_apply(advice, stored):
+    def on_apply(advice, stored, request: gr.Request):
         if not advice:
             return (gr.skip(),) * (6 + len(form.outputs))
+        train_form["set_ups"].end(request)  # what a Train-on-these press set up is not what the estimate is for now
         key, settings = advice["method"], advice["settings"]
         stored = stored if isinstance(stored, dict) else {}
         own = stored.get(key) if isinstance(stored.get(key), dict) else {}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import time
 import uuid
 from collections import OrderedDict
 
@@ -70,8 +71,17 @@ class PerPage:
     def _get(self, request):
         return self._by_page.get(getattr(request, "session_hash", None) or "")
 
-    def end(self, request) -> None:
-        self._by_page.pop(getattr(request, "session_hash", None) or "", None)
+    def note(self, request, value) -> None:
+        self._put(request, value)
+
+    def of(self, request):
+        return self._get(request)
+
+    def end(self, request, only=None) -> None:
+        """Forget the page's value (`only`: if it is still that one, not one put since)."""
+        page = getattr(request, "session_hash", None) or ""
+        if only is None or self._by_page.get(page) is only:
+            self._by_page.pop(page, None)
 
 
 class ShownMethods(PerPage):
@@ -81,12 +91,6 @@ class ShownMethods(PerPage):
     The answer lists the method noted here instead, read as it is sent. (A gr.State is no help: it is
     read before the handler runs and written after the switch's handler returns.)"""
 
-    def note(self, request, key: str) -> None:
-        self._put(request, key)
-
-    def of(self, request) -> str | None:
-        return self._get(request)
-
 
 class SetUps(PerPage):
     """What a Train-on-these button set up on each page, until the page shows it: the method, the dataset
@@ -95,23 +99,30 @@ class SetUps(PerPage):
     read the method before's fields: DPO with the SFT run's one epoch, "Only 1 training step", for seconds
     before the 10 epochs set. Such an estimate is made for what was set up instead (`for_estimate`) until both
     an estimate with those settings and the one chained after the change (which reads the fields from before
-    it, and can come after the other) have come; a pick or an edit of the person's own ends it at once."""
+    it, and can come after the other) have come; a pick or an edit of the person's own ends it at once, and so
+    does `LIFETIME` (a kept value the page cannot send back as set never shows, and the advice applied since set
+    other settings: the estimate stood for the press's)."""
+
+    LIFETIME = 60.0  # seconds: the page catches up in a few, under load in tens
 
     def note(self, request, method: str, dataset_ref: str, values: dict) -> None:
         self._put(request, {"method": method, "dataset": dataset_ref, "values": dict(values), "shown": False,
-                            "settled": False})
+                            "settled": False, "at": time.monotonic()})
 
     def for_estimate(self, request, method: str, dataset_ref, params: dict, settled: bool = False) -> dict:
         """The settings to estimate for: what was set up while the page can still send the fields from before
         it, else the page's own (`params`). `settled`: asked by the step chained after the change of method."""
         setup = self._get(request)
+        if setup and time.monotonic() - setup["at"] > self.LIFETIME:
+            self.end(request, only=setup)
+            return params
         if not setup or setup["method"] != method or setup["dataset"] != dataset_ref:
             return params  # (an estimate asked before the press, answered after it)
         shown = all(same_value(params.get(name), value) for name, value in setup["values"].items())
         setup["shown"] |= shown
         setup["settled"] |= settled
         if setup["shown"] and setup["settled"]:
-            self.end(request)  # the page shows it, and no step from before the change is left
+            self.end(request, only=setup)  # the page shows it, and no step from before the change is left
         return params if shown else {**params, **setup["values"]}
 
 
@@ -186,6 +197,9 @@ def switched(form, new_key: str, old_key: str | None, stored, fields: list | Non
     if fields is not None and old_key in METHODS and old_key != new_key:
         stored[old_key] = form.values(old_key, list(fields))
     own = stored.get(new_key) if isinstance(stored.get(new_key), dict) else {}
+    # (only the method's fields: one kept by an older version, renamed or removed since, was sent on to the
+    # estimate, which refused it: "Estimate unavailable: unknown parameter")
+    own = {name: value for name, value in own.items() if name in form.defaults(new_key)}
     carried = carried_edits(old_key, stored.get(old_key), new_key, stored.get(CARRYING)) if carry else {}
     if old_key in METHODS and old_key != new_key:
         stored[CARRYING] = carried  # what follows the person on: none after a method set up to start afresh

@@ -60,9 +60,15 @@ NOT_MEASURED = (" No pair is held out to measure the run (too few pairs, or thei
                 "trained on): it will show its training loss only. Pairs on new prompts give it a held-out check.")
 
 
-def unmeasured(studio, dataset_id: str, model: str) -> str:
+def unmeasured(studio, dataset_id: str, model: str, values: dict | None = None) -> str:
     """Said before Start when the preference run will hold nothing out (a label project's 3 pairs on one prompt)."""
-    return "" if method_service.held_out(studio, PREFERENCE_METHOD, dataset_id, model) else NOT_MEASURED
+    return "" if method_service.held_out(studio, PREFERENCE_METHOD, dataset_id, model, values) else NOT_MEASURED
+
+
+def shown_after(train: dict, kept) -> dict:
+    """The DPO settings a press will show (this browser's kept ones, else the defaults): what its run holds out
+    and how many steps an epoch makes are counted at them."""
+    return form_memory.values_after(train["form"], PREFERENCE_METHOD, kept, None)
 
 
 def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
@@ -76,14 +82,14 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
             return (f"**Nothing to train on:** {err}", *(gr.skip(),) * 9)
         row, model = start["dataset"], start["model"]
         where = f"run `{model[4:]}`" if model.startswith("run:") else "the base model"
-        learned = start["learned"]
+        learned, values = start["learned"], shown_after(train, kept)
         again = (f" {learned} of these votes {'was' if learned == 1 else 'were'} already in the dataset behind {where} "
                  f"(votes are kept): {start['votes'] - learned} {'is' if start['votes'] - learned == 1 else 'are'} "
-                 f"new. {measured(method_service.held_out(studio, PREFERENCE_METHOD, row['id'], model))}"
-                 if learned else unmeasured(studio, row["id"], model))
+                 f"new. {measured(method_service.held_out(studio, PREFERENCE_METHOD, row['id'], model, values))}"
+                 if learned else unmeasured(studio, row["id"], model, values))
         made = (f"{made_or_found(row, name, 'votes')}: {row['rows']} preference pairs from {start['votes']} decisive "
                 f"votes.{again}{cut_chosen_note(row)}")
-        *picked, why = train_tab.method_on(studio, PREFERENCE_METHOD, row["id"], start=model)
+        *picked, why = train_tab.method_on(studio, PREFERENCE_METHOD, row["id"], start=model, values=values)
         message = (f"{made} Set to DPO on it, starting from {where} (DPO's *beta* says how far it may move "
                    f"from there): press *Start training* below.{more_epochs(why)}")
         set_up(train, request, picked, current, kept)
@@ -171,9 +177,10 @@ def wire_labels(studio, tabs, train: dict, overview: dict):
             return (f"**Nothing to train on:** {err}", *(gr.skip(),) * 9)
         row, model = start["dataset"], start["model"]
         where = f"run `{model[4:]}`" if model.startswith("run:") else "the built-in model"
+        values = shown_after(train, kept)
         made = (f"{made_or_found(row, name, 'labels')}: {row['rows']} preference pairs from the labels."
-                + unmeasured(studio, row["id"], model) + cut_chosen_note(row))
-        *picked, why = train_tab.method_on(studio, PREFERENCE_METHOD, row["id"], start=model)
+                + unmeasured(studio, row["id"], model, values) + cut_chosen_note(row))
+        *picked, why = train_tab.method_on(studio, PREFERENCE_METHOD, row["id"], start=model, values=values)
         message = f"{made} Set to DPO on it, starting from {where}: press *Start training* below.{more_epochs(why)}"
         set_up(train, request, picked, current, kept)
         return (made, message, "", gr.update(choices=train_tab.model_choices(studio), value=model), *picked,

@@ -55,14 +55,16 @@ def after_deletion(studio, method_key: str, shown: str | None):
     return gr.update(choices=options, value=first_dataset(options))
 
 
-def method_on(studio, key: str, dataset_ref: str, more_epochs: bool = True, start: str | None = None) -> tuple:
+def method_on(studio, key: str, dataset_ref: str, more_epochs: bool = True, start: str | None = None,
+              values: dict | None = None) -> tuple:
     """For a handler that sets the Train tab's method and dataset together (outputs: dataset, the
     form's `wanted`, method): the method's change reads the dataset from `wanted` (from the page it
     would read the dataset from before). The method starts from its own settings: the shared edits of the
     method before (an SFT run's epochs) are not carried into it. A dataset of a few votes or labels gets
     the epochs a run needs to move the model (method_service.enough_epochs: 5 pairs were 2 steps); the reason is
-    returned last, for the handler's message (its held-out rows counted as a run from `start` holds them out)."""
-    settings, why = method_service.enough_epochs(studio, key, dataset_ref, start) if more_epochs else ({}, "")
+    returned last, for the handler's message (its held-out rows counted as a run from `start` holds them out;
+    `values`: the settings the change of method will show, whose batch size and held-out share count)."""
+    settings, why = method_service.enough_epochs(studio, key, dataset_ref, start, values) if more_epochs else ({}, "")
     return (gr.update(choices=dataset_choices(studio, key), value=dataset_ref),
             form_memory.chosen(key, dataset_ref, carry=False, settings=settings), key, why)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pipelines import advisor, data, dataset_stats, estimates, hardware, importer, models
 from pipelines.data import DataError
-from pipelines.methods import METHODS, ConfigError, parse
+from pipelines.methods import METHODS, ConfigError, describe, parse
 
 GB = 1024**3
 # fewer optimizer steps than this in a whole run: said next to the estimate (a DPO run on 4 chat votes
@@ -110,31 +110,51 @@ def _heldout_rows(studio, dataset_ref: str, eval_fraction: float, kind: str = "s
     return _split_rows(studio, dataset_ref, eval_fraction, kind, seed, start)[1]
 
 
-def held_out(studio, method: str, dataset_ref: str, start: str | None = None) -> int:
-    """How many rows of this dataset a run of the method at its default settings holds out, from `start`."""
-    params = parse(METHODS[method].params, None)
+def kept_params(method: str, values: dict | None):
+    """The method's settings as a press will show them (`values`: the browser's kept ones, which the change
+    of method puts in the fields); its defaults where those do not parse."""
+    own = {name: value for name, value in (values or {}).items()
+           if name in {info.name for info in describe(METHODS[method].params)} and value is not None}
+    try:
+        return parse(METHODS[method].params, own)
+    except ConfigError:
+        return parse(METHODS[method].params, None)
+
+
+def held_out(studio, method: str, dataset_ref: str, start: str | None = None, values: dict | None = None) -> int:
+    """How many rows of this dataset a run of the method holds out, from `start`, at `values` (its defaults
+    where left out)."""
+    params = kept_params(method, values)
     rows, held, own = _split_rows(studio, dataset_ref, getattr(params, "eval_fraction", 0.0),
                                   METHODS[method].data_kind, getattr(params, "seed", 42), start)
     return 0 if own else held
 
 
-def enough_epochs(studio, method: str, dataset_ref: str, start: str | None = None) -> tuple[dict, str]:
-    """For a Train-on-these button's dataset of a few votes or labels, which the method's defaults
-    would train for a few steps (5 pairs: 2): the epochs the advisor would raise them to (settings),
-    and why; ({}, "") when the defaults are enough."""
-    params = parse(METHODS[method].params, None)
+def enough_epochs(studio, method: str, dataset_ref: str, start: str | None = None,
+                  values: dict | None = None) -> tuple[dict, str]:
+    """For a Train-on-these button's dataset of votes or labels: the epochs the run gets (settings), and why.
+    A few pairs, which the method's default epochs would train for a few steps (5 pairs: 2), get the epochs the
+    advisor would raise them to; others the method's default, where the kept settings (`values`: what the change
+    of method shows) hold other epochs: an earlier press's 10 for 3 votes stood for 40 votes, without a word.
+    ({}, "") when the epochs shown are right. The steps per epoch count the kept batch size and held-out share."""
+    params, default = kept_params(method, values), parse(METHODS[method].params, None).num_train_epochs
     rows, held, own = _split_rows(studio, dataset_ref, params.eval_fraction, METHODS[method].data_kind, params.seed,
                                   start)
     held = 0 if own else held  # (a held-out file is not taken from these rows)
     per_epoch = math.ceil(rows / (params.per_device_train_batch_size * params.gradient_accumulation_steps))
-    more = advisor.enough_epochs(per_epoch, params.num_train_epochs) if rows else None
-    if not more:
-        return {}, ""
+    more = advisor.enough_epochs(per_epoch, default) if rows else None
     unit = "pair" if METHODS[method].data_kind == "preference" else "row"
     trained = f"{rows} {unit}{'s train' if rows != 1 else ' trains'}" + (f" ({held} held out to measure the run)" if held else "")
+    steps = f"{per_epoch} training step{'s' if per_epoch != 1 else ''} per epoch"
+    if not more:
+        if params.num_train_epochs == default:
+            return {}, ""
+        return ({"num_train_epochs": default},
+                f"{default:g} epochs, {METHODS[method].label}'s default ({trained}, {steps}), not the "
+                f"{params.num_train_epochs:g} kept from before." + few_pairs(rows, unit))
     return ({"num_train_epochs": more},
-            f"{more} epochs: {trained}, {per_epoch} training step{'s' if per_epoch != 1 else ''} per epoch, and a "
-            f"run needs about {advisor.ENOUGH_STEPS} steps to move the model." + few_pairs(rows, unit))
+            f"{more} epochs: {trained}, {steps}, and a run needs about {advisor.ENOUGH_STEPS} steps to move the "
+            "model." + few_pairs(rows, unit))
 
 
 FEW_PAIRS = 10  # below this a preference run learns its pairs' replies more than a preference

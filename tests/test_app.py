@@ -685,3 +685,44 @@ def test_stop_and_resume_answering_are_pressable_only_when_they_would_act(studio
     studio.store.set_label_project_status("p-gen", "cancelled")  # stopped since
     *_, stop, resume = tick.fn(shown, "", None, "p-gen")
     assert (stop["interactive"], resume["interactive"]) == (False, True)
+
+
+def test_a_press_sets_up_its_own_pages_estimate_and_its_epochs_go_back_for_more_pairs(studio, tmp_path,
+                                                                                    small_vocab_model_dir):
+    """Train on these labels, pressed on a page: until the page shows DPO's fields, that page's estimate is for the
+    10 epochs set up, not the SFT run's 1 epoch the fields still held ("Only 1 training step"); another page's is
+    its own. A later press on enough pairs sets DPO's default again: the 10 an earlier press had kept stood for 40
+    pairs, without a word. And a setting kept by an older version (renamed since) reached the estimate, which
+    refused it: "Estimate unavailable: unknown parameter"."""
+    from types import SimpleNamespace
+
+    from tests.test_label_service import label_until_done, new_project
+
+    app = build_app(studio)
+    (press,) = [f for f in app.fns.values() if f.name == "on_train_labels"]
+    estimate = next(f for f in app.fns.values() if f.name == "on_estimate")  # (wired to several events)
+    epochs_at = estimate.inputs.index(press.outputs[8])  # DPO's epochs field, which the press sets from DPO
+    page, other = SimpleNamespace(session_hash="page-1"), SimpleNamespace(session_hash="page-2")
+    ref = new_project(studio, tmp_path, n=3, name="few")
+    label_until_done(studio, ref, ["ann"])
+    kept = {"dpo": {"learning_rate": 5e-6, "an_old_setting": 7}}
+    out = press.fn(page, ref, "preference", 0.0, False, "few labels", "lora", kept)
+    assert "Set to 10 epochs:" in out[1]
+    dataset = out[4]["value"]
+
+    def shown_for(request, epochs):
+        values = [c.value for c in estimate.inputs]
+        values[:3] = [str(small_vocab_model_dir), dataset, "dpo"]
+        values[epochs_at] = epochs
+        return estimate.fn(request, *values)
+
+    stale = shown_for(page, 1)
+    assert "per epoch × 10)" in stale, stale  # (and no "Estimate unavailable: unknown parameter 'an_old_setting'")
+    assert "per epoch × 1)" in shown_for(other, 1)  # another page: its own fields
+    assert "per epoch × 10)" in shown_for(page, 10)
+
+    many = new_project(studio, tmp_path, n=40, name="many")
+    label_until_done(studio, many, ["ann"])
+    message = press.fn(page, many, "preference", 0.0, False, "many labels", "lora", {"dpo": {"num_train_epochs": 10}})[1]
+    assert message.endswith("Set to 2 epochs, DPO's default (36 pairs train (4 held out to measure the run), "
+                            "9 training steps per epoch), not the 10 kept from before."), message

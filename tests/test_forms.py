@@ -195,3 +195,40 @@ def test_an_estimate_made_before_the_page_shows_a_set_up_is_for_the_set_up(form)
     set_ups.end(page)  # a pick or an edit of the person's own
     assert set_ups.for_estimate(page, "dpo", "votes-1", stale) == stale
     assert same_value(10, 10.0) and same_value("8", 8) and not same_value(True, 1.0) and not same_value("a", "b")
+
+
+def test_a_set_up_the_page_never_shows_ends_on_its_own(form, monkeypatch):
+    """A set-up whose settings the page cannot send back as set (a kept value written by an older version)
+    never ended, and overrode every estimate of the page, the advice applied since included: it ends after
+    `SetUps.LIFETIME`. An end asked for an older set-up leaves one noted since."""
+    from types import SimpleNamespace
+
+    from components import form_memory
+    from components.form_memory import SetUps
+
+    clock = [100.0]
+    monkeypatch.setattr(form_memory.time, "monotonic", lambda: clock[0])
+    page = SimpleNamespace(session_hash="p1")
+    after = {**form.defaults("dpo"), "num_train_epochs": 10}
+    own = {**form.defaults("dpo"), "num_train_epochs": 4}  # the advice's, applied since
+    set_ups = SetUps()
+    set_ups.note(page, "dpo", "votes-1", after)
+    assert set_ups.for_estimate(page, "dpo", "votes-1", own) == after
+    clock[0] += SetUps.LIFETIME + 1
+    assert set_ups.for_estimate(page, "dpo", "votes-1", own) == own
+    set_ups.note(page, "dpo", "votes-1", after)
+    older = set_ups.of(page)
+    set_ups.note(page, "dpo", "votes-2", after)  # another press
+    set_ups.end(page, only=older)
+    assert set_ups.for_estimate(page, "dpo", "votes-2", own) == after
+
+
+def test_a_kept_setting_the_method_no_longer_has_is_not_shown(form):
+    """Settings kept in the browser by an older version, renamed or removed since, stay out of what a change of
+    method shows and keeps (they reached the estimate, which refused them)."""
+    from components.form_memory import switched, values_after
+
+    kept = {"dpo": {"beta": 0.3, "an_old_setting": 7}}
+    assert "an_old_setting" not in values_after(form, "dpo", kept, None)
+    _updates, stored = switched(form, "dpo", "lora", kept)
+    assert stored["dpo"]["beta"] == 0.3 and "an_old_setting" not in stored["dpo"]
