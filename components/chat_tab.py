@@ -11,6 +11,7 @@ import uuid
 import gradio as gr
 
 from components.dataset_note import cut_chosen_note, made_or_found
+from components.text import literal, quoted, unverbatim, verbatim
 from pipelines import arena
 from pipelines.chat import GenerationSettings
 from pipelines.data import DataError
@@ -52,14 +53,21 @@ def new_battle() -> dict:
 
 
 def plain(messages) -> list[dict]:
-    """Chatbot messages (content may be a list of parts) -> {role, content} strings."""
+    """Chatbot messages (content may be a list of parts) -> {role, content} strings, the prompts as sent."""
     out = []
     for m in messages or []:
         content = m["content"]
         if isinstance(content, list):
             content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-        out.append({"role": m["role"], "content": str(content)})
+        content = str(content)
+        out.append({"role": m["role"], "content": unverbatim(content) if m["role"] == "user" else content})
     return out
+
+
+def shown(messages: list[dict]) -> list[dict]:
+    """{role, content} strings -> the Chatbot's messages: the prompts shown as sent (text.verbatim: a prompt's
+    `<b>this</b>` came out bold, its `<script>` gone); the replies as Markdown, as chat models write them."""
+    return [{**m, "content": verbatim(m["content"])} if m["role"] == "user" else m for m in messages]
 
 
 def side_labels(studio, battle: dict) -> tuple[str, str]:
@@ -322,14 +330,15 @@ def build(studio):
         history_a = history_a + [{"role": "user", "content": text}]
         history_b = history_b + [{"role": "user", "content": text}]
         label_a, label_b = side_labels(studio, state)
-        shown_a = history_a + [{"role": "assistant", "content": chat_service.NO_REPLY}]
-        shown_b = history_b + [{"role": "assistant", "content": chat_service.NO_REPLY}]
+        shown_a = shown(history_a) + [{"role": "assistant", "content": chat_service.NO_REPLY}]
+        shown_b = shown(history_b) + [{"role": "assistant", "content": chat_service.NO_REPLY}]
         preparing = not all(method_service.model_ready(studio, spec.removeprefix("base:")) for spec in state["specs"])
         yield (gr.update(value=shown_a, label=label_a), gr.update(value=shown_b, label=label_b), state, "",
                method_service.PREPARING if preparing else "", "Writing the replies…")
         def refused(err):  # the conversation as it was (two "…" replies stayed waiting), said in one line
             labels = side_labels(studio, given[2])
-            return (gr.update(value=given[0], label=labels[0]), gr.update(value=given[1], label=labels[1]), given[2],
+            return (gr.update(value=shown(given[0]), label=labels[0]), gr.update(value=shown(given[1]), label=labels[1]),
+                    given[2],
                     text, f"**Cannot chat:** {one_line(err)}", "")
 
         try:
@@ -420,7 +429,8 @@ def build(studio):
                                         *settings)):
             if isinstance(out[4], str) and out[4].startswith("**Cannot chat:**"):  # the last exchange comes back
                 labels = side_labels(studio, given)
-                out = (gr.update(value=history_a, label=labels[0]), gr.update(value=history_b, label=labels[1]),
+                out = (gr.update(value=shown(history_a), label=labels[0]),
+                       gr.update(value=shown(history_b), label=labels[1]),
                        given, gr.skip(), out[4], out[5])
             yield (*out[:4], NEW_BLIND_ROUND, *out[5:]) if fresh and i == 0 and out[4] == "" else out
 
@@ -437,7 +447,7 @@ def build(studio):
         try:
             a, b = chat_service.score_replies(studio, run_id, [history_a, history_b])
         except ChatError as err:
-            return f"**Cannot score:** {err}"
+            return f"**Cannot score:** {quoted(err)}"
         return (f"Reward model `{run_id}`: **A {a:+.2f}** · **B {b:+.2f}** (higher = more like the replies "
                 "people preferred; the difference matters, not the numbers themselves)")
 
@@ -492,7 +502,7 @@ def build(studio):
             label_a, label_b = side_labels(studio, state)
             return gr.update(label=label_a), gr.update(label=label_b), state, gr.skip(), gr.skip(), gr.skip()
         except ChatError as err:
-            return refuse(state, f"**Vote not stored:** {err}")
+            return refuse(state, f"**Vote not stored:** {quoted(err)}")
         state = {**state, "voted": True}
         label_a, label_b = side_labels(studio, state)
         verdict = dict(VOTES)[winner]
@@ -515,12 +525,12 @@ def build(studio):
         try:
             row = chat_service.export_votes(studio, name or None)
         except DataError as err:
-            return f"**Nothing exported:** {err}", None
+            return f"**Nothing exported:** {quoted(err)}", None
         if row["exported_before"]:  # the catalogue keeps one dataset per file: the name is the first export's
             return (f"{made_or_found(row, name, 'votes')} (`{row['id']}`): {row['rows']} preference pairs in the "
                     f"Data tab, ready for preference training. Vote more for a new dataset.{cut_chosen_note(row)}",
                     row["id"])
-        return (f"Exported **{row['name']}** (`{row['id']}`): {row['rows']} preference pairs, now in the "
+        return (f"Exported **{literal(row['name'])}** (`{row['id']}`): {row['rows']} preference pairs, now in the "
                 f"Data tab, ready for preference training.{cut_chosen_note(row)}", row["id"])
 
     export_made = gr.State(None)

@@ -13,6 +13,7 @@ import gradio as gr
 
 from components import dataset_delete, form_memory, judge_panel
 from components.charts import length_histogram
+from components.text import literal, quoted
 from pipelines import dataset_stats, importer
 from pipelines.data import DataError
 from pipelines.formats import KINDS, LAYOUT_BY_KEY, few
@@ -110,7 +111,7 @@ def check_source(studio, upload, sample, kind, text_unit, *mapping_values):
         info = inspect(Path(path), options, studio.max_upload_bytes)
     except DataError as err:  # nothing to map: the last file's columns go with it (a value that is no
         # longer a choice is refused by the page, and Import would fail on it before reading the file)
-        return f"**Cannot use this file:** {err}", None, [unmapped() for _ in MAP_TARGETS], gr.update()
+        return f"**Cannot use this file:** {quoted(err)}", None, [unmapped() for _ in MAP_TARGETS], gr.update()
     columns = info["columns"]
     table = {"headers": columns, "data": [[_cell(r.get(c)) for c in columns] for r in info["records"]]}
     choices = [NOT_MAPPED, *columns]
@@ -170,7 +171,7 @@ def import_source(studio, upload, sample, name, kind, text_unit, dedupe, heldout
                                     progress=progress)
     except DataError as err:
         return f"**Not imported:** {without_cli_syntax(str(err))}", gr.update()
-    return (f"Imported **{row['name']}** (`{row['id']}`): {summary_text(row)}.",
+    return (f"Imported **{literal(row['name'])}** (`{row['id']}`): {summary_text(row)}.",
             gr.update(choices=dataset_choices(studio), value=row["id"]))
 
 
@@ -210,11 +211,11 @@ def view_dataset(studio, dataset_id, model, max_length):
     rows = dataset_stats.preview_rows(parquet, 20)
     table = {"headers": list(rows[0]) if rows else [],
              "data": [[_cell(v, 400) for v in r.values()] for r in rows]}
-    summary = f"**{row['name']}** — {summary_text(row)}."
+    summary = f"**{literal(row['name'])}** — {summary_text(row)}."
     try:
         tokenizer = studio.tokenizer(model or "default")
     except ModelError as err:
-        return f"{summary}\n\n**No token statistics:** {err}", table, None, None
+        return f"{summary}\n\n**No token statistics:** {quoted(err)}", table, None, None
     max_length = int(max_length or 512)
     stats = dataset_stats.length_stats(parquet, tokenizer, max_length)
     sampled = f" (measured on {stats['measured']} of {stats['total']} training rows)" if stats["estimated"] else ""

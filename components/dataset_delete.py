@@ -3,6 +3,8 @@ deletion touches (the runs that learned from it) before anything is removed."""
 
 from __future__ import annotations
 
+from components.text import quoted
+
 import time
 
 import gradio as gr
@@ -51,7 +53,7 @@ def delete(studio, dataset_id, choices):
     except DataError as err:
         gone = studio.store.get_dataset(dataset_id, deleted=True)
         if not (gone and gone["deleted"]):
-            return gr.update(visible=False), f"**Not deleted:** {err}.", gr.skip(), None
+            return gr.update(visible=False), f"**Not deleted:** {quoted(err)}.", gr.skip(), None
         listed = gr.update(choices=choices(), value=None)
         if time.time() - gone["deleted"] < AGAIN_WITHIN_S:  # this page's own press, again
             return gr.update(visible=False), gr.skip(), listed, None

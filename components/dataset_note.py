@@ -3,17 +3,19 @@ what it should know about it."""
 
 from __future__ import annotations
 
+from components.text import literal
+
 
 def made_or_found(row: dict, typed: str | None, what: str, made: str = "Made") -> str:
     """'Made **name**', or, where the same votes or labels were exported before (the catalogue keeps one
     dataset per file), 'These votes were exported before, as **name**' — saying so when a name typed for
     this export is not the one kept (it was dropped without a word)."""
     if not row.get("exported_before"):
-        return f"{made} **{row['name']}**"
+        return f"{made} **{literal(row['name'])}**"
     typed = (typed or "").strip()
-    ignored = (f" (the name typed, *{typed}*, is not used: the same {what} make the same dataset)"
+    ignored = (f" (the name typed, *{literal(typed)}*, is not used: the same {what} make the same dataset)"
                if typed and typed != row["name"] else "")
-    return f"These {what} were exported before, as **{row['name']}**{ignored}"
+    return f"These {what} were exported before, as **{literal(row['name'])}**{ignored}"
 
 
 def cut_chosen_note(row: dict) -> str:

@@ -4,6 +4,8 @@ with the original choices. UI only: studio/judge_service.py does the work."""
 
 from __future__ import annotations
 
+from components.text import literal, quoted
+
 import gradio as gr
 
 from pipelines.data import DataError
@@ -40,7 +42,7 @@ def build(studio, chosen: gr.Dropdown, refresh_choices) -> None:
             job_id = judge_service.start(studio, dataset_id, (judge_spec or "default").strip(), both_orders=both_orders,
                                          rationale=written, limit=int(n) if n else None)
         except (judge_service.JudgeError, DataError, ModelError) as err:
-            return f"**Could not start:** {err}", None, gr.Timer(active=False)
+            return f"**Could not start:** {quoted(err)}", None, gr.Timer(active=False)
         return f"Judge job `{job_id}` queued…", job_id, gr.Timer(active=True)
 
     start.click(on_start, [chosen, judge, limit, both, rationale], [status, job, timer])
@@ -56,7 +58,7 @@ def build(studio, chosen: gr.Dropdown, refresh_choices) -> None:
             return (f"**Judge job `{job_id}` {found['status']}:** {found['error'] or ''}", gr.Timer(active=False),
                     gr.skip())
         row = judge_service.collect(studio, job_id)
-        text = (f"Made **{row['name']}** (`{row['id']}`): {row['rows']} preference pairs in the judge's order. "
+        text = (f"Made **{literal(row['name'])}** (`{row['id']}`): {row['rows']} preference pairs in the judge's order. "
                 + judge_service.agreement_text(found["summary"], both_orders) + ".")
         return text, gr.Timer(active=False), gr.update(choices=refresh_choices(), value=row["id"])
 

@@ -9,6 +9,7 @@ import time
 import gradio as gr
 
 from components.dataset_note import cut_chosen_note, made_or_found
+from components.text import literal, quoted
 from pipelines import labeling
 from pipelines.curves import format_duration, progress
 from pipelines.data import DataError
@@ -131,7 +132,7 @@ def build_new(studio, project, timer: gr.Timer):
                 if not pairs_path:
                     raise LabelError("upload the pairs file first")
                 made = ls.import_project(studio, name=title, path=pairs_path, overlap=per_item)
-                said = f"Made **{made['name']}** with {made['items']} items, picked above: press *Start labeling*."
+                said = f"Made **{literal(made['name'])}** with {made['items']} items, picked above: press *Start labeling*."
             else:
                 if prompts_kind == "dataset":
                     if not dataset_ref:
@@ -153,15 +154,15 @@ def build_new(studio, project, timer: gr.Timer):
                 pace = ls.answering_pace(studio, int(max_tokens))
                 # all of them may take long (120 prompts: 30-40 min here): said at once, from the last project's pace
                 takes = f", all of them in about {format_duration(pace * len(prompts))} here" if pace else ""
-                said = (f"Made **{made['name']}**, picked above: {len(prompts)} prompts {IN_BACKGROUND}{takes} (progress "
+                said = (f"Made **{literal(made['name'])}**, picked above: {len(prompts)} prompts {IN_BACKGROUND}{takes} (progress "
                         "in the table). Each can be labelled as soon as it is answered: press *Start labeling*.")
         except (LabelError, DataError) as err:
             twin = studio.store.get_label_project((title or "").strip()) if "already exists" in str(err) else None
             if twin and time.time() - twin["created"] < AGAIN_WITHIN_S:  # Create pressed twice: the first made it
-                return (f"Made **{twin['name']}**, picked above (Create was pressed again: still one project).",
+                return (f"Made **{literal(twin['name'])}**, picked above (Create was pressed again: still one project).",
                         projects_table(studio), gr.update(choices=project_choices(studio), value=twin["id"]),
                         twin["id"])
-            return f"**Could not create the project:** {err}", gr.skip(), gr.skip(), gr.skip()
+            return f"**Could not create the project:** {quoted(err)}", gr.skip(), gr.skip(), gr.skip()
         # the new project is the one picked: Start labeling works on it without a trip to the list
         return said, projects_table(studio), gr.update(choices=project_choices(studio), value=made["id"]), made["id"]
 
@@ -181,10 +182,10 @@ def build_new(studio, project, timer: gr.Timer):
         try:
             ls.cancel_generation(studio, project_id or "")
         except LabelError as err:
-            return f"**Nothing to stop:** {err}", gr.skip(), gr.skip()
+            return f"**Nothing to stop:** {quoted(err)}", gr.skip(), gr.skip()
         name = ls.project(studio, project_id, with_progress=False)["name"]
         # the note follows the project to its stop (answered_note), as the one made with it does
-        return (f"**{name}** {STOPPING}: the prompts answered so far can be labelled; *Resume answering* goes on "
+        return (f"**{literal(name)}** {STOPPING}: the prompts answered so far can be labelled; *Resume answering* goes on "
                 "from there.", projects_table(studio), project_id)
 
     def answer_buttons(project_id):
@@ -206,7 +207,7 @@ def build_new(studio, project, timer: gr.Timer):
         try:
             ls.resume_generation(studio, project_id or "")
         except LabelError as err:
-            return f"**Nothing to resume:** {err}", gr.skip()
+            return f"**Nothing to resume:** {quoted(err)}", gr.skip()
         return "Answering again, from the first prompt without answers.", projects_table(studio)
 
     resume.click(on_resume, project, [message, table]).then(answer_buttons, project, [cancel, resume], queue=False,
@@ -257,13 +258,13 @@ def answered_note(studio, project_id: str | None, said: str | None):
     stopped); gr.skip() while it goes on, or when the note says something else by now."""
     found = next((p for p in ls.projects(studio) if p["id"] == project_id), None)
     if found is None or not any(mark in (said or "") for mark in (IN_BACKGROUND, STOPPING)) \
-            or f"**{found['name']}**" not in said:
+            or f"**{literal(found['name'])}**" not in said:
         return gr.skip()
     if found["status"] == "ready":
-        return f"**{found['name']}** is ready: its answers are in; press *Start labeling*."
+        return f"**{literal(found['name'])}** is ready: its answers are in; press *Start labeling*."
     if found["status"] in ls.STOPPED:
         how = "stopped answering" + ("" if found["status"] == "cancelled" else f" ({found['status']})")
-        return (f"**{found['name']}** {how} at {found['items']} of {found['source'].get('prompts', '?')} prompts: "
+        return (f"**{literal(found['name'])}** {how} at {found['items']} of {found['source'].get('prompts', '?')} prompts: "
                 + ("the answered ones can be labelled" if found["items"] else "nothing to label yet")
                 + "; *Resume answering* goes on from the first prompt without answers.")
     return gr.skip()
@@ -305,11 +306,11 @@ def summary(studio, project_id: str | None) -> tuple:
     try:
         o = ls.overview(studio, project_id)
     except LabelError as err:
-        return f"**Cannot show:** {err}", *empty
+        return f"**Cannot show:** {quoted(err)}", *empty
     a = o["agreement"]
     alpha = "not measurable yet (needs items labelled by two or more people, with some variety)" \
         if a["alpha"] is None else f"**{a['alpha']:.2f}**"
-    lines = [f"**{o['project']['name']}**: {o['items']} items, {o['complete']} with all their labels "
+    lines = [f"**{literal(o['project']['name'])}**: {o['items']} items, {o['complete']} with all their labels "
              f"({o['project']['overlap']} per item); {o['labels']} labels.",
              f"Agreement over {a['items']} items labelled by several people: Krippendorff's α {alpha} "
              "(1 = always agree, 0 = no better than chance; 0.67 or more is commonly trusted)."]
@@ -391,7 +392,7 @@ def build_overview(studio, project) -> dict:
         try:
             row = ls.export(studio, project_id, how, float(agree), bool(votes), (title or "").strip() or None)
         except (LabelError, DataError) as err:
-            return f"**Nothing exported:** {err}", None
+            return f"**Nothing exported:** {quoted(err)}", None
         rows = f"{row['rows']} row{'s' if row['rows'] != 1 else ''}"
         alone = (row["meta"].get("origin") or {}).get("alone")
         return (f"{made_or_found(row, title, 'labels', made='Exported')}: {rows} of {row['kind']} data, in the "

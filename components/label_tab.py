@@ -12,6 +12,7 @@ import gradio as gr
 
 from components import label_projects
 from components.label_projects import project_choices
+from components.text import quoted
 from pipelines.data import DataError
 from studio import label_service as ls
 from studio.label_service import LabelError
@@ -84,7 +85,7 @@ def view(studio, project_id: str | None, labeler: str, message: str = "") -> tup
     try:
         shown = ls.next_item(studio, project_id, labeler)
     except (LabelError, DataError) as err:
-        return (None, "", "", "", "", f"**Cannot label:** {err}", *buttons_off)
+        return (None, "", "", "", "", f"**Cannot label:** {quoted(err)}", *buttons_off)
     p = shown["progress"]
     progress = progress_line(labeler, p)
     item = shown["item"]
@@ -191,7 +192,7 @@ def build(studio, kept: gr.BrowserState):
                 ls.submit(studio, current["project"], current["item"], who, choice, why,
                           seconds=round(time.time() - current["shown"], 2))
             except (LabelError, DataError) as err:
-                return (*view(studio, current["project"], who, f"**Not saved:** {err}"), gr.skip())
+                return (*view(studio, current["project"], who, f"**Not saved:** {quoted(err)}"), gr.skip())
             said = f"Saved: {SAID[choice]}" + (" (with your reason)." if (why or "").strip() else ".")
             return (*view(studio, current["project"], who, said), "")
         return on_choose
@@ -207,7 +208,7 @@ def build(studio, kept: gr.BrowserState):
             try:
                 result = act(studio, target, who)
             except (LabelError, DataError) as err:
-                return view(studio, target, who, f"**{failed}:** {err}")
+                return view(studio, target, who, f"**{failed}:** {quoted(err)}")
             return view(studio, target, who, said(result))
         return handler
 

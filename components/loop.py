@@ -7,6 +7,7 @@ import gradio as gr
 
 from components import chat_tab, form_memory, train_tab
 from components.dataset_note import cut_chosen_note, made_or_found
+from components.text import quoted
 from pipelines.data import DataError
 from pipelines.methods import METHODS
 from studio import chat_service, method_service
@@ -79,7 +80,7 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
         try:  # named as the Dataset name field says, as the export next to it does
             start = chat_service.preference_start(studio, (name or "").strip() or None, PREFERENCE_METHOD)
         except DataError as err:  # shown where the button is
-            return (f"**Nothing to train on:** {err}", *(gr.skip(),) * 9)
+            return (f"**Nothing to train on:** {quoted(err)}", *(gr.skip(),) * 9)
         row, model = start["dataset"], start["model"]
         where = f"run `{model[4:]}`" if model.startswith("run:") else "the base model"
         learned, values = start["learned"], shown_after(train, kept)
@@ -104,7 +105,7 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
         try:
             new, previous = chat_service.previous_model(studio, run_id)
         except ChatError as err:  # shown where the button is
-            return (f"**Could not compare:** {err}", *(gr.skip(),) * 17)
+            return (f"**Could not compare:** {quoted(err)}", *(gr.skip(),) * 17)
         options = chat_service.choices(studio)
         known = {spec for _label, spec in options}
         extra = [(spec, spec) for spec in (new, previous) if spec not in known]
@@ -174,7 +175,7 @@ def wire_labels(studio, tabs, train: dict, overview: dict):
             start = label_service.training_start(studio, project_id or "", PREFERENCE_METHOD,
                                                  float(min_agreement), bool(with_votes), (name or "").strip() or None)
         except (LabelError, DataError) as err:  # shown where the button is
-            return (f"**Nothing to train on:** {err}", *(gr.skip(),) * 9)
+            return (f"**Nothing to train on:** {quoted(err)}", *(gr.skip(),) * 9)
         row, model = start["dataset"], start["model"]
         where = f"run `{model[4:]}`" if model.startswith("run:") else "the built-in model"
         values = shown_after(train, kept)

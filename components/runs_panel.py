@@ -10,6 +10,7 @@ from pathlib import Path
 import gradio as gr
 
 from components.charts import best_axis, curves_figure
+from components.text import quoted
 from pipelines.curves import WORSE_THAN_BEST, format_duration, overfitting_warning, progress
 from pipelines import arena, dataset_stats, hardware, rewards
 from pipelines.events import (ACTIVE_STATUSES, EVALUATING, HELDOUT_ROWS, JOB, RESUMABLE_STATUSES, SAMPLES,
@@ -338,9 +339,10 @@ def run_titles(studio, run_ids: list[str], most: int = 3) -> dict[str, str]:
     rows = config_diff(studio, run_ids)
     titles = {}
     for k, run_id in enumerate(run_ids):
+        # (not a setting the run has not got: a LoRA run beside a DPO run read "beta (how far to move) -")
+        own = [(setting, values[k]) for setting, *values in rows if values[k] != "-"][:most]
         said = [value if setting == "Method" else f"{setting[:1].lower()}{setting[1:]} {value}"
-                for setting, *values in rows[:most]
-                for value in (values[k] if len(values[k]) <= 24 else values[k][:23] + "…",)]
+                for setting, whole in own for value in (whole if len(whole) <= 24 else whole[:23] + "…",)]
         titles[run_id] = f"{short_id(run_id)}: {', '.join(said)}" if said else short_id(run_id)
     return titles
 
@@ -454,7 +456,7 @@ def run_action(studio, action_fn, done: str, already: tuple = ()):
             row = studio.get_run(run_id)
             if row and row["status"] in already:
                 return done.format(run_id=run_id)
-            return f"**Could not do that:** {err}"
+            return f"**Could not do that:** {quoted(err)}"
         return done.format(run_id=run_id)
     return handler
 
@@ -544,7 +546,7 @@ def build(studio, selected: gr.State):
                 raise RunError(f"More epochs is {epochs}; it must be from 0.1 to 100")
             new_id = studio.continue_run(run_id, float(epochs))
         except (RunError, ConfigError, DataError, ModelError) as err:  # (its base model gone: a ModelError)
-            return f"**Could not do that:** {err}", gr.skip()
+            return f"**Could not do that:** {quoted(err)}", gr.skip()
         return f"Started run `{new_id}`, continuing `{run_id}`.", new_id
 
     cont.click(on_continue, [selected, more], [action, selected])

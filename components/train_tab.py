@@ -8,6 +8,7 @@ import gradio as gr
 from components import devices_form, form_memory, reward_form, runs_panel
 from components.reward_form import RUN_PICKER
 from components.forms import MethodForm, preprocessed
+from components.text import quoted
 from pipelines.data import DataError
 from pipelines.methods import METHODS, ConfigError, parse
 from pipelines.models import ModelError
@@ -130,14 +131,14 @@ def _estimate_line(studio, model_spec, dataset_ref, method_key, params, devices=
     except ConfigError as err:
         return f"{UNAVAILABLE} {field_named(err, method_key)}"
     except (DataError, ModelError, OSError, ValueError) as err:
-        return f"{UNAVAILABLE} {err}"
+        return f"{UNAVAILABLE} {quoted(err)}"
     past = method_service.past_runs(studio, model_spec or "default", method_key)
     est = method_service.calibrated(est, past)
     line = method_service.summary_line(est, (params or {}).get("num_train_epochs"), past.overhead_s)
     try:
         per_device = method_service.devices_line(est, devices)
     except ConfigError as err:
-        per_device = f"Devices: {err}"
+        per_device = f"Devices: {quoted(err)}"
     return line + (f"\n\n{per_device}" if per_device else "")
 
 
@@ -356,7 +357,7 @@ def build(studio):
         except ConfigError as err:  # named as the form names it
             return f"**Could not start:** {field_named(err, method_key)}", gr.skip()
         except (DataError, ModelError, RunError) as err:
-            return f"**Could not start:** {err}", gr.skip()
+            return f"**Could not start:** {quoted(err)}", gr.skip()
         return f"Started run `{run_id}`.", run_id
 
     # a run that started: its panel (top right, out of sight below a long form) is brought into view

@@ -424,11 +424,11 @@ def test_headers_named_ours_but_for_case_import_and_an_unread_answer_column_is_p
 def test_a_model_that_cannot_chat_leaves_the_conversation_as_it_was(studio, tmp_path, tiny_model_dir):
     """A typed path that is no model: one sentence, the prompt kept, and the conversation as before (two
     '…' replies stayed, as if both models were still writing)."""
-    from components.chat_tab import new_battle
+    from components.chat_tab import new_battle, shown
 
     app = build_app(studio)
     (respond,) = [f for f in app.fns.values() if f.name == "respond" and f.inputs[0].elem_id == "chat-prompt"][:1]
-    before = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
+    before = shown([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}])  # as on the page
     missing = str(tmp_path / "no-such-model")
     *_, last = respond.fn("How long is the warranty?", before, before, new_battle(), f"base:{missing}",
                           f"base:{tiny_model_dir}",

@@ -321,3 +321,43 @@ def test_a_long_and_a_short_answer_start_at_one_height(server, browser, studio):
     expect(page.locator("#label-right-text")).not_to_be_empty(timeout=30_000)
     left, right = (page.locator(f"#label-{side}-text").bounding_box() for side in ("left", "right"))
     assert abs(left["y"] - right["y"]) < 2 and abs(left["height"] - right["height"]) < 2, (left, right)
+
+
+def test_names_show_as_typed(server, browser, studio, tmp_path, tiny_model_dir):
+    """A project named `Tone <img src=x onerror=…>` showed a broken image in every note about it, and a dataset
+    named `My prompts <b>test</b>` showed "test" in bold: names show as typed, in the notes and in refusals
+    that quote them."""
+    from playwright.sync_api import expect
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(p) + "\n" for p in PAIRS))
+    preferences = tmp_path / "preferences.jsonl"
+    preferences.write_text("".join(json.dumps({"prompt": p["prompt"], "chosen": p["response_a"],
+                                               "rejected": p["response_b"]}) + "\n" for p in PAIRS))
+    page = browser.new_context().new_page()
+    page.goto(server)
+    page.get_by_role("tab", name="Data").click()
+    fill(page, "data-model", tiny_model_dir)  # (token counts without converting the built-in model)
+    page.locator("#data-upload input[type=file]").set_input_files(str(preferences))
+    expect(page.locator("#data-detected")).to_contain_text("Detected", timeout=30_000)
+    page.get_by_text("Name, duplicates, held-out split").click()
+    data_name = "My prompts <b>test</b> & *stars*"
+    fill(page, "data-name", data_name)
+    page.click("#data-import")
+    expect(page.locator("#data-message")).to_contain_text(f"Imported {data_name}", timeout=30_000)
+    expect(page.locator("#data-summary")).to_contain_text(data_name, timeout=30_000)
+    assert page.locator("#data-message b, #data-message em, #data-summary em").count() == 0
+
+    page.get_by_role("tab", name="Label").click()
+    page.get_by_role("tab", name="New project").click()
+    name = "Tone <img src=x onerror=alert(1)> _test_"
+    page.get_by_label("A file with two answers per prompt").check()
+    page.locator("#label-new-pairs input[type=file]").set_input_files(str(pairs))
+    fill(page, "label-new-name", name)
+    page.click("#label-create")
+    message = page.locator("#label-new-message")
+    expect(message).to_contain_text(f"Made {name} with 4 items", timeout=30_000)
+    assert message.locator("img").count() == 0
+    page.click("#label-create")  # pressed again: still one project, named as typed
+    expect(message).to_contain_text(f"Made {name}, picked above (Create was pressed again", timeout=30_000)
+    assert message.locator("img").count() == 0

@@ -270,7 +270,9 @@ def test_compared_runs_are_titled_by_what_sets_them_apart(studio):
                                    ("r20261205-142011-1f2e", "lora", {"per_device_train_batch_size": 4,
                                                                       "num_train_epochs": 1}),
                                    ("same", "lora", {"per_device_train_batch_size": 4, "num_train_epochs": 1}),
-                                   ("dora", "dora", {"per_device_train_batch_size": 4, "num_train_epochs": 1})):
+                                   ("dora", "dora", {"per_device_train_batch_size": 4, "num_train_epochs": 1}),
+                                   ("dpo", "dpo", {"per_device_train_batch_size": 4, "num_train_epochs": 1,
+                                                   "beta": 0.1})):
         studio.store.add_run(id=run_id, method=method, model="default", dataset_id=dataset["id"],
                              status="completed", params=params)
     assert run_titles(studio, ["r20261205-141357-98ac", "r20261205-142011-1f2e"]) == {
@@ -279,6 +281,9 @@ def test_compared_runs_are_titled_by_what_sets_them_apart(studio):
     assert run_titles(studio, ["same", "dora"]) == {"same": "same: LoRA", "dora": "dora: DoRA"}
     assert run_titles(studio, ["r20261205-142011-1f2e", "same"]) == {"r20261205-142011-1f2e": "r…1f2e",
                                                                       "same": "same"}
+    # a setting one of them has not got is not named for it (a LoRA run read "beta (how far to move) -")
+    titles = run_titles(studio, ["same", "dpo"])
+    assert titles["same"] == "same: LoRA" and titles["dpo"].startswith("dpo: DPO, beta"), titles
     assert short_id("r-small-batch") == "r-small-batch"
 
 
