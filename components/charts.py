@@ -128,6 +128,9 @@ def curves_figure(runs: dict[str, list[dict]], parts: dict[str, dict] | None = N
     if mixed:
         panels = [(f"Loss: {' vs '.join(dict.fromkeys(o.replace(' loss', '') for o in objective.values()))}, not one scale"
                    if "loss" in names else title, names) for title, names in panels]
+    elif len(runs) == 1 and objectives and "+" in objective[next(iter(runs))]:  # one run: a loss of two parts named
+        panels = [(f"Loss: {objective[next(iter(runs))].replace(' loss', '')} (training and held-out)"
+                   if "loss" in names else title, names) for title, names in panels]
     per_epoch = {run_id: steps_per_epoch(metrics) for run_id, metrics in runs.items()}
     if along == "epoch" and None in per_epoch.values():
         along = "step"

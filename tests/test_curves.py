@@ -151,6 +151,22 @@ def test_a_finished_run_says_where_held_out_loss_was_lowest():
     # a preference run's is the pairs' loss: nothing of answers' wording (said of a DPO run's one held-out pair)
     assert heldout_loss_line({"eval_loss_before": 0.75, "eval_loss_after": 0.023}, [], "preference") == (
         "Held-out preference loss: 0.750 before, 0.023 after (lower is better)")
+    # one that adds the imitation of the preferred answers says so: a walkthrough's DPO run read 4.4 falling to 2.3
+    # in training beside a flat 0.9 held out as "held-out much better" (its one held-out pair's preferred answer was
+    # one the model already wrote); the loss panel names both parts
+    from components.charts import curves_figure
+    from components.runs_panel import IMITATION_NOTE, loss_objective
+
+    assert heldout_loss_line({"eval_loss_before": 0.896, "eval_loss_after": 0.938}, [], "preference", 1.0) == (
+        "Held-out loss (preference + imitation of the preferred answers): 0.896 before, 0.938 after (lower is "
+        "better)." + IMITATION_NOTE)
+    assert loss_objective({"method": "dpo", "params": {}}) == "DPO loss + imitation ×1"  # (its default weight)
+    assert loss_objective({"method": "dpo", "params": {"sft_weight": 0.0}}) == "DPO loss"
+    dpo = [{"step": 1, "loss": 4.437, "rewards/accuracies": 0.0, "rewards/margins": 0.0},
+           {"step": 2, "eval_loss": 0.901, "eval_rewards/accuracies": 1.0}]
+    titles = [a.text for a in curves_figure({"r1": dpo}, None, {"r1": "DPO loss + imitation ×1"}).layout.annotations]
+    assert titles[0] == "Loss: DPO + imitation ×1 (training and held-out)"
+    assert [a.text for a in curves_figure({"r1": dpo}).layout.annotations][0] == "Loss (training and held-out)"
 
 
 def test_a_kto_run_draws_good_and_bad_replies_not_an_empty_accuracy_panel():
@@ -295,13 +311,13 @@ def test_compared_runs_of_different_objectives_have_their_losses_named(studio):
     from components.runs_panel import loss_objective
 
     dataset = studio.import_dataset(__import__("tests.conftest", fromlist=["FAQ"]).FAQ)
-    for run_id, method, params in (("s1", "lora", {}), ("s2", "dora", {}), ("d1", "dpo", {"beta": 0.1}),
+    for run_id, method, params in (("s1", "lora", {}), ("s2", "dora", {}), ("d1", "dpo", {"beta": 0.1, "sft_weight": 0.0}),
                                    ("d2", "dpo_full", {"loss_type": "ipo"}), ("k1", "kto", {})):
         studio.store.add_run(id=run_id, method=method, model="default", dataset_id=dataset["id"],
                              status="completed", params=params)
     objectives = {i: loss_objective(studio.get_run(i)) for i in ("s1", "s2", "d1", "d2", "k1")}
     assert objectives == {"s1": "next-token loss", "s2": "next-token loss", "d1": "DPO loss",
-                          "d2": "DPO loss, ipo", "k1": "KTO loss"}
+                          "d2": "DPO loss, ipo + imitation ×1", "k1": "KTO loss"}
     sft = [{"step": 1, "loss": 2.1}, {"step": 1, "eval_loss": 2.3}]
     dpo = [{"step": 1, "loss": 0.69, "rewards/accuracies": 0.5, "rewards/margins": 0.1}]
     fig = curves_figure({"s1": sft, "d1": dpo}, None, objectives)
