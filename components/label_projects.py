@@ -294,7 +294,10 @@ KAPPA_HEADERS = ["Labelers", "Items both labelled", "Same choice", "Cohen's κ"]
 WIN_WIDTHS = ["22%", "22%", "8%", "8%", "8%", "12%", "20%"]  # the win rate with its interval is not cut off
 WIN_HEADERS = ["Model", "Against", "Labels", "Model better", "Against better", "Ties / both bad",
                "Model's win rate over items (95% interval)"]  # from the tuned (newer) model's side, as the Chat tab's
+# (the items by their number in the project, 1 to N: the catalogue's ids read 1, 3, 6, 13, ... 81 for 12 items;
+# the choices in words: labelers chose left or right, and never saw "a" or "both_bad")
 REVIEW_HEADERS = ["Item", "Prompt", "Choices"]
+CHOICE_WORDS = {"a": "A better", "b": "B better", "tie": "tie", "both_bad": "both bad"}
 OVERVIEW_HEADERS = (LABELER_HEADERS, KAPPA_HEADERS, WIN_HEADERS, REVIEW_HEADERS)
 
 
@@ -308,12 +311,17 @@ def summary(studio, project_id: str | None) -> tuple:
     except LabelError as err:
         return f"**Cannot show:** {quoted(err)}", *empty
     a = o["agreement"]
-    alpha = "not measurable yet (needs items labelled by two or more people, with some variety)" \
-        if a["alpha"] is None else f"**{a['alpha']:.2f}**"
+    alpha = ("not measurable: each item gets one labeler (a project with 2 or more per item measures it)"
+             if a["alpha"] is None and o["project"]["overlap"] < 2 else
+             "not measurable yet (needs items labelled by two or more people, with some variety)"
+             if a["alpha"] is None else f"**{a['alpha']:.2f}**")
     lines = [f"**{literal(o['project']['name'])}**: {o['items']} items, {o['complete']} with all their labels "
              f"({o['project']['overlap']} per item); {o['labels']} labels.",
              f"Agreement over {a['items']} items labelled by several people: Krippendorff's α {alpha} "
-             "(1 = always agree, 0 = no better than chance; 0.67 or more is commonly trusted)."]
+             "(1 = always agree, 0 = no better than chance; 0.67 or more is commonly trusted)."
+             + (" Below 0 they disagree more often than chance would: the labelers read the task differently, or "
+                "chose carelessly. Read the disagreements below, agree on what counts as better, and label again "
+                "before training on these labels." if a["alpha"] is not None and a["alpha"] < 0 else "")]
     left = ls.unanswered(o["project"])
     if left:  # the items are the prompts answered so far
         lines[0] += (f" {left} more prompt{'s are' if left != 1 else ' is'} being answered." if o["project"]["status"]
@@ -335,12 +343,15 @@ def summary(studio, project_id: str | None) -> tuple:
              "data": [[" & ".join(p["labelers"]), p["items"], _percent(p["observed"]),
                        "-" if p["kappa"] is None else f"{p['kappa']:.2f}"] for p in a["pairs"]]}
     name = lambda spec: chat_service.label(studio, spec)  # noqa: E731
+    # more labels can still come: an item short of its labels, or prompts still to be answered
+    more = o["complete"] < o["items"] or bool(left)
     wins = {"headers": WIN_HEADERS,
             "data": [[name(r["first"]), name(r["second"]), r["votes"], r["wins_first"], r["wins_second"], r["ties"],
-                      chat_service.win_rate_text(r, judged=True, unit="label")]
+                      chat_service.win_rate_text(r, judged=True, unit="label", more=more)]
                      for r in map(chat_service.newer_first, o["win_rates"])]}
     review = {"headers": REVIEW_HEADERS,
-              "data": [[r["item_id"], r["prompt"][:160], ", ".join(f"{k}: {v}" for k, v in r["labelers"].items())]
+              "data": [[r["number"], r["prompt"][:160],
+                        ", ".join(f"{k}: {CHOICE_WORDS.get(v, v)}" for k, v in r["labelers"].items())]
                        for r in o["disagreements"]]}
     return "\n\n".join(lines), *map(shown_if_any, (labelers, kappa, wins, review))
 
@@ -364,7 +375,9 @@ def build_overview(studio, project) -> dict:
                         label="Win rates of the answers' models (hidden while labeling), each from the tuned or newer "
                               "model's side", elem_id="label-winrates", visible=False)
     review = gr.Dataframe(headers=REVIEW_HEADERS, interactive=False, wrap=True,
-                          label="Items the labelers disagree on (worth a second look)", elem_id="label-disagreements",
+                          label="Items the labelers disagree on (worth a second look); A and B are the item's first "
+                                "and second answer, whichever side each labeler saw them on",
+                          elem_id="label-disagreements",
                           visible=False)
     with gr.Group():
         kind = gr.Radio(EXPORT_KINDS, value="preference", label="Export as", elem_id="label-export-kind")

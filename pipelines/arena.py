@@ -91,14 +91,17 @@ def votes_to_tell(win_rate: float, votes: int, most: int = 10_000) -> int | None
     return lo
 
 
-def verdict(row: dict, unit: str = "vote") -> str:
+def verdict(row: dict, unit: str = "vote", more: bool = True) -> str:
     """What a pair's result (a row of win_rates) says of its first model, in words: better or worse
     when the 95% interval is clear of 50%, else that it cannot tell yet, and roughly how many more
-    votes at this rate would tell (a row counted over labelled items, see labeling.win_rates, counts items)."""
+    votes at this rate would tell (a row counted over labelled items, see labeling.win_rates, counts items).
+    more=False: none can come (a label project whose every item has all its labels)."""
     if row["low"] > 0.5:
         return "better"
     if row["high"] < 0.5:
         return "worse"
+    if not more:  # ("about 1 more labelled item would tell" of a project with nothing left to label)
+        return "can't tell: too few items"
     counted = row.get("items", row["votes"])
     needed = votes_to_tell(row["win_rate"], counted)
     if needed is None or needed <= counted:

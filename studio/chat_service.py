@@ -314,11 +314,11 @@ def newer_first(row: dict) -> dict:
     return arena.flip(row) if later else row
 
 
-def win_rate_text(row: dict, judged: bool = False, unit: str = "vote") -> str:
+def win_rate_text(row: dict, judged: bool = False, unit: str = "vote", more: bool = True) -> str:
     """'83% (31–98%)': the first model's win rate and its 95% interval; judged: and what that says
-    ('75% (30–95%): can't tell yet: about 12 more votes at this rate would tell')."""
+    ('75% (30–95%): can't tell yet: about 12 more votes at this rate would tell'; more=False: none can come)."""
     said = f"{100 * row['win_rate']:.0f}% ({100 * row['low']:.0f}–{100 * row['high']:.0f}%)"
-    return f"{said}: {arena.verdict(row, unit)}" if judged else said
+    return f"{said}: {arena.verdict(row, unit, more)}" if judged else said
 
 
 def voted_prompts(studio, spec_a: str, spec_b: str) -> set[str]:

@@ -469,8 +469,10 @@ def overview(studio, ref: str) -> dict:
     items = {it["id"]: it for it in studio.store.label_items(found["id"])}
     counted = {i: n for i, n in ((it["id"], it["labels"]) for it in items.values())}
     review = labeling.disagreements(labels)
+    number = {item_id: n for n, item_id in enumerate(items, 1)}  # (in the project's order; the ids are the catalogue's)
     for row in review:
         row["prompt"] = _last_user(items[row["item_id"]]["prompt"])
+        row["number"] = number[row["item_id"]]
     return {
         "project": found,
         "items": len(items),

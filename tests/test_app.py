@@ -726,3 +726,27 @@ def test_a_press_sets_up_its_own_pages_estimate_and_its_epochs_go_back_for_more_
     message = press.fn(page, many, "preference", 0.0, False, "many labels", "lora", {"dpo": {"num_train_epochs": 10}})[1]
     assert message.endswith("Set to 2 epochs, DPO's default (36 pairs train (4 held out to measure the run), "
                             "9 training steps per epoch), not the 10 kept from before."), message
+
+
+def test_the_label_overview_says_what_its_figures_mean(studio, tmp_path):
+    """A walkthrough's overview: the disagreements listed items as 1, 3, 6, 13 … 81 of a 12-item project (the
+    catalogue's ids) with choices "a", "b", "both_bad" nobody saw; an α of -0.22 without a word; and a project of
+    one labeler per item, every item labelled, told its α was "not measurable yet" and that "about 1 more
+    labelled item" would tell."""
+    from components.label_projects import summary
+    from tests.test_label_service import label_until_done, new_project, screen
+
+    split = new_project(studio, tmp_path, n=4, overlap=2, name="split")
+    label_until_done(studio, split, ["ann", "bob"],
+                     choose=lambda who, item: screen(item, "a" if who == "ann" or item["position"] == 0 else "b"))
+    said, _labelers, _kappa, _wins, review = summary(studio, split)
+    assert "Krippendorff's α **-" in said and "Below 0 they disagree more often than chance would" in said
+    assert [row[0] for row in review["value"]["data"]] == [2, 3, 4]  # the items' numbers in the project
+    assert review["value"]["data"][0][2] == "ann: A better, bob: B better"
+
+    alone = new_project(studio, tmp_path, n=3, overlap=1, name="alone")
+    label_until_done(studio, alone, ["ann"], choose=lambda who, item: screen(item, "a"))
+    said, _labelers, _kappa, wins, _review = summary(studio, alone)
+    assert "α not measurable: each item gets one labeler (a project with 2 or more per item measures it)" in said
+    assert "Below 0" not in said
+    assert wins["value"]["data"][0][-1].endswith(": can't tell: too few items")
