@@ -6,6 +6,7 @@ model lists."""
 from __future__ import annotations
 
 import html
+import json
 import math
 from pathlib import Path
 
@@ -43,6 +44,20 @@ def pick_choices(rows: list[list]) -> list[tuple[str, str]]:
     return [(f"{name} · {what} · {status} ({export_id})", export_id) for export_id, name, what, status, _ in rows]
 
 
+def stored_dtype(folder: Path) -> str | None:
+    """The precision a model folder's weights are saved in (a merged model of the built-in one is float32, twice
+    the size of bf16: the page did not say)."""
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return config.get("dtype") or config.get("torch_dtype")
+
+
+NAME_HINTS = {"gguf": "e.g. quillpad-support (also the Ollama model name)",
+              "merged": "e.g. quillpad-support (the folder's name)"}
+
+
 def details(studio, export_id: str | None) -> str:
     if not export_id:
         return "Pick an export to see its files."
@@ -61,12 +76,18 @@ def details(studio, export_id: str | None) -> str:
             lines.append(f'- <a href="{xs.download_url(export_id, path)}" download="{html.escape(path.name)}">'
                          f"{html.escape(path.name)}</a> · {shown_size(path.stat().st_size)}")
         folder = Path(summary["gguf"]).parent if summary.get("gguf") else summary.get("folder")
-        lines.append(f"\nFolder: `{folder}` · took {summary.get('seconds', '?')} s")
+        dtype = stored_dtype(Path(folder)) if row["kind"] != "gguf" else None
+        stored = f" · weights in {dtype}, as its base model stores them" if dtype else ""
+        lines.append(f"\nFolder: `{folder}` · took {summary.get('seconds', '?')} s{stored}")
         command = xs.ollama_command(studio, export_id)
         if command:
             lines.append(f"\nRun it with [Ollama](https://ollama.com) (or load the .gguf in llama.cpp):\n\n```\n{command}\n```")
         if row["kind"] != "gguf":
-            lines.append("\nThis model is now in the Train tab's *Start from* list and in the Chat tab's model lists.")
+            lines.append("\nThis model is now in the Train tab's *Start from* list and in the Chat tab's model lists. "
+                         "Elsewhere, Hugging Face transformers loads the folder as it is:\n\n```python\n"
+                         "from transformers import AutoModelForCausalLM, AutoTokenizer\n"
+                         f"model = AutoModelForCausalLM.from_pretrained({str(folder)!r})\n"
+                         f"tokenizer = AutoTokenizer.from_pretrained({str(folder)!r})\n```")
     return "\n".join(lines)
 
 
@@ -107,8 +128,7 @@ def build(studio):
             fmt = gr.Radio(FORMATS, value="gguf", label="Format", elem_id="export-format")
             quant = gr.Radio([(text, key) for key, text in xs.QUANTS.items()], value="q8_0", label="GGUF weight type",
                              elem_id="export-quant")
-            name = gr.Textbox(label="Name", placeholder="e.g. quillpad-support (also the Ollama model name)",
-                              elem_id="export-name")
+            name = gr.Textbox(label="Name", placeholder=NAME_HINTS["gguf"], elem_id="export-name")
             system = gr.Textbox(label="System prompt for Ollama (optional)", lines=2, elem_id="export-system",
                                 info="Written into the Modelfile; empty = the model's own default.")
             export = gr.Button("Export", variant="primary", elem_id="export-start")
@@ -146,7 +166,9 @@ def build(studio):
     timer = gr.Timer(2.0, active=False)  # ticks while the Export tab is shown (app.py)
     suggested = gr.State(newest)  # the Model the studio put up; a person's own pick is never moved
 
-    fmt.change(lambda f: (gr.update(visible=f == "gguf"), gr.update(visible=f == "gguf")), fmt, [quant, system])
+    # (a merged folder's name is no Ollama model's: the placeholder said so whatever the format)
+    fmt.change(lambda f: (gr.update(visible=f == "gguf"), gr.update(visible=f == "gguf"),
+                          gr.update(placeholder=NAME_HINTS[f])), fmt, [quant, system, name])
 
     def on_method(key):
         spec = MERGE_METHODS[key]

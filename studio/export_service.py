@@ -12,6 +12,7 @@ import re
 import shlex
 import shutil
 import time
+import unicodedata
 from pathlib import Path
 
 from pipelines import models
@@ -31,8 +32,25 @@ FORMATS = ("merged", "gguf")
 
 
 def safe_name(text: str) -> str:
-    """A name usable as a file name and an Ollama model name."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.").lower()[:60] or "model"
+    """A name usable as a file name and an Ollama model name (accented letters without their accents: 'évil'
+    became 'vil'; no run of dots or dashes: '..' stood in one)."""
+    plain = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    return re.sub(r"[-.]{2,}", "-", re.sub(r"[^A-Za-z0-9._-]+", "-", plain)).strip("-.").lower()[:60] or "model"
+
+
+def _named(studio, name: str, typed: bool, shown_source: dict) -> str:
+    """The export's name, one no other export has: Ollama keeps one model per name, and two exports of one name
+    told people the same `ollama create` for both, the second replacing the first. A name made for the export
+    gets -2, -3, ...; one typed is refused where another model's export has it (the same export again keeps it)."""
+    taken = {row["name"]: row for row in list_exports(studio) if row["status"] not in ("failed", "cancelled")}
+    if name not in taken:
+        return name
+    if typed:
+        if taken[name]["source"] == shown_source:
+            return name
+        raise ExportError(f"an export named '{name}' exists already ({taken[name]['id']}), of another model or in "
+                          "another format: its Ollama model would be replaced; type another name")
+    return next(f"{name[:56]}-{n}" for n in range(2, 10_000) if f"{name[:56]}-{n}" not in taken)
 
 
 def source(studio, ref: str) -> tuple[dict, str]:
@@ -125,10 +143,9 @@ def start_export(studio, ref: str, fmt: str = "merged", quant: str = "q8_0", nam
     src, default_name = source(studio, ref)
     if fmt == "gguf":
         _check_gguf(studio, src, system)
-    name = safe_name(name or default_name)
     job = {"source": src, "quant": quant, "system": system or None}
     shown = {"ref": ref, "format": fmt, **({"quant": quant} if fmt == "gguf" else {})}
-    return _start(studio, fmt, name, job, shown)
+    return _start(studio, fmt, _named(studio, safe_name(name or default_name), bool(name), shown), job, shown)
 
 
 def _check_gguf(studio, src: dict, system: str | None) -> None:
@@ -155,11 +172,10 @@ def start_merge(studio, method: str, refs: list[str], base: str | None = None, w
     folders = [_config_folder(studio, s) for s in sources]
     base_folder = _config_folder(studio, base_source) if base_source else None
     check_same_shape([*folders, *([base_folder] if base_folder else [])])
-    name = safe_name(name or f"{method}-merge")
     job = {"method": method, "models": sources, "base": base_source, "weights": weights, "t": t,
            "density": density, "seed": seed, "source": {}}
     shown = {"method": method, "models": refs, "base": base, "weights": weights, "t": t, "density": density}
-    return _start(studio, "merge", name, job, shown)
+    return _start(studio, "merge", _named(studio, safe_name(name or f"{method}-merge"), bool(name), shown), job, shown)
 
 
 def _config_folder(studio, src: dict) -> str:

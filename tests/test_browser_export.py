@@ -73,12 +73,23 @@ def test_export_a_run_then_chat_with_the_merged_model(server, page, studio, tiny
     # a merged model folder, which the rest of the studio then offers as a model
     page.locator("#export-format").get_by_text("Merged model folder").click()
     expect(page.locator("#export-quant")).to_be_hidden()
+    # a folder's name, not an Ollama model's (said whatever the format)
+    expect(page.locator("#export-name textarea, #export-name input").first).to_have_attribute(
+        "placeholder", "e.g. quillpad-support (the folder's name)")
+    fill(page, "export-name", "faq-helper")  # another model's export has that name: its Ollama model would go
+    page.click("#export-start")
+    expect(page.locator("#export-message")).to_contain_text("an export named 'faq-helper' exists already",
+                                                            timeout=30_000)
+    assert len(studio.store.list_exports()) == 1
     fill(page, "export-name", "faq-merged")
     page.click("#export-start")
     expect(page.locator("#export-details")).to_contain_text("faq-merged", timeout=30_000)
     # (the details name the run it exports, 'completed' too, before the export itself is done)
     expect(page.locator("#export-details")).to_contain_text("model.safetensors", timeout=120_000)
     expect(page.locator("#export-details")).to_contain_text("completed")
+    # how to load it outside the studio, and in what precision its weights are
+    expect(page.locator("#export-details")).to_contain_text("AutoModelForCausalLM.from_pretrained(")
+    expect(page.locator("#export-details")).to_contain_text("weights in float32, as its base model stores them")
     merged_id = next(r["id"] for r in studio.store.list_exports() if r["kind"] == "merged")
     # a part of a text file, to a client that takes compressed answers: the bytes as they are on disk
     tokenizer = (studio.run_dir(merged_id) / "model" / "tokenizer.json").read_bytes()

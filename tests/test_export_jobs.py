@@ -261,3 +261,30 @@ def test_a_files_size_reads_in_units_of_1024_as_downloads_lists_show_it():
     # Gradio's File box: units of 1024, one decimal (a 144.8 MB GGUF by powers of ten is 138.1 MB there)
     assert [shown_size(n) for n in (500, 2048, 144_800_000, 3 * 1024**3)] == \
         ["500.0 B", "2.0 KB", "138.1 MB", "3.0 GB"]
+
+
+def test_each_export_has_a_name_of_its_own(tmp_path, tiny_model_dir):
+    """Two exports named alike (a run as GGUF Q8_0, another as Q4_0 under the same typed name) listed two rows of
+    one name with one `ollama create` command, the second replacing the first. A made name gets -2; a typed one
+    another model's export has is refused, writing nothing; the same export again keeps its name. A name's
+    accented letters lose only their accents ('évil' became 'vil'), and a run of dots goes."""
+    from pipelines.export import ExportError
+    from studio.core import Studio
+
+    studio = Studio(tmp_path / "home")
+    model = str(tiny_model_dir)
+    assert export_service.safe_name("Tone model ü/../évil <b>x</b>") == "tone-model-u-evil-b-x-b"
+    first = export_service.start_export(studio, model, "gguf", "q8_0", name="Tone model ü/../évil")
+    assert studio.store.get_export(first)["name"] == "tone-model-u-evil"
+    with pytest.raises(ExportError, match="an export named 'tone-model-u-evil' exists already .*: its Ollama model "
+                                          "would be replaced; type another name"):
+        export_service.start_export(studio, model, "gguf", "q4_0", name="tone-model-u-evil")
+    assert len(studio.store.list_exports()) == 1
+    made = [export_service.start_export(studio, model, "merged") for _ in range(2)]
+    names = [studio.store.get_export(i)["name"] for i in made]
+    assert names[1] == f"{names[0]}-2", names
+    for export_id in (first, *made):
+        assert export_service.wait(studio, export_id, poll_s=0.3)["status"] == "completed"
+    again = export_service.start_export(studio, model, "gguf", "q8_0", name="tone-model-u-evil")  # the same again
+    assert studio.store.get_export(again)["name"] == "tone-model-u-evil"
+    assert export_service.wait(studio, again, poll_s=0.3)["status"] == "completed"
