@@ -288,9 +288,10 @@ def build(studio):
         labels = HIDDEN if on else ("Model A", "Model B")
         said = ("Blind battle: each round puts the two models on random sides; their names show after your vote."
                 if on else "Names shown: Model A on the left, Model B on the right.")
-        return (gr.update(value=[], label=labels[0]), gr.update(value=[], label=labels[1]), new_battle(), said, "")
+        # (and the line under it on how long the replies took: "Written in 3 s" stood under the emptied chat)
+        return (gr.update(value=[], label=labels[0]), gr.update(value=[], label=labels[1]), new_battle(), said, "", "")
 
-    blind.input(on_blind, blind, [chat_a, chat_b, battle, vote_message, scores], queue=False)
+    blind.input(on_blind, blind, [chat_a, chat_b, battle, vote_message, scores, progress], queue=False)
     with gr.Accordion("Results and export", open=False):
         results = gr.Dataframe(headers=RESULT_HEADERS, interactive=False, wrap=True, column_widths=RESULT_WIDTHS,
                                elem_id="chat-results")

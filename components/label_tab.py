@@ -163,7 +163,8 @@ def build(studio, kept: gr.BrowserState):
         if not project_id:  # what is missing first: with no project yet, a name was asked for in vain
             return view(studio, None, who or "")
         if not who:
-            return (None, "", "", "", "", "**Enter your name first:** labels are kept per person.",
+            # (the view keeps saying what to do: its instructions went blank under the refusal)
+            return (None, "", EMPTY_VIEW, "", "", "**Enter your name first:** labels are kept per person.",
                     *[gr.update(interactive=False)] * (len(CHOICES) + 1), gr.update(visible=False))
         return view(studio, project_id, who)
 

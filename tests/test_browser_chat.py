@@ -67,6 +67,7 @@ def test_blind_battle_vote_reveal_and_export(server, page, studio, tiny_model_di
     expect(page.locator("#chat-a")).not_to_contain_text("Hello there?")
     expect(page.locator("#chat-a")).not_to_contain_text(str(tiny_model_dir))
     expect(page.locator("#chat-a")).to_contain_text("hidden until you vote")
+    expect(page.locator("#chat-progress")).to_have_text("")  # how long the replies gone took goes with them
     fill(page, "chat-voter", "Ann")
     fill(page, "chat-prompt", "How long is the warranty?")
     page.click("#chat-send")

@@ -110,6 +110,7 @@ def test_two_labelers_with_the_keyboard(server, browser, studio, tmp_path):
     ann.click("#label-start")
     expect(ann.locator("#label-message")).to_contain_text("Enter your name first", timeout=10_000)
     expect(ann.locator("#label-message")).to_be_visible()
+    expect(ann.locator("#label-prompt")).to_contain_text("type your name and press Start labeling")  # (went blank)
     ann.close()
 
     ann = open_label_tab(browser, server, "ann", label)
