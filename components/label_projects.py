@@ -362,8 +362,10 @@ def shown_if_any(table: dict) -> dict:
     return gr.update(value=table, visible=bool(table["data"]))
 
 
-def build_overview(studio, project) -> dict:
-    """The overview and export view; returns its handles for the Train tab hand-over."""
+def build_overview(studio, project, timer: gr.Timer | None = None) -> dict:
+    """The overview and export view; returns its handles for the Train tab hand-over. `timer`: the tab's, on
+    whose ticks the overview follows the picked project's answers coming in (opened while the last prompt was
+    answered, it said 11 items and 1 more being answered beside the list's 12, until Refresh)."""
     refresh = gr.Button("Refresh", elem_id="label-overview-refresh", size="sm")
     text = gr.Markdown(elem_id="label-summary")
     # headers from the start: a table without them shows columns named 1, 2, 3 until it is filled
@@ -395,8 +397,29 @@ def build_overview(studio, project) -> dict:
             train = gr.Button("Train on these labels", variant="primary", elem_id="label-train")
     message = gr.Markdown(elem_id="label-export-message")
     outputs = [text, labelers, kappa, wins, review]
-    refresh.click(lambda p: summary(studio, p), project, outputs)
-    project.change(lambda p: summary(studio, p), project, outputs, show_progress="hidden")  # (the timer renames it)
+    followed = gr.State(None)  # the picked project's (id, status, items) as the overview last showed them
+
+    def where(project_id) -> list | None:
+        try:  # (synced: the answers written since are its items)
+            found = ls.project(studio, project_id, with_progress=False) if project_id else None
+        except LabelError:  # deleted meanwhile
+            found = None
+        return [found["id"], found["status"], found["items"]] if found else None
+
+    def show(project_id):
+        return (*summary(studio, project_id), where(project_id))
+
+    def on_tick(project_id, last):
+        now = where(project_id)
+        if now is None or now == last or last is None or last[0] != now[0]:  # (a pick's own change shows it)
+            return (*[gr.skip()] * len(outputs), now)
+        return (*summary(studio, project_id), now)
+
+    shown = [*outputs, followed]
+    refresh.click(show, project, shown)
+    project.change(show, project, shown, show_progress="hidden")  # (the timer renames it)
+    if timer is not None:
+        timer.tick(on_tick, [project, followed], shown, show_progress="hidden")
 
     def on_export(project_id, how, agree, votes, title):
         """The message, and the dataset made (or found), which the Data tab then shows."""
@@ -415,6 +438,6 @@ def build_overview(studio, project) -> dict:
 
     export_made = gr.State(None)
     exported = export.click(on_export, [project, kind, min_agreement, with_votes, export_name], [message, export_made])
-    return {"show": lambda p: summary(studio, p), "outputs": outputs, "exported": exported,
+    return {"show": show, "outputs": shown, "exported": exported,
             "export_made": export_made, "train": train,
             "inputs": [project, kind, min_agreement, with_votes, export_name], "message": message}

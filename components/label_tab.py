@@ -150,7 +150,7 @@ def build(studio, kept: gr.BrowserState):
                                 placeholder="Why? e.g. 'left invents a price'. Kept with the label.")
             message = gr.Markdown(elem_id="label-message")
         with gr.Tab("Overview and export", id="label-overview") as overview_tab:
-            overview = label_projects.build_overview(studio, project)
+            overview = label_projects.build_overview(studio, project, timer)
         # labels given since it was last shown are counted when it is shown again
         overview_tab.select(overview["show"], project, overview["outputs"], show_progress="hidden")
         with gr.Tab("New project", id="label-new"):

@@ -671,7 +671,7 @@ def test_stop_and_resume_answering_are_pressable_only_when_they_would_act(studio
     written, Resume once that stopped short, neither otherwise; the table's tick follows a status change."""
     app = build_app(studio)
     buttons = next(f for f in app.fns.values() if f.name == "answer_buttons")
-    (tick,) = [f for f in app.fns.values() if f.name == "on_tick" and f.fn.__module__ == "components.label_projects"]
+    (tick,) = [f for f in app.fns.values() if f.name == "on_tick" and f.fn.__qualname__.startswith("build_new.")]
     for pid, status in (("p-gen", "generating"), ("p-stop", "cancelled"), ("p-fail", "failed"), ("p-ok", "ready")):
         studio.store.add_label_project(id=pid, name=pid, overlap=1, status=status,
                                        source={"kind": "two models", "models": ["a", "b"], "prompts": 5})

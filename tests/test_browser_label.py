@@ -362,3 +362,27 @@ def test_names_show_as_typed(server, browser, studio, tmp_path, tiny_model_dir):
     page.click("#label-create")  # pressed again: still one project, named as typed
     expect(message).to_contain_text(f"Made {name}, picked above (Create was pressed again", timeout=30_000)
     assert message.locator("img").count() == 0
+
+
+def test_the_overview_follows_answers_coming_in(server, browser, studio):
+    """Opened while the last prompt was being answered, the overview said "11 items … 1 more prompt is being
+    answered" beside the list's 12 until Refresh was pressed: it follows the answers now, and the end."""
+    from playwright.sync_api import expect
+
+    studio.store.add_label_project(id="p-follow", name="follow", overlap=1, status="generating",
+                                   source={"kind": "two models", "models": ["a", "b"], "prompts": 2})
+
+    def answered(n, status=None):
+        studio.store.add_label_items("p-follow", [{
+            "position": n, "prompt": [{"role": "user", "content": f"Question {n}?"}],
+            "answer_a": f"Answer A {n}.", "answer_b": f"Answer B {n}.", "model_a": "a", "model_b": "b"}], status)
+
+    answered(0)
+    page = open_label_tab(browser, server, "ann", "follow (1 item, 1 labeler each, answering)")
+    page.get_by_role("tab", name="Overview and export").click()
+    summary = page.locator("#label-summary")
+    expect(summary).to_contain_text("1 items, 0 with all their labels", timeout=30_000)
+    expect(summary).to_contain_text("1 more prompt is being answered")
+    answered(1, "ready")
+    expect(summary).to_contain_text("2 items, 0 with all their labels", timeout=30_000)
+    expect(summary).not_to_contain_text("being answered")
