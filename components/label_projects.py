@@ -128,6 +128,7 @@ def build_new(studio, project, timer: gr.Timer):
     def on_create(title, per_item, kind, prompts_kind, dataset_ref, prompts_path, typed_text, spec_a, spec_b,
                   temp, max_tokens, pairs_path):
         try:
+            again = 0
             if kind == "file":
                 if not pairs_path:
                     raise LabelError("upload the pairs file first")
@@ -144,6 +145,7 @@ def build_new(studio, project, timer: gr.Timer):
                     prompts = ls.prompts_from_file(prompts_path, studio.max_upload_bytes)
                 else:
                     prompts = ls.prompts_from_text(typed_text)
+                    again = sum(1 for line in (typed_text or "").splitlines() if line.strip()) - len(prompts)
                 if kind == "two" and spec_a == spec_b:
                     raise LabelError("Model 1 and Model 2 are the same; pick two different models, or choose "
                                      "'One model answers twice'")
@@ -154,8 +156,11 @@ def build_new(studio, project, timer: gr.Timer):
                 pace = ls.answering_pace(studio, int(max_tokens))
                 # all of them may take long (120 prompts: 30-40 min here): said at once, from the last project's pace
                 takes = f", all of them in about {format_duration(pace * len(prompts))} here" if pace else ""
-                said = (f"Made **{literal(made['name'])}**, picked above: {len(prompts)} prompts {IN_BACKGROUND}{takes} (progress "
-                        "in the table). Each can be labelled as soon as it is answered: press *Start labeling*.")
+                typed_twice = (f" ({again} typed again {'was' if again == 1 else 'were'} left out)"
+                               if prompts_kind == "typed" and again else "")
+                said = (f"Made **{literal(made['name'])}**, picked above: {len(prompts)} prompts{typed_twice} {IN_BACKGROUND}"
+                        f"{takes} (progress in the table). Each can be labelled as soon as it is answered: press "
+                        "*Start labeling*.")
         except (LabelError, DataError) as err:
             twin = studio.store.get_label_project((title or "").strip()) if "already exists" in str(err) else None
             if twin and time.time() - twin["created"] < AGAIN_WITHIN_S:  # Create pressed twice: the first made it

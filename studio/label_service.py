@@ -41,8 +41,10 @@ class LabelError(ValueError):
 # --- prompts -----------------------------------------------------------------------------------
 
 def prompts_from_text(typed: str) -> list[list[dict]]:
-    """Typed prompts, one per line."""
-    return [[{"role": "user", "content": line.strip()}] for line in (typed or "").splitlines() if line.strip()]
+    """Typed prompts, one per line; one typed again is left out, as a file's or a dataset's are (two items of
+    one prompt were labelled twice over)."""
+    return _unique([[{"role": "user", "content": line.strip()}] for line in (typed or "").splitlines()
+                    if line.strip()])
 
 
 def _row_prompt(row: dict) -> list[dict] | None:
