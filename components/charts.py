@@ -190,10 +190,21 @@ def curves_figure(runs: dict[str, list[dict]], parts: dict[str, dict] | None = N
 def length_histogram(lengths: list[int], max_length: int, estimated: bool = False) -> go.Figure:
     """Token lengths per example, with the training max length drawn where cutting starts."""
     fig = go.Figure(go.Histogram(x=lengths, nbinsx=40, marker_color="#4c78a8", name="examples"))
-    fig.add_vline(x=max_length, line_dash="dash", line_color="#e45756",
-                  annotation_text=f"max length {max_length}", annotation_position="top")
+    longest = max(lengths, default=0)
     over = sum(n > max_length for n in lengths)
     title = f"Tokens per example ({over} of {len(lengths)} {'sampled ' if estimated else ''}over max length)"
     fig.update_layout(title=title, xaxis_title="tokens", yaxis_title="examples", height=300,
                       margin=dict(l=40, r=20, t=50, b=40), bargap=0.05, showlegend=False)
+    if longest and longest * FAR_BELOW < max_length:
+        # rows far shorter than the max length: the axis is theirs, the max length said at its edge (drawn at 512,
+        # every bar of 20-90 tokens sat in the leftmost pixels)
+        fig.update_xaxes(range=[0, longest * 1.1])
+        fig.add_annotation(x=1, xref="paper", y=1, yref="paper", xanchor="right", yanchor="bottom", showarrow=False,
+                           text=f"max length {max_length} →", font={"color": "#e45756"})
+    else:
+        fig.add_vline(x=max_length, line_dash="dash", line_color="#e45756",
+                      annotation_text=f"max length {max_length}", annotation_position="top")
     return fig
+
+
+FAR_BELOW = 3  # the longest row this many times under the max length: the histogram's axis ends near it

@@ -352,3 +352,17 @@ def test_runs_of_different_steps_per_epoch_are_compared_by_epoch():
     fallback = curves_figure({"r1": small, "r4": no_epoch}, along="epoch")
     assert fallback.layout.xaxis3.title.text == "step"
     assert [list(t.x) for t in fallback.data if (t.legendgroup, t.name) == ("r4", "training loss")] == [[1, 2, 3]]
+
+
+def test_a_histogram_of_short_rows_is_drawn_on_their_own_scale():
+    """Rows of 20-90 tokens under a max length of 512: the axis ran to 512 and every bar sat in the leftmost
+    pixels. Far under it, the axis ends near the longest row and the max length is said at its edge; near it,
+    the max length is drawn as a line where cutting starts."""
+    from components.charts import length_histogram
+
+    short = length_histogram([20, 40, 90], 512)
+    assert short.layout.xaxis.range[1] < 100 and not short.layout.shapes
+    assert [a.text for a in short.layout.annotations] == ["max length 512 →"]
+    near = length_histogram([200, 400, 900], 512)
+    assert near.layout.xaxis.range is None and near.layout.shapes[0].x0 == 512
+    assert near.layout.title.text == "Tokens per example (1 of 3 over max length)"
