@@ -65,6 +65,19 @@ def press(page, key, said, name, labelled, read=False):
     expect(page.locator("#label-message")).to_contain_text(said, timeout=30_000)
 
 
+def being_answered(studio, project_id: str, name: str, prompts: int, question: str):
+    """A project whose two models' answers are coming in, as a generation job adds them; returns
+    answered(n, status=None), which adds prompt n's answers (and the project's new status, at its end)."""
+    studio.store.add_label_project(id=project_id, name=name, overlap=1, status="generating",
+                                   source={"kind": "two models", "models": ["a", "b"], "prompts": prompts})
+
+    def answered(n, status=None):
+        studio.store.add_label_items(project_id, [{
+            "position": n, "prompt": [{"role": "user", "content": question.format(n=n)}],
+            "answer_a": f"Answer A {n}.", "answer_b": f"Answer B {n}.", "model_a": "a", "model_b": "b"}], status)
+    return answered
+
+
 def shown_item(studio, project_id, page, name):
     """The item on the page, found by its prompt; and whether its answer A is on the right."""
     text = page.locator("#label-prompt").inner_text()
@@ -269,13 +282,7 @@ def test_answers_that_come_while_the_labeler_waits_are_shown_without_a_press(ser
     progress line moves."""
     from playwright.sync_api import expect
 
-    studio.store.add_label_project(id="p-live", name="live", overlap=1, status="generating",
-                                   source={"kind": "two models", "models": ["a", "b"], "prompts": 5})
-
-    def answered(n, status=None):
-        studio.store.add_label_items("p-live", [{
-            "position": n, "prompt": [{"role": "user", "content": f"Question {n} answered meanwhile?"}],
-            "answer_a": f"Answer A {n}.", "answer_b": f"Answer B {n}.", "model_a": "a", "model_b": "b"}], status)
+    answered = being_answered(studio, "p-live", "live", 5, "Question {n} answered meanwhile?")
 
     page = open_label_tab(browser, server, "ann", "live (0 items, 1 labeler each, answering)")
     prompt, progress = page.locator("#label-prompt"), page.locator("#label-progress")
@@ -371,13 +378,7 @@ def test_the_overview_follows_answers_coming_in(server, browser, studio):
     answered" beside the list's 12 until Refresh was pressed: it follows the answers now, and the end."""
     from playwright.sync_api import expect
 
-    studio.store.add_label_project(id="p-follow", name="follow", overlap=1, status="generating",
-                                   source={"kind": "two models", "models": ["a", "b"], "prompts": 2})
-
-    def answered(n, status=None):
-        studio.store.add_label_items("p-follow", [{
-            "position": n, "prompt": [{"role": "user", "content": f"Question {n}?"}],
-            "answer_a": f"Answer A {n}.", "answer_b": f"Answer B {n}.", "model_a": "a", "model_b": "b"}], status)
+    answered = being_answered(studio, "p-follow", "follow", 2, "Question {n}?")
 
     answered(0)
     page = open_label_tab(browser, server, "ann", "follow (1 item, 1 labeler each, answering)")
