@@ -10,6 +10,7 @@ import uuid
 
 import gradio as gr
 
+from components import form_memory
 from components.dataset_note import cut_chosen_note, made_or_found
 from components.text import literal, quoted, unverbatim, verbatim
 from pipelines import arena
@@ -263,22 +264,25 @@ def build(studio):
                            elem_id="chat-voter")
     vote_message = gr.Markdown(elem_id="chat-vote-message")
 
-    votes_on = gr.State(votable)
+    # whether each page's vote buttons were last set on, noted by the server as each answer is made: the answers
+    # are made one at a time, in the order the changes came, and reach the page in that order (a gr.State is read
+    # by the page when it sends a change: one sent before the answer to the change before it still read the
+    # buttons as on, left them off, and a blind re-comparison could not be voted on; CI, under load)
+    buttons_on = form_memory.PerPage()
 
-    def on_pair(spec_a, spec_b, was_on):
+    def on_pair(spec_a, spec_b, request: gr.Request):
         """The note, and the buttons only when they turn on or off: an update of theirs that arrived while a
         number was typed in the settings (a second model picked just before) lost the number typed."""
         note = same_pair_note(studio, spec_a, spec_b)
         on = not note
-        if on == was_on:
-            return note, on, *(gr.skip() for _ in vote_buttons)
-        return (note, on, *(gr.update(interactive=on) for _ in vote_buttons))
+        if buttons_on.of(request) is on:
+            return note, *(gr.skip() for _ in vote_buttons)
+        buttons_on.note(request, on)
+        return (note, *(gr.update(interactive=on) for _ in vote_buttons))
 
-    # one at a time, each reading what the one before kept: a comparison sets both pickers, and the page sends
-    # the first's change with the other still on its old model (new run against itself, for a moment); two at
-    # once both read the buttons as on, the first turned them off, the second left them so: a blind
-    # re-comparison's vote buttons stayed off with no word of why (a walkthrough, reproduced)
-    gr.on([model_a.change, model_b.change], on_pair, [model_a, model_b, votes_on], [same_note, votes_on, *vote_buttons],
+    # one at a time, in the order the changes came: a comparison sets both pickers, and the page sends the first's
+    # change with the other still on its old model (new run against itself, for a moment), then the second's
+    gr.on([model_a.change, model_b.change], on_pair, [model_a, model_b], [same_note, *vote_buttons],
           trigger_mode="always_last", concurrency_limit=1, concurrency_id="chat-pair", show_progress="hidden")
     # what a person switches on or off (not a comparison that sets it): a line that named the sides,
     # "the tuned model (B)", would tell a blind round's answer
