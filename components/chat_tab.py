@@ -270,15 +270,20 @@ def build(studio):
     # buttons as on, left them off, and a blind re-comparison could not be voted on; CI, under load)
     buttons_on = form_memory.PerPage()
 
-    def on_pair(spec_a, spec_b, request: gr.Request):
+    def on_pair(spec_a, spec_b, request: gr.Request, settled: bool = False):
         """The note, and the buttons only when they turn on or off: an update of theirs that arrived while a
-        number was typed in the settings (a second model picked just before) lost the number typed."""
+        number was typed in the settings (a second model picked just before) lost the number typed. `settled`:
+        the pair a handler has finished setting, read once it is on the page, whose buttons are set whatever
+        was noted (the changes that setting both pickers fired can be answered out of order)."""
         note = same_pair_note(studio, spec_a, spec_b)
         on = not note
-        if buttons_on.of(request) is on:
+        if buttons_on.of(request) is on and not settled:
             return note, *(gr.skip() for _ in vote_buttons)
         buttons_on.note(request, on)
         return (note, *(gr.update(interactive=on) for _ in vote_buttons))
+
+    def pair_settled(spec_a, spec_b, request: gr.Request):
+        return on_pair(spec_a, spec_b, request, settled=True)
 
     # one at a time, in the order the changes came: a comparison sets both pickers, and the page sends the first's
     # change with the other still on its old model (new run against itself, for a moment), then the second's
@@ -618,4 +623,8 @@ def build(studio):
     loop["scorer"], loop["scores"] = scorer, scores
     loop["voter"], loop["export_name"] = voter, export_name
     loop["generation"] = [system_prompt, temperature, top_p, max_new_tokens, repetition_penalty, seed]
+    # for a handler that sets both pickers (Compare with the previous model, Chat with this run): chained after
+    # it, the note and the vote buttons for the pair it set, in the pair's queue after the changes it fired
+    loop["pair_settled"] = dict(fn=pair_settled, inputs=[model_a, model_b], outputs=[same_note, *vote_buttons],
+                                concurrency_limit=1, concurrency_id="chat-pair", show_progress="hidden")
     return refresh, [model_a, model_b, results, results_note, scorer], (exported, export_made), loop

@@ -152,16 +152,18 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
                 told, gr.Tabs(selected="chat"), gr.skip(), "",  # the old replies' scores go with them
                 {"a": base, "b": tuned}, {"on": False})  # kept as the person's pick, named
 
+    settle = chat["pair_settled"]
     runs["chat_with"].click(on_chat, train["selected"],
                             [runs["action"], chat["model_a"], chat["model_b"], chat["blind"], chat["chat_a"],
                              chat["chat_b"], chat["battle"], chat["vote_message"], tabs, chat["scorer"],
-                             chat["scores"], chat["pair_kept"], chat["blind_kept"]])
+                             chat["scores"], chat["pair_kept"], chat["blind_kept"]]).then(**settle)
 
     runs["compare_previous"].click(
         on_compare, train["selected"],
         [runs["action"], chat["model_a"], chat["model_b"], chat["blind"], chat["source"], chat["suggested"],
          chat["prompt"], chat["compare_run"], chat["prompts_box"], chat["chat_a"], chat["chat_b"], chat["battle"],
-         chat["vote_message"], tabs, chat["scores"], chat["message"], chat["pair_kept"], chat["blind_kept"]])
+         chat["vote_message"], tabs, chat["scores"], chat["message"], chat["pair_kept"], chat["blind_kept"]]
+    ).then(**settle)  # (the changes of both pickers it fired, answered out of order, left "same model" under them)
 
 
 def wire_labels(studio, tabs, train: dict, overview: dict):
