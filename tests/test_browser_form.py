@@ -237,7 +237,10 @@ def test_a_change_of_method_answered_late_keeps_what_the_quick_run_set(server, p
         if held:
             break
         page.wait_for_timeout(500)
-    assert held, "Gradio no longer sends a pick's change twice: this test, and on_method's guard, can go"
+    if not held:  # (sent twice in every run before; once, under CI load, it was sent once: nothing to guard then)
+        page.unroute("**/run/predict")
+        pytest.skip(f"Gradio sent the pick's change {len(sent)} time(s) this run, not twice: the late second answer "
+                    "this test holds back never came (if this is always so, this test and on_method's guard can go)")
     page.click("#train-quick")
     expect(page.locator("#train-setup")).to_contain_text("Set up a quick first run", timeout=30_000)
     expect(shown).to_have_value(faq, timeout=30_000)
