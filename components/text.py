@@ -17,10 +17,19 @@ def literal(text) -> str:
     return _MARKUP.sub(r"\\\1", str(text))
 
 
+# a code span: a run of backticks, text, the same run (CommonMark); its text is shown as it is, Markdown's
+# renderer escaping it, so an escape of ours would show (&lt;)
+_CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`)(.+?)(?<!`)\1(?!`)")
+
+
 def quoted(err) -> str:
     """An error's message in a Markdown line: its own Markdown kept (*Start labeling*), HTML in what it quotes
-    (a name, a file's line) shown as text."""
-    return html.escape(str(err), quote=False)
+    (a name, a file's line) shown as text; a file's text it quotes in a code span (`code`) left to the span."""
+    text, parts, at = str(err), [], 0
+    for span in _CODE_SPAN.finditer(text):
+        parts += [html.escape(text[at:span.start()], quote=False), span.group(0)]
+        at = span.end()
+    return "".join(parts) + html.escape(text[at:], quote=False)
 
 
 VERBATIM_CLASS = "chat-verbatim"

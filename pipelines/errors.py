@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 
@@ -17,3 +18,12 @@ def where(path: Path | str, place: str | None = None, column: str | None = None)
     if column is not None:
         parts.append(f"column '{column}'")
     return ", ".join(parts)
+
+
+def code_span(text: str) -> str:
+    """`text` as a Markdown code span, shown exactly: the fence is longer than any run of backticks in it, and
+    spaced from a backtick at either end (CommonMark strips one space each side)."""
+    longest = max(map(len, re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") or (text.startswith(" ") and text.endswith(" ")) else ""
+    return f"{fence}{pad}{text}{pad}{fence}"

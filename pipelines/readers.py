@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pipelines.errors import DataError, where
 from pipelines.formats import KNOWN_COLUMNS, few, value_name
+from pipelines.json_errors import json_problem
 
 FORMATS = {
     ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
@@ -111,14 +112,8 @@ def _nul_error(path: Path, place: str, position: int, fmt: str) -> DataError:
 TOO_DEEP = "nested too deeply to read (lists or objects inside each other thousands of levels deep)"
 
 
-def _json_problem(err: json.JSONDecodeError) -> str:
-    # some of json's messages end in "at" ("Unterminated string starting at"): no "at at"
-    joint = " " if err.msg.endswith(" at") else " at "
-    return f"malformed JSON ({err.msg}{joint}character {err.colno})"
-
-
-def _json_error(path: Path, place: str, err: json.JSONDecodeError) -> DataError:
-    return DataError(f"{where(path, place)}: {_json_problem(err)}")
+def _json_error(path: Path, place: str, err: json.JSONDecodeError, unit: str) -> DataError:
+    return DataError(f"{where(path, place)}: {json_problem(err, unit)}")
 
 
 def _jsonl(path: Path, fmt: str = "jsonl"):
@@ -133,7 +128,7 @@ def _jsonl(path: Path, fmt: str = "jsonl"):
             if number == 1 and text.lstrip().startswith("["):
                 raise DataError(f"{where(path, 'line 1')}: a JSON array, not one object per line; "
                                 "save it as .json or write one object per line") from None
-            raise _json_error(path, f"line {number}", err) from None
+            raise _json_error(path, f"line {number}", err, "line") from None
         yield f"line {number}", value
 
 
@@ -186,7 +181,7 @@ def _json(path: Path):
         if err.msg == "Extra data" and text.lstrip().startswith("{"):
             yield from _jsonl(path, "json")  # JSON Lines saved as .json: common, and unambiguous
             return
-        raise _json_error(path, f"line {err.lineno}", err) from None
+        raise _json_error(path, f"line {err.lineno}", err, "file") from None
     if isinstance(value, dict):
         value = _records_of(path, value)
     if not isinstance(value, list):

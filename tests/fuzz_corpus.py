@@ -153,9 +153,9 @@ def bad_cases() -> list[Case]:
              says="text.parquet: not a Parquet file (it does not start with the Parquet marker)"),
         # --- truncated
         Case("truncated.jsonl", lambda: lines(QA, QA2)[:-12],
-             says="truncated.jsonl, line 2: malformed JSON (Unterminated string starting at character 44)"),
+             has=("truncated.jsonl, line 2: malformed JSON at character 44: a text opened with \" is never closed",)),
         Case("truncated.json", lambda: json.dumps([QA, QA2], indent=1).encode()[:-20],
-             has=("truncated.json, line 8: malformed JSON (",)),
+             has=("truncated.json, line 8: malformed JSON at character ",)),
         Case("truncated.parquet", _truncated_parquet, has=("truncated.parquet: not a readable Parquet file (",)),
         Case("marker_only.parquet", lambda: b"PAR1", has=("marker_only.parquet: not a readable Parquet file (",)),
         Case("truncated.csv", lambda: b'prompt,completion\nHi,Hello\nHow are you?,"Fine, tha',

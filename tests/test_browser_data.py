@@ -127,6 +127,18 @@ def test_upload_good_mapped_and_bad_files(server, page, studio, tiny_model_dir, 
     assert sorted(d["name"] for d in studio.list_datasets()) == ["faq", "recipes", "thumbs"]
     assert len(list(studio.datasets_dir.iterdir())) == 3
 
+    # malformed JSON: the slip in plain words, and the line's text around it shown as it is in the file (its
+    # <b> as typed, in a code span), not as the page's Markdown or HTML
+    page.locator("#data-upload button[aria-label='Clear']").click()
+    slip = tmp_path / "slip.jsonl"
+    slip.write_text('{"prompt": "Q", "completion": "<b>Hi</b> *x*",}\n')
+    page.locator("#data-upload input[type=file]").set_input_files(str(slip))
+    expect(page.locator("#data-detected")).to_contain_text(
+        "slip.jsonl, line 1: malformed JSON at character 47: a comma before the closing }: JSON allows no comma "
+        "after the last item; the text there:", timeout=30_000)
+    expect(page.locator("#data-detected code")).to_have_text('…etion": "<b>Hi</b> *x*",▸}')
+    assert len(list(studio.datasets_dir.iterdir())) == 3
+
 
 def test_a_preference_pair_shows_both_replies(server, page, studio, tiny_model_dir, tmp_path):  # noqa: F811
     """The rendered example of a pair shows the preferred reply (made more likely) and the rejected one (made

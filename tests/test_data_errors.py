@@ -68,11 +68,13 @@ def test_utf8_bom_is_accepted(studio, tmp_path):
 def test_malformed_json_on_line_n(studio, tmp_path):
     path = tmp_path / "broken.jsonl"
     path.write_text(json.dumps(GOOD) + "\n" + json.dumps(GOOD) + "\n" + '{"prompt": "a" "completion": "b"}\n')
-    assert refused(studio, path) == "broken.jsonl, line 3: malformed JSON (Expecting ',' delimiter at character 16)"
+    assert refused(studio, path) == ("broken.jsonl, line 3: malformed JSON at character 16: a comma is missing "
+                                     'between two items; the text there: `{"prompt": "a" ▸"completion": "b…`')
     # the commonest slip, a line cut short (its closing brace lost): the end of the line is named, not the
     # first character of the line break after it
     path.write_text(json.dumps(GOOD) + "\n" + '{"prompt": "e", "completion": "f"\n' + json.dumps(GOOD) + "\r\n")
-    assert refused(studio, path) == "broken.jsonl, line 2: malformed JSON (Expecting ',' delimiter at character 34)"
+    assert refused(studio, path) == ("broken.jsonl, line 2: malformed JSON at character 34: the line ends before the "
+                                     'closing } or ] (cut short?); the text there: `…: "e", "completion": "f"▸`')
 
 
 def test_misspelled_columns_list_the_accepted_ones(studio, tmp_path):
@@ -227,11 +229,35 @@ def test_an_error_in_a_mapped_column_names_the_files_column(studio, tmp_path):
         "faq.csv, row 3, column 'answer': is empty; expected text"
 
 
-def test_a_json_message_ending_in_at_says_at_once(studio, tmp_path):
+def test_malformed_json_names_the_slip_and_shows_the_text_there(studio, tmp_path):
+    # json's own words named what its parser expected ("Expecting property name enclosed in double quotes"),
+    # not the slip a person made; each slip here is said in plain words, the place marked with ▸
     path = tmp_path / "cut.jsonl"
     path.write_text('{"prompt": "a", "completion": "b')
     assert refused(studio, path) == \
-        "cut.jsonl, line 1: malformed JSON (Unterminated string starting at character 31)"
+        ('cut.jsonl, line 1: malformed JSON at character 31: a text opened with " is never closed (a missing " or a '
+         'line cut short); the text there: `…pt": "a", "completion": ▸"b`')
+    slips = {
+        '{"prompt": "a", "completion": "b",}': "a comma before the closing }: JSON allows no comma after the last item",
+        "{'prompt': 'a', 'completion': 'b'}": "a key in single quotes: JSON needs double quotes",
+        '{"prompt": "a", "completion": b}': "a word not in double quotes (only true, false and null are written "
+                                            "without them)",
+        '{"prompt": "a",, "completion": "b"}': "two commas in a row",
+        '{"prompt" "a", "completion": "b"}': "a colon is missing after a key",
+        '{"prompt": "a\\q", "completion": "b"}': "a backslash that starts no escape: write a backslash as \\\\",
+        '{"prompt": "a", "completion": "b"} {"prompt": "c"}': "more text after the end of the JSON value (two "
+                                                              "values in one line?)",
+    }
+    for line, slip in slips.items():
+        path.write_text(json.dumps(GOOD) + "\n" + line + "\n")
+        assert refused(studio, path).split(": ", 2)[2].split("; the text there")[0] == slip, line
+    # a whole .json file: the file, not a line, ends short; the text there is a file's text in a code span
+    path = tmp_path / "cut.json"
+    path.write_text('[\n {"prompt": "a `tick`", "completion": "b"},\n {"prompt": "c", "completion": ')
+    assert refused(studio, path) == ("cut.json, line 3: malformed JSON at character 32: the file ends where a value "
+                                     'should be (cut short?); the text there: `…pt": "c", "completion": ▸`')
+    path.write_text('[{"prompt": "a `tick`", "completion": "b"},]')
+    assert refused(studio, path).endswith('the text there: ``…k`", "completion": "b"},▸]``')  # fence past its `
 
 
 def test_the_look_before_import_names_the_first_problem_import_meets(studio, tmp_path):

@@ -7,6 +7,7 @@ import random
 
 from components.chat_tab import plain, shown
 from components.text import literal, quoted, unverbatim, verbatim
+from pipelines.errors import code_span
 
 
 def test_a_name_is_escaped_for_markdown_and_an_error_keeps_its_own_markdown():
@@ -15,6 +16,12 @@ def test_a_name_is_escaped_for_markdown_and_an_error_keeps_its_own_markdown():
     assert literal("How long is the warranty?") == "How long is the warranty?"  # plain text as it is
     assert quoted("a project named 'Tone <img src=x>' already exists; press *Start*") == \
         "a project named 'Tone &lt;img src=x&gt;' already exists; press *Start*"
+    # a file's text quoted in a code span is left to the span (Markdown shows it as it is; an escape would show)
+    assert quoted("x <b>.jsonl, line 2: malformed; the text there: ``{\"a\": \"<b>`c`\"▸,}`` and <i>") == \
+        "x &lt;b&gt;.jsonl, line 2: malformed; the text there: ``{\"a\": \"<b>`c`\"▸,}`` and &lt;i&gt;"
+    assert quoted("two `<a>` and `<b>`, a lone ` <c>") == "two `<a>` and `<b>`, a lone ` &lt;c&gt;"
+    assert [code_span(t) for t in ("a<b", "a`b", "`a", " a ", "x``y")] == \
+        ["`a<b`", "``a`b``", "`` `a ``", "`  a  `", "```x``y```"]
 
 
 def test_a_prompt_comes_back_from_the_page_exactly_as_sent():
