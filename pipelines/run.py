@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pipelines.devices import distributed
 from pipelines.events import (CANCEL, HEARTBEAT, JOB, RunEvents, discard_incomplete_checkpoints, newest_checkpoint,
-                              read_json, resume_checkpoint)
+                              open_to_readers, read_json, resume_checkpoint)
 from pipelines.queue import wait_for_slot
 
 
@@ -97,6 +97,7 @@ def main(run_dir: str) -> int:
         events.status("cancelled", summary=summary, finished=time.time())
         print("cancelled" + (" after saving a checkpoint" if not job.get("runner") else ""), flush=True)
         return 0
+    open_to_readers(run_dir)  # the result's weights, written owner-only, readable as its other files
     events.status("completed", summary=summary, finished=time.time())
     print("run completed", flush=True)
     return 0

@@ -72,6 +72,14 @@ def test_merged_export_loads_outside_the_studio_with_the_runs_outputs(workspace,
     with torch.no_grad():
         diff = (merged(input_ids=torch.tensor(PROMPT)).logits[0] - expected).abs().max().item()
     assert diff < 1e-4
+    # the weights can be read by whoever can read the folder's other files (an Ollama or vLLM server run by
+    # another account): safetensors had written them owner-only, the run's adapter as the merged model
+    def mode(path):
+        return oct(path.stat().st_mode & 0o777)
+
+    adapter = studio.adapter_dir(run_id)
+    assert mode(adapter / "adapter_model.safetensors") == mode(adapter / "adapter_config.json") == "0o644"
+    assert mode(folder / "model.safetensors") == mode(folder / "config.json") == "0o644"
     # the made model is offered wherever a model is picked
     from components.train_tab import model_choices
 

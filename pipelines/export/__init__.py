@@ -12,7 +12,7 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-from pipelines.events import fsync_tree
+from pipelines.events import fsync_tree, open_to_readers
 
 
 class ExportError(ValueError):
@@ -37,6 +37,7 @@ def atomic_folder(target: Path):
     try:
         yield tmp
         fsync_tree(tmp)
+        open_to_readers(tmp)  # safetensors writes the weights owner-only
         tmp.chmod(0o755)  # mkdtemp makes it private
         tmp.rename(target)
     finally:
