@@ -125,8 +125,12 @@ def _binomial_two_sided(k: int, n: int) -> float:
 
 
 def position_bias(votes: list[dict], min_votes: int = 10, alpha: float = 0.05) -> str | None:
-    """A warning when side A (or B) wins decisive votes more often than chance explains."""
-    decisive = [v for v in votes if v["winner"] in ("a", "b") and v["model_a"] != v["model_b"]]
+    """A warning when side A (or B) wins decisive blind votes more often than chance explains. Only blind votes
+    count: their sides are shuffled, so whatever the models, side A wins each with probability ½ unless the
+    side itself sways the voter. With the names shown a side belongs to a model (*Chat with this run* puts the
+    tuned one on B), and a better tuned model "won side B" 9 times of 10 by being better: the warning was
+    false in the commonest flow."""
+    decisive = [v for v in votes if v.get("blind") and v["winner"] in ("a", "b") and v["model_a"] != v["model_b"]]
     n = len(decisive)
     if n < min_votes:
         return None
@@ -135,14 +139,9 @@ def position_bias(votes: list[dict], min_votes: int = 10, alpha: float = 0.05) -
     if p >= alpha:
         return None
     side, wins = ("A (left)", a_wins) if a_wins > n - a_wins else ("B (right)", n - a_wins)
-    said = f"Side {side} won {wins} of {n} decisive votes (p = {p:.3f} if position did not matter): "
-    named = sum(not v.get("blind") for v in decisive)
-    if named:
-        return (said + f"the position may be swaying the votes. {named} of them were not blind: blind mode "
-                "shuffles the sides.")
-    # every vote blind (it advised blind mode all the same): the sides were shuffled already
-    return (said + "the votes were blind, so either the shuffle put the model that wins more often on that side "
-            "more often by chance, or the side itself sways the choice; more votes will tell.")
+    return (f"Side {side} won {wins} of {n} decisive blind votes (p = {p:.3f} if position did not matter): either "
+            "the shuffle put the model that wins more often on that side more often by chance, or the side itself "
+            "sways the choice; more votes will tell.")
 
 
 def unfinished_winners(votes: list[dict]) -> int:

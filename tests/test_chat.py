@@ -377,18 +377,21 @@ def test_a_verdict_once_the_interval_is_clear_of_half():
 
 
 def test_position_bias_warning():
-    lopsided = [{"model_a": "x", "model_b": "y", "winner": "a"}] * 6 + \
-               [{"model_a": "y", "model_b": "x", "winner": "a"}] * 6
-    assert arena.position_bias(lopsided).startswith("Side A (left) won 12 of 12 decisive votes (p = 0.000")
-    fair = lopsided[:6] + [{"model_a": "y", "model_b": "x", "winner": "b"}] * 6
+    lopsided = [{"model_a": "x", "model_b": "y", "winner": "a", "blind": True}] * 6 + \
+               [{"model_a": "y", "model_b": "x", "winner": "a", "blind": True}] * 6
+    assert arena.position_bias(lopsided) == (
+        "Side A (left) won 12 of 12 decisive blind votes (p = 0.000 if position did not matter): either the shuffle "
+        "put the model that wins more often on that side more often by chance, or the side itself sways the "
+        "choice; more votes will tell.")
+    fair = lopsided[:6] + [{"model_a": "y", "model_b": "x", "winner": "b", "blind": True}] * 6
     assert arena.position_bias(fair) is None
     assert arena.position_bias(lopsided[:5]) is None  # too few votes to say
-    assert arena.position_bias(lopsided).endswith("12 of them were not blind: blind mode shuffles the sides.")
-    # blind votes already: the shuffle put the stronger model on one side (it advised blind mode all the same)
-    blind = [{**v, "blind": True} for v in lopsided]
-    assert arena.position_bias(blind).endswith("the votes were blind, so either the shuffle put the model that wins "
-                                               "more often on that side more often by chance, or the side itself "
-                                               "sways the choice; more votes will tell.")
+    # with the names shown a side belongs to a model (Chat with this run puts the tuned one on B): a better
+    # tuned model winning 9 of 10 says nothing of position, and was warned of as a lean to side B
+    named = [{"model_a": "base:default", "model_b": "run:r1", "winner": "b", "blind": False}] * 9 + \
+            [{"model_a": "base:default", "model_b": "run:r1", "winner": "a", "blind": False}]
+    assert arena.position_bias(named) is None
+    assert arena.position_bias(named + lopsided[:9]) is None  # 9 blind votes: too few, the named ones not counted
 
 
 def test_cli_generate_stream(tmp_path, tiny_model_dir):
