@@ -190,10 +190,14 @@ def build(studio, kept: gr.BrowserState):
             # the name the item was shown to: its sides were shuffled for that person
             who = current["labeler"]
             try:
-                ls.submit(studio, current["project"], current["item"], who, choice, why,
-                          seconds=round(time.time() - current["shown"], 2))
+                kept = ls.choose(studio, current["project"], current["item"], who, choice, why,
+                                 seconds=round(time.time() - current["shown"], 2))
             except (LabelError, DataError) as err:
                 return (*view(studio, current["project"], who, f"**Not saved:** {quoted(err)}"), gr.skip())
+            if kept:  # a correction sent before the answer to the first click: the first one stands
+                said = (f"**Not changed:** this item was already saved as *{SAID[kept]}* (your first click). "
+                        "Press *Undo* to label it again.")
+                return (*view(studio, current["project"], who, said), gr.skip())
             said = f"Saved: {SAID[choice]}" + (" (with your reason)." if (why or "").strip() else ".")
             return (*view(studio, current["project"], who, said), "")
         return on_choose

@@ -385,7 +385,7 @@ def next_item(studio, ref: str, labeler: str) -> dict:
     item_id = studio.store.next_label_item(found["id"], labeler, found["overlap"])
     progress = _progress(studio, found, labeler)
     if item_id is None:
-        full = progress["labels"] >= progress["items"] * found["overlap"]
+        full = progress["complete"] >= progress["items"]
         if not found["items"]:
             return {"item": None, "progress": progress, "done_reason": f"no prompt is answered yet; {coming(found)}",
                     "project": found}
@@ -446,15 +446,38 @@ def submit(studio, ref: str, item_id: int, labeler: str, choice: str, reason: st
            seconds: float | None = None) -> int:
     """Store one label (a transaction of its own, durable when this returns); a second label of
     the same item by the same labeler keeps the first. Returns the label's id."""
+    return _stored(studio, ref, item_id, labeler, choice, reason, seconds)[0]
+
+
+def choose(studio, ref: str, item_id: int, labeler: str, choice: str, reason: str = "",
+           seconds: float | None = None) -> str | None:
+    """`submit` from the page: None when the label is stored as chosen, else the screen choice this labeler had
+    already saved for the item (a correction sent before the page had the answer to the first click), which
+    the page says instead of "Saved" for a choice that was not."""
+    _id, new, stored, flip = _stored(studio, ref, item_id, labeler, choice, reason, seconds)
+    kept = screen_choice(stored, flip)
+    return None if new or kept == choice else kept
+
+
+def screen_choice(stored: str, flip: bool) -> str:
+    """`canonical`'s inverse: the side of the screen a stored choice (a = answer A better) was on."""
+    if stored == "a":
+        return "right" if flip else "left"
+    if stored == "b":
+        return "left" if flip else "right"
+    return stored
+
+
+def _stored(studio, ref, item_id, labeler, choice, reason, seconds) -> tuple[int, bool, str, bool]:
     found, labeler = _ready(studio, ref), _labeler(labeler)
     item = studio.store.get_label_item(int(item_id))
     if item is None or item["project_id"] != found["id"]:
         raise LabelError(f"item {item_id} is not in project '{found['name']}'")
     flip = flipped(found["id"], item["id"], labeler)
-    label_id, _new = studio.store.add_label(item_id=item["id"], project_id=found["id"], labeler=labeler,
-                                            choice=canonical(choice, flip), flipped=flip,
-                                            reason=(reason or "").strip()[:2000], seconds=seconds)
-    return label_id
+    label_id, new, stored = studio.store.add_label(item_id=item["id"], project_id=found["id"], labeler=labeler,
+                                                   choice=canonical(choice, flip), flipped=flip,
+                                                   reason=(reason or "").strip()[:2000], seconds=seconds)
+    return label_id, new, stored, flip
 
 
 def undo(studio, ref: str, labeler: str) -> dict | None:

@@ -393,25 +393,25 @@ class Store:
             return None
 
     def add_label(self, *, item_id: int, project_id: str, labeler: str, choice: str, flipped: bool,
-                  reason: str = "", seconds: float | None = None) -> tuple[int, bool]:
-        """(label id, True if new). A second label of the same item by the same labeler (a double
-        click, a retried request) is the first one: never two. Durable when this returns."""
+                  reason: str = "", seconds: float | None = None) -> tuple[int, bool, str]:
+        """(label id, True if new, the choice stored). A second label of the same item by the same labeler (a
+        double click, a retried request) is the first one: never two. Durable when this returns."""
         with self._write() as db:
             try:
                 cur = db.execute("INSERT INTO label_labels (item_id, project_id, labeler, choice, flipped, reason, "
                                  "seconds, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                                  (item_id, project_id, labeler, choice, int(flipped), reason, seconds, time.time()))
             except sqlite3.IntegrityError:
-                found = db.execute("SELECT id FROM label_labels WHERE item_id = ? AND labeler = ?",
+                found = db.execute("SELECT id, choice FROM label_labels WHERE item_id = ? AND labeler = ?",
                                    (item_id, labeler)).fetchone()
                 if found is None:
                     raise
                 db.execute("DELETE FROM label_assignments WHERE item_id = ? AND labeler = ?", (item_id, labeler))
-                return found["id"], False
+                return found["id"], False, found["choice"]
             if choice != "skip":
                 db.execute("UPDATE label_items SET labels = labels + 1 WHERE id = ?", (item_id,))
             db.execute("DELETE FROM label_assignments WHERE item_id = ? AND labeler = ?", (item_id, labeler))
-            return cur.lastrowid, True
+            return cur.lastrowid, True, choice
 
     def undo_label(self, project_id: str, labeler: str) -> dict | None:
         """Take back this labeler's newest label; the item goes back on their screen. None: nothing to undo."""
@@ -446,7 +446,7 @@ class Store:
 
     def label_counts(self, project_id: str, labeler: str, overlap: int = 1) -> dict:
         """For a labeler's progress line: their labels (skips apart), their skips, how many of those
-        items still want labels (they can come back), and the project's labels and items."""
+        items still want labels (they can come back), and the project's labels, items and complete items."""
         with self._connect() as db:
             mine, skipped = db.execute(
                 "SELECT COUNT(*) - COALESCE(SUM(choice = 'skip'), 0), COALESCE(SUM(choice = 'skip'), 0) "
@@ -455,9 +455,13 @@ class Store:
                                     (project_id, labeler, project_id, overlap)).fetchone()[0]
             # the items' counters (kept by each label and undo) sum to the labels, skips apart: one
             # pass over the items' index, not a second one over every label (called per item shown)
-            items, labels = db.execute("SELECT COUNT(*), COALESCE(SUM(labels), 0) FROM label_items "
-                                       "WHERE project_id = ?", (project_id,)).fetchone()
-        return {"mine": mine, "skipped": skipped, "returnable": open_skips, "labels": labels, "items": items}
+            items, labels, complete = db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(labels), 0), COALESCE(SUM(labels >= ?), 0) FROM label_items "
+                "WHERE project_id = ?", (overlap, project_id)).fetchone()
+        # complete: items with all their labels (a late holder's label can give an item one past the overlap,
+        # so the labels' sum reaching items x overlap did not mean every item had its labels)
+        return {"mine": mine, "skipped": skipped, "returnable": open_skips, "labels": labels, "items": items,
+                "complete": complete}
 
     def integrity_check(self) -> str:
         with self._connect() as db:

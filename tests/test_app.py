@@ -750,3 +750,27 @@ def test_the_label_overview_says_what_its_figures_mean(studio, tmp_path):
     assert "α not measurable: each item gets one labeler (a project with 2 or more per item measures it)" in said
     assert "Below 0" not in said
     assert wins["value"]["data"][0][-1].endswith(": can't tell: too few items")
+
+
+def test_a_correction_sent_before_the_first_clicks_answer_says_the_first_one_stands(studio, tmp_path):
+    """A labeler clicked *Left*, then *Right* before the page had the answer (slow under load): the second click
+    came with the item still on the page, its label was the first one kept, and the page said "Saved: right is
+    better". It says the item was saved as the first click, and how to change it."""
+    import inspect
+    import time
+
+    from studio import label_service as ls
+    from tests.test_label_service import new_project, shown
+
+    ref = new_project(studio, tmp_path, n=3)
+    item = shown(studio, ref, "ann")
+    app = build_app(studio)
+    said = {inspect.getclosurevars(f.fn).nonlocals["choice"]: f for f in app.fns.values() if f.name == "on_choose"}
+    state = {"project": ref, "item": item["item_id"], "labeler": "ann", "shown": time.time() - 5}
+    first = said["left"].fn(state, "ann", "", None)
+    assert first[5] == "Saved: left is better."
+    again = said["right"].fn(state, "ann", "", None)  # the same state: sent before the first answer came
+    assert again[5] == ("**Not changed:** this item was already saved as *left is better* (your first click). "
+                        "Press *Undo* to label it again.")
+    labels = studio.store.list_labels(ref)
+    assert [ls.screen_choice(lb["choice"], bool(lb["flipped"])) for lb in labels] == ["left"]

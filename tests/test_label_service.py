@@ -131,8 +131,27 @@ def test_done_state_when_every_item_has_its_labels(studio, tmp_path):
         out = ls.next_item(studio, ref, name)
         assert out["item"] is None
         assert out["done_reason"] == "every item has its labels"
-    assert out["progress"] == {"mine": 0, "skipped": 0, "returnable": 0, "labels": 2, "items": 2,
+    assert out["progress"] == {"mine": 0, "skipped": 0, "returnable": 0, "labels": 2, "items": 2, "complete": 2,
                                 "overlap": 1, "unanswered": 0, "stopped": False, "status": "ready"}
+
+
+def test_an_item_with_a_late_holders_label_too_does_not_make_the_project_look_done(studio, tmp_path, monkeypatch):
+    """A hold that lapsed still lets its holder's label in, so an item can have one past the overlap: the
+    labels' sum then reached items x overlap with an item still unlabelled (on someone's screen), and a
+    newcomer was told "every item has its labels"."""
+    from studio import store
+
+    ref = new_project(studio, tmp_path, n=2, overlap=1)
+    late = shown(studio, ref, "ann")  # ann holds item 1 and leaves it open past her hold
+    monkeypatch.setattr(store, "LEASE_S", -1)  # her hold lapses: item 1 goes to bob
+    assert label_next(studio, ref, "bob")[0]["item_id"] == late["item_id"]
+    monkeypatch.setattr(store, "LEASE_S", 600)
+    ls.submit(studio, ref, late["item_id"], "ann", "left")  # her label still counts: item 1 has 2
+    waiting = shown(studio, ref, "cy")  # item 2, on cy's screen
+    assert waiting["item_id"] != late["item_id"]
+    out = ls.next_item(studio, ref, "dee")
+    assert out["item"] is None and out["progress"]["labels"] == 2 and out["progress"]["complete"] == 1
+    assert out["done_reason"].startswith("you have labelled every item you can; the rest wait for other people")
 
 
 def test_done_state_when_the_rest_is_with_others_or_labelled_by_you(studio, tmp_path):
@@ -142,7 +161,7 @@ def test_done_state_when_the_rest_is_with_others_or_labelled_by_you(studio, tmp_
     out = ls.next_item(studio, ref, "ann")
     assert out["item"] is None
     assert out["done_reason"].startswith("you have labelled every item you can; the rest wait for other people")
-    assert out["progress"] == {"mine": 2, "skipped": 0, "returnable": 0, "labels": 2, "items": 2,
+    assert out["progress"] == {"mine": 2, "skipped": 0, "returnable": 0, "labels": 2, "items": 2, "complete": 0,
                                 "overlap": 2, "unanswered": 0, "stopped": False, "status": "ready"}
 
     ref1 = new_project(studio, tmp_path, n=1, overlap=1, name="one")
@@ -228,6 +247,17 @@ def test_submitting_twice_stores_one_label(studio, tmp_path):
     assert [lb["id"] for lb in labels] == [first]
     assert labels[0]["choice"] == ("b" if item["flipped"] else "a")  # the first answer stands
     assert studio.store.get_label_item(item["item_id"])["labels"] == 1
+    # from the page: a different second choice is told apart from one that was saved (the page said "Saved:
+    # right is better" of a correction sent before the first click's answer, the first one kept)
+    assert ls.choose(studio, ref, item["item_id"], "ann", "right") == "left"
+    assert ls.choose(studio, ref, item["item_id"], "ann", "left") is None  # the same again: as saved
+    other = shown(studio, ref, "ann")
+    assert ls.choose(studio, ref, other["item_id"], "ann", "tie") is None  # a new label
+    assert ls.choose(studio, ref, other["item_id"], "ann", "right") == "tie"
+    assert [lb["choice"] for lb in studio.store.list_labels(ref)] == [labels[0]["choice"], "tie"]
+    for flip in (False, True):
+        for choice in ("left", "right", "tie", "both_bad", "skip"):
+            assert ls.screen_choice(ls.canonical(choice, flip), flip) == choice
 
 
 def test_undo_takes_back_the_last_label_and_its_item_comes_back_first(studio, tmp_path):
