@@ -567,8 +567,8 @@ def build(studio):
         if not found and run_id:
             found = chat_service.prompt_suggestions(studio, "heldout", run_id)
             heldout = bool(found)
-        if not found:
-            found = chat_service.prompt_suggestions(studio, "votes")
+        if not found:  # (less those the tuned model trained on)
+            found = chat_service.prompt_suggestions(studio, "votes", run_id)
         return found, heldout
 
     def on_open(current, src, spec_a, spec_b, run_id):

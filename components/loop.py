@@ -111,8 +111,8 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
         extra = [(spec, spec) for spec in (new, previous) if spec not in known]
         prompts = chat_service.prompt_suggestions(studio, "heldout", run_id)
         source = "heldout" if prompts else "votes"
-        if not prompts:
-            prompts = chat_service.prompt_suggestions(studio, "votes")
+        if not prompts:  # the votes' prompts, less those it (or a run behind it) trained on
+            prompts = chat_service.prompt_suggestions(studio, "votes", run_id)
         # the first prompt not voted on between these two yet (Next prompt skips those too)
         voted = chat_service.voted_prompts(studio, new, previous)
         first = next((p for p in prompts if p.strip() not in voted), None)
@@ -122,9 +122,12 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
                                              # (Next prompt goes on to theirs: chat_service.prompt_suggestions)
                                              + (" and then from those of the runs behind it"
                                                 if previous.startswith("run:") else "") + ": "
-                                             if source == "heldout" else "Prompts from the chat votes: ")
-                + ("press *Send*, vote, then *Next prompt*." if first is not None or not prompts else
-                   "each already has a vote between these two models: type your own question."))
+                                             if source == "heldout" else "Prompts from the chat votes it did not "
+                                             "train on: " if prompts else "")
+                + ("press *Send*, vote, then *Next prompt*." if first is not None else
+                   "each already has a vote between these two models: type your own question." if prompts else
+                   "No prompt to offer: it trained on every voted prompt, and those would favour it. Type "
+                   "questions of your own, then *Send* and vote."))
         return ("", gr.update(choices=options + extra, value=new), gr.update(choices=options + extra, value=previous),
                 True, source, gr.update(choices=prompts, value=first),
                 first or "", run_id, gr.Accordion(open=True),

@@ -284,7 +284,11 @@ def prompt_suggestions(studio, source: str, run_id: str | None = None, limit: in
 
     found: list[str] = []
     if source == "votes":
-        found = [last_user_message(v["prompt_a"]) for v in counted_votes(studio)]
+        votes = counted_votes(studio)
+        if run_id:  # the votes it trained on would favour it: a blind verdict on them read "better" for that
+            trained = trained_prompts(studio, run_id)
+            votes = [v for v in votes if not voted_digests(v) & trained]
+        found = [last_user_message(v["prompt_a"]) for v in votes]
     elif source == "heldout" and run_id:
         key = ("held-out prompts", run_id)  # a completed run's are read once (each Next prompt asks)
         found = studio.length_cache.get(key) or []
@@ -304,6 +308,30 @@ def prompt_suggestions(studio, source: str, run_id: str | None = None, limit: in
                 studio.length_cache[key] = found
     unique = list(dict.fromkeys(p.strip() for p in found if p and p.strip()))
     return unique[:limit]
+
+
+def trained_prompts(studio, run_id: str) -> set[bytes]:
+    """The digests of the prompts a run and the runs behind it trained on (lineage.trained_by), read once
+    for a completed run."""
+    from pipelines import lineage
+
+    key = ("trained prompts", run_id)
+    if key in studio.length_cache:
+        return studio.length_cache[key]
+    trained = lineage.trained_by(studio.runs_dir, run_id)
+    if (studio.store.get_run(run_id) or {}).get("status") == "completed":
+        studio.length_cache[key] = trained
+    return trained
+
+
+def voted_digests(vote: dict) -> set[bytes]:
+    """A vote's prompt as a run trained on it: the row *Train on these preferences* made of it (the
+    conversation, after its system prompt), and the question alone (as a dataset's row asks it)."""
+    from pipelines import lineage
+
+    rows = [*arena.preference_rows([{**vote, "winner": side} for side in ("a", "b")]),
+            {"prompt": last_user_message(vote["prompt_a"])}]
+    return {d for d in map(lineage.digest, rows) if d is not None}
 
 
 def newer_first(row: dict) -> dict:

@@ -75,6 +75,19 @@ def test_votes_to_dpo_on_the_voted_run_to_a_blind_battle_with_its_parent(studio,
     new, previous = chat_service.previous_model(studio, child)
     assert (new, previous) == (f"run:{child}", f"run:{parent}")
     assert chat_service.prompt_suggestions(studio, "votes")[:3] == QUESTIONS
+    # a blind re-comparison of the child (no held-out pairs: eval_fraction 0) falls back to the votes' prompts:
+    # less those it trained on, which would favour it (offered, a verdict leant to "better" on them)
+    taught = {v["prompt_a"][-1]["content"] for v in studio.store.list_votes()
+              if v["winner"] in ("a", "b") and v["reply_a"].strip() != v["reply_b"].strip()}
+    untrained = [q for q in [*QUESTIONS, "Hello?"] if q not in taught]
+    assert chat_service.prompt_suggestions(studio, "votes", child) == untrained
+    from studio.app import build_app
+
+    (on_next,) = [f for f in build_app(studio).fns.values() if f.name == "on_next"]
+    suggested, prompt, _said = on_next.fn(None, "votes", new, previous, None)  # the prompts from the votes
+    assert suggested["choices"] == untrained and prompt == untrained[0]
+    offered = chat_service.prompt_suggestions(studio, "votes", parent)  # the parent trained on none of them
+    assert offered == [*QUESTIONS, "Hello?"]
     vote(studio, [previous, new], "Is it waterproof?", "b", blind=True)
     (rate,) = [r for r in arena.win_rates(studio.store.list_votes()) if {r["first"], r["second"]} == {new, previous}]
     new_rate = rate["win_rate"] if rate["first"] == new else 1 - rate["win_rate"]
@@ -256,3 +269,51 @@ def test_a_run_from_another_runs_result_holds_out_only_prompts_no_run_behind_it_
     # a run that keeps training the DPO run on its own file holds out what that run held out, counted so
     counted = method_service._split_rows(studio, votes["id"], 0.5, "preference", 7, "run:r-dpo")
     assert counted == (12 - len(held), len(held), False)
+
+
+def test_compare_with_the_previous_model_offers_no_vote_prompt_the_run_trained_on(studio, tmp_path):
+    """A second round on the votes (run 2 from run 1, all votes, nothing held out): *Compare with the previous
+    model* had no held-out prompt and offered every voted prompt, each one run 2 trained on, whose preferred
+    reply a small run learns nearly word for word: the blind verdict leant to "better" for that alone."""
+    from pipelines.events import ADAPTER, STATUS, write_json
+    from studio.app import build_app
+
+    def asked(question):
+        return [{"role": "user", "content": question}]
+
+    questions = [f"Question {i}?" for i in range(4)]
+    for n, question in enumerate(questions):
+        chat_service.record_vote(studio, voter="me", model_a="run:r1", model_b="base:default", winner="a",
+                                 blind=True, prompt_a=asked(question), prompt_b=asked(question),
+                                 reply_a=f"Yes {n}.", reply_b=f"No {n}.", settings={"system_prompt": ""})
+    trained = arena.preference_rows(studio.store.list_votes()[:3])  # run 2's votes: all but the newest
+    path = tmp_path / "votes.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in trained))
+    dataset = studio.import_dataset(path, name="votes")
+    for run_id, parent in (("r1", None), ("r2", "r1")):
+        studio.store.add_run(id=run_id, method="dpo", model="default", dataset_id=dataset["id"],
+                             status="completed", params={"eval_fraction": 0.0}, parent_id=parent)
+        (studio.run_dir(run_id) / ADAPTER).mkdir(parents=True)
+        write_json(studio.run_dir(run_id) / STATUS, {"status": "completed", "finished": 1.0})
+        write_json(studio.run_dir(run_id) / JOB, {"method": "dpo", "dataset": dataset, "parent_id": parent,
+                                                  "params": {"eval_fraction": 0.0, "seed": 7}})
+    (compare,) = [f for f in build_app(studio).fns.values()
+                  if f.name == "on_compare" and f.fn.__module__ == "components.loop"]
+    shown = compare.fn("r2")
+    assert shown[4] == "votes" and shown[5]["choices"] == ["Question 3?"] and shown[6] == "Question 3?"
+    assert shown[12].endswith("Prompts from the chat votes it did not train on: press *Send*, vote, then *Next "
+                              "prompt*.")
+    # every voted prompt trained on: none offered, and it says why
+    studio.store.add_vote(voter="me", model_a="run:r1", model_b="base:default", winner="tie", blind=True,
+                          prompt_a=asked("Question 0?"), prompt_b=asked("Question 0?"), reply_a="A", reply_b="B",
+                          settings={}, turn=None)
+    with_all = [*trained, *arena.preference_rows(studio.store.list_votes()[3:4])]
+    path.write_text("".join(json.dumps(r) + "\n" for r in with_all))
+    studio.length_cache.clear()
+    job = {"method": "dpo", "dataset": studio.import_dataset(path, name="all votes"), "parent_id": "r1",
+           "params": {"eval_fraction": 0.0, "seed": 7}}
+    write_json(studio.run_dir("r2") / JOB, job)
+    shown = compare.fn("r2")
+    assert shown[5]["choices"] == [] and shown[6] == ""
+    assert shown[12].endswith("No prompt to offer: it trained on every voted prompt, and those would favour it. "
+                              "Type questions of your own, then *Send* and vote.")
