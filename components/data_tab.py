@@ -35,7 +35,8 @@ MAP_LABELS = {"completion": "completion (the reply to learn)", "label": "label (
 
 
 def _cell(value, limit: int = 160) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    # default=str: a Parquet file's dates and times (the first look failed with a TypeError on them)
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -113,7 +114,9 @@ def check_source(studio, upload, sample, kind, text_unit, *mapping_values):
         # longer a choice is refused by the page, and Import would fail on it before reading the file)
         return f"**Cannot use this file:** {quoted(err)}", None, [unmapped() for _ in MAP_TARGETS], gr.update()
     columns = info["columns"]
-    table = {"headers": columns, "data": [[_cell(r.get(c)) for c in columns] for r in info["records"]]}
+    # a record that is no object (a JSON Lines line holding a list: the problem said below) shows whole
+    table = {"headers": columns, "data": [[_cell(r.get(c)) for c in columns] if isinstance(r, dict) else
+                                          [_cell(r), *[""] * (len(columns) - 1)] for r in info["records"]]}
     choices = [NOT_MAPPED, *columns]
     updates = [gr.update(choices=choices, value=v if v in choices else NOT_MAPPED) for v in mapping_values]
     feedback = info.get("feedback")

@@ -211,6 +211,10 @@ def text(value, path, place, column) -> str:
         if math.isnan(value):  # a blank cell of a spreadsheet or pandas table, or NaN in JSON
             raise DataError(f"{where(path, place, column)}: is empty (NaN); expected text")
         raise DataError(f"{where(path, place, column)}: expected text, got an infinite number")
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        # a whole number as written: pandas stores a column of whole numbers with a blank as floats, and an
+        # answer 4 became "4.0", which the exact and contains rewards never found in a reply of "4"
+        return str(int(value))
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     if isinstance(value, str):
@@ -226,20 +230,32 @@ def text(value, path, place, column) -> str:
     raise DataError(f"{where(path, place, column)}: expected text, got {value_name(value)} {shown}")
 
 
-def _maybe_json_list(value):
-    # CSV/TSV cells are strings: a conversation there is written as JSON.
+def _json_list(value):
+    """A list written as JSON in a text cell (CSV/TSV cells are text) as its list; other values as they are."""
     if isinstance(value, str) and value.lstrip().startswith("["):
         try:
-            return json.loads(value)
-        except json.JSONDecodeError:
+            parsed = json.loads(value)
+        except (json.JSONDecodeError, RecursionError):
             return value
+        return parsed if isinstance(parsed, list) else value
+    return value
+
+
+def _maybe_json_list(value):
+    """A text or a conversation (a prompt, an answer): a conversation written as JSON in a text cell as its
+    list, any other text as it is: an answer that is a JSON list ("[2, 3, 5, 7]", "[]") is an answer, and
+    was refused as a conversation whose message 1 had no role."""
+    parsed = _json_list(value)
+    if parsed is not value and parsed and all(isinstance(m, dict) and ("role" in m or "from" in m)
+                                              for m in parsed):
+        return parsed
     return value
 
 
 def messages(value, path, place, column, *, role_key="role", content_key="content", roles=None,
              ends_with=None, only=None) -> list[dict]:
     """A checked conversation: optional system first, then user/assistant taking turns."""
-    value = _maybe_json_list(value)
+    value = _json_list(value)
     at = where(path, place, column)
     if not isinstance(value, list) or not value:
         raise DataError(f"{at}: expected a non-empty list of {{{role_key}, {content_key}}} messages, "

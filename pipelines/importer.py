@@ -74,7 +74,10 @@ def inspect(path: Path, options: ImportOptions | None = None, max_bytes: int = D
         first.append(record)
         places.append(place)
         if len(first) == 1:
-            out["columns"] = columns = list(record) if isinstance(record, dict) else []
+            if not isinstance(record, dict):  # as Import says it (there were no columns to name: "found none")
+                raise DataError(f"{where(path, place)}: expected an object with named fields, got "
+                                f"{value_name(record)}")
+            out["columns"] = columns = list(record)
             out["case_mapped"] = {k: v for k, v in with_case_mapping(columns, options.mapping, path, options.kind).items()
                                   if k not in options.mapping}
             options = replace(options, mapping={**options.mapping, **out["case_mapped"]})
@@ -150,11 +153,27 @@ def _shape(row: dict) -> tuple:
     return tuple((k, isinstance(v, list)) for k, v in row.items())
 
 
-class _Writer:
-    """Parquet in batches, with the schema fixed by the first batch."""
+def _settled(kind):
+    """A column type read from the first batch, with "null" (no value in any of its rows) made text: an
+    answer column empty for the first 2,000 prompts became type null, and the first row with an answer
+    could not be written."""
+    import pyarrow as pa
 
-    def __init__(self, path: Path):
-        self.path, self.writer, self.batch, self.rows = path, None, [], 0
+    if pa.types.is_null(kind):
+        return pa.string()
+    if pa.types.is_list(kind):
+        return pa.list_(_settled(kind.value_type))
+    if pa.types.is_struct(kind):
+        return pa.struct([field.with_type(_settled(field.type)) for field in kind])
+    return kind
+
+
+class _Writer:
+    """Parquet in batches, with the schema fixed by the first batch (a column with no value in it as text),
+    or given (a split of a file written before: its own schema)."""
+
+    def __init__(self, path: Path, schema=None):
+        self.path, self.writer, self.batch, self.rows, self.schema = path, None, [], 0, schema
 
     def add(self, row: dict) -> None:
         self.batch.append(row)
@@ -167,10 +186,12 @@ class _Writer:
 
         if not self.batch:
             return
-        schema = self.writer.schema if self.writer else None
-        table = pa.Table.from_pylist(self.batch, schema=schema)
+        if self.schema is None:
+            first = pa.Table.from_pylist(self.batch).schema
+            self.schema = pa.schema([field.with_type(_settled(field.type)) for field in first])
+        table = pa.Table.from_pylist(self.batch, schema=self.schema)
         if self.writer is None:
-            self.writer = pq.ParquetWriter(self.path, table.schema)
+            self.writer = pq.ParquetWriter(self.path, self.schema)
         self.writer.write_table(table)
         self.rows += len(self.batch)
         self.batch = []
@@ -199,9 +220,11 @@ def _split(folder: Path, rows: int, heldout: float, seed: int, kind: str = "sft"
             held = set(data.whole_prompts(groups, k, 1, seed, data.min_prompts(kind))[1])
             if not held:
                 return 0
-    train, test = _Writer(folder / "train.tmp.parquet"), _Writer(folder / HELDOUT)
+    stored = pq.ParquetFile(folder / DATA)
+    schema = stored.schema_arrow  # both parts as the file: a column empty in one part's first rows stays text
+    train, test = _Writer(folder / "train.tmp.parquet", schema), _Writer(folder / HELDOUT, schema)
     index = 0
-    for batch in pq.ParquetFile(folder / DATA).iter_batches(batch_size=BATCH):
+    for batch in stored.iter_batches(batch_size=BATCH):
         for row in batch.to_pylist():
             (test if index in held else train).add(row)
             index += 1

@@ -241,18 +241,22 @@ def _csv(path: Path, delimiter: str):
     # a long cell (a whole document) is fine up to the line limit; the csv module stops at 128 KB
     csv.field_size_limit(max(csv.field_size_limit(), MAX_LINE_BYTES))
     reader = csv.reader((text for _n, text in _lines(path, fmt)), delimiter=delimiter, strict=True)
-    seen_rows = 0
+    # rows numbered as a spreadsheet shows them: the header is row 1 and a blank row has its number (a
+    # bad row after two blank lines was named two rows early); a cell over several lines is one row
+    seen_rows = record = 0
     try:
         header = next(reader, None)
+        record = 1
         if header is None or not any(h.strip() for h in header):
             raise DataError(f"{path.name}: no header row; expected column names on the first line")
         header = [h.strip() for h in header]
         _check_header(path, header, delimiter)
         for row in reader:
+            record += 1
             if not any(cell.strip() for cell in row):
                 continue
             seen_rows += 1
-            place = f"row {seen_rows + 1}"
+            place = f"row {record}"
             if len(row) != len(header):
                 # too few: a cell left out (give each column one); too many: a delimiter inside a cell
                 fix = ("give the row a cell for each column" if len(row) < len(header)
@@ -263,7 +267,7 @@ def _csv(path: Path, delimiter: str):
             # cells stay text: "=SUM(A1)" is a string here, nothing is ever evaluated
             yield place, dict(zip(header, row))
     except csv.Error as err:
-        raise DataError(f"{where(path, f'row {seen_rows + 2}')}: {_csv_problem(err)}") from None
+        raise DataError(f"{where(path, f'row {record + 1}')}: {_csv_problem(err)}") from None
     if seen_rows == 0:
         raise DataError(f"{path.name}: has a header row ({few(header)}) but no data rows")
 

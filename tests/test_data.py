@@ -374,3 +374,81 @@ def test_a_csv_with_semicolons_between_cells_imports(studio, tmp_path):
     with pytest.raises(DataError, match=r"^short.csv, row 2: has 3 cells but the header has 2 columns "
                                         r"\(prompt, completion\); quote cells that contain ';'$"):
         studio.import_dataset(bad)
+
+
+def test_a_column_empty_in_the_first_rows_of_a_big_file_still_takes_values_later(studio, tmp_path):
+    """The stored file's column types were read from its first 2,000 rows: an RL prompts file with no reference
+    answer before row 2,001 made 'answer' a column of nothing, and the first answer failed the import with
+    pyarrow's "Invalid null value" (no file, row or column named). A held-out split failed the same way."""
+    path = tmp_path / "prompts.jsonl"
+    path.write_text(json.dumps({"prompt": "Say hi", "answer": "hi"}) + "\n"
+                    + "".join(json.dumps({"prompt": f"Question {i}?"}) + "\n" for i in range(4500))
+                    + "".join(json.dumps({"prompt": f"Sum {i}?", "answer": str(i)}) + "\n" for i in range(500)))
+    row = studio.import_dataset(path, options=ImportOptions(kind="prompts", heldout=0.5))
+    rows = load_rows(row["path"]) + load_rows(row["path"].replace("data.parquet", HELDOUT))
+    assert len(rows) == 5001 and sum(r["answer"] is not None for r in rows) == 501
+    assert {r["answer"] for r in rows if r["prompt"][-1]["content"] == "Sum 7?"} == {"7"}
+    late = tmp_path / "late.jsonl"
+    late.write_text("".join(json.dumps({"prompt": f"Q{i}?"}) + "\n" for i in range(2000))
+                    + json.dumps({"prompt": "Q?", "answer": "42"}) + "\n")
+    row = studio.import_dataset(late, options=ImportOptions(kind="prompts"))
+    assert [r["answer"] for r in load_rows(row["path"])][-2:] == [None, "42"]
+
+
+def test_an_answer_that_is_a_json_list_stays_an_answer(studio, tmp_path):
+    """Any text starting with '[' that parsed as JSON was read as a conversation: a dataset teaching JSON output
+    ("[2, 3, 5, 7]") was refused with "message 1 must be an object with 'role' and 'content'". A conversation
+    written as JSON in a CSV cell is still read as one."""
+    path = tmp_path / "json_answers.jsonl"
+    path.write_text(json.dumps({"prompt": "Primes below 10 as JSON?", "completion": "[2, 3, 5, 7]"}) + "\n"
+                    + json.dumps({"prompt": "No items, as JSON?", "completion": "[]"}) + "\n")
+    rows = load_rows(studio.import_dataset(path)["path"])
+    assert [r["messages"][-1]["content"] for r in rows] == ["[2, 3, 5, 7]", "[]"]
+    cells = tmp_path / "cells.csv"
+    cells.write_text('prompt,completion\n"[{""role"": ""user"", ""content"": ""Hi""}]",Hello\n')
+    rows = load_rows(studio.import_dataset(cells)["path"])
+    assert rows[0]["messages"] == [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+
+
+def test_whole_numbers_pandas_stored_as_floats_are_written_as_numbers(studio, tmp_path):
+    """pandas stores a column of whole numbers with a blank in it as floats: an answer 4 came in as "4.0", which
+    the exact and contains rewards never found in a reply of "4"."""
+    pytest.importorskip("pandas")
+    import pandas as pd
+
+    path = tmp_path / "sums.parquet"
+    pd.DataFrame({"prompt": ["2+2?", "3+3?", "Name a colour."], "answer": [4, 6, None]}).to_parquet(path)
+    rows = load_rows(studio.import_dataset(path, options=ImportOptions(kind="prompts"))["path"])
+    assert [r["answer"] for r in rows] == ["4", "6", None]
+    halves = tmp_path / "halves.jsonl"
+    halves.write_text(json.dumps({"prompt": "Half of 5?", "completion": 2.5}) + "\n")
+    assert load_rows(studio.import_dataset(halves)["path"])[0]["messages"][-1]["content"] == "2.5"
+
+
+def test_the_first_look_names_a_file_of_lists_and_shows_dates(studio, tmp_path):
+    """The Data tab's look before Import: a Parquet file with a date column failed with a TypeError (json.dumps
+    of a datetime), a JSON Lines line holding a list with an AttributeError; and a file whose first line is a
+    list said "found columns none"."""
+    import datetime
+
+    import pandas as pd
+
+    from components.data_tab import NOT_MAPPED, check_source
+
+    dated = tmp_path / "dated.parquet"
+    pd.DataFrame({"prompt": ["Q1", "Q2"], "completion": ["A1", "A2"],
+                  "created": [datetime.datetime(2024, 1, 1)] * 2}).to_parquet(dated)
+    said, table, *_ = check_source(studio, str(dated), None, "auto", "line", *[NOT_MAPPED] * 8)
+    assert said.startswith("Detected **prompt/completion** in a PARQUET file")
+    assert table["data"][0] == ["Q1", "A1", '"2024-01-01 00:00:00"']
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text(json.dumps({"prompt": "Q", "completion": "A"}) + "\n" + json.dumps(["x", "y"]) + "\n")
+    said, table, *_ = check_source(studio, str(mixed), None, "auto", "line", *[NOT_MAPPED] * 8)
+    assert said.endswith("Import would stop here: **mixed.jsonl, line 2: expected an object with named fields, "
+                         "got a list**")
+    assert table["data"] == [["Q", "A"], ['["x", "y"]', ""]]
+    lists = tmp_path / "lists.jsonl"
+    lists.write_text(json.dumps(["x", "y"]) + "\n")
+    said, table, *_ = check_source(studio, str(lists), None, "auto", "line", *[NOT_MAPPED] * 8)
+    assert said == "**Cannot use this file:** lists.jsonl, line 1: expected an object with named fields, got a list"
+    assert studio.list_datasets() == []

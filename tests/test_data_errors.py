@@ -121,6 +121,14 @@ def test_empty_csv_cell(studio, tmp_path):
     path = tmp_path / "blank.csv"
     path.write_text("prompt,completion\nQ1,A1\nQ2,  \n")
     assert refused(studio, path) == "blank.csv, row 3, column 'completion': is empty; expected text"
+    # rows numbered as a spreadsheet shows them: blank rows have their numbers (the bad row after two blank
+    # lines was named two rows early), and a quote left open in the header is in row 1
+    path.write_text("prompt,completion\n\n\nhello,\n")
+    assert refused(studio, path) == "blank.csv, row 4, column 'completion': is empty; expected text"
+    path.write_text('prompt,completion\n\na,b\n\nc,"d"x\n')
+    assert refused(studio, path).startswith("blank.csv, row 5: a quoted cell has more text after its closing quote")
+    path.write_text('"prompt,completion\nx,y\n')
+    assert refused(studio, path).startswith("blank.csv, row 1: a quoted cell is never closed")
 
 
 def test_kto_label_not_boolean(studio, tmp_path):
