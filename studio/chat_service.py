@@ -3,6 +3,7 @@ replies from two of them at once, votes, results and their export as preference 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 import time
@@ -250,9 +251,11 @@ def heldout_rows(studio, run_id: str) -> list[dict]:
     dataset = job.get("dataset") or {}
     if dataset.get("heldout_path") and Path(dataset["heldout_path"]).exists():
         return data_rows.load_rows(Path(dataset["heldout_path"]))
+    method = METHODS.get(job.get("method"))
+    if method is not None and "eval_fraction" not in {f.name for f in dataclasses.fields(method.params)}:
+        return []  # a method that holds nothing out (GRPO, RLOO, PPO): it trained on every prompt it read
     if dataset.get("path") and Path(dataset["path"]).exists():
-        params = job.get("params", {})
-        method = METHODS.get(job.get("method"))  # the run's own split: KTO's and preference pairs' differ
+        params = job.get("params", {})  # the run's own split: KTO's and preference pairs' differ
         return data_rows.kept_heldout(studio.run_dir(run_id), data_rows.load_rows(Path(dataset["path"])),
                                       params.get("eval_fraction", 0.1), params.get("seed", 42),
                                       method.data_kind if method else "sft")

@@ -317,3 +317,27 @@ def test_compare_with_the_previous_model_offers_no_vote_prompt_the_run_trained_o
     assert shown[5]["choices"] == [] and shown[6] == ""
     assert shown[12].endswith("No prompt to offer: it trained on every voted prompt, and those would favour it. "
                               "Type questions of your own, then *Send* and vote.")
+
+
+def test_a_grpo_run_is_offered_no_held_out_prompt_it_trained_on(studio):
+    """GRPO holds nothing out, yet *Compare with the previous model* worked out a 10% split it never made and
+    offered "Prompts it never trained on, from its dataset's held-out rows": sums the run had trained on (one
+    was in its own table of training replies). It offers none, and says why."""
+    from pipelines.events import ADAPTER, STATUS, write_json
+    from studio.app import build_app
+
+    dataset = studio.resolve_dataset("arithmetic_prompts")
+    studio.store.add_run(id="r-grpo", method="grpo", model="default", dataset_id=dataset["id"], status="completed",
+                         params={})
+    (studio.run_dir("r-grpo") / ADAPTER).mkdir(parents=True)
+    write_json(studio.run_dir("r-grpo") / STATUS, {"status": "completed", "finished": 1.0})
+    write_json(studio.run_dir("r-grpo") / JOB, {"method": "grpo", "dataset": dataset, "params": {"seed": 42}})
+    assert chat_service.heldout_rows(studio, "r-grpo") == []
+    assert chat_service.prompt_suggestions(studio, "heldout", "r-grpo") == []
+    (compare,) = [f for f in build_app(studio).fns.values()
+                  if f.name == "on_compare" and f.fn.__module__ == "components.loop"]
+    shown = compare.fn("r-grpo")
+    assert shown[5]["choices"] == [] and "never trained on" not in shown[12]
+    assert shown[12].endswith("No prompt to offer: it held none of its data out (it trained on every prompt it "
+                              "read) and there are no votes yet. Type questions of your own that are not in its "
+                              "data, then *Send* and vote.")
