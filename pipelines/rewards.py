@@ -33,8 +33,10 @@ class NoOptions:
 @dataclass
 class RegexOptions:
     pattern: str = param(r"(?s).*", label="Pattern", help="A regular expression the whole reply must match "
-                         "(Python syntax; `.*` allows any text around what you require). Example: "
-                         "`(?s).*Answer: \\d+` = the reply ends with 'Answer: ' and a number.", target="studio")
+                         "(Python syntax). Example: `(?s).*Answer: \\d+` = any text, then 'Answer: ' and a number "
+                         "at the end (`(?s)` lets the any-text part run over several lines).", target="studio")
+    # one asterisk only: the page's help text reads a pair of them as emphasis, even inside `code` (the example
+    # showed as "(?s).Answer", its asterisks gone)
 
 
 @dataclass

@@ -138,3 +138,19 @@ def test_shira_leaves_no_sparse_memory_errors_notice_in_the_log(tiny_model_dir):
                                            "print(peft(input_ids=torch.tensor([[1, 2, 3]])).logits.shape)",
                                            params="m.parse(method.params, {})")
     assert "Sparse invariant" not in err and "torch.Size([1, 3," in out
+
+
+def test_help_shown_under_a_field_keeps_its_asterisks_in_code():
+    """The page's help under a field reads a pair of asterisks as emphasis even inside `code`: the regex
+    reward's example `(?s).*Answer: \\d+` showed as "(?s).Answer: \\d+", the rest in italics. A help text
+    with an asterisk in code has no other."""
+    import re
+
+    from pipelines.rewards import REWARDS
+
+    infos = [(key, info) for key, method in METHODS.items() for info in describe(method.params)]
+    infos += [(key, info) for key, reward in REWARDS.items() for info in describe(reward.options)]
+    assert any(key == "regex" for key, _info in infos)
+    for key, info in infos:
+        if any("*" in code for code in re.findall(r"`([^`]*)`", info.help)):
+            assert info.help.count("*") == 1, f"{key}.{info.name}: {info.help}"
