@@ -271,6 +271,25 @@ def heldout_loss_line(summary: dict, metrics: list[dict], kind: str = "sft", imi
             + ("." + IMITATION_NOTE if kind == "preference" and imitated else ""))
 
 
+def reward_line(summary: dict, functions: list[dict] | None) -> str:
+    """Did the reward rise: its mean over the first and the last logged steps, and, for reward functions (each
+    scores a reply from 0 to 1, times its weight), the most and least a reply can earn. "1.00" with two
+    functions read as full marks, and the chart's last point (one step) differed from it without a word."""
+    k = summary.get("reward_steps")
+    over = (f"over its first {k} logged step{'s' if k != 1 else ''}", f"over its last {k}") if k else \
+        ("in the first steps", "in the last")
+    said = (f"Mean reward of the replies it wrote: {summary['reward_first']:.2f} {over[0]}, "
+            f"{summary['reward_last']:.2f} {over[1]}")
+    weights = [float(f.get("weight", 1.0)) for f in functions or []]
+    if not weights:
+        return f"{said} (higher is better)"
+    best, worst = sum(w for w in weights if w > 0), sum(w for w in weights if w < 0)
+    scale = (f"{len(weights)} function{'s' if len(weights) != 1 else ''}, each scoring a reply from 0 to 1"
+             + (" times its weight" if any(w != 1 for w in weights) else ""))
+    bounds = f"out of {best:.2f}" + (f", down to {worst:.2f}" if worst < 0 else "")
+    return f"{said} ({bounds}: {scale}; higher is better)"
+
+
 def status_markdown(studio, row: dict, metrics: list[dict]) -> str:
     lines = [f"**Run `{row['id']}`: {row['status']}**", *lineage(studio, row)]
     if row["error"]:
@@ -308,8 +327,7 @@ def status_markdown(studio, row: dict, metrics: list[dict]) -> str:
                      + f"{100 * summary['eval_accuracy_after']:.0f}% after, on {summary.get('eval_pairs', '?')} "
                      "pairs (50% = chance)")
     if "reward_first" in summary and "reward_last" in summary:
-        lines.append(f"Mean reward of the replies it wrote: {summary['reward_first']:.2f} in the first steps, "
-                     f"{summary['reward_last']:.2f} in the last (higher is better)")
+        lines.append(reward_line(summary, (read_json(studio.run_dir(row["id"]) / JOB) or {}).get("rewards")))
     blind = blind_line(studio, row) if row["status"] == "completed" else None
     if blind:
         lines.append(blind)

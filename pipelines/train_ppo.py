@@ -123,7 +123,7 @@ def train(job: dict, run_dir: Path, events: RunEvents) -> dict:
     scored = [m["reward"] for m in ev.read_metrics(run_dir) if "reward" in m]
     k = max(1, min(5, len(scored) // 4))
     summary = {"train_rows": len(rows), "steps": total, "reward_first": sum(scored[:k]) / k,
-               "reward_last": sum(scored[-k:]) / k}
+               "reward_last": sum(scored[-k:]) / k, "reward_steps": k}
     events.phase("saving the result")
     out = run_dir / ADAPTER
     policy.save_pretrained(str(out))

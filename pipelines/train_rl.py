@@ -46,6 +46,7 @@ def train(job: dict, run_dir: Path, events: RunEvents) -> dict:
         k = max(1, min(5, len(rewards_seen) // 4))
         summary["reward_first"] = sum(rewards_seen[:k]) / k
         summary["reward_last"] = sum(rewards_seen[-k:]) / k
+        summary["reward_steps"] = k
     if events.stopped_by_cancel(trainer.state):
         summary["cancelled"] = True
         return summary

@@ -774,3 +774,22 @@ def test_a_correction_sent_before_the_first_clicks_answer_says_the_first_one_sta
                         "Press *Undo* to label it again.")
     labels = studio.store.list_labels(ref)
     assert [ls.screen_choice(lb["choice"], bool(lb["flipped"])) for lb in labels] == ["left"]
+
+
+def test_the_mean_reward_says_its_scale_and_its_steps():
+    """A walkthrough read "0.69 in the first steps, 1.00 in the last" of two reward functions as full marks (the
+    most was 2.0), and the chart's last point (0.625, one step) beside it as a contradiction."""
+    from components.runs_panel import reward_line
+
+    summary = {"reward_first": 0.69, "reward_last": 1.0, "reward_steps": 2}
+    two = [{"name": "number", "weight": 1.0}, {"name": "regex", "weight": 1.0}]
+    assert reward_line(summary, two) == ("Mean reward of the replies it wrote: 0.69 over its first 2 logged steps, "
+                                         "1.00 over its last 2 (out of 2.00: 2 functions, each scoring a reply from "
+                                         "0 to 1; higher is better)")
+    weighted = [{"name": "number", "weight": 2.0}, {"name": "length", "weight": -0.5}]
+    assert reward_line({**summary, "reward_steps": 1}, weighted).endswith(
+        "0.69 over its first 1 logged step, 1.00 over its last 1 (out of 2.00, down to -0.50: 2 functions, each "
+        "scoring a reply from 0 to 1 times its weight; higher is better)")
+    # a run from before the steps were kept, and PPO's reward model (a score with no fixed scale)
+    assert reward_line({"reward_first": 0.1, "reward_last": 0.4}, None) == (
+        "Mean reward of the replies it wrote: 0.10 in the first steps, 0.40 in the last (higher is better)")

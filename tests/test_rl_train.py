@@ -83,6 +83,14 @@ def test_rl_raises_a_toy_reward_and_the_adapter_reloads(method, studio, tmp_path
     assert all({"rewards/contains/mean", "kl", "completions/mean_length", "loss"} <= set(m) for m in metrics)
     summary = json.loads((run_dir / ev.STATUS).read_text())["summary"]
     assert summary["reward_last"] > summary["reward_first"]
+    # the panel gives the reward its scale (1.00 with two functions read as full marks) and its steps
+    from components.runs_panel import status_markdown
+
+    said = status_markdown(studio, studio.get_run(run_id), ev.read_metrics(run_dir))
+    k = summary["reward_steps"]
+    assert (f"{summary['reward_first']:.2f} over its first {k} logged step{'s' if k != 1 else ''}, "
+            f"{summary['reward_last']:.2f} over its last {k} (out of 1.00: 1 function, each scoring a reply from 0 "
+            "to 1; higher is better)") in said
     # the newest scored replies, for the Train tab's table
     samples = json.loads((run_dir / "samples.json").read_text())
     assert samples["step"] == steps and len(samples["samples"]) == 8
