@@ -349,6 +349,9 @@ def build(studio):
         values, reward_values = values[:len(inputs)], values[len(inputs):]
         params = form.values(method_key, list(values))
         chosen = collect_rewards(*reward_values) if METHODS[method_key].rewards else None
+        if chosen == []:  # said in the page's words (the library's names the config file's 'rewards' list)
+            return (f"**Could not start:** {METHODS[method_key].label} learns from reward functions: tick at least "
+                    "one under *Reward functions* (e.g. *The number is right* for sums with an answer)."), gr.skip()
         try:
             run_id = studio.start_run(model=model_spec, dataset=dataset_ref, method=method_key, params=params,
                                       rewards=chosen, devices=devices_of(device_values), twin_within_s=TWIN_WITHIN_S)

@@ -65,6 +65,18 @@ def test_compose_two_rewards_and_start_grpo(server, page, studio, tiny_model_dir
     fill_visible(page, "reward-regex-weight", 0.5)
     fill_visible(page, "reward-regex-pattern", r"(?s).*Answer: \d+")
 
+    # no function ticked: said in the page's words (it named the config file's 'rewards' list), nothing started
+    page.locator("#reward-number input[type=checkbox]").uncheck()
+    page.locator("#reward-regex input[type=checkbox]").uncheck()
+    page.click("#start-training")
+    expect(page.locator("#train-message")).to_have_text(
+        "Could not start: GRPO learns from reward functions: tick at least one under Reward functions (e.g. The "
+        "number is right for sums with an answer).", timeout=30_000)
+    assert studio.store.list_runs() == []
+    page.locator("#reward-number input[type=checkbox]").check()
+    page.locator("#reward-regex input[type=checkbox]").check()
+    fill_visible(page, "reward-regex-weight", 0.5)
+
     # a pattern that is not a regular expression is refused in one sentence, nothing started
     fill_visible(page, "reward-regex-pattern", "(oops")
     page.click("#start-training")
