@@ -271,6 +271,28 @@ def heldout_loss_line(summary: dict, metrics: list[dict], kind: str = "sft", imi
             + ("." + IMITATION_NOTE if kind == "preference" and imitated else ""))
 
 
+CLEAR_BEFORE = 0.9  # held-out pairs a reward model ranked right before training: past this, the lead tells more
+
+
+def ranked_line(summary: dict) -> str:
+    """A reward model's held-out pairs: how many it ranks right, and by how much the preferred reply's score
+    leads. "100% before, 100% after" said nothing of what training did (pairs that differ plainly are ranked
+    right from the start); the lead it gained is what it learned."""
+    before, after = summary.get("eval_accuracy_before"), summary["eval_accuracy_after"]
+    said = ("Held-out pairs ranked right (preferred reply scored higher): "
+            + (f"{100 * before:.0f}% before, " if before is not None else "")
+            + f"{100 * after:.0f}% after, on {summary.get('eval_pairs', '?')} pairs (50% = chance)")
+    lead_before, lead_after = summary.get("eval_margin_before"), summary.get("eval_margin_after")
+    if lead_after is None:
+        return said
+    lead = (f"the preferred reply's score leads by {lead_before:.2f} before, {lead_after:.2f} after (on average)"
+            if lead_before is not None else f"the preferred reply's score leads by {lead_after:.2f} (on average)")
+    if before is not None and before >= CLEAR_BEFORE:
+        return (f"{said}: right before training already (the pairs differ in a way it saw at once); {lead}, "
+                "which is what training added: a wider lead tells the replies apart more surely.")
+    return f"{said}; {lead}."
+
+
 def reward_line(summary: dict, functions: list[dict] | None) -> str:
     """Did the reward rise: its mean over the first and the last logged steps, and, for reward functions (each
     scores a reply from 0 to 1, times its weight), the most and least a reply can earn. "1.00" with two
@@ -321,11 +343,7 @@ def status_markdown(studio, row: dict, metrics: list[dict]) -> str:
     if preference_summary(summary):
         lines.append(preference_summary(summary))
     if "eval_accuracy_after" in summary:  # a reward model: how often it ranks the preferred reply higher
-        before = summary.get("eval_accuracy_before")
-        lines.append("Held-out pairs ranked right (preferred reply scored higher): "
-                     + (f"{100 * before:.0f}% before, " if before is not None else "")
-                     + f"{100 * summary['eval_accuracy_after']:.0f}% after, on {summary.get('eval_pairs', '?')} "
-                     "pairs (50% = chance)")
+        lines.append(ranked_line(summary))
     if "reward_first" in summary and "reward_last" in summary:
         lines.append(reward_line(summary, (read_json(studio.run_dir(row["id"]) / JOB) or {}).get("rewards")))
     blind = blind_line(studio, row) if row["status"] == "completed" else None

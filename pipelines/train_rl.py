@@ -218,6 +218,8 @@ def train_reward_model(job: dict, run_dir: Path, events: RunEvents) -> dict:
                "steps": trainer.state.global_step}
     if before and "eval_accuracy" in before:
         summary["eval_accuracy_before"] = before["eval_accuracy"]
+        if "eval_margin" in before:
+            summary["eval_margin_before"] = before["eval_margin"]
     if events.stopped_by_cancel(trainer.state):
         summary["cancelled"] = True
         return summary

@@ -793,3 +793,24 @@ def test_the_mean_reward_says_its_scale_and_its_steps():
     # a run from before the steps were kept, and PPO's reward model (a score with no fixed scale)
     assert reward_line({"reward_first": 0.1, "reward_last": 0.4}, None) == (
         "Mean reward of the replies it wrote: 0.10 in the first steps, 0.40 in the last (higher is better)")
+
+
+def test_a_reward_models_held_out_line_says_what_training_added():
+    """"100% before, 100% after, on 10 pairs (50% = chance)": a walkthrough could not tell whether the reward
+    model learned anything. Past 90% before, the line says the pairs were ranked right from the start, and the
+    lead of the preferred reply's score is what training added."""
+    from components.runs_panel import ranked_line
+
+    clear = {"eval_accuracy_before": 1.0, "eval_accuracy_after": 1.0, "eval_pairs": 10, "eval_margin_before": 0.59,
+             "eval_margin_after": 1.21}
+    assert ranked_line(clear) == (
+        "Held-out pairs ranked right (preferred reply scored higher): 100% before, 100% after, on 10 pairs (50% = "
+        "chance): right before training already (the pairs differ in a way it saw at once); the preferred reply's "
+        "score leads by 0.59 before, 1.21 after (on average), which is what training added: a wider lead tells "
+        "the replies apart more surely.")
+    learned = {**clear, "eval_accuracy_before": 0.5, "eval_accuracy_after": 0.8}
+    assert ranked_line(learned).endswith("50% before, 80% after, on 10 pairs (50% = chance); the preferred reply's "
+                                         "score leads by 0.59 before, 1.21 after (on average).")
+    old = {"eval_accuracy_after": 0.8, "eval_pairs": 10}  # a run from before the leads were kept
+    assert ranked_line(old) == ("Held-out pairs ranked right (preferred reply scored higher): 80% after, on 10 "
+                                "pairs (50% = chance)")

@@ -210,6 +210,7 @@ def test_reward_model_learns_separable_pairs_and_reloads_with_the_same_accuracy(
     assert summary["eval_pairs"] == 10
     assert summary["eval_accuracy_after"] == 1.0 >= summary["eval_accuracy_before"]  # a random head may luck out
     assert summary["eval_margin_after"] > 1.0  # ... but only training separates the pairs by a wide margin
+    assert summary["eval_margin_before"] < summary["eval_margin_after"]  # the lead the panel says training added
     metrics = ev.read_metrics(studio.run_dir(run_id))
     assert any("accuracy" in m for m in metrics) and any("eval_accuracy" in m for m in metrics)
 
