@@ -177,6 +177,15 @@ def build(studio):
             # one composer, shown for every method that learns from reward functions (GRPO, RLOO, PPO)
             with gr.Group(visible=False) as reward_group:
                 reward_widgets, collect_rewards, refresh_rewards, reward_pickers = reward_form.build(studio)
+            # kept in this browser as the rest of the form is (a reload unticked *Matches a format* and put its
+            # pattern back): at each change, in the order they came, without a trip to the server. Not the reward
+            # model picked: the ones finished since are put up on load. (Outside the group, which is hidden
+            # until a method with rewards is picked)
+            rewards_kept = gr.BrowserState(None, storage_key=f"{form_memory.PREFIX}rewards",
+                                           secret=form_memory.secret(studio))
+            kept_rewards = [w for w in reward_widgets if w not in reward_pickers]
+            gr.on([w.change for w in kept_rewards], None, kept_rewards, rewards_kept,
+                  js="(...values) => ({values})", queue=False, show_progress="hidden")
             device_widgets = devices_form.build()
             device_inputs = list(device_widgets.values())
             estimate = gr.Markdown(elem_id="train-estimate")
@@ -418,6 +427,6 @@ def build(studio):
     picks = (model, dataset, method)
     run_handles = {**run_handles, "selected": selected, "train_message": message, "train_setup": setup, "form": form,
                    "previous": previous, "kept": kept, "wanted": wanted, "datasets_kept": by_kind,
-                   "set_ups": set_ups}
+                   "set_ups": set_ups, "rewards_kept": rewards_kept, "kept_rewards": kept_rewards}
     return (on_load, [dataset, model, *run_outputs, *reward_pickers], picks, (on_estimate, estimate_inputs, estimate), run_handles,
             (restore, memory_inputs, memory_outputs))

@@ -75,9 +75,10 @@ def tick_only_where_shown(tabs: gr.Tabs, timers: dict[str, gr.Timer]) -> None:
                 js=SHOWN_TAB_JS, show_progress="hidden")
 
 
-def kept_generation(kept, count: int) -> list:
-    """The chat's generation settings this browser kept ({"values": [...]}; a list, as kept before), or
-    skips when none are kept."""
+def kept_values(kept, count: int) -> list:
+    """Fields' values this browser kept ({"values": [...]}; the chat's generation settings as a list, as kept
+    before): the chat's generation settings, the Train form's reward functions. Skips when none (or another
+    number of them) are kept."""
     values = kept.get("values") if isinstance(kept, dict) else kept
     return list(values) if isinstance(values, list) and len(values) == count else [gr.skip()] * count
 
@@ -211,8 +212,11 @@ def build_app(studio) -> gr.Blocks:
         # the server, the answers to two changes could come back the other way round
         gr.on([w.change for w in generation], None, generation, generation_kept,
               js="(...values) => ({values})", queue=False, show_progress="hidden")  # (an array: one value per output)
-        app.load(lambda kept: kept_generation(kept, len(generation)), generation_kept, generation, queue=False,
+        app.load(lambda kept: kept_values(kept, len(generation)), generation_kept, generation, queue=False,
                  show_progress="hidden")
+        # and the Train form's reward functions (ticked, weights, options) as this browser last had them
+        app.load(lambda kept: kept_values(kept, len(runs["kept_rewards"])), runs["rewards_kept"],
+                 runs["kept_rewards"], queue=False, show_progress="hidden")
 
         def kept_name(kept, shown, request: gr.Request):
             if getattr(request, "username", None):  # signed in: labels and votes go under the user name

@@ -106,6 +106,15 @@ def test_compose_two_rewards_and_start_grpo(server, page, studio, tiny_model_dir
     # server never saw the FAQ against the prompt datasets' list
     expect(page.get_by_text("is not in the list of choices")).to_have_count(0)
 
+    # a reload brings the reward functions back as they were (it unticked *Matches a format*, its pattern reset)
+    page.reload()
+    expect(page.locator("#train-method input")).to_have_value("GRPO", timeout=30_000)
+    expect(page.locator("#reward-regex input[type=checkbox]")).to_be_checked(timeout=30_000)
+    expect(page.locator("#reward-regex-pattern textarea, #reward-regex-pattern input").first).to_have_value(
+        r"(?s).*Answer: \d+")
+    expect(page.locator("#reward-regex-weight input")).to_have_value("0.5")
+    expect(page.locator("#reward-number input[type=checkbox]")).to_be_checked()
+
 
 def test_chat_scores_both_replies_with_a_reward_model(server, page, studio, tiny_model_dir, tiny_params,  # noqa: F811
                                                       tmp_path):
