@@ -192,3 +192,22 @@ def test_a_small_set_gets_enough_epochs_for_the_steps_the_train_tab_asks(method,
     assert per_epoch * epochs >= FEW_STEPS
     enough = dataclasses.replace(small, steps_per_epoch={method: 5})  # 10 steps at the default: left as it is
     assert "num_train_epochs" not in recommend(enough).settings
+
+
+def test_checkable_answers_get_the_measured_grpo_recipe():
+    """"Get checkable answers right" said *Use GRPO* with no setting at all, and *Use these settings in Train*
+    applied the form's defaults (1 epoch, variety 1.0), not the recipe measured on the arithmetic sample."""
+    import yaml as yml
+
+    from tests.conftest import ROOT
+
+    recipe = yml.safe_load((ROOT / "examples" / "grpo-arithmetic.yaml").read_text())["params"]
+    advice = recommend(facts(goal="checkable", kind="prompts"))
+    assert advice.settings["num_train_epochs"] == recipe["num_train_epochs"]
+    assert advice.settings["temperature"] == recipe["temperature"]
+    said = "\n".join(advice.reasons)
+    assert "3 epochs and *Variety while training* 0.7: the recipe measured on the arithmetic sample" in said
+    assert "check each prompt's `answer` column: without one, check the reply's form" in said
+    from pipelines.methods import METHODS, parse
+
+    parse(METHODS["grpo"].params, advice.settings)  # settings the form takes
