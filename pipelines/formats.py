@@ -167,10 +167,12 @@ def detect(columns: list[str], path, kind: str = "auto", mapping: dict | None = 
         if "completion" in mapping:  # the answers are mapped, their questions are not
             hints.append(f"map '{questions[0]}' to prompt too: the answers are mapped, their questions are not")
         elif not answers:
-            # a file of questions alone: the list of layouts below did not say what to add (a newcomer's reading)
-            hints.append("questions without answers: add a column with the answer to each, e.g. 'answer'"
-                         + (f" (or, as prompts for reinforcement learning, map '{questions[0]}' to prompt)"
-                            if kind == "auto" else ""))
+            # a file of questions alone: what to add, in one sentence (the list of layouts said nothing of it to a
+            # newcomer, and the sentence with the list in it ran to five lines, brackets inside brackets)
+            raise DataError(f"{where(path)}: questions without answers (column '{questions[0]}'): add a column with "
+                            "the answer to each, e.g. 'answer'"
+                            + (f"; or, to use them as prompts for reinforcement learning (GRPO), map "
+                               f"'{questions[0]}' to prompt" if kind == "auto" else ""))
     hint = f" ({'; '.join(hints[:3])})" if hints else ""
     wanted = "" if kind == "auto" else f" for {kind} data"
     suggested = suggest_mapping(columns) if kind in ("auto", "sft") else {}

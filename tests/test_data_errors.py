@@ -90,15 +90,14 @@ def test_questions_without_answers_say_what_to_add(studio, tmp_path):
     what to add. Nothing is written."""
     path = tmp_path / "support_onlyq.csv"
     path.write_text("question\nWhere is my order?\nCan I pay by card?\n")
+    # one sentence of what to add (it ran to five lines with every layout listed, brackets inside brackets)
     assert refused(studio, path) == (
-        "support_onlyq.csv: found columns question (questions without answers: add a column with the answer to "
-        "each, e.g. 'answer' (or, as prompts for reinforcement learning, map 'question' to prompt)); expected "
-        "columns messages | conversations | prompt+completion+label | prompt+chosen+rejected | chosen+rejected | "
-        "instruction+output | prompt+completion | text | prompt, or map yours (e.g. --map "
-        "prompt=question,completion=answer)")
+        "support_onlyq.csv: questions without answers (column 'question'): add a column with the answer to each, "
+        "e.g. 'answer'; or, to use them as prompts for reinforcement learning (GRPO), map 'question' to prompt")
     # read as SFT data, RL's prompts are no way out
-    assert "(questions without answers: add a column with the answer to each, e.g. 'answer'); expected for sft" \
-        in refused(studio, path, kind="sft")
+    assert refused(studio, path, kind="sft") == (
+        "support_onlyq.csv: questions without answers (column 'question'): add a column with the answer to each, "
+        "e.g. 'answer'")
     # its answers mapped, its questions not: the answers are there, the mapping is half done
     both = tmp_path / "support_mapped.csv"
     both.write_text("question,reply_text\nWhere is my order?,On its way.\n")
