@@ -174,6 +174,8 @@ def curves_figure(runs: dict[str, list[dict]], parts: dict[str, dict] | None = N
     for panel, (_title, names) in enumerate(panels):
         if SHARES & set(names):
             fig.update_yaxes(range=[-0.03, 1.03], tickformat=".0%", row=panel // 2 + 1, col=panel % 2 + 1)
+        if "learning_rate" in names:  # as the form writes it (1e-4): plotly's own ticks read "100μ"
+            fig.update_yaxes(tickformat="~e", row=panel // 2 + 1, col=panel % 2 + 1)
     # "step" under the lower panels only: under the upper ones it ran into the lower panels' titles
     fig.update_xaxes(title_text=along, title_standoff=4, row=2)
     last = max((max(steps) for data in data_of.values() for steps, _ in data.values() if steps), default=0)

@@ -249,6 +249,15 @@ def test_a_share_of_pairs_is_drawn_from_0_to_100_percent():
     assert layout.yaxis.range is None and layout.yaxis3.range is None  # losses and margins keep their own
 
 
+def test_the_learning_rate_is_drawn_as_the_form_writes_it():
+    """The learning rate's ticks read "100μ" and "50μ" (plotly's SI suffixes): the form says 1e-4."""
+    from components.charts import curves_figure
+
+    lora = [{"step": 1, "loss": 2.0, "learning_rate": 1e-4}, {"step": 2, "loss": 1.8, "learning_rate": 5e-5}]
+    layout = curves_figure({"r1": lora}).layout
+    assert layout.yaxis2.tickformat == "~e" and layout.yaxis.tickformat is None  # the loss keeps its own
+
+
 def test_the_overfitting_warning_says_how_few_rows_it_rests_on(studio):
     """20 rows at the default 0.1 hold out 2: their loss rising over two checks is a weak sign, said so (a
     newcomer's first run on defaults was told it memorised, on 2 rows)."""
