@@ -57,6 +57,11 @@ SAMPLES = {
                             "sign-off line)"),
     "arithmetic_prompts": ("arithmetic_prompts.jsonl", "prompts",
                            "Arithmetic prompts for GRPO (51 sums, answer as one equation)"),
+    # the questions of the sign-off pairs, for PPO or GRPO scored by a reward model trained on those pairs (the
+    # RLHF route had no prompts on the page but the sums, whose checks need no reward model)
+    "signoff_prompts": ("signoff_prompts.jsonl", "prompts",
+                        "Sign-off prompts for RLHF (40 questions: score the replies with a reward model trained on "
+                        "the sign-off pairs)"),
 }
 
 

@@ -11,7 +11,8 @@ import pytest
 
 from tests.test_cli import ROOT
 
-SAMPLES = "a sample (quillpad_faq, quillpad_preferences, signoff_preferences, arithmetic_prompts)"
+SAMPLES = ("a sample (quillpad_faq, quillpad_preferences, signoff_preferences, arithmetic_prompts, "
+           "signoff_prompts)")
 
 CASES = [
     ("syntax", "dataset: quillpad_faq\nparams: {r: 8\n",
