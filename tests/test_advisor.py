@@ -170,6 +170,11 @@ def test_pairs_asked_for_with_examples_in_train_advise_on_the_users_own_pairs(st
 
     assert first_dataset(dataset_choices(studio, "dpo")) == own["id"]
     assert first_dataset(dataset_choices(studio, "grpo")) == "arithmetic_prompts"
+    # the RLHF route has prompts of its own on the page: the sign-off pairs' questions, for a reward model to score
+    for method in ("ppo", "grpo"):
+        assert "signoff_prompts" in [value for _label, value in dataset_choices(studio, method)]
+    rows = studio.resolve_dataset("signoff_prompts")
+    assert (rows["kind"], rows["rows"]) == ("prompts", 40)
 
 
 @pytest.mark.parametrize("method, goal, kind, per_epoch, epochs", [
