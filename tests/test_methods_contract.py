@@ -154,3 +154,14 @@ def test_help_shown_under_a_field_keeps_its_asterisks_in_code():
     for key, info in infos:
         if any("*" in code for code in re.findall(r"`([^`]*)`", info.help)):
             assert info.help.count("*") == 1, f"{key}.{info.name}: {info.help}"
+
+
+def test_epochs_are_explained_in_each_kind_of_learnings_own_terms():
+    """The shared Epochs help said "repeats your examples word for word" to GRPO, RLOO, PPO and the reward
+    model, which learn from no example reply."""
+    for key in ("grpo", "rloo", "ppo", "reward_model"):
+        (epochs,) = [info for info in describe(METHODS[key].params) if info.name == "num_train_epochs"]
+        assert "word for word" not in epochs.help, key
+        assert ("prompts" if key != "reward_model" else "pairs") in epochs.help, key
+    (lora,) = [info for info in describe(METHODS["lora"].params) if info.name == "num_train_epochs"]
+    assert "word for word" in lora.help  # examples' own help unchanged

@@ -173,33 +173,40 @@ def split_by_target(params: Any) -> dict[str, dict[str, Any]]:
     return out
 
 
-def with_defaults(params_cls: type, name: str, **defaults: Any) -> type:
-    """The same declaration with other defaults (help, ranges and order unchanged).
+def _meta(field: dataclasses.Field, helps: dict[str, str] | None) -> dict:
+    """A field's declaration, its help replaced where `helps` says it in the method's own terms."""
+    return {**field.metadata, "help": helps[field.name]} if helps and field.name in helps else field.metadata
+
+
+def with_defaults(params_cls: type, name: str, helps: dict[str, str] | None = None, **defaults: Any) -> type:
+    """The same declaration with other defaults (ranges and order unchanged; help too, unless `helps` words a
+    field for the method: the shared Epochs said "repeats your examples word for word" to a reward model).
 
     Lets a method keep the shared training fields but start from values that suit it, e.g.
     LoRA's higher learning rate, without writing those fields a second time."""
     by_name = {f.name: f for f in dataclasses.fields(params_cls)}
-    missing = sorted(set(defaults) - set(by_name))
-    if missing:
-        raise TypeError(f"{params_cls.__name__} has no parameter {missing[0]!r}")
-    fields = [
-        (key, by_name[key].type, dataclasses.field(default=value, metadata=by_name[key].metadata))
-        for key, value in defaults.items()
-    ]
-    return dataclasses.make_dataclass(name, fields, bases=(params_cls,))
-
-
-def only(params_cls: type, name: str, keep: list[str], **defaults: Any) -> type:
-    """A declaration with just some of another's fields (help, ranges and order unchanged), and
-    optionally other defaults: for methods where some shared settings mean nothing (reinforcement
-    learning has no 'longest example', its held-out check has no loss to stop early on)."""
-    by_name = {f.name: f for f in dataclasses.fields(params_cls)}
-    missing = sorted((set(keep) | set(defaults)) - set(by_name))
+    missing = sorted((set(defaults) | set(helps or {})) - set(by_name))
     if missing:
         raise TypeError(f"{params_cls.__name__} has no parameter {missing[0]!r}")
     fields = [
         (key, by_name[key].type,
-         dataclasses.field(default=defaults.get(key, by_name[key].default), metadata=by_name[key].metadata))
+         dataclasses.field(default=defaults.get(key, by_name[key].default), metadata=_meta(by_name[key], helps)))
+        for key in dict.fromkeys([*defaults, *(helps or {})])
+    ]
+    return dataclasses.make_dataclass(name, fields, bases=(params_cls,))
+
+
+def only(params_cls: type, name: str, keep: list[str], helps: dict[str, str] | None = None, **defaults: Any) -> type:
+    """A declaration with just some of another's fields (ranges and order unchanged; help too, unless `helps`
+    words a field for the method), and optionally other defaults: for methods where some shared settings mean
+    nothing (reinforcement learning has no 'longest example', its held-out check has no loss to stop early on)."""
+    by_name = {f.name: f for f in dataclasses.fields(params_cls)}
+    missing = sorted((set(keep) | set(defaults) | set(helps or {})) - set(by_name))
+    if missing:
+        raise TypeError(f"{params_cls.__name__} has no parameter {missing[0]!r}")
+    fields = [
+        (key, by_name[key].type,
+         dataclasses.field(default=defaults.get(key, by_name[key].default), metadata=_meta(by_name[key], helps)))
         for key in by_name if key in keep
     ]
     return dataclasses.make_dataclass(name, fields)

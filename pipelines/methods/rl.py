@@ -24,9 +24,13 @@ from pipelines.methods.training import PairStopping, Training
 # Shared settings that mean something for RL. Batch = replies per step (TRL counts completions):
 # 8 = two prompts with four replies each. The learning rate is a LoRA one (GRPO papers' 1e-6 is
 # for full weights); bench/grpo_quality.py measured it on the built-in model.
+# the shared Epochs spoke of examples repeated word for word: these methods write their own replies
+RL_EPOCHS = ("How many times the model goes through your prompts, writing replies to each and learning from their "
+             "rewards. More passes raise the reward further; too many and it can learn to game the checks (a reply "
+             "that scores well without being good: read the table of its newest replies).")
 RLTraining = only(Training, "RLTraining", ["learning_rate", "num_train_epochs", "per_device_train_batch_size",
                                             "gradient_accumulation_steps", "gradient_checkpointing",
-                                            "save_steps", "seed"],
+                                            "save_steps", "seed"], helps={"num_train_epochs": RL_EPOCHS},
                   learning_rate=1e-4, num_train_epochs=1.0, per_device_train_batch_size=8, save_steps=10)
 
 GRPO_LOSSES = {
@@ -141,7 +145,10 @@ def check(method, params, entries: list[dict], dataset_row: dict, model_path: st
 
 # A reward model learns to score replies the way the preference pairs rank them. Learning rate
 # and epochs: measured by bench/reward_model_quality.py on the built-in model and the sample pairs.
-RewardTraining = with_defaults(Training, "RewardTraining", learning_rate=1e-4, num_train_epochs=4.0,
+RewardTraining = with_defaults(Training, "RewardTraining", helps={"num_train_epochs": (
+    "How many times the model reads your pairs, learning to score the preferred reply higher. A few dozen to a few "
+    "hundred pairs need 3-5; too many and it learns these pairs by heart (its held-out pairs ranked right stop "
+    "rising while its training loss still falls).")}, learning_rate=1e-4, num_train_epochs=4.0,
                                per_device_train_batch_size=4, eval_fraction=0.25, max_length=512)
 
 
@@ -174,7 +181,7 @@ def reward_lora_config(params, setup=None):
 # PPO runs the studio's own loop (pipelines/train_ppo.py): the shared training settings keep
 # transformers' TrainingArguments names; the batch counts prompts (one reply each).
 PPOTraining = only(Training, "PPOTraining", ["learning_rate", "num_train_epochs", "per_device_train_batch_size",
-                                             "save_steps", "seed"],
+                                             "save_steps", "seed"], helps={"num_train_epochs": RL_EPOCHS},
                    learning_rate=1e-4, num_train_epochs=2.0, per_device_train_batch_size=8, save_steps=10)
 
 
