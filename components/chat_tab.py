@@ -586,7 +586,7 @@ def build(studio):
         model's dataset, else the votes'. When each has a vote, it says so instead of asking one again."""
         found, heldout = offered(src, spec_a, spec_b, run_id)
         if not found:
-            return gr.skip(), gr.skip(), "No prompts to offer yet: type your own question and press *Send*."
+            return gr.skip(), gr.skip(), "No prompts to offer: type your own question and press *Send*."
         voted = chat_service.voted_prompts(studio, spec_a, spec_b) if spec_a and spec_b else set()
         after = found.index(current) + 1 if current in found else 0
         following = next((p for p in found[after:] + found[:after] if p not in voted), None)

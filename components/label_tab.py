@@ -195,8 +195,8 @@ def build(studio, kept: gr.BrowserState):
             except (LabelError, DataError) as err:
                 return (*view(studio, current["project"], who, f"**Not saved:** {quoted(err)}"), gr.skip())
             if kept:  # a correction sent before the answer to the first click: the first one stands
-                said = (f"**Not changed:** this item was already saved as *{SAID[kept]}* (your first click). "
-                        "Press *Undo* to label it again.")
+                said = (f"**Not changed:** you had already saved this item as *{SAID[kept]}*. Press *Undo* to "
+                        "label it again.")
                 return (*view(studio, current["project"], who, said), gr.skip())
             said = f"Saved: {SAID[choice]}" + (" (with your reason)." if (why or "").strip() else ".")
             return (*view(studio, current["project"], who, said), "")

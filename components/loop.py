@@ -128,9 +128,10 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
                    "each already has a vote between these two models: type your own question." if prompts else
                    "No prompt to offer: it trained on every voted prompt, and those would favour it. Type "
                    "questions of your own, then *Send* and vote." if chat_service.prompt_suggestions(studio, "votes")
-                   else "No prompt to offer: it held none of its data out (it trained on every prompt it read) and "
-                   "there are no votes yet. Type questions of your own that are not in its data, then *Send* and "
-                   "vote."))
+                   else "No prompt to offer: it has no held-out prompt" + (" (it trained on every prompt it read)" if
+                                                                           not chat_service.holds_out(studio, run_id)
+                                                                           else "") + " and there are no votes yet. "
+                   "Type questions of your own that are not in its data, then *Send* and vote."))
         return ("", gr.update(choices=options + extra, value=new), gr.update(choices=options + extra, value=previous),
                 True, source, gr.update(choices=prompts, value=first),
                 first or "", run_id, gr.Accordion(open=True),

@@ -287,9 +287,15 @@ def ranked_line(summary: dict) -> str:
         return said
     lead = (f"the preferred reply's score leads by {lead_before:.2f} before, {lead_after:.2f} after (on average)"
             if lead_before is not None else f"the preferred reply's score leads by {lead_after:.2f} (on average)")
+    if lead_after < 0 or (lead_before is not None and lead_before < 0):  # a lead below 0 is the rejected one's
+        lead = ("the preferred reply's score minus the rejected one's: "
+                + (f"{lead_before:+.2f} before, " if lead_before is not None else "") + f"{lead_after:+.2f} after "
+                "(on average)")
     if before is not None and before >= CLEAR_BEFORE:
-        return (f"{said}: right before training already (the pairs differ in a way it saw at once); {lead}, "
-                "which is what training added: a wider lead tells the replies apart more surely.")
+        grew = lead_before is not None and lead_after > lead_before
+        return (f"{said}: right before training already (the pairs differ in a way it saw at once); {lead}"
+                + (", which is what training added: a wider lead tells the replies apart more surely." if grew
+                   else "."))
     return f"{said}; {lead}."
 
 

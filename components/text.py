@@ -19,7 +19,7 @@ def literal(text) -> str:
 
 # a code span: a run of backticks, text, the same run (CommonMark); its text is shown as it is, Markdown's
 # renderer escaping it, so an escape of ours would show (&lt;)
-_CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`)(.+?)(?<!`)\1(?!`)")
+_CODE_SPAN = re.compile(r"(?<![`\\])(`+)(?!`)(.+?)(?<!`)\1(?!`)")  # (\` is a backtick, no span: Markdown's)
 
 
 def quoted(err) -> str:

@@ -245,8 +245,11 @@ def open_to_readers(folder: Path) -> None:
     of their folder another account (an Ollama or vLLM server, a teammate) could not read."""
     mask = _umask()
     for path in Path(folder).rglob("*"):
-        if path.is_file() and not path.is_symlink() and path.stat().st_mode & 0o777 == PRIVATE:
-            path.chmod(0o666 & ~mask)
+        try:  # (a file gone since it was listed, or another account's: left as it is, the run is not failed)
+            if path.is_file() and not path.is_symlink() and path.stat().st_mode & 0o777 == PRIVATE:
+                path.chmod(0o666 & ~mask)
+        except OSError:
+            continue
 
 
 def seal_checkpoint(folder: Path) -> None:

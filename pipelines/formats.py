@@ -169,8 +169,10 @@ def detect(columns: list[str], path, kind: str = "auto", mapping: dict | None = 
         elif not answers:
             # a file of questions alone: what to add, in one sentence (the list of layouts said nothing of it to a
             # newcomer, and the sentence with the list in it ran to five lines, brackets inside brackets)
+            others = [c for c in columns if c not in questions]  # (one may hold the answers under another name)
             raise DataError(f"{where(path)}: questions without answers (column '{questions[0]}'): add a column with "
                             "the answer to each, e.g. 'answer'"
+                            + (f", or map the column that holds them ('{others[0]}'?) to completion" if others else "")
                             + (f"; or, to use them as prompts for reinforcement learning (GRPO), map "
                                f"'{questions[0]}' to prompt" if kind == "auto" else ""))
     hint = f" ({'; '.join(hints[:3])})" if hints else ""
@@ -248,10 +250,8 @@ def _maybe_json_list(value):
     list, any other text as it is: an answer that is a JSON list ("[2, 3, 5, 7]", "[]") is an answer, and
     was refused as a conversation whose message 1 had no role."""
     parsed = _json_list(value)
-    if parsed is not value and parsed and all(isinstance(m, dict) and ("role" in m or "from" in m)
-                                              for m in parsed):
-        return parsed
-    return value
+    # any object in it makes it a conversation, checked as one (a misspelt "rol" is named, not kept as text)
+    return parsed if parsed is not value and any(isinstance(m, dict) for m in parsed) else value
 
 
 def messages(value, path, place, column, *, role_key="role", content_key="content", roles=None,

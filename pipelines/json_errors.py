@@ -26,7 +26,7 @@ def _slip(err: json.JSONDecodeError, unit: str) -> str:
     if msg == "Expecting ',' delimiter":
         if ended:
             return f"the {unit} ends before the closing }} or ] (cut short?)"
-        return "a comma is missing between two items"
+        return "a comma is missing between two items, or a \" inside a text is not written as `\\\"`"
     if msg == "Expecting ':' delimiter":
         return "a colon is missing after a key"
     if msg.startswith("Expecting property name"):
@@ -35,7 +35,7 @@ def _slip(err: json.JSONDecodeError, unit: str) -> str:
         if here == "'":
             return "a key in single quotes: JSON needs double quotes"
         if here == ",":
-            return "two commas in a row"
+            return "two commas in a row" if _before(doc, pos) == "," else "a comma with no item before it"
         if ended:
             return f"the {unit} ends inside an object (cut short?)"
         return "a key not in double quotes"
@@ -52,11 +52,11 @@ def _slip(err: json.JSONDecodeError, unit: str) -> str:
     if msg.startswith("Unterminated string"):
         return "a text opened with \" is never closed (a missing \" or a line cut short)"
     if msg.startswith("Invalid control character"):
-        return "a line break or tab inside a text: write it as \\n or \\t"
+        return "a line break or tab inside a text: write it as `\\n` or `\\t`"
     if msg == "Invalid \\uXXXX escape":
         return "\\u not followed by 4 hex digits"
     if msg.startswith("Invalid \\escape"):
-        return "a backslash that starts no escape: write a backslash as \\\\"
+        return "a backslash that starts no escape: write a backslash as `\\\\`"
     if msg == "Extra data":
         return f"more text after the end of the JSON value (two values in one {unit}?)"
     return msg  # a message this table does not know: json's own words

@@ -93,11 +93,11 @@ def main(run_dir: str) -> int:
         events.status("failed", error=message, finished=time.time())
         return 1
     events.stop_heartbeat()
+    open_to_readers(run_dir)  # the result's weights (a cancelled run's checkpoint too), readable as its other files
     if summary.get("cancelled"):
         events.status("cancelled", summary=summary, finished=time.time())
         print("cancelled" + (" after saving a checkpoint" if not job.get("runner") else ""), flush=True)
         return 0
-    open_to_readers(run_dir)  # the result's weights, written owner-only, readable as its other files
     events.status("completed", summary=summary, finished=time.time())
     print("run completed", flush=True)
     return 0

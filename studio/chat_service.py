@@ -242,6 +242,14 @@ def learned_before(studio, start: str, row: dict) -> int:
     return len(seen)
 
 
+def holds_out(studio, run_id: str) -> bool:
+    """Whether the run's method keeps a share of its data out of training (GRPO, RLOO and PPO do not)."""
+    from pipelines.events import JOB, read_json
+
+    method = METHODS.get((read_json(studio.run_dir(run_id) / JOB) or {}).get("method"))
+    return method is None or "eval_fraction" in {f.name for f in dataclasses.fields(method.params)}
+
+
 def heldout_rows(studio, run_id: str) -> list[dict]:
     """The rows a run held out of its dataset (its dataset's own held-out file, or its kept split)."""
     from pipelines import data as data_rows
@@ -251,9 +259,9 @@ def heldout_rows(studio, run_id: str) -> list[dict]:
     dataset = job.get("dataset") or {}
     if dataset.get("heldout_path") and Path(dataset["heldout_path"]).exists():
         return data_rows.load_rows(Path(dataset["heldout_path"]))
-    method = METHODS.get(job.get("method"))
-    if method is not None and "eval_fraction" not in {f.name for f in dataclasses.fields(method.params)}:
+    if not holds_out(studio, run_id):
         return []  # a method that holds nothing out (GRPO, RLOO, PPO): it trained on every prompt it read
+    method = METHODS.get(job.get("method"))
     if dataset.get("path") and Path(dataset["path"]).exists():
         params = job.get("params", {})  # the run's own split: KTO's and preference pairs' differ
         return data_rows.kept_heldout(studio.run_dir(run_id), data_rows.load_rows(Path(dataset["path"])),

@@ -770,8 +770,8 @@ def test_a_correction_sent_before_the_first_clicks_answer_says_the_first_one_sta
     first = said["left"].fn(state, "ann", "", None)
     assert first[5] == "Saved: left is better."
     again = said["right"].fn(state, "ann", "", None)  # the same state: sent before the first answer came
-    assert again[5] == ("**Not changed:** this item was already saved as *left is better* (your first click). "
-                        "Press *Undo* to label it again.")
+    assert again[5] == ("**Not changed:** you had already saved this item as *left is better*. Press *Undo* to "
+                        "label it again.")
     labels = studio.store.list_labels(ref)
     assert [ls.screen_choice(lb["choice"], bool(lb["flipped"])) for lb in labels] == ["left"]
 
@@ -811,6 +811,13 @@ def test_a_reward_models_held_out_line_says_what_training_added():
     learned = {**clear, "eval_accuracy_before": 0.5, "eval_accuracy_after": 0.8}
     assert ranked_line(learned).endswith("50% before, 80% after, on 10 pairs (50% = chance); the preferred reply's "
                                          "score leads by 0.59 before, 1.21 after (on average).")
+    # training added no lead (or none is known from before): not said to have; a lead below 0 is signed
+    assert ranked_line({**clear, "eval_margin_after": 0.4}).endswith(
+        "saw at once); the preferred reply's score leads by 0.59 before, 0.40 after (on average).")
+    assert ranked_line({k: v for k, v in clear.items() if k != "eval_margin_before"}).endswith(
+        "saw at once); the preferred reply's score leads by 1.21 (on average).")
+    assert ranked_line({**learned, "eval_margin_before": -0.3, "eval_margin_after": 0.2}).endswith(
+        "; the preferred reply's score minus the rejected one's: -0.30 before, +0.20 after (on average).")
     old = {"eval_accuracy_after": 0.8, "eval_pairs": 10}  # a run from before the leads were kept
     assert ranked_line(old) == ("Held-out pairs ranked right (preferred reply scored higher): 80% after, on 10 "
                                 "pairs (50% = chance)")

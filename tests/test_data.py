@@ -408,6 +408,9 @@ def test_an_answer_that_is_a_json_list_stays_an_answer(studio, tmp_path):
     cells.write_text('prompt,completion\n"[{""role"": ""user"", ""content"": ""Hi""}]",Hello\n')
     rows = load_rows(studio.import_dataset(cells)["path"])
     assert rows[0]["messages"] == [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    cells.write_text('prompt,completion\n"[{""rol"": ""user"", ""content"": ""Hi""}]",Hello\n')  # still checked
+    with pytest.raises(DataError, match="message 1 must be an object with 'role' and 'content'"):
+        studio.import_dataset(cells, name="misspelt")
 
 
 def test_whole_numbers_pandas_stored_as_floats_are_written_as_numbers(studio, tmp_path):

@@ -69,7 +69,8 @@ def test_malformed_json_on_line_n(studio, tmp_path):
     path = tmp_path / "broken.jsonl"
     path.write_text(json.dumps(GOOD) + "\n" + json.dumps(GOOD) + "\n" + '{"prompt": "a" "completion": "b"}\n')
     assert refused(studio, path) == ("broken.jsonl, line 3: malformed JSON at character 16: a comma is missing "
-                                     'between two items; the text there: `{"prompt": "a" ▸"completion": "b…`')
+                                     'between two items, or a " inside a text is not written as `\\"`; the text '
+                                     'there: `{"prompt": "a" ▸"completion": "b…`')
     # the commonest slip, a line cut short (its closing brace lost): the end of the line is named, not the
     # first character of the line break after it
     path.write_text(json.dumps(GOOD) + "\n" + '{"prompt": "e", "completion": "f"\n' + json.dumps(GOOD) + "\r\n")
@@ -98,6 +99,13 @@ def test_questions_without_answers_say_what_to_add(studio, tmp_path):
     assert refused(studio, path, kind="sft") == (
         "support_onlyq.csv: questions without answers (column 'question'): add a column with the answer to each, "
         "e.g. 'answer'")
+    # a column beside the questions may hold their answers under another name: it says so
+    other = tmp_path / "support_solution.csv"
+    other.write_text("question,solution\nWhere is my order?,On its way.\n")
+    assert refused(studio, other) == (
+        "support_solution.csv: questions without answers (column 'question'): add a column with the answer to each, "
+        "e.g. 'answer', or map the column that holds them ('solution'?) to completion; or, to use them as prompts "
+        "for reinforcement learning (GRPO), map 'question' to prompt")
     # its answers mapped, its questions not: the answers are there, the mapping is half done
     both = tmp_path / "support_mapped.csv"
     both.write_text("question,reply_text\nWhere is my order?,On its way.\n")
@@ -251,7 +259,8 @@ def test_malformed_json_names_the_slip_and_shows_the_text_there(studio, tmp_path
                                             "without them)",
         '{"prompt": "a",, "completion": "b"}': "two commas in a row",
         '{"prompt" "a", "completion": "b"}': "a colon is missing after a key",
-        '{"prompt": "a\\q", "completion": "b"}': "a backslash that starts no escape: write a backslash as \\\\",
+        '{"prompt": "a\\q", "completion": "b"}': "a backslash that starts no escape: write a backslash as `\\\\`",
+        '{, "prompt": "a", "completion": "b"}': "a comma with no item before it",
         '{"prompt": "a", "completion": "b"} {"prompt": "c"}': "more text after the end of the JSON value (two "
                                                               "values in one line?)",
     }

@@ -338,6 +338,7 @@ def test_a_grpo_run_is_offered_no_held_out_prompt_it_trained_on(studio):
                   if f.name == "on_compare" and f.fn.__module__ == "components.loop"]
     shown = compare.fn("r-grpo")
     assert shown[5]["choices"] == [] and "never trained on" not in shown[12]
-    assert shown[12].endswith("No prompt to offer: it held none of its data out (it trained on every prompt it "
-                              "read) and there are no votes yet. Type questions of your own that are not in its "
-                              "data, then *Send* and vote.")
+    assert shown[12].endswith("No prompt to offer: it has no held-out prompt (it trained on every prompt it read) "
+                              "and there are no votes yet. Type questions of your own that are not in its data, then "
+                              "*Send* and vote.")
+    assert not chat_service.holds_out(studio, "r-grpo") and chat_service.holds_out(studio, "r-gone")

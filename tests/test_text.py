@@ -20,6 +20,9 @@ def test_a_name_is_escaped_for_markdown_and_an_error_keeps_its_own_markdown():
     assert quoted("x <b>.jsonl, line 2: malformed; the text there: ``{\"a\": \"<b>`c`\"▸,}`` and <i>") == \
         "x &lt;b&gt;.jsonl, line 2: malformed; the text there: ``{\"a\": \"<b>`c`\"▸,}`` and &lt;i&gt;"
     assert quoted("two `<a>` and `<b>`, a lone ` <c>") == "two `<a>` and `<b>`, a lone ` &lt;c&gt;"
+    # a backtick after a backslash is a backtick to Markdown, no span: what follows is escaped (a name typed as
+    # x\`<img src=x>` left the image's HTML to the page)
+    assert quoted("found columns x\\`<img src=x>`") == "found columns x\\`&lt;img src=x&gt;`"
     assert [code_span(t) for t in ("a<b", "a`b", "`a", " a ", "x``y")] == \
         ["`a<b`", "``a`b``", "`` `a ``", "`  a  `", "```x``y```"]
 
