@@ -127,7 +127,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path):
     done = studio_cmd(home, "label", "create", "gen", "--prompts", "nope", "--model", "base:default")
     assert (done.returncode, done.stderr.strip()) == (
         2, "error: dataset 'nope' is not a catalogue id, a sample (quillpad_faq, quillpad_preferences, "
-           "signoff_preferences, arithmetic_prompts) or an existing file")
+           "signoff_preferences, arithmetic_prompts, signoff_prompts) or an existing file")
     raw = studio_cmd(home, "data", "import", str(text), "--kind", "text", "--name", "raw").stdout.strip()
     done = studio_cmd(home, "label", "create", "gen", "--prompts", raw, "--model", "base:default")
     assert (done.returncode, done.stderr.strip()) == (
