@@ -72,6 +72,30 @@ def shown_after(train: dict, kept) -> dict:
     return form_memory.values_after(train["form"], PREFERENCE_METHOD, kept, None)
 
 
+def compare_told(studio, run_id: str, previous: str, source: str, prompts: list[str], first: str | None) -> str:
+    """What *Compare with the previous model* says of the battle it sets up and the prompts it offers (`source`:
+    the run's held-out prompts, or the votes' it did not train on), or why it offers none."""
+    said = ("Blind battle: the new run against the model it started from, shuffled between the sides and named "
+            "after your vote. ")
+    if source == "heldout":
+        held = "pairs" if METHODS[studio.get_run(run_id)["method"]].data_kind == "preference" else "rows"
+        # (Next prompt goes on to theirs: chat_service.prompt_suggestions)
+        behind = " and then from those of the runs behind it" if previous.startswith("run:") else ""
+        said += f"Prompts it never trained on, from its dataset's held-out {held}{behind}: "
+    elif prompts:
+        said += "Prompts from the chat votes it did not train on: "
+    if first is not None:
+        return said + "press *Send*, vote, then *Next prompt*."
+    if prompts:
+        return said + "each already has a vote between these two models: type your own question."
+    if chat_service.prompt_suggestions(studio, "votes"):
+        return said + ("No prompt to offer: it trained on every voted prompt, and those would favour it. Type "
+                       "questions of your own, then *Send* and vote.")
+    every = "" if chat_service.holds_out(studio, run_id) else " (it trained on every prompt it read)"
+    return said + (f"No prompt to offer: it has no held-out prompt{every} and there are no votes yet. Type questions "
+                   "of your own that are not in its data, then *Send* and vote.")
+
+
 def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
     """train: model, dataset, method components; chat: the Chat tab's loop handles; runs: the runs
     panel's compare button and action line."""
@@ -116,22 +140,7 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
         # the first prompt not voted on between these two yet (Next prompt skips those too)
         voted = chat_service.voted_prompts(studio, new, previous)
         first = next((p for p in prompts if p.strip() not in voted), None)
-        held = "pairs" if METHODS[studio.get_run(run_id)["method"]].data_kind == "preference" else "rows"
-        told = ("Blind battle: the new run against the model it started from, shuffled between the sides and "
-                "named after your vote. " + (f"Prompts it never trained on, from its dataset's held-out {held}"
-                                             # (Next prompt goes on to theirs: chat_service.prompt_suggestions)
-                                             + (" and then from those of the runs behind it"
-                                                if previous.startswith("run:") else "") + ": "
-                                             if source == "heldout" else "Prompts from the chat votes it did not "
-                                             "train on: " if prompts else "")
-                + ("press *Send*, vote, then *Next prompt*." if first is not None else
-                   "each already has a vote between these two models: type your own question." if prompts else
-                   "No prompt to offer: it trained on every voted prompt, and those would favour it. Type "
-                   "questions of your own, then *Send* and vote." if chat_service.prompt_suggestions(studio, "votes")
-                   else "No prompt to offer: it has no held-out prompt" + (" (it trained on every prompt it read)" if
-                                                                           not chat_service.holds_out(studio, run_id)
-                                                                           else "") + " and there are no votes yet. "
-                   "Type questions of your own that are not in its data, then *Send* and vote."))
+        told = compare_told(studio, run_id, previous, source, prompts, first)
         return ("", gr.update(choices=options + extra, value=new), gr.update(choices=options + extra, value=previous),
                 True, source, gr.update(choices=prompts, value=first),
                 first or "", run_id, gr.Accordion(open=True),
