@@ -163,5 +163,16 @@ def test_epochs_are_explained_in_each_kind_of_learnings_own_terms():
         (epochs,) = [info for info in describe(METHODS[key].params) if info.name == "num_train_epochs"]
         assert "word for word" not in epochs.help, key
         assert ("prompts" if key != "reward_model" else "pairs") in epochs.help, key
+    for key in ("dpo", "dpo_full", "kto", "kto_full", "orpo", "orpo_full", "simpo", "cpo"):
+        (epochs,) = [info for info in describe(METHODS[key].params) if info.name == "num_train_epochs"]
+        assert "word for word" not in epochs.help and "preferences" in epochs.help, key
     (lora,) = [info for info in describe(METHODS["lora"].params) if info.name == "num_train_epochs"]
     assert "word for word" in lora.help  # examples' own help unchanged
+
+
+def test_dropout_speaks_of_held_out_loss_only_where_rows_are_held_out():
+    """LoRA's Dropout help told GRPO, RLOO and PPO to watch a held-out loss they do not have."""
+    helps = {key: {info.name: info.help for info in describe(METHODS[key].params)} for key in METHODS}
+    for key in ("grpo", "rloo", "ppo"):
+        assert "held-out loss" not in helps[key]["lora_dropout"] and "afresh" in helps[key]["lora_dropout"], key
+    assert "held-out loss" in helps["lora"]["lora_dropout"] and "held-out loss" in helps["dpo"]["lora_dropout"]

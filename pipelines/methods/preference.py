@@ -20,11 +20,16 @@ from pipelines.methods.training import GoodBadStopping, PairStopping, Training
 # Measured with DPO + imitation of the preferred answers (sft_weight 1): at 5e-5 (3 epochs) or 2e-4
 # (2 epochs) 0 of 20 held-out replies showed the trait the preferred answers add; at 5e-4 for 2
 # epochs 18 of 20. An adapter on this small model moves slowly: LoRA SFT's default is 1e-3.
-PreferenceLoraTraining = with_defaults(Training, "PreferenceLoraTraining", learning_rate=5e-4,
-                                       num_train_epochs=2.0, per_device_train_batch_size=4)
+# the shared Epochs spoke of examples repeated word for word: these methods learn a preference between answers
+PREF_EPOCHS = ("How many times the model goes through your preferences (pairs of answers, or answers marked good "
+               "or bad). A few hundred need 2-3. Too many and it pushes the rejected answers away so hard that its "
+               "other replies change too (odd wording, forgotten facts): more passes stop helping once the held-out "
+               "check stops improving.")
+PreferenceLoraTraining = with_defaults(Training, "PreferenceLoraTraining", helps={"num_train_epochs": PREF_EPOCHS},
+                                       learning_rate=5e-4, num_train_epochs=2.0, per_device_train_batch_size=4)
 # Full-weight preference tuning: TRL's and the DPO paper's small step.
-PreferenceFullTraining = with_defaults(Training, "PreferenceFullTraining", learning_rate=1e-6,
-                                       num_train_epochs=3.0, per_device_train_batch_size=4)
+PreferenceFullTraining = with_defaults(Training, "PreferenceFullTraining", helps={"num_train_epochs": PREF_EPOCHS},
+                                       learning_rate=1e-6, num_train_epochs=3.0, per_device_train_batch_size=4)
 
 BETA_HELP = ("How far the model may move from where it started. Higher = smaller, safer changes that "
              "stay close to the starting model; lower = it follows the preferences more boldly but may "
