@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass
 
 from pipelines.errors import DataError, where
+from pipelines.json_errors import DECODER, Repeated, key_twice
 
 KINDS = ("sft", "preference", "kto", "text", "prompts")
 ROLES = ("system", "user", "assistant")
@@ -238,7 +239,7 @@ def _json_list(value):
     """A list written as JSON in a text cell (CSV/TSV cells are text) as its list; other values as they are."""
     if isinstance(value, str) and value.lstrip().startswith("["):
         try:
-            parsed = json.loads(value)
+            parsed = DECODER.decode(value)
         except (json.JSONDecodeError, RecursionError):
             return value
         return parsed if isinstance(parsed, list) else value
@@ -264,6 +265,8 @@ def messages(value, path, place, column, *, role_key="role", content_key="conten
                         f"got {value_name(value)}")
     out = []
     for i, msg in enumerate(value, start=1):
+        if isinstance(msg, Repeated):  # a conversation written as JSON in a CSV cell
+            raise DataError(f"{at}: message {i}: {key_twice(msg.key)}")
         if not isinstance(msg, dict) or role_key not in msg or content_key not in msg:
             raise DataError(f"{at}: message {i} must be an object with '{role_key}' and '{content_key}'")
         raw_role = msg[role_key]

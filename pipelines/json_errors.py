@@ -79,3 +79,40 @@ def json_problem(err: json.JSONDecodeError, unit: str = "line") -> str:
     said = f"malformed JSON at character {err.colno}: {_slip(err, unit)}"
     shown = _shown(err)
     return f"{said}; the text there: {code_span(shown)}" if shown.strip(MARK + " ") else said
+
+
+class Repeated(dict):
+    """A JSON object that names a key twice: `json` keeps the last value without a word, so
+    {"content": "the answer", "content": ""} would lose the answer unseen."""
+    key = ""
+
+
+def _object(pairs: list) -> dict:
+    value = dict(pairs)
+    if len(value) < len(pairs):
+        seen: set = set()
+        value = Repeated(value)
+        value.key = next(key for key, _v in pairs if key in seen or seen.add(key))
+    return value
+
+
+DECODER = json.JSONDecoder(object_pairs_hook=_object)
+
+
+def repeated_key(value) -> str | None:
+    """The key named twice in an object anywhere in `value` (None: none), looked for without recursion."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Repeated):
+            return item.key
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return None
+
+
+def key_twice(key: str) -> str:
+    return (f"the key '{key[:80]}' appears twice in one object, and only the last value would be kept; remove one "
+            "or give it its own name")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pipelines.errors import DataError, where
 from pipelines.formats import KNOWN_COLUMNS, few, value_name
-from pipelines.json_errors import json_problem
+from pipelines.json_errors import DECODER, Repeated, json_problem, key_twice, repeated_key
 
 FORMATS = {
     ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
@@ -116,12 +116,18 @@ def _json_error(path: Path, place: str, err: json.JSONDecodeError, unit: str) ->
     return DataError(f"{where(path, place)}: {json_problem(err, unit)}")
 
 
+def _no_repeats(path: Path, place: str | None, value) -> None:
+    key = repeated_key(value)
+    if key is not None:
+        raise DataError(f"{where(path, place)}: {key_twice(key)}")
+
+
 def _jsonl(path: Path, fmt: str = "jsonl"):
     for number, text in _lines(path, fmt):
         if not text.strip():
             continue
         try:  # without its line break: a line cut short was blamed on "character 1" of the break after it
-            value = json.loads(text.rstrip("\r\n"))
+            value = DECODER.decode(text.rstrip("\r\n"))
         except RecursionError:
             raise DataError(f"{where(path, f'line {number}')}: {TOO_DEEP}; expected one JSON object per line") from None
         except json.JSONDecodeError as err:
@@ -129,6 +135,7 @@ def _jsonl(path: Path, fmt: str = "jsonl"):
                 raise DataError(f"{where(path, 'line 1')}: a JSON array, not one object per line; "
                                 "save it as .json or write one object per line") from None
             raise _json_error(path, f"line {number}", err, "line") from None
+        _no_repeats(path, f"line {number}", value)
         yield f"line {number}", value
 
 
@@ -174,7 +181,7 @@ def _records_of(path: Path, value: dict) -> list:
 def _json(path: Path):
     text = _json_text(path)
     try:
-        value = json.loads(text)
+        value = DECODER.decode(text)
     except RecursionError:
         raise DataError(f"{path.name}: {TOO_DEEP}; expected a JSON array of objects") from None
     except json.JSONDecodeError as err:
@@ -182,11 +189,14 @@ def _json(path: Path):
             yield from _jsonl(path, "json")  # JSON Lines saved as .json: common, and unambiguous
             return
         raise _json_error(path, f"line {err.lineno}", err, "file") from None
+    if isinstance(value, Repeated):  # {"data": [...], "data": [...]}: the first list would be lost
+        _no_repeats(path, None, value)
     if isinstance(value, dict):
         value = _records_of(path, value)
     if not isinstance(value, list):
         raise DataError(f"{path.name}: expected a JSON array of objects, got {value_name(value)}")
     for i, item in enumerate(value, start=1):
+        _no_repeats(path, f"item {i}", item)
         yield f"item {i}", item
 
 

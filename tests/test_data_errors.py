@@ -295,3 +295,29 @@ def test_the_look_before_import_names_the_first_problem_import_meets(studio, tmp
     assert mapped["row_problem"] == "bad_rows.csv, row 3, column 'answer': is empty; expected text"
     path.write_text("prompt,completion\nQ,A\n")
     assert importer.inspect(path)["row_problem"] is None
+
+
+def test_a_key_written_twice_is_refused_not_silently_halved(studio, tmp_path):
+    """JSON keeps the last of two equal keys without a word: {"completion": "27 months.", "completion": ""}
+    was imported as an empty answer, a conversation turn's first "content" lost."""
+    path = tmp_path / "twice.jsonl"
+    path.write_text(json.dumps(GOOD) + "\n" + '{"prompt": "Q", "completion": "27 months.", "completion": "x"}\n')
+    assert refused(studio, path) == ("twice.jsonl, line 2: the key 'completion' appears twice in one object, and "
+                                     "only the last value would be kept; remove one or give it its own name")
+    turn = '{"role": "user", "content": "Hi", "content": "Hello"}'
+    path = tmp_path / "twice.json"
+    path.write_text(f'[{json.dumps(GOOD)}, {{"messages": [{turn}, {{"role": "assistant", "content": "ok"}}]}}]')
+    assert refused(studio, path).startswith("twice.json, item 2: the key 'content' appears twice in one object")
+    path.write_text(f'{{"data": [{json.dumps(GOOD)}], "data": [{json.dumps(GOOD)}]}}')
+    assert refused(studio, path).startswith("twice.json: the key 'data' appears twice in one object")
+    # a conversation written as JSON in a CSV cell
+    path = tmp_path / "twice.csv"
+    path.write_text('messages\n"[{""role"": ""user"", ""content"": ""Hi"", ""content"": """"}, '
+                    '{""role"": ""assistant"", ""content"": ""Hello""}]"\n')
+    assert refused(studio, path) == ("twice.csv, row 2, column 'messages': message 1: the key 'content' appears "
+                                     "twice in one object, and only the last value would be kept; remove one or "
+                                     "give it its own name")
+    # the same key in two different objects is no repeat
+    path = tmp_path / "twice.json"
+    path.write_text(json.dumps([GOOD, GOOD]))
+    assert len(imported_rows(studio, path)) == 2
