@@ -243,9 +243,10 @@ def view_dataset(studio, dataset_id, model, max_length):
     return summary, table, figure, example
 
 
-def build(studio, datasets_kept):
+def build(studio, datasets_kept, opened=None):
     """The Data tab. `datasets_kept`: the Train tab's {kind of data: dataset} it comes back to, which an
-    import sets for its kind (it was imported to train on)."""
+    import sets for its kind (it was imported to train on). `opened`: the tab itself (its judge panel looks for
+    judge jobs when it is opened)."""
     samples = [(label, key) for key, (_f, _kind, label) in SAMPLES.items()]
     with gr.Row():
         with gr.Column(scale=2):
@@ -302,7 +303,7 @@ def build(studio, datasets_kept):
             example = gr.HighlightedText(label="One example exactly as training sees it",
                                          color_map=EXAMPLE_COLORS,
                                          show_legend=True, combine_adjacent=False, elem_id="data-example")
-            judge_panel.build(studio, chosen, lambda: dataset_choices(studio))
+            judge_panel.build(studio, chosen, lambda: dataset_choices(studio), opened)
 
     check_inputs = [upload, sample, kind, text_unit, *mapping]
     check_outputs = [detected, raw, *mapping, mapping_box]

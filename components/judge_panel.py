@@ -9,13 +9,20 @@ from components.text import literal, quoted
 import gradio as gr
 
 from pipelines.data import DataError
+from pipelines.events import ACTIVE_STATUSES
 from pipelines.models import ModelError
 from studio import judge_service
 
 
-def build(studio, chosen: gr.Dropdown, refresh_choices) -> None:
-    """`chosen`: the Data tab's dataset picker; refresh_choices() -> its new choices."""
-    job = gr.State(None)  # the judge job this browser started (an id only)
+def made_text(row: dict, summary: dict, both_orders: bool) -> str:
+    return (f"Made **{literal(row['name'])}** (`{row['id']}`): {row['rows']} preference pairs in the judge's order. "
+            + judge_service.agreement_text(summary, both_orders) + ".")
+
+
+def build(studio, chosen: gr.Dropdown, refresh_choices, opened=None) -> None:
+    """`chosen`: the Data tab's dataset picker; refresh_choices() -> its new choices. `opened`: the Data tab
+    (its select shows a judge job still at work, and makes the datasets of those that finished unwatched)."""
+    job = gr.State(None)  # the judge job this page follows (an id only)
     with gr.Accordion("Label these pairs with a judge model (RLAIF)", open=False):
         gr.Markdown("A model reads each pair and says which answer is better (the probability it gives to "
                     "'1' vs '2'), as in the RLAIF paper. The judged pairs become a new preference dataset for "
@@ -31,35 +38,86 @@ def build(studio, chosen: gr.Dropdown, refresh_choices) -> None:
                                     "averaging cancels that. Twice the time.")
             rationale = gr.Checkbox(value=False, label="Let it compare first", elem_id="judge-rationale",
                                     info="The judge writes a short comparison before choosing (slower).")
-        start = gr.Button("Judge the pairs", elem_id="judge-start")
+        with gr.Row():
+            # one job at a time from a page: a second press started a second job, and the first one's pairs
+            # never became a dataset (the page followed only the newest)
+            start = gr.Button("Judge the pairs", elem_id="judge-start")
+            cancel = gr.Button("Cancel", elem_id="judge-cancel", variant="stop", visible=False)
         status = gr.Markdown(elem_id="judge-status")
     timer = gr.Timer(1.0, active=False)
+    following = [status, job, timer, start, cancel]
+
+    def follow(job_id: str, text: str) -> tuple:
+        return text, job_id, gr.Timer(active=True), gr.update(interactive=False), gr.update(visible=True)
+
+    def idle(text) -> tuple:
+        return text, None, gr.Timer(active=False), gr.update(interactive=True), gr.update(visible=False)
+
+    def progress(job_id: str, found: dict) -> str:
+        done = f"{found['step']}/{found['max_steps']} pairs judged" if found.get("max_steps") else found["status"]
+        return f"Judge job `{job_id}`: {'cancelling' if found.get('cancelling') else done}…"
 
     def on_start(dataset_id, judge_spec, n, both_orders, written):
         if not dataset_id:
-            return "Pick a preference dataset above first.", None, gr.Timer(active=False)
+            return idle("Pick a preference dataset above first.")
         try:
-            job_id = judge_service.start(studio, dataset_id, (judge_spec or "default").strip(), both_orders=both_orders,
+            job_id = judge_service.start(studio, dataset_id, judge_spec, both_orders=both_orders,
                                          rationale=written, limit=int(n) if n else None)
         except (judge_service.JudgeError, DataError, ModelError) as err:
-            return f"**Could not start:** {quoted(err)}", None, gr.Timer(active=False)
-        return f"Judge job `{job_id}` queued…", job_id, gr.Timer(active=True)
+            return idle(f"**Could not start:** {quoted(err)}")
+        return follow(job_id, f"Judge job `{job_id}` queued…")
 
-    start.click(on_start, [chosen, judge, limit, both, rationale], [status, job, timer])
+    start.click(on_start, [chosen, judge, limit, both, rationale], following)
 
-    def on_tick(job_id, both_orders):
+    def on_cancel(job_id):
         if not job_id:
-            return gr.skip(), gr.Timer(active=False), gr.skip()
-        found = judge_service.state(studio, job_id)
-        if found["status"] in ("queued", "running"):
-            done = f"{found['step']}/{found['max_steps']} pairs judged" if found.get("max_steps") else found["status"]
-            return f"Judge job `{job_id}`: {done}…", gr.skip(), gr.skip()
-        if found["status"] != "completed":
-            return (f"**Judge job `{job_id}` {found['status']}:** {found['error'] or ''}", gr.Timer(active=False),
-                    gr.skip())
-        row = judge_service.collect(studio, job_id)
-        text = (f"Made **{literal(row['name'])}** (`{row['id']}`): {row['rows']} preference pairs in the judge's order. "
-                + judge_service.agreement_text(found["summary"], both_orders) + ".")
-        return text, gr.Timer(active=False), gr.update(choices=refresh_choices(), value=row["id"])
+            return gr.skip()
+        try:
+            judge_service.cancel(studio, job_id)
+        except judge_service.JudgeError as err:
+            return quoted(err)
+        return f"Judge job `{job_id}`: cancelling…"
 
-    timer.tick(on_tick, [job, both], [status, timer, chosen], show_progress="hidden")
+    cancel.click(on_cancel, job, status)
+
+    def on_tick(job_id):
+        if not job_id:
+            return *idle(gr.skip()), gr.skip()
+        try:
+            found = judge_service.state(studio, job_id)
+            if found["status"] in ACTIVE_STATUSES:
+                return progress(job_id, found), *(gr.skip(),) * 5
+            if found["status"] == "cancelled":
+                return *idle(f"Judge job `{job_id}` cancelled: no pairs were kept."), gr.skip()
+            if found["status"] != "completed":
+                return *idle(f"**Judge job `{job_id}` {found['status']}:** {quoted(found['error'] or '')}"), gr.skip()
+            row = judge_service.collect(studio, job_id)
+        except (judge_service.JudgeError, DataError, OSError) as err:
+            # said once: a handler that raised left the timer on, the same error every second
+            return *idle(f"**Judge job `{job_id}`:** {quoted(err)}"), gr.skip()
+        text = made_text(row, found["summary"], judge_service.both_orders(studio, job_id))
+        return *idle(text), gr.update(choices=refresh_choices(), value=row["id"])
+
+    timer.tick(on_tick, job, [*following, chosen], show_progress="hidden")
+
+    def on_open(job_id):
+        """The jobs that finished with no page following them become datasets (said here), and a job still at
+        work (started before a reload, or from another page) is followed."""
+        made = judge_service.collect_finished(studio)
+        said = " ".join(f"Judge job `{done}` finished: " + made_text(row, read_summary(done),
+                                                                    judge_service.both_orders(studio, done))
+                        for done, row in made)
+        picked = gr.update(choices=refresh_choices(), value=made[0][1]["id"]) if made else gr.skip()
+        if job_id:
+            return said or gr.skip(), *(gr.skip(),) * 4, picked
+        at_work = judge_service.active(studio)
+        if at_work:
+            found = judge_service.state(studio, at_work)
+            return *follow(at_work, " ".join(x for x in (said, progress(at_work, found)) if x)), picked
+        return said or gr.skip(), *(gr.skip(),) * 4, picked
+
+    def read_summary(job_id: str) -> dict:
+        return judge_service.state(studio, job_id)["summary"]
+
+    if opened is not None:
+        opened.select(on_open, job, [*following, chosen], show_progress="hidden")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 class DataError(ValueError):
     """Input data that cannot be used; the message names the file, line/row and column."""
+    one_sentence = True  # a job's failure shows it as it is, without "DataError: " (pipelines/run.py)
 
 
 def where(path: Path | str, place: str | None = None, column: str | None = None) -> str:

@@ -78,8 +78,13 @@ def judge_messages(prompt: list[dict], first: str, second: str, rationale: str |
 
 def _check_template(tokenizer) -> None:
     if not getattr(tokenizer, "chat_template", None):
-        raise ValueError("the judge model's tokenizer has no chat template; pick an instruction-tuned "
+        raise UnusableJudge("the judge model's tokenizer has no chat template; pick an instruction-tuned "
                          "(chat) model as the judge")
+
+
+class UnusableJudge(ValueError):
+    """A judge model whose choice cannot be read (no chat template, "1"/"2" not single tokens); one sentence."""
+    one_sentence = True  # pipelines.run shows it as it is, without the class name
 
 
 def choice_token_ids(tokenizer) -> tuple[int, int]:
@@ -100,10 +105,10 @@ def choice_token_ids(tokenizer) -> tuple[int, int]:
                 found.append(ids[-1])
                 break
         else:
-            raise ValueError(f'the judge model\'s tokenizer does not write "{digit}" as a single token after '
+            raise UnusableJudge(f'the judge model\'s tokenizer does not write "{digit}" as a single token after '
                              "its generation prompt, so its choice cannot be read; pick another judge")
     if found[0] == found[1]:
-        raise ValueError('the judge model\'s tokenizer writes "1" and "2" as the same token; pick another judge')
+        raise UnusableJudge('the judge model\'s tokenizer writes "1" and "2" as the same token; pick another judge')
     return found[0], found[1]
 
 
@@ -113,8 +118,8 @@ def _next_token_logits(model, tokenizer, messages: list[dict]):
     inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
                                            return_dict=True)
     inputs = {k: v.to(model.device) for k, v in inputs.items()}
-    with torch.inference_mode():
-        return model(**inputs).logits[0, -1].float().cpu()
+    with torch.inference_mode():  # the last position's logits only: a long prompt's others are never read
+        return model(**inputs, logits_to_keep=1).logits[0, -1].float().cpu()
 
 
 def first_is_better(model, tokenizer, prompt: list[dict], first: str, second: str, rationale: bool = False,
@@ -270,15 +275,22 @@ def _check_rows(rows: list[dict], path: Path) -> None:
 def _write_atomically(path: Path, rows: list[dict]) -> None:
     # a reader (or a crash) never sees half the file
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as out:
-        for row in rows:
-            out.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as out:
+            for row in rows:
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    except BaseException:  # a full disk: the part written would hold the space the message asks to free
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def run(job: dict, run_dir: Path, events) -> dict:
     path = Path(job["dataset"]["path"])
     rows = load_rows(path)
+    heldout = job["dataset"].get("heldout_path")
+    if heldout and Path(heldout).exists():  # the pairs set aside at import are pairs to judge too
+        rows += load_rows(Path(heldout))
     if job.get("limit"):
         rows = rows[:int(job["limit"])]
     _check_rows(rows, path)
@@ -286,8 +298,8 @@ def run(job: dict, run_dir: Path, events) -> dict:
 
     events.phase("loading the judge model")
     tokenizer = models.load_tokenizer(job["judge_model"])
-    model = models.load_model(job["judge_model"]).eval()
-    choice_token_ids(tokenizer)  # refuse an unusable judge before any work
+    choice_token_ids(tokenizer)  # refuse an unusable judge before its weights are loaded
+    model = models.load_for_inference(job["judge_model"])  # on the GPU in bf16 where there is one
 
     events.progress.update(step=0, max_steps=len(rows))
     events.phase("judging the pairs")
@@ -312,7 +324,10 @@ def run(job: dict, run_dir: Path, events) -> dict:
                "interval_one_order": agreed["interval_one_order"], "judged_file": JUDGED,
                "picks_first_shown": first_shown_rate([r["judge"] for r in judged]),
                "certainty": certainty([r["judge"] for r in judged]),
-               "seconds_per_pair": round((time.time() - started) / len(judged), 3)}
-    print(f"judge agrees with the stored choice on {agreed['both_orders']:.0%} of pairs with both orders, "
-          f"{agreed['one_order']:.0%} with one order", flush=True)
+               "seconds_per_pair": round((time.time() - started) / len(judged), 3), "both_orders": both_orders}
+    if both_orders:
+        print(f"judge agrees with the stored choice on {agreed['both_orders']:.0%} of pairs with both orders, "
+              f"{agreed['one_order']:.0%} with one order", flush=True)
+    else:
+        print(f"judge agrees with the stored choice on {agreed['one_order']:.0%} of pairs (one order asked)", flush=True)
     return summary

@@ -95,7 +95,7 @@ def build_app(studio) -> gr.Blocks:
             with gr.Tab("Method", id="method") as method:
                 open_method, method_inputs, method_outputs = method_tab.build(studio, *picks, tabs, "train", runs)
             with gr.Tab("Data", id="data") as data:
-                on_load_data, data_outputs, (imported, made_now), deleted = data_tab.build(studio, runs["datasets_kept"])
+                on_load_data, data_outputs, (imported, made_now), deleted = data_tab.build(studio, runs["datasets_kept"], data)
             with gr.Tab("Chat", id="chat") as chat:
                 refresh_chat, chat_outputs, (exported, export_made), chat_loop = chat_tab.build(studio)
             with gr.Tab("Label", id="label") as label:

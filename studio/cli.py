@@ -174,6 +174,15 @@ def cmd_cancel(args) -> int:
             raise CliError(str(err)) from None
         print(f"cancel requested for {args.run_id}: it stops and removes what it had not finished")
         return 0
+    if args.run_id.startswith("j") and (studio.run_dir(args.run_id) / "job.json").exists():  # a judge job
+        from studio import judge_service
+
+        try:
+            judge_service.cancel(studio, args.run_id)
+        except judge_service.JudgeError as err:
+            raise CliError(str(err)) from None
+        print(f"cancel requested for {args.run_id}: it stops, keeping none of its judged pairs")
+        return 0
     studio.cancel(args.run_id)
     print(f"cancel requested for {args.run_id}: it saves a checkpoint, then stops")
     return 0
@@ -331,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="default", help="the model to tune (default: the built-in one)")
     p.set_defaults(func=cmd_advise)
 
-    p = sub.add_parser("cancel", parents=[common], help="stop a run (it saves a checkpoint first) or an export")
+    p = sub.add_parser("cancel", parents=[common], help="stop a run (it saves a checkpoint first), an export or a judge job")
     p.add_argument("run_id")
     p.set_defaults(func=cmd_cancel)
 

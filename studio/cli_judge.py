@@ -12,6 +12,7 @@ import sys
 
 
 def cmd_judge(args) -> int:
+    from pipelines.events import FINAL_STATUSES
     from studio import judge_service
     from studio.cli import CliError, _studio
 
@@ -27,7 +28,13 @@ def cmd_judge(args) -> int:
         if found["status"] == "running" and found.get("max_steps"):
             print(f"\r{found['step']}/{found['max_steps']} pairs judged", end="", file=sys.stderr, flush=True)
 
-    found = judge_service.wait(studio, job_id, on_poll=show)
+    try:
+        found = judge_service.wait(studio, job_id, on_poll=show)
+    except KeyboardInterrupt:  # Ctrl-C: the job stops too (it runs in its own session, and went on alone)
+        if judge_service.state(studio, job_id)["status"] not in FINAL_STATUSES:
+            judge_service.cancel(studio, job_id)
+        print(f"\njudge job {job_id} cancelled: none of its judged pairs are kept", file=sys.stderr)
+        return 130
     print(file=sys.stderr)
     if found["status"] != "completed":
         print(f"error: judge job {job_id} {found['status']}" + (f": {found['error']}" if found["error"] else ""),

@@ -188,13 +188,15 @@ class Studio:
     # datasets
     def import_dataset(self, path: Path | str, name: str | None = None,
                        options: importer.ImportOptions | None = None, source_name: str | None = None,
-                       progress=None) -> dict:
+                       progress=None, max_bytes: int | None = None) -> dict:
         """Convert a file into the workspace and the catalogue; the same file with the same options
-        twice is one dataset. Raises DataError (one sentence) with nothing written."""
+        twice is one dataset. Raises DataError (one sentence) with nothing written. `max_bytes`: the size
+        limit, the upload limit unless the studio made the file itself (a judge's judged pairs)."""
         path = Path(path)
         options = options or importer.ImportOptions()
         shown = source_name or path.name  # an upload's temp file still answers to the user's name
-        readers.check_file(path, self.max_upload_bytes)  # size limit before anything is read
+        max_bytes = max_bytes or self.max_upload_bytes
+        readers.check_file(path, max_bytes)  # size limit before anything is read
         sha = importer.sha256(path)
         for existing in self.store.find_datasets_by_hash(sha):
             if importer.same_options(existing["meta"].get("options"), options):
@@ -204,9 +206,8 @@ class Studio:
         try:
             # a file whose first rows cannot be read is refused with the sentence its first look gave
             # (the import checks the columns first, and blamed them instead of the broken row)
-            importer.inspect(path, options, self.max_upload_bytes)
-            meta = importer.import_file(path, dest, options, self.max_upload_bytes, source_sha256=sha,
-                                        progress=progress)
+            importer.inspect(path, options, max_bytes)
+            meta = importer.import_file(path, dest, options, max_bytes, source_sha256=sha, progress=progress)
         except data.DataError as err:
             raise data.DataError(str(err).replace(path.name, shown, 1)) from None
         meta["source_name"] = shown
@@ -572,6 +573,8 @@ class Studio:
     def _job_state(self, job_id: str, worker: str) -> dict:
         job_dir = self.run_dir(job_id)
         state = run_state(job_dir)
+        if state["error"] and worker != "training process":  # run_state cannot tell a judge or export's worker
+            state["error"] = state["error"].replace("the training process", f"the {worker}", 1)
         proc = self._procs.get(job_id)
         exit_code = proc.poll() if proc is not None else None
         if exit_code is None and proc is not None and state["status"] == "failed":

@@ -4,12 +4,16 @@ with how often the judge agreed with the pairs' original (human) choices kept in
 
 from __future__ import annotations
 
+import shutil
+import threading
 import time
 from pathlib import Path
 
-from pipelines import models
-from pipelines.events import CANCEL, FINAL_STATUSES, JOB, read_json, write_json
+from pipelines import importer, models
+from pipelines.errors import DataError
+from pipelines.events import ACTIVE_STATUSES, CANCEL, FINAL_STATUSES, JOB, read_json, write_json
 from pipelines.importer import ImportOptions
+from pipelines.judge import UnusableJudge, choice_token_ids
 
 
 class JudgeError(ValueError):
@@ -19,30 +23,42 @@ class JudgeError(ValueError):
 def start(studio, dataset_ref: str, judge: str = "default", both_orders: bool = True, rationale: bool = False,
           limit: int | None = None) -> str:
     """Queue a judge job for a preference dataset; returns its id. Refused at once (one sentence):
-    a dataset that holds no pairs, a judge model that is not here."""
+    a dataset that holds no pairs, a judge model that is not here or whose choice cannot be read."""
     from studio.core import _new_id, dataset_title
 
+    judge = (judge or "").strip() or "default"  # a field left blank (or spaces) is the built-in model
     row = studio.resolve_dataset(dataset_ref)
     if row["kind"] != "preference":
         raise JudgeError(f"dataset '{row['name']}' holds {row['kind']} data; a judge compares the two answers of "
                          "preference pairs (prompt, chosen, rejected)")
     if limit is not None and limit < 1:
-        raise JudgeError(f"--limit {limit}: judge at least one pair")
+        raise JudgeError(f"the number of pairs to judge is {limit}; judge at least one pair (empty = all)")
     models.check_available(judge, studio.model_cache)
     judge_model = studio.resolve_model(judge)  # (the built-in model's first use converts it: seconds)
+    try:  # a judge that cannot answer 1 or 2: said now, not after the queue and loading its weights
+        choice_token_ids(studio.tokenizer(str(judge_model)))
+    except UnusableJudge as err:
+        raise JudgeError(str(err)) from None
+    heldout = Path(row["path"]).with_name(importer.HELDOUT)
     job_id = _new_id("j")
     job_dir = studio.run_dir(job_id)
     with studio.starting:  # the pairs are not deleted between this look and the job's file that names them
         if not studio.store.get_dataset(row["id"]):
             raise JudgeError(f"dataset '{dataset_title(row)}' was deleted; pick another dataset")
         job_dir.mkdir()
-        now = time.time()
-        write_json(job_dir / JOB, {
-            "id": job_id, "runner": "pipelines.judge", "judge_spec": judge,
-            "judge_model": judge_model, "both_orders": bool(both_orders), "rationale": bool(rationale),
-            "limit": limit, "dataset": {"id": row["id"], "name": row["name"], "path": row["path"]},
-            "max_concurrent": studio.max_concurrent, "created": now, "queued_at": now})
-    studio.spawn(job_id, job_dir)
+        try:
+            now = time.time()
+            write_json(job_dir / JOB, {
+                "id": job_id, "runner": "pipelines.judge", "judge_spec": judge,
+                "judge_model": judge_model, "both_orders": bool(both_orders), "rationale": bool(rationale),
+                "limit": limit, "dataset": {"id": row["id"], "name": row["name"], "path": row["path"],
+                                            "heldout_path": str(heldout) if heldout.exists() else None,
+                                            "heldout": (row["meta"].get("options") or {}).get("heldout", 0.0)},
+                "max_concurrent": studio.max_concurrent, "created": now, "queued_at": now})
+            studio.spawn(job_id, job_dir)
+        except BaseException:  # a job folder with no worker would show as queued forever, its dataset in use
+            shutil.rmtree(job_dir, ignore_errors=True)
+            raise
     return job_id
 
 
@@ -52,24 +68,73 @@ def state(studio, job_id: str) -> dict:
     return studio.job_state(job_id, worker="judge process")
 
 
+COLLECTED = "collected.json"  # in a judge job's folder: the dataset its judged pairs became
+_collecting = threading.Lock()  # two pages that find the same finished job make one dataset
+
+
 def collect(studio, job_id: str, name: str | None = None) -> dict:
     """The judged pairs of a completed job as a catalogue dataset (the same job collected twice is one
     dataset), with the judge and its agreement with the original choices as the dataset's origin."""
     found = state(studio, job_id)
     if found["status"] != "completed":
         raise JudgeError(f"judge job {job_id} is {found['status']}" + (f": {found['error']}" if found["error"] else ""))
-    job = read_json(studio.run_dir(job_id) / JOB)
+    job_dir = studio.run_dir(job_id)
+    job = read_json(job_dir / JOB)
     summary = found["summary"]
     judge = job["judge_spec"]
-    row = studio.import_dataset(studio.run_dir(job_id) / summary["judged_file"],
-                                name=name or f"{job['dataset']['name']} judged by {Path(judge).name}",
-                                options=ImportOptions(kind="preference"))
-    studio.store.set_dataset_origin(row["id"], {
-        "kind": "judge", "judge": judge, "job": job_id, "from_dataset": job["dataset"]["id"],
-        "both_orders": job["both_orders"], "rationale": job["rationale"],
-        **{k: summary[k] for k in ("pairs", "agreement_both_orders", "agreement_one_order", "interval_both_orders",
-                                   "interval_one_order", "picks_first_shown", "certainty") if k in summary}})
+    judged = job_dir / summary["judged_file"]
+    with _collecting:
+        # the studio's own file: a judged copy of a dataset near the upload limit is larger than it (the
+        # judge's numbers added to every row), and was refused after all the judging was done
+        row = studio.import_dataset(judged, name=name or f"{job['dataset']['name']} judged by {Path(judge).name}",
+                                    options=ImportOptions(kind="preference", heldout=job["dataset"].get("heldout", 0.0)),
+                                    max_bytes=max(studio.max_upload_bytes, judged.stat().st_size))
+        studio.store.set_dataset_origin(row["id"], {
+            "kind": "judge", "judge": judge, "job": job_id, "from_dataset": job["dataset"]["id"],
+            "both_orders": job["both_orders"], "rationale": job["rationale"],
+            **{k: summary[k] for k in ("pairs", "agreement_both_orders", "agreement_one_order", "interval_both_orders",
+                                       "interval_one_order", "picks_first_shown", "certainty") if k in summary}})
+        write_json(job_dir / COLLECTED, {"dataset": row["id"]})
     return studio.store.get_dataset(row["id"])
+
+
+def jobs(studio) -> list[str]:
+    """The judge jobs of this workspace, newest first."""
+    found = [d.name for d in studio.runs_dir.glob("j*") if (d / JOB).exists()]
+    return sorted(found, key=lambda job_id: (read_json(studio.run_dir(job_id) / JOB) or {}).get("created", 0),
+                  reverse=True)
+
+
+def active(studio) -> str | None:
+    """The newest queued or running judge job, if any (a page opened again shows its progress)."""
+    return next((job_id for job_id in jobs(studio) if state(studio, job_id)["status"] in ACTIVE_STATUSES), None)
+
+
+def finished_uncollected(studio) -> list[str]:
+    """Judge jobs that finished with nobody to make their dataset (the page that started one was closed)."""
+    return [job_id for job_id in jobs(studio)
+            if not (studio.run_dir(job_id) / COLLECTED).exists() and state(studio, job_id)["status"] == "completed"]
+
+
+def collect_finished(studio) -> list[tuple[str, dict]]:
+    """(job id, dataset) for each judge job that finished while no page or command waited for it, its judged
+    pairs made a dataset now; a job whose pairs already are one (collected before this was kept) is not repeated.
+    A job that cannot be collected is skipped, and tried again at the next look."""
+    done = []
+    for job_id in finished_uncollected(studio):
+        known = {(d["meta"].get("origin") or {}).get("job") for d in studio.list_datasets()}
+        try:
+            row = collect(studio, job_id)
+        except (JudgeError, DataError, OSError):
+            continue
+        if job_id not in known:
+            done.append((job_id, row))
+    return done
+
+
+def both_orders(studio, job_id: str) -> bool:
+    """Whether the job asked each pair in both orders (as it ran, not as the page's box is now)."""
+    return bool((read_json(studio.run_dir(job_id) / JOB) or {}).get("both_orders", True))
 
 
 # below this the judge's preferences are close to coin flips (on average within 45-55%)
@@ -91,7 +156,14 @@ def agreement_text(summary: dict, both_orders: bool) -> str:
         text = (f"The judge agreed with the original choices on {both} of {summary['pairs']} pairs, asked in both "
                 f"orders; asked once (either order), {one} on average")
     sure, first = summary.get("certainty"), summary.get("picks_first_shown")
-    if sure is not None and sure < UNDECIDED and first is not None and abs(first - 0.5) >= 0.3:
+    if not both_orders and first is not None and abs(first - 0.5) >= 0.3:
+        # asked once, the stored choice shown first in every other pair: a judge that picks by position
+        # agrees about half the time, however sure it sounds
+        text += (f". ⚠️ Its picks mostly followed the position: it chose the answer shown "
+                 f"{'first' if first > 0.5 else 'second'} in {max(first, 1 - first):.0%} of the pairs, so this order "
+                 "of the answers says little. Ask in both orders, try a larger judge model, or read a sample of the "
+                 "pairs before training on them")
+    elif sure is not None and sure < UNDECIDED and first is not None and abs(first - 0.5) >= 0.3:
         # sure in each reading, but by position: asked both ways its readings cancel out
         text += (f". ⚠️ It chose by position: the answer shown {'first' if first > 0.5 else 'second'} in "
                  f"{max(first, 1 - first):.0%} of its readings, so with both orders its preferences cancel out near "

@@ -188,7 +188,11 @@ def test_judge_panel_labels_a_dataset(server, page, studio, tiny_model_dir):  # 
     fill_visible(page, "judge-model", tiny_model_dir)
     fill_visible(page, "judge-limit", 4)
     page.click("#judge-start")
+    # one job at a time from the page (a second press started a second job, whose first never became a dataset)
+    expect(page.locator("#judge-start")).to_be_disabled(timeout=30_000)
     expect(page.locator("#judge-status")).to_contain_text("Made quill pairs judged by", timeout=120_000)
+    expect(page.locator("#judge-start")).to_be_enabled()
+    expect(page.locator("#judge-cancel")).to_be_hidden()
     expect(page.locator("#judge-status")).to_contain_text("4 preference pairs in the judge's order")
     expect(page.locator("#judge-status")).to_contain_text("asked in both orders; asked once (either order)")
     made = [d for d in studio.store.list_datasets() if d["id"] != dataset["id"]]
@@ -196,3 +200,41 @@ def test_judge_panel_labels_a_dataset(server, page, studio, tiny_model_dir):  # 
     # the summary counts tokens with the built-in model's tokenizer: on a fresh workspace that first
     # prepares the model (converting its GGUF: 25-50 s on two busy cores, measured in CI)
     expect(page.locator("#data-summary")).to_contain_text("labeled by the judge model", timeout=120_000)
+
+
+def test_judge_jobs_are_cancelled_and_found_again_from_the_page(server, page, studio, tiny_model_dir):  # noqa: F811
+    """A judge job had no Cancel, and its pairs became a dataset only while the page that started it stayed
+    open: a reload lost them."""
+    from playwright.sync_api import expect
+
+    from studio import judge_service
+    from tests.test_pref_train import PAIRS
+
+    dataset = studio.import_dataset(PAIRS, name="quill pairs")
+    page.goto(server)
+    page.get_by_role("tab", name="Data").click()
+    choose(page, "data-datasets", "quill pairs — preference, 12 rows")
+    page.get_by_text("Label these pairs with a judge model (RLAIF)").click()
+    fill_visible(page, "judge-model", tiny_model_dir)
+    page.locator("#judge-rationale input").check()  # slow: a written comparison before each choice
+    page.click("#judge-start")
+    page.locator("#judge-cancel").click(timeout=30_000)
+    expect(page.locator("#judge-status")).to_contain_text("cancelled: no pairs were kept", timeout=120_000)
+    expect(page.locator("#judge-cancel")).to_be_hidden()
+    expect(page.locator("#judge-start")).to_be_enabled()
+    assert [d["id"] for d in studio.list_datasets()] == [dataset["id"]]
+
+    # a job started elsewhere (another page, the CLI) that finished with nobody watching: made a dataset, and
+    # said, when the Data tab is opened
+    job_id = judge_service.start(studio, dataset["id"], str(tiny_model_dir), both_orders=False, limit=3)
+    assert judge_service.wait(studio, job_id, poll_s=0.2)["status"] == "completed"
+    page.reload()
+    page.get_by_role("tab", name="Data").click()
+    page.get_by_text("Label these pairs with a judge model (RLAIF)").click()
+    status = page.locator("#judge-status")
+    expect(status).to_contain_text(f"Judge job {job_id} finished: Made quill pairs judged by", timeout=60_000)
+    expect(status).to_contain_text("3 preference pairs in the judge's order")
+    expect(status).to_contain_text("(one order asked)")  # as the job asked, whatever the box shows
+    made = [d for d in studio.store.list_datasets() if d["id"] != dataset["id"]]
+    assert len(made) == 1 and made[0]["meta"]["origin"]["job"] == job_id
+    expect(page.locator("#data-datasets input")).to_have_value(re.compile("^quill pairs judged by"))

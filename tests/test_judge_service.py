@@ -5,6 +5,9 @@ can train on it; refusals are one line and start nothing."""
 from __future__ import annotations
 
 import json
+import shutil
+
+import pytest
 
 from tests.test_cli import studio_cmd
 from tests.test_pref_train import PAIRS
@@ -77,3 +80,93 @@ def test_agreement_text_reads_the_shares_and_warns_of_an_undecided_judge():
     sure = {**summary, "certainty": 0.6}
     assert agreement_text(sure, False) == ("The judge agreed with the original choices on 50% [13%-87%] of 3 pairs "
                                            "(one order asked)")
+
+
+def test_one_order_picks_that_follow_the_position_are_said_to(tmp_path):
+    """Asked once, every other pair shows the stored choice second: a judge that always picks the first answer,
+    however sure, agrees half the time, and was reported as a plain 50% with no warning."""
+    from studio.judge_service import agreement_text
+
+    summary = {"pairs": 10, "agreement_both_orders": 0.5, "interval_both_orders": [0.24, 0.76],
+               "agreement_one_order": 0.5, "interval_one_order": [0.24, 0.76], "certainty": 0.8,
+               "picks_first_shown": 1.0}
+    assert agreement_text(summary, False) == (
+        "The judge agreed with the original choices on 50% [24%-76%] of 10 pairs (one order asked). ⚠️ Its picks "
+        "mostly followed the position: it chose the answer shown first in 100% of the pairs, so this order of the "
+        "answers says little. Ask in both orders, try a larger judge model, or read a sample of the pairs before "
+        "training on them")
+    assert "⚠️" not in agreement_text({**summary, "picks_first_shown": 0.6}, False)
+
+
+def test_a_judge_job_is_cancelled_from_the_cli_and_keeps_nothing(studio, tiny_model_dir, capsys):
+    """`studio cancel` looked a judge job up among the runs ("no run with id"): a long job held the queue,
+    and its dataset could not be deleted, with no way to stop it."""
+    from studio import judge_service
+    from studio.cli import main
+
+    before = {d["id"] for d in studio.list_datasets()}
+    job_id = judge_service.start(studio, str(PAIRS), str(tiny_model_dir), rationale=True)
+    assert main(["cancel", job_id, "--home", str(studio.home)]) == 0
+    assert capsys.readouterr().out.strip() == (f"cancel requested for {job_id}: it stops, keeping none of its judged "
+                                               "pairs")
+    found = judge_service.wait(studio, job_id, poll_s=0.2)
+    assert found["status"] == "cancelled"
+    assert not (studio.run_dir(job_id) / "judged.jsonl").exists()
+    assert {d["id"] for d in studio.list_datasets()} - before == {studio.resolve_dataset(str(PAIRS))["id"]}
+    assert judge_service.finished_uncollected(studio) == [] and judge_service.active(studio) is None
+    with pytest.raises(judge_service.JudgeError, match=f"^judge job {job_id} is cancelled; only a queued or running"):
+        judge_service.cancel(studio, job_id)
+
+
+def test_a_judge_that_cannot_choose_or_a_failed_start_leaves_no_job(studio, tiny_model_dir, tmp_path, monkeypatch):
+    """A judge whose tokenizer has no chat template was queued, loaded, and failed with "ValueError: …"; a
+    start whose worker could not be started left a job 'queued' for ever, its dataset in use."""
+    from studio import judge_service
+
+    plain = tmp_path / "no-template"
+    shutil.copytree(tiny_model_dir, plain)
+    (plain / "chat_template.jinja").unlink(missing_ok=True)
+    config = json.loads((plain / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (plain / "tokenizer_config.json").write_text(json.dumps(config))
+    with pytest.raises(judge_service.JudgeError) as err:
+        judge_service.start(studio, str(PAIRS), str(plain))
+    assert str(err.value).startswith("the judge model's tokenizer has no chat template; pick an instruction-tuned")
+    with pytest.raises(judge_service.JudgeError, match=r"^the number of pairs to judge is -3; judge at least one"):
+        judge_service.start(studio, str(PAIRS), str(tiny_model_dir), limit=-3)
+
+    def no_worker(*_args, **_kwargs):
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(studio, "spawn", no_worker)
+    with pytest.raises(OSError):
+        judge_service.start(studio, str(PAIRS), str(tiny_model_dir))
+    assert not [p for p in studio.runs_dir.iterdir() if p.name.startswith("j")]
+    from studio import dataset_service
+
+    assert dataset_service.users(studio, studio.resolve_dataset(str(PAIRS))["id"])["active"] == []
+
+
+def test_a_job_nobody_waited_for_becomes_one_dataset_with_its_held_out_pairs(studio, tiny_model_dir):
+    """The page made the judged dataset only while the tab that started the job stayed open: a reload, and the
+    job's pairs never became one. The pairs an import set aside were not judged at all, and a judged copy of a
+    dataset near the upload limit (larger: the judge's numbers added to each row) was refused."""
+    from pipelines.importer import ImportOptions
+    from studio import judge_service
+
+    source = studio.import_dataset(PAIRS, name="quill", options=ImportOptions(heldout=0.25))
+    assert source["meta"]["heldout_rows"] == 3
+    studio.max_upload_bytes = PAIRS.stat().st_size + 100
+    job_id = judge_service.start(studio, source["id"], str(tiny_model_dir), both_orders=False)
+    assert judge_service.active(studio) == job_id
+    assert judge_service.wait(studio, job_id, poll_s=0.2)["status"] == "completed"
+    assert judge_service.active(studio) is None and judge_service.finished_uncollected(studio) == [job_id]
+    [(collected, row)] = judge_service.collect_finished(studio)
+    assert collected == job_id and row["rows"] == 12 and row["meta"]["heldout_rows"] == 3
+    assert row["meta"]["origin"]["job"] == job_id and row["meta"]["origin"]["both_orders"] is False
+    assert judge_service.collect_finished(studio) == [] and judge_service.finished_uncollected(studio) == []
+    # a job collected before its collection was written down is not announced again, nor made twice
+    (studio.run_dir(job_id) / judge_service.COLLECTED).unlink()
+    assert judge_service.collect_finished(studio) == []
+    assert [d["id"] for d in studio.list_datasets() if d["name"].startswith("quill judged")] == [row["id"]]
+    assert not judge_service.both_orders(studio, job_id)
