@@ -89,6 +89,23 @@ def test_merged_export_loads_outside_the_studio_with_the_runs_outputs(workspace,
     assert export_service.files(studio, export_id)
 
 
+def test_a_run_named_as_the_base_and_among_the_models_is_merged_once(workspace, tiny_model_dir):
+    """Task arithmetic with a run as the base and among the models: its adapter was merged into two folders,
+    one of them counted as a tuned model with no change, and the other model kept half of its change (the
+    merge is the base folder here: the run plus the whole change back to it)."""
+    from safetensors.torch import load_file
+
+    studio, run_id = workspace
+    export_id = export_service.start_merge(studio, "task_arithmetic", [f"run:{run_id}", str(tiny_model_dir)],
+                                           base=f"run:{run_id}")
+    row = export_service.wait(studio, export_id, poll_s=0.3)
+    assert row["status"] == "completed", row["error"]
+    assert row["max_steps"] == 2  # the run's adapter merged once, then the merge
+    merged = load_file(studio.run_dir(export_id) / "model" / "model.safetensors")
+    base = load_file(tiny_model_dir / "model.safetensors")
+    assert max((merged[k].float() - base[k].float()).abs().max().item() for k in base) < 1e-4
+
+
 def test_gguf_export_of_a_run_reads_back_with_the_same_greedy_tokens(workspace):
     from transformers import AutoModelForCausalLM
 

@@ -11,6 +11,7 @@ written under the job's own folder, each piece all or nothing:
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -42,7 +43,7 @@ def run(job: dict, run_dir: Path, events) -> dict:
 def _make(job: dict, run_dir: Path, events) -> dict:
     kind = job["kind"]
     started = time.time()
-    adapters = [s for s in job.get("models", []) + [job.get("base") or {}] if s.get("adapter")]
+    adapters = {_key(s) for s in job.get("models", []) + [job.get("base") or {}] if s.get("adapter")}
     steps = {"merged": 1, "merge": 1 + len(adapters), "gguf": 2 if job["source"].get("adapter") else 1}[kind]
     done = 0
 
@@ -63,13 +64,19 @@ def _make(job: dict, run_dir: Path, events) -> dict:
         from pipelines.export.model_merge import merge_models
 
         # runs with adapters take part as whole models: each merged into its base first
+        # each source once: a run named as the base and among the models is one folder, which the merge knows
+        # for the base (merged into two folders, it counted as a tuned model with no change, and took half of
+        # the other's change away)
         inputs = run_dir / "inputs"
+        made: dict[str, str] = {}
         folders = []
-        for i, src in enumerate(job["models"] + ([job["base"]] if job.get("base") else [])):
-            folders.append(str(_merged_folder(src, inputs / str(i), phase, events) if src.get("adapter")
-                               else _resolved(src)))
-            if src.get("adapter"):
-                step_done()
+        for src in job["models"] + ([job["base"]] if job.get("base") else []):
+            if _key(src) not in made:
+                made[_key(src)] = str(_merged_folder(src, inputs / str(len(made)), phase, events)
+                                      if src.get("adapter") else _resolved(src))
+                if src.get("adapter"):
+                    step_done()
+            folders.append(made[_key(src)])
         if events.cancel_requested():
             raise Cancelled
         models_in, base = (folders[:-1], folders[-1]) if job.get("base") else (folders, None)
@@ -98,6 +105,10 @@ def _make(job: dict, run_dir: Path, events) -> dict:
     summary["seconds"] = round(time.time() - started, 1)
     print(f"done in {summary['seconds']} s", flush=True)
     return summary
+
+
+def _key(source: dict) -> str:
+    return json.dumps(source, sort_keys=True)
 
 
 def _resolved(source: dict) -> Path:
