@@ -55,7 +55,7 @@ def stored_dtype(folder: Path) -> str | None:
 
 
 NAME_HINTS = {"gguf": "e.g. quillpad-support (also the Ollama model name)",
-              "merged": "e.g. quillpad-support (the folder's name)"}
+              "merged": "e.g. quillpad-support (how the Train and Chat lists name it)"}
 
 
 def details(studio, export_id: str | None) -> str:
@@ -239,7 +239,10 @@ def build(studio):
         shown = shown_rows.values.tolist() if hasattr(shown_rows, "values") else shown_rows
         rows = table(studio)
         if rows == shown:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            # the table holds no phase: a merge or a GGUF is one step, and its details ("writing …: tensor 3 of
+            # 272") stood still for the whole export, as if it hung
+            busy = status_of(rows, export_id) in ("queued", "running")
+            return gr.skip(), gr.skip(), details(studio, export_id) if busy else gr.skip(), gr.skip()
         return rows, gr.update(choices=pick_choices(rows)), details(studio, export_id), cancellable(export_id, rows)
 
     timer.tick(on_tick, [picked, listing], [listing, picked, info, cancel], show_progress="hidden")

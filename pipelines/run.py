@@ -71,7 +71,8 @@ def main(run_dir: str) -> int:
         return 0
 
     events.status("running", started=time.time(), resumed_from=resumed_from)
-    events.phase("starting (loading the training libraries)")
+    # an export or a judge job loads libraries too, but trains nothing
+    events.phase("starting (loading the libraries)" if job.get("runner") else "starting (loading the training libraries)")
     then = "resume the run"  # what to do once space is freed, said when the disk fills
     try:
         if job.get("runner"):  # another long task (e.g. answers to label): its module's run()

@@ -48,7 +48,7 @@ def _finish(studio, export_id: str, wait: bool) -> int:
 
     row = export_service.wait(studio, export_id, poll_s=0.5, on_poll=show)
     if row["status"] != "completed":
-        print(f"export {export_id} {row['status']}: {row['error']}", file=sys.stderr)
+        print(f"export {export_id} {row['status']}" + (f": {row['error']}" if row["error"] else ""), file=sys.stderr)
         return 1
     summary = row["summary"]
     for key in ("folder", "gguf", "modelfile"):

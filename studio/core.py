@@ -171,6 +171,9 @@ class Studio:
         self.reward_scorers: dict = {}  # the reward model the Chat tab scores replies with: {run id: (model, tok)}
         self.chat_models = chat.ModelCache(self.model_cache, int(float(cache_mb) * 1e6) if cache_mb
                                            else chat.DEFAULT_CACHE_BYTES)  # workers this process started
+        from studio import export_service
+
+        export_service.sweep(self)  # exports killed part-way leave full-size copies behind
 
     # models
     def resolve_model(self, spec: str) -> str:

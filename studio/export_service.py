@@ -16,7 +16,7 @@ import unicodedata
 from pathlib import Path
 
 from pipelines import models
-from pipelines.events import CANCEL, FINAL_STATUSES, JOB, MODEL, write_json
+from pipelines.events import CANCEL, FINAL_STATUSES, JOB, MODEL, read_json, write_json
 from pipelines.export import ExportError
 from pipelines.export.merge import why_unmergeable
 from pipelines.export.model_merge import MERGE_METHODS
@@ -48,8 +48,10 @@ def _named(studio, name: str, typed: bool, shown_source: dict) -> str:
     if typed:
         if taken[name]["source"] == shown_source:
             return name
+        # (only a GGUF has an Ollama model; a merged folder's name is how the model lists name it)
+        replaced = ": its Ollama model would be replaced" if shown_source.get("format") == "gguf" else ""
         raise ExportError(f"an export named '{name}' exists already ({taken[name]['id']}), of another model or in "
-                          "another format: its Ollama model would be replaced; type another name")
+                          f"another format{replaced}; type another name")
     return next(f"{name[:56]}-{n}" for n in range(2, 10_000) if f"{name[:56]}-{n}" not in taken)
 
 
@@ -187,6 +189,32 @@ def _config_folder(studio, src: dict) -> str:
     return src["model"]
 
 
+STEPS = ("merged-step", "inputs")  # full-size copies an export makes only as a step (pipelines/export/job.py)
+
+
+def sweep(studio) -> list[str]:
+    """What exports killed part-way (out of memory, kill -9: their own clean-up never ran) left: the copies made
+    as a step, temporary folders and half-written files, and, of one that failed or was cancelled, whatever
+    it finished, which would pass for a result. Exports still at work are left alone. Returns the paths removed."""
+    removed = []
+    for row in studio.store.list_exports():
+        job_dir = studio.run_dir(row["id"])
+        if not job_dir.is_dir():
+            continue
+        status = studio.job_state(row["id"], worker="export process")["status"]
+        if status not in FINAL_STATUSES:
+            continue
+        left = [job_dir / step for step in STEPS] + list(job_dir.glob(".model-*"))
+        left += list((job_dir / "gguf").glob(".*"))
+        if status != "completed":
+            left += [job_dir / "gguf", job_dir / MODEL]
+        for path in left:
+            if path.exists():
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+                removed.append(str(path))
+    return removed
+
+
 def get_export(studio, export_id: str) -> dict | None:
     row = studio.store.get_export(export_id)
     if row is None:
@@ -263,7 +291,10 @@ def model_choices(studio) -> list[tuple[str, str]]:
     out = []
     for row in list_exports(studio):
         if row["kind"] != "gguf" and row["status"] == "completed" and (studio.run_dir(row["id"]) / MODEL).is_dir():
-            what = "merged with its base" if row["kind"] == "merged" else f"{row['source'].get('method')} merge"
+            # a merged export of the built-in model, a fully tuned run or an export merges nothing: it is a copy
+            merged = (read_json(studio.run_dir(row["id"]) / JOB) or {}).get("source", {}).get("adapter")
+            what = (("merged with its base" if merged else "a copy") if row["kind"] == "merged"
+                    else f"{row['source'].get('method')} merge")
             out.append((f"Exported model: {row['name']} ({what}, {row['id']})", str(studio.run_dir(row["id"]) / MODEL)))
     return out
 

@@ -73,9 +73,9 @@ def test_export_a_run_then_chat_with_the_merged_model(server, page, studio, tiny
     # a merged model folder, which the rest of the studio then offers as a model
     page.locator("#export-format").get_by_text("Merged model folder").click()
     expect(page.locator("#export-quant")).to_be_hidden()
-    # a folder's name, not an Ollama model's (said whatever the format)
+    # no Ollama model's name: the name the studio's model lists show
     expect(page.locator("#export-name textarea, #export-name input").first).to_have_attribute(
-        "placeholder", "e.g. quillpad-support (the folder's name)")
+        "placeholder", "e.g. quillpad-support (how the Train and Chat lists name it)")
     fill(page, "export-name", "faq-helper")  # another model's export has that name: its Ollama model would go
     page.click("#export-start")
     expect(page.locator("#export-message")).to_contain_text("an export named 'faq-helper' exists already",

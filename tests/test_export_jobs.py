@@ -5,6 +5,7 @@ and `studio merge` from the CLI; refusals exit 2 with one sentence and leave not
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -313,3 +314,49 @@ def test_each_export_has_a_name_of_its_own(tmp_path, tiny_model_dir):
     again = export_service.start_export(studio, model, "gguf", "q8_0", name="tone-model-u-evil")  # the same again
     assert studio.store.get_export(again)["name"] == "tone-model-u-evil"
     assert export_service.wait(studio, again, poll_s=0.3)["status"] == "completed"
+    # a merged folder has no Ollama model to replace (the refusal said it had), and one made from a model folder
+    # merges nothing: the model lists call it a copy, not "merged with its base"
+    with pytest.raises(ExportError) as err:
+        export_service.start_export(studio, model, "merged", name="tone-model-u-evil")
+    assert str(err.value) == (f"an export named 'tone-model-u-evil' exists already ({first}), of another model or in "
+                              "another format; type another name")
+    assert f"Exported model: {names[0]} (a copy, {made[0]})" in [label for label, _f in
+                                                                export_service.model_choices(studio)]
+
+
+def test_a_gguf_whose_modelfile_failed_is_removed_and_a_killed_exports_leftovers_go(studio, tiny_model_dir,
+                                                                                    monkeypatch):
+    """The GGUF was in place before its Modelfile: a disk that filled between the two failed the export and kept
+    the whole file ("what was half written is removed"). An export killed part-way (kill -9, out of memory) left
+    its step copies and a finished-looking file that nothing removed."""
+    import errno
+
+    from pipelines.events import RunEvents, STATUS, write_json
+    from pipelines.export import job as export_job
+    from pipelines.export import modelfile
+
+    def full_disk(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(modelfile, "write_modelfile", full_disk)
+    run_dir = studio.runs_dir / "x-in-process"
+    run_dir.mkdir()
+    job = {"kind": "gguf", "quant": "q8_0", "name": "tone",
+           "source": {"model": str(tiny_model_dir), "model_cache": str(studio.model_cache)}}
+    with pytest.raises(OSError):
+        export_job.run(job, run_dir, RunEvents(run_dir))
+    assert not (run_dir / export_job.GGUF_DIR).exists()
+
+    # an export whose worker was killed while it wrote: its status says running, its process is gone
+    export_id = export_service.start_export(studio, str(tiny_model_dir), fmt="gguf")
+    assert export_service.wait(studio, export_id, poll_s=0.3)["status"] == "completed"
+    job_dir = studio.run_dir(export_id)
+    status = json.loads((job_dir / STATUS).read_text())
+    write_json(job_dir / STATUS, {**status, "status": "running", "pid": 2**22 + 1})
+    (job_dir / "merged-step").mkdir()
+    (job_dir / "gguf" / ".tone.gguf.1.partial").write_bytes(b"GGUF")
+    from studio.core import Studio
+
+    Studio(studio.home)  # the next start of the studio (a server, a command) sweeps
+    assert export_service.get_export(studio, export_id)["status"] == "failed"
+    assert sorted(p.name for p in job_dir.iterdir() if p.is_dir()) == []

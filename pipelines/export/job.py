@@ -11,6 +11,7 @@ written under the job's own folder, each piece all or nothing:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -128,8 +129,7 @@ def _merged_folder(source: dict, out: Path, phase, events) -> Path:
 
 
 def _gguf(job: dict, folder: Path, out_dir: Path, phase, events) -> dict:
-    from pipelines.export import gguf
-    from pipelines.export.modelfile import modelfile, write_modelfile
+    from pipelines.export.modelfile import modelfile
 
     quant = job.get("quant", "q8_0")
     name = f"{job.get('name') or 'model'}-{quant}.gguf"
@@ -146,6 +146,20 @@ def _gguf(job: dict, folder: Path, out_dir: Path, phase, events) -> dict:
     else:
         note = "no Modelfile: the model has no chat template (a base model); llama.cpp can still complete text"
     out_dir.mkdir(exist_ok=True)
+    try:
+        return _write_gguf(job, folder, out_dir, name, quant, text, note, phase, events)
+    except BaseException:  # a GGUF without its Modelfile (the disk filled between them) is no finished export
+        for path in out_dir.iterdir():
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # (a folder that is a mount point stays, empty)
+            out_dir.rmdir()
+        raise
+
+
+def _write_gguf(job: dict, folder: Path, out_dir: Path, name: str, quant: str, text, note, phase, events) -> dict:
+    from pipelines.export import gguf
+    from pipelines.export.modelfile import write_modelfile
+
     phase(f"writing {name}")
 
     def on_tensor(done: int, total: int) -> None:
