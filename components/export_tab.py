@@ -123,8 +123,9 @@ def build(studio):
             gr.Markdown("### Export a model")
             source = gr.Dropdown(choices=choices, value=newest, label="Model", elem_id="export-source",
                                  info="A finished run (its adapter is merged into its base first), a model an "
-                                      "earlier export made, or the built-in model. Prompt-learning runs are not "
-                                      "listed: they hold virtual tokens, not weights a file could carry.")
+                                      "earlier export made, or the built-in model. Prompt-learning, bottleneck-adapter "
+                                      "and ReFT runs are not listed: what they learned sits beside the model's "
+                                      "weights (virtual tokens, added layers), which a model file cannot carry.")
             fmt = gr.Radio(FORMATS, value="gguf", label="Format", elem_id="export-format")
             quant = gr.Radio([(text, key) for key, text in xs.QUANTS.items()], value="q8_0", label="GGUF weight type",
                              elem_id="export-quant")
@@ -180,8 +181,10 @@ def build(studio):
     def started(export_id: str, what: str, typed: str | None = None):
         rows = table(studio)
         named = xs.safe_name(typed) if typed else None
-        renamed = (f" It is named `{named}`: a name for files and for Ollama takes letters, digits, '.', '_' "
-                   "and '-' only." if named and named != typed.strip() else "")
+        # ("Quillpad" became "quillpad" for its capital alone, and was told of the letters a name may hold)
+        why = ("names are written in lowercase" if named and named == typed.strip().lower()
+               else "a name for files and for Ollama takes letters, digits, '.', '_' and '-' only")
+        renamed = f" It is named `{named}`: {why}." if named and named != typed.strip() else ""
         return (f"Started {what} **{export_id}**: it runs in the background; its progress is below.{renamed}",
                 rows, gr.update(choices=pick_choices(rows), value=export_id), details(studio, export_id))
 

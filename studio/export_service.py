@@ -65,8 +65,11 @@ def source(studio, ref: str) -> tuple[dict, str]:
         run = studio.get_run(run_id)
         if run is None:
             raise ExportError(f"no run with id '{run_id}' (see 'studio runs')")
-        if run["status"] != "completed" or studio.result_dir(run_id) is None:
+        if run["status"] != "completed":
             raise ExportError(f"run {run_id} is {run['status']}; only a completed run's result can be exported")
+        if studio.result_dir(run_id) is None:  # (removed by hand: "is completed; only a completed run's" said)
+            raise ExportError(f"run {run_id} completed, but its result is no longer in {studio.run_dir(run_id)}; "
+                              "train it again to export it")
         model, adapter = studio.tuned_model(run_id)
         method = METHODS.get(run["method"])
         why = why_unmergeable(adapter) if adapter is not None else None

@@ -81,9 +81,11 @@ def test_export_a_run_then_chat_with_the_merged_model(server, page, studio, tiny
     expect(page.locator("#export-message")).to_contain_text("an export named 'faq-helper' exists already",
                                                             timeout=30_000)
     assert len(studio.store.list_exports()) == 1
-    fill(page, "export-name", "faq-merged")
+    fill(page, "export-name", "FAQ-Merged")
     page.click("#export-start")
     expect(page.locator("#export-details")).to_contain_text("faq-merged", timeout=30_000)
+    # lowercased, and told so (not told of the letters a name may hold, which it had kept to)
+    expect(page.locator("#export-message")).to_contain_text("It is named faq-merged: names are written in lowercase.")
     # (the details name the run it exports, 'completed' too, before the export itself is done)
     expect(page.locator("#export-details")).to_contain_text("model.safetensors", timeout=120_000)
     expect(page.locator("#export-details")).to_contain_text("completed")
