@@ -25,7 +25,7 @@ from pipelines.events import RunEvents, resume_checkpoint
 from pipelines.methods import get_method, parse, split_by_target
 from pipelines.methods.trainers import trl_classes
 from pipelines.rank import world_size
-from pipelines.train_pref import load_policy, save
+from pipelines.train_pref import copy_reference, load_policy, save
 from pipelines.train_sft import run_settings
 
 SAMPLES_SHOWN = 8  # the newest scored replies kept for the Train tab
@@ -145,6 +145,12 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
         peft_config=peft_config,
     )
     trainer.remove_callback(PrinterCallback)
+    if job.get("init_adapter") and "ref" in getattr(trainer.model, "peft_config", {}):
+        # TRL copied an IA3, LoHa, LoKr or VeRA parent into its "ref" adapter as their fresh start (the base
+        # model): the KL leash pulled the run back from the parent's tuning (as DPO's did: train_pref)
+        from pipelines.train_pref import copy_reference
+
+        copy_reference(trainer.model)
     return trainer, tokenizer
 
 

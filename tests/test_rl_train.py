@@ -292,3 +292,39 @@ def test_ppo_cancelled_mid_run_resumes_from_its_checkpoint(studio, tmp_path, tin
     assert steps == list(range(1, 9))  # every step once: the resumed run went on from the checkpoint
     assert f"resuming from checkpoint-{done}" in (run_dir / "train.log").read_text()
     assert (run_dir / "adapter" / "adapter_model.safetensors").exists() and (run_dir / "value_head.pt").exists()
+
+
+@pytest.mark.parametrize("key", ["grpo", "rloo"])
+def test_from_an_ia3_parent_the_kl_reference_is_the_parent(key, tmp_path, tiny_model_dir):
+    """GRPO and RLOO started from a run's adapter hold the policy near that adapter. TRL copies it into its
+    frozen "ref" adapter only for weights named `.default.` (LoRA's): an IA3 parent's scales (`ia3_l.default`)
+    stayed at IA3's start, the base model, and the KL penalty pulled the run back from what its parent learned."""
+    from peft import IA3Config, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from pipelines import importer
+    from pipelines.events import RunEvents
+    from pipelines.train_rl import build_trainer
+
+    torch.manual_seed(0)
+    parent = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                            IA3Config(task_type="CAUSAL_LM", target_modules=["k_proj", "v_proj", "down_proj"],
+                                      feedforward_modules=["down_proj"]))
+    for name, param in parent.named_parameters():
+        if "ia3_l" in name:  # a trained parent: scales away from IA3's start (all ones, the base model)
+            param.data = 1 + 0.5 * torch.randn_like(param)
+    parent.save_pretrained(tmp_path / "parent")
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p, "answer": "yes"}) + "\n" for p in PROMPTS))
+    importer.import_file(prompts, tmp_path / "data")
+    job = {"method": key, "model": str(tiny_model_dir), "model_cache": str(tmp_path / "models"),
+           "dataset": {"path": str(tmp_path / "data" / importer.DATA), "name": "p"},
+           "params": {"max_completion_length": 8, "per_device_train_batch_size": 4, "num_generations": 4},
+           "rewards": [{"name": "contains", "weight": 1.0}],
+           "init_adapter": str(tmp_path / "parent"), "parent_id": "r-parent"}
+    run_dir = tmp_path / "runs" / "run"
+    run_dir.mkdir(parents=True)
+    trainer, _ = build_trainer(job, run_dir, RunEvents(run_dir))
+    weights = dict(trainer.model.named_parameters())
+    scales = [n for n in weights if n.endswith("ia3_l.default")]
+    assert scales and all(torch.equal(weights[n], weights[n.removesuffix("default") + "ref"]) for n in scales)
