@@ -29,6 +29,9 @@ PICKERS = {False: ("Model A", "Model B", "The base, or a run's tuned model. A lo
                   "Which side each is on shows after your vote.")}
 NEW_BLIND_ROUND = ("A new blind round on the same prompt: the last round's names were shown, so the sides are "
                    "shuffled again.")
+SAME_REPLIES_AGAIN = ("**Not a new blind round:** with a fixed *Seed* (or *Temperature* 0) each model writes the same "
+                      "reply again, and you have just seen which wrote which. Set *Seed* to -1 and *Temperature* above "
+                      "0 under Generation settings for new replies, or send another prompt.")
 HIDDEN = ("Model A (hidden until you vote)", "Model B (hidden until you vote)")
 STREAM_EVERY_S = 0.08
 PROGRESS_EVERY_S = 1.0  # the line under Stop that says how far the replies are
@@ -61,6 +64,10 @@ def plain(messages) -> list[dict]:
         if isinstance(content, list):
             content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
         content = str(content)
+        if m["role"] == "assistant" and content == chat_service.NO_REPLY:
+            # (the page's stand-in for a side stopped before its first word: sent back to the model as its own
+            # earlier reply, and stored in a vote's prompt, "…" became an assistant turn of exported training data)
+            content = ""
         out.append({"role": m["role"], "content": unverbatim(content) if m["role"] == "user" else content})
     return out
 
@@ -291,16 +298,18 @@ def build(studio):
           trigger_mode="always_last", concurrency_limit=1, concurrency_id="chat-pair", show_progress="hidden")
     # what a person switches on or off (not a comparison that sets it): a line that named the sides,
     # "the tuned model (B)", would tell a blind round's answer
-    def on_blind(on):
+    streaming = form_memory.PerPage()  # each page's replies being written (respond), ended by a new round
+
+    def on_blind(on, request: gr.Request = None):
         """The conversation on screen goes with the switch: its replies were written under the other mode
         (named, while the box says blind), and the next Send starts a new round anyway."""
+        streaming.end(request)
         labels = HIDDEN if on else ("Model A", "Model B")
         said = ("Blind battle: each round puts the two models on random sides; their names show after your vote."
                 if on else "Names shown: Model A on the left, Model B on the right.")
         # (and the line under it on how long the replies took: "Written in 3 s" stood under the emptied chat)
         return (gr.update(value=[], label=labels[0]), gr.update(value=[], label=labels[1]), new_battle(), said, "", "")
 
-    blind.input(on_blind, blind, [chat_a, chat_b, battle, vote_message, scores, progress], queue=False)
     with gr.Accordion("Results and export", open=False):
         results = gr.Dataframe(headers=RESULT_HEADERS, interactive=False, wrap=True, column_widths=RESULT_WIDTHS,
                                elem_id="chat-results")
@@ -318,14 +327,23 @@ def build(studio):
                                   max_new_tokens=int(max_new), repetition_penalty=float(rep),
                                   seed=int(seed_value if seed_value is not None else -1))
 
-    def respond(text, history_a, history_b, state, spec_a, spec_b, is_blind, *settings):
+    def respond(text, history_a, history_b, state, spec_a, spec_b, is_blind, system, temp, top, max_new, rep,
+                seed_value, request: gr.Request = None):
         """Stream both replies; a blind battle starts a new, shuffled round after each vote."""
+        settings = (system, temp, top, max_new, rep, seed_value)  # (named: the page's request comes after them)
+        mine = object()  # this page's replies being written, until a handler that starts over ends them
+        streaming.note(request, mine)
+        page = getattr(request, "session_hash", None)
         text = (text or "").strip()
         if not text:
             yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), "Type a prompt first.", gr.skip()
             return
         given = (plain(history_a), plain(history_b), state)  # put back when the models cannot answer
         state = dict(state)
+        if not state["voted"] and state.get("turn") and studio.store.turn_voted(state["turn"]):
+            # voted, and this prompt sent before the vote's answer came back with the state saying so: the
+            # round went on with its sides, soon named by that answer, and the next vote was stored as blind
+            state["voted"] = True
         history_a, history_b = plain(history_a), plain(history_b)
         new_round = (state["specs"] is None or state["blind"] != bool(is_blind)
                      or set(state["specs"]) != {spec_a, spec_b} or (is_blind and state["voted"]))
@@ -371,6 +389,12 @@ def build(studio):
                 break
             except Exception as err:  # noqa: BLE001  (a model failing mid-reply: the page stays usable)
                 yield refused(err)
+                return
+            if page and streaming.of(request) is not mine:
+                # Blind switched, Clear, or another comparison put up while these were written: their next update
+                # wrote the old round back over it (cancelled, an update already on its way still came after the
+                # handler's). Ended here, with what each of those handlers sets, after any update of this stream.
+                yield gr.update(value=[]), gr.update(value=[]), new_battle(), gr.skip(), gr.skip(), ""
                 return
             shown_a[-1] = {"role": "assistant", "content": texts[0] or chat_service.NO_REPLY}
             shown_b[-1] = {"role": "assistant", "content": texts[1] or chat_service.NO_REPLY}
@@ -420,7 +444,9 @@ def build(studio):
     sent = send.click(busy(respond), chat_io, [*chat_out, *controls])
     submitted = prompt.submit(busy(respond), chat_io, [*chat_out, *controls])
 
-    def redo(history_a, history_b, state, spec_a, spec_b, is_blind, *settings):
+    def redo(history_a, history_b, state, spec_a, spec_b, is_blind, system, temp, top, max_new, rep, seed_value,
+             request: gr.Request = None):
+        settings = (system, temp, top, max_new, rep, seed_value)
         history_a, history_b, given = plain(history_a), plain(history_b), state
         users = [m for m in history_a if m["role"] == "user"]
         if not users:
@@ -432,11 +458,16 @@ def build(studio):
         # a blind round voted on has shown its names: asked again on those sides, the next vote would be
         # stored as blind by someone who knows which model is which. `respond` starts a new round on the
         # same prompt instead, its sides shuffled again, as a new prompt would.
-        fresh = bool(state.get("blind") and state.get("voted") and is_blind)
+        voted = state.get("voted") or bool(state.get("turn") and studio.store.turn_voted(state["turn"]))
+        fresh = bool(state.get("blind") and voted and is_blind)
+        if fresh and settings_of(*settings).repeats():
+            # the same two replies again, which the vote has just named: a "blind" vote on them is not blind
+            yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), SAME_REPLIES_AGAIN, gr.skip()
+            return
         if not fresh:
             state = {**state, "voted": False}
         for i, out in enumerate(respond(last, history_a[:cut_a], history_b[:cut_b], state, spec_a, spec_b, is_blind,
-                                        *settings)):
+                                        *settings, request=request)):
             if isinstance(out[4], str) and out[4].startswith("**Cannot chat:**"):  # the last exchange comes back
                 labels = side_labels(studio, given)
                 out = (gr.update(value=shown(history_a), label=labels[0]),
@@ -476,10 +507,14 @@ def build(studio):
                               "them so), or send the next prompt.", ""),
                battle, [battle, vote_message, progress], cancels=[sent, submitted, regenerated])
 
-    def on_clear():
+    def on_clear(request: gr.Request = None):
+        streaming.end(request)
         return gr.update(value=[], label="Model A"), gr.update(value=[], label="Model B"), new_battle(), "", "", ""
 
-    clear.click(on_clear, None, chat_out, cancels=[sent, submitted, regenerated])
+    # the replies being written stop with these (respond ends them): their next update wrote the old round back
+    # under the new labels (names shown over a shuffled blind round, whose vote was stored as blind)
+    clear.click(on_clear, None, chat_out)
+    blind.input(on_blind, blind, [chat_a, chat_b, battle, vote_message, scores, progress], queue=False)
 
     def refuse(state, message):
         # the battle left as the page has it now: a refusal answered late (a click while the replies streamed)
@@ -625,6 +660,8 @@ def build(studio):
     loop["generation"] = [system_prompt, temperature, top_p, max_new_tokens, repetition_penalty, seed]
     # for a handler that sets both pickers (Compare with the previous model, Chat with this run): chained after
     # it, the note and the vote buttons for the pair it set, in the pair's queue after the changes it fired
+    # what a handler that starts another round stops: the events, and (end_stream(request)) their next updates
+    loop["end_stream"] = streaming.end
     loop["pair_settled"] = dict(fn=pair_settled, inputs=[model_a, model_b], outputs=[same_note, *vote_buttons],
                                 concurrency_limit=1, concurrency_id="chat-pair", show_progress="hidden")
     return refresh, [model_a, model_b, results, results_note, scorer], (exported, export_made), loop

@@ -125,7 +125,7 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
                               [chat["message"], train["setup"], train["message"], train["model"], train["dataset"],
                                train["wanted"], train["method"], tabs, epochs_field(train), train["kept"]])
 
-    def on_compare(run_id):
+    def on_compare(run_id, request: gr.Request = None):
         try:
             new, previous = chat_service.previous_model(studio, run_id)
         except ChatError as err:  # shown where the button is
@@ -141,6 +141,7 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
         voted = chat_service.voted_prompts(studio, new, previous)
         first = next((p for p in prompts if p.strip() not in voted), None)
         told = compare_told(studio, run_id, previous, source, prompts, first)
+        chat["end_stream"](request)  # replies still being written would write the old round back
         return ("", gr.update(choices=options + extra, value=new), gr.update(choices=options + extra, value=previous),
                 True, source, gr.update(choices=prompts, value=first),
                 first or "", run_id, gr.Accordion(open=True),
@@ -150,7 +151,7 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
                 # base instead, still blind, and the votes went to another pair than the one asked for
                 {"a": new, "b": previous}, {"on": True})
 
-    def on_chat(run_id):
+    def on_chat(run_id, request: gr.Request = None):
         run = studio.get_run(run_id) if run_id else None
         if run is None or run["status"] != "completed":
             return ("**Chat needs a finished run:** select one in the table.", *(gr.skip(),) * 12)
@@ -160,9 +161,16 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
             return ("", *(gr.skip(),) * 6, told, gr.Tabs(selected="chat"),
                     gr.update(choices=chat_service.scorer_choices(studio), value=run_id), gr.skip(), gr.skip(),
                     gr.skip())
+        chat["end_stream"](request)  # replies still being written would write the old round back
         options = chat_service.choices(studio)
-        base, tuned = f"base:{run['model']}", f"run:{run_id}"
-        told = "The run's tuned model (B) next to the model it was trained from (A): ask both the same thing."
+        tuned, previous = chat_service.previous_model(studio, run_id)
+        # a run continued from another is shown beside that run (side A was the first base, and the page said
+        # "the model it was trained from"); the base where the run it came from is gone
+        parent = previous in {value for _label, value in options}
+        base = previous if parent else f"base:{run['model']}"
+        told = (f"The run's tuned model (B) next to the run it continued from, `{run['parent_id']}` (A): ask both the "
+                "same thing." if parent and previous.startswith("run:") else
+                "The run's tuned model (B) next to the model it was trained from (A): ask both the same thing.")
         return ("", gr.update(choices=options, value=base), gr.update(choices=options, value=tuned), False,
                 gr.update(value=[], label="Model A"), gr.update(value=[], label="Model B"), chat_tab.new_battle(),
                 told, gr.Tabs(selected="chat"), gr.skip(), "",  # the old replies' scores go with them

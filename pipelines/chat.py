@@ -31,6 +31,10 @@ class GenerationSettings:
     repetition_penalty: float = 1.1
     seed: int = -1  # -1 = a new random seed each time
 
+    def repeats(self) -> bool:
+        """Whether a prompt asked again gets the same reply word for word (greedy, or a fixed seed)."""
+        return self.temperature <= 0 or self.seed >= 0
+
     def resolved_seed(self) -> int:
         return self.seed if self.seed >= 0 else int.from_bytes(hashlib.sha256(str(time.time_ns()).encode())
                                                                 .digest()[:4], "big")

@@ -143,7 +143,8 @@ def counted_votes(studio) -> list[dict]:
 def record_vote(studio, *, voter: str, model_a: str, model_b: str, winner: str, blind: bool,
                 prompt_a: list[dict], prompt_b: list[dict], reply_a: str, reply_b: str,
                 settings: dict, turn: str | None = None) -> int:
-    """turn: the id of the pair of replies voted on (the Chat tab's), which takes one vote only."""
+    """turn: the id of the pair of replies voted on (the Chat tab's), which takes one vote only; a voter's page
+    vote on two replies they voted on before (the same words again) is refused."""
     if winner not in arena.WINNERS:
         raise ChatError(f"vote '{winner}' is not one of {', '.join(arena.WINNERS)}")
     if same_model(studio, model_a, model_b):
@@ -153,7 +154,18 @@ def record_vote(studio, *, voter: str, model_a: str, model_b: str, winner: str, 
     if silent:  # the page shows NO_REPLY for a side stopped before its first word, or one that said nothing
         raise ChatError(f"both sides need a reply before a vote: model {' and '.join(silent)} has none (stopped "
                         "before its first word, or it said nothing); press Regenerate or send another prompt")
-    vote_id = studio.store.add_vote(voter=voter.strip() or "anonymous", model_a=model_a, model_b=model_b,
+    voter = voter.strip() or "anonymous"
+    votes = studio.store.list_votes()
+    if turn is not None and any(v.get("turn") == turn for v in votes):  # a second click on the same replies
+        raise AlreadyVoted(ALREADY_VOTED)
+    if turn is not None and any(v["voter"] == voter and {v["model_a"], v["model_b"]} == {model_a, model_b}
+           and {v["reply_a"], v["reply_b"]} == {reply_a, reply_b} for v in votes):
+        # the same two replies again (a fixed seed, greedy decoding): counted twice, one judgement looked like two
+        # (four such votes made a pair "better"), and a blind one came after the names were shown
+        raise ChatError("you voted on these two replies already: they came back word for word (a fixed Seed, or "
+                        "Temperature 0, writes the same reply each time); set Seed to -1 for new replies, or send "
+                        "another prompt")
+    vote_id = studio.store.add_vote(voter=voter, model_a=model_a, model_b=model_b,
                                     winner=winner, blind=blind, prompt_a=prompt_a, prompt_b=prompt_b,
                                     reply_a=reply_a, reply_b=reply_b, settings=settings, turn=turn)
     if vote_id is None:

@@ -244,6 +244,10 @@ class Store:
                 return None
             raise
 
+    def turn_voted(self, turn: str) -> bool:
+        with self._connect() as db:
+            return db.execute("SELECT 1 FROM votes WHERE turn = ?", (turn,)).fetchone() is not None
+
     def list_votes(self) -> list[dict]:
         with self._connect() as db:
             return [_vote(r) for r in db.execute("SELECT * FROM votes ORDER BY id")]

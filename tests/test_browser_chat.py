@@ -112,8 +112,18 @@ def test_blind_battle_vote_reveal_and_export(server, page, studio, tiny_model_di
     page.click("#chat-vote-b")  # the same reply cannot be voted twice
     expect(page.locator("#chat-vote-message")).to_contain_text("already voted")
     assert len(studio.store.list_votes()) == 1
-    # Regenerate after the names were shown: a new blind round, the sides shuffled again (it asked the same
-    # sides, names hidden once more, and stored the next vote as blind from someone who knew them)
+    # Regenerate after the names were shown, with a fixed seed: the same two replies would come back word for
+    # word, and a vote on them was stored as blind from someone who had just seen which model wrote which
+    page.click("#chat-regenerate")
+    expect(page.locator("#chat-vote-message")).to_contain_text("Not a new blind round: with a fixed Seed",
+                                                                timeout=30_000)
+    for _ in range(3):
+        fill(page, "chat-seed", -1)
+        page.wait_for_timeout(500)
+        if page.locator("#chat-seed input").input_value() == "-1":
+            break
+    # with new replies: a new blind round, the sides shuffled again (it asked the same sides, names hidden once
+    # more, and stored the next vote as blind from someone who knew them)
     page.click("#chat-regenerate")
     expect(page.locator("#chat-vote-message")).to_contain_text("A new blind round on the same prompt",
                                                                 timeout=30_000)
@@ -156,7 +166,7 @@ def test_blind_battle_vote_reveal_and_export(server, page, studio, tiny_model_di
     # the generation settings too (Max new tokens went back to 256: minute-long replies again)
     page.get_by_text("Generation settings").click()
     expect(page.locator("#chat-max-new-tokens input[type=number]")).to_have_value("24", timeout=30_000)
-    expect(page.locator("#chat-seed input")).to_have_value("7")
+    expect(page.locator("#chat-seed input")).to_have_value("-1")
     # ... and is the Label tab's name too: one person, one name, typed once
     page.get_by_role("tab", name="Label").click()
     expect(page.locator("#label-labeler textarea, #label-labeler input").first).to_have_value("Ann", timeout=30_000)
@@ -342,3 +352,29 @@ def test_blind_battle_switched_off_stays_off_after_a_reload(server, page):  # no
         # ... each wider than the blind switch beside them (in a third of the row a run's name was cut off)
         switch = page.locator("#chat-blind").bounding_box()
         assert min(a["width"], b["width"]) > 1.5 * switch["width"], (a, b, switch)
+
+
+def test_switching_blind_while_the_replies_stream_stops_them(server, page, studio, tiny_model_dir, tmp_path):  # noqa: F811
+    """Blind switched on while a named round's replies streamed: the switch emptied the chat and hid the names,
+    and the next streamed update wrote the named round back under the hidden labels (the other way round,
+    names shown over a shuffled round, its vote stored as blind from someone who believed they saw names)."""
+    from playwright.sync_api import expect
+
+    other = tmp_path / "other-tiny"
+    shutil.copytree(tiny_model_dir, other)
+    page.goto(server)
+    page.get_by_role("tab", name="Chat").click()
+    fill(page, "chat-model-a", f"base:{tiny_model_dir}")
+    fill(page, "chat-model-b", f"base:{other}")
+    page.wait_for_timeout(1000)
+    page.get_by_text("Generation settings").click()
+    fill(page, "chat-max-new-tokens", 1024)  # long replies: still streaming when the switch is pressed
+    fill(page, "chat-prompt", "Hello there?")
+    page.click("#chat-send")
+    expect(page.locator("#chat-progress")).to_contain_text("Writing:", timeout=60_000)
+    page.locator("#chat-blind input").check()
+    expect(page.locator("#chat-a")).to_contain_text("hidden until you vote", timeout=10_000)
+    page.wait_for_timeout(3000)  # (the stream's next updates, had it gone on)
+    expect(page.locator("#chat-a")).not_to_contain_text("Hello there?")
+    expect(page.locator("#chat-a")).to_contain_text("hidden until you vote")
+    expect(page.locator("#chat-send")).to_be_enabled(timeout=10_000)

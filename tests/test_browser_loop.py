@@ -162,6 +162,15 @@ def test_votes_to_training_to_a_blind_rematch(server, page, studio, tiny_model_d
     expect(page.locator("#train-estimate")).to_contain_text("Expected peak memory", timeout=60_000)
     expect(page.locator("#train-method input")).to_have_value("DPO")
     expect(page.locator("#param-num_train_epochs:visible input").first).to_have_value(set_to, timeout=10_000)
+    # Chat with this run, for a run continued from another: beside that run (it put up the first base model, and
+    # said "the model it was trained from")
+    page.locator("#runs-table [data-testid='cell-0-0']").click()
+    expect(page.locator("#run-status")).to_contain_text(f"Started from run {parent}", timeout=30_000)
+    page.click("#run-chat")
+    expect(page.locator("#chat-vote-message")).to_contain_text(
+        f"The run's tuned model (B) next to the run it continued from, {parent} (A)", timeout=30_000)
+    expect(page.locator("#chat-model-a input")).to_have_value(f"Tuned: LoRA on Quillpad support FAQ on "
+                                                              f"{tiny_model_dir} ({parent})")
 
 
 def test_the_estimate_after_train_on_these_is_for_what_was_set(server, page, studio, tiny_model_dir,  # noqa: F811

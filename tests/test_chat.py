@@ -618,3 +618,31 @@ def test_the_progress_line_says_tokens_rate_and_the_longest_wait_left(tiny_model
     list(stream(sides))
     made = 2 * GREEDY.max_new_tokens
     assert writing_note(sides, 100.0, rate=2.0) == f"Written in 2 min: {made} tokens, {made / 100:.1f} tokens/s."
+
+
+def test_a_voter_gets_one_vote_on_the_same_two_replies_and_a_stand_in_reply_is_no_reply(studio):
+    """With a fixed seed (or temperature 0), a prompt asked again brings the same two replies back word for word:
+    a new "blind" round on them came after the vote had named their models, and four such votes counted as four
+    judgements (a pair shown "better" on one). The page's "…" for a side stopped before its first word went back
+    to the model, and into a vote's prompt, as an assistant turn."""
+    from components.chat_tab import plain
+
+    prompt = [{"role": "user", "content": "Question?"}]
+
+    def page_vote(turn, voter="ana", a="from A", b="from B", models=("base:default", "run:r1")):
+        return chat_service.record_vote(studio, voter=voter, model_a=models[0], model_b=models[1], winner="a",
+                                        blind=True, prompt_a=prompt, prompt_b=prompt, reply_a=a, reply_b=b,
+                                        settings={}, turn=turn)
+
+    page_vote("t1")
+    with pytest.raises(chat_service.AlreadyVoted):  # the same turn: a second button
+        page_vote("t1")
+    with pytest.raises(chat_service.ChatError, match="^you voted on these two replies already: they came back word "
+                                                     "for word"):
+        page_vote("t2", a="from B", b="from A", models=("run:r1", "base:default"))  # the sides shuffled
+    assert studio.store.turn_voted("t1") and not studio.store.turn_voted("t2")
+    page_vote("t3", voter="bo")  # another person's judgement of the same words counts
+    page_vote("t4", a="other words")
+    assert len(studio.store.list_votes()) == 3
+    assert plain([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": chat_service.NO_REPLY},
+                  {"role": "user", "content": "Again?"}])[1] == {"role": "assistant", "content": ""}
