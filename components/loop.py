@@ -106,7 +106,8 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
         except DataError as err:  # shown where the button is
             return (f"**Nothing to train on:** {quoted(err)}", *(gr.skip(),) * 9)
         row, model = start["dataset"], start["model"]
-        where = f"run `{model[4:]}`" if model.startswith("run:") else "the base model"
+        where = (f"run `{model[4:]}`" if model.startswith("run:") else "the built-in model" if model == "default"
+                 else f"the base model `{model}`")
         learned, values = start["learned"], shown_after(train, kept)
         again = (f" {learned} of these votes {'was' if learned == 1 else 'were'} already in the dataset behind {where} "
                  f"(votes are kept): {start['votes'] - learned} {'is' if start['votes'] - learned == 1 else 'are'} "

@@ -222,20 +222,29 @@ def voted_runs(studio, votes: list[dict]) -> list[str]:
 def preference_start(studio, name: str | None = None, method: str = "dpo") -> dict:
     """'Train on these preferences': the decisive votes as a dataset, and where the run starts (the
     newest voted run that the method can start from, else the base).
-    Returns {"dataset": row, "model": "run:ID" or "default", "votes": count}."""
+    Returns {"dataset": row, "model": "run:ID", a base model (its folder, or "default"), "votes": count}."""
     from pipelines.methods import get_method
     from studio.core import RunError
 
     votes = counted_votes(studio)
     row = export_votes(studio, name)
-    start = "default"
-    for run_id in voted_runs(studio, votes):
+    start = None
+    runs = voted_runs(studio, votes)
+    for run_id in runs:
         try:
             studio.start_point(run_id, get_method(method))
         except RunError:
             continue
         start = f"run:{run_id}"
         break
+    if start is None:
+        # no voted run it can start from: the model those were tuned from, else the base model voted on (newest
+        # vote first, its winner's side first), not the built-in one (it trained SmolLM2 on another model's replies)
+        bases = [studio.get_run(run_id)["model"] for run_id in runs]
+        for v in sorted((v for v in votes if v["winner"] in ("a", "b")), key=lambda v: v["id"], reverse=True):
+            sides = (v["model_a"], v["model_b"]) if v["winner"] == "a" else (v["model_b"], v["model_a"])
+            bases += [spec[5:] for spec in sides if spec.startswith("base:")]
+        start = bases[0] if bases else "default"
     return {"dataset": row, "model": start, "votes": sum(v["winner"] in ("a", "b") for v in votes),
             "learned": learned_before(studio, start, row)}
 

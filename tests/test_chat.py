@@ -646,3 +646,17 @@ def test_a_voter_gets_one_vote_on_the_same_two_replies_and_a_stand_in_reply_is_n
     assert len(studio.store.list_votes()) == 3
     assert plain([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": chat_service.NO_REPLY},
                   {"role": "user", "content": "Again?"}])[1] == {"role": "assistant", "content": ""}
+
+
+def test_preferences_between_base_models_train_the_model_voted_on(studio, tmp_path):
+    """Votes between two base models (or runs DPO cannot start from): Train on these preferences set up DPO on the
+    built-in model, trained on another model's replies, and said "starting from the base model"."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    prompt = [{"role": "user", "content": "Question?"}]
+    for i, winner in enumerate(("a", "b")):
+        chat_service.record_vote(studio, voter="ana", model_a=f"base:{one}", model_b=f"base:{two}", winner=winner,
+                                 blind=True, prompt_a=prompt, prompt_b=prompt, reply_a=f"from one {i}",
+                                 reply_b=f"from two {i}", settings={})
+    start = chat_service.preference_start(studio)
+    assert start["model"] == str(two)  # the newest vote's winner
+    assert start["votes"] == 2 and start["dataset"]["rows"] == 2
