@@ -170,9 +170,18 @@ def test_epochs_are_explained_in_each_kind_of_learnings_own_terms():
     assert "word for word" in lora.help  # examples' own help unchanged
 
 
-def test_dropout_speaks_of_held_out_loss_only_where_rows_are_held_out():
-    """LoRA's Dropout help told GRPO, RLOO and PPO to watch a held-out loss they do not have."""
-    helps = {key: {info.name: info.help for info in describe(METHODS[key].params)} for key in METHODS}
-    for key in ("grpo", "rloo", "ppo"):
-        assert "held-out loss" not in helps[key]["lora_dropout"] and "afresh" in helps[key]["lora_dropout"], key
-    assert "held-out loss" in helps["lora"]["lora_dropout"] and "held-out loss" in helps["dpo"]["lora_dropout"]
+def test_dropout_is_offered_only_where_training_keeps_it():
+    """LoRA's Dropout was offered to DPO, KTO, ORPO, SimPO, CPO, the reward model and PPO, whose trainers switch every
+    dropout off (TRL's disable_dropout, on by default for them; PPO's own), so it did nothing; GRPO and RLOO were
+    told to watch a held-out loss they do not have. A stored run's value is dropped, not refused, on resume."""
+    from pipelines.methods.params import parse
+
+    helps = {key: {info.name for info in describe(METHODS[key].params)} for key in METHODS}
+    for key in ("dpo", "kto", "orpo", "simpo", "cpo", "reward_model", "grpo", "rloo", "ppo"):
+        assert "lora_dropout" not in helps[key], key
+    assert "lora_dropout" in helps["lora"]
+    parsed = parse(METHODS["dpo"].params, {"lora_dropout": 0.05, "r": 8})
+    assert parsed.r == 8 and not hasattr(parsed, "lora_dropout")
+    assert METHODS["dpo"].peft_config(parsed, None).lora_dropout == 0.0
+    with pytest.raises(ConfigError, match="^unknown parameter 'lora_dropot'"):
+        parse(METHODS["dpo"].params, {"lora_dropot": 0.05})

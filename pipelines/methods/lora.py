@@ -4,9 +4,10 @@ LoRA-FA. QLoRA (qlora.py) is LoRA on a 4-bit base."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
-from pipelines.methods.params import param, with_defaults
+from pipelines.methods.params import only, param, with_defaults
 from pipelines.methods.setup import Setup
 from pipelines.methods.training import SFTTraining
 
@@ -75,6 +76,13 @@ class LoraFields:
     )
 
 
+# The preference and reward trainers of TRL (disable_dropout, on by default) and the studio's PPO switch every
+# dropout off (a policy's log-probabilities are compared with its reference's), so LoRA's Dropout did nothing
+# there; the RL methods learn from replies they write afresh each step. Their LoRA has no Dropout to set.
+LoraFieldsNoDropout = only(LoraFields, "LoraFieldsNoDropout",
+                           [f.name for f in dataclasses.fields(LoraFields) if f.name != "lora_dropout"])
+
+
 @dataclass
 class LoraParams(LoraFields, LoraTraining):  # training fields first, then the adapter's
     pass
@@ -117,7 +125,7 @@ def lora_config(params, setup: Setup | None = None, **extra):
     """PEFT's LoraConfig for these parameters; `extra` carries a variant's fixed choices."""
     from peft import LoraConfig
 
-    fields = {"r": params.r, "lora_alpha": params.lora_alpha, "lora_dropout": params.lora_dropout,
+    fields = {"r": params.r, "lora_alpha": params.lora_alpha, "lora_dropout": getattr(params, "lora_dropout", 0.0),
                   "target_modules": targets(params.target_modules), "use_rslora": params.use_rslora}
     if hasattr(params, "init_lora_weights"):
         fields["init_lora_weights"] = params.init_lora_weights

@@ -143,10 +143,16 @@ def did_you_mean(name: str, options) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+# Settings some methods no longer offer because they never did anything there, dropped from stored runs' params
+# (a resume or a Continue of a DPO run saved with LoRA's Dropout would be refused as an unknown parameter):
+# the preference, reward-model and RL trainers switch dropout off (pipelines/methods/lora.py)
+RETIRED = {"lora_dropout"}
+
+
 def parse(params_cls: type, values: dict[str, Any] | None) -> Any:
     """Build a validated params instance from user values (missing ones take their default)."""
-    values = dict(values or {})
     infos = {i.name: i for i in describe(params_cls)}
+    values = {k: v for k, v in (values or {}).items() if k in infos or k not in RETIRED}
     unknown = sorted(set(values) - set(infos))
     if unknown:
         raise ConfigError(

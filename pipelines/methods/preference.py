@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipelines.methods.lora import LoraFields, lora_config
+from pipelines.methods.lora import LoraFieldsNoDropout, lora_config
 from pipelines.methods.params import ConfigError, param, with_defaults
 from pipelines.methods.setup import Setup
 from pipelines.methods.training import GoodBadStopping, PairStopping, Training
@@ -37,7 +37,7 @@ BETA_HELP = ("How far the model may move from where it started. Higher = smaller
 
 
 @dataclass
-class LoraPreference(LoraFields):
+class LoraPreference(LoraFieldsNoDropout):
     use_dora: bool = param(
         False,
         label="DoRA",

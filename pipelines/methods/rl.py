@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipelines.methods.preference import LoraPreference
-from pipelines.methods.lora import LoraFields
+from pipelines.methods.lora import LoraFieldsNoDropout
 from pipelines.methods.params import ConfigError, only, param, with_defaults
 from pipelines.methods.training import PairStopping, Training
 
@@ -32,12 +32,6 @@ RLTraining = only(Training, "RLTraining", ["learning_rate", "num_train_epochs", 
                                             "gradient_accumulation_steps", "gradient_checkpointing",
                                             "save_steps", "seed"], helps={"num_train_epochs": RL_EPOCHS},
                   learning_rate=1e-4, num_train_epochs=1.0, per_device_train_batch_size=8, save_steps=10)
-
-# LoRA's Dropout help spoke of held-out loss: these methods hold nothing out (their replies are new each step)
-RL_DROPOUT = ("Randomly ignores part of the change while training. Off by default (it costs ~20% speed on CPU); "
-              "these methods learn from replies they write afresh each step and hold no rows out to watch, so it is "
-              "seldom needed.")
-RLLora = with_defaults(LoraPreference, "RLLora", helps={"lora_dropout": RL_DROPOUT})
 
 GRPO_LOSSES = {
     "dapo": "DAPO: every reply token counts the same across the batch, so long replies are not favoured "
@@ -98,7 +92,7 @@ class GRPOFields(SamplingFields):
 
 
 @dataclass
-class GRPOParams(RLLora, GRPOFields, RLTraining):
+class GRPOParams(LoraPreference, GRPOFields, RLTraining):
     pass
 
 
@@ -111,7 +105,7 @@ class RLOOFields(SamplingFields):
 
 
 @dataclass
-class RLOOParams(RLLora, RLOOFields, RLTraining):
+class RLOOParams(LoraPreference, RLOOFields, RLTraining):
     pass
 
 
@@ -168,7 +162,7 @@ class RewardModelFields:
 
 
 @dataclass
-class RewardModelParams(LoraFields, RewardModelFields, PairStopping, RewardTraining):
+class RewardModelParams(LoraFieldsNoDropout, RewardModelFields, PairStopping, RewardTraining):
     pass
 
 
@@ -179,7 +173,7 @@ def reward_lora_config(params, setup=None):
 
     from pipelines.methods.lora import targets
 
-    return LoraConfig(task_type="SEQ_CLS", r=params.r, lora_alpha=params.lora_alpha, lora_dropout=params.lora_dropout,
+    return LoraConfig(task_type="SEQ_CLS", r=params.r, lora_alpha=params.lora_alpha, lora_dropout=0.0,
                       target_modules=targets(params.target_modules), use_rslora=params.use_rslora,
                       modules_to_save=["score"])
 
@@ -226,5 +220,5 @@ class PPOFields:
 
 
 @dataclass
-class PPOParams(RLLora, PPOFields, PPOTraining):
+class PPOParams(LoraPreference, PPOFields, PPOTraining):
     pass
