@@ -202,8 +202,11 @@ def rollout(policy, value_head, tokenizer, prompts: list[list[dict]], settings: 
     eos = tokenizer.eos_token_id
     with torch.no_grad():
         # top_k=0, top_p=1.0: sample from the whole distribution, the one the logprobs describe [N+]
+        # and nothing else of the model's generation_config (a repetition penalty, min_p, ...) reshapes it: the
+        # replies would come from another distribution than the one scored, as TRL's GRPO also makes sure
         out = policy.generate(input_ids=prompt_ids, attention_mask=prompt_mask, do_sample=True,
-                              temperature=settings.temperature, top_k=0, top_p=1.0,
+                              temperature=settings.temperature, top_k=0, top_p=1.0, repetition_penalty=1.0,
+                              min_p=None, typical_p=1.0, no_repeat_ngram_size=0,
                               max_new_tokens=settings.max_new_tokens, eos_token_id=eos,
                               pad_token_id=tokenizer.pad_token_id)
         reply = out[:, prompt_len:]
@@ -285,7 +288,9 @@ def ppo_step(policy, value_head, tokenizer, optimizer, prompts: list[list[dict]]
     optimizer.zero_grad()
 
     kl_sum = kl.sum(1)  # per reply: sum over its tokens of logp - ref_logp
-    metrics = {"reward": float(scores.mean()), "kl": float(kl_sum.mean()),
+    # "kl" per reply token, as GRPO and RLOO log it (the chart draws them on one axis); the per-reply sum apart
+    metrics = {"reward": float(scores.mean()), "kl": float(kl.sum() / mask.sum().clamp(min=1)),
+               "kl_per_reply": float(kl_sum.mean()),
                "non_score_reward": float((-settings.kl_coef * kl_sum).mean()),
                **{k: sum(v) / len(v) for k, v in logs.items() if v},
                "completions/mean_length": float(mask.sum(1).mean()),

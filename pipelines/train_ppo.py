@@ -31,6 +31,19 @@ VALUE_HEAD = "value_head.pt"
 STATE = "ppo_state.pt"  # optimizer, step and random states: what a resumed run needs besides the weights
 
 
+def batch_rows(step: int, batch: int, n: int, seed: int) -> list[int]:
+    """The rows of PPO step `step`: each epoch a shuffle of its own (seeded by the epoch), read in order, a batch
+    that crosses into the next epoch taking its first rows from that epoch's shuffle (it took them from the
+    current one again: those rows twice, and the next epoch's first ones never)."""
+    out = []
+    for i in range(step * batch, (step + 1) * batch):
+        epoch, place = divmod(i, n)
+        order = list(range(n))
+        random.Random(seed + epoch).shuffle(order)
+        out.append(order[place])
+    return out
+
+
 def train(job: dict, run_dir: Path, events: RunEvents) -> dict:
     import torch
 
@@ -84,10 +97,7 @@ def train(job: dict, run_dir: Path, events: RunEvents) -> dict:
                            first_step=start)
     lr_at = lambda step: params.learning_rate * (1 - step / total)  # noqa: E731  linear decay, as TRL's trainers
     for step in range(start, total):
-        epoch, place = divmod(step * batch, len(rows))
-        order = list(range(len(rows)))
-        random.Random(params.seed + epoch).shuffle(order)
-        chosen = [rows[order[(place + i) % len(rows)]] for i in range(batch)]
+        chosen = [rows[i] for i in batch_rows(step, batch, len(rows), params.seed)]
         parts: dict[str, list[float]] = {}
 
         def score(prompts, replies, chosen=chosen):

@@ -185,3 +185,11 @@ def test_dropout_is_offered_only_where_training_keeps_it():
     assert METHODS["dpo"].peft_config(parsed, None).lora_dropout == 0.0
     with pytest.raises(ConfigError, match="^unknown parameter 'lora_dropot'"):
         parse(METHODS["dpo"].params, {"lora_dropot": 0.05})
+
+
+def test_grpo_and_rloo_offer_no_clip_that_cannot_act():
+    """'Step clipping' (epsilon) was offered to GRPO and RLOO: TRL learns from each batch of replies once
+    (num_iterations 1), so the policy ratio it clips is 1 and the setting changed nothing."""
+    for key in ("grpo", "rloo"):
+        names = {info.name for info in describe(METHODS[key].params)}
+        assert "epsilon" not in names and "num_iterations" not in names, key  # (one pass: nothing to clip)

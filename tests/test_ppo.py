@@ -196,7 +196,9 @@ def test_ppo_raises_a_toy_reward_and_the_reference_stays_the_base(peaky_model_di
                                "value_clipfrac", "approx_kl", "entropy", "completions/mean_length"}
     assert all(math.isfinite(v) for m in history for v in m.values())
     assert history[-1]["kl"] > 0  # the policy has moved away from the reference...
-    close(history[-1]["non_score_reward"], -settings.kl_coef * history[-1]["kl"], 1e-5)  # ...and pays for it
+    close(history[-1]["non_score_reward"], -settings.kl_coef * history[-1]["kl_per_reply"], 1e-5)  # ...and pays
+    # "kl" per reply token (as GRPO and RLOO log it, on the same chart): the per-reply sum over the mean length
+    close(history[-1]["kl"], history[-1]["kl_per_reply"] / history[-1]["completions/mean_length"], 1e-4)
 
     end = sample()
     after = sum(score_fn(end.replies, end.replies)) / 32
@@ -209,3 +211,15 @@ def test_ppo_raises_a_toy_reward_and_the_reference_stays_the_base(peaky_model_di
     assert not torch.allclose(end.logprobs, end.ref_logprobs)
     print(f"PPO toy reward for {word!r}: before {before:.3f} after {after:.3f}; "
           f"kl per step {[round(m['kl'], 3) for m in history]}; reward per step {[m['reward'] for m in history]}")
+
+
+def test_ppo_batches_take_each_row_once_an_epoch_across_the_epochs_boundary():
+    """10 prompts in batches of 4: the third batch took rows 9 and 10 of the first epoch's shuffle, then its rows
+    1 and 2 again (not the second epoch's): those twice, the second epoch's first two never."""
+    from pipelines.train_ppo import batch_rows
+
+    drawn = [batch_rows(step, 4, 10, seed=3) for step in range(5)]  # 20 rows: two epochs
+    flat = [i for rows in drawn for i in rows]
+    assert sorted(flat[:10]) == list(range(10)) and sorted(flat[10:]) == list(range(10))
+    assert flat[:10] != flat[10:]  # each epoch its own shuffle
+    assert drawn[2] == [flat[8], flat[9], flat[10], flat[11]]

@@ -73,11 +73,8 @@ class SamplingFields:
         "smaller changes that keep its old manners; 0 = no leash (faster, but it may drift into odd text "
         "that games the reward). 0.04 is the GRPO paper's value.",
         target="trainer", min=0.0, max=1.0, step=0.01)
-    epsilon: float = param(
-        0.2, label="Step clipping",
-        help="How far one update may change a reply's probability (the clip range, as in PPO): 0.2 = at "
-        "most about 20% per step. Smaller is steadier and slower.",
-        target="trainer", min=0.01, max=1.0, step=0.01, advanced=True)
+    # (no "Step clipping": each batch of replies is learned from once - TRL's num_iterations 1 - so the policy
+    # ratio the clip bounds is 1 and it never acts; it would only with several passes over each batch)
 
 
 @dataclass
