@@ -21,6 +21,7 @@ import math
 from pathlib import Path
 
 from pipelines import data, events as ev, hardware, models, rewards
+from pipelines.errors import DataError
 from pipelines.events import RunEvents, resume_checkpoint
 from pipelines.methods import get_method, parse, split_by_target
 from pipelines.methods.trainers import trl_classes
@@ -212,6 +213,16 @@ def train_reward_model(job: dict, run_dir: Path, events: RunEvents) -> dict:
                           eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
                           processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config)
     trainer.remove_callback(PrinterCallback)
+    # TRL left out every pair with an answer over max_length: counted as what trains and measures, and said
+    kept_train, kept_eval = len(trainer.train_dataset), len(trainer.eval_dataset) if eval_rows else 0
+    dropped = len(train_rows) - kept_train + len(eval_rows) - kept_eval
+    if dropped:
+        print(f"{dropped} of {len(train_rows) + len(eval_rows)} pairs have a prompt and reply longer than Max length "
+              f"({params.max_length} tokens) and are left out: a reward model reads each reply whole", flush=True)
+    for kept, rows, which in ((kept_train, train_rows, "training"), (kept_eval, eval_rows, "held-out")):
+        if rows and not kept:
+            raise DataError(f"every {which} pair has a prompt and reply longer than Max length ({params.max_length} "
+                            "tokens), and a reward model reads each reply whole; raise Max length")
 
     # train, measuring held-out accuracy before and after
     checkpoint = resume_checkpoint(job, run_dir)
@@ -220,8 +231,8 @@ def train_reward_model(job: dict, run_dir: Path, events: RunEvents) -> dict:
         events.phase("measuring the model before training")
         before = evaluate_sharing(trainer, training_follows=True)
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    summary = {"train_rows": len(train_rows), "train_loss": result.training_loss,
-               "steps": trainer.state.global_step}
+    summary = {"train_rows": kept_train, "train_loss": result.training_loss, "steps": trainer.state.global_step,
+               **({"long_pairs_left_out": dropped} if dropped else {})}
     if before and "eval_accuracy" in before:
         summary["eval_accuracy_before"] = before["eval_accuracy"]
         if "eval_margin" in before:
@@ -234,7 +245,7 @@ def train_reward_model(job: dict, run_dir: Path, events: RunEvents) -> dict:
         events.phase("measuring the model after training")
         after = evaluate_sharing(trainer)
         summary.update(eval_accuracy_after=after["eval_accuracy"], eval_margin_after=after["eval_margin"],
-                       eval_pairs=len(eval_rows))
+                       eval_pairs=kept_eval)
     events.phase("saving the result")
     save(trainer, tokenizer, run_dir)
     return summary

@@ -328,3 +328,30 @@ def test_from_an_ia3_parent_the_kl_reference_is_the_parent(key, tmp_path, tiny_m
     weights = dict(trainer.model.named_parameters())
     scales = [n for n in weights if n.endswith("ia3_l.default")]
     assert scales and all(torch.equal(weights[n], weights[n.removesuffix("default") + "ref"]) for n in scales)
+
+
+def test_reward_model_pairs_over_max_length_are_counted_as_left_out(studio, tmp_path, tiny_model_dir):
+    """TRL's reward trainer leaves out a pair whose reply is longer than Max length (the help said it was cut):
+    the run counted them as trained on and measured, and with every held-out pair too long it failed with a
+    KeyError at the end."""
+    long = " ".join(["word"] * 80)
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": f"Question {i}?", "chosen": long if i < 2 else "Yes, gladly.",
+                                         "rejected": "No."}) + "\n" for i in range(8)))
+    dataset = studio.import_dataset(pairs, name="pairs")
+    params = {"num_train_epochs": 1, "per_device_train_batch_size": 2, "max_length": 48, "eval_fraction": 0.0,
+              "save_steps": 1000}
+    run_id = studio.start_run(model=str(tiny_model_dir), dataset=dataset["id"], method="reward_model", params=params)
+    row = studio.wait(run_id)
+    assert row["status"] == "completed", row.get("error")
+    assert row["summary"]["train_rows"] == 6 and row["summary"]["long_pairs_left_out"] == 2
+    assert "2 of 8 pairs have a prompt and reply longer than Max length (48 tokens) and are left out" in \
+        (studio.run_dir(run_id) / "train.log").read_text()
+    pairs.write_text("".join(json.dumps({"prompt": f"Question {i}?", "chosen": long, "rejected": "No."}) + "\n"
+                             for i in range(8)))
+    dataset = studio.import_dataset(pairs, name="all long")
+    run_id = studio.start_run(model=str(tiny_model_dir), dataset=dataset["id"], method="reward_model", params=params)
+    row = studio.wait(run_id)
+    assert row["status"] == "failed"
+    assert row["error"] == ("every training pair has a prompt and reply longer than Max length (48 tokens), and a "
+                            "reward model reads each reply whole; raise Max length")

@@ -145,7 +145,11 @@ def check(method, params, entries: list[dict], dataset_row: dict, model_path: st
 RewardTraining = with_defaults(Training, "RewardTraining", helps={"num_train_epochs": (
     "How many times the model reads your pairs, learning to score the preferred reply higher. A few dozen to a few "
     "hundred pairs need 3-5; too many and it learns these pairs by heart (its held-out pairs ranked right stop "
-    "rising while its training loss still falls).")}, learning_rate=1e-4, num_train_epochs=4.0,
+    "rising while its training loss still falls)."),
+    # TRL's reward trainer leaves out a pair with an answer longer than this, where other trainers cut it
+    "max_length": ("Longest prompt and reply, in tokens. A reward model reads each reply whole: a pair with a "
+                   "longer one is left out (the log says how many). Longer needs more memory and time.")},
+    learning_rate=1e-4, num_train_epochs=4.0,
                                per_device_train_batch_size=4, eval_fraction=0.25, max_length=512)
 
 
