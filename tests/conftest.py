@@ -170,3 +170,16 @@ def greedy_tokens(model, input_ids, n: int) -> list[int]:
             out.append(token)
             seq = torch.cat([seq, torch.tensor([[token]])], dim=1)
     return out
+
+
+def without_chat_template(model_dir: Path, out: Path) -> Path:
+    """A copy of a model folder whose tokenizer has no chat template (a base model's)."""
+    import json
+    import shutil
+
+    shutil.copytree(model_dir, out)
+    (out / "chat_template.jinja").unlink(missing_ok=True)
+    config = json.loads((out / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (out / "tokenizer_config.json").write_text(json.dumps(config))
+    return out

@@ -175,9 +175,8 @@ def test_chat_scores_both_replies_with_a_reward_model(server, page, studio, tiny
     expect(page.locator("#chat-scores")).not_to_contain_text("Reward model")
 
 
-def test_judge_panel_labels_a_dataset(server, page, studio, tiny_model_dir):  # noqa: F811
-    from playwright.sync_api import expect
-
+def open_judge_panel(server, page, studio, judge_dir) -> dict:  # noqa: F811
+    """The quill pairs imported, picked in the Data tab, and its judge panel opened with this judge."""
     from tests.test_pref_train import PAIRS
 
     dataset = studio.import_dataset(PAIRS, name="quill pairs")
@@ -185,7 +184,14 @@ def test_judge_panel_labels_a_dataset(server, page, studio, tiny_model_dir):  # 
     page.get_by_role("tab", name="Data").click()
     choose(page, "data-datasets", "quill pairs — preference, 12 rows")
     page.get_by_text("Label these pairs with a judge model (RLAIF)").click()
-    fill_visible(page, "judge-model", tiny_model_dir)
+    fill_visible(page, "judge-model", judge_dir)
+    return dataset
+
+
+def test_judge_panel_labels_a_dataset(server, page, studio, tiny_model_dir):  # noqa: F811
+    from playwright.sync_api import expect
+
+    dataset = open_judge_panel(server, page, studio, tiny_model_dir)
     fill_visible(page, "judge-limit", 4)
     page.click("#judge-start")
     # one job at a time from the page (a second press started a second job, whose first never became a dataset)
@@ -208,14 +214,8 @@ def test_judge_jobs_are_cancelled_and_found_again_from_the_page(server, page, st
     from playwright.sync_api import expect
 
     from studio import judge_service
-    from tests.test_pref_train import PAIRS
 
-    dataset = studio.import_dataset(PAIRS, name="quill pairs")
-    page.goto(server)
-    page.get_by_role("tab", name="Data").click()
-    choose(page, "data-datasets", "quill pairs — preference, 12 rows")
-    page.get_by_text("Label these pairs with a judge model (RLAIF)").click()
-    fill_visible(page, "judge-model", tiny_model_dir)
+    dataset = open_judge_panel(server, page, studio, tiny_model_dir)
     page.locator("#judge-rationale input").check()  # slow: a written comparison before each choice
     page.click("#judge-start")
     page.locator("#judge-cancel").click(timeout=30_000)

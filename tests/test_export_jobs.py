@@ -195,15 +195,9 @@ def test_a_run_whose_adapter_no_weight_can_hold_is_refused_with_its_own_reason(s
 
 
 def test_a_model_without_a_chat_template_gets_its_gguf_and_no_modelfile(studio, tiny_model_dir, tmp_path):
-    import json
-    import shutil
+    from tests.conftest import without_chat_template
 
-    plain = tmp_path / "plain"
-    shutil.copytree(tiny_model_dir, plain)
-    (plain / "chat_template.jinja").unlink(missing_ok=True)
-    config = json.loads((plain / "tokenizer_config.json").read_text())
-    config.pop("chat_template", None)
-    (plain / "tokenizer_config.json").write_text(json.dumps(config))
+    plain = without_chat_template(tiny_model_dir, tmp_path / "plain")
     export_id = export_service.start_export(studio, str(plain), fmt="gguf", quant="f16")
     row = export_service.wait(studio, export_id, poll_s=0.3)
     assert row["status"] == "completed", row["error"]

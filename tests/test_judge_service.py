@@ -5,7 +5,6 @@ can train on it; refusals are one line and start nothing."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 
@@ -123,12 +122,9 @@ def test_a_judge_that_cannot_choose_or_a_failed_start_leaves_no_job(studio, tiny
     start whose worker could not be started left a job 'queued' for ever, its dataset in use."""
     from studio import judge_service
 
-    plain = tmp_path / "no-template"
-    shutil.copytree(tiny_model_dir, plain)
-    (plain / "chat_template.jinja").unlink(missing_ok=True)
-    config = json.loads((plain / "tokenizer_config.json").read_text())
-    config.pop("chat_template", None)
-    (plain / "tokenizer_config.json").write_text(json.dumps(config))
+    from tests.conftest import without_chat_template
+
+    plain = without_chat_template(tiny_model_dir, tmp_path / "no-template")
     with pytest.raises(judge_service.JudgeError) as err:
         judge_service.start(studio, str(PAIRS), str(plain))
     assert str(err.value).startswith("the judge model's tokenizer has no chat template; pick an instruction-tuned")

@@ -139,6 +139,22 @@ def test_kto_heldout_loss_reads_what_training_did(tmp_path, tiny_model_dir, data
     assert after < before - 0.01, f"held-out KTO loss {before:.4f} -> {after:.4f}"
 
 
+def trained_ia3_parent(model_dir, out):
+    """An IA3 adapter whose scales are away from IA3's start (all ones: the base model), as a trained one's are."""
+    from peft import IA3Config, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    parent = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir),
+                            IA3Config(task_type="CAUSAL_LM", target_modules=["k_proj", "v_proj", "down_proj"],
+                                      feedforward_modules=["down_proj"]))
+    for name, param in parent.named_parameters():
+        if "ia3_l" in name:
+            param.data = 1 + 0.5 * torch.randn_like(param)
+    parent.save_pretrained(out)
+    return out
+
+
 @pytest.mark.parametrize("key", ["dpo", "kto"])
 def test_from_an_ia3_parent_the_reference_is_the_parent(key, tmp_path, tiny_model_dir, datasets):
     """Started from a finished run's adapter, DPO and KTO measure against that adapter. TRL copied it into
@@ -146,17 +162,7 @@ def test_from_an_ia3_parent_the_reference_is_the_parent(key, tmp_path, tiny_mode
     `ia3_l.default`, so the reference stayed at IA3's start (the base model) and the whole SFT change
     counted as preference: before any step the held-out margin was far from 0. Now the policy starts
     as its reference, as from a LoRA parent: rewards and margin 0, KTO's loss 0.5."""
-    from peft import IA3Config, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(0)
-    parent = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
-                            IA3Config(task_type="CAUSAL_LM", target_modules=["k_proj", "v_proj", "down_proj"],
-                                      feedforward_modules=["down_proj"]))
-    for name, param in parent.named_parameters():
-        if "ia3_l" in name:  # a trained parent: scales away from IA3's start (all ones, the base model)
-            param.data = 1 + 0.5 * torch.randn_like(param)
-    parent.save_pretrained(tmp_path / "parent")
+    trained_ia3_parent(tiny_model_dir, tmp_path / "parent")
     params = {**tiny_params(key), "eval_fraction": 0.25, "eval_steps": 1000}
     job = {"method": key, "model": str(tiny_model_dir), "model_cache": str(tmp_path / "models"),
            "dataset": {"path": str(datasets[METHODS[key].data_kind])}, "params": params,

@@ -299,21 +299,12 @@ def test_from_an_ia3_parent_the_kl_reference_is_the_parent(key, tmp_path, tiny_m
     """GRPO and RLOO started from a run's adapter hold the policy near that adapter. TRL copies it into its
     frozen "ref" adapter only for weights named `.default.` (LoRA's): an IA3 parent's scales (`ia3_l.default`)
     stayed at IA3's start, the base model, and the KL penalty pulled the run back from what its parent learned."""
-    from peft import IA3Config, get_peft_model
-    from transformers import AutoModelForCausalLM
-
     from pipelines import importer
     from pipelines.events import RunEvents
     from pipelines.train_rl import build_trainer
+    from tests.test_pref_train import trained_ia3_parent
 
-    torch.manual_seed(0)
-    parent = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
-                            IA3Config(task_type="CAUSAL_LM", target_modules=["k_proj", "v_proj", "down_proj"],
-                                      feedforward_modules=["down_proj"]))
-    for name, param in parent.named_parameters():
-        if "ia3_l" in name:  # a trained parent: scales away from IA3's start (all ones, the base model)
-            param.data = 1 + 0.5 * torch.randn_like(param)
-    parent.save_pretrained(tmp_path / "parent")
+    trained_ia3_parent(tiny_model_dir, tmp_path / "parent")
     prompts = tmp_path / "p.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": p, "answer": "yes"}) + "\n" for p in PROMPTS))
     importer.import_file(prompts, tmp_path / "data")
