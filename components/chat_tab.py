@@ -369,10 +369,20 @@ def build(studio):
                     given[2],
                     text, f"**Cannot chat:** {one_line(err)}", "")
 
+        def superseded() -> bool:
+            # Blind switched, Clear, or another comparison put up while these were written: their next update
+            # wrote the old round back over it (cancelled, an update already on its way still came after the
+            # handler's). Ended, with what each of those handlers sets, after any update of this stream.
+            return bool(page) and streaming.of(request) is not mine
+
+        ended = (gr.update(value=[]), gr.update(value=[]), new_battle(), gr.skip(), gr.skip(), "")
         try:
             decs = chat_service.decoders(studio, state["specs"], [history_a, history_b], settings_of(*settings))
         except Exception as err:  # noqa: BLE001  (a model that cannot be loaded; raised, the tab stayed locked)
-            yield refused(err)
+            yield ended if superseded() else refused(err)
+            return
+        if superseded():  # (while the models loaded)
+            yield ended
             return
         if preparing:
             yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), "", gr.skip()
@@ -388,13 +398,10 @@ def build(studio):
             except StopIteration:
                 break
             except Exception as err:  # noqa: BLE001  (a model failing mid-reply: the page stays usable)
-                yield refused(err)
+                yield ended if superseded() else refused(err)
                 return
-            if page and streaming.of(request) is not mine:
-                # Blind switched, Clear, or another comparison put up while these were written: their next update
-                # wrote the old round back over it (cancelled, an update already on its way still came after the
-                # handler's). Ended here, with what each of those handlers sets, after any update of this stream.
-                yield gr.update(value=[]), gr.update(value=[]), new_battle(), gr.skip(), gr.skip(), ""
+            if superseded():
+                yield ended
                 return
             shown_a[-1] = {"role": "assistant", "content": texts[0] or chat_service.NO_REPLY}
             shown_b[-1] = {"role": "assistant", "content": texts[1] or chat_service.NO_REPLY}
@@ -415,6 +422,9 @@ def build(studio):
                 yield (shown_a, shown_b, state, gr.skip(), gr.skip(),
                        writing_note(decs, shown_at - started, rate) if told else gr.skip())
         state = {**state, "ended": [side for side, dec in zip("ab", decs) if not dec.cut_off]}
+        if superseded():
+            yield ended
+            return
         cut = [side for side, dec in zip("AB", decs) if dec.cut_off]
         said = (f"Model {' and '.join(cut)}: the reply stopped at *Max new tokens* ({decs[0].settings.max_new_tokens}) "
                 "before its end; raise it under Generation settings for longer replies.") if cut else gr.skip()
@@ -513,7 +523,7 @@ def build(studio):
 
     # the replies being written stop with these (respond ends them): their next update wrote the old round back
     # under the new labels (names shown over a shuffled blind round, whose vote was stored as blind)
-    clear.click(on_clear, None, chat_out)
+    clear.click(on_clear, None, chat_out, cancels=[sent, submitted, regenerated])  # (and a respond still queued)
     blind.input(on_blind, blind, [chat_a, chat_b, battle, vote_message, scores, progress], queue=False)
 
     def refuse(state, message):

@@ -162,9 +162,12 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
             return ("", *(gr.skip(),) * 6, told, gr.Tabs(selected="chat"),
                     gr.update(choices=chat_service.scorer_choices(studio), value=run_id), gr.skip(), gr.skip(),
                     gr.skip())
+        try:
+            tuned, previous = chat_service.previous_model(studio, run_id)
+        except ChatError as err:  # (a finished run whose result folder is gone)
+            return (f"**Cannot chat with it:** {quoted(err)}", *(gr.skip(),) * 12)
         chat["end_stream"](request)  # replies still being written would write the old round back
         options = chat_service.choices(studio)
-        tuned, previous = chat_service.previous_model(studio, run_id)
         # a run continued from another is shown beside that run (side A was the first base, and the page said
         # "the model it was trained from"); the base where the run it came from is gone
         parent = previous in {value for _label, value in options}

@@ -150,6 +150,20 @@ def unfinished_winners(votes: list[dict]) -> int:
     return sum(v["winner"] in ((v.get("settings") or {}).get("unfinished") or ()) for v in votes)
 
 
+def without_silent_turns(prompt: list[dict]) -> list[dict]:
+    """A conversation without its exchanges whose reply was silent (stopped before its first word: "…", or ""),
+    each with the question before it: an empty assistant turn is refused by the import, and one empty turn in a
+    vote's prompt stopped every export of the votes."""
+    out: list[dict] = []
+    for message in prompt:
+        if message["role"] == "assistant" and silent(str(message["content"])):
+            if out and out[-1]["role"] == "user":
+                out.pop()
+            continue
+        out.append(message)
+    return out
+
+
 def preference_rows(votes: list[dict]) -> list[dict]:
     """Decisive votes as TRL conversational preference rows; ties and 'both bad' are left out.
     The prompt is the winning side's conversation (its own earlier replies included), after the
@@ -160,7 +174,7 @@ def preference_rows(votes: list[dict]) -> list[dict]:
         if v["winner"] not in ("a", "b"):
             continue
         win, lose = ("a", "b") if v["winner"] == "a" else ("b", "a")
-        prompt = v[f"prompt_{win}"]
+        prompt = without_silent_turns(v[f"prompt_{win}"])
         system = ((v.get("settings") or {}).get("system_prompt") or "").strip()
         if system and (not prompt or prompt[0]["role"] != "system"):  # as chat.Decoder put it
             prompt = [{"role": "system", "content": system}, *prompt]

@@ -38,6 +38,9 @@ class ImportOptions:
     dedupe: bool = False  # drop rows that repeat an earlier row exactly
     heldout: float = 0.0  # fraction kept aside for held-out loss (0 = decide at training time)
     seed: int = 42
+    # the file's last rows kept aside as they are, instead of a drawn fraction: a judge's copy of a dataset keeps
+    # the split of its source (drawn again, pairs a run trained on were held out to measure a run continued from it)
+    heldout_last: int = 0
 
     def key(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -202,19 +205,23 @@ class _Writer:
             self.writer.close()
 
 
-def _split(folder: Path, rows: int, heldout: float, seed: int, kind: str = "sft") -> int:
+def _split(folder: Path, rows: int, heldout: float, seed: int, kind: str = "sft", last: int = 0) -> int:
     """Move an exact, seeded `heldout` fraction of data.parquet into heldout.parquet (the count
     returned). Rows of one prompt (examples, preference pairs, KTO replies) move together
-    (data.whole_prompts), as the split at training does, so their share can be a few rows off."""
+    (data.whole_prompts), as the split at training does, so their share can be a few rows off.
+    `last`: the last rows instead, as they are."""
     import pyarrow.parquet as pq
 
     from pipelines import data
 
-    if heldout <= 0 or rows < 2:
+    if rows < 2 or (heldout <= 0 and last <= 0):
         return 0
-    k = min(rows - 1, max(1, round(rows * heldout)))
-    held = set(random.Random(seed).sample(range(rows), k))
-    if kind in data.BY_PROMPT:
+    if last > 0:
+        held = set(range(max(1, rows - last), rows))
+    else:
+        k = min(rows - 1, max(1, round(rows * heldout)))
+        held = set(random.Random(seed).sample(range(rows), k))
+    if kind in data.BY_PROMPT and not last:
         groups = data.stored_prompt_groups(folder / DATA)
         if len(groups) < rows:
             held = set(data.whole_prompts(groups, k, 1, seed, data.min_prompts(kind))[1])
@@ -245,6 +252,8 @@ def import_file(path: Path, dest: Path, options: ImportOptions | None = None,
     path, dest = Path(path), Path(dest)
     if not 0 <= options.heldout < 1:
         raise DataError(f"held-out fraction {options.heldout} must be at least 0 and below 1")
+    if options.heldout_last < 0:
+        raise DataError(f"held-out rows {options.heldout_last} must be at least 0")
     started = time.time()
     fmt = check_file(path, max_bytes)
     stream = records(path, fmt, options.text_unit)
@@ -310,7 +319,7 @@ def import_file(path: Path, dest: Path, options: ImportOptions | None = None,
             raise DataError(f"{path.name}: no pair can teach anything: in all {len(untaught)} rows 'chosen' and "
                             "'rejected' are the same answer or one is empty; preference training needs two "
                             "different answers to each prompt")
-        heldout_rows = _split(tmp, writer.rows, options.heldout, options.seed, layout.kind)
+        heldout_rows = _split(tmp, writer.rows, options.heldout, options.seed, layout.kind, options.heldout_last)
         meta = {
             "kind": layout.kind, "layout": layout.key, "layout_label": LAYOUT_BY_KEY[layout.key].label,
             "format": fmt, "source_name": path.name, "source_sha256": source_sha256 or sha256(path),

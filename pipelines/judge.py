@@ -288,11 +288,13 @@ def _write_atomically(path: Path, rows: list[dict]) -> None:
 def run(job: dict, run_dir: Path, events) -> dict:
     path = Path(job["dataset"]["path"])
     rows = load_rows(path)
+    trained = len(rows)
     heldout = job["dataset"].get("heldout_path")
-    if heldout and Path(heldout).exists():  # the pairs set aside at import are pairs to judge too
+    if heldout and Path(heldout).exists():  # the pairs set aside at import are pairs to judge too, kept last
         rows += load_rows(Path(heldout))
     if job.get("limit"):
         rows = rows[:int(job["limit"])]
+    held = max(0, len(rows) - trained)  # set aside again in the judged dataset, the same pairs
     _check_rows(rows, path)
     both_orders, rationale = bool(job.get("both_orders", True)), bool(job.get("rationale", False))
 
@@ -324,7 +326,8 @@ def run(job: dict, run_dir: Path, events) -> dict:
                "interval_one_order": agreed["interval_one_order"], "judged_file": JUDGED,
                "picks_first_shown": first_shown_rate([r["judge"] for r in judged]),
                "certainty": certainty([r["judge"] for r in judged]),
-               "seconds_per_pair": round((time.time() - started) / len(judged), 3), "both_orders": both_orders}
+               "seconds_per_pair": round((time.time() - started) / len(judged), 3), "both_orders": both_orders,
+               "heldout_pairs": held}
     if both_orders:
         print(f"judge agrees with the stored choice on {agreed['both_orders']:.0%} of pairs with both orders, "
               f"{agreed['one_order']:.0%} with one order", flush=True)

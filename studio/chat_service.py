@@ -158,8 +158,11 @@ def record_vote(studio, *, voter: str, model_a: str, model_b: str, winner: str, 
     votes = studio.store.list_votes()
     if turn is not None and any(v.get("turn") == turn for v in votes):  # a second click on the same replies
         raise AlreadyVoted(ALREADY_VOTED)
-    if turn is not None and any(v["voter"] == voter and {v["model_a"], v["model_b"]} == {model_a, model_b}
-           and {v["reply_a"], v["reply_b"]} == {reply_a, reply_b} for v in votes):
+    asked = prompt_a[-1:]  # the question both replies answer
+    if turn is not None and any(
+            v["voter"] == voter and v["prompt_a"][-1:] == asked
+            and {(v["model_a"], v["reply_a"]), (v["model_b"], v["reply_b"])} == {(model_a, reply_a), (model_b, reply_b)}
+            for v in votes):
         # the same two replies again (a fixed seed, greedy decoding): counted twice, one judgement looked like two
         # (four such votes made a pair "better"), and a blind one came after the names were shown
         raise ChatError("you voted on these two replies already: they came back word for word (a fixed Seed, or "

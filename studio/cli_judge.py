@@ -12,7 +12,6 @@ import sys
 
 
 def cmd_judge(args) -> int:
-    from pipelines.events import FINAL_STATUSES
     from studio import judge_service
     from studio.cli import CliError, _studio
 
@@ -31,8 +30,14 @@ def cmd_judge(args) -> int:
     try:
         found = judge_service.wait(studio, job_id, on_poll=show)
     except KeyboardInterrupt:  # Ctrl-C: the job stops too (it runs in its own session, and went on alone)
-        if judge_service.state(studio, job_id)["status"] not in FINAL_STATUSES:
+        try:
             judge_service.cancel(studio, job_id)
+        except judge_service.JudgeError:  # it ended meanwhile: said as it ended
+            found = judge_service.state(studio, job_id)
+            print(f"\njudge job {job_id} {found['status']} before the interrupt"
+                  + ("; opening the Data tab makes its dataset" if found["status"] == "completed" else ""),
+                  file=sys.stderr)
+            return 130
         print(f"\njudge job {job_id} cancelled: none of its judged pairs are kept", file=sys.stderr)
         return 130
     print(file=sys.stderr)

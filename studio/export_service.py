@@ -16,7 +16,7 @@ import unicodedata
 from pathlib import Path
 
 from pipelines import models
-from pipelines.events import CANCEL, FINAL_STATUSES, JOB, MODEL, read_json, write_json
+from pipelines.events import CANCEL, FINAL_STATUSES, HEARTBEAT, HEARTBEAT_STALE_S, JOB, MODEL, read_json, write_json
 from pipelines.export import ExportError
 from pipelines.export.merge import why_unmergeable
 from pipelines.export.model_merge import MERGE_METHODS
@@ -48,8 +48,9 @@ def _named(studio, name: str, typed: bool, shown_source: dict) -> str:
     if typed:
         if taken[name]["source"] == shown_source:
             return name
-        # (only a GGUF has an Ollama model; a merged folder's name is how the model lists name it)
-        replaced = ": its Ollama model would be replaced" if shown_source.get("format") == "gguf" else ""
+        # (only GGUFs have Ollama models; a merged folder's name is how the model lists name it)
+        both_gguf = shown_source.get("format") == "gguf" and taken[name]["source"].get("format") == "gguf"
+        replaced = ": its Ollama model would be replaced" if both_gguf else ""
         raise ExportError(f"an export named '{name}' exists already ({taken[name]['id']}), of another model or in "
                           f"another format{replaced}; type another name")
     return next(f"{name[:56]}-{n}" for n in range(2, 10_000) if f"{name[:56]}-{n}" not in taken)
@@ -205,16 +206,24 @@ def sweep(studio) -> list[str]:
         if not job_dir.is_dir():
             continue
         status = studio.job_state(row["id"], worker="export process")["status"]
-        if status not in FINAL_STATUSES:
-            continue
-        left = [job_dir / step for step in STEPS] + list(job_dir.glob(".model-*"))
-        left += list((job_dir / "gguf").glob(".*"))
+        beat = read_json(job_dir / HEARTBEAT) or {}
+        if status not in FINAL_STATUSES or time.time() - beat.get("time", 0) < HEARTBEAT_STALE_S:
+            continue  # (a worker that beat lately is at work, whatever its process looks like from here)
+        # the copies made as steps, and the temporary folders and files (".merged-step-…", ".model-…", ".x.partial")
+        left = [job_dir / step for step in STEPS] + list(job_dir.glob(".*")) + list((job_dir / "gguf").glob(".*"))
         if status != "completed":
             left += [job_dir / "gguf", job_dir / MODEL]
         for path in left:
-            if path.exists():
-                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
-                removed.append(str(path))
+            try:
+                if path.is_dir():
+                    shutil.rmtree(path)
+                elif path.exists():
+                    path.unlink()
+                else:
+                    continue
+            except OSError:  # left as it is: a start of the studio must not fail over it
+                continue
+            removed.append(str(path))
     return removed
 
 

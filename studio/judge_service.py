@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pipelines import importer, models
 from pipelines.errors import DataError
-from pipelines.events import ACTIVE_STATUSES, CANCEL, FINAL_STATUSES, JOB, read_json, write_json
+from pipelines.events import ACTIVE_STATUSES, CANCEL, FINAL_STATUSES, JOB, STATUS, read_json, write_json
 from pipelines.importer import ImportOptions
 from pipelines.judge import UnusableJudge, choice_token_ids
 
@@ -39,6 +39,9 @@ def start(studio, dataset_ref: str, judge: str = "default", both_orders: bool = 
         choice_token_ids(studio.tokenizer(str(judge_model)))
     except UnusableJudge as err:
         raise JudgeError(str(err)) from None
+    except (OSError, ValueError) as err:  # no tokenizer files, a template that does not render
+        first = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        raise JudgeError(f"the judge model's tokenizer cannot be used ({first.strip()}); pick another judge") from None
     heldout = Path(row["path"]).with_name(importer.HELDOUT)
     job_id = _new_id("j")
     job_dir = studio.run_dir(job_id)
@@ -52,8 +55,7 @@ def start(studio, dataset_ref: str, judge: str = "default", both_orders: bool = 
                 "id": job_id, "runner": "pipelines.judge", "judge_spec": judge,
                 "judge_model": judge_model, "both_orders": bool(both_orders), "rationale": bool(rationale),
                 "limit": limit, "dataset": {"id": row["id"], "name": row["name"], "path": row["path"],
-                                            "heldout_path": str(heldout) if heldout.exists() else None,
-                                            "heldout": (row["meta"].get("options") or {}).get("heldout", 0.0)},
+                                            "heldout_path": str(heldout) if heldout.exists() else None},
                 "max_concurrent": studio.max_concurrent, "created": now, "queued_at": now})
             studio.spawn(job_id, job_dir)
         except BaseException:  # a job folder with no worker would show as queued forever, its dataset in use
@@ -87,7 +89,7 @@ def collect(studio, job_id: str, name: str | None = None) -> dict:
         # the studio's own file: a judged copy of a dataset near the upload limit is larger than it (the
         # judge's numbers added to every row), and was refused after all the judging was done
         row = studio.import_dataset(judged, name=name or f"{job['dataset']['name']} judged by {Path(judge).name}",
-                                    options=ImportOptions(kind="preference", heldout=job["dataset"].get("heldout", 0.0)),
+                                    options=ImportOptions(kind="preference", heldout_last=summary.get("heldout_pairs", 0)),
                                     max_bytes=max(studio.max_upload_bytes, judged.stat().st_size))
         studio.store.set_dataset_origin(row["id"], {
             "kind": "judge", "judge": judge, "job": job_id, "from_dataset": job["dataset"]["id"],
@@ -105,9 +107,20 @@ def jobs(studio) -> list[str]:
                   reverse=True)
 
 
+NEVER_STARTED_S = 300  # a job folder whose worker wrote nothing in this long never started (its start failed)
+
+
 def active(studio) -> str | None:
-    """The newest queued or running judge job, if any (a page opened again shows its progress)."""
-    return next((job_id for job_id in jobs(studio) if state(studio, job_id)["status"] in ACTIVE_STATUSES), None)
+    """The newest queued or running judge job, if any (a page opened again shows its progress). A folder left by
+    a start whose worker never ran (before start cleaned up after itself) reads as queued for ever: not followed."""
+    for job_id in jobs(studio):
+        job_dir = studio.run_dir(job_id)
+        if (not (job_dir / STATUS).exists()
+                and time.time() - (read_json(job_dir / JOB) or {}).get("created", 0) > NEVER_STARTED_S):
+            continue
+        if state(studio, job_id)["status"] in ACTIVE_STATUSES:
+            return job_id
+    return None
 
 
 def finished_uncollected(studio) -> list[str]:
@@ -122,13 +135,15 @@ def collect_finished(studio) -> list[tuple[str, dict]]:
     A job that cannot be collected is skipped, and tried again at the next look."""
     done = []
     for job_id in finished_uncollected(studio):
-        known = {(d["meta"].get("origin") or {}).get("job") for d in studio.list_datasets()}
+        # (deleted ones too: a judged dataset the person deleted came back at the next look)
+        known = {(d["meta"].get("origin") or {}).get("job") for d in studio.store.list_datasets(deleted=True)}
+        if job_id in known:  # collected before its collection was written down
+            write_json(studio.run_dir(job_id) / COLLECTED, {"dataset": None})
+            continue
         try:
-            row = collect(studio, job_id)
+            done.append((job_id, collect(studio, job_id)))
         except (JudgeError, DataError, OSError):
             continue
-        if job_id not in known:
-            done.append((job_id, row))
     return done
 
 

@@ -643,7 +643,10 @@ def test_a_voter_gets_one_vote_on_the_same_two_replies_and_a_stand_in_reply_is_n
     assert studio.store.turn_voted("t1") and not studio.store.turn_voted("t2")
     page_vote("t3", voter="bo")  # another person's judgement of the same words counts
     page_vote("t4", a="other words")
-    assert len(studio.store.list_votes()) == 3
+    page_vote("t5", a="from B", b="from A")  # each model wrote the other's words: another pair of replies
+    prompt[:] = [{"role": "user", "content": "Another question?"}]
+    page_vote("t6")  # the same short replies to another question
+    assert len(studio.store.list_votes()) == 5
     assert plain([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": chat_service.NO_REPLY},
                   {"role": "user", "content": "Again?"}])[1] == {"role": "assistant", "content": ""}
 
@@ -660,3 +663,14 @@ def test_preferences_between_base_models_train_the_model_voted_on(studio, tmp_pa
     start = chat_service.preference_start(studio)
     assert start["model"] == str(two)  # the newest vote's winner
     assert start["votes"] == 2 and start["dataset"]["rows"] == 2
+
+
+def test_a_vote_after_a_silent_reply_exports_without_that_exchange(studio):
+    """A side stopped before its first word left an empty assistant turn in the next vote's prompt, and the
+    export (Train on these preferences) refused every vote for it: 'message 2 (assistant) is empty'."""
+    prompt = [{"role": "user", "content": "First?"}, {"role": "assistant", "content": ""},
+              {"role": "user", "content": "Second?"}]
+    chat_service.record_vote(studio, voter="ana", model_a="base:default", model_b="run:r1", winner="a", blind=True,
+                             prompt_a=prompt, prompt_b=prompt, reply_a="from A", reply_b="from B", settings={})
+    row = chat_service.export_votes(studio)
+    assert load_rows(row["path"])[0]["prompt"] == [{"role": "user", "content": "Second?"}]

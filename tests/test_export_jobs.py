@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -348,9 +349,14 @@ def test_a_gguf_whose_modelfile_failed_is_removed_and_a_killed_exports_leftovers
     status = json.loads((job_dir / STATUS).read_text())
     write_json(job_dir / STATUS, {**status, "status": "running", "pid": 2**22 + 1})
     (job_dir / "merged-step").mkdir()
+    (job_dir / ".merged-step-x1y2").mkdir()  # the adapter's merge, killed while it wrote
     (job_dir / "gguf" / ".tone.gguf.1.partial").write_bytes(b"GGUF")
     from studio.core import Studio
 
+    write_json(job_dir / "heartbeat.json", {"time": time.time()})  # beating: at work, whatever its pid says here
+    Studio(studio.home)
+    assert (job_dir / "merged-step").exists() and (job_dir / "gguf").exists()
+    write_json(job_dir / "heartbeat.json", {"time": time.time() - 60})  # its last beat a minute ago
     Studio(studio.home)  # the next start of the studio (a server, a command) sweeps
     assert export_service.get_export(studio, export_id)["status"] == "failed"
     assert sorted(p.name for p in job_dir.iterdir() if p.is_dir()) == []

@@ -5,6 +5,7 @@ can train on it; refusals are one line and start nothing."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -159,6 +160,15 @@ def test_a_job_nobody_waited_for_becomes_one_dataset_with_its_held_out_pairs(stu
     assert judge_service.active(studio) is None and judge_service.finished_uncollected(studio) == [job_id]
     [(collected, row)] = judge_service.collect_finished(studio)
     assert collected == job_id and row["rows"] == 12 and row["meta"]["heldout_rows"] == 3
+    # the same pairs set aside as in the source (drawn again, pairs a run trained on were held out)
+    from pipelines.data import load_rows
+
+    def prompts(path):
+        return sorted(r["prompt"][0]["content"] if isinstance(r["prompt"], list) else r["prompt"]
+                      for r in load_rows(path))
+
+    held = Path(source["path"]).with_name("heldout.parquet")
+    assert prompts(Path(row["path"]).with_name("heldout.parquet")) == prompts(held)
     assert row["meta"]["origin"]["job"] == job_id and row["meta"]["origin"]["both_orders"] is False
     assert judge_service.collect_finished(studio) == [] and judge_service.finished_uncollected(studio) == []
     # a job collected before its collection was written down is not announced again, nor made twice
@@ -166,3 +176,15 @@ def test_a_job_nobody_waited_for_becomes_one_dataset_with_its_held_out_pairs(stu
     assert judge_service.collect_finished(studio) == []
     assert [d["id"] for d in studio.list_datasets() if d["name"].startswith("quill judged")] == [row["id"]]
     assert not judge_service.both_orders(studio, job_id)
+    # ... nor brought back once deleted (the look for finished jobs made it again, and announced it)
+    from studio import dataset_service
+
+    dataset_service.delete(studio, row["id"])
+    (studio.run_dir(job_id) / judge_service.COLLECTED).unlink()
+    assert judge_service.collect_finished(studio) == []
+    assert not [d for d in studio.list_datasets() if d["name"].startswith("quill judged")]
+    # a folder left by a start whose worker never ran reads as queued: not followed for ever by every page
+    stale = studio.runs_dir / "j-never-started"
+    stale.mkdir()
+    (stale / "job.json").write_text(json.dumps({"id": stale.name, "created": 1.0}))
+    assert judge_service.active(studio) is None

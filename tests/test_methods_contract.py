@@ -173,7 +173,8 @@ def test_epochs_are_explained_in_each_kind_of_learnings_own_terms():
 def test_dropout_is_offered_only_where_training_keeps_it():
     """LoRA's Dropout was offered to DPO, KTO, ORPO, SimPO, CPO, the reward model and PPO, whose trainers switch every
     dropout off (TRL's disable_dropout, on by default for them; PPO's own), so it did nothing; GRPO and RLOO were
-    told to watch a held-out loss they do not have. A stored run's value is dropped, not refused, on resume."""
+    told to watch a held-out loss they do not have (there it adds noise to the policy ratio). A stored run's value
+    is dropped, not refused, on resume."""
     from pipelines.methods.params import parse
 
     helps = {key: {info.name for info in describe(METHODS[key].params)} for key in METHODS}

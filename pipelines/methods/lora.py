@@ -78,7 +78,9 @@ class LoraFields:
 
 # The preference and reward trainers of TRL (disable_dropout, on by default) and the studio's PPO switch every
 # dropout off (a policy's log-probabilities are compared with its reference's), so LoRA's Dropout did nothing
-# there; the RL methods learn from replies they write afresh each step. Their LoRA has no Dropout to set.
+# there. GRPO and RLOO keep it on in TRL, where it makes the probability of a reply differ between the pass that
+# scores it and the one that learns from it (noise in their ratio), and they learn from replies written afresh
+# each step, which seldom calls for it: their LoRA has no Dropout either.
 LoraFieldsNoDropout = only(LoraFields, "LoraFieldsNoDropout",
                            [f.name for f in dataclasses.fields(LoraFields) if f.name != "lora_dropout"])
 

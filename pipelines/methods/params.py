@@ -145,7 +145,7 @@ def did_you_mean(name: str, options) -> str:
 
 # Settings some methods no longer offer because they never did anything there, dropped from stored runs' params
 # (a resume or a Continue of a DPO run saved with LoRA's Dropout would be refused as an unknown parameter):
-# the preference, reward-model and RL trainers switch dropout off (pipelines/methods/lora.py); GRPO and RLOO
+# LoRA's Dropout for the preference, reward-model and RL methods (pipelines/methods/lora.py); GRPO and RLOO
 # learn from each batch of replies once, so there is nothing for their clip to act on (pipelines/methods/rl.py)
 RETIRED = {"lora_dropout", "epsilon"}
 
