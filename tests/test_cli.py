@@ -147,3 +147,25 @@ def test_methods_lists_every_method_with_its_trainable_count(tmp_path, tiny_mode
         total, trainable = count_params(str(tiny_model_dir), key)
         assert f"{100 * trainable / total:.2f}%" in line
     assert " yes " in rows["lora"] and " no " in rows["prefix"]
+
+
+def test_every_command_the_readme_shows_is_one_the_cli_takes():
+    """The README showed `studio judge DATASET --judge default --wait`, which failed with "unrecognized arguments:
+    --wait" (judge always waits). Each command it shows parses ("[...]" parts given, "a|b" as its first choice)."""
+    import re
+    import shlex
+
+    from studio.cli import build_parser
+
+    parser, shown = build_parser(), []
+    for line in (ROOT / "README.md").read_text().splitlines():
+        line = line.strip()
+        if line.startswith(".venv/bin/studio "):
+            command = re.sub(r"\[([^\]]*)\]", r"\1", line.split("#")[0].strip()[len(".venv/bin/studio "):])
+            shown.append(shlex.split(re.sub(r"(\S+)\|\S+", r"\1", command)))
+    assert len(shown) > 10
+    for args in shown:
+        try:
+            parser.parse_args(args)
+        except SystemExit:
+            raise AssertionError(f"the README's `studio {' '.join(args)}` is refused by the CLI") from None
