@@ -107,7 +107,9 @@ def build(studio, chosen: gr.Dropdown, refresh_choices, opened=None) -> None:
         said = " ".join(f"Judge job `{done}` finished: " + made_text(row, read_summary(done),
                                                                     judge_service.both_orders(studio, done))
                         for done, row in made)
-        picked = gr.update(choices=refresh_choices(), value=made[0][1]["id"]) if made else gr.skip()
+        # offered, not picked: a reload puts back the dataset this browser last viewed, and whichever came
+        # last won (CI); the sentence names the new one
+        picked = gr.update(choices=refresh_choices()) if made else gr.skip()
         if job_id:
             return said or gr.skip(), *(gr.skip(),) * 4, picked
         at_work = judge_service.active(studio)
