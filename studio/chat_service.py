@@ -155,14 +155,13 @@ def record_vote(studio, *, voter: str, model_a: str, model_b: str, winner: str, 
         raise ChatError(f"both sides need a reply before a vote: model {' and '.join(silent)} has none (stopped "
                         "before its first word, or it said nothing); press Regenerate or send another prompt")
     voter = voter.strip() or "anonymous"
-    votes = studio.store.list_votes()
-    if turn is not None and any(v.get("turn") == turn for v in votes):  # a second click on the same replies
+    if turn is not None and studio.store.turn_voted(turn):  # a second click on the same replies
         raise AlreadyVoted(ALREADY_VOTED)
-    asked = prompt_a[-1:]  # the question both replies answer
+    asked, pair = prompt_a[-1:], {(model_a, reply_a), (model_b, reply_b)}  # the question, each model's words
     if turn is not None and any(
             v["voter"] == voter and v["prompt_a"][-1:] == asked
-            and {(v["model_a"], v["reply_a"]), (v["model_b"], v["reply_b"])} == {(model_a, reply_a), (model_b, reply_b)}
-            for v in votes):
+            and {(v["model_a"], v["reply_a"]), (v["model_b"], v["reply_b"])} == pair
+            for v in studio.store.list_votes()):
         # the same two replies again (a fixed seed, greedy decoding): counted twice, one judgement looked like two
         # (four such votes made a pair "better"), and a blind one came after the names were shown
         raise ChatError("you voted on these two replies already: they came back word for word (a fixed Seed, or "
