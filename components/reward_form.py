@@ -8,9 +8,7 @@ import gradio as gr
 from components.forms import widget
 from pipelines import rewards
 from pipelines.methods import describe
-
-# What a new GRPO run starts with: right numbers (the bundled arithmetic prompts' task)
-DEFAULT = ("number",)
+from pipelines.rewards import DEFAULT  # what a new GRPO run starts with
 
 
 def reward_model_choices(studio) -> list[tuple[str, str]]:

@@ -160,6 +160,16 @@ def pid_alive(pid: int | None, run_dir: Path | None = None) -> bool:
     return False
 
 
+def current_status(run_dir: Path) -> dict | None:
+    """What the worker of the job's current attempt wrote; None before it wrote anything (a status
+    older than the job's queueing is an earlier attempt's: the resumed worker has not reported yet)."""
+    status = read_json(Path(run_dir) / STATUS)
+    job = read_json(Path(run_dir) / JOB) or {}
+    if status and job.get("queued_at", 0) > status.get("time", 0):
+        return None
+    return status
+
+
 def run_state(run_dir: Path, now: float | None = None) -> dict:
     """The run's status as the outside world should see it.
 
@@ -168,10 +178,7 @@ def run_state(run_dir: Path, now: float | None = None) -> dict:
     """
     now = time.time() if now is None else now
     run_dir = Path(run_dir)
-    status = read_json(run_dir / STATUS)
-    job = read_json(run_dir / JOB) or {}
-    if status and job.get("queued_at", 0) > status.get("time", 0):
-        status = None  # from an earlier attempt: the resumed worker has not reported yet
+    status = current_status(run_dir)
     beat = read_json(run_dir / HEARTBEAT) or {}
     state = {
         "status": "queued",

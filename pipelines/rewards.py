@@ -198,6 +198,10 @@ def _reward_model(replies, rows, opts, scorer=None):
     return [1 / (1 + math.exp(-s)) for s in reward_model.score(model, tokenizer, conversations)]
 
 
+# What a new GRPO run starts with (the Train form, an advised config): right numbers, the bundled arithmetic
+# prompts' task
+DEFAULT = ("number",)
+
 REWARDS: dict[str, Reward] = {r.key: r for r in [
     Reward("contains", "Contains the answer",
            "1 when the row's answer appears anywhere in the reply (ignoring case and spacing), else 0. "

@@ -90,6 +90,10 @@ def as_yaml(advice: advisor.Advice, model: str, dataset: str | None) -> str:
 
     config = {"model": model, "dataset": dataset if dataset and advice.data_fits else "YOUR_DATASET", "method": advice.method,
               "params": advice.settings}
+    if advice.method == "grpo":  # it learns from reward functions: the Train form's, which `studio train` needs too
+        from pipelines.rewards import DEFAULT
+
+        config["rewards"] = [{"name": name, "weight": 1.0} for name in DEFAULT]
     return yaml.safe_dump(config, sort_keys=False)
 
 

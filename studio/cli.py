@@ -39,6 +39,12 @@ def read_config(path: Path) -> dict:
         config = yaml.safe_load(Path(path).read_text())
     except FileNotFoundError:
         raise CliError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise CliError(f"{path}: a folder, not a config file") from None
+    except UnicodeDecodeError as err:
+        raise CliError(f"{name}: not a text file (byte {err.start + 1} is not UTF-8)") from None
+    except OSError as err:
+        raise CliError(f"{path}: cannot be read ({err.strerror or err})") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f", line {mark.line + 1}" if mark else ""
@@ -116,9 +122,14 @@ def wait_for_run(studio, run_id: str) -> int:
             print(line, file=sys.stderr, flush=True)
             shown[0] = line
 
-    row = studio.wait(run_id, on_poll=show)
-    if row["status"] != "completed":
-        print(f"run {run_id} {row['status']}: {row['error']}", file=sys.stderr)
+    try:
+        row = studio.wait(run_id, on_poll=show)
+    except KeyboardInterrupt:  # its worker is a process of its own: it goes on
+        print(f"stopped waiting (Ctrl-C); run {run_id} goes on in the background: 'studio cancel {run_id}' stops it, "
+              f"'studio logs {run_id} --follow' follows it", file=sys.stderr)
+        return 130
+    if row["status"] != "completed":  # (a cancelled run has no error to add)
+        print(f"run {run_id} {row['status']}" + (f": {row['error']}" if row["error"] else ""), file=sys.stderr)
         return 1
     result = studio.result_dir(run_id)
     print(f"{result.name}: {result}", file=sys.stderr)
@@ -145,6 +156,12 @@ def cmd_generate(args) -> int:
 
     studio = _studio(args)
     spec = f"run:{args.run}" if args.run else f"base:{args.model}"
+    # the Chat tab's ranges (a value out of them was ignored, or failed in the model's generate with a traceback)
+    for option, value, low, high in (("--temperature", args.temperature, 0.0, 2.0), ("--top-p", args.top_p, 0.05, 1.0),
+                                     ("--max-new-tokens", args.max_new_tokens, 1, 4096),
+                                     ("--repetition-penalty", args.repetition_penalty, 1.0, 2.0)):
+        if not low <= value <= high:
+            raise CliError(f"{option} is {value:g}; it must be from {low:g} to {high:g}")
     settings = GenerationSettings(system_prompt=args.system or "", temperature=args.temperature, top_p=args.top_p,
                                   max_new_tokens=args.max_new_tokens,
                                   repetition_penalty=args.repetition_penalty, seed=args.seed)
@@ -382,6 +399,9 @@ def main(argv: list[str] | None = None) -> int:
     except (CliError, *USER_ERRORS) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: stopped as asked, no traceback (a waiting command says what goes on)
+        print("stopped (Ctrl-C)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

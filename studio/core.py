@@ -30,6 +30,7 @@ from pipelines.events import (
     LOG,
     RESUMABLE_STATUSES,
     STATUS,
+    current_status,
     log_tail,
     pid_alive,
     read_json,
@@ -102,9 +103,9 @@ class AlreadyStarted(RunError):
 
 def default_home() -> Path:
     if os.environ.get("STUDIO_HOME"):
-        return Path(os.environ["STUDIO_HOME"]).expanduser()
+        return Path(os.environ["STUDIO_HOME"]).expanduser().resolve()
     base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(base) / "tune-studio"
+    return (Path(base) / "tune-studio").resolve()
 
 
 def _scores(run: dict) -> bool:
@@ -140,7 +141,8 @@ def worker_env() -> dict:
 class Studio:
     def __init__(self, home: Path | str | None = None, max_concurrent: int | None = None,
                  max_upload_bytes: int | None = None, standby: bool | None = None):
-        self.home = Path(home).expanduser() if home else default_home()
+        # absolute: a job's worker runs in the project's folder, and the catalogue keeps dataset paths
+        self.home = Path(home).expanduser().resolve() if home else default_home()
         self.home.mkdir(parents=True, exist_ok=True)
         self.model_cache = self.home / "models"
         self.datasets_dir = self.home / "datasets"
@@ -365,7 +367,7 @@ class Studio:
         try:
             config = AutoConfig.from_pretrained(self.resolve_model(model))
         except (OSError, ValueError) as err:
-            raise ModelError(f"could not read the configuration of model '{model}': {err}") from None
+            raise models.ModelError(f"could not read the configuration of model '{model}': {err}") from None
         spec.check_model(config)
 
     def start_point(self, parent_id: str, spec) -> tuple[str, str | None, str]:
@@ -493,7 +495,7 @@ class Studio:
             if row["status"] not in ACTIVE_STATUSES:
                 continue
             run_dir = self.run_dir(row["id"])
-            status = read_json(run_dir / STATUS)
+            status = current_status(run_dir)  # (not the status of a resumed run's attempt before)
             if status and status["status"] in ACTIVE_STATUSES and not pid_alive(status.get("pid"), run_dir):
                 write_json(run_dir / STATUS, {**status, "status": "interrupted", "time": time.time(),
                                               "error": "its process had ended without finishing (killed - by the "
@@ -590,21 +592,18 @@ class Studio:
             # reaped: no zombie left to look alive; what it told is written down below, for the
             # readers after this one (a page's tick, the waiting process's watch thread)
             self._procs.pop(job_id, None)
-        status = read_json(job_dir / STATUS)
-        if exit_code is not None and status is None:
-            error = f"the {worker} exited with code {exit_code} before starting: {log_tail(job_dir, 1)}"
+        status = current_status(job_dir)  # (a resumed run's earlier status is not its worker's)
+        if exit_code is not None and (status is None or (exit_code < 0 and status["status"] in ACTIVE_STATUSES)):
+            if exit_code < 0:  # killed by a signal (we started it, so we know which): say so, once and for good
+                name = signal.Signals(-exit_code).name if -exit_code in signal.valid_signals() else f"signal {-exit_code}"
+                why = "the system does this when memory runs out; so does kill -9" if name == "SIGKILL" else "from outside"
+                then = "resume it to continue from its newest checkpoint" if worker == "training process" else "start it again"
+                error = f"the {worker} was killed by {name} ({why}){' before starting' if status is None else ''}; {then}"
+            else:
+                error = f"the {worker} exited with code {exit_code} before starting: {log_tail(job_dir, 1)}"
             # written down: once reaped, no later look can learn the exit code again
-            write_json(job_dir / STATUS, {"status": "failed", "error": error, "time": time.time(),
-                                          "started": None, "finished": time.time()})
-            state.update(status="failed", error=error, finished=time.time())
-        elif exit_code is not None and exit_code < 0 and status["status"] in ACTIVE_STATUSES:
-            # killed by a signal (we started it, so we know which): say so, once and for good
-            name = signal.Signals(-exit_code).name if -exit_code in signal.valid_signals() else f"signal {-exit_code}"
-            why = "the system does this when memory runs out; so does kill -9" if name == "SIGKILL" else "from outside"
-            then = "resume it to continue from its newest checkpoint" if worker == "training process" else "start it again"
-            error = f"the {worker} was killed by {name} ({why}); {then}"
-            write_json(job_dir / STATUS, {**status, "status": "failed", "error": error, "time": time.time(),
-                                          "finished": time.time()})
+            write_json(job_dir / STATUS, {**(status or {"started": None}), "status": "failed", "error": error,
+                                          "time": time.time(), "finished": time.time()})
             state.update(status="failed", error=error, finished=time.time())
         return state
 

@@ -147,6 +147,21 @@ def test_cli_advise_reads_the_dataset_and_this_machine(studio, tiny_model_dir, t
     parse(METHODS["lora"].params, config["params"])
 
 
+def test_cli_advice_for_checkable_answers_is_a_config_studio_train_starts(studio, tiny_model_dir, tmp_path, capsys):
+    """The printed GRPO config had no reward functions: `studio train` refused it ("reinforcement learning needs
+    at least one reward function"). It carries the Train form's default."""
+    from studio.cli import main, read_config
+
+    assert main(["advise", "--goal", "checkable", "--dataset", "arithmetic_prompts", "--model", str(tiny_model_dir),
+                 "--home", str(studio.home)]) == 0
+    printed = capsys.readouterr().out.split("(save it as a .yaml file):\n", 1)[1]
+    assert yaml.safe_load(printed)["rewards"] == [{"name": "number", "weight": 1.0}]
+    (tmp_path / "advised.yaml").write_text(printed)
+    run_id = studio.start_run(**read_config(tmp_path / "advised.yaml"))
+    studio.cancel(run_id)
+    assert studio.get_run(run_id)["method"] == "grpo"
+
+
 def test_pairs_asked_for_with_examples_in_train_advise_on_the_users_own_pairs(studio, tiny_model_dir, tmp_path,
                                                                               capsys):
     """Asked how to learn from pairs while Train still held the FAQ examples, the advice said the data did

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import yaml
 
@@ -56,6 +58,27 @@ def test_data_import_then_train_by_id_wait_runs_and_generate(tmp_path, tiny_mode
     assert tuned.stderr == "", tuned.stderr[-2000:]
     base = studio_cmd(home, "generate", "--model", str(tiny_model_dir), "--max-new-tokens", "4", "Hello?")
     assert base.returncode == 0, base.stderr[-2000:]
+
+
+def test_a_workspace_named_relative_to_the_current_folder_trains(tmp_path, tiny_model_dir, tiny_params):
+    """`--home ws` from the folder a person works in: the job's worker runs in the project's folder,
+    where 'ws' is another place (it found no job.json and the run failed before starting)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    write_config(work / "run.yaml", model=str(tiny_model_dir), dataset=str(FAQ),
+                          params={**tiny_params, "num_train_epochs": 0.1})
+    done = subprocess.run([sys.executable, "-m", "studio.cli", "train", "run.yaml", "--wait", "--home", "ws"],
+                          cwd=work, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_id = done.stdout.strip().splitlines()[0]
+    assert (work / "ws" / "runs" / run_id / "adapter").is_dir()
+    assert not (ROOT / "ws").exists()
+    from studio.core import Studio
+
+    studio = Studio(work / "ws")  # the catalogue's dataset path does not depend on the folder it was made from
+    (dataset,) = studio.store.list_datasets()
+    assert Path(dataset["path"]).is_absolute() and Path(dataset["path"]).exists()
 
 
 def test_bad_parameter_exits_2_and_writes_nothing(tmp_path, tiny_model_dir):
@@ -169,3 +192,50 @@ def test_every_command_the_readme_shows_is_one_the_cli_takes():
             parser.parse_args(args)
         except SystemExit:
             raise AssertionError(f"the README's `studio {' '.join(args)}` is refused by the CLI") from None
+
+
+def test_config_that_is_a_folder_or_not_text_and_generate_options_out_of_range_exit_2(tmp_path):
+    """Tracebacks before: IsADirectoryError, UnicodeDecodeError; a top-p below 0 failed in the model's generate,
+    one above 1 was ignored."""
+    done = studio_cmd(tmp_path / "home", "train", str(tmp_path))
+    assert (done.returncode, done.stderr.strip()) == (2, f"error: {tmp_path}: a folder, not a config file")
+    (tmp_path / "run.yaml").write_bytes(b"model: default\ndataset: caf\xe9\n")
+    done = studio_cmd(tmp_path / "home", "train", str(tmp_path / "run.yaml"))
+    assert (done.returncode, done.stderr.strip()) == (2, "error: run.yaml: not a text file (byte 28 is not UTF-8)")
+    for option, value, said in (("--top-p", "-0.5", "--top-p is -0.5; it must be from 0.05 to 1"),
+                                ("--temperature", "-1", "--temperature is -1; it must be from 0 to 2"),
+                                ("--max-new-tokens", "0", "--max-new-tokens is 0; it must be from 1 to 4096")):
+        done = studio_cmd(tmp_path / "home", "generate", option, value, "hi")
+        assert (done.returncode, done.stderr.strip()) == (2, f"error: {said}")
+
+
+def test_waiting_on_a_run_ctrl_c_and_a_cancel_from_elsewhere(tmp_path, tiny_model_dir, tiny_params):
+    """Ctrl-C on `train --wait` printed a traceback and left the run training without a word; a run cancelled
+    from elsewhere ended the wait with "cancelled: None"."""
+    import signal
+
+    from studio.core import Studio
+
+    home = tmp_path / "home"
+    config = write_config(tmp_path / "run.yaml", model=str(tiny_model_dir), dataset=str(FAQ),
+                          params={**tiny_params, "num_train_epochs": 30})
+    studio = Studio(home)
+    for how in ("ctrl-c", "cancel"):
+        waiting = subprocess.Popen([sys.executable, "-m", "studio.cli", "train", str(config), "--wait", "--home",
+                                    str(home)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        run_id = waiting.stdout.readline().strip()
+        if how == "ctrl-c":
+            waiting.send_signal(signal.SIGINT)
+        else:
+            studio.cancel(run_id)
+        _out, err = waiting.communicate(timeout=300)
+        last = err.strip().splitlines()[-1]
+        if how == "ctrl-c":
+            assert (waiting.returncode, last) == (
+                130, f"stopped waiting (Ctrl-C); run {run_id} goes on in the background: 'studio cancel {run_id}' "
+                     f"stops it, 'studio logs {run_id} --follow' follows it")
+            assert "Traceback" not in err and studio.get_run(run_id)["status"] in ("queued", "running")
+            studio.cancel(run_id)
+            assert studio.wait(run_id, poll_s=0.3)["status"] == "cancelled"
+        else:
+            assert (waiting.returncode, last) == (1, f"run {run_id} cancelled")

@@ -92,6 +92,26 @@ def test_a_worker_that_exits_before_reporting_stays_failed_for_every_reader(stud
     assert "r-no-job" not in studio._procs
 
 
+def test_a_resumed_run_whose_worker_is_killed_before_reporting_fails(studio, tiny_model_dir, tiny_params, tmp_path):
+    """A resumed run has its earlier attempt's status beside it: a worker killed before it reports
+    (out of memory while starting) was read as that status, and the run stayed 'queued' for ever."""
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text((tiny_model_dir / "config.json").read_text())
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    run_id = studio.start_run(model=str(broken), dataset="quillpad_faq", method="lora", params=tiny_params)
+    assert studio.wait(run_id, poll_s=0.5)["status"] == "failed"
+    studio.resume(run_id)
+    studio._procs[run_id].kill()  # before the new worker can write anything
+    studio._procs[run_id].wait(timeout=60)
+    row = studio.get_run(run_id)
+    assert row["status"] == "failed", row
+    assert row["error"] == ("the training process was killed by SIGKILL (the system does this when memory runs out; "
+                            "so does kill -9) before starting; resume it to continue from its newest checkpoint")
+    assert studio.store.get_run(run_id)["status"] == "failed"
+    assert not studio.busy()
+
+
 def test_bad_parameters_are_refused_before_anything_is_written(studio, tiny_model_dir):
     from pipelines.methods import ConfigError
 
