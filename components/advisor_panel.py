@@ -16,6 +16,7 @@ from pipelines.models import ModelError
 from studio import advise
 
 # the Train form's fields the advice sets (each advisable method's own, where it has them)
+# (besides them, any other setting the advice gives: GRPO's Variety while training was shown at 0.7 and left at 1.0)
 ADVISED = ("r", "num_train_epochs", "max_length", "per_device_train_batch_size", "gradient_accumulation_steps",
            "learning_rate")
 
@@ -71,7 +72,7 @@ def build(studio, train_model, train_dataset, train_method, tabs, train_tab_id, 
         # the advised fields: the advice's value, or the default where it leaves one out; the method's
         # other settings stay as they were kept
         values = {**own, **{name: settings.get(name, default) for name, default in form.defaults(key).items()
-                            if name in ADVISED}}
+                            if name in ADVISED or name in settings}}
         # `previous` = the advised method: nothing of the method shown before is carried over it; the
         # kept settings are what a change of method shows, so they hold the advice too
         # the dataset the advice was for (the user's own pairs when the one in Train was examples): set

@@ -217,9 +217,21 @@ def build(studio, kept: gr.BrowserState):
             return view(studio, target, who, said(result))
         return handler
 
+    undone_at: dict[tuple, float] = {}  # (project, labeler): when their last Undo took a label back
+
     def on_undo_read(current, project_id, name, request: gr.Request):
         """Undo brings back an item the labeler has read: choosing again at once is no double press. The
-        reason typed with the label comes back with it (it was lost, to be typed again)."""
+        reason typed with the label comes back with it (it was lost, to be typed again). A second press
+        straight after (a double click, or U pressed twice) takes nothing more back: it took the label
+        before too, and its reason over the first one's."""
+        key = ((current or {}).get("project") or project_id,
+               (current or {}).get("labeler") or _labeler(name, request))
+        since = time.time() - undone_at.get(key, 0.0)
+        if since < MIN_LOOK_S:
+            said = (f"**Not undone again:** that came {since:.1f} s after your last *Undo* (a second click?). "
+                    "Press *Undo* once more to take back the label before it too.")
+            undone_at.pop(key, None)  # a press after this one acts
+            return (*[gr.skip()] * 5, said, *[gr.skip()] * (len(outputs) - 6), gr.skip())
         taken = []
 
         def undo_noted(*args):
@@ -229,6 +241,8 @@ def build(studio, kept: gr.BrowserState):
         on_undo = labeler_action(undo_noted, "Could not undo", lambda label: "Took back your last label: choose "
                                  "again." if label else "Nothing to undo.")
         shown, *rest = on_undo(current, project_id, name, request)
+        if taken and taken[0]:
+            undone_at[key] = time.time()
         reason_back = (taken[0].get("reason") or "") if taken and taken[0] else gr.skip()
         return ({**shown, "read": True} if isinstance(shown, dict) and shown.get("item") else shown, *rest,
                 reason_back)

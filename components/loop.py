@@ -49,6 +49,13 @@ def set_up(train: dict, request, picked, current: str | None, kept) -> None:
             train["form"], PREFERENCE_METHOD, kept, wanted.get("settings")))
 
 
+def start_where(model: str) -> str:
+    """Where a preference run set up by the loop starts, in words."""
+    if model.startswith("run:"):
+        return f"run `{model[4:]}`"
+    return "the built-in model" if model == "default" else f"the base model `{model}`"
+
+
 def measured(held: int) -> str:
     """What a preference run from a run's result holds out of votes the runs behind it had trained on in part."""
     if not held:
@@ -106,8 +113,7 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
         except DataError as err:  # shown where the button is
             return (f"**Nothing to train on:** {quoted(err)}", *(gr.skip(),) * 9)
         row, model = start["dataset"], start["model"]
-        where = (f"run `{model[4:]}`" if model.startswith("run:") else "the built-in model" if model == "default"
-                 else f"the base model `{model}`")
+        where = start_where(model)
         learned, values = start["learned"], shown_after(train, kept)
         again = (f" {learned} of these votes {'was' if learned == 1 else 'were'} already in the dataset behind {where} "
                  f"(votes are kept): {start['votes'] - learned} {'is' if start['votes'] - learned == 1 else 'are'} "
@@ -196,7 +202,7 @@ def wire(studio, tabs, train: dict, chat: dict, runs: dict) -> None:
 
 def wire_labels(studio, tabs, train: dict, overview: dict):
     """'Train on these labels' in the Label tab: its labels as preference data, the Train tab set
-    to DPO on them, starting from the newest of the project's runs (else the built-in model)."""
+    to DPO on them, starting from the newest of the project's runs (else the base model compared)."""
     from studio import label_service
     from studio.label_service import LabelError
 
@@ -207,7 +213,7 @@ def wire_labels(studio, tabs, train: dict, overview: dict):
         except (LabelError, DataError) as err:  # shown where the button is
             return (f"**Nothing to train on:** {quoted(err)}", *(gr.skip(),) * 9)
         row, model = start["dataset"], start["model"]
-        where = f"run `{model[4:]}`" if model.startswith("run:") else "the built-in model"
+        where = start_where(model)
         values = shown_after(train, kept)
         made = (f"{made_or_found(row, name, 'labels')}: {row['rows']} preference pairs from the labels."
                 + unmeasured(studio, row["id"], model, values) + cut_chosen_note(row))

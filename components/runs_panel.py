@@ -419,8 +419,13 @@ def config_diff(studio, run_ids: list[str]) -> list[list]:
     settings = {"Start from": [BUILT_IN if r["model"] in ("", "default") else r["model"] for r in rows],
                 "Method": [method_label(m) for m in methods],
                 "Dataset": [datasets.get(r["dataset_id"], r["dataset_id"]) for r in rows]}
-    for key in sorted(set().union(*(r["params"] for r in rows))):
-        settings[setting_label(key, methods)] = [r["params"].get(key, "-") for r in rows]
+    keys = sorted(set().union(*(r["params"] for r in rows)))
+    labels = {key: setting_label(key, methods) for key in keys}
+    for key in keys:
+        # two settings one label names (GRPO's beta and PPO's kl_coef are both "KL leash"): each its own row,
+        # told apart by its name (the second one's values replaced the first's)
+        shared = sum(label == labels[key] for label in labels.values()) > 1
+        settings[f"{labels[key]} ({key})" if shared else labels[key]] = [r["params"].get(key, "-") for r in rows]
     shown = {key: [f"{v:g}" if isinstance(v, float) else str(v) for v in values]  # 10 epochs, not 10.0
              for key, values in settings.items()}
     return [[key, *values] for key, values in shown.items() if len(set(values)) > 1]

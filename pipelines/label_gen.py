@@ -23,11 +23,13 @@ AFTER_DISK_FULL = "resume answering (the answers so far are kept)"  # pipelines.
 
 
 def read_candidates(run_dir: Path) -> dict[int, dict]:
-    """Finished prompts so far, by position (a half-written last line is left out)."""
+    """Finished prompts so far, by position. A last line with no newline yet is left out, even one
+    whole: being written, or a killed job's, which drop_partial_line cuts before a resumed job reads
+    what it has done (counted done and then cut, its prompt was never answered)."""
     path = Path(run_dir) / CANDIDATES
     found = {}
     if path.exists():
-        for line in path.read_text().splitlines():
+        for line in path.read_text().split("\n")[:-1]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:

@@ -16,12 +16,13 @@ import sqlite3
 import statistics
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 from pipelines import arena, labeling, models, readers
 from pipelines.data import DataError, load_rows
 from pipelines.errors import where
-from pipelines.events import CANCEL, JOB, read_json, read_metrics, run_state, write_json
+from pipelines.events import CANCEL, JOB, read_json, read_metrics, write_json
 from pipelines.formats import prompt_turns, text
 from pipelines.importer import ImportOptions
 from pipelines.label_gen import CANDIDATES, read_candidates
@@ -255,12 +256,18 @@ def project(studio, ref: str, with_progress: bool = True) -> dict:
         if _sync(studio, found):
             found = studio.store.get_label_project(found["id"])
     job_dir = studio.run_dir(found["job_id"]) if found["job_id"] and with_progress else None
-    found["progress"] = run_state(job_dir) if job_dir and job_dir.exists() else None
+    found["progress"] = answering_state(studio, found["job_id"]) if job_dir and job_dir.exists() else None
     return found
 
 
 def projects(studio) -> list[dict]:
     return [project(studio, p["id"]) for p in studio.store.list_label_projects()]
+
+
+def answering_state(studio, job_id: str) -> dict:
+    """The answering job's state, a worker that exited before it could report included (a plain look at its
+    folder kept such a project 'generating' for ever), its failures naming the answering process."""
+    return studio.job_state(job_id, worker="answering process")
 
 
 _SEEN: dict[str, tuple] = {}  # a generation job's answers file and end as last synced: unchanged, nothing to read
@@ -270,7 +277,7 @@ def _sync(studio, found: dict) -> bool:
     """The answers written since the last look become items; a job that ended gives the project its
     end (ready, or stopped with what it answered). True when the project changed."""
     job_dir = studio.run_dir(found["job_id"])
-    state = run_state(job_dir)
+    state = answering_state(studio, found["job_id"])
     ended = state["status"] if state["status"] in ("completed", *STOPPED) else None
     path = job_dir / CANDIDATES
     seen = (path.stat().st_size if path.exists() else 0, ended, found["status"])
@@ -312,7 +319,15 @@ def cancel_generation(studio, ref: str) -> None:
     found = project(studio, ref)
     if found["status"] != "generating":
         raise LabelError(f"project '{found['name']}' is {found['status']}; only generating answers can be cancelled")
-    (studio.run_dir(found["job_id"]) / CANCEL).touch()
+    job_dir = studio.run_dir(found["job_id"])
+    if not job_dir.is_dir():
+        raise LabelError(gone_job(studio, found))
+    (job_dir / CANCEL).touch()
+
+
+def gone_job(studio, found: dict) -> str:
+    return (f"project '{found['name']}': the folder of its answering job ({studio.run_dir(found['job_id'])}) is "
+            f"gone, and its prompts with it; the {found['items']} answered stay to label")
 
 
 def resume_generation(studio, ref: str) -> dict:
@@ -321,8 +336,10 @@ def resume_generation(studio, ref: str) -> dict:
     if found["status"] not in STOPPED:
         raise LabelError(f"project '{found['name']}' is {found['status']}; only a stopped generation can go on")
     job_dir = studio.run_dir(found["job_id"])
-    (job_dir / CANCEL).unlink(missing_ok=True)
     job = read_json(job_dir / JOB)
+    if not job:
+        raise LabelError(gone_job(studio, found))
+    (job_dir / CANCEL).unlink(missing_ok=True)
     write_json(job_dir / JOB, {**job, "queued_at": time.time(), "max_concurrent": studio.max_concurrent})
     studio.store.set_label_project_status(found["id"], "generating")
     studio.spawn(found["job_id"], job_dir)
@@ -584,8 +601,10 @@ def export(studio, ref: str, kind: str = "preference", min_agreement: float = 0.
     with tempfile.TemporaryDirectory(dir=studio.home) as tmp:
         path = Path(tmp) / f"labels-{kind}.jsonl"  # a fixed name: the project's is the user's text
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        # the studio's own file, not an upload: held to the upload limit, many long answers were refused
         row = studio.import_dataset(path, name=name or f"labels {origin['project']} ({kind})",
-                                    options=ImportOptions(kind=kind))
+                                    options=ImportOptions(kind=kind),
+                                    max_bytes=max(studio.max_upload_bytes, path.stat().st_size))
     studio.store.set_dataset_origin(row["id"], origin)
     # the same labels exported again are the dataset made then, under the name given then
     return {**studio.store.get_dataset(row["id"]), "exported_before": row["id"] in known}
@@ -594,18 +613,28 @@ def export(studio, ref: str, kind: str = "preference", min_agreement: float = 0.
 def training_start(studio, ref: str, method: str = "dpo", min_agreement: float = 0.0,
                    with_votes: bool = False, name: str | None = None) -> dict:
     """'Train on these labels': the labels as a preference dataset, and where the run starts (the
-    newest of the project's runs that the method can start from, else the built-in model).
-    Returns {"dataset": row, "model": "run:ID" or "default"}."""
+    newest of the project's runs that the method can start from, else the model they came from or the
+    base model compared). Returns {"dataset": row, "model": "run:ID", a base model or "default"}."""
     from pipelines.methods import get_method
     from studio.core import RunError
 
     found = project(studio, ref)
     row = export(studio, found["id"], "preference", min_agreement, with_votes, name)
     runs = [studio.get_run(s[4:]) for s in found["source"].get("models", []) if s.startswith("run:")]
-    for run in sorted((r for r in runs if r), key=lambda r: r["created"], reverse=True):
+    runs = sorted((r for r in runs if r), key=lambda r: r["created"], reverse=True)
+    for run in runs:
         try:
             studio.start_point(run["id"], get_method(method))
         except RunError:
             continue
         return {"dataset": row, "model": f"run:{run['id']}"}
-    return {"dataset": row, "model": "default"}
+    # no run of the project it can start from: the model those were tuned from, else the base model the project
+    # compared (the one whose answers won more items first), not the built-in one (it trained SmolLM2 on another
+    # model's answers)
+    items = {it["id"]: it for it in studio.store.label_items(found["id"])}
+    wins = Counter(items[item_id][f"model_{agg['winner']}"]
+                   for item_id, agg in labeling.aggregate(studio.store.list_labels(found["id"]), min_agreement).items()
+                   if agg["winner"] in ("a", "b") and item_id in items)
+    specs = [s for s in dict.fromkeys(found["source"].get("models", [])) if s.startswith("base:")]
+    bases = [r["model"] for r in runs] + [s[5:] for s in sorted(specs, key=lambda s: -wins[s])]
+    return {"dataset": row, "model": bases[0] if bases else "default"}

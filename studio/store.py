@@ -374,15 +374,18 @@ class Store:
     # the lock up front (no deadlock upgrading a read lock) and wait up to BUSY_TIMEOUT_S.
     def next_label_item(self, project_id: str, labeler: str, overlap: int, now: float | None = None) -> int | None:
         """The item this labeler should see now: the one they hold (an undone label comes back
-        first), else the least-labelled item they have not labelled whose labels plus others'
+        first) unless others filled it past a lapsed hold, else the least-labelled item they have not labelled whose labels plus others'
         live holds leave room under the overlap. None: nothing left for them."""
         now = time.time() if now is None else now
         # a hold lost in a power cut only means the item may be handed out again: no fsync
         with self._write(durable=False) as db:
-            held = db.execute("SELECT item_id FROM label_assignments WHERE project_id = ? AND labeler = ? "
-                              "ORDER BY assigned DESC LIMIT 1", (project_id, labeler)).fetchone()
-            if held:
+            held = db.execute("SELECT a.item_id, i.labels FROM label_assignments a JOIN label_items i ON i.id = a.item_id "
+                              "WHERE a.project_id = ? AND a.labeler = ? ORDER BY a.assigned DESC LIMIT 1",
+                              (project_id, labeler)).fetchone()
+            if held and held["labels"] < overlap:
                 return held["item_id"]
+            if held:  # their hold lapsed and others filled the item meanwhile: a label more would only split it
+                db.execute("DELETE FROM label_assignments WHERE item_id = ? AND labeler = ?", (held["item_id"], labeler))
             candidates = db.execute(
                 "SELECT i.id, i.labels FROM label_items i WHERE i.project_id = ? AND i.labels < ? "
                 "AND NOT EXISTS (SELECT 1 FROM label_labels l WHERE l.item_id = i.id AND l.labeler = ?) "

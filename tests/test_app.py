@@ -53,6 +53,12 @@ def test_compare_lists_only_settings_that_differ_and_overlays_curves(studio):
                         run_names=run_titles(studio, ["ra", "rb"]))
     assert [(t.legendgrouptitle.text, t.name) for t in fig.data] == [("ra: epochs 10, rank 8", "training loss"),
                                                                      ("rb: epochs 8, rank 16", "training loss")]
+    # two settings one label names: GRPO's beta and PPO's kl_coef are both the "KL leash" (GRPO's went missing)
+    for run_id, method, params in (("rg", "grpo", {"beta": 0.04}), ("rp", "ppo", {"kl_coef": 0.05})):
+        studio.store.add_run(id=run_id, method=method, model="default", dataset_id=dataset["id"],
+                             status="completed", params=params)
+    diff = config_diff(studio, ["rg", "rp"])
+    assert ["KL leash (beta)", "0.04", "-"] in diff and ["KL leash (kl_coef)", "-", "0.05"] in diff
 
 
 def test_train_tab_offers_only_datasets_the_method_can_use(studio):
@@ -774,6 +780,42 @@ def test_a_correction_sent_before_the_first_clicks_answer_says_the_first_one_sta
                         "label it again.")
     labels = studio.store.list_labels(ref)
     assert [ls.screen_choice(lb["choice"], bool(lb["flipped"])) for lb in labels] == ["left"]
+
+
+def test_use_these_settings_puts_every_advised_setting_in_the_form(studio):
+    """The advice for checkable answers shows *Variety while training 0.7* (the measured recipe); *Use these
+    settings in Train* left the form at 1.0, and the run trained at 1.0 under advice saying 0.7."""
+    app = build_app(studio)
+    (apply,) = [f for f in app.fns.values() if f.name == "on_apply"]
+    advice = {"method": "grpo", "settings": {"num_train_epochs": 3, "temperature": 0.7}, "dataset": None}
+    out = apply.fn(advice, {"grpo": {"temperature": 1.2, "max_completion_length": 48}}, None)
+    shown = {u.get("label"): u.get("value") for u in out if isinstance(u, dict) and u.get("visible")}
+    assert shown["Variety while training"] == 0.7 and shown["Epochs"] == 3
+    assert shown["Longest reply (tokens)"] == 48  # a setting the advice leaves alone stays as kept
+
+
+def test_a_double_press_of_undo_takes_back_one_label_and_keeps_its_reason(studio, tmp_path):
+    """Undo pressed twice at once (a double click, U twice) took back two labels, and the second's reason
+    overwrote the first's in the box: that reason was lost. The second press takes nothing; one after it does."""
+    import time
+
+    from studio import label_service as ls
+    from tests.test_label_service import new_project, shown
+
+    ref = new_project(studio, tmp_path, n=3)
+    for why in ("first reason", "second reason"):
+        ls.submit(studio, ref, shown(studio, ref, "ann")["item_id"], "ann", "left", why)
+    app = build_app(studio)
+    (undo,) = [f for f in app.fns.values() if f.name == "on_undo_read"]
+    state = {"project": ref, "item": None, "labeler": "ann", "shown": time.time() - 5}
+    first = undo.fn(state, ref, "ann", None)
+    assert (first[5], first[-1]) == ("Took back your last label: choose again.", "second reason")
+    again = undo.fn(state, ref, "ann", None)  # the same state: sent before the first answer came
+    assert again[5].startswith("**Not undone again:** that came ") and again[-1] == gr.skip()
+    assert [lb["reason"] for lb in studio.store.list_labels(ref)] == ["first reason"]
+    later = undo.fn(first[0], ref, "ann", None)  # pressed again on purpose
+    assert later[5] == "Took back your last label: choose again." and later[-1] == "first reason"
+    assert studio.store.list_labels(ref) == []
 
 
 def test_the_mean_reward_says_its_scale_and_its_steps():

@@ -288,3 +288,16 @@ def test_the_table_says_how_long_the_answers_take_yet():
     assert answering(job, 20, now=1034.0, answers=answers) == "answering: 5 of 20 · about 1:48 left"
     assert answering(job, 20, now=1050.0, answers=answers) == "answering: 5 of 20 · about 1:45 left"  # at least
     assert answering({**job, "cancelling": True}, 20) == "stopping after the prompt in hand: 5 of 20 answered"
+
+
+def test_a_whole_last_line_without_its_newline_is_not_counted_done(tmp_path):
+    """A job killed after an answer's closing brace, before its newline: a resume counted that prompt done,
+    then cut the line as half-written, and the prompt was never answered (the project 'ready' one short)."""
+    from pipelines.label_gen import drop_partial_line, read_candidates
+
+    path = tmp_path / CANDIDATES
+    rows = [json.dumps({"position": n, "answer_a": f"a{n}", "answer_b": f"b{n}"}) for n in range(3)]
+    path.write_text(f"{rows[0]}\n{rows[1]}\n{rows[2]}")
+    assert sorted(read_candidates(tmp_path)) == [0, 1]
+    drop_partial_line(path)
+    assert sorted(read_candidates(tmp_path)) == [0, 1] and path.read_text() == f"{rows[0]}\n{rows[1]}\n"

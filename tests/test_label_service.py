@@ -650,6 +650,33 @@ def test_export_with_no_clear_winner_is_refused(studio, tmp_path):
     assert studio.store.list_datasets() == []
 
 
+def test_train_on_labels_of_two_base_models_starts_from_the_one_that_won_more(studio, tmp_path):
+    """A project that compared two base models set DPO up on the built-in model, to learn another model's answers;
+    it starts from the base model compared whose answers won more items (Chat's votes do the same)."""
+    path = tmp_path / "bases.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"question {k}", "response_a": f"answer A {k}",
+                                        "response_b": f"answer B {k}", "model_a": "base:/models/one",
+                                        "model_b": "base:/models/two"}) + "\n" for k in range(4)))
+    ref = ls.import_project(studio, name="bases", path=path)["id"]
+    label_until_done(studio, ref, ["ann"], lambda _name, item: screen(item, "a" if item["position"] == 0 else "b"))
+    start = ls.training_start(studio, ref)
+    assert start["model"] == "/models/two" and start["dataset"]["rows"] == 4
+
+
+def test_a_reload_past_a_lapsed_hold_on_an_item_others_filled_hands_out_another(studio, tmp_path, monkeypatch):
+    """Ann's hold lapsed and Bob labelled the item (overlap 1): Ann's reload handed her the full item again,
+    and her second label split a clear item into a disagreement the export leaves out."""
+    from studio import store
+
+    ref = new_project(studio, tmp_path, n=2, overlap=1)
+    late = shown(studio, ref, "ann")
+    monkeypatch.setattr(store, "LEASE_S", -1)
+    assert label_next(studio, ref, "bob")[0]["item_id"] == late["item_id"]
+    monkeypatch.setattr(store, "LEASE_S", 600)
+    again = shown(studio, ref, "ann")  # her reload
+    assert again is not None and again["item_id"] != late["item_id"]
+
+
 # --- durability ---------------------------------------------------------------------------------
 
 def test_labels_wait_for_the_disk_and_holds_do_not(studio, tmp_path):
@@ -765,3 +792,29 @@ def test_the_overview_says_when_too_few_labels_test_the_position(studio, tmp_pat
     said = summary(studio, ref)[0]
     assert "Position check: left chosen 3 times, right 0 times (too few to tell whether the side sways " \
            f"labelers: the check needs {POSITION_MIN_LABELS} decisive labels)." in said
+
+
+def test_an_export_larger_than_the_upload_limit_is_made(tmp_path):
+    """The export is the studio's own file: held to the upload limit, a project's many long answers were
+    refused at *Export to Data* with a size error naming a file the person never saw."""
+    studio = Studio(tmp_path / "home", max_upload_bytes=1000)
+    ref = new_project(studio, tmp_path, n=7)
+    assert (tmp_path / "proj.jsonl").stat().st_size < 1000
+    label_until_done(studio, ref, ["ann"])
+    assert len("".join(json.dumps(r) + "\n" for r in ls.export_rows(studio, ref)[0])) > 1000
+    assert ls.export(studio, ref)["rows"] == 7
+
+
+def test_stop_and_resume_of_a_project_whose_job_folder_is_gone_say_so(studio):
+    """The answering job's folder deleted (to free disk): Stop raised FileNotFoundError, Resume TypeError."""
+    for pid, status in (("p-gen", "generating"), ("p-stop", "cancelled")):
+        studio.store.add_label_project(id=pid, name=pid, overlap=1, status=status, job_id=f"g-{pid}",
+                                       source={"kind": "two models", "models": ["a", "b"], "prompts": 5})
+    gone = "the folder of its answering job ({}) is gone, and its prompts with it; the 0 answered stay to label"
+    with pytest.raises(LabelError) as err:
+        ls.cancel_generation(studio, "p-gen")
+    assert str(err.value) == "project 'p-gen': " + gone.format(studio.run_dir("g-p-gen"))
+    with pytest.raises(LabelError) as err:
+        ls.resume_generation(studio, "p-stop")
+    assert str(err.value) == "project 'p-stop': " + gone.format(studio.run_dir("g-p-stop"))
+    assert ls.project(studio, "p-stop")["status"] == "cancelled" and not studio.run_dir("g-p-stop").exists()
