@@ -120,6 +120,14 @@ def _config(model_path: str):
     return AutoConfig.from_pretrained(model_path, trust_remote_code=False)
 
 
+def _packed(method, model_path: str) -> bool:
+    """Does the run train on padding-free batches? Where the method allows and the model's attention is
+    what pipelines/packing.py reproduces (train_sft.py asks the same); else it pads."""
+    from pipelines import packing
+
+    return bool(method.padding_free) and packing.model_supports(_config(model_path))
+
+
 def _counting_config(method, params, setup: Setup, meta: bool):
     """The method's PEFT config with data-dependent starts (SVD, text) replaced by plain ones:
     same shapes and counts, and it works on the meta device."""
@@ -379,7 +387,7 @@ def _fit(model_path: str, method_key: str, frozen_values: tuple, bf16: bool) -> 
     m = {}
     for n in (1, 2):  # one model per depth, measured at both lengths
         peaks = _training_peaks(_probe_model(model_path, n, method, params), PROBE_TOKENS, bf16,
-                                method.padding_free, method.zeroth_order)
+                                _packed(method, model_path), method.zeroth_order)
         m.update({(n, t): peak for t, peak in zip(PROBE_TOKENS, peaks)})
     # No cost can be negative: where the peak falls at another moment of the pass in one probe than in
     # another (full tuning on an AVX2 CPU: its peak is the embedding's gradient, not the layers'), a
@@ -446,6 +454,7 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
     bf16 = hardware.use_bf16()
     total, trainable, adapters = _counted(model_path, method_key, values)
     text = _config(model_path).get_text_config()
+    packed = _packed(method, model_path)
     layers = text.num_hidden_layers
     head = text.vocab_size * text.hidden_size  # the output layer (the embeddings' own weights when tied)
     embed = head * (1 if text.tie_word_embeddings else 2)  # and the head
@@ -479,7 +488,7 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
     tokens_epoch = None
     if lengths:
         tokens_epoch, tokens = batch_tokens(lengths, params.per_device_train_batch_size, max_length,
-                                            method.padding_free, params.seed)
+                                            packed, params.seed)
         tokens_epoch, tokens = sequences * tokens_epoch, sequences * tokens
     else:  # no data yet: the worst case, every row at max_length
         tokens = sequences * params.per_device_train_batch_size * max_length
@@ -512,7 +521,7 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
     peak += sum(held for held, _ in scoring)
 
     seconds = steps = None
-    padded = not method.padding_free and not method.rewards  # (RL's passes: see DECODE_EFFICIENCY)
+    padded = not packed and not method.rewards  # (RL's passes: see DECODE_EFFICIENCY)
     if lengths:
         frozen_base = method.peft_config is not None
         # forward 2 FLOPs per weight per token; backward 2 for the input gradients (+2 for the
@@ -562,7 +571,7 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
         every = evals.every(total_steps, getattr(params, "eval_steps", 0), evals.PER_RUN[kind])
         count = evals.passes(total_steps, every)
         held = [lengths[i % len(lengths)] for i in range(eval_rows)]
-        per_pass = sequences * batch_tokens(held, batch, max_length, method.padding_free, params.seed)[0]
+        per_pass = sequences * batch_tokens(held, batch, max_length, packed, params.seed)[0]
         # forward only: the model, and the reference beside it (DPO, KTO), each on KTO's KL batch too
         per_token = (2 * total * (2 if method.reference else 1) * (2 if method.data_kind == "kto" else 1)
                      + 2 * adapters - (2 * head if method.reward_model else 0))

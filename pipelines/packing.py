@@ -16,6 +16,8 @@ The loss is the same sum over the same tokens as the padded path (tests/test_pac
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 
@@ -33,20 +35,24 @@ def varlen_sdpa(module, query, key, value, attention_mask, dropout=0.0, scaling=
     if cu_seq_lens_q is None or query.shape[0] != 1 or query.shape[2] != key.shape[2]:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, is_causal=is_causal, **kwargs)
-    if (query.device.type == "cuda" and query.dtype in (torch.float16, torch.bfloat16) and _CUDA_VARLEN["ok"]
-            and not (dropout and module.training)):  # the kernel has no dropout
-        out = _cuda_varlen(query, key, value, cu_seq_lens_q, kwargs.get("max_length_q"), scaling)
-        if out is not None:
-            return out, None
     dtype = value.dtype  # under autocast: q and k leave the rotary embedding in float32, v in bf16
+    half = _half(query)
+    if half is not None and _CUDA_VARLEN["ok"] and not (dropout and module.training):  # the kernel has no dropout
+        # in the run's half precision, as transformers' FlashAttention path casts them (the studio's
+        # weights are float32 under bf16 autocast: q and k come in float32, and skipped the kernel)
+        out = _cuda_varlen(query.to(half), key.to(half), value.to(half), cu_seq_lens_q, kwargs.get("max_length_q"),
+                           scaling)
+        if out is not None:
+            return out.to(dtype), None
     if query.device.type == "cpu":
         query, key, value = query.float(), key.float(), value.float()
     groups = query.shape[1] // key.shape[1]
     if groups > 1:
         key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
     bounds = cu_seq_lens_q.tolist()
-    # autocast would turn SDPA back to bf16: float32 is what is asked for on a CPU
-    with torch.autocast(query.device.type, enabled=query.device.type != "cpu"):
+    # on a CPU autocast would turn SDPA back to bf16: float32 is what is asked for there; elsewhere the
+    # run's own autocast stands (forcing it on made a float32 run's attention float16, unscaled)
+    with torch.autocast("cpu", enabled=False) if query.device.type == "cpu" else contextlib.nullcontext():
         parts = [
             F.scaled_dot_product_attention(query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], is_causal=True,
                                            dropout_p=dropout if module.training else 0.0, scale=scaling)
@@ -57,6 +63,18 @@ def varlen_sdpa(module, query, key, value, attention_mask, dropout=0.0, scaling=
 
 
 _CUDA_VARLEN = {"ok": True}
+
+
+def _half(query) -> torch.dtype | None:
+    """The half precision the GPU kernel runs in: the tensors' own, else the run's autocast dtype;
+    None on a CPU or in a float32 run (the row loop then)."""
+    if query.device.type != "cuda":
+        return None
+    if query.dtype in (torch.float16, torch.bfloat16):
+        return query.dtype
+    if torch.is_autocast_enabled("cuda"):
+        return torch.get_autocast_dtype("cuda")
+    return None
 
 
 def _cuda_varlen(query, key, value, cu_seq_lens, max_length, scaling):
@@ -92,11 +110,13 @@ def varlen_mask(*args, attention_mask=None, **kwargs):
 
 def model_supports(config) -> bool:
     """Row-by-row causal attention reproduces the model's own attention: no sliding window, no
-    soft-capped attention scores, no attention sinks (those keep padded batches)."""
+    soft-capped attention scores, no attention sinks (those keep padded batches), and every layer
+    attention: a hybrid's convolution or linear-attention layers (LFM2, Qwen3.5) would carry one row
+    into the next, which only the attention layers keep apart."""
     text = config.get_text_config()
     types = getattr(text, "layer_types", None)
-    if types:  # transformers 5 names each layer's attention
-        sliding = "sliding_attention" in types
+    if types:  # transformers 5 names each layer's kind
+        sliding = any(kind != "full_attention" for kind in types)
     else:  # Qwen2 keeps a window size it does not use
         sliding = bool(getattr(text, "sliding_window", None)) and getattr(text, "use_sliding_window", True)
     return not (sliding or getattr(text, "attn_logit_softcapping", None) or text.model_type == "gpt_oss")
@@ -195,10 +215,12 @@ def _plain_head(model):
     return head
 
 
-def answer_loss(model, inputs: dict, num_items_in_batch=None):
+def answer_loss(model, inputs: dict, num_items_in_batch=None, dtype: torch.dtype | None = None):
     """(summed cross-entropy over the learned tokens / their count, tokens predicted right, count)
     for a batch whose `labels` mark the learned tokens (-100 elsewhere); the output layer only at
-    those positions."""
+    those positions, in `dtype` (the run's half precision; None: autocast's where it is on, else
+    the weight's). The Trainer calls the loss outside autocast (accelerate wraps only the model's
+    forward), so a bf16 run says so here, or its output layer runs in float32."""
     labels = inputs["labels"]
     shifted = labels[:, 1:]
     rows, cols = (shifted != -100).nonzero(as_tuple=True)
@@ -211,7 +233,8 @@ def answer_loss(model, inputs: dict, num_items_in_batch=None):
             hidden = model(**forward, logits_to_keep=keep, use_cache=False).logits
         hidden = hidden[0] if labels.shape[0] == 1 else hidden[rows, cols]
         device = hidden.device.type
-        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else head.weight.dtype
+        if dtype is None:
+            dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else head.weight.dtype
         total, correct = _ChunkedNLL.apply(hidden, head.weight, targets, dtype)
     else:
         logits = model(**forward, logits_to_keep=keep, use_cache=False).logits

@@ -324,3 +324,24 @@ def test_an_rl_run_counts_the_reward_model_that_scores_its_replies(tiny_model_di
     dpo = [estimates.estimate(path, "dpo", {}, lengths=lengths, scorers=given) for given in ((), (path,))]
     assert dpo[0].peak_bytes == dpo[1].peak_bytes
 
+
+
+def test_a_model_that_keeps_padded_batches_is_estimated_padded(tiny_model_dir, tmp_path, monkeypatch):
+    """Training pads the batches of a model whose attention the row-by-row path cannot reproduce (a sliding
+    window, soft-capped scores, a hybrid's other layers); its estimate counted padding-free batches: only the
+    real tokens, at the padding-free speed, and a probe of one row as long as the batch."""
+    import json
+    import shutil
+
+    capped = tmp_path / "capped"
+    shutil.copytree(tiny_model_dir, capped)
+    config = json.loads((capped / "config.json").read_text())
+    (capped / "config.json").write_text(json.dumps({**config, "attn_logit_softcapping": 50.0}))
+    monkeypatch.setattr(estimates.hardware, "optimizer_seconds_per_weight", lambda device: 0.0)
+    settings, lengths = {"per_device_train_batch_size": 4, "max_length": 64}, [10, 40] * 16
+    plain = estimates.estimate(str(tiny_model_dir), "lora", settings, lengths=lengths)
+    padded = estimates.estimate(str(capped), "lora", settings, lengths=lengths)
+    assert plain.tokens_per_epoch == plain.real_tokens_per_epoch == 16 * 50
+    assert padded.real_tokens_per_epoch == 16 * 50 < padded.tokens_per_epoch  # each batch padded to its longest
+    assert padded.seconds_per_epoch == pytest.approx(
+        plain.seconds_per_epoch * padded.tokens_per_epoch / (16 * 50) / estimates.PADDED["cpu"])

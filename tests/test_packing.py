@@ -141,6 +141,11 @@ def test_models_whose_attention_rows_cannot_reproduce_keep_padded_batches():
     assert packing.model_supports(LlamaConfig()) and packing.model_supports(Qwen2Config())
     assert not packing.model_supports(MistralConfig(sliding_window=4096))  # a window: not row-causal
     assert not packing.model_supports(Gemma2Config())  # sliding layers and soft-capped scores
+    # hybrids: their convolution and linear-attention layers would carry one row into the next
+    from transformers import Lfm2Config, Qwen3NextConfig
+
+    assert not packing.model_supports(Lfm2Config(num_hidden_layers=4, full_attn_idxs=[1, 3]))  # LFM2-350M's kind
+    assert not packing.model_supports(Qwen3NextConfig())
 
 
 def test_held_out_loss_is_per_token_whatever_the_batch_size(tmp_path, tiny_model_dir, monkeypatch):
