@@ -65,6 +65,9 @@ def build(studio, chosen: gr.Dropdown, refresh_choices, opened=None) -> None:
                                          rationale=written, limit=int(n) if n else None)
         except (judge_service.JudgeError, DataError, ModelError) as err:
             return idle(f"**Could not start:** {quoted(err)}")
+        except OSError as err:  # its worker could not be started (no memory to fork, no disk for its folder)
+            return idle(f"**Could not start:** the judge process could not be started ({quoted(err)}); "
+                        "nothing was queued, press again once the machine has room")
         return follow(job_id, f"Judge job `{job_id}` queued…")
 
     start.click(on_start, [chosen, judge, limit, both, rationale], following)

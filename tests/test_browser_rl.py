@@ -194,6 +194,8 @@ def test_judge_panel_labels_a_dataset(server, page, studio, tiny_model_dir):  # 
     dataset = open_judge_panel(server, page, studio, tiny_model_dir)
     fill_visible(page, "judge-limit", 4)
     page.click("#judge-start")
+    # (the status first: where the start was refused, a failure shows why; CI once saw Start never disabled)
+    expect(page.locator("#judge-status")).to_contain_text(re.compile(r"Judge job j[\w-]+"), timeout=60_000)
     # one job at a time from the page (a second press started a second job, whose first never became a dataset)
     expect(page.locator("#judge-start")).to_be_disabled(timeout=30_000)
     expect(page.locator("#judge-status")).to_contain_text("Made quill pairs judged by", timeout=120_000)
