@@ -178,6 +178,8 @@ def build(studio, kept: gr.BrowserState):
     # kept in the browser itself at each change, as the tab is (a labeler's reload made them pick it again)
     project.change(None, project, kept, js="(id) => ({id: id || null})", queue=False, show_progress="hidden")
 
+    undone_at: dict[tuple, float] = {}  # (project, labeler): when their last Undo took a label back
+
     def chooser(choice):
         def on_choose(current, name, why, request: gr.Request):
             if not current or not current.get("item"):
@@ -198,6 +200,7 @@ def build(studio, kept: gr.BrowserState):
                 said = (f"**Not changed:** you had already saved this item as *{SAID[kept]}*. Press *Undo* to "
                         "label it again.")
                 return (*view(studio, current["project"], who, said), gr.skip())
+            undone_at.pop((current["project"], who), None)  # an Undo right after this one takes this one back
             said = f"Saved: {SAID[choice]}" + (" (with your reason)." if (why or "").strip() else ".")
             return (*view(studio, current["project"], who, said), "")
         return on_choose
@@ -217,8 +220,6 @@ def build(studio, kept: gr.BrowserState):
             return view(studio, target, who, said(result))
         return handler
 
-    undone_at: dict[tuple, float] = {}  # (project, labeler): when their last Undo took a label back
-
     def on_undo_read(current, project_id, name, request: gr.Request):
         """Undo brings back an item the labeler has read: choosing again at once is no double press. The
         reason typed with the label comes back with it (it was lost, to be typed again). A second press
@@ -227,10 +228,9 @@ def build(studio, kept: gr.BrowserState):
         key = ((current or {}).get("project") or project_id,
                (current or {}).get("labeler") or _labeler(name, request))
         since = time.time() - undone_at.get(key, 0.0)
-        if since < MIN_LOOK_S:
+        if since < MIN_LOOK_S:  # (a third press as quick is refused too; one a moment later acts)
             said = (f"**Not undone again:** that came {since:.1f} s after your last *Undo* (a second click?). "
-                    "Press *Undo* once more to take back the label before it too.")
-            undone_at.pop(key, None)  # a press after this one acts
+                    "Press *Undo* again to take back the label before it too.")
             return (*[gr.skip()] * 5, said, *[gr.skip()] * (len(outputs) - 6), gr.skip())
         taken = []
 

@@ -278,7 +278,7 @@ def _training_peaks(model, sizes: tuple, bf16: bool, padding_free: bool, forward
             batch = {"input_ids": ids, "labels": ids, "position_ids": torch.arange(tokens)[None],
                      "cu_seq_lens_q": bounds, "cu_seq_lens_k": bounds, "max_length_q": tokens,
                      "max_length_k": tokens}
-            return packing.answer_loss(model, batch)[0]
+            return packing.answer_loss(model, batch, dtype=torch.float32)[0]  # (as sft_trainer on a CPU)
         out = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids, fused_lm_head=True)
         return -out.log_probs.mean()
 

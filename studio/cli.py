@@ -112,6 +112,22 @@ def launch_text(config: dict) -> str:
             + dev.describe_launch(Path("RUN_DIR"), settings).replace(str(Path("RUN_DIR").resolve()), "RUN_DIR"))
 
 
+def command(studio, words: str) -> str:
+    """A command to type next, quoted, with the workspace where it is not the default one."""
+    import shlex
+
+    from studio.core import default_home
+
+    home = "" if studio.home == default_home() else f" --home {shlex.quote(str(studio.home))}"
+    return f"'studio {words}{home}'"
+
+
+def went_on(studio, what: str, job_id: str) -> str:
+    """Said when Ctrl-C stops a wait: the job is a process of its own, and goes on."""
+    return (f"stopped waiting (Ctrl-C); {what} {job_id} goes on in the background: {command(studio, f'cancel {job_id}')} "
+            "stops it")
+
+
 def wait_for_run(studio, run_id: str) -> int:
     """Block with progress on stderr; 0 when the run completes, 1 (with its error) otherwise."""
     shown = [None]
@@ -125,8 +141,8 @@ def wait_for_run(studio, run_id: str) -> int:
     try:
         row = studio.wait(run_id, on_poll=show)
     except KeyboardInterrupt:  # its worker is a process of its own: it goes on
-        print(f"stopped waiting (Ctrl-C); run {run_id} goes on in the background: 'studio cancel {run_id}' stops it, "
-              f"'studio logs {run_id} --follow' follows it", file=sys.stderr)
+        print(f"{went_on(studio, 'run', run_id)}, {command(studio, f'logs {run_id} --follow')} follows it",
+              file=sys.stderr)
         return 130
     if row["status"] != "completed":  # (a cancelled run has no error to add)
         print(f"run {run_id} {row['status']}" + (f": {row['error']}" if row["error"] else ""), file=sys.stderr)
@@ -156,7 +172,8 @@ def cmd_generate(args) -> int:
 
     studio = _studio(args)
     spec = f"run:{args.run}" if args.run else f"base:{args.model}"
-    # the Chat tab's ranges (a value out of them was ignored, or failed in the model's generate with a traceback)
+    # the Chat tab's ranges for the sampling, up to 4096 new tokens (a value out of them was ignored, or failed in
+    # the model's generate with a traceback)
     for option, value, low, high in (("--temperature", args.temperature, 0.0, 2.0), ("--top-p", args.top_p, 0.05, 1.0),
                                      ("--max-new-tokens", args.max_new_tokens, 1, 4096),
                                      ("--repetition-penalty", args.repetition_penalty, 1.0, 2.0)):
@@ -199,6 +216,16 @@ def cmd_cancel(args) -> int:
         except judge_service.JudgeError as err:
             raise CliError(str(err)) from None
         print(f"cancel requested for {args.run_id}: it stops, keeping none of its judged pairs")
+        return 0
+    if studio.store.get_label_project(args.run_id):  # a labeling project, by id or name: its answers stop
+        from studio import label_service
+
+        try:
+            label_service.cancel_generation(studio, args.run_id)
+        except label_service.LabelError as err:
+            raise CliError(str(err)) from None
+        print(f"cancel requested for project {args.run_id}: its answers written so far stay to label "
+              "('studio label resume' goes on)")
         return 0
     studio.cancel(args.run_id)
     print(f"cancel requested for {args.run_id}: it saves a checkpoint, then stops")
@@ -357,7 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="default", help="the model to tune (default: the built-in one)")
     p.set_defaults(func=cmd_advise)
 
-    p = sub.add_parser("cancel", parents=[common], help="stop a run (it saves a checkpoint first), an export or a judge job")
+    p = sub.add_parser("cancel", parents=[common], help="stop a run (it saves a checkpoint first), an export, a judge "
+                                                         "job, or a labeling project's answering (by its name)")
     p.add_argument("run_id")
     p.set_defaults(func=cmd_cancel)
 
@@ -399,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     except (CliError, *USER_ERRORS) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # Ctrl-C: stopped as asked, no traceback (a waiting command says what goes on)
+    except KeyboardInterrupt:  # Ctrl-C: stopped as asked, no traceback (a command waiting on a job says it goes on)
         print("stopped (Ctrl-C)", file=sys.stderr)
         return 130
 

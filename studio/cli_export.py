@@ -46,7 +46,13 @@ def _finish(studio, export_id: str, wait: bool) -> int:
             print(line, file=sys.stderr, flush=True)
             shown[0] = line
 
-    row = export_service.wait(studio, export_id, poll_s=0.5, on_poll=show)
+    try:
+        row = export_service.wait(studio, export_id, poll_s=0.5, on_poll=show)
+    except KeyboardInterrupt:  # its worker is a process of its own: it goes on
+        from studio.cli import went_on
+
+        print(went_on(studio, "export", export_id), file=sys.stderr)
+        return 130
     if row["status"] != "completed":
         print(f"export {export_id} {row['status']}" + (f": {row['error']}" if row["error"] else ""), file=sys.stderr)
         return 1

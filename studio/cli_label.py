@@ -82,13 +82,22 @@ def _wait(studio, found: dict, args) -> int:
     from studio import label_service as ls
 
     shown = None
-    while found["status"] not in FINAL:
-        line = _answered(found)
-        if line != shown:
-            print(line, file=sys.stderr, flush=True)
-            shown = line
-        time.sleep(args.poll)
-        found = ls.project(studio, found["id"])
+    try:
+        while found["status"] not in FINAL:
+            line = _answered(found)
+            if line != shown:
+                print(line, file=sys.stderr, flush=True)
+                shown = line
+            time.sleep(args.poll)
+            found = ls.project(studio, found["id"])
+    except KeyboardInterrupt:  # its answering process is one of its own: it goes on
+        import shlex
+
+        from studio.cli import command
+
+        print(f"stopped waiting (Ctrl-C); project {found['name']}'s answers go on in the background: "
+              f"{command(studio, 'cancel ' + shlex.quote(found['name']))} stops them", file=sys.stderr)
+        return 130
     if found["status"] != "ready":
         why = f": {found['error']}" if found["error"] else ""
         answered = f"; its {_count(found['items'], 'answered item')} can be labelled" if found["items"] else ""

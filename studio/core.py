@@ -103,9 +103,9 @@ class AlreadyStarted(RunError):
 
 def default_home() -> Path:
     if os.environ.get("STUDIO_HOME"):
-        return Path(os.environ["STUDIO_HOME"]).expanduser().resolve()
+        return Path(os.path.abspath(Path(os.environ["STUDIO_HOME"]).expanduser()))
     base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return (Path(base) / "tune-studio").resolve()
+    return Path(os.path.abspath(Path(base) / "tune-studio"))
 
 
 def _scores(run: dict) -> bool:
@@ -138,11 +138,19 @@ def worker_env() -> dict:
     return env
 
 
+NEVER_STARTED_S = 300  # a queued job whose worker wrote nothing in this long never started (its worker reports in seconds)
+
+# what to do once a job's worker was killed, by the job's kind (a run and a project's answers go on from what they kept)
+AFTER_KILL = {"training process": "resume it to continue from its newest checkpoint",
+              "answering process": "resume answering to go on from the prompts already answered"}
+
+
 class Studio:
     def __init__(self, home: Path | str | None = None, max_concurrent: int | None = None,
                  max_upload_bytes: int | None = None, standby: bool | None = None):
         # absolute: a job's worker runs in the project's folder, and the catalogue keeps dataset paths
-        self.home = Path(home).expanduser().resolve() if home else default_home()
+        # (absolute, its links kept: a page's kept settings are sealed with this path, runs are found under it)
+        self.home = Path(os.path.abspath(Path(home).expanduser())) if home else default_home()
         self.home.mkdir(parents=True, exist_ok=True)
         self.model_cache = self.home / "models"
         self.datasets_dir = self.home / "datasets"
@@ -291,6 +299,9 @@ class Studio:
         if model.startswith("run:"):  # a finished run's result is the starting point
             model, init_adapter, parent_id = self.start_point(model.removeprefix("run:"), spec)
         models.check_available(model, self.model_cache)  # ModelError now, not a failed run a minute later
+        if not models.is_default(model) and Path(model).expanduser().is_dir():
+            # a folder named from where the command was typed: the worker runs in the project's folder
+            model = os.path.abspath(Path(model).expanduser())
         if spec.check_model:  # a model the method cannot train (ESFT: one without experts)
             self._check_model(spec, model)
         dataset_row = self.resolve_dataset(dataset)
@@ -496,6 +507,16 @@ class Studio:
                 continue
             run_dir = self.run_dir(row["id"])
             status = current_status(run_dir)  # (not the status of a resumed run's attempt before)
+            queued_at = (read_json(run_dir / JOB) or {}).get("queued_at")
+            if status is None and queued_at and time.time() - queued_at > NEVER_STARTED_S:
+                # its worker wrote nothing in all that time: it ended before it could (the command that
+                # started it, which alone had its exit code, is gone)
+                write_json(run_dir / STATUS, {"status": "interrupted", "time": time.time(), "started": None,
+                                              "error": "its process ended before it reported anything (killed "
+                                                       "while starting, or the machine restarted); resume it"})
+                self.store.update_run_status(row["id"], "interrupted", None)
+                marked.append(row["id"])
+                continue
             if status and status["status"] in ACTIVE_STATUSES and not pid_alive(status.get("pid"), run_dir):
                 write_json(run_dir / STATUS, {**status, "status": "interrupted", "time": time.time(),
                                               "error": "its process had ended without finishing (killed - by the "
@@ -597,7 +618,7 @@ class Studio:
             if exit_code < 0:  # killed by a signal (we started it, so we know which): say so, once and for good
                 name = signal.Signals(-exit_code).name if -exit_code in signal.valid_signals() else f"signal {-exit_code}"
                 why = "the system does this when memory runs out; so does kill -9" if name == "SIGKILL" else "from outside"
-                then = "resume it to continue from its newest checkpoint" if worker == "training process" else "start it again"
+                then = AFTER_KILL.get(worker, "start it again")
                 error = f"the {worker} was killed by {name} ({why}){' before starting' if status is None else ''}; {then}"
             else:
                 error = f"the {worker} exited with code {exit_code} before starting: {log_tail(job_dir, 1)}"

@@ -374,18 +374,25 @@ class Store:
     # the lock up front (no deadlock upgrading a read lock) and wait up to BUSY_TIMEOUT_S.
     def next_label_item(self, project_id: str, labeler: str, overlap: int, now: float | None = None) -> int | None:
         """The item this labeler should see now: the one they hold (an undone label comes back
-        first) unless others filled it past a lapsed hold, else the least-labelled item they have not labelled whose labels plus others'
+        first) unless it went to others past a lapsed hold, else the least-labelled item they have not labelled whose labels plus others'
         live holds leave room under the overlap. None: nothing left for them."""
         now = time.time() if now is None else now
         # a hold lost in a power cut only means the item may be handed out again: no fsync
         with self._write(durable=False) as db:
-            held = db.execute("SELECT a.item_id, i.labels FROM label_assignments a JOIN label_items i ON i.id = a.item_id "
-                              "WHERE a.project_id = ? AND a.labeler = ? ORDER BY a.assigned DESC LIMIT 1",
-                              (project_id, labeler)).fetchone()
-            if held and held["labels"] < overlap:
+            held = db.execute("SELECT a.item_id, a.assigned, i.labels FROM label_assignments a JOIN label_items i "
+                              "ON i.id = a.item_id WHERE a.project_id = ? AND a.labeler = ? ORDER BY a.assigned DESC "
+                              "LIMIT 1", (project_id, labeler)).fetchone()
+            if held and held["assigned"] <= now - LEASE_S:
+                # their hold lapsed, and the item went to others meanwhile (labelled, or held by them now): a
+                # label more would only split it (an item undone is held afresh: it comes back whatever)
+                others = db.execute("SELECT COUNT(*) FROM label_assignments WHERE item_id = ? AND labeler != ? AND "
+                                    "assigned > ?", (held["item_id"], labeler, now - LEASE_S)).fetchone()[0]
+                if held["labels"] + others >= overlap:
+                    db.execute("DELETE FROM label_assignments WHERE item_id = ? AND labeler = ?",
+                               (held["item_id"], labeler))
+                    held = None
+            if held:
                 return held["item_id"]
-            if held:  # their hold lapsed and others filled the item meanwhile: a label more would only split it
-                db.execute("DELETE FROM label_assignments WHERE item_id = ? AND labeler = ?", (held["item_id"], labeler))
             candidates = db.execute(
                 "SELECT i.id, i.labels FROM label_items i WHERE i.project_id = ? AND i.labels < ? "
                 "AND NOT EXISTS (SELECT 1 FROM label_labels l WHERE l.item_id = i.id AND l.labeler = ?) "

@@ -61,11 +61,13 @@ def test_data_import_then_train_by_id_wait_runs_and_generate(tmp_path, tiny_mode
 
 
 def test_a_workspace_named_relative_to_the_current_folder_trains(tmp_path, tiny_model_dir, tiny_params):
-    """`--home ws` from the folder a person works in: the job's worker runs in the project's folder,
-    where 'ws' is another place (it found no job.json and the run failed before starting)."""
+    """`--home ws` and `model: models/tiny` from the folder a person works in: the job's worker runs in the
+    project's folder, where both are other places (it found no job.json and the run failed before starting)."""
+    import shutil
+
     work = tmp_path / "work"
-    work.mkdir()
-    write_config(work / "run.yaml", model=str(tiny_model_dir), dataset=str(FAQ),
+    shutil.copytree(tiny_model_dir, work / "models" / "tiny")  # a model folder named from there too
+    write_config(work / "run.yaml", model="models/tiny", dataset=str(FAQ),
                           params={**tiny_params, "num_train_epochs": 0.1})
     done = subprocess.run([sys.executable, "-m", "studio.cli", "train", "run.yaml", "--wait", "--home", "ws"],
                           cwd=work, capture_output=True, text=True, timeout=600,
@@ -224,6 +226,7 @@ def test_waiting_on_a_run_ctrl_c_and_a_cancel_from_elsewhere(tmp_path, tiny_mode
         waiting = subprocess.Popen([sys.executable, "-m", "studio.cli", "train", str(config), "--wait", "--home",
                                     str(home)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         run_id = waiting.stdout.readline().strip()
+        waiting.stderr.readline()  # its first progress line: it waits
         if how == "ctrl-c":
             waiting.send_signal(signal.SIGINT)
         else:
@@ -232,8 +235,8 @@ def test_waiting_on_a_run_ctrl_c_and_a_cancel_from_elsewhere(tmp_path, tiny_mode
         last = err.strip().splitlines()[-1]
         if how == "ctrl-c":
             assert (waiting.returncode, last) == (
-                130, f"stopped waiting (Ctrl-C); run {run_id} goes on in the background: 'studio cancel {run_id}' "
-                     f"stops it, 'studio logs {run_id} --follow' follows it")
+                130, f"stopped waiting (Ctrl-C); run {run_id} goes on in the background: 'studio cancel {run_id} "
+                     f"--home {home}' stops it, 'studio logs {run_id} --follow --home {home}' follows it")
             assert "Traceback" not in err and studio.get_run(run_id)["status"] in ("queued", "running")
             studio.cancel(run_id)
             assert studio.wait(run_id, poll_s=0.3)["status"] == "cancelled"

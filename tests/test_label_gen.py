@@ -301,3 +301,19 @@ def test_a_whole_last_line_without_its_newline_is_not_counted_done(tmp_path):
     assert sorted(read_candidates(tmp_path)) == [0, 1]
     drop_partial_line(path)
     assert sorted(read_candidates(tmp_path)) == [0, 1] and path.read_text() == f"{rows[0]}\n{rows[1]}\n"
+
+
+def test_an_answering_process_killed_says_to_resume_answering(studio, tiny_model_dir):
+    """The answering job was read from its folder alone: a worker killed before it reported left the project
+    'generating' for ever, and a failure named 'the training process'. Read as the studio's other jobs now, a
+    kill says what to do: resume answering, which keeps the answers already written."""
+    made = ls.create_project(studio, name="killed", prompts=turns(PROMPTS), models_=[f"base:{tiny_model_dir}"],
+                             temperature=0.7, max_new_tokens=1)
+    studio._procs[made["job_id"]].kill()
+    studio._procs[made["job_id"]].wait(timeout=60)
+    found = until(studio, "killed", statuses=("failed",), timeout=30)
+    assert found["error"] == ("the answering process was killed by SIGKILL (the system does this when memory runs out; "
+                              "so does kill -9) before starting; resume answering to go on from the prompts already "
+                              "answered")
+    assert ls.resume_generation(studio, "killed")["status"] == "generating"
+    assert until(studio, "killed")["items"] == len(PROMPTS)

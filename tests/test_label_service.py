@@ -663,18 +663,23 @@ def test_train_on_labels_of_two_base_models_starts_from_the_one_that_won_more(st
     assert start["model"] == "/models/two" and start["dataset"]["rows"] == 4
 
 
-def test_a_reload_past_a_lapsed_hold_on_an_item_others_filled_hands_out_another(studio, tmp_path, monkeypatch):
-    """Ann's hold lapsed and Bob labelled the item (overlap 1): Ann's reload handed her the full item again,
-    and her second label split a clear item into a disagreement the export leaves out."""
-    from studio import store
+def test_a_reload_past_a_lapsed_hold_hands_out_another_item_once_others_have_it(studio, tmp_path):
+    """Ann's hold lapsed and Bob was handed the item (overlap 1): Ann's reload handed it to her again, whether Bob
+    had labelled it yet or not, and her label split a clear item into a disagreement the export leaves out."""
+    import time
 
-    ref = new_project(studio, tmp_path, n=2, overlap=1)
-    late = shown(studio, ref, "ann")
-    monkeypatch.setattr(store, "LEASE_S", -1)
-    assert label_next(studio, ref, "bob")[0]["item_id"] == late["item_id"]
-    monkeypatch.setattr(store, "LEASE_S", 600)
-    again = shown(studio, ref, "ann")  # her reload
-    assert again is not None and again["item_id"] != late["item_id"]
+    from studio.store import LEASE_S
+
+    t0 = time.time()
+    for bob_labelled in (True, False):
+        ref = new_project(studio, tmp_path, n=2, overlap=1, name=f"lapsed {bob_labelled}")
+        item = studio.store.next_label_item(ref, "ann", 1, now=t0)
+        later = t0 + LEASE_S + 1  # her hold has lapsed
+        assert studio.store.next_label_item(ref, "bob", 1, now=later) == item
+        if bob_labelled:
+            studio.store.add_label(item_id=item, project_id=ref, labeler="bob", choice="a", flipped=False)
+        again = studio.store.next_label_item(ref, "ann", 1, now=later + 1)  # her reload
+        assert again is not None and again != item
 
 
 # --- durability ---------------------------------------------------------------------------------

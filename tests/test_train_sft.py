@@ -112,6 +112,30 @@ def test_a_resumed_run_whose_worker_is_killed_before_reporting_fails(studio, tin
     assert not studio.busy()
 
 
+def test_recover_leaves_a_just_resumed_run_and_marks_one_whose_worker_never_reported(studio):
+    """A listing (`studio runs`, a server's start) read a just-resumed run's earlier "running" status, found its pid
+    dead and marked the run interrupted while its new worker started; a resumed run whose worker never reported,
+    its starter gone, stayed queued for ever."""
+    import time
+
+    from pipelines.events import read_json, write_json
+    from studio.core import NEVER_STARTED_S
+
+    for run_id, queued_ago in (("r-just-resumed", 1), ("r-never-reported", NEVER_STARTED_S + 60)):
+        studio.store.add_run(id=run_id, method="lora", model="default", dataset_id=None, status="queued", params={})
+        run_dir = studio.run_dir(run_id)
+        run_dir.mkdir()
+        now = time.time()
+        write_json(run_dir / "status.json", {"status": "running", "pid": 2**22 + 17, "time": now - queued_ago - 100})
+        write_json(run_dir / "job.json", {"queued_at": now - queued_ago})
+    assert studio.recover() == ["r-never-reported"]
+    assert studio.get_run("r-just-resumed")["status"] == "queued"
+    gone = studio.get_run("r-never-reported")
+    assert gone["status"] == "interrupted" and gone["error"] == (
+        "its process ended before it reported anything (killed while starting, or the machine restarted); resume it")
+    assert read_json(studio.run_dir("r-never-reported") / "status.json")["status"] == "interrupted"
+
+
 def test_bad_parameters_are_refused_before_anything_is_written(studio, tiny_model_dir):
     from pipelines.methods import ConfigError
 
