@@ -193,8 +193,8 @@ def export_votes(studio, name: str | None = None) -> dict:
         path = Path(tmp) / "chat-votes.jsonl"
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         row = studio.import_dataset(path, name=name or f"chat votes {time.strftime('%Y-%m-%d %H:%M')}",
-                                    options=ImportOptions(kind="preference"),  # the studio's own file, not an upload
-                                    max_bytes=max(studio.max_upload_bytes, path.stat().st_size))
+                                    options=ImportOptions(kind="preference"),
+                                    made_here=True)
     decisive = [v for v in votes if v["winner"] in ("a", "b")]  # one row each, in order
     models = sorted({spec for v in decisive for spec in (v["model_a"], v["model_b"])})
     # winning replies without their end (cut at Max new tokens, or stopped): they teach stopping mid-sentence;

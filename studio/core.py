@@ -201,14 +201,15 @@ class Studio:
     # datasets
     def import_dataset(self, path: Path | str, name: str | None = None,
                        options: importer.ImportOptions | None = None, source_name: str | None = None,
-                       progress=None, max_bytes: int | None = None) -> dict:
+                       progress=None, made_here: bool = False) -> dict:
         """Convert a file into the workspace and the catalogue; the same file with the same options
-        twice is one dataset. Raises DataError (one sentence) with nothing written. `max_bytes`: the size
-        limit, the upload limit unless the studio made the file itself (a judge's judged pairs)."""
+        twice is one dataset. Raises DataError (one sentence) with nothing written. `made_here`: a file
+        the studio wrote itself (judged pairs, a label or vote export), held to no upload limit (many
+        long answers, or a dataset near the limit with the judge's numbers added, were refused)."""
         path = Path(path)
         options = options or importer.ImportOptions()
         shown = source_name or path.name  # an upload's temp file still answers to the user's name
-        max_bytes = max_bytes or self.max_upload_bytes
+        max_bytes = max(self.max_upload_bytes, path.stat().st_size) if made_here else self.max_upload_bytes
         readers.check_file(path, max_bytes)  # size limit before anything is read
         sha = importer.sha256(path)
         for existing in self.store.find_datasets_by_hash(sha):

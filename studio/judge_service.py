@@ -90,7 +90,7 @@ def collect(studio, job_id: str, name: str | None = None) -> dict:
         # judge's numbers added to every row), and was refused after all the judging was done
         row = studio.import_dataset(judged, name=name or f"{job['dataset']['name']} judged by {Path(judge).name}",
                                     options=ImportOptions(kind="preference", heldout_last=summary.get("heldout_pairs", 0)),
-                                    max_bytes=max(studio.max_upload_bytes, judged.stat().st_size))
+                                    made_here=True)
         studio.store.set_dataset_origin(row["id"], {
             "kind": "judge", "judge": judge, "job": job_id, "from_dataset": job["dataset"]["id"],
             "both_orders": job["both_orders"], "rationale": job["rationale"],
@@ -107,12 +107,11 @@ def jobs(studio) -> list[str]:
                   reverse=True)
 
 
-NEVER_STARTED_S = 300  # a job folder whose worker wrote nothing in this long never started (its start failed)
-
-
 def active(studio) -> str | None:
     """The newest queued or running judge job, if any (a page opened again shows its progress). A folder left by
     a start whose worker never ran (before start cleaned up after itself) reads as queued for ever: not followed."""
+    from studio.core import NEVER_STARTED_S
+
     for job_id in jobs(studio):
         job_dir = studio.run_dir(job_id)
         if (not (job_dir / STATUS).exists()

@@ -601,10 +601,9 @@ def export(studio, ref: str, kind: str = "preference", min_agreement: float = 0.
     with tempfile.TemporaryDirectory(dir=studio.home) as tmp:
         path = Path(tmp) / f"labels-{kind}.jsonl"  # a fixed name: the project's is the user's text
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-        # the studio's own file, not an upload: held to the upload limit, many long answers were refused
         row = studio.import_dataset(path, name=name or f"labels {origin['project']} ({kind})",
                                     options=ImportOptions(kind=kind),
-                                    max_bytes=max(studio.max_upload_bytes, path.stat().st_size))
+                                    made_here=True)
     studio.store.set_dataset_origin(row["id"], origin)
     # the same labels exported again are the dataset made then, under the name given then
     return {**studio.store.get_dataset(row["id"]), "exported_before": row["id"] in known}

@@ -121,6 +121,13 @@ BUSY_TIMEOUT_S = 60
 # away) others may take it, and the holder's label is still accepted if it comes.
 LEASE_S = 600
 
+
+def _holders(db, item_id: int, labeler: str, now: float) -> int:
+    """Others who hold the item now (their hold has not lapsed)."""
+    return db.execute("SELECT COUNT(*) FROM label_assignments WHERE item_id = ? AND labeler != ? AND assigned > ?",
+                      (item_id, labeler, now - LEASE_S)).fetchone()[0]
+
+
 DATASET_COLUMNS = ("id", "name", "kind", "rows", "source_name", "source_sha256", "path", "created", "meta")
 RUN_COLUMNS = ("id", "method", "model", "dataset_id", "status", "error", "params", "parent_id",
                "created", "updated")
@@ -385,9 +392,7 @@ class Store:
             if held and held["assigned"] <= now - LEASE_S:
                 # their hold lapsed, and the item went to others meanwhile (labelled, or held by them now): a
                 # label more would only split it (an item undone is held afresh: it comes back whatever)
-                others = db.execute("SELECT COUNT(*) FROM label_assignments WHERE item_id = ? AND labeler != ? AND "
-                                    "assigned > ?", (held["item_id"], labeler, now - LEASE_S)).fetchone()[0]
-                if held["labels"] + others >= overlap:
+                if held["labels"] + _holders(db, held["item_id"], labeler, now) >= overlap:
                     db.execute("DELETE FROM label_assignments WHERE item_id = ? AND labeler = ?",
                                (held["item_id"], labeler))
                     held = None
@@ -398,9 +403,7 @@ class Store:
                 "AND NOT EXISTS (SELECT 1 FROM label_labels l WHERE l.item_id = i.id AND l.labeler = ?) "
                 "ORDER BY i.labels, i.position LIMIT 64", (project_id, overlap, labeler))
             for row in candidates.fetchall():
-                holders = db.execute("SELECT COUNT(*) FROM label_assignments WHERE item_id = ? AND labeler != ? "
-                                     "AND assigned > ?", (row["id"], labeler, now - LEASE_S)).fetchone()[0]
-                if row["labels"] + holders < overlap:
+                if row["labels"] + _holders(db, row["id"], labeler, now) < overlap:
                     db.execute("INSERT OR REPLACE INTO label_assignments (item_id, labeler, project_id, assigned) "
                                "VALUES (?, ?, ?, ?)", (row["id"], labeler, project_id, now))
                     return row["id"]
