@@ -539,6 +539,9 @@ def export_rows(studio, ref: str, kind: str = "preference", min_agreement: float
     rows: preference (prompt/chosen/rejected) or KTO (prompt/completion/label, two rows per pair)."""
     if kind not in ("preference", "kto"):
         raise LabelError(f"export kind '{kind}' is not one of preference, kto")
+    if not 0 <= min_agreement <= 1:  # (80 meant as 80% would leave out every item, and say it had no winner)
+        raise LabelError(f"min agreement {min_agreement:g} is not a share between 0 and 1"
+                         + (f" (for {min_agreement:g}% write {min_agreement / 100:g})" if 1 < min_agreement <= 100 else ""))
     found = project(studio, ref)
     labels = studio.store.list_labels(found["id"])
     items = {it["id"]: it for it in studio.store.label_items(found["id"])}

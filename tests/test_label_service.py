@@ -562,6 +562,17 @@ def test_export_rows_by_majority(studio, voted):
     assert [r["prompt"] for r in strict] == [_turns("user", "question 1")]  # the 2-vs-1 item is dropped
 
 
+def test_an_agreement_bar_outside_0_to_1_is_refused(studio, voted):
+    """80 meant as 80% left out every item and said the project had no clear winner yet."""
+    with pytest.raises(LabelError) as err:
+        ls.export(studio, voted, min_agreement=80)
+    assert str(err.value) == "min agreement 80 is not a share between 0 and 1 (for 80% write 0.8)"
+    with pytest.raises(LabelError) as err:
+        ls.export_rows(studio, voted, min_agreement=-0.5)
+    assert str(err.value) == "min agreement -0.5 is not a share between 0 and 1"
+    assert studio.store.list_datasets() == []
+
+
 def test_an_item_one_person_labelled_does_not_pass_an_agreement_bar(studio, voted, tmp_path):
     """One label is 1 of 1 in agreement: it read 100% and passed every bar, so "keep items whose
     labelers agree at least 90%" kept items nobody else had looked at."""
