@@ -327,10 +327,26 @@ def cmd_advise(args) -> int:
 
     studio = _studio(args)
     advice = advise.advise(studio, args.goal, args.model, args.dataset)
+    if args.save and not advice.method:
+        raise CliError(f"no config to save to {args.save}: no training method suits this goal with this data")
+    if args.save and args.save.exists():  # (a config the user edited is not overwritten)
+        raise CliError(f"{args.save} exists; remove it or choose another file")
     print(advise.as_markdown(advice).replace("**", ""))
-    if advice.method:
-        print("\n# a config for `studio train` (save it as a .yaml file):")
-        print(advise.as_yaml(advice, args.model, advice.dataset or args.dataset), end="")
+    if not advice.method:
+        return 0
+    config = advise.as_yaml(advice, args.model, advice.dataset or args.dataset)
+    if args.save:
+        tmp = args.save.with_name(f".{args.save.name}.tmp")
+        try:
+            tmp.write_text(config)
+            tmp.replace(args.save)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            raise CliError(f"could not write {args.save}: {err.strerror or err}") from None
+        print(f"\nsaved the config to {args.save}; start it with: studio train {args.save}")
+    else:
+        print("\n# a config for `studio train` (save it as a .yaml file, or use --save FILE):")
+        print(config, end="")
     return 0
 
 
@@ -382,6 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--goal", required=True, choices=list(GOALS), help="what the tuned model should do better")
     p.add_argument("--dataset", help="the dataset you would train on (its size, kind and lengths shape the advice)")
     p.add_argument("--model", default="default", help="the model to tune (default: the built-in one)")
+    p.add_argument("--save", type=Path, metavar="FILE",
+                   help="write the advised config to FILE (for `studio train FILE`) instead of printing it")
     p.set_defaults(func=cmd_advise)
 
     p = sub.add_parser("cancel", parents=[common], help="stop a run (it saves a checkpoint first), an export, a judge "

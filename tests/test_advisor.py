@@ -140,7 +140,7 @@ def test_cli_advise_reads_the_dataset_and_this_machine(studio, tiny_model_dir, t
     out = capsys.readouterr().out
     assert out.startswith("### Use LoRA\nSettings: rank 16, epochs 10, max length (tokens) 128,")
     assert "10 epochs because your set has 40 rows" in out
-    config = yaml.safe_load(out.split("(save it as a .yaml file):\n", 1)[1])
+    config = yaml.safe_load(out.split("(save it as a .yaml file, or use --save FILE):\n", 1)[1])
     assert config == {"model": str(tiny_model_dir), "dataset": imported, "method": "lora",
                       "params": {"r": 16, "num_train_epochs": 10, "max_length": 128, "learning_rate": 0.001}}
     # the printed config is one `studio train` takes as it is
@@ -154,10 +154,22 @@ def test_cli_advice_for_checkable_answers_is_a_config_studio_train_starts(studio
 
     assert main(["advise", "--goal", "checkable", "--dataset", "arithmetic_prompts", "--model", str(tiny_model_dir),
                  "--home", str(studio.home)]) == 0
-    printed = capsys.readouterr().out.split("(save it as a .yaml file):\n", 1)[1]
+    printed = capsys.readouterr().out.split("(save it as a .yaml file, or use --save FILE):\n", 1)[1]
     assert yaml.safe_load(printed)["rewards"] == [{"name": "number", "weight": 1.0}]
-    (tmp_path / "advised.yaml").write_text(printed)
-    run_id = studio.start_run(**read_config(tmp_path / "advised.yaml"))
+    # --save writes that config to a file, and says how to start it
+    saved = tmp_path / "advised.yaml"
+    argv = ["advise", "--goal", "checkable", "--dataset", "arithmetic_prompts", "--model", str(tiny_model_dir),
+            "--home", str(studio.home), "--save", str(saved)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.endswith(f"\nsaved the config to {saved}; start it with: studio train {saved}\n")
+    assert "# a config for" not in out and saved.read_text() == printed
+    # a file already there (perhaps edited since) is kept: one line, exit 2
+    saved.write_text("# my edits\n" + printed)
+    assert main(argv) == 2
+    assert capsys.readouterr().err == f"error: {saved} exists; remove it or choose another file\n"
+    assert saved.read_text().startswith("# my edits\n") and list(tmp_path.glob(".*.tmp")) == []
+    run_id = studio.start_run(**read_config(saved))
     studio.cancel(run_id)
     assert studio.get_run(run_id)["method"] == "grpo"
 
@@ -179,7 +191,7 @@ def test_pairs_asked_for_with_examples_in_train_advise_on_the_users_own_pairs(st
     assert ("- For your dataset my_pairs (preference data, 12 rows): the one chosen, Quillpad support FAQ, "
             "is sft data.\n") in out
     assert "does not fit" not in out
-    assert yaml.safe_load(out.split("(save it as a .yaml file):\n", 1)[1])["dataset"] == own["id"]
+    assert yaml.safe_load(out.split("(save it as a .yaml file, or use --save FILE):\n", 1)[1])["dataset"] == own["id"]
     # the Train tab starts a method on the user's newest data of its kind, not on a sample
     from components.train_tab import dataset_choices, first_dataset
 
