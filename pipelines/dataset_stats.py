@@ -41,7 +41,7 @@ def brief(value, chars: int = SHOWN_CHARS, items: int = SHOWN_ITEMS) -> str:
 def preview_rows(parquet: Path, n: int = 20, show=as_text) -> list[dict]:
     import pyarrow.parquet as pq
 
-    batch = next(pq.ParquetFile(parquet).iter_batches(batch_size=n), None)
+    batch = next(pq.ParquetFile(parquet).iter_batches(batch_size=n), None) if n > 0 else None
     rows = batch.to_pylist() if batch is not None else []
     return [{k: show(v) for k, v in row.items()} for row in rows]
 

@@ -14,9 +14,11 @@ Stored kinds and columns (TRL's names):
 
 from __future__ import annotations
 
+import decimal
 import difflib
 import json
 import math
+import re
 from dataclasses import dataclass
 
 from pipelines.errors import DataError, where
@@ -119,7 +121,7 @@ def with_case_mapping(columns: list[str], mapping: dict[str, str], path, kind: s
 
 
 def apply_mapping(record: dict, mapping: dict[str, str]) -> dict:
-    if not mapping:
+    if not mapping or not isinstance(record, dict):  # (a list or a number is refused by convert, with its place)
         return record
     out = {k: v for k, v in record.items() if k not in mapping.values()}
     for target, source in mapping.items():
@@ -211,6 +213,19 @@ def missing(value) -> bool:
     return value is None or value == "" or (isinstance(value, float) and math.isnan(value))
 
 
+HALF_CHARACTER = re.compile("[\ud800-\udfff]")  # half of a UTF-16 pair, from a lone \\uD800 escape in JSON
+
+
+def whole_characters(value: str, at: str) -> str:
+    """`value`, or a DataError at `at` when JSON's \\uXXXX escapes left half a character in it (nothing can
+    store or show it: the import failed thousands of rows later with no row named)."""
+    half = HALF_CHARACTER.search(value)
+    if half:
+        raise DataError(f"{at}: has half of a character (a lone \\u{ord(half.group()):04X} escape at character "
+                        f"{half.start() + 1}); write the character itself or both halves of its pair")
+    return value
+
+
 def text(value, path, place, column) -> str:
     if isinstance(value, float) and not math.isfinite(value):
         if math.isnan(value):  # a blank cell of a spreadsheet or pandas table, or NaN in JSON
@@ -224,7 +239,7 @@ def text(value, path, place, column) -> str:
         return str(value)
     if isinstance(value, str):
         if value.strip():
-            return value
+            return whole_characters(value, where(path, place, column))
         raise DataError(f"{where(path, place, column)}: is empty; expected text")
     if value is None:
         raise DataError(f"{where(path, place, column)}: is empty (null); expected text")
@@ -240,7 +255,7 @@ def _json_list(value):
     if isinstance(value, str) and value.lstrip().startswith("["):
         try:
             parsed = DECODER.decode(value)
-        except (json.JSONDecodeError, RecursionError):
+        except (ValueError, RecursionError):  # (malformed, or a number of over 4,300 digits)
             return value
         return parsed if isinstance(parsed, list) else value
     return value
@@ -270,7 +285,7 @@ def messages(value, path, place, column, *, role_key="role", content_key="conten
         if not isinstance(msg, dict) or role_key not in msg or content_key not in msg:
             raise DataError(f"{at}: message {i} must be an object with '{role_key}' and '{content_key}'")
         raw_role = msg[role_key]
-        role = (roles or {r: r for r in ROLES}).get(raw_role)
+        role = (roles or {r: r for r in ROLES}).get(raw_role) if isinstance(raw_role, str) else None
         if role is None:
             accepted = ", ".join(roles or ROLES)
             raise DataError(f"{at}: message {i} has role {raw_role!r}; expected one of {accepted}")
@@ -279,7 +294,7 @@ def messages(value, path, place, column, *, role_key="role", content_key="conten
             raise DataError(f"{at}: message {i} ({role}) is empty; expected text")
         if not isinstance(content, str):
             raise DataError(f"{at}: message {i} ({role}) has {value_name(content)} as its content; expected text")
-        out.append({"role": role, "content": content})
+        out.append({"role": role, "content": whole_characters(content, f"{at}: message {i} ({role})")})
     _check_order(out, at, ends_with, only)
     return out
 
@@ -339,13 +354,14 @@ def feedback_column(columns, records) -> str | None:
 def label(value, path, place, column="label") -> bool:
     if isinstance(value, bool):
         return value
-    if isinstance(value, (int, float)) and value in (0, 1, -1):
+    if isinstance(value, (int, float, decimal.Decimal)) and value in (0, 1, -1):  # (a SQL NUMERIC column: Decimal)
         return value == 1
     if isinstance(value, str) and value.strip().lower() in TRUE + FALSE:
         return value.strip().lower() in TRUE
     if missing(value):  # a reply nobody marked: KTO needs every reply marked good or bad
         raise DataError(f"{where(path, place, column)}: is empty; expected true or false (or up/down)")
-    raise DataError(f"{where(path, place, column)}: expected true or false, got {json.dumps(value)}")
+    raise DataError(f"{where(path, place, column)}: expected true or false, got "
+                    f"{json.dumps(value, ensure_ascii=False, default=str)}")
 
 
 def _turn(role: str, value, path, place, column) -> list[dict]:

@@ -218,10 +218,16 @@ def _split(folder: Path, rows: int, heldout: float, seed: int, kind: str = "sft"
         return 0
     if last > 0:
         held = set(range(max(1, rows - last), rows))
+    elif kind == "kto":  # as a run splits it: two rows at least, both marks held out when the data has both
+        # (one held-out reply is compared with itself: its loss reads 0.500 whatever the model learned)
+        marks = [bool(v) for v in pq.read_table(folder / DATA, columns=["label"]).column("label").to_pylist()]
+        held = set(data.plan_split(rows, heldout, seed, kind, data.stored_prompt_groups(folder / DATA), marks)[1])
+        if not held:
+            return 0
     else:
         k = min(rows - 1, max(1, round(rows * heldout)))
         held = set(random.Random(seed).sample(range(rows), k))
-    if kind in data.BY_PROMPT and not last:
+    if kind in data.BY_PROMPT and kind != "kto" and not last:
         groups = data.stored_prompt_groups(folder / DATA)
         if len(groups) < rows:
             held = set(data.whole_prompts(groups, k, 1, seed, data.min_prompts(kind))[1])
@@ -287,7 +293,8 @@ def import_file(path: Path, dest: Path, options: ImportOptions | None = None,
             if progress is not None and read % 1000 == 0 and time.time() - said >= PROGRESS_EVERY_S:
                 said = time.time()
                 progress(read, said - started)
-            if marks and not missing(record.get(marks["column"])) and not is_label(record.get(marks["column"])):
+            if marks and isinstance(record, dict) and not missing(record.get(marks["column"])) \
+                    and not is_label(record.get(marks["column"])):
                 marks = None  # (read before the mapping: the column is the file's, not mapped)
             record = apply_mapping(record, options.mapping)
             try:
@@ -300,8 +307,8 @@ def import_file(path: Path, dest: Path, options: ImportOptions | None = None,
             elif _shape(row) != shape:
                 col = next(k for (k, is_list), (_k, was) in zip(_shape(row), shape) if is_list != was)
                 now, before = ("a conversation", "text") if isinstance(row[col], list) else ("text", "conversations")
-                raise DataError(f"{where(path, place, col)}: is {now} but earlier rows have {before}; "
-                                "use one form for the whole file")
+                raise in_users_words(DataError(f"{where(path, place, col)}: is {now} but earlier rows have {before}; "
+                                               "use one form for the whole file"), options.mapping)
             if layout.kind == "preference" and teaches_nothing(row):
                 untaught.append(place)
                 continue

@@ -9,6 +9,7 @@ by `check_file`.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 from pathlib import Path
@@ -96,8 +97,10 @@ def _lines(path: Path, fmt: str):
                                 f"{human_size(MAX_LINE_BYTES)}; expected one example per line")
             if b"\x00" in raw:
                 raise _nul_error(path, f"line {number}", raw.index(b"\x00") + 1, fmt)
+            if number == 1 and raw.startswith(codecs.BOM_UTF8):  # (dropped here: a bad byte's place was
+                raw = raw[len(codecs.BOM_UTF8):]                   # counted past it, and named the wrong byte)
             try:
-                text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+                text = raw.decode("utf-8")
             except UnicodeDecodeError as err:
                 raise DataError(f"{where(path, f'line {number}')}: not valid UTF-8 (byte 0x{raw[err.start]:02X} "
                                 f"at position {err.start + 1}); save the file as UTF-8") from None
@@ -109,6 +112,8 @@ def _nul_error(path: Path, place: str, position: int, fmt: str) -> DataError:
                      f"expected {_kind(fmt)} text in UTF-8")
 
 
+TOO_LONG_NUMBER = ("has a number of more than 4,300 digits, more than can be read; put it in quotes to keep it "
+                   "as text")
 TOO_DEEP = "nested too deeply to read (lists or objects inside each other thousands of levels deep)"
 
 
@@ -135,6 +140,8 @@ def _jsonl(path: Path, fmt: str = "jsonl"):
                 raise DataError(f"{where(path, 'line 1')}: a JSON array, not one object per line; "
                                 "save it as .json or write one object per line") from None
             raise _json_error(path, f"line {number}", err, "line") from None
+        except ValueError:
+            raise DataError(f"{where(path, f'line {number}')}: {TOO_LONG_NUMBER}") from None
         _no_repeats(path, f"line {number}", value)
         yield f"line {number}", value
 
@@ -144,9 +151,11 @@ def _json_text(path: Path) -> str:
     so the line limit does not apply; the upload size limit does. UTF-8 and NUL bytes are checked
     with the line and position named, as for line-based files."""
     data = path.read_bytes()
+    if data.startswith(codecs.BOM_UTF8):  # (a bad byte's place is counted in the file as an editor shows it)
+        data = data[len(codecs.BOM_UTF8):]
     nul = data.find(b"\x00")
     try:
-        text = data.decode("utf-8-sig")
+        text = data.decode("utf-8")
         bad = -1
     except UnicodeDecodeError as err:
         text, bad = "", err.start
@@ -189,6 +198,8 @@ def _json(path: Path):
             yield from _jsonl(path, "json")  # JSON Lines saved as .json: common, and unambiguous
             return
         raise _json_error(path, f"line {err.lineno}", err, "file") from None
+    except ValueError:
+        raise DataError(f"{path.name}: {TOO_LONG_NUMBER}") from None
     if isinstance(value, Repeated):  # {"data": [...], "data": [...]}: the first list would be lost
         _no_repeats(path, None, value)
     if isinstance(value, dict):
@@ -203,6 +214,8 @@ def _json(path: Path):
 CSV_PROBLEMS = {  # the csv module's words -> what to do about it
     "unexpected end of data": "a quoted cell is never closed (the file ends inside quotes); close the quote or "
                               "remove it",
+    "new-line character seen in unquoted field": "a line break that is a lone CR (the old Mac format) outside "
+                                                 "quotes; save the file with ordinary line breaks (LF or CRLF)",
     "expected after": "a quoted cell has more text after its closing quote; put the whole cell in quotes and double "
                       'the quotes inside it ("")',
 }
@@ -297,11 +310,34 @@ def _parquet(path: Path):
         batches = parquet.iter_batches(batch_size=2048)
         number = 0
         for batch in batches:
-            for row in batch.to_pylist():
+            for row in _pylist(path, batch, number):
                 number += 1
                 yield f"row {number}", row
     except (OSError, pa.ArrowException) as err:  # a corrupt or truncated file (ArrowInvalid, ArrowIOError)
         raise DataError(f"{path.name}: not a readable Parquet file ({str(err).splitlines()[0]})") from None
+
+
+def _pylist(path: Path, batch, before: int) -> list[dict]:
+    """A batch's rows as Python values, or a DataError at the first cell that has none: text that is not
+    UTF-8, a date past year 9999 (in a column the import may not even use, it stopped with a traceback)."""
+    try:
+        return batch.to_pylist()
+    except (ValueError, OverflowError):
+        pass
+    for name in batch.schema.names:
+        for i, cell in enumerate(batch.column(name)):
+            try:
+                cell.as_py()
+            except UnicodeDecodeError:
+                problem = "is not valid UTF-8 text; save the column as UTF-8"
+            except (ValueError, OverflowError) as err:
+                problem = (f"cannot be read as a Python value ({err}); "
+                           + ("a date or time must lie in the years 1 to 9999" if isinstance(err, OverflowError)
+                              or "year" in str(err) else "convert the column to text"))
+            else:
+                continue
+            raise DataError(f"{where(path, f'row {before + i + 1}', name)}: {problem}")
+    return batch.to_pylist()  # (not reached: some cell failed above)
 
 
 def _text(path: Path, unit: str):

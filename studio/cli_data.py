@@ -86,6 +86,10 @@ def cmd_show(args) -> int:
     from pipelines import dataset_stats, models
     from studio.cli import CliError, _studio
 
+    if args.rows < 0:
+        raise CliError(f"--rows {args.rows}: give 0 or more rows to show")
+    if args.max_length < 1:
+        raise CliError(f"--max-length {args.max_length}: give 1 or more tokens")
     studio = _studio(args)
     row = studio.store.get_dataset(args.dataset_id)
     if row is None:

@@ -321,3 +321,140 @@ def test_a_key_written_twice_is_refused_not_silently_halved(studio, tmp_path):
     path = tmp_path / "twice.json"
     path.write_text(json.dumps([GOOD, GOOD]))
     assert len(imported_rows(studio, path)) == 2
+
+
+@pytest.mark.parametrize("rows, mapping, line, got", [
+    ([{"question": "Q", "answer": "A"}, "oops"], {"prompt": "question", "completion": "answer"}, 2, "text"),
+    ([{"Prompt": "Q", "Completion": "A"}, 5], {}, 2, "a number"),  # columns mapped for their case
+    ([{"prompt": "Q", "completion": "A", "rating": "up"}, [1]], {}, 2, "a list"),  # a good/bad marks column
+])
+def test_a_line_that_is_not_an_object_is_named_when_columns_are_mapped(studio, tmp_path, rows, mapping, line, got):
+    """With a mapping (the Data tab makes one), case-mapped columns or a marks column, a line that was a list,
+    a text or a number stopped the import with AttributeError."""
+    path = jsonl(tmp_path / "faq.jsonl", *rows)
+    message = f"faq.jsonl, line {line}: expected an object with named fields, got {got}"
+    assert importer.inspect(path, ImportOptions(mapping=mapping))["row_problem"] == message
+    assert refused(studio, path, mapping=mapping) == message
+
+
+def test_a_role_that_is_a_list_is_refused_in_words(studio, tmp_path):
+    path = jsonl(tmp_path / "chat.jsonl", {"messages": [{"role": ["user"], "content": "hi"},
+                                                        {"role": "assistant", "content": "yo"}]})
+    assert refused(studio, path) == ("chat.jsonl, line 1, column 'messages': message 1 has role ['user']; "
+                                     "expected one of system, user, assistant")
+
+
+def test_half_a_character_is_named_where_it_is(studio, tmp_path):
+    """A lone \\uD800 escape is valid JSON but no text: the import failed when a batch was written, with
+    UnicodeEncodeError and no row named."""
+    path = tmp_path / "half.jsonl"
+    path.write_text(json.dumps(GOOD) + "\n" + '{"prompt": "a\\ud800b", "completion": "c"}\n')
+    assert refused(studio, path) == ("half.jsonl, line 2, column 'prompt': has half of a character (a lone \\uD800 "
+                                     "escape at character 2); write the character itself or both halves of its pair")
+    chat = jsonl(tmp_path / "chat.jsonl", {"messages": [{"role": "user", "content": "hi"},
+                                                        {"role": "assistant", "content": "ok \udc80"}]})
+    assert refused(studio, chat) == ("chat.jsonl, line 1, column 'messages': message 2 (assistant): has half of a "
+                                     "character (a lone \\uDC80 escape at character 4); write the character itself "
+                                     "or both halves of its pair")
+
+
+def test_a_number_too_long_to_read_is_one_line(studio, tmp_path):
+    path = tmp_path / "big.jsonl"
+    path.write_text('{"prompt": "a", "completion": ' + "1" * 5000 + "}\n")
+    assert refused(studio, path) == ("big.jsonl, line 1: has a number of more than 4,300 digits, more than can be "
+                                     "read; put it in quotes to keep it as text")
+    whole = tmp_path / "big.json"
+    whole.write_text('[{"prompt": "a", "completion": ' + "1" * 5000 + "}]")
+    assert refused(studio, whole) == ("big.json: has a number of more than 4,300 digits, more than can be read; "
+                                      "put it in quotes to keep it as text")
+    cell = tmp_path / "big.csv"  # a cell that looks like a JSON list stays the text it is
+    cell.write_text("prompt,completion\nq,[" + "1" * 5000 + "]\n")
+    assert imported_rows(studio, cell)[0]["messages"][1]["content"] == "[" + "1" * 5000 + "]"
+
+
+def test_a_bad_byte_after_a_bom_is_the_byte_and_place_an_editor_shows(studio, tmp_path):
+    """The BOM was dropped before decoding but the place was then looked up in the bytes with it: the
+    message named the ':' three bytes earlier (and, in a .json file, the wrong line)."""
+    lines = tmp_path / "bom.jsonl"
+    lines.write_bytes(b'\xef\xbb\xbf{"text": "\xff"}\n')
+    assert refused(studio, lines) == ("bom.jsonl, line 1: not valid UTF-8 (byte 0xFF at position 11); "
+                                      "save the file as UTF-8")
+    whole = tmp_path / "bom.json"
+    whole.write_bytes(b'\xef\xbb\xbf[\n{"text": "ok"},\n\xff{"text": "x"}]')
+    assert refused(studio, whole) == "bom.json, line 3: not valid UTF-8 (byte 0xFF at position 1); save the file as UTF-8"
+
+
+def test_parquet_cells_python_cannot_hold_are_named(studio, tmp_path):
+    """Text that is not UTF-8 or a date past year 9999, even in a column the import does not use, stopped it
+    with UnicodeDecodeError or OverflowError."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    bad_text = pa.array([b"ok", b"\xff"], type=pa.binary()).view(pa.string())
+    pq.write_table(pa.table({"prompt": ["a", "b"], "completion": bad_text}), tmp_path / "text.parquet")
+    assert refused(studio, tmp_path / "text.parquet") == ("text.parquet, row 2, column 'completion': is not valid "
+                                                          "UTF-8 text; save the column as UTF-8")
+    late = pa.array([0, 10**12], type=pa.timestamp("s"))
+    pq.write_table(pa.table({"prompt": ["a", "b"], "completion": ["c", "d"], "at": late}), tmp_path / "dates.parquet")
+    assert refused(studio, tmp_path / "dates.parquet") == (
+        "dates.parquet, row 2, column 'at': cannot be read as a Python value (date value out of range); a date or "
+        "time must lie in the years 1 to 9999")
+
+
+def test_a_label_from_a_sql_numeric_column_is_read(studio, tmp_path):
+    """Decimal 1/0 (a NUMERIC column) was refused, and bytes crashed the message with TypeError."""
+    import decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    raw = pa.array([b"yes", b"no"])
+    pq.write_table(pa.table({"prompt": ["a", "b"], "completion": ["c", "d"], "label": raw}), tmp_path / "b.parquet")
+    assert refused(studio, tmp_path / "b.parquet", kind="kto") == ("b.parquet, row 1, column 'label': expected true "
+                                                                   "or false, got \"b'yes'\"")
+    marks = pa.array([decimal.Decimal(1), decimal.Decimal(0)], type=pa.decimal128(3, 0))
+    pq.write_table(pa.table({"prompt": ["a", "b"], "completion": ["c", "d"], "label": marks}), tmp_path / "n.parquet")
+    assert [r["label"] for r in imported_rows(studio, tmp_path / "n.parquet", kind="kto")] == [True, False]
+
+
+def test_a_csv_with_old_mac_line_breaks_says_so(studio, tmp_path):
+    path = tmp_path / "mac.csv"
+    path.write_bytes(b"prompt,completion\rhi,there\rq,a\r")
+    assert refused(studio, path) == ("mac.csv, row 1: a line break that is a lone CR (the old Mac format) outside "
+                                     "quotes; save the file with ordinary line breaks (LF or CRLF)")
+
+
+def test_the_text_or_conversation_clash_names_the_files_column(studio, tmp_path):
+    conversation = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]
+    path = jsonl(tmp_path / "pairs.jsonl", {"good": "Q A", "bad": "Q B"}, {"good": conversation, "bad": conversation})
+    assert refused(studio, path, mapping={"chosen": "good", "rejected": "bad"}) == (
+        "pairs.jsonl, line 2, column 'good': is a conversation but earlier rows have text; use one form for the "
+        "whole file")
+
+
+def test_kto_held_out_at_import_is_two_rows_of_both_marks(studio, tmp_path):
+    """5% of 10 replies held out one: a lone held-out KTO reply is compared with itself, its loss 0.500
+    whatever the model learned. The import splits as a run does."""
+    path = jsonl(tmp_path / "kto.jsonl", *[{"prompt": f"q{i}", "completion": f"a{i}", "label": i % 2 == 0}
+                                           for i in range(10)])
+    row = studio.import_dataset(path, options=ImportOptions(heldout=0.05))
+    held = load_rows(str(studio.datasets_dir / row["id"] / importer.HELDOUT))
+    assert len(held) == 2 and {r["label"] for r in held} == {True, False}
+    assert len(load_rows(row["path"])) == 8
+
+
+def test_data_show_refuses_a_negative_row_count_and_shows_none_for_zero(tmp_path, capsys):
+    """--rows 0 stopped with "ValueError: batch_size must be greater than zero"."""
+    from studio.cli import main
+
+    path = jsonl(tmp_path / "faq.jsonl", GOOD)
+    home = ["--home", str(tmp_path / "home")]
+    assert main(["data", "import", str(path), *home]) == 0
+    dataset_id = capsys.readouterr().out.strip()
+    assert main(["data", "show", dataset_id, "--rows", "-1", *home]) == 2
+    assert capsys.readouterr().err == "error: --rows -1: give 0 or more rows to show\n"
+    assert main(["data", "show", dataset_id, "--max-length", "0", *home]) == 2
+    assert capsys.readouterr().err == "error: --max-length 0: give 1 or more tokens\n"
+    from pipelines import dataset_stats
+
+    assert dataset_stats.preview_rows(tmp_path / "home" / "datasets" / dataset_id / importer.DATA, 0) == []
