@@ -112,6 +112,30 @@ def one_line(err: BaseException) -> str:
     return f"{first} ({type(err).__name__})" if first else type(err).__name__
 
 
+def context_note(decoders) -> str:
+    """What cut the replies short, and what the models did not read: Max new tokens, or the model's context
+    window (prompt and reply together), which also leaves out the oldest messages of a long conversation."""
+    def sides(which) -> str:
+        return " and ".join(side for side, dec in zip("AB", decoders) if which(dec))
+
+    notes = []
+    if sides(lambda d: d.cut_off and not d.out_of_room):
+        notes.append(f"Model {sides(lambda d: d.cut_off and not d.out_of_room)}: the reply stopped at *Max new "
+                     f"tokens* ({decoders[0].settings.max_new_tokens}) before its end; raise it under Generation "
+                     "settings for longer replies.")
+    if sides(lambda d: d.out_of_room):
+        notes.append(f"Model {sides(lambda d: d.out_of_room)}: the reply filled what the model reads at once "
+                     f"({max(d.context for d in decoders if d.out_of_room):,} tokens, conversation and reply "
+                     "together); press Clear to start a new conversation.")
+    if sides(lambda d: d.dropped):
+        most = max(d.dropped for d in decoders)
+        notes.append(f"Model {sides(lambda d: d.dropped)} did not read the oldest {most} message"
+                     f"{'s' if most != 1 else ''} of this conversation: with them it is longer than the model "
+                     f"reads at once ({max(d.context for d in decoders if d.dropped):,} tokens, with *Max new "
+                     "tokens* for the reply).")
+    return " ".join(notes)
+
+
 def _seconds(s: float) -> str:
     return f"{s:.0f} s" if s < 90 else f"{s / 60:.0f} min"
 
@@ -425,9 +449,7 @@ def build(studio):
         if superseded():
             yield ended
             return
-        cut = [side for side, dec in zip("AB", decs) if dec.cut_off]
-        said = (f"Model {' and '.join(cut)}: the reply stopped at *Max new tokens* ({decs[0].settings.max_new_tokens}) "
-                "before its end; raise it under Generation settings for longer replies.") if cut else gr.skip()
+        said = context_note(decs) or gr.skip()
         yield (shown_a, shown_b, {**state, "complete": True}, gr.skip(), said,
                writing_note(decs, time.monotonic() - started))
 

@@ -198,8 +198,33 @@ def _active(entry: LoadedBase, adapter: str | None):
     yield
 
 
+class TooLong(ValueError):
+    """A prompt longer than the model reads at once; one sentence."""
+    one_sentence = True
+
+
+def context_window(entry: LoadedBase, adapter: str | None) -> int | None:
+    """The most positions a reply on this side may fill, prompt and reply together (None: not said). A
+    prompt-learning adapter's virtual tokens take positions of their own."""
+    config = getattr(entry.model, "config", None)
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    window = getattr(config, "max_position_embeddings", None)
+    if not isinstance(window, int) or window <= 0:
+        return None
+    peft_config = getattr(entry.model, "peft_config", {}).get(adapter) if adapter is not None else None
+    if peft_config is not None and getattr(peft_config, "is_prompt_learning", False):
+        window -= peft_config.num_virtual_tokens or 0
+    return window
+
+
 class Decoder:
-    """One side's reply, produced one token per `step()` with its own KV cache."""
+    """One side's reply, produced one token per `step()` with its own KV cache.
+
+    A conversation longer than the model reads at once (its context window, prompt and reply together)
+    loses its oldest exchanges until the prompt and `max_new_tokens` fit (`dropped` says how many
+    messages; the system prompt and the last question stay); a reply that then fills the window stops
+    there (`out_of_room`). Past the window a model with rotary positions wrote nonsense without a word,
+    and one with a table of positions stopped with IndexError."""
 
     def __init__(self, entry: LoadedBase, adapter: str | None, messages: list[dict],
                  settings: GenerationSettings):
@@ -215,8 +240,20 @@ class Decoder:
         tok = entry.tokenizer
         if settings.system_prompt.strip() and (not messages or messages[0]["role"] != "system"):
             messages = [{"role": "system", "content": settings.system_prompt.strip()}, *messages]
-        self.prompt_ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                                  return_dict=True)["input_ids"]
+        self.context, self.dropped, self.out_of_room = context_window(entry, adapter), 0, False
+        self.prompt_ids = self._encode(messages)
+        if self.context is not None:
+            messages, head = list(messages), int(bool(messages) and messages[0]["role"] == "system")
+            while self.prompt_ids.shape[1] + settings.max_new_tokens > self.context and len(messages) - head > 1:
+                # the oldest exchange: a question and the reply to it (the history keeps taking turns)
+                n = 2 if len(messages) - head > 2 and messages[head + 1]["role"] == "assistant" else 1
+                del messages[head:head + n]
+                self.dropped += n
+                self.prompt_ids = self._encode(messages)
+            if self.prompt_ids.shape[1] >= self.context:
+                raise TooLong(f"the prompt is {self.prompt_ids.shape[1]:,} tokens (with the chat template"
+                              + (" and the system prompt" if head else "") + f"), and this model reads at most "
+                              f"{self.context:,} at once, prompt and reply together; shorten it")
         self.generated: list[int] = []
         self.cache = None
         self.done = False
@@ -233,6 +270,10 @@ class Decoder:
         eos = entry.model.generation_config.eos_token_id if hasattr(entry.model, "generation_config") else None
         eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
         self.stop_ids = set(eos) | ({tok.eos_token_id} if tok.eos_token_id is not None else set())
+
+    def _encode(self, messages: list[dict]):
+        return self.entry.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                                        return_dict=True)["input_ids"]
 
     def step(self) -> None:
         import torch
@@ -267,11 +308,13 @@ class Decoder:
         self.generated.append(token)
         if len(self.generated) >= self.settings.max_new_tokens:
             self.done = True
+        elif self.context is not None and self.prompt_ids.shape[1] + len(self.generated) >= self.context:
+            self.done = self.out_of_room = True  # the window is full: another token has no position
 
     @property
     def cut_off(self) -> bool:
-        """Stopped by the max_new_tokens limit, not by the model's end of reply."""
-        return self.done and len(self.generated) >= self.settings.max_new_tokens
+        """Stopped by the max_new_tokens limit or a full context window, not by the model's end of reply."""
+        return self.done and (len(self.generated) >= self.settings.max_new_tokens or self.out_of_room)
 
     def text(self) -> str:
         text = self.entry.tokenizer.decode(self.generated, skip_special_tokens=True)

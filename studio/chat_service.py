@@ -114,8 +114,13 @@ def short_label(studio, spec: str) -> str:
     return spec
 
 
+SEED_MAX = 2**32 - 1
+
+
 def decoders(studio, specs: list[str], histories: list[list[dict]], settings: chat.GenerationSettings):
     """One Decoder per side; sides on the same base share one copy of its weights."""
+    if not -1 <= settings.seed <= SEED_MAX:  # (torch's generator stopped with "Overflow when unpacking long long")
+        raise ChatError(f"Seed {settings.seed} is out of range: use -1 for new replies each time, or 0 to {SEED_MAX}")
     out = []
     for spec, history in zip(specs, histories):
         model, adapter = resolve(studio, spec)
@@ -123,7 +128,13 @@ def decoders(studio, specs: list[str], histories: list[list[dict]], settings: ch
         # retries took 90 s, then failed with the library's text)
         models.check_available(model, studio.model_cache)
         entry, name = studio.chat_models.get(model, adapter)
-        out.append(chat.Decoder(entry, name, history, settings))
+        if not getattr(entry.tokenizer, "chat_template", None):  # (apply_chat_template's traceback before)
+            raise ChatError(f"{short_label(studio, spec)} has no chat template: it is a base model never taught to "
+                            "chat; pick an instruction-tuned (chat) model, or a run tuned from one")
+        try:
+            out.append(chat.Decoder(entry, name, history, settings))
+        except chat.TooLong as err:
+            raise ChatError(f"{short_label(studio, spec)}: {err}") from None
     return out
 
 

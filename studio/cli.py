@@ -193,6 +193,11 @@ def cmd_generate(args) -> int:
             sys.stdout.flush()
             shown = text
     print(text[len(shown):] if args.stream else text)
+    if decoder.out_of_room:  # (said apart from the reply: stdout is the reply alone)
+        print(f"(the reply filled what the model reads at once: {decoder.context:,} tokens, prompt and reply "
+              "together)", file=sys.stderr)
+    elif decoder.cut_off:
+        print(f"(the reply stopped at --max-new-tokens {args.max_new_tokens} before its end)", file=sys.stderr)
     return 0
 
 

@@ -91,6 +91,81 @@ def test_a_reply_stopped_by_the_token_limit_says_so(tiny_model_dir, tmp_path):
     assert ended.done and ended.generated == [] and not ended.cut_off
 
 
+@pytest.fixture(scope="module")
+def short_context_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny llama told it reads 64 tokens at once (its weights are the same)."""
+    import shutil
+
+    out = tmp_path_factory.mktemp("short-context")
+    shutil.copytree(tiny_model_dir, out, dirs_exist_ok=True)
+    config = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 64}))
+    return out
+
+
+def test_a_conversation_longer_than_the_model_reads_leaves_out_its_oldest_exchanges(short_context_dir, tmp_path):
+    """Nothing compared the prompt with the model's context: past it a model with rotary positions wrote
+    nonsense without a word, one with a table of positions stopped with IndexError."""
+    from components.chat_tab import context_note
+    from pipelines.chat import TooLong
+
+    entry, _ = ModelCache(tmp_path).get(str(short_context_dir))
+    said = [{"role": "user", "content": f"Tell me about the gear number {i} of the machine."} if k == 0 else
+            {"role": "assistant", "content": f"Gear {i} turns the shaft and the wheel."} for i in range(3) for k in (0, 1)]
+    history = [{"role": "system", "content": "Be brief."}, *said, {"role": "user", "content": "And the last one?"}]
+    long = Decoder(entry, None, history, GREEDY)
+    assert long.context == 64 and long.dropped % 2 == 0 and long.dropped >= 2
+    assert long.prompt_ids.shape[1] + GREEDY.max_new_tokens <= 64
+    kept = [history[0], *history[1 + long.dropped:]]  # the system prompt and the newest exchanges, in order
+    assert kept[-1]["content"] == "And the last one?" and kept[1]["role"] == "user"
+    assert torch.equal(long.prompt_ids, Decoder(entry, None, kept, GREEDY).prompt_ids)
+    assert [t[0] for t in stream([long])][-1] == [t[0] for t in stream([Decoder(entry, None, kept, GREEDY)])][-1]
+    # one question too long for the model on its own: one sentence, nothing written
+    with pytest.raises(TooLong) as err:
+        Decoder(entry, None, [{"role": "user", "content": "gear " * 80}], GREEDY)
+    assert str(err.value) == ("the prompt is 111 tokens (with the chat template), and this model reads at most 64 at "
+                              "once, prompt and reply together; shorten it")
+    # a reply that fills the window stops there, cut short, and the page says which limit it met
+    roomy = GenerationSettings(temperature=0, repetition_penalty=1.0, max_new_tokens=200)
+    full = Decoder(entry, None, QUESTION, roomy)
+    full.stop_ids = set()
+    list(stream([full]))
+    assert full.out_of_room and full.cut_off and full.prompt_ids.shape[1] + len(full.generated) == 64
+    stopped = "Model A: the reply stopped at *Max new tokens* (12) before its end; raise it under Generation " \
+              "settings for longer replies. " if long.cut_off else ""
+    assert context_note([long, full]) == stopped + (
+        "Model B: the reply filled what the model reads at once (64 tokens, conversation and reply together); press "
+        f"Clear to start a new conversation. Model A did not read the oldest {long.dropped} messages of this "
+        "conversation: with them it is longer than the model reads at once (64 tokens, with *Max new tokens* for the "
+        "reply).")
+
+
+def test_a_model_without_a_chat_template_or_a_seed_out_of_range_is_one_sentence(studio, tiny_model_dir, tmp_path):
+    """A base model without a chat template stopped `studio generate` with apply_chat_template's traceback, and
+    a seed past 64 bits with "Overflow when unpacking long long"."""
+    import shutil
+
+    plain = tmp_path / "plain"
+    shutil.copytree(tiny_model_dir, plain)
+    (plain / "chat_template.jinja").unlink()
+    config = json.loads((plain / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (plain / "tokenizer_config.json").write_text(json.dumps(config))
+    with pytest.raises(chat_service.ChatError) as err:
+        chat_service.decoders(studio, [f"base:{plain}"], [QUESTION], GREEDY)
+    assert str(err.value) == (f"{plain} has no chat template: it is a base model never taught to chat; pick an "
+                              "instruction-tuned (chat) model, or a run tuned from one")
+    seeded = GenerationSettings(temperature=1.0, seed=2**64)
+    with pytest.raises(chat_service.ChatError) as err:
+        chat_service.decoders(studio, [f"base:{tiny_model_dir}"], [QUESTION], seeded)
+    assert str(err.value) == f"Seed {2**64} is out of range: use -1 for new replies each time, or 0 to 4294967295"
+    done = subprocess.run([sys.executable, "-m", "studio.cli", "generate", "--model", str(plain), "Hello?",
+                           "--home", str(tmp_path / "home")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert (done.returncode, done.stderr) == (2, f"error: {plain} has no chat template: it is a base model never "
+                                                 "taught to chat; pick an instruction-tuned (chat) model, or a run "
+                                                 "tuned from one\n")
+
+
 def test_one_base_copy_serves_both_sides_like_two_separate_loads(studio, tiny_model_dir, random_adapter):
     from peft import PeftModel
 
@@ -403,6 +478,8 @@ def test_cli_generate_stream(tmp_path, tiny_model_dir):
     streamed, whole = generate("--stream"), generate()
     assert streamed.returncode == whole.returncode == 0, streamed.stderr[-2000:]
     assert streamed.stdout.strip() and streamed.stdout.strip() == whole.stdout.strip()
+    # stdout is the reply alone; a reply cut short says so beside it (8 tokens of a random model: no end)
+    assert whole.stderr.strip().endswith("(the reply stopped at --max-new-tokens 8 before its end)")
 
 
 def test_the_same_model_named_two_ways_gets_no_vote(studio, tiny_model_dir):
