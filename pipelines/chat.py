@@ -51,6 +51,9 @@ class LoadedBase:
     tuner_layers: list | None = None  # PEFT's adapter layers, found once per set of adapters
     kind: str | None = None  # the kind of adapter this copy holds (see ModelCache._key), claimed when chosen
     lock: threading.RLock = field(default_factory=threading.RLock)
+    key: str = ""  # its place in the cache
+    ready: threading.Event = field(default_factory=threading.Event)  # set once loaded (or failed to)
+    failed: BaseException | None = None
 
 
 def _nbytes(module) -> int:
@@ -101,20 +104,43 @@ class ModelCache:
     def used_bytes(self) -> int:
         return sum(e.bytes for e in self._entries.values())
 
-    def get(self, model_spec: str, adapter_dir: Path | str | None = None) -> tuple[LoadedBase, str | None]:
-        """The loaded base for this model and the adapter's name on it (None: the base itself)."""
+    def get(self, model_spec: str, adapter_dir: Path | str | None = None,
+            trim: bool = True) -> tuple[LoadedBase, str | None]:
+        """The loaded base for this model and the adapter's name on it (None: the base itself). `trim` False:
+        the cache is not trimmed to its budget now; a request for several copies (the sides of a comparison)
+        calls `trim` with them all once it has them (with two models over the budget each side threw out
+        the other's, and every message loaded both again).
+
+        A model is loaded outside the cache's lock (a request for another model, one in memory, waited for
+        the whole load); a second request for the one being loaded waits for that load."""
         path = str(models.resolve(model_spec, self.cache_dir))
         with self._lock:
             key, kind = self._key(path, adapter_dir)
             entry = self._entries.get(key)
-            if entry is None:
-                model = models.load_for_inference(path)  # on the GPU when there is one
-                entry = LoadedBase(path, model, models.load_tokenizer(path), _nbytes(model))
-                self._entries[key] = entry
+            loads = entry is None
+            if loads:
+                entry = self._entries[key] = LoadedBase(path, None, None, 0, key=key)
             if kind is not None and entry.kind is None:
                 entry.kind = kind  # claimed under the lock: a request of another kind now takes its own copy
             self._entries.move_to_end(key)
-            self._evict(keep=key)
+        if loads:
+            try:
+                entry.model = models.load_for_inference(path)  # on the GPU when there is one
+                entry.tokenizer, entry.bytes = models.load_tokenizer(path), _nbytes(entry.model)
+            except BaseException as err:
+                entry.failed = err
+                with self._lock:
+                    if self._entries.get(key) is entry:
+                        del self._entries[key]  # (the next request tries again)
+                raise
+            finally:
+                entry.ready.set()
+        else:
+            entry.ready.wait()
+            if entry.failed is not None:
+                raise entry.failed
+        if trim:
+            self.trim([entry])
         if adapter_dir is None:
             return entry, None
         name = adapter_name(adapter_dir)
@@ -159,10 +185,16 @@ class ModelCache:
         entry.tuner_layers = None
         entry.bytes += _nbytes(entry.model) - before
 
-    def _evict(self, keep: str) -> None:
-        while self.used_bytes() > self.limit_bytes and len(self._entries) > 1:
-            oldest = next(k for k in self._entries if k != keep)
-            del self._entries[oldest]
+    def trim(self, keep: list[LoadedBase]) -> None:
+        """Least recently used first, until the loaded copies fit the budget; never one in `keep` (the ones
+        a request uses now) or one still loading: over the budget with only those left, they stay."""
+        with self._lock:
+            kept = {e.key for e in keep}
+            while self.used_bytes() > self.limit_bytes:
+                oldest = next((k for k, e in self._entries.items() if k not in kept and e.ready.is_set()), None)
+                if oldest is None:
+                    return
+                del self._entries[oldest]
 
 
 @contextmanager

@@ -122,20 +122,27 @@ def decoders(studio, specs: list[str], histories: list[list[dict]], settings: ch
     if not -1 <= settings.seed <= SEED_MAX:  # (torch's generator stopped with "Overflow when unpacking long long")
         raise ChatError(f"Seed {settings.seed} is out of range: use -1 for new replies each time, or 0 to {SEED_MAX}")
     out = []
-    for spec, history in zip(specs, histories):
-        model, adapter = resolve(studio, spec)
-        # a hub id that is not downloaded, with no network: said in one sentence at once (the download's
-        # retries took 90 s, then failed with the library's text)
-        models.check_available(model, studio.model_cache)
-        entry, name = studio.chat_models.get(model, adapter)
-        if not getattr(entry.tokenizer, "chat_template", None):  # (apply_chat_template's traceback before)
-            raise ChatError(f"{short_label(studio, spec)} has no chat template: it is a base model never taught to "
-                            "chat; pick an instruction-tuned (chat) model, or a run tuned from one")
-        try:
-            out.append(chat.Decoder(entry, name, history, settings))
-        except chat.TooLong as err:
-            raise ChatError(f"{short_label(studio, spec)}: {err}") from None
+    try:
+        for spec, history in zip(specs, histories):
+            out.append(_decoder(studio, spec, history, settings))
+    finally:  # the models over the cache's budget go once every side has its own (not one side's for the other)
+        studio.chat_models.trim([d.entry for d in out])
     return out
+
+
+def _decoder(studio, spec: str, history: list[dict], settings: chat.GenerationSettings) -> chat.Decoder:
+    model, adapter = resolve(studio, spec)
+    # a hub id that is not downloaded, with no network: said in one sentence at once (the download's
+    # retries took 90 s, then failed with the library's text)
+    models.check_available(model, studio.model_cache)
+    entry, name = studio.chat_models.get(model, adapter, trim=False)
+    if not getattr(entry.tokenizer, "chat_template", None):  # (apply_chat_template's traceback before)
+        raise ChatError(f"{short_label(studio, spec)} has no chat template: it is a base model never taught to "
+                        "chat; pick an instruction-tuned (chat) model, or a run tuned from one")
+    try:
+        return chat.Decoder(entry, name, history, settings)
+    except chat.TooLong as err:
+        raise ChatError(f"{short_label(studio, spec)}: {err}") from None
 
 
 NO_REPLY = arena.NO_REPLY

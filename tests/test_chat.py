@@ -231,6 +231,59 @@ def test_model_cache_evicts_least_recently_used(tiny_model_dir, tmp_path):
     assert cache.loaded() == [str(second), str(tiny_model_dir)]
 
 
+def test_two_models_over_the_budget_are_both_kept_for_the_comparison(studio, tiny_model_dir, tmp_path):
+    """Side B's load evicted side A's model while A's decoder used it: every message loaded both again."""
+    import shutil
+
+    second = tmp_path / "second-tiny"
+    shutil.copytree(tiny_model_dir, second)
+    studio.chat_models.limit_bytes = 1  # room for one model only
+    specs = [f"base:{tiny_model_dir}", f"base:{second}"]
+    first = chat_service.decoders(studio, specs, [QUESTION, QUESTION], GREEDY)
+    again = chat_service.decoders(studio, specs, [QUESTION, QUESTION], GREEDY)
+    assert [d.entry for d in again] == [d.entry for d in first]  # the same copies: nothing loaded again
+    assert studio.chat_models.loaded() == [str(tiny_model_dir), str(second)]
+    # another model then: the pair's least recently used goes
+    chat_service.decoders(studio, [f"base:{tiny_model_dir}"], [QUESTION], GREEDY)
+    assert studio.chat_models.loaded() == [str(tiny_model_dir)]
+
+
+def test_a_model_loading_holds_up_no_request_for_another(tiny_model_dir, tmp_path, monkeypatch):
+    """The cache loaded a model while holding its lock: every other chat, even on a model in memory, waited
+    for the whole load (a hub download: minutes). A second request for the model being loaded waits for
+    that one load."""
+    import shutil
+    import threading
+
+    from pipelines import models
+
+    second = tmp_path / "second-tiny"
+    shutil.copytree(tiny_model_dir, second)
+    cache = ModelCache(tmp_path / "models")
+    in_memory, _ = cache.get(str(tiny_model_dir))
+    slow, loads, real = threading.Event(), [], models.load_for_inference
+
+    def held_up(path):  # the second model's load waits until the test lets it go
+        loads.append(path)
+        if path == str(second):
+            assert slow.wait(60)
+        return real(path)
+
+    monkeypatch.setattr(models, "load_for_inference", held_up)
+    got = {}
+    loading = [threading.Thread(target=lambda n=n: got.__setitem__(n, cache.get(str(second))[0])) for n in range(2)]
+    for thread in loading:
+        thread.start()
+    other = threading.Thread(target=lambda: got.__setitem__("other", cache.get(str(tiny_model_dir))[0]))
+    other.start()
+    other.join(30)
+    assert not other.is_alive() and got["other"] is in_memory  # served while the other model still loads
+    slow.set()
+    for thread in loading:
+        thread.join(60)
+    assert got[0] is got[1] and loads == [str(second)]  # loaded once, for both requests
+
+
 def vote(studio, winner, a="base:default", b="run:r1", turns=1, blind=True, unfinished=(), same=False):
     prompt = []
     for i in range(turns - 1):
