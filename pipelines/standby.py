@@ -44,9 +44,9 @@ WARM = (
 
 
 def warm() -> bool:
-    """Import what a run will need. False when something fails to import: this process then exits
-    unused, and the job gets a fresh process that meets the error itself and says it in its log (a
-    second import into the half-imported modules here would fail with a misleading message)."""
+    """Import what a run will need. False when something fails to import: a job handed to this process
+    then gets a fresh one (`fresh`) that meets the error itself and says it in its log (a second import
+    into the half-imported modules here would fail with a misleading message)."""
     try:
         for module, names in WARM:
             loaded = importlib.import_module(module)
@@ -57,10 +57,8 @@ def warm() -> bool:
     return True
 
 
-def become(run_dir: str) -> int:
-    """Turn this process into the job's: its output goes to the job's log, then `pipelines.run`."""
-    from pipelines import run
-
+def _to_log(run_dir: str) -> None:
+    """This process's output into the job's log, its input from nowhere (as a fresh job process has)."""
     log = os.open(Path(run_dir) / LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     for fd in (1, 2):
         os.dup2(log, fd)
@@ -68,19 +66,38 @@ def become(run_dir: str) -> int:
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
+
+
+def become(run_dir: str) -> int:
+    """Turn this process into the job's: its output goes to the job's log, then `pipelines.run`."""
+    from pipelines import run
+
+    _to_log(run_dir)
     return run.main(run_dir)
+
+
+def fresh(run_dir: str) -> None:
+    """Replace this process with a fresh job process for `run_dir` (what the studio starts when no process
+    waits), its output into the job's log: the job meets an import error itself and says it there."""
+    _to_log(run_dir)
+    os.execv(sys.executable, [sys.executable, "-m", "pipelines.run", run_dir])
 
 
 def main() -> int:
     from pipelines.run import quiet_libraries
 
     quiet_libraries()
-    if not warm():
-        return 1
-    line = sys.stdin.buffer.readline()  # blocks until a job comes, or the studio is gone (end of input)
+    ready = warm()
+    # blocks until a job comes, or the studio is gone (end of input). A process whose imports failed waits
+    # too: a job handed over while it still imported was lost (it exited unread, the job had no log and
+    # its run said only "exited with code 1 before starting")
+    line = sys.stdin.buffer.readline()
     if not line.strip():
-        return 0
-    return become(os.fsdecode(line.rstrip(b"\n")))
+        return 0 if ready else 1
+    run_dir = os.fsdecode(line.rstrip(b"\n"))
+    if not ready:
+        fresh(run_dir)
+    return become(run_dir)
 
 
 class Standby:

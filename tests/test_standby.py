@@ -76,16 +76,25 @@ def test_a_process_made_for_another_environment_is_not_used(tmp_path):
     assert ready.take(run_dir, env) is None  # and none is left
 
 
-def test_a_process_whose_libraries_fail_to_import_is_not_used(tmp_path):
-    # a broken library: the process exits at once, and the job gets a fresh one that says why in its log
+def test_a_job_handed_to_a_process_whose_libraries_fail_to_import_says_why_in_its_log(tmp_path):
+    """The process exited unread once its imports failed: a job handed to it while it still imported was
+    lost, its run saying only "exited with code 1 before starting". Now the job gets a fresh process, which
+    meets the error itself and says it in the job's log."""
     (tmp_path / "lib" / "trl").mkdir(parents=True)
     (tmp_path / "lib" / "trl" / "__init__.py").write_text("raise ImportError('trl is broken here')\n")
     ready = Standby([sys.executable, "-m", "pipelines.standby"], core.PROJECT_ROOT)
     env = {**core.worker_env(), "PYTHONPATH": f"{tmp_path / 'lib'}:{core.PROJECT_ROOT}"}
     ready.prepare(env)
+    run_dir = tmp_path / "runs" / "run"
+    run_dir.mkdir(parents=True)
+    (run_dir / "job.json").write_text('{"runner": "trl"}')  # a job whose first import is the broken library
+    proc = ready.take(run_dir, env)
+    assert proc is not None and proc.wait(timeout=120) != 0
+    assert "trl is broken here" in (run_dir / "train.log").read_text()
+    # one nobody hands a job to exits when its studio goes, saying its imports failed
+    ready.prepare(env)
+    ready._ready[0].stdin.close()
     assert ready._ready[0].wait(timeout=120) == 1
-    (tmp_path / "run").mkdir()
-    assert ready.take(tmp_path / "run", env) is None
 
 
 def test_a_waiting_process_exits_when_its_studio_is_gone():
