@@ -82,6 +82,8 @@ def details(studio, export_id: str | None) -> str:
         command = xs.ollama_command(studio, export_id)
         if command:
             lines.append(f"\nRun it with [Ollama](https://ollama.com) (or load the .gguf in llama.cpp):\n\n```\n{command}\n```")
+        if summary.get("note"):  # why there is no Modelfile (it was kept in the summary, and shown nowhere)
+            lines.append(f"\n**Note:** {html.escape(summary['note'], quote=False)}")
         if row["kind"] != "gguf":
             lines.append("\nThis model is now in the Train tab's *Start from* list and in the Chat tab's model lists. "
                          "Elsewhere, Hugging Face transformers loads the folder as it is:\n\n```python\n"

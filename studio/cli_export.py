@@ -63,6 +63,8 @@ def _finish(studio, export_id: str, wait: bool) -> int:
     command = export_service.ollama_command(studio, export_id)
     if command:
         print(f"to run it with Ollama: {command}", file=sys.stderr)
+    if summary.get("note"):
+        print(f"note: {summary['note']}", file=sys.stderr)
     return 0
 
 

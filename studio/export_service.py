@@ -87,7 +87,9 @@ def source(studio, ref: str) -> tuple[dict, str]:
         return {"model": str(folder), "adapter": None, "model_cache": cache}, studio.store.get_export(
             ref.removeprefix("export:"))["name"]
     resolved = ref if models.is_default(ref) else local_folder(studio, ref)
-    name = models.DEFAULT_MODEL if models.is_default(ref) else Path(resolved).name
+    # a hub id's downloaded copy is in a folder named by its commit: the model is named by its id's last part
+    name = (models.DEFAULT_MODEL if models.is_default(ref) else
+            Path(resolved).name if Path(ref).expanduser().is_dir() else ref.rstrip("/").split("/")[-1])
     return {"model": resolved, "adapter": None, "model_cache": cache}, name
 
 
@@ -124,17 +126,20 @@ def _start(studio, kind: str, name: str, job: dict, shown_source: dict) -> str:
 
     export_id = _new_id("x")
     job_dir = studio.run_dir(export_id)
-    job_dir.mkdir()
     now = time.time()
     try:
+        job_dir.mkdir()
         write_json(job_dir / JOB, {"id": export_id, "runner": "pipelines.export.job", "kind": kind, "name": name,
                                    "created": now, "queued_at": now, "max_concurrent": studio.max_concurrent,
                                    **job})
         studio.store.add_export(id=export_id, name=name, kind=kind, source=shown_source)
         studio.spawn(export_id, job_dir)
-    except BaseException:
+    except BaseException as err:
         studio.store.delete_export(export_id)  # no catalogue row without its job
         shutil.rmtree(job_dir, ignore_errors=True)
+        if isinstance(err, OSError):  # no memory to fork its process, no disk for its folder (a traceback before)
+            raise ExportError(f"the export process could not be started ({err.strerror or err}); nothing was "
+                              "queued, try again once the machine has room") from None
         raise
     return export_id
 

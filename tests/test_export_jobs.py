@@ -238,6 +238,10 @@ def test_a_chat_template_ollama_cannot_take_still_gets_its_gguf(studio, tiny_mod
         "translated for Ollama; write the Modelfile's TEMPLATE by hand; the GGUF carries the model's own chat "
         "template, which llama.cpp reads")
     assert export_service.ollama_command(studio, export_id) is None
+    # and the user is told: the note was kept in the summary and shown nowhere
+    from components.export_tab import details
+
+    assert f"**Note:** {row['summary']['note']}" in details(studio, export_id)
 
 
 def test_an_export_job_can_be_cancelled(workspace):
@@ -360,3 +364,49 @@ def test_a_gguf_whose_modelfile_failed_is_removed_and_a_killed_exports_leftovers
     Studio(studio.home)  # the next start of the studio (a server, a command) sweeps
     assert export_service.get_export(studio, export_id)["status"] == "failed"
     assert sorted(p.name for p in job_dir.iterdir() if p.is_dir()) == []
+
+
+def test_an_export_whose_process_cannot_start_is_one_sentence_and_leaves_nothing(studio, tiny_model_dir,
+                                                                                  monkeypatch):
+    """Fork failing for lack of memory stopped the Export tab with Gradio's bare error and the command line
+    with a traceback."""
+    def no_memory(*_args, **_kwargs):
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(studio, "spawn", no_memory)
+    with pytest.raises(export_service.ExportError) as err:
+        export_service.start_export(studio, str(tiny_model_dir), fmt="merged")
+    assert str(err.value) == ("the export process could not be started (Cannot allocate memory); nothing was "
+                              "queued, try again once the machine has room")
+    assert studio.store.list_exports() == [] and list(studio.runs_dir.iterdir()) == []
+
+
+def test_a_downloaded_hub_model_is_named_by_its_id_not_its_snapshot(studio, tiny_model_dir, tmp_path, monkeypatch):
+    """A hub id's copy sits in a folder named by its commit: the GGUF file, its name inside and the Ollama
+    model were named 0123…4567."""
+    import shutil
+
+    import huggingface_hub.constants
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--acme--tiny-chat"
+    shutil.copytree(tiny_model_dir, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    job, name = export_service.source(studio, "acme/tiny-chat")
+    assert name == "tiny-chat" and job["model"] == str(repo / "snapshots" / commit)
+    assert export_service.source(studio, str(tiny_model_dir))[1] == tiny_model_dir.name  # a folder: its name
+
+
+def test_an_output_folder_that_is_there_is_refused_before_the_work(tmp_path):
+    from pipelines.export import ExportError, atomic_folder
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "mine.txt").write_text("keep me")
+    with pytest.raises(ExportError) as err:
+        with atomic_folder(tmp_path / "out"):
+            raise AssertionError("the work must not start")
+    assert str(err.value) == f"{tmp_path / 'out'} exists and is not empty; choose another folder or remove it"
+    assert (tmp_path / "out" / "mine.txt").read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

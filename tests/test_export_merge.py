@@ -294,3 +294,57 @@ def test_mergeable_flag_matches_what_merging_accepts(tiny_model_dir, tmp_path):
     make_adapter("lora", tiny_model_dir, tmp_path / "lora")
     check_mergeable(tmp_path / "lora")
     assert all(not METHODS[k].mergeable for k in PROMPT_LEARNING)
+
+
+@pytest.mark.parametrize("key", ["lora", "dora"])
+def test_a_bf16_base_merges_in_its_own_dtype_to_what_float32_arithmetic_gives(key, tiny_model_dir, tmp_path):
+    """The merge loaded the base in float32 (twice a bf16 model's memory): PEFT works each change out in
+    float32 itself, so the base in its own dtype gives the same merged weights."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from pipelines.export.merge import copy_tokenizer
+
+    base = tmp_path / "bf16"
+    AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16).save_pretrained(base)
+    copy_tokenizer(tiny_model_dir, base)
+    make_adapter(key, base, tmp_path / "adapter")
+    summary = merge_adapter(str(base), tmp_path / "adapter", tmp_path / "merged")
+    assert summary["dtype"] == "bfloat16"
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged", dtype=torch.bfloat16).state_dict()
+    wide = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    expected = PeftModel.from_pretrained(wide, str(tmp_path / "adapter")).merge_and_unload().to(torch.bfloat16)
+    expected = expected.state_dict()
+    assert merged.keys() == expected.keys() and all(merged[k].dtype == torch.bfloat16 for k in merged)
+    stored = weights(base)
+    assert [k for k in stored if not torch.equal(merged[k], stored[k])]  # the adapter moved weights
+    assert all(torch.equal(merged[k], expected[k]) for k in merged), [k for k in merged
+                                                                      if not torch.equal(merged[k], expected[k])]
+
+
+CANCEL_MERGE = """
+import sys
+from pathlib import Path
+from pipelines.export import Cancelled
+from pipelines.export.merge import merge_adapter
+
+said = []
+try:
+    merge_adapter(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), on_progress=said.append,
+                  cancelled=lambda: said[-1:] == [sys.argv[4]])
+    print("merged")
+except Cancelled:
+    print("cancelled at", said[-1])
+"""
+
+
+@pytest.mark.parametrize("phase", ["merging the adapter into the weights", "writing the merged model"])
+def test_a_cancel_stops_an_adapter_merge_in_any_step_and_leaves_nothing(phase, tiny_model_dir, tmp_path):
+    """A cancel was not looked at until the merged model was loaded, merged, written and synced to disk
+    (minutes on a big model), while the Export tab said it stopped."""
+    make_adapter("lora", tiny_model_dir, tmp_path / "adapter")
+    out = tmp_path / "out"
+    out.mkdir()
+    done = python(CANCEL_MERGE, tiny_model_dir, tmp_path / "adapter", out / "merged", phase)
+    assert done.stdout.strip() == f"cancelled at {phase}", done.stderr[-2000:]
+    assert list(out.iterdir()) == []  # neither the model nor its temporary folder

@@ -32,6 +32,10 @@ def atomic_folder(target: Path):
     rename (after its files reach the disk), otherwise it is removed: a crash or an error never
     leaves a half-written model where a finished one is expected."""
     target = Path(target)
+    if target.is_dir() and any(target.iterdir()):  # said before the work, not as errno 39 after it
+        raise ExportError(f"{target} exists and is not empty; choose another folder or remove it")
+    if target.exists() and not target.is_dir():
+        raise ExportError(f"{target} exists and is a file; choose another folder or remove it")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:

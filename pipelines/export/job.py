@@ -121,10 +121,12 @@ def _merged_folder(source: dict, out: Path, phase, events) -> Path:
 
     base = str(_resolved(source))
     if source.get("adapter"):
-        merge_adapter(base, Path(source["adapter"]), out, on_progress=phase)
+        merge_adapter(base, Path(source["adapter"]), out, on_progress=phase, cancelled=events.cancel_requested)
     else:
+        if events.cancel_requested():
+            raise Cancelled
         phase("copying the model")
-        copy_model(Path(base), out)
+        copy_model(Path(base), out, cancelled=events.cancel_requested)
     return out
 
 

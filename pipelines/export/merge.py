@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from pipelines import models
-from pipelines.export import ExportError, atomic_folder
+from pipelines.export import Cancelled, ExportError, atomic_folder, run_stoppable
 
 # PEFT's names for the adapters that live in front of the input rather than in the weights
 PROMPT_LEARNING = {"PREFIX_TUNING", "PROMPT_TUNING", "P_TUNING", "MULTITASK_PROMPT_TUNING"}
@@ -63,38 +63,46 @@ def check_mergeable(adapter_dir: Path) -> None:
                       f"(train {other} to get a mergeable result)")
 
 
-def merge_adapter(base: str, adapter_dir: Path, out_dir: Path, on_progress=None) -> dict:
-    """Write base + adapter as one model folder at `out_dir` (all or nothing)."""
-    import torch
+def merge_adapter(base: str, adapter_dir: Path, out_dir: Path, on_progress=None, cancelled=None) -> dict:
+    """Write base + adapter as one model folder at `out_dir` (all or nothing). `cancelled()` true: stopped
+    with Cancelled between and within its steps (run_stoppable), nothing left behind.
+
+    The base is loaded in the dtype it is stored in, not float32: PEFT computes each change in float32
+    anyway (on the CPU for a bf16 or fp16 weight) and adds it in the weight's dtype; float32 doubled the
+    memory of a bf16 base (an 8B model: 32 GB instead of 16), which a QLoRA user has least of."""
     from peft import PeftModel
 
     adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
     check_mergeable(adapter_dir)
     say = on_progress or (lambda _text: None)
-    say("loading the base model")
-    # float32 for the arithmetic; the folder is saved in the dtype the base was stored in
     stored = _stored_dtype(Path(base))
-    model = models.load_model(base, dtype=torch.float32)
-    say("adding the adapter")
+
+    def step(what: str, work):
+        if cancelled is not None and cancelled():
+            raise Cancelled
+        say(what)
+        return run_stoppable(work, cancelled)
+
+    model = step("loading the base model", lambda: models.load_model(base, dtype=stored))
     from pipelines.methods.native import register
 
     register()
-    model = PeftModel.from_pretrained(model, str(adapter_dir))
-    say("merging the adapter into the weights")
-    merged = model.merge_and_unload()
-    merged.to(stored)
-    say("writing the merged model")
+    model = step("adding the adapter", lambda: PeftModel.from_pretrained(model, str(adapter_dir)))
+    merged = step("merging the adapter into the weights", model.merge_and_unload)
     with atomic_folder(out_dir) as tmp:
-        merged.save_pretrained(tmp, safe_serialization=True)
-        copy_tokenizer(Path(base), tmp)
+        step("writing the merged model", lambda: (merged.save_pretrained(tmp, safe_serialization=True),
+                                                  copy_tokenizer(Path(base), tmp)))
     return {"folder": str(out_dir), "bytes": folder_bytes(out_dir), "dtype": str(stored).removeprefix("torch.")}
 
 
-def copy_model(model_dir: Path, out_dir: Path) -> dict:
-    """A whole model (full or freeze tuning) is already mergeable's result: copy it as it is."""
+def copy_model(model_dir: Path, out_dir: Path, cancelled=None) -> dict:
+    """A whole model (full or freeze tuning) is already mergeable's result: copy it as it is (a cancel
+    stops it between files, nothing left behind)."""
     models.check_local_folder(Path(model_dir))
     with atomic_folder(out_dir) as tmp:
         for item in Path(model_dir).iterdir():
+            if cancelled is not None and cancelled():
+                raise Cancelled
             if item.is_file():
                 shutil.copy2(item, tmp / item.name)
     return {"folder": str(out_dir), "bytes": folder_bytes(out_dir)}
