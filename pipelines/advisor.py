@@ -181,10 +181,11 @@ def _pick_method(facts: Facts, reasons: list[str]) -> str | None:
         reasons.append(f"LoRA needs about {gb(lora or 0)} here, {have}: **QLoRA** keeps the frozen model in 4 bits "
                        f"and needs about {gb(qlora)}, a little slower per step, nearly LoRA's quality.")
         return "qlora"
-    smallest = min((v for v in (lora, qlora) if v is not None), default=None)
-    reasons.append("**Nothing fits at its default settings**" + (f": even QLoRA needs about {gb(smallest)}, {have}"
-                   if smallest else "") + ". Choose a smaller model, or lower the batch size and the max length "
-                   "in the Train tab (the estimate above Start follows).")
+    # QLoRA's own figure (the smaller of the two was said as QLoRA's, which could be LoRA's)
+    lightest = (f": even QLoRA needs about {gb(qlora)}, {have}" if qlora is not None else
+                f": LoRA needs about {gb(lora)}, {have}" if lora is not None else "")
+    reasons.append("**Nothing fits at its default settings**" + lightest + ". Choose a smaller model, or lower the "
+                   "batch size and the max length in the Train tab (the estimate above Start follows).")
     return None
 
 
@@ -209,10 +210,13 @@ def _settings(facts: Facts, method: str, reasons: list[str]) -> dict:
             settings["max_length"] = length
             reasons.append(f"Max length {length} tokens: 95% of your rows are at most {facts.longest_tokens} "
                            "tokens, so almost nothing is cut and no memory is kept for longer.")
-        else:
-            reasons.append(f"Max length stays {default_length} tokens: 5% of your rows are longer than "
-                           f"{facts.longest_tokens} tokens and are cut there; a longer max length needs more "
-                           "memory than estimated here (the Train tab's estimate follows it).")
+        elif facts.longest_tokens <= default_length:
+            reasons.append(f"Max length stays {default_length} tokens: 95% of your rows are at most "
+                           f"{facts.longest_tokens} tokens, so almost nothing is cut.")
+        else:  # (it said the rows were cut at their own 95th-percentile length, and 5% were, when more were)
+            reasons.append(f"Max length stays {default_length} tokens: more than 5% of your rows are longer (95% are "
+                           f"at most {facts.longest_tokens} tokens) and are cut at {default_length}; a longer max "
+                           "length needs more memory than estimated here (the Train tab's estimate follows it).")
     batch = facts.batch_size.get(method)
     peak = facts.peak_bytes.get(method)
     if batch and peak and peak > 0.5 * facts.available_bytes and batch > 1 and batch % 2 == 0:

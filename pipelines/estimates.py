@@ -147,9 +147,9 @@ def _apply(model, method, params, setup: Setup, meta: bool = False):
     if method.peft_config is None:
         method.trainable(model, params)
         return model
-    from peft import get_peft_model
+    from pipelines.methods import adapted
 
-    model = get_peft_model(model, _counting_config(method, params, setup, meta))
+    model = adapted(model, _counting_config(method, params, setup, meta))
     if method.optimizer is not None and method.key == "lorafa":  # A is frozen by its optimizer
         for name, p in model.named_parameters():
             if "lora_A" in name:
@@ -460,7 +460,8 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
     embed = head * (1 if text.tie_word_embeddings else 2)  # and the head
 
     # weights: fp32, except QLoRA's 4-bit blocks (0.5 byte + quantization constants: 1/64 byte
-    # per weight with double quantization, 4/64 without) and its fp32 embeddings and norms
+    # per weight with double quantization, 4/64 without), its fp32 embeddings and norms, and its
+    # adapter, fp32 too (peft's prepare_model_for_kbit_training leaves what trains in fp32)
     added = trainable if method.peft_config is not None else 0  # adapters come on top
     weights = 4 * (total + added)
     if method.reference and method.peft_config is None:  # full-weight DPO keeps a frozen copy to compare with
@@ -468,7 +469,7 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
     if method.quantized:
         quant = total - embed
         per = 0.5 + (1 / 64 if params.bnb_4bit_use_double_quant else 4 / 64)
-        weights = int(quant * per + 4 * embed + 2 * trainable)
+        weights = int(quant * per + 4 * embed + 4 * trainable)
     # a preference batch holds both answers of each pair: twice the sequences in one pass
     sequences = 2 if method.data_kind == "preference" else 1
     max_length = getattr(params, "max_length", None)
@@ -496,10 +497,10 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
     # AdamW keeps two moments per trainable weight, in the weight's dtype (fp32), alive through
     # every later forward and backward pass
     moments = method.state_bytes(model_path, params) if method.state_bytes else trainable * 8
-    if method.quantized:  # bf16 adapter: 2 x 2 bytes, or 2 x 1 byte with an 8-bit optimizer
+    if method.quantized:  # fp32 adapter: 2 x 4 bytes, or 2 x 1 byte with an 8-bit optimizer
         from pipelines.methods.qlora import resolve_optim
 
-        moments = trainable * (2 if "8bit" in resolve_optim(params.optim, device == "cuda") else 4)
+        moments = trainable * (2 if "8bit" in resolve_optim(params.optim, device == "cuda") else 8)
     # blocks below the first trainable one keep nothing for backward: freeze tuning pays per
     # block only for the blocks that train (the probe trains all of its one or two)
     depth = min(params.freeze_trainable_layers, layers) if hasattr(params, "freeze_trainable_layers") else layers
@@ -513,8 +514,10 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
     runtime = RUNTIME_BYTES[device]
     peak = int(runtime + weights + training)
     # loading reads the full-precision weights before quantizing them (QLoRA), or reads the file into
-    # memory beside the weights made from it (PiSSA, OLoRA: not memory-mapped, see train_sft.load_base)
-    if method.quantized or method.converts_base:
+    # memory beside the weights made from it (PiSSA, OLoRA: not memory-mapped, see train_sft.load_base).
+    # On a GPU that file is in the machine's memory, not the GPU's: the 4-bit loader quantizes one tensor
+    # at a time on the GPU (counted there, it made QLoRA look heavier than LoRA on the GPUs it is for)
+    if device == "cpu" and (method.quantized or method.converts_base):
         peak = max(peak, int(runtime + 4 * total + weights))
     scoring = [_scorer(path) for path in scorers] if method.rewards else []
     weights += sum(held for held, _ in scoring)
@@ -523,12 +526,12 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
     seconds = steps = None
     padded = not packed and not method.rewards  # (RL's passes: see DECODE_EFFICIENCY)
     if lengths:
-        frozen_base = method.peft_config is not None
         # forward 2 FLOPs per weight per token; backward 2 for the input gradients (+2 for the
-        # weight gradients of what trains); checkpointing re-runs the forward; DPO and KTO run the
-        # reference forward only, without gradients, and KTO runs its mismatched-pair KL batch
-        # forward only through both the model and the reference (TRL's KTOTrainer._compute_kl_logps)
-        per_token = 2 * total + 2 * total + 2 * (trainable if frozen_base else total)
+        # weight gradients of what trains: an adapter, BAdam's one block, or every weight); checkpointing
+        # re-runs the forward; DPO and KTO run the reference forward only, without gradients, and KTO runs
+        # its mismatched-pair KL batch forward only through both the model and the reference (TRL's
+        # KTOTrainer._compute_kl_logps)
+        per_token = 2 * total + 2 * total + 2 * trainable
         per_token += 4 * adapters  # the adapters' own matmuls: forward and input gradients
         if hasattr(params, "freeze_trainable_layers"):  # freeze tuning: the backward pass stops at the
             # lowest block that trains (input gradients through the head and those blocks only)
@@ -541,6 +544,9 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
             per_token += 2 * total * (2 if method.data_kind == "kto" else 1)
         if method.data_kind == "kto":
             per_token += 2 * total
+        if hasattr(params, "ppo_epochs"):  # PPO (pipelines/ppo.py): the rollout's forward through the policy
+            # and the reference, then `ppo_epochs` forward and backward passes over the batch (one counted)
+            per_token = 2 * total + 2 * total + params.ppo_epochs * (4 * total + 2 * trainable + 4 * adapters)
         if method.reward_model:  # a one-number score head, no vocabulary-wide output layer: its
             per_token -= 4 * head  # forward and input gradients are not computed
         flops = hardware.matmul_flops(device, bf16)
@@ -554,7 +560,8 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
         else:  # each step's optimizer update, and the rebuilt weights
             factor = REBUILD["dora"] if getattr(params, "use_dora", False) else REBUILD.get(method_key, 0.0)
             rebuilt = factor * (total - embed)  # the adapted weights: every linear layer's
-            seconds += steps * (trainable + rebuilt) * hardware.optimizer_seconds_per_weight(device)
+            updates = steps * getattr(params, "ppo_epochs", 1)  # (PPO steps once per pass over a batch)
+            seconds += updates * (trainable + rebuilt) * hardware.optimizer_seconds_per_weight(device)
         if method.projection_seconds:  # spread over the epochs: the whole run's, per epoch
             run_steps = max(1, math.ceil(steps * epochs))
             seconds += method.projection_seconds(model_path, params, run_steps, device) / epochs

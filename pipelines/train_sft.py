@@ -16,7 +16,7 @@ from pipelines.events import (
     read_metrics,
     resume_checkpoint,
 )
-from pipelines.methods import Setup, get_method, parse, split_by_target
+from pipelines.methods import Setup, adapted, get_method, parse, split_by_target
 from pipelines.rank import is_main, save_gathered, world_size
 
 
@@ -105,7 +105,7 @@ def load_base(method, params, model_path: str):
 
 def apply_method(model, method, params, setup: Setup, run_dir: Path, init_adapter: str | None):
     """Wrap or unfreeze the model the way the method trains it."""
-    from peft import PeftModel, get_peft_model
+    from peft import PeftModel
     from transformers import set_seed
 
     if init_adapter:  # a continued run starts from its parent's adapter, still trainable
@@ -118,7 +118,7 @@ def apply_method(model, method, params, setup: Setup, run_dir: Path, init_adapte
         return model
     set_seed(params.seed)  # same adapter start (and same PiSSA sketch) on resume
     config = method.peft_config(params, setup)
-    model = get_peft_model(model, config)
+    model = adapted(model, config)
     if method.initialize:
         method.initialize(model, params, setup)
     if method.converts_base:

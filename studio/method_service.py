@@ -439,6 +439,9 @@ def catalogue(studio, model: str = "default", dataset: str | None = None):
         except ConfigError:  # a method this model cannot train (ESFT on a dense model): its card says why
             times[key] = None
             cells = ["not for this model", "-", "-", "-"]
+        except Exception as err:  # noqa: BLE001 - one method's probe failing (a layout it does not know) stopped
+            times[key] = None     # the whole table after its first row
+            cells = [f"could not estimate ({type(err).__name__})", "-", "-", "-"]
         fits = FITS if kind and kind in fitting_kinds(key) else ""
         rows.append([method.label, method.family, method.data_kind.upper() + fits, *cells, "-",
                      "yes" if method.mergeable else "no"])

@@ -61,6 +61,9 @@ def test_nothing_fits_says_so_and_recommends_no_method():
     advice = recommend(facts(available=1, lora=3, qlora=2, full=31))
     assert advice.method is None and advice.settings == {}
     assert "**Nothing fits at its default settings**: even QLoRA needs about 2.0 GB, you have 1.0 GB" in advice.reasons[-1]
+    # QLoRA's own figure when LoRA's is the smaller (it quoted LoRA's 2.1 GB as QLoRA's)
+    advice = recommend(facts(available=1, lora=2.1, qlora=2.6, full=31))
+    assert "even QLoRA needs about 2.6 GB, you have 1.0 GB" in advice.reasons[-1]
 
 
 def test_style_takes_a_lower_rank_than_facts():
@@ -77,7 +80,13 @@ def test_max_length_is_only_ever_lowered_below_what_was_estimated():
     long_rows = dataclasses.replace(facts(), longest_tokens=3000)
     advice = recommend(long_rows)
     assert "max_length" not in advice.settings
-    assert "Max length stays 512 tokens: 5% of your rows are longer than 3000 tokens" in "\n".join(advice.reasons)
+    assert ("Max length stays 512 tokens: more than 5% of your rows are longer (95% are at most 3000 tokens) and "
+            "are cut at 512;") in "\n".join(advice.reasons)
+    # rows that fit: none is cut (it said 5% were, at their own length)
+    fitting = recommend(dataclasses.replace(facts(), longest_tokens=500))
+    assert "max_length" not in fitting.settings
+    assert ("Max length stays 512 tokens: 95% of your rows are at most 500 tokens, so almost nothing is cut."
+            in fitting.reasons)
 
 
 def test_a_batch_taking_over_half_the_memory_is_split_with_accumulation():

@@ -345,3 +345,124 @@ def test_a_model_that_keeps_padded_batches_is_estimated_padded(tiny_model_dir, t
     assert padded.real_tokens_per_epoch == 16 * 50 < padded.tokens_per_epoch  # each batch padded to its longest
     assert padded.seconds_per_epoch == pytest.approx(
         plain.seconds_per_epoch * padded.tokens_per_epoch / (16 * 50) / estimates.PADDED["cpu"])
+
+
+def test_qlora_on_a_gpu_counts_its_loading_in_the_machines_memory_and_its_adapter_in_fp32(tiny_model_dir,
+                                                                                         monkeypatch):
+    """The 4-bit loader quantizes one tensor at a time on the GPU, the file in the machine's memory: counted
+    as GPU memory, QLoRA looked heavier than LoRA on the GPUs it is for. Its adapter (fp32, as peft's
+    prepare_model_for_kbit_training leaves it) was counted at 2 bytes a weight, its moments at 4."""
+    monkeypatch.setattr(estimates, "available_bytes", lambda device: 80 * 2**30)  # (no GPU here to ask)
+    path = str(tiny_model_dir)
+    cpu, gpu = (estimates.estimate(path, "qlora", {}, device=device) for device in ("cpu", "cuda"))
+    total, trainable = cpu.total_params, cpu.trainable_params
+    text = estimates._config(path).get_text_config()
+    embed = text.vocab_size * text.hidden_size  # tied
+    assert cpu.weights_bytes == int((total - embed) * (0.5 + 1 / 64) + 4 * embed + 4 * trainable)
+    assert cpu.peak_bytes == max(cpu.runtime_bytes + cpu.weights_bytes + cpu.training_bytes,
+                                 cpu.runtime_bytes + 4 * total + cpu.weights_bytes)
+    assert gpu.peak_bytes == gpu.runtime_bytes + gpu.weights_bytes + gpu.training_bytes
+
+
+def test_ppo_counts_its_rollout_pass_and_each_update_per_batch(tiny_model_dir, monkeypatch):
+    """The estimate counted one forward and backward a batch: PPO reads each batch through the policy and
+    the reference, then learns from it `Updates per batch` times, an optimizer step each."""
+    monkeypatch.setattr(estimates.hardware, "optimizer_seconds_per_weight", lambda device: 0.0)
+    path, lengths = str(tiny_model_dir), [20] * 16
+    once, four = (estimates.estimate(path, "ppo", {"ppo_epochs": n}, lengths=lengths) for n in (1, 4))
+    t, trained, adapters = estimates._counted(path, "ppo", {})
+    generated = 16 * parse(METHODS["ppo"].params, {}).max_completion_length
+    decode = 2 * t * generated / (estimates.hardware.matmul_flops("cpu", estimates.hardware.use_bf16())
+                                  * estimates.DECODE_EFFICIENCY["cpu"])
+    one_pass = 4 * t + 2 * trained + 4 * adapters
+    assert (four.seconds_per_epoch - decode) / (once.seconds_per_epoch - decode) == pytest.approx(
+        (4 * t + 4 * one_pass) / (4 * t + one_pass))
+    monkeypatch.setattr(estimates.hardware, "optimizer_seconds_per_weight", lambda device: 1e-6)
+    stepped = estimates.estimate(path, "ppo", {"ppo_epochs": 4}, lengths=lengths)
+    assert stepped.seconds_per_epoch - four.seconds_per_epoch == pytest.approx(
+        4 * stepped.steps_per_epoch * trained * 1e-6)
+
+
+def test_badam_counts_weight_gradients_for_its_one_block_only(tiny_model_dir, monkeypatch):
+    monkeypatch.setattr(estimates.hardware, "optimizer_seconds_per_weight", lambda device: 0.0)
+    path, lengths = str(tiny_model_dir), [40] * 16
+    badam, full = (estimates.estimate(path, key, {}, lengths=lengths) for key in ("badam", "full"))
+    assert badam.trainable_params < full.trainable_params == full.total_params
+    t = full.total_params
+    assert badam.seconds_per_epoch / full.seconds_per_epoch == pytest.approx((4 * t + 2 * badam.trainable_params)
+                                                                             / (6 * t))
+
+
+@pytest.fixture(scope="module")
+def other_families(tmp_path_factory, real_tokenizer_dir):
+    """Tiny GPT-2 (its blocks at transformer.h, Conv1D layers) and GPT-NeoX (gpt_neox.layers) models."""
+    import transformers
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(real_tokenizer_dir)
+    made = {}
+    for family, model_class, sizes in (
+            ("GPT2", transformers.GPT2LMHeadModel, dict(n_embd=64, n_layer=3, n_head=4, n_positions=256)),
+            ("GPTNeoX", transformers.GPTNeoXForCausalLM,
+             dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, intermediate_size=128))):
+        config = getattr(transformers, f"{family}Config")(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                                                          eos_token_id=tokenizer.eos_token_id, **sizes)
+        torch.manual_seed(0)
+        made[family] = tmp_path_factory.mktemp(family)
+        model_class(config).save_pretrained(made[family])
+        tokenizer.save_pretrained(made[family])
+    return made
+
+
+@pytest.mark.parametrize("family, blocks, norm", [("GPT2", "transformer.h", "transformer.ln_f"),
+                                                  ("GPTNeoX", "gpt_neox.layers", "gpt_neox.final_layer_norm")])
+def test_freeze_tuning_and_badam_find_the_blocks_of_other_families(other_families, family, blocks, norm):
+    """Both read model.model.layers (or '.layers.N.' names): on GPT-2, GPT-NeoX and OPT they stopped the
+    Method table, the estimate and the run with AttributeError or IndexError."""
+    from transformers import AutoModelForCausalLM
+
+    from pipelines.methods import blockwise, full
+
+    model = AutoModelForCausalLM.from_pretrained(other_families[family])
+    full.train_last_blocks(model, SimpleNamespace(freeze_trainable_layers=1))
+    learning = {name.rsplit(".", 1)[0].split(".weight")[0] for name, p in model.named_parameters() if p.requires_grad}
+    assert all(name.startswith((f"{blocks}.2.", norm)) for name in learning) and any(n.startswith(norm) for n in learning)
+    assert blockwise._blocks(model) == [f"{blocks}.{i}." for i in range(3)]
+    for key in ("freeze", "badam"):
+        assert estimates.estimate(str(other_families[family]), key, {}, device="cpu").trainable_params > 0
+
+
+def test_an_adapter_that_cannot_wrap_a_models_layers_is_one_sentence(other_families):
+    """LoHa and LoKr on GPT-2's Conv1D layers: PEFT's TypeError stopped the Method table and the run."""
+    from pipelines.methods import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        estimates.estimate(str(other_families["GPT2"]), "loha", {}, device="cpu")
+    assert str(err.value).startswith("this adapter cannot be put on this model's layers (Target module of type "
+                                     "<class 'transformers.pytorch_utils.Conv1D'> not supported")
+    assert str(err.value).endswith("); use LoRA")
+    assert estimates.estimate(str(other_families["GPT2"]), "lora", {}, device="cpu").trainable_params > 0
+
+
+@pytest.mark.parametrize("key, values, says", [
+    ("adalora", {"init_r": 8, "target_r": 8}, "parameter 'target_r': the final average rank (8) must be below the "
+                                              "starting rank (8), which AdaLoRA prunes down to it; for a fixed rank "
+                                              "use LoRA"),
+    ("prefix", {"prefix_init_text": "  "}, "parameter 'prefix_init_text': the starting instruction is empty; write "
+                                           "a few words for the prefix to start from"),
+    ("prompt", {"prompt_tuning_init_text": ""}, "parameter 'prompt_tuning_init_text': the starting instruction is "
+                                                "empty; write a few words for the soft prompt to start from, or "
+                                                "start it from RANDOM"),
+])
+def test_settings_that_stop_a_run_midway_are_refused_before_it_starts(studio, tiny_model_dir, key, values, says):
+    """AdaLoRA with nothing to prune stopped at its first budget step ("kthvalue(): selected number k out of
+    range"); an empty starting instruction stopped prefix and prompt tuning at their start."""
+    from pipelines.methods import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        studio.start_run(model=str(tiny_model_dir), dataset="quillpad_faq", method=key, params=values)
+    assert str(err.value) == says
+    assert studio.list_runs() == []
+    METHODS["prefix"].validate(parse(METHODS["prefix"].params, {"prefix_init_text": "", "prefix_projection": True}))
+    METHODS["prompt"].validate(parse(METHODS["prompt"].params, {"prompt_tuning_init_text": "",
+                                                                "prompt_tuning_init": "RANDOM"}))

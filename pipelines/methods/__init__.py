@@ -183,7 +183,7 @@ METHODS: dict[str, Method] = {m.key: m for m in [
        "the rest give it up. Same final size as LoRA, spent where it helps.",
        "When you do not know which layers need capacity and want a fixed-size adapter.",
        True, rel.AdaLoraParams, peft_config=rel.adalora_config, callbacks=rel.adalora_callbacks,
-       packs=False, keeps_last="its layers' ranks change as it trains, so an earlier check's adapter no "
+       validate=rel.check_adalora, packs=False, keeps_last="its layers' ranks change as it trains, so an earlier check's adapter no "
        "longer fits the running model"),
     _m("loha", "LoHa", "LoRA",
        "Builds the change from two small patches multiplied together entry by entry: more "
@@ -216,12 +216,14 @@ METHODS: dict[str, Method] = {m.key: m for m in [
        "Learns keys and values put in front of every layer's attention, as if a learned "
        "context were always there. The model itself is untouched.",
        "Steering style or task format with a very small file; less suited to new facts.",
-       False, prompts.PrefixParams, peft_config=prompts.prefix_config, initialize=prompts.prefix_from_text),
+       False, prompts.PrefixParams, peft_config=prompts.prefix_config, initialize=prompts.prefix_from_text,
+       validate=prompts.check_prefix),
     _m("prompt", "Prompt tuning", "Prompt learning",
        "Learns a few 'soft prompt' token embeddings put in front of every input, started "
        "from an instruction you write. The model itself is untouched.",
        "Large models and simple tasks; the smallest possible adapter.",
-       False, prompts.PromptTuningParams, peft_config=prompts.prompt_config, virtual_inputs=True),
+       False, prompts.PromptTuningParams, peft_config=prompts.prompt_config, virtual_inputs=True,
+       validate=prompts.check_prompt),
     _m("ptuning", "P-tuning", "Prompt learning",
        "Like prompt tuning, but the soft prompt is produced by a small network while "
        "training, which trains more stably.",
@@ -422,3 +424,18 @@ def get_method(key: str) -> Method:
 
 
 __all__ = ["METHODS", "ConfigError", "Method", "Setup", "describe", "get_method", "parse", "split_by_target"]
+
+
+def adapted(model, config):
+    """PEFT's model of `config` on `model`; a layer kind the adapter cannot wrap (LoHa and LoKr on GPT-2's
+    Conv1D layers) as a ConfigError of one line, not PEFT's TypeError mid-estimate or mid-run."""
+    from peft import get_peft_model
+
+    try:
+        return get_peft_model(model, config)
+    except TypeError as err:
+        if "not supported" not in str(err):
+            raise
+        first = str(err).strip().splitlines()[0].rstrip(".")
+        raise ConfigError(f"this adapter cannot be put on this model's layers ({first}); use LoRA") from None
+

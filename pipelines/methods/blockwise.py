@@ -12,7 +12,6 @@ the weights it copied before the checkpoint was loaded), and gives every block K
 
 from __future__ import annotations
 
-import re
 import warnings
 from dataclasses import dataclass
 
@@ -41,12 +40,10 @@ class BAdamParams(BAdamTraining):
 
 def _blocks(model) -> list[str]:
     """The name prefix of each transformer block, in order (embeddings and the output layer stay frozen)."""
-    seen: dict[str, int] = {}
-    for name, _ in model.named_parameters():
-        match = re.match(r"(.*\.layers\.(\d+)\.)", name)
-        if match:
-            seen.setdefault(match.group(1), int(match.group(2)))
-    return sorted(seen, key=seen.get)
+    from pipelines.methods.full import decoder_blocks
+
+    name, blocks = decoder_blocks(model)
+    return [f"{name}.{i}." for i in range(len(blocks))]
 
 
 def first_block_only(model, params) -> None:

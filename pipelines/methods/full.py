@@ -30,15 +30,44 @@ def train_everything(model, params) -> None:
         p.requires_grad_(True)
 
 
+def decoder_blocks(model) -> tuple[str, object]:
+    """(dotted name, module list) of the model's transformer blocks, wherever its family keeps them
+    (model.layers in Llama and most, transformer.h in GPT-2, gpt_neox.layers, model.decoder.layers in
+    OPT): the module list as long as the configuration's layer count, else the longest. Freeze tuning
+    and BAdam read model.model.layers or '.layers.N.' names, and stopped with AttributeError or
+    IndexError on the other families."""
+    import torch.nn as nn
+
+    from pipelines.methods.params import ConfigError
+
+    lists = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m)]
+    config = getattr(model, "config", None)
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    layers = getattr(config, "num_hidden_layers", None)
+    found = [item for item in lists if len(item[1]) == layers] or sorted(lists, key=lambda x: -len(x[1]))
+    if not found:
+        raise ConfigError("this model has no list of transformer blocks to train block by block; use LoRA or "
+                          "full fine-tuning")
+    return found[0]
+
+
+def final_norms(model, blocks_name: str) -> list:
+    """The normalisation beside the blocks, applied after the last one (model.norm, transformer.ln_f)."""
+    parent = model.get_submodule(blocks_name.rpartition(".")[0]) if "." in blocks_name else model
+    return [m for name, m in parent.named_children() if name != blocks_name.rpartition(".")[2]
+            and "norm" in type(m).__name__.lower()]
+
+
 def train_last_blocks(model, params) -> None:
     """Freeze all but the last `freeze_trainable_layers` decoder blocks (and the final norm)."""
-    blocks = model.model.layers
+    name, blocks = decoder_blocks(model)
     n = min(params.freeze_trainable_layers, len(blocks))
     for p in model.parameters():
         p.requires_grad_(False)
     for block in list(blocks)[len(blocks) - n:]:
         for p in block.parameters():
             p.requires_grad_(True)
-    for p in model.model.norm.parameters():
-        p.requires_grad_(True)
+    for norm in final_norms(model, name):
+        for p in norm.parameters():
+            p.requires_grad_(True)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipelines.methods.lora import TARGET_HELP, LoraTraining, targets
-from pipelines.methods.params import param, with_defaults
+from pipelines.methods.params import ConfigError, param, with_defaults
 from pipelines.methods.setup import Setup
 
 # VeRA learns only two small vectors per layer, so it needs a much higher learning rate.
@@ -96,6 +96,16 @@ class AdaLoraParams(LoraTraining):
     )
     target_modules: str = param("all-linear", label="Where to adapt", help=TARGET_HELP,
                                 target="peft", choices=["attention", "all-linear"])
+
+
+def check_adalora(params: AdaLoraParams) -> None:
+    """AdaLoRA prunes from the starting rank down to the final average: a final rank as large as the
+    starting one leaves nothing to prune, and PEFT's pruning stopped the run at its first budget step
+    ("kthvalue(): selected number k out of range")."""
+    if params.target_r >= params.init_r:
+        raise ConfigError(f"parameter 'target_r': the final average rank ({params.target_r}) must be below the "
+                          f"starting rank ({params.init_r}), which AdaLoRA prunes down to it; for a fixed rank use "
+                          "LoRA")
 
 
 def adalora_config(params: AdaLoraParams, setup: Setup | None = None):

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipelines.methods.lora import LoraTraining
-from pipelines.methods.params import param, with_defaults
+from pipelines.methods.params import ConfigError, param, with_defaults
 from pipelines.methods.setup import Setup
 
 # Only a few thousand numbers learn, so these methods need a far higher learning rate.
@@ -46,6 +46,21 @@ class PrefixParams(PromptTraining):
         "stable training; costs many more trainable weights while training, and starts from "
         "random values instead of the instruction above.",
         target="peft", advanced=True)
+
+
+def check_prefix(params: PrefixParams) -> None:
+    """An empty starting instruction has no tokens to start the prefix from (the run stopped with a
+    RuntimeError about a float tensor of indices)."""
+    if not params.prefix_projection and not params.prefix_init_text.strip():
+        raise ConfigError("parameter 'prefix_init_text': the starting instruction is empty; write a few words for "
+                          "the prefix to start from")
+
+
+def check_prompt(params: PromptTuningParams) -> None:
+    """The same for a soft prompt started from text (PEFT divided by its number of tokens)."""
+    if params.prompt_tuning_init == "TEXT" and not params.prompt_tuning_init_text.strip():
+        raise ConfigError("parameter 'prompt_tuning_init_text': the starting instruction is empty; write a few "
+                          "words for the soft prompt to start from, or start it from RANDOM")
 
 
 def prefix_from_text(model, params: PrefixParams, setup: Setup) -> None:
