@@ -123,10 +123,15 @@ def context_note(decoders) -> str:
         notes.append(f"Model {sides(lambda d: d.cut_off and not d.out_of_room)}: the reply stopped at *Max new "
                      f"tokens* ({decoders[0].settings.max_new_tokens}) before its end; raise it under Generation "
                      "settings for longer replies.")
-    if sides(lambda d: d.out_of_room):
-        notes.append(f"Model {sides(lambda d: d.out_of_room)}: the reply filled what the model reads at once "
-                     f"({max(d.context for d in decoders if d.out_of_room):,} tokens, conversation and reply "
-                     "together); press Clear to start a new conversation.")
+    for side, dec in zip("AB", decoders):
+        if dec.out_of_room and dec.read > 1:
+            notes.append(f"Model {side}: the reply filled what the model reads at once ({dec.context:,} tokens, "
+                         "conversation and reply together); press Clear to start a new conversation for longer "
+                         "replies.")
+        elif dec.out_of_room:  # only the question was left to read: a new conversation would not help
+            notes.append(f"Model {side}: the reply filled what the model reads at once ({dec.context:,} tokens): "
+                         f"the question takes {dec.prompt_ids.shape[1]:,} of them (with the chat template and any "
+                         "system prompt); shorten it for a longer reply.")
     if sides(lambda d: d.dropped):
         most = max(d.dropped for d in decoders)
         notes.append(f"Model {sides(lambda d: d.dropped)} did not read the oldest {most} message"

@@ -178,8 +178,11 @@ def _pick_method(facts: Facts, reasons: list[str]) -> str | None:
                        "you can switch on and off, or merge.")
         return "lora"
     if qlora is not None and _fits(facts, "qlora"):
+        times = [facts.seconds_per_epoch.get(k) for k in ("qlora", "lora")]
+        slower = (f"each step about {times[0] / times[1]:.1f}x LoRA's here (its 4-bit weights are unpacked as they "
+                  "are used)" if all(times) and times[0] > 1.05 * times[1] else "a little slower per step")
         reasons.append(f"LoRA needs about {gb(lora or 0)} here, {have}: **QLoRA** keeps the frozen model in 4 bits "
-                       f"and needs about {gb(qlora)}, a little slower per step, nearly LoRA's quality.")
+                       f"and needs about {gb(qlora)}, {slower}, nearly LoRA's quality.")
         return "qlora"
     # QLoRA's own figure (the smaller of the two was said as QLoRA's, which could be LoRA's)
     lightest = (f": even QLoRA needs about {gb(qlora)}, {have}" if qlora is not None else

@@ -9,9 +9,11 @@ each side computes exactly what a separate model would.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -96,6 +98,9 @@ class ModelCache:
         self.cache_dir = Path(cache_dir)
         self.limit_bytes = limit_bytes
         self._entries: OrderedDict[str, LoadedBase] = OrderedDict()
+        # copies let go of while a reply still used them (another page's request trimmed the cache): taken
+        # back while alive, not loaded a second time beside themselves
+        self._out: weakref.WeakValueDictionary[str, LoadedBase] = weakref.WeakValueDictionary()
         self._lock = threading.Lock()
 
     def loaded(self) -> list[str]:
@@ -116,10 +121,11 @@ class ModelCache:
         path = str(models.resolve(model_spec, self.cache_dir))
         with self._lock:
             key, kind = self._key(path, adapter_dir)
-            entry = self._entries.get(key)
+            entry = self._entries.get(key) or self._out.pop(key, None)
             loads = entry is None
             if loads:
-                entry = self._entries[key] = LoadedBase(path, None, None, 0, key=key)
+                entry = LoadedBase(path, None, None, 0, key=key)
+            self._entries[key] = entry
             if kind is not None and entry.kind is None:
                 entry.kind = kind  # claimed under the lock: a request of another kind now takes its own copy
             self._entries.move_to_end(key)
@@ -137,8 +143,9 @@ class ModelCache:
                 entry.ready.set()
         else:
             entry.ready.wait()
-            if entry.failed is not None:
-                raise entry.failed
+            if entry.failed is not None:  # the load this request waited for failed: its error, a copy per thread
+                failed = copy.copy(entry.failed)
+                raise failed.with_traceback(None) from entry.failed
         if trim:
             self.trim([entry])
         if adapter_dir is None:
@@ -152,6 +159,8 @@ class ModelCache:
                     if not entry.adapters:
                         entry.kind = None  # the copy holds no adapter after all: any kind may claim it
                     raise
+                with self._lock:  # (claimed again: another request's failed load may have let go of the claim)
+                    entry.kind = kind
         return entry, name
 
     def _key(self, path: str, adapter_dir) -> tuple[str, str | None]:
@@ -185,6 +194,15 @@ class ModelCache:
         entry.tuner_layers = None
         entry.bytes += _nbytes(entry.model) - before
 
+    def release(self) -> int:
+        """Drop every loaded copy (not one still loading); a reply being written keeps its own until it ends.
+        The number dropped."""
+        with self._lock:
+            gone = [k for k, e in self._entries.items() if e.ready.is_set()]
+            for key in gone:
+                self._out[key] = self._entries.pop(key)
+        return len(gone)
+
     def trim(self, keep: list[LoadedBase]) -> None:
         """Least recently used first, until the loaded copies fit the budget; never one in `keep` (the ones
         a request uses now) or one still loading: over the budget with only those left, they stay."""
@@ -194,7 +212,7 @@ class ModelCache:
                 oldest = next((k for k, e in self._entries.items() if k not in kept and e.ready.is_set()), None)
                 if oldest is None:
                     return
-                del self._entries[oldest]
+                self._out[oldest] = self._entries.pop(oldest)
 
 
 @contextmanager
@@ -253,10 +271,11 @@ class Decoder:
     """One side's reply, produced one token per `step()` with its own KV cache.
 
     A conversation longer than the model reads at once (its context window, prompt and reply together)
-    loses its oldest exchanges until the prompt and `max_new_tokens` fit (`dropped` says how many
-    messages; the system prompt and the last question stay); a reply that then fills the window stops
-    there (`out_of_room`). Past the window a model with rotary positions wrote nonsense without a word,
-    and one with a table of positions stopped with IndexError."""
+    loses its oldest exchanges until the prompt leaves room for a reply: `max_new_tokens`, or a quarter
+    of the window when that is less (a reply limit as long as the window emptied every conversation).
+    `dropped` says how many messages went; the system prompt and the last question stay. A reply that
+    then fills the window stops there (`out_of_room`). Past the window a model with rotary positions
+    wrote nonsense without a word, and one with a table of positions stopped with IndexError."""
 
     def __init__(self, entry: LoadedBase, adapter: str | None, messages: list[dict],
                  settings: GenerationSettings):
@@ -274,13 +293,15 @@ class Decoder:
             messages = [{"role": "system", "content": settings.system_prompt.strip()}, *messages]
         self.context, self.dropped, self.out_of_room = context_window(entry, adapter), 0, False
         self.prompt_ids = self._encode(messages)
+        head = int(bool(messages) and messages[0]["role"] == "system")
+        self.read = len(messages) - head  # the conversation's messages the model reads (the system prompt apart)
         if self.context is not None:
-            messages, head = list(messages), int(bool(messages) and messages[0]["role"] == "system")
-            while self.prompt_ids.shape[1] + settings.max_new_tokens > self.context and len(messages) - head > 1:
+            messages, room = list(messages), min(settings.max_new_tokens, self.context // 4)
+            while self.prompt_ids.shape[1] + room > self.context and len(messages) - head > 1:
                 # the oldest exchange: a question and the reply to it (the history keeps taking turns)
                 n = 2 if len(messages) - head > 2 and messages[head + 1]["role"] == "assistant" else 1
                 del messages[head:head + n]
-                self.dropped += n
+                self.dropped, self.read = self.dropped + n, self.read - n
                 self.prompt_ids = self._encode(messages)
             if self.prompt_ids.shape[1] >= self.context:
                 raise TooLong(f"the prompt is {self.prompt_ids.shape[1]:,} tokens (with the chat template"
@@ -340,8 +361,10 @@ class Decoder:
         self.generated.append(token)
         if len(self.generated) >= self.settings.max_new_tokens:
             self.done = True
-        elif self.context is not None and self.prompt_ids.shape[1] + len(self.generated) >= self.context:
-            self.done = self.out_of_room = True  # the window is full: another token has no position
+        elif self.context is not None and self.prompt_ids.shape[1] + len(self.generated) > self.context:
+            # the window is full: the last token would be read at a position past its end (positions 0 to
+            # context - 1; the newest token is only read to write the next)
+            self.done = self.out_of_room = True
 
     @property
     def cut_off(self) -> bool:

@@ -562,6 +562,12 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
             rebuilt = factor * (total - embed)  # the adapted weights: every linear layer's
             updates = steps * getattr(params, "ppo_epochs", 1)  # (PPO steps once per pass over a batch)
             seconds += updates * (trainable + rebuilt) * hardware.optimizer_seconds_per_weight(device)
+        if method.quantized:  # every pass unpacks each 4-bit weight to the compute dtype before its matmul:
+            # the forward, the backward's input gradients, and the forward again under checkpointing (the
+            # Method table showed QLoRA as fast as LoRA; on a CPU a step took 4x LoRA's)
+            passes = 2 + int(bool(getattr(params, "gradient_checkpointing", False)))
+            batches = math.ceil(len(lengths) / params.per_device_train_batch_size)
+            seconds += batches * passes * (total - embed) * hardware.dequant_seconds_per_weight(device, bf16)
         if method.projection_seconds:  # spread over the epochs: the whole run's, per epoch
             run_steps = max(1, math.ceil(steps * epochs))
             seconds += method.projection_seconds(model_path, params, run_steps, device) / epochs
@@ -583,6 +589,9 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
         per_token = (2 * total * (2 if method.reference else 1) * (2 if method.data_kind == "kto" else 1)
                      + 2 * adapters - (2 * head if method.reward_model else 0))
         eval_seconds = count * per_token * per_pass / (flops * efficiency)
+        if method.quantized:  # each held-out batch's forward unpacks the 4-bit weights too
+            eval_seconds += (count * math.ceil(eval_rows / batch) * (total - embed)
+                             * hardware.dequant_seconds_per_weight(device, bf16))
     return Estimate(method=method_key, total_params=total, trainable_params=trainable, weights_bytes=weights,
                     training_bytes=int(training), runtime_bytes=runtime,
                     peak_bytes=peak, available_bytes=available_bytes(device), device=device,

@@ -139,6 +139,40 @@ def _measure_perturb(device: str) -> float:
     return min(times[1:]) / weights.numel()
 
 
+@lru_cache(maxsize=4)
+def dequant_seconds_per_weight(device: str, bf16: bool) -> float:
+    """This machine's measured time to unpack a 4-bit NF4 weight (double-quantized, as QLoRA stores the
+    frozen model) to the compute dtype, which bitsandbytes does for every weight in every forward and
+    backward pass of a training step. Kept like the matmul speed."""
+    with _MEASURING:
+        return _kept_or_measured(_machine(device, bf16, "nf4 unpack s/weight"),
+                                 lambda: _measure_dequant(device, bf16))
+
+
+def _measure_dequant(device: str, bf16: bool) -> float:
+    """Best of a few unpackings of a 2048 x 2048 NF4 matrix, per weight."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import bitsandbytes.functional as bnbf
+
+        dtype = torch.bfloat16 if bf16 else torch.float32
+        weight = torch.randn(2048, 2048, dtype=dtype, device=device)
+        packed, state = bnbf.quantize_4bit(weight, quant_type="nf4", compress_statistics=True, quant_storage=torch.uint8)
+        bnbf.dequantize_4bit(packed, state)  # warm-up
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            bnbf.dequantize_4bit(packed, state)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+    return min(times) / weight.numel()
+
+
 def _kept_or_measured(key: str, measure) -> float:
     path = measurements_file()
     try:
@@ -168,7 +202,9 @@ def remeasure(device: str = "cpu") -> dict:
             (_machine(device, False), lambda: _measure(device, False), max),
             (_machine(device, False, "adamw s/weight"), lambda: _measure_adamw(device), min),
             (_machine(device, False, "svd s/unit"), lambda: _measure_svd(device), min),
-            (_machine(device, False, "perturb s/weight"), lambda: _measure_perturb(device), min)]
+            (_machine(device, False, "perturb s/weight"), lambda: _measure_perturb(device), min),
+            (_machine(device, True, "nf4 unpack s/weight"), lambda: _measure_dequant(device, True), min),
+            (_machine(device, False, "nf4 unpack s/weight"), lambda: _measure_dequant(device, False), min)]
     path = measurements_file()
     with _MEASURING:
         try:
@@ -187,7 +223,8 @@ def remeasure(device: str = "cpu") -> dict:
                 os.replace(scratch, path)
             except OSError:
                 pass
-    for kept_once in (matmul_flops, optimizer_seconds_per_weight, svd_seconds_per_unit, perturb_seconds_per_weight):
+    for kept_once in (matmul_flops, optimizer_seconds_per_weight, svd_seconds_per_unit, perturb_seconds_per_weight,
+                      dequant_seconds_per_weight):
         kept_once.cache_clear()
     return kept
 

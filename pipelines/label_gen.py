@@ -16,7 +16,7 @@ import json
 import time
 from pathlib import Path
 
-from pipelines.chat import Decoder, GenerationSettings, ModelCache
+from pipelines.chat import Decoder, GenerationSettings, ModelCache, TooLong
 
 CANDIDATES = "candidates.jsonl"
 AFTER_DISK_FULL = "resume answering (the answers so far are kept)"  # pipelines.run: said when the disk fills
@@ -59,7 +59,9 @@ def answer(cache: ModelCache, side: dict, prompt: list[dict], settings: Generati
 
 def run(job: dict, run_dir: Path, events) -> dict:
     prompts, sides = job["prompts"], job["sides"]
-    cache = ModelCache(Path(job["model_cache"]))
+    # both sides' models stay loaded for the whole job: with a budget under the two, each side's load evicted
+    # the other's, and every prompt loaded both again
+    cache = ModelCache(Path(job["model_cache"]), limit_bytes=2**62)
     done = read_candidates(run_dir)
     events.progress.update(step=len(done), max_steps=len(prompts))
     events.phase("answering the prompts")
@@ -79,10 +81,15 @@ def run(job: dict, run_dir: Path, events) -> dict:
                                               max_new_tokens=job["max_new_tokens"],
                                               repetition_penalty=job.get("repetition_penalty", 1.1),
                                               seed=job.get("seed", 0) + 2 * position + n)
-                answers.append(answer(cache, side, prompt, settings))
+                try:
+                    answers.append(answer(cache, side, prompt, settings))
+                except TooLong as err:  # one prompt no model here can read: left out, the others answered
+                    print(f"prompt {position + 1} left out: {err}", flush=True)
+                    break
             # a cut-off answer is marked where labelers read it: its end is missing, not the model's choice
-            row = {"position": position, "answer_a": answers[0][0], "answer_b": answers[1][0],
-                   "cut_a": answers[0][1], "cut_b": answers[1][1]}
+            row = ({"position": position, "answer_a": answers[0][0], "answer_b": answers[1][0],
+                    "cut_a": answers[0][1], "cut_b": answers[1][1]} if len(answers) == len(sides) else
+                   {"position": position, "too_long": True, "answer_a": "", "answer_b": ""})
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
             out.flush()
             done[position] = row
@@ -90,4 +97,5 @@ def run(job: dict, run_dir: Path, events) -> dict:
             if "training_since" not in events.progress:  # the models are loaded: time per prompt from here
                 events.progress.update(training_since=time.time(), first_step=len(done))
             events.metric({"step": len(done), "answered": len(done), "time": time.time()})  # (the table's wait)
-    return {"answered": len(done)}
+    return {"answered": sum(not row.get("too_long") for row in done.values()),
+            "too_long": sum(bool(row.get("too_long")) for row in done.values())}

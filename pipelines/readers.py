@@ -139,6 +139,10 @@ def _jsonl(path: Path, fmt: str = "jsonl"):
             if number == 1 and text.lstrip().startswith("["):
                 raise DataError(f"{where(path, 'line 1')}: a JSON array, not one object per line; "
                                 "save it as .json or write one object per line") from None
+            if number == 1 and text.lstrip().startswith("{") and not err.doc[err.pos:].strip():
+                # an object that goes on past its line: one JSON value written over several lines
+                raise DataError(f"{_json_error(path, 'line 1', err, 'line')}; if the file is one object written "
+                                "over several lines, write one object per line or save it as .json") from None
             raise _json_error(path, f"line {number}", err, "line") from None
         except ValueError:
             raise DataError(f"{where(path, f'line {number}')}: {TOO_LONG_NUMBER}") from None

@@ -114,7 +114,7 @@ def short_label(studio, spec: str) -> str:
     return spec
 
 
-SEED_MAX = 2**32 - 1
+SEED_MAX = 2**64 - 1  # torch's generator takes 64 bits
 
 
 def decoders(studio, specs: list[str], histories: list[list[dict]], settings: chat.GenerationSettings):
@@ -440,8 +440,11 @@ def score_replies(studio, run_id: str, conversations: list[list[dict]]) -> list[
         base, adapter = studio.reward_model(run_id)
     except RunError as err:
         raise ChatError(str(err)) from None
-    if run_id not in studio.reward_scorers:
-        studio.reward_scorers.clear()
-        studio.reward_scorers[run_id] = reward_model.load(base, adapter)
-    model, tokenizer = studio.reward_scorers[run_id]
+    scorer = studio.reward_scorers.get(run_id)
+    if scorer is None:
+        scorer = reward_model.load(base, adapter)
+        # a new dict, not the old one emptied and filled: another page scoring with another reward model at
+        # the same moment read its entry between the two, and stopped with KeyError
+        studio.reward_scorers = {run_id: scorer}
+    model, tokenizer = scorer
     return reward_model.score(model, tokenizer, conversations)

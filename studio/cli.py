@@ -341,13 +341,18 @@ def cmd_advise(args) -> int:
         return 0
     config = advise.as_yaml(advice, args.model, advice.dataset or args.dataset)
     if args.save:
-        tmp = args.save.with_name(f".{args.save.name}.tmp")
+        import os
+
+        tmp = args.save.with_name(f".{args.save.name}.{os.getpid()}.tmp")
         try:
             tmp.write_text(config)
-            tmp.replace(args.save)
+            os.link(tmp, args.save)  # whole, and never over a file made meanwhile (a rename would replace it)
+        except FileExistsError:
+            raise CliError(f"{args.save} exists; remove it or choose another file") from None
         except OSError as err:
-            tmp.unlink(missing_ok=True)
             raise CliError(f"could not write {args.save}: {err.strerror or err}") from None
+        finally:
+            tmp.unlink(missing_ok=True)
         print(f"\nsaved the config to {args.save}; start it with: studio train {args.save}")
     else:
         print("\n# a config for `studio train` (save it as a .yaml file, or use --save FILE):")

@@ -416,6 +416,7 @@ class Studio:
         has the libraries imported takes it when there is one; the next one is made ready once no
         job is queued or running."""
         env = worker_env()
+        self.free_gpu_memory()
         # a job that has to wait its turn gets a fresh process, which holds little while it waits (the
         # waiting one holds the libraries, ~0.5 GB, and would hold them for as long)
         others = sum(r["status"] in ACTIVE_STATUSES and r["id"] != run_id for r in self.store.list_runs())
@@ -430,6 +431,24 @@ class Studio:
         self._procs[run_id] = proc
         if self.standby:
             STANDBY.prepare_when_idle(self.busy, env)
+
+    def free_gpu_memory(self) -> bool:
+        """On a GPU, the models Chat loaded there are let go before a job starts: nothing else ever gave
+        their memory back, and a training run beside them could run out of it. Chat loads them again
+        when it is next used (seconds). True when there was a GPU to free."""
+        from pipelines import hardware
+
+        if not hardware.has_cuda():
+            return False
+        if self.chat_models.release():
+            import gc
+
+            import torch
+
+            gc.collect()
+            if torch.cuda.is_initialized():  # (what PyTorch's allocator kept goes back to the GPU for the job)
+                torch.cuda.empty_cache()
+        return True
 
     def prepare_worker(self) -> None:
         """Have a process ready for the first job (a server does this when it starts), or for the

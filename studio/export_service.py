@@ -124,11 +124,21 @@ def model_folder(studio, export_id: str) -> Path:
 def _start(studio, kind: str, name: str, job: dict, shown_source: dict) -> str:
     from studio.core import _new_id  # as label_service does: core is the id's one maker
 
-    export_id = _new_id("x")
-    job_dir = studio.run_dir(export_id)
+    for _ in range(5):  # an id taken the same second is drawn again (never another export's folder removed)
+        export_id = _new_id("x")
+        job_dir = studio.run_dir(export_id)
+        try:
+            job_dir.mkdir()
+            break
+        except FileExistsError:
+            continue
+        except OSError as err:
+            raise ExportError(f"the export's folder could not be made ({err.strerror or err}); nothing was "
+                              "queued, try again once the machine has room") from None
+    else:
+        raise ExportError("no free id for the export after 5 tries; try again")
     now = time.time()
     try:
-        job_dir.mkdir()
         write_json(job_dir / JOB, {"id": export_id, "runner": "pipelines.export.job", "kind": kind, "name": name,
                                    "created": now, "queued_at": now, "max_concurrent": studio.max_concurrent,
                                    **job})

@@ -289,7 +289,8 @@ def _sync(studio, found: dict) -> bool:
     sides = [s["spec"] for s in job["sides"]]
     items = [{"position": n, "prompt": job["prompts"][n], "answer_a": a["answer_a"], "answer_b": a["answer_b"],
               "cut_a": a.get("cut_a", False), "cut_b": a.get("cut_b", False), "model_a": sides[0],
-              "model_b": sides[1]} for n, a in sorted(read_candidates(job_dir).items())]
+              "model_b": sides[1]} for n, a in sorted(read_candidates(job_dir).items())
+             if not a.get("too_long")]  # (a prompt longer than the models read: left out, its log says so)
     # the job's end is the project's (completed: ready), once: a stopped project looked at again stays as it is
     status = "ready" if ended == "completed" else ended
     error = state["error"] if ended in STOPPED else None

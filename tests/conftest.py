@@ -116,6 +116,19 @@ def tiny_model_dir(tmp_path_factory, real_tokenizer_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def short_context_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny llama told it reads 64 tokens at once (its weights are the same)."""
+    import json
+    import shutil
+
+    out = tmp_path_factory.mktemp("short-context")
+    shutil.copytree(tiny_model_dir, out, dirs_exist_ok=True)
+    config = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 64}))
+    return out
+
+
+@pytest.fixture(scope="session")
 def small_vocab_model_dir(tmp_path_factory, real_tokenizer_dir) -> Path:
     """The tiny llama with a 1,024-word output layer, for tests that only estimate (the Method tab): the
     49k-word layer is most of what a memory probe of the tiny model computes. Not for running on text:

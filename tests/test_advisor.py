@@ -55,6 +55,11 @@ def test_lora_does_not_fit_qlora_does():
     advice = recommend(facts(available=4, lora=3.8, qlora=2.5, full=31))
     assert advice.method == "qlora" and advice.settings["r"] == 16
     assert "LoRA needs about 3.8 GB here, you have 4.0 GB of memory: **QLoRA**" in advice.reasons[0]
+    assert "a little slower per step, nearly LoRA's quality" in advice.reasons[0]  # (both 60 s an epoch here)
+    slow = dataclasses.replace(facts(available=4, lora=3.8, qlora=2.5, full=31))
+    slow.seconds_per_epoch["qlora"] = 240.0  # the unpacking of 4-bit weights, measured on this machine
+    assert "each step about 4.0x LoRA's here (its 4-bit weights are unpacked as they are used)" in \
+        recommend(slow).reasons[0]
 
 
 def test_nothing_fits_says_so_and_recommends_no_method():

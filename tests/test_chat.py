@@ -91,18 +91,6 @@ def test_a_reply_stopped_by_the_token_limit_says_so(tiny_model_dir, tmp_path):
     assert ended.done and ended.generated == [] and not ended.cut_off
 
 
-@pytest.fixture(scope="module")
-def short_context_dir(tiny_model_dir, tmp_path_factory):
-    """The tiny llama told it reads 64 tokens at once (its weights are the same)."""
-    import shutil
-
-    out = tmp_path_factory.mktemp("short-context")
-    shutil.copytree(tiny_model_dir, out, dirs_exist_ok=True)
-    config = json.loads((out / "config.json").read_text())
-    (out / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 64}))
-    return out
-
-
 def test_a_conversation_longer_than_the_model_reads_leaves_out_its_oldest_exchanges(short_context_dir, tmp_path):
     """Nothing compared the prompt with the model's context: past it a model with rotary positions wrote
     nonsense without a word, one with a table of positions stopped with IndexError."""
@@ -130,12 +118,14 @@ def test_a_conversation_longer_than_the_model_reads_leaves_out_its_oldest_exchan
     full = Decoder(entry, None, QUESTION, roomy)
     full.stop_ids = set()
     list(stream([full]))
-    assert full.out_of_room and full.cut_off and full.prompt_ids.shape[1] + len(full.generated) == 64
+    # positions 0 to 63: the last token is written from position 63 and never read back
+    assert full.out_of_room and full.cut_off and full.prompt_ids.shape[1] + len(full.generated) == 65
     stopped = "Model A: the reply stopped at *Max new tokens* (12) before its end; raise it under Generation " \
               "settings for longer replies. " if long.cut_off else ""
     assert context_note([long, full]) == stopped + (
-        "Model B: the reply filled what the model reads at once (64 tokens, conversation and reply together); press "
-        f"Clear to start a new conversation. Model A did not read the oldest {long.dropped} messages of this "
+        "Model B: the reply filled what the model reads at once (64 tokens): the question takes "
+        f"{full.prompt_ids.shape[1]} of them (with the chat template and any system prompt); shorten it for a "
+        f"longer reply. Model A did not read the oldest {long.dropped} messages of this "
         "conversation: with them it is longer than the model reads at once (64 tokens, with *Max new tokens* for the "
         "reply).")
 
@@ -158,7 +148,9 @@ def test_a_model_without_a_chat_template_or_a_seed_out_of_range_is_one_sentence(
     seeded = GenerationSettings(temperature=1.0, seed=2**64)
     with pytest.raises(chat_service.ChatError) as err:
         chat_service.decoders(studio, [f"base:{tiny_model_dir}"], [QUESTION], seeded)
-    assert str(err.value) == f"Seed {2**64} is out of range: use -1 for new replies each time, or 0 to 4294967295"
+    assert str(err.value) == (f"Seed {2**64} is out of range: use -1 for new replies each time, or 0 to "
+                              "18446744073709551615")
+    chat_service.decoders(studio, [f"base:{tiny_model_dir}"], [QUESTION], GenerationSettings(seed=2**64 - 1))
     done = subprocess.run([sys.executable, "-m", "studio.cli", "generate", "--model", str(plain), "Hello?",
                            "--home", str(tmp_path / "home")], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert (done.returncode, done.stderr) == (2, f"error: {plain} has no chat template: it is a base model never "
@@ -248,6 +240,21 @@ def test_two_models_over_the_budget_are_both_kept_for_the_comparison(studio, tin
     assert studio.chat_models.loaded() == [str(tiny_model_dir)]
 
 
+def test_a_copy_let_go_while_a_reply_still_uses_it_is_taken_back_not_loaded_again(tiny_model_dir, tmp_path):
+    """Another page's request trimmed the cache while this page's reply still used a model: the next message
+    loaded a second copy beside the one still in memory."""
+    import shutil
+
+    second = tmp_path / "second-tiny"
+    shutil.copytree(tiny_model_dir, second)
+    cache = ModelCache(tmp_path / "models", limit_bytes=1)  # room for one model only
+    in_use, _ = cache.get(str(tiny_model_dir))  # (a reply being written holds it)
+    cache.get(str(second))  # another page: the first is let go of
+    assert cache.loaded() == [str(second)]
+    again, _ = cache.get(str(tiny_model_dir))
+    assert again is in_use and cache.loaded() == [str(tiny_model_dir)]
+
+
 def test_a_model_loading_holds_up_no_request_for_another(tiny_model_dir, tmp_path, monkeypatch):
     """The cache loaded a model while holding its lock: every other chat, even on a model in memory, waited
     for the whole load (a hub download: minutes). A second request for the model being loaded waits for
@@ -282,6 +289,20 @@ def test_a_model_loading_holds_up_no_request_for_another(tiny_model_dir, tmp_pat
     for thread in loading:
         thread.join(60)
     assert got[0] is got[1] and loads == [str(second)]  # loaded once, for both requests
+
+
+def test_a_job_on_a_gpu_lets_go_of_the_models_chat_loaded_there(studio, tiny_model_dir, monkeypatch):
+    """Nothing ever gave back the GPU memory of the models Chat loaded: a training run started beside them
+    could run out of it. On a CPU they stay (the machine's memory is what the budget already bounds)."""
+    from pipelines import hardware
+
+    studio.chat_models.get(str(tiny_model_dir))
+    assert studio.free_gpu_memory() is False and studio.chat_models.loaded() == [str(tiny_model_dir)]
+    monkeypatch.setattr(hardware, "has_cuda", lambda: True)
+    assert studio.free_gpu_memory() is True and studio.chat_models.loaded() == []
+    monkeypatch.undo()  # (this machine's CPU again, to load on)
+    entry, _ = studio.chat_models.get(str(tiny_model_dir))  # and Chat loads it again when next used
+    assert entry.model is not None and studio.chat_models.loaded() == [str(tiny_model_dir)]
 
 
 def vote(studio, winner, a="base:default", b="run:r1", turns=1, blind=True, unfinished=(), same=False):

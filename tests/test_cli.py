@@ -55,7 +55,8 @@ def test_data_import_then_train_by_id_wait_runs_and_generate(tmp_path, tiny_mode
     assert tuned.returncode == 0, tuned.stderr[-2000:]
     # the reply alone: no weight-loading bars, no libraries' notices (a walkthrough read "Failed to load CPU
     # gemm_4bit_forward ..." before its answer)
-    assert tuned.stderr == "", tuned.stderr[-2000:]
+    # (and a reply cut short says so, beside it)
+    assert tuned.stderr in ("", "(the reply stopped at --max-new-tokens 4 before its end)\n"), tuned.stderr[-2000:]
     base = studio_cmd(home, "generate", "--model", str(tiny_model_dir), "--max-new-tokens", "4", "Hello?")
     assert base.returncode == 0, base.stderr[-2000:]
 

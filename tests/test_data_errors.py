@@ -458,3 +458,11 @@ def test_data_show_refuses_a_negative_row_count_and_shows_none_for_zero(tmp_path
     from pipelines import dataset_stats
 
     assert dataset_stats.preview_rows(tmp_path / "home" / "datasets" / dataset_id / importer.DATA, 0) == []
+
+
+def test_a_pretty_printed_object_saved_as_jsonl_says_how_to_save_it(studio, tmp_path):
+    path = tmp_path / "pretty.jsonl"
+    path.write_text(json.dumps(GOOD, indent=2) + "\n")
+    assert refused(studio, path) == ("pretty.jsonl, line 1: malformed JSON at character 2: the line ends inside an "
+                                     "object (cut short?); the text there: `{▸`; if the file is one object written "
+                                     "over several lines, write one object per line or save it as .json")

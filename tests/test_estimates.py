@@ -466,3 +466,39 @@ def test_settings_that_stop_a_run_midway_are_refused_before_it_starts(studio, ti
     METHODS["prefix"].validate(parse(METHODS["prefix"].params, {"prefix_init_text": "", "prefix_projection": True}))
     METHODS["prompt"].validate(parse(METHODS["prompt"].params, {"prompt_tuning_init_text": "",
                                                                 "prompt_tuning_init": "RANDOM"}))
+
+
+def test_qlora_counts_unpacking_its_4bit_weights_in_every_pass(tiny_model_dir, monkeypatch):
+    """QLoRA's time was LoRA's: bitsandbytes unpacks every 4-bit weight before each forward and backward
+    matmul (on a CPU a step took 4x LoRA's). Measured per weight on this machine, counted per batch."""
+    monkeypatch.setattr(estimates.hardware, "optimizer_seconds_per_weight", lambda device: 0.0)
+    path, lengths = str(tiny_model_dir), [40] * 16
+    settings = {"per_device_train_batch_size": 4}
+
+    def at(per_weight, **more):
+        monkeypatch.setattr(estimates.hardware, "dequant_seconds_per_weight", lambda device, bf16: per_weight)
+        return estimates.estimate(path, "qlora", {**settings, **more}, lengths=lengths, eval_rows=8)
+
+    free, paid = at(0.0), at(1e-9)
+    text = estimates._config(path).get_text_config()
+    quantized = paid.total_params - text.vocab_size * text.hidden_size  # (tied embeddings stay unpacked)
+    assert paid.seconds_per_epoch - free.seconds_per_epoch == pytest.approx(4 * 2 * quantized * 1e-9)
+    checkpointed = at(1e-9, gradient_checkpointing=True).seconds_per_epoch - at(0.0, gradient_checkpointing=True)\
+        .seconds_per_epoch
+    assert checkpointed == pytest.approx(4 * 3 * quantized * 1e-9)
+    assert paid.eval_seconds > free.eval_seconds
+    assert estimates.hardware._measure_dequant("cpu", False) > 0  # the real measurement runs here
+
+
+def test_freeze_tuning_leaves_a_norm_before_the_first_block_frozen():
+    """Bloom normalises the embeddings before its first block: taken for the final norm, it sent the backward
+    pass through every frozen block (no memory saved, and more than the estimate said)."""
+    import transformers
+
+    from pipelines.methods import full
+
+    config = transformers.BloomConfig(vocab_size=128, hidden_size=32, n_layer=3, n_head=4)
+    model = transformers.BloomForCausalLM(config)
+    name, blocks = full.decoder_blocks(model)
+    assert (name, len(blocks)) == ("transformer.h", 3)
+    assert full.final_norms(model, name) == [model.transformer.ln_f]

@@ -410,3 +410,18 @@ def test_an_output_folder_that_is_there_is_refused_before_the_work(tmp_path):
     assert str(err.value) == f"{tmp_path / 'out'} exists and is not empty; choose another folder or remove it"
     assert (tmp_path / "out" / "mine.txt").read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_an_export_id_drawn_twice_never_touches_the_other_export(studio, tiny_model_dir, monkeypatch):
+    """An id taken the same second made the folder's mkdir fail inside the clean-up's reach: the other
+    export's row and folder were removed."""
+    from studio import core
+
+    taken = studio.run_dir("x-taken")
+    taken.mkdir(parents=True)
+    (taken / "job.json").write_text("{}")
+    ids = iter(["x-taken", "x-fresh"])
+    monkeypatch.setattr(core, "_new_id", lambda prefix: next(ids))
+    export_id = export_service.start_export(studio, str(tiny_model_dir), fmt="merged")
+    assert export_id == "x-fresh" and (taken / "job.json").read_text() == "{}"
+    export_service.wait(studio, export_id, poll_s=0.3)

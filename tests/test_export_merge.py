@@ -296,7 +296,7 @@ def test_mergeable_flag_matches_what_merging_accepts(tiny_model_dir, tmp_path):
     assert all(not METHODS[k].mergeable for k in PROMPT_LEARNING)
 
 
-@pytest.mark.parametrize("key", ["lora", "dora"])
+@pytest.mark.parametrize("key", ["lora", "dora", "ln_tuning"])  # (LayerNorm tuning swaps whole modules in)
 def test_a_bf16_base_merges_in_its_own_dtype_to_what_float32_arithmetic_gives(key, tiny_model_dir, tmp_path):
     """The merge loaded the base in float32 (twice a bf16 model's memory): PEFT works each change out in
     float32 itself, so the base in its own dtype gives the same merged weights."""

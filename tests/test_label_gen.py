@@ -317,3 +317,17 @@ def test_an_answering_process_killed_says_to_resume_answering(studio, tiny_model
                               "answered")
     assert ls.resume_generation(studio, "killed")["status"] == "generating"
     assert until(studio, "killed")["items"] == len(PROMPTS)
+
+
+def test_a_prompt_longer_than_the_models_read_is_left_out_and_the_rest_answered(studio, short_context_dir):
+    """A prompt past the models' window now stops its reply at once: the whole job failed on it, and a resume
+    failed on it again, the prompts after it never answered."""
+    prompts = turns(["Short question one?", "gear " * 80, "Short question three?"])
+    ls.create_project(studio, name="long", prompts=prompts, models_=[f"base:{short_context_dir}"] * 2,
+                      temperature=1.0, max_new_tokens=4)
+    found = until(studio, "long")
+    items = studio.store.label_items(found["id"])
+    assert [it["prompt"] for it in items] == [prompts[0], prompts[2]]
+    log = (studio.run_dir(found["job_id"]) / "train.log").read_text()
+    assert "prompt 2 left out: the prompt is 111 tokens (with the chat template), and this model reads at most 64" \
+           in log

@@ -26,16 +26,23 @@ class Cancelled(Exception):
     steps) so the writer removes its partial output."""
 
 
+def check_target(target: Path) -> None:
+    """A folder a result may be written to: none there yet, or an empty one (said before the work, not as
+    errno 39 once it is done)."""
+    target = Path(target)
+    if target.is_dir() and any(target.iterdir()):
+        raise ExportError(f"{target} exists and is not empty; choose another folder or remove it")
+    if target.exists() and not target.is_dir():
+        raise ExportError(f"{target} exists and is a file; choose another folder or remove it")
+
+
 @contextmanager
 def atomic_folder(target: Path):
     """Yield a temporary folder beside `target`; when the block succeeds it becomes `target` in one
     rename (after its files reach the disk), otherwise it is removed: a crash or an error never
     leaves a half-written model where a finished one is expected."""
     target = Path(target)
-    if target.is_dir() and any(target.iterdir()):  # said before the work, not as errno 39 after it
-        raise ExportError(f"{target} exists and is not empty; choose another folder or remove it")
-    if target.exists() and not target.is_dir():
-        raise ExportError(f"{target} exists and is a file; choose another folder or remove it")
+    check_target(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from pipelines import models
-from pipelines.export import Cancelled, ExportError, atomic_folder, run_stoppable
+from pipelines.export import Cancelled, ExportError, atomic_folder, check_target, run_stoppable
 
 # PEFT's names for the adapters that live in front of the input rather than in the weights
 PROMPT_LEARNING = {"PREFIX_TUNING", "PROMPT_TUNING", "P_TUNING", "MULTITASK_PROMPT_TUNING"}
@@ -74,6 +74,7 @@ def merge_adapter(base: str, adapter_dir: Path, out_dir: Path, on_progress=None,
 
     adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
     check_mergeable(adapter_dir)
+    check_target(out_dir)  # (before minutes of loading and merging, not after them)
     say = on_progress or (lambda _text: None)
     stored = _stored_dtype(Path(base))
 
@@ -88,7 +89,8 @@ def merge_adapter(base: str, adapter_dir: Path, out_dir: Path, on_progress=None,
 
     register()
     model = step("adding the adapter", lambda: PeftModel.from_pretrained(model, str(adapter_dir)))
-    merged = step("merging the adapter into the weights", model.merge_and_unload)
+    # (the modules an adapter swaps in whole, LayerNorm tuning's, come back in PEFT's float32: all in one dtype)
+    merged = step("merging the adapter into the weights", lambda: model.merge_and_unload().to(stored))
     with atomic_folder(out_dir) as tmp:
         step("writing the merged model", lambda: (merged.save_pretrained(tmp, safe_serialization=True),
                                                   copy_tokenizer(Path(base), tmp)))

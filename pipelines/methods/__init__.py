@@ -428,12 +428,12 @@ __all__ = ["METHODS", "ConfigError", "Method", "Setup", "describe", "get_method"
 
 def adapted(model, config):
     """PEFT's model of `config` on `model`; a layer kind the adapter cannot wrap (LoHa and LoKr on GPT-2's
-    Conv1D layers) as a ConfigError of one line, not PEFT's TypeError mid-estimate or mid-run."""
+    Conv1D layers) as a ConfigError of one line, not PEFT's error mid-estimate or mid-run."""
     from peft import get_peft_model
 
     try:
         return get_peft_model(model, config)
-    except TypeError as err:
+    except (TypeError, ValueError) as err:  # (LoHa, LoKr: TypeError; LoRA, IA3, AdaLoRA: ValueError)
         if "not supported" not in str(err):
             raise
         first = str(err).strip().splitlines()[0].rstrip(".")

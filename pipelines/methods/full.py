@@ -40,7 +40,17 @@ def decoder_blocks(model) -> tuple[str, object]:
 
     from pipelines.methods.params import ConfigError
 
-    lists = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m)]
+    # within the language model's own body where the model says which it is (not a vision tower of as many
+    # blocks); the first list in the order of the modules: the blocks come before the lists inside them
+    root, prefix = model, ""
+    try:
+        decoder = model.get_decoder()
+    except (AttributeError, NotImplementedError, ValueError):
+        decoder = None
+    if decoder is not None and decoder is not model:
+        prefix = next((f"{name}." for name, m in model.named_modules() if m is decoder), None)
+        root, prefix = (decoder, prefix) if prefix is not None else (model, "")
+    lists = [(prefix + name, m) for name, m in root.named_modules() if isinstance(m, nn.ModuleList) and len(m)]
     config = getattr(model, "config", None)
     config = config.get_text_config() if hasattr(config, "get_text_config") else config
     layers = getattr(config, "num_hidden_layers", None)
@@ -51,11 +61,20 @@ def decoder_blocks(model) -> tuple[str, object]:
     return found[0]
 
 
+FINAL_NORMS = ("norm", "ln_f", "final_layer_norm", "final_layernorm", "norm_f")
+
+
 def final_norms(model, blocks_name: str) -> list:
-    """The normalisation beside the blocks, applied after the last one (model.norm, transformer.ln_f)."""
-    parent = model.get_submodule(blocks_name.rpartition(".")[0]) if "." in blocks_name else model
-    return [m for name, m in parent.named_children() if name != blocks_name.rpartition(".")[2]
-            and "norm" in type(m).__name__.lower()]
+    """The normalisation beside the blocks applied after the last one (model.norm, transformer.ln_f): one
+    with a final norm's name, or one registered after the blocks. Not a norm applied before the first
+    block (Bloom's word_embeddings_layernorm): training it sends the backward pass through every frozen
+    block, which freeze tuning is there to spare."""
+    parent_name, _, own = blocks_name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    names = [name for name, _ in parent.named_children()]
+    after = names[names.index(own) + 1:] if own in names else []
+    return [m for name, m in parent.named_children() if name != own and "norm" in type(m).__name__.lower()
+            and (name in FINAL_NORMS or name in after)]
 
 
 def train_last_blocks(model, params) -> None:
