@@ -2,8 +2,10 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-HOST ?= 127.0.0.1
-PORT ?= 7860
+# (set here, not taken from the environment, where some shells and images set HOST or PORT; `make run HOST=...`
+# still chooses)
+HOST := 127.0.0.1
+PORT := 7860
 
 .PHONY: run test setup setup-test bench clean
 

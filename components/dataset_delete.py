@@ -3,7 +3,7 @@ deletion touches (the runs that learned from it) before anything is removed."""
 
 from __future__ import annotations
 
-from components.text import quoted
+from components.text import literal, quoted
 
 import time
 
@@ -21,7 +21,7 @@ def deleted_elsewhere(studio, dataset_id) -> str | None:
     """What the page says of a dataset it still lists that was deleted since (None: it was not)."""
     row = studio.store.get_dataset(dataset_id, deleted=True) if dataset_id else None
     if row and row["deleted"]:
-        return f"**{dataset_title(row)}** was deleted (in another window or from the command line)."
+        return f"**{literal(dataset_title(row))}** was deleted (in another window or from the command line)."
     return None
 
 
@@ -37,7 +37,7 @@ def ask(studio, dataset_id, choices):
     refused = dataset_service.blocker(studio, row, found)
     if refused:
         return gr.update(visible=False), "", f"**Not deleted:** {refused}.", gr.skip(), None
-    question = (f"Delete **{dataset_title(row)}** ({row['rows']} rows of {row['kind']} data)? The studio's "
+    question = (f"Delete **{literal(dataset_title(row))}** ({row['rows']} rows of {row['kind']} data)? The studio's "
                 "copy of it is deleted (the file it was imported from is not touched) and it leaves every list; "
                 f"{dataset_service.effects(found)}. This cannot be undone.")
     return gr.update(visible=True), question, "", gr.skip(), row["id"]
@@ -58,7 +58,7 @@ def delete(studio, dataset_id, choices):
         if time.time() - gone["deleted"] < AGAIN_WITHIN_S:  # this page's own press, again
             return gr.update(visible=False), gr.skip(), listed, None
         return gr.update(visible=False), deleted_elsewhere(studio, dataset_id), listed, None
-    said = f"Deleted **{dataset_title(row)}**: {dataset_service.effects(found)}."
+    said = f"Deleted **{literal(dataset_title(row))}**: {dataset_service.effects(found)}."
     return gr.update(visible=False), said, gr.update(choices=choices(), value=None), None
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import gradio as gr
 
 from components.charts import best_axis, curves_figure
-from components.text import quoted
+from components.text import literal, quoted
 from pipelines.curves import WORSE_THAN_BEST, format_duration, overfitting_warning, progress
 from pipelines import arena, dataset_stats, hardware, rewards
 from pipelines.events import (ACTIVE_STATUSES, EVALUATING, HELDOUT_ROWS, JOB, RESUMABLE_STATUSES, SAMPLES,
@@ -165,7 +165,7 @@ def lineage(studio, row: dict) -> list[str]:
     dataset = studio.store.get_dataset(row["dataset_id"], deleted=True) if row.get("dataset_id") else None
     if dataset:
         gone = ", deleted since" if dataset["deleted"] else ""
-        text = (f"Learned from **{dataset_title(dataset)}** ({dataset['rows']} rows of {dataset['kind']} "
+        text = (f"Learned from **{literal(dataset_title(dataset))}** ({dataset['rows']} rows of {dataset['kind']} "
                 f"data{gone})")
         origin = dataset["meta"].get("origin") or {}
         if origin.get("kind") == "chat votes":

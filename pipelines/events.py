@@ -108,18 +108,45 @@ class RunEvents:
         self.beat()
 
 
+# metrics file -> (its inode, bytes parsed, the last of those bytes, their records)
+_READ: dict[str, tuple[int, int, bytes, list[dict]]] = {}
+_READ_LOCK = threading.Lock()
+_READ_KEPT = 64  # files whose records are kept (the runs a page shows)
+
+
 def read_metrics(run_dir: Path) -> list[dict]:
-    """All metric records so far; a half-written last line (worker mid-write) is skipped."""
+    """All metric records so far; a half-written last line (worker mid-write) waits for its end. Only what was
+    added since the last read of the file is parsed: the Train tab reads a run's file every two seconds, and a
+    run of 30,000 steps took 0.27 s each time. A file replaced (a resume drops the steps it redoes) is read
+    again whole."""
     path = Path(run_dir) / METRICS
-    if not path.exists():
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
         return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
+    with fh, _READ_LOCK:
+        inode = os.fstat(fh.fileno()).st_ino
+        kept_inode, offset, tail, records = _READ.get(str(path), (None, 0, b"", []))
+        if offset:  # the same file as read before, grown only: its inode, and the bytes read last still there
+            fh.seek(offset - len(tail))
+            if kept_inode != inode or fh.read(len(tail)) != tail:
+                offset, records = 0, []
+        fh.seek(offset)
+        added = fh.read()
+        whole = added.rfind(b"\n") + 1  # up to the last line's end: a line still being written waits
+        for line in added[:whole].splitlines():
+            try:
+                records.append(json.loads(line))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue
+        if whole:
+            fh.seek(offset + whole - min(offset + whole, 256))
+            tail = fh.read(min(offset + whole, 256))
+        _READ.pop(str(path), None)
+        _READ[str(path)] = (inode, offset + whole, tail, records)
+        while len(_READ) > _READ_KEPT:
+            del _READ[next(iter(_READ))]
+        return [dict(r) for r in records]  # (a caller's changes stay its own)
 
 
 # a terminal's colour and style codes (ESC [ ... letter), which libraries write into the log
@@ -206,6 +233,9 @@ def run_state(run_dir: Path, now: float | None = None) -> dict:
     state["cancelling"] = state["cancelling"] and status["status"] in ACTIVE_STATUSES
     if status["status"] in ACTIVE_STATUSES:
         if not pid_alive(status.get("pid"), run_dir):
+            again = current_status(run_dir)
+            if again is not None and again["status"] in FINAL_STATUSES:  # it wrote its end between the two reads
+                return run_state(run_dir, now)                          # (a completed run read as failed)
             tail = log_tail(run_dir, 3).replace("\n", " | ")
             state["status"] = "failed"
             state["error"] = f"the training process stopped without reporting (last log: {tail or 'empty'})"

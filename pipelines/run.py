@@ -21,8 +21,8 @@ import warnings
 from pathlib import Path
 
 from pipelines.devices import distributed
-from pipelines.events import (CANCEL, HEARTBEAT, JOB, RunEvents, discard_incomplete_checkpoints, newest_checkpoint,
-                              open_to_readers, read_json, resume_checkpoint)
+from pipelines.events import (ADAPTER, CANCEL, HEARTBEAT, JOB, MODEL, RunEvents, discard_incomplete_checkpoints,
+                              fsync_tree, newest_checkpoint, open_to_readers, read_json, resume_checkpoint)
 from pipelines.queue import wait_for_slot
 
 
@@ -99,6 +99,9 @@ def main(run_dir: str) -> int:
         events.status("cancelled", summary=summary, finished=time.time())
         print("cancelled" + (" after saving a checkpoint" if not job.get("runner") else ""), flush=True)
         return 0
+    for result in (ADAPTER, MODEL):  # on the disk before "completed" says it is there (a power cut within the
+        if (run_dir / result).is_dir():  # kernel's write-back left a completed run with empty weights)
+            fsync_tree(run_dir / result)
     events.status("completed", summary=summary, finished=time.time())
     print("run completed", flush=True)
     return 0

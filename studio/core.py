@@ -32,6 +32,7 @@ from pipelines.events import (
     STATUS,
     current_status,
     log_tail,
+    newest_checkpoint,
     pid_alive,
     read_json,
     run_state,
@@ -145,6 +146,14 @@ AFTER_KILL = {"training process": "resume it to continue from its newest checkpo
               "answering process": "resume answering to go on from the prompts already answered"}
 
 
+def after_kill(worker: str, job_dir: Path) -> str:
+    """What to do once a job's worker was killed: a run that saved no checkpoint yet starts over (it was told
+    it would continue from one, and its curves were cleared at step 0)."""
+    if worker == "training process" and newest_checkpoint(job_dir) is None:
+        return "resume it to start again from step 0 (it had saved no checkpoint yet)"
+    return AFTER_KILL.get(worker, "start it again")
+
+
 class Studio:
     def __init__(self, home: Path | str | None = None, max_concurrent: int | None = None,
                  max_upload_bytes: int | None = None, standby: bool | None = None):
@@ -174,6 +183,10 @@ class Studio:
         # Keep a process ready for the next job (a server, the tests); a one-off command does not.
         # STUDIO_STANDBY=0: never (it holds the libraries in memory, ~0.5 GB, while it waits).
         self.standby = standby is not False and os.environ.get("STUDIO_STANDBY", "1") != "0"
+        # a dataset named by a file on this machine is imported (the command line's `--dataset my.csv`); the
+        # server turns it off: a page's request naming a path imported any file the server could read into
+        # the catalogue, where every browser sees its rows
+        self.file_paths = True
         self._tokenizers: dict[str, object] = {}
         self.length_cache: dict[tuple, object] = {}  # (model, dataset file) -> tokens of each row's sequences; splits, prompt groups
         # Models loaded for chat; least recently used leave first (STUDIO_CHAT_CACHE_MB, default 8 GB).
@@ -243,7 +256,7 @@ class Studio:
         if ref in SAMPLES:
             filename, _kind, _label = SAMPLES[ref]
             return self.import_dataset(SAMPLES_DIR / filename, name=ref)
-        if Path(ref).expanduser().is_file():
+        if self.file_paths and Path(ref).expanduser().is_file():
             return self.import_dataset(Path(ref).expanduser())
         from pipelines.methods.params import did_you_mean
 
@@ -253,7 +266,8 @@ class Studio:
                                  "or pick another dataset")
         known = [*SAMPLES, *(row["id"] for row in self.store.list_datasets())]
         raise data.DataError(
-            f"dataset '{ref}' is not a catalogue id, a sample ({', '.join(SAMPLES)}) or an existing file"
+            f"dataset '{ref}' is not a catalogue id, a sample ({', '.join(SAMPLES)})"
+            + (" or an existing file" if self.file_paths else " (import a file on the Data tab)")
             + did_you_mean(ref, known)
         )
 
@@ -370,7 +384,13 @@ class Studio:
             shutil.rmtree(run_dir, ignore_errors=True)
             raise data.DataError(f"dataset '{dataset_title(dataset_row)}' was deleted; import it again "
                                  "or pick another dataset") from None
-        self.spawn(run_id, run_dir)
+        try:
+            self.spawn(run_id, run_dir)
+        except OSError as err:  # no memory to fork, no process slots: it stayed "queued" for good, its dataset
+            self.store.delete_run(run_id)  # held, Cancel and Resume refused
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise RunError(f"the training process could not be started ({err.strerror or err}); nothing was "
+                           "queued, start it again once the machine has room") from None
         return run_id
 
     def _check_model(self, spec, model: str) -> None:
@@ -486,10 +506,17 @@ class Studio:
                 raise RunError(f"run {run_id} trained on dataset '{gone}', which was deleted: it cannot be resumed "
                                "(start a new run on another dataset)")
             (run_dir / CANCEL).unlink(missing_ok=True)
+            before = dict(job)
             job.update(resume=True, queued_at=time.time(), max_concurrent=self.max_concurrent)
             write_json(run_dir / JOB, job)
             self.store.update_run_status(run_id, "queued", None)
-        self.spawn(run_id, run_dir)
+        try:
+            self.spawn(run_id, run_dir)
+        except OSError as err:  # as it was: stopped, and resumable once the machine has room
+            write_json(run_dir / JOB, before)
+            self.store.update_run_status(run_id, row["status"], row["error"])
+            raise RunError(f"the training process could not be started ({err.strerror or err}); run {run_id} "
+                           "is still " + row["status"] + ", resume it once the machine has room") from None
 
     def _deleted_dataset(self, job: dict) -> str | None:
         """The title of the dataset a run's job learns from, when that was deleted since."""
@@ -541,7 +568,7 @@ class Studio:
                 write_json(run_dir / STATUS, {**status, "status": "interrupted", "time": time.time(),
                                               "error": "its process had ended without finishing (killed - by the "
                                                        "system when memory runs out, or kill -9 - or the machine "
-                                                       "restarted); resume it to continue from its newest checkpoint"})
+                                                       f"restarted); {after_kill('training process', run_dir)}"})
                 self.store.update_run_status(row["id"], "interrupted", None)
                 marked.append(row["id"])
         return marked
@@ -638,7 +665,7 @@ class Studio:
             if exit_code < 0:  # killed by a signal (we started it, so we know which): say so, once and for good
                 name = signal.Signals(-exit_code).name if -exit_code in signal.valid_signals() else f"signal {-exit_code}"
                 why = "the system does this when memory runs out; so does kill -9" if name == "SIGKILL" else "from outside"
-                then = AFTER_KILL.get(worker, "start it again")
+                then = after_kill(worker, job_dir)
                 error = f"the {worker} was killed by {name} ({why}){' before starting' if status is None else ''}; {then}"
             else:
                 error = f"the {worker} exited with code {exit_code} before starting: {log_tail(job_dir, 1)}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
 import time
 
 from starlette.middleware import Middleware
@@ -157,13 +158,56 @@ class LoginGate:
                 self.throttle.failed(client)
 
 
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
+USERS_TEMP_DIR = os.environ.get("GRADIO_TEMP_DIR")  # where the user asked Gradio to keep uploads, if anywhere
+
+
+class SameOriginOnly:
+    """Requests for this studio only, from its own pages. A loopback server answered any Host (a site whose
+    name was rebound to 127.0.0.1 read it as its own: DNS rebinding), and Gradio takes an event's JSON from a
+    cross-site POST without a preflight (any site's page could start runs, delete datasets, import files).
+    Bound to loopback: the Host must be a loopback name or the bound one. Any state change (a POST, PUT,
+    PATCH, DELETE or a websocket) with an Origin other than its Host, or marked cross-site by the browser,
+    is refused. Not with --share: its tunnel's names are Gradio's (the password guards it)."""
+
+    def __init__(self, app, host: str = "127.0.0.1"):
+        self.app, self.host = app, host
+
+    @staticmethod
+    def _name(netloc: str) -> str:
+        netloc = netloc.strip().lower()
+        if netloc.startswith("["):
+            return netloc[:netloc.index("]") + 1] if "]" in netloc else netloc
+        return netloc.rsplit(":", 1)[0] if netloc.count(":") == 1 else netloc
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        host = headers.get("host", "")
+        if self.host in LOOPBACK_NAMES and self._name(host) not in (*LOOPBACK_NAMES, self.host.lower()):
+            return await self._refuse(scope, receive, send, 400, f"unknown host '{host}'")
+        changes = scope["type"] == "websocket" or scope.get("method") in ("POST", "PUT", "PATCH", "DELETE")
+        origin = headers.get("origin")
+        if changes and (headers.get("sec-fetch-site") == "cross-site"
+                        or (origin and origin != "null" and origin.split("://", 1)[-1].lower() != host.lower())):
+            return await self._refuse(scope, receive, send, 403, "a request from another site")
+        return await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _refuse(scope, receive, send, code: int, why: str):
+        if scope["type"] == "websocket":
+            return await send({"type": "websocket.close", "code": 1008})
+        return await JSONResponse({"detail": f"refused: {why}"}, status_code=code)(scope, receive, send)
+
+
 class NoUploadsBack:
     """An uploaded file is read by the studio on the server and never sent back: Gradio would serve
     it to anyone who asks for its path (/gradio_api/file=/tmp/gradio/<hash>/name). The paths the
     upload route hands out are remembered and refused on the file routes (404); files the studio
     itself offers (an export's download) are served as before."""
 
-    FILE_ROUTES = ("/gradio_api/file=", "/file=")
+    FILE_ROUTES = ("/gradio_api/file=", "/file=", "/gradio_api/file/", "/file/")  # (Gradio has both forms)
     REMEMBERED = 100_000
 
     def __init__(self, app):
@@ -179,9 +223,15 @@ class NoUploadsBack:
 
     async def __call__(self, scope, receive, send):
         path = scope.get("path", "") if scope["type"] == "http" else ""
-        if path.startswith(self.FILE_ROUTES):
-            asked = path.split("=", 1)[1]
-            if self.normal(asked) in self.uploaded:
+        route = next((r for r in self.FILE_ROUTES if path.startswith(r)), None)
+        if route is not None:
+            import os
+
+            from gradio.utils import get_upload_folder
+
+            asked, folder = self.normal(path[len(route):]), os.path.realpath(get_upload_folder())
+            # an upload this server took, or any file in the upload folder (one from before a restart too)
+            if asked in self.uploaded or asked == folder or asked.startswith(folder + os.sep):
                 return await JSONResponse({"detail": "Not Found"}, status_code=404)(scope, receive, send)
         if path.rstrip("/") == "/gradio_api/upload" and scope.get("method") == "POST":
             return await self.remember_upload(scope, receive, send)
@@ -311,13 +361,21 @@ def serve(studio, host: str = "127.0.0.1", port: int = 7860, auth: str | None = 
     quiet_libraries()
     bypass_proxy_for_this_machine(host)
     patient_page_check()
+    # uploads in the workspace, readable by this user only (Gradio's /tmp/gradio kept every upload for good,
+    # its folders open to every user of the machine); a day old, they go (Blocks' delete_cache, below)
+    uploads = studio.home / "uploads"
+    uploads.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.environ["GRADIO_TEMP_DIR"] = USERS_TEMP_DIR or str(uploads)
+    studio.file_paths = False  # a page names datasets by id or sample, never by a path on this machine
     app = build_app(studio)
+    app.delete_cache = (3600, 86400)
     app.queue(default_concurrency_limit=4)
     # the first run starts without waiting for the libraries to load; made after everything above
     # that sets the environment (the proxy bypass, Gradio's own), or the first Start could not use it
     studio.prepare_worker()
     # with a password, nothing but the login page before login, and failed logins slowed per client
-    middleware = [Middleware(CompressPage), Middleware(FixFrontend), Middleware(NoUploadsBack),
+    middleware = [*([] if share else [Middleware(SameOriginOnly, host=host)]),
+                  Middleware(CompressPage), Middleware(FixFrontend), Middleware(NoUploadsBack),
                   *([Middleware(LoginGate, throttle=login_throttle)] if credentials else []),
                   Middleware(Downloads, studio=studio)]  # last: inside the login gate
     app.launch(

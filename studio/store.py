@@ -275,6 +275,11 @@ class Store:
             if done.rowcount != 1:
                 raise DatasetGone(row["dataset_id"])
 
+    def delete_run(self, run_id: str) -> None:
+        """A run's row, for a start that could not start its worker (nothing else refers to it yet)."""
+        with self._write() as db:
+            db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+
     def update_run_status(self, run_id: str, status: str, error: str | None) -> None:
         with self._connect() as db:
             db.execute(

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.browser
 def voted_parent(studio, tiny_model_dir, tiny_params) -> str:
     """A finished LoRA run and two blind votes between it and its base, on two questions (two votes on one
     question would leave nothing held out that the run never trained on)."""
-    parent = studio.start_run(model=str(tiny_model_dir), dataset=str(FAQ), method="lora",
+    parent = studio.start_run(model=str(tiny_model_dir), dataset=studio.import_dataset(FAQ)["id"], method="lora",
                               params={**tiny_params, "num_train_epochs": 0.2})
     assert studio.wait(parent, poll_s=0.5)["status"] == "completed"
     for winner, question, (a, b) in (("a", "How long is the warranty?", ("27 months.", "No idea.")),

@@ -264,3 +264,59 @@ def test_the_same_run_asked_for_twice_at_once_is_one_run(studio, tiny_model_dir,
     assert third not in (first, other)
     studio.cancel(third)
     studio.wait(third, poll_s=0.3)
+
+
+def test_a_run_whose_process_cannot_start_leaves_nothing_and_a_resume_leaves_it_as_it_was(
+        studio, tiny_model_dir, tiny_params, tmp_path, monkeypatch):
+    """A fork that failed (no memory, no process slots) left the run "queued" for good: its dataset could not be
+    deleted, Cancel only said "cancelling", Resume was refused."""
+    real_spawn = studio.spawn
+
+    def no_fork(*_args):
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(studio, "spawn", no_fork)
+    with pytest.raises(RunError) as err:
+        studio.start_run(model=str(tiny_model_dir), dataset="quillpad_faq", method="lora", params=tiny_params)
+    assert str(err.value) == ("the training process could not be started (Resource temporarily unavailable); "
+                              "nothing was queued, start it again once the machine has room")
+    assert studio.list_runs() == [] and list(studio.runs_dir.iterdir()) == []
+    # a stopped run: its resume that cannot start leaves it stopped, and resumable
+    monkeypatch.setattr(studio, "spawn", real_spawn)
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text((tiny_model_dir / "config.json").read_text())
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    run_id = studio.start_run(model=str(broken), dataset="quillpad_faq", method="lora", params=tiny_params)
+    failed = studio.wait(run_id, poll_s=0.3)
+    assert failed["status"] == "failed"
+    job = json.loads((studio.run_dir(run_id) / "job.json").read_text())
+    monkeypatch.setattr(studio, "spawn", no_fork)
+    with pytest.raises(RunError) as err:
+        studio.resume(run_id)
+    assert str(err.value) == (f"the training process could not be started (Resource temporarily unavailable); run "
+                              f"{run_id} is still failed, resume it once the machine has room")
+    row = studio.get_run(run_id)
+    assert (row["status"], row["error"]) == ("failed", failed["error"])
+    assert json.loads((studio.run_dir(run_id) / "job.json").read_text()) == job
+
+
+def test_a_run_that_completes_between_two_reads_is_not_reported_failed(tmp_path, monkeypatch):
+    """The status was read as running, then the worker wrote "completed" and exited before its process was
+    looked at: the run read as "failed: the training process stopped without reporting", and train --wait
+    exited 1 for a run that completed."""
+    from pipelines import events
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "job.json").write_text(json.dumps({"queued_at": time.time() - 5}))
+    worker = events.RunEvents(run_dir)
+    worker.status("running", started=time.time())
+
+    def ends_meanwhile(pid, folder):  # the worker finishes at this moment
+        worker.status("completed", summary={"steps": 2}, finished=time.time())
+        return False
+
+    monkeypatch.setattr(events, "pid_alive", ends_meanwhile)
+    state = events.run_state(run_dir)
+    assert (state["status"], state["error"], state["summary"]) == ("completed", None, {"steps": 2})

@@ -231,3 +231,55 @@ def test_the_servers_terminal_shows_no_libraries_deprecation_notices(tmp_path, m
             app.close()
     assert [str(w.message) for w in shown if w.category in (FutureWarning, UserWarning)] == ["a real problem"]
     assert os.environ["TQDM_DISABLE"] == "1"
+
+
+def test_requests_for_another_name_or_from_another_site_are_refused(open_server):
+    """A loopback server answered any Host (a site rebound to 127.0.0.1 read it as its own) and took an
+    event's JSON from any site's cross-site POST: runs could be started, datasets deleted, files imported."""
+    import httpx
+
+    port, _ = open_server
+    base = f"http://127.0.0.1:{port}"
+    assert httpx.get(f"{base}/", timeout=30).status_code == 200
+    assert httpx.get(f"{base}/", headers={"Host": f"localhost:{port}"}, timeout=30).status_code == 200
+    rebound = httpx.get(f"{base}/", headers={"Host": f"evil.example:{port}"}, timeout=30)
+    assert rebound.status_code == 400 and rebound.json() == {"detail": f"refused: unknown host 'evil.example:{port}'"}
+    for headers in ({"Origin": "http://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+        posted = httpx.post(f"{base}/gradio_api/queue/join", content=b"{}", headers=headers, timeout=30)
+        assert posted.status_code == 403 and posted.json() == {"detail": "refused: a request from another site"}
+    same = httpx.post(f"{base}/gradio_api/queue/join", content=b"{}", headers={"Origin": base}, timeout=30)
+    assert same.status_code not in (400, 403) or "refused" not in same.text  # the page's own: Gradio answers it
+
+
+def test_uploads_stay_in_the_workspace_for_its_user_and_no_file_route_serves_them(open_server):
+    """Gradio kept every upload in /tmp/gradio for good, its folders open to every user, and its other file
+    route (/gradio_api/file/PATH) served them back."""
+    import stat
+
+    import httpx
+
+    port, studio = open_server
+    base = f"http://127.0.0.1:{port}"
+    uploaded = httpx.post(f"{base}/gradio_api/upload", timeout=30,
+                          files={"files": ("faq.jsonl", b'{"prompt": "secret question", "completion": "a"}\n')})
+    path = uploaded.json()[0]
+    assert path.startswith(str(studio.home / "uploads") + "/")
+    assert stat.S_IMODE((studio.home / "uploads").stat().st_mode) == 0o700
+    for form in (f"/gradio_api/file/{path.lstrip('/')}", f"/gradio_api/file/{path}"):
+        answer = httpx.get(base + form, timeout=30)
+        assert answer.status_code in (403, 404) and "secret question" not in answer.text, (form, answer.status_code)
+
+
+def test_a_served_studio_takes_no_file_path_for_a_dataset(open_server, tmp_path):
+    """A page's request naming a path (a dropdown's value edited in the browser) imported any file the server
+    could read into the catalogue, where every browser saw its rows."""
+    from pipelines.data import DataError
+
+    _, studio = open_server
+    secret = tmp_path / "secret.jsonl"
+    secret.write_text('{"prompt": "the password?", "completion": "hunter2"}\n')
+    with pytest.raises(DataError) as err:
+        studio.resolve_dataset(str(secret))
+    assert str(err.value).startswith(f"dataset '{secret}' is not a catalogue id, a sample (quillpad_faq")
+    assert "(import a file on the Data tab)" in str(err.value)
+    assert studio.list_datasets() == []

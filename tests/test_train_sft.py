@@ -107,7 +107,8 @@ def test_a_resumed_run_whose_worker_is_killed_before_reporting_fails(studio, tin
     row = studio.get_run(run_id)
     assert row["status"] == "failed", row
     assert row["error"] == ("the training process was killed by SIGKILL (the system does this when memory runs out; "
-                            "so does kill -9) before starting; resume it to continue from its newest checkpoint")
+                            "so does kill -9) before starting; resume it to start again from step 0 (it had saved "
+                            "no checkpoint yet)")
     assert studio.store.get_run(run_id)["status"] == "failed"
     assert not studio.busy()
 
