@@ -115,6 +115,16 @@ def tiny_model_dir(tmp_path_factory, real_tokenizer_dir) -> Path:
     return _tiny(tmp_path_factory, real_tokenizer_dir, "tiny-llama", "Llama")
 
 
+@pytest.fixture
+def broken_model_dir(tiny_model_dir, tmp_path) -> Path:
+    """A model folder whose config is fine and whose weights file is not safetensors: its run fails at load."""
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text((tiny_model_dir / "config.json").read_text())
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    return broken
+
+
 @pytest.fixture(scope="session")
 def short_context_dir(tiny_model_dir, tmp_path_factory) -> Path:
     """The tiny llama told it reads 64 tokens at once (its weights are the same)."""

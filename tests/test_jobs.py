@@ -267,7 +267,7 @@ def test_the_same_run_asked_for_twice_at_once_is_one_run(studio, tiny_model_dir,
 
 
 def test_a_run_whose_process_cannot_start_leaves_nothing_and_a_resume_leaves_it_as_it_was(
-        studio, tiny_model_dir, tiny_params, tmp_path, monkeypatch):
+        studio, tiny_model_dir, tiny_params, broken_model_dir, monkeypatch):
     """A fork that failed (no memory, no process slots) left the run "queued" for good: its dataset could not be
     deleted, Cancel only said "cancelling", Resume was refused."""
     real_spawn = studio.spawn
@@ -283,10 +283,7 @@ def test_a_run_whose_process_cannot_start_leaves_nothing_and_a_resume_leaves_it_
     assert studio.list_runs() == [] and list(studio.runs_dir.iterdir()) == []
     # a stopped run: its resume that cannot start leaves it stopped, and resumable
     monkeypatch.setattr(studio, "spawn", real_spawn)
-    broken = tmp_path / "broken-model"
-    broken.mkdir()
-    (broken / "config.json").write_text((tiny_model_dir / "config.json").read_text())
-    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    broken = broken_model_dir
     run_id = studio.start_run(model=str(broken), dataset="quillpad_faq", method="lora", params=tiny_params)
     failed = studio.wait(run_id, poll_s=0.3)
     assert failed["status"] == "failed"

@@ -50,11 +50,8 @@ def test_run_in_its_own_process_writes_the_run_directory(studio, tiny_model_dir,
     assert row["step"] == row["max_steps"] > 0
 
 
-def test_a_worker_that_crashes_is_reported_failed(studio, tiny_model_dir, tiny_params, tmp_path):
-    broken = tmp_path / "broken-model"
-    broken.mkdir()
-    (broken / "config.json").write_text((tiny_model_dir / "config.json").read_text())
-    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+def test_a_worker_that_crashes_is_reported_failed(studio, tiny_model_dir, tiny_params, broken_model_dir):
+    broken = broken_model_dir
     run_id = studio.start_run(model=str(broken), dataset="quillpad_faq", method="lora", params=tiny_params)
     row = studio.wait(run_id, poll_s=0.5)
     assert row["status"] == "failed"
@@ -92,13 +89,11 @@ def test_a_worker_that_exits_before_reporting_stays_failed_for_every_reader(stud
     assert "r-no-job" not in studio._procs
 
 
-def test_a_resumed_run_whose_worker_is_killed_before_reporting_fails(studio, tiny_model_dir, tiny_params, tmp_path):
+def test_a_resumed_run_whose_worker_is_killed_before_reporting_fails(studio, tiny_model_dir, tiny_params,
+                                                                    broken_model_dir):
     """A resumed run has its earlier attempt's status beside it: a worker killed before it reports
     (out of memory while starting) was read as that status, and the run stayed 'queued' for ever."""
-    broken = tmp_path / "broken-model"
-    broken.mkdir()
-    (broken / "config.json").write_text((tiny_model_dir / "config.json").read_text())
-    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    broken = broken_model_dir
     run_id = studio.start_run(model=str(broken), dataset="quillpad_faq", method="lora", params=tiny_params)
     assert studio.wait(run_id, poll_s=0.5)["status"] == "failed"
     studio.resume(run_id)
