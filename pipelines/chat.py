@@ -160,7 +160,8 @@ class ModelCache:
                         entry.kind = None  # the copy holds no adapter after all: any kind may claim it
                     raise
                 with self._lock:  # (claimed again: another request's failed load may have let go of the claim)
-                    entry.kind = kind
+                    if entry.kind is None:
+                        entry.kind = kind
         return entry, name
 
     def _key(self, path: str, adapter_dir) -> tuple[str, str | None]:
@@ -173,7 +174,7 @@ class ModelCache:
         kind = sharing_kind(adapter_dir)
         if kind in PROMPT_LEARNING:
             return f"{path}#{adapter_name(adapter_dir)}", kind
-        plain = self._entries.get(path)
+        plain = self._entries.get(path) or self._out.get(path)  # (a copy let go of but still in use counts)
         held = plain.kind if plain is not None else None
         return (path if held in (None, kind) else f"{path}#{kind}"), kind
 

@@ -108,10 +108,11 @@ class RunEvents:
         self.beat()
 
 
-# metrics file -> (its inode, bytes parsed, the last of those bytes, their records)
-_READ: dict[str, tuple[int, int, bytes, list[dict]]] = {}
+# metrics file -> ((device, inode), bytes parsed, the last of those bytes, their records)
+_READ: dict[str, tuple[tuple, int, bytes, list[dict]]] = {}
 _READ_LOCK = threading.Lock()
-_READ_KEPT = 64  # files whose records are kept (the runs a page shows)
+_READ_KEPT = 64  # files whose records are kept (the runs a page shows), the least recently read going first
+_READ_RECORDS = 500_000  # and at most this many records in all (a 30,000-step run keeps 30,000)
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -125,8 +126,10 @@ def read_metrics(run_dir: Path) -> list[dict]:
     except FileNotFoundError:
         return []
     with fh, _READ_LOCK:
-        inode = os.fstat(fh.fileno()).st_ino
+        stat = os.fstat(fh.fileno())
+        inode = (stat.st_dev, stat.st_ino)
         kept_inode, offset, tail, records = _READ.get(str(path), (None, 0, b"", []))
+        records = list(records)  # (kept only once all of this read is done)
         if offset:  # the same file as read before, grown only: its inode, and the bytes read last still there
             fh.seek(offset - len(tail))
             if kept_inode != inode or fh.read(len(tail)) != tail:
@@ -136,15 +139,19 @@ def read_metrics(run_dir: Path) -> list[dict]:
         whole = added.rfind(b"\n") + 1  # up to the last line's end: a line still being written waits
         for line in added[:whole].splitlines():
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except (json.JSONDecodeError, UnicodeDecodeError):
                 continue
+            if isinstance(record, dict):
+                records.append(record)
         if whole:
             fh.seek(offset + whole - min(offset + whole, 256))
             tail = fh.read(min(offset + whole, 256))
         _READ.pop(str(path), None)
         _READ[str(path)] = (inode, offset + whole, tail, records)
-        while len(_READ) > _READ_KEPT:
+        while len(_READ) > _READ_KEPT or sum(len(kept[3]) for kept in _READ.values()) > _READ_RECORDS:
+            if len(_READ) == 1:
+                break
             del _READ[next(iter(_READ))]
         return [dict(r) for r in records]  # (a caller's changes stay its own)
 

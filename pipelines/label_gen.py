@@ -97,5 +97,7 @@ def run(job: dict, run_dir: Path, events) -> dict:
             if "training_since" not in events.progress:  # the models are loaded: time per prompt from here
                 events.progress.update(training_since=time.time(), first_step=len(done))
             events.metric({"step": len(done), "answered": len(done), "time": time.time()})  # (the table's wait)
-    return {"answered": sum(not row.get("too_long") for row in done.values()),
-            "too_long": sum(bool(row.get("too_long")) for row in done.values())}
+    too_long = sum(bool(row.get("too_long")) for row in done.values())
+    if done and too_long == len(done):  # (a project "ready" with nothing to label)
+        raise TooLong(f"every prompt ({too_long}) is longer than the models read at once; shorten them")
+    return {"answered": len(done) - too_long, "too_long": too_long}

@@ -346,7 +346,13 @@ def cmd_advise(args) -> int:
         tmp = args.save.with_name(f".{args.save.name}.{os.getpid()}.tmp")
         try:
             tmp.write_text(config)
-            os.link(tmp, args.save)  # whole, and never over a file made meanwhile (a rename would replace it)
+            try:
+                os.link(tmp, args.save)  # whole, and never over a file made meanwhile (a rename would replace it)
+            except FileExistsError:
+                raise
+            except OSError:  # a file system without hard links (FAT, some network mounts): made exclusively
+                with open(args.save, "x") as fh:
+                    fh.write(config)
         except FileExistsError:
             raise CliError(f"{args.save} exists; remove it or choose another file") from None
         except OSError as err:

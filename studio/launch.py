@@ -166,36 +166,57 @@ class SameOriginOnly:
     """Requests for this studio only, from its own pages. A loopback server answered any Host (a site whose
     name was rebound to 127.0.0.1 read it as its own: DNS rebinding), and Gradio takes an event's JSON from a
     cross-site POST without a preflight (any site's page could start runs, delete datasets, import files).
-    Bound to loopback: the Host must be a loopback name or the bound one. Any state change (a POST, PUT,
-    PATCH, DELETE or a websocket) with an Origin other than its Host, or marked cross-site by the browser,
-    is refused. Not with --share: its tunnel's names are Gradio's (the password guards it)."""
+    Bound to loopback: the Host must be a loopback name, the bound one, or one named in STUDIO_ALLOWED_HOSTS
+    (a reverse proxy's public name, comma-separated). Any state change (a POST, PUT, PATCH, DELETE or a
+    websocket) from an Origin other than its Host or an allowed name, from `Origin: null` (a sandboxed or
+    privacy-stripped page, never the studio's own), or marked cross-site by the browser, is refused. Not with
+    --share: its tunnel's names are Gradio's (the password guards it)."""
 
     def __init__(self, app, host: str = "127.0.0.1"):
         self.app, self.host = app, host
+        self.loopback = is_loopback(host.strip("[]").lower())
+        extra = [h.strip() for h in os.environ.get("STUDIO_ALLOWED_HOSTS", "").split(",") if h.strip()]
+        self.allowed = [*LOOPBACK_NAMES, host, *extra]
 
     @staticmethod
     def _name(netloc: str) -> str:
-        netloc = netloc.strip().lower()
+        """The host name of a Host header or an Origin's authority, lower case, without port or brackets."""
+        netloc = netloc.strip().lower().rstrip(".")
         if netloc.startswith("["):
-            return netloc[:netloc.index("]") + 1] if "]" in netloc else netloc
+            return netloc[1:netloc.index("]")] if "]" in netloc else netloc
         return netloc.rsplit(":", 1)[0] if netloc.count(":") == 1 else netloc
+
+    @classmethod
+    def _same(cls, a: str, b: str) -> bool:
+        a, b = cls._name(a), cls._name(b)
+        try:
+            return ipaddress.ip_address(a) == ipaddress.ip_address(b)
+        except ValueError:
+            return a == b
 
     async def __call__(self, scope, receive, send):
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         host = headers.get("host", "")
-        if self.host in LOOPBACK_NAMES and self._name(host) not in (*LOOPBACK_NAMES, self.host.lower()):
-            return await self._refuse(scope, receive, send, 400, f"unknown host '{host}'")
+        if self.loopback and host and not any(self._same(host, name) for name in self.allowed):
+            return await self._refuse(scope, receive, send, 400, f"unknown host '{host}' (a name this server may "
+                                                                 "answer to goes in STUDIO_ALLOWED_HOSTS)")
         changes = scope["type"] == "websocket" or scope.get("method") in ("POST", "PUT", "PATCH", "DELETE")
         origin = headers.get("origin")
-        if changes and (headers.get("sec-fetch-site") == "cross-site"
-                        or (origin and origin != "null" and origin.split("://", 1)[-1].lower() != host.lower())):
+        if changes and origin is not None:
+            authority = origin.split("://", 1)[-1]
+            ours = origin != "null" and (authority.lower() == host.lower()
+                                         or any(self._same(authority, name) for name in self.allowed[len(LOOPBACK_NAMES) + 1:]))
+            if not ours:
+                return await self._refuse(scope, receive, send, 403, "a request from another site")
+        if changes and headers.get("sec-fetch-site") == "cross-site":
             return await self._refuse(scope, receive, send, 403, "a request from another site")
         return await self.app(scope, receive, send)
 
     @staticmethod
     async def _refuse(scope, receive, send, code: int, why: str):
+        print(f"refused {scope.get('method', 'websocket')} {scope.get('path', '')}: {why}", flush=True)
         if scope["type"] == "websocket":
             return await send({"type": "websocket.close", "code": 1008})
         return await JSONResponse({"detail": f"refused: {why}"}, status_code=code)(scope, receive, send)
@@ -353,6 +374,25 @@ def patient_page_check(seconds: float = 60.0) -> None:
     networking.url_ok = url_ok
 
 
+UPLOADS_KEPT_S = 86400
+
+
+def sweep_uploads(folder, age_s: float = UPLOADS_KEPT_S) -> None:
+    """Files in the uploads folder older than `age_s`, then the folders left empty, removed."""
+    from pathlib import Path
+
+    now = time.time()
+    for path in sorted(Path(folder).rglob("*"), key=lambda p: -len(p.parts)):
+        try:
+            if path.is_dir() and not path.is_symlink():
+                if not any(path.iterdir()):
+                    path.rmdir()
+            elif now - path.lstat().st_mtime > age_s:
+                path.unlink()
+        except OSError:
+            continue  # (in use, or gone meanwhile: the next start looks again)
+
+
 def serve(studio, host: str = "127.0.0.1", port: int = 7860, auth: str | None = None,
           share: bool = False, block: bool = True, login_throttle: LoginThrottle | None = None):
     credentials = check_exposure(host, auth, share)
@@ -365,10 +405,11 @@ def serve(studio, host: str = "127.0.0.1", port: int = 7860, auth: str | None = 
     # its folders open to every user of the machine); a day old, they go (Blocks' delete_cache, below)
     uploads = studio.home / "uploads"
     uploads.mkdir(parents=True, exist_ok=True, mode=0o700)
+    sweep_uploads(uploads)  # (what a server killed or a reboot left: Gradio only removes what it saw made)
     os.environ["GRADIO_TEMP_DIR"] = USERS_TEMP_DIR or str(uploads)
     studio.file_paths = False  # a page names datasets by id or sample, never by a path on this machine
     app = build_app(studio)
-    app.delete_cache = (3600, 86400)
+    app.delete_cache = (3600, UPLOADS_KEPT_S)
     app.queue(default_concurrency_limit=4)
     # the first run starts without waiting for the libraries to load; made after everything above
     # that sets the environment (the proxy bypass, Gradio's own), or the first Start could not use it

@@ -401,3 +401,7 @@ def test_metrics_are_read_as_they_grow_and_again_whole_when_the_file_is_replaced
     assert [(r["step"], r["loss"]) for r in read_metrics(tmp_path)] == [(1, 1.0), (2, 0.5), (3, 0.25)]
     (tmp_path / METRICS).write_text('{"step": 7}\n{"step": 8, "loss": 0.125}\n')  # rewritten in place
     assert [r["step"] for r in read_metrics(tmp_path)] == [7, 8]
+    with open(tmp_path / METRICS, "a") as fh:  # a line that is no record is passed over, now and later
+        fh.write('5\n{"step": 9}\n')
+    assert [r["step"] for r in read_metrics(tmp_path)] == [7, 8, 9]
+    assert [r["step"] for r in read_metrics(tmp_path)] == [7, 8, 9]

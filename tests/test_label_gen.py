@@ -331,3 +331,8 @@ def test_a_prompt_longer_than_the_models_read_is_left_out_and_the_rest_answered(
     log = (studio.run_dir(found["job_id"]) / "train.log").read_text()
     assert "prompt 2 left out: the prompt is 111 tokens (with the chat template), and this model reads at most 64" \
            in log
+    # every prompt too long: the job fails in one sentence (a project "ready" with nothing to label, before)
+    ls.create_project(studio, name="all long", prompts=[prompts[1]], models_=[f"base:{short_context_dir}"] * 2,
+                      temperature=1.0, max_new_tokens=4)
+    failed = until(studio, "all long", statuses=("failed",))
+    assert failed["error"] == "every prompt (1) is longer than the models read at once; shorten them"

@@ -243,8 +243,10 @@ def test_requests_for_another_name_or_from_another_site_are_refused(open_server)
     assert httpx.get(f"{base}/", timeout=30).status_code == 200
     assert httpx.get(f"{base}/", headers={"Host": f"localhost:{port}"}, timeout=30).status_code == 200
     rebound = httpx.get(f"{base}/", headers={"Host": f"evil.example:{port}"}, timeout=30)
-    assert rebound.status_code == 400 and rebound.json() == {"detail": f"refused: unknown host 'evil.example:{port}'"}
-    for headers in ({"Origin": "http://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+    assert rebound.status_code == 400 and rebound.json() == {
+        "detail": f"refused: unknown host 'evil.example:{port}' (a name this server may answer to goes in "
+                  "STUDIO_ALLOWED_HOSTS)"}
+    for headers in ({"Origin": "http://evil.example"}, {"Sec-Fetch-Site": "cross-site"}, {"Origin": "null"}):
         posted = httpx.post(f"{base}/gradio_api/queue/join", content=b"{}", headers=headers, timeout=30)
         assert posted.status_code == 403 and posted.json() == {"detail": "refused: a request from another site"}
     same = httpx.post(f"{base}/gradio_api/queue/join", content=b"{}", headers={"Origin": base}, timeout=30)
@@ -283,3 +285,54 @@ def test_a_served_studio_takes_no_file_path_for_a_dataset(open_server, tmp_path)
     assert str(err.value).startswith(f"dataset '{secret}' is not a catalogue id, a sample (quillpad_faq")
     assert "(import a file on the Data tab)" in str(err.value)
     assert studio.list_datasets() == []
+
+
+def test_a_proxys_name_is_answered_once_allowed_and_every_loopback_bind_is_guarded(monkeypatch):
+    """Behind a reverse proxy (TLS) every request carries the proxy's public name: STUDIO_ALLOWED_HOSTS names it.
+    A bind to 127.0.0.2 or a long IPv6 loopback form skipped the Host check."""
+    import asyncio
+
+    from studio.launch import SameOriginOnly
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    def ask(guard, host, method="GET", origin=None):
+        headers = [(b"host", host.encode())] + ([(b"origin", origin.encode())] if origin else [])
+        said = []
+
+        async def send(message):
+            said.append(message)
+
+        asyncio.run(guard({"type": "http", "method": method, "path": "/", "headers": headers}, None, send))
+        return said[0]["status"]
+
+    monkeypatch.setenv("STUDIO_ALLOWED_HOSTS", "studio.example.com, lab.example.org")
+    guard = SameOriginOnly(app, host="127.0.0.1")
+    assert ask(guard, "studio.example.com") == 200
+    assert ask(guard, "studio.example.com", "POST", "https://studio.example.com") == 200
+    assert ask(guard, "127.0.0.1:7860", "POST", "https://studio.example.com") == 200  # a proxy that rewrites Host
+    assert ask(guard, "evil.example") == 400
+    assert ask(guard, "127.0.0.1:7860", "POST", "https://evil.example") == 403
+    assert ask(guard, "[::1]:7860") == ask(guard, "LOCALHOST:7860") == 200
+    for bound, other in (("127.0.0.2", "127.0.0.2:7860"), ("0:0:0:0:0:0:0:1", "[::1]:7860")):
+        assert ask(SameOriginOnly(app, host=bound), other) == 200
+        assert ask(SameOriginOnly(app, host=bound), "evil.example:7860") == 400
+
+
+def test_uploads_a_day_old_go_when_the_server_starts(tmp_path):
+    """Gradio removes only the uploads it saw made: a server killed or a reboot left the rest for good."""
+    import os
+    import time
+
+    from studio.launch import sweep_uploads
+
+    old, new = tmp_path / "a" / "old.csv", tmp_path / "b" / "new.csv"
+    for path in (old, new):
+        path.parent.mkdir()
+        path.write_text("x")
+    past = time.time() - 2 * 86400
+    os.utime(old, (past, past))
+    sweep_uploads(tmp_path)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == ["b", "b/new.csv"]
