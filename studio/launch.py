@@ -237,7 +237,6 @@ class NoUploadsBack:
 
     @staticmethod
     def normal(path: str) -> str:
-        import os
         from urllib.parse import unquote
 
         return os.path.realpath(unquote(path))
@@ -246,8 +245,6 @@ class NoUploadsBack:
         path = scope.get("path", "") if scope["type"] == "http" else ""
         route = next((r for r in self.FILE_ROUTES if path.startswith(r)), None)
         if route is not None:
-            import os
-
             from gradio.utils import get_upload_folder
 
             asked, folder = self.normal(path[len(route):]), os.path.realpath(get_upload_folder())
@@ -336,8 +333,6 @@ def bypass_proxy_for_this_machine(host: str) -> None:
     HTTP(S)_PROXY; with a proxy set and this machine not excluded, the check goes to the proxy, fails,
     and the launch stops ("When localhost is not accessible, a shareable link must be created").
     Requests to this machine never need a proxy: exclude it, as NO_PROXY does."""
-    import os
-
     for var in ("NO_PROXY", "no_proxy"):
         listed = [h.strip() for h in os.environ.get(var, "").split(",") if h.strip()]
         missing = [h for h in ("127.0.0.1", "localhost", "::1", host) if h not in listed]
