@@ -87,39 +87,71 @@ class UnusableJudge(ValueError):
     one_sentence = True  # pipelines.run shows it as it is, without the class name
 
 
-def choice_token_ids(tokenizer) -> tuple[int, int]:
-    """The ids of "1" and "2" as the model writes them right after its generation prompt.
+TEMPLATE_OPTIONS = {"enable_thinking": False}  # a thinking template (Qwen3) would start with <think>, not 1 or 2;
+# templates that do not know the option ignore it
 
-    Found by tokenizing a generation prompt with and without the digit appended (a digit alone
-    may tokenize differently from a digit after the template's last characters); where the bare
-    digit is not one token there, the leading-space form (" 1") is tried."""
+
+def _render(tokenizer, messages: list[dict], **kwargs):
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, **TEMPLATE_OPTIONS, **kwargs)
+
+
+def choice_token_ids(tokenizer) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The ids of "1" and of "2" as the model may write them right after its generation prompt: each
+    digit's single-token forms there, bare ("1") and with a leading space (" 1", how a SentencePiece
+    model such as Llama 2 or Mistral writes it after "[/INST]"); the probability of a choice is the
+    sum over its forms, so the reading never rests on a form the model hardly writes.
+
+    Found by tokenizing a generation prompt with and without the form appended (a digit alone may
+    tokenize differently from a digit after the template's last characters)."""
     _check_template(tokenizer)
-    context = tokenizer.apply_chat_template([{"role": "user", "content": "?"}], add_generation_prompt=True,
-                                            tokenize=False)
+    context = _render(tokenizer, [{"role": "user", "content": "?"}], tokenize=False)
     base = tokenizer(context, add_special_tokens=False).input_ids
     found = []
     for digit in ("1", "2"):
+        forms = []
         for text in (digit, " " + digit):
             ids = tokenizer(context + text, add_special_tokens=False).input_ids
-            if len(ids) == len(base) + 1 and ids[:len(base)] == base:
-                found.append(ids[-1])
-                break
-        else:
+            if len(ids) == len(base) + 1 and ids[:len(base)] == base and ids[-1] not in forms:
+                forms.append(ids[-1])
+        if not forms:
             raise UnusableJudge(f'the judge model\'s tokenizer does not write "{digit}" as a single token after '
                              "its generation prompt, so its choice cannot be read; pick another judge")
-    if found[0] == found[1]:
+        found.append(tuple(forms))
+    if set(found[0]) & set(found[1]):
         raise UnusableJudge('the judge model\'s tokenizer writes "1" and "2" as the same token; pick another judge')
     return found[0], found[1]
 
 
-def _next_token_logits(model, tokenizer, messages: list[dict]):
+def _choice_logits(model, tokenizer, messages: list[dict], ids: list[int]):
+    """The judge's next-token logits of `ids`, in float32.
+
+    A model in bf16 (on the GPU) rounds its logits to steps of 1/8 or so near 10-20, which would make
+    its readings coarse (0.5, 0.73, 0.75, ...) and different from the same judge's in float32. The two
+    choices' logits are worked out again in float32 from what the output layer was given; where the
+    model changes its logits after that layer (Gemma's soft cap, Cohere's scale), the recomputed ones
+    disagree with its own and its own are kept."""
     import torch
 
-    inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                           return_dict=True)
+    inputs = _render(tokenizer, messages, return_tensors="pt", return_dict=True)
     inputs = {k: v.to(model.device) for k, v in inputs.items()}
-    with torch.inference_mode():  # the last position's logits only: a long prompt's others are never read
-        return model(**inputs, logits_to_keep=1).logits[0, -1].float().cpu()
+    head = model.get_output_embeddings()
+    seen = []
+    hook = head.register_forward_hook(lambda module, args, out: seen.append(args[0][0, -1])) if head is not None else None
+    try:
+        with torch.inference_mode():  # the last position's logits only: a long prompt's others are never read
+            own = model(**inputs, logits_to_keep=1).logits[0, -1, ids].float()
+            if not seen or not hasattr(head, "weight") or head.weight.dtype == torch.float32:
+                return own.cpu()
+            exact = seen[-1].float() @ head.weight[ids].float().T
+            if getattr(head, "bias", None) is not None:
+                exact = exact + head.bias[ids].float()
+    finally:
+        if hook is not None:
+            hook.remove()
+    # bf16 keeps 8 significant bits: its own logits are within 1% (and a little) of the exact ones
+    if torch.all((exact - own).abs() <= 0.01 * exact.abs() + 0.05):
+        return exact.cpu()
+    return own.cpu()
 
 
 def first_is_better(model, tokenizer, prompt: list[dict], first: str, second: str, rationale: bool = False,
@@ -128,13 +160,13 @@ def first_is_better(model, tokenizer, prompt: list[dict], first: str, second: st
     better. With `rationale`, it first writes a short comparison (greedy, so a job is repeatable)."""
     from pipelines.generation import reply
 
-    one, two = choice_token_ids(tokenizer)
+    ones, twos = choice_token_ids(tokenizer)
     written = None
     if rationale:
         written = reply(model, tokenizer, rationale_messages(prompt, first, second), max_new_tokens=max_rationale_tokens)
-    logits = _next_token_logits(model, tokenizer, judge_messages(prompt, first, second, written))
-    # softmax over the two choices only: the mass on other tokens says nothing about which is better
-    return float(logits[[one, two]].softmax(-1)[0])
+    logits = _choice_logits(model, tokenizer, judge_messages(prompt, first, second, written), [*ones, *twos])
+    # softmax over the two choices' forms only: the mass on other tokens says nothing about which is better
+    return float(logits.softmax(-1)[:len(ones)].sum())
 
 
 def combine(p_first_when_a_first: float, p_first_when_b_first: float) -> float:
@@ -206,7 +238,8 @@ def first_shown_rate(judged: list[dict]) -> float | None:
     """The share of single readings in which the judge preferred the answer shown first: about 0.5
     for a judge without position bias, near 1 (or 0) for one that mostly reads the position."""
     readings = [p for j in judged for p in (j.get("p_a_first"), j.get("p_b_first")) if p is not None]
-    return sum(p > 0.5 for p in readings) / len(readings) if readings else None
+    # a reading of exactly 0.5 prefers neither answer: half, as an undecided judge counts in agreement
+    return sum(1.0 if p > 0.5 else 0.5 if p == 0.5 else 0.0 for p in readings) / len(readings) if readings else None
 
 
 def _answer_text(value) -> str:
