@@ -10,6 +10,7 @@ import gradio as gr
 
 from pipelines.data import DataError
 from pipelines.events import ACTIVE_STATUSES
+from pipelines.judge import MIN_SURE
 from pipelines.models import ModelError
 from studio import judge_service
 
@@ -38,6 +39,10 @@ def build(studio, chosen: gr.Dropdown, refresh_choices, opened=None) -> None:
                                     "averaging cancels that. Twice the time.")
             rationale = gr.Checkbox(value=False, label="Let it compare first", elem_id="judge-rationale",
                                     info="The judge writes a short comparison before choosing (slower).")
+            min_sure = gr.Slider(50, 95, value=round(MIN_SURE * 100), step=1, label="Sure enough to reverse (%)",
+                                 elem_id="judge-min-sure",
+                                 info="A pair's original choice is reversed only where the judge gives the other "
+                                      "answer at least this much; where it is less sure, the pair stays as it was.")
         with gr.Row():
             # one job at a time from a page: a second press started a second job, and the first one's pairs
             # never became a dataset (the page followed only the newest)
@@ -57,12 +62,13 @@ def build(studio, chosen: gr.Dropdown, refresh_choices, opened=None) -> None:
         done = f"{found['step']}/{found['max_steps']} pairs judged" if found.get("max_steps") else found["status"]
         return f"Judge job `{job_id}`: {'cancelling' if found.get('cancelling') else done}…"
 
-    def on_start(dataset_id, judge_spec, n, both_orders, written):
+    def on_start(dataset_id, judge_spec, n, both_orders, written, sure):
         if not dataset_id:
             return idle("Pick a preference dataset above first.")
         try:
             job_id = judge_service.start(studio, dataset_id, judge_spec, both_orders=both_orders,
-                                         rationale=written, limit=int(n) if n else None)
+                                         rationale=written, limit=int(n) if n else None,
+                                         min_sure=MIN_SURE if sure is None else sure / 100)
         except (judge_service.JudgeError, DataError, ModelError) as err:
             return idle(f"**Could not start:** {quoted(err)}")
         except OSError as err:  # its worker could not be started (no memory to fork, no disk for its folder)
@@ -70,7 +76,7 @@ def build(studio, chosen: gr.Dropdown, refresh_choices, opened=None) -> None:
                         "nothing was queued, press again once the machine has room")
         return follow(job_id, f"Judge job `{job_id}` queued…")
 
-    start.click(on_start, [chosen, judge, limit, both, rationale], following)
+    start.click(on_start, [chosen, judge, limit, both, rationale, min_sure], following)
 
     def on_cancel(job_id):
         if not job_id:

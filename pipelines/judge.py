@@ -242,6 +242,25 @@ def first_shown_rate(judged: list[dict]) -> float | None:
     return sum(1.0 if p > 0.5 else 0.5 if p == 0.5 else 0.0 for p in readings) / len(readings) if readings else None
 
 
+# the judge reverses a pair's original choice only where it gives its own pick at least this much: a
+# small judge's readings sit within a few points of 0.5 (SmolLM2: 0.48-0.51 on the sample pairs), and
+# swapping on such a coin flip reversed good human choices, with nothing left to tell them apart
+MIN_SURE = 0.55
+
+
+def check_min_sure(value) -> float:
+    """`value` as a probability the judge must reach to reverse a choice: from 0.5 (any lean) to below 1."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"how sure the judge must be to reverse a choice is {value!r}; give a share such as "
+                         f"{MIN_SURE}") from None
+    if not 0.5 <= value < 1:
+        raise ValueError(f"how sure the judge must be to reverse a choice is {value:g}; give a share from 0.5 "
+                         "(any lean) to below 1")
+    return value
+
+
 def _answer_text(value) -> str:
     if isinstance(value, list):  # a conversation: the assistant's last word in it
         said = [m["content"] for m in value if m.get("role") == "assistant"]
@@ -271,11 +290,13 @@ def _judge_row(model, tokenizer, prompt, chosen: str, rejected: str, both_orders
 
 
 def label_rows(model, tokenizer, rows: list[dict], both_orders: bool = True, rationale: bool = False,
-               on_progress=None, should_stop=None) -> list[dict]:
+               on_progress=None, should_stop=None, min_sure: float = MIN_SURE) -> list[dict]:
     """Each row judged with its stored chosen as "a", and returned in the same stored shape but in
     the judge's order, with "judge_p" (P(the judge's chosen is better)), "human_agrees" (the judge
-    kept the stored chosen; an undecided judge keeps it) and "judge" (the judge_pair numbers,
-    stored chosen = a). Stops before the next row when should_stop() says so.
+    kept the stored chosen), "judge_sure" (it gave its pick at least `min_sure`) and "judge" (the
+    judge_pair numbers, stored chosen = a). The stored choice is reversed only where the judge is
+    sure of the other answer: a judge unsure either way keeps it. Stops before the next row when
+    should_stop() says so.
 
     Asked in one order only, every other row shows the rejected answer first: stored pairs always
     hold the human's pick in chosen, so showing it first every time would let the judge's position
@@ -286,10 +307,12 @@ def label_rows(model, tokenizer, rows: list[dict], both_orders: bool = True, rat
             break
         prompt, chosen, rejected = _parts(row)
         found = _judge_row(model, tokenizer, prompt, chosen, rejected, both_orders, rationale, index % 2 == 0)
-        keep = _verdict(found["p_a"]) != "b"
+        sure = max(found["p_a"], 1.0 - found["p_a"]) >= min_sure and _verdict(found["p_a"]) is not None
+        keep = not sure or _verdict(found["p_a"]) == "a"
         judged = {k: v for k, v in row.items() if k not in ("chosen", "rejected")}
         judged["chosen"], judged["rejected"] = (row["chosen"], row["rejected"]) if keep else (row["rejected"], row["chosen"])
-        judged.update(judge_p=found["p_a"] if keep else 1.0 - found["p_a"], human_agrees=keep, judge=found)
+        judged.update(judge_p=found["p_a"] if keep else 1.0 - found["p_a"], human_agrees=keep, judge_sure=sure,
+                      judge=found)
         out.append(judged)
         if on_progress is not None:
             on_progress(len(out), len(rows))
@@ -330,6 +353,7 @@ def run(job: dict, run_dir: Path, events) -> dict:
     held = max(0, len(rows) - trained)  # set aside again in the judged dataset, the same pairs
     _check_rows(rows, path)
     both_orders, rationale = bool(job.get("both_orders", True)), bool(job.get("rationale", False))
+    min_sure = check_min_sure(job.get("min_sure", MIN_SURE))
 
     events.phase("loading the judge model")
     tokenizer = models.load_tokenizer(job["judge_model"])
@@ -347,7 +371,7 @@ def run(job: dict, run_dir: Path, events) -> dict:
 
     started = time.time()
     judged = label_rows(model, tokenizer, rows, both_orders, rationale, on_progress=progress,
-                        should_stop=events.cancel_requested)
+                        should_stop=events.cancel_requested, min_sure=min_sure)
     if len(judged) < len(rows):
         # half a dataset would pass for a whole one: nothing is kept
         return {"cancelled": True, "judged": len(judged)}
@@ -360,10 +384,14 @@ def run(job: dict, run_dir: Path, events) -> dict:
                "picks_first_shown": first_shown_rate([r["judge"] for r in judged]),
                "certainty": certainty([r["judge"] for r in judged]),
                "seconds_per_pair": round((time.time() - started) / len(judged), 3), "both_orders": both_orders,
-               "heldout_pairs": held}
+               "heldout_pairs": held, "min_sure": min_sure,
+               "reversed": sum(not r["human_agrees"] for r in judged),
+               "unsure_kept": sum(not r["judge_sure"] for r in judged)}
     if both_orders:
         print(f"judge agrees with the stored choice on {agreed['both_orders']:.0%} of pairs with both orders, "
               f"{agreed['one_order']:.0%} with one order", flush=True)
     else:
         print(f"judge agrees with the stored choice on {agreed['one_order']:.0%} of pairs (one order asked)", flush=True)
+    print(f"reversed {summary['reversed']} of {len(judged)} choices; {summary['unsure_kept']} kept as they were, "
+          f"the judge less than {min_sure:.0%} sure of either answer", flush=True)
     return summary

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import sys
 
+from pipelines.judge import MIN_SURE
+
 
 def cmd_judge(args) -> int:
     from studio import judge_service
@@ -18,7 +20,8 @@ def cmd_judge(args) -> int:
     studio = _studio(args)
     try:
         job_id = judge_service.start(studio, args.dataset, args.judge, both_orders=not args.one_order,
-                                     rationale=args.rationale, limit=args.limit)
+                                     rationale=args.rationale, limit=args.limit or None,
+                                     min_sure=args.min_sure)
     except judge_service.JudgeError as err:
         raise CliError(str(err)) from None
     print(f"judge job {job_id}", file=sys.stderr, flush=True)
@@ -61,6 +64,9 @@ def add_parsers(sub, common) -> None:
                    help="ask once per pair instead of in both answer orders (faster, more position bias)")
     p.add_argument("--rationale", action="store_true",
                    help="let the judge write a short comparison before choosing (slower)")
-    p.add_argument("--limit", type=int, help="judge only the first N pairs")
+    p.add_argument("--limit", type=int, help="judge only the first N pairs (0 or left out: all)")
+    p.add_argument("--min-sure", type=float, default=MIN_SURE, metavar="P",
+                   help="reverse a pair's original choice only where the judge gives the other answer at least "
+                        f"this probability (default {MIN_SURE}; 0.5 = any lean)")
     p.add_argument("--name", help="name of the judged dataset")
     p.set_defaults(func=cmd_judge)

@@ -13,7 +13,7 @@ from pipelines import importer, models
 from pipelines.errors import DataError
 from pipelines.events import ACTIVE_STATUSES, CANCEL, FINAL_STATUSES, JOB, STATUS, read_json, write_json
 from pipelines.importer import ImportOptions
-from pipelines.judge import UnusableJudge, choice_token_ids
+from pipelines.judge import MIN_SURE, UnusableJudge, check_min_sure, choice_token_ids
 
 
 class JudgeError(ValueError):
@@ -21,7 +21,7 @@ class JudgeError(ValueError):
 
 
 def start(studio, dataset_ref: str, judge: str = "default", both_orders: bool = True, rationale: bool = False,
-          limit: int | None = None) -> str:
+          limit: int | None = None, min_sure: float = MIN_SURE) -> str:
     """Queue a judge job for a preference dataset; returns its id. Refused at once (one sentence):
     a dataset that holds no pairs, a judge model that is not here or whose choice cannot be read."""
     from studio.core import _new_id, dataset_title
@@ -32,7 +32,11 @@ def start(studio, dataset_ref: str, judge: str = "default", both_orders: bool = 
         raise JudgeError(f"dataset '{row['name']}' holds {row['kind']} data; a judge compares the two answers of "
                          "preference pairs (prompt, chosen, rejected)")
     if limit is not None and limit < 1:
-        raise JudgeError(f"the number of pairs to judge is {limit}; judge at least one pair (empty = all)")
+        raise JudgeError(f"the number of pairs to judge is {limit}; judge at least one pair")
+    try:
+        min_sure = check_min_sure(min_sure)
+    except ValueError as err:
+        raise JudgeError(str(err)) from None
     models.check_available(judge, studio.model_cache)
     judge_model = studio.resolve_model(judge)  # (the built-in model's first use converts it: seconds)
     try:  # a judge that cannot answer 1 or 2: said now, not after the queue and loading its weights
@@ -54,7 +58,7 @@ def start(studio, dataset_ref: str, judge: str = "default", both_orders: bool = 
             write_json(job_dir / JOB, {
                 "id": job_id, "runner": "pipelines.judge", "judge_spec": judge,
                 "judge_model": judge_model, "both_orders": bool(both_orders), "rationale": bool(rationale),
-                "limit": limit, "dataset": {"id": row["id"], "name": row["name"], "path": row["path"],
+                "limit": limit, "min_sure": min_sure, "dataset": {"id": row["id"], "name": row["name"], "path": row["path"],
                                             "heldout_path": str(heldout) if heldout.exists() else None},
                 "max_concurrent": studio.max_concurrent, "created": now, "queued_at": now})
             studio.spawn(job_id, job_dir)
@@ -95,7 +99,8 @@ def collect(studio, job_id: str, name: str | None = None) -> dict:
             "kind": "judge", "judge": judge, "job": job_id, "from_dataset": job["dataset"]["id"],
             "both_orders": job["both_orders"], "rationale": job["rationale"],
             **{k: summary[k] for k in ("pairs", "agreement_both_orders", "agreement_one_order", "interval_both_orders",
-                                       "interval_one_order", "picks_first_shown", "certainty") if k in summary}})
+                                       "interval_one_order", "picks_first_shown", "certainty", "min_sure", "reversed",
+                                       "unsure_kept") if k in summary}})
         write_json(job_dir / COLLECTED, {"dataset": row["id"]})
     return studio.store.get_dataset(row["id"])
 
@@ -169,6 +174,10 @@ def agreement_text(summary: dict, both_orders: bool) -> str:
         both = pct(summary["agreement_both_orders"], summary["interval_both_orders"])
         text = (f"The judge agreed with the original choices on {both} of {summary['pairs']} pairs, asked in both "
                 f"orders; asked once (either order), {one} on average")
+    if summary.get("reversed") is not None:
+        text += (f". It reversed {summary['reversed']} of the {summary['pairs']} choices"
+                 + (f" and kept {summary['unsure_kept']} as they were, being less than {summary['min_sure']:.0%} sure of "
+                    "either answer" if summary.get("unsure_kept") else ""))
     sure, first = summary.get("certainty"), summary.get("picks_first_shown")
     if not both_orders and first is not None and abs(first - 0.5) >= 0.3:
         # asked once, the stored choice shown first in every other pair: a judge that picks by position

@@ -193,6 +193,9 @@ def test_judge_panel_labels_a_dataset(server, page, studio, tiny_model_dir):  # 
 
     dataset = open_judge_panel(server, page, studio, tiny_model_dir)
     fill_visible(page, "judge-limit", 4)
+    sure = page.locator("#judge-min-sure input[type=number]")
+    sure.fill("60")
+    sure.press("Tab")
     page.click("#judge-start")
     # (the status first: where the start was refused, a failure shows why; CI once saw Start never disabled)
     expect(page.locator("#judge-status")).to_contain_text(re.compile(r"Judge job j[\w-]+"), timeout=60_000)
@@ -203,8 +206,10 @@ def test_judge_panel_labels_a_dataset(server, page, studio, tiny_model_dir):  # 
     expect(page.locator("#judge-cancel")).to_be_hidden()
     expect(page.locator("#judge-status")).to_contain_text("4 preference pairs in the judge's order")
     expect(page.locator("#judge-status")).to_contain_text("asked in both orders; asked once (either order)")
+    expect(page.locator("#judge-status")).to_contain_text(re.compile(r"It reversed \d of the 4 choices"))
     made = [d for d in studio.store.list_datasets() if d["id"] != dataset["id"]]
     assert len(made) == 1 and made[0]["meta"]["origin"]["kind"] == "judge"
+    assert made[0]["meta"]["origin"]["min_sure"] == 0.6  # as set on the page
     # the summary counts tokens with the built-in model's tokenizer: on a fresh workspace that first
     # prepares the model (converting its GGUF: 25-50 s on two busy cores, measured in CI)
     expect(page.locator("#data-summary")).to_contain_text("labeled by the judge model", timeout=120_000)

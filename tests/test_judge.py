@@ -214,7 +214,8 @@ def test_label_rows_puts_the_judges_pick_in_chosen_and_keeps_the_stored_shape(ju
     # prefers, exactly one of the two rows must be swapped back
     rows = [_stored(GOOD, BAD), _stored(BAD, GOOD), {"prompt": "Is it waterproof?", "chosen": "No.", "rejected": "Yes."}]
     seen = []
-    out = judge.label_rows(model, tokenizer, rows, on_progress=lambda done, total: seen.append((done, total)))
+    out = judge.label_rows(model, tokenizer, rows, on_progress=lambda done, total: seen.append((done, total)),
+                           min_sure=0.5)
     assert seen == [(1, 3), (2, 3), (3, 3)]
     assert [r["human_agrees"] for r in out[:2]] in ([True, False], [False, True])
     assert out[0]["chosen"] == out[1]["chosen"] and out[0]["rejected"] == out[1]["rejected"]
@@ -226,9 +227,34 @@ def test_label_rows_puts_the_judges_pick_in_chosen_and_keeps_the_stored_shape(ju
              row["rejected"] if isinstance(row["rejected"], str) else row["rejected"][0]["content"]}
         assert 0.5 <= judged["judge_p"] < 1
         p_a = judged["judge"]["p_a"]
-        assert judged["human_agrees"] == (p_a >= 0.5)
+        assert judged["human_agrees"] == (p_a >= 0.5) and judged["judge_sure"] == (p_a != 0.5)
         assert judged["judge_p"] == pytest.approx(p_a if judged["human_agrees"] else 1 - p_a)
     assert isinstance(out[2]["chosen"], str)  # plain-string answers stay strings
+
+
+def test_a_judge_unsure_of_either_answer_keeps_the_original_choice(judge_model):
+    model, tokenizer = judge_model
+    rows = [_stored(GOOD, BAD), _stored(BAD, GOOD)]
+    p_a = judge.label_rows(model, tokenizer, rows[:1], min_sure=0.5)[0]["judge"]["p_a"]
+    lean = max(p_a, 1 - p_a)  # the random judge leans a little one way: one of the two rows is reversed at 0.5
+    assert 0.5 < lean < 0.99
+    unsure = judge.label_rows(model, tokenizer, rows, min_sure=(lean + 1) / 2)
+    assert [r["human_agrees"] for r in unsure] == [True, True] and [r["judge_sure"] for r in unsure] == [False, False]
+    assert [r["chosen"] for r in unsure] == [row["chosen"] for row in rows]
+    assert unsure[0]["judge_p"] == pytest.approx(p_a)
+    sure = judge.label_rows(model, tokenizer, rows, min_sure=lean - 1e-6 if lean - 1e-6 >= 0.5 else 0.5)
+    assert sorted(r["human_agrees"] for r in sure) == [False, True] and all(r["judge_sure"] for r in sure)
+
+
+@pytest.mark.parametrize("value, message", [
+    (0.4, "is 0.4; give a share from 0.5 (any lean) to below 1"),
+    (1.0, "is 1; give a share from 0.5 (any lean) to below 1"),
+    ("x", "is 'x'; give a share such as 0.55"),
+])
+def test_how_sure_the_judge_must_be_is_checked(value, message):
+    with pytest.raises(ValueError) as caught:
+        judge.check_min_sure(value)
+    assert str(caught.value) == f"how sure the judge must be to reverse a choice {message}"
 
 
 def test_label_rows_in_one_order_alternates_which_answer_is_shown_first(judge_model):
@@ -274,7 +300,10 @@ def test_the_job_writes_judged_pairs_and_an_agreement_summary(pairs, tiny_model_
     judged = [json.loads(line) for line in (run_dir / judge.JUDGED).read_text().splitlines()]
     assert len(judged) == 3 and summary["pairs"] == 3 and summary["judged_file"] == judge.JUDGED
     assert events.progress["step"] == events.progress["max_steps"] == 3
-    assert summary["agreement_both_orders"] == pytest.approx(sum(r["human_agrees"] for r in judged) / 3)
+    assert summary["agreement_both_orders"] == pytest.approx(sum(r["judge"]["p_a"] > 0.5 for r in judged) / 3)
+    assert summary["min_sure"] == judge.MIN_SURE
+    assert summary["reversed"] == sum(not r["human_agrees"] for r in judged)
+    assert summary["unsure_kept"] == sum(max(r["judge"]["p_a"], 1 - r["judge"]["p_a"]) < judge.MIN_SURE for r in judged)
     for key in ("interval_both_orders", "interval_one_order"):
         low, high = summary[key]
         assert 0 <= low <= high <= 1

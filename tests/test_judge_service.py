@@ -33,6 +33,10 @@ def test_judge_cli_makes_a_dataset_with_the_agreement(tmp_path, tiny_model_dir):
     assert 0 <= origin["agreement_both_orders"] <= 1 and len(origin["interval_both_orders"]) == 2
     # a judge near a coin flip on every pair is said to be one
     assert 0 <= origin["certainty"] <= 1
+    # a choice is reversed only where the judge was sure enough of the other answer: said, with the pairs kept
+    assert origin["min_sure"] == 0.55 and origin["reversed"] + origin["unsure_kept"] <= 6
+    assert f"It reversed {origin['reversed']} of the 6 choices" in last
+    assert (f"kept {origin['unsure_kept']} as they were, being less than 55% sure" in last) == (origin["unsure_kept"] > 0)
     assert ("It was hardly decided" in last or "It chose by position" in last) == (origin["certainty"] < 0.1)
     # the judged pairs hold the same answers, each pair in the judge's order
     original = [json.loads(line) for line in PAIRS.read_text().splitlines()][:6]
@@ -59,6 +63,9 @@ def test_judge_refusals_start_nothing(tmp_path, tiny_model_dir):
                                       "answers of preference pairs (prompt, chosen, rejected)")
     missing = studio_cmd(home, "judge", str(PAIRS), "--judge", str(tmp_path / "nowhere"))
     assert missing.returncode == 2 and missing.stderr.startswith("error: model '")
+    unsure = studio_cmd(home, "judge", str(PAIRS), "--judge", str(tiny_model_dir), "--min-sure", "0.3")
+    assert unsure.returncode == 2 and unsure.stderr.strip() == (
+        "error: how sure the judge must be to reverse a choice is 0.3; give a share from 0.5 (any lean) to below 1")
     assert not [p for p in (home / "runs").iterdir() if p.name.startswith("j")]
 
 
@@ -80,6 +87,11 @@ def test_agreement_text_reads_the_shares_and_warns_of_an_undecided_judge():
     sure = {**summary, "certainty": 0.6}
     assert agreement_text(sure, False) == ("The judge agreed with the original choices on 50% [13%-87%] of 3 pairs "
                                            "(one order asked)")
+    counted = {**sure, "min_sure": 0.6, "reversed": 1, "unsure_kept": 2}
+    assert agreement_text(counted, False) == (
+        "The judge agreed with the original choices on 50% [13%-87%] of 3 pairs (one order asked). It reversed 1 of "
+        "the 3 choices and kept 2 as they were, being less than 60% sure of either answer")
+    assert agreement_text({**counted, "unsure_kept": 0}, False).endswith(". It reversed 1 of the 3 choices")
 
 
 def test_one_order_picks_that_follow_the_position_are_said_to(tmp_path):
