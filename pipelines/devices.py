@@ -14,7 +14,6 @@ O, ZeRO-2 (and FSDP's shard-grad-op) O and G, ZeRO-3 (and FSDP's full shard) W, 
 from __future__ import annotations
 
 import importlib.util
-import os
 import shlex
 import socket
 import sys
@@ -251,8 +250,11 @@ def accelerate_config(devices: Devices, bf16: bool, port: int) -> dict:
 
 
 def threads_per_process(devices: Devices) -> int:
-    """CPU threads each process may use: the cores shared out (torchrun's default of 1 starves a CPU run)."""
-    return max(1, (os.cpu_count() or 1) // devices.num_processes)
+    """CPU threads each process may use: the cores this process may run on shared out (torchrun's default
+    of 1 starves a CPU run; all the host's cores oversubscribe a job given 8 of 128 by Slurm or a cpuset)."""
+    from pipelines.hardware import usable_cores
+
+    return max(1, usable_cores() // devices.num_processes)
 
 
 def launch_command(run_dir: Path, devices: Devices, machine_rank: int = 0) -> list[str]:

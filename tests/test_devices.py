@@ -251,3 +251,15 @@ def test_print_launch_shows_the_command_and_starts_nothing(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().endswith("PPO (RLHF) runs in one process (the studio's own training loop); "
                                           "set the strategy to 'single'")
+
+
+def test_threads_per_process_share_the_cores_this_process_may_use():
+    """os.cpu_count() counts the host's cores: a job given one core by a cpuset started a thread per host core."""
+    script = ("import os; os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]}); "
+              "from pipelines import devices as dev; "
+              "print(dev.threads_per_process(dev.Devices()), dev.threads_per_process(dev.Devices(num_processes=2)))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1", "1"]
+    assert dev.threads_per_process(dev.Devices()) == hardware.usable_cores()
