@@ -84,7 +84,16 @@ def _main():
         return "" if ok else p
     paths = {"os.remove": (0,), "os.rmdir": (0,), "os.mkdir": (0,), "os.rename": (0, 1),
              "os.chmod": (0,), "os.chown": (0,), "os.truncate": (0,), "os.utime": (0,),
-             "os.setxattr": (0,), "os.removexattr": (0,), "shutil.rmtree": (0,)}
+             "os.setxattr": (0,), "os.removexattr": (0,), "shutil.rmtree": (0,), "os.chflags": (0,)}
+    import posix
+    for name in ("mkfifo", "mknod"):  # these raise no audit event: wrapped, in os and posix alike
+        def guarded(path, *a, _real=getattr(posix, name), **k):
+            bad = outside(path)
+            if bad:
+                refuse(f"tried to write outside its scratch folder: {bad}")
+            return _real(path, *a, **k)
+        setattr(posix, name, guarded)
+        setattr(os, name, guarded)
     said = {e: "tried to start a process" for e in ("subprocess.Popen", "os.system", "os.exec",
             "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty")}
     said |= {"os.kill": "tried to signal a process", "os.killpg": "tried to signal a process",
@@ -103,6 +112,14 @@ def _main():
                     folder = False
                 if folder:
                     refuse(f"tried to open a folder outside its scratch folder: {bad}")
+        elif event == "sqlite3.connect":  # sqlite opens its files in C: no "open" event
+            db = args[0]
+            db = db.decode("utf-8", "surrogateescape") if isinstance(db, bytes) else db
+            if isinstance(db, str) and db.startswith("file:"):
+                refuse("tried to open a database by URI")
+            bad = "" if db in (":memory:", "") else outside(db)
+            if bad:
+                refuse(f"tried to write outside its scratch folder: {bad}")
         elif event in paths:
             for i in paths[event]:
                 bad = outside(args[i])
@@ -139,8 +156,11 @@ def _main():
         except BaseException:
             msg = ""
         return (f"{type(e).__name__}: {msg}" if msg else type(e).__name__)[:200] + where(e)
-    module = type(sys)("__main__")  # a fresh __main__, so the code cannot see this one
-    module.__builtins__, sys.modules["__main__"], sys.argv = builtins, module, ["solution.py"]
+    # a fresh module, so the code cannot see this one; named "solution", not "__main__", so a reply's
+    # `if __name__ == "__main__":` demo (input(), unittest.main()) does not run, as in HumanEval
+    module = type(sys)("solution")
+    module.__builtins__, sys.argv = builtins, ["solution.py"]
+    sys.modules["__main__"] = sys.modules["solution"] = module
     try:
         parts = [compile(job.pop("code"), "<code>", "exec"), compile(job.pop("tests"), "<tests>", "exec")]
         sys.addaudithook(hook)
@@ -174,12 +194,24 @@ class Outcome:
 
 
 def extract_code(reply: str) -> str:
-    """The Python code in a model reply: the last ```python (or ```py, or bare ```) fenced block
-    if there is one, else the whole reply. An unclosed last fence counts, because GRPO
-    completions are often cut off at the length limit."""
-    blocks = [body for lang, body in FENCE.findall(reply)
-              if lang.lower() in ("", "py", "python", "python3")]
-    return blocks[-1] if blocks else reply
+    """The Python code in a model reply: its ```python (or ```py) fenced blocks, else its bare ```
+    ones, joined in order, else the whole reply. Joined, because a reply often defines the
+    function in one block and shows its use in the next; where the joined blocks are not valid
+    Python together (a one-line fix shown before the full code), the last block alone. An
+    unclosed last fence counts, because GRPO completions are often cut off at the length limit."""
+    found = FENCE.findall(reply)
+    blocks = ([body for lang, body in found if lang.lower() in ("py", "python", "python3")]
+              or [body for lang, body in found if not lang])
+    if len(blocks) < 2:
+        return blocks[0] if blocks else reply
+    import ast
+
+    joined = "".join(block if block.endswith("\n") else block + "\n" for block in blocks)
+    try:  # parsed, never run, here; the parser bounds its own nesting (a SyntaxError)
+        ast.parse(joined)
+    except Exception:  # noqa: BLE001 - anything the parser says means: not valid together
+        return blocks[-1]
+    return joined
 
 
 def run_python(code: str, tests: str = "", *, timeout_s: float = 2.0, memory_mb: int = 256) -> Outcome:
@@ -195,7 +227,10 @@ def run_python(code: str, tests: str = "", *, timeout_s: float = 2.0, memory_mb:
         cpu_s = math.ceil(timeout_s) + 1
         cmd = [*_unshare_prefix(), sys.executable, "-I", "-B", "-c", BOOT,
                str(write_end), str(memory_mb), str(cpu_s)]
-        env = {"PATH": "/usr/bin:/bin", "HOME": scratch, "TMPDIR": scratch, "LANG": "C.UTF-8"}
+        env = {"PATH": "/usr/bin:/bin", "HOME": scratch, "TMPDIR": scratch, "LANG": "C.UTF-8",
+               # one math thread: OpenBLAS reserves 32-64 MB of address space per core at `import numpy`,
+               # so on a many-core machine every numpy solution hit the memory limit before its first line
+               **{var: "1" for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}}
         # stdout goes to /dev/null: nothing reads it, so printing forever costs nothing.
         proc = subprocess.Popen(cmd, cwd=scratch, env=env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -317,15 +352,15 @@ def _remove(folder: str) -> None:
 @functools.lru_cache(maxsize=1)
 def _unshare_prefix() -> tuple[str, ...]:
     """`unshare` into an empty network namespace, if the kernel allows it without root; tried
-    once per process. The current user is kept (not mapped to root) so the code gets no
-    namespace capabilities. Without it, the audit hook alone keeps the code off the network."""
+    once per process. The current user is kept (never mapped to root: root in its namespace, the
+    code would hold every capability there), so where `unshare` cannot keep it (util-linux before
+    2.38) there is no namespace, and the audit hook alone keeps the code off the network."""
     exe = shutil.which("unshare")
-    for how in ("--map-current-user", "--map-root-user"):
-        cmd = (exe, "--user", "--net", how) if exe else ()
-        try:
-            if cmd and subprocess.run([*cmd, "true"], stdin=subprocess.DEVNULL,
-                                      capture_output=True, timeout=5).returncode == 0:
-                return cmd
-        except (OSError, subprocess.SubprocessError):
-            pass
+    cmd = (exe, "--user", "--net", "--map-current-user") if exe else ()
+    try:
+        if cmd and subprocess.run([*cmd, "true"], stdin=subprocess.DEVNULL,
+                                  capture_output=True, timeout=5).returncode == 0:
+            return cmd
+    except (OSError, subprocess.SubprocessError):
+        pass
     return ()

@@ -161,7 +161,15 @@ def test_run_many_keeps_order_and_runs_two_at_a_time():
 
 @pytest.mark.parametrize("reply, code", [
     ("Here you go:\n```python\ndef f():\n    return 1\n```\nDone.", "def f():\n    return 1\n"),
-    ("```py\nx = 1\n```\nthen\n```python\nx = 2\n```", "x = 2\n"),
+    ("```py\nx = 1\n```\nthen\n```python\nx = 2\n```", "x = 1\nx = 2\n"),
+    # a definition, then its use in a block of its own: both run (the last alone was a NameError)
+    ("```python\ndef add(a, b):\n    return a + b\n```\nExample:\n```python\nprint(add(2, 3))\n```",
+     "def add(a, b):\n    return a + b\nprint(add(2, 3))\n"),
+    # a one-line fix shown before the full code is not valid Python together with it: the last block
+    ("Change it to\n```python\n    return a + b\n```\nso:\n```python\ndef add(a, b):\n    return a + b\n```",
+     "def add(a, b):\n    return a + b\n"),
+    # python-tagged blocks first; a bare block beside them is output, not code
+    ("```python\nx = 1\n```\nprints\n```\n1\n```", "x = 1\n"),
     ("```\nbare = True\n```", "bare = True\n"),
     ("```python\nx = 1\n```\nRun it with:\n```bash\npython x.py\n```", "x = 1\n"),
     ("```python\ndef cut_off():\n    return", "def cut_off():\n    return"),
@@ -169,6 +177,38 @@ def test_run_many_keeps_order_and_runs_two_at_a_time():
 ])
 def test_extract_code(reply, code):
     assert extract_code(reply) == code
+
+
+def test_sqlite_fifos_and_device_nodes_outside_the_scratch_folder_are_refused(tmp_path):
+    """sqlite opens its files in C (no "open" audit event): a reply wrote a database anywhere, the studio's own too."""
+    target = tmp_path / "x.db"
+    out = run_python(f"import sqlite3\nsqlite3.connect({str(target)!r}).execute('create table t (x)')")
+    assert not out.passed and out.reason == f"tried to write outside its scratch folder: {target}"
+    assert not target.exists()
+    out = run_python(f"import sqlite3\nsqlite3.connect('file:{target}?mode=rwc', uri=True)")
+    assert not out.passed and out.reason == "tried to open a database by URI" and not target.exists()
+    fifo = tmp_path / "fifo"
+    out = run_python(f"import os\nos.mkfifo({str(fifo)!r})")
+    assert not out.passed and out.reason == f"tried to write outside its scratch folder: {fifo}"
+    assert not fifo.exists()
+    # in its own folder, or in memory, a database is the code's business
+    code = "import sqlite3\ndb = sqlite3.connect('here.db')\ndb.execute('create table t (x)')\nm = sqlite3.connect(':memory:')"
+    assert run_python(code, "assert db.execute('select count(*) from t').fetchone() == (0,)").passed
+
+
+def test_numpy_imports_under_a_small_memory_limit():
+    """OpenBLAS reserves address space per core at import: on a many-core machine every numpy solution failed
+    the memory limit before its first line."""
+    out = run_python("import numpy as np", "assert np.arange(4).sum() == 6", memory_mb=128)
+    assert out.passed, out.reason
+
+
+def test_a_replys_main_block_does_not_run():
+    """The code ran as __main__: a reply's `if __name__ == "__main__": input()` demo failed a correct solution."""
+    code = "def add(a, b):\n    return a + b\n\nif __name__ == '__main__':\n    print(add(int(input()), 1))\n"
+    out = run_python(code, "assert add(2, 3) == 5")
+    assert out.passed, out.reason
+    assert run_python("import sys\nclass C: pass\nimport pickle\npickle.loads(pickle.dumps(C()))").passed
 
 
 def test_the_parent_process_is_unaffected(tmp_path):
