@@ -42,7 +42,7 @@ class RegexOptions:
 @dataclass
 class JsonOptions:
     required_keys: str = param("", label="Required keys", help="Comma-separated keys the JSON object must "
-                               "have (empty = any valid JSON). Valid JSON earns half; each required key "
+                               "have (empty = any JSON object or list). Valid JSON earns half; each required key "
                                "present earns its share of the other half.", target="studio")
 
 
@@ -101,8 +101,18 @@ def last_number(text: str) -> float | None:
     return float(found[-1]) if found else None
 
 
+def _found(answer: str, reply: str) -> bool:
+    """`answer` in `reply` as whole words (ignoring case and spacing): "no" is not in "I do not know",
+    "4" not in "14 apples" nor in "4.5"."""
+    answer = _norm(answer)
+    if not answer:
+        return False
+    pattern = r"(?<!\w)(?<!\d[.,])" + re.escape(answer) + r"(?!\w)(?![.,]\d)"
+    return re.search(pattern, _norm(reply)) is not None
+
+
 def _contains(replies, rows, _opts):
-    return [float(_norm(row["answer"]) in _norm(r)) for r, row in zip(replies, rows)]
+    return [float(_found(row["answer"], r)) for r, row in zip(replies, rows)]
 
 
 def _exact(replies, rows, _opts):
@@ -143,10 +153,18 @@ def _json_value(reply: str):
         candidates.append(text[start:end + 1])
     for candidate in candidates:
         try:
-            return True, json.loads(candidate)
+            value = json.loads(candidate, parse_constant=_not_json)
         except ValueError:
             continue
+        # structured output is an object or a list with something in it: a bare 42, true, "hello" or {}
+        # is valid JSON too, and GRPO drifted to the shortest such reply
+        if isinstance(value, (dict, list)) and value:
+            return True, value
     return False, None
+
+
+def _not_json(name: str):
+    raise ValueError(f"{name} is not JSON")  # NaN, Infinity: Python's json reads them, JSON has none
 
 
 def _keys(opts) -> list[str]:
@@ -181,7 +199,8 @@ def _code(replies, rows, opts):
 
 
 def _check_run(opts) -> None:
-    if not opts.run.strip():
+    opts.run = opts.run.strip()  # as the studio looks it up: the worker used " r2026…" as given, and failed
+    if not opts.run:
         raise ConfigError(f"{REWARDS['reward_model'].named}: pick the reward model run to score with (in a "
                           "config file, its id, e.g. r20261130-120000-abcd)")
 
@@ -204,7 +223,8 @@ DEFAULT = ("number",)
 
 REWARDS: dict[str, Reward] = {r.key: r for r in [
     Reward("contains", "Contains the answer",
-           "1 when the row's answer appears anywhere in the reply (ignoring case and spacing), else 0. "
+           "1 when the row's answer appears in the reply as whole words (ignoring case and spacing: 'no' is "
+           "not in 'not', '4' not in '14'), else 0. "
            "Good for facts inside a longer reply.", _contains, column="answer"),
     Reward("exact", "Is exactly the answer",
            "1 when the reply is the row's answer and nothing else (ignoring case, spacing and a final "
@@ -218,8 +238,9 @@ REWARDS: dict[str, Reward] = {r.key: r for r in [
            "1 when the whole reply matches your regular expression, else 0. Teaches a format (e.g. "
            "'end with Answer: N') whatever the content.", _regex, options=RegexOptions, check=_check_regex),
     Reward("json", "Is valid JSON",
-           "Valid JSON earns the reward (half of it when keys are required: each required key present "
-           "adds its share of the rest). Teaches structured output.", _json, options=JsonOptions),
+           "A JSON object or list with something in it earns the reward (half of it when keys are required: "
+           "each required key present adds its share of the rest); a bare number, word or {} earns nothing. "
+           "Teaches structured output.", _json, options=JsonOptions),
     Reward("length", "Length near a target",
            "1 at the target number of words, falling to 0 at none or at twice the target. Keeps "
            "replies short (or long) without saying anything about content.", _length, options=LengthOptions),

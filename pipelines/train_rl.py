@@ -23,7 +23,7 @@ from pathlib import Path
 from pipelines import data, events as ev, hardware, models, rewards
 from pipelines.errors import DataError
 from pipelines.events import RunEvents, resume_checkpoint
-from pipelines.methods import get_method, parse, split_by_target
+from pipelines.methods import ConfigError, get_method, parse, split_by_target
 from pipelines.methods.trainers import trl_classes
 from pipelines.rank import world_size
 from pipelines.train_pref import copy_reference, load_policy, save
@@ -89,6 +89,9 @@ def reward_model_scorer(runs_dir: Path, job: dict):
             from pipelines import reward_model
 
             parent = ev.read_json(runs_dir / run_id / ev.JOB)
+            if parent is None or not (runs_dir / run_id / ev.ADAPTER).exists():
+                raise ConfigError(f"the reward model run '{run_id}' is not in this workspace any more (deleted?); "
+                                  "pick another reward model")
             base = models.resolve(parent["model"], Path(job["model_cache"]))
             loaded[run_id] = reward_model.load(base, runs_dir / run_id / ev.ADAPTER)
             print(f"reward model {run_id} loaded", flush=True)

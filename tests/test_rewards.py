@@ -21,6 +21,9 @@ def score(name: str, replies: list[str], answers: list[str | None] | None = None
 
 @pytest.mark.parametrize("name,replies,answers,expected", [
     ("contains", ["The warranty is Two Years.", "one year", "two\n years"], ["two years"] * 3, [1.0, 0.0, 1.0]),
+    # whole words only: a short answer inside another word or number is not the answer
+    ("contains", ["I do not know", "No, it is not.", "14 apples", "4 apples", "4.5 apples", "about 0.4", "(4)"],
+     ["no", "no", "4", "4", "4", "4", "4"], [0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0]),
     ("exact", ["Paris.", " paris ", "Paris, France"], ["Paris"] * 3, [1.0, 1.0, 0.0]),
     ("number", ["3 + 4 = 7", "It is 7.0", "1,250 in all", "7 or 8", "seven"], ["7", "7", "1250", "7", "7"],
      [1.0, 1.0, 1.0, 0.0, 0.0]),
@@ -38,6 +41,18 @@ def test_json_reward_gives_partial_credit_for_required_keys():
     replies = ['{"name": "Ada", "age": 36}', 'Sure: ```json\n{"name": "Ada"}\n```', "name: Ada", "[1, 2]"]
     assert score("json", replies) == [1.0, 1.0, 0.0, 1.0]
     assert score("json", replies, required_keys="name, age") == [1.0, 0.75, 0.0, 0.5]
+
+
+def test_json_reward_gives_nothing_for_bare_values_or_empty_objects():
+    """A bare 42, true or "hello" is valid JSON: it earned the full reward, and GRPO drifted to the shortest one."""
+    replies = ["42", "true", "null", '"hello"', "NaN", "sure {} ok", "[]", '{"a": NaN}', '{"a": 1}']
+    assert score("json", replies) == [0.0] * 8 + [1.0]
+    assert score("json", replies, required_keys="a") == [0.0] * 8 + [1.0]
+
+
+def test_a_reward_model_run_id_is_kept_without_its_spaces():
+    (entry,) = rewards.parse_list([{"name": "reward_model", "run": "  r20261130-120000-abcd "}])
+    assert entry["run"] == "r20261130-120000-abcd"
 
 
 def test_length_reward_peaks_at_the_target():
@@ -112,3 +127,15 @@ def test_the_bundled_arithmetic_prompts_fit_their_rewards(studio):
     a, b = first["prompt"][0]["content"].split("?")[0].removeprefix("What is ").split(" + ")
     assert score("number", [f"{a} + {b} = {first['answer']}"], [first["answer"]]) == [1.0]
     assert score("regex", [f"{a} + {b} = {first['answer']}", first["answer"]], pattern=entries[1]["pattern"]) == [1.0, 0.0]
+
+
+def test_a_reward_model_run_that_is_gone_is_said_in_one_sentence(tmp_path):
+    """The worker read a missing run's job.json as None and failed with "TypeError: 'NoneType' object…"."""
+    from pipelines.train_rl import reward_model_scorer
+
+    scorer = reward_model_scorer(tmp_path, {"model_cache": str(tmp_path / "cache")})
+    with pytest.raises(ConfigError) as caught:
+        scorer("r20261130-120000-abcd")
+    assert str(caught.value) == ("the reward model run 'r20261130-120000-abcd' is not in this workspace any more "
+                                 "(deleted?); pick another reward model")
+    assert caught.value.one_sentence

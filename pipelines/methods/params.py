@@ -19,6 +19,8 @@ Target = Literal["trainer", "peft", "quantization", "studio", "optim_args"]
 class ConfigError(ValueError):
     """A parameter value a user gave that cannot be used; the message is one sentence."""
 
+    one_sentence = True  # a job that fails with it shows the message alone (pipelines/run.py)
+
 
 def param(
     default: Any,
