@@ -82,15 +82,22 @@ def train(job: dict, run_dir: Path, events: RunEvents) -> dict:
         policy = model
         ref_model = copy.deepcopy(model).eval().requires_grad_(False)
     value_head = ppo.ValueHead(policy.config.get_text_config().hidden_size)
+    # on the GPU where there is one: the loaders leave the model on the CPU, and the loop works where the
+    # policy is (every PPO run went through generation, reference and updates on the CPU beside a GPU)
+    device = torch.device("cuda" if hardware.has_cuda() else "cpu")
+    policy.to(device)
+    value_head.to(device)
+    if ref_model is not None:
+        ref_model.to(device)
     trainable = [p for p in policy.parameters() if p.requires_grad] + list(value_head.parameters())
     optimizer = torch.optim.AdamW(trainable, lr=params.learning_rate)
     print(f"model {job['model']} loaded from {model_path}; method {method.label} (LoRA adapter, value head; "
-          f"bf16 autocast: {hardware.use_bf16()})", flush=True)
+          f"bf16 autocast: {hardware.use_bf16()}; on {device.type})", flush=True)
 
     start = 0
     checkpoint = resume_checkpoint(job, run_dir)  # metrics after it are dropped: those steps are redone
     if checkpoint is not None:
-        start = load_checkpoint(checkpoint, policy, value_head, optimizer)
+        start = load_checkpoint(checkpoint, policy, value_head, optimizer, device)
 
     # the loop
     events.progress.update(step=start, max_steps=total, phase="training", training_since=time.time(),
@@ -154,7 +161,8 @@ def save_checkpoint(run_dir: Path, step: int, policy, value_head, optimizer) -> 
     shutil.rmtree(tmp, ignore_errors=True)
     policy.save_pretrained(str(tmp))
     torch.save(value_head.state_dict(), tmp / VALUE_HEAD)
-    torch.save({"optimizer": optimizer.state_dict(), "step": step, "torch_rng": torch.get_rng_state()}, tmp / STATE)
+    torch.save({"optimizer": optimizer.state_dict(), "step": step, "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}, tmp / STATE)
     (tmp / "trainer_state.json").write_text(json.dumps({"global_step": step}))
     seal_checkpoint(tmp)  # flushed and marked complete before it takes its name
     shutil.rmtree(folder, ignore_errors=True)
@@ -163,16 +171,24 @@ def save_checkpoint(run_dir: Path, step: int, policy, value_head, optimizer) -> 
         shutil.rmtree(old, ignore_errors=True)  # keep the newest two, as the other runners do
 
 
-def load_checkpoint(folder: Path, policy, value_head, optimizer) -> int:
+def load_checkpoint(folder: Path, policy, value_head, optimizer, device=None) -> int:
+    """The step a checkpoint ends at, its weights and optimizer loaded onto `device` (where the run works
+    now: a run saved on a GPU machine resumes on one without)."""
     import torch
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    set_peft_model_state_dict(policy, load_file(str(folder / "adapter_model.safetensors")))
-    value_head.load_state_dict(torch.load(folder / VALUE_HEAD))
-    state = torch.load(folder / STATE, weights_only=False)
-    optimizer.load_state_dict(state["optimizer"])
+    device = device or torch.device("cpu")
+    set_peft_model_state_dict(policy, load_file(str(folder / "adapter_model.safetensors"), device=str(device)))
+    value_head.load_state_dict(torch.load(folder / VALUE_HEAD, map_location=device))
+    state = torch.load(folder / STATE, weights_only=False, map_location="cpu")
+    optimizer.load_state_dict(state["optimizer"])  # (its moments follow the parameters' device)
     torch.set_rng_state(state["torch_rng"])
+    if state.get("cuda_rng") is not None and torch.cuda.is_available():
+        try:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        except (RuntimeError, IndexError):  # saved with another number of GPUs: the sampling differs, nothing else
+            pass
     return int(state["step"])
 
 

@@ -5,6 +5,7 @@ is written. The reward functions themselves are checked in test_rewards.py."""
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -66,7 +67,8 @@ def test_rl_raises_a_toy_reward_and_the_adapter_reloads(method, studio, tmp_path
         model=str(peaky_model_dir), dataset=dataset["id"], method=method,
         params={"learning_rate": 1e-2, "max_completion_length": REPLY_TOKENS, "r": 8, "lora_alpha": 16,
                 "save_steps": 1000, **params},
-        rewards=[{"name": "contains", "weight": 1.0}])
+        # (as a pattern: the word is a piece of a word, and "contains the answer" matches whole words)
+        rewards=[{"name": "regex", "weight": 1.0, "pattern": "(?s).*" + re.escape(word) + ".*"}])
     row = studio.wait(run_id)
     assert row["status"] == "completed", row.get("error")
     run_dir = studio.run_dir(run_id)
@@ -80,7 +82,7 @@ def test_rl_raises_a_toy_reward_and_the_adapter_reloads(method, studio, tmp_path
     # the curves: weighted reward, the function's own part, KL and reply length at every step
     metrics = [m for m in ev.read_metrics(run_dir) if "reward" in m]
     assert len(metrics) == steps
-    assert all({"rewards/contains/mean", "kl", "completions/mean_length", "loss"} <= set(m) for m in metrics)
+    assert all({"rewards/regex/mean", "kl", "completions/mean_length", "loss"} <= set(m) for m in metrics)
     summary = json.loads((run_dir / ev.STATUS).read_text())["summary"]
     assert summary["reward_last"] > summary["reward_first"]
     # the panel gives the reward its scale (1.00 with two functions read as full marks) and its steps
@@ -95,10 +97,10 @@ def test_rl_raises_a_toy_reward_and_the_adapter_reloads(method, studio, tmp_path
     samples = json.loads((run_dir / "samples.json").read_text())
     assert samples["step"] == steps and len(samples["samples"]) == 8
     first = samples["samples"][0]
-    assert first["prompt"] in PROMPTS and first["rewards"]["contains"] in (0.0, 1.0)
-    assert first["reward"] == first["rewards"]["contains"]
-    assert "rewards: Contains the answer ×1" in (run_dir / "train.log").read_text()
-    assert studio.get_run(run_id)["params"]["rewards"] == ["Contains the answer ×1"]
+    assert first["prompt"] in PROMPTS and first["rewards"]["regex"] in (0.0, 1.0)
+    assert first["reward"] == first["rewards"]["regex"]
+    assert "rewards: Matches a format ×1 (pattern=(?s).*" in (run_dir / "train.log").read_text()
+    assert studio.get_run(run_id)["params"]["rewards"] == [f"Matches a format ×1 (pattern=(?s).*{re.escape(word)}.*)"]
 
 
 def _prompts(studio, tmp_path, rows, name="p"):
