@@ -321,7 +321,7 @@ def reward_line(summary: dict, functions: list[dict] | None) -> str:
 def status_markdown(studio, row: dict, metrics: list[dict]) -> str:
     lines = [f"**Run `{row['id']}`: {row['status']}**", *lineage(studio, row)]
     if row["error"]:
-        lines.append(f"Error: {row['error']}")
+        lines.append(f"Error: {literal(row['error'])}")  # as written: log tails hold <module>, __init__, *
     if row.get("stalled_s"):
         lines.append(f"No heartbeat for {row['stalled_s']:.0f} s (busy saving or evaluating?).")
     summary = row.get("summary") or {}

@@ -343,7 +343,13 @@ def resume_generation(studio, ref: str) -> dict:
     (job_dir / CANCEL).unlink(missing_ok=True)
     write_json(job_dir / JOB, {**job, "queued_at": time.time(), "max_concurrent": studio.max_concurrent})
     studio.store.set_label_project_status(found["id"], "generating")
-    studio.spawn(found["job_id"], job_dir)
+    try:
+        studio.spawn(found["job_id"], job_dir)
+    except OSError as err:  # as it was: stopped, and resumable once the machine has room (it showed 'queued' for ever)
+        write_json(job_dir / JOB, job)
+        studio.store.set_label_project_status(found["id"], found["status"])
+        raise LabelError(f"the answering process could not be started ({err.strerror or err}); project "
+                         f"'{found['name']}' stays {found['status']}: resume it once the machine has room") from None
     return project(studio, found["id"])
 
 

@@ -402,6 +402,10 @@ class Store:
                                (held["item_id"], labeler))
                     held = None
             if held:
+                # held afresh from now: a lapsed hold left as it was let others be handed the same item while it
+                # was back on this labeler's screen (two labels past an overlap of one)
+                db.execute("UPDATE label_assignments SET assigned = ? WHERE item_id = ? AND labeler = ?",
+                           (now, held["item_id"], labeler))
                 return held["item_id"]
             candidates = db.execute(
                 "SELECT i.id, i.labels FROM label_items i WHERE i.project_id = ? AND i.labels < ? "

@@ -405,3 +405,15 @@ def test_metrics_are_read_as_they_grow_and_again_whole_when_the_file_is_replaced
         fh.write('5\n{"step": 9}\n')
     assert [r["step"] for r in read_metrics(tmp_path)] == [7, 8, 9]
     assert [r["step"] for r in read_metrics(tmp_path)] == [7, 8, 9]
+
+
+def test_a_run_error_is_shown_as_written(studio):
+    """A failure quotes log tails and exception text: `<module>` vanished as a tag, `__init__` came out bold."""
+    from components.runs_panel import status_markdown
+
+    row = {"id": "r1", "status": "failed", "parent_id": None, "model": "default", "dataset_id": None, "step": 0,
+           "max_steps": 10, "started": 0.0, "finished": 1.0,
+           "error": "ImportError: cannot import name 'x' from <module> (__init__.py) *here*"}
+    shown = status_markdown(studio, row, [])
+    assert ("Error: ImportError: cannot import name 'x' from \\<module\\> (\\_\\_init\\_\\_.py) \\*here\\*"
+            in shown)

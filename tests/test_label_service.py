@@ -693,6 +693,22 @@ def test_a_reload_past_a_lapsed_hold_hands_out_another_item_once_others_have_it(
         assert again is not None and again != item
 
 
+def test_an_item_shown_again_past_its_lapsed_hold_is_held_afresh(studio, tmp_path):
+    """Ann came back after 11 minutes to the item she held: it was on her screen, and Bob was handed it too a
+    second later (overlap 1), because her hold kept its old time."""
+    import time
+
+    from studio.store import LEASE_S
+
+    ref = new_project(studio, tmp_path, n=2, overlap=1, name="back")
+    t0 = time.time()
+    item = studio.store.next_label_item(ref, "ann", 1, now=t0)
+    later = t0 + LEASE_S + 60
+    assert studio.store.next_label_item(ref, "ann", 1, now=later) == item  # nobody else had it: hers again
+    bobs = studio.store.next_label_item(ref, "bob", 1, now=later + 1)
+    assert bobs is not None and bobs != item
+
+
 # --- durability ---------------------------------------------------------------------------------
 
 def test_labels_wait_for_the_disk_and_holds_do_not(studio, tmp_path):
@@ -834,3 +850,27 @@ def test_stop_and_resume_of_a_project_whose_job_folder_is_gone_say_so(studio):
         ls.resume_generation(studio, "p-stop")
     assert str(err.value) == "project 'p-stop': " + gone.format(studio.run_dir("g-p-stop"))
     assert ls.project(studio, "p-stop")["status"] == "cancelled" and not studio.run_dir("g-p-stop").exists()
+
+
+def test_a_resume_whose_process_cannot_start_leaves_the_project_stopped(studio, monkeypatch):
+    """The status was set to 'generating' before the spawn: a spawn that failed (no memory to fork) left the
+    project 'answering: queued' for ever, Stop doing nothing and Resume disabled."""
+    from pipelines.events import JOB, read_json, write_json
+
+    studio.store.add_label_project(id="p-stop", name="p-stop", overlap=1, status="cancelled", job_id="g-p-stop",
+                                   source={"kind": "two models", "models": ["a", "b"], "prompts": 5})
+    job_dir = studio.run_dir("g-p-stop")
+    job_dir.mkdir(parents=True)
+    job = {"id": "g-p-stop", "runner": "pipelines.label_gen", "queued_at": 1.0, "sides": [{"spec": "a"}, {"spec": "b"}]}
+    write_json(job_dir / JOB, job)
+
+    def no_worker(*_args, **_kwargs):
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(studio, "spawn", no_worker)
+    with pytest.raises(LabelError) as err:
+        ls.resume_generation(studio, "p-stop")
+    assert str(err.value) == ("the answering process could not be started (Cannot allocate memory); project 'p-stop' "
+                              "stays cancelled: resume it once the machine has room")
+    assert ls.project(studio, "p-stop")["status"] == "cancelled"
+    assert read_json(job_dir / JOB) == job
