@@ -54,7 +54,8 @@ def progress(step: int, max_steps: int, started: float | None, metrics: list[dic
     logged steps, from the time per step since training began). mark: the key of the records that
     are steps done (a training step's loss; a labeling project's answer)."""
     now = time.time() if now is None else now
-    times = [m["time"] for m in metrics if mark in m and "time" in m][-11:]
+    # this attempt's steps only: a gap across a resume (the hour the run was stopped) is no step's time
+    times = [m["time"] for m in metrics if mark in m and "time" in m and m.get("step", 0) > first_step][-11:]
     per_step = statistics.median(b - a for a, b in zip(times, times[1:])) if len(times) > 2 else None
     left = max(0, max_steps - step)
     eta = left * per_step if per_step is not None else None

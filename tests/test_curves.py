@@ -28,6 +28,17 @@ def test_the_first_steps_wait_counts_down_between_steps():
     assert progress(1, 40, 90.0, [], now=115.0, training_since=100.0)["eta_s"] == 39 * 15.0  # no time logged
 
 
+def test_a_resumed_runs_wait_leaves_out_the_time_it_was_stopped():
+    """Cancelled at step 2, resumed an hour later: the first step after it took the median of two gaps, one of
+    them the hour, and the wait read 48 hours for a run of 16 minutes."""
+    before = [{"step": s, "loss": 1.0, "time": 100.0 + 10 * s} for s in (1, 2)]
+    after = [{"step": 3, "loss": 1.0, "time": 3730.0}]  # resumed at 3720 (first_step 2), 10 s a step
+    p = progress(3, 100, 90.0, before + after, now=3730.0, training_since=3720.0, first_step=2)
+    assert p["eta_s"] == 97 * 10.0
+    more = after + [{"step": 4, "loss": 1.0, "time": 3740.0}, {"step": 5, "loss": 1.0, "time": 3750.0}]
+    assert progress(5, 100, 90.0, before + more, now=3750.0, training_since=3720.0, first_step=2)["eta_s"] == 950.0
+
+
 def test_warns_when_held_out_loss_rises_while_training_loss_falls():
     metrics = []
     for step in range(1, 31):
