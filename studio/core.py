@@ -412,6 +412,10 @@ class Studio:
         model, adapter = self.tuned_model(parent_id)
         if adapter is None:
             return model, None, parent_id
+        if spec.reward_model:  # its score head goes on a whole model: a chat adapter has no place under it
+            raise RunError(f"run {parent_id} learned a {get_method(parent['method']).label} adapter, and a reward "
+                           "model puts its score head on whole weights; start it from the base model or a Full or "
+                           "Freeze run, or export this run merged (Export tab) and start from that folder")
         if chat.is_prompt_learning(adapter):
             raise RunError(f"run {parent_id} learned a {get_method(parent['method']).label} adapter (virtual "
                            f"tokens), which {spec.label} cannot keep training; start from the base model or "

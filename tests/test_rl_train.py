@@ -348,3 +348,19 @@ def test_reward_model_pairs_over_max_length_are_counted_as_left_out(studio, tmp_
     assert row["status"] == "failed"
     assert row["error"] == ("every training pair has a prompt and reply longer than Max length (48 tokens), and a "
                             "reward model reads each reply whole; raise Max length")
+
+
+def test_a_reward_model_from_an_adapter_run_is_refused_before_anything_is_written(studio, tiny_model_dir):
+    """The InstructGPT recipe (reward model from the SFT model) with a LoRA run as its start was queued, loaded,
+    and failed in the worker: 'LlamaForSequenceClassification' object has no attribute 'prepare_inputs_for…'."""
+    parent = studio.start_run(model=str(tiny_model_dir), dataset="quillpad_faq", method="lora",
+                              params={"num_train_epochs": 0.1, "max_length": 128, "per_device_train_batch_size": 4,
+                                      "r": 4})
+    assert studio.wait(parent)["status"] == "completed"
+    before = sorted(p.name for p in studio.runs_dir.iterdir())
+    with pytest.raises(RunError) as err:
+        studio.start_run(model=f"run:{parent}", dataset="quillpad_preferences", method="reward_model")
+    assert str(err.value) == (f"run {parent} learned a LoRA adapter, and a reward model puts its score head on whole "
+                              "weights; start it from the base model or a Full or Freeze run, or export this run "
+                              "merged (Export tab) and start from that folder")
+    assert sorted(p.name for p in studio.runs_dir.iterdir()) == before and len(studio.store.list_runs()) == 1
