@@ -64,10 +64,19 @@ def progress_line(labeler: str, p: dict) -> str:
             f"{rest} · {KEYS_HELP}")
 
 
-def answers_now(p: dict) -> list | None:
-    """Where a project's answering stands (items answered, status), for the timer to see it move; None once
-    every answer is in."""
-    return None if p["status"] == "ready" else [p["items"], p["status"]]
+RECHECK_S = 15  # a labeler waiting on items others hold looks again this often (a hold lapses after 10 minutes)
+
+
+def answers_now(p: dict, holding: bool = False, now: float | None = None) -> list | None:
+    """What the tab's timer watches for a change: where a project's answering stands (items answered,
+    status), and, for a labeler with nothing in hand while items that could be theirs are on others'
+    screens, the labels given and a clock that moves every RECHECK_S (a hold that lapses changes no
+    count: the labeler said "Done" was never shown it). None: nothing more can come."""
+    if p["status"] != "ready":
+        return [p["items"], p["status"]]
+    if p.get("open") and not holding:
+        return [p["items"], p["status"], p["labels"], int((time.time() if now is None else now) // RECHECK_S)]
+    return None
 
 
 EMPTY_VIEW = ("<p>Pick a project above (or make one under <em>New project</em>), type your name and press "
@@ -95,15 +104,16 @@ def view(studio, project_id: str | None, labeler: str, message: str = "") -> tup
     answers = answers_now(p)
     if item is None:
         reason = re.sub(r"\*([^*]+)\*", r"<i>\1</i>", html.escape(shown["done_reason"]))
-        head = "Waiting for the first answer" if not p["items"] else "Nothing left for now" if p["unanswered"] \
-            else "✅ Done"
+        # (items others hold may still come: a lapsed hold, or someone leaving)
+        head = ("Waiting for the first answer" if not p["items"]
+                else "Nothing left for now" if p["unanswered"] or p.get("open") else "✅ Done")
         done = (f"<h3>{head}</h3><p>Nothing left for you in <b>{html.escape(shown['project']['name'])}</b>: "
                 f"{reason}. See <i>Overview and export</i> for agreement and to turn the labels "
                 "into training data.</p>")
         return ({"project": project_id, "item": None, "labeler": labeler, "answers": answers}, progress, done, "",
                 "", message, *buttons_off[:-2], can_undo, bring_back)
     state = {"project": project_id, "item": item["item_id"], "shown": time.time(), "labeler": labeler,
-             "answers": answers}
+             "answers": answers_now(p, holding=True)}
     empty = "<i>(empty answer: the model said nothing)</i>"
     limit = shown["project"]["source"].get("max_new_tokens")
     left = (verbatim(item["left"]) if item["left"] else empty) + (cut_mark(limit) if item["left_cut"] else "")
@@ -180,10 +190,22 @@ def build(studio, kept: gr.BrowserState):
 
     undone_at: dict[tuple, float] = {}  # (project, labeler): when their last Undo took a label back
 
+    def renamed(current, name, request) -> str | None:
+        """Why a press is refused when the name box no longer holds the name the item was shown to (a label
+        would be saved, or an Undo would take one back, as the person who typed before)."""
+        typed, shown_to = _labeler(name, request), (current or {}).get("labeler")
+        if not typed or not shown_to or typed == shown_to:
+            return None
+        return (f"**Not saved:** this item was shown to **{html.escape(shown_to)}**, and the name is now "
+                f"**{html.escape(typed)}**. Press *Start labeling* to label as {html.escape(typed)}.")
+
     def chooser(choice):
         def on_choose(current, name, why, request: gr.Request):
             if not current or not current.get("item"):
                 return (*view(studio, None, _labeler(name, request), "Press *Start labeling* first."), gr.skip())
+            other = renamed(current, name, request)
+            if other:
+                return (*[gr.skip()] * 5, other, *[gr.skip()] * (len(outputs) - 6), gr.skip())
             looked = time.time() - current["shown"]
             if looked < MIN_LOOK_S and not current.get("read"):  # nothing else changes: the item stays
                 said = (f"**Not saved:** that came {looked:.1f} s after this item appeared, too soon to have read "
@@ -205,12 +227,19 @@ def build(studio, kept: gr.BrowserState):
             return (*view(studio, current["project"], who, said), "")
         return on_choose
 
+    # one at a time, in the order pressed: an Undo pressed straight after a choice ran beside it, reached the
+    # database first, and took back the label before the one meant
+    serial = {"concurrency_id": "label-actions", "concurrency_limit": 1}
     for (choice, _text, _key), button in zip(CHOICES, buttons):
-        button.click(chooser(choice), [state, labeler, reason], [*outputs, reason])
+        button.click(chooser(choice), [state, labeler, reason], [*outputs, reason], **serial)
 
     def labeler_action(act, failed: str, said):
         """A button acting on this labeler's own labels: act(project, labeler) -> result, said(result)."""
         def handler(current, project_id, name, request: gr.Request):
+            other = renamed(current, name, request)
+            if other:
+                return (*[gr.skip()] * 5, other.replace("Not saved", f"{failed}", 1),
+                        *[gr.skip()] * (len(outputs) - 6))
             who = (current or {}).get("labeler") or _labeler(name, request)
             target = (current or {}).get("project") or project_id
             try:
@@ -247,11 +276,11 @@ def build(studio, kept: gr.BrowserState):
         return ({**shown, "read": True} if isinstance(shown, dict) and shown.get("item") else shown, *rest,
                 reason_back)
 
-    undo.click(on_undo_read, [state, project, labeler], [*outputs, reason])
+    undo.click(on_undo_read, [state, project, labeler], [*outputs, reason], **serial)
     on_bring_back = labeler_action(ls.bring_back_skips, "Could not bring them back", lambda count: (
         f"Brought back {count} skipped item{'s' if count != 1 else ''}: "
         + ("they come again, least labelled first." if count != 1 else "it comes again.")))
-    bring_back.click(on_bring_back, [state, project, labeler], outputs)
+    bring_back.click(on_bring_back, [state, project, labeler], outputs, **serial)
 
     def on_more(current, seen):
         """The project's answers coming in (the tab's timer ticks while the Label tab is shown): a labeler
@@ -266,7 +295,7 @@ def build(studio, kept: gr.BrowserState):
             p = ls.progress(studio, current["project"], current["labeler"])
         except LabelError:  # (the project's refusal shows at the next press)
             return skip
-        now = answers_now(p) or [p["items"], p["status"]]
+        now = answers_now(p, holding=current.get("item") is not None) or [p["items"], p["status"]]
         if now in (current["answers"], seen):
             return skip
         if current.get("item") is None:

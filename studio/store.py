@@ -472,7 +472,8 @@ class Store:
 
     def label_counts(self, project_id: str, labeler: str, overlap: int = 1) -> dict:
         """For a labeler's progress line: their labels (skips apart), their skips, how many of those
-        items still want labels (they can come back), and the project's labels, items and complete items."""
+        items still want labels (they can come back), the project's labels, items and complete items,
+        and "open": the items still wanting labels this labeler has neither labelled nor skipped."""
         with self._connect() as db:
             mine, skipped = db.execute(
                 "SELECT COUNT(*) - COALESCE(SUM(choice = 'skip'), 0), COALESCE(SUM(choice = 'skip'), 0) "
@@ -484,10 +485,16 @@ class Store:
             items, labels, complete = db.execute(
                 "SELECT COUNT(*), COALESCE(SUM(labels), 0), COALESCE(SUM(labels >= ?), 0) FROM label_items "
                 "WHERE project_id = ?", (overlap, project_id)).fetchone()
+            # items still wanting labels that this labeler has not labelled or skipped: on someone's screen now,
+            # they may come to this labeler when a hold lapses
+            open_items = db.execute(
+                "SELECT COUNT(*) FROM label_items i WHERE i.project_id = ? AND i.labels < ? AND NOT EXISTS "
+                "(SELECT 1 FROM label_labels l WHERE l.item_id = i.id AND l.labeler = ?)",
+                (project_id, overlap, labeler)).fetchone()[0]
         # complete: items with all their labels (a late holder's label can give an item one past the overlap,
         # so the labels' sum reaching items x overlap did not mean every item had its labels)
         return {"mine": mine, "skipped": skipped, "returnable": open_skips, "labels": labels, "items": items,
-                "complete": complete}
+                "complete": complete, "open": open_items}
 
     def integrity_check(self) -> str:
         with self._connect() as db:

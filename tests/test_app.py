@@ -823,6 +823,46 @@ def test_a_double_press_of_undo_takes_back_one_label_and_keeps_its_reason(studio
     assert studio.store.list_labels(ref) == []
 
 
+def test_a_name_changed_without_start_labels_nothing_under_either_name(studio, tmp_path):
+    """B typed their name over A's and pressed 1 without Start: the label was saved as A's (the name the item was
+    shown to), and Undo took back A's labels."""
+    import time
+
+    from studio import label_service as ls
+    from studio.app import build_app
+    from tests.test_label_service import new_project, shown
+
+    ref = new_project(studio, tmp_path, n=3)
+    ls.submit(studio, ref, shown(studio, ref, "ann")["item_id"], "ann", "left")
+    item = shown(studio, ref, "ann")
+    app = build_app(studio)
+    fns = {f.name: f for f in app.fns.values()}
+    state = {"project": ref, "item": item["item_id"], "labeler": "ann", "shown": time.time() - 5}
+    (left,) = [f for f in app.fns.values() if f.name == "on_choose" and "label-left" in str(
+        [app.blocks[t[0]].elem_id for t in f.targets if t[0] in app.blocks])]
+    refused = left.fn(state, "bob", "", None)
+    said = ("this item was shown to **ann**, and the name is now **bob**. Press *Start labeling* to label as bob.")
+    assert refused[5] == "**Not saved:** " + said
+    undone = fns["on_undo_read"].fn(state, ref, "bob", None)
+    assert undone[5] == "**Could not undo:** " + said
+    assert [(lb["labeler"], lb["item_id"]) for lb in studio.store.list_labels(ref)] == [
+        ("ann", studio.store.list_labels(ref)[0]["item_id"])]
+    assert left.fn(state, " ann ", "", None)[5] == "Saved: left is better."  # the same name, spaces apart
+
+
+def test_label_presses_run_one_at_a_time_in_the_order_pressed(studio):
+    """Choose and Undo were separate listeners that Gradio ran side by side: an Undo pressed straight after a
+    choice reached the database first and took back the label before the one meant."""
+    from studio.app import build_app
+
+    app = build_app(studio)
+    pressed = [f for f in app.fns.values() if f.name in ("on_choose", "on_undo_read", "handler")
+               and any(app.blocks[t[0]].elem_id and app.blocks[t[0]].elem_id.startswith("label-")
+                       for t in f.targets if t[0] in app.blocks)]
+    assert len(pressed) >= 6  # the choices, Undo, Bring back my skips
+    assert {(f.concurrency_id, f.concurrency_limit) for f in pressed} == {("label-actions", 1)}
+
+
 def test_the_mean_reward_says_its_scale_and_its_steps():
     """A walkthrough read "0.69 in the first steps, 1.00 in the last" of two reward functions as full marks (the
     most was 2.0), and the chart's last point (0.625, one step) beside it as a contradiction."""

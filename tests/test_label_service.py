@@ -132,7 +132,7 @@ def test_done_state_when_every_item_has_its_labels(studio, tmp_path):
         assert out["item"] is None
         assert out["done_reason"] == "every item has its labels"
     assert out["progress"] == {"mine": 0, "skipped": 0, "returnable": 0, "labels": 2, "items": 2, "complete": 2,
-                                "overlap": 1, "unanswered": 0, "stopped": False, "status": "ready"}
+                                "open": 0, "overlap": 1, "unanswered": 0, "stopped": False, "status": "ready"}
 
 
 def test_an_item_with_a_late_holders_label_too_does_not_make_the_project_look_done(studio, tmp_path, monkeypatch):
@@ -161,8 +161,9 @@ def test_done_state_when_the_rest_is_with_others_or_labelled_by_you(studio, tmp_
     out = ls.next_item(studio, ref, "ann")
     assert out["item"] is None
     assert out["done_reason"].startswith("you have labelled every item you can; the rest wait for other people")
+    # (nothing left that could be hers: "open" counts the items still wanting labels she has not given)
     assert out["progress"] == {"mine": 2, "skipped": 0, "returnable": 0, "labels": 2, "items": 2, "complete": 0,
-                                "overlap": 2, "unanswered": 0, "stopped": False, "status": "ready"}
+                                "open": 0, "overlap": 2, "unanswered": 0, "stopped": False, "status": "ready"}
 
     ref1 = new_project(studio, tmp_path, n=1, overlap=1, name="one")
     assert shown(studio, ref1, "ann") is not None  # on ann's screen
@@ -874,3 +875,28 @@ def test_a_resume_whose_process_cannot_start_leaves_the_project_stopped(studio, 
                               "stays cancelled: resume it once the machine has room")
     assert ls.project(studio, "p-stop")["status"] == "cancelled"
     assert read_json(job_dir / JOB) == job
+
+
+def test_a_labeler_waiting_on_items_others_hold_is_not_told_done_and_gets_them_when_a_hold_lapses(
+        studio, tmp_path, monkeypatch):
+    """Bob labelled what he could while Ann held item 1 (overlap 1): he was shown "✅ Done" and the tab stopped
+    looking, so when her hold lapsed (she left) nothing brought him the item."""
+    from components import label_tab
+    from studio import store
+
+    ref = new_project(studio, tmp_path, n=2, overlap=1, name="held")
+    anns = shown(studio, ref, "ann")
+    label_next(studio, ref, "bob")  # bob gets and labels the other item
+    state, _line, prompt, *_ = label_tab.view(studio, ref, "bob")
+    assert state["item"] is None and prompt.startswith("<h3>Nothing left for now</h3>")
+    assert "or are on someone else&#x27;s screen" in prompt
+    t0 = 1_000_000.0
+    waiting = label_tab.answers_now(ls.progress(studio, ref, "bob"), now=t0)
+    assert waiting is not None  # the timer keeps looking for him ...
+    assert label_tab.answers_now(ls.progress(studio, ref, "bob"), now=t0 + label_tab.RECHECK_S) != waiting
+    monkeypatch.setattr(store, "LEASE_S", -1)  # ... and when ann's hold lapses, her item comes to him
+    state, *_ = label_tab.view(studio, ref, "bob")
+    assert state["item"] == anns["item_id"]
+    ls.submit(studio, ref, state["item"], "bob", "left")
+    state, _line, prompt, *_ = label_tab.view(studio, ref, "bob")
+    assert prompt.startswith("<h3>✅ Done</h3>") and label_tab.answers_now(ls.progress(studio, ref, "bob")) is None
