@@ -92,6 +92,9 @@ def build_new(studio, project, timer: gr.Timer):
         prompt_file = gr.File(label="Prompts file: .txt with one per line, or a table with a 'prompt' column",
                               visible=False, elem_id="label-new-prompt-file")
         typed = gr.Textbox(label="Prompts, one per line", lines=5, visible=False, elem_id="label-new-typed")
+        how_many = gr.Number(value=None, precision=0, label="How many prompts", elem_id="label-new-how-many",
+                             info=f"Empty = all (a project takes up to {ls.MAX_PROMPTS}). Fewer = a random sample, "
+                                  "the same one each time: a dataset is often sorted by topic.")
     with gr.Group() as models_group:
         with gr.Row():
             model_a = gr.Dropdown(models, value=first, label="Model" if alone else "Model 1", elem_id="label-new-model-a",
@@ -126,7 +129,7 @@ def build_new(studio, project, timer: gr.Timer):
                                    gr.update(visible=k == "typed")), prompts_from, [dataset, prompt_file, typed])
 
     def on_create(title, per_item, kind, prompts_kind, dataset_ref, prompts_path, typed_text, spec_a, spec_b,
-                  temp, max_tokens, pairs_path):
+                  temp, max_tokens, pairs_path, wanted):
         try:
             again = 0
             if kind == "file":
@@ -152,14 +155,16 @@ def build_new(studio, project, timer: gr.Timer):
                 specs = [spec_a, spec_b] if kind == "two" else [spec_a]
                 made = ls.create_project(studio, name=title, prompts=prompts, models_=specs,
                                          overlap=per_item, temperature=float(temp),
-                                         max_new_tokens=int(max_tokens))
+                                         max_new_tokens=int(max_tokens), sample=int(wanted) if wanted else None)
+                taken = made["source"]["prompts"]
+                sampled = f" (a random sample of {len(prompts)})" if taken < len(prompts) else ""
                 pace = ls.answering_pace(studio, int(max_tokens))
                 # all of them may take long (120 prompts: 30-40 min here): said at once, from the last project's pace
-                takes = f", all of them in about {format_duration(pace * len(prompts))} here" if pace else ""
+                takes = f", all of them in about {format_duration(pace * taken)} here" if pace else ""
                 typed_twice = (f" ({again} typed again {'was' if again == 1 else 'were'} left out)"
                                if prompts_kind == "typed" and again else "")
-                said = (f"Made **{literal(made['name'])}**, picked above: {len(prompts)} prompts{typed_twice} {IN_BACKGROUND}"
-                        f"{takes} (progress in the table). Each can be labelled as soon as it is answered: press "
+                said = (f"Made **{literal(made['name'])}**, picked above: {taken} prompts{sampled}{typed_twice} "
+                        f"{IN_BACKGROUND}{takes} (progress in the table). Each can be labelled as soon as it is answered: press "
                         "*Start labeling*.")
         except (LabelError, DataError) as err:
             twin = studio.store.get_label_project((title or "").strip()) if "already exists" in str(err) else None
@@ -173,7 +178,7 @@ def build_new(studio, project, timer: gr.Timer):
 
     made_id = gr.State(None)  # the project the note below is about, whichever is picked meanwhile
     created = create.click(on_create, [name, overlap, answers_from, prompts_from, dataset, prompt_file, typed,
-                                       model_a, model_b, temperature, max_new_tokens, pairs_file],
+                                       model_a, model_b, temperature, max_new_tokens, pairs_file, how_many],
                            [message, table, project, made_id])
     # a refusal is about what was filled in then: changing it takes the refusal away
     gr.on([name.change, answers_from.input, prompts_from.input, dataset.input, typed.change, model_a.input,

@@ -70,10 +70,13 @@ def cmd_create(args) -> int:
     else:
         prompts = ls.prompts_from_text("\n".join(args.prompt))
     found = ls.create_project(studio, name=args.name, prompts=prompts, models_=args.model, overlap=args.overlap,
-                              temperature=args.temperature, max_new_tokens=args.max_new_tokens, seed=args.seed)
+                              temperature=args.temperature, max_new_tokens=args.max_new_tokens, seed=args.seed,
+                              sample=args.sample)
     print(found["id"], flush=True)
-    print(f"{found['name']}: {_count(len(prompts), 'prompt')}, {source_line(found['source'])}", file=sys.stderr,
-          flush=True)
+    taken = found["source"]["prompts"]
+    print(f"{found['name']}: {_count(taken, 'prompt')}"
+          + (f" (a random sample of {len(prompts)})" if taken < len(prompts) else "")
+          + f", {source_line(found['source'])}", file=sys.stderr, flush=True)
     return _wait(studio, found, args) if args.wait else 0
 
 
@@ -240,6 +243,8 @@ def add_parsers(sub, common) -> None:
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--overlap", type=int, default=1, help="labelers per item")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sample", type=int, metavar="N",
+                   help="take N of the prompts at random (the same ones for the same --seed); default: all")
     p.add_argument("--wait", action="store_true", help="block, show progress, exit non-zero if generation stops")
     p.add_argument("--poll", type=float, default=1.0, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_create)

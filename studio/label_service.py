@@ -171,15 +171,31 @@ def _side(studio, spec: str) -> dict:
     return {"spec": spec, "model": model, "adapter": str(adapter) if adapter else None}
 
 
+def sample_prompts(prompts: list, n: int | None, seed: int = 0) -> list:
+    """`n` of the prompts picked at random (the same ones for the same seed), kept in their order; all of
+    them when n is None or not fewer. A sample, not the first n: a dataset is often sorted by topic."""
+    if n is None or n >= len(prompts):
+        return prompts
+    if n < 1:
+        raise LabelError(f"the number of prompts to take is {n}; take at least 1 (empty = all)")
+    import random
+
+    return [prompts[i] for i in sorted(random.Random(seed).sample(range(len(prompts)), n))]
+
+
 def create_project(studio, *, name: str, prompts: list[list[dict]], models_: list[str], overlap: int = 1,
-                   temperature: float = 0.7, max_new_tokens: int = 256, seed: int = 0) -> dict:
+                   temperature: float = 0.7, max_new_tokens: int = 256, seed: int = 0, sample: int | None = None) -> dict:
     """A project whose answers come from a background job: two models answer each prompt, or one
-    model (named once, or twice) answers twice, sampled at `temperature`."""
+    model (named once, or twice) answers twice, sampled at `temperature`. `sample`: that many of the
+    prompts, picked at random with `seed` (a dataset larger than a project takes)."""
     name = _check_new(studio, name, overlap)
     if not prompts:
         raise LabelError("no prompts: pick a dataset, upload a file or type at least one")
+    total = len(prompts)
+    prompts = sample_prompts(prompts, sample, seed)
     if len(prompts) > MAX_PROMPTS:
-        raise LabelError(f"{len(prompts)} prompts; a project takes at most {MAX_PROMPTS}")
+        raise LabelError(f"{len(prompts)} prompts; a project takes at most {MAX_PROMPTS}: take a random sample of "
+                         f"{MAX_PROMPTS} or fewer (How many prompts; --sample on the command line)")
     if len(models_) not in (1, 2):
         raise LabelError("pick two models to compare, or one model to answer twice")
     specs = list(models_) * (2 // len(models_))
@@ -191,7 +207,8 @@ def create_project(studio, *, name: str, prompts: list[list[dict]], models_: lis
 
     project_id, job_id = _new_id("p"), _new_id("g")
     source = {"kind": "sampled twice" if twice else "two models", "models": specs,
-              "prompts": len(prompts), "temperature": temperature, "max_new_tokens": max_new_tokens}
+              "prompts": len(prompts), "temperature": temperature, "max_new_tokens": max_new_tokens,
+              **({"sampled_from": total} if len(prompts) < total else {})}
     # the row first (a name taken meanwhile by another browser is refused before anything else
     # is written), then the job; a job that cannot start takes its row and folder with it
     _add_project(studio, id=project_id, name=name, overlap=int(overlap), source=source, status="generating",

@@ -908,3 +908,18 @@ def test_a_reward_models_held_out_line_says_what_training_added():
     old = {"eval_accuracy_after": 0.8, "eval_pairs": 10}  # a run from before the leads were kept
     assert ranked_line(old) == ("Held-out pairs ranked right (preferred reply scored higher): 80% after, on 10 "
                                 "pairs (50% = chance)")
+
+
+def test_the_new_project_form_takes_a_random_sample_of_the_prompts(studio, tiny_model_dir):
+    from studio import label_service as ls
+    from studio.app import build_app
+
+    (create,) = [f for f in build_app(studio).fns.values() if f.name == "on_create"]
+    said, *_ = create.fn("few", 1, "twice", "typed", None, None, "One?\nTwo?\nThree?", f"base:{tiny_model_dir}", None,
+                         1.0, 1, None, 2)
+    assert said.startswith("Made **few**, picked above: 2 prompts (a random sample of 3) are being answered"), said
+    found = ls.project(studio, "few")
+    assert found["source"]["prompts"] == 2 and found["source"]["sampled_from"] == 3
+    from tests.test_label_gen import until
+
+    until(studio, "few")  # (one-token answers: its worker ends before the folder goes)

@@ -336,3 +336,26 @@ def test_a_prompt_longer_than_the_models_read_is_left_out_and_the_rest_answered(
                       temperature=1.0, max_new_tokens=4)
     failed = until(studio, "all long", statuses=("failed",))
     assert failed["error"] == "every prompt (1) is longer than the models read at once; shorten them"
+
+
+def test_a_source_larger_than_a_project_is_sampled_at_random_when_asked(studio, tiny_model_dir):
+    """A dataset of 5000 prompts was refused ("a project takes at most 2000") with no way to take fewer."""
+    spec = f"base:{tiny_model_dir}"
+    many = turns([f"Question {n}?" for n in range(ls.MAX_PROMPTS + 1)])
+    with pytest.raises(LabelError) as err:
+        ls.create_project(studio, name="big", prompts=many, models_=[spec], temperature=1.0)
+    assert str(err.value) == (f"{ls.MAX_PROMPTS + 1} prompts; a project takes at most {ls.MAX_PROMPTS}: take a random "
+                              f"sample of {ls.MAX_PROMPTS} or fewer (How many prompts; --sample on the command line)")
+    with pytest.raises(LabelError, match=r"^the number of prompts to take is 0; take at least 1 \(empty = all\)$"):
+        ls.create_project(studio, name="big", prompts=many, models_=[spec], temperature=1.0, sample=0)
+    assert studio.store.list_label_projects() == [] and not any(studio.runs_dir.iterdir())
+    # a sample: the same prompts for the same seed, in their order, spread over the source (not its first ones)
+    picked = ls.sample_prompts(many, 3, seed=0)
+    assert picked == ls.sample_prompts(many, 3, seed=0) != ls.sample_prompts(many, 3, seed=1)
+    numbers = [int(p[0]["content"].split()[1].rstrip("?")) for p in picked]
+    assert numbers == sorted(numbers) and numbers != [0, 1, 2]
+    made = ls.create_project(studio, name="big", prompts=many, models_=[spec], temperature=1.0, max_new_tokens=1,
+                             sample=3)
+    assert made["source"]["prompts"] == 3 and made["source"]["sampled_from"] == ls.MAX_PROMPTS + 1
+    found = until(studio, "big")
+    assert [it["prompt"] for it in sorted(studio.store.label_items(found["id"]), key=lambda it: it["position"])] == picked
