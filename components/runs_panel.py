@@ -629,14 +629,28 @@ def build(studio, selected: gr.State):
         axis = axis or best_axis(runs)
         return curves_figure(runs, parts, objectives, axis, run_titles(studio, list(runs))), axis
 
+    def records(run_ids) -> list:
+        """What the overlay was drawn from: each run's records so far (read incrementally, cached)."""
+        return [[i, len(read_metrics(studio.run_dir(i)))] for i in run_ids or []]
+
     def on_compare(run_ids):
         rows = config_diff(studio, run_ids or [])
         headers = ["Setting", *(run_ids or [])] if rows else ["Setting", "Values"]
         figure, axis = overlaid(run_ids)
-        return figure, gr.update(value=rows, headers=headers), axis
+        return figure, gr.update(value=rows, headers=headers), axis, records(run_ids)
 
-    compare.change(on_compare, compare, [overlay, diff, along])
+    overlay_of = gr.State(None)  # records() the overlay was drawn from
+    compare.change(on_compare, compare, [overlay, diff, along, overlay_of])
     along.input(lambda run_ids, axis: overlaid(run_ids, axis)[0], [compare, along], overlay)
+
+    def on_compare_tick(run_ids, axis, drawn_from):
+        """Runs compared while they train: the overlay follows their curves (drawn once, it stayed frozen)."""
+        now = records(run_ids)
+        if not run_ids or now == drawn_from:
+            return gr.skip(), gr.skip()
+        return overlaid(run_ids, axis)[0], now
+
+    timer.tick(on_compare_tick, [compare, along, overlay_of], [overlay, overlay_of], show_progress="hidden")
 
     def on_load():
         # Reattach: a reopened page shows the newest active run, full curve so far, no click.

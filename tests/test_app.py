@@ -8,7 +8,7 @@ import gradio as gr
 
 from pipelines.methods import METHODS, describe
 from studio.app import build_app
-from tests.conftest import ROOT
+from tests.conftest import FAQ, ROOT
 
 
 def test_app_builds_with_generated_form(studio):
@@ -923,3 +923,26 @@ def test_the_new_project_form_takes_a_random_sample_of_the_prompts(studio, tiny_
     from tests.test_label_gen import until
 
     until(studio, "few")  # (one-token answers: its worker ends before the folder goes)
+
+
+def test_the_compare_overlay_follows_runs_that_are_still_training(studio):
+    """The overlaid curves were drawn when runs were picked and never again: a run compared while it trained
+    showed frozen curves."""
+    import json
+
+    from studio.app import build_app
+    from tests.test_browser_compare import finished_run
+
+    dataset = studio.import_dataset(FAQ)
+    finished_run(studio, "r-one", "lora", dataset["id"], 5, 4)
+    finished_run(studio, "r-two", "dora", dataset["id"], 5, 4)
+    fns = {f.name: f for f in build_app(studio).fns.values() if getattr(f.fn, "__module__", None) == "components.runs_panel"}
+    figure, _diff, axis, drawn_from = fns["on_compare"].fn(["r-one", "r-two"])
+    assert drawn_from == [["r-one", 10], ["r-two", 10]]
+    assert fns["on_compare_tick"].fn(["r-one", "r-two"], axis, drawn_from) == (gr.skip(), gr.skip())  # no change
+    with open(studio.run_dir("r-two") / "metrics.jsonl", "a") as out:  # r-two's trainer logs a step more
+        out.write(json.dumps({"step": 11, "epoch": 2.2, "loss": 0.5, "learning_rate": 1e-3}) + "\n")
+    redrawn, now = fns["on_compare_tick"].fn(["r-one", "r-two"], axis, drawn_from)
+    assert now == [["r-one", 10], ["r-two", 11]]
+    steps = [max(trace.x) for trace in redrawn.data if trace.name == "training loss"]
+    assert sorted(steps) == [10, 11]
