@@ -122,7 +122,7 @@ def train(job: dict, run_dir: Path, events: RunEvents) -> dict:
         with hardware.autocast():
             metrics, samples = ppo.ppo_step(policy, value_head, tokenizer, optimizer, [r["prompt"] for r in chosen],
                                             score, settings, ref_model=ref_model)
-        record = {"step": step + 1, "epoch": round((step + 1) / steps_per_epoch, 4), "time": time.time(),
+        record = {"step": step + 1, "epoch": round((step + 1) / steps_per_epoch, 8), "time": time.time(),
                   "learning_rate": lr_at(step), **metrics,
                   **{f"rewards/{name}/mean": sum(v) / len(v) for name, v in parts.items()}}
         events.metric(record)

@@ -428,3 +428,21 @@ def test_a_run_error_is_shown_as_written(studio):
     shown = status_markdown(studio, row, [])
     assert ("Error: ImportError: cannot import name 'x' from \\<module\\> (\\_\\_init\\_\\_.py) \\*here\\*"
             in shown)
+
+
+def test_the_epoch_is_logged_precisely_enough_for_large_datasets(tmp_path):
+    """Rounded to 4 places, step 5 of a 30,000-step epoch logged epoch 0.0002 (25,000 steps an epoch): two runs
+    alike differed by more than 5%, and Compare drew them along epochs, 11% apart."""
+    from types import SimpleNamespace
+
+    from components.charts import best_axis, steps_per_epoch
+    from pipelines.callbacks import MetricsCallback
+    from pipelines.events import RunEvents, read_metrics
+
+    callback = MetricsCallback(RunEvents(tmp_path))
+    state = SimpleNamespace(global_step=5, epoch=5 / 30_000, num_input_tokens_seen=0)
+    callback.on_log(SimpleNamespace(device=SimpleNamespace(type="cuda")), state, None, logs={"loss": 2.0})
+    (record,) = read_metrics(tmp_path)
+    assert steps_per_epoch([record]) == pytest.approx(30_000, rel=1e-3)
+    other = [{"step": 7, "epoch": 7 / 30_000, "loss": 2.0}]
+    assert best_axis({"a": [record], "b": other}) == "step"
