@@ -428,14 +428,14 @@ def step_efficiency(device: str, bf16: bool) -> float:
     return STEP_EFFICIENCY[device] if bf16 or device != "cpu" else FP32_STEP_EFFICIENCY
 
 
-def _scorer(model_path: str) -> tuple[int, int]:
-    """(weights' bytes, multiply-adds per token) of a studio reward model on this base: loaded in
-    fp32 on the CPU beside the run (pipelines/reward_model.load); it reads every prompt + reply
-    once, through the body only (a one-number score head, no vocabulary-wide output layer)."""
+def _scorer(model_path: str, device: str = "cpu") -> tuple[int, int]:
+    """(weights' bytes, multiply-adds per token) of a studio reward model on this base, loaded beside
+    the run (pipelines/reward_model.load: in fp32 on the CPU, in bf16 on the GPU); it reads every
+    prompt + reply once, through the body only (a one-number score head, no vocabulary-wide output layer)."""
     text = _config(model_path).get_text_config()
     total = count_params(model_path, "lora")[0]
     embed = text.vocab_size * text.hidden_size * (1 if text.tie_word_embeddings else 2)
-    return 4 * total, total - embed
+    return (4 if device == "cpu" else 2) * total, total - embed
 
 
 def estimate(model_path: str, method_key: str, values: dict | None = None, *,
@@ -519,7 +519,7 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
     # at a time on the GPU (counted there, it made QLoRA look heavier than LoRA on the GPUs it is for)
     if device == "cpu" and (method.quantized or method.converts_base):
         peak = max(peak, int(runtime + 4 * total + weights))
-    scoring = [_scorer(path) for path in scorers] if method.rewards else []
+    scoring = [_scorer(path, device) for path in scorers] if method.rewards else []
     weights += sum(held for held, _ in scoring)
     peak += sum(held for held, _ in scoring)
 

@@ -29,16 +29,25 @@ def new_score_head():
 
 
 def load(base_path: str, adapter_dir: Path | str):
-    """(model, tokenizer) in eval mode, on the CPU in fp32."""
+    """(model, tokenizer) in eval mode: on the GPU where there is one (in bf16, as chat's models; it
+    scored every GRPO and PPO reply on the CPU beside an idle GPU), else on the CPU in fp32."""
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification
 
+    from pipelines import hardware
+
     tokenizer = models.load_tokenizer(str(adapter_dir))
+    dtype = "float32"
+    if hardware.has_cuda():
+        import torch
+
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else "float32"
     with new_score_head():
-        model = AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=1, dtype="float32",
+        model = AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=1, dtype=dtype,
                                                                    use_safetensors=True, trust_remote_code=False)
     model.config.pad_token_id = tokenizer.pad_token_id
-    return PeftModel.from_pretrained(model, str(adapter_dir)).eval(), tokenizer
+    model = PeftModel.from_pretrained(model, str(adapter_dir))
+    return (model.to("cuda") if hardware.has_cuda() else model).eval(), tokenizer
 
 
 def score(model, tokenizer, conversations: list[list[dict]], batch_size: int = SCORE_BATCH) -> list[float]:
@@ -54,6 +63,6 @@ def score(model, tokenizer, conversations: list[list[dict]], batch_size: int = S
         input_ids = torch.tensor([row + [tokenizer.pad_token_id] * (width - len(row)) for row in chunk])
         mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in chunk])
         with torch.no_grad():
-            logits = model(input_ids=input_ids, attention_mask=mask).logits
+            logits = model(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device)).logits
         out += logits[:, 0].float().tolist()
     return out

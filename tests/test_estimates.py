@@ -317,6 +317,10 @@ def test_an_rl_run_counts_the_reward_model_that_scores_its_replies(tiny_model_di
     total = alone.total_params
     assert (alone.rows, alone.steps_per_epoch) == (16, 8)  # 16 prompts x 4 replies, 8 replies a step
     assert scored.peak_bytes - alone.peak_bytes == 4 * total
+    # on a GPU it is held in bf16: half that
+    monkeypatch.setattr(estimates, "available_bytes", lambda device: 80 * 2**30)  # (no GPU here to ask)
+    on_gpu = [estimates.estimate(path, "grpo", settings, device="cuda", scorers=given) for given in ((), (path,))]
+    assert on_gpu[1].peak_bytes - on_gpu[0].peak_bytes == 2 * total
     per_second = 5e8 * estimates.step_efficiency("cpu", False) * estimates.PADDED["cpu"]
     added = scored.seconds_per_epoch - alone.seconds_per_epoch
     assert added == pytest.approx(2 * (total - embed) * 64 * 36 / per_second)
