@@ -87,7 +87,7 @@ def test_lora_config_follows_the_declaration():
     method = METHODS["lora"]
     cfg = method.peft_config(parse(method.params, {"r": 4, "target_modules": "attention", "use_rslora": True}))
     assert cfg.r == 4 and cfg.use_rslora
-    assert set(cfg.target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj"}
+    assert {"q_proj", "k_proj", "v_proj", "o_proj"} <= set(cfg.target_modules)  # (and other families' names)
 
 
 def test_an_optimizer_this_machine_cannot_run_is_refused_before_the_run(studio, tiny_model_dir):
@@ -194,3 +194,81 @@ def test_grpo_and_rloo_offer_no_clip_that_cannot_act():
     for key in ("grpo", "rloo"):
         names = {info.name for info in describe(METHODS[key].params)}
         assert "epsilon" not in names and "num_iterations" not in names, key  # (one pass: nothing to clip)
+
+
+def _tiny_family(family: str):
+    """A one-block model of another family, random weights, built here (the studio meets them as local folders)."""
+    import transformers as tf
+
+    small = {"vocab_size": 100, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
+    config = {
+        "gpt2": tf.GPT2Config(n_layer=1, n_embd=32, n_head=2, **small),
+        "gpt_neox": tf.GPTNeoXConfig(num_hidden_layers=1, hidden_size=32, num_attention_heads=2, intermediate_size=64,
+                                     **small),
+        "phi3": tf.Phi3Config(num_hidden_layers=1, hidden_size=32, num_attention_heads=2, num_key_value_heads=2,
+                              intermediate_size=64, **small),
+        "qwen3": tf.Qwen3Config(num_hidden_layers=1, hidden_size=32, num_attention_heads=2, num_key_value_heads=2,
+                                intermediate_size=64, head_dim=16, **small),
+    }[family]
+    return tf.AutoModelForCausalLM.from_config(config)
+
+
+@pytest.mark.parametrize("family, attention", [
+    ("gpt2", {"attn.c_attn", "attn.c_proj"}),  # (its MLP has a c_proj too: left alone)
+    ("gpt_neox", {"attention.query_key_value", "attention.dense"}),
+    ("phi3", {"self_attn.qkv_proj", "self_attn.o_proj"}),  # (only o_proj was adapted: its q, k, v are fused)
+    ("qwen3", {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"}),
+])
+def test_attention_means_each_familys_attention_layers(family, attention):
+    """'attention' named Llama's q/k/v/o_proj only: Phi-3 adapted o_proj alone, GPT-2 and GPT-NeoX failed with
+    PEFT's error."""
+    from pipelines.methods import adapted
+    from peft import LoraConfig
+
+    spec = METHODS["lora"]
+    model = adapted(_tiny_family(family), spec.peft_config(parse(spec.params, {"target_modules": "attention"})))
+    assert isinstance(spec.peft_config(parse(spec.params, {})), LoraConfig)
+    wrapped = {".".join(name.split(".lora_A.")[0].split(".")[-2:]) for name, _ in model.named_parameters()
+               if ".lora_A." in name}
+    assert wrapped == attention
+
+
+@pytest.mark.parametrize("family, norms", [
+    ("qwen3", {"input_layernorm", "post_attention_layernorm", "q_norm", "k_norm", "norm"}),
+    ("phi3", {"input_layernorm", "post_attention_layernorm", "norm"}),
+    ("gpt2", {"ln_1", "ln_2", "ln_f"}),
+])
+def test_layernorm_tuning_trains_every_norm_of_each_family(family, norms):
+    """PEFT's own table held only post_attention_layernorm for Qwen and nothing for Phi-3 (a raw ValueError)."""
+    from pipelines.methods import adapted
+
+    spec = METHODS["ln_tuning"]
+    model = adapted(_tiny_family(family), spec.peft_config(parse(spec.params, {})))
+    trained = {name.split(".ln_tuning_layers")[0].rsplit(".", 1)[-1] for name, p in model.named_parameters()
+               if p.requires_grad}
+    assert trained == norms
+
+
+@pytest.mark.parametrize("family, scaled", [
+    ("phi3", {"qkv_proj", "down_proj"}),
+    ("gpt2", {"c_attn", "c_proj"}),
+    ("gpt_neox", {"query_key_value", "dense_4h_to_h"}),
+])
+def test_ia3_scales_keys_values_and_the_down_projection_of_each_family(family, scaled):
+    from pipelines.methods import adapted
+
+    spec = METHODS["ia3"]
+    model = adapted(_tiny_family(family), spec.peft_config(parse(spec.params, {})))
+    names = {name.split(".ia3_l")[0] for name, p in model.named_parameters() if p.requires_grad}
+    assert {n.rsplit(".", 1)[-1] for n in names} == scaled
+    assert not any(n.endswith("attn.c_proj") for n in names)  # GPT-2's attention output is no down projection
+
+
+def test_a_family_whose_layers_no_target_names_is_refused_in_one_sentence():
+    from pipelines.methods import ConfigError, adapted
+    from peft import LoraConfig
+
+    with pytest.raises(ConfigError) as err:
+        adapted(_tiny_family("gpt2"), LoraConfig(target_modules=["nowhere_proj"]))
+    assert str(err.value) == ("none of this model's layers (GPT2LMHeadModel) has a name this adapter's targets know; "
+                              "pick 'all-linear' as the layers to adapt, or use LoRA")

@@ -16,7 +16,7 @@ from pipelines.methods.setup import Setup
 # PEFT warns of a norm layer it does not know (LlamaRMSNorm) whenever a method's targets reach one; it
 # trains it as a plain weight, as tests/test_methods_train.py checks. In the server's log (the Method
 # table measures every method) and a run's log it read as a fault.
-warnings.filterwarnings("ignore", message=r"Unsupported layer type '<class '[\w.]*RMSNorm'>' encountered",
+warnings.filterwarnings("ignore", message=r"Unsupported layer type '<class '[\w.]*(RMSNorm|LayerNorm)'>' encountered",
                         category=UserWarning)
 
 
@@ -431,8 +431,13 @@ def adapted(model, config):
     Conv1D layers) as a ConfigError of one line, not PEFT's error mid-estimate or mid-run."""
     from peft import get_peft_model
 
+    from peft.utils.error import NoMatchingPeftModuleError
+
     try:
         return get_peft_model(model, config)
+    except NoMatchingPeftModuleError:  # a family whose layers are named unlike any the studio knows
+        raise ConfigError(f"none of this model's layers ({type(model).__name__}) has a name this adapter's "
+                          "targets know; pick 'all-linear' as the layers to adapt, or use LoRA") from None
     except (TypeError, ValueError) as err:  # (LoHa, LoKr: TypeError; LoRA, IA3, AdaLoRA: ValueError)
         if "not supported" not in str(err):
             raise

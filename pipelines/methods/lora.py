@@ -11,12 +11,22 @@ from pipelines.methods.params import only, param, with_defaults
 from pipelines.methods.setup import Setup
 from pipelines.methods.training import SFTTraining
 
-# What "attention" means for the llama-style models the studio targets.
-ATTENTION_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj"]
+# What "attention" means: the attention's own linear layers, as each family names them (PEFT matches a name
+# as the module's name or its end after a dot). Llama-style (Qwen, Mistral, Gemma, SmolLM): q/k/v/o_proj;
+# Phi-3: qkv_proj, o_proj; GPT-2: attn.c_attn, attn.c_proj (its MLP has a c_proj too); GPT-NeoX, Falcon,
+# Bloom: query_key_value and the attention's dense; MPT: Wqkv, out_proj. With the Llama names alone,
+# "attention" adapted only o_proj on Phi-3 and failed on GPT-2 and GPT-NeoX.
+ATTENTION_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj", "c_attn", "attn.c_proj", "query_key_value",
+                     "attention.dense", "self_attention.dense", "Wqkv", "out_proj"]
 
 
 def targets(choice: str):
     return ATTENTION_MODULES if choice == "attention" else "all-linear"
+
+
+def targeted(name: str, chosen) -> bool:
+    """Whether a linear layer's module name is one `targets()` names (PEFT's rule: the name, or its end)."""
+    return chosen == "all-linear" or any(name == key or name.endswith("." + key) for key in chosen)
 
 
 # Adapters train far fewer weights than the model has, so they take a higher learning rate
@@ -25,7 +35,8 @@ def targets(choice: str):
 LoraTraining = with_defaults(SFTTraining, "LoraTraining", learning_rate=1e-3, num_train_epochs=8.0)
 
 TARGET_HELP = ("'attention' adapts only the attention layers (fewer weights, gentler); 'all-linear' "
-               "adapts every layer (learns more, usually better quality).")
+               "adapts every linear layer (learns more, usually better quality; on a mixture-of-experts model "
+               "whose experts are held in one tensor, the experts are not among them).")
 
 
 @dataclass

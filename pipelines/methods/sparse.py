@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipelines.methods.lora import TARGET_HELP, LoraTraining, targets
+from pipelines.methods.lora import TARGET_HELP, LoraTraining, targeted, targets
 from pipelines.methods.params import param, with_defaults
 from pipelines.methods.setup import Setup
 
@@ -81,7 +81,7 @@ def check_budget(params: ShiraParams, model_path: str) -> None:
     limits = []  # (the largest r the matrix holds, its name, its shape)
     for name, module in model.named_modules():
         last = name.rsplit(".", 1)[-1]
-        if isinstance(module, torch.nn.Linear) and last != "lm_head" and (chosen == "all-linear" or last in chosen):
+        if isinstance(module, torch.nn.Linear) and last != "lm_head" and targeted(name, chosen):
             rows, cols = module.weight.shape
             limits.append((rows * cols // (rows + cols), last, rows, cols))
     from pipelines.methods.params import ConfigError
