@@ -272,3 +272,9 @@ def test_a_family_whose_layers_no_target_names_is_refused_in_one_sentence():
         adapted(_tiny_family("gpt2"), LoraConfig(target_modules=["nowhere_proj"]))
     assert str(err.value) == ("none of this model's layers (GPT2LMHeadModel) has a name this adapter's targets know; "
                               "pick 'all-linear' as the layers to adapt, or use LoRA")
+
+
+def test_vera_refuses_a_starting_scale_that_learns_nothing():
+    """VeRA's other vector starts at 0: with d_initial 0 every gradient is 0, and the run ended as the base model."""
+    with pytest.raises(ConfigError, match=r"^parameter 'd_initial': expected a value from 0.001 to 1.0, got 0.0$"):
+        parse(METHODS["vera"].params, {"d_initial": 0})

@@ -28,9 +28,10 @@ class VeraParams(VeraTraining):
     d_initial: float = param(
         0.1,
         label="Starting scale",
-        help="Initial value of the learned scaling vector d. Small values (0.1) start close to "
-        "the original model; the paper found 0.1 works across tasks.",
-        target="peft", min=0.0, max=1.0, step=0.01, advanced=True,
+        help="Initial value of the learned scaling vector d. The run always starts from the original "
+        "model (the other vector starts at 0); this sets how strongly the first steps can move it. The "
+        "paper found 0.1 works across tasks; at 0 nothing would ever learn.",
+        target="peft", min=0.001, max=1.0, step=0.01, advanced=True,
     )
     vera_dropout: float = param(
         0.0,
