@@ -219,29 +219,42 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
     if continues and continue_warmup():
         print(f"learning rate: climbs over the first {continue_warmup():.0%} of steps, as this run keeps training "
               f"{job['parent_id']}'s result", flush=True)
-    config = SFTConfig(**trainer_args, **run_settings(run_dir, params, eval_ds is not None, patience,
-                                                      continues=continues),
-                       # tokens/s counts real tokens: a padding-free batch has none other
-                       include_num_input_tokens_seen="all" if packed else "non_padding")
-    callbacks = [MetricsCallback(events), CancelCallback(events), ShareTheCpu()]
-    if method.callbacks:  # before the seal: what a method adds to a checkpoint is in it when it is sealed
-        callbacks += method.callbacks(model, params)
-    callbacks.append(SealCheckpoints())
-    if patience and eval_ds is not None:
-        callbacks.append(early_stopping(patience))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     trainer_cls = method.sft_trainer() if method.sft_trainer else StudioSFTTrainer
-    trainer = trainer_cls(
-        packed=packed,
-        data_collator=packing.collator(pad_id) if packed else None,
-        model=model,
-        args=config,
-        train_dataset=train_ds,
-        eval_dataset=eval_ds,
-        processing_class=tokenizer,
-        callbacks=callbacks,
-        optimizers=(optimizer, None),
-    )
+
+    def make(evaluated):
+        config = SFTConfig(**trainer_args, **run_settings(run_dir, params, evaluated is not None, patience,
+                                                          continues=continues),
+                           # tokens/s counts real tokens: a padding-free batch has none other
+                           include_num_input_tokens_seen="all" if packed else "non_padding")
+        callbacks = [MetricsCallback(events), CancelCallback(events), ShareTheCpu()]
+        if method.callbacks:  # before the seal: what a method adds to a checkpoint is in it when it is sealed
+            callbacks += method.callbacks(model, params)
+        callbacks.append(SealCheckpoints())
+        if patience and evaluated is not None:
+            callbacks.append(early_stopping(patience))
+        return trainer_cls(packed=packed, data_collator=packing.collator(pad_id) if packed else None, model=model,
+                           args=config, train_dataset=train_ds, eval_dataset=evaluated, processing_class=tokenizer,
+                           callbacks=callbacks, optimizers=(optimizer, None))
+
+    trainer = make(eval_ds)
+    # TRL leaves out a row with no answer token within the max length (a prompt as long as it): said, and a
+    # held-out set left empty means no checks (its figure missing failed the run after its last step, and
+    # every resume again)
+    kept, kept_eval = len(trainer.train_dataset), len(trainer.eval_dataset) if eval_ds is not None else 0
+    dropped, dropped_eval = len(train_ds) - kept, (len(eval_ds) - kept_eval) if eval_ds is not None else 0
+    if dropped or dropped_eval:
+        print(f"data: {dropped} training and {dropped_eval} held-out rows left out, no answer token of theirs "
+              f"within the max length of {params.max_length} tokens; {kept} training rows, {kept_eval} held out",
+              flush=True)
+    if not kept:
+        from pipelines.errors import DataError
+
+        raise DataError(f"every training row was left out: none has an answer token within the max length of "
+                        f"{params.max_length} tokens (the prompts fill it); raise the max length")
+    if eval_ds is not None and not kept_eval:
+        print("data: no held-out row is left, so the run trains without held-out checks", flush=True)
+        trainer = make(None)
     trainer.studio_params = params  # what a method's own save needs (DyLoRA's rank to save)
     if method.zeroth_order:
         trainer.zo_eps = groups["studio"]["zo_eps"]

@@ -291,3 +291,38 @@ def test_an_sft_run_holds_out_whole_prompts_and_chat_offers_those(studio, tmp_pa
     # and its learning rate climbs over its first 10% of steps: a fresh Adam's first full-size step knocked
     # the trained adapter off what it knew (bench/continue_quality.py); a new run starts at full rate
     assert (child.args.warmup_steps, trainer.args.warmup_steps) == (0.1, 0)
+
+
+def test_held_out_rows_too_long_to_keep_an_answer_leave_a_run_without_checks(studio, tmp_path, tiny_model_dir):
+    """TRL leaves out a row whose prompt fills the max length: with every held-out row left out, the run trained,
+    then failed before saving ("KeyError: 'eval_loss'"), and every resume failed again."""
+    from pipelines.importer import ImportOptions
+
+    long_prompt = " ".join(["Please read all of this carefully before you answer."] * 30)
+    rows = [{"prompt": f"Short question {i}?", "completion": f"Short answer {i}."} for i in range(8)]
+    rows += [{"prompt": f"{long_prompt} ({i})", "completion": "Fine."} for i in range(2)]
+    source = tmp_path / "long.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    dataset = studio.import_dataset(source, name="long", options=ImportOptions(heldout_last=2))
+    run_id = studio.start_run(model=str(tiny_model_dir), dataset=dataset["id"], method="lora",
+                              params={"num_train_epochs": 1, "per_device_train_batch_size": 4, "max_length": 64,
+                                      "r": 4})
+    row = studio.wait(run_id)
+    assert row["status"] == "completed", row["error"]
+    log = (studio.run_dir(run_id) / "train.log").read_text()
+    assert ("data: 0 training and 2 held-out rows left out, no answer token of theirs within the max length of 64 "
+            "tokens; 8 training rows, 0 held out") in log
+    assert "data: no held-out row is left, so the run trains without held-out checks" in log
+    assert (studio.adapter_dir(run_id) / "adapter_model.safetensors").exists()
+    assert "eval_loss_after" not in row["summary"]
+
+    every = tmp_path / "every.jsonl"
+    every.write_text("".join(json.dumps({"prompt": f"{long_prompt} ({i})", "completion": "Fine."}) + "\n"
+                             for i in range(4)))
+    dataset = studio.import_dataset(every, name="every", options=ImportOptions(heldout=0.0))
+    run_id = studio.start_run(model=str(tiny_model_dir), dataset=dataset["id"], method="lora",
+                              params={"num_train_epochs": 1, "max_length": 64, "r": 4, "eval_fraction": 0})
+    row = studio.wait(run_id)
+    assert row["status"] == "failed" and row["error"] == (
+        "every training row was left out: none has an answer token within the max length of 64 tokens (the prompts "
+        "fill it); raise the max length")
