@@ -19,7 +19,9 @@ LOGGED = ("loss", "learning_rate", "grad_norm", "mean_token_accuracy", "rewards/
           "rewards/accuracies", "rewards/chosen", "rewards/rejected", "kl", "nll_loss", "log_odds_ratio",
           # reinforcement learning: the weighted reward, its spread, the reply length; a reward model's
           # held-out accuracy
-          "reward", "reward_std", "completions/mean_length", "frac_reward_zero_std", "accuracy", "margin")
+          "reward", "reward_std", "completions/mean_length", "frac_reward_zero_std", "accuracy", "margin",
+          # AdaLoRA's orthogonality regulariser, trained on beside the loss (sft_trainer.regularised)
+          "orthogonality")
 KEYS = (*LOGGED, *(f"eval_{k}" for k in LOGGED))
 
 

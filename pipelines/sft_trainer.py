@@ -20,7 +20,12 @@ class StudioSFTTrainer(SFTTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not self.packed:
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            found = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            if not self.model.training:
+                return found
+            loss, outputs = found if return_outputs else (found, None)
+            loss = self.regularised(loss, num_items_in_batch)
+            return (loss, outputs) if return_outputs else loss
         mode = "train" if model.training else "eval"
         # the output layer in the run's half precision on a GPU, as TRL's (the Trainer calls this outside
         # autocast: it ran in float32); float32 on a CPU, where bf16 was no faster (bench/sft_speed.py, studio:
@@ -42,6 +47,29 @@ class StudioSFTTrainer(SFTTrainer):
         from transformers.modeling_outputs import CausalLMOutputWithPast
 
         return loss, CausalLMOutputWithPast(loss=loss)
+
+    def regularised(self, loss, num_items_in_batch):
+        """The loss with AdaLoRA's orthogonality regulariser in its gradient (lora_relatives.orthogonality),
+        but not in its value: the curve stays the answer tokens' loss, comparable with other methods' (the
+        regulariser, about 1.7 at the start on the built-in model, would read as learning as it fell); the
+        regulariser's own value is logged as 'orthogonality'. Per micro-batch: over the accumulation steps,
+        as TRL does with a mixture-of-experts' aux loss."""
+        from pipelines.methods.lora_relatives import orthogonality
+
+        penalty = orthogonality(self.model)
+        if penalty is None:
+            return loss
+        steps = self.current_gradient_accumulation_steps if num_items_in_batch is not None else 1
+        self._metrics["train"]["orthogonality"].append(penalty.detach())
+        return loss + (penalty - penalty.detach()).to(loss.dtype) / steps
+
+    def _save(self, output_dir=None, state_dict=None):
+        """A checkpoint (the Trainer saves checkpoints through this; the run's result is saved by
+        train_sft.save): an AdaLoRA adapter at its full rank, its rank pattern beside it."""
+        from pipelines.methods.lora_relatives import unresized
+
+        with unresized(self.model, output_dir or self.args.output_dir):
+            super()._save(output_dir, state_dict)
 
     _eval_nll, _eval_tokens = 0.0, 0
 

@@ -126,6 +126,70 @@ def test_adalora_really_moves_its_rank_budget(tmp_path, tiny_model_dir, small_da
     assert trainer.model.peft_config["default"].rank_pattern  # the final ranks, saved with the adapter
 
 
+def test_adalora_trains_on_its_orthogonality_regulariser_and_logs_the_loss_without_it(tmp_path, tiny_model_dir,
+                                                                                       small_dataset):
+    """PEFT adds the regulariser to the model's own loss, which TRL never reads: AdaLoRA trained without it. Now
+    its gradient is in, its value logged apart, and the loss is the answer tokens' (comparable across methods)."""
+    from pipelines.methods.lora_relatives import orthogonality
+
+    trainer = _trained("adalora", tmp_path, tiny_model_dir, small_dataset)
+    model = trainer.model.train()
+    inputs = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    # the regulariser as PEFT's own forward adds it to a loss computed with labels
+    config = model.peft_config["default"]
+    with torch.no_grad():
+        with_reg = model(**inputs).loss
+        config.orth_reg_weight, weight = 0.0, config.orth_reg_weight
+        plain = model(**inputs).loss
+        config.orth_reg_weight = weight
+    penalty = orthogonality(model)
+    assert penalty.item() == pytest.approx((with_reg - plain).item(), rel=1e-4) and penalty.item() > 0.1
+
+    def loss_and_grads(reg_weight):
+        config.orth_reg_weight = reg_weight
+        model.zero_grad()
+        loss = trainer.compute_loss(model, dict(inputs))
+        loss.backward()
+        return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if "lora_A" in n}
+
+    value, grads = loss_and_grads(weight)
+    value_off, grads_off = loss_and_grads(0.0)
+    config.orth_reg_weight = weight
+    assert value == pytest.approx(value_off, abs=1e-6)  # the value: the answer tokens' loss alone
+    assert any(not torch.allclose(grads[n], grads_off[n]) for n in grads)  # the gradient: the regulariser's too
+    assert trainer._metrics["train"]["orthogonality"][0].item() == pytest.approx(penalty.item(), rel=1e-4)
+
+
+def test_adalora_resumes_in_its_final_phase(studio, tiny_model_dir, tmp_path):
+    """A resumed AdaLoRA run built its config afresh, without the ranks it had settled on: in its final phase
+    PEFT masked by that missing pattern and failed at the first step of every resume."""
+    import shutil
+
+    from pipelines.events import newest_checkpoint
+
+    import json
+
+    few = tmp_path / "few.jsonl"  # one step an epoch
+    few.write_text("".join(json.dumps({"prompt": f"Question {i}?", "completion": f"Answer {i}."}) + "\n"
+                           for i in range(4)))
+    dataset = studio.import_dataset(few, name="few", options=importer.ImportOptions(heldout=0.0))
+    params = {"num_train_epochs": 10, "per_device_train_batch_size": 4, "max_length": 96, "save_steps": 1,
+              "init_r": 4, "target_r": 2, "tinit_fraction": 0.0, "tfinal_fraction": 0.3, "eval_fraction": 0}
+    run_id = studio.start_run(model=str(tiny_model_dir), dataset=dataset["id"], method="adalora", params=params)
+    row = studio.wait(run_id, poll_s=0.3)
+    assert row["status"] == "completed", row["error"]
+    run_dir, total = studio.run_dir(run_id), row["max_steps"]
+    # the state a kill in the final phase leaves: its checkpoint before the last step, no result, status failed
+    shutil.rmtree(newest_checkpoint(run_dir))
+    shutil.rmtree(studio.adapter_dir(run_id))
+    assert newest_checkpoint(run_dir).name == f"checkpoint-{total - 1}"
+    RunEvents(run_dir).status("failed", error="the training process was killed by SIGKILL")
+    studio.resume(run_id)
+    row = studio.wait(run_id, poll_s=0.3)
+    assert row["status"] == "completed", row["error"]
+    assert (studio.adapter_dir(run_id) / "adapter_config.json").exists()
+
+
 def test_lorafa_keeps_a_frozen_and_loraplus_speeds_up_b(tmp_path, tiny_model_dir, small_dataset):
     fa = _trained("lorafa", tmp_path / "fa", tiny_model_dir, small_dataset)
     a_before = {n: p.detach().clone() for n, p in fa.model.named_parameters() if "lora_A" in n}

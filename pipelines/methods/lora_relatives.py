@@ -4,6 +4,7 @@ LoHa and LoKr (Hadamard and Kronecker products, from the LyCORIS family)."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from pipelines.methods.lora import TARGET_HELP, LoraTraining, targets
@@ -123,12 +124,68 @@ def adalora_config(params: AdaLoraParams, setup: Setup | None = None):
                          total_step=total, target_modules=targets(params.target_modules))
 
 
+def orthogonality(model):
+    """AdaLoRA's orthogonality regulariser (Zhang et al. 2023, "AdaLoRA", eq. 4), as PEFT's AdaLoraModel.forward
+    computes it: its weight x the mean over the adapter's A and B matrices of ||P P^T - I||_F. None for any
+    other model. PEFT adds it to the model's own loss, which TRL's SFTTrainer never reads (it builds the loss
+    from the answer tokens' log-probabilities): every AdaLoRA run trained without it."""
+    import torch
+    from peft.tuners.adalora import AdaLoraModel
+
+    base = getattr(model, "base_model", None)
+    if not isinstance(base, AdaLoraModel):
+        return None
+    name = base.trainable_adapter_name
+    weight = base.peft_config[name].orth_reg_weight
+    terms = []
+    for key, p in base.model.named_parameters():
+        if ("lora_A" in key or "lora_B" in key) and name in key and p.numel():
+            cov = p @ p.T if "lora_A" in key else p.T @ p
+            terms.append(torch.linalg.matrix_norm(cov - torch.eye(*cov.shape, dtype=cov.dtype, device=cov.device)))
+    return weight * torch.stack(terms).mean() if terms and weight > 0 else None
+
+
+RANKS = "adalora_ranks.json"  # in a checkpoint: the rank pattern AdaLoRA had settled on
+
+
+@contextlib.contextmanager
+def unresized(model, folder):
+    """A checkpoint of an AdaLoRA model at its full starting rank, its rank pattern kept beside it (RANKS).
+    PEFT saves an adapter cut down to its pattern, which is right for the result but not for a checkpoint:
+    a resumed run loaded the cut weights into the full-rank model its optimizer's moments belong to, and in
+    the final phase masked them by a pattern it no longer had (it failed at the first step of every resume)."""
+    config = getattr(model, "peft_config", {}).get("default")
+    pattern = getattr(config, "rank_pattern", None) if type(config).__name__ == "AdaLoraConfig" else None
+    if pattern is None:
+        yield
+        return
+    import json
+    from pathlib import Path
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    (Path(folder) / RANKS).write_text(json.dumps(pattern))
+    config.rank_pattern = None
+    try:
+        yield
+    finally:
+        config.rank_pattern = pattern
+
+
 def adalora_callbacks(model, params):
     """AdaLoRA only moves its rank budget if someone calls `update_and_allocate` after each
     optimizer step, with the gradients still present; the HF Trainer never does on its own."""
     from transformers import TrainerCallback
 
     class RankAllocation(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            # a resumed run: the ranks its checkpoint had settled on (`unresized`), once its weights are in
+            import json
+            from pathlib import Path
+
+            saved = Path(args.output_dir) / f"checkpoint-{state.global_step}" / RANKS
+            if state.global_step and saved.exists():
+                model.peft_config["default"].rank_pattern = json.loads(saved.read_text())
+
         def on_optimizer_step(self, args, state, control, **kwargs):
             # after optimizer.step(), before zero_grad(): PEFT's documented place
             model.base_model.update_and_allocate(state.global_step)
