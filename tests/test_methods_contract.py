@@ -278,3 +278,42 @@ def test_vera_refuses_a_starting_scale_that_learns_nothing():
     """VeRA's other vector starts at 0: with d_initial 0 every gradient is 0, and the run ended as the base model."""
     with pytest.raises(ConfigError, match=r"^parameter 'd_initial': expected a value from 0.001 to 1.0, got 0.0$"):
         parse(METHODS["vera"].params, {"d_initial": 0})
+
+
+def test_delta_lora_moves_a_conv1d_base_weight_by_the_adapters_change_as_the_layer_holds_it():
+    """GPT-2's Conv1D holds its weight transposed: Delta-LoRA's update failed with a shape mismatch on c_attn at
+    the first optimizer step (and would have added the transposed change to a square c_proj)."""
+    import torch
+    from types import SimpleNamespace
+
+    from pipelines.methods import adapted
+    from pipelines.methods.lora_dynamic import _lora_layers, delta_callbacks
+
+    spec = METHODS["delta_lora"]
+    params = parse(spec.params, {"lora_dropout": 0.0, "delta_start": 0, "target_modules": "all-linear"})
+    model = adapted(_tiny_family("gpt2"), spec.peft_config(params))
+    (callback,) = delta_callbacks(model, params)
+    layer = next(m for m in _lora_layers(model) if m.fan_in_fan_out and m.get_base_layer().weight.shape[0]
+                 != m.get_base_layer().weight.shape[1])
+    before = layer.get_base_layer().weight.detach().clone()
+    state = SimpleNamespace(global_step=1)
+    callback.on_pre_optimizer_step(None, state, None)
+    a, b = layer.lora_A["default"].weight.detach().clone(), layer.lora_B["default"].weight.detach().clone()
+    with torch.no_grad():  # what an optimizer step does to the adapter
+        layer.lora_A["default"].weight.add_(0.01)
+        layer.lora_B["default"].weight.add_(0.02)
+    callback.on_optimizer_step(None, state, None)
+    a2, b2 = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+    expected = before + params.delta_scale * layer.scaling["default"] * (b2 @ a2 - b @ a).T
+    assert torch.allclose(layer.get_base_layer().weight, expected, atol=1e-6)
+
+
+def test_methods_working_on_plain_weight_matrices_refuse_fused_expert_models(tiny_moe_dir):
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(tiny_moe_dir)
+    for key, label in (("delta_lora", "Delta-LoRA"), ("dylora", "DyLoRA")):
+        with pytest.raises(ConfigError) as err:
+            METHODS[key].check_model(config)
+        assert str(err.value) == (f"{label} works on plain weight matrices, and this mixture-of-experts model "
+                                  f"({config.model_type}) keeps its experts in one tensor; use LoRA")

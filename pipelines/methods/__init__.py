@@ -163,7 +163,7 @@ METHODS: dict[str, Method] = {m.key: m for m in [
        "random rank. You choose the rank to save; a smaller one is a smaller, faster adapter with no retraining.",
        "When you do not know which rank is enough, or want to trade size for quality after training.",
        True, dyn.DyLoraParams, peft_config=lora.lora_config, callbacks=dyn.dylora_callbacks,
-       validate=dyn.check_dylora, save_result=dyn.save_dylora),
+       validate=dyn.check_dylora, save_result=dyn.save_dylora, check_model=dyn.plain_layers_only("DyLoRA")),
     _m("delta_lora", "Delta-LoRA", "LoRA",
        "LoRA where the model's own weights also move after every step, by the change of the adapter: more "
        "than a low-rank change can be learned, with LoRA's memory (no gradients or optimizer state for the "
@@ -171,6 +171,7 @@ METHODS: dict[str, Method] = {m.key: m for m in [
        "When LoRA's quality plateaus and a whole-model result is fine.",
        False, dyn.DeltaLoraParams, peft_config=lora.lora_config, callbacks=dyn.delta_callbacks,
        validate=dyn.check_delta, save_result=dyn.save_merged, whole_result=True,
+       check_model=dyn.plain_layers_only("Delta-LoRA"),
        keeps_last="its checkpoints keep the base weights it moved beside the adapter, which the trainer "
        "does not load back"),
     _m("vera", "VeRA", "LoRA",

@@ -130,6 +130,19 @@ class DeltaLoraParams(LoraParams):
         target="studio", min=0, max=100000, step=1, advanced=True)
 
 
+def plain_layers_only(label: str):
+    """check_model for a method that works on each LoRA layer's plain weight matrix (DyLoRA's rank cut, Delta-LoRA's
+    moved base weights): a mixture-of-experts model whose experts sit in one tensor has LoRA on those tensors too
+    (all-linear), which they cannot handle (AttributeError, or a shape mismatch mid-run)."""
+    def check(config) -> None:
+        from pipelines.methods.elsewhere import experts
+
+        if experts(config):
+            raise ConfigError(f"{label} works on plain weight matrices, and this mixture-of-experts model "
+                              f"({config.model_type}) keeps its experts in one tensor; use LoRA")
+    return check
+
+
 def check_delta(params) -> None:
     if params.lora_dropout:
         raise ConfigError("Delta-LoRA needs dropout 0: the base weights follow the adapter's change, which "
@@ -141,6 +154,7 @@ DELTA_BASE = "delta_base.safetensors"  # in each checkpoint: the base weights as
 
 def delta_callbacks(model, params):
     import torch
+    from peft.utils import transpose
     from safetensors.torch import load_file, save_file
     from transformers import TrainerCallback
 
@@ -166,7 +180,9 @@ def delta_callbacks(model, params):
                     a2, b2 = layer.lora_A["default"].weight, layer.lora_B["default"].weight
                     scale = params.delta_scale * layer.scaling["default"]
                     weight = layer.get_base_layer().weight
-                    weight.add_((b2 @ a2 - b @ a).to(weight.dtype), alpha=scale)
+                    # GPT-2's Conv1D holds its weight transposed (in x out): the change as it holds it
+                    change = transpose(b2 @ a2 - b @ a, layer.fan_in_fan_out)
+                    weight.add_(change.to(weight.dtype), alpha=scale)
             self.before = []
 
         def on_save(self, args, state, control, **kwargs):
