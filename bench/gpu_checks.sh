@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Every GPU check of issue #15 in one call on a lent GPU (device time is a few minutes per session,
 # and each start costs about one): bf16 LoRA SFT speed against TRL's best setting with the share of
-# the measured bf16 matmul peak, QLoRA through `studio train`, `studio generate` from that run, and
-# chat speed on the GPU. Results land in $OUT (summary.txt plus one log per step).
+# the measured bf16 matmul peak, QLoRA through `studio train`, `studio generate` from that run,
+# chat speed on the GPU, and a short PPO run (its loop moved to the GPU, checked there). Results land in $OUT (summary.txt plus one log per step).
 #
 #   bash bench/gpu_checks.sh pack      # here, once per session: wheels + the built-in model's
 #                                      # config and tokenizer into .whl/ (ignored by git)
@@ -103,6 +103,22 @@ PY
   tail -n 1 "$OUT/generate.log" >> "$SUMMARY"
 else
   tail -n 5 "$OUT/qlora.log" >> "$SUMMARY"
+fi
+
+# 3b. PPO (the studio's own loop) on the GPU: 16 arithmetic prompts, 2 steps; its log says where it ran.
+head -n 16 assets/samples/arithmetic_prompts.jsonl > "$WORK/prompts.jsonl"
+cat > "$WORK/ppo.yaml" <<YAML
+model: $WORK/$SMALL
+dataset: $WORK/prompts.jsonl
+method: ppo
+params: {num_train_epochs: 1, per_device_train_batch_size: 8, max_completion_length: 16}
+rewards: [{name: number, weight: 1.0}]
+YAML
+if step ppo 60 "${STUDIO[@]}" train "$WORK/ppo.yaml" --wait; then
+  ppo_id=$(head -n 1 "$OUT/ppo.log")
+  grep -hE "loaded from|on cuda|on cpu" "$WORK/home/runs/$ppo_id/train.log" 2>/dev/null | tail -n 1 >> "$SUMMARY"
+else
+  tail -n 5 "$OUT/ppo.log" >> "$SUMMARY"
 fi
 
 # 4. The built-in model's shape, if time is left (the 2026-11-22 figures: studio 75 s, TRL 75-159 s).
