@@ -129,7 +129,7 @@ def build_new(studio, project, timer: gr.Timer):
                                    gr.update(visible=k == "typed")), prompts_from, [dataset, prompt_file, typed])
 
     def on_create(title, per_item, kind, prompts_kind, dataset_ref, prompts_path, typed_text, spec_a, spec_b,
-                  temp, max_tokens, pairs_path, wanted):
+                  temp, max_tokens, pairs_path, wanted=None):
         try:
             again = 0
             if kind == "file":

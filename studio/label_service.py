@@ -456,8 +456,10 @@ def next_item(studio, ref: str, labeler: str) -> dict:
 
 def _progress(studio, found: dict, labeler: str) -> dict:
     progress = studio.store.label_counts(found["id"], labeler, found["overlap"])
-    progress.update(overlap=found["overlap"], unanswered=unanswered(found), stopped=found["status"] in STOPPED,
-                    status=found["status"])
+    # the prompts left from the items counted here, with the rest of the line: an answer that arrived after
+    # `found` was read showed "1 item · 5 more prompts" of 5, and nothing corrected it while an item was in hand
+    progress.update(overlap=found["overlap"], unanswered=unanswered({**found, "items": progress["items"]}),
+                    stopped=found["status"] in STOPPED, status=found["status"])
     return progress
 
 
