@@ -82,6 +82,30 @@ def _check_template(tokenizer) -> None:
                          "(chat) model as the judge")
 
 
+class TooLongForJudge(ValueError):
+    """A pair longer than the judge reads at once: it is kept as it was, unjudged (every pair: the job fails
+    with it, in one sentence)."""
+    one_sentence = True
+
+
+def _window(model) -> int | None:
+    config = getattr(model, "config", None)
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    window = getattr(config, "max_position_embeddings", None)
+    return window if isinstance(window, int) and window > 0 else None
+
+
+def _check_fits(model, tokenizer, messages: list[dict], room: int = 1) -> None:
+    """Refuse (TooLongForJudge) a chat whose prompt and `room` more tokens pass the judge's window: past it a
+    model reads nonsense positions, or stops with an IndexError that failed the whole job."""
+    window = _window(model)
+    if window is None:
+        return
+    length = len(_render(tokenizer, messages, tokenize=True, return_dict=True)["input_ids"])
+    if length + room > window:
+        raise TooLongForJudge(f"{length} tokens with the instruction, and the judge reads {window} at once")
+
+
 class UnusableJudge(ValueError):
     """A judge model whose choice cannot be read (no chat template, "1"/"2" not single tokens); one sentence."""
     one_sentence = True  # pipelines.run shows it as it is, without the class name
@@ -163,8 +187,12 @@ def first_is_better(model, tokenizer, prompt: list[dict], first: str, second: st
     ones, twos = choice_token_ids(tokenizer)
     written = None
     if rationale:
-        written = reply(model, tokenizer, rationale_messages(prompt, first, second), max_new_tokens=max_rationale_tokens)
-    logits = _choice_logits(model, tokenizer, judge_messages(prompt, first, second, written), [*ones, *twos])
+        asked = rationale_messages(prompt, first, second)
+        _check_fits(model, tokenizer, asked, room=max_rationale_tokens)
+        written = reply(model, tokenizer, asked, max_new_tokens=max_rationale_tokens)
+    messages = judge_messages(prompt, first, second, written)
+    _check_fits(model, tokenizer, messages)
+    logits = _choice_logits(model, tokenizer, messages, [*ones, *twos])
     # softmax over the two choices' forms only: the mass on other tokens says nothing about which is better
     return float(logits.softmax(-1)[:len(ones)].sum())
 
@@ -294,7 +322,8 @@ def label_rows(model, tokenizer, rows: list[dict], both_orders: bool = True, rat
     """Each row judged with its stored chosen as "a", and returned in the same stored shape but in
     the judge's order, with "judge_p" (P(the judge's chosen is better)), "human_agrees" (the judge
     kept the stored chosen), "judge_sure" (it gave its pick at least `min_sure`) and "judge" (the
-    judge_pair numbers, stored chosen = a). The stored choice is reversed only where the judge is
+    judge_pair numbers, stored chosen = a). A pair longer than the judge reads at once is kept as it
+    was, with "judge" None and "too_long" saying why. The stored choice is reversed only where the judge is
     sure of the other answer: a judge unsure either way keeps it. Stops before the next row when
     should_stop() says so.
 
@@ -306,7 +335,14 @@ def label_rows(model, tokenizer, rows: list[dict], both_orders: bool = True, rat
         if should_stop is not None and should_stop():
             break
         prompt, chosen, rejected = _parts(row)
-        found = _judge_row(model, tokenizer, prompt, chosen, rejected, both_orders, rationale, index % 2 == 0)
+        try:
+            found = _judge_row(model, tokenizer, prompt, chosen, rejected, both_orders, rationale, index % 2 == 0)
+        except TooLongForJudge as err:  # kept as it was, unjudged: the human's choice stands
+            out.append({**row, "judge_p": None, "human_agrees": True, "judge_sure": False, "judge": None,
+                        "too_long": str(err)})
+            if on_progress is not None:
+                on_progress(len(out), len(rows))
+            continue
         sure = max(found["p_a"], 1.0 - found["p_a"]) >= min_sure and _verdict(found["p_a"]) is not None
         keep = not sure or _verdict(found["p_a"]) == "a"
         judged = {k: v for k, v in row.items() if k not in ("chosen", "rejected")}
@@ -375,23 +411,30 @@ def run(job: dict, run_dir: Path, events) -> dict:
     if len(judged) < len(rows):
         # half a dataset would pass for a whole one: nothing is kept
         return {"cancelled": True, "judged": len(judged)}
-    _write_atomically(Path(run_dir) / JUDGED, judged)
+    read = [r["judge"] for r in judged if r["judge"] is not None]
+    too_long = len(judged) - len(read)
+    if not read:
+        first = next(r["too_long"] for r in judged)
+        raise TooLongForJudge(f"every pair ({too_long}) is longer than the judge reads at once (the first: {first}); "
+                              "pick a judge with a longer context, or shorten the answers")
+    _write_atomically(Path(run_dir) / JUDGED, [{k: v for k, v in r.items() if k != "too_long"} for r in judged])
     # a stored pair's chosen is the human's pick, so the human winner is always "a"
-    agreed = agreement([r["judge"] for r in judged], ["a"] * len(judged))
-    summary = {"pairs": len(judged), "agreement_both_orders": agreed["both_orders"],
+    agreed = agreement(read, ["a"] * len(read))
+    summary = {"pairs": len(read), "agreement_both_orders": agreed["both_orders"],
                "agreement_one_order": agreed["one_order"], "interval_both_orders": agreed["interval_both_orders"],
                "interval_one_order": agreed["interval_one_order"], "judged_file": JUDGED,
-               "picks_first_shown": first_shown_rate([r["judge"] for r in judged]),
-               "certainty": certainty([r["judge"] for r in judged]),
+               "picks_first_shown": first_shown_rate(read), "certainty": certainty(read),
                "seconds_per_pair": round((time.time() - started) / len(judged), 3), "both_orders": both_orders,
                "heldout_pairs": held, "min_sure": min_sure,
                "reversed": sum(not r["human_agrees"] for r in judged),
-               "unsure_kept": sum(not r["judge_sure"] for r in judged)}
+               "unsure_kept": sum(not r["judge_sure"] for r in judged if r["judge"] is not None),
+               "too_long_kept": too_long}
     if both_orders:
         print(f"judge agrees with the stored choice on {agreed['both_orders']:.0%} of pairs with both orders, "
               f"{agreed['one_order']:.0%} with one order", flush=True)
     else:
         print(f"judge agrees with the stored choice on {agreed['one_order']:.0%} of pairs (one order asked)", flush=True)
-    print(f"reversed {summary['reversed']} of {len(judged)} choices; {summary['unsure_kept']} kept as they were, "
-          f"the judge less than {min_sure:.0%} sure of either answer", flush=True)
+    print(f"reversed {summary['reversed']} of {len(read)} choices; {summary['unsure_kept']} kept as they were, "
+          f"the judge less than {min_sure:.0%} sure of either answer"
+          + (f"; {too_long} longer than the judge reads at once, kept unjudged" if too_long else ""), flush=True)
     return summary

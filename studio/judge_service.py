@@ -100,7 +100,7 @@ def collect(studio, job_id: str, name: str | None = None) -> dict:
             "both_orders": job["both_orders"], "rationale": job["rationale"],
             **{k: summary[k] for k in ("pairs", "agreement_both_orders", "agreement_one_order", "interval_both_orders",
                                        "interval_one_order", "picks_first_shown", "certainty", "min_sure", "reversed",
-                                       "unsure_kept") if k in summary}})
+                                       "unsure_kept", "too_long_kept") if k in summary}})
         write_json(job_dir / COLLECTED, {"dataset": row["id"]})
     return studio.store.get_dataset(row["id"])
 
@@ -178,6 +178,10 @@ def agreement_text(summary: dict, both_orders: bool) -> str:
         text += (f". It reversed {summary['reversed']} of the {summary['pairs']} choices"
                  + (f" and kept {summary['unsure_kept']} as they were, being less than {summary['min_sure']:.0%} sure of "
                     "either answer" if summary.get("unsure_kept") else ""))
+    if summary.get("too_long_kept"):
+        n = summary["too_long_kept"]
+        text += (f". {n} more pair{'s were' if n != 1 else ' was'} longer than the judge reads at once, kept as "
+                 f"{'they were' if n != 1 else 'it was'}")
     sure, first = summary.get("certainty"), summary.get("picks_first_shown")
     if not both_orders and first is not None and abs(first - 0.5) >= 0.3:
         # asked once, the stored choice shown first in every other pair: a judge that picks by position

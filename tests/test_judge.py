@@ -340,3 +340,39 @@ def test_a_dataset_without_pairs_is_refused_in_one_sentence(tiny_model_dir, tmp_
     importer.import_file(source, tmp_path / "sft")
     with pytest.raises(ValueError, match=r"data.parquet, row 1: expected a preference pair"):
         judge.run(_job(tmp_path / "sft" / importer.DATA, tiny_model_dir), tmp_path, RunEvents(tmp_path))
+
+
+def test_a_pair_longer_than_the_judge_reads_is_kept_unjudged(tiny_model_dir, tmp_path):
+    """A pair past the judge's window read nonsense positions, or stopped the whole job with an IndexError after
+    every pair before it was judged; now it is kept as it was, and a job of such pairs only says so."""
+    import shutil
+
+    short = tmp_path / "judge-400"
+    shutil.copytree(tiny_model_dir, short)
+    config = json.loads((short / "config.json").read_text())
+    (short / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 400}))
+    long_answer = " ".join(["The warranty terms are explained at great length in the booklet."] * 40)
+    source = tmp_path / "pairs.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"prompt": "How long is the Quillpad warranty?", "chosen": GOOD, "rejected": BAD},
+        {"prompt": "How long is the warranty?", "chosen": long_answer, "rejected": BAD},
+        {"prompt": "What is the support email?", "chosen": "help@brightfern.example", "rejected": "There is none."},
+    ]))
+    importer.import_file(source, tmp_path / "dataset")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    summary = judge.run(_job(tmp_path / "dataset" / importer.DATA, short, min_sure=0.5), run_dir, RunEvents(run_dir))
+    judged = [json.loads(line) for line in (run_dir / judge.JUDGED).read_text().splitlines()]
+    assert len(judged) == 3 and summary["pairs"] == 2 and summary["too_long_kept"] == 1
+    assert judged[1]["judge"] is None and judged[1]["chosen"][0]["content"] == long_answer  # as it was
+    assert all(r["judge"] is not None for r in (judged[0], judged[2]))
+    assert "too_long" not in judged[1]
+
+    alone = tmp_path / "alone.jsonl"
+    alone.write_text(json.dumps({"prompt": "How long?", "chosen": long_answer, "rejected": BAD}) + "\n")
+    importer.import_file(alone, tmp_path / "alone")
+    with pytest.raises(judge.TooLongForJudge) as err:
+        judge.run(_job(tmp_path / "alone" / importer.DATA, short), tmp_path, RunEvents(tmp_path))
+    assert str(err.value).startswith("every pair (1) is longer than the judge reads at once (the first: ")
+    assert str(err.value).endswith("tokens with the instruction, and the judge reads 400 at once); pick a judge with "
+                                   "a longer context, or shorten the answers")

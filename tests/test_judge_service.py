@@ -92,6 +92,8 @@ def test_agreement_text_reads_the_shares_and_warns_of_an_undecided_judge():
         "The judge agreed with the original choices on 50% [13%-87%] of 3 pairs (one order asked). It reversed 1 of "
         "the 3 choices and kept 2 as they were, being less than 60% sure of either answer")
     assert agreement_text({**counted, "unsure_kept": 0}, False).endswith(". It reversed 1 of the 3 choices")
+    assert agreement_text({**counted, "unsure_kept": 0, "too_long_kept": 2}, False).endswith(
+        ". It reversed 1 of the 3 choices. 2 more pairs were longer than the judge reads at once, kept as they were")
 
 
 def test_one_order_picks_that_follow_the_position_are_said_to(tmp_path):
