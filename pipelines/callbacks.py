@@ -217,7 +217,14 @@ def early_stopping(patience: int):
 
     class KeepBest(EarlyStoppingCallback):
         def on_train_begin(self, args, state, control, **kwargs):
-            pass  # its warning that the best weights are not loaded at the end: restore_best does
+            # (not its warning that the best weights are not loaded at the end: restore_best does.) A resumed run
+            # goes on counting the checks without improvement where its checkpoint left off: restarted from 0,
+            # each resume granted `patience` more checks. (The trainer's own restore of callback states would
+            # also restore the saved TrainerControl, whose stop flag a cancel had set.)
+            saved = (state.stateful_callbacks or {}).get(type(self).__name__) if state.global_step else None
+            if isinstance(saved, dict):
+                self.early_stopping_patience_counter = int(
+                    saved.get("attributes", {}).get("early_stopping_patience_counter", 0))
 
         def on_evaluate(self, args, state, control, metrics=None, **kwargs):
             value = (metrics or {}).get(args.metric_for_best_model)

@@ -126,3 +126,22 @@ def test_a_full_disk_while_saving_fails_the_run_clearly_and_keeps_the_previous_c
     steps = [m["step"] for m in read_metrics(run_dir) if "loss" in m]
     assert steps == sorted(set(steps)) and steps[-1] == row["max_steps"]
     assert "resuming from checkpoint-3" in (run_dir / "train.log").read_text()
+
+
+def test_early_stopping_goes_on_counting_checks_without_improvement_after_a_resume(tmp_path):
+    """The count of checks without improvement restarted from 0 at every resume: each resume granted `patience`
+    more checks. Read back from the state a checkpoint holds, as the trainer writes and reads it."""
+    from transformers import TrainerState
+
+    from pipelines.callbacks import early_stopping
+
+    before = early_stopping(3)
+    before.early_stopping_patience_counter = 2
+    saved = tmp_path / "trainer_state.json"
+    TrainerState(global_step=40, stateful_callbacks=[before]).save_to_json(str(saved))
+    resumed = early_stopping(3)
+    resumed.on_train_begin(None, TrainerState.load_from_json(str(saved)), None)
+    assert resumed.early_stopping_patience_counter == 2
+    fresh = early_stopping(3)  # a new run starts at 0
+    fresh.on_train_begin(None, TrainerState(global_step=0, stateful_callbacks=[before]), None)
+    assert fresh.early_stopping_patience_counter == 0
