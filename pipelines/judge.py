@@ -95,14 +95,11 @@ def _window(model) -> int | None:
     return window if isinstance(window, int) and window > 0 else None
 
 
-def _check_fits(model, tokenizer, messages: list[dict], room: int = 1) -> None:
-    """Refuse (TooLongForJudge) a chat whose prompt and `room` more tokens pass the judge's window: past it a
-    model reads nonsense positions, or stops with an IndexError that failed the whole job."""
+def _check_fits(model, length: int, room: int = 1) -> None:
+    """Refuse (TooLongForJudge) a prompt of `length` tokens that, with `room` more, passes the judge's window:
+    past it a model reads nonsense positions, or stops with an IndexError that failed the whole job."""
     window = _window(model)
-    if window is None:
-        return
-    length = len(_render(tokenizer, messages, tokenize=True, return_dict=True)["input_ids"])
-    if length + room > window:
+    if window is not None and length + room > window:
         raise TooLongForJudge(f"{length} tokens with the instruction, and the judge reads {window} at once")
 
 
@@ -157,6 +154,7 @@ def _choice_logits(model, tokenizer, messages: list[dict], ids: list[int]):
     import torch
 
     inputs = _render(tokenizer, messages, return_tensors="pt", return_dict=True)
+    _check_fits(model, inputs["input_ids"].shape[1])
     inputs = {k: v.to(model.device) for k, v in inputs.items()}
     head = model.get_output_embeddings()
     seen = []
@@ -188,11 +186,11 @@ def first_is_better(model, tokenizer, prompt: list[dict], first: str, second: st
     written = None
     if rationale:
         asked = rationale_messages(prompt, first, second)
-        _check_fits(model, tokenizer, asked, room=max_rationale_tokens)
+        _check_fits(model, len(_render(tokenizer, asked, tokenize=True, return_dict=True)["input_ids"]),
+                    room=max_rationale_tokens)
         written = reply(model, tokenizer, asked, max_new_tokens=max_rationale_tokens)
-    messages = judge_messages(prompt, first, second, written)
-    _check_fits(model, tokenizer, messages)
-    logits = _choice_logits(model, tokenizer, messages, [*ones, *twos])
+    # (refused there, from the tokens it reads, when longer than the judge reads at once)
+    logits = _choice_logits(model, tokenizer, judge_messages(prompt, first, second, written), [*ones, *twos])
     # softmax over the two choices' forms only: the mass on other tokens says nothing about which is better
     return float(logits.softmax(-1)[:len(ones)].sum())
 
