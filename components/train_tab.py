@@ -302,8 +302,10 @@ def build(studio):
           lambda said: "" if (said or "").startswith("**Could not start") else gr.skip(), message, message,
           queue=False, show_progress="hidden")
     # ... and once a setting is changed (an Epochs of 0 put right left "Could not start: 'Epochs' ..." under
-    # Start beside a good estimate). In the page: every field of every method, no server trip each
-    gr.on([w.change for w in [*form.widgets.values(), *device_inputs, *reward_widgets]], None, message, message,
+    # Start beside a good estimate). In the page: every field of every method, no server trip each. Edits
+    # by the person only (.input): a field a slower server reply set after Start's refusal had come back
+    # (a page still loading, a method's form on a busy machine) wiped the refusal before it could be read
+    gr.on([w.input for w in [*form.widgets.values(), *device_inputs, *reward_widgets]], None, message, message,
           js="(said) => (said || '').startsWith('**Could not start') ? '' : said", queue=False,
           show_progress="hidden")
     # (with the reward functions: a reward model among them is loaded beside the run and reads every reply)
