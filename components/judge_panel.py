@@ -97,9 +97,13 @@ def build(studio, chosen: gr.Dropdown, refresh_choices, opened=None) -> None:
             if found["status"] in ACTIVE_STATUSES:
                 return progress(job_id, found), *(gr.skip(),) * 5
             if found["status"] == "cancelled":
-                return *idle(f"Judge job `{job_id}` cancelled: no pairs were kept."), gr.skip()
+                return *idle(f"Judge job `{job_id}` cancelled: "
+                             f"{judge_service.stopped_text(studio, job_id, 'cancelled')}."), gr.skip()
             if found["status"] != "completed":
-                return *idle(f"**Judge job `{job_id}` {found['status']}:** {quoted(found['error'] or '')}"), gr.skip()
+                left = judge_service.stopped_text(studio, job_id, found["status"]) if judge_service.kept_readings(
+                    studio, job_id) else ""
+                return *idle(f"**Judge job `{job_id}` {found['status']}:** {quoted(found['error'] or '')}"
+                             + (f" ({left})" if left else "")), gr.skip()
             row = judge_service.collect(studio, job_id)
         except (judge_service.JudgeError, DataError, OSError) as err:
             # said once: a handler that raised left the timer on, the same error every second

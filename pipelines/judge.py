@@ -23,7 +23,9 @@ judge simply preferred the answer shown first.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -33,6 +35,11 @@ from pipelines.data import load_rows
 from pipelines.errors import DataError, where
 
 JUDGED = "judged.jsonl"
+# in a judge job's folder: each pair's reading, written as it is made. A later job with the same judge takes
+# the readings it finds there instead of asking again: a job that failed, was cancelled or was stopped by a
+# restart goes on where it stopped, and the same pairs judged again with another bar to reverse a choice
+# (min_sure) are not read again. The judge is greedy throughout, so a reading taken again would be the same.
+READINGS = "readings.jsonl"
 AFTER_DISK_FULL = "judge the pairs again"  # pipelines.run: said when the disk fills
 
 JUDGE_INSTRUCTION = (
@@ -306,6 +313,71 @@ def _parts(row: dict) -> tuple[list[dict], str, str]:
     return prompt, _answer_text(row["chosen"]), _answer_text(row["rejected"])
 
 
+class Readings:
+    """The readings of earlier jobs with the same judge, by what each depends on, and this job's own, appended
+    to `path` as each is made (flushed to the disk: a machine that stops keeps all but the last). `salt` names
+    the judge as it was loaded (its weights, its number format): a reading is reused only by the same."""
+
+    def __init__(self, path: Path | None, earlier=(), salt: str = ""):
+        self.path, self.salt, self.reused, self.known = path, salt, 0, {}
+        for source in [*earlier, *([path] if path is not None else [])]:  # (its own: the same job run again)
+            self.known.update(_read_log(Path(source), salt))
+
+    def key(self, prompt, chosen: str, rejected: str, both_orders: bool, rationale: bool, chosen_first: bool) -> str:
+        asked = [self.salt, prompt, chosen, rejected, bool(both_orders), bool(rationale),
+                 True if both_orders else bool(chosen_first)]
+        return hashlib.sha256(json.dumps(asked, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
+
+    def get(self, key: str) -> dict | None:
+        found = self.known.get(key)
+        self.reused += found is not None
+        return found
+
+    def add(self, key: str, found: dict) -> None:
+        self.known[key] = found
+        if self.path is None:
+            return
+        with open(self.path, "a+b") as log:
+            if log.tell() and (log.seek(-1, os.SEEK_END), log.read(1))[1] != b"\n":
+                log.write(b"\n")  # after the half line of a job stopped while writing it
+            log.write((json.dumps({"key": key, "salt": self.salt, "judge": found}) + "\n").encode())
+            log.flush()
+            os.fsync(log.fileno())
+
+
+def _is_reading(found) -> bool:
+    def share(value, may_be_none=False):
+        return (value is None and may_be_none) or (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and 0 <= value <= 1)
+
+    return (isinstance(found, dict) and share(found.get("p_a")) and share(found.get("p_a_first"), True)
+            and share(found.get("p_b_first"), True))
+
+
+def _read_log(path: Path, salt: str) -> dict:
+    """The readings a job's log holds for this judge; a line cut short (a job stopped while writing it) or
+    not a reading is passed over."""
+    known = {}
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError:  # none yet, or gone
+        return known
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if (isinstance(entry, dict) and entry.get("salt") == salt and isinstance(entry.get("key"), str)
+                and _is_reading(entry.get("judge"))):
+            known[entry["key"]] = entry["judge"]
+    return known
+
+
+def judge_salt(judge_model: str, model) -> str:
+    """The judge as loaded: where its weights are and the number format it reads them in."""
+    return f"{judge_model}|{next(model.parameters()).dtype}"
+
+
 def _judge_row(model, tokenizer, prompt, chosen: str, rejected: str, both_orders: bool, rationale: bool,
                chosen_first: bool) -> dict:
     """judge_pair with the stored chosen as "a"; asked in one order, chosen_first says which."""
@@ -316,14 +388,16 @@ def _judge_row(model, tokenizer, prompt, chosen: str, rejected: str, both_orders
 
 
 def label_rows(model, tokenizer, rows: list[dict], both_orders: bool = True, rationale: bool = False,
-               on_progress=None, should_stop=None, min_sure: float = MIN_SURE) -> list[dict]:
+               on_progress=None, should_stop=None, min_sure: float = MIN_SURE,
+               readings: Readings | None = None) -> list[dict]:
     """Each row judged with its stored chosen as "a", and returned in the same stored shape but in
     the judge's order, with "judge_p" (P(the judge's chosen is better)), "human_agrees" (the judge
     kept the stored chosen), "judge_sure" (it gave its pick at least `min_sure`) and "judge" (the
     judge_pair numbers, stored chosen = a). A pair longer than the judge reads at once is kept as it
     was, with "judge" None and "too_long" saying why. The stored choice is reversed only where the judge is
     sure of the other answer: a judge unsure either way keeps it. Stops before the next row when
-    should_stop() says so.
+    should_stop() says so. With `readings`, a pair read before (by an earlier job with the same judge) is not
+    asked again, and each new reading is added to them as it is made.
 
     Asked in one order only, every other row shows the rejected answer first: stored pairs always
     hold the human's pick in chosen, so showing it first every time would let the judge's position
@@ -333,8 +407,13 @@ def label_rows(model, tokenizer, rows: list[dict], both_orders: bool = True, rat
         if should_stop is not None and should_stop():
             break
         prompt, chosen, rejected = _parts(row)
+        key = readings.key(prompt, chosen, rejected, both_orders, rationale, index % 2 == 0) if readings else None
         try:
-            found = _judge_row(model, tokenizer, prompt, chosen, rejected, both_orders, rationale, index % 2 == 0)
+            found = readings.get(key) if readings else None
+            if found is None:
+                found = _judge_row(model, tokenizer, prompt, chosen, rejected, both_orders, rationale, index % 2 == 0)
+                if readings:
+                    readings.add(key, found)
         except TooLongForJudge as err:  # kept as it was, unjudged: the human's choice stands
             out.append({**row, "judge_p": None, "human_agrees": True, "judge_sure": False, "judge": None,
                         "too_long": str(err)})
@@ -403,9 +482,11 @@ def run(job: dict, run_dir: Path, events) -> dict:
         events.progress.update(step=done)
         events.metric({"step": done, "judged": done})
 
+    readings = Readings(Path(run_dir) / READINGS, [Path(p) for p in job.get("earlier_readings") or []],
+                        salt=judge_salt(job["judge_model"], model))
     started = time.time()
     judged = label_rows(model, tokenizer, rows, both_orders, rationale, on_progress=progress,
-                        should_stop=events.cancel_requested, min_sure=min_sure)
+                        should_stop=events.cancel_requested, min_sure=min_sure, readings=readings)
     if len(judged) < len(rows):
         # half a dataset would pass for a whole one: nothing is kept
         return {"cancelled": True, "judged": len(judged)}
@@ -422,11 +503,12 @@ def run(job: dict, run_dir: Path, events) -> dict:
                "agreement_one_order": agreed["one_order"], "interval_both_orders": agreed["interval_both_orders"],
                "interval_one_order": agreed["interval_one_order"], "judged_file": JUDGED,
                "picks_first_shown": first_shown_rate(read), "certainty": certainty(read),
-               "seconds_per_pair": round((time.time() - started) / len(judged), 3), "both_orders": both_orders,
+               "seconds_per_pair": (round((time.time() - started) / (len(judged) - readings.reused), 3)
+                                    if len(judged) > readings.reused else None),  # the pairs asked here "both_orders": both_orders,
                "heldout_pairs": held, "min_sure": min_sure,
                "reversed": sum(not r["human_agrees"] for r in judged),
                "unsure_kept": sum(not r["judge_sure"] for r in judged if r["judge"] is not None),
-               "too_long_kept": too_long}
+               "too_long_kept": too_long, "reused": readings.reused}
     if both_orders:
         print(f"judge agrees with the stored choice on {agreed['both_orders']:.0%} of pairs with both orders, "
               f"{agreed['one_order']:.0%} with one order", flush=True)
@@ -435,4 +517,7 @@ def run(job: dict, run_dir: Path, events) -> dict:
     print(f"reversed {summary['reversed']} of {len(read)} choices; {summary['unsure_kept']} kept as they were, "
           f"the judge less than {min_sure:.0%} sure of either answer"
           + (f"; {too_long} longer than the judge reads at once, kept unjudged" if too_long else ""), flush=True)
+    if readings.reused:
+        print(f"{readings.reused} of the {len(read)} pairs were read by an earlier job with this judge, not asked again",
+              flush=True)
     return summary

@@ -220,7 +220,8 @@ def cmd_cancel(args) -> int:
             judge_service.cancel(studio, args.run_id)
         except judge_service.JudgeError as err:
             raise CliError(str(err)) from None
-        print(f"cancel requested for {args.run_id}: it stops, keeping none of its judged pairs")
+        print(f"cancel requested for {args.run_id}: it stops without making a dataset; the pairs it has read are "
+              "kept for the next job with the same judge")
         return 0
     if studio.store.get_label_project(args.run_id):  # a labeling project, by id or name: its answers stop
         from studio import label_service

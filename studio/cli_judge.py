@@ -41,12 +41,14 @@ def cmd_judge(args) -> int:
                   + ("; opening the Data tab makes its dataset" if found["status"] == "completed" else ""),
                   file=sys.stderr)
             return 130
-        print(f"\njudge job {job_id} cancelled: none of its judged pairs are kept", file=sys.stderr)
+        print(f"\njudge job {job_id} cancelled: no dataset is made; the pairs it read are kept, and judging them "
+              "again with the same judge goes on from there", file=sys.stderr)
         return 130
     print(file=sys.stderr)
     if found["status"] != "completed":
-        print(f"error: judge job {job_id} {found['status']}" + (f": {found['error']}" if found["error"] else ""),
-              file=sys.stderr)
+        left = judge_service.kept_readings(studio, job_id)
+        print(f"error: judge job {job_id} {found['status']}" + (f": {found['error']}" if found["error"] else "")
+              + (f" ({judge_service.stopped_text(studio, job_id, found['status'])})" if left else ""), file=sys.stderr)
         return 1
     row = judge_service.collect(studio, job_id, args.name)
     print(row["id"], flush=True)

@@ -13,7 +13,7 @@ from pipelines import importer, models
 from pipelines.errors import DataError
 from pipelines.events import ACTIVE_STATUSES, CANCEL, FINAL_STATUSES, JOB, STATUS, read_json, write_json
 from pipelines.importer import ImportOptions
-from pipelines.judge import MIN_SURE, UnusableJudge, check_min_sure, choice_token_ids
+from pipelines.judge import MIN_SURE, READINGS, UnusableJudge, check_min_sure, choice_token_ids
 
 
 class JudgeError(ValueError):
@@ -58,7 +58,8 @@ def start(studio, dataset_ref: str, judge: str = "default", both_orders: bool = 
             write_json(job_dir / JOB, {
                 "id": job_id, "runner": "pipelines.judge", "judge_spec": judge,
                 "judge_model": judge_model, "both_orders": bool(both_orders), "rationale": bool(rationale),
-                "limit": limit, "min_sure": min_sure, "dataset": {"id": row["id"], "name": row["name"], "path": row["path"],
+                "limit": limit, "min_sure": min_sure, "earlier_readings": earlier_readings(studio, judge_model),
+                "dataset": {"id": row["id"], "name": row["name"], "path": row["path"],
                                             "heldout_path": str(heldout) if heldout.exists() else None},
                 "max_concurrent": studio.max_concurrent, "created": now, "queued_at": now})
             studio.spawn(job_id, job_dir)
@@ -66,6 +67,37 @@ def start(studio, dataset_ref: str, judge: str = "default", both_orders: bool = 
             shutil.rmtree(job_dir, ignore_errors=True)
             raise
     return job_id
+
+
+EARLIER_JOBS = 50  # the newest judge jobs whose readings a new job may reuse
+
+
+def earlier_readings(studio, judge_model: str) -> list[str]:
+    """The reading logs of the newest earlier jobs with this judge (pipelines.judge.READINGS), oldest first, so
+    a newer reading of the same pair wins: a job that stopped is gone on with, nothing is asked twice."""
+    found = []
+    for job_id in jobs(studio)[:EARLIER_JOBS]:
+        log = studio.run_dir(job_id) / READINGS
+        if log.exists() and (read_json(studio.run_dir(job_id) / JOB) or {}).get("judge_model") == judge_model:
+            found.append(str(log))
+    return found[::-1]
+
+
+def kept_readings(studio, job_id: str) -> int:
+    """How many pairs a job read (kept for the next job with its judge, whatever became of this one)."""
+    try:
+        return sum(1 for line in (studio.run_dir(job_id) / READINGS).read_bytes().splitlines() if line.strip())
+    except OSError:
+        return 0
+
+
+def stopped_text(studio, job_id: str, status: str) -> str:
+    """What a job that made no dataset left behind: the pairs it read, which the next job takes up."""
+    n = kept_readings(studio, job_id)
+    if not n:
+        return "no pairs were kept"
+    return (f"no dataset was made; the {n} pair{'s' if n != 1 else ''} it read {'are' if n != 1 else 'is'} kept, so "
+            f"judging these pairs again with the same judge goes on from where it {'stopped' if status == 'cancelled' else 'failed'}")
 
 
 def state(studio, job_id: str) -> dict:
@@ -100,7 +132,7 @@ def collect(studio, job_id: str, name: str | None = None) -> dict:
             "both_orders": job["both_orders"], "rationale": job["rationale"],
             **{k: summary[k] for k in ("pairs", "agreement_both_orders", "agreement_one_order", "interval_both_orders",
                                        "interval_one_order", "picks_first_shown", "certainty", "min_sure", "reversed",
-                                       "unsure_kept", "too_long_kept") if k in summary}})
+                                       "unsure_kept", "too_long_kept", "reused") if k in summary}})
         write_json(job_dir / COLLECTED, {"dataset": row["id"]})
     return studio.store.get_dataset(row["id"])
 
@@ -182,6 +214,10 @@ def agreement_text(summary: dict, both_orders: bool) -> str:
         n = summary["too_long_kept"]
         text += (f". {n} more pair{'s were' if n != 1 else ' was'} longer than the judge reads at once, kept as "
                  f"{'they were' if n != 1 else 'it was'}")
+    if summary.get("reused"):
+        n = summary["reused"]
+        text += (f". {n} of the pairs {'were' if n != 1 else 'was'} read by an earlier job with this judge (one "
+                 "that stopped, or the same pairs judged before) and not asked again")
     sure, first = summary.get("certainty"), summary.get("picks_first_shown")
     if not both_orders and first is not None and abs(first - 0.5) >= 0.3:
         # asked once, the stored choice shown first in every other pair: a judge that picks by position

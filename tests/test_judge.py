@@ -376,3 +376,61 @@ def test_a_pair_longer_than_the_judge_reads_is_kept_unjudged(tiny_model_dir, tmp
     assert str(err.value).startswith("every pair (1) is longer than the judge reads at once (the first: ")
     assert str(err.value).endswith("tokens with the instruction, and the judge reads 400 at once); pick a judge with "
                                    "a longer context, or shorten the answers")
+
+
+# --- readings kept for the next job ---------------------------------------------------------------
+
+def test_a_job_goes_on_from_the_readings_of_one_that_stopped(pairs, tiny_model_dir, tmp_path, monkeypatch):
+    """A judge job that failed or was cancelled kept none of its readings: the next one asked every pair again
+    (hours for a large set with written comparisons). Now each reading is logged as it is made, and a job with
+    the same judge takes them up; the pairs it then makes are those a job that never stopped makes."""
+    class CancelAfterOne(RunEvents):
+        asked = 0
+
+        def cancel_requested(self):
+            self.asked += 1
+            return self.asked > 1
+
+    stopped, resumed, fresh = (tmp_path / name for name in ("stopped", "resumed", "fresh"))
+    for folder in (stopped, resumed, fresh):
+        folder.mkdir()
+    assert judge.run(_job(pairs, tiny_model_dir), stopped, CancelAfterOne(stopped)) == {"cancelled": True, "judged": 1}
+    assert len((stopped / judge.READINGS).read_text().splitlines()) == 1
+
+    asked, real = [], judge._judge_row  # the answers the judge is asked about (the real judge reads them)
+    monkeypatch.setattr(judge, "_judge_row", lambda *a, **k: asked.append(a[3]) or real(*a, **k))
+    summary = judge.run(_job(pairs, tiny_model_dir, earlier_readings=[str(stopped / judge.READINGS)]), resumed,
+                        RunEvents(resumed))
+    assert summary["pairs"] == 3 and summary["reused"] == 1
+    assert asked == ["Hold power and page-down for 12 seconds.", "help@brightfern.example"]  # the first was read
+    assert len((resumed / judge.READINGS).read_text().splitlines()) == 2  # its own readings only
+    assert judge.run(_job(pairs, tiny_model_dir), fresh, RunEvents(fresh))["reused"] == 0
+    rows = [[json.loads(line) for line in (folder / judge.JUDGED).read_text().splitlines()] for folder in (resumed, fresh)]
+    assert rows[0] == rows[1]
+
+
+def test_readings_are_reused_only_for_the_same_judge_pair_and_questions(tmp_path):
+    log = tmp_path / judge.READINGS
+    readings = judge.Readings(log, salt="judge-a|torch.float32")
+    key = readings.key(PROMPT, GOOD, BAD, both_orders=True, rationale=False, chosen_first=True)
+    reading = {"p_a": 0.7, "p_a_first": 0.8, "p_b_first": 0.4}
+    readings.add(key, reading)
+    # a job stopped while writing its next line: that half line is passed over, and the next reading starts a line
+    with open(log, "a") as out:
+        out.write('{"key": "abc", "salt": "judge-a|torch.float32", "judge": {"p_a"')
+    again = judge.Readings(log, salt="judge-a|torch.float32")
+    assert again.get(key) == reading and again.reused == 1
+    other = again.key(PROMPT, GOOD, BAD, both_orders=True, rationale=False, chosen_first=False)
+    assert other == key  # asked in both orders, which is shown first makes no difference
+    again.add(again.key(PROMPT, BAD, GOOD, True, False, True), {"p_a": 0.2, "p_a_first": 0.1, "p_b_first": 0.7})
+    lines = log.read_text().splitlines()
+    assert len(lines) == 3 and json.loads(lines[2])["judge"]["p_a"] == 0.2
+    assert len(judge.Readings(None, [log], salt="judge-a|torch.float32").known) == 2
+    # another judge, or the same in another number format; another order asked, a written comparison, another pair
+    assert judge.Readings(None, [log], salt="judge-a|torch.bfloat16").get(key) is None
+    assert again.get(again.key(PROMPT, GOOD, BAD, both_orders=False, rationale=False, chosen_first=True)) is None
+    assert again.get(again.key(PROMPT, GOOD, BAD, both_orders=True, rationale=True, chosen_first=True)) is None
+    assert again.get(again.key(PROMPT, GOOD, "Something else.", True, False, True)) is None
+    # not a reading: passed over
+    log.write_text(json.dumps({"key": key, "salt": "judge-a|torch.float32", "judge": {"p_a": float("nan")}}) + "\n")
+    assert judge.Readings(None, [log], salt="judge-a|torch.float32").get(key) is None

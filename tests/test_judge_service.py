@@ -121,8 +121,8 @@ def test_a_judge_job_is_cancelled_from_the_cli_and_keeps_nothing(studio, tiny_mo
     before = {d["id"] for d in studio.list_datasets()}
     job_id = judge_service.start(studio, str(PAIRS), str(tiny_model_dir), rationale=True)
     assert main(["cancel", job_id, "--home", str(studio.home)]) == 0
-    assert capsys.readouterr().out.strip() == (f"cancel requested for {job_id}: it stops, keeping none of its judged "
-                                               "pairs")
+    assert capsys.readouterr().out.strip() == (f"cancel requested for {job_id}: it stops without making a dataset; "
+                                               "the pairs it has read are kept for the next job with the same judge")
     found = judge_service.wait(studio, job_id, poll_s=0.2)
     assert found["status"] == "cancelled"
     assert not (studio.run_dir(job_id) / "judged.jsonl").exists()
@@ -202,3 +202,50 @@ def test_a_job_nobody_waited_for_becomes_one_dataset_with_its_held_out_pairs(stu
     stale.mkdir()
     (stale / "job.json").write_text(json.dumps({"id": stale.name, "created": 1.0}))
     assert judge_service.active(studio) is None
+
+
+def test_judging_again_with_the_same_judge_asks_only_the_pairs_not_read_before(studio, tiny_model_dir, tmp_path):
+    """A cancelled or failed job's readings were lost with it, and the same pairs judged again with another bar
+    to reverse a choice were all read again: now the next job with the same judge takes up what was read."""
+    import shutil
+
+    from studio import judge_service
+
+    first = judge_service.start(studio, str(PAIRS), str(tiny_model_dir), both_orders=False, limit=3)
+    assert judge_service.wait(studio, first, poll_s=0.2)["status"] == "completed"
+    # a second job over more pairs reads only those the first had not
+    more = judge_service.start(studio, str(PAIRS), str(tiny_model_dir), both_orders=False, limit=5)
+    assert judge_service.wait(studio, more, poll_s=0.2)["status"] == "completed"
+    assert judge_service.kept_readings(studio, more) == 2  # only the pairs the first had not read
+    summary = judge_service.state(studio, more)["summary"]
+    assert summary["reused"] == 3 and summary["pairs"] == 5
+
+    again = judge_service.start(studio, str(PAIRS), str(tiny_model_dir), both_orders=False, limit=6, min_sure=0.9)
+    job = json.loads((studio.run_dir(again) / "job.json").read_text())
+    assert job["earlier_readings"] == [str(studio.run_dir(j) / "readings.jsonl") for j in (first, more)]
+    found = judge_service.wait(studio, again, poll_s=0.2)
+    assert found["status"] == "completed" and found["summary"]["reused"] == 5
+    text = judge_service.agreement_text(found["summary"], both_orders=False)
+    assert "5 of the pairs were read by an earlier job with this judge (one that stopped, or the same pairs " \
+           "judged before) and not asked again" in text
+    row = judge_service.collect(studio, again)
+    assert row["meta"]["origin"]["reused"] == 5 and row["meta"]["origin"]["min_sure"] == 0.9
+
+    # another judge (a copy elsewhere is another model to the log) reads every pair itself
+    other = tmp_path / "other-judge"
+    shutil.copytree(tiny_model_dir, other)
+    alone = judge_service.start(studio, str(PAIRS), str(other), both_orders=False, limit=2)
+    assert json.loads((studio.run_dir(alone) / "job.json").read_text())["earlier_readings"] == []
+    assert judge_service.wait(studio, alone, poll_s=0.2)["summary"]["reused"] == 0
+
+
+def test_a_stopped_job_says_what_it_kept(studio, tiny_model_dir):
+    from studio import judge_service
+
+    job_id = judge_service.start(studio, str(PAIRS), str(tiny_model_dir), both_orders=False, limit=1)
+    assert judge_service.wait(studio, job_id, poll_s=0.2)["status"] == "completed"
+    assert judge_service.stopped_text(studio, job_id, "cancelled") == (
+        "no dataset was made; the 1 pair it read is kept, so judging these pairs again with the same judge goes on "
+        "from where it stopped")
+    (studio.run_dir(job_id) / "readings.jsonl").unlink()
+    assert judge_service.stopped_text(studio, job_id, "failed") == "no pairs were kept"
