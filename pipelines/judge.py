@@ -374,8 +374,12 @@ def _read_log(path: Path, salt: str) -> dict:
 
 
 def judge_salt(judge_model: str, model) -> str:
-    """The judge as loaded: where its weights are and the number format it reads them in."""
-    return f"{judge_model}|{next(model.parameters()).dtype}"
+    """The judge as loaded: where its weights are, when they were written (a folder whose weights were replaced
+    is another judge) and the number format it reads them in."""
+    folder = Path(judge_model)
+    stamp = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.glob("*")
+                   if p.suffix in (".safetensors", ".bin", ".gguf")) if folder.is_dir() else []
+    return f"{judge_model}|{hashlib.sha256(repr(stamp).encode()).hexdigest()[:16]}|{next(model.parameters()).dtype}"
 
 
 def _judge_row(model, tokenizer, prompt, chosen: str, rejected: str, both_orders: bool, rationale: bool,

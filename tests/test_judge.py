@@ -434,3 +434,18 @@ def test_readings_are_reused_only_for_the_same_judge_pair_and_questions(tmp_path
     # not a reading: passed over
     log.write_text(json.dumps({"key": key, "salt": "judge-a|torch.float32", "judge": {"p_a": float("nan")}}) + "\n")
     assert judge.Readings(None, [log], salt="judge-a|torch.float32").get(key) is None
+
+
+def test_a_judge_whose_weights_were_replaced_is_another_judge(tiny_model_dir, tmp_path):
+    import os
+    import shutil
+
+    folder = tmp_path / "judge"
+    shutil.copytree(tiny_model_dir, folder)
+    model = models.load_model(str(folder))
+    before = judge.judge_salt(str(folder), model)
+    assert judge.judge_salt(str(folder), model) == before
+    weights = next(folder.glob("*.safetensors"))
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    assert judge.judge_salt(str(folder), model) != before
+    assert judge.judge_salt(str(folder), model.to(torch.bfloat16)) != judge.judge_salt(str(folder), model.float())
