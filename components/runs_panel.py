@@ -380,12 +380,13 @@ def samples_table(studio, run_id: str | None) -> list[list] | None:
         return None
     named = reward_parts(studio, run_id)
 
-    def part(name, value):
+    def part(name, value, why):
         label, weight = named.get(name, (name, 1.0))
-        return f"{label} {weight * value:+.2f}" + (f" ({value:.2f} ×{weight:g})" if weight != 1 else "")
+        return (f"{label} {weight * value:+.2f}" + (f" ({value:.2f} ×{weight:g})" if weight != 1 else "")
+                + (f" — {why.get(name)}" if why.get(name) else ""))  # (the sandbox's reason for failed code)
 
     return [[s["prompt"], s["reply"], round(s["reward"], 3),
-             "; ".join(part(name, value) for name, value in s["rewards"].items() if value is not None)]
+             "; ".join(part(name, value, s.get("why") or {}) for name, value in s["rewards"].items() if value is not None)]
             for s in found["samples"]]
 
 

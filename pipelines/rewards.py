@@ -190,12 +190,42 @@ def _length(replies, _rows, opts):
     return [max(0.0, 1.0 - abs(len(r.split()) - target) / target) for r in replies]
 
 
+class Scores(list):
+    """A function's scores, with why each reply that earned 0 did (`reasons`, "" for the others)."""
+
+    reasons: list[str] = []
+
+
 def _code(replies, rows, opts):
     from pipelines import sandbox
 
     items = [(sandbox.extract_code(r), row["tests"]) for r, row in zip(replies, rows)]
     results = sandbox.run_many(items, timeout_s=opts.timeout_s, memory_mb=opts.memory_mb)
-    return [float(o.passed) for o in results]
+    scores = Scores(float(o.passed) for o in results)
+    scores.reasons = [o.reason if not o.passed else "" for o in results]
+    return scores
+
+
+class Failures:
+    """Why the newest replies failed, by (logged function name, reply): the run's samples table shows the
+    sandbox's reason beside a code reward's 0 (a syntax error, an assert, a time limit), which it kept to
+    itself (the reply's 0 said only that something went wrong)."""
+
+    def __init__(self, keep: int = 512):
+        self.keep, self.found = keep, {}
+
+    def note(self, name: str, reply: str, reason: str) -> None:
+        self.found.pop((name, reply), None)
+        if reason:
+            self.found[(name, reply)] = reason
+            while len(self.found) > self.keep:  # the oldest go (dicts keep the order they were filled in)
+                del self.found[next(iter(self.found))]
+
+    def of(self, name: str, reply: str) -> str:
+        return self.found.get((name, reply), "")
+
+
+FAILURES = Failures()
 
 
 def _check_run(opts) -> None:
@@ -365,14 +395,17 @@ def trl_functions(entries: list[dict], scorer: Callable | None = None):
         reward = REWARDS[entry["name"]]
         opts = parse(reward.options, {k: v for k, v in entry.items() if k not in ("name", "weight")})
 
-        def func(prompts, completions, _reward=reward, _opts=opts, **columns):
+        def func(prompts, completions, _reward=reward, _opts=opts, _name=name, **columns):
             replies = [reply_text(c) for c in completions]
             rows = [{k: columns[k][i] for k in columns if isinstance(columns[k], list)} for i in range(len(replies))]
             for row, prompt in zip(rows, prompts):
                 row["prompt"] = prompt
             if _reward.key == "reward_model":
                 return _reward.score(replies, rows, _opts, scorer=scorer)
-            return _reward.score(replies, rows, _opts)
+            scores = _reward.score(replies, rows, _opts)
+            for reply, reason in zip(replies, getattr(scores, "reasons", [])):
+                FAILURES.note(_name, reply, reason)
+            return list(scores)
 
         func.__name__ = name
         funcs.append(func)

@@ -74,9 +74,12 @@ def write_samples(run_dir: Path, step: int, logs: dict, weights: list[float]) ->
     for i in range(max(0, len(prompts) - SAMPLES_SHOWN), len(prompts)):
         scores = {name: values[i] for name, values in parts.items() if i < len(values)}
         total = sum(w * s for w, s in zip(weights, scores.values()) if s is not None and not math.isnan(s))
-        rows.append({"prompt": prompt_text(prompts[i]), "reply": rewards.reply_text(completions[i]),
-                     "rewards": scores, "reward": total,
-                     "advantage": advantages[i] if i < len(advantages) else None})
+        reply = rewards.reply_text(completions[i])
+        # why a function gave this reply 0, where it says (the sandbox's reason for code that failed)
+        why = {name: rewards.FAILURES.of(name, reply) for name, value in scores.items() if value == 0}
+        rows.append({"prompt": prompt_text(prompts[i]), "reply": reply, "rewards": scores, "reward": total,
+                     "advantage": advantages[i] if i < len(advantages) else None,
+                     "why": {name: reason for name, reason in why.items() if reason}})
     ev.write_json(run_dir / ev.SAMPLES, {"step": step, "samples": rows})
 
 

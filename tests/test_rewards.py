@@ -139,3 +139,39 @@ def test_a_reward_model_run_that_is_gone_is_said_in_one_sentence(tmp_path):
     assert str(caught.value) == ("the reward model run 'r20261130-120000-abcd' is not in this workspace any more "
                                  "(deleted?); pick another reward model")
     assert caught.value.one_sentence
+
+
+def test_a_failed_replys_reason_is_shown_beside_its_zero(studio):
+    """A code reward's 0 said only that something went wrong: the sandbox's reason (a syntax error, the
+    assert that failed, the time limit) was dropped. Now the run's samples table shows it beside the 0."""
+    from components.runs_panel import samples_table
+    from pipelines import train_rl
+    from pipelines.events import JOB, write_json
+
+    entries = rewards.parse_list([{"name": "code", "timeout_s": 1.0}, {"name": "length", "target_words": 5}])
+    funcs, weights = rewards.trl_functions(entries)
+    tests = "assert add(2, 3) == 5"
+    replies = ["def add(a, b):\n    return a + b", "def add(a, b):\n    return a - b", "def add(a, b) return"]
+    prompt = [{"role": "user", "content": "Write add(a, b)."}]
+    completions = [[{"role": "assistant", "content": r}] for r in replies]
+    code_scores = funcs[0]([prompt] * 3, completions, tests=[tests] * 3)
+    assert code_scores == [1.0, 0.0, 0.0] and type(code_scores) is list  # (TRL gets a plain list)
+    length_scores = funcs[1]([prompt] * 3, completions, tests=[tests] * 3)
+    name = funcs[0].__name__
+    assert rewards.FAILURES.of(name, replies[0]) == ""
+    assert rewards.FAILURES.of(name, replies[1]) == "AssertionError (tests line 1)"
+    assert rewards.FAILURES.of(name, replies[2]).startswith("SyntaxError: ")
+
+    run_id = "r-samples"
+    run_dir = studio.run_dir(run_id)
+    run_dir.mkdir(parents=True)
+    write_json(run_dir / JOB, {"rewards": entries})
+    logs = {"prompt": ["Write add(a, b)."] * 3, "completion": completions,
+            "rewards": {name: code_scores, funcs[1].__name__: length_scores}, "advantages": [0.5, -0.2, -0.3]}
+    train_rl.write_samples(run_dir, 4, logs, weights)
+    table = samples_table(studio, run_id)
+    assert [row[1] for row in table] == replies
+    assert "—" not in table[0][3]  # passed: nothing to say
+    assert table[1][3].startswith("Code passes the tests +0.00 — AssertionError (tests line 1); ")
+    assert "— SyntaxError: " in table[2][3]
+    assert "Length" in table[1][3] and table[1][3].count("—") == 1  # a 0 from a function with no reason: no note
