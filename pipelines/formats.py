@@ -251,23 +251,44 @@ def text(value, path, place, column) -> str:
 
 
 def _json_list(value):
-    """A list written as JSON in a text cell (CSV/TSV cells are text) as its list; other values as they are."""
+    """A list written as JSON in a text cell (CSV/TSV cells are text) as its list; other values as they are.
+    A list of objects as Python writes it (pandas' to_csv of a column of conversations: single quotes, True,
+    None) is read too: kept as text, the conversation's markup was stored as the answer, and learned."""
     if isinstance(value, str) and value.lstrip().startswith("["):
         try:
             parsed = DECODER.decode(value)
         except (ValueError, RecursionError):  # (malformed, or a number of over 4,300 digits)
-            return value
+            parsed = _python_list(value)
         return parsed if isinstance(parsed, list) else value
     return value
+
+
+def _python_list(value: str):
+    """A list of dicts in Python's own notation (literals only, never code), else None."""
+    import ast
+
+    if not value.lstrip()[1:].lstrip().startswith("{"):
+        return None
+    try:
+        parsed = ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return None
+    return parsed if isinstance(parsed, list) and parsed and all(isinstance(m, dict) for m in parsed) else None
+
+
+MESSAGE_KEYS = ("role", "content", "from", "value")  # a message's keys, in the chat and the ShareGPT shape
 
 
 def _maybe_json_list(value):
     """A text or a conversation (a prompt, an answer): a conversation written as JSON in a text cell as its
     list, any other text as it is: an answer that is a JSON list ("[2, 3, 5, 7]", "[]") is an answer, and
-    was refused as a conversation whose message 1 had no role."""
+    was refused as a conversation whose message 1 had no role; so is a list of records ('[{"name": "Alice"}]',
+    an extraction's answer), refused as one whose message 1 had no role and content."""
     parsed = _json_list(value)
-    # any object in it makes it a conversation, checked as one (a misspelt "rol" is named, not kept as text)
-    return parsed if parsed is not value and any(isinstance(m, dict) for m in parsed) else value
+    # an object with a message's key makes it a conversation, checked as one (a misspelt "rol" is named,
+    # as its "content" says what it was meant to be, not kept as text)
+    return parsed if parsed is not value and any(isinstance(m, dict) and any(k in m for k in MESSAGE_KEYS)
+                                                 for m in parsed) else value
 
 
 def messages(value, path, place, column, *, role_key="role", content_key="content", roles=None,

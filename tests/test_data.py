@@ -413,6 +413,40 @@ def test_an_answer_that_is_a_json_list_stays_an_answer(studio, tmp_path):
         studio.import_dataset(cells, name="misspelt")
 
 
+def test_an_answer_that_is_a_json_list_of_records_stays_an_answer(studio, tmp_path):
+    """An extraction dataset's answers ('[{"name": "Alice", "age": 30}]') were read as conversations and refused:
+    "message 1 must be an object with 'role' and 'content'"."""
+    records = json.dumps([{"name": "Alice", "age": 30}])
+    path = tmp_path / "extract.jsonl"
+    path.write_text(json.dumps({"prompt": "Extract the people: Alice is 30.", "completion": records}) + "\n")
+    assert load_rows(studio.import_dataset(path)["path"])[0]["messages"][-1]["content"] == records
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text('prompt,chosen,rejected\nPeople?,"[{""name"": ""Alice""}]",none\n')
+    assert load_rows(studio.import_dataset(pairs)["path"])[0]["chosen"] == [{"role": "assistant",
+                                                                             "content": '[{"name": "Alice"}]'}]
+
+
+def test_conversations_pandas_wrote_in_python_notation_are_read_as_conversations(studio, tmp_path):
+    """pandas' to_csv writes a column of conversations as Python lists ("[{'role': 'assistant', ...}]"): that
+    text was stored as the answer, and training would teach the model to write it."""
+    pd = pytest.importorskip("pandas")
+    path = tmp_path / "pairs.csv"
+    pd.DataFrame({"prompt": ["Hi?"], "chosen": [[{"role": "assistant", "content": "Hello! How can I help?"}]],
+                  "rejected": [[{"role": "assistant", "content": "What's it to you?"}]]}).to_csv(path, index=False)
+    assert "[{'role': 'assistant'" in path.read_text()
+    row = load_rows(studio.import_dataset(path)["path"])[0]
+    assert row["chosen"] == [{"role": "assistant", "content": "Hello! How can I help?"}]
+    assert row["rejected"] == [{"role": "assistant", "content": "What's it to you?"}]
+    chats = tmp_path / "chats.csv"
+    pd.DataFrame({"messages": [[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]]}).to_csv(
+        chats, index=False)
+    assert load_rows(studio.import_dataset(chats)["path"])[0]["messages"][1] == {"role": "assistant", "content": "Hello"}
+    # Python's notation is read as literals, never run
+    code = tmp_path / "code.csv"
+    code.write_text('prompt,completion\nHi,"[{\'a\': __import__(\'os\').getpid()}]"\n')
+    assert load_rows(studio.import_dataset(code)["path"])[0]["messages"][1]["content"].startswith("[{'a': __import__")
+
+
 def test_whole_numbers_pandas_stored_as_floats_are_written_as_numbers(studio, tmp_path):
     """pandas stores a column of whole numbers with a blank in it as floats: an answer 4 came in as "4.0", which
     the exact and contains rewards never found in a reply of "4"."""
