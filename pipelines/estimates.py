@@ -263,8 +263,8 @@ def _training_peaks(model, sizes: tuple, bf16: bool, padding_free: bool, forward
     if padding_free:  # one row of a padding-free batch, as pipelines/packing.py trains
         from pipelines import packing
 
-        base.set_attn_implementation(packing.register())
-    else:  # TRL's SFT path (prompt learning, AdaLoRA)
+        padding_free = packing.switch(base)  # (one that cannot switch pads, as train_sft does)
+    if not padding_free:  # TRL's SFT path (prompt learning, AdaLoRA)
         from trl.trainer.utils import add_fused_lm_head
 
         add_fused_lm_head(base, outputs=("log_probs", "entropy", "is_top1"))  # as TRL's SFT does

@@ -29,6 +29,10 @@ def varlen_sdpa(module, query, key, value, attention_mask, dropout=0.0, scaling=
     """transformers attention interface: (batch, heads, seq, dim) in, (batch, seq, heads, dim) out."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+    if cu_seq_lens_q is None:  # a decoder layer that does not pass them on (StableLM, Falcon, Nemotron)
+        cu_seq_lens_q = _passed_over(module, query)
+        if cu_seq_lens_q is not None:
+            kwargs.setdefault("max_length_q", getattr(module, ROWS).get("max_length_q"))
     if cu_seq_lens_q is None and attention_mask is None and module.training:
         # a padding-free batch without its row boundaries would attend across rows
         raise ValueError("studio_varlen: a training batch with neither row boundaries nor a mask")
@@ -119,7 +123,57 @@ def model_supports(config) -> bool:
         sliding = any(kind != "full_attention" for kind in types)
     else:  # Qwen2 keeps a window size it does not use
         sliding = bool(getattr(text, "sliding_window", None)) and getattr(text, "use_sliding_window", True)
-    return not (sliding or getattr(text, "attn_logit_softcapping", None) or text.model_type == "gpt_oss")
+    return (not (sliding or getattr(text, "attn_logit_softcapping", None) or text.model_type == "gpt_oss")
+            and _can_switch(config))
+
+
+def _can_switch(config) -> bool:
+    """Whether transformers lets the model's attention be switched (Bloom's and MPT's cannot: they train on
+    padded batches, and the estimate of their time and memory said padding-free)."""
+    from transformers import AutoModelForCausalLM
+
+    found = AutoModelForCausalLM._model_mapping.get(type(config), None)
+    if found is None:  # (not a causal language model transformers names: `switch` finds out at load time)
+        return True
+    try:
+        return bool(found._can_set_attn_implementation())
+    except (AttributeError, TypeError, OSError):
+        return True
+
+
+ROWS = "_studio_rows"  # on each module of a switched model: the row boundaries its last forward was given
+
+
+def _passed_over(module, query):
+    """The row boundaries the model's forward was given, where its decoder layer dropped them on the way to
+    the attention: only for a padding-free batch of that many tokens (a gradient checkpoint's recompute in the
+    backward pass reads those of the forward it repeats, which were the model's last)."""
+    rows = getattr(module, ROWS, None)
+    cu = rows.get("cu_seq_lens_q") if rows else None
+    if cu is None or query.shape[0] != 1 or query.shape[2] != int(cu[-1]):
+        return None
+    return cu
+
+
+def switch(model) -> bool:
+    """Train `model` (the base, not its adapter wrapper) on padding-free batches: its attention becomes
+    "studio_varlen", and the row boundaries its forward is given reach every attention layer also where a
+    decoder layer does not pass them on (StableLM, Falcon and Nemotron dropped them: a training step failed,
+    and an evaluation attended across rows). False where the model cannot switch (transformers keeps the old
+    implementation, with a warning): it trains on padded batches."""
+    model.set_attn_implementation(register())
+    if model.config._attn_implementation != IMPLEMENTATION:
+        return False
+    rows = {}
+
+    def note(_module, _args, kwargs):
+        rows.clear()
+        rows.update({k: kwargs[k] for k in ("cu_seq_lens_q", "max_length_q") if kwargs.get(k) is not None})
+
+    model.register_forward_pre_hook(note, with_kwargs=True)
+    for module in model.modules():
+        object.__setattr__(module, ROWS, rows)  # (a plain attribute: not a submodule, not saved)
+    return True
 
 
 def register() -> str:

@@ -200,10 +200,8 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
     # padding-free batches wherever the method allows (pipelines/packing.py)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     packed = method.padding_free and packing.model_supports(base.config)
-    if packed:
-        base.set_attn_implementation(packing.register())
-        # transformers keeps the old implementation (with a warning) where a model cannot switch
-        packed = base.config._attn_implementation == packing.IMPLEMENTATION
+    if packed:  # (where a model cannot switch: padded batches)
+        packed = packing.switch(base)
 
     # trainer
     trainer_args = {**groups["trainer"], **method.fixed}

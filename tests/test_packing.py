@@ -3,6 +3,7 @@ own, no attention across rows, and tokens/s counting real tokens only."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -146,6 +147,10 @@ def test_models_whose_attention_rows_cannot_reproduce_keep_padded_batches():
 
     assert not packing.model_supports(Lfm2Config(num_hidden_layers=4, full_attn_idxs=[1, 3]))  # LFM2-350M's kind
     assert not packing.model_supports(Qwen3NextConfig())
+    # attention transformers cannot switch (the estimate said padding-free, the run padded)
+    from transformers import BloomConfig, MptConfig
+
+    assert not packing.model_supports(BloomConfig()) and not packing.model_supports(MptConfig())
 
 
 def test_held_out_loss_is_per_token_whatever_the_batch_size(tmp_path, tiny_model_dir, monkeypatch):
@@ -174,3 +179,63 @@ def test_held_out_loss_is_per_token_whatever_the_batch_size(tmp_path, tiny_model
             count += int(keep.sum())
     assert abs(losses[8] - losses[3]) < 1e-5, losses
     assert abs(losses[3] - total / count) < 1e-5, (losses, total / count)
+
+
+def _tiny(model_type: str):
+    from transformers import AutoModelForCausalLM, CONFIG_MAPPING
+
+    torch.manual_seed(0)
+    sizes = {"hidden_size": 64, "intermediate_size": 96, "num_attention_heads": 4, "num_key_value_heads": 2,
+             "num_hidden_layers": 2, "vocab_size": 128}
+    if model_type == "falcon":
+        sizes = {"hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 2, "vocab_size": 128,
+                 "new_decoder_architecture": True, "num_kv_heads": 2, "alibi": False}
+    config = CONFIG_MAPPING[model_type](**sizes)
+    return AutoModelForCausalLM.from_config(config).float()
+
+
+@pytest.mark.parametrize("model_type", ["llama", "stablelm", "falcon", "nemotron"])
+def test_rows_stay_apart_where_a_decoder_layer_does_not_pass_the_boundaries_on(model_type):
+    """StableLM's, Falcon's and Nemotron's decoder layers call their attention without the row boundaries TRL's
+    collator gives the model: a training step failed ("a training batch with neither row boundaries nor a mask")
+    and an evaluation attended across rows. Now each packed row's logits and loss are its own, in training (with
+    gradient checkpointing, whose recompute in the backward pass reads them again) and in evaluation."""
+    model = _tiny(model_type)
+    assert packing.model_supports(model.config) and packing.switch(model)
+    rows = [torch.randint(0, 128, (1, 5)), torch.randint(0, 128, (1, 7))]
+    packed = torch.cat(rows, dim=1)
+    bounds = torch.tensor([0, 5, 12], dtype=torch.int32)
+    batch = {"input_ids": packed, "position_ids": torch.cat([torch.arange(5), torch.arange(7)])[None],
+             "cu_seq_lens_q": bounds, "cu_seq_lens_k": bounds, "max_length_q": 7, "max_length_k": 7}
+    model.eval()
+    with torch.no_grad():
+        alone = torch.cat([model(input_ids=r).logits[0] for r in rows])
+        together = model(**batch).logits[0]
+    assert torch.allclose(together, alone, atol=1e-5)
+
+    model.train()
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    labels = packed.clone()
+    labels[0, 5] = -100  # (the collator's: a row's first token is not the last one's next)
+    loss, _correct, count = packing.answer_loss(model, {**batch, "labels": labels})
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    model.eval()  # each row alone (no dropout in these models: the same numbers as in training)
+    expected = sum(F.cross_entropy(model(input_ids=r, attention_mask=torch.ones_like(r)).logits[0, :-1], r[0, 1:],
+                                   reduction="sum") for r in rows)
+    (expected / count).backward()
+    assert count == 10 and torch.allclose(loss, expected / count, atol=1e-5)
+    for name, grad in grads.items():
+        assert torch.allclose(grad, model.get_parameter(name).grad, atol=1e-5), name
+
+
+def test_a_stablelm_is_estimated(tmp_path):
+    """The estimate's measured training step failed for a StableLM ("a training batch with neither row
+    boundaries nor a mask"): the Train tab and the advisor said "Could not advise" for any StableLM."""
+    from pipelines import estimates
+
+    folder = tmp_path / "tiny-stablelm"
+    _tiny("stablelm").save_pretrained(folder)
+    found = estimates.estimate(str(folder), "lora", lengths=[40] * 8)
+    assert found.peak_bytes > 0 and found.seconds_per_epoch > 0
