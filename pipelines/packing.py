@@ -269,32 +269,37 @@ def _plain_head(model):
     return head
 
 
-def answer_loss(model, inputs: dict, num_items_in_batch=None, dtype: torch.dtype | None = None):
-    """(summed cross-entropy over the learned tokens / their count, tokens predicted right, count)
-    for a batch whose `labels` mark the learned tokens (-100 elsewhere); the output layer only at
-    those positions, in `dtype` (the run's half precision; None: autocast's where it is on, else
-    the weight's). The Trainer calls the loss outside autocast (accelerate wraps only the model's
-    forward), so a bf16 run says so here, or its output layer runs in float32."""
+def answer_loss(model, inputs: dict, num_items_in_batch=None, dtype: torch.dtype | None = None,
+                router: bool = False):
+    """(summed cross-entropy over the learned tokens / their count, tokens predicted right, count,
+    the mixture-of-experts' load-balancing loss or None) for a batch whose `labels` mark the learned
+    tokens (-100 elsewhere); the output layer only at those positions, in `dtype` (the run's half
+    precision; None: autocast's where it is on, else the weight's). The Trainer calls the loss outside
+    autocast (accelerate wraps only the model's forward), so a bf16 run says so here, or its output
+    layer runs in float32. With `router`, the model is asked for its router logits (and so its aux loss),
+    as TRL's SFTTrainer asks where the config gives the aux loss a weight."""
     labels = inputs["labels"]
     shifted = labels[:, 1:]
     rows, cols = (shifted != -100).nonzero(as_tuple=True)
     targets = shifted[rows, cols]
     forward = {k: v for k, v in inputs.items() if k != "labels"}
+    if router:
+        forward["output_router_logits"] = True
     head = _plain_head(model)
     keep = cols if labels.shape[0] == 1 else 0  # padded rows: every position, then the learned ones
     if head is not None:
         with _HeadAsIdentity(head):
-            hidden = model(**forward, logits_to_keep=keep, use_cache=False).logits
-        hidden = hidden[0] if labels.shape[0] == 1 else hidden[rows, cols]
+            out = model(**forward, logits_to_keep=keep, use_cache=False)
+        hidden = out.logits[0] if labels.shape[0] == 1 else out.logits[rows, cols]
         device = hidden.device.type
         if dtype is None:
             dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else head.weight.dtype
         total, correct = _ChunkedNLL.apply(hidden, head.weight, targets, dtype)
     else:
-        logits = model(**forward, logits_to_keep=keep, use_cache=False).logits
-        logits = (logits[0] if labels.shape[0] == 1 else logits[rows, cols]).float()
+        out = model(**forward, logits_to_keep=keep, use_cache=False)
+        logits = (out.logits[0] if labels.shape[0] == 1 else out.logits[rows, cols]).float()
         total = F.cross_entropy(logits, targets, reduction="sum")
         correct = (logits.detach().argmax(-1) == targets).sum()
     # a window with no learned token gives a zero loss, not 0/0
     count = torch.as_tensor(num_items_in_batch if num_items_in_batch is not None else targets.numel()).clamp(min=1)
-    return total / count, correct, targets.numel()
+    return total / count, correct, targets.numel(), getattr(out, "aux_loss", None) if router else None

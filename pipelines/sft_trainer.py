@@ -32,9 +32,16 @@ class StudioSFTTrainer(SFTTrainer):
         # 72.0 s vs 71.0 s) and its held-out loss a little higher (bench/faq_quality.py: 0.240 vs 0.221)
         half = torch.bfloat16 if self.args.bf16 else torch.float16 if self.args.fp16 else None
         dtype = half if inputs["input_ids"].device.type == "cuda" else torch.float32
-        loss, correct, learned = packing.answer_loss(model, inputs, num_items_in_batch, dtype)
+        # a mixture of experts: its load-balancing loss, as TRL adds it on its padded path (dropped here, the
+        # router of a full fine-tune trained without balancing)
+        router = bool(getattr(self, "aux_loss_enabled", False))
+        loss, correct, learned, aux = packing.answer_loss(model, inputs, num_items_in_batch, dtype, router=router)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes  # as TRL: DDP averages the gradients over ranks
+        if aux is not None and mode == "train":  # (the held-out loss stays the answers' own)
+            steps = self.current_gradient_accumulation_steps if num_items_in_batch is not None else 1
+            loss = loss + (self.router_aux_loss_coef * aux).to(loss.dtype) / steps
+            self._metrics[mode]["aux_loss"].append(aux.detach().float().item())
         self._metrics[mode]["mean_token_accuracy"].append(correct / max(learned, 1))
         if mode == "eval":  # the held-out tokens' summed loss, for a loss per token (evaluation_loop)
             self._eval_nll = self._eval_nll + loss.detach().float() * learned

@@ -43,7 +43,7 @@ def test_a_padding_free_batch_gives_each_rows_own_loss_and_gradients(tmp_path, t
     assert batch["input_ids"].shape == (1, sum(lengths)) and "attention_mask" not in batch
     assert batch["cu_seq_lens_q"].tolist() == [0, *torch.tensor(lengths).cumsum(0).tolist()]
 
-    loss, _, learned = packing.answer_loss(model, batch)
+    loss, _, learned, _aux = packing.answer_loss(model, batch)
     loss.backward()
     packed_grads = _lora_grads(model)
     model.zero_grad()
@@ -131,7 +131,7 @@ def test_a_batch_without_learned_tokens_gives_zero_not_nan(tmp_path, tiny_model_
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
     batch["labels"][:] = -100  # e.g. answers cut away by max_length
     for items in (None, torch.tensor(0)):  # alone, and as a gradient-accumulation window of none
-        loss, correct, learned = packing.answer_loss(trainer.model, batch, items)
+        loss, correct, learned, _aux = packing.answer_loss(trainer.model, batch, items)
         loss.backward()
         assert float(loss) == 0.0 and learned == 0 and int(correct) == 0
 
@@ -217,7 +217,7 @@ def test_rows_stay_apart_where_a_decoder_layer_does_not_pass_the_boundaries_on(m
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     labels = packed.clone()
     labels[0, 5] = -100  # (the collator's: a row's first token is not the last one's next)
-    loss, _correct, count = packing.answer_loss(model, {**batch, "labels": labels})
+    loss, _correct, count, _aux = packing.answer_loss(model, {**batch, "labels": labels})
     loss.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad()
@@ -239,3 +239,23 @@ def test_a_stablelm_is_estimated(tmp_path):
     _tiny("stablelm").save_pretrained(folder)
     found = estimates.estimate(str(folder), "lora", lengths=[40] * 8)
     assert found.peak_bytes > 0 and found.seconds_per_epoch > 0
+
+
+def test_a_mixture_of_experts_keeps_its_load_balancing_loss(tmp_path, tiny_moe_dir, monkeypatch):
+    """TRL adds a mixture of experts' load-balancing loss (router_aux_loss_coef x aux_loss) on its padded path;
+    the padding-free loss dropped it, and the router of a full fine-tune trained without balancing."""
+    monkeypatch.setenv("STUDIO_BF16", "0")
+    trainer = _trainer(tmp_path, tiny_moe_dir, per_device_train_batch_size=2)
+    assert trainer.packed and trainer.aux_loss_enabled and trainer.router_aux_loss_coef == 0.001
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    model = trainer.model.train()
+    torch.manual_seed(0)
+    loss = trainer.compute_loss(model, dict(batch))
+    answers, _correct, _learned, aux = packing.answer_loss(model, dict(batch), router=True)
+    assert aux is not None and aux > 0
+    assert torch.allclose(loss, answers + 0.001 * aux, atol=1e-6)
+    assert trainer._metrics["train"]["aux_loss"] == [pytest.approx(aux.item())]
+    # held out: the answers' loss alone
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(trainer.compute_loss(model, dict(batch)), packing.answer_loss(model, dict(batch))[0])
