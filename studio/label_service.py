@@ -168,7 +168,24 @@ def _side(studio, spec: str) -> dict:
         models.check_available(model, studio.model_cache)
     except (ChatError, models.ModelError) as err:
         raise LabelError(str(err)) from None
+    folder = Path(model).expanduser()
+    if not models.is_default(model) and folder.exists():  # as a whole path: the job runs in another folder
+        model = str(folder.resolve())  # (a relative one failed there, or was taken there for a hub id)
     return {"spec": spec, "model": model, "adapter": str(adapter) if adapter else None}
+
+
+def _check_sampling(temperature, max_new_tokens, seed) -> None:
+    """The answers' settings in the Chat tab's ranges (the command line took any: 0 new tokens made every
+    answer one token long, a NaN temperature passed the check for two different answers and was greedy)."""
+    from studio.chat_service import SEED_MAX
+
+    for name, value, low, high in (("the temperature", temperature, 0.0, 2.0),
+                                   ("the longest answer (new tokens)", max_new_tokens, 1, 4096),
+                                   ("the seed", seed, 0, SEED_MAX)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            raise LabelError(f"{name} is {value}; it must be from {low:g} to {high if isinstance(high, int) else f'{high:g}'}")
+    if max_new_tokens != int(max_new_tokens) or seed != int(seed):
+        raise LabelError("the longest answer and the seed are whole numbers")
 
 
 def sample_prompts(prompts: list, n: int | None, seed: int = 0) -> list:
@@ -191,6 +208,7 @@ def create_project(studio, *, name: str, prompts: list[list[dict]], models_: lis
     name = _check_new(studio, name, overlap)
     if not prompts:
         raise LabelError("no prompts: pick a dataset, upload a file or type at least one")
+    _check_sampling(temperature, max_new_tokens, seed)
     total = len(prompts)
     prompts = sample_prompts(prompts, sample, seed)
     if len(prompts) > MAX_PROMPTS:

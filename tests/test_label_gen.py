@@ -271,6 +271,34 @@ def test_models_that_cannot_load_are_refused_before_anything_is_written(studio, 
     assert not any(studio.runs_dir.iterdir())
 
 
+@pytest.mark.parametrize("settings, message", [
+    ({"max_new_tokens": 0}, "the longest answer (new tokens) is 0; it must be from 1 to 4096"),
+    ({"temperature": float("nan")}, "the temperature is nan; it must be from 0 to 2"),
+    ({"temperature": 50.0}, "the temperature is 50.0; it must be from 0 to 2"),
+    ({"seed": -3}, "the seed is -3; it must be from 0 to 18446744073709551615"),
+    ({"seed": 2**64}, "the seed is 18446744073709551616; it must be from 0 to 18446744073709551615"),
+])
+def test_answer_settings_out_of_the_chat_tabs_ranges_are_refused(studio, tiny_model_dir, settings, message):
+    """`studio label create` took any: 0 new tokens made every answer one token long, cut off; a NaN temperature
+    passed the check for two different answers, then both were greedy and the same."""
+    with pytest.raises(LabelError) as err:
+        ls.create_project(studio, name="p", prompts=turns(PROMPTS), models_=[f"base:{tiny_model_dir}"],
+                          **{"temperature": 0.7, **settings})
+    assert str(err.value) == message
+    assert studio.store.list_label_projects() == [] and not any(studio.runs_dir.iterdir())
+
+
+def test_a_model_folder_given_relative_to_here_is_kept_as_a_whole_path(studio, tiny_model_dir, monkeypatch):
+    """The answering job runs in the project's folder: a folder typed relative to where the command ran was not
+    found there (the job failed), or was taken there for a hub id."""
+    monkeypatch.chdir(tiny_model_dir.parent)
+    made = ls.create_project(studio, name="rel", prompts=turns(PROMPTS), models_=[f"base:{tiny_model_dir.name}"],
+                             temperature=0.7, max_new_tokens=4)
+    job = json.loads((studio.run_dir(made["job_id"]) / "job.json").read_text())
+    assert [side["model"] for side in job["sides"]] == [str(tiny_model_dir.resolve())] * 2
+    assert until(studio, "rel")["status"] == "ready"  # the job found it, from its own folder
+
+
 def test_the_table_says_how_long_the_answers_take_yet():
     """Prompts 2 to 5 took 40 s once the models were loaded (with the first): 10 s each, 15 left of 20,
     about 2:30 to go."""
