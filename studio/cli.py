@@ -261,6 +261,12 @@ def cmd_logs(args) -> int:
     if row is None:
         raise CliError(f"no run with id '{args.run_id}' (see 'studio runs')")
     log = studio.run_dir(args.run_id) / "train.log"
+    while not log.exists():  # a run a waiting worker took writes its log once its libraries are loaded
+        if not args.follow or studio.get_run(args.run_id)["status"] in FINAL_STATUSES:
+            print(f"run {args.run_id} has written no log yet" + ("" if args.follow else
+                  " (it is starting: --follow waits for it)"), file=sys.stderr)
+            return 0
+        time.sleep(0.5)
     with open(log, "r", errors="replace") as fh:
         while True:
             chunk = fh.read()
@@ -278,6 +284,25 @@ def cmd_prepare(args) -> int:
     return 0
 
 
+def _port_taken(host: str, port: int) -> str:
+    """Why the server could not listen there ("" when it can): said before the app is built (the server's own
+    error came after it, as a traceback: "Cannot find empty port ... passing the server_port parameter")."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as err:
+        return f"the address is not known here: {err.strerror or err}"
+    family, kind, proto, _name, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # (as the server's own: a port just freed works)
+        try:
+            probe.bind(address)
+        except OSError as err:
+            return err.strerror or str(err)
+    return ""
+
+
 def cmd_serve(args) -> int:
     from studio.launch import LaunchError, check_exposure, serve
 
@@ -285,6 +310,12 @@ def cmd_serve(args) -> int:
         check_exposure(args.host, args.auth, args.share)
     except LaunchError as err:
         raise CliError(str(err)) from None
+    if not 0 < args.port < 65536:
+        raise CliError(f"--port {args.port} is not a port; pick one from 1 to 65535")
+    taken = _port_taken(args.host, args.port)
+    if taken:
+        raise CliError(f"port {args.port} on {args.host} cannot be used ({taken}); is the studio already running? "
+                       "Pick another with --port")
     studio = _studio(args, standby=True)
     for run_id in studio.recover():
         print(f"run {run_id} was interrupted (its process is gone); resume it from the Train tab")

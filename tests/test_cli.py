@@ -243,3 +243,33 @@ def test_waiting_on_a_run_ctrl_c_and_a_cancel_from_elsewhere(tmp_path, tiny_mode
             assert studio.wait(run_id, poll_s=0.3)["status"] == "cancelled"
         else:
             assert (waiting.returncode, last) == (1, f"run {run_id} cancelled")
+
+
+def test_serve_on_a_port_in_use_or_no_port_and_logs_before_any_exit_in_one_line(tmp_path):
+    """A second `studio serve` on the same port built the whole app, then failed with the server's traceback
+    ("Cannot find empty port"); --port 70000 with an OverflowError. `studio logs` of a run whose worker had not
+    written its log yet failed with FileNotFoundError."""
+    import socket
+
+    home = tmp_path / "home"
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        done = studio_cmd(home, "serve", "--port", str(port), timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (f"error: port {port} on 127.0.0.1 cannot be used (Address already in use); is the "
+                                   "studio already running? Pick another with --port")
+    done = studio_cmd(home, "serve", "--port", "70000", timeout=120)
+    assert (done.returncode, done.stderr.strip()) == (2, "error: --port 70000 is not a port; pick one from 1 to 65535")
+
+    from studio.core import Studio
+
+    studio = Studio(home)
+    studio.store.add_run(id="r20261206-100000-aaaa", method="lora", model="default", dataset_id=None,
+                         status="queued", params={})
+    studio.run_dir("r20261206-100000-aaaa").mkdir(parents=True)
+    done = studio_cmd(home, "logs", "r20261206-100000-aaaa")
+    assert done.returncode == 0 and done.stdout == ""
+    assert done.stderr.strip() == ("run r20261206-100000-aaaa has written no log yet (it is starting: --follow waits "
+                                   "for it)")
