@@ -215,12 +215,12 @@ def view_dataset(studio, dataset_id, model, max_length):
     table = {"headers": list(rows[0]) if rows else [],
              "data": [[_cell(v, 400) for v in r.values()] for r in rows]}
     summary = f"**{literal(row['name'])}** — {summary_text(row)}."
+    max_length = int(max_length or 512)
     try:
         tokenizer = studio.tokenizer(model or "default")
+        stats = dataset_stats.length_stats(parquet, tokenizer, max_length)  # (a tokenizer without a chat template)
     except ModelError as err:
         return f"{summary}\n\n**No token statistics:** {quoted(err)}", table, None, None
-    max_length = int(max_length or 512)
-    stats = dataset_stats.length_stats(parquet, tokenizer, max_length)
     sampled = f" (measured on {stats['measured']} of {stats['total']} training rows)" if stats["estimated"] else ""
     summary += (f"\n\nTokens per example with **{model}**'s tokenizer{sampled}: mean {stats['mean']:.0f}, "
                 f"median {stats['median']:.0f}, longest {stats['longest']}. **{stats['over']}** rows are over the "

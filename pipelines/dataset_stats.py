@@ -88,6 +88,17 @@ def sequences(row: dict) -> list:
     return [row["prompt"] + row["completion"]]
 
 
+def check_template(rows: list[dict], tokenizer) -> None:
+    """Conversations are written with the tokenizer's chat template: one without (a base model's) is said in
+    one sentence (transformers' own error escaped the Data tab, which then kept the dataset before's figures)."""
+    from pipelines.models import ModelError
+
+    if getattr(tokenizer, "chat_template", None) is None and any(
+            isinstance(seq, list) for row in rows[:1] for seq in sequences(row)):
+        raise ModelError("this model's tokenizer has no chat template, and these examples are conversations "
+                         "written with one: pick a chat (instruct) model, or plain-text data for this one")
+
+
 def _render(seq, tokenizer) -> str:
     if isinstance(seq, list):
         return tokenizer.apply_chat_template(seq, tokenize=False)
@@ -122,6 +133,7 @@ def sequence_lengths(rows: list[dict], tokenizer, max_chars: int = MEASURED_CHAR
 def length_stats(parquet: Path, tokenizer, max_length: int) -> dict:
     total = count_rows(parquet)
     rows = sample_rows(parquet)
+    check_template(rows, tokenizer)
     lengths = token_lengths(rows, tokenizer, measured_chars(max_length))
     over = sum(n > max_length for n in lengths)
     return {
@@ -141,6 +153,7 @@ def render_example(row: dict, tokenizer, max_length: int) -> dict:
     diverge; plain text is learned whole with EOS appended. A text longer than measured_chars is
     tokenized from its start only (what is shown is cut at max_length tokens anyway)."""
     cut = measured_chars(max_length)
+    check_template([row], tokenizer)
     if "text" in row:
         full = tokenizer(_render(row["text"], tokenizer)[:cut], add_special_tokens=False)["input_ids"]
         prompt_len = 0

@@ -7,6 +7,7 @@ import sys
 import threading
 from pathlib import Path
 
+from pipelines import models
 from pipelines.data import DataError
 from pipelines.events import FINAL_STATUSES
 from pipelines.methods import ConfigError
@@ -279,7 +280,12 @@ def cmd_logs(args) -> int:
 
 
 def cmd_prepare(args) -> int:
-    path = _studio(args).resolve_model(args.model)
+    studio = _studio(args)
+    models.check_available(args.model, studio.model_cache)
+    path = studio.resolve_model(args.model)
+    if str(path) == str(args.model).strip() and not Path(path).exists():  # a hub id: downloaded on first use
+        print(f"model {path} is a hub id: it is downloaded on its first use (nothing is prepared ahead)")
+        return 0
     print(f"model ready: {path}")
     return 0
 
@@ -335,6 +341,7 @@ def cmd_methods(args) -> int:
     from studio import method_service as ms
 
     studio = _studio(args)
+    models.check_available(args.model, studio.model_cache)  # a hub id not here: one sentence, not a traceback
     model_path = str(studio.resolve_model(args.model))
     print(f"methods for {args.model}" + (f" (peak memory and time for dataset {args.dataset})" if args.memory else ""))
     head = f"{'key':<10} {'method':<19} {'family':<16} {'data':<10} {'trainable':>10} {'%':>7}  merge"

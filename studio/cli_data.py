@@ -83,7 +83,7 @@ def cmd_delete(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from pipelines import dataset_stats, models
+    from pipelines import dataset_stats
     from studio.cli import CliError, _studio
 
     if args.rows < 0:
@@ -96,13 +96,15 @@ def cmd_show(args) -> int:
         from studio.dataset_service import gone
 
         raise CliError(f"{gone(studio, args.dataset_id)} (see 'studio data list')")
+    # the tokenizer first: one that cannot be used is said before the rows (it was a traceback after them)
+    tokenizer = studio.tokenizer(args.model)
+    dataset_stats.check_template([dataset_stats.first_row(Path(row["path"])) or {}], tokenizer)
     print(f"{row['name']} ({row['id']}): {summary_line(row)}")
     # long values and conversations are cut: a 5 MB answer is not a preview
     for i, item in enumerate(dataset_stats.preview_rows(Path(row["path"]), args.rows, dataset_stats.brief), start=1):
         print(f"--- row {i}")
         for key, value in item.items():
             print(f"{key}: {value}")
-    tokenizer = models.load_tokenizer(studio.resolve_model(args.model))
     stats = dataset_stats.length_stats(Path(row["path"]), tokenizer, args.max_length)
     sample = f" (measured on {stats['measured']} of {stats['total']} rows)" if stats["estimated"] else ""
     print(f"--- tokens with {args.model}'s tokenizer{sample}: mean {stats['mean']:.0f}, median "

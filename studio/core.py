@@ -208,7 +208,13 @@ class Studio:
         key = str(self.resolve_model(spec))
         if key not in self._tokenizers:
             models.check_available(spec, self.model_cache)  # a hub id with no network: at once, not after retries
-            self._tokenizers[key] = models.load_tokenizer(key)
+            try:
+                self._tokenizers[key] = models.load_tokenizer(key)
+            except (OSError, ValueError) as err:  # a folder with weights and no tokenizer files: one sentence
+                if isinstance(err, models.ModelError):
+                    raise
+                first = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+                raise models.ModelError(f"the tokenizer of '{spec}' cannot be loaded ({first[:200]})") from None
         return self._tokenizers[key]
 
     # datasets

@@ -273,3 +273,18 @@ def test_serve_on_a_port_in_use_or_no_port_and_logs_before_any_exit_in_one_line(
     assert done.returncode == 0 and done.stdout == ""
     assert done.stderr.strip() == ("run r20261206-100000-aaaa has written no log yet (it is starting: --follow waits "
                                    "for it)")
+
+
+def test_a_hub_model_that_is_not_here_is_said_in_one_line_by_methods_and_prepare(tmp_path, monkeypatch, capsys):
+    """`methods --model ORG/NAME` was a 30-line traceback with downloads off; `prepare` said "model ready" for a
+    hub id it had neither downloaded nor checked."""
+    from studio.cli import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    home = ["--home", str(tmp_path / "home")]
+    said = ("error: model 'someorg/somemodel' is not downloaded on this machine and downloads are off (HF_HUB_OFFLINE); "
+            "use 'default' (the built-in model) or a local model folder\n")
+    for command in (["methods", "--model", "someorg/somemodel"], ["prepare", "--model", "someorg/somemodel"]):
+        assert main([*command, *home]) == 2
+        out = capsys.readouterr()
+        assert (out.out, out.err) == ("", said)

@@ -466,3 +466,46 @@ def test_a_pretty_printed_object_saved_as_jsonl_says_how_to_save_it(studio, tmp_
     assert refused(studio, path) == ("pretty.jsonl, line 1: malformed JSON at character 2: the line ends inside an "
                                      "object (cut short?); the text there: `{▸`; if the file is one object written "
                                      "over several lines, write one object per line or save it as .json")
+
+
+def test_a_model_whose_tokenizer_cannot_be_used_is_said_in_one_line(tmp_path, capsys, tiny_model_dir):
+    """`data show --model` with a folder of weights and no tokenizer, or a base model's tokenizer without a chat
+    template, was a traceback after the rows were printed; the Data tab kept the dataset before's figures under
+    the one picked (its error escaped the view)."""
+    import shutil
+
+    from components.data_tab import view_dataset
+    from studio.cli import main
+    from studio.core import Studio
+
+    path = jsonl(tmp_path / "faq.jsonl", GOOD)
+    home = ["--home", str(tmp_path / "home")]
+    assert main(["data", "import", str(path), *home]) == 0
+    dataset_id = capsys.readouterr().out.strip()
+
+    no_tokenizer = tmp_path / "weights-only"
+    no_tokenizer.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(tiny_model_dir / name, no_tokenizer / name)
+    base = tmp_path / "base-model"
+    shutil.copytree(tiny_model_dir, base)
+    config = json.loads((base / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (base / "tokenizer_config.json").write_text(json.dumps(config))
+    (base / "chat_template.jinja").unlink(missing_ok=True)
+
+    assert main(["data", "show", dataset_id, "--model", str(no_tokenizer), *home]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and out.err.startswith(f"error: the tokenizer of '{no_tokenizer}' cannot be loaded (")
+    assert out.err.count("\n") == 1
+    template = ("this model's tokenizer has no chat template, and these examples are conversations written with one: "
+                "pick a chat (instruct) model, or plain-text data for this one")
+    assert main(["data", "show", dataset_id, "--model", str(base), *home]) == 2
+    out = capsys.readouterr()
+    assert (out.out, out.err) == ("", f"error: {template}\n")
+
+    studio = Studio(tmp_path / "home")
+    summary, table, figure, example = view_dataset(studio, dataset_id, str(base), 512)
+    assert summary.endswith(f"**No token statistics:** {template}") and table["data"] and figure is None
+    assert view_dataset(studio, dataset_id, str(no_tokenizer), 512)[0].split("**No token statistics:** ")[1].startswith(
+        f"the tokenizer of '{no_tokenizer}' cannot be loaded (")
