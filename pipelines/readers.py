@@ -39,6 +39,8 @@ def human_size(n: float) -> str:
 def check_file(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> str:
     """Say what is wrong with the file as a whole, or return its format."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path.name}: a folder, not a file; give one of the files in it")
     if not path.is_file():
         raise DataError(f"{path.name}: file not found")
     fmt = FORMATS.get(path.suffix.lower())

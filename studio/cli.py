@@ -65,8 +65,11 @@ def read_config(path: Path) -> dict:
     # A relative dataset path is relative to the config file, like any config-file path.
     if (base / dataset).is_file():
         dataset = str(base / dataset)
+    model = str(config.get("model", "default"))
+    if (base / model).is_dir() and not Path(model).is_absolute():  # and a model folder beside it (it was taken
+        model = str(base / model)  # from where the command ran, or for a hub id)
     return {
-        "model": str(config.get("model", "default")),
+        "model": model,
         "dataset": dataset,
         "method": str(config.get("method", "lora")),
         "params": config.get("params") or {},
@@ -102,8 +105,22 @@ def launch_text(config: dict) -> str:
     from pipelines.hardware import use_bf16
     from pipelines.methods import get_method
 
+    from pipelines.methods.params import parse
+
+    from pipelines import readers, rewards
+
+    # what start_run checks before it writes anything (wrong settings were printed a launch for, exit 0)
+    method = get_method(config["method"])
+    checked = parse(method.params, config.get("params") or {})
     settings = dev.parse_devices(config.get("devices"))
-    dev.check(settings, get_method(config["method"]), dev.gpu_count())
+    dev.check(settings, method, dev.gpu_count())
+    if method.validate:
+        method.validate(checked)
+    if method.rewards:
+        rewards.parse_list(config.get("rewards"))
+    dataset = Path(config["dataset"])
+    if dataset.suffix.lower() in readers.FORMATS and not dataset.is_file():  # a file, not an id or sample name
+        raise CliError(f"{dataset.name}: file not found")
     if not dev.distributed(settings):
         return ("# one process, no launcher: the worker runs the method itself\n"
                 f"{sys.executable} -m pipelines.run RUN_DIR\n")

@@ -26,9 +26,20 @@ def cmd_judge(args) -> int:
         raise CliError(str(err)) from None
     print(f"judge job {job_id}", file=sys.stderr, flush=True)
 
+    shown = {"step": None}
+
     def show(found):
-        if found["status"] == "running" and found.get("max_steps"):
-            print(f"\r{found['step']}/{found['max_steps']} pairs judged", end="", file=sys.stderr, flush=True)
+        # at a terminal, one line redrawn each second; in a log (CI, a file), a line when a tenth more is done
+        # (the redrawn line grew by a copy every second, one line of thousands)
+        if found["status"] != "running" or not found.get("max_steps"):
+            return
+        step, total = found["step"], found["max_steps"]
+        if sys.stderr.isatty():
+            print(f"\r{step}/{total} pairs judged", end="", file=sys.stderr, flush=True)
+        elif step != shown["step"] and (shown["step"] is None or step == total
+                                        or step - shown["step"] >= max(1, total // 10)):
+            shown["step"] = step
+            print(f"{step}/{total} pairs judged", file=sys.stderr, flush=True)
 
     try:
         found = judge_service.wait(studio, job_id, on_poll=show)
@@ -44,7 +55,8 @@ def cmd_judge(args) -> int:
         print(f"\njudge job {job_id} cancelled: no dataset is made; the pairs it read are kept, and judging them "
               "again with the same judge goes on from there", file=sys.stderr)
         return 130
-    print(file=sys.stderr)
+    if sys.stderr.isatty():  # (the end of the redrawn line)
+        print(file=sys.stderr)
     if found["status"] != "completed":
         left = judge_service.kept_readings(studio, job_id)
         print(f"error: judge job {job_id} {found['status']}" + (f": {found['error']}" if found["error"] else "")

@@ -509,3 +509,12 @@ def test_a_model_whose_tokenizer_cannot_be_used_is_said_in_one_line(tmp_path, ca
     assert summary.endswith(f"**No token statistics:** {template}") and table["data"] and figure is None
     assert view_dataset(studio, dataset_id, str(no_tokenizer), 512)[0].split("**No token statistics:** ")[1].startswith(
         f"the tokenizer of '{no_tokenizer}' cannot be loaded (")
+
+
+def test_a_folder_given_for_a_file_is_said_to_be_one(tmp_path, capsys):
+    """`studio data import FOLDER` said "file not found" of a folder that is there."""
+    from studio.cli import main
+
+    (tmp_path / "exports").mkdir()
+    assert main(["data", "import", str(tmp_path / "exports"), "--home", str(tmp_path / "home")]) == 2
+    assert capsys.readouterr().err == "error: exports: a folder, not a file; give one of the files in it\n"

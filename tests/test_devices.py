@@ -263,3 +263,26 @@ def test_threads_per_process_share_the_cores_this_process_may_use():
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["1", "1"]
     assert dev.threads_per_process(dev.Devices()) == hardware.usable_cores()
+
+
+def test_print_launch_checks_what_train_checks(tmp_path, capsys):
+    """--print-launch ("checked, nothing written") printed a launch, exit 0, for settings `train` refuses: an
+    epoch count below 0, a dataset file that is not there. A model folder beside the config is found from it."""
+    from studio.cli import main, read_config
+
+    home = ["--home", str(tmp_path / "home")]
+    config = tmp_path / "run.yaml"
+    for text, said in (("dataset: quillpad_faq\nparams: {num_train_epochs: -1}\n", "'num_train_epochs'"),
+                       ("dataset: nope.csv\n", "error: nope.csv: file not found"),
+                       ("dataset: quillpad_faq\nparams: {learning_rate: abc}\n", "learning_rate"),
+                       ("dataset: arithmetic_prompts\nmethod: grpo\n", "reward")):
+        config.write_text(text)
+        assert main(["train", str(config), "--print-launch", *home]) == 2, text
+        out = capsys.readouterr()
+        assert out.out == "" and said in out.err and out.err.count("\n") == 1, out.err
+    assert not (tmp_path / "home" / "runs").exists() or not any((tmp_path / "home" / "runs").iterdir())
+    (tmp_path / "base").mkdir()
+    config.write_text("dataset: quillpad_faq\nmodel: base\n")
+    assert read_config(config)["model"] == str(tmp_path / "base")
+    config.write_text("dataset: quillpad_faq\nmodel: default\n")
+    assert read_config(config)["model"] == "default"

@@ -19,6 +19,9 @@ def test_judge_cli_makes_a_dataset_with_the_agreement(tmp_path, tiny_model_dir):
     assert done.returncode == 0, done.stderr
     dataset_id = done.stdout.strip()
     last = done.stderr.strip().splitlines()[-1]
+    # not at a terminal: a line per tenth of the pairs, not a redrawn line that grew every second
+    progress = [line for line in done.stderr.splitlines() if line.endswith("pairs judged")]
+    assert "\r" not in done.stderr and len(progress) == len(set(progress))  # (a short job may show none)
     assert last.startswith("quillpad_preferences judged by tiny-llama")
     assert ": 6 preference pairs. The judge agreed with the original choices on " in last
     assert "pairs, asked in both orders; asked once (either order), " in last
