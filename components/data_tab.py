@@ -11,7 +11,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from components import dataset_delete, form_memory, judge_panel
+from components import dataset_delete, dataset_note, form_memory, judge_panel
 from components.charts import length_histogram
 from components.text import literal, quoted
 from pipelines import dataset_stats, importer
@@ -174,7 +174,7 @@ def import_source(studio, upload, sample, name, kind, text_unit, dedupe, heldout
                                     progress=progress)
     except DataError as err:
         return f"**Not imported:** {without_cli_syntax(str(err))}", gr.update()
-    return (f"Imported **{literal(row['name'])}** (`{row['id']}`): {summary_text(row)}.",
+    return (f"{dataset_note.imported_or_found(row, name)} (`{row['id']}`): {summary_text(row)}.",
             gr.update(choices=dataset_choices(studio), value=row["id"]))
 
 

@@ -18,6 +18,17 @@ def made_or_found(row: dict, typed: str | None, what: str, made: str = "Made") -
     return f"These {what} were exported before, as **{literal(row['name'])}**{ignored}"
 
 
+def imported_or_found(row: dict, typed: str | None) -> str:
+    """'Imported **name**', or, for a file imported before with the same settings (one dataset per file and
+    settings), that it is that dataset — and that a name typed for this import is not used."""
+    if not row.get("imported_before"):
+        return f"Imported **{literal(row['name'])}**"
+    typed = (typed or "").strip()
+    ignored = (f" (the name typed, *{literal(typed)}*, is not used: the same file with the same settings makes "
+               "the same dataset)" if typed and typed != row["name"] else "")
+    return f"This file was imported before with these settings, as **{literal(row['name'])}**{ignored}"
+
+
 def cut_chosen_note(row: dict) -> str:
     """Said after labels or chat votes are exported when some winning answers were cut off (at the length
     limit, or by Stop): trained on, a chosen answer that stops mid-sentence teaches the model to stop there."""

@@ -54,6 +54,10 @@ def cmd_import(args) -> int:
         if tty:
             print("\r\033[K", end="", file=sys.stderr, flush=True)  # the progress line goes away
     print(row["id"])
+    if row.get("imported_before"):  # (the name given was dropped without a word)
+        typed = (args.name or "").strip()
+        print(f"this file was imported before with these settings, as {row['name']}"
+              + (f" (the name given, {typed}, is not used)" if typed and typed != row["name"] else ""), file=sys.stderr)
     print(f"{row['name']}: {summary_line(row)}", file=sys.stderr)
     return 0
 

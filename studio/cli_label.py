@@ -217,6 +217,10 @@ def cmd_export(args) -> int:
     origin = row["meta"].get("origin", {})
     votes = f" and {origin['votes']} chat votes" if origin.get("votes") else ""
     print(row["id"])
+    if row.get("exported_before"):  # (the name given was dropped without a word)
+        typed = (args.dataset_name or "").strip()
+        print(f"these labels were exported before, as {row['name']}"
+              + (f" (the name given, {typed}, is not used)" if typed and typed != row["name"] else ""), file=sys.stderr)
     print(f"{row['name']}: {_count(row['rows'], 'row')}, {row['kind']}, from {origin.get('pairs', '?')} labelled "
           f"pairs{votes}" + (f"; left out {_count(origin['alone'], 'item')} only one person labelled (agreement "
                              "needs two)" if origin.get("alone") else "")

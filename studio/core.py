@@ -231,9 +231,10 @@ class Studio:
         max_bytes = max(self.max_upload_bytes, path.stat().st_size) if made_here else self.max_upload_bytes
         readers.check_file(path, max_bytes)  # size limit before anything is read
         sha = importer.sha256(path)
+        name = (name or "").strip() or None  # (a name of spaces was kept as it was typed)
         for existing in self.store.find_datasets_by_hash(sha):
             if importer.same_options(existing["meta"].get("options"), options):
-                return existing
+                return {**existing, "imported_before": True}  # (said: "Imported v1" of a file typed as v2)
         dataset_id = _new_id("d")
         dest = self.datasets_dir / dataset_id
         try:

@@ -518,3 +518,22 @@ def test_a_folder_given_for_a_file_is_said_to_be_one(tmp_path, capsys):
     (tmp_path / "exports").mkdir()
     assert main(["data", "import", str(tmp_path / "exports"), "--home", str(tmp_path / "home")]) == 2
     assert capsys.readouterr().err == "error: exports: a folder, not a file; give one of the files in it\n"
+
+
+def test_the_same_file_imported_again_says_it_is_the_dataset_made_before(studio, tmp_path, capsys):
+    """The same file and settings make one dataset: imported again as 'v2' it said "Imported **v1**" (the name
+    typed dropped without a word); a name of spaces was stored as typed."""
+    from components.data_tab import import_source
+    from studio.cli import main
+
+    path = jsonl(tmp_path / "faq.jsonl", GOOD)
+    said = import_source(studio, str(path), None, "   ", "auto", "line", False, 0, 0)[0]
+    assert said.startswith("Imported **faq** (`")
+    again = import_source(studio, str(path), None, "v2", "auto", "line", False, 0, 0)[0]
+    assert again.startswith("This file was imported before with these settings, as **faq** (the name typed, *v2*, "
+                            "is not used: the same file with the same settings makes the same dataset) (`")
+    assert len(studio.list_datasets()) == 1
+    for typed in ("v3", "v4"):  # (the command line's default settings are not the page's)
+        assert main(["data", "import", str(path), "--name", typed, "--home", str(studio.home)]) == 0
+    assert capsys.readouterr().err.splitlines()[-2] == ("this file was imported before with these settings, as v3 "
+                                                        "(the name given, v4, is not used)")

@@ -900,3 +900,17 @@ def test_a_labeler_waiting_on_items_others_hold_is_not_told_done_and_gets_them_w
     ls.submit(studio, ref, state["item"], "bob", "left")
     state, _line, prompt, *_ = label_tab.view(studio, ref, "bob")
     assert prompt.startswith("<h3>✅ Done</h3>") and label_tab.answers_now(ls.progress(studio, ref, "bob")) is None
+
+
+def test_the_command_line_says_when_labels_were_exported_before(studio, voted, capsys):
+    """`label export --name X` of labels exported before printed the first export's name with no word that X
+    was not used."""
+    from studio.cli import main
+
+    home = ["--home", str(studio.home)]
+    assert main(["label", "export", voted, "--name", "first", *home]) == 0
+    capsys.readouterr()
+    assert main(["label", "export", voted, "--name", "second", *home]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "these labels were exported before, as first (the name given, second, is not used)"
+    assert err[1].startswith("first: ")
