@@ -146,6 +146,10 @@ def check_source(studio, upload, sample, kind, text_unit, *mapping_values):
     mapped = {v for v in mapping_values if v and v != NOT_MAPPED} | set((info.get("case_mapped") or {}).values())
     unread = [c for c in columns if c not in (*layout.required, *layout.optional) and c not in mapped]
     hint, box = "", gr.update()
+    # a column taken for one of ours under another name (pairs' question as their prompt), said
+    renamed = [(target, source) for target, source in (info.get("case_mapped") or {}).items()
+               if str(source).strip().lower() != target]
+    hint += "".join(f" Column **{literal(source)}** is read as the *{target}*." for target, source in renamed)
     if layout.kind == "prompts" and kind == "auto" and unread:
         # prompt + 'answer_text_x': examples whose answer column was not recognised, imported as prompts alone
         hint = (f" Column{'s' if len(unread) > 1 else ''} **{few(unread)}** {'are' if len(unread) > 1 else 'is'} "

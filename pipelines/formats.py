@@ -51,10 +51,13 @@ class Layout:
 
 # Checked in this order: the first whose required columns are all present wins.
 LAYOUTS = (
+    # pairs first: a preference set often keeps its chosen conversation as `messages` too (UltraFeedback's),
+    # and was imported as conversations, its pairs and scores dropped
+    Layout("preference", "preference", ("prompt", "chosen", "rejected"), ("system",),
+           "preference (prompt, chosen, rejected)"),
     Layout("messages", "sft", ("messages",), (), "conversations (messages)"),
     Layout("sharegpt", "sft", ("conversations",), ("system",), "ShareGPT (conversations with from/value)"),
     Layout("kto", "kto", ("prompt", "completion", "label"), (), "KTO (prompt, completion, label)"),
-    Layout("preference", "preference", ("prompt", "chosen", "rejected"), (), "preference (prompt, chosen, rejected)"),
     Layout("implicit_preference", "preference", ("chosen", "rejected"), (),
            "preference with the prompt inside chosen/rejected"),
     Layout("alpaca", "sft", ("instruction", "output"), ("input", "system"), "Alpaca (instruction, input, output)"),
@@ -79,8 +82,14 @@ def few(names, n: int = NAMES_SHOWN) -> str:
     return f"{', '.join(names[:n])} and {len(names) - n} more"
 
 
+# as a message lists them: conversations first, the way most files come
+SHOWN_ORDER = ("messages", "sharegpt", "kto", "preference", "implicit_preference", "alpaca", "prompt_completion",
+               "text", "prompts")
+
+
 def accepted_layouts(kind: str = "auto") -> str:
-    return " | ".join("+".join(l.required) for l in LAYOUTS if kind in ("auto", l.kind))
+    return " | ".join("+".join(LAYOUT_BY_KEY[key].required) for key in SHOWN_ORDER
+                      if kind in ("auto", LAYOUT_BY_KEY[key].kind))
 
 
 def parse_mapping(spec: str | dict | None) -> dict[str, str]:
@@ -104,6 +113,14 @@ def with_case_mapping(columns: list[str], mapping: dict[str, str], path, kind: s
     'Completion' as a spreadsheet writes them): each mapped to its name, unless the file has that exact
     column or the mapping already uses either. Only then: 'prompt,completion,Label' with a topic in Label
     stays examples, and 'question,answer,Text' keeps its question and answer."""
+    names = set(columns) - set(mapping.values()) | set(mapping)
+    if kind in ("auto", "preference") and {"chosen", "rejected"} <= names and "prompt" not in names:
+        # pairs whose prompt is under another name (Orca's question, an instruction): its prompt was dropped
+        # as a column nobody reads, and the pairs taken for ones with the prompt inside each answer
+        lower = {str(c).strip().lower(): c for c in columns if c in names}
+        asked = next((lower[n] for n in PROMPT_NAMES if n in lower), None)
+        if asked is not None:
+            mapping = {**mapping, "prompt": asked}
     try:
         detect(columns, path, kind, mapping)
         return mapping
@@ -385,6 +402,17 @@ def label(value, path, place, column="label") -> bool:
                     f"{json.dumps(value, ensure_ascii=False, default=str)}")
 
 
+def _after(prompt: list[dict], answer):
+    """An answer written as the whole conversation (UltraFeedback's chosen and rejected repeat the prompt's
+    turns) as the answer alone; any other answer as it is (checked as an answer: a conversation that does not
+    begin with the prompt is named as such)."""
+    value = _maybe_json_list(answer)
+    if not isinstance(value, list) or len(value) <= len(prompt) or not all(isinstance(m, dict) for m in value):
+        return answer
+    head = [(m.get("role"), m.get("content")) for m in value[:len(prompt)]]
+    return value[len(prompt):] if head == [(m["role"], m["content"]) for m in prompt] else answer
+
+
 def _turn(role: str, value, path, place, column) -> list[dict]:
     """A text field as a one-message conversation; a list field as a checked conversation."""
     value = _maybe_json_list(value)
@@ -432,9 +460,12 @@ def convert(record, layout: Layout, path, place) -> dict:
         return {"messages": _turn("user", record["prompt"], path, place, "prompt")
                 + _turn("assistant", record["completion"], path, place, "completion")}
     if key == "preference":
-        return {"prompt": _turn("user", record["prompt"], path, place, "prompt"),
-                "chosen": _turn("assistant", record["chosen"], path, place, "chosen"),
-                "rejected": _turn("assistant", record["rejected"], path, place, "rejected")}
+        prompt = _turn("user", record["prompt"], path, place, "prompt")
+        out = {"prompt": prompt, **{col: _turn("assistant", _after(prompt, record[col]), path, place, col)
+                                    for col in ("chosen", "rejected")}}
+        if not missing(record.get("system")) and prompt[0]["role"] != "system":
+            out["prompt"] = [{"role": "system", "content": text(record["system"], path, place, "system")}, *prompt]
+        return out
     if key == "implicit_preference":
         out = {}
         for col in ("chosen", "rejected"):

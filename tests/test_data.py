@@ -489,3 +489,46 @@ def test_the_first_look_names_a_file_of_lists_and_shows_dates(studio, tmp_path):
     said, table, *_ = check_source(studio, str(lists), None, "auto", "line", *[NOT_MAPPED] * 8)
     assert said == "**Cannot use this file:** lists.jsonl, line 1: expected an object with named fields, got a list"
     assert studio.list_datasets() == []
+
+
+def test_pairs_with_their_prompt_under_another_name_keep_it(studio, tmp_path):
+    """Orca's pairs (system, question, chosen, rejected) were taken for pairs with the prompt inside each answer:
+    the question was dropped, and DPO trained on answers to nothing."""
+    path = tmp_path / "orca.jsonl"
+    path.write_text(json.dumps({"system": "You are terse.", "question": "What is 2+2?", "chosen": "4",
+                                "rejected": "5"}) + "\n")
+    row = studio.import_dataset(path)
+    assert row["kind"] == "preference"
+    assert load_rows(row["path"]) == [{"prompt": [{"role": "system", "content": "You are terse."},
+                                                  {"role": "user", "content": "What is 2+2?"}],
+                                       "chosen": [{"role": "assistant", "content": "4"}],
+                                       "rejected": [{"role": "assistant", "content": "5"}]}]
+    from components.data_tab import check_source
+
+    said = check_source(studio, str(path), None, "auto", "line")[0]
+    assert said.startswith("Detected **preference (prompt, chosen, rejected)**")
+    assert "Column **question** is read as the *prompt*." in said
+    path = tmp_path / "argilla.csv"
+    path.write_text("instruction,chosen,rejected\nName a colour.,Blue.,Seven.\n")
+    assert load_rows(studio.import_dataset(path)["path"])[0]["prompt"] == [{"role": "user", "content": "Name a colour."}]
+
+
+def test_pairs_that_repeat_the_prompt_in_each_answer_and_keep_messages_are_pairs(studio, tmp_path):
+    """UltraFeedback's binarized pairs (prompt, chosen, rejected as whole conversations, and messages) were
+    imported as conversations (the pairs and scores dropped), and as pairs they were refused: "message 1 is
+    'user'; expected only assistant messages"."""
+    ask = {"role": "user", "content": "Say hi."}
+    record = {"prompt": "Say hi.", "chosen": [ask, {"role": "assistant", "content": "Hi!"}],
+              "rejected": [ask, {"role": "assistant", "content": "No."}],
+              "messages": [ask, {"role": "assistant", "content": "Hi!"}], "score_chosen": 9.0, "score_rejected": 2.0}
+    path = tmp_path / "ultrafeedback.jsonl"
+    path.write_text(json.dumps(record) + "\n")
+    row = studio.import_dataset(path)
+    assert row["kind"] == "preference"
+    assert load_rows(row["path"]) == [{"prompt": [ask], "chosen": [{"role": "assistant", "content": "Hi!"}],
+                                       "rejected": [{"role": "assistant", "content": "No."}]}]
+    # an answer that goes on from another conversation is still refused, and named
+    other = {**record, "chosen": [{"role": "user", "content": "Something else."}, {"role": "assistant", "content": "Hi"}]}
+    path.write_text(json.dumps(other) + "\n")
+    with pytest.raises(DataError, match="column 'chosen': message 1 is 'user'; expected only assistant messages"):
+        studio.import_dataset(path, name="other")
