@@ -251,6 +251,35 @@ def test_sparse_merges_keep_the_density_share_of_changes(two_models, tmp_path, m
     assert config["architectures"] == ["LlamaForCausalLM"]
 
 
+def test_ties_weights_scale_each_models_change_as_task_arithmetic_does(two_models, tmp_path):
+    """mergekit's TIES divided by the weights of the models that agree: 0.3 of one model's change came out whole,
+    and a weight of -1 added the change instead of removing it."""
+    base, tuned = two_models
+    a, b = weights(base), weights(tuned)
+    for w in (0.3, -1.0):
+        merge_models("ties", [str(tuned)], tmp_path / f"t{w}", base=str(base), weights=[w], density=1.0)
+        assert max_diff(weights(tmp_path / f"t{w}"), {k: a[k] + w * (b[k] - a[k]) for k in a}) < 1e-5, w
+
+
+def test_a_merge_whose_tokenizer_mergekit_could_not_copy_still_has_one(two_models, tmp_path, monkeypatch):
+    """mergekit logs a tokenizer it could not copy ("The merge was still successful") and goes on: the merge was
+    listed as a finished model that chat and GGUF export then failed on."""
+    import mergekit.merge
+
+    from pipelines import models
+
+    def fails(*_args, **_kwargs):
+        raise OSError("the tokenizer could not be copied")
+
+    monkeypatch.setattr(mergekit.merge, "_copy_tokenizer", fails)
+    base, tuned = two_models
+    merge_models("task_arithmetic", [str(tuned)], tmp_path / "m", base=str(base), weights=[1.0])
+    assert (tmp_path / "m" / "tokenizer_config.json").read_text() == (base / "tokenizer_config.json").read_text()
+    said = models.load_tokenizer(str(tmp_path / "m")).apply_chat_template([{"role": "user", "content": "Hi"}],
+                                                                           tokenize=False)
+    assert "Hi" in said
+
+
 @pytest.mark.parametrize("args, message", [
     (("slerp", ["a", "b", "c"], None), "SLERP blends exactly two models; 3 were given"),
     (("ties", ["a", "b"], None), "TIES adds each model's changes to a base model; pick the base they were tuned from"),

@@ -20,7 +20,7 @@ from pipelines.export import Cancelled, ExportError, atomic_folder, check_target
 # PEFT's names for the adapters that live in front of the input rather than in the weights
 PROMPT_LEARNING = {"PREFIX_TUNING", "PROMPT_TUNING", "P_TUNING", "MULTITASK_PROMPT_TUNING"}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "chat_template.jinja", "tokenizer.model", "vocab.json", "merges.txt")
+                   "chat_template.jinja", "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json")
 
 
 def adapter_type(adapter_dir: Path) -> str:

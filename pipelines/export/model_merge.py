@@ -145,7 +145,10 @@ def merge_models(method: str, models: list[str], out_dir: Path, base: str | None
             if spec.uses_density:
                 params["density"] = density
             entries.append({"model": model, "parameters": params})
-        parameters = {"normalize": True} if method == "linear" else {}
+        # a weighted average's weights are shares; every other method's scale its model's change, as the tab
+        # says (mergekit's TIES divides by the weights of the models that agree: one model's weight did
+        # nothing, and a weight below 0 added the change it was meant to remove)
+        parameters = {"normalize": True} if method == "linear" else {"normalize": False} if method == "ties" else {}
     config = {"merge_method": method, "models": entries, "dtype": _dtype(models[0])}
     if parameters:
         config["parameters"] = parameters
@@ -155,6 +158,12 @@ def merge_models(method: str, models: list[str], out_dir: Path, base: str | None
                            write_model_card=True)
     with atomic_folder(out_dir) as tmp:
         run_stoppable(lambda: run_merge(MergeConfiguration.model_validate(config), str(tmp), options), cancelled)
+        if not (tmp / "tokenizer_config.json").exists():
+            # mergekit logs a tokenizer it could not copy and goes on: a "completed" model that chat and GGUF
+            # export then failed on. The tokenizer of the model it starts from, as a folder's own files
+            from pipelines.export.merge import copy_tokenizer
+
+            copy_tokenizer(Path(config.get("base_model") or models[0]), tmp)
     return {"folder": str(out_dir), "bytes": folder_bytes(out_dir), "config": config}
 
 
