@@ -16,17 +16,22 @@ def facts(studio, goal: str, model: str = "default", dataset: str | None = None)
     rows = kind = longest = None
     if dataset:
         row = studio.resolve_dataset(dataset)
-        kind, rows = row["kind"], row.get("meta", {}).get("train_rows") or row["rows"]
+        kind, rows = row["kind"], row["rows"]  # (the training rows, once a method is known: below)
         model_path = str(studio.resolve_model(ms.base_of(studio, model)))
         # the token lengths the estimates read too (tokenized once per model and dataset, then cached)
         lengths = sorted(ms._training_lengths(studio, model_path, dataset, 0.0) or [])
         longest = lengths[min(len(lengths) - 1, int(0.95 * len(lengths)))] if lengths else None
-    peak, seconds, batch, length, epochs, steps, available, where = {}, {}, {}, {}, {}, {}, None, "memory"
+    peak, seconds, checks, batch, length, epochs, steps, available, where = {}, {}, {}, {}, {}, {}, {}, None, "memory"
     usable = dataset if goal in advisor.NEEDS and advisor.fits(kind, advisor.NEEDS[goal]) else None
+    trained, held = None, 0
     for key in advisor.candidates(goal):
-        est = ms.estimate(studio, model, key, None, usable)
-        peak[key], seconds[key] = est.peak_bytes, est.seconds_per_epoch
+        # the time as the Train tab says it: at the speed runs here reached, with the held-out checks
+        est = ms.calibrated(ms.estimate(studio, model, key, None, usable), ms.past_runs(studio, model, key))
+        peak[key], seconds[key], checks[key] = est.peak_bytes, est.seconds_per_epoch, est.eval_seconds
         defaults = {i.name: i.default for i in describe(METHODS[key].params)}
+        if usable and trained is None:  # the rows a run trains on: those it holds out are not (they were counted)
+            trained, held, _own = ms._split_rows(studio, usable, defaults.get("eval_fraction") or 0.0,
+                                                 METHODS[key].data_kind)
         batch[key], length[key] = defaults.get("per_device_train_batch_size"), defaults.get("max_length")
         epochs[key], steps[key] = defaults.get("num_train_epochs"), est.steps_per_epoch if usable else None
         available, where = est.available_bytes, ("GPU memory" if est.device == "cuda" else "memory")
@@ -34,9 +39,10 @@ def facts(studio, goal: str, model: str = "default", dataset: str | None = None)
         from pipelines import estimates, hardware
 
         available = estimates.available_bytes("cuda" if hardware.has_cuda() else "cpu")
-    return advisor.Facts(goal=goal, rows=rows, data_kind=kind, available_bytes=available, where=where,
-                         peak_bytes=peak, seconds_per_epoch=seconds, batch_size=batch, longest_tokens=longest,
-                         max_length=length, epochs=epochs, steps_per_epoch=steps)
+    return advisor.Facts(goal=goal, rows=trained if trained is not None else rows, data_kind=kind,
+                         available_bytes=available, where=where, peak_bytes=peak, seconds_per_epoch=seconds,
+                         batch_size=batch, longest_tokens=longest, max_length=length, epochs=epochs,
+                         steps_per_epoch=steps, eval_seconds=checks, heldout_rows=held)
 
 
 def own_fitting(studio, goal: str, dataset: str | None) -> tuple[dict | None, dict | None]:

@@ -30,9 +30,10 @@ def test_the_issues_example_full_does_not_fit_so_lora_with_its_reasons():
     assert advice.method == "lora"
     assert advice.settings == {"r": 16, "num_train_epochs": 8, "max_length": 192, "learning_rate": 1e-3}
     said = "\n".join(advice.reasons)
-    assert "Full tuning needs about 31.0 GB here, you have 24.0 GB of memory: **LoRA** needs about 3.0 GB" in said
+    assert ("Full tuning needs about 31.0 GB here, more than the 85% of your 24.0 GB of memory a run should take (the "
+            "rest is the system's and the other programs'): **LoRA** needs about 3.0 GB") in said
     assert "learns facts well from a few hundred examples" in said
-    assert "8 epochs because your set has 500 rows: a small set needs several passes" in said
+    assert "8 epochs because your set has 500 rows to train on: a small set needs several passes" in said
     assert "95% of your rows are at most 190 tokens" in said
     assert "about 8 min for the whole run" in said  # 60 s per epoch x 8
 
@@ -54,7 +55,8 @@ def test_full_would_fit_but_a_small_set_still_gets_an_adapter():
 def test_lora_does_not_fit_qlora_does():
     advice = recommend(facts(available=4, lora=3.8, qlora=2.5, full=31))
     assert advice.method == "qlora" and advice.settings["r"] == 16
-    assert "LoRA needs about 3.8 GB here, you have 4.0 GB of memory: **QLoRA**" in advice.reasons[0]
+    assert ("LoRA needs about 3.8 GB here, more than the 85% of your 4.0 GB of memory a run should take (the rest "
+            "is the system's and the other programs'): **QLoRA**") in advice.reasons[0]
     assert "a little slower per step, nearly LoRA's quality" in advice.reasons[0]  # (both 60 s an epoch here)
     slow = dataclasses.replace(facts(available=4, lora=3.8, qlora=2.5, full=31))
     slow.seconds_per_epoch["qlora"] = 240.0  # the unpacking of 4-bit weights, measured on this machine
@@ -65,10 +67,10 @@ def test_lora_does_not_fit_qlora_does():
 def test_nothing_fits_says_so_and_recommends_no_method():
     advice = recommend(facts(available=1, lora=3, qlora=2, full=31))
     assert advice.method is None and advice.settings == {}
-    assert "**Nothing fits at its default settings**: even QLoRA needs about 2.0 GB, you have 1.0 GB" in advice.reasons[-1]
+    assert "**Nothing fits at its default settings**: even QLoRA needs about 2.0 GB, more than the 85% of your 1.0 GB" in advice.reasons[-1]
     # QLoRA's own figure when LoRA's is the smaller (it quoted LoRA's 2.1 GB as QLoRA's)
     advice = recommend(facts(available=1, lora=2.1, qlora=2.6, full=31))
-    assert "even QLoRA needs about 2.6 GB, you have 1.0 GB" in advice.reasons[-1]
+    assert "even QLoRA needs about 2.6 GB, more than the 85% of your 1.0 GB" in advice.reasons[-1]
 
 
 def test_style_takes_a_lower_rank_than_facts():
@@ -153,7 +155,8 @@ def test_cli_advise_reads_the_dataset_and_this_machine(studio, tiny_model_dir, t
                  "--home", str(studio.home)]) == 0
     out = capsys.readouterr().out
     assert out.startswith("### Use LoRA\nSettings: rank 16, epochs 10, max length (tokens) 128,")
-    assert "10 epochs because your set has 40 rows" in out
+    # the rows a run trains on: the 4 it holds out to check itself are not (the advice counted them)
+    assert "10 epochs because your set has 36 rows to train on (4 more are held out to check it)" in out
     config = yaml.safe_load(out.split("(save it as a .yaml file, or use --save FILE):\n", 1)[1])
     assert config == {"model": str(tiny_model_dir), "dataset": imported, "method": "lora",
                       "params": {"r": 16, "num_train_epochs": 10, "max_length": 128, "learning_rate": 0.001}}
@@ -257,3 +260,23 @@ def test_checkable_answers_get_the_measured_grpo_recipe():
     from pipelines.methods import METHODS, parse
 
     parse(METHODS["grpo"].params, advice.settings)  # settings the form takes
+
+
+def test_grpo_advice_gives_one_epoch_count_and_the_time_counts_the_checks():
+    """A small prompts set got "2 epochs ... (10 steps in all)" and then "3 epochs and Variety while training":
+    two figures, the second the one set. The whole run's time left out the held-out checks the Train tab adds."""
+    few = dataclasses.replace(facts(goal="checkable", rows=10, kind="prompts"), steps_per_epoch={"grpo": 5},
+                              epochs={"grpo": 1.0})
+    advice = recommend(few)
+    said = "\n".join(advice.reasons)
+    assert advice.settings["num_train_epochs"] == 3.0 and advice.settings["temperature"] == 0.7
+    assert "3 epochs and *Variety while training* 0.7" in said and "2 epochs" not in said
+    tiny = dataclasses.replace(few, steps_per_epoch={"grpo": 1})  # 3 epochs are 3 steps: more, in one figure
+    advice = recommend(tiny)
+    said = "\n".join(advice.reasons)
+    assert advice.settings["num_train_epochs"] == 10 and said.count(" epochs") == 1
+    assert "10 epochs: one pass over your 10 rows is only 1 training step" in said
+    assert "\n*Variety while training* 0.7: the recipe measured" in said
+
+    checked = dataclasses.replace(facts(rows=500), eval_seconds={"lora": 120.0})
+    assert "about 10 min for the whole run" in "\n".join(recommend(checked).reasons)  # 60 s x 8 + 120 s

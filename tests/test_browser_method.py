@@ -107,7 +107,7 @@ def test_help_me_choose_advises_and_fills_the_train_form(server, page, studio, t
     answer = page.locator("#advisor-answer")
     expect(answer).to_contain_text("Use LoRA", timeout=120_000)
     expect(answer).to_contain_text("Rank 8: a style or format is a small change")
-    expect(answer).to_contain_text("8 epochs because your set has 120 rows")  # the sample FAQ chosen in Train
+    expect(answer).to_contain_text("8 epochs because your set has 108 rows to train on (12 more are held out")  # the FAQ
     page.click("#advisor-apply")
 
     expect(page.locator("#train-method input")).to_have_value("LoRA", timeout=30_000)
