@@ -118,15 +118,19 @@ def token_lengths(rows: list[dict], tokenizer, max_chars: int = MEASURED_CHARS) 
 def sequence_lengths(rows: list[dict], tokenizer, max_chars: int = MEASURED_CHARS) -> list[tuple[int, ...]]:
     """Tokens of each sequence training puts in front of the model for each row (`sequences`: a
     preference pair's two, prompt included in each)."""
-    texts, owner = [], []
-    for i, row in enumerate(rows):
-        for seq in sequences(row):
-            texts.append(_render(seq, tokenizer)[:max_chars])
-            owner.append(i)
     lengths: list[list[int]] = [[] for _ in rows]
-    if texts:
-        for i, tokens in zip(owner, tokenizer(texts, add_special_tokens=False)["input_ids"]):
-            lengths[i].append(len(tokens))
+    # a conversation's template writes its own special tokens; plain text gets the tokenizer's (a BOS), as
+    # TRL tokenizes it (counted without, every text row was a token short where there is one)
+    for plain in (False, True):
+        texts, owner = [], []
+        for i, row in enumerate(rows):
+            for seq in sequences(row):
+                if isinstance(seq, str) == plain:
+                    texts.append(_render(seq, tokenizer)[:max_chars])
+                    owner.append(i)
+        if texts:
+            for i, tokens in zip(owner, tokenizer(texts, add_special_tokens=plain)["input_ids"]):
+                lengths[i].append(len(tokens))
     return [tuple(each) for each in lengths]
 
 
@@ -155,7 +159,7 @@ def render_example(row: dict, tokenizer, max_length: int) -> dict:
     cut = measured_chars(max_length)
     check_template([row], tokenizer)
     if "text" in row:
-        full = tokenizer(_render(row["text"], tokenizer)[:cut], add_special_tokens=False)["input_ids"]
+        full = tokenizer(_render(row["text"], tokenizer)[:cut], add_special_tokens=True)["input_ids"]
         prompt_len = 0
     elif "prompt" in row and "completion" not in row and "chosen" not in row:
         # reinforcement learning: the prompt is all there is; the model's own replies are scored

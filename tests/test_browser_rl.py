@@ -133,6 +133,7 @@ def test_chat_scores_both_replies_with_a_reward_model(server, page, studio, tiny
     assert studio.wait(tuned, poll_s=0.5)["status"] == "completed"
 
     page.goto(server)
+    expect(page.get_by_text("Fine-tune a language model")).to_be_visible(timeout=30_000)
     fill_visible(page, "train-model", tiny_model_dir)
     # GRPO's "A reward model's score" offers the finished reward model, picked already
     choose(page, "train-method", "GRPO")

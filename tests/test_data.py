@@ -532,3 +532,25 @@ def test_pairs_that_repeat_the_prompt_in_each_answer_and_keep_messages_are_pairs
     path.write_text(json.dumps(other) + "\n")
     with pytest.raises(DataError, match="column 'chosen': message 1 is 'user'; expected only assistant messages"):
         studio.import_dataset(path, name="other")
+
+
+def test_plain_text_is_counted_with_the_tokenizers_own_special_tokens(real_tokenizer_dir):
+    """TRL tokenizes plain text with the tokenizer's special tokens (a BOS where it adds one): counted without
+    them, every text row was a token short, and a row at the max length was said to fit."""
+    from tokenizers.processors import TemplateProcessing
+    from transformers import AutoTokenizer
+
+    from pipelines import dataset_stats
+
+    tokenizer = AutoTokenizer.from_pretrained(real_tokenizer_dir)
+    bos = tokenizer.convert_tokens_to_ids("<|im_start|>")
+    tokenizer._tokenizer.post_processor = TemplateProcessing(single="<|im_start|> $A", pair="<|im_start|> $A $B",
+                                                             special_tokens=[("<|im_start|>", bos)])
+    row = {"text": "The Quillpad warranty lasts 27 months."}
+    as_trl = tokenizer(text=row["text"] + tokenizer.eos_token)["input_ids"]  # trl.data_utils: processing_class(text=)
+    assert as_trl[0] == bos
+    chat = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}
+    templated = tokenizer(tokenizer.apply_chat_template(chat["messages"], tokenize=False), add_special_tokens=False)
+    assert dataset_stats.token_lengths([row, chat, row], tokenizer) == [len(as_trl), len(templated["input_ids"]),
+                                                                       len(as_trl)]
+    assert dataset_stats.render_example(row, tokenizer, 512)["tokens"] == len(as_trl)
