@@ -554,3 +554,20 @@ def test_plain_text_is_counted_with_the_tokenizers_own_special_tokens(real_token
     assert dataset_stats.token_lengths([row, chat, row], tokenizer) == [len(as_trl), len(templated["input_ids"]),
                                                                        len(as_trl)]
     assert dataset_stats.render_example(row, tokenizer, 512)["tokens"] == len(as_trl)
+
+
+def test_prompt_and_response_columns_are_offered_as_a_question_and_its_answer(studio, tmp_path):
+    """prompt,response (or prompt,output) said "Cannot tell what these columns are" with nothing to click, while
+    question,answer got its mapping offered."""
+    from components.data_tab import check_source
+
+    path = tmp_path / "pairs.csv"
+    path.write_text("prompt,response\nHow long is the warranty?,27 months.\n")
+    said, _table, updates, _box = check_source(studio, str(path), None, "auto", "line")
+    assert said.startswith("Columns **prompt** and **response** look like a question and its answer: they are mapped "
+                           "below to *prompt* and *completion*.")
+    from pipelines.formats import parse_mapping
+    from pipelines.importer import ImportOptions
+
+    row = studio.import_dataset(path, options=ImportOptions(mapping=parse_mapping("prompt=prompt,completion=response")))
+    assert load_rows(row["path"])[0]["messages"][-1] == {"role": "assistant", "content": "27 months."}
