@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import secrets
 import shutil
+import time
 from pathlib import Path
 
+from pipelines import importer
 from pipelines.data import DataError
 from pipelines.events import ACTIVE_STATUSES, JOB, RESUMABLE_STATUSES, read_json
 from pipelines.formats import few
@@ -123,8 +125,22 @@ def remove_files(row: dict) -> None:
 def sweep(studio) -> list[str]:
     """At start: the folders of datasets marked deleted by a deletion that was stopped before it removed
     them. Returns their ids."""
-    left = [row for row in studio.store.list_datasets(deleted=True)
-            if row["deleted"] and Path(row["path"]).parent.is_dir()]
+    rows = studio.store.list_datasets(deleted=True)
+    left = [row for row in rows if row["deleted"] and Path(row["path"]).parent.is_dir()]
     for row in left:
         remove_files(row)
+    # and an import stopped between putting its folder in place and writing its catalogue row: a folder no
+    # row names, a minute old (a young one may be an import in another process, about to write its row)
+    known = {Path(row["path"]).parent.name for row in rows}
+    for folder in Path(studio.datasets_dir).iterdir():
+        try:
+            stale = time.time() - folder.stat().st_mtime > ORPHAN_AGE_S
+        except FileNotFoundError:
+            continue
+        if folder.is_dir() and not folder.name.startswith(".") and folder.name not in known and stale:
+            remove_files({"path": str(folder / importer.DATA)})
+            left.append({"id": folder.name})
     return [row["id"] for row in left]
+
+
+ORPHAN_AGE_S = 60.0

@@ -226,3 +226,19 @@ def test_cli_deletes_with_what_it_touched(tmp_path):
         assert said in again.stderr.strip().splitlines()[-1]
     shown = studio_cmd(home, "data", "show", dataset_id)
     assert shown.returncode != 0 and "dataset 'notes' was deleted already (see 'studio data list')" in shown.stderr
+
+
+def test_a_folder_an_import_left_without_its_catalogue_row_goes_at_the_next_start(studio, tmp_path):
+    """An import stopped between putting its folder in place and writing its row left a dataset folder nothing
+    named and nothing removed."""
+    kept = studio.import_dataset(SAMPLES_DIR / "quillpad_faq.jsonl")
+    orphan, young = studio.datasets_dir / "d20261206-000000-dead", studio.datasets_dir / "d20261206-000001-beef"
+    for folder in (orphan, young):
+        folder.mkdir()
+        (folder / "data.parquet").write_bytes(b"rows")
+    old = os.stat(orphan).st_mtime - 3600
+    os.utime(orphan, (old, old))
+    Studio(studio.home)
+    assert not orphan.exists() and young.exists()  # (a young one may be an import about to write its row)
+    assert Path(kept["path"]).exists() and [d["id"] for d in studio.list_datasets()] == [kept["id"]]
+    assert not [p for p in studio.datasets_dir.iterdir() if p.name.startswith(".")]
