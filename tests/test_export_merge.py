@@ -92,6 +92,20 @@ def test_prompt_learning_adapters_are_refused_in_one_sentence(key, tiny_model_di
 
 # --- model merging -------------------------------------------------------------------------------
 
+def test_an_adapter_that_broke_down_is_not_merged(tiny_model_dir, tmp_path):
+    """An adapter from a run whose loss went to NaN merged into a "completed" model that printed only garbage."""
+    model = make_adapter("lora", tiny_model_dir, tmp_path / "adapter")
+    with torch.no_grad():
+        next(p for n, p in model.named_parameters() if "lora_B" in n).fill_(float("nan"))
+    model.save_pretrained(tmp_path / "adapter")
+    with pytest.raises(ExportError) as err:
+        merge_adapter(str(tiny_model_dir), tmp_path / "adapter", tmp_path / "merged")
+    assert str(err.value) == (f"the adapter in {tmp_path / 'adapter'} holds numbers that are not finite (NaN or "
+                              "infinity): the run it came from broke down (its loss became NaN); merge a run whose "
+                              "loss stayed finite")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]
+
+
 @pytest.fixture(scope="module")
 def two_models(tiny_model_dir, tmp_path_factory):
     """The tiny base and a second model of its shape (the base with a LoRA merged in)."""
