@@ -156,9 +156,11 @@ def suggest_mapping(columns: list[str]) -> dict[str, str]:
     """{"prompt": column, "completion": column} when two columns look like a question and its
     answer under other names (question/answer, input/output, instruction/response, ...), else {}."""
     lower = {c.strip().lower(): c for c in columns}
-    # ("prompt" with an answer under another name too: prompt,response was "Cannot tell what these columns are")
-    prompt = next((lower[n] for n in ("prompt", *PROMPT_NAMES) if n in lower), None)
     answer = next((lower[n] for n in ANSWER_NAMES if n in lower), None)
+    # "prompt" with an answer under another name too (prompt,response was "Cannot tell what these columns are");
+    # not with "answer": prompt,answer are prompts with the reference answer a reward checks
+    names = ("prompt", *PROMPT_NAMES) if answer is not None and answer.strip().lower() != "answer" else PROMPT_NAMES
+    prompt = next((lower[n] for n in names if n in lower), None)
     return {"prompt": prompt, "completion": answer} if prompt and answer and prompt != answer else {}
 
 

@@ -247,13 +247,25 @@ class Studio:
         meta["source_name"] = shown
         try:
             self.store.add_dataset(
-                id=dataset_id, name=name or Path(shown).stem, kind=meta["kind"], rows=meta["rows"],
+                id=dataset_id, name=self._free_name(name or Path(shown).stem), kind=meta["kind"], rows=meta["rows"],
                 source_name=shown, source_sha256=sha, path=str(dest / importer.DATA), meta=meta,
             )
         except BaseException:
             shutil.rmtree(dest, ignore_errors=True)  # never a folder without its catalogue row
             raise
         return self.store.get_dataset(dataset_id)
+
+    def _free_name(self, name: str) -> str:
+        """`name`, or 'name (2)', 'name (3)', ... where a dataset has it: two files both called train.jsonl were
+        two datasets named 'train' that the lists could not tell apart. A sample's name stays (a bundled sample
+        is known by it: is_sample)."""
+        if name in SAMPLES:
+            return name
+        taken = {d["name"] for d in self.store.list_datasets()}
+        free, n = name, 2
+        while free in taken:
+            free, n = f"{name} ({n})", n + 1
+        return free
 
     def resolve_dataset(self, ref: str) -> dict:
         """A catalogue id, a bundled sample's name, or a file path -> catalogue row."""

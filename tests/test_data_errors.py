@@ -537,3 +537,14 @@ def test_the_same_file_imported_again_says_it_is_the_dataset_made_before(studio,
         assert main(["data", "import", str(path), "--name", typed, "--home", str(studio.home)]) == 0
     assert capsys.readouterr().err.splitlines()[-2] == ("this file was imported before with these settings, as v3 "
                                                         "(the name given, v4, is not used)")
+
+
+def test_two_files_of_one_name_are_two_datasets_the_lists_tell_apart(studio, tmp_path):
+    """Two different train.jsonl files were both 'train': the Train tab listed 'train (1 rows)' twice."""
+    first, second = tmp_path / "a" / "train.jsonl", tmp_path / "b" / "train.jsonl"
+    for path, rows in ((first, [GOOD]), (second, [GOOD, {**GOOD, "completion": "Two years."}])):
+        path.parent.mkdir()
+        jsonl(path, *rows)
+    names = [studio.import_dataset(p)["name"] for p in (first, second)]
+    assert names == ["train", "train (2)"]
+    assert studio.import_dataset(tmp_path / "a" / "train.jsonl")["name"] == "train"  # (the same file: the same one)
