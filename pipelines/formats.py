@@ -113,14 +113,6 @@ def with_case_mapping(columns: list[str], mapping: dict[str, str], path, kind: s
     'Completion' as a spreadsheet writes them): each mapped to its name, unless the file has that exact
     column or the mapping already uses either. Only then: 'prompt,completion,Label' with a topic in Label
     stays examples, and 'question,answer,Text' keeps its question and answer."""
-    names = set(columns) - set(mapping.values()) | set(mapping)
-    if kind in ("auto", "preference") and {"chosen", "rejected"} <= names and "prompt" not in names:
-        # pairs whose prompt is under another name (Orca's question, an instruction): its prompt was dropped
-        # as a column nobody reads, and the pairs taken for ones with the prompt inside each answer
-        lower = {str(c).strip().lower(): c for c in columns if c in names}
-        asked = next((lower[n] for n in PROMPT_NAMES if n in lower), None)
-        if asked is not None:
-            mapping = {**mapping, "prompt": asked}
     try:
         detect(columns, path, kind, mapping)
         return mapping
@@ -135,6 +127,32 @@ def with_case_mapping(columns: list[str], mapping: dict[str, str], path, kind: s
             found[name] = column
             taken |= {name, column}
     return found
+
+
+PAIR_PROMPT_NAMES = ("question", "instruction", "query")  # a pair's prompt under another name (Orca's question)
+
+
+def pair_prompt(record: dict, mapping: dict[str, str], kind: str = "auto") -> dict[str, str]:
+    """`mapping`, plus prompt=<column> for pairs whose prompt is under another name (Orca's `question`, an
+    `instruction`): the prompt was dropped as a column nobody reads and the pairs taken for ones with the
+    prompt inside each answer. Only where the answers do not hold a prompt themselves (conversations that
+    begin with a user's turn; plain texts with that prompt in them, as HH-RLHF's "Human: ..."), and the column
+    holds text."""
+    names = set(record) - set(mapping.values()) | set(mapping)
+    if kind not in ("auto", "preference") or not {"chosen", "rejected"} <= names or "prompt" in names:
+        return mapping
+    lower = {str(c).strip().lower(): c for c in record if c in names}
+    asked = next((lower[n] for n in PAIR_PROMPT_NAMES if n in lower), None)
+    if asked is None or not isinstance(record.get(asked), str) or not record[asked].strip():
+        return mapping
+    answers = [_maybe_json_list(apply_mapping(record, mapping).get(c)) for c in ("chosen", "rejected")]
+    for answer in answers:
+        if isinstance(answer, list) and answer and isinstance(answer[0], dict) and (
+                answer[0].get("role") or answer[0].get("from")) in ("user", "human", "system"):
+            return mapping
+    if all(isinstance(a, str) and record[asked].strip() in a for a in answers):
+        return mapping  # plain texts that hold the prompt already (HH-RLHF's "Human: ... Assistant: ...")
+    return {**mapping, "prompt": asked}
 
 
 def apply_mapping(record: dict, mapping: dict[str, str]) -> dict:
@@ -283,12 +301,15 @@ def _json_list(value):
     return value
 
 
+PYTHON_LIST_CHARS = 1 << 20
+
+
 def _python_list(value: str):
     """A list of dicts in Python's own notation (literals only, never code), else None."""
     import ast
 
-    if not value.lstrip()[1:].lstrip().startswith("{"):
-        return None
+    if not value.lstrip()[1:].lstrip().startswith("{") or len(value) > PYTHON_LIST_CHARS:
+        return None  # (literal_eval takes about 100 times a cell's size in memory: a long cell stays text)
     try:
         parsed = ast.literal_eval(value.strip())
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
@@ -296,7 +317,9 @@ def _python_list(value: str):
     return parsed if isinstance(parsed, list) and parsed and all(isinstance(m, dict) for m in parsed) else None
 
 
-MESSAGE_KEYS = ("role", "content", "from", "value")  # a message's keys, in the chat and the ShareGPT shape
+# a message's keys, in the chat and the ShareGPT shape (not "value" alone: [{"field": "city", "value": "Paris"}]
+# is an answer; "content" stays, so a misspelt "rol" is named rather than kept as text)
+MESSAGE_KEYS = ("role", "content", "from")
 
 
 def _maybe_json_list(value):

@@ -53,6 +53,7 @@ JUDGE_INSTRUCTION = (
 RATIONALE_REQUEST = ("Before choosing, compare the two answers in two or three sentences: which one "
                      "is more helpful and honest, and why?")
 QUESTION = "Preferred answer (1 or 2):"
+RATIONALE_TOKENS = 64  # the longest comparison the judge writes before it chooses
 
 
 def _conversation(prompt: list[dict]) -> str:
@@ -184,12 +185,13 @@ def _choice_logits(model, tokenizer, messages: list[dict], ids: list[int]):
 
 
 def first_is_better(model, tokenizer, prompt: list[dict], first: str, second: str, rationale: bool = False,
-                    max_rationale_tokens: int = 64) -> float:
+                    max_rationale_tokens: int | None = None) -> float:
     """P("1") / (P("1") + P("2")) at the judge's next token: how sure it is the first answer is
     better. With `rationale`, it first writes a short comparison (greedy, so a job is repeatable)."""
     from pipelines.generation import reply
 
     ones, twos = choice_token_ids(tokenizer)
+    max_rationale_tokens = max_rationale_tokens or RATIONALE_TOKENS
     written = None
     if rationale:
         asked = rationale_messages(prompt, first, second)
@@ -322,6 +324,7 @@ class Readings:
         self.path, self.salt, self.reused, self.known = path, salt, 0, {}
         for source in [*earlier, *([path] if path is not None else [])]:  # (its own: the same job run again)
             self.known.update(_read_log(Path(source), salt))
+        self.before = set(self.known)  # what was read before this job (a pair twice in it is counted as asked)
 
     def key(self, prompt, chosen: str, rejected: str, both_orders: bool, rationale: bool, chosen_first: bool) -> str:
         asked = [self.salt, prompt, chosen, rejected, bool(both_orders), bool(rationale),
@@ -330,7 +333,7 @@ class Readings:
 
     def get(self, key: str) -> dict | None:
         found = self.known.get(key)
-        self.reused += found is not None
+        self.reused += key in self.before
         return found
 
     def add(self, key: str, found: dict) -> None:
@@ -374,12 +377,16 @@ def _read_log(path: Path, salt: str) -> dict:
 
 
 def judge_salt(judge_model: str, model) -> str:
-    """The judge as loaded: where its weights are, when they were written (a folder whose weights were replaced
-    is another judge) and the number format it reads them in."""
+    """The judge as loaded and asked: where its weights are, when they and its tokenizer and chat template were
+    written (a folder whose weights or template were replaced is another judge), the number format it reads
+    them in, and the questions it is asked (another instruction asks another question)."""
     folder = Path(judge_model)
     stamp = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.glob("*")
-                   if p.suffix in (".safetensors", ".bin", ".gguf")) if folder.is_dir() else []
-    return f"{judge_model}|{hashlib.sha256(repr(stamp).encode()).hexdigest()[:16]}|{next(model.parameters()).dtype}"
+                   if p.suffix in (".safetensors", ".bin", ".gguf", ".jinja") or p.name.startswith("tokenizer")
+                   ) if folder.is_dir() else []
+    asked = [JUDGE_INSTRUCTION, RATIONALE_REQUEST, QUESTION, RATIONALE_TOKENS, stamp]
+    return (f"{judge_model}|{hashlib.sha256(repr(asked).encode()).hexdigest()[:16]}|"
+            f"{next(model.parameters()).dtype}")
 
 
 def _judge_row(model, tokenizer, prompt, chosen: str, rejected: str, both_orders: bool, rationale: bool,
@@ -507,8 +514,9 @@ def run(job: dict, run_dir: Path, events) -> dict:
                "agreement_one_order": agreed["one_order"], "interval_both_orders": agreed["interval_both_orders"],
                "interval_one_order": agreed["interval_one_order"], "judged_file": JUDGED,
                "picks_first_shown": first_shown_rate(read), "certainty": certainty(read),
+               # (over the pairs asked here)
                "seconds_per_pair": (round((time.time() - started) / (len(judged) - readings.reused), 3)
-                                    if len(judged) > readings.reused else None),  # the pairs asked here "both_orders": both_orders,
+                                    if len(judged) > readings.reused else None), "both_orders": both_orders,
                "heldout_pairs": held, "min_sure": min_sure,
                "reversed": sum(not r["human_agrees"] for r in judged),
                "unsure_kept": sum(not r["judge_sure"] for r in judged if r["judge"] is not None),

@@ -118,7 +118,7 @@ def launch_text(config: dict) -> str:
         method.validate(checked)
     if method.rewards:
         rewards.parse_list(config.get("rewards"))
-    dataset = Path(config["dataset"])
+    dataset = Path(config["dataset"]).expanduser()
     if dataset.suffix.lower() in readers.FORMATS and not dataset.is_file():  # a file, not an id or sample name
         raise CliError(f"{dataset.name}: file not found")
     if not dev.distributed(settings):
@@ -238,8 +238,9 @@ def cmd_cancel(args) -> int:
             judge_service.cancel(studio, args.run_id)
         except judge_service.JudgeError as err:
             raise CliError(str(err)) from None
-        print(f"cancel requested for {args.run_id}: it stops without making a dataset; the pairs it has read are "
-              "kept for the next job with the same judge")
+        print(f"cancel requested for {args.run_id}: it stops without making a dataset"
+              + ("; the pairs it has read are kept for the next job with the same judge"
+                 if judge_service.kept_readings(studio, args.run_id) else ""))
         return 0
     if studio.store.get_label_project(args.run_id):  # a labeling project, by id or name: its answers stop
         from studio import label_service

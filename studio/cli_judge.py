@@ -52,8 +52,9 @@ def cmd_judge(args) -> int:
                   + ("; opening the Data tab makes its dataset" if found["status"] == "completed" else ""),
                   file=sys.stderr)
             return 130
-        print(f"\njudge job {job_id} cancelled: no dataset is made; the pairs it read are kept, and judging them "
-              "again with the same judge goes on from there", file=sys.stderr)
+        print(f"\njudge job {job_id} cancelled: no dataset is made"
+              + ("; the pairs it read are kept, and judging them again with the same judge goes on from there"
+                 if judge_service.kept_readings(studio, job_id) else ""), file=sys.stderr)
         return 130
     if sys.stderr.isatty():  # (the end of the redrawn line)
         print(file=sys.stderr)

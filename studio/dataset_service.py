@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import secrets
 import shutil
+import sqlite3
 import time
 from pathlib import Path
 
@@ -129,18 +130,35 @@ def sweep(studio) -> list[str]:
     left = [row for row in rows if row["deleted"] and Path(row["path"]).parent.is_dir()]
     for row in left:
         remove_files(row)
-    # and an import stopped between putting its folder in place and writing its catalogue row: a folder no
-    # row names, a minute old (a young one may be an import in another process, about to write its row)
-    known = {Path(row["path"]).parent.name for row in rows}
-    for folder in Path(studio.datasets_dir).iterdir():
-        try:
-            stale = time.time() - folder.stat().st_mtime > ORPHAN_AGE_S
-        except FileNotFoundError:
-            continue
-        if folder.is_dir() and not folder.name.startswith(".") and folder.name not in known and stale:
-            remove_files({"path": str(folder / importer.DATA)})
-            left.append({"id": folder.name})
+    adopt_orphans(studio, {Path(row["path"]).parent.name for row in rows})
     return [row["id"] for row in left]
 
 
 ORPHAN_AGE_S = 60.0
+
+
+def adopt_orphans(studio, known: set[str]) -> list[str]:
+    """A whole dataset folder no catalogue row names (an import stopped between putting its folder in place and
+    writing its row; a catalogue lost or reset) is put back in the catalogue from its own meta.json, never
+    removed: nothing is lost. Only once a minute old (a young one may be an import in another process, about to
+    write its row); a folder that is not a whole import is left as it is. Returns the ids put back."""
+    from pipelines.formats import KINDS
+
+    adopted = []
+    for folder in sorted(Path(studio.datasets_dir).iterdir()):
+        try:
+            if (not folder.is_dir() or folder.name.startswith(".") or folder.name in known
+                    or time.time() - folder.stat().st_mtime <= ORPHAN_AGE_S):
+                continue
+            meta = importer.read_meta(folder)
+            if not (folder / importer.DATA).is_file() or meta.get("kind") not in KINDS:
+                continue
+            source = str(meta.get("source_name") or folder.name)
+            studio.store.add_dataset(id=folder.name, name=studio._free_name(Path(source).stem), kind=meta["kind"],
+                                     rows=int(meta.get("rows") or 0), source_name=source,
+                                     source_sha256=str(meta.get("source_sha256") or ""),
+                                     path=str(folder / importer.DATA), meta=meta)
+        except (OSError, ValueError, TypeError, sqlite3.Error):  # gone meanwhile, unreadable, or taken meanwhile
+            continue
+        adopted.append(folder.name)
+    return adopted

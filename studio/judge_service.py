@@ -77,9 +77,9 @@ def earlier_readings(studio, judge_model: str) -> list[str]:
     a newer reading of the same pair wins: a job that stopped is gone on with, nothing is asked twice."""
     found = []
     for job_id in jobs(studio)[:EARLIER_JOBS]:
-        log = studio.run_dir(job_id) / READINGS
-        if log.exists() and (read_json(studio.run_dir(job_id) / JOB) or {}).get("judge_model") == judge_model:
-            found.append(str(log))
+        # (one still queued or loading too: its log is read when this job starts, whatever it holds by then)
+        if (read_json(studio.run_dir(job_id) / JOB) or {}).get("judge_model") == judge_model:
+            found.append(str(studio.run_dir(job_id) / READINGS))
     return found[::-1]
 
 

@@ -426,6 +426,13 @@ def test_an_answer_that_is_a_json_list_of_records_stays_an_answer(studio, tmp_pa
                                                                              "content": '[{"name": "Alice"}]'}]
 
 
+def test_a_list_of_records_with_a_value_field_stays_an_answer(studio, tmp_path):
+    path = tmp_path / "fields.jsonl"
+    answer = json.dumps([{"field": "city", "value": "Paris"}])
+    path.write_text(json.dumps({"prompt": "Fields?", "completion": answer}) + "\n")
+    assert load_rows(studio.import_dataset(path)["path"])[0]["messages"][-1]["content"] == answer
+
+
 def test_conversations_pandas_wrote_in_python_notation_are_read_as_conversations(studio, tmp_path):
     """pandas' to_csv writes a column of conversations as Python lists ("[{'role': 'assistant', ...}]"): that
     text was stored as the answer, and training would teach the model to write it."""
@@ -511,6 +518,17 @@ def test_pairs_with_their_prompt_under_another_name_keep_it(studio, tmp_path):
     path = tmp_path / "argilla.csv"
     path.write_text("instruction,chosen,rejected\nName a colour.,Blue.,Seven.\n")
     assert load_rows(studio.import_dataset(path)["path"])[0]["prompt"] == [{"role": "user", "content": "Name a colour."}]
+    # pairs that hold their prompt themselves keep it there; a column beside them is not taken for it
+    hh = tmp_path / "hh.jsonl"
+    hh.write_text(json.dumps({"question": "hi", "chosen": "Human: hi\n\nAssistant: hello",
+                              "rejected": "Human: hi\n\nAssistant: go away", "request": "req-77"}) + "\n")
+    assert load_rows(studio.import_dataset(hh)["path"]) == [{"chosen": "Human: hi\n\nAssistant: hello",
+                                                              "rejected": "Human: hi\n\nAssistant: go away"}]
+    talk = [{"role": "user", "content": "Say hi."}]
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text(json.dumps({"query": "u_1029", "chosen": talk + [{"role": "assistant", "content": "Hi!"}],
+                                 "rejected": talk + [{"role": "assistant", "content": "No."}]}) + "\n")
+    assert load_rows(studio.import_dataset(chats)["path"])[0]["chosen"][0] == talk[0]
 
 
 def test_pairs_that_repeat_the_prompt_in_each_answer_and_keep_messages_are_pairs(studio, tmp_path):

@@ -228,17 +228,28 @@ def test_cli_deletes_with_what_it_touched(tmp_path):
     assert shown.returncode != 0 and "dataset 'notes' was deleted already (see 'studio data list')" in shown.stderr
 
 
-def test_a_folder_an_import_left_without_its_catalogue_row_goes_at_the_next_start(studio, tmp_path):
-    """An import stopped between putting its folder in place and writing its row left a dataset folder nothing
-    named and nothing removed."""
+def test_a_dataset_folder_the_catalogue_does_not_name_is_put_back_in_it(studio, tmp_path):
+    """An import stopped between putting its folder in place and writing its row left a whole dataset nothing
+    named; a catalogue lost or reset lost every dataset's row. Each is put back from its own meta.json, never
+    removed; a young folder (an import in another process, about to write its row) is left alone."""
+    import shutil
+
     kept = studio.import_dataset(SAMPLES_DIR / "quillpad_faq.jsonl")
-    orphan, young = studio.datasets_dir / "d20261206-000000-dead", studio.datasets_dir / "d20261206-000001-beef"
-    for folder in (orphan, young):
-        folder.mkdir()
-        (folder / "data.parquet").write_bytes(b"rows")
-    old = os.stat(orphan).st_mtime - 3600
-    os.utime(orphan, (old, old))
+    lost = studio.import_dataset(SAMPLES_DIR / "quillpad_preferences.jsonl", name="prefs")
+    folder = Path(lost["path"]).parent
+    with studio.store._connect() as db:  # (as a catalogue that lost the row)
+        db.execute("DELETE FROM datasets WHERE id = ?", (lost["id"],))
+    young = studio.datasets_dir / "d20261206-000001-beef"
+    shutil.copytree(folder, young)
+    old = time.time() - 3600
+    os.utime(folder, (old, old))
+    junk = studio.datasets_dir / "notes"
+    junk.mkdir()
+    os.utime(junk, (old, old))
     Studio(studio.home)
-    assert not orphan.exists() and young.exists()  # (a young one may be an import about to write its row)
-    assert Path(kept["path"]).exists() and [d["id"] for d in studio.list_datasets()] == [kept["id"]]
-    assert not [p for p in studio.datasets_dir.iterdir() if p.name.startswith(".")]
+    back = studio.store.get_dataset(lost["id"])
+    assert back is not None and back["kind"] == "preference" and back["rows"] == lost["rows"]
+    assert back["path"] == lost["path"] and back["source_sha256"] == lost["source_sha256"]
+    assert young.exists() and studio.store.get_dataset(young.name) is None
+    assert junk.exists() and Path(kept["path"]).exists()
+    assert sorted(d["id"] for d in studio.list_datasets()) == sorted([kept["id"], lost["id"]])

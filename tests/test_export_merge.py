@@ -273,6 +273,9 @@ def test_ties_weights_scale_each_models_change_as_task_arithmetic_does(two_model
     for w in (0.3, -1.0):
         merge_models("ties", [str(tuned)], tmp_path / f"t{w}", base=str(base), weights=[w], density=1.0)
         assert max_diff(weights(tmp_path / f"t{w}"), {k: a[k] + w * (b[k] - a[k]) for k in a}) < 1e-5, w
+    # without weights, the paper's: each kept change averaged over the models that agree on its sign (here one)
+    merge_models("ties", [str(tuned)], tmp_path / "plain", base=str(base), density=1.0)
+    assert max_diff(weights(tmp_path / "plain"), b) < 1e-5
 
 
 def test_a_merge_whose_tokenizer_mergekit_could_not_copy_still_has_one(two_models, tmp_path, monkeypatch):

@@ -431,12 +431,17 @@ def test_readings_are_reused_only_for_the_same_judge_pair_and_questions(tmp_path
     assert again.get(again.key(PROMPT, GOOD, BAD, both_orders=False, rationale=False, chosen_first=True)) is None
     assert again.get(again.key(PROMPT, GOOD, BAD, both_orders=True, rationale=True, chosen_first=True)) is None
     assert again.get(again.key(PROMPT, GOOD, "Something else.", True, False, True)) is None
+    # a pair twice in one job is asked once, and not counted as read before
+    fresh = judge.Readings(None, salt="judge-a|torch.float32")
+    model_key = fresh.key(PROMPT, GOOD, "x", True, False, True)
+    fresh.add(model_key, reading)
+    assert fresh.get(model_key) == reading and fresh.reused == 0
     # not a reading: passed over
     log.write_text(json.dumps({"key": key, "salt": "judge-a|torch.float32", "judge": {"p_a": float("nan")}}) + "\n")
     assert judge.Readings(None, [log], salt="judge-a|torch.float32").get(key) is None
 
 
-def test_a_judge_whose_weights_were_replaced_is_another_judge(tiny_model_dir, tmp_path):
+def test_a_judge_whose_weights_were_replaced_is_another_judge(tiny_model_dir, tmp_path, monkeypatch):
     import os
     import shutil
 
@@ -449,3 +454,11 @@ def test_a_judge_whose_weights_were_replaced_is_another_judge(tiny_model_dir, tm
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
     assert judge.judge_salt(str(folder), model) != before
     assert judge.judge_salt(str(folder), model.to(torch.bfloat16)) != judge.judge_salt(str(folder), model.float())
+    # its chat template rewritten, or another question asked: another judge
+    template = judge.judge_salt(str(folder), model)
+    config = folder / "tokenizer_config.json"
+    os.utime(config, ns=(config.stat().st_atime_ns, config.stat().st_mtime_ns + 10**9))
+    assert judge.judge_salt(str(folder), model) != template
+    asked = judge.judge_salt(str(folder), model)
+    monkeypatch.setattr(judge, "JUDGE_INSTRUCTION", judge.JUDGE_INSTRUCTION + " Be brief.")
+    assert judge.judge_salt(str(folder), model) != asked

@@ -124,8 +124,11 @@ def test_a_judge_job_is_cancelled_from_the_cli_and_keeps_nothing(studio, tiny_mo
     before = {d["id"] for d in studio.list_datasets()}
     job_id = judge_service.start(studio, str(PAIRS), str(tiny_model_dir), rationale=True)
     assert main(["cancel", job_id, "--home", str(studio.home)]) == 0
-    assert capsys.readouterr().out.strip() == (f"cancel requested for {job_id}: it stops without making a dataset; "
-                                               "the pairs it has read are kept for the next job with the same judge")
+    # (what it read before the cancel, if anything, is kept for the next job with this judge)
+    assert capsys.readouterr().out.strip() in (
+        f"cancel requested for {job_id}: it stops without making a dataset",
+        f"cancel requested for {job_id}: it stops without making a dataset; the pairs it has read are kept for the "
+        "next job with the same judge")
     found = judge_service.wait(studio, job_id, poll_s=0.2)
     assert found["status"] == "cancelled"
     assert not (studio.run_dir(job_id) / "judged.jsonl").exists()
@@ -233,6 +236,14 @@ def test_judging_again_with_the_same_judge_asks_only_the_pairs_not_read_before(s
            "judged before) and not asked again" in text
     row = judge_service.collect(studio, again)
     assert row["meta"]["origin"]["reused"] == 5 and row["meta"]["origin"]["min_sure"] == 0.9
+
+    # a job started while another with this judge is still queued takes up what that one reads first
+    queued = judge_service.start(studio, str(PAIRS), str(tiny_model_dir), both_orders=False, limit=8)
+    behind = judge_service.start(studio, str(PAIRS), str(tiny_model_dir), both_orders=False, limit=8, min_sure=0.8)
+    listed = json.loads((studio.run_dir(behind) / "job.json").read_text())["earlier_readings"]
+    assert listed[-1] == str(studio.run_dir(queued) / "readings.jsonl")
+    assert judge_service.wait(studio, queued, poll_s=0.2)["summary"]["reused"] == 6
+    assert judge_service.wait(studio, behind, poll_s=0.2)["summary"]["reused"] == 8
 
     # another judge (a copy elsewhere is another model to the log) reads every pair itself
     other = tmp_path / "other-judge"

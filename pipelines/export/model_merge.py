@@ -131,6 +131,7 @@ def merge_models(method: str, models: list[str], out_dir: Path, base: str | None
     # only (a share given to the base, which adds no change, was lost: task arithmetic of one tuned model
     # and its base kept half of what it learned)
     changes = [m for m in models if m != base] if spec.needs_base else models
+    given = weights is not None
     weights = weights if weights is not None else [1.0 / len(changes) if m in changes else 0.0 for m in models]
     if spec.uses_t:
         base = models[0]  # mergekit's SLERP goes from its base model (t = 0) to the other
@@ -147,8 +148,10 @@ def merge_models(method: str, models: list[str], out_dir: Path, base: str | None
             entries.append({"model": model, "parameters": params})
         # a weighted average's weights are shares; every other method's scale its model's change, as the tab
         # says (mergekit's TIES divides by the weights of the models that agree: one model's weight did
-        # nothing, and a weight below 0 added the change it was meant to remove)
-        parameters = {"normalize": True} if method == "linear" else {"normalize": False} if method == "ties" else {}
+        # nothing, and a weight below 0 added the change it was meant to remove). Without weights, TIES is the
+        # paper's: each kept change averaged over the models that agree on its sign
+        parameters = ({"normalize": True} if method == "linear" else {"normalize": False} if method == "ties" and given
+                      else {})
     config = {"merge_method": method, "models": entries, "dtype": _dtype(models[0])}
     if parameters:
         config["parameters"] = parameters
