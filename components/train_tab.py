@@ -298,7 +298,10 @@ def build(studio):
     # picked it no longer stands (a run's "Started ..." stays). Wired before the estimate: the page
     # runs the handlers of one change in the order they were wired, each after the one before is
     # done, and the estimate of a model not measured yet takes seconds
-    gr.on([model.change, dataset.change, method.change],
+    # Picked by the person (.input), or set up by the quick run or a Train-on-these button (`setup`): a server
+    # reply that set the dataset list late (the page's load, a method's second change) wiped a refusal that had
+    # just come back, before it could be read (CI saw it twice)
+    gr.on([model.input, dataset.input, method.input, setup.change],
           lambda said: "" if (said or "").startswith("**Could not start") else gr.skip(), message, message,
           queue=False, show_progress="hidden")
     # ... and once a setting is changed (an Epochs of 0 put right left "Could not start: 'Epochs' ..." under

@@ -49,6 +49,8 @@ def test_compose_two_rewards_and_start_grpo(server, page, studio, tiny_model_dir
 
     page.goto(server)
     expect(page.get_by_text("Fine-tune a language model")).to_be_visible(timeout=30_000)
+    # the page's load answered (its dataset list came after the picks below on a slow run)
+    expect(page.locator("#train-estimate")).to_contain_text(re.compile(r"\w"), timeout=60_000)
     fill_visible(page, "train-model", tiny_model_dir)
     choose(page, "train-method", "GRPO")
     expect(page.locator("#reward-number")).to_be_visible()
@@ -68,6 +70,12 @@ def test_compose_two_rewards_and_start_grpo(server, page, studio, tiny_model_dir
     # no function ticked: said in the page's words (it named the config file's 'rewards' list), nothing started
     page.locator("#reward-number input[type=checkbox]").uncheck()
     page.locator("#reward-regex input[type=checkbox]").uncheck()
+    # the unticks' own replies (the rows they hide, the estimate) answered first (on a busy machine, Start's
+    # refusal came back among them and was not seen)
+    expect(page.locator("#reward-regex-pattern")).to_be_hidden(timeout=30_000)
+    expect(page.locator("#train-estimate")).not_to_contain_text(re.compile(r"queue:|processing|\d\.\ds"),
+                                                                 timeout=60_000)
+    page.wait_for_timeout(1000)
     page.click("#start-training")
     expect(page.locator("#train-message")).to_have_text(
         "Could not start: GRPO learns from reward functions: tick at least one under Reward functions (e.g. The "
