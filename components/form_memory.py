@@ -99,15 +99,19 @@ class SetUps(PerPage):
     read the method before's fields: DPO with the SFT run's one epoch, "Only 1 training step", for seconds
     before the 10 epochs set. Such an estimate is made for what was set up instead (`for_estimate`) until both
     an estimate with those settings and the one chained after the change (which reads the fields from before
-    it, and can come after the other) have come; a pick or an edit of the person's own ends it at once, and so
-    does `LIFETIME` (a kept value the page cannot send back as set never shows, and the advice applied since set
-    other settings: the estimate stood for the press's)."""
+    it, and can come after the other) have come. Even then, a read of the fields from before the change that
+    is answered late (an estimate the page held back behind one measuring the model, CI) is known by its
+    settings, those of such a read seen before, and is made for what was set up too. A pick or an edit of the
+    person's own ends it at once, other settings estimated once it has shown end it, and so does `LIFETIME`
+    (a kept value the page cannot send back as set never shows, and the advice applied since set other
+    settings: the estimate stood for the press's)."""
 
     LIFETIME = 60.0  # seconds: the page catches up in a few, under load in tens
+    STALE_KEPT = 4  # the reads from before the change remembered (they are the same fields, read again)
 
     def note(self, request, method: str, dataset_ref: str, values: dict) -> None:
         self._put(request, {"method": method, "dataset": dataset_ref, "values": dict(values), "shown": False,
-                            "settled": False, "at": time.monotonic()})
+                            "settled": False, "stale": [], "at": time.monotonic()})
 
     def for_estimate(self, request, method: str, dataset_ref, params: dict, settled: bool = False) -> dict:
         """The settings to estimate for: what was set up while the page can still send the fields from before
@@ -118,12 +122,25 @@ class SetUps(PerPage):
             return params
         if not setup or setup["method"] != method or setup["dataset"] != dataset_ref:
             return params  # (an estimate asked before the press, answered after it)
-        shown = all(same_value(params.get(name), value) for name, value in setup["values"].items())
+        shown = same_values(params, setup["values"])
+        set_up = {**params, **setup["values"]}
+        if setup["shown"] and setup["settled"]:  # the page shows it: only a late read from before is not its own
+            if shown:
+                return params
+            if any(same_values(params, stale) and same_values(stale, params) for stale in setup["stale"]):
+                return set_up
+            self.end(request, only=setup)  # other settings: the page's own from now on
+            return params
+        if not shown and len(setup["stale"]) < self.STALE_KEPT:
+            setup["stale"].append(dict(params))
         setup["shown"] |= shown
         setup["settled"] |= settled
-        if setup["shown"] and setup["settled"]:
-            self.end(request, only=setup)  # the page shows it, and no step from before the change is left
-        return params if shown else {**params, **setup["values"]}
+        return params if shown else set_up
+
+
+def same_values(params: dict, values: dict) -> bool:
+    """Every one of `values` as `params` holds it (see `same_value`)."""
+    return all(same_value(params.get(name), value) for name, value in values.items())
 
 
 def same_value(a, b) -> bool:

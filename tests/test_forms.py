@@ -185,11 +185,19 @@ def test_an_estimate_made_before_the_page_shows_a_set_up_is_for_the_set_up(form)
     assert set_ups.for_estimate(page, "dpo", "votes-1", shown) == shown
     # the step chained after the change of method reads the fields from before it, also after the above
     assert set_ups.for_estimate(page, "dpo", "votes-1", stale, settled=True) == after
-    assert set_ups.for_estimate(page, "dpo", "votes-1", stale) == stale  # both came: the person's 1 epoch since
+    # both came; a read from before the change answered late (held back behind an estimate measuring the
+    # model, CI showed "× 1" after "× 10") is known by its settings, those of a read before
+    assert set_ups.for_estimate(page, "dpo", "votes-1", stale) == after
+    assert set_ups.for_estimate(page, "dpo", "votes-1", shown) == shown
+    three = {**shown, "num_train_epochs": 3.0}  # other settings (an edit answered before its save): its own
+    assert set_ups.for_estimate(page, "dpo", "votes-1", three) == three
+    assert set_ups.for_estimate(page, "dpo", "votes-1", stale) == stale  # and the set-up is over
     set_ups.note(page, "dpo", "votes-1", after)  # the other order: that step first, then the fields shown
     assert set_ups.for_estimate(page, "dpo", "votes-1", stale, settled=True) == after
     assert set_ups.for_estimate(page, "dpo", "votes-1", stale) == after
     assert set_ups.for_estimate(page, "dpo", "votes-1", shown) == shown
+    assert set_ups.for_estimate(page, "dpo", "votes-1", stale) == after
+    set_ups.end(page)  # the person's own 1 epoch typed: its save ends it
     assert set_ups.for_estimate(page, "dpo", "votes-1", stale) == stale
     set_ups.note(page, "dpo", "votes-1", after)
     set_ups.end(page)  # a pick or an edit of the person's own
