@@ -53,7 +53,8 @@ class Layout:
 LAYOUTS = (
     # pairs first: a preference set often keeps its chosen conversation as `messages` too (UltraFeedback's),
     # and was imported as conversations, its pairs and scores dropped
-    Layout("preference", "preference", ("prompt", "chosen", "rejected"), ("system",),
+    # (`input`: what an Alpaca-style pair's instruction is about, added to its prompt as Alpaca's examples do)
+    Layout("preference", "preference", ("prompt", "chosen", "rejected"), ("system", "input"),
            "preference (prompt, chosen, rejected)"),
     Layout("messages", "sft", ("messages",), (), "conversations (messages)"),
     Layout("sharegpt", "sft", ("conversations",), ("system",), "ShareGPT (conversations with from/value)"),
@@ -448,6 +449,15 @@ def _turn(role: str, value, path, place, column) -> list[dict]:
     return [{"role": role, "content": text(value, path, place, column)}]
 
 
+def with_input(prompt: list[dict], extra, path, place) -> list[dict]:
+    """The prompt with an `input` cell (what an Alpaca-style instruction is about) after its last turn, a blank line
+    between (as Alpaca's examples are written); an empty one adds nothing."""
+    if missing(extra) or isinstance(extra, str) and not extra.strip():
+        return prompt
+    extra = text(extra, path, place, "input")
+    return [*prompt[:-1], {**prompt[-1], "content": f"{prompt[-1]['content']}\n\n{extra}"}]
+
+
 def prompt_turns(value, path, place, column="prompt") -> list[dict]:
     """A prompt cell (text, or a conversation ending with the user's turn) as chat messages."""
     return _turn("user", value, path, place, column)
@@ -471,13 +481,8 @@ def convert(record, layout: Layout, path, place) -> dict:
             msgs.insert(0, {"role": "system", "content": text(system, path, place, "system")})
         return {"messages": msgs}
     if key == "alpaca":
-        instruction = text(record["instruction"], path, place, "instruction")
-        extra = record.get("input")
-        extra = None if missing(extra) else extra
-        if extra is not None and not isinstance(extra, str):
-            extra = text(extra, path, place, "input")
-        user = f"{instruction}\n\n{extra}" if extra and extra.strip() else instruction
-        msgs = [{"role": "user", "content": user},
+        msgs = [*with_input([{"role": "user", "content": text(record["instruction"], path, place, "instruction")}],
+                            record.get("input"), path, place),
                 {"role": "assistant", "content": text(record["output"], path, place, "output")}]
         if not missing(record.get("system")):
             msgs.insert(0, {"role": "system", "content": text(record["system"], path, place, "system")})
@@ -486,7 +491,8 @@ def convert(record, layout: Layout, path, place) -> dict:
         return {"messages": _turn("user", record["prompt"], path, place, "prompt")
                 + _turn("assistant", record["completion"], path, place, "completion")}
     if key == "preference":
-        prompt = _turn("user", record["prompt"], path, place, "prompt")
+        prompt = with_input(_turn("user", record["prompt"], path, place, "prompt"), record.get("input"), path,
+                            place)
         out = {"prompt": prompt, **{col: _turn("assistant", _after(prompt, record[col]), path, place, col)
                                     for col in ("chosen", "rejected")}}
         if not missing(record.get("system")) and prompt[0]["role"] != "system":

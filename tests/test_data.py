@@ -4,6 +4,7 @@ de-duplication, the held-out split and the catalogue behave as the Data tab prom
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -11,7 +12,7 @@ import pytest
 
 from pipelines import dataset_stats
 from pipelines.data import DataError, load_rows, split, to_prompt_completion
-from pipelines.importer import HELDOUT, ImportOptions, inspect
+from pipelines.importer import HELDOUT, ImportOptions, inspect, read_meta
 from tests.conftest import FAQ
 
 QA = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]
@@ -518,6 +519,19 @@ def test_pairs_with_their_prompt_under_another_name_keep_it(studio, tmp_path):
     path = tmp_path / "argilla.csv"
     path.write_text("instruction,chosen,rejected\nName a colour.,Blue.,Seven.\n")
     assert load_rows(studio.import_dataset(path)["path"])[0]["prompt"] == [{"role": "user", "content": "Name a colour."}]
+    # an Alpaca-style pair's input (what its instruction is about) is part of its prompt, as in Alpaca's examples:
+    # it was left out as an ignored column, and DPO trained on "Translate this." with nothing to translate
+    alpaca = tmp_path / "alpaca_pairs.jsonl"
+    alpaca.write_text("".join(json.dumps(r) + "\n" for r in (
+        {"instruction": "Translate to French.", "input": "Good morning", "chosen": "Bonjour", "rejected": "Hola"},
+        {"instruction": "Name a colour.", "input": "", "chosen": "Blue.", "rejected": "Seven."})))
+    said = check_source(studio, str(alpaca), None, "auto", "line")[0]
+    assert said.startswith("Detected **preference (prompt, chosen, rejected)**") and "ignored" not in said
+    imported = studio.import_dataset(alpaca)
+    assert read_meta(Path(imported["path"]).parent)["ignored_columns"] == []
+    assert [r["prompt"] for r in load_rows(imported["path"])] == [
+        [{"role": "user", "content": "Translate to French.\n\nGood morning"}],
+        [{"role": "user", "content": "Name a colour."}]]
     # pairs that hold their prompt themselves keep it there; a column beside them is not taken for it
     hh = tmp_path / "hh.jsonl"
     hh.write_text(json.dumps({"question": "hi", "chosen": "Human: hi\n\nAssistant: hello",
