@@ -52,6 +52,17 @@ class Facts:
     steps_per_epoch: dict[str, int | None] = field(default_factory=dict)  # on the chosen dataset, as estimated
     eval_seconds: dict[str, float] = field(default_factory=dict)  # measuring the held-out rows, over the run
     heldout_rows: int = 0  # the rows a run sets aside to check itself on (not among `rows`)
+    # per method whose defaults do not fit: the first of `lighter_steps` that does, else the last tried
+    lighter: dict[str, Lighter] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Lighter:
+    """A method's settings that need less memory than its defaults, and its estimate at them (studio/advise.py
+    measures them for a method whose defaults do not fit: see `lighter_steps`)."""
+    settings: dict
+    peak_bytes: int
+    seconds_per_epoch: float | None = None
 
 
 @dataclass
@@ -104,6 +115,38 @@ def more_epochs_reason(more: int, rows: int, per_epoch: int) -> str:
                                                if steps < ENOUGH_STEPS or more >= MAX_EPOCHS else "."))
 
 
+def lighter_steps(batch: int | None, length: int | None, longest: int | None) -> list[dict]:
+    """Settings that need less memory than a method's defaults, tried in this order before a method that
+    changes what is trained (QLoRA's 4-bit model): each takes what the one before set, and gives up more.
+    A max length no longer than the rows need (cuts nothing typical), then a batch of one row with as many
+    accumulation steps (the same rows per update, each step slower), then gradient checkpointing (the
+    activations recomputed in the backward pass: about a third slower). What the field does first
+    (TRL's and PEFT's memory guides) before a smaller model or a quantized one."""
+    steps, settings = [], {}
+    if longest and length and max_length_for(longest) < length:
+        settings = {"max_length": max_length_for(longest)}
+        steps.append(dict(settings))
+    if batch and batch > 1:
+        settings = {**settings, "per_device_train_batch_size": 1, "gradient_accumulation_steps": batch}
+        steps.append(dict(settings))
+    steps.append({**settings, "gradient_checkpointing": True})
+    return steps
+
+
+def lighter_text(settings: dict) -> str:
+    """What `lighter_steps` set, in the advice's words."""
+    parts = []
+    if "max_length" in settings:
+        parts.append(f"a max length of {settings['max_length']} tokens")
+    if "gradient_accumulation_steps" in settings:
+        rows = settings["gradient_accumulation_steps"]
+        parts.append(f"a batch of 1 row with {rows} accumulation steps (the same {rows} rows per update)")
+    if settings.get("gradient_checkpointing"):
+        parts.append("gradient checkpointing (the activations recomputed in the backward pass, each step about a "
+                     "third slower)")
+    return " and ".join([", ".join(parts[:-1]), parts[-1]] if len(parts) > 2 else parts)
+
+
 def max_length_for(longest: int) -> int:
     """The 95th percentile of the rows' lengths, rounded up to 64 tokens (128 at least): nothing
     typical is cut, and no memory is kept for length no row has."""
@@ -139,6 +182,14 @@ def recommend(facts: Facts) -> Advice:
 
 def _fits(facts: Facts, key: str) -> bool:
     return key in facts.peak_bytes and facts.peak_bytes[key] <= HEADROOM * facts.available_bytes
+
+
+def _lighter(facts: Facts, key: str) -> Lighter | None:
+    """The lighter settings a method is advised with: its defaults do not fit, those do."""
+    light = facts.lighter.get(key)
+    if light is None or _fits(facts, key) or light.peak_bytes > HEADROOM * facts.available_bytes:
+        return None
+    return light
 
 
 def _pick_method(facts: Facts, reasons: list[str]) -> str | None:
@@ -183,16 +234,33 @@ def _pick_method(facts: Facts, reasons: list[str]) -> str | None:
                        f"{'a few hundred' if rows < 1000 else 'thousands of'} examples; the result is a small file "
                        "you can switch on and off, or merge.")
         return "lora"
-    if qlora is not None and _fits(facts, "qlora"):
+    light = _lighter(facts, "lora")
+    if lora is not None and light:  # lighter settings before a 4-bit model (slower still, a little worse)
+        reasons.append((f"{said}. " if said else "") + f"**LoRA** needs about {gb(lora)} at its defaults here, "
+                       f"{over}. With {lighter_text(light.settings)} it needs about {gb(light.peak_bytes)}, which "
+                       "fits: those are set below, and the model keeps its full precision (QLoRA would store it "
+                       "in 4 bits).")
+        return "lora"
+    if qlora is not None and (_fits(facts, "qlora") or _lighter(facts, "qlora")):
+        light = _lighter(facts, "qlora")
         times = [facts.seconds_per_epoch.get(k) for k in ("qlora", "lora")]
         slower = (f"each step about {times[0] / times[1]:.1f}x LoRA's here (its 4-bit weights are unpacked as they "
                   "are used)" if all(times) and times[0] > 1.05 * times[1] else "a little slower per step")
-        reasons.append(f"LoRA needs about {gb(lora or 0)} here, {over}: **QLoRA** keeps the frozen model in 4 bits "
-                       f"and needs about {gb(qlora)}, {slower}, nearly LoRA's quality.")
+        tried = facts.lighter.get("lora")
+        tried = f" ({gb(tried.peak_bytes)} even with {lighter_text(tried.settings)})" if tried else ""
+        needs = (f"needs about {gb(qlora)}" if not light else f"needs about {gb(light.peak_bytes)} with "
+                 f"{lighter_text(light.settings)} (set below; {gb(qlora)} at its defaults)")
+        reasons.append(f"LoRA needs about {gb(lora or 0)} here{tried}, {over}: **QLoRA** keeps the frozen model in "
+                       f"4 bits and {needs}, {slower}, nearly LoRA's quality.")
         return "qlora"
     # QLoRA's own figure (the smaller of the two was said as QLoRA's, which could be LoRA's)
     lightest = (f": even QLoRA needs about {gb(qlora)}, {over}" if qlora is not None else
                 f": LoRA needs about {gb(lora)}, {over}" if lora is not None else "")
+    tried = facts.lighter.get("qlora" if qlora is not None else "lora")
+    if tried:  # (it said to lower the batch size and the max length, which had been tried)
+        reasons.append(f"**Nothing fits**{lightest}, and {gb(tried.peak_bytes)} even with "
+                       f"{lighter_text(tried.settings)}. Choose a smaller model.")
+        return None
     reasons.append("**Nothing fits at its default settings**" + lightest + ". Choose a smaller model, or lower the "
                    "batch size and the max length in the Train tab (the estimate above Start follows).")
     return None
@@ -229,7 +297,10 @@ def _settings(facts: Facts, method: str, reasons: list[str]) -> dict:
                            "length needs more memory than estimated here (the Train tab's estimate follows it).")
     batch = facts.batch_size.get(method)
     peak = facts.peak_bytes.get(method)
-    if batch and peak and peak > 0.5 * facts.available_bytes and batch > 1 and batch % 2 == 0:
+    light = _lighter(facts, method)
+    if light:  # what it fits with, said with the method (the max length as reasoned above)
+        settings.update(light.settings)
+    elif batch and peak and peak > 0.5 * facts.available_bytes and batch > 1 and batch % 2 == 0:
         settings["per_device_train_batch_size"] = max(1, batch // 2)
         settings["gradient_accumulation_steps"] = 2
         reasons.append(f"Batch {batch // 2} with 2 accumulation steps: the same {batch} rows per update in about "
@@ -259,7 +330,7 @@ def _settings(facts: Facts, method: str, reasons: list[str]) -> dict:
         reasons.append(f"Learning rate {lr:g}: " + ("the full model moves with every step, so a small step keeps "
                        "what it knew" if method == "full" else "measured on this studio's sample data for the "
                        "method (the default)"))
-    seconds = facts.seconds_per_epoch.get(method)
+    seconds = light.seconds_per_epoch if light else facts.seconds_per_epoch.get(method)
     if seconds and rows and method in ("lora", "qlora", "full"):
         total = seconds * settings.get("num_train_epochs", facts.epochs.get(method) or 1) + facts.eval_seconds.get(
             method, 0.0)

@@ -39,10 +39,25 @@ def facts(studio, goal: str, model: str = "default", dataset: str | None = None)
         from pipelines import estimates, hardware
 
         available = estimates.available_bytes("cuda" if hardware.has_cuda() else "cpu")
+    lighter = {}
+    for key in ("lora", "qlora"):  # an adapter whose defaults do not fit: the first lighter settings that do
+        if key in peak and peak[key] > advisor.HEADROOM * available:
+            lighter[key] = _lighter(studio, model, key, usable, batch[key], length[key], longest, available)
     return advisor.Facts(goal=goal, rows=trained if trained is not None else rows, data_kind=kind,
                          available_bytes=available, where=where, peak_bytes=peak, seconds_per_epoch=seconds,
                          batch_size=batch, longest_tokens=longest, max_length=length, epochs=epochs,
-                         steps_per_epoch=steps, eval_seconds=checks, heldout_rows=held)
+                         steps_per_epoch=steps, eval_seconds=checks, heldout_rows=held, lighter=lighter)
+
+
+def _lighter(studio, model: str, key: str, dataset: str | None, batch, length, longest, available: int):
+    """`advisor.lighter_steps` estimated in turn: the first that fits, else the last (the lightest) tried."""
+    light = None
+    for settings in advisor.lighter_steps(batch, length, longest):
+        est = ms.calibrated(ms.estimate(studio, model, key, settings, dataset), ms.past_runs(studio, model, key))
+        light = advisor.Lighter(settings, est.peak_bytes, est.seconds_per_epoch)
+        if est.peak_bytes <= advisor.HEADROOM * available:
+            break
+    return light
 
 
 def own_fitting(studio, goal: str, dataset: str | None) -> tuple[dict | None, dict | None]:
@@ -82,8 +97,7 @@ def advise(studio, goal: str, model: str = "default", dataset: str | None = None
 
 def as_markdown(advice: advisor.Advice) -> str:
     head = (f"### Use **{METHODS[advice.method].label}**" if advice.method else "### No training method for this")
-    settings = ", ".join(f"{_label(advice.method, k)} **{v:g}**" if isinstance(v, float) else
-                         f"{_label(advice.method, k)} **{v}**" for k, v in advice.settings.items())
+    settings = ", ".join(f"{_label(advice.method, k)} **{_shown(v)}**" for k, v in advice.settings.items())
     lines = [head, *(f"- {r}" for r in advice.reasons)]
     if settings:
         lines.insert(1, f"Settings: {settings}.")
@@ -101,6 +115,13 @@ def as_yaml(advice: advisor.Advice, model: str, dataset: str | None) -> str:
 
         config["rewards"] = [{"name": name, "weight": 1.0} for name in DEFAULT]
     return yaml.safe_dump(config, sort_keys=False)
+
+
+def _shown(value) -> str:
+    """A setting's value as the Train tab's field says it (a switch: on or off)."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _label(method: str, name: str) -> str:

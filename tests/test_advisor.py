@@ -103,6 +103,68 @@ def test_a_batch_taking_over_half_the_memory_is_split_with_accumulation():
     assert recommend(facts(available=24, lora=3)).settings.get("per_device_train_batch_size") is None
 
 
+def test_lighter_settings_come_before_a_four_bit_model():
+    """LoRA that did not fit at its defaults was given up for QLoRA (a 4-bit model, slower per step here, a little
+    worse), where a shorter max length, a batch of one row accumulated or gradient checkpointing fit it: those are
+    advised first, in that order, as the field's memory guides do."""
+    from pipelines.advisor import Lighter, lighter_steps
+
+    assert lighter_steps(8, 512, 190) == [
+        {"max_length": 192},
+        {"max_length": 192, "per_device_train_batch_size": 1, "gradient_accumulation_steps": 8},
+        {"max_length": 192, "per_device_train_batch_size": 1, "gradient_accumulation_steps": 8,
+         "gradient_checkpointing": True}]
+    assert lighter_steps(1, 512, 600) == [{"gradient_checkpointing": True}]  # nothing else to give up
+    one_row = {"max_length": 192, "per_device_train_batch_size": 1, "gradient_accumulation_steps": 8}
+    tight = facts(available=4, lora=3.8, qlora=2.5)
+    light = dataclasses.replace(tight, lighter={"lora": Lighter(one_row, int(3.0 * GB), 90.0)})
+    advice = recommend(light)
+    assert advice.method == "lora"
+    assert advice.settings == {"r": 16, "num_train_epochs": 8, **one_row, "learning_rate": 1e-3}
+    assert ("**LoRA** needs about 3.8 GB at its defaults here, more than the 85% of your 4.0 GB of memory a run should "
+            "take (the rest is the system's and the other programs'). With a max length of 192 tokens and a batch "
+            "of 1 row with 8 accumulation steps (the same 8 rows per update) it needs about 3.0 GB, which fits: "
+            "those are set below") in advice.reasons[0]
+    assert "about 12 min for the whole run" in advice.reasons[-1]  # at its own speed: 90 s per epoch x 8
+    # not enough: QLoRA, which says what was tried; QLoRA at its defaults over too, its own lighter settings
+    over = dataclasses.replace(tight, lighter={"lora": Lighter(one_row, int(3.5 * GB))})
+    advice = recommend(over)
+    assert advice.method == "qlora" and advice.settings["per_device_train_batch_size"] == 4  # (over half: split)
+    assert advice.reasons[0].startswith("LoRA needs about 3.8 GB here (3.5 GB even with a max length of 192 tokens "
+                                        "and a batch of 1 row with 8 accumulation steps")
+    checkpointed = {**one_row, "gradient_checkpointing": True}
+    qlora_over = dataclasses.replace(over, peak_bytes={**over.peak_bytes, "qlora": int(3.6 * GB)},
+                                     lighter={**over.lighter, "qlora": Lighter(checkpointed, int(2.9 * GB))})
+    advice = recommend(qlora_over)
+    assert advice.method == "qlora" and advice.settings["gradient_checkpointing"] is True
+    assert ("**QLoRA** keeps the frozen model in 4 bits and needs about 2.9 GB with a max length of 192 tokens, a "
+            "batch of 1 row with 8 accumulation steps (the same 8 rows per update) and gradient checkpointing") \
+        in advice.reasons[0]
+    parse(METHODS["qlora"].params, advice.settings)
+    # nothing fits even so: a smaller model (lowering what was lowered already is no advice)
+    none = dataclasses.replace(qlora_over, lighter={**over.lighter, "qlora": Lighter(checkpointed, int(3.5 * GB))})
+    advice = recommend(none)
+    assert advice.method is None
+    assert advice.reasons[-1].startswith("**Nothing fits**: even QLoRA needs about 3.6 GB")
+    assert advice.reasons[-1].endswith("Choose a smaller model.") and "lower the batch" not in advice.reasons[-1]
+
+
+def test_the_lighter_settings_are_the_first_the_estimates_fit(studio, tiny_model_dir):
+    """studio/advise.py estimates `lighter_steps` in turn on the real model and data: the first whose peak fits."""
+    from pipelines.advisor import HEADROOM, lighter_steps
+    from studio import advise
+    from studio import method_service as ms
+
+    model = str(tiny_model_dir)
+    steps = lighter_steps(8, 512, 100)
+    peaks = [ms.estimate(studio, model, "lora", s, "quillpad_faq").peak_bytes for s in [None, *steps]]
+    assert peaks[2] < peaks[1] <= peaks[0]  # one row at a time holds less than eight
+    available = int(peaks[2] / HEADROOM) + 1  # the defaults and the shorter length do not fit; one row does
+    light = advise._lighter(studio, model, "lora", "quillpad_faq", 8, 512, 100, available)
+    assert light.settings == steps[1] and light.peak_bytes == peaks[2]
+    assert advise._lighter(studio, model, "lora", "quillpad_faq", 8, 512, 100, 1).settings == steps[-1]  # the last
+
+
 @pytest.mark.parametrize("goal, kind, method", [("preferences", "preference", "dpo"), ("feedback", "kto", "kto"),
                                                  ("checkable", "prompts", "grpo")])
 def test_each_kind_of_feedback_has_its_method(goal, kind, method):
