@@ -28,6 +28,8 @@ KINDS = ("sft", "preference", "kto", "text", "prompts")
 ROLES = ("system", "user", "assistant")
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant",
                   "assistant": "assistant", "model": "assistant", "chatgpt": "assistant"}
+TOOL_CALLS = {"tool_calls", "function_call"}  # a reply that calls a tool (OpenAI's chat format)
+TOOL_ROLES = ("tool", "function", "function_call", "observation", "ipython")  # a tool's turn (and ShareGPT's names)
 # a KTO label: these words, or thumbs and votes as feedback tools write them
 THUMBS_UP = ("up", "thumbs up", "thumbs_up", "thumbsup", "\U0001F44D", "+1")
 THUMBS_DOWN = ("down", "thumbs down", "thumbs_down", "thumbsdown", "\U0001F44E", "-1")
@@ -130,7 +132,8 @@ def with_case_mapping(columns: list[str], mapping: dict[str, str], path, kind: s
     return found
 
 
-PAIR_PROMPT_NAMES = ("question", "instruction", "query")  # a pair's prompt under another name (Orca's question)
+# a pair's prompt under another name (Orca's question; `input` in argilla's copy of Orca's pairs, when no other is)
+PAIR_PROMPT_NAMES = ("question", "instruction", "query", "input")
 
 
 def pair_prompt(record: dict, mapping: dict[str, str], kind: str = "auto") -> dict[str, str]:
@@ -151,9 +154,42 @@ def pair_prompt(record: dict, mapping: dict[str, str], kind: str = "auto") -> di
         if isinstance(answer, list) and answer and isinstance(answer[0], dict) and (
                 answer[0].get("role") or answer[0].get("from")) in ("user", "human", "system"):
             return mapping
-    if all(isinstance(a, str) and record[asked].strip() in a for a in answers):
+    if all(isinstance(a, str) and _holds(a, record[asked].strip()) for a in answers):
         return mapping  # plain texts that hold the prompt already (HH-RLHF's "Human: ... Assistant: ...")
     return {**mapping, "prompt": asked}
+
+
+def implied_mapping(record: dict, mapping: dict[str, str], kind: str = "auto") -> dict[str, str]:
+    """`mapping` plus the columns a known layout has under other names: a pair's prompt (`pair_prompt`), and an
+    instruction's answer and its passage under Dolly's names (`instruction_names`)."""
+    return instruction_names(record, pair_prompt(record, mapping, kind), kind)
+
+
+INSTRUCTION_ANSWER_NAMES = ("response", "answer", "reply")  # an instruction's answer (Dolly's response)
+INSTRUCTION_INPUT_NAMES = ("context",)  # what the instruction is about (Dolly's passage to answer from)
+
+
+def instruction_names(record: dict, mapping: dict[str, str], kind: str = "auto") -> dict[str, str]:
+    """`mapping`, plus output=<column> and input=<column> for instruction examples under Dolly's names
+    (instruction, context, response): mapped as a question and its answer, the passage the answer is drawn from
+    was dropped as an unread column, and closed questions, summaries and extractions were learned without it."""
+    names = set(record) - set(mapping.values()) | set(mapping)
+    if kind not in ("auto", "sft") or "instruction" not in names or names & {
+            "output", "prompt", "completion", "messages", "conversations", "chosen", "rejected", "text"}:
+        return mapping
+    free = {str(c).strip().lower(): c for c in record if c in names and c not in mapping.values()}
+    answer = next((free[n] for n in INSTRUCTION_ANSWER_NAMES if n in free), None)
+    if answer is None:
+        return mapping
+    passage = next((free[n] for n in INSTRUCTION_INPUT_NAMES if n in free), None) if "input" not in names else None
+    return {**mapping, "output": answer, **({"input": passage} if passage else {})}
+
+
+def _holds(answer: str, asked: str) -> bool:
+    """Whether a plain-text answer is a transcript with the prompt in it: the prompt, then a line more (the reply
+    after it). (A prompt that the reply merely repeats, "Yes" in "Yes.", dropped every row's prompt.)"""
+    at = answer.find(asked)
+    return at >= 0 and "\n" in answer[at + len(asked):]
 
 
 def apply_mapping(record: dict, mapping: dict[str, str]) -> dict:
@@ -222,6 +258,9 @@ def detect(columns: list[str], path, kind: str = "auto", mapping: dict | None = 
     suggested = suggest_mapping(columns) if kind in ("auto", "sft") else {}
     example = (f"--map prompt={suggested['prompt']},completion={suggested['completion']}" if suggested
                else "--map prompt=question,completion=answer")
+    if kind == "prompts":  # (prompts alone: a completion mapped is not read, and a reward's `answer` went with it)
+        asked = next((c for c in columns if c.strip().lower() in PROMPT_NAMES), "question")
+        example = f"--map prompt={asked}"
     raise DataError(f"{where(path)}: found columns {few(columns) or 'none'}{hint}; expected{wanted} "
                     f"columns {accepted_layouts(kind)}, or map yours (e.g. {example})")
 
@@ -347,6 +386,12 @@ def messages(value, path, place, column, *, role_key="role", content_key="conten
     for i, msg in enumerate(value, start=1):
         if isinstance(msg, Repeated):  # a conversation written as JSON in a CSV cell
             raise DataError(f"{at}: message {i}: {key_twice(msg.key)}")
+        if isinstance(msg, dict) and (TOOL_CALLS & set(msg) or msg.get(role_key) in TOOL_ROLES):
+            # (it was "must be an object with 'role' and 'content'", or "is empty", of a reply that calls a tool)
+            called = next(iter(TOOL_CALLS & set(msg)), None)
+            raise DataError(f"{at}: message {i} " + (f"calls a tool ('{called}')" if called else
+                            f"is a tool's turn (role {msg[role_key]!r})") + "; conversations with tool calls "
+                            "are not supported yet: leave them out of the file")
         if not isinstance(msg, dict) or role_key not in msg or content_key not in msg:
             raise DataError(f"{at}: message {i} must be an object with '{role_key}' and '{content_key}'")
         raw_role = msg[role_key]
@@ -429,6 +474,54 @@ def label(value, path, place, column="label") -> bool:
                     f"{json.dumps(value, ensure_ascii=False, default=str)}")
 
 
+TRANSCRIPT_TURN = re.compile(r"\n\n(Human|Assistant):[ \t]?")  # Anthropic HH-RLHF's plain-text turns
+
+
+def transcript(value) -> list[dict] | None:
+    """A plain-text conversation as HH-RLHF writes it ("\n\nHuman: ...\n\nAssistant: ...") as messages (their
+    content as written; checked by `messages`), else None. Kept as text, the turns went to the model in that
+    format while the Chat tab talks to it through its chat template, and TRL cut the prompt off at the first
+    character the two answers differ in (their shared first word went with it)."""
+    if not isinstance(value, str) or not value.lstrip().startswith("Human:"):
+        return None
+    parts = TRANSCRIPT_TURN.split("\n\n" + value.lstrip())
+    if parts[0] or len(parts) < 5:  # (text before the first turn; a human turn alone)
+        return None
+    return [{"role": "user" if who == "Human" else "assistant", "content": said.strip()}
+            for who, said in zip(parts[1::2], parts[2::2])]
+
+
+def _conversation_pair(record: dict, path, place) -> tuple[list, list, list] | None:
+    """(prompt, chosen, rejected) from answers that are whole conversations with the person's turns in them
+    (distilabel's Capybara pairs, UltraFeedback's with a system turn first): the prompt is the turns both
+    share up to the last person's turn, the answers what follows, as TRL takes them (the prompt column beside
+    them is its first turn, or the same turns again). Else None: answers that are replies alone."""
+    values = [_maybe_json_list(record.get(col)) for col in ("chosen", "rejected")]
+    if not all(isinstance(v, list) and v and all(isinstance(m, dict) for m in v) and
+               any((m.get("role") or m.get("from")) in ("user", "human") for m in v) for v in values):
+        return None
+    chosen, rejected = (messages(v, path, place, col, ends_with="assistant")
+                        for v, col in zip(values, ("chosen", "rejected")))
+    shared = 0
+    while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
+        shared += 1
+    last_user = max((i for i, m in enumerate(chosen[:shared]) if m["role"] == "user"), default=None)
+    if last_user is None:  # the one that goes on from another conversation than the prompt's, where it says
+        asked = record.get("prompt")
+        firsts = [next((m["content"] for m in a if m["role"] == "user"), None) for a in (chosen, rejected)]
+        other = "chosen" if isinstance(asked, str) and firsts[0] != asked.strip() == firsts[1] else "rejected"
+        raise DataError(f"{where(path, place, other)}: its conversation does not begin as the "
+                        + ("prompt does" if other == "chosen" else "chosen one does")
+                        + "; expected both answers to share the person's turns and differ in the reply")
+    prompt = chosen[:last_user + 1]
+    for col, answer in (("chosen", chosen), ("rejected", rejected)):
+        rest = answer[len(prompt):]
+        if any(m["role"] != "assistant" for m in rest):
+            raise DataError(f"{where(path, place, col)}: the two conversations differ before the person's last "
+                            "turn; expected them to share every turn up to the reply they compare")
+    return prompt, chosen[len(prompt):], rejected[len(prompt):]
+
+
 def _after(prompt: list[dict], answer):
     """An answer written as the whole conversation (UltraFeedback's chosen and rejected repeat the prompt's
     turns) as the answer alone; any other answer as it is (checked as an answer: a conversation that does not
@@ -491,17 +584,22 @@ def convert(record, layout: Layout, path, place) -> dict:
         return {"messages": _turn("user", record["prompt"], path, place, "prompt")
                 + _turn("assistant", record["completion"], path, place, "completion")}
     if key == "preference":
-        prompt = with_input(_turn("user", record["prompt"], path, place, "prompt"), record.get("input"), path,
-                            place)
-        out = {"prompt": prompt, **{col: _turn("assistant", _after(prompt, record[col]), path, place, col)
-                                    for col in ("chosen", "rejected")}}
+        pair = _conversation_pair(record, path, place)
+        if pair:
+            out = dict(zip(("prompt", "chosen", "rejected"), pair))
+        else:
+            prompt = with_input(_turn("user", record["prompt"], path, place, "prompt"), record.get("input"), path,
+                                place)
+            out = {"prompt": prompt, **{col: _turn("assistant", _after(prompt, record[col]), path, place, col)
+                                        for col in ("chosen", "rejected")}}
+        prompt = out["prompt"]
         if not missing(record.get("system")) and prompt[0]["role"] != "system":
             out["prompt"] = [{"role": "system", "content": text(record["system"], path, place, "system")}, *prompt]
         return out
     if key == "implicit_preference":
-        out = {}
-        for col in ("chosen", "rejected"):
-            value = _maybe_json_list(record[col])
+        out, said = {}, [transcript(record[col]) for col in ("chosen", "rejected")]
+        for col, turns in zip(("chosen", "rejected"), said):
+            value = turns if all(said) else _maybe_json_list(record[col])  # (HH-RLHF's turns: both, or text)
             out[col] = (messages(value, path, place, col, ends_with="assistant") if isinstance(value, list)
                         else text(value, path, place, col))
         return out

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pipelines.errors import DataError, where
 from pipelines.formats import (LAYOUT_BY_KEY, NAMES_SHOWN, apply_mapping, convert, detect, feedback_column, few,
-                               is_label, missing, pair_prompt, suggest_mapping, value_name,
+                               implied_mapping, is_label, missing, suggest_mapping, value_name,
                                with_case_mapping)
 from pipelines.readers import DEFAULT_MAX_BYTES, check_file, records
 
@@ -82,7 +82,7 @@ def inspect(path: Path, options: ImportOptions | None = None, max_bytes: int = D
                 raise DataError(f"{where(path, place)}: expected an object with named fields, got "
                                 f"{value_name(record)}")
             out["columns"] = columns = list(record)
-            found = pair_prompt(record, with_case_mapping(columns, options.mapping, path, options.kind), options.kind)
+            found = implied_mapping(record, with_case_mapping(columns, options.mapping, path, options.kind), options.kind)
             out["case_mapped"] = {k: v for k, v in found.items() if k not in options.mapping}
             options = replace(options, mapping={**options.mapping, **out["case_mapped"]})
             try:
@@ -270,7 +270,7 @@ def import_file(path: Path, dest: Path, options: ImportOptions | None = None,
     place, record = head
     if not isinstance(record, dict):
         raise DataError(f"{where(path, place)}: expected an object with named fields, got {value_name(record)}")
-    given, options = options, replace(options, mapping=pair_prompt(
+    given, options = options, replace(options, mapping=implied_mapping(
         record, with_case_mapping(list(record), options.mapping, path, options.kind), options.kind))
     layout = detect(list(record), path, options.kind, options.mapping)
     used = set(layout.required) | set(layout.optional)

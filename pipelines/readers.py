@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import itertools
 import json
 from pathlib import Path
 
@@ -279,13 +280,23 @@ def _csv(path: Path, delimiter: str):
         if header is None or not any(h.strip() for h in header):
             raise DataError(f"{path.name}: no header row; expected column names on the first line")
         header = [h.strip() for h in header]
-        _check_header(path, header, delimiter)
+        # empty columns after the last named one, as a spreadsheet saves a sheet with cells used once to the right
+        # ("Prompt,Completion,,"): read without them while they hold nothing (pandas and `datasets` read such files)
+        unnamed = len(header) - len(list(itertools.dropwhile(lambda h: not h, reversed(header))))
+        named, header = header, header[:len(header) - unnamed]
+        _check_header(path, header if header else named, delimiter)
         for row in reader:
             record += 1
             if not any(cell.strip() for cell in row):
                 continue
             seen_rows += 1
             place = f"row {record}"
+            if unnamed and len(header) < len(row) <= len(named):
+                held = next(((i, c) for i, c in enumerate(row[len(header):], len(header) + 1) if c.strip()), None)
+                if held:
+                    raise DataError(f"{where(path, place)}: column {held[0]} holds {held[1].strip()[:40]!r} but has no "
+                                    "name in the header (row 1); name it, or delete the column")
+                row = row[:len(header)]
             if len(row) != len(header):
                 # too few: a cell left out (give each column one); too many: a delimiter inside a cell
                 fix = ("give the row a cell for each column" if len(row) < len(header)

@@ -268,6 +268,10 @@ def bad_cases() -> list[Case]:
                   "cells that contain ','"),
         Case("blank_header.csv", lambda: b"prompt,,completion\nQ,x,A\n",
              says="blank_header.csv, row 1: column 2 has no name in the header"),
+        # empty columns after the last named one (a spreadsheet's) are read without them, while they hold nothing
+        Case("trailing_blank.csv", lambda: b"prompt,completion,,\nQ,A,,\nQ2,A2,x,\n",
+             says="trailing_blank.csv, row 3: column 3 holds 'x' but has no name in the header (row 1); name it, "
+                  "or delete the column"),
         Case("commas.tsv", lambda: b"prompt,completion\nHi,Hello\n",
              says="commas.tsv, row 1: the header is one column 'prompt,completion'; this looks like a CSV file "
                   "(separated by ','); save it as .csv"),

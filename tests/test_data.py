@@ -536,8 +536,18 @@ def test_pairs_with_their_prompt_under_another_name_keep_it(studio, tmp_path):
     hh = tmp_path / "hh.jsonl"
     hh.write_text(json.dumps({"question": "hi", "chosen": "Human: hi\n\nAssistant: hello",
                               "rejected": "Human: hi\n\nAssistant: go away", "request": "req-77"}) + "\n")
-    assert load_rows(studio.import_dataset(hh)["path"]) == [{"chosen": "Human: hi\n\nAssistant: hello",
-                                                              "rejected": "Human: hi\n\nAssistant: go away"}]
+    assert load_rows(studio.import_dataset(hh)["path"]) == [
+        {"chosen": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
+         "rejected": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "go away"}]}]
+    # a prompt the answers merely repeat ("Yes" in "Yes, it is.") is the prompt (every row's was dropped)
+    short = tmp_path / "short.jsonl"
+    short.write_text(json.dumps({"question": "Yes", "chosen": "Yes, that is right.", "rejected": "Yes. No."}) + "\n")
+    assert load_rows(studio.import_dataset(short)["path"])[0]["prompt"] == [{"role": "user", "content": "Yes"}]
+    # argilla's copy of Orca's pairs has it as `input`
+    argilla = tmp_path / "argilla_orca.jsonl"
+    argilla.write_text(json.dumps({"system": "", "input": "Name a colour.", "chosen": "Blue.", "rejected": "7"}) + "\n")
+    assert load_rows(studio.import_dataset(argilla)["path"])[0]["prompt"] == [
+        {"role": "user", "content": "Name a colour."}]
     talk = [{"role": "user", "content": "Say hi."}]
     chats = tmp_path / "chats.jsonl"
     chats.write_text(json.dumps({"query": "u_1029", "chosen": talk + [{"role": "assistant", "content": "Hi!"}],
@@ -562,8 +572,58 @@ def test_pairs_that_repeat_the_prompt_in_each_answer_and_keep_messages_are_pairs
     # an answer that goes on from another conversation is still refused, and named
     other = {**record, "chosen": [{"role": "user", "content": "Something else."}, {"role": "assistant", "content": "Hi"}]}
     path.write_text(json.dumps(other) + "\n")
-    with pytest.raises(DataError, match="column 'chosen': message 1 is 'user'; expected only assistant messages"):
+    with pytest.raises(DataError, match="^ultrafeedback.jsonl, line 1, column 'chosen': its conversation does not "
+                       "begin as the prompt does; expected both answers to share the person's turns and differ in "
+                       "the reply$"):
         studio.import_dataset(path, name="other")
+    assert [d["name"] for d in studio.list_datasets()] == ["ultrafeedback"]  # nothing written
+
+
+def test_pairs_of_whole_conversations_are_split_where_they_differ(studio, tmp_path):
+    """distilabel's Capybara pairs (a prompt column with the first turn, chosen and rejected as whole multi-turn
+    conversations) and UltraFeedback's with a system turn first were refused ("message 2 is 'user'; expected only
+    assistant messages", counted after the prompt taken off): the prompt is every turn both share up to the
+    person's last, as TRL takes it, whatever the prompt column holds (a space more, only the first turn)."""
+    def talk(*turns):
+        return [{"role": role, "content": said} for role, said in zip(["user", "assistant"] * 3, turns)]
+
+    rows = [{"prompt": "Write a poem", "chosen": talk("Write a poem", "Roses.", "Longer", "Roses are red."),
+             "rejected": talk("Write a poem", "Roses.", "Longer", "No.")},
+            {"prompt": "Hi ", "chosen": [{"role": "system", "content": "Be kind."}, *talk("Hi", "Hello!")],
+             "rejected": [{"role": "system", "content": "Be kind."}, *talk("Hi", "Go away.")]}]
+    path = tmp_path / "capybara.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert load_rows(studio.import_dataset(path)["path"]) == [
+        {"prompt": talk("Write a poem", "Roses.", "Longer"), "chosen": [{"role": "assistant", "content": "Roses are red."}],
+         "rejected": [{"role": "assistant", "content": "No."}]},
+        {"prompt": [{"role": "system", "content": "Be kind."}, *talk("Hi")],
+         "chosen": [{"role": "assistant", "content": "Hello!"}], "rejected": [{"role": "assistant", "content": "Go away."}]}]
+    # answers that part before the person's last turn compare more than one reply: refused, named
+    path.write_text(json.dumps({"prompt": "Hi", "chosen": talk("Hi", "A", "Why?", "B"),
+                                "rejected": talk("Hi", "X", "Why?", "B")}) + "\n")
+    with pytest.raises(DataError, match="^capybara.jsonl, line 1, column 'chosen': the two conversations differ before "
+                       "the person's last turn; expected them to share every turn up to the reply they compare$"):
+        studio.import_dataset(path, name="parted")
+
+
+def test_hh_rlhf_transcripts_are_read_as_turns(studio, tmp_path):
+    """Anthropic's HH-RLHF pairs ("\\n\\nHuman: ...\\n\\nAssistant: ...") were kept as plain text: the model trained
+    on that format, not its chat template, and TRL cut the prompt at the first character the answers differ in (a
+    shared first word went with it). Read as turns, the prompt is the turns both share (TRL's own copy of the set
+    is written so)."""
+    chosen = "\n\nHuman: Hi\n\nAssistant: I think so.\n\nHuman: Why?\n\nAssistant: It is warm."
+    rejected = "\n\nHuman: Hi\n\nAssistant: I think so.\n\nHuman: Why?\n\nAssistant: It is not."
+    path = tmp_path / "hh.jsonl"
+    path.write_text(json.dumps({"chosen": chosen, "rejected": rejected}) + "\n"
+                    + json.dumps({"chosen": "I like it.", "rejected": "I do not."}) + "\n")
+    with pytest.raises(DataError, match="^hh.jsonl, line 2, column 'chosen': "):  # (one way for the whole file)
+        studio.import_dataset(path)
+    path.write_text(json.dumps({"chosen": chosen, "rejected": rejected}) + "\n")
+    [row] = load_rows(studio.import_dataset(path)["path"])
+    head = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "I think so."},
+            {"role": "user", "content": "Why?"}]
+    assert row == {"chosen": [*head, {"role": "assistant", "content": "It is warm."}],
+                   "rejected": [*head, {"role": "assistant", "content": "It is not."}]}
 
 
 def test_plain_text_is_counted_with_the_tokenizers_own_special_tokens(real_tokenizer_dir):
@@ -603,3 +663,23 @@ def test_prompt_and_response_columns_are_offered_as_a_question_and_its_answer(st
 
     row = studio.import_dataset(path, options=ImportOptions(mapping=parse_mapping("prompt=prompt,completion=response")))
     assert load_rows(row["path"])[0]["messages"][-1] == {"role": "assistant", "content": "27 months."}
+
+
+def test_dolly_instructions_keep_the_passage_they_are_about(studio, tmp_path):
+    """Dolly's examples (instruction, context, response, category) were mapped as a question and its answer, the
+    passage dropped as an unread column: closed questions, summaries and extractions were learned without the text
+    they answer from. Read as Alpaca's, the context is the input, after the instruction."""
+    from components.data_tab import check_source
+
+    path = tmp_path / "dolly.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in (
+        {"instruction": "When did it open?", "context": "The shop opened in 2000.", "response": "In 2000.",
+         "category": "closed_qa"},
+        {"instruction": "Name a fish.", "context": "", "response": "Tope.", "category": "open_qa"})))
+    said = check_source(studio, str(path), None, "auto", "line")[0]
+    assert said.startswith("Detected **Alpaca (instruction, input, output)**")
+    assert "Column **response** is read as the *output*. Column **context** is read as the *input*." in said
+    assert load_rows(studio.import_dataset(path)["path"]) == [
+        {"messages": [{"role": "user", "content": "When did it open?\n\nThe shop opened in 2000."},
+                      {"role": "assistant", "content": "In 2000."}]},
+        {"messages": [{"role": "user", "content": "Name a fish."}, {"role": "assistant", "content": "Tope."}]}]

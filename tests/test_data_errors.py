@@ -548,3 +548,39 @@ def test_two_files_of_one_name_are_two_datasets_the_lists_tell_apart(studio, tmp
     names = [studio.import_dataset(p)["name"] for p in (first, second)]
     assert names == ["train", "train (2)"]
     assert studio.import_dataset(tmp_path / "a" / "train.jsonl")["name"] == "train"  # (the same file: the same one)
+
+
+def test_a_spreadsheets_empty_columns_after_the_named_ones_are_read_without_them(studio, tmp_path):
+    """Excel saves a sheet with a cell once used to the right of the data as "Prompt,Completion,,": refused as
+    "column 3 has no name in the header", where pandas and `datasets` read it."""
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b"\xef\xbb\xbfPrompt,Completion,,\r\nhello,world,,\r\nfoo,bar\r\n")
+    assert imported_rows(studio, path) == [
+        {"messages": [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "world"}]},
+        {"messages": [{"role": "user", "content": "foo"}, {"role": "assistant", "content": "bar"}]}]
+
+
+def test_tool_calls_are_named_as_not_supported(studio, tmp_path):
+    """A reply that calls a tool (OpenAI's tool_calls, with no content or null) was refused as "must be an object
+    with 'role' and 'content'" or "is empty", and ShareGPT's function_call turns as an unknown role."""
+    ask = {"role": "user", "content": "Weather in Paris?"}
+    call = {"role": "assistant", "content": None, "tool_calls": [{"type": "function", "function": {"name": "w"}}]}
+    path = jsonl(tmp_path / "tools.jsonl", {"messages": [ask, call, {"role": "tool", "content": "12C"},
+                                                          {"role": "assistant", "content": "12C."}]})
+    assert refused(studio, path) == ("tools.jsonl, line 1, column 'messages': message 2 calls a tool ('tool_calls'); "
+                                     "conversations with tool calls are not supported yet: leave them out of the file")
+    path = jsonl(tmp_path / "glaive.jsonl", {"conversations": [{"from": "human", "value": "Weather?"},
+                                                               {"from": "function_call", "value": "{}"},
+                                                               {"from": "gpt", "value": "12C."}]})
+    assert refused(studio, path) == ("glaive.jsonl, line 1, column 'conversations': message 2 is a tool's turn (role "
+                                     "'function_call'); conversations with tool calls are not supported yet: leave "
+                                     "them out of the file")
+
+
+def test_questions_asked_for_as_prompts_are_told_the_mapping_that_keeps_their_answers(studio, tmp_path):
+    """GSM8K (question, answer) asked for as prompts was told "--map prompt=question,completion=answer": a completion
+    is no column of prompts, and the answer a reward checks was dropped with it."""
+    path = jsonl(tmp_path / "gsm8k.jsonl", {"question": "2+2?", "answer": "2+2=4\n#### 4"})
+    assert refused(studio, path, kind="prompts").endswith("or map yours (e.g. --map prompt=question)")
+    [row] = imported_rows(studio, path, kind="prompts", mapping={"prompt": "question"})
+    assert row["answer"] == "2+2=4\n#### 4"
