@@ -13,6 +13,7 @@ import codecs
 import csv
 import itertools
 import json
+import re
 from pathlib import Path
 
 from pipelines.errors import DataError, where
@@ -194,8 +195,44 @@ def _records_of(path: Path, value: dict) -> list:
     return [value]
 
 
+WHITESPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _json_items(path: Path, text: str):
+    """A top-level JSON array's items one at a time, parsed as they are reached: the Data tab's preview of the
+    first rows parsed every item of the file on each change of an option (a 1 GB array: all of it into Python
+    objects, about ten times the file in memory, for 20 rows). Returns None once the array is read; anything else
+    (a wrapper object, JSON Lines saved as .json, a syntax error) ends it with the number of items yielded, for
+    the whole-file reading to say what it is."""
+    number = 0
+    at = WHITESPACE.match(text).end()
+    if not text.startswith("[", at):
+        return number
+    at = WHITESPACE.match(text, at + 1).end()
+    while not text.startswith("]", at):
+        try:
+            item, at = DECODER.raw_decode(text, at)
+        except (json.JSONDecodeError, RecursionError, ValueError):
+            return number
+        number += 1
+        _no_repeats(path, f"item {number}", item)
+        yield f"item {number}", item
+        at = WHITESPACE.match(text, at).end()
+        if text.startswith(",", at):
+            at = WHITESPACE.match(text, at + 1).end()
+            if text.startswith("]", at):  # a trailing comma: not JSON (said as the whole-file reading says it)
+                return number
+        elif not text.startswith("]", at):
+            return number
+    return None if WHITESPACE.match(text, at + 1).end() == len(text) else number
+
+
 def _json(path: Path):
     text = _json_text(path)
+    read = yield from _json_items(path, text)
+    if read is None:  # an array, read item by item
+        return
+    # (read: the items yielded before what the whole-file reading below names; never twice)
     try:
         value = DECODER.decode(text)
     except RecursionError:
@@ -214,8 +251,9 @@ def _json(path: Path):
     if not isinstance(value, list):
         raise DataError(f"{path.name}: expected a JSON array of objects, got {value_name(value)}")
     for i, item in enumerate(value, start=1):
-        _no_repeats(path, f"item {i}", item)
-        yield f"item {i}", item
+        if i > read:
+            _no_repeats(path, f"item {i}", item)
+            yield f"item {i}", item
 
 
 CSV_PROBLEMS = {  # the csv module's words -> what to do about it

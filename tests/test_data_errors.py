@@ -584,3 +584,26 @@ def test_questions_asked_for_as_prompts_are_told_the_mapping_that_keeps_their_an
     assert refused(studio, path, kind="prompts").endswith("or map yours (e.g. --map prompt=question)")
     [row] = imported_rows(studio, path, kind="prompts", mapping={"prompt": "question"})
     assert row["answer"] == "2+2=4\n#### 4"
+
+
+def test_a_json_array_is_read_item_by_item_with_the_whole_files_errors(studio, tmp_path):
+    """The Data tab's preview of a JSON array's first rows parsed every item on each change of an option (a 1 GB
+    array: about ten times the file in memory, for 20 rows): its items come one at a time, and a file that is not
+    a plain array, or breaks further on, says what the whole-file reading says, nothing written."""
+    from pathlib import Path
+
+    from pipelines.readers import records
+
+    path = tmp_path / "broken.json"
+    path.write_text('[{"prompt": "a", "completion": "b"},\n {"prompt": "c", "completion": "d"},\n'
+                    ' {"prompt": "e" "completion": "f"}]\n')
+    rows = records(Path(path), "json")
+    assert next(rows) == ("item 1", {"prompt": "a", "completion": "b"})  # before the break is reached
+    assert refused(studio, path).startswith("broken.json, line 3: malformed JSON at character 17: a comma is missing "
+                                            "between two items")
+    path.write_text('[{"prompt": "a", "completion": "b"},]')
+    assert "a comma before the closing ]: JSON allows no comma after the last item" in refused(studio, path)
+    path.write_text('[{"prompt": "a", "completion": "b"}] x')
+    assert "more text after the end of the JSON value" in refused(studio, path)
+    path.write_text(' [ {"prompt": "a", "completion": "b"} , {"prompt": "c", "completion": "d"} ] \n')
+    assert [r["messages"][0]["content"] for r in imported_rows(studio, path)] == ["a", "c"]
