@@ -4,6 +4,7 @@ reloads outside the studio with the same logits, and the chat decoder talks thro
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
 import torch
@@ -188,6 +189,50 @@ def test_adalora_resumes_in_its_final_phase(studio, tiny_model_dir, tmp_path):
     row = studio.wait(run_id, poll_s=0.3)
     assert row["status"] == "completed", row["error"]
     assert (studio.adapter_dir(run_id) / "adapter_config.json").exists()
+
+
+def test_adalora_resumed_chooses_its_ranks_from_the_whole_runs_importance(tmp_path, tiny_model_dir, small_dataset):
+    """AdaLoRA keeps the ranks whose weights scored most important, smoothed over every step so far. A resumed run
+    started those scores at zero: it chose from the steps since the resume alone. Its checkpoint keeps them, and a
+    run resumed from it starts with the scores the run had at that step."""
+    import shutil
+
+    from transformers import TrainerCallback
+
+    from pipelines.methods.lora_relatives import IMPORTANCE, SCORES
+
+    settings = {"tinit_fraction": 0.0, "tfinal_fraction": 0.0, "init_r": 6, "target_r": 2, "num_train_epochs": 2,
+                "save_steps": 1}
+    halfway, scores = tmp_path / "kept" / "checkpoint-5", {}
+
+    def allocator(model):
+        return model.base_model.rankallocator
+
+    class Keep(TrainerCallback):  # the checkpoint at step 5 and the scores then (a run keeps its newest two)
+        def on_save(self, args, state, control, model=None, **kwargs):
+            if state.global_step == 5:
+                shutil.copytree(Path(args.output_dir) / halfway.name, halfway)
+                scores.update({k: {n: t.clone() for n, t in getattr(allocator(model), k).items()} for k in SCORES})
+
+    whole = _trained("adalora", tmp_path / "whole", tiny_model_dir, small_dataset, **settings)
+    whole.add_callback(Keep())
+    whole.train()
+    assert whole.state.global_step >= 10 and (halfway / IMPORTANCE).exists()
+    assert scores["exp_avg_ipt"] and all(t.abs().sum() > 0 for t in scores["exp_avg_ipt"].values())
+    resumed = {}
+
+    class Look(TrainerCallback):  # what the run resumes with, once the studio's own callback has run
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            resumed.update({k: {n: t.clone() for n, t in getattr(allocator(model), k).items()} for k in SCORES})
+
+    again = _trained("adalora", tmp_path / "again", tiny_model_dir, small_dataset, **settings)
+    again.add_callback(Look())
+    shutil.copytree(halfway, Path(again.args.output_dir) / halfway.name)
+    again.train(resume_from_checkpoint=str(Path(again.args.output_dir) / halfway.name))
+    for kind in SCORES:
+        assert resumed[kind].keys() == scores[kind].keys(), kind
+        assert all(torch.equal(resumed[kind][n], scores[kind][n]) for n in scores[kind]), kind
+    assert again.state.global_step == whole.state.global_step
 
 
 def test_lorafa_keeps_a_frozen_and_loraplus_speeds_up_b(tmp_path, tiny_model_dir, small_dataset):

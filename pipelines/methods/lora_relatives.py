@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from pathlib import Path
 
 from pipelines.methods.lora import TARGET_HELP, LoraTraining, targets
 from pipelines.methods.params import ConfigError, param, with_defaults
@@ -146,6 +147,40 @@ def orthogonality(model):
 
 
 RANKS = "adalora_ranks.json"  # in a checkpoint: the rank pattern AdaLoRA had settled on
+# ... and the importance it measured (the smoothed sensitivity and uncertainty of every adapter weight, which
+# choose the ranks kept): without them a resumed run chose from a few steps' measures, not the whole run's
+IMPORTANCE = "adalora_importance.safetensors"
+SCORES = ("exp_avg_ipt", "exp_avg_unc")
+
+
+def save_importance(model, folder) -> None:
+    """The rank allocator's smoothed scores into a checkpoint folder (nothing before its first step)."""
+    allocator = getattr(getattr(model, "base_model", None), "rankallocator", None)
+    tensors = {f"{kind}/{name}": value.detach().contiguous().cpu() for kind in SCORES
+               for name, value in (getattr(allocator, kind, None) or {}).items()}
+    if tensors:
+        from safetensors.torch import save_file
+
+        save_file(tensors, str(Path(folder) / IMPORTANCE))
+
+
+def load_importance(model, folder) -> bool:
+    """The scores a checkpoint kept, back in the rank allocator (PEFT starts them at zero for a name it has no
+    `ipt` for: one is set too). False: none kept (a checkpoint from before its first step, or an older one)."""
+    saved = Path(folder) / IMPORTANCE
+    allocator = getattr(getattr(model, "base_model", None), "rankallocator", None)
+    if allocator is None or not saved.exists():
+        return False
+    import torch
+    from safetensors.torch import load_file
+
+    params = dict(model.base_model.model.named_parameters())  # (named as the allocator reads them: from its model)
+    for key, value in load_file(str(saved)).items():
+        kind, name = key.split("/", 1)
+        if name in params:
+            getattr(allocator, kind)[name] = value.to(params[name].device, params[name].dtype)
+            allocator.ipt.setdefault(name, torch.zeros_like(params[name]))
+    return True
 
 
 @contextlib.contextmanager
@@ -155,14 +190,16 @@ def unresized(model, folder):
     a resumed run loaded the cut weights into the full-rank model its optimizer's moments belong to, and in
     the final phase masked them by a pattern it no longer had (it failed at the first step of every resume)."""
     config = getattr(model, "peft_config", {}).get("default")
-    pattern = getattr(config, "rank_pattern", None) if type(config).__name__ == "AdaLoraConfig" else None
+    adalora = type(config).__name__ == "AdaLoraConfig"
+    if adalora:  # (also before a pattern is settled on: the scores count from the first step)
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        save_importance(model, folder)
+    pattern = getattr(config, "rank_pattern", None) if adalora else None
     if pattern is None:
         yield
         return
     import json
-    from pathlib import Path
 
-    Path(folder).mkdir(parents=True, exist_ok=True)
     (Path(folder) / RANKS).write_text(json.dumps(pattern))
     config.rank_pattern = None
     try:
@@ -182,9 +219,11 @@ def adalora_callbacks(model, params):
             import json
             from pathlib import Path
 
-            saved = Path(args.output_dir) / f"checkpoint-{state.global_step}" / RANKS
-            if state.global_step and saved.exists():
-                model.peft_config["default"].rank_pattern = json.loads(saved.read_text())
+            checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if state.global_step and (checkpoint / RANKS).exists():
+                model.peft_config["default"].rank_pattern = json.loads((checkpoint / RANKS).read_text())
+            if state.global_step:
+                load_importance(model, checkpoint)
 
         def on_optimizer_step(self, args, state, control, **kwargs):
             # after optimizer.step(), before zero_grad(): PEFT's documented place
