@@ -274,8 +274,16 @@ def wire(studio, picks, form, memory, choices, method_settled, switched_to: Show
     method_settled.then(save_picks, [model, dataset, method], picked, show_progress="hidden", queue=False,
                         preprocess=False)
 
+    def typed(request: gr.Request):
+        set_ups.end(request)  # typed by the person: the estimate is for the page's fields from now on
+
+    if set_ups is not None:
+        # at once, outside the queue: the estimate of the edit can come before its save, and a value typed back
+        # to the one the page held before a Train-on-these press was taken for a late read of it
+        gr.on([w.input for w in form.components], typed, None, None, queue=False, show_progress="hidden")
+
     def save(request: gr.Request, key, *values):
-        if set_ups is not None:  # typed by the person: the estimate is for the page's fields from now on
+        if set_ups is not None:
             set_ups.end(request)
         if key not in METHODS:
             return None  # nothing to merge

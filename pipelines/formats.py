@@ -174,22 +174,29 @@ def instruction_names(record: dict, mapping: dict[str, str], kind: str = "auto")
     (instruction, context, response): mapped as a question and its answer, the passage the answer is drawn from
     was dropped as an unread column, and closed questions, summaries and extractions were learned without it."""
     names = set(record) - set(mapping.values()) | set(mapping)
-    if kind not in ("auto", "sft") or "instruction" not in names or names & {
-            "output", "prompt", "completion", "messages", "conversations", "chosen", "rejected", "text"}:
+    lowered = {str(n).strip().lower() for n in names}  # (as a spreadsheet writes them: Instruction, Response)
+    if kind not in ("auto", "sft") or "instruction" not in lowered or lowered & {
+            "output", "prompt", "completion", "messages", "conversations", "chosen", "rejected", "text", "label"}:
         return mapping
     free = {str(c).strip().lower(): c for c in record if c in names and c not in mapping.values()}
     answer = next((free[n] for n in INSTRUCTION_ANSWER_NAMES if n in free), None)
-    if answer is None:
+    # replies with good/bad marks are KTO's, offered as such (`feedback_mapping`): not examples to copy
+    if answer is None or feedback_column([c for c in free.values() if c != answer], [record]):
         return mapping
-    passage = next((free[n] for n in INSTRUCTION_INPUT_NAMES if n in free), None) if "input" not in names else None
-    return {**mapping, "output": answer, **({"input": passage} if passage else {})}
+    passage = next((free[n] for n in INSTRUCTION_INPUT_NAMES if n in free), None) if "input" not in lowered else None
+    asked = {} if "instruction" in names else {"instruction": free["instruction"]}
+    return {**mapping, **asked, "output": answer, **({"input": passage} if passage else {})}
+
+
+SPEAKER = re.compile(r"[A-Za-z#][A-Za-z# ]*:[ \t\n]*$")  # "Human: ", "### Instruction:\n" before a turn
 
 
 def _holds(answer: str, asked: str) -> bool:
-    """Whether a plain-text answer is a transcript with the prompt in it: the prompt, then a line more (the reply
-    after it). (A prompt that the reply merely repeats, "Yes" in "Yes.", dropped every row's prompt.)"""
+    """Whether a plain-text answer is a transcript with the prompt in it: a speaker's name before the prompt, and a
+    line more after it (the reply). (A prompt the reply merely repeats, "Yes" in "Yes.", "Hi" in "Hi\nthere",
+    dropped every row's prompt.)"""
     at = answer.find(asked)
-    return at >= 0 and "\n" in answer[at + len(asked):]
+    return at >= 0 and bool(SPEAKER.search(answer[:at])) and "\n" in answer[at + len(asked):]
 
 
 def apply_mapping(record: dict, mapping: dict[str, str]) -> dict:
@@ -386,9 +393,11 @@ def messages(value, path, place, column, *, role_key="role", content_key="conten
     for i, msg in enumerate(value, start=1):
         if isinstance(msg, Repeated):  # a conversation written as JSON in a CSV cell
             raise DataError(f"{at}: message {i}: {key_twice(msg.key)}")
-        if isinstance(msg, dict) and (TOOL_CALLS & set(msg) or msg.get(role_key) in TOOL_ROLES):
+        # (openai-python writes "tool_calls": null on every message: only a call made counts)
+        called = next((k for k in sorted(TOOL_CALLS) if isinstance(msg, dict) and not missing(msg.get(k))
+                       and msg.get(k) not in ([], {})), None)
+        if called or isinstance(msg, dict) and msg.get(role_key) in TOOL_ROLES:
             # (it was "must be an object with 'role' and 'content'", or "is empty", of a reply that calls a tool)
-            called = next(iter(TOOL_CALLS & set(msg)), None)
             raise DataError(f"{at}: message {i} " + (f"calls a tool ('{called}')" if called else
                             f"is a tool's turn (role {msg[role_key]!r})") + "; conversations with tool calls "
                             "are not supported yet: leave them out of the file")
@@ -487,8 +496,23 @@ def transcript(value) -> list[dict] | None:
     parts = TRANSCRIPT_TURN.split("\n\n" + value.lstrip())
     if parts[0] or len(parts) < 5:  # (text before the first turn; a human turn alone)
         return None
-    return [{"role": "user" if who == "Human" else "assistant", "content": said.strip()}
-            for who, said in zip(parts[1::2], parts[2::2])]
+    turns = []
+    for who, said in zip(parts[1::2], parts[2::2]):
+        role = "user" if who == "Human" else "assistant"
+        if turns and turns[-1]["role"] == role:  # two turns of one speaker in a row (HH has some): one turn
+            turns[-1]["content"] = f"{turns[-1]['content']}\n\n{said.strip()}".strip()
+        else:
+            turns.append({"role": role, "content": said.strip()})
+    return turns
+
+
+def _transcript_turns(turns: list[dict], path, place, column) -> list[dict]:
+    """A transcript's turns, checked; one that ends with the assistant saying nothing ("Assistant:" and no more,
+    as some HH-RLHF answers do) ends so, for the import to drop the pair as one that teaches nothing (refused as
+    an empty message, one such row stopped the import of the whole set)."""
+    if turns[-1]["role"] == "assistant" and not turns[-1]["content"]:
+        return [*messages(turns[:-1], path, place, column, ends_with="user"), {"role": "assistant", "content": ""}]
+    return messages(turns, path, place, column, ends_with="assistant")
 
 
 def _conversation_pair(record: dict, path, place) -> tuple[list, list, list] | None:
@@ -598,8 +622,15 @@ def convert(record, layout: Layout, path, place) -> dict:
         return out
     if key == "implicit_preference":
         out, said = {}, [transcript(record[col]) for col in ("chosen", "rejected")]
+        if any(said) and not all(said):  # (HH-RLHF's turns: both, or text)
+            col = "rejected" if said[0] else "chosen"
+            raise DataError(f"{where(path, place, col)}: is not written as turns (\"Human: ...\" then \"Assistant: "
+                            "...\") as the other answer is; expected both the same way")
         for col, turns in zip(("chosen", "rejected"), said):
-            value = turns if all(said) else _maybe_json_list(record[col])  # (HH-RLHF's turns: both, or text)
+            if turns:
+                out[col] = _transcript_turns(turns, path, place, col)
+                continue
+            value = _maybe_json_list(record[col])
             out[col] = (messages(value, path, place, col, ends_with="assistant") if isinstance(value, list)
                         else text(value, path, place, col))
         return out

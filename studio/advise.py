@@ -42,7 +42,8 @@ def facts(studio, goal: str, model: str = "default", dataset: str | None = None)
     lighter = {}
     for key in ("lora", "qlora"):  # an adapter whose defaults do not fit: the first lighter settings that do
         if key in peak and peak[key] > advisor.HEADROOM * available:
-            lighter[key] = _lighter(studio, model, key, usable, batch[key], length[key], longest, available)
+            lighter[key] = _lighter(studio, model, key, usable, batch[key], length[key], longest if usable else None,
+                                    available)
     return advisor.Facts(goal=goal, rows=trained if trained is not None else rows, data_kind=kind,
                          available_bytes=available, where=where, peak_bytes=peak, seconds_per_epoch=seconds,
                          batch_size=batch, longest_tokens=longest, max_length=length, epochs=epochs,

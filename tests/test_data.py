@@ -543,6 +543,8 @@ def test_pairs_with_their_prompt_under_another_name_keep_it(studio, tmp_path):
     short = tmp_path / "short.jsonl"
     short.write_text(json.dumps({"question": "Yes", "chosen": "Yes, that is right.", "rejected": "Yes. No."}) + "\n")
     assert load_rows(studio.import_dataset(short)["path"])[0]["prompt"] == [{"role": "user", "content": "Yes"}]
+    short.write_text(json.dumps({"question": "Hi", "chosen": "Hi\nthere, friend.", "rejected": "Hi\nGo away."}) + "\n")
+    assert load_rows(studio.import_dataset(short, name="hi")["path"])[0]["prompt"] == [{"role": "user", "content": "Hi"}]
     # argilla's copy of Orca's pairs has it as `input`
     argilla = tmp_path / "argilla_orca.jsonl"
     argilla.write_text(json.dumps({"system": "", "input": "Name a colour.", "chosen": "Blue.", "rejected": "7"}) + "\n")
@@ -618,12 +620,24 @@ def test_hh_rlhf_transcripts_are_read_as_turns(studio, tmp_path):
                     + json.dumps({"chosen": "I like it.", "rejected": "I do not."}) + "\n")
     with pytest.raises(DataError, match="^hh.jsonl, line 2, column 'chosen': "):  # (one way for the whole file)
         studio.import_dataset(path)
-    path.write_text(json.dumps({"chosen": chosen, "rejected": rejected}) + "\n")
-    [row] = load_rows(studio.import_dataset(path)["path"])
+    path.write_text(json.dumps({"chosen": chosen, "rejected": "I do not."}) + "\n")
+    with pytest.raises(DataError, match="^hh.jsonl, line 1, column 'rejected': is not written as turns "):
+        studio.import_dataset(path)
+    # an answer of nothing ("Assistant:" and no more, as some of HH's are) is a pair that teaches nothing: left out
+    # and counted, not the end of the import; two turns of one speaker in a row are one turn
+    path.write_text("".join(json.dumps(r) + "\n" for r in (
+        {"chosen": chosen, "rejected": rejected},
+        {"chosen": "\n\nHuman: Joke?\n\nAssistant: A pun.", "rejected": "\n\nHuman: Joke?\n\nAssistant:"},
+        {"chosen": "\n\nHuman: Hi\n\nHuman: anyone?\n\nAssistant: Hello.",
+         "rejected": "\n\nHuman: Hi\n\nHuman: anyone?\n\nAssistant: No."})))
+    imported = studio.import_dataset(path)
+    assert read_meta(Path(imported["path"]).parent)["untaught_rows"] == ["line 2"]
+    first, merged = load_rows(imported["path"])
     head = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "I think so."},
             {"role": "user", "content": "Why?"}]
-    assert row == {"chosen": [*head, {"role": "assistant", "content": "It is warm."}],
-                   "rejected": [*head, {"role": "assistant", "content": "It is not."}]}
+    assert first == {"chosen": [*head, {"role": "assistant", "content": "It is warm."}],
+                     "rejected": [*head, {"role": "assistant", "content": "It is not."}]}
+    assert merged["chosen"] == [{"role": "user", "content": "Hi\n\nanyone?"}, {"role": "assistant", "content": "Hello."}]
 
 
 def test_plain_text_is_counted_with_the_tokenizers_own_special_tokens(real_tokenizer_dir):
@@ -679,6 +693,14 @@ def test_dolly_instructions_keep_the_passage_they_are_about(studio, tmp_path):
     said = check_source(studio, str(path), None, "auto", "line")[0]
     assert said.startswith("Detected **Alpaca (instruction, input, output)**")
     assert "Column **response** is read as the *output*. Column **context** is read as the *input*." in said
+    # as a spreadsheet names them; and replies with good/bad marks are offered as KTO's, not examples to copy
+    caps = tmp_path / "dolly.csv"
+    caps.write_text("Instruction,Context,Response\nWhen did it open?,The shop opened in 2000.,In 2000.\n")
+    assert check_source(studio, str(caps), None, "auto", "line")[0].startswith("Detected **Alpaca")
+    marked = tmp_path / "marked.jsonl"
+    marked.write_text("".join(json.dumps({"instruction": f"Q{i}", "response": f"A{i}", "rating": mark}) + "\n"
+                              for i, mark in enumerate(("up", "down"))))
+    assert "holds good/bad marks on the replies" in check_source(studio, str(marked), None, "auto", "line")[0]
     assert load_rows(studio.import_dataset(path)["path"]) == [
         {"messages": [{"role": "user", "content": "When did it open?\n\nThe shop opened in 2000."},
                       {"role": "assistant", "content": "In 2000."}]},

@@ -575,6 +575,10 @@ def test_tool_calls_are_named_as_not_supported(studio, tmp_path):
     assert refused(studio, path) == ("glaive.jsonl, line 1, column 'conversations': message 2 is a tool's turn (role "
                                      "'function_call'); conversations with tool calls are not supported yet: leave "
                                      "them out of the file")
+    # openai-python writes "tool_calls": null on every message it dumps: no call made, a conversation as any other
+    path = jsonl(tmp_path / "dumped.jsonl", {"messages": [{**ask, "tool_calls": None, "function_call": None},
+                                                          {"role": "assistant", "content": "12C.", "tool_calls": []}]})
+    assert imported_rows(studio, path)[0]["messages"][1] == {"role": "assistant", "content": "12C."}
 
 
 def test_questions_asked_for_as_prompts_are_told_the_mapping_that_keeps_their_answers(studio, tmp_path):
