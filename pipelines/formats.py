@@ -176,27 +176,34 @@ def instruction_names(record: dict, mapping: dict[str, str], kind: str = "auto")
     names = set(record) - set(mapping.values()) | set(mapping)
     lowered = {str(n).strip().lower() for n in names}  # (as a spreadsheet writes them: Instruction, Response)
     if kind not in ("auto", "sft") or "instruction" not in lowered or lowered & {
-            "output", "prompt", "completion", "messages", "conversations", "chosen", "rejected", "text", "label"}:
+            "output", "prompt", "completion", "messages", "conversations", "chosen", "rejected", "text"}:
         return mapping
     free = {str(c).strip().lower(): c for c in record if c in names and c not in mapping.values()}
     answer = next((free[n] for n in INSTRUCTION_ANSWER_NAMES if n in free), None)
-    # replies with good/bad marks are KTO's, offered as such (`feedback_mapping`): not examples to copy
-    if answer is None or feedback_column([c for c in free.values() if c != answer], [record]):
+    if answer is None:
         return mapping
+    # (auto) replies with good/bad marks are KTO's, offered as such (`feedback_mapping`): not examples to copy
+    # (from the first row alone: a number, 1 of a 1-5 score, says nothing; the summary warns of marks left out)
+    labels = [c for c in record if str(c).strip().lower() == "label" and c in names]
+    marks = feedback_column([c for c in free.values() if c != answer], [record])
+    if kind == "auto" and any(isinstance(record[c], bool) or isinstance(record[c], str) and is_label(record[c])
+                              for c in labels + ([marks] if marks else [])):
+        return mapping
+    own = {n: free[n] for n in ("instruction", "input") if n in free and n not in names}  # as a spreadsheet writes
     passage = next((free[n] for n in INSTRUCTION_INPUT_NAMES if n in free), None) if "input" not in lowered else None
-    asked = {} if "instruction" in names else {"instruction": free["instruction"]}
-    return {**mapping, **asked, "output": answer, **({"input": passage} if passage else {})}
+    return {**mapping, **own, "output": answer, **({"input": passage} if passage else {})}
 
 
-SPEAKER = re.compile(r"[A-Za-z#][A-Za-z# ]*:[ \t\n]*$")  # "Human: ", "### Instruction:\n" before a turn
+SPEAKER = re.compile(r"(?:[:>]|\n)[ \t]*$")  # "Human: ", "<|user|>", "<|im_start|>user\n" just before a turn
 
 
 def _holds(answer: str, asked: str) -> bool:
-    """Whether a plain-text answer is a transcript with the prompt in it: a speaker's name before the prompt, and a
-    line more after it (the reply). (A prompt the reply merely repeats, "Yes" in "Yes.", "Hi" in "Hi\nthere",
-    dropped every row's prompt.)"""
+    """Whether a plain-text answer is a transcript with the prompt in it: a speaker's mark before the prompt (a
+    name and a colon, a chat template's tag, a line of its own), and a line more after it (the reply). (A prompt
+    the reply merely repeats, "Yes" in "Yes.", "Hi" in "Hi\nthere", dropped every row's prompt.)"""
     at = answer.find(asked)
-    return at >= 0 and bool(SPEAKER.search(answer[:at])) and "\n" in answer[at + len(asked):]
+    return (at >= 0 and bool(answer[:at].strip()) and bool(SPEAKER.search(answer[:at]))
+            and "\n" in answer[at + len(asked):])
 
 
 def apply_mapping(record: dict, mapping: dict[str, str]) -> dict:

@@ -355,9 +355,10 @@ def import_file(path: Path, dest: Path, options: ImportOptions | None = None,
 
 
 def _answer(value) -> str:
-    if isinstance(value, list) and any(isinstance(m, dict) and m.get("role") == "user" for m in value):
-        return str(value[-1].get("content") or "").strip()  # a whole conversation: its last turn is the answer
-    if isinstance(value, list):  # the replies alone: what the assistant says in them
+    if isinstance(value, list) and value and isinstance(value[-1], dict) and value[-1].get("role") == "assistant" \
+            and not str(value[-1].get("content") or "").strip():
+        return ""  # a conversation whose answer is nothing (a transcript's "Assistant:" and no more)
+    if isinstance(value, list):  # a conversation: what the assistant says in it
         return "\n".join(str(m.get("content") or "") for m in value if isinstance(m, dict)
                          and m.get("role") == "assistant").strip()
     return str(value or "").strip()

@@ -196,6 +196,7 @@ def _records_of(path: Path, value: dict) -> list:
 
 
 WHITESPACE = re.compile(r"[ \t\n\r]*")
+TRAILING_COMMA = re.compile(r",[ \t\n\r]*\]$")
 
 
 def _json_items(path: Path, text: str):
@@ -206,7 +207,10 @@ def _json_items(path: Path, text: str):
     the whole-file reading to say what it is."""
     number = 0
     at = WHITESPACE.match(text).end()
-    if not text.startswith("[", at):
+    # (a file cut short, or with a comma before its closing ], is said before its first rows: the preview and the
+    # import refuse it at once, not once a whole download is converted)
+    tail = text[-65536:].rstrip()
+    if not text.startswith("[", at) or not tail.endswith("]") or TRAILING_COMMA.search(tail):
         return number
     at = WHITESPACE.match(text, at + 1).end()
     while not text.startswith("]", at):

@@ -545,6 +545,12 @@ def test_pairs_with_their_prompt_under_another_name_keep_it(studio, tmp_path):
     assert load_rows(studio.import_dataset(short)["path"])[0]["prompt"] == [{"role": "user", "content": "Yes"}]
     short.write_text(json.dumps({"question": "Hi", "chosen": "Hi\nthere, friend.", "rejected": "Hi\nGo away."}) + "\n")
     assert load_rows(studio.import_dataset(short, name="hi")["path"])[0]["prompt"] == [{"role": "user", "content": "Hi"}]
+    # answers written in a chat template hold their prompt (it was taken twice)
+    templated = tmp_path / "templated.jsonl"
+    templated.write_text(json.dumps({"question": "What is 2+2?",
+                                     **{k: f"<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n{a}<|im_end|>"
+                                        for k, a in (("chosen", "4"), ("rejected", "5"))}}) + "\n")
+    assert "prompt" not in load_rows(studio.import_dataset(templated)["path"])[0]
     # argilla's copy of Orca's pairs has it as `input`
     argilla = tmp_path / "argilla_orca.jsonl"
     argilla.write_text(json.dumps({"system": "", "input": "Name a colour.", "chosen": "Blue.", "rejected": "7"}) + "\n")
@@ -638,6 +644,11 @@ def test_hh_rlhf_transcripts_are_read_as_turns(studio, tmp_path):
     assert first == {"chosen": [*head, {"role": "assistant", "content": "It is warm."}],
                      "rejected": [*head, {"role": "assistant", "content": "It is not."}]}
     assert merged["chosen"] == [{"role": "user", "content": "Hi\n\nanyone?"}, {"role": "assistant", "content": "Hello."}]
+    # a pair that differs in an earlier reply and ends the same is a pair still (kept as it was before)
+    path.write_text(json.dumps({"chosen": "\n\nHuman: hi\n\nAssistant: Hello.\n\nHuman: bye\n\nAssistant: Bye!",
+                                "rejected": "\n\nHuman: hi\n\nAssistant: Go away.\n\nHuman: bye\n\nAssistant: Bye!"})
+                    + "\n")
+    assert len(load_rows(studio.import_dataset(path, name="earlier")["path"])) == 1
 
 
 def test_plain_text_is_counted_with_the_tokenizers_own_special_tokens(real_tokenizer_dir):
@@ -701,6 +712,17 @@ def test_dolly_instructions_keep_the_passage_they_are_about(studio, tmp_path):
     marked.write_text("".join(json.dumps({"instruction": f"Q{i}", "response": f"A{i}", "rating": mark}) + "\n"
                               for i, mark in enumerate(("up", "down"))))
     assert "holds good/bad marks on the replies" in check_source(studio, str(marked), None, "auto", "line")[0]
+    assert studio.import_dataset(marked, options=ImportOptions(kind="sft"))["kind"] == "sft"  # asked for examples
+    scored = tmp_path / "scored.jsonl"  # a 1-5 score whose first row is 1: no mark
+    scored.write_text("".join(json.dumps({"instruction": f"Q{i}", "response": "A", "score": i}) + "\n" for i in (1, 5)))
+    assert studio.import_dataset(scored)["kind"] == "sft"
+    topics = tmp_path / "topics.jsonl"  # a label that is a topic, not a mark
+    topics.write_text(json.dumps({"instruction": "Name a fruit.", "response": "Apple.", "label": "food"}) + "\n")
+    assert studio.import_dataset(topics)["kind"] == "sft"
+    inputs = tmp_path / "alpaca_caps.csv"  # Alpaca's own input, capitalised
+    inputs.write_text("Instruction,Input,Response\nTranslate to French.,Good morning,Bonjour\n")
+    assert load_rows(studio.import_dataset(inputs)["path"])[0]["messages"][0]["content"] == \
+        "Translate to French.\n\nGood morning"
     assert load_rows(studio.import_dataset(path)["path"]) == [
         {"messages": [{"role": "user", "content": "When did it open?\n\nThe shop opened in 2000."},
                       {"role": "assistant", "content": "In 2000."}]},

@@ -609,5 +609,9 @@ def test_a_json_array_is_read_item_by_item_with_the_whole_files_errors(studio, t
     assert "a comma before the closing ]: JSON allows no comma after the last item" in refused(studio, path)
     path.write_text('[{"prompt": "a", "completion": "b"}] x')
     assert "more text after the end of the JSON value" in refused(studio, path)
+    # cut short (a download stopped): said before the first row, not once the rest is converted
+    path.write_text('[{"prompt": "a", "completion": "b"},\n {"prompt": "c", "compl')
+    with pytest.raises(DataError, match="^broken.json, line 2: malformed JSON at character 18: a text opened with"):
+        next(records(Path(path), "json"))
     path.write_text(' [ {"prompt": "a", "completion": "b"} , {"prompt": "c", "completion": "d"} ] \n')
     assert [r["messages"][0]["content"] for r in imported_rows(studio, path)] == ["a", "c"]
