@@ -305,12 +305,18 @@ def build(studio):
     # by the page when it sends a change: one sent before the answer to the change before it still read the
     # buttons as on, left them off, and a blind re-comparison could not be voted on; CI, under load)
     buttons_on = form_memory.PerPage()
+    SET_PAIR_S = 15.0  # seconds a pair a handler set stands against reads from before it (they come within a few)
 
     def on_pair(spec_a, spec_b, request: gr.Request, settled: bool = False):
         """The note, and the buttons only when they turn on or off: an update of theirs that arrived while a
         number was typed in the settings (a second model picked just before) lost the number typed. `settled`:
         the pair a handler has finished setting, read once it is on the page, whose buttons are set whatever
         was noted (the changes that setting both pickers fired can be answered out of order)."""
+        set_pair = set_pairs.of(request)
+        if not settled and set_pair and (spec_a, spec_b) != set_pair[0] and time.monotonic() - set_pair[1] < SET_PAIR_S:
+            # a read of the pickers half set (the new A beside the old B: the new run against itself), answered
+            # after the pair the handler set had settled: it turned the vote buttons off for good (CI, under load)
+            return gr.skip(), *(gr.skip() for _ in vote_buttons)
         note = same_pair_note(studio, spec_a, spec_b)
         on = not note
         if buttons_on.of(request) is on and not settled:
@@ -318,8 +324,17 @@ def build(studio):
         buttons_on.note(request, on)
         return (note, *(gr.update(interactive=on) for _ in vote_buttons))
 
+    # the pair a handler set, once settled on the page, and when: changes that read another pair for a while after
+    # are reads from before it was whole (the page sends both pickers' changes, each read as it is sent); a pick of
+    # the person's own (.input, outside the queue: before its change is answered) ends it
+    set_pairs = form_memory.PerPage()
+
     def pair_settled(spec_a, spec_b, request: gr.Request):
+        set_pairs.note(request, ((spec_a, spec_b), time.monotonic()))
         return on_pair(spec_a, spec_b, request, settled=True)
+
+    gr.on([model_a.input, model_b.input], lambda request: set_pairs.end(request), None, None, queue=False,
+          show_progress="hidden")
 
     # one at a time, in the order the changes came: a comparison sets both pickers, and the page sends the first's
     # change with the other still on its old model (new run against itself, for a moment), then the second's

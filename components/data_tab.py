@@ -75,10 +75,10 @@ def listed_again(studio, shown):
     return gr.update(choices=choices, value=None)
 
 
-def _options(kind, text_unit, dedupe, heldout, seed, mapping_values) -> ImportOptions:
+def _options(kind, text_unit, dedupe, heldout, seed, mapping_values, skip_bad=False) -> ImportOptions:
     mapping = {t: col for t, col in zip(MAP_TARGETS, mapping_values) if col and col != NOT_MAPPED}
     return ImportOptions(kind=kind, mapping=mapping, text_unit=text_unit, dedupe=bool(dedupe),
-                         heldout=float(heldout or 0), seed=int(seed or 0))
+                         heldout=float(heldout or 0), seed=int(seed or 0), skip_bad=bool(skip_bad))
 
 
 def source_of(upload: str | None, sample: str | None) -> tuple[str, str] | None:
@@ -161,19 +161,20 @@ def check_source(studio, upload, sample, kind, text_unit, *mapping_values):
                 "project (Label tab: the model answers, you pick); to teach answers by example, add a column "
                 "with them.")
     if info["row_problem"]:  # the first problem Import would meet, among the rows shown
-        return f"{message}, but Import would stop here: **{info['row_problem']}**{hint}", table, updates, box
+        return (f"{message}, but Import would stop here: **{info['row_problem']}** (or tick *Skip rows that cannot "
+                f"be read*, below, to leave such rows out){hint}", table, updates, box)
     return f"{message}. Press Import to check every row.{hint}", table, updates, box
 
 
 def import_source(studio, upload, sample, name, kind, text_unit, dedupe, heldout, seed, *mapping_values,
-                  progress=None):
-    """Import the chosen file: (message, dataset dropdown update)."""
+                  progress=None, skip_bad=False):
+    """Import the chosen file: (message, dataset dropdown update). `skip_bad`: leave out what cannot be read."""
     source = source_of(upload, sample)
     if not source:
         return "**Nothing to import:** upload a file or pick a sample first.", gr.update()
     path, shown = source
     try:
-        options = _options(kind, text_unit, dedupe, heldout, seed, mapping_values)
+        options = _options(kind, text_unit, dedupe, heldout, seed, mapping_values, skip_bad)
         row = studio.import_dataset(Path(path), name=name or None, options=options, source_name=shown,
                                     progress=progress)
     except DataError as err:
@@ -190,6 +191,8 @@ def summary_text(row: dict) -> str:
     dups = meta.get("duplicates", 0)
     parts.append(f"{dups} exact duplicates" + (" dropped" if meta.get("dropped_duplicates") else "") if dups
                  else "no duplicates")
+    if meta.get("skipped_rows"):
+        parts.append(importer.skipped_text(meta))
     if meta.get("untaught_pairs"):
         parts.append(importer.untaught_text(meta))
     if meta.get("empty_optional_fields"):
@@ -282,6 +285,10 @@ def build(studio, datasets_kept, opened=None):
                 name = gr.Textbox(label="Name", placeholder="default: the file name", elem_id="data-name")
                 dedupe = gr.Checkbox(label="Drop exact duplicate rows", value=False,
                                      info="Repeated examples are learned more strongly than the rest.")
+                skip_bad = gr.Checkbox(label="Skip rows that cannot be read", value=False, elem_id="data-skip-bad",
+                                       info="A line that is not JSON, a row with a cell too many, a conversation "
+                                            "out of order: left out, and the summary says how many and the first. "
+                                            "Off, the first one stops the import.")
                 heldout = gr.Slider(0, 0.5, value=0, step=0.05, label="Held-out fraction",
                                     info="Rows kept aside to measure the model on examples it never trained on; "
                                          "every run on this dataset then uses the same ones. 0 = let each run "
@@ -350,7 +357,7 @@ def build(studio, datasets_kept, opened=None):
         """A big file says how far its import is, about once a second, in the message line (a Gradio
         progress text shows only with a fraction done, which a streamed file does not know). The last
         value is what each kind of data comes back to on the Train tab: the import, once it made a dataset."""
-        *values, by_kind = values
+        *values, skip, by_kind = values
         # no dataset made yet: an import that fails before its first message left the previous import's id
         # here, and the Train tab picked that one again over a pick made since
         yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), None
@@ -359,7 +366,7 @@ def build(studio, datasets_kept, opened=None):
         def work():
             try:
                 result["out"] = import_source(studio, *values, progress=lambda rows, seconds: said.put(
-                    f"Importing: {rows:,} rows read and checked ({seconds:.0f} s)…"))
+                    f"Importing: {rows:,} rows read and checked ({seconds:.0f} s)…"), skip_bad=skip)
             except BaseException as err:  # noqa: BLE001  (raised again below, in the page's handler)
                 result["error"] = err
             finally:
@@ -381,7 +388,7 @@ def build(studio, datasets_kept, opened=None):
     made_now = gr.State(None)  # the dataset this import made (None: it made none), for the Train tab's pick
     imported = do_import.click(
         on_import,
-        [upload, sample, name, kind, text_unit, dedupe, heldout, seed, *mapping, datasets_kept],
+        [upload, sample, name, kind, text_unit, dedupe, heldout, seed, *mapping, skip_bad, datasets_kept],
         [message, chosen, datasets_kept, name, made_now],
     )
     chosen.change(**view)

@@ -647,7 +647,9 @@ def build(studio, selected: gr.State):
     def on_compare_tick(run_ids, axis, drawn_from):
         """Runs compared while they train: the overlay follows their curves (drawn once, it stayed frozen)."""
         now = records(run_ids)
-        if not run_ids or now == drawn_from:
+        # other runs than it was drawn from: a pick whose own drawing (and axis) is still on its way; drawn here
+        # with the axis from before it, it came last and stayed ("step" beside Along: epochs, CI)
+        if not run_ids or now == drawn_from or [i for i, _n in drawn_from or []] != list(run_ids):
             return gr.skip(), gr.skip()
         return overlaid(run_ids, axis)[0], now
 

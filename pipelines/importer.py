@@ -42,6 +42,9 @@ class ImportOptions:
     # the file's last rows kept aside as they are, instead of a drawn fraction: a judge's copy of a dataset keeps
     # the split of its source (drawn again, pairs a run trained on were held out to measure a run continued from it)
     heldout_last: int = 0
+    # a line or row that cannot be read (not JSON, a cell too many, a conversation out of order) left out and
+    # listed, the rest imported: a real chat dump often has a few (LLaMA-Factory skips them); off, the first stops it
+    skip_bad: bool = False
 
     def key(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -74,7 +77,11 @@ def inspect(path: Path, options: ImportOptions | None = None, max_bytes: int = D
     fmt = check_file(path, max_bytes)
     first, places, layout = [], [], None
     out = {"format": fmt, "layout": None, "problem": None, "row_problem": None}
-    for place, record in records(path, fmt, options.text_unit):
+    skipped = Skipped() if options.skip_bad else None  # (the rows Import will leave out are not looked at either)
+    for place, record in records(path, fmt, options.text_unit, skipped):
+        if skipped is not None and not first and not isinstance(record, dict):
+            skipped.append(f"{where(path, place)}: expected an object with named fields, got {value_name(record)}")
+            continue
         first.append(record)
         places.append(place)
         if len(first) == 1:
@@ -99,7 +106,7 @@ def inspect(path: Path, options: ImportOptions | None = None, max_bytes: int = D
         if len(first) >= n:
             break
     if not first:
-        raise DataError(f"{path.name}: no examples found")
+        raise DataError(none_read(path, skipped) if skipped else f"{path.name}: no examples found")
     out.update(records=first, layout=layout.key if layout else None)
     out["feedback"] = feedback = feedback_mapping(out.get("columns") or [], first, options, layout)
     if feedback:  # the first rows as Import reads them with that mapping: the first it would stop at
@@ -263,10 +270,14 @@ def import_file(path: Path, dest: Path, options: ImportOptions | None = None,
         raise DataError(f"held-out rows {options.heldout_last} must be at least 0")
     started = time.time()
     fmt = check_file(path, max_bytes)
-    stream = records(path, fmt, options.text_unit)
+    skipped = Skipped() if options.skip_bad else None  # what could not be read, in the file's order
+    stream = records(path, fmt, options.text_unit, skipped)
     head = next(stream, None)
+    while head is not None and skipped is not None and not isinstance(head[1], dict):
+        skipped.append(f"{where(path, head[0])}: expected an object with named fields, got {value_name(head[1])}")
+        head = next(stream, None)
     if head is None:
-        raise DataError(f"{path.name}: no examples found")
+        raise DataError(none_read(path, skipped) if skipped else f"{path.name}: no examples found")
     place, record = head
     if not isinstance(record, dict):
         raise DataError(f"{where(path, place)}: expected an object with named fields, got {value_name(record)}")
@@ -300,16 +311,19 @@ def import_file(path: Path, dest: Path, options: ImportOptions | None = None,
             record = apply_mapping(record, options.mapping)
             try:
                 row = convert(record, layout, path, place)
+                if shape is not None and _shape(row) != shape:
+                    col = next(k for (k, is_list), (_k, was) in zip(_shape(row), shape) if is_list != was)
+                    now, before = (("a conversation", "text") if isinstance(row[col], list)
+                                   else ("text", "conversations"))
+                    raise DataError(f"{where(path, place, col)}: is {now} but earlier rows have {before}; "
+                                    "use one form for the whole file")
             except DataError as err:
-                raise in_users_words(err, options.mapping) from None
+                if skipped is None:
+                    raise in_users_words(err, options.mapping) from None
+                skipped.append(str(in_users_words(err, options.mapping)))
+                continue
+            shape = shape or _shape(row)
             empty_optional += sum(1 for c in layout.optional if c in record and not str(record[c] or "").strip())
-            if shape is None:
-                shape = _shape(row)
-            elif _shape(row) != shape:
-                col = next(k for (k, is_list), (_k, was) in zip(_shape(row), shape) if is_list != was)
-                now, before = ("a conversation", "text") if isinstance(row[col], list) else ("text", "conversations")
-                raise in_users_words(DataError(f"{where(path, place, col)}: is {now} but earlier rows have {before}; "
-                                               "use one form for the whole file"), options.mapping)
             if layout.kind == "preference" and teaches_nothing(row):
                 untaught.append(place)
                 continue
@@ -323,6 +337,8 @@ def import_file(path: Path, dest: Path, options: ImportOptions | None = None,
                 multi_turn += 1
             writer.add(row)
         writer.close()
+        if skipped and not writer.rows:
+            raise DataError(none_read(path, skipped))
         if untaught and not writer.rows:
             raise DataError(f"{path.name}: no pair can teach anything: in all {len(untaught)} rows 'chosen' and "
                             "'rejected' are the same answer or one is empty; preference training needs two "
@@ -340,6 +356,7 @@ def import_file(path: Path, dest: Path, options: ImportOptions | None = None,
             "ignored_feedback": marks["column"] if marks else None,
             "feedback_mapping": marks["mapping"] if marks else None,
             "untaught_pairs": len(untaught), "untaught_rows": untaught[:5],
+            "skipped_rows": skipped.count if skipped else 0, "skipped": list(skipped or []),
             "options": asdict(given), "created": time.time(),  # as asked: the same file and options, one dataset
             "case_mapped": {k: v for k, v in options.mapping.items() if k not in given.mapping},
             "import_seconds": round(time.time() - started, 2),
@@ -369,6 +386,34 @@ def teaches_nothing(row: dict) -> bool:
     nothing (or only learns 'say nothing'), so it is dropped on import."""
     chosen, rejected = _answer(row.get("chosen")), _answer(row.get("rejected"))
     return not chosen or not rejected or chosen == rejected
+
+
+class Skipped(list):
+    """The rows left out that could not be read: how many (`count`), and the words of the first `KEEP` (a file of a
+    million broken lines kept a million sentences)."""
+    KEEP = 3
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def append(self, said: str) -> None:
+        self.count += 1
+        if len(self) < self.KEEP:
+            super().append(said)
+
+
+def none_read(path: Path, skipped: Skipped) -> str:
+    """Every row skipped: the file is not what it was taken for, said with the first row's problem."""
+    return (f"{path.name}: no row could be read ({skipped.count} skipped; the first: "
+            f"{skipped[0].removeprefix(path.name + ', ')})")
+
+
+def skipped_text(meta: dict) -> str:
+    """The import's note on rows left out that could not be read, with the first of them."""
+    n = meta["skipped_rows"]
+    return (f"{n} row{'s' if n != 1 else ''} skipped that could not be read (the first: "
+            f"{meta['skipped'][0].removeprefix(meta['source_name'] + ', ')})")
 
 
 def untaught_text(meta: dict) -> str:

@@ -131,27 +131,40 @@ def _no_repeats(path: Path, place: str | None, value) -> None:
         raise DataError(f"{where(path, place)}: {key_twice(key)}")
 
 
-def _jsonl(path: Path, fmt: str = "jsonl"):
+def _jsonl(path: Path, fmt: str = "jsonl", skipped: list | None = None):
+    """`skipped`: a list to put a line's problem in and go on (the import's *skip rows that cannot be read*)."""
     for number, text in _lines(path, fmt):
         if not text.strip():
             continue
-        try:  # without its line break: a line cut short was blamed on "character 1" of the break after it
-            value = DECODER.decode(text.rstrip("\r\n"))
-        except RecursionError:
-            raise DataError(f"{where(path, f'line {number}')}: {TOO_DEEP}; expected one JSON object per line") from None
-        except json.JSONDecodeError as err:
-            if number == 1 and text.lstrip().startswith("["):
-                raise DataError(f"{where(path, 'line 1')}: a JSON array, not one object per line; "
-                                "save it as .json or write one object per line") from None
-            if number == 1 and text.lstrip().startswith("{") and not err.doc[err.pos:].strip():
-                # an object that goes on past its line: one JSON value written over several lines
-                raise DataError(f"{_json_error(path, 'line 1', err, 'line')}; if the file is one object written "
-                                "over several lines, write one object per line or save it as .json") from None
-            raise _json_error(path, f"line {number}", err, "line") from None
-        except ValueError:
-            raise DataError(f"{where(path, f'line {number}')}: {TOO_LONG_NUMBER}") from None
-        _no_repeats(path, f"line {number}", value)
+        try:
+            value = _jsonl_value(path, number, text)
+        except DataError as err:
+            if skipped is None:
+                raise
+            skipped.append(str(err))
+            continue
         yield f"line {number}", value
+
+
+def _jsonl_value(path: Path, number: int, text: str):
+    """One line's JSON value, or a DataError naming the line."""
+    try:  # without its line break: a line cut short was blamed on "character 1" of the break after it
+        value = DECODER.decode(text.rstrip("\r\n"))
+    except RecursionError:
+        raise DataError(f"{where(path, f'line {number}')}: {TOO_DEEP}; expected one JSON object per line") from None
+    except json.JSONDecodeError as err:
+        if number == 1 and text.lstrip().startswith("["):
+            raise DataError(f"{where(path, 'line 1')}: a JSON array, not one object per line; "
+                            "save it as .json or write one object per line") from None
+        if number == 1 and text.lstrip().startswith("{") and not err.doc[err.pos:].strip():
+            # an object that goes on past its line: one JSON value written over several lines
+            raise DataError(f"{_json_error(path, 'line 1', err, 'line')}; if the file is one object written "
+                            "over several lines, write one object per line or save it as .json") from None
+        raise _json_error(path, f"line {number}", err, "line") from None
+    except ValueError:
+        raise DataError(f"{where(path, f'line {number}')}: {TOO_LONG_NUMBER}") from None
+    _no_repeats(path, f"line {number}", value)
+    return value
 
 
 def _json_text(path: Path) -> str:
@@ -306,7 +319,7 @@ def _semicolons(path: Path) -> bool:
             and len([p for p in header[0].split(";") if p.strip()]) > 1)
 
 
-def _csv(path: Path, delimiter: str):
+def _csv(path: Path, delimiter: str, skipped: list | None = None):
     fmt = "csv" if delimiter == "," else "tsv"
     if delimiter == "," and _semicolons(path):
         delimiter = ";"
@@ -343,9 +356,13 @@ def _csv(path: Path, delimiter: str):
                 # too few: a cell left out (give each column one); too many: a delimiter inside a cell
                 fix = ("give the row a cell for each column" if len(row) < len(header)
                        else f"quote cells that contain '{delimiter}'")
-                raise DataError(f"{where(path, place)}: has {len(row)} cell{'s' if len(row) != 1 else ''} but "
-                                f"the header has {len(header)} column{'s' if len(header) != 1 else ''} "
-                                f"({few(header)}); {fix}")
+                problem = DataError(f"{where(path, place)}: has {len(row)} cell{'s' if len(row) != 1 else ''} but "
+                                    f"the header has {len(header)} column{'s' if len(header) != 1 else ''} "
+                                    f"({few(header)}); {fix}")
+                if skipped is None:
+                    raise problem
+                skipped.append(str(problem))
+                continue
             # cells stay text: "=SUM(A1)" is a string here, nothing is ever evaluated
             yield place, dict(zip(header, row))
     except csv.Error as err:
@@ -422,15 +439,17 @@ def _text(path: Path, unit: str):
         yield f"line {start}", {"text": "\n".join(block)}
 
 
-def records(path: Path, fmt: str, text_unit: str = "line"):
-    """Yield (where, record) for each record of the file, streaming."""
+def records(path: Path, fmt: str, text_unit: str = "line", skipped: list | None = None):
+    """Yield (where, record) for each record of the file, streaming. `skipped`: a list to put the problem of a
+    line or row that cannot be read in, and go on (a JSON Lines line that is not JSON, a CSV row with more or fewer
+    cells than the header); the file's own problems (its encoding, a JSON file that is not JSON) still stop it."""
     path = Path(path)
     if fmt == "jsonl":
-        yield from _jsonl(path)
+        yield from _jsonl(path, skipped=skipped)
     elif fmt == "json":
         yield from _json(path)
     elif fmt in ("csv", "tsv"):
-        yield from _csv(path, "," if fmt == "csv" else "\t")
+        yield from _csv(path, "," if fmt == "csv" else "\t", skipped)
     elif fmt == "parquet":
         yield from _parquet(path)
     elif fmt == "text":

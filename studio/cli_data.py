@@ -18,6 +18,10 @@ def summary_line(row: dict) -> str:
     if meta.get("duplicates"):
         verb = "dropped" if meta.get("dropped_duplicates") else "kept"
         parts.append(f"{meta['duplicates']} duplicates {verb}")
+    if meta.get("skipped_rows"):
+        from pipelines.importer import skipped_text
+
+        parts.append(skipped_text(meta))
     if meta.get("untaught_pairs"):
         from pipelines.importer import untaught_text
 
@@ -41,7 +45,7 @@ def cmd_import(args) -> int:
     from studio.cli import _studio
 
     options = ImportOptions(kind=args.kind, mapping=parse_mapping(args.map), text_unit=args.text_unit,
-                            dedupe=args.dedupe, heldout=args.heldout, seed=args.seed)
+                            dedupe=args.dedupe, heldout=args.heldout, seed=args.seed, skip_bad=args.skip_bad_rows)
     def rows_read(rows, seconds):  # a big file at a terminal: one line, rewritten about once a second
         print(f"\rimporting {Path(args.file).name}: {rows:,} rows read and checked ({seconds:.0f} s)",
               end="", file=sys.stderr, flush=True)
@@ -135,6 +139,9 @@ def add_parsers(sub, common) -> None:
     p.add_argument("--text-unit", default="line", choices=["line", "paragraph", "file"],
                    help="plain text: one document per line, per blank-line paragraph, or the whole file")
     p.add_argument("--dedupe", action="store_true", help="drop rows that repeat an earlier row exactly")
+    p.add_argument("--skip-bad-rows", action="store_true",
+                   help="leave out lines or rows that cannot be read, and say how many and the first, instead of "
+                        "stopping at the first")
     p.add_argument("--heldout", type=float, default=0.0,
                    help="fraction kept aside to measure held-out loss (every run then uses the same rows)")
     p.add_argument("--seed", type=int, default=42, help="seed of the held-out split")

@@ -245,6 +245,7 @@ class Studio:
         except data.DataError as err:
             raise data.DataError(str(err).replace(path.name, shown, 1)) from None
         meta["source_name"] = shown
+        meta["skipped"] = [said.replace(path.name, shown, 1) for said in meta.get("skipped", [])]
         try:
             self.store.add_dataset(
                 id=dataset_id, name=self._free_name(name or Path(shown).stem), kind=meta["kind"], rows=meta["rows"],

@@ -115,6 +115,15 @@ def test_upload_good_mapped_and_bad_files(server, page, studio, tiny_model_dir, 
     expect(page.locator("#data-message")).to_contain_text(
         "Not imported: bad_rows.csv, row 3, column 'prompt': is empty", timeout=30_000)
     expect(page.locator(".toast-body")).to_have_count(0)
+    # ... or, asked to, without the rows that cannot be read, said with the first of them
+    page.get_by_text("Name, duplicates, held-out split").click()
+    page.locator("#data-skip-bad input").check()
+    page.click("#data-import")
+    expect(page.locator("#data-message")).to_contain_text(
+        "1 row of sft data from bad_rows.csv", timeout=30_000)
+    expect(page.locator("#data-message")).to_contain_text(
+        "2 rows skipped that could not be read (the first: row 3, column 'prompt': is empty; expected text)")
+    page.locator("#data-skip-bad input").uncheck()
 
     # a bad file: one sentence naming file, line and column; nothing stored
     page.locator("#data-upload button[aria-label='Clear']").click()
@@ -124,8 +133,8 @@ def test_upload_good_mapped_and_bad_files(server, page, studio, tiny_model_dir, 
     page.click("#data-import")
     expect(page.locator("#data-message")).to_contain_text(
         'Not imported: ratings.jsonl, line 2, column \'label\': expected true or false, got "maybe"', timeout=30_000)
-    assert sorted(d["name"] for d in studio.list_datasets()) == ["faq", "recipes", "thumbs"]
-    assert len(list(studio.datasets_dir.iterdir())) == 3
+    assert sorted(d["name"] for d in studio.list_datasets()) == ["bad_rows", "faq", "recipes", "thumbs"]
+    assert len(list(studio.datasets_dir.iterdir())) == 4
 
     # malformed JSON: the slip in plain words, and the line's text around it shown as it is in the file (its
     # <b> as typed, in a code span), not as the page's Markdown or HTML
@@ -137,7 +146,7 @@ def test_upload_good_mapped_and_bad_files(server, page, studio, tiny_model_dir, 
         "slip.jsonl, line 1: malformed JSON at character 47: a comma before the closing }: JSON allows no comma "
         "after the last item; the text there:", timeout=30_000)
     expect(page.locator("#data-detected code")).to_have_text('…etion": "<b>Hi</b> *x*",▸}')
-    assert len(list(studio.datasets_dir.iterdir())) == 3
+    assert len(list(studio.datasets_dir.iterdir())) == 4  # (bad_rows, imported without its unreadable rows)
 
 
 def test_a_preference_pair_shows_both_replies(server, page, studio, tiny_model_dir, tmp_path):  # noqa: F811

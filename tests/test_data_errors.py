@@ -615,3 +615,39 @@ def test_a_json_array_is_read_item_by_item_with_the_whole_files_errors(studio, t
         next(records(Path(path), "json"))
     path.write_text(' [ {"prompt": "a", "completion": "b"} , {"prompt": "c", "completion": "d"} ] \n')
     assert [r["messages"][0]["content"] for r in imported_rows(studio, path)] == ["a", "c"]
+
+
+def test_rows_that_cannot_be_read_can_be_left_out_and_are_counted(studio, tmp_path):
+    """A real chat dump has a few lines that cannot be read (a line cut short, a conversation that ends on the
+    person's turn, a row with a cell too many): the first stopped the import of the whole file, with no way on
+    but editing it. Asked to (*Skip rows that cannot be read*, --skip-bad-rows), they are left out and the
+    summary says how many and the first; nothing is skipped unless asked, and a file of nothing readable is
+    refused with its first row's problem, nothing written."""
+    from studio.cli import main
+
+    turn = [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello!"}]
+    path = tmp_path / "dump.jsonl"
+    path.write_text(json.dumps({"conversations": turn}) + "\n" + '{"conversations": [{"from": "human", "val\n'
+                    + json.dumps({"conversations": turn[:1]}) + "\n" + json.dumps(["not", "a", "row"]) + "\n"
+                    + json.dumps({"conversations": [*turn, {"from": "human", "value": "More?"},
+                                                    {"from": "gpt", "value": "Sure."}]}) + "\n")
+    assert refused(studio, path).startswith("dump.jsonl, line 2: malformed JSON")
+    row = studio.import_dataset(path, options=ImportOptions(skip_bad=True))
+    assert row["rows"] == 2 and row["meta"]["skipped_rows"] == 3
+    from pipelines.importer import skipped_text
+
+    assert skipped_text(row["meta"]).startswith("3 rows skipped that could not be read (the first: line 2: malformed "
+                                                "JSON")
+    assert row["meta"]["skipped"][1] == ("dump.jsonl, line 3, column 'conversations': the last message is 'user'; "
+                                         "expected it to be the assistant's")
+    # the command line, and a CSV row with a cell too many
+    table = tmp_path / "table.csv"
+    table.write_text("prompt,completion\nQ1,A1\nQ2,A2,extra\nQ3,A3\n")
+    assert main(["data", "import", str(table), "--skip-bad-rows", "--home", str(studio.home)]) == 0
+    assert [d["rows"] for d in studio.list_datasets() if d["name"] == "table"] == [2]
+    # nothing readable: refused, with the first row's problem
+    nothing = jsonl(tmp_path / "nothing.jsonl", ["a"], ["b"])
+    with pytest.raises(DataError, match=r"^nothing.jsonl: no row could be read \(2 skipped; the first: line 1: "
+                                        "expected an object with named fields, got a list\)$"):
+        studio.import_dataset(nothing, options=ImportOptions(skip_bad=True))
+    assert len(list(studio.datasets_dir.iterdir())) == 2
