@@ -333,8 +333,10 @@ def build(studio):
         set_pairs.note(request, ((spec_a, spec_b), time.monotonic()))
         return on_pair(spec_a, spec_b, request, settled=True)
 
-    gr.on([model_a.input, model_b.input], lambda request: set_pairs.end(request), None, None, queue=False,
-          show_progress="hidden")
+    def picked(request: gr.Request):
+        set_pairs.end(request)
+
+    gr.on([model_a.input, model_b.input], picked, None, None, queue=False, show_progress="hidden")
 
     # one at a time, in the order the changes came: a comparison sets both pickers, and the page sends the first's
     # change with the other still on its old model (new run against itself, for a moment), then the second's
