@@ -270,6 +270,26 @@ def build(studio):
     dataset.input(None, [dataset, method, by_kind], by_kind, queue=False, show_progress="hidden",
                   js=form_memory.picked_js({k: m.data_kind for k, m in METHODS.items()}))
 
+    # a refusal is about the choice it was made for: once another model, dataset or method is
+    # picked it no longer stands (a run's "Started ..." stays). Wired before the estimate: the page
+    # runs the handlers of one change in the order they were wired, each after the one before is
+    # done, and the estimate of a model not measured yet takes seconds
+    # Picked by the person (.input), or set up by the quick run or a Train-on-these button (`setup`): a server
+    # reply that set the dataset list late (the page's load, a method's second change) wiped a refusal that had
+    # just come back, before it could be read (CI saw it twice)
+    gr.on([model.input, dataset.input, method.input, setup.change],
+          lambda said: "" if (said or "").startswith("**Could not start") else gr.skip(), message, message,
+          queue=False, show_progress="hidden")
+    # ... and once a setting is changed (an Epochs of 0 put right left "Could not start: 'Epochs' ..." under
+    # Start beside a good estimate). In the page: every field of every method, no server trip each. Edits
+    # by the person only (.input): a field a slower server reply set after Start's refusal had come back
+    # (a page still loading, a method's form on a busy machine) wiped the refusal before it could be read.
+    # Wired before the form's memory: the page runs one input's handlers in turn, each after the one before
+    # is done, and this one, behind the queued save of the edit, ran after Start's reply on a busy machine
+    # and wiped the refusal of the value just typed (CI: an Epochs of 0, refused, then gone 0.2 s later)
+    gr.on([w.input for w in [*form.widgets.values(), *device_inputs, *reward_widgets]], None, message, message,
+          js="(said) => (said || '').startsWith('**Could not start') ? '' : said", queue=False,
+          show_progress="hidden")
     # what was picked and typed survives a reload; shared edits follow a change of method. Wired before
     # the estimate: the page runs one change's handlers in the order they were wired, and the estimate of
     # a model not measured yet takes seconds (a reload meanwhile lost the pick)
@@ -294,23 +314,6 @@ def build(studio):
         chosen = collect_rewards(*reward_values) if method_key in METHODS and METHODS[method_key].rewards else None
         return estimate_text(studio, model_spec, dataset_ref, method_key, params, devices_of(device_values), chosen)
 
-    # a refusal is about the choice it was made for: once another model, dataset or method is
-    # picked it no longer stands (a run's "Started ..." stays). Wired before the estimate: the page
-    # runs the handlers of one change in the order they were wired, each after the one before is
-    # done, and the estimate of a model not measured yet takes seconds
-    # Picked by the person (.input), or set up by the quick run or a Train-on-these button (`setup`): a server
-    # reply that set the dataset list late (the page's load, a method's second change) wiped a refusal that had
-    # just come back, before it could be read (CI saw it twice)
-    gr.on([model.input, dataset.input, method.input, setup.change],
-          lambda said: "" if (said or "").startswith("**Could not start") else gr.skip(), message, message,
-          queue=False, show_progress="hidden")
-    # ... and once a setting is changed (an Epochs of 0 put right left "Could not start: 'Epochs' ..." under
-    # Start beside a good estimate). In the page: every field of every method, no server trip each. Edits
-    # by the person only (.input): a field a slower server reply set after Start's refusal had come back
-    # (a page still loading, a method's form on a busy machine) wiped the refusal before it could be read
-    gr.on([w.input for w in [*form.widgets.values(), *device_inputs, *reward_widgets]], None, message, message,
-          js="(said) => (said || '').startsWith('**Could not start') ? '' : said", queue=False,
-          show_progress="hidden")
     # (with the reward functions: a reward model among them is loaded beside the run and reads every reply)
     estimate_inputs = [model, dataset, method, *inputs, *device_inputs, *reward_widgets]
     scoring = [w for w in reward_widgets if getattr(w, "elem_id", None) in ("reward-reward_model", RUN_PICKER)]
