@@ -24,8 +24,9 @@ from studio import judge_service, method_service
 from studio.core import SAMPLES, SAMPLES_DIR, dataset_title, is_sample
 
 # how the rendered example marks each part
-LEARNED, PREFERRED, REJECTED = "learned", "preferred reply (made more likely)", "rejected reply (made less likely)"
-EXAMPLE_COLORS = {"context (not learned)": "gray", LEARNED: "green", PREFERRED: "green", REJECTED: "red"}
+CONTEXT, LEARNED = "context (not learned)", "learned"
+PREFERRED, REJECTED = "preferred reply (made more likely)", "rejected reply (made less likely)"
+EXAMPLE_COLORS = {CONTEXT: "gray", LEARNED: "green", PREFERRED: "green", REJECTED: "red"}
 MAP_TARGETS = ("prompt", "completion", "chosen", "rejected", "label", "text", "messages", "answer", "tests")
 NOT_MAPPED = "(not mapped)"
 # what each target holds, where its name alone misleads: a newcomer whose 'answer' column was mapped to
@@ -199,7 +200,7 @@ def summary_text(row: dict) -> str:
         parts.append(f"{meta['empty_optional_fields']} empty optional fields "
                      f"({', '.join(meta.get('optional_columns', []))})")
     if meta.get("multi_turn_rows"):
-        parts.append(f"{meta['multi_turn_rows']} multi-turn conversations (the last reply is learned)")
+        parts.append(f"{meta['multi_turn_rows']} multi-turn conversations (every reply is learned)")
     if meta.get("ignored_columns"):
         parts.append(importer.ignored_text(meta))
     if meta.get("ignored_feedback"):
@@ -238,8 +239,10 @@ def view_dataset(studio, dataset_id, model, max_length):
     example = None
     if first is not None:
         shown = dataset_stats.render_example(first, tokenizer, max_length)
-        example = [(shown["context"], "context (not learned)"), (shown["learned"], LEARNED)]
-        if "chosen" in first and "rejected" in first:  # a pair: the reply pushed down is half of what is learned
+        example = [(shown["context"], CONTEXT), (shown["learned"], LEARNED)]
+        if shown.get("runs"):  # a conversation of several replies: each reply learned, in turn with its context
+            example = [(text, LEARNED if learned else CONTEXT) for text, learned in shown["runs"]]
+        elif "chosen" in first and "rejected" in first:  # a pair: the reply pushed down is half of what is learned
             swapped = dataset_stats.render_example({**first, "chosen": first["rejected"], "rejected": first["chosen"]},
                                                    tokenizer, max_length)
             example[1] = (shown["learned"], PREFERRED)

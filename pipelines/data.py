@@ -16,10 +16,30 @@ def load_rows(parquet: Path) -> list[dict]:
 
 
 def to_prompt_completion(row: dict) -> dict:
-    """A `messages` row as conversational prompt/completion (TRL then learns the last reply only)."""
+    """A `messages` row as conversational prompt/completion (TRL then learns its reply; a dataset with
+    conversations of several replies is tokenized by pipelines/conversation.py instead)."""
     if "messages" not in row:
         return row
     return {"prompt": row["messages"][:-1], "completion": row["messages"][-1:]}
+
+
+def multi_reply(dataset: dict) -> bool:
+    """Whether a stored dataset (or its own held-out file) holds a conversation of several replies: its rows
+    are then tokenized with every reply learned (pipelines/conversation.py), the held-out rows alike."""
+    import pyarrow.parquet as pq
+
+    from pipelines.conversation import replies
+
+    for key in ("path", "heldout_path"):
+        if not dataset.get(key):
+            continue
+        stored = pq.ParquetFile(dataset[key])
+        if "messages" not in stored.schema_arrow.names:
+            return False
+        for batch in stored.iter_batches(columns=["messages"], batch_size=4096):
+            if any(replies(messages) > 1 for messages in batch.column(0).to_pylist()):
+                return True
+    return False
 
 
 # Kinds whose rows can share prompts: a KTO export writes each pair as two rows of one prompt (the

@@ -8,6 +8,8 @@ import random
 import statistics
 from pathlib import Path
 
+from pipelines import conversation
+
 SAMPLE_ROWS = 2000  # token lengths are measured on at most this many rows, spread over the file
 # Tokens are counted on at most this many characters of a sequence (or 32 per token of the max length,
 # if more): a 5 MB value took 30 s and 1.8 GB to count, and any sequence this long is over the max
@@ -155,9 +157,18 @@ def render_example(row: dict, tokenizer, max_length: int) -> dict:
     Mirrors TRL's SFT tokenization: a conversation's last reply is the completion, the prompt is
     rendered with the generation prompt, and the completion starts where the two token streams
     diverge; plain text is learned whole with EOS appended. A text longer than measured_chars is
-    tokenized from its start only (what is shown is cut at max_length tokens anyway)."""
+    tokenized from its start only (what is shown is cut at max_length tokens anyway). A conversation of
+    several replies learns each (pipelines/conversation.py): `runs` holds its (text, learned) stretches."""
     cut = measured_chars(max_length)
     check_template([row], tokenizer)
+    if conversation.is_multi_reply(row):  # every reply learned: context and replies alternate
+        ids, mask = conversation.reply_mask(row["messages"], tokenizer)
+        kept, learned = ids[:max_length], mask[:max_length]  # TRL keeps the start and cuts the end
+        runs = conversation.stretches(kept, learned, tokenizer)
+        return {"context": "".join(text for text, on in runs if not on),
+                "learned": "".join(text for text, on in runs if on), "runs": runs, "tokens": len(ids),
+                "context_tokens": len(kept) - sum(learned), "learned_tokens": sum(learned),
+                "truncated": len(ids) > max_length}
     if "text" in row:
         full = tokenizer(_render(row["text"], tokenizer)[:cut], add_special_tokens=True)["input_ids"]
         prompt_len = 0

@@ -6,7 +6,7 @@ import math
 import os
 from pathlib import Path
 
-from pipelines import data, evals, hardware, models
+from pipelines import conversation, data, evals, hardware, models
 from pipelines.events import (
     ADAPTER,
     CHECKPOINTS,
@@ -178,10 +178,19 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
     groups = split_by_target(params)
     bf16 = hardware.use_bf16()
 
-    # data: `messages` rows become prompt/completion so TRL can learn the replies only; read as Arrow
-    # datasets (memory-mapped), never one Python list; a dataset's own held-out rows measure every run
+    # data: `messages` rows become prompt/completion so TRL can learn the replies only, or, where a
+    # conversation has several replies, tokens with every reply marked to learn (pipelines/conversation.py);
+    # read as Arrow datasets (memory-mapped), never one Python list; a dataset's own held-out rows measure
+    # every run
+    model_path = models.resolve(job["model"], Path(job["model_cache"]))
+    tokenizer = models.load_tokenizer(model_path)
+    every_reply = data.multi_reply(job["dataset"])
+    convert = conversation.tokenized(tokenizer) if every_reply else data.to_prompt_completion
     train_ds, eval_ds = data.training_datasets(job["dataset"], groups["studio"]["eval_fraction"], params.seed,
-                                               convert=data.to_prompt_completion, run_dir=run_dir)
+                                               convert=convert, run_dir=run_dir)
+    if every_reply:
+        print("data: conversations of several replies: every reply is learned, the turns before each its context",
+              flush=True)
     print(f"data: {len(train_ds)} training rows, {len(eval_ds) if eval_ds else 0} held out", flush=True)
     steps_per_epoch = math.ceil(  # several processes each take a batch per step
         len(train_ds) / (params.per_device_train_batch_size * params.gradient_accumulation_steps * world_size())
@@ -189,8 +198,6 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
     total_steps = max(1, math.ceil(steps_per_epoch * params.num_train_epochs))
 
     # model, then the method's adapter or choice of trainable weights
-    model_path = models.resolve(job["model"], Path(job["model_cache"]))
-    tokenizer = models.load_tokenizer(model_path)
     model = load_base(method, params, model_path)
     model = apply_method(model, method, params, Setup(model_path=model_path, total_steps=total_steps),
                          run_dir, job.get("init_adapter"))

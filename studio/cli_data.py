@@ -120,6 +120,9 @@ def cmd_show(args) -> int:
           f"{args.max_length}")
     example = dataset_stats.render_example(dataset_stats.first_row(Path(row["path"])), tokenizer, args.max_length)
     print("--- as training sees row 1 (context | learned):")
+    if example.get("runs"):  # a conversation of several replies: each stretch, context or learned, in turn
+        print(" | ".join(dataset_stats.clip(text, EXAMPLE_CHARS) for text, _learned in example["runs"]))
+        return 0
     context, learned = example["context"], example["learned"]
     if len(context) > EXAMPLE_CHARS:  # the end of the context is what leads into the learned part
         context = f"({len(context) - EXAMPLE_CHARS:,} characters before) …{context[-EXAMPLE_CHARS:]}"

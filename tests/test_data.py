@@ -53,6 +53,9 @@ def test_sharegpt_roles_are_mapped(studio, tmp_path):
     row, rows = rows_of(studio, path)
     assert [m["role"] for m in rows[0]["messages"]] == ["system", "user", "assistant", "user", "assistant"]
     assert row["meta"]["multi_turn_rows"] == 1
+    from components.data_tab import summary_text
+
+    assert "1 multi-turn conversations (every reply is learned)" in summary_text(row)
 
 
 @pytest.mark.parametrize("record", [

@@ -1,0 +1,121 @@
+"""A conversation of several replies learns every reply (pipelines/conversation.py): the mask is checked
+on hand-written conversations, the Data tab shows what the trainer tokenizes, and a short run on the tiny
+model makes the first reply of each conversation, which it used to skip as context, more likely."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from pipelines import conversation, data, dataset_stats, importer
+from pipelines.events import RunEvents
+from pipelines.train_sft import build_trainer
+from tests.test_train_sft import tiny_job
+
+TWO = [{"role": "user", "content": "Q1"}, {"role": "assistant", "content": "A1"},
+       {"role": "user", "content": "Q2"}, {"role": "assistant", "content": "A2"}]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(real_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(real_tokenizer_dir)
+
+
+def learned_and_context(ids, mask, tokenizer):
+    runs = conversation.stretches(ids, mask, tokenizer)
+    return [t for t, on in runs if on], [t for t, on in runs if not on]
+
+
+def test_every_reply_is_learned_and_nothing_else(tokenizer):
+    ids, mask = conversation.reply_mask(TWO, tokenizer)
+    assert ids == tokenizer.apply_chat_template(TWO, tokenize=True, return_dict=True)["input_ids"]
+    learned, context = learned_and_context(ids, mask, tokenizer)
+    assert learned == ["A1<|im_end|>\n", "A2<|im_end|>\n"]
+    assert context[1] == "<|im_start|>user\nQ2<|im_end|>\n<|im_start|>assistant\n"
+    assert context[0].endswith("<|im_start|>user\nQ1<|im_end|>\n<|im_start|>assistant\n")
+    assert "".join(conversation.stretches(ids, mask, tokenizer)[i][0] for i in range(4)) == tokenizer.decode(ids)
+
+
+def test_a_single_reply_is_masked_as_trls_prompt_and_completion(tokenizer):
+    one = TWO[:2]
+    ids, mask = conversation.reply_mask(one, tokenizer)
+    prompt = tokenizer.apply_chat_template(one[:1], tokenize=True, return_dict=True,
+                                           add_generation_prompt=True)["input_ids"]
+    assert ids[:len(prompt)] == prompt and mask == [0] * len(prompt) + [1] * (len(ids) - len(prompt))
+
+
+def test_a_system_turn_and_consecutive_user_turns_stay_context(tokenizer):
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "One"},
+                {"role": "user", "content": "Two"}, {"role": "assistant", "content": "Done"}]
+    ids, mask = conversation.reply_mask(messages, tokenizer)
+    learned, context = learned_and_context(ids, mask, tokenizer)
+    assert learned == ["Hello<|im_end|>\n", "Done<|im_end|>\n"]
+    assert context[0].startswith("<|im_start|>system\nBe brief.")
+    assert "One" in context[1] and "Two" in context[1]
+
+
+def chat_job(tmp_path, tiny_model_dir, params, conversations):
+    source = tmp_path / "chats.jsonl"
+    source.write_text("".join(json.dumps({"messages": m}) + "\n" for m in conversations))
+    job = tiny_job(tmp_path, tiny_model_dir, params, source=source)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    return job, run_dir
+
+
+CHATS = [[{"role": "user", "content": f"Ticket {i}: what colour is the case?"},
+          {"role": "assistant", "content": "The case is teal."},
+          {"role": "user", "content": "Thanks."},
+          {"role": "assistant", "content": "Glad to help."}] for i in range(12)]
+
+
+def test_the_data_tab_shows_what_the_trainer_learns_of_a_conversation(tmp_path, tiny_model_dir, tiny_params):
+    job, run_dir = chat_job(tmp_path, tiny_model_dir, {**tiny_params, "eval_fraction": 0.0, "max_length": 512},
+                            CHATS)
+    assert data.multi_reply(job["dataset"])
+    trainer, tokenizer = build_trainer(job, run_dir, RunEvents(run_dir))
+    row = data.load_rows(job["dataset"]["path"])[0]
+    shown = dataset_stats.render_example(row, tokenizer, max_length=512)
+    seen = trainer.train_dataset[0]
+    learned = [t for t, label in zip(seen["input_ids"], seen["labels"]) if label != -100]
+    assert tokenizer.decode(learned) == "The case is teal.<|im_end|>\nGlad to help.<|im_end|>\n" == shown["learned"]
+    assert shown["tokens"] == len(seen["input_ids"]) == dataset_stats.token_lengths([row], tokenizer)[0]
+    assert [on for _text, on in shown["runs"]] == [False, True, False, True]
+    # cut by the max length: the second reply is out, as TRL truncates the pre-tokenized row
+    short = dataset_stats.render_example(row, tokenizer, max_length=shown["tokens"] - 8)
+    assert short["learned"].startswith("The case is teal.<|im_end|>") and "Glad" not in short["learned"]
+
+
+def reply_loss(model, tokenizer, messages, upto: int) -> float:
+    """Mean loss of the reply at `upto` given the turns before it."""
+    prompt = tokenizer.apply_chat_template(messages[:upto], tokenize=True, return_dict=True,
+                                           add_generation_prompt=True)["input_ids"]
+    full = tokenizer.apply_chat_template(messages[:upto + 1], tokenize=True, return_dict=True)["input_ids"]
+    ids = torch.tensor([full])
+    labels = ids.clone()
+    labels[0, :len(prompt)] = -100
+    with torch.no_grad():
+        return model(input_ids=ids, labels=labels).loss.item()
+
+
+def test_a_run_learns_the_first_reply_of_each_conversation(tmp_path, tiny_model_dir, tiny_params):
+    """The first reply (teal) grows more likely about as fast as the last one: it is learned, not context."""
+    job, run_dir = chat_job(tmp_path, tiny_model_dir, {**tiny_params, "eval_fraction": 0.0, "max_length": 128,
+                                                       "num_train_epochs": 4}, CHATS)
+    trainer, tokenizer = build_trainer(job, run_dir, RunEvents(run_dir))
+    model = trainer.model
+    model.eval()
+    before = [reply_loss(model, tokenizer, CHATS[0], i) for i in (1, 3)]
+    model.train()
+    trainer.train()
+    model.eval()
+    after = [reply_loss(model, tokenizer, CHATS[0], i) for i in (1, 3)]
+    first, last = before[0] - after[0], before[1] - after[1]
+    # measured: the first reply's loss fell 0.84 and the last's 0.79; learned as context only, the first's fell
+    # 0.19 as the last's fell 1.11 (over 10 epochs)
+    assert first > 0.5 and first > 0.5 * last, (before, after)
