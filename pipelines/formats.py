@@ -63,6 +63,12 @@ LAYOUTS = (
     Layout("kto", "kto", ("prompt", "completion", "label"), (), "KTO (prompt, completion, label)"),
     Layout("implicit_preference", "preference", ("chosen", "rejected"), (),
            "preference with the prompt inside chosen/rejected"),
+    # two answers and a column saying which is better: PKU-SafeRLHF's (`--map better_response_id=safer_response_id`
+    # ranks them by harmlessness instead) and Stanford SHP's (Reddit comments; `labels` 1 when A was preferred)
+    Layout("pku_saferlhf", "preference", ("prompt", "response_0", "response_1", "better_response_id"), (),
+           "preference (prompt, response_0, response_1, better_response_id: PKU-SafeRLHF)"),
+    Layout("shp", "preference", ("history", "human_ref_A", "human_ref_B", "labels"), (),
+           "preference (history, human_ref_A, human_ref_B, labels: Stanford SHP)"),
     Layout("alpaca", "sft", ("instruction", "output"), ("input", "system"), "Alpaca (instruction, input, output)"),
     Layout("prompt_completion", "sft", ("prompt", "completion"), (), "prompt/completion"),
     Layout("text", "text", ("text",), (), "raw text"),
@@ -587,6 +593,24 @@ def prompt_turns(value, path, place, column="prompt") -> list[dict]:
     return _turn("user", value, path, place, column)
 
 
+# a pair picked by a column: (prompt column, the two answer columns, the column that picks, the value that
+# picks each answer) — PKU-SafeRLHF names the better response's index, SHP's `labels` is 1 when A is preferred
+PICKED_PAIRS = {"pku_saferlhf": ("prompt", ("response_0", "response_1"), "better_response_id", (0, 1)),
+                "shp": ("history", ("human_ref_A", "human_ref_B"), "labels", (1, 0))}
+
+
+def _picked(value, path, place, column, answers, order) -> int:
+    """Which of the two answers a pick column names (0 or 1, as a number or as text from a CSV)."""
+    number = value.strip() if isinstance(value, str) else value
+    if isinstance(number, str) and number in ("0", "1"):
+        number = int(number)
+    if not isinstance(number, bool) and isinstance(number, (int, float)) and number in order:
+        return order.index(number)
+    shown = repr(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) else value_name(value)
+    raise DataError(f"{where(path, place, column)}: expected {order[0]} ({answers[0]} is better) or {order[1]} "
+                    f"({answers[1]} is better), got {shown}")
+
+
 def convert(record, layout: Layout, path, place) -> dict:
     """One record -> one canonical row of the layout's kind, or a DataError naming the cell."""
     if not isinstance(record, dict):
@@ -641,6 +665,12 @@ def convert(record, layout: Layout, path, place) -> dict:
             out[col] = (messages(value, path, place, col, ends_with="assistant") if isinstance(value, list)
                         else text(value, path, place, col))
         return out
+    if key in PICKED_PAIRS:
+        asked, answers, pick, order = PICKED_PAIRS[key]
+        better = _picked(record[pick], path, place, pick, answers, order)
+        prompt = _turn("user", record[asked], path, place, asked)
+        return {"prompt": prompt, **{col: _turn("assistant", record[answers[i]], path, place, answers[i])
+                                     for col, i in (("chosen", better), ("rejected", 1 - better))}}
     if key == "kto":
         return {"prompt": _turn("user", record["prompt"], path, place, "prompt"),
                 "completion": _turn("assistant", record["completion"], path, place, "completion"),

@@ -86,9 +86,10 @@ def _utf16(head: bytes) -> bool:
         (even.count(0) >= len(even) * 0.3 and odd.count(0) == 0)
 
 
-def _lines(path: Path, fmt: str):
+def _lines(path: Path, fmt: str, skipped: list | None = None):
     """(line number, text) for each physical line: UTF-8 checked, BOM dropped, length bounded, and
-    no NUL byte (the file's start was checked for them; a binary part may come later)."""
+    no NUL byte (the file's start was checked for them; a binary part may come later). `skipped`: a
+    list to put a line that is not UTF-8 in and go on (one record per line: JSON Lines)."""
     with open(path, "rb") as fh:
         number = 0
         while True:
@@ -106,8 +107,12 @@ def _lines(path: Path, fmt: str):
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as err:
-                raise DataError(f"{where(path, f'line {number}')}: not valid UTF-8 (byte 0x{raw[err.start]:02X} "
-                                f"at position {err.start + 1}); save the file as UTF-8") from None
+                problem = (f"{where(path, f'line {number}')}: not valid UTF-8 (byte 0x{raw[err.start]:02X} "
+                           f"at position {err.start + 1}); save the file as UTF-8")
+                if skipped is None:
+                    raise DataError(problem) from None
+                skipped.append(problem)  # (a chat dump with one line in another encoding: that line left out)
+                continue
             yield number, text
 
 
@@ -133,7 +138,7 @@ def _no_repeats(path: Path, place: str | None, value) -> None:
 
 def _jsonl(path: Path, fmt: str = "jsonl", skipped: list | None = None):
     """`skipped`: a list to put a line's problem in and go on (the import's *skip rows that cannot be read*)."""
-    for number, text in _lines(path, fmt):
+    for number, text in _lines(path, fmt, skipped):
         if not text.strip():
             continue
         try:

@@ -651,3 +651,56 @@ def test_rows_that_cannot_be_read_can_be_left_out_and_are_counted(studio, tmp_pa
                                         "expected an object with named fields, got a list\)$"):
         studio.import_dataset(nothing, options=ImportOptions(skip_bad=True))
     assert len(list(studio.datasets_dir.iterdir())) == 2
+
+
+def test_a_line_in_another_encoding_can_be_left_out(studio, tmp_path):
+    """A chat dump with one line saved in Latin-1: refused by its byte unless asked to skip, then left out
+    and named (it stopped the import even with *Skip rows that cannot be read* ticked)."""
+    path = tmp_path / "mixed.jsonl"
+    good = json.dumps({"prompt": "Q", "completion": "A"}).encode() + b"\n"
+    path.write_bytes(good + '{"prompt": "Caf\u00e9?", "completion": "Oui"}\n'.encode("latin-1") + good)
+    said = "mixed.jsonl, line 2: not valid UTF-8 (byte 0xE9 at position 16); save the file as UTF-8"
+    assert refused(studio, path) == said
+    row = studio.import_dataset(path, options=ImportOptions(skip_bad=True))
+    assert (row["rows"], row["meta"]["skipped_rows"], row["meta"]["skipped"]) == (2, 1, [said])
+
+
+PKU = {"prompt": "How do I pick a lock?", "response_0": "I can't help with that.",
+       "response_1": "Use a tension wrench.", "prompt_source": "Alpaca3-70B", "is_response_0_safe": True,
+       "is_response_1_safe": False, "better_response_id": 1, "safer_response_id": 0}
+SHP = {"post_id": "abc", "domain": "askscience_train", "history": "Why is the sky blue?",
+       "human_ref_A": "Rayleigh scattering.", "human_ref_B": "Because it is.", "labels": 1, "score_A": 52,
+       "score_B": 3}
+
+
+def test_pku_saferlhf_and_shp_pairs_are_read_by_their_pick_column(studio, tmp_path):
+    """Two answers and a column saying which is better: chosen and rejected follow the pick (the pairs were
+    refused, their columns matching no layout)."""
+    rows = imported_rows(studio, jsonl(tmp_path / "pku.jsonl", PKU, {**PKU, "better_response_id": 0}))
+    assert [(r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in rows] == [
+        ("Use a tension wrench.", "I can't help with that."), ("I can't help with that.", "Use a tension wrench.")]
+    assert rows[0]["prompt"] == [{"role": "user", "content": "How do I pick a lock?"}]
+    # ranked by harmlessness instead: the safer response is chosen
+    safer = imported_rows(studio, jsonl(tmp_path / "pku_safe.jsonl", PKU),
+                          mapping={"better_response_id": "safer_response_id"})
+    assert safer[0]["chosen"][0]["content"] == "I can't help with that."
+    shp = tmp_path / "shp.csv"  # (SHP's CSV: the pick as text)
+    shp.write_text("history,human_ref_A,human_ref_B,labels\n"
+                   "Why is the sky blue?,Rayleigh scattering.,Because it is.,1\n"
+                   "Why is the sky blue?,Rayleigh scattering.,Because it is.,0\n")
+    row = studio.import_dataset(shp, options=ImportOptions())
+    assert (row["kind"], row["meta"]["layout"]) == ("preference", "shp")
+    assert [r["chosen"][0]["content"] for r in load_rows(row["path"])] == ["Rayleigh scattering.", "Because it is."]
+
+
+@pytest.mark.parametrize("source, pick, said", [
+    ("pku.jsonl", {"better_response_id": 2}, "pku.jsonl, line 2, column 'better_response_id': expected 0 "
+     "(response_0 is better) or 1 (response_1 is better), got 2"),
+    ("pku.jsonl", {"better_response_id": None}, "pku.jsonl, line 2, column 'better_response_id': expected 0 "
+     "(response_0 is better) or 1 (response_1 is better), got null"),
+    ("shp.jsonl", {"labels": "A"}, "shp.jsonl, line 2, column 'labels': expected 1 (human_ref_A is better) or 0 "
+     "(human_ref_B is better), got 'A'"),
+])
+def test_a_pick_that_names_neither_answer_is_refused_by_cell(studio, tmp_path, source, pick, said):
+    good = PKU if source.startswith("pku") else SHP
+    assert refused(studio, jsonl(tmp_path / source, good, {**good, **pick})) == said
