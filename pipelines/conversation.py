@@ -5,15 +5,22 @@ replies before the last were context only, so a chat transcript taught one reply
 whole conversation is one sequence and the mask covers each assistant turn, from after its generation
 prompt to its end-of-turn token, as the prompt/completion path masks its one reply (the way Axolotl's
 `roles_to_train` and LLaMA-Factory's multi-turn SFT learn every reply; TRL's own `assistant_only_loss`
-needs `{% generation %}` markers that few chat templates have). Each reply's bounds are found by
-rendering the conversation up to it, so any template that renders a conversation's start the same
-way with or without what follows (ChatML, Llama 3, ...) is read right; where a prefix renders
-differently, the reply starts where the two token streams diverge, as TRL's prompt/completion does.
+needs `{% generation %}` markers that few chat templates have).
+
+Each reply's bounds are found by rendering the conversation up to it, so they hold only for a template
+that renders a conversation's start the same way whatever follows (ChatML, Llama 3, ...). Qwen3's writes
+an empty think block into the last reply only, Mistral's puts the system text into the last user turn:
+there a reply's bounds cannot be read, and the conversation is learned as TRL learns it, its last reply
+(`keeps_prefixes` tells which a model's template is, once per run; `reply_mask` checks each row).
 """
 
 from __future__ import annotations
 
 ASSISTANT = "assistant"
+# a conversation to try a template on: a system turn and two replies
+PROBE = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+         {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "And?"},
+         {"role": "assistant", "content": "Done"}]
 
 
 def replies(messages: list[dict]) -> int:
@@ -25,32 +32,65 @@ def is_multi_reply(row: dict) -> bool:
     return "messages" in row and replies(row["messages"]) > 1
 
 
+def _text(tokenizer, messages: list[dict], generation_prompt: bool = False) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+
+
 def _ids(tokenizer, messages: list[dict], generation_prompt: bool = False) -> list[int]:
     # as TRL tokenizes a conversation (trl.data_utils._tokenize): the template's own special tokens only
     return tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
                                          add_generation_prompt=generation_prompt)["input_ids"]
 
 
-def _common(a: list[int], b: list[int]) -> int:
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return n
-
-
-def reply_mask(messages: list[dict], tokenizer) -> tuple[list[int], list[int]]:
-    """(input_ids, mask) of the whole conversation; the mask is 1 on every assistant reply's tokens,
-    its end-of-turn included, and 0 on everything else (system, user and tool turns, each reply's
-    generation prompt). A single-reply conversation gets TRL's prompt/completion tokens and mask."""
-    ids = _ids(tokenizer, messages)
-    mask = [0] * len(ids)
+def _bounds(messages: list[dict], tokenizer, text: str) -> list[tuple[int, int]] | None:
+    """Each reply's (start, end) in the rendered text, or None where a start of the conversation renders
+    otherwise than in the whole (the template is not prefix-preserving for it)."""
+    bounds = []
     for i, message in enumerate(messages):
         if message.get("role") != ASSISTANT or i == 0:  # (a reply with nothing before it: no prompt to answer)
             continue
-        start = _common(_ids(tokenizer, messages[:i], generation_prompt=True), ids)
-        end = len(ids) if i == len(messages) - 1 else _common(_ids(tokenizer, messages[:i + 1]), ids)
-        mask[start:end] = [1] * max(0, end - start)
+        start = _text(tokenizer, messages[:i], generation_prompt=True)
+        end = text if i == len(messages) - 1 else _text(tokenizer, messages[:i + 1])
+        if not (text.startswith(start) and text.startswith(end) and len(end) > len(start)):
+            return None
+        bounds.append((len(start), len(end)))
+    return bounds
+
+
+def last_reply_mask(messages: list[dict], tokenizer) -> tuple[list[int], list[int]]:
+    """TRL's prompt/completion tokens of the conversation: its last reply learned, from where the tokens of
+    the turns before it (with the generation prompt) and of the whole diverge."""
+    prompt, ids = _ids(tokenizer, messages[:-1], generation_prompt=True), _ids(tokenizer, messages)
+    start = next((n for n, (a, b) in enumerate(zip(prompt, ids)) if a != b), min(len(prompt), len(ids)))
+    return ids, [0] * start + [1] * (len(ids) - start)
+
+
+def reply_mask(messages: list[dict], tokenizer) -> tuple[list[int], list[int]]:
+    """(input_ids, mask) of the whole conversation; the mask is 1 on every assistant reply's tokens, its
+    end-of-turn included, and 0 on everything else (system, user and tool turns, each reply's generation
+    prompt). The text is rendered once per reply and tokenized once: a token that runs across a reply's
+    start is context, as where TRL's two token streams diverge. Where the template renders a start of the
+    conversation otherwise (or the tokenizer gives no character offsets): `last_reply_mask`."""
+    text = _text(tokenizer, messages)
+    bounds = _bounds(messages, tokenizer, text) if getattr(tokenizer, "is_fast", False) else None
+    if bounds is None:
+        return last_reply_mask(messages, tokenizer)
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids = encoded["input_ids"]
+    mask = [int(any(start <= first < end for start, end in bounds)) for first, _last in encoded["offset_mapping"]]
     return ids, mask
+
+
+def keeps_prefixes(tokenizer) -> bool:
+    """Whether the template renders a conversation's start as it does inside the whole, so that each reply
+    of a conversation can be learned (`reply_mask`)."""
+    try:
+        return _bounds(PROBE, tokenizer, _text(tokenizer, PROBE)) is not None
+    except Exception:  # noqa: BLE001  (a template that refuses a system turn: tried without)
+        try:
+            return _bounds(PROBE[1:], tokenizer, _text(tokenizer, PROBE[1:])) is not None
+        except Exception:  # noqa: BLE001
+            return False
 
 
 def tokenized(tokenizer):
@@ -72,3 +112,16 @@ def stretches(ids: list[int], mask: list[int], tokenizer) -> list[tuple[str, boo
             runs.append((tokenizer.decode(ids[start:i]), bool(mask[start])))
             start = i
     return runs
+
+
+def cut(messages: list[dict], chars: int) -> list[dict]:
+    """The conversation's first `chars` characters of content (what is shown is cut at the max length
+    anyway): a 5 MB conversation is not rendered and tokenized whole, once per reply."""
+    kept, left = [], chars
+    for message in messages:
+        if left <= 0:
+            break
+        content = str(message.get("content") or "")
+        kept.append({**message, "content": content[:left]})
+        left -= len(content)
+    return kept

@@ -176,7 +176,14 @@ def split_columns(parquet: Path) -> list[dict]:
 
 def row_prompt(row: dict):
     """A row's prompt: its prompt column, or the turns before a conversation's last reply; None where
-    it has neither (raw text)."""
+    it has neither (raw text). A conversation of several replies: its opening, the turns up to its first
+    user turn (each reply after it is learned: a held-out conversation that opens as a trained one was
+    measured on a reply learned word for word)."""
+    from pipelines.conversation import is_multi_reply
+
+    if is_multi_reply(row):
+        opening = next((i for i, m in enumerate(row["messages"]) if m.get("role") == "user"), 0)
+        return row["messages"][:opening + 1]
     prompt = row.get("prompt")
     if prompt is None:
         for column in ("messages", "chosen"):

@@ -79,7 +79,15 @@ LAYOUTS = (
 LAYOUT_BY_KEY = {layout.key: layout for layout in LAYOUTS}
 
 
-KNOWN_COLUMNS = frozenset(c for layout in LAYOUTS for c in (*layout.required, *layout.optional))
+# a pair picked by a column: (prompt column, the two answer columns, the column that picks, the value that
+# picks each answer) — PKU-SafeRLHF names the better response's index, SHP's `labels` is 1 when A is preferred
+PICKED_PAIRS = {"pku_saferlhf": ("prompt", ("response_0", "response_1"), "better_response_id", (0, 1)),
+                "shp": ("history", ("human_ref_A", "human_ref_B"), "labels", (1, 0))}
+# the names the guesses go by (a column of marks offered as KTO's label, a near miss named, a spreadsheet's
+# 'Prompt', a JSON object taken for one record): not the pick layouts' (a 'labels' column of 👍/👎 went unoffered
+# as KTO's marks, and 'response' was taken for a misspelt 'response_1')
+KNOWN_COLUMNS = frozenset(c for layout in LAYOUTS if layout.key not in PICKED_PAIRS
+                          for c in (*layout.required, *layout.optional))
 NAMES_SHOWN = 10  # a message names this many columns, then says how many more (a file may have 1,000)
 
 
@@ -591,12 +599,6 @@ def with_input(prompt: list[dict], extra, path, place) -> list[dict]:
 def prompt_turns(value, path, place, column="prompt") -> list[dict]:
     """A prompt cell (text, or a conversation ending with the user's turn) as chat messages."""
     return _turn("user", value, path, place, column)
-
-
-# a pair picked by a column: (prompt column, the two answer columns, the column that picks, the value that
-# picks each answer) — PKU-SafeRLHF names the better response's index, SHP's `labels` is 1 when A is preferred
-PICKED_PAIRS = {"pku_saferlhf": ("prompt", ("response_0", "response_1"), "better_response_id", (0, 1)),
-                "shp": ("history", ("human_ref_A", "human_ref_B"), "labels", (1, 0))}
 
 
 def _picked(value, path, place, column, answers, order) -> int:

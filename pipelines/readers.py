@@ -447,7 +447,8 @@ def _text(path: Path, unit: str):
 def records(path: Path, fmt: str, text_unit: str = "line", skipped: list | None = None):
     """Yield (where, record) for each record of the file, streaming. `skipped`: a list to put the problem of a
     line or row that cannot be read in, and go on (a JSON Lines line that is not JSON, a CSV row with more or fewer
-    cells than the header); the file's own problems (its encoding, a JSON file that is not JSON) still stop it."""
+    cells than the header, a JSON Lines line not in UTF-8); the file's own problems (a CSV or JSON file not in
+    UTF-8, a JSON file that is not JSON) still stop it."""
     path = Path(path)
     if fmt == "jsonl":
         yield from _jsonl(path, skipped=skipped)

@@ -185,6 +185,11 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
     model_path = models.resolve(job["model"], Path(job["model_cache"]))
     tokenizer = models.load_tokenizer(model_path)
     every_reply = data.multi_reply(job["dataset"])
+    if every_reply and not conversation.keeps_prefixes(tokenizer):
+        every_reply = False
+        print("data: conversations of several replies: only the last reply of each is learned, as this model's "
+              "chat template writes a reply otherwise when more turns follow (Qwen3's think block, Mistral's "
+              "system text)", flush=True)
     convert = conversation.tokenized(tokenizer) if every_reply else data.to_prompt_completion
     train_ds, eval_ds = data.training_datasets(job["dataset"], groups["studio"]["eval_fraction"], params.seed,
                                                convert=convert, run_dir=run_dir)

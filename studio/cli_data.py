@@ -120,14 +120,18 @@ def cmd_show(args) -> int:
           f"{args.max_length}")
     example = dataset_stats.render_example(dataset_stats.first_row(Path(row["path"])), tokenizer, args.max_length)
     print("--- as training sees row 1 (context | learned):")
-    if example.get("runs"):  # a conversation of several replies: each stretch, context or learned, in turn
-        print(" | ".join(dataset_stats.clip(text, EXAMPLE_CHARS) for text, _learned in example["runs"]))
-        return 0
-    context, learned = example["context"], example["learned"]
-    if len(context) > EXAMPLE_CHARS:  # the end of the context is what leads into the learned part
-        context = f"({len(context) - EXAMPLE_CHARS:,} characters before) …{context[-EXAMPLE_CHARS:]}"
-    print(context + " | " + dataset_stats.clip(learned, EXAMPLE_CHARS))
+    # a conversation of several replies: each stretch, context or learned, in turn
+    runs = example.get("runs") or [(example["context"], False), (example["learned"], True)]
+    print(" | ".join(dataset_stats.clip(text, EXAMPLE_CHARS) if learned else _context_end(text)
+                     for text, learned in runs))
     return 0
+
+
+def _context_end(context: str) -> str:
+    """The end of a context: what leads into the learned part after it."""
+    if len(context) <= EXAMPLE_CHARS:
+        return context
+    return f"({len(context) - EXAMPLE_CHARS:,} characters before) …{context[-EXAMPLE_CHARS:]}"
 
 
 def add_parsers(sub, common) -> None:

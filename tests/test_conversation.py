@@ -5,6 +5,7 @@ model makes the first reply of each conversation, which it used to skip as conte
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -119,3 +120,41 @@ def test_a_run_learns_the_first_reply_of_each_conversation(tmp_path, tiny_model_
     # measured: the first reply's loss fell 0.84 and the last's 0.79; learned as context only, the first's fell
     # 0.19 as the last's fell 1.11 (over 10 epochs)
     assert first > 0.5 and first > 0.5 * last, (before, after)
+
+
+QWEN3 = Path(__import__("trl").__file__).parent / "chat_templates" / "qwen3.jinja"
+# Mistral's way: the system text goes into the last user turn only
+SYSTEM_IN_LAST_TURN = ("{%- set system = messages[0]['content'] if messages[0]['role'] == 'system' else '' -%}"
+                       "{%- for m in messages if m['role'] != 'system' -%}"
+                       "{%- if m['role'] == 'user' -%}[INST] {% if loop.last and system %}{{ system }}\n\n{% endif %}"
+                       "{{ m['content'] }}[/INST]{%- else -%} {{ m['content'] }}</s>{%- endif -%}{%- endfor -%}")
+
+
+@pytest.mark.parametrize("template", ["qwen3", "system_in_last_turn"])
+def test_a_template_that_writes_a_start_otherwise_learns_the_last_reply_as_trl_does(tokenizer, template):
+    """Qwen3 writes an empty think block into the last reply only, Mistral's template the system text into the
+    last user turn: a reply's bounds cannot be read from the conversation's start, and were wrong (Qwen3's
+    earlier replies learned nothing, Mistral's learned user text). Such a template is said to keep no
+    prefixes, and a row learns its last reply, as TRL's prompt/completion does."""
+    import copy
+
+    other = copy.deepcopy(tokenizer)
+    other.chat_template = QWEN3.read_text() if template == "qwen3" else SYSTEM_IN_LAST_TURN
+    messages = [{"role": "system", "content": "Be brief."}, *TWO]
+    assert not conversation.keeps_prefixes(other)
+    ids, mask = conversation.reply_mask(messages, other)
+    assert (ids, mask) == conversation.last_reply_mask(messages, other)
+    learned, _context = learned_and_context(ids, mask, other)
+    # (Mistral's last user turn differs too, so TRL's prompt/completion learns its end with the reply)
+    assert len(learned) == 1 and learned[0].endswith("A2<|im_end|>\n" if template == "qwen3" else "A2</s>")
+    assert "A1" not in learned[0]
+    assert conversation.keeps_prefixes(tokenizer)  # ChatML (the built-in model's) does
+
+
+def test_conversations_that_open_alike_stay_on_one_side_of_the_held_out_split():
+    """Every reply of a conversation is learned, so one that opens as a trained one (a regenerated reply, a
+    branch of one tree) would be measured on a reply learned word for word: they are one prompt."""
+    branch = [*TWO[:2], {"role": "user", "content": "Q3"}, {"role": "assistant", "content": "A3"}]
+    rows = [{"messages": TWO}, {"messages": branch}, {"messages": TWO[:2]},
+            {"messages": [{"role": "user", "content": "Other"}, {"role": "assistant", "content": "B"}]}]
+    assert data.prompt_groups(rows) == [[0, 1, 2], [3]]

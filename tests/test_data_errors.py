@@ -704,3 +704,21 @@ def test_pku_saferlhf_and_shp_pairs_are_read_by_their_pick_column(studio, tmp_pa
 def test_a_pick_that_names_neither_answer_is_refused_by_cell(studio, tmp_path, source, pick, said):
     good = PKU if source.startswith("pku") else SHP
     assert refused(studio, jsonl(tmp_path / source, good, {**good, **pick})) == said
+
+
+def test_the_pick_layouts_leave_the_guesses_about_other_files_as_they_were(studio, tmp_path):
+    """`labels`, `history` and `response_0/1` are read only as the pick layouts' columns: a `labels` column of
+    thumbs is still offered as KTO's marks (it went unoffered, the thumbs-down replies learned as examples), a
+    `response` column is not taken for a misspelt `response_1`, and a JSON object holding a `history` list is
+    still a file of records."""
+    from pipelines.importer import inspect
+
+    thumbs = tmp_path / "thumbs.csv"
+    thumbs.write_text("prompt,completion,labels\nReset?,Hold it 10 s.,\U0001F44D\nBattery?,2 days.,\U0001F44E\n")
+    assert inspect(thumbs)["feedback"] == {"column": "labels", "mapping": {"label": "labels"}}
+    loose = tmp_path / "loose.csv"
+    loose.write_text("question,response\nReset?,Hold it 10 s.\n")
+    assert "response_1" not in (inspect(loose)["problem"] or "")
+    wrapped = tmp_path / "wrapped.json"
+    wrapped.write_text(json.dumps({"history": [GOOD, GOOD]}))
+    assert len(imported_rows(studio, wrapped)) == 2
