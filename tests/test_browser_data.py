@@ -287,3 +287,30 @@ def test_a_pairs_tables_show_every_column_side_by_side(server, page, studio, tin
             "e => Array.from(e.querySelectorAll('th')).map(h => [h.innerText.trim(), h.getBoundingClientRect().right])"))
         assert {"prompt", "chosen", "rejected"} <= set(headers), headers
         assert all(right <= box["x"] + box["width"] + 1 for right in headers.values()), (table, headers, box)
+
+
+def test_a_conversation_shows_every_reply_as_learned(server, page, studio, tiny_model_dir, tmp_path):  # noqa: F811
+    """A chat transcript of several replies: the summary says every reply is learned, and the example marks
+    the first reply learned as well as the last (it was context, and only the last reply was learned)."""
+    from playwright.sync_api import expect
+
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text("".join(json.dumps({"messages": [
+        {"role": "user", "content": f"Ticket {i}: colour?"}, {"role": "assistant", "content": "Teal, sir."},
+        {"role": "user", "content": "Thanks."}, {"role": "assistant", "content": "Glad to help."}]}) + "\n"
+        for i in range(3)))
+    page.goto(server)
+    page.get_by_role("tab", name="Data").click()
+    fill(page, "data-model", tiny_model_dir)
+    page.locator("#data-upload input[type=file]").set_input_files(str(chats))
+    expect(page.locator("#data-detected")).to_contain_text("Detected", timeout=30_000)
+    page.click("#data-import")
+    expect(page.locator("#data-message")).to_contain_text("3 multi-turn conversations (every reply is learned)",
+                                                          timeout=30_000)
+    example = page.locator("#data-example")
+    expect(example).to_contain_text("Glad to help.", timeout=30_000)
+    colour = """(said) => [...document.querySelectorAll('#data-example .token')]
+        .filter(s => s.innerText.includes(said)).map(s => s.style.backgroundColor)"""
+    first, between, last = (page.evaluate(colour, said) for said in ("Teal, sir.", "Thanks.", "Glad to help."))
+    # the legend's colours: learned green, context grey
+    assert first == last == ["rgb(220, 252, 231)"] and between == ["rgba(128, 128, 128, 0.5)"]
