@@ -54,7 +54,7 @@ def train(home: Path, every_reply: bool, params: dict):
     job = {"method": "lora", "model": "default", "model_cache": str(home / "models"),
            "dataset": {"path": str(folder / "ds" / importer.DATA)}, "params": params}
     kept = data.multi_reply
-    data.multi_reply = (lambda _dataset: False) if not every_reply else kept  # the baseline: TRL's conversion
+    data.multi_reply = (lambda _dataset: None) if not every_reply else kept  # the baseline: TRL's conversion
     try:
         trainer, tokenizer = build_trainer(job, run_dir, RunEvents(run_dir))
     finally:

@@ -11,16 +11,12 @@ Each reply's bounds are found by rendering the conversation up to it, so they ho
 that renders a conversation's start the same way whatever follows (ChatML, Llama 3, ...). Qwen3's writes
 an empty think block into the last reply only, Mistral's puts the system text into the last user turn:
 there a reply's bounds cannot be read, and the conversation is learned as TRL learns it, its last reply
-(`keeps_prefixes` tells which a model's template is, once per run; `reply_mask` checks each row).
+(`keeps_prefixes` tries a run's first such conversation; `reply_mask` checks each row).
 """
 
 from __future__ import annotations
 
 ASSISTANT = "assistant"
-# a conversation to try a template on: a system turn and two replies
-PROBE = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
-         {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "And?"},
-         {"role": "assistant", "content": "Done"}]
 
 
 def replies(messages: list[dict]) -> int:
@@ -42,16 +38,26 @@ def _ids(tokenizer, messages: list[dict], generation_prompt: bool = False) -> li
                                          add_generation_prompt=generation_prompt)["input_ids"]
 
 
+def _within(text: str, start: str, eos: str | None) -> str | None:
+    """`start` as it begins `text`: as rendered, or without the end-of-text token a template writes after a
+    conversation that ends there (Phi-3's), or None."""
+    if text.startswith(start):
+        return start
+    if eos and start.endswith(eos) and text.startswith(start[:-len(eos)]):
+        return start[:-len(eos)]
+    return None
+
+
 def _bounds(messages: list[dict], tokenizer, text: str) -> list[tuple[int, int]] | None:
     """Each reply's (start, end) in the rendered text, or None where a start of the conversation renders
     otherwise than in the whole (the template is not prefix-preserving for it)."""
-    bounds = []
+    bounds, eos = [], getattr(tokenizer, "eos_token", None)
     for i, message in enumerate(messages):
         if message.get("role") != ASSISTANT or i == 0:  # (a reply with nothing before it: no prompt to answer)
             continue
-        start = _text(tokenizer, messages[:i], generation_prompt=True)
-        end = text if i == len(messages) - 1 else _text(tokenizer, messages[:i + 1])
-        if not (text.startswith(start) and text.startswith(end) and len(end) > len(start)):
+        start = _within(text, _text(tokenizer, messages[:i], generation_prompt=True), eos)
+        end = text if i == len(messages) - 1 else _within(text, _text(tokenizer, messages[:i + 1]), eos)
+        if start is None or end is None or len(end) <= len(start):
             return None
         bounds.append((len(start), len(end)))
     return bounds
@@ -69,28 +75,29 @@ def reply_mask(messages: list[dict], tokenizer) -> tuple[list[int], list[int]]:
     """(input_ids, mask) of the whole conversation; the mask is 1 on every assistant reply's tokens, its
     end-of-turn included, and 0 on everything else (system, user and tool turns, each reply's generation
     prompt). The text is rendered once per reply and tokenized once: a token that runs across a reply's
-    start is context, as where TRL's two token streams diverge. Where the template renders a start of the
-    conversation otherwise (or the tokenizer gives no character offsets): `last_reply_mask`."""
+    start is learned, as TRL's reply starts at the first token where its two token streams differ. Where
+    the template renders a start of the conversation otherwise (or the tokenizer gives no character
+    offsets): `last_reply_mask`."""
     text = _text(tokenizer, messages)
     bounds = _bounds(messages, tokenizer, text) if getattr(tokenizer, "is_fast", False) else None
     if bounds is None:
         return last_reply_mask(messages, tokenizer)
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids = encoded["input_ids"]
-    mask = [int(any(start <= first < end for start, end in bounds)) for first, _last in encoded["offset_mapping"]]
+    mask = [int(any(start <= first < end or first < start < last for start, end in bounds))
+            for first, last in encoded["offset_mapping"]]
     return ids, mask
 
 
-def keeps_prefixes(tokenizer) -> bool:
-    """Whether the template renders a conversation's start as it does inside the whole, so that each reply
-    of a conversation can be learned (`reply_mask`)."""
+def keeps_prefixes(tokenizer, messages: list[dict]) -> bool:
+    """Whether the template renders the start of this conversation (a dataset's first of several replies) as it
+    does inside the whole, so that each reply can be learned (`reply_mask`; it checks each row again)."""
+    if not getattr(tokenizer, "is_fast", False):  # (no character offsets to place a reply by)
+        return False
     try:
-        return _bounds(PROBE, tokenizer, _text(tokenizer, PROBE)) is not None
-    except Exception:  # noqa: BLE001  (a template that refuses a system turn: tried without)
-        try:
-            return _bounds(PROBE[1:], tokenizer, _text(tokenizer, PROBE[1:])) is not None
-        except Exception:  # noqa: BLE001
-            return False
+        return _bounds(messages, tokenizer, _text(tokenizer, messages)) is not None
+    except Exception:  # noqa: BLE001  (a template that refuses the conversation: TRL's path says why)
+        return False
 
 
 def tokenized(tokenizer):

@@ -23,9 +23,10 @@ def to_prompt_completion(row: dict) -> dict:
     return {"prompt": row["messages"][:-1], "completion": row["messages"][-1:]}
 
 
-def multi_reply(dataset: dict) -> bool:
-    """Whether a stored dataset (or its own held-out file) holds a conversation of several replies: its rows
-    are then tokenized with every reply learned (pipelines/conversation.py), the held-out rows alike."""
+def multi_reply(dataset: dict) -> list[dict] | None:
+    """A stored dataset's (or its own held-out file's) first conversation of several replies, or None: where
+    there is one, its rows are tokenized with every reply learned (pipelines/conversation.py), the held-out
+    rows alike."""
     import pyarrow.parquet as pq
 
     from pipelines.conversation import replies
@@ -35,11 +36,12 @@ def multi_reply(dataset: dict) -> bool:
             continue
         stored = pq.ParquetFile(dataset[key])
         if "messages" not in stored.schema_arrow.names:
-            return False
+            return None
         for batch in stored.iter_batches(columns=["messages"], batch_size=4096):
-            if any(replies(messages) > 1 for messages in batch.column(0).to_pylist()):
-                return True
-    return False
+            found = next((m for m in batch.column(0).to_pylist() if replies(m) > 1), None)
+            if found is not None:
+                return found
+    return None
 
 
 # Kinds whose rows can share prompts: a KTO export writes each pair as two rows of one prompt (the
@@ -176,14 +178,7 @@ def split_columns(parquet: Path) -> list[dict]:
 
 def row_prompt(row: dict):
     """A row's prompt: its prompt column, or the turns before a conversation's last reply; None where
-    it has neither (raw text). A conversation of several replies: its opening, the turns up to its first
-    user turn (each reply after it is learned: a held-out conversation that opens as a trained one was
-    measured on a reply learned word for word)."""
-    from pipelines.conversation import is_multi_reply
-
-    if is_multi_reply(row):
-        opening = next((i for i, m in enumerate(row["messages"]) if m.get("role") == "user"), 0)
-        return row["messages"][:opening + 1]
+    it has neither (raw text)."""
     prompt = row.get("prompt")
     if prompt is None:
         for column in ("messages", "chosen"):

@@ -161,7 +161,7 @@ def render_example(row: dict, tokenizer, max_length: int) -> dict:
     several replies learns each (pipelines/conversation.py): `runs` holds its (text, learned) stretches."""
     cut = measured_chars(max_length)
     check_template([row], tokenizer)
-    if conversation.is_multi_reply(row) and conversation.keeps_prefixes(tokenizer):
+    if conversation.is_multi_reply(row) and conversation.keeps_prefixes(tokenizer, row["messages"]):
         # every reply learned: context and replies alternate
         ids, mask = conversation.reply_mask(conversation.cut(row["messages"], cut), tokenizer)
         kept, learned = ids[:max_length], mask[:max_length]  # TRL keeps the start and cuts the end

@@ -184,12 +184,12 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
     # every run
     model_path = models.resolve(job["model"], Path(job["model_cache"]))
     tokenizer = models.load_tokenizer(model_path)
-    every_reply = data.multi_reply(job["dataset"])
-    if every_reply and not conversation.keeps_prefixes(tokenizer):
-        every_reply = False
+    sample = data.multi_reply(job["dataset"])
+    every_reply = sample is not None and conversation.keeps_prefixes(tokenizer, sample)
+    if sample is not None and not every_reply:
         print("data: conversations of several replies: only the last reply of each is learned, as this model's "
               "chat template writes a reply otherwise when more turns follow (Qwen3's think block, Mistral's "
-              "system text)", flush=True)
+              "system text), or its tokenizer places no token in the text", flush=True)
     convert = conversation.tokenized(tokenizer) if every_reply else data.to_prompt_completion
     train_ds, eval_ds = data.training_datasets(job["dataset"], groups["studio"]["eval_fraction"], params.seed,
                                                convert=convert, run_dir=run_dir)

@@ -141,20 +141,34 @@ def test_a_template_that_writes_a_start_otherwise_learns_the_last_reply_as_trl_d
     other = copy.deepcopy(tokenizer)
     other.chat_template = QWEN3.read_text() if template == "qwen3" else SYSTEM_IN_LAST_TURN
     messages = [{"role": "system", "content": "Be brief."}, *TWO]
-    assert not conversation.keeps_prefixes(other)
+    assert not conversation.keeps_prefixes(other, messages)
     ids, mask = conversation.reply_mask(messages, other)
     assert (ids, mask) == conversation.last_reply_mask(messages, other)
     learned, _context = learned_and_context(ids, mask, other)
     # (Mistral's last user turn differs too, so TRL's prompt/completion learns its end with the reply)
     assert len(learned) == 1 and learned[0].endswith("A2<|im_end|>\n" if template == "qwen3" else "A2</s>")
     assert "A1" not in learned[0]
-    assert conversation.keeps_prefixes(tokenizer)  # ChatML (the built-in model's) does
+    assert conversation.keeps_prefixes(tokenizer, messages)  # ChatML (the built-in model's) does
 
 
-def test_conversations_that_open_alike_stay_on_one_side_of_the_held_out_split():
-    """Every reply of a conversation is learned, so one that opens as a trained one (a regenerated reply, a
-    branch of one tree) would be measured on a reply learned word for word: they are one prompt."""
-    branch = [*TWO[:2], {"role": "user", "content": "Q3"}, {"role": "assistant", "content": "A3"}]
-    rows = [{"messages": TWO}, {"messages": branch}, {"messages": TWO[:2]},
-            {"messages": [{"role": "user", "content": "Other"}, {"role": "assistant", "content": "B"}]}]
-    assert data.prompt_groups(rows) == [[0, 1, 2], [3]]
+PHI3 = QWEN3.parent / "phi3.jinja"
+
+
+def test_a_template_that_ends_a_conversation_with_its_end_of_text_learns_every_reply(tokenizer):
+    """Phi-3's template writes its end-of-text token after a conversation that ends there, so the start of a
+    conversation is the whole's start without it: each reply is still learned (all but the last were not)."""
+    import copy
+
+    other = copy.deepcopy(tokenizer)
+    other.chat_template = PHI3.read_text()
+    assert conversation.keeps_prefixes(other, TWO)
+    learned, _context = learned_and_context(*conversation.reply_mask(TWO, other), other)
+    assert learned == ["A1<|end|>\n", f"A2<|end|>\n{other.eos_token}"]
+
+
+@pytest.mark.parametrize("reply", ["\n\nHello", "  two spaces", "Hello"])
+def test_a_single_reply_is_learned_from_the_token_trl_starts_it_at(tokenizer, reply):
+    """A token that runs across a reply's start (a reply that opens with blank lines or spaces) is learned, as
+    TRL starts the reply at the first token where the prompt's tokens and the whole's differ."""
+    one = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": reply}]
+    assert conversation.reply_mask(one, tokenizer) == conversation.last_reply_mask(one, tokenizer)
