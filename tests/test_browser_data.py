@@ -35,6 +35,14 @@ def drop_file(browser_page, selector, path):
     }""", [path.name, path.read_text()])
 
 
+def open_with(page, server, model_dir, source):
+    """The Data tab, counting with `model_dir`'s tokenizer, with `source` uploaded."""
+    page.goto(server)
+    page.get_by_role("tab", name="Data").click()
+    fill(page, "data-model", model_dir)
+    page.locator("#data-upload input[type=file]").set_input_files(str(source))
+
+
 def test_upload_good_mapped_and_bad_files(server, page, studio, tiny_model_dir, tmp_path):  # noqa: F811
     from playwright.sync_api import expect
 
@@ -157,10 +165,7 @@ def test_a_preference_pair_shows_both_replies(server, page, studio, tiny_model_d
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text("".join(json.dumps({"prompt": f"Question {i}?", "chosen": f"Kind answer {i}.",
                                          "rejected": f"Rude answer {i}."}) + "\n" for i in range(4)))
-    page.goto(server)
-    page.get_by_role("tab", name="Data").click()
-    fill(page, "data-model", tiny_model_dir)
-    page.locator("#data-upload input[type=file]").set_input_files(str(pairs))
+    open_with(page, server, tiny_model_dir, pairs)
     expect(page.locator("#data-detected")).to_contain_text("Detected", timeout=30_000)
     page.get_by_text("Name, duplicates, held-out split").click()
     fill(page, "data-name", "kind pairs")
@@ -274,10 +279,7 @@ def test_a_pairs_tables_show_every_column_side_by_side(server, page, studio, tin
     pairs.write_text("".join(json.dumps({
         "prompt": f"Question {i}: " + "tell me everything about the warranty, the battery and the export formats " * 2,
         "chosen": f"Answer {i}, kept short.", "rejected": f"Other {i}."}) + "\n" for i in range(5)))
-    page.goto(server)
-    page.get_by_role("tab", name="Data").click()
-    fill(page, "data-model", tiny_model_dir)
-    page.locator("#data-upload input[type=file]").set_input_files(str(pairs))
+    open_with(page, server, tiny_model_dir, pairs)
     expect(page.locator("#data-raw")).to_contain_text("Other 0.", timeout=30_000)
     page.click("#data-import")
     expect(page.locator("#data-preview")).to_contain_text("Other 0.", timeout=60_000)
@@ -299,10 +301,7 @@ def test_a_conversation_shows_every_reply_as_learned(server, page, studio, tiny_
         {"role": "user", "content": f"Ticket {i}: colour?"}, {"role": "assistant", "content": "Teal, sir."},
         {"role": "user", "content": "Thanks."}, {"role": "assistant", "content": "Glad to help."}]}) + "\n"
         for i in range(3)))
-    page.goto(server)
-    page.get_by_role("tab", name="Data").click()
-    fill(page, "data-model", tiny_model_dir)
-    page.locator("#data-upload input[type=file]").set_input_files(str(chats))
+    open_with(page, server, tiny_model_dir, chats)
     expect(page.locator("#data-detected")).to_contain_text("Detected", timeout=30_000)
     page.click("#data-import")
     expect(page.locator("#data-message")).to_contain_text("3 multi-turn conversations (every reply is learned)",
