@@ -78,15 +78,25 @@ def reply_mask(messages: list[dict], tokenizer) -> tuple[list[int], list[int]]:
     start is learned, as TRL's reply starts at the first token where its two token streams differ. Where
     the template renders a start of the conversation otherwise (or the tokenizer gives no character
     offsets): `last_reply_mask`."""
+    ids, every, _last = reply_masks(messages, tokenizer)
+    return ids, every
+
+
+def reply_masks(messages: list[dict], tokenizer) -> tuple[list[int], list[int], list[int]]:
+    """(input_ids, every reply's mask, the last reply's mask): `reply_mask`, and the mask a held-out
+    conversation is measured with (its last reply given the turns before it, the split's key)."""
     text = _text(tokenizer, messages)
     bounds = _bounds(messages, tokenizer, text) if getattr(tokenizer, "is_fast", False) else None
-    if bounds is None:
-        return last_reply_mask(messages, tokenizer)
+    if not bounds:
+        ids, mask = last_reply_mask(messages, tokenizer)
+        return ids, mask, mask
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids = encoded["input_ids"]
-    mask = [int(any(start <= first < end or first < start < last for start, end in bounds))
-            for first, last in encoded["offset_mapping"]]
-    return ids, mask
+
+    def within(spans):
+        return [int(any(start <= first < end or first < start < last for start, end in spans))
+                for first, last in encoded["offset_mapping"]]
+
+    return encoded["input_ids"], within(bounds), within(bounds[-1:])
 
 
 def keeps_prefixes(tokenizer, messages: list[dict]) -> bool:
@@ -100,14 +110,30 @@ def keeps_prefixes(tokenizer, messages: list[dict]) -> bool:
         return False
 
 
+LAST_REPLY = "last_reply_mask"  # the column `held_out` measures a conversation with
+
+
 def tokenized(tokenizer):
     """A datasets-map function: a `messages` row as `input_ids` and `completion_mask` (TRL builds its labels
-    from them, truncates and drops a row left with nothing to learn, as for its own tokenization)."""
+    from them, truncates and drops a row left with nothing to learn, as for its own tokenization), and its
+    last reply's mask (`LAST_REPLY`), which `learned` or `held_out` drops."""
     def convert(row: dict) -> dict:
-        ids, mask = reply_mask(row["messages"], tokenizer)
-        return {"input_ids": ids, "completion_mask": mask}
+        ids, every, last = reply_masks(row["messages"], tokenizer)
+        return {"input_ids": ids, "completion_mask": every, LAST_REPLY: last}
 
     return convert
+
+
+def learned(dataset):
+    """Training rows: every reply learned."""
+    return dataset.remove_columns(LAST_REPLY)
+
+
+def held_out(dataset):
+    """Held-out rows: measured on the last reply, given the turns before it. The split keeps a conversation
+    whose last reply's context another learns a reply in on that one's side (`data.prompt_groups`); its earlier
+    replies can share their context with trained ones (a greeting), and would be measured after being learned."""
+    return dataset.remove_columns("completion_mask").rename_column(LAST_REPLY, "completion_mask")
 
 
 def stretches(ids: list[int], mask: list[int], tokenizer) -> list[tuple[str, bool]]:

@@ -198,12 +198,55 @@ def prompt_key(row: dict, index: int) -> str:
     return json.dumps(prompt, sort_keys=True, ensure_ascii=False, default=str)
 
 
+def earlier_contexts(row: dict) -> list[str]:
+    """The `prompt_key`s of a conversation's replies before its last (every reply is learned,
+    pipelines/conversation.py): the turns before each."""
+    import json
+
+    from pipelines.conversation import ASSISTANT, is_multi_reply
+
+    if not is_multi_reply(row):
+        return []
+    turns = row["messages"]
+    return [json.dumps(turns[:i], sort_keys=True, ensure_ascii=False, default=str)
+            for i, m in enumerate(turns[:-1]) if m.get("role") == ASSISTANT and i > 0]
+
+
+def _joined(keys: list, earlier: list[list]) -> list[list[int]]:
+    """Row numbers grouped by key, in order of first appearance; a conversation also joins the group whose key
+    is the context of one of its earlier replies. A held-out row is measured on its last reply given the turns
+    before it (its key), so a conversation that learns a reply in that context must be on its side: the
+    reply would be measured after being learned (a regenerated reply, a branch of one tree). Conversations
+    that merely open alike (a shared greeting) are not joined: none is measured on the greeting."""
+    groups: dict = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    parent = {key: key for key in groups}
+
+    def root(key):
+        while parent[key] != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    for i, contexts in enumerate(earlier):
+        for context in contexts:
+            if context in parent:
+                a, b = root(keys[i]), root(context)
+                if a != b:
+                    parent[b] = a
+    if all(parent[key] == key for key in parent):  # (nothing joined: the groups as they are)
+        return list(groups.values())
+    merged: dict = {}
+    for key, rows in groups.items():
+        merged.setdefault(root(key), []).extend(rows)
+    return [sorted(rows) for rows in merged.values()]
+
+
 def prompt_groups(rows: list[dict]) -> list[list[int]]:
-    """Row numbers grouped by prompt, in order of first appearance."""
-    groups: dict[str, list[int]] = {}
-    for i, row in enumerate(rows):
-        groups.setdefault(prompt_key(row, i), []).append(i)
-    return list(groups.values())
+    """Row numbers grouped by prompt, in order of first appearance (`_joined`: with the conversations that
+    learn a reply in a group's context)."""
+    return _joined([prompt_key(row, i) for i, row in enumerate(rows)], [earlier_contexts(row) for row in rows])
 
 
 PROMPT_COLUMNS = ("prompt", "messages", "chosen")  # what `prompt_key` reads
@@ -220,14 +263,16 @@ def stored_prompt_groups(parquet: Path, batch_rows: int = 2048) -> list[list[int
     columns = [c for c in PROMPT_COLUMNS if c in table.schema_arrow.names]
     if not columns:  # raw text: every row is its own
         return [[i] for i in range(table.metadata.num_rows)]
-    groups: dict[bytes, list[int]] = {}
-    index = 0
+    def digest(text: str) -> bytes:
+        return hashlib.blake2b(text.encode(), digest_size=16).digest()
+
+    keys: list[bytes] = []
+    earlier: list[list[bytes]] = []
     for batch in table.iter_batches(batch_size=batch_rows, columns=columns):
         for row in batch.to_pylist():
-            key = hashlib.blake2b(prompt_key(row, index).encode(), digest_size=16).digest()
-            groups.setdefault(key, []).append(index)
-            index += 1
-    return list(groups.values())
+            keys.append(digest(prompt_key(row, len(keys))))
+            earlier.append([digest(context) for context in earlier_contexts(row)])
+    return _joined(keys, earlier)
 
 
 def whole_prompts(groups: list[list[int]], count: int, min_held: int, seed: int,

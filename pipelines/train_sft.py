@@ -194,8 +194,10 @@ def build_trainer(job: dict, run_dir: Path, events: RunEvents):
     train_ds, eval_ds = data.training_datasets(job["dataset"], groups["studio"]["eval_fraction"], params.seed,
                                                convert=convert, run_dir=run_dir)
     if every_reply:
-        print("data: conversations of several replies: every reply is learned, the turns before each its context",
-              flush=True)
+        train_ds = conversation.learned(train_ds)
+        eval_ds = None if eval_ds is None else conversation.held_out(eval_ds)
+        print("data: conversations of several replies: every reply is learned, the turns before each its context; "
+              "a held-out conversation is measured on its last reply", flush=True)
     print(f"data: {len(train_ds)} training rows, {len(eval_ds) if eval_ds else 0} held out", flush=True)
     steps_per_epoch = math.ceil(  # several processes each take a batch per step
         len(train_ds) / (params.per_device_train_batch_size * params.gradient_accumulation_steps * world_size())

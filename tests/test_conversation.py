@@ -172,3 +172,34 @@ def test_a_single_reply_is_learned_from_the_token_trl_starts_it_at(tokenizer, re
     TRL starts the reply at the first token where the prompt's tokens and the whole's differ."""
     one = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": reply}]
     assert conversation.reply_mask(one, tokenizer) == conversation.last_reply_mask(one, tokenizer)
+
+
+def test_a_held_out_conversation_is_measured_on_a_reply_no_training_row_learns(tmp_path, tiny_model_dir, tiny_params):
+    """Every reply is learned, so the split joins a conversation to the group whose context one of its earlier
+    replies answers (a regenerated reply, a branch of one tree), and a held-out conversation is measured on its
+    last reply alone: no held-out reply is one a training row learned in the same context. Conversations that
+    merely open alike (a greeting) still split."""
+    branch = [*TWO[:2], {"role": "user", "content": "Q3"}, {"role": "assistant", "content": "A3"}]
+    rows = [{"messages": TWO}, {"messages": branch}, {"messages": TWO[:2]},
+            {"messages": [{"role": "user", "content": "Other"}, {"role": "assistant", "content": "B"}]}]
+    assert data.prompt_groups(rows) == [[0, 1, 2], [3]]  # A1 answers Q1 in all three
+    greeted = [{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+                             {"role": "user", "content": f"Question {i}?"},
+                             {"role": "assistant", "content": f"Answer {i}."}]} for i in range(10)]
+    assert data.prompt_groups(greeted) == [[i] for i in range(10)]
+    # the stored dataset's groups are the same
+    source = tmp_path / "rows.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    importer.import_file(source, tmp_path / "rows")
+    assert data.stored_prompt_groups(tmp_path / "rows" / importer.DATA) == [[0, 1, 2], [3]]
+
+    (tmp_path / "run").mkdir()
+    job, run_dir = chat_job(tmp_path / "run", tiny_model_dir, {**tiny_params, "eval_fraction": 0.25,
+                                                                "max_length": 512}, CHATS)
+    trainer, tokenizer = build_trainer(job, run_dir, RunEvents(run_dir))
+    measured = trainer.eval_dataset[0]
+    assert tokenizer.decode([t for t, label in zip(measured["input_ids"], measured["labels"]) if label != -100]) \
+        == "Glad to help.<|im_end|>\n"
+    taught = trainer.train_dataset[0]
+    assert "The case is teal." in tokenizer.decode([t for t, label in zip(taught["input_ids"], taught["labels"])
+                                                     if label != -100])
