@@ -190,26 +190,27 @@ def row_prompt(row: dict):
 def prompt_key(row: dict, index: int) -> str:
     """What makes two rows the same prompt: the prompt (or the turns before a conversation's last
     reply); a row with no prompt is its own."""
-    import json
-
     prompt = row_prompt(row)
     if not prompt:
         return f"#{index}"
+    return _keyed(prompt)
+
+
+def _keyed(prompt) -> str:
+    import json
+
     return json.dumps(prompt, sort_keys=True, ensure_ascii=False, default=str)
 
 
 def earlier_contexts(row: dict) -> list[str]:
     """The `prompt_key`s of a conversation's replies before its last (every reply is learned,
     pipelines/conversation.py): the turns before each."""
-    import json
-
     from pipelines.conversation import ASSISTANT, is_multi_reply
 
     if not is_multi_reply(row):
         return []
     turns = row["messages"]
-    return [json.dumps(turns[:i], sort_keys=True, ensure_ascii=False, default=str)
-            for i, m in enumerate(turns[:-1]) if m.get("role") == ASSISTANT and i > 0]
+    return [_keyed(turns[:i]) for i, m in enumerate(turns[:-1]) if m.get("role") == ASSISTANT and i > 0]
 
 
 def _joined(keys: list, earlier: list[list]) -> list[list[int]]:

@@ -161,8 +161,9 @@ def render_example(row: dict, tokenizer, max_length: int) -> dict:
     several replies learns each (pipelines/conversation.py): `runs` holds its (text, learned) stretches."""
     cut = measured_chars(max_length)
     check_template([row], tokenizer)
-    if conversation.is_multi_reply(row) and conversation.keeps_prefixes(tokenizer, row["messages"]):
-        # every reply learned: context and replies alternate
+    if conversation.is_multi_reply(row):
+        # every reply learned: context and replies alternate (where the template allows; else the last reply,
+        # as training learns it). Cut first: a 5 MB conversation is not rendered whole once per reply
         ids, mask = conversation.reply_mask(conversation.cut(row["messages"], cut), tokenizer)
         kept, learned = ids[:max_length], mask[:max_length]  # TRL keeps the start and cuts the end
         runs = conversation.stretches(kept, learned, tokenizer)
