@@ -200,7 +200,7 @@ def summary_text(row: dict) -> str:
         parts.append(f"{meta['empty_optional_fields']} empty optional fields "
                      f"({', '.join(meta.get('optional_columns', []))})")
     if meta.get("multi_turn_rows"):
-        parts.append(f"{meta['multi_turn_rows']} multi-turn conversations (every reply is learned)")
+        parts.append(f"{meta['multi_turn_rows']} multi-turn conversations ({importer.learned_replies_text(meta)})")
     if meta.get("ignored_columns"):
         parts.append(importer.ignored_text(meta))
     if meta.get("ignored_feedback"):

@@ -17,6 +17,7 @@ there a reply's bounds cannot be read, and the conversation is learned as TRL le
 from __future__ import annotations
 
 ASSISTANT = "assistant"
+UNTRAINED = "untrained"  # a row's replies marked weight 0 (pipelines/formats.py `weighted`): their message numbers
 
 
 def replies(messages: list[dict]) -> int:
@@ -48,13 +49,14 @@ def _within(text: str, start: str, eos: str | None) -> str | None:
     return None
 
 
-def _bounds(messages: list[dict], tokenizer, text: str) -> list[tuple[int, int]] | None:
-    """Each reply's (start, end) in the rendered text, or None where a start of the conversation renders
-    otherwise than in the whole (the template is not prefix-preserving for it)."""
+def _bounds(messages: list[dict], tokenizer, text: str, untrained=()) -> list[tuple[int, int]] | None:
+    """Each learned reply's (start, end) in the rendered text, or None where a start of the conversation renders
+    otherwise than in the whole (the template is not prefix-preserving for it). `untrained`: the message
+    numbers of replies marked weight 0, context only."""
     bounds, eos = [], getattr(tokenizer, "eos_token", None)
     for i, message in enumerate(messages):
-        if message.get("role") != ASSISTANT or i == 0:  # (a reply with nothing before it: no prompt to answer)
-            continue
+        if message.get("role") != ASSISTANT or i == 0 or i in untrained:  # (a reply with nothing before it:
+            continue                                                       # no prompt to answer)
         start = _within(text, _text(tokenizer, messages[:i], generation_prompt=True), eos)
         end = text if i == len(messages) - 1 else _within(text, _text(tokenizer, messages[:i + 1]), eos)
         if start is None or end is None or len(end) <= len(start):
@@ -71,22 +73,23 @@ def last_reply_mask(messages: list[dict], tokenizer) -> tuple[list[int], list[in
     return ids, [0] * start + [1] * (len(ids) - start)
 
 
-def reply_mask(messages: list[dict], tokenizer) -> tuple[list[int], list[int]]:
+def reply_mask(messages: list[dict], tokenizer, untrained=()) -> tuple[list[int], list[int]]:
     """(input_ids, mask) of the whole conversation; the mask is 1 on every assistant reply's tokens, its
     end-of-turn included, and 0 on everything else (system, user and tool turns, each reply's generation
     prompt). The text is rendered once per reply and tokenized once: a token that runs across a reply's
     start is learned, as TRL's reply starts at the first token where its two token streams differ. Where
     the template renders a start of the conversation otherwise (or the tokenizer gives no character
-    offsets): `last_reply_mask`."""
-    ids, every, _last = reply_masks(messages, tokenizer)
+    offsets): `last_reply_mask`. `untrained`: the message numbers of replies marked weight 0, left at 0."""
+    ids, every, _last = reply_masks(messages, tokenizer, untrained)
     return ids, every
 
 
-def reply_masks(messages: list[dict], tokenizer) -> tuple[list[int], list[int], list[int]]:
-    """(input_ids, every reply's mask, the last reply's mask): `reply_mask`, and the mask a held-out
-    conversation is measured with (its last reply given the turns before it, the split's key)."""
+def reply_masks(messages: list[dict], tokenizer, untrained=()) -> tuple[list[int], list[int], list[int]]:
+    """(input_ids, every learned reply's mask, the last reply's mask): `reply_mask`, and the mask a held-out
+    conversation is measured with (its last reply given the turns before it, the split's key; the import
+    ends a conversation at its last learned reply)."""
     text = _text(tokenizer, messages)
-    bounds = _bounds(messages, tokenizer, text) if getattr(tokenizer, "is_fast", False) else None
+    bounds = _bounds(messages, tokenizer, text, untrained) if getattr(tokenizer, "is_fast", False) else None
     if not bounds:
         ids, mask = last_reply_mask(messages, tokenizer)
         return ids, mask, mask
@@ -118,7 +121,7 @@ def tokenized(tokenizer):
     from them, truncates and drops a row left with nothing to learn, as for its own tokenization), and its
     last reply's mask (`LAST_REPLY`), which `learned` or `held_out` drops."""
     def convert(row: dict) -> dict:
-        ids, every, last = reply_masks(row["messages"], tokenizer)
+        ids, every, last = reply_masks(row["messages"], tokenizer, row.get(UNTRAINED) or ())
         return {"input_ids": ids, "completion_mask": every, LAST_REPLY: last}
 
     return convert

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipelines.conversation import UNTRAINED
 from pipelines.errors import DataError  # noqa: F401  (the error type callers catch)
 
 def load_rows(parquet: Path) -> list[dict]:
@@ -209,8 +210,9 @@ def earlier_contexts(row: dict) -> list[str]:
 
     if not is_multi_reply(row):
         return []
-    turns = row["messages"]
-    return [_keyed(turns[:i]) for i, m in enumerate(turns[:-1]) if m.get("role") == ASSISTANT and i > 0]
+    turns, untrained = row["messages"], row.get(UNTRAINED) or ()  # (a reply kept as context is not learned)
+    return [_keyed(turns[:i]) for i, m in enumerate(turns[:-1])
+            if m.get("role") == ASSISTANT and i > 0 and i not in untrained]
 
 
 def _joined(keys: list, earlier: list[list]) -> list[list[int]]:
@@ -250,7 +252,7 @@ def prompt_groups(rows: list[dict]) -> list[list[int]]:
     return _joined([prompt_key(row, i) for i, row in enumerate(rows)], [earlier_contexts(row) for row in rows])
 
 
-PROMPT_COLUMNS = ("prompt", "messages", "chosen")  # what `prompt_key` reads
+PROMPT_COLUMNS = ("prompt", "messages", "chosen", UNTRAINED)  # what `prompt_key` and `earlier_contexts` read
 
 
 def stored_prompt_groups(parquet: Path, batch_rows: int = 2048) -> list[list[int]]:
@@ -387,8 +389,9 @@ def training_datasets(dataset: dict, eval_fraction: float, seed: int, convert=No
 
     def read(path):
         ds = Dataset.from_parquet(str(path), cache_dir=str(cache))
-        if convert is not None and "messages" in ds.column_names:
-            ds = ds.map(convert, remove_columns=["messages"], desc=None)
+        if convert is not None and "messages" in ds.column_names:  # (with the replies kept as context, if listed)
+            ds = ds.map(convert, remove_columns=[c for c in ("messages", UNTRAINED) if c in ds.column_names],
+                        desc=None)
         return ds
 
     rows = read(dataset["path"])

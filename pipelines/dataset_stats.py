@@ -164,7 +164,8 @@ def render_example(row: dict, tokenizer, max_length: int) -> dict:
     if conversation.is_multi_reply(row):
         # every reply learned: context and replies alternate (where the template allows; else the last reply,
         # as training learns it). Cut first: a 5 MB conversation is not rendered whole once per reply
-        ids, mask = conversation.reply_mask(conversation.cut(row["messages"], cut), tokenizer)
+        ids, mask = conversation.reply_mask(conversation.cut(row["messages"], cut), tokenizer,
+                                            row.get(conversation.UNTRAINED) or ())
         kept, learned = ids[:max_length], mask[:max_length]  # TRL keeps the start and cuts the end
         runs = conversation.stretches(kept, learned, tokenizer)
         return {"context": "".join(text for text, on in runs if not on),

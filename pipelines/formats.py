@@ -21,6 +21,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from pipelines.conversation import UNTRAINED
 from pipelines.errors import DataError, where
 from pipelines.json_errors import DECODER, Repeated, key_twice
 
@@ -403,8 +404,9 @@ def _maybe_json_list(value):
 
 
 def messages(value, path, place, column, *, role_key="role", content_key="content", roles=None,
-             ends_with=None, only=None) -> list[dict]:
-    """A checked conversation: optional system first, then user/assistant taking turns."""
+             ends_with=None, only=None, weights=False) -> list[dict]:
+    """A checked conversation: optional system first, then user/assistant taking turns. With `weights`, a reply
+    OpenAI's fine-tuning format marks `"weight": 0` keeps that key (`weighted` reads it)."""
     value = _json_list(value)
     at = where(path, place, column)
     if not isinstance(value, list) or not value:
@@ -435,8 +437,38 @@ def messages(value, path, place, column, *, role_key="role", content_key="conten
         if not isinstance(content, str):
             raise DataError(f"{at}: message {i} ({role}) has {value_name(content)} as its content; expected text")
         out.append({"role": role, "content": whole_characters(content, f"{at}: message {i} ({role})")})
+        if weights and not missing(msg.get("weight")) and _weight(msg["weight"], role, f"{at}: message {i}") == 0:
+            out[-1]["weight"] = 0
     _check_order(out, at, ends_with, only)
     return out
+
+
+def _weight(value, role: str, at: str) -> int:
+    """A message's `weight` as OpenAI's format writes it: 1 learns the reply, 0 keeps it as context only."""
+    number = value.strip() if isinstance(value, str) else value  # (a CSV cell's JSON, or text)
+    if isinstance(number, str) and number in ("0", "1"):
+        number = int(number)
+    if isinstance(number, bool) or not isinstance(number, (int, float)) or number not in (0, 1):
+        shown = repr(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) else value_name(value)
+        raise DataError(f"{at} ({role}) has weight {shown}; expected 0 (kept as context, not learned) or 1 (learned)")
+    if role != "assistant" and number == 1:  # (0 says what is so: only replies are learned)
+        raise DataError(f"{at} ({role}) has weight 1; only an assistant's reply is learned, so only its message "
+                        "may have weight 1")
+    return int(number)
+
+
+def weighted(msgs: list[dict]) -> dict:
+    """A conversation row from messages some of which are marked weight 0: the turns after its last learned reply
+    left out (they would be context for nothing), and `UNTRAINED` listing the replies kept as context. Every
+    reply marked 0: the whole conversation, every reply listed (the import leaves it out as teaching nothing)."""
+    untrained = [i for i, m in enumerate(msgs) if m.pop("weight", 1) == 0]
+    if not untrained:
+        return {"messages": msgs}
+    learned = [i for i, m in enumerate(msgs) if m["role"] == "assistant" and i not in untrained]
+    if learned:
+        msgs = msgs[:learned[-1] + 1]
+        untrained = [i for i in untrained if i < learned[-1]]
+    return {"messages": msgs, UNTRAINED: untrained} if untrained else {"messages": msgs}
 
 
 def _check_order(msgs: list[dict], at: str, ends_with: str | None, only: str | None) -> None:
@@ -622,7 +654,7 @@ def convert(record, layout: Layout, path, place) -> dict:
             raise DataError(f"{where(path, place)}: missing column '{col}' (found: {few(record) or 'none'})")
     key = layout.key
     if key == "messages":
-        return {"messages": messages(record["messages"], path, place, "messages", ends_with="assistant")}
+        return weighted(messages(record["messages"], path, place, "messages", ends_with="assistant", weights=True))
     if key == "sharegpt":
         msgs = messages(record["conversations"], path, place, "conversations", role_key="from",
                         content_key="value", roles=SHAREGPT_ROLES, ends_with="assistant")

@@ -19,9 +19,9 @@ from itertools import chain
 from pathlib import Path
 
 from pipelines.errors import DataError, where
-from pipelines.formats import (LAYOUT_BY_KEY, NAMES_SHOWN, apply_mapping, convert, detect, feedback_column, few,
-                               implied_mapping, is_label, missing, suggest_mapping, value_name,
-                               with_case_mapping)
+from pipelines.formats import (LAYOUT_BY_KEY, NAMES_SHOWN, UNTRAINED, apply_mapping, convert, detect,
+                               feedback_column, few, implied_mapping, is_label, missing, suggest_mapping,
+                               value_name, with_case_mapping)
 from pipelines.readers import DEFAULT_MAX_BYTES, check_file, records
 
 BATCH = 2000
@@ -156,12 +156,14 @@ def in_users_words(err: DataError, mapping: dict[str, str]) -> DataError:
 def _row_key(row: dict) -> int:
     """A 64-bit fingerprint of a canonical row, for counting exact duplicates in one pass (a few
     bytes per row instead of the row itself)."""
-    return hash(tuple((k, tuple((m["role"], m["content"]) for m in v) if isinstance(v, list) else v)
-                      for k, v in row.items()))
+    return hash(tuple((k, tuple((m["role"], m["content"]) if isinstance(m, dict) else m for m in v)
+                       if isinstance(v, list) else v) for k, v in row.items()))
 
 
 def _shape(row: dict) -> tuple:
-    return tuple((k, isinstance(v, list)) for k, v in row.items())
+    """Which columns are conversations and which text (a conversation's replies kept as context only are
+    listed in some rows, not others: not a column of the shape)."""
+    return tuple((k, isinstance(v, list)) for k, v in row.items() if k != UNTRAINED)
 
 
 def _settled(kind):
@@ -200,12 +202,34 @@ class _Writer:
         if self.schema is None:
             first = pa.Table.from_pylist(self.batch).schema
             self.schema = pa.schema([field.with_type(_settled(field.type)) for field in first])
+        new = [k for k in dict.fromkeys(k for row in self.batch for k in row) if k not in self.schema.names]
+        if new:
+            self._widen(new)
         table = pa.Table.from_pylist(self.batch, schema=self.schema)
         if self.writer is None:
             self.writer = pq.ParquetWriter(self.path, self.schema)
         self.writer.write_table(table)
         self.rows += len(self.batch)
         self.batch = []
+
+    def _widen(self, names: list[str]) -> None:
+        """Columns first seen after the first batch (a conversation's replies kept as context, in row 5,000 only)
+        added to the schema, and to the rows written before as empty: from_pylist would drop them silently. The
+        rows written so far are written again, once per new column at most."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        kinds = pa.Table.from_pylist([{k: row.get(k) for k in names} for row in self.batch]).schema
+        self.schema = pa.schema([*self.schema, *(f.with_type(_settled(f.type)) for f in kinds)])
+        if self.writer is None:
+            return
+        self.writer.close()
+        before = pq.read_table(self.path)
+        for field in self.schema:
+            if field.name not in before.column_names:
+                before = before.append_column(field, pa.nulls(before.num_rows, field.type))
+        self.writer = pq.ParquetWriter(self.path, self.schema)
+        self.writer.write_table(before)
 
     def close(self) -> None:
         self.flush()
@@ -297,8 +321,8 @@ def import_file(path: Path, dest: Path, options: ImportOptions | None = None,
     fcntl.flock(busy, fcntl.LOCK_EX)
     try:
         writer = _Writer(tmp / DATA)
-        seen, duplicates, multi_turn, empty_optional, shape = set(), 0, 0, 0, None
-        untaught = []  # where the preference pairs are that cannot teach anything
+        seen, duplicates, multi_turn, context_replies, empty_optional, shape = set(), 0, 0, 0, 0, None
+        untaught = []  # where the preference pairs (or conversations, every reply weight 0) are that teach nothing
         read, said = 0, time.time()
         for place, record in chain([head], stream):
             read += 1
@@ -324,7 +348,7 @@ def import_file(path: Path, dest: Path, options: ImportOptions | None = None,
                 continue
             shape = shape or _shape(row)
             empty_optional += sum(1 for c in layout.optional if c in record and not str(record[c] or "").strip())
-            if layout.kind == "preference" and teaches_nothing(row):
+            if layout.kind in ("preference", "sft") and teaches_nothing(row):
                 untaught.append(place)
                 continue
             digest = _row_key(row)
@@ -335,10 +359,15 @@ def import_file(path: Path, dest: Path, options: ImportOptions | None = None,
             seen.add(digest)
             if "messages" in row and sum(m["role"] == "assistant" for m in row["messages"]) > 1:
                 multi_turn += 1
+            context_replies += len(row.get(UNTRAINED, ()))
             writer.add(row)
         writer.close()
         if skipped and not writer.rows:
             raise DataError(none_read(path, skipped))
+        if untaught and not writer.rows and layout.kind == "sft":
+            raise DataError(f"{path.name}: no conversation can teach anything: in all {len(untaught)} rows every "
+                            "reply has weight 0 (kept as context, not learned); mark the replies to learn with "
+                            "weight 1, or leave the weight out")
         if untaught and not writer.rows:
             raise DataError(f"{path.name}: no pair can teach anything: in all {len(untaught)} rows 'chosen' and "
                             "'rejected' are the same answer or one is empty; preference training needs two "
@@ -350,6 +379,7 @@ def import_file(path: Path, dest: Path, options: ImportOptions | None = None,
             "source_bytes": path.stat().st_size, "rows": writer.rows, "train_rows": writer.rows - heldout_rows,
             "heldout_rows": heldout_rows, "duplicates": duplicates,
             "dropped_duplicates": duplicates if options.dedupe else 0, "multi_turn_rows": multi_turn,
+            "context_replies": context_replies,  # replies marked weight 0: context, not learned
             "empty_optional_fields": empty_optional, "optional_columns": list(layout.optional),
             # the first few names and the count: a file may have 1,000 columns nobody wants listed
             "ignored_columns": ignored[:NAMES_SHOWN], "ignored_count": len(ignored),
@@ -383,7 +413,10 @@ def _answer(value) -> str:
 
 def teaches_nothing(row: dict) -> bool:
     """A preference pair whose answers are the same, or one of them empty: training on it moves
-    nothing (or only learns 'say nothing'), so it is dropped on import."""
+    nothing (or only learns 'say nothing'), so it is dropped on import. So is a conversation whose every
+    reply is marked weight 0 (context only)."""
+    if "messages" in row:
+        return all(m["role"] != "assistant" or i in row.get(UNTRAINED, ()) for i, m in enumerate(row["messages"]))
     chosen, rejected = _answer(row.get("chosen")), _answer(row.get("rejected"))
     return not chosen or not rejected or chosen == rejected
 
@@ -417,10 +450,21 @@ def skipped_text(meta: dict) -> str:
 
 
 def untaught_text(meta: dict) -> str:
-    """The import's note on dropped pairs, with the first places they were at."""
-    more = ", ..." if meta["untaught_pairs"] > len(meta["untaught_rows"]) else ""
-    return (f"{meta['untaught_pairs']} pairs dropped that could teach nothing (chosen = rejected, or an empty "
+    """The import's note on dropped pairs (or conversations), with the first places they were at."""
+    n = meta["untaught_pairs"]
+    more = ", ..." if n > len(meta["untaught_rows"]) else ""
+    if meta.get("kind") == "sft":
+        return (f"{n} conversation{'s' if n != 1 else ''} dropped that could teach nothing (every reply has "
+                f"weight 0: {', '.join(meta['untaught_rows'])}{more})")
+    return (f"{n} pairs dropped that could teach nothing (chosen = rejected, or an empty "
             f"answer: {', '.join(meta['untaught_rows'])}{more})")
+
+
+def learned_replies_text(meta: dict) -> str:
+    """Which replies of its conversations a dataset teaches: every one, or all but those marked weight 0."""
+    n = meta.get("context_replies") or 0
+    return (f"every reply is learned but the {n} marked weight 0, kept as context" if n > 1 else
+            "every reply is learned but the one marked weight 0, kept as context" if n else "every reply is learned")
 
 
 def ignored_text(meta: dict) -> str:

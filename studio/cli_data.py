@@ -26,6 +26,10 @@ def summary_line(row: dict) -> str:
         from pipelines.importer import untaught_text
 
         parts.append(untaught_text(meta))
+    if meta.get("context_replies"):
+        from pipelines.importer import learned_replies_text
+
+        parts.append(learned_replies_text(meta))
     if meta.get("ignored_columns"):
         from pipelines.importer import ignored_text
 

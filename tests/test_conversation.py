@@ -203,3 +203,24 @@ def test_a_held_out_conversation_is_measured_on_a_reply_no_training_row_learns(t
     taught = trainer.train_dataset[0]
     assert "The case is teal." in tokenizer.decode([t for t, label in zip(taught["input_ids"], taught["labels"])
                                                      if label != -100])
+
+
+def test_a_reply_marked_weight_0_is_context_to_the_trainer_and_the_data_tab(tmp_path, tiny_model_dir, tiny_params):
+    """OpenAI's `weight: 0`: the reply stays in the conversation as context, is not learned, and joins no group of
+    the split (nothing would be measured after being learned)."""
+    marked = [[{**m, "weight": 0} if i == 1 else m for i, m in enumerate(chat)] for chat in CHATS]
+    job, run_dir = chat_job(tmp_path, tiny_model_dir, {**tiny_params, "eval_fraction": 0.0, "max_length": 512},
+                            marked)
+    trainer, tokenizer = build_trainer(job, run_dir, RunEvents(run_dir))
+    seen = trainer.train_dataset[0]
+    assert "The case is teal." in tokenizer.decode(seen["input_ids"])
+    learned = tokenizer.decode([t for t, label in zip(seen["input_ids"], seen["labels"]) if label != -100])
+    row = data.load_rows(job["dataset"]["path"])[0]
+    shown = dataset_stats.render_example(row, tokenizer, max_length=512)
+    assert learned == "Glad to help.<|im_end|>\n" == shown["learned"]
+    assert [on for _text, on in shown["runs"]] == [False, True]
+    assert "untrained" not in trainer.train_dataset.column_names
+    # a conversation that answers Q1 with a reply kept as context is not joined to Q1's group
+    rows = [{"messages": TWO, "untrained": [1]}, {"messages": TWO[:2]}]
+    assert data.prompt_groups(rows) == [[0], [1]]
+    assert data.prompt_groups([{"messages": TWO}, {"messages": TWO[:2]}]) == [[0, 1]]

@@ -722,3 +722,65 @@ def test_the_pick_layouts_leave_the_guesses_about_other_files_as_they_were(studi
     wrapped = tmp_path / "wrapped.json"
     wrapped.write_text(json.dumps({"history": [GOOD, GOOD]}))
     assert len(imported_rows(studio, wrapped)) == 2
+
+
+def weighted_chat(first=None, last=None) -> dict:
+    """An OpenAI fine-tuning row of two replies, with the `weight` given to each (none where None)."""
+    turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello! How can I help?"},
+             {"role": "user", "content": "Warranty?"}, {"role": "assistant", "content": "27 months."}]
+    for i, weight in ((1, first), (3, last)):
+        if weight is not None:
+            turns[i]["weight"] = weight
+    return {"messages": turns}
+
+
+def test_openai_weights_keep_a_reply_as_context(studio, tmp_path):
+    """OpenAI's `weight: 0` keeps a reply as context (it was dropped without a note, and the reply learned): the
+    reply is listed as untrained, turns after the last learned reply are left out, and a conversation with
+    nothing left to learn is dropped with a note."""
+    row = studio.import_dataset(jsonl(tmp_path / "chats.jsonl", weighted_chat(0, 1), weighted_chat(1, 0),
+                                      weighted_chat(), weighted_chat(0, 0), weighted_chat("1", 1.0)),
+                                options=ImportOptions(heldout=0))
+    rows = load_rows(row["path"])
+    assert [r.get("untrained") for r in rows] == [[1], None, None, None]
+    # a user turn marked 0 says what is so already: imported as it is
+    said = weighted_chat()
+    said["messages"][0]["weight"] = 0
+    assert imported_rows(studio, jsonl(tmp_path / "said.jsonl", said))[0]["messages"] == weighted_chat()["messages"]
+    assert [len(r["messages"]) for r in rows] == [4, 2, 4, 4]  # the second: its learned reply and what it answers
+    assert (row["meta"]["untaught_pairs"], row["meta"]["context_replies"]) == (1, 1)
+    assert importer.untaught_text(row["meta"]) == ("1 conversation dropped that could teach nothing (every reply has "
+                                                   "weight 0: line 4)")
+    from components.data_tab import summary_text
+
+    assert "3 multi-turn conversations (every reply is learned but the one marked weight 0, kept as context)" \
+        in summary_text(row)
+
+
+def test_a_weight_first_seen_after_the_first_batch_is_kept(studio, tmp_path, monkeypatch):
+    """The stored columns were fixed by the first batch of rows: a reply marked weight 0 in a later one would have
+    lost its mark silently, and been learned."""
+    monkeypatch.setattr(importer, "BATCH", 2)
+    rows = imported_rows(studio, jsonl(tmp_path / "late.jsonl", *[weighted_chat()] * 2, weighted_chat(last=1),
+                                       weighted_chat(0), weighted_chat(1, 1)), heldout=0)
+    assert [r.get("untrained") for r in rows] == [None, None, None, [1], None]
+
+
+@pytest.mark.parametrize("turn, weight, said", [
+    (3, 2, "chats.jsonl, line 2, column 'messages': message 4 (assistant) has weight 2; expected 0 (kept as "
+     "context, not learned) or 1 (learned)"),
+    (3, "no", "chats.jsonl, line 2, column 'messages': message 4 (assistant) has weight 'no'; expected 0 (kept "
+     "as context, not learned) or 1 (learned)"),
+    (2, 1, "chats.jsonl, line 2, column 'messages': message 3 (user) has weight 1; only an assistant's reply is "
+     "learned, so only its message may have weight 1"),
+])
+def test_a_weight_that_is_not_0_or_1_on_a_reply_is_refused_by_message(studio, tmp_path, turn, weight, said):
+    bad = weighted_chat()
+    bad["messages"][turn]["weight"] = weight
+    assert refused(studio, jsonl(tmp_path / "chats.jsonl", weighted_chat(), bad)) == said
+
+
+def test_conversations_that_learn_nothing_are_refused(studio, tmp_path):
+    assert refused(studio, jsonl(tmp_path / "chats.jsonl", weighted_chat(0, 0), weighted_chat(0, 0))) == (
+        "chats.jsonl: no conversation can teach anything: in all 2 rows every reply has weight 0 (kept as context, "
+        "not learned); mark the replies to learn with weight 1, or leave the weight out")
