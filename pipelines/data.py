@@ -203,16 +203,21 @@ def _keyed(prompt) -> str:
     return json.dumps(prompt, sort_keys=True, ensure_ascii=False, default=str)
 
 
-def earlier_contexts(row: dict) -> list[str]:
-    """The `prompt_key`s of a conversation's replies before its last (every reply is learned,
-    pipelines/conversation.py): the turns before each."""
+def earlier_turns(row: dict) -> list[list[dict]]:
+    """The contexts of a conversation's learned replies before its last (every reply is learned,
+    pipelines/conversation.py, but those marked weight 0): the turns before each."""
     from pipelines.conversation import ASSISTANT, is_multi_reply
 
     if not is_multi_reply(row):
         return []
     turns, untrained = row["messages"], row.get(UNTRAINED) or ()  # (a reply kept as context is not learned)
-    return [_keyed(turns[:i]) for i, m in enumerate(turns[:-1])
+    return [turns[:i] for i, m in enumerate(turns[:-1])
             if m.get("role") == ASSISTANT and i > 0 and i not in untrained]
+
+
+def earlier_contexts(row: dict) -> list[str]:
+    """The `prompt_key`s of a conversation's learned replies before its last (`earlier_turns`)."""
+    return [_keyed(turns) for turns in earlier_turns(row)]
 
 
 def _joined(keys: list, earlier: list[list]) -> list[list[int]]:

@@ -46,8 +46,19 @@ def digest(row: dict) -> bytes | None:
     return hashlib.blake2b(json.dumps(prompt, ensure_ascii=False, default=str).encode(), digest_size=DIGEST).digest()
 
 
-def stored_digests(parquet: Path, batch_rows: int = 2048) -> list[bytes | None]:
-    """`digest` of each row of a stored dataset, read a batch at a time and only its prompt columns."""
+def learned(row: dict) -> list[bytes]:
+    """The digests of every context a row teaches a reply in: its prompt (`digest`) and, for a conversation of
+    several replies, the turns before each earlier learned reply (pipelines/conversation.py learns them all): a
+    run that continues on other data must not hold out a question its parent learned to answer there."""
+    from pipelines.data import earlier_turns
+
+    found = [digest(row), *(digest({"prompt": turns}) for turns in earlier_turns(row))]
+    return [d for d in found if d is not None]
+
+
+def _read(parquet: Path, of, batch_rows: int) -> list:
+    """`of(row)` for each row of a stored dataset, read a batch at a time and only its prompt columns; None for
+    each row of raw text."""
     import pyarrow.parquet as pq
 
     from pipelines.data import PROMPT_COLUMNS
@@ -56,24 +67,34 @@ def stored_digests(parquet: Path, batch_rows: int = 2048) -> list[bytes | None]:
     columns = [c for c in PROMPT_COLUMNS if c in table.schema_arrow.names]
     if not columns:  # raw text
         return [None] * table.metadata.num_rows
-    return [digest(row) for batch in table.iter_batches(batch_size=batch_rows, columns=columns)
+    return [of(row) for batch in table.iter_batches(batch_size=batch_rows, columns=columns)
             for row in batch.to_pylist()]
 
 
-def _trained(run_dir: Path, digests: list[bytes | None]) -> set[bytes]:
-    """The prompts a run trained on, of its dataset's rows' digests: all but the rows it held out (all
-    of them where it kept no split: older runs, a dataset with its own held-out file)."""
+def stored_digests(parquet: Path, batch_rows: int = 2048) -> list[bytes | None]:
+    """`digest` of each row of a stored dataset (the prompt a held-out row is measured on)."""
+    return _read(parquet, digest, batch_rows)
+
+
+def stored_learned(parquet: Path, batch_rows: int = 2048) -> list[list[bytes] | None]:
+    """`learned` of each row of a stored dataset (what a run on it trained on)."""
+    return _read(parquet, learned, batch_rows)
+
+
+def _trained(run_dir: Path, taught: list[list[bytes] | None]) -> set[bytes]:
+    """The prompts a run trained on, of its dataset's rows' `learned` digests: all but the rows it held out
+    (all of them where it kept no split: older runs, a dataset with its own held-out file)."""
     from pipelines.data import _kept
 
-    held = set(_kept(run_dir, len(digests)) or ())
-    return {d for i, d in enumerate(digests) if d is not None and i not in held}
+    held = set(_kept(run_dir, len(taught)) or ())
+    return {d for i, row in enumerate(taught) if i not in held for d in row or ()}
 
 
-def keep_trained(run_dir: Path, digests: list[bytes | None]) -> None:
-    """Before a run's dataset is deleted: the prompts it trained on (`digests`: the dataset's rows'),
-    kept in its folder for the runs that start from it later (`trained_by`)."""
+def keep_trained(run_dir: Path, taught: list[list[bytes] | None]) -> None:
+    """Before a run's dataset is deleted: the prompts it trained on (`taught`: the dataset's rows' `learned`
+    digests), kept in its folder for the runs that start from it later (`trained_by`)."""
     tmp = Path(run_dir) / f".{TRAINED}.{os.getpid()}.tmp"
-    tmp.write_bytes(b"".join(sorted(_trained(run_dir, digests))))
+    tmp.write_bytes(b"".join(sorted(_trained(run_dir, taught))))
     os.replace(tmp, Path(run_dir) / TRAINED)
 
 
@@ -102,7 +123,7 @@ def trained_by(runs: Path, run_id: str | None) -> set[bytes]:
             seen.update(kept[i:i + DIGEST] for i in range(0, len(kept), DIGEST))
         elif path and Path(path).exists():
             if path not in read:
-                read[path] = stored_digests(Path(path))
+                read[path] = stored_learned(Path(path))
             seen |= _trained(folder, read[path])
         run_id = job.get("parent_id")
     return seen

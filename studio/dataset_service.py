@@ -103,10 +103,10 @@ def keep_what_runs_trained_on(studio, row: dict, run_ids: list[str]) -> None:
 
     try:
         if run_ids and Path(row["path"]).exists():
-            digests = lineage.stored_digests(Path(row["path"]))
+            taught = lineage.stored_learned(Path(row["path"]))
             for run_id in run_ids:
                 if studio.run_dir(run_id).is_dir():
-                    lineage.keep_trained(studio.run_dir(run_id), digests)
+                    lineage.keep_trained(studio.run_dir(run_id), taught)
     except (OSError, ValueError):  # (a full disk, a damaged file: the deletion, already marked, goes on;
         pass                       # a run from those runs' results may then hold out what they trained on)
 

@@ -224,3 +224,28 @@ def test_a_reply_marked_weight_0_is_context_to_the_trainer_and_the_data_tab(tmp_
     rows = [{"messages": TWO, "untrained": [1]}, {"messages": TWO[:2]}]
     assert data.prompt_groups(rows) == [[0], [1]]
     assert data.prompt_groups([{"messages": TWO}, {"messages": TWO[:2]}]) == [[0, 1]]
+
+
+def test_a_run_continued_on_other_data_holds_out_no_question_its_parent_learned_a_reply_to(tmp_path):
+    """The runs behind a run recorded a conversation by the turns before its last reply only: a run continued
+    on another file could hold out Q1, whose answer its parent learned as a conversation's first reply, and be
+    measured on it. Now every learned reply's context counts as trained; a reply kept as context does not."""
+    from pipelines import lineage
+    from pipelines.events import HELDOUT_ROWS, JOB, write_json
+
+    def stored(name, rows):
+        source = tmp_path / f"{name}.jsonl"
+        source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        importer.import_file(source, tmp_path / name, importer.ImportOptions(heldout=0))
+        return tmp_path / name / importer.DATA
+
+    runs = tmp_path / "runs"
+    for run_id, rows in (("parent", [{"messages": TWO}]),
+                         ("marked", [{"messages": [TWO[0], {**TWO[1], "weight": 0}, *TWO[2:]]}])):
+        (runs / run_id).mkdir(parents=True)
+        write_json(runs / run_id / JOB, {"dataset": {"path": str(stored(run_id, rows))}, "parent_id": None})
+        write_json(runs / run_id / HELDOUT_ROWS, {"rows": 1, "heldout": []})
+    other = stored("other", [{"messages": TWO[:2]}, {"messages": [{"role": "user", "content": "Other"},
+                                                                  {"role": "assistant", "content": "B"}]}])
+    assert lineage.untrained_rows(lineage.trained_by(runs, "parent"), lineage.stored_digests(other)) == [1]
+    assert lineage.untrained_rows(lineage.trained_by(runs, "marked"), lineage.stored_digests(other)) is None
