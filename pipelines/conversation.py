@@ -90,6 +90,9 @@ def reply_masks(messages: list[dict], tokenizer, untrained=()) -> tuple[list[int
     ends a conversation at its last learned reply)."""
     text = _text(tokenizer, messages)
     bounds = _bounds(messages, tokenizer, text, untrained) if getattr(tokenizer, "is_fast", False) else None
+    if bounds == [] and untrained:  # (every reply in view marked weight 0: the Data tab's cut conversation)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ids, [0] * len(ids), [0] * len(ids)
     if not bounds:
         ids, mask = last_reply_mask(messages, tokenizer)
         return ids, mask, mask

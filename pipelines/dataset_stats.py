@@ -45,7 +45,17 @@ def preview_rows(parquet: Path, n: int = 20, show=as_text) -> list[dict]:
 
     batch = next(pq.ParquetFile(parquet).iter_batches(batch_size=n), None) if n > 0 else None
     rows = batch.to_pylist() if batch is not None else []
-    return [{k: show(v) for k, v in row.items()} for row in rows]
+    return [{k: show(v) for k, v in marked(row).items()} for row in rows]
+
+
+def marked(row: dict) -> dict:
+    """A row as shown: a conversation's replies marked weight 0 said in their role, not as a column of numbers."""
+    row = dict(row)
+    untrained = set(row.pop(conversation.UNTRAINED, None) or ())
+    if untrained and isinstance(row.get("messages"), list):
+        row["messages"] = [{**m, "role": f"{m['role']} (weight 0: context, not learned)"} if i in untrained else m
+                           for i, m in enumerate(row["messages"])]
+    return row
 
 
 def first_row(parquet: Path) -> dict | None:

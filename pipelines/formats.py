@@ -437,23 +437,22 @@ def messages(value, path, place, column, *, role_key="role", content_key="conten
         if not isinstance(content, str):
             raise DataError(f"{at}: message {i} ({role}) has {value_name(content)} as its content; expected text")
         out.append({"role": role, "content": whole_characters(content, f"{at}: message {i} ({role})")})
-        if weights and not missing(msg.get("weight")) and _weight(msg["weight"], role, f"{at}: message {i}") == 0:
+        if weights and not missing(msg.get("weight")) and _weight(msg["weight"], role, f"{at}: message {i}") == 0 \
+                and role == "assistant":  # (only a reply is learned: a turn of another role marked 0 says so)
             out[-1]["weight"] = 0
     _check_order(out, at, ends_with, only)
     return out
 
 
 def _weight(value, role: str, at: str) -> int:
-    """A message's `weight` as OpenAI's format writes it: 1 learns the reply, 0 keeps it as context only."""
+    """A message's `weight` as OpenAI's format writes it: 1 learns the reply, 0 keeps it as context only (on
+    another role's turn, which is context anyway, either is taken as it is: some files write one on every turn)."""
     number = value.strip() if isinstance(value, str) else value  # (a CSV cell's JSON, or text)
     if isinstance(number, str) and number in ("0", "1"):
         number = int(number)
     if isinstance(number, bool) or not isinstance(number, (int, float)) or number not in (0, 1):
         shown = repr(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) else value_name(value)
         raise DataError(f"{at} ({role}) has weight {shown}; expected 0 (kept as context, not learned) or 1 (learned)")
-    if role != "assistant" and number == 1:  # (0 says what is so: only replies are learned)
-        raise DataError(f"{at} ({role}) has weight 1; only an assistant's reply is learned, so only its message "
-                        "may have weight 1")
     return int(number)
 
 

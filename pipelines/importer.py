@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import os
 import random
 import shutil
 import tempfile
@@ -215,7 +216,7 @@ class _Writer:
     def _widen(self, names: list[str]) -> None:
         """Columns first seen after the first batch (a conversation's replies kept as context, in row 5,000 only)
         added to the schema, and to the rows written before as empty: from_pylist would drop them silently. The
-        rows written so far are written again, once per new column at most."""
+        rows written so far are written again, a batch at a time, once per new column at most."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -224,12 +225,16 @@ class _Writer:
         if self.writer is None:
             return
         self.writer.close()
-        before = pq.read_table(self.path)
-        for field in self.schema:
-            if field.name not in before.column_names:
-                before = before.append_column(field, pa.nulls(before.num_rows, field.type))
+        narrow = self.path.with_name(f"narrow-{self.path.name}")
+        os.replace(self.path, narrow)
         self.writer = pq.ParquetWriter(self.path, self.schema)
-        self.writer.write_table(before)
+        for batch in pq.ParquetFile(narrow).iter_batches(batch_size=BATCH):
+            before = pa.Table.from_batches([batch])
+            for field in self.schema:
+                if field.name not in before.column_names:
+                    before = before.append_column(field, pa.nulls(before.num_rows, field.type))
+            self.writer.write_table(before)
+        narrow.unlink()
 
     def close(self) -> None:
         self.flush()
@@ -365,11 +370,11 @@ def import_file(path: Path, dest: Path, options: ImportOptions | None = None,
         if skipped and not writer.rows:
             raise DataError(none_read(path, skipped))
         if untaught and not writer.rows and layout.kind == "sft":
-            raise DataError(f"{path.name}: no conversation can teach anything: in all {len(untaught)} rows every "
+            raise DataError(f"{path.name}: no conversation can teach anything: {_in_all(untaught)} every "
                             "reply has weight 0 (kept as context, not learned); mark the replies to learn with "
                             "weight 1, or leave the weight out")
         if untaught and not writer.rows:
-            raise DataError(f"{path.name}: no pair can teach anything: in all {len(untaught)} rows 'chosen' and "
+            raise DataError(f"{path.name}: no pair can teach anything: {_in_all(untaught)} 'chosen' and "
                             "'rejected' are the same answer or one is empty; preference training needs two "
                             "different answers to each prompt")
         heldout_rows = _split(tmp, writer.rows, options.heldout, options.seed, layout.kind, options.heldout_last)
@@ -399,6 +404,10 @@ def import_file(path: Path, dest: Path, options: ImportOptions | None = None,
         busy.close()
         shutil.rmtree(tmp, ignore_errors=True)
     return meta
+
+
+def _in_all(rows: list) -> str:
+    return "in its one row" if len(rows) == 1 else f"in all {len(rows)} rows"
 
 
 def _answer(value) -> str:

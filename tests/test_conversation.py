@@ -220,6 +220,9 @@ def test_a_reply_marked_weight_0_is_context_to_the_trainer_and_the_data_tab(tmp_
     assert learned == "Glad to help.<|im_end|>\n" == shown["learned"]
     assert [on for _text, on in shown["runs"]] == [False, True]
     assert "untrained" not in trainer.train_dataset.column_names
+    # cut before its learned reply (the Data tab's view of a long conversation): nothing shown as learned
+    ids, mask = conversation.reply_mask(TWO[:3], tokenizer, untrained=[1])
+    assert ids and mask == [0] * len(ids)
     # a conversation that answers Q1 with a reply kept as context is not joined to Q1's group
     rows = [{"messages": TWO, "untrained": [1]}, {"messages": TWO[:2]}]
     assert data.prompt_groups(rows) == [[0], [1]]

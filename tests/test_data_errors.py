@@ -7,6 +7,7 @@ here too, because "accept it" is also an answer the user must be able to count o
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -734,7 +735,7 @@ def weighted_chat(first=None, last=None) -> dict:
     return {"messages": turns}
 
 
-def test_openai_weights_keep_a_reply_as_context(studio, tmp_path):
+def test_openai_weights_keep_a_reply_as_context(studio, tmp_path, tiny_model_dir):
     """OpenAI's `weight: 0` keeps a reply as context (it was dropped without a note, and the reply learned): the
     reply is listed as untrained, turns after the last learned reply are left out, and a conversation with
     nothing left to learn is dropped with a note."""
@@ -743,18 +744,30 @@ def test_openai_weights_keep_a_reply_as_context(studio, tmp_path):
                                 options=ImportOptions(heldout=0))
     rows = load_rows(row["path"])
     assert [r.get("untrained") for r in rows] == [[1], None, None, None]
-    # a user turn marked 0 says what is so already: imported as it is
-    said = weighted_chat()
-    said["messages"][0]["weight"] = 0
-    assert imported_rows(studio, jsonl(tmp_path / "said.jsonl", said))[0]["messages"] == weighted_chat()["messages"]
+    # a weight on every turn (a user's, which is context anyway, as 0 or 1): the replies' are read
+    said = weighted_chat(1, 0)
+    said["messages"][0]["weight"], said["messages"][2]["weight"] = 0, 1
+    assert imported_rows(studio, jsonl(tmp_path / "said.jsonl", weighted_chat(), said)) == [
+        weighted_chat(), {"messages": weighted_chat()["messages"][:2]}]  # (and no column of replies kept as context)
     assert [len(r["messages"]) for r in rows] == [4, 2, 4, 4]  # the second: its learned reply and what it answers
     assert (row["meta"]["untaught_pairs"], row["meta"]["context_replies"]) == (1, 1)
     assert importer.untaught_text(row["meta"]) == ("1 conversation dropped that could teach nothing (every reply has "
                                                    "weight 0: line 4)")
-    from components.data_tab import summary_text
+    from components.data_tab import summary_text, view_dataset
 
     assert "3 multi-turn conversations (every reply is learned but the one marked weight 0, kept as context)" \
         in summary_text(row)
+    # the preview says which reply is context, in the conversation (the column of numbers broke it)
+    from pipelines import dataset_stats
+
+    shown = dataset_stats.preview_rows(Path(row["path"]), 2)
+    assert shown[0] == {"messages": "user: Hi\nassistant (weight 0: context, not learned): Hello! How can I help?\n"
+                                    "user: Warranty?\nassistant: 27 months."}
+    assert shown[1] == {"messages": "user: Hi\nassistant: Hello! How can I help?"}
+    assert dataset_stats.preview_rows(Path(row["path"]), 1, dataset_stats.brief) == shown[:1]
+    _summary, table, _figure, example = view_dataset(studio, row["id"], str(tiny_model_dir), 512)
+    assert table["headers"] == ["messages"] and "weight 0: context" in table["data"][0][0]
+    assert [(text.strip(), kind) for text, kind in example if kind == "learned"] == [("27 months.<|im_end|>", "learned")]
 
 
 def test_a_weight_first_seen_after_the_first_batch_is_kept(studio, tmp_path, monkeypatch):
@@ -771,8 +784,8 @@ def test_a_weight_first_seen_after_the_first_batch_is_kept(studio, tmp_path, mon
      "context, not learned) or 1 (learned)"),
     (3, "no", "chats.jsonl, line 2, column 'messages': message 4 (assistant) has weight 'no'; expected 0 (kept "
      "as context, not learned) or 1 (learned)"),
-    (2, 1, "chats.jsonl, line 2, column 'messages': message 3 (user) has weight 1; only an assistant's reply is "
-     "learned, so only its message may have weight 1"),
+    (2, "heavy", "chats.jsonl, line 2, column 'messages': message 3 (user) has weight 'heavy'; expected 0 (kept "
+     "as context, not learned) or 1 (learned)"),
 ])
 def test_a_weight_that_is_not_0_or_1_on_a_reply_is_refused_by_message(studio, tmp_path, turn, weight, said):
     bad = weighted_chat()
@@ -783,4 +796,7 @@ def test_a_weight_that_is_not_0_or_1_on_a_reply_is_refused_by_message(studio, tm
 def test_conversations_that_learn_nothing_are_refused(studio, tmp_path):
     assert refused(studio, jsonl(tmp_path / "chats.jsonl", weighted_chat(0, 0), weighted_chat(0, 0))) == (
         "chats.jsonl: no conversation can teach anything: in all 2 rows every reply has weight 0 (kept as context, "
+        "not learned); mark the replies to learn with weight 1, or leave the weight out")
+    assert refused(studio, jsonl(tmp_path / "one.jsonl", weighted_chat(0, 0))) == (
+        "one.jsonl: no conversation can teach anything: in its one row every reply has weight 0 (kept as context, "
         "not learned); mark the replies to learn with weight 1, or leave the weight out")
