@@ -5,7 +5,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from pipelines.curves import is_preference, is_reward_model, is_rl, reward_parts, series
+from pipelines.curves import is_preference, is_reward_model, is_rl, reward_parts, series, thinned
 
 PANELS = [("Loss (training and held-out)", ("loss", "eval_loss")), ("Learning rate", ("learning_rate",)),
           ("Gradient norm", ("grad_norm",)), ("Tokens per second", ("tokens_per_s",))]
@@ -55,6 +55,7 @@ LABELS = {"loss": "training loss", "eval_loss": "held-out loss", "learning_rate"
           "reward": "weighted reward", "completions/mean_length": "mean reply length",
           "accuracy": "training pairs", "eval_accuracy": "held-out pairs", "margin": "training pairs",
           "eval_margin": "held-out pairs"}
+MARKED = 300  # a series of more points than this is drawn as a line only
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"]
 # shares from 0 to 1: drawn on that scale, as percentages (all at 100%, plotly's own range ran to 2)
 SHARES = {"rewards/accuracies", "eval_rewards/accuracies", "accuracy", "eval_accuracy"}
@@ -154,6 +155,7 @@ def curves_figure(runs: dict[str, list[dict]], parts: dict[str, dict] | None = N
                     what = f"{what} ×{weight:g}"
                 if mixed and name in ("loss", "eval_loss"):
                     what = f"{what} ({objective[run_id]})"
+                steps, values = thinned(steps, values)  # (a long run's every step is more than can be drawn)
                 if along == "epoch":
                     steps = [round(step / per_epoch[run_id], 4) for step in steps]
                 # several runs: a legend group per run, titled with what sets it apart (the ids alone told
@@ -165,8 +167,9 @@ def curves_figure(runs: dict[str, list[dict]], parts: dict[str, dict] | None = N
                 group = {"legendgroup": run_id, "legendgrouptitle": {"text": (run_names or {}).get(run_id, run_id)},
                          "hovertemplate": f"%{{y:.4g}} at {along} %{{x}}<extra>{run_id}: {what}</extra>"} \
                     if several else {"legendgroup": what}
-                fig.add_trace(go.Scatter(
-                    x=steps, y=values, name=what, mode="lines+markers", showlegend=first, **group,
+                fig.add_trace(go.Scatter(  # (markers show the first steps; on a long run they hid the line)
+                    x=steps, y=values, name=what, mode="lines+markers" if len(steps) <= MARKED else "lines",
+                    showlegend=first, **group,
                     line={"color": colours[key],
                           "dash": "dot" if several and (name in DOTTED or name.startswith("rewards/")) else "solid"},
                     marker={"size": 7 if name.startswith("eval_") else 4},

@@ -446,3 +446,29 @@ def test_the_epoch_is_logged_precisely_enough_for_large_datasets(tmp_path):
     assert steps_per_epoch([record]) == pytest.approx(30_000, rel=1e-3)
     other = [{"step": 7, "epoch": 7 / 30_000, "loss": 2.0}]
     assert best_axis({"a": [record], "b": other}) == "step"
+
+
+def test_a_long_runs_chart_draws_at_most_a_thousand_points_a_series_and_keeps_its_spike():
+    """SFT logs every step: a 20,000-step run's chart was rebuilt and sent whole (1.9 MB, 2.5 s to draw in
+    Chromium, bench/chart_points.py) each time it logged. Each series is thinned to the lowest and highest
+    points of runs of steps, with its first and last, and drawn as a line."""
+    from components.charts import curves_figure
+    from pipelines.curves import DRAWN_POINTS, thinned
+
+    steps = list(range(1, 20_001))
+    values = [1.0 + (i % 7) / 100 for i in steps]
+    values[12_345] = 9.0
+    values[777] = -1.0
+    kept_steps, kept = thinned(steps, values)
+    assert len(kept_steps) <= DRAWN_POINTS and kept_steps == sorted(kept_steps)
+    assert (kept_steps[0], kept_steps[-1]) == (1, 20_000) and 9.0 in kept and -1.0 in kept
+    assert all(values[s - 1] == v for s, v in zip(kept_steps, kept))  # real points, not averages
+    assert thinned(steps[:900], values[:900]) == (steps[:900], values[:900])
+
+    run = [{"step": s, "loss": v, "learning_rate": 1e-4} for s, v in zip(steps, values)]
+    run += [{"step": s, "eval_loss": 1.0} for s in range(500, 20_001, 500)]
+    figure = curves_figure({"long": run})
+    loss = next(t for t in figure.data if t.name == "training loss")
+    assert len(loss.x) <= DRAWN_POINTS and max(loss.y) == 9.0 and loss.mode == "lines"
+    held = next(t for t in figure.data if t.name == "held-out loss")
+    assert len(held.x) == 40 and held.mode == "lines+markers"  # (a few checks keep their markers)
