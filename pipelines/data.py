@@ -166,7 +166,13 @@ def plan_split(n: int, eval_fraction: float, seed: int, kind: str, groups: list[
 def plan_among(n: int, among: list[int], eval_fraction: float, seed: int, kind: str,
                groups: list[list[int]] | None = None, marks: list[bool] | None = None) -> tuple[list[int], list[int]]:
     """(training, held-out) row numbers of n rows, the held-out ones `plan_split`'s of the rows `among`
-    (in order; each prompt's rows all among them or none); the rest train. `groups`, `marks`: all n's."""
+    (in order); the rest train. `groups`, `marks`: all n's. A group only partly among them trains whole: a
+    conversation joined to another's prompt because it learns a reply there (`_joined`) can be new to a run
+    while that prompt is not, and holding it out would measure it on what the run behind trained on."""
+    if groups is not None:
+        inside = set(among)
+        whole = {r for g in groups if all(r in inside for r in g) for r in g}
+        among = [r for r in among if r in whole]
     at = {row: i for i, row in enumerate(among)}
     groups = [[at[r] for r in g] for g in groups if g[0] in at] if groups is not None else None
     marks = [marks[r] for r in among] if marks is not None else None

@@ -354,13 +354,23 @@ def prompt_suggestions(studio, source: str, run_id: str | None = None, limit: in
                 rows = heldout_rows(studio, chain)
                 if chain != run_id:
                     trained = lineage.trained_by(studio.runs_dir, run_id) if trained is None else trained
-                    rows = [row for row in rows if lineage.digest(row) not in trained]
+                    rows = new_to(rows, trained)
                 found += [prompt for prompt in map(row_prompt_text, rows) if prompt]
                 chain = (read_json(studio.run_dir(chain) / JOB) or {}).get("parent_id")
             if (studio.store.get_run(run_id) or {}).get("status") == "completed":  # (its split is final)
                 studio.length_cache[key] = found
     unique = list(dict.fromkeys(p.strip() for p in found if p and p.strip()))
     return unique[:limit]
+
+
+def new_to(rows: list[dict], trained: set[bytes]) -> list[dict]:
+    """The held-out rows of a run behind that the run compared trained on neither as they are nor as they are
+    posed (their last question alone, `row_prompt_text`): it learned "Q2" alone, a conversation that ends with
+    it is no new question to it."""
+    from pipelines import lineage
+
+    return [row for row in rows if lineage.digest(row) not in trained
+            and lineage.digest({"prompt": row_prompt_text(row) or ""}) not in trained]
 
 
 def trained_prompts(studio, run_id: str) -> set[bytes]:

@@ -252,3 +252,35 @@ def test_a_run_continued_on_other_data_holds_out_no_question_its_parent_learned_
                                                                   {"role": "assistant", "content": "B"}]}])
     assert lineage.untrained_rows(lineage.trained_by(runs, "parent"), lineage.stored_digests(other)) == [1]
     assert lineage.untrained_rows(lineage.trained_by(runs, "marked"), lineage.stored_digests(other)) is None
+
+
+def test_a_conversation_new_to_a_continued_run_whose_prompt_its_parent_learned_trains(tmp_path):
+    """Conversation X learns A1 in Q1's context, so the split joins it to row Y, [Q1 -> A1]. A parent that learned
+    Q1's answer makes Y old and X new to a run continued from it: the run's plan of its held-out rows crashed
+    (KeyError) on the group half new. The whole group trains, in either order."""
+    from pipelines import lineage
+
+    x = {"messages": [*TWO[:2], {"role": "user", "content": "Q3"}, {"role": "assistant", "content": "A3"}]}
+    y = {"messages": TWO[:2]}
+    others = [{"messages": [{"role": "user", "content": f"Other {i}"}, {"role": "assistant", "content": "B"}]}
+              for i in range(6)]
+    parent = set(lineage.learned({"messages": TWO}))
+    for rows in ([x, y, *others], [y, x, *others]):
+        groups = data.prompt_groups(rows)
+        fresh = lineage.untrained_rows(parent, [lineage.digest(r) for r in rows])
+        assert sorted(fresh) == [rows.index(x), *range(2, 8)]
+        train, held = data.plan_among(len(rows), fresh, 0.5, 7, "sft", groups)
+        assert held and not {rows.index(x), rows.index(y)} & set(held) and sorted(train + held) == list(range(8))
+
+
+def test_chat_offers_no_held_out_question_the_compared_run_learned_alone():
+    """A run behind's held-out conversation is posed as its last question: a run that learned that question alone
+    was offered it as new."""
+    from pipelines import lineage
+    from studio.chat_service import new_to
+
+    trained = set(lineage.learned({"messages": [{"role": "user", "content": "Q2"},
+                                                {"role": "assistant", "content": "B"}]}))
+    ends_with_q2 = {"messages": TWO}
+    ends_with_q3 = {"messages": [*TWO[:2], {"role": "user", "content": "Q3"}, {"role": "assistant", "content": "C"}]}
+    assert new_to([ends_with_q2, ends_with_q3], trained) == [ends_with_q3]
