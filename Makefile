@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 # still chooses)
 HOST := 127.0.0.1
 PORT := 7860
+# `make run HOST=0.0.0.0 AUTH_FILE=~/studio-users`: a file of USER:PASSWORD lines (studio serve --auth-file)
+AUTH_FILE :=
 
 .PHONY: run test setup setup-test browser bench clean
 
@@ -31,7 +33,7 @@ setup-test: $(VENV)/.stamp-test
 
 run: setup
 	$(BIN)/studio prepare
-	$(BIN)/studio serve --host $(HOST) --port $(PORT)
+	$(BIN)/studio serve --host $(HOST) --port $(PORT) $(if $(AUTH_FILE),--auth-file $(AUTH_FILE))
 
 # One pytest process per core (pytest-xdist, at most 4), each handed the next test as it finishes one.
 # A test's processes (a run importing torch, a server, a browser) spend much of their time on one thread:

@@ -331,7 +331,7 @@ def cmd_serve(args) -> int:
     from studio.launch import LaunchError, check_exposure, serve
 
     try:
-        check_exposure(args.host, args.auth, args.share)
+        check_exposure(args.host, args.auth, args.share, args.auth_file)
     except LaunchError as err:
         raise CliError(str(err)) from None
     if not 0 < args.port < 65536:
@@ -349,7 +349,7 @@ def cmd_serve(args) -> int:
 
     threading.Thread(target=hardware.remeasure_when_quiet, args=(studio.busy,), daemon=True,
                      name="remeasure").start()
-    serve(studio, host=args.host, port=args.port, auth=args.auth, share=args.share)
+    serve(studio, host=args.host, port=args.port, auth=args.auth, share=args.share, auth_file=args.auth_file)
     return 0
 
 
@@ -503,7 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--auth", help="USER:PASSWORD; required to bind beyond this machine or to share")
-    p.add_argument("--share", action="store_true", help="public Gradio link (requires --auth)")
+    p.add_argument("--auth-file", metavar="FILE", help="a file of USER:PASSWORD lines, one per person (readable by "
+                   "you only): each signs in under their own name, and no password shows in `ps`")
+    p.add_argument("--share", action="store_true", help="public Gradio link (requires --auth or --auth-file)")
     p.set_defaults(func=cmd_serve)
     return parser
 

@@ -39,14 +39,53 @@ def parse_auth(auth: str | None) -> tuple[str, str] | None:
     return user, password
 
 
-def check_exposure(host: str, auth: str | None, share: bool) -> tuple[str, str] | None:
-    """Refuse to expose an unauthenticated studio beyond this machine."""
-    credentials = parse_auth(auth)
+def read_auth_file(path) -> list[tuple[str, str]]:
+    """The accounts of an --auth-file: one USER:PASSWORD a line (blank lines and lines starting with # left
+    out), so each labeler signs in under their own name, and no password is on the command line, where
+    `ps` shows it to every user of the machine. The file must be readable by its owner only."""
+    from pathlib import Path
+
+    file = Path(path).expanduser()
+    try:
+        mode = file.stat().st_mode
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LaunchError(f"--auth-file {path}: no such file") from None
+    except IsADirectoryError:
+        raise LaunchError(f"--auth-file {path}: is a folder; expected a file of USER:PASSWORD lines") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise LaunchError(f"--auth-file {path}: cannot be read ({getattr(err, 'strerror', None) or err})") from None
+    if mode & 0o077:
+        raise LaunchError(f"--auth-file {path}: other users of this machine can read it (mode {mode & 0o777:o}); "
+                          f"make it yours alone with: chmod 600 {path}")
+    accounts, lines = [], {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        user, sep, password = line.partition(":")  # (a password may hold a colon; spaces around each go)
+        user, password = user.strip(), password.strip()
+        if not sep or not user or not password:
+            raise LaunchError(f"{path}, line {number}: expected USER:PASSWORD")
+        if user in lines:
+            raise LaunchError(f"{path}, line {number}: user '{user}' is on line {lines[user]} already")
+        lines[user] = number
+        accounts.append((user, password))
+    if not accounts:
+        raise LaunchError(f"--auth-file {path}: no USER:PASSWORD line in it")
+    return accounts
+
+
+def check_exposure(host: str, auth: str | None, share: bool, auth_file=None):
+    """Refuse to expose an unauthenticated studio beyond this machine. The credentials: (user, password), a
+    list of them from `auth_file`, or None."""
+    if auth and auth_file:
+        raise LaunchError("give --auth or --auth-file, not both")
+    credentials = read_auth_file(auth_file) if auth_file else parse_auth(auth)
     if not is_loopback(host) and credentials is None:
-        raise LaunchError(f"refusing to bind {host} without --auth USER:PASSWORD; "
+        raise LaunchError(f"refusing to bind {host} without --auth USER:PASSWORD (or --auth-file FILE); "
                           "anyone on the network could use this machine")
     if share and credentials is None:
-        raise LaunchError("refusing a public share link without --auth USER:PASSWORD")
+        raise LaunchError("refusing a public share link without --auth USER:PASSWORD (or --auth-file FILE)")
     return credentials
 
 
@@ -389,8 +428,8 @@ def sweep_uploads(folder, age_s: float = UPLOADS_KEPT_S) -> None:
 
 
 def serve(studio, host: str = "127.0.0.1", port: int = 7860, auth: str | None = None,
-          share: bool = False, block: bool = True, login_throttle: LoginThrottle | None = None):
-    credentials = check_exposure(host, auth, share)
+          share: bool = False, block: bool = True, login_throttle: LoginThrottle | None = None, auth_file=None):
+    credentials = check_exposure(host, auth, share, auth_file)
     # the terminal is read by people too: no libraries' deprecation notices or weight-loading bars,
     # as in a run's log
     quiet_libraries()

@@ -13,6 +13,7 @@ from studio.launch import LoginThrottle
 from tests.conftest import FAQ
 
 USER, PASSWORD = "ann", "correct horse"
+OTHER, OTHER_PASSWORD = "bob", "battery: staple"
 PAGE_BOUND = 1_500_000  # bytes of the page after login (it was 17.6 MB of API description in the page)
 
 
@@ -40,8 +41,10 @@ def server(tmp_path_factory):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app = serve(studio, port=port, auth=f"{USER}:{PASSWORD}", block=False,
-                login_throttle=LoginThrottle(clock=CLOCK))
+    accounts = tmp_path_factory.mktemp("accounts") / "users"  # (one account a person: --auth-file)
+    accounts.write_text(f"# who may sign in\n{USER}:{PASSWORD}\n\n{OTHER}:{OTHER_PASSWORD}\n")
+    accounts.chmod(0o600)
+    app = serve(studio, port=port, auth_file=str(accounts), block=False, login_throttle=LoginThrottle(clock=CLOCK))
     yield f"http://127.0.0.1:{port}", dataset["id"]
     app.close()
 
@@ -118,6 +121,17 @@ def test_wrong_passwords_are_slowed_per_client_and_others_get_in_at_once(server)
     CLOCK.now += 1
     assert login(base, PASSWORD, "10.2.0.1").status_code == 200  # a success forgets the failures
     assert [login(base, "wrong", "10.2.0.1").status_code for _ in range(6)] == [400] * 5 + [429]
+
+
+def test_each_person_of_an_auth_file_signs_in_with_their_own_password(server):
+    """--auth-file: an account a line (a labeler each, under their own name), no password on the command line."""
+    base, _ = server
+    with httpx.Client(base_url=base, timeout=60) as client:
+        answer = client.post("/login", data={"username": OTHER, "password": OTHER_PASSWORD},
+                             headers={"X-Forwarded-For": "10.4.0.1"})
+        assert answer.status_code == 200 and client.get("/config").status_code == 200
+    assert httpx.post(f"{base}/login", data={"username": OTHER, "password": PASSWORD},
+                      headers={"X-Forwarded-For": "10.4.0.2"}, timeout=30).status_code == 400
 
 
 def test_a_burst_of_parallel_guesses_is_checked_one_at_a_time(server):

@@ -336,3 +336,34 @@ def test_uploads_a_day_old_go_when_the_server_starts(tmp_path):
     os.utime(old, (past, past))
     sweep_uploads(tmp_path)
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == ["b", "b/new.csv"]
+
+
+@pytest.mark.parametrize("content, mode, said", [
+    ("ann:pw\n", 0o644, "--auth-file {f}: other users of this machine can read it (mode 644); make it yours alone "
+                        "with: chmod 600 {f}"),
+    ("# nobody yet\n\n", 0o600, "--auth-file {f}: no USER:PASSWORD line in it"),
+    ("ann:pw\nbob\n", 0o600, "{f}, line 2: expected USER:PASSWORD"),
+    ("ann:pw\n:pw\n", 0o600, "{f}, line 2: expected USER:PASSWORD"),
+    ("ann:pw\n# bob\nann:other\n", 0o600, "{f}, line 3: user 'ann' is on line 1 already"),
+])
+def test_an_auth_file_that_cannot_be_used_is_refused_in_one_line(tmp_path, content, mode, said):
+    accounts = tmp_path / "users"
+    accounts.write_text(content)
+    accounts.chmod(mode)
+    with pytest.raises(LaunchError) as err:
+        check_exposure("0.0.0.0", None, False, str(accounts))
+    assert str(err.value) == said.format(f=accounts)
+
+
+def test_an_auth_file_gives_one_account_a_line_and_stands_for_auth(tmp_path, capsys):
+    from studio.cli import main
+
+    accounts = tmp_path / "users"
+    accounts.write_text("# labelers\nann:correct horse\r\n bob : a:b \n")
+    accounts.chmod(0o600)
+    assert check_exposure("0.0.0.0", None, True, str(accounts)) == [("ann", "correct horse"), ("bob", "a:b")]
+    with pytest.raises(LaunchError, match="^give --auth or --auth-file, not both$"):
+        check_exposure("127.0.0.1", "ann:pw", False, str(accounts))
+    assert main(["serve", "--host", "0.0.0.0", "--auth-file", str(tmp_path / "none"),
+                 "--home", str(tmp_path / "home")]) == 2
+    assert capsys.readouterr().err == f"error: --auth-file {tmp_path / 'none'}: no such file\n"
