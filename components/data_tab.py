@@ -163,7 +163,7 @@ def check_source(studio, upload, sample, kind, text_unit, *mapping_values):
                 "with them.")
     if info["row_problem"]:  # the first problem Import would meet, among the rows shown
         return (f"{message}, but Import would stop here: **{info['row_problem']}** (or tick *Skip rows that cannot "
-                f"be read*, below, to leave such rows out){hint}", table, updates, box)
+                f"be read*, under *Name, duplicates, held-out split*, to leave such rows out){hint}", table, updates, box)
     return f"{message}. Press Import to check every row.{hint}", table, updates, box
 
 
@@ -178,8 +178,10 @@ def import_source(studio, upload, sample, name, kind, text_unit, dedupe, heldout
         options = _options(kind, text_unit, dedupe, heldout, seed, mapping_values, skip_bad)
         row = studio.import_dataset(Path(path), name=name or None, options=options, source_name=shown,
                                     progress=progress)
-    except DataError as err:
-        return f"**Not imported:** {without_cli_syntax(str(err))}", gr.update()
+    except DataError as err:  # (one row's problem: the option that leaves such rows out, and where it is)
+        skip = (" (or tick *Skip rows that cannot be read*, under *Name, duplicates, held-out split*, to leave such "
+                "rows out)") if getattr(err, "skippable", False) and not skip_bad else ""
+        return f"**Not imported:** {without_cli_syntax(str(err))}{skip}", gr.update()
     return (f"{dataset_note.imported_or_found(row, name)} (`{row['id']}`): {summary_text(row)}.",
             gr.update(choices=dataset_choices(studio), value=row["id"]))
 
@@ -199,6 +201,8 @@ def summary_text(row: dict) -> str:
     if meta.get("empty_optional_fields"):
         parts.append(f"{meta['empty_optional_fields']} empty optional fields "
                      f"({', '.join(meta.get('optional_columns', []))})")
+    if meta.get("ended_replies"):
+        parts.append(importer.ended_replies_text(meta))
     if meta.get("multi_turn_rows"):
         parts.append(f"{meta['multi_turn_rows']} multi-turn conversations ({importer.learned_replies_text(meta)})")
     if meta.get("ignored_columns"):

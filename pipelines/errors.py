@@ -11,6 +11,13 @@ class DataError(ValueError):
     one_sentence = True  # a job's failure shows it as it is, without "DataError: " (pipelines/run.py)
 
 
+def skippable(err: DataError) -> DataError:
+    """`err`, marked as one row's problem, which the import's *Skip rows that cannot be read* (`--skip-bad-rows`)
+    would have left out: the refusal can say so."""
+    err.skippable = True
+    return err
+
+
 def where(path: Path | str, place: str | None = None, column: str | None = None) -> str:
     """'faq.csv, row 3, column 'answer'' — the start of every DataError message."""
     parts = [Path(path).name]

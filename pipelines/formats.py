@@ -447,27 +447,39 @@ def messages(value, path, place, column, *, role_key="role", content_key="conten
 def _weight(value, role: str, at: str) -> int:
     """A message's `weight` as OpenAI's format writes it: 1 learns the reply, 0 keeps it as context only (on
     another role's turn, which is context anyway, either is taken as it is: some files write one on every turn)."""
-    number = value.strip() if isinstance(value, str) else value  # (a CSV cell's JSON, or text)
-    if isinstance(number, str) and number in ("0", "1"):
-        number = int(number)
+    number = value
+    if isinstance(value, str):  # (a CSV cell's JSON, or text: "1", "1.0")
+        try:
+            number = float(value.strip())
+        except ValueError:
+            pass
     if isinstance(number, bool) or not isinstance(number, (int, float)) or number not in (0, 1):
-        shown = repr(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) else value_name(value)
-        raise DataError(f"{at} ({role}) has weight {shown}; expected 0 (kept as context, not learned) or 1 (learned)")
+        shown = (("true" if value else "false") if isinstance(value, bool) else repr(value)
+                 if isinstance(value, (str, int, float)) else value_name(value))
+        expected = ("0 (kept as context, not learned) or 1 (learned)" if role == "assistant" else
+                    f"0 or 1 (a {role}'s turn is context either way)")
+        raise DataError(f"{at} ({role}) has weight {shown}; expected {expected}")
     return int(number)
 
 
 def weighted(msgs: list[dict]) -> dict:
     """A conversation row from messages some of which are marked weight 0: the turns after its last learned reply
     left out (they would be context for nothing), and `UNTRAINED` listing the replies kept as context. Every
-    reply marked 0: the whole conversation, every reply listed (the import leaves it out as teaching nothing)."""
+    reply marked 0: the whole conversation, every reply listed (the import leaves it out as teaching nothing).
+    `LEFT_OUT`: how many replies were left out so (the import counts them, and takes the key out)."""
     untrained = [i for i, m in enumerate(msgs) if m.pop("weight", 1) == 0]
     if not untrained:
         return {"messages": msgs}
     learned = [i for i, m in enumerate(msgs) if m["role"] == "assistant" and i not in untrained]
+    row = {}
     if learned:
+        row[LEFT_OUT] = sum(i > learned[-1] for i in untrained)
         msgs = msgs[:learned[-1] + 1]
         untrained = [i for i in untrained if i < learned[-1]]
-    return {"messages": msgs, UNTRAINED: untrained} if untrained else {"messages": msgs}
+    return {"messages": msgs, **({UNTRAINED: untrained} if untrained else {}), **row}
+
+
+LEFT_OUT = "_left_out"  # (not stored) a conversation's replies marked weight 0 after its last learned one
 
 
 def _check_order(msgs: list[dict], at: str, ends_with: str | None, only: str | None) -> None:

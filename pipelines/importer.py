@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass, field, replace
 from itertools import chain
 from pathlib import Path
 
-from pipelines.errors import DataError, where
-from pipelines.formats import (LAYOUT_BY_KEY, NAMES_SHOWN, UNTRAINED, apply_mapping, convert, detect,
+from pipelines.errors import DataError, skippable, where
+from pipelines.formats import (LAYOUT_BY_KEY, LEFT_OUT, NAMES_SHOWN, UNTRAINED, apply_mapping, convert, detect,
                                feedback_column, few, implied_mapping, is_label, missing, suggest_mapping,
                                value_name, with_case_mapping)
 from pipelines.readers import DEFAULT_MAX_BYTES, check_file, records
@@ -301,7 +301,11 @@ def import_file(path: Path, dest: Path, options: ImportOptions | None = None,
     fmt = check_file(path, max_bytes)
     skipped = Skipped() if options.skip_bad else None  # what could not be read, in the file's order
     stream = records(path, fmt, options.text_unit, skipped)
-    head = next(stream, None)
+    try:
+        head = next(stream, None)
+    except DataError as err:  # (the first row: the file is likely not what it was taken for, not one bad row)
+        err.skippable = False
+        raise
     while head is not None and skipped is not None and not isinstance(head[1], dict):
         skipped.append(f"{where(path, head[0])}: expected an object with named fields, got {value_name(head[1])}")
         head = next(stream, None)
@@ -326,10 +330,11 @@ def import_file(path: Path, dest: Path, options: ImportOptions | None = None,
     fcntl.flock(busy, fcntl.LOCK_EX)
     try:
         writer = _Writer(tmp / DATA)
-        seen, duplicates, multi_turn, context_replies, empty_optional, shape = set(), 0, 0, 0, 0, None
+        seen, duplicates, multi_turn, empty_optional, shape = set(), 0, 0, 0, None
+        context_replies = ended_replies = 0  # replies marked weight 0: kept as context, or ending a conversation
         untaught = []  # where the preference pairs (or conversations, every reply weight 0) are that teach nothing
-        read, said = 0, time.time()
-        for place, record in chain([head], stream):
+        read, said, good = 0, time.time(), 0
+        for place, record in _first_good(chain([head], stream), lambda: good):
             read += 1
             if progress is not None and read % 1000 == 0 and time.time() - said >= PROGRESS_EVERY_S:
                 said = time.time()
@@ -340,6 +345,8 @@ def import_file(path: Path, dest: Path, options: ImportOptions | None = None,
             record = apply_mapping(record, options.mapping)
             try:
                 row = convert(record, layout, path, place)
+                good += 1
+                left_out = row.pop(LEFT_OUT, 0)
                 if shape is not None and _shape(row) != shape:
                     col = next(k for (k, is_list), (_k, was) in zip(_shape(row), shape) if is_list != was)
                     now, before = (("a conversation", "text") if isinstance(row[col], list)
@@ -347,8 +354,9 @@ def import_file(path: Path, dest: Path, options: ImportOptions | None = None,
                     raise DataError(f"{where(path, place, col)}: is {now} but earlier rows have {before}; "
                                     "use one form for the whole file")
             except DataError as err:
-                if skipped is None:
-                    raise in_users_words(err, options.mapping) from None
+                if skipped is None:  # (one row's, once a row was read well: *Skip rows* would leave it out)
+                    raise (skippable(in_users_words(err, options.mapping)) if good
+                           else in_users_words(err, options.mapping)) from None
                 skipped.append(str(in_users_words(err, options.mapping)))
                 continue
             shape = shape or _shape(row)
@@ -365,6 +373,7 @@ def import_file(path: Path, dest: Path, options: ImportOptions | None = None,
             if "messages" in row and sum(m["role"] == "assistant" for m in row["messages"]) > 1:
                 multi_turn += 1
             context_replies += len(row.get(UNTRAINED, ()))
+            ended_replies += left_out
             writer.add(row)
         writer.close()
         if skipped and not writer.rows:
@@ -385,6 +394,7 @@ def import_file(path: Path, dest: Path, options: ImportOptions | None = None,
             "heldout_rows": heldout_rows, "duplicates": duplicates,
             "dropped_duplicates": duplicates if options.dedupe else 0, "multi_turn_rows": multi_turn,
             "context_replies": context_replies,  # replies marked weight 0: context, not learned
+            "ended_replies": ended_replies,  # ... and after a conversation's last learned reply: left out
             "empty_optional_fields": empty_optional, "optional_columns": list(layout.optional),
             # the first few names and the count: a file may have 1,000 columns nobody wants listed
             "ignored_columns": ignored[:NAMES_SHOWN], "ignored_count": len(ignored),
@@ -404,6 +414,17 @@ def import_file(path: Path, dest: Path, options: ImportOptions | None = None,
         busy.close()
         shutil.rmtree(tmp, ignore_errors=True)
     return meta
+
+
+def _first_good(rows, good):
+    """`rows`, where a row's problem (`skippable`) met before any row was read well is the file's: *Skip rows that
+    cannot be read* would leave every row out (a file in another encoding, of another layout)."""
+    try:
+        yield from rows
+    except DataError as err:
+        if not good():
+            err.skippable = False
+        raise
 
 
 def _in_all(rows: list) -> str:
@@ -474,6 +495,15 @@ def learned_replies_text(meta: dict) -> str:
     n = meta.get("context_replies") or 0
     return (f"every reply is learned but the {n} marked weight 0, kept as context" if n > 1 else
             "every reply is learned but the one marked weight 0, kept as context" if n else "every reply is learned")
+
+
+def ended_replies_text(meta: dict) -> str:
+    """The import's note on replies marked weight 0 that ended a conversation, or '' when there were none."""
+    n = meta.get("ended_replies") or 0
+    if not n:
+        return ""
+    return (f"{n} repl{'ies' if n != 1 else 'y'} marked weight 0 at the end of a conversation left out, with the "
+            "turns after the last learned reply (context for nothing)")
 
 
 def ignored_text(meta: dict) -> str:

@@ -16,7 +16,7 @@ import json
 import re
 from pathlib import Path
 
-from pipelines.errors import DataError, where
+from pipelines.errors import DataError, skippable, where
 from pipelines.formats import KNOWN_COLUMNS, few, value_name
 from pipelines.json_errors import DECODER, Repeated, json_problem, key_twice, repeated_key
 
@@ -110,7 +110,7 @@ def _lines(path: Path, fmt: str, skipped: list | None = None):
                 problem = (f"{where(path, f'line {number}')}: not valid UTF-8 (byte 0x{raw[err.start]:02X} "
                            f"at position {err.start + 1}); save the file as UTF-8")
                 if skipped is None:
-                    raise DataError(problem) from None
+                    raise skippable(DataError(problem)) from None
                 skipped.append(problem)  # (a chat dump with one line in another encoding: that line left out)
                 continue
             yield number, text
@@ -145,7 +145,7 @@ def _jsonl(path: Path, fmt: str = "jsonl", skipped: list | None = None):
             value = _jsonl_value(path, number, text)
         except DataError as err:
             if skipped is None:
-                raise
+                raise skippable(err) from None
             skipped.append(str(err))
             continue
         yield f"line {number}", value
@@ -365,7 +365,7 @@ def _csv(path: Path, delimiter: str, skipped: list | None = None):
                                     f"the header has {len(header)} column{'s' if len(header) != 1 else ''} "
                                     f"({few(header)}); {fix}")
                 if skipped is None:
-                    raise problem
+                    raise skippable(problem)
                 skipped.append(str(problem))
                 continue
             # cells stay text: "=SUM(A1)" is a string here, nothing is ever evaluated

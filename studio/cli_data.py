@@ -26,10 +26,14 @@ def summary_line(row: dict) -> str:
         from pipelines.importer import untaught_text
 
         parts.append(untaught_text(meta))
-    if meta.get("context_replies"):
+    if meta.get("multi_turn_rows"):
         from pipelines.importer import learned_replies_text
 
-        parts.append(learned_replies_text(meta))
+        parts.append(f"{meta['multi_turn_rows']} multi-turn conversations ({learned_replies_text(meta)})")
+    if meta.get("ended_replies"):
+        from pipelines.importer import ended_replies_text
+
+        parts.append(ended_replies_text(meta))
     if meta.get("ignored_columns"):
         from pipelines.importer import ignored_text
 
@@ -44,9 +48,10 @@ def summary_line(row: dict) -> str:
 
 
 def cmd_import(args) -> int:
+    from pipelines.errors import DataError
     from pipelines.formats import parse_mapping
     from pipelines.importer import ImportOptions
-    from studio.cli import _studio
+    from studio.cli import CliError, _studio
 
     options = ImportOptions(kind=args.kind, mapping=parse_mapping(args.map), text_unit=args.text_unit,
                             dedupe=args.dedupe, heldout=args.heldout, seed=args.seed, skip_bad=args.skip_bad_rows)
@@ -58,6 +63,10 @@ def cmd_import(args) -> int:
     try:
         row = _studio(args).import_dataset(args.file, name=args.name, options=options,
                                            progress=rows_read if tty else None)
+    except DataError as err:  # (one row's problem: the option that leaves such rows out)
+        if getattr(err, "skippable", False) and not args.skip_bad_rows:
+            raise CliError(f"{err} (or --skip-bad-rows to leave such rows out)") from None
+        raise
     finally:
         if tty:
             print("\r\033[K", end="", file=sys.stderr, flush=True)  # the progress line goes away

@@ -242,8 +242,10 @@ class Studio:
             # (the import checks the columns first, and blamed them instead of the broken row)
             importer.inspect(path, options, max_bytes)
             meta = importer.import_file(path, dest, options, max_bytes, source_sha256=sha, progress=progress)
-        except data.DataError as err:
-            raise data.DataError(str(err).replace(path.name, shown, 1)) from None
+        except data.DataError as err:  # (named as the user knows the file; still one row's, where it was)
+            said = data.DataError(str(err).replace(path.name, shown, 1))
+            said.skippable = getattr(err, "skippable", False)
+            raise said from None
         meta["source_name"] = shown
         meta["skipped"] = [said.replace(path.name, shown, 1) for said in meta.get("skipped", [])]
         try:

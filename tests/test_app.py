@@ -266,7 +266,8 @@ def test_import_names_the_broken_row_the_upload_named_not_the_columns(studio, tm
     said = [update[0] for update in on_import.fn(*values)][1:]
     assert (studio.list_datasets(), sorted(os.listdir(studio.datasets_dir))) == before
     assert said == ["**Not imported:** support_missingcol.csv, row 6: has 1 cell but the header has 2 columns "
-                    "(question, answer); give the row a cell for each column"]
+                    "(question, answer); give the row a cell for each column (or tick *Skip rows that cannot be "
+                    "read*, under *Name, duplicates, held-out split*, to leave such rows out)"]
 
 
 def test_an_import_that_fails_says_it_made_no_dataset_first(studio, tmp_path):

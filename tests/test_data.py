@@ -493,7 +493,7 @@ def test_the_first_look_names_a_file_of_lists_and_shows_dates(studio, tmp_path):
     mixed.write_text(json.dumps({"prompt": "Q", "completion": "A"}) + "\n" + json.dumps(["x", "y"]) + "\n")
     said, table, *_ = check_source(studio, str(mixed), None, "auto", "line", *[NOT_MAPPED] * 8)
     assert ("Import would stop here: **mixed.jsonl, line 2: expected an object with named fields, got a list** (or "
-            "tick *Skip rows that cannot be read*, below, to leave such rows out)") in said
+            "tick *Skip rows that cannot be read*, under *Name, duplicates, held-out split*, to leave such rows out)") in said
     assert table["data"] == [["Q", "A"], ['["x", "y"]', ""]]
     lists = tmp_path / "lists.jsonl"
     lists.write_text(json.dumps(["x", "y"]) + "\n")

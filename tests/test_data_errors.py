@@ -224,7 +224,7 @@ def test_cli_prints_the_same_sentence_and_exits_2(tmp_path, capsys):
     path = jsonl(tmp_path / "kto.jsonl", {**GOOD, "label": "maybe"})
     assert main(["data", "import", str(path), "--home", str(tmp_path / "home")]) == 2
     assert capsys.readouterr().err == ('error: kto.jsonl, line 1, column \'label\': expected true or false, '
-                                       'got "maybe"\n')
+                                       'got "maybe"\n')  # (its first row: no option to leave such rows out)
     assert not any((tmp_path / "home" / "datasets").iterdir())
 
 
@@ -740,7 +740,7 @@ def test_openai_weights_keep_a_reply_as_context(studio, tmp_path, tiny_model_dir
     reply is listed as untrained, turns after the last learned reply are left out, and a conversation with
     nothing left to learn is dropped with a note."""
     row = studio.import_dataset(jsonl(tmp_path / "chats.jsonl", weighted_chat(0, 1), weighted_chat(1, 0),
-                                      weighted_chat(), weighted_chat(0, 0), weighted_chat("1", 1.0)),
+                                      weighted_chat(), weighted_chat(0, 0), weighted_chat("1.0", 1.0)),
                                 options=ImportOptions(heldout=0))
     rows = load_rows(row["path"])
     assert [r.get("untrained") for r in rows] == [[1], None, None, None]
@@ -750,13 +750,18 @@ def test_openai_weights_keep_a_reply_as_context(studio, tmp_path, tiny_model_dir
     assert imported_rows(studio, jsonl(tmp_path / "said.jsonl", weighted_chat(), said)) == [
         weighted_chat(), {"messages": weighted_chat()["messages"][:2]}]  # (and no column of replies kept as context)
     assert [len(r["messages"]) for r in rows] == [4, 2, 4, 4]  # the second: its learned reply and what it answers
-    assert (row["meta"]["untaught_pairs"], row["meta"]["context_replies"]) == (1, 1)
+    assert (row["meta"]["untaught_pairs"], row["meta"]["context_replies"], row["meta"]["ended_replies"]) == (1, 1, 1)
     assert importer.untaught_text(row["meta"]) == ("1 conversation dropped that could teach nothing (every reply has "
                                                    "weight 0: line 4)")
     from components.data_tab import summary_text, view_dataset
 
-    assert "3 multi-turn conversations (every reply is learned but the one marked weight 0, kept as context)" \
-        in summary_text(row)
+    said = ("3 multi-turn conversations (every reply is learned but the one marked weight 0, kept as context)",
+            "1 reply marked weight 0 at the end of a conversation left out, with the turns after the last learned "
+            "reply (context for nothing)")
+    assert all(part in summary_text(row) for part in said)
+    from studio.cli_data import summary_line
+
+    assert all(part in summary_line(row) for part in said)
     # the preview says which reply is context, in the conversation (the column of numbers broke it)
     from pipelines import dataset_stats
 
@@ -784,8 +789,10 @@ def test_a_weight_first_seen_after_the_first_batch_is_kept(studio, tmp_path, mon
      "context, not learned) or 1 (learned)"),
     (3, "no", "chats.jsonl, line 2, column 'messages': message 4 (assistant) has weight 'no'; expected 0 (kept "
      "as context, not learned) or 1 (learned)"),
-    (2, "heavy", "chats.jsonl, line 2, column 'messages': message 3 (user) has weight 'heavy'; expected 0 (kept "
-     "as context, not learned) or 1 (learned)"),
+    (2, "heavy", "chats.jsonl, line 2, column 'messages': message 3 (user) has weight 'heavy'; expected 0 or 1 (a "
+     "user's turn is context either way)"),
+    (1, True, "chats.jsonl, line 2, column 'messages': message 2 (assistant) has weight true; expected 0 (kept as "
+     "context, not learned) or 1 (learned)"),
 ])
 def test_a_weight_that_is_not_0_or_1_on_a_reply_is_refused_by_message(studio, tmp_path, turn, weight, said):
     bad = weighted_chat()
@@ -800,3 +807,30 @@ def test_conversations_that_learn_nothing_are_refused(studio, tmp_path):
     assert refused(studio, jsonl(tmp_path / "one.jsonl", weighted_chat(0, 0))) == (
         "one.jsonl: no conversation can teach anything: in its one row every reply has weight 0 (kept as context, "
         "not learned); mark the replies to learn with weight 1, or leave the weight out")
+
+
+def test_a_refused_row_names_the_option_that_leaves_such_rows_out(studio, tmp_path, capsys):
+    """A bad row after the first few stopped Import without a word on *Skip rows that cannot be read* (the
+    preview says it only of the rows it shows, and the box is in a closed section); a problem of the whole file
+    names no option."""
+    from components.data_tab import import_source
+    from studio.cli import main
+
+    bad = weighted_chat()
+    bad["messages"][3]["weight"] = 2
+    path = jsonl(tmp_path / "chats.jsonl", *[weighted_chat()] * 6, bad)
+    said = ("chats.jsonl, line 7, column 'messages': message 4 (assistant) has weight 2; expected 0 (kept as context, "
+            "not learned) or 1 (learned)")
+    assert import_source(studio, str(path), None, "", "auto", "line", False, 0, 42)[0] == (
+        f"**Not imported:** {said} (or tick *Skip rows that cannot be read*, under *Name, duplicates, held-out "
+        "split*, to leave such rows out)")
+    assert main(["data", "import", str(path), "--home", str(tmp_path / "home")]) == 2
+    assert capsys.readouterr().err == f"error: {said} (or --skip-bad-rows to leave such rows out)\n"
+    assert studio.list_datasets() == [] and not any((tmp_path / "home" / "datasets").iterdir())
+    assert import_source(studio, str(path), None, "", "auto", "line", False, 0, 42, skip_bad=True)[0].startswith(
+        "Imported **chats**")
+    # the whole file's problem: no option to name
+    empty = tmp_path / "none.jsonl"
+    empty.write_text("")
+    assert import_source(studio, str(empty), None, "", "auto", "line", False, 0, 42)[0] == (
+        "**Not imported:** none.jsonl: the file is empty (0 bytes)")
