@@ -216,8 +216,9 @@ def summary_text(row: dict) -> str:
     return "; ".join(parts)
 
 
-def view_dataset(studio, dataset_id, model, max_length):
-    """(summary, first rows, token-length histogram, rendered example) for one dataset."""
+def view_dataset(studio, dataset_id, model, max_length, example_row: int = 0):
+    """(summary, first rows, token-length histogram, rendered example of row `example_row`, from 0) for one
+    dataset."""
     row = studio.store.get_dataset(dataset_id) if dataset_id else None
     if row is None:
         return (dataset_delete.deleted_elsewhere(studio, dataset_id) or "Pick a dataset to see its rows and "
@@ -239,22 +240,48 @@ def view_dataset(studio, dataset_id, model, max_length):
                 f"max length of {max_length} and will be cut at the end.")
     if (parquet.parent / HELDOUT).exists():
         summary += f" Held-out rows: {dataset_stats.count_rows(parquet.parent / HELDOUT)}."
-    first = dataset_stats.first_row(parquet)
-    example = None
-    if first is not None:
-        shown = dataset_stats.render_example(first, tokenizer, max_length)
-        example = [(shown["context"], CONTEXT), (shown["learned"], LEARNED)]
-        if shown.get("runs"):  # a conversation of several replies: each reply learned, in turn with its context
-            example = [(text, LEARNED if learned else CONTEXT) for text, learned in shown["runs"]]
-        elif "chosen" in first and "rejected" in first:  # a pair: the reply pushed down is half of what is learned
-            swapped = dataset_stats.render_example({**first, "chosen": first["rejected"], "rejected": first["chosen"]},
-                                                   tokenizer, max_length)
-            example[1] = (shown["learned"], PREFERRED)
-            example += [("\n\n   ⟷ the other reply of the pair:\n\n", None), (swapped["learned"], REJECTED)]
-        elif first.get("label") is False:  # KTO: a reply marked bad is made less likely
-            example[1] = (shown["learned"], REJECTED)
+    example = rendered(dataset_stats.row_at(parquet, example_row), tokenizer, max_length)
     figure = length_histogram(stats["lengths"], max_length, stats["estimated"])
     return summary, table, figure, example
+
+
+def rendered(first: dict | None, tokenizer, max_length: int) -> list | None:
+    """A stored row as training sees it, as the example's (text, kind) parts; None for no row."""
+    if first is None:
+        return None
+    shown = dataset_stats.render_example(first, tokenizer, max_length)
+    example = [(shown["context"], CONTEXT), (shown["learned"], LEARNED)]
+    if shown.get("runs"):  # a conversation of several replies: each reply learned, in turn with its context
+        example = [(text, LEARNED if learned else CONTEXT) for text, learned in shown["runs"]]
+    elif "chosen" in first and "rejected" in first:  # a pair: the reply pushed down is half of what is learned
+        swapped = dataset_stats.render_example({**first, "chosen": first["rejected"], "rejected": first["chosen"]},
+                                               tokenizer, max_length)
+        example[1] = (shown["learned"], PREFERRED)
+        example += [("\n\n   ⟷ the other reply of the pair:\n\n", None), (swapped["learned"], REJECTED)]
+    elif first.get("label") is False:  # KTO: a reply marked bad is made less likely
+        example[1] = (shown["learned"], REJECTED)
+    return example
+
+
+def example_label(index: int, rows: int) -> str:
+    return f"Row {index + 1} of {rows}, exactly as training sees it"
+
+
+def view_example(studio, dataset_id, model, max_length, number):
+    """(the example, its label) of the row numbered `number` (from 1; past the end: the last) of a dataset; the
+    example is None where the dataset or the tokenizer is gone (the view says why)."""
+    row = studio.store.get_dataset(dataset_id) if dataset_id else None
+    if row is None:
+        return None, example_label(0, 0)
+    parquet = Path(row["path"])
+    rows = dataset_stats.count_rows(parquet)
+    index = min(max(int(number or 1), 1), max(rows, 1)) - 1
+    try:
+        tokenizer = studio.tokenizer(model or "default")
+        return rendered(dataset_stats.row_at(parquet, index), tokenizer, int(max_length or 512)), \
+            example_label(index, rows)
+    except ModelError:
+        return None, example_label(index, rows)
 
 
 def build(studio, datasets_kept, opened=None):
@@ -318,6 +345,9 @@ def build(studio, datasets_kept, opened=None):
             preview = gr.Dataframe(label="First rows, as stored", interactive=False, wrap=True, max_height=320,
                                    visible=False, elem_id="data-preview")
             histogram = gr.Plot(label="Token lengths", elem_id="data-lengths")
+            example_row = gr.Number(value=1, precision=0, minimum=1, label="Example row",
+                                    info="Which stored row to show as training sees it (first rows: the table "
+                                         "above).", elem_id="data-example-row")
             example = gr.HighlightedText(label="One example exactly as training sees it",
                                          color_map=EXAMPLE_COLORS,
                                          show_legend=True, combine_adjacent=False, elem_id="data-example")
@@ -347,19 +377,32 @@ def build(studio, datasets_kept, opened=None):
     for control in (kind, text_unit, *mapping):
         control.input(check, check_inputs, check_outputs)
 
-    def on_view(dataset_id, model, max_length):
+    def shown(example, label):
+        # the legend names only the colours this example uses (no "rejected" for plain examples)
+        used = {kind for _text, kind in example or [] if kind}
+        return gr.update(value=example, label=label, color_map={k: v for k, v in EXAMPLE_COLORS.items() if k in used})
+
+    def on_view(dataset_id, model, max_length, number=None):
+        """The dataset's view; its example the row `number` shows (another tokenizer or max length), or for
+        another dataset, the one that shows most (`telling_row`)."""
         # said in the summary itself: Gradio shows a progress text only with a fraction done, and a
         # conversion has none (a fraction stuck at 0.0% read as hung)
         if dataset_id and not method_service.model_ready(studio, model or "default"):
-            yield method_service.PREPARING, gr.skip(), gr.skip(), gr.skip()  # the token counts wait for it
-        summary, table, figure, example = view_dataset(studio, dataset_id, model, max_length)
-        # the legend names only the colours this example uses (no "rejected" for plain examples)
-        used = {label for _text, label in example or [] if label}
-        shown_example = gr.update(value=example, color_map={k: v for k, v in EXAMPLE_COLORS.items() if k in used})
-        yield summary, shown_table(table), figure, shown_example
+            yield method_service.PREPARING, gr.skip(), gr.skip(), gr.skip(), gr.skip()  # the token counts wait
+        row = studio.store.get_dataset(dataset_id) if dataset_id else None
+        rows = dataset_stats.count_rows(Path(row["path"])) if row else 0
+        index = (0 if row is None else dataset_stats.telling_row(Path(row["path"]), row["meta"]) if number is None
+                 else min(max(int(number or 1), 1), max(rows, 1)) - 1)
+        summary, table, figure, example = view_dataset(studio, dataset_id, model, max_length, index)
+        yield (summary, shown_table(table), figure, shown(example, example_label(index, rows)),
+               gr.update(value=index + 1, maximum=max(rows, 1)))
 
+    def on_example(dataset_id, model, max_length, number):
+        return shown(*view_example(studio, dataset_id, model, max_length, number))
+
+    example_row.input(on_example, [chosen, model, max_length, example_row], example, show_progress="hidden")
     view = dict(fn=on_view, inputs=[chosen, model, max_length],
-                outputs=[summary, preview, histogram, example])
+                outputs=[summary, preview, histogram, example, example_row])
     def on_import(*values):
         """A big file says how far its import is, about once a second, in the message line (a Gradio
         progress text shows only with a fraction done, which a streamed file does not know). The last
@@ -399,8 +442,8 @@ def build(studio, datasets_kept, opened=None):
         [message, chosen, datasets_kept, name, made_now],
     )
     chosen.change(**view)
-    model.submit(**view)
-    max_length.submit(**view)
+    for control in (model, max_length):  # (the example stays on its row)
+        control.submit(**{**view, "inputs": [*view["inputs"], example_row]})
 
     def on_load(viewed=None):
         """The datasets as they are now, showing again what this browser looked at last (`viewed`, kept

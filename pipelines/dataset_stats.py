@@ -58,6 +58,32 @@ def marked(row: dict) -> dict:
     return row
 
 
+def row_at(parquet: Path, index: int) -> dict | None:
+    """The stored row at `index` (from 0), reading only the row group that holds it; None past the end."""
+    import pyarrow.parquet as pq
+
+    stored = pq.ParquetFile(parquet)
+    start = 0
+    for group in range(stored.num_row_groups):
+        size = stored.metadata.row_group(group).num_rows
+        if 0 <= index < start + size:
+            return stored.read_row_group(group).slice(index - start, 1).to_pylist()[0]
+        start += size
+    return None
+
+
+def telling_row(parquet: Path, meta: dict, among: int = 20) -> int:
+    """The row (from 0) an example of the dataset is best shown with: the first of the first `among` with a reply
+    marked weight 0, where the dataset has any (the first row may have none to show), else the first."""
+    import pyarrow.parquet as pq
+
+    if not meta.get("context_replies") or conversation.UNTRAINED not in pq.read_schema(parquet).names:
+        return 0
+    batch = next(pq.ParquetFile(parquet).iter_batches(batch_size=among, columns=[conversation.UNTRAINED]), None)
+    marked = [i for i, row in enumerate(batch.to_pylist() if batch is not None else []) if row[conversation.UNTRAINED]]
+    return marked[0] if marked else 0
+
+
 def first_row(parquet: Path) -> dict | None:
     import pyarrow.parquet as pq
 

@@ -111,6 +111,8 @@ def cmd_show(args) -> int:
         raise CliError(f"--rows {args.rows}: give 0 or more rows to show")
     if args.max_length < 1:
         raise CliError(f"--max-length {args.max_length}: give 1 or more tokens")
+    if args.example is not None and args.example < 1:
+        raise CliError(f"--example {args.example}: give a row number from 1")
     studio = _studio(args)
     row = studio.store.get_dataset(args.dataset_id)
     if row is None:
@@ -131,12 +133,17 @@ def cmd_show(args) -> int:
     print(f"--- tokens with {args.model}'s tokenizer{sample}: mean {stats['mean']:.0f}, median "
           f"{stats['median']:.0f}, longest {stats['longest']}; {stats['over']} rows over max length "
           f"{args.max_length}")
-    example = dataset_stats.render_example(dataset_stats.first_row(Path(row["path"])), tokenizer, args.max_length)
-    print("--- as training sees row 1 (context | learned):")
-    # a conversation of several replies: each stretch, context or learned, in turn
+    parquet = Path(row["path"])
+    index = dataset_stats.telling_row(parquet, row["meta"]) if args.example is None else args.example - 1
+    shown = dataset_stats.row_at(parquet, index)
+    if shown is None:
+        raise CliError(f"--example {args.example}: the dataset has {dataset_stats.count_rows(parquet)} rows")
+    example = dataset_stats.render_example(shown, tokenizer, args.max_length)
+    print(f"--- as training sees row {index + 1}:")
+    # a conversation of several replies: each stretch, context or learned, in turn, each named
     runs = example.get("runs") or [(example["context"], False), (example["learned"], True)]
-    print(" | ".join(dataset_stats.clip(text, EXAMPLE_CHARS) if learned else _context_end(text)
-                     for text, learned in runs))
+    print("".join(f"[learned] {dataset_stats.clip(text, EXAMPLE_CHARS)}" if learned
+                  else f"[context] {_context_end(text)}" for text, learned in runs if text))
     return 0
 
 
@@ -179,4 +186,6 @@ def add_parsers(sub, common) -> None:
     p.add_argument("--rows", type=int, default=3)
     p.add_argument("--model", default="default", help="whose tokenizer counts tokens")
     p.add_argument("--max-length", type=int, default=512, help="the training max length to check against")
+    p.add_argument("--example", type=int, metavar="ROW", help="the row shown as training sees it (from 1; default: "
+                   "the first, or the first of the first 20 with a reply marked weight 0)")
     p.set_defaults(func=cmd_show)

@@ -124,7 +124,7 @@ def test_upload_good_mapped_and_bad_files(server, page, studio, tiny_model_dir, 
         "Not imported: bad_rows.csv, row 3, column 'prompt': is empty", timeout=30_000)
     expect(page.locator(".toast-body")).to_have_count(0)
     # ... or, asked to, without the rows that cannot be read, said with the first of them
-    page.get_by_text("Name, duplicates, held-out split").click()
+    page.get_by_role("button", name="Name, duplicates, held-out split").click()
     page.locator("#data-skip-bad input").check()
     page.click("#data-import")
     expect(page.locator("#data-message")).to_contain_text(
@@ -167,7 +167,7 @@ def test_a_preference_pair_shows_both_replies(server, page, studio, tiny_model_d
                                          "rejected": f"Rude answer {i}."}) + "\n" for i in range(4)))
     open_with(page, server, tiny_model_dir, pairs)
     expect(page.locator("#data-detected")).to_contain_text("Detected", timeout=30_000)
-    page.get_by_text("Name, duplicates, held-out split").click()
+    page.get_by_role("button", name="Name, duplicates, held-out split").click()
     fill(page, "data-name", "kind pairs")
     page.click("#data-import")
     expect(page.locator("#data-message")).to_contain_text("Imported kind pairs", timeout=30_000)
@@ -313,3 +313,9 @@ def test_a_conversation_shows_every_reply_as_learned(server, page, studio, tiny_
     first, between, last = (page.evaluate(colour, said) for said in ("Teal, sir.", "Thanks.", "Glad to help."))
     # the legend's colours: learned green, context grey
     assert first == last == ["rgb(220, 252, 231)"] and between == ["rgba(128, 128, 128, 0.5)"]
+    # another row, picked by its number
+    expect(example).to_contain_text("Ticket 0:")
+    expect(page.get_by_text("Row 1 of 3, exactly as training sees it")).to_be_visible()
+    page.locator("#data-example-row input").fill("3")
+    expect(example).to_contain_text("Ticket 2:", timeout=30_000)
+    expect(page.get_by_text("Row 3 of 3, exactly as training sees it")).to_be_visible()

@@ -350,7 +350,7 @@ def test_names_show_as_typed(server, browser, studio, tmp_path, tiny_model_dir):
     fill(page, "data-model", tiny_model_dir)  # (token counts without converting the built-in model)
     page.locator("#data-upload input[type=file]").set_input_files(str(preferences))
     expect(page.locator("#data-detected")).to_contain_text("Detected", timeout=30_000)
-    page.get_by_text("Name, duplicates, held-out split").click()
+    page.get_by_role("button", name="Name, duplicates, held-out split").click()
     data_name = "My prompts <b>test</b> & *stars*"
     fill(page, "data-name", data_name)
     page.click("#data-import")

@@ -35,7 +35,8 @@ def test_data_import_then_train_by_id_wait_runs_and_generate(tmp_path, tiny_mode
     assert shown.returncode == 0, shown.stderr
     assert "messages: user: How long does the Quillpad battery last?" in shown.stdout
     assert "0 rows over max length 512" in shown.stdout
-    assert "<|im_start|>assistant\n | The Quillpad battery lasts about 19 days" in shown.stdout
+    assert "--- as training sees row 1:\n[context] " in shown.stdout
+    assert "<|im_start|>assistant\n[learned] The Quillpad battery lasts about 19 days" in shown.stdout
 
     config = write_config(tmp_path / "run.yaml", model=str(tiny_model_dir), dataset=dataset_id,
                           method="lora", params={**tiny_params, "num_train_epochs": 1})  # 14 steps: seen by a 1 s poll

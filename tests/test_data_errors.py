@@ -834,3 +834,36 @@ def test_a_refused_row_names_the_option_that_leaves_such_rows_out(studio, tmp_pa
     empty.write_text("")
     assert import_source(studio, str(empty), None, "", "auto", "line", False, 0, 42)[0] == (
         "**Not imported:** none.jsonl: the file is empty (0 bytes)")
+
+
+def test_any_row_can_be_shown_as_training_sees_it_and_a_weighted_one_first(studio, tmp_path, tiny_model_dir,
+                                                                          capsys):
+    """The Data tab showed row 1 only: a file whose first row has no reply marked weight 0 never showed one kept
+    as context. Now the example opens on the first such row of the first 20, and any row can be picked (page and
+    `data show --example`), each stretch named in the terminal."""
+    from studio.app import build_app
+    from studio.cli import main
+
+    path = jsonl(tmp_path / "chats.jsonl", weighted_chat(), weighted_chat(1, 1), weighted_chat(0, 1),
+                 {"messages": [{"role": "user", "content": "Bye"}, {"role": "assistant", "content": "Bye!"}]})
+    row = studio.import_dataset(path, options=ImportOptions(heldout=0))
+    app = build_app(studio)
+    on_view, on_example = (next(f for f in app.fns.values() if f.name == name) for name in ("on_view", "on_example"))
+    *_, (_summary, _table, _figure, example, number) = on_view.fn(row["id"], str(tiny_model_dir), 512)
+    assert number["value"] == 3 and example["label"] == "Row 3 of 4, exactly as training sees it"
+    assert [kind for _text, kind in example["value"]] == ["context (not learned)", "learned"]
+    assert "Hello! How can I help?" in example["value"][0][0] and example["value"][1][0] == "27 months.<|im_end|>\n"
+    last = on_example.fn(row["id"], str(tiny_model_dir), 512, 99)  # (past the end: the last row)
+    assert last["label"] == "Row 4 of 4, exactly as training sees it"
+    assert [text.strip() for text, kind in last["value"] if kind == "learned"] == ["Bye!<|im_end|>"]
+
+    home = ["--home", str(studio.home), "--model", str(tiny_model_dir), "--rows", "0"]
+    assert main(["data", "show", row["id"], *home]) == 0
+    out = capsys.readouterr().out
+    assert "--- as training sees row 3:\n[context] " in out
+    assert "[context] <|im_start|>system" in out and "[learned] 27 months.<|im_end|>" in out
+    assert "How can I help?<|im_end|>\n<|im_start|>user\nWarranty?" in out.split("[learned]")[0]
+    assert main(["data", "show", row["id"], *home, "--example", "4"]) == 0
+    assert "--- as training sees row 4:" in capsys.readouterr().out
+    assert main(["data", "show", row["id"], *home, "--example", "5"]) == 2
+    assert capsys.readouterr().err == "error: --example 5: the dataset has 4 rows\n"
