@@ -43,6 +43,7 @@ def build(studio, chosen: gr.Dropdown, refresh_choices, opened=None) -> None:
                                  elem_id="judge-min-sure",
                                  info="A pair's original choice is reversed only where the judge gives the other "
                                       "answer at least this much; where it is less sure, the pair stays as it was.")
+        fits = gr.Markdown(elem_id="judge-fits")
         with gr.Row():
             # one job at a time from a page: a second press started a second job, and the first one's pairs
             # never became a dataset (the page followed only the newest)
@@ -77,6 +78,17 @@ def build(studio, chosen: gr.Dropdown, refresh_choices, opened=None) -> None:
         return follow(job_id, f"Judge job `{job_id}` queued…")
 
     start.click(on_start, [chosen, judge, limit, both, rationale, min_sure], following)
+
+    def on_chosen(dataset_id, job_id):
+        """Whether the dataset picked above holds pairs a judge can compare, said before a press (an sft
+        dataset offered the button, which refused only once pressed)."""
+        row = studio.store.get_dataset(dataset_id) if dataset_id else None
+        if row is None or row["kind"] == "preference":
+            return "", gr.update(interactive=job_id is None)  # (a job followed keeps the button off)
+        return (f"*{literal(row['name'])}* holds {row['kind']} data: a judge compares the two answers of "
+                "preference pairs (prompt, chosen, rejected); pick such a dataset above.", gr.update(interactive=False))
+
+    chosen.change(on_chosen, [chosen, job], [fits, start], show_progress="hidden")
 
     def on_cancel(job_id):
         if not job_id:

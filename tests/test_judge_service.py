@@ -263,3 +263,17 @@ def test_a_stopped_job_says_what_it_kept(studio, tiny_model_dir):
         "from where it stopped")
     (studio.run_dir(job_id) / "readings.jsonl").unlink()
     assert judge_service.stopped_text(studio, job_id, "failed") == "no pairs were kept"
+
+
+def test_the_judge_panel_says_before_a_press_that_it_needs_pairs(studio):
+    """An sft dataset picked in the Data tab offered *Judge the pairs*, which refused only once pressed."""
+    from studio.app import build_app
+    from tests.conftest import FAQ
+
+    faq, pairs = studio.import_dataset(FAQ, name="faq"), studio.import_dataset(PAIRS, name="pairs")
+    (on_chosen,) = [f for f in build_app(studio).fns.values() if f.name == "on_chosen"]
+    said, button = on_chosen.fn(faq["id"], None)
+    assert said == ("*faq* holds sft data: a judge compares the two answers of preference pairs (prompt, chosen, "
+                    "rejected); pick such a dataset above.") and button["interactive"] is False
+    assert on_chosen.fn(pairs["id"], None) == ("", {"interactive": True, "__type__": "update"})
+    assert on_chosen.fn(pairs["id"], "j-at-work")[1]["interactive"] is False  # (a job followed keeps it off)
