@@ -586,7 +586,8 @@ def build(studio):
         unfinished = [side for side in "ab" if side not in state.get("ended", "ab")]
         try:
             chat_service.record_vote(
-                studio, voter=(name or "").strip() or getattr(request, "username", None) or "anonymous",
+                # (signed in: the user name, as labels go; a name typed in a shared browser was someone else's)
+                studio, voter=getattr(request, "username", None) or (name or "").strip() or "anonymous",
                 model_a=state["specs"][0], model_b=state["specs"][1],
                 winner=winner, blind=state["blind"], prompt_a=history_a[:-1], prompt_b=history_b[:-1],
                 reply_a=history_a[-1]["content"], reply_b=history_b[-1]["content"],

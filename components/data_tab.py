@@ -161,9 +161,10 @@ def check_source(studio, upload, sample, kind, text_unit, *mapping_values):
         hint = (" Questions alone teach by reinforcement learning (GRPO, with reward functions) or become a labeling "
                 "project (Label tab: the model answers, you pick); to teach answers by example, add a column "
                 "with them.")
-    if info["row_problem"]:  # the first problem Import would meet, among the rows shown
-        return (f"{message}, but Import would stop here: **{info['row_problem']}** (or tick *Skip rows that cannot "
-                f"be read*, under *Name, duplicates, held-out split*, to leave such rows out){hint}", table, updates, box)
+    if info["row_problem"]:  # the first problem Import would meet, among the rows shown (in the first: the file's)
+        skip = "" if info.get("first_row_problem") else (" (or tick *Skip rows that cannot be read*, under *Name, "
+                                                         "duplicates, held-out split*, to leave such rows out)")
+        return f"{message}, but Import would stop here: **{info['row_problem']}**{skip}{hint}", table, updates, box
     return f"{message}. Press Import to check every row.{hint}", table, updates, box
 
 
@@ -263,25 +264,42 @@ def rendered(first: dict | None, tokenizer, max_length: int) -> list | None:
     return example
 
 
-def example_label(index: int, rows: int) -> str:
-    return f"Row {index + 1} of {rows}, exactly as training sees it"
+EXAMPLE_LABEL = "One example exactly as training sees it"
+
+
+def example_label(index: int, rows: int, held_out: bool = False, example=True) -> str:
+    """'Row 3 of 29, exactly as training sees it' ('of 29 training rows' beside a held-out file); no example, no
+    row named."""
+    if not rows or example is None:
+        return EXAMPLE_LABEL
+    return f"Row {index + 1} of {rows}{' training rows' if held_out else ''}, exactly as training sees it"
+
+
+def row_index(number, rows: int) -> int:
+    """A typed row number (from 1) as a row's index, within the dataset (0 or less: the first; past the end: the
+    last)."""
+    try:
+        number = int(number or 1)
+    except (TypeError, ValueError, OverflowError):
+        number = 1
+    return min(max(number, 1), max(rows, 1)) - 1
 
 
 def view_example(studio, dataset_id, model, max_length, number):
-    """(the example, its label) of the row numbered `number` (from 1; past the end: the last) of a dataset; the
-    example is None where the dataset or the tokenizer is gone (the view says why)."""
+    """(the example, its label, the row's number) of the row numbered `number` (from 1; past the end: the last)
+    of a dataset; the example is None where the dataset or the tokenizer is gone (the view says why)."""
     row = studio.store.get_dataset(dataset_id) if dataset_id else None
     if row is None:
-        return None, example_label(0, 0)
+        return None, EXAMPLE_LABEL, 1
     parquet = Path(row["path"])
     rows = dataset_stats.count_rows(parquet)
-    index = min(max(int(number or 1), 1), max(rows, 1)) - 1
+    index = row_index(number, rows)
     try:
         tokenizer = studio.tokenizer(model or "default")
-        return rendered(dataset_stats.row_at(parquet, index), tokenizer, int(max_length or 512)), \
-            example_label(index, rows)
+        example = rendered(dataset_stats.row_at(parquet, index), tokenizer, int(max_length or 512))
     except ModelError:
-        return None, example_label(index, rows)
+        example = None
+    return example, example_label(index, rows, (parquet.parent / HELDOUT).exists(), example), index + 1
 
 
 def build(studio, datasets_kept, opened=None):
@@ -345,7 +363,7 @@ def build(studio, datasets_kept, opened=None):
             preview = gr.Dataframe(label="First rows, as stored", interactive=False, wrap=True, max_height=320,
                                    visible=False, elem_id="data-preview")
             histogram = gr.Plot(label="Token lengths", elem_id="data-lengths")
-            example_row = gr.Number(value=1, precision=0, minimum=1, label="Example row",
+            example_row = gr.Number(value=1, precision=0, label="Example row",
                                     info="Which stored row to show as training sees it (first rows: the table "
                                          "above).", elem_id="data-example-row")
             example = gr.HighlightedText(label="One example exactly as training sees it",
@@ -392,15 +410,23 @@ def build(studio, datasets_kept, opened=None):
         row = studio.store.get_dataset(dataset_id) if dataset_id else None
         rows = dataset_stats.count_rows(Path(row["path"])) if row else 0
         index = (0 if row is None else dataset_stats.telling_row(Path(row["path"]), row["meta"]) if number is None
-                 else min(max(int(number or 1), 1), max(rows, 1)) - 1)
+                 else row_index(number, rows))
         summary, table, figure, example = view_dataset(studio, dataset_id, model, max_length, index)
-        yield (summary, shown_table(table), figure, shown(example, example_label(index, rows)),
-               gr.update(value=index + 1, maximum=max(rows, 1)))
+        held_out = row is not None and (Path(row["path"]).parent / HELDOUT).exists()
+        yield (summary, shown_table(table), figure, shown(example, example_label(index, rows, held_out, example)),
+               index + 1)
 
     def on_example(dataset_id, model, max_length, number):
-        return shown(*view_example(studio, dataset_id, model, max_length, number))
+        if dataset_id and not method_service.model_ready(studio, model or "default"):
+            return gr.skip(), gr.skip()  # (the view says it is being prepared, and draws the example once it is)
+        example, label, shown_number = view_example(studio, dataset_id, model, max_length, number)
+        # a number past the rows is put right in its box; one being typed (or a cleared box) is left alone
+        return shown(example, label), shown_number if number not in (None, "") and number != shown_number \
+            else gr.skip()
 
-    example_row.input(on_example, [chosen, model, max_length, example_row], example, show_progress="hidden")
+    # each keystroke is an input: the last one typed is the row shown ("15" is not row 1)
+    example_row.input(on_example, [chosen, model, max_length, example_row], [example, example_row],
+                      show_progress="hidden", trigger_mode="always_last")
     view = dict(fn=on_view, inputs=[chosen, model, max_length],
                 outputs=[summary, preview, histogram, example, example_row])
     def on_import(*values):

@@ -77,7 +77,7 @@ def build(studio, chosen: gr.Dropdown, refresh_choices, opened=None) -> None:
                         "nothing was queued, press again once the machine has room")
         return follow(job_id, f"Judge job `{job_id}` queued…")
 
-    start.click(on_start, [chosen, judge, limit, both, rationale, min_sure], following)
+    started = start.click(on_start, [chosen, judge, limit, both, rationale, min_sure], following)
 
     def on_chosen(dataset_id, job_id):
         """Whether the dataset picked above holds pairs a judge can compare, said before a press (an sft
@@ -123,7 +123,10 @@ def build(studio, chosen: gr.Dropdown, refresh_choices, opened=None) -> None:
         text = made_text(row, found["summary"], judge_service.both_orders(studio, job_id))
         return *idle(text), gr.update(choices=refresh_choices(), value=row["id"])
 
-    timer.tick(on_tick, job, [*following, chosen], show_progress="hidden")
+    ticked = timer.tick(on_tick, job, [*following, chosen], show_progress="hidden")
+    # a job that ends (cancelled, failed, refused) turns the button on again only for a dataset of pairs
+    for ended in (started, ticked):
+        ended.then(on_chosen, [chosen, job], [fits, start], show_progress="hidden")
 
     def on_open(job_id):
         """The jobs that finished with no page following them become datasets (said here), and a job still at

@@ -61,8 +61,11 @@ def thinned(steps: list, values: list, limit: int = DRAWN_POINTS) -> tuple[list,
     keep = {0, n - 1}
     for b in range(buckets):
         run = range(b * n // buckets, (b + 1) * n // buckets)
-        if run:
-            keep |= {min(run, key=values.__getitem__), max(run, key=values.__getitem__)}
+        drawn = [i for i in run if values[i] == values[i]]  # (NaN, a diverged step, is no lowest or highest:
+        if drawn:                                           # one is kept, so the gap still shows)
+            keep |= {min(drawn, key=values.__getitem__), max(drawn, key=values.__getitem__)}
+        if len(drawn) < len(run):
+            keep.add(next(i for i in run if values[i] != values[i]))
     kept = sorted(keep)
     return [steps[i] for i in kept], [values[i] for i in kept]
 

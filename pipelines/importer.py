@@ -79,7 +79,7 @@ def inspect(path: Path, options: ImportOptions | None = None, max_bytes: int = D
     first, places, layout = [], [], None
     out = {"format": fmt, "layout": None, "problem": None, "row_problem": None}
     skipped = Skipped() if options.skip_bad else None  # (the rows Import will leave out are not looked at either)
-    for place, record in records(path, fmt, options.text_unit, skipped):
+    for place, record in _first_good(records(path, fmt, options.text_unit, skipped), lambda: len(first)):
         if skipped is not None and not first and not isinstance(record, dict):
             skipped.append(f"{where(path, place)}: expected an object with named fields, got {value_name(record)}")
             continue
@@ -103,6 +103,7 @@ def inspect(path: Path, options: ImportOptions | None = None, max_bytes: int = D
                 convert(apply_mapping(record, options.mapping), layout, path, place)
             except DataError as err:
                 out["row_problem"] = str(in_users_words(err, options.mapping))
+                out["first_row_problem"] = len(first) == 1  # (the file's, likely: no option leaves it out)
                 break
         if len(first) >= n:
             break
@@ -351,12 +352,14 @@ def import_file(path: Path, dest: Path, options: ImportOptions | None = None,
                     col = next(k for (k, is_list), (_k, was) in zip(_shape(row), shape) if is_list != was)
                     now, before = (("a conversation", "text") if isinstance(row[col], list)
                                    else ("text", "conversations"))
-                    raise DataError(f"{where(path, place, col)}: is {now} but earlier rows have {before}; "
-                                    "use one form for the whole file")
+                    mixed = DataError(f"{where(path, place, col)}: is {now} but earlier rows have {before}; "
+                                      "use one form for the whole file")
+                    mixed.skippable = False  # (leaving out every row of the other form is no fix to offer)
+                    raise mixed
             except DataError as err:
                 if skipped is None:  # (one row's, once a row was read well: *Skip rows* would leave it out)
-                    raise (skippable(in_users_words(err, options.mapping)) if good
-                           else in_users_words(err, options.mapping)) from None
+                    said = in_users_words(err, options.mapping)
+                    raise (skippable(said) if good and getattr(err, "skippable", None) is not False else said) from None
                 skipped.append(str(in_users_words(err, options.mapping)))
                 continue
             shape = shape or _shape(row)

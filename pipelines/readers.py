@@ -110,7 +110,7 @@ def _lines(path: Path, fmt: str, skipped: list | None = None):
                 problem = (f"{where(path, f'line {number}')}: not valid UTF-8 (byte 0x{raw[err.start]:02X} "
                            f"at position {err.start + 1}); save the file as UTF-8")
                 if skipped is None:
-                    raise skippable(DataError(problem)) from None
+                    raise DataError(problem) from None
                 skipped.append(problem)  # (a chat dump with one line in another encoding: that line left out)
                 continue
             yield number, text
@@ -145,7 +145,7 @@ def _jsonl(path: Path, fmt: str = "jsonl", skipped: list | None = None):
             value = _jsonl_value(path, number, text)
         except DataError as err:
             if skipped is None:
-                raise skippable(err) from None
+                raise
             skipped.append(str(err))
             continue
         yield f"line {number}", value
@@ -451,7 +451,10 @@ def records(path: Path, fmt: str, text_unit: str = "line", skipped: list | None 
     UTF-8, a JSON file that is not JSON) still stop it."""
     path = Path(path)
     if fmt == "jsonl":
-        yield from _jsonl(path, skipped=skipped)
+        try:
+            yield from _jsonl(path, skipped=skipped)
+        except DataError as err:  # (a line's problem: *skip rows that cannot be read* leaves such a line out)
+            raise skippable(err) from None
     elif fmt == "json":
         yield from _json(path)
     elif fmt in ("csv", "tsv"):

@@ -192,8 +192,12 @@ def build_app(studio) -> gr.Blocks:
         for field in (chat_loop["voter"], labeler):
             field.change(None, field, voter_kept, js="(name) => ({name: (name || '').trim()})", queue=False,
                          show_progress="hidden")
-        app.load(lambda kept: (_kept_name(kept) if _kept_name(kept) is not None else gr.skip(),) * 2, voter_kept,
-                 [chat_loop["voter"], labeler], queue=False, show_progress="hidden")
+        def restore_voter(kept, request: gr.Request):
+            if getattr(request, "username", None):  # signed in: votes and labels go under the user name
+                return gr.skip(), gr.skip()
+            return (_kept_name(kept) if _kept_name(kept) is not None else gr.skip(),) * 2
+
+        app.load(restore_voter, voter_kept, [chat_loop["voter"], labeler], queue=False, show_progress="hidden")
 
         chat_loop["blind"].input(None, chat_loop["blind"], blind_kept, js="(on) => ({on: !!on})", queue=False,
                                  show_progress="hidden")

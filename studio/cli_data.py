@@ -137,7 +137,8 @@ def cmd_show(args) -> int:
     index = dataset_stats.telling_row(parquet, row["meta"]) if args.example is None else args.example - 1
     shown = dataset_stats.row_at(parquet, index)
     if shown is None:
-        raise CliError(f"--example {args.example}: the dataset has {dataset_stats.count_rows(parquet)} rows")
+        held_out = " training" if (parquet.parent / "heldout.parquet").exists() else ""
+        raise CliError(f"--example {args.example}: the dataset has {dataset_stats.count_rows(parquet)}{held_out} rows")
     example = dataset_stats.render_example(shown, tokenizer, args.max_length)
     print(f"--- as training sees row {index + 1}:")
     # a conversation of several replies: each stretch, context or learned, in turn, each named

@@ -48,7 +48,7 @@ def read_auth_file(path) -> list[tuple[str, str]]:
     file = Path(path).expanduser()
     try:
         mode = file.stat().st_mode
-        text = file.read_text(encoding="utf-8")
+        text = file.read_text(encoding="utf-8-sig")  # (Notepad's byte-order mark is no part of the first name)
     except FileNotFoundError:
         raise LaunchError(f"--auth-file {path}: no such file") from None
     except IsADirectoryError:
@@ -175,9 +175,10 @@ class LoginGate:
         wait = self.throttle.wait_s(client)
         if wait > 0 or client in self.throttle.trying:
             seconds = max(1, math.ceil(wait))
-            response = JSONResponse(
-                {"detail": f"Too many failed logins from this address; try again in {seconds} s."},
-                status_code=429, headers={"Retry-After": str(seconds)})
+            said = (f"Too many failed logins from this address; try again in {seconds} s." if wait > 0 else
+                    # (several people behind one address, signing in at once: one is checked at a time)
+                    "Another login from this address is being checked; try again in 1 s.")
+            response = JSONResponse({"detail": said}, status_code=429, headers={"Retry-After": str(seconds)})
             return await response(scope, receive, send)
         status = {}
 

@@ -947,3 +947,18 @@ def test_the_compare_overlay_follows_runs_that_are_still_training(studio):
     assert now == [["r-one", 10], ["r-two", 11]]
     steps = [max(trace.x) for trace in redrawn.data if trace.name == "training loss"]
     assert sorted(steps) == [10, 11]
+
+
+def test_a_signed_in_voter_votes_under_their_user_name(studio):
+    """With --auth-file each person signs in: a vote went under the name last typed in that browser (someone
+    else's, on a shared one) before the user name; labels went under the user name already."""
+    from types import SimpleNamespace
+
+    from components.chat_tab import new_battle
+
+    app = build_app(studio)
+    vote = next(f for f in app.fns.values() if f.name == "on_vote")
+    done = {**new_battle(), "specs": ["base:default", "run:r1"], "complete": True}
+    history = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    vote.fn(history, history, done, "Bob typed here", "", 0.7, 0.9, 24, 1.1, 7, SimpleNamespace(username="alice"))
+    assert [v["voter"] for v in studio.store.list_votes()] == ["alice"]

@@ -464,6 +464,12 @@ def test_a_long_runs_chart_draws_at_most_a_thousand_points_a_series_and_keeps_it
     assert (kept_steps[0], kept_steps[-1]) == (1, 20_000) and 9.0 in kept and -1.0 in kept
     assert all(values[s - 1] == v for s, v in zip(kept_steps, kept))  # real points, not averages
     assert thinned(steps[:900], values[:900]) == (steps[:900], values[:900])
+    # a NaN (a diverged step) opening a run of steps: that run's lowest and highest are still drawn, and one NaN
+    nan_first = list(values)
+    nan_first[0] = nan_first[4_000] = float("nan")
+    nan_first[10] = 7.0
+    kept_steps, kept = thinned(steps, nan_first)
+    assert 7.0 in kept and 9.0 in kept and sum(v != v for v in kept) == 2
 
     run = [{"step": s, "loss": v, "learning_rate": 1e-4} for s, v in zip(steps, values)]
     run += [{"step": s, "eval_loss": 1.0} for s in range(500, 20_001, 500)]

@@ -850,11 +850,12 @@ def test_any_row_can_be_shown_as_training_sees_it_and_a_weighted_one_first(studi
     app = build_app(studio)
     on_view, on_example = (next(f for f in app.fns.values() if f.name == name) for name in ("on_view", "on_example"))
     *_, (_summary, _table, _figure, example, number) = on_view.fn(row["id"], str(tiny_model_dir), 512)
-    assert number["value"] == 3 and example["label"] == "Row 3 of 4, exactly as training sees it"
+    assert number == 3 and example["label"] == "Row 3 of 4, exactly as training sees it"
     assert [kind for _text, kind in example["value"]] == ["context (not learned)", "learned"]
     assert "Hello! How can I help?" in example["value"][0][0] and example["value"][1][0] == "27 months.<|im_end|>\n"
-    last = on_example.fn(row["id"], str(tiny_model_dir), 512, 99)  # (past the end: the last row)
-    assert last["label"] == "Row 4 of 4, exactly as training sees it"
+    last, number = on_example.fn(row["id"], str(tiny_model_dir), 512, 99)  # (past the end: the last row, put right)
+    assert last["label"] == "Row 4 of 4, exactly as training sees it" and number == 4
+    assert on_example.fn(row["id"], str(tiny_model_dir), 512, 2)[1] == {"__type__": "update"}  # (in range: as typed)
     assert [text.strip() for text, kind in last["value"] if kind == "learned"] == ["Bye!<|im_end|>"]
 
     home = ["--home", str(studio.home), "--model", str(tiny_model_dir), "--rows", "0"]
@@ -867,3 +868,31 @@ def test_any_row_can_be_shown_as_training_sees_it_and_a_weighted_one_first(studi
     assert "--- as training sees row 4:" in capsys.readouterr().out
     assert main(["data", "show", row["id"], *home, "--example", "5"]) == 2
     assert capsys.readouterr().err == "error: --example 5: the dataset has 4 rows\n"
+
+
+def test_the_skip_hint_is_given_only_where_skipping_leaves_the_row_out(studio, tmp_path):
+    """The hint named *Skip rows that cannot be read* for a CSV row not in UTF-8 (skipping leaves only a JSON
+    Lines line of another encoding out: the same refusal came back with the box ticked), for a first line that
+    is not JSON (the file's problem, read before Import by the first look), and for rows of another form."""
+    from components.data_tab import import_source
+
+    def said(path):
+        return import_source(studio, str(path), None, "", "auto", "line", False, 0, 42)[0]
+
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(b"prompt,completion\nHi,Hello\nCaf\xe9?,Yes\n")
+    assert said(latin) == ("**Not imported:** latin.csv, line 3: not valid UTF-8 (byte 0xE9 at position 4); save "
+                           "the file as UTF-8")
+    broken_first = tmp_path / "first.jsonl"
+    broken_first.write_text('{"prompt": "Hi", \n' + json.dumps(GOOD) + "\n")
+    assert "(or tick" not in said(broken_first) and said(broken_first).startswith("**Not imported:** first.jsonl, "
+                                                                                  "line 1:")
+    broken_later = tmp_path / "later.jsonl"
+    broken_later.write_text(json.dumps(GOOD) + "\n" + '{"prompt": "Hi", \n')
+    assert said(broken_later).endswith("(or tick *Skip rows that cannot be read*, under *Name, duplicates, held-out "
+                                       "split*, to leave such rows out)")
+    turns = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]
+    mixed = jsonl(tmp_path / "mixed.jsonl", {"chosen": "A good answer", "rejected": "A bad one"},
+                  {"chosen": turns, "rejected": [turns[0], {"role": "assistant", "content": "B"}]})
+    assert said(mixed) == ("**Not imported:** mixed.jsonl, line 2, column 'chosen': is a conversation but earlier "
+                           "rows have text; use one form for the whole file")

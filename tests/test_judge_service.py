@@ -271,7 +271,7 @@ def test_the_judge_panel_says_before_a_press_that_it_needs_pairs(studio):
     from tests.conftest import FAQ
 
     faq, pairs = studio.import_dataset(FAQ, name="faq"), studio.import_dataset(PAIRS, name="pairs")
-    (on_chosen,) = [f for f in build_app(studio).fns.values() if f.name == "on_chosen"]
+    on_chosen = next(f for f in build_app(studio).fns.values() if f.name == "on_chosen")
     said, button = on_chosen.fn(faq["id"], None)
     assert said == ("*faq* holds sft data: a judge compares the two answers of preference pairs (prompt, chosen, "
                     "rejected); pick such a dataset above.") and button["interactive"] is False

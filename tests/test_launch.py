@@ -359,7 +359,7 @@ def test_an_auth_file_gives_one_account_a_line_and_stands_for_auth(tmp_path, cap
     from studio.cli import main
 
     accounts = tmp_path / "users"
-    accounts.write_text("# labelers\nann:correct horse\r\n bob : a:b \n")
+    accounts.write_bytes("\ufeffann:correct horse\r\n# labelers\n bob : a:b \n".encode())  # (Notepad's BOM)
     accounts.chmod(0o600)
     assert check_exposure("0.0.0.0", None, True, str(accounts)) == [("ann", "correct horse"), ("bob", "a:b")]
     with pytest.raises(LaunchError, match="^give --auth or --auth-file, not both$"):
