@@ -73,14 +73,20 @@ def score(model, tokenizer, items) -> tuple[int, int]:
     return hits[0], hits[1]
 
 
-def main() -> None:
+def quick_recipe(prefix: str) -> tuple[dict, list[dict], Path]:
+    """(the quick run's LoRA parameters, or --epochs/--lr; the 40 held-out questions; a new workspace): what the
+    benches that train the built-in model twice on conversations share."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=float, default=3.0)  # the quick run's recipe (components/train_tab.QUICK_RUN)
     ap.add_argument("--lr", type=float, default=3e-3)
     args = ap.parse_args()
     params = {"num_train_epochs": args.epochs, "learning_rate": args.lr, "eval_fraction": 0.0}
     items = [json.loads(line) for line in HELDOUT.read_text().splitlines()]
-    home = Path(tempfile.mkdtemp(prefix="multi-turn-bench-"))
+    return params, items, Path(tempfile.mkdtemp(prefix=prefix))
+
+
+def main() -> None:
+    params, items, home = quick_recipe("multi-turn-bench-")
     found = {}
     for every_reply in (False, True):
         model, tokenizer, seconds = train(home, every_reply, params)

@@ -19,22 +19,20 @@ the question off ("not sure" / "check the manual").
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.multi_turn_quality import quick_recipe  # noqa: E402  (its recipe and held-out questions)
 from pipelines import generation, importer  # noqa: E402
 from pipelines.events import RunEvents  # noqa: E402
 from pipelines.train_sft import build_trainer  # noqa: E402
 
 FAQ = ROOT / "assets" / "samples" / "quillpad_faq.jsonl"
-HELDOUT = ROOT / "assets" / "samples" / "quillpad_faq_heldout.jsonl"
 BRUSH_OFF = "I'm not sure, sorry. Please check the manual."
 BRUSHED = ("not sure", "check the manual")
 
@@ -76,13 +74,7 @@ def score(model, tokenizer, items) -> tuple[int, int]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--epochs", type=float, default=3.0)  # the quick run's recipe (components/train_tab.QUICK_RUN)
-    ap.add_argument("--lr", type=float, default=3e-3)
-    args = ap.parse_args()
-    params = {"num_train_epochs": args.epochs, "learning_rate": args.lr, "eval_fraction": 0.0}
-    items = [json.loads(line) for line in HELDOUT.read_text().splitlines()]
-    home = Path(tempfile.mkdtemp(prefix="weights-bench-"))
+    params, items, home = quick_recipe("weights-bench-")
     found = {}
     for weighted in (False, True):
         model, tokenizer, seconds, meta = train(home, weighted, params)
