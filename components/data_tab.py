@@ -102,6 +102,11 @@ def without_cli_syntax(text: str) -> str:
     return re.sub(r",? or map yours \(e\.g\. --map [^)]*\)", "", text)
 
 
+# after one row's problem, where the option that leaves such rows out is (its section starts closed)
+SKIP_HINT = (" (or tick *Skip rows that cannot be read*, under *Name, duplicates, held-out split*, to leave such "
+             "rows out)")
+
+
 def check_source(studio, upload, sample, kind, text_unit, *mapping_values):
     """What the file looks like and how it will be read: (message, raw rows, mapping choices, open)."""
     source = source_of(upload, sample)
@@ -162,8 +167,7 @@ def check_source(studio, upload, sample, kind, text_unit, *mapping_values):
                 "project (Label tab: the model answers, you pick); to teach answers by example, add a column "
                 "with them.")
     if info["row_problem"]:  # the first problem Import would meet, among the rows shown (in the first: the file's)
-        skip = "" if info.get("first_row_problem") else (" (or tick *Skip rows that cannot be read*, under *Name, "
-                                                         "duplicates, held-out split*, to leave such rows out)")
+        skip = "" if info.get("first_row_problem") else SKIP_HINT
         return f"{message}, but Import would stop here: **{info['row_problem']}**{skip}{hint}", table, updates, box
     return f"{message}. Press Import to check every row.{hint}", table, updates, box
 
@@ -180,8 +184,7 @@ def import_source(studio, upload, sample, name, kind, text_unit, dedupe, heldout
         row = studio.import_dataset(Path(path), name=name or None, options=options, source_name=shown,
                                     progress=progress)
     except DataError as err:  # (one row's problem: the option that leaves such rows out, and where it is)
-        skip = (" (or tick *Skip rows that cannot be read*, under *Name, duplicates, held-out split*, to leave such "
-                "rows out)") if getattr(err, "skippable", False) and not skip_bad else ""
+        skip = SKIP_HINT if getattr(err, "skippable", False) and not skip_bad else ""
         return f"**Not imported:** {without_cli_syntax(str(err))}{skip}", gr.update()
     return (f"{dataset_note.imported_or_found(row, name)} (`{row['id']}`): {summary_text(row)}.",
             gr.update(choices=dataset_choices(studio), value=row["id"]))

@@ -28,14 +28,13 @@ def multi_reply(dataset: dict) -> list[dict] | None:
     """A stored dataset's (or its own held-out file's) first conversation of several replies, or None: where
     there is one, its rows are tokenized with every reply learned (pipelines/conversation.py), the held-out
     rows alike."""
-    import json
-
     import pyarrow.parquet as pq
 
     from pipelines.conversation import replies
+    from pipelines.importer import read_meta
 
     try:  # the import counted them: a dataset with none is not read row by row at each run's start
-        if json.loads((Path(dataset["path"]).parent / "meta.json").read_text()).get("multi_turn_rows") == 0:
+        if read_meta(Path(dataset["path"]).parent).get("multi_turn_rows") == 0:
             return None
     except (OSError, ValueError, KeyError, TypeError):  # (no count kept: a dataset made otherwise)
         pass

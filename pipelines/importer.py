@@ -335,7 +335,7 @@ def import_file(path: Path, dest: Path, options: ImportOptions | None = None,
         context_replies = ended_replies = 0  # replies marked weight 0: kept as context, or ending a conversation
         untaught = []  # where the preference pairs (or conversations, every reply weight 0) are that teach nothing
         read, said, good = 0, time.time(), 0
-        for place, record in _first_good(chain([head], stream), lambda: good):
+        for place, record in chain([head], stream):  # (a reader's problem after the head: a row was read well)
             read += 1
             if progress is not None and read % 1000 == 0 and time.time() - said >= PROGRESS_EVERY_S:
                 said = time.time()

@@ -137,7 +137,9 @@ def cmd_show(args) -> int:
     index = dataset_stats.telling_row(parquet, row["meta"]) if args.example is None else args.example - 1
     shown = dataset_stats.row_at(parquet, index)
     if shown is None:
-        held_out = " training" if (parquet.parent / "heldout.parquet").exists() else ""
+        from pipelines.importer import HELDOUT
+
+        held_out = " training" if (parquet.parent / HELDOUT).exists() else ""
         raise CliError(f"--example {args.example}: the dataset has {dataset_stats.count_rows(parquet)}{held_out} rows")
     example = dataset_stats.render_example(shown, tokenizer, args.max_length)
     print(f"--- as training sees row {index + 1}:")
