@@ -520,14 +520,17 @@ def build(studio):
             return
         if not fresh:
             state = {**state, "voted": False}
-        for i, out in enumerate(respond(last, history_a[:cut_a], history_b[:cut_b], state, spec_a, spec_b, is_blind,
-                                        *settings, request=request)):
+        for out in respond(last, history_a[:cut_a], history_b[:cut_b], state, spec_a, spec_b, is_blind, *settings,
+                           request=request):
             if isinstance(out[4], str) and out[4].startswith("**Cannot chat:**"):  # the last exchange comes back
                 labels = side_labels(studio, given)
                 out = (gr.update(value=shown(history_a), label=labels[0]),
                        gr.update(value=shown(history_b), label=labels[1]),
                        given, gr.skip(), out[4], out[5])
-            yield (*out[:4], NEW_BLIND_ROUND, *out[5:]) if fresh and i == 0 and out[4] == "" else out
+            if fresh and isinstance(out[4], str) and not out[4].startswith("**Cannot chat:**"):
+                # said for the whole round: a note at its end (Max new tokens) replaced it as the replies ended
+                out = (*out[:4], f"{NEW_BLIND_ROUND} {out[4]}".strip(), *out[5:])
+            yield out
 
     regenerated = regenerate.click(busy(redo), chat_io[1:], [*chat_out, *controls])
 
