@@ -30,6 +30,11 @@ def shown_size(n: float) -> str:
     return f"{n:.1f} {('B', 'KB', 'MB', 'GB', 'TB')[unit]}"
 
 
+def download_link(url: str, name: str, size: int) -> str:
+    """A file to download, named and sized, for a Markdown panel (served by launch.Downloads)."""
+    return f'<a href="{url}" download="{html.escape(name)}">{html.escape(name)}</a> · {shown_size(size)}'
+
+
 def table(studio) -> list[list]:
     rows = []
     for row in xs.list_exports(studio):
@@ -73,8 +78,7 @@ def details(studio, export_id: str | None) -> str:
         summary = row["summary"]
         lines.append("\nDownload:")
         for path in xs.files(studio, export_id):  # served from the workspace as they are (launch.Downloads)
-            lines.append(f'- <a href="{xs.download_url(export_id, path)}" download="{html.escape(path.name)}">'
-                         f"{html.escape(path.name)}</a> · {shown_size(path.stat().st_size)}")
+            lines.append(f"- {download_link(xs.download_url(export_id, path), path.name, path.stat().st_size)}")
         folder = Path(summary["gguf"]).parent if summary.get("gguf") else summary.get("folder")
         dtype = stored_dtype(Path(folder)) if row["kind"] != "gguf" else None
         stored = f" · weights in {dtype}, as its base model stores them" if dtype else ""

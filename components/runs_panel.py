@@ -10,6 +10,7 @@ from pathlib import Path
 import gradio as gr
 
 from components.charts import best_axis, curves_figure
+from components.export_tab import download_link
 from components.text import literal, quoted
 from pipelines.curves import WORSE_THAN_BEST, format_duration, overfitting_warning, progress
 from pipelines import arena, dataset_stats, hardware, rewards
@@ -18,7 +19,7 @@ from pipelines.events import (ACTIVE_STATUSES, EVALUATING, HELDOUT_ROWS, JOB, RE
 from pipelines.data import DataError
 from pipelines.methods import METHODS, ConfigError, describe
 from pipelines.models import ModelError
-from studio import chat_service
+from studio import adapter_download, chat_service
 from studio.core import RunError, dataset_title
 
 RUN_COLUMNS = ["Run", "Status", "Method", "Progress", "Dataset", "Started"]
@@ -356,10 +357,21 @@ def status_markdown(studio, row: dict, metrics: list[dict]) -> str:
     if blind:
         lines.append(blind)
     result = studio.result_dir(row["id"]) if row["status"] == "completed" else None
-    if result is not None:
-        what = "Adapter" if result.name == "adapter" else "Model"
-        lines.append(f"{what} saved in `{result}`")
+    if result is not None and result.name == "adapter":
+        lines.append(adapter_lines(studio, row, result))
+    elif result is not None:
+        lines.append(f"Model saved in `{result}` (the Export tab writes it as one folder or one GGUF file to download)")
     return "\n\n".join(lines)
+
+
+def adapter_lines(studio, row: dict, folder: Path) -> str:
+    """Where the adapter is, its download (one .zip: on another machine, the folder's path was no use) and the
+    code that loads it outside the studio."""
+    name = adapter_download.archive_name(studio, row)
+    link = download_link(adapter_download.url(studio, row), name, adapter_download.size(folder))
+    code = adapter_download.load_code(studio, row, folder, name.removesuffix(".zip"))
+    return (f"Adapter saved in `{folder}` · download it: {link}\n\n"
+            f"Unzipped, it loads on its base model with PEFT:\n\n```python\n{code}\n```")
 
 
 SAMPLE_COLUMNS = ["Prompt", "Reply", "Reward", "Each function's part"]

@@ -6,6 +6,7 @@ import ipaddress
 import math
 import os
 import time
+from pathlib import Path
 
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
@@ -13,6 +14,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse
 
 from pipelines.run import quiet_libraries
+from studio import adapter_download
 from studio.app import CSS_PATH, build_app, head
 from studio.frontend_fix import FixFrontend
 
@@ -43,8 +45,6 @@ def read_auth_file(path) -> list[tuple[str, str]]:
     """The accounts of an --auth-file: one USER:PASSWORD a line (blank lines and lines starting with # left
     out), so each labeler signs in under their own name, and no password is on the command line, where
     `ps` shows it to every user of the machine. The file must be readable by its owner only."""
-    from pathlib import Path
-
     file = Path(path).expanduser()
     try:
         mode = file.stat().st_mode
@@ -340,15 +340,30 @@ class Downloads:
         import anyio
         from starlette.responses import FileResponse
 
-        export_id = path[len(DOWNLOAD_ROUTE) + 1:]
+        job_id = path[len(DOWNLOAD_ROUTE) + 1:]
         names = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("file", [])
-        found = None
+        found = archive = None
         if scope.get("method") in ("GET", "HEAD") and len(names) == 1:
-            # off the event loop: reading the export's state may wait on a lock or the database
-            found = await anyio.to_thread.run_sync(download_path, self.studio, export_id, names[0])
+            # off the event loop: reading the job's state may wait on a lock or the database
+            found = await anyio.to_thread.run_sync(download_path, self.studio, job_id, names[0])
+            if found is None:  # a finished run's adapter, as one .zip written as it is sent
+                archive = await anyio.to_thread.run_sync(adapter_download.download, self.studio, job_id, names[0])
+        if archive is not None:
+            return await self.zipped(*archive, head=scope["method"] == "HEAD")(scope, receive, send)
         if found is None:
             return await JSONResponse({"detail": "Not Found"}, status_code=404)(scope, receive, send)
         return await FileResponse(found, filename=found.name)(scope, receive, send)
+
+    @staticmethod
+    def zipped(name: str, folder: Path, head: bool = False):
+        """The archive as it is written (no length known before, so no byte ranges: an adapter is small)."""
+        from starlette.responses import Response, StreamingResponse
+
+        headers = {"Content-Disposition": f'attachment; filename="{name}"'}
+        if head:
+            return Response(media_type="application/zip", headers=headers)
+        return StreamingResponse(adapter_download.stream(folder, name.removesuffix(".zip")),
+                                 media_type="application/zip", headers=headers)
 
 
 class CompressPage:
@@ -414,8 +429,6 @@ UPLOADS_KEPT_S = 86400
 
 def sweep_uploads(folder, age_s: float = UPLOADS_KEPT_S) -> None:
     """Files in the uploads folder older than `age_s`, then the folders left empty, removed."""
-    from pathlib import Path
-
     now = time.time()
     for path in sorted(Path(folder).rglob("*"), key=lambda p: -len(p.parts)):
         try:

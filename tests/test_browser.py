@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import shutil
 import socket
+import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -88,6 +90,14 @@ def test_start_a_run_from_the_page(server, page, studio, tiny_model_dir):
     expect(page.locator("#run-status")).to_contain_text("completed", timeout=180_000)
     assert studio.get_run(run_id)["params"]["num_train_epochs"] == 1
     assert studio.adapter_dir(run_id).exists()
+    # the adapter downloads from the panel as one .zip holding its files (a path on the server was all it said)
+    with page.expect_download() as fetched:
+        page.locator("#run-status a", has_text=".zip").click()
+    assert fetched.value.suggested_filename.endswith(f"-{run_id}.zip")
+    with zipfile.ZipFile(fetched.value.path()) as archive:
+        held = {Path(name).name: archive.read(name) for name in archive.namelist()}
+    assert held["adapter_model.safetensors"] == (studio.adapter_dir(run_id) / "adapter_model.safetensors").read_bytes()
+    expect(page.locator("#run-status")).to_contain_text("PeftModel.from_pretrained(base,")
     # every column of the runs table in sight, the start time included (a long dataset name pushed it out)
     table = page.locator("#runs-table").bounding_box()
     started = page.locator("#runs-table").get_by_text("Started", exact=True).first.bounding_box()

@@ -1,0 +1,132 @@
+"""A finished run's adapter as one .zip file, for the run's panel to link: its folder was named by its path on
+the server's machine only, so a person on another machine (a shared link, a remote server) could not take out
+what they trained without the Export tab merging it into a whole model.
+
+The archive is written as it is sent (launch.Downloads), never kept: nothing to go stale or fill the disk, and
+the adapter folder is read as it is. Weights are stored as they are (safetensors do not compress); the small
+text files are compressed. Everything sits in one folder named like the file, as `unzip` makes it."""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from pipelines.events import ADAPTER
+from pipelines.methods import METHODS
+from studio.export_service import DOWNLOAD_ROUTE, safe_name
+
+CHUNK = 1 << 20
+STORED = (".safetensors", ".bin", ".pt", ".gguf")  # already dense: compressing them costs time for nothing
+ZIP64_FROM = (1 << 31) - (1 << 20)  # a member past 2 GiB needs its zip64 sizes announced before it is written
+RUN_ID = re.compile(r"r\d{8}-\d{6}-[0-9a-f]{4}")
+
+
+def archive_name(studio, run: dict) -> str:
+    """The file's name: what the run learned and on what, then its id ('lora-quillpad-faq-r20261207-…zip')."""
+    dataset = studio.store.get_dataset(run["dataset_id"], deleted=True) if run.get("dataset_id") else None
+    return f"{safe_name(run['method'] + '-' + (dataset['name'] if dataset else 'run'))}-{run['id']}.zip"
+
+
+def adapter_folder(studio, run_id: str) -> Path | None:
+    """A completed run's adapter folder; None for anything else (a whole model, an unfinished run, an unknown id)."""
+    if not RUN_ID.fullmatch(run_id or ""):
+        return None
+    run = studio.get_run(run_id)
+    if run is None or run["status"] != "completed":
+        return None
+    folder = studio.result_dir(run_id)
+    return folder if folder is not None and folder.name == ADAPTER else None
+
+
+def members(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file())
+
+
+def size(folder: Path) -> int:
+    """The bytes the archive holds (its files as they are; the archive itself is a little smaller)."""
+    return sum(p.stat().st_size for p in members(folder))
+
+
+def download(studio, run_id: str, name: str) -> tuple[str, Path] | None:
+    """(archive name, adapter folder) when `name` is the archive of run `run_id`'s adapter; None otherwise."""
+    folder = adapter_folder(studio, run_id)
+    if folder is None:
+        return None
+    expected = archive_name(studio, studio.get_run(run_id))
+    return (expected, folder) if name == expected else None
+
+
+def url(studio, run: dict) -> str:
+    """The archive's link, relative to the page (it works behind a path prefix too)."""
+    from urllib.parse import quote
+
+    return f"{DOWNLOAD_ROUTE.lstrip('/')}/{run['id']}?file={quote(archive_name(studio, run))}"
+
+
+class _Pending:
+    """A write-only stream that hands out what was written since it was last asked (zipfile writes an
+    archive to a stream it cannot seek in, with each member's sizes after its data)."""
+
+    def __init__(self):
+        self.parts: list[bytes] = []
+
+    def write(self, data) -> int:
+        self.parts.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def take(self) -> bytes:
+        out = b"".join(self.parts)
+        self.parts.clear()
+        return out
+
+
+def stream(folder: Path, top: str) -> Iterator[bytes]:
+    """The archive of `folder`'s files under the folder `top`, in pieces of about CHUNK bytes."""
+    pending = _Pending()
+    with zipfile.ZipFile(pending, "w") as archive:
+        for path in members(folder):
+            dense = path.suffix in STORED
+            info = zipfile.ZipInfo.from_file(path, f"{top}/{path.name}")
+            info.compress_type = zipfile.ZIP_STORED if dense else zipfile.ZIP_DEFLATED
+            with path.open("rb") as source, archive.open(info, "w", force_zip64=path.stat().st_size > ZIP64_FROM) as out:
+                while block := source.read(CHUNK):
+                    out.write(block)
+                    if pending.parts:
+                        yield pending.take()
+            yield pending.take()
+    yield pending.take()
+
+
+NATIVE = {"BOTTLENECK", "REFT", "MAM", "UNIPELT"}  # the studio's own tuners (pipelines/methods/native)
+
+
+def load_code(studio, run: dict, folder: Path, folder_name: str) -> str:
+    """Python that loads the unzipped adapter on its base outside the studio (PEFT), for the run's panel."""
+    import json
+
+    from pipelines.models import ModelError
+
+    method = METHODS.get(run["method"])
+    scores = bool(method and method.reward_model)
+    base = studio.reward_model(run["id"])[0] if scores else studio.tuned_model(run["id"])[0]
+    try:
+        base = studio.resolve_model(base)  # the built-in model's folder; a hub id as it is
+    except ModelError:
+        pass  # a base folder removed since: named as the run names it
+    try:
+        kind = json.loads((folder / "adapter_config.json").read_text()).get("peft_type")
+    except (OSError, ValueError):
+        kind = None
+    auto = "AutoModelForSequenceClassification" if scores else "AutoModelForCausalLM"
+    lines = ["from peft import PeftModel", f"from transformers import {auto}"]
+    if kind in NATIVE:  # PEFT knows them once they are registered
+        lines += ["from pipelines.methods.native import register  # Tune Studio's code, on the Python path",
+                  "register()"]
+    lines += [f"base = {auto}.from_pretrained({str(base)!r}{', num_labels=1' if scores else ''})",
+              f"model = PeftModel.from_pretrained(base, {folder_name!r})  # the unzipped folder"]
+    return "\n".join(lines)
