@@ -107,13 +107,14 @@ SKIP_HINT = (" (or tick *Skip rows that cannot be read*, under *Name, duplicates
              "rows out)")
 
 
-def check_source(studio, upload, sample, kind, text_unit, *mapping_values):
-    """What the file looks like and how it will be read: (message, raw rows, mapping choices, open)."""
+def check_source(studio, upload, sample, kind, text_unit, *mapping_values, skip_bad=False):
+    """What the file looks like and how it will be read: (message, raw rows, mapping choices, open). With
+    `skip_bad` (*Skip rows that cannot be read* ticked), rows Import would leave out are said as left out."""
     source = source_of(upload, sample)
     if not source:
         return "", None, [gr.update()] * len(MAP_TARGETS), gr.update()
     path, _name = source
-    options = _options(kind, text_unit, False, 0, 0, mapping_values)
+    options = _options(kind, text_unit, False, 0, 0, mapping_values, skip_bad)
     try:
         info = inspect(Path(path), options, studio.max_upload_bytes)
     except DataError as err:  # nothing to map: the last file's columns go with it (a value that is no
@@ -169,6 +170,15 @@ def check_source(studio, upload, sample, kind, text_unit, *mapping_values):
     if info["row_problem"]:  # the first problem Import would meet, among the rows shown (in the first: the file's)
         skip = "" if info.get("first_row_problem") else SKIP_HINT
         return f"{message}, but Import would stop here: **{info['row_problem']}**{skip}{hint}", table, updates, box
+    skipped = info.get("skipped")
+    if skipped and skipped["none_read"]:  # (Import stops when it reads no row at all)
+        return (f"{message}, but no row shown can be read: **{skipped['first']}** (the first). *Skip rows that "
+                f"cannot be read* leaves such rows out, and Import stops if none is left.{hint}", table, updates, box)
+    if skipped:  # the box is ticked: left out, as Import will, not "would stop here" beside the box's own name
+        left = f"{skipped['count']} row{'s' if skipped['count'] != 1 else ''}"
+        return (f"{message}. Press Import to check every row: it leaves out rows that cannot be read, as "
+                f"*Skip rows that cannot be read* asks ({left} among the first, the first: **{skipped['first']}**)."
+                f"{hint}", table, updates, box)
     return f"{message}. Press Import to check every row.{hint}", table, updates, box
 
 
@@ -374,28 +384,29 @@ def build(studio, datasets_kept, opened=None):
                                          show_legend=True, combine_adjacent=False, elem_id="data-example")
             judge_panel.build(studio, chosen, lambda: dataset_choices(studio), opened)
 
-    check_inputs = [upload, sample, kind, text_unit, *mapping]
+    check_inputs = [upload, sample, kind, text_unit, *mapping, skip_bad]
     check_outputs = [detected, raw, *mapping, mapping_box]
 
     def check(*args):
-        msg, table, updates, box = check_source(studio, *args)
+        *args, skip = args
+        msg, table, updates, box = check_source(studio, *args, skip_bad=skip)
         return msg, shown_table(table), *updates, box
 
     # another file: the old mapping means nothing to it; an upload replaces the sample and back
-    def on_upload(path, kind, text_unit):
-        return (*check(path, None, kind, text_unit, *[NOT_MAPPED] * len(MAP_TARGETS)), None)
+    def on_upload(path, kind, text_unit, skip):
+        return (*check(path, None, kind, text_unit, *[NOT_MAPPED] * len(MAP_TARGETS), skip), None)
 
-    def on_sample(key, kind, text_unit):
-        return (*check(None, key, kind, text_unit, *[NOT_MAPPED] * len(MAP_TARGETS)), None)
+    def on_sample(key, kind, text_unit, skip):
+        return (*check(None, key, kind, text_unit, *[NOT_MAPPED] * len(MAP_TARGETS), skip), None)
 
-    upload.upload(on_upload, [upload, kind, text_unit], [*check_outputs, sample])
-    sample.input(on_sample, [sample, kind, text_unit], [*check_outputs, upload])
+    upload.upload(on_upload, [upload, kind, text_unit, skip_bad], [*check_outputs, sample])
+    sample.input(on_sample, [sample, kind, text_unit, skip_bad], [*check_outputs, upload])
     upload.clear(lambda: ("", shown_table(None), *[unmapped() for _ in MAP_TARGETS]), None,
                  [detected, raw, *mapping])
     # what Import said was about the file before ("Not imported: bad.csv, row 3, ..."): gone with it
     for changed in (upload.upload, upload.clear, sample.input):
         changed(lambda: "", None, message, queue=False, show_progress="hidden")
-    for control in (kind, text_unit, *mapping):
+    for control in (kind, text_unit, *mapping, skip_bad):  # (ticking Skip: what was said to stop Import no longer does)
         control.input(check, check_inputs, check_outputs)
 
     def shown(example, label):

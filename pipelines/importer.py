@@ -71,12 +71,14 @@ def inspect(path: Path, options: ImportOptions | None = None, max_bytes: int = D
     """A quick look before importing: format, columns, first records, and the detected layout
     (or the sentence saying why none fits). Each of the first records is converted as Import will
     convert it, in the file's order, so the first problem named here is the one Import would name
-    first (`row_problem`; reading stops there). Raises DataError for a file unusable as a whole, or
-    for a record that cannot be read before any converted record fails."""
+    first (`row_problem`; reading stops there). With `options.skip_bad`, reading goes on past such rows, as
+    Import's does: `skipped` says how many it met, the first, and whether no row looked at was read well
+    (`none_read`). Raises DataError for a file unusable as a whole, or for a record that cannot be read before
+    any converted record fails."""
     options = options or ImportOptions()
     path = Path(path)
     fmt = check_file(path, max_bytes)
-    first, places, layout = [], [], None
+    first, places, layout, read_well = [], [], None, 0
     out = {"format": fmt, "layout": None, "problem": None, "row_problem": None}
     skipped = Skipped() if options.skip_bad else None  # (the rows Import will leave out are not looked at either)
     for place, record in _first_good(records(path, fmt, options.text_unit, skipped), lambda: len(first)):
@@ -101,14 +103,20 @@ def inspect(path: Path, options: ImportOptions | None = None, max_bytes: int = D
         if layout is not None:
             try:
                 convert(apply_mapping(record, options.mapping), layout, path, place)
+                read_well += 1
             except DataError as err:
-                out["row_problem"] = str(in_users_words(err, options.mapping))
-                out["first_row_problem"] = len(first) == 1  # (the file's, likely: no option leaves it out)
-                break
+                if skipped is None:
+                    out["row_problem"] = str(in_users_words(err, options.mapping))
+                    out["first_row_problem"] = len(first) == 1  # (the file's, likely: no option leaves it out)
+                    break
+                skipped.append(str(in_users_words(err, options.mapping)))  # Import leaves it out too, and reads on
         if len(first) >= n:
             break
     if not first:
         raise DataError(none_read(path, skipped) if skipped else f"{path.name}: no examples found")
+    if skipped:  # what *Skip rows that cannot be read* leaves out among the rows looked at
+        out["skipped"] = {"count": skipped.count, "first": skipped[0].removeprefix(path.name + ", "),
+                          "none_read": layout is not None and read_well == 0}
     out.update(records=first, layout=layout.key if layout else None)
     out["feedback"] = feedback = feedback_mapping(out.get("columns") or [], first, options, layout)
     if feedback:  # the first rows as Import reads them with that mapping: the first it would stop at

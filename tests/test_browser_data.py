@@ -126,12 +126,17 @@ def test_upload_good_mapped_and_bad_files(server, page, studio, tiny_model_dir, 
     # ... or, asked to, without the rows that cannot be read, said with the first of them
     page.get_by_role("button", name="Name, duplicates, held-out split").click()
     page.locator("#data-skip-bad input").check()
+    # the first look follows the box: the row is left out, no longer said to stop Import
+    expect(page.locator("#data-detected")).to_contain_text(
+        "it leaves out rows that cannot be read, as Skip rows that cannot be read asks (2 rows among the first, the "
+        "first: row 3, column 'prompt': is empty", timeout=30_000)
     page.click("#data-import")
     expect(page.locator("#data-message")).to_contain_text(
         "1 row of sft data from bad_rows.csv", timeout=30_000)
     expect(page.locator("#data-message")).to_contain_text(
         "2 rows skipped that could not be read (the first: row 3, column 'prompt': is empty; expected text)")
     page.locator("#data-skip-bad input").uncheck()
+    expect(page.locator("#data-detected")).to_contain_text("Import would stop here: bad_rows.csv, row 3", timeout=30_000)
 
     # a bad file: one sentence naming file, line and column; nothing stored
     page.locator("#data-upload button[aria-label='Clear']").click()

@@ -896,3 +896,33 @@ def test_the_skip_hint_is_given_only_where_skipping_leaves_the_row_out(studio, t
                   {"chosen": turns, "rejected": [turns[0], {"role": "assistant", "content": "B"}]})
     assert said(mixed) == ("**Not imported:** mixed.jsonl, line 2, column 'chosen': is a conversation but earlier "
                            "rows have text; use one form for the whole file")
+
+
+def test_with_skip_ticked_the_first_look_says_bad_rows_are_left_out_not_that_import_stops(studio, tmp_path):
+    """The first look said "Import would stop here … (or tick *Skip rows that cannot be read* …)" with the box
+    ticked already: Import then left the row out. Ticked, it says the rows are left out, how many among the
+    first and the first; a file none of whose first rows can be read is said so (Import stops if none is)."""
+    from components.data_tab import NOT_MAPPED, check_source
+
+    unset = [NOT_MAPPED] * 8
+
+    def first_look(path, skip):
+        return check_source(studio, str(path), None, "auto", "line", *unset, skip_bad=skip)[0]
+
+    bad = weighted_chat()
+    bad["messages"][3]["weight"] = 2
+    path = jsonl(tmp_path / "chats.jsonl", weighted_chat(), bad, weighted_chat())
+    with open(path, "a") as out:
+        out.write('{"messages": [\n')
+    assert "Import would stop here" in first_look(path, False) and "(or tick" in first_look(path, False)
+    assert first_look(path, True) == (
+        "Detected **conversations (messages)** in a JSONL file → stored as **sft** data. Press Import to check every "
+        "row: it leaves out rows that cannot be read, as *Skip rows that cannot be read* asks (2 rows among the "
+        "first, the first: **line 2, column 'messages': message 4 (assistant) has weight 2; expected 0 (kept as "
+        "context, not learned) or 1 (learned)**).")
+    none = jsonl(tmp_path / "none.jsonl", bad, bad)
+    assert first_look(none, True).startswith(
+        "Detected **conversations (messages)** in a JSONL file → stored as **sft** data, but no row shown can be read: "
+        "**line 1, column 'messages': message 4 (assistant) has weight 2")
+    assert first_look(none, True).endswith("leaves such rows out, and Import stops if none is left.")
+    assert studio.list_datasets() == []
