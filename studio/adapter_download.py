@@ -19,7 +19,6 @@ from studio.export_service import DOWNLOAD_ROUTE, safe_name
 
 CHUNK = 1 << 20
 STORED = (".safetensors", ".bin", ".pt", ".gguf")  # already dense: compressing them costs time for nothing
-ZIP64_FROM = (1 << 31) - (1 << 20)  # a member past 2 GiB needs its zip64 sizes announced before it is written
 RUN_ID = re.compile(r"r\d{8}-\d{6}-[0-9a-f]{4}")
 
 
@@ -45,7 +44,7 @@ def members(folder: Path) -> list[Path]:
 
 
 def size(folder: Path) -> int:
-    """The bytes the archive holds (its files as they are; the archive itself is a little smaller)."""
+    """The bytes of the files the archive holds (the archive is about as large: the weights are stored as they are)."""
     return sum(p.stat().st_size for p in members(folder))
 
 
@@ -93,7 +92,8 @@ def stream(folder: Path, top: str) -> Iterator[bytes]:
             dense = path.suffix in STORED
             info = zipfile.ZipInfo.from_file(path, f"{top}/{path.name}")
             info.compress_type = zipfile.ZIP_STORED if dense else zipfile.ZIP_DEFLATED
-            with path.open("rb") as source, archive.open(info, "w", force_zip64=path.stat().st_size > ZIP64_FROM) as out:
+            # (the size is in `info`: zipfile writes zip64 sizes for a member near 2 GiB or past it)
+            with path.open("rb") as source, archive.open(info, "w") as out:
                 while block := source.read(CHUNK):
                     out.write(block)
                     if pending.parts:
@@ -102,31 +102,35 @@ def stream(folder: Path, top: str) -> Iterator[bytes]:
     yield pending.take()
 
 
-NATIVE = {"BOTTLENECK", "REFT", "MAM", "UNIPELT"}  # the studio's own tuners (pipelines/methods/native)
-
-
 def load_code(studio, run: dict, folder: Path, folder_name: str) -> str:
-    """Python that loads the unzipped adapter on its base outside the studio (PEFT), for the run's panel."""
+    """Python that loads the unzipped adapter on its base outside the studio (PEFT), for the run's panel. The
+    base is the one the run trained on, named as this machine has it: the built-in model is a copy made from its
+    4-bit GGUF, so the hub's full-precision SmolLM2 is close to it, not the same."""
     import json
 
-    from pipelines.models import ModelError
+    from pipelines import models
+    from pipelines.methods.native import TUNERS
 
     method = METHODS.get(run["method"])
     scores = bool(method and method.reward_model)
-    base = studio.reward_model(run["id"])[0] if scores else studio.tuned_model(run["id"])[0]
-    try:
-        base = studio.resolve_model(base)  # the built-in model's folder; a hub id as it is
-    except ModelError:
-        pass  # a base folder removed since: named as the run names it
+    base = run["model"]  # (a run started from another's result: that result's base, or its whole model)
+    built_in = models.is_default(base)
+    if built_in:  # where the studio keeps it (never converted here: the panel reads, it makes nothing)
+        base = str(Path(studio.model_cache) / models.DEFAULT_MODEL)
     try:
         kind = json.loads((folder / "adapter_config.json").read_text()).get("peft_type")
     except (OSError, ValueError):
         kind = None
     auto = "AutoModelForSequenceClassification" if scores else "AutoModelForCausalLM"
-    lines = ["from peft import PeftModel", f"from transformers import {auto}"]
-    if kind in NATIVE:  # PEFT knows them once they are registered
+    lines = ["from peft import PeftModel", f"from transformers import {auto}, AutoTokenizer"]
+    if str(kind).lower() in TUNERS:  # PEFT knows them once they are registered
         lines += ["from pipelines.methods.native import register  # Tune Studio's code, on the Python path",
                   "register()"]
-    lines += [f"base = {auto}.from_pretrained({str(base)!r}{', num_labels=1' if scores else ''})",
-              f"model = PeftModel.from_pretrained(base, {folder_name!r})  # the unzipped folder"]
+    where = ("  # on the server; elsewhere, the Export tab's built-in model as a merged folder (the same weights)"
+             if built_in else "  # on the server" if Path(base).is_absolute() else "")
+    lines += [f"tokenizer = AutoTokenizer.from_pretrained({folder_name!r})  # the unzipped folder",
+              f"base = {auto}.from_pretrained({base!r}{', num_labels=1' if scores else ''}){where}"]
+    if scores:  # as the studio scores: padding read as padding (a base without a pad token uses its end token)
+        lines.append("base.config.pad_token_id = tokenizer.pad_token_id")
+    lines.append(f"model = PeftModel.from_pretrained(base, {folder_name!r})")
     return "\n".join(lines)

@@ -360,8 +360,10 @@ class Downloads:
         from starlette.responses import Response, StreamingResponse
 
         headers = {"Content-Disposition": f'attachment; filename="{name}"'}
-        if head:
-            return Response(media_type="application/zip", headers=headers)
+        if head:  # (no length: the archive's is known once written; "0" told a client the file was empty)
+            answer = Response(media_type="application/zip", headers=headers)
+            del answer.headers["content-length"]
+            return answer
         return StreamingResponse(adapter_download.stream(folder, name.removesuffix(".zip")),
                                  media_type="application/zip", headers=headers)
 

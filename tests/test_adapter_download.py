@@ -63,12 +63,16 @@ def fetched(studio, run_id, tmp_path):
     return panel, archive, tmp_path / name.removesuffix(".zip")
 
 
-def outside(panel: str, cwd, studio_code: bool = False) -> torch.Tensor:
-    """The panel's loading code run as it is, in a fresh process in the unzipped archive's folder, then the
-    model's logits on PROMPT. Without the studio's code on the path unless the adapter needs it."""
+ON_PROMPT = f"model.eval()(input_ids=torch.tensor({PROMPT})).logits[0]"
+TEXTS = ["Hi", "A longer reply, so the batch is padded"]
+ON_TEXTS = f"model.eval()(**tokenizer({TEXTS}, return_tensors='pt', padding=True)).logits[:, 0]"
+
+
+def outside(panel: str, cwd, studio_code: bool = False, probe: str = ON_PROMPT) -> torch.Tensor:
+    """The panel's loading code run as it is, in a fresh process in the unzipped archive's folder, then `probe`'s
+    tensor. Without the studio's code on the path unless the adapter needs it."""
     code = re.search(r"```python\n(.*?)\n```", panel, re.S).group(1)
-    probe = (f"\nimport json, torch\nwith torch.no_grad():\n    out = model.eval()(input_ids=torch.tensor({PROMPT}))"
-             ".logits[0]\nprint(json.dumps(out.tolist()))")
+    probe = f"\nimport json, torch\nwith torch.no_grad():\n    out = {probe}\nprint(json.dumps(out.tolist()))"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     if studio_code:
         env["PYTHONPATH"] = str(ROOT)
@@ -116,26 +120,40 @@ def test_the_studios_own_adapter_loads_outside_once_its_tuners_are_registered(wo
 
 
 def test_a_reward_models_adapter_loads_outside_with_its_scores(studio, tiny_model_dir, tmp_path):
+    """On a base whose config names no pad token (Llama 3's, Mistral's): the studio scores with the tokenizer's;
+    the code shown sets it too, or a padded batch could not be scored. With the base folder gone later, the panel
+    still shows (it read the folder through the studio's model check, which refused it on every refresh)."""
+    import shutil
+
     from pipelines import reward_model
 
-    run_id = studio.start_run(model=str(tiny_model_dir), dataset="quillpad_preferences", method="reward_model",
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model_dir, base)
+    config = json.loads((base / "config.json").read_text())
+    (base / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "pad_token_id"}))
+    run_id = studio.start_run(model=str(base), dataset="quillpad_preferences", method="reward_model",
                               params={**QUICK, "per_device_train_batch_size": 4})
     assert studio.wait(run_id, poll_s=0.3)["status"] == "completed"
-    panel, _, folder = fetched(studio, run_id, tmp_path)
+    unzipped = tmp_path / "unzipped"
+    panel, _, folder = fetched(studio, run_id, unzipped)
     assert "AutoModelForSequenceClassification" in panel and "num_labels=1" in panel
-    model, _ = reward_model.load(str(tiny_model_dir), studio.adapter_dir(run_id))
+    model, tokenizer = reward_model.load(str(base), studio.adapter_dir(run_id))
     with torch.no_grad():
-        expected = model(input_ids=torch.tensor(PROMPT)).logits[0]
-    assert (outside(panel, tmp_path) - expected).abs().max().item() < 1e-5
+        expected = model(**tokenizer(TEXTS, return_tensors="pt", padding=True)).logits[:, 0]
+    assert (outside(panel, unzipped, probe=ON_TEXTS) - expected).abs().max().item() < 1e-5
+    shutil.rmtree(base)
+    assert f"from_pretrained({str(base)!r}, num_labels=1)  # on the server" in status_markdown(
+        studio, studio.get_run(run_id), [])
 
 
-def test_only_a_finished_runs_own_archive_is_served(workspace, studio, tiny_model_dir):
+def test_only_a_finished_runs_own_archive_is_served(workspace, studio, tiny_model_dir, broken_model_dir):
     studio_, runs = workspace
     run = studio_.get_run(runs["lora"])
     name = adapter_download.archive_name(studio_, run)
     http = client(studio_)
     head = http.head(f"/studio-download/{run['id']}?file={name}")
     assert head.status_code == 200 and head.content == b"" and "filename" in head.headers["content-disposition"]
+    assert "content-length" not in head.headers  # ("0" said the file was empty)
     for other in (f"?file={name.replace('lora', 'dora')}", "?file=adapter_model.safetensors",
                   "?file=adapter_config.json", f"?file={name}&file={name}", ""):
         assert http.get(f"/studio-download/{run['id']}{other}").status_code == 404, other
@@ -143,6 +161,13 @@ def test_only_a_finished_runs_own_archive_is_served(workspace, studio, tiny_mode
     assert http.get(f"/studio-download/{other_run}?file={name}").status_code == 404
     assert http.post(f"/studio-download/{run['id']}?file={name}").status_code == 404
     assert http.get(f"/elsewhere/{run['id']}?file={name}").status_code == 418  # not the route: left to the app
+    for odd in (f"..%2F{run['id']}", f"{run['id']}%2F..", f"{run['id']}x", f"{run['id']}/adapter"):
+        assert http.get(f"/studio-download/{odd}?file={name}").status_code == 404, odd
+    # a run that did not finish has no archive
+    failed = studio.start_run(model=str(broken_model_dir), dataset="quillpad_faq", method="lora", params=QUICK)
+    assert studio.wait(failed, poll_s=0.3)["status"] == "failed"
+    assert client(studio).get(f"/studio-download/{failed}?file="
+                              f"{adapter_download.archive_name(studio, studio.get_run(failed))}").status_code == 404
     # a whole model (full tuning) is not an adapter: the panel sends to the Export tab, no archive is served
     full = finished_run(studio, tiny_model_dir, "full", {**QUICK, "learning_rate": 1e-4})
     panel = status_markdown(studio, studio.get_run(full), [])

@@ -33,6 +33,9 @@ def _add_peft_type(name: str):
     return member
 
 
+TUNERS = ("bottleneck", "reft", "mam", "unipelt")  # PEFT type names (upper case in an adapter's config)
+
+
 def register() -> None:
     """Make PEFT know the studio's own tuners (idempotent, thread-safe)."""
     global _done
@@ -43,10 +46,11 @@ def register() -> None:
 
         from pipelines.methods.native import bottleneck, mam, reft, unipelt
 
-        for name, config_cls, model_cls in [("bottleneck", bottleneck.BottleneckConfig, bottleneck.BottleneckModel),
-                                             ("reft", reft.ReftConfig, reft.ReftModel),
-                                             ("mam", mam.MamConfig, mam.MamModel),
-                                             ("unipelt", unipelt.UniPeltConfig, unipelt.UniPeltModel)]:
+        classes = {"bottleneck": (bottleneck.BottleneckConfig, bottleneck.BottleneckModel),
+                   "reft": (reft.ReftConfig, reft.ReftModel), "mam": (mam.MamConfig, mam.MamModel),
+                   "unipelt": (unipelt.UniPeltConfig, unipelt.UniPeltModel)}
+        for name in TUNERS:
+            config_cls, model_cls = classes[name]
             _add_peft_type(name.upper())
             register_peft_method(name=name, config_cls=config_cls, model_cls=model_cls)
         _done = True
