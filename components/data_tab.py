@@ -26,7 +26,9 @@ from studio.core import SAMPLES, SAMPLES_DIR, dataset_title, is_sample
 # how the rendered example marks each part
 CONTEXT, LEARNED = "context (not learned)", "learned"
 PREFERRED, REJECTED = "preferred reply (made more likely)", "rejected reply (made less likely)"
-EXAMPLE_COLORS = {CONTEXT: "gray", LEARNED: "green", PREFERRED: "green", REJECTED: "red"}
+# the system line the model's chat template writes where a row has none (SmolLM2's): context too, but not the file's
+TEMPLATE = "added by the model's chat template (context, not in your file)"
+EXAMPLE_COLORS = {CONTEXT: "gray", LEARNED: "green", PREFERRED: "green", REJECTED: "red", TEMPLATE: "blue"}
 MAP_TARGETS = ("prompt", "completion", "chosen", "rejected", "label", "text", "messages", "answer", "tests")
 NOT_MAPPED = "(not mapped)"
 # what each target holds, where its name alone misleads: a newcomer whose 'answer' column was mapped to
@@ -274,7 +276,7 @@ def rendered(first: dict | None, tokenizer, max_length: int) -> list | None:
         example += [("\n\n   ⟷ the other reply of the pair:\n\n", None), (swapped["learned"], REJECTED)]
     elif first.get("label") is False:  # KTO: a reply marked bad is made less likely
         example[1] = (shown["learned"], REJECTED)
-    return example
+    return dataset_stats.with_template_system(example, first, tokenizer, TEMPLATE)
 
 
 EXAMPLE_LABEL = "One example exactly as training sees it"

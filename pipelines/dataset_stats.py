@@ -137,6 +137,50 @@ def check_template(rows: list[dict], tokenizer) -> None:
                          "written with one: pick a chat (instruct) model, or plain-text data for this one")
 
 
+_USER, _SYSTEM = "USER-TEXT-7f3a", "SYSTEM-TEXT-7f3a"  # stand-ins, to find where the template puts each turn
+
+
+def template_system(tokenizer) -> str | None:
+    """The system line the chat template writes into a conversation that has none of its own (SmolLM2's "You
+    are a helpful AI assistant named SmolLM, trained by Hugging Face"), as the rendered text holds it; None where
+    it writes none. Found by rendering a user turn alone and after a system turn of our own: what stands where
+    ours did is the template's."""
+    if getattr(tokenizer, "chat_template", None) is None:
+        return None
+    try:
+        bare = tokenizer.apply_chat_template([{"role": "user", "content": _USER}], tokenize=False)
+        told = tokenizer.apply_chat_template([{"role": "system", "content": _SYSTEM},
+                                              {"role": "user", "content": _USER}], tokenize=False)
+    except Exception:  # a template that takes no system turn (Gemma's raises): none of its own either
+        return None
+    before = bare.partition(_USER)[0]
+    lead, _, rest = told.partition(_SYSTEM)
+    between = rest.partition(_USER)[0]
+    if _SYSTEM not in told or not (before.startswith(lead) and before.endswith(between)):
+        return None
+    added = before[len(lead):len(before) - len(between)]
+    return added if added.strip() else None
+
+
+def with_template_system(runs: list[tuple], row: dict, tokenizer, marked) -> list[tuple]:
+    """`runs` ((text, kind) stretches of a rendered row) with the system line the template wrote into it, where
+    the row has no system turn of its own, as a stretch of its own, of kind `marked`: shown as the context it
+    is, it read as a line of the file."""
+    line = template_system(tokenizer)
+    turns = [m for seq in sequences(row) if isinstance(seq, list) for m in seq]
+    if not line or not turns or any(isinstance(m, dict) and m.get("role") == "system" for m in turns):
+        return runs
+    out, done = [], False
+    for text, kind in runs:
+        at = -1 if done or not text else text.find(line)
+        if at < 0:
+            out.append((text, kind))
+            continue
+        out += [part for part in ((text[:at], kind), (line, marked), (text[at + len(line):], kind)) if part[0]]
+        done = True
+    return out
+
+
 def _render(seq, tokenizer) -> str:
     if isinstance(seq, list):
         return tokenizer.apply_chat_template(seq, tokenize=False)

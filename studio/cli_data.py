@@ -145,7 +145,10 @@ def cmd_show(args) -> int:
     print(f"--- as training sees row {index + 1}:")
     # a conversation of several replies: each stretch, context or learned, in turn, each named
     runs = example.get("runs") or [(example["context"], False), (example["learned"], True)]
+    # the system line the chat template writes where the row has none: its own label, not the file's context
+    runs = dataset_stats.with_template_system(runs, shown, tokenizer, None)
     print("".join(f"[learned] {dataset_stats.clip(text, EXAMPLE_CHARS)}" if learned
+                  else f"[template] {text}" if learned is None
                   else f"[context] {_context_end(text)}" for text, learned in runs if text))
     return 0
 

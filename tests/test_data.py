@@ -730,3 +730,28 @@ def test_dolly_instructions_keep_the_passage_they_are_about(studio, tmp_path):
         {"messages": [{"role": "user", "content": "When did it open?\n\nThe shop opened in 2000."},
                       {"role": "assistant", "content": "In 2000."}]},
         {"messages": [{"role": "user", "content": "Name a fish."}, {"role": "assistant", "content": "Tope."}]}]
+
+
+def test_the_system_line_a_chat_template_writes_is_found_and_only_where_it_writes_one(real_tokenizer_dir):
+    """SmolLM2's template writes its own system line into a conversation without one: the example marks it as
+    the template's (it read as a line of the file). A template that writes none, or takes no system turn
+    (Gemma's raises), has none to mark."""
+    from transformers import AutoTokenizer
+
+    from pipelines.dataset_stats import template_system, with_template_system
+
+    tokenizer = AutoTokenizer.from_pretrained(real_tokenizer_dir)
+    line = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+    assert template_system(tokenizer) == line
+    row = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}
+    text = tokenizer.apply_chat_template(row["messages"], tokenize=False)
+    runs = with_template_system([(text, "context")], row, tokenizer, "template")
+    assert runs == [("<|im_start|>system\n", "context"), (line, "template"), (text.split(line)[1], "context")]
+    own = {"messages": [{"role": "system", "content": line}, *row["messages"]]}  # the file's own, word for word
+    assert with_template_system([(text, "context")], own, tokenizer, "template") == [(text, "context")]
+    assert with_template_system([("plain", "learned")], {"text": "plain"}, tokenizer, "template") == [("plain", "learned")]
+    tokenizer.chat_template = "{% for m in messages %}<{{ m.role }}>{{ m.content }}</>{% endfor %}"
+    assert template_system(tokenizer) is None
+    tokenizer.chat_template = ("{% if messages[0].role == 'system' %}{{ raise_exception('System role not supported') }}"
+                               "{% endif %}{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}")
+    assert template_system(tokenizer) is None

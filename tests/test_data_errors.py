@@ -844,25 +844,34 @@ def test_any_row_can_be_shown_as_training_sees_it_and_a_weighted_one_first(studi
     from studio.app import build_app
     from studio.cli import main
 
+    from components.data_tab import CONTEXT, TEMPLATE
+
     path = jsonl(tmp_path / "chats.jsonl", weighted_chat(), weighted_chat(1, 1), weighted_chat(0, 1),
-                 {"messages": [{"role": "user", "content": "Bye"}, {"role": "assistant", "content": "Bye!"}]})
+                 {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Bye"},
+                               {"role": "assistant", "content": "Bye!"}]})
     row = studio.import_dataset(path, options=ImportOptions(heldout=0))
     app = build_app(studio)
     on_view, on_example = (next(f for f in app.fns.values() if f.name == name) for name in ("on_view", "on_example"))
     *_, (_summary, _table, _figure, example, number) = on_view.fn(row["id"], str(tiny_model_dir), 512)
     assert number == 3 and example["label"] == "Row 3 of 4, exactly as training sees it"
-    assert [kind for _text, kind in example["value"]] == ["context (not learned)", "learned"]
-    assert "Hello! How can I help?" in example["value"][0][0] and example["value"][1][0] == "27 months.<|im_end|>\n"
+    # the system line SmolLM2's template writes into a row without one: its own stretch, not the file's context
+    assert [kind for _text, kind in example["value"]] == [CONTEXT, TEMPLATE, CONTEXT, "learned"]
+    assert [text for text, _kind in example["value"][:2]] == [
+        "<|im_start|>system\n", "You are a helpful AI assistant named SmolLM, trained by Hugging Face"]
+    assert "Hello! How can I help?" in example["value"][2][0] and example["value"][3][0] == "27 months.<|im_end|>\n"
     last, number = on_example.fn(row["id"], str(tiny_model_dir), 512, 99)  # (past the end: the last row, put right)
     assert last["label"] == "Row 4 of 4, exactly as training sees it" and number == 4
     assert on_example.fn(row["id"], str(tiny_model_dir), 512, 2)[1] == {"__type__": "update"}  # (in range: as typed)
     assert [text.strip() for text, kind in last["value"] if kind == "learned"] == ["Bye!<|im_end|>"]
+    assert TEMPLATE not in [kind for _text, kind in last["value"]]  # (its own system line: the file's)
+    assert "Be brief." in last["value"][0][0]
 
     home = ["--home", str(studio.home), "--model", str(tiny_model_dir), "--rows", "0"]
     assert main(["data", "show", row["id"], *home]) == 0
     out = capsys.readouterr().out
     assert "--- as training sees row 3:\n[context] " in out
-    assert "[context] <|im_start|>system" in out and "[learned] 27 months.<|im_end|>" in out
+    assert "[context] <|im_start|>system\n[template] You are a helpful AI assistant named SmolLM, trained by Hugging " \
+           "Face[context] <|im_end|>" in out and "[learned] 27 months.<|im_end|>" in out
     assert "How can I help?<|im_end|>\n<|im_start|>user\nWarranty?" in out.split("[learned]")[0]
     assert main(["data", "show", row["id"], *home, "--example", "4"]) == 0
     assert "--- as training sees row 4:" in capsys.readouterr().out
