@@ -68,23 +68,45 @@ def _finish(studio, export_id: str, wait: bool) -> int:
     return 0
 
 
+def _unused(what: str, given: list[tuple[str, object, bool]]) -> None:
+    """Refuse options typed for what does not read them ((flag, value or None, read) each): `--weights` with
+    SLERP, `--quant` with a merged folder, were ignored without a word and the result was not what was asked."""
+    from pipelines.export import ExportError
+
+    unread = [flag for flag, value, read in given if value is not None and not read]
+    if unread:
+        raise ExportError(f"{what} does not use {' or '.join(unread)}; leave {'it' if len(unread) == 1 else 'them'} "
+                          "out (see --help for what it takes)")
+
+
 @_refusals
 def cmd_export(args) -> int:
     from studio import export_service
 
+    gguf = args.format == "gguf"
+    _unused(f"--format {args.format}", [("--quant", args.quant, gguf), ("--system", args.system, gguf)])
     studio = _studio(args)
-    export_id = export_service.start_export(studio, args.source, fmt=args.format, quant=args.quant,
+    export_id = export_service.start_export(studio, args.source, fmt=args.format, quant=args.quant or "q8_0",
                                             name=args.name, system=args.system)
     return _finish(studio, export_id, args.wait)
 
 
+MERGE_DEFAULTS = {"t": 0.5, "density": 0.5, "seed": 0}  # (None in the parser: an option typed is told from one not)
+
+
 @_refusals
 def cmd_merge(args) -> int:
+    from pipelines.export.model_merge import MERGE_METHODS
     from studio import export_service
 
+    spec = MERGE_METHODS[args.method]
+    _unused(spec.label, [("--base", args.base, spec.needs_base), ("--weights", args.weights, spec.uses_weights),
+                         ("--t", args.t, spec.uses_t), ("--density", args.density, spec.uses_density),
+                         ("--seed", args.seed, spec.key == "dare_ties")])  # (DARE's drops are the random part)
+    set_ = {key: MERGE_DEFAULTS[key] if getattr(args, key) is None else getattr(args, key) for key in MERGE_DEFAULTS}
     studio = _studio(args)
     export_id = export_service.start_merge(studio, args.method, args.models, base=args.base, weights=args.weights,
-                                           t=args.t, density=args.density, name=args.name, seed=args.seed)
+                                           name=args.name, **set_)
     return _finish(studio, export_id, args.wait)
 
 
@@ -109,9 +131,9 @@ def add_parsers(sub, common) -> None:
     p.add_argument("source", help="run:ID, export:ID, 'default' or a model folder")
     p.add_argument("--format", choices=FORMATS, default="merged",
                    help="merged: a Hugging Face model folder; gguf: one file for llama.cpp/Ollama + a Modelfile")
-    p.add_argument("--quant", choices=list(QUANTS), default="q8_0", help="GGUF weight type (with --format gguf)")
+    p.add_argument("--quant", choices=list(QUANTS), help="GGUF weight type (with --format gguf; default q8_0)")
     p.add_argument("--name", help="name of the export (file names, the Ollama model name)")
-    p.add_argument("--system", help="system prompt written into the Ollama Modelfile")
+    p.add_argument("--system", help="system prompt written into the Ollama Modelfile (with --format gguf)")
     p.add_argument("--wait", action="store_true", help="block, show progress, exit non-zero if it fails")
     p.set_defaults(func=cmd_export)
 
@@ -120,9 +142,9 @@ def add_parsers(sub, common) -> None:
     p.add_argument("--method", choices=list(MERGE_METHODS), default="slerp")
     p.add_argument("--base", help="the model the others were tuned from (task_arithmetic, ties, dare_ties)")
     p.add_argument("--weights", type=float, nargs="+", help="one per model (linear, task_arithmetic, ties, dare)")
-    p.add_argument("--t", type=float, default=0.5, help="SLERP: 0 = the first model, 1 = the second")
-    p.add_argument("--density", type=float, default=0.5, help="TIES/DARE: share of each model's changes kept")
-    p.add_argument("--seed", type=int, default=0, help="DARE's random drops")
+    p.add_argument("--t", type=float, help="SLERP: 0 = the first model, 1 = the second (default 0.5)")
+    p.add_argument("--density", type=float, help="TIES/DARE: share of each model's changes kept (default 0.5)")
+    p.add_argument("--seed", type=int, help="DARE's random drops (default 0)")
     p.add_argument("--name", help="name of the merged model")
     p.add_argument("--wait", action="store_true", help="block, show progress, exit non-zero if it fails")
     p.set_defaults(func=cmd_merge)

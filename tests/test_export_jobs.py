@@ -167,6 +167,12 @@ def test_refusals_exit_2_with_one_sentence_and_write_nothing(workspace, tmp_path
         (("merge", f"run:{run_id}", f"run:{run_id}", "--method", "linear"), "is named twice"),
         (("export", f"run:{run_id}", "--format", "gguf", "--system", 'Say "hi"'), "ends with a double quote"),
         (("merge", f"run:{run_id}", str(pickled), "--method", "linear"), "has only pickle weights (pytorch_model.bin)"),
+        # options the method or format does not read: refused, not ignored (the result was not what was asked)
+        (("merge", f"run:{run_id}", "default", "--weights", "1", "2"),
+         "error: SLERP (two models) does not use --weights; leave it out (see --help for what it takes)"),
+        (("merge", f"run:{run_id}", "default", "--method", "ties", "--base", "default", "--t", "0.3", "--seed", "1"),
+         "error: TIES does not use --t or --seed; leave them out"),
+        (("export", f"run:{run_id}", "--quant", "q4_0"), "error: --format merged does not use --quant; leave it out"),
     ]
     for args, says in cases:
         done = studio_cmd(studio.home, *args)
