@@ -248,6 +248,9 @@ class Studio:
             raise said from None
         meta["source_name"] = shown
         meta["skipped"] = [said.replace(path.name, shown, 1) for said in meta.get("skipped", [])]
+        if made_here:  # the studio's own bookkeeping (a judge's numbers per pair, kept in its job's file) is not
+            # a column of the user's that the import dropped: "ignored columns: judge_p, human_agrees, …" was said
+            meta.update(ignored_columns=[], ignored_count=0)
         try:
             self.store.add_dataset(
                 id=dataset_id, name=self._free_name(name or Path(shown).stem), kind=meta["kind"], rows=meta["rows"],

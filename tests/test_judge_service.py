@@ -31,6 +31,11 @@ def test_judge_cli_makes_a_dataset_with_the_agreement(tmp_path, tiny_model_dir):
     studio = Studio(home)
     row = studio.store.get_dataset(dataset_id)
     assert row["kind"] == "preference" and row["rows"] == 6
+    # the judge's own numbers per pair are not columns of the user's the import dropped ("ignored columns:
+    # judge_p, human_agrees, judge_sure, judge" was said of the studio's own dataset)
+    from studio.cli_data import summary_line
+
+    assert "ignored" not in summary_line(row) and row["meta"]["ignored_columns"] == []
     origin = row["meta"]["origin"]
     assert origin["kind"] == "judge" and origin["judge"] == str(tiny_model_dir) and origin["pairs"] == 6
     assert 0 <= origin["agreement_both_orders"] <= 1 and len(origin["interval_both_orders"]) == 2
