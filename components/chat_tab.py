@@ -391,8 +391,11 @@ def build(studio):
             # round went on with its sides, soon named by that answer, and the next vote was stored as blind
             state["voted"] = True
         history_a, history_b = plain(history_a), plain(history_b)
-        new_round = (state["specs"] is None or state["blind"] != bool(is_blind)
-                     or set(state["specs"]) != {spec_a, spec_b} or (is_blind and state["voted"]))
+        # (named, the sides are the pickers': the two swapped mid-conversation kept each side's old model under
+        # the other's name; blind, they are shuffled, so the pair is what counts)
+        same_pair = (set(state["specs"]) == {spec_a, spec_b} if is_blind else list(state["specs"]) == [spec_a, spec_b]
+                     ) if state["specs"] is not None else False
+        new_round = not same_pair or state["blind"] != bool(is_blind) or (is_blind and state["voted"])
         if new_round:
             specs = shuffled([spec_a, spec_b]) if is_blind else [spec_a, spec_b]
             history_a, history_b = [], []

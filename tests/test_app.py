@@ -962,3 +962,29 @@ def test_a_signed_in_voter_votes_under_their_user_name(studio):
     history = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
     vote.fn(history, history, done, "Bob typed here", "", 0.7, 0.9, 24, 1.1, 7, SimpleNamespace(username="alice"))
     assert [v["voter"] for v in studio.store.list_votes()] == ["alice"]
+
+
+def test_named_sides_follow_the_pickers_when_they_are_swapped(studio, tiny_model_dir, peaky_model_dir):
+    """Named (not blind), the two pickers swapped mid-conversation kept each side's old model: side A went on
+    answering with the model now picked for B, under A's picker. The swap starts a new conversation, each side
+    with its picker's model; the same pickers again go on with it."""
+    from components.chat_tab import new_battle, plain, side_labels
+
+    app = build_app(studio)
+    (respond,) = [f for f in app.fns.values() if f.name == "respond" and f.inputs[0].elem_id == "chat-prompt"][:1]
+    tiny, peaky = f"base:{tiny_model_dir}", f"base:{peaky_model_dir}"
+    settings = ("", 0.7, 0.9, 4, 1.1, 7)
+
+    def asked(*args):
+        *_, (chat_a, chat_b, state, *_rest) = respond.fn(*args, *settings)
+        chat_a, chat_b = (c["value"] if isinstance(c, dict) else c for c in (chat_a, chat_b))
+        return chat_a, chat_b, state, [m["content"] for m in plain(chat_a) if m["role"] == "user"]
+
+    chat_a, chat_b, state, prompts = asked("Hi", [], [], new_battle(), tiny, peaky, False)
+    assert state["specs"] == [tiny, peaky] and prompts == ["Hi"]
+    chat_a, chat_b, state, prompts = asked("And now?", chat_a, chat_b, state, peaky, tiny, False)
+    assert state["specs"] == [peaky, tiny] and prompts == ["And now?"]  # a new conversation, on the pickers' sides
+    labels = side_labels(studio, state)
+    assert str(peaky_model_dir) in labels[0] and str(tiny_model_dir) in labels[1]
+    *_, prompts = asked("Once more?", chat_a, chat_b, state, peaky, tiny, False)
+    assert prompts == ["And now?", "Once more?"]
