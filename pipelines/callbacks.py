@@ -66,7 +66,10 @@ class MetricsCallback(TrainerCallback):
             # SFT counts input tokens; the preference trainers log their own running count instead
             tokens = state.num_input_tokens_seen or int(logs.get("num_tokens", 0))
             t0, tok0 = self._last or (now, tokens)
-            if tokens:  # ORPO and CPO count none: no curve rather than a flat zero
+            # a step on a batch counted already (GRPO's later passes over one batch of replies) read 0 tokens/s:
+            # its time goes into the next batch's figure instead
+            reused = bool(tokens) and tokens == tok0 and state.global_step > 1
+            if tokens and not reused:  # ORPO and CPO count none: no curve rather than a flat zero
                 record["tokens_per_s"] = round((tokens - tok0) / max(now - t0, 1e-9), 1)
             # how many cores other processes kept busy meanwhile, over half a second at least (a few clock
             # ticks read as noise): a speed measured beside them does not set the estimate of the next
@@ -78,7 +81,8 @@ class MetricsCallback(TrainerCallback):
                 if others is not None:
                     record["others_cores"] = round(others, 2)
                 self._cpu, self._cpu_since = cpu, now
-            self._last = (now, tokens)
+            if not reused:
+                self._last = (now, tokens)
         for key, value in logs.items():
             if logged(key) and isinstance(value, (int, float)):
                 record[key] = float(value)

@@ -549,11 +549,16 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
             per_token = 2 * total + 2 * total + params.ppo_epochs * (4 * total + 2 * trainable + 4 * adapters)
         if method.reward_model:  # a one-number score head, no vocabulary-wide output layer: its
             per_token -= 4 * head  # forward and input gradients are not computed
+        passes = getattr(params, "num_iterations", 1)  # GRPO's and RLOO's passes over each batch of replies
+        if passes > 1:  # the training passes repeat; the reference's forward runs once a batch, and one more
+            # keeps the probabilities of the model that wrote the replies, for the clip (TRL's old_per_token_logps)
+            once = 2 * total if method.reference else 0
+            per_token = (per_token - once) * passes + once + 2 * total
         flops = hardware.matmul_flops(device, bf16)
         efficiency = step_efficiency(device, bf16) * (PADDED[device] if padded else 1.0)
         seconds = per_token * tokens_epoch / (flops * efficiency)
         steps = math.ceil(len(lengths) / (params.per_device_train_batch_size
-                                          * getattr(params, "gradient_accumulation_steps", 1)))  # per epoch
+                                          * getattr(params, "gradient_accumulation_steps", 1))) * passes  # per epoch
         epochs = max(float(params.num_train_epochs), 1e-9)
         if method.zeroth_order:  # MeZO draws its random direction four times a step over every weight
             seconds += steps * 4 * trainable * hardware.perturb_seconds_per_weight(device)

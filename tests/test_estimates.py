@@ -506,3 +506,24 @@ def test_freeze_tuning_leaves_a_norm_before_the_first_block_frozen():
     name, blocks = full.decoder_blocks(model)
     assert (name, len(blocks)) == ("transformer.h", 3)
     assert full.final_norms(model, name) == [model.transformer.ln_f]
+
+
+def test_passes_over_each_batch_of_replies_repeat_the_learning_not_the_writing(tiny_model_dir, monkeypatch):
+    """GRPO's μ (num_iterations): each batch of replies is written once and learned from μ times. The steps
+    are μ times as many; the writing's time stays, the learning's doubles at μ = 2 (the reference's forward
+    runs once a batch, and one more keeps the writing model's probabilities for the clip)."""
+    path, lengths = str(tiny_model_dir), [20] * 16
+    settings = {"per_device_train_batch_size": 8, "num_generations": 4, "max_completion_length": 16}
+    monkeypatch.setattr(estimates.hardware, "matmul_flops", lambda device, bf16: 1e9 if bf16 else 5e8)
+    monkeypatch.setattr(estimates.hardware, "optimizer_seconds_per_weight", lambda device: 0.0)
+    one, two, three = (estimates.estimate(path, method, {**settings, "num_iterations": n}, lengths=lengths)
+                       for method, n in (("grpo", 1), ("grpo", 2), ("grpo", 3)))
+    assert (one.steps_per_epoch, two.steps_per_epoch, three.steps_per_epoch) == (8, 16, 24)
+    flops = 5e8 if not estimates.hardware.use_bf16() else 1e9
+    writing = 2 * one.total_params * 16 * 4 * 16 / (flops * estimates.DECODE_EFFICIENCY["cpu"])
+    learning = one.seconds_per_epoch - writing
+    assert two.seconds_per_epoch == pytest.approx(writing + 2 * learning)
+    assert two.seconds_per_epoch < three.seconds_per_epoch < writing + 3 * learning
+    assert two.peak_bytes == one.peak_bytes  # (the same batch in memory)
+    rloo = estimates.estimate(path, "rloo", {**settings, "num_iterations": 2}, lengths=lengths)
+    assert rloo.steps_per_epoch == 16

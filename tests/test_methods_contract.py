@@ -188,12 +188,19 @@ def test_dropout_is_offered_only_where_training_keeps_it():
         parse(METHODS["dpo"].params, {"lora_dropot": 0.05})
 
 
-def test_grpo_and_rloo_offer_no_clip_that_cannot_act():
-    """'Step clipping' (epsilon) was offered to GRPO and RLOO: TRL learns from each batch of replies once
-    (num_iterations 1), so the policy ratio it clips is 1 and the setting changed nothing."""
+def test_grpo_and_rloo_offer_their_clip_with_the_passes_it_acts_on():
+    """'Step clipping' (epsilon) changed nothing while TRL learned from each batch of replies once (the ratio it
+    clips is 1): it is offered beside the passes over each batch (num_iterations), and set without them it is
+    refused, not ignored."""
     for key in ("grpo", "rloo"):
-        names = {info.name for info in describe(METHODS[key].params)}
-        assert "epsilon" not in names and "num_iterations" not in names, key  # (one pass: nothing to clip)
+        names = [info.name for info in describe(METHODS[key].params)]
+        assert names.index("epsilon") == names.index("num_iterations") + 1, key
+        METHODS[key].validate(parse(METHODS[key].params, {"num_iterations": 2, "epsilon": 0.1}))
+        with pytest.raises(ConfigError) as refused:  # (as a run's start checks it)
+            METHODS[key].validate(parse(METHODS[key].params, {"epsilon": 0.1}))
+        assert str(refused.value) == ("parameter 'epsilon': Step clipping (0.1) acts only with more than one pass over "
+                                      "each batch of replies; raise 'Passes over each batch of replies' "
+                                      "(num_iterations), or leave the clip at its 0.2")
 
 
 def _tiny_family(family: str):

@@ -41,8 +41,10 @@ def share_containing(replies: list[list[int]], token: int) -> float:
     return sum(token in r for r in replies) / len(replies)
 
 
-@pytest.mark.parametrize("method", [k for k, m in METHODS.items() if m.rewards])
-def test_rl_raises_a_toy_reward_and_the_adapter_reloads(method, studio, tmp_path, peaky_model_dir):
+@pytest.mark.parametrize("method, passes", [(k, 1) for k, m in METHODS.items() if m.rewards] + [("grpo", 2)])
+def test_rl_raises_a_toy_reward_and_the_adapter_reloads(method, passes, studio, tmp_path, peaky_model_dir):
+    """Each method raises a toy reward; GRPO with two passes over each batch of replies (the paper's μ) raises it
+    from half the batches written, in as many steps, which its estimate foresaw."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -63,6 +65,8 @@ def test_rl_raises_a_toy_reward_and_the_adapter_reloads(method, studio, tmp_path
         params, steps = {"num_train_epochs": 6, "per_device_train_batch_size": 8}, 6
     else:  # 8 replies per prompt, 16 per step: 4 steps per epoch, 6 steps (the reward is near 1 by step 3)
         params, steps = {"num_train_epochs": 1.5, "per_device_train_batch_size": 16, "num_generations": 8}, 6
+    if passes > 1:  # 3 batches of replies written, each learned from twice: 6 steps again
+        params.update(num_train_epochs=0.75, num_iterations=passes)
     run_id = studio.start_run(
         model=str(peaky_model_dir), dataset=dataset["id"], method=method,
         params={"learning_rate": 1e-2, "max_completion_length": REPLY_TOKENS, "r": 8, "lora_alpha": 16,
@@ -81,7 +85,18 @@ def test_rl_raises_a_toy_reward_and_the_adapter_reloads(method, studio, tmp_path
 
     # the curves: weighted reward, the function's own part, KL and reply length at every step
     metrics = [m for m in ev.read_metrics(run_dir) if "reward" in m]
-    assert len(metrics) == steps
+    assert len(metrics) == steps // passes  # (rewards are logged as each batch of replies is written)
+    if passes > 1:  # the steps the estimate planned (the Method tab's figure), 3 batches written, each learned twice
+        from pipelines import estimates
+
+        chosen = {k: v for k, v in studio.get_run(run_id)["params"].items() if k != "rewards"}
+        planned = estimates.estimate(str(peaky_model_dir), method, chosen, lengths=[10] * len(PROMPTS))
+        assert planned.steps_per_epoch * 0.75 == steps == row["summary"]["steps"]
+        logged = [m for m in ev.read_metrics(run_dir) if "loss" in m]
+        assert [m["step"] for m in logged] == list(range(1, steps + 1))
+        # a step on a batch written before is no 0 tokens/s: its time counts in the next batch's figure
+        assert [("tokens_per_s" in m) for m in logged] == [True, False] * 3
+        assert all(m["tokens_per_s"] > 0 for m in logged if "tokens_per_s" in m)
     assert all({"rewards/regex/mean", "kl", "completions/mean_length", "loss"} <= set(m) for m in metrics)
     summary = json.loads((run_dir / ev.STATUS).read_text())["summary"]
     assert summary["reward_last"] > summary["reward_first"]

@@ -73,8 +73,18 @@ class SamplingFields:
         "smaller changes that keep its old manners; 0 = no leash (faster, but it may drift into odd text "
         "that games the reward). 0.04 is the GRPO paper's value.",
         target="trainer", min=0.0, max=1.0, step=0.01)
-    # (no "Step clipping": each batch of replies is learned from once - TRL's num_iterations 1 - so the policy
-    # ratio the clip bounds is 1 and it never acts; it would only with several passes over each batch)
+    num_iterations: int = param(
+        1, label="Passes over each batch of replies",
+        help="How many training steps learn from each batch of replies the model writes (the GRPO paper's μ). "
+        "Writing the replies is most of an RL step's time, so 2 takes twice the steps for much less than twice "
+        "the time (the estimate counts it). The later passes learn from replies an earlier version of the model "
+        "wrote; Step clipping keeps them from pushing too far. 1 = learn from each batch once.",
+        target="trainer", min=1, max=8, step=1, advanced=True)
+    epsilon: float = param(
+        0.2, label="Step clipping",
+        help="With more than one pass: how far a pass may move each reply's probability from where it was when "
+        "the reply was written before it stops pushing (PPO's clip; 0.2 = 20%). Smaller = more careful passes. "
+        "With one pass it never acts.", target="trainer", min=0.01, max=1.0, step=0.01, advanced=True)
 
 
 @dataclass
@@ -107,7 +117,12 @@ class RLOOParams(LoraPreference, RLOOFields, RLTraining):
 
 
 def check_grpo(params) -> None:
-    """TRL groups each prompt's replies inside one batch: the replies per step must hold whole groups."""
+    """TRL groups each prompt's replies inside one batch: the replies per step must hold whole groups. A clip set
+    for one pass over each batch would change nothing (the ratio it bounds is 1): refused, not ignored."""
+    if params.num_iterations == 1 and params.epsilon != SamplingFields.epsilon:
+        raise ConfigError(f"parameter 'epsilon': Step clipping ({params.epsilon:g}) acts only with more than one pass "
+                          "over each batch of replies; raise 'Passes over each batch of replies' (num_iterations), "
+                          "or leave the clip at its 0.2")
     replies = params.per_device_train_batch_size * params.gradient_accumulation_steps
     if replies % params.num_generations:
         raise ConfigError(f"parameter 'num_generations': {params.num_generations} replies per prompt do not divide "
