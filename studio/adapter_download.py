@@ -9,6 +9,7 @@ text files are compressed. Everything sits in one folder named like the file, as
 from __future__ import annotations
 
 import re
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,13 +49,25 @@ def size(folder: Path) -> int:
     return sum(p.stat().st_size for p in members(folder))
 
 
-def download(studio, run_id: str, name: str) -> tuple[str, Path] | None:
-    """(archive name, adapter folder) when `name` is the archive of run `run_id`'s adapter; None otherwise."""
+def download(studio, run_id: str, name: str) -> tuple[str, Path, str] | None:
+    """(archive name, adapter folder, the README it carries) when `name` is the archive of run `run_id`'s adapter;
+    None otherwise."""
     folder = adapter_folder(studio, run_id)
     if folder is None:
         return None
-    expected = archive_name(studio, studio.get_run(run_id))
-    return (expected, folder) if name == expected else None
+    run = studio.get_run(run_id)
+    expected = archive_name(studio, run)
+    return (expected, folder, readme(studio, run, folder, expected.removesuffix(".zip"))) if name == expected else None
+
+
+def readme(studio, run: dict, folder: Path, top: str) -> str:
+    """What the archive is and the code that loads it, in place of PEFT's model card (its template's "[More
+    Information Needed]" throughout, and the base named by a path on the server)."""
+    method = METHODS.get(run["method"])
+    dataset = studio.store.get_dataset(run["dataset_id"], deleted=True) if run.get("dataset_id") else None
+    return (f"# {top}\n\nA {method.label if method else run['method']} adapter trained with Tune Studio (run "
+            f"{run['id']}){' on the dataset ' + repr(dataset['name']) if dataset else ''}. It loads on its base model "
+            f"with PEFT; run this next to this folder:\n\n```python\n{load_code(studio, run, folder, top)}\n```\n")
 
 
 def url(studio, run: dict) -> str:
@@ -84,11 +97,21 @@ class _Pending:
         return out
 
 
-def stream(folder: Path, top: str) -> Iterator[bytes]:
-    """The archive of `folder`'s files under the folder `top`, in pieces of about CHUNK bytes."""
+README = "README.md"
+
+
+def stream(folder: Path, top: str, readme_text: str | None = None) -> Iterator[bytes]:
+    """The archive of `folder`'s files under the folder `top`, in pieces of about CHUNK bytes; with `readme_text`,
+    that as its README.md instead of the folder's."""
     pending = _Pending()
     with zipfile.ZipFile(pending, "w") as archive:
+        if readme_text is not None:
+            info = zipfile.ZipInfo(f"{top}/{README}", time.localtime()[:6])
+            info.external_attr = 0o644 << 16  # (readable, as the adapter's own files are)
+            archive.writestr(info, readme_text, compress_type=zipfile.ZIP_DEFLATED)
         for path in members(folder):
+            if readme_text is not None and path.name == README:
+                continue
             dense = path.suffix in STORED
             info = zipfile.ZipInfo.from_file(path, f"{top}/{path.name}")
             info.compress_type = zipfile.ZIP_STORED if dense else zipfile.ZIP_DEFLATED
@@ -122,15 +145,29 @@ def load_code(studio, run: dict, folder: Path, folder_name: str) -> str:
     except (OSError, ValueError):
         kind = None
     auto = "AutoModelForSequenceClassification" if scores else "AutoModelForCausalLM"
-    lines = ["from peft import PeftModel", f"from transformers import {auto}, AutoTokenizer"]
+    lines = ["from peft import PeftModel", f"from transformers import {auto}, AutoTokenizer", ""]
     if str(kind).lower() in TUNERS:  # PEFT knows them once they are registered
-        lines += ["from pipelines.methods.native import register  # Tune Studio's code, on the Python path",
-                  "register()"]
-    where = ("  # on the server; elsewhere, the Export tab's built-in model as a merged folder (the same weights)"
-             if built_in else "  # on the server" if Path(base).is_absolute() else "")
-    lines += [f"tokenizer = AutoTokenizer.from_pretrained({folder_name!r})  # the unzipped folder",
-              f"base = {auto}.from_pretrained({base!r}{', num_labels=1' if scores else ''}){where}"]
+        lines += ["# Tune Studio's own adapter: its code on the Python path, registered with PEFT",
+                  "from pipelines.methods.native import register", "register()", ""]
+    # (each comment on a line of its own: the page's code box does not wrap, and cut them off)
+    if built_in:
+        lines += ["# the base: the built-in model's folder on the server. Elsewhere, export the built-in",
+                  "# model from the Export tab (merged model folder) and put that folder here"]
+    elif Path(base).is_absolute():
+        lines.append("# the base: its folder on the server (copy it, or export it from the Export tab)")
+    lines += [f"base = {auto}.from_pretrained({base!r}{', num_labels=1' if scores else ''})",
+              "# the unzipped folder", f"tokenizer = AutoTokenizer.from_pretrained({folder_name!r})"]
     if scores:  # as the studio scores: padding read as padding (a base without a pad token uses its end token)
         lines.append("base.config.pad_token_id = tokenizer.pad_token_id")
     lines.append(f"model = PeftModel.from_pretrained(base, {folder_name!r})")
+    chat = '[{"role": "user", "content": "Hello!"}' + (', {"role": "assistant", "content": "Hi, how can I help?"}]'
+                                                       if scores else "]")
+    asked = (f"inputs = tokenizer.apply_chat_template({chat}, {'' if scores else 'add_generation_prompt=True, '}"
+             'return_dict=True, return_tensors="pt")')
+    if scores:
+        lines += ["", "# a reply's score (higher: more like the preferred replies)", asked,
+                  'print(model(**inputs).logits[0, 0].item())']
+    else:
+        lines += ["", "# a reply", asked, "out = model.generate(**inputs, max_new_tokens=64)",
+                  'print(tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))']
     return "\n".join(lines)

@@ -355,7 +355,7 @@ class Downloads:
         return await FileResponse(found, filename=found.name)(scope, receive, send)
 
     @staticmethod
-    def zipped(name: str, folder: Path, head: bool = False):
+    def zipped(name: str, folder: Path, readme: str, head: bool = False):
         """The archive as it is written (no length known before, so no byte ranges: an adapter is small)."""
         from starlette.responses import Response, StreamingResponse
 
@@ -364,7 +364,7 @@ class Downloads:
             answer = Response(media_type="application/zip", headers=headers)
             del answer.headers["content-length"]
             return answer
-        return StreamingResponse(adapter_download.stream(folder, name.removesuffix(".zip")),
+        return StreamingResponse(adapter_download.stream(folder, name.removesuffix(".zip"), readme),
                                  media_type="application/zip", headers=headers)
 
 

@@ -93,7 +93,13 @@ def test_a_lora_runs_adapter_downloads_as_one_zip_that_loads_outside_with_the_ru
     assert folder.name.startswith("lora-quillpad_faq-") and folder.name.endswith(run_id)
     # every file of the adapter, byte for byte, in one folder; the weights stored, the text compressed
     assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in adapter.iterdir() if p.is_file())
-    assert all((folder / p.name).read_bytes() == p.read_bytes() for p in adapter.iterdir() if p.is_file())
+    assert all((folder / p.name).read_bytes() == p.read_bytes() for p in adapter.iterdir()
+               if p.is_file() and p.name != "README.md")
+    # ... but PEFT's unfilled model card ("[More Information Needed]", the base named by a path on the server):
+    # what the archive is, and the code that loads it
+    readme = (folder / "README.md").read_text()
+    assert "More Information Needed" not in readme and f"(run {run_id}) on the dataset 'quillpad_faq'" in readme
+    assert re.search(r"```python\n(.*?)\n```", panel, re.S).group(1) in readme
     kinds = {i.filename.split("/")[-1]: i.compress_type for i in archive.infolist()}
     assert kinds["adapter_model.safetensors"] == zipfile.ZIP_STORED
     assert kinds["adapter_config.json"] == kinds["tokenizer.json"] == zipfile.ZIP_DEFLATED
@@ -142,8 +148,9 @@ def test_a_reward_models_adapter_loads_outside_with_its_scores(studio, tiny_mode
         expected = model(**tokenizer(TEXTS, return_tensors="pt", padding=True)).logits[:, 0]
     assert (outside(panel, unzipped, probe=ON_TEXTS) - expected).abs().max().item() < 1e-5
     shutil.rmtree(base)
-    assert f"from_pretrained({str(base)!r}, num_labels=1)  # on the server" in status_markdown(
-        studio, studio.get_run(run_id), [])
+    shown = status_markdown(studio, studio.get_run(run_id), [])
+    assert f"# the base: its folder on the server (copy it, or export it from the Export tab)\nbase = " \
+           f"AutoModelForSequenceClassification.from_pretrained({str(base)!r}, num_labels=1)" in shown
 
 
 def test_only_a_finished_runs_own_archive_is_served(workspace, studio, tiny_model_dir, broken_model_dir):
