@@ -170,7 +170,7 @@ def check_source(studio, upload, sample, kind, text_unit, *mapping_values, skip_
                 "project (Label tab: the model answers, you pick); to teach answers by example, add a column "
                 "with them.")
     if info["row_problem"]:  # the first problem Import would meet, among the rows shown (in the first: the file's)
-        skip = "" if info.get("first_row_problem") else SKIP_HINT
+        skip = "" if info.get("first_row_problem") or not info.get("row_skippable", True) else SKIP_HINT
         return f"{message}, but Import would stop here: **{info['row_problem']}**{skip}{hint}", table, updates, box
     skipped = info.get("skipped")
     if skipped and skipped["none_read"]:  # (Import stops when it reads no row at all)
@@ -179,7 +179,8 @@ def check_source(studio, upload, sample, kind, text_unit, *mapping_values, skip_
     if skipped:  # the box is ticked: left out, as Import will, not "would stop here" beside the box's own name
         left = f"{skipped['count']} row{'s' if skipped['count'] != 1 else ''}"
         return (f"{message}. Press Import to check every row: it leaves out rows that cannot be read, as "
-                f"*Skip rows that cannot be read* asks ({left} among the first, the first: **{skipped['first']}**)."
+                f"*Skip rows that cannot be read* asks ({left} of the first shown; the first of them: "
+                f"**{skipped['first']}**)."
                 f"{hint}", table, updates, box)
     return f"{message}. Press Import to check every row.{hint}", table, updates, box
 
@@ -353,9 +354,9 @@ def build(studio, datasets_kept, opened=None):
                 dedupe = gr.Checkbox(label="Drop exact duplicate rows", value=False,
                                      info="Repeated examples are learned more strongly than the rest.")
                 skip_bad = gr.Checkbox(label="Skip rows that cannot be read", value=False, elem_id="data-skip-bad",
-                                       info="A line that is not JSON, a row with a cell too many, a conversation "
-                                            "out of order: left out, and the summary says how many and the first. "
-                                            "Off, the first one stops the import.")
+                                       info="A line that is not JSON, a row with a cell too many or an empty "
+                                            "required cell, a conversation out of order: left out, and the summary "
+                                            "says how many and the first. Off, the first one stops the import.")
                 heldout = gr.Slider(0, 0.5, value=0, step=0.05, label="Held-out fraction",
                                     info="Rows kept aside to measure the model on examples it never trained on; "
                                          "every run on this dataset then uses the same ones. 0 = let each run "

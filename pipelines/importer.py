@@ -81,7 +81,20 @@ def inspect(path: Path, options: ImportOptions | None = None, max_bytes: int = D
     first, places, layout, read_well = [], [], None, 0
     out = {"format": fmt, "layout": None, "problem": None, "row_problem": None}
     skipped = Skipped() if options.skip_bad else None  # (the rows Import will leave out are not looked at either)
-    for place, record in _first_good(records(path, fmt, options.text_unit, skipped), lambda: len(first)):
+    rows = _first_good(records(path, fmt, options.text_unit, skipped), lambda: len(first))
+    while True:
+        try:
+            place, record = next(rows)
+        except StopIteration:
+            break
+        except DataError as err:
+            # a row the reader cannot read (a CSV row with a cell too many) after good ones: where Import would
+            # stop, said as a converted row's problem is ("Cannot use this file" read as the whole file's)
+            if layout is None:
+                raise
+            out.update(row_problem=str(err), first_row_problem=False,
+                       row_skippable=getattr(err, "skippable", False) is True)
+            break
         if skipped is not None and not first and not isinstance(record, dict):
             skipped.append(f"{where(path, place)}: expected an object with named fields, got {value_name(record)}")
             continue

@@ -926,12 +926,36 @@ def test_with_skip_ticked_the_first_look_says_bad_rows_are_left_out_not_that_imp
     assert "Import would stop here" in first_look(path, False) and "(or tick" in first_look(path, False)
     assert first_look(path, True) == (
         "Detected **conversations (messages)** in a JSONL file → stored as **sft** data. Press Import to check every "
-        "row: it leaves out rows that cannot be read, as *Skip rows that cannot be read* asks (2 rows among the "
-        "first, the first: **line 2, column 'messages': message 4 (assistant) has weight 2; expected 0 (kept as "
+        "row: it leaves out rows that cannot be read, as *Skip rows that cannot be read* asks (2 rows of the "
+        "first shown; the first of them: **line 2, column 'messages': message 4 (assistant) has weight 2; expected 0 (kept as "
         "context, not learned) or 1 (learned)**).")
     none = jsonl(tmp_path / "none.jsonl", bad, bad)
     assert first_look(none, True).startswith(
         "Detected **conversations (messages)** in a JSONL file → stored as **sft** data, but no row shown can be read: "
         "**line 1, column 'messages': message 4 (assistant) has weight 2")
     assert first_look(none, True).endswith("leaves such rows out, and Import stops if none is left.")
+    assert studio.list_datasets() == []
+
+
+def test_a_row_the_reader_cannot_read_after_good_ones_is_where_import_would_stop(studio, tmp_path):
+    """A CSV row with a cell too many among the first rows was "Cannot use this file", with no table and no word
+    on *Skip rows that cannot be read*, which leaves such a row out: it is where Import would stop, as an empty
+    cell is, with the hint where skipping helps (not for a row in another encoding, which it does not)."""
+    from components.data_tab import NOT_MAPPED, SKIP_HINT, check_source
+
+    def first_look(path, skip=False):
+        return check_source(studio, str(path), None, "auto", "line", *[NOT_MAPPED] * 8, skip_bad=skip)
+
+    extra = tmp_path / "extra.csv"
+    extra.write_text("prompt,completion\nHi?,Hello.\nColour?,Blue.\nMade where?,Assembled,in Portugal.\n")
+    said, table, *_ = first_look(extra)
+    assert said == ("Detected **prompt/completion** in a CSV file → stored as **sft** data, but Import would stop "
+                    "here: **extra.csv, row 4: has 3 cells but the header has 2 columns (prompt, completion); quote "
+                    f"cells that contain ','**{SKIP_HINT}")
+    assert table["data"] == [["Hi?", "Hello."], ["Colour?", "Blue."]]
+    assert "1 row of the first shown; the first of them: **row 4: has 3 cells" in first_look(extra, True)[0]
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(b"prompt,completion\nHi,Hello\nCaf\xe9?,Yes\n")
+    said = first_look(latin)[0]
+    assert "Import would stop here: **latin.csv, line 3: not valid UTF-8" in said and "(or tick" not in said
     assert studio.list_datasets() == []
