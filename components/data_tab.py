@@ -134,9 +134,14 @@ def check_source(studio, upload, sample, kind, text_unit, *mapping_values, skip_
         said = (f"Column **{feedback['column']}** holds good/bad marks on the replies: it is mapped below to "
                 f"*label*, so the file is read as **KTO** data (a reply marked bad is made less likely, not "
                 f"copied as an example).")
-        if feedback.get("row_problem"):  # the first rows as Import will read them with that mapping
-            return (f"{said} Import would stop here: **{feedback['row_problem']}**", table, updates,
+        # the first rows as Import will read them with that mapping (a row the reader could not read after them)
+        problem = feedback.get("row_problem") or info.get("read_problem")
+        if problem and skip_bad and feedback.get("row_problem"):  # (ticked: such rows are left out, not stopped at)
+            return (f"{said} Press Import: it leaves out rows that cannot be read, as *Skip rows that cannot be "
+                    f"read* asks (the first among the first rows read: **{problem}**).", table, updates,
                     gr.update(open=True))
+        if problem:
+            return (f"{said} Import would stop here: **{problem}**", table, updates, gr.update(open=True))
         return (f"{said} Press Import, or choose Kind of data *sft* to import every reply as an example and "
                 "ignore the marks.", table, updates, gr.update(open=True))
     if info["problem"]:
@@ -170,7 +175,8 @@ def check_source(studio, upload, sample, kind, text_unit, *mapping_values, skip_
                 "project (Label tab: the model answers, you pick); to teach answers by example, add a column "
                 "with them.")
     if info["row_problem"]:  # the first problem Import would meet, among the rows shown (in the first: the file's)
-        skip = "" if info.get("first_row_problem") or not info.get("row_skippable", True) else SKIP_HINT
+        skip = ("" if info.get("first_row_problem") or not info.get("row_skippable", True) or skip_bad
+                else SKIP_HINT)
         return f"{message}, but Import would stop here: **{info['row_problem']}**{skip}{hint}", table, updates, box
     skipped = info.get("skipped")
     if skipped and skipped["none_read"]:  # (Import stops when it reads no row at all)
@@ -179,7 +185,7 @@ def check_source(studio, upload, sample, kind, text_unit, *mapping_values, skip_
     if skipped:  # the box is ticked: left out, as Import will, not "would stop here" beside the box's own name
         left = f"{skipped['count']} row{'s' if skipped['count'] != 1 else ''}"
         return (f"{message}. Press Import to check every row: it leaves out rows that cannot be read, as "
-                f"*Skip rows that cannot be read* asks ({left} of the first shown; the first of them: "
+                f"*Skip rows that cannot be read* asks ({left} among the first rows read; the first of them: "
                 f"**{skipped['first']}**)."
                 f"{hint}", table, updates, box)
     return f"{message}. Press Import to check every row.{hint}", table, updates, box

@@ -19,7 +19,9 @@ from studio.core import KIND_WORDS, SAMPLES, AlreadyStarted, RunError, is_sample
 # the total time it states).
 COST_FIELDS = {"num_train_epochs", "per_device_train_batch_size", "max_length", "gradient_checkpointing", "eval_fraction", "r",
                "init_r", "num_virtual_tokens", "freeze_trainable_layers", "target_modules",
-               "encoder_hidden_size", "prefix_projection", "bnb_4bit_use_double_quant"}
+               "encoder_hidden_size", "prefix_projection", "bnb_4bit_use_double_quant",
+               # reinforcement learning's: the replies written, and the steps learned from each batch of them
+               "gradient_accumulation_steps", "num_generations", "max_completion_length", "num_iterations"}
 
 QUICK_SET_UP = "Set up a quick first run:"  # how the quick run's note starts (cleared by another pick)
 

@@ -540,7 +540,9 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
             per_token = 2 * 2 * total
         if getattr(params, "gradient_checkpointing", False):  # PPO's own loop has no checkpointing
             per_token += 2 * total
-        if method.reference:
+        # the reference's forward (DPO, KTO; GRPO's and RLOO's KL leash, which with a leash of 0 is not run)
+        referenced = method.reference and getattr(params, "beta", 1) != 0
+        if referenced:
             per_token += 2 * total * (2 if method.data_kind == "kto" else 1)
         if method.data_kind == "kto":
             per_token += 2 * total
@@ -550,15 +552,19 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
         if method.reward_model:  # a one-number score head, no vocabulary-wide output layer: its
             per_token -= 4 * head  # forward and input gradients are not computed
         passes = getattr(params, "num_iterations", 1)  # GRPO's and RLOO's passes over each batch of replies
-        if passes > 1:  # the training passes repeat; the reference's forward runs once a batch, and one more
-            # keeps the probabilities of the model that wrote the replies, for the clip (TRL's old_per_token_logps)
-            once = 2 * total if method.reference else 0
-            per_token = (per_token - once) * passes + once + 2 * total
+        if method.rewards and hasattr(params, "num_iterations"):  # the training passes repeat; the reference's
+            # forward runs once a batch, and so does one that keeps the probabilities of the model that wrote the
+            # replies, for the clip (TRL's old_per_token_logps: GRPO's with more than one pass, RLOO's always)
+            once = 2 * total if referenced else 0
+            kept = 2 * total if passes > 1 or method.trl == "rloo" else 0
+            per_token = (per_token - once) * passes + once + kept
         flops = hardware.matmul_flops(device, bf16)
         efficiency = step_efficiency(device, bf16) * (PADDED[device] if padded else 1.0)
         seconds = per_token * tokens_epoch / (flops * efficiency)
-        steps = math.ceil(len(lengths) / (params.per_device_train_batch_size
-                                          * getattr(params, "gradient_accumulation_steps", 1))) * passes  # per epoch
+        per_step = params.per_device_train_batch_size * getattr(params, "gradient_accumulation_steps", 1)
+        # per epoch; GRPO and RLOO leave out a last batch of prompts too few to fill a step (TRL's RepeatSampler)
+        steps = (len(lengths) // per_step if hasattr(params, "num_iterations") else math.ceil(len(lengths) / per_step)
+                 ) * passes
         epochs = max(float(params.num_train_epochs), 1e-9)
         if method.zeroth_order:  # MeZO draws its random direction four times a step over every weight
             seconds += steps * 4 * trainable * hardware.perturb_seconds_per_weight(device)

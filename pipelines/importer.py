@@ -90,10 +90,12 @@ def inspect(path: Path, options: ImportOptions | None = None, max_bytes: int = D
         except DataError as err:
             # a row the reader cannot read (a CSV row with a cell too many) after good ones: where Import would
             # stop, said as a converted row's problem is ("Cannot use this file" read as the whole file's)
-            if layout is None:
+            if layout is None:  # (columns not recognised yet: the row is named first, as Import names it)
                 raise
-            out.update(row_problem=str(err), first_row_problem=False,
-                       row_skippable=getattr(err, "skippable", False) is True)
+            # (skippable: with *Skip rows* ticked, the reader leaves out what it can; what it raises even so, it
+            # cannot: a NUL byte, an over-long line)
+            out.update(row_problem=str(err), read_problem=str(err), first_row_problem=False,
+                       row_skippable=skipped is None and getattr(err, "skippable", False) is True)
             break
         if skipped is not None and not first and not isinstance(record, dict):
             skipped.append(f"{where(path, place)}: expected an object with named fields, got {value_name(record)}")

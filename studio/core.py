@@ -569,8 +569,11 @@ class Studio:
             model, adapter = row["model"], self.result_dir(run_id)
         else:
             model, adapter = self.tuned_model(run_id)  # a whole model (full/freeze) continues as the base
+        params = {**job["params"], "num_train_epochs": epochs}
+        if "epsilon" in params and "num_iterations" not in params:  # a GRPO or RLOO run stored before its passes
+            params.pop("epsilon")  # were offered: its clip never acted, and set alone it is refused
         return self.start_run(model=model, dataset=job["dataset"]["id"], method=job["method"],
-                              params={**job["params"], "num_train_epochs": epochs}, parent_id=run_id,
+                              params=params, parent_id=run_id,
                               init_adapter=str(adapter) if adapter else None, rewards=job.get("rewards"),
                               devices=job.get("devices"))
 

@@ -128,8 +128,8 @@ def test_upload_good_mapped_and_bad_files(server, page, studio, tiny_model_dir, 
     page.locator("#data-skip-bad input").check()
     # the first look follows the box: the row is left out, no longer said to stop Import
     expect(page.locator("#data-detected")).to_contain_text(
-        "it leaves out rows that cannot be read, as Skip rows that cannot be read asks (2 rows of the first shown; the "
-        "first of them: row 3, column 'prompt': is empty", timeout=30_000)
+        "it leaves out rows that cannot be read, as Skip rows that cannot be read asks (2 rows among the first rows read; "
+        "the first of them: row 3, column 'prompt': is empty", timeout=30_000)
     page.click("#data-import")
     expect(page.locator("#data-message")).to_contain_text(
         "1 row of sft data from bad_rows.csv", timeout=30_000)

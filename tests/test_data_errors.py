@@ -926,8 +926,8 @@ def test_with_skip_ticked_the_first_look_says_bad_rows_are_left_out_not_that_imp
     assert "Import would stop here" in first_look(path, False) and "(or tick" in first_look(path, False)
     assert first_look(path, True) == (
         "Detected **conversations (messages)** in a JSONL file → stored as **sft** data. Press Import to check every "
-        "row: it leaves out rows that cannot be read, as *Skip rows that cannot be read* asks (2 rows of the "
-        "first shown; the first of them: **line 2, column 'messages': message 4 (assistant) has weight 2; expected 0 (kept as "
+        "row: it leaves out rows that cannot be read, as *Skip rows that cannot be read* asks (2 rows among the "
+        "first rows read; the first of them: **line 2, column 'messages': message 4 (assistant) has weight 2; expected 0 (kept as "
         "context, not learned) or 1 (learned)**).")
     none = jsonl(tmp_path / "none.jsonl", bad, bad)
     assert first_look(none, True).startswith(
@@ -953,7 +953,14 @@ def test_a_row_the_reader_cannot_read_after_good_ones_is_where_import_would_stop
                     "here: **extra.csv, row 4: has 3 cells but the header has 2 columns (prompt, completion); quote "
                     f"cells that contain ','**{SKIP_HINT}")
     assert table["data"] == [["Hi?", "Hello."], ["Colour?", "Blue."]]
-    assert "1 row of the first shown; the first of them: **row 4: has 3 cells" in first_look(extra, True)[0]
+    assert "(1 row among the first rows read; the first of them: **row 4: has 3 cells" in first_look(extra, True)[0]
+    # with good/bad marks beside the replies (read as KTO): the row is named there too ("Press Import" was said)
+    marked = tmp_path / "marked.csv"
+    marked.write_text("prompt,completion,rating\nHi?,Hello.,up\nColour?,Blue.,down\nWhere?,Here,there,up\n")
+    said = first_look(marked)[0]
+    assert "holds good/bad marks" in said and said.endswith(
+        "Import would stop here: **marked.csv, row 4: has 4 cells but the header has 3 columns (prompt, completion, "
+        "rating); quote cells that contain ','**")
     latin = tmp_path / "latin.csv"
     latin.write_bytes(b"prompt,completion\nHi,Hello\nCaf\xe9?,Yes\n")
     said = first_look(latin)[0]

@@ -527,3 +527,10 @@ def test_passes_over_each_batch_of_replies_repeat_the_learning_not_the_writing(t
     assert two.peak_bytes == one.peak_bytes  # (the same batch in memory)
     rloo = estimates.estimate(path, "rloo", {**settings, "num_iterations": 2}, lengths=lengths)
     assert rloo.steps_per_epoch == 16
+    # TRL leaves out a last batch of prompts too few for a step: 9 prompts, 2 a step, 4 steps (5 were counted)
+    assert estimates.estimate(path, "grpo", settings, lengths=[20] * 9).steps_per_epoch == 4
+    # without a KL leash, no reference forward: the learning's time is the policy's alone
+    free = estimates.estimate(path, "grpo", {**settings, "beta": 0.0}, lengths=lengths)
+    assert free.seconds_per_epoch == pytest.approx(
+        one.seconds_per_epoch - 2 * one.total_params * one.tokens_per_epoch / (flops * estimates.step_efficiency(
+            "cpu", estimates.hardware.use_bf16())))

@@ -149,6 +149,11 @@ def _prompts(studio, tmp_path, rows, name="p"):
                              "or choose other reward functions"),
     ({}, [{"name": "number"}], "reward 'The number is right' (number) compares the last number of each reply with "
                                "the row's answer, but in dataset 'p' row 2's answer 'blue' has no number"),
+    # TRL leaves out a last batch of prompts too few to fill a step: here, every prompt (a run of no step)
+    ({"per_device_train_batch_size": 16, "num_generations": 4}, [{"name": "contains"}],
+     "parameter 'per_device_train_batch_size': a step writes 16 replies, 4 to each of 4 prompts, and dataset 'p' "
+     "holds 2 prompts: no step could be taken; lower the batch size (or the gradient accumulation), or import more "
+     "prompts"),
     ({"max_completion_length": 1016}, [{"name": "contains"}],
      "parameter 'max_completion_length': the longest prompt of dataset 'p' (row 2, 40 tokens) plus a reply of "
      "1016 tokens does not fit the model's 1024-token context; shorten that prompt or the longest reply"),

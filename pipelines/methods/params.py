@@ -147,9 +147,9 @@ def did_you_mean(name: str, options) -> str:
 
 # Settings some methods no longer offer because they never did anything there, dropped from stored runs' params
 # (a resume or a Continue of a DPO run saved with LoRA's Dropout would be refused as an unknown parameter):
-# LoRA's Dropout for the preference, reward-model and RL methods (pipelines/methods/lora.py); GRPO and RLOO
-# learn from each batch of replies once, so there is nothing for their clip to act on (pipelines/methods/rl.py)
-RETIRED = {"lora_dropout", "epsilon"}
+# LoRA's Dropout for the preference, reward-model and RL methods (pipelines/methods/lora.py). (GRPO's and RLOO's
+# clip, retired while they learned from each batch of replies once, is offered again with their passes.)
+RETIRED = {"lora_dropout"}
 
 
 def parse(params_cls: type, values: dict[str, Any] | None) -> Any:

@@ -76,9 +76,10 @@ class SamplingFields:
     num_iterations: int = param(
         1, label="Passes over each batch of replies",
         help="How many training steps learn from each batch of replies the model writes (the GRPO paper's μ). "
-        "Writing the replies is most of an RL step's time, so 2 takes twice the steps for much less than twice "
-        "the time (the estimate counts it). The later passes learn from replies an earlier version of the model "
-        "wrote; Step clipping keeps them from pushing too far. 1 = learn from each batch once.",
+        "Each batch is written once, so 2 passes over half as many batches (half the epochs) take as many steps "
+        "in less time: writing is a large part of each step (the estimate counts both). The later passes learn "
+        "from replies an earlier version of the model wrote; Step clipping keeps them from pushing too far. "
+        "1 = learn from each batch once.",
         target="trainer", min=1, max=8, step=1, advanced=True)
     epsilon: float = param(
         0.2, label="Step clipping",
@@ -140,6 +141,14 @@ def check(method, params, entries: list[dict], dataset_row: dict, model_path: st
 
     rows = data.load_rows(Path(dataset_row["path"]))
     rewards.check_rows(entries, rows, dataset_row["name"])
+    if hasattr(params, "num_generations"):  # TRL leaves out a last batch of prompts too few to fill a step
+        replies = params.per_device_train_batch_size * params.gradient_accumulation_steps
+        if len(rows) * params.num_generations < replies:
+            raise ConfigError(f"parameter 'per_device_train_batch_size': a step writes {replies} replies, "
+                              f"{params.num_generations} to each of {replies // params.num_generations} prompts, "
+                              f"and dataset '{dataset_row['name']}' holds {len(rows)} prompt"
+                              f"{'s' if len(rows) != 1 else ''}: no step could be taken; lower the batch size "
+                              "(or the gradient accumulation), or import more prompts")
     tokenizer = models.load_tokenizer(model_path)
     longest, where = 0, 0
     for i, row in enumerate(rows, start=1):
