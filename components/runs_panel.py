@@ -368,7 +368,7 @@ def adapter_lines(studio, row: dict, folder: Path) -> str:
     """Where the adapter is, its download (one .zip: on another machine, the folder's path was no use) and the
     code that loads it outside the studio."""
     name = adapter_download.archive_name(studio, row)
-    link = download_link(adapter_download.url(studio, row), name, adapter_download.size(folder))
+    link = download_link(adapter_download.url(row["id"], name), name, adapter_download.size(folder))
     code = adapter_download.load_code(studio, row, folder, name.removesuffix(".zip"))
     return (f"Adapter saved in `{folder}` · download it: {link}\n\n"
             f"Unzipped, it loads on its base model with PEFT:\n\n```python\n{code}\n```")

@@ -23,21 +23,14 @@ STORED = (".safetensors", ".bin", ".pt", ".gguf")  # already dense: compressing 
 RUN_ID = re.compile(r"r\d{8}-\d{6}-[0-9a-f]{4}")
 
 
-def archive_name(studio, run: dict) -> str:
-    """The file's name: what the run learned and on what, then its id ('lora-quillpad-faq-r20261207-…zip')."""
+def _dataset_name(studio, run: dict) -> str | None:
     dataset = studio.store.get_dataset(run["dataset_id"], deleted=True) if run.get("dataset_id") else None
-    return f"{safe_name(run['method'] + '-' + (dataset['name'] if dataset else 'run'))}-{run['id']}.zip"
+    return dataset["name"] if dataset else None
 
 
-def adapter_folder(studio, run_id: str) -> Path | None:
-    """A completed run's adapter folder; None for anything else (a whole model, an unfinished run, an unknown id)."""
-    if not RUN_ID.fullmatch(run_id or ""):
-        return None
-    run = studio.get_run(run_id)
-    if run is None or run["status"] != "completed":
-        return None
-    folder = studio.result_dir(run_id)
-    return folder if folder is not None and folder.name == ADAPTER else None
+def archive_name(studio, run: dict) -> str:
+    """The file's name: what the run learned and on what, then its id ('lora-quillpad_faq-r20261207-…zip')."""
+    return f"{safe_name(run['method'] + '-' + (_dataset_name(studio, run) or 'run'))}-{run['id']}.zip"
 
 
 def members(folder: Path) -> list[Path]:
@@ -52,10 +45,10 @@ def size(folder: Path) -> int:
 def download(studio, run_id: str, name: str) -> tuple[str, Path, str] | None:
     """(archive name, adapter folder, the README it carries) when `name` is the archive of run `run_id`'s adapter;
     None otherwise."""
-    folder = adapter_folder(studio, run_id)
-    if folder is None:
+    run = studio.get_run(run_id) if RUN_ID.fullmatch(run_id or "") else None
+    folder = studio.result_dir(run_id) if run is not None and run["status"] == "completed" else None
+    if folder is None or folder.name != ADAPTER:  # (a whole model, an unfinished run, an unknown id)
         return None
-    run = studio.get_run(run_id)
     expected = archive_name(studio, run)
     return (expected, folder, readme(studio, run, folder, expected.removesuffix(".zip"))) if name == expected else None
 
@@ -63,18 +56,17 @@ def download(studio, run_id: str, name: str) -> tuple[str, Path, str] | None:
 def readme(studio, run: dict, folder: Path, top: str) -> str:
     """What the archive is and the code that loads it, in place of PEFT's model card (its template's "[More
     Information Needed]" throughout, and the base named by a path on the server)."""
-    method = METHODS.get(run["method"])
-    dataset = studio.store.get_dataset(run["dataset_id"], deleted=True) if run.get("dataset_id") else None
+    method, dataset = METHODS.get(run["method"]), _dataset_name(studio, run)
     return (f"# {top}\n\nA {method.label if method else run['method']} adapter trained with Tune Studio (run "
-            f"{run['id']}){' on the dataset ' + repr(dataset['name']) if dataset else ''}. It loads on its base model "
+            f"{run['id']}){' on the dataset ' + repr(dataset) if dataset else ''}. It loads on its base model "
             f"with PEFT; run this next to this folder:\n\n```python\n{load_code(studio, run, folder, top)}\n```\n")
 
 
-def url(studio, run: dict) -> str:
-    """The archive's link, relative to the page (it works behind a path prefix too)."""
+def url(run_id: str, name: str) -> str:
+    """The link to run `run_id`'s archive `name`, relative to the page (it works behind a path prefix too)."""
     from urllib.parse import quote
 
-    return f"{DOWNLOAD_ROUTE.lstrip('/')}/{run['id']}?file={quote(archive_name(studio, run))}"
+    return f"{DOWNLOAD_ROUTE.lstrip('/')}/{run_id}?file={quote(name)}"
 
 
 class _Pending:
