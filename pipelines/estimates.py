@@ -367,10 +367,25 @@ def measured(model_path: str, method_key: str, values: dict | None = None) -> bo
                                             PROBE_TOKENS)) is not None
 
 
-@lru_cache(maxsize=256)
 def training_model(model_path: str, method_key: str, frozen_values: tuple, bf16: bool) -> tuple:
     """(a, b, c, d) in bytes: training allocations = a + b*layers + c*tokens + d*layers*tokens.
-    Kept on disk (probe_cache), so a restarted studio does not measure every method again."""
+    Kept on disk (probe_cache), so a restarted studio does not measure every method again. Measured once
+    when asked for twice at once (the page's estimate and the Method tab's table): the second asker
+    waits for the first's measurement. Each measured the probe itself, and one estimate of a pair made
+    together could read the other's measurement, a few kilobytes apart."""
+    args = (model_path, method_key, frozen_values, bf16)
+    with _MEASURING_LOCK:
+        lock = _MEASURING.setdefault(args, threading.Lock())
+    with lock:
+        return _training_model(*args)
+
+
+_MEASURING: dict[tuple, threading.Lock] = {}  # one lock per probe (a few dozen at most)
+_MEASURING_LOCK = threading.Lock()
+
+
+@lru_cache(maxsize=256)
+def _training_model(model_path: str, method_key: str, frozen_values: tuple, bf16: bool) -> tuple:
     key = probe_cache.key(_config(model_path), method_key, frozen_values, bf16, PROBE_TOKENS)
     kept = probe_cache.read(key)
     if kept is not None:
@@ -378,6 +393,9 @@ def training_model(model_path: str, method_key: str, frozen_values: tuple, bf16:
     fitted = _fit(model_path, method_key, frozen_values, bf16)
     probe_cache.write(key, fitted)
     return fitted
+
+
+training_model.cache_clear = _training_model.cache_clear  # (a restarted studio, in tests and bench/)
 
 
 def _fit(model_path: str, method_key: str, frozen_values: tuple, bf16: bool) -> tuple:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from functools import lru_cache
 from pathlib import Path
 
@@ -70,7 +71,8 @@ def write(probe: str, fitted: tuple) -> None:
     path = cache_file()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        scratch = path.with_name(f".{path.name}.{os.getpid()}")
+        # (one per thread: two threads keeping other probes at once wrote one scratch file together)
+        scratch = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
         scratch.write_text(json.dumps({**_load(), probe: list(fitted)}))
         os.replace(scratch, path)
     except OSError:

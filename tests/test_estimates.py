@@ -158,6 +158,35 @@ def test_probes_are_kept_on_disk_for_the_next_studio(tiny_model_dir, tmp_path, m
     estimates.training_model.cache_clear()
 
 
+def test_a_probe_asked_for_twice_at_once_is_measured_once(tiny_model_dir, tmp_path, monkeypatch):
+    """The page's estimate and another asker (the Method tab's table, a test beside the page) measured
+    the same probe each, at once: twice the work, and two estimates made together could differ by the
+    measurements' noise (a reward model's cost, read as one estimate minus another, was kilobytes off)."""
+    import threading
+
+    from pipelines import probe_cache
+
+    monkeypatch.setenv(probe_cache.ENV, str(tmp_path))
+    estimates.training_model.cache_clear()
+    real, calls = estimates._fit, []
+
+    def counted(*args):
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(estimates, "_fit", counted)
+    got = []
+    askers = [threading.Thread(target=lambda: got.append(estimates.estimate(str(tiny_model_dir), "lora", {})))
+              for _ in range(2)]
+    for asker in askers:
+        asker.start()
+    for asker in askers:
+        asker.join()
+    assert len(calls) == 1
+    assert got[0].training_bytes == got[1].training_bytes
+    estimates.training_model.cache_clear()
+
+
 def test_held_out_passes_follow_the_trainers_cadence():
     # 14 steps, ten checks wanted: every 2 steps, plus the one before the first step
     assert evals.every(14, 0, 10) == 2 and evals.passes(14, 2) == 1 + 7
