@@ -69,13 +69,22 @@ def dataset_choices(studio) -> list[tuple[str, str]]:
              d["id"]) for d in studio.list_datasets()]
 
 
-def listed_again(studio, shown):
+def listed_again(studio, shown, viewed=None):
     """The dataset list when the tab is opened: datasets made since the page was (Train on these
-    preferences, another window, the command line), the one shown kept while it is still there."""
+    preferences, another window, the command line), the one shown kept while it is still there.
+    With none shown, the newest is put up unless this browser kept one to show (`viewed`, as on_load
+    reads it: the page's load puts that one back) or cleared the picker itself (a dataset deleted here):
+    a first visit showed an empty tab until a dataset was picked."""
     choices = dataset_choices(studio)
-    if not shown or shown in [value for _label, value in choices]:  # (nothing shown: a reload's restore may
-        return gr.update(choices=choices)                             # be on its way, not to be undone)
-    return gr.update(choices=choices, value=None)
+    values = [value for _label, value in choices]
+    if shown in values:
+        return gr.update(choices=choices)
+    if shown:  # deleted since (another window, the command line): the view says so
+        return gr.update(choices=choices, value=None)
+    kept = viewed.get("dataset", "") if isinstance(viewed, dict) else ""
+    if kept in values or kept is None or not values:  # (restored by the load, or cleared here)
+        return gr.update(choices=choices)
+    return gr.update(choices=choices, value=values[0])
 
 
 def _options(kind, text_unit, dedupe, heldout, seed, mapping_values, skip_bad=False) -> ImportOptions:

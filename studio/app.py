@@ -133,9 +133,6 @@ def build_app(studio) -> gr.Blocks:
                                                                                       show_progress="hidden")
         # runs finished since the page opened become choosable when the Chat tab is opened
         chat.select(refresh_chat, [*chat_outputs[:2], pair_kept], chat_outputs)
-        # datasets made since the page opened (the loop's exports, another window) are listed when Data is opened
-        data.select(lambda shown: data_tab.listed_again(studio, shown), data_dataset, data_dataset, preprocess=False,
-                    queue=False, show_progress="hidden")
         # the comparison is measured for the model and dataset chosen in Train, when looked at
         # the Train tab's picks as the page sent them: preprocessed, a dataset the page still showed after
         # the list changed (another method) was refused ("Value: quillpad_faq is not in the list of choices")
@@ -171,6 +168,10 @@ def build_app(studio) -> gr.Blocks:
         gr.on([data_dataset.change, *(field.submit for field in viewer[1:])], None, viewer, data_viewed,
               js="(dataset, model, max_length) => ({dataset, model, max_length})", queue=False,
               show_progress="hidden")
+        # datasets made since the page opened (the loop's exports, another window) are listed when Data is
+        # opened, and the newest is shown on a first visit
+        data.select(lambda shown, viewed: data_tab.listed_again(studio, shown, viewed), [data_dataset, data_viewed],
+                    data_dataset, preprocess=False, queue=False, show_progress="hidden")
 
         gr.on([chat_outputs[0].input, chat_outputs[1].input], None, chat_outputs[:2], pair_kept,
               js="(a, b) => ({a, b})", queue=False, show_progress="hidden")

@@ -232,13 +232,11 @@ def test_delete_a_dataset_after_saying_what_it_touches(server, page, studio, tin
     # made after the page (another window, the command line): listed when the Data tab is opened
     studio.import_dataset(SAMPLES_DIR / "quillpad_faq.jsonl")
     page.get_by_role("tab", name="Data").click()
+    # this browser's first look at the tab: the newest dataset is shown (the tab was empty)
+    expect(page.locator("#data-datasets input")).to_have_value("Sample: Quillpad support FAQ — sft, 120 rows")
     fill(page, "data-model", tiny_model_dir)
-    page.click("#data-delete")
-    expect(page.locator("#data-delete-message")).to_have_text("Pick a dataset above to delete it.", timeout=30_000)
     page.locator("#data-datasets input").click()
-    expect(page.get_by_role("option", name="Sample: Quillpad support FAQ — sft, 120 rows")).to_be_visible()
     page.get_by_role("option", name="recipes — sft, 30 rows").click()
-    expect(page.locator("#data-delete-message")).to_have_text("")  # about no dataset picked: gone with that
     expect(page.locator("#data-summary")).to_contain_text("30 rows of sft data", timeout=30_000)
     question = page.locator("#data-delete-question")
     page.click("#data-delete")
@@ -256,8 +254,12 @@ def test_delete_a_dataset_after_saying_what_it_touches(server, page, studio, tin
     expect(question).to_be_hidden()
     expect(page.locator("#data-datasets input")).to_have_value("")
     expect(page.locator("#data-summary")).to_contain_text("Pick a dataset")
+    page.click("#data-delete")
+    expect(page.locator("#data-delete-message")).to_have_text("Pick a dataset above to delete it.", timeout=30_000)
     page.locator("#data-datasets input").click()
     expect(page.get_by_role("option", name="recipes — sft, 30 rows")).to_have_count(0)
+    page.get_by_role("option", name="Sample: Quillpad support FAQ — sft, 120 rows").click()
+    expect(page.locator("#data-delete-message")).to_have_text("")  # about no dataset picked: gone with that
     assert [d["name"] for d in studio.list_datasets()] == ["quillpad_faq"] and not Path(row["path"]).exists()
 
     page.get_by_role("tab", name="Train").click()
