@@ -39,6 +39,8 @@ def train(job: dict, run_dir: Path, events: RunEvents) -> dict:
     trainer, tokenizer = build_trainer(job, run_dir, events)
 
     checkpoint = resume_checkpoint(job, run_dir)
+    if checkpoint is not None:
+        in_phase(trainer, checkpoint)
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     rewards_seen = [m["reward"] for m in ev.read_metrics(run_dir) if "reward" in m]
     summary = {"train_rows": len(trainer.train_dataset), "train_loss": result.training_loss,
@@ -54,6 +56,19 @@ def train(job: dict, run_dir: Path, events: RunEvents) -> dict:
     events.phase("saving the result")
     save(trainer, tokenizer, run_dir)
     return summary
+
+
+def in_phase(trainer, checkpoint: Path) -> None:
+    """A resumed GRPO or RLOO run goes on in step with its batches of replies. TRL counts the batches it
+    has trained on (`_step`) to know when to write the next batch of replies (every `steps_per_generation`
+    x `num_iterations` of them), and starts that count at 0 on resume too: from a checkpoint taken between
+    two passes over one batch (Save every 3 steps, 2 passes), the resumed run wrote replies one step out of
+    phase with the prompts it was given, learning one batch three times and the last once. Counted from the
+    checkpoint's steps, the resumed run writes replies again for the batch it was in (the replies it
+    wrote before are not kept in a checkpoint), then at the uninterrupted run's steps."""
+    state = ev.read_json(checkpoint / "trainer_state.json") or {}
+    if hasattr(trainer, "_step") and state.get("global_step"):
+        trainer._step = int(state["global_step"]) * trainer.args.gradient_accumulation_steps
 
 
 def prompt_text(prompt) -> str:

@@ -316,6 +316,41 @@ def test_ppo_cancelled_mid_run_resumes_from_its_checkpoint(studio, tmp_path, tin
     assert (run_dir / "adapter" / "adapter_model.safetensors").exists() and (run_dir / "value_head.pt").exists()
 
 
+def test_grpo_resumed_between_two_passes_writes_replies_at_the_uninterrupted_runs_steps(studio, tmp_path,
+                                                                                         tiny_model_dir):
+    """Two passes over each batch of replies, a checkpoint every 3 steps: checkpoint-3 falls between the two
+    passes over the second batch. A run that crashed after it wrote its replies one step out of phase once
+    resumed (at steps 4 and 6, the third batch's prompts learned from once); it writes them again for the
+    batch it was in (step 4: they are not kept in a checkpoint), then at step 5, as the uninterrupted run."""
+    import shutil
+
+    dataset = _prompts(studio, tmp_path, [{"prompt": f"Question {i}?", "answer": "yes"} for i in range(6)])
+    run_id = studio.start_run(model=str(tiny_model_dir), dataset=dataset, method="grpo",
+                              params={"num_train_epochs": 1, "per_device_train_batch_size": 4, "num_generations": 2,
+                                      "num_iterations": 2, "max_completion_length": 8, "save_steps": 3},
+                              rewards=[{"name": "contains"}])
+    assert studio.wait(run_id)["status"] == "completed"
+    run_dir = studio.run_dir(run_id)
+
+    def written():  # the steps that wrote a batch of replies (rewards are logged as they are scored)
+        return [m["step"] for m in ev.read_metrics(run_dir) if "reward" in m]
+
+    assert written() == [1, 3, 5] and (run_dir / "checkpoints" / "checkpoint-3").is_dir()
+    # as a crash during step 6 leaves it: checkpoint-3 the newest whole one, no adapter saved
+    shutil.rmtree(run_dir / "checkpoints" / "checkpoint-6")
+    shutil.rmtree(run_dir / "adapter")
+    status = json.loads((run_dir / ev.STATUS).read_text())
+    (run_dir / ev.STATUS).write_text(json.dumps({**status, "status": "failed", "error": "the machine went down",
+                                                 "summary": None}))
+
+    studio.resume(run_id)
+    row = studio.wait(run_id)
+    assert row["status"] == "completed", row.get("error")
+    assert "resuming from checkpoint-3" in (run_dir / "train.log").read_text()
+    assert [m["step"] for m in ev.read_metrics(run_dir) if "loss" in m] == list(range(1, 7))
+    assert written() == [1, 3, 4, 5]
+
+
 @pytest.mark.parametrize("key", ["grpo", "rloo"])
 def test_from_an_ia3_parent_the_kl_reference_is_the_parent(key, tmp_path, tiny_model_dir):
     """GRPO and RLOO started from a run's adapter hold the policy near that adapter. TRL copies it into its
