@@ -380,7 +380,7 @@ def training_model(model_path: str, method_key: str, frozen_values: tuple, bf16:
         return _training_model(*args)
 
 
-_MEASURING: dict[tuple, threading.Lock] = {}  # one lock per probe (a few dozen at most)
+_MEASURING: dict[tuple, threading.Lock] = {}  # one small lock per probe asked for since the studio started
 _MEASURING_LOCK = threading.Lock()
 
 

@@ -67,13 +67,18 @@ def read(probe: str) -> tuple | None:
 
 def write(probe: str, fitted: tuple) -> None:
     """Add one result; written whole to a scratch file and renamed, so a reader never sees half of it
-    (two studios writing at once may lose one result, measured again later; nothing else)."""
+    (two studios writing at once may lose one result, measured again later; nothing else). One write at a
+    time in a studio: two threads keeping other probes at once shared one scratch file, and each wrote the
+    file as it read it plus its own result, so the last rename lost the other's."""
     path = cache_file()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # (one per thread: two threads keeping other probes at once wrote one scratch file together)
-        scratch = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
-        scratch.write_text(json.dumps({**_load(), probe: list(fitted)}))
-        os.replace(scratch, path)
+        with _WRITING:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            scratch = path.with_name(f".{path.name}.{os.getpid()}")
+            scratch.write_text(json.dumps({**_load(), probe: list(fitted)}))
+            os.replace(scratch, path)
     except OSError:
         pass  # a read-only home: measured again by the next studio, nothing else lost
+
+
+_WRITING = threading.Lock()

@@ -163,6 +163,7 @@ def test_a_probe_asked_for_twice_at_once_is_measured_once(tiny_model_dir, tmp_pa
     the same probe each, at once: twice the work, and two estimates made together could differ by the
     measurements' noise (a reward model's cost, read as one estimate minus another, was kilobytes off)."""
     import threading
+    import time
 
     from pipelines import probe_cache
 
@@ -172,17 +173,25 @@ def test_a_probe_asked_for_twice_at_once_is_measured_once(tiny_model_dir, tmp_pa
 
     def counted(*args):
         calls.append(args)
+        time.sleep(1)  # the other asker comes while this one measures
         return real(*args)
 
     monkeypatch.setattr(estimates, "_fit", counted)
-    got = []
-    askers = [threading.Thread(target=lambda: got.append(estimates.estimate(str(tiny_model_dir), "lora", {})))
-              for _ in range(2)]
+    together, got = threading.Barrier(2), []
+
+    def ask():
+        together.wait()
+        try:
+            got.append(estimates.estimate(str(tiny_model_dir), "lora", {}))
+        except Exception as err:  # noqa: BLE001  (said below, not lost in the thread)
+            got.append(err)
+
+    askers = [threading.Thread(target=ask) for _ in range(2)]
     for asker in askers:
         asker.start()
     for asker in askers:
         asker.join()
-    assert len(calls) == 1
+    assert len(calls) == 1, got
     assert got[0].training_bytes == got[1].training_bytes
     estimates.training_model.cache_clear()
 
