@@ -65,10 +65,15 @@ def in_phase(trainer, checkpoint: Path) -> None:
     two passes over one batch (Save every 3 steps, 2 passes), the resumed run wrote replies one step out of
     phase with the prompts it was given, learning one batch three times and the last once. Counted from the
     checkpoint's steps, the resumed run writes replies again for the batch it was in (the replies it
-    wrote before are not kept in a checkpoint), then at the uninterrupted run's steps."""
+    wrote before are not kept in a checkpoint), then at the steps the uninterrupted run wrote at.
+    The count is the batches the trainer skips on resume (global_step x gradient accumulation): so while
+    each batch of replies spans the accumulation's batches (TRL's default steps_per_generation, which the
+    studio does not change) and the trainer skips what was trained (ignore_data_skip off)."""
     state = ev.read_json(checkpoint / "trainer_state.json") or {}
-    if hasattr(trainer, "_step") and state.get("global_step"):
-        trainer._step = int(state["global_step"]) * trainer.args.gradient_accumulation_steps
+    args = trainer.args
+    if (hasattr(trainer, "_step") and state.get("global_step") and not args.ignore_data_skip
+            and args.steps_per_generation == args.gradient_accumulation_steps):
+        trainer._step = int(state["global_step"]) * args.gradient_accumulation_steps
 
 
 def prompt_text(prompt) -> str:

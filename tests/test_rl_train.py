@@ -321,13 +321,15 @@ def test_grpo_resumed_between_two_passes_writes_replies_at_the_uninterrupted_run
     """Two passes over each batch of replies, a checkpoint every 3 steps: checkpoint-3 falls between the two
     passes over the second batch. A run that crashed after it wrote its replies one step out of phase once
     resumed (at steps 4 and 6, the third batch's prompts learned from once); it writes them again for the
-    batch it was in (step 4: they are not kept in a checkpoint), then at step 5, as the uninterrupted run."""
+    batch it was in (step 4: they are not kept in a checkpoint), then at step 5, as the uninterrupted run.
+    With gradient accumulation (2 here), as TRL counts: each batch it trained on, not each step."""
     import shutil
 
     dataset = _prompts(studio, tmp_path, [{"prompt": f"Question {i}?", "answer": "yes"} for i in range(6)])
     run_id = studio.start_run(model=str(tiny_model_dir), dataset=dataset, method="grpo",
-                              params={"num_train_epochs": 1, "per_device_train_batch_size": 4, "num_generations": 2,
-                                      "num_iterations": 2, "max_completion_length": 8, "save_steps": 3},
+                              params={"num_train_epochs": 1, "per_device_train_batch_size": 2,
+                                      "gradient_accumulation_steps": 2, "num_generations": 2, "num_iterations": 2,
+                                      "max_completion_length": 8, "save_steps": 3},
                               rewards=[{"name": "contains"}])
     assert studio.wait(run_id)["status"] == "completed"
     run_dir = studio.run_dir(run_id)
