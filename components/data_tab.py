@@ -46,14 +46,22 @@ def _cell(value, limit: int = 160) -> str:
 MIN_COLUMN_PERCENT = 18  # of the table's width: past 5 columns the table scrolls sideways
 
 
+PLACE_HEADER = "In the file"  # the raw table's first column: where each record is, as the messages name it
+PLACE_PERCENT = 14  # of the table's width
+
+
 def shown_table(table: dict | None):
     """A table with rows is shown, its columns sharing the width (sized by their text, a pair's prompt took it
     all and pushed chosen and rejected out of sight to the right); an empty one is hidden (Gradio would show
     headers named 1, 2, 3)."""
     if not table or not table["data"]:
         return gr.update(value=None, visible=False)
-    share = f"{max(100 / max(len(table['headers']), 1), MIN_COLUMN_PERCENT):.4g}%"  # (many: scrolled, still legible)
-    return gr.update(value=table, visible=True, column_widths=[share] * len(table["headers"]))
+    headers, place = table["headers"], []
+    if headers[0] == PLACE_HEADER:  # where each record is ("row 12: left out"): a narrow column of its own
+        headers, place = headers[1:], [f"{PLACE_PERCENT}%"]
+    width = 100 - PLACE_PERCENT * len(place)
+    share = f"{max(width / max(len(headers), 1), MIN_COLUMN_PERCENT):.4g}%"  # (many: scrolled, still legible)
+    return gr.update(value=table, visible=True, column_widths=place + [share] * len(headers))
 
 
 def offered(studio, made: str | None = None) -> dict:
@@ -69,20 +77,21 @@ def dataset_choices(studio) -> list[tuple[str, str]]:
              d["id"]) for d in studio.list_datasets()]
 
 
-def listed_again(studio, shown, viewed=None):
+def listed_again(studio, shown, viewed=None, model="default"):
     """The dataset list when the tab is opened: datasets made since the page was (Train on these
     preferences, another window, the command line), the one shown kept while it is still there.
-    With none shown, the newest is put up unless this browser kept one to show (`viewed`, as on_load
-    reads it: the page's load puts that one back) or cleared the picker itself (a dataset deleted here):
-    a first visit showed an empty tab until a dataset was picked."""
+    With none shown, the newest is put up (a first visit showed an empty tab until a dataset was picked),
+    unless this browser kept one to show (`viewed`, as on_load reads it: the page's load puts that one
+    back) or the tokenizer's `model` is the built-in one not prepared yet (its conversion, up to a minute
+    of both cores, would start for a person passing through the tab, and hold up their own pick)."""
     choices = dataset_choices(studio)
     values = [value for _label, value in choices]
     if shown in values:
         return gr.update(choices=choices)
     if shown:  # deleted since (another window, the command line): the view says so
         return gr.update(choices=choices, value=None)
-    kept = viewed.get("dataset", "") if isinstance(viewed, dict) else ""
-    if kept in values or kept is None or not values:  # (restored by the load, or cleared here)
+    kept = viewed.get("dataset") if isinstance(viewed, dict) else None
+    if kept in values or not values or not method_service.model_ready(studio, model or "default"):
         return gr.update(choices=choices)
     return gr.update(choices=choices, value=values[0])
 
@@ -132,12 +141,10 @@ def check_source(studio, upload, sample, kind, text_unit, *mapping_values, skip_
         # longer a choice is refused by the page, and Import would fail on it before reading the file)
         return f"**Cannot use this file:** {quoted(err)}", None, [unmapped() for _ in MAP_TARGETS], gr.update()
     columns = info["columns"]
-    # a record that is no object (a JSON Lines line holding a list: the problem said below) shows whole
-    table = {"headers": columns, "data": [[_cell(r.get(c)) for c in columns] if isinstance(r, dict) else
-                                          [_cell(r), *[""] * (len(columns) - 1)] for r in info["records"]]}
+    feedback = info.get("feedback")
+    table = raw_table(info, feedback or info)
     choices = [NOT_MAPPED, *columns]
     updates = [gr.update(choices=choices, value=v if v in choices else NOT_MAPPED) for v in mapping_values]
-    feedback = info.get("feedback")
     if feedback:  # replies with good/bad marks: imported as plain examples, the bad ones would be copied
         updates = [gr.update(choices=choices, value=feedback["mapping"].get(t, NOT_MAPPED)) for t in MAP_TARGETS]
         said = (f"Column **{feedback['column']}** holds good/bad marks on the replies: it is mapped below to "
@@ -146,9 +153,10 @@ def check_source(studio, upload, sample, kind, text_unit, *mapping_values, skip_
         # the first rows as Import will read them with that mapping (a row the reader could not read after them)
         problem = feedback.get("row_problem") or info.get("read_problem")
         if problem and skip_bad and feedback.get("row_problem"):  # (ticked: such rows are left out, not stopped at)
+            n = len(feedback.get("left_out", ()))
             return (f"{said} Press Import: it leaves out rows that cannot be read, as *Skip rows that cannot be "
-                    f"read* asks (the first among the first rows read: **{problem}**).", table, updates,
-                    gr.update(open=True))
+                    f"read* asks ({n} row{'s' if n != 1 else ''} among the first rows read; the first of them: "
+                    f"**{problem.removeprefix(Path(path).name + ', ')}**).", table, updates, gr.update(open=True))
         if problem:
             return (f"{said} Import would stop here: **{problem}**", table, updates, gr.update(open=True))
         return (f"{said} Press Import, or choose Kind of data *sft* to import every reply as an example and "
@@ -198,6 +206,21 @@ def check_source(studio, upload, sample, kind, text_unit, *mapping_values, skip_
                 f"**{skipped['first']}**)."
                 f"{hint}", table, updates, box)
     return f"{message}. Press Import to check every row.{hint}", table, updates, box
+
+
+
+
+def raw_table(info: dict, read: dict) -> dict:
+    """The first records as `inspect` read them, each with where it is in the file ("row 3", as a problem is
+    said), the one Import would stop at and those *Skip rows that cannot be read* leaves out marked so (as
+    `read` says: `info`, or its good/bad marks' reading)."""
+    columns = info["columns"]
+    marks = {**dict.fromkeys(read.get("left_out", ()), "left out"), read.get("stops_at"): "Import stops here"}
+    marked = [f"{place}: {marks[i]}" if i in marks else place for i, place in enumerate(info["places"])]
+    # a record that is no object (a JSON Lines line holding a list: the problem said below) shows whole
+    return {"headers": [PLACE_HEADER, *columns],
+            "data": [[place, *([_cell(r.get(c)) for c in columns] if isinstance(r, dict) else
+                               [_cell(r), *[""] * (len(columns) - 1)])] for place, r in zip(marked, info["records"])]}
 
 
 def import_source(studio, upload, sample, name, kind, text_unit, dedupe, heldout, seed, *mapping_values,

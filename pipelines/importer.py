@@ -78,7 +78,7 @@ def inspect(path: Path, options: ImportOptions | None = None, max_bytes: int = D
     options = options or ImportOptions()
     path = Path(path)
     fmt = check_file(path, max_bytes)
-    first, places, layout, read_well = [], [], None, 0
+    first, places, layout, read_well, left_out = [], [], None, 0, []
     out = {"format": fmt, "layout": None, "problem": None, "row_problem": None}
     skipped = Skipped() if options.skip_bad else None  # (the rows Import will leave out are not looked at either)
     rows = _first_good(records(path, fmt, options.text_unit, skipped), lambda: len(first))
@@ -123,8 +123,10 @@ def inspect(path: Path, options: ImportOptions | None = None, max_bytes: int = D
                 if skipped is None:
                     out["row_problem"] = str(in_users_words(err, options.mapping))
                     out["first_row_problem"] = len(first) == 1  # (the file's, likely: no option leaves it out)
+                    out["stops_at"] = len(first) - 1
                     break
                 skipped.append(str(in_users_words(err, options.mapping)))  # Import leaves it out too, and reads on
+                left_out.append(len(first) - 1)
         if len(first) >= n:
             break
     if not first:
@@ -132,16 +134,21 @@ def inspect(path: Path, options: ImportOptions | None = None, max_bytes: int = D
     if skipped:  # what *Skip rows that cannot be read* leaves out among the rows looked at
         out["skipped"] = {"count": skipped.count, "first": skipped[0].removeprefix(path.name + ", "),
                           "none_read": layout is not None and read_well == 0}
-    out.update(records=first, layout=layout.key if layout else None)
+    # `places`: where each record is in the file ("row 3"); `left_out`: those of them *Skip* leaves out;
+    # `stops_at` (set above): the one Import would stop at
+    out.update(records=first, places=places, left_out=left_out, layout=layout.key if layout else None)
     out["feedback"] = feedback = feedback_mapping(out.get("columns") or [], first, options, layout)
-    if feedback:  # the first rows as Import reads them with that mapping: the first it would stop at
-        marks = detect(out["columns"], path, "auto", feedback["mapping"])
-        for place, record in zip(places, first):
+    if feedback:  # the first rows as Import reads them with that mapping: the first it would stop at (or,
+        marks = detect(out["columns"], path, "auto", feedback["mapping"])  # with Skip, each it leaves out)
+        for i, (place, record) in enumerate(zip(places, first)):
             try:
                 convert(apply_mapping(record, feedback["mapping"]), marks, path, place)
             except DataError as err:
-                feedback["row_problem"] = str(in_users_words(err, feedback["mapping"]))
-                break
+                feedback.setdefault("row_problem", str(in_users_words(err, feedback["mapping"])))
+                if skipped is None:
+                    feedback["stops_at"] = i
+                    break
+                feedback.setdefault("left_out", []).append(i)
     return out
 
 

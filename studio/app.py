@@ -170,8 +170,9 @@ def build_app(studio) -> gr.Blocks:
               show_progress="hidden")
         # datasets made since the page opened (the loop's exports, another window) are listed when Data is
         # opened, and the newest is shown on a first visit
-        data.select(lambda shown, viewed: data_tab.listed_again(studio, shown, viewed), [data_dataset, data_viewed],
-                    data_dataset, preprocess=False, queue=False, show_progress="hidden")
+        data.select(lambda shown, viewed, model: data_tab.listed_again(studio, shown, viewed, model),
+                    [data_dataset, data_viewed, viewer[1]], data_dataset, preprocess=False, queue=False,
+                    show_progress="hidden")
 
         gr.on([chat_outputs[0].input, chat_outputs[1].input], None, chat_outputs[:2], pair_kept,
               js="(a, b) => ({a, b})", queue=False, show_progress="hidden")

@@ -179,23 +179,27 @@ def test_opening_train_estimates_once_the_model_waited_for_is_ready(studio, tiny
     assert not isinstance(fn.fn(None, "Peak memory ...", str(tiny_model_dir), None, "lora", *values), str)  # shown: kept
 
 
-def test_opening_the_data_tab_the_first_time_shows_the_newest_dataset(studio, tmp_path):
+def test_opening_the_data_tab_the_first_time_shows_the_newest_dataset(studio, tmp_path, tiny_model_dir):
     """A browser's first visit showed an empty Data tab until a dataset was picked (a later visit showed the
     last one looked at). Opening the tab with none shown puts up the newest, unless this browser kept one
-    the page's load puts back, or cleared the picker itself (a dataset deleted here)."""
+    the page's load puts back, or the tokens would be counted by the built-in model not prepared yet (its
+    conversion would start for a person passing through)."""
     app = build_app(studio)
-    (opened,) = [f for f in app.fns.values() if f.name == "<lambda>" and len(f.inputs) == 2
+    (opened,) = [f for f in app.fns.values() if f.name == "<lambda>" and len(f.inputs) == 3
                  and f.inputs[1].__class__.__name__ == "BrowserState" and f.outputs[0] is f.inputs[0]]
-    assert "value" not in opened.fn(None, {})  # no dataset yet: nothing to show
+    model = str(tiny_model_dir)
+    assert "value" not in opened.fn(None, {}, model)  # no dataset yet: nothing to show
     older = studio.import_dataset(FAQ, name="older")
     (tmp_path / "newer.jsonl").write_text(FAQ.read_text().replace("Quillpad", "Inkpad"))
     newer = studio.import_dataset(tmp_path / "newer.jsonl")
-    for first_visit in ({}, None, {"dataset": "gone-since"}):  # (nothing kept, or a dataset deleted elsewhere)
-        assert opened.fn(None, first_visit)["value"] == newer["id"], first_visit
-    assert "value" not in opened.fn(None, {"dataset": older["id"]})  # the load puts this one back
-    assert "value" not in opened.fn(None, {"dataset": None})  # cleared here: stays cleared
-    assert "value" not in opened.fn(older["id"], {})  # one shown stays
-    assert opened.fn("gone-since", {})["value"] is None  # (the view says it was deleted)
+    # nothing kept, a dataset deleted elsewhere since, or the picker cleared (a dataset deleted here)
+    for first_visit in ({}, None, {"dataset": "gone-since"}, {"dataset": None}):
+        assert opened.fn(None, first_visit, model)["value"] == newer["id"], first_visit
+    assert "value" not in opened.fn(None, {"dataset": older["id"]}, model)  # the load puts this one back
+    assert "value" not in opened.fn(older["id"], {}, model)  # one shown stays
+    assert opened.fn("gone-since", {}, model)["value"] is None  # (the view says it was deleted)
+    assert "value" not in opened.fn(None, {}, "default")  # the built-in model is not prepared in this workspace
+    assert not (studio.model_cache / "smollm2-135m-instruct").exists()
 
 
 def test_the_load_restores_picks_of_an_earlier_page_never_those_this_page_saved(studio, tiny_model_dir):

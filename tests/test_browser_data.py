@@ -232,9 +232,14 @@ def test_delete_a_dataset_after_saying_what_it_touches(server, page, studio, tin
     # made after the page (another window, the command line): listed when the Data tab is opened
     studio.import_dataset(SAMPLES_DIR / "quillpad_faq.jsonl")
     page.get_by_role("tab", name="Data").click()
-    # this browser's first look at the tab: the newest dataset is shown (the tab was empty)
-    expect(page.locator("#data-datasets input")).to_have_value("Sample: Quillpad support FAQ — sft, 120 rows")
+    # this browser's first look at the tab: the newest dataset is shown (the tab was empty), once its tokens
+    # can be counted with no conversion of the built-in model first (not prepared in this workspace)
     fill(page, "data-model", tiny_model_dir)
+    expect(page.locator("#data-datasets input")).to_have_value("")
+    page.get_by_role("tab", name="Train").click()
+    page.get_by_role("tab", name="Data").click()
+    expect(page.locator("#data-datasets input")).to_have_value("Sample: Quillpad support FAQ — sft, 120 rows")
+    expect(page.locator("#data-summary")).to_contain_text("120 rows of sft data", timeout=30_000)
     page.locator("#data-datasets input").click()
     page.get_by_role("option", name="recipes — sft, 30 rows").click()
     expect(page.locator("#data-summary")).to_contain_text("30 rows of sft data", timeout=30_000)

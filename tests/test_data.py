@@ -488,13 +488,13 @@ def test_the_first_look_names_a_file_of_lists_and_shows_dates(studio, tmp_path):
                   "created": [datetime.datetime(2024, 1, 1)] * 2}).to_parquet(dated)
     said, table, *_ = check_source(studio, str(dated), None, "auto", "line", *[NOT_MAPPED] * 8)
     assert said.startswith("Detected **prompt/completion** in a PARQUET file")
-    assert table["data"][0] == ["Q1", "A1", '"2024-01-01 00:00:00"']
+    assert table["data"][0] == ["row 1", "Q1", "A1", '"2024-01-01 00:00:00"']
     mixed = tmp_path / "mixed.jsonl"
     mixed.write_text(json.dumps({"prompt": "Q", "completion": "A"}) + "\n" + json.dumps(["x", "y"]) + "\n")
     said, table, *_ = check_source(studio, str(mixed), None, "auto", "line", *[NOT_MAPPED] * 8)
     assert ("Import would stop here: **mixed.jsonl, line 2: expected an object with named fields, got a list** (or "
             "tick *Skip rows that cannot be read*, under *Name, duplicates, held-out split*, to leave such rows out)") in said
-    assert table["data"] == [["Q", "A"], ['["x", "y"]', ""]]
+    assert table["data"] == [["line 1", "Q", "A"], ["line 2: Import stops here", '["x", "y"]', ""]]
     lists = tmp_path / "lists.jsonl"
     lists.write_text(json.dumps(["x", "y"]) + "\n")
     said, table, *_ = check_source(studio, str(lists), None, "auto", "line", *[NOT_MAPPED] * 8)

@@ -937,6 +937,36 @@ def test_with_skip_ticked_the_first_look_says_bad_rows_are_left_out_not_that_imp
     assert studio.list_datasets() == []
 
 
+def test_the_first_look_marks_where_each_row_is_and_the_rows_import_stops_at_or_leaves_out(studio, tmp_path):
+    """The file's first records showed with no word on which were the rows the message named ("row 3"), nor on
+    which *Skip rows that cannot be read* leaves out. Each now says where it is in the file, and which one
+    Import would stop at, or, ticked, each it leaves out (read with good/bad marks too, said with a count)."""
+    from components.data_tab import NOT_MAPPED, PLACE_HEADER, check_source
+
+    def first_look(path, skip):
+        return check_source(studio, str(path), None, "auto", "line", *[NOT_MAPPED] * 8, skip_bad=skip)
+
+    holes = tmp_path / "holes.csv"
+    holes.write_text("prompt,completion\nHi?,Hello.\nColour?,\nSize?,Small.\nWhere?,\nWhen?,Now.\n")
+    said, table, *_ = first_look(holes, False)
+    assert "Import would stop here: **holes.csv, row 3, column 'completion': is empty" in said
+    assert table["headers"] == [PLACE_HEADER, "prompt", "completion"]
+    assert table["data"] == [["row 2", "Hi?", "Hello."], ["row 3: Import stops here", "Colour?", ""]]
+    said, table, *_ = first_look(holes, True)
+    assert "(2 rows among the first rows read; the first of them: **row 3, column 'completion'" in said
+    assert [r[0] for r in table["data"]] == ["row 2", "row 3: left out", "row 4", "row 5: left out", "row 6"]
+
+    marked = tmp_path / "marked.csv"
+    marked.write_text("prompt,completion,rating\nHi?,Hello.,up\nColour?,,down\nSize?,Small.,up\n")
+    said, table, *_ = first_look(marked, True)
+    assert "holds good/bad marks" in said and "(1 row among the first rows read; the first of them: **row 3" in said
+    assert [r[0] for r in table["data"]] == ["row 2", "row 3: left out", "row 4"]
+    said, table, *_ = first_look(marked, False)
+    assert said.endswith("Import would stop here: **marked.csv, row 3, column 'completion': is empty; expected text**")
+    assert [r[0] for r in table["data"]][:2] == ["row 2", "row 3: Import stops here"]
+    assert studio.list_datasets() == []
+
+
 def test_a_row_the_reader_cannot_read_after_good_ones_is_where_import_would_stop(studio, tmp_path):
     """A CSV row with a cell too many among the first rows was "Cannot use this file", with no table and no word
     on *Skip rows that cannot be read*, which leaves such a row out: it is where Import would stop, as an empty
@@ -952,7 +982,7 @@ def test_a_row_the_reader_cannot_read_after_good_ones_is_where_import_would_stop
     assert said == ("Detected **prompt/completion** in a CSV file → stored as **sft** data, but Import would stop "
                     "here: **extra.csv, row 4: has 3 cells but the header has 2 columns (prompt, completion); quote "
                     f"cells that contain ','**{SKIP_HINT}")
-    assert table["data"] == [["Hi?", "Hello."], ["Colour?", "Blue."]]
+    assert table["data"] == [["row 2", "Hi?", "Hello."], ["row 3", "Colour?", "Blue."]]
     assert "(1 row among the first rows read; the first of them: **row 4: has 3 cells" in first_look(extra, True)[0]
     # with good/bad marks beside the replies (read as KTO): the row is named there too ("Press Import" was said)
     marked = tmp_path / "marked.csv"
