@@ -34,8 +34,8 @@ def test_export_a_run_then_chat_with_the_merged_model(server, page, studio, tiny
     expect(page.locator("#export-source input")).to_have_value(run_label, timeout=30_000)
     # a person's own pick stays when the tab is opened again
     choose(page, "export-source", "Built-in SmolLM2-135M-Instruct")
-    page.get_by_role("tab", name="Chat").click()  # (Data would show its newest dataset: counted with the
-    page.get_by_role("tab", name="Export").click()  # built-in model, prepared for it, for nothing here)
+    page.get_by_role("tab", name="Data").click()
+    page.get_by_role("tab", name="Export").click()
     page.wait_for_timeout(1500)
     expect(page.locator("#export-source input")).to_have_value("Built-in SmolLM2-135M-Instruct")
     choose(page, "export-source", run_label)
