@@ -46,6 +46,8 @@ def _cell(value, limit: int = 160) -> str:
 MIN_COLUMN_PERCENT = 18  # of the table's width: past 5 columns the table scrolls sideways
 
 
+UNTAUGHT_SFT = "every reply has weight 0, kept as context"  # why a row teaches nothing, as Import says it
+UNTAUGHT_PAIR = "'chosen' and 'rejected' are the same answer or one is empty"
 PLACE_HEADER = "In the file"  # the raw table's first column: where each record is, as the messages name it
 PLACE_PERCENT = 14  # of the table's width
 
@@ -177,6 +179,11 @@ def check_source(studio, upload, sample, kind, text_unit, *mapping_values, skip_
     mapped = {v for v in mapping_values if v and v != NOT_MAPPED} | set((info.get("case_mapped") or {}).values())
     unread = [c for c in columns if c not in (*layout.required, *layout.optional) and c not in mapped]
     hint, box = "", gr.update()
+    untaught = [info["places"][i] for i in info.get("untaught") or ()]
+    if untaught:  # (Import drops them, and says so; it stops when no row of the file teaches anything)
+        why = (UNTAUGHT_SFT if layout.kind == "sft" else UNTAUGHT_PAIR)
+        hint += (f" {few(untaught).capitalize()} {'teaches' if len(untaught) == 1 else 'teach'} nothing ({why}): "
+                 f"Import drops {'it' if len(untaught) == 1 else 'them'}.")
     # a column taken for one of ours under another name (pairs' question as their prompt), said
     renamed = [(target, source) for target, source in (info.get("case_mapped") or {}).items()
                if str(source).strip().lower() != target]
@@ -215,7 +222,8 @@ def raw_table(info: dict, read: dict) -> dict:
     said), the one Import would stop at and those *Skip rows that cannot be read* leaves out marked so (as
     `read` says: `info`, or its good/bad marks' reading)."""
     columns = info["columns"]
-    marks = {**dict.fromkeys(read.get("left_out", ()), "left out"), read.get("stops_at"): "Import stops here"}
+    marks = {**dict.fromkeys(read.get("untaught", ()), "teaches nothing, dropped"),
+             **dict.fromkeys(read.get("left_out", ()), "left out"), read.get("stops_at"): "Import stops here"}
     marked = [f"{place}: {marks[i]}" if i in marks else place for i, place in enumerate(info["places"])]
     # a record that is no object (a JSON Lines line holding a list: the problem said below) shows whole
     return {"headers": [PLACE_HEADER, *columns],

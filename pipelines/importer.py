@@ -78,7 +78,7 @@ def inspect(path: Path, options: ImportOptions | None = None, max_bytes: int = D
     options = options or ImportOptions()
     path = Path(path)
     fmt = check_file(path, max_bytes)
-    first, places, layout, read_well, left_out = [], [], None, 0, []
+    first, places, layout, read_well, left_out, untaught = [], [], None, 0, [], []
     out = {"format": fmt, "layout": None, "problem": None, "row_problem": None}
     skipped = Skipped() if options.skip_bad else None  # (the rows Import will leave out are not looked at either)
     rows = _first_good(records(path, fmt, options.text_unit, skipped), lambda: len(first))
@@ -117,8 +117,10 @@ def inspect(path: Path, options: ImportOptions | None = None, max_bytes: int = D
                 out["suggested"] = suggest_mapping(columns) if options.kind in ("auto", "sft") else {}
         if layout is not None:
             try:
-                convert(apply_mapping(record, options.mapping), layout, path, place)
+                row = convert(apply_mapping(record, options.mapping), layout, path, place)
                 read_well += 1
+                if layout.kind in ("preference", "sft") and teaches_nothing(row):  # dropped by Import, as it says
+                    untaught.append(len(first) - 1)
             except DataError as err:
                 if skipped is None:
                     out["row_problem"] = str(in_users_words(err, options.mapping))
@@ -135,8 +137,9 @@ def inspect(path: Path, options: ImportOptions | None = None, max_bytes: int = D
         out["skipped"] = {"count": skipped.count, "first": skipped[0].removeprefix(path.name + ", "),
                           "none_read": layout is not None and read_well == 0}
     # `places`: where each record is in the file ("row 3"); `left_out`: those of them *Skip* leaves out;
-    # `stops_at` (set above): the one Import would stop at
-    out.update(records=first, places=places, left_out=left_out, layout=layout.key if layout else None)
+    # `untaught`: those that teach nothing (dropped); `stops_at` (set above): the one Import would stop at
+    out.update(records=first, places=places, left_out=left_out, untaught=untaught,
+               layout=layout.key if layout else None)
     out["feedback"] = feedback = feedback_mapping(out.get("columns") or [], first, options, layout)
     if feedback:  # the first rows as Import reads them with that mapping: the first it would stop at (or,
         marks = detect(out["columns"], path, "auto", feedback["mapping"])  # with Skip, each it leaves out)

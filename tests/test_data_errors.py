@@ -967,6 +967,29 @@ def test_the_first_look_marks_where_each_row_is_and_the_rows_import_stops_at_or_
     assert studio.list_datasets() == []
 
 
+def test_the_first_look_says_which_rows_teach_nothing_as_import_does(studio, tmp_path):
+    """Import drops a conversation whose every reply has weight 0, and a pair whose answers are the same (and
+    says so after); the first look said nothing of it. It names them, and marks them in the table."""
+    from components.data_tab import NOT_MAPPED, check_source
+
+    def first_look(path):
+        return check_source(studio, str(path), None, "auto", "line", *[NOT_MAPPED] * 8)
+
+    chats = jsonl(tmp_path / "chats.jsonl", weighted_chat(), weighted_chat(0, 0), weighted_chat(1, 0))
+    said, table, *_ = first_look(chats)
+    assert said.endswith("Press Import to check every row. Line 2 teaches nothing (every reply has weight 0, kept "
+                         "as context): Import drops it.")
+    assert [r[0] for r in table["data"]] == ["line 1", "line 2: teaches nothing, dropped", "line 3"]
+    pairs = jsonl(tmp_path / "pairs.jsonl", *({"prompt": f"Q{i}?", "chosen": "Yes.", "rejected": r}
+                                              for i, r in enumerate(["No.", "Yes.", " Yes. ", "Maybe."])))
+    said, table, *_ = first_look(pairs)
+    assert said.endswith("Line 2, line 3 teach nothing ('chosen' and 'rejected' are the same answer or one is "
+                         "empty): Import drops them.")
+    assert [r[0] for r in table["data"]] == ["line 1", "line 2: teaches nothing, dropped",
+                                             "line 3: teaches nothing, dropped", "line 4"]
+    assert studio.list_datasets() == []
+
+
 def test_a_row_the_reader_cannot_read_after_good_ones_is_where_import_would_stop(studio, tmp_path):
     """A CSV row with a cell too many among the first rows was "Cannot use this file", with no table and no word
     on *Skip rows that cannot be read*, which leaves such a row out: it is where Import would stop, as an empty
