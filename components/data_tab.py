@@ -49,7 +49,7 @@ MIN_COLUMN_PERCENT = 18  # of the table's width: past 5 columns the table scroll
 UNTAUGHT_SFT = "every reply has weight 0, kept as context"  # why a row teaches nothing, as Import says it
 UNTAUGHT_PAIR = "'chosen' and 'rejected' are the same answer or one is empty"
 PLACE_HEADER = "In the file"  # the raw table's first column: where each record is, as the messages name it
-PLACE_PERCENT = 14  # of the table's width
+PLACE_PERCENT = 22  # of the table's width ("row 12: Import stops here" on two lines)
 
 
 def shown_table(table: dict | None):
@@ -82,7 +82,8 @@ def dataset_choices(studio) -> list[tuple[str, str]]:
 def listed_again(studio, shown, viewed=None, model="default"):
     """The dataset list when the tab is opened: datasets made since the page was (Train on these
     preferences, another window, the command line), the one shown kept while it is still there.
-    With none shown, the newest is put up (a first visit showed an empty tab until a dataset was picked),
+    With none shown, the newest is put up, the person's own first (a first visit showed an empty tab until
+    a dataset was picked),
     unless this browser kept one to show (`viewed`, as on_load reads it: the page's load puts that one
     back) or the tokenizer's `model` is the built-in one not prepared yet (its conversion, up to a minute
     of both cores, would start for a person passing through the tab, and hold up their own pick)."""
@@ -95,7 +96,10 @@ def listed_again(studio, shown, viewed=None, model="default"):
     kept = viewed.get("dataset") if isinstance(viewed, dict) else None
     if kept in values or not values or not method_service.model_ready(studio, model or "default"):
         return gr.update(choices=choices)
-    return gr.update(choices=choices, value=values[0])
+    # the person's own before a bundled sample, which the page stores when the Train tab's estimate or a run
+    # first reads it (a walkthrough's first visit after its import showed the FAQ sample, stored on the load)
+    own = [d["id"] for d in studio.list_datasets() if not is_sample(d)]
+    return gr.update(choices=choices, value=own[0] if own else values[0])
 
 
 def _options(kind, text_unit, dedupe, heldout, seed, mapping_values, skip_bad=False) -> ImportOptions:
@@ -364,10 +368,10 @@ def view_example(studio, dataset_id, model, max_length, number):
     return example, example_label(index, rows, (parquet.parent / HELDOUT).exists(), example), index + 1
 
 
-def build(studio, datasets_kept, opened=None):
+def build(studio, datasets_kept, opened=None, viewed=None):
     """The Data tab. `datasets_kept`: the Train tab's {kind of data: dataset} it comes back to, which an
     import sets for its kind (it was imported to train on). `opened`: the tab itself (its judge panel looks for
-    judge jobs when it is opened)."""
+    judge jobs when it is opened). `viewed`: the browser's store of what the tab shows."""
     samples = [(label, key) for key, (_f, _kind, label) in SAMPLES.items()]
     with gr.Row():
         with gr.Column(scale=2):
@@ -530,6 +534,14 @@ def build(studio, datasets_kept, opened=None):
         [upload, sample, name, kind, text_unit, dedupe, heldout, seed, *mapping, skip_bad, datasets_kept],
         [message, chosen, datasets_kept, name, made_now],
     )
+    if viewed is not None:  # what this tab shows, kept by the browser (`viewed`: on_load puts it back)
+        # kept with no trip to the server: a reload soon after an import (CI, on a busy machine) came before
+        # the server's answer had stored the dataset, and the tab came back blank. Wired before the view: the
+        # page runs a change's handlers one after the other, and behind a view preparing the built-in model
+        # (a first import, half a minute) a reload found nothing kept
+        gr.on([chosen.change, model.submit, max_length.submit], None, [chosen, model, max_length], viewed,
+              js="(dataset, model, max_length) => ({dataset, model, max_length})", queue=False,
+              show_progress="hidden")
     chosen.change(**view)
     for control in (model, max_length):  # (the example stays on its row)
         control.submit(**{**view, "inputs": [*view["inputs"], example_row]})

@@ -89,13 +89,16 @@ def build_app(studio) -> gr.Blocks:
                     "with the base.")
         # the project the Label tab last had in this browser, picked again when it opens after a reload
         project_kept = gr.BrowserState({}, storage_key="tune-studio-label-project", secret=form_memory.secret(studio))
+        # what the Data tab showed (the dataset, the tokenizer's model, the max length), shown again after a reload
+        data_viewed = gr.BrowserState({}, storage_key="tune-studio-data-viewed", secret=form_memory.secret(studio))
         with gr.Tabs(elem_id="studio-tabs") as tabs:
             with gr.Tab("Train", id="train") as train:
                 on_load_train, train_outputs, picks, refresh_estimate, runs, restore_form = train_tab.build(studio)
             with gr.Tab("Method", id="method") as method:
                 open_method, method_inputs, method_outputs = method_tab.build(studio, *picks, tabs, "train", runs)
             with gr.Tab("Data", id="data") as data:
-                on_load_data, data_outputs, (imported, made_now), deleted = data_tab.build(studio, runs["datasets_kept"], data)
+                on_load_data, data_outputs, (imported, made_now), deleted = data_tab.build(studio, runs["datasets_kept"], data,
+                                                                                       data_viewed)
             with gr.Tab("Chat", id="chat") as chat:
                 refresh_chat, chat_outputs, (exported, export_made), chat_loop = chat_tab.build(studio)
             with gr.Tab("Label", id="label") as label:
@@ -160,14 +163,7 @@ def build_app(studio) -> gr.Blocks:
         tab_kept = gr.BrowserState("", storage_key="tune-studio-tab", secret=form_memory.secret(studio))
         tabs.change(None, None, tab_kept, js=SHOWN_TAB_JS, queue=False, show_progress="hidden")
 
-        # what the Data tab showed (the dataset, the tokenizer's model, the max length), shown again after a reload
-        data_viewed = gr.BrowserState({}, storage_key="tune-studio-data-viewed", secret=form_memory.secret(studio))
         viewer = data_outputs[:3]
-        # kept in the browser, with no trip to the server: a reload soon after an import (CI, on a busy machine)
-        # came before the server's answer had stored the dataset, and the tab came back blank
-        gr.on([data_dataset.change, *(field.submit for field in viewer[1:])], None, viewer, data_viewed,
-              js="(dataset, model, max_length) => ({dataset, model, max_length})", queue=False,
-              show_progress="hidden")
         # datasets made since the page opened (the loop's exports, another window) are listed when Data is
         # opened, and the newest is shown on a first visit
         data.select(lambda shown, viewed, model: data_tab.listed_again(studio, shown, viewed, model),

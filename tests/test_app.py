@@ -198,6 +198,10 @@ def test_opening_the_data_tab_the_first_time_shows_the_newest_dataset(studio, tm
     assert "value" not in opened.fn(None, {"dataset": older["id"]}, model)  # the load puts this one back
     assert "value" not in opened.fn(older["id"], {}, model)  # one shown stays
     assert opened.fn("gone-since", {}, model)["value"] is None  # (the view says it was deleted)
+    # a bundled sample stored since (the Train tab's estimate reads it on the page's load) comes after them
+    sample = studio.resolve_dataset("signoff_preferences")
+    assert studio.list_datasets()[0]["id"] == sample["id"]
+    assert opened.fn(None, {}, model)["value"] == newer["id"]
     assert "value" not in opened.fn(None, {}, "default")  # the built-in model is not prepared in this workspace
     assert not (studio.model_cache / "smollm2-135m-instruct").exists()
 

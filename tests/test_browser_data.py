@@ -204,11 +204,17 @@ def test_the_first_look_says_it_prepares_the_built_in_model(server, page, studio
     rows.write_text("".join(json.dumps({"prompt": f"Question {i}?", "completion": f"Answer {i}."}) + "\n"
                             for i in range(4)))
     page.goto(server)
+    # the page's load has settled (its estimate waits for the built-in model), as a person reads it first
+    expect(page.locator("#train-estimate")).to_contain_text("built-in model is prepared", timeout=60_000)
     page.get_by_role("tab", name="Data").click()
     page.locator("#data-upload input[type=file]").set_input_files(str(rows))
     expect(page.locator("#data-detected")).to_contain_text("Detected", timeout=30_000)
     page.click("#data-import")
     expect(page.get_by_text(PREPARING).first).to_be_visible(timeout=30_000)
+    # a reload meanwhile shows the dataset again
+    page.reload()
+    page.get_by_role("tab", name="Data").click()
+    expect(page.locator("#data-datasets input")).to_have_value("qa — sft, 4 rows", timeout=30_000)
     expect(page.locator("#data-summary")).to_contain_text("Tokens per example with **default**'s tokenizer".replace(
         "**", ""), timeout=120_000)
     expect(page.get_by_text(PREPARING)).to_have_count(0)
@@ -232,15 +238,16 @@ def test_delete_a_dataset_after_saying_what_it_touches(server, page, studio, tin
     # made after the page (another window, the command line): listed when the Data tab is opened
     studio.import_dataset(SAMPLES_DIR / "quillpad_faq.jsonl")
     page.get_by_role("tab", name="Data").click()
-    # this browser's first look at the tab: the newest dataset is shown (the tab was empty), once its tokens
-    # can be counted with no conversion of the built-in model first (not prepared in this workspace)
+    # this browser's first look at the tab: the newest of the person's own datasets is shown (the tab was
+    # empty), not the sample stored after it, once its tokens can be counted with no conversion of the
+    # built-in model first (not prepared in this workspace)
     fill(page, "data-model", tiny_model_dir)
     expect(page.locator("#data-datasets input")).to_have_value("")
     page.get_by_role("tab", name="Train").click()
     page.get_by_role("tab", name="Data").click()
-    expect(page.locator("#data-datasets input")).to_have_value("Sample: Quillpad support FAQ — sft, 120 rows")
-    expect(page.locator("#data-summary")).to_contain_text("120 rows of sft data", timeout=30_000)
+    expect(page.locator("#data-datasets input")).to_have_value("recipes — sft, 30 rows")
     page.locator("#data-datasets input").click()
+    expect(page.get_by_role("option", name="Sample: Quillpad support FAQ — sft, 120 rows")).to_be_visible()
     page.get_by_role("option", name="recipes — sft, 30 rows").click()
     expect(page.locator("#data-summary")).to_contain_text("30 rows of sft data", timeout=30_000)
     question = page.locator("#data-delete-question")
