@@ -50,6 +50,7 @@ UNTAUGHT_SFT = "every reply has weight 0, kept as context"  # why a row teaches 
 UNTAUGHT_PAIR = "'chosen' and 'rejected' are the same answer or one is empty"
 PLACE_HEADER = "In the file"  # the raw table's first column: where each record is, as the messages name it
 PLACE_PERCENT = 22  # of the table's width ("row 12: Import stops here" on two lines)
+MIN_PLACE_PERCENT = 10  # with 5 columns of the file or more
 
 
 def shown_table(table: dict | None):
@@ -59,11 +60,12 @@ def shown_table(table: dict | None):
     if not table or not table["data"]:
         return gr.update(value=None, visible=False)
     headers, place = table["headers"], []
-    if headers[0] == PLACE_HEADER:  # where each record is ("row 12: left out"): a narrow column of its own
-        headers, place = headers[1:], [f"{PLACE_PERCENT}%"]
-    width = 100 - PLACE_PERCENT * len(place)
+    if headers[0] == PLACE_HEADER:  # where each record is ("row 12: left out"): a column of its own, narrower
+        headers = headers[1:]       # as the file's columns need their width (5 of them fit, as before it)
+        place = [max(MIN_PLACE_PERCENT, min(PLACE_PERCENT, 100 - MIN_COLUMN_PERCENT * len(headers)))]
+    width = 100 - sum(place)
     share = f"{max(width / max(len(headers), 1), MIN_COLUMN_PERCENT):.4g}%"  # (many: scrolled, still legible)
-    return gr.update(value=table, visible=True, column_widths=place + [share] * len(headers))
+    return gr.update(value=table, visible=True, column_widths=[f"{p}%" for p in place] + [share] * len(headers))
 
 
 def offered(studio, made: str | None = None) -> dict:
@@ -158,11 +160,15 @@ def check_source(studio, upload, sample, kind, text_unit, *mapping_values, skip_
                 f"copied as an example).")
         # the first rows as Import will read them with that mapping (a row the reader could not read after them)
         problem = feedback.get("row_problem") or info.get("read_problem")
-        if problem and skip_bad and feedback.get("row_problem"):  # (ticked: such rows are left out, not stopped at)
-            n = len(feedback.get("left_out", ()))
+        # (ticked: such rows are left out, not stopped at): those the marks' reading leaves out, and those the
+        # reader could not read at all (a CSV row with a cell too many), which neither reading sees
+        unreadable = (info.get("skipped") or {}).get("count", 0) - len(info.get("left_out") or ())
+        n = len(feedback.get("left_out", ())) + unreadable
+        if skip_bad and n:
+            named = feedback.get("row_problem") or info["skipped"]["first"]
             return (f"{said} Press Import: it leaves out rows that cannot be read, as *Skip rows that cannot be "
-                    f"read* asks ({n} row{'s' if n != 1 else ''} among the first rows read; the first of them: "
-                    f"**{problem.removeprefix(Path(path).name + ', ')}**).", table, updates, gr.update(open=True))
+                    f"read* asks ({n} row{'s' if n != 1 else ''} among the first rows read; one of them: "
+                    f"**{named.removeprefix(Path(path).name + ', ')}**).", table, updates, gr.update(open=True))
         if problem:
             return (f"{said} Import would stop here: **{problem}**", table, updates, gr.update(open=True))
         return (f"{said} Press Import, or choose Kind of data *sft* to import every reply as an example and "
@@ -186,8 +192,13 @@ def check_source(studio, upload, sample, kind, text_unit, *mapping_values, skip_
     untaught = [info["places"][i] for i in info.get("untaught") or ()]
     if untaught:  # (Import drops them, and says so; it stops when no row of the file teaches anything)
         why = (UNTAUGHT_SFT if layout.kind == "sft" else UNTAUGHT_PAIR)
-        hint += (f" {few(untaught).capitalize()} {'teaches' if len(untaught) == 1 else 'teach'} nothing ({why}): "
-                 f"Import drops {'it' if len(untaught) == 1 else 'them'}.")
+        one = len(untaught) == 1
+        if info.get("read_all") and len(untaught) == len(info["records"]):
+            hint += (f" Import would stop: no {'conversation' if layout.kind == 'sft' else 'pair'} of the file can "
+                     f"teach anything ({why}).")
+        else:
+            hint += (f" {named_places(untaught)} {'teaches' if one else 'teach'} nothing ({why}): Import drops "
+                     f"{'it' if one else 'them'}.")
     # a column taken for one of ours under another name (pairs' question as their prompt), said
     renamed = [(target, source) for target, source in (info.get("case_mapped") or {}).items()
                if str(source).strip().lower() != target]
@@ -219,6 +230,13 @@ def check_source(studio, upload, sample, kind, text_unit, *mapping_values, skip_
     return f"{message}. Press Import to check every row.{hint}", table, updates, box
 
 
+def named_places(places: list[str]) -> str:
+    """'Line 2', 'Lines 2 and 5', 'Rows 3, 4 and 7' (`places` as inspect names them: 'line 2', 'row 3')."""
+    words = {p.split(" ", 1)[0] for p in places}
+    if len(words) != 1 or len(places) == 1:
+        return few(places)[:1].upper() + few(places)[1:]
+    numbers = [p.split(" ", 1)[1] for p in places]
+    return f"{places[0].split(' ', 1)[0].capitalize()}s {', '.join(numbers[:-1])} and {numbers[-1]}"
 
 
 def raw_table(info: dict, read: dict) -> dict:
@@ -283,6 +301,14 @@ def summary_text(row: dict) -> str:
     return "; ".join(parts)
 
 
+def stored_rows(row: dict) -> tuple[str, dict]:
+    """(summary, first rows) of a catalogue row: what the view shows before any token is counted."""
+    rows = dataset_stats.preview_rows(Path(row["path"]), 20)
+    table = {"headers": list(rows[0]) if rows else [],
+             "data": [[_cell(v, 400) for v in r.values()] for r in rows]}
+    return f"**{literal(row['name'])}** — {summary_text(row)}.", table
+
+
 def view_dataset(studio, dataset_id, model, max_length, example_row: int = 0):
     """(summary, first rows, token-length histogram, rendered example of row `example_row`, from 0) for one
     dataset."""
@@ -291,10 +317,7 @@ def view_dataset(studio, dataset_id, model, max_length, example_row: int = 0):
         return (dataset_delete.deleted_elsewhere(studio, dataset_id) or "Pick a dataset to see its rows and "
                 "statistics."), None, None, None
     parquet = Path(row["path"])
-    rows = dataset_stats.preview_rows(parquet, 20)
-    table = {"headers": list(rows[0]) if rows else [],
-             "data": [[_cell(v, 400) for v in r.values()] for r in rows]}
-    summary = f"**{literal(row['name'])}** — {summary_text(row)}."
+    summary, table = stored_rows(row)
     max_length = int(max_length or 512)
     try:
         tokenizer = studio.tokenizer(model or "default")
@@ -472,9 +495,12 @@ def build(studio, datasets_kept, opened=None, viewed=None):
         another dataset, the one that shows most (`telling_row`)."""
         # said in the summary itself: Gradio shows a progress text only with a fraction done, and a
         # conversion has none (a fraction stuck at 0.0% read as hung)
-        if dataset_id and not method_service.model_ready(studio, model or "default"):
-            yield method_service.PREPARING, gr.skip(), gr.skip(), gr.skip(), gr.skip()  # the token counts wait
         row = studio.store.get_dataset(dataset_id) if dataset_id else None
+        if row is not None and not method_service.model_ready(studio, model or "default"):
+            # the rows and the summary at once, the token counts once the model is ready (a first import
+            # showed only this sentence for half a minute)
+            summary, table = stored_rows(row)
+            yield f"{summary}\n\n{method_service.PREPARING}", shown_table(table), gr.skip(), gr.skip(), gr.skip()
         rows = dataset_stats.count_rows(Path(row["path"])) if row else 0
         index = (0 if row is None else dataset_stats.telling_row(Path(row["path"]), row["meta"]) if number is None
                  else row_index(number, rows))

@@ -86,6 +86,7 @@ def inspect(path: Path, options: ImportOptions | None = None, max_bytes: int = D
         try:
             place, record = next(rows)
         except StopIteration:
+            out["read_all"] = True  # every row of the file is among those looked at
             break
         except DataError as err:
             # a row the reader cannot read (a CSV row with a cell too many) after good ones: where Import would

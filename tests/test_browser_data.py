@@ -195,7 +195,7 @@ def test_a_preference_pair_shows_both_replies(server, page, studio, tiny_model_d
 @pytest.mark.slow
 def test_the_first_look_says_it_prepares_the_built_in_model(server, page, studio, tmp_path):  # noqa: F811
     """The first token counts with the built-in model convert it (seconds to a minute): the page said only
-    "processing" meanwhile. It now says what it is doing, then shows the counts."""
+    "processing" meanwhile. It now says what it is doing, with the rows and summary, then shows the counts."""
     from playwright.sync_api import expect
 
     from studio.method_service import PREPARING
@@ -211,6 +211,9 @@ def test_the_first_look_says_it_prepares_the_built_in_model(server, page, studio
     expect(page.locator("#data-detected")).to_contain_text("Detected", timeout=30_000)
     page.click("#data-import")
     expect(page.get_by_text(PREPARING).first).to_be_visible(timeout=30_000)
+    # the summary and the stored rows need no tokenizer: shown at once (the sentence alone was, half a minute)
+    expect(page.locator("#data-summary")).to_contain_text("4 rows of sft data")
+    expect(page.locator("#data-preview")).to_contain_text("Question 0?")
     # a reload meanwhile shows the dataset again
     page.reload()
     page.get_by_role("tab", name="Data").click()

@@ -956,11 +956,14 @@ def test_the_first_look_marks_where_each_row_is_and_the_rows_import_stops_at_or_
     assert "(2 rows among the first rows read; the first of them: **row 3, column 'completion'" in said
     assert [r[0] for r in table["data"]] == ["row 2", "row 3: left out", "row 4", "row 5: left out", "row 6"]
 
+    # read with good/bad marks: row 6 has no mark (the plain reading ignores the column), row 5 a cell too many
+    # (the reader itself leaves it out: counted, not in the table)
     marked = tmp_path / "marked.csv"
-    marked.write_text("prompt,completion,rating\nHi?,Hello.,up\nColour?,,down\nSize?,Small.,up\n")
+    marked.write_text("prompt,completion,rating\nHi?,Hello.,up\nColour?,,down\nSize?,Small.,up\n"
+                      "Why?,Because,so.,up\nWhere?,Here.,\nWhen?,Now.,down\n")
     said, table, *_ = first_look(marked, True)
-    assert "holds good/bad marks" in said and "(1 row among the first rows read; the first of them: **row 3" in said
-    assert [r[0] for r in table["data"]] == ["row 2", "row 3: left out", "row 4"]
+    assert "holds good/bad marks" in said and "(3 rows among the first rows read; one of them: **row 3" in said
+    assert [r[0] for r in table["data"]] == ["row 2", "row 3: left out", "row 4", "row 6: left out", "row 7"]
     said, table, *_ = first_look(marked, False)
     assert said.endswith("Import would stop here: **marked.csv, row 3, column 'completion': is empty; expected text**")
     assert [r[0] for r in table["data"]][:2] == ["row 2", "row 3: Import stops here"]
@@ -983,11 +986,20 @@ def test_the_first_look_says_which_rows_teach_nothing_as_import_does(studio, tmp
     pairs = jsonl(tmp_path / "pairs.jsonl", *({"prompt": f"Q{i}?", "chosen": "Yes.", "rejected": r}
                                               for i, r in enumerate(["No.", "Yes.", " Yes. ", "Maybe."])))
     said, table, *_ = first_look(pairs)
-    assert said.endswith("Line 2, line 3 teach nothing ('chosen' and 'rejected' are the same answer or one is "
+    assert said.endswith("Lines 2 and 3 teach nothing ('chosen' and 'rejected' are the same answer or one is "
                          "empty): Import drops them.")
     assert [r[0] for r in table["data"]] == ["line 1", "line 2: teaches nothing, dropped",
                                              "line 3: teaches nothing, dropped", "line 4"]
+    # a file none of whose rows can teach anything: Import stops, as it says
+    nothing = jsonl(tmp_path / "nothing.jsonl", weighted_chat(0, 0), weighted_chat(0, 0))
+    assert first_look(nothing)[0].endswith("Import would stop: no conversation of the file can teach anything "
+                                           "(every reply has weight 0, kept as context).")
     assert studio.list_datasets() == []
+    with pytest.raises(DataError, match="no conversation can teach anything"):
+        studio.import_dataset(nothing)
+    # and the rows named are those Import drops
+    for path, dropped in ((chats, ["line 2"]), (pairs, ["line 2", "line 3"])):
+        assert studio.import_dataset(path)["meta"]["untaught_rows"] == dropped
 
 
 def test_a_row_the_reader_cannot_read_after_good_ones_is_where_import_would_stop(studio, tmp_path):
