@@ -162,9 +162,14 @@ def launch(job: dict, run_dir: Path, events: RunEvents) -> dict:
     last = read_json(run_dir / HEARTBEAT) or {}  # the main process's last progress stays the run's
     events.progress.update({k: v for k, v in last.items() if k not in ("time", "pid")})
     result = read_json(run_dir / RESULT)
-    if process.returncode == 0 and result is not None:
-        return result["summary"]
     failure = read_json(run_dir / FAILURE)
+    if result is not None and not failure:
+        # (rank 0 writes it once every process is through training and saving: a process that dies in its
+        # own teardown after that, as a CPU process did on a cancel with "terminate called without an active
+        # exception", made the launcher's exit code 1 and a cancelled run read as failed, its checkpoint kept)
+        if process.returncode != 0:
+            print(f"(a process exited with code {process.returncode} after the run's result was written)", flush=True)
+        return result["summary"]
     if failure:
         raise ProcessFailed(failure["error"] if failure["rank"] == 0 else f"process {failure['rank']}: "
                             f"{failure['error']}")

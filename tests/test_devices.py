@@ -286,3 +286,34 @@ def test_print_launch_checks_what_train_checks(tmp_path, capsys):
     assert read_config(config)["model"] == str(tmp_path / "base")
     config.write_text("dataset: quillpad_faq\nmodel: default\n")
     assert read_config(config)["model"] == "default"
+
+
+def test_a_process_that_dies_in_its_teardown_after_the_result_keeps_the_runs_outcome(tmp_path, monkeypatch):
+    """A cancelled two-process run on the CPU read as failed in CI: rank 0 had written its result (cancelled,
+    checkpoint saved), then the other process aborted as it exited ("terminate called without an active
+    exception"), the launcher's exit code was 1, and the worker took it for a failure. A result written with no
+    process's failure is the run's outcome; a failure written is still one. (The launcher here is a stand-in
+    that writes what rank 0 writes, then aborts.)"""
+    import json
+    import sys
+
+    from pipelines import devices, run
+    from pipelines.events import RunEvents
+    from pipelines.rank import FAILURE, RESULT
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    summary = {"steps": 13, "cancelled": True}
+
+    def launcher(*writes):
+        code = "".join(f"open({str(run_dir / name)!r}, 'w').write({json.dumps(json.dumps(body))});"
+                       for name, body in writes)
+        return lambda *_a, **_k: [sys.executable, "-c", f"import os; {code} os.abort()"]
+
+    job = {"devices": {"strategy": "ddp", "num_processes": 2}}
+    monkeypatch.setattr(devices, "write_launch", launcher((RESULT, {"summary": summary})))
+    assert run.launch(job, run_dir, RunEvents(run_dir)) == summary
+    monkeypatch.setattr(devices, "write_launch", launcher((RESULT, {"summary": summary}),
+                                                          (FAILURE, {"rank": 1, "error": "out of memory"})))
+    with pytest.raises(run.ProcessFailed, match="process 1: out of memory"):
+        run.launch(job, run_dir, RunEvents(run_dir))
