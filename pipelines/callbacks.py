@@ -282,6 +282,23 @@ def restore_best(trainer, events: RunEvents, method) -> dict:
     return {**out, "kept_step": state.best_global_step, **said}
 
 
+def run_loss(trainer, result) -> float:
+    """The training loss averaged over every step of the run, for its summary. The trainer's own figure
+    covers the steps of this call only: a resumed run's summary gave the resumed part's mean, and 0.0 when
+    it was resumed from its last step's checkpoint (no step left to train). The steps before the resume
+    are read from the checkpoint's log history, which has a `loss` line per logged stretch of steps."""
+    start = getattr(trainer, "_initial_global_step", 0) or 0
+    done = trainer.state.global_step - start
+    total = covered = last = 0
+    for entry in trainer.state.log_history:  # (a loss line covers the steps since the one before it)
+        if "loss" in entry and last < entry.get("step", 0) <= start:
+            total += entry["loss"] * (entry["step"] - last)
+            covered, last = covered + entry["step"] - last, entry["step"]
+    if not covered:
+        return result.training_loss
+    return (total + result.training_loss * done) / (covered + done)
+
+
 BEFORE = "measuring the model before training"
 
 

@@ -42,8 +42,10 @@ def train(job: dict, run_dir: Path, events: RunEvents) -> dict:
     if checkpoint is not None:
         in_phase(trainer, checkpoint)
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    from pipelines.callbacks import run_loss
+
     rewards_seen = [m["reward"] for m in ev.read_metrics(run_dir) if "reward" in m]
-    summary = {"train_rows": len(trainer.train_dataset), "train_loss": result.training_loss,
+    summary = {"train_rows": len(trainer.train_dataset), "train_loss": run_loss(trainer, result),
                "steps": trainer.state.global_step}
     if rewards_seen:  # the first and last few steps' mean reward: did it rise?
         k = max(1, min(5, len(rewards_seen) // 4))
@@ -257,7 +259,9 @@ def train_reward_model(job: dict, run_dir: Path, events: RunEvents) -> dict:
         events.phase("measuring the model before training")
         before = evaluate_sharing(trainer, training_follows=True)
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    summary = {"train_rows": kept_train, "train_loss": result.training_loss, "steps": trainer.state.global_step,
+    from pipelines.callbacks import run_loss
+
+    summary = {"train_rows": kept_train, "train_loss": run_loss(trainer, result), "steps": trainer.state.global_step,
                **({"long_pairs_left_out": dropped} if dropped else {})}
     if before and "eval_accuracy" in before:
         summary["eval_accuracy_before"] = before["eval_accuracy"]

@@ -35,7 +35,9 @@ def train(job: dict, run_dir: Path, events: RunEvents) -> dict:
             measure_before(trainer, events)
 
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    summary = {"train_rows": len(trainer.train_dataset), "train_loss": result.training_loss,
+    from pipelines.callbacks import run_loss
+
+    summary = {"train_rows": len(trainer.train_dataset), "train_loss": run_loss(trainer, result),
                "steps": trainer.state.global_step}
     checks = [m for m in read_metrics(run_dir) if "eval_loss" in m]
     if checks:

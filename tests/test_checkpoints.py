@@ -145,3 +145,21 @@ def test_early_stopping_goes_on_counting_checks_without_improvement_after_a_resu
     fresh = early_stopping(3)  # a new run starts at 0
     fresh.on_train_begin(None, TrainerState(global_step=0, stateful_callbacks=[before]), None)
     assert fresh.early_stopping_patience_counter == 0
+
+
+def test_a_resumed_runs_training_loss_averages_the_steps_before_the_resume_by_their_log_lines():
+    """Hand-computed: lines at steps 2 and 4 each cover two steps (2.0, 1.0), the resumed call trained steps 5
+    and 6 at a mean of 0.5, so the run's mean is (2*2.0 + 2*1.0 + 2*0.5) / 6; a held-out line and a line past
+    the checkpoint (written by the stopped attempt) count for nothing."""
+    from types import SimpleNamespace
+
+    from pipelines.callbacks import run_loss
+
+    history = [{"loss": 2.0, "step": 2}, {"loss": 1.0, "step": 4}, {"eval_loss": 9.0, "step": 4},
+               {"loss": 0.5, "step": 6}]
+    trainer = SimpleNamespace(_initial_global_step=4, state=SimpleNamespace(global_step=6, log_history=history))
+    assert run_loss(trainer, SimpleNamespace(training_loss=0.5)) == pytest.approx(7 / 6)
+    trainer.state.global_step = 4  # resumed from its last step: nothing left to train
+    assert run_loss(trainer, SimpleNamespace(training_loss=0.0)) == pytest.approx(1.5)
+    trainer._initial_global_step = 0  # not resumed: the trainer's own figure
+    assert run_loss(trainer, SimpleNamespace(training_loss=0.75)) == 0.75

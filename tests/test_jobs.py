@@ -37,6 +37,11 @@ def loss_steps(studio, run_id):
     return [m["step"] for m in read_metrics(studio.run_dir(run_id)) if "loss" in m]
 
 
+def mean_loss(studio, run_id):
+    losses = [m["loss"] for m in read_metrics(studio.run_dir(run_id)) if "loss" in m]
+    return sum(losses) / len(losses)
+
+
 def assert_resumed_to_the_end(studio, run_id):
     row = studio.wait(run_id, poll_s=0.5)
     assert row["status"] == "completed", row["error"]
@@ -76,6 +81,8 @@ def test_cancel_saves_a_checkpoint_then_resume_finishes(studio, tiny_model_dir, 
     assert resumed["resumed_from"] == row["step"] and resumed["step"] >= row["step"]
     assert resumed["max_steps"] == row["max_steps"]
     assert_resumed_to_the_end(studio, run_id)
+    # the summary's training loss is the whole run's, not the resumed steps' alone
+    assert studio.get_run(run_id)["summary"]["train_loss"] == pytest.approx(mean_loss(studio, run_id), rel=1e-4)
     from components.runs_panel import progress_html
 
     done = studio.get_run(run_id)
@@ -127,6 +134,8 @@ def test_resuming_from_the_last_steps_checkpoint_trains_no_step_past_the_end(stu
     assert row["status"] == "completed", row["error"]
     assert row["step"] == row["max_steps"] == 2
     assert loss_steps(studio, run_id) == [1, 2]
+    # with no step left to train, the summary's loss is still the run's (it read 0.0)
+    assert row["summary"]["train_loss"] == pytest.approx(mean_loss(studio, run_id), rel=1e-4) != 0
     resumed = load_file(adapter / "adapter_model.safetensors")  # the weights of the last step, untouched
     assert resumed.keys() == expected.keys() and all((resumed[k] == expected[k]).all() for k in expected)
 
