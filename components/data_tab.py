@@ -74,11 +74,11 @@ def offered(studio, made: str | None = None) -> dict:
     return gr.update(choices=choices, value=made) if made in {v for _l, v in choices} else gr.update(choices=choices)
 
 
-def dataset_choices(studio) -> list[tuple[str, str]]:
-    """The datasets of the catalogue, newest first; a bundled sample (stored once a run or a look used it)
-    named as the Train and Label tabs name it."""
+def dataset_choices(studio, datasets: list[dict] | None = None) -> list[tuple[str, str]]:
+    """The datasets of the catalogue (`datasets`, when already read), newest first; a bundled sample (stored
+    once a run or a look used it) named as the Train and Label tabs name it."""
     return [(f"{'Sample: ' if is_sample(d) else ''}{dataset_title(d)} — {d['kind']}, {d['rows']} rows",
-             d["id"]) for d in studio.list_datasets()]
+             d["id"]) for d in (studio.list_datasets() if datasets is None else datasets)]
 
 
 def listed_again(studio, shown, viewed=None, model="default"):
@@ -89,7 +89,8 @@ def listed_again(studio, shown, viewed=None, model="default"):
     unless this browser kept one to show (`viewed`, as on_load reads it: the page's load puts that one
     back) or the tokenizer's `model` is the built-in one not prepared yet (its conversion, up to a minute
     of both cores, would start for a person passing through the tab, and hold up their own pick)."""
-    choices = dataset_choices(studio)
+    datasets = studio.list_datasets()
+    choices = dataset_choices(studio, datasets)
     values = [value for _label, value in choices]
     if shown in values:
         return gr.update(choices=choices)
@@ -100,7 +101,7 @@ def listed_again(studio, shown, viewed=None, model="default"):
         return gr.update(choices=choices)
     # the person's own before a bundled sample, which the page stores when the Train tab's estimate or a run
     # first reads it (a walkthrough's first visit after its import showed the FAQ sample, stored on the load)
-    own = [d["id"] for d in studio.list_datasets() if not is_sample(d)]
+    own = [d["id"] for d in datasets if not is_sample(d)]
     return gr.update(choices=choices, value=own[0] if own else values[0])
 
 
@@ -234,7 +235,8 @@ def named_places(places: list[str]) -> str:
     """'Line 2', 'Lines 2 and 5', 'Rows 3, 4 and 7' (`places` as inspect names them: 'line 2', 'row 3')."""
     words = {p.split(" ", 1)[0] for p in places}
     if len(words) != 1 or len(places) == 1:
-        return few(places)[:1].upper() + few(places)[1:]
+        said = few(places)
+        return said[:1].upper() + said[1:]
     numbers = [p.split(" ", 1)[1] for p in places]
     return f"{places[0].split(' ', 1)[0].capitalize()}s {', '.join(numbers[:-1])} and {numbers[-1]}"
 
