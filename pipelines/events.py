@@ -18,6 +18,7 @@ HEARTBEAT = "heartbeat.json"
 METRICS = "metrics.jsonl"
 LOG = "train.log"
 JOB = "job.json"
+WORKER = "worker.json"  # the pid of the process started for the job's current attempt, as its starter saw it
 ADAPTER = "adapter"
 MODEL = "model"  # full and freeze tuning leave a whole model instead of an adapter
 INITIAL_ADAPTER = "initial-adapter"  # PiSSA/OLoRA: the adapter at step 0, to convert the result
@@ -192,6 +193,24 @@ def pid_alive(pid: int | None, run_dir: Path | None = None) -> bool:
         except OSError:
             return False
     return False
+
+
+def process_exists(pid: int | None) -> bool:
+    """Is there a live (not zombie) process with this pid, whatever it runs? (A worker just started can still
+    show its starter's command line, before its own replaces it: pid_alive cannot tell it yet.)"""
+    try:
+        stat = Path(f"/proc/{int(pid)}/stat").read_text() if pid else ""
+    except (OSError, ValueError):
+        return False
+    return bool(stat) and stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+
+
+def worker_gone(run_dir: Path) -> bool:
+    """The process started for the job's current attempt has ended (its starter wrote its pid down, for this
+    attempt's queueing); False when that is not known (no pid kept, or kept for an earlier attempt)."""
+    worker, job = read_json(Path(run_dir) / WORKER) or {}, read_json(Path(run_dir) / JOB) or {}
+    return bool(worker.get("pid")) and worker.get("queued_at") == job.get("queued_at") and not process_exists(
+        worker["pid"])
 
 
 def current_status(run_dir: Path) -> dict | None:

@@ -30,12 +30,14 @@ from pipelines.events import (
     LOG,
     RESUMABLE_STATUSES,
     STATUS,
+    WORKER,
     current_status,
     log_tail,
     newest_checkpoint,
     pid_alive,
     read_json,
     run_state,
+    worker_gone,
     write_json,
 )
 from pipelines.devices import check as check_devices
@@ -478,6 +480,9 @@ class Studio:
                     env=env, start_new_session=True,  # its own session: survives the server
                 )
         self._procs[run_id] = proc
+        # for a later look from another process (`studio runs` after `studio train` has exited): a worker that
+        # ends before it reports is known at once, not only after NEVER_STARTED_S
+        write_json(run_dir / WORKER, {"pid": proc.pid, "queued_at": (read_json(run_dir / JOB) or {}).get("queued_at")})
         if self.standby:
             STANDBY.prepare_when_idle(self.busy, env)
 
@@ -587,8 +592,8 @@ class Studio:
             run_dir = self.run_dir(row["id"])
             status = current_status(run_dir)  # (not the status of a resumed run's attempt before)
             queued_at = (read_json(run_dir / JOB) or {}).get("queued_at")
-            if status is None and queued_at and time.time() - queued_at > NEVER_STARTED_S:
-                # its worker wrote nothing in all that time: it ended before it could (the command that
+            if status is None and queued_at and (time.time() - queued_at > NEVER_STARTED_S or worker_gone(run_dir)):
+                # its worker ended before it wrote anything, or wrote nothing in all that time (the command that
                 # started it, which alone had its exit code, is gone)
                 write_json(run_dir / STATUS, {"status": "interrupted", "time": time.time(), "started": None,
                                               "error": "its process ended before it reported anything (killed "
