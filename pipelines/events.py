@@ -252,6 +252,10 @@ def run_state(run_dir: Path, now: float | None = None) -> dict:
         "cancelling": (run_dir / CANCEL).exists(),
     }
     if status is None:
+        if worker_gone(run_dir) and current_status(run_dir) is None:  # (not: it reported, then ended)
+            tail = log_tail(run_dir, 3).replace("\n", " | ")
+            state.update(status="failed", error="the training process ended before it reported anything (last log: "
+                                                f"{tail or 'empty'})")
         return state
     state.update(status=status["status"], error=status.get("error"), summary=status.get("summary", {}),
                  started=status.get("started"), resumed_from=status.get("resumed_from"),

@@ -132,21 +132,22 @@ def test_recover_leaves_a_just_resumed_run_and_marks_one_whose_worker_never_repo
     assert read_json(studio.run_dir("r-never-reported") / "status.json")["status"] == "interrupted"
 
 
-def test_a_listing_marks_a_run_whose_worker_ended_before_reporting_at_once(studio, tiny_model_dir, tiny_params):
-    """`studio train` without --wait exits; its worker killed while starting showed 'queued' for five minutes to
-    every later look (another process, which cannot learn the exit code). The pid its starter wrote down tells."""
+def test_a_run_whose_worker_ended_before_reporting_reads_failed_at_once(studio, tiny_model_dir, tiny_params):
+    """`studio train` without --wait exits; its worker killed while starting showed 'queued' to every later look
+    (another process, which cannot learn the exit code) until a listing, five minutes on, marked it. The pid its
+    starter wrote down tells at once."""
     from studio.core import Studio
 
     run_id = studio.start_run(model=str(tiny_model_dir), dataset="quillpad_faq", method="lora", params=tiny_params)
     worker = studio._procs.pop(run_id)  # (the starter's own record: gone with the command that started it)
     worker.kill()  # before it can write anything
     worker.wait(timeout=60)
-    later = Studio(studio.home)  # `studio runs`, a moment after
-    assert later.get_run(run_id)["status"] == "queued"  # (a look alone cannot tell: recover decides)
-    assert later.recover() == [run_id]
-    row = later.get_run(run_id)
-    assert row["status"] == "interrupted" and row["error"] == (
-        "its process ended before it reported anything (killed while starting, or the machine restarted); resume it")
+    later = Studio(studio.home)  # `studio runs`, a moment after; a server's page
+    looked = later.get_run(run_id)
+    assert looked["status"] == "failed" and looked["error"].startswith(
+        "the training process ended before it reported anything (last log: ")
+    assert later.recover() == []  # (failed already: the look wrote it down)
+    assert later.store.get_run(run_id)["status"] == "failed"
     # a resume is a new attempt: its worker's pid, not the dead one, decides (it was read as gone at once)
     later.resume(run_id)
     assert later.recover() == []
