@@ -574,6 +574,10 @@ def build(studio):
     # the replies being written stop with these (respond ends them): their next update wrote the old round back
     # under the new labels (names shown over a shuffled blind round, whose vote was stored as blind)
     clear.click(on_clear, None, chat_out, cancels=[sent, submitted, regenerated])  # (and a respond still queued)
+    # each reply panel's own clear icon clears the comparison, both sides: emptying one side alone left the two
+    # answering different conversations, and a vote on them was stored as a pair on one prompt
+    for panel in (chat_a, chat_b):
+        panel.clear(on_clear, None, chat_out, cancels=[sent, submitted, regenerated])
     blind.input(on_blind, blind, [chat_a, chat_b, battle, vote_message, scores, progress], queue=False)
 
     def refuse(state, message):
@@ -587,6 +591,9 @@ def build(studio):
             return refuse(state, "Ask something first: a vote compares two replies.")
         if not state.get("complete"):
             return refuse(state, "Wait until both replies are finished (or press Stop).")
+        if [m for m in history_a[:-1] if m["role"] == "user"] != [m for m in history_b[:-1] if m["role"] == "user"]:
+            return refuse(state, "The two sides answered different conversations, so their replies cannot be "
+                                 "compared: press Clear and ask again.")
         if state["voted"]:  # a double click lands here too: what was stored stays said
             return refuse(state, " ".join(filter(None, (state.get("stored"), chat_service.ALREADY_VOTED))))
         unfinished = [side for side in "ab" if side not in state.get("ended", "ab")]

@@ -660,6 +660,24 @@ def test_a_refused_vote_leaves_the_battle_as_the_page_has_it(studio):
     assert out[2] == gr.skip() and studio.store.list_votes() == []
 
 
+def test_a_vote_on_two_sides_that_answered_different_conversations_is_refused(studio):
+    """A walkthrough emptied one side (its panel's own clear icon) and asked again: that side answered the new
+    prompt alone, the other after the earlier exchange, and the vote was stored as a pair on one prompt."""
+    from components.chat_tab import new_battle
+
+    app = build_app(studio)
+    vote = next(f for f in app.fns.values() if f.name == "on_vote")
+    done = {**new_battle(), "specs": ["base:default", "run:r1"], "complete": True, "blind": True}
+    fresh = [{"role": "user", "content": "Name one animal."}, {"role": "assistant", "content": "A cat."}]
+    longer = [{"role": "user", "content": "Name one colour."}, {"role": "assistant", "content": "Red."}, *fresh]
+    out = vote.fn(fresh, longer, done, "Ann", "", 0.7, 0.9, 24, 1.1, 7, None)
+    assert out[3] == ("The two sides answered different conversations, so their replies cannot be compared: press "
+                      "Clear and ask again.")
+    assert out[2] == gr.skip() and studio.store.list_votes() == []
+    vote.fn(longer, longer, done, "Ann", "", 0.7, 0.9, 24, 1.1, 7, None)  # the same conversation: stored
+    assert len(studio.store.list_votes()) == 1
+
+
 def test_a_few_pairs_set_up_for_preference_training_say_what_so_few_teach(studio, tmp_path):
     """Train on these preferences raised 2 votes' run to 10 steps without a word on what 2 pairs teach: a
     walkthrough's run gave back a winning reply word for word, a wrong fact in it too."""
