@@ -447,9 +447,13 @@ def build(studio, datasets_kept, opened=None, viewed=None):
             deleted = dataset_delete.build(studio, chosen, lambda: dataset_choices(studio))
             with gr.Row():
                 model = gr.Textbox(value="default", label="Count tokens with this model's tokenizer",
+                                   info="This tab's own: type the model the Train tab starts from (Enter) to "
+                                        "count as its run will.",
                                    elem_id="data-model")
                 max_length = gr.Number(value=512, precision=0, label="Max length (tokens)",
-                                       info="As in the Train tab.", elem_id="data-max-length")
+                                       info="This tab's own: a run cuts rows at the Train tab's Max length; "
+                                            "type that here (Enter) to see which rows it would cut.",
+                                       elem_id="data-max-length")
             summary = gr.Markdown(elem_id="data-summary")
             preview = gr.Dataframe(label="First rows, as stored", interactive=False, wrap=True, max_height=320,
                                    visible=False, elem_id="data-preview")
