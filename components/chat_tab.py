@@ -181,7 +181,8 @@ def results_table(studio) -> tuple[dict, str]:
                      f"{chat_service.win_rate_text(r)}: no verdict, the names were shown"])
     table = {"headers": RESULT_HEADERS, "data": rows}
     warning = arena.position_bias(votes)
-    note = (f"{sum(r[3] for r in rows)} votes so far. *Model* is the tuned model (the newer run when both are "
+    cast = sum(r[3] for r in rows)
+    note = (f"{cast} vote{'s' if cast != 1 else ''} so far. *Model* is the tuned model (the newer run when both are "
             "runs), *Against* the one it was compared with. Ties and 'both bad' count half to each side. "
             "*Better* or *worse* (of blind votes) once the 95% interval is clear of 50%; until then a win rate "
             "can be luck.")

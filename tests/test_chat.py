@@ -446,6 +446,14 @@ def test_the_results_take_the_newer_models_side():
     assert chat_service.newer_first(chat_service.newer_first(pair)) == chat_service.newer_first(pair)
 
 
+def test_one_vote_is_said_as_one(studio):
+    """The results said "1 votes so far"."""
+    from components.chat_tab import results_table
+
+    vote(studio, "b")
+    assert results_table(studio)[1].startswith("1 vote so far.")
+
+
 def test_blind_votes_and_votes_with_the_names_shown_are_counted_apart(studio):
     """The results pooled both: a voter who knew which side was the tuned model (named mode) could lean
     toward it, and those votes were mixed into the blind battles' win rate. Now each pair has a row per
