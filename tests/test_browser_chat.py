@@ -262,16 +262,12 @@ def test_send_says_it_is_answering_until_the_replies_end_or_are_stopped(server, 
     expect(page.locator("#chat-b")).to_contain_text("And briefly?")
 
 
-def test_a_prompt_shows_as_it_was_sent(server, page, tiny_model_dir):  # noqa: F811
-    """A prompt's `<b>this</b>` came out bold and its `<script>…</script>` was gone (the models had the whole
-    text): the prompt shows as sent, Markdown, HTML, spaces and line breaks too, and Regenerate asks it again
-    as sent."""
-    from playwright.sync_api import expect
-
+def tiny_on_both_sides(page, server, model_dir):
+    """The Chat tab with the tiny model on both sides, 8 new tokens a reply."""
     page.goto(server)
     page.get_by_role("tab", name="Chat").click()
-    fill(page, "chat-model-a", f"base:{tiny_model_dir}")
-    fill(page, "chat-model-b", f"base:{tiny_model_dir}")
+    fill(page, "chat-model-a", f"base:{model_dir}")
+    fill(page, "chat-model-b", f"base:{model_dir}")
     page.wait_for_timeout(1000)  # (the answer to the second pick lands next: a value typed then can be lost)
     page.get_by_text("Generation settings").click()
     for _ in range(3):
@@ -279,6 +275,15 @@ def test_a_prompt_shows_as_it_was_sent(server, page, tiny_model_dir):  # noqa: F
         page.wait_for_timeout(500)
         if page.locator("#chat-max-new-tokens input").first.input_value() == "8":
             break
+
+
+def test_a_prompt_shows_as_it_was_sent(server, page, tiny_model_dir):  # noqa: F811
+    """A prompt's `<b>this</b>` came out bold and its `<script>…</script>` was gone (the models had the whole
+    text): the prompt shows as sent, Markdown, HTML, spaces and line breaks too, and Regenerate asks it again
+    as sent."""
+    from playwright.sync_api import expect
+
+    tiny_on_both_sides(page, server, tiny_model_dir)
     sent = "Is <b>this</b> *bold*? <script>x</script> end\n\n    indented & [a](b) `code`"
     fill(page, "chat-prompt", sent)
     page.click("#chat-send")
@@ -300,17 +305,7 @@ def test_a_reply_panels_own_clear_icon_clears_both_sides(server, page, tiny_mode
     answered by one side fresh and by the other after the earlier exchange (a vote on them was stored)."""
     from playwright.sync_api import expect
 
-    page.goto(server)
-    page.get_by_role("tab", name="Chat").click()
-    fill(page, "chat-model-a", f"base:{tiny_model_dir}")
-    fill(page, "chat-model-b", f"base:{tiny_model_dir}")
-    page.wait_for_timeout(1000)  # (the answer to the second pick lands next: a value typed then can be lost)
-    page.get_by_text("Generation settings").click()
-    for _ in range(3):
-        fill(page, "chat-max-new-tokens", 8)
-        page.wait_for_timeout(500)
-        if page.locator("#chat-max-new-tokens input").first.input_value() == "8":
-            break
+    tiny_on_both_sides(page, server, tiny_model_dir)
     fill(page, "chat-prompt", "Name one colour.")
     page.click("#chat-send")
     expect(page.locator("#chat-vote-message")).to_contain_text("stopped at Max new tokens (8)", timeout=60_000)
