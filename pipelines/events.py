@@ -195,22 +195,29 @@ def pid_alive(pid: int | None, run_dir: Path | None = None) -> bool:
     return False
 
 
-def process_exists(pid: int | None) -> bool:
-    """Is there a live (not zombie) process with this pid, whatever it runs? (A worker just started can still
-    show its starter's command line, before its own replaces it: pid_alive cannot tell it yet.)"""
+def process_started(pid: int | None) -> int | None:
+    """When a live (not zombie) process with this pid started (clock ticks since boot: /proc's `starttime`),
+    whatever it runs; None when there is none. (A worker just started can still show its starter's command
+    line, before its own replaces it: pid_alive cannot tell it yet.) With the start, a pid used again by
+    another process is told apart."""
     try:
         stat = Path(f"/proc/{int(pid)}/stat").read_text() if pid else ""
     except (OSError, ValueError):
-        return False
-    return bool(stat) and stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()
+    if not fields or fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])  # (field 22 of the line; the first two, pid and name, are before the ")")
 
 
 def worker_gone(run_dir: Path) -> bool:
-    """The process started for the job's current attempt has ended (its starter wrote its pid down, for this
-    attempt's queueing); False when that is not known (no pid kept, or kept for an earlier attempt)."""
+    """The process started for the job's current attempt has ended (its starter wrote its pid and start down,
+    for this attempt's queueing); False when that is not known (no pid kept, or kept for an earlier attempt)."""
     worker, job = read_json(Path(run_dir) / WORKER) or {}, read_json(Path(run_dir) / JOB) or {}
-    return bool(worker.get("pid")) and worker.get("queued_at") == job.get("queued_at") and not process_exists(
-        worker["pid"])
+    if not worker.get("pid") or worker.get("queued_at") != job.get("queued_at"):
+        return False
+    started = process_started(worker["pid"])
+    return started is None or (worker.get("started") is not None and started != worker["started"])
 
 
 def current_status(run_dir: Path) -> dict | None:
@@ -252,7 +259,9 @@ def run_state(run_dir: Path, now: float | None = None) -> dict:
         "cancelling": (run_dir / CANCEL).exists(),
     }
     if status is None:
-        if worker_gone(run_dir) and current_status(run_dir) is None:  # (not: it reported, then ended)
+        if worker_gone(run_dir):
+            if current_status(run_dir) is not None:  # it reported, then ended, between the two reads
+                return run_state(run_dir, now)
             tail = log_tail(run_dir, 3).replace("\n", " | ")
             state.update(status="failed", error="the training process ended before it reported anything (last log: "
                                                 f"{tail or 'empty'})")

@@ -5,6 +5,7 @@ There are no module-level mutable globals: tests build a Studio on a temporary f
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -35,6 +36,7 @@ from pipelines.events import (
     log_tail,
     newest_checkpoint,
     pid_alive,
+    process_started,
     read_json,
     run_state,
     worker_gone,
@@ -482,7 +484,9 @@ class Studio:
         self._procs[run_id] = proc
         # for a later look from another process (`studio runs` after `studio train` has exited): a worker that
         # ends before it reports is known at once, not only after NEVER_STARTED_S
-        write_json(run_dir / WORKER, {"pid": proc.pid, "queued_at": (read_json(run_dir / JOB) or {}).get("queued_at")})
+        with contextlib.suppress(OSError):  # (a hint only: the worker is started, whatever becomes of it)
+            write_json(run_dir / WORKER, {"pid": proc.pid, "started": process_started(proc.pid),
+                                          "queued_at": (read_json(run_dir / JOB) or {}).get("queued_at")})
         if self.standby:
             STANDBY.prepare_when_idle(self.busy, env)
 
@@ -592,7 +596,8 @@ class Studio:
             run_dir = self.run_dir(row["id"])
             status = current_status(run_dir)  # (not the status of a resumed run's attempt before)
             queued_at = (read_json(run_dir / JOB) or {}).get("queued_at")
-            if status is None and queued_at and (time.time() - queued_at > NEVER_STARTED_S or worker_gone(run_dir)):
+            if (status is None and queued_at and (time.time() - queued_at > NEVER_STARTED_S or worker_gone(run_dir))
+                    and current_status(run_dir) is None):  # (a second look: it may have reported, then ended)
                 # its worker ended before it wrote anything, or wrote nothing in all that time (the command that
                 # started it, which alone had its exit code, is gone)
                 write_json(run_dir / STATUS, {"status": "interrupted", "time": time.time(), "started": None,

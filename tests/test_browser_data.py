@@ -243,7 +243,13 @@ def test_delete_a_dataset_after_saying_what_it_touches(server, page, studio, tin
     page.get_by_role("tab", name="Data").click()
     # this browser's first look at the tab: the newest of the person's own datasets is shown (the tab was
     # empty), not the sample stored after it, once its tokens can be counted with no conversion of the
-    # built-in model first (not prepared in this workspace)
+    # built-in model first (not prepared in this workspace). The opening's answer first: on a busy machine (CI)
+    # the page sent it after the tokenizer typed next, and it counted with that one
+    page.locator("#data-datasets input").click()
+    expect(page.get_by_role("option", name="Sample: Quillpad support FAQ — sft, 120 rows")).to_be_visible(
+        timeout=30_000)
+    page.keyboard.press("Escape")
+    expect(page.get_by_role("option")).to_have_count(0)
     fill(page, "data-model", tiny_model_dir)
     expect(page.locator("#data-datasets input")).to_have_value("")
     page.get_by_role("tab", name="Train").click()

@@ -142,7 +142,7 @@ def test_a_run_whose_worker_ended_before_reporting_reads_failed_at_once(studio, 
     worker = studio._procs.pop(run_id)  # (the starter's own record: gone with the command that started it)
     worker.kill()  # before it can write anything
     worker.wait(timeout=60)
-    later = Studio(studio.home)  # `studio runs`, a moment after; a server's page
+    later = Studio(studio.home)  # a server's page, a moment after (`studio runs` recovers first: interrupted)
     looked = later.get_run(run_id)
     assert looked["status"] == "failed" and looked["error"].startswith(
         "the training process ended before it reported anything (last log: ")
@@ -152,6 +152,25 @@ def test_a_run_whose_worker_ended_before_reporting_reads_failed_at_once(studio, 
     later.resume(run_id)
     assert later.recover() == []
     assert later.wait(run_id, poll_s=0.5)["status"] == "completed"
+
+
+def test_a_recorded_worker_is_told_by_its_pid_and_start_so_a_pid_used_again_is_not_it(tmp_path):
+    """Once a worker's pid is given to another process, the run must not read as started again (queued, a
+    look later)."""
+    import os
+
+    from pipelines.events import process_started, worker_gone, write_json
+
+    write_json(tmp_path / "job.json", {"queued_at": 5.0})
+    mine = process_started(os.getpid())
+    assert mine is not None
+    for started, gone in ((mine, False), (mine + 1, True), (None, False)):  # (None: a start not known)
+        write_json(tmp_path / "worker.json", {"pid": os.getpid(), "started": started, "queued_at": 5.0})
+        assert worker_gone(tmp_path) is gone, started
+    write_json(tmp_path / "worker.json", {"pid": os.getpid(), "started": mine, "queued_at": 4.0})  # an earlier attempt's
+    assert not worker_gone(tmp_path)
+    write_json(tmp_path / "worker.json", {"pid": 2**22 + 17, "started": 1, "queued_at": 5.0})  # no such process
+    assert worker_gone(tmp_path)
 
 
 def test_bad_parameters_are_refused_before_anything_is_written(studio, tiny_model_dir):
