@@ -176,10 +176,11 @@ def record_vote(studio, *, voter: str, model_a: str, model_b: str, winner: str, 
     if turn is not None and studio.store.turn_voted(turn):  # a second click on the same replies
         raise AlreadyVoted(ALREADY_VOTED)
     asked, pair = prompt_a[-1:], {(model_a, reply_a), (model_b, reply_b)}  # the question, each model's words
-    if turn is not None and any(
-            v["voter"] == voter and v["prompt_a"][-1:] == asked
-            and {(v["model_a"], v["reply_a"]), (v["model_b"], v["reply_b"])} == pair
-            for v in studio.store.list_votes()):
+    same = [v for v in studio.store.list_votes() if v["voter"] == voter and v["prompt_a"][-1:] == asked
+            and {(v["model_a"], v["reply_a"]), (v["model_b"], v["reply_b"])} == pair] if turn is not None else []
+    if any(v.get("turn") == turn for v in same):  # this turn's own vote, stored by a click a moment before this one
+        raise AlreadyVoted(ALREADY_VOTED)
+    if same:
         # the same two replies again (a fixed seed, greedy decoding): counted twice, one judgement looked like two
         # (four such votes made a pair "better"), and a blind one came after the names were shown
         raise ChatError("you voted on these two replies already: they came back word for word (a fixed Seed, or "

@@ -384,6 +384,19 @@ def test_a_turn_takes_one_vote_however_many_buttons_are_clicked_at_once(studio):
     assert len(studio.store.list_votes()) == 3
 
 
+def test_a_click_that_read_the_turn_unvoted_as_another_stored_it_is_told_it_voted_already(studio, monkeypatch):
+    """CI: of four buttons clicked at once, one read the turn as not voted, then found the vote another click had
+    stored a moment later among the same two replies, and was told its replies "came back word for word"."""
+    prompt = [{"role": "user", "content": "Question?"}]
+    ask = dict(voter="ana", model_a="base:default", model_b="run:r1", blind=True, prompt_a=prompt, prompt_b=prompt,
+               reply_a="from A", reply_b="from B", settings={}, turn="t1")
+    chat_service.record_vote(studio, winner="a", **ask)
+    monkeypatch.setattr(studio.store, "turn_voted", lambda turn: False)  # (read before the other click's commit)
+    with pytest.raises(chat_service.AlreadyVoted, match=f"^{chat_service.ALREADY_VOTED}$"):
+        chat_service.record_vote(studio, winner="b", **ask)
+    assert len(studio.store.list_votes()) == 1
+
+
 def test_votes_from_before_silent_sides_were_refused_do_not_count(tmp_path):
     """A workspace whose votes table predates turns, holding a vote on a side that said "…": the table
     gains its turn column, and the silent vote is left out of the results and of the export."""
