@@ -173,28 +173,6 @@ def log_tail(run_dir: Path, lines: int = 20) -> str:
     return "\n".join(_TERMINAL_CODES.sub("", text).splitlines()[-lines:])
 
 
-def pid_alive(pid: int | None, run_dir: Path | None = None) -> bool:
-    """Is this pid a live (not zombie) worker process, for this run when run_dir is given?"""
-    if not pid:
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return False
-    if stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X"):
-        return False
-    if "pipelines.run" in cmdline and (run_dir is None or Path(run_dir).name in cmdline):
-        return True
-    # a waiting process that became this job (pipelines/standby.py): its output is the job's log
-    if "pipelines.standby" in cmdline and run_dir is not None:
-        try:
-            return Path(os.readlink(f"/proc/{pid}/fd/1")) == (Path(run_dir) / LOG).resolve()
-        except OSError:
-            return False
-    return False
-
-
 def process_started(pid: int | None) -> int | None:
     """When a live (not zombie) process with this pid started (clock ticks since boot: /proc's `starttime`),
     whatever it runs; None when there is none. (A worker just started can still show its starter's command
@@ -208,6 +186,25 @@ def process_started(pid: int | None) -> int | None:
     if not fields or fields[0] in ("Z", "X"):
         return None
     return int(fields[19])  # (field 22 of the line; the first two, pid and name, are before the ")")
+
+
+def pid_alive(pid: int | None, run_dir: Path | None = None) -> bool:
+    """Is this pid a live (not zombie) worker process, for this run when run_dir is given?"""
+    if process_started(pid) is None:  # (none, or a zombie)
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    if "pipelines.run" in cmdline and (run_dir is None or Path(run_dir).name in cmdline):
+        return True
+    # a waiting process that became this job (pipelines/standby.py): its output is the job's log
+    if "pipelines.standby" in cmdline and run_dir is not None:
+        try:
+            return Path(os.readlink(f"/proc/{pid}/fd/1")) == (Path(run_dir) / LOG).resolve()
+        except OSError:
+            return False
+    return False
 
 
 def worker_gone(run_dir: Path) -> bool:
