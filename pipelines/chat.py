@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines import models
+from pipelines.generation import stop_ids
 
 DEFAULT_CACHE_BYTES = 8 * 10**9
 
@@ -321,9 +322,7 @@ class Decoder:
                 processors.append(TopPLogitsWarper(settings.top_p))
         self.processors = LogitsProcessorList(processors)
         self.generator = torch.Generator().manual_seed(settings.resolved_seed()) if self.sampling else None
-        eos = entry.model.generation_config.eos_token_id if hasattr(entry.model, "generation_config") else None
-        eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
-        self.stop_ids = set(eos) | ({tok.eos_token_id} if tok.eos_token_id is not None else set())
+        self.stop_ids = set(stop_ids(entry.model, tok))
 
     def _encode(self, messages: list[dict]):
         return self.entry.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",

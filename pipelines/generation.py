@@ -23,6 +23,14 @@ def load_for_chat(model_spec: str, cache_dir: Path, adapter_dir: Path | None = N
     return model, tokenizer
 
 
+def stop_ids(model, tokenizer) -> list[int]:
+    """The ids that end a reply: the model's generation_config eos ids (a chat model's end of turn, often
+    several) and the tokenizer's eos, sorted."""
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
+    return sorted(set(eos) | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()))
+
+
 def reply(model, tokenizer, messages: list[dict], max_new_tokens: int = 128,
           temperature: float = 0.0, seed: int | None = None) -> str:
     """The assistant's next message for a conversation (greedy when temperature is 0)."""

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from pipelines.generation import stop_ids
+
 
 @dataclass
 class PPOSettings:
@@ -57,8 +59,10 @@ class ValueHead(torch.nn.Module):
         torch.nn.init.zeros_(self.linear.bias)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        # float32 out, also under bf16 autocast: values feed GAE's sums and the squared value loss
-        return self.linear(hidden.to(self.linear.weight.dtype)).squeeze(-1).float()
+        # float32 throughout, also under a caller's bf16 autocast (which would run the linear in bf16, about 3
+        # significant digits): values feed GAE's sums and the squared value loss
+        with torch.autocast(hidden.device.type, enabled=False):
+            return self.linear(hidden.to(self.linear.weight.dtype)).squeeze(-1).float()
 
 
 @dataclass
@@ -173,15 +177,17 @@ def forward(model, value_head, input_ids, attention_mask, prompt_len: int, tempe
     logits = out.logits[:, -reply_len - 1:-1].float() / temperature
     all_logprobs = F.log_softmax(logits, dim=-1)
     logprobs = all_logprobs.gather(-1, input_ids[:, prompt_len:].unsqueeze(-1)).squeeze(-1)
-    entropy = -(all_logprobs.exp() * all_logprobs).sum(-1)
+    with torch.no_grad():  # logged only: with gradients on, a [B, T, vocabulary] product was kept for backward
+        entropy = -(all_logprobs.exp() * all_logprobs).sum(-1)
     values = value_head(out.hidden_states[-1][:, prompt_len - 1:-1]) if value_head is not None else None
     return logprobs, values, entropy
 
 
-def reply_mask(reply_ids: torch.Tensor, eos_token_id: int):
-    """(mask [B, T], ended [B]): a reply is its tokens up to and including the first EOS (what
-    generate writes after it is padding); a reply cut at the length limit is all of its tokens."""
-    is_eos = reply_ids == eos_token_id
+def reply_mask(reply_ids: torch.Tensor, stop: list[int]):
+    """(mask [B, T], ended [B]): a reply is its tokens up to and including the first stop id (EOS, or a chat
+    model's end of turn; what generate writes after it is padding); a reply cut at the length limit is all of
+    its tokens."""
+    is_eos = torch.isin(reply_ids, torch.tensor(stop, device=reply_ids.device))
     ended = is_eos.any(1)
     cut = torch.full_like(ended, reply_ids.shape[1] - 1, dtype=torch.long)
     last = torch.where(ended, is_eos.int().argmax(1), cut)
@@ -199,18 +205,20 @@ def rollout(policy, value_head, tokenizer, prompts: list[list[dict]], settings: 
     device = next(policy.parameters()).device
     prompt_ids, prompt_mask = enc.input_ids.to(device), enc.attention_mask.to(device)
     prompt_len = prompt_ids.shape[1]
-    eos = tokenizer.eos_token_id
+    stop = stop_ids(policy, tokenizer)  # the tokenizer's EOS alone let a chat model write past its end of turn
     with torch.no_grad():
         # top_k=0, top_p=1.0: sample from the whole distribution, the one the logprobs describe [N+]
         # and nothing else of the model's generation_config (a repetition penalty, min_p, ...) reshapes it: the
         # replies would come from another distribution than the one scored, as TRL's GRPO also makes sure
         out = policy.generate(input_ids=prompt_ids, attention_mask=prompt_mask, do_sample=True,
                               temperature=settings.temperature, top_k=0, top_p=1.0, repetition_penalty=1.0,
-                              min_p=None, typical_p=1.0, no_repeat_ngram_size=0,
-                              max_new_tokens=settings.max_new_tokens, eos_token_id=eos,
+                              min_p=None, typical_p=1.0, no_repeat_ngram_size=0, epsilon_cutoff=0.0,
+                              eta_cutoff=0.0, min_length=0, min_new_tokens=None, suppress_tokens=None,
+                              begin_suppress_tokens=None, bad_words_ids=None, sequence_bias=None,
+                              max_new_tokens=settings.max_new_tokens, eos_token_id=stop,
                               pad_token_id=tokenizer.pad_token_id)
         reply = out[:, prompt_len:]
-        mask, ended = reply_mask(reply, eos)
+        mask, ended = reply_mask(reply, stop)
         reply = torch.where(mask.bool(), reply, torch.full_like(reply, tokenizer.pad_token_id))
         input_ids = torch.cat([prompt_ids, reply], 1)
         attention_mask = torch.cat([prompt_mask, mask], 1)
@@ -221,7 +229,8 @@ def rollout(policy, value_head, tokenizer, prompts: list[list[dict]], settings: 
         with (policy.disable_adapter() if ref_model is None else nullcontext()):
             ref_logprobs, _, _ = forward(ref, None, input_ids, attention_mask, prompt_len, settings.temperature)
 
-    replies = tokenizer.batch_decode(torch.where(mask.bool() & (reply != eos), reply, tokenizer.pad_token_id),
+    spoken = mask.bool() & ~torch.isin(reply, torch.tensor(stop, device=reply.device))
+    replies = tokenizer.batch_decode(torch.where(spoken, reply, tokenizer.pad_token_id),
                                      skip_special_tokens=True)
     mask = mask.float()
     return Rollout(input_ids, attention_mask, prompt_len, mask, logprobs * mask, ref_logprobs * mask,
@@ -237,7 +246,8 @@ def ppo_step(policy, value_head, tokenizer, optimizer, prompts: list[list[dict]]
     """One PPO iteration on a batch of prompts. score_fn(prompts, replies) -> list[float].
     The optimizer holds the adapter's and the value head's parameters. Returns (metrics, samples)."""
     disable_dropout(policy)
-    policy.eval()  # generation and the reference pass; dropout is off anyway
+    policy.eval()  # generation, the reference pass and the updates; dropout is off anyway
+    value_head.eval()
     ro = rollout(policy, value_head, tokenizer, prompts, settings, ref_model)
     device, mask = ro.mask.device, ro.mask
 
@@ -255,8 +265,9 @@ def ppo_step(policy, value_head, tokenizer, optimizer, prompts: list[list[dict]]
     advantages = masked_whiten(advantages, mask)  # advantage normalisation ['37 details' #7]
 
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    policy.train()
-    value_head.train()
+    # the updates in eval mode too (gradients flow all the same): train mode also turns on randomness that is no
+    # Dropout module (attention dropout passed to SDPA, a mixture of experts' router jitter), and the first
+    # pass's ratio was then no longer 1 [N+ 'disable dropout']
     batch = ro.input_ids.shape[0]
     size = max(1, batch // max(1, settings.mini_batches))
     logs = {k: [] for k in ("loss", "policy_loss", "value_loss", "clipfrac", "value_clipfrac",

@@ -44,6 +44,13 @@ def batch_rows(step: int, batch: int, n: int, seed: int) -> list[int]:
     return out
 
 
+def ppo_steps(n: int, batch: int, epochs: float) -> int:
+    """Steps that read each of n prompts `epochs` times: a batch runs on into the next epoch's rows (batch_rows), so
+    a last part-batch is no step of its own (10 prompts, batches of 4, 2 epochs: 5 steps, not 3 an epoch twice,
+    which read 2.4 epochs)."""
+    return max(1, math.ceil(n * float(epochs) / batch))
+
+
 def train(job: dict, run_dir: Path, events: RunEvents) -> dict:
     import torch
 
@@ -62,8 +69,7 @@ def train(job: dict, run_dir: Path, events: RunEvents) -> dict:
     rows = data.load_rows(Path(job["dataset"]["path"]))
     rewards.check_rows(entries, rows, job["dataset"]["name"])
     batch = params.per_device_train_batch_size
-    steps_per_epoch = math.ceil(len(rows) / batch)
-    total = max(1, math.ceil(steps_per_epoch * params.num_train_epochs))
+    total = ppo_steps(len(rows), batch, params.num_train_epochs)
     print(f"data: {len(rows)} prompts, {batch} per step, {total} steps", flush=True)
 
     # model: the policy (LoRA adapter), its reference, and the value head
@@ -90,7 +96,8 @@ def train(job: dict, run_dir: Path, events: RunEvents) -> dict:
     if ref_model is not None:
         ref_model.to(device)
     trainable = [p for p in policy.parameters() if p.requires_grad] + list(value_head.parameters())
-    optimizer = torch.optim.AdamW(trainable, lr=params.learning_rate)
+    # no weight decay, as TRL's PPO trainer had (torch's AdamW decays by 0.01: the adapter and the head shrank)
+    optimizer = torch.optim.AdamW(trainable, lr=params.learning_rate, weight_decay=0.0)
     print(f"model {job['model']} loaded from {model_path}; method {method.label} (LoRA adapter, value head; "
           f"bf16 autocast: {hardware.use_bf16()}; on {device.type})", flush=True)
 
@@ -122,7 +129,7 @@ def train(job: dict, run_dir: Path, events: RunEvents) -> dict:
         with hardware.autocast():
             metrics, samples = ppo.ppo_step(policy, value_head, tokenizer, optimizer, [r["prompt"] for r in chosen],
                                             score, settings, ref_model=ref_model)
-        record = {"step": step + 1, "epoch": round((step + 1) / steps_per_epoch, 8), "time": time.time(),
+        record = {"step": step + 1, "epoch": round((step + 1) * batch / len(rows), 8), "time": time.time(),
                   "learning_rate": lr_at(step), **metrics,
                   **{f"rewards/{name}/mean": sum(v) / len(v) for name, v in parts.items()}}
         events.metric(record)

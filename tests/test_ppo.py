@@ -109,13 +109,30 @@ def test_masked_whiten_gives_mean_zero_unit_variance_on_the_mask():
 
 
 def test_reply_mask_stops_after_the_first_eos():
-    eos = 2
+    stop = [2, 7]  # the tokenizer's EOS and a chat model's end of turn (its generation_config's)
     replies = torch.tensor([[5, 6, 2, 2, 2],    # EOS at 2, then padding
                             [2, 2, 2, 2, 2],    # an empty reply is just its EOS
-                            [5, 6, 7, 8, 9]])   # cut at the length limit: every token counts
-    mask, ended = ppo.reply_mask(replies, eos)
-    assert mask.tolist() == [[1, 1, 1, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 1]]
-    assert ended.tolist() == [True, True, False]
+                            [5, 6, 7, 2, 2],    # the end of turn ends it too
+                            [5, 6, 8, 8, 9]])   # cut at the length limit: every token counts
+    mask, ended = ppo.reply_mask(replies, stop)
+    assert mask.tolist() == [[1, 1, 1, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
+    assert ended.tolist() == [True, True, True, False]
+
+
+def test_the_value_head_stays_float32_under_a_callers_bf16_autocast():
+    """Under the runner's bf16 autocast the head's linear ran in bf16 (about 3 significant digits) though its
+    comment promised float32 values for GAE's sums and the value loss."""
+    torch.manual_seed(0)
+    head = ppo.ValueHead(16)
+    torch.nn.init.normal_(head.linear.weight)
+    hidden = (torch.randn(2, 3, 16) * 10).to(torch.bfloat16)  # the policy's hidden state, in bf16 there
+    exact = head(hidden.float())  # float32 arithmetic on the same numbers
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = head(hidden)
+        plain = head.linear(hidden).squeeze(-1)  # the head's linear left to autocast, as it ran before
+    assert under.dtype == torch.float32
+    close(under, exact, 0)
+    assert plain.dtype == torch.bfloat16 and not torch.allclose(plain.float(), exact, atol=1e-2)  # far off
 
 
 # --- a few real iterations ----------------------------------------------------------------------
@@ -211,6 +228,59 @@ def test_ppo_raises_a_toy_reward_and_the_reference_stays_the_base(peaky_model_di
     assert not torch.allclose(end.logprobs, end.ref_logprobs)
     print(f"PPO toy reward for {word!r}: before {before:.3f} after {after:.3f}; "
           f"kl per step {[round(m['kl'], 3) for m in history]}; reward per step {[m['reward'] for m in history]}")
+
+
+def test_logprobs_values_and_stops_against_an_independent_reading(peaky_model_dir):
+    """The reply logprobs checked only against ppo.forward itself: here each token's is read from the model
+    with the prompt alone (no left padding, default positions) and temperature 0.7, prompts of different
+    lengths so the batch is left-padded. A chat model whose turns end with a token other than the tokenizer's
+    EOS (its generation_config's) stops there: the replies ran past the end of the turn."""
+    import torch.nn.functional as F
+
+    policy, value_head, tokenizer = lora_policy(peaky_model_dir)
+    torch.nn.init.normal_(value_head.linear.weight, std=0.1)
+    prompts = [[{"role": "user", "content": "Hi"}],
+               [{"role": "user", "content": "Tell me a long story about a lighthouse keeper and a cat, please."}]]
+    settings = ppo.PPOSettings(max_new_tokens=12, temperature=0.7)
+    torch.manual_seed(3)
+    plain = ppo.rollout(policy, value_head, tokenizer, prompts * 4, settings)
+    assert (plain.attention_mask[:, 0] == 0).any()  # left padding in the batch
+    # the token written most often becomes an end of turn: with it, every reply that wrote it ends at it
+    written = Counter(t for row, m in zip(plain.input_ids[:, plain.prompt_len:], plain.mask)
+                      for t in row[m.bool()].tolist())
+    turn_end = next(t for t, _ in written.most_common() if t != tokenizer.eos_token_id)
+    policy.generation_config.eos_token_id = [tokenizer.eos_token_id, turn_end]
+    torch.manual_seed(3)
+    ro = ppo.rollout(policy, value_head, tokenizer, prompts * 4, settings)
+    assert any(ro.ended)
+    for row, m, ended, reply in zip(ro.input_ids[:, ro.prompt_len:], ro.mask, ro.ended, ro.replies):
+        kept = row[m.bool()].tolist()
+        assert turn_end not in kept[:-1] and (kept[-1] in (turn_end, tokenizer.eos_token_id)) == ended
+    with torch.no_grad():
+        for i in range(len(ro.replies)):
+            real = ro.attention_mask[i].bool()
+            ids = ro.input_ids[i][real][None]  # this row alone: no padding, positions from 0
+            start = int(real[:ro.prompt_len].sum())
+            out = policy(input_ids=ids, output_hidden_states=True)
+            expect = F.log_softmax(out.logits[0, start - 1:-1].float() / 0.7, -1).gather(
+                -1, ids[0, start:, None]).squeeze(-1)
+            n = int(ro.mask[i].sum())
+            close(ro.logprobs[i, :n], expect, 1e-4)
+            close(ro.values[i, :n], value_head(out.hidden_states[-1][0, start - 1:-1]), 1e-4)
+    # the entropy is logged, not learned from: no [B, T, vocabulary] graph kept for it
+    _, _, entropy = ppo.forward(policy, value_head, ro.input_ids, ro.attention_mask, ro.prompt_len, 0.7)
+    assert not entropy.requires_grad
+
+
+def test_ppo_steps_read_each_prompt_the_epochs_asked_for():
+    """10 prompts in batches of 4 for 2 epochs took 6 steps (3 an epoch, twice) while a batch runs on into the
+    next epoch's rows: 24 prompts read, 2.4 epochs."""
+    from pipelines.train_ppo import batch_rows, ppo_steps
+
+    assert ppo_steps(10, 4, 2) == 5 and ppo_steps(8, 8, 6) == 6 and ppo_steps(4, 8, 1) == 1
+    assert ppo_steps(10, 4, 0.5) == 2
+    read = Counter(i for step in range(ppo_steps(10, 4, 2)) for i in batch_rows(step, 4, 10, seed=3))
+    assert set(read.values()) == {2} and len(read) == 10
 
 
 def test_ppo_batches_take_each_row_once_an_epoch_across_the_epochs_boundary():

@@ -314,6 +314,23 @@ def test_ppo_cancelled_mid_run_resumes_from_its_checkpoint(studio, tmp_path, tin
     assert steps == list(range(1, 9))  # every step once: the resumed run went on from the checkpoint
     assert f"resuming from checkpoint-{done}" in (run_dir / "train.log").read_text()
     assert (run_dir / "adapter" / "adapter_model.safetensors").exists() and (run_dir / "value_head.pt").exists()
+    # the same run uninterrupted ends with the same weights: the checkpoint kept the value head, the optimizer's
+    # moments and the random state the replies are drawn with (the test compared step numbers only)
+    from safetensors.torch import load_file
+
+    whole = studio.start_run(model=str(tiny_model_dir), dataset=dataset, method="ppo",
+                             params={"num_train_epochs": 8, "per_device_train_batch_size": 4,
+                                     "max_completion_length": 8, "save_steps": 100},
+                             rewards=[{"name": "contains"}])
+    assert studio.wait(whole)["status"] == "completed"
+    resumed, straight = (load_file(str(studio.run_dir(r) / "adapter" / "adapter_model.safetensors"))
+                         for r in (run_id, whole))
+    assert resumed.keys() == straight.keys()
+    assert all(torch.allclose(resumed[k], straight[k], atol=1e-6) for k in resumed), done
+    heads = [torch.load(studio.run_dir(r) / "value_head.pt") for r in (run_id, whole)]
+    assert all(torch.allclose(heads[0][k], heads[1][k], atol=1e-6) for k in heads[0])
+    assert [m["reward"] for m in ev.read_metrics(run_dir)] == [m["reward"] for m in ev.read_metrics(
+        studio.run_dir(whole))]
 
 
 def test_grpo_resumed_between_two_passes_writes_replies_at_the_uninterrupted_runs_steps(studio, tmp_path,
