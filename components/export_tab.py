@@ -154,8 +154,7 @@ def build(studio):
                           info="0 = the first model, 1 = the second, 0.5 = halfway.")
             weights = gr.Textbox(label="Weights (optional)", placeholder="one per model, e.g. 1, 0.5", visible=False,
                                  elem_id="merge-weights",
-                                 info="How much each model counts; empty = equal shares (with a base model: "
-                                      "shares of the tuned models, as the base adds no change of its own).")
+                                 info="How much each model counts; empty = equal shares.")
             density = gr.Slider(0.05, 1, value=0.5, step=0.05, label="Density", visible=False, elem_id="merge-density",
                                 info="Share of each model's changes kept: 1 keeps all, 0.2 only the largest fifth "
                                      "(TIES) or a random fifth, scaled up (DARE).")
@@ -180,7 +179,8 @@ def build(studio):
     def on_method(key):
         spec = MERGE_METHODS[key]
         return (spec.summary, gr.update(visible=spec.needs_base), gr.update(visible=spec.uses_t),
-                gr.update(visible=spec.uses_weights), gr.update(visible=spec.uses_density))
+                gr.update(visible=spec.uses_weights, info=spec.weights_help),
+                gr.update(visible=spec.uses_density))
 
     method.change(on_method, method, [method_help, base, t, weights, density])
 

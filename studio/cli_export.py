@@ -3,7 +3,7 @@
     studio export run:ID --format merged            # adapter merged into its base: a model folder
     studio export run:ID --format gguf --quant q8_0 # GGUF for llama.cpp + an Ollama Modelfile
     studio merge --method slerp run:A default --t 0.3
-    studio merge --method ties run:A run:B --base default --weights 1 1 --density 0.5
+    studio merge --method ties run:A run:B --base default --density 0.5   # the TIES paper's merge
 """
 
 from __future__ import annotations
@@ -141,7 +141,9 @@ def add_parsers(sub, common) -> None:
     p.add_argument("models", nargs="+", help="run:ID, export:ID, 'default' or model folders")
     p.add_argument("--method", choices=list(MERGE_METHODS), default="slerp")
     p.add_argument("--base", help="the model the others were tuned from (task_arithmetic, ties, dare_ties)")
-    p.add_argument("--weights", type=float, nargs="+", help="one per model (linear, task_arithmetic, ties, dare)")
+    p.add_argument("--weights", type=float, nargs="+",
+                   help="one per model (linear: shares; task_arithmetic, ties, dare_ties: each model's change scaled "
+                        "and added; ties without weights averages the changes where the models agree)")
     p.add_argument("--t", type=float, help="SLERP: 0 = the first model, 1 = the second (default 0.5)")
     p.add_argument("--density", type=float, help="TIES/DARE: share of each model's changes kept (default 0.5)")
     p.add_argument("--seed", type=int, help="DARE's random drops (default 0)")

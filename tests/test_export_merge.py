@@ -278,6 +278,33 @@ def test_ties_weights_scale_each_models_change_as_task_arithmetic_does(two_model
     assert max_diff(weights(tmp_path / "plain"), b) < 1e-5
 
 
+def test_ties_of_two_models_typed_weights_add_and_empty_averages_where_they_agree(two_models, tmp_path):
+    """A review's hand case: blank weights gave the TIES paper's merge and typed ones added the changes up, with
+    nothing saying so (the tab read "empty = equal shares"; the CLI's own example typed 1 1). Both as the help
+    for TIES now says: typed, each kept change scaled and added; empty, averaged over the models that agree."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from pipelines.export.model_merge import MERGE_METHODS
+
+    base, tuned = two_models
+    a, b = weights(base), weights(tuned)
+    shutil.copytree(tuned, tmp_path / "same")  # the same change, a second model
+    shutil.copytree(tuned, tmp_path / "opposite")  # half of it, the other way: outvoted on every weight
+    save_file({k: a[k] - 0.5 * (b[k] - a[k]) for k in a}, str(tmp_path / "opposite" / "model.safetensors"),
+              metadata={"format": "pt"})
+    pair = [str(tuned), str(tmp_path / "same")]
+    merge_models("ties", pair, tmp_path / "blank", base=str(base), density=1.0)
+    assert max_diff(weights(tmp_path / "blank"), b) < 1e-5  # the agreeing changes averaged: the change once
+    merge_models("ties", pair, tmp_path / "typed", base=str(base), weights=[1.0, 1.0], density=1.0)
+    assert max_diff(weights(tmp_path / "typed"), {k: a[k] + 2 * (b[k] - a[k]) for k in a}) < 1e-5  # added up
+    merge_models("ties", [str(tuned), str(tmp_path / "opposite")], tmp_path / "vote", base=str(base), density=1.0)
+    assert max_diff(weights(tmp_path / "vote"), b) < 1e-5  # the outvoted change dropped, not averaged in
+    said = MERGE_METHODS["ties"].weights_help
+    assert "scaled by its weight and added up" in said and "averaged over the models that agree" in said
+
+
 def test_a_merge_whose_tokenizer_mergekit_could_not_copy_still_has_one(two_models, tmp_path, monkeypatch):
     """mergekit logs a tokenizer it could not copy ("The merge was still successful") and goes on: the merge was
     listed as a finished model that chat and GGUF export then failed on."""

@@ -194,3 +194,46 @@ def test_failure_while_writing_leaves_nothing(tiny_model_dir, tmp_path):
         write_gguf(tiny_model_dir, tmp_path / "model.gguf", "q8_0", on_progress=progress)
     assert calls == [(1, 20), (2, 20), (3, 20)]
     assert list(tmp_path.iterdir()) == []  # neither the file nor its temporary
+
+
+def test_a_sharded_folder_exports_the_shards_its_index_names(tiny_model_dir, tmp_path):
+    """A review's edge cases: the weights were found by a glob, so shards beside a leftover whole file failed on
+    a tensor named twice; a model with no output matrix but no tie flag got a 4-bit token_embd, which llama.cpp
+    also reads as the output matrix (llama-quantize gives it more bits); a key saved as null crashed with a
+    bare error."""
+    import gguf
+    import numpy as np
+    from safetensors.torch import load_file, save_file
+
+    model = _copy(tiny_model_dir, tmp_path)
+    weights = load_file(str(model / "model.safetensors"))
+    names = sorted(weights)
+    shards = {"model-00001-of-00002.safetensors": names[:len(names) // 2],
+              "model-00002-of-00002.safetensors": names[len(names) // 2:]}
+    for file, part in shards.items():
+        save_file({k: weights[k] for k in part}, str(model / file), metadata={"format": "pt"})
+    (model / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {}, "weight_map": {k: file for file, part in shards.items() for k in part}}))
+    save_file({k: v * 0 for k, v in weights.items()}, str(model / "model.safetensors"),  # a leftover: not read
+              metadata={"format": "pt"})
+    config = json.loads((model / "config.json").read_text())
+    config.update(tie_word_embeddings=False, num_key_value_heads=None)
+    (model / "config.json").write_text(json.dumps(config))
+
+    result = write_gguf(model, tmp_path / "m.gguf", "q4_0")
+    reader = gguf.GGUFReader(result["file"])
+    assert reader.fields["llama.attention.head_count_kv"].contents() == 4  # null: as many as the heads
+    tensors = {t.name: t for t in reader.tensors}
+    assert "output.weight" not in tensors and result["tensors"] == len(weights)
+    embed = tensors["token_embd.weight"]
+    assert embed.tensor_type == gguf.GGMLQuantizationType.Q8_0  # it is the output matrix too
+    read = gguf.quants.dequantize(embed.data, embed.tensor_type).reshape(weights["model.embed_tokens.weight"].shape)
+    reference = weights["model.embed_tokens.weight"].numpy()
+    assert np.abs(read - reference).max() < 0.01 * np.abs(reference).max()  # the shards', not the leftover's
+
+    (model / "model-00002-of-00002.safetensors").unlink()
+    with pytest.raises(ExportError) as caught:
+        write_gguf(model, tmp_path / "again.gguf")
+    assert str(caught.value) == (f"{model} lacks model-00002-of-00002.safetensors, which its "
+                                 "model.safetensors.index.json lists")
+    assert not (tmp_path / "again.gguf").exists()

@@ -217,6 +217,10 @@ def test_a_template_that_writes_bos_leaves_it_to_ollama_when_the_tokenizer_adds_
      "{% if loop.first and sys %}{{ '<s>[INST] <<SYS>>\n' + sys + '\n<</SYS>>\n\n' + m['content'] + ' [/INST]' }}"
      "{% else %}{{ '<s>[INST] ' + m['content'] + ' [/INST]' }}{% endif %}{% else %}{{ ' ' + m['content'] + ' </s>' }}"
      "{% endif %}{% endfor %}", "puts the system message inside the first user message"),
+    # the reply's opening written into the last message: the cut after it was some other text, with no error
+    ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% if not (loop.last and add_generation_prompt) %}"
+     "</s>{% endif %}{% endfor %}{% if add_generation_prompt %} <assistant>{% endif %}",
+     "rewrites the last message when it adds the reply's opening"),
     # one that refuses a system message itself: its own words, not jinja's raw error
     ("{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
      "{% endif %}<{{ m['role'] }}>{{ m['content'] }}</s>{% endfor %}{% if add_generation_prompt %}<assistant>"

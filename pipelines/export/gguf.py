@@ -17,7 +17,7 @@ import json
 import os
 import tempfile
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from hashlib import sha256
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -129,13 +129,32 @@ def _read_config(model_dir: Path) -> dict:
     if rope.get("rope_type", rope.get("type", "default")) not in ("default", "linear"):
         raise ExportError(f"{path} uses {rope.get('rope_type', rope.get('type'))} RoPE scaling; "
                           "GGUF export supports only plain or linear RoPE for now")
+    # a key saved as null (as absent): the head count, as transformers reads it (the permutation crashed on None)
+    config["num_key_value_heads"] = config.get("num_key_value_heads") or config["num_attention_heads"]
     return config
 
 
+def _weight_files(model_dir: Path) -> list[Path]:
+    """The weights files, as the model's loaders find them: the ones its shard index names when it has one (a
+    folder with the shards and a leftover whole file failed on a tensor named twice), else model.safetensors."""
+    index = model_dir / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            parts = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (ValueError, KeyError, AttributeError, TypeError):
+            raise ExportError(f"{index} is not a readable shard index (no weight_map)") from None
+        missing = [p for p in parts if not (model_dir / p).is_file()]
+        if missing:
+            raise ExportError(f"{model_dir} lacks {missing[0]}, which its {index.name} lists")
+        return [model_dir / p for p in parts]
+    whole = model_dir / "model.safetensors"
+    return [whole] if whole.is_file() else []
+
+
 def _plan_tensors(model_dir: Path, config: dict, quant: str) -> list[_Tensor]:
-    files = sorted(model_dir.glob("model*.safetensors"))
+    files = _weight_files(model_dir)
     if not files:
-        raise ExportError(f"{model_dir} has no model*.safetensors weights to export")
+        raise ExportError(f"{model_dir} has no model.safetensors (or shard index) to export")
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config["num_hidden_layers"])
     plan = []
     for file in files:
@@ -150,16 +169,19 @@ def _plan_tensors(model_dir: Path, config: dict, quant: str) -> list[_Tensor]:
                     raise ExportError(f"tensor {hf_name} in {file} has no place in the llama GGUF "
                                       "layout, so this is not a plain llama model")
                 shape = tuple(weights.get_slice(hf_name).get_shape())
-                plan.append(_Tensor(name, hf_name, file, shape, _tensor_type(name, shape, quant, config)))
-    return plan
+                plan.append(_Tensor(name, hf_name, file, shape, None))
+    # the output matrix is output.weight, or token_embd when there is none (llama.cpp reuses it then: a model
+    # with no lm_head is tied whatever its config's flag says, as llama-quantize's has_output decides)
+    tied = not any(t.name == "output.weight" for t in plan)
+    return [replace(t, qtype=_tensor_type(t.name, t.shape, quant, tied)) for t in plan]
 
 
-def _tensor_type(name: str, shape: tuple[int, ...], quant: str, config: dict) -> gguf.GGMLQuantizationType:
+def _tensor_type(name: str, shape: tuple[int, ...], quant: str, tied: bool) -> gguf.GGMLQuantizationType:
     # As in llama.cpp: 1-D tensors (norms, biases) stay F32; its kernels expect that.
     if len(shape) <= 1 or name.endswith("_norm.weight"):
         return Q.F32
     qtype = QUANTS[quant][1]
-    output = name == "output.weight" or (name == "token_embd.weight" and config.get("tie_word_embeddings"))
+    output = name == "output.weight" or (name == "token_embd.weight" and tied)
     if qtype == Q.Q4_0 and output:
         # llama-quantize gives the output matrix more bits (Q6_K) because errors there hit every
         # logit; gguf-py cannot write Q6_K, so it gets Q8_0.
@@ -176,7 +198,7 @@ def _convert(data: torch.Tensor, t: _Tensor, config: dict) -> np.ndarray:
     if t.hf_name.endswith(("q_proj.weight", "q_proj.bias")):
         data = _permute(data, n_head)
     elif t.hf_name.endswith(("k_proj.weight", "k_proj.bias")):
-        data = _permute(data, config.get("num_key_value_heads", n_head))
+        data = _permute(data, config["num_key_value_heads"])
     return gguf.quants.quantize(data.numpy(), t.qtype)
 
 
@@ -196,7 +218,7 @@ def _add_hyperparameters(w: gguf.GGUFWriter, name: str, config: dict, ftype) -> 
     w.add_block_count(config["num_hidden_layers"])
     w.add_feed_forward_length(config["intermediate_size"])
     w.add_head_count(n_head)
-    w.add_head_count_kv(config.get("num_key_value_heads", n_head))
+    w.add_head_count_kv(config["num_key_value_heads"])
     w.add_rope_freq_base(config.get("rope_theta") or rope.get("rope_theta") or 10000.0)
     if rope.get("rope_type", rope.get("type")) == "linear":
         w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)

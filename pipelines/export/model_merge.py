@@ -26,13 +26,15 @@ class MergeMethod:
     uses_weights: bool
     uses_density: bool
     uses_t: bool = False
+    weights_help: str = ""  # what a weight typed for a model does (the Export tab's and the CLI's help)
 
 
 MERGE_METHODS = {m.key: m for m in [
     MergeMethod("linear", "Weighted average",
                 "Averages the models' weights, each with the weight you give it. Simple and predictable; "
                 "works best when the models started from the same base.",
-                needs_base=False, uses_weights=True, uses_density=False),
+                needs_base=False, uses_weights=True, uses_density=False,
+                weights_help="How much each model counts (shares, made to add up to 1); empty = equal shares."),
     MergeMethod("slerp", "SLERP (two models)",
                 "Moves from the first model towards the second along a curve rather than a straight line, "
                 "which keeps the weights' size the way the models had it. The interpolation factor t says "
@@ -43,17 +45,24 @@ MERGE_METHODS = {m.key: m for m in [
                 "Takes what each tuned model learned (its weights minus the base's) and adds those changes "
                 "to the base, scaled by each model's weight. Combines skills learned separately; a weight "
                 "below 0 removes a behaviour instead.",
-                needs_base=True, uses_weights=True, uses_density=False),
+                needs_base=True, uses_weights=True, uses_density=False,
+                weights_help="Each tuned model's change is scaled by its weight and added to the base (1 = its "
+                "whole change, below 0 removes it); empty = equal shares of the tuned models."),
     MergeMethod("ties", "TIES",
                 "Task arithmetic that first keeps only each model's largest changes (the density: 0.5 keeps "
                 "the top half) and, where models disagree on the direction of a change, follows the "
                 "majority. Less interference than plain addition when merging several models.",
-                needs_base=True, uses_weights=True, uses_density=True),
+                needs_base=True, uses_weights=True, uses_density=True,
+                weights_help="Typed, each tuned model's kept changes are scaled by its weight and added up (1, 1 adds "
+                "both whole where they agree; below 0 removes a change). Empty = the TIES paper's merge: each kept "
+                "change averaged over the models that agree on its sign."),
     MergeMethod("dare_ties", "DARE",
                 "Drops a random share of each model's changes (keeping the density: 0.5 keeps half) and "
                 "scales the rest up to make up for it, then merges like TIES. Tuned models' changes are "
                 "highly redundant, so most can go; good for merging many models.",
-                needs_base=True, uses_weights=True, uses_density=True),
+                needs_base=True, uses_weights=True, uses_density=True,
+                weights_help="Each tuned model's kept, scaled-up changes are scaled again by its weight and added "
+                "up (below 0 removes a change); empty = equal shares of the tuned models."),
 ]}
 
 _SHAPE_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",

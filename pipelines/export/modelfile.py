@@ -79,7 +79,11 @@ def chat_pieces(tokenizer) -> ChatPieces:
                           "be translated for Ollama; write the Modelfile's TEMPLATE by hand")
     user_prefix, user_suffix = _around(turn3[len(two):], m["user2"])
     assistant = _around(two[len(one):], m["assistant"])
-    generation = _render(tokenizer, user, generation=True)[len(one):]
+    prompted = _render(tokenizer, user, generation=True)
+    if not prompted.startswith(one):  # its cut would be some other text, silently wrong in the TEMPLATE
+        raise ExportError("the chat template rewrites the last message when it adds the reply's opening, so it "
+                          "cannot be translated for Ollama; write the Modelfile's TEMPLATE by hand")
+    generation = prompted[len(one):]
     head, rest = _around(one, m["user"])
     bos = tokenizer.bos_token
     if bos and user_prefix.startswith(bos) and not head.endswith(user_prefix) and adds_bos(tokenizer):
