@@ -380,6 +380,11 @@ def build(studio):
             return f"**Could not start:** {field_named(err, method_key)}", gr.skip()
         except (DataError, ModelError, RunError) as err:
             return f"**Could not start:** {quoted(err)}", gr.skip()
+        twins = studio.same_settings_running(run_id)
+        if twins:  # pressed again past the window (or the same recipe on purpose): two runs, and said so
+            return (f"Started run `{run_id}`. Run `{twins[0]['id']}` has the very same settings and is still "
+                    f"{twins[0]['status']}: this is a second one (cancel one in the runs panel if "
+                    "Start was pressed twice by mistake)."), run_id
         return f"Started run `{run_id}`.", run_id
 
     # a run that started: its panel (top right, out of sight below a long form) is brought into view

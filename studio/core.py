@@ -371,17 +371,9 @@ class Studio:
         row_params = {**params, **({"rewards": [reward_fns.describe_entry(e) for e in reward_list]}
                                    if spec.rewards else {})}  # the runs table compares rewards too
         if twin_within_s:
+            key = self._twin_key(method, model, dataset_row["id"], parent_id, row_params, launch, init_adapter)
             recent = time.time() - twin_within_s
-            same = (method, model, dataset_row["id"], parent_id, json.loads(json.dumps(row_params)))
-            setup = json.loads(json.dumps({"devices": asdict(launch), "init_adapter": init_adapter}))
-
-            def twin_of(r: dict) -> bool:  # the same settings, devices and starting point, not yet ended
-                job = read_json(self.run_dir(r["id"]) / JOB) or {}
-                return ((r["method"], r["model"], r["dataset_id"], r["parent_id"], r["params"]) == same
-                        and {k: job.get(k) for k in setup} == setup
-                        and self.get_run(r["id"])["status"] in ("queued", "running"))
-
-            twin = next((r for r in self.store.list_runs() if r["created"] >= recent and twin_of(r)), None)
+            twin = next((r for r in self._unended_twins(key) if r["created"] >= recent), None)
             if twin:
                 raise AlreadyStarted(twin["id"])
         run_id = _new_id("r")
@@ -421,6 +413,35 @@ class Studio:
             raise RunError(f"the training process could not be started ({err.strerror or err}); nothing was "
                            "queued, start it again once the machine has room") from None
         return run_id
+
+    @staticmethod
+    def _twin_key(method, model, dataset_id, parent_id, row_params, launch, init_adapter) -> tuple:
+        """What makes two runs the same run: settings, devices and starting point (as stored: JSON)."""
+        plain = json.loads(json.dumps({"params": row_params, "devices": asdict(launch),
+                                       "init_adapter": init_adapter}))
+        return method, model, dataset_id, parent_id, plain["params"], plain["devices"], plain["init_adapter"]
+
+    def _unended_twins(self, key: tuple) -> list[dict]:
+        """The catalogue's runs with these settings (_twin_key) that wait or train, newest first, each as
+        get_run gives it (its status read now)."""
+        found = []
+        for r in self.store.list_runs():
+            if (r["method"], r["model"], r["dataset_id"], r["parent_id"], r["params"]) != key[:5]:
+                continue
+            job = read_json(self.run_dir(r["id"]) / JOB) or {}
+            if (job.get("devices"), job.get("init_adapter")) == key[5:]:
+                now = self.get_run(r["id"])
+                if now and now["status"] in ("queued", "running"):
+                    found.append(now)
+        return found
+
+    def same_settings_running(self, run_id: str) -> list[dict]:
+        """Other runs with run_id's very settings that still wait or train (get_run's rows): a Start pressed
+        again after the de-dup window (start_run's twin_within_s) queued a second identical run without a word."""
+        row, job = self._require_run(run_id), read_json(self.run_dir(run_id) / JOB) or {}
+        key = (row["method"], row["model"], row["dataset_id"], row["parent_id"], row["params"],
+               job.get("devices"), job.get("init_adapter"))
+        return [r for r in self._unended_twins(key) if r["id"] != run_id]
 
     def _check_model(self, spec, model: str) -> None:
         from transformers import AutoConfig

@@ -275,6 +275,26 @@ def test_the_same_run_asked_for_twice_at_once_is_one_run(studio, tiny_model_dir,
     studio.wait(third, poll_s=0.3)
 
 
+def test_a_second_run_of_the_same_settings_past_the_window_names_the_first(studio, tiny_model_dir, long_params):
+    """Start pressed again with the same settings after the de-dup window queued a second identical run without
+    a word: the Train tab now says which run already has those settings while it waits or trains."""
+    def start(**extra):
+        return studio.start_run(model=str(tiny_model_dir), dataset="quillpad_faq", method="lora",
+                                params={**long_params, **extra})
+
+    first, second = start(), start()  # (no window given: as Start pressed again past it)
+    assert [r["id"] for r in studio.same_settings_running(second)] == [first]
+    assert [r["id"] for r in studio.same_settings_running(first)] == [second]
+    assert studio.same_settings_running(second)[0]["status"] in ("queued", "running")
+    other = start(seed=7)
+    assert studio.same_settings_running(other) == []
+    for run_id in (first, second, other):
+        studio.cancel(run_id)
+    for run_id in (first, second, other):
+        studio.wait(run_id, poll_s=0.3)
+    assert studio.same_settings_running(first) == []  # ended: nothing waits or trains with those settings
+
+
 def test_a_run_whose_process_cannot_start_leaves_nothing_and_a_resume_leaves_it_as_it_was(
         studio, tiny_model_dir, tiny_params, broken_model_dir, monkeypatch):
     """A fork that failed (no memory, no process slots) left the run "queued" for good: its dataset could not be
