@@ -100,7 +100,7 @@ def epochs_for(rows: int) -> int:
 def enough_epochs(per_epoch: int, epochs: float) -> int | None:
     """More epochs for a set whose run would be under ENOUGH_STEPS optimizer steps (at most
     MAX_EPOCHS), else None."""
-    if not per_epoch or not epochs or math.ceil(per_epoch * epochs) >= ENOUGH_STEPS:
+    if not per_epoch or not epochs or math.ceil(round(per_epoch * epochs, 9)) >= ENOUGH_STEPS:
         return None
     more = min(MAX_EPOCHS, math.ceil(ENOUGH_STEPS / per_epoch))
     return more if more > epochs else None
@@ -108,8 +108,8 @@ def enough_epochs(per_epoch: int, epochs: float) -> int | None:
 
 def more_epochs_reason(more: int, rows: int, per_epoch: int) -> str:
     """Why `enough_epochs` raised the epochs, in the advice's words."""
-    steps = math.ceil(per_epoch * more)
-    return (f"{more} epochs: one pass over your {rows} row{'s' if rows != 1 else ''} is only {per_epoch} training "
+    steps = math.ceil(round(per_epoch * more, 9))
+    return (f"{more} epochs: one pass over your {rows} row{'s' if rows != 1 else ''} is only {per_epoch:g} training "
             f"step{'s' if per_epoch != 1 else ''}, and a run needs about {ENOUGH_STEPS} to move the "
             f"model ({steps} steps in all)" + (". More rows would teach it more than more passes."
                                                if steps < ENOUGH_STEPS or more >= MAX_EPOCHS else "."))

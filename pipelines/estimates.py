@@ -87,7 +87,7 @@ class Estimate:
     eval_seconds: float = 0.0  # the whole run's passes over its held-out rows (pipelines/evals.py)
     layers: int = 1  # the model's blocks (a sharded model gathers one at a time)
     rows: int = 0  # training rows (prompts for RL)
-    steps_per_epoch: int | None = None  # optimizer steps
+    steps_per_epoch: int | float | None = None  # optimizer steps (PPO's: a fraction, its batches cross epochs)
 
     @property
     def trainable_percent(self) -> float:
@@ -580,9 +580,10 @@ def estimate(model_path: str, method_key: str, values: dict | None = None, *,
         efficiency = step_efficiency(device, bf16) * (PADDED[device] if padded else 1.0)
         seconds = per_token * tokens_epoch / (flops * efficiency)
         per_step = params.per_device_train_batch_size * getattr(params, "gradient_accumulation_steps", 1)
-        # per epoch; GRPO and RLOO leave out a last batch of prompts too few to fill a step (TRL's RepeatSampler)
-        steps = (len(lengths) // per_step if hasattr(params, "num_iterations") else math.ceil(len(lengths) / per_step)
-                 ) * passes
+        # per epoch; GRPO and RLOO leave out a last batch of prompts too few to fill a step (TRL's RepeatSampler);
+        # PPO's batches run on into the next epoch's prompts, so a part-batch is no step (train_ppo.ppo_steps)
+        steps = (len(lengths) // per_step if hasattr(params, "num_iterations") else len(lengths) / per_step
+                 if hasattr(params, "ppo_epochs") else math.ceil(len(lengths) / per_step)) * passes
         epochs = max(float(params.num_train_epochs), 1e-9)
         if method.zeroth_order:  # MeZO draws its random direction four times a step over every weight
             seconds += steps * 4 * trainable * hardware.perturb_seconds_per_weight(device)

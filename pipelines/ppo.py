@@ -215,6 +215,9 @@ def rollout(policy, value_head, tokenizer, prompts: list[list[dict]], settings: 
                               min_p=None, typical_p=1.0, no_repeat_ngram_size=0, epsilon_cutoff=0.0,
                               eta_cutoff=0.0, min_length=0, min_new_tokens=None, suppress_tokens=None,
                               begin_suppress_tokens=None, bad_words_ids=None, sequence_bias=None,
+                              forced_bos_token_id=None, forced_eos_token_id=None, encoder_repetition_penalty=1.0,
+                              exponential_decay_length_penalty=None, guidance_scale=None, top_h=None,
+                              watermarking_config=None,
                               max_new_tokens=settings.max_new_tokens, eos_token_id=stop,
                               pad_token_id=tokenizer.pad_token_id)
         reply = out[:, prompt_len:]

@@ -48,7 +48,7 @@ def ppo_steps(n: int, batch: int, epochs: float) -> int:
     """Steps that read each of n prompts `epochs` times: a batch runs on into the next epoch's rows (batch_rows), so
     a last part-batch is no step of its own (10 prompts, batches of 4, 2 epochs: 5 steps, not 3 an epoch twice,
     which read 2.4 epochs)."""
-    return max(1, math.ceil(n * float(epochs) / batch))
+    return max(1, math.ceil(round(n * float(epochs) / batch, 9)))  # (10 * 0.3 / 3 is 1.0000000000000002)
 
 
 def train(job: dict, run_dir: Path, events: RunEvents) -> dict:
@@ -124,8 +124,8 @@ def train(job: dict, run_dir: Path, events: RunEvents) -> dict:
                 total_scores = [t + weight * v for t, v in zip(total_scores, values)]
             return total_scores
 
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step)
+        for group in optimizer.param_groups:  # (and no decay: a checkpoint from before kept AdamW's 0.01)
+            group.update(lr=lr_at(step), weight_decay=0.0)
         with hardware.autocast():
             metrics, samples = ppo.ppo_step(policy, value_head, tokenizer, optimizer, [r["prompt"] for r in chosen],
                                             score, settings, ref_model=ref_model)

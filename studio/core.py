@@ -422,8 +422,8 @@ class Studio:
         return method, model, dataset_id, parent_id, plain["params"], plain["devices"], plain["init_adapter"]
 
     def _unended_twins(self, key: tuple) -> list[dict]:
-        """The catalogue's runs with these settings (_twin_key) that wait or train, newest first, each as
-        get_run gives it (its status read now)."""
+        """The catalogue's runs with these settings (_twin_key) that wait or train, not being cancelled, newest
+        first, each as get_run gives it (its status read now)."""
         found = []
         for r in self.store.list_runs():
             if (r["method"], r["model"], r["dataset_id"], r["parent_id"], r["params"]) != key[:5]:
@@ -431,7 +431,8 @@ class Studio:
             job = read_json(self.run_dir(r["id"]) / JOB) or {}
             if (job.get("devices"), job.get("init_adapter")) == key[5:]:
                 now = self.get_run(r["id"])
-                if now and now["status"] in ("queued", "running"):
+                if now and now["status"] in ("queued", "running") and not now.get("cancelling"):  # (its Cancel
+                    # pressed, it is on its way out: Start again is the run that takes its place)
                     found.append(now)
         return found
 

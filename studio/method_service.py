@@ -345,10 +345,10 @@ def summary_line(est, epochs: float | None = None, overhead: float | None = None
               "gives its own figure and the time)")
     line = (f"{memory} — {est.verdict()}{time}. "
             f"Trains {fmt_count(est.trainable_params)} weights ({est.trainable_percent:.2f}% of the model).")
-    steps = math.ceil(est.steps_per_epoch * float(epochs)) if est.steps_per_epoch and epochs else None
+    steps = math.ceil(round(est.steps_per_epoch * float(epochs), 9)) if est.steps_per_epoch and epochs else None
     if steps is not None and steps < FEW_STEPS:
         line += (f"\n\n⚠️ **Only {steps} training step{'s' if steps != 1 else ''}** ({est.rows} training "
-                 f"{'prompts' if METHODS[est.method].rewards else 'rows'}, {est.steps_per_epoch} "
+                 f"{'prompts' if METHODS[est.method].rewards else 'rows'}, {est.steps_per_epoch:g} "
                  f"step{'s' if est.steps_per_epoch != 1 else ''} per epoch): too few for the model to change "
                  "much. Add epochs or examples, or lower the batch size.")
     return line

@@ -249,6 +249,7 @@ def test_send_says_it_is_answering_until_the_replies_end_or_are_stopped(server, 
     # the "Writing…" line gone (its text: once in CI, Gradio's own status badge over the line also read "Error",
     # the cancelled event's, which the page's text is not)
     expect(page.locator("#chat-progress")).not_to_contain_text("Writing")
+    expect(page.locator("#chat-progress")).not_to_contain_text("Written")
     expect(send).to_have_text("Send", timeout=10_000)
     expect(send).to_be_enabled()
     expect(box).to_be_enabled()

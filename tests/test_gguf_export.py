@@ -198,7 +198,7 @@ def test_failure_while_writing_leaves_nothing(tiny_model_dir, tmp_path):
 
 def test_a_sharded_folder_exports_the_shards_its_index_names(tiny_model_dir, tmp_path):
     """A review's edge cases: the weights were found by a glob, so shards beside a leftover whole file failed on
-    a tensor named twice; a model with no output matrix but no tie flag got a 4-bit token_embd, which llama.cpp
+    a tensor named twice (now: the whole file when there is one, as transformers loads it, else the shards); a model with no output matrix but no tie flag got a 4-bit token_embd, which llama.cpp
     also reads as the output matrix (llama-quantize gives it more bits); a key saved as null crashed with a
     bare error."""
     import gguf
@@ -214,8 +214,7 @@ def test_a_sharded_folder_exports_the_shards_its_index_names(tiny_model_dir, tmp
         save_file({k: weights[k] for k in part}, str(model / file), metadata={"format": "pt"})
     (model / "model.safetensors.index.json").write_text(json.dumps(
         {"metadata": {}, "weight_map": {k: file for file, part in shards.items() for k in part}}))
-    save_file({k: v * 0 for k, v in weights.items()}, str(model / "model.safetensors"),  # a leftover: not read
-              metadata={"format": "pt"})
+    (model / "model.safetensors").unlink()
     config = json.loads((model / "config.json").read_text())
     config.update(tie_word_embeddings=False, num_key_value_heads=None)
     (model / "config.json").write_text(json.dumps(config))
@@ -229,7 +228,13 @@ def test_a_sharded_folder_exports_the_shards_its_index_names(tiny_model_dir, tmp
     assert embed.tensor_type == gguf.GGMLQuantizationType.Q8_0  # it is the output matrix too
     read = gguf.quants.dequantize(embed.data, embed.tensor_type).reshape(weights["model.embed_tokens.weight"].shape)
     reference = weights["model.embed_tokens.weight"].numpy()
-    assert np.abs(read - reference).max() < 0.01 * np.abs(reference).max()  # the shards', not the leftover's
+    assert np.abs(read - reference).max() < 0.01 * np.abs(reference).max()  # the shards' weights
+
+    # a whole file beside them is what transformers loads (chat, training): the export is that model too
+    save_file({k: v * 0 for k, v in weights.items()}, str(model / "model.safetensors"), metadata={"format": "pt"})
+    reader = gguf.GGUFReader(write_gguf(model, tmp_path / "whole.gguf", "q4_0")["file"])
+    assert not any(t.data.any() for t in reader.tensors if t.name == "token_embd.weight")
+    (model / "model.safetensors").unlink()
 
     (model / "model-00002-of-00002.safetensors").unlink()
     with pytest.raises(ExportError) as caught:

@@ -272,15 +272,37 @@ def test_logprobs_values_and_stops_against_an_independent_reading(peaky_model_di
     assert not entropy.requires_grad
 
 
-def test_ppo_steps_read_each_prompt_the_epochs_asked_for():
+def test_ppo_steps_read_each_prompt_the_epochs_asked_for(tiny_model_dir):
     """10 prompts in batches of 4 for 2 epochs took 6 steps (3 an epoch, twice) while a batch runs on into the
-    next epoch's rows: 24 prompts read, 2.4 epochs."""
+    next epoch's rows: 24 prompts read, 2.4 epochs. The estimate (the step warning, the advisor) counts as the
+    run does."""
+    from pipelines import estimates
     from pipelines.train_ppo import batch_rows, ppo_steps
 
     assert ppo_steps(10, 4, 2) == 5 and ppo_steps(8, 8, 6) == 6 and ppo_steps(4, 8, 1) == 1
-    assert ppo_steps(10, 4, 0.5) == 2
+    assert ppo_steps(10, 4, 0.5) == 2 and ppo_steps(10, 3, 0.3) == 1  # (not 2 for a rounding error)
     read = Counter(i for step in range(ppo_steps(10, 4, 2)) for i in batch_rows(step, 4, 10, seed=3))
     assert set(read.values()) == {2} and len(read) == 10
+    planned = estimates.estimate(str(tiny_model_dir), "ppo", {"per_device_train_batch_size": 4, "num_train_epochs": 2},
+                                 lengths=[10] * 10)
+    assert planned.steps_per_epoch == 2.5 and math.ceil(planned.steps_per_epoch * 2) == ppo_steps(10, 4, 2)
+
+
+def test_the_updates_see_the_rollouts_probabilities_with_attention_dropout_in_the_config(peaky_model_dir):
+    """The updates ran in train mode: a model whose config sets attention dropout (passed to its attention only
+    while training, no Dropout module to switch off) drew other probabilities there, so the first ratio was
+    not 1 and clipping acted on noise."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(peaky_model_dir, attention_dropout=0.5)
+    policy = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM"))
+    value_head, tokenizer = ppo.ValueHead(policy.config.hidden_size), AutoTokenizer.from_pretrained(peaky_model_dir)
+    params = [p for p in policy.parameters() if p.requires_grad] + list(value_head.parameters())
+    metrics, _ = ppo.ppo_step(policy, value_head, tokenizer, torch.optim.SGD(params, lr=0.0), PROMPTS[:4],
+                              lambda prompts, replies: [1.0] * len(replies), ppo.PPOSettings(max_new_tokens=6))
+    assert metrics["approx_kl"] < 1e-10 and metrics["clipfrac"] == 0
 
 
 def test_ppo_batches_take_each_row_once_an_epoch_across_the_epochs_boundary():

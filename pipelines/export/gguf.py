@@ -135,8 +135,12 @@ def _read_config(model_dir: Path) -> dict:
 
 
 def _weight_files(model_dir: Path) -> list[Path]:
-    """The weights files, as the model's loaders find them: the ones its shard index names when it has one (a
-    folder with the shards and a leftover whole file failed on a tensor named twice), else model.safetensors."""
+    """The weights files, in the order transformers looks for them (what chat and training load): the whole
+    model.safetensors, else the shards its index names (a glob took a leftover whole file and the shards beside
+    it, and failed on a tensor named twice)."""
+    whole = model_dir / "model.safetensors"
+    if whole.is_file():
+        return [whole]
     index = model_dir / "model.safetensors.index.json"
     if index.is_file():
         try:
@@ -147,8 +151,7 @@ def _weight_files(model_dir: Path) -> list[Path]:
         if missing:
             raise ExportError(f"{model_dir} lacks {missing[0]}, which its {index.name} lists")
         return [model_dir / p for p in parts]
-    whole = model_dir / "model.safetensors"
-    return [whole] if whole.is_file() else []
+    return []
 
 
 def _plan_tensors(model_dir: Path, config: dict, quant: str) -> list[_Tensor]:
