@@ -328,7 +328,8 @@ def summary(studio, project_id: str | None) -> tuple:
     lines = [f"**{literal(o['project']['name'])}**: {o['items']} items, {o['complete']} with all their labels "
              f"({o['project']['overlap']} per item); {o['labels']} labels.",
              f"Agreement over {a['items']} items labelled by several people: Krippendorff's α {alpha} "
-             "(1 = always agree, 0 = no better than chance; 0.67 or more is commonly trusted)."
+             "(1 = always agree, 0 = no better than chance; Krippendorff trusts 0.80 or more, 0.67 to 0.80 for tentative "
+             "conclusions only)."
              + (" Below 0 they disagree more often than chance would: the labelers read the task differently, or "
                 "chose carelessly. Read the disagreements below, agree on what counts as better, and label again "
                 "before training on these labels." if a["alpha"] is not None and a["alpha"] < 0 else "")]

@@ -101,7 +101,7 @@ def verdict(row: dict, unit: str = "vote", more: bool = True) -> str:
     if row["high"] < 0.5:
         return "worse"
     if not more:  # ("about 1 more labelled item would tell" of a project with nothing left to label)
-        return "can't tell: too few items"
+        return "can't tell: no lean either way" if row["win_rate"] == 0.5 else "can't tell: too few items"
     counted = row.get("items", row["votes"])
     needed = votes_to_tell(row["win_rate"], counted)
     if needed is None or needed <= counted:

@@ -167,8 +167,11 @@ def _num(x, fmt: str = ".2f") -> str:
 
 def print_overview(ov: dict) -> None:
     from pipelines import arena
+    from studio.label_service import unanswered
 
     found = ov["project"]
+    # more labels can still come (an item short of its labels, prompts still to be answered), as the Label tab says
+    more = ov["complete"] < ov["items"] or bool(unanswered(found))
     print(f"{found['name']} ({found['id']}): {status_word(found)}; {_count(ov['items'], 'item')}, "
           f"{ov['complete']} complete ({_count(found['overlap'], 'label')} each), {_count(ov['labels'], 'label')}; "
           f"{source_line(found['source'])}")
@@ -203,7 +206,7 @@ def print_overview(ov: dict) -> None:
         print(f"  {w['first']} beats {w['second']}: {w['win_rate']:.0%} ({w['low']:.0%}-{w['high']:.0%}) "
               f"over {_count(w['items'], 'item')}, {_count(w['votes'], 'label')} ({w['wins_first']}-{w['wins_second']}, "
               f"{_count(w['ties'], 'tie')}): "
-              f"{arena.verdict(w, 'label')}")
+              f"{arena.verdict(w, 'label', more)}")
     print(f"disagreements: {_count(len(ov['disagreements']), 'item')} (review them in the Label tab)")
 
 

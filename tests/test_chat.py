@@ -448,7 +448,7 @@ def test_the_results_take_the_newer_models_side():
     assert shown["win_rate"] == pytest.approx(0.875)
     assert (shown["low"], shown["high"]) == pytest.approx(arena.wilson(3.5, 4))  # the interval, seen from there
     assert chat_service.win_rate_text(shown) == "88% (40–99%)"  # Wilson, n = 4: 0.396 to 0.987
-    # and what it says: 7 votes at 87.5% put Wilson's low end at 0.529 (6 put it at 0.491)
+    # and what it says: 7 votes at 87.5% put Wilson's low end at 0.505 (6 put it at 0.475)
     assert (arena.wilson(0.875 * 7, 7)[0] > 0.5, arena.wilson(0.875 * 6, 6)[0] < 0.5) == (True, True)
     assert chat_service.win_rate_text(shown, judged=True) == ("88% (40–99%): can't tell yet: about 3 more votes at "
                                                               "this rate would tell")
@@ -484,7 +484,7 @@ def test_blind_votes_and_votes_with_the_names_shown_are_counted_apart(studio):
 
     table, note = results_table(studio)
     assert table["headers"] == RESULT_HEADERS and RESULT_HEADERS[2] == "Votes were"
-    # Wilson, n = 4, 2.5 wins: 0.220 to 0.908
+    # Wilson, n = 4, 2.5 wins: 0.219 to 0.908
     assert [row[2:] for row in table["data"]] == [
         ["blind", 4, 2, 1, 1, "62% (22–91%): can't tell yet: about 58 more votes at this rate would tell"],
         # no verdict where the voter knew which side was the tuned model (4 such votes said "better")
@@ -536,6 +536,9 @@ def test_a_verdict_once_the_interval_is_clear_of_half():
     assert arena.verdict(row(1, 1)) == "can't tell yet: about 3 more votes at this rate would tell"
     assert arena.votes_to_tell(1.0, 1) == 4 and arena.wilson(3, 3)[0] < 0.5 < arena.wilson(4, 4)[0]  # 0.44, 0.51
     assert arena.verdict(row(5.5, 10)) == "can't tell yet: about 375 more votes at this rate would tell"
+    # none can come (a finished label project): too few, or at exactly 50% no number of them would tell
+    assert arena.verdict(row(5.5, 10), more=False) == "can't tell: too few items"
+    assert arena.verdict(row(5, 10), more=False) == "can't tell: no lean either way"
 
     def first_that_tells(rate, votes, most=10_000):  # the plain scan the halving search replaced
         return next((n for n in range(max(votes, 1), most + 1)

@@ -72,8 +72,9 @@ def test_import_label_status_export_round_trip(tmp_path):
     # alpha wins 3 (ann 0, 1; ben 0), beta 3 (ann 2; ben 1, 2), 2 ties count half: 4 of 8; per item
     # 1, 0.5, 0, 0.5: 2 of 4
     rate = next(line for line in out if line.startswith("  alpha beats beta: "))
-    assert re.fullmatch(r"  alpha beats beta: 50% \(\d+%-\d+%\) over 4 items, 8 labels \(3-3, 2 ties\): can't tell "
-                        r"yet: no lean either way", rate)
+    # (every item has its labels: no "yet", nor "more labels would tell", as the Label tab says it)
+    assert re.fullmatch(r"  alpha beats beta: 50% \(\d+%-\d+%\) over 4 items, 8 labels \(3-3, 2 ties\): can't tell: "
+                        r"no lean either way", rate)
     assert out[-1] == "disagreements: 1 item (review them in the Label tab)"
 
     exported = studio_cmd(home, "label", "export", "demo", "--name", "demo prefs")
