@@ -23,7 +23,8 @@ def counted(votes: list[dict]) -> list[dict]:
 
 
 def wilson(successes: float, n: int) -> tuple[float, float]:
-    """95% Wilson score interval for a proportion (successes may be fractional: ties count half)."""
+    """95% Wilson score interval for a proportion (successes may be fractional: ties count half), for one look at
+    a fixed number (a judge's agreement, a bench's accuracy); a win rate read as the votes come in is `anytime`'s."""
     if n == 0:
         return 0.0, 1.0
     p = successes / n
@@ -32,9 +33,44 @@ def wilson(successes: float, n: int) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def anytime(score: float, n: int, alpha: float = 0.05) -> tuple[float, float]:
+    """A 95% interval for a win rate that may be looked at after every vote (a confidence sequence): the rates p
+    under which the votes so far are at most 1/alpha times less likely than under an even mixture of all rates
+    (a Beta(1, 1)-mixture likelihood ratio; by Ville's inequality a wrong p is left out at any look with
+    probability at most alpha: Robbins 1970, Howard et al. 2021). A fixed-n interval (Wilson) read after each
+    vote said "better" for two equal models in 22% of 20-vote runs. score may be fractional (a tie counts half,
+    an item the mean of its labels): at 50%, what the verdict asks, the bound holds for any scores in [0, 1]
+    whose mean is one half (p^x (1-p)^(1-x) <= x p + (1-x)(1-p))."""
+    if n == 0:
+        return 0.0, 1.0
+    s = min(max(score, 0.0), float(n))  # (a rate times n can land a hair outside)
+    f = n - s
+    # log of what the votes' likelihood must reach: the mixture's, B(s + 1, f + 1), less log(1/alpha)
+    bar = math.lgamma(s + 1) + math.lgamma(f + 1) - math.lgamma(n + 2) - math.log(1 / alpha)
+
+    def fits(p: float) -> bool:
+        if (p <= 0 and s > 0) or (p >= 1 and f > 0):
+            return False
+        return (s * math.log(p) if s else 0.0) + (f * math.log(1 - p) if f else 0.0) >= bar
+
+    centre = s / n  # the likelihood's top, above the mixture's average: inside; it falls away on both sides
+
+    def edge(outside: float) -> float:
+        if fits(outside):
+            return outside
+        inside = centre
+        for _ in range(60):
+            mid = (inside + outside) / 2
+            inside, outside = (mid, outside) if fits(mid) else (inside, mid)
+        return inside
+
+    return edge(0.0), edge(1.0)
+
+
 def win_rates(votes: list[dict], by_blind: bool = False, per: str | None = None) -> list[dict]:
     """Per pair of models (in name order): votes, wins of each, ties (incl. both bad), and the
-    first model's win rate with its 95% interval. Ties and 'both bad' count half to each.
+    first model's win rate with its 95% interval (`anytime`: it may be read after every vote). Ties and
+    'both bad' count half to each.
     by_blind: blind votes and votes cast with the names shown are counted apart (each row's "blind"
     says which; blind first): a voter who knows which side is the tuned model can lean toward it,
     so only the blind rows compare the models fairly (as Chatbot Arena counts anonymous votes only).
@@ -66,23 +102,23 @@ def win_rates(votes: list[dict], by_blind: bool = False, per: str | None = None)
             score, n, extra = sum(means), len(means), {"items": len(means)}
         else:
             score, n, extra = s["wins_first"] + 0.5 * s["ties"], s["votes"], {}
-        low, high = wilson(score, n)
+        low, high = anytime(score, n)
         out.append({"first": first, "second": second, **s, **extra, "win_rate": score / n,
                     "low": low, "high": high, **({"blind": not named[0]} if by_blind else {})})
     return out
 
 
 def votes_to_tell(win_rate: float, votes: int, most: int = 10_000) -> int | None:
-    """How many votes in all, at this win rate, put the 95% interval clear of 50% (None: not within
+    """How many votes in all, at this win rate, put the 95% interval (`anytime`) clear of 50% (None: not within
     `most`, or no lean at all)."""
     if win_rate == 0.5:
         return None
 
     def tells(n: int) -> bool:
-        low, high = wilson(win_rate * n, n)
+        low, high = anytime(win_rate * n, n)
         return low > 0.5 or high < 0.5
 
-    lo, hi = max(votes, 1), most  # the interval narrows as n grows: the first n that tells, by halving
+    lo, hi = max(votes, 1), most  # once it tells at this rate, it tells with more: the first n, by halving
     if not tells(hi):
         return None
     while lo < hi:

@@ -407,8 +407,8 @@ def newer_first(row: dict) -> dict:
 
 
 def win_rate_text(row: dict, judged: bool = False, unit: str = "vote", more: bool = True) -> str:
-    """'83% (31–98%)': the first model's win rate and its 95% interval; judged: and what that says
-    ('75% (30–95%): can't tell yet: about 12 more votes at this rate would tell'; more=False: none can come)."""
+    """'88% (22–100%)': the first model's win rate and its 95% interval (arena.anytime); judged: and what that says
+    ('88% (22–100%): can't tell yet: about 11 more votes at this rate would tell'; more=False: none can come)."""
     said = f"{100 * row['win_rate']:.0f}% ({100 * row['low']:.0f}–{100 * row['high']:.0f}%)"
     return f"{said}: {arena.verdict(row, unit, more)}" if judged else said
 

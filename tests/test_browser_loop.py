@@ -140,8 +140,8 @@ def test_votes_to_training_to_a_blind_rematch(server, page, studio, tiny_model_d
     page.get_by_role("tab", name="Train").click()
     page.locator("#runs-table [data-testid='cell-0-0']").click()  # the newest run, the DPO one
     expect(page.locator("#run-status")).to_contain_text(
-        f"Blind votes against LoRA run {parent}: 1 so far, it won 1, lost 0, tied or both bad 0: 100% (21–100%): "
-        "can't tell yet: about 3 more votes at this rate would tell.", timeout=30_000)
+        f"Blind votes against LoRA run {parent}: 1 so far, it won 1, lost 0, tied or both bad 0: 100% (3–100%): "
+        "can't tell yet: about 7 more votes at this rate would tell.", timeout=30_000)
 
     # a second *Train on these preferences* with DPO shown: the epochs it sets, over the person's own, are
     # what a reload shows (the epochs kept before came back)

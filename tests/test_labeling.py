@@ -235,25 +235,26 @@ def test_win_rates_follow_the_models_not_the_letters():
     assert (row["first"], row["second"], row["votes"], row["wins_first"], row["wins_second"],
             row["ties"]) == ("base", "tuned", 4, 2, 1, 1)
     assert row["win_rate"] == 0.625
-    assert (row["low"], row["high"]) == pytest.approx(arena.wilson(2.5, 4))
+    assert (row["low"], row["high"]) == pytest.approx(arena.anytime(2.5, 4))
     assert row["low"] < 0.625 < row["high"]
 
 
 def test_win_rates_count_an_item_labelled_twice_once():
     """Overlap 2, 3 items, both labelers pick the tuned model each time: 6 labels gave Wilson's low end
     6 / (6 + 3.84) = 0.61 and "better"; the two labels of an item are not independent, so the interval is
-    over 3 items (low 0.44): can't tell yet. An item whose labelers split scores a half."""
+    over 3 items (low (1/80)^(1/3) = 0.232, not 6 labels' (1/140)^(1/6) = 0.439): can't tell yet. An item whose
+    labelers split scores a half."""
     labels = [label(i, who, "b") for i in (1, 2, 3) for who in ("ann", "ben")]
     [row] = win_rates(labels)
     assert (row["votes"], row["items"], row["wins_second"]) == (6, 3, 6)
-    assert (row["low"], row["high"]) == pytest.approx(arena.wilson(0, 3))
+    assert (row["low"], row["high"]) == pytest.approx(arena.anytime(0, 3))
     shown = arena.flip(row)
-    assert shown["low"] == pytest.approx(0.4385, abs=1e-4) and arena.wilson(6, 6)[0] > 0.5
-    assert arena.verdict(shown, "label") == "can't tell yet: about 1 more labelled item at this rate would tell"
+    assert shown["low"] == pytest.approx((1 / 80) ** (1 / 3)) and arena.anytime(6, 6)[0] > shown["low"]
+    assert arena.verdict(shown, "label") == "can't tell yet: about 5 more labelled items at this rate would tell"
     split = labels + [label(4, "ann", "a"), label(4, "ben", "b")]
     [row] = win_rates(split)
     assert (row["items"], row["win_rate"]) == (4, pytest.approx(0.5 / 4))
-    assert (row["low"], row["high"]) == pytest.approx(arena.wilson(0.5, 4))
+    assert (row["low"], row["high"]) == pytest.approx(arena.anytime(0.5, 4))
 
 
 def test_labeler_stats_counts_and_median_seconds():
