@@ -186,8 +186,8 @@ def results_table(studio) -> tuple[dict, str]:
             "runs), *Against* the one it was compared with. Ties and 'both bad' count half to each side. "
             "*Better* or *worse* (of blind votes) once the 95% interval is clear of 50%; until then a win rate "
             "can be luck. The interval is one you may read after every vote: stopping the moment it says *better* "
-            "stays 95% sure (an interval for one look, read after each vote, said so of two equal models one time "
-            "in five within 20 votes), so it asks for more votes than a one-look interval would.")
+            "stays 95% sure (an interval for one look, read after each vote, said *better* or *worse* of two equal "
+            "models one time in five within 20 votes), so it asks for more votes than a one-look interval would.")
     if any(row[2] == BLIND_OR_NAMED[False] for row in rows):
         note += (" Votes cast with the names shown are counted apart from blind ones: knowing which side is "
                  "the tuned model can sway a vote, so the blind rows are the fair comparison (tick *Blind "

@@ -38,9 +38,10 @@ def anytime(score: float, n: int, alpha: float = 0.05) -> tuple[float, float]:
     under which the votes so far are at most 1/alpha times less likely than under an even mixture of all rates
     (a Beta(1, 1)-mixture likelihood ratio; by Ville's inequality a wrong p is left out at any look with
     probability at most alpha: Robbins 1970, Howard et al. 2021). A fixed-n interval (Wilson) read after each
-    vote said "better" for two equal models in 22% of 20-vote runs. score may be fractional (a tie counts half,
-    an item the mean of its labels): at 50%, what the verdict asks, the bound holds for any scores in [0, 1]
-    whose mean is one half (p^x (1-p)^(1-x) <= x p + (1-x)(1-p))."""
+    vote said "better" or "worse" of two equal models in 22% of 20-vote runs. score may be fractional (a tie
+    counts half, an item the mean of its labels): the bound holds at every p for scores in [0, 1] whose mean is
+    p, as each vote's factor (q/p)^x ((1-q)/(1-p))^(1-x), convex in x, is at most x q/p + (1-x)(1-q)/(1-p),
+    whose mean is 1. (An item's mean moves as its later labels come: read between them, a little looser.)"""
     if n == 0:
         return 0.0, 1.0
     s = min(max(score, 0.0), float(n))  # (a rate times n can land a hair outside)

@@ -542,7 +542,8 @@ def test_the_interval_may_be_read_after_every_vote():
     assert arena.anytime(7, 7)[0] < 0.5 < arena.anytime(8, 8)[0]  # 0.484, 0.522: 8 straight wins are the fewest
     assert arena.anytime(0, 0) == (0.0, 1.0)
     # at 50%, clear of it exactly when the votes' mixture likelihood is 20 times what 50% gives them
-    for s, n in ((6, 7), (9, 12), (14.5, 20), (30, 48), (31, 48)):
+    for s, n in ((6, 7), (9, 12), (14.5, 20), (30, 48), (31, 48), (7, 7), (8, 8), (16, 20), (16.5, 20), (34.5, 48),
+                 (35, 48)):  # (ratios 2.3 1.4 2.0 0.8 1.4, then 16 28 10.3 20.4 18.6 29.8: both sides of 20)
         ratio = math.exp(math.lgamma(s + 1) + math.lgamma(n - s + 1) - math.lgamma(n + 2) + n * math.log(2))
         assert (arena.anytime(s, n)[0] > 0.5) == (ratio > 20), (s, n, ratio)
 
